@@ -1,0 +1,66 @@
+# mapiproxy build.  `make` builds build/mapiproxy; `make test` runs every test;
+# `make run` installs what is missing, builds, and starts the proxy before the lab.
+CC      ?= gcc
+PY      := /usr/bin/python3
+CSTD    := -std=c17 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+INC     := -Isrc -Iinclude
+LIBS    := -lcrypto -ldl
+
+LIB_SRC := $(filter-out src/core/main.c,$(shell find src -name '*.c' | sort))
+HDRS    := $(shell find src include -name '*.h' 2>/dev/null)
+UNIT    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
+
+B       := build
+OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
+AOBJ    := $(patsubst src/%.c,$(B)/asan/obj/%.o,$(LIB_SRC))
+
+.PHONY: all test unit integration run clean deps fuzz bench format check-format soak
+all: $(B)/mapiproxy $(B)/mapiproxy-asan
+
+$(B)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) -c $< -o $@
+$(B)/asan/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) -c $< -o $@
+
+$(B)/libmp.a: $(OBJ)
+	@rm -f $@; ar rcs $@ $^
+$(B)/libmp-asan.a: $(AOBJ)
+	@rm -f $@; ar rcs $@ $^
+
+$(B)/mapiproxy: src/core/main.c $(B)/libmp.a
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) -rdynamic $< $(B)/libmp.a $(LIBS) -o $@
+# The sanitizer build the integration tests run.
+$(B)/mapiproxy-asan: src/core/main.c $(B)/libmp-asan.a
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) -rdynamic $< $(B)/libmp-asan.a $(LIBS) -o $@
+
+$(B)/unit/%: tests/unit/%.c tests/unit/testlib.h $(B)/libmp-asan.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) -Itests/unit $< $(B)/libmp-asan.a $(LIBS) -o $@
+
+deps:
+	@scripts/install-deps.sh
+
+unit: $(addprefix $(B)/unit/,$(UNIT))
+	@fail=0; for t in $(UNIT); do \
+	  echo "== $$t"; ( cd tests/unit && ../../$(B)/unit/$$t ) || fail=1; done; exit $$fail
+
+integration: $(B)/mapiproxy $(B)/mapiproxy-asan
+	$(PY) -m pytest -q tests/integration
+
+test: unit integration
+
+run: deps $(B)/mapiproxy
+	@scripts/run-demo.sh
+
+clean:
+	rm -rf $(B)
+
+format:
+	clang-format -i $$(find src include tests bench tools -name '*.[ch]')
+check-format:
+	clang-format --dry-run -Werror $$(find src include tests bench tools -name '*.[ch]')

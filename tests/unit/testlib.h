@@ -1,0 +1,25 @@
+/* Minimal unit-test support: CHECK() counts, main() ends with the plain
+ * "N passed, N failed" line that CI reads. */
+#ifndef MP_TESTLIB_H
+#define MP_TESTLIB_H
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int t_pass, t_fail;
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            t_pass++;                                                                              \
+        } else {                                                                                   \
+            t_fail++;                                                                              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
+        }                                                                                          \
+    } while (0)
+#define CHECK_EQ(a, b) CHECK((a) == (b))
+#define TEST_DONE()                                                                                \
+    do {                                                                                           \
+        printf("%d passed, %d failed\n", t_pass, t_fail);                                          \
+        return t_fail ? 1 : 0;                                                                     \
+    } while (0)
+#endif
