@@ -1,0 +1,477 @@
+/* LZ77+DIRECT2 / MS-XCA "Plain LZ77" codec (MS-XCA 2.3 compression, 2.4
+ * decompression).  Design notes and measured figures: doc/internals/lz77.md.
+ *
+ * Stream format, as a reminder:
+ *   - a 32-bit little-endian flag word precedes each group of 32 symbols;
+ *     its bits, most significant first, say literal (0) or match (1);
+ *   - literal: one byte;
+ *   - match: u16 LE = (offset - 1) << 3 | min(length - 3, 7), offset 1..8192;
+ *     if length - 3 >= 7: a 4-bit extension (two successive such matches
+ *     share one byte: low nibble first, the byte sits where the first of
+ *     them needed it); if that nibble is 15: one more byte; if that byte is
+ *     255: a u16 holding length - 3 (or 0 and then a u32 holding it);
+ *   - the last flag word is padded with 1-bits; a match flag at the end of
+ *     the input ends decoding.  When the last group is full the encoder
+ *     (like Windows) has already reserved the next flag word: 0xFFFFFFFF. */
+#include "xca/lz77.h"
+
+#include <string.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define MP_LZ77_BE 1
+#else
+#define MP_LZ77_BE 0
+#endif
+
+#if defined(__GNUC__)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define LIKELY(x) (x)
+#define UNLIKELY(x) (x)
+#define ALWAYS_INLINE inline
+#endif
+
+static ALWAYS_INLINE uint16_t ld16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+#if MP_LZ77_BE
+    v = __builtin_bswap16(v);
+#endif
+    return v;
+}
+static ALWAYS_INLINE uint32_t ld32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+#if MP_LZ77_BE
+    v = __builtin_bswap32(v);
+#endif
+    return v;
+}
+static ALWAYS_INLINE uint64_t ld64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if MP_LZ77_BE
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+static ALWAYS_INLINE void st16(uint8_t *p, uint16_t v)
+{
+#if MP_LZ77_BE
+    v = __builtin_bswap16(v);
+#endif
+    memcpy(p, &v, 2);
+}
+static ALWAYS_INLINE void st32(uint8_t *p, uint32_t v)
+{
+#if MP_LZ77_BE
+    v = __builtin_bswap32(v);
+#endif
+    memcpy(p, &v, 4);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decompression                                                            */
+/* ------------------------------------------------------------------------ */
+
+#define SENTINEL (UINT64_C(1) << 63)
+
+/* Copy a match of len bytes from op - off to op, off >= 1, knowing that
+ * [op, op + len + 16) lies inside the output buffer: may write up to 15
+ * bytes of junk past op + len (overwritten later or beyond the result). */
+static ALWAYS_INLINE void copy_match_wild(uint8_t *op, size_t off, size_t len)
+{
+    uint8_t *end = op + len;
+    if (off >= 16) {
+        do {
+            memcpy(op, op - off, 16);
+            op += 16;
+        } while (op < end);
+        return;
+    }
+    if (off == 1) {
+        memset(op, op[-1], len);
+        return;
+    }
+    /* Short period: copy one period at a time, doubling the period (the
+     * bytes written so far repeat with period off, so a copy from 2 * off
+     * back is as good as one from off back and is non-overlapping). */
+    do {
+        memcpy(op, op - off, off);
+        op += off;
+        off *= 2;
+    } while (off < 16 && op < end);
+    while (op < end) {
+        memcpy(op, op - off, 16);
+        op += 16;
+    }
+}
+
+ssize_t mp_lz77_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap)
+{
+    const uint8_t *ip = in;
+    const uint8_t *const iend = in + in_len;
+    uint8_t *op = out;
+    uint8_t *const oend = out + out_cap;
+    const uint8_t *nib = NULL; /* byte whose high nibble is still unused */
+    uint64_t fl = SENTINEL;    /* flag bits, MSB first, then a 1 sentinel */
+
+    if (in_len == 0)
+        return 0;
+    if (out == NULL)
+        return -1;
+    for (;;) {
+        if (UNLIKELY(ip >= iend))
+            break;
+        if (fl == SENTINEL) {
+            if (UNLIKELY(iend - ip < 4))
+                return -1;
+            fl = ((uint64_t)ld32(ip) << 32) | (UINT64_C(1) << 31);
+            ip += 4;
+            continue; /* input may end right after the flag word */
+        }
+        unsigned n = (unsigned)__builtin_clzll(fl); /* literals before next 1 */
+        if (n) {
+            if (LIKELY(iend - ip >= 32 && oend - op >= 32)) {
+                memcpy(op, ip, 16);
+                memcpy(op + 16, ip + 16, 16);
+            } else {
+                if ((size_t)(iend - ip) < n)
+                    n = (unsigned)(iend - ip); /* unpadded end: accept */
+                if ((size_t)(oend - op) < n)
+                    return -1;
+                memcpy(op, ip, n);
+            }
+            op += n;
+            ip += n;
+            fl <<= n;
+            if (fl == SENTINEL)
+                continue;
+            if (UNLIKELY(ip >= iend))
+                break;
+        }
+        /* a match (or, at the end of the input, the end marker) */
+        fl <<= 1;
+        if (UNLIKELY(iend - ip < 2)) {
+            if (ip == iend)
+                break;
+            return -1;
+        }
+        uint32_t m = ld16(ip);
+        ip += 2;
+        size_t off = (m >> 3) + 1;
+        uint64_t len = m & 7;
+        if (len == 7) {
+            if (nib == NULL) {
+                if (UNLIKELY(ip >= iend))
+                    return -1;
+                nib = ip;
+                len = *ip++ & 15u;
+            } else {
+                len = *nib >> 4;
+                nib = NULL;
+            }
+            if (len == 15) {
+                if (UNLIKELY(ip >= iend))
+                    return -1;
+                len = *ip++;
+                if (len == 255) {
+                    if (UNLIKELY(iend - ip < 2))
+                        return -1;
+                    len = ld16(ip);
+                    ip += 2;
+                    if (len == 0) {
+                        if (UNLIKELY(iend - ip < 4))
+                            return -1;
+                        len = ld32(ip);
+                        ip += 4;
+                    }
+                    if (UNLIKELY(len < 15 + 7))
+                        return -1;
+                    len -= 15 + 7;
+                }
+                len += 15;
+            }
+            len += 7;
+        }
+        len += 3;
+        if (UNLIKELY(off > (size_t)(op - out)))
+            return -1;
+        size_t room = (size_t)(oend - op);
+        if (UNLIKELY(len > room))
+            return -1;
+        if (LIKELY(off >= 16 && len <= 16 && room >= 16)) {
+            memcpy(op, op - off, 16);
+            op += len;
+        } else if (LIKELY(room - len >= 16)) {
+            copy_match_wild(op, off, (size_t)len);
+            op += len;
+        } else {
+            const uint8_t *src = op - off;
+            for (size_t i = 0; i < len; i++)
+                op[i] = src[i];
+            op += len;
+        }
+    }
+    return (ssize_t)(op - out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Compression                                                              */
+/* ------------------------------------------------------------------------ */
+
+#define MIN_MATCH 3
+/* Longest match we emit: the u16 length form (no u32 form needed). */
+#define MAX_MATCH (0xFFFFu + 3u)
+
+size_t mp_lz77_compress_bound(size_t in_len)
+{
+    return in_len + 4 * (in_len / 32 + 1);
+}
+
+/* Number of equal bytes at a and b, at most limit - b bytes (a < b). */
+static ALWAYS_INLINE size_t match_len(const uint8_t *a, const uint8_t *b, const uint8_t *limit)
+{
+    const uint8_t *start = b;
+    while (b + 8 <= limit) {
+        uint64_t x = ld64(a) ^ ld64(b);
+        if (x) {
+#if MP_LZ77_BE
+            return (size_t)(b - start) + ((unsigned)__builtin_clzll(x) >> 3);
+#else
+            return (size_t)(b - start) + ((unsigned)__builtin_ctzll(x) >> 3);
+#endif
+        }
+        a += 8;
+        b += 8;
+    }
+    while (b < limit && *a == *b) {
+        a++;
+        b++;
+    }
+    return (size_t)(b - start);
+}
+
+struct writer {
+    uint8_t *op;
+    uint8_t *oend;
+    uint8_t *fp;  /* where the current flag word goes */
+    uint8_t *nib; /* byte with a free high nibble, or NULL */
+    uint64_t flags;
+    unsigned nf; /* flags in the current group */
+};
+
+/* Emit n literals; false if out of room. */
+static ALWAYS_INLINE int put_literals(struct writer *w, const uint8_t *p, size_t n)
+{
+    while (n) {
+        size_t k = 32 - w->nf;
+        if (k > n)
+            k = n;
+        size_t need = k + (w->nf + k == 32 ? 4 : 0);
+        if (UNLIKELY((size_t)(w->oend - w->op) < need))
+            return 0;
+        memcpy(w->op, p, k);
+        w->op += k;
+        p += k;
+        n -= k;
+        w->flags <<= k;
+        w->nf += (unsigned)k;
+        if (w->nf == 32) {
+            st32(w->fp, (uint32_t)w->flags);
+            w->fp = w->op;
+            w->op += 4;
+            w->nf = 0;
+            w->flags = 0;
+        }
+    }
+    return 1;
+}
+
+static ALWAYS_INLINE int put_match(struct writer *w, size_t off, size_t len)
+{
+    size_t l = len - 3;
+    size_t need = 2 + (w->nf == 31 ? 4 : 0);
+    if (l >= 7) {
+        need += w->nib ? 0 : 1;
+        if (l >= 7 + 15) {
+            need += 1;
+            if (l >= 7 + 15 + 255)
+                need += 2;
+        }
+    }
+    if (UNLIKELY((size_t)(w->oend - w->op) < need))
+        return 0;
+    uint8_t *op = w->op;
+    st16(op, (uint16_t)(((off - 1) << 3) | (l < 7 ? l : 7)));
+    op += 2;
+    if (l >= 7) {
+        size_t r = l - 7;
+        unsigned v = r < 15 ? (unsigned)r : 15u;
+        if (w->nib == NULL) {
+            w->nib = op;
+            *op++ = (uint8_t)v;
+        } else {
+            *w->nib |= (uint8_t)(v << 4);
+            w->nib = NULL;
+        }
+        if (r >= 15) {
+            r -= 15;
+            *op++ = (uint8_t)(r < 255 ? r : 255);
+            if (r >= 255) {
+                st16(op, (uint16_t)l);
+                op += 2;
+            }
+        }
+    }
+    w->op = op;
+    w->flags = (w->flags << 1) | 1;
+    if (++w->nf == 32) {
+        st32(w->fp, (uint32_t)w->flags);
+        w->fp = w->op;
+        w->op += 4;
+        w->nf = 0;
+        w->flags = 0;
+    }
+    return 1;
+}
+
+#define HBITS MP_LZ77_HASH_BITS
+
+static ALWAYS_INLINE uint32_t hash3(const uint8_t *p, unsigned shift)
+{
+    return ((ld32(p) << 8) * 2654435761u) >> shift;
+}
+
+/* The matcher.  Hash table of 16-bit entries holding the low 16 bits of the
+ * last position with that 3-byte hash; the distance is recovered modulo
+ * 65536, which is exact for all usable candidates (distance <= 8192) and
+ * merely a wasted probe for stale ones (every candidate is verified).
+ * Greedy parse with one step of lazy evaluation. */
+static ssize_t compress_core(struct mp_lz77_state *st, const uint8_t *in, size_t in_len,
+                             uint8_t *out, size_t out_cap)
+{
+    struct writer w;
+    if (out_cap < 4)
+        return -1;
+    w.op = out + 4;
+    w.oend = out + out_cap;
+    w.fp = out;
+    w.nib = NULL;
+    w.flags = 0;
+    w.nf = 0;
+
+    unsigned hbits = HBITS;
+    while (hbits > 8 && ((size_t)1 << (hbits - 1)) >= in_len)
+        hbits--;
+    const unsigned shift = 32 - hbits;
+    uint16_t *const head = st->head;
+    memset(head, 0, sizeof(head[0]) << hbits);
+
+    const uint8_t *const iend = in + in_len;
+    const uint8_t *anchor = in;
+    const uint8_t *p = in;
+
+    if (in_len >= 8) {
+        const uint8_t *const mlimit = iend - 4; /* last position we hash */
+        const uint32_t base = 0;
+        (void)base;
+        while (p < mlimit) {
+            /* find the best match at p */
+            uint32_t h = hash3(p, shift);
+            uint32_t pos = (uint32_t)(p - in);
+            uint32_t d = (pos - head[h]) & 0xFFFFu;
+            head[h] = (uint16_t)pos;
+            if (d - 1 >= MP_LZ77_WINDOW || d > pos ||
+                (ld32(p - d) ^ ld32(p)) & 0xFFFFFFu) {
+                p++;
+                continue;
+            }
+            size_t len = 3 + match_len(p - d + 3, p + 3, iend);
+            /* lazy: is there a longer match at p + 1? */
+            if (len < 64 && p + 1 < mlimit) {
+                const uint8_t *q = p + 1;
+                uint32_t h2 = hash3(q, shift);
+                uint32_t pos2 = pos + 1;
+                uint32_t d2 = (pos2 - head[h2]) & 0xFFFFu;
+                if (d2 - 1 < MP_LZ77_WINDOW && d2 <= pos2 &&
+                    !((ld32(q - d2) ^ ld32(q)) & 0xFFFFFFu)) {
+                    size_t len2 = 3 + match_len(q - d2 + 3, q + 3, iend);
+                    if (len2 > len) {
+                        head[h2] = (uint16_t)pos2;
+                        p = q;
+                        d = d2;
+                        len = len2;
+                        pos = pos2;
+                    }
+                }
+            }
+            if (len > MAX_MATCH)
+                len = MAX_MATCH;
+            if (!put_literals(&w, anchor, (size_t)(p - anchor)) || !put_match(&w, d, len))
+                return -1;
+            /* index (some of) the positions inside the match */
+            const uint8_t *e = p + len;
+            const uint8_t *ins = p + 1;
+            const uint8_t *ins_end = e < mlimit ? e : mlimit;
+            if (len > 32)
+                ins = ins_end - 16 > ins ? ins_end - 16 : ins;
+            for (; ins < ins_end; ins++)
+                head[hash3(ins, shift)] = (uint16_t)(ins - in);
+            p = e;
+            anchor = p;
+        }
+    }
+    if (!put_literals(&w, anchor, (size_t)(iend - anchor)))
+        return -1;
+    /* pad the last flag word with 1-bits */
+    uint32_t f = (uint32_t)w.flags;
+    if (w.nf)
+        f = (f << (32 - w.nf)) | (0xFFFFFFFFu >> w.nf);
+    else
+        f = 0xFFFFFFFFu;
+    st32(w.fp, f);
+    return (ssize_t)(w.op - out);
+}
+
+ssize_t mp_lz77_compress_st(struct mp_lz77_state *st, const uint8_t *in, size_t in_len,
+                            uint8_t *out, size_t out_cap)
+{
+    if (in_len && in == NULL)
+        return -1;
+    if (out == NULL)
+        return -1;
+    return compress_core(st, in, in_len, out, out_cap);
+}
+
+ssize_t mp_lz77_compress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap)
+{
+    struct mp_lz77_state st;
+    return mp_lz77_compress_st(&st, in, in_len, out, out_cap);
+}
+
+ssize_t mp_lz77_compress_if_worth_st(struct mp_lz77_state *st, const uint8_t *in, size_t in_len,
+                                     uint8_t *out, size_t out_cap)
+{
+    if (in_len <= 1)
+        return MP_LZ77_NOT_WORTH; /* output is at least 4 bytes */
+    size_t cap = in_len - 1;
+    int limited_by_us = out_cap >= cap;
+    if (!limited_by_us)
+        cap = out_cap;
+    ssize_t r = mp_lz77_compress_st(st, in, in_len, out, cap);
+    if (r < 0)
+        return limited_by_us ? MP_LZ77_NOT_WORTH : -1;
+    return r;
+}
+
+ssize_t mp_lz77_compress_if_worth(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap)
+{
+    struct mp_lz77_state st;
+    return mp_lz77_compress_if_worth_st(&st, in, in_len, out, out_cap);
+}
