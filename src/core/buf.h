@@ -1,0 +1,26 @@
+/* A growable byte buffer with a read offset: data lives in [off, len). */
+#ifndef MP_BUF_H
+#define MP_BUF_H
+#include <stddef.h>
+#include <stdint.h>
+
+struct mp_buf {
+    uint8_t *data;
+    size_t off, len, cap;
+};
+
+static inline size_t mp_buf_avail(const struct mp_buf *b)
+{
+    return b->len - b->off;
+}
+static inline uint8_t *mp_buf_head(const struct mp_buf *b)
+{
+    return b->data + b->off;
+}
+int mp_buf_reserve(struct mp_buf *b, size_t extra); /* room for extra bytes at the end */
+int mp_buf_append(struct mp_buf *b, const void *p, size_t n);
+void mp_buf_consume(struct mp_buf *b, size_t n);
+void mp_buf_free(struct mp_buf *b);
+/* Releases the memory of an empty buffer (idle sessions keep none). */
+void mp_buf_trim(struct mp_buf *b);
+#endif

@@ -1,0 +1,24 @@
+/* Logging: levels, one line per event, never secrets. */
+#ifndef MP_LOG_H
+#define MP_LOG_H
+#include <stdarg.h>
+
+enum mp_log_level { MP_LOG_ERROR = 0, MP_LOG_WARN, MP_LOG_INFO, MP_LOG_DEBUG, MP_LOG_TRACE };
+
+extern int mp_log_threshold;
+
+int mp_log_open(const char *path); /* NULL or "" = stderr; returns 0 or -1 */
+void mp_log_close(void);
+void mp_log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define mp_log(level, ...)                                                                         \
+    do {                                                                                           \
+        if ((level) <= mp_log_threshold)                                                           \
+            mp_log_at((level), __VA_ARGS__);                                                       \
+    } while (0)
+#define mp_error(...) mp_log(MP_LOG_ERROR, __VA_ARGS__)
+#define mp_warn(...) mp_log(MP_LOG_WARN, __VA_ARGS__)
+#define mp_info(...) mp_log(MP_LOG_INFO, __VA_ARGS__)
+#define mp_debug(...) mp_log(MP_LOG_DEBUG, __VA_ARGS__)
+#define mp_trace(...) mp_log(MP_LOG_TRACE, __VA_ARGS__)
+#endif
