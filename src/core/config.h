@@ -22,6 +22,7 @@ struct mp_iface_spec {
     uint16_t vers_major;
     uint16_t vers_minor;
     char name[48];     /* "exchange_emsmdb", ... or the UUID text */
+    bool any_version;  /* "UUID" without "/MAJOR.MINOR": any version matches */
 };
 
 /* One address to listen on. */
@@ -35,6 +36,30 @@ struct mp_binding {
     enum mp_transport transport;
     char host[256];
     uint16_t port;     /* 0: find through the upstream's endpoint mapper */
+    uint32_t flags;    /* MP_BINDING_F_*: Samba's [sign,seal,print...] (informational) */
+};
+
+/* Samba binding-string flags, accepted and recorded; the relay does not act on them. */
+#define MP_BINDING_F_SIGN 0x0001u
+#define MP_BINDING_F_SEAL 0x0002u
+#define MP_BINDING_F_CONNECT 0x0004u
+#define MP_BINDING_F_SPNEGO 0x0008u
+#define MP_BINDING_F_NTLM 0x0010u
+#define MP_BINDING_F_KRB5 0x0020u
+#define MP_BINDING_F_SCHANNEL 0x0040u
+#define MP_BINDING_F_VALIDATE 0x0080u
+#define MP_BINDING_F_PRINT 0x0100u
+#define MP_BINDING_F_PADCHECK 0x0200u
+#define MP_BINDING_F_BIGENDIAN 0x0400u
+#define MP_BINDING_F_SMB1 0x0800u
+#define MP_BINDING_F_SMB2 0x1000u
+#define MP_BINDING_F_NDR64 0x2000u
+#define MP_BINDING_F_PACKET 0x4000u
+
+/* Diagnostics: every problem found, as "FILE:LINE: what is wrong; what to do". */
+struct mp_diag {
+    char **msgs;
+    size_t n;
 };
 
 struct mp_config {
@@ -65,6 +90,10 @@ struct mp_config {
     uint32_t max_connections;                /* mapiproxy:max connections (9500) */
     uint32_t connect_timeout_ms;             /* mapiproxy:connect timeout (10000) */
     uint32_t idle_timeout_s;                 /* mapiproxy:idle timeout (0 = none) */
+    bool server;                             /* dcerpc_mapiproxy:server (accepted; true) */
+    /* Non-fatal remarks (ignored OpenChange-only options...), same format as
+     * errors; freed by mp_config_free (and by a failed load). */
+    struct mp_diag warnings;
 
     /* Every key = value read, for module options and lookups. */
     struct mp_config_entry *entries;
@@ -79,18 +108,14 @@ struct mp_config_entry {
     int line;
 };
 
-/* Diagnostics: every problem found, as "FILE:LINE: what is wrong; what to do". */
-struct mp_diag {
-    char **msgs;
-    size_t n;
-};
-
 /* Fills defaults, then reads FILE (or, when path is NULL, the text in
  * `text`, named `name` in messages).  Returns 0 when valid; otherwise -1
  * and every error is in diag (caller frees with mp_diag_free). */
 int mp_config_load(struct mp_config *cfg, const char *path, struct mp_diag *diag);
 int mp_config_load_text(struct mp_config *cfg, const char *name, const char *text,
                         struct mp_diag *diag);
+/* Frees entries and warnings; safe to call twice, or after a failed load
+ * (which already released them). */
 void mp_config_free(struct mp_config *cfg);
 void mp_diag_free(struct mp_diag *diag);
 
@@ -104,6 +129,24 @@ long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt);
  * "exchange_nsp", "exchange_ds_rfr", "exchange_async_emsmdb", "epmapper",
  * "lsarpc"...) or from "UUID" / "UUID/MAJOR.MINOR".  Returns 0 or -1. */
 int mp_iface_parse(const char *text, struct mp_iface_spec *spec);
+
+/* True when a bind for uuid (wire form) version major.minor is covered by spec. */
+bool mp_iface_match(const struct mp_iface_spec *spec, const uint8_t uuid[16], uint16_t vers_major,
+                    uint16_t vers_minor);
+
+/* UUID text "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (any case, optional {})
+ * <-> 16 bytes in DCE/RPC wire form (first three fields little-endian).
+ * mp_uuid_parse returns 0 or -1; mp_uuid_format writes lower case + NUL. */
+int mp_uuid_parse(const char *s, uint8_t out[16]);
+void mp_uuid_format(const uint8_t in[16], char out[37]);
+
+/* Parses a Samba binding string ("ncacn_ip_tcp:HOST[PORT,options]").
+ * Returns 0, or -1 with err set to "what is wrong; what to do" (meant to
+ * follow the quoted binding text). */
+int mp_binding_parse(const char *text, struct mp_binding *b, char *err, size_t errlen);
+
+#define MP_CONFIG_MAX_INCLUDE_DEPTH 8
+#define MP_CONFIG_MAX_FILE_SIZE (4u << 20)
 
 /* The embedded default configuration used when no -c is given. */
 extern const char mp_default_config[];

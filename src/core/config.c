@@ -1,0 +1,1715 @@
+/* mapiproxy configuration parser: Samba smb.conf syntax.
+ *
+ * One pass over the text: every `key = value` is recorded in cfg->entries and,
+ * when it is one of ours, checked and applied at once (the last assignment
+ * wins, as in Samba).  Problems are collected in the caller's mp_diag as
+ * "FILE:LINE: what is wrong; what to do"; parsing never stops at the first.
+ * The password value is never copied into any message.
+ */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_DIAG 200 /* messages kept per load; then one "too many" line */
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                             */
+
+static void diag_vadd(struct mp_diag *d, const char *fmt, va_list ap)
+{
+    if (!d)
+        return;
+    char *m = NULL;
+    if (vasprintf(&m, fmt, ap) < 0)
+        return;
+    char **nm = realloc(d->msgs, (d->n + 1) * sizeof *nm);
+    if (!nm) {
+        free(m);
+        return;
+    }
+    d->msgs = nm;
+    d->msgs[d->n++] = m;
+}
+
+__attribute__((format(printf, 2, 3))) static void diag_add(struct mp_diag *d, const char *fmt,
+                                                           ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    diag_vadd(d, fmt, ap);
+    va_end(ap);
+}
+
+void mp_diag_free(struct mp_diag *diag)
+{
+    if (!diag)
+        return;
+    for (size_t i = 0; i < diag->n; i++)
+        free(diag->msgs[i]);
+    free(diag->msgs);
+    diag->msgs = NULL;
+    diag->n = 0;
+}
+
+/* Bounded copy, always NUL-terminated (callers check lengths first). */
+static void scopy(char *dst, size_t n, const char *src)
+{
+    size_t l = strlen(src);
+    if (l >= n)
+        l = n - 1;
+    memcpy(dst, src, l);
+    dst[l] = 0;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f' || c == '\n';
+}
+
+/* Copies s (len n) into a fresh string, trimmed. */
+static char *dup_trim(const char *s, size_t n)
+{
+    while (n && is_space(*s))
+        s++, n--;
+    while (n && is_space(s[n - 1]))
+        n--;
+    char *r = malloc(n + 1);
+    if (!r)
+        return NULL;
+    memcpy(r, s, n);
+    r[n] = 0;
+    return r;
+}
+
+/* Key normalization: trim, lower-case, fold white space runs to one space,
+ * and drop white space around the first ':' ("mapiproxy : Log  Level" ->
+ * "mapiproxy:log level").  Returns a fresh string. */
+static char *normalize_key(const char *s, size_t n)
+{
+    char *r = malloc(n + 1);
+    if (!r)
+        return NULL;
+    size_t o = 0;
+    bool pend_space = false, seen_colon = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (is_space(c)) {
+            pend_space = o > 0;
+            continue;
+        }
+        if (c == ':' && !seen_colon) {
+            seen_colon = true;
+            pend_space = false;
+            r[o++] = ':';
+            /* skip spaces after the colon */
+            while (i + 1 < n && is_space(s[i + 1]))
+                i++;
+            continue;
+        }
+        if (pend_space)
+            r[o++] = ' ';
+        pend_space = false;
+        r[o++] = (char)tolower((unsigned char)c);
+    }
+    r[o] = 0;
+    return r;
+}
+
+/* Quotes a value for a message: at most 80 bytes, control bytes as '?'. */
+static const char *qv(const char *s, char *buf, size_t n)
+{
+    size_t o = 0, i = 0;
+    for (; s[i] && o + 4 < n && i < 80; i++)
+        buf[o++] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+    if (s[i] && o + 4 <= n) {
+        memcpy(buf + o, "...", 3);
+        o += 3;
+    }
+    buf[o] = 0;
+    return buf;
+}
+
+static size_t lev(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return 99;
+    size_t row[65];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t prev = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cur = row[j];
+            size_t sub = prev + (tolower((unsigned char)a[i - 1]) !=
+                                 tolower((unsigned char)b[j - 1]));
+            size_t v = sub;
+            if (row[j] + 1 < v)
+                v = row[j] + 1;
+            if (row[j - 1] + 1 < v)
+                v = row[j - 1] + 1;
+            row[j] = v;
+            prev = cur;
+        }
+    }
+    return row[lb];
+}
+
+/* Closest of names[] to s, or NULL when none is close. */
+static const char *closest(const char *s, const char *const *names, size_t n)
+{
+    const char *best = NULL;
+    size_t bd = 99;
+    size_t ls = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        size_t d = lev(s, names[i]);
+        size_t ln = strlen(names[i]);
+        size_t lim = (ls > ln ? ls : ln) / 3;
+        if (lim < 2)
+            lim = 2;
+        if (d <= lim && d < bd) {
+            bd = d;
+            best = names[i];
+        }
+    }
+    return best;
+}
+
+static bool parse_bool(const char *v, bool *out)
+{
+    static const char *const t[] = {"yes", "true", "1", "on"};
+    static const char *const f[] = {"no", "false", "0", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (!strcasecmp(v, t[i])) {
+            *out = true;
+            return true;
+        }
+        if (!strcasecmp(v, f[i])) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Decimal digits only, no sign; saturates at ULLONG_MAX/2 to flag overflow. */
+static bool parse_u64(const char *v, const char **end, unsigned long long *out)
+{
+    const char *p = v;
+    unsigned long long x = 0;
+    if (!isdigit((unsigned char)*p))
+        return false;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (x > (1ull << 60))
+            x = 1ull << 61; /* keep "too large" */
+        else
+            x = x * 10 + (unsigned)(*p - '0');
+    }
+    *end = p;
+    *out = x;
+    return true;
+}
+
+static bool parse_plain_uint(const char *v, unsigned long long *out)
+{
+    const char *end;
+    return parse_u64(v, &end, out) && *end == 0;
+}
+
+/* "16M", "256K", "1048576", "64 KiB" -> bytes. */
+static bool parse_size(const char *v, unsigned long long *out)
+{
+    const char *end;
+    unsigned long long x;
+    if (!parse_u64(v, &end, &x))
+        return false;
+    while (is_space(*end))
+        end++;
+    unsigned long long mul = 1;
+    if (*end) {
+        char c = (char)tolower((unsigned char)*end);
+        if (c == 'k')
+            mul = 1024;
+        else if (c == 'm')
+            mul = 1024 * 1024;
+        else if (c == 'g')
+            mul = 1024ull * 1024 * 1024;
+        else if (c != 'b')
+            return false;
+        if (c != 'b') {
+            end++;
+            if (!strcasecmp(end, "ib") || !strcasecmp(end, "b"))
+                end += strlen(end);
+        } else {
+            end++;
+        }
+        if (*end)
+            return false;
+    }
+    if (x > (1ull << 40))
+        x = 1ull << 40;
+    *out = x * mul;
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* UUIDs and interfaces                                                      */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+int mp_uuid_parse(const char *s, uint8_t out[16])
+{
+    if (!s)
+        return -1;
+    size_t n = strlen(s);
+    if (n == 38 && s[0] == '{' && s[37] == '}') {
+        s++;
+        n = 36;
+    }
+    if (n != 36)
+        return -1;
+    uint8_t b[16];
+    size_t o = 0;
+    for (size_t i = 0; i < 36;) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return -1;
+            i++;
+            continue;
+        }
+        int h = hexval(s[i]), l = hexval(s[i + 1]);
+        if (h < 0 || l < 0)
+            return -1;
+        b[o++] = (uint8_t)(h << 4 | l);
+        i += 2;
+    }
+    /* text order is big-endian; wire form swaps the first three fields */
+    out[0] = b[3], out[1] = b[2], out[2] = b[1], out[3] = b[0];
+    out[4] = b[5], out[5] = b[4];
+    out[6] = b[7], out[7] = b[6];
+    memcpy(out + 8, b + 8, 8);
+    return 0;
+}
+
+void mp_uuid_format(const uint8_t in[16], char out[37])
+{
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             in[3], in[2], in[1], in[0], in[5], in[4], in[7], in[6], in[8], in[9], in[10], in[11],
+             in[12], in[13], in[14], in[15]);
+}
+
+static const struct known_iface {
+    const char *name;
+    const char *uuid;
+    uint16_t major, minor;
+} known_ifaces[] = {
+    {"exchange_emsmdb", "a4f1db00-ca47-1067-b31f-00dd010662da", 0, 81},
+    {"exchange_async_emsmdb", "5261574a-4572-206e-b268-6b199213b4e4", 0, 1},
+    {"exchange_nsp", "f5cc5a18-4264-101a-8c59-08002b2f8426", 56, 0},
+    {"exchange_ds_rfr", "1544f5e0-613c-11d1-93df-00c04fd7bd09", 1, 0},
+    {"epmapper", "e1af8308-5d1f-11c9-91a4-08002b14a0fa", 3, 0},
+    {"lsarpc", "12345778-1234-abcd-ef00-0123456789ab", 0, 0},
+    {"samr", "12345778-1234-abcd-ef00-0123456789ac", 1, 0},
+    {"netlogon", "12345678-1234-abcd-ef00-01234567cffb", 1, 0},
+};
+#define N_KNOWN_IFACES (sizeof known_ifaces / sizeof known_ifaces[0])
+
+static const char *const default_ifaces[] = {"exchange_emsmdb", "exchange_async_emsmdb",
+                                             "exchange_nsp", "exchange_ds_rfr"};
+
+/* Parses "MAJOR.MINOR", "MAJOR" or Samba's "0xVVVVVVVV" (minor << 16 | major). */
+static bool parse_version(const char *v, uint16_t *maj, uint16_t *min)
+{
+    unsigned long long a, b = 0;
+    const char *end;
+    if (v[0] == '0' && (v[1] == 'x' || v[1] == 'X')) {
+        if (!v[2] || strlen(v + 2) > 8)
+            return false;
+        unsigned long x = 0;
+        for (const char *p = v + 2; *p; p++) {
+            int h = hexval(*p);
+            if (h < 0)
+                return false;
+            x = x << 4 | (unsigned)h;
+        }
+        *maj = (uint16_t)(x & 0xffff);
+        *min = (uint16_t)(x >> 16);
+        return true;
+    }
+    if (!parse_u64(v, &end, &a) || a > 65535)
+        return false;
+    if (*end == '.') {
+        if (!parse_u64(end + 1, &end, &b) || b > 65535)
+            return false;
+    }
+    if (*end)
+        return false;
+    *maj = (uint16_t)a;
+    *min = (uint16_t)b;
+    return true;
+}
+
+/* Like mp_iface_parse, with a reason ("what is wrong; what to do") on failure. */
+static int iface_parse(const char *text, struct mp_iface_spec *spec, char *err, size_t errlen)
+{
+    memset(spec, 0, sizeof *spec);
+    for (size_t i = 0; i < N_KNOWN_IFACES; i++) {
+        if (!strcasecmp(text, known_ifaces[i].name)) {
+            mp_uuid_parse(known_ifaces[i].uuid, spec->uuid);
+            spec->vers_major = known_ifaces[i].major;
+            spec->vers_minor = known_ifaces[i].minor;
+            snprintf(spec->name, sizeof spec->name, "%s", known_ifaces[i].name);
+            return 0;
+        }
+    }
+    const char *slash = strchr(text, '/');
+    size_t ulen = slash ? (size_t)(slash - text) : strlen(text);
+    bool looks_uuid = ulen >= 30 || strchr(text, '-') || slash;
+    if (!looks_uuid) {
+        const char *names[N_KNOWN_IFACES];
+        for (size_t i = 0; i < N_KNOWN_IFACES; i++)
+            names[i] = known_ifaces[i].name;
+        const char *s = closest(text, names, N_KNOWN_IFACES);
+        if (s)
+            snprintf(err, errlen, "is not a known interface; did you mean %s?", s);
+        else
+            snprintf(err, errlen,
+                     "is not a known interface; use one of exchange_emsmdb, "
+                     "exchange_async_emsmdb, exchange_nsp, exchange_ds_rfr, epmapper, lsarpc, "
+                     "samr, netlogon, or UUID/MAJOR.MINOR");
+        return -1;
+    }
+    char ubuf[40];
+    if (ulen >= sizeof ubuf || (memcpy(ubuf, text, ulen), ubuf[ulen] = 0, 0) ||
+        mp_uuid_parse(ubuf, spec->uuid) < 0) {
+        snprintf(err, errlen,
+                 "is not a valid interface UUID; write it as "
+                 "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (32 hex digits) optionally followed "
+                 "by /MAJOR.MINOR");
+        return -1;
+    }
+    if (slash) {
+        if (!parse_version(slash + 1, &spec->vers_major, &spec->vers_minor)) {
+            snprintf(err, errlen,
+                     "has a bad version; write it as UUID/MAJOR.MINOR with numbers 0-65535, "
+                     "e.g. a4f1db00-ca47-1067-b31f-00dd010662da/0.81");
+            return -1;
+        }
+    } else {
+        spec->any_version = true;
+    }
+    /* A UUID naming a well-known interface takes its name. */
+    for (size_t i = 0; i < N_KNOWN_IFACES; i++) {
+        uint8_t u[16];
+        mp_uuid_parse(known_ifaces[i].uuid, u);
+        if (!memcmp(u, spec->uuid, 16) &&
+            (spec->any_version ||
+             (spec->vers_major == known_ifaces[i].major &&
+              spec->vers_minor == known_ifaces[i].minor))) {
+            snprintf(spec->name, sizeof spec->name, "%s", known_ifaces[i].name);
+            return 0;
+        }
+    }
+    mp_uuid_format(spec->uuid, spec->name);
+    return 0;
+}
+
+int mp_iface_parse(const char *text, struct mp_iface_spec *spec)
+{
+    char err[256];
+    if (!text || !spec)
+        return -1;
+    return iface_parse(text, spec, err, sizeof err);
+}
+
+bool mp_iface_match(const struct mp_iface_spec *spec, const uint8_t uuid[16], uint16_t vers_major,
+                    uint16_t vers_minor)
+{
+    if (memcmp(spec->uuid, uuid, 16) != 0)
+        return false;
+    return spec->any_version || (spec->vers_major == vers_major && spec->vers_minor == vers_minor);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hosts and bindings                                                        */
+
+/* A numeric IPv4/IPv6 address or a DNS/NetBIOS host name. */
+static bool host_valid(const char *h, const char **why)
+{
+    size_t n = strlen(h);
+    unsigned char buf[16];
+    if (n == 0) {
+        *why = "is empty";
+        return false;
+    }
+    if (n > 253) {
+        *why = "is longer than 253 characters";
+        return false;
+    }
+    if (strchr(h, ':')) {
+        char tmp[256];
+        snprintf(tmp, sizeof tmp, "%s", h);
+        char *pct = strchr(tmp, '%'); /* zone index: fe80::1%eth0 */
+        if (pct) {
+            if (!pct[1]) {
+                *why = "has an empty IPv6 zone after '%'";
+                return false;
+            }
+            *pct = 0;
+        }
+        if (inet_pton(AF_INET6, tmp, buf) != 1) {
+            *why = "is not a valid IPv6 address";
+            return false;
+        }
+        return true;
+    }
+    bool numeric = true;
+    for (const char *p = h; *p; p++)
+        if (!isdigit((unsigned char)*p) && *p != '.')
+            numeric = false;
+    if (numeric) {
+        if (inet_pton(AF_INET, h, buf) != 1) {
+            *why = "is not a valid IPv4 address";
+            return false;
+        }
+        return true;
+    }
+    size_t label = 0;
+    for (const char *p = h; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '.') {
+            if (label == 0) {
+                *why = "has an empty name part (\"..\" or a leading dot)";
+                return false;
+            }
+            label = 0;
+            continue;
+        }
+        if (!isalnum(c) && c != '-' && c != '_') {
+            *why = "contains a character not allowed in a host name";
+            return false;
+        }
+        if (++label > 63) {
+            *why = "has a name part longer than 63 characters";
+            return false;
+        }
+    }
+    return true;
+}
+
+static const struct {
+    const char *name;
+    uint32_t flag;
+} binding_flags[] = {
+    {"sign", MP_BINDING_F_SIGN},         {"seal", MP_BINDING_F_SEAL},
+    {"connect", MP_BINDING_F_CONNECT},   {"spnego", MP_BINDING_F_SPNEGO},
+    {"ntlm", MP_BINDING_F_NTLM},         {"krb5", MP_BINDING_F_KRB5},
+    {"schannel", MP_BINDING_F_SCHANNEL}, {"validate", MP_BINDING_F_VALIDATE},
+    {"print", MP_BINDING_F_PRINT},       {"padcheck", MP_BINDING_F_PADCHECK},
+    {"bigendian", MP_BINDING_F_BIGENDIAN}, {"smb1", MP_BINDING_F_SMB1},
+    {"smb2", MP_BINDING_F_SMB2},         {"ndr64", MP_BINDING_F_NDR64},
+    {"packet", MP_BINDING_F_PACKET},
+};
+
+/* Samba's key=value binding options; accepted (endpoint= sets the port). */
+static const char *const binding_kv[] = {"endpoint",         "target_hostname",
+                                         "target_principal", "localaddress",
+                                         "assoc_group_id",   "auth_type",
+                                         "auth_level",       "host"};
+
+static const char *const other_transports[] = {
+    "ncacn_np",      "ncalrpc",       "ncacn_http",       "ncadg_ip_udp",  "ncacn_unix_stream",
+    "ncadg_unix_dgram", "ncadg_ipx",  "ncacn_spx",        "ncacn_vns_spp", "ncacn_at_dsp",
+    "ncadg_at_ddp",  "ncacn_nb_tcp",  "ncacn_nb_ipx",     "ncacn_nb_nb",   "ncacn_dnet_nsp",
+    "ncacn_ip_udp",  "ncacn_osi_dna", "ncadg_dnet_nsp",
+};
+
+#define BIND_HINT "write it as ncacn_ip_tcp:HOST or ncacn_ip_tcp:HOST[PORT]"
+
+static bool parse_port_text(const char *v, uint16_t *port)
+{
+    unsigned long long x;
+    if (!parse_plain_uint(v, &x) || x < 1 || x > 65535)
+        return false;
+    *port = (uint16_t)x;
+    return true;
+}
+
+int mp_binding_parse(const char *text, struct mp_binding *b, char *err, size_t errlen)
+{
+    char tmp[1024];
+    memset(b, 0, sizeof *b);
+    if (!text || !*text) {
+        snprintf(err, errlen, "is empty; " BIND_HINT);
+        return -1;
+    }
+    if (strlen(text) >= sizeof tmp) {
+        snprintf(err, errlen, "is too long; " BIND_HINT);
+        return -1;
+    }
+    for (const char *p = text; *p; p++) {
+        if (is_space(*p)) {
+            snprintf(err, errlen, "contains white space; remove it (" BIND_HINT ")");
+            return -1;
+        }
+    }
+    snprintf(tmp, sizeof tmp, "%s", text);
+    char *s = tmp;
+
+    /* Optional object UUID prefix, as Samba allows: UUID@transport:... */
+    char *at = strchr(s, '@');
+    if (at) {
+        uint8_t obj[16];
+        *at = 0;
+        if (at - s != 36 || mp_uuid_parse(s, obj) < 0) {
+            snprintf(err, errlen,
+                     "has an '@' not preceded by an object UUID; remove the part up to '@' "
+                     "(" BIND_HINT ")");
+            return -1;
+        }
+        s = at + 1;
+    }
+
+    char *colon = strchr(s, ':');
+    char *bracket = strchr(s, '[');
+    if (!colon || (bracket && bracket < colon)) {
+        snprintf(err, errlen, "has no transport; " BIND_HINT);
+        return -1;
+    }
+    *colon = 0;
+    const char *tr = s;
+    char *rest = colon + 1;
+    if (strcasecmp(tr, "ncacn_ip_tcp") != 0) {
+        for (size_t i = 0; i < sizeof other_transports / sizeof other_transports[0]; i++) {
+            if (!strcasecmp(tr, other_transports[i])) {
+                snprintf(err, errlen,
+                         "uses transport %s; only ncacn_ip_tcp is supported in this version, "
+                         BIND_HINT,
+                         other_transports[i]);
+                return -1;
+            }
+        }
+        unsigned long long dummy;
+        if (parse_plain_uint(rest, &dummy)) {
+            char q[100];
+            snprintf(err, errlen,
+                     "looks like HOST:PORT; write it as ncacn_ip_tcp:%s[%s]", qv(tr, q, sizeof q),
+                     rest);
+            return -1;
+        }
+        static const char *const tcp[] = {"ncacn_ip_tcp"};
+        if (closest(tr, tcp, 1))
+            snprintf(err, errlen, "has an unknown transport; did you mean ncacn_ip_tcp? " BIND_HINT);
+        else
+            snprintf(err, errlen, "has an unknown transport; " BIND_HINT);
+        return -1;
+    }
+    b->transport = MP_TRANSPORT_NCACN_IP_TCP;
+
+    char *host = rest, *opts = NULL, *ob = NULL; /* ob: just after '[' */
+    if (rest[0] == '[') {
+        /* Extension: ncacn_ip_tcp:[IPv6] or ncacn_ip_tcp:[IPv6][options] */
+        char *close = strchr(rest, ']');
+        unsigned char a6[16];
+        bool v6 = false;
+        if (close) {
+            *close = 0;
+            char *pct = strchr(rest + 1, '%');
+            if (pct)
+                *pct = 0;
+            v6 = inet_pton(AF_INET6, rest + 1, a6) == 1;
+            if (pct)
+                *pct = '%';
+        }
+        if (!v6) {
+            snprintf(err, errlen, "has no host; " BIND_HINT);
+            return -1;
+        }
+        host = rest + 1;
+        if (close[1] == '[')
+            ob = close + 2;
+        else if (close[1]) {
+            snprintf(err, errlen, "has text after the IPv6 address; " BIND_HINT);
+            return -1;
+        }
+    } else {
+        char *br = strchr(rest, '[');
+        if (br) {
+            *br = 0;
+            ob = br + 1;
+        }
+    }
+    if (ob) {
+        size_t ol = strlen(ob);
+        if (ol == 0 || ob[ol - 1] != ']') {
+            snprintf(err, errlen,
+                     "has an unclosed '['; close the option list with ']' (" BIND_HINT ")");
+            return -1;
+        }
+        ob[ol - 1] = 0;
+        opts = ob;
+    }
+    if (!*host) {
+        snprintf(err, errlen, "has no host; " BIND_HINT);
+        return -1;
+    }
+    const char *why;
+    if (strlen(host) >= sizeof b->host || !host_valid(host, &why)) {
+        if (strlen(host) >= sizeof b->host)
+            why = "is too long";
+        char q[100];
+        snprintf(err, errlen, "has host \"%s\" which %s; " BIND_HINT, qv(host, q, sizeof q), why);
+        return -1;
+    }
+    scopy(b->host, sizeof b->host, host);
+    if (!opts)
+        return 0;
+    if (strchr(opts, '[') || strchr(opts, ']')) {
+        snprintf(err, errlen,
+                 "has more than one [...] group; put the port and options in one, e.g. "
+                 "ncacn_ip_tcp:HOST[135,sign]");
+        return -1;
+    }
+    bool have_ep = false;
+    for (char *save = NULL, *tok = strtok_r(opts, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        bool done = false;
+        for (size_t i = 0; i < sizeof binding_flags / sizeof binding_flags[0]; i++) {
+            if (!strcasecmp(tok, binding_flags[i].name)) {
+                b->flags |= binding_flags[i].flag;
+                done = true;
+                break;
+            }
+        }
+        if (done)
+            continue;
+        char q[100];
+        char *eq = strchr(tok, '=');
+        if (eq) {
+            *eq = 0;
+            bool known = false;
+            for (size_t i = 0; i < sizeof binding_kv / sizeof binding_kv[0]; i++)
+                if (!strcasecmp(tok, binding_kv[i]))
+                    known = true;
+            if (!known) {
+                snprintf(err, errlen,
+                         "has unknown option \"%s=\"; remove it (known: endpoint=, "
+                         "target_hostname=, target_principal=, localaddress=, assoc_group_id=)",
+                         qv(tok, q, sizeof q));
+                return -1;
+            }
+            if (!strcasecmp(tok, "endpoint")) {
+                if (have_ep || !parse_port_text(eq + 1, &b->port)) {
+                    snprintf(err, errlen,
+                             "has a bad endpoint; give one TCP port 1-65535, e.g. "
+                             "ncacn_ip_tcp:HOST[135]");
+                    return -1;
+                }
+                have_ep = true;
+            }
+            continue;
+        }
+        if (!have_ep) {
+            if (!parse_port_text(tok, &b->port)) {
+                unsigned long long x;
+                if (parse_plain_uint(tok, &x))
+                    snprintf(err, errlen,
+                             "has port %s out of range; give a TCP port 1-65535, e.g. "
+                             "ncacn_ip_tcp:HOST[135]",
+                             qv(tok, q, sizeof q));
+                else
+                    snprintf(err, errlen,
+                             "has unknown option \"%s\"; the first bracketed item must be a "
+                             "TCP port 1-65535 or a flag (sign, seal, print, connect, ...)",
+                             qv(tok, q, sizeof q));
+                return -1;
+            }
+            have_ep = true;
+            continue;
+        }
+        snprintf(err, errlen,
+                 "has unknown option \"%s\"; known flags are sign, seal, connect, spnego, ntlm, "
+                 "krb5, schannel, validate, print, padcheck, bigendian, smb1, smb2, ndr64, packet",
+                 qv(tok, q, sizeof q));
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                   */
+
+enum opt_kind {
+    K_BINDING,
+    K_IFACES,
+    K_STR,
+    K_SECRET,
+    K_BOOL,
+    K_MODULES,
+    K_LISTEN,
+    K_PORT,
+    K_LOGLEVEL,
+    K_SIZE,
+    K_UINT,
+    K_COMPAT, /* OpenChange-only option: accepted, recorded, warned about */
+};
+
+struct opt {
+    const char *key;
+    enum opt_kind kind;
+    size_t off, size;     /* field in struct mp_config */
+    unsigned long long min, max;
+    const char *unit;     /* for messages */
+};
+
+#define F(field) offsetof(struct mp_config, field), sizeof(((struct mp_config *)0)->field)
+#define NOF 0, 0
+
+static const struct opt options[] = {
+    {"dcerpc_mapiproxy:binding", K_BINDING, F(binding), 0, 0, NULL},
+    {"dcerpc_mapiproxy:interfaces", K_IFACES, F(ifaces), 0, 0, NULL},
+    {"dcerpc_mapiproxy:username", K_STR, F(username), 0, 0, NULL},
+    {"dcerpc_mapiproxy:password", K_SECRET, F(password), 0, 0, NULL},
+    {"dcerpc_mapiproxy:domain", K_STR, F(domain), 0, 0, NULL},
+    {"dcerpc_mapiproxy:modules", K_MODULES, F(modules), 0, 0, NULL},
+    {"dcerpc_mapiproxy:delegated_auth", K_BOOL, F(delegated_auth), 0, 0, NULL},
+    {"dcerpc_mapiproxy:ndrdump", K_BOOL, F(ndrdump), 0, 0, NULL},
+    {"dcerpc_mapiproxy:server", K_BOOL, F(server), 0, 0, NULL},
+    {"dcerpc_mapiproxy:use_machine_account", K_COMPAT, NOF, 0, 0, NULL},
+    {"dcerpc_mapiproxy:nsp_binding", K_COMPAT, NOF, 0, 0, NULL},
+    {"dcerpc_mapiproxy:oa_mode", K_COMPAT, NOF, 0, 0, NULL},
+    {"dcerpc_mapiproxy:samdb_url", K_COMPAT, NOF, 0, 0, NULL},
+    {"dcerpc_mapiproxy:nspi_server", K_COMPAT, NOF, 0, 0, NULL},
+    {"dcerpc_mapiproxy:emsmdb_server", K_COMPAT, NOF, 0, 0, NULL},
+    {"dcerpc_mapiproxy:rfr_server", K_COMPAT, NOF, 0, 0, NULL},
+    {"mapiproxy:openchangedb", K_COMPAT, NOF, 0, 0, NULL},
+    {"mapiproxy:openchangedb_logger", K_COMPAT, NOF, 0, 0, NULL},
+    {"mapiproxy:openchangedb_logger_prefix", K_COMPAT, NOF, 0, 0, NULL},
+    {"mapiproxy:listen", K_LISTEN, F(listen), 0, 0, NULL},
+    {"mapiproxy:epmapper port", K_PORT, F(epm_port), 1, 65535, NULL},
+    {"mapiproxy:rpc port", K_PORT, F(rpc_port), 0, 65535, NULL},
+    {"mapiproxy:upstream epmapper port", K_PORT, F(upstream_epm_port), 1, 65535, NULL},
+    {"mapiproxy:log level", K_LOGLEVEL, F(log_level), 0, 4, NULL},
+    {"mapiproxy:log file", K_STR, F(log_file), 0, 0, NULL},
+    {"mapiproxy:max call size", K_SIZE, F(max_call_size), 4096, 1ull << 30, "bytes"},
+    {"mapiproxy:max buffer", K_SIZE, F(max_buffer), 4096, 1ull << 30, "bytes"},
+    {"mapiproxy:max connections", K_UINT, F(max_connections), 1, 1000000, "connections"},
+    {"mapiproxy:connect timeout", K_UINT, F(connect_timeout_ms), 1, 3600000, "milliseconds"},
+    {"mapiproxy:idle timeout", K_UINT, F(idle_timeout_s), 0, 604800, "seconds"},
+    {"netbios name", K_STR, F(netbios_name), 0, 0, NULL},
+    {"realm", K_STR, F(realm), 0, 0, NULL},
+};
+#define N_OPTIONS (sizeof options / sizeof options[0])
+
+static const struct opt *find_option(const char *key)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        if (!strcmp(options[i].key, key))
+            return &options[i];
+    return NULL;
+}
+
+struct pctx {
+    struct mp_config *cfg;
+    struct mp_diag *diag;
+    size_t n_err;
+    char *section; /* lower-case; "global" before any header */
+    size_t cap_entries;
+    bool have_binding, binding_seen, have_ifaces;
+};
+
+__attribute__((format(printf, 4, 5))) static void perr(struct pctx *p, const char *file,
+                                                       int line, const char *fmt, ...)
+{
+    p->n_err++;
+    if (p->n_err > MAX_DIAG) {
+        if (p->n_err == MAX_DIAG + 1)
+            diag_add(p->diag, "%s:%d: too many errors; fix the ones above first", file, line);
+        return;
+    }
+    char *m = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&m, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        return;
+    if (line > 0)
+        diag_add(p->diag, "%s:%d: %s", file, line, m);
+    else
+        diag_add(p->diag, "%s: %s", file, m);
+    free(m);
+}
+
+__attribute__((format(printf, 4, 5))) static void pwarn(struct pctx *p, const char *file,
+                                                        int line, const char *fmt, ...)
+{
+    if (p->cfg->warnings.n >= MAX_DIAG)
+        return;
+    char *m = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&m, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        return;
+    diag_add(&p->cfg->warnings, "%s:%d: %s", file, line, m);
+    free(m);
+}
+
+static bool is_list_sep(char c)
+{
+    return is_space(c) || c == ',' || c == ';';
+}
+
+/* Next token of a list (separated by white space, ',' or ';'); copies it into
+ * buf.  Returns false at the end; *toolong when it did not fit. */
+static bool next_item(const char **pp, char *buf, size_t n, bool *toolong)
+{
+    const char *p = *pp;
+    while (*p && is_list_sep(*p))
+        p++;
+    if (!*p)
+        return false;
+    const char *s = p;
+    while (*p && !is_list_sep(*p))
+        p++;
+    size_t l = (size_t)(p - s);
+    *toolong = l >= n;
+    if (l >= n)
+        l = n - 1;
+    memcpy(buf, s, l);
+    buf[l] = 0;
+    *pp = p;
+    return true;
+}
+
+static void apply_ifaces(struct pctx *p, const char *file, int line, const char *key,
+                         const char *v)
+{
+    struct mp_config *c = p->cfg;
+    struct mp_iface_spec tmp[MP_MAX_IFACES];
+    size_t n = 0;
+    char item[128], q[100], err[300];
+    bool toolong, bad = false;
+    const char *s = v;
+    while (next_item(&s, item, sizeof item, &toolong)) {
+        struct mp_iface_spec sp;
+        if (toolong || iface_parse(item, &sp, err, sizeof err) < 0) {
+            if (toolong)
+                snprintf(err, sizeof err, "is too long; give a name or UUID/MAJOR.MINOR");
+            perr(p, file, line, "%s: \"%s\" %s", key, qv(item, q, sizeof q), err);
+            bad = true;
+            continue;
+        }
+        bool dup = false;
+        for (size_t i = 0; i < n; i++)
+            if (!memcmp(tmp[i].uuid, sp.uuid, 16) && tmp[i].vers_major == sp.vers_major &&
+                tmp[i].vers_minor == sp.vers_minor && tmp[i].any_version == sp.any_version)
+                dup = true;
+        if (dup) {
+            perr(p, file, line, "%s lists %s twice; remove one", key, sp.name);
+            bad = true;
+            continue;
+        }
+        if (n == MP_MAX_IFACES) {
+            perr(p, file, line, "%s lists more than %d interfaces; remove some", key,
+                 MP_MAX_IFACES);
+            bad = true;
+            break;
+        }
+        tmp[n++] = sp;
+    }
+    if (n == 0 && !bad) {
+        perr(p, file, line,
+             "%s is empty; list interfaces, e.g. exchange_emsmdb exchange_nsp exchange_ds_rfr, "
+             "or remove the line for the default",
+             key);
+        return;
+    }
+    memcpy(c->ifaces, tmp, n * sizeof tmp[0]);
+    c->n_ifaces = n;
+    p->have_ifaces = true;
+}
+
+static void apply_modules(struct pctx *p, const char *file, int line, const char *key,
+                          const char *v)
+{
+    struct mp_config *c = p->cfg;
+    char tmp[MP_MAX_MODULES][64];
+    size_t n = 0;
+    char item[128], q[100];
+    bool toolong;
+    const char *s = v;
+    while (next_item(&s, item, sizeof item, &toolong)) {
+        bool ok = !toolong && strlen(item) < sizeof tmp[0];
+        for (const char *x = item; ok && *x; x++)
+            if (!isalnum((unsigned char)*x) && *x != '_' && *x != '-' && *x != '.')
+                ok = false;
+        if (!ok) {
+            perr(p, file, line,
+                 "%s: \"%s\" is not a valid module name; use letters, digits, '_', '-' "
+                 "(at most 63 characters)",
+                 key, qv(item, q, sizeof q));
+            continue;
+        }
+        bool dup = false;
+        for (size_t i = 0; i < n; i++)
+            if (!strcmp(tmp[i], item))
+                dup = true;
+        if (dup) {
+            perr(p, file, line, "%s lists module %s twice; remove one", key, item);
+            continue;
+        }
+        if (n == MP_MAX_MODULES) {
+            perr(p, file, line, "%s lists more than %d modules; remove some", key,
+                 MP_MAX_MODULES);
+            break;
+        }
+        scopy(tmp[n++], sizeof tmp[0], item);
+    }
+    memcpy(c->modules, tmp, sizeof tmp[0] * n);
+    c->n_modules = n;
+}
+
+static void apply_listen(struct pctx *p, const char *file, int line, const char *key,
+                         const char *v)
+{
+    struct mp_config *c = p->cfg;
+    struct mp_listen_addr tmp[MP_MAX_LISTEN];
+    size_t n = 0;
+    char item[300], q[100];
+    bool toolong, bad = false;
+    const char *s = v;
+    while (next_item(&s, item, sizeof item, &toolong)) {
+        char *h = item;
+        size_t l = strlen(h);
+        if (l >= 2 && h[0] == '[' && h[l - 1] == ']') {
+            h[l - 1] = 0;
+            h++;
+        }
+        const char *why = NULL;
+        bool ok;
+        if (toolong || strlen(h) >= sizeof tmp[0].host) {
+            why = "is longer than 63 characters";
+            ok = false;
+        } else {
+            ok = host_valid(h, &why);
+        }
+        if (!ok) {
+            perr(p, file, line,
+                 "%s: \"%s\" %s; give numeric IPv4/IPv6 addresses or host names, e.g. "
+                 "127.0.0.1 ::1",
+                 key, qv(h, q, sizeof q), why);
+            bad = true;
+            continue;
+        }
+        bool dup = false;
+        for (size_t i = 0; i < n; i++)
+            if (!strcasecmp(tmp[i].host, h))
+                dup = true;
+        if (dup) {
+            perr(p, file, line, "%s lists %s twice; remove one", key, qv(h, q, sizeof q));
+            bad = true;
+            continue;
+        }
+        if (n == MP_MAX_LISTEN) {
+            perr(p, file, line, "%s lists more than %d addresses; remove some", key,
+                 MP_MAX_LISTEN);
+            bad = true;
+            break;
+        }
+        scopy(tmp[n++].host, sizeof tmp[0].host, h);
+    }
+    if (n == 0) {
+        if (!bad)
+            perr(p, file, line,
+                 "%s is empty; give at least one address, e.g. 127.0.0.1, or remove the line "
+                 "for the default",
+                 key);
+        return;
+    }
+    memcpy(c->listen, tmp, n * sizeof tmp[0]);
+    c->n_listen = n;
+}
+
+static void apply_option(struct pctx *p, const struct opt *o, const char *file, int line,
+                         const char *v)
+{
+    struct mp_config *c = p->cfg;
+    char *field = (char *)c + o->off;
+    char q[100], err[400];
+    unsigned long long x;
+    switch (o->kind) {
+    case K_BINDING: {
+        struct mp_binding b;
+        p->binding_seen = true;
+        if (mp_binding_parse(v, &b, err, sizeof err) < 0) {
+            perr(p, file, line, "%s \"%s\" %s", o->key, qv(v, q, sizeof q), err);
+            return;
+        }
+        c->binding = b;
+        p->have_binding = true;
+        return;
+    }
+    case K_IFACES:
+        apply_ifaces(p, file, line, o->key, v);
+        return;
+    case K_MODULES:
+        apply_modules(p, file, line, o->key, v);
+        return;
+    case K_LISTEN:
+        apply_listen(p, file, line, o->key, v);
+        return;
+    case K_STR:
+    case K_SECRET:
+        if (strlen(v) >= o->size) {
+            perr(p, file, line, "%s is longer than %zu bytes; shorten it", o->key, o->size - 1);
+            return;
+        }
+        if (o->kind == K_SECRET && !*v)
+            pwarn(p, file, line, "%s is empty", o->key);
+        if (!strcmp(o->key, "netbios name")) {
+            if (strlen(v) > 15 || !*v) {
+                perr(p, file, line,
+                     "netbios name \"%s\" must be 1 to 15 characters; shorten it",
+                     qv(v, q, sizeof q));
+                return;
+            }
+            for (size_t i = 0; v[i]; i++)
+                field[i] = (char)toupper((unsigned char)v[i]);
+            field[strlen(v)] = 0;
+            return;
+        }
+        if (!strcmp(o->key, "realm")) {
+            for (size_t i = 0; v[i]; i++)
+                field[i] = (char)toupper((unsigned char)v[i]);
+            field[strlen(v)] = 0;
+            return;
+        }
+        memcpy(field, v, strlen(v) + 1);
+        return;
+    case K_BOOL: {
+        bool bv;
+        if (!parse_bool(v, &bv)) {
+            perr(p, file, line,
+                 "%s \"%s\" is not a boolean; write yes or no (also true/false, on/off, 1/0)",
+                 o->key, qv(v, q, sizeof q));
+            return;
+        }
+        *(bool *)field = bv;
+        return;
+    }
+    case K_PORT:
+        if (!parse_plain_uint(v, &x) || x < o->min || x > o->max) {
+            perr(p, file, line, "%s \"%s\" is not a valid port; write a number from %llu to %llu",
+                 o->key, qv(v, q, sizeof q), o->min, o->max);
+            return;
+        }
+        *(uint16_t *)field = (uint16_t)x;
+        return;
+    case K_LOGLEVEL: {
+        static const char *const names[] = {"error", "warning", "info", "debug", "trace"};
+        int lvl = -1;
+        if (parse_plain_uint(v, &x)) {
+            if (x <= 4)
+                lvl = (int)x;
+        } else {
+            for (int i = 0; i < 5; i++)
+                if (!strcasecmp(v, names[i]))
+                    lvl = i;
+            if (!strcasecmp(v, "warn"))
+                lvl = 1;
+        }
+        if (lvl < 0) {
+            perr(p, file, line,
+                 "%s \"%s\" is not a log level; write 0-4 or error, warning, info, debug, trace",
+                 o->key, qv(v, q, sizeof q));
+            return;
+        }
+        *(int *)field = lvl;
+        return;
+    }
+    case K_SIZE:
+        if (!parse_size(v, &x)) {
+            perr(p, file, line,
+                 "%s \"%s\" is not a size; write a number of bytes with an optional K or M "
+                 "suffix, e.g. 16M",
+                 o->key, qv(v, q, sizeof q));
+            return;
+        }
+        if (x < o->min || x > o->max) {
+            perr(p, file, line, "%s \"%s\" is out of range; give %lluK to %lluM", o->key,
+                 qv(v, q, sizeof q), o->min / 1024, o->max >> 20);
+            return;
+        }
+        *(uint32_t *)field = (uint32_t)x;
+        return;
+    case K_UINT:
+        if (!parse_plain_uint(v, &x)) {
+            perr(p, file, line, "%s \"%s\" is not a number; write %s as a whole number", o->key,
+                 qv(v, q, sizeof q), o->unit);
+            return;
+        }
+        if (x < o->min || x > o->max) {
+            perr(p, file, line, "%s %s is out of range; give %llu to %llu %s", o->key,
+                 qv(v, q, sizeof q), o->min, o->max, o->unit);
+            return;
+        }
+        *(uint32_t *)field = (uint32_t)x;
+        return;
+    case K_COMPAT:
+        pwarn(p, file, line,
+              "%s is an OpenChange option this proxy does not use; it is ignored", o->key);
+        return;
+    }
+}
+
+static void unknown_option(struct pctx *p, const char *file, int line, const char *key)
+{
+    const char *names[N_OPTIONS];
+    size_t n = 0;
+    const char *colon = strchr(key, ':');
+    size_t plen = (size_t)(colon - key) + 1;
+    const char *suf = colon + 1;
+    const char *s = NULL;
+    /* 1. the same option under the other prefix ("mapiproxy:binding") */
+    for (size_t i = 0; i < N_OPTIONS && !s; i++)
+        if (strchr(options[i].key, ':') && options[i].kind != K_COMPAT &&
+            !strcmp(strchr(options[i].key, ':') + 1, suf))
+            s = options[i].key;
+    /* 2. a close name under the same prefix */
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        if (options[i].kind != K_COMPAT && !strncmp(options[i].key, key, plen))
+            names[n++] = options[i].key;
+    if (!s)
+        s = closest(key, names, n);
+    /* 3. a close name under the other prefix */
+    for (size_t i = 0; i < N_OPTIONS && !s; i++)
+        if (strchr(options[i].key, ':') && options[i].kind != K_COMPAT &&
+            lev(suf, strchr(options[i].key, ':') + 1) <= 1)
+            s = options[i].key;
+    char q[100];
+    if (s)
+        perr(p, file, line, "unknown option \"%s\"; did you mean \"%s\"?", qv(key, q, sizeof q),
+             s);
+    else
+        perr(p, file, line,
+             "unknown option \"%s\"; see doc/configuration.md for the dcerpc_mapiproxy: and "
+             "mapiproxy: options (module options use the module's own prefix, e.g. mpm_dummy:)",
+             qv(key, q, sizeof q));
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *r = malloc(n);
+    if (r)
+        memcpy(r, s, n);
+    return r;
+}
+
+static void add_entry(struct pctx *p, const char *key, const char *value, int line)
+{
+    struct mp_config *c = p->cfg;
+    if (c->n_entries == p->cap_entries) {
+        size_t nc = p->cap_entries ? p->cap_entries * 2 : 32;
+        struct mp_config_entry *ne = realloc(c->entries, nc * sizeof *ne);
+        if (!ne)
+            return;
+        c->entries = ne;
+        p->cap_entries = nc;
+    }
+    struct mp_config_entry *e = &c->entries[c->n_entries];
+    e->section = xstrdup(p->section);
+    e->key = xstrdup(key);
+    e->value = xstrdup(value);
+    e->line = line;
+    if (!e->section || !e->key || !e->value) {
+        free(e->section);
+        free(e->key);
+        free(e->value);
+        return;
+    }
+    c->n_entries++;
+}
+
+static bool section_is_global(const char *s)
+{
+    return !strcmp(s, "global") || !strcmp(s, "globals");
+}
+
+static void parse_buffer(struct pctx *p, const char *file, const char *text, size_t len,
+                         int depth);
+
+static void do_include(struct pctx *p, const char *file, int line, const char *v, int depth)
+{
+    char q[100];
+    if (!*v) {
+        perr(p, file, line, "include has no file name; write include = FILE");
+        return;
+    }
+    if (depth >= MP_CONFIG_MAX_INCLUDE_DEPTH) {
+        perr(p, file, line,
+             "include \"%s\" nests deeper than %d files (an include loop?); flatten the includes",
+             qv(v, q, sizeof q), MP_CONFIG_MAX_INCLUDE_DEPTH);
+        return;
+    }
+    char *path;
+    const char *slash = strrchr(file, '/');
+    int r;
+    if (v[0] == '/' || !slash)
+        r = asprintf(&path, "%s", v);
+    else
+        r = asprintf(&path, "%.*s/%s", (int)(slash - file), file, v);
+    if (r < 0)
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    const char *why = NULL;
+    char *buf = NULL;
+    size_t got = 0;
+    if (fd < 0)
+        why = strerror(errno);
+    else if (fstat(fd, &st) < 0)
+        why = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if ((unsigned long long)st.st_size > MP_CONFIG_MAX_FILE_SIZE)
+        why = "larger than 4 MiB";
+    if (!why) {
+        buf = malloc(MP_CONFIG_MAX_FILE_SIZE + 1);
+        if (!buf)
+            why = "out of memory";
+        while (buf) {
+            ssize_t k = read(fd, buf + got, MP_CONFIG_MAX_FILE_SIZE + 1 - got);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k < 0) {
+                why = strerror(errno);
+                break;
+            }
+            if (k == 0)
+                break;
+            got += (size_t)k;
+            if (got > MP_CONFIG_MAX_FILE_SIZE) {
+                why = "larger than 4 MiB";
+                break;
+            }
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (why) {
+        perr(p, file, line,
+             "cannot read include file \"%s\": %s; check the path (relative paths are relative "
+             "to the including file)",
+             qv(path, q, sizeof q), why);
+    } else {
+        parse_buffer(p, path, buf, got, depth + 1);
+    }
+    free(buf);
+    free(path);
+}
+
+/* One logical line (continuations joined). */
+static void parse_line(struct pctx *p, const char *file, int line, char *s, int depth)
+{
+    char q[100];
+    while (is_space(*s))
+        s++;
+    size_t n = strlen(s);
+    while (n && is_space(s[n - 1]))
+        s[--n] = 0;
+    if (!n)
+        return;
+    if (s[0] == '[') {
+        char *close = strchr(s, ']');
+        if (!close) {
+            perr(p, file, line, "section header has no closing ']'; write it as [NAME]");
+            return;
+        }
+        char *after = close + 1;
+        while (is_space(*after))
+            after++;
+        if (*after && *after != '#' && *after != ';') {
+            perr(p, file, line,
+                 "text after the section header's ']'; put the header alone on its line");
+            return;
+        }
+        char *name = normalize_key(s + 1, (size_t)(close - s - 1));
+        if (!name)
+            return;
+        if (!*name) {
+            perr(p, file, line, "section header has no name; write it as [global] or [NAME]");
+            free(name);
+            return;
+        }
+        free(p->section);
+        p->section = section_is_global(name) ? (free(name), xstrdup("global")) : name;
+        return;
+    }
+    char *eq = strchr(s, '=');
+    if (!eq) {
+        /* never quote the line: it might hold a password */
+        perr(p, file, line, "line has no '='; write options as KEY = VALUE (or start comments "
+                            "with # or ;)");
+        return;
+    }
+    char *key = normalize_key(s, (size_t)(eq - s));
+    char *val = dup_trim(eq + 1, strlen(eq + 1));
+    if (!key || !val)
+        goto out;
+    if (!*key) {
+        perr(p, file, line, "line has no option name before '='; write options as KEY = VALUE");
+        goto out;
+    }
+    if (!p->section)
+        goto out;
+    add_entry(p, key, val, line);
+    bool global = !strcmp(p->section, "global");
+    if (!strcmp(key, "include")) {
+        do_include(p, file, line, val, depth);
+        goto out;
+    }
+    char *colon = strchr(key, ':');
+    const struct opt *o = find_option(key);
+    bool ours = colon && ((size_t)(colon - key) == strlen("mapiproxy") ||
+                          (size_t)(colon - key) == strlen("dcerpc_mapiproxy")) &&
+                (!strncmp(key, "mapiproxy:", 10) || !strncmp(key, "dcerpc_mapiproxy:", 17));
+    if (ours && !o) {
+        unknown_option(p, file, line, key);
+        goto out;
+    }
+    if (!o)
+        goto out; /* module option or a Samba global we do not use */
+    if (!global) {
+        if (ours)
+            perr(p, file, line, "%s is in section [%s]; move it to [global]", key,
+                 qv(p->section, q, sizeof q));
+        else
+            pwarn(p, file, line, "%s in section [%s] is ignored; move it to [global]", key,
+                  qv(p->section, q, sizeof q));
+        goto out;
+    }
+    apply_option(p, o, file, line, val);
+out:
+    free(key);
+    free(val);
+}
+
+static void parse_buffer(struct pctx *p, const char *file, const char *text, size_t len,
+                         int depth)
+{
+    const char *nul = memchr(text, 0, len);
+    if (nul) {
+        int ln = 1;
+        for (const char *x = text; x < nul; x++)
+            ln += *x == '\n';
+        perr(p, file, ln, "contains a NUL byte; configuration files must be plain text");
+        return;
+    }
+    /* skip a UTF-8 byte order mark */
+    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3))
+        text += 3, len -= 3;
+
+    char *logical = NULL;
+    size_t llen = 0, lcap = 0;
+    int first_line = 0, line = 0;
+    size_t i = 0;
+    while (i < len) {
+        const char *ls = text + i;
+        const char *nl = memchr(ls, '\n', len - i);
+        size_t n = nl ? (size_t)(nl - ls) : len - i;
+        i += n + (nl ? 1 : 0);
+        line++;
+        if (llen == 0 && first_line == 0) {
+            /* whole-line comments only at the start of a logical line */
+            size_t k = 0;
+            while (k < n && is_space(ls[k]))
+                k++;
+            if (k == n || ls[k] == '#' || ls[k] == ';')
+                continue;
+            first_line = line;
+        }
+        /* trailing backslash (white space after it allowed) continues the line */
+        size_t e = n;
+        while (e && is_space(ls[e - 1]))
+            e--;
+        bool cont = e && ls[e - 1] == '\\';
+        size_t take = cont ? e - 1 : n;
+        if (llen + take + 1 > lcap) {
+            size_t nc = (llen + take + 1) * 2;
+            char *nb = realloc(logical, nc);
+            if (!nb)
+                break;
+            logical = nb;
+            lcap = nc;
+        }
+        memcpy(logical + llen, ls, take);
+        llen += take;
+        logical[llen] = 0;
+        if (cont && i < len)
+            continue;
+        parse_line(p, file, first_line, logical, depth);
+        llen = 0;
+        first_line = 0;
+        if (logical)
+            logical[0] = 0;
+    }
+    if (first_line && logical) /* unreachable in practice: last line flushes above */
+        parse_line(p, file, first_line, logical, depth);
+    free(logical);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loading                                                                   */
+
+static void set_defaults(struct mp_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->binding.transport = MP_TRANSPORT_NCACN_IP_TCP;
+    for (size_t i = 0; i < sizeof default_ifaces / sizeof default_ifaces[0]; i++)
+        mp_iface_parse(default_ifaces[i], &c->ifaces[c->n_ifaces++]);
+    c->delegated_auth = false;
+    c->ndrdump = false;
+    c->server = true;
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) < 0 || !host[0])
+        snprintf(host, sizeof host, "MAPIPROXY");
+    host[sizeof host - 1] = 0;
+    char *dot = strchr(host, '.');
+    if (dot)
+        *dot = 0;
+    host[15] = 0;
+    for (size_t i = 0; host[i]; i++)
+        c->netbios_name[i] = (char)toupper((unsigned char)host[i]);
+    snprintf(c->listen[0].host, sizeof c->listen[0].host, "127.0.0.1");
+    c->n_listen = 1;
+    c->epm_port = 135;
+    c->rpc_port = 0;
+    c->upstream_epm_port = 135;
+    c->log_level = 2;
+    c->max_call_size = 16u << 20;
+    c->max_buffer = 256u << 10;
+    c->max_connections = 9500;
+    c->connect_timeout_ms = 10000;
+    c->idle_timeout_s = 0;
+}
+
+static void free_entries(struct mp_config *c)
+{
+    for (size_t i = 0; i < c->n_entries; i++) {
+        free(c->entries[i].section);
+        free(c->entries[i].key);
+        free(c->entries[i].value);
+    }
+    free(c->entries);
+    c->entries = NULL;
+    c->n_entries = 0;
+}
+
+void mp_config_free(struct mp_config *cfg)
+{
+    if (!cfg)
+        return;
+    free_entries(cfg);
+    mp_diag_free(&cfg->warnings);
+    memset(cfg->password, 0, sizeof cfg->password);
+}
+
+static int finish(struct pctx *p, const char *name)
+{
+    /* An invalid binding line was reported already; only a missing one here. */
+    if (!p->have_binding && !p->binding_seen)
+        perr(p, name, 0,
+             "dcerpc_mapiproxy:binding is not set; add \"dcerpc_mapiproxy:binding = "
+             "ncacn_ip_tcp:HOST\" (the Exchange server) to [global]");
+    free(p->section);
+    p->section = NULL;
+    if (p->n_err) {
+        free_entries(p->cfg);
+        mp_diag_free(&p->cfg->warnings);
+        return -1;
+    }
+    return 0;
+}
+
+int mp_config_load_text(struct mp_config *cfg, const char *name, const char *text,
+                        struct mp_diag *diag)
+{
+    if (!cfg)
+        return -1;
+    if (!name)
+        name = "<text>";
+    if (!text)
+        text = "";
+    set_defaults(cfg);
+    scopy(cfg->path, sizeof cfg->path, name);
+    struct pctx p = {.cfg = cfg, .diag = diag, .section = xstrdup("global")};
+    parse_buffer(&p, name, text, strlen(text), 0);
+    return finish(&p, name);
+}
+
+int mp_config_load(struct mp_config *cfg, const char *path, struct mp_diag *diag)
+{
+    if (!cfg)
+        return -1;
+    if (!path)
+        return mp_config_load_text(cfg, "(built-in default configuration)", mp_default_config,
+                                   diag);
+    set_defaults(cfg);
+    scopy(cfg->path, sizeof cfg->path, path);
+    struct pctx p = {.cfg = cfg, .diag = diag, .section = xstrdup("global")};
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    const char *why = NULL;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        why = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if ((unsigned long long)st.st_size > MP_CONFIG_MAX_FILE_SIZE)
+        why = "larger than 4 MiB";
+    char *buf = NULL;
+    size_t got = 0;
+    if (!why) {
+        size_t cap = (size_t)st.st_size + 1;
+        buf = malloc(cap);
+        if (!buf)
+            why = "out of memory";
+        while (buf) {
+            if (got == cap) {
+                if (cap > MP_CONFIG_MAX_FILE_SIZE) {
+                    why = "larger than 4 MiB";
+                    break;
+                }
+                char *nb = realloc(buf, cap * 2);
+                if (!nb) {
+                    why = "out of memory";
+                    break;
+                }
+                buf = nb;
+                cap *= 2;
+            }
+            ssize_t k = read(fd, buf + got, cap - got);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k < 0) {
+                why = strerror(errno);
+                break;
+            }
+            if (k == 0)
+                break;
+            got += (size_t)k;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (why)
+        perr(&p, path, 0, "cannot read the configuration file: %s; check the path and its "
+                          "permissions",
+             why);
+    else
+        parse_buffer(&p, path, buf, got, 0);
+    free(buf);
+    if (why) {
+        free(p.section);
+        free_entries(cfg);
+        mp_diag_free(&cfg->warnings);
+        return -1;
+    }
+    return finish(&p, path);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lookups                                                                   */
+
+const char *mp_config_get(const struct mp_config *cfg, const char *key)
+{
+    if (!cfg || !key)
+        return NULL;
+    char *k = normalize_key(key, strlen(key));
+    if (!k)
+        return NULL;
+    const char *found = NULL;
+    for (size_t i = 0; i < cfg->n_entries; i++) /* last in [global] wins */
+        if (!strcmp(cfg->entries[i].section, "global") && !strcmp(cfg->entries[i].key, k))
+            found = cfg->entries[i].value;
+    for (size_t i = 0; !found && i < cfg->n_entries; i++)
+        if (!strcmp(cfg->entries[i].key, k))
+            found = cfg->entries[i].value;
+    free(k);
+    return found;
+}
+
+bool mp_config_get_bool(const struct mp_config *cfg, const char *key, bool dflt)
+{
+    const char *v = mp_config_get(cfg, key);
+    bool b;
+    if (!v || !parse_bool(v, &b))
+        return dflt;
+    return b;
+}
+
+long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt)
+{
+    const char *v = mp_config_get(cfg, key);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    errno = 0;
+    long x;
+    if (v[0] == '0' && (v[1] == 'x' || v[1] == 'X'))
+        x = strtol(v + 2, &end, 16);
+    else
+        x = strtol(v, &end, 10);
+    if (errno || *end || end == v)
+        return dflt;
+    return x;
+}
+
+/* ------------------------------------------------------------------------ */
+
+const char mp_default_config[] =
+    "# mapiproxy built-in configuration (used when no -c FILE is given).\n"
+    "# Syntax is Samba's smb.conf; see doc/configuration.md for every option.\n"
+    "[global]\n"
+    "    # The Exchange server to relay to (Samba binding string).  With no\n"
+    "    # [PORT] the port is found through the server's endpoint mapper.\n"
+    "    dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1\n"
+    "\n"
+    "    # Interfaces relayed: the four Exchange RPC interfaces Outlook binds to\n"
+    "    # (EMSMDB, AsyncEMSMDB, NSPI address book, DS referral).  Others can be\n"
+    "    # added by name or as UUID/MAJOR.MINOR.\n"
+    "    dcerpc_mapiproxy:interfaces = exchange_emsmdb, exchange_async_emsmdb, \\\n"
+    "                                  exchange_nsp, exchange_ds_rfr\n"
+    "\n"
+    "    # Where Outlook connects: the address(es), the endpoint mapper port\n"
+    "    # Outlook asks first, and the port the RPC interfaces are served on.\n"
+    "    mapiproxy:listen = 127.0.0.1\n"
+    "    mapiproxy:epmapper port = 135\n"
+    "    mapiproxy:rpc port = 6100\n"
+    "\n"
+    "    # The upstream server's endpoint mapper (the lab's stand-in listens on 1350).\n"
+    "    mapiproxy:upstream epmapper port = 1350\n"
+    "\n"
+    "    # 0 error, 1 warning, 2 info, 3 debug, 4 trace\n"
+    "    mapiproxy:log level = info\n";
