@@ -348,11 +348,49 @@ static ALWAYS_INLINE uint32_t hash3(const uint8_t *p, unsigned shift)
     return ((ld32(p) << 8) * 2654435761u) >> shift;
 }
 
-/* The matcher.  Hash table of 16-bit entries holding the low 16 bits of the
- * last position with that 3-byte hash; the distance is recovered modulo
- * 65536, which is exact for all usable candidates (distance <= 8192) and
- * merely a wasted probe for stale ones (every candidate is verified).
- * Greedy parse with one step of lazy evaluation. */
+#ifndef LAZY_MAX
+#define LAZY_MAX 64
+#endif
+#ifndef SKIP_SHIFT
+#define SKIP_SHIFT 4
+#endif
+#ifndef SKIP_MAX
+#define SKIP_MAX 8
+#endif
+#ifndef INS_ALL
+#define INS_ALL 32
+#endif
+
+/* Longest match at p among the two candidates of bucket b (0 if none). */
+static ALWAYS_INLINE size_t best_of(uint32_t b, uint32_t pos, uint32_t cur, const uint8_t *p,
+                                    const uint8_t *iend, uint32_t *dist)
+{
+    uint32_t d0 = (pos - b) & 0xFFFFu;
+    uint32_t d1 = (pos - (b >> 16)) & 0xFFFFu;
+    /* distances are taken modulo 65536 and so never exceed pos: no
+     * candidate lies before the input. */
+    int ok0 = d0 - 1 < MP_LZ77_WINDOW && !((ld32(p - d0) ^ cur) & 0xFFFFFFu);
+    int ok1 = d1 - 1 < MP_LZ77_WINDOW && !((ld32(p - d1) ^ cur) & 0xFFFFFFu);
+    if (LIKELY(!(ok0 | ok1)))
+        return 0;
+    size_t l0 = ok0 ? 3 + match_len(p - d0 + 3, p + 3, iend) : 0;
+    size_t l1 = ok1 && d1 != d0 ? 3 + match_len(p - d1 + 3, p + 3, iend) : 0;
+    if (l1 > l0) {
+        *dist = d1;
+        return l1;
+    }
+    *dist = d0;
+    return l0;
+}
+
+/* The matcher.  Hash table of buckets of two 16-bit entries (one u32: the
+ * most recent position in the low half), holding the low 16 bits of recent
+ * positions with a given 3-byte hash.  The distance is recovered modulo
+ * 65536: exact for every usable candidate (distance <= 8192), merely a
+ * wasted probe for stale ones (all candidates are verified).
+ * Greedy parse with lazy evaluation; in long literal stretches only every
+ * few positions are probed (all are still indexed, so matches are found
+ * whatever their alignment, and extended backwards). */
 static ssize_t compress_core(struct mp_lz77_state *st, const uint8_t *in, size_t in_len,
                              uint8_t *out, size_t out_cap)
 {
@@ -370,8 +408,8 @@ static ssize_t compress_core(struct mp_lz77_state *st, const uint8_t *in, size_t
     while (hbits > 8 && ((size_t)1 << (hbits - 1)) >= in_len)
         hbits--;
     const unsigned shift = 32 - hbits;
-    uint16_t *const head = st->head;
-    memset(head, 0, sizeof(head[0]) << hbits);
+    uint32_t *const tab = st->tab;
+    memset(tab, 0, sizeof(tab[0]) << hbits);
 
     const uint8_t *const iend = in + in_len;
     const uint8_t *anchor = in;
@@ -379,37 +417,49 @@ static ssize_t compress_core(struct mp_lz77_state *st, const uint8_t *in, size_t
 
     if (in_len >= 8) {
         const uint8_t *const mlimit = iend - 4; /* last position we hash */
-        const uint32_t base = 0;
-        (void)base;
         while (p < mlimit) {
-            /* find the best match at p */
-            uint32_t h = hash3(p, shift);
+            uint32_t d = 0;
             uint32_t pos = (uint32_t)(p - in);
-            uint32_t d = (pos - head[h]) & 0xFFFFu;
-            head[h] = (uint16_t)pos;
-            if (d - 1 >= MP_LZ77_WINDOW || d > pos ||
-                (ld32(p - d) ^ ld32(p)) & 0xFFFFFFu) {
-                p++;
+            uint32_t cur = ld32(p);
+            uint32_t h = hash3(p, shift);
+            uint32_t b = tab[h];
+            tab[h] = (b << 16) | (pos & 0xFFFFu);
+            size_t len = best_of(b, pos, cur, p, iend, &d);
+            if (!len) {
+                size_t step = 1 + ((size_t)(p - anchor) >> SKIP_SHIFT);
+                if (step == 1) {
+                    p++;
+                    continue;
+                }
+                /* skip: index the positions, probe only the next one */
+                if (step > SKIP_MAX)
+                    step = SKIP_MAX;
+                const uint8_t *q = p + step < mlimit ? p + step : mlimit;
+                for (p++; p < q - 1; p++) {
+                    uint32_t hh = hash3(p, shift);
+                    tab[hh] = (tab[hh] << 16) | ((uint32_t)(p - in) & 0xFFFFu);
+                }
                 continue;
             }
-            size_t len = 3 + match_len(p - d + 3, p + 3, iend);
+            /* a match found after skipping may start earlier */
+            while (p > anchor && p - d > in && p[-1] == (p - d)[-1]) {
+                p--;
+                len++;
+            }
             /* lazy: is there a longer match at p + 1? */
-            if (len < 64 && p + 1 < mlimit) {
+            while (len < LAZY_MAX && p + 1 < mlimit) {
+                uint32_t d2 = 0;
                 const uint8_t *q = p + 1;
+                uint32_t pos2 = (uint32_t)(q - in);
                 uint32_t h2 = hash3(q, shift);
-                uint32_t pos2 = pos + 1;
-                uint32_t d2 = (pos2 - head[h2]) & 0xFFFFu;
-                if (d2 - 1 < MP_LZ77_WINDOW && d2 <= pos2 &&
-                    !((ld32(q - d2) ^ ld32(q)) & 0xFFFFFFu)) {
-                    size_t len2 = 3 + match_len(q - d2 + 3, q + 3, iend);
-                    if (len2 > len) {
-                        head[h2] = (uint16_t)pos2;
-                        p = q;
-                        d = d2;
-                        len = len2;
-                        pos = pos2;
-                    }
-                }
+                uint32_t b2 = tab[h2];
+                tab[h2] = (b2 << 16) | (pos2 & 0xFFFFu);
+                size_t len2 = best_of(b2, pos2, ld32(q), q, iend, &d2);
+                if (len2 <= len)
+                    break;
+                p = q;
+                d = d2;
+                len = len2;
             }
             if (len > MAX_MATCH)
                 len = MAX_MATCH;
@@ -419,10 +469,12 @@ static ssize_t compress_core(struct mp_lz77_state *st, const uint8_t *in, size_t
             const uint8_t *e = p + len;
             const uint8_t *ins = p + 1;
             const uint8_t *ins_end = e < mlimit ? e : mlimit;
-            if (len > 32)
+            if (len > INS_ALL)
                 ins = ins_end - 16 > ins ? ins_end - 16 : ins;
-            for (; ins < ins_end; ins++)
-                head[hash3(ins, shift)] = (uint16_t)(ins - in);
+            for (; ins < ins_end; ins++) {
+                uint32_t hh = hash3(ins, shift);
+                tab[hh] = (tab[hh] << 16) | ((uint32_t)(ins - in) & 0xFFFFu);
+            }
             p = e;
             anchor = p;
         }

@@ -26,9 +26,11 @@ size_t mp_lz77_compress_bound(size_t in_len);
 /* Matcher scratch state.  mp_lz77_compress() keeps one on its stack (about
  * 32 KB); callers that run on small stacks can pass their own to
  * mp_lz77_compress_st(). The contents need no initialisation. */
-#define MP_LZ77_HASH_BITS 14
+#ifndef MP_LZ77_HASH_BITS
+#define MP_LZ77_HASH_BITS 13
+#endif
 struct mp_lz77_state {
-    uint16_t head[1u << MP_LZ77_HASH_BITS];
+    uint32_t tab[1u << MP_LZ77_HASH_BITS]; /* two 16-bit entries per bucket */
 };
 
 /* Compress in[0..in_len) into out[0..out_cap).  Returns the compressed size,
