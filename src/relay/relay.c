@@ -1,0 +1,1630 @@
+/* The relay engine.
+ *
+ * Each client connection is an association (struct assoc) that owns up to
+ * three connections: the client's, the upstream's, and, while the upstream
+ * port is being looked up, one to the upstream's endpoint mapper.  All I/O is
+ * non-blocking on one epoll loop.  Request and response fragments are
+ * streamed: a fragment is forwarded as soon as it is complete, split when it
+ * exceeds what the other leg negotiated, so no call is ever buffered whole.
+ * Reading from a side stops while the other side's output buffer is above
+ * `mapiproxy:max buffer`, so a peer that does not read holds back only its
+ * own association.
+ *
+ * Associations whose client authenticates (an auth verifier in bind or
+ * alter_context) are relayed byte for byte: call ids, context ids and
+ * fragment sizes stay as the client sent them, because signatures and the
+ * verification trailer cover them (transparent mode, MS-RPCE 2.2.2.13). */
+#include "relay/relay.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stddef.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "dcerpc/ifaces.h"
+#include "dcerpc/pdu.h"
+#include "epm/epm.h"
+
+#define MP_MAX_FRAG 5840    /* largest fragment we negotiate on either leg */
+#define MP_MIN_FRAG 1432    /* smallest allowed by C706 */
+#define MAX_CTX 64          /* presentation contexts per association */
+#define MAX_PENDING 128     /* calls in flight per association */
+#define MAX_LOCAL_STUB 65536 /* reassembly limit for calls the proxy answers itself */
+#define PORT_CACHE_TTL_MS 60000
+#define READ_CHUNK 65536
+#define N_GROUP_BUCKETS 1024
+
+enum role { ROLE_CLIENT, ROLE_UPSTREAM, ROLE_RESOLVER };
+enum astate {
+    A_WAIT_BIND,   /* client connected, no bind yet */
+    A_RESOLVING,   /* asking the upstream's endpoint mapper for the port */
+    A_CONNECTING,  /* connecting to the upstream */
+    A_WAIT_ACK,    /* upstream bind sent, waiting for bind_ack */
+    A_OPEN,        /* relaying */
+    A_LOCAL,       /* no context could be relayed: answering locally */
+};
+
+struct conn {
+    struct mp_io io;
+    struct mp_buf in, out;
+    struct assoc *a;
+    uint8_t role;
+    bool connecting;
+    bool closing; /* close once out is flushed */
+};
+
+struct call {
+    uint32_t c_id, u_id;
+    uint16_t ctx_id, opnum;
+    uint64_t t0;
+    uint32_t in_bytes, out_bytes, frags;
+    const char *iface; /* for the log line */
+    bool req_done;
+};
+
+struct pctx_entry {
+    uint16_t ctx_id;
+    const struct mp_iface_info *info;
+    char name[48];
+};
+
+/* How the client's bind or alter_context contexts were split between local
+ * answers and the upstream, so the upstream's answer can be merged back. */
+struct merge {
+    struct merge *next;
+    uint8_t ptype;
+    uint32_t c_call_id;
+    uint8_t n;
+    struct {
+        bool fwd;
+        uint16_t result, reason, ctx_id;
+        struct mp_syntax abstract;
+    } item[MAX_CTX];
+};
+
+struct agroup {
+    uint32_t id, up_id;
+    unsigned refs;
+    struct agroup *next;
+};
+
+struct port_cache {
+    struct mp_syntax iface;
+    uint16_t port;
+    uint64_t expires;
+};
+
+struct listener {
+    struct mp_io io;
+    struct mp_relay *r;
+    bool epm;
+};
+
+struct assoc {
+    struct mp_relay *r;
+    struct conn c, u, res;
+    enum astate state;
+    bool local_epm;
+    bool passthrough;
+    bool dead;
+    uint16_t c_xmit, c_recv; /* fragment limits on the client leg (we send / we accept) */
+    uint16_t u_xmit, u_recv; /* and on the upstream leg */
+    uint16_t bind_max_xmit, bind_max_recv;
+    struct agroup *group;
+    struct pctx_entry *ctx;
+    size_t n_ctx;
+    struct call *calls;
+    size_t n_calls, cap_calls;
+    uint32_t next_u_call;
+    struct merge *merges, **merges_tail;
+    struct mp_buf pending_bind; /* the upstream bind, while resolving/connecting */
+    struct mp_syntax target;
+    struct mp_timer timer;
+    struct mp_buf reasm; /* local answers: the request being reassembled */
+    uint32_t reasm_call;
+    uint16_t reasm_ctx, reasm_op;
+    bool reasm_active;
+    uint32_t local_ip; /* the address the client reached, network order */
+    uint64_t n_done;
+    uint64_t t_open;
+    char peer[64];
+    struct assoc *next, *prev;
+};
+
+struct mp_relay {
+    struct mp_loop *loop;
+    const struct mp_config *cfg;
+    struct listener ls[2 * MP_MAX_LISTEN];
+    size_t n_ls;
+    uint16_t rpc_port, epm_port;
+    struct mp_epm_registry reg;
+    struct sockaddr_storage up_addr;
+    socklen_t up_addr_len;
+    struct port_cache cache[MP_MAX_IFACES];
+    size_t n_cache;
+    struct agroup *groups[N_GROUP_BUCKETS];
+    uint32_t next_group;
+    struct assoc *assocs;
+    size_t n_assoc;
+    char sec_addr[8];
+};
+
+static struct mp_bind scratch_bind; /* single-threaded: one bind parsed at a time */
+static struct mp_bind_ack scratch_ack;
+
+static void conn_cb(struct mp_io *io, uint32_t ev);
+static void client_input(struct assoc *a);
+static void upstream_connect(struct assoc *a, uint16_t port);
+static void upstream_failed(struct assoc *a, const char *why);
+static void update_interest(struct assoc *a);
+
+/* ------------------------------------------------------------------ */
+/* association lifetime                                                */
+
+static void group_unref(struct mp_relay *r, struct agroup *g)
+{
+    if (!g || --g->refs)
+        return;
+    struct agroup **pp = &r->groups[g->id % N_GROUP_BUCKETS];
+    while (*pp && *pp != g)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = g->next;
+    free(g);
+}
+
+static struct agroup *group_find(struct mp_relay *r, uint32_t id)
+{
+    for (struct agroup *g = r->groups[id % N_GROUP_BUCKETS]; g; g = g->next)
+        if (g->id == id)
+            return g;
+    return NULL;
+}
+
+static struct agroup *group_new(struct mp_relay *r)
+{
+    struct agroup *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    do {
+        g->id = r->next_group++;
+    } while (!g->id || group_find(r, g->id));
+    g->refs = 1;
+    g->next = r->groups[g->id % N_GROUP_BUCKETS];
+    r->groups[g->id % N_GROUP_BUCKETS] = g;
+    return g;
+}
+
+static void conn_release(struct mp_relay *r, struct conn *c)
+{
+    mp_io_close(r->loop, &c->io);
+    mp_buf_free(&c->in);
+    mp_buf_free(&c->out);
+    c->connecting = c->closing = false;
+}
+
+static void assoc_free(void *p)
+{
+    struct assoc *a = p;
+    struct merge *m = a->merges;
+    while (m) {
+        struct merge *n = m->next;
+        free(m);
+        m = n;
+    }
+    free(a->ctx);
+    free(a->calls);
+    mp_buf_free(&a->pending_bind);
+    mp_buf_free(&a->reasm);
+    free(a);
+}
+
+static void assoc_close(struct assoc *a, const char *reason)
+{
+    if (a->dead)
+        return;
+    struct mp_relay *r = a->r;
+    a->dead = true;
+    mp_info("conn close %s calls=%llu in_flight=%zu after=%.1fs reason=%s", a->peer,
+            (unsigned long long)a->n_done, a->n_calls,
+            (double)(mp_now_ms() - a->t_open) / 1000.0, reason);
+    mp_timer_cancel(r->loop, &a->timer);
+    conn_release(r, &a->c);
+    conn_release(r, &a->u);
+    conn_release(r, &a->res);
+    group_unref(r, a->group);
+    a->group = NULL;
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        r->assocs = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    r->n_assoc--;
+    mp_loop_defer(r->loop, assoc_free, a);
+}
+
+/* Sends what is queued to the client, then closes everything. */
+static void assoc_finish(struct assoc *a, const char *reason)
+{
+    if (a->dead)
+        return;
+    conn_release(a->r, &a->u);
+    conn_release(a->r, &a->res);
+    if (!mp_buf_avail(&a->c.out) || a->c.io.fd < 0) {
+        assoc_close(a, reason);
+        return;
+    }
+    a->c.closing = true;
+    mp_debug("conn %s: closing after flush (%s)", a->peer, reason);
+    update_interest(a);
+}
+
+/* ------------------------------------------------------------------ */
+/* output                                                              */
+
+/* Writes what it can; returns -1 on a write error. */
+static int conn_flush(struct conn *c)
+{
+    while (mp_buf_avail(&c->out)) {
+        ssize_t n = send(c->io.fd, mp_buf_head(&c->out), mp_buf_avail(&c->out), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return 0;
+            return -1;
+        }
+        mp_buf_consume(&c->out, (size_t)n);
+    }
+    mp_buf_trim(&c->out);
+    return 0;
+}
+
+static void flush_side(struct assoc *a, struct conn *c)
+{
+    if (c->io.fd < 0 || c->connecting || a->dead)
+        return;
+    if (conn_flush(c) < 0) {
+        if (c->role == ROLE_CLIENT)
+            assoc_close(a, "client write failed");
+        else if (c->role == ROLE_UPSTREAM)
+            upstream_failed(a, "write to upstream failed");
+        else
+            upstream_failed(a, "write to upstream endpoint mapper failed");
+        return;
+    }
+    if (c->role == ROLE_CLIENT && c->closing && !mp_buf_avail(&c->out))
+        assoc_close(a, "closed after final answer");
+}
+
+static void update_interest(struct assoc *a)
+{
+    if (a->dead)
+        return;
+    struct mp_relay *r = a->r;
+    size_t high = r->cfg->max_buffer;
+    if (a->c.io.fd >= 0) {
+        bool rd = !a->c.closing && (a->state == A_WAIT_BIND || a->state == A_OPEN ||
+                                    a->state == A_LOCAL) &&
+                  mp_buf_avail(&a->c.out) < high && mp_buf_avail(&a->u.out) < high &&
+                  a->n_calls < MAX_PENDING;
+        uint32_t want = (rd ? MP_READ : 0) | (mp_buf_avail(&a->c.out) ? MP_WRITE : 0);
+        if (!want)
+            want = 0x2000; /* EPOLLRDHUP alone: keep the fd registered, learn of hang-ups */
+        mp_io_set(r->loop, &a->c.io, want);
+    }
+    struct conn *us[2] = {&a->u, &a->res};
+    for (int i = 0; i < 2; i++) {
+        struct conn *c = us[i];
+        if (c->io.fd < 0)
+            continue;
+        uint32_t want;
+        if (c->connecting)
+            want = MP_WRITE;
+        else
+            want = (mp_buf_avail(&a->c.out) < high ? MP_READ : 0) |
+                   (mp_buf_avail(&c->out) ? MP_WRITE : 0);
+        if (!want)
+            want = 0x2000;
+        mp_io_set(r->loop, &c->io, want);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* calls                                                               */
+
+static struct call *call_by_c(struct assoc *a, uint32_t id)
+{
+    for (size_t i = 0; i < a->n_calls; i++)
+        if (a->calls[i].c_id == id)
+            return &a->calls[i];
+    return NULL;
+}
+
+static struct call *call_by_u(struct assoc *a, uint32_t id)
+{
+    for (size_t i = 0; i < a->n_calls; i++)
+        if (a->calls[i].u_id == id)
+            return &a->calls[i];
+    return NULL;
+}
+
+static void call_remove(struct assoc *a, struct call *c)
+{
+    size_t i = (size_t)(c - a->calls);
+    a->calls[i] = a->calls[--a->n_calls];
+    if (!a->n_calls) {
+        free(a->calls);
+        a->calls = NULL;
+        a->cap_calls = 0;
+    }
+}
+
+static struct call *call_add(struct assoc *a)
+{
+    if (a->n_calls == a->cap_calls) {
+        size_t cap = a->cap_calls ? a->cap_calls * 2 : 4;
+        struct call *n = realloc(a->calls, cap * sizeof(*n));
+        if (!n)
+            return NULL;
+        a->calls = n;
+        a->cap_calls = cap;
+    }
+    struct call *c = &a->calls[a->n_calls++];
+    memset(c, 0, sizeof(*c));
+    return c;
+}
+
+static const struct pctx_entry *ctx_find(const struct assoc *a, uint16_t id)
+{
+    for (size_t i = 0; i < a->n_ctx; i++)
+        if (a->ctx[i].ctx_id == id)
+            return &a->ctx[i];
+    return NULL;
+}
+
+static void ctx_add(struct assoc *a, uint16_t id, const struct mp_syntax *abstract)
+{
+    struct pctx_entry *e = (struct pctx_entry *)ctx_find(a, id);
+    if (!e) {
+        if (a->n_ctx >= MAX_CTX)
+            return;
+        struct pctx_entry *n = realloc(a->ctx, (a->n_ctx + 1) * sizeof(*n));
+        if (!n)
+            return;
+        a->ctx = n;
+        e = &a->ctx[a->n_ctx++];
+    }
+    e->ctx_id = id;
+    e->info = mp_iface_by_uuid(abstract->uuid);
+    if (e->info)
+        snprintf(e->name, sizeof(e->name), "%s", e->info->name);
+    else
+        mp_uuid_format(abstract->uuid, e->name);
+}
+
+static void log_call(struct assoc *a, struct call *c, const char *status)
+{
+    const struct pctx_entry *e = ctx_find(a, c->ctx_id);
+    const char *op = e ? mp_iface_op_name(e->info, c->opnum) : NULL;
+    mp_info("call %s %s %s(%u) in=%u out=%u lat=%.3fms status=%s", a->peer,
+            e ? e->name : "?", op ? op : "op", c->opnum, c->in_bytes, c->out_bytes,
+            (double)(mp_now_us() - c->t0) / 1000.0, status);
+}
+
+/* Copies one fragment into out, with a new call id, splitting it into
+ * fragments of at most max_frag bytes when needed.  hdr_len is the
+ * request/response header length (with an object UUID if any). */
+static int forward_fragment(struct mp_buf *out, const uint8_t *pdu, const struct mp_pdu_hdr *h,
+                            uint32_t call_id, size_t max_frag)
+{
+    if (h->frag_len <= max_frag) {
+        size_t start = out->len;
+        if (mp_buf_append(out, pdu, h->frag_len))
+            return -1;
+        mp_put32(out->data + start + 12, call_id);
+        return 0;
+    }
+    bool req = h->ptype == MP_PT_REQUEST;
+    size_t hl = req ? MP_REQ_HDR_LEN : MP_RESP_HDR_LEN;
+    const uint8_t *object = NULL;
+    if (req && (h->flags & MP_PFC_OBJECT_UUID)) {
+        object = pdu + MP_REQ_HDR_LEN;
+        hl += 16;
+    }
+    if (h->frag_len < hl)
+        return -1;
+    const uint8_t *stub = pdu + hl;
+    size_t left = h->frag_len - hl;
+    size_t chunk = (max_frag - hl) & ~(size_t)7;
+    uint32_t hint = mp_get32(pdu + 16);
+    uint16_t ctx_id = mp_get16(pdu + 20);
+    bool first = true;
+    while (left) {
+        size_t k = left > chunk ? chunk : left;
+        uint8_t fl = h->flags & ~(MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_OBJECT_UUID);
+        if (first && (h->flags & MP_PFC_FIRST))
+            fl |= MP_PFC_FIRST;
+        if (k == left && (h->flags & MP_PFC_LAST))
+            fl |= MP_PFC_LAST;
+        int rc = req ? mp_build_request(out, fl, call_id, ctx_id, mp_get16(pdu + 22), object,
+                                        stub, k, hint)
+                     : mp_build_response(out, fl, call_id, ctx_id, stub, k, hint);
+        if (rc)
+            return -1;
+        if (!req)
+            out->data[out->len - k - 2] = pdu[22]; /* cancel count */
+        hint = hint > k ? hint - (uint32_t)k : 0;
+        stub += k;
+        left -= k;
+        first = false;
+    }
+    return 0;
+}
+
+/* Splits a whole response stub into fragments for the client. */
+static int send_response_stub(struct assoc *a, uint32_t call_id, uint16_t ctx_id,
+                              const uint8_t *stub, size_t len)
+{
+    size_t chunk = (size_t)(a->c_xmit - MP_RESP_HDR_LEN) & ~(size_t)7, off = 0;
+    do {
+        size_t k = len - off > chunk ? chunk : len - off;
+        uint8_t fl = (off == 0 ? MP_PFC_FIRST : 0) | (off + k == len ? MP_PFC_LAST : 0);
+        if (mp_build_response(&a->c.out, fl, call_id, ctx_id, stub + off, k,
+                              (uint32_t)(len - off)))
+            return -1;
+        off += k;
+    } while (off < len);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* protocol errors                                                     */
+
+static void client_protocol_error(struct assoc *a, uint32_t call_id, const char *what)
+{
+    mp_warn("conn %s: protocol error from client: %s; sending a fault and closing", a->peer,
+            what);
+    mp_build_fault(&a->c.out, call_id, 0, MP_NCA_PROTO_ERROR, true);
+    assoc_finish(a, "client protocol error");
+}
+
+/* Answers every call in flight with a fault, then closes. */
+static void upstream_failed(struct assoc *a, const char *why)
+{
+    if (a->dead)
+        return;
+    mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why,
+            a->n_calls);
+    if (a->state != A_OPEN) {
+        uint32_t id = a->merges ? a->merges->c_call_id : 0;
+        mp_build_bind_nak(&a->c.out, id, MP_BNAK_TEMPORARY_CONGESTION);
+    } else {
+        for (size_t i = 0; i < a->n_calls; i++) {
+            log_call(a, &a->calls[i], "upstream-failed");
+            mp_build_fault(&a->c.out, a->calls[i].c_id, a->calls[i].ctx_id,
+                           MP_RPC_S_CALL_FAILED, false);
+        }
+        a->n_calls = 0;
+    }
+    assoc_finish(a, "upstream failed");
+}
+
+/* ------------------------------------------------------------------ */
+/* bind and alter_context                                              */
+
+static bool iface_allowed(const struct mp_relay *r, const struct mp_syntax *s)
+{
+    for (size_t i = 0; i < r->cfg->n_ifaces; i++) {
+        const struct mp_iface_spec *sp = &r->cfg->ifaces[i];
+        if (!memcmp(sp->uuid, s->uuid, 16) && (sp->any_version || sp->vers_major == s->major))
+            return true;
+    }
+    return false;
+}
+
+/* Decides each context of a client bind/alter: answered locally or sent
+ * upstream (with NDR 2.0 as the only transfer syntax).  Fills m and the
+ * upstream's bind in fwd.  Returns the number of contexts forwarded. */
+static int split_contexts(struct assoc *a, const struct mp_bind *b, struct merge *m,
+                          struct mp_bind *fwd)
+{
+    int n_fwd = 0;
+    m->n = b->n_ctx;
+    fwd->n_ctx = 0;
+    for (unsigned i = 0; i < b->n_ctx; i++) {
+        const struct mp_pctx *c = &b->ctx[i];
+        m->item[i].ctx_id = c->ctx_id;
+        m->item[i].abstract = c->abstract;
+        m->item[i].fwd = false;
+        m->item[i].result = MP_CTX_PROVIDER_REJECTION;
+        bool btfn = false, ndr20 = false;
+        for (unsigned j = 0; j < c->n_ts; j++) {
+            if (mp_syntax_eq(&c->ts[j], &mp_ndr20_syntax))
+                ndr20 = true;
+            else if (mp_syntax_is_btfn(&c->ts[j]))
+                btfn = true;
+        }
+        bool local = a->local_epm;
+        bool allowed = local ? (!memcmp(c->abstract.uuid, mp_epm_syntax.uuid, 16) &&
+                                c->abstract.major == 3)
+                             : iface_allowed(a->r, &c->abstract);
+        if (btfn) {
+            /* Bind-time feature negotiation: relayed so the client learns
+             * what the upstream supports; answered locally when local. */
+            if (local) {
+                m->item[i].result = MP_CTX_NEGOTIATE_ACK;
+                m->item[i].reason = 0;
+                continue;
+            }
+        } else if (!allowed) {
+            m->item[i].reason = MP_CTX_REASON_ABSTRACT_NOT_SUPPORTED;
+            continue;
+        } else if (!ndr20) {
+            m->item[i].reason = MP_CTX_REASON_TRANSFER_NOT_SUPPORTED;
+            continue;
+        } else if (local) {
+            m->item[i].result = MP_CTX_ACCEPT;
+            m->item[i].reason = 0;
+            ctx_add(a, c->ctx_id, &c->abstract);
+            continue;
+        }
+        m->item[i].fwd = true;
+        struct mp_pctx *f = &fwd->ctx[fwd->n_ctx++];
+        *f = *c;
+        if (!btfn) {
+            f->n_ts = 1;
+            f->ts[0] = mp_ndr20_syntax;
+        }
+        n_fwd++;
+    }
+    return n_fwd;
+}
+
+/* Builds the client's bind_ack/alter_resp from the merge and, when the
+ * upstream answered, its results (in forwarded order). */
+static void answer_bind(struct assoc *a, const struct merge *m, const struct mp_bind_ack *up,
+                        uint8_t flags, const struct mp_auth *auth)
+{
+    struct mp_bind_ack *ack = &scratch_ack;
+    memset(ack, 0, offsetof(struct mp_bind_ack, res));
+    ack->max_xmit = a->c_xmit;
+    ack->max_recv = a->c_recv;
+    ack->assoc_group = a->group ? a->group->id : 0;
+    if (m->ptype == MP_PT_BIND)
+        snprintf(ack->sec_addr, sizeof(ack->sec_addr), "%u",
+                 a->local_epm ? a->r->epm_port : a->r->rpc_port);
+    ack->n_results = m->n;
+    unsigned k = 0;
+    for (unsigned i = 0; i < m->n; i++) {
+        struct mp_ctx_result *res = &ack->res[i];
+        memset(res, 0, sizeof(*res));
+        if (m->item[i].fwd && up && k < up->n_results) {
+            *res = up->res[k++];
+            if (res->result == MP_CTX_ACCEPT)
+                ctx_add(a, m->item[i].ctx_id, &m->item[i].abstract);
+        } else if (m->item[i].fwd) {
+            res->result = MP_CTX_PROVIDER_REJECTION;
+            res->reason = MP_CTX_REASON_NONE;
+        } else {
+            res->result = m->item[i].result;
+            res->reason = m->item[i].reason;
+            if (res->result == MP_CTX_ACCEPT)
+                res->ts = mp_ndr20_syntax;
+            else if (res->result == MP_CTX_NEGOTIATE_ACK)
+                res->reason = 0x0002; /* keep connection on orphan */
+        }
+    }
+    uint8_t ptype = m->ptype == MP_PT_BIND ? MP_PT_BIND_ACK : MP_PT_ALTER_RESP;
+    mp_build_bind_ack(&a->c.out, ptype, flags | MP_PFC_FIRST | MP_PFC_LAST, m->c_call_id, ack,
+                      auth);
+}
+
+static void merge_push(struct assoc *a, struct merge *m)
+{
+    m->next = NULL;
+    *a->merges_tail = m;
+    a->merges_tail = &m->next;
+}
+
+static struct merge *merge_pop(struct assoc *a)
+{
+    struct merge *m = a->merges;
+    if (m) {
+        a->merges = m->next;
+        if (!a->merges)
+            a->merges_tail = &a->merges;
+    }
+    return m;
+}
+
+static uint16_t clamp_frag(uint16_t v)
+{
+    return v > MP_MAX_FRAG ? MP_MAX_FRAG : v < MP_MIN_FRAG ? MP_MIN_FRAG : v;
+}
+
+static uint16_t port_lookup(struct mp_relay *r, const struct mp_syntax *s)
+{
+    uint64_t now = mp_now_ms();
+    for (size_t i = 0; i < r->n_cache; i++)
+        if (mp_syntax_eq(&r->cache[i].iface, s) && r->cache[i].expires > now)
+            return r->cache[i].port;
+    return 0;
+}
+
+static void port_store(struct mp_relay *r, const struct mp_syntax *s, uint16_t port)
+{
+    size_t i;
+    for (i = 0; i < r->n_cache; i++)
+        if (mp_syntax_eq(&r->cache[i].iface, s))
+            break;
+    if (i == r->n_cache) {
+        if (r->n_cache == MP_MAX_IFACES)
+            i = 0;
+        else
+            r->n_cache++;
+    }
+    r->cache[i].iface = *s;
+    r->cache[i].port = port;
+    r->cache[i].expires = mp_now_ms() + PORT_CACHE_TTL_MS;
+}
+
+static void timeout_cb(struct mp_timer *t)
+{
+    struct assoc *a = t->data;
+    char why[64];
+    snprintf(why, sizeof(why), "did not answer within %u ms", a->r->cfg->connect_timeout_ms);
+    upstream_failed(a, why);
+}
+
+static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
+{
+    struct mp_relay *r = a->r;
+    struct sockaddr_storage ss = r->up_addr;
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = htons(port);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&ss, r->up_addr_len) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    c->io.fd = fd;
+    c->io.cb = conn_cb;
+    c->io.data = c;
+    c->connecting = true;
+    return 0;
+}
+
+/* The client's bind: decide, then resolve/connect/bind upstream. */
+static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    struct mp_relay *r = a->r;
+    struct mp_bind *b = &scratch_bind;
+    if (mp_bind_parse(pdu, h, b)) {
+        client_protocol_error(a, h->call_id, "malformed bind");
+        return;
+    }
+    if (b->n_ctx > MAX_CTX || b->n_ctx == 0) {
+        mp_warn("conn %s: bind with %u presentation contexts refused (limit %d)", a->peer,
+                b->n_ctx, MAX_CTX);
+        mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_LOCAL_LIMIT_EXCEEDED);
+        assoc_finish(a, "bind refused");
+        return;
+    }
+    struct merge *m = calloc(1, sizeof(*m));
+    if (!m) {
+        assoc_close(a, "out of memory");
+        return;
+    }
+    m->ptype = MP_PT_BIND;
+    m->c_call_id = h->call_id;
+    a->bind_max_xmit = b->max_xmit;
+    a->bind_max_recv = b->max_recv;
+    a->c_xmit = clamp_frag(b->max_recv);
+    a->c_recv = clamp_frag(b->max_xmit);
+    if (h->auth_len) {
+        if (a->local_epm) {
+            mp_warn("conn %s: authenticated bind to the local endpoint mapper refused", a->peer);
+            free(m);
+            mp_build_bind_nak(&a->c.out, h->call_id, 8 /* authentication type not recognized */);
+            assoc_finish(a, "bind refused");
+            return;
+        }
+        a->passthrough = true;
+    }
+    /* association group */
+    if (b->assoc_group) {
+        a->group = group_find(r, b->assoc_group);
+        if (!a->group) {
+            mp_warn("conn %s: bind names unknown association group 0x%08x; refused", a->peer,
+                    b->assoc_group);
+            free(m);
+            mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
+            assoc_finish(a, "bind refused");
+            return;
+        }
+        a->group->refs++;
+    } else {
+        a->group = group_new(r);
+    }
+    struct mp_bind *fwd = calloc(1, sizeof(*fwd));
+    if (!fwd || !a->group) {
+        free(fwd);
+        free(m);
+        assoc_close(a, "out of memory");
+        return;
+    }
+    int n_fwd = split_contexts(a, b, m, fwd);
+    if (a->local_epm || n_fwd == 0) {
+        a->state = a->local_epm ? A_OPEN : A_LOCAL;
+        if (!a->local_epm)
+            mp_info("conn %s: bind with no relayable context; answered locally", a->peer);
+        answer_bind(a, m, NULL, 0, NULL);
+        free(m);
+        free(fwd);
+        return;
+    }
+    /* The upstream bind.  Fragment sizes: our own offer on the upstream leg,
+     * except in pass-through mode where both legs must agree. */
+    fwd->max_xmit = a->passthrough ? b->max_xmit : MP_MAX_FRAG;
+    fwd->max_recv = a->passthrough ? b->max_recv : MP_MAX_FRAG;
+    fwd->assoc_group = a->group->up_id;
+    uint32_t up_call = a->passthrough ? h->call_id : a->next_u_call++;
+    struct mp_auth auth, *ap = NULL;
+    if (h->auth_len && mp_pdu_auth(pdu, h, &auth) == 0)
+        ap = &auth;
+    int rc = mp_build_bind(&a->pending_bind, MP_PT_BIND, h->flags, up_call, fwd, ap);
+    for (unsigned i = 0; i < fwd->n_ctx; i++)
+        if (!mp_syntax_is_btfn(&fwd->ctx[i].ts[0])) {
+            a->target = fwd->ctx[i].abstract;
+            break;
+        }
+    free(fwd);
+    if (rc) {
+        free(m);
+        client_protocol_error(a, h->call_id, "bind too large to relay");
+        return;
+    }
+    merge_push(a, m);
+    a->timer.cb = timeout_cb;
+    a->timer.data = a;
+    mp_timer_arm(r->loop, &a->timer, r->cfg->connect_timeout_ms);
+    uint16_t port = r->cfg->binding.port;
+    if (!port && !memcmp(a->target.uuid, mp_epm_syntax.uuid, 16))
+        port = r->cfg->upstream_epm_port;
+    if (!port)
+        port = port_lookup(r, &a->target);
+    if (port) {
+        upstream_connect(a, port);
+        return;
+    }
+    /* Ask the upstream's endpoint mapper, as a client would. */
+    a->state = A_RESOLVING;
+    a->res.role = ROLE_RESOLVER;
+    if (start_connect(a, &a->res, r->cfg->upstream_epm_port) < 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "endpoint mapper port %u: connect failed: %s",
+                 r->cfg->upstream_epm_port, strerror(errno));
+        upstream_failed(a, why);
+    }
+}
+
+static void upstream_connect(struct assoc *a, uint16_t port)
+{
+    a->state = A_CONNECTING;
+    a->u.role = ROLE_UPSTREAM;
+    if (start_connect(a, &a->u, port) < 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "port %u: connect failed: %s", port, strerror(errno));
+        upstream_failed(a, why);
+        return;
+    }
+    mp_debug("conn %s: connecting upstream port %u", a->peer, port);
+}
+
+static void handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    struct mp_bind *b = &scratch_bind;
+    if (mp_bind_parse(pdu, h, b) || b->n_ctx == 0) {
+        client_protocol_error(a, h->call_id, "malformed alter_context");
+        return;
+    }
+    if (b->n_ctx + a->n_ctx > MAX_CTX) {
+        client_protocol_error(a, h->call_id, "too many presentation contexts");
+        return;
+    }
+    struct merge *m = calloc(1, sizeof(*m));
+    struct mp_bind *fwd = calloc(1, sizeof(*fwd));
+    if (!m || !fwd) {
+        free(m);
+        free(fwd);
+        assoc_close(a, "out of memory");
+        return;
+    }
+    m->ptype = MP_PT_ALTER;
+    m->c_call_id = h->call_id;
+    if (h->auth_len)
+        a->passthrough = true;
+    int n_fwd = split_contexts(a, b, m, fwd);
+    if (a->state != A_OPEN || a->local_epm || !n_fwd) {
+        if (h->auth_len && !a->local_epm)
+            mp_warn("conn %s: authenticated alter_context without upstream; refused", a->peer);
+        answer_bind(a, m, NULL, 0, NULL);
+        free(m);
+        free(fwd);
+        return;
+    }
+    fwd->max_xmit = b->max_xmit;
+    fwd->max_recv = b->max_recv;
+    fwd->assoc_group = b->assoc_group ? a->group->up_id : 0;
+    struct mp_auth auth, *ap = NULL;
+    if (h->auth_len && mp_pdu_auth(pdu, h, &auth) == 0)
+        ap = &auth;
+    uint32_t up_call = a->passthrough ? h->call_id : a->next_u_call++;
+    int rc = mp_build_bind(&a->u.out, MP_PT_ALTER, h->flags, up_call, fwd, ap);
+    free(fwd);
+    if (rc) {
+        free(m);
+        client_protocol_error(a, h->call_id, "alter_context too large to relay");
+        return;
+    }
+    merge_push(a, m);
+}
+
+/* ------------------------------------------------------------------ */
+/* client input                                                        */
+
+static void local_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    size_t hl = MP_REQ_HDR_LEN + ((h->flags & MP_PFC_OBJECT_UUID) ? 16 : 0);
+    if (h->frag_len < hl || h->auth_len) {
+        client_protocol_error(a, h->call_id, "malformed request");
+        return;
+    }
+    uint16_t ctx_id = mp_get16(pdu + 20), opnum = mp_get16(pdu + 22);
+    if (h->flags & MP_PFC_FIRST) {
+        mp_buf_free(&a->reasm);
+        a->reasm_active = true;
+        a->reasm_call = h->call_id;
+        a->reasm_ctx = ctx_id;
+        a->reasm_op = opnum;
+    } else if (!a->reasm_active || a->reasm_call != h->call_id) {
+        client_protocol_error(a, h->call_id, "request fragment of no call in progress");
+        return;
+    }
+    if (mp_buf_avail(&a->reasm) + (h->frag_len - hl) > MAX_LOCAL_STUB) {
+        mp_warn("conn %s: local call larger than %d bytes refused", a->peer, MAX_LOCAL_STUB);
+        mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_NCA_S_FAULT_REMOTE_NO_MEMORY, true);
+        assoc_finish(a, "call too large");
+        return;
+    }
+    mp_buf_append(&a->reasm, pdu + hl, h->frag_len - hl);
+    if (!(h->flags & MP_PFC_LAST))
+        return;
+    a->reasm_active = false;
+    uint64_t t0 = mp_now_us();
+    const struct pctx_entry *e = ctx_find(a, a->reasm_ctx);
+    struct call c = {.c_id = h->call_id, .ctx_id = a->reasm_ctx, .opnum = a->reasm_op, .t0 = t0};
+    c.in_bytes = (uint32_t)mp_buf_avail(&a->reasm);
+    char status[32] = "ok";
+    if (!e || a->state == A_LOCAL) {
+        mp_build_fault(&a->c.out, h->call_id, a->reasm_ctx, MP_NCA_UNK_IF, true);
+        snprintf(status, sizeof(status), "fault:0x%08x", MP_NCA_UNK_IF);
+    } else {
+        struct mp_buf out = {0};
+        uint32_t st = mp_epm_serve(&a->r->reg, a->local_ip, a->reasm_op, mp_buf_head(&a->reasm),
+                                   mp_buf_avail(&a->reasm), &out);
+        if (st) {
+            mp_build_fault(&a->c.out, h->call_id, a->reasm_ctx, st, true);
+            snprintf(status, sizeof(status), "fault:0x%08x", st);
+        } else {
+            send_response_stub(a, h->call_id, a->reasm_ctx, mp_buf_head(&out),
+                               mp_buf_avail(&out));
+            c.out_bytes = (uint32_t)mp_buf_avail(&out);
+        }
+        mp_buf_free(&out);
+    }
+    mp_buf_free(&a->reasm);
+    a->n_done++;
+    if (e)
+        log_call(a, &c, status);
+    else
+        mp_info("call %s ? op(%u) in=%u out=0 status=%s", a->peer, c.opnum, c.in_bytes, status);
+}
+
+static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    const struct mp_config *cfg = a->r->cfg;
+    size_t hl = MP_REQ_HDR_LEN + ((h->flags & MP_PFC_OBJECT_UUID) ? 16 : 0);
+    if (h->frag_len < hl + (h->auth_len ? h->auth_len + MP_SEC_TRAILER_LEN : 0)) {
+        client_protocol_error(a, h->call_id, "request shorter than its header");
+        return;
+    }
+    if (h->auth_len && !a->passthrough) {
+        client_protocol_error(a, h->call_id, "signed request on an unauthenticated association");
+        return;
+    }
+    uint16_t ctx_id = mp_get16(pdu + 20), opnum = mp_get16(pdu + 22);
+    uint32_t alloc_hint = mp_get32(pdu + 16);
+    uint32_t stub_len = (uint32_t)(h->frag_len - hl);
+    struct call *c = call_by_c(a, h->call_id);
+    if (h->flags & MP_PFC_FIRST) {
+        if (c) {
+            client_protocol_error(a, h->call_id, "call id reused while in flight");
+            return;
+        }
+        if (!ctx_find(a, ctx_id)) {
+            mp_warn("conn %s: request on unknown presentation context %u", a->peer, ctx_id);
+            mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_NCA_UNK_IF, true);
+            if (!(h->flags & MP_PFC_LAST))
+                assoc_finish(a, "request on unknown context");
+            return;
+        }
+        if (alloc_hint > cfg->max_call_size) {
+            mp_warn("conn %s: call %u announces %u bytes (alloc_hint), over max call size %u; "
+                    "refused",
+                    a->peer, h->call_id, alloc_hint, cfg->max_call_size);
+            mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_NCA_S_FAULT_REMOTE_NO_MEMORY, true);
+            if (!(h->flags & MP_PFC_LAST))
+                assoc_finish(a, "call too large");
+            return;
+        }
+        c = call_add(a);
+        if (!c) {
+            assoc_close(a, "out of memory");
+            return;
+        }
+        c->c_id = h->call_id;
+        c->u_id = a->passthrough ? h->call_id : a->next_u_call++;
+        c->ctx_id = ctx_id;
+        c->opnum = opnum;
+        c->t0 = mp_now_us();
+    } else if (!c || c->req_done) {
+        client_protocol_error(a, h->call_id, "request fragment of no call in progress");
+        return;
+    }
+    c->in_bytes += stub_len;
+    c->frags++;
+    uint32_t max_frags = cfg->max_call_size / 1024 + 16;
+    if (c->in_bytes > cfg->max_call_size || c->frags > max_frags) {
+        mp_warn("conn %s: call %u exceeds max call size %u bytes or %u fragments (%u bytes, %u "
+                "fragments so far); faulted and closed",
+                a->peer, h->call_id, cfg->max_call_size, max_frags, c->in_bytes, c->frags);
+        mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_NCA_S_FAULT_REMOTE_NO_MEMORY, false);
+        call_remove(a, c);
+        assoc_finish(a, "call too large");
+        return;
+    }
+    if (h->flags & MP_PFC_LAST)
+        c->req_done = true;
+    int rc;
+    if (a->passthrough)
+        rc = mp_buf_append(&a->u.out, pdu, h->frag_len);
+    else
+        rc = forward_fragment(&a->u.out, pdu, h, c->u_id, a->u_xmit);
+    if (rc)
+        assoc_close(a, "out of memory");
+}
+
+/* co_cancel and orphaned: relayed with the call id mapped. */
+static void relay_cancel(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    struct call *c = call_by_c(a, h->call_id);
+    if (!c) {
+        mp_debug("conn %s: %s for call %u not in flight; dropped", a->peer,
+                 mp_ptype_name(h->ptype), h->call_id);
+        return;
+    }
+    size_t start = a->u.out.len;
+    if (mp_buf_append(&a->u.out, pdu, h->frag_len)) {
+        assoc_close(a, "out of memory");
+        return;
+    }
+    mp_put32(a->u.out.data + start + 12, c->u_id);
+    if (h->ptype == MP_PT_ORPHANED) {
+        log_call(a, c, "orphaned");
+        call_remove(a, c);
+    }
+}
+
+static void client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    if (a->state == A_WAIT_BIND) {
+        if (h->ptype != MP_PT_BIND) {
+            client_protocol_error(a, h->call_id, "first PDU is not a bind");
+            return;
+        }
+        handle_bind(a, pdu, h);
+        return;
+    }
+    switch (h->ptype) {
+    case MP_PT_REQUEST:
+        if (a->local_epm || a->state == A_LOCAL)
+            local_request(a, pdu, h);
+        else
+            relay_request(a, pdu, h);
+        break;
+    case MP_PT_ALTER:
+        handle_alter(a, pdu, h);
+        break;
+    case MP_PT_AUTH3:
+        if (!a->passthrough || a->state != A_OPEN) {
+            client_protocol_error(a, h->call_id, "auth3 on an unauthenticated association");
+            return;
+        }
+        if (mp_buf_append(&a->u.out, pdu, h->frag_len))
+            assoc_close(a, "out of memory");
+        break;
+    case MP_PT_CO_CANCEL:
+    case MP_PT_ORPHANED:
+        if (a->state == A_OPEN && !a->local_epm)
+            relay_cancel(a, pdu, h);
+        break;
+    case MP_PT_BIND:
+        mp_warn("conn %s: second bind on an association refused", a->peer);
+        mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
+        assoc_finish(a, "second bind");
+        break;
+    default: {
+        char what[64];
+        snprintf(what, sizeof(what), "unexpected PDU type %u (%s)", h->ptype,
+                 mp_ptype_name(h->ptype));
+        client_protocol_error(a, h->call_id, what);
+    }
+    }
+}
+
+static void client_input(struct assoc *a)
+{
+    struct conn *c = &a->c;
+    while (!a->dead && !c->closing &&
+           (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL)) {
+        size_t avail = mp_buf_avail(&c->in);
+        if (avail < MP_HDR_LEN)
+            break;
+        const uint8_t *p = mp_buf_head(&c->in);
+        struct mp_pdu_hdr h;
+        const char *bad = mp_pdu_hdr_check(p, avail, &h);
+        if (bad) {
+            client_protocol_error(a, avail >= 16 ? mp_get32(p + 12) : 0, bad);
+            return;
+        }
+        size_t limit = a->state == A_WAIT_BIND || h.ptype == MP_PT_ALTER ||
+                               h.ptype == MP_PT_AUTH3
+                           ? 0xffff
+                           : a->c_recv;
+        if (h.frag_len > limit) {
+            char what[96];
+            snprintf(what, sizeof(what), "fragment of %u bytes over the negotiated %zu",
+                     h.frag_len, limit);
+            client_protocol_error(a, h.call_id, what);
+            return;
+        }
+        if (avail < h.frag_len)
+            break;
+        if (h.ptype != MP_PT_BIND && a->state == A_WAIT_BIND) {
+            client_protocol_error(a, h.call_id, "first PDU is not a bind");
+            return;
+        }
+        client_pdu(a, p, &h);
+        if (a->dead)
+            return;
+        mp_buf_consume(&c->in, h.frag_len);
+    }
+    mp_buf_trim(&c->in);
+}
+
+/* ------------------------------------------------------------------ */
+/* upstream input                                                      */
+
+static void upstream_bind_ack(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    struct merge *m = merge_pop(a);
+    if (!m) {
+        upstream_failed(a, "sent an unexpected bind answer");
+        return;
+    }
+    if (h->ptype == MP_PT_BIND_NAK) {
+        uint16_t reason = h->frag_len >= 18 ? mp_get16(pdu + 16) : 0;
+        mp_warn("conn %s: upstream refused the bind (bind_nak reason %u)", a->peer, reason);
+        mp_build_bind_nak(&a->c.out, m->c_call_id, reason);
+        free(m);
+        assoc_finish(a, "upstream refused bind");
+        return;
+    }
+    struct mp_bind_ack *up = &scratch_ack;
+    if (mp_bind_ack_parse(pdu, h, up)) {
+        free(m);
+        upstream_failed(a, "sent a malformed bind answer");
+        return;
+    }
+    struct mp_bind_ack upc = *up; /* answer_bind reuses the scratch */
+    if (h->ptype == MP_PT_BIND_ACK) {
+        mp_timer_cancel(a->r->loop, &a->timer);
+        a->u_xmit = clamp_frag(upc.max_recv);
+        a->u_recv = clamp_frag(upc.max_xmit);
+        if (a->passthrough) {
+            a->c_xmit = upc.max_xmit;
+            a->c_recv = upc.max_recv;
+        }
+        if (a->group && !a->group->up_id)
+            a->group->up_id = upc.assoc_group;
+        a->state = A_OPEN;
+    }
+    struct mp_auth auth, *ap = NULL;
+    if (h->auth_len && mp_pdu_auth(pdu, h, &auth) == 0)
+        ap = &auth;
+    answer_bind(a, m, &upc, h->flags & ~(MP_PFC_FIRST | MP_PFC_LAST), ap);
+    free(m);
+}
+
+static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    switch (h->ptype) {
+    case MP_PT_BIND_ACK:
+    case MP_PT_BIND_NAK:
+    case MP_PT_ALTER_RESP:
+        upstream_bind_ack(a, pdu, h);
+        return;
+    case MP_PT_RESPONSE:
+    case MP_PT_FAULT: {
+        if (a->state != A_OPEN)
+            break;
+        struct call *c = call_by_u(a, h->call_id);
+        if (!c) {
+            mp_debug("conn %s: upstream answered call %u not in flight; dropped", a->peer,
+                     h->call_id);
+            return;
+        }
+        size_t hl = h->ptype == MP_PT_FAULT ? MP_FAULT_LEN : MP_RESP_HDR_LEN;
+        if (h->frag_len < hl) {
+            upstream_failed(a, "sent a truncated response");
+            return;
+        }
+        int rc = a->passthrough ? mp_buf_append(&a->c.out, pdu, h->frag_len)
+                                : forward_fragment(&a->c.out, pdu, h, c->c_id, a->c_xmit);
+        if (rc) {
+            assoc_close(a, "out of memory");
+            return;
+        }
+        c->out_bytes += (uint32_t)(h->frag_len - hl);
+        if (h->ptype == MP_PT_FAULT || (h->flags & MP_PFC_LAST)) {
+            char status[32] = "ok";
+            if (h->ptype == MP_PT_FAULT)
+                snprintf(status, sizeof(status), "fault:0x%08x", mp_get32(pdu + 24));
+            if (!c->req_done)
+                mp_debug("conn %s: upstream answered call %u before its last fragment",
+                         a->peer, c->c_id);
+            log_call(a, c, status);
+            a->n_done++;
+            call_remove(a, c);
+        }
+        return;
+    }
+    case MP_PT_SHUTDOWN:
+        mp_info("conn %s: upstream sent shutdown; relayed", a->peer);
+        if (mp_buf_append(&a->c.out, pdu, h->frag_len))
+            assoc_close(a, "out of memory");
+        return;
+    default:
+        break;
+    }
+    char what[96];
+    snprintf(what, sizeof(what), "sent an unexpected PDU type %u (%s)", h->ptype,
+             mp_ptype_name(h->ptype));
+    upstream_failed(a, what);
+}
+
+static void upstream_input(struct assoc *a)
+{
+    struct conn *c = &a->u;
+    while (!a->dead && c->io.fd >= 0) {
+        size_t avail = mp_buf_avail(&c->in);
+        if (avail < MP_HDR_LEN)
+            break;
+        const uint8_t *p = mp_buf_head(&c->in);
+        struct mp_pdu_hdr h;
+        const char *bad = mp_pdu_hdr_check(p, avail, &h);
+        if (bad) {
+            char what[96];
+            snprintf(what, sizeof(what), "sent a bad PDU: %s", bad);
+            upstream_failed(a, what);
+            return;
+        }
+        if (avail < h.frag_len)
+            break;
+        upstream_pdu(a, p, &h);
+        if (a->dead || c->io.fd < 0)
+            return;
+        mp_buf_consume(&c->in, h.frag_len);
+    }
+    mp_buf_trim(&c->in);
+    /* A completed bind lets the client's queued PDUs through. */
+    if (!a->dead && a->state == A_OPEN && mp_buf_avail(&a->c.in))
+        client_input(a);
+}
+
+/* ------------------------------------------------------------------ */
+/* upstream endpoint mapper lookup                                     */
+
+static void resolver_start(struct assoc *a)
+{
+    struct mp_bind *b = &scratch_bind;
+    memset(b, 0, offsetof(struct mp_bind, ctx));
+    b->max_xmit = b->max_recv = MP_MAX_FRAG;
+    b->n_ctx = 1;
+    b->ctx[0].ctx_id = 0;
+    b->ctx[0].n_ts = 1;
+    b->ctx[0].abstract = mp_epm_syntax;
+    b->ctx[0].ts[0] = mp_ndr20_syntax;
+    struct mp_buf stub = {0};
+    int rc = mp_build_bind(&a->res.out, MP_PT_BIND, MP_PFC_FIRST | MP_PFC_LAST, 1, b, NULL) ||
+             mp_epm_map_request(&stub, &a->target) ||
+             mp_build_request(&a->res.out, MP_PFC_FIRST | MP_PFC_LAST, 2, 0, MP_EPM_OP_MAP, NULL,
+                              mp_buf_head(&stub), mp_buf_avail(&stub),
+                              (uint32_t)mp_buf_avail(&stub));
+    mp_buf_free(&stub);
+    if (rc)
+        upstream_failed(a, "endpoint mapper request could not be built");
+}
+
+static void resolver_input(struct assoc *a)
+{
+    struct conn *c = &a->res;
+    while (!a->dead && c->io.fd >= 0) {
+        size_t avail = mp_buf_avail(&c->in);
+        struct mp_pdu_hdr h;
+        if (avail < MP_HDR_LEN)
+            return;
+        const uint8_t *p = mp_buf_head(&c->in);
+        if (mp_pdu_hdr_check(p, avail, &h)) {
+            upstream_failed(a, "endpoint mapper sent a bad PDU");
+            return;
+        }
+        if (avail < h.frag_len)
+            return;
+        if (h.ptype == MP_PT_BIND_ACK) {
+            struct mp_bind_ack *ack = &scratch_ack;
+            if (mp_bind_ack_parse(p, &h, ack) || ack->n_results < 1 ||
+                ack->res[0].result != MP_CTX_ACCEPT) {
+                upstream_failed(a, "endpoint mapper refused the bind");
+                return;
+            }
+        } else if (h.ptype == MP_PT_RESPONSE && h.frag_len >= MP_RESP_HDR_LEN) {
+            if (mp_buf_avail(&a->reasm) + h.frag_len > MAX_LOCAL_STUB) {
+                upstream_failed(a, "endpoint mapper answer too large");
+                return;
+            }
+            mp_buf_append(&a->reasm, p + MP_RESP_HDR_LEN, h.frag_len - MP_RESP_HDR_LEN);
+            if (h.flags & MP_PFC_LAST) {
+                uint16_t port = 0;
+                uint32_t status = 0;
+                int rc = mp_epm_map_response(mp_buf_head(&a->reasm), mp_buf_avail(&a->reasm),
+                                             &port, &status);
+                mp_buf_free(&a->reasm);
+                conn_release(a->r, c);
+                char uuid[37];
+                mp_uuid_format(a->target.uuid, uuid);
+                if (rc || !port) {
+                    char why[160];
+                    snprintf(why, sizeof(why),
+                             "endpoint mapper has no ncacn_ip_tcp endpoint for %s v%u.%u "
+                             "(status 0x%08x)",
+                             uuid, a->target.major, a->target.minor, status);
+                    upstream_failed(a, why);
+                    return;
+                }
+                mp_debug("conn %s: upstream endpoint mapper: %s is at port %u", a->peer, uuid,
+                         port);
+                port_store(a->r, &a->target, port);
+                upstream_connect(a, port);
+                return;
+            }
+        } else {
+            char why[96];
+            snprintf(why, sizeof(why), "endpoint mapper answered with %s",
+                     mp_ptype_name(h.ptype));
+            upstream_failed(a, why);
+            return;
+        }
+        mp_buf_consume(&c->in, h.frag_len);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* I/O callbacks                                                       */
+
+static void on_connected(struct assoc *a, struct conn *c)
+{
+    c->connecting = false;
+    if (c->role == ROLE_RESOLVER) {
+        resolver_start(a);
+    } else {
+        a->state = A_WAIT_ACK;
+        mp_buf_append(&c->out, mp_buf_head(&a->pending_bind), mp_buf_avail(&a->pending_bind));
+        mp_buf_free(&a->pending_bind);
+    }
+}
+
+static void conn_read(struct assoc *a, struct conn *c)
+{
+    if (mp_buf_reserve(&c->in, READ_CHUNK)) {
+        assoc_close(a, "out of memory");
+        return;
+    }
+    ssize_t n = recv(c->io.fd, c->in.data + c->in.len, READ_CHUNK, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        const char *why = n == 0 ? "closed the connection" : strerror(errno);
+        if (c->role == ROLE_CLIENT) {
+            if (mp_buf_avail(&c->in))
+                mp_warn("conn %s: client closed in the middle of a PDU (%zu bytes pending)",
+                        a->peer, mp_buf_avail(&c->in));
+            assoc_close(a, n == 0 ? "client closed" : "client read error");
+        } else {
+            char what[128];
+            snprintf(what, sizeof(what), "%s%s", c->role == ROLE_RESOLVER ? "endpoint mapper " : "",
+                     why);
+            upstream_failed(a, what);
+        }
+        return;
+    }
+    c->in.len += (size_t)n;
+    if (c->role == ROLE_CLIENT)
+        client_input(a);
+    else if (c->role == ROLE_UPSTREAM)
+        upstream_input(a);
+    else
+        resolver_input(a);
+}
+
+static void conn_cb(struct mp_io *io, uint32_t ev)
+{
+    struct conn *c = io->data;
+    struct assoc *a = c->a;
+    if (a->dead || io->fd < 0)
+        return;
+    if (c->connecting) {
+        int err = 0;
+        socklen_t l = sizeof(err);
+        getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err) {
+            char why[128];
+            snprintf(why, sizeof(why), "%sconnect failed: %s",
+                     c->role == ROLE_RESOLVER ? "endpoint mapper " : "", strerror(err));
+            upstream_failed(a, why);
+            return;
+        }
+        if (!(ev & MP_WRITE))
+            return;
+        on_connected(a, c);
+    }
+    if (ev & (MP_READ | MP_ERRHUP | 0x2000))
+        conn_read(a, c);
+    if (!a->dead) {
+        flush_side(a, &a->c);
+        if (!a->dead)
+            flush_side(a, &a->u);
+        if (!a->dead)
+            flush_side(a, &a->res);
+    }
+    update_interest(a);
+}
+
+static void accept_cb(struct mp_io *io, uint32_t ev)
+{
+    struct listener *l = io->data;
+    struct mp_relay *r = l->r;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                mp_warn("accept failed: %s", strerror(errno));
+            return;
+        }
+        char host[INET6_ADDRSTRLEN] = "?", peer[64];
+        uint16_t port = 0;
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+        snprintf(peer, sizeof(peer), "%s:%u", host, port);
+        if (r->n_assoc >= r->cfg->max_connections) {
+            mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
+                    r->n_assoc);
+            close(fd);
+            continue;
+        }
+        struct assoc *a = calloc(1, sizeof(*a));
+        if (!a) {
+            close(fd);
+            continue;
+        }
+        a->r = r;
+        a->merges_tail = &a->merges;
+        a->next_u_call = 1;
+        a->local_epm = l->epm;
+        a->t_open = mp_now_ms();
+        snprintf(a->peer, sizeof(a->peer), "%s", peer);
+        struct conn *cs[3] = {&a->c, &a->u, &a->res};
+        for (int k = 0; k < 3; k++) {
+            cs[k]->a = a;
+            cs[k]->io.fd = -1;
+        }
+        a->c.role = ROLE_CLIENT;
+        a->c.io.fd = fd;
+        a->c.io.cb = conn_cb;
+        a->c.io.data = &a->c;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct sockaddr_storage me;
+        socklen_t ml = sizeof(me);
+        if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
+            a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
+        a->next = r->assocs;
+        if (r->assocs)
+            r->assocs->prev = a;
+        r->assocs = a;
+        r->n_assoc++;
+        mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
+        update_interest(a);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* setup                                                               */
+
+static int listen_on(struct mp_relay *r, const char *host, uint16_t port, bool epm,
+                     uint16_t *bound)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai;
+    char ps[8];
+    snprintf(ps, sizeof(ps), "%u", port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if (rc) {
+        mp_error("mapiproxy:listen %s: %s; give a numeric address or a resolvable name", host,
+                 gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+        mp_error("cannot listen on %s port %u (%s): %s; choose another address or port in "
+                 "the configuration, or stop what uses it",
+                 host, port, epm ? "mapiproxy:epmapper port" : "mapiproxy:rpc port",
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *bound = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                           : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    struct listener *l = &r->ls[r->n_ls++];
+    l->r = r;
+    l->epm = epm;
+    l->io.fd = fd;
+    l->io.cb = accept_cb;
+    l->io.data = l;
+    mp_io_set(r->loop, &l->io, MP_READ);
+    mp_info("listening on %s port %u (%s)", host, *bound, epm ? "epmapper" : "rpc");
+    return 0;
+}
+
+struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
+{
+    struct mp_relay *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->loop = loop;
+    r->cfg = cfg;
+    if (getrandom(&r->next_group, sizeof(r->next_group), 0) != sizeof(r->next_group))
+        r->next_group = (uint32_t)mp_now_us();
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+    int rc = getaddrinfo(cfg->binding.host, NULL, &hints, &ai);
+    if (rc) {
+        mp_error("dcerpc_mapiproxy:binding: cannot resolve upstream host %s: %s; check the "
+                 "name or give an address",
+                 cfg->binding.host, gai_strerror(rc));
+        free(r);
+        return NULL;
+    }
+    memcpy(&r->up_addr, ai->ai_addr, ai->ai_addrlen);
+    r->up_addr_len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    uint16_t rpc = cfg->rpc_port, epm = cfg->epm_port;
+    for (size_t i = 0; i < cfg->n_listen; i++) {
+        uint16_t got;
+        if (listen_on(r, cfg->listen[i].host, rpc, false, &got)) {
+            mp_relay_free(r);
+            return NULL;
+        }
+        rpc = got;
+        if (cfg->epm_port) {
+            if (listen_on(r, cfg->listen[i].host, epm, true, &got)) {
+                mp_relay_free(r);
+                return NULL;
+            }
+            epm = got;
+        }
+    }
+    r->rpc_port = rpc;
+    r->epm_port = epm;
+    for (size_t i = 0; i < cfg->n_ifaces && r->reg.n < MP_EPM_MAX_ENTRIES; i++) {
+        struct mp_epm_entry *e = &r->reg.e[r->reg.n++];
+        memcpy(e->iface.uuid, cfg->ifaces[i].uuid, 16);
+        e->iface.major = cfg->ifaces[i].vers_major;
+        e->iface.minor = cfg->ifaces[i].vers_minor;
+        if (cfg->ifaces[i].any_version) {
+            const struct mp_iface_info *info = mp_iface_by_uuid(e->iface.uuid);
+            if (info)
+                e->iface = info->syntax;
+        }
+        e->port = rpc;
+        snprintf(e->annotation, sizeof(e->annotation), "mapiproxy %s", cfg->ifaces[i].name);
+    }
+    return r;
+}
+
+uint16_t mp_relay_rpc_port(const struct mp_relay *r)
+{
+    return r->rpc_port;
+}
+
+uint16_t mp_relay_epm_port(const struct mp_relay *r)
+{
+    return r->epm_port;
+}
+
+void mp_relay_shutdown(struct mp_relay *r)
+{
+    for (size_t i = 0; i < r->n_ls; i++)
+        mp_io_close(r->loop, &r->ls[i].io);
+    r->n_ls = 0;
+    while (r->assocs)
+        assoc_close(r->assocs, "proxy shutting down");
+}
+
+void mp_relay_free(struct mp_relay *r)
+{
+    if (!r)
+        return;
+    mp_relay_shutdown(r);
+    for (size_t i = 0; i < N_GROUP_BUCKETS; i++)
+        while (r->groups[i]) {
+            struct agroup *g = r->groups[i];
+            r->groups[i] = g->next;
+            free(g);
+        }
+    free(r);
+}
