@@ -601,8 +601,8 @@ int mp_binding_parse(const char *text, struct mp_binding *b, char *err, size_t e
         for (size_t i = 0; i < sizeof other_transports / sizeof other_transports[0]; i++) {
             if (!strcasecmp(tr, other_transports[i])) {
                 snprintf(err, errlen,
-                         "uses transport %s; only ncacn_ip_tcp is supported in this version, "
-                         BIND_HINT,
+                         "uses transport %s, but only ncacn_ip_tcp is supported in this "
+                         "version; " BIND_HINT,
                          other_transports[i]);
                 return -1;
             }
@@ -1197,11 +1197,18 @@ static void unknown_option(struct pctx *p, const char *file, int line, const cha
             !strcmp(strchr(options[i].key, ':') + 1, suf))
             s = options[i].key;
     /* 2. a close name under the same prefix */
+    const char *full[N_OPTIONS];
     for (size_t i = 0; i < N_OPTIONS; i++)
-        if (options[i].kind != K_COMPAT && !strncmp(options[i].key, key, plen))
-            names[n++] = options[i].key;
-    if (!s)
-        s = closest(key, names, n);
+        if (options[i].kind != K_COMPAT && !strncmp(options[i].key, key, plen)) {
+            full[n] = options[i].key;
+            names[n++] = options[i].key + plen;
+        }
+    if (!s) {
+        const char *c = closest(suf, names, n);
+        for (size_t i = 0; c && i < n; i++)
+            if (names[i] == c)
+                s = full[i];
+    }
     /* 3. a close name under the other prefix */
     for (size_t i = 0; i < N_OPTIONS && !s; i++)
         if (strchr(options[i].key, ':') && options[i].kind != K_COMPAT &&
