@@ -1,0 +1,122 @@
+#!/usr/bin/python3
+"""Exchange lab upstream: a small, in-memory Exchange 2010-style RPC server.
+
+Serves, over ncacn_ip_tcp without authentication:
+  epmapper (own port), RFR (MS-OXABREF), NSPI (MS-OXNSPI), EMSMDB + AsyncEMSMDB
+  (MS-OXCRPC, ROPs per MS-OXCROPS over an in-memory mailbox).
+
+Usage:
+  /usr/bin/python3 tests/lab/exchange_lab.py --host 127.0.0.1 --epm-port PORT \
+      [--rfr-port N --nspi-port N --emsmdb-port N] [--server-name NAME]
+
+Prints "READY epm=P rfr=P nspi=P emsmdb=P" on stdout once all listeners are up.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rpcserver import RpcListener, log          # noqa: E402
+from lab_epm import EndpointMapper              # noqa: E402
+from lab_rfr import Rfr                         # noqa: E402
+import lab_nspi                                 # noqa: E402
+import lab_emsmdb                               # noqa: E402
+
+ORG_DN = '/o=LabOrg/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)'
+DOMAIN = 'lab.example'
+
+
+class LabConfig(object):
+    def __init__(self, host='127.0.0.1', server_name='EXLAB01', domain=DOMAIN):
+        self.host = host
+        if '.' in server_name:
+            short, _, dom = server_name.partition('.')
+            self.server_name = short.upper()
+            self.domain = dom
+        else:
+            self.server_name = server_name.upper()
+            self.domain = domain
+        self.fqdn = '%s.%s' % (self.server_name.lower(), self.domain)
+        self.fqdn_upper = '%s.%s' % (self.server_name, self.domain)
+        self.org_dn = ORG_DN
+        self.org = 'LabOrg'
+        self.server_dn = '%s/cn=Configuration/cn=Servers/cn=%s' % (ORG_DN, self.server_name)
+        self.mdb_dn = self.server_dn + '/cn=Microsoft Private MDB'
+        self.recipients_dn = ORG_DN + '/cn=Recipients'
+        self.ports = {}
+
+    def server_dn_matches(self, dn):
+        parts = [p.strip().lower() for p in dn.split('/') if p.strip()]
+        return ('cn=%s' % self.server_name.lower()) in parts or \
+            ('cn=%s' % self.fqdn.lower()) in parts
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    ap.add_argument('--host', default='127.0.0.1')
+    ap.add_argument('--epm-port', type=int, default=0)
+    ap.add_argument('--rfr-port', type=int, default=0)
+    ap.add_argument('--nspi-port', type=int, default=0)
+    ap.add_argument('--emsmdb-port', type=int, default=0)
+    ap.add_argument('--server-name', default='EXLAB01',
+                    help='NetBIOS-style server name, or an FQDN (default EXLAB01)')
+    args = ap.parse_args(argv)
+
+    config = LabConfig(args.host, args.server_name)
+    epmap = EndpointMapper(config)
+    rfr = Rfr(config)
+    directory = lab_nspi.Directory(config)
+    nspi = lab_nspi.Nspi(config, directory)
+    emsmdb = lab_emsmdb.Emsmdb(config, directory)
+
+    listeners = {
+        'epm': RpcListener('epm', args.host, args.epm_port, [epmap.interface()]),
+        'rfr': RpcListener('rfr', args.host, args.rfr_port, [rfr.interface()]),
+        'nspi': RpcListener('nspi', args.host, args.nspi_port, [nspi.interface()]),
+        'emsmdb': RpcListener('emsmdb', args.host, args.emsmdb_port, emsmdb.interfaces()),
+    }
+    for name, l in listeners.items():
+        config.ports[name] = l.port
+    epmap.register(lab_rfr_uuid(), '1.0', listeners['rfr'].port, 'MS Exchange Directory RFR Interface')
+    epmap.register(lab_nspi.NSPI_UUID, '56.0', listeners['nspi'].port,
+                   'MS Exchange Directory NSPI Proxy')
+    epmap.register(lab_emsmdb.EMSMDB_UUID, '0.81', listeners['emsmdb'].port,
+                   'Exchange Server STORE EMSMDB Interface')
+    epmap.register(lab_emsmdb.ASYNC_EMSMDB_UUID, '0.1', listeners['emsmdb'].port,
+                   'Exchange Server STORE ASYNCEMSMDB Interface')
+
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        log('signal %d: shutting down' % signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    for l in listeners.values():
+        l.start()
+    log('lab server %s (%s), org %s' % (config.server_name, config.fqdn, config.org_dn))
+    sys.stdout.write('READY epm=%d rfr=%d nspi=%d emsmdb=%d\n' % (
+        listeners['epm'].port, listeners['rfr'].port, listeners['nspi'].port,
+        listeners['emsmdb'].port))
+    sys.stdout.flush()
+    while not stop.is_set():
+        stop.wait(0.5)
+    for l in listeners.values():
+        l.stop()
+    log('stopped')
+    return 0
+
+
+def lab_rfr_uuid():
+    from lab_rfr import RFR_UUID
+    return RFR_UUID
+
+
+if __name__ == '__main__':
+    sys.exit(main())
