@@ -64,3 +64,21 @@ format:
 	clang-format -i $$(find src include tests bench tools -name '*.[ch]')
 check-format:
 	clang-format --dry-run -Werror $$(find src include tests bench tools -name '*.[ch]')
+
+# --- LZ77 codec (src/xca/lz77.c): benchmark and fuzzer --------------------
+# make bench-lz77            -O2 build (no sanitizers) over shared/testdata/xca-plain
+# make fuzz-lz77 SECONDS=N   libFuzzer + ASan + UBSan, seeds in tests/fuzz/corpus/lz77
+.PHONY: bench-lz77 fuzz-lz77
+LZ77_FUZZ_SECONDS = $(if $(SECONDS),$(SECONDS),60)
+$(B)/bench/lz77_bench: bench/lz77_bench.c src/xca/lz77.c src/xca/lz77.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O2 $(INC) bench/lz77_bench.c src/xca/lz77.c -o $@
+bench-lz77: $(B)/bench/lz77_bench
+	$(B)/bench/lz77_bench
+$(B)/fuzz/fuzz_lz77: tests/fuzz/fuzz_lz77.c src/xca/lz77.c src/xca/lz77.h
+	@mkdir -p $(dir $@)
+	clang $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INC) tests/fuzz/fuzz_lz77.c src/xca/lz77.c -o $@
+# New units go to build/fuzz/corpus-lz77; the committed seeds stay small.
+fuzz-lz77: $(B)/fuzz/fuzz_lz77
+	@mkdir -p $(B)/fuzz/corpus-lz77
+	$(B)/fuzz/fuzz_lz77 -max_total_time=$(LZ77_FUZZ_SECONDS) -max_len=70000 -timeout=10 $(B)/fuzz/corpus-lz77 tests/fuzz/corpus/lz77
