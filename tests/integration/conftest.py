@@ -1,0 +1,161 @@
+"""Fixtures shared by the integration tests: free ports, the lab upstream,
+and mapiproxy itself (the ASan/UBSan build, checked for leaks on exit)."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+LAB = os.path.join(ROOT, "tests", "lab", "exchange_lab.py")
+PROXY_BIN = os.environ.get("MAPIPROXY_BIN", os.path.join(ROOT, "build", "mapiproxy-asan"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(host, port, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class Lab:
+    """The Python lab upstream (tests/lab), started as a subprocess."""
+
+    def __init__(self, tmp_path, host="127.0.0.1", extra=()):
+        self.host = host
+        self.epm_port = free_port()
+        self.log_path = os.path.join(str(tmp_path), f"lab-{self.epm_port}.log")
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", LAB, "--host", host, "--epm-port", str(self.epm_port), *extra],
+            stdout=subprocess.PIPE, stderr=self._log, text=True)
+        line = self.proc.stdout.readline()
+        m = re.match(r"READY epm=(\d+) rfr=(\d+) nspi=(\d+) emsmdb=(\d+)", line or "")
+        if not m:
+            self.stop()
+            raise RuntimeError(f"lab did not start: {line!r}; see {self.log_path}")
+        self.ports = {k: int(v) for k, v in zip(("epm", "rfr", "nspi", "emsmdb"), m.groups())}
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+
+class Proxy:
+    """mapiproxy with a configuration written from keyword options."""
+
+    def __init__(self, tmp_path, upstream_host="127.0.0.1", upstream_epm_port=135,
+                 binding_port=None, interfaces=None, extra=None, check_leaks=True):
+        self.host = "127.0.0.1"
+        self.epm_port = free_port()
+        self.rpc_port = free_port()
+        self.check_leaks = check_leaks
+        binding = f"ncacn_ip_tcp:{upstream_host}" + (f"[{binding_port}]" if binding_port else "")
+        lines = [
+            "[global]",
+            f"dcerpc_mapiproxy:binding = {binding}",
+            "mapiproxy:listen = 127.0.0.1",
+            f"mapiproxy:epmapper port = {self.epm_port}",
+            f"mapiproxy:rpc port = {self.rpc_port}",
+            f"mapiproxy:upstream epmapper port = {upstream_epm_port}",
+            "mapiproxy:log level = debug",
+        ]
+        if interfaces:
+            lines.append("dcerpc_mapiproxy:interfaces = " + " ".join(interfaces))
+        for k, v in (extra or {}).items():
+            lines.append(f"{k} = {v}")
+        self.conf = os.path.join(str(tmp_path), f"mapiproxy-{self.rpc_port}.conf")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.log_path = os.path.join(str(tmp_path), f"mapiproxy-{self.rpc_port}.log")
+        self._log = open(self.log_path, "w")
+        env = dict(os.environ)
+        env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=66"
+        env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:exitcode=67"
+        self.proc = subprocess.Popen([PROXY_BIN, "-c", self.conf], stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_port(self.host, self.rpc_port)
+            wait_port(self.host, self.epm_port)
+        except TimeoutError:
+            self.stop(check=False)
+            raise RuntimeError("mapiproxy did not start:\n" + self.log())
+
+    def binding(self, port=None):
+        return f"ncacn_ip_tcp:{self.host}[{port or self.rpc_port}]"
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self, check=True):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        if check:
+            text = self.log()
+            assert "Sanitizer" not in text and "runtime error" not in text, text[-6000:]
+            assert self.proc.returncode == 0, (
+                f"mapiproxy exited with {self.proc.returncode}\n" + text[-4000:])
+
+
+@pytest.fixture
+def lab(tmp_path):
+    l = Lab(tmp_path)
+    yield l
+    l.stop()
+
+
+@pytest.fixture
+def make_proxy(tmp_path):
+    started = []
+
+    def make(**kw):
+        p = Proxy(tmp_path, **kw)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def proxy(lab, make_proxy):
+    """mapiproxy in transparent mode before the lab, ports found through the
+    lab's endpoint mapper."""
+    return make_proxy(upstream_epm_port=lab.epm_port)
