@@ -267,8 +267,19 @@ struct writer {
 };
 
 /* Emit n literals; false if out of room. */
-static ALWAYS_INLINE int put_literals(struct writer *w, const uint8_t *p, size_t n)
+static ALWAYS_INLINE int put_literals(struct writer *w, const uint8_t *p, size_t n,
+                                      const uint8_t *iend)
 {
+    /* fast path: the run does not complete the group; copy 32 bytes
+     * blindly when both buffers have the room */
+    if (LIKELY(w->nf + n < 32 && (size_t)(w->oend - w->op) >= 32 && (size_t)(iend - p) >= 32)) {
+        memcpy(w->op, p, 16);
+        memcpy(w->op + 16, p + 16, 16);
+        w->op += n;
+        w->flags <<= n;
+        w->nf += (unsigned)n;
+        return 1;
+    }
     while (n) {
         size_t k = 32 - w->nf;
         if (k > n)
@@ -297,7 +308,15 @@ static ALWAYS_INLINE int put_match(struct writer *w, size_t off, size_t len)
 {
     size_t l = len - 3;
     size_t need = 2 + (w->nf == 31 ? 4 : 0);
-    if (l >= 7) {
+    if (LIKELY(l < 7)) {
+        /* short match: the common case */
+        if (UNLIKELY((size_t)(w->oend - w->op) < need))
+            return 0;
+        st16(w->op, (uint16_t)(((off - 1) << 3) | l));
+        w->op += 2;
+        goto flag;
+    }
+    {
         need += w->nib ? 0 : 1;
         if (l >= 7 + 15) {
             need += 1;
@@ -330,6 +349,7 @@ static ALWAYS_INLINE int put_match(struct writer *w, size_t off, size_t len)
         }
     }
     w->op = op;
+flag:
     w->flags = (w->flags << 1) | 1;
     if (++w->nf == 32) {
         st32(w->fp, (uint32_t)w->flags);
@@ -369,12 +389,13 @@ static ALWAYS_INLINE size_t best_of(uint32_t b, uint32_t pos, uint32_t cur, cons
     uint32_t d1 = (pos - (b >> 16)) & 0xFFFFu;
     /* distances are taken modulo 65536 and so never exceed pos: no
      * candidate lies before the input. */
-    int ok0 = d0 - 1 < MP_LZ77_WINDOW && !((ld32(p - d0) ^ cur) & 0xFFFFFFu);
-    int ok1 = d1 - 1 < MP_LZ77_WINDOW && !((ld32(p - d1) ^ cur) & 0xFFFFFFu);
+    uint32_t x0 = (ld32(p - d0) ^ cur) << 8, x1 = (ld32(p - d1) ^ cur) << 8;
+    int ok0 = (d0 - 1 < MP_LZ77_WINDOW) & (x0 == 0);
+    int ok1 = (d1 - 1 < MP_LZ77_WINDOW) & (x1 == 0) & (d1 != d0);
     if (LIKELY(!(ok0 | ok1)))
         return 0;
     size_t l0 = ok0 ? 3 + match_len(p - d0 + 3, p + 3, iend) : 0;
-    size_t l1 = ok1 && d1 != d0 ? 3 + match_len(p - d1 + 3, p + 3, iend) : 0;
+    size_t l1 = ok1 ? 3 + match_len(p - d1 + 3, p + 3, iend) : 0;
     if (l1 > l0) {
         *dist = d1;
         return l1;
@@ -463,7 +484,7 @@ static ssize_t compress_core(struct mp_lz77_state *st, const uint8_t *in, size_t
             }
             if (len > MAX_MATCH)
                 len = MAX_MATCH;
-            if (!put_literals(&w, anchor, (size_t)(p - anchor)) || !put_match(&w, d, len))
+            if (!put_literals(&w, anchor, (size_t)(p - anchor), iend) || !put_match(&w, d, len))
                 return -1;
             /* index (some of) the positions inside the match */
             const uint8_t *e = p + len;
@@ -479,7 +500,7 @@ static ssize_t compress_core(struct mp_lz77_state *st, const uint8_t *in, size_t
             anchor = p;
         }
     }
-    if (!put_literals(&w, anchor, (size_t)(iend - anchor)))
+    if (!put_literals(&w, anchor, (size_t)(iend - anchor), iend))
         return -1;
     /* pad the last flag word with 1-bits */
     uint32_t f = (uint32_t)w.flags;
