@@ -34,6 +34,7 @@ import errno
 import fcntl
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
@@ -87,6 +88,21 @@ def _port_free(host, port):
         return False
     finally:
         s.close()
+
+
+def _wait_eof(fd, timeout, proc):
+    """Wait until the write side of pipe fd is closed by everyone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no ready signal after %.1fs" % timeout)
+        r, _, _ = select.select([fd], [], [], min(left, 0.2))
+        if r:
+            if not os.read(fd, 4096):
+                return
+        elif proc.poll() is not None:
+            raise RuntimeError("samba-dcerpcd exited with %s" % proc.returncode)
 
 
 def wait_port(host, port, timeout=20.0, proc=None):
@@ -325,17 +341,30 @@ class SambaDcerpcd:
         helpers = []
         for svc in self.services:
             helpers.append(os.path.join(SAMBA_LIBEXEC, "rpcd_" + svc))
+        # --ready-signal-fd: samba-dcerpcd closes this fd once every rpcd_*
+        # helper has listed its interfaces and all sockets are listening
+        # (the epmapper port alone opens earlier than the others).
+        ready_r, ready_w = os.pipe()
         cmd = [SAMBA_DCERPCD, "--configfile=" + self.smb_conf,
                "--foreground", "--no-process-group",
+               "--ready-signal-fd=%d" % ready_w,
                "--log-basename=" + self.log_dir,
                "--debuglevel=%d" % self.debuglevel] + helpers
         self._out = open(self.stdout_path, "wb")
         # Own session/process group: samba-dcerpcd and all the rpcd_* workers
         # it forks stay in it, so stop() can signal the whole group.
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                     stdout=self._out, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=self.tmpdir)
         try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=self._out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.tmpdir, pass_fds=(ready_w,))
+        finally:
+            os.close(ready_w)
+        try:
+            try:
+                _wait_eof(ready_r, self.start_timeout, self.proc)
+            finally:
+                os.close(ready_r)
             wait_port(self.host, self.epm_port, self.start_timeout, self.proc)
         except Exception as e:
             raise RuntimeError("samba-dcerpcd did not come up: %s\n%s"
@@ -460,9 +489,27 @@ class SambaDcerpcd:
         # 'ncacn_ip_tcp:127.0.0.1[49153]'
         return int(string.rsplit("[", 1)[1].rstrip("]"))
 
+    def log_files(self):
+        """All log files: samba-dcerpcd's and one per rpcd_* helper."""
+        try:
+            names = sorted(os.listdir(self.log_dir))
+        except OSError:
+            return []
+        return [os.path.join(self.log_dir, n) for n in names
+                if n.startswith("log.") or n.endswith(".out")]
+
+    def log_text(self):
+        """Concatenated text of all log files (e.g. to grep auth results:
+        'status [NT_STATUS_WRONG_PASSWORD]')."""
+        out = []
+        for path in self.log_files():
+            with open(path, errors="replace") as f:
+                out.append(f.read())
+        return "\n".join(out)
+
     def log_tail(self, n=60):
         out = []
-        for path in (self.stdout_path, self.log_path):
+        for path in self.log_files() or [self.stdout_path]:
             try:
                 with open(path, errors="replace") as f:
                     lines = f.readlines()[-n:]
