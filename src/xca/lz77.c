@@ -387,11 +387,16 @@ static ALWAYS_INLINE size_t best_of(uint32_t b, uint32_t pos, uint32_t cur, cons
 {
     uint32_t d0 = (pos - b) & 0xFFFFu;
     uint32_t d1 = (pos - (b >> 16)) & 0xFFFFu;
-    /* distances are taken modulo 65536 and so never exceed pos: no
-     * candidate lies before the input. */
-    uint32_t x0 = (ld32(p - d0) ^ cur) << 8, x1 = (ld32(p - d1) ^ cur) << 8;
-    int ok0 = (d0 - 1 < MP_LZ77_WINDOW) & (x0 == 0);
-    int ok1 = (d1 - 1 < MP_LZ77_WINDOW) & (x1 == 0) & (d1 != d0);
+    /* A candidate must be 1..8192 back and not before the input (an entry
+     * can lie ahead of p after a backward extension; its distance modulo
+     * 65536 is then meaningless).  Invalid ones are replaced by distance 0
+     * so that the (branch-free) load stays inside the input. */
+    int v0 = (d0 - 1 < MP_LZ77_WINDOW) & (d0 <= pos);
+    int v1 = (d1 - 1 < MP_LZ77_WINDOW) & (d1 <= pos) & (d1 != d0);
+    d0 = v0 ? d0 : 0;
+    d1 = v1 ? d1 : 0;
+    int ok0 = v0 & (((ld32(p - d0) ^ cur) << 8) == 0);
+    int ok1 = v1 & (((ld32(p - d1) ^ cur) << 8) == 0);
     if (LIKELY(!(ok0 | ok1)))
         return 0;
     size_t l0 = ok0 ? 3 + match_len(p - d0 + 3, p + 3, iend) : 0;
