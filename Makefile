@@ -50,7 +50,7 @@ unit: $(addprefix $(B)/unit/,$(UNIT))
 	  echo "== $$t"; ( cd tests/unit && ../../$(B)/unit/$$t ) || fail=1; done; exit $$fail
 
 integration: $(B)/mapiproxy $(B)/mapiproxy-asan
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q tests/lab tests/integration
 
 test: unit integration
 
@@ -77,7 +77,7 @@ bench-lz77: $(B)/bench/lz77_bench
 	$(B)/bench/lz77_bench
 $(B)/fuzz/fuzz_lz77: tests/fuzz/fuzz_lz77.c src/xca/lz77.c src/xca/lz77.h
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INC) tests/fuzz/fuzz_lz77.c src/xca/lz77.c -o $@
+	clang $(CSTD) $(WARN) -O1 -g -DMP_LZ77_PARANOID -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(INC) tests/fuzz/fuzz_lz77.c src/xca/lz77.c -o $@
 # New units go to build/fuzz/corpus-lz77; the committed seeds stay small.
 fuzz-lz77: $(B)/fuzz/fuzz_lz77
 	@mkdir -p $(B)/fuzz/corpus-lz77

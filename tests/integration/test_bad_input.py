@@ -1,0 +1,229 @@
+"""Malformed and hostile traffic: each case gets a fault or a closed
+connection and a log line, while a second client's session goes on."""
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+from impacket.dcerpc.v5 import nspi, oxabref
+from impacket.dcerpc.v5.rpcrt import MSRPCBindAck, MSRPCHeader, MSRPCRespHeader, CtxItemResult
+
+from rpcutil import (NDR20, NSPI, RFR, bind_pdu, dce_connect, fault_status, raw_session,
+                     read_pdu, read_until_close, request_pdu)
+from test_relay import SERVER_DN, TAGS
+
+
+class Bystander:
+    """An NSPI session opened before the bad input and used after it."""
+
+    def __init__(self, proxy):
+        self.dce = dce_connect(proxy.host, proxy.rpc_port, nspi.MSRPC_UUID_NSPI)
+        self.h = nspi.hNspiBind(self.dce)["contextHandle"]
+        self.rows = self.query()
+
+    def query(self):
+        return nspi.hNspiQueryRows(self.dce, self.h, Count=50, pPropTags=TAGS).getData()
+
+    def check(self):
+        assert len(self.query()) == len(self.rows)
+
+
+@pytest.fixture
+def bystander(proxy):
+    b = Bystander(proxy)
+    yield b
+    b.check()
+    nspi.hNspiUnbind(b.dce, b.h)
+    b.dce.disconnect()
+
+
+def fqdn_stub():
+    req = oxabref.RfrGetFQDNFromServerDN()
+    req["ulFlags"] = 0
+    req["cbMailboxServerDN"] = len(SERVER_DN) + 1
+    req["szMailboxServerDN"] = SERVER_DN + "\x00"
+    return req.getData()
+
+
+def wait_log(proxy, text, timeout=5):
+    end = time.time() + timeout
+    while time.time() < end:
+        if text in proxy.log():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no log line with {text!r}:\n{proxy.log()[-3000:]}")
+
+
+def test_truncated_pdu(proxy, bystander):
+    s = raw_session(proxy.host, proxy.rpc_port, RFR)
+    s.sendall(request_pdu(2, 1, fqdn_stub())[:30])
+    s.shutdown(socket.SHUT_WR)
+    assert read_until_close(s) == []
+    wait_log(proxy, "closed in the middle of a PDU")
+    bystander.check()
+
+
+def test_garbage(proxy, bystander):
+    s = socket.create_connection((proxy.host, proxy.rpc_port))
+    s.sendall(os.urandom(16) * 8)
+    pdus = read_until_close(s)
+    assert all(p[0] == 3 for p in pdus)
+    wait_log(proxy, "protocol error from client")
+    bystander.check()
+
+
+def test_frag_len_smaller_than_header(proxy, bystander):
+    s = raw_session(proxy.host, proxy.rpc_port, RFR)
+    pdu = bytearray(request_pdu(2, 1, fqdn_stub()))
+    struct.pack_into("<H", pdu, 8, 10)
+    s.sendall(pdu)
+    read_until_close(s)
+    wait_log(proxy, "frag_len smaller than the header")
+    bystander.check()
+
+
+def test_oversized_fragment(proxy, bystander):
+    s = raw_session(proxy.host, proxy.rpc_port, RFR)
+    s.sendall(request_pdu(2, 1, b"\0" * 20000))
+    pdus = read_until_close(s)
+    assert pdus and pdus[0][0] == 3 and fault_status(pdus[0][3]) == 0x1c01000b
+    wait_log(proxy, "over the negotiated")
+    bystander.check()
+
+
+def test_unknown_ptype(proxy, bystander):
+    s = raw_session(proxy.host, proxy.rpc_port, RFR)
+    pdu = bytearray(request_pdu(2, 1, fqdn_stub()))
+    pdu[2] = 99
+    s.sendall(pdu)
+    pdus = read_until_close(s)
+    assert pdus and pdus[0][0] == 3
+    wait_log(proxy, "unexpected PDU type 99")
+    bystander.check()
+
+
+def test_lying_alloc_hint(proxy, bystander):
+    s = raw_session(proxy.host, proxy.rpc_port, RFR)
+    s.sendall(request_pdu(2, 1, fqdn_stub(), alloc_hint=0xFFFFFFF0))
+    p = read_pdu(s)
+    assert p[0] == 3 and p[2] == 2
+    wait_log(proxy, "alloc_hint")
+    bystander.check()
+
+
+def test_call_of_10000_fragments(proxy, bystander):
+    s = raw_session(proxy.host, proxy.rpc_port, RFR)
+    frags = [request_pdu(2, 1, b"\0" * 8, flags=0x01 if i == 0 else (0x02 if i == 9999 else 0))
+             for i in range(10000)]
+    try:
+        s.sendall(b"".join(frags))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    pdus = read_until_close(s)
+    assert pdus and pdus[0][0] == 3, pdus[:1]
+    wait_log(proxy, "exceeds max call size")
+    bystander.check()
+
+
+def test_bind_with_200_contexts(proxy, bystander):
+    s = socket.create_connection((proxy.host, proxy.rpc_port))
+    s.sendall(bind_pdu([(NSPI, [NDR20])] * 200))
+    pdus = read_until_close(s)
+    assert pdus and pdus[0][0] == 13  # bind_nak
+    assert struct.unpack_from("<H", pdus[0][3], 16)[0] == 2  # local limit exceeded
+    wait_log(proxy, "200 presentation contexts refused")
+    bystander.check()
+
+
+def test_client_that_never_reads(make_proxy, lab):
+    proxy = make_proxy(upstream_epm_port=lab.epm_port,
+                       extra={"mapiproxy:max buffer": "64K", "mapiproxy:send timeout": "2"})
+    b = Bystander(proxy)
+    s = raw_session(proxy.host, proxy.rpc_port, RFR)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    pdu = request_pdu(0, 1, fqdn_stub())
+    stop = time.time() + 8
+    sent = 0
+    s.settimeout(0.5)
+    while time.time() < stop:
+        try:
+            s.send(bytes(pdu[:12]) + struct.pack("<I", 1000 + sent) + pdu[16:])
+            sent += 1
+        except socket.timeout:
+            break  # the proxy stopped reading us: back-pressure works
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    b.check()
+    rss = int(open(f"/proc/{proxy.proc.pid}/status").read().split("VmRSS:")[1].split()[0])
+    wait_log(proxy, "not reading", timeout=10)
+    b.check()
+    assert sent > 10
+    assert rss < 200 * 1024, f"proxy RSS {rss} KiB"
+    nspi.hNspiUnbind(b.dce, b.h)
+
+
+def fake_upstream(answer_bind=True, close_after=1):
+    """A server that accepts one bind, reads close_after requests and dies."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def run():
+        c, _ = srv.accept()
+        p = read_pdu(c)
+        ack = MSRPCBindAck()
+        ack["max_tfrag"] = ack["max_rfrag"] = 4280
+        ack["assoc_group"] = 0x1234
+        ack["SecondaryAddr"] = b"135\0"
+        ack["SecondaryAddrLen"] = 4
+        res = CtxItemResult()
+        res["Result"] = 0
+        res["TransferSyntax"] = NDR20
+        ack["ctx_num"] = 1
+        ack["ctx_items"] = res.getData()
+        h = MSRPCHeader()
+        h["type"] = 12
+        h["flags"] = 3
+        h["call_id"] = p[2]
+        h["pduData"] = ack.getData()
+        c.sendall(h.get_packet())
+        for _ in range(close_after):
+            read_pdu(c)
+        c.close()
+        srv.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return srv.getsockname()[1]
+
+
+def test_upstream_dies_with_calls_in_flight(make_proxy, lab):
+    port = fake_upstream(close_after=3)
+    proxy = make_proxy(binding_port=port)
+    other = make_proxy(upstream_epm_port=lab.epm_port)
+    b = Bystander(other)
+    s = raw_session(proxy.host, proxy.rpc_port, RFR)
+    stub = fqdn_stub()
+    s.sendall(request_pdu(5, 1, stub) + request_pdu(6, 1, stub) + request_pdu(7, 1, stub))
+    pdus = read_until_close(s)
+    assert sorted(p[2] for p in pdus) == [5, 6, 7]
+    assert all(p[0] == 3 and fault_status(p[3]) == 0x6be for p in pdus)
+    wait_log(proxy, "3 call(s) in flight get a fault")
+    assert proxy.alive()
+    b.check()
+    nspi.hNspiUnbind(b.dce, b.h)
+
+
+def test_upstream_unreachable(make_proxy):
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()
+    proxy = make_proxy(binding_port=port)
+    s = socket.create_connection((proxy.host, proxy.rpc_port))
+    s.sendall(bind_pdu([(RFR, [NDR20])]))
+    pdus = read_until_close(s)
+    assert pdus and pdus[0][0] == 13
+    wait_log(proxy, "connect failed")
+    assert proxy.alive()
