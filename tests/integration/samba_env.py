@@ -38,7 +38,6 @@ import select
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import time
 
