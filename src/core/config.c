@@ -445,7 +445,8 @@ bool mp_iface_match(const struct mp_iface_spec *spec, const uint8_t uuid[16], ui
 {
     if (memcmp(spec->uuid, uuid, 16) != 0)
         return false;
-    return spec->any_version || (spec->vers_major == vers_major && spec->vers_minor == vers_minor);
+    /* DCE/RPC rule: same major version, and a minor version the server has */
+    return spec->any_version || (spec->vers_major == vers_major && vers_minor <= spec->vers_minor);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -804,7 +805,7 @@ static const struct opt options[] = {
     {"mapiproxy:openchangedb_logger", K_COMPAT, NOF, 0, 0, NULL},
     {"mapiproxy:openchangedb_logger_prefix", K_COMPAT, NOF, 0, 0, NULL},
     {"mapiproxy:listen", K_LISTEN, F(listen), 0, 0, NULL},
-    {"mapiproxy:epmapper port", K_PORT, F(epm_port), 1, 65535, NULL},
+    {"mapiproxy:epmapper port", K_PORT, F(epm_port), 0, 65535, NULL},
     {"mapiproxy:rpc port", K_PORT, F(rpc_port), 0, 65535, NULL},
     {"mapiproxy:upstream epmapper port", K_PORT, F(upstream_epm_port), 1, 65535, NULL},
     {"mapiproxy:log level", K_LOGLEVEL, F(log_level), 0, 4, NULL},

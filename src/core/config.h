@@ -130,7 +130,9 @@ long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt);
  * "lsarpc"...) or from "UUID" / "UUID/MAJOR.MINOR".  Returns 0 or -1. */
 int mp_iface_parse(const char *text, struct mp_iface_spec *spec);
 
-/* True when a bind for uuid (wire form) version major.minor is covered by spec. */
+/* True when a bind for uuid (wire form) version major.minor is covered by
+ * spec: any version when spec->any_version, else the same major and a minor
+ * not above spec's (the DCE/RPC compatibility rule). */
 bool mp_iface_match(const struct mp_iface_spec *spec, const uint8_t uuid[16], uint16_t vers_major,
                     uint16_t vers_minor);
 

@@ -107,6 +107,11 @@ static void test_iface_parse(void)
         mp_uuid_parse(known[i].uuid, u);
         CHECK(mp_iface_match(&sp, u, known[i].maj, known[i].min));
         CHECK(!mp_iface_match(&sp, u, (uint16_t)(known[i].maj + 1), known[i].min));
+        CHECK(!mp_iface_match(&sp, u, known[i].maj, (uint16_t)(known[i].min + 1)));
+        if (known[i].min)
+            CHECK(mp_iface_match(&sp, u, known[i].maj, (uint16_t)(known[i].min - 1)));
+        u[15] ^= 1;
+        CHECK(!mp_iface_match(&sp, u, known[i].maj, known[i].min));
     }
     /* names are case-insensitive */
     CHECK_EQ(mp_iface_parse("Exchange_EMSMDB", &sp), 0);
@@ -125,7 +130,9 @@ static void test_iface_parse(void)
     CHECK_EQ(sp.vers_minor, 3);
     CHECK(!strcmp(sp.name, "12345678-1234-abcd-ef00-0123456789ff"));
     CHECK(mp_iface_match(&sp, sp.uuid, 2, 3));
+    CHECK(mp_iface_match(&sp, sp.uuid, 2, 0));
     CHECK(!mp_iface_match(&sp, sp.uuid, 2, 4));
+    CHECK(!mp_iface_match(&sp, sp.uuid, 3, 0));
     /* UUID/MAJOR means MAJOR.0 */
     CHECK_EQ(mp_iface_parse("12345678-1234-abcd-ef00-0123456789ff/5", &sp), 0);
     CHECK_EQ(sp.vers_major, 5);
@@ -432,9 +439,12 @@ static void test_values(void)
     CHECK_EQ(loadb("mapiproxy:epmapper port = 65535\nmapiproxy:rpc port = 0\n"), 0);
     CHECK_EQ(cfg.epm_port, 65535);
     CHECK_EQ(cfg.rpc_port, 0);
-    CHECK_EQ(loadb("mapiproxy:epmapper port = 0\n"), -1);
-    CHECK(has_msg(&diag, "mapiproxy:epmapper port \"0\" is not a valid port", "1 to 65535"));
+    CHECK_EQ(loadb("mapiproxy:epmapper port = 0\n"), 0); /* 0: no endpoint mapper */
+    CHECK_EQ(cfg.epm_port, 0);
+    CHECK_EQ(loadb("mapiproxy:epmapper port = 65536\n"), -1);
+    CHECK(has_msg(&diag, "mapiproxy:epmapper port \"65536\" is not a valid port", "0 to 65535"));
     CHECK_EQ(loadb("mapiproxy:upstream epmapper port = 0\n"), -1);
+    CHECK(has_msg(&diag, "upstream epmapper port", "1 to 65535"));
     CHECK_EQ(loadb("mapiproxy:rpc port = 65536\n"), -1);
     CHECK(has_msg(&diag, "rpc port", "0 to 65535"));
     CHECK_EQ(loadb("mapiproxy:rpc port = 80a\n"), -1);
