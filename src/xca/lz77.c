@@ -16,6 +16,9 @@
 #include "xca/lz77.h"
 
 #include <string.h>
+#ifdef MP_LZ77_PARANOID
+#include <stdlib.h>
+#endif
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #define MP_LZ77_BE 1
@@ -387,16 +390,21 @@ static ALWAYS_INLINE size_t best_of(uint32_t b, uint32_t pos, uint32_t cur, cons
 {
     uint32_t d0 = (pos - b) & 0xFFFFu;
     uint32_t d1 = (pos - (b >> 16)) & 0xFFFFu;
-    /* A candidate must be 1..8192 back and not before the input (an entry
-     * can lie ahead of p after a backward extension; its distance modulo
-     * 65536 is then meaningless).  Invalid ones are replaced by distance 0
-     * so that the (branch-free) load stays inside the input. */
-    int v0 = (d0 - 1 < MP_LZ77_WINDOW) & (d0 <= pos);
-    int v1 = (d1 - 1 < MP_LZ77_WINDOW) & (d1 <= pos) & (d1 != d0);
-    d0 = v0 ? d0 : 0;
-    d1 = v1 ? d1 : 0;
-    int ok0 = v0 & (((ld32(p - d0) ^ cur) << 8) == 0);
-    int ok1 = v1 & (((ld32(p - d1) ^ cur) << 8) == 0);
+#ifdef MP_LZ77_PARANOID /* set by the fuzz build */
+    if ((b & 0xFFFFu) > (pos & 0xFFFFu) && pos < 65536)
+        abort();
+    if ((b >> 16) > (pos & 0xFFFFu) && pos < 65536)
+        abort();
+    if (d0 > pos || d1 > pos)
+        abort();
+#endif
+    /* Invariant kept by compress_core: every table entry is a position
+     * <= pos (or the initial 0).  Hence (pos - e) mod 65536 <= pos - e <= pos
+     * and p - d never lies before the input, valid candidate or not, and
+     * both loads can be done without branches. */
+    uint32_t x0 = (ld32(p - d0) ^ cur) << 8, x1 = (ld32(p - d1) ^ cur) << 8;
+    int ok0 = (d0 - 1 < MP_LZ77_WINDOW) & (x0 == 0);
+    int ok1 = (d1 - 1 < MP_LZ77_WINDOW) & (x1 == 0) & (d1 != d0);
     if (LIKELY(!(ok0 | ok1)))
         return 0;
     size_t l0 = ok0 ? 3 + match_len(p - d0 + 3, p + 3, iend) : 0;
@@ -467,13 +475,17 @@ static ssize_t compress_core(struct mp_lz77_state *st, const uint8_t *in, size_t
                 }
                 continue;
             }
-            /* a match found after skipping may start earlier */
+            /* A match found after skipping may start earlier.  Then the
+             * table holds positions ahead of p: no lazy probe at p + 1
+             * (it would break the invariant that best_of() relies on). */
+            size_t lazy_max = LAZY_MAX;
             while (p > anchor && p - d > in && p[-1] == (p - d)[-1]) {
                 p--;
                 len++;
+                lazy_max = 0;
             }
             /* lazy: is there a longer match at p + 1? */
-            while (len < LAZY_MAX && p + 1 < mlimit) {
+            while (len < lazy_max && p + 1 < mlimit) {
                 uint32_t d2 = 0;
                 const uint8_t *q = p + 1;
                 uint32_t pos2 = (uint32_t)(q - in);
