@@ -1,8 +1,311 @@
-EMSMDB_UUID = 'a4f1db00-ca47-1067-b31f-00dd010662da'
-ASYNC_EMSMDB_UUID = '5261574a-4572-206e-b268-6b199213b4e4'
-from rpcserver import Interface
+"""EMSMDB (MS-OXCRPC) server for the Exchange lab: EcDoConnect (0), EcDoDisconnect (1),
+EcDoRpc (2), EcDummyRpc (6), EcDoConnectEx (10), EcDoRpcExt2 (11), EcDoAsyncConnectEx
+(14), plus AsyncEMSMDB EcDoAsyncWaitEx (0).
+"""
+
+import itertools
+import struct
+import threading
+import time
+
+from rpcserver import Interface, RpcFault, StubError, log, new_context_handle, \
+    NCA_S_FAULT_CONTEXT_MISMATCH
+import emsmdb_ndr as N
+from emsmdb_ndr import EMSMDB_UUID, ASYNC_EMSMDB_UUID
+import lzxpress
+from lab_rops import Store, RopSession, RopParseError
+
+ecSuccess = 0
+ecUnknownUser = 0x000003EB
+ecRpcFormat = 0x000004B6
+ecBufferTooSmall = 0x0000047D
+ecNotSupported = 0x80040102
+
+# Exchange 2010 SP3 (14.3.123.4) in the "new" version format (MS-OXCRPC 3.1.4.1.3.1)
+SERVER_VERSION = (0x0E03, 0x8000 | 123, 4)
+MAX_PAYLOAD = 0x8000
+
+
+class EmsmdbSession(object):
+    def __init__(self, user, rops, icxr):
+        self.user = user
+        self.rops = rops
+        self.icxr = icxr
+        self.lock = threading.Lock()
+
+
+class AsyncHandle(object):
+    def __init__(self, session):
+        self.session = session
+
+
+def decode(cls, stub):
+    try:
+        obj = cls()
+        n = obj.fromString(stub)
+        if n > len(stub) or len(stub) - n > 7:
+            raise ValueError('consumed %d of %d bytes' % (n, len(stub)))
+        return obj
+    except StubError:
+        raise
+    except Exception as e:
+        raise StubError('%s: %s' % (cls.__name__, e))
+
+
+def parse_ext_chain(buf):
+    """Split rgbIn into payloads: [(flags, payload)], undoing XorMagic and compression."""
+    out = []
+    off = 0
+    while True:
+        if off + 8 > len(buf):
+            raise ValueError('truncated RPC_HEADER_EXT at %d' % off)
+        ver, flags, size, actual = struct.unpack_from('<HHHH', buf, off)
+        off += 8
+        if ver != 0:
+            raise ValueError('RPC_HEADER_EXT version %d' % ver)
+        payload = buf[off:off + size]
+        if len(payload) != size:
+            raise ValueError('truncated payload')
+        off += size
+        if flags & N.RHE_XORMAGIC:
+            payload = N.xor_a5(payload)
+        if flags & N.RHE_COMPRESSED:
+            payload = lzxpress.decompress(payload, actual)
+        elif actual != size:
+            raise ValueError('Size %d != SizeActual %d for uncompressed payload' % (size, actual))
+        out.append((flags, payload))
+        if flags & N.RHE_LAST:
+            break
+        if off >= len(buf):
+            raise ValueError('chain ended without Last flag')
+    return out
+
+
+def build_ext(payload, compress, xor, last=True):
+    flags = N.RHE_LAST if last else 0
+    body = payload
+    if compress and len(payload) > 64:
+        c = lzxpress.compress(payload)
+        if len(c) < len(payload):
+            body = c
+            flags |= N.RHE_COMPRESSED
+    if xor:
+        body = N.xor_a5(body)
+        flags |= N.RHE_XORMAGIC
+    return struct.pack('<HHHH', 0, flags, len(body), len(payload)) + body
+
+
 class Emsmdb(object):
     def __init__(self, config, directory):
-        pass
+        self.config = config
+        self.dir = directory
+        self.store = Store(config)
+        self.icxr = itertools.count(1)
+
     def interfaces(self):
-        return [Interface('emsmdb', EMSMDB_UUID, '0.81', {}), Interface('asyncemsmdb', ASYNC_EMSMDB_UUID, '0.1', {})]
+        return [
+            Interface('emsmdb', EMSMDB_UUID, '0.81', {
+                0: self.op_connect, 1: self.op_disconnect, 2: self.op_rpc, 6: self.op_dummy,
+                10: self.op_connect_ex, 11: self.op_rpc_ext2, 14: self.op_async_connect_ex,
+            }),
+            Interface('asyncemsmdb', ASYNC_EMSMDB_UUID, '0.1', {0: self.op_async_wait}),
+        ]
+
+    # -- helpers --
+    def _user(self, dn):
+        o = self.dir.lookup_dn(dn)
+        if o is not None and o.kind == 'user':
+            return o
+        return None
+
+    def _session(self, call, cxh):
+        raw = cxh.getData()
+        with call.assoc_group.lock:
+            s = call.assoc_group.handles.get(raw)
+        if not isinstance(s, EmsmdbSession):
+            raise RpcFault(NCA_S_FAULT_CONTEXT_MISMATCH)
+        return s, raw
+
+    def _new_session(self, call, user):
+        rops = RopSession(self.store, user.dn, user.display_name(), log)
+        s = EmsmdbSession(user, rops, next(self.icxr) & 0xFFFF)
+        h = new_context_handle()
+        with call.assoc_group.lock:
+            call.assoc_group.handles[h] = s
+        return s, h
+
+    def _fill_connect(self, resp, handle, s, user):
+        resp['pcxh'].set_raw(handle if handle else b'\x00' * 20)
+        resp['pcmsPollsMax'] = 60000
+        resp['pcRetry'] = 6
+        resp['pcmsRetryDelay'] = 10000
+        resp['picxr'] = s.icxr if s else 0
+        resp['szDNPrefix'] = (self.config.server_dn if user else '') + '\x00'
+        resp['szDisplayName'] = (user.display_name() if user else '') + '\x00'
+        for i in range(3):
+            resp['rgwServerVersion%d' % i] = SERVER_VERSION[i]
+
+    # -- opnum 0 --
+    def op_connect(self, call, stub):
+        req = decode(N.EcDoConnect, stub)
+        dn = req['szUserDN'].rstrip('\x00')
+        user = self._user(dn)
+        resp = N.EcDoConnectResponse()
+        if user is None:
+            self._fill_connect(resp, None, None, None)
+            resp['ErrorCode'] = ecUnknownUser
+        else:
+            s, h = self._new_session(call, user)
+            self._fill_connect(resp, h, s, user)
+            resp['ErrorCode'] = ecSuccess
+        log('emsmdb: EcDoConnect %r -> 0x%x' % (dn, resp['ErrorCode']))
+        return resp.getData()
+
+    # -- opnum 10 --
+    def op_connect_ex(self, call, stub):
+        req = decode(N.EcDoConnectEx, stub)
+        dn = req['szUserDN'].rstrip('\x00')
+        user = self._user(dn)
+        cv = tuple(req['rgwClientVersion%d' % i] for i in range(3))
+        resp = N.EcDoConnectExResponse()
+        if user is None:
+            self._fill_connect(resp, None, None, None)
+            code = ecUnknownUser
+        else:
+            s, h = self._new_session(call, user)
+            self._fill_connect(resp, h, s, user)
+            code = ecSuccess
+        for i in range(3):
+            resp['rgwBestVersion%d' % i] = SERVER_VERSION[i]
+        resp['pulTimeStamp'] = req['pulTimeStamp'] or int(time.time()) & 0xFFFFFFFF
+        resp['rgbAuxOut'] = b''
+        resp['pcbAuxOut'] = 0
+        resp['ErrorCode'] = code
+        log('emsmdb: EcDoConnectEx %r client version %s -> 0x%x' % (
+            dn, '.'.join('%04x' % v for v in cv), code))
+        return resp.getData()
+
+    # -- opnum 1 --
+    def op_disconnect(self, call, stub):
+        req = decode(N.EcDoDisconnect, stub)
+        s, raw = self._session(call, req['pcxh'])
+        with call.assoc_group.lock:
+            call.assoc_group.handles.pop(raw, None)
+            for k, v in list(call.assoc_group.handles.items()):
+                if isinstance(v, AsyncHandle) and v.session is s:
+                    del call.assoc_group.handles[k]
+        resp = N.EcDoDisconnectResponse()
+        resp['pcxh'].set_raw(b'\x00' * 20)
+        resp['ErrorCode'] = ecSuccess
+        log('emsmdb: EcDoDisconnect %s' % s.user.dn)
+        return resp.getData()
+
+    # -- opnum 6 --
+    def op_dummy(self, call, stub):
+        log('emsmdb: EcDummyRpc')
+        resp = N.EcDummyRpcResponse()
+        resp['ErrorCode'] = ecSuccess
+        return resp.getData()
+
+    def _run_rops(self, s, rop_buffer):
+        with s.lock:
+            try:
+                return s.rops.process(rop_buffer)
+            except RopParseError as e:
+                log('emsmdb: malformed ROP buffer: %s' % e)
+                return None
+
+    # -- opnum 2 --
+    def op_rpc(self, call, stub):
+        req = decode(N.EcDoRpc, stub)
+        s, raw = self._session(call, req['pcxh'])
+        data = N.xor_a5(N.array_bytes(req['rgb']))
+        log('emsmdb: EcDoRpc %d bytes (cbMax %d)' % (len(data), req['cbMax']))
+        out = self._run_rops(s, data)
+        resp = N.EcDoRpcResponse()
+        resp['pcxh'].set_raw(raw)
+        if out is None:
+            resp['rgb'] = b''
+            resp['pcb'] = 0
+            resp['ErrorCode'] = ecRpcFormat
+        else:
+            resp['rgb'] = N.xor_a5(out)
+            resp['pcb'] = len(out)
+            resp['ErrorCode'] = ecSuccess
+        resp.fields['rgb'].fields['MaximumCount'] = max(req['cbMax'], len(out or b''))
+        return resp.getData()
+
+    # -- opnum 11 --
+    def op_rpc_ext2(self, call, stub):
+        req = decode(N.EcDoRpcExt2, stub)
+        s, raw = self._session(call, req['pcxh'])
+        flags_in = req['pulFlags']
+        rgb_in = N.array_bytes(req['rgbIn'])
+        max_out = req['pcbOut']
+        resp = N.EcDoRpcExt2Response()
+        resp['pcxh'].set_raw(raw)
+        resp['pulFlags'] = 0
+        resp['rgbAuxOut'] = b''
+        resp['pcbAuxOut'] = 0
+        resp['pulTransTime'] = 0
+        code = ecSuccess
+        out_buf = b''
+        try:
+            payloads = parse_ext_chain(rgb_in)
+        except (ValueError, lzxpress.LzError) as e:
+            log('emsmdb: EcDoRpcExt2 bad rgbIn: %s' % e)
+            payloads = None
+            code = ecRpcFormat
+        if payloads is not None:
+            in_flags = payloads[0][0]
+            log('emsmdb: EcDoRpcExt2 flags=0x%x cbIn=%d ext flags=0x%x payload=%d bytes' % (
+                flags_in, len(rgb_in), in_flags, sum(len(p) for _, p in payloads)))
+            t0 = time.time()
+            outs = []
+            for _, p in payloads:
+                o = self._run_rops(s, p)
+                if o is None:
+                    code = ecRpcFormat
+                    break
+                outs.append(o)
+            if code == ecSuccess:
+                compress = not flags_in & N.EXT2_NO_COMPRESSION
+                xor = not flags_in & N.EXT2_NO_XOR_MAGIC
+                out_buf = b''.join(build_ext(o, compress, xor, last=(i == len(outs) - 1))
+                                   for i, o in enumerate(outs))
+                if len(out_buf) > max_out:
+                    code = ecBufferTooSmall
+                    out_buf = b''
+            resp['pulTransTime'] = int((time.time() - t0) * 1000)
+        resp['rgbOut'] = out_buf
+        resp['pcbOut'] = len(out_buf)
+        resp['ErrorCode'] = code
+        return resp.getData()
+
+    # -- opnum 14 --
+    def op_async_connect_ex(self, call, stub):
+        req = decode(N.EcDoAsyncConnectEx, stub)
+        s, raw = self._session(call, req['cxh'])
+        h = new_context_handle()
+        with call.assoc_group.lock:
+            call.assoc_group.handles[h] = AsyncHandle(s)
+        resp = N.EcDoAsyncConnectExResponse()
+        resp['pacxh'].set_raw(h)
+        resp['ErrorCode'] = ecSuccess
+        log('emsmdb: EcDoAsyncConnectEx')
+        return resp.getData()
+
+    # -- AsyncEMSMDB opnum 0 --
+    def op_async_wait(self, call, stub):
+        req = decode(N.EcDoAsyncWaitEx, stub)
+        raw = req['acxh'].getData()
+        with call.assoc_group.lock:
+            a = call.assoc_group.handles.get(raw)
+        if not isinstance(a, AsyncHandle):
+            raise RpcFault(NCA_S_FAULT_CONTEXT_MISMATCH)
+        log('emsmdb: EcDoAsyncWaitEx (no notifications in the lab; answering after 1 s)')
+        time.sleep(1.0)
+        resp = N.EcDoAsyncWaitExResponse()
+        resp['pulFlagsOut'] = 0
+        resp['ErrorCode'] = ecSuccess
+        return resp.getData()
