@@ -125,7 +125,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nv; i++)
         if (v[i].win)
             win_out += v[i].raw_len;
-    for (int round = 0; round < 5; round++) {
+    for (int round = 0; round < 10; round++) {
         double t0 = now();
         int reps = 0;
         do {
@@ -134,7 +134,7 @@ int main(int argc, char **argv)
                                      mp_lz77_compress_bound(max_raw)) < 0)
                     return 1;
             reps++;
-        } while (now() - t0 < secs / 5);
+        } while (now() - t0 < secs / 10);
         double t = (now() - t0) / reps;
         if (t < best_c)
             best_c = t;
@@ -148,7 +148,7 @@ int main(int argc, char **argv)
                         (ssize_t)v[i].raw_len)
                     return 1;
             reps++;
-        } while (now() - t0 < secs / 5);
+        } while (now() - t0 < secs / 10);
         t = (now() - t0) / reps;
         if (t < best_dw)
             best_dw = t;
@@ -161,7 +161,7 @@ int main(int argc, char **argv)
                     (ssize_t)v[i].raw_len)
                     return 1;
             reps++;
-        } while (now() - t0 < secs / 5);
+        } while (now() - t0 < secs / 10);
         t = (now() - t0) / reps;
         if (t < best_do)
             best_do = t;

@@ -311,8 +311,45 @@ static void test_random(void)
     CHECK_EQ(fails, 0);
 }
 
+/* Outlook 2007 EcDoRpcExt2 requests: the rgbIn RPC_HEADER_EXT (at offset
+ * 0x1c: Version, Flags = Compressed|Last, Size, SizeActual) is followed by
+ * Size bytes of LZ77 that must inflate to exactly SizeActual bytes. */
+static void test_emsmdb(void)
+{
+    const char *names[] = {"001_Outlook_2007_in_ModifyRecipients_comp.dat",
+                           "002_Outlook_2007_in_Tables_operations_comp.dat"};
+    char path[4096];
+    for (size_t i = 0; i < 2; i++) {
+        size_t len = 0;
+        snprintf(path, sizeof path, "%s/emsmdb/%s", shared_dir(), names[i]);
+        uint8_t *b = slurp(path, &len);
+        CHECK(b != NULL && len > 0x24);
+        if (!b || len <= 0x24) {
+            free(b);
+            continue;
+        }
+        unsigned flags = b[0x1e] | b[0x1f] << 8;
+        size_t size = (size_t)(b[0x20] | b[0x21] << 8);
+        size_t actual = (size_t)(b[0x22] | b[0x23] << 8);
+        CHECK_EQ(flags, 0x0005u);
+        CHECK(0x24 + size <= len);
+        uint8_t out[65536];
+        ssize_t r = mp_lz77_decompress(b + 0x24, size, out, actual);
+        CHECK_EQ(r, (ssize_t)actual);
+        /* a ROP request buffer starts with its RopSize */
+        if (r >= 2)
+            CHECK((size_t)(out[0] | out[1] << 8) <= actual);
+        if (r > 0) {
+            ssize_t c = round_trip(out, (size_t)r);
+            printf("%s: %zu -> %zu (Outlook %zu, ours %zd)\n", names[i], size, actual, size, c);
+        }
+        free(b);
+    }
+}
+
 int main(void)
 {
+    test_emsmdb();
     test_edges();
     test_random();
     test_vectors();
