@@ -166,8 +166,11 @@ int main(int argc, char **argv)
         if (t < best_do)
             best_do = t;
     }
+    size_t ntwin = 0;
+    for (size_t i = 0; i < nv; i++)
+        ntwin += v[i].win != NULL;
     printf("vectors: %zu inputs, %zu bytes; %zu with a Windows twin (%zu bytes)\n", nv, total_raw,
-           (size_t)49 > nv ? nv : (size_t)49, twin_raw);
+           ntwin, twin_raw);
     printf("size: ours %zu, windows %zu, ratio ours/windows %.4f (ours/raw %.4f)\n", twin_ours,
            twin_win, (double)twin_ours / (double)twin_win, (double)twin_ours / (double)twin_raw);
     printf("compress:   %8.1f MB/s (all %zu inputs)\n", (double)total_raw / best_c / 1e6, nv);

@@ -126,7 +126,7 @@ ssize_t mp_lz77_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_
 
     if (in_len == 0)
         return 0;
-    if (out == NULL)
+    if (in == NULL || out == NULL)
         return -1;
     for (;;) {
         if (UNLIKELY(ip >= iend))
@@ -532,10 +532,14 @@ static ssize_t compress_core(struct mp_lz77_state *st, const uint8_t *in, size_t
 ssize_t mp_lz77_compress_st(struct mp_lz77_state *st, const uint8_t *in, size_t in_len,
                             uint8_t *out, size_t out_cap)
 {
-    if (in_len && in == NULL)
+    if (out == NULL || (in_len && in == NULL))
         return -1;
-    if (out == NULL)
-        return -1;
+    if (in_len == 0) { /* a lone, all-padding flag word */
+        if (out_cap < 4)
+            return -1;
+        st32(out, 0xFFFFFFFFu);
+        return 4;
+    }
     return compress_core(st, in, in_len, out, out_cap);
 }
 

@@ -16,7 +16,9 @@
  * written, or -1 if the input is malformed (truncated, offset before the start
  * of the output, ...) or the output would exceed out_cap.  Safe for any input.
  * Decoding stops at the end of the input (the final flag word is padded with
- * 1-bits, which read as "match" at end of input, i.e. the end marker). */
+ * 1-bits, which read as "match" at end of input, i.e. the end marker).
+ * out must not be NULL (unless in_len is 0).  For speed, bytes of out past
+ * the returned length (but below out_cap) may be overwritten. */
 ssize_t mp_lz77_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap);
 
 /* Worst-case compressed size of in_len bytes (all literals, flag words, final
