@@ -4,7 +4,7 @@
 plus the ``rpcd_*`` helpers it spawns on demand) as an NTLM-authenticating
 server on 127.0.0.1, entirely from a private temporary directory:
 
-* its own ``smb.conf`` (private/lock/state/cache/pid/ncalrpc dirs, log file
+* its own ``smb.conf`` (private/lock/state/cache/pid/ncalrpc dirs and logs
   all inside the temp dir; ``server role = standalone server``;
   ``interfaces = 127.0.0.1`` + ``bind interfaces only = yes``;
   ``rpc start on demand helpers = false`` which samba-dcerpcd *requires* to
@@ -19,6 +19,15 @@ server on 127.0.0.1, entirely from a private temporary directory:
 * the other interfaces (lsarpc/samr/dssetup of rpcd_lsad) on one dynamic
   port, found with ept_map through the endpoint mapper;
 * every process in one process group that is torn down on exit.
+
+Know before use (details in doc/internals/test-peers.md):
+
+* Samba refuses LSA policy calls (LsarOpenPolicy2, ...) on ncacn_ip_tcp
+  with fault nca_s_access_denied; dssetup and samr calls on the same
+  endpoint work.
+* At auth level connect, a client that negotiates NTLM SIGN/SEAL (Impacket
+  always does) gets fault nca_s_fault_other for every request.
+* Logs: ``<tmpdir>/log/log.samba-dcerpcd`` and ``log.rpcd_*`` per helper.
 
 Usage::
 
