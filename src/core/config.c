@@ -40,8 +40,7 @@ static void diag_vadd(struct mp_diag *d, const char *fmt, va_list ap)
     d->msgs[d->n++] = m;
 }
 
-__attribute__((format(printf, 2, 3))) static void diag_add(struct mp_diag *d, const char *fmt,
-                                                           ...)
+__attribute__((format(printf, 2, 3))) static void diag_add(struct mp_diag *d, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -151,8 +150,8 @@ static size_t lev(const char *a, const char *b)
         row[0] = i;
         for (size_t j = 1; j <= lb; j++) {
             size_t cur = row[j];
-            size_t sub = prev + (tolower((unsigned char)a[i - 1]) !=
-                                 tolower((unsigned char)b[j - 1]));
+            size_t sub =
+                prev + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
             size_t v = sub;
             if (row[j] + 1 < v)
                 v = row[j] + 1;
@@ -311,9 +310,9 @@ int mp_uuid_parse(const char *s, uint8_t out[16])
 
 void mp_uuid_format(const uint8_t in[16], char out[37])
 {
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             in[3], in[2], in[1], in[0], in[5], in[4], in[7], in[6], in[8], in[9], in[10], in[11],
-             in[12], in[13], in[14], in[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", in[3],
+             in[2], in[1], in[0], in[5], in[4], in[7], in[6], in[8], in[9], in[10], in[11], in[12],
+             in[13], in[14], in[15]);
 }
 
 static const struct known_iface {
@@ -421,9 +420,8 @@ static int iface_parse(const char *text, struct mp_iface_spec *spec, char *err, 
         uint8_t u[16];
         mp_uuid_parse(known_ifaces[i].uuid, u);
         if (!memcmp(u, spec->uuid, 16) &&
-            (spec->any_version ||
-             (spec->vers_major == known_ifaces[i].major &&
-              spec->vers_minor == known_ifaces[i].minor))) {
+            (spec->any_version || (spec->vers_major == known_ifaces[i].major &&
+                                   spec->vers_minor == known_ifaces[i].minor))) {
             snprintf(spec->name, sizeof spec->name, "%s", known_ifaces[i].name);
             return 0;
         }
@@ -520,27 +518,26 @@ static const struct {
     const char *name;
     uint32_t flag;
 } binding_flags[] = {
-    {"sign", MP_BINDING_F_SIGN},         {"seal", MP_BINDING_F_SEAL},
-    {"connect", MP_BINDING_F_CONNECT},   {"spnego", MP_BINDING_F_SPNEGO},
-    {"ntlm", MP_BINDING_F_NTLM},         {"krb5", MP_BINDING_F_KRB5},
-    {"schannel", MP_BINDING_F_SCHANNEL}, {"validate", MP_BINDING_F_VALIDATE},
-    {"print", MP_BINDING_F_PRINT},       {"padcheck", MP_BINDING_F_PADCHECK},
+    {"sign", MP_BINDING_F_SIGN},           {"seal", MP_BINDING_F_SEAL},
+    {"connect", MP_BINDING_F_CONNECT},     {"spnego", MP_BINDING_F_SPNEGO},
+    {"ntlm", MP_BINDING_F_NTLM},           {"krb5", MP_BINDING_F_KRB5},
+    {"schannel", MP_BINDING_F_SCHANNEL},   {"validate", MP_BINDING_F_VALIDATE},
+    {"print", MP_BINDING_F_PRINT},         {"padcheck", MP_BINDING_F_PADCHECK},
     {"bigendian", MP_BINDING_F_BIGENDIAN}, {"smb1", MP_BINDING_F_SMB1},
-    {"smb2", MP_BINDING_F_SMB2},         {"ndr64", MP_BINDING_F_NDR64},
+    {"smb2", MP_BINDING_F_SMB2},           {"ndr64", MP_BINDING_F_NDR64},
     {"packet", MP_BINDING_F_PACKET},
 };
 
 /* Samba's key=value binding options; accepted (endpoint= sets the port). */
-static const char *const binding_kv[] = {"endpoint",         "target_hostname",
-                                         "target_principal", "localaddress",
-                                         "assoc_group_id",   "auth_type",
-                                         "auth_level",       "host"};
+static const char *const binding_kv[] = {
+    "endpoint",       "target_hostname", "target_principal", "localaddress",
+    "assoc_group_id", "auth_type",       "auth_level",       "host"};
 
 static const char *const other_transports[] = {
-    "ncacn_np",      "ncalrpc",       "ncacn_http",       "ncadg_ip_udp",  "ncacn_unix_stream",
-    "ncadg_unix_dgram", "ncadg_ipx",  "ncacn_spx",        "ncacn_vns_spp", "ncacn_at_dsp",
-    "ncadg_at_ddp",  "ncacn_nb_tcp",  "ncacn_nb_ipx",     "ncacn_nb_nb",   "ncacn_dnet_nsp",
-    "ncacn_ip_udp",  "ncacn_osi_dna", "ncadg_dnet_nsp",
+    "ncacn_np",         "ncalrpc",       "ncacn_http",     "ncadg_ip_udp",  "ncacn_unix_stream",
+    "ncadg_unix_dgram", "ncadg_ipx",     "ncacn_spx",      "ncacn_vns_spp", "ncacn_at_dsp",
+    "ncadg_at_ddp",     "ncacn_nb_tcp",  "ncacn_nb_ipx",   "ncacn_nb_nb",   "ncacn_dnet_nsp",
+    "ncacn_ip_udp",     "ncacn_osi_dna", "ncadg_dnet_nsp",
 };
 
 #define BIND_HINT "write it as ncacn_ip_tcp:HOST or ncacn_ip_tcp:HOST[PORT]"
@@ -611,14 +608,14 @@ int mp_binding_parse(const char *text, struct mp_binding *b, char *err, size_t e
         unsigned long long dummy;
         if (parse_plain_uint(rest, &dummy)) {
             char q[100];
-            snprintf(err, errlen,
-                     "looks like HOST:PORT; write it as ncacn_ip_tcp:%s[%s]", qv(tr, q, sizeof q),
-                     rest);
+            snprintf(err, errlen, "looks like HOST:PORT; write it as ncacn_ip_tcp:%s[%s]",
+                     qv(tr, q, sizeof q), rest);
             return -1;
         }
         static const char *const tcp[] = {"ncacn_ip_tcp"};
         if (closest(tr, tcp, 1))
-            snprintf(err, errlen, "has an unknown transport; did you mean ncacn_ip_tcp? " BIND_HINT);
+            snprintf(err, errlen,
+                     "has an unknown transport; did you mean ncacn_ip_tcp? " BIND_HINT);
         else
             snprintf(err, errlen, "has an unknown transport; " BIND_HINT);
         return -1;
@@ -776,9 +773,9 @@ enum opt_kind {
 struct opt {
     const char *key;
     enum opt_kind kind;
-    size_t off, size;     /* field in struct mp_config */
+    size_t off, size; /* field in struct mp_config */
     unsigned long long min, max;
-    const char *unit;     /* for messages */
+    const char *unit; /* for messages */
 };
 
 #define F(field) offsetof(struct mp_config, field), sizeof(((struct mp_config *)0)->field)
@@ -837,8 +834,8 @@ struct pctx {
     bool have_binding, binding_seen, have_ifaces;
 };
 
-__attribute__((format(printf, 4, 5))) static void perr(struct pctx *p, const char *file,
-                                                       int line, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void perr(struct pctx *p, const char *file, int line,
+                                                       const char *fmt, ...)
 {
     p->n_err++;
     if (p->n_err > MAX_DIAG) {
@@ -860,8 +857,8 @@ __attribute__((format(printf, 4, 5))) static void perr(struct pctx *p, const cha
     free(m);
 }
 
-__attribute__((format(printf, 4, 5))) static void pwarn(struct pctx *p, const char *file,
-                                                        int line, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void pwarn(struct pctx *p, const char *file, int line,
+                                                        const char *fmt, ...)
 {
     if (p->cfg->warnings.n >= MAX_DIAG)
         return;
@@ -903,8 +900,7 @@ static bool next_item(const char **pp, char *buf, size_t n, bool *toolong)
     return true;
 }
 
-static void apply_ifaces(struct pctx *p, const char *file, int line, const char *key,
-                         const char *v)
+static void apply_ifaces(struct pctx *p, const char *file, int line, const char *key, const char *v)
 {
     struct mp_config *c = p->cfg;
     struct mp_iface_spec tmp[MP_MAX_IFACES];
@@ -981,8 +977,7 @@ static void apply_modules(struct pctx *p, const char *file, int line, const char
             continue;
         }
         if (n == MP_MAX_MODULES) {
-            perr(p, file, line, "%s lists more than %d modules; remove some", key,
-                 MP_MAX_MODULES);
+            perr(p, file, line, "%s lists more than %d modules; remove some", key, MP_MAX_MODULES);
             break;
         }
         scopy(tmp[n++], sizeof tmp[0], item);
@@ -991,8 +986,7 @@ static void apply_modules(struct pctx *p, const char *file, int line, const char
     c->n_modules = n;
 }
 
-static void apply_listen(struct pctx *p, const char *file, int line, const char *key,
-                         const char *v)
+static void apply_listen(struct pctx *p, const char *file, int line, const char *key, const char *v)
 {
     struct mp_config *c = p->cfg;
     struct mp_listen_addr tmp[MP_MAX_LISTEN];
@@ -1033,8 +1027,7 @@ static void apply_listen(struct pctx *p, const char *file, int line, const char 
             continue;
         }
         if (n == MP_MAX_LISTEN) {
-            perr(p, file, line, "%s lists more than %d addresses; remove some", key,
-                 MP_MAX_LISTEN);
+            perr(p, file, line, "%s lists more than %d addresses; remove some", key, MP_MAX_LISTEN);
             bad = true;
             break;
         }
@@ -1090,8 +1083,7 @@ static void apply_option(struct pctx *p, const struct opt *o, const char *file, 
             pwarn(p, file, line, "%s is empty", o->key);
         if (!strcmp(o->key, "netbios name")) {
             if (strlen(v) > 15 || !*v) {
-                perr(p, file, line,
-                     "netbios name \"%s\" must be 1 to 15 characters; shorten it",
+                perr(p, file, line, "netbios name \"%s\" must be 1 to 15 characters; shorten it",
                      qv(v, q, sizeof q));
                 return;
             }
@@ -1178,8 +1170,8 @@ static void apply_option(struct pctx *p, const struct opt *o, const char *file, 
         *(uint32_t *)field = (uint32_t)x;
         return;
     case K_COMPAT:
-        pwarn(p, file, line,
-              "%s is an OpenChange option this proxy does not use; it is ignored", o->key);
+        pwarn(p, file, line, "%s is an OpenChange option this proxy does not use; it is ignored",
+              o->key);
         return;
     }
 }
@@ -1217,8 +1209,7 @@ static void unknown_option(struct pctx *p, const char *file, int line, const cha
             s = options[i].key;
     char q[100];
     if (s)
-        perr(p, file, line, "unknown option \"%s\"; did you mean \"%s\"?", qv(key, q, sizeof q),
-             s);
+        perr(p, file, line, "unknown option \"%s\"; did you mean \"%s\"?", qv(key, q, sizeof q), s);
     else
         perr(p, file, line,
              "unknown option \"%s\"; see doc/configuration.md for the dcerpc_mapiproxy: and "
@@ -1265,8 +1256,7 @@ static bool section_is_global(const char *s)
     return !strcmp(s, "global") || !strcmp(s, "globals");
 }
 
-static void parse_buffer(struct pctx *p, const char *file, const char *text, size_t len,
-                         int depth);
+static void parse_buffer(struct pctx *p, const char *file, const char *text, size_t len, int depth);
 
 static void do_include(struct pctx *p, const char *file, int line, const char *v, int depth)
 {
@@ -1378,8 +1368,9 @@ static void parse_line(struct pctx *p, const char *file, int line, char *s, int 
     char *eq = strchr(s, '=');
     if (!eq) {
         /* never quote the line: it might hold a password */
-        perr(p, file, line, "line has no '='; write options as KEY = VALUE (or start comments "
-                            "with # or ;)");
+        perr(p, file, line,
+             "line has no '='; write options as KEY = VALUE (or start comments "
+             "with # or ;)");
         return;
     }
     char *key = normalize_key(s, (size_t)(eq - s));
@@ -1400,8 +1391,9 @@ static void parse_line(struct pctx *p, const char *file, int line, char *s, int 
     }
     char *colon = strchr(key, ':');
     const struct opt *o = find_option(key);
-    bool ours = colon && ((size_t)(colon - key) == strlen("mapiproxy") ||
-                          (size_t)(colon - key) == strlen("dcerpc_mapiproxy")) &&
+    bool ours = colon &&
+                ((size_t)(colon - key) == strlen("mapiproxy") ||
+                 (size_t)(colon - key) == strlen("dcerpc_mapiproxy")) &&
                 (!strncmp(key, "mapiproxy:", 10) || !strncmp(key, "dcerpc_mapiproxy:", 17));
     if (ours && !o) {
         unknown_option(p, file, line, key);
@@ -1424,8 +1416,7 @@ out:
     free(val);
 }
 
-static void parse_buffer(struct pctx *p, const char *file, const char *text, size_t len,
-                         int depth)
+static void parse_buffer(struct pctx *p, const char *file, const char *text, size_t len, int depth)
 {
     const char *nul = memchr(text, 0, len);
     if (nul) {
@@ -1632,8 +1623,9 @@ int mp_config_load(struct mp_config *cfg, const char *path, struct mp_diag *diag
     if (fd >= 0)
         close(fd);
     if (why)
-        perr(&p, path, 0, "cannot read the configuration file: %s; check the path and its "
-                          "permissions",
+        perr(&p, path, 0,
+             "cannot read the configuration file: %s; check the path and its "
+             "permissions",
              why);
     else
         parse_buffer(&p, path, buf, got, 0);

@@ -18,16 +18,16 @@
 
 /* An interface to relay, by name or by UUID/version. */
 struct mp_iface_spec {
-    uint8_t uuid[16];  /* little-endian wire form (as in a DCE/RPC bind) */
+    uint8_t uuid[16]; /* little-endian wire form (as in a DCE/RPC bind) */
     uint16_t vers_major;
     uint16_t vers_minor;
-    char name[48];     /* "exchange_emsmdb", ... or the UUID text */
-    bool any_version;  /* "UUID" without "/MAJOR.MINOR": any version matches */
+    char name[48];    /* "exchange_emsmdb", ... or the UUID text */
+    bool any_version; /* "UUID" without "/MAJOR.MINOR": any version matches */
 };
 
 /* One address to listen on. */
 struct mp_listen_addr {
-    char host[64];     /* numeric IPv4/IPv6 address, or a host name */
+    char host[64]; /* numeric IPv4/IPv6 address, or a host name */
 };
 
 enum mp_transport { MP_TRANSPORT_NCACN_IP_TCP = 1 };
@@ -35,8 +35,8 @@ enum mp_transport { MP_TRANSPORT_NCACN_IP_TCP = 1 };
 struct mp_binding {
     enum mp_transport transport;
     char host[256];
-    uint16_t port;     /* 0: find through the upstream's endpoint mapper */
-    uint32_t flags;    /* MP_BINDING_F_*: Samba's [sign,seal,print...] (informational) */
+    uint16_t port;  /* 0: find through the upstream's endpoint mapper */
+    uint32_t flags; /* MP_BINDING_F_*: Samba's [sign,seal,print...] (informational) */
 };
 
 /* Samba binding-string flags, accepted and recorded; the relay does not act on them. */
@@ -64,33 +64,33 @@ struct mp_diag {
 
 struct mp_config {
     /* dcerpc_mapiproxy: (OpenChange's names) */
-    struct mp_binding binding;               /* dcerpc_mapiproxy:binding (required) */
+    struct mp_binding binding;                  /* dcerpc_mapiproxy:binding (required) */
     struct mp_iface_spec ifaces[MP_MAX_IFACES]; /* dcerpc_mapiproxy:interfaces */
     size_t n_ifaces;
-    char username[256];                      /* dcerpc_mapiproxy:username */
-    char password[256];                      /* dcerpc_mapiproxy:password (never logged) */
-    char domain[256];                        /* dcerpc_mapiproxy:domain */
-    char modules[MP_MAX_MODULES][64];        /* dcerpc_mapiproxy:modules, in order */
+    char username[256];               /* dcerpc_mapiproxy:username */
+    char password[256];               /* dcerpc_mapiproxy:password (never logged) */
+    char domain[256];                 /* dcerpc_mapiproxy:domain */
+    char modules[MP_MAX_MODULES][64]; /* dcerpc_mapiproxy:modules, in order */
     size_t n_modules;
-    bool delegated_auth;                     /* dcerpc_mapiproxy:delegated_auth */
-    bool ndrdump;                            /* dcerpc_mapiproxy:ndrdump */
+    bool delegated_auth; /* dcerpc_mapiproxy:delegated_auth */
+    bool ndrdump;        /* dcerpc_mapiproxy:ndrdump */
     /* Samba globals */
-    char netbios_name[64];                   /* netbios name */
-    char realm[256];                         /* realm */
+    char netbios_name[64]; /* netbios name */
+    char realm[256];       /* realm */
     /* mapiproxy: (ours) */
     struct mp_listen_addr listen[MP_MAX_LISTEN]; /* mapiproxy:listen, default 127.0.0.1 */
     size_t n_listen;
-    uint16_t epm_port;                       /* mapiproxy:epmapper port (135) */
-    uint16_t rpc_port;                       /* mapiproxy:rpc port (0 = any free port) */
-    uint16_t upstream_epm_port;              /* mapiproxy:upstream epmapper port (135) */
-    int log_level;                           /* mapiproxy:log level 0 error..4 trace (2 info) */
-    char log_file[512];                      /* mapiproxy:log file ("" = stderr) */
-    uint32_t max_call_size;                  /* mapiproxy:max call size (bytes, 16 MiB) */
-    uint32_t max_buffer;                     /* mapiproxy:max buffer (per direction, 256 KiB) */
-    uint32_t max_connections;                /* mapiproxy:max connections (9500) */
-    uint32_t connect_timeout_ms;             /* mapiproxy:connect timeout (10000) */
-    uint32_t idle_timeout_s;                 /* mapiproxy:idle timeout (0 = none) */
-    bool server;                             /* dcerpc_mapiproxy:server (accepted; true) */
+    uint16_t epm_port;           /* mapiproxy:epmapper port (135) */
+    uint16_t rpc_port;           /* mapiproxy:rpc port (0 = any free port) */
+    uint16_t upstream_epm_port;  /* mapiproxy:upstream epmapper port (135) */
+    int log_level;               /* mapiproxy:log level 0 error..4 trace (2 info) */
+    char log_file[512];          /* mapiproxy:log file ("" = stderr) */
+    uint32_t max_call_size;      /* mapiproxy:max call size (bytes, 16 MiB) */
+    uint32_t max_buffer;         /* mapiproxy:max buffer (per direction, 256 KiB) */
+    uint32_t max_connections;    /* mapiproxy:max connections (9500) */
+    uint32_t connect_timeout_ms; /* mapiproxy:connect timeout (10000) */
+    uint32_t idle_timeout_s;     /* mapiproxy:idle timeout (0 = none) */
+    bool server;                 /* dcerpc_mapiproxy:server (accepted; true) */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */
     struct mp_diag warnings;
@@ -102,9 +102,9 @@ struct mp_config {
 };
 
 struct mp_config_entry {
-    char *section;  /* lower-case */
-    char *key;      /* normalized: lower-case, white space folded */
-    char *value;    /* trimmed */
+    char *section; /* lower-case */
+    char *key;     /* normalized: lower-case, white space folded */
+    char *value;   /* trimmed */
     int line;
 };
 

@@ -28,8 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct mp_diag diag = {0};
     int r = mp_config_load_text(&cfg, "fuzz.conf", text, &diag);
     if (r == 0) {
-        if (diag.n != 0 || cfg.n_ifaces == 0 || cfg.n_ifaces > MP_MAX_IFACES ||
-            cfg.n_listen == 0 || cfg.n_listen > MP_MAX_LISTEN || cfg.n_modules > MP_MAX_MODULES ||
+        if (diag.n != 0 || cfg.n_ifaces == 0 || cfg.n_ifaces > MP_MAX_IFACES || cfg.n_listen == 0 ||
+            cfg.n_listen > MP_MAX_LISTEN || cfg.n_modules > MP_MAX_MODULES ||
             cfg.binding.host[0] == 0 || cfg.log_level < 0 || cfg.log_level > 4)
             abort();
         for (size_t i = 0; i < cfg.n_entries; i++)

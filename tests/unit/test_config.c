@@ -185,9 +185,9 @@ static void test_binding(void)
     CHECK_EQ(mp_binding_parse("ncacn_ip_tcp:host[endpoint=6002,print]", &b, err, sizeof err), 0);
     CHECK_EQ(b.port, 6002);
     CHECK_EQ(mp_binding_parse("ncacn_ip_tcp:host[]", &b, err, sizeof err), 0);
-    CHECK_EQ(mp_binding_parse("ncacn_ip_tcp:host[target_hostname=ex.example.com]", &b, err,
-                              sizeof err),
-             0);
+    CHECK_EQ(
+        mp_binding_parse("ncacn_ip_tcp:host[target_hostname=ex.example.com]", &b, err, sizeof err),
+        0);
     /* IPv6: Samba writes the address bare; [::1] is accepted too */
     CHECK_EQ(mp_binding_parse("ncacn_ip_tcp:::1[135]", &b, err, sizeof err), 0);
     CHECK(!strcmp(b.host, "::1"));
@@ -201,8 +201,8 @@ static void test_binding(void)
     CHECK_EQ(mp_binding_parse("ncacn_ip_tcp:[::1]", &b, err, sizeof err), 0);
     CHECK(!strcmp(b.host, "::1"));
     /* object UUID prefix, as Samba allows */
-    CHECK_EQ(mp_binding_parse("a4f1db00-ca47-1067-b31f-00dd010662da@ncacn_ip_tcp:h1[6001]", &b,
-                              err, sizeof err),
+    CHECK_EQ(mp_binding_parse("a4f1db00-ca47-1067-b31f-00dd010662da@ncacn_ip_tcp:h1[6001]", &b, err,
+                              sizeof err),
              0);
     CHECK(!strcmp(b.host, "h1"));
 
@@ -346,9 +346,9 @@ static void test_every_option(void)
     CHECK_EQ(cfg.binding.port, 6004);
     CHECK_EQ(cfg.binding.flags, MP_BINDING_F_SIGN | MP_BINDING_F_SEAL);
     CHECK_EQ(cfg.n_ifaces, 9);
-    const char *names[] = {"exchange_emsmdb", "exchange_nsp", "exchange_ds_rfr",
-                           "epmapper",        "lsarpc",       "samr",
-                           "netlogon",        "exchange_async_emsmdb"};
+    const char *names[] = {
+        "exchange_emsmdb", "exchange_nsp", "exchange_ds_rfr", "epmapper",
+        "lsarpc",          "samr",         "netlogon",        "exchange_async_emsmdb"};
     for (size_t i = 0; i < 8 && i < cfg.n_ifaces; i++)
         CHECK(!strcmp(cfg.ifaces[i].name, names[i]));
     CHECK(!strcmp(cfg.ifaces[8].name, "12345678-1234-abcd-ef00-0123456789ff"));
@@ -466,8 +466,7 @@ static void test_values(void)
     memset(big, 'a', sizeof big - 1);
     big[sizeof big - 1] = 0;
     char *b = NULL;
-    CHECK(asprintf(&b, "dcerpc_mapiproxy:username = %s\nmapiproxy:log file = %s\n", big, big) >
-          0);
+    CHECK(asprintf(&b, "dcerpc_mapiproxy:username = %s\nmapiproxy:log file = %s\n", big, big) > 0);
     CHECK_EQ(loadb(b), -1);
     CHECK(has_msg(&diag, "username is longer than 255 bytes", NULL));
     CHECK(has_msg(&diag, "log file is longer than 511 bytes", NULL));
@@ -584,12 +583,12 @@ static void test_password_never_printed(void)
     const char *pw = "Sup3rS3cretPW";
     char *t = NULL;
     CHECK(asprintf(&t,
-                   "dcerpc_mapiproxy:password %s\n"         /* no '=' */
-                   "dcerpc_mapiproxy:pasword = %s\n"        /* misspelt key */
-                   "dcerpc_mapiproxy:password = %s\n"       /* fine */
-                   "[other]\ndcerpc_mapiproxy:password = %s\n" /* wrong section */
+                   "dcerpc_mapiproxy:password %s\n"                   /* no '=' */
+                   "dcerpc_mapiproxy:pasword = %s\n"                  /* misspelt key */
+                   "dcerpc_mapiproxy:password = %s\n"                 /* fine */
+                   "[other]\ndcerpc_mapiproxy:password = %s\n"        /* wrong section */
                    "[global]\ndcerpc_mapiproxy:password = %s%0300d\n" /* too long */
-                   "dcerpc_mapiproxy:password: %s\n",       /* ':' for '=' */
+                   "dcerpc_mapiproxy:password: %s\n",                 /* ':' for '=' */
                    pw, pw, pw, pw, pw, 0, pw) > 0);
     CHECK_EQ(load(t), -1);
     free(t);
@@ -693,7 +692,7 @@ static void test_samba_globals_and_modules(void)
     CHECK(!strcmp(mp_config_get(&cfg, "workgroup"), "OPENCHANGE"));
     CHECK(!strcmp(mp_config_get(&cfg, "server role"), "domain controller"));
     CHECK(!strcmp(mp_config_get(&cfg, "dcesrv:assoc group checking"), "false"));
-    CHECK(mp_config_get_bool(&cfg, "mpm_dummy:test", false)); /* [global] first */
+    CHECK(mp_config_get_bool(&cfg, "mpm_dummy:test", false));           /* [global] first */
     CHECK(!strcmp(mp_config_get(&cfg, "mpm_cache:path"), "/in/share")); /* then any */
     CHECK(!strcmp(mp_config_get(&cfg, "path"), "/srv"));
     CHECK(mp_config_get(&cfg, "mpm_dummy:absent") == NULL);
@@ -795,8 +794,10 @@ static void test_free_twice(void)
 {
     struct mp_config c;
     struct mp_diag d = {0};
-    CHECK_EQ(mp_config_load_text(&c, NULL, "dcerpc_mapiproxy:binding = ncacn_ip_tcp:h\n"
-                                          "dcerpc_mapiproxy:oa_mode = yes\n", &d),
+    CHECK_EQ(mp_config_load_text(&c, NULL,
+                                 "dcerpc_mapiproxy:binding = ncacn_ip_tcp:h\n"
+                                 "dcerpc_mapiproxy:oa_mode = yes\n",
+                                 &d),
              0);
     CHECK(!strcmp(c.path, "<text>"));
     CHECK_EQ(c.warnings.n, 1);
