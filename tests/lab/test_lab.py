@@ -698,3 +698,58 @@ def test_lz77_roundtrip():
     assert len(lzxpress.compress(b'abc' * 1000)) < 100
     with pytest.raises(lzxpress.LzError):
         lzxpress.decompress(b'\xff\xff\xff\xff\x10\x00')         # offset beyond output
+
+
+def test_nspi_spec_layouts(lab):
+    """MS-OXNSPI IDL layouts (pStat by reference, unique lpETable/pPropTags)."""
+    from lab_nspi import NspiGetPropsSpec, NspiGetSpecialTableSpec, NspiSeekEntriesSpec, \
+        NspiGetSpecialTableResponse
+    r = Raw(lab['nspi'])
+    r.bind([(0, NSPI_IF, [NDR32])])
+    kind, _, stub, _ = r.call(0, 0, nspi.NspiBind().getData())
+    h = nspi.NspiBindResponse(stub)['contextHandle']
+    dn = nspi.NspiDNToMId()
+    dn['hRpc'] = h
+    s = nspi.LPSTR()
+    s['Data'] = SERVER_DN + '\x00'
+    dn['pNames']['Strings'].append(s)
+    dn['pNames']['Count'] = 1
+    kind, _, stub, _ = r.call(0, 7, dn.getData(), call_id=2)
+    from lab_nspi import NspiDNToMIdResponse
+    mid = mids_of(NspiDNToMIdResponse(stub)['ppOutMIds']['aulPropTag'])[0]
+    gp = NspiGetPropsSpec()
+    gp['hRpc'] = h
+    gp['pStat']['CurrentRec'] = mid
+    gp['pStat']['CodePage'] = 0x4B0                      # CP_WINUNICODE
+    x = nspi.DWORD()
+    x['Data'] = 0x8170101E
+    gp['pPropTags']['aulPropTag'].append(x)
+    gp['pPropTags']['cValues'] = 1
+    gp.fields['pPropTags'].fields['Data'].fields['aulPropTag'].fields['MaximumCount'] = 2
+    kind, _, stub, _ = r.call(0, 9, gp.getData(), call_id=3)
+    row = nspi.simplifyPropertyRow(nspi.NspiGetPropsResponse(stub)['ppRows'])
+    # String8 asked with CP_WINUNICODE comes back as PtypMultipleString
+    assert row == {0x8170101F: ['ncacn_ip_tcp:EXLAB01.lab.example', 'ncalrpc:EXLAB01',
+                                'ncacn_http:EXLAB01.lab.example', 'netbios:EXLAB01']}
+    st = NspiGetSpecialTableSpec()
+    st['hRpc'] = h
+    st['dwFlags'] = 0x4
+    st['lpVersion'] = 0
+    kind, _, stub, _ = r.call(0, 12, st.getData(), call_id=4)
+    rows = nspi.simplifyPropertyRowSet(NspiGetSpecialTableResponse(stub)['ppRows'])
+    assert [x[0x3001001F] for x in rows] == ['Global Address List', 'All Users']
+    se = NspiSeekEntriesSpec()
+    se['hRpc'] = h
+    se['pTarget']['ulPropTag'] = 0x3001001F
+    se['pTarget']['Value']['tag'] = 0x1F
+    se['pTarget']['Value']['lpszW'] = 'bob\x00'
+    se['lpETable'] = NULL
+    x = nspi.DWORD()
+    x['Data'] = 0x3001001F
+    se['pPropTags']['aulPropTag'].append(x)
+    se['pPropTags']['cValues'] = 1
+    se.fields['pPropTags'].fields['Data'].fields['aulPropTag'].fields['MaximumCount'] = 2
+    kind, _, stub, _ = r.call(0, 4, se.getData(), call_id=5)
+    resp = nspi.NspiSeekEntriesResponse(stub)
+    assert resp['ErrorCode'] == 0
+    assert nspi.simplifyPropertyRowSet(resp['ppRows'])[0][0x3001001F] == 'Bob Brown'
