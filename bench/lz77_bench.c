@@ -143,9 +143,8 @@ int main(int argc, char **argv)
         reps = 0;
         do {
             for (size_t i = 0; i < nv; i++)
-                if (v[i].win &&
-                    mp_lz77_decompress(v[i].win, v[i].win_len, scratch, max_raw + 64) !=
-                        (ssize_t)v[i].raw_len)
+                if (v[i].win && mp_lz77_decompress(v[i].win, v[i].win_len, scratch, max_raw + 64) !=
+                                    (ssize_t)v[i].raw_len)
                     return 1;
             reps++;
         } while (now() - t0 < secs / 10);

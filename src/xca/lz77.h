@@ -50,8 +50,7 @@ ssize_t mp_lz77_compress_st(struct mp_lz77_state *st, const uint8_t *in, size_t 
  * -1 only when out_cap < in_len - 1 and the output did not fit in out_cap;
  * pass out_cap >= in_len for a definite answer. */
 #define MP_LZ77_NOT_WORTH 0
-ssize_t mp_lz77_compress_if_worth(const uint8_t *in, size_t in_len, uint8_t *out,
-                                  size_t out_cap);
+ssize_t mp_lz77_compress_if_worth(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap);
 ssize_t mp_lz77_compress_if_worth_st(struct mp_lz77_state *st, const uint8_t *in, size_t in_len,
                                      uint8_t *out, size_t out_cap);
 

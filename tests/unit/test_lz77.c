@@ -247,8 +247,8 @@ static void test_edges(void)
     const uint8_t short16[] = {0xff, 0xff, 0xff, 0x7f, 'a', 0x07, 0x00, 0x0f, 0xff, 0x05, 0x00};
     CHECK_EQ(mp_lz77_decompress(short16, sizeof short16, dec, sizeof dec), -1);
     /* u32 length form: 'a' then 100 more 'a' as u16 0, u32 97 */
-    const uint8_t long32[] = {0xff, 0xff, 0xff, 0x7f, 'a', 0x07, 0x00, 0x0f, 0xff,
-                              0x00, 0x00, 97,   0,    0,    0};
+    const uint8_t long32[] = {0xff, 0xff, 0xff, 0x7f, 'a', 0x07, 0x00, 0x0f,
+                              0xff, 0x00, 0x00, 97,   0,   0,    0};
     CHECK_EQ(mp_lz77_decompress(long32, sizeof long32, dec, sizeof dec), 101);
     CHECK(dec[0] == 'a' && dec[100] == 'a');
     CHECK_EQ(mp_lz77_decompress(long32, sizeof long32, dec, 100), -1);
@@ -279,8 +279,8 @@ static void test_random(void)
 {
     /* Mixed-structure random inputs of many sizes: runs, repeats at all
      * distances (including > 8192), literals. */
-    size_t sizes[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 31, 32, 33, 63, 64, 65, 100, 1000, 8191,
-                      8192, 8193, 20000, 70000, 140000};
+    size_t sizes[] = {1,  2,  3,  4,  5,   7,    8,    9,    15,   16,    31,    32,
+                      33, 63, 64, 65, 100, 1000, 8191, 8192, 8193, 20000, 70000, 140000};
     int fails = 0;
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         for (int kind = 0; kind < 4; kind++) {
