@@ -812,6 +812,8 @@ static const struct opt options[] = {
     {"mapiproxy:max connections", K_UINT, F(max_connections), 1, 1000000, "connections"},
     {"mapiproxy:connect timeout", K_UINT, F(connect_timeout_ms), 1, 3600000, "milliseconds"},
     {"mapiproxy:idle timeout", K_UINT, F(idle_timeout_s), 0, 604800, "seconds"},
+    {"mapiproxy:send timeout", K_UINT, F(send_timeout_s), 1, 86400, "seconds"},
+    {"mapiproxy:max fragments", K_UINT, F(max_fragments), 16, 1000000, "fragments"},
     {"netbios name", K_STR, F(netbios_name), 0, 0, NULL},
     {"realm", K_STR, F(realm), 0, 0, NULL},
 };
@@ -1512,6 +1514,8 @@ static void set_defaults(struct mp_config *c)
     c->max_connections = 9500;
     c->connect_timeout_ms = 10000;
     c->idle_timeout_s = 0;
+    c->send_timeout_s = 60;
+    c->max_fragments = 4096;
 }
 
 static void free_entries(struct mp_config *c)

@@ -90,6 +90,8 @@ struct mp_config {
     uint32_t max_connections;    /* mapiproxy:max connections (9500) */
     uint32_t connect_timeout_ms; /* mapiproxy:connect timeout (10000) */
     uint32_t idle_timeout_s;     /* mapiproxy:idle timeout (0 = none) */
+    uint32_t send_timeout_s;     /* mapiproxy:send timeout (60): a peer not reading is closed */
+    uint32_t max_fragments;      /* mapiproxy:max fragments (4096) per call */
     bool server;                 /* dcerpc_mapiproxy:server (accepted; true) */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */

@@ -83,6 +83,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < diag.n; i++)
         fprintf(stderr, "%s\n", diag.msgs[i]);
     mp_diag_free(&diag);
+    for (size_t i = 0; i < cfg.warnings.n; i++)
+        fprintf(stderr, "%s\n", cfg.warnings.msgs[i]);
     if (rc) {
         fprintf(stderr, "mapiproxy: configuration %s is not valid; fix the lines above\n",
                 path ? path : "(embedded default)");

@@ -129,7 +129,11 @@ struct assoc {
     struct merge *merges, **merges_tail;
     struct mp_buf pending_bind; /* the upstream bind, while resolving/connecting */
     struct mp_syntax target;
-    struct mp_timer timer;
+    struct mp_timer timer;   /* connect and bind timeout */
+    struct mp_timer idle;    /* mapiproxy:idle timeout */
+    struct mp_timer stall;   /* mapiproxy:send timeout */
+    uint64_t last_io_ms;     /* last byte read or written, either side */
+    uint64_t c_progress_ms, u_progress_ms; /* last write progress per side */
     struct mp_buf reasm; /* local answers: the request being reassembled */
     uint32_t reasm_call;
     uint16_t reasm_ctx, reasm_op;
@@ -239,6 +243,8 @@ static void assoc_close(struct assoc *a, const char *reason)
             (unsigned long long)a->n_done, a->n_calls,
             (double)(mp_now_ms() - a->t_open) / 1000.0, reason);
     mp_timer_cancel(r->loop, &a->timer);
+    mp_timer_cancel(r->loop, &a->idle);
+    mp_timer_cancel(r->loop, &a->stall);
     conn_release(r, &a->c);
     conn_release(r, &a->u);
     conn_release(r, &a->res);
@@ -276,6 +282,14 @@ static void assoc_finish(struct assoc *a, const char *reason)
 /* Writes what it can; returns -1 on a write error. */
 static int conn_flush(struct conn *c)
 {
+    if (mp_buf_avail(&c->out)) {
+        uint64_t now = mp_now_ms();
+        c->a->last_io_ms = now;
+        if (c->role == ROLE_CLIENT)
+            c->a->c_progress_ms = now;
+        else
+            c->a->u_progress_ms = now;
+    }
     while (mp_buf_avail(&c->out)) {
         ssize_t n = send(c->io.fd, mp_buf_head(&c->out), mp_buf_avail(&c->out), MSG_NOSIGNAL);
         if (n < 0) {
@@ -312,6 +326,9 @@ static void update_interest(struct assoc *a)
         return;
     struct mp_relay *r = a->r;
     size_t high = r->cfg->max_buffer;
+    if ((mp_buf_avail(&a->c.out) >= high || mp_buf_avail(&a->u.out) >= high) &&
+        !a->stall.heap_idx)
+        mp_timer_arm(r->loop, &a->stall, (uint64_t)r->cfg->send_timeout_s * 1000);
     if (a->c.io.fd >= 0) {
         bool rd = !a->c.closing && (a->state == A_WAIT_BIND || a->state == A_OPEN ||
                                     a->state == A_LOCAL) &&
@@ -524,11 +541,9 @@ static void upstream_failed(struct assoc *a, const char *why)
 
 static bool iface_allowed(const struct mp_relay *r, const struct mp_syntax *s)
 {
-    for (size_t i = 0; i < r->cfg->n_ifaces; i++) {
-        const struct mp_iface_spec *sp = &r->cfg->ifaces[i];
-        if (!memcmp(sp->uuid, s->uuid, 16) && (sp->any_version || sp->vers_major == s->major))
+    for (size_t i = 0; i < r->cfg->n_ifaces; i++)
+        if (mp_iface_match(&r->cfg->ifaces[i], s->uuid, s->major, s->minor))
             return true;
-    }
     return false;
 }
 
@@ -684,6 +699,43 @@ static void timeout_cb(struct mp_timer *t)
     char why[64];
     snprintf(why, sizeof(why), "did not answer within %u ms", a->r->cfg->connect_timeout_ms);
     upstream_failed(a, why);
+}
+
+/* A queue over `max buffer` that has not drained for `send timeout`: the
+ * peer is not reading.  Re-armed while the queue moves. */
+static void stall_cb(struct mp_timer *t)
+{
+    struct assoc *a = t->data;
+    const struct mp_config *cfg = a->r->cfg;
+    uint64_t now = mp_now_ms(), limit = (uint64_t)cfg->send_timeout_s * 1000;
+    bool c_full = mp_buf_avail(&a->c.out) >= cfg->max_buffer;
+    bool u_full = mp_buf_avail(&a->u.out) >= cfg->max_buffer;
+    if (c_full && now - a->c_progress_ms >= limit) {
+        mp_warn("conn %s: client not reading for %u s with %zu bytes queued; closed (mapiproxy:send "
+                "timeout)",
+                a->peer, cfg->send_timeout_s, mp_buf_avail(&a->c.out));
+        assoc_close(a, "client not reading");
+    } else if (u_full && now - a->u_progress_ms >= limit) {
+        char why[96];
+        snprintf(why, sizeof(why), "not reading for %u s (mapiproxy:send timeout)",
+                 cfg->send_timeout_s);
+        upstream_failed(a, why);
+    } else if (c_full || u_full) {
+        mp_timer_arm(a->r->loop, t, limit);
+    }
+}
+
+static void idle_cb(struct mp_timer *t)
+{
+    struct assoc *a = t->data;
+    uint64_t now = mp_now_ms(), limit = (uint64_t)a->r->cfg->idle_timeout_s * 1000;
+    if (a->n_calls == 0 && now - a->last_io_ms >= limit) {
+        mp_info("conn %s: idle for %u s; closed (mapiproxy:idle timeout)", a->peer,
+                a->r->cfg->idle_timeout_s);
+        assoc_close(a, "idle timeout");
+        return;
+    }
+    mp_timer_arm(a->r->loop, t, limit - (now - a->last_io_ms < limit ? now - a->last_io_ms : 0));
 }
 
 static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
@@ -1002,7 +1054,7 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
     }
     c->in_bytes += stub_len;
     c->frags++;
-    uint32_t max_frags = cfg->max_call_size / 1024 + 16;
+    uint32_t max_frags = cfg->max_fragments;
     if (c->in_bytes > cfg->max_call_size || c->frags > max_frags) {
         mp_warn("conn %s: call %u exceeds max call size %u bytes or %u fragments (%u bytes, %u "
                 "fragments so far); faulted and closed",
@@ -1388,6 +1440,7 @@ static void conn_read(struct assoc *a, struct conn *c)
         return;
     }
     c->in.len += (size_t)n;
+    a->last_io_ms = mp_now_ms();
     if (c->role == ROLE_CLIENT)
         client_input(a);
     else if (c->role == ROLE_UPSTREAM)
@@ -1467,7 +1520,13 @@ static void accept_cb(struct mp_io *io, uint32_t ev)
         a->merges_tail = &a->merges;
         a->next_u_call = 1;
         a->local_epm = l->epm;
-        a->t_open = mp_now_ms();
+        a->t_open = a->last_io_ms = a->c_progress_ms = a->u_progress_ms = mp_now_ms();
+        a->stall.cb = stall_cb;
+        a->stall.data = a;
+        a->idle.cb = idle_cb;
+        a->idle.data = a;
+        if (r->cfg->idle_timeout_s)
+            mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
         snprintf(a->peer, sizeof(a->peer), "%s", peer);
         struct conn *cs[3] = {&a->c, &a->u, &a->res};
         for (int k = 0; k < 3; k++) {
