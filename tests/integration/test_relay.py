@@ -222,3 +222,44 @@ def test_association_group_shared_across_connections(lab, proxy):
     s3.sendall(bind_pdu([(NSPI, [NDR20])], assoc_group=0x5eed))
     assert read_pdu(s3)[0] == 13
     s3.close()
+
+
+@pytest.mark.parametrize("mode", ["xor", "compressed", "plain", "legacy"])
+def test_emsmdb_online_session_through_proxy(lab, proxy, mode):
+    """The lab's Outlook-like session (logon, folders, tables, a message with
+    body and attachment streams, submit, read back) through the proxy."""
+    import emsmdb_ndr as N
+    from test_lab import online_session
+    kw = {"xor": dict(), "compressed": dict(compress=True, xor=True),
+          "plain": dict(compress=False, xor=False,
+                        flags=N.EXT2_NO_COMPRESSION | N.EXT2_NO_XOR_MAGIC),
+          "legacy": dict(use_ext2=False)}[mode]
+    online_session({"emsmdb": proxy.rpc_port}, **kw)
+    log = proxy.log()
+    assert "exchange_emsmdb EcDoConnect" in log
+    assert ("EcDoRpcExt2(11)" if mode != "legacy" else "EcDoRpc(2)") in log
+
+
+def test_tshark_dissects_both_legs(lab, proxy, tmp_path):
+    import tshark_util
+    if tshark_util.tshark_available():
+        pytest.skip(tshark_util.tshark_available())
+    ports = [proxy.rpc_port, proxy.epm_port, lab.epm_port, *lab.ports.values()]
+    with tshark_util.Capture(sorted(set(ports)), tmpdir=tmp_path) as cap:
+        _unbound_map = epm.hept_map("127.0.0.1", NSPI, protocol="ncacn_ip_tcp",
+                                    dce=_unbound(proxy.host, proxy.epm_port))
+        rfr_scenario(proxy.host, proxy.rpc_port)
+        nspi_scenario(proxy.host, proxy.rpc_port)
+    decode = [proxy.rpc_port, proxy.epm_port, lab.epm_port, *lab.ports.values()]
+    pdus = tshark_util.dissect(cap.path, decode_as_ports=decode)
+    client_leg = [p for p in pdus if proxy.rpc_port in (p.src_port, p.dst_port)]
+    server_leg = [p for p in pdus if lab.ports["nspi"] in (p.src_port, p.dst_port)
+                  or lab.ports["rfr"] in (p.src_port, p.dst_port)]
+    for leg in (client_leg, server_leg):
+        for iface, opnum in (("rfr", 0), ("rfr", 1), ("nspi", 0), ("nspi", 3), ("nspi", 19)):
+            assert tshark_util.calls(leg, interface=iface, opnum=opnum), (iface, opnum)
+    # the proxy's own endpoint mapper answer, dissected
+    assert tshark_util.calls([p for p in pdus if proxy.epm_port in (p.src_port, p.dst_port)],
+                             interface="epm", opnum=3, ptype=2)
+    bad = tshark_util.malformed_or_unknown(cap.path, decode_as_ports=decode)
+    assert bad == [], bad
