@@ -17,7 +17,8 @@ B       := build
 OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
 AOBJ    := $(patsubst src/%.c,$(B)/asan/obj/%.o,$(LIB_SRC))
 
-.PHONY: all test unit integration run clean deps fuzz bench format check-format soak
+.PHONY: all test unit integration run clean deps fuzz fuzz-replay bench format check-format soak
+SHELL := /bin/bash
 all: $(B)/mapiproxy $(B)/mapiproxy-asan
 
 $(B)/obj/%.o: src/%.c $(HDRS)
@@ -52,7 +53,25 @@ unit: $(addprefix $(B)/unit/,$(UNIT))
 integration: $(B)/mapiproxy $(B)/mapiproxy-asan
 	$(PY) -m pytest -q tests/lab tests/integration
 
-test: unit integration
+# --- fuzzing: every tests/fuzz/fuzz_*.c is a libFuzzer target -------------
+FUZZ       := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+$(B)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) -DMP_LZ77_PARANOID $(INC) $< $(LIB_SRC) $(LIBS) -o $@
+# make fuzz SECONDS=N: each target for N seconds; new inputs go to build/fuzz/corpus-NAME.
+fuzz: $(addprefix $(B)/fuzz/,$(FUZZ))
+	@for t in $(FUZZ); do n=$${t#fuzz_}; mkdir -p $(B)/fuzz/corpus-$$n; \
+	  echo "== $$t for $(or $(SECONDS),60) s"; \
+	  $(B)/fuzz/$$t -max_total_time=$(or $(SECONDS),60) -timeout=10 -max_len=70000 \
+	    $(B)/fuzz/corpus-$$n tests/fuzz/corpus/$$n || exit 1; done
+# The committed corpora, replayed once each (part of make test).
+fuzz-replay: $(addprefix $(B)/fuzz/,$(FUZZ))
+	@for t in $(FUZZ); do n=$${t#fuzz_}; \
+	  $(B)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$n 2>&1 | tail -1 | sed "s/^/$$t: /"; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; done
+
+test: unit fuzz-replay integration
 
 run: deps $(B)/mapiproxy
 	@scripts/run-demo.sh

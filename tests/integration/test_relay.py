@@ -262,4 +262,12 @@ def test_tshark_dissects_both_legs(lab, proxy, tmp_path):
     assert tshark_util.calls([p for p in pdus if proxy.epm_port in (p.src_port, p.dst_port)],
                              interface="epm", opnum=3, ptype=2)
     bad = tshark_util.malformed_or_unknown(cap.path, decode_as_ports=decode)
-    assert bad == [], bad
+    # tshark 4.0's NSPI dissector has a bug of its own on PT_STRING8 values
+    # ("field nspi.LPSTR.lppszA is not of type FT_STRING"): it reports it on
+    # the lab's bytes and on ours alike. Those frames must come in pairs, one
+    # per leg, and nothing else may be flagged.
+    tshark_bug = {b["frame"] for b in bad if "nspi.LPSTR.lppszA" in str(b["detail"])}
+    assert [b for b in bad if b["frame"] not in tshark_bug] == []
+    by_frame = {p.frame: p for p in pdus}
+    legs = [proxy.rpc_port in (by_frame[f].src_port, by_frame[f].dst_port) for f in tshark_bug]
+    assert legs.count(True) == legs.count(False)
