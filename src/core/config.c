@@ -812,6 +812,7 @@ static const struct opt options[] = {
     {"mapiproxy:max connections", K_UINT, F(max_connections), 1, 1000000, "connections"},
     {"mapiproxy:connect timeout", K_UINT, F(connect_timeout_ms), 1, 3600000, "milliseconds"},
     {"mapiproxy:idle timeout", K_UINT, F(idle_timeout_s), 0, 604800, "seconds"},
+    {"mapiproxy:module dir", K_STR, F(module_dir), 0, 0, NULL},
     {"mapiproxy:send timeout", K_UINT, F(send_timeout_s), 1, 86400, "seconds"},
     {"mapiproxy:max fragments", K_UINT, F(max_fragments), 16, 1000000, "fragments"},
     {"netbios name", K_STR, F(netbios_name), 0, 0, NULL},

@@ -34,6 +34,7 @@
 #include "dcerpc/ifaces.h"
 #include "dcerpc/pdu.h"
 #include "epm/epm.h"
+#include "modules/runtime.h"
 
 #define MP_MAX_FRAG 5840    /* largest fragment we negotiate on either leg */
 #define MP_MIN_FRAG 1432    /* smallest allowed by C706 */
@@ -68,12 +69,14 @@ struct call {
     uint16_t ctx_id, opnum;
     uint64_t t0;
     uint32_t in_bytes, out_bytes, frags;
-    const char *iface; /* for the log line */
     bool req_done;
+    struct mp_call *m; /* set when modules want this call (slow path) */
 };
 
 struct pctx_entry {
     uint16_t ctx_id;
+    bool abstract_known;
+    uint8_t uuid[16];
     const struct mp_iface_info *info;
     char name[48];
 };
@@ -90,12 +93,6 @@ struct merge {
         uint16_t result, reason, ctx_id;
         struct mp_syntax abstract;
     } item[MAX_CTX];
-};
-
-struct agroup {
-    uint32_t id, up_id;
-    unsigned refs;
-    struct agroup *next;
 };
 
 struct port_cache {
@@ -120,7 +117,7 @@ struct assoc {
     uint16_t c_xmit, c_recv; /* fragment limits on the client leg (we send / we accept) */
     uint16_t u_xmit, u_recv; /* and on the upstream leg */
     uint16_t bind_max_xmit, bind_max_recv;
-    struct agroup *group;
+    struct mp_session *group;
     struct pctx_entry *ctx;
     size_t n_ctx;
     struct call *calls;
@@ -156,7 +153,8 @@ struct mp_relay {
     socklen_t up_addr_len;
     struct port_cache cache[MP_MAX_IFACES];
     size_t n_cache;
-    struct agroup *groups[N_GROUP_BUCKETS];
+    struct mp_session *groups[N_GROUP_BUCKETS];
+    struct mp_modules mods;
     uint32_t next_group;
     struct assoc *assocs;
     size_t n_assoc;
@@ -171,39 +169,46 @@ static void client_input(struct assoc *a);
 static void upstream_connect(struct assoc *a, uint16_t port);
 static void upstream_failed(struct assoc *a, const char *why);
 static void update_interest(struct assoc *a);
+static void call_detach(struct call *c);
 
 /* ------------------------------------------------------------------ */
 /* association lifetime                                                */
 
-static void group_unref(struct mp_relay *r, struct agroup *g)
+static void group_unlink(struct mp_session *g)
 {
-    if (!g || --g->refs)
-        return;
-    struct agroup **pp = &r->groups[g->id % N_GROUP_BUCKETS];
+    struct mp_relay *r = g->owner;
+    struct mp_session **pp = &r->groups[g->id % N_GROUP_BUCKETS];
     while (*pp && *pp != g)
         pp = &(*pp)->next;
     if (*pp)
         *pp = g->next;
-    free(g);
 }
 
-static struct agroup *group_find(struct mp_relay *r, uint32_t id)
+static void group_unref(struct mp_relay *r, struct mp_session *g)
 {
-    for (struct agroup *g = r->groups[id % N_GROUP_BUCKETS]; g; g = g->next)
+    (void)r;
+    mp_session_unref(g);
+}
+
+static struct mp_session *group_find(struct mp_relay *r, uint32_t id)
+{
+    for (struct mp_session *g = r->groups[id % N_GROUP_BUCKETS]; g; g = g->next)
         if (g->id == id)
             return g;
     return NULL;
 }
 
-static struct agroup *group_new(struct mp_relay *r)
+/* A new association group: the session modules keep their data in. */
+static struct mp_session *group_new(struct mp_relay *r)
 {
-    struct agroup *g = calloc(1, sizeof(*g));
+    struct mp_session *g = mp_session_new(&r->mods);
     if (!g)
         return NULL;
     do {
         g->id = r->next_group++;
     } while (!g->id || group_find(r, g->id));
-    g->refs = 1;
+    g->owner = r;
+    g->on_free = group_unlink;
     g->next = r->groups[g->id % N_GROUP_BUCKETS];
     r->groups[g->id % N_GROUP_BUCKETS] = g;
     return g;
@@ -242,6 +247,8 @@ static void assoc_close(struct assoc *a, const char *reason)
     mp_info("conn close %s calls=%llu in_flight=%zu after=%.1fs reason=%s", a->peer,
             (unsigned long long)a->n_done, a->n_calls,
             (double)(mp_now_ms() - a->t_open) / 1000.0, reason);
+    for (size_t i = 0; i < a->n_calls; i++)
+        call_detach(&a->calls[i]);
     mp_timer_cancel(r->loop, &a->timer);
     mp_timer_cancel(r->loop, &a->idle);
     mp_timer_cancel(r->loop, &a->stall);
@@ -375,8 +382,22 @@ static struct call *call_by_u(struct assoc *a, uint32_t id)
     return NULL;
 }
 
+/* Lets go of a call's module state: a call parked in a module (MP_PENDING)
+ * is freed when the module resumes it; any other is freed now. */
+static void call_detach(struct call *c)
+{
+    struct mp_call *m = c->m;
+    if (!m)
+        return;
+    c->m = NULL;
+    m->owner = NULL;
+    if (!m->pending && !m->running) /* else the chain frees it when it ends */
+        mp_call_free(m);
+}
+
 static void call_remove(struct assoc *a, struct call *c)
 {
+    call_detach(c);
     size_t i = (size_t)(c - a->calls);
     a->calls[i] = a->calls[--a->n_calls];
     if (!a->n_calls) {
@@ -422,6 +443,8 @@ static void ctx_add(struct assoc *a, uint16_t id, const struct mp_syntax *abstra
         e = &a->ctx[a->n_ctx++];
     }
     e->ctx_id = id;
+    e->abstract_known = true;
+    memcpy(e->uuid, abstract->uuid, 16);
     e->info = mp_iface_by_uuid(abstract->uuid);
     if (e->info)
         snprintf(e->name, sizeof(e->name), "%s", e->info->name);
@@ -530,6 +553,7 @@ static void upstream_failed(struct assoc *a, const char *why)
             log_call(a, &a->calls[i], "upstream-failed");
             mp_build_fault(&a->c.out, a->calls[i].c_id, a->calls[i].ctx_id,
                            MP_RPC_S_CALL_FAILED, false);
+            call_detach(&a->calls[i]);
         }
         a->n_calls = 0;
     }
@@ -812,7 +836,7 @@ static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
             assoc_finish(a, "bind refused");
             return;
         }
-        a->group->refs++;
+        mp_session_ref(a->group);
     } else {
         a->group = group_new(r);
     }
@@ -1001,6 +1025,125 @@ static void local_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
         mp_info("call %s ? op(%u) in=%u out=0 status=%s", a->peer, c.opnum, c.in_bytes, status);
 }
 
+/* ---- calls that modules want (the slow path) ---- */
+
+static struct call *call_of(struct mp_call *m)
+{
+    struct assoc *a = m->owner;
+    return a ? call_by_c(a, m->c_id) : NULL;
+}
+
+/* Sends the (possibly changed) request upstream, cut to the upstream's
+ * fragment size. */
+static void host_relay(struct mp_call *m)
+{
+    struct assoc *a = m->owner;
+    struct call *c = call_of(m);
+    if (!c)
+        return;
+    c->u_id = m->u_id = a->next_u_call++;
+    size_t len = mp_buf_avail(&m->req), off = 0;
+    size_t hl = MP_REQ_HDR_LEN + (m->has_object ? 16 : 0);
+    size_t chunk = (size_t)(a->u_xmit - hl) & ~(size_t)7;
+    do {
+        size_t k = len - off > chunk ? chunk : len - off;
+        uint8_t fl = (off == 0 ? MP_PFC_FIRST : 0) | (off + k == len ? MP_PFC_LAST : 0);
+        if (mp_build_request(&a->u.out, fl, m->u_id, m->ctx_id, m->opnum,
+                             m->has_object ? m->object : NULL, mp_buf_head(&m->req) + off, k,
+                             (uint32_t)(len - off))) {
+            assoc_close(a, "out of memory");
+            return;
+        }
+        off += k;
+    } while (off < len);
+    flush_side(a, &a->u);
+    if (!a->dead)
+        update_interest(a);
+}
+
+static void host_answer(struct mp_call *m)
+{
+    struct assoc *a = m->owner;
+    struct call *c = call_of(m);
+    if (!c)
+        return;
+    c->out_bytes = (uint32_t)mp_buf_avail(&m->resp);
+    if (send_response_stub(a, m->c_id, m->ctx_id, mp_buf_head(&m->resp),
+                           mp_buf_avail(&m->resp))) {
+        assoc_close(a, "out of memory");
+        return;
+    }
+    log_call(a, c, m->stop_idx >= 0 ? "ok(module)" : "ok");
+    a->n_done++;
+    c->m = NULL; /* host_done frees it */
+    call_remove(a, c);
+    flush_side(a, &a->c);
+    if (!a->dead)
+        update_interest(a);
+}
+
+static void host_fault(struct mp_call *m)
+{
+    struct assoc *a = m->owner;
+    struct call *c = call_of(m);
+    if (!c)
+        return;
+    mp_build_fault(&a->c.out, m->c_id, m->ctx_id, m->fault, m->stage < MPC_UPSTREAM);
+    char status[32];
+    snprintf(status, sizeof(status), "fault:0x%08x(module)", m->fault);
+    log_call(a, c, status);
+    a->n_done++;
+    c->m = NULL;
+    call_remove(a, c);
+    flush_side(a, &a->c);
+    if (!a->dead)
+        update_interest(a);
+}
+
+static void host_done(struct mp_call *m)
+{
+    struct call *c = call_of(m);
+    if (c)
+        c->m = NULL;
+    mp_call_free(m);
+}
+
+static const struct mp_call_host relay_host = {host_relay, host_answer, host_fault, host_done};
+
+/* On a call's first fragment: when modules want it, set it up for
+ * reassembly.  Returns -1 when the association was closed. */
+static int slow_path_start(struct assoc *a, struct call *c, const uint8_t *pdu,
+                           const struct mp_pdu_hdr *h)
+{
+    const struct pctx_entry *e = ctx_find(a, c->ctx_id);
+    if (!e || !e->abstract_known)
+        return 0;
+    uint32_t mask = mp_modules_want(&a->r->mods, e->uuid, c->opnum);
+    if (!mask)
+        return 0;
+    struct mp_call *m = mp_call_new(&a->r->mods, &relay_host, mask);
+    if (!m) {
+        assoc_close(a, "out of memory");
+        return -1;
+    }
+    m->owner = a;
+    m->session = a->group;
+    mp_session_ref(a->group);
+    memcpy(m->iface_uuid, e->uuid, 16);
+    snprintf(m->iface, sizeof(m->iface), "%s", e->name);
+    m->op_name = mp_iface_op_name(e->info, c->opnum);
+    snprintf(m->peer, sizeof(m->peer), "%s", a->peer);
+    m->opnum = c->opnum;
+    m->ctx_id = c->ctx_id;
+    m->c_id = c->c_id;
+    if (h->flags & MP_PFC_OBJECT_UUID) {
+        m->has_object = true;
+        memcpy(m->object, pdu + MP_REQ_HDR_LEN, 16);
+    }
+    c->m = m;
+    return 0;
+}
+
 static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
 {
     const struct mp_config *cfg = a->r->cfg;
@@ -1048,6 +1191,8 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
         c->ctx_id = ctx_id;
         c->opnum = opnum;
         c->t0 = mp_now_us();
+        if (!a->passthrough && a->r->mods.n && slow_path_start(a, c, pdu, h) < 0)
+            return;
     } else if (!c || c->req_done) {
         client_protocol_error(a, h->call_id, "request fragment of no call in progress");
         return;
@@ -1066,6 +1211,15 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
     }
     if (h->flags & MP_PFC_LAST)
         c->req_done = true;
+    if (c->m) { /* modules want it: reassemble, then run the chain */
+        if (mp_buf_append(&c->m->req, pdu + hl, stub_len)) {
+            assoc_close(a, "out of memory");
+            return;
+        }
+        if (c->req_done)
+            mp_call_run_request(c->m);
+        return;
+    }
     int rc;
     if (a->passthrough)
         rc = mp_buf_append(&a->u.out, pdu, h->frag_len);
@@ -1248,6 +1402,23 @@ static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pd
         size_t hl = h->ptype == MP_PT_FAULT ? MP_FAULT_LEN : MP_RESP_HDR_LEN;
         if (h->frag_len < hl) {
             upstream_failed(a, "sent a truncated response");
+            return;
+        }
+        if (c->m && h->ptype == MP_PT_RESPONSE) {
+            struct mp_call *m = c->m;
+            if (mp_buf_avail(&m->resp) + (h->frag_len - hl) > a->r->cfg->max_call_size) {
+                char why[96];
+                snprintf(why, sizeof(why), "sent a response over max call size (%u bytes)",
+                         a->r->cfg->max_call_size);
+                upstream_failed(a, why);
+                return;
+            }
+            if (mp_buf_append(&m->resp, pdu + hl, h->frag_len - hl)) {
+                assoc_close(a, "out of memory");
+                return;
+            }
+            if (h->flags & MP_PFC_LAST)
+                mp_call_run_response(m);
             return;
         }
         int rc = a->passthrough ? mp_buf_append(&a->c.out, pdu, h->frag_len)
@@ -1609,12 +1780,17 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
     r->cfg = cfg;
     if (getrandom(&r->next_group, sizeof(r->next_group), 0) != sizeof(r->next_group))
         r->next_group = (uint32_t)mp_now_us();
+    if (mp_modules_load(&r->mods, cfg, loop)) {
+        free(r);
+        return NULL;
+    }
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
     int rc = getaddrinfo(cfg->binding.host, NULL, &hints, &ai);
     if (rc) {
         mp_error("dcerpc_mapiproxy:binding: cannot resolve upstream host %s: %s; check the "
                  "name or give an address",
                  cfg->binding.host, gai_strerror(rc));
+        mp_modules_unload(&r->mods);
         free(r);
         return NULL;
     }
@@ -1681,9 +1857,10 @@ void mp_relay_free(struct mp_relay *r)
     mp_relay_shutdown(r);
     for (size_t i = 0; i < N_GROUP_BUCKETS; i++)
         while (r->groups[i]) {
-            struct agroup *g = r->groups[i];
-            r->groups[i] = g->next;
-            free(g);
+            struct mp_session *g = r->groups[i];
+            g->refs = 1; /* a module that kept a reference gets its unbind now */
+            mp_session_unref(g);
         }
+    mp_modules_unload(&r->mods);
     free(r);
 }

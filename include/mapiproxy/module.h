@@ -1,0 +1,162 @@
+/* mapiproxy module API -- the one header a module includes.
+ *
+ * A module is a shared object exporting
+ *
+ *     const struct mp_module mp_module_descriptor = { MP_MODULE_HEADER, ... };
+ *
+ * or a built-in linked into the daemon.  `dcerpc_mapiproxy:modules` lists the
+ * modules in order.  For each call on an interface/operation a module
+ * declares in `wants`, hooks run in this order:
+ *
+ *   request:  ndr_pull (raw stub)  -> pull (decoded)  -> dispatch (before relay)
+ *             modules 1, 2, ... n, each hook stage in list order
+ *   relay to the upstream (skipped when a module returned MP_STOP)
+ *   response: ndr_push (raw stub)  -> push (decoded)
+ *             modules n, ..., 2, 1 (reverse order: the onion)
+ *   unbind:   when a session ends, for every module that kept data in it
+ *
+ * Each hook returns an enum mp_status.  Calls no module wants are relayed
+ * without being reassembled or decoded (the fast path).
+ *
+ * Rules: no mutable globals (state goes in the module's private pointer,
+ * set by init, or in per-session data); never block (use MP_PENDING and
+ * mp_call_resume); never log secrets.
+ *
+ * ABI: MP_MODULE_ABI_VERSION changes whenever this header changes
+ * incompatibly; the loader refuses a module built against another version,
+ * or whose descriptor is smaller than the one it knows.
+ */
+#ifndef MAPIPROXY_MODULE_H
+#define MAPIPROXY_MODULE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MP_MODULE_ABI_VERSION 1u
+
+enum mp_status {
+    MP_CONTINUE = 0,    /* go on with the next module / stage */
+    MP_STOP = 1,        /* dispatch: the module answered; nothing is relayed (OpenChange's norelay) */
+    MP_ERROR = 2,       /* a fault goes back to the client (status: mp_call_fault) */
+    MP_PENDING = 3,     /* the module waits on something; it calls mp_call_resume() later */
+    MP_RELAY_AGAIN = 4, /* push/ndr_push: send the (possibly changed) request upstream again */
+};
+
+enum mp_log_level_m { MP_MLOG_ERROR = 0, MP_MLOG_WARN, MP_MLOG_INFO, MP_MLOG_DEBUG };
+
+struct mp_call;       /* one call: request, response, its session */
+struct mp_session;    /* a client's association group: what Outlook sees as one session */
+struct mp_module_ctx; /* a loaded module: options, private state */
+
+/* What a module wants to see.  iface: "exchange_emsmdb", "exchange_nsp",
+ * "exchange_ds_rfr", "exchange_async_emsmdb", "epmapper", or a UUID text.
+ * opnum: one operation, or MP_ALL_OPS.  The array ends with iface == NULL. */
+#define MP_ALL_OPS 0xffffffffu
+struct mp_module_want {
+    const char *iface;
+    uint32_t opnum;
+};
+
+struct mp_module {
+    uint32_t abi_version; /* MP_MODULE_ABI_VERSION */
+    uint32_t size;        /* sizeof(struct mp_module) */
+    const char *name;
+    const char *description;
+    const struct mp_module_want *wants;
+
+    /* Once at start-up: read options (mp_module_option), set private state
+     * (mp_module_set_private).  Non-zero refuses to start the daemon. */
+    int (*init)(struct mp_module_ctx *mc);
+    void (*fini)(struct mp_module_ctx *mc);
+
+    enum mp_status (*ndr_pull)(struct mp_module_ctx *mc, struct mp_call *call);
+    enum mp_status (*pull)(struct mp_module_ctx *mc, struct mp_call *call);
+    enum mp_status (*dispatch)(struct mp_module_ctx *mc, struct mp_call *call);
+    enum mp_status (*ndr_push)(struct mp_module_ctx *mc, struct mp_call *call);
+    enum mp_status (*push)(struct mp_module_ctx *mc, struct mp_call *call);
+    /* The session ends; `data` is what the module set with
+     * mp_session_set_data (its destructor runs right after). */
+    void (*unbind)(struct mp_module_ctx *mc, struct mp_session *s, void *data);
+};
+
+#define MP_MODULE_HEADER MP_MODULE_ABI_VERSION, (uint32_t)sizeof(struct mp_module)
+
+/* ---- module context ---- */
+const char *mp_module_name(const struct mp_module_ctx *mc);
+/* "NAME:key" from the configuration, NULL when absent. */
+const char *mp_module_option(const struct mp_module_ctx *mc, const char *key);
+bool mp_module_option_bool(const struct mp_module_ctx *mc, const char *key, bool dflt);
+long mp_module_option_int(const struct mp_module_ctx *mc, const char *key, long dflt);
+void *mp_module_private(const struct mp_module_ctx *mc);
+void mp_module_set_private(struct mp_module_ctx *mc, void *priv);
+void mp_module_log(const struct mp_module_ctx *mc, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- calls ---- */
+const char *mp_call_iface(const struct mp_call *call);  /* "exchange_nsp", or the UUID text */
+uint16_t mp_call_opnum(const struct mp_call *call);
+const char *mp_call_op_name(const struct mp_call *call); /* "NspiGetProps", or NULL */
+const char *mp_call_peer(const struct mp_call *call);    /* "ADDR:PORT" of the client */
+struct mp_session *mp_call_session(struct mp_call *call);
+/* How many times the request went upstream already (MP_RELAY_AGAIN). */
+unsigned mp_call_relay_count(const struct mp_call *call);
+
+/* Raw NDR stubs.  The request stub is valid from ndr_pull on; the response
+ * stub from ndr_push on (or after a module set one).  Setting a stub copies
+ * it, and drops any decoded form. */
+const uint8_t *mp_call_request_stub(const struct mp_call *call, size_t *len);
+int mp_call_set_request_stub(struct mp_call *call, const uint8_t *stub, size_t len);
+const uint8_t *mp_call_response_stub(const struct mp_call *call, size_t *len);
+int mp_call_set_response_stub(struct mp_call *call, const uint8_t *stub, size_t len);
+
+/* Decoded calls: the structures of src/codec (generated from idl/), NULL
+ * when the call has no codec or its stub does not decode.  A module that
+ * changes a decoded structure calls mp_call_*_changed so the proxy
+ * re-encodes it.  A dispatch hook that answers (MP_STOP) fills the
+ * response, from mp_call_new_response() or with mp_call_set_response_stub. */
+void *mp_call_request(struct mp_call *call);
+void *mp_call_response(struct mp_call *call);
+void *mp_call_new_response(struct mp_call *call); /* zeroed response struct */
+void mp_call_request_changed(struct mp_call *call);
+void mp_call_response_changed(struct mp_call *call);
+
+/* Memory that lives as long as the call. */
+void *mp_call_alloc(struct mp_call *call, size_t size);
+char *mp_call_strdup(struct mp_call *call, const char *s);
+
+/* With MP_ERROR: the fault status the client gets (default 0x000006be,
+ * rpc_s_call_failed). */
+void mp_call_fault(struct mp_call *call, uint32_t status);
+
+/* A hook that returned MP_PENDING continues the chain with this status,
+ * from any later event of the proxy's loop (e.g. a timer set with
+ * mp_module_after).  Exactly once.  If the client went away meanwhile the
+ * call is dropped quietly. */
+void mp_call_resume(struct mp_call *call, enum mp_status status);
+
+/* Runs cb(arg) once, ms milliseconds from now, on the proxy's loop.  Returns
+ * 0, or -1 when out of memory. */
+int mp_module_after(struct mp_module_ctx *mc, uint64_t ms, void (*cb)(void *arg), void *arg);
+
+/* ---- sessions ---- */
+/* Per-module private data, with a destructor run when the session ends
+ * (after the unbind hook).  Setting replaces (and destroys) older data. */
+void *mp_session_data(struct mp_session *s, const struct mp_module_ctx *mc);
+int mp_session_set_data(struct mp_session *s, const struct mp_module_ctx *mc, void *data,
+                        void (*destructor)(void *data));
+/* Keep a session alive past its last connection (e.g. while waiting on an
+ * outside service); every ref needs an unref. */
+void mp_session_ref(struct mp_session *s);
+void mp_session_unref(struct mp_session *s);
+uint32_t mp_session_id(const struct mp_session *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

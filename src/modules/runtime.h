@@ -1,0 +1,114 @@
+/* The module runtime: loading, the hook chain, sessions, and the calls the
+ * module API (include/mapiproxy/module.h) works on.  The relay creates a
+ * struct mp_call for each call a module wants, feeds it the reassembled
+ * request, and gets it back through the host callbacks to relay it, answer
+ * it, or fault it. */
+#ifndef MP_RUNTIME_H
+#define MP_RUNTIME_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "event/loop.h"
+#include "mapiproxy/module.h"
+
+struct mp_arena;
+
+struct mp_module_ctx {
+    const struct mp_module *m;
+    void *priv;
+    void *dl; /* dlopen handle, NULL for built-ins */
+    char name[64];
+    unsigned index;
+    const struct mp_config *cfg;
+    struct mp_loop *loop;
+    bool initialized;
+};
+
+struct mp_modules {
+    struct mp_module_ctx mods[MP_MAX_MODULES];
+    unsigned n;
+    struct mp_loop *loop;
+    /* (uuid, opnum) -> module mask, flattened from every module's wants */
+    struct want {
+        uint8_t uuid[16];
+        uint32_t opnum;
+        uint32_t mask;
+    } *wants;
+    size_t n_wants;
+};
+
+/* A session: a client's association group.  The relay keeps the group's
+ * upstream id here too. */
+struct mp_session {
+    uint32_t id, up_id;
+    unsigned refs;
+    struct mp_session *next; /* relay's hash chain */
+    struct mp_modules *mods;
+    void (*on_free)(struct mp_session *s); /* relay unlinks it */
+    void *owner;
+    struct slot {
+        void *data;
+        void (*dtor)(void *);
+    } slots[MP_MAX_MODULES];
+};
+
+struct mp_call_host {
+    /* send m->req upstream (the relay splits it into fragments) */
+    void (*relay)(struct mp_call *m);
+    /* send m->resp to the client */
+    void (*answer)(struct mp_call *m);
+    /* send a fault with m->fault to the client */
+    void (*fault)(struct mp_call *m);
+    /* the chain is finished with this call (after answer/fault); the host
+     * frees it with mp_call_free */
+    void (*done)(struct mp_call *m);
+};
+
+enum mp_call_stage { MPC_NDR_PULL, MPC_PULL, MPC_DISPATCH, MPC_UPSTREAM, MPC_NDR_PUSH, MPC_PUSH };
+
+struct mp_call {
+    struct mp_modules *mods;
+    const struct mp_call_host *host;
+    void *owner; /* the relay's association, NULL once it has gone */
+    struct mp_session *session;
+    uint32_t mask; /* modules that want this call */
+    uint8_t iface_uuid[16];
+    char iface[48];
+    const char *op_name; /* static table */
+    char peer[64];
+    uint16_t opnum, ctx_id;
+    uint32_t c_id, u_id;
+    uint8_t object[16];
+    bool has_object;
+    struct mp_buf req, resp;
+    void *req_dec, *resp_dec;
+    bool req_tried, resp_tried, req_changed, resp_changed;
+    const struct mp_call_codec *codec;
+    struct mp_arena *arena;
+    uint32_t fault;
+    enum mp_call_stage stage;
+    int idx;       /* module index of the hook running or pending */
+    int stop_idx;  /* the module that answered (MP_STOP), or -1 */
+    unsigned relays;
+    bool pending;
+    bool running; /* inside the chain: the host must not free it */
+    uint64_t t0;
+};
+
+int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop);
+void mp_modules_unload(struct mp_modules *ms);
+/* Which modules want (uuid, opnum); 0 = none (fast path). */
+uint32_t mp_modules_want(const struct mp_modules *ms, const uint8_t uuid[16], uint16_t opnum);
+
+struct mp_call *mp_call_new(struct mp_modules *ms, const struct mp_call_host *host, uint32_t mask);
+void mp_call_free(struct mp_call *m);
+/* The request is complete in m->req: run the request hooks, then relay,
+ * answer or fault through the host. */
+void mp_call_run_request(struct mp_call *m);
+/* The upstream's response is complete in m->resp: run the response hooks. */
+void mp_call_run_response(struct mp_call *m);
+
+struct mp_session *mp_session_new(struct mp_modules *ms);
+#endif
