@@ -250,8 +250,8 @@ int mp_rpcext_reencode(struct mp_buf *out, const struct mp_rpcext *orig,
 
 int mp_rpcext_reencode_same(struct mp_buf *out, const struct mp_rpcext *orig)
 {
-    const uint8_t *segs[64];
-    size_t lens[64];
+    const uint8_t *segs[64] = {0};
+    size_t lens[64] = {0};
     const uint8_t **sp = segs;
     size_t *lp = lens;
     if (orig->n > 64) {
