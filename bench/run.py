@@ -275,6 +275,8 @@ def main():
           f"{os.cpu_count()} cores, loopback")
     print(f"EcDoRpcExt2-shaped calls: 2 KB request stub, 8 KB response stub (2 fragments of <= 5840 B);"
           f" {WARMUP:g} s warm-up + {SECS:g} s per cell; closed loop, one call in flight per client")
+    if "MAPIPROXY" in os.environ:
+        print(f"mapiproxy binary: {MAPIPROXY} (MAPIPROXY override)")
     print("load generator, relay and responder share the same cores (nothing pinned); "
           f"CPU from /proc/PID/stat utime+stime ({hz} Hz ticks)")
     print()
