@@ -1,0 +1,143 @@
+/* NTLM sign/seal of DCE/RPC PDUs.  See dcerpc_sign.h. */
+#include "auth/dcerpc_sign.h"
+
+#include <string.h>
+
+#include "dcerpc/pdu.h"
+
+int mp_dcerpc_auth_locate(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_region *r)
+{
+    struct mp_pdu_hdr h;
+    memset(r, 0, sizeof(*r));
+    if (!pdu || mp_pdu_hdr_check(pdu, len, &h) || h.frag_len != len)
+        return -1;
+    size_t hl;
+    switch (h.ptype) {
+    case MP_PT_REQUEST:
+        hl = MP_REQ_HDR_LEN + ((h.flags & MP_PFC_OBJECT_UUID) ? 16 : 0);
+        break;
+    case MP_PT_RESPONSE:
+        hl = MP_RESP_HDR_LEN;
+        break;
+    case MP_PT_FAULT:
+        hl = MP_FAULT_LEN;
+        break;
+    default:
+        return -1;
+    }
+    if (h.auth_len != MP_NTLM_VERIFIER_LEN || len < hl + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN)
+        return -1;
+    r->body_off = hl;
+    r->trailer_off = len - MP_NTLM_VERIFIER_LEN - MP_SEC_TRAILER_LEN;
+    r->verifier_off = len - MP_NTLM_VERIFIER_LEN;
+    r->body_len = r->trailer_off - hl;
+    const uint8_t *t = pdu + r->trailer_off;
+    r->auth_type = t[0];
+    r->auth_level = t[1];
+    r->pad_len = t[2];
+    r->context_id = mp_get32(t + 4);
+    if (r->auth_type != MP_AUTHN_WINNT && r->auth_type != MP_AUTHN_SPNEGO)
+        return -1;
+    if (r->pad_len > r->body_len)
+        return -1;
+    r->stub_len = r->body_len - r->pad_len;
+    return 0;
+}
+
+int mp_dcerpc_add_verifier(struct mp_buf *buf, size_t pdu_off, uint8_t auth_type,
+                           uint8_t auth_level, uint32_t context_id)
+{
+    struct mp_pdu_hdr h;
+    if (pdu_off > buf->len)
+        return -1;
+    uint8_t *p = buf->data + pdu_off;
+    size_t len = buf->len - pdu_off;
+    if (mp_pdu_hdr_check(p, len, &h) || h.frag_len != len || h.auth_len)
+        return -1;
+    size_t hl = h.ptype == MP_PT_REQUEST
+                    ? MP_REQ_HDR_LEN + ((h.flags & MP_PFC_OBJECT_UUID) ? 16 : 0)
+                : h.ptype == MP_PT_RESPONSE ? MP_RESP_HDR_LEN
+                : h.ptype == MP_PT_FAULT    ? MP_FAULT_LEN
+                                            : 0;
+    if (!hl || len < hl)
+        return -1;
+    size_t stub = len - hl,
+           pad = (MP_AUTH_PAD_ALIGN - stub % MP_AUTH_PAD_ALIGN) % MP_AUTH_PAD_ALIGN;
+    size_t total = len + pad + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN;
+    if (total > 0xffff)
+        return -1;
+    uint8_t tail[MP_AUTH_PAD_ALIGN + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN] = {0};
+    uint8_t *t = tail + pad;
+    t[0] = auth_type;
+    t[1] = auth_level;
+    t[2] = (uint8_t)pad;
+    mp_put32(t + 4, context_id);
+    if (mp_buf_append(buf, tail, pad + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN))
+        return -1;
+    p = buf->data + pdu_off; /* the buffer may have moved */
+    mp_put16(p + 8, (uint16_t)total);
+    mp_put16(p + 10, MP_NTLM_VERIFIER_LEN);
+    return 0;
+}
+
+/* The bytes the signature covers (see the header). */
+static void signed_span(const struct mp_ntlm_dir *d, const struct mp_dcerpc_auth_region *r,
+                        const uint8_t *pdu, bool header_sign, const uint8_t **p, size_t *n)
+{
+    if ((d->flags & MP_NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY) || header_sign) {
+        *p = pdu;
+        *n = r->verifier_off;
+    } else {
+        *p = pdu + r->body_off;
+        *n = r->body_len;
+    }
+}
+
+int mp_dcerpc_ntlm_protect(struct mp_ntlm_dir *send, uint8_t *pdu, size_t len, bool header_sign)
+{
+    struct mp_dcerpc_auth_region r;
+    const uint8_t *sp;
+    size_t sn;
+    uint8_t sig[MP_NTLM_SIG_LEN];
+    if (!send || mp_dcerpc_auth_locate(pdu, len, &r))
+        return -1;
+    signed_span(send, &r, pdu, header_sign, &sp, &sn);
+    int rc;
+    if (r.auth_level == MP_AUTHN_LEVEL_PKT_PRIVACY)
+        rc = mp_ntlm_seal(send, pdu + r.body_off, r.body_len, sp, sn, sig);
+    else if (r.auth_level == MP_AUTHN_LEVEL_PKT_INTEGRITY)
+        rc = mp_ntlm_sign(send, sp, sn, sig);
+    else
+        return -1;
+    if (rc)
+        return -1;
+    memcpy(pdu + r.verifier_off, sig, MP_NTLM_SIG_LEN);
+    return 0;
+}
+
+int mp_dcerpc_ntlm_unprotect(struct mp_ntlm_dir *recv, uint8_t *pdu, size_t len, bool header_sign,
+                             size_t *stub_off, size_t *stub_len)
+{
+    struct mp_dcerpc_auth_region r;
+    const uint8_t *sp;
+    size_t sn;
+    uint8_t sig[MP_NTLM_SIG_LEN];
+    if (!recv || mp_dcerpc_auth_locate(pdu, len, &r))
+        return -1;
+    memcpy(sig, pdu + r.verifier_off, MP_NTLM_SIG_LEN);
+    signed_span(recv, &r, pdu, header_sign, &sp, &sn);
+    int rc;
+    if (r.auth_level == MP_AUTHN_LEVEL_PKT_PRIVACY)
+        rc = mp_ntlm_unseal(recv, pdu + r.body_off, r.body_len, sp, sn, sig);
+    else if (r.auth_level == MP_AUTHN_LEVEL_PKT_INTEGRITY)
+        rc = mp_ntlm_verify(recv, sp, sn, sig);
+    else
+        return -1;
+    if (rc)
+        return -1;
+    if (stub_off)
+        *stub_off = r.body_off;
+    if (stub_len)
+        *stub_len = r.stub_len;
+    return 0;
+}
