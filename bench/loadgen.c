@@ -62,6 +62,7 @@ static size_t req_len;
 static uint32_t *hist;
 static uint64_t n_calls, n_errors, lat_max;
 static bool measuring;
+static long n_settled; /* idle mode: sessions bound or failed */
 static volatile sig_atomic_t got_signal;
 
 #define IN_CAP 32768      /* throughput mode: a whole 8 KB response fits */
@@ -140,6 +141,8 @@ static void fail(struct client *c)
 {
     if (c->st == C_DEAD)
         return;
+    if (c->st == C_CONNECTING || c->st == C_BINDING)
+        n_settled++;
     n_errors++;
     epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
@@ -225,6 +228,7 @@ static int on_input(struct client *c, bool idle_mode)
                 return -1;
             if (idle_mode) {
                 c->st = C_IDLE;
+                n_settled++;
                 want(c, EPOLLIN | EPOLLRDHUP);
                 continue;
             }
@@ -457,20 +461,15 @@ int main(int argc, char **argv)
         long max_pending = clients > 1 ? clients : 256, started = 0, pending = 0;
         uint64_t t0 = bench_now_us();
         for (;;) {
-            pending = 0;
-            long done = 0;
-            for (long i = 0; i < started; i++) {
-                if (cs[i].st == C_CONNECTING || cs[i].st == C_BINDING)
-                    pending++;
-                else
-                    done++;
-            }
+            pending = started - n_settled;
+            long done = n_settled;
             while (started < total && pending < max_pending) {
                 struct client *c = &cs[started++];
                 c->in = malloc(IN_CAP_IDLE);
                 c->in_cap = IN_CAP_IDLE;
                 if (start_client(c) < 0) {
                     n_errors++;
+                    n_settled++;
                     c->st = C_DEAD;
                     continue;
                 }
