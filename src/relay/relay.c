@@ -61,7 +61,8 @@ struct conn {
     struct assoc *a;
     uint8_t role;
     bool connecting;
-    bool closing; /* close once out is flushed */
+    bool closing;     /* close once out is flushed */
+    bool in_borrowed; /* in points into the relay's read buffer */
 };
 
 struct call {
@@ -158,7 +159,7 @@ struct mp_relay {
     uint32_t next_group;
     struct assoc *assocs;
     size_t n_assoc;
-    char sec_addr[8];
+    uint8_t rbuf[READ_CHUNK]; /* reads land here; only partial PDUs are kept per conn */
 };
 
 static struct mp_bind scratch_bind; /* single-threaded: one bind parsed at a time */
@@ -217,6 +218,8 @@ static struct mp_session *group_new(struct mp_relay *r)
 static void conn_release(struct mp_relay *r, struct conn *c)
 {
     mp_io_close(r->loop, &c->io);
+    if (c->in_borrowed)
+        c->in = (struct mp_buf){0};
     mp_buf_free(&c->in);
     mp_buf_free(&c->out);
     c->connecting = c->closing = false;
@@ -399,12 +402,7 @@ static void call_remove(struct assoc *a, struct call *c)
 {
     call_detach(c);
     size_t i = (size_t)(c - a->calls);
-    a->calls[i] = a->calls[--a->n_calls];
-    if (!a->n_calls) {
-        free(a->calls);
-        a->calls = NULL;
-        a->cap_calls = 0;
-    }
+    a->calls[i] = a->calls[--a->n_calls]; /* the array stays: no malloc per call */
 }
 
 static struct call *call_add(struct assoc *a)
@@ -461,19 +459,37 @@ static void log_call(struct assoc *a, struct call *c, const char *status)
             (double)(mp_now_us() - c->t0) / 1000.0, status);
 }
 
+/* Queues bytes for a connection, writing them at once when nothing is
+ * queued before them (most PDUs never touch a buffer). */
+static int conn_send(struct conn *c, const uint8_t *p, size_t len)
+{
+    if (!mp_buf_avail(&c->out) && !c->connecting && c->io.fd >= 0) {
+        ssize_t n = send(c->io.fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            c->a->last_io_ms = mp_now_ms();
+            if (c->role == ROLE_CLIENT)
+                c->a->c_progress_ms = c->a->last_io_ms;
+            else
+                c->a->u_progress_ms = c->a->last_io_ms;
+            p += n;
+            len -= (size_t)n;
+        }
+        /* errors other than EAGAIN show again at the next flush */
+    }
+    return len ? mp_buf_append(&c->out, p, len) : 0;
+}
+
 /* Copies one fragment into out, with a new call id, splitting it into
  * fragments of at most max_frag bytes when needed.  hdr_len is the
  * request/response header length (with an object UUID if any). */
-static int forward_fragment(struct mp_buf *out, const uint8_t *pdu, const struct mp_pdu_hdr *h,
+static int forward_fragment(struct conn *dst, uint8_t *pdu, const struct mp_pdu_hdr *h,
                             uint32_t call_id, size_t max_frag)
 {
     if (h->frag_len <= max_frag) {
-        size_t start = out->len;
-        if (mp_buf_append(out, pdu, h->frag_len))
-            return -1;
-        mp_put32(out->data + start + 12, call_id);
-        return 0;
+        mp_put32(pdu + 12, call_id); /* in place: the input is consumed after this */
+        return conn_send(dst, pdu, h->frag_len);
     }
+    struct mp_buf *out = &dst->out;
     bool req = h->ptype == MP_PT_REQUEST;
     size_t hl = req ? MP_REQ_HDR_LEN : MP_RESP_HDR_LEN;
     const uint8_t *object = NULL;
@@ -1222,9 +1238,9 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
     }
     int rc;
     if (a->passthrough)
-        rc = mp_buf_append(&a->u.out, pdu, h->frag_len);
+        rc = conn_send(&a->u, pdu, h->frag_len);
     else
-        rc = forward_fragment(&a->u.out, pdu, h, c->u_id, a->u_xmit);
+        rc = forward_fragment(&a->u, (uint8_t *)pdu, h, c->u_id, a->u_xmit);
     if (rc)
         assoc_close(a, "out of memory");
 }
@@ -1334,7 +1350,6 @@ static void client_input(struct assoc *a)
             return;
         mp_buf_consume(&c->in, h.frag_len);
     }
-    mp_buf_trim(&c->in);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1421,8 +1436,8 @@ static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pd
                 mp_call_run_response(m);
             return;
         }
-        int rc = a->passthrough ? mp_buf_append(&a->c.out, pdu, h->frag_len)
-                                : forward_fragment(&a->c.out, pdu, h, c->c_id, a->c_xmit);
+        int rc = a->passthrough ? conn_send(&a->c, pdu, h->frag_len)
+                                : forward_fragment(&a->c, (uint8_t *)pdu, h, c->c_id, a->c_xmit);
         if (rc) {
             assoc_close(a, "out of memory");
             return;
@@ -1478,7 +1493,6 @@ static void upstream_input(struct assoc *a)
             return;
         mp_buf_consume(&c->in, h.frag_len);
     }
-    mp_buf_trim(&c->in);
     /* A completed bind lets the client's queued PDUs through. */
     if (!a->dead && a->state == A_OPEN && mp_buf_avail(&a->c.in))
         client_input(a);
@@ -1588,11 +1602,23 @@ static void on_connected(struct assoc *a, struct conn *c)
 
 static void conn_read(struct assoc *a, struct conn *c)
 {
-    if (mp_buf_reserve(&c->in, READ_CHUNK)) {
-        assoc_close(a, "out of memory");
-        return;
+    struct mp_relay *r = a->r;
+    bool borrow = mp_buf_avail(&c->in) == 0;
+    uint8_t *dst;
+    size_t room;
+    if (borrow) {
+        mp_buf_free(&c->in);
+        dst = r->rbuf;
+        room = sizeof(r->rbuf);
+    } else {
+        if (mp_buf_reserve(&c->in, READ_CHUNK)) {
+            assoc_close(a, "out of memory");
+            return;
+        }
+        dst = c->in.data + c->in.len;
+        room = READ_CHUNK;
     }
-    ssize_t n = recv(c->io.fd, c->in.data + c->in.len, READ_CHUNK, 0);
+    ssize_t n = recv(c->io.fd, dst, room, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
@@ -1610,7 +1636,12 @@ static void conn_read(struct assoc *a, struct conn *c)
         }
         return;
     }
-    c->in.len += (size_t)n;
+    if (borrow) {
+        c->in = (struct mp_buf){.data = r->rbuf, .off = 0, .len = (size_t)n, .cap = room};
+        c->in_borrowed = true;
+    } else {
+        c->in.len += (size_t)n;
+    }
     a->last_io_ms = mp_now_ms();
     if (c->role == ROLE_CLIENT)
         client_input(a);
@@ -1618,6 +1649,17 @@ static void conn_read(struct assoc *a, struct conn *c)
         upstream_input(a);
     else
         resolver_input(a);
+    if (c->in_borrowed) { /* keep only what is left, in memory of its own */
+        struct mp_buf keep = {0};
+        size_t left = a->dead ? 0 : mp_buf_avail(&c->in);
+        c->in_borrowed = false;
+        if (left && mp_buf_append(&keep, mp_buf_head(&c->in), left)) {
+            c->in = (struct mp_buf){0};
+            assoc_close(a, "out of memory");
+            return;
+        }
+        c->in = keep;
+    }
 }
 
 static void conn_cb(struct mp_io *io, uint32_t ev)
