@@ -11,11 +11,9 @@
 #include "dcerpc/ifaces.h"
 #include "dcerpc/pdu.h"
 
-#if __has_include("codec/codec.h")
 #include "codec/codec.h"
 #include "core/arena.h"
 #define MP_HAVE_CODEC 1
-#endif
 
 #define MAX_RELAYS 4
 
@@ -373,8 +371,10 @@ void mp_call_free(struct mp_call *m)
     mp_buf_free(&m->req);
     mp_buf_free(&m->resp);
 #ifdef MP_HAVE_CODEC
-    if (m->arena)
+    if (m->arena) {
         mp_arena_free(m->arena);
+        free(m->arena);
+    }
 #endif
     if (m->session)
         mp_session_unref(m->session);
@@ -443,8 +443,11 @@ int mp_call_set_response_stub(struct mp_call *m, const uint8_t *stub, size_t len
 #ifdef MP_HAVE_CODEC
 static struct mp_arena *call_arena(struct mp_call *m)
 {
-    if (!m->arena)
-        m->arena = mp_arena_new();
+    if (!m->arena) {
+        m->arena = malloc(sizeof(*m->arena));
+        if (m->arena)
+            mp_arena_init(m->arena);
+    }
     return m->arena;
 }
 
