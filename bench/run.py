@@ -14,6 +14,8 @@ Environment knobs (defaults in brackets):
   BENCH_SECS [5]  measured seconds per cell     BENCH_WARMUP [1]  warm-up seconds
   BENCH_CLIENTS [1,16,256]                      BENCH_IDLE [9000] idle sessions (0: skip)
   BENCH_LZ77 [1]  0 skips make bench-lz77       HAPROXY [haproxy]
+  BENCH_QUIET_BUDGET [60]  seconds, in all, to wait for other processes to go idle before cells
+  MAPIPROXY [build/mapiproxy]  the binary to measure
 
 Decoding row: drop a config snippet into bench/decode.conf (see
 bench/decode.conf.example).  It is appended to the transparent-mode
@@ -42,6 +44,9 @@ WARMUP = float(os.environ.get("BENCH_WARMUP", "1"))
 CLIENTS = [int(x) for x in os.environ.get("BENCH_CLIENTS", "1,16,256").split(",") if x]
 IDLE = int(os.environ.get("BENCH_IDLE", "9000"))
 RUN_LZ77 = os.environ.get("BENCH_LZ77", "1") != "0"
+# Before each cell, wait (from a total budget of this many seconds) for the
+# machine to be quiet: other processes below 0.15 cores over 0.5 s.
+quiet_budget = [float(os.environ.get("BENCH_QUIET_BUDGET", "60"))]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 procs = []  # (name, Popen) of everything we started
@@ -249,6 +254,31 @@ def idle_sessions(port, relay_pid, n):
     }
 
 
+def busy_cores(interval=0.5):
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], time.time()
+    b0, t0 = read()
+    time.sleep(interval)
+    b1, t1 = read()
+    return (b1 - b0) / CLK_TCK / (t1 - t0)
+
+
+def wait_quiet():
+    """Waits, within the remaining budget, until other processes are idle."""
+    while quiet_budget[0] > 0:
+        t = time.time()
+        b = busy_cores()
+        quiet_budget[0] -= time.time() - t
+        if b < 0.15:
+            return
+        log(f"bench: machine busy ({b:.1f} cores used by other processes); waiting"
+            f" (budget left {max(0, quiet_budget[0]):.0f} s)")
+        time.sleep(0.5)
+        quiet_budget[0] -= 0.5
+
+
 def fmt(v, spec, width):
     return f"{'-' if v is None else format(v, spec):>{width}}"
 
@@ -302,6 +332,7 @@ def main():
     for label, port, pid in targets:
         res = {}
         for n in CLIENTS:
+            wait_quiet()
             log(f"bench: {label}, {n} client(s) ...")
             pids = ([pid] if pid else []) + [resp.pid]
             try:
@@ -419,6 +450,7 @@ def main():
         print()
         print("LZ77 (make bench-lz77):")
         sys.stdout.flush()
+        wait_quiet()
         make = os.environ.get("MAKE", "make")
         r = subprocess.run([make, "--no-print-directory", "-s", "-C", ROOT, "bench-lz77"],
                            capture_output=True, text=True)
