@@ -130,3 +130,31 @@ $(B)/bench/responder $(B)/bench/loadgen: $(B)/bench/%: bench/%.c bench/bench_com
 bench: $(B)/mapiproxy $(BENCH_TOOLS)
 	@MAKE="$(MAKE)" $(PY) bench/run.py
 # --- end relay benchmark ---
+
+# --- codecs (src/codec, generated from idl/ by tools/gen_codec.py) --------
+# make gen         regenerates src/codec/gen/ from idl/*.idl
+# make check-gen   fails when src/codec/gen/ is not what the generator makes
+.PHONY: gen check-gen
+CODEC_IDL := $(wildcard idl/*.idl)
+gen:
+	$(PY) tools/gen_codec.py -o src/codec/gen $(CODEC_IDL)
+check-gen:
+	@d=$$(mktemp -d) && $(PY) tools/gen_codec.py -o $$d $(CODEC_IDL) && \
+	  diff -ru src/codec/gen $$d; rc=$$?; rm -rf $$d; \
+	  if [ $$rc -ne 0 ]; then echo "src/codec/gen is stale: run make gen"; fi; exit $$rc
+$(B)/mapiproxy-decode: tools/decode.c $(B)/libmp.a
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) $< $(B)/libmp.a $(LIBS) -o $@
+all: $(B)/mapiproxy-decode
+
+# --- ROP codec (src/rop): generated from idl/rops/rops.idl -----------------
+# make gen-rops        regenerate src/rop/gen/rop_gen.[ch]
+# make check-gen-rops  fail if the committed generated files are stale
+.PHONY: gen-rops check-gen-rops
+gen-rops:
+	$(PY) tools/gen_rops.py
+check-gen-rops:
+	$(PY) tools/gen_rops.py --check
+# A small driver for tests/integration/test_rop_wire.py: decode, re-encode,
+# print JSON (see tools/ropdump.c).
+$(B)/ropdump: tools/ropdump.c $(B)/libmp-asan.a
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
