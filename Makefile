@@ -131,6 +131,21 @@ bench: $(B)/mapiproxy $(BENCH_TOOLS)
 	@MAKE="$(MAKE)" $(PY) bench/run.py
 # --- end relay benchmark ---
 
+# --- codecs (src/codec, generated from idl/ by tools/gen_codec.py) --------
+# make gen         regenerates src/codec/gen/ from idl/*.idl
+# make check-gen   fails when src/codec/gen/ is not what the generator makes
+.PHONY: gen check-gen
+CODEC_IDL := $(wildcard idl/*.idl)
+gen:
+	$(PY) tools/gen_codec.py -o src/codec/gen $(CODEC_IDL)
+check-gen:
+	@d=$$(mktemp -d) && $(PY) tools/gen_codec.py -o $$d $(CODEC_IDL) && \
+	  diff -ru src/codec/gen $$d; rc=$$?; rm -rf $$d; \
+	  if [ $$rc -ne 0 ]; then echo "src/codec/gen is stale: run make gen"; fi; exit $$rc
+$(B)/mapiproxy-decode: tools/decode.c $(B)/libmp.a
+	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) $< $(B)/libmp.a $(LIBS) -o $@
+all: $(B)/mapiproxy-decode
+
 # --- ROP codec (src/rop): generated from idl/rops/rops.idl -----------------
 # make gen-rops        regenerate src/rop/gen/rop_gen.[ch]
 # make check-gen-rops  fail if the committed generated files are stale

@@ -1,0 +1,216 @@
+/* mapiproxy-decode: print a DCE/RPC stub (or whole request/response PDUs)
+ * of an EMSMDB, AsyncEMSMDB, NSPI or RFR call as JSON.
+ *
+ *   mapiproxy-decode --interface nspi|emsmdb|asyncemsmdb|rfr|UUID --opnum N --in|--out FILE
+ *   mapiproxy-decode --interface I [--opnum N] --pdu FILE
+ *
+ * --pdu takes the bytes of one call's request or response fragments,
+ * concatenated; they are reassembled (the opnum of a request comes from its
+ * header).  FILE "-" reads stdin.  Exit 0 with JSON on stdout, 1 with a
+ * message on stderr when the input cannot be decoded, 2 on usage errors. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/codec.h"
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/json.h"
+#include "dcerpc/pdu.h"
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: mapiproxy-decode --interface nspi|emsmdb|asyncemsmdb|rfr|UUID --opnum N "
+            "--in|--out FILE\n"
+            "       mapiproxy-decode --interface I [--opnum N] --pdu FILE\n");
+    exit(2);
+}
+
+static int read_file(const char *path, struct mp_buf *b)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f)
+        return -1;
+    uint8_t tmp[65536];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        if (mp_buf_append(b, tmp, n)) {
+            n = 0;
+            break;
+        }
+    int bad = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    return bad ? -1 : 0;
+}
+
+/* Reassembles the stub of one call from concatenated fragments.  Returns
+ * NULL on success or a message; *ptype and *opnum are set from the first
+ * fragment. */
+static const char *reassemble(const uint8_t *p, size_t len, struct mp_buf *stub, int *ptype,
+                              int *opnum)
+{
+    size_t off = 0;
+    int first = 1;
+    while (off < len) {
+        struct mp_pdu_hdr h;
+        if (len - off < MP_HDR_LEN)
+            return "truncated PDU header";
+        const char *why = mp_pdu_hdr_check(p + off, len - off, &h);
+        if (why)
+            return why;
+        if (h.frag_len > len - off)
+            return "truncated fragment";
+        const uint8_t *f = p + off;
+        size_t hdr;
+        if (h.ptype == MP_PT_REQUEST) {
+            hdr = MP_REQ_HDR_LEN + ((h.flags & MP_PFC_OBJECT_UUID) ? 16 : 0);
+            if (first)
+                *opnum = mp_get16(f + 22);
+        } else if (h.ptype == MP_PT_RESPONSE) {
+            hdr = MP_RESP_HDR_LEN;
+        } else if (h.ptype == MP_PT_FAULT) {
+            static char msg[64];
+            snprintf(msg, sizeof msg, "fault PDU, status 0x%08x",
+                     h.frag_len >= 28 ? mp_get32(f + 24) : 0);
+            return msg;
+        } else {
+            return "not a request or response PDU";
+        }
+        if (first)
+            *ptype = h.ptype;
+        else if (h.ptype != *ptype)
+            return "fragments of different PDU types";
+        if ((first != 0) != ((h.flags & MP_PFC_FIRST) != 0))
+            return "PFC_FIRST flag out of place";
+        size_t end = h.frag_len;
+        if (h.auth_len) {
+            struct mp_auth a;
+            if (mp_pdu_auth(f, &h, &a))
+                return "bad auth verifier";
+            if (a.level >= 6)
+                return "stub is sealed (auth level privacy)";
+            end = h.frag_len - h.auth_len - MP_SEC_TRAILER_LEN;
+            if (a.pad_len > end)
+                return "bad auth padding";
+            end -= a.pad_len;
+        }
+        if (end < hdr)
+            return "fragment shorter than its header";
+        if (mp_buf_append(stub, f + hdr, end - hdr))
+            return "out of memory";
+        off += h.frag_len;
+        first = 0;
+        if (h.flags & MP_PFC_LAST) {
+            if (off != len)
+                return "bytes after the last fragment";
+            return NULL;
+        }
+    }
+    return "no fragment with PFC_LAST";
+}
+
+int main(int argc, char **argv)
+{
+    const char *iface_name = NULL, *file = NULL;
+    int opnum = -1, dir = -1, pdu = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--interface") && i + 1 < argc) {
+            iface_name = argv[++i];
+        } else if (!strcmp(argv[i], "--opnum") && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 0);
+            if (*end || v < 0 || v > 65535)
+                usage();
+            opnum = (int)v;
+        } else if ((!strcmp(argv[i], "--in") || !strcmp(argv[i], "--out") ||
+                    !strcmp(argv[i], "--pdu")) &&
+                   i + 1 < argc) {
+            if (file)
+                usage();
+            dir = !strcmp(argv[i], "--in") ? 0 : !strcmp(argv[i], "--out") ? 1 : -1;
+            pdu = !strcmp(argv[i], "--pdu");
+            file = argv[++i];
+        } else {
+            usage();
+        }
+    }
+    if (!iface_name || !file || (!pdu && opnum < 0))
+        usage();
+    const struct mp_codec_iface *ifc = mp_codec_iface_lookup(iface_name);
+    if (!ifc) {
+        fprintf(stderr, "mapiproxy-decode: unknown interface '%s'\n", iface_name);
+        return 2;
+    }
+    struct mp_buf in = {0}, stub = {0}, out = {0};
+    if (read_file(file, &in)) {
+        fprintf(stderr, "mapiproxy-decode: %s: %s\n", file, strerror(errno));
+        return 1;
+    }
+    const uint8_t *sp = in.data;
+    size_t slen = in.len;
+    if (pdu) {
+        int ptype = -1, hop = -1;
+        const char *why = reassemble(in.data, in.len, &stub, &ptype, &hop);
+        if (why) {
+            fprintf(stderr, "mapiproxy-decode: %s: %s\n", file, why);
+            return 1;
+        }
+        dir = ptype == MP_PT_REQUEST ? 0 : 1;
+        if (opnum < 0)
+            opnum = hop;
+        if (opnum < 0) {
+            fprintf(stderr, "mapiproxy-decode: a response PDU needs --opnum\n");
+            return 2;
+        }
+        sp = stub.data;
+        slen = stub.len;
+    }
+    const struct mp_call_codec *cc = mp_codec_iface_call(ifc, (uint16_t)opnum);
+    if (!cc) {
+        fprintf(stderr, "mapiproxy-decode: %s has no operation %d with a codec\n", ifc->name,
+                opnum);
+        return 1;
+    }
+    struct mp_arena a;
+    mp_arena_init(&a);
+    void *v = calloc(1, dir ? cc->out_size : cc->in_size);
+    static const uint8_t empty[1];
+    int rc = (dir ? cc->pull_out : cc->pull_in)(sp ? sp : empty, slen, v, &a);
+    if (rc) {
+        fprintf(stderr, "mapiproxy-decode: cannot decode %s %s (%zu bytes): malformed or "
+                        "truncated NDR\n",
+                cc->name, dir ? "response" : "request", slen);
+        return 1;
+    }
+    struct mp_json j;
+    mp_json_init(&j, &out);
+    mp_json_obj_begin(&j);
+    mp_json_key(&j, "interface");
+    mp_json_str(&j, ifc->name);
+    mp_json_key(&j, "opnum");
+    mp_json_u64(&j, (uint64_t)opnum);
+    mp_json_key(&j, "operation");
+    mp_json_str(&j, cc->name);
+    mp_json_key(&j, "direction");
+    mp_json_str(&j, dir ? "out" : "in");
+    mp_json_key(&j, "stub_len");
+    mp_json_u64(&j, slen);
+    mp_json_key(&j, "value");
+    (dir ? cc->print_out : cc->print_in)(&j, v);
+    mp_json_obj_end(&j);
+    if (j.err) {
+        fprintf(stderr, "mapiproxy-decode: JSON output failed\n");
+        return 1;
+    }
+    fwrite(out.data, 1, out.len, stdout);
+    putchar('\n');
+    free(v);
+    mp_arena_free(&a);
+    mp_buf_free(&in);
+    mp_buf_free(&stub);
+    mp_buf_free(&out);
+    return 0;
+}
