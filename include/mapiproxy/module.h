@@ -88,6 +88,9 @@ struct mp_module {
 #define MP_MODULE_HEADER MP_MODULE_ABI_VERSION, (uint32_t)sizeof(struct mp_module)
 
 /* ---- module context ---- */
+/* From init: want (iface, opnum) in addition to the descriptor's `wants`,
+ * for modules whose interest comes from their options.  0 or -1. */
+int mp_module_want(struct mp_module_ctx *mc, const char *iface, uint32_t opnum);
 const char *mp_module_name(const struct mp_module_ctx *mc);
 /* "NAME:key" from the configuration, NULL when absent. */
 const char *mp_module_option(const struct mp_module_ctx *mc, const char *key);
@@ -131,8 +134,14 @@ void *mp_call_alloc(struct mp_call *call, size_t size);
 char *mp_call_strdup(struct mp_call *call, const char *s);
 
 /* With MP_ERROR: the fault status the client gets (default 0x000006be,
- * rpc_s_call_failed). */
+ * rpc_s_call_failed).  With MP_STOP and no response: the call is answered
+ * with this fault on purpose (logged as an answer, not as a failure). */
 void mp_call_fault(struct mp_call *call, uint32_t status);
+
+/* The decoded request or response as one line of JSON (no newline), in
+ * memory that lives as long as the call; NULL when there is no codec for
+ * the call or it does not decode. */
+const char *mp_call_json(struct mp_call *call, bool response);
 
 /* A hook that returned MP_PENDING continues the chain with this status,
  * from any later event of the proxy's loop (e.g. a timer set with

@@ -813,6 +813,7 @@ static const struct opt options[] = {
     {"mapiproxy:connect timeout", K_UINT, F(connect_timeout_ms), 1, 3600000, "milliseconds"},
     {"mapiproxy:idle timeout", K_UINT, F(idle_timeout_s), 0, 604800, "seconds"},
     {"mapiproxy:module dir", K_STR, F(module_dir), 0, 0, NULL},
+    {"mapiproxy:transparent", K_BOOL, F(transparent), 0, 0, NULL},
     {"mapiproxy:send timeout", K_UINT, F(send_timeout_s), 1, 86400, "seconds"},
     {"mapiproxy:max fragments", K_UINT, F(max_fragments), 16, 1000000, "fragments"},
     {"netbios name", K_STR, F(netbios_name), 0, 0, NULL},
@@ -1516,6 +1517,7 @@ static void set_defaults(struct mp_config *c)
     c->connect_timeout_ms = 10000;
     c->idle_timeout_s = 0;
     c->send_timeout_s = 60;
+    c->transparent = true;
     c->max_fragments = 4096;
 }
 

@@ -92,6 +92,7 @@ struct mp_config {
     uint32_t idle_timeout_s;     /* mapiproxy:idle timeout (0 = none) */
     uint32_t send_timeout_s;     /* mapiproxy:send timeout (60): a peer not reading is closed */
     uint32_t max_fragments;      /* mapiproxy:max fragments (4096) per call */
+    bool transparent;            /* mapiproxy:transparent (yes): no rewrite modules by default */
     char module_dir[512];        /* mapiproxy:module dir ("" = DIR-OF-EXECUTABLE/modules) */
     bool server;                 /* dcerpc_mapiproxy:server (accepted; true) */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as

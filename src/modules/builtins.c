@@ -3,6 +3,11 @@
 
 #include "mapiproxy/module.h"
 
+extern const struct mp_module mp_builtin_downgrade;
+extern const struct mp_module mp_builtin_trace;
+
 const struct mp_module *const mp_builtin_modules[] = {
+    &mp_builtin_downgrade,
+    &mp_builtin_trace,
     NULL,
 };

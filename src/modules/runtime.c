@@ -13,6 +13,7 @@
 
 #include "codec/codec.h"
 #include "core/arena.h"
+#include "core/json.h"
 #define MP_HAVE_CODEC 1
 
 #define MAX_RELAYS 4
@@ -55,37 +56,55 @@ static void module_dir(const struct mp_config *cfg, char *out, size_t cap)
     memcpy(out + n_exe, "/modules", sizeof("/modules"));
 }
 
+static int add_want(struct mp_modules *ms, unsigned idx, const char *iface, uint32_t opnum)
+{
+    uint8_t uuid[16];
+    struct mp_iface_spec spec;
+    if (mp_iface_parse(iface, &spec) == 0)
+        memcpy(uuid, spec.uuid, 16);
+    else if (mp_uuid_parse(iface, uuid) != 0) {
+        mp_error("module %s wants unknown interface \"%s\"; it must name a known interface "
+                 "or a UUID",
+                 ms->mods[idx].name, iface);
+        return -1;
+    }
+    size_t k;
+    for (k = 0; k < ms->n_wants; k++)
+        if (!memcmp(ms->wants[k].uuid, uuid, 16) && ms->wants[k].opnum == opnum)
+            break;
+    if (k == ms->n_wants) {
+        struct want *nw = realloc(ms->wants, (ms->n_wants + 1) * sizeof(*nw));
+        if (!nw)
+            return -1;
+        ms->wants = nw;
+        memcpy(nw[k].uuid, uuid, 16);
+        nw[k].opnum = opnum;
+        nw[k].mask = 0;
+        ms->n_wants++;
+    }
+    ms->wants[k].mask |= 1u << idx;
+    return 0;
+}
+
 static int add_wants(struct mp_modules *ms, unsigned idx)
 {
-    const struct mp_module *m = ms->mods[idx].m;
-    for (const struct mp_module_want *w = m->wants; w && w->iface; w++) {
-        uint8_t uuid[16];
-        struct mp_iface_spec spec;
-        if (mp_iface_parse(w->iface, &spec) == 0)
-            memcpy(uuid, spec.uuid, 16);
-        else if (mp_uuid_parse(w->iface, uuid) != 0) {
-            mp_error("module %s wants unknown interface \"%s\"; it must name a known interface "
-                     "or a UUID",
-                     m->name, w->iface);
+    for (const struct mp_module_want *w = ms->mods[idx].m->wants; w && w->iface; w++)
+        if (add_want(ms, idx, w->iface, w->opnum))
             return -1;
-        }
-        size_t k;
-        for (k = 0; k < ms->n_wants; k++)
-            if (!memcmp(ms->wants[k].uuid, uuid, 16) && ms->wants[k].opnum == w->opnum)
-                break;
-        if (k == ms->n_wants) {
-            struct want *nw = realloc(ms->wants, (ms->n_wants + 1) * sizeof(*nw));
-            if (!nw)
-                return -1;
-            ms->wants = nw;
-            memcpy(nw[k].uuid, uuid, 16);
-            nw[k].opnum = w->opnum;
-            nw[k].mask = 0;
-            ms->n_wants++;
-        }
-        ms->wants[k].mask |= 1u << idx;
-    }
     return 0;
+}
+
+int mp_module_want(struct mp_module_ctx *mc, const char *iface, uint32_t opnum)
+{
+    return add_want(mc->owner, mc->index, iface, opnum);
+}
+
+static bool listed(const struct mp_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_modules; i++)
+        if (!strcmp(cfg->modules[i], name))
+            return true;
+    return false;
 }
 
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop)
@@ -94,12 +113,30 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
     ms->loop = loop;
     char dir[PATH_MAX];
     module_dir(cfg, dir, sizeof(dir));
-    for (size_t i = 0; i < cfg->n_modules; i++) {
-        const char *name = cfg->modules[i];
+    /* The effective chain: the rewrite modules first when the proxy is not
+     * transparent, then the configured modules, then trace for ndrdump. */
+    const char *names[MP_MAX_MODULES + 4];
+    size_t n_names = 0;
+    static const char *const rewrite[] = {"rfr_rewrite", "nspi_rewrite"};
+    if (!cfg->transparent)
+        for (size_t i = 0; i < 2; i++)
+            if (!listed(cfg, rewrite[i]))
+                names[n_names++] = rewrite[i];
+    for (size_t i = 0; i < cfg->n_modules; i++)
+        names[n_names++] = cfg->modules[i];
+    if (cfg->ndrdump && !listed(cfg, "trace"))
+        names[n_names++] = "trace";
+    if (n_names > MP_MAX_MODULES) {
+        mp_error("%zu modules in the chain; at most %d can be loaded", n_names, MP_MAX_MODULES);
+        return -1;
+    }
+    for (size_t i = 0; i < n_names; i++) {
+        const char *name = names[i];
         struct mp_module_ctx *mc = &ms->mods[ms->n];
         memset(mc, 0, sizeof(*mc));
         snprintf(mc->name, sizeof(mc->name), "%s", name);
         mc->index = ms->n;
+        mc->owner = ms;
         mc->cfg = cfg;
         mc->loop = loop;
         mc->m = find_builtin(name);
@@ -550,6 +587,29 @@ char *mp_call_strdup(struct mp_call *m, const char *s)
 void mp_call_fault(struct mp_call *m, uint32_t status)
 {
     m->fault = status;
+    m->fault_set = true;
+}
+
+const char *mp_call_json(struct mp_call *m, bool response)
+{
+    void *dec = response ? mp_call_response(m) : mp_call_request(m);
+    if (!dec || !m->codec)
+        return NULL;
+    struct mp_buf b = {0};
+    struct mp_json j;
+    mp_json_init(&j, &b);
+    if (response)
+        m->codec->print_out(&j, dec);
+    else
+        m->codec->print_in(&j, dec);
+    char *out = NULL;
+    if (!j.err && mp_buf_append(&b, "", 1) == 0) {
+        out = mp_call_alloc(m, b.len);
+        if (out)
+            memcpy(out, b.data, b.len);
+    }
+    mp_buf_free(&b);
+    return out;
 }
 
 /* Re-encodes a changed decoded request/response into its stub. */
@@ -623,6 +683,15 @@ static void finish_answer(struct mp_call *m)
     if (reencode(m, false)) {
         m->fault = MP_NCA_S_FAULT_NDR;
         finish_fault(m, "a module's response does not encode");
+        return;
+    }
+    if (!m->resp.data && m->stop_idx >= 0 && m->fault_set) { /* answered with a fault */
+        mp_debug("call %s %s(%u): answered by module %s with fault 0x%08x", mp_call_peer(m),
+                 m->op_name ? m->op_name : m->iface, m->opnum, m->mods->mods[m->stop_idx].name,
+                 m->fault);
+        if (m->owner)
+            m->host->fault(m);
+        m->host->done(m);
         return;
     }
     if (!m->resp.data) {

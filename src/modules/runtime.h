@@ -24,6 +24,7 @@ struct mp_module_ctx {
     const struct mp_config *cfg;
     struct mp_loop *loop;
     bool initialized;
+    struct mp_modules *owner;
 };
 
 struct mp_modules {
@@ -93,6 +94,7 @@ struct mp_call {
     int stop_idx;  /* the module that answered (MP_STOP), or -1 */
     unsigned relays;
     bool pending;
+    bool fault_set;
     bool running; /* inside the chain: the host must not free it */
     uint64_t t0;
 };

@@ -1,0 +1,170 @@
+/* trace: every decoded call as one JSON line per request and per response
+ * (OpenChange's ndrdump, which `dcerpc_mapiproxy:ndrdump = yes` turns on).
+ * Options:
+ *   trace:file = PATH            JSON lines appended there (default: the log, at info)
+ *   trace:interfaces = LIST      exchange_emsmdb, exchange_nsp, exchange_ds_rfr,
+ *                                exchange_async_emsmdb (default: all four)
+ *   trace:operations = LIST      operation names or opnums (default: all)
+ * Calls without a codec are written with their size and the raw stub in hex. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/json.h"
+#include "dcerpc/ifaces.h"
+#include "mapiproxy/module.h"
+
+struct trace_conf {
+    FILE *fp;
+};
+
+static const char *const all_ifaces[] = {"exchange_emsmdb", "exchange_nsp", "exchange_ds_rfr",
+                                         "exchange_async_emsmdb"};
+
+static bool in_list(const char *list, const char *word)
+{
+    if (!list)
+        return true;
+    size_t n = strlen(word);
+    for (const char *p = list; (p = strstr(p, word)); p += n) {
+        bool start = p == list || strchr(" ,\t", p[-1]);
+        bool end = !p[n] || strchr(" ,\t", p[n]);
+        if (start && end)
+            return true;
+    }
+    return false;
+}
+
+static int trace_init(struct mp_module_ctx *mc)
+{
+    struct trace_conf *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -1;
+    const char *file = mp_module_option(mc, "file");
+    if (file) {
+        c->fp = fopen(file, "a");
+        if (!c->fp) {
+            mp_module_log(mc, MP_MLOG_ERROR, "cannot open trace:file %s: %s", file,
+                          strerror(errno));
+            free(c);
+            return -1;
+        }
+        setvbuf(c->fp, NULL, _IOLBF, 0);
+    }
+    const char *ifaces = mp_module_option(mc, "interfaces");
+    const char *ops = mp_module_option(mc, "operations");
+    for (size_t i = 0; i < sizeof(all_ifaces) / sizeof(all_ifaces[0]); i++) {
+        if (!in_list(ifaces, all_ifaces[i]))
+            continue;
+        struct mp_iface_spec spec;
+        const struct mp_iface_info *info =
+            mp_iface_parse(all_ifaces[i], &spec) == 0 ? mp_iface_by_uuid(spec.uuid) : NULL;
+        if (!ops || !info) {
+            if (mp_module_want(mc, all_ifaces[i], MP_ALL_OPS))
+                goto fail;
+            continue;
+        }
+        for (uint16_t op = 0; op < info->n_ops; op++) {
+            char num[8];
+            snprintf(num, sizeof(num), "%u", op);
+            if ((in_list(ops, info->ops[op]) || in_list(ops, num)) &&
+                mp_module_want(mc, all_ifaces[i], op))
+                goto fail;
+        }
+    }
+    mp_module_set_private(mc, c);
+    return 0;
+fail:
+    if (c->fp)
+        fclose(c->fp);
+    free(c);
+    return -1;
+}
+
+static void trace_fini(struct mp_module_ctx *mc)
+{
+    struct trace_conf *c = mp_module_private(mc);
+    if (c && c->fp)
+        fclose(c->fp);
+    free(c);
+}
+
+static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool response)
+{
+    const struct trace_conf *c = mp_module_private(mc);
+    struct mp_buf b = {0};
+    struct mp_json j;
+    mp_json_init(&j, &b);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    mp_json_obj_begin(&j);
+    char num[32];
+    snprintf(num, sizeof(num), "%lld.%06ld", (long long)ts.tv_sec, ts.tv_nsec / 1000);
+    mp_json_key(&j, "ts");
+    mp_json_raw(&j, num);
+    mp_json_key(&j, "dir");
+    mp_json_str(&j, response ? "response" : "request");
+    mp_json_key(&j, "session");
+    mp_json_u64(&j, mp_session_id(mp_call_session(call)));
+    mp_json_key(&j, "peer");
+    mp_json_str(&j, mp_call_peer(call));
+    mp_json_key(&j, "iface");
+    mp_json_str(&j, mp_call_iface(call));
+    mp_json_key(&j, "opnum");
+    mp_json_u64(&j, mp_call_opnum(call));
+    mp_json_key(&j, "op");
+    if (mp_call_op_name(call))
+        mp_json_str(&j, mp_call_op_name(call));
+    else
+        mp_json_null(&j);
+    size_t len;
+    const uint8_t *stub =
+        response ? mp_call_response_stub(call, &len) : mp_call_request_stub(call, &len);
+    mp_json_key(&j, "stub_len");
+    mp_json_u64(&j, len);
+    const char *dec = mp_call_json(call, response);
+    if (dec) {
+        mp_json_key(&j, response ? "out" : "in");
+        mp_json_raw(&j, dec);
+    } else {
+        mp_json_key(&j, "raw");
+        mp_json_hex(&j, stub, len);
+    }
+    mp_json_obj_end(&j);
+    if (!j.err) {
+        if (c->fp) {
+            fwrite(b.data, 1, b.len, c->fp);
+            fputc('\n', c->fp);
+        } else {
+            mp_buf_append(&b, "", 1);
+            mp_module_log(mc, MP_MLOG_INFO, "%s", (const char *)b.data);
+        }
+    }
+    mp_buf_free(&b);
+}
+
+static enum mp_status trace_pull(struct mp_module_ctx *mc, struct mp_call *call)
+{
+    trace_line(mc, call, false);
+    return MP_CONTINUE;
+}
+
+static enum mp_status trace_push(struct mp_module_ctx *mc, struct mp_call *call)
+{
+    trace_line(mc, call, true);
+    return MP_CONTINUE;
+}
+
+const struct mp_module mp_builtin_trace = {
+    MP_MODULE_HEADER,
+    .name = "trace",
+    .description = "every decoded call as JSON lines (OpenChange's ndrdump)",
+    .init = trace_init,
+    .fini = trace_fini,
+    .pull = trace_pull,
+    .push = trace_push,
+};
