@@ -180,8 +180,9 @@ int main(int argc, char **argv)
     static const uint8_t empty[1];
     int rc = (dir ? cc->pull_out : cc->pull_in)(sp ? sp : empty, slen, v, &a);
     if (rc) {
-        fprintf(stderr, "mapiproxy-decode: cannot decode %s %s (%zu bytes): malformed or "
-                        "truncated NDR\n",
+        fprintf(stderr,
+                "mapiproxy-decode: cannot decode %s %s (%zu bytes): malformed or "
+                "truncated NDR\n",
                 cc->name, dir ? "response" : "request", slen);
         return 1;
     }

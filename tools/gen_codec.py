@@ -1263,6 +1263,23 @@ def uuid_bytes(u):
     return a + b + c + d
 
 
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+
+def clang_format(text, name):
+    """Formats like the rest of the tree (.clang-format), as if the file were
+    src/codec/gen/NAME, so that the output does not depend on -o."""
+    import shutil
+    import subprocess
+    exe = shutil.which('clang-format')
+    if not exe:
+        return text
+    r = subprocess.run([exe, '--style=file', '--assume-filename=' +
+                        os.path.join(REPO, 'src', 'codec', 'gen', name)],
+                       input=text, capture_output=True, text=True, cwd=REPO)
+    return r.stdout if r.returncode == 0 else text
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('-o', '--outdir', required=True)
@@ -1279,10 +1296,9 @@ def main():
             h, c = Emitter(ifcs[0], prefix, path).gen()
         except IdlError as e:
             sys.exit('%s: %s' % (path, e))
-        with open(os.path.join(args.outdir, prefix + '.h'), 'w') as f:
-            f.write(h)
-        with open(os.path.join(args.outdir, prefix + '.c'), 'w') as f:
-            f.write(c)
+        for ext, text in (('.h', h), ('.c', c)):
+            with open(os.path.join(args.outdir, prefix + ext), 'w') as f:
+                f.write(clang_format(text, prefix + ext))
 
 
 if __name__ == '__main__':

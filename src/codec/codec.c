@@ -7,8 +7,8 @@
 #include "core/json.h"
 
 const struct mp_codec_iface *const mp_codec_ifaces[] = {
-    &mp_codec_iface_emsmdb, &mp_codec_iface_asyncemsmdb, &mp_codec_iface_nspi,
-    &mp_codec_iface_rfr, NULL};
+    &mp_codec_iface_emsmdb, &mp_codec_iface_asyncemsmdb, &mp_codec_iface_nspi, &mp_codec_iface_rfr,
+    NULL};
 
 const struct mp_call_codec *mp_codec_iface_call(const struct mp_codec_iface *i, uint16_t opnum)
 {
@@ -28,9 +28,8 @@ const struct mp_call_codec *mp_codec_find(const uint8_t iface_uuid[16], uint16_t
 static int parse_uuid(const char *s, uint8_t out[16])
 {
     unsigned a, b, c, d[8];
-    if (strlen(s) != 36 ||
-        sscanf(s, "%8x-%4x-%4x-%2x%2x-%2x%2x%2x%2x%2x%2x", &a, &b, &c, &d[0], &d[1], &d[2], &d[3],
-               &d[4], &d[5], &d[6], &d[7]) != 11)
+    if (strlen(s) != 36 || sscanf(s, "%8x-%4x-%4x-%2x%2x-%2x%2x%2x%2x%2x%2x", &a, &b, &c, &d[0],
+                                  &d[1], &d[2], &d[3], &d[4], &d[5], &d[6], &d[7]) != 11)
         return -1;
     out[0] = (uint8_t)a, out[1] = (uint8_t)(a >> 8), out[2] = (uint8_t)(a >> 16);
     out[3] = (uint8_t)(a >> 24), out[4] = (uint8_t)b, out[5] = (uint8_t)(b >> 8);

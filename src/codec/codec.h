@@ -16,7 +16,7 @@ struct mp_json;  /* src/core/json.h */
 struct mp_call_codec {
     const char *iface; /* "exchange_nsp" ... */
     uint16_t opnum;
-    const char *name; /* "NspiGetProps"; NULL for an opnum not used on the wire */
+    const char *name;         /* "NspiGetProps"; NULL for an opnum not used on the wire */
     size_t in_size, out_size; /* sizeof the request / response struct */
     /* 0 or -1.  The whole stub must be consumed (up to 7 zero bytes of
      * trailing alignment padding allowed); everything points into the arena;

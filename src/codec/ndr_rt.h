@@ -25,9 +25,9 @@ struct mp_ctxh {
 /* Wire details that the structures do not carry but that a byte-exact
  * re-encoding needs: the referent ids of non-NULL pointers and the
  * max_count of every varying array and string, in wire order, alignment
- * padding that is not zero, and the zero padding after the last parameter.  A zeroed mp_ndr_wire gives the
- * canonical encoding (MIDL-style referent ids 0x00020000 + 4k, max_count
- * from size_is, no trailing padding).  Filled by pull, read by push. */
+ * padding that is not zero, and the zero padding after the last parameter.  A zeroed mp_ndr_wire
+ * gives the canonical encoding (MIDL-style referent ids 0x00020000 + 4k, max_count from size_is, no
+ * trailing padding).  Filled by pull, read by push. */
 struct mp_ndr_pad {
     uint32_t off; /* stub offset of the padding */
     uint8_t len, bytes[7];
@@ -58,7 +58,8 @@ struct mp_cdp { /* push */
     bool err;
 };
 
-extern const uint8_t mp_ndr_nonnull; /* placeholder target of a pointer between scalars and buffers */
+extern const uint8_t
+    mp_ndr_nonnull; /* placeholder target of a pointer between scalars and buffers */
 #define MP_NONNULL ((void *)&mp_ndr_nonnull)
 
 void mp_cdc_init(struct mp_cdc *c, const uint8_t *p, size_t len, struct mp_arena *a,

@@ -14,8 +14,8 @@
 struct mp_json {
     struct mp_buf *b;
     int depth;
-    bool err;                            /* out of memory or too deep */
-    bool first[MP_JSON_MAX_DEPTH + 1];   /* no element written yet at this level */
+    bool err;                          /* out of memory or too deep */
+    bool first[MP_JSON_MAX_DEPTH + 1]; /* no element written yet at this level */
     bool after_key;
 };
 

@@ -203,9 +203,8 @@ static int truncations_fail(const struct mp_call_codec *cc, int out, const uint8
     void *v = calloc(1, out ? cc->out_size : cc->in_size);
     size_t pad = 0;
     if (!(out ? cc->pull_out : cc->pull_in)(p, n, v, &a)) {
-        struct mp_ndr_wire *w = (struct mp_ndr_wire *)((uint8_t *)v + (out ? cc->out_size :
-                                                                              cc->in_size) -
-                                                       sizeof *w);
+        struct mp_ndr_wire *w =
+            (struct mp_ndr_wire *)((uint8_t *)v + (out ? cc->out_size : cc->in_size) - sizeof *w);
         pad = w->trailing_pad;
     }
     int bad = 0;
@@ -262,7 +261,10 @@ static void test_captured(void)
             if (bad)
                 fprintf(stderr, "%s: %d truncations decoded\n", e->d_name, bad);
             CHECK_EQ(bad, 0);
-            int ifx = !strcmp(iface, "nspi") ? 0 : !strcmp(iface, "emsmdb") ? 1 : !strcmp(iface, "rfr") ? 2 : 3;
+            int ifx = !strcmp(iface, "nspi")     ? 0
+                      : !strcmp(iface, "emsmdb") ? 1
+                      : !strcmp(iface, "rfr")    ? 2
+                                                 : 3;
             if (op < 32)
                 seen_op[ifx][op] |= 1 << out;
         }
@@ -361,9 +363,9 @@ static void test_outlook(void)
         expect = (expect + 3) & ~(size_t)3;
         expect += 4 + 4;
         CHECK_EQ(expect, n);
-        CHECK(r.cbIn >= 8 && r.rgbIn[2] == 0x05 && r.rgbIn[3] == 0); /* Compressed|Last */
-        CHECK_EQ((size_t)(r.rgbIn[4] | r.rgbIn[5] << 8) + 8, r.cbIn);  /* Size covers it all */
-        CHECK(r.cbAuxIn >= 8 && r.rgbAuxIn[2] == 0x06);              /* XorMagic|Last */
+        CHECK(r.cbIn >= 8 && r.rgbIn[2] == 0x05 && r.rgbIn[3] == 0);  /* Compressed|Last */
+        CHECK_EQ((size_t)(r.rgbIn[4] | r.rgbIn[5] << 8) + 8, r.cbIn); /* Size covers it all */
+        CHECK(r.cbAuxIn >= 8 && r.rgbAuxIn[2] == 0x06);               /* XorMagic|Last */
         CHECK_EQ((size_t)(r.rgbAuxIn[4] | r.rgbAuxIn[5] << 8) + 8, r.cbAuxIn);
         struct mp_buf json = {0};
         CHECK_EQ(roundtrip(cc, 0, p, n, &json, names[i]), 0);
@@ -388,13 +390,13 @@ static void getmatches_not_chain(struct mp_buf *b, int depth)
     mp_buf_append(b, h, 20); /* hRpc */
     put32(b, 0);             /* Reserved1 */
     for (int i = 0; i < 9; i++)
-        put32(b, 0);         /* STAT */
-    put32(b, 0);             /* pReserved NULL */
-    put32(b, 0);             /* Reserved2 */
-    put32(b, 0x20000);       /* Filter */
+        put32(b, 0);   /* STAT */
+    put32(b, 0);       /* pReserved NULL */
+    put32(b, 0);       /* Reserved2 */
+    put32(b, 0x20000); /* Filter */
     for (int i = 0; i < depth; i++) {
-        put32(b, 2); /* rt */
-        put32(b, 2); /* discriminant */
+        put32(b, 2);                         /* rt */
+        put32(b, 2);                         /* discriminant */
         put32(b, 0x20004 + 4 * (uint32_t)i); /* lpRes */
     }
     put32(b, 8);
@@ -613,7 +615,8 @@ static void test_arena_json(void)
     mp_json_obj_begin(&j);
     mp_json_obj_end(&j);
     mp_json_obj_end(&j);
-    static const char want[] = "{\"a\":[1,-2,true,null,\"x\\u0001\\\"\\\\\xc3\xa9\",\"00ff\"],\"b\":{}}";
+    static const char want[] =
+        "{\"a\":[1,-2,true,null,\"x\\u0001\\\"\\\\\xc3\xa9\",\"00ff\"],\"b\":{}}";
     CHECK(!j.err && b.len == strlen(want) && !memcmp(b.data, want, b.len));
     CHECK(json_valid(b.data, b.len));
     mp_buf_free(&b);

@@ -18,9 +18,11 @@ static int pull_in_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, str
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->acxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulFlagsIn = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -54,7 +56,8 @@ static int pull_out_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, st
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
     r->pulFlagsOut = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -82,10 +85,18 @@ static void print_out_EcDoAsyncWaitEx(struct mp_json *j, const void *v)
 }
 
 static const struct mp_call_codec calls[] = {
-    [0] = {"AsyncEMSMDB", 0, "EcDoAsyncWaitEx", sizeof(struct asyncemsmdb_EcDoAsyncWaitEx_in), sizeof(struct asyncemsmdb_EcDoAsyncWaitEx_out), pull_in_EcDoAsyncWaitEx, pull_out_EcDoAsyncWaitEx, push_in_EcDoAsyncWaitEx, push_out_EcDoAsyncWaitEx, print_in_EcDoAsyncWaitEx, print_out_EcDoAsyncWaitEx},
+    [0] = {"AsyncEMSMDB", 0, "EcDoAsyncWaitEx", sizeof(struct asyncemsmdb_EcDoAsyncWaitEx_in),
+           sizeof(struct asyncemsmdb_EcDoAsyncWaitEx_out), pull_in_EcDoAsyncWaitEx,
+           pull_out_EcDoAsyncWaitEx, push_in_EcDoAsyncWaitEx, push_out_EcDoAsyncWaitEx,
+           print_in_EcDoAsyncWaitEx, print_out_EcDoAsyncWaitEx},
 };
 
-const struct mp_codec_iface mp_codec_iface_asyncemsmdb = {
-    "AsyncEMSMDB", "asyncemsmdb",
-    {0x4a, 0x57, 0x61, 0x52, 0x72, 0x45, 0x6e, 0x20, 0xb2, 0x68, 0x6b, 0x19, 0x92, 0x13, 0xb4, 0xe4},
-    0, 1, calls, 1};
+const struct mp_codec_iface mp_codec_iface_asyncemsmdb = {"AsyncEMSMDB",
+                                                          "asyncemsmdb",
+                                                          {0x4a, 0x57, 0x61, 0x52, 0x72, 0x45, 0x6e,
+                                                           0x20, 0xb2, 0x68, 0x6b, 0x19, 0x92, 0x13,
+                                                           0xb4, 0xe4},
+                                                          0,
+                                                          1,
+                                                          calls,
+                                                          1};

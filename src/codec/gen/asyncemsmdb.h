@@ -5,7 +5,6 @@
 
 #include "codec/ndr_rt.h"
 
-
 /* EcDoAsyncWaitEx (opnum 0) request */
 struct asyncemsmdb_EcDoAsyncWaitEx_in {
     struct mp_ctxh acxh;

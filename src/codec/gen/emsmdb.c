@@ -17,30 +17,42 @@ static int pull_in_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct 
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
     r->szUserDN = MP_NONNULL;
-    if (r->szUserDN && !(r->szUserDN = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->szUserDN && !(r->szUserDN = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     r->ulFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulConMod = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbLimit = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulCpid = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulLcidString = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulLcidSort = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulIcxrLink = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->usFCanConvertCodePages = (uint16_t)mp_cdc_u16(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     for (uint32_t i1 = 0; i1 < 3; i1++) {
         r->rgwClientVersion[i1] = (uint16_t)mp_cdc_u16(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pullTimeStamp = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -49,8 +61,17 @@ static int push_in_EcDoConnect(struct mp_buf *b, const void *v)
     const struct emsmdb_EcDoConnect_in *r = v;
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
-    if (!r->szUserDN) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
-    if (r->szUserDN) { mp_cdp_align(p, 4); mp_cdp_string(p, r->szUserDN, 0); }
+    if (!r->szUserDN) {
+        mp_cdp_fail(p);
+        {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+    }
+    if (r->szUserDN) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->szUserDN, 0);
+    }
     mp_cdp_u32(p, (uint32_t)r->ulFlags);
     mp_cdp_u32(p, (uint32_t)r->ulConMod);
     mp_cdp_u32(p, (uint32_t)r->cbLimit);
@@ -108,37 +129,49 @@ static int pull_out_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcmsPollsMax = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcRetry = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcmsRetryDelay = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->picxr = (uint16_t)mp_cdc_u16(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id4 = mp_cdc_ref(c);
         r->szDNPrefix = id4 ? MP_NONNULL : NULL;
     }
-    if (r->szDNPrefix && !(r->szDNPrefix = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->szDNPrefix && !(r->szDNPrefix = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id5 = mp_cdc_ref(c);
         r->szDisplayName = id5 ? MP_NONNULL : NULL;
     }
-    if (r->szDisplayName && !(r->szDisplayName = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->szDisplayName && !(r->szDisplayName = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     for (uint32_t i6 = 0; i6 < 3; i6++) {
         r->rgwServerVersion[i6] = (uint16_t)mp_cdc_u16(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     for (uint32_t i7 = 0; i7 < 3; i7++) {
         r->rgwClientVersion[i7] = (uint16_t)mp_cdc_u16(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pullTimeStamp = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -155,9 +188,15 @@ static int push_out_EcDoConnect(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->pcmsRetryDelay);
     mp_cdp_u16(p, (uint16_t)r->picxr);
     mp_cdp_ref(p, r->szDNPrefix);
-    if (r->szDNPrefix) { mp_cdp_align(p, 4); mp_cdp_string(p, r->szDNPrefix, 0); }
+    if (r->szDNPrefix) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->szDNPrefix, 0);
+    }
     mp_cdp_ref(p, r->szDisplayName);
-    if (r->szDisplayName) { mp_cdp_align(p, 4); mp_cdp_string(p, r->szDisplayName, 0); }
+    if (r->szDisplayName) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->szDisplayName, 0);
+    }
     for (uint32_t i8 = 0; i8 < 3; i8++) {
         mp_cdp_u16(p, (uint16_t)r->rgwServerVersion[i8]);
     }
@@ -215,7 +254,8 @@ static int pull_in_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, stru
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -247,7 +287,8 @@ static int pull_out_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, str
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -284,23 +325,43 @@ static int pull_in_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_a
     uint32_t n13 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgb = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         uint32_t mx12 = mp_cdc_varmax(c);
-        if (mp_cdc_u32(c) != 0) { mp_cdc_fail(c); return -1; }
+        if (mp_cdc_u32(c) != 0) {
+            mp_cdc_fail(c);
+            return -1;
+        }
         n13 = mp_cdc_u32(c);
-        if (c->n.err || n13 > mx12) { mp_cdc_fail(c); return -1; }
-        if (!(r->rgb = mp_cdc_array(c, n13, sizeof *r->rgb, 1))) return -1;
-        { const uint8_t *q14 = mp_ndr_bytes(&c->n, n13); if (!q14) return -1; if (n13) memcpy(r->rgb, q14, n13); }
+        if (c->n.err || n13 > mx12) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->rgb = mp_cdc_array(c, n13, sizeof *r->rgb, 1)))
+            return -1;
+        {
+            const uint8_t *q14 = mp_ndr_bytes(&c->n, n13);
+            if (!q14)
+                return -1;
+            if (n13)
+                memcpy(r->rgb, q14, n13);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcb = (uint16_t)mp_cdc_u16(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbMax = (uint16_t)mp_cdc_u16(c);
-    if (c->n.err) return -1;
-    if (n13 != (uint32_t)(r->pcb)) { mp_cdc_fail(c); return -1; }
+    if (c->n.err)
+        return -1;
+    if (n13 != (uint32_t)(r->pcb)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -316,7 +377,13 @@ static int push_in_EcDoRpc(struct mp_buf *b, const void *v)
         mp_cdp_u32(p, mp_cdp_varmax(p, (uint32_t)(r->cbMax), (uint32_t)(r->pcb)));
         mp_cdp_u32(p, 0);
         mp_cdp_u32(p, (uint32_t)(r->pcb));
-        if ((uint32_t)(r->pcb) && !r->rgb) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->pcb) && !r->rgb) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgb, (uint32_t)(r->pcb));
     }
     mp_cdp_u16(p, (uint16_t)r->pcb);
@@ -349,22 +416,41 @@ static int pull_out_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_
     uint32_t n16 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgb = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         uint32_t mx15 = mp_cdc_varmax(c);
-        if (mp_cdc_u32(c) != 0) { mp_cdc_fail(c); return -1; }
+        if (mp_cdc_u32(c) != 0) {
+            mp_cdc_fail(c);
+            return -1;
+        }
         n16 = mp_cdc_u32(c);
-        if (c->n.err || n16 > mx15) { mp_cdc_fail(c); return -1; }
-        if (!(r->rgb = mp_cdc_array(c, n16, sizeof *r->rgb, 1))) return -1;
-        { const uint8_t *q17 = mp_ndr_bytes(&c->n, n16); if (!q17) return -1; if (n16) memcpy(r->rgb, q17, n16); }
+        if (c->n.err || n16 > mx15) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->rgb = mp_cdc_array(c, n16, sizeof *r->rgb, 1)))
+            return -1;
+        {
+            const uint8_t *q17 = mp_ndr_bytes(&c->n, n16);
+            if (!q17)
+                return -1;
+            if (n16)
+                memcpy(r->rgb, q17, n16);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcb = (uint16_t)mp_cdc_u16(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
-    if (n16 != (uint32_t)(r->pcb)) { mp_cdc_fail(c); return -1; }
+    if (n16 != (uint32_t)(r->pcb)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -380,7 +466,13 @@ static int push_out_EcDoRpc(struct mp_buf *b, const void *v)
         mp_cdp_u32(p, mp_cdp_varmax(p, (uint32_t)(r->pcb), (uint32_t)(r->pcb)));
         mp_cdp_u32(p, 0);
         mp_cdp_u32(p, (uint32_t)(r->pcb));
-        if ((uint32_t)(r->pcb) && !r->rgb) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->pcb) && !r->rgb) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgb, (uint32_t)(r->pcb));
     }
     mp_cdp_u16(p, (uint16_t)r->pcb);
@@ -404,7 +496,8 @@ static void print_out_EcDoRpc(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                               struct mp_arena *a)
 {
     struct emsmdb_EcRRegisterPushNotification_in *r = v;
     memset(r, 0, sizeof *r);
@@ -414,35 +507,62 @@ static int pull_in_EcRRegisterPushNotification(const uint8_t *stub, size_t len, 
     uint32_t n22 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->iRpc = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgbContext = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         n19 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbContext = mp_cdc_array(c, n19, sizeof *r->rgbContext, 1))) return -1;
-        { const uint8_t *q20 = mp_ndr_bytes(&c->n, n19); if (!q20) return -1; if (n19) memcpy(r->rgbContext, q20, n19); }
+        if (!(r->rgbContext = mp_cdc_array(c, n19, sizeof *r->rgbContext, 1)))
+            return -1;
+        {
+            const uint8_t *q20 = mp_ndr_bytes(&c->n, n19);
+            if (!q20)
+                return -1;
+            if (n19)
+                memcpy(r->rgbContext, q20, n19);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbContext = (uint16_t)mp_cdc_u16(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->grbitAdviseBits = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgbCallbackAddress = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         n22 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbCallbackAddress = mp_cdc_array(c, n22, sizeof *r->rgbCallbackAddress, 1))) return -1;
-        { const uint8_t *q23 = mp_ndr_bytes(&c->n, n22); if (!q23) return -1; if (n22) memcpy(r->rgbCallbackAddress, q23, n22); }
+        if (!(r->rgbCallbackAddress = mp_cdc_array(c, n22, sizeof *r->rgbCallbackAddress, 1)))
+            return -1;
+        {
+            const uint8_t *q23 = mp_ndr_bytes(&c->n, n22);
+            if (!q23)
+                return -1;
+            if (n22)
+                memcpy(r->rgbCallbackAddress, q23, n22);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbCallbackAddress = (uint16_t)mp_cdc_u16(c);
-    if (c->n.err) return -1;
-    if (n19 != (uint32_t)(r->cbContext)) { mp_cdc_fail(c); return -1; }
-    if (n22 != (uint32_t)(r->cbCallbackAddress)) { mp_cdc_fail(c); return -1; }
+    if (c->n.err)
+        return -1;
+    if (n19 != (uint32_t)(r->cbContext)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (n22 != (uint32_t)(r->cbCallbackAddress)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -457,7 +577,13 @@ static int push_in_EcRRegisterPushNotification(struct mp_buf *b, const void *v)
     {
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cbContext));
-        if ((uint32_t)(r->cbContext) && !r->rgbContext) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->cbContext) && !r->rgbContext) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbContext, (uint32_t)(r->cbContext));
     }
     mp_cdp_u16(p, (uint16_t)r->cbContext);
@@ -465,7 +591,13 @@ static int push_in_EcRRegisterPushNotification(struct mp_buf *b, const void *v)
     {
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cbCallbackAddress));
-        if ((uint32_t)(r->cbCallbackAddress) && !r->rgbCallbackAddress) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->cbCallbackAddress) && !r->rgbCallbackAddress) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbCallbackAddress, (uint32_t)(r->cbCallbackAddress));
     }
     mp_cdp_u16(p, (uint16_t)r->cbCallbackAddress);
@@ -494,7 +626,8 @@ static void print_in_EcRRegisterPushNotification(struct mp_json *j, const void *
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                struct mp_arena *a)
 {
     struct emsmdb_EcRRegisterPushNotification_out *r = v;
     memset(r, 0, sizeof *r);
@@ -502,9 +635,11 @@ static int pull_out_EcRRegisterPushNotification(const uint8_t *stub, size_t len,
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->hNotification = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -535,7 +670,8 @@ static void print_out_EcRRegisterPushNotification(struct mp_json *j, const void 
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                 struct mp_arena *a)
 {
     struct emsmdb_EcRUnregisterPushNotification_in *r = v;
     memset(r, 0, sizeof *r);
@@ -543,11 +679,14 @@ static int pull_in_EcRUnregisterPushNotification(const uint8_t *stub, size_t len
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->iRpc = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->hNotification = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -577,7 +716,8 @@ static void print_in_EcRUnregisterPushNotification(struct mp_json *j, const void
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                  struct mp_arena *a)
 {
     struct emsmdb_EcRUnregisterPushNotification_out *r = v;
     memset(r, 0, sizeof *r);
@@ -585,7 +725,8 @@ static int pull_out_EcRUnregisterPushNotification(const uint8_t *stub, size_t le
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -777,38 +918,74 @@ static int pull_in_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct m
     uint32_t n28 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pulFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgbIn = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         n25 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbIn = mp_cdc_array(c, n25, sizeof *r->rgbIn, 1))) return -1;
-        { const uint8_t *q26 = mp_ndr_bytes(&c->n, n25); if (!q26) return -1; if (n25) memcpy(r->rgbIn, q26, n25); }
+        if (!(r->rgbIn = mp_cdc_array(c, n25, sizeof *r->rgbIn, 1)))
+            return -1;
+        {
+            const uint8_t *q26 = mp_ndr_bytes(&c->n, n25);
+            if (!q26)
+                return -1;
+            if (n25)
+                memcpy(r->rgbIn, q26, n25);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbIn = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcbOut = (uint32_t)mp_cdc_u32(c);
-    if (r->pcbOut > 262144u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
+    if (r->pcbOut > 262144u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
     r->Reserved0 = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         uint32_t mx27 = mp_cdc_varmax(c);
-        if (mp_cdc_u32(c) != 0) { mp_cdc_fail(c); return -1; }
+        if (mp_cdc_u32(c) != 0) {
+            mp_cdc_fail(c);
+            return -1;
+        }
         n28 = mp_cdc_u32(c);
-        if (c->n.err || n28 > mx27) { mp_cdc_fail(c); return -1; }
-        if (!(r->Reserved0 = mp_cdc_array(c, n28, sizeof *r->Reserved0, 1))) return -1;
-        { const uint8_t *q29 = mp_ndr_bytes(&c->n, n28); if (!q29) return -1; if (n28) memcpy(r->Reserved0, q29, n28); }
+        if (c->n.err || n28 > mx27) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->Reserved0 = mp_cdc_array(c, n28, sizeof *r->Reserved0, 1)))
+            return -1;
+        {
+            const uint8_t *q29 = mp_ndr_bytes(&c->n, n28);
+            if (!q29)
+                return -1;
+            if (n28)
+                memcpy(r->Reserved0, q29, n28);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved1 = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (n25 != (uint32_t)(r->cbIn)) { mp_cdc_fail(c); return -1; }
-    if (n28 != (uint32_t)(r->Reserved1)) { mp_cdc_fail(c); return -1; }
+    if (c->n.err)
+        return -1;
+    if (n25 != (uint32_t)(r->cbIn)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (n28 != (uint32_t)(r->Reserved1)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -823,7 +1000,13 @@ static int push_in_EcDoRpcExt(struct mp_buf *b, const void *v)
     {
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cbIn));
-        if ((uint32_t)(r->cbIn) && !r->rgbIn) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->cbIn) && !r->rgbIn) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbIn, (uint32_t)(r->cbIn));
     }
     mp_cdp_u32(p, (uint32_t)r->cbIn);
@@ -833,7 +1016,13 @@ static int push_in_EcDoRpcExt(struct mp_buf *b, const void *v)
         mp_cdp_u32(p, mp_cdp_varmax(p, (uint32_t)(r->Reserved1), (uint32_t)(r->Reserved1)));
         mp_cdp_u32(p, 0);
         mp_cdp_u32(p, (uint32_t)(r->Reserved1));
-        if ((uint32_t)(r->Reserved1) && !r->Reserved0) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->Reserved1) && !r->Reserved0) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->Reserved0, (uint32_t)(r->Reserved1));
     }
     mp_cdp_u32(p, (uint32_t)r->Reserved1);
@@ -872,41 +1061,83 @@ static int pull_out_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct 
     uint32_t n34 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pulFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgbOut = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         uint32_t mx30 = mp_cdc_varmax(c);
-        if (mp_cdc_u32(c) != 0) { mp_cdc_fail(c); return -1; }
+        if (mp_cdc_u32(c) != 0) {
+            mp_cdc_fail(c);
+            return -1;
+        }
         n31 = mp_cdc_u32(c);
-        if (c->n.err || n31 > mx30) { mp_cdc_fail(c); return -1; }
-        if (!(r->rgbOut = mp_cdc_array(c, n31, sizeof *r->rgbOut, 1))) return -1;
-        { const uint8_t *q32 = mp_ndr_bytes(&c->n, n31); if (!q32) return -1; if (n31) memcpy(r->rgbOut, q32, n31); }
+        if (c->n.err || n31 > mx30) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->rgbOut = mp_cdc_array(c, n31, sizeof *r->rgbOut, 1)))
+            return -1;
+        {
+            const uint8_t *q32 = mp_ndr_bytes(&c->n, n31);
+            if (!q32)
+                return -1;
+            if (n31)
+                memcpy(r->rgbOut, q32, n31);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcbOut = (uint32_t)mp_cdc_u32(c);
-    if (r->pcbOut > 262144u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
+    if (r->pcbOut > 262144u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
     r->Reserved0 = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         uint32_t mx33 = mp_cdc_varmax(c);
-        if (mp_cdc_u32(c) != 0) { mp_cdc_fail(c); return -1; }
+        if (mp_cdc_u32(c) != 0) {
+            mp_cdc_fail(c);
+            return -1;
+        }
         n34 = mp_cdc_u32(c);
-        if (c->n.err || n34 > mx33) { mp_cdc_fail(c); return -1; }
-        if (!(r->Reserved0 = mp_cdc_array(c, n34, sizeof *r->Reserved0, 1))) return -1;
-        { const uint8_t *q35 = mp_ndr_bytes(&c->n, n34); if (!q35) return -1; if (n34) memcpy(r->Reserved0, q35, n34); }
+        if (c->n.err || n34 > mx33) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->Reserved0 = mp_cdc_array(c, n34, sizeof *r->Reserved0, 1)))
+            return -1;
+        {
+            const uint8_t *q35 = mp_ndr_bytes(&c->n, n34);
+            if (!q35)
+                return -1;
+            if (n34)
+                memcpy(r->Reserved0, q35, n34);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved1 = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pulTransTime = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
-    if (n31 != (uint32_t)(r->pcbOut)) { mp_cdc_fail(c); return -1; }
-    if (n34 != (uint32_t)(r->Reserved1)) { mp_cdc_fail(c); return -1; }
+    if (n31 != (uint32_t)(r->pcbOut)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (n34 != (uint32_t)(r->Reserved1)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -923,7 +1154,13 @@ static int push_out_EcDoRpcExt(struct mp_buf *b, const void *v)
         mp_cdp_u32(p, mp_cdp_varmax(p, (uint32_t)(r->pcbOut), (uint32_t)(r->pcbOut)));
         mp_cdp_u32(p, 0);
         mp_cdp_u32(p, (uint32_t)(r->pcbOut));
-        if ((uint32_t)(r->pcbOut) && !r->rgbOut) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->pcbOut) && !r->rgbOut) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbOut, (uint32_t)(r->pcbOut));
     }
     mp_cdp_u32(p, (uint32_t)r->pcbOut);
@@ -932,7 +1169,13 @@ static int push_out_EcDoRpcExt(struct mp_buf *b, const void *v)
         mp_cdp_u32(p, mp_cdp_varmax(p, (uint32_t)(r->Reserved1), (uint32_t)(r->Reserved1)));
         mp_cdp_u32(p, 0);
         mp_cdp_u32(p, (uint32_t)(r->Reserved1));
-        if ((uint32_t)(r->Reserved1) && !r->Reserved0) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->Reserved1) && !r->Reserved0) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->Reserved0, (uint32_t)(r->Reserved1));
     }
     mp_cdp_u32(p, (uint32_t)r->Reserved1);
@@ -973,45 +1216,73 @@ static int pull_in_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, struc
     mp_cdc_init(c, stub, len, a, &r->ndr);
     uint32_t n38 = 0;
     r->szUserDN = MP_NONNULL;
-    if (r->szUserDN && !(r->szUserDN = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->szUserDN && !(r->szUserDN = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     r->ulFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulConMod = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbLimit = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulCpid = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulLcidString = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulLcidSort = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulIcxrLink = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->usFCanConvertCodePages = (uint16_t)mp_cdc_u16(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     for (uint32_t i36 = 0; i36 < 3; i36++) {
         r->rgwClientVersion[i36] = (uint16_t)mp_cdc_u16(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pulTimeStamp = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgbAuxIn = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         n38 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbAuxIn = mp_cdc_array(c, n38, sizeof *r->rgbAuxIn, 1))) return -1;
-        { const uint8_t *q39 = mp_ndr_bytes(&c->n, n38); if (!q39) return -1; if (n38) memcpy(r->rgbAuxIn, q39, n38); }
+        if (!(r->rgbAuxIn = mp_cdc_array(c, n38, sizeof *r->rgbAuxIn, 1)))
+            return -1;
+        {
+            const uint8_t *q39 = mp_ndr_bytes(&c->n, n38);
+            if (!q39)
+                return -1;
+            if (n38)
+                memcpy(r->rgbAuxIn, q39, n38);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbAuxIn = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcbAuxOut = (uint32_t)mp_cdc_u32(c);
-    if (r->pcbAuxOut > 4104u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
-    if (n38 != (uint32_t)(r->cbAuxIn)) { mp_cdc_fail(c); return -1; }
+    if (r->pcbAuxOut > 4104u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
+    if (n38 != (uint32_t)(r->cbAuxIn)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -1020,8 +1291,17 @@ static int push_in_EcDoConnectEx(struct mp_buf *b, const void *v)
     const struct emsmdb_EcDoConnectEx_in *r = v;
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
-    if (!r->szUserDN) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
-    if (r->szUserDN) { mp_cdp_align(p, 4); mp_cdp_string(p, r->szUserDN, 0); }
+    if (!r->szUserDN) {
+        mp_cdp_fail(p);
+        {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+    }
+    if (r->szUserDN) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->szUserDN, 0);
+    }
     mp_cdp_u32(p, (uint32_t)r->ulFlags);
     mp_cdp_u32(p, (uint32_t)r->ulConMod);
     mp_cdp_u32(p, (uint32_t)r->cbLimit);
@@ -1037,7 +1317,13 @@ static int push_in_EcDoConnectEx(struct mp_buf *b, const void *v)
     {
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cbAuxIn));
-        if ((uint32_t)(r->cbAuxIn) && !r->rgbAuxIn) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->cbAuxIn) && !r->rgbAuxIn) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbAuxIn, (uint32_t)(r->cbAuxIn));
     }
     mp_cdp_u32(p, (uint32_t)r->cbAuxIn);
@@ -1094,53 +1380,86 @@ static int pull_out_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, stru
     uint32_t n47 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcmsPollsMax = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcRetry = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcmsRetryDelay = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->picxr = (uint16_t)mp_cdc_u16(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id42 = mp_cdc_ref(c);
         r->szDNPrefix = id42 ? MP_NONNULL : NULL;
     }
-    if (r->szDNPrefix && !(r->szDNPrefix = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->szDNPrefix && !(r->szDNPrefix = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id43 = mp_cdc_ref(c);
         r->szDisplayName = id43 ? MP_NONNULL : NULL;
     }
-    if (r->szDisplayName && !(r->szDisplayName = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->szDisplayName && !(r->szDisplayName = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     for (uint32_t i44 = 0; i44 < 3; i44++) {
         r->rgwServerVersion[i44] = (uint16_t)mp_cdc_u16(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     for (uint32_t i45 = 0; i45 < 3; i45++) {
         r->rgwBestVersion[i45] = (uint16_t)mp_cdc_u16(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pulTimeStamp = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgbAuxOut = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         uint32_t mx46 = mp_cdc_varmax(c);
-        if (mp_cdc_u32(c) != 0) { mp_cdc_fail(c); return -1; }
+        if (mp_cdc_u32(c) != 0) {
+            mp_cdc_fail(c);
+            return -1;
+        }
         n47 = mp_cdc_u32(c);
-        if (c->n.err || n47 > mx46) { mp_cdc_fail(c); return -1; }
-        if (!(r->rgbAuxOut = mp_cdc_array(c, n47, sizeof *r->rgbAuxOut, 1))) return -1;
-        { const uint8_t *q48 = mp_ndr_bytes(&c->n, n47); if (!q48) return -1; if (n47) memcpy(r->rgbAuxOut, q48, n47); }
+        if (c->n.err || n47 > mx46) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->rgbAuxOut = mp_cdc_array(c, n47, sizeof *r->rgbAuxOut, 1)))
+            return -1;
+        {
+            const uint8_t *q48 = mp_ndr_bytes(&c->n, n47);
+            if (!q48)
+                return -1;
+            if (n47)
+                memcpy(r->rgbAuxOut, q48, n47);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcbAuxOut = (uint32_t)mp_cdc_u32(c);
-    if (r->pcbAuxOut > 4104u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
+    if (r->pcbAuxOut > 4104u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
-    if (n47 != (uint32_t)(r->pcbAuxOut)) { mp_cdc_fail(c); return -1; }
+    if (n47 != (uint32_t)(r->pcbAuxOut)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -1156,9 +1475,15 @@ static int push_out_EcDoConnectEx(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->pcmsRetryDelay);
     mp_cdp_u16(p, (uint16_t)r->picxr);
     mp_cdp_ref(p, r->szDNPrefix);
-    if (r->szDNPrefix) { mp_cdp_align(p, 4); mp_cdp_string(p, r->szDNPrefix, 0); }
+    if (r->szDNPrefix) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->szDNPrefix, 0);
+    }
     mp_cdp_ref(p, r->szDisplayName);
-    if (r->szDisplayName) { mp_cdp_align(p, 4); mp_cdp_string(p, r->szDisplayName, 0); }
+    if (r->szDisplayName) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->szDisplayName, 0);
+    }
     for (uint32_t i49 = 0; i49 < 3; i49++) {
         mp_cdp_u16(p, (uint16_t)r->rgwServerVersion[i49]);
     }
@@ -1171,7 +1496,13 @@ static int push_out_EcDoConnectEx(struct mp_buf *b, const void *v)
         mp_cdp_u32(p, mp_cdp_varmax(p, (uint32_t)(r->pcbAuxOut), (uint32_t)(r->pcbAuxOut)));
         mp_cdp_u32(p, 0);
         mp_cdp_u32(p, (uint32_t)(r->pcbAuxOut));
-        if ((uint32_t)(r->pcbAuxOut) && !r->rgbAuxOut) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->pcbAuxOut) && !r->rgbAuxOut) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbAuxOut, (uint32_t)(r->pcbAuxOut));
     }
     mp_cdp_u32(p, (uint32_t)r->pcbAuxOut);
@@ -1231,39 +1562,73 @@ static int pull_in_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct 
     uint32_t n57 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pulFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgbIn = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         n54 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbIn = mp_cdc_array(c, n54, sizeof *r->rgbIn, 1))) return -1;
-        { const uint8_t *q55 = mp_ndr_bytes(&c->n, n54); if (!q55) return -1; if (n54) memcpy(r->rgbIn, q55, n54); }
+        if (!(r->rgbIn = mp_cdc_array(c, n54, sizeof *r->rgbIn, 1)))
+            return -1;
+        {
+            const uint8_t *q55 = mp_ndr_bytes(&c->n, n54);
+            if (!q55)
+                return -1;
+            if (n54)
+                memcpy(r->rgbIn, q55, n54);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbIn = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcbOut = (uint32_t)mp_cdc_u32(c);
-    if (r->pcbOut > 262144u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
+    if (r->pcbOut > 262144u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
     r->rgbAuxIn = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         n57 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbAuxIn = mp_cdc_array(c, n57, sizeof *r->rgbAuxIn, 1))) return -1;
-        { const uint8_t *q58 = mp_ndr_bytes(&c->n, n57); if (!q58) return -1; if (n57) memcpy(r->rgbAuxIn, q58, n57); }
+        if (!(r->rgbAuxIn = mp_cdc_array(c, n57, sizeof *r->rgbAuxIn, 1)))
+            return -1;
+        {
+            const uint8_t *q58 = mp_ndr_bytes(&c->n, n57);
+            if (!q58)
+                return -1;
+            if (n57)
+                memcpy(r->rgbAuxIn, q58, n57);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbAuxIn = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcbAuxOut = (uint32_t)mp_cdc_u32(c);
-    if (r->pcbAuxOut > 4104u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
-    if (n54 != (uint32_t)(r->cbIn)) { mp_cdc_fail(c); return -1; }
-    if (n57 != (uint32_t)(r->cbAuxIn)) { mp_cdc_fail(c); return -1; }
+    if (r->pcbAuxOut > 4104u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
+    if (n54 != (uint32_t)(r->cbIn)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (n57 != (uint32_t)(r->cbAuxIn)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -1278,7 +1643,13 @@ static int push_in_EcDoRpcExt2(struct mp_buf *b, const void *v)
     {
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cbIn));
-        if ((uint32_t)(r->cbIn) && !r->rgbIn) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->cbIn) && !r->rgbIn) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbIn, (uint32_t)(r->cbIn));
     }
     mp_cdp_u32(p, (uint32_t)r->cbIn);
@@ -1286,7 +1657,13 @@ static int push_in_EcDoRpcExt2(struct mp_buf *b, const void *v)
     {
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cbAuxIn));
-        if ((uint32_t)(r->cbAuxIn) && !r->rgbAuxIn) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->cbAuxIn) && !r->rgbAuxIn) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbAuxIn, (uint32_t)(r->cbAuxIn));
     }
     mp_cdp_u32(p, (uint32_t)r->cbAuxIn);
@@ -1328,42 +1705,87 @@ static int pull_out_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct
     uint32_t n63 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pulFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->rgbOut = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         uint32_t mx59 = mp_cdc_varmax(c);
-        if (mp_cdc_u32(c) != 0) { mp_cdc_fail(c); return -1; }
+        if (mp_cdc_u32(c) != 0) {
+            mp_cdc_fail(c);
+            return -1;
+        }
         n60 = mp_cdc_u32(c);
-        if (c->n.err || n60 > mx59) { mp_cdc_fail(c); return -1; }
-        if (!(r->rgbOut = mp_cdc_array(c, n60, sizeof *r->rgbOut, 1))) return -1;
-        { const uint8_t *q61 = mp_ndr_bytes(&c->n, n60); if (!q61) return -1; if (n60) memcpy(r->rgbOut, q61, n60); }
+        if (c->n.err || n60 > mx59) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->rgbOut = mp_cdc_array(c, n60, sizeof *r->rgbOut, 1)))
+            return -1;
+        {
+            const uint8_t *q61 = mp_ndr_bytes(&c->n, n60);
+            if (!q61)
+                return -1;
+            if (n60)
+                memcpy(r->rgbOut, q61, n60);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcbOut = (uint32_t)mp_cdc_u32(c);
-    if (r->pcbOut > 262144u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
+    if (r->pcbOut > 262144u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
     r->rgbAuxOut = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         uint32_t mx62 = mp_cdc_varmax(c);
-        if (mp_cdc_u32(c) != 0) { mp_cdc_fail(c); return -1; }
+        if (mp_cdc_u32(c) != 0) {
+            mp_cdc_fail(c);
+            return -1;
+        }
         n63 = mp_cdc_u32(c);
-        if (c->n.err || n63 > mx62) { mp_cdc_fail(c); return -1; }
-        if (!(r->rgbAuxOut = mp_cdc_array(c, n63, sizeof *r->rgbAuxOut, 1))) return -1;
-        { const uint8_t *q64 = mp_ndr_bytes(&c->n, n63); if (!q64) return -1; if (n63) memcpy(r->rgbAuxOut, q64, n63); }
+        if (c->n.err || n63 > mx62) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->rgbAuxOut = mp_cdc_array(c, n63, sizeof *r->rgbAuxOut, 1)))
+            return -1;
+        {
+            const uint8_t *q64 = mp_ndr_bytes(&c->n, n63);
+            if (!q64)
+                return -1;
+            if (n63)
+                memcpy(r->rgbAuxOut, q64, n63);
+        }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pcbAuxOut = (uint32_t)mp_cdc_u32(c);
-    if (r->pcbAuxOut > 4104u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
+    if (r->pcbAuxOut > 4104u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
     r->pulTransTime = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
-    if (n60 != (uint32_t)(r->pcbOut)) { mp_cdc_fail(c); return -1; }
-    if (n63 != (uint32_t)(r->pcbAuxOut)) { mp_cdc_fail(c); return -1; }
+    if (n60 != (uint32_t)(r->pcbOut)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (n63 != (uint32_t)(r->pcbAuxOut)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -1380,7 +1802,13 @@ static int push_out_EcDoRpcExt2(struct mp_buf *b, const void *v)
         mp_cdp_u32(p, mp_cdp_varmax(p, (uint32_t)(r->pcbOut), (uint32_t)(r->pcbOut)));
         mp_cdp_u32(p, 0);
         mp_cdp_u32(p, (uint32_t)(r->pcbOut));
-        if ((uint32_t)(r->pcbOut) && !r->rgbOut) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->pcbOut) && !r->rgbOut) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbOut, (uint32_t)(r->pcbOut));
     }
     mp_cdp_u32(p, (uint32_t)r->pcbOut);
@@ -1389,7 +1817,13 @@ static int push_out_EcDoRpcExt2(struct mp_buf *b, const void *v)
         mp_cdp_u32(p, mp_cdp_varmax(p, (uint32_t)(r->pcbAuxOut), (uint32_t)(r->pcbAuxOut)));
         mp_cdp_u32(p, 0);
         mp_cdp_u32(p, (uint32_t)(r->pcbAuxOut));
-        if ((uint32_t)(r->pcbAuxOut) && !r->rgbAuxOut) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->pcbAuxOut) && !r->rgbAuxOut) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         mp_cdp_bytes(p, r->rgbAuxOut, (uint32_t)(r->pcbAuxOut));
     }
     mp_cdp_u32(p, (uint32_t)r->pcbAuxOut);
@@ -1430,7 +1864,8 @@ static int pull_in_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v, 
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->cxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -1462,7 +1897,8 @@ static int pull_out_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v,
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pacxh);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -1491,24 +1927,65 @@ static void print_out_EcDoAsyncConnectEx(struct mp_json *j, const void *v)
 }
 
 static const struct mp_call_codec calls[] = {
-    [0] = {"exchange_emsmdb", 0, "EcDoConnect", sizeof(struct emsmdb_EcDoConnect_in), sizeof(struct emsmdb_EcDoConnect_out), pull_in_EcDoConnect, pull_out_EcDoConnect, push_in_EcDoConnect, push_out_EcDoConnect, print_in_EcDoConnect, print_out_EcDoConnect},
-    [1] = {"exchange_emsmdb", 1, "EcDoDisconnect", sizeof(struct emsmdb_EcDoDisconnect_in), sizeof(struct emsmdb_EcDoDisconnect_out), pull_in_EcDoDisconnect, pull_out_EcDoDisconnect, push_in_EcDoDisconnect, push_out_EcDoDisconnect, print_in_EcDoDisconnect, print_out_EcDoDisconnect},
-    [2] = {"exchange_emsmdb", 2, "EcDoRpc", sizeof(struct emsmdb_EcDoRpc_in), sizeof(struct emsmdb_EcDoRpc_out), pull_in_EcDoRpc, pull_out_EcDoRpc, push_in_EcDoRpc, push_out_EcDoRpc, print_in_EcDoRpc, print_out_EcDoRpc},
+    [0] = {"exchange_emsmdb", 0, "EcDoConnect", sizeof(struct emsmdb_EcDoConnect_in),
+           sizeof(struct emsmdb_EcDoConnect_out), pull_in_EcDoConnect, pull_out_EcDoConnect,
+           push_in_EcDoConnect, push_out_EcDoConnect, print_in_EcDoConnect, print_out_EcDoConnect},
+    [1] = {"exchange_emsmdb", 1, "EcDoDisconnect", sizeof(struct emsmdb_EcDoDisconnect_in),
+           sizeof(struct emsmdb_EcDoDisconnect_out), pull_in_EcDoDisconnect,
+           pull_out_EcDoDisconnect, push_in_EcDoDisconnect, push_out_EcDoDisconnect,
+           print_in_EcDoDisconnect, print_out_EcDoDisconnect},
+    [2] = {"exchange_emsmdb", 2, "EcDoRpc", sizeof(struct emsmdb_EcDoRpc_in),
+           sizeof(struct emsmdb_EcDoRpc_out), pull_in_EcDoRpc, pull_out_EcDoRpc, push_in_EcDoRpc,
+           push_out_EcDoRpc, print_in_EcDoRpc, print_out_EcDoRpc},
     [3] = {"exchange_emsmdb", 3, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL},
-    [4] = {"exchange_emsmdb", 4, "EcRRegisterPushNotification", sizeof(struct emsmdb_EcRRegisterPushNotification_in), sizeof(struct emsmdb_EcRRegisterPushNotification_out), pull_in_EcRRegisterPushNotification, pull_out_EcRRegisterPushNotification, push_in_EcRRegisterPushNotification, push_out_EcRRegisterPushNotification, print_in_EcRRegisterPushNotification, print_out_EcRRegisterPushNotification},
-    [5] = {"exchange_emsmdb", 5, "EcRUnregisterPushNotification", sizeof(struct emsmdb_EcRUnregisterPushNotification_in), sizeof(struct emsmdb_EcRUnregisterPushNotification_out), pull_in_EcRUnregisterPushNotification, pull_out_EcRUnregisterPushNotification, push_in_EcRUnregisterPushNotification, push_out_EcRUnregisterPushNotification, print_in_EcRUnregisterPushNotification, print_out_EcRUnregisterPushNotification},
-    [6] = {"exchange_emsmdb", 6, "EcDummyRpc", sizeof(struct emsmdb_EcDummyRpc_in), sizeof(struct emsmdb_EcDummyRpc_out), pull_in_EcDummyRpc, pull_out_EcDummyRpc, push_in_EcDummyRpc, push_out_EcDummyRpc, print_in_EcDummyRpc, print_out_EcDummyRpc},
-    [7] = {"exchange_emsmdb", 7, "EcRGetDCName", sizeof(struct emsmdb_EcRGetDCName_in), sizeof(struct emsmdb_EcRGetDCName_out), pull_in_EcRGetDCName, pull_out_EcRGetDCName, push_in_EcRGetDCName, push_out_EcRGetDCName, print_in_EcRGetDCName, print_out_EcRGetDCName},
-    [8] = {"exchange_emsmdb", 8, "EcRNetGetDCName", sizeof(struct emsmdb_EcRNetGetDCName_in), sizeof(struct emsmdb_EcRNetGetDCName_out), pull_in_EcRNetGetDCName, pull_out_EcRNetGetDCName, push_in_EcRNetGetDCName, push_out_EcRNetGetDCName, print_in_EcRNetGetDCName, print_out_EcRNetGetDCName},
-    [9] = {"exchange_emsmdb", 9, "EcDoRpcExt", sizeof(struct emsmdb_EcDoRpcExt_in), sizeof(struct emsmdb_EcDoRpcExt_out), pull_in_EcDoRpcExt, pull_out_EcDoRpcExt, push_in_EcDoRpcExt, push_out_EcDoRpcExt, print_in_EcDoRpcExt, print_out_EcDoRpcExt},
-    [10] = {"exchange_emsmdb", 10, "EcDoConnectEx", sizeof(struct emsmdb_EcDoConnectEx_in), sizeof(struct emsmdb_EcDoConnectEx_out), pull_in_EcDoConnectEx, pull_out_EcDoConnectEx, push_in_EcDoConnectEx, push_out_EcDoConnectEx, print_in_EcDoConnectEx, print_out_EcDoConnectEx},
-    [11] = {"exchange_emsmdb", 11, "EcDoRpcExt2", sizeof(struct emsmdb_EcDoRpcExt2_in), sizeof(struct emsmdb_EcDoRpcExt2_out), pull_in_EcDoRpcExt2, pull_out_EcDoRpcExt2, push_in_EcDoRpcExt2, push_out_EcDoRpcExt2, print_in_EcDoRpcExt2, print_out_EcDoRpcExt2},
+    [4] = {"exchange_emsmdb", 4, "EcRRegisterPushNotification",
+           sizeof(struct emsmdb_EcRRegisterPushNotification_in),
+           sizeof(struct emsmdb_EcRRegisterPushNotification_out),
+           pull_in_EcRRegisterPushNotification, pull_out_EcRRegisterPushNotification,
+           push_in_EcRRegisterPushNotification, push_out_EcRRegisterPushNotification,
+           print_in_EcRRegisterPushNotification, print_out_EcRRegisterPushNotification},
+    [5] = {"exchange_emsmdb", 5, "EcRUnregisterPushNotification",
+           sizeof(struct emsmdb_EcRUnregisterPushNotification_in),
+           sizeof(struct emsmdb_EcRUnregisterPushNotification_out),
+           pull_in_EcRUnregisterPushNotification, pull_out_EcRUnregisterPushNotification,
+           push_in_EcRUnregisterPushNotification, push_out_EcRUnregisterPushNotification,
+           print_in_EcRUnregisterPushNotification, print_out_EcRUnregisterPushNotification},
+    [6] = {"exchange_emsmdb", 6, "EcDummyRpc", sizeof(struct emsmdb_EcDummyRpc_in),
+           sizeof(struct emsmdb_EcDummyRpc_out), pull_in_EcDummyRpc, pull_out_EcDummyRpc,
+           push_in_EcDummyRpc, push_out_EcDummyRpc, print_in_EcDummyRpc, print_out_EcDummyRpc},
+    [7] = {"exchange_emsmdb", 7, "EcRGetDCName", sizeof(struct emsmdb_EcRGetDCName_in),
+           sizeof(struct emsmdb_EcRGetDCName_out), pull_in_EcRGetDCName, pull_out_EcRGetDCName,
+           push_in_EcRGetDCName, push_out_EcRGetDCName, print_in_EcRGetDCName,
+           print_out_EcRGetDCName},
+    [8] = {"exchange_emsmdb", 8, "EcRNetGetDCName", sizeof(struct emsmdb_EcRNetGetDCName_in),
+           sizeof(struct emsmdb_EcRNetGetDCName_out), pull_in_EcRNetGetDCName,
+           pull_out_EcRNetGetDCName, push_in_EcRNetGetDCName, push_out_EcRNetGetDCName,
+           print_in_EcRNetGetDCName, print_out_EcRNetGetDCName},
+    [9] = {"exchange_emsmdb", 9, "EcDoRpcExt", sizeof(struct emsmdb_EcDoRpcExt_in),
+           sizeof(struct emsmdb_EcDoRpcExt_out), pull_in_EcDoRpcExt, pull_out_EcDoRpcExt,
+           push_in_EcDoRpcExt, push_out_EcDoRpcExt, print_in_EcDoRpcExt, print_out_EcDoRpcExt},
+    [10] = {"exchange_emsmdb", 10, "EcDoConnectEx", sizeof(struct emsmdb_EcDoConnectEx_in),
+            sizeof(struct emsmdb_EcDoConnectEx_out), pull_in_EcDoConnectEx, pull_out_EcDoConnectEx,
+            push_in_EcDoConnectEx, push_out_EcDoConnectEx, print_in_EcDoConnectEx,
+            print_out_EcDoConnectEx},
+    [11] = {"exchange_emsmdb", 11, "EcDoRpcExt2", sizeof(struct emsmdb_EcDoRpcExt2_in),
+            sizeof(struct emsmdb_EcDoRpcExt2_out), pull_in_EcDoRpcExt2, pull_out_EcDoRpcExt2,
+            push_in_EcDoRpcExt2, push_out_EcDoRpcExt2, print_in_EcDoRpcExt2, print_out_EcDoRpcExt2},
     [12] = {"exchange_emsmdb", 12, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL},
     [13] = {"exchange_emsmdb", 13, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL},
-    [14] = {"exchange_emsmdb", 14, "EcDoAsyncConnectEx", sizeof(struct emsmdb_EcDoAsyncConnectEx_in), sizeof(struct emsmdb_EcDoAsyncConnectEx_out), pull_in_EcDoAsyncConnectEx, pull_out_EcDoAsyncConnectEx, push_in_EcDoAsyncConnectEx, push_out_EcDoAsyncConnectEx, print_in_EcDoAsyncConnectEx, print_out_EcDoAsyncConnectEx},
+    [14] = {"exchange_emsmdb", 14, "EcDoAsyncConnectEx",
+            sizeof(struct emsmdb_EcDoAsyncConnectEx_in),
+            sizeof(struct emsmdb_EcDoAsyncConnectEx_out), pull_in_EcDoAsyncConnectEx,
+            pull_out_EcDoAsyncConnectEx, push_in_EcDoAsyncConnectEx, push_out_EcDoAsyncConnectEx,
+            print_in_EcDoAsyncConnectEx, print_out_EcDoAsyncConnectEx},
 };
 
-const struct mp_codec_iface mp_codec_iface_emsmdb = {
-    "exchange_emsmdb", "emsmdb",
-    {0x00, 0xdb, 0xf1, 0xa4, 0x47, 0xca, 0x67, 0x10, 0xb3, 0x1f, 0x00, 0xdd, 0x01, 0x06, 0x62, 0xda},
-    0, 81, calls, 15};
+const struct mp_codec_iface mp_codec_iface_emsmdb = {"exchange_emsmdb",
+                                                     "emsmdb",
+                                                     {0x00, 0xdb, 0xf1, 0xa4, 0x47, 0xca, 0x67,
+                                                      0x10, 0xb3, 0x1f, 0x00, 0xdd, 0x01, 0x06,
+                                                      0x62, 0xda},
+                                                     0,
+                                                     81,
+                                                     calls,
+                                                     15};

@@ -5,7 +5,6 @@
 
 #include "codec/ndr_rt.h"
 
-
 /* EcDoConnect (opnum 0) request */
 struct emsmdb_EcDoConnect_in {
     char *szUserDN;

@@ -68,7 +68,8 @@ static int pull_S_PROP_VAL_UNION(struct mp_cdc *c, union nspi_PROP_VAL_UNION *r,
 static int pull_B_PROP_VAL_UNION(struct mp_cdc *c, union nspi_PROP_VAL_UNION *r, uint32_t sw);
 static int push_S_PROP_VAL_UNION(struct mp_cdp *p, const union nspi_PROP_VAL_UNION *r, uint32_t sw);
 static int push_B_PROP_VAL_UNION(struct mp_cdp *p, const union nspi_PROP_VAL_UNION *r, uint32_t sw);
-static void print_PROP_VAL_UNION(struct mp_json *j, const union nspi_PROP_VAL_UNION *r, uint32_t sw);
+static void print_PROP_VAL_UNION(struct mp_json *j, const union nspi_PROP_VAL_UNION *r,
+                                 uint32_t sw);
 static int pull_S_PropertyValue_r(struct mp_cdc *c, struct nspi_PropertyValue_r *r);
 static int pull_B_PropertyValue_r(struct mp_cdc *c, struct nspi_PropertyValue_r *r);
 static int push_S_PropertyValue_r(struct mp_cdp *p, const struct nspi_PropertyValue_r *r);
@@ -103,22 +104,32 @@ static int pull_S_ContentRestriction_r(struct mp_cdc *c, struct nspi_ContentRest
 static int pull_B_ContentRestriction_r(struct mp_cdc *c, struct nspi_ContentRestriction_r *r);
 static int push_S_ContentRestriction_r(struct mp_cdp *p, const struct nspi_ContentRestriction_r *r);
 static int push_B_ContentRestriction_r(struct mp_cdp *p, const struct nspi_ContentRestriction_r *r);
-static void print_ContentRestriction_r(struct mp_json *j, const struct nspi_ContentRestriction_r *r);
+static void print_ContentRestriction_r(struct mp_json *j,
+                                       const struct nspi_ContentRestriction_r *r);
 static int pull_S_BitMaskRestriction_r(struct mp_cdc *c, struct nspi_BitMaskRestriction_r *r);
 static int pull_B_BitMaskRestriction_r(struct mp_cdc *c, struct nspi_BitMaskRestriction_r *r);
 static int push_S_BitMaskRestriction_r(struct mp_cdp *p, const struct nspi_BitMaskRestriction_r *r);
 static int push_B_BitMaskRestriction_r(struct mp_cdp *p, const struct nspi_BitMaskRestriction_r *r);
-static void print_BitMaskRestriction_r(struct mp_json *j, const struct nspi_BitMaskRestriction_r *r);
+static void print_BitMaskRestriction_r(struct mp_json *j,
+                                       const struct nspi_BitMaskRestriction_r *r);
 static int pull_S_PropertyRestriction_r(struct mp_cdc *c, struct nspi_PropertyRestriction_r *r);
 static int pull_B_PropertyRestriction_r(struct mp_cdc *c, struct nspi_PropertyRestriction_r *r);
-static int push_S_PropertyRestriction_r(struct mp_cdp *p, const struct nspi_PropertyRestriction_r *r);
-static int push_B_PropertyRestriction_r(struct mp_cdp *p, const struct nspi_PropertyRestriction_r *r);
-static void print_PropertyRestriction_r(struct mp_json *j, const struct nspi_PropertyRestriction_r *r);
-static int pull_S_ComparePropsRestriction_r(struct mp_cdc *c, struct nspi_ComparePropsRestriction_r *r);
-static int pull_B_ComparePropsRestriction_r(struct mp_cdc *c, struct nspi_ComparePropsRestriction_r *r);
-static int push_S_ComparePropsRestriction_r(struct mp_cdp *p, const struct nspi_ComparePropsRestriction_r *r);
-static int push_B_ComparePropsRestriction_r(struct mp_cdp *p, const struct nspi_ComparePropsRestriction_r *r);
-static void print_ComparePropsRestriction_r(struct mp_json *j, const struct nspi_ComparePropsRestriction_r *r);
+static int push_S_PropertyRestriction_r(struct mp_cdp *p,
+                                        const struct nspi_PropertyRestriction_r *r);
+static int push_B_PropertyRestriction_r(struct mp_cdp *p,
+                                        const struct nspi_PropertyRestriction_r *r);
+static void print_PropertyRestriction_r(struct mp_json *j,
+                                        const struct nspi_PropertyRestriction_r *r);
+static int pull_S_ComparePropsRestriction_r(struct mp_cdc *c,
+                                            struct nspi_ComparePropsRestriction_r *r);
+static int pull_B_ComparePropsRestriction_r(struct mp_cdc *c,
+                                            struct nspi_ComparePropsRestriction_r *r);
+static int push_S_ComparePropsRestriction_r(struct mp_cdp *p,
+                                            const struct nspi_ComparePropsRestriction_r *r);
+static int push_B_ComparePropsRestriction_r(struct mp_cdp *p,
+                                            const struct nspi_ComparePropsRestriction_r *r);
+static void print_ComparePropsRestriction_r(struct mp_json *j,
+                                            const struct nspi_ComparePropsRestriction_r *r);
 static int pull_S_SubRestriction_r(struct mp_cdc *c, struct nspi_SubRestriction_r *r);
 static int pull_B_SubRestriction_r(struct mp_cdc *c, struct nspi_SubRestriction_r *r);
 static int push_S_SubRestriction_r(struct mp_cdp *p, const struct nspi_SubRestriction_r *r);
@@ -134,11 +145,16 @@ static int pull_B_ExistRestriction_r(struct mp_cdc *c, struct nspi_ExistRestrict
 static int push_S_ExistRestriction_r(struct mp_cdp *p, const struct nspi_ExistRestriction_r *r);
 static int push_B_ExistRestriction_r(struct mp_cdp *p, const struct nspi_ExistRestriction_r *r);
 static void print_ExistRestriction_r(struct mp_json *j, const struct nspi_ExistRestriction_r *r);
-static int pull_S_RestrictionUnion_r(struct mp_cdc *c, union nspi_RestrictionUnion_r *r, uint32_t sw);
-static int pull_B_RestrictionUnion_r(struct mp_cdc *c, union nspi_RestrictionUnion_r *r, uint32_t sw);
-static int push_S_RestrictionUnion_r(struct mp_cdp *p, const union nspi_RestrictionUnion_r *r, uint32_t sw);
-static int push_B_RestrictionUnion_r(struct mp_cdp *p, const union nspi_RestrictionUnion_r *r, uint32_t sw);
-static void print_RestrictionUnion_r(struct mp_json *j, const union nspi_RestrictionUnion_r *r, uint32_t sw);
+static int pull_S_RestrictionUnion_r(struct mp_cdc *c, union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw);
+static int pull_B_RestrictionUnion_r(struct mp_cdc *c, union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw);
+static int push_S_RestrictionUnion_r(struct mp_cdp *p, const union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw);
+static int push_B_RestrictionUnion_r(struct mp_cdp *p, const union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw);
+static void print_RestrictionUnion_r(struct mp_json *j, const union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw);
 static int pull_S_Restriction_r(struct mp_cdc *c, struct nspi_Restriction_r *r);
 static int pull_B_Restriction_r(struct mp_cdc *c, struct nspi_Restriction_r *r);
 static int push_S_Restriction_r(struct mp_cdp *p, const struct nspi_Restriction_r *r);
@@ -173,7 +189,12 @@ static void print_STAT(struct mp_json *j, const struct nspi_STAT *r);
 static int pull_S_FlatUID_r(struct mp_cdc *c, struct nspi_FlatUID_r *r)
 {
     mp_cdc_align(c, 1);
-    { const uint8_t *q1 = mp_ndr_bytes(&c->n, 16); if (!q1) return -1; memcpy(r->ab, q1, 16); }
+    {
+        const uint8_t *q1 = mp_ndr_bytes(&c->n, 16);
+        if (!q1)
+            return -1;
+        memcpy(r->ab, q1, 16);
+    }
     return c->n.err ? -1 : 0;
 }
 
@@ -211,14 +232,22 @@ static int pull_S_PropertyTagArray_r(struct mp_cdc *c, struct nspi_PropertyTagAr
     mp_cdc_align(c, 4);
     r->cValues = (uint32_t)mp_cdc_u32(c);
     mp_cdc_align(c, 4);
-    if (mp_cdc_u32(c) != 0) { mp_cdc_fail(c); return -1; }
+    if (mp_cdc_u32(c) != 0) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     uint32_t n2 = mp_cdc_u32(c);
-    if (c->n.err || n2 > cmax || n2 != (uint32_t)(r->cValues)) { mp_cdc_fail(c); return -1; }
-    if (!(r->aulPropTag = mp_cdc_array(c, n2, sizeof *r->aulPropTag, 4))) return -1;
+    if (c->n.err || n2 > cmax || n2 != (uint32_t)(r->cValues)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (!(r->aulPropTag = mp_cdc_array(c, n2, sizeof *r->aulPropTag, 4)))
+        return -1;
     for (uint32_t i3 = 0; i3 < n2; i3++) {
         r->aulPropTag[i3] = (uint32_t)mp_cdc_u32(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return c->n.err ? -1 : 0;
 }
 
@@ -237,7 +266,10 @@ static int push_S_PropertyTagArray_r(struct mp_cdp *p, const struct nspi_Propert
     mp_cdp_align(p, 4);
     mp_cdp_u32(p, 0);
     mp_cdp_u32(p, (uint32_t)(r->cValues));
-    if ((uint32_t)(r->cValues) && !r->aulPropTag) { mp_cdp_fail(p); return -1; }
+    if ((uint32_t)(r->cValues) && !r->aulPropTag) {
+        mp_cdp_fail(p);
+        return -1;
+    }
     for (uint32_t i4 = 0; i4 < (uint32_t)(r->cValues); i4++) {
         mp_cdp_u32(p, (uint32_t)r->aulPropTag[i4]);
     }
@@ -257,9 +289,10 @@ static void print_PropertyTagArray_r(struct mp_json *j, const struct nspi_Proper
     mp_json_u64(j, r->cValues);
     mp_json_key(j, "aulPropTag");
     mp_json_arr_begin(j);
-    if (r->aulPropTag) for (uint32_t i5 = 0; i5 < (uint32_t)(r->cValues); i5++) {
-        mp_json_u64(j, r->aulPropTag[i5]);
-    }
+    if (r->aulPropTag)
+        for (uint32_t i5 = 0; i5 < (uint32_t)(r->cValues); i5++) {
+            mp_json_u64(j, r->aulPropTag[i5]);
+        }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
 }
@@ -268,7 +301,10 @@ static int pull_S_Binary_r(struct mp_cdc *c, struct nspi_Binary_r *r)
 {
     mp_cdc_align(c, 4);
     r->cb = (uint32_t)mp_cdc_u32(c);
-    if (r->cb > 2097152u) { mp_cdc_fail(c); return -1; }
+    if (r->cb > 2097152u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id6 = mp_cdc_ref(c);
         r->lpb = id6 ? MP_NONNULL : NULL;
@@ -279,13 +315,24 @@ static int pull_S_Binary_r(struct mp_cdc *c, struct nspi_Binary_r *r)
 static int pull_B_Binary_r(struct mp_cdc *c, struct nspi_Binary_r *r)
 {
     if (r->lpb) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n8 = mp_cdc_u32(c);
         (void)0;
-        if (n8 != (uint32_t)(r->cb)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpb = mp_cdc_array(c, n8, sizeof *r->lpb, 1))) return -1;
-        { const uint8_t *q9 = mp_ndr_bytes(&c->n, n8); if (!q9) return -1; if (n8) memcpy(r->lpb, q9, n8); }
+        if (n8 != (uint32_t)(r->cb)) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->lpb = mp_cdc_array(c, n8, sizeof *r->lpb, 1)))
+            return -1;
+        {
+            const uint8_t *q9 = mp_ndr_bytes(&c->n, n8);
+            if (!q9)
+                return -1;
+            if (n8)
+                memcpy(r->lpb, q9, n8);
+        }
         mp_cdc_leave(c);
     }
     (void)r;
@@ -303,10 +350,14 @@ static int push_S_Binary_r(struct mp_cdp *p, const struct nspi_Binary_r *r)
 static int push_B_Binary_r(struct mp_cdp *p, const struct nspi_Binary_r *r)
 {
     if (r->lpb) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cb));
-        if ((uint32_t)(r->cb) && !r->lpb) { mp_cdp_fail(p); return -1; }
+        if ((uint32_t)(r->cb) && !r->lpb) {
+            mp_cdp_fail(p);
+            return -1;
+        }
         mp_cdp_bytes(p, r->lpb, (uint32_t)(r->cb));
         mp_cdp_leave(p);
     }
@@ -320,7 +371,9 @@ static void print_Binary_r(struct mp_json *j, const struct nspi_Binary_r *r)
     mp_json_key(j, "cb");
     mp_json_u64(j, r->cb);
     mp_json_key(j, "lpb");
-    if (!r->lpb) mp_json_null(j); else {
+    if (!r->lpb)
+        mp_json_null(j);
+    else {
         mp_json_hex(j, r->lpb, (uint32_t)(r->cb));
     }
     mp_json_obj_end(j);
@@ -330,7 +383,10 @@ static int pull_S_ShortArray_r(struct mp_cdc *c, struct nspi_ShortArray_r *r)
 {
     mp_cdc_align(c, 4);
     r->cValues = (uint32_t)mp_cdc_u32(c);
-    if (r->cValues > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cValues > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id10 = mp_cdc_ref(c);
         r->lpi = id10 ? MP_NONNULL : NULL;
@@ -341,16 +397,22 @@ static int pull_S_ShortArray_r(struct mp_cdc *c, struct nspi_ShortArray_r *r)
 static int pull_B_ShortArray_r(struct mp_cdc *c, struct nspi_ShortArray_r *r)
 {
     if (r->lpi) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n12 = mp_cdc_u32(c);
         (void)0;
-        if (n12 != (uint32_t)(r->cValues)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpi = mp_cdc_array(c, n12, sizeof *r->lpi, 2))) return -1;
+        if (n12 != (uint32_t)(r->cValues)) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->lpi = mp_cdc_array(c, n12, sizeof *r->lpi, 2)))
+            return -1;
         for (uint32_t i13 = 0; i13 < n12; i13++) {
             r->lpi[i13] = (int16_t)mp_cdc_u16(c);
         }
-        if (c->n.err) return -1;
+        if (c->n.err)
+            return -1;
         mp_cdc_leave(c);
     }
     (void)r;
@@ -368,10 +430,14 @@ static int push_S_ShortArray_r(struct mp_cdp *p, const struct nspi_ShortArray_r 
 static int push_B_ShortArray_r(struct mp_cdp *p, const struct nspi_ShortArray_r *r)
 {
     if (r->lpi) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cValues));
-        if ((uint32_t)(r->cValues) && !r->lpi) { mp_cdp_fail(p); return -1; }
+        if ((uint32_t)(r->cValues) && !r->lpi) {
+            mp_cdp_fail(p);
+            return -1;
+        }
         for (uint32_t i14 = 0; i14 < (uint32_t)(r->cValues); i14++) {
             mp_cdp_u16(p, (uint16_t)r->lpi[i14]);
         }
@@ -387,11 +453,14 @@ static void print_ShortArray_r(struct mp_json *j, const struct nspi_ShortArray_r
     mp_json_key(j, "cValues");
     mp_json_u64(j, r->cValues);
     mp_json_key(j, "lpi");
-    if (!r->lpi) mp_json_null(j); else {
+    if (!r->lpi)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lpi) for (uint32_t i15 = 0; i15 < (uint32_t)(r->cValues); i15++) {
-            mp_json_i64(j, r->lpi[i15]);
-        }
+        if (r->lpi)
+            for (uint32_t i15 = 0; i15 < (uint32_t)(r->cValues); i15++) {
+                mp_json_i64(j, r->lpi[i15]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -401,7 +470,10 @@ static int pull_S_LongArray_r(struct mp_cdc *c, struct nspi_LongArray_r *r)
 {
     mp_cdc_align(c, 4);
     r->cValues = (uint32_t)mp_cdc_u32(c);
-    if (r->cValues > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cValues > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id16 = mp_cdc_ref(c);
         r->lpl = id16 ? MP_NONNULL : NULL;
@@ -412,16 +484,22 @@ static int pull_S_LongArray_r(struct mp_cdc *c, struct nspi_LongArray_r *r)
 static int pull_B_LongArray_r(struct mp_cdc *c, struct nspi_LongArray_r *r)
 {
     if (r->lpl) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n18 = mp_cdc_u32(c);
         (void)0;
-        if (n18 != (uint32_t)(r->cValues)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpl = mp_cdc_array(c, n18, sizeof *r->lpl, 4))) return -1;
+        if (n18 != (uint32_t)(r->cValues)) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->lpl = mp_cdc_array(c, n18, sizeof *r->lpl, 4)))
+            return -1;
         for (uint32_t i19 = 0; i19 < n18; i19++) {
             r->lpl[i19] = (int32_t)mp_cdc_u32(c);
         }
-        if (c->n.err) return -1;
+        if (c->n.err)
+            return -1;
         mp_cdc_leave(c);
     }
     (void)r;
@@ -439,10 +517,14 @@ static int push_S_LongArray_r(struct mp_cdp *p, const struct nspi_LongArray_r *r
 static int push_B_LongArray_r(struct mp_cdp *p, const struct nspi_LongArray_r *r)
 {
     if (r->lpl) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cValues));
-        if ((uint32_t)(r->cValues) && !r->lpl) { mp_cdp_fail(p); return -1; }
+        if ((uint32_t)(r->cValues) && !r->lpl) {
+            mp_cdp_fail(p);
+            return -1;
+        }
         for (uint32_t i20 = 0; i20 < (uint32_t)(r->cValues); i20++) {
             mp_cdp_u32(p, (uint32_t)r->lpl[i20]);
         }
@@ -458,11 +540,14 @@ static void print_LongArray_r(struct mp_json *j, const struct nspi_LongArray_r *
     mp_json_key(j, "cValues");
     mp_json_u64(j, r->cValues);
     mp_json_key(j, "lpl");
-    if (!r->lpl) mp_json_null(j); else {
+    if (!r->lpl)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lpl) for (uint32_t i21 = 0; i21 < (uint32_t)(r->cValues); i21++) {
-            mp_json_i64(j, r->lpl[i21]);
-        }
+        if (r->lpl)
+            for (uint32_t i21 = 0; i21 < (uint32_t)(r->cValues); i21++) {
+                mp_json_i64(j, r->lpl[i21]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -472,7 +557,10 @@ static int pull_S_StringArray_r(struct mp_cdc *c, struct nspi_StringArray_r *r)
 {
     mp_cdc_align(c, 4);
     r->cValues = (uint32_t)mp_cdc_u32(c);
-    if (r->cValues > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cValues > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id22 = mp_cdc_ref(c);
         r->lppszA = id22 ? MP_NONNULL : NULL;
@@ -483,21 +571,28 @@ static int pull_S_StringArray_r(struct mp_cdc *c, struct nspi_StringArray_r *r)
 static int pull_B_StringArray_r(struct mp_cdc *c, struct nspi_StringArray_r *r)
 {
     if (r->lppszA) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n24 = mp_cdc_u32(c);
         (void)0;
-        if (n24 != (uint32_t)(r->cValues)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lppszA = mp_cdc_array(c, n24, sizeof *r->lppszA, 4))) return -1;
+        if (n24 != (uint32_t)(r->cValues)) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->lppszA = mp_cdc_array(c, n24, sizeof *r->lppszA, 4)))
+            return -1;
         for (uint32_t i25 = 0; i25 < n24; i25++) {
             {
                 uint32_t id26 = mp_cdc_ref(c);
                 r->lppszA[i25] = id26 ? MP_NONNULL : NULL;
             }
         }
-        if (c->n.err) return -1;
+        if (c->n.err)
+            return -1;
         for (uint32_t i25 = 0; i25 < n24; i25++) {
-            if (r->lppszA[i25] && !(r->lppszA[i25] = mp_cdc_string(c))) return -1;
+            if (r->lppszA[i25] && !(r->lppszA[i25] = mp_cdc_string(c)))
+                return -1;
         }
         mp_cdc_leave(c);
     }
@@ -516,15 +611,22 @@ static int push_S_StringArray_r(struct mp_cdp *p, const struct nspi_StringArray_
 static int push_B_StringArray_r(struct mp_cdp *p, const struct nspi_StringArray_r *r)
 {
     if (r->lppszA) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cValues));
-        if ((uint32_t)(r->cValues) && !r->lppszA) { mp_cdp_fail(p); return -1; }
+        if ((uint32_t)(r->cValues) && !r->lppszA) {
+            mp_cdp_fail(p);
+            return -1;
+        }
         for (uint32_t i27 = 0; i27 < (uint32_t)(r->cValues); i27++) {
             mp_cdp_ref(p, r->lppszA[i27]);
         }
         for (uint32_t i27 = 0; i27 < (uint32_t)(r->cValues); i27++) {
-            if (r->lppszA[i27]) { mp_cdp_align(p, 4); mp_cdp_string(p, r->lppszA[i27], 0); }
+            if (r->lppszA[i27]) {
+                mp_cdp_align(p, 4);
+                mp_cdp_string(p, r->lppszA[i27], 0);
+            }
         }
         mp_cdp_leave(p);
     }
@@ -538,11 +640,14 @@ static void print_StringArray_r(struct mp_json *j, const struct nspi_StringArray
     mp_json_key(j, "cValues");
     mp_json_u64(j, r->cValues);
     mp_json_key(j, "lppszA");
-    if (!r->lppszA) mp_json_null(j); else {
+    if (!r->lppszA)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lppszA) for (uint32_t i28 = 0; i28 < (uint32_t)(r->cValues); i28++) {
-            mp_json_str(j, r->lppszA[i28]);
-        }
+        if (r->lppszA)
+            for (uint32_t i28 = 0; i28 < (uint32_t)(r->cValues); i28++) {
+                mp_json_str(j, r->lppszA[i28]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -552,7 +657,10 @@ static int pull_S_BinaryArray_r(struct mp_cdc *c, struct nspi_BinaryArray_r *r)
 {
     mp_cdc_align(c, 4);
     r->cValues = (uint32_t)mp_cdc_u32(c);
-    if (r->cValues > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cValues > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id29 = mp_cdc_ref(c);
         r->lpbin = id29 ? MP_NONNULL : NULL;
@@ -563,18 +671,26 @@ static int pull_S_BinaryArray_r(struct mp_cdc *c, struct nspi_BinaryArray_r *r)
 static int pull_B_BinaryArray_r(struct mp_cdc *c, struct nspi_BinaryArray_r *r)
 {
     if (r->lpbin) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n31 = mp_cdc_u32(c);
         (void)0;
-        if (n31 != (uint32_t)(r->cValues)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpbin = mp_cdc_array(c, n31, sizeof *r->lpbin, 8))) return -1;
-        for (uint32_t i32 = 0; i32 < n31; i32++) {
-            if (pull_S_Binary_r(c, &r->lpbin[i32])) return -1;
+        if (n31 != (uint32_t)(r->cValues)) {
+            mp_cdc_fail(c);
+            return -1;
         }
-        if (c->n.err) return -1;
+        if (!(r->lpbin = mp_cdc_array(c, n31, sizeof *r->lpbin, 8)))
+            return -1;
         for (uint32_t i32 = 0; i32 < n31; i32++) {
-            if (pull_B_Binary_r(c, &r->lpbin[i32])) return -1;
+            if (pull_S_Binary_r(c, &r->lpbin[i32]))
+                return -1;
+        }
+        if (c->n.err)
+            return -1;
+        for (uint32_t i32 = 0; i32 < n31; i32++) {
+            if (pull_B_Binary_r(c, &r->lpbin[i32]))
+                return -1;
         }
         mp_cdc_leave(c);
     }
@@ -593,15 +709,21 @@ static int push_S_BinaryArray_r(struct mp_cdp *p, const struct nspi_BinaryArray_
 static int push_B_BinaryArray_r(struct mp_cdp *p, const struct nspi_BinaryArray_r *r)
 {
     if (r->lpbin) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cValues));
-        if ((uint32_t)(r->cValues) && !r->lpbin) { mp_cdp_fail(p); return -1; }
-        for (uint32_t i33 = 0; i33 < (uint32_t)(r->cValues); i33++) {
-            if (push_S_Binary_r(p, &r->lpbin[i33])) return -1;
+        if ((uint32_t)(r->cValues) && !r->lpbin) {
+            mp_cdp_fail(p);
+            return -1;
         }
         for (uint32_t i33 = 0; i33 < (uint32_t)(r->cValues); i33++) {
-            if (push_B_Binary_r(p, &r->lpbin[i33])) return -1;
+            if (push_S_Binary_r(p, &r->lpbin[i33]))
+                return -1;
+        }
+        for (uint32_t i33 = 0; i33 < (uint32_t)(r->cValues); i33++) {
+            if (push_B_Binary_r(p, &r->lpbin[i33]))
+                return -1;
         }
         mp_cdp_leave(p);
     }
@@ -615,11 +737,14 @@ static void print_BinaryArray_r(struct mp_json *j, const struct nspi_BinaryArray
     mp_json_key(j, "cValues");
     mp_json_u64(j, r->cValues);
     mp_json_key(j, "lpbin");
-    if (!r->lpbin) mp_json_null(j); else {
+    if (!r->lpbin)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lpbin) for (uint32_t i34 = 0; i34 < (uint32_t)(r->cValues); i34++) {
-            print_Binary_r(j, &r->lpbin[i34]);
-        }
+        if (r->lpbin)
+            for (uint32_t i34 = 0; i34 < (uint32_t)(r->cValues); i34++) {
+                print_Binary_r(j, &r->lpbin[i34]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -629,7 +754,10 @@ static int pull_S_FlatUIDArray_r(struct mp_cdc *c, struct nspi_FlatUIDArray_r *r
 {
     mp_cdc_align(c, 4);
     r->cValues = (uint32_t)mp_cdc_u32(c);
-    if (r->cValues > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cValues > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id35 = mp_cdc_ref(c);
         r->lpguid = id35 ? MP_NONNULL : NULL;
@@ -640,24 +768,35 @@ static int pull_S_FlatUIDArray_r(struct mp_cdc *c, struct nspi_FlatUIDArray_r *r
 static int pull_B_FlatUIDArray_r(struct mp_cdc *c, struct nspi_FlatUIDArray_r *r)
 {
     if (r->lpguid) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n37 = mp_cdc_u32(c);
         (void)0;
-        if (n37 != (uint32_t)(r->cValues)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpguid = mp_cdc_array(c, n37, sizeof *r->lpguid, 4))) return -1;
+        if (n37 != (uint32_t)(r->cValues)) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->lpguid = mp_cdc_array(c, n37, sizeof *r->lpguid, 4)))
+            return -1;
         for (uint32_t i38 = 0; i38 < n37; i38++) {
             {
                 uint32_t id39 = mp_cdc_ref(c);
                 r->lpguid[i38] = NULL;
-                if (id39 && !(r->lpguid[i38] = mp_arena_alloc(c->a, sizeof *r->lpguid[i38]))) { mp_cdc_fail(c); return -1; }
+                if (id39 && !(r->lpguid[i38] = mp_arena_alloc(c->a, sizeof *r->lpguid[i38]))) {
+                    mp_cdc_fail(c);
+                    return -1;
+                }
             }
         }
-        if (c->n.err) return -1;
+        if (c->n.err)
+            return -1;
         for (uint32_t i38 = 0; i38 < n37; i38++) {
             if (r->lpguid[i38]) {
-                if (!mp_cdc_enter(c)) return -1;
-                if (pull_S_FlatUID_r(c, &(*r->lpguid[i38]))) return -1;
+                if (!mp_cdc_enter(c))
+                    return -1;
+                if (pull_S_FlatUID_r(c, &(*r->lpguid[i38])))
+                    return -1;
                 mp_cdc_leave(c);
             }
         }
@@ -678,17 +817,23 @@ static int push_S_FlatUIDArray_r(struct mp_cdp *p, const struct nspi_FlatUIDArra
 static int push_B_FlatUIDArray_r(struct mp_cdp *p, const struct nspi_FlatUIDArray_r *r)
 {
     if (r->lpguid) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cValues));
-        if ((uint32_t)(r->cValues) && !r->lpguid) { mp_cdp_fail(p); return -1; }
+        if ((uint32_t)(r->cValues) && !r->lpguid) {
+            mp_cdp_fail(p);
+            return -1;
+        }
         for (uint32_t i40 = 0; i40 < (uint32_t)(r->cValues); i40++) {
             mp_cdp_ref(p, r->lpguid[i40]);
         }
         for (uint32_t i40 = 0; i40 < (uint32_t)(r->cValues); i40++) {
             if (r->lpguid[i40]) {
-                if (!mp_cdp_enter(p)) return -1;
-                if (push_S_FlatUID_r(p, &(*r->lpguid[i40]))) return -1;
+                if (!mp_cdp_enter(p))
+                    return -1;
+                if (push_S_FlatUID_r(p, &(*r->lpguid[i40])))
+                    return -1;
                 mp_cdp_leave(p);
             }
         }
@@ -704,13 +849,18 @@ static void print_FlatUIDArray_r(struct mp_json *j, const struct nspi_FlatUIDArr
     mp_json_key(j, "cValues");
     mp_json_u64(j, r->cValues);
     mp_json_key(j, "lpguid");
-    if (!r->lpguid) mp_json_null(j); else {
+    if (!r->lpguid)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lpguid) for (uint32_t i41 = 0; i41 < (uint32_t)(r->cValues); i41++) {
-            if (!r->lpguid[i41]) mp_json_null(j); else {
-                print_FlatUID_r(j, &(*r->lpguid[i41]));
+        if (r->lpguid)
+            for (uint32_t i41 = 0; i41 < (uint32_t)(r->cValues); i41++) {
+                if (!r->lpguid[i41])
+                    mp_json_null(j);
+                else {
+                    print_FlatUID_r(j, &(*r->lpguid[i41]));
+                }
             }
-        }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -720,7 +870,10 @@ static int pull_S_WStringArray_r(struct mp_cdc *c, struct nspi_WStringArray_r *r
 {
     mp_cdc_align(c, 4);
     r->cValues = (uint32_t)mp_cdc_u32(c);
-    if (r->cValues > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cValues > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id42 = mp_cdc_ref(c);
         r->lppszW = id42 ? MP_NONNULL : NULL;
@@ -731,21 +884,28 @@ static int pull_S_WStringArray_r(struct mp_cdc *c, struct nspi_WStringArray_r *r
 static int pull_B_WStringArray_r(struct mp_cdc *c, struct nspi_WStringArray_r *r)
 {
     if (r->lppszW) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n44 = mp_cdc_u32(c);
         (void)0;
-        if (n44 != (uint32_t)(r->cValues)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lppszW = mp_cdc_array(c, n44, sizeof *r->lppszW, 4))) return -1;
+        if (n44 != (uint32_t)(r->cValues)) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->lppszW = mp_cdc_array(c, n44, sizeof *r->lppszW, 4)))
+            return -1;
         for (uint32_t i45 = 0; i45 < n44; i45++) {
             {
                 uint32_t id46 = mp_cdc_ref(c);
                 r->lppszW[i45] = id46 ? MP_NONNULL : NULL;
             }
         }
-        if (c->n.err) return -1;
+        if (c->n.err)
+            return -1;
         for (uint32_t i45 = 0; i45 < n44; i45++) {
-            if (r->lppszW[i45] && !(r->lppszW[i45] = mp_cdc_wstring(c))) return -1;
+            if (r->lppszW[i45] && !(r->lppszW[i45] = mp_cdc_wstring(c)))
+                return -1;
         }
         mp_cdc_leave(c);
     }
@@ -764,15 +924,22 @@ static int push_S_WStringArray_r(struct mp_cdp *p, const struct nspi_WStringArra
 static int push_B_WStringArray_r(struct mp_cdp *p, const struct nspi_WStringArray_r *r)
 {
     if (r->lppszW) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cValues));
-        if ((uint32_t)(r->cValues) && !r->lppszW) { mp_cdp_fail(p); return -1; }
+        if ((uint32_t)(r->cValues) && !r->lppszW) {
+            mp_cdp_fail(p);
+            return -1;
+        }
         for (uint32_t i47 = 0; i47 < (uint32_t)(r->cValues); i47++) {
             mp_cdp_ref(p, r->lppszW[i47]);
         }
         for (uint32_t i47 = 0; i47 < (uint32_t)(r->cValues); i47++) {
-            if (r->lppszW[i47]) { mp_cdp_align(p, 4); mp_cdp_wstring(p, r->lppszW[i47], 0); }
+            if (r->lppszW[i47]) {
+                mp_cdp_align(p, 4);
+                mp_cdp_wstring(p, r->lppszW[i47], 0);
+            }
         }
         mp_cdp_leave(p);
     }
@@ -786,11 +953,14 @@ static void print_WStringArray_r(struct mp_json *j, const struct nspi_WStringArr
     mp_json_key(j, "cValues");
     mp_json_u64(j, r->cValues);
     mp_json_key(j, "lppszW");
-    if (!r->lppszW) mp_json_null(j); else {
+    if (!r->lppszW)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lppszW) for (uint32_t i48 = 0; i48 < (uint32_t)(r->cValues); i48++) {
-            mp_json_wstr(j, r->lppszW[i48]);
-        }
+        if (r->lppszW)
+            for (uint32_t i48 = 0; i48 < (uint32_t)(r->cValues); i48++) {
+                mp_json_wstr(j, r->lppszW[i48]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -838,7 +1008,10 @@ static int pull_S_DateTimeArray_r(struct mp_cdc *c, struct nspi_DateTimeArray_r 
 {
     mp_cdc_align(c, 4);
     r->cValues = (uint32_t)mp_cdc_u32(c);
-    if (r->cValues > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cValues > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id49 = mp_cdc_ref(c);
         r->lpft = id49 ? MP_NONNULL : NULL;
@@ -849,16 +1022,23 @@ static int pull_S_DateTimeArray_r(struct mp_cdc *c, struct nspi_DateTimeArray_r 
 static int pull_B_DateTimeArray_r(struct mp_cdc *c, struct nspi_DateTimeArray_r *r)
 {
     if (r->lpft) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n51 = mp_cdc_u32(c);
         (void)0;
-        if (n51 != (uint32_t)(r->cValues)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpft = mp_cdc_array(c, n51, sizeof *r->lpft, 8))) return -1;
-        for (uint32_t i52 = 0; i52 < n51; i52++) {
-            if (pull_S_FILETIME(c, &r->lpft[i52])) return -1;
+        if (n51 != (uint32_t)(r->cValues)) {
+            mp_cdc_fail(c);
+            return -1;
         }
-        if (c->n.err) return -1;
+        if (!(r->lpft = mp_cdc_array(c, n51, sizeof *r->lpft, 8)))
+            return -1;
+        for (uint32_t i52 = 0; i52 < n51; i52++) {
+            if (pull_S_FILETIME(c, &r->lpft[i52]))
+                return -1;
+        }
+        if (c->n.err)
+            return -1;
         mp_cdc_leave(c);
     }
     (void)r;
@@ -876,12 +1056,17 @@ static int push_S_DateTimeArray_r(struct mp_cdp *p, const struct nspi_DateTimeAr
 static int push_B_DateTimeArray_r(struct mp_cdp *p, const struct nspi_DateTimeArray_r *r)
 {
     if (r->lpft) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cValues));
-        if ((uint32_t)(r->cValues) && !r->lpft) { mp_cdp_fail(p); return -1; }
+        if ((uint32_t)(r->cValues) && !r->lpft) {
+            mp_cdp_fail(p);
+            return -1;
+        }
         for (uint32_t i53 = 0; i53 < (uint32_t)(r->cValues); i53++) {
-            if (push_S_FILETIME(p, &r->lpft[i53])) return -1;
+            if (push_S_FILETIME(p, &r->lpft[i53]))
+                return -1;
         }
         mp_cdp_leave(p);
     }
@@ -895,11 +1080,14 @@ static void print_DateTimeArray_r(struct mp_json *j, const struct nspi_DateTimeA
     mp_json_key(j, "cValues");
     mp_json_u64(j, r->cValues);
     mp_json_key(j, "lpft");
-    if (!r->lpft) mp_json_null(j); else {
+    if (!r->lpft)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lpft) for (uint32_t i54 = 0; i54 < (uint32_t)(r->cValues); i54++) {
-            print_FILETIME(j, &r->lpft[i54]);
-        }
+        if (r->lpft)
+            for (uint32_t i54 = 0; i54 < (uint32_t)(r->cValues); i54++) {
+                print_FILETIME(j, &r->lpft[i54]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -907,71 +1095,83 @@ static void print_DateTimeArray_r(struct mp_json *j, const struct nspi_DateTimeA
 
 static int pull_S_PROP_VAL_UNION(struct mp_cdc *c, union nspi_PROP_VAL_UNION *r, uint32_t sw)
 {
-    if (mp_cdc_u32(c) != sw) { mp_cdc_fail(c); return -1; }
+    if (mp_cdc_u32(c) != sw) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     mp_cdc_align(c, 4);
     switch (sw) {
-      case 0x2:
+    case 0x2:
         r->i = (int16_t)mp_cdc_u16(c);
         break;
-      case 0x3:
+    case 0x3:
         r->l = (int32_t)mp_cdc_u32(c);
         break;
-      case 0xb:
+    case 0xb:
         r->b = (uint16_t)mp_cdc_u16(c);
         break;
-      case 0x1e:
-        {
-            uint32_t id55 = mp_cdc_ref(c);
-            r->lpszA = id55 ? MP_NONNULL : NULL;
+    case 0x1e: {
+        uint32_t id55 = mp_cdc_ref(c);
+        r->lpszA = id55 ? MP_NONNULL : NULL;
+    } break;
+    case 0x102:
+        if (pull_S_Binary_r(c, &r->bin))
+            return -1;
+        break;
+    case 0x1f: {
+        uint32_t id56 = mp_cdc_ref(c);
+        r->lpszW = id56 ? MP_NONNULL : NULL;
+    } break;
+    case 0x48: {
+        uint32_t id57 = mp_cdc_ref(c);
+        r->lpguid = NULL;
+        if (id57 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) {
+            mp_cdc_fail(c);
+            return -1;
         }
+    } break;
+    case 0x40:
+        if (pull_S_FILETIME(c, &r->ft))
+            return -1;
         break;
-      case 0x102:
-        if (pull_S_Binary_r(c, &r->bin)) return -1;
-        break;
-      case 0x1f:
-        {
-            uint32_t id56 = mp_cdc_ref(c);
-            r->lpszW = id56 ? MP_NONNULL : NULL;
-        }
-        break;
-      case 0x48:
-        {
-            uint32_t id57 = mp_cdc_ref(c);
-            r->lpguid = NULL;
-            if (id57 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) { mp_cdc_fail(c); return -1; }
-        }
-        break;
-      case 0x40:
-        if (pull_S_FILETIME(c, &r->ft)) return -1;
-        break;
-      case 0xa:
+    case 0xa:
         r->err = (int32_t)mp_cdc_u32(c);
         break;
-      case 0x1002:
-        if (pull_S_ShortArray_r(c, &r->MVi)) return -1;
+    case 0x1002:
+        if (pull_S_ShortArray_r(c, &r->MVi))
+            return -1;
         break;
-      case 0x1003:
-        if (pull_S_LongArray_r(c, &r->MVl)) return -1;
+    case 0x1003:
+        if (pull_S_LongArray_r(c, &r->MVl))
+            return -1;
         break;
-      case 0x101e:
-        if (pull_S_StringArray_r(c, &r->MVszA)) return -1;
+    case 0x101e:
+        if (pull_S_StringArray_r(c, &r->MVszA))
+            return -1;
         break;
-      case 0x1102:
-        if (pull_S_BinaryArray_r(c, &r->MVbin)) return -1;
+    case 0x1102:
+        if (pull_S_BinaryArray_r(c, &r->MVbin))
+            return -1;
         break;
-      case 0x1048:
-        if (pull_S_FlatUIDArray_r(c, &r->MVguid)) return -1;
+    case 0x1048:
+        if (pull_S_FlatUIDArray_r(c, &r->MVguid))
+            return -1;
         break;
-      case 0x101f:
-        if (pull_S_WStringArray_r(c, &r->MVszW)) return -1;
+    case 0x101f:
+        if (pull_S_WStringArray_r(c, &r->MVszW))
+            return -1;
         break;
-      case 0x1040:
-        if (pull_S_DateTimeArray_r(c, &r->MVft)) return -1;
+    case 0x1040:
+        if (pull_S_DateTimeArray_r(c, &r->MVft))
+            return -1;
         break;
-      case 0x1: case 0xd:
+    case 0x1:
+    case 0xd:
         r->lReserved = (int32_t)mp_cdc_u32(c);
         break;
-      default: mp_cdc_fail(c); return -1;
+    default:
+        mp_cdc_fail(c);
+        return -1;
     }
     return c->n.err ? -1 : 0;
 }
@@ -979,44 +1179,57 @@ static int pull_S_PROP_VAL_UNION(struct mp_cdc *c, union nspi_PROP_VAL_UNION *r,
 static int pull_B_PROP_VAL_UNION(struct mp_cdc *c, union nspi_PROP_VAL_UNION *r, uint32_t sw)
 {
     switch (sw) {
-      case 0x1e:
-        if (r->lpszA && !(r->lpszA = mp_cdc_string(c))) return -1;
+    case 0x1e:
+        if (r->lpszA && !(r->lpszA = mp_cdc_string(c)))
+            return -1;
         break;
-      case 0x102:
-        if (pull_B_Binary_r(c, &r->bin)) return -1;
+    case 0x102:
+        if (pull_B_Binary_r(c, &r->bin))
+            return -1;
         break;
-      case 0x1f:
-        if (r->lpszW && !(r->lpszW = mp_cdc_wstring(c))) return -1;
+    case 0x1f:
+        if (r->lpszW && !(r->lpszW = mp_cdc_wstring(c)))
+            return -1;
         break;
-      case 0x48:
+    case 0x48:
         if (r->lpguid) {
-            if (!mp_cdc_enter(c)) return -1;
-            if (pull_S_FlatUID_r(c, &(*r->lpguid))) return -1;
+            if (!mp_cdc_enter(c))
+                return -1;
+            if (pull_S_FlatUID_r(c, &(*r->lpguid)))
+                return -1;
             mp_cdc_leave(c);
         }
         break;
-      case 0x1002:
-        if (pull_B_ShortArray_r(c, &r->MVi)) return -1;
+    case 0x1002:
+        if (pull_B_ShortArray_r(c, &r->MVi))
+            return -1;
         break;
-      case 0x1003:
-        if (pull_B_LongArray_r(c, &r->MVl)) return -1;
+    case 0x1003:
+        if (pull_B_LongArray_r(c, &r->MVl))
+            return -1;
         break;
-      case 0x101e:
-        if (pull_B_StringArray_r(c, &r->MVszA)) return -1;
+    case 0x101e:
+        if (pull_B_StringArray_r(c, &r->MVszA))
+            return -1;
         break;
-      case 0x1102:
-        if (pull_B_BinaryArray_r(c, &r->MVbin)) return -1;
+    case 0x1102:
+        if (pull_B_BinaryArray_r(c, &r->MVbin))
+            return -1;
         break;
-      case 0x1048:
-        if (pull_B_FlatUIDArray_r(c, &r->MVguid)) return -1;
+    case 0x1048:
+        if (pull_B_FlatUIDArray_r(c, &r->MVguid))
+            return -1;
         break;
-      case 0x101f:
-        if (pull_B_WStringArray_r(c, &r->MVszW)) return -1;
+    case 0x101f:
+        if (pull_B_WStringArray_r(c, &r->MVszW))
+            return -1;
         break;
-      case 0x1040:
-        if (pull_B_DateTimeArray_r(c, &r->MVft)) return -1;
+    case 0x1040:
+        if (pull_B_DateTimeArray_r(c, &r->MVft))
+            return -1;
         break;
-      default: break;
+    default:
+        break;
     }
     (void)r;
     return c->n.err ? -1 : 0;
@@ -1027,58 +1240,70 @@ static int push_S_PROP_VAL_UNION(struct mp_cdp *p, const union nspi_PROP_VAL_UNI
     mp_cdp_u32(p, (uint32_t)sw);
     mp_cdp_align(p, 4);
     switch (sw) {
-      case 0x2:
+    case 0x2:
         mp_cdp_u16(p, (uint16_t)r->i);
         break;
-      case 0x3:
+    case 0x3:
         mp_cdp_u32(p, (uint32_t)r->l);
         break;
-      case 0xb:
+    case 0xb:
         mp_cdp_u16(p, (uint16_t)r->b);
         break;
-      case 0x1e:
+    case 0x1e:
         mp_cdp_ref(p, r->lpszA);
         break;
-      case 0x102:
-        if (push_S_Binary_r(p, &r->bin)) return -1;
+    case 0x102:
+        if (push_S_Binary_r(p, &r->bin))
+            return -1;
         break;
-      case 0x1f:
+    case 0x1f:
         mp_cdp_ref(p, r->lpszW);
         break;
-      case 0x48:
+    case 0x48:
         mp_cdp_ref(p, r->lpguid);
         break;
-      case 0x40:
-        if (push_S_FILETIME(p, &r->ft)) return -1;
+    case 0x40:
+        if (push_S_FILETIME(p, &r->ft))
+            return -1;
         break;
-      case 0xa:
+    case 0xa:
         mp_cdp_u32(p, (uint32_t)r->err);
         break;
-      case 0x1002:
-        if (push_S_ShortArray_r(p, &r->MVi)) return -1;
+    case 0x1002:
+        if (push_S_ShortArray_r(p, &r->MVi))
+            return -1;
         break;
-      case 0x1003:
-        if (push_S_LongArray_r(p, &r->MVl)) return -1;
+    case 0x1003:
+        if (push_S_LongArray_r(p, &r->MVl))
+            return -1;
         break;
-      case 0x101e:
-        if (push_S_StringArray_r(p, &r->MVszA)) return -1;
+    case 0x101e:
+        if (push_S_StringArray_r(p, &r->MVszA))
+            return -1;
         break;
-      case 0x1102:
-        if (push_S_BinaryArray_r(p, &r->MVbin)) return -1;
+    case 0x1102:
+        if (push_S_BinaryArray_r(p, &r->MVbin))
+            return -1;
         break;
-      case 0x1048:
-        if (push_S_FlatUIDArray_r(p, &r->MVguid)) return -1;
+    case 0x1048:
+        if (push_S_FlatUIDArray_r(p, &r->MVguid))
+            return -1;
         break;
-      case 0x101f:
-        if (push_S_WStringArray_r(p, &r->MVszW)) return -1;
+    case 0x101f:
+        if (push_S_WStringArray_r(p, &r->MVszW))
+            return -1;
         break;
-      case 0x1040:
-        if (push_S_DateTimeArray_r(p, &r->MVft)) return -1;
+    case 0x1040:
+        if (push_S_DateTimeArray_r(p, &r->MVft))
+            return -1;
         break;
-      case 0x1: case 0xd:
+    case 0x1:
+    case 0xd:
         mp_cdp_u32(p, (uint32_t)r->lReserved);
         break;
-      default: mp_cdp_fail(p); return -1;
+    default:
+        mp_cdp_fail(p);
+        return -1;
     }
     return p->err ? -1 : 0;
 }
@@ -1086,44 +1311,61 @@ static int push_S_PROP_VAL_UNION(struct mp_cdp *p, const union nspi_PROP_VAL_UNI
 static int push_B_PROP_VAL_UNION(struct mp_cdp *p, const union nspi_PROP_VAL_UNION *r, uint32_t sw)
 {
     switch (sw) {
-      case 0x1e:
-        if (r->lpszA) { mp_cdp_align(p, 4); mp_cdp_string(p, r->lpszA, 0); }
+    case 0x1e:
+        if (r->lpszA) {
+            mp_cdp_align(p, 4);
+            mp_cdp_string(p, r->lpszA, 0);
+        }
         break;
-      case 0x102:
-        if (push_B_Binary_r(p, &r->bin)) return -1;
+    case 0x102:
+        if (push_B_Binary_r(p, &r->bin))
+            return -1;
         break;
-      case 0x1f:
-        if (r->lpszW) { mp_cdp_align(p, 4); mp_cdp_wstring(p, r->lpszW, 0); }
+    case 0x1f:
+        if (r->lpszW) {
+            mp_cdp_align(p, 4);
+            mp_cdp_wstring(p, r->lpszW, 0);
+        }
         break;
-      case 0x48:
+    case 0x48:
         if (r->lpguid) {
-            if (!mp_cdp_enter(p)) return -1;
-            if (push_S_FlatUID_r(p, &(*r->lpguid))) return -1;
+            if (!mp_cdp_enter(p))
+                return -1;
+            if (push_S_FlatUID_r(p, &(*r->lpguid)))
+                return -1;
             mp_cdp_leave(p);
         }
         break;
-      case 0x1002:
-        if (push_B_ShortArray_r(p, &r->MVi)) return -1;
+    case 0x1002:
+        if (push_B_ShortArray_r(p, &r->MVi))
+            return -1;
         break;
-      case 0x1003:
-        if (push_B_LongArray_r(p, &r->MVl)) return -1;
+    case 0x1003:
+        if (push_B_LongArray_r(p, &r->MVl))
+            return -1;
         break;
-      case 0x101e:
-        if (push_B_StringArray_r(p, &r->MVszA)) return -1;
+    case 0x101e:
+        if (push_B_StringArray_r(p, &r->MVszA))
+            return -1;
         break;
-      case 0x1102:
-        if (push_B_BinaryArray_r(p, &r->MVbin)) return -1;
+    case 0x1102:
+        if (push_B_BinaryArray_r(p, &r->MVbin))
+            return -1;
         break;
-      case 0x1048:
-        if (push_B_FlatUIDArray_r(p, &r->MVguid)) return -1;
+    case 0x1048:
+        if (push_B_FlatUIDArray_r(p, &r->MVguid))
+            return -1;
         break;
-      case 0x101f:
-        if (push_B_WStringArray_r(p, &r->MVszW)) return -1;
+    case 0x101f:
+        if (push_B_WStringArray_r(p, &r->MVszW))
+            return -1;
         break;
-      case 0x1040:
-        if (push_B_DateTimeArray_r(p, &r->MVft)) return -1;
+    case 0x1040:
+        if (push_B_DateTimeArray_r(p, &r->MVft))
+            return -1;
         break;
-      default: break;
+    default:
+        break;
     }
     (void)r;
     return p->err ? -1 : 0;
@@ -1133,77 +1375,81 @@ static void print_PROP_VAL_UNION(struct mp_json *j, const union nspi_PROP_VAL_UN
 {
     mp_json_obj_begin(j);
     switch (sw) {
-      case 0x2:
+    case 0x2:
         mp_json_key(j, "i");
         mp_json_i64(j, r->i);
         break;
-      case 0x3:
+    case 0x3:
         mp_json_key(j, "l");
         mp_json_i64(j, r->l);
         break;
-      case 0xb:
+    case 0xb:
         mp_json_key(j, "b");
         mp_json_u64(j, r->b);
         break;
-      case 0x1e:
+    case 0x1e:
         mp_json_key(j, "lpszA");
         mp_json_str(j, r->lpszA);
         break;
-      case 0x102:
+    case 0x102:
         mp_json_key(j, "bin");
         print_Binary_r(j, &r->bin);
         break;
-      case 0x1f:
+    case 0x1f:
         mp_json_key(j, "lpszW");
         mp_json_wstr(j, r->lpszW);
         break;
-      case 0x48:
+    case 0x48:
         mp_json_key(j, "lpguid");
-        if (!r->lpguid) mp_json_null(j); else {
+        if (!r->lpguid)
+            mp_json_null(j);
+        else {
             print_FlatUID_r(j, &(*r->lpguid));
         }
         break;
-      case 0x40:
+    case 0x40:
         mp_json_key(j, "ft");
         print_FILETIME(j, &r->ft);
         break;
-      case 0xa:
+    case 0xa:
         mp_json_key(j, "err");
         mp_json_i64(j, r->err);
         break;
-      case 0x1002:
+    case 0x1002:
         mp_json_key(j, "MVi");
         print_ShortArray_r(j, &r->MVi);
         break;
-      case 0x1003:
+    case 0x1003:
         mp_json_key(j, "MVl");
         print_LongArray_r(j, &r->MVl);
         break;
-      case 0x101e:
+    case 0x101e:
         mp_json_key(j, "MVszA");
         print_StringArray_r(j, &r->MVszA);
         break;
-      case 0x1102:
+    case 0x1102:
         mp_json_key(j, "MVbin");
         print_BinaryArray_r(j, &r->MVbin);
         break;
-      case 0x1048:
+    case 0x1048:
         mp_json_key(j, "MVguid");
         print_FlatUIDArray_r(j, &r->MVguid);
         break;
-      case 0x101f:
+    case 0x101f:
         mp_json_key(j, "MVszW");
         print_WStringArray_r(j, &r->MVszW);
         break;
-      case 0x1040:
+    case 0x1040:
         mp_json_key(j, "MVft");
         print_DateTimeArray_r(j, &r->MVft);
         break;
-      case 0x1: case 0xd:
+    case 0x1:
+    case 0xd:
         mp_json_key(j, "lReserved");
         mp_json_i64(j, r->lReserved);
         break;
-      default: break;
+    default:
+        break;
     }
     mp_json_obj_end(j);
 }
@@ -1213,13 +1459,15 @@ static int pull_S_PropertyValue_r(struct mp_cdc *c, struct nspi_PropertyValue_r 
     mp_cdc_align(c, 4);
     r->ulPropTag = (uint32_t)mp_cdc_u32(c);
     r->ulReserved = (uint32_t)mp_cdc_u32(c);
-    if (pull_S_PROP_VAL_UNION(c, &r->Value, (uint32_t)(( r->ulPropTag & 0x0000FFFFu )))) return -1;
+    if (pull_S_PROP_VAL_UNION(c, &r->Value, (uint32_t)((r->ulPropTag & 0x0000FFFFu))))
+        return -1;
     return c->n.err ? -1 : 0;
 }
 
 static int pull_B_PropertyValue_r(struct mp_cdc *c, struct nspi_PropertyValue_r *r)
 {
-    if (pull_B_PROP_VAL_UNION(c, &r->Value, (uint32_t)(( r->ulPropTag & 0x0000FFFFu )))) return -1;
+    if (pull_B_PROP_VAL_UNION(c, &r->Value, (uint32_t)((r->ulPropTag & 0x0000FFFFu))))
+        return -1;
     (void)r;
     return c->n.err ? -1 : 0;
 }
@@ -1229,13 +1477,15 @@ static int push_S_PropertyValue_r(struct mp_cdp *p, const struct nspi_PropertyVa
     mp_cdp_align(p, 4);
     mp_cdp_u32(p, (uint32_t)r->ulPropTag);
     mp_cdp_u32(p, (uint32_t)r->ulReserved);
-    if (push_S_PROP_VAL_UNION(p, &r->Value, (uint32_t)(( r->ulPropTag & 0x0000FFFFu )))) return -1;
+    if (push_S_PROP_VAL_UNION(p, &r->Value, (uint32_t)((r->ulPropTag & 0x0000FFFFu))))
+        return -1;
     return p->err ? -1 : 0;
 }
 
 static int push_B_PropertyValue_r(struct mp_cdp *p, const struct nspi_PropertyValue_r *r)
 {
-    if (push_B_PROP_VAL_UNION(p, &r->Value, (uint32_t)(( r->ulPropTag & 0x0000FFFFu )))) return -1;
+    if (push_B_PROP_VAL_UNION(p, &r->Value, (uint32_t)((r->ulPropTag & 0x0000FFFFu))))
+        return -1;
     (void)r;
     return p->err ? -1 : 0;
 }
@@ -1248,7 +1498,7 @@ static void print_PropertyValue_r(struct mp_json *j, const struct nspi_PropertyV
     mp_json_key(j, "ulReserved");
     mp_json_u64(j, r->ulReserved);
     mp_json_key(j, "Value");
-    print_PROP_VAL_UNION(j, &r->Value, (uint32_t)(( r->ulPropTag & 0x0000FFFFu )));
+    print_PROP_VAL_UNION(j, &r->Value, (uint32_t)((r->ulPropTag & 0x0000FFFFu)));
     mp_json_obj_end(j);
 }
 
@@ -1257,7 +1507,10 @@ static int pull_S_PropertyRow_r(struct mp_cdc *c, struct nspi_PropertyRow_r *r)
     mp_cdc_align(c, 4);
     r->Reserved = (uint32_t)mp_cdc_u32(c);
     r->cValues = (uint32_t)mp_cdc_u32(c);
-    if (r->cValues > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cValues > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id58 = mp_cdc_ref(c);
         r->lpProps = id58 ? MP_NONNULL : NULL;
@@ -1268,18 +1521,26 @@ static int pull_S_PropertyRow_r(struct mp_cdc *c, struct nspi_PropertyRow_r *r)
 static int pull_B_PropertyRow_r(struct mp_cdc *c, struct nspi_PropertyRow_r *r)
 {
     if (r->lpProps) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n60 = mp_cdc_u32(c);
         (void)0;
-        if (n60 != (uint32_t)(r->cValues)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpProps = mp_cdc_array(c, n60, sizeof *r->lpProps, 12))) return -1;
-        for (uint32_t i61 = 0; i61 < n60; i61++) {
-            if (pull_S_PropertyValue_r(c, &r->lpProps[i61])) return -1;
+        if (n60 != (uint32_t)(r->cValues)) {
+            mp_cdc_fail(c);
+            return -1;
         }
-        if (c->n.err) return -1;
+        if (!(r->lpProps = mp_cdc_array(c, n60, sizeof *r->lpProps, 12)))
+            return -1;
         for (uint32_t i61 = 0; i61 < n60; i61++) {
-            if (pull_B_PropertyValue_r(c, &r->lpProps[i61])) return -1;
+            if (pull_S_PropertyValue_r(c, &r->lpProps[i61]))
+                return -1;
+        }
+        if (c->n.err)
+            return -1;
+        for (uint32_t i61 = 0; i61 < n60; i61++) {
+            if (pull_B_PropertyValue_r(c, &r->lpProps[i61]))
+                return -1;
         }
         mp_cdc_leave(c);
     }
@@ -1299,15 +1560,21 @@ static int push_S_PropertyRow_r(struct mp_cdp *p, const struct nspi_PropertyRow_
 static int push_B_PropertyRow_r(struct mp_cdp *p, const struct nspi_PropertyRow_r *r)
 {
     if (r->lpProps) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cValues));
-        if ((uint32_t)(r->cValues) && !r->lpProps) { mp_cdp_fail(p); return -1; }
-        for (uint32_t i62 = 0; i62 < (uint32_t)(r->cValues); i62++) {
-            if (push_S_PropertyValue_r(p, &r->lpProps[i62])) return -1;
+        if ((uint32_t)(r->cValues) && !r->lpProps) {
+            mp_cdp_fail(p);
+            return -1;
         }
         for (uint32_t i62 = 0; i62 < (uint32_t)(r->cValues); i62++) {
-            if (push_B_PropertyValue_r(p, &r->lpProps[i62])) return -1;
+            if (push_S_PropertyValue_r(p, &r->lpProps[i62]))
+                return -1;
+        }
+        for (uint32_t i62 = 0; i62 < (uint32_t)(r->cValues); i62++) {
+            if (push_B_PropertyValue_r(p, &r->lpProps[i62]))
+                return -1;
         }
         mp_cdp_leave(p);
     }
@@ -1323,11 +1590,14 @@ static void print_PropertyRow_r(struct mp_json *j, const struct nspi_PropertyRow
     mp_json_key(j, "cValues");
     mp_json_u64(j, r->cValues);
     mp_json_key(j, "lpProps");
-    if (!r->lpProps) mp_json_null(j); else {
+    if (!r->lpProps)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lpProps) for (uint32_t i63 = 0; i63 < (uint32_t)(r->cValues); i63++) {
-            print_PropertyValue_r(j, &r->lpProps[i63]);
-        }
+        if (r->lpProps)
+            for (uint32_t i63 = 0; i63 < (uint32_t)(r->cValues); i63++) {
+                print_PropertyValue_r(j, &r->lpProps[i63]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -1339,21 +1609,31 @@ static int pull_S_PropertyRowSet_r(struct mp_cdc *c, struct nspi_PropertyRowSet_
     uint32_t cmax = mp_cdc_u32(c);
     mp_cdc_align(c, 4);
     r->cRows = (uint32_t)mp_cdc_u32(c);
-    if (r->cRows > 100000u) { mp_cdc_fail(c); return -1; }
-    uint32_t n64 = cmax;
-    if (n64 != (uint32_t)(r->cRows)) { mp_cdc_fail(c); return -1; }
-    if (!(r->aRow = mp_cdc_array(c, n64, sizeof *r->aRow, 12))) return -1;
-    for (uint32_t i65 = 0; i65 < n64; i65++) {
-        if (pull_S_PropertyRow_r(c, &r->aRow[i65])) return -1;
+    if (r->cRows > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
     }
-    if (c->n.err) return -1;
+    uint32_t n64 = cmax;
+    if (n64 != (uint32_t)(r->cRows)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (!(r->aRow = mp_cdc_array(c, n64, sizeof *r->aRow, 12)))
+        return -1;
+    for (uint32_t i65 = 0; i65 < n64; i65++) {
+        if (pull_S_PropertyRow_r(c, &r->aRow[i65]))
+            return -1;
+    }
+    if (c->n.err)
+        return -1;
     return c->n.err ? -1 : 0;
 }
 
 static int pull_B_PropertyRowSet_r(struct mp_cdc *c, struct nspi_PropertyRowSet_r *r)
 {
     for (uint32_t i66 = 0; i66 < (uint32_t)(r->cRows); i66++) {
-        if (pull_B_PropertyRow_r(c, &r->aRow[i66])) return -1;
+        if (pull_B_PropertyRow_r(c, &r->aRow[i66]))
+            return -1;
     }
     (void)r;
     return c->n.err ? -1 : 0;
@@ -1365,9 +1645,13 @@ static int push_S_PropertyRowSet_r(struct mp_cdp *p, const struct nspi_PropertyR
     mp_cdp_u32(p, (uint32_t)(r->cRows));
     mp_cdp_align(p, 4);
     mp_cdp_u32(p, (uint32_t)r->cRows);
-    if ((uint32_t)(r->cRows) && !r->aRow) { mp_cdp_fail(p); return -1; }
+    if ((uint32_t)(r->cRows) && !r->aRow) {
+        mp_cdp_fail(p);
+        return -1;
+    }
     for (uint32_t i67 = 0; i67 < (uint32_t)(r->cRows); i67++) {
-        if (push_S_PropertyRow_r(p, &r->aRow[i67])) return -1;
+        if (push_S_PropertyRow_r(p, &r->aRow[i67]))
+            return -1;
     }
     return p->err ? -1 : 0;
 }
@@ -1375,7 +1659,8 @@ static int push_S_PropertyRowSet_r(struct mp_cdp *p, const struct nspi_PropertyR
 static int push_B_PropertyRowSet_r(struct mp_cdp *p, const struct nspi_PropertyRowSet_r *r)
 {
     for (uint32_t i68 = 0; i68 < (uint32_t)(r->cRows); i68++) {
-        if (push_B_PropertyRow_r(p, &r->aRow[i68])) return -1;
+        if (push_B_PropertyRow_r(p, &r->aRow[i68]))
+            return -1;
     }
     (void)r;
     return p->err ? -1 : 0;
@@ -1388,9 +1673,10 @@ static void print_PropertyRowSet_r(struct mp_json *j, const struct nspi_Property
     mp_json_u64(j, r->cRows);
     mp_json_key(j, "aRow");
     mp_json_arr_begin(j);
-    if (r->aRow) for (uint32_t i69 = 0; i69 < (uint32_t)(r->cRows); i69++) {
-        print_PropertyRow_r(j, &r->aRow[i69]);
-    }
+    if (r->aRow)
+        for (uint32_t i69 = 0; i69 < (uint32_t)(r->cRows); i69++) {
+            print_PropertyRow_r(j, &r->aRow[i69]);
+        }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
 }
@@ -1399,7 +1685,10 @@ static int pull_S_AndRestriction_r(struct mp_cdc *c, struct nspi_AndRestriction_
 {
     mp_cdc_align(c, 4);
     r->cRes = (uint32_t)mp_cdc_u32(c);
-    if (r->cRes > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cRes > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id70 = mp_cdc_ref(c);
         r->lpRes = id70 ? MP_NONNULL : NULL;
@@ -1410,18 +1699,26 @@ static int pull_S_AndRestriction_r(struct mp_cdc *c, struct nspi_AndRestriction_
 static int pull_B_AndRestriction_r(struct mp_cdc *c, struct nspi_AndRestriction_r *r)
 {
     if (r->lpRes) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n72 = mp_cdc_u32(c);
         (void)0;
-        if (n72 != (uint32_t)(r->cRes)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpRes = mp_cdc_array(c, n72, sizeof *r->lpRes, 8))) return -1;
-        for (uint32_t i73 = 0; i73 < n72; i73++) {
-            if (pull_S_Restriction_r(c, &r->lpRes[i73])) return -1;
+        if (n72 != (uint32_t)(r->cRes)) {
+            mp_cdc_fail(c);
+            return -1;
         }
-        if (c->n.err) return -1;
+        if (!(r->lpRes = mp_cdc_array(c, n72, sizeof *r->lpRes, 8)))
+            return -1;
         for (uint32_t i73 = 0; i73 < n72; i73++) {
-            if (pull_B_Restriction_r(c, &r->lpRes[i73])) return -1;
+            if (pull_S_Restriction_r(c, &r->lpRes[i73]))
+                return -1;
+        }
+        if (c->n.err)
+            return -1;
+        for (uint32_t i73 = 0; i73 < n72; i73++) {
+            if (pull_B_Restriction_r(c, &r->lpRes[i73]))
+                return -1;
         }
         mp_cdc_leave(c);
     }
@@ -1440,15 +1737,21 @@ static int push_S_AndRestriction_r(struct mp_cdp *p, const struct nspi_AndRestri
 static int push_B_AndRestriction_r(struct mp_cdp *p, const struct nspi_AndRestriction_r *r)
 {
     if (r->lpRes) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cRes));
-        if ((uint32_t)(r->cRes) && !r->lpRes) { mp_cdp_fail(p); return -1; }
-        for (uint32_t i74 = 0; i74 < (uint32_t)(r->cRes); i74++) {
-            if (push_S_Restriction_r(p, &r->lpRes[i74])) return -1;
+        if ((uint32_t)(r->cRes) && !r->lpRes) {
+            mp_cdp_fail(p);
+            return -1;
         }
         for (uint32_t i74 = 0; i74 < (uint32_t)(r->cRes); i74++) {
-            if (push_B_Restriction_r(p, &r->lpRes[i74])) return -1;
+            if (push_S_Restriction_r(p, &r->lpRes[i74]))
+                return -1;
+        }
+        for (uint32_t i74 = 0; i74 < (uint32_t)(r->cRes); i74++) {
+            if (push_B_Restriction_r(p, &r->lpRes[i74]))
+                return -1;
         }
         mp_cdp_leave(p);
     }
@@ -1462,11 +1765,14 @@ static void print_AndRestriction_r(struct mp_json *j, const struct nspi_AndRestr
     mp_json_key(j, "cRes");
     mp_json_u64(j, r->cRes);
     mp_json_key(j, "lpRes");
-    if (!r->lpRes) mp_json_null(j); else {
+    if (!r->lpRes)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lpRes) for (uint32_t i75 = 0; i75 < (uint32_t)(r->cRes); i75++) {
-            print_Restriction_r(j, &r->lpRes[i75]);
-        }
+        if (r->lpRes)
+            for (uint32_t i75 = 0; i75 < (uint32_t)(r->cRes); i75++) {
+                print_Restriction_r(j, &r->lpRes[i75]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -1476,7 +1782,10 @@ static int pull_S_OrRestriction_r(struct mp_cdc *c, struct nspi_OrRestriction_r 
 {
     mp_cdc_align(c, 4);
     r->cRes = (uint32_t)mp_cdc_u32(c);
-    if (r->cRes > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->cRes > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     {
         uint32_t id76 = mp_cdc_ref(c);
         r->lpRes = id76 ? MP_NONNULL : NULL;
@@ -1487,18 +1796,26 @@ static int pull_S_OrRestriction_r(struct mp_cdc *c, struct nspi_OrRestriction_r 
 static int pull_B_OrRestriction_r(struct mp_cdc *c, struct nspi_OrRestriction_r *r)
 {
     if (r->lpRes) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n78 = mp_cdc_u32(c);
         (void)0;
-        if (n78 != (uint32_t)(r->cRes)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpRes = mp_cdc_array(c, n78, sizeof *r->lpRes, 8))) return -1;
-        for (uint32_t i79 = 0; i79 < n78; i79++) {
-            if (pull_S_Restriction_r(c, &r->lpRes[i79])) return -1;
+        if (n78 != (uint32_t)(r->cRes)) {
+            mp_cdc_fail(c);
+            return -1;
         }
-        if (c->n.err) return -1;
+        if (!(r->lpRes = mp_cdc_array(c, n78, sizeof *r->lpRes, 8)))
+            return -1;
         for (uint32_t i79 = 0; i79 < n78; i79++) {
-            if (pull_B_Restriction_r(c, &r->lpRes[i79])) return -1;
+            if (pull_S_Restriction_r(c, &r->lpRes[i79]))
+                return -1;
+        }
+        if (c->n.err)
+            return -1;
+        for (uint32_t i79 = 0; i79 < n78; i79++) {
+            if (pull_B_Restriction_r(c, &r->lpRes[i79]))
+                return -1;
         }
         mp_cdc_leave(c);
     }
@@ -1517,15 +1834,21 @@ static int push_S_OrRestriction_r(struct mp_cdp *p, const struct nspi_OrRestrict
 static int push_B_OrRestriction_r(struct mp_cdp *p, const struct nspi_OrRestriction_r *r)
 {
     if (r->lpRes) {
-        if (!mp_cdp_enter(p)) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cRes));
-        if ((uint32_t)(r->cRes) && !r->lpRes) { mp_cdp_fail(p); return -1; }
-        for (uint32_t i80 = 0; i80 < (uint32_t)(r->cRes); i80++) {
-            if (push_S_Restriction_r(p, &r->lpRes[i80])) return -1;
+        if ((uint32_t)(r->cRes) && !r->lpRes) {
+            mp_cdp_fail(p);
+            return -1;
         }
         for (uint32_t i80 = 0; i80 < (uint32_t)(r->cRes); i80++) {
-            if (push_B_Restriction_r(p, &r->lpRes[i80])) return -1;
+            if (push_S_Restriction_r(p, &r->lpRes[i80]))
+                return -1;
+        }
+        for (uint32_t i80 = 0; i80 < (uint32_t)(r->cRes); i80++) {
+            if (push_B_Restriction_r(p, &r->lpRes[i80]))
+                return -1;
         }
         mp_cdp_leave(p);
     }
@@ -1539,11 +1862,14 @@ static void print_OrRestriction_r(struct mp_json *j, const struct nspi_OrRestric
     mp_json_key(j, "cRes");
     mp_json_u64(j, r->cRes);
     mp_json_key(j, "lpRes");
-    if (!r->lpRes) mp_json_null(j); else {
+    if (!r->lpRes)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lpRes) for (uint32_t i81 = 0; i81 < (uint32_t)(r->cRes); i81++) {
-            print_Restriction_r(j, &r->lpRes[i81]);
-        }
+        if (r->lpRes)
+            for (uint32_t i81 = 0; i81 < (uint32_t)(r->cRes); i81++) {
+                print_Restriction_r(j, &r->lpRes[i81]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_obj_end(j);
@@ -1555,7 +1881,10 @@ static int pull_S_NotRestriction_r(struct mp_cdc *c, struct nspi_NotRestriction_
     {
         uint32_t id82 = mp_cdc_ref(c);
         r->lpRes = NULL;
-        if (id82 && !(r->lpRes = mp_arena_alloc(c->a, sizeof *r->lpRes))) { mp_cdc_fail(c); return -1; }
+        if (id82 && !(r->lpRes = mp_arena_alloc(c->a, sizeof *r->lpRes))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     return c->n.err ? -1 : 0;
 }
@@ -1563,9 +1892,12 @@ static int pull_S_NotRestriction_r(struct mp_cdc *c, struct nspi_NotRestriction_
 static int pull_B_NotRestriction_r(struct mp_cdc *c, struct nspi_NotRestriction_r *r)
 {
     if (r->lpRes) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_Restriction_r(c, &(*r->lpRes))) return -1;
-        if (pull_B_Restriction_r(c, &(*r->lpRes))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_Restriction_r(c, &(*r->lpRes)))
+            return -1;
+        if (pull_B_Restriction_r(c, &(*r->lpRes)))
+            return -1;
         mp_cdc_leave(c);
     }
     (void)r;
@@ -1582,9 +1914,12 @@ static int push_S_NotRestriction_r(struct mp_cdp *p, const struct nspi_NotRestri
 static int push_B_NotRestriction_r(struct mp_cdp *p, const struct nspi_NotRestriction_r *r)
 {
     if (r->lpRes) {
-        if (!mp_cdp_enter(p)) return -1;
-        if (push_S_Restriction_r(p, &(*r->lpRes))) return -1;
-        if (push_B_Restriction_r(p, &(*r->lpRes))) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
+        if (push_S_Restriction_r(p, &(*r->lpRes)))
+            return -1;
+        if (push_B_Restriction_r(p, &(*r->lpRes)))
+            return -1;
         mp_cdp_leave(p);
     }
     (void)r;
@@ -1595,7 +1930,9 @@ static void print_NotRestriction_r(struct mp_json *j, const struct nspi_NotRestr
 {
     mp_json_obj_begin(j);
     mp_json_key(j, "lpRes");
-    if (!r->lpRes) mp_json_null(j); else {
+    if (!r->lpRes)
+        mp_json_null(j);
+    else {
         print_Restriction_r(j, &(*r->lpRes));
     }
     mp_json_obj_end(j);
@@ -1609,7 +1946,10 @@ static int pull_S_ContentRestriction_r(struct mp_cdc *c, struct nspi_ContentRest
     {
         uint32_t id83 = mp_cdc_ref(c);
         r->lpProp = NULL;
-        if (id83 && !(r->lpProp = mp_arena_alloc(c->a, sizeof *r->lpProp))) { mp_cdc_fail(c); return -1; }
+        if (id83 && !(r->lpProp = mp_arena_alloc(c->a, sizeof *r->lpProp))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     return c->n.err ? -1 : 0;
 }
@@ -1617,9 +1957,12 @@ static int pull_S_ContentRestriction_r(struct mp_cdc *c, struct nspi_ContentRest
 static int pull_B_ContentRestriction_r(struct mp_cdc *c, struct nspi_ContentRestriction_r *r)
 {
     if (r->lpProp) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyValue_r(c, &(*r->lpProp))) return -1;
-        if (pull_B_PropertyValue_r(c, &(*r->lpProp))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyValue_r(c, &(*r->lpProp)))
+            return -1;
+        if (pull_B_PropertyValue_r(c, &(*r->lpProp)))
+            return -1;
         mp_cdc_leave(c);
     }
     (void)r;
@@ -1638,9 +1981,12 @@ static int push_S_ContentRestriction_r(struct mp_cdp *p, const struct nspi_Conte
 static int push_B_ContentRestriction_r(struct mp_cdp *p, const struct nspi_ContentRestriction_r *r)
 {
     if (r->lpProp) {
-        if (!mp_cdp_enter(p)) return -1;
-        if (push_S_PropertyValue_r(p, &(*r->lpProp))) return -1;
-        if (push_B_PropertyValue_r(p, &(*r->lpProp))) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
+        if (push_S_PropertyValue_r(p, &(*r->lpProp)))
+            return -1;
+        if (push_B_PropertyValue_r(p, &(*r->lpProp)))
+            return -1;
         mp_cdp_leave(p);
     }
     (void)r;
@@ -1655,7 +2001,9 @@ static void print_ContentRestriction_r(struct mp_json *j, const struct nspi_Cont
     mp_json_key(j, "ulPropTag");
     mp_json_u64(j, r->ulPropTag);
     mp_json_key(j, "lpProp");
-    if (!r->lpProp) mp_json_null(j); else {
+    if (!r->lpProp)
+        mp_json_null(j);
+    else {
         print_PropertyValue_r(j, &(*r->lpProp));
     }
     mp_json_obj_end(j);
@@ -1711,7 +2059,10 @@ static int pull_S_PropertyRestriction_r(struct mp_cdc *c, struct nspi_PropertyRe
     {
         uint32_t id84 = mp_cdc_ref(c);
         r->lpProp = NULL;
-        if (id84 && !(r->lpProp = mp_arena_alloc(c->a, sizeof *r->lpProp))) { mp_cdc_fail(c); return -1; }
+        if (id84 && !(r->lpProp = mp_arena_alloc(c->a, sizeof *r->lpProp))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     return c->n.err ? -1 : 0;
 }
@@ -1719,16 +2070,20 @@ static int pull_S_PropertyRestriction_r(struct mp_cdc *c, struct nspi_PropertyRe
 static int pull_B_PropertyRestriction_r(struct mp_cdc *c, struct nspi_PropertyRestriction_r *r)
 {
     if (r->lpProp) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyValue_r(c, &(*r->lpProp))) return -1;
-        if (pull_B_PropertyValue_r(c, &(*r->lpProp))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyValue_r(c, &(*r->lpProp)))
+            return -1;
+        if (pull_B_PropertyValue_r(c, &(*r->lpProp)))
+            return -1;
         mp_cdc_leave(c);
     }
     (void)r;
     return c->n.err ? -1 : 0;
 }
 
-static int push_S_PropertyRestriction_r(struct mp_cdp *p, const struct nspi_PropertyRestriction_r *r)
+static int push_S_PropertyRestriction_r(struct mp_cdp *p,
+                                        const struct nspi_PropertyRestriction_r *r)
 {
     mp_cdp_align(p, 4);
     mp_cdp_u32(p, (uint32_t)r->relop);
@@ -1737,19 +2092,24 @@ static int push_S_PropertyRestriction_r(struct mp_cdp *p, const struct nspi_Prop
     return p->err ? -1 : 0;
 }
 
-static int push_B_PropertyRestriction_r(struct mp_cdp *p, const struct nspi_PropertyRestriction_r *r)
+static int push_B_PropertyRestriction_r(struct mp_cdp *p,
+                                        const struct nspi_PropertyRestriction_r *r)
 {
     if (r->lpProp) {
-        if (!mp_cdp_enter(p)) return -1;
-        if (push_S_PropertyValue_r(p, &(*r->lpProp))) return -1;
-        if (push_B_PropertyValue_r(p, &(*r->lpProp))) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
+        if (push_S_PropertyValue_r(p, &(*r->lpProp)))
+            return -1;
+        if (push_B_PropertyValue_r(p, &(*r->lpProp)))
+            return -1;
         mp_cdp_leave(p);
     }
     (void)r;
     return p->err ? -1 : 0;
 }
 
-static void print_PropertyRestriction_r(struct mp_json *j, const struct nspi_PropertyRestriction_r *r)
+static void print_PropertyRestriction_r(struct mp_json *j,
+                                        const struct nspi_PropertyRestriction_r *r)
 {
     mp_json_obj_begin(j);
     mp_json_key(j, "relop");
@@ -1757,13 +2117,16 @@ static void print_PropertyRestriction_r(struct mp_json *j, const struct nspi_Pro
     mp_json_key(j, "ulPropTag");
     mp_json_u64(j, r->ulPropTag);
     mp_json_key(j, "lpProp");
-    if (!r->lpProp) mp_json_null(j); else {
+    if (!r->lpProp)
+        mp_json_null(j);
+    else {
         print_PropertyValue_r(j, &(*r->lpProp));
     }
     mp_json_obj_end(j);
 }
 
-static int pull_S_ComparePropsRestriction_r(struct mp_cdc *c, struct nspi_ComparePropsRestriction_r *r)
+static int pull_S_ComparePropsRestriction_r(struct mp_cdc *c,
+                                            struct nspi_ComparePropsRestriction_r *r)
 {
     mp_cdc_align(c, 4);
     r->relop = (uint32_t)mp_cdc_u32(c);
@@ -1772,13 +2135,15 @@ static int pull_S_ComparePropsRestriction_r(struct mp_cdc *c, struct nspi_Compar
     return c->n.err ? -1 : 0;
 }
 
-static int pull_B_ComparePropsRestriction_r(struct mp_cdc *c, struct nspi_ComparePropsRestriction_r *r)
+static int pull_B_ComparePropsRestriction_r(struct mp_cdc *c,
+                                            struct nspi_ComparePropsRestriction_r *r)
 {
     (void)r;
     return c->n.err ? -1 : 0;
 }
 
-static int push_S_ComparePropsRestriction_r(struct mp_cdp *p, const struct nspi_ComparePropsRestriction_r *r)
+static int push_S_ComparePropsRestriction_r(struct mp_cdp *p,
+                                            const struct nspi_ComparePropsRestriction_r *r)
 {
     mp_cdp_align(p, 4);
     mp_cdp_u32(p, (uint32_t)r->relop);
@@ -1787,13 +2152,15 @@ static int push_S_ComparePropsRestriction_r(struct mp_cdp *p, const struct nspi_
     return p->err ? -1 : 0;
 }
 
-static int push_B_ComparePropsRestriction_r(struct mp_cdp *p, const struct nspi_ComparePropsRestriction_r *r)
+static int push_B_ComparePropsRestriction_r(struct mp_cdp *p,
+                                            const struct nspi_ComparePropsRestriction_r *r)
 {
     (void)r;
     return p->err ? -1 : 0;
 }
 
-static void print_ComparePropsRestriction_r(struct mp_json *j, const struct nspi_ComparePropsRestriction_r *r)
+static void print_ComparePropsRestriction_r(struct mp_json *j,
+                                            const struct nspi_ComparePropsRestriction_r *r)
 {
     mp_json_obj_begin(j);
     mp_json_key(j, "relop");
@@ -1812,7 +2179,10 @@ static int pull_S_SubRestriction_r(struct mp_cdc *c, struct nspi_SubRestriction_
     {
         uint32_t id85 = mp_cdc_ref(c);
         r->lpRes = NULL;
-        if (id85 && !(r->lpRes = mp_arena_alloc(c->a, sizeof *r->lpRes))) { mp_cdc_fail(c); return -1; }
+        if (id85 && !(r->lpRes = mp_arena_alloc(c->a, sizeof *r->lpRes))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     return c->n.err ? -1 : 0;
 }
@@ -1820,9 +2190,12 @@ static int pull_S_SubRestriction_r(struct mp_cdc *c, struct nspi_SubRestriction_
 static int pull_B_SubRestriction_r(struct mp_cdc *c, struct nspi_SubRestriction_r *r)
 {
     if (r->lpRes) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_Restriction_r(c, &(*r->lpRes))) return -1;
-        if (pull_B_Restriction_r(c, &(*r->lpRes))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_Restriction_r(c, &(*r->lpRes)))
+            return -1;
+        if (pull_B_Restriction_r(c, &(*r->lpRes)))
+            return -1;
         mp_cdc_leave(c);
     }
     (void)r;
@@ -1840,9 +2213,12 @@ static int push_S_SubRestriction_r(struct mp_cdp *p, const struct nspi_SubRestri
 static int push_B_SubRestriction_r(struct mp_cdp *p, const struct nspi_SubRestriction_r *r)
 {
     if (r->lpRes) {
-        if (!mp_cdp_enter(p)) return -1;
-        if (push_S_Restriction_r(p, &(*r->lpRes))) return -1;
-        if (push_B_Restriction_r(p, &(*r->lpRes))) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
+        if (push_S_Restriction_r(p, &(*r->lpRes)))
+            return -1;
+        if (push_B_Restriction_r(p, &(*r->lpRes)))
+            return -1;
         mp_cdp_leave(p);
     }
     (void)r;
@@ -1855,7 +2231,9 @@ static void print_SubRestriction_r(struct mp_json *j, const struct nspi_SubRestr
     mp_json_key(j, "ulSubObject");
     mp_json_u64(j, r->ulSubObject);
     mp_json_key(j, "lpRes");
-    if (!r->lpRes) mp_json_null(j); else {
+    if (!r->lpRes)
+        mp_json_null(j);
+    else {
         print_Restriction_r(j, &(*r->lpRes));
     }
     mp_json_obj_end(j);
@@ -1945,185 +2323,232 @@ static void print_ExistRestriction_r(struct mp_json *j, const struct nspi_ExistR
     mp_json_obj_end(j);
 }
 
-static int pull_S_RestrictionUnion_r(struct mp_cdc *c, union nspi_RestrictionUnion_r *r, uint32_t sw)
+static int pull_S_RestrictionUnion_r(struct mp_cdc *c, union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw)
 {
-    if (mp_cdc_u32(c) != sw) { mp_cdc_fail(c); return -1; }
+    if (mp_cdc_u32(c) != sw) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     mp_cdc_align(c, 4);
     switch (sw) {
-      case 0x0:
-        if (pull_S_AndRestriction_r(c, &r->resAnd)) return -1;
+    case 0x0:
+        if (pull_S_AndRestriction_r(c, &r->resAnd))
+            return -1;
         break;
-      case 0x1:
-        if (pull_S_OrRestriction_r(c, &r->resOr)) return -1;
+    case 0x1:
+        if (pull_S_OrRestriction_r(c, &r->resOr))
+            return -1;
         break;
-      case 0x2:
-        if (pull_S_NotRestriction_r(c, &r->resNot)) return -1;
+    case 0x2:
+        if (pull_S_NotRestriction_r(c, &r->resNot))
+            return -1;
         break;
-      case 0x3:
-        if (pull_S_ContentRestriction_r(c, &r->resContent)) return -1;
+    case 0x3:
+        if (pull_S_ContentRestriction_r(c, &r->resContent))
+            return -1;
         break;
-      case 0x4:
-        if (pull_S_PropertyRestriction_r(c, &r->resProperty)) return -1;
+    case 0x4:
+        if (pull_S_PropertyRestriction_r(c, &r->resProperty))
+            return -1;
         break;
-      case 0x5:
-        if (pull_S_ComparePropsRestriction_r(c, &r->resCompareProps)) return -1;
+    case 0x5:
+        if (pull_S_ComparePropsRestriction_r(c, &r->resCompareProps))
+            return -1;
         break;
-      case 0x6:
-        if (pull_S_BitMaskRestriction_r(c, &r->resBitMask)) return -1;
+    case 0x6:
+        if (pull_S_BitMaskRestriction_r(c, &r->resBitMask))
+            return -1;
         break;
-      case 0x7:
-        if (pull_S_SizeRestriction_r(c, &r->resSize)) return -1;
+    case 0x7:
+        if (pull_S_SizeRestriction_r(c, &r->resSize))
+            return -1;
         break;
-      case 0x8:
-        if (pull_S_ExistRestriction_r(c, &r->resExist)) return -1;
+    case 0x8:
+        if (pull_S_ExistRestriction_r(c, &r->resExist))
+            return -1;
         break;
-      case 0x9:
-        if (pull_S_SubRestriction_r(c, &r->resSubRestriction)) return -1;
+    case 0x9:
+        if (pull_S_SubRestriction_r(c, &r->resSubRestriction))
+            return -1;
         break;
-      default: mp_cdc_fail(c); return -1;
+    default:
+        mp_cdc_fail(c);
+        return -1;
     }
     return c->n.err ? -1 : 0;
 }
 
-static int pull_B_RestrictionUnion_r(struct mp_cdc *c, union nspi_RestrictionUnion_r *r, uint32_t sw)
+static int pull_B_RestrictionUnion_r(struct mp_cdc *c, union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw)
 {
     switch (sw) {
-      case 0x0:
-        if (pull_B_AndRestriction_r(c, &r->resAnd)) return -1;
+    case 0x0:
+        if (pull_B_AndRestriction_r(c, &r->resAnd))
+            return -1;
         break;
-      case 0x1:
-        if (pull_B_OrRestriction_r(c, &r->resOr)) return -1;
+    case 0x1:
+        if (pull_B_OrRestriction_r(c, &r->resOr))
+            return -1;
         break;
-      case 0x2:
-        if (pull_B_NotRestriction_r(c, &r->resNot)) return -1;
+    case 0x2:
+        if (pull_B_NotRestriction_r(c, &r->resNot))
+            return -1;
         break;
-      case 0x3:
-        if (pull_B_ContentRestriction_r(c, &r->resContent)) return -1;
+    case 0x3:
+        if (pull_B_ContentRestriction_r(c, &r->resContent))
+            return -1;
         break;
-      case 0x4:
-        if (pull_B_PropertyRestriction_r(c, &r->resProperty)) return -1;
+    case 0x4:
+        if (pull_B_PropertyRestriction_r(c, &r->resProperty))
+            return -1;
         break;
-      case 0x9:
-        if (pull_B_SubRestriction_r(c, &r->resSubRestriction)) return -1;
+    case 0x9:
+        if (pull_B_SubRestriction_r(c, &r->resSubRestriction))
+            return -1;
         break;
-      default: break;
+    default:
+        break;
     }
     (void)r;
     return c->n.err ? -1 : 0;
 }
 
-static int push_S_RestrictionUnion_r(struct mp_cdp *p, const union nspi_RestrictionUnion_r *r, uint32_t sw)
+static int push_S_RestrictionUnion_r(struct mp_cdp *p, const union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw)
 {
     mp_cdp_u32(p, (uint32_t)sw);
     mp_cdp_align(p, 4);
     switch (sw) {
-      case 0x0:
-        if (push_S_AndRestriction_r(p, &r->resAnd)) return -1;
+    case 0x0:
+        if (push_S_AndRestriction_r(p, &r->resAnd))
+            return -1;
         break;
-      case 0x1:
-        if (push_S_OrRestriction_r(p, &r->resOr)) return -1;
+    case 0x1:
+        if (push_S_OrRestriction_r(p, &r->resOr))
+            return -1;
         break;
-      case 0x2:
-        if (push_S_NotRestriction_r(p, &r->resNot)) return -1;
+    case 0x2:
+        if (push_S_NotRestriction_r(p, &r->resNot))
+            return -1;
         break;
-      case 0x3:
-        if (push_S_ContentRestriction_r(p, &r->resContent)) return -1;
+    case 0x3:
+        if (push_S_ContentRestriction_r(p, &r->resContent))
+            return -1;
         break;
-      case 0x4:
-        if (push_S_PropertyRestriction_r(p, &r->resProperty)) return -1;
+    case 0x4:
+        if (push_S_PropertyRestriction_r(p, &r->resProperty))
+            return -1;
         break;
-      case 0x5:
-        if (push_S_ComparePropsRestriction_r(p, &r->resCompareProps)) return -1;
+    case 0x5:
+        if (push_S_ComparePropsRestriction_r(p, &r->resCompareProps))
+            return -1;
         break;
-      case 0x6:
-        if (push_S_BitMaskRestriction_r(p, &r->resBitMask)) return -1;
+    case 0x6:
+        if (push_S_BitMaskRestriction_r(p, &r->resBitMask))
+            return -1;
         break;
-      case 0x7:
-        if (push_S_SizeRestriction_r(p, &r->resSize)) return -1;
+    case 0x7:
+        if (push_S_SizeRestriction_r(p, &r->resSize))
+            return -1;
         break;
-      case 0x8:
-        if (push_S_ExistRestriction_r(p, &r->resExist)) return -1;
+    case 0x8:
+        if (push_S_ExistRestriction_r(p, &r->resExist))
+            return -1;
         break;
-      case 0x9:
-        if (push_S_SubRestriction_r(p, &r->resSubRestriction)) return -1;
+    case 0x9:
+        if (push_S_SubRestriction_r(p, &r->resSubRestriction))
+            return -1;
         break;
-      default: mp_cdp_fail(p); return -1;
+    default:
+        mp_cdp_fail(p);
+        return -1;
     }
     return p->err ? -1 : 0;
 }
 
-static int push_B_RestrictionUnion_r(struct mp_cdp *p, const union nspi_RestrictionUnion_r *r, uint32_t sw)
+static int push_B_RestrictionUnion_r(struct mp_cdp *p, const union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw)
 {
     switch (sw) {
-      case 0x0:
-        if (push_B_AndRestriction_r(p, &r->resAnd)) return -1;
+    case 0x0:
+        if (push_B_AndRestriction_r(p, &r->resAnd))
+            return -1;
         break;
-      case 0x1:
-        if (push_B_OrRestriction_r(p, &r->resOr)) return -1;
+    case 0x1:
+        if (push_B_OrRestriction_r(p, &r->resOr))
+            return -1;
         break;
-      case 0x2:
-        if (push_B_NotRestriction_r(p, &r->resNot)) return -1;
+    case 0x2:
+        if (push_B_NotRestriction_r(p, &r->resNot))
+            return -1;
         break;
-      case 0x3:
-        if (push_B_ContentRestriction_r(p, &r->resContent)) return -1;
+    case 0x3:
+        if (push_B_ContentRestriction_r(p, &r->resContent))
+            return -1;
         break;
-      case 0x4:
-        if (push_B_PropertyRestriction_r(p, &r->resProperty)) return -1;
+    case 0x4:
+        if (push_B_PropertyRestriction_r(p, &r->resProperty))
+            return -1;
         break;
-      case 0x9:
-        if (push_B_SubRestriction_r(p, &r->resSubRestriction)) return -1;
+    case 0x9:
+        if (push_B_SubRestriction_r(p, &r->resSubRestriction))
+            return -1;
         break;
-      default: break;
+    default:
+        break;
     }
     (void)r;
     return p->err ? -1 : 0;
 }
 
-static void print_RestrictionUnion_r(struct mp_json *j, const union nspi_RestrictionUnion_r *r, uint32_t sw)
+static void print_RestrictionUnion_r(struct mp_json *j, const union nspi_RestrictionUnion_r *r,
+                                     uint32_t sw)
 {
     mp_json_obj_begin(j);
     switch (sw) {
-      case 0x0:
+    case 0x0:
         mp_json_key(j, "resAnd");
         print_AndRestriction_r(j, &r->resAnd);
         break;
-      case 0x1:
+    case 0x1:
         mp_json_key(j, "resOr");
         print_OrRestriction_r(j, &r->resOr);
         break;
-      case 0x2:
+    case 0x2:
         mp_json_key(j, "resNot");
         print_NotRestriction_r(j, &r->resNot);
         break;
-      case 0x3:
+    case 0x3:
         mp_json_key(j, "resContent");
         print_ContentRestriction_r(j, &r->resContent);
         break;
-      case 0x4:
+    case 0x4:
         mp_json_key(j, "resProperty");
         print_PropertyRestriction_r(j, &r->resProperty);
         break;
-      case 0x5:
+    case 0x5:
         mp_json_key(j, "resCompareProps");
         print_ComparePropsRestriction_r(j, &r->resCompareProps);
         break;
-      case 0x6:
+    case 0x6:
         mp_json_key(j, "resBitMask");
         print_BitMaskRestriction_r(j, &r->resBitMask);
         break;
-      case 0x7:
+    case 0x7:
         mp_json_key(j, "resSize");
         print_SizeRestriction_r(j, &r->resSize);
         break;
-      case 0x8:
+    case 0x8:
         mp_json_key(j, "resExist");
         print_ExistRestriction_r(j, &r->resExist);
         break;
-      case 0x9:
+    case 0x9:
         mp_json_key(j, "resSubRestriction");
         print_SubRestriction_r(j, &r->resSubRestriction);
         break;
-      default: break;
+    default:
+        break;
     }
     mp_json_obj_end(j);
 }
@@ -2132,13 +2557,15 @@ static int pull_S_Restriction_r(struct mp_cdc *c, struct nspi_Restriction_r *r)
 {
     mp_cdc_align(c, 4);
     r->rt = (uint32_t)mp_cdc_u32(c);
-    if (pull_S_RestrictionUnion_r(c, &r->res, (uint32_t)(r->rt))) return -1;
+    if (pull_S_RestrictionUnion_r(c, &r->res, (uint32_t)(r->rt)))
+        return -1;
     return c->n.err ? -1 : 0;
 }
 
 static int pull_B_Restriction_r(struct mp_cdc *c, struct nspi_Restriction_r *r)
 {
-    if (pull_B_RestrictionUnion_r(c, &r->res, (uint32_t)(r->rt))) return -1;
+    if (pull_B_RestrictionUnion_r(c, &r->res, (uint32_t)(r->rt)))
+        return -1;
     (void)r;
     return c->n.err ? -1 : 0;
 }
@@ -2147,13 +2574,15 @@ static int push_S_Restriction_r(struct mp_cdp *p, const struct nspi_Restriction_
 {
     mp_cdp_align(p, 4);
     mp_cdp_u32(p, (uint32_t)r->rt);
-    if (push_S_RestrictionUnion_r(p, &r->res, (uint32_t)(r->rt))) return -1;
+    if (push_S_RestrictionUnion_r(p, &r->res, (uint32_t)(r->rt)))
+        return -1;
     return p->err ? -1 : 0;
 }
 
 static int push_B_Restriction_r(struct mp_cdp *p, const struct nspi_Restriction_r *r)
 {
-    if (push_B_RestrictionUnion_r(p, &r->res, (uint32_t)(r->rt))) return -1;
+    if (push_B_RestrictionUnion_r(p, &r->res, (uint32_t)(r->rt)))
+        return -1;
     (void)r;
     return p->err ? -1 : 0;
 }
@@ -2174,7 +2603,10 @@ static int pull_S_PropertyName_r(struct mp_cdc *c, struct nspi_PropertyName_r *r
     {
         uint32_t id86 = mp_cdc_ref(c);
         r->lpguid = NULL;
-        if (id86 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) { mp_cdc_fail(c); return -1; }
+        if (id86 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     r->ulReserved = (uint32_t)mp_cdc_u32(c);
     r->lID = (int32_t)mp_cdc_u32(c);
@@ -2184,8 +2616,10 @@ static int pull_S_PropertyName_r(struct mp_cdc *c, struct nspi_PropertyName_r *r
 static int pull_B_PropertyName_r(struct mp_cdc *c, struct nspi_PropertyName_r *r)
 {
     if (r->lpguid) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_FlatUID_r(c, &(*r->lpguid))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_FlatUID_r(c, &(*r->lpguid)))
+            return -1;
         mp_cdc_leave(c);
     }
     (void)r;
@@ -2204,8 +2638,10 @@ static int push_S_PropertyName_r(struct mp_cdp *p, const struct nspi_PropertyNam
 static int push_B_PropertyName_r(struct mp_cdp *p, const struct nspi_PropertyName_r *r)
 {
     if (r->lpguid) {
-        if (!mp_cdp_enter(p)) return -1;
-        if (push_S_FlatUID_r(p, &(*r->lpguid))) return -1;
+        if (!mp_cdp_enter(p))
+            return -1;
+        if (push_S_FlatUID_r(p, &(*r->lpguid)))
+            return -1;
         mp_cdp_leave(p);
     }
     (void)r;
@@ -2216,7 +2652,9 @@ static void print_PropertyName_r(struct mp_json *j, const struct nspi_PropertyNa
 {
     mp_json_obj_begin(j);
     mp_json_key(j, "lpguid");
-    if (!r->lpguid) mp_json_null(j); else {
+    if (!r->lpguid)
+        mp_json_null(j);
+    else {
         print_FlatUID_r(j, &(*r->lpguid));
     }
     mp_json_key(j, "ulReserved");
@@ -2232,21 +2670,31 @@ static int pull_S_PropertyNameSet_r(struct mp_cdc *c, struct nspi_PropertyNameSe
     uint32_t cmax = mp_cdc_u32(c);
     mp_cdc_align(c, 4);
     r->cNames = (uint32_t)mp_cdc_u32(c);
-    if (r->cNames > 100000u) { mp_cdc_fail(c); return -1; }
-    uint32_t n87 = cmax;
-    if (n87 != (uint32_t)(r->cNames)) { mp_cdc_fail(c); return -1; }
-    if (!(r->aNames = mp_cdc_array(c, n87, sizeof *r->aNames, 12))) return -1;
-    for (uint32_t i88 = 0; i88 < n87; i88++) {
-        if (pull_S_PropertyName_r(c, &r->aNames[i88])) return -1;
+    if (r->cNames > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
     }
-    if (c->n.err) return -1;
+    uint32_t n87 = cmax;
+    if (n87 != (uint32_t)(r->cNames)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (!(r->aNames = mp_cdc_array(c, n87, sizeof *r->aNames, 12)))
+        return -1;
+    for (uint32_t i88 = 0; i88 < n87; i88++) {
+        if (pull_S_PropertyName_r(c, &r->aNames[i88]))
+            return -1;
+    }
+    if (c->n.err)
+        return -1;
     return c->n.err ? -1 : 0;
 }
 
 static int pull_B_PropertyNameSet_r(struct mp_cdc *c, struct nspi_PropertyNameSet_r *r)
 {
     for (uint32_t i89 = 0; i89 < (uint32_t)(r->cNames); i89++) {
-        if (pull_B_PropertyName_r(c, &r->aNames[i89])) return -1;
+        if (pull_B_PropertyName_r(c, &r->aNames[i89]))
+            return -1;
     }
     (void)r;
     return c->n.err ? -1 : 0;
@@ -2258,9 +2706,13 @@ static int push_S_PropertyNameSet_r(struct mp_cdp *p, const struct nspi_Property
     mp_cdp_u32(p, (uint32_t)(r->cNames));
     mp_cdp_align(p, 4);
     mp_cdp_u32(p, (uint32_t)r->cNames);
-    if ((uint32_t)(r->cNames) && !r->aNames) { mp_cdp_fail(p); return -1; }
+    if ((uint32_t)(r->cNames) && !r->aNames) {
+        mp_cdp_fail(p);
+        return -1;
+    }
     for (uint32_t i90 = 0; i90 < (uint32_t)(r->cNames); i90++) {
-        if (push_S_PropertyName_r(p, &r->aNames[i90])) return -1;
+        if (push_S_PropertyName_r(p, &r->aNames[i90]))
+            return -1;
     }
     return p->err ? -1 : 0;
 }
@@ -2268,7 +2720,8 @@ static int push_S_PropertyNameSet_r(struct mp_cdp *p, const struct nspi_Property
 static int push_B_PropertyNameSet_r(struct mp_cdp *p, const struct nspi_PropertyNameSet_r *r)
 {
     for (uint32_t i91 = 0; i91 < (uint32_t)(r->cNames); i91++) {
-        if (push_B_PropertyName_r(p, &r->aNames[i91])) return -1;
+        if (push_B_PropertyName_r(p, &r->aNames[i91]))
+            return -1;
     }
     (void)r;
     return p->err ? -1 : 0;
@@ -2281,9 +2734,10 @@ static void print_PropertyNameSet_r(struct mp_json *j, const struct nspi_Propert
     mp_json_u64(j, r->cNames);
     mp_json_key(j, "aNames");
     mp_json_arr_begin(j);
-    if (r->aNames) for (uint32_t i92 = 0; i92 < (uint32_t)(r->cNames); i92++) {
-        print_PropertyName_r(j, &r->aNames[i92]);
-    }
+    if (r->aNames)
+        for (uint32_t i92 = 0; i92 < (uint32_t)(r->cNames); i92++) {
+            print_PropertyName_r(j, &r->aNames[i92]);
+        }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
 }
@@ -2294,24 +2748,33 @@ static int pull_S_StringsArray_r(struct mp_cdc *c, struct nspi_StringsArray_r *r
     uint32_t cmax = mp_cdc_u32(c);
     mp_cdc_align(c, 4);
     r->Count = (uint32_t)mp_cdc_u32(c);
-    if (r->Count > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->Count > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     uint32_t n93 = cmax;
-    if (n93 != (uint32_t)(r->Count)) { mp_cdc_fail(c); return -1; }
-    if (!(r->Strings = mp_cdc_array(c, n93, sizeof *r->Strings, 4))) return -1;
+    if (n93 != (uint32_t)(r->Count)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (!(r->Strings = mp_cdc_array(c, n93, sizeof *r->Strings, 4)))
+        return -1;
     for (uint32_t i94 = 0; i94 < n93; i94++) {
         {
             uint32_t id95 = mp_cdc_ref(c);
             r->Strings[i94] = id95 ? MP_NONNULL : NULL;
         }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return c->n.err ? -1 : 0;
 }
 
 static int pull_B_StringsArray_r(struct mp_cdc *c, struct nspi_StringsArray_r *r)
 {
     for (uint32_t i96 = 0; i96 < (uint32_t)(r->Count); i96++) {
-        if (r->Strings[i96] && !(r->Strings[i96] = mp_cdc_string(c))) return -1;
+        if (r->Strings[i96] && !(r->Strings[i96] = mp_cdc_string(c)))
+            return -1;
     }
     (void)r;
     return c->n.err ? -1 : 0;
@@ -2323,7 +2786,10 @@ static int push_S_StringsArray_r(struct mp_cdp *p, const struct nspi_StringsArra
     mp_cdp_u32(p, (uint32_t)(r->Count));
     mp_cdp_align(p, 4);
     mp_cdp_u32(p, (uint32_t)r->Count);
-    if ((uint32_t)(r->Count) && !r->Strings) { mp_cdp_fail(p); return -1; }
+    if ((uint32_t)(r->Count) && !r->Strings) {
+        mp_cdp_fail(p);
+        return -1;
+    }
     for (uint32_t i97 = 0; i97 < (uint32_t)(r->Count); i97++) {
         mp_cdp_ref(p, r->Strings[i97]);
     }
@@ -2333,7 +2799,10 @@ static int push_S_StringsArray_r(struct mp_cdp *p, const struct nspi_StringsArra
 static int push_B_StringsArray_r(struct mp_cdp *p, const struct nspi_StringsArray_r *r)
 {
     for (uint32_t i98 = 0; i98 < (uint32_t)(r->Count); i98++) {
-        if (r->Strings[i98]) { mp_cdp_align(p, 4); mp_cdp_string(p, r->Strings[i98], 0); }
+        if (r->Strings[i98]) {
+            mp_cdp_align(p, 4);
+            mp_cdp_string(p, r->Strings[i98], 0);
+        }
     }
     (void)r;
     return p->err ? -1 : 0;
@@ -2346,9 +2815,10 @@ static void print_StringsArray_r(struct mp_json *j, const struct nspi_StringsArr
     mp_json_u64(j, r->Count);
     mp_json_key(j, "Strings");
     mp_json_arr_begin(j);
-    if (r->Strings) for (uint32_t i99 = 0; i99 < (uint32_t)(r->Count); i99++) {
-        mp_json_str(j, r->Strings[i99]);
-    }
+    if (r->Strings)
+        for (uint32_t i99 = 0; i99 < (uint32_t)(r->Count); i99++) {
+            mp_json_str(j, r->Strings[i99]);
+        }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
 }
@@ -2359,24 +2829,33 @@ static int pull_S_WStringsArray_r(struct mp_cdc *c, struct nspi_WStringsArray_r 
     uint32_t cmax = mp_cdc_u32(c);
     mp_cdc_align(c, 4);
     r->Count = (uint32_t)mp_cdc_u32(c);
-    if (r->Count > 100000u) { mp_cdc_fail(c); return -1; }
+    if (r->Count > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     uint32_t n100 = cmax;
-    if (n100 != (uint32_t)(r->Count)) { mp_cdc_fail(c); return -1; }
-    if (!(r->Strings = mp_cdc_array(c, n100, sizeof *r->Strings, 4))) return -1;
+    if (n100 != (uint32_t)(r->Count)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (!(r->Strings = mp_cdc_array(c, n100, sizeof *r->Strings, 4)))
+        return -1;
     for (uint32_t i101 = 0; i101 < n100; i101++) {
         {
             uint32_t id102 = mp_cdc_ref(c);
             r->Strings[i101] = id102 ? MP_NONNULL : NULL;
         }
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return c->n.err ? -1 : 0;
 }
 
 static int pull_B_WStringsArray_r(struct mp_cdc *c, struct nspi_WStringsArray_r *r)
 {
     for (uint32_t i103 = 0; i103 < (uint32_t)(r->Count); i103++) {
-        if (r->Strings[i103] && !(r->Strings[i103] = mp_cdc_wstring(c))) return -1;
+        if (r->Strings[i103] && !(r->Strings[i103] = mp_cdc_wstring(c)))
+            return -1;
     }
     (void)r;
     return c->n.err ? -1 : 0;
@@ -2388,7 +2867,10 @@ static int push_S_WStringsArray_r(struct mp_cdp *p, const struct nspi_WStringsAr
     mp_cdp_u32(p, (uint32_t)(r->Count));
     mp_cdp_align(p, 4);
     mp_cdp_u32(p, (uint32_t)r->Count);
-    if ((uint32_t)(r->Count) && !r->Strings) { mp_cdp_fail(p); return -1; }
+    if ((uint32_t)(r->Count) && !r->Strings) {
+        mp_cdp_fail(p);
+        return -1;
+    }
     for (uint32_t i104 = 0; i104 < (uint32_t)(r->Count); i104++) {
         mp_cdp_ref(p, r->Strings[i104]);
     }
@@ -2398,7 +2880,10 @@ static int push_S_WStringsArray_r(struct mp_cdp *p, const struct nspi_WStringsAr
 static int push_B_WStringsArray_r(struct mp_cdp *p, const struct nspi_WStringsArray_r *r)
 {
     for (uint32_t i105 = 0; i105 < (uint32_t)(r->Count); i105++) {
-        if (r->Strings[i105]) { mp_cdp_align(p, 4); mp_cdp_wstring(p, r->Strings[i105], 0); }
+        if (r->Strings[i105]) {
+            mp_cdp_align(p, 4);
+            mp_cdp_wstring(p, r->Strings[i105], 0);
+        }
     }
     (void)r;
     return p->err ? -1 : 0;
@@ -2411,9 +2896,10 @@ static void print_WStringsArray_r(struct mp_json *j, const struct nspi_WStringsA
     mp_json_u64(j, r->Count);
     mp_json_key(j, "Strings");
     mp_json_arr_begin(j);
-    if (r->Strings) for (uint32_t i106 = 0; i106 < (uint32_t)(r->Count); i106++) {
-        mp_json_wstr(j, r->Strings[i106]);
-    }
+    if (r->Strings)
+        for (uint32_t i106 = 0; i106 < (uint32_t)(r->Count); i106++) {
+            mp_json_wstr(j, r->Strings[i106]);
+        }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
 }
@@ -2491,20 +2977,29 @@ static int pull_in_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp_
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id107 = mp_cdc_ref(c);
         r->pServerGuid = NULL;
-        if (id107 && !(r->pServerGuid = mp_arena_alloc(c->a, sizeof *r->pServerGuid))) { mp_cdc_fail(c); return -1; }
+        if (id107 && !(r->pServerGuid = mp_arena_alloc(c->a, sizeof *r->pServerGuid))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pServerGuid) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_FlatUID_r(c, &(*r->pServerGuid))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_FlatUID_r(c, &(*r->pServerGuid)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -2514,11 +3009,20 @@ static int push_in_NspiBind(struct mp_buf *b, const void *v)
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->pServerGuid);
     if (r->pServerGuid) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_FlatUID_r(p, &(*r->pServerGuid))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_FlatUID_r(p, &(*r->pServerGuid))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     return mp_cdp_finish(p);
@@ -2533,7 +3037,9 @@ static void print_in_NspiBind(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "pServerGuid");
-    if (!r->pServerGuid) mp_json_null(j); else {
+    if (!r->pServerGuid)
+        mp_json_null(j);
+    else {
         print_FlatUID_r(j, &(*r->pServerGuid));
     }
     (void)r;
@@ -2549,17 +3055,24 @@ static int pull_out_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp
     {
         uint32_t id108 = mp_cdc_ref(c);
         r->pServerGuid = NULL;
-        if (id108 && !(r->pServerGuid = mp_arena_alloc(c->a, sizeof *r->pServerGuid))) { mp_cdc_fail(c); return -1; }
+        if (id108 && !(r->pServerGuid = mp_arena_alloc(c->a, sizeof *r->pServerGuid))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pServerGuid) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_FlatUID_r(c, &(*r->pServerGuid))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_FlatUID_r(c, &(*r->pServerGuid)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->contextHandle);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -2571,8 +3084,14 @@ static int push_out_NspiBind(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->pServerGuid);
     if (r->pServerGuid) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_FlatUID_r(p, &(*r->pServerGuid))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_FlatUID_r(p, &(*r->pServerGuid))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_align(p, 4);
@@ -2586,7 +3105,9 @@ static void print_out_NspiBind(struct mp_json *j, const void *v)
     const struct nspi_NspiBind_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "pServerGuid");
-    if (!r->pServerGuid) mp_json_null(j); else {
+    if (!r->pServerGuid)
+        mp_json_null(j);
+    else {
         print_FlatUID_r(j, &(*r->pServerGuid));
     }
     mp_json_key(j, "contextHandle");
@@ -2605,9 +3126,11 @@ static int pull_in_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct m
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->contextHandle);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -2642,7 +3165,8 @@ static int pull_out_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct 
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->contextHandle);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (uint32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -2678,22 +3202,31 @@ static int pull_in_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, stru
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id109 = mp_cdc_ref(c);
         r->plDelta = NULL;
-        if (id109 && !(r->plDelta = mp_arena_alloc(c->a, sizeof *r->plDelta))) { mp_cdc_fail(c); return -1; }
+        if (id109 && !(r->plDelta = mp_arena_alloc(c->a, sizeof *r->plDelta))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->plDelta) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         (*r->plDelta) = (int32_t)mp_cdc_u32(c);
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -2705,10 +3238,16 @@ static int push_in_NspiUpdateStat(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->plDelta);
     if (r->plDelta) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_u32(p, (uint32_t)(*r->plDelta));
         mp_cdp_leave(p);
     }
@@ -2726,7 +3265,9 @@ static void print_in_NspiUpdateStat(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "plDelta");
-    if (!r->plDelta) mp_json_null(j); else {
+    if (!r->plDelta)
+        mp_json_null(j);
+    else {
         mp_json_i64(j, (*r->plDelta));
     }
     (void)r;
@@ -2739,19 +3280,26 @@ static int pull_out_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, str
     memset(r, 0, sizeof *r);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id110 = mp_cdc_ref(c);
         r->plDelta = NULL;
-        if (id110 && !(r->plDelta = mp_arena_alloc(c->a, sizeof *r->plDelta))) { mp_cdc_fail(c); return -1; }
+        if (id110 && !(r->plDelta = mp_arena_alloc(c->a, sizeof *r->plDelta))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->plDelta) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         (*r->plDelta) = (int32_t)mp_cdc_u32(c);
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -2761,10 +3309,16 @@ static int push_out_NspiUpdateStat(struct mp_buf *b, const void *v)
     const struct nspi_NspiUpdateStat_out *r = v;
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->plDelta);
     if (r->plDelta) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_u32(p, (uint32_t)(*r->plDelta));
         mp_cdp_leave(p);
     }
@@ -2779,7 +3333,9 @@ static void print_out_NspiUpdateStat(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "plDelta");
-    if (!r->plDelta) mp_json_null(j); else {
+    if (!r->plDelta)
+        mp_json_null(j);
+    else {
         mp_json_i64(j, (*r->plDelta));
     }
     mp_json_key(j, "result");
@@ -2796,45 +3352,67 @@ static int pull_in_NspiQueryRows(const uint8_t *stub, size_t len, void *v, struc
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     r->dwETableCount = (uint32_t)mp_cdc_u32(c);
-    if (r->dwETableCount > 100000u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
+    if (r->dwETableCount > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
     {
         uint32_t id111 = mp_cdc_ref(c);
         r->lpETable = id111 ? MP_NONNULL : NULL;
     }
     if (r->lpETable) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         mp_cdc_align(c, 4);
         uint32_t n113 = mp_cdc_u32(c);
         (void)0;
-        if (n113 != (uint32_t)(r->dwETableCount)) { mp_cdc_fail(c); return -1; }
-        if (!(r->lpETable = mp_cdc_array(c, n113, sizeof *r->lpETable, 4))) return -1;
+        if (n113 != (uint32_t)(r->dwETableCount)) {
+            mp_cdc_fail(c);
+            return -1;
+        }
+        if (!(r->lpETable = mp_cdc_array(c, n113, sizeof *r->lpETable, 4)))
+            return -1;
         for (uint32_t i114 = 0; i114 < n113; i114++) {
             r->lpETable[i114] = (uint32_t)mp_cdc_u32(c);
         }
-        if (c->n.err) return -1;
+        if (c->n.err)
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Count = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id115 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id115 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id115 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -2846,14 +3424,26 @@ static int push_in_NspiQueryRows(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_u32(p, (uint32_t)r->dwETableCount);
     mp_cdp_ref(p, r->lpETable);
     if (r->lpETable) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->dwETableCount));
-        if ((uint32_t)(r->dwETableCount) && !r->lpETable) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->dwETableCount) && !r->lpETable) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         for (uint32_t i116 = 0; i116 < (uint32_t)(r->dwETableCount); i116++) {
             mp_cdp_u32(p, (uint32_t)r->lpETable[i116]);
         }
@@ -2862,8 +3452,14 @@ static int push_in_NspiQueryRows(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->Count);
     mp_cdp_ref(p, r->pPropTags);
     if (r->pPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     return mp_cdp_finish(p);
@@ -2882,17 +3478,22 @@ static void print_in_NspiQueryRows(struct mp_json *j, const void *v)
     mp_json_key(j, "dwETableCount");
     mp_json_u64(j, r->dwETableCount);
     mp_json_key(j, "lpETable");
-    if (!r->lpETable) mp_json_null(j); else {
+    if (!r->lpETable)
+        mp_json_null(j);
+    else {
         mp_json_arr_begin(j);
-        if (r->lpETable) for (uint32_t i117 = 0; i117 < (uint32_t)(r->dwETableCount); i117++) {
-            mp_json_u64(j, r->lpETable[i117]);
-        }
+        if (r->lpETable)
+            for (uint32_t i117 = 0; i117 < (uint32_t)(r->dwETableCount); i117++) {
+                mp_json_u64(j, r->lpETable[i117]);
+            }
         mp_json_arr_end(j);
     }
     mp_json_key(j, "Count");
     mp_json_u64(j, r->Count);
     mp_json_key(j, "pPropTags");
-    if (!r->pPropTags) mp_json_null(j); else {
+    if (!r->pPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->pPropTags));
     }
     (void)r;
@@ -2905,20 +3506,29 @@ static int pull_out_NspiQueryRows(const uint8_t *stub, size_t len, void *v, stru
     memset(r, 0, sizeof *r);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id118 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id118 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) { mp_cdc_fail(c); return -1; }
+        if (id118 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppRows) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
-        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
+        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -2928,12 +3538,24 @@ static int push_out_NspiQueryRows(struct mp_buf *b, const void *v)
     const struct nspi_NspiQueryRows_out *r = v;
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->ppRows);
     if (r->ppRows) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -2947,7 +3569,9 @@ static void print_out_NspiQueryRows(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "ppRows");
-    if (!r->ppRows) mp_json_null(j); else {
+    if (!r->ppRows)
+        mp_json_null(j);
+    else {
         print_PropertyRowSet_r(j, &(*r->ppRows));
     }
     mp_json_key(j, "result");
@@ -2964,36 +3588,55 @@ static int pull_in_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, str
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
-    if (pull_S_PropertyValue_r(c, &r->pTarget)) return -1;
-    if (pull_B_PropertyValue_r(c, &r->pTarget)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_PropertyValue_r(c, &r->pTarget))
+        return -1;
+    if (pull_B_PropertyValue_r(c, &r->pTarget))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id119 = mp_cdc_ref(c);
         r->lpETable = NULL;
-        if (id119 && !(r->lpETable = mp_arena_alloc(c->a, sizeof *r->lpETable))) { mp_cdc_fail(c); return -1; }
+        if (id119 && !(r->lpETable = mp_arena_alloc(c->a, sizeof *r->lpETable))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->lpETable) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->lpETable))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->lpETable)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id120 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id120 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id120 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -3005,19 +3648,40 @@ static int push_in_NspiSeekEntries(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-    if (push_S_PropertyValue_r(p, &r->pTarget)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-    if (push_B_PropertyValue_r(p, &r->pTarget)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
+    if (push_S_PropertyValue_r(p, &r->pTarget)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
+    if (push_B_PropertyValue_r(p, &r->pTarget)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->lpETable);
     if (r->lpETable) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->lpETable))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->lpETable))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_ref(p, r->pPropTags);
     if (r->pPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     return mp_cdp_finish(p);
@@ -3036,11 +3700,15 @@ static void print_in_NspiSeekEntries(struct mp_json *j, const void *v)
     mp_json_key(j, "pTarget");
     print_PropertyValue_r(j, &r->pTarget);
     mp_json_key(j, "lpETable");
-    if (!r->lpETable) mp_json_null(j); else {
+    if (!r->lpETable)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->lpETable));
     }
     mp_json_key(j, "pPropTags");
-    if (!r->pPropTags) mp_json_null(j); else {
+    if (!r->pPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->pPropTags));
     }
     (void)r;
@@ -3053,20 +3721,29 @@ static int pull_out_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, st
     memset(r, 0, sizeof *r);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id121 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id121 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) { mp_cdc_fail(c); return -1; }
+        if (id121 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppRows) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
-        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
+        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -3076,12 +3753,24 @@ static int push_out_NspiSeekEntries(struct mp_buf *b, const void *v)
     const struct nspi_NspiSeekEntries_out *r = v;
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->ppRows);
     if (r->ppRows) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -3095,7 +3784,9 @@ static void print_out_NspiSeekEntries(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "ppRows");
-    if (!r->ppRows) mp_json_null(j); else {
+    if (!r->ppRows)
+        mp_json_null(j);
+    else {
         print_PropertyRowSet_r(j, &(*r->ppRows));
     }
     mp_json_key(j, "result");
@@ -3112,61 +3803,93 @@ static int pull_in_NspiGetMatches(const uint8_t *stub, size_t len, void *v, stru
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved1 = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id122 = mp_cdc_ref(c);
         r->pReserved = NULL;
-        if (id122 && !(r->pReserved = mp_arena_alloc(c->a, sizeof *r->pReserved))) { mp_cdc_fail(c); return -1; }
+        if (id122 && !(r->pReserved = mp_arena_alloc(c->a, sizeof *r->pReserved))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pReserved) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->pReserved))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->pReserved)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved2 = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id123 = mp_cdc_ref(c);
         r->Filter = NULL;
-        if (id123 && !(r->Filter = mp_arena_alloc(c->a, sizeof *r->Filter))) { mp_cdc_fail(c); return -1; }
+        if (id123 && !(r->Filter = mp_arena_alloc(c->a, sizeof *r->Filter))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->Filter) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_Restriction_r(c, &(*r->Filter))) return -1;
-        if (pull_B_Restriction_r(c, &(*r->Filter))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_Restriction_r(c, &(*r->Filter)))
+            return -1;
+        if (pull_B_Restriction_r(c, &(*r->Filter)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id124 = mp_cdc_ref(c);
         r->lpPropName = NULL;
-        if (id124 && !(r->lpPropName = mp_arena_alloc(c->a, sizeof *r->lpPropName))) { mp_cdc_fail(c); return -1; }
+        if (id124 && !(r->lpPropName = mp_arena_alloc(c->a, sizeof *r->lpPropName))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->lpPropName) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyName_r(c, &(*r->lpPropName))) return -1;
-        if (pull_B_PropertyName_r(c, &(*r->lpPropName))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyName_r(c, &(*r->lpPropName)))
+            return -1;
+        if (pull_B_PropertyName_r(c, &(*r->lpPropName)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulRequested = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id125 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id125 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id125 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -3178,33 +3901,66 @@ static int push_in_NspiGetMatches(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved1);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->pReserved);
     if (r->pReserved) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->pReserved))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->pReserved))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->Reserved2);
     mp_cdp_ref(p, r->Filter);
     if (r->Filter) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_Restriction_r(p, &(*r->Filter))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_Restriction_r(p, &(*r->Filter))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_Restriction_r(p, &(*r->Filter))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_Restriction_r(p, &(*r->Filter))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_ref(p, r->lpPropName);
     if (r->lpPropName) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyName_r(p, &(*r->lpPropName))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyName_r(p, &(*r->lpPropName))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyName_r(p, &(*r->lpPropName))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyName_r(p, &(*r->lpPropName))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->ulRequested);
     mp_cdp_ref(p, r->pPropTags);
     if (r->pPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     return mp_cdp_finish(p);
@@ -3221,23 +3977,31 @@ static void print_in_NspiGetMatches(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "pReserved");
-    if (!r->pReserved) mp_json_null(j); else {
+    if (!r->pReserved)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->pReserved));
     }
     mp_json_key(j, "Reserved2");
     mp_json_u64(j, r->Reserved2);
     mp_json_key(j, "Filter");
-    if (!r->Filter) mp_json_null(j); else {
+    if (!r->Filter)
+        mp_json_null(j);
+    else {
         print_Restriction_r(j, &(*r->Filter));
     }
     mp_json_key(j, "lpPropName");
-    if (!r->lpPropName) mp_json_null(j); else {
+    if (!r->lpPropName)
+        mp_json_null(j);
+    else {
         print_PropertyName_r(j, &(*r->lpPropName));
     }
     mp_json_key(j, "ulRequested");
     mp_json_u64(j, r->ulRequested);
     mp_json_key(j, "pPropTags");
-    if (!r->pPropTags) mp_json_null(j); else {
+    if (!r->pPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->pPropTags));
     }
     (void)r;
@@ -3250,31 +4014,46 @@ static int pull_out_NspiGetMatches(const uint8_t *stub, size_t len, void *v, str
     memset(r, 0, sizeof *r);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id126 = mp_cdc_ref(c);
         r->ppOutMIds = NULL;
-        if (id126 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) { mp_cdc_fail(c); return -1; }
+        if (id126 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppOutMIds) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppOutMIds))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppOutMIds)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id127 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id127 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) { mp_cdc_fail(c); return -1; }
+        if (id127 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppRows) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
-        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
+        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -3284,18 +4063,36 @@ static int push_out_NspiGetMatches(struct mp_buf *b, const void *v)
     const struct nspi_NspiGetMatches_out *r = v;
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->ppOutMIds);
     if (r->ppOutMIds) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppOutMIds))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppOutMIds))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_ref(p, r->ppRows);
     if (r->ppRows) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -3309,11 +4106,15 @@ static void print_out_NspiGetMatches(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "ppOutMIds");
-    if (!r->ppOutMIds) mp_json_null(j); else {
+    if (!r->ppOutMIds)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppOutMIds));
     }
     mp_json_key(j, "ppRows");
-    if (!r->ppRows) mp_json_null(j); else {
+    if (!r->ppRows)
+        mp_json_null(j);
+    else {
         print_PropertyRowSet_r(j, &(*r->ppRows));
     }
     mp_json_key(j, "result");
@@ -3322,7 +4123,8 @@ static void print_out_NspiGetMatches(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiResortRestriction(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_NspiResortRestriction(const uint8_t *stub, size_t len, void *v,
+                                         struct mp_arena *a)
 {
     struct nspi_NspiResortRestriction_in *r = v;
     memset(r, 0, sizeof *r);
@@ -3330,24 +4132,36 @@ static int pull_in_NspiResortRestriction(const uint8_t *stub, size_t len, void *
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
-    if (pull_S_PropertyTagArray_r(c, &r->pInMIds)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_PropertyTagArray_r(c, &r->pInMIds))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id128 = mp_cdc_ref(c);
         r->ppOutMIds = NULL;
-        if (id128 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) { mp_cdc_fail(c); return -1; }
+        if (id128 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppOutMIds) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppOutMIds))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppOutMIds)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -3359,12 +4173,24 @@ static int push_in_NspiResortRestriction(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-    if (push_S_PropertyTagArray_r(p, &r->pInMIds)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
+    if (push_S_PropertyTagArray_r(p, &r->pInMIds)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->ppOutMIds);
     if (r->ppOutMIds) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppOutMIds))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppOutMIds))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     return mp_cdp_finish(p);
@@ -3383,32 +4209,43 @@ static void print_in_NspiResortRestriction(struct mp_json *j, const void *v)
     mp_json_key(j, "pInMIds");
     print_PropertyTagArray_r(j, &r->pInMIds);
     mp_json_key(j, "ppOutMIds");
-    if (!r->ppOutMIds) mp_json_null(j); else {
+    if (!r->ppOutMIds)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppOutMIds));
     }
     (void)r;
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiResortRestriction(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_NspiResortRestriction(const uint8_t *stub, size_t len, void *v,
+                                          struct mp_arena *a)
 {
     struct nspi_NspiResortRestriction_out *r = v;
     memset(r, 0, sizeof *r);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id129 = mp_cdc_ref(c);
         r->ppOutMIds = NULL;
-        if (id129 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) { mp_cdc_fail(c); return -1; }
+        if (id129 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppOutMIds) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppOutMIds))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppOutMIds)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -3418,11 +4255,20 @@ static int push_out_NspiResortRestriction(struct mp_buf *b, const void *v)
     const struct nspi_NspiResortRestriction_out *r = v;
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->ppOutMIds);
     if (r->ppOutMIds) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppOutMIds))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppOutMIds))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -3436,7 +4282,9 @@ static void print_out_NspiResortRestriction(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "ppOutMIds");
-    if (!r->ppOutMIds) mp_json_null(j); else {
+    if (!r->ppOutMIds)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppOutMIds));
     }
     mp_json_key(j, "result");
@@ -3453,12 +4301,17 @@ static int pull_in_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct 
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_StringsArray_r(c, &r->pNames)) return -1;
-    if (pull_B_StringsArray_r(c, &r->pNames)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_StringsArray_r(c, &r->pNames))
+        return -1;
+    if (pull_B_StringsArray_r(c, &r->pNames))
+        return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -3470,8 +4323,14 @@ static int push_in_NspiDNToMId(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
-    if (push_S_StringsArray_r(p, &r->pNames)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-    if (push_B_StringsArray_r(p, &r->pNames)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_StringsArray_r(p, &r->pNames)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
+    if (push_B_StringsArray_r(p, &r->pNames)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     return mp_cdp_finish(p);
 }
 
@@ -3498,14 +4357,20 @@ static int pull_out_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct
     {
         uint32_t id130 = mp_cdc_ref(c);
         r->ppOutMIds = NULL;
-        if (id130 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) { mp_cdc_fail(c); return -1; }
+        if (id130 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppOutMIds) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppOutMIds))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppOutMIds)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -3517,8 +4382,14 @@ static int push_out_NspiDNToMId(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppOutMIds);
     if (r->ppOutMIds) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppOutMIds))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppOutMIds))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -3530,7 +4401,9 @@ static void print_out_NspiDNToMId(struct mp_json *j, const void *v)
     const struct nspi_NspiDNToMId_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppOutMIds");
-    if (!r->ppOutMIds) mp_json_null(j); else {
+    if (!r->ppOutMIds)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppOutMIds));
     }
     mp_json_key(j, "result");
@@ -3547,13 +4420,17 @@ static int pull_in_NspiGetPropList(const uint8_t *stub, size_t len, void *v, str
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwMId = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->CodePage = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -3595,14 +4472,20 @@ static int pull_out_NspiGetPropList(const uint8_t *stub, size_t len, void *v, st
     {
         uint32_t id131 = mp_cdc_ref(c);
         r->ppPropTags = NULL;
-        if (id131 && !(r->ppPropTags = mp_arena_alloc(c->a, sizeof *r->ppPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id131 && !(r->ppPropTags = mp_arena_alloc(c->a, sizeof *r->ppPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -3614,8 +4497,14 @@ static int push_out_NspiGetPropList(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppPropTags);
     if (r->ppPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -3627,7 +4516,9 @@ static void print_out_NspiGetPropList(struct mp_json *j, const void *v)
     const struct nspi_NspiGetPropList_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppPropTags");
-    if (!r->ppPropTags) mp_json_null(j); else {
+    if (!r->ppPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppPropTags));
     }
     mp_json_key(j, "result");
@@ -3644,22 +4535,32 @@ static int pull_in_NspiGetProps(const uint8_t *stub, size_t len, void *v, struct
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id132 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id132 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id132 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -3671,11 +4572,20 @@ static int push_in_NspiGetProps(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->pPropTags);
     if (r->pPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     return mp_cdp_finish(p);
@@ -3692,7 +4602,9 @@ static void print_in_NspiGetProps(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "pPropTags");
-    if (!r->pPropTags) mp_json_null(j); else {
+    if (!r->pPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->pPropTags));
     }
     (void)r;
@@ -3708,15 +4620,22 @@ static int pull_out_NspiGetProps(const uint8_t *stub, size_t len, void *v, struc
     {
         uint32_t id133 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id133 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) { mp_cdc_fail(c); return -1; }
+        if (id133 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppRows) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyRow_r(c, &(*r->ppRows))) return -1;
-        if (pull_B_PropertyRow_r(c, &(*r->ppRows))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyRow_r(c, &(*r->ppRows)))
+            return -1;
+        if (pull_B_PropertyRow_r(c, &(*r->ppRows)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -3728,9 +4647,18 @@ static int push_out_NspiGetProps(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppRows);
     if (r->ppRows) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyRow_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyRow_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyRow_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyRow_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -3742,7 +4670,9 @@ static void print_out_NspiGetProps(struct mp_json *j, const void *v)
     const struct nspi_NspiGetProps_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppRows");
-    if (!r->ppRows) mp_json_null(j); else {
+    if (!r->ppRows)
+        mp_json_null(j);
+    else {
         print_PropertyRow_r(j, &(*r->ppRows));
     }
     mp_json_key(j, "result");
@@ -3759,15 +4689,21 @@ static int pull_in_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, str
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     r->MId1 = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->MId2 = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -3779,7 +4715,10 @@ static int push_in_NspiCompareMIds(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_u32(p, (uint32_t)r->MId1);
     mp_cdp_u32(p, (uint32_t)r->MId2);
     return mp_cdp_finish(p);
@@ -3810,7 +4749,8 @@ static int pull_out_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, st
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
     r->plResult = (int32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -3845,25 +4785,38 @@ static int pull_in_NspiModProps(const uint8_t *stub, size_t len, void *v, struct
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id134 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id134 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id134 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
-    if (pull_S_PropertyRow_r(c, &r->pRow)) return -1;
-    if (pull_B_PropertyRow_r(c, &r->pRow)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_PropertyRow_r(c, &r->pRow))
+        return -1;
+    if (pull_B_PropertyRow_r(c, &r->pRow))
+        return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -3875,15 +4828,30 @@ static int push_in_NspiModProps(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->pPropTags);
     if (r->pPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
-    if (push_S_PropertyRow_r(p, &r->pRow)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-    if (push_B_PropertyRow_r(p, &r->pRow)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_PropertyRow_r(p, &r->pRow)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
+    if (push_B_PropertyRow_r(p, &r->pRow)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     return mp_cdp_finish(p);
 }
 
@@ -3898,7 +4866,9 @@ static void print_in_NspiModProps(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "pPropTags");
-    if (!r->pPropTags) mp_json_null(j); else {
+    if (!r->pPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->pPropTags));
     }
     mp_json_key(j, "pRow");
@@ -3944,13 +4914,18 @@ static int pull_in_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v,
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     r->lpVersion = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -3962,7 +4937,10 @@ static int push_in_NspiGetSpecialTable(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_u32(p, (uint32_t)r->lpVersion);
     return mp_cdp_finish(p);
 }
@@ -3983,26 +4961,35 @@ static void print_in_NspiGetSpecialTable(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a)
 {
     struct nspi_NspiGetSpecialTable_out *r = v;
     memset(r, 0, sizeof *r);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
     r->lpVersion = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id135 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id135 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) { mp_cdc_fail(c); return -1; }
+        if (id135 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppRows) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
-        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
+        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -4015,9 +5002,18 @@ static int push_out_NspiGetSpecialTable(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->lpVersion);
     mp_cdp_ref(p, r->ppRows);
     if (r->ppRows) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -4031,7 +5027,9 @@ static void print_out_NspiGetSpecialTable(struct mp_json *j, const void *v)
     mp_json_key(j, "lpVersion");
     mp_json_u64(j, r->lpVersion);
     mp_json_key(j, "ppRows");
-    if (!r->ppRows) mp_json_null(j); else {
+    if (!r->ppRows)
+        mp_json_null(j);
+    else {
         print_PropertyRowSet_r(j, &(*r->ppRows));
     }
     mp_json_key(j, "result");
@@ -4048,21 +5046,28 @@ static int pull_in_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v,
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulType = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id136 = mp_cdc_ref(c);
         r->pDN = id136 ? MP_NONNULL : NULL;
     }
-    if (r->pDN && !(r->pDN = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->pDN && !(r->pDN = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     r->dwCodePage = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwLocaleID = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -4076,7 +5081,10 @@ static int push_in_NspiGetTemplateInfo(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
     mp_cdp_u32(p, (uint32_t)r->ulType);
     mp_cdp_ref(p, r->pDN);
-    if (r->pDN) { mp_cdp_align(p, 4); mp_cdp_string(p, r->pDN, 0); }
+    if (r->pDN) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->pDN, 0);
+    }
     mp_cdp_u32(p, (uint32_t)r->dwCodePage);
     mp_cdp_u32(p, (uint32_t)r->dwLocaleID);
     return mp_cdp_finish(p);
@@ -4102,7 +5110,8 @@ static void print_in_NspiGetTemplateInfo(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a)
 {
     struct nspi_NspiGetTemplateInfo_out *r = v;
     memset(r, 0, sizeof *r);
@@ -4111,15 +5120,22 @@ static int pull_out_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v
     {
         uint32_t id137 = mp_cdc_ref(c);
         r->ppData = NULL;
-        if (id137 && !(r->ppData = mp_arena_alloc(c->a, sizeof *r->ppData))) { mp_cdc_fail(c); return -1; }
+        if (id137 && !(r->ppData = mp_arena_alloc(c->a, sizeof *r->ppData))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppData) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyRow_r(c, &(*r->ppData))) return -1;
-        if (pull_B_PropertyRow_r(c, &(*r->ppData))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyRow_r(c, &(*r->ppData)))
+            return -1;
+        if (pull_B_PropertyRow_r(c, &(*r->ppData)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -4131,9 +5147,18 @@ static int push_out_NspiGetTemplateInfo(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppData);
     if (r->ppData) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyRow_r(p, &(*r->ppData))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyRow_r(p, &(*r->ppData))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyRow_r(p, &(*r->ppData))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyRow_r(p, &(*r->ppData))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -4145,7 +5170,9 @@ static void print_out_NspiGetTemplateInfo(struct mp_json *j, const void *v)
     const struct nspi_NspiGetTemplateInfo_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppData");
-    if (!r->ppData) mp_json_null(j); else {
+    if (!r->ppData)
+        mp_json_null(j);
+    else {
         print_PropertyRow_r(j, &(*r->ppData));
     }
     mp_json_key(j, "result");
@@ -4162,16 +5189,23 @@ static int pull_in_NspiModLinkAtt(const uint8_t *stub, size_t len, void *v, stru
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->ulPropTag = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwMId = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_BinaryArray_r(c, &r->lpEntryIds)) return -1;
-    if (pull_B_BinaryArray_r(c, &r->lpEntryIds)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_BinaryArray_r(c, &r->lpEntryIds))
+        return -1;
+    if (pull_B_BinaryArray_r(c, &r->lpEntryIds))
+        return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -4185,8 +5219,14 @@ static int push_in_NspiModLinkAtt(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
     mp_cdp_u32(p, (uint32_t)r->ulPropTag);
     mp_cdp_u32(p, (uint32_t)r->dwMId);
-    if (push_S_BinaryArray_r(p, &r->lpEntryIds)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-    if (push_B_BinaryArray_r(p, &r->lpEntryIds)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_BinaryArray_r(p, &r->lpEntryIds)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
+    if (push_B_BinaryArray_r(p, &r->lpEntryIds)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     return mp_cdp_finish(p);
 }
 
@@ -4245,11 +5285,14 @@ static int pull_in_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, st
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -4288,14 +5331,20 @@ static int pull_out_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, s
     {
         uint32_t id138 = mp_cdc_ref(c);
         r->ppColumns = NULL;
-        if (id138 && !(r->ppColumns = mp_arena_alloc(c->a, sizeof *r->ppColumns))) { mp_cdc_fail(c); return -1; }
+        if (id138 && !(r->ppColumns = mp_arena_alloc(c->a, sizeof *r->ppColumns))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppColumns) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppColumns))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppColumns)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -4307,8 +5356,14 @@ static int push_out_NspiQueryColumns(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppColumns);
     if (r->ppColumns) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppColumns))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppColumns))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -4320,7 +5375,9 @@ static void print_out_NspiQueryColumns(struct mp_json *j, const void *v)
     const struct nspi_NspiQueryColumns_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppColumns");
-    if (!r->ppColumns) mp_json_null(j); else {
+    if (!r->ppColumns)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppColumns));
     }
     mp_json_key(j, "result");
@@ -4337,31 +5394,45 @@ static int pull_in_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v,
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id139 = mp_cdc_ref(c);
         r->lpguid = NULL;
-        if (id139 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) { mp_cdc_fail(c); return -1; }
+        if (id139 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->lpguid) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_FlatUID_r(c, &(*r->lpguid))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_FlatUID_r(c, &(*r->lpguid)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id140 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id140 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id140 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -4375,14 +5446,26 @@ static int push_in_NspiGetNamesFromIDs(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->Reserved);
     mp_cdp_ref(p, r->lpguid);
     if (r->lpguid) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_FlatUID_r(p, &(*r->lpguid))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_FlatUID_r(p, &(*r->lpguid))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_ref(p, r->pPropTags);
     if (r->pPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     return mp_cdp_finish(p);
@@ -4397,18 +5480,23 @@ static void print_in_NspiGetNamesFromIDs(struct mp_json *j, const void *v)
     mp_json_key(j, "Reserved");
     mp_json_u64(j, r->Reserved);
     mp_json_key(j, "lpguid");
-    if (!r->lpguid) mp_json_null(j); else {
+    if (!r->lpguid)
+        mp_json_null(j);
+    else {
         print_FlatUID_r(j, &(*r->lpguid));
     }
     mp_json_key(j, "pPropTags");
-    if (!r->pPropTags) mp_json_null(j); else {
+    if (!r->pPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->pPropTags));
     }
     (void)r;
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a)
 {
     struct nspi_NspiGetNamesFromIDs_out *r = v;
     memset(r, 0, sizeof *r);
@@ -4417,26 +5505,40 @@ static int pull_out_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v
     {
         uint32_t id141 = mp_cdc_ref(c);
         r->ppReturnedPropTags = NULL;
-        if (id141 && !(r->ppReturnedPropTags = mp_arena_alloc(c->a, sizeof *r->ppReturnedPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id141 &&
+            !(r->ppReturnedPropTags = mp_arena_alloc(c->a, sizeof *r->ppReturnedPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppReturnedPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppReturnedPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppReturnedPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id142 = mp_cdc_ref(c);
         r->ppNames = NULL;
-        if (id142 && !(r->ppNames = mp_arena_alloc(c->a, sizeof *r->ppNames))) { mp_cdc_fail(c); return -1; }
+        if (id142 && !(r->ppNames = mp_arena_alloc(c->a, sizeof *r->ppNames))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppNames) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyNameSet_r(c, &(*r->ppNames))) return -1;
-        if (pull_B_PropertyNameSet_r(c, &(*r->ppNames))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyNameSet_r(c, &(*r->ppNames)))
+            return -1;
+        if (pull_B_PropertyNameSet_r(c, &(*r->ppNames)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -4448,15 +5550,30 @@ static int push_out_NspiGetNamesFromIDs(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppReturnedPropTags);
     if (r->ppReturnedPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppReturnedPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppReturnedPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_ref(p, r->ppNames);
     if (r->ppNames) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyNameSet_r(p, &(*r->ppNames))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyNameSet_r(p, &(*r->ppNames))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyNameSet_r(p, &(*r->ppNames))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyNameSet_r(p, &(*r->ppNames))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -4468,11 +5585,15 @@ static void print_out_NspiGetNamesFromIDs(struct mp_json *j, const void *v)
     const struct nspi_NspiGetNamesFromIDs_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppReturnedPropTags");
-    if (!r->ppReturnedPropTags) mp_json_null(j); else {
+    if (!r->ppReturnedPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppReturnedPropTags));
     }
     mp_json_key(j, "ppNames");
-    if (!r->ppNames) mp_json_null(j); else {
+    if (!r->ppNames)
+        mp_json_null(j);
+    else {
         print_PropertyNameSet_r(j, &(*r->ppNames));
     }
     mp_json_key(j, "result");
@@ -4490,39 +5611,58 @@ static int pull_in_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v,
     uint32_t n144 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cPropNames = (uint32_t)mp_cdc_u32(c);
-    if (r->cPropNames > 100000u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
+    if (r->cPropNames > 100000u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
     r->pNames = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
         n144 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->pNames = mp_cdc_array(c, n144, sizeof *r->pNames, 4))) return -1;
+        if (!(r->pNames = mp_cdc_array(c, n144, sizeof *r->pNames, 4)))
+            return -1;
         for (uint32_t i145 = 0; i145 < n144; i145++) {
             {
                 uint32_t id146 = mp_cdc_ref(c);
                 r->pNames[i145] = NULL;
-                if (id146 && !(r->pNames[i145] = mp_arena_alloc(c->a, sizeof *r->pNames[i145]))) { mp_cdc_fail(c); return -1; }
+                if (id146 && !(r->pNames[i145] = mp_arena_alloc(c->a, sizeof *r->pNames[i145]))) {
+                    mp_cdc_fail(c);
+                    return -1;
+                }
             }
         }
-        if (c->n.err) return -1;
+        if (c->n.err)
+            return -1;
         for (uint32_t i145 = 0; i145 < n144; i145++) {
             if (r->pNames[i145]) {
-                if (!mp_cdc_enter(c)) return -1;
-                if (pull_S_PropertyName_r(c, &(*r->pNames[i145]))) return -1;
-                if (pull_B_PropertyName_r(c, &(*r->pNames[i145]))) return -1;
+                if (!mp_cdc_enter(c))
+                    return -1;
+                if (pull_S_PropertyName_r(c, &(*r->pNames[i145])))
+                    return -1;
+                if (pull_B_PropertyName_r(c, &(*r->pNames[i145])))
+                    return -1;
                 mp_cdc_leave(c);
             }
         }
     }
-    if (c->n.err) return -1;
-    if (n144 != (uint32_t)(r->cPropNames)) { mp_cdc_fail(c); return -1; }
+    if (c->n.err)
+        return -1;
+    if (n144 != (uint32_t)(r->cPropNames)) {
+        mp_cdc_fail(c);
+        return -1;
+    }
     return mp_cdc_finish(c);
 }
 
@@ -4539,15 +5679,30 @@ static int push_in_NspiGetIDsFromNames(struct mp_buf *b, const void *v)
     {
         mp_cdp_align(p, 4);
         mp_cdp_u32(p, (uint32_t)(r->cPropNames));
-        if ((uint32_t)(r->cPropNames) && !r->pNames) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
+        if ((uint32_t)(r->cPropNames) && !r->pNames) {
+            mp_cdp_fail(p);
+            {
+                mp_cdp_fail(p);
+                return mp_cdp_finish(p);
+            }
+        }
         for (uint32_t i147 = 0; i147 < (uint32_t)(r->cPropNames); i147++) {
             mp_cdp_ref(p, r->pNames[i147]);
         }
         for (uint32_t i147 = 0; i147 < (uint32_t)(r->cPropNames); i147++) {
             if (r->pNames[i147]) {
-                if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-                if (push_S_PropertyName_r(p, &(*r->pNames[i147]))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-                if (push_B_PropertyName_r(p, &(*r->pNames[i147]))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+                if (!mp_cdp_enter(p)) {
+                    mp_cdp_fail(p);
+                    return mp_cdp_finish(p);
+                }
+                if (push_S_PropertyName_r(p, &(*r->pNames[i147]))) {
+                    mp_cdp_fail(p);
+                    return mp_cdp_finish(p);
+                }
+                if (push_B_PropertyName_r(p, &(*r->pNames[i147]))) {
+                    mp_cdp_fail(p);
+                    return mp_cdp_finish(p);
+                }
                 mp_cdp_leave(p);
             }
         }
@@ -4569,17 +5724,21 @@ static void print_in_NspiGetIDsFromNames(struct mp_json *j, const void *v)
     mp_json_u64(j, r->cPropNames);
     mp_json_key(j, "pNames");
     mp_json_arr_begin(j);
-    if (r->pNames) for (uint32_t i148 = 0; i148 < (uint32_t)(r->cPropNames); i148++) {
-        if (!r->pNames[i148]) mp_json_null(j); else {
-            print_PropertyName_r(j, &(*r->pNames[i148]));
+    if (r->pNames)
+        for (uint32_t i148 = 0; i148 < (uint32_t)(r->cPropNames); i148++) {
+            if (!r->pNames[i148])
+                mp_json_null(j);
+            else {
+                print_PropertyName_r(j, &(*r->pNames[i148]));
+            }
         }
-    }
     mp_json_arr_end(j);
     (void)r;
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a)
 {
     struct nspi_NspiGetIDsFromNames_out *r = v;
     memset(r, 0, sizeof *r);
@@ -4588,14 +5747,20 @@ static int pull_out_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v
     {
         uint32_t id149 = mp_cdc_ref(c);
         r->ppPropTags = NULL;
-        if (id149 && !(r->ppPropTags = mp_arena_alloc(c->a, sizeof *r->ppPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id149 && !(r->ppPropTags = mp_arena_alloc(c->a, sizeof *r->ppPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -4607,8 +5772,14 @@ static int push_out_NspiGetIDsFromNames(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppPropTags);
     if (r->ppPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -4620,7 +5791,9 @@ static void print_out_NspiGetIDsFromNames(struct mp_json *j, const void *v)
     const struct nspi_NspiGetIDsFromNames_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppPropTags");
-    if (!r->ppPropTags) mp_json_null(j); else {
+    if (!r->ppPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppPropTags));
     }
     mp_json_key(j, "result");
@@ -4637,25 +5810,38 @@ static int pull_in_NspiResolveNames(const uint8_t *stub, size_t len, void *v, st
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id150 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id150 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id150 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
-    if (pull_S_StringsArray_r(c, &r->paStr)) return -1;
-    if (pull_B_StringsArray_r(c, &r->paStr)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_StringsArray_r(c, &r->paStr))
+        return -1;
+    if (pull_B_StringsArray_r(c, &r->paStr))
+        return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -4667,15 +5853,30 @@ static int push_in_NspiResolveNames(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->pPropTags);
     if (r->pPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
-    if (push_S_StringsArray_r(p, &r->paStr)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-    if (push_B_StringsArray_r(p, &r->paStr)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_StringsArray_r(p, &r->paStr)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
+    if (push_B_StringsArray_r(p, &r->paStr)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     return mp_cdp_finish(p);
 }
 
@@ -4690,7 +5891,9 @@ static void print_in_NspiResolveNames(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "pPropTags");
-    if (!r->pPropTags) mp_json_null(j); else {
+    if (!r->pPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->pPropTags));
     }
     mp_json_key(j, "paStr");
@@ -4708,26 +5911,39 @@ static int pull_out_NspiResolveNames(const uint8_t *stub, size_t len, void *v, s
     {
         uint32_t id151 = mp_cdc_ref(c);
         r->ppMIds = NULL;
-        if (id151 && !(r->ppMIds = mp_arena_alloc(c->a, sizeof *r->ppMIds))) { mp_cdc_fail(c); return -1; }
+        if (id151 && !(r->ppMIds = mp_arena_alloc(c->a, sizeof *r->ppMIds))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppMIds) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppMIds))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppMIds)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id152 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id152 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) { mp_cdc_fail(c); return -1; }
+        if (id152 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppRows) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
-        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
+        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -4739,15 +5955,30 @@ static int push_out_NspiResolveNames(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppMIds);
     if (r->ppMIds) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppMIds))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppMIds))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_ref(p, r->ppRows);
     if (r->ppRows) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -4759,11 +5990,15 @@ static void print_out_NspiResolveNames(struct mp_json *j, const void *v)
     const struct nspi_NspiResolveNames_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppMIds");
-    if (!r->ppMIds) mp_json_null(j); else {
+    if (!r->ppMIds)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppMIds));
     }
     mp_json_key(j, "ppRows");
-    if (!r->ppRows) mp_json_null(j); else {
+    if (!r->ppRows)
+        mp_json_null(j);
+    else {
         print_PropertyRowSet_r(j, &(*r->ppRows));
     }
     mp_json_key(j, "result");
@@ -4780,25 +6015,38 @@ static int pull_in_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v, s
     mp_cdc_init(c, stub, len, a, &r->ndr);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->Reserved = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
-    if (pull_S_STAT(c, &r->pStat)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_STAT(c, &r->pStat))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id153 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id153 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) { mp_cdc_fail(c); return -1; }
+        if (id153 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->pPropTags) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->pPropTags)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
-    if (pull_S_WStringsArray_r(c, &r->paWStr)) return -1;
-    if (pull_B_WStringsArray_r(c, &r->paWStr)) return -1;
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
+    if (pull_S_WStringsArray_r(c, &r->paWStr))
+        return -1;
+    if (pull_B_WStringsArray_r(c, &r->paWStr))
+        return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -4810,15 +6058,30 @@ static int push_in_NspiResolveNamesW(struct mp_buf *b, const void *v)
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
-    if (push_S_STAT(p, &r->pStat)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_STAT(p, &r->pStat)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     mp_cdp_ref(p, r->pPropTags);
     if (r->pPropTags) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->pPropTags))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
-    if (push_S_WStringsArray_r(p, &r->paWStr)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-    if (push_B_WStringsArray_r(p, &r->paWStr)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+    if (push_S_WStringsArray_r(p, &r->paWStr)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
+    if (push_B_WStringsArray_r(p, &r->paWStr)) {
+        mp_cdp_fail(p);
+        return mp_cdp_finish(p);
+    }
     return mp_cdp_finish(p);
 }
 
@@ -4833,7 +6096,9 @@ static void print_in_NspiResolveNamesW(struct mp_json *j, const void *v)
     mp_json_key(j, "pStat");
     print_STAT(j, &r->pStat);
     mp_json_key(j, "pPropTags");
-    if (!r->pPropTags) mp_json_null(j); else {
+    if (!r->pPropTags)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->pPropTags));
     }
     mp_json_key(j, "paWStr");
@@ -4851,26 +6116,39 @@ static int pull_out_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v, 
     {
         uint32_t id154 = mp_cdc_ref(c);
         r->ppMIds = NULL;
-        if (id154 && !(r->ppMIds = mp_arena_alloc(c->a, sizeof *r->ppMIds))) { mp_cdc_fail(c); return -1; }
+        if (id154 && !(r->ppMIds = mp_arena_alloc(c->a, sizeof *r->ppMIds))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppMIds) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyTagArray_r(c, &(*r->ppMIds))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyTagArray_r(c, &(*r->ppMIds)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id155 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id155 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) { mp_cdc_fail(c); return -1; }
+        if (id155 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppRows) {
-        if (!mp_cdc_enter(c)) return -1;
-        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
-        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows))) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
+        if (pull_S_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
+        if (pull_B_PropertyRowSet_r(c, &(*r->ppRows)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -4882,15 +6160,30 @@ static int push_out_NspiResolveNamesW(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppMIds);
     if (r->ppMIds) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyTagArray_r(p, &(*r->ppMIds))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyTagArray_r(p, &(*r->ppMIds))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_ref(p, r->ppRows);
     if (r->ppRows) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
-        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_S_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+        if (push_B_PropertyRowSet_r(p, &(*r->ppRows))) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -4902,11 +6195,15 @@ static void print_out_NspiResolveNamesW(struct mp_json *j, const void *v)
     const struct nspi_NspiResolveNamesW_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppMIds");
-    if (!r->ppMIds) mp_json_null(j); else {
+    if (!r->ppMIds)
+        mp_json_null(j);
+    else {
         print_PropertyTagArray_r(j, &(*r->ppMIds));
     }
     mp_json_key(j, "ppRows");
-    if (!r->ppRows) mp_json_null(j); else {
+    if (!r->ppRows)
+        mp_json_null(j);
+    else {
         print_PropertyRowSet_r(j, &(*r->ppRows));
     }
     mp_json_key(j, "result");
@@ -4916,30 +6213,92 @@ static void print_out_NspiResolveNamesW(struct mp_json *j, const void *v)
 }
 
 static const struct mp_call_codec calls[] = {
-    [0] = {"exchange_nsp", 0, "NspiBind", sizeof(struct nspi_NspiBind_in), sizeof(struct nspi_NspiBind_out), pull_in_NspiBind, pull_out_NspiBind, push_in_NspiBind, push_out_NspiBind, print_in_NspiBind, print_out_NspiBind},
-    [1] = {"exchange_nsp", 1, "NspiUnbind", sizeof(struct nspi_NspiUnbind_in), sizeof(struct nspi_NspiUnbind_out), pull_in_NspiUnbind, pull_out_NspiUnbind, push_in_NspiUnbind, push_out_NspiUnbind, print_in_NspiUnbind, print_out_NspiUnbind},
-    [2] = {"exchange_nsp", 2, "NspiUpdateStat", sizeof(struct nspi_NspiUpdateStat_in), sizeof(struct nspi_NspiUpdateStat_out), pull_in_NspiUpdateStat, pull_out_NspiUpdateStat, push_in_NspiUpdateStat, push_out_NspiUpdateStat, print_in_NspiUpdateStat, print_out_NspiUpdateStat},
-    [3] = {"exchange_nsp", 3, "NspiQueryRows", sizeof(struct nspi_NspiQueryRows_in), sizeof(struct nspi_NspiQueryRows_out), pull_in_NspiQueryRows, pull_out_NspiQueryRows, push_in_NspiQueryRows, push_out_NspiQueryRows, print_in_NspiQueryRows, print_out_NspiQueryRows},
-    [4] = {"exchange_nsp", 4, "NspiSeekEntries", sizeof(struct nspi_NspiSeekEntries_in), sizeof(struct nspi_NspiSeekEntries_out), pull_in_NspiSeekEntries, pull_out_NspiSeekEntries, push_in_NspiSeekEntries, push_out_NspiSeekEntries, print_in_NspiSeekEntries, print_out_NspiSeekEntries},
-    [5] = {"exchange_nsp", 5, "NspiGetMatches", sizeof(struct nspi_NspiGetMatches_in), sizeof(struct nspi_NspiGetMatches_out), pull_in_NspiGetMatches, pull_out_NspiGetMatches, push_in_NspiGetMatches, push_out_NspiGetMatches, print_in_NspiGetMatches, print_out_NspiGetMatches},
-    [6] = {"exchange_nsp", 6, "NspiResortRestriction", sizeof(struct nspi_NspiResortRestriction_in), sizeof(struct nspi_NspiResortRestriction_out), pull_in_NspiResortRestriction, pull_out_NspiResortRestriction, push_in_NspiResortRestriction, push_out_NspiResortRestriction, print_in_NspiResortRestriction, print_out_NspiResortRestriction},
-    [7] = {"exchange_nsp", 7, "NspiDNToMId", sizeof(struct nspi_NspiDNToMId_in), sizeof(struct nspi_NspiDNToMId_out), pull_in_NspiDNToMId, pull_out_NspiDNToMId, push_in_NspiDNToMId, push_out_NspiDNToMId, print_in_NspiDNToMId, print_out_NspiDNToMId},
-    [8] = {"exchange_nsp", 8, "NspiGetPropList", sizeof(struct nspi_NspiGetPropList_in), sizeof(struct nspi_NspiGetPropList_out), pull_in_NspiGetPropList, pull_out_NspiGetPropList, push_in_NspiGetPropList, push_out_NspiGetPropList, print_in_NspiGetPropList, print_out_NspiGetPropList},
-    [9] = {"exchange_nsp", 9, "NspiGetProps", sizeof(struct nspi_NspiGetProps_in), sizeof(struct nspi_NspiGetProps_out), pull_in_NspiGetProps, pull_out_NspiGetProps, push_in_NspiGetProps, push_out_NspiGetProps, print_in_NspiGetProps, print_out_NspiGetProps},
-    [10] = {"exchange_nsp", 10, "NspiCompareMIds", sizeof(struct nspi_NspiCompareMIds_in), sizeof(struct nspi_NspiCompareMIds_out), pull_in_NspiCompareMIds, pull_out_NspiCompareMIds, push_in_NspiCompareMIds, push_out_NspiCompareMIds, print_in_NspiCompareMIds, print_out_NspiCompareMIds},
-    [11] = {"exchange_nsp", 11, "NspiModProps", sizeof(struct nspi_NspiModProps_in), sizeof(struct nspi_NspiModProps_out), pull_in_NspiModProps, pull_out_NspiModProps, push_in_NspiModProps, push_out_NspiModProps, print_in_NspiModProps, print_out_NspiModProps},
-    [12] = {"exchange_nsp", 12, "NspiGetSpecialTable", sizeof(struct nspi_NspiGetSpecialTable_in), sizeof(struct nspi_NspiGetSpecialTable_out), pull_in_NspiGetSpecialTable, pull_out_NspiGetSpecialTable, push_in_NspiGetSpecialTable, push_out_NspiGetSpecialTable, print_in_NspiGetSpecialTable, print_out_NspiGetSpecialTable},
-    [13] = {"exchange_nsp", 13, "NspiGetTemplateInfo", sizeof(struct nspi_NspiGetTemplateInfo_in), sizeof(struct nspi_NspiGetTemplateInfo_out), pull_in_NspiGetTemplateInfo, pull_out_NspiGetTemplateInfo, push_in_NspiGetTemplateInfo, push_out_NspiGetTemplateInfo, print_in_NspiGetTemplateInfo, print_out_NspiGetTemplateInfo},
-    [14] = {"exchange_nsp", 14, "NspiModLinkAtt", sizeof(struct nspi_NspiModLinkAtt_in), sizeof(struct nspi_NspiModLinkAtt_out), pull_in_NspiModLinkAtt, pull_out_NspiModLinkAtt, push_in_NspiModLinkAtt, push_out_NspiModLinkAtt, print_in_NspiModLinkAtt, print_out_NspiModLinkAtt},
+    [0] = {"exchange_nsp", 0, "NspiBind", sizeof(struct nspi_NspiBind_in),
+           sizeof(struct nspi_NspiBind_out), pull_in_NspiBind, pull_out_NspiBind, push_in_NspiBind,
+           push_out_NspiBind, print_in_NspiBind, print_out_NspiBind},
+    [1] = {"exchange_nsp", 1, "NspiUnbind", sizeof(struct nspi_NspiUnbind_in),
+           sizeof(struct nspi_NspiUnbind_out), pull_in_NspiUnbind, pull_out_NspiUnbind,
+           push_in_NspiUnbind, push_out_NspiUnbind, print_in_NspiUnbind, print_out_NspiUnbind},
+    [2] = {"exchange_nsp", 2, "NspiUpdateStat", sizeof(struct nspi_NspiUpdateStat_in),
+           sizeof(struct nspi_NspiUpdateStat_out), pull_in_NspiUpdateStat, pull_out_NspiUpdateStat,
+           push_in_NspiUpdateStat, push_out_NspiUpdateStat, print_in_NspiUpdateStat,
+           print_out_NspiUpdateStat},
+    [3] = {"exchange_nsp", 3, "NspiQueryRows", sizeof(struct nspi_NspiQueryRows_in),
+           sizeof(struct nspi_NspiQueryRows_out), pull_in_NspiQueryRows, pull_out_NspiQueryRows,
+           push_in_NspiQueryRows, push_out_NspiQueryRows, print_in_NspiQueryRows,
+           print_out_NspiQueryRows},
+    [4] = {"exchange_nsp", 4, "NspiSeekEntries", sizeof(struct nspi_NspiSeekEntries_in),
+           sizeof(struct nspi_NspiSeekEntries_out), pull_in_NspiSeekEntries,
+           pull_out_NspiSeekEntries, push_in_NspiSeekEntries, push_out_NspiSeekEntries,
+           print_in_NspiSeekEntries, print_out_NspiSeekEntries},
+    [5] = {"exchange_nsp", 5, "NspiGetMatches", sizeof(struct nspi_NspiGetMatches_in),
+           sizeof(struct nspi_NspiGetMatches_out), pull_in_NspiGetMatches, pull_out_NspiGetMatches,
+           push_in_NspiGetMatches, push_out_NspiGetMatches, print_in_NspiGetMatches,
+           print_out_NspiGetMatches},
+    [6] = {"exchange_nsp", 6, "NspiResortRestriction", sizeof(struct nspi_NspiResortRestriction_in),
+           sizeof(struct nspi_NspiResortRestriction_out), pull_in_NspiResortRestriction,
+           pull_out_NspiResortRestriction, push_in_NspiResortRestriction,
+           push_out_NspiResortRestriction, print_in_NspiResortRestriction,
+           print_out_NspiResortRestriction},
+    [7] = {"exchange_nsp", 7, "NspiDNToMId", sizeof(struct nspi_NspiDNToMId_in),
+           sizeof(struct nspi_NspiDNToMId_out), pull_in_NspiDNToMId, pull_out_NspiDNToMId,
+           push_in_NspiDNToMId, push_out_NspiDNToMId, print_in_NspiDNToMId, print_out_NspiDNToMId},
+    [8] = {"exchange_nsp", 8, "NspiGetPropList", sizeof(struct nspi_NspiGetPropList_in),
+           sizeof(struct nspi_NspiGetPropList_out), pull_in_NspiGetPropList,
+           pull_out_NspiGetPropList, push_in_NspiGetPropList, push_out_NspiGetPropList,
+           print_in_NspiGetPropList, print_out_NspiGetPropList},
+    [9] = {"exchange_nsp", 9, "NspiGetProps", sizeof(struct nspi_NspiGetProps_in),
+           sizeof(struct nspi_NspiGetProps_out), pull_in_NspiGetProps, pull_out_NspiGetProps,
+           push_in_NspiGetProps, push_out_NspiGetProps, print_in_NspiGetProps,
+           print_out_NspiGetProps},
+    [10] = {"exchange_nsp", 10, "NspiCompareMIds", sizeof(struct nspi_NspiCompareMIds_in),
+            sizeof(struct nspi_NspiCompareMIds_out), pull_in_NspiCompareMIds,
+            pull_out_NspiCompareMIds, push_in_NspiCompareMIds, push_out_NspiCompareMIds,
+            print_in_NspiCompareMIds, print_out_NspiCompareMIds},
+    [11] = {"exchange_nsp", 11, "NspiModProps", sizeof(struct nspi_NspiModProps_in),
+            sizeof(struct nspi_NspiModProps_out), pull_in_NspiModProps, pull_out_NspiModProps,
+            push_in_NspiModProps, push_out_NspiModProps, print_in_NspiModProps,
+            print_out_NspiModProps},
+    [12] = {"exchange_nsp", 12, "NspiGetSpecialTable", sizeof(struct nspi_NspiGetSpecialTable_in),
+            sizeof(struct nspi_NspiGetSpecialTable_out), pull_in_NspiGetSpecialTable,
+            pull_out_NspiGetSpecialTable, push_in_NspiGetSpecialTable, push_out_NspiGetSpecialTable,
+            print_in_NspiGetSpecialTable, print_out_NspiGetSpecialTable},
+    [13] = {"exchange_nsp", 13, "NspiGetTemplateInfo", sizeof(struct nspi_NspiGetTemplateInfo_in),
+            sizeof(struct nspi_NspiGetTemplateInfo_out), pull_in_NspiGetTemplateInfo,
+            pull_out_NspiGetTemplateInfo, push_in_NspiGetTemplateInfo, push_out_NspiGetTemplateInfo,
+            print_in_NspiGetTemplateInfo, print_out_NspiGetTemplateInfo},
+    [14] = {"exchange_nsp", 14, "NspiModLinkAtt", sizeof(struct nspi_NspiModLinkAtt_in),
+            sizeof(struct nspi_NspiModLinkAtt_out), pull_in_NspiModLinkAtt, pull_out_NspiModLinkAtt,
+            push_in_NspiModLinkAtt, push_out_NspiModLinkAtt, print_in_NspiModLinkAtt,
+            print_out_NspiModLinkAtt},
     [15] = {"exchange_nsp", 15, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL},
-    [16] = {"exchange_nsp", 16, "NspiQueryColumns", sizeof(struct nspi_NspiQueryColumns_in), sizeof(struct nspi_NspiQueryColumns_out), pull_in_NspiQueryColumns, pull_out_NspiQueryColumns, push_in_NspiQueryColumns, push_out_NspiQueryColumns, print_in_NspiQueryColumns, print_out_NspiQueryColumns},
-    [17] = {"exchange_nsp", 17, "NspiGetNamesFromIDs", sizeof(struct nspi_NspiGetNamesFromIDs_in), sizeof(struct nspi_NspiGetNamesFromIDs_out), pull_in_NspiGetNamesFromIDs, pull_out_NspiGetNamesFromIDs, push_in_NspiGetNamesFromIDs, push_out_NspiGetNamesFromIDs, print_in_NspiGetNamesFromIDs, print_out_NspiGetNamesFromIDs},
-    [18] = {"exchange_nsp", 18, "NspiGetIDsFromNames", sizeof(struct nspi_NspiGetIDsFromNames_in), sizeof(struct nspi_NspiGetIDsFromNames_out), pull_in_NspiGetIDsFromNames, pull_out_NspiGetIDsFromNames, push_in_NspiGetIDsFromNames, push_out_NspiGetIDsFromNames, print_in_NspiGetIDsFromNames, print_out_NspiGetIDsFromNames},
-    [19] = {"exchange_nsp", 19, "NspiResolveNames", sizeof(struct nspi_NspiResolveNames_in), sizeof(struct nspi_NspiResolveNames_out), pull_in_NspiResolveNames, pull_out_NspiResolveNames, push_in_NspiResolveNames, push_out_NspiResolveNames, print_in_NspiResolveNames, print_out_NspiResolveNames},
-    [20] = {"exchange_nsp", 20, "NspiResolveNamesW", sizeof(struct nspi_NspiResolveNamesW_in), sizeof(struct nspi_NspiResolveNamesW_out), pull_in_NspiResolveNamesW, pull_out_NspiResolveNamesW, push_in_NspiResolveNamesW, push_out_NspiResolveNamesW, print_in_NspiResolveNamesW, print_out_NspiResolveNamesW},
+    [16] = {"exchange_nsp", 16, "NspiQueryColumns", sizeof(struct nspi_NspiQueryColumns_in),
+            sizeof(struct nspi_NspiQueryColumns_out), pull_in_NspiQueryColumns,
+            pull_out_NspiQueryColumns, push_in_NspiQueryColumns, push_out_NspiQueryColumns,
+            print_in_NspiQueryColumns, print_out_NspiQueryColumns},
+    [17] = {"exchange_nsp", 17, "NspiGetNamesFromIDs", sizeof(struct nspi_NspiGetNamesFromIDs_in),
+            sizeof(struct nspi_NspiGetNamesFromIDs_out), pull_in_NspiGetNamesFromIDs,
+            pull_out_NspiGetNamesFromIDs, push_in_NspiGetNamesFromIDs, push_out_NspiGetNamesFromIDs,
+            print_in_NspiGetNamesFromIDs, print_out_NspiGetNamesFromIDs},
+    [18] = {"exchange_nsp", 18, "NspiGetIDsFromNames", sizeof(struct nspi_NspiGetIDsFromNames_in),
+            sizeof(struct nspi_NspiGetIDsFromNames_out), pull_in_NspiGetIDsFromNames,
+            pull_out_NspiGetIDsFromNames, push_in_NspiGetIDsFromNames, push_out_NspiGetIDsFromNames,
+            print_in_NspiGetIDsFromNames, print_out_NspiGetIDsFromNames},
+    [19] = {"exchange_nsp", 19, "NspiResolveNames", sizeof(struct nspi_NspiResolveNames_in),
+            sizeof(struct nspi_NspiResolveNames_out), pull_in_NspiResolveNames,
+            pull_out_NspiResolveNames, push_in_NspiResolveNames, push_out_NspiResolveNames,
+            print_in_NspiResolveNames, print_out_NspiResolveNames},
+    [20] = {"exchange_nsp", 20, "NspiResolveNamesW", sizeof(struct nspi_NspiResolveNamesW_in),
+            sizeof(struct nspi_NspiResolveNamesW_out), pull_in_NspiResolveNamesW,
+            pull_out_NspiResolveNamesW, push_in_NspiResolveNamesW, push_out_NspiResolveNamesW,
+            print_in_NspiResolveNamesW, print_out_NspiResolveNamesW},
 };
 
-const struct mp_codec_iface mp_codec_iface_nspi = {
-    "exchange_nsp", "nspi",
-    {0x18, 0x5a, 0xcc, 0xf5, 0x64, 0x42, 0x1a, 0x10, 0x8c, 0x59, 0x08, 0x00, 0x2b, 0x2f, 0x84, 0x26},
-    56, 0, calls, 21};
+const struct mp_codec_iface mp_codec_iface_nspi = {"exchange_nsp",
+                                                   "nspi",
+                                                   {0x18, 0x5a, 0xcc, 0xf5, 0x64, 0x42, 0x1a, 0x10,
+                                                    0x8c, 0x59, 0x08, 0x00, 0x2b, 0x2f, 0x84, 0x26},
+                                                   56,
+                                                   0,
+                                                   calls,
+                                                   21};

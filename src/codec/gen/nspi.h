@@ -93,23 +93,23 @@ struct nspi_DateTimeArray_r {
 };
 
 union nspi_PROP_VAL_UNION {
-    int16_t i; /* case 0x2 */
-    int32_t l; /* case 0x3 */
-    uint16_t b; /* case 0xb */
-    char *lpszA; /* case 0x1e */
-    struct nspi_Binary_r bin; /* case 0x102 */
-    uint16_t *lpszW; /* case 0x1f */
-    struct nspi_FlatUID_r *lpguid; /* case 0x48 */
-    struct nspi_FILETIME ft; /* case 0x40 */
-    int32_t err; /* case 0xa */
-    struct nspi_ShortArray_r MVi; /* case 0x1002 */
-    struct nspi_LongArray_r MVl; /* case 0x1003 */
-    struct nspi_StringArray_r MVszA; /* case 0x101e */
-    struct nspi_BinaryArray_r MVbin; /* case 0x1102 */
+    int16_t i;                         /* case 0x2 */
+    int32_t l;                         /* case 0x3 */
+    uint16_t b;                        /* case 0xb */
+    char *lpszA;                       /* case 0x1e */
+    struct nspi_Binary_r bin;          /* case 0x102 */
+    uint16_t *lpszW;                   /* case 0x1f */
+    struct nspi_FlatUID_r *lpguid;     /* case 0x48 */
+    struct nspi_FILETIME ft;           /* case 0x40 */
+    int32_t err;                       /* case 0xa */
+    struct nspi_ShortArray_r MVi;      /* case 0x1002 */
+    struct nspi_LongArray_r MVl;       /* case 0x1003 */
+    struct nspi_StringArray_r MVszA;   /* case 0x101e */
+    struct nspi_BinaryArray_r MVbin;   /* case 0x1102 */
     struct nspi_FlatUIDArray_r MVguid; /* case 0x1048 */
-    struct nspi_WStringArray_r MVszW; /* case 0x101f */
-    struct nspi_DateTimeArray_r MVft; /* case 0x1040 */
-    int32_t lReserved; /* case 0x1, 0xd */
+    struct nspi_WStringArray_r MVszW;  /* case 0x101f */
+    struct nspi_DateTimeArray_r MVft;  /* case 0x1040 */
+    int32_t lReserved;                 /* case 0x1, 0xd */
 };
 
 struct nspi_PropertyValue_r {
@@ -185,16 +185,16 @@ struct nspi_ExistRestriction_r {
 };
 
 union nspi_RestrictionUnion_r {
-    struct nspi_AndRestriction_r resAnd; /* case 0x0 */
-    struct nspi_OrRestriction_r resOr; /* case 0x1 */
-    struct nspi_NotRestriction_r resNot; /* case 0x2 */
-    struct nspi_ContentRestriction_r resContent; /* case 0x3 */
-    struct nspi_PropertyRestriction_r resProperty; /* case 0x4 */
+    struct nspi_AndRestriction_r resAnd;                   /* case 0x0 */
+    struct nspi_OrRestriction_r resOr;                     /* case 0x1 */
+    struct nspi_NotRestriction_r resNot;                   /* case 0x2 */
+    struct nspi_ContentRestriction_r resContent;           /* case 0x3 */
+    struct nspi_PropertyRestriction_r resProperty;         /* case 0x4 */
     struct nspi_ComparePropsRestriction_r resCompareProps; /* case 0x5 */
-    struct nspi_BitMaskRestriction_r resBitMask; /* case 0x6 */
-    struct nspi_SizeRestriction_r resSize; /* case 0x7 */
-    struct nspi_ExistRestriction_r resExist; /* case 0x8 */
-    struct nspi_SubRestriction_r resSubRestriction; /* case 0x9 */
+    struct nspi_BitMaskRestriction_r resBitMask;           /* case 0x6 */
+    struct nspi_SizeRestriction_r resSize;                 /* case 0x7 */
+    struct nspi_ExistRestriction_r resExist;               /* case 0x8 */
+    struct nspi_SubRestriction_r resSubRestriction;        /* case 0x9 */
 };
 
 struct nspi_Restriction_r {

@@ -17,40 +17,55 @@ static int pull_in_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struct
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
     r->ulFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->pUserDN = MP_NONNULL;
-    if (r->pUserDN && !(r->pUserDN = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->pUserDN && !(r->pUserDN = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id1 = mp_cdc_ref(c);
         r->ppszUnused = NULL;
-        if (id1 && !(r->ppszUnused = mp_arena_alloc(c->a, sizeof *r->ppszUnused))) { mp_cdc_fail(c); return -1; }
+        if (id1 && !(r->ppszUnused = mp_arena_alloc(c->a, sizeof *r->ppszUnused))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppszUnused) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         {
             uint32_t id2 = mp_cdc_ref(c);
             (*r->ppszUnused) = id2 ? MP_NONNULL : NULL;
         }
-        if ((*r->ppszUnused) && !((*r->ppszUnused) = mp_cdc_string(c))) return -1;
+        if ((*r->ppszUnused) && !((*r->ppszUnused) = mp_cdc_string(c)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id3 = mp_cdc_ref(c);
         r->ppszServer = NULL;
-        if (id3 && !(r->ppszServer = mp_arena_alloc(c->a, sizeof *r->ppszServer))) { mp_cdc_fail(c); return -1; }
+        if (id3 && !(r->ppszServer = mp_arena_alloc(c->a, sizeof *r->ppszServer))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppszServer) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         {
             uint32_t id4 = mp_cdc_ref(c);
             (*r->ppszServer) = id4 ? MP_NONNULL : NULL;
         }
-        if ((*r->ppszServer) && !((*r->ppszServer) = mp_cdc_string(c))) return -1;
+        if ((*r->ppszServer) && !((*r->ppszServer) = mp_cdc_string(c)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -60,20 +75,41 @@ static int push_in_RfrGetNewDSA(struct mp_buf *b, const void *v)
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_u32(p, (uint32_t)r->ulFlags);
-    if (!r->pUserDN) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
-    if (r->pUserDN) { mp_cdp_align(p, 4); mp_cdp_string(p, r->pUserDN, 0); }
+    if (!r->pUserDN) {
+        mp_cdp_fail(p);
+        {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+    }
+    if (r->pUserDN) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->pUserDN, 0);
+    }
     mp_cdp_ref(p, r->ppszUnused);
     if (r->ppszUnused) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_ref(p, (*r->ppszUnused));
-        if ((*r->ppszUnused)) { mp_cdp_align(p, 4); mp_cdp_string(p, (*r->ppszUnused), 0); }
+        if ((*r->ppszUnused)) {
+            mp_cdp_align(p, 4);
+            mp_cdp_string(p, (*r->ppszUnused), 0);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_ref(p, r->ppszServer);
     if (r->ppszServer) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_ref(p, (*r->ppszServer));
-        if ((*r->ppszServer)) { mp_cdp_align(p, 4); mp_cdp_string(p, (*r->ppszServer), 0); }
+        if ((*r->ppszServer)) {
+            mp_cdp_align(p, 4);
+            mp_cdp_string(p, (*r->ppszServer), 0);
+        }
         mp_cdp_leave(p);
     }
     return mp_cdp_finish(p);
@@ -88,11 +124,15 @@ static void print_in_RfrGetNewDSA(struct mp_json *j, const void *v)
     mp_json_key(j, "pUserDN");
     mp_json_str(j, r->pUserDN);
     mp_json_key(j, "ppszUnused");
-    if (!r->ppszUnused) mp_json_null(j); else {
+    if (!r->ppszUnused)
+        mp_json_null(j);
+    else {
         mp_json_str(j, (*r->ppszUnused));
     }
     mp_json_key(j, "ppszServer");
-    if (!r->ppszServer) mp_json_null(j); else {
+    if (!r->ppszServer)
+        mp_json_null(j);
+    else {
         mp_json_str(j, (*r->ppszServer));
     }
     (void)r;
@@ -108,33 +148,45 @@ static int pull_out_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struc
     {
         uint32_t id5 = mp_cdc_ref(c);
         r->ppszUnused = NULL;
-        if (id5 && !(r->ppszUnused = mp_arena_alloc(c->a, sizeof *r->ppszUnused))) { mp_cdc_fail(c); return -1; }
+        if (id5 && !(r->ppszUnused = mp_arena_alloc(c->a, sizeof *r->ppszUnused))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppszUnused) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         {
             uint32_t id6 = mp_cdc_ref(c);
             (*r->ppszUnused) = id6 ? MP_NONNULL : NULL;
         }
-        if ((*r->ppszUnused) && !((*r->ppszUnused) = mp_cdc_string(c))) return -1;
+        if ((*r->ppszUnused) && !((*r->ppszUnused) = mp_cdc_string(c)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     {
         uint32_t id7 = mp_cdc_ref(c);
         r->ppszServer = NULL;
-        if (id7 && !(r->ppszServer = mp_arena_alloc(c->a, sizeof *r->ppszServer))) { mp_cdc_fail(c); return -1; }
+        if (id7 && !(r->ppszServer = mp_arena_alloc(c->a, sizeof *r->ppszServer))) {
+            mp_cdc_fail(c);
+            return -1;
+        }
     }
     if (r->ppszServer) {
-        if (!mp_cdc_enter(c)) return -1;
+        if (!mp_cdc_enter(c))
+            return -1;
         {
             uint32_t id8 = mp_cdc_ref(c);
             (*r->ppszServer) = id8 ? MP_NONNULL : NULL;
         }
-        if ((*r->ppszServer) && !((*r->ppszServer) = mp_cdc_string(c))) return -1;
+        if ((*r->ppszServer) && !((*r->ppszServer) = mp_cdc_string(c)))
+            return -1;
         mp_cdc_leave(c);
     }
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -146,16 +198,28 @@ static int push_out_RfrGetNewDSA(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppszUnused);
     if (r->ppszUnused) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_ref(p, (*r->ppszUnused));
-        if ((*r->ppszUnused)) { mp_cdp_align(p, 4); mp_cdp_string(p, (*r->ppszUnused), 0); }
+        if ((*r->ppszUnused)) {
+            mp_cdp_align(p, 4);
+            mp_cdp_string(p, (*r->ppszUnused), 0);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_ref(p, r->ppszServer);
     if (r->ppszServer) {
-        if (!mp_cdp_enter(p)) { mp_cdp_fail(p); return mp_cdp_finish(p); }
+        if (!mp_cdp_enter(p)) {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
         mp_cdp_ref(p, (*r->ppszServer));
-        if ((*r->ppszServer)) { mp_cdp_align(p, 4); mp_cdp_string(p, (*r->ppszServer), 0); }
+        if ((*r->ppszServer)) {
+            mp_cdp_align(p, 4);
+            mp_cdp_string(p, (*r->ppszServer), 0);
+        }
         mp_cdp_leave(p);
     }
     mp_cdp_u32(p, (uint32_t)r->result);
@@ -167,11 +231,15 @@ static void print_out_RfrGetNewDSA(struct mp_json *j, const void *v)
     const struct rfr_RfrGetNewDSA_out *r = v;
     mp_json_obj_begin(j);
     mp_json_key(j, "ppszUnused");
-    if (!r->ppszUnused) mp_json_null(j); else {
+    if (!r->ppszUnused)
+        mp_json_null(j);
+    else {
         mp_json_str(j, (*r->ppszUnused));
     }
     mp_json_key(j, "ppszServer");
-    if (!r->ppszServer) mp_json_null(j); else {
+    if (!r->ppszServer)
+        mp_json_null(j);
+    else {
         mp_json_str(j, (*r->ppszServer));
     }
     mp_json_key(j, "result");
@@ -180,20 +248,28 @@ static void print_out_RfrGetNewDSA(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v,
+                                          struct mp_arena *a)
 {
     struct rfr_RfrGetFQDNFromServerDN_in *r = v;
     memset(r, 0, sizeof *r);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, &r->ndr);
     r->ulFlags = (uint32_t)mp_cdc_u32(c);
-    if (c->n.err) return -1;
+    if (c->n.err)
+        return -1;
     r->cbMailboxServerDN = (uint32_t)mp_cdc_u32(c);
-    if (r->cbMailboxServerDN < 10 || r->cbMailboxServerDN > 1024u) { mp_cdc_fail(c); return -1; }
-    if (c->n.err) return -1;
+    if (r->cbMailboxServerDN < 10 || r->cbMailboxServerDN > 1024u) {
+        mp_cdc_fail(c);
+        return -1;
+    }
+    if (c->n.err)
+        return -1;
     r->szMailboxServerDN = MP_NONNULL;
-    if (r->szMailboxServerDN && !(r->szMailboxServerDN = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->szMailboxServerDN && !(r->szMailboxServerDN = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     return mp_cdc_finish(c);
 }
 
@@ -204,8 +280,17 @@ static int push_in_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v)
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_u32(p, (uint32_t)r->ulFlags);
     mp_cdp_u32(p, (uint32_t)r->cbMailboxServerDN);
-    if (!r->szMailboxServerDN) { mp_cdp_fail(p); { mp_cdp_fail(p); return mp_cdp_finish(p); } }
-    if (r->szMailboxServerDN) { mp_cdp_align(p, 4); mp_cdp_string(p, r->szMailboxServerDN, (uint32_t)(r->cbMailboxServerDN)); }
+    if (!r->szMailboxServerDN) {
+        mp_cdp_fail(p);
+        {
+            mp_cdp_fail(p);
+            return mp_cdp_finish(p);
+        }
+    }
+    if (r->szMailboxServerDN) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->szMailboxServerDN, (uint32_t)(r->cbMailboxServerDN));
+    }
     return mp_cdp_finish(p);
 }
 
@@ -223,7 +308,8 @@ static void print_in_RfrGetFQDNFromServerDN(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v,
+                                           struct mp_arena *a)
 {
     struct rfr_RfrGetFQDNFromServerDN_out *r = v;
     memset(r, 0, sizeof *r);
@@ -233,8 +319,10 @@ static int pull_out_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void
         uint32_t id9 = mp_cdc_ref(c);
         r->ppszServerFQDN = id9 ? MP_NONNULL : NULL;
     }
-    if (r->ppszServerFQDN && !(r->ppszServerFQDN = mp_cdc_string(c))) return -1;
-    if (c->n.err) return -1;
+    if (r->ppszServerFQDN && !(r->ppszServerFQDN = mp_cdc_string(c)))
+        return -1;
+    if (c->n.err)
+        return -1;
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
@@ -245,7 +333,10 @@ static int push_out_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v)
     struct mp_cdp pp, *p = &pp;
     mp_cdp_init(p, b, &r->ndr);
     mp_cdp_ref(p, r->ppszServerFQDN);
-    if (r->ppszServerFQDN) { mp_cdp_align(p, 4); mp_cdp_string(p, r->ppszServerFQDN, 0); }
+    if (r->ppszServerFQDN) {
+        mp_cdp_align(p, 4);
+        mp_cdp_string(p, r->ppszServerFQDN, 0);
+    }
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
 }
@@ -263,11 +354,23 @@ static void print_out_RfrGetFQDNFromServerDN(struct mp_json *j, const void *v)
 }
 
 static const struct mp_call_codec calls[] = {
-    [0] = {"exchange_ds_rfr", 0, "RfrGetNewDSA", sizeof(struct rfr_RfrGetNewDSA_in), sizeof(struct rfr_RfrGetNewDSA_out), pull_in_RfrGetNewDSA, pull_out_RfrGetNewDSA, push_in_RfrGetNewDSA, push_out_RfrGetNewDSA, print_in_RfrGetNewDSA, print_out_RfrGetNewDSA},
-    [1] = {"exchange_ds_rfr", 1, "RfrGetFQDNFromServerDN", sizeof(struct rfr_RfrGetFQDNFromServerDN_in), sizeof(struct rfr_RfrGetFQDNFromServerDN_out), pull_in_RfrGetFQDNFromServerDN, pull_out_RfrGetFQDNFromServerDN, push_in_RfrGetFQDNFromServerDN, push_out_RfrGetFQDNFromServerDN, print_in_RfrGetFQDNFromServerDN, print_out_RfrGetFQDNFromServerDN},
+    [0] = {"exchange_ds_rfr", 0, "RfrGetNewDSA", sizeof(struct rfr_RfrGetNewDSA_in),
+           sizeof(struct rfr_RfrGetNewDSA_out), pull_in_RfrGetNewDSA, pull_out_RfrGetNewDSA,
+           push_in_RfrGetNewDSA, push_out_RfrGetNewDSA, print_in_RfrGetNewDSA,
+           print_out_RfrGetNewDSA},
+    [1] = {"exchange_ds_rfr", 1, "RfrGetFQDNFromServerDN",
+           sizeof(struct rfr_RfrGetFQDNFromServerDN_in),
+           sizeof(struct rfr_RfrGetFQDNFromServerDN_out), pull_in_RfrGetFQDNFromServerDN,
+           pull_out_RfrGetFQDNFromServerDN, push_in_RfrGetFQDNFromServerDN,
+           push_out_RfrGetFQDNFromServerDN, print_in_RfrGetFQDNFromServerDN,
+           print_out_RfrGetFQDNFromServerDN},
 };
 
-const struct mp_codec_iface mp_codec_iface_rfr = {
-    "exchange_ds_rfr", "rfr",
-    {0xe0, 0xf5, 0x44, 0x15, 0x3c, 0x61, 0xd1, 0x11, 0x93, 0xdf, 0x00, 0xc0, 0x4f, 0xd7, 0xbd, 0x09},
-    1, 0, calls, 2};
+const struct mp_codec_iface mp_codec_iface_rfr = {"exchange_ds_rfr",
+                                                  "rfr",
+                                                  {0xe0, 0xf5, 0x44, 0x15, 0x3c, 0x61, 0xd1, 0x11,
+                                                   0x93, 0xdf, 0x00, 0xc0, 0x4f, 0xd7, 0xbd, 0x09},
+                                                  1,
+                                                  0,
+                                                  calls,
+                                                  2};

@@ -5,7 +5,6 @@
 
 #include "codec/ndr_rt.h"
 
-
 /* RfrGetNewDSA (opnum 0) request */
 struct rfr_RfrGetNewDSA_in {
     uint32_t ulFlags;
