@@ -115,7 +115,7 @@ class Stats:
         with self.lock:
             d = self.calls.setdefault((kind, op), {})
             d[outcome] = d.get(outcome, 0) + 1
-            b = self.seconds.setdefault((kind, int(t)), [0, 0])
+            b = self.seconds.setdefault((kind, int(t + lat)), [0, 0])  # when it ended
             b[0 if outcome == "ok" else 1] += 1
             if lat > self.lat_max.get(kind, 0):
                 self.lat_max[kind] = lat
@@ -127,10 +127,10 @@ class Stats:
                 e = self.examples.get(key)
                 if e is None:
                     if len(self.examples) < 400:
-                        self.examples[key] = [1, t, t]
+                        self.examples[key] = [1, t + lat, t + lat]
                 else:
                     e[0] += 1
-                    e[2] = t
+                    e[2] = t + lat
 
     def snapshot(self):
         with self.lock:
@@ -206,7 +206,7 @@ class Client:
                         d.disconnect()
                     except Exception:  # noqa: BLE001
                         pass
-            self.pause()
+            self.pause(self.cfg["session_pause_min"], self.cfg["session_pause_max"])
 
     # --- sessions: each returns nothing; a dce left open is closed by run()
     def session_rfr(self):
@@ -528,7 +528,10 @@ def staller_once(host, rpc_port, send_timeout, stop, limit_s):
         r = _read_pdu(s, time.time() + 10)
         if r[0] != "pdu" or r[1] != 2:
             return {"result": "NspiBind failed", "held": time.time() - t_open}
-        handle = r[2][24:44]
+        resp = nspi.NspiBindResponse(r[2][24:])
+        if resp["ErrorCode"] != 0:
+            return {"result": "NspiBind failed", "held": time.time() - t_open}
+        handle = resp["contextHandle"].getData()
 
         class Cap:
             def request(self, req):
@@ -536,7 +539,8 @@ def staller_once(host, rpc_port, send_timeout, stop, limit_s):
                 raise StopIteration
         cap = Cap()
         try:
-            nspi.hNspiQueryRows(cap, nspi.handle_t(b"\0" * 20), Count=50, pPropTags=TAGS)
+            # 330 columns: each answer is tens of KB, so the queues fill in seconds
+            nspi.hNspiQueryRows(cap, nspi.handle_t(b"\0" * 20), Count=50, pPropTags=TAGS * 30)
         except StopIteration:
             pass
         cap.stub = handle + cap.stub[20:]  # hRpc is the first 20 bytes
