@@ -158,3 +158,9 @@ check-gen-rops:
 # print JSON (see tools/ropdump.c).
 $(B)/ropdump: tools/ropdump.c $(B)/libmp-asan.a
 	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
+
+# --- soak and fault test (tests/soak, doc/internals/soak.md) ---------------
+# make soak [MINUTES=15]: 200 clients through the ASan build, upstream killed
+# twice, garbage, a client that never reads; prints a summary, soak: PASS/FAIL.
+soak: $(B)/mapiproxy-asan
+	$(PY) tests/soak/soak.py --minutes $(or $(MINUTES),15)

@@ -17,6 +17,7 @@ import os
 import queue as queue_mod
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -221,9 +222,15 @@ def main():
     log("output in %s, seed %d, %.1f min, %d clients in %d processes" % (
         outdir, args.seed, args.minutes, args.clients, args.workers))
 
+    # A private copy: other builds in the tree must not swap the binary mid-run.
+    binary = os.path.join(outdir, os.path.basename(args.binary))
+    shutil.copy2(args.binary, binary)
+    rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip() or "?"
+    log("proxy binary %s (tree %s)" % (args.binary, rev))
     lab = Lab(outdir, free_port())
     lab.start()
-    proxy = Proxy(outdir, args.binary, lab.epm_port, args.send_timeout, args.log_level)
+    proxy = Proxy(outdir, binary, lab.epm_port, args.send_timeout, args.log_level)
     log("lab %s, proxy pid %d epm %d rpc %d" % (lab.ports, proxy.pid, proxy.epm_port,
                                                  proxy.rpc_port))
     time.sleep(0.5)
@@ -479,6 +486,13 @@ def main():
     if fd_end is None or fd_end > fd_base + 2:
         reasons.append("open fds %s at the end, baseline %d" % (fd_end, fd_base))
 
+    close_reasons = {}
+    for m in re.finditer(r" conn close .* reason=(.*)", plog):
+        close_reasons[m.group(1)] = close_reasons.get(m.group(1), 0) + 1
+    oom = close_reasons.get("out of memory", 0)
+    if oom:
+        # RSS stays in tens of MiB and the machine has GiBs free: never a real OOM
+        reasons.append("proxy closed %d association(s) with reason=out of memory" % oom)
     warn_lines = [ln for ln in plog.splitlines() if re.match(r"\S+ warn ", ln)]
     err_lines = [ln for ln in plog.splitlines() if re.match(r"\S+ error ", ln)]
     warn_kinds = {}
@@ -491,6 +505,7 @@ def main():
     P("=" * 78)
     P("mapiproxy soak summary  (output: %s)" % outdir)
     P("=" * 78)
+    P("tree                %s" % rev)
     P("duration            %.1f min of load (%.0f s), %d clients in %d processes, seed %d" % (
         t_end / 60, t_end, args.clients, args.workers, args.seed))
     P("proxy               pid %d, %s, same PID throughout: %s, exit status on SIGTERM: %s" % (
@@ -564,6 +579,10 @@ def main():
         plog.count("\n"), len(warn_lines), len(err_lines), len(san)))
     for key, n in sorted(warn_kinds.items(), key=lambda kv: -kv[1])[:12]:
         P("  %6d %s" % (n, key))
+    P("  connection close reasons: %s" % ", ".join(
+        "%s %d" % kv for kv in sorted(close_reasons.items(), key=lambda kv: -kv[1])))
+    for ln in [ln for ln in plog.splitlines() if "reason=out of memory" in ln][:5]:
+        P("  OOM: %s" % ln)
     for ln in san[:20]:
         P("  SAN: %s" % ln)
     P("=" * 78)
