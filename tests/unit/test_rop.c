@@ -200,8 +200,299 @@ static void test_outlook_stub(const char *name, const char *const *expect, size_
     free(d);
 }
 
+/* ---- lab captures (tests/unit/data/rop, made by capture.py) ---- */
+static void test_lab_pairs(void)
+{
+    DIR *dir = opendir("data/rop");
+    CHECK(dir != NULL);
+    if (!dir)
+        return;
+    struct dirent *e;
+    int pairs = 0;
+    while ((e = readdir(dir))) {
+        size_t nl = strlen(e->d_name);
+        if (nl < 9 || strcmp(e->d_name + nl - 8, ".req.bin") != 0)
+            continue;
+        char qp[600], sp[600];
+        snprintf(qp, sizeof qp, "data/rop/%s", e->d_name);
+        snprintf(sp, sizeof sp, "data/rop/%.*s.rsp.bin", (int)(nl - 8), e->d_name);
+        size_t nq, ns;
+        uint8_t *q = slurp(qp, &nq), *r = slurp(sp, &ns);
+        CHECK(q && r);
+        if (!q || !r) {
+            free(q);
+            free(r);
+            continue;
+        }
+        struct mp_rop_arena a = {0};
+        struct mp_rop_buf bq, bs;
+        if (strstr(e->d_name, "unknown_rop")) {
+            /* RopId 0x99 is no ROP: the whole buffer is relayed untouched */
+            CHECK_EQ(mp_rop_decode(&bq, q, nq, false, NULL, &a), MP_ROP_UNDECODABLE);
+            CHECK_EQ(bq.bad_off, 2);
+            CHECK_EQ(mp_rop_decode(&bs, r, ns, true, NULL, &a), MP_ROP_UNDECODABLE);
+            CHECK_EQ(bs.bad_off, 2);
+        } else {
+            int rq = roundtrip(q, nq, false, NULL, &a, &bq, false);
+            if (rq)
+                fprintf(stderr, "%s: request %d\n", e->d_name, rq);
+            CHECK_EQ(rq, 0);
+            struct mp_rop_ctx ctx = {.requests = &bq};
+            int rs = roundtrip(r, ns, true, &ctx, &a, &bs, false);
+            if (rs)
+                fprintf(stderr, "%s: response %d\n", e->d_name, rs);
+            CHECK_EQ(rs, 0);
+            /* every response answers a request of the same RopId */
+            for (size_t i = 0; rs == 0 && i < bs.n; i++) {
+                int ri = bs.rops[i].req_index;
+                CHECK(ri >= 0 && bq.rops[ri].rop_id == bs.rops[i].rop_id);
+            }
+            /* without the requests, context-dependent responses turn opaque:
+             * still OK and byte-exact */
+            struct mp_rop_buf bn;
+            CHECK_EQ(roundtrip(r, ns, true, NULL, &a, &bn, true), 0);
+            pairs++;
+        }
+        mp_rop_arena_free(&a);
+        free(q);
+        free(r);
+    }
+    closedir(dir);
+    CHECK(pairs >= 8);
+}
+
+static uint8_t *lab_file(const char *name, size_t *n)
+{
+    char p[300];
+    snprintf(p, sizeof p, "data/rop/%s", name);
+    return slurp(p, n);
+}
+
+/* Context rules: QueryRows rows need the columns of their table. */
+static void test_context(void)
+{
+    size_t nq, ns;
+    uint8_t *q = lab_file("01_hierarchy.req.bin", &nq), *r = lab_file("01_hierarchy.rsp.bin", &ns);
+    CHECK(q && r);
+    if (!q || !r)
+        return;
+    struct mp_rop_arena a = {0};
+    struct mp_rop_buf bq, bs;
+    CHECK_EQ(mp_rop_decode(&bs, r, ns, true, NULL, &a), MP_ROP_OK);
+    CHECK_EQ(bs.n, 4);
+    CHECK(bs.n == 4 && bs.rops[3].opaque && bs.rops[3].rop_id == MP_ROP_QueryRows);
+    CHECK(bs.n == 4 && !bs.rops[2].opaque);
+    CHECK_EQ(mp_rop_decode(&bq, q, nq, false, NULL, &a), MP_ROP_OK);
+    struct mp_rop_ctx ctx = {.requests = &bq};
+    CHECK_EQ(mp_rop_decode(&bs, r, ns, true, &ctx, &a), MP_ROP_OK);
+    CHECK(bs.n == 4 && !bs.rops[3].opaque);
+    if (bs.n == 4 && !bs.rops[3].opaque) {
+        const struct mp_rop_rsp_QueryRows *qr = bs.rops[3].v;
+        CHECK(qr->RowCount >= 4);
+        CHECK_EQ(qr->RowData[0].ncols, 3);
+        char *js = json_of_buf(&bs);
+        CHECK(strstr(js, "\"Inbox\"") != NULL);
+        free(js);
+    }
+    /* edit: change the folder id of RopOpenFolder and re-encode */
+    struct mp_rop_req_OpenFolder *of = bq.rops[0].v;
+    uint64_t old = of->FolderId;
+    of->FolderId = 0x1122334455667788ull;
+    struct mp_buf o = {0};
+    CHECK_EQ(mp_rop_encode(&o, &bq), 0);
+    CHECK_EQ(o.len, nq);
+    struct mp_rop_buf b2;
+    CHECK_EQ(mp_rop_decode(&b2, o.data, o.len, false, NULL, &a), MP_ROP_OK);
+    CHECK_EQ(((struct mp_rop_req_OpenFolder *)b2.rops[0].v)->FolderId, 0x1122334455667788ull);
+    of->FolderId = old;
+    mp_buf_free(&o);
+    mp_rop_arena_free(&a);
+    free(q);
+    free(r);
+}
+
+/* SetProperties: PropertyValueSize follows an edit (the lab's quirk of not
+ * counting PropertyValueCount is kept as a delta). */
+static void test_setprops_edit(void)
+{
+    size_t nq;
+    uint8_t *q = lab_file("02_create_message.req.bin", &nq);
+    CHECK(q != NULL);
+    if (!q)
+        return;
+    struct mp_rop_arena a = {0};
+    struct mp_rop_buf b;
+    CHECK_EQ(mp_rop_decode(&b, q, nq, false, NULL, &a), MP_ROP_OK);
+    struct mp_rop_req_SetProperties *sp = b.rops[1].v;
+    CHECK_EQ(b.rops[1].rop_id, MP_ROP_SetProperties);
+    uint16_t size0 = sp->PropertyValueSize;
+    static const uint8_t subj[] = {'X', 0, 'Y', 0};
+    sp->PropertyValues[0].v.p = subj;
+    uint32_t oldn = sp->PropertyValues[0].v.n;
+    sp->PropertyValues[0].v.n = 4;
+    struct mp_buf o = {0};
+    CHECK_EQ(mp_rop_encode(&o, &b), 0);
+    struct mp_rop_buf b2;
+    CHECK_EQ(mp_rop_decode(&b2, o.data, o.len, false, NULL, &a), MP_ROP_OK);
+    CHECK_EQ(b2.n, b.n);
+    const struct mp_rop_req_SetProperties *sp2 = b2.rops[1].v;
+    CHECK_EQ(sp2->PropertyValueSize, size0 - (oldn - 4));
+    CHECK(sp2->PropertyValues[0].v.n == 4 && memcmp(sp2->PropertyValues[0].v.p, subj, 4) == 0);
+    CHECK_EQ(o.len, nq - (oldn - 4));
+    mp_buf_free(&o);
+    mp_rop_arena_free(&a);
+    free(q);
+}
+
+/* Truncated and corrupted buffers never crash and never decode past the end. */
+static void test_truncation(void)
+{
+    size_t nq;
+    uint8_t *q = lab_file("02_create_message.req.bin", &nq);
+    CHECK(q != NULL);
+    if (!q)
+        return;
+    uint16_t rs = (uint16_t)(q[0] | (q[1] << 8));
+    uint8_t *t = malloc(nq);
+    int ok = 0, bad = 0;
+    for (size_t cut = 2; cut <= rs; cut += 7) {
+        memcpy(t, q, cut);
+        t[0] = (uint8_t)cut;
+        t[1] = (uint8_t)(cut >> 8);
+        struct mp_rop_arena a = {0};
+        struct mp_rop_buf b;
+        int st = mp_rop_decode(&b, t, cut, false, NULL, &a);
+        if (st == MP_ROP_OK) {
+            struct mp_buf o = {0};
+            CHECK(mp_rop_encode(&o, &b) == 0 && o.len == cut && memcmp(o.data, t, cut) == 0);
+            mp_buf_free(&o);
+            ok++;
+        } else {
+            CHECK_EQ(st, MP_ROP_UNDECODABLE);
+            CHECK(b.bad_off >= 2 && b.bad_off < cut);
+            bad++;
+        }
+        mp_rop_arena_free(&a);
+    }
+    CHECK(ok > 0 && bad > 0);
+    /* RopSize beyond the buffer, odd handle table */
+    struct mp_rop_arena a = {0};
+    struct mp_rop_buf b;
+    uint8_t x[] = {0x10, 0x00, 0x01};
+    CHECK_EQ(mp_rop_decode(&b, x, sizeof x, false, NULL, &a), MP_ROP_UNDECODABLE);
+    uint8_t y[] = {0x02, 0x00, 0x01};
+    CHECK_EQ(mp_rop_decode(&b, y, sizeof y, false, NULL, &a), MP_ROP_UNDECODABLE);
+    uint8_t z[] = {0x02, 0x00, 0xff, 0xff, 0xff, 0xff};
+    CHECK_EQ(mp_rop_decode(&b, z, sizeof z, false, NULL, &a), MP_ROP_OK);
+    CHECK(b.n == 0 && b.nhandles == 1 && b.handles[0] == 0xffffffffu);
+    mp_rop_arena_free(&a);
+    free(t);
+    free(q);
+}
+
+/* ---- RPC_HEADER_EXT chains ---- */
+static void test_rpcext(void)
+{
+    size_t n = 70000;
+    uint8_t *d = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (uint8_t)((i * 7) ^ (i >> 9));
+    struct mp_buf o = {0};
+    CHECK_EQ(mp_rpcext_build_split(&o, d, n, 0, MP_RHE_COMPRESSED | MP_RHE_XORMAGIC), 0);
+    struct mp_rpcext x;
+    CHECK_EQ(mp_rpcext_parse(&x, o.data, o.len), 0);
+    CHECK_EQ(x.n, 3);
+    CHECK(x.len == n && memcmp(x.data, d, n) == 0);
+    for (size_t i = 0; i < x.n; i++) {
+        CHECK(x.p[i].size_actual <= MP_RPCEXT_MAX_PAYLOAD);
+        CHECK(x.p[i].flags & MP_RHE_XORMAGIC);
+        CHECK(!!(x.p[i].flags & MP_RHE_LAST) == (i + 1 == x.n));
+    }
+    struct mp_buf r = {0};
+    CHECK_EQ(mp_rpcext_reencode_same(&r, &x), 0);
+    CHECK(r.len == o.len && memcmp(r.data, o.data, o.len) == 0);
+    mp_buf_free(&r);
+    /* change payload 1 only: payloads 0 and 2 keep their bytes */
+    size_t l0, l1, l2;
+    const uint8_t *c0 = mp_rpcext_content(&x, 0, &l0), *c1 = mp_rpcext_content(&x, 1, &l1),
+                  *c2 = mp_rpcext_content(&x, 2, &l2);
+    uint8_t *m = malloc(l1);
+    memcpy(m, c1, l1);
+    m[5] ^= 0xFF;
+    const uint8_t *segs[3] = {c0, m, c2};
+    size_t lens[3] = {l0, l1, l2};
+    CHECK_EQ(mp_rpcext_reencode(&r, &x, segs, lens, 3), 0);
+    size_t p0 = 8 + x.p[0].size;
+    CHECK(r.len >= p0 && memcmp(r.data, o.data, p0) == 0);
+    struct mp_rpcext y;
+    CHECK_EQ(mp_rpcext_parse(&y, r.data, r.len), 0);
+    uint8_t want = d[l0 + 5];
+    want ^= 0xFF;
+    CHECK(y.len == n && y.data[l0 + 5] == want);
+    mp_rpcext_free(&y);
+    mp_buf_free(&r);
+    /* drop the last payload: Last moves to the (reused) second one */
+    CHECK_EQ(mp_rpcext_reencode(&r, &x, segs, lens, 2), 0);
+    CHECK_EQ(mp_rpcext_parse(&y, r.data, r.len), 0);
+    CHECK(y.n == 2 && (y.p[1].flags & MP_RHE_LAST) && !(y.p[0].flags & MP_RHE_LAST));
+    mp_rpcext_free(&y);
+    mp_buf_free(&r);
+    free(m);
+    mp_rpcext_free(&x);
+    /* incompressible data: the Compressed flag is cleared */
+    uint32_t s = 1;
+    for (size_t i = 0; i < 1000; i++) {
+        s = s * 1103515245u + 12345u;
+        d[i] = (uint8_t)(s >> 16);
+    }
+    mp_buf_free(&o);
+    CHECK_EQ(mp_rpcext_build(&o, d, 1000, MP_RHE_COMPRESSED | MP_RHE_LAST), 0);
+    CHECK_EQ(o.data[2], MP_RHE_LAST);
+    CHECK_EQ(mp_rpcext_build(&o, d, MP_RPCEXT_MAX_PAYLOAD + 1, MP_RHE_LAST), MP_RPCEXT_ETOOBIG);
+    /* errors */
+    uint8_t h1[] = {0, 0, 4, 0, 5, 0, 5, 0, 1, 2};
+    CHECK_EQ(mp_rpcext_parse(&x, h1, sizeof h1), MP_RPCEXT_ETRUNC);
+    uint8_t h2[] = {1, 0, 4, 0, 0, 0, 0, 0};
+    CHECK_EQ(mp_rpcext_parse(&x, h2, sizeof h2), MP_RPCEXT_EVERSION);
+    uint8_t h3[] = {0, 0, 0, 0, 0, 0, 0, 0};
+    CHECK_EQ(mp_rpcext_parse(&x, h3, sizeof h3), MP_RPCEXT_ENOLAST);
+    uint8_t h4[] = {0, 0, 5, 0, 4, 0, 9, 0, 0xff, 0xff, 0xff, 0xff};
+    CHECK_EQ(mp_rpcext_parse(&x, h4, sizeof h4), MP_RPCEXT_ELZ77);
+    uint8_t h5[] = {0, 0, 4, 0, 1, 0, 2, 0, 7};
+    CHECK_EQ(mp_rpcext_parse(&x, h5, sizeof h5), MP_RPCEXT_ESIZE);
+    uint8_t h6[] = {0, 0, 0x0c, 0, 0, 0, 0, 0};
+    CHECK_EQ(mp_rpcext_parse(&x, h6, sizeof h6), MP_RPCEXT_EFLAGS);
+    mp_buf_free(&o);
+    free(d);
+}
+
+/* Every ROP of the table has a name and both directions where it should. */
+static void test_table(void)
+{
+    int n = 0;
+    for (int i = 0; i < 256; i++) {
+        const struct mp_rop_desc *d = mp_rop_descs[i];
+        if (!d)
+            continue;
+        n++;
+        CHECK_EQ(d->id, i);
+        CHECK(d->name && strncmp(d->name, "Rop", 3) == 0);
+        CHECK(!!d->pull_req == !(d->flags & MP_ROPD_RESPONSEONLY));
+        CHECK(!!d->pull_rsp == !(d->flags & MP_ROPD_NORESPONSE));
+    }
+    CHECK_EQ(n, MP_ROP_COUNT);
+    CHECK(mp_rop_name(0x99) == NULL);
+    CHECK(strcmp(mp_rop_name(0xFE), "RopLogon") == 0);
+}
+
 int main(void)
 {
+    test_table();
+    test_rpcext();
+    test_lab_pairs();
+    test_context();
+    test_setprops_edit();
+    test_truncation();
     static const char *const mr[] = {"RopRemoveAllRecipients", "RopModifyRecipients",
                                      "RopSetProperties", "RopSubmitMessage",
                                      "RopGetPropertiesSpecific"};
