@@ -5,9 +5,11 @@
 
 extern const struct mp_module mp_builtin_downgrade;
 extern const struct mp_module mp_builtin_trace;
+extern const struct mp_module mp_builtin_rewrite;
 
 const struct mp_module *const mp_builtin_modules[] = {
     &mp_builtin_downgrade,
     &mp_builtin_trace,
+    &mp_builtin_rewrite,
     NULL,
 };

@@ -113,15 +113,12 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
     ms->loop = loop;
     char dir[PATH_MAX];
     module_dir(cfg, dir, sizeof(dir));
-    /* The effective chain: the rewrite modules first when the proxy is not
+    /* The effective chain: the rewrite module first when the proxy is not
      * transparent, then the configured modules, then trace for ndrdump. */
     const char *names[MP_MAX_MODULES + 4];
     size_t n_names = 0;
-    static const char *const rewrite[] = {"rfr_rewrite", "nspi_rewrite"};
-    if (!cfg->transparent)
-        for (size_t i = 0; i < 2; i++)
-            if (!listed(cfg, rewrite[i]))
-                names[n_names++] = rewrite[i];
+    if (!cfg->transparent && !listed(cfg, "rewrite"))
+        names[n_names++] = "rewrite";
     for (size_t i = 0; i < cfg->n_modules; i++)
         names[n_names++] = cfg->modules[i];
     if (cfg->ndrdump && !listed(cfg, "trace"))
