@@ -71,6 +71,9 @@ def ec_do_connect(dce, user_dn):
     req['ulLcidSort'] = 0x409
     req['ulIcxrLink'] = 0xFFFFFFFF
     req['usFCanConvertCodePages'] = 1
+    for i in range(3):
+        req['rgwClientVersion%d' % i] = CLIENT_VERSION[i]
+    req['pullTimeStamp'] = 0
     return dce.request(req, checkError=False)
 
 

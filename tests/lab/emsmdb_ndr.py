@@ -50,6 +50,10 @@ class EcDoConnect(NDRCALL):
         ('szUserDN', STR), ('ulFlags', ULONG), ('ulConMod', ULONG), ('cbLimit', ULONG),
         ('ulCpid', ULONG), ('ulLcidString', ULONG), ('ulLcidSort', ULONG),
         ('ulIcxrLink', ULONG), ('usFCanConvertCodePages', USHORT),
+        # [in, out] rgwClientVersion[3] and pullTimeStamp, as in OpenChange's
+        # exchange.idl and Exchange's own client (EcDoConnect_Wrapped)
+        ('rgwClientVersion0', USHORT), ('rgwClientVersion1', USHORT),
+        ('rgwClientVersion2', USHORT), ('pullTimeStamp', ULONG),
     )
 
 
@@ -58,7 +62,9 @@ class EcDoConnectResponse(NDRCALL):
         ('pcxh', CXH), ('pcmsPollsMax', ULONG), ('pcRetry', ULONG), ('pcmsRetryDelay', ULONG),
         ('picxr', USHORT), ('szDNPrefix', LPSTR), ('szDisplayName', LPSTR),
         ('rgwServerVersion0', USHORT), ('rgwServerVersion1', USHORT),
-        ('rgwServerVersion2', USHORT), ('ErrorCode', ULONG),
+        ('rgwServerVersion2', USHORT),
+        ('rgwClientVersion0', USHORT), ('rgwClientVersion1', USHORT),
+        ('rgwClientVersion2', USHORT), ('pullTimeStamp', ULONG), ('ErrorCode', ULONG),
     )
 
 

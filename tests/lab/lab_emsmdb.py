@@ -151,6 +151,9 @@ class Emsmdb(object):
         dn = req['szUserDN'].rstrip('\x00')
         user = self._user(dn)
         resp = N.EcDoConnectResponse()
+        for i in range(3):
+            resp['rgwClientVersion%d' % i] = req['rgwClientVersion%d' % i]
+        resp['pullTimeStamp'] = int(time.time()) & 0xFFFFFFFF
         if user is None:
             self._fill_connect(resp, None, None, None)
             resp['ErrorCode'] = ecUnknownUser
