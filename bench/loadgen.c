@@ -3,6 +3,11 @@
  *   build/bench/loadgen -p PORT [-h ADDR] [-c CLIENTS] [-w WARMUP_S] [-d DURATION_S]
  *                       [-P PID[,PID...]] [-s REQ_STUB_BYTES]
  *   build/bench/loadgen -p PORT [-h ADDR] -i SESSIONS [-c MAX_PENDING]
+ *   -a (either mode): bind with an NTLMSSP-shaped auth verifier (type 10,
+ *      level connect) and send an auth3 after the bind_ack, so a relay treats
+ *      the association as authenticated (mapiproxy: byte-for-byte
+ *      pass-through).  The tokens are not real NTLM; the responder does not
+ *      check them.
  *
  * Throughput mode: CLIENTS concurrent DCE/RPC clients on one epoll thread.
  * Each connects, binds EMSMDB (a4f1db00-...-00dd010662da v0.81, NDR 2.0,
@@ -55,8 +60,11 @@ struct client {
 
 static int epfd;
 static struct sockaddr_in target;
-static uint8_t bind_pdu[256];
+static uint8_t bind_pdu[512];
 static size_t bind_len;
+static uint8_t auth3_pdu[512];
+static size_t auth3_len;
+static bool use_auth; /* -a: bind with an auth verifier, then auth3 */
 static uint8_t *req_pdu;
 static size_t req_len;
 static uint32_t *hist;
@@ -84,10 +92,31 @@ static void build_pdus(size_t req_stub)
     bind.ctx[0].n_ts = 1;
     bind.ctx[0].abstract = bench_emsmdb;
     bind.ctx[0].ts[0] = mp_ndr20_syntax;
-    mp_build_bind(&b, MP_PT_BIND, MP_PFC_FIRST | MP_PFC_LAST, 1, &bind, NULL);
+    /* -a: NTLMSSP-shaped tokens (type 10, level connect).  Nobody checks
+     * them: the point is that the relay sees an authenticated association
+     * and relays it byte for byte (pass-through). */
+    static uint8_t negotiate[40] = "NTLMSSP", authenticate[120] = "NTLMSSP";
+    negotiate[8] = 1;
+    authenticate[8] = 3;
+    struct mp_auth auth = {.type = 10, .level = 2, .context_id = 0};
+    auth.value = negotiate;
+    auth.value_len = sizeof(negotiate);
+    mp_build_bind(&b, MP_PT_BIND, MP_PFC_FIRST | MP_PFC_LAST, 1, &bind, use_auth ? &auth : NULL);
     bind_len = mp_buf_avail(&b);
     memcpy(bind_pdu, mp_buf_head(&b), bind_len);
     mp_buf_free(&b);
+    /* auth3: header, 4 bytes of padding, sec_trailer, AUTHENTICATE token */
+    uint8_t *q = auth3_pdu;
+    auth3_len = MP_HDR_LEN + 4 + MP_SEC_TRAILER_LEN + sizeof(authenticate);
+    q[0] = 5, q[1] = 0, q[2] = MP_PT_AUTH3, q[3] = MP_PFC_FIRST | MP_PFC_LAST;
+    q[4] = 0x10, q[5] = q[6] = q[7] = 0;
+    mp_put16(q + 8, (uint16_t)auth3_len);
+    mp_put16(q + 10, sizeof(authenticate));
+    mp_put32(q + 12, 1);
+    memset(q + 16, 0, 4);
+    q[20] = 10, q[21] = 2, q[22] = 0, q[23] = 0;
+    mp_put32(q + 24, 0);
+    memcpy(q + 28, authenticate, sizeof(authenticate));
 
     /* EcDoRpcExt2 in: CXH(20) pulFlags(4) rgbIn[max + bytes] cbIn(4) pcbOut(4)
      * rgbAuxIn (unique ptr, NULL)(4) cbAuxIn(4) pcbAuxOut(4) */
@@ -227,11 +256,15 @@ static int on_input(struct client *c, bool idle_mode)
                 ack.res[0].result != MP_CTX_ACCEPT)
                 return -1;
             if (idle_mode) {
+                if (use_auth && send(c->fd, auth3_pdu, auth3_len, MSG_NOSIGNAL) != (ssize_t)auth3_len)
+                    return -1;
                 c->st = C_IDLE;
                 n_settled++;
                 want(c, EPOLLIN | EPOLLRDHUP);
                 continue;
             }
+            if (use_auth && send(c->fd, auth3_pdu, auth3_len, MSG_NOSIGNAL) != (ssize_t)auth3_len)
+                return -1; /* fresh socket, empty send queue: never partial */
             if (send_request(c) < 0)
                 return -1;
             continue;
@@ -394,8 +427,11 @@ int main(int argc, char **argv)
     double warm = 1, dur = 5;
     size_t req_stub = BENCH_REQ_STUB;
     int pids[8], n_pids = 0;
-    while ((opt = getopt(argc, argv, "h:p:c:w:d:P:s:i:")) != -1) {
+    while ((opt = getopt(argc, argv, "ah:p:c:w:d:P:s:i:")) != -1) {
         switch (opt) {
+        case 'a':
+            use_auth = true;
+            break;
         case 'h':
             host = optarg;
             break;

@@ -14,6 +14,9 @@
  *     rgbOut = RPC_HEADER_EXT (Compressed|Last) + pseudo-random "compressed"
  *     bytes, pcbOut, empty rgbAuxOut, pcbAuxOut, pulTransTime, return code;
  *     8192 bytes of stub by default, fragmented per the negotiated max_xmit.
+ *   - an authenticated bind (auth verifier present) gets an NTLMSSP-shaped
+ *     CHALLENGE verifier in its bind_ack; auth3 is accepted silently; no
+ *     token is checked (loadgen -a, to drive mapiproxy's pass-through path).
  * The request's stub content is ignored.  Nothing is logged per call.
  *
  * Prints "listening PORT" on stdout once ready.  Raises the soft
@@ -181,8 +184,20 @@ static void on_bind(struct rconn *c, const uint8_t *pdu, const struct mp_pdu_hdr
             }
         }
     }
+    /* An authenticated bind gets an NTLMSSP-shaped CHALLENGE verifier back
+     * (not checked by anyone; see loadgen -a). */
+    static uint8_t challenge[56] = "NTLMSSP";
+    challenge[8] = 2;
+    struct mp_auth in, out;
+    bool auth = h->auth_len && mp_pdu_auth(pdu, h, &in) == 0;
+    if (auth) {
+        out = in;
+        out.pad_len = 0;
+        out.value = challenge;
+        out.value_len = sizeof(challenge);
+    }
     mp_build_bind_ack(&obuf, h->ptype == MP_PT_BIND ? MP_PT_BIND_ACK : MP_PT_ALTER_RESP,
-                      MP_PFC_FIRST | MP_PFC_LAST, h->call_id, a, NULL);
+                      MP_PFC_FIRST | MP_PFC_LAST, h->call_id, a, auth ? &out : NULL);
 }
 
 static void on_request(struct rconn *c, const uint8_t *pdu, const struct mp_pdu_hdr *h)
