@@ -331,3 +331,100 @@ def test_our_initiator_our_acceptor_through_impacket_parsing(drv, driver_bin):
             assert drv.cmd("UNPROTECT", "1", pdu) == ["STUB", b"xyz!".hex()]
     finally:
         srv.close()
+
+
+# ---- tshark: Wireshark's NTLMSSP decrypts what we seal --------------------
+
+EPM_UUID = bytes.fromhex("0883afe11f5dc91191a408002b14a0fa")  # e1af8308-... v3.0
+NDR_UUID = bytes.fromhex("045d888aeb1cc9119fe808002b104860")  # 8a885d04-... v2.0
+
+
+def _hdr(ptype, flags, frag_len, auth_len, call_id):
+    return struct.pack("<BBBB4sHHI", 5, 0, ptype, flags, b"\x10\0\0\0", frag_len, auth_len,
+                       call_id)
+
+
+def _with_auth(ptype, flags, call_id, body, token, level=6):
+    pad = (4 - (16 + len(body)) % 4) % 4
+    trailer = struct.pack("<BBBBI", 10, level, pad, 0, 79231)
+    frag = 16 + len(body) + pad + 8 + len(token)
+    return _hdr(ptype, flags, frag, len(token), call_id) + body + b"\0" * pad + trailer + token
+
+
+def _tshark_decrypted(pcap, port, ptype, password):
+    """The "Decrypted stub data" tshark -x shows for the PDU of that type."""
+    import tshark_util
+    cmd = tshark_util._tshark_args(pcap, [port], password, "dcerpc.pkt_type==%d" % ptype) + ["-x"]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         timeout=60).stdout
+    data, on = b"", False
+    for line in out.splitlines():
+        if line.startswith("Decrypted stub data"):
+            on = True
+        elif on and line[:4].strip() and all(c in "0123456789abcdef" for c in line[:4]):
+            data += bytes.fromhex(line[6:53].replace(" ", ""))
+        elif on:
+            break
+    return data
+
+
+def test_tshark_decrypts_our_sealed_pdus(driver_bin, tmp_path):
+    import socket
+    import tshark_util
+    from conftest import free_port
+    if tshark_util.tshark_available():
+        pytest.skip(tshark_util.tshark_available())
+    cli, srv = Driver(driver_bin), Driver(driver_bin)
+    port = free_port()
+    req_stub = b"request stub sealed by mapiproxy NTLM" + bytes(range(40))
+    resp_stub = b"response stub sealed by the acceptor!!" + bytes(range(30))
+    try:
+        assert srv.cmd("ACCEPT", "SERVER", "DOMAIN", "1", USER, PASSWORD) == ["READY"]
+        with tshark_util.Capture([port], tmpdir=tmp_path) as cap:
+            ls = socket.create_server(("127.0.0.1", port))
+            c = socket.create_connection(("127.0.0.1", port))
+            s, _ = ls.accept()
+            flags = 0x03 | 0x04  # first, last, PFC_SUPPORT_HEADER_SIGN
+            neg = bytes.fromhex(cli.cmd("INIT", USER, DOMAIN, PASSWORD)[1])
+            ctx = struct.pack("<HBB", 0, 1, 0) + EPM_UUID + struct.pack("<HH", 3, 0) + \
+                NDR_UUID + struct.pack("<I", 2)
+            bind = struct.pack("<HHIB3s", 4280, 4280, 0, 1, b"\0" * 3) + ctx
+            c.sendall(_with_auth(11, flags, 1, bind, neg))
+            s.recv(65536)
+            chal = bytes.fromhex(srv.cmd("NEG", neg.hex())[1])
+            sec_addr = b"135\0"
+            ack = struct.pack("<HHIH", 4280, 4280, 0x1234, len(sec_addr)) + sec_addr
+            ack += b"\0" * ((4 - (16 + len(ack)) % 4) % 4)
+            ack += struct.pack("<B3sHH", 1, b"\0" * 3, 0, 0) + NDR_UUID + struct.pack("<I", 2)
+            s.sendall(_with_auth(12, flags, 1, ack, chal))
+            c.recv(65536)
+            auth = bytes.fromhex(cli.cmd("CHAL", chal.hex())[1])
+            c.sendall(_with_auth(16, flags, 1, b"\0" * 4, auth))
+            s.recv(65536)
+            r = srv.cmd("AUTH", auth.hex())
+            assert r[0] == "OK" and r[5] == "1", r
+            req = bytes.fromhex(cli.cmd("PROTECT", "1", "6", "req", req_stub.hex())[1])
+            c.sendall(req)
+            got = b""
+            while len(got) < len(req):
+                got += s.recv(65536)
+            assert srv.cmd("UNPROTECT", "1", got.hex()) == ["STUB", req_stub.hex()]
+            resp = bytes.fromhex(srv.cmd("PROTECT", "1", "6", "resp", resp_stub.hex())[1])
+            s.sendall(resp)
+            got = b""
+            while len(got) < len(resp):
+                got += c.recv(65536)
+            assert cli.cmd("UNPROTECT", "1", got.hex()) == ["STUB", resp_stub.hex()]
+            for x in (c, s, ls):
+                x.close()
+        pdus = [p for p in tshark_util.dissect(cap.path, decode_as_ports=[port],
+                                               nt_password=PASSWORD) if p.ptype in (0, 2)]
+        assert [p.ptype for p in pdus] == [0, 2], pdus
+        assert all(p.auth_level == 6 and p.decrypted for p in pdus), pdus
+        for ptype, stub in ((0, req_stub), (2, resp_stub)):
+            dec = _tshark_decrypted(cap.path, port, ptype, PASSWORD)
+            assert dec[:len(stub)] == stub  # tshark's bytes include the auth pad
+        assert _tshark_decrypted(cap.path, port, 0, None) == b""  # not without the password
+    finally:
+        cli.close()
+        srv.close()
