@@ -206,7 +206,7 @@ def main():
     ap.add_argument("--workers", type=int, default=4, help="client processes")
     ap.add_argument("--call-timeout", type=float, default=30.0)
     ap.add_argument("--send-timeout", type=int, default=10)
-    ap.add_argument("--session-pause", type=float, nargs=2, default=(0.3, 1.5),
+    ap.add_argument("--session-pause", type=float, nargs=2, default=(0.5, 2.5),
                     help="seconds a client waits between two sessions (min max)")
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS reference")
     ap.add_argument("--log-level", default="info")
@@ -294,7 +294,7 @@ def main():
             n += 1
 
     def staller():
-        limit = args.send_timeout + 30
+        limit = 2 * args.send_timeout + 30  # the proxy re-arms its timer: 1-2 x send timeout
         while not tstop.is_set():
             try:
                 r = W.staller_once("127.0.0.1", proxy.rpc_port, args.send_timeout, tstop, limit)
@@ -440,6 +440,10 @@ def main():
             rec[kind] = None if f is None else max(0.0, f - k["restarted"])
         k["recovery"] = rec
         budget = 15 if k["same_ports"] else 60 + 15   # port cache TTL is 60 s
+        if i:  # ports cached before an earlier restart may still be stale
+            budget = max(budget, kills[i - 1]["restarted"] + kills[i - 1]["budget"]
+                         - k["restarted"])
+        budget = int(budget)
         k["budget"] = budget
         room = t_end - k["restarted"]
         for kind, r in rec.items():
@@ -471,7 +475,7 @@ def main():
     closed = [s for s in stallers if s["result"] == "closed by proxy"]
     not_closed = [s for s in stallers if s["result"] == "NOT closed"]
     if not_closed:
-        reasons.append("%d staller(s) not closed within send timeout + 30 s" % len(not_closed))
+        reasons.append("%d staller(s) not closed within 2 x send timeout + 30 s" % len(not_closed))
     if not closed and duration >= 60:
         reasons.append("no staller was ever closed by the proxy")
 
@@ -487,8 +491,14 @@ def main():
         reasons.append("open fds %s at the end, baseline %d" % (fd_end, fd_base))
 
     close_reasons = {}
-    for m in re.finditer(r" conn close .* reason=(.*)", plog):
-        close_reasons[m.group(1)] = close_reasons.get(m.group(1), 0) + 1
+    close_by_port = {}
+    for m in re.finditer(r" conn close 127\.0\.0\.1:(\d+) .* reason=(.*)", plog):
+        close_reasons[m.group(2)] = close_reasons.get(m.group(2), 0) + 1
+        close_by_port[int(m.group(1))] = m.group(2)
+    staller_why = {}
+    for st in closed:
+        why = close_by_port.get(st.get("port"), "?")
+        staller_why.setdefault(why, []).append(st.get("after_block") or 0)
     oom = close_reasons.get("out of memory", 0)
     if oom:
         # RSS stays in tens of MiB and the machine has GiBs free: never a real OOM
@@ -560,6 +570,9 @@ def main():
               min(s["held"] for s in closed), max(s["held"] for s in closed),
               min(ab) if ab else 0, max(ab) if ab else 0, args.send_timeout,
               min(s.get("sent", 0) for s in closed), max(s.get("sent", 0) for s in closed)))
+    for why, ab in sorted(staller_why.items()):
+        P("  proxy's reason %-22s %d (closed %.1f-%.1f s after the proxy stopped reading)" % (
+            why, len(ab), min(ab), max(ab)))
     other = {}
     for s in stallers:
         if s["result"] not in ("closed by proxy", "NOT closed"):

@@ -514,8 +514,18 @@ def staller_once(host, rpc_port, send_timeout, stop, limit_s):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(10)
     s.connect((host, rpc_port))
+    port = s.getsockname()[1]
     t_open = time.time()
     try:
+        r = _staller_run(s, t_open, stop, limit_s)
+        r["port"] = port
+        return r
+    finally:
+        s.close()
+
+
+def _staller_run(s, t_open, stop, limit_s):
+    if True:
         s.sendall(bind_pdu([(NSPI, [NDR20])]))
         r = _read_pdu(s, time.time() + 10)
         if r[0] != "pdu" or r[1] != 12:
@@ -580,5 +590,3 @@ def staller_once(host, rpc_port, send_timeout, stop, limit_s):
                 return {"result": "closed by proxy", "state": type(e).__name__,
                         "held": now - t_open, "sent": sent,
                         "after_block": (now - blocked_at) if blocked_at else None}
-    finally:
-        s.close()
