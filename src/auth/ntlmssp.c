@@ -532,8 +532,11 @@ int mp_ntlm_verify_authenticate(const struct mp_ntlm_acceptor_cfg *cfg,
     if (kex && au.enc_session_key.len != 16)
         return MP_NTLM_E_MALFORMED;
 
-    if (!cfg->lookup || cfg->lookup(cfg->lookup_arg, res->user, res->domain, nt_hash)) {
-        r = MP_NTLM_E_LOGON;
+    /* An unknown user goes through the same computation with a random hash,
+     * so that timing does not tell unknown users from wrong passwords. */
+    bool known = cfg->lookup && cfg->lookup(cfg->lookup_arg, res->user, res->domain, nt_hash) == 0;
+    if (!known && mp_ntlm_random(nt_hash, sizeof(nt_hash))) {
+        r = MP_NTLM_E_INTERNAL;
         goto out;
     }
     size_t ul, dl;
@@ -542,7 +545,7 @@ int mp_ntlm_verify_authenticate(const struct mp_ntlm_acceptor_cfg *cfg,
     r = MP_NTLM_E_INTERNAL;
     if (mp_ntlm_ntowfv2_u16(nt_hash, u16, ul, d16, dl, key))
         goto out;
-    if (mp_ntlmv2_verify(key, server_chal, au.nt.p, au.nt.len, base)) {
+    if (mp_ntlmv2_verify(key, server_chal, au.nt.p, au.nt.len, base) || !known) {
         r = MP_NTLM_E_LOGON;
         goto out;
     }
