@@ -145,9 +145,13 @@ int main(int argc, char **argv)
         return 2;
     }
     struct mp_buf in = {0}, stub = {0}, out = {0};
+    struct mp_arena a;
+    mp_arena_init(&a);
+    void *v = NULL;
+    int rc = 1;
     if (read_file(file, &in)) {
         fprintf(stderr, "mapiproxy-decode: %s: %s\n", file, strerror(errno));
-        return 1;
+        goto done;
     }
     const uint8_t *sp = in.data;
     size_t slen = in.len;
@@ -156,14 +160,15 @@ int main(int argc, char **argv)
         const char *why = reassemble(in.data, in.len, &stub, &ptype, &hop);
         if (why) {
             fprintf(stderr, "mapiproxy-decode: %s: %s\n", file, why);
-            return 1;
+            goto done;
         }
         dir = ptype == MP_PT_REQUEST ? 0 : 1;
         if (opnum < 0)
             opnum = hop;
         if (opnum < 0) {
             fprintf(stderr, "mapiproxy-decode: a response PDU needs --opnum\n");
-            return 2;
+            rc = 2;
+            goto done;
         }
         sp = stub.data;
         slen = stub.len;
@@ -172,19 +177,16 @@ int main(int argc, char **argv)
     if (!cc) {
         fprintf(stderr, "mapiproxy-decode: %s has no operation %d with a codec\n", ifc->name,
                 opnum);
-        return 1;
+        goto done;
     }
-    struct mp_arena a;
-    mp_arena_init(&a);
-    void *v = calloc(1, dir ? cc->out_size : cc->in_size);
+    v = calloc(1, dir ? cc->out_size : cc->in_size);
     static const uint8_t empty[1];
-    int rc = (dir ? cc->pull_out : cc->pull_in)(sp ? sp : empty, slen, v, &a);
-    if (rc) {
+    if (!v || (dir ? cc->pull_out : cc->pull_in)(sp ? sp : empty, slen, v, &a)) {
         fprintf(stderr,
                 "mapiproxy-decode: cannot decode %s %s (%zu bytes): malformed or "
                 "truncated NDR\n",
                 cc->name, dir ? "response" : "request", slen);
-        return 1;
+        goto done;
     }
     struct mp_json j;
     mp_json_init(&j, &out);
@@ -204,14 +206,16 @@ int main(int argc, char **argv)
     mp_json_obj_end(&j);
     if (j.err) {
         fprintf(stderr, "mapiproxy-decode: JSON output failed\n");
-        return 1;
+        goto done;
     }
     fwrite(out.data, 1, out.len, stdout);
     putchar('\n');
+    rc = fflush(stdout) ? 1 : 0;
+done:
     free(v);
     mp_arena_free(&a);
     mp_buf_free(&in);
     mp_buf_free(&stub);
     mp_buf_free(&out);
-    return 0;
+    return rc;
 }
