@@ -120,11 +120,11 @@ fuzz-lz77: $(B)/fuzz/fuzz_lz77
 # make bench: calls/s, p50/p99 and relay CPU per call, direct vs HAProxy (TCP
 # mode) vs mapiproxy, for 1/16/256 clients; RSS per idle session with 9,000
 # sessions; then the LZ77 figures (bench-lz77).  -O2, no sanitizers.  The
-# responder and load generator take only the PDU codec and byte queues from
-# src/, so they build even while other parts of src/ are in flux.
+# responder and load generator take only the PDU codec, byte queues and LZ77
+# codec from src/, so they build even while other parts of src/ are in flux.
 BENCH_TOOLS := $(B)/bench/responder $(B)/bench/loadgen
-BENCH_SRC   := src/dcerpc/pdu.c src/core/buf.c
-$(B)/bench/responder $(B)/bench/loadgen: $(B)/bench/%: bench/%.c bench/bench_common.h $(BENCH_SRC) src/dcerpc/pdu.h src/core/buf.h
+BENCH_SRC   := src/dcerpc/pdu.c src/core/buf.c src/xca/lz77.c
+$(B)/bench/responder $(B)/bench/loadgen: $(B)/bench/%: bench/%.c bench/bench_common.h $(BENCH_SRC) src/dcerpc/pdu.h src/core/buf.h src/xca/lz77.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O2 -g $(INC) -Ibench $< $(BENCH_SRC) -o $@
 bench: $(B)/mapiproxy $(BENCH_TOOLS)

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "dcerpc/pdu.h"
+#include "xca/lz77.h"
 
 /* EMSMDB a4f1db00-ca47-1067-b31f-00dd010662da v0.81 (wire form of the UUID). */
 static const struct mp_syntax bench_emsmdb = {
@@ -66,5 +67,105 @@ static inline void bench_put_header_ext(uint8_t *p, uint16_t flags, uint16_t siz
     mp_put16(p + 2, flags);
     mp_put16(p + 4, size);
     mp_put16(p + 6, size_actual);
+}
+
+#define BENCH_EXT_COMPRESSED 0x0001
+#define BENCH_EXT_LAST 0x0004
+#define BENCH_ROP_READ_STREAM 0x2C
+#define BENCH_ROP_WRITE_STREAM 0x2D
+
+/* Mail-like text that LZ77 compresses about 2:1: words drawn from a small
+ * vocabulary with numbers, deterministic. */
+static inline void bench_text(uint8_t *p, size_t n, uint32_t seed)
+{
+    static const char *const words[] = {
+        "the", "meeting", "Exchange", "server", "mailbox", "please", "review", "attached",
+        "quarterly", "report", "and", "send", "comments", "before", "Friday", "regards",
+        "calendar", "folder", "message", "subject", "thanks", "project", "budget", "team",
+        "update", "schedule", "with", "from", "about", "customer", "invoice", "contract"};
+    uint32_t x = seed ? seed : 1;
+    size_t i = 0;
+    while (i < n) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        char tok[24];
+        int k = (x & 7) == 0 ? snprintf(tok, sizeof(tok), "%u ", (x >> 8) % 100000)
+                             : snprintf(tok, sizeof(tok), "%s%c", words[(x >> 3) & 31],
+                                        (x & 0x300) == 0 ? '\n' : ' ');
+        for (int j = 0; j < k && i < n; j++)
+            p[i++] = (uint8_t)tok[j];
+    }
+}
+
+/* A ROP buffer (MS-OXCRPC 3.1.4.2.1.1): RopSize, one ROP carrying `data_len`
+ * bytes of text, a one-entry server object handle table.  Response: a
+ * RopReadStream response (RopId, InputHandleIndex, ReturnValue, DataSize,
+ * Data); request: a RopWriteStream request (RopId, LogonId,
+ * InputHandleIndex, DataSize, Data).  Returns the length written to p
+ * (room: data_len + 16). */
+static inline size_t bench_rop_buffer(uint8_t *p, size_t data_len, bool response, uint32_t seed)
+{
+    size_t rop = response ? 8 : 5, n = 0;
+    mp_put16(p, (uint16_t)(2 + rop + data_len)), n += 2;
+    if (response) {
+        p[n++] = BENCH_ROP_READ_STREAM;
+        p[n++] = 0;                /* InputHandleIndex */
+        mp_put32(p + n, 0), n += 4; /* ReturnValue: success */
+    } else {
+        p[n++] = BENCH_ROP_WRITE_STREAM;
+        p[n++] = 0; /* LogonId */
+        p[n++] = 0; /* InputHandleIndex */
+    }
+    mp_put16(p + n, (uint16_t)data_len), n += 2;
+    bench_text(p + n, data_len, seed);
+    n += data_len;
+    mp_put32(p + n, 0x00000001), n += 4; /* server object handle table */
+    return n;
+}
+
+/* The rgbIn/rgbOut content Outlook and Exchange exchange: an RPC_HEADER_EXT
+ * (Compressed|Last) and an LZ77-compressed (MS-XCA Plain LZ77, the repo's
+ * own encoder) ROP buffer, as large as fits in `target` bytes in all.  The
+ * result decompresses to a valid ROP buffer, so a decoding relay does real
+ * work on it.  Returns the length written to out (cap >= target), or 0. */
+static inline size_t bench_rpc_ext(uint8_t *out, size_t target, bool response, uint32_t seed)
+{
+    size_t lo = 16, hi = 60000, best = 0, best_raw = 0;
+    uint8_t *raw = malloc(hi + 32), *z = malloc(mp_lz77_compress_bound(hi + 32));
+    if (!raw || !z || target < 64) {
+        free(raw);
+        free(z);
+        return 0;
+    }
+    while (lo <= hi) { /* the largest payload whose compressed form fits */
+        size_t mid = (lo + hi) / 2;
+        size_t n = bench_rop_buffer(raw, mid, response, seed);
+        ssize_t c = mp_lz77_compress(raw, n, z, mp_lz77_compress_bound(n));
+        if (c > 0 && (size_t)c + 8 <= target) {
+            best = mid;
+            best_raw = n;
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    size_t len = 0;
+    if (best) {
+        size_t n = bench_rop_buffer(raw, best, response, seed);
+        ssize_t c = mp_lz77_compress(raw, n, z, mp_lz77_compress_bound(n));
+        uint8_t *check = malloc(n);
+        if (c > 0 && check && mp_lz77_decompress(z, (size_t)c, check, n) == (ssize_t)n &&
+            !memcmp(check, raw, n) && best_raw <= 0xffff) {
+            bench_put_header_ext(out, BENCH_EXT_COMPRESSED | BENCH_EXT_LAST, (uint16_t)c,
+                                 (uint16_t)n);
+            memcpy(out + 8, z, (size_t)c);
+            len = 8 + (size_t)c;
+        }
+        free(check);
+    }
+    free(raw);
+    free(z);
+    return len;
 }
 #endif

@@ -12,7 +12,8 @@
  * Throughput mode: CLIENTS concurrent DCE/RPC clients on one epoll thread.
  * Each connects, binds EMSMDB (a4f1db00-...-00dd010662da v0.81, NDR 2.0,
  * 5840-byte fragments), then loops: one EcDoRpcExt2 request (opnum 11,
- * 2 KB stub: handle, flags, rgbIn with an RPC_HEADER_EXT, ...) and waits for
+ * ~2 KB stub: handle, flags, rgbIn = RPC_HEADER_EXT + an LZ77-compressed
+ * RopWriteStream request, cbIn, pcbOut, empty rgbAuxIn, ...) and waits for
  * the whole response (every fragment up to PFC_LAST).  Calls completing in
  * the WARMUP_S seconds are not counted; the next DURATION_S seconds are.
  * At the start and end of the measured window it reads utime+stime of each
@@ -118,25 +119,29 @@ static void build_pdus(size_t req_stub)
     mp_put32(q + 24, 0);
     memcpy(q + 28, authenticate, sizeof(authenticate));
 
-    /* EcDoRpcExt2 in: CXH(20) pulFlags(4) rgbIn[max + bytes] cbIn(4) pcbOut(4)
-     * rgbAuxIn (unique ptr, NULL)(4) cbAuxIn(4) pcbAuxOut(4) */
-    if (req_stub < 96)
-        req_stub = 96;
-    req_stub &= ~(size_t)3;
-    uint8_t *s = calloc(1, req_stub), *p = s;
-    size_t n_in = req_stub - 48;
+    /* EcDoRpcExt2 in (idl/emsmdb.idl): pcxh(20) pulFlags(4)
+     * rgbIn[max_count + bytes, padded to 4] cbIn(4) pcbOut(4)
+     * rgbAuxIn[max_count 0] cbAuxIn(4) pcbAuxOut(4).  rgbIn: RPC_HEADER_EXT +
+     * LZ77-compressed RopWriteStream request. */
+    if (req_stub < 256)
+        req_stub = 256;
+    uint8_t *s = calloc(1, req_stub + 8), *p = s;
+    size_t n_in = bench_rpc_ext(s + 28, req_stub - 48, false, 4242);
+    if (!n_in) {
+        fprintf(stderr, "loadgen: cannot build the rgbIn payload\n");
+        exit(1);
+    }
     bench_fill(p + 4, 16, 7);
     p += 20;
-    mp_put32(p, 0), p += 4;
-    mp_put32(p, (uint32_t)n_in), p += 4;
-    bench_put_header_ext(p, 0x0005, (uint16_t)(n_in - 8), (uint16_t)((n_in - 8) * 3));
-    bench_fill(p + 8, n_in - 8, 4242);
-    p += n_in;
+    mp_put32(p, 0), p += 4;              /* pulFlags */
+    mp_put32(p, (uint32_t)n_in), p += 4; /* max_count; the bytes are in place */
+    p += (n_in + 3) & ~(size_t)3;
     mp_put32(p, (uint32_t)n_in), p += 4; /* cbIn */
-    mp_put32(p, 0x8007), p += 4;         /* pcbOut */
-    mp_put32(p, 0), p += 4;              /* rgbAuxIn: NULL */
+    mp_put32(p, 0x8007), p += 4;         /* pcbOut: what Outlook offers */
+    mp_put32(p, 0), p += 4;              /* rgbAuxIn: max_count 0 */
     mp_put32(p, 0), p += 4;              /* cbAuxIn */
     mp_put32(p, 0x1008), p += 4;         /* pcbAuxOut */
+    req_stub = (size_t)(p - s);
     mp_build_request(&b, MP_PFC_FIRST | MP_PFC_LAST, 0, 0, BENCH_OPNUM, NULL, s, req_stub,
                      (uint32_t)req_stub);
     req_len = mp_buf_avail(&b);

@@ -9,11 +9,13 @@
  *     negotiation gets negotiate_ack, anything else provider rejection);
  *     max_xmit = min(client's max_recv, 5840); association group: the
  *     client's, or a new one;
- *   - request (on its last fragment) -> a response whose stub is what an
- *     EcDoRpcExt2 (EMSMDB opnum 11) answer looks like: handle, pulFlags,
- *     rgbOut = RPC_HEADER_EXT (Compressed|Last) + pseudo-random "compressed"
- *     bytes, pcbOut, empty rgbAuxOut, pcbAuxOut, pulTransTime, return code;
- *     8192 bytes of stub by default, fragmented per the negotiated max_xmit.
+ *   - request (on its last fragment) -> a response whose stub is an
+ *     EcDoRpcExt2 (EMSMDB opnum 11) answer as idl/emsmdb.idl lays it out:
+ *     handle, pulFlags, rgbOut = RPC_HEADER_EXT (Compressed|Last) + an
+ *     LZ77-compressed ROP buffer (a RopReadStream response carrying ~16 KB
+ *     of mail-like text, compressed to ~8 KB by src/xca/lz77.c), pcbOut,
+ *     empty rgbAuxOut, pcbAuxOut, pulTransTime, return code; about 8192
+ *     bytes of stub by default, fragmented per the negotiated max_xmit.
  *   - an authenticated bind (auth verifier present) gets an NTLMSSP-shaped
  *     CHALLENGE verifier in its bind_ack; auth3 is accepted silently; no
  *     token is checked (loadgen -a, to drive mapiproxy's pass-through path).
@@ -53,33 +55,39 @@ static struct mp_bind_ack scratch_ack;
 
 static void build_resp_stub(size_t len)
 {
-    /* EcDoRpcExt2 out: CXH(20) pulFlags(4) rgbOut[max,off,actual + bytes]
-     * pcbOut(4) rgbAuxOut[max,off,actual] pcbAuxOut(4) pulTransTime(4) rc(4) */
-    if (len < 128)
-        len = 128;
-    len &= ~(size_t)3;
-    resp_stub_len = len;
-    resp_stub = calloc(1, len);
+    /* EcDoRpcExt2 out (idl/emsmdb.idl): pcxh(20) pulFlags(4)
+     * rgbOut[max = offset 0 = actual = *pcbOut] + bytes, padded to 4
+     * pcbOut(4) rgbAuxOut[0,0,0] pcbAuxOut(4) pulTransTime(4) return(4).
+     * rgbOut: RPC_HEADER_EXT + LZ77-compressed RopReadStream response. */
+    if (len < 256)
+        len = 256;
+    size_t target = len - 64;
+    uint8_t *ext = malloc(target);
+    size_t n_out = ext ? bench_rpc_ext(ext, target, true, 12345) : 0;
+    if (!n_out) {
+        fprintf(stderr, "responder: cannot build the rgbOut payload\n");
+        exit(1);
+    }
+    resp_stub = calloc(1, len + 8);
     uint8_t *p = resp_stub;
-    size_t n_out = len - 64; /* rgbOut bytes */
     mp_put32(p, 0);
     bench_fill(p + 4, 16, 7); /* handle uuid */
     p += 20;
-    mp_put32(p, 0), p += 4; /* pulFlags */
-    mp_put32(p, 0x8007), p += 4; /* max_count = cbOut */
-    mp_put32(p, 0), p += 4;
-    mp_put32(p, (uint32_t)n_out), p += 4;
-    bench_put_header_ext(p, 0x0005 /* Compressed|Last */, (uint16_t)(n_out - 8),
-                         (uint16_t)((n_out - 8) * 3 > 0xffff ? 0xffff : (n_out - 8) * 3));
-    bench_fill(p + 8, n_out - 8, 12345);
-    p += n_out;
+    mp_put32(p, 0), p += 4;                /* pulFlags */
+    mp_put32(p, (uint32_t)n_out), p += 4;  /* max_count */
+    mp_put32(p, 0), p += 4;                /* offset */
+    mp_put32(p, (uint32_t)n_out), p += 4;  /* actual_count */
+    memcpy(p, ext, n_out);
+    p += (n_out + 3) & ~(size_t)3;
+    free(ext);
     mp_put32(p, (uint32_t)n_out), p += 4; /* pcbOut */
-    mp_put32(p, 0x1008), p += 4;          /* rgbAuxOut max_count */
+    mp_put32(p, 0), p += 4;               /* rgbAuxOut: max, offset, actual */
     mp_put32(p, 0), p += 4;
-    mp_put32(p, 0), p += 4; /* actual 0 */
+    mp_put32(p, 0), p += 4;
     mp_put32(p, 0), p += 4; /* pcbAuxOut */
     mp_put32(p, 3), p += 4; /* pulTransTime */
     mp_put32(p, 0), p += 4; /* ecSuccess */
+    resp_stub_len = (size_t)(p - resp_stub);
 }
 
 static void set_out(struct rconn *c, bool want)
