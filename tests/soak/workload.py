@@ -285,7 +285,7 @@ class Client:
     def session_emsmdb(self):
         alias = self.rng.choice(USERS)
         dn = user_dn(alias)
-        compress = self.rng.random() < 0.3
+        compress = self.rng.random() < 0.1  # the lab compresses in pure Python: costly
         d = self.call("emsmdb", "bind", lambda: self.dce(self.cfg["rpc_port"],
                                                          N.MSRPC_UUID_EMSMDB))
         c = EC.EmsmdbClient(d, compress=compress, xor=True)
@@ -309,7 +309,7 @@ class Client:
                 self._bad("emsmdb", "HierarchyTable", "folders %r" % names)
             self.pause()
             subject = "soak %s %d %f" % (alias, threading.get_ident(), time.time())
-            body = ("Soak body for %s. " % alias) * self.rng.randint(1, 400)
+            body = ("Soak body for %s. " % alias) * self.rng.randint(1, 150)
             b = EC.RopBuffer().create_message(0, 3, outbox) \
                 .set_properties(3, [(PidTagSubject, subject), (0x001A001F, "IPM.Note")]) \
                 .open_stream(3, 4, PidTagBody, 2) \
