@@ -180,10 +180,10 @@ def test_nspi_get_matches_restrictions(calls, tmp_path):
 
 
 def test_impacket_deviant_requests_refused(calls, tmp_path):
-    """Impacket's NspiGetProps/GetSpecialTable/SeekEntries requests do not
-    follow the MS-OXNSPI IDL; the codec refuses them (exit 1)."""
+    """Impacket's NspiGetProps/GetSpecialTable/SeekEntries/GetIDsFromNames
+    requests do not follow the MS-OXNSPI IDL; the codec refuses them (exit 1)."""
     dev = [c for c in calls if c.tag == "impacket"]
-    assert {c.opnum for c in dev} == {4, 9, 12}
+    assert {c.opnum for c in dev} == {4, 9, 12, 18}
     for c in dev:
         f = tmp_path / "dev.bin"
         f.write_bytes(c.stub_in)

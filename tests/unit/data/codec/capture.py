@@ -13,6 +13,7 @@ The module is also imported by tests/integration/test_codec_wire.py, which
 captures live and compares mapiproxy-decode's JSON with what Impacket parsed.
 """
 import os
+import struct
 import subprocess
 import sys
 
@@ -21,7 +22,8 @@ ROOT = os.path.abspath(os.path.join(HERE, '..', '..', '..', '..'))
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'lab'))
 
 from impacket.dcerpc.v5 import nspi, oxabref, transport        # noqa: E402
-from impacket.dcerpc.v5.ndr import NULL                         # noqa: E402
+from impacket.dcerpc.v5.dtypes import ULONG, USHORT             # noqa: E402
+from impacket.dcerpc.v5.ndr import (NDRCALL, NDRUniConformantArray, NULL)  # noqa: E402
 from impacket.dcerpc.v5.rpcrt import DCERPCException            # noqa: E402
 
 import emsmdb_client as EC                                      # noqa: E402
@@ -92,6 +94,41 @@ class Recorder:
 
     def last(self):
         return self.calls[-1]
+
+
+# Calls the lab does not implement (it answers nca_op_rng_error): only the
+# requests are captured, encoded by Impacket's NDR engine from these
+# declarations, which follow MS-OXNSPI / MS-OXCRPC / OpenChange.
+class PropertyNamePtrArray(NDRUniConformantArray):
+    item = nspi.PPropertyName_r
+
+
+class NspiGetIDsFromNamesSpec(NDRCALL):
+    opnum = 18
+    structure = (('hRpc', nspi.handle_t), ('Reserved', nspi.DWORD), ('dwFlags', nspi.DWORD),
+                 ('cPropNames', nspi.DWORD), ('pNames', PropertyNamePtrArray))
+
+
+class EcRRegisterPushNotification(NDRCALL):
+    opnum = 4
+    structure = (('pcxh', N.CXH), ('iRpc', ULONG), ('rgbContext', N.BYTE_ARRAY),
+                 ('cbContext', USHORT), ('grbitAdviseBits', ULONG),
+                 ('rgbCallbackAddress', N.BYTE_ARRAY), ('cbCallbackAddress', USHORT))
+
+
+class EcRUnregisterPushNotification(NDRCALL):
+    opnum = 5
+    structure = (('pcxh', N.CXH), ('iRpc', ULONG), ('hNotification', ULONG))
+
+
+class EcDoRpcExt(NDRCALL):
+    opnum = 9
+    structure = (('pcxh', N.CXH), ('pulFlags', ULONG), ('rgbIn', N.BYTE_ARRAY), ('cbIn', ULONG),
+                 ('pcbOut', ULONG), ('Reserved0', N.BYTE_VARRAY), ('Reserved1', ULONG))
+
+
+class Empty(NDRCALL):
+    structure = ()
 
 
 def dce_connect(port, uuid):
@@ -205,8 +242,43 @@ def nspi_calls(rec, port):
         req['ulRequested'] = 50
         _tagarray(req, 'pPropTags', [0x3001001F, 0x39FE001E])
         try_(lambda: raw(d, req))
-    # Impacket's own (non-spec) layouts: kept apart, the codec must refuse them
+    # calls the lab does not implement: requests only
+    try_(lambda: nspi.hNspiGetTemplateInfo(d, h, pDN=SERVER_DN, dwFlags=nspi.TI_TEMPLATE,
+                                           ulType=0, dwCodePage=1252, dwLocaleID=0x409))
+    try_(lambda: nspi.hNspiGetTemplateInfo(d, h))
+    class Eid:   # a permanent entry id (MS-OXNSPI 2.2.9.3)
+        def getData(self):
+            return (b'\x00' * 4 + nspi.GUID_NSPI + struct.pack('<II', 1, 0) +
+                    USER_DN.encode() + b'\x00')
+    eid = Eid()
+    try_(lambda: nspi.hNspiModLinkAtt(d, h, 0, 0x8009101E, mids[0], [eid]))
+    try_(lambda: nspi.hNspiGetNamesFromIDs(d, h, pPropTags=[0x80010003, 0x80020102]))
+    try_(lambda: nspi.hNspiGetNamesFromIDs(d, h))
+    # Impacket's NDR engine writes an array of pointers without the
+    # elements' referent ids (the pointees follow inline), so even this
+    # spec-shaped declaration does not give the MS-OXNSPI layout: deviant.
     rec.tag = 'impacket'
+    req = NspiGetIDsFromNamesSpec()
+    req['hRpc'] = h
+    req['dwFlags'] = 2
+    for lid in (0x8005, 0x8006):
+        pn = nspi.PropertyName_r()
+        pn['lpguid'] = nspi.GUID_NSPI
+        pn['ulReserved'] = 0
+        pn['lID'] = lid
+        req['pNames'].append(pn)
+    req['cPropNames'] = 2
+    try_(lambda: raw(d, req))
+    # Impacket's own (non-spec) layouts: kept apart, the codec must refuse them
+    req = nspi.NspiGetIDsFromNames()
+    req['hRpc'] = h
+    pn = nspi.PropertyName_r()
+    pn['lpguid'] = nspi.GUID_NSPI
+    pn['ulReserved'] = 0
+    pn['lID'] = 0x8005
+    req['pNames'].append(pn)
+    req['cPropNames'] = 1
+    try_(lambda: raw(d, req))
     try_(lambda: nspi.hNspiGetProps(d, h, CurrentRec=mids[0], pPropTags=TAGS))
     try_(lambda: nspi.hNspiGetSpecialTable(d, h))
     try_(lambda: nspi.hNspiSeekEntries(d, h, 'bob', pPropTags=TAGS))
@@ -298,6 +370,34 @@ def emsmdb_calls(rec, port):
     req['ulFlagsIn'] = 0
     try_(lambda: a.request(req, checkError=False))
     EC.ec_dummy_rpc(d)
+    # calls the lab does not implement: requests only
+    req = EcRRegisterPushNotification()
+    req['pcxh'].set_raw(c.cxh)
+    req['iRpc'] = 0
+    req['rgbContext'] = b'\x01\x02\x03\x04\x05'
+    req['cbContext'] = 5
+    req['grbitAdviseBits'] = 0xFFFFFFFF
+    req['rgbCallbackAddress'] = b'\x02\x00\x1f\x90\x7f\x00\x00\x01' + b'\x00' * 8
+    req['cbCallbackAddress'] = 16
+    try_(lambda: raw(d, req))
+    req = EcRUnregisterPushNotification()
+    req['pcxh'].set_raw(c.cxh)
+    req['iRpc'] = 0
+    req['hNotification'] = 7
+    try_(lambda: raw(d, req))
+    req = EcDoRpcExt()
+    req['pcxh'].set_raw(c.cxh)
+    req['pulFlags'] = 3
+    req['rgbIn'] = b'\x00\x00\x04\x00\x04\x00\x04\x00\x04\x00\x00\x00'
+    req['cbIn'] = 12
+    req['pcbOut'] = 0x8000
+    req['Reserved0'] = b''
+    req['Reserved1'] = 0
+    try_(lambda: raw(d, req))
+    for op in (7, 8):
+        req = Empty()
+        req.opnum = op
+        try_(lambda: raw(d, req))
     c.disconnect()
     # Exchange 2003 calls
     c2 = EC.EmsmdbClient(d, use_ext2=False)
