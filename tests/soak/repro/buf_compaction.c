@@ -5,9 +5,12 @@
  * out->len - start on a moved buffer: the length wraps (-> -1, which the relay
  * reports as "out of memory" and closes the association) or frag_len is
  * written off bytes too far (the real header keeps frag_len 0 and the stub is
- * corrupted).  Build: make -C ../../.. build/libmp-asan.a; then
- *   cc -std=c17 -D_GNU_SOURCE -fsanitize=address -Isrc tests/soak/repro/buf_compaction.c \
- *      build/libmp-asan.a -lcrypto -ldl -o build/soak/buf_compaction && build/soak/buf_compaction
+ * corrupted).  From the repository root:
+ *   make build/libmp-asan.a && mkdir -p build/soak
+ *   cc -std=c17 -D_GNU_SOURCE -fsanitize=address,undefined -g -Isrc \
+ *      tests/soak/repro/buf_compaction.c build/libmp-asan.a -lcrypto -ldl \
+ *      -o build/soak/buf_compaction && build/soak/buf_compaction
+ * Exit status 1 and "BUG reproduced" while the bug is there, 0 once fixed.
  */
 #include <stdio.h>
 #include <stdlib.h>
