@@ -554,6 +554,110 @@ static void test_build(void)
     mp_arena_free(&a);
 }
 
+/* NspiGetIDsFromNames request in the MS-OXNSPI layout, written out by hand:
+ * [in, size_is(cPropNames)] PropertyName_r **pNames is max_count, one
+ * referent id per element, then each PropertyName_r with its FlatUID_r. */
+static void test_ids_from_names_layout(void)
+{
+    const struct mp_call_codec *cc = codec_of("nspi", 18);
+    struct mp_buf b = {0};
+    uint8_t h[20] = {0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    mp_buf_append(&b, h, 20);
+    put32(&b, 0);       /* Reserved */
+    put32(&b, 2);       /* dwFlags */
+    put32(&b, 2);       /* cPropNames */
+    put32(&b, 2);       /* max_count */
+    put32(&b, 0x20000); /* pNames[0] */
+    put32(&b, 0x20004); /* pNames[1] */
+    put32(&b, 0x20008); /* [0].lpguid */
+    put32(&b, 0);
+    put32(&b, 0x8005);
+    uint8_t g[16] = {0xdc, 0xa7, 0x40, 0xc8, 0xc0, 0x42, 0x10, 0x1a,
+                     0xb4, 0xb9, 0x08, 0x00, 0x2b, 0x2f, 0xe1, 0x82};
+    mp_buf_append(&b, g, 16);
+    put32(&b, 0); /* [1].lpguid NULL */
+    put32(&b, 0);
+    put32(&b, 0x8006);
+    struct mp_arena a;
+    mp_arena_init(&a);
+    struct nspi_NspiGetIDsFromNames_in r;
+    CHECK_EQ(cc->pull_in(b.data, b.len, &r, &a), 0);
+    CHECK(r.cPropNames == 2 && r.pNames[0]->lID == 0x8005 && r.pNames[1]->lpguid == NULL);
+    CHECK(r.pNames[0]->lpguid && r.pNames[0]->lpguid->ab[15] == 0x82);
+    /* built from scratch, it encodes to the same bytes (MIDL referent ids) */
+    struct nspi_FlatUID_r guid;
+    memcpy(guid.ab, g, 16);
+    struct nspi_PropertyName_r n0 = {&guid, 0, 0x8005}, n1 = {NULL, 0, 0x8006};
+    struct nspi_PropertyName_r *names[2] = {&n0, &n1};
+    struct nspi_NspiGetIDsFromNames_in w;
+    memset(&w, 0, sizeof w);
+    memcpy(w.hRpc.uuid, h + 4, 16);
+    w.dwFlags = 2;
+    w.cPropNames = 2;
+    w.pNames = names;
+    struct mp_buf o = {0};
+    CHECK_EQ(cc->push_in(&o, &w), 0);
+    CHECK(o.len == b.len && !memcmp(o.data, b.data, b.len));
+    /* cPropNames disagreeing with the array's max_count */
+    b.data[28] = 3;
+    CHECK_EQ(cc->pull_in(b.data, b.len, &r, &a), -1);
+    /* a NULL element of a [ref] array of unique pointers is fine; the array itself is not */
+    w.pNames = NULL;
+    mp_buf_free(&o);
+    CHECK_EQ(cc->push_in(&o, &w), -1);
+    mp_buf_free(&o);
+    mp_buf_free(&b);
+    mp_arena_free(&a);
+}
+
+/* NspiModProps and NspiResortRestriction (no capture: the lab does not
+ * implement them and Impacket lacks ModProps): encode, decode, compare. */
+static void test_modprops_resort(void)
+{
+    const struct mp_call_codec *mp = codec_of("nspi", 11), *rr = codec_of("nspi", 6);
+    struct mp_arena a;
+    mp_arena_init(&a);
+    struct nspi_PropertyValue_r pv[2];
+    memset(pv, 0, sizeof pv);
+    pv[0].ulPropTag = 0x3a08001e;
+    pv[0].Value.lpszA = "+1 555";
+    pv[1].ulPropTag = 0x81040102;
+    uint8_t bin[3] = {1, 2, 3};
+    pv[1].Value.bin.cb = 3;
+    pv[1].Value.bin.lpb = bin;
+    uint32_t tags[2] = {0x3a08001e, 0x81040102};
+    struct nspi_PropertyTagArray_r pt = {2, tags};
+    struct nspi_NspiModProps_in m;
+    memset(&m, 0, sizeof m);
+    m.pStat.CodePage = 1252;
+    m.pPropTags = &pt;
+    m.pRow.cValues = 2;
+    m.pRow.lpProps = pv;
+    struct mp_buf b = {0}, b2 = {0};
+    CHECK_EQ(mp->push_in(&b, &m), 0);
+    struct nspi_NspiModProps_in m2;
+    CHECK_EQ(mp->pull_in(b.data, b.len, &m2, &a), 0);
+    CHECK(m2.pPropTags && m2.pPropTags->cValues == 2 && m2.pPropTags->aulPropTag[1] == tags[1]);
+    CHECK(!strcmp(m2.pRow.lpProps[0].Value.lpszA, "+1 555"));
+    CHECK(m2.pRow.lpProps[1].Value.bin.cb == 3 && m2.pRow.lpProps[1].Value.bin.lpb[2] == 3);
+    CHECK_EQ(mp->push_in(&b2, &m2), 0);
+    CHECK(b2.len == b.len && !memcmp(b.data, b2.data, b.len));
+    /* PropertyTagArray_r: max_count is cValues + 1 (size_is(cValues+1)) */
+    CHECK(b.len > 20 + 4 + 36 + 8 && b.data[20 + 4 + 36 + 4] == 3);
+    mp_buf_free(&b);
+    mp_buf_free(&b2);
+    struct nspi_NspiResortRestriction_out ro;
+    memset(&ro, 0, sizeof ro);
+    struct nspi_PropertyTagArray_r mids = {2, tags};
+    ro.ppOutMIds = &mids; /* [in,out] T **: the top-level ref is flattened */
+    CHECK_EQ(rr->push_out(&b, &ro), 0);
+    struct nspi_NspiResortRestriction_out ro2;
+    CHECK_EQ(rr->pull_out(b.data, b.len, &ro2, &a), 0);
+    CHECK(ro2.ppOutMIds && ro2.ppOutMIds->aulPropTag[0] == tags[0]);
+    mp_buf_free(&b);
+    mp_arena_free(&a);
+}
+
 static void test_lookup(void)
 {
     static const uint8_t nspi_uuid[16] = {0x18, 0x5a, 0xcc, 0xf5, 0x64, 0x42, 0x1a, 0x10,
@@ -629,6 +733,8 @@ int main(void)
     test_arena_json();
     test_lookup();
     test_build();
+    test_ids_from_names_layout();
+    test_modprops_resort();
     test_limits();
     test_captured();
     test_impacket_deviant();
