@@ -164,3 +164,6 @@ $(B)/ropdump: tools/ropdump.c $(B)/libmp-asan.a
 # twice, garbage, a client that never reads; prints a summary, soak: PASS/FAIL.
 soak: $(B)/mapiproxy-asan
 	$(PY) tests/soak/soak.py --minutes $(or $(MINUTES),15)
+
+# --- Kerberos (src/auth/gss.c, spnego.c; doc/internals/kerberos.md) ---------
+LIBS += -lgssapi_krb5 -lkrb5
