@@ -69,10 +69,16 @@ integration: $(B)/mapiproxy $(B)/mapiproxy-asan modules
 
 # --- fuzzing: every tests/fuzz/fuzz_*.c is a libFuzzer target -------------
 FUZZ       := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-$(B)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(HDRS)
+FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -DMP_LZ77_PARANOID
+FOBJ       := $(patsubst src/%.c,$(B)/fuzz/obj/%.o,$(LIB_SRC))
+$(B)/fuzz/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) -DMP_LZ77_PARANOID $(INC) $< $(LIB_SRC) $(LIBS) -o $@
+	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(INC) -c $< -o $@
+$(B)/libmp-fuzz.a: $(FOBJ)
+	@rm -f $@; ar rcs $@ $^
+$(B)/fuzz/%: tests/fuzz/%.c $(B)/libmp-fuzz.a
+	@mkdir -p $(dir $@)
+	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) -fsanitize=fuzzer $(INC) $< $(B)/libmp-fuzz.a $(LIBS) -o $@
 # make fuzz SECONDS=N: each target for N seconds; new inputs go to build/fuzz/corpus-NAME.
 fuzz: $(addprefix $(B)/fuzz/,$(FUZZ))
 	@for t in $(FUZZ); do n=$${t#fuzz_}; mkdir -p $(B)/fuzz/corpus-$$n; \

@@ -71,7 +71,8 @@ class Proxy:
     """mapiproxy with a configuration written from keyword options."""
 
     def __init__(self, tmp_path, upstream_host="127.0.0.1", upstream_epm_port=135,
-                 binding_port=None, interfaces=None, extra=None, check_leaks=True):
+                 binding_port=None, interfaces=None, extra=None, check_leaks=True,
+                 wrapper=None, binary=None):
         self.host = "127.0.0.1"
         self.epm_port = free_port()
         self.rpc_port = free_port()
@@ -98,11 +99,11 @@ class Proxy:
         env = dict(os.environ)
         env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=66"
         env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:exitcode=67"
-        self.proc = subprocess.Popen([PROXY_BIN, "-c", self.conf], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen([*(wrapper or []), binary or PROXY_BIN, "-c", self.conf],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_port(self.host, self.rpc_port)
-            wait_port(self.host, self.epm_port)
+            wait_port(self.host, self.rpc_port, timeout=60 if wrapper else 10)
+            wait_port(self.host, self.epm_port, timeout=60 if wrapper else 10)
         except TimeoutError:
             self.stop(check=False)
             raise RuntimeError("mapiproxy did not start:\n" + self.log())
@@ -121,7 +122,7 @@ class Proxy:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
