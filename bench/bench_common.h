@@ -15,16 +15,15 @@
 #include "xca/lz77.h"
 
 /* EMSMDB a4f1db00-ca47-1067-b31f-00dd010662da v0.81 (wire form of the UUID). */
-static const struct mp_syntax bench_emsmdb = {
-    {0x00, 0xdb, 0xf1, 0xa4, 0x47, 0xca, 0x67, 0x10, 0xb3, 0x1f, 0x00, 0xdd, 0x01, 0x06, 0x62,
-     0xda},
-    0,
-    81};
+static const struct mp_syntax bench_emsmdb = {{0x00, 0xdb, 0xf1, 0xa4, 0x47, 0xca, 0x67, 0x10, 0xb3,
+                                               0x1f, 0x00, 0xdd, 0x01, 0x06, 0x62, 0xda},
+                                              0,
+                                              81};
 
-#define BENCH_OPNUM 11         /* EcDoRpcExt2 */
-#define BENCH_MAX_FRAG 5840    /* what both tools offer */
-#define BENCH_REQ_STUB 2048    /* request stub (rgbIn ~2 KB) */
-#define BENCH_RESP_STUB 8192   /* response stub (rgbOut ~8 KB, "compressed") */
+#define BENCH_OPNUM 11       /* EcDoRpcExt2 */
+#define BENCH_MAX_FRAG 5840  /* what both tools offer */
+#define BENCH_REQ_STUB 2048  /* request stub (rgbIn ~2 KB) */
+#define BENCH_RESP_STUB 8192 /* response stub (rgbOut ~8 KB, "compressed") */
 
 static inline uint64_t bench_now_us(void)
 {
@@ -79,10 +78,11 @@ static inline void bench_put_header_ext(uint8_t *p, uint16_t flags, uint16_t siz
 static inline void bench_text(uint8_t *p, size_t n, uint32_t seed)
 {
     static const char *const words[] = {
-        "the", "meeting", "Exchange", "server", "mailbox", "please", "review", "attached",
-        "quarterly", "report", "and", "send", "comments", "before", "Friday", "regards",
-        "calendar", "folder", "message", "subject", "thanks", "project", "budget", "team",
-        "update", "schedule", "with", "from", "about", "customer", "invoice", "contract"};
+        "the",      "meeting",   "Exchange", "server",  "mailbox",  "please",   "review",
+        "attached", "quarterly", "report",   "and",     "send",     "comments", "before",
+        "Friday",   "regards",   "calendar", "folder",  "message",  "subject",  "thanks",
+        "project",  "budget",    "team",     "update",  "schedule", "with",     "from",
+        "about",    "customer",  "invoice",  "contract"};
     uint32_t x = seed ? seed : 1;
     size_t i = 0;
     while (i < n) {
@@ -110,7 +110,7 @@ static inline size_t bench_rop_buffer(uint8_t *p, size_t data_len, bool response
     mp_put16(p, (uint16_t)(2 + rop + data_len)), n += 2;
     if (response) {
         p[n++] = BENCH_ROP_READ_STREAM;
-        p[n++] = 0;                /* InputHandleIndex */
+        p[n++] = 0;                 /* InputHandleIndex */
         mp_put32(p + n, 0), n += 4; /* ReturnValue: success */
     } else {
         p[n++] = BENCH_ROP_WRITE_STREAM;

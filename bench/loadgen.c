@@ -55,7 +55,7 @@ struct client {
     uint64_t t0;
     size_t want_out; /* bytes of the current request still to send */
     size_t out_off;
-    uint8_t *in;     /* read buffer */
+    uint8_t *in; /* read buffer */
     size_t in_len, in_cap;
 };
 
@@ -74,8 +74,8 @@ static bool measuring;
 static long n_settled; /* idle mode: sessions bound or failed */
 static volatile sig_atomic_t got_signal;
 
-#define IN_CAP 32768      /* throughput mode: a whole 8 KB response fits */
-#define IN_CAP_IDLE 1024  /* idle mode: a bind_ack */
+#define IN_CAP 32768     /* throughput mode: a whole 8 KB response fits */
+#define IN_CAP_IDLE 1024 /* idle mode: a bind_ack */
 
 static void on_sig(int s)
 {
@@ -261,7 +261,8 @@ static int on_input(struct client *c, bool idle_mode)
                 ack.res[0].result != MP_CTX_ACCEPT)
                 return -1;
             if (idle_mode) {
-                if (use_auth && send(c->fd, auth3_pdu, auth3_len, MSG_NOSIGNAL) != (ssize_t)auth3_len)
+                if (use_auth &&
+                    send(c->fd, auth3_pdu, auth3_len, MSG_NOSIGNAL) != (ssize_t)auth3_len)
                     return -1;
                 c->st = C_IDLE;
                 n_settled++;
@@ -381,7 +382,8 @@ static long long proc_ticks(int pid)
     if (!p)
         return -1;
     unsigned long long ut = 0, st = 0;
-    /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) */
+    /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14)
+     * stime(15) */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
     return (long long)(ut + st);
@@ -395,8 +397,8 @@ static void sys_ticks(long long *busy, long long *idle)
     FILE *fp = fopen("/proc/stat", "r");
     if (!fp)
         return;
-    if (fscanf(fp, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-               &v[4], &v[5], &v[6], &v[7]) == 8) {
+    if (fscanf(fp, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+               &v[5], &v[6], &v[7]) == 8) {
         *busy = (long long)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]);
         *idle = (long long)(v[3] + v[4]);
     }

@@ -48,8 +48,8 @@ static uint32_t next_group = 0x1000;
 static char sec_addr[16];
 static uint8_t *resp_stub;
 static size_t resp_stub_len;
-static struct mp_buf obuf;           /* output built for one connection, then sent */
-static uint8_t rbuf[256 * 1024];     /* read scratch */
+static struct mp_buf obuf;       /* output built for one connection, then sent */
+static uint8_t rbuf[256 * 1024]; /* read scratch */
 static struct mp_bind scratch_bind;
 static struct mp_bind_ack scratch_ack;
 
@@ -73,10 +73,10 @@ static void build_resp_stub(size_t len)
     mp_put32(p, 0);
     bench_fill(p + 4, 16, 7); /* handle uuid */
     p += 20;
-    mp_put32(p, 0), p += 4;                /* pulFlags */
-    mp_put32(p, (uint32_t)n_out), p += 4;  /* max_count */
-    mp_put32(p, 0), p += 4;                /* offset */
-    mp_put32(p, (uint32_t)n_out), p += 4;  /* actual_count */
+    mp_put32(p, 0), p += 4;               /* pulFlags */
+    mp_put32(p, (uint32_t)n_out), p += 4; /* max_count */
+    mp_put32(p, 0), p += 4;               /* offset */
+    mp_put32(p, (uint32_t)n_out), p += 4; /* actual_count */
     memcpy(p, ext, n_out);
     p += (n_out + 3) & ~(size_t)3;
     free(ext);
@@ -218,8 +218,7 @@ static void on_request(struct rconn *c, const uint8_t *pdu, const struct mp_pdu_
     do {
         size_t k = len - off > chunk ? chunk : len - off;
         uint8_t fl = (off == 0 ? MP_PFC_FIRST : 0) | (off + k == len ? MP_PFC_LAST : 0);
-        mp_build_response(&obuf, fl, h->call_id, ctx_id, resp_stub + off, k,
-                          (uint32_t)(len - off));
+        mp_build_response(&obuf, fl, h->call_id, ctx_id, resp_stub + off, k, (uint32_t)(len - off));
         off += k;
     } while (off < len);
 }
