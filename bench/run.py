@@ -17,6 +17,7 @@ Environment knobs (defaults in brackets):
   BENCH_LZ77 [1]  0 skips make bench-lz77       HAPROXY [haproxy]
   BENCH_QUIET_BUDGET [60]  seconds, in all, to wait for other processes to go idle before cells
   MAPIPROXY [build/mapiproxy]  the binary to measure
+  BENCH_KEEP  set: keep the temp dir (configs, logs) even after a good run
 
 Decoding row: drop a config snippet into bench/decode.conf (see
 bench/decode.conf.example).  It is appended to the transparent-mode
@@ -25,6 +26,7 @@ the other rows.  Without the file the row reads "n/a".
 """
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -492,7 +494,13 @@ def main():
 
 
 if __name__ == "__main__":
+    ok = False
     try:
         main()
+        ok = True
     finally:
         cleanup()
+        if ok and not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        else:
+            print(f"bench: configs and logs kept in {tmpdir}", file=sys.stderr)
