@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """Exchange lab upstream: a small, in-memory Exchange 2010-style RPC server.
 
-Serves, over ncacn_ip_tcp without authentication:
+Serves, over ncacn_ip_tcp (optionally with NTLM authentication, --users /
+--require-auth):
   epmapper (own port), RFR (MS-OXABREF), NSPI (MS-OXNSPI), EMSMDB + AsyncEMSMDB
   (MS-OXCRPC, ROPs per MS-OXCROPS over an in-memory mailbox).
 
 Usage:
   /usr/bin/python3 tests/lab/exchange_lab.py --host 127.0.0.1 --epm-port PORT \
       [--rfr-port N --nspi-port N --emsmdb-port N] [--server-name NAME]
+      [--users FILE] [--require-auth none|connect|integrity|privacy]
 
 Prints "READY epm=P rfr=P nspi=P emsmdb=P" on stdout once all listeners are up.
 """
@@ -20,6 +22,8 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import rpcserver                                # noqa: E402
+import labauth                                  # noqa: E402
 from rpcserver import RpcListener, log          # noqa: E402
 from lab_epm import EndpointMapper              # noqa: E402
 from lab_rfr import Rfr                         # noqa: E402
@@ -64,9 +68,26 @@ def main(argv=None):
     ap.add_argument('--emsmdb-port', type=int, default=0)
     ap.add_argument('--server-name', default='EXLAB01',
                     help='NetBIOS-style server name, or an FQDN (default EXLAB01)')
+    ap.add_argument('--users', metavar='FILE',
+                    help='NTLM accounts, one "user:password" or "user:domain:password" '
+                         'a line (domain defaults to LAB)')
+    ap.add_argument('--require-auth', default='none',
+                    choices=['none', 'connect', 'integrity', 'privacy'],
+                    help='minimum authentication level for calls (default none)')
     args = ap.parse_args(argv)
 
     config = LabConfig(args.host, args.server_name)
+    auth = rpcserver.AUTH
+    auth.required_level = labauth.LEVELS_BY_NAME[args.require_auth]
+    auth.server_name = config.server_name
+    auth.dns_domain = config.domain
+    if args.users:
+        try:
+            auth.userdb = labauth.UserDb.load(args.users)
+        except (OSError, ValueError) as e:
+            ap.error('--users: %s' % e)
+    log('auth: required level %s, %d NTLM user(s)' % (
+        args.require_auth, len(auth.userdb.users) if auth.userdb else 0))
     epmap = EndpointMapper(config)
     rfr = Rfr(config)
     directory = lab_nspi.Directory(config)

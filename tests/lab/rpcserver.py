@@ -17,6 +17,7 @@ import traceback
 import itertools
 
 from impacket.uuid import uuidtup_to_bin, bin_to_uuidtup, string_to_bin, bin_to_string
+import labauth
 from impacket.dcerpc.v5 import rpcrt
 from impacket.dcerpc.v5.rpcrt import (MSRPCHeader, MSRPCRequestHeader, MSRPCRespHeader,
                                       MSRPCBind, MSRPCBindAck, CtxItem, CtxItemResult,
@@ -39,6 +40,19 @@ NCA_S_FAULT_NDR = 0x000006f7
 NCA_S_FAULT_CONTEXT_MISMATCH = 0x1c00001a
 RPC_S_CALL_FAILED = 0x000006be
 NCA_S_PROTO_ERROR = 0x1c01000b
+NCA_S_FAULT_ACCESS_DENIED = 0x00000005
+NCA_S_FAULT_SEC_PKG_ERROR = 0x00000721
+RPC_S_UNKNOWN_AUTHN_SERVICE = 0x000006d3
+
+# Authentication (see AuthConfig)
+RPC_C_AUTHN_GSS_NEGOTIATE = 9
+RPC_C_AUTHN_WINNT = 10
+LEVEL_NONE, LEVEL_CONNECT, LEVEL_CALL, LEVEL_PKT, LEVEL_INTEGRITY, LEVEL_PRIVACY = 1, 2, 3, 4, 5, 6
+PFC_SUPPORT_HEADER_SIGN = 0x04
+BIND_NAK_REASON_NOT_SPECIFIED = 0
+BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED = 8
+AUTH_PAD_ALIGN = 16
+NTLM_VERIFIER_LEN = 16
 
 # p_cont_def_result_t / p_provider_reason_t
 RESULT_ACCEPT = 0
@@ -50,6 +64,29 @@ REASON_ABSTRACT_SYNTAX_NOT_SUPPORTED = 1
 REASON_TRANSFER_SYNTAXES_NOT_SUPPORTED = 2
 
 SERVER_MAX_FRAG = 5840
+
+
+class AuthConfig(object):
+    """Process-wide authentication settings (exchange_lab.py --users / --require-auth).
+
+    required_level: 1 (none: unauthenticated calls allowed, the default),
+    2 (connect), 5 (integrity) or 6 (privacy).  userdb: labauth.UserDb or None
+    (then every NTLM logon fails as "unknown user").
+    """
+
+    def __init__(self):
+        self.required_level = LEVEL_NONE
+        self.userdb = None
+        self.server_name = 'EXLAB01'
+        self.domain = labauth.DEFAULT_DOMAIN
+        self.dns_domain = 'lab.example'
+
+
+AUTH = AuthConfig()
+
+
+def level_name(level):
+    return labauth.AUTH_LEVEL_NAMES.get(level, str(level))
 
 
 def log(msg):
@@ -145,6 +182,16 @@ class Call(object):
     def peer(self):
         return self.conn.peer
 
+    @property
+    def auth_identity(self):
+        """'DOMAIN\\user' of the NTLM logon on this connection, or None."""
+        a = self.conn.auth
+        return a.identity if a is not None and a.complete else None
+
+    @property
+    def auth_level(self):
+        return self.conn.effective_level()
+
 
 class RpcListener(object):
     """Listens on one TCP port and serves a set of interfaces."""
@@ -216,6 +263,28 @@ class Connection(object):
         self.max_recv = SERVER_MAX_FRAG
         self.pending = {}           # call_id -> [MSRPCRequestHeader of first frag, stub bytes]
         self.closed = False
+        # Authentication: one NTLM security context per connection.
+        self.auth = None            # labauth.NtlmServerContext once an NTLM bind was seen
+        self.auth_level = LEVEL_NONE        # protection applied (call/packet -> integrity)
+        self.auth_level_wire = LEVEL_NONE   # level as the client asked for it
+        self.auth_ctx_id = 0
+        self.auth_failed = None     # why the AUTHENTICATE was refused
+        self.header_sign = False
+        self.send_lock = threading.Lock()
+
+    def effective_level(self):
+        if self.auth is not None and self.auth.complete:
+            return self.auth_level
+        return LEVEL_NONE
+
+    def auth_desc(self):
+        if self.auth is not None and self.auth.complete:
+            return 'NTLM user=%s level=%s' % (self.auth.identity, level_name(self.auth_level_wire))
+        return 'none'
+
+    def _protected(self):
+        return (self.auth is not None and self.auth.complete and
+                self.auth_level >= LEVEL_INTEGRITY)
 
     def close(self):
         self.closed = True
@@ -257,6 +326,59 @@ class Connection(object):
     def _send(self, data):
         self.sock.sendall(data)
 
+    def _send_pdu(self, pdu, stub_off):
+        """Sends a response / fault PDU, signed or sealed when the association is
+        at integrity / privacy (stub padded to 16, sec_trailer, 16-byte NTLM
+        verifier over the whole PDU)."""
+        with self.send_lock:
+            if self._protected():
+                pdu = self._protect(pdu, stub_off)
+            self._send(pdu)
+
+    def _protect(self, pdu, stub_off):
+        stub_len = len(pdu) - stub_off
+        pad = (AUTH_PAD_ALIGN - stub_len % AUTH_PAD_ALIGN) % AUTH_PAD_ALIGN
+        nov = bytearray(pdu + b'\x00' * pad +
+                        struct.pack('<BBBBL', RPC_C_AUTHN_WINNT, self.auth_level_wire, pad, 0,
+                                    self.auth_ctx_id))
+        struct.pack_into('<HH', nov, 8, len(nov) + NTLM_VERIFIER_LEN, NTLM_VERIFIER_LEN)
+        nov = bytes(nov)
+        if self.auth_level == LEVEL_PRIVACY:
+            nov, sig = self.auth.seal_outgoing(nov, stub_off, stub_off + stub_len + pad)
+        else:
+            sig = self.auth.sign_outgoing(nov)
+        return nov + sig
+
+    @staticmethod
+    def _split_auth(pdu):
+        """-> (end of the body without auth padding, (auth_type, level, pad, ctx_id) or
+        None, auth_value)."""
+        frag_len, auth_len = struct.unpack('<HH', pdu[8:12])
+        if not auth_len:
+            return frag_len, None, b''
+        t = frag_len - auth_len - 8
+        if t < 16:
+            raise ConnectionError('auth_len %d does not fit in frag_len %d' % (auth_len, frag_len))
+        auth_type, level, pad, _, ctx = struct.unpack('<BBBBL', pdu[t:t + 8])
+        return max(16, t - pad), (auth_type, level, pad, ctx), pdu[t + 8:frag_len]
+
+    @staticmethod
+    def _append_auth(pdu, auth_type, level, ctx_id, value):
+        pad = (4 - len(pdu) % 4) % 4
+        out = bytearray(pdu + b'\x00' * pad +
+                        struct.pack('<BBBBL', auth_type, level, pad, 0, ctx_id) + value)
+        struct.pack_into('<HH', out, 8, len(out), len(value))
+        return bytes(out)
+
+    def _send_bind_nak(self, call_id, reason):
+        h = MSRPCHeader()
+        h['type'] = MSRPC_BINDNAK
+        h['flags'] = PFC_FIRST_FRAG | PFC_LAST_FRAG
+        h['call_id'] = call_id
+        # provider_reject_reason, p_rt_versions_supported: one version, 5.0
+        h['pduData'] = struct.pack('<HBBB', reason, 1, 5, 0) + b'\x00' * 3
+        self._send(h.get_packet())
+
     # -- main loop ---------------------------------------------------------
     def run(self):
         log('%s: connection from %s' % (self.listener.name, self.peer))
@@ -286,7 +408,9 @@ class Connection(object):
             self._on_bind(pdu, alter=True)
         elif ptype == MSRPC_REQUEST:
             self._on_request(pdu)
-        elif ptype in (MSRPC_SHUTDOWN, MSRPC_AUTH3):
+        elif ptype == MSRPC_AUTH3:
+            self._on_auth3(pdu)
+        elif ptype == MSRPC_SHUTDOWN:
             log('%s: ignoring PDU type %d' % (self.listener.name, ptype))
         elif ptype in (MSRPC_CO_CANCEL, MSRPC_ORPHANED):
             call_id = struct.unpack('<L', pdu[12:16])[0]
@@ -350,7 +474,15 @@ class Connection(object):
     def _on_bind(self, pdu, alter):
         hdr = MSRPCHeader(pdu)
         call_id = hdr['call_id']
-        body = pdu[16:hdr['frag_len'] - (hdr['auth_len'] + 8 if hdr['auth_len'] else 0)]
+        body_end, trailer, token = self._split_auth(pdu)
+        body = pdu[16:body_end]
+        auth_reply = None
+        if trailer is not None:
+            if not self._bind_auth(call_id, alter, trailer, token):
+                return
+            if self.auth is not None and not self.auth.complete and self.auth.challenge_raw \
+                    and self.auth.negotiate_raw == token:
+                auth_reply = self.auth.challenge_raw
         bind = MSRPCBind(body)
         if not alter:
             self.max_xmit = min(bind['max_rfrag'], SERVER_MAX_FRAG)
@@ -388,8 +520,14 @@ class Connection(object):
             ack['ctx_num'] = len(results)
             ack['ctx_items'] = ctx_bytes
             ack['frag_len'] = 0
+            if auth_reply is not None and hdr['flags'] & PFC_SUPPORT_HEADER_SIGN:
+                ack['flags'] |= PFC_SUPPORT_HEADER_SIGN
+                self.header_sign = True
             data = ack.getData()
             data = data[:8] + struct.pack('<H', len(data)) + data[10:]
+            if auth_reply is not None:
+                data = self._append_auth(data, RPC_C_AUTHN_WINNT, self.auth_level_wire,
+                                         self.auth_ctx_id, auth_reply)
             self._send(data)
         else:
             # alter_context_resp: same layout as bind_ack with an empty sec_addr.
@@ -402,7 +540,108 @@ class Connection(object):
             h['flags'] = PFC_FIRST_FRAG | PFC_LAST_FRAG
             h['call_id'] = call_id
             h['pduData'] = body
-            self._send(h.get_packet())
+            data = h.get_packet()
+            if auth_reply is not None:
+                data = self._append_auth(data, RPC_C_AUTHN_WINNT, self.auth_level_wire,
+                                         self.auth_ctx_id, auth_reply)
+            self._send(data)
+
+    # -- authentication ------------------------------------------------------
+    def _bind_auth(self, call_id, alter, trailer, token):
+        """Handles the sec_trailer of a bind / alter_context.  Returns False when
+        the PDU has been answered (bind_nak / fault) and must not be processed."""
+        auth_type, level, _, ctx_id = trailer
+        name = self.listener.name
+
+        def refuse(reason, nak_reason, fault):
+            log('%s: auth: %s refused: %s' % (name, 'alter_context' if alter else 'bind', reason))
+            if alter:
+                self._send_fault(call_id, 0, fault, did_not_execute=True, protect=False)
+            else:
+                self._send_bind_nak(call_id, nak_reason)
+            return False
+
+        if auth_type != RPC_C_AUTHN_WINNT:
+            return refuse('auth type %d not supported (only NTLM, 10)' % auth_type,
+                          BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED, RPC_S_UNKNOWN_AUTHN_SERVICE)
+        if not LEVEL_CONNECT <= level <= LEVEL_PRIVACY:
+            return refuse('auth level %d' % level, BIND_NAK_REASON_NOT_SPECIFIED,
+                          NCA_S_PROTO_ERROR)
+        if self.auth is not None and (self.auth.complete or self.auth_failed):
+            # An established (or failed) context: a later alter_context may repeat
+            # the trailer; there is nothing more to negotiate.
+            if ctx_id != self.auth_ctx_id or level != self.auth_level_wire:
+                return refuse('second security context (ctx %d level %d) on one connection'
+                              % (ctx_id, level), BIND_NAK_REASON_NOT_SPECIFIED,
+                              NCA_S_FAULT_ACCESS_DENIED)
+            return True
+        ctx = labauth.NtlmServerContext(AUTH.userdb, AUTH.server_name, AUTH.domain,
+                                        AUTH.dns_domain)
+        try:
+            ctx.negotiate(token)
+        except Exception as e:
+            return refuse('bad NTLM NEGOTIATE (%s)' % e, BIND_NAK_REASON_NOT_SPECIFIED,
+                          NCA_S_FAULT_ACCESS_DENIED)
+        self.auth = ctx
+        self.auth_ctx_id = ctx_id
+        self.auth_level_wire = level
+        self.auth_level = LEVEL_INTEGRITY if level in (LEVEL_CALL, LEVEL_PKT) else level
+        log('%s: auth: NTLM NEGOTIATE level=%s ctx %d -> CHALLENGE' % (name, level_name(level),
+                                                                       ctx_id))
+        return True
+
+    def _on_auth3(self, pdu):
+        name = self.listener.name
+        _, trailer, token = self._split_auth(pdu)
+        if trailer is None or self.auth is None or self.auth.complete or self.auth_failed:
+            log('%s: auth: unexpected auth3 ignored' % name)
+            return
+        if trailer[0] != RPC_C_AUTHN_WINNT or trailer[3] != self.auth_ctx_id:
+            self.auth_failed = 'auth3 for another security context'
+        else:
+            try:
+                ident = self.auth.authenticate(token)
+                log('%s: auth: NTLM logon ok user=%s level=%s' % (
+                    name, ident, level_name(self.auth_level_wire)))
+                return
+            except labauth.AuthError as e:
+                self.auth_failed = str(e)
+            except Exception as e:
+                self.auth_failed = 'malformed AUTHENTICATE (%s)' % e
+        log('%s: auth: NTLM logon refused: %s' % (name, self.auth_failed))
+
+    def _unprotect_request(self, pdu, req):
+        """Verifies (and at privacy decrypts) one request fragment of a signed /
+        sealed association.  Returns the stub, or None after a security error
+        (fault nca_s_fault_sec_pkg_error sent, connection closed)."""
+        frag_len, auth_len = req['frag_len'], req['auth_len']
+        hdr_len = 24 + (16 if req['flags'] & PFC_OBJECT_UUID else 0)
+        err = None
+        if auth_len != NTLM_VERIFIER_LEN:
+            err = 'request without a 16-byte verifier (auth_len %d)' % auth_len
+        else:
+            t = frag_len - auth_len - 8
+            auth_type, level, pad, _, ctx = struct.unpack('<BBBBL', pdu[t:t + 8])
+            if t < hdr_len or t - pad < hdr_len:
+                err = 'bad auth padding'
+            elif auth_type != RPC_C_AUTHN_WINNT or level != self.auth_level_wire or \
+                    ctx != self.auth_ctx_id:
+                err = 'verifier for type %d level %d ctx %d' % (auth_type, level, ctx)
+            else:
+                nov, sig = pdu[:frag_len - auth_len], pdu[frag_len - auth_len:frag_len]
+                if self.auth_level == LEVEL_PRIVACY:
+                    plain, ok = self.auth.unseal_incoming(nov, hdr_len, t, sig)
+                else:
+                    plain, ok = nov, self.auth.verify_incoming(nov, sig)
+                if ok:
+                    return plain[hdr_len:t - pad]
+                err = 'bad signature (seq %d)' % (self.auth.recv_seq - 1)
+        log('%s: auth: call %d: %s -> fault nca_s_fault_sec_pkg_error, closing' % (
+            self.listener.name, req['call_id'], err))
+        self._send_fault(req['call_id'], req['ctx_id'], NCA_S_FAULT_SEC_PKG_ERROR,
+                         did_not_execute=True, protect=False)
+        self.close()
+        return None
 
     # -- requests ----------------------------------------------------------
     def _on_request(self, pdu):
@@ -410,8 +649,21 @@ class Connection(object):
         call_id = req['call_id']
         flags = req['flags']
         stub = req['pduData']
-        if req['auth_len']:
-            # No authentication is negotiated by the lab; strip any verifier.
+        if self.auth is not None and not self.auth.complete:
+            # NTLM bind without (successful) AUTH3: every call is refused.
+            self.pending.pop(call_id, None)
+            if flags & PFC_LAST_FRAG:
+                log('%s: auth: call %d refused (%s) -> fault nca_s_fault_access_denied' % (
+                    self.listener.name, call_id, self.auth_failed or 'no AUTH3 received'))
+                self._send_fault(call_id, req['ctx_id'], NCA_S_FAULT_ACCESS_DENIED,
+                                 did_not_execute=True, protect=False)
+            return
+        if self._protected():
+            stub = self._unprotect_request(pdu, req)
+            if stub is None:
+                return
+        elif req['auth_len']:
+            # No per-message protection (none / connect): strip any verifier.
             pad_len = pdu[req['frag_len'] - req['auth_len'] - 6]
             stub = stub[:len(stub) - pad_len] if pad_len else stub
         if flags & PFC_FIRST_FRAG:
@@ -431,7 +683,17 @@ class Connection(object):
         call_id = req['call_id']
         ctx_id = req['ctx_id']
         opnum = req['op_num']
+        level = self.effective_level()
+        if level < AUTH.required_level:
+            log('%s: call %d opnum %d auth: %s: level %s below required %s -> '
+                'fault nca_s_fault_access_denied' % (
+                    self.listener.name, call_id, opnum, self.auth_desc(), level_name(level),
+                    level_name(AUTH.required_level)))
+            self._send_fault(call_id, ctx_id, NCA_S_FAULT_ACCESS_DENIED, did_not_execute=True)
+            return
         iface = self.contexts.get(ctx_id)
+        log('%s: call %d ctx %d opnum %d auth: %s' % (self.listener.name, call_id, ctx_id, opnum,
+                                                     self.auth_desc()))
         if iface is None:
             log('%s: call %d on unknown context id %d -> nca_unk_if' %
                 (self.listener.name, call_id, ctx_id))
@@ -465,7 +727,10 @@ class Connection(object):
         self._send_response(call_id, ctx_id, resp)
 
     def _send_response(self, call_id, ctx_id, stub):
-        max_stub = (self.max_xmit - 24) & ~7
+        if self._protected():
+            max_stub = (self.max_xmit - 24 - 8 - NTLM_VERIFIER_LEN) & ~(AUTH_PAD_ALIGN - 1)
+        else:
+            max_stub = (self.max_xmit - 24) & ~7
         offset = 0
         total = len(stub)
         first = True
@@ -479,13 +744,13 @@ class Connection(object):
             r['ctx_id'] = ctx_id
             r['alloc_hint'] = total - offset
             r['pduData'] = chunk
-            self._send(r.get_packet())
+            self._send_pdu(r.get_packet(), 24)
             offset += len(chunk)
             first = False
             if last:
                 break
 
-    def _send_fault(self, call_id, ctx_id, status, did_not_execute=False):
+    def _send_fault(self, call_id, ctx_id, status, did_not_execute=False, protect=True):
         r = MSRPCRespHeader()
         r['type'] = MSRPC_FAULT
         r['flags'] = PFC_FIRST_FRAG | PFC_LAST_FRAG | (PFC_DID_NOT_EXECUTE if did_not_execute else 0)
@@ -493,7 +758,12 @@ class Connection(object):
         r['ctx_id'] = ctx_id
         r['alloc_hint'] = 8
         r['pduData'] = struct.pack('<LL', status, 0)
-        self._send(r.get_packet())
+        # status + reserved belong to the fault header (32 bytes); the stub is empty.
+        if protect:
+            self._send_pdu(r.get_packet(), 32)
+        else:
+            with self.send_lock:
+                self._send(r.get_packet())
 
 
 def new_context_handle():

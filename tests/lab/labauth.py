@@ -1,0 +1,250 @@
+"""Server-side NTLM (MS-NLMP) for the Exchange lab's DCE/RPC runtime.
+
+Built on Impacket's NTLM building blocks (impacket.ntlm): the NEGOTIATE /
+CHALLENGE / AUTHENTICATE structures, NTOWFv2, KXKEY, generateEncryptedSessionKey
+(RC4 un-wrapping of the exchanged key), SIGNKEY / SEALKEY and MAC.
+
+Only NTLMv2 with extended session security (ESS) is accepted; that is what
+Windows, Samba and Impacket clients send.  NTLMv1 / LM responses and
+anonymous logons are refused.
+
+Per-message protection (MS-NLMP 3.4.4 with ESS, as used by DCE/RPC): the
+signature is HMAC_MD5(SignKey, SeqNum + whole PDU without the 16-byte
+verifier, plaintext stub)[:8], RC4-ed with the direction's sealing handle when
+KEY_EXCH is negotiated; at privacy the stub + auth padding are RC4-ed with the
+same handle first.  Each direction has its own keys, RC4 state and sequence
+number (starting at 0, +1 per PDU / fragment).
+"""
+
+import calendar
+import hmac
+import os
+import struct
+import time
+
+from Cryptodome.Cipher import ARC4
+from impacket import ntlm
+
+AUTH_LEVEL_NAMES = {1: 'none', 2: 'connect', 3: 'call', 4: 'packet', 5: 'integrity', 6: 'privacy'}
+LEVELS_BY_NAME = {'none': 1, 'connect': 2, 'integrity': 5, 'privacy': 6}
+
+DEFAULT_DOMAIN = 'LAB'
+
+
+class UserDb(object):
+    """Users allowed to log on: (user.lower(), domain.lower()) -> (user, domain, password)."""
+
+    def __init__(self):
+        self.users = {}
+
+    @classmethod
+    def load(cls, path):
+        db = cls()
+        with open(path, encoding='utf-8') as f:
+            for lineno, raw in enumerate(f, 1):
+                line = raw.rstrip('\r\n')
+                if not line.strip() or line.lstrip().startswith('#'):
+                    continue
+                parts = line.split(':', 2)
+                if len(parts) == 2:
+                    user, password = parts
+                    domain = DEFAULT_DOMAIN
+                elif len(parts) == 3:
+                    user, domain, password = parts
+                else:
+                    raise ValueError('%s:%d: expected user:password or user:domain:password'
+                                     % (path, lineno))
+                if not user:
+                    raise ValueError('%s:%d: empty user name' % (path, lineno))
+                db.add(user, domain or DEFAULT_DOMAIN, password)
+        return db
+
+    def add(self, user, domain, password):
+        self.users[(user.lower(), domain.lower())] = (user, domain, password)
+
+    def lookup(self, user, domain):
+        """Exact (case-insensitive) user + domain; an empty client domain matches a
+        user that exists in exactly one domain."""
+        hit = self.users.get((user.lower(), domain.lower()))
+        if hit or domain:
+            return hit
+        cands = [v for k, v in self.users.items() if k[0] == user.lower()]
+        return cands[0] if len(cands) == 1 else None
+
+
+class AuthError(Exception):
+    pass
+
+
+def _rc4(key):
+    return ARC4.new(key).encrypt
+
+
+class NtlmServerContext(object):
+    """One NTLM security context (one per DCE/RPC connection)."""
+
+    def __init__(self, userdb, server_name='EXLAB01', domain=DEFAULT_DOMAIN,
+                 dns_domain='lab.example'):
+        self.userdb = userdb
+        self.server_name = server_name
+        self.domain = domain
+        self.dns_domain = dns_domain
+        self.negotiate_raw = None
+        self.challenge_raw = None
+        self.server_challenge = None
+        self.flags = 0
+        self.complete = False
+        self.user = None           # canonical (from the users file) after success
+        self.user_domain = None
+        self.session_key = None
+        self.send_seq = 0
+        self.recv_seq = 0
+
+    @property
+    def identity(self):
+        return '%s\\%s' % (self.user_domain, self.user) if self.user else None
+
+    # -- handshake -----------------------------------------------------------
+    def negotiate(self, token):
+        """NEGOTIATE_MESSAGE -> CHALLENGE_MESSAGE bytes."""
+        if token[:8] != b'NTLMSSP\x00' or struct.unpack('<L', token[8:12])[0] != 1:
+            raise AuthError('not an NTLM NEGOTIATE message')
+        neg = ntlm.NTLMAuthNegotiate()
+        neg.fromString(token)
+        self.negotiate_raw = token
+        cf = neg['flags']
+        flags = (ntlm.NTLMSSP_NEGOTIATE_UNICODE | ntlm.NTLMSSP_REQUEST_TARGET |
+                 ntlm.NTLMSSP_NEGOTIATE_NTLM | ntlm.NTLMSSP_NEGOTIATE_ALWAYS_SIGN |
+                 ntlm.NTLMSSP_TARGET_TYPE_DOMAIN | ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY |
+                 ntlm.NTLMSSP_NEGOTIATE_TARGET_INFO | ntlm.NTLMSSP_NEGOTIATE_VERSION)
+        for f in (ntlm.NTLMSSP_NEGOTIATE_SIGN, ntlm.NTLMSSP_NEGOTIATE_SEAL,
+                  ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH, ntlm.NTLMSSP_NEGOTIATE_128,
+                  ntlm.NTLMSSP_NEGOTIATE_56):
+            if cf & f:
+                flags |= f
+        self.flags = flags
+        self.server_challenge = os.urandom(8)
+
+        av = ntlm.AV_PAIRS()
+        av[ntlm.NTLMSSP_AV_DOMAINNAME] = self.domain.encode('utf-16le')
+        av[ntlm.NTLMSSP_AV_HOSTNAME] = self.server_name.encode('utf-16le')
+        av[ntlm.NTLMSSP_AV_DNS_DOMAINNAME] = self.dns_domain.encode('utf-16le')
+        av[ntlm.NTLMSSP_AV_DNS_HOSTNAME] = ('%s.%s' % (self.server_name.lower(),
+                                                        self.dns_domain)).encode('utf-16le')
+        av[ntlm.NTLMSSP_AV_DNS_TREENAME] = self.dns_domain.encode('utf-16le')
+        av[ntlm.NTLMSSP_AV_TIME] = struct.pack(
+            '<q', 116444736000000000 + int(calendar.timegm(time.gmtime())) * 10000000)
+        av_bytes = av.getData()
+
+        ch = ntlm.NTLMAuthChallenge()
+        dom = self.domain.encode('utf-16le')
+        ch['flags'] = flags
+        ch['domain_len'] = ch['domain_max_len'] = len(dom)
+        ch['domain_offset'] = 40 + 16
+        ch['challenge'] = self.server_challenge
+        ch['domain_name'] = dom
+        ch['TargetInfoFields_len'] = ch['TargetInfoFields_max_len'] = len(av_bytes)
+        ch['TargetInfoFields'] = av_bytes
+        ch['TargetInfoFields_offset'] = 40 + 16 + len(dom)
+        # Windows Server 2016 (10.0.14393), NTLM revision 15
+        ch['Version'] = struct.pack('<BBH3sB', 10, 0, 14393, b'\0\0\0', 15)
+        ch['VersionLen'] = 8
+        self.challenge_raw = ch.getData()
+        return self.challenge_raw
+
+    def authenticate(self, token):
+        """AUTHENTICATE_MESSAGE: verify NTLMv2, derive the keys.  Raises AuthError
+        (the message says why) on any failure."""
+        if self.challenge_raw is None:
+            raise AuthError('AUTHENTICATE without a preceding CHALLENGE')
+        if token[:8] != b'NTLMSSP\x00' or struct.unpack('<L', token[8:12])[0] != 3:
+            raise AuthError('not an NTLM AUTHENTICATE message')
+        msg = ntlm.NTLMAuthChallengeResponse()
+        msg.fromString(token)
+        # Impacket does not extract the EncryptedRandomSessionKey payload field.
+        sk_len, _, sk_off = struct.unpack('<HHL', token[52:60])
+        enc_session_key = token[sk_off:sk_off + sk_len]
+        cflags = struct.unpack('<L', token[60:64])[0]
+        unicode_ = cflags & ntlm.NTLMSSP_NEGOTIATE_UNICODE
+        dec = (lambda b: b.decode('utf-16le')) if unicode_ else (lambda b: b.decode('latin-1'))
+        user = dec(msg['user_name'])
+        cdomain = dec(msg['domain_name'])
+        self.client_user = '%s\\%s' % (cdomain, user)
+        nt_resp = msg['ntlm']
+        if not user or len(nt_resp) == 0:
+            raise AuthError('anonymous logon refused')
+        if len(nt_resp) <= 24:
+            raise AuthError('NTLMv1 response refused (user %s)' % self.client_user)
+        entry = self.userdb.lookup(user, cdomain) if self.userdb else None
+        if entry is None:
+            raise AuthError('unknown user %s' % self.client_user)
+        # NTOWFv2 uses the names as the client sent them (user upper-cased).
+        response_key_nt = ntlm.NTOWFv2(user, entry[2], cdomain)
+        nt_proof = nt_resp[:16]
+        blob = nt_resp[16:]
+        expect = ntlm.hmac_md5(response_key_nt, self.server_challenge + blob)
+        if not hmac.compare_digest(expect, nt_proof):
+            raise AuthError('wrong password for %s' % self.client_user)
+        session_base_key = ntlm.hmac_md5(response_key_nt, nt_proof)
+        # NTLMv2: KeyExchangeKey = SessionBaseKey
+        kxkey = ntlm.KXKEY(self.flags, session_base_key, msg['lanman'], self.server_challenge,
+                           '', '', '', True)
+        if self.flags & ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH:
+            if len(enc_session_key) != 16:
+                raise AuthError('KEY_EXCH negotiated but no EncryptedRandomSessionKey')
+            exported = ntlm.generateEncryptedSessionKey(kxkey, enc_session_key)  # RC4 decrypt
+        else:
+            exported = kxkey
+        # MIC (present when the client's MsvAvFlags has 0x2)
+        av = ntlm.AV_PAIRS(blob[28:])
+        avflags = av[ntlm.NTLMSSP_AV_FLAGS]
+        if avflags is not None and struct.unpack('<L', avflags[1][:4])[0] & 0x2:
+            mic = token[72:88]
+            zeroed = token[:72] + b'\0' * 16 + token[88:]
+            want = ntlm.hmac_md5(exported, self.negotiate_raw + self.challenge_raw + zeroed)
+            if not hmac.compare_digest(mic, want):
+                raise AuthError('bad MIC from %s' % self.client_user)
+        # The client's final flags must not add what the server did not offer.
+        self.flags &= cflags | ~(ntlm.NTLMSSP_NEGOTIATE_SIGN | ntlm.NTLMSSP_NEGOTIATE_SEAL |
+                                 ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH | ntlm.NTLMSSP_NEGOTIATE_128 |
+                                 ntlm.NTLMSSP_NEGOTIATE_56)
+        if not self.flags & ntlm.NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY:
+            raise AuthError('no extended session security')
+        self.session_key = exported
+        self.client_sign_key = ntlm.SIGNKEY(self.flags, exported, 'Client')
+        self.server_sign_key = ntlm.SIGNKEY(self.flags, exported, 'Server')
+        self.client_seal = _rc4(ntlm.SEALKEY(self.flags, exported, 'Client'))
+        self.server_seal = _rc4(ntlm.SEALKEY(self.flags, exported, 'Server'))
+        self.send_seq = 0
+        self.recv_seq = 0
+        self.user = entry[0]
+        self.user_domain = entry[1]
+        self.complete = True
+        return self.identity
+
+    # -- per-message protection ----------------------------------------------
+    def _mac(self, key, handle, seq, pdu):
+        return ntlm.MAC(self.flags, handle, key, seq, pdu).getData()
+
+    def sign_outgoing(self, pdu_no_verifier):
+        sig = self._mac(self.server_sign_key, self.server_seal, self.send_seq, pdu_no_verifier)
+        self.send_seq += 1
+        return sig
+
+    def seal_outgoing(self, pdu_no_verifier, start, end):
+        """Encrypts pdu[start:end] (stub + auth pad); returns (sealed_pdu, signature)."""
+        sealed = self.server_seal(pdu_no_verifier[start:end])
+        sig = self._mac(self.server_sign_key, self.server_seal, self.send_seq, pdu_no_verifier)
+        self.send_seq += 1
+        return pdu_no_verifier[:start] + sealed + pdu_no_verifier[end:], sig
+
+    def verify_incoming(self, pdu_no_verifier, signature):
+        want = self._mac(self.client_sign_key, self.client_seal, self.recv_seq, pdu_no_verifier)
+        self.recv_seq += 1
+        return hmac.compare_digest(want, signature)
+
+    def unseal_incoming(self, pdu_no_verifier, start, end, signature):
+        """Decrypts pdu[start:end]; returns (plain_pdu, signature_ok)."""
+        plain = self.client_seal(pdu_no_verifier[start:end])
+        pdu = pdu_no_verifier[:start] + plain + pdu_no_verifier[end:]
+        return pdu, self.verify_incoming(pdu, signature)
