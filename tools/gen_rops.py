@@ -387,7 +387,7 @@ class Gen(object):
                     o.append('%s    while (!c->err && c->off < %s) {' % (ind, region_end))
                     o.append('%s        if (r->%s__n == cap_) {' % (ind, n.name))
                     o.append('%s            cap_ = cap_ ? cap_ * 2 : 8;' % ind)
-                    o.append('%s            %s *n_ = mp_rop_allocn(pc->arena, cap_, sizeof(*n_));'
+                    o.append('%s            %s *n_ = mp_arena_calloc(pc->arena, cap_, sizeof(*n_));'
                              % (ind, el))
                     o.append('%s            if (!n_) { mp_rop_nomem(c, pc); return; }' % ind)
                     o.append('%s            if (r->%s__n) memcpy(n_, r->%s, r->%s__n * sizeof(*n_));'
@@ -403,7 +403,7 @@ class Gen(object):
                     o.append('%s{' % ind)
                     o.append('%s    size_t n_ = %s;' % (ind, cnt))
                     o.append('%s    if (n_ > mp_rcur_left(c)) { c->err = true; return; }' % ind)
-                    o.append('%s    r->%s = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->%s));'
+                    o.append('%s    r->%s = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->%s));'
                              % (ind, n.name, n.name))
                     o.append('%s    if (!r->%s) { mp_rop_nomem(c, pc); return; }' % (ind, n.name))
                     o.append('%s    for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {' % ind)
@@ -715,9 +715,9 @@ class Gen(object):
         o.append('')
         # print
         if unit.kind == 'struct':
-            o.append('void mp_rop_print_%s(struct mp_rj *j, const struct %s *r)' % (unit.name, cn))
+            o.append('void mp_rop_print_%s(struct mp_json *j, const struct %s *r)' % (unit.name, cn))
         else:
-            o.append('static void print_%s(struct mp_rj *j, const struct %s *r)' % (cn, cn))
+            o.append('static void print_%s(struct mp_json *j, const struct %s *r)' % (cn, cn))
         o.append('{')
         if unit.kind == 'struct':
             o.append('    mp_rj_obj(j);')
@@ -794,7 +794,7 @@ class Gen(object):
                      'struct mp_rop_%s *r);' % (s.name, s.name))
             h.append('void mp_rop_push_%s(struct mp_wcur *w, const struct mp_rop_%s *r);'
                      % (s.name, s.name))
-            h.append('void mp_rop_print_%s(struct mp_rj *j, const struct mp_rop_%s *r);'
+            h.append('void mp_rop_print_%s(struct mp_json *j, const struct mp_rop_%s *r);'
                      % (s.name, s.name))
             h.append('')
         h.append('enum mp_rop_id {')
@@ -840,7 +840,7 @@ class Gen(object):
                 c.append('{')
                 c.append('    push_%s(w, r);' % cn)
                 c.append('}')
-                c.append('static void vprint_%s(struct mp_rj *j, const void *r)' % cn)
+                c.append('static void vprint_%s(struct mp_json *j, const void *r)' % cn)
                 c.append('{')
                 c.append('    print_%s(j, r);' % cn)
                 c.append('}')

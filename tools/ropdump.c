@@ -40,8 +40,8 @@ static uint8_t *slurp(const char *path, size_t *len)
 static int rc = 0;
 
 /* Decodes one ROP buffer, prints {"status":..,"exact":..,"buffer":..}. */
-static void one(struct mp_rj *j, const uint8_t *p, size_t n, bool response,
-                const struct mp_rop_ctx *ctx, struct mp_rop_arena *a, struct mp_rop_buf *b)
+static void one(struct mp_json *j, const uint8_t *p, size_t n, bool response,
+                const struct mp_rop_ctx *ctx, struct mp_arena *a, struct mp_rop_buf *b)
 {
     int st = mp_rop_decode(b, p, n, response, ctx, a);
     mp_rj_obj(j);
@@ -69,8 +69,8 @@ static void one(struct mp_rj *j, const uint8_t *p, size_t n, bool response,
     mp_rj_obj_end(j);
 }
 
-static void side(struct mp_rj *j, const char *key, const uint8_t *p, size_t n, bool response,
-                 bool rpcext, const struct mp_rop_buf *reqs, struct mp_rop_arena *a,
+static void side(struct mp_json *j, const char *key, const uint8_t *p, size_t n, bool response,
+                 bool rpcext, const struct mp_rop_buf *reqs, struct mp_arena *a,
                  struct mp_rop_buf *out, struct mp_rpcext *keep)
 {
     struct mp_rop_ctx ctx = {.requests = reqs};
@@ -133,11 +133,11 @@ int main(int argc, char **argv)
         perror(argv[i + 1]);
         return 2;
     }
-    struct mp_rop_arena a = {0};
+    struct mp_arena a = {0};
     struct mp_rop_buf rq, rs;
     memset(&rq, 0, sizeof rq);
     struct mp_buf out = {0};
-    struct mp_rj j;
+    struct mp_json j;
     mp_rj_init(&j, &out);
     mp_rj_obj(&j);
     struct mp_rpcext kq = {0}, ks = {0};
@@ -148,7 +148,7 @@ int main(int argc, char **argv)
     fwrite(out.data, 1, out.len, stdout);
     fputc('\n', stdout);
     mp_buf_free(&out);
-    mp_rop_arena_free(&a);
+    mp_arena_free(&a);
     mp_rpcext_free(&kq);
     mp_rpcext_free(&ks);
     free(q);

@@ -123,7 +123,7 @@ const char *mp_aux_type_name(uint8_t version, uint8_t type)
 }
 
 /* Prints a string at a header-relative offset, bounded by the block. */
-static void print_off_str(struct mp_rj *j, const struct mp_aux_block *b, uint16_t off, bool wide)
+static void print_off_str(struct mp_json *j, const struct mp_aux_block *b, uint16_t off, bool wide)
 {
     if (off < MP_AUX_HDRLEN || off >= b->size) {
         mp_rj_null(j);
@@ -142,7 +142,7 @@ static void print_off_str(struct mp_rj *j, const struct mp_aux_block *b, uint16_
     }
 }
 
-static void print_block(struct mp_rj *j, const struct mp_aux_block *b)
+static void print_block(struct mp_json *j, const struct mp_aux_block *b)
 {
     const struct aux_layout *l = find_layout(b->version, b->type);
     mp_rj_obj(j);
@@ -220,7 +220,7 @@ static void print_block(struct mp_rj *j, const struct mp_aux_block *b)
     mp_rj_obj_end(j);
 }
 
-void mp_aux_print(struct mp_rj *j, const uint8_t *content, size_t len)
+void mp_aux_print(struct mp_json *j, const uint8_t *content, size_t len)
 {
     struct mp_aux_block blocks[64];
     size_t n = 0;

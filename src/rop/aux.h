@@ -26,8 +26,8 @@ int mp_aux_parse(const uint8_t *content, size_t len, struct mp_aux_block *blocks
 /* "AUX_PERF_CLIENTINFO", "AUX_OSVERSIONINFO", ...; NULL if unknown. */
 const char *mp_aux_type_name(uint8_t version, uint8_t type);
 
-struct mp_rj;
+struct mp_json;
 /* Array of {"Type":"AUX_...","Version":1,"Size":..,<fields>...}; a block that
  * does not parse prints with "Raw". */
-void mp_aux_print(struct mp_rj *j, const uint8_t *content, size_t len);
+void mp_aux_print(struct mp_json *j, const uint8_t *content, size_t len);
 #endif

@@ -153,13 +153,13 @@ void mp_rop_notification_push(struct mp_wcur *w, const struct mp_rop_notificatio
     }
 }
 
-static void kv(struct mp_rj *j, const char *k, uint64_t v)
+static void kv(struct mp_json *j, const char *k, uint64_t v)
 {
     mp_rj_key(j, k);
     mp_rj_u64(j, v);
 }
 
-void mp_rop_notification_print(struct mp_rj *j, const struct mp_rop_notification *n)
+void mp_rop_notification_print(struct mp_json *j, const struct mp_rop_notification *n)
 {
     uint16_t f = n->NotificationFlags, type = f & 0x0FFF;
     bool m = f & NF_M;

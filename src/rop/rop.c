@@ -37,7 +37,7 @@ static int match_request(const struct mp_rop_buf *rq, size_t *pos, uint8_t id)
 }
 
 int mp_rop_decode(struct mp_rop_buf *b, const uint8_t *p, size_t len, bool response,
-                  const struct mp_rop_ctx *ctx, struct mp_rop_arena *a)
+                  const struct mp_rop_ctx *ctx, struct mp_arena *a)
 {
     memset(b, 0, sizeof(*b));
     b->response = response;
@@ -50,7 +50,7 @@ int mp_rop_decode(struct mp_rop_buf *b, const uint8_t *p, size_t len, bool respo
         return fail(b, rs, "handle table not a multiple of 4 bytes");
     b->rop_size = rs;
     size_t cap = 16;
-    b->rops = mp_rop_allocn(a, cap, sizeof(*b->rops));
+    b->rops = mp_arena_calloc(a, cap, sizeof(*b->rops));
     if (!b->rops)
         return MP_ROP_ENOMEM;
     const struct mp_rop_buf *reqs = ctx ? ctx->requests : NULL;
@@ -75,14 +75,14 @@ int mp_rop_decode(struct mp_rop_buf *b, const uint8_t *p, size_t len, bool respo
             return fail(b, off, "response-only ROP in a request buffer");
         }
         if (b->n == cap) {
-            struct mp_rop *nr = mp_rop_allocn(a, cap * 2, sizeof(*nr));
+            struct mp_rop *nr = mp_arena_calloc(a, cap * 2, sizeof(*nr));
             if (!nr)
                 return MP_ROP_ENOMEM;
             memcpy(nr, b->rops, cap * sizeof(*nr));
             b->rops = nr;
             cap *= 2;
         }
-        void *v = mp_rop_alloc(a, response ? d->rsp_size : d->req_size);
+        void *v = mp_arena_alloc(a, response ? d->rsp_size : d->req_size);
         if (!v)
             return MP_ROP_ENOMEM;
         struct mp_rop_pctx pc = {.arena = a, .ctx = ctx, .reqs = reqs, .self = b};
@@ -119,7 +119,7 @@ int mp_rop_decode(struct mp_rop_buf *b, const uint8_t *p, size_t len, bool respo
         off = c.off;
     }
     b->nhandles = (len - rs) / 4;
-    b->handles = mp_rop_allocn(a, b->nhandles ? b->nhandles : 1, sizeof(uint32_t));
+    b->handles = mp_arena_calloc(a, b->nhandles ? b->nhandles : 1, sizeof(uint32_t));
     if (!b->handles)
         return MP_ROP_ENOMEM;
     for (size_t i = 0; i < b->nhandles; i++) {
@@ -158,7 +158,7 @@ int mp_rop_encode(struct mp_buf *out, const struct mp_rop_buf *b)
     return 0;
 }
 
-void mp_rop_print(struct mp_rj *j, const struct mp_rop_buf *b)
+void mp_rop_print(struct mp_json *j, const struct mp_rop_buf *b)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "RopSize");

@@ -3,13 +3,13 @@
  * (u32 each).  The codec of every ROP is generated from idl/rops/rops.idl by
  * tools/gen_rops.py (src/rop/gen/); see doc/internals/rop.md.
  *
- *   struct mp_rop_arena a = {0};
+ *   struct mp_arena a = {0};
  *   struct mp_rop_buf rq, rs;
  *   if (mp_rop_decode(&rq, in, in_len, false, NULL, &a) != MP_ROP_OK) relay as is;
  *   struct mp_rop_ctx ctx = { .requests = &rq };
  *   mp_rop_decode(&rs, out, out_len, true, &ctx, &a);
  *   ... mp_rop_encode(&buf, &rs) gives the bytes back (byte-exact if unchanged)
- *   mp_rop_arena_free(&a);
+ *   mp_arena_free(&a);
  *
  * Decoded values point into the input buffer: keep it alive while the
  * decoded buffer is used. */
@@ -21,7 +21,7 @@
 
 #include "core/buf.h"
 #include "rop/gen/rop_gen.h"
-#include "rop/ropmem.h"
+#include "core/arena.h"
 #include "rop/ropval.h"
 
 enum mp_rop_status {
@@ -76,7 +76,7 @@ struct mp_rop_ctx {
  * list may end in one opaque ROP), MP_ROP_UNDECODABLE (b->bad_off, b->why)
  * or MP_ROP_ENOMEM. */
 int mp_rop_decode(struct mp_rop_buf *b, const uint8_t *p, size_t len, bool response,
-                  const struct mp_rop_ctx *ctx, struct mp_rop_arena *a);
+                  const struct mp_rop_ctx *ctx, struct mp_arena *a);
 
 /* Appends the buffer: RopSize recomputed from the ROPs, then the handle
  * table.  0, or -1 (allocation failure, RopSize over 65535). */
@@ -84,7 +84,7 @@ int mp_rop_encode(struct mp_buf *out, const struct mp_rop_buf *b);
 
 /* {"RopSize":N,"Rops":[{"RopId":"0x02","Name":"RopOpenFolder",...}],
  *  "ServerObjectHandleTable":["0x00000101",...]} */
-void mp_rop_print(struct mp_rj *j, const struct mp_rop_buf *b);
+void mp_rop_print(struct mp_json *j, const struct mp_rop_buf *b);
 
 /* "RopOpenFolder", or NULL for an unknown RopId. */
 const char *mp_rop_name(uint8_t rop_id);

@@ -92,7 +92,7 @@ void mp_rop_push_str(struct mp_wcur *w, const struct mp_rop_str *s)
     mp_wcur_bytes(w, z, s->wide ? 2 : 1);
 }
 
-void mp_rop_print_str(struct mp_rj *j, const struct mp_rop_str *s)
+void mp_rop_print_str(struct mp_json *j, const struct mp_rop_str *s)
 {
     if (!s->p)
         mp_rj_null(j);
@@ -102,7 +102,7 @@ void mp_rop_print_str(struct mp_rj *j, const struct mp_rop_str *s)
         mp_rj_str8(j, s->p, s->n);
 }
 
-void mp_rop_print_text(struct mp_rj *j, const uint8_t *p, size_t n, bool wide)
+void mp_rop_print_text(struct mp_json *j, const uint8_t *p, size_t n, bool wide)
 {
     if (!p) {
         mp_rj_null(j);
@@ -172,7 +172,7 @@ static void pull_single(struct mp_rcur *c, struct mp_rop_pctx *pc, uint16_t t,
         v->p = mp_rcur_bytes(c, v->n);
         break;
     case MP_PT_SRESTRICT:
-        v->res = mp_rop_alloc(pc->arena, sizeof(*v->res));
+        v->res = mp_arena_alloc(pc->arena, sizeof(*v->res));
         if (!v->res) {
             mp_rop_nomem(c, pc);
             return;
@@ -232,7 +232,7 @@ void mp_rop_pull_pval(struct mp_rcur *c, struct mp_rop_pctx *pc, uint16_t type,
         c->err = true;
         return;
     }
-    v->mv = mp_rop_allocn(pc->arena, v->count ? v->count : 1, sizeof(*v->mv));
+    v->mv = mp_arena_calloc(pc->arena, v->count ? v->count : 1, sizeof(*v->mv));
     if (!v->mv) {
         mp_rop_nomem(c, pc);
         return;
@@ -304,7 +304,7 @@ void mp_rop_push_pval(struct mp_wcur *w, const struct mp_rop_pval *v)
         push_single(w, (uint16_t)(t & ~MP_PT_MV), &v->mv[i]);
 }
 
-static void print_single(struct mp_rj *j, uint16_t t, const struct mp_rop_pval *v)
+static void print_single(struct mp_json *j, uint16_t t, const struct mp_rop_pval *v)
 {
     switch (t) {
     case MP_PT_NULL:
@@ -367,7 +367,7 @@ static void print_single(struct mp_rj *j, uint16_t t, const struct mp_rop_pval *
     }
 }
 
-void mp_rop_print_pval(struct mp_rj *j, const struct mp_rop_pval *v)
+void mp_rop_print_pval(struct mp_json *j, const struct mp_rop_pval *v)
 {
     uint16_t t = base_type(v->type);
     if (!(t & MP_PT_MV)) {
@@ -403,7 +403,7 @@ void mp_rop_tpropval_push(struct mp_wcur *w, const struct mp_rop_tpropval *t)
     mp_rop_push_pval(w, &t->v);
 }
 
-void mp_rop_tpropval_print(struct mp_rj *j, const struct mp_rop_tpropval *t)
+void mp_rop_tpropval_print(struct mp_json *j, const struct mp_rop_tpropval *t)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "Tag");
@@ -430,7 +430,7 @@ void mp_rop_pull_proprow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_ro
     }
     r->ncols = (uint32_t)ncols;
     r->cols = cols;
-    r->vals = mp_rop_allocn(pc->arena, ncols ? ncols : 1, sizeof(*r->vals));
+    r->vals = mp_arena_calloc(pc->arena, ncols ? ncols : 1, sizeof(*r->vals));
     if (!r->vals) {
         mp_rop_nomem(c, pc);
         return;
@@ -484,7 +484,7 @@ void mp_rop_push_proprow(struct mp_wcur *w, const struct mp_rop_proprow *r)
     }
 }
 
-void mp_rop_print_proprow(struct mp_rj *j, const struct mp_rop_proprow *r)
+void mp_rop_print_proprow(struct mp_json *j, const struct mp_rop_proprow *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "Flag");

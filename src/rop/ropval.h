@@ -5,22 +5,22 @@
  * descriptor type.  Same pull/push/print shape as generated structs:
  *   void X_pull(struct mp_rcur *, struct mp_rop_pctx *, T *);  (sticky c->err)
  *   void X_push(struct mp_wcur *, const T *);                    (sticky w->err)
- *   void X_print(struct mp_rj *, const T *); */
+ *   void X_print(struct mp_json *, const T *); */
 #ifndef MP_ROP_VAL_H
 #define MP_ROP_VAL_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rop/ropmem.h"
+#include "core/arena.h"
 #include "rop/wire.h"
 
-struct mp_rj;
+struct mp_json;
 struct mp_rop_buf;
 struct mp_rop_ctx;
 struct mp_rop_Restriction;
 
-#define MP_ROP_MAX_DEPTH 32        /* nesting of restrictions / values */
+#define MP_ROP_MAX_DEPTH 20 /* nesting of restrictions (fits the JSON depth limit) */
 #define MP_ROP_PRINT_MAXBIN 65536 /* blobs longer than this print cut */
 
 /* A counted string view into the decoded buffer (n bytes, terminator not
@@ -121,7 +121,7 @@ struct mp_rop_notification {
 
 /* State of one decode, handed to every pull function. */
 struct mp_rop_pctx {
-    struct mp_rop_arena *arena;
+    struct mp_arena *arena;
     const struct mp_rop_ctx *ctx;   /* may be NULL */
     const struct mp_rop_buf *reqs;  /* requests of this call (responses only) */
     const struct mp_rop_buf *self;  /* the buffer being decoded (ROPs so far) */
@@ -142,8 +142,8 @@ struct mp_rop_desc {
     void (*pull_rsp)(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req);
     void (*push_req)(struct mp_wcur *w, const void *r);
     void (*push_rsp)(struct mp_wcur *w, const void *r);
-    void (*print_req)(struct mp_rj *j, const void *r);
-    void (*print_rsp)(struct mp_rj *j, const void *r);
+    void (*print_req)(struct mp_json *j, const void *r);
+    void (*print_rsp)(struct mp_json *j, const void *r);
 };
 extern const struct mp_rop_desc *const mp_rop_descs[256];
 
@@ -161,27 +161,27 @@ extern const uint32_t mp_rop_cols_receive_folder_table[3];
 
 void mp_rop_pull_str(struct mp_rcur *c, struct mp_rop_str *s, bool wide);
 void mp_rop_push_str(struct mp_wcur *w, const struct mp_rop_str *s);
-void mp_rop_print_str(struct mp_rj *j, const struct mp_rop_str *s);
+void mp_rop_print_str(struct mp_json *j, const struct mp_rop_str *s);
 /* Counted text (Essdn, ServerName, PropertyName.Name): trailing NULs are not
  * printed. */
-void mp_rop_print_text(struct mp_rj *j, const uint8_t *p, size_t n, bool wide);
+void mp_rop_print_text(struct mp_json *j, const uint8_t *p, size_t n, bool wide);
 
 void mp_rop_pull_pval(struct mp_rcur *c, struct mp_rop_pctx *pc, uint16_t type,
                       struct mp_rop_pval *v);
 void mp_rop_push_pval(struct mp_wcur *w, const struct mp_rop_pval *v);
-void mp_rop_print_pval(struct mp_rj *j, const struct mp_rop_pval *v);
+void mp_rop_print_pval(struct mp_json *j, const struct mp_rop_pval *v);
 
 void mp_rop_tpropval_pull(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_tpropval *t);
 void mp_rop_tpropval_push(struct mp_wcur *w, const struct mp_rop_tpropval *t);
-void mp_rop_tpropval_print(struct mp_rj *j, const struct mp_rop_tpropval *t);
+void mp_rop_tpropval_print(struct mp_json *j, const struct mp_rop_tpropval *t);
 
 void mp_rop_pull_proprow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_proprow *r,
                          const uint32_t *cols, size_t ncols);
 void mp_rop_push_proprow(struct mp_wcur *w, const struct mp_rop_proprow *r);
-void mp_rop_print_proprow(struct mp_rj *j, const struct mp_rop_proprow *r);
+void mp_rop_print_proprow(struct mp_json *j, const struct mp_rop_proprow *r);
 
 void mp_rop_notification_pull(struct mp_rcur *c, struct mp_rop_pctx *pc,
                               struct mp_rop_notification *n);
 void mp_rop_notification_push(struct mp_wcur *w, const struct mp_rop_notification *n);
-void mp_rop_notification_print(struct mp_rj *j, const struct mp_rop_notification *n);
+void mp_rop_notification_print(struct mp_json *j, const struct mp_rop_notification *n);
 #endif

@@ -275,7 +275,7 @@ int mp_rpcext_reencode_same(struct mp_buf *out, const struct mp_rpcext *orig)
     return st;
 }
 
-void mp_rpcext_print(struct mp_rj *j, const struct mp_rpcext *x)
+void mp_rpcext_print(struct mp_json *j, const struct mp_rpcext *x)
 {
     mp_rj_arr(j);
     for (size_t i = 0; i < x->n; i++) {

@@ -94,7 +94,7 @@ int mp_rpcext_reencode(struct mp_buf *out, const struct mp_rpcext *orig,
 /* Same, with orig's decoded contents: the original bytes. */
 int mp_rpcext_reencode_same(struct mp_buf *out, const struct mp_rpcext *orig);
 
-struct mp_rj;
+struct mp_json;
 /* [{"Version":0,"Flags":["Compressed","Last"],"Size":..,"SizeActual":..}, ...] */
-void mp_rpcext_print(struct mp_rj *j, const struct mp_rpcext *x);
+void mp_rpcext_print(struct mp_json *j, const struct mp_rpcext *x);
 #endif

@@ -21,16 +21,16 @@ static void check_stable(const uint8_t *p, size_t n, bool response, const struct
     /* nothing was changed: the bytes must come back exactly */
     if (o.len != n || memcmp(o.data, p, n) != 0)
         abort();
-    struct mp_rop_arena a = {0};
+    struct mp_arena a = {0};
     struct mp_rop_buf b2;
     if (mp_rop_decode(&b2, o.data, o.len, response, ctx, &a) != MP_ROP_OK)
         abort();
     if (mp_rop_encode(&o2, &b2) != 0 || o2.len != o.len || memcmp(o2.data, o.data, o.len) != 0)
         abort();
-    struct mp_rj j;
+    struct mp_json j;
     mp_rj_init(&j, &js);
     mp_rop_print(&j, b);
-    mp_rop_arena_free(&a);
+    mp_arena_free(&a);
     mp_buf_free(&o);
     mp_buf_free(&o2);
     mp_buf_free(&js);
@@ -44,12 +44,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t mode = data[0];
     data++;
     size--;
-    struct mp_rop_arena a = {.limit = 16u << 20};
+    struct mp_arena a = {.limit = 16u << 20};
     if (!(mode & 1)) {
         struct mp_rop_buf b;
         if (mp_rop_decode(&b, data, size, false, NULL, &a) == MP_ROP_OK)
             check_stable(data, size, false, NULL, &b);
-        mp_rop_arena_free(&a);
+        mp_arena_free(&a);
         return 0;
     }
     if (size < 2)
@@ -65,6 +65,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ctx.requests = &bq;
     if (mp_rop_decode(&bs, r, rn, true, &ctx, &a) == MP_ROP_OK)
         check_stable(r, rn, true, &ctx, &bs);
-    mp_rop_arena_free(&a);
+    mp_arena_free(&a);
     return 0;
 }

@@ -44,16 +44,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         mp_rpcext_free(&y);
     }
-    struct mp_rj j;
+    struct mp_json j;
     mp_rj_init(&j, &js);
     mp_rpcext_print(&j, &x);
     mp_aux_print(&j, x.data, x.len);
     /* the content as a ROP request buffer */
-    struct mp_rop_arena a = {.limit = 16u << 20};
+    struct mp_arena a = {.limit = 16u << 20};
     struct mp_rop_buf b;
     if (mp_rop_decode(&b, x.data, x.len, false, NULL, &a) == MP_ROP_OK)
         mp_rop_print(&j, &b);
-    mp_rop_arena_free(&a);
+    mp_arena_free(&a);
     free(segs);
     free(lens);
     mp_buf_free(&o);

@@ -47,7 +47,7 @@ static uint32_t le32(const uint8_t *p)
 static char *json_of_buf(const struct mp_rop_buf *b)
 {
     struct mp_buf o = {0};
-    struct mp_rj j;
+    struct mp_json j;
     mp_rj_init(&j, &o);
     mp_rop_print(&j, b);
     mp_buf_append(&o, "", 1);
@@ -56,7 +56,7 @@ static char *json_of_buf(const struct mp_rop_buf *b)
 
 /* Decode, check every ROP is named and decoded, re-encode, compare. */
 static int roundtrip(const uint8_t *p, size_t n, bool response, const struct mp_rop_ctx *ctx,
-                     struct mp_rop_arena *a, struct mp_rop_buf *b, bool allow_opaque)
+                     struct mp_arena *a, struct mp_rop_buf *b, bool allow_opaque)
 {
     int st = mp_rop_decode(b, p, n, response, ctx, a);
     if (st != MP_ROP_OK) {
@@ -155,7 +155,7 @@ static void test_outlook_stub(const char *name, const char *const *expect, size_
     mp_rpcext_free(&y);
     mp_buf_free(&re);
 
-    struct mp_rop_arena a = {0};
+    struct mp_arena a = {0};
     struct mp_rop_buf b;
     CHECK_EQ(roundtrip(x.data, x.len, false, NULL, &a, &b, false), 0);
     CHECK_EQ(b.n, nexpect);
@@ -183,7 +183,7 @@ static void test_outlook_stub(const char *name, const char *const *expect, size_
     for (size_t i = 0; i < nb; i++)
         CHECK(mp_aux_type_name(blk[i].version, blk[i].type) != NULL);
     struct mp_buf o = {0};
-    struct mp_rj j;
+    struct mp_json j;
     mp_rj_init(&j, &o);
     mp_aux_print(&j, ax.data, ax.len);
     mp_buf_append(&o, "", 1);
@@ -196,7 +196,7 @@ static void test_outlook_stub(const char *name, const char *const *expect, size_
     mp_buf_free(&re);
     mp_rpcext_free(&ax);
     mp_rpcext_free(&x);
-    mp_rop_arena_free(&a);
+    mp_arena_free(&a);
     free(d);
 }
 
@@ -224,7 +224,7 @@ static void test_lab_pairs(void)
             free(r);
             continue;
         }
-        struct mp_rop_arena a = {0};
+        struct mp_arena a = {0};
         struct mp_rop_buf bq, bs;
         if (strstr(e->d_name, "unknown_rop")) {
             /* RopId 0x99 is no ROP: the whole buffer is relayed untouched */
@@ -253,7 +253,7 @@ static void test_lab_pairs(void)
             CHECK_EQ(roundtrip(r, ns, true, NULL, &a, &bn, true), 0);
             pairs++;
         }
-        mp_rop_arena_free(&a);
+        mp_arena_free(&a);
         free(q);
         free(r);
     }
@@ -276,7 +276,7 @@ static void test_context(void)
     CHECK(q && r);
     if (!q || !r)
         return;
-    struct mp_rop_arena a = {0};
+    struct mp_arena a = {0};
     struct mp_rop_buf bq, bs;
     CHECK_EQ(mp_rop_decode(&bs, r, ns, true, NULL, &a), MP_ROP_OK);
     CHECK_EQ(bs.n, 4);
@@ -306,7 +306,7 @@ static void test_context(void)
     CHECK_EQ(((struct mp_rop_req_OpenFolder *)b2.rops[0].v)->FolderId, 0x1122334455667788ull);
     of->FolderId = old;
     mp_buf_free(&o);
-    mp_rop_arena_free(&a);
+    mp_arena_free(&a);
     free(q);
     free(r);
 }
@@ -320,7 +320,7 @@ static void test_setprops_edit(void)
     CHECK(q != NULL);
     if (!q)
         return;
-    struct mp_rop_arena a = {0};
+    struct mp_arena a = {0};
     struct mp_rop_buf b;
     CHECK_EQ(mp_rop_decode(&b, q, nq, false, NULL, &a), MP_ROP_OK);
     struct mp_rop_req_SetProperties *sp = b.rops[1].v;
@@ -340,7 +340,7 @@ static void test_setprops_edit(void)
     CHECK(sp2->PropertyValues[0].v.n == 4 && memcmp(sp2->PropertyValues[0].v.p, subj, 4) == 0);
     CHECK_EQ(o.len, nq - (oldn - 4));
     mp_buf_free(&o);
-    mp_rop_arena_free(&a);
+    mp_arena_free(&a);
     free(q);
 }
 
@@ -359,7 +359,7 @@ static void test_truncation(void)
         memcpy(t, q, cut);
         t[0] = (uint8_t)cut;
         t[1] = (uint8_t)(cut >> 8);
-        struct mp_rop_arena a = {0};
+        struct mp_arena a = {0};
         struct mp_rop_buf b;
         int st = mp_rop_decode(&b, t, cut, false, NULL, &a);
         if (st == MP_ROP_OK) {
@@ -372,11 +372,11 @@ static void test_truncation(void)
             CHECK(b.bad_off >= 2 && b.bad_off < cut);
             bad++;
         }
-        mp_rop_arena_free(&a);
+        mp_arena_free(&a);
     }
     CHECK(ok > 0 && bad > 0);
     /* RopSize beyond the buffer, odd handle table */
-    struct mp_rop_arena a = {0};
+    struct mp_arena a = {0};
     struct mp_rop_buf b;
     uint8_t x[] = {0x10, 0x00, 0x01};
     CHECK_EQ(mp_rop_decode(&b, x, sizeof x, false, NULL, &a), MP_ROP_UNDECODABLE);
@@ -385,7 +385,7 @@ static void test_truncation(void)
     uint8_t z[] = {0x02, 0x00, 0xff, 0xff, 0xff, 0xff};
     CHECK_EQ(mp_rop_decode(&b, z, sizeof z, false, NULL, &a), MP_ROP_OK);
     CHECK(b.n == 0 && b.nhandles == 1 && b.handles[0] == 0xffffffffu);
-    mp_rop_arena_free(&a);
+    mp_arena_free(&a);
     free(t);
     free(q);
 }
@@ -540,7 +540,7 @@ static void test_every_rop_minimal(void)
                 }
                 n += tail;
                 buf[0] = (uint8_t)n;
-                struct mp_rop_arena a = {0};
+                struct mp_arena a = {0};
                 struct mp_rop_buf b;
                 /* a request buffer with one SetColumns on handle 0 gives
                  * table ROPs their columns */
@@ -554,7 +554,7 @@ static void test_every_rop_minimal(void)
                     struct mp_buf o = {0};
                     CHECK(mp_rop_encode(&o, &b) == 0 && o.len == n && memcmp(o.data, buf, n) == 0);
                     struct mp_buf js = {0};
-                    struct mp_rj j;
+                    struct mp_json j;
                     mp_rj_init(&j, &js);
                     mp_rop_print(&j, &b);
                     CHECK(!j.err && js.len > 0);
@@ -562,7 +562,7 @@ static void test_every_rop_minimal(void)
                     mp_buf_free(&o);
                     found = true;
                 }
-                mp_rop_arena_free(&a);
+                mp_arena_free(&a);
             }
             if (!found)
                 fprintf(stderr, "%s: no minimal %s decodes\n", d->name,
@@ -593,7 +593,7 @@ static void test_notify(void)
     buf[0] = (uint8_t)sizeof buf;
     buf[1] = 0;
     memcpy(buf + 2, nm, sizeof nm);
-    struct mp_rop_arena a = {0};
+    struct mp_arena a = {0};
     struct mp_rop_buf b;
     CHECK_EQ(roundtrip(buf, sizeof buf, true, NULL, &a, &b, false), 0);
     CHECK_EQ(b.n, 3);
@@ -614,7 +614,7 @@ static void test_notify(void)
     buf[2 + 6] = 0x00;
     CHECK_EQ(roundtrip(buf, sizeof buf, true, NULL, &a, &b, true), 0);
     CHECK(b.n == 1 && b.rops[0].opaque);
-    mp_rop_arena_free(&a);
+    mp_arena_free(&a);
 }
 
 int main(void)

@@ -24,7 +24,7 @@ void mp_rop_push_PropertyProblem(struct mp_wcur *w, const struct mp_rop_Property
     mp_wcur_u32(w, r->ErrorCode);
 }
 
-void mp_rop_print_PropertyProblem(struct mp_rj *j, const struct mp_rop_PropertyProblem *r)
+void mp_rop_print_PropertyProblem(struct mp_json *j, const struct mp_rop_PropertyProblem *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "Index");
@@ -53,7 +53,7 @@ void mp_rop_push_SortOrder(struct mp_wcur *w, const struct mp_rop_SortOrder *r)
     mp_wcur_u8(w, r->Order);
 }
 
-void mp_rop_print_SortOrder(struct mp_rj *j, const struct mp_rop_SortOrder *r)
+void mp_rop_print_SortOrder(struct mp_json *j, const struct mp_rop_SortOrder *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "PropertyType");
@@ -82,7 +82,7 @@ void mp_rop_push_LongTermId(struct mp_wcur *w, const struct mp_rop_LongTermId *r
     mp_wcur_u16(w, r->Pad);
 }
 
-void mp_rop_print_LongTermId(struct mp_rj *j, const struct mp_rop_LongTermId *r)
+void mp_rop_print_LongTermId(struct mp_json *j, const struct mp_rop_LongTermId *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "DatabaseGuid");
@@ -108,7 +108,7 @@ void mp_rop_push_LongTermIdRange(struct mp_wcur *w, const struct mp_rop_LongTerm
     mp_rop_push_LongTermId(w, &r->MaxLongTermId);
 }
 
-void mp_rop_print_LongTermIdRange(struct mp_rj *j, const struct mp_rop_LongTermIdRange *r)
+void mp_rop_print_LongTermIdRange(struct mp_json *j, const struct mp_rop_LongTermIdRange *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "MinLongTermId");
@@ -152,7 +152,7 @@ void mp_rop_push_PropertyName(struct mp_wcur *w, const struct mp_rop_PropertyNam
     }
 }
 
-void mp_rop_print_PropertyName(struct mp_rj *j, const struct mp_rop_PropertyName *r)
+void mp_rop_print_PropertyName(struct mp_json *j, const struct mp_rop_PropertyName *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "Kind");
@@ -200,7 +200,7 @@ void mp_rop_push_TypedString(struct mp_wcur *w, const struct mp_rop_TypedString 
     }
 }
 
-void mp_rop_print_TypedString(struct mp_rj *j, const struct mp_rop_TypedString *r)
+void mp_rop_print_TypedString(struct mp_json *j, const struct mp_rop_TypedString *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "StringType");
@@ -245,7 +245,7 @@ void mp_rop_push_LogonTime(struct mp_wcur *w, const struct mp_rop_LogonTime *r)
     mp_wcur_u16(w, r->Year);
 }
 
-void mp_rop_print_LogonTime(struct mp_rj *j, const struct mp_rop_LogonTime *r)
+void mp_rop_print_LogonTime(struct mp_json *j, const struct mp_rop_LogonTime *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "Seconds");
@@ -288,7 +288,7 @@ void mp_rop_push_OpenRecipientRow(struct mp_wcur *w, const struct mp_rop_OpenRec
     mp_wcur_bytes(w, r->RecipientRow, (size_t)r->RecipientRowSize);
 }
 
-void mp_rop_print_OpenRecipientRow(struct mp_rj *j, const struct mp_rop_OpenRecipientRow *r)
+void mp_rop_print_OpenRecipientRow(struct mp_json *j, const struct mp_rop_OpenRecipientRow *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "RecipientType");
@@ -330,7 +330,7 @@ void mp_rop_push_ReadRecipientRow(struct mp_wcur *w, const struct mp_rop_ReadRec
     mp_wcur_bytes(w, r->RecipientRow, (size_t)r->RecipientRowSize);
 }
 
-void mp_rop_print_ReadRecipientRow(struct mp_rj *j, const struct mp_rop_ReadRecipientRow *r)
+void mp_rop_print_ReadRecipientRow(struct mp_json *j, const struct mp_rop_ReadRecipientRow *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "RowId");
@@ -368,7 +368,7 @@ void mp_rop_push_ModifyRecipientRow(struct mp_wcur *w, const struct mp_rop_Modif
     mp_wcur_bytes(w, r->RecipientRow, (size_t)r->RecipientRowSize);
 }
 
-void mp_rop_print_ModifyRecipientRow(struct mp_rj *j, const struct mp_rop_ModifyRecipientRow *r)
+void mp_rop_print_ModifyRecipientRow(struct mp_json *j, const struct mp_rop_ModifyRecipientRow *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "RowId");
@@ -391,7 +391,7 @@ void mp_rop_pull_PermissionData(struct mp_rcur *c, struct mp_rop_pctx *pc, struc
     {
         size_t n_ = (size_t)r->PropertyValueCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+        r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
         if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
@@ -410,7 +410,7 @@ void mp_rop_push_PermissionData(struct mp_wcur *w, const struct mp_rop_Permissio
         }
 }
 
-void mp_rop_print_PermissionData(struct mp_rj *j, const struct mp_rop_PermissionData *r)
+void mp_rop_print_PermissionData(struct mp_json *j, const struct mp_rop_PermissionData *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "PermissionDataFlags");
@@ -436,7 +436,7 @@ void mp_rop_pull_RuleData(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_r
     {
         size_t n_ = (size_t)r->PropertyValueCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+        r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
         if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
@@ -455,7 +455,7 @@ void mp_rop_push_RuleData(struct mp_wcur *w, const struct mp_rop_RuleData *r)
         }
 }
 
-void mp_rop_print_RuleData(struct mp_rj *j, const struct mp_rop_RuleData *r)
+void mp_rop_print_RuleData(struct mp_json *j, const struct mp_rop_RuleData *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "RuleDataFlags");
@@ -489,7 +489,7 @@ void mp_rop_push_MessageReadState(struct mp_wcur *w, const struct mp_rop_Message
     mp_wcur_u8(w, r->MarkAsRead);
 }
 
-void mp_rop_print_MessageReadState(struct mp_rj *j, const struct mp_rop_MessageReadState *r)
+void mp_rop_print_MessageReadState(struct mp_json *j, const struct mp_rop_MessageReadState *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "MessageIdSize");
@@ -515,7 +515,7 @@ void mp_rop_push_BackoffRop(struct mp_wcur *w, const struct mp_rop_BackoffRop *r
     mp_wcur_u32(w, r->Duration);
 }
 
-void mp_rop_print_BackoffRop(struct mp_rj *j, const struct mp_rop_BackoffRop *r)
+void mp_rop_print_BackoffRop(struct mp_json *j, const struct mp_rop_BackoffRop *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "RopIdBackoff");
@@ -535,7 +535,7 @@ static void pull_body_mp_rop_Restriction(struct mp_rcur *c, struct mp_rop_pctx *
         {
             size_t n_ = (size_t)r->RestrictCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->Restricts = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->Restricts));
+            r->Restricts = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Restricts));
             if (!r->Restricts) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_Restriction(c, pc, &r->Restricts[i_]);
@@ -546,7 +546,7 @@ static void pull_body_mp_rop_Restriction(struct mp_rcur *c, struct mp_rop_pctx *
         {
             size_t n_ = 1;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->Sub = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
+            r->Sub = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
             if (!r->Sub) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_Restriction(c, pc, &r->Sub[i_]);
@@ -599,7 +599,7 @@ static void pull_body_mp_rop_Restriction(struct mp_rcur *c, struct mp_rop_pctx *
         {
             size_t n_ = 1;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->Sub = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
+            r->Sub = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
             if (!r->Sub) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_Restriction(c, pc, &r->Sub[i_]);
@@ -612,7 +612,7 @@ static void pull_body_mp_rop_Restriction(struct mp_rcur *c, struct mp_rop_pctx *
         {
             size_t n_ = (size_t)r->TaggedValuesCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->TaggedValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->TaggedValues));
+            r->TaggedValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->TaggedValues));
             if (!r->TaggedValues) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_tpropval_pull(c, pc, &r->TaggedValues[i_]);
@@ -625,7 +625,7 @@ static void pull_body_mp_rop_Restriction(struct mp_rcur *c, struct mp_rop_pctx *
             {
                 size_t n_ = 1;
                 if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-                r->Sub = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
+                r->Sub = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
                 if (!r->Sub) { mp_rop_nomem(c, pc); return; }
                 for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                     mp_rop_pull_Restriction(c, pc, &r->Sub[i_]);
@@ -639,7 +639,7 @@ static void pull_body_mp_rop_Restriction(struct mp_rcur *c, struct mp_rop_pctx *
         {
             size_t n_ = 1;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->Sub = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
+            r->Sub = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
             if (!r->Sub) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_Restriction(c, pc, &r->Sub[i_]);
@@ -726,7 +726,7 @@ void mp_rop_push_Restriction(struct mp_wcur *w, const struct mp_rop_Restriction 
     }
 }
 
-void mp_rop_print_Restriction(struct mp_rj *j, const struct mp_rop_Restriction *r)
+void mp_rop_print_Restriction(struct mp_json *j, const struct mp_rop_Restriction *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "RestrictType");
@@ -850,7 +850,7 @@ void mp_rop_pull_MessageInfo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct m
     {
         size_t n_ = (size_t)r->ColumnCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->RecipientColumns = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientColumns));
+        r->RecipientColumns = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientColumns));
         if (!r->RecipientColumns) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->RecipientColumns[i_] = mp_rcur_u32(c);
@@ -862,7 +862,7 @@ void mp_rop_pull_MessageInfo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct m
     {
         size_t n_ = (size_t)r->RowCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->RecipientRows = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientRows));
+        r->RecipientRows = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientRows));
         if (!r->RecipientRows) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_OpenRecipientRow(c, pc, &r->RecipientRows[i_]);
@@ -889,7 +889,7 @@ void mp_rop_push_MessageInfo(struct mp_wcur *w, const struct mp_rop_MessageInfo 
         }
 }
 
-void mp_rop_print_MessageInfo(struct mp_rj *j, const struct mp_rop_MessageInfo *r)
+void mp_rop_print_MessageInfo(struct mp_json *j, const struct mp_rop_MessageInfo *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "HasNamedProperties");
@@ -930,7 +930,7 @@ void mp_rop_pull_GhostInfo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_
     {
         size_t n_ = (size_t)r->ServerCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->Servers = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->Servers));
+        r->Servers = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Servers));
         if (!r->Servers) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_str(c, &r->Servers[i_], false);
@@ -949,7 +949,7 @@ void mp_rop_push_GhostInfo(struct mp_wcur *w, const struct mp_rop_GhostInfo *r)
         }
 }
 
-void mp_rop_print_GhostInfo(struct mp_rj *j, const struct mp_rop_GhostInfo *r)
+void mp_rop_print_GhostInfo(struct mp_json *j, const struct mp_rop_GhostInfo *r)
 {
     mp_rj_obj(j);
     mp_rj_key(j, "ServerCount");
@@ -981,7 +981,7 @@ static void push_mp_rop_req_Release(struct mp_wcur *w, const struct mp_rop_req_R
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_Release(struct mp_rj *j, const struct mp_rop_req_Release *r)
+static void print_mp_rop_req_Release(struct mp_json *j, const struct mp_rop_req_Release *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1013,7 +1013,7 @@ static void push_mp_rop_req_OpenFolder(struct mp_wcur *w, const struct mp_rop_re
     mp_wcur_u8(w, r->OpenModeFlags);
 }
 
-static void print_mp_rop_req_OpenFolder(struct mp_rj *j, const struct mp_rop_req_OpenFolder *r)
+static void print_mp_rop_req_OpenFolder(struct mp_json *j, const struct mp_rop_req_OpenFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1060,7 +1060,7 @@ static void push_mp_rop_rsp_OpenFolder(struct mp_wcur *w, const struct mp_rop_rs
     }
 }
 
-static void print_mp_rop_rsp_OpenFolder(struct mp_rj *j, const struct mp_rop_rsp_OpenFolder *r)
+static void print_mp_rop_rsp_OpenFolder(struct mp_json *j, const struct mp_rop_rsp_OpenFolder *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -1108,7 +1108,7 @@ static void push_mp_rop_req_OpenMessage(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u64(w, r->MessageId);
 }
 
-static void print_mp_rop_req_OpenMessage(struct mp_rj *j, const struct mp_rop_req_OpenMessage *r)
+static void print_mp_rop_req_OpenMessage(struct mp_json *j, const struct mp_rop_req_OpenMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1149,7 +1149,7 @@ static void push_mp_rop_rsp_OpenMessage(struct mp_wcur *w, const struct mp_rop_r
     }
 }
 
-static void print_mp_rop_rsp_OpenMessage(struct mp_rj *j, const struct mp_rop_rsp_OpenMessage *r)
+static void print_mp_rop_rsp_OpenMessage(struct mp_json *j, const struct mp_rop_rsp_OpenMessage *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -1182,7 +1182,7 @@ static void push_mp_rop_req_GetHierarchyTable(struct mp_wcur *w, const struct mp
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetHierarchyTable(struct mp_rj *j, const struct mp_rop_req_GetHierarchyTable *r)
+static void print_mp_rop_req_GetHierarchyTable(struct mp_json *j, const struct mp_rop_req_GetHierarchyTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1217,7 +1217,7 @@ static void push_mp_rop_rsp_GetHierarchyTable(struct mp_wcur *w, const struct mp
     }
 }
 
-static void print_mp_rop_rsp_GetHierarchyTable(struct mp_rj *j, const struct mp_rop_rsp_GetHierarchyTable *r)
+static void print_mp_rop_rsp_GetHierarchyTable(struct mp_json *j, const struct mp_rop_rsp_GetHierarchyTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -1250,7 +1250,7 @@ static void push_mp_rop_req_GetContentsTable(struct mp_wcur *w, const struct mp_
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetContentsTable(struct mp_rj *j, const struct mp_rop_req_GetContentsTable *r)
+static void print_mp_rop_req_GetContentsTable(struct mp_json *j, const struct mp_rop_req_GetContentsTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1285,7 +1285,7 @@ static void push_mp_rop_rsp_GetContentsTable(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetContentsTable(struct mp_rj *j, const struct mp_rop_rsp_GetContentsTable *r)
+static void print_mp_rop_rsp_GetContentsTable(struct mp_json *j, const struct mp_rop_rsp_GetContentsTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -1324,7 +1324,7 @@ static void push_mp_rop_req_CreateMessage(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->AssociatedFlag);
 }
 
-static void print_mp_rop_req_CreateMessage(struct mp_rj *j, const struct mp_rop_req_CreateMessage *r)
+static void print_mp_rop_req_CreateMessage(struct mp_json *j, const struct mp_rop_req_CreateMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1370,7 +1370,7 @@ static void push_mp_rop_rsp_CreateMessage(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_CreateMessage(struct mp_rj *j, const struct mp_rop_rsp_CreateMessage *r)
+static void print_mp_rop_rsp_CreateMessage(struct mp_json *j, const struct mp_rop_rsp_CreateMessage *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -1401,7 +1401,7 @@ static void pull_mp_rop_req_GetPropertiesSpecific(struct mp_rcur *c, struct mp_r
     {
         size_t n_ = (size_t)r->PropertyTagCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+        r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
         if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -1424,7 +1424,7 @@ static void push_mp_rop_req_GetPropertiesSpecific(struct mp_wcur *w, const struc
         }
 }
 
-static void print_mp_rop_req_GetPropertiesSpecific(struct mp_rj *j, const struct mp_rop_req_GetPropertiesSpecific *r)
+static void print_mp_rop_req_GetPropertiesSpecific(struct mp_json *j, const struct mp_rop_req_GetPropertiesSpecific *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1468,7 +1468,7 @@ static void push_mp_rop_rsp_GetPropertiesSpecific(struct mp_wcur *w, const struc
     }
 }
 
-static void print_mp_rop_rsp_GetPropertiesSpecific(struct mp_rj *j, const struct mp_rop_rsp_GetPropertiesSpecific *r)
+static void print_mp_rop_rsp_GetPropertiesSpecific(struct mp_json *j, const struct mp_rop_rsp_GetPropertiesSpecific *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1501,7 +1501,7 @@ static void push_mp_rop_req_GetPropertiesAll(struct mp_wcur *w, const struct mp_
     mp_wcur_u16(w, r->WantUnicode);
 }
 
-static void print_mp_rop_req_GetPropertiesAll(struct mp_rj *j, const struct mp_rop_req_GetPropertiesAll *r)
+static void print_mp_rop_req_GetPropertiesAll(struct mp_json *j, const struct mp_rop_req_GetPropertiesAll *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1526,7 +1526,7 @@ static void pull_mp_rop_rsp_GetPropertiesAll(struct mp_rcur *c, struct mp_rop_pc
         {
             size_t n_ = (size_t)r->PropertyValueCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+            r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
             if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
@@ -1550,7 +1550,7 @@ static void push_mp_rop_rsp_GetPropertiesAll(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetPropertiesAll(struct mp_rj *j, const struct mp_rop_rsp_GetPropertiesAll *r)
+static void print_mp_rop_rsp_GetPropertiesAll(struct mp_json *j, const struct mp_rop_rsp_GetPropertiesAll *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1584,7 +1584,7 @@ static void push_mp_rop_req_GetPropertiesList(struct mp_wcur *w, const struct mp
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetPropertiesList(struct mp_rj *j, const struct mp_rop_req_GetPropertiesList *r)
+static void print_mp_rop_req_GetPropertiesList(struct mp_json *j, const struct mp_rop_req_GetPropertiesList *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1605,7 +1605,7 @@ static void pull_mp_rop_rsp_GetPropertiesList(struct mp_rcur *c, struct mp_rop_p
         {
             size_t n_ = (size_t)r->PropertyTagCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+            r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
             if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -1629,7 +1629,7 @@ static void push_mp_rop_rsp_GetPropertiesList(struct mp_wcur *w, const struct mp
     }
 }
 
-static void print_mp_rop_rsp_GetPropertiesList(struct mp_rj *j, const struct mp_rop_rsp_GetPropertiesList *r)
+static void print_mp_rop_rsp_GetPropertiesList(struct mp_json *j, const struct mp_rop_rsp_GetPropertiesList *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1662,7 +1662,7 @@ static void pull_mp_rop_req_SetProperties(struct mp_rcur *c, struct mp_rop_pctx 
         {
             size_t n_ = (size_t)r->PropertyValueCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+            r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
             if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
@@ -1691,7 +1691,7 @@ static void push_mp_rop_req_SetProperties(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_req_SetProperties(struct mp_rj *j, const struct mp_rop_req_SetProperties *r)
+static void print_mp_rop_req_SetProperties(struct mp_json *j, const struct mp_rop_req_SetProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1723,7 +1723,7 @@ static void pull_mp_rop_rsp_SetProperties(struct mp_rcur *c, struct mp_rop_pctx 
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
             if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
@@ -1747,7 +1747,7 @@ static void push_mp_rop_rsp_SetProperties(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_SetProperties(struct mp_rj *j, const struct mp_rop_rsp_SetProperties *r)
+static void print_mp_rop_rsp_SetProperties(struct mp_json *j, const struct mp_rop_rsp_SetProperties *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1777,7 +1777,7 @@ static void pull_mp_rop_req_DeleteProperties(struct mp_rcur *c, struct mp_rop_pc
     {
         size_t n_ = (size_t)r->PropertyTagCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+        r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
         if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -1798,7 +1798,7 @@ static void push_mp_rop_req_DeleteProperties(struct mp_wcur *w, const struct mp_
         }
 }
 
-static void print_mp_rop_req_DeleteProperties(struct mp_rj *j, const struct mp_rop_req_DeleteProperties *r)
+static void print_mp_rop_req_DeleteProperties(struct mp_json *j, const struct mp_rop_req_DeleteProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1828,7 +1828,7 @@ static void pull_mp_rop_rsp_DeleteProperties(struct mp_rcur *c, struct mp_rop_pc
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
             if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
@@ -1852,7 +1852,7 @@ static void push_mp_rop_rsp_DeleteProperties(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_DeleteProperties(struct mp_rj *j, const struct mp_rop_rsp_DeleteProperties *r)
+static void print_mp_rop_rsp_DeleteProperties(struct mp_json *j, const struct mp_rop_rsp_DeleteProperties *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1892,7 +1892,7 @@ static void push_mp_rop_req_SaveChangesMessage(struct mp_wcur *w, const struct m
     mp_wcur_u8(w, r->SaveFlags);
 }
 
-static void print_mp_rop_req_SaveChangesMessage(struct mp_rj *j, const struct mp_rop_req_SaveChangesMessage *r)
+static void print_mp_rop_req_SaveChangesMessage(struct mp_json *j, const struct mp_rop_req_SaveChangesMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1930,7 +1930,7 @@ static void push_mp_rop_rsp_SaveChangesMessage(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_SaveChangesMessage(struct mp_rj *j, const struct mp_rop_rsp_SaveChangesMessage *r)
+static void print_mp_rop_rsp_SaveChangesMessage(struct mp_json *j, const struct mp_rop_rsp_SaveChangesMessage *r)
 {
     mp_rj_key(j, "ResponseHandleIndex");
     mp_rj_u64(j, r->ResponseHandleIndex);
@@ -1962,7 +1962,7 @@ static void push_mp_rop_req_RemoveAllRecipients(struct mp_wcur *w, const struct 
     mp_wcur_u32(w, r->Reserved);
 }
 
-static void print_mp_rop_req_RemoveAllRecipients(struct mp_rj *j, const struct mp_rop_req_RemoveAllRecipients *r)
+static void print_mp_rop_req_RemoveAllRecipients(struct mp_json *j, const struct mp_rop_req_RemoveAllRecipients *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1988,7 +1988,7 @@ static void push_mp_rop_rsp_RemoveAllRecipients(struct mp_wcur *w, const struct 
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_RemoveAllRecipients(struct mp_rj *j, const struct mp_rop_rsp_RemoveAllRecipients *r)
+static void print_mp_rop_rsp_RemoveAllRecipients(struct mp_json *j, const struct mp_rop_rsp_RemoveAllRecipients *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2007,7 +2007,7 @@ static void pull_mp_rop_req_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pc
     {
         size_t n_ = (size_t)r->ColumnCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->RecipientColumns = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientColumns));
+        r->RecipientColumns = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientColumns));
         if (!r->RecipientColumns) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->RecipientColumns[i_] = mp_rcur_u32(c);
@@ -2019,7 +2019,7 @@ static void pull_mp_rop_req_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pc
     {
         size_t n_ = (size_t)r->RowCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->RecipientRows = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientRows));
+        r->RecipientRows = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientRows));
         if (!r->RecipientRows) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_ModifyRecipientRow(c, pc, &r->RecipientRows[i_]);
@@ -2045,7 +2045,7 @@ static void push_mp_rop_req_ModifyRecipients(struct mp_wcur *w, const struct mp_
         }
 }
 
-static void print_mp_rop_req_ModifyRecipients(struct mp_rj *j, const struct mp_rop_req_ModifyRecipients *r)
+static void print_mp_rop_req_ModifyRecipients(struct mp_json *j, const struct mp_rop_req_ModifyRecipients *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2087,7 +2087,7 @@ static void push_mp_rop_rsp_ModifyRecipients(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_ModifyRecipients(struct mp_rj *j, const struct mp_rop_rsp_ModifyRecipients *r)
+static void print_mp_rop_rsp_ModifyRecipients(struct mp_json *j, const struct mp_rop_rsp_ModifyRecipients *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2116,7 +2116,7 @@ static void push_mp_rop_req_ReadRecipients(struct mp_wcur *w, const struct mp_ro
     mp_wcur_u16(w, r->Reserved);
 }
 
-static void print_mp_rop_req_ReadRecipients(struct mp_rj *j, const struct mp_rop_req_ReadRecipients *r)
+static void print_mp_rop_req_ReadRecipients(struct mp_json *j, const struct mp_rop_req_ReadRecipients *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2141,7 +2141,7 @@ static void pull_mp_rop_rsp_ReadRecipients(struct mp_rcur *c, struct mp_rop_pctx
         {
             size_t n_ = (size_t)r->RowCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->RecipientRows = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientRows));
+            r->RecipientRows = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientRows));
             if (!r->RecipientRows) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_ReadRecipientRow(c, pc, &r->RecipientRows[i_]);
@@ -2165,7 +2165,7 @@ static void push_mp_rop_rsp_ReadRecipients(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_ReadRecipients(struct mp_rj *j, const struct mp_rop_rsp_ReadRecipients *r)
+static void print_mp_rop_rsp_ReadRecipients(struct mp_json *j, const struct mp_rop_rsp_ReadRecipients *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2202,7 +2202,7 @@ static void push_mp_rop_req_ReloadCachedInformation(struct mp_wcur *w, const str
     mp_wcur_u16(w, r->Reserved);
 }
 
-static void print_mp_rop_req_ReloadCachedInformation(struct mp_rj *j, const struct mp_rop_req_ReloadCachedInformation *r)
+static void print_mp_rop_req_ReloadCachedInformation(struct mp_json *j, const struct mp_rop_req_ReloadCachedInformation *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2235,7 +2235,7 @@ static void push_mp_rop_rsp_ReloadCachedInformation(struct mp_wcur *w, const str
     }
 }
 
-static void print_mp_rop_rsp_ReloadCachedInformation(struct mp_rj *j, const struct mp_rop_rsp_ReloadCachedInformation *r)
+static void print_mp_rop_rsp_ReloadCachedInformation(struct mp_json *j, const struct mp_rop_rsp_ReloadCachedInformation *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2277,7 +2277,7 @@ static void push_mp_rop_req_SetMessageReadFlag(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_req_SetMessageReadFlag(struct mp_rj *j, const struct mp_rop_req_SetMessageReadFlag *r)
+static void print_mp_rop_req_SetMessageReadFlag(struct mp_json *j, const struct mp_rop_req_SetMessageReadFlag *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2326,7 +2326,7 @@ static void push_mp_rop_rsp_SetMessageReadFlag(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_SetMessageReadFlag(struct mp_rj *j, const struct mp_rop_rsp_SetMessageReadFlag *r)
+static void print_mp_rop_rsp_SetMessageReadFlag(struct mp_json *j, const struct mp_rop_rsp_SetMessageReadFlag *r)
 {
     mp_rj_key(j, "ResponseHandleIndex");
     mp_rj_u64(j, r->ResponseHandleIndex);
@@ -2357,7 +2357,7 @@ static void pull_mp_rop_req_SetColumns(struct mp_rcur *c, struct mp_rop_pctx *pc
     {
         size_t n_ = (size_t)r->PropertyTagCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+        r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
         if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -2379,7 +2379,7 @@ static void push_mp_rop_req_SetColumns(struct mp_wcur *w, const struct mp_rop_re
         }
 }
 
-static void print_mp_rop_req_SetColumns(struct mp_rj *j, const struct mp_rop_req_SetColumns *r)
+static void print_mp_rop_req_SetColumns(struct mp_json *j, const struct mp_rop_req_SetColumns *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2421,7 +2421,7 @@ static void push_mp_rop_rsp_SetColumns(struct mp_wcur *w, const struct mp_rop_rs
     }
 }
 
-static void print_mp_rop_rsp_SetColumns(struct mp_rj *j, const struct mp_rop_rsp_SetColumns *r)
+static void print_mp_rop_rsp_SetColumns(struct mp_json *j, const struct mp_rop_rsp_SetColumns *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2450,7 +2450,7 @@ static void pull_mp_rop_req_SortTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
     {
         size_t n_ = (size_t)r->SortOrderCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->SortOrders = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->SortOrders));
+        r->SortOrders = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->SortOrders));
         if (!r->SortOrders) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_SortOrder(c, pc, &r->SortOrders[i_]);
@@ -2474,7 +2474,7 @@ static void push_mp_rop_req_SortTable(struct mp_wcur *w, const struct mp_rop_req
         }
 }
 
-static void print_mp_rop_req_SortTable(struct mp_rj *j, const struct mp_rop_req_SortTable *r)
+static void print_mp_rop_req_SortTable(struct mp_json *j, const struct mp_rop_req_SortTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2520,7 +2520,7 @@ static void push_mp_rop_rsp_SortTable(struct mp_wcur *w, const struct mp_rop_rsp
     }
 }
 
-static void print_mp_rop_rsp_SortTable(struct mp_rj *j, const struct mp_rop_rsp_SortTable *r)
+static void print_mp_rop_rsp_SortTable(struct mp_json *j, const struct mp_rop_rsp_SortTable *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2568,7 +2568,7 @@ static void push_mp_rop_req_Restrict(struct mp_wcur *w, const struct mp_rop_req_
     }
 }
 
-static void print_mp_rop_req_Restrict(struct mp_rj *j, const struct mp_rop_req_Restrict *r)
+static void print_mp_rop_req_Restrict(struct mp_json *j, const struct mp_rop_req_Restrict *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2607,7 +2607,7 @@ static void push_mp_rop_rsp_Restrict(struct mp_wcur *w, const struct mp_rop_rsp_
     }
 }
 
-static void print_mp_rop_rsp_Restrict(struct mp_rj *j, const struct mp_rop_rsp_Restrict *r)
+static void print_mp_rop_rsp_Restrict(struct mp_json *j, const struct mp_rop_rsp_Restrict *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2643,7 +2643,7 @@ static void push_mp_rop_req_QueryRows(struct mp_wcur *w, const struct mp_rop_req
     mp_wcur_u16(w, r->RowCount);
 }
 
-static void print_mp_rop_req_QueryRows(struct mp_rj *j, const struct mp_rop_req_QueryRows *r)
+static void print_mp_rop_req_QueryRows(struct mp_json *j, const struct mp_rop_req_QueryRows *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2675,7 +2675,7 @@ static void pull_mp_rop_rsp_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc,
         {
             size_t n_ = (size_t)r->RowCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->RowData = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->RowData));
+            r->RowData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RowData));
             if (!r->RowData) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_proprow(c, pc, &r->RowData[i_], cols_, ncols_);
@@ -2700,7 +2700,7 @@ static void push_mp_rop_rsp_QueryRows(struct mp_wcur *w, const struct mp_rop_rsp
     }
 }
 
-static void print_mp_rop_rsp_QueryRows(struct mp_rj *j, const struct mp_rop_rsp_QueryRows *r)
+static void print_mp_rop_rsp_QueryRows(struct mp_json *j, const struct mp_rop_rsp_QueryRows *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2736,7 +2736,7 @@ static void push_mp_rop_req_GetStatus(struct mp_wcur *w, const struct mp_rop_req
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetStatus(struct mp_rj *j, const struct mp_rop_req_GetStatus *r)
+static void print_mp_rop_req_GetStatus(struct mp_json *j, const struct mp_rop_req_GetStatus *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2767,7 +2767,7 @@ static void push_mp_rop_rsp_GetStatus(struct mp_wcur *w, const struct mp_rop_rsp
     }
 }
 
-static void print_mp_rop_rsp_GetStatus(struct mp_rj *j, const struct mp_rop_rsp_GetStatus *r)
+static void print_mp_rop_rsp_GetStatus(struct mp_json *j, const struct mp_rop_rsp_GetStatus *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2794,7 +2794,7 @@ static void push_mp_rop_req_QueryPosition(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_QueryPosition(struct mp_rj *j, const struct mp_rop_req_QueryPosition *r)
+static void print_mp_rop_req_QueryPosition(struct mp_json *j, const struct mp_rop_req_QueryPosition *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2828,7 +2828,7 @@ static void push_mp_rop_rsp_QueryPosition(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_QueryPosition(struct mp_rj *j, const struct mp_rop_rsp_QueryPosition *r)
+static void print_mp_rop_rsp_QueryPosition(struct mp_json *j, const struct mp_rop_rsp_QueryPosition *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2866,7 +2866,7 @@ static void push_mp_rop_req_SeekRow(struct mp_wcur *w, const struct mp_rop_req_S
     mp_wcur_u8(w, r->WantRowMovedCount);
 }
 
-static void print_mp_rop_req_SeekRow(struct mp_rj *j, const struct mp_rop_req_SeekRow *r)
+static void print_mp_rop_req_SeekRow(struct mp_json *j, const struct mp_rop_req_SeekRow *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2906,7 +2906,7 @@ static void push_mp_rop_rsp_SeekRow(struct mp_wcur *w, const struct mp_rop_rsp_S
     }
 }
 
-static void print_mp_rop_rsp_SeekRow(struct mp_rj *j, const struct mp_rop_rsp_SeekRow *r)
+static void print_mp_rop_rsp_SeekRow(struct mp_json *j, const struct mp_rop_rsp_SeekRow *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2947,7 +2947,7 @@ static void push_mp_rop_req_SeekRowBookmark(struct mp_wcur *w, const struct mp_r
     mp_wcur_u8(w, r->WantRowMovedCount);
 }
 
-static void print_mp_rop_req_SeekRowBookmark(struct mp_rj *j, const struct mp_rop_req_SeekRowBookmark *r)
+static void print_mp_rop_req_SeekRowBookmark(struct mp_json *j, const struct mp_rop_req_SeekRowBookmark *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2992,7 +2992,7 @@ static void push_mp_rop_rsp_SeekRowBookmark(struct mp_wcur *w, const struct mp_r
     }
 }
 
-static void print_mp_rop_rsp_SeekRowBookmark(struct mp_rj *j, const struct mp_rop_rsp_SeekRowBookmark *r)
+static void print_mp_rop_rsp_SeekRowBookmark(struct mp_json *j, const struct mp_rop_rsp_SeekRowBookmark *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3029,7 +3029,7 @@ static void push_mp_rop_req_SeekRowFractional(struct mp_wcur *w, const struct mp
     mp_wcur_u32(w, r->Denominator);
 }
 
-static void print_mp_rop_req_SeekRowFractional(struct mp_rj *j, const struct mp_rop_req_SeekRowFractional *r)
+static void print_mp_rop_req_SeekRowFractional(struct mp_json *j, const struct mp_rop_req_SeekRowFractional *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3057,7 +3057,7 @@ static void push_mp_rop_rsp_SeekRowFractional(struct mp_wcur *w, const struct mp
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SeekRowFractional(struct mp_rj *j, const struct mp_rop_rsp_SeekRowFractional *r)
+static void print_mp_rop_rsp_SeekRowFractional(struct mp_json *j, const struct mp_rop_rsp_SeekRowFractional *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3080,7 +3080,7 @@ static void push_mp_rop_req_CreateBookmark(struct mp_wcur *w, const struct mp_ro
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_CreateBookmark(struct mp_rj *j, const struct mp_rop_req_CreateBookmark *r)
+static void print_mp_rop_req_CreateBookmark(struct mp_json *j, const struct mp_rop_req_CreateBookmark *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3114,7 +3114,7 @@ static void push_mp_rop_rsp_CreateBookmark(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_CreateBookmark(struct mp_rj *j, const struct mp_rop_rsp_CreateBookmark *r)
+static void print_mp_rop_rsp_CreateBookmark(struct mp_json *j, const struct mp_rop_rsp_CreateBookmark *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3164,7 +3164,7 @@ static void push_mp_rop_req_CreateFolder(struct mp_wcur *w, const struct mp_rop_
     mp_rop_push_str(w, &r->Comment);
 }
 
-static void print_mp_rop_req_CreateFolder(struct mp_rj *j, const struct mp_rop_req_CreateFolder *r)
+static void print_mp_rop_req_CreateFolder(struct mp_json *j, const struct mp_rop_req_CreateFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3229,7 +3229,7 @@ static void push_mp_rop_rsp_CreateFolder(struct mp_wcur *w, const struct mp_rop_
     }
 }
 
-static void print_mp_rop_rsp_CreateFolder(struct mp_rj *j, const struct mp_rop_rsp_CreateFolder *r)
+static void print_mp_rop_rsp_CreateFolder(struct mp_json *j, const struct mp_rop_rsp_CreateFolder *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -3274,7 +3274,7 @@ static void push_mp_rop_req_DeleteFolder(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u64(w, r->FolderId);
 }
 
-static void print_mp_rop_req_DeleteFolder(struct mp_rj *j, const struct mp_rop_req_DeleteFolder *r)
+static void print_mp_rop_req_DeleteFolder(struct mp_json *j, const struct mp_rop_req_DeleteFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3309,7 +3309,7 @@ static void push_mp_rop_rsp_DeleteFolder(struct mp_wcur *w, const struct mp_rop_
     }
 }
 
-static void print_mp_rop_rsp_DeleteFolder(struct mp_rj *j, const struct mp_rop_rsp_DeleteFolder *r)
+static void print_mp_rop_rsp_DeleteFolder(struct mp_json *j, const struct mp_rop_rsp_DeleteFolder *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3336,7 +3336,7 @@ static void pull_mp_rop_req_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx
     {
         size_t n_ = (size_t)r->MessageIdCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->MessageIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
+        r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
         if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
@@ -3359,7 +3359,7 @@ static void push_mp_rop_req_DeleteMessages(struct mp_wcur *w, const struct mp_ro
         }
 }
 
-static void print_mp_rop_req_DeleteMessages(struct mp_rj *j, const struct mp_rop_req_DeleteMessages *r)
+static void print_mp_rop_req_DeleteMessages(struct mp_json *j, const struct mp_rop_req_DeleteMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3403,7 +3403,7 @@ static void push_mp_rop_rsp_DeleteMessages(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_DeleteMessages(struct mp_rj *j, const struct mp_rop_rsp_DeleteMessages *r)
+static void print_mp_rop_rsp_DeleteMessages(struct mp_json *j, const struct mp_rop_rsp_DeleteMessages *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3433,7 +3433,7 @@ static void push_mp_rop_req_GetMessageStatus(struct mp_wcur *w, const struct mp_
     mp_wcur_u64(w, r->MessageId);
 }
 
-static void print_mp_rop_req_GetMessageStatus(struct mp_rj *j, const struct mp_rop_req_GetMessageStatus *r)
+static void print_mp_rop_req_GetMessageStatus(struct mp_json *j, const struct mp_rop_req_GetMessageStatus *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3466,7 +3466,7 @@ static void push_mp_rop_rsp_GetMessageStatus(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetMessageStatus(struct mp_rj *j, const struct mp_rop_rsp_GetMessageStatus *r)
+static void print_mp_rop_rsp_GetMessageStatus(struct mp_json *j, const struct mp_rop_rsp_GetMessageStatus *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3502,7 +3502,7 @@ static void push_mp_rop_req_SetMessageStatus(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->MessageStatusMask);
 }
 
-static void print_mp_rop_req_SetMessageStatus(struct mp_rj *j, const struct mp_rop_req_SetMessageStatus *r)
+static void print_mp_rop_req_SetMessageStatus(struct mp_json *j, const struct mp_rop_req_SetMessageStatus *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3539,7 +3539,7 @@ static void push_mp_rop_rsp_SetMessageStatus(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_SetMessageStatus(struct mp_rj *j, const struct mp_rop_rsp_SetMessageStatus *r)
+static void print_mp_rop_rsp_SetMessageStatus(struct mp_json *j, const struct mp_rop_rsp_SetMessageStatus *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3572,7 +3572,7 @@ static void push_mp_rop_req_GetAttachmentTable(struct mp_wcur *w, const struct m
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetAttachmentTable(struct mp_rj *j, const struct mp_rop_req_GetAttachmentTable *r)
+static void print_mp_rop_req_GetAttachmentTable(struct mp_json *j, const struct mp_rop_req_GetAttachmentTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3600,7 +3600,7 @@ static void push_mp_rop_rsp_GetAttachmentTable(struct mp_wcur *w, const struct m
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_GetAttachmentTable(struct mp_rj *j, const struct mp_rop_rsp_GetAttachmentTable *r)
+static void print_mp_rop_rsp_GetAttachmentTable(struct mp_json *j, const struct mp_rop_rsp_GetAttachmentTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -3632,7 +3632,7 @@ static void push_mp_rop_req_OpenAttachment(struct mp_wcur *w, const struct mp_ro
     mp_wcur_u32(w, r->AttachmentID);
 }
 
-static void print_mp_rop_req_OpenAttachment(struct mp_rj *j, const struct mp_rop_req_OpenAttachment *r)
+static void print_mp_rop_req_OpenAttachment(struct mp_json *j, const struct mp_rop_req_OpenAttachment *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3662,7 +3662,7 @@ static void push_mp_rop_rsp_OpenAttachment(struct mp_wcur *w, const struct mp_ro
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_OpenAttachment(struct mp_rj *j, const struct mp_rop_rsp_OpenAttachment *r)
+static void print_mp_rop_rsp_OpenAttachment(struct mp_json *j, const struct mp_rop_rsp_OpenAttachment *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -3688,7 +3688,7 @@ static void push_mp_rop_req_CreateAttachment(struct mp_wcur *w, const struct mp_
     mp_wcur_u8(w, r->OutputHandleIndex);
 }
 
-static void print_mp_rop_req_CreateAttachment(struct mp_rj *j, const struct mp_rop_req_CreateAttachment *r)
+static void print_mp_rop_req_CreateAttachment(struct mp_json *j, const struct mp_rop_req_CreateAttachment *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3721,7 +3721,7 @@ static void push_mp_rop_rsp_CreateAttachment(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_CreateAttachment(struct mp_rj *j, const struct mp_rop_rsp_CreateAttachment *r)
+static void print_mp_rop_rsp_CreateAttachment(struct mp_json *j, const struct mp_rop_rsp_CreateAttachment *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -3751,7 +3751,7 @@ static void push_mp_rop_req_DeleteAttachment(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->AttachmentID);
 }
 
-static void print_mp_rop_req_DeleteAttachment(struct mp_rj *j, const struct mp_rop_req_DeleteAttachment *r)
+static void print_mp_rop_req_DeleteAttachment(struct mp_json *j, const struct mp_rop_req_DeleteAttachment *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3777,7 +3777,7 @@ static void push_mp_rop_rsp_DeleteAttachment(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_DeleteAttachment(struct mp_rj *j, const struct mp_rop_rsp_DeleteAttachment *r)
+static void print_mp_rop_rsp_DeleteAttachment(struct mp_json *j, const struct mp_rop_rsp_DeleteAttachment *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3806,7 +3806,7 @@ static void push_mp_rop_req_SaveChangesAttachment(struct mp_wcur *w, const struc
     mp_wcur_u8(w, r->SaveFlags);
 }
 
-static void print_mp_rop_req_SaveChangesAttachment(struct mp_rj *j, const struct mp_rop_req_SaveChangesAttachment *r)
+static void print_mp_rop_req_SaveChangesAttachment(struct mp_json *j, const struct mp_rop_req_SaveChangesAttachment *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3834,7 +3834,7 @@ static void push_mp_rop_rsp_SaveChangesAttachment(struct mp_wcur *w, const struc
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SaveChangesAttachment(struct mp_rj *j, const struct mp_rop_rsp_SaveChangesAttachment *r)
+static void print_mp_rop_rsp_SaveChangesAttachment(struct mp_json *j, const struct mp_rop_rsp_SaveChangesAttachment *r)
 {
     mp_rj_key(j, "ResponseHandleIndex");
     mp_rj_u64(j, r->ResponseHandleIndex);
@@ -3863,7 +3863,7 @@ static void push_mp_rop_req_SetReceiveFolder(struct mp_wcur *w, const struct mp_
     mp_rop_push_str(w, &r->MessageClass);
 }
 
-static void print_mp_rop_req_SetReceiveFolder(struct mp_rj *j, const struct mp_rop_req_SetReceiveFolder *r)
+static void print_mp_rop_req_SetReceiveFolder(struct mp_json *j, const struct mp_rop_req_SetReceiveFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3891,7 +3891,7 @@ static void push_mp_rop_rsp_SetReceiveFolder(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SetReceiveFolder(struct mp_rj *j, const struct mp_rop_rsp_SetReceiveFolder *r)
+static void print_mp_rop_rsp_SetReceiveFolder(struct mp_json *j, const struct mp_rop_rsp_SetReceiveFolder *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3917,7 +3917,7 @@ static void push_mp_rop_req_GetReceiveFolder(struct mp_wcur *w, const struct mp_
     mp_rop_push_str(w, &r->MessageClass);
 }
 
-static void print_mp_rop_req_GetReceiveFolder(struct mp_rj *j, const struct mp_rop_req_GetReceiveFolder *r)
+static void print_mp_rop_req_GetReceiveFolder(struct mp_json *j, const struct mp_rop_req_GetReceiveFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3953,7 +3953,7 @@ static void push_mp_rop_rsp_GetReceiveFolder(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetReceiveFolder(struct mp_rj *j, const struct mp_rop_rsp_GetReceiveFolder *r)
+static void print_mp_rop_rsp_GetReceiveFolder(struct mp_json *j, const struct mp_rop_rsp_GetReceiveFolder *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4004,7 +4004,7 @@ static void push_mp_rop_req_RegisterNotification(struct mp_wcur *w, const struct
     }
 }
 
-static void print_mp_rop_req_RegisterNotification(struct mp_rj *j, const struct mp_rop_req_RegisterNotification *r)
+static void print_mp_rop_req_RegisterNotification(struct mp_json *j, const struct mp_rop_req_RegisterNotification *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4042,7 +4042,7 @@ static void push_mp_rop_rsp_RegisterNotification(struct mp_wcur *w, const struct
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_RegisterNotification(struct mp_rj *j, const struct mp_rop_rsp_RegisterNotification *r)
+static void print_mp_rop_rsp_RegisterNotification(struct mp_json *j, const struct mp_rop_rsp_RegisterNotification *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -4071,7 +4071,7 @@ static void push_mp_rop_rsp_Notify(struct mp_wcur *w, const struct mp_rop_rsp_No
     mp_rop_notification_push(w, &r->NotificationData);
 }
 
-static void print_mp_rop_rsp_Notify(struct mp_rj *j, const struct mp_rop_rsp_Notify *r)
+static void print_mp_rop_rsp_Notify(struct mp_json *j, const struct mp_rop_rsp_Notify *r)
 {
     mp_rj_key(j, "NotificationHandle");
     mp_rj_u64(j, r->NotificationHandle);
@@ -4105,7 +4105,7 @@ static void push_mp_rop_req_OpenStream(struct mp_wcur *w, const struct mp_rop_re
     mp_wcur_u8(w, r->OpenModeFlags);
 }
 
-static void print_mp_rop_req_OpenStream(struct mp_rj *j, const struct mp_rop_req_OpenStream *r)
+static void print_mp_rop_req_OpenStream(struct mp_json *j, const struct mp_rop_req_OpenStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4142,7 +4142,7 @@ static void push_mp_rop_rsp_OpenStream(struct mp_wcur *w, const struct mp_rop_rs
     }
 }
 
-static void print_mp_rop_rsp_OpenStream(struct mp_rj *j, const struct mp_rop_rsp_OpenStream *r)
+static void print_mp_rop_rsp_OpenStream(struct mp_json *j, const struct mp_rop_rsp_OpenStream *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -4179,7 +4179,7 @@ static void push_mp_rop_req_ReadStream(struct mp_wcur *w, const struct mp_rop_re
     }
 }
 
-static void print_mp_rop_req_ReadStream(struct mp_rj *j, const struct mp_rop_req_ReadStream *r)
+static void print_mp_rop_req_ReadStream(struct mp_json *j, const struct mp_rop_req_ReadStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4219,7 +4219,7 @@ static void push_mp_rop_rsp_ReadStream(struct mp_wcur *w, const struct mp_rop_rs
     }
 }
 
-static void print_mp_rop_rsp_ReadStream(struct mp_rj *j, const struct mp_rop_rsp_ReadStream *r)
+static void print_mp_rop_rsp_ReadStream(struct mp_json *j, const struct mp_rop_rsp_ReadStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4254,7 +4254,7 @@ static void push_mp_rop_req_WriteStream(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_bytes(w, r->Data, (size_t)r->DataSize);
 }
 
-static void print_mp_rop_req_WriteStream(struct mp_rj *j, const struct mp_rop_req_WriteStream *r)
+static void print_mp_rop_req_WriteStream(struct mp_json *j, const struct mp_rop_req_WriteStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4289,7 +4289,7 @@ static void push_mp_rop_rsp_WriteStream(struct mp_wcur *w, const struct mp_rop_r
     }
 }
 
-static void print_mp_rop_rsp_WriteStream(struct mp_rj *j, const struct mp_rop_rsp_WriteStream *r)
+static void print_mp_rop_rsp_WriteStream(struct mp_json *j, const struct mp_rop_rsp_WriteStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4322,7 +4322,7 @@ static void push_mp_rop_req_SeekStream(struct mp_wcur *w, const struct mp_rop_re
     mp_wcur_u64(w, (uint64_t)r->Offset);
 }
 
-static void print_mp_rop_req_SeekStream(struct mp_rj *j, const struct mp_rop_req_SeekStream *r)
+static void print_mp_rop_req_SeekStream(struct mp_json *j, const struct mp_rop_req_SeekStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4357,7 +4357,7 @@ static void push_mp_rop_rsp_SeekStream(struct mp_wcur *w, const struct mp_rop_rs
     }
 }
 
-static void print_mp_rop_rsp_SeekStream(struct mp_rj *j, const struct mp_rop_rsp_SeekStream *r)
+static void print_mp_rop_rsp_SeekStream(struct mp_json *j, const struct mp_rop_rsp_SeekStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4387,7 +4387,7 @@ static void push_mp_rop_req_SetStreamSize(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u64(w, r->StreamSize);
 }
 
-static void print_mp_rop_req_SetStreamSize(struct mp_rj *j, const struct mp_rop_req_SetStreamSize *r)
+static void print_mp_rop_req_SetStreamSize(struct mp_json *j, const struct mp_rop_req_SetStreamSize *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4413,7 +4413,7 @@ static void push_mp_rop_rsp_SetStreamSize(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SetStreamSize(struct mp_rj *j, const struct mp_rop_rsp_SetStreamSize *r)
+static void print_mp_rop_rsp_SetStreamSize(struct mp_json *j, const struct mp_rop_rsp_SetStreamSize *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4441,7 +4441,7 @@ static void pull_mp_rop_req_SetSearchCriteria(struct mp_rcur *c, struct mp_rop_p
     {
         size_t n_ = (size_t)r->FolderIdCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->FolderIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->FolderIds));
+        r->FolderIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->FolderIds));
         if (!r->FolderIds) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->FolderIds[i_] = mp_rcur_u64(c);
@@ -4474,7 +4474,7 @@ static void push_mp_rop_req_SetSearchCriteria(struct mp_wcur *w, const struct mp
     mp_wcur_u32(w, r->SearchFlags);
 }
 
-static void print_mp_rop_req_SetSearchCriteria(struct mp_rj *j, const struct mp_rop_req_SetSearchCriteria *r)
+static void print_mp_rop_req_SetSearchCriteria(struct mp_json *j, const struct mp_rop_req_SetSearchCriteria *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4515,7 +4515,7 @@ static void push_mp_rop_rsp_SetSearchCriteria(struct mp_wcur *w, const struct mp
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SetSearchCriteria(struct mp_rj *j, const struct mp_rop_rsp_SetSearchCriteria *r)
+static void print_mp_rop_rsp_SetSearchCriteria(struct mp_json *j, const struct mp_rop_rsp_SetSearchCriteria *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4547,7 +4547,7 @@ static void push_mp_rop_req_GetSearchCriteria(struct mp_wcur *w, const struct mp
     mp_wcur_u8(w, r->IncludeFolders);
 }
 
-static void print_mp_rop_req_GetSearchCriteria(struct mp_rj *j, const struct mp_rop_req_GetSearchCriteria *r)
+static void print_mp_rop_req_GetSearchCriteria(struct mp_json *j, const struct mp_rop_req_GetSearchCriteria *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4585,7 +4585,7 @@ static void pull_mp_rop_rsp_GetSearchCriteria(struct mp_rcur *c, struct mp_rop_p
         {
             size_t n_ = (size_t)r->FolderIdCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->FolderIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->FolderIds));
+            r->FolderIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->FolderIds));
             if (!r->FolderIds) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->FolderIds[i_] = mp_rcur_u64(c);
@@ -4622,7 +4622,7 @@ static void push_mp_rop_rsp_GetSearchCriteria(struct mp_wcur *w, const struct mp
     }
 }
 
-static void print_mp_rop_rsp_GetSearchCriteria(struct mp_rj *j, const struct mp_rop_rsp_GetSearchCriteria *r)
+static void print_mp_rop_rsp_GetSearchCriteria(struct mp_json *j, const struct mp_rop_rsp_GetSearchCriteria *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4669,7 +4669,7 @@ static void push_mp_rop_req_SubmitMessage(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->SubmitFlags);
 }
 
-static void print_mp_rop_req_SubmitMessage(struct mp_rj *j, const struct mp_rop_req_SubmitMessage *r)
+static void print_mp_rop_req_SubmitMessage(struct mp_json *j, const struct mp_rop_req_SubmitMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4695,7 +4695,7 @@ static void push_mp_rop_rsp_SubmitMessage(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SubmitMessage(struct mp_rj *j, const struct mp_rop_rsp_SubmitMessage *r)
+static void print_mp_rop_rsp_SubmitMessage(struct mp_json *j, const struct mp_rop_rsp_SubmitMessage *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4716,7 +4716,7 @@ static void pull_mp_rop_req_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pc
     {
         size_t n_ = (size_t)r->MessageIdCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->MessageIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
+        r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
         if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
@@ -4744,7 +4744,7 @@ static void push_mp_rop_req_MoveCopyMessages(struct mp_wcur *w, const struct mp_
     mp_wcur_u8(w, r->WantCopy);
 }
 
-static void print_mp_rop_req_MoveCopyMessages(struct mp_rj *j, const struct mp_rop_req_MoveCopyMessages *r)
+static void print_mp_rop_req_MoveCopyMessages(struct mp_json *j, const struct mp_rop_req_MoveCopyMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4798,7 +4798,7 @@ static void push_mp_rop_rsp_MoveCopyMessages(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_MoveCopyMessages(struct mp_rj *j, const struct mp_rop_rsp_MoveCopyMessages *r)
+static void print_mp_rop_rsp_MoveCopyMessages(struct mp_json *j, const struct mp_rop_rsp_MoveCopyMessages *r)
 {
     mp_rj_key(j, "SourceHandleIndex");
     mp_rj_u64(j, r->SourceHandleIndex);
@@ -4836,7 +4836,7 @@ static void push_mp_rop_req_AbortSubmit(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u64(w, r->MessageId);
 }
 
-static void print_mp_rop_req_AbortSubmit(struct mp_rj *j, const struct mp_rop_req_AbortSubmit *r)
+static void print_mp_rop_req_AbortSubmit(struct mp_json *j, const struct mp_rop_req_AbortSubmit *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4864,7 +4864,7 @@ static void push_mp_rop_rsp_AbortSubmit(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_AbortSubmit(struct mp_rj *j, const struct mp_rop_rsp_AbortSubmit *r)
+static void print_mp_rop_rsp_AbortSubmit(struct mp_json *j, const struct mp_rop_rsp_AbortSubmit *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4902,7 +4902,7 @@ static void push_mp_rop_req_MoveFolder(struct mp_wcur *w, const struct mp_rop_re
     mp_rop_push_str(w, &r->NewFolderName);
 }
 
-static void print_mp_rop_req_MoveFolder(struct mp_rj *j, const struct mp_rop_req_MoveFolder *r)
+static void print_mp_rop_req_MoveFolder(struct mp_json *j, const struct mp_rop_req_MoveFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4951,7 +4951,7 @@ static void push_mp_rop_rsp_MoveFolder(struct mp_wcur *w, const struct mp_rop_rs
     }
 }
 
-static void print_mp_rop_rsp_MoveFolder(struct mp_rj *j, const struct mp_rop_rsp_MoveFolder *r)
+static void print_mp_rop_rsp_MoveFolder(struct mp_json *j, const struct mp_rop_rsp_MoveFolder *r)
 {
     mp_rj_key(j, "SourceHandleIndex");
     mp_rj_u64(j, r->SourceHandleIndex);
@@ -5001,7 +5001,7 @@ static void push_mp_rop_req_CopyFolder(struct mp_wcur *w, const struct mp_rop_re
     mp_rop_push_str(w, &r->NewFolderName);
 }
 
-static void print_mp_rop_req_CopyFolder(struct mp_rj *j, const struct mp_rop_req_CopyFolder *r)
+static void print_mp_rop_req_CopyFolder(struct mp_json *j, const struct mp_rop_req_CopyFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5052,7 +5052,7 @@ static void push_mp_rop_rsp_CopyFolder(struct mp_wcur *w, const struct mp_rop_rs
     }
 }
 
-static void print_mp_rop_rsp_CopyFolder(struct mp_rj *j, const struct mp_rop_rsp_CopyFolder *r)
+static void print_mp_rop_rsp_CopyFolder(struct mp_json *j, const struct mp_rop_rsp_CopyFolder *r)
 {
     mp_rj_key(j, "SourceHandleIndex");
     mp_rj_u64(j, r->SourceHandleIndex);
@@ -5084,7 +5084,7 @@ static void push_mp_rop_req_QueryColumnsAll(struct mp_wcur *w, const struct mp_r
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_QueryColumnsAll(struct mp_rj *j, const struct mp_rop_req_QueryColumnsAll *r)
+static void print_mp_rop_req_QueryColumnsAll(struct mp_json *j, const struct mp_rop_req_QueryColumnsAll *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5105,7 +5105,7 @@ static void pull_mp_rop_rsp_QueryColumnsAll(struct mp_rcur *c, struct mp_rop_pct
         {
             size_t n_ = (size_t)r->PropertyTagCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+            r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
             if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -5129,7 +5129,7 @@ static void push_mp_rop_rsp_QueryColumnsAll(struct mp_wcur *w, const struct mp_r
     }
 }
 
-static void print_mp_rop_rsp_QueryColumnsAll(struct mp_rj *j, const struct mp_rop_rsp_QueryColumnsAll *r)
+static void print_mp_rop_rsp_QueryColumnsAll(struct mp_json *j, const struct mp_rop_rsp_QueryColumnsAll *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5163,7 +5163,7 @@ static void push_mp_rop_req_Abort(struct mp_wcur *w, const struct mp_rop_req_Abo
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_Abort(struct mp_rj *j, const struct mp_rop_req_Abort *r)
+static void print_mp_rop_req_Abort(struct mp_json *j, const struct mp_rop_req_Abort *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5194,7 +5194,7 @@ static void push_mp_rop_rsp_Abort(struct mp_wcur *w, const struct mp_rop_rsp_Abo
     }
 }
 
-static void print_mp_rop_rsp_Abort(struct mp_rj *j, const struct mp_rop_rsp_Abort *r)
+static void print_mp_rop_rsp_Abort(struct mp_json *j, const struct mp_rop_rsp_Abort *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5225,7 +5225,7 @@ static void pull_mp_rop_req_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, st
     {
         size_t n_ = (size_t)r->ExcludedTagCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->ExcludedTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->ExcludedTags));
+        r->ExcludedTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->ExcludedTags));
         if (!r->ExcludedTags) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->ExcludedTags[i_] = mp_rcur_u32(c);
@@ -5250,7 +5250,7 @@ static void push_mp_rop_req_CopyTo(struct mp_wcur *w, const struct mp_rop_req_Co
         }
 }
 
-static void print_mp_rop_req_CopyTo(struct mp_rj *j, const struct mp_rop_req_CopyTo *r)
+static void print_mp_rop_req_CopyTo(struct mp_json *j, const struct mp_rop_req_CopyTo *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5291,7 +5291,7 @@ static void pull_mp_rop_rsp_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, st
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
             if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
@@ -5317,7 +5317,7 @@ static void push_mp_rop_rsp_CopyTo(struct mp_wcur *w, const struct mp_rop_rsp_Co
     }
 }
 
-static void print_mp_rop_rsp_CopyTo(struct mp_rj *j, const struct mp_rop_rsp_CopyTo *r)
+static void print_mp_rop_rsp_CopyTo(struct mp_json *j, const struct mp_rop_rsp_CopyTo *r)
 {
     mp_rj_key(j, "SourceHandleIndex");
     mp_rj_u64(j, r->SourceHandleIndex);
@@ -5360,7 +5360,7 @@ static void push_mp_rop_req_CopyToStream(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u64(w, r->ByteCount);
 }
 
-static void print_mp_rop_req_CopyToStream(struct mp_rj *j, const struct mp_rop_req_CopyToStream *r)
+static void print_mp_rop_req_CopyToStream(struct mp_json *j, const struct mp_rop_req_CopyToStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5409,7 +5409,7 @@ static void push_mp_rop_rsp_CopyToStream(struct mp_wcur *w, const struct mp_rop_
     }
 }
 
-static void print_mp_rop_rsp_CopyToStream(struct mp_rj *j, const struct mp_rop_rsp_CopyToStream *r)
+static void print_mp_rop_rsp_CopyToStream(struct mp_json *j, const struct mp_rop_rsp_CopyToStream *r)
 {
     mp_rj_key(j, "SourceHandleIndex");
     mp_rj_u64(j, r->SourceHandleIndex);
@@ -5448,7 +5448,7 @@ static void push_mp_rop_req_CloneStream(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u8(w, r->OutputHandleIndex);
 }
 
-static void print_mp_rop_req_CloneStream(struct mp_rj *j, const struct mp_rop_req_CloneStream *r)
+static void print_mp_rop_req_CloneStream(struct mp_json *j, const struct mp_rop_req_CloneStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5474,7 +5474,7 @@ static void push_mp_rop_rsp_CloneStream(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_CloneStream(struct mp_rj *j, const struct mp_rop_rsp_CloneStream *r)
+static void print_mp_rop_rsp_CloneStream(struct mp_json *j, const struct mp_rop_rsp_CloneStream *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -5503,7 +5503,7 @@ static void push_mp_rop_req_GetPermissionsTable(struct mp_wcur *w, const struct 
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetPermissionsTable(struct mp_rj *j, const struct mp_rop_req_GetPermissionsTable *r)
+static void print_mp_rop_req_GetPermissionsTable(struct mp_json *j, const struct mp_rop_req_GetPermissionsTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5531,7 +5531,7 @@ static void push_mp_rop_rsp_GetPermissionsTable(struct mp_wcur *w, const struct 
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_GetPermissionsTable(struct mp_rj *j, const struct mp_rop_rsp_GetPermissionsTable *r)
+static void print_mp_rop_rsp_GetPermissionsTable(struct mp_json *j, const struct mp_rop_rsp_GetPermissionsTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -5560,7 +5560,7 @@ static void push_mp_rop_req_GetRulesTable(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetRulesTable(struct mp_rj *j, const struct mp_rop_req_GetRulesTable *r)
+static void print_mp_rop_req_GetRulesTable(struct mp_json *j, const struct mp_rop_req_GetRulesTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5588,7 +5588,7 @@ static void push_mp_rop_rsp_GetRulesTable(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_GetRulesTable(struct mp_rj *j, const struct mp_rop_rsp_GetRulesTable *r)
+static void print_mp_rop_rsp_GetRulesTable(struct mp_json *j, const struct mp_rop_rsp_GetRulesTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -5609,7 +5609,7 @@ static void pull_mp_rop_req_ModifyPermissions(struct mp_rcur *c, struct mp_rop_p
     {
         size_t n_ = (size_t)r->ModifyCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PermissionsData = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PermissionsData));
+        r->PermissionsData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PermissionsData));
         if (!r->PermissionsData) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_PermissionData(c, pc, &r->PermissionsData[i_]);
@@ -5631,7 +5631,7 @@ static void push_mp_rop_req_ModifyPermissions(struct mp_wcur *w, const struct mp
         }
 }
 
-static void print_mp_rop_req_ModifyPermissions(struct mp_rj *j, const struct mp_rop_req_ModifyPermissions *r)
+static void print_mp_rop_req_ModifyPermissions(struct mp_json *j, const struct mp_rop_req_ModifyPermissions *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5666,7 +5666,7 @@ static void push_mp_rop_rsp_ModifyPermissions(struct mp_wcur *w, const struct mp
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_ModifyPermissions(struct mp_rj *j, const struct mp_rop_rsp_ModifyPermissions *r)
+static void print_mp_rop_rsp_ModifyPermissions(struct mp_json *j, const struct mp_rop_rsp_ModifyPermissions *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5687,7 +5687,7 @@ static void pull_mp_rop_req_ModifyRules(struct mp_rcur *c, struct mp_rop_pctx *p
     {
         size_t n_ = (size_t)r->RulesCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->RulesData = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->RulesData));
+        r->RulesData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RulesData));
         if (!r->RulesData) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_RuleData(c, pc, &r->RulesData[i_]);
@@ -5709,7 +5709,7 @@ static void push_mp_rop_req_ModifyRules(struct mp_wcur *w, const struct mp_rop_r
         }
 }
 
-static void print_mp_rop_req_ModifyRules(struct mp_rj *j, const struct mp_rop_req_ModifyRules *r)
+static void print_mp_rop_req_ModifyRules(struct mp_json *j, const struct mp_rop_req_ModifyRules *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5744,7 +5744,7 @@ static void push_mp_rop_rsp_ModifyRules(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_ModifyRules(struct mp_rj *j, const struct mp_rop_rsp_ModifyRules *r)
+static void print_mp_rop_rsp_ModifyRules(struct mp_json *j, const struct mp_rop_rsp_ModifyRules *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5770,7 +5770,7 @@ static void push_mp_rop_req_GetOwningServers(struct mp_wcur *w, const struct mp_
     mp_wcur_u64(w, r->FolderId);
 }
 
-static void print_mp_rop_req_GetOwningServers(struct mp_rj *j, const struct mp_rop_req_GetOwningServers *r)
+static void print_mp_rop_req_GetOwningServers(struct mp_json *j, const struct mp_rop_req_GetOwningServers *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5795,7 +5795,7 @@ static void pull_mp_rop_rsp_GetOwningServers(struct mp_rcur *c, struct mp_rop_pc
         {
             size_t n_ = (size_t)r->OwningServersCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->OwningServers = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->OwningServers));
+            r->OwningServers = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->OwningServers));
             if (!r->OwningServers) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_str(c, &r->OwningServers[i_], false);
@@ -5820,7 +5820,7 @@ static void push_mp_rop_rsp_GetOwningServers(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetOwningServers(struct mp_rj *j, const struct mp_rop_rsp_GetOwningServers *r)
+static void print_mp_rop_rsp_GetOwningServers(struct mp_json *j, const struct mp_rop_rsp_GetOwningServers *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5859,7 +5859,7 @@ static void push_mp_rop_req_LongTermIdFromId(struct mp_wcur *w, const struct mp_
     mp_wcur_u64(w, r->ObjectId);
 }
 
-static void print_mp_rop_req_LongTermIdFromId(struct mp_rj *j, const struct mp_rop_req_LongTermIdFromId *r)
+static void print_mp_rop_req_LongTermIdFromId(struct mp_json *j, const struct mp_rop_req_LongTermIdFromId *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5892,7 +5892,7 @@ static void push_mp_rop_rsp_LongTermIdFromId(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_LongTermIdFromId(struct mp_rj *j, const struct mp_rop_rsp_LongTermIdFromId *r)
+static void print_mp_rop_rsp_LongTermIdFromId(struct mp_json *j, const struct mp_rop_rsp_LongTermIdFromId *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5922,7 +5922,7 @@ static void push_mp_rop_req_IdFromLongTermId(struct mp_wcur *w, const struct mp_
     mp_rop_push_LongTermId(w, &r->LongTermId);
 }
 
-static void print_mp_rop_req_IdFromLongTermId(struct mp_rj *j, const struct mp_rop_req_IdFromLongTermId *r)
+static void print_mp_rop_req_IdFromLongTermId(struct mp_json *j, const struct mp_rop_req_IdFromLongTermId *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5955,7 +5955,7 @@ static void push_mp_rop_rsp_IdFromLongTermId(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_IdFromLongTermId(struct mp_rj *j, const struct mp_rop_rsp_IdFromLongTermId *r)
+static void print_mp_rop_rsp_IdFromLongTermId(struct mp_json *j, const struct mp_rop_rsp_IdFromLongTermId *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5985,7 +5985,7 @@ static void push_mp_rop_req_PublicFolderIsGhosted(struct mp_wcur *w, const struc
     mp_wcur_u64(w, r->FolderId);
 }
 
-static void print_mp_rop_req_PublicFolderIsGhosted(struct mp_rj *j, const struct mp_rop_req_PublicFolderIsGhosted *r)
+static void print_mp_rop_req_PublicFolderIsGhosted(struct mp_json *j, const struct mp_rop_req_PublicFolderIsGhosted *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6025,7 +6025,7 @@ static void push_mp_rop_rsp_PublicFolderIsGhosted(struct mp_wcur *w, const struc
     }
 }
 
-static void print_mp_rop_rsp_PublicFolderIsGhosted(struct mp_rj *j, const struct mp_rop_rsp_PublicFolderIsGhosted *r)
+static void print_mp_rop_rsp_PublicFolderIsGhosted(struct mp_json *j, const struct mp_rop_rsp_PublicFolderIsGhosted *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6065,7 +6065,7 @@ static void push_mp_rop_req_OpenEmbeddedMessage(struct mp_wcur *w, const struct 
     mp_wcur_u8(w, r->OpenModeFlags);
 }
 
-static void print_mp_rop_req_OpenEmbeddedMessage(struct mp_rj *j, const struct mp_rop_req_OpenEmbeddedMessage *r)
+static void print_mp_rop_req_OpenEmbeddedMessage(struct mp_json *j, const struct mp_rop_req_OpenEmbeddedMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6108,7 +6108,7 @@ static void push_mp_rop_rsp_OpenEmbeddedMessage(struct mp_wcur *w, const struct 
     }
 }
 
-static void print_mp_rop_rsp_OpenEmbeddedMessage(struct mp_rj *j, const struct mp_rop_rsp_OpenEmbeddedMessage *r)
+static void print_mp_rop_rsp_OpenEmbeddedMessage(struct mp_json *j, const struct mp_rop_rsp_OpenEmbeddedMessage *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -6139,7 +6139,7 @@ static void push_mp_rop_req_SetSpooler(struct mp_wcur *w, const struct mp_rop_re
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_SetSpooler(struct mp_rj *j, const struct mp_rop_req_SetSpooler *r)
+static void print_mp_rop_req_SetSpooler(struct mp_json *j, const struct mp_rop_req_SetSpooler *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6163,7 +6163,7 @@ static void push_mp_rop_rsp_SetSpooler(struct mp_wcur *w, const struct mp_rop_rs
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SetSpooler(struct mp_rj *j, const struct mp_rop_rsp_SetSpooler *r)
+static void print_mp_rop_rsp_SetSpooler(struct mp_json *j, const struct mp_rop_rsp_SetSpooler *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6192,7 +6192,7 @@ static void push_mp_rop_req_SpoolerLockMessage(struct mp_wcur *w, const struct m
     mp_wcur_u8(w, r->LockState);
 }
 
-static void print_mp_rop_req_SpoolerLockMessage(struct mp_rj *j, const struct mp_rop_req_SpoolerLockMessage *r)
+static void print_mp_rop_req_SpoolerLockMessage(struct mp_json *j, const struct mp_rop_req_SpoolerLockMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6220,7 +6220,7 @@ static void push_mp_rop_rsp_SpoolerLockMessage(struct mp_wcur *w, const struct m
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SpoolerLockMessage(struct mp_rj *j, const struct mp_rop_rsp_SpoolerLockMessage *r)
+static void print_mp_rop_rsp_SpoolerLockMessage(struct mp_json *j, const struct mp_rop_rsp_SpoolerLockMessage *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6243,7 +6243,7 @@ static void push_mp_rop_req_GetAddressTypes(struct mp_wcur *w, const struct mp_r
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetAddressTypes(struct mp_rj *j, const struct mp_rop_req_GetAddressTypes *r)
+static void print_mp_rop_req_GetAddressTypes(struct mp_json *j, const struct mp_rop_req_GetAddressTypes *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6267,7 +6267,7 @@ static void pull_mp_rop_rsp_GetAddressTypes(struct mp_rcur *c, struct mp_rop_pct
             {
                 size_t n_ = (size_t)r->AddressTypeCount;
                 if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-                r->AddressTypes = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->AddressTypes));
+                r->AddressTypes = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->AddressTypes));
                 if (!r->AddressTypes) { mp_rop_nomem(c, pc); return; }
                 for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                     mp_rop_pull_str(c, &r->AddressTypes[i_], false);
@@ -6299,7 +6299,7 @@ static void push_mp_rop_rsp_GetAddressTypes(struct mp_wcur *w, const struct mp_r
     }
 }
 
-static void print_mp_rop_rsp_GetAddressTypes(struct mp_rj *j, const struct mp_rop_rsp_GetAddressTypes *r)
+static void print_mp_rop_rsp_GetAddressTypes(struct mp_json *j, const struct mp_rop_rsp_GetAddressTypes *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6335,7 +6335,7 @@ static void push_mp_rop_req_TransportSend(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_TransportSend(struct mp_rj *j, const struct mp_rop_req_TransportSend *r)
+static void print_mp_rop_req_TransportSend(struct mp_json *j, const struct mp_rop_req_TransportSend *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6359,7 +6359,7 @@ static void pull_mp_rop_rsp_TransportSend(struct mp_rcur *c, struct mp_rop_pctx 
             {
                 size_t n_ = (size_t)r->PropertyValueCount;
                 if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-                r->PropertyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+                r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
                 if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
                 for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                     mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
@@ -6387,7 +6387,7 @@ static void push_mp_rop_rsp_TransportSend(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_TransportSend(struct mp_rj *j, const struct mp_rop_rsp_TransportSend *r)
+static void print_mp_rop_rsp_TransportSend(struct mp_json *j, const struct mp_rop_rsp_TransportSend *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6423,7 +6423,7 @@ static void pull_mp_rop_req_FastTransferSourceCopyMessages(struct mp_rcur *c, st
     {
         size_t n_ = (size_t)r->MessageIdCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->MessageIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
+        r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
         if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
@@ -6451,7 +6451,7 @@ static void push_mp_rop_req_FastTransferSourceCopyMessages(struct mp_wcur *w, co
     mp_wcur_u8(w, r->SendOptions);
 }
 
-static void print_mp_rop_req_FastTransferSourceCopyMessages(struct mp_rj *j, const struct mp_rop_req_FastTransferSourceCopyMessages *r)
+static void print_mp_rop_req_FastTransferSourceCopyMessages(struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6490,7 +6490,7 @@ static void push_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_wcur *w, co
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_rj *j, const struct mp_rop_rsp_FastTransferSourceCopyMessages *r)
+static void print_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyMessages *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -6522,7 +6522,7 @@ static void push_mp_rop_req_FastTransferSourceCopyFolder(struct mp_wcur *w, cons
     mp_wcur_u8(w, r->SendOptions);
 }
 
-static void print_mp_rop_req_FastTransferSourceCopyFolder(struct mp_rj *j, const struct mp_rop_req_FastTransferSourceCopyFolder *r)
+static void print_mp_rop_req_FastTransferSourceCopyFolder(struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6552,7 +6552,7 @@ static void push_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_wcur *w, cons
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_rj *j, const struct mp_rop_rsp_FastTransferSourceCopyFolder *r)
+static void print_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyFolder *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -6579,7 +6579,7 @@ static void pull_mp_rop_req_FastTransferSourceCopyTo(struct mp_rcur *c, struct m
     {
         size_t n_ = (size_t)r->PropertyTagCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+        r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
         if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -6604,7 +6604,7 @@ static void push_mp_rop_req_FastTransferSourceCopyTo(struct mp_wcur *w, const st
         }
 }
 
-static void print_mp_rop_req_FastTransferSourceCopyTo(struct mp_rj *j, const struct mp_rop_req_FastTransferSourceCopyTo *r)
+static void print_mp_rop_req_FastTransferSourceCopyTo(struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyTo *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6645,7 +6645,7 @@ static void push_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_wcur *w, const st
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_rj *j, const struct mp_rop_rsp_FastTransferSourceCopyTo *r)
+static void print_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyTo *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -6678,7 +6678,7 @@ static void push_mp_rop_req_FastTransferSourceGetBuffer(struct mp_wcur *w, const
     }
 }
 
-static void print_mp_rop_req_FastTransferSourceGetBuffer(struct mp_rj *j, const struct mp_rop_req_FastTransferSourceGetBuffer *r)
+static void print_mp_rop_req_FastTransferSourceGetBuffer(struct mp_json *j, const struct mp_rop_req_FastTransferSourceGetBuffer *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6735,7 +6735,7 @@ static void push_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_wcur *w, const
     }
 }
 
-static void print_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_rj *j, const struct mp_rop_rsp_FastTransferSourceGetBuffer *r)
+static void print_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceGetBuffer *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6805,7 +6805,7 @@ static void push_mp_rop_req_FindRow(struct mp_wcur *w, const struct mp_rop_req_F
     mp_wcur_bytes(w, r->Bookmark, (size_t)r->BookmarkSize);
 }
 
-static void print_mp_rop_req_FindRow(struct mp_rj *j, const struct mp_rop_req_FindRow *r)
+static void print_mp_rop_req_FindRow(struct mp_json *j, const struct mp_rop_req_FindRow *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6863,7 +6863,7 @@ static void push_mp_rop_rsp_FindRow(struct mp_wcur *w, const struct mp_rop_rsp_F
     }
 }
 
-static void print_mp_rop_rsp_FindRow(struct mp_rj *j, const struct mp_rop_rsp_FindRow *r)
+static void print_mp_rop_rsp_FindRow(struct mp_json *j, const struct mp_rop_rsp_FindRow *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6899,7 +6899,7 @@ static void push_mp_rop_req_Progress(struct mp_wcur *w, const struct mp_rop_req_
     mp_wcur_u8(w, r->WantCancel);
 }
 
-static void print_mp_rop_req_Progress(struct mp_rj *j, const struct mp_rop_req_Progress *r)
+static void print_mp_rop_req_Progress(struct mp_json *j, const struct mp_rop_req_Progress *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6938,7 +6938,7 @@ static void push_mp_rop_rsp_Progress(struct mp_wcur *w, const struct mp_rop_rsp_
     }
 }
 
-static void print_mp_rop_rsp_Progress(struct mp_rj *j, const struct mp_rop_rsp_Progress *r)
+static void print_mp_rop_rsp_Progress(struct mp_json *j, const struct mp_rop_rsp_Progress *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6981,7 +6981,7 @@ static void push_mp_rop_req_TransportNewMail(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->MessageFlags);
 }
 
-static void print_mp_rop_req_TransportNewMail(struct mp_rj *j, const struct mp_rop_req_TransportNewMail *r)
+static void print_mp_rop_req_TransportNewMail(struct mp_json *j, const struct mp_rop_req_TransportNewMail *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7013,7 +7013,7 @@ static void push_mp_rop_rsp_TransportNewMail(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_TransportNewMail(struct mp_rj *j, const struct mp_rop_rsp_TransportNewMail *r)
+static void print_mp_rop_rsp_TransportNewMail(struct mp_json *j, const struct mp_rop_rsp_TransportNewMail *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7036,7 +7036,7 @@ static void push_mp_rop_req_GetValidAttachments(struct mp_wcur *w, const struct 
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetValidAttachments(struct mp_rj *j, const struct mp_rop_req_GetValidAttachments *r)
+static void print_mp_rop_req_GetValidAttachments(struct mp_json *j, const struct mp_rop_req_GetValidAttachments *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7057,7 +7057,7 @@ static void pull_mp_rop_rsp_GetValidAttachments(struct mp_rcur *c, struct mp_rop
         {
             size_t n_ = (size_t)r->AttachmentIdCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->AttachmentIdArray = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->AttachmentIdArray));
+            r->AttachmentIdArray = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->AttachmentIdArray));
             if (!r->AttachmentIdArray) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->AttachmentIdArray[i_] = mp_rcur_u32(c);
@@ -7081,7 +7081,7 @@ static void push_mp_rop_rsp_GetValidAttachments(struct mp_wcur *w, const struct 
     }
 }
 
-static void print_mp_rop_rsp_GetValidAttachments(struct mp_rj *j, const struct mp_rop_rsp_GetValidAttachments *r)
+static void print_mp_rop_rsp_GetValidAttachments(struct mp_json *j, const struct mp_rop_rsp_GetValidAttachments *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7124,7 +7124,7 @@ static void push_mp_rop_req_FastTransferDestinationConfigure(struct mp_wcur *w, 
     mp_wcur_u8(w, r->CopyFlags);
 }
 
-static void print_mp_rop_req_FastTransferDestinationConfigure(struct mp_rj *j, const struct mp_rop_req_FastTransferDestinationConfigure *r)
+static void print_mp_rop_req_FastTransferDestinationConfigure(struct mp_json *j, const struct mp_rop_req_FastTransferDestinationConfigure *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7154,7 +7154,7 @@ static void push_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_wcur *w, 
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_rj *j, const struct mp_rop_rsp_FastTransferDestinationConfigure *r)
+static void print_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_json *j, const struct mp_rop_rsp_FastTransferDestinationConfigure *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -7183,7 +7183,7 @@ static void push_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_wcur *w, 
     mp_wcur_bytes(w, r->TransferData, (size_t)r->TransferDataSize);
 }
 
-static void print_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_rj *j, const struct mp_rop_req_FastTransferDestinationPutBuffer *r)
+static void print_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_json *j, const struct mp_rop_req_FastTransferDestinationPutBuffer *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7230,7 +7230,7 @@ static void push_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_wcur *w, 
     }
 }
 
-static void print_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_rj *j, const struct mp_rop_rsp_FastTransferDestinationPutBuffer *r)
+static void print_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_json *j, const struct mp_rop_rsp_FastTransferDestinationPutBuffer *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7261,7 +7261,7 @@ static void pull_mp_rop_req_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp
     {
         size_t n_ = (size_t)r->PropertyIdCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyIds));
+        r->PropertyIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyIds));
         if (!r->PropertyIds) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyIds[i_] = mp_rcur_u16(c);
@@ -7282,7 +7282,7 @@ static void push_mp_rop_req_GetNamesFromPropertyIds(struct mp_wcur *w, const str
         }
 }
 
-static void print_mp_rop_req_GetNamesFromPropertyIds(struct mp_rj *j, const struct mp_rop_req_GetNamesFromPropertyIds *r)
+static void print_mp_rop_req_GetNamesFromPropertyIds(struct mp_json *j, const struct mp_rop_req_GetNamesFromPropertyIds *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7312,7 +7312,7 @@ static void pull_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp
         {
             size_t n_ = (size_t)r->PropertyNameCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyNames = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyNames));
+            r->PropertyNames = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyNames));
             if (!r->PropertyNames) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyName(c, pc, &r->PropertyNames[i_]);
@@ -7336,7 +7336,7 @@ static void push_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_wcur *w, const str
     }
 }
 
-static void print_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_rj *j, const struct mp_rop_rsp_GetNamesFromPropertyIds *r)
+static void print_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_json *j, const struct mp_rop_rsp_GetNamesFromPropertyIds *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7368,7 +7368,7 @@ static void pull_mp_rop_req_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp
     {
         size_t n_ = (size_t)r->PropertyNameCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyNames = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyNames));
+        r->PropertyNames = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyNames));
         if (!r->PropertyNames) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_PropertyName(c, pc, &r->PropertyNames[i_]);
@@ -7390,7 +7390,7 @@ static void push_mp_rop_req_GetPropertyIdsFromNames(struct mp_wcur *w, const str
         }
 }
 
-static void print_mp_rop_req_GetPropertyIdsFromNames(struct mp_rj *j, const struct mp_rop_req_GetPropertyIdsFromNames *r)
+static void print_mp_rop_req_GetPropertyIdsFromNames(struct mp_json *j, const struct mp_rop_req_GetPropertyIdsFromNames *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7422,7 +7422,7 @@ static void pull_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp
         {
             size_t n_ = (size_t)r->PropertyIdCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyIds));
+            r->PropertyIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyIds));
             if (!r->PropertyIds) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->PropertyIds[i_] = mp_rcur_u16(c);
@@ -7446,7 +7446,7 @@ static void push_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_wcur *w, const str
     }
 }
 
-static void print_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_rj *j, const struct mp_rop_rsp_GetPropertyIdsFromNames *r)
+static void print_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_json *j, const struct mp_rop_rsp_GetPropertyIdsFromNames *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7492,7 +7492,7 @@ static void push_mp_rop_req_UpdateDeferredActionMessages(struct mp_wcur *w, cons
     mp_wcur_bytes(w, r->ClientEntryId, (size_t)r->ClientEntryIdSize);
 }
 
-static void print_mp_rop_req_UpdateDeferredActionMessages(struct mp_rj *j, const struct mp_rop_req_UpdateDeferredActionMessages *r)
+static void print_mp_rop_req_UpdateDeferredActionMessages(struct mp_json *j, const struct mp_rop_req_UpdateDeferredActionMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7524,7 +7524,7 @@ static void push_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_wcur *w, cons
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_rj *j, const struct mp_rop_rsp_UpdateDeferredActionMessages *r)
+static void print_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_json *j, const struct mp_rop_rsp_UpdateDeferredActionMessages *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7553,7 +7553,7 @@ static void push_mp_rop_req_EmptyFolder(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u8(w, r->WantDeleteAssociated);
 }
 
-static void print_mp_rop_req_EmptyFolder(struct mp_rj *j, const struct mp_rop_req_EmptyFolder *r)
+static void print_mp_rop_req_EmptyFolder(struct mp_json *j, const struct mp_rop_req_EmptyFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7588,7 +7588,7 @@ static void push_mp_rop_rsp_EmptyFolder(struct mp_wcur *w, const struct mp_rop_r
     }
 }
 
-static void print_mp_rop_rsp_EmptyFolder(struct mp_rj *j, const struct mp_rop_rsp_EmptyFolder *r)
+static void print_mp_rop_rsp_EmptyFolder(struct mp_json *j, const struct mp_rop_rsp_EmptyFolder *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7621,7 +7621,7 @@ static void push_mp_rop_req_ExpandRow(struct mp_wcur *w, const struct mp_rop_req
     mp_wcur_u64(w, r->CategoryId);
 }
 
-static void print_mp_rop_req_ExpandRow(struct mp_rj *j, const struct mp_rop_req_ExpandRow *r)
+static void print_mp_rop_req_ExpandRow(struct mp_json *j, const struct mp_rop_req_ExpandRow *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7651,7 +7651,7 @@ static void pull_mp_rop_rsp_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
         {
             size_t n_ = (size_t)r->RowCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->RowData = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->RowData));
+            r->RowData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RowData));
             if (!r->RowData) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_proprow(c, pc, &r->RowData[i_], cols_, ncols_);
@@ -7676,7 +7676,7 @@ static void push_mp_rop_rsp_ExpandRow(struct mp_wcur *w, const struct mp_rop_rsp
     }
 }
 
-static void print_mp_rop_rsp_ExpandRow(struct mp_rj *j, const struct mp_rop_rsp_ExpandRow *r)
+static void print_mp_rop_rsp_ExpandRow(struct mp_json *j, const struct mp_rop_rsp_ExpandRow *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7715,7 +7715,7 @@ static void push_mp_rop_req_CollapseRow(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u64(w, r->CategoryId);
 }
 
-static void print_mp_rop_req_CollapseRow(struct mp_rj *j, const struct mp_rop_req_CollapseRow *r)
+static void print_mp_rop_req_CollapseRow(struct mp_json *j, const struct mp_rop_req_CollapseRow *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7748,7 +7748,7 @@ static void push_mp_rop_rsp_CollapseRow(struct mp_wcur *w, const struct mp_rop_r
     }
 }
 
-static void print_mp_rop_rsp_CollapseRow(struct mp_rj *j, const struct mp_rop_rsp_CollapseRow *r)
+static void print_mp_rop_rsp_CollapseRow(struct mp_json *j, const struct mp_rop_rsp_CollapseRow *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7784,7 +7784,7 @@ static void push_mp_rop_req_LockRegionStream(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->LockFlags);
 }
 
-static void print_mp_rop_req_LockRegionStream(struct mp_rj *j, const struct mp_rop_req_LockRegionStream *r)
+static void print_mp_rop_req_LockRegionStream(struct mp_json *j, const struct mp_rop_req_LockRegionStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7814,7 +7814,7 @@ static void push_mp_rop_rsp_LockRegionStream(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_LockRegionStream(struct mp_rj *j, const struct mp_rop_rsp_LockRegionStream *r)
+static void print_mp_rop_rsp_LockRegionStream(struct mp_json *j, const struct mp_rop_rsp_LockRegionStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7846,7 +7846,7 @@ static void push_mp_rop_req_UnlockRegionStream(struct mp_wcur *w, const struct m
     mp_wcur_u32(w, r->LockFlags);
 }
 
-static void print_mp_rop_req_UnlockRegionStream(struct mp_rj *j, const struct mp_rop_req_UnlockRegionStream *r)
+static void print_mp_rop_req_UnlockRegionStream(struct mp_json *j, const struct mp_rop_req_UnlockRegionStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7876,7 +7876,7 @@ static void push_mp_rop_rsp_UnlockRegionStream(struct mp_wcur *w, const struct m
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_UnlockRegionStream(struct mp_rj *j, const struct mp_rop_rsp_UnlockRegionStream *r)
+static void print_mp_rop_rsp_UnlockRegionStream(struct mp_json *j, const struct mp_rop_rsp_UnlockRegionStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7899,7 +7899,7 @@ static void push_mp_rop_req_CommitStream(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_CommitStream(struct mp_rj *j, const struct mp_rop_req_CommitStream *r)
+static void print_mp_rop_req_CommitStream(struct mp_json *j, const struct mp_rop_req_CommitStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7923,7 +7923,7 @@ static void push_mp_rop_rsp_CommitStream(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_CommitStream(struct mp_rj *j, const struct mp_rop_rsp_CommitStream *r)
+static void print_mp_rop_rsp_CommitStream(struct mp_json *j, const struct mp_rop_rsp_CommitStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7946,7 +7946,7 @@ static void push_mp_rop_req_GetStreamSize(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetStreamSize(struct mp_rj *j, const struct mp_rop_req_GetStreamSize *r)
+static void print_mp_rop_req_GetStreamSize(struct mp_json *j, const struct mp_rop_req_GetStreamSize *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7977,7 +7977,7 @@ static void push_mp_rop_rsp_GetStreamSize(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_GetStreamSize(struct mp_rj *j, const struct mp_rop_rsp_GetStreamSize *r)
+static void print_mp_rop_rsp_GetStreamSize(struct mp_json *j, const struct mp_rop_rsp_GetStreamSize *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8017,7 +8017,7 @@ static void push_mp_rop_req_QueryNamedProperties(struct mp_wcur *w, const struct
     }
 }
 
-static void print_mp_rop_req_QueryNamedProperties(struct mp_rj *j, const struct mp_rop_req_QueryNamedProperties *r)
+static void print_mp_rop_req_QueryNamedProperties(struct mp_json *j, const struct mp_rop_req_QueryNamedProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8046,7 +8046,7 @@ static void pull_mp_rop_rsp_QueryNamedProperties(struct mp_rcur *c, struct mp_ro
         {
             size_t n_ = (size_t)r->IdCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyIds));
+            r->PropertyIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyIds));
             if (!r->PropertyIds) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->PropertyIds[i_] = mp_rcur_u16(c);
@@ -8056,7 +8056,7 @@ static void pull_mp_rop_rsp_QueryNamedProperties(struct mp_rcur *c, struct mp_ro
         {
             size_t n_ = (size_t)r->IdCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyNames = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyNames));
+            r->PropertyNames = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyNames));
             if (!r->PropertyNames) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyName(c, pc, &r->PropertyNames[i_]);
@@ -8084,7 +8084,7 @@ static void push_mp_rop_rsp_QueryNamedProperties(struct mp_wcur *w, const struct
     }
 }
 
-static void print_mp_rop_rsp_QueryNamedProperties(struct mp_rj *j, const struct mp_rop_rsp_QueryNamedProperties *r)
+static void print_mp_rop_rsp_QueryNamedProperties(struct mp_json *j, const struct mp_rop_rsp_QueryNamedProperties *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8128,7 +8128,7 @@ static void push_mp_rop_req_GetPerUserLongTermIds(struct mp_wcur *w, const struc
     mp_wcur_bytes(w, r->DatabaseGuid, 16);
 }
 
-static void print_mp_rop_req_GetPerUserLongTermIds(struct mp_rj *j, const struct mp_rop_req_GetPerUserLongTermIds *r)
+static void print_mp_rop_req_GetPerUserLongTermIds(struct mp_json *j, const struct mp_rop_req_GetPerUserLongTermIds *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8151,7 +8151,7 @@ static void pull_mp_rop_rsp_GetPerUserLongTermIds(struct mp_rcur *c, struct mp_r
         {
             size_t n_ = (size_t)r->LongTermIdCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->LongTermIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->LongTermIds));
+            r->LongTermIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->LongTermIds));
             if (!r->LongTermIds) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_LongTermId(c, pc, &r->LongTermIds[i_]);
@@ -8175,7 +8175,7 @@ static void push_mp_rop_rsp_GetPerUserLongTermIds(struct mp_wcur *w, const struc
     }
 }
 
-static void print_mp_rop_rsp_GetPerUserLongTermIds(struct mp_rj *j, const struct mp_rop_rsp_GetPerUserLongTermIds *r)
+static void print_mp_rop_rsp_GetPerUserLongTermIds(struct mp_json *j, const struct mp_rop_rsp_GetPerUserLongTermIds *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8212,7 +8212,7 @@ static void push_mp_rop_req_GetPerUserGuid(struct mp_wcur *w, const struct mp_ro
     mp_rop_push_LongTermId(w, &r->LongTermId);
 }
 
-static void print_mp_rop_req_GetPerUserGuid(struct mp_rj *j, const struct mp_rop_req_GetPerUserGuid *r)
+static void print_mp_rop_req_GetPerUserGuid(struct mp_json *j, const struct mp_rop_req_GetPerUserGuid *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8245,7 +8245,7 @@ static void push_mp_rop_rsp_GetPerUserGuid(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_GetPerUserGuid(struct mp_rj *j, const struct mp_rop_rsp_GetPerUserGuid *r)
+static void print_mp_rop_rsp_GetPerUserGuid(struct mp_json *j, const struct mp_rop_rsp_GetPerUserGuid *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8284,7 +8284,7 @@ static void push_mp_rop_req_ReadPerUserInformation(struct mp_wcur *w, const stru
     mp_wcur_u16(w, r->MaxDataSize);
 }
 
-static void print_mp_rop_req_ReadPerUserInformation(struct mp_rj *j, const struct mp_rop_req_ReadPerUserInformation *r)
+static void print_mp_rop_req_ReadPerUserInformation(struct mp_json *j, const struct mp_rop_req_ReadPerUserInformation *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8329,7 +8329,7 @@ static void push_mp_rop_rsp_ReadPerUserInformation(struct mp_wcur *w, const stru
     }
 }
 
-static void print_mp_rop_rsp_ReadPerUserInformation(struct mp_rj *j, const struct mp_rop_rsp_ReadPerUserInformation *r)
+static void print_mp_rop_rsp_ReadPerUserInformation(struct mp_json *j, const struct mp_rop_rsp_ReadPerUserInformation *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8384,7 +8384,7 @@ static void push_mp_rop_req_WritePerUserInformation(struct mp_wcur *w, const str
     }
 }
 
-static void print_mp_rop_req_WritePerUserInformation(struct mp_rj *j, const struct mp_rop_req_WritePerUserInformation *r)
+static void print_mp_rop_req_WritePerUserInformation(struct mp_json *j, const struct mp_rop_req_WritePerUserInformation *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8422,7 +8422,7 @@ static void push_mp_rop_rsp_WritePerUserInformation(struct mp_wcur *w, const str
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_WritePerUserInformation(struct mp_rj *j, const struct mp_rop_rsp_WritePerUserInformation *r)
+static void print_mp_rop_rsp_WritePerUserInformation(struct mp_json *j, const struct mp_rop_rsp_WritePerUserInformation *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8445,7 +8445,7 @@ static void pull_mp_rop_req_SetReadFlags(struct mp_rcur *c, struct mp_rop_pctx *
     {
         size_t n_ = (size_t)r->MessageIdCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->MessageIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
+        r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
         if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
@@ -8468,7 +8468,7 @@ static void push_mp_rop_req_SetReadFlags(struct mp_wcur *w, const struct mp_rop_
         }
 }
 
-static void print_mp_rop_req_SetReadFlags(struct mp_rj *j, const struct mp_rop_req_SetReadFlags *r)
+static void print_mp_rop_req_SetReadFlags(struct mp_json *j, const struct mp_rop_req_SetReadFlags *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8512,7 +8512,7 @@ static void push_mp_rop_rsp_SetReadFlags(struct mp_wcur *w, const struct mp_rop_
     }
 }
 
-static void print_mp_rop_rsp_SetReadFlags(struct mp_rj *j, const struct mp_rop_rsp_SetReadFlags *r)
+static void print_mp_rop_rsp_SetReadFlags(struct mp_json *j, const struct mp_rop_rsp_SetReadFlags *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8541,7 +8541,7 @@ static void pull_mp_rop_req_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx
     {
         size_t n_ = (size_t)r->PropertyTagCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+        r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
         if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -8565,7 +8565,7 @@ static void push_mp_rop_req_CopyProperties(struct mp_wcur *w, const struct mp_ro
         }
 }
 
-static void print_mp_rop_req_CopyProperties(struct mp_rj *j, const struct mp_rop_req_CopyProperties *r)
+static void print_mp_rop_req_CopyProperties(struct mp_json *j, const struct mp_rop_req_CopyProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8604,7 +8604,7 @@ static void pull_mp_rop_rsp_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
             if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
@@ -8630,7 +8630,7 @@ static void push_mp_rop_rsp_CopyProperties(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_CopyProperties(struct mp_rj *j, const struct mp_rop_rsp_CopyProperties *r)
+static void print_mp_rop_rsp_CopyProperties(struct mp_json *j, const struct mp_rop_rsp_CopyProperties *r)
 {
     mp_rj_key(j, "SourceHandleIndex");
     mp_rj_u64(j, r->SourceHandleIndex);
@@ -8667,7 +8667,7 @@ static void push_mp_rop_req_GetReceiveFolderTable(struct mp_wcur *w, const struc
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetReceiveFolderTable(struct mp_rj *j, const struct mp_rop_req_GetReceiveFolderTable *r)
+static void print_mp_rop_req_GetReceiveFolderTable(struct mp_json *j, const struct mp_rop_req_GetReceiveFolderTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8688,7 +8688,7 @@ static void pull_mp_rop_rsp_GetReceiveFolderTable(struct mp_rcur *c, struct mp_r
         {
             size_t n_ = (size_t)r->RowCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->Rows = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->Rows));
+            r->Rows = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Rows));
             if (!r->Rows) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_proprow(c, pc, &r->Rows[i_], mp_rop_cols_receive_folder_table, MP_ROP_NCOLS_RECEIVE_FOLDER_TABLE);
@@ -8712,7 +8712,7 @@ static void push_mp_rop_rsp_GetReceiveFolderTable(struct mp_wcur *w, const struc
     }
 }
 
-static void print_mp_rop_rsp_GetReceiveFolderTable(struct mp_rj *j, const struct mp_rop_rsp_GetReceiveFolderTable *r)
+static void print_mp_rop_rsp_GetReceiveFolderTable(struct mp_json *j, const struct mp_rop_rsp_GetReceiveFolderTable *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8750,7 +8750,7 @@ static void pull_mp_rop_req_FastTransferSourceCopyProperties(struct mp_rcur *c, 
     {
         size_t n_ = (size_t)r->PropertyTagCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+        r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
         if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -8775,7 +8775,7 @@ static void push_mp_rop_req_FastTransferSourceCopyProperties(struct mp_wcur *w, 
         }
 }
 
-static void print_mp_rop_req_FastTransferSourceCopyProperties(struct mp_rj *j, const struct mp_rop_req_FastTransferSourceCopyProperties *r)
+static void print_mp_rop_req_FastTransferSourceCopyProperties(struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8816,7 +8816,7 @@ static void push_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_wcur *w, 
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_rj *j, const struct mp_rop_rsp_FastTransferSourceCopyProperties *r)
+static void print_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyProperties *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -8845,7 +8845,7 @@ static void push_mp_rop_req_GetCollapseState(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->RowInstanceNumber);
 }
 
-static void print_mp_rop_req_GetCollapseState(struct mp_rj *j, const struct mp_rop_req_GetCollapseState *r)
+static void print_mp_rop_req_GetCollapseState(struct mp_json *j, const struct mp_rop_req_GetCollapseState *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8883,7 +8883,7 @@ static void push_mp_rop_rsp_GetCollapseState(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetCollapseState(struct mp_rj *j, const struct mp_rop_rsp_GetCollapseState *r)
+static void print_mp_rop_rsp_GetCollapseState(struct mp_json *j, const struct mp_rop_rsp_GetCollapseState *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8918,7 +8918,7 @@ static void push_mp_rop_req_SetCollapseState(struct mp_wcur *w, const struct mp_
     mp_wcur_bytes(w, r->CollapseState, (size_t)r->CollapseStateSize);
 }
 
-static void print_mp_rop_req_SetCollapseState(struct mp_rj *j, const struct mp_rop_req_SetCollapseState *r)
+static void print_mp_rop_req_SetCollapseState(struct mp_json *j, const struct mp_rop_req_SetCollapseState *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8956,7 +8956,7 @@ static void push_mp_rop_rsp_SetCollapseState(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_SetCollapseState(struct mp_rj *j, const struct mp_rop_rsp_SetCollapseState *r)
+static void print_mp_rop_rsp_SetCollapseState(struct mp_json *j, const struct mp_rop_rsp_SetCollapseState *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8985,7 +8985,7 @@ static void push_mp_rop_req_GetTransportFolder(struct mp_wcur *w, const struct m
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetTransportFolder(struct mp_rj *j, const struct mp_rop_req_GetTransportFolder *r)
+static void print_mp_rop_req_GetTransportFolder(struct mp_json *j, const struct mp_rop_req_GetTransportFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9016,7 +9016,7 @@ static void push_mp_rop_rsp_GetTransportFolder(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_GetTransportFolder(struct mp_rj *j, const struct mp_rop_rsp_GetTransportFolder *r)
+static void print_mp_rop_rsp_GetTransportFolder(struct mp_json *j, const struct mp_rop_rsp_GetTransportFolder *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9043,7 +9043,7 @@ static void push_mp_rop_rsp_Pending(struct mp_wcur *w, const struct mp_rop_rsp_P
     mp_wcur_u16(w, r->SessionIndex);
 }
 
-static void print_mp_rop_rsp_Pending(struct mp_rj *j, const struct mp_rop_rsp_Pending *r)
+static void print_mp_rop_rsp_Pending(struct mp_json *j, const struct mp_rop_rsp_Pending *r)
 {
     mp_rj_key(j, "SessionIndex");
     mp_rj_u64(j, r->SessionIndex);
@@ -9070,7 +9070,7 @@ static void push_mp_rop_req_OptionsData(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u8(w, r->WantWin32);
 }
 
-static void print_mp_rop_req_OptionsData(struct mp_rj *j, const struct mp_rop_req_OptionsData *r)
+static void print_mp_rop_req_OptionsData(struct mp_json *j, const struct mp_rop_req_OptionsData *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9124,7 +9124,7 @@ static void push_mp_rop_rsp_OptionsData(struct mp_wcur *w, const struct mp_rop_r
     }
 }
 
-static void print_mp_rop_rsp_OptionsData(struct mp_rj *j, const struct mp_rop_rsp_OptionsData *r)
+static void print_mp_rop_rsp_OptionsData(struct mp_json *j, const struct mp_rop_rsp_OptionsData *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9178,7 +9178,7 @@ static void pull_mp_rop_req_SynchronizationConfigure(struct mp_rcur *c, struct m
     {
         size_t n_ = (size_t)r->PropertyTagCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+        r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
         if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -9213,7 +9213,7 @@ static void push_mp_rop_req_SynchronizationConfigure(struct mp_wcur *w, const st
         }
 }
 
-static void print_mp_rop_req_SynchronizationConfigure(struct mp_rj *j, const struct mp_rop_req_SynchronizationConfigure *r)
+static void print_mp_rop_req_SynchronizationConfigure(struct mp_json *j, const struct mp_rop_req_SynchronizationConfigure *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9262,7 +9262,7 @@ static void push_mp_rop_rsp_SynchronizationConfigure(struct mp_wcur *w, const st
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationConfigure(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationConfigure *r)
+static void print_mp_rop_rsp_SynchronizationConfigure(struct mp_json *j, const struct mp_rop_rsp_SynchronizationConfigure *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -9285,7 +9285,7 @@ static void pull_mp_rop_req_SynchronizationImportMessageChange(struct mp_rcur *c
     {
         size_t n_ = (size_t)r->PropertyValueCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+        r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
         if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
@@ -9308,7 +9308,7 @@ static void push_mp_rop_req_SynchronizationImportMessageChange(struct mp_wcur *w
         }
 }
 
-static void print_mp_rop_req_SynchronizationImportMessageChange(struct mp_rj *j, const struct mp_rop_req_SynchronizationImportMessageChange *r)
+static void print_mp_rop_req_SynchronizationImportMessageChange(struct mp_json *j, const struct mp_rop_req_SynchronizationImportMessageChange *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9352,7 +9352,7 @@ static void push_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_wcur *w
     }
 }
 
-static void print_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationImportMessageChange *r)
+static void print_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportMessageChange *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -9375,7 +9375,7 @@ static void pull_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_rcur 
     {
         size_t n_ = (size_t)r->HierarchyValueCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->HierarchyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->HierarchyValues));
+        r->HierarchyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->HierarchyValues));
         if (!r->HierarchyValues) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->HierarchyValues[i_]);
@@ -9387,7 +9387,7 @@ static void pull_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_rcur 
     {
         size_t n_ = (size_t)r->PropertyValueCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+        r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
         if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
@@ -9413,7 +9413,7 @@ static void push_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_wcur 
         }
 }
 
-static void print_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_rj *j, const struct mp_rop_req_SynchronizationImportHierarchyChange *r)
+static void print_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_json *j, const struct mp_rop_req_SynchronizationImportHierarchyChange *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9462,7 +9462,7 @@ static void push_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_wcur 
     }
 }
 
-static void print_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationImportHierarchyChange *r)
+static void print_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportHierarchyChange *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9487,7 +9487,7 @@ static void pull_mp_rop_req_SynchronizationImportDeletes(struct mp_rcur *c, stru
     {
         size_t n_ = (size_t)r->PropertyValueCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+        r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
         if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
@@ -9509,7 +9509,7 @@ static void push_mp_rop_req_SynchronizationImportDeletes(struct mp_wcur *w, cons
         }
 }
 
-static void print_mp_rop_req_SynchronizationImportDeletes(struct mp_rj *j, const struct mp_rop_req_SynchronizationImportDeletes *r)
+static void print_mp_rop_req_SynchronizationImportDeletes(struct mp_json *j, const struct mp_rop_req_SynchronizationImportDeletes *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9544,7 +9544,7 @@ static void push_mp_rop_rsp_SynchronizationImportDeletes(struct mp_wcur *w, cons
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationImportDeletes(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationImportDeletes *r)
+static void print_mp_rop_rsp_SynchronizationImportDeletes(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportDeletes *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9573,7 +9573,7 @@ static void push_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_wcur
     mp_wcur_u32(w, r->TransferBufferSize);
 }
 
-static void print_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_rj *j, const struct mp_rop_req_SynchronizationUploadStateStreamBegin *r)
+static void print_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_json *j, const struct mp_rop_req_SynchronizationUploadStateStreamBegin *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9601,7 +9601,7 @@ static void push_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_wcur
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamBegin *r)
+static void print_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_json *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamBegin *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9630,7 +9630,7 @@ static void push_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_w
     mp_wcur_bytes(w, r->StreamData, (size_t)r->StreamDataSize);
 }
 
-static void print_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_rj *j, const struct mp_rop_req_SynchronizationUploadStateStreamContinue *r)
+static void print_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_json *j, const struct mp_rop_req_SynchronizationUploadStateStreamContinue *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9658,7 +9658,7 @@ static void push_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_w
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamContinue *r)
+static void print_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_json *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamContinue *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9681,7 +9681,7 @@ static void push_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_wcur *
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_rj *j, const struct mp_rop_req_SynchronizationUploadStateStreamEnd *r)
+static void print_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_json *j, const struct mp_rop_req_SynchronizationUploadStateStreamEnd *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9705,7 +9705,7 @@ static void push_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_wcur *
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamEnd *r)
+static void print_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_json *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamEnd *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9758,7 +9758,7 @@ static void push_mp_rop_req_SynchronizationImportMessageMove(struct mp_wcur *w, 
     mp_wcur_bytes(w, r->ChangeNumber, (size_t)r->ChangeNumberSize);
 }
 
-static void print_mp_rop_req_SynchronizationImportMessageMove(struct mp_rj *j, const struct mp_rop_req_SynchronizationImportMessageMove *r)
+static void print_mp_rop_req_SynchronizationImportMessageMove(struct mp_json *j, const struct mp_rop_req_SynchronizationImportMessageMove *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9809,7 +9809,7 @@ static void push_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_wcur *w, 
     }
 }
 
-static void print_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationImportMessageMove *r)
+static void print_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportMessageMove *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9835,7 +9835,7 @@ static void pull_mp_rop_req_SetPropertiesNoReplicate(struct mp_rcur *c, struct m
         {
             size_t n_ = (size_t)r->PropertyValueCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyValues = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+            r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
             if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
@@ -9864,7 +9864,7 @@ static void push_mp_rop_req_SetPropertiesNoReplicate(struct mp_wcur *w, const st
     }
 }
 
-static void print_mp_rop_req_SetPropertiesNoReplicate(struct mp_rj *j, const struct mp_rop_req_SetPropertiesNoReplicate *r)
+static void print_mp_rop_req_SetPropertiesNoReplicate(struct mp_json *j, const struct mp_rop_req_SetPropertiesNoReplicate *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9896,7 +9896,7 @@ static void pull_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_rcur *c, struct m
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
             if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
@@ -9920,7 +9920,7 @@ static void push_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_wcur *w, const st
     }
 }
 
-static void print_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_rj *j, const struct mp_rop_rsp_SetPropertiesNoReplicate *r)
+static void print_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_json *j, const struct mp_rop_rsp_SetPropertiesNoReplicate *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9950,7 +9950,7 @@ static void pull_mp_rop_req_DeletePropertiesNoReplicate(struct mp_rcur *c, struc
     {
         size_t n_ = (size_t)r->PropertyTagCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->PropertyTags = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
+        r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
         if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
@@ -9971,7 +9971,7 @@ static void push_mp_rop_req_DeletePropertiesNoReplicate(struct mp_wcur *w, const
         }
 }
 
-static void print_mp_rop_req_DeletePropertiesNoReplicate(struct mp_rj *j, const struct mp_rop_req_DeletePropertiesNoReplicate *r)
+static void print_mp_rop_req_DeletePropertiesNoReplicate(struct mp_json *j, const struct mp_rop_req_DeletePropertiesNoReplicate *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10001,7 +10001,7 @@ static void pull_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_rcur *c, struc
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
             if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
@@ -10025,7 +10025,7 @@ static void push_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_wcur *w, const
     }
 }
 
-static void print_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_rj *j, const struct mp_rop_rsp_DeletePropertiesNoReplicate *r)
+static void print_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_json *j, const struct mp_rop_rsp_DeletePropertiesNoReplicate *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10059,7 +10059,7 @@ static void push_mp_rop_req_GetStoreState(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetStoreState(struct mp_rj *j, const struct mp_rop_req_GetStoreState *r)
+static void print_mp_rop_req_GetStoreState(struct mp_json *j, const struct mp_rop_req_GetStoreState *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10090,7 +10090,7 @@ static void push_mp_rop_rsp_GetStoreState(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_GetStoreState(struct mp_rj *j, const struct mp_rop_rsp_GetStoreState *r)
+static void print_mp_rop_rsp_GetStoreState(struct mp_json *j, const struct mp_rop_rsp_GetStoreState *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10123,7 +10123,7 @@ static void push_mp_rop_req_SynchronizationOpenCollector(struct mp_wcur *w, cons
     mp_wcur_u8(w, r->IsContentsCollector);
 }
 
-static void print_mp_rop_req_SynchronizationOpenCollector(struct mp_rj *j, const struct mp_rop_req_SynchronizationOpenCollector *r)
+static void print_mp_rop_req_SynchronizationOpenCollector(struct mp_json *j, const struct mp_rop_req_SynchronizationOpenCollector *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10151,7 +10151,7 @@ static void push_mp_rop_rsp_SynchronizationOpenCollector(struct mp_wcur *w, cons
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationOpenCollector(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationOpenCollector *r)
+static void print_mp_rop_rsp_SynchronizationOpenCollector(struct mp_json *j, const struct mp_rop_rsp_SynchronizationOpenCollector *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -10177,7 +10177,7 @@ static void push_mp_rop_req_GetLocalReplicaIds(struct mp_wcur *w, const struct m
     mp_wcur_u32(w, r->IdCount);
 }
 
-static void print_mp_rop_req_GetLocalReplicaIds(struct mp_rj *j, const struct mp_rop_req_GetLocalReplicaIds *r)
+static void print_mp_rop_req_GetLocalReplicaIds(struct mp_json *j, const struct mp_rop_req_GetLocalReplicaIds *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10213,7 +10213,7 @@ static void push_mp_rop_rsp_GetLocalReplicaIds(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_GetLocalReplicaIds(struct mp_rj *j, const struct mp_rop_rsp_GetLocalReplicaIds *r)
+static void print_mp_rop_rsp_GetLocalReplicaIds(struct mp_json *j, const struct mp_rop_rsp_GetLocalReplicaIds *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10242,7 +10242,7 @@ static void pull_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_rcur
             while (!c->err && c->off < MessageReadStateSize__start + r->MessageReadStateSize) {
                 if (r->MessageReadStates__n == cap_) {
                     cap_ = cap_ ? cap_ * 2 : 8;
-                    struct mp_rop_MessageReadState *n_ = mp_rop_allocn(pc->arena, cap_, sizeof(*n_));
+                    struct mp_rop_MessageReadState *n_ = mp_arena_calloc(pc->arena, cap_, sizeof(*n_));
                     if (!n_) { mp_rop_nomem(c, pc); return; }
                     if (r->MessageReadStates__n) memcpy(n_, r->MessageReadStates, r->MessageReadStates__n * sizeof(*n_));
                     r->MessageReadStates = n_;
@@ -10272,7 +10272,7 @@ static void push_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_wcur
     }
 }
 
-static void print_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_rj *j, const struct mp_rop_req_SynchronizationImportReadStateChanges *r)
+static void print_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_json *j, const struct mp_rop_req_SynchronizationImportReadStateChanges *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10305,7 +10305,7 @@ static void push_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_wcur
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationImportReadStateChanges *r)
+static void print_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportReadStateChanges *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10328,7 +10328,7 @@ static void push_mp_rop_req_ResetTable(struct mp_wcur *w, const struct mp_rop_re
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_ResetTable(struct mp_rj *j, const struct mp_rop_req_ResetTable *r)
+static void print_mp_rop_req_ResetTable(struct mp_json *j, const struct mp_rop_req_ResetTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10352,7 +10352,7 @@ static void push_mp_rop_rsp_ResetTable(struct mp_wcur *w, const struct mp_rop_rs
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_ResetTable(struct mp_rj *j, const struct mp_rop_rsp_ResetTable *r)
+static void print_mp_rop_rsp_ResetTable(struct mp_json *j, const struct mp_rop_rsp_ResetTable *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10378,7 +10378,7 @@ static void push_mp_rop_req_SynchronizationGetTransferState(struct mp_wcur *w, c
     mp_wcur_u8(w, r->OutputHandleIndex);
 }
 
-static void print_mp_rop_req_SynchronizationGetTransferState(struct mp_rj *j, const struct mp_rop_req_SynchronizationGetTransferState *r)
+static void print_mp_rop_req_SynchronizationGetTransferState(struct mp_json *j, const struct mp_rop_req_SynchronizationGetTransferState *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10404,7 +10404,7 @@ static void push_mp_rop_rsp_SynchronizationGetTransferState(struct mp_wcur *w, c
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationGetTransferState(struct mp_rj *j, const struct mp_rop_rsp_SynchronizationGetTransferState *r)
+static void print_mp_rop_rsp_SynchronizationGetTransferState(struct mp_json *j, const struct mp_rop_rsp_SynchronizationGetTransferState *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -10421,7 +10421,7 @@ static void pull_mp_rop_req_TellVersion(struct mp_rcur *c, struct mp_rop_pctx *p
     {
         size_t n_ = 3;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->Version = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->Version));
+        r->Version = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Version));
         if (!r->Version) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->Version[i_] = mp_rcur_u16(c);
@@ -10441,7 +10441,7 @@ static void push_mp_rop_req_TellVersion(struct mp_wcur *w, const struct mp_rop_r
         }
 }
 
-static void print_mp_rop_req_TellVersion(struct mp_rj *j, const struct mp_rop_req_TellVersion *r)
+static void print_mp_rop_req_TellVersion(struct mp_json *j, const struct mp_rop_req_TellVersion *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10472,7 +10472,7 @@ static void push_mp_rop_rsp_TellVersion(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_TellVersion(struct mp_rj *j, const struct mp_rop_rsp_TellVersion *r)
+static void print_mp_rop_rsp_TellVersion(struct mp_json *j, const struct mp_rop_rsp_TellVersion *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10501,7 +10501,7 @@ static void push_mp_rop_req_FreeBookmark(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_bytes(w, r->Bookmark, (size_t)r->BookmarkSize);
 }
 
-static void print_mp_rop_req_FreeBookmark(struct mp_rj *j, const struct mp_rop_req_FreeBookmark *r)
+static void print_mp_rop_req_FreeBookmark(struct mp_json *j, const struct mp_rop_req_FreeBookmark *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10529,7 +10529,7 @@ static void push_mp_rop_rsp_FreeBookmark(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FreeBookmark(struct mp_rj *j, const struct mp_rop_rsp_FreeBookmark *r)
+static void print_mp_rop_rsp_FreeBookmark(struct mp_json *j, const struct mp_rop_rsp_FreeBookmark *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10558,7 +10558,7 @@ static void push_mp_rop_req_WriteAndCommitStream(struct mp_wcur *w, const struct
     mp_wcur_bytes(w, r->Data, (size_t)r->DataSize);
 }
 
-static void print_mp_rop_req_WriteAndCommitStream(struct mp_rj *j, const struct mp_rop_req_WriteAndCommitStream *r)
+static void print_mp_rop_req_WriteAndCommitStream(struct mp_json *j, const struct mp_rop_req_WriteAndCommitStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10593,7 +10593,7 @@ static void push_mp_rop_rsp_WriteAndCommitStream(struct mp_wcur *w, const struct
     }
 }
 
-static void print_mp_rop_rsp_WriteAndCommitStream(struct mp_rj *j, const struct mp_rop_rsp_WriteAndCommitStream *r)
+static void print_mp_rop_rsp_WriteAndCommitStream(struct mp_json *j, const struct mp_rop_rsp_WriteAndCommitStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10620,7 +10620,7 @@ static void pull_mp_rop_req_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_
     {
         size_t n_ = (size_t)r->MessageIdCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->MessageIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
+        r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
         if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
@@ -10643,7 +10643,7 @@ static void push_mp_rop_req_HardDeleteMessages(struct mp_wcur *w, const struct m
         }
 }
 
-static void print_mp_rop_req_HardDeleteMessages(struct mp_rj *j, const struct mp_rop_req_HardDeleteMessages *r)
+static void print_mp_rop_req_HardDeleteMessages(struct mp_json *j, const struct mp_rop_req_HardDeleteMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10687,7 +10687,7 @@ static void push_mp_rop_rsp_HardDeleteMessages(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_HardDeleteMessages(struct mp_rj *j, const struct mp_rop_rsp_HardDeleteMessages *r)
+static void print_mp_rop_rsp_HardDeleteMessages(struct mp_json *j, const struct mp_rop_rsp_HardDeleteMessages *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10720,7 +10720,7 @@ static void push_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_wcur *w, c
     mp_wcur_u8(w, r->WantDeleteAssociated);
 }
 
-static void print_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_rj *j, const struct mp_rop_req_HardDeleteMessagesAndSubfolders *r)
+static void print_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_json *j, const struct mp_rop_req_HardDeleteMessagesAndSubfolders *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10755,7 +10755,7 @@ static void push_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_wcur *w, c
     }
 }
 
-static void print_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_rj *j, const struct mp_rop_rsp_HardDeleteMessagesAndSubfolders *r)
+static void print_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_json *j, const struct mp_rop_rsp_HardDeleteMessagesAndSubfolders *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10781,7 +10781,7 @@ static void pull_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_rcur *c, stru
         {
             size_t n_ = (size_t)r->LongTermIdRangeCount;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->LongTermIdRanges = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->LongTermIdRanges));
+            r->LongTermIdRanges = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->LongTermIdRanges));
             if (!r->LongTermIdRanges) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_LongTermIdRange(c, pc, &r->LongTermIdRanges[i_]);
@@ -10810,7 +10810,7 @@ static void push_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_wcur *w, cons
     }
 }
 
-static void print_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_rj *j, const struct mp_rop_req_SetLocalReplicaMidsetDeleted *r)
+static void print_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_json *j, const struct mp_rop_req_SetLocalReplicaMidsetDeleted *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10845,7 +10845,7 @@ static void push_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_wcur *w, cons
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_rj *j, const struct mp_rop_rsp_SetLocalReplicaMidsetDeleted *r)
+static void print_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_json *j, const struct mp_rop_rsp_SetLocalReplicaMidsetDeleted *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10874,7 +10874,7 @@ static void push_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_w
     mp_wcur_bytes(w, r->TransferData, (size_t)r->TransferDataSize);
 }
 
-static void print_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_rj *j, const struct mp_rop_req_FastTransferDestinationPutBufferExtended *r)
+static void print_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_json *j, const struct mp_rop_req_FastTransferDestinationPutBufferExtended *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10921,7 +10921,7 @@ static void push_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_w
     }
 }
 
-static void print_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_rj *j, const struct mp_rop_rsp_FastTransferDestinationPutBufferExtended *r)
+static void print_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_json *j, const struct mp_rop_rsp_FastTransferDestinationPutBufferExtended *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10962,7 +10962,7 @@ static void push_mp_rop_req_WriteStreamExtended(struct mp_wcur *w, const struct 
     mp_wcur_bytes(w, r->Data, (size_t)r->DataSize);
 }
 
-static void print_mp_rop_req_WriteStreamExtended(struct mp_rj *j, const struct mp_rop_req_WriteStreamExtended *r)
+static void print_mp_rop_req_WriteStreamExtended(struct mp_json *j, const struct mp_rop_req_WriteStreamExtended *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10997,7 +10997,7 @@ static void push_mp_rop_rsp_WriteStreamExtended(struct mp_wcur *w, const struct 
     }
 }
 
-static void print_mp_rop_rsp_WriteStreamExtended(struct mp_rj *j, const struct mp_rop_rsp_WriteStreamExtended *r)
+static void print_mp_rop_rsp_WriteStreamExtended(struct mp_json *j, const struct mp_rop_rsp_WriteStreamExtended *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -11023,7 +11023,7 @@ static void pull_mp_rop_rsp_Backoff(struct mp_rcur *c, struct mp_rop_pctx *pc, s
     {
         size_t n_ = (size_t)r->BackoffRopCount;
         if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-        r->BackoffRopData = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->BackoffRopData));
+        r->BackoffRopData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->BackoffRopData));
         if (!r->BackoffRopData) { mp_rop_nomem(c, pc); return; }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_BackoffRop(c, pc, &r->BackoffRopData[i_]);
@@ -11050,7 +11050,7 @@ static void push_mp_rop_rsp_Backoff(struct mp_wcur *w, const struct mp_rop_rsp_B
     mp_wcur_bytes(w, r->AdditionalData, (size_t)r->AdditionalDataSize);
 }
 
-static void print_mp_rop_rsp_Backoff(struct mp_rj *j, const struct mp_rop_rsp_Backoff *r)
+static void print_mp_rop_rsp_Backoff(struct mp_json *j, const struct mp_rop_rsp_Backoff *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -11101,7 +11101,7 @@ static void push_mp_rop_req_Logon(struct mp_wcur *w, const struct mp_rop_req_Log
     mp_wcur_bytes(w, r->Essdn, (size_t)r->EssdnSize);
 }
 
-static void print_mp_rop_req_Logon(struct mp_rj *j, const struct mp_rop_req_Logon *r)
+static void print_mp_rop_req_Logon(struct mp_json *j, const struct mp_rop_req_Logon *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -11139,7 +11139,7 @@ static void pull_mp_rop_rsp_Logon(struct mp_rcur *c, struct mp_rop_pctx *pc, str
         {
             size_t n_ = 13;
             if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->FolderIds = mp_rop_allocn(pc->arena, n_ ? n_ : 1, sizeof(*r->FolderIds));
+            r->FolderIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->FolderIds));
             if (!r->FolderIds) { mp_rop_nomem(c, pc); return; }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->FolderIds[i_] = mp_rcur_u64(c);
@@ -11203,7 +11203,7 @@ static void push_mp_rop_rsp_Logon(struct mp_wcur *w, const struct mp_rop_rsp_Log
     }
 }
 
-static void print_mp_rop_rsp_Logon(struct mp_rj *j, const struct mp_rop_rsp_Logon *r)
+static void print_mp_rop_rsp_Logon(struct mp_json *j, const struct mp_rop_rsp_Logon *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -11271,7 +11271,7 @@ static void push_mp_rop_rsp_BufferTooSmall(struct mp_wcur *w, const struct mp_ro
     mp_wcur_bytes(w, r->RequestBuffers.p, r->RequestBuffers.n);
 }
 
-static void print_mp_rop_rsp_BufferTooSmall(struct mp_rj *j, const struct mp_rop_rsp_BufferTooSmall *r)
+static void print_mp_rop_rsp_BufferTooSmall(struct mp_json *j, const struct mp_rop_rsp_BufferTooSmall *r)
 {
     mp_rj_key(j, "SizeNeeded");
     mp_rj_u64(j, r->SizeNeeded);
@@ -11288,7 +11288,7 @@ static void vpush_mp_rop_req_Release(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_Release(w, r);
 }
-static void vprint_mp_rop_req_Release(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_Release(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Release(j, r);
 }
@@ -11301,7 +11301,7 @@ static void vpush_mp_rop_req_OpenFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_OpenFolder(w, r);
 }
-static void vprint_mp_rop_req_OpenFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_OpenFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OpenFolder(j, r);
 }
@@ -11313,7 +11313,7 @@ static void vpush_mp_rop_rsp_OpenFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_OpenFolder(w, r);
 }
-static void vprint_mp_rop_rsp_OpenFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_OpenFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OpenFolder(j, r);
 }
@@ -11326,7 +11326,7 @@ static void vpush_mp_rop_req_OpenMessage(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_OpenMessage(w, r);
 }
-static void vprint_mp_rop_req_OpenMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_OpenMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OpenMessage(j, r);
 }
@@ -11338,7 +11338,7 @@ static void vpush_mp_rop_rsp_OpenMessage(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_OpenMessage(w, r);
 }
-static void vprint_mp_rop_rsp_OpenMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_OpenMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OpenMessage(j, r);
 }
@@ -11351,7 +11351,7 @@ static void vpush_mp_rop_req_GetHierarchyTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetHierarchyTable(w, r);
 }
-static void vprint_mp_rop_req_GetHierarchyTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetHierarchyTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetHierarchyTable(j, r);
 }
@@ -11363,7 +11363,7 @@ static void vpush_mp_rop_rsp_GetHierarchyTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetHierarchyTable(w, r);
 }
-static void vprint_mp_rop_rsp_GetHierarchyTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetHierarchyTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetHierarchyTable(j, r);
 }
@@ -11376,7 +11376,7 @@ static void vpush_mp_rop_req_GetContentsTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetContentsTable(w, r);
 }
-static void vprint_mp_rop_req_GetContentsTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetContentsTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetContentsTable(j, r);
 }
@@ -11388,7 +11388,7 @@ static void vpush_mp_rop_rsp_GetContentsTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetContentsTable(w, r);
 }
-static void vprint_mp_rop_rsp_GetContentsTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetContentsTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetContentsTable(j, r);
 }
@@ -11401,7 +11401,7 @@ static void vpush_mp_rop_req_CreateMessage(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CreateMessage(w, r);
 }
-static void vprint_mp_rop_req_CreateMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CreateMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CreateMessage(j, r);
 }
@@ -11413,7 +11413,7 @@ static void vpush_mp_rop_rsp_CreateMessage(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CreateMessage(w, r);
 }
-static void vprint_mp_rop_rsp_CreateMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CreateMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CreateMessage(j, r);
 }
@@ -11426,7 +11426,7 @@ static void vpush_mp_rop_req_GetPropertiesSpecific(struct mp_wcur *w, const void
 {
     push_mp_rop_req_GetPropertiesSpecific(w, r);
 }
-static void vprint_mp_rop_req_GetPropertiesSpecific(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetPropertiesSpecific(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetPropertiesSpecific(j, r);
 }
@@ -11438,7 +11438,7 @@ static void vpush_mp_rop_rsp_GetPropertiesSpecific(struct mp_wcur *w, const void
 {
     push_mp_rop_rsp_GetPropertiesSpecific(w, r);
 }
-static void vprint_mp_rop_rsp_GetPropertiesSpecific(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetPropertiesSpecific(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetPropertiesSpecific(j, r);
 }
@@ -11451,7 +11451,7 @@ static void vpush_mp_rop_req_GetPropertiesAll(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetPropertiesAll(w, r);
 }
-static void vprint_mp_rop_req_GetPropertiesAll(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetPropertiesAll(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetPropertiesAll(j, r);
 }
@@ -11463,7 +11463,7 @@ static void vpush_mp_rop_rsp_GetPropertiesAll(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetPropertiesAll(w, r);
 }
-static void vprint_mp_rop_rsp_GetPropertiesAll(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetPropertiesAll(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetPropertiesAll(j, r);
 }
@@ -11476,7 +11476,7 @@ static void vpush_mp_rop_req_GetPropertiesList(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetPropertiesList(w, r);
 }
-static void vprint_mp_rop_req_GetPropertiesList(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetPropertiesList(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetPropertiesList(j, r);
 }
@@ -11488,7 +11488,7 @@ static void vpush_mp_rop_rsp_GetPropertiesList(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetPropertiesList(w, r);
 }
-static void vprint_mp_rop_rsp_GetPropertiesList(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetPropertiesList(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetPropertiesList(j, r);
 }
@@ -11501,7 +11501,7 @@ static void vpush_mp_rop_req_SetProperties(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SetProperties(w, r);
 }
-static void vprint_mp_rop_req_SetProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetProperties(j, r);
 }
@@ -11513,7 +11513,7 @@ static void vpush_mp_rop_rsp_SetProperties(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SetProperties(w, r);
 }
-static void vprint_mp_rop_rsp_SetProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetProperties(j, r);
 }
@@ -11526,7 +11526,7 @@ static void vpush_mp_rop_req_DeleteProperties(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_DeleteProperties(w, r);
 }
-static void vprint_mp_rop_req_DeleteProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_DeleteProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_DeleteProperties(j, r);
 }
@@ -11538,7 +11538,7 @@ static void vpush_mp_rop_rsp_DeleteProperties(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_DeleteProperties(w, r);
 }
-static void vprint_mp_rop_rsp_DeleteProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_DeleteProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_DeleteProperties(j, r);
 }
@@ -11551,7 +11551,7 @@ static void vpush_mp_rop_req_SaveChangesMessage(struct mp_wcur *w, const void *r
 {
     push_mp_rop_req_SaveChangesMessage(w, r);
 }
-static void vprint_mp_rop_req_SaveChangesMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SaveChangesMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SaveChangesMessage(j, r);
 }
@@ -11563,7 +11563,7 @@ static void vpush_mp_rop_rsp_SaveChangesMessage(struct mp_wcur *w, const void *r
 {
     push_mp_rop_rsp_SaveChangesMessage(w, r);
 }
-static void vprint_mp_rop_rsp_SaveChangesMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SaveChangesMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SaveChangesMessage(j, r);
 }
@@ -11576,7 +11576,7 @@ static void vpush_mp_rop_req_RemoveAllRecipients(struct mp_wcur *w, const void *
 {
     push_mp_rop_req_RemoveAllRecipients(w, r);
 }
-static void vprint_mp_rop_req_RemoveAllRecipients(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_RemoveAllRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_RemoveAllRecipients(j, r);
 }
@@ -11588,7 +11588,7 @@ static void vpush_mp_rop_rsp_RemoveAllRecipients(struct mp_wcur *w, const void *
 {
     push_mp_rop_rsp_RemoveAllRecipients(w, r);
 }
-static void vprint_mp_rop_rsp_RemoveAllRecipients(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_RemoveAllRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_RemoveAllRecipients(j, r);
 }
@@ -11601,7 +11601,7 @@ static void vpush_mp_rop_req_ModifyRecipients(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_ModifyRecipients(w, r);
 }
-static void vprint_mp_rop_req_ModifyRecipients(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_ModifyRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ModifyRecipients(j, r);
 }
@@ -11613,7 +11613,7 @@ static void vpush_mp_rop_rsp_ModifyRecipients(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_ModifyRecipients(w, r);
 }
-static void vprint_mp_rop_rsp_ModifyRecipients(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_ModifyRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ModifyRecipients(j, r);
 }
@@ -11626,7 +11626,7 @@ static void vpush_mp_rop_req_ReadRecipients(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_ReadRecipients(w, r);
 }
-static void vprint_mp_rop_req_ReadRecipients(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_ReadRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ReadRecipients(j, r);
 }
@@ -11638,7 +11638,7 @@ static void vpush_mp_rop_rsp_ReadRecipients(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_ReadRecipients(w, r);
 }
-static void vprint_mp_rop_rsp_ReadRecipients(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_ReadRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ReadRecipients(j, r);
 }
@@ -11651,7 +11651,7 @@ static void vpush_mp_rop_req_ReloadCachedInformation(struct mp_wcur *w, const vo
 {
     push_mp_rop_req_ReloadCachedInformation(w, r);
 }
-static void vprint_mp_rop_req_ReloadCachedInformation(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_ReloadCachedInformation(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ReloadCachedInformation(j, r);
 }
@@ -11663,7 +11663,7 @@ static void vpush_mp_rop_rsp_ReloadCachedInformation(struct mp_wcur *w, const vo
 {
     push_mp_rop_rsp_ReloadCachedInformation(w, r);
 }
-static void vprint_mp_rop_rsp_ReloadCachedInformation(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_ReloadCachedInformation(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ReloadCachedInformation(j, r);
 }
@@ -11676,7 +11676,7 @@ static void vpush_mp_rop_req_SetMessageReadFlag(struct mp_wcur *w, const void *r
 {
     push_mp_rop_req_SetMessageReadFlag(w, r);
 }
-static void vprint_mp_rop_req_SetMessageReadFlag(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetMessageReadFlag(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetMessageReadFlag(j, r);
 }
@@ -11688,7 +11688,7 @@ static void vpush_mp_rop_rsp_SetMessageReadFlag(struct mp_wcur *w, const void *r
 {
     push_mp_rop_rsp_SetMessageReadFlag(w, r);
 }
-static void vprint_mp_rop_rsp_SetMessageReadFlag(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetMessageReadFlag(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetMessageReadFlag(j, r);
 }
@@ -11701,7 +11701,7 @@ static void vpush_mp_rop_req_SetColumns(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SetColumns(w, r);
 }
-static void vprint_mp_rop_req_SetColumns(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetColumns(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetColumns(j, r);
 }
@@ -11713,7 +11713,7 @@ static void vpush_mp_rop_rsp_SetColumns(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SetColumns(w, r);
 }
-static void vprint_mp_rop_rsp_SetColumns(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetColumns(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetColumns(j, r);
 }
@@ -11726,7 +11726,7 @@ static void vpush_mp_rop_req_SortTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SortTable(w, r);
 }
-static void vprint_mp_rop_req_SortTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SortTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SortTable(j, r);
 }
@@ -11738,7 +11738,7 @@ static void vpush_mp_rop_rsp_SortTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SortTable(w, r);
 }
-static void vprint_mp_rop_rsp_SortTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SortTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SortTable(j, r);
 }
@@ -11751,7 +11751,7 @@ static void vpush_mp_rop_req_Restrict(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_Restrict(w, r);
 }
-static void vprint_mp_rop_req_Restrict(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_Restrict(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Restrict(j, r);
 }
@@ -11763,7 +11763,7 @@ static void vpush_mp_rop_rsp_Restrict(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_Restrict(w, r);
 }
-static void vprint_mp_rop_rsp_Restrict(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_Restrict(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Restrict(j, r);
 }
@@ -11776,7 +11776,7 @@ static void vpush_mp_rop_req_QueryRows(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_QueryRows(w, r);
 }
-static void vprint_mp_rop_req_QueryRows(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_QueryRows(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_QueryRows(j, r);
 }
@@ -11788,7 +11788,7 @@ static void vpush_mp_rop_rsp_QueryRows(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_QueryRows(w, r);
 }
-static void vprint_mp_rop_rsp_QueryRows(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_QueryRows(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_QueryRows(j, r);
 }
@@ -11801,7 +11801,7 @@ static void vpush_mp_rop_req_GetStatus(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetStatus(w, r);
 }
-static void vprint_mp_rop_req_GetStatus(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetStatus(j, r);
 }
@@ -11813,7 +11813,7 @@ static void vpush_mp_rop_rsp_GetStatus(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetStatus(w, r);
 }
-static void vprint_mp_rop_rsp_GetStatus(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetStatus(j, r);
 }
@@ -11826,7 +11826,7 @@ static void vpush_mp_rop_req_QueryPosition(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_QueryPosition(w, r);
 }
-static void vprint_mp_rop_req_QueryPosition(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_QueryPosition(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_QueryPosition(j, r);
 }
@@ -11838,7 +11838,7 @@ static void vpush_mp_rop_rsp_QueryPosition(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_QueryPosition(w, r);
 }
-static void vprint_mp_rop_rsp_QueryPosition(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_QueryPosition(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_QueryPosition(j, r);
 }
@@ -11851,7 +11851,7 @@ static void vpush_mp_rop_req_SeekRow(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SeekRow(w, r);
 }
-static void vprint_mp_rop_req_SeekRow(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SeekRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SeekRow(j, r);
 }
@@ -11863,7 +11863,7 @@ static void vpush_mp_rop_rsp_SeekRow(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SeekRow(w, r);
 }
-static void vprint_mp_rop_rsp_SeekRow(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SeekRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SeekRow(j, r);
 }
@@ -11876,7 +11876,7 @@ static void vpush_mp_rop_req_SeekRowBookmark(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SeekRowBookmark(w, r);
 }
-static void vprint_mp_rop_req_SeekRowBookmark(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SeekRowBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SeekRowBookmark(j, r);
 }
@@ -11888,7 +11888,7 @@ static void vpush_mp_rop_rsp_SeekRowBookmark(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SeekRowBookmark(w, r);
 }
-static void vprint_mp_rop_rsp_SeekRowBookmark(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SeekRowBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SeekRowBookmark(j, r);
 }
@@ -11901,7 +11901,7 @@ static void vpush_mp_rop_req_SeekRowFractional(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SeekRowFractional(w, r);
 }
-static void vprint_mp_rop_req_SeekRowFractional(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SeekRowFractional(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SeekRowFractional(j, r);
 }
@@ -11913,7 +11913,7 @@ static void vpush_mp_rop_rsp_SeekRowFractional(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SeekRowFractional(w, r);
 }
-static void vprint_mp_rop_rsp_SeekRowFractional(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SeekRowFractional(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SeekRowFractional(j, r);
 }
@@ -11926,7 +11926,7 @@ static void vpush_mp_rop_req_CreateBookmark(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CreateBookmark(w, r);
 }
-static void vprint_mp_rop_req_CreateBookmark(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CreateBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CreateBookmark(j, r);
 }
@@ -11938,7 +11938,7 @@ static void vpush_mp_rop_rsp_CreateBookmark(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CreateBookmark(w, r);
 }
-static void vprint_mp_rop_rsp_CreateBookmark(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CreateBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CreateBookmark(j, r);
 }
@@ -11951,7 +11951,7 @@ static void vpush_mp_rop_req_CreateFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CreateFolder(w, r);
 }
-static void vprint_mp_rop_req_CreateFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CreateFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CreateFolder(j, r);
 }
@@ -11963,7 +11963,7 @@ static void vpush_mp_rop_rsp_CreateFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CreateFolder(w, r);
 }
-static void vprint_mp_rop_rsp_CreateFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CreateFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CreateFolder(j, r);
 }
@@ -11976,7 +11976,7 @@ static void vpush_mp_rop_req_DeleteFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_DeleteFolder(w, r);
 }
-static void vprint_mp_rop_req_DeleteFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_DeleteFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_DeleteFolder(j, r);
 }
@@ -11988,7 +11988,7 @@ static void vpush_mp_rop_rsp_DeleteFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_DeleteFolder(w, r);
 }
-static void vprint_mp_rop_rsp_DeleteFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_DeleteFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_DeleteFolder(j, r);
 }
@@ -12001,7 +12001,7 @@ static void vpush_mp_rop_req_DeleteMessages(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_DeleteMessages(w, r);
 }
-static void vprint_mp_rop_req_DeleteMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_DeleteMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_DeleteMessages(j, r);
 }
@@ -12013,7 +12013,7 @@ static void vpush_mp_rop_rsp_DeleteMessages(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_DeleteMessages(w, r);
 }
-static void vprint_mp_rop_rsp_DeleteMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_DeleteMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_DeleteMessages(j, r);
 }
@@ -12026,7 +12026,7 @@ static void vpush_mp_rop_req_GetMessageStatus(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetMessageStatus(w, r);
 }
-static void vprint_mp_rop_req_GetMessageStatus(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetMessageStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetMessageStatus(j, r);
 }
@@ -12038,7 +12038,7 @@ static void vpush_mp_rop_rsp_GetMessageStatus(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetMessageStatus(w, r);
 }
-static void vprint_mp_rop_rsp_GetMessageStatus(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetMessageStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetMessageStatus(j, r);
 }
@@ -12051,7 +12051,7 @@ static void vpush_mp_rop_req_SetMessageStatus(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SetMessageStatus(w, r);
 }
-static void vprint_mp_rop_req_SetMessageStatus(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetMessageStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetMessageStatus(j, r);
 }
@@ -12063,7 +12063,7 @@ static void vpush_mp_rop_rsp_SetMessageStatus(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SetMessageStatus(w, r);
 }
-static void vprint_mp_rop_rsp_SetMessageStatus(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetMessageStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetMessageStatus(j, r);
 }
@@ -12076,7 +12076,7 @@ static void vpush_mp_rop_req_GetAttachmentTable(struct mp_wcur *w, const void *r
 {
     push_mp_rop_req_GetAttachmentTable(w, r);
 }
-static void vprint_mp_rop_req_GetAttachmentTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetAttachmentTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetAttachmentTable(j, r);
 }
@@ -12088,7 +12088,7 @@ static void vpush_mp_rop_rsp_GetAttachmentTable(struct mp_wcur *w, const void *r
 {
     push_mp_rop_rsp_GetAttachmentTable(w, r);
 }
-static void vprint_mp_rop_rsp_GetAttachmentTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetAttachmentTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetAttachmentTable(j, r);
 }
@@ -12101,7 +12101,7 @@ static void vpush_mp_rop_req_OpenAttachment(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_OpenAttachment(w, r);
 }
-static void vprint_mp_rop_req_OpenAttachment(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_OpenAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OpenAttachment(j, r);
 }
@@ -12113,7 +12113,7 @@ static void vpush_mp_rop_rsp_OpenAttachment(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_OpenAttachment(w, r);
 }
-static void vprint_mp_rop_rsp_OpenAttachment(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_OpenAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OpenAttachment(j, r);
 }
@@ -12126,7 +12126,7 @@ static void vpush_mp_rop_req_CreateAttachment(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CreateAttachment(w, r);
 }
-static void vprint_mp_rop_req_CreateAttachment(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CreateAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CreateAttachment(j, r);
 }
@@ -12138,7 +12138,7 @@ static void vpush_mp_rop_rsp_CreateAttachment(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CreateAttachment(w, r);
 }
-static void vprint_mp_rop_rsp_CreateAttachment(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CreateAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CreateAttachment(j, r);
 }
@@ -12151,7 +12151,7 @@ static void vpush_mp_rop_req_DeleteAttachment(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_DeleteAttachment(w, r);
 }
-static void vprint_mp_rop_req_DeleteAttachment(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_DeleteAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_DeleteAttachment(j, r);
 }
@@ -12163,7 +12163,7 @@ static void vpush_mp_rop_rsp_DeleteAttachment(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_DeleteAttachment(w, r);
 }
-static void vprint_mp_rop_rsp_DeleteAttachment(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_DeleteAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_DeleteAttachment(j, r);
 }
@@ -12176,7 +12176,7 @@ static void vpush_mp_rop_req_SaveChangesAttachment(struct mp_wcur *w, const void
 {
     push_mp_rop_req_SaveChangesAttachment(w, r);
 }
-static void vprint_mp_rop_req_SaveChangesAttachment(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SaveChangesAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SaveChangesAttachment(j, r);
 }
@@ -12188,7 +12188,7 @@ static void vpush_mp_rop_rsp_SaveChangesAttachment(struct mp_wcur *w, const void
 {
     push_mp_rop_rsp_SaveChangesAttachment(w, r);
 }
-static void vprint_mp_rop_rsp_SaveChangesAttachment(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SaveChangesAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SaveChangesAttachment(j, r);
 }
@@ -12201,7 +12201,7 @@ static void vpush_mp_rop_req_SetReceiveFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SetReceiveFolder(w, r);
 }
-static void vprint_mp_rop_req_SetReceiveFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetReceiveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetReceiveFolder(j, r);
 }
@@ -12213,7 +12213,7 @@ static void vpush_mp_rop_rsp_SetReceiveFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SetReceiveFolder(w, r);
 }
-static void vprint_mp_rop_rsp_SetReceiveFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetReceiveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetReceiveFolder(j, r);
 }
@@ -12226,7 +12226,7 @@ static void vpush_mp_rop_req_GetReceiveFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetReceiveFolder(w, r);
 }
-static void vprint_mp_rop_req_GetReceiveFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetReceiveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetReceiveFolder(j, r);
 }
@@ -12238,7 +12238,7 @@ static void vpush_mp_rop_rsp_GetReceiveFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetReceiveFolder(w, r);
 }
-static void vprint_mp_rop_rsp_GetReceiveFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetReceiveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetReceiveFolder(j, r);
 }
@@ -12251,7 +12251,7 @@ static void vpush_mp_rop_req_RegisterNotification(struct mp_wcur *w, const void 
 {
     push_mp_rop_req_RegisterNotification(w, r);
 }
-static void vprint_mp_rop_req_RegisterNotification(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_RegisterNotification(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_RegisterNotification(j, r);
 }
@@ -12263,7 +12263,7 @@ static void vpush_mp_rop_rsp_RegisterNotification(struct mp_wcur *w, const void 
 {
     push_mp_rop_rsp_RegisterNotification(w, r);
 }
-static void vprint_mp_rop_rsp_RegisterNotification(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_RegisterNotification(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_RegisterNotification(j, r);
 }
@@ -12275,7 +12275,7 @@ static void vpush_mp_rop_rsp_Notify(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_Notify(w, r);
 }
-static void vprint_mp_rop_rsp_Notify(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_Notify(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Notify(j, r);
 }
@@ -12288,7 +12288,7 @@ static void vpush_mp_rop_req_OpenStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_OpenStream(w, r);
 }
-static void vprint_mp_rop_req_OpenStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_OpenStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OpenStream(j, r);
 }
@@ -12300,7 +12300,7 @@ static void vpush_mp_rop_rsp_OpenStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_OpenStream(w, r);
 }
-static void vprint_mp_rop_rsp_OpenStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_OpenStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OpenStream(j, r);
 }
@@ -12313,7 +12313,7 @@ static void vpush_mp_rop_req_ReadStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_ReadStream(w, r);
 }
-static void vprint_mp_rop_req_ReadStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_ReadStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ReadStream(j, r);
 }
@@ -12325,7 +12325,7 @@ static void vpush_mp_rop_rsp_ReadStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_ReadStream(w, r);
 }
-static void vprint_mp_rop_rsp_ReadStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_ReadStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ReadStream(j, r);
 }
@@ -12338,7 +12338,7 @@ static void vpush_mp_rop_req_WriteStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_WriteStream(w, r);
 }
-static void vprint_mp_rop_req_WriteStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_WriteStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_WriteStream(j, r);
 }
@@ -12350,7 +12350,7 @@ static void vpush_mp_rop_rsp_WriteStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_WriteStream(w, r);
 }
-static void vprint_mp_rop_rsp_WriteStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_WriteStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_WriteStream(j, r);
 }
@@ -12363,7 +12363,7 @@ static void vpush_mp_rop_req_SeekStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SeekStream(w, r);
 }
-static void vprint_mp_rop_req_SeekStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SeekStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SeekStream(j, r);
 }
@@ -12375,7 +12375,7 @@ static void vpush_mp_rop_rsp_SeekStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SeekStream(w, r);
 }
-static void vprint_mp_rop_rsp_SeekStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SeekStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SeekStream(j, r);
 }
@@ -12388,7 +12388,7 @@ static void vpush_mp_rop_req_SetStreamSize(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SetStreamSize(w, r);
 }
-static void vprint_mp_rop_req_SetStreamSize(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetStreamSize(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetStreamSize(j, r);
 }
@@ -12400,7 +12400,7 @@ static void vpush_mp_rop_rsp_SetStreamSize(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SetStreamSize(w, r);
 }
-static void vprint_mp_rop_rsp_SetStreamSize(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetStreamSize(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetStreamSize(j, r);
 }
@@ -12413,7 +12413,7 @@ static void vpush_mp_rop_req_SetSearchCriteria(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SetSearchCriteria(w, r);
 }
-static void vprint_mp_rop_req_SetSearchCriteria(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetSearchCriteria(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetSearchCriteria(j, r);
 }
@@ -12425,7 +12425,7 @@ static void vpush_mp_rop_rsp_SetSearchCriteria(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SetSearchCriteria(w, r);
 }
-static void vprint_mp_rop_rsp_SetSearchCriteria(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetSearchCriteria(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetSearchCriteria(j, r);
 }
@@ -12438,7 +12438,7 @@ static void vpush_mp_rop_req_GetSearchCriteria(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetSearchCriteria(w, r);
 }
-static void vprint_mp_rop_req_GetSearchCriteria(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetSearchCriteria(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetSearchCriteria(j, r);
 }
@@ -12450,7 +12450,7 @@ static void vpush_mp_rop_rsp_GetSearchCriteria(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetSearchCriteria(w, r);
 }
-static void vprint_mp_rop_rsp_GetSearchCriteria(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetSearchCriteria(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetSearchCriteria(j, r);
 }
@@ -12463,7 +12463,7 @@ static void vpush_mp_rop_req_SubmitMessage(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SubmitMessage(w, r);
 }
-static void vprint_mp_rop_req_SubmitMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SubmitMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SubmitMessage(j, r);
 }
@@ -12475,7 +12475,7 @@ static void vpush_mp_rop_rsp_SubmitMessage(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SubmitMessage(w, r);
 }
-static void vprint_mp_rop_rsp_SubmitMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SubmitMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SubmitMessage(j, r);
 }
@@ -12488,7 +12488,7 @@ static void vpush_mp_rop_req_MoveCopyMessages(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_MoveCopyMessages(w, r);
 }
-static void vprint_mp_rop_req_MoveCopyMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_MoveCopyMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_MoveCopyMessages(j, r);
 }
@@ -12500,7 +12500,7 @@ static void vpush_mp_rop_rsp_MoveCopyMessages(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_MoveCopyMessages(w, r);
 }
-static void vprint_mp_rop_rsp_MoveCopyMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_MoveCopyMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_MoveCopyMessages(j, r);
 }
@@ -12513,7 +12513,7 @@ static void vpush_mp_rop_req_AbortSubmit(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_AbortSubmit(w, r);
 }
-static void vprint_mp_rop_req_AbortSubmit(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_AbortSubmit(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_AbortSubmit(j, r);
 }
@@ -12525,7 +12525,7 @@ static void vpush_mp_rop_rsp_AbortSubmit(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_AbortSubmit(w, r);
 }
-static void vprint_mp_rop_rsp_AbortSubmit(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_AbortSubmit(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_AbortSubmit(j, r);
 }
@@ -12538,7 +12538,7 @@ static void vpush_mp_rop_req_MoveFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_MoveFolder(w, r);
 }
-static void vprint_mp_rop_req_MoveFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_MoveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_MoveFolder(j, r);
 }
@@ -12550,7 +12550,7 @@ static void vpush_mp_rop_rsp_MoveFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_MoveFolder(w, r);
 }
-static void vprint_mp_rop_rsp_MoveFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_MoveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_MoveFolder(j, r);
 }
@@ -12563,7 +12563,7 @@ static void vpush_mp_rop_req_CopyFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CopyFolder(w, r);
 }
-static void vprint_mp_rop_req_CopyFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CopyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CopyFolder(j, r);
 }
@@ -12575,7 +12575,7 @@ static void vpush_mp_rop_rsp_CopyFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CopyFolder(w, r);
 }
-static void vprint_mp_rop_rsp_CopyFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CopyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CopyFolder(j, r);
 }
@@ -12588,7 +12588,7 @@ static void vpush_mp_rop_req_QueryColumnsAll(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_QueryColumnsAll(w, r);
 }
-static void vprint_mp_rop_req_QueryColumnsAll(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_QueryColumnsAll(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_QueryColumnsAll(j, r);
 }
@@ -12600,7 +12600,7 @@ static void vpush_mp_rop_rsp_QueryColumnsAll(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_QueryColumnsAll(w, r);
 }
-static void vprint_mp_rop_rsp_QueryColumnsAll(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_QueryColumnsAll(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_QueryColumnsAll(j, r);
 }
@@ -12613,7 +12613,7 @@ static void vpush_mp_rop_req_Abort(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_Abort(w, r);
 }
-static void vprint_mp_rop_req_Abort(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_Abort(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Abort(j, r);
 }
@@ -12625,7 +12625,7 @@ static void vpush_mp_rop_rsp_Abort(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_Abort(w, r);
 }
-static void vprint_mp_rop_rsp_Abort(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_Abort(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Abort(j, r);
 }
@@ -12638,7 +12638,7 @@ static void vpush_mp_rop_req_CopyTo(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CopyTo(w, r);
 }
-static void vprint_mp_rop_req_CopyTo(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CopyTo(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CopyTo(j, r);
 }
@@ -12650,7 +12650,7 @@ static void vpush_mp_rop_rsp_CopyTo(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CopyTo(w, r);
 }
-static void vprint_mp_rop_rsp_CopyTo(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CopyTo(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CopyTo(j, r);
 }
@@ -12663,7 +12663,7 @@ static void vpush_mp_rop_req_CopyToStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CopyToStream(w, r);
 }
-static void vprint_mp_rop_req_CopyToStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CopyToStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CopyToStream(j, r);
 }
@@ -12675,7 +12675,7 @@ static void vpush_mp_rop_rsp_CopyToStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CopyToStream(w, r);
 }
-static void vprint_mp_rop_rsp_CopyToStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CopyToStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CopyToStream(j, r);
 }
@@ -12688,7 +12688,7 @@ static void vpush_mp_rop_req_CloneStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CloneStream(w, r);
 }
-static void vprint_mp_rop_req_CloneStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CloneStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CloneStream(j, r);
 }
@@ -12700,7 +12700,7 @@ static void vpush_mp_rop_rsp_CloneStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CloneStream(w, r);
 }
-static void vprint_mp_rop_rsp_CloneStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CloneStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CloneStream(j, r);
 }
@@ -12713,7 +12713,7 @@ static void vpush_mp_rop_req_GetPermissionsTable(struct mp_wcur *w, const void *
 {
     push_mp_rop_req_GetPermissionsTable(w, r);
 }
-static void vprint_mp_rop_req_GetPermissionsTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetPermissionsTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetPermissionsTable(j, r);
 }
@@ -12725,7 +12725,7 @@ static void vpush_mp_rop_rsp_GetPermissionsTable(struct mp_wcur *w, const void *
 {
     push_mp_rop_rsp_GetPermissionsTable(w, r);
 }
-static void vprint_mp_rop_rsp_GetPermissionsTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetPermissionsTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetPermissionsTable(j, r);
 }
@@ -12738,7 +12738,7 @@ static void vpush_mp_rop_req_GetRulesTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetRulesTable(w, r);
 }
-static void vprint_mp_rop_req_GetRulesTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetRulesTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetRulesTable(j, r);
 }
@@ -12750,7 +12750,7 @@ static void vpush_mp_rop_rsp_GetRulesTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetRulesTable(w, r);
 }
-static void vprint_mp_rop_rsp_GetRulesTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetRulesTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetRulesTable(j, r);
 }
@@ -12763,7 +12763,7 @@ static void vpush_mp_rop_req_ModifyPermissions(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_ModifyPermissions(w, r);
 }
-static void vprint_mp_rop_req_ModifyPermissions(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_ModifyPermissions(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ModifyPermissions(j, r);
 }
@@ -12775,7 +12775,7 @@ static void vpush_mp_rop_rsp_ModifyPermissions(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_ModifyPermissions(w, r);
 }
-static void vprint_mp_rop_rsp_ModifyPermissions(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_ModifyPermissions(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ModifyPermissions(j, r);
 }
@@ -12788,7 +12788,7 @@ static void vpush_mp_rop_req_ModifyRules(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_ModifyRules(w, r);
 }
-static void vprint_mp_rop_req_ModifyRules(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_ModifyRules(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ModifyRules(j, r);
 }
@@ -12800,7 +12800,7 @@ static void vpush_mp_rop_rsp_ModifyRules(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_ModifyRules(w, r);
 }
-static void vprint_mp_rop_rsp_ModifyRules(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_ModifyRules(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ModifyRules(j, r);
 }
@@ -12813,7 +12813,7 @@ static void vpush_mp_rop_req_GetOwningServers(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetOwningServers(w, r);
 }
-static void vprint_mp_rop_req_GetOwningServers(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetOwningServers(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetOwningServers(j, r);
 }
@@ -12825,7 +12825,7 @@ static void vpush_mp_rop_rsp_GetOwningServers(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetOwningServers(w, r);
 }
-static void vprint_mp_rop_rsp_GetOwningServers(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetOwningServers(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetOwningServers(j, r);
 }
@@ -12838,7 +12838,7 @@ static void vpush_mp_rop_req_LongTermIdFromId(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_LongTermIdFromId(w, r);
 }
-static void vprint_mp_rop_req_LongTermIdFromId(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_LongTermIdFromId(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_LongTermIdFromId(j, r);
 }
@@ -12850,7 +12850,7 @@ static void vpush_mp_rop_rsp_LongTermIdFromId(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_LongTermIdFromId(w, r);
 }
-static void vprint_mp_rop_rsp_LongTermIdFromId(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_LongTermIdFromId(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_LongTermIdFromId(j, r);
 }
@@ -12863,7 +12863,7 @@ static void vpush_mp_rop_req_IdFromLongTermId(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_IdFromLongTermId(w, r);
 }
-static void vprint_mp_rop_req_IdFromLongTermId(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_IdFromLongTermId(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_IdFromLongTermId(j, r);
 }
@@ -12875,7 +12875,7 @@ static void vpush_mp_rop_rsp_IdFromLongTermId(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_IdFromLongTermId(w, r);
 }
-static void vprint_mp_rop_rsp_IdFromLongTermId(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_IdFromLongTermId(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_IdFromLongTermId(j, r);
 }
@@ -12888,7 +12888,7 @@ static void vpush_mp_rop_req_PublicFolderIsGhosted(struct mp_wcur *w, const void
 {
     push_mp_rop_req_PublicFolderIsGhosted(w, r);
 }
-static void vprint_mp_rop_req_PublicFolderIsGhosted(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_PublicFolderIsGhosted(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_PublicFolderIsGhosted(j, r);
 }
@@ -12900,7 +12900,7 @@ static void vpush_mp_rop_rsp_PublicFolderIsGhosted(struct mp_wcur *w, const void
 {
     push_mp_rop_rsp_PublicFolderIsGhosted(w, r);
 }
-static void vprint_mp_rop_rsp_PublicFolderIsGhosted(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_PublicFolderIsGhosted(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_PublicFolderIsGhosted(j, r);
 }
@@ -12913,7 +12913,7 @@ static void vpush_mp_rop_req_OpenEmbeddedMessage(struct mp_wcur *w, const void *
 {
     push_mp_rop_req_OpenEmbeddedMessage(w, r);
 }
-static void vprint_mp_rop_req_OpenEmbeddedMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_OpenEmbeddedMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OpenEmbeddedMessage(j, r);
 }
@@ -12925,7 +12925,7 @@ static void vpush_mp_rop_rsp_OpenEmbeddedMessage(struct mp_wcur *w, const void *
 {
     push_mp_rop_rsp_OpenEmbeddedMessage(w, r);
 }
-static void vprint_mp_rop_rsp_OpenEmbeddedMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_OpenEmbeddedMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OpenEmbeddedMessage(j, r);
 }
@@ -12938,7 +12938,7 @@ static void vpush_mp_rop_req_SetSpooler(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SetSpooler(w, r);
 }
-static void vprint_mp_rop_req_SetSpooler(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetSpooler(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetSpooler(j, r);
 }
@@ -12950,7 +12950,7 @@ static void vpush_mp_rop_rsp_SetSpooler(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SetSpooler(w, r);
 }
-static void vprint_mp_rop_rsp_SetSpooler(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetSpooler(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetSpooler(j, r);
 }
@@ -12963,7 +12963,7 @@ static void vpush_mp_rop_req_SpoolerLockMessage(struct mp_wcur *w, const void *r
 {
     push_mp_rop_req_SpoolerLockMessage(w, r);
 }
-static void vprint_mp_rop_req_SpoolerLockMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SpoolerLockMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SpoolerLockMessage(j, r);
 }
@@ -12975,7 +12975,7 @@ static void vpush_mp_rop_rsp_SpoolerLockMessage(struct mp_wcur *w, const void *r
 {
     push_mp_rop_rsp_SpoolerLockMessage(w, r);
 }
-static void vprint_mp_rop_rsp_SpoolerLockMessage(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SpoolerLockMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SpoolerLockMessage(j, r);
 }
@@ -12988,7 +12988,7 @@ static void vpush_mp_rop_req_GetAddressTypes(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetAddressTypes(w, r);
 }
-static void vprint_mp_rop_req_GetAddressTypes(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetAddressTypes(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetAddressTypes(j, r);
 }
@@ -13000,7 +13000,7 @@ static void vpush_mp_rop_rsp_GetAddressTypes(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetAddressTypes(w, r);
 }
-static void vprint_mp_rop_rsp_GetAddressTypes(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetAddressTypes(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetAddressTypes(j, r);
 }
@@ -13013,7 +13013,7 @@ static void vpush_mp_rop_req_TransportSend(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_TransportSend(w, r);
 }
-static void vprint_mp_rop_req_TransportSend(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_TransportSend(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_TransportSend(j, r);
 }
@@ -13025,7 +13025,7 @@ static void vpush_mp_rop_rsp_TransportSend(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_TransportSend(w, r);
 }
-static void vprint_mp_rop_rsp_TransportSend(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_TransportSend(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_TransportSend(j, r);
 }
@@ -13038,7 +13038,7 @@ static void vpush_mp_rop_req_FastTransferSourceCopyMessages(struct mp_wcur *w, c
 {
     push_mp_rop_req_FastTransferSourceCopyMessages(w, r);
 }
-static void vprint_mp_rop_req_FastTransferSourceCopyMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FastTransferSourceCopyMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FastTransferSourceCopyMessages(j, r);
 }
@@ -13050,7 +13050,7 @@ static void vpush_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_wcur *w, c
 {
     push_mp_rop_rsp_FastTransferSourceCopyMessages(w, r);
 }
-static void vprint_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FastTransferSourceCopyMessages(j, r);
 }
@@ -13063,7 +13063,7 @@ static void vpush_mp_rop_req_FastTransferSourceCopyFolder(struct mp_wcur *w, con
 {
     push_mp_rop_req_FastTransferSourceCopyFolder(w, r);
 }
-static void vprint_mp_rop_req_FastTransferSourceCopyFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FastTransferSourceCopyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FastTransferSourceCopyFolder(j, r);
 }
@@ -13075,7 +13075,7 @@ static void vpush_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_wcur *w, con
 {
     push_mp_rop_rsp_FastTransferSourceCopyFolder(w, r);
 }
-static void vprint_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FastTransferSourceCopyFolder(j, r);
 }
@@ -13088,7 +13088,7 @@ static void vpush_mp_rop_req_FastTransferSourceCopyTo(struct mp_wcur *w, const v
 {
     push_mp_rop_req_FastTransferSourceCopyTo(w, r);
 }
-static void vprint_mp_rop_req_FastTransferSourceCopyTo(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FastTransferSourceCopyTo(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FastTransferSourceCopyTo(j, r);
 }
@@ -13100,7 +13100,7 @@ static void vpush_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_wcur *w, const v
 {
     push_mp_rop_rsp_FastTransferSourceCopyTo(w, r);
 }
-static void vprint_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FastTransferSourceCopyTo(j, r);
 }
@@ -13113,7 +13113,7 @@ static void vpush_mp_rop_req_FastTransferSourceGetBuffer(struct mp_wcur *w, cons
 {
     push_mp_rop_req_FastTransferSourceGetBuffer(w, r);
 }
-static void vprint_mp_rop_req_FastTransferSourceGetBuffer(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FastTransferSourceGetBuffer(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FastTransferSourceGetBuffer(j, r);
 }
@@ -13125,7 +13125,7 @@ static void vpush_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_wcur *w, cons
 {
     push_mp_rop_rsp_FastTransferSourceGetBuffer(w, r);
 }
-static void vprint_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FastTransferSourceGetBuffer(j, r);
 }
@@ -13138,7 +13138,7 @@ static void vpush_mp_rop_req_FindRow(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_FindRow(w, r);
 }
-static void vprint_mp_rop_req_FindRow(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FindRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FindRow(j, r);
 }
@@ -13150,7 +13150,7 @@ static void vpush_mp_rop_rsp_FindRow(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_FindRow(w, r);
 }
-static void vprint_mp_rop_rsp_FindRow(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FindRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FindRow(j, r);
 }
@@ -13163,7 +13163,7 @@ static void vpush_mp_rop_req_Progress(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_Progress(w, r);
 }
-static void vprint_mp_rop_req_Progress(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_Progress(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Progress(j, r);
 }
@@ -13175,7 +13175,7 @@ static void vpush_mp_rop_rsp_Progress(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_Progress(w, r);
 }
-static void vprint_mp_rop_rsp_Progress(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_Progress(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Progress(j, r);
 }
@@ -13188,7 +13188,7 @@ static void vpush_mp_rop_req_TransportNewMail(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_TransportNewMail(w, r);
 }
-static void vprint_mp_rop_req_TransportNewMail(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_TransportNewMail(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_TransportNewMail(j, r);
 }
@@ -13200,7 +13200,7 @@ static void vpush_mp_rop_rsp_TransportNewMail(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_TransportNewMail(w, r);
 }
-static void vprint_mp_rop_rsp_TransportNewMail(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_TransportNewMail(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_TransportNewMail(j, r);
 }
@@ -13213,7 +13213,7 @@ static void vpush_mp_rop_req_GetValidAttachments(struct mp_wcur *w, const void *
 {
     push_mp_rop_req_GetValidAttachments(w, r);
 }
-static void vprint_mp_rop_req_GetValidAttachments(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetValidAttachments(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetValidAttachments(j, r);
 }
@@ -13225,7 +13225,7 @@ static void vpush_mp_rop_rsp_GetValidAttachments(struct mp_wcur *w, const void *
 {
     push_mp_rop_rsp_GetValidAttachments(w, r);
 }
-static void vprint_mp_rop_rsp_GetValidAttachments(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetValidAttachments(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetValidAttachments(j, r);
 }
@@ -13238,7 +13238,7 @@ static void vpush_mp_rop_req_FastTransferDestinationConfigure(struct mp_wcur *w,
 {
     push_mp_rop_req_FastTransferDestinationConfigure(w, r);
 }
-static void vprint_mp_rop_req_FastTransferDestinationConfigure(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FastTransferDestinationConfigure(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FastTransferDestinationConfigure(j, r);
 }
@@ -13250,7 +13250,7 @@ static void vpush_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_wcur *w,
 {
     push_mp_rop_rsp_FastTransferDestinationConfigure(w, r);
 }
-static void vprint_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FastTransferDestinationConfigure(j, r);
 }
@@ -13263,7 +13263,7 @@ static void vpush_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_wcur *w,
 {
     push_mp_rop_req_FastTransferDestinationPutBuffer(w, r);
 }
-static void vprint_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FastTransferDestinationPutBuffer(j, r);
 }
@@ -13275,7 +13275,7 @@ static void vpush_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_wcur *w,
 {
     push_mp_rop_rsp_FastTransferDestinationPutBuffer(w, r);
 }
-static void vprint_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FastTransferDestinationPutBuffer(j, r);
 }
@@ -13288,7 +13288,7 @@ static void vpush_mp_rop_req_GetNamesFromPropertyIds(struct mp_wcur *w, const vo
 {
     push_mp_rop_req_GetNamesFromPropertyIds(w, r);
 }
-static void vprint_mp_rop_req_GetNamesFromPropertyIds(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetNamesFromPropertyIds(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetNamesFromPropertyIds(j, r);
 }
@@ -13300,7 +13300,7 @@ static void vpush_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_wcur *w, const vo
 {
     push_mp_rop_rsp_GetNamesFromPropertyIds(w, r);
 }
-static void vprint_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetNamesFromPropertyIds(j, r);
 }
@@ -13313,7 +13313,7 @@ static void vpush_mp_rop_req_GetPropertyIdsFromNames(struct mp_wcur *w, const vo
 {
     push_mp_rop_req_GetPropertyIdsFromNames(w, r);
 }
-static void vprint_mp_rop_req_GetPropertyIdsFromNames(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetPropertyIdsFromNames(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetPropertyIdsFromNames(j, r);
 }
@@ -13325,7 +13325,7 @@ static void vpush_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_wcur *w, const vo
 {
     push_mp_rop_rsp_GetPropertyIdsFromNames(w, r);
 }
-static void vprint_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetPropertyIdsFromNames(j, r);
 }
@@ -13338,7 +13338,7 @@ static void vpush_mp_rop_req_UpdateDeferredActionMessages(struct mp_wcur *w, con
 {
     push_mp_rop_req_UpdateDeferredActionMessages(w, r);
 }
-static void vprint_mp_rop_req_UpdateDeferredActionMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_UpdateDeferredActionMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_UpdateDeferredActionMessages(j, r);
 }
@@ -13350,7 +13350,7 @@ static void vpush_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_wcur *w, con
 {
     push_mp_rop_rsp_UpdateDeferredActionMessages(w, r);
 }
-static void vprint_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_UpdateDeferredActionMessages(j, r);
 }
@@ -13363,7 +13363,7 @@ static void vpush_mp_rop_req_EmptyFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_EmptyFolder(w, r);
 }
-static void vprint_mp_rop_req_EmptyFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_EmptyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_EmptyFolder(j, r);
 }
@@ -13375,7 +13375,7 @@ static void vpush_mp_rop_rsp_EmptyFolder(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_EmptyFolder(w, r);
 }
-static void vprint_mp_rop_rsp_EmptyFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_EmptyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_EmptyFolder(j, r);
 }
@@ -13388,7 +13388,7 @@ static void vpush_mp_rop_req_ExpandRow(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_ExpandRow(w, r);
 }
-static void vprint_mp_rop_req_ExpandRow(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_ExpandRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ExpandRow(j, r);
 }
@@ -13400,7 +13400,7 @@ static void vpush_mp_rop_rsp_ExpandRow(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_ExpandRow(w, r);
 }
-static void vprint_mp_rop_rsp_ExpandRow(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_ExpandRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ExpandRow(j, r);
 }
@@ -13413,7 +13413,7 @@ static void vpush_mp_rop_req_CollapseRow(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CollapseRow(w, r);
 }
-static void vprint_mp_rop_req_CollapseRow(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CollapseRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CollapseRow(j, r);
 }
@@ -13425,7 +13425,7 @@ static void vpush_mp_rop_rsp_CollapseRow(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CollapseRow(w, r);
 }
-static void vprint_mp_rop_rsp_CollapseRow(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CollapseRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CollapseRow(j, r);
 }
@@ -13438,7 +13438,7 @@ static void vpush_mp_rop_req_LockRegionStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_LockRegionStream(w, r);
 }
-static void vprint_mp_rop_req_LockRegionStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_LockRegionStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_LockRegionStream(j, r);
 }
@@ -13450,7 +13450,7 @@ static void vpush_mp_rop_rsp_LockRegionStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_LockRegionStream(w, r);
 }
-static void vprint_mp_rop_rsp_LockRegionStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_LockRegionStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_LockRegionStream(j, r);
 }
@@ -13463,7 +13463,7 @@ static void vpush_mp_rop_req_UnlockRegionStream(struct mp_wcur *w, const void *r
 {
     push_mp_rop_req_UnlockRegionStream(w, r);
 }
-static void vprint_mp_rop_req_UnlockRegionStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_UnlockRegionStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_UnlockRegionStream(j, r);
 }
@@ -13475,7 +13475,7 @@ static void vpush_mp_rop_rsp_UnlockRegionStream(struct mp_wcur *w, const void *r
 {
     push_mp_rop_rsp_UnlockRegionStream(w, r);
 }
-static void vprint_mp_rop_rsp_UnlockRegionStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_UnlockRegionStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_UnlockRegionStream(j, r);
 }
@@ -13488,7 +13488,7 @@ static void vpush_mp_rop_req_CommitStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CommitStream(w, r);
 }
-static void vprint_mp_rop_req_CommitStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CommitStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CommitStream(j, r);
 }
@@ -13500,7 +13500,7 @@ static void vpush_mp_rop_rsp_CommitStream(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CommitStream(w, r);
 }
-static void vprint_mp_rop_rsp_CommitStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CommitStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CommitStream(j, r);
 }
@@ -13513,7 +13513,7 @@ static void vpush_mp_rop_req_GetStreamSize(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetStreamSize(w, r);
 }
-static void vprint_mp_rop_req_GetStreamSize(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetStreamSize(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetStreamSize(j, r);
 }
@@ -13525,7 +13525,7 @@ static void vpush_mp_rop_rsp_GetStreamSize(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetStreamSize(w, r);
 }
-static void vprint_mp_rop_rsp_GetStreamSize(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetStreamSize(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetStreamSize(j, r);
 }
@@ -13538,7 +13538,7 @@ static void vpush_mp_rop_req_QueryNamedProperties(struct mp_wcur *w, const void 
 {
     push_mp_rop_req_QueryNamedProperties(w, r);
 }
-static void vprint_mp_rop_req_QueryNamedProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_QueryNamedProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_QueryNamedProperties(j, r);
 }
@@ -13550,7 +13550,7 @@ static void vpush_mp_rop_rsp_QueryNamedProperties(struct mp_wcur *w, const void 
 {
     push_mp_rop_rsp_QueryNamedProperties(w, r);
 }
-static void vprint_mp_rop_rsp_QueryNamedProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_QueryNamedProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_QueryNamedProperties(j, r);
 }
@@ -13563,7 +13563,7 @@ static void vpush_mp_rop_req_GetPerUserLongTermIds(struct mp_wcur *w, const void
 {
     push_mp_rop_req_GetPerUserLongTermIds(w, r);
 }
-static void vprint_mp_rop_req_GetPerUserLongTermIds(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetPerUserLongTermIds(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetPerUserLongTermIds(j, r);
 }
@@ -13575,7 +13575,7 @@ static void vpush_mp_rop_rsp_GetPerUserLongTermIds(struct mp_wcur *w, const void
 {
     push_mp_rop_rsp_GetPerUserLongTermIds(w, r);
 }
-static void vprint_mp_rop_rsp_GetPerUserLongTermIds(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetPerUserLongTermIds(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetPerUserLongTermIds(j, r);
 }
@@ -13588,7 +13588,7 @@ static void vpush_mp_rop_req_GetPerUserGuid(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetPerUserGuid(w, r);
 }
-static void vprint_mp_rop_req_GetPerUserGuid(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetPerUserGuid(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetPerUserGuid(j, r);
 }
@@ -13600,7 +13600,7 @@ static void vpush_mp_rop_rsp_GetPerUserGuid(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetPerUserGuid(w, r);
 }
-static void vprint_mp_rop_rsp_GetPerUserGuid(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetPerUserGuid(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetPerUserGuid(j, r);
 }
@@ -13613,7 +13613,7 @@ static void vpush_mp_rop_req_ReadPerUserInformation(struct mp_wcur *w, const voi
 {
     push_mp_rop_req_ReadPerUserInformation(w, r);
 }
-static void vprint_mp_rop_req_ReadPerUserInformation(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_ReadPerUserInformation(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ReadPerUserInformation(j, r);
 }
@@ -13625,7 +13625,7 @@ static void vpush_mp_rop_rsp_ReadPerUserInformation(struct mp_wcur *w, const voi
 {
     push_mp_rop_rsp_ReadPerUserInformation(w, r);
 }
-static void vprint_mp_rop_rsp_ReadPerUserInformation(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_ReadPerUserInformation(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ReadPerUserInformation(j, r);
 }
@@ -13638,7 +13638,7 @@ static void vpush_mp_rop_req_WritePerUserInformation(struct mp_wcur *w, const vo
 {
     push_mp_rop_req_WritePerUserInformation(w, r);
 }
-static void vprint_mp_rop_req_WritePerUserInformation(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_WritePerUserInformation(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_WritePerUserInformation(j, r);
 }
@@ -13650,7 +13650,7 @@ static void vpush_mp_rop_rsp_WritePerUserInformation(struct mp_wcur *w, const vo
 {
     push_mp_rop_rsp_WritePerUserInformation(w, r);
 }
-static void vprint_mp_rop_rsp_WritePerUserInformation(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_WritePerUserInformation(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_WritePerUserInformation(j, r);
 }
@@ -13663,7 +13663,7 @@ static void vpush_mp_rop_req_SetReadFlags(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SetReadFlags(w, r);
 }
-static void vprint_mp_rop_req_SetReadFlags(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetReadFlags(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetReadFlags(j, r);
 }
@@ -13675,7 +13675,7 @@ static void vpush_mp_rop_rsp_SetReadFlags(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SetReadFlags(w, r);
 }
-static void vprint_mp_rop_rsp_SetReadFlags(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetReadFlags(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetReadFlags(j, r);
 }
@@ -13688,7 +13688,7 @@ static void vpush_mp_rop_req_CopyProperties(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_CopyProperties(w, r);
 }
-static void vprint_mp_rop_req_CopyProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_CopyProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CopyProperties(j, r);
 }
@@ -13700,7 +13700,7 @@ static void vpush_mp_rop_rsp_CopyProperties(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_CopyProperties(w, r);
 }
-static void vprint_mp_rop_rsp_CopyProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_CopyProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CopyProperties(j, r);
 }
@@ -13713,7 +13713,7 @@ static void vpush_mp_rop_req_GetReceiveFolderTable(struct mp_wcur *w, const void
 {
     push_mp_rop_req_GetReceiveFolderTable(w, r);
 }
-static void vprint_mp_rop_req_GetReceiveFolderTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetReceiveFolderTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetReceiveFolderTable(j, r);
 }
@@ -13725,7 +13725,7 @@ static void vpush_mp_rop_rsp_GetReceiveFolderTable(struct mp_wcur *w, const void
 {
     push_mp_rop_rsp_GetReceiveFolderTable(w, r);
 }
-static void vprint_mp_rop_rsp_GetReceiveFolderTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetReceiveFolderTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetReceiveFolderTable(j, r);
 }
@@ -13738,7 +13738,7 @@ static void vpush_mp_rop_req_FastTransferSourceCopyProperties(struct mp_wcur *w,
 {
     push_mp_rop_req_FastTransferSourceCopyProperties(w, r);
 }
-static void vprint_mp_rop_req_FastTransferSourceCopyProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FastTransferSourceCopyProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FastTransferSourceCopyProperties(j, r);
 }
@@ -13750,7 +13750,7 @@ static void vpush_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_wcur *w,
 {
     push_mp_rop_rsp_FastTransferSourceCopyProperties(w, r);
 }
-static void vprint_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FastTransferSourceCopyProperties(j, r);
 }
@@ -13763,7 +13763,7 @@ static void vpush_mp_rop_req_GetCollapseState(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetCollapseState(w, r);
 }
-static void vprint_mp_rop_req_GetCollapseState(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetCollapseState(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetCollapseState(j, r);
 }
@@ -13775,7 +13775,7 @@ static void vpush_mp_rop_rsp_GetCollapseState(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetCollapseState(w, r);
 }
-static void vprint_mp_rop_rsp_GetCollapseState(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetCollapseState(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetCollapseState(j, r);
 }
@@ -13788,7 +13788,7 @@ static void vpush_mp_rop_req_SetCollapseState(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_SetCollapseState(w, r);
 }
-static void vprint_mp_rop_req_SetCollapseState(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetCollapseState(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetCollapseState(j, r);
 }
@@ -13800,7 +13800,7 @@ static void vpush_mp_rop_rsp_SetCollapseState(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_SetCollapseState(w, r);
 }
-static void vprint_mp_rop_rsp_SetCollapseState(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetCollapseState(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetCollapseState(j, r);
 }
@@ -13813,7 +13813,7 @@ static void vpush_mp_rop_req_GetTransportFolder(struct mp_wcur *w, const void *r
 {
     push_mp_rop_req_GetTransportFolder(w, r);
 }
-static void vprint_mp_rop_req_GetTransportFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetTransportFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetTransportFolder(j, r);
 }
@@ -13825,7 +13825,7 @@ static void vpush_mp_rop_rsp_GetTransportFolder(struct mp_wcur *w, const void *r
 {
     push_mp_rop_rsp_GetTransportFolder(w, r);
 }
-static void vprint_mp_rop_rsp_GetTransportFolder(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetTransportFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetTransportFolder(j, r);
 }
@@ -13837,7 +13837,7 @@ static void vpush_mp_rop_rsp_Pending(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_Pending(w, r);
 }
-static void vprint_mp_rop_rsp_Pending(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_Pending(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Pending(j, r);
 }
@@ -13850,7 +13850,7 @@ static void vpush_mp_rop_req_OptionsData(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_OptionsData(w, r);
 }
-static void vprint_mp_rop_req_OptionsData(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_OptionsData(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OptionsData(j, r);
 }
@@ -13862,7 +13862,7 @@ static void vpush_mp_rop_rsp_OptionsData(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_OptionsData(w, r);
 }
-static void vprint_mp_rop_rsp_OptionsData(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_OptionsData(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OptionsData(j, r);
 }
@@ -13875,7 +13875,7 @@ static void vpush_mp_rop_req_SynchronizationConfigure(struct mp_wcur *w, const v
 {
     push_mp_rop_req_SynchronizationConfigure(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationConfigure(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationConfigure(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationConfigure(j, r);
 }
@@ -13887,7 +13887,7 @@ static void vpush_mp_rop_rsp_SynchronizationConfigure(struct mp_wcur *w, const v
 {
     push_mp_rop_rsp_SynchronizationConfigure(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationConfigure(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationConfigure(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationConfigure(j, r);
 }
@@ -13900,7 +13900,7 @@ static void vpush_mp_rop_req_SynchronizationImportMessageChange(struct mp_wcur *
 {
     push_mp_rop_req_SynchronizationImportMessageChange(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationImportMessageChange(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationImportMessageChange(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationImportMessageChange(j, r);
 }
@@ -13912,7 +13912,7 @@ static void vpush_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_wcur *
 {
     push_mp_rop_rsp_SynchronizationImportMessageChange(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationImportMessageChange(j, r);
 }
@@ -13925,7 +13925,7 @@ static void vpush_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_wcur
 {
     push_mp_rop_req_SynchronizationImportHierarchyChange(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationImportHierarchyChange(j, r);
 }
@@ -13937,7 +13937,7 @@ static void vpush_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_wcur
 {
     push_mp_rop_rsp_SynchronizationImportHierarchyChange(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationImportHierarchyChange(j, r);
 }
@@ -13950,7 +13950,7 @@ static void vpush_mp_rop_req_SynchronizationImportDeletes(struct mp_wcur *w, con
 {
     push_mp_rop_req_SynchronizationImportDeletes(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationImportDeletes(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationImportDeletes(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationImportDeletes(j, r);
 }
@@ -13962,7 +13962,7 @@ static void vpush_mp_rop_rsp_SynchronizationImportDeletes(struct mp_wcur *w, con
 {
     push_mp_rop_rsp_SynchronizationImportDeletes(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationImportDeletes(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationImportDeletes(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationImportDeletes(j, r);
 }
@@ -13975,7 +13975,7 @@ static void vpush_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_wcu
 {
     push_mp_rop_req_SynchronizationUploadStateStreamBegin(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationUploadStateStreamBegin(j, r);
 }
@@ -13987,7 +13987,7 @@ static void vpush_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_wcu
 {
     push_mp_rop_rsp_SynchronizationUploadStateStreamBegin(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationUploadStateStreamBegin(j, r);
 }
@@ -14000,7 +14000,7 @@ static void vpush_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_
 {
     push_mp_rop_req_SynchronizationUploadStateStreamContinue(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationUploadStateStreamContinue(j, r);
 }
@@ -14012,7 +14012,7 @@ static void vpush_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_
 {
     push_mp_rop_rsp_SynchronizationUploadStateStreamContinue(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationUploadStateStreamContinue(j, r);
 }
@@ -14025,7 +14025,7 @@ static void vpush_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_wcur 
 {
     push_mp_rop_req_SynchronizationUploadStateStreamEnd(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationUploadStateStreamEnd(j, r);
 }
@@ -14037,7 +14037,7 @@ static void vpush_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_wcur 
 {
     push_mp_rop_rsp_SynchronizationUploadStateStreamEnd(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationUploadStateStreamEnd(j, r);
 }
@@ -14050,7 +14050,7 @@ static void vpush_mp_rop_req_SynchronizationImportMessageMove(struct mp_wcur *w,
 {
     push_mp_rop_req_SynchronizationImportMessageMove(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationImportMessageMove(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationImportMessageMove(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationImportMessageMove(j, r);
 }
@@ -14062,7 +14062,7 @@ static void vpush_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_wcur *w,
 {
     push_mp_rop_rsp_SynchronizationImportMessageMove(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationImportMessageMove(j, r);
 }
@@ -14075,7 +14075,7 @@ static void vpush_mp_rop_req_SetPropertiesNoReplicate(struct mp_wcur *w, const v
 {
     push_mp_rop_req_SetPropertiesNoReplicate(w, r);
 }
-static void vprint_mp_rop_req_SetPropertiesNoReplicate(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetPropertiesNoReplicate(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetPropertiesNoReplicate(j, r);
 }
@@ -14087,7 +14087,7 @@ static void vpush_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_wcur *w, const v
 {
     push_mp_rop_rsp_SetPropertiesNoReplicate(w, r);
 }
-static void vprint_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetPropertiesNoReplicate(j, r);
 }
@@ -14100,7 +14100,7 @@ static void vpush_mp_rop_req_DeletePropertiesNoReplicate(struct mp_wcur *w, cons
 {
     push_mp_rop_req_DeletePropertiesNoReplicate(w, r);
 }
-static void vprint_mp_rop_req_DeletePropertiesNoReplicate(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_DeletePropertiesNoReplicate(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_DeletePropertiesNoReplicate(j, r);
 }
@@ -14112,7 +14112,7 @@ static void vpush_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_wcur *w, cons
 {
     push_mp_rop_rsp_DeletePropertiesNoReplicate(w, r);
 }
-static void vprint_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_DeletePropertiesNoReplicate(j, r);
 }
@@ -14125,7 +14125,7 @@ static void vpush_mp_rop_req_GetStoreState(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_GetStoreState(w, r);
 }
-static void vprint_mp_rop_req_GetStoreState(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetStoreState(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetStoreState(j, r);
 }
@@ -14137,7 +14137,7 @@ static void vpush_mp_rop_rsp_GetStoreState(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_GetStoreState(w, r);
 }
-static void vprint_mp_rop_rsp_GetStoreState(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetStoreState(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetStoreState(j, r);
 }
@@ -14150,7 +14150,7 @@ static void vpush_mp_rop_req_SynchronizationOpenCollector(struct mp_wcur *w, con
 {
     push_mp_rop_req_SynchronizationOpenCollector(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationOpenCollector(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationOpenCollector(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationOpenCollector(j, r);
 }
@@ -14162,7 +14162,7 @@ static void vpush_mp_rop_rsp_SynchronizationOpenCollector(struct mp_wcur *w, con
 {
     push_mp_rop_rsp_SynchronizationOpenCollector(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationOpenCollector(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationOpenCollector(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationOpenCollector(j, r);
 }
@@ -14175,7 +14175,7 @@ static void vpush_mp_rop_req_GetLocalReplicaIds(struct mp_wcur *w, const void *r
 {
     push_mp_rop_req_GetLocalReplicaIds(w, r);
 }
-static void vprint_mp_rop_req_GetLocalReplicaIds(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_GetLocalReplicaIds(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetLocalReplicaIds(j, r);
 }
@@ -14187,7 +14187,7 @@ static void vpush_mp_rop_rsp_GetLocalReplicaIds(struct mp_wcur *w, const void *r
 {
     push_mp_rop_rsp_GetLocalReplicaIds(w, r);
 }
-static void vprint_mp_rop_rsp_GetLocalReplicaIds(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_GetLocalReplicaIds(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetLocalReplicaIds(j, r);
 }
@@ -14200,7 +14200,7 @@ static void vpush_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_wcu
 {
     push_mp_rop_req_SynchronizationImportReadStateChanges(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationImportReadStateChanges(j, r);
 }
@@ -14212,7 +14212,7 @@ static void vpush_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_wcu
 {
     push_mp_rop_rsp_SynchronizationImportReadStateChanges(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationImportReadStateChanges(j, r);
 }
@@ -14225,7 +14225,7 @@ static void vpush_mp_rop_req_ResetTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_ResetTable(w, r);
 }
-static void vprint_mp_rop_req_ResetTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_ResetTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ResetTable(j, r);
 }
@@ -14237,7 +14237,7 @@ static void vpush_mp_rop_rsp_ResetTable(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_ResetTable(w, r);
 }
-static void vprint_mp_rop_rsp_ResetTable(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_ResetTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ResetTable(j, r);
 }
@@ -14250,7 +14250,7 @@ static void vpush_mp_rop_req_SynchronizationGetTransferState(struct mp_wcur *w, 
 {
     push_mp_rop_req_SynchronizationGetTransferState(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationGetTransferState(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationGetTransferState(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SynchronizationGetTransferState(j, r);
 }
@@ -14262,7 +14262,7 @@ static void vpush_mp_rop_rsp_SynchronizationGetTransferState(struct mp_wcur *w, 
 {
     push_mp_rop_rsp_SynchronizationGetTransferState(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationGetTransferState(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationGetTransferState(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SynchronizationGetTransferState(j, r);
 }
@@ -14275,7 +14275,7 @@ static void vpush_mp_rop_req_TellVersion(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_TellVersion(w, r);
 }
-static void vprint_mp_rop_req_TellVersion(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_TellVersion(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_TellVersion(j, r);
 }
@@ -14287,7 +14287,7 @@ static void vpush_mp_rop_rsp_TellVersion(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_TellVersion(w, r);
 }
-static void vprint_mp_rop_rsp_TellVersion(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_TellVersion(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_TellVersion(j, r);
 }
@@ -14300,7 +14300,7 @@ static void vpush_mp_rop_req_FreeBookmark(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_FreeBookmark(w, r);
 }
-static void vprint_mp_rop_req_FreeBookmark(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FreeBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FreeBookmark(j, r);
 }
@@ -14312,7 +14312,7 @@ static void vpush_mp_rop_rsp_FreeBookmark(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_FreeBookmark(w, r);
 }
-static void vprint_mp_rop_rsp_FreeBookmark(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FreeBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FreeBookmark(j, r);
 }
@@ -14325,7 +14325,7 @@ static void vpush_mp_rop_req_WriteAndCommitStream(struct mp_wcur *w, const void 
 {
     push_mp_rop_req_WriteAndCommitStream(w, r);
 }
-static void vprint_mp_rop_req_WriteAndCommitStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_WriteAndCommitStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_WriteAndCommitStream(j, r);
 }
@@ -14337,7 +14337,7 @@ static void vpush_mp_rop_rsp_WriteAndCommitStream(struct mp_wcur *w, const void 
 {
     push_mp_rop_rsp_WriteAndCommitStream(w, r);
 }
-static void vprint_mp_rop_rsp_WriteAndCommitStream(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_WriteAndCommitStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_WriteAndCommitStream(j, r);
 }
@@ -14350,7 +14350,7 @@ static void vpush_mp_rop_req_HardDeleteMessages(struct mp_wcur *w, const void *r
 {
     push_mp_rop_req_HardDeleteMessages(w, r);
 }
-static void vprint_mp_rop_req_HardDeleteMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_HardDeleteMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_HardDeleteMessages(j, r);
 }
@@ -14362,7 +14362,7 @@ static void vpush_mp_rop_rsp_HardDeleteMessages(struct mp_wcur *w, const void *r
 {
     push_mp_rop_rsp_HardDeleteMessages(w, r);
 }
-static void vprint_mp_rop_rsp_HardDeleteMessages(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_HardDeleteMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_HardDeleteMessages(j, r);
 }
@@ -14375,7 +14375,7 @@ static void vpush_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_wcur *w, 
 {
     push_mp_rop_req_HardDeleteMessagesAndSubfolders(w, r);
 }
-static void vprint_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_HardDeleteMessagesAndSubfolders(j, r);
 }
@@ -14387,7 +14387,7 @@ static void vpush_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_wcur *w, 
 {
     push_mp_rop_rsp_HardDeleteMessagesAndSubfolders(w, r);
 }
-static void vprint_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_HardDeleteMessagesAndSubfolders(j, r);
 }
@@ -14400,7 +14400,7 @@ static void vpush_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_wcur *w, con
 {
     push_mp_rop_req_SetLocalReplicaMidsetDeleted(w, r);
 }
-static void vprint_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetLocalReplicaMidsetDeleted(j, r);
 }
@@ -14412,7 +14412,7 @@ static void vpush_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_wcur *w, con
 {
     push_mp_rop_rsp_SetLocalReplicaMidsetDeleted(w, r);
 }
-static void vprint_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetLocalReplicaMidsetDeleted(j, r);
 }
@@ -14425,7 +14425,7 @@ static void vpush_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_
 {
     push_mp_rop_req_FastTransferDestinationPutBufferExtended(w, r);
 }
-static void vprint_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FastTransferDestinationPutBufferExtended(j, r);
 }
@@ -14437,7 +14437,7 @@ static void vpush_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_
 {
     push_mp_rop_rsp_FastTransferDestinationPutBufferExtended(w, r);
 }
-static void vprint_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FastTransferDestinationPutBufferExtended(j, r);
 }
@@ -14450,7 +14450,7 @@ static void vpush_mp_rop_req_WriteStreamExtended(struct mp_wcur *w, const void *
 {
     push_mp_rop_req_WriteStreamExtended(w, r);
 }
-static void vprint_mp_rop_req_WriteStreamExtended(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_WriteStreamExtended(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_WriteStreamExtended(j, r);
 }
@@ -14462,7 +14462,7 @@ static void vpush_mp_rop_rsp_WriteStreamExtended(struct mp_wcur *w, const void *
 {
     push_mp_rop_rsp_WriteStreamExtended(w, r);
 }
-static void vprint_mp_rop_rsp_WriteStreamExtended(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_WriteStreamExtended(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_WriteStreamExtended(j, r);
 }
@@ -14474,7 +14474,7 @@ static void vpush_mp_rop_rsp_Backoff(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_Backoff(w, r);
 }
-static void vprint_mp_rop_rsp_Backoff(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_Backoff(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Backoff(j, r);
 }
@@ -14487,7 +14487,7 @@ static void vpush_mp_rop_req_Logon(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_req_Logon(w, r);
 }
-static void vprint_mp_rop_req_Logon(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_req_Logon(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Logon(j, r);
 }
@@ -14499,7 +14499,7 @@ static void vpush_mp_rop_rsp_Logon(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_Logon(w, r);
 }
-static void vprint_mp_rop_rsp_Logon(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_Logon(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Logon(j, r);
 }
@@ -14511,7 +14511,7 @@ static void vpush_mp_rop_rsp_BufferTooSmall(struct mp_wcur *w, const void *r)
 {
     push_mp_rop_rsp_BufferTooSmall(w, r);
 }
-static void vprint_mp_rop_rsp_BufferTooSmall(struct mp_rj *j, const void *r)
+static void vprint_mp_rop_rsp_BufferTooSmall(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_BufferTooSmall(j, r);
 }

@@ -30,7 +30,7 @@ struct mp_rop_PropertyProblem {
 };
 void mp_rop_pull_PropertyProblem(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_PropertyProblem *r);
 void mp_rop_push_PropertyProblem(struct mp_wcur *w, const struct mp_rop_PropertyProblem *r);
-void mp_rop_print_PropertyProblem(struct mp_rj *j, const struct mp_rop_PropertyProblem *r);
+void mp_rop_print_PropertyProblem(struct mp_json *j, const struct mp_rop_PropertyProblem *r);
 
 struct mp_rop_SortOrder {
     uint16_t PropertyType;
@@ -39,7 +39,7 @@ struct mp_rop_SortOrder {
 };
 void mp_rop_pull_SortOrder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_SortOrder *r);
 void mp_rop_push_SortOrder(struct mp_wcur *w, const struct mp_rop_SortOrder *r);
-void mp_rop_print_SortOrder(struct mp_rj *j, const struct mp_rop_SortOrder *r);
+void mp_rop_print_SortOrder(struct mp_json *j, const struct mp_rop_SortOrder *r);
 
 struct mp_rop_LongTermId {
     uint8_t DatabaseGuid[16];
@@ -48,7 +48,7 @@ struct mp_rop_LongTermId {
 };
 void mp_rop_pull_LongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_LongTermId *r);
 void mp_rop_push_LongTermId(struct mp_wcur *w, const struct mp_rop_LongTermId *r);
-void mp_rop_print_LongTermId(struct mp_rj *j, const struct mp_rop_LongTermId *r);
+void mp_rop_print_LongTermId(struct mp_json *j, const struct mp_rop_LongTermId *r);
 
 struct mp_rop_LongTermIdRange {
     struct mp_rop_LongTermId MinLongTermId;
@@ -56,7 +56,7 @@ struct mp_rop_LongTermIdRange {
 };
 void mp_rop_pull_LongTermIdRange(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_LongTermIdRange *r);
 void mp_rop_push_LongTermIdRange(struct mp_wcur *w, const struct mp_rop_LongTermIdRange *r);
-void mp_rop_print_LongTermIdRange(struct mp_rj *j, const struct mp_rop_LongTermIdRange *r);
+void mp_rop_print_LongTermIdRange(struct mp_json *j, const struct mp_rop_LongTermIdRange *r);
 
 struct mp_rop_PropertyName {
     uint8_t Kind;
@@ -67,7 +67,7 @@ struct mp_rop_PropertyName {
 };
 void mp_rop_pull_PropertyName(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_PropertyName *r);
 void mp_rop_push_PropertyName(struct mp_wcur *w, const struct mp_rop_PropertyName *r);
-void mp_rop_print_PropertyName(struct mp_rj *j, const struct mp_rop_PropertyName *r);
+void mp_rop_print_PropertyName(struct mp_json *j, const struct mp_rop_PropertyName *r);
 
 struct mp_rop_TypedString {
     uint8_t StringType;
@@ -76,7 +76,7 @@ struct mp_rop_TypedString {
 };
 void mp_rop_pull_TypedString(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_TypedString *r);
 void mp_rop_push_TypedString(struct mp_wcur *w, const struct mp_rop_TypedString *r);
-void mp_rop_print_TypedString(struct mp_rj *j, const struct mp_rop_TypedString *r);
+void mp_rop_print_TypedString(struct mp_json *j, const struct mp_rop_TypedString *r);
 
 struct mp_rop_LogonTime {
     uint8_t Seconds;
@@ -89,7 +89,7 @@ struct mp_rop_LogonTime {
 };
 void mp_rop_pull_LogonTime(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_LogonTime *r);
 void mp_rop_push_LogonTime(struct mp_wcur *w, const struct mp_rop_LogonTime *r);
-void mp_rop_print_LogonTime(struct mp_rj *j, const struct mp_rop_LogonTime *r);
+void mp_rop_print_LogonTime(struct mp_json *j, const struct mp_rop_LogonTime *r);
 
 struct mp_rop_OpenRecipientRow {
     uint8_t RecipientType;
@@ -100,7 +100,7 @@ struct mp_rop_OpenRecipientRow {
 };
 void mp_rop_pull_OpenRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_OpenRecipientRow *r);
 void mp_rop_push_OpenRecipientRow(struct mp_wcur *w, const struct mp_rop_OpenRecipientRow *r);
-void mp_rop_print_OpenRecipientRow(struct mp_rj *j, const struct mp_rop_OpenRecipientRow *r);
+void mp_rop_print_OpenRecipientRow(struct mp_json *j, const struct mp_rop_OpenRecipientRow *r);
 
 struct mp_rop_ReadRecipientRow {
     uint32_t RowId;
@@ -112,7 +112,7 @@ struct mp_rop_ReadRecipientRow {
 };
 void mp_rop_pull_ReadRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_ReadRecipientRow *r);
 void mp_rop_push_ReadRecipientRow(struct mp_wcur *w, const struct mp_rop_ReadRecipientRow *r);
-void mp_rop_print_ReadRecipientRow(struct mp_rj *j, const struct mp_rop_ReadRecipientRow *r);
+void mp_rop_print_ReadRecipientRow(struct mp_json *j, const struct mp_rop_ReadRecipientRow *r);
 
 struct mp_rop_ModifyRecipientRow {
     uint32_t RowId;
@@ -122,7 +122,7 @@ struct mp_rop_ModifyRecipientRow {
 };
 void mp_rop_pull_ModifyRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_ModifyRecipientRow *r);
 void mp_rop_push_ModifyRecipientRow(struct mp_wcur *w, const struct mp_rop_ModifyRecipientRow *r);
-void mp_rop_print_ModifyRecipientRow(struct mp_rj *j, const struct mp_rop_ModifyRecipientRow *r);
+void mp_rop_print_ModifyRecipientRow(struct mp_json *j, const struct mp_rop_ModifyRecipientRow *r);
 
 struct mp_rop_PermissionData {
     uint8_t PermissionDataFlags;
@@ -131,7 +131,7 @@ struct mp_rop_PermissionData {
 };
 void mp_rop_pull_PermissionData(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_PermissionData *r);
 void mp_rop_push_PermissionData(struct mp_wcur *w, const struct mp_rop_PermissionData *r);
-void mp_rop_print_PermissionData(struct mp_rj *j, const struct mp_rop_PermissionData *r);
+void mp_rop_print_PermissionData(struct mp_json *j, const struct mp_rop_PermissionData *r);
 
 struct mp_rop_RuleData {
     uint8_t RuleDataFlags;
@@ -140,7 +140,7 @@ struct mp_rop_RuleData {
 };
 void mp_rop_pull_RuleData(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_RuleData *r);
 void mp_rop_push_RuleData(struct mp_wcur *w, const struct mp_rop_RuleData *r);
-void mp_rop_print_RuleData(struct mp_rj *j, const struct mp_rop_RuleData *r);
+void mp_rop_print_RuleData(struct mp_json *j, const struct mp_rop_RuleData *r);
 
 struct mp_rop_MessageReadState {
     uint16_t MessageIdSize;
@@ -149,7 +149,7 @@ struct mp_rop_MessageReadState {
 };
 void mp_rop_pull_MessageReadState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_MessageReadState *r);
 void mp_rop_push_MessageReadState(struct mp_wcur *w, const struct mp_rop_MessageReadState *r);
-void mp_rop_print_MessageReadState(struct mp_rj *j, const struct mp_rop_MessageReadState *r);
+void mp_rop_print_MessageReadState(struct mp_json *j, const struct mp_rop_MessageReadState *r);
 
 struct mp_rop_BackoffRop {
     uint8_t RopIdBackoff;
@@ -157,7 +157,7 @@ struct mp_rop_BackoffRop {
 };
 void mp_rop_pull_BackoffRop(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_BackoffRop *r);
 void mp_rop_push_BackoffRop(struct mp_wcur *w, const struct mp_rop_BackoffRop *r);
-void mp_rop_print_BackoffRop(struct mp_rj *j, const struct mp_rop_BackoffRop *r);
+void mp_rop_print_BackoffRop(struct mp_json *j, const struct mp_rop_BackoffRop *r);
 
 struct mp_rop_Restriction {
     uint8_t RestrictType;
@@ -182,7 +182,7 @@ struct mp_rop_Restriction {
 };
 void mp_rop_pull_Restriction(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_Restriction *r);
 void mp_rop_push_Restriction(struct mp_wcur *w, const struct mp_rop_Restriction *r);
-void mp_rop_print_Restriction(struct mp_rj *j, const struct mp_rop_Restriction *r);
+void mp_rop_print_Restriction(struct mp_json *j, const struct mp_rop_Restriction *r);
 
 struct mp_rop_MessageInfo {
     uint8_t HasNamedProperties;
@@ -196,7 +196,7 @@ struct mp_rop_MessageInfo {
 };
 void mp_rop_pull_MessageInfo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_MessageInfo *r);
 void mp_rop_push_MessageInfo(struct mp_wcur *w, const struct mp_rop_MessageInfo *r);
-void mp_rop_print_MessageInfo(struct mp_rj *j, const struct mp_rop_MessageInfo *r);
+void mp_rop_print_MessageInfo(struct mp_json *j, const struct mp_rop_MessageInfo *r);
 
 struct mp_rop_GhostInfo {
     uint16_t ServerCount;
@@ -205,7 +205,7 @@ struct mp_rop_GhostInfo {
 };
 void mp_rop_pull_GhostInfo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_GhostInfo *r);
 void mp_rop_push_GhostInfo(struct mp_wcur *w, const struct mp_rop_GhostInfo *r);
-void mp_rop_print_GhostInfo(struct mp_rj *j, const struct mp_rop_GhostInfo *r);
+void mp_rop_print_GhostInfo(struct mp_json *j, const struct mp_rop_GhostInfo *r);
 
 enum mp_rop_id {
     MP_ROP_Release = 0x01,
