@@ -160,6 +160,7 @@ struct mp_relay {
     struct assoc *assocs;
     size_t n_assoc;
     uint8_t rbuf[READ_CHUNK]; /* reads land here; only partial PDUs are kept per conn */
+    bool more_input; /* more bytes follow the PDU being handled: batch the writes */
 };
 
 static struct mp_bind scratch_bind; /* single-threaded: one bind parsed at a time */
@@ -463,7 +464,7 @@ static void log_call(struct assoc *a, struct call *c, const char *status)
  * queued before them (most PDUs never touch a buffer). */
 static int conn_send(struct conn *c, const uint8_t *p, size_t len)
 {
-    if (!mp_buf_avail(&c->out) && !c->connecting && c->io.fd >= 0) {
+    if (!mp_buf_avail(&c->out) && !c->connecting && c->io.fd >= 0 && !c->a->r->more_input) {
         ssize_t n = send(c->io.fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             c->a->last_io_ms = mp_now_ms();
@@ -1345,7 +1346,9 @@ static void client_input(struct assoc *a)
             client_protocol_error(a, h.call_id, "first PDU is not a bind");
             return;
         }
+        a->r->more_input = avail > h.frag_len; /* one send() for the whole batch */
         client_pdu(a, p, &h);
+        a->r->more_input = false;
         if (a->dead)
             return;
         mp_buf_consume(&c->in, h.frag_len);
@@ -1488,7 +1491,9 @@ static void upstream_input(struct assoc *a)
         }
         if (avail < h.frag_len)
             break;
+        a->r->more_input = avail > h.frag_len;
         upstream_pdu(a, p, &h);
+        a->r->more_input = false;
         if (a->dead || c->io.fd < 0)
             return;
         mp_buf_consume(&c->in, h.frag_len);
