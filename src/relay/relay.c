@@ -1085,12 +1085,12 @@ static void host_answer(struct mp_call *m)
     if (!c)
         return;
     c->out_bytes = (uint32_t)mp_buf_avail(&m->resp);
+    log_call(a, c, m->stop_idx >= 0 ? "ok(module)" : "ok");
     if (send_response_stub(a, m->c_id, m->ctx_id, mp_buf_head(&m->resp),
                            mp_buf_avail(&m->resp))) {
         assoc_close(a, "out of memory");
         return;
     }
-    log_call(a, c, m->stop_idx >= 0 ? "ok(module)" : "ok");
     a->n_done++;
     c->m = NULL; /* host_done frees it */
     call_remove(a, c);
@@ -1439,14 +1439,10 @@ static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pd
                 mp_call_run_response(m);
             return;
         }
-        int rc = a->passthrough ? conn_send(&a->c, pdu, h->frag_len)
-                                : forward_fragment(&a->c, (uint8_t *)pdu, h, c->c_id, a->c_xmit);
-        if (rc) {
-            assoc_close(a, "out of memory");
-            return;
-        }
+        bool final = h->ptype == MP_PT_FAULT || (h->flags & MP_PFC_LAST);
         c->out_bytes += (uint32_t)(h->frag_len - hl);
-        if (h->ptype == MP_PT_FAULT || (h->flags & MP_PFC_LAST)) {
+        uint32_t c_id = c->c_id;
+        if (final) { /* logged before the answer leaves: a reader of the log never races it */
             char status[32] = "ok";
             if (h->ptype == MP_PT_FAULT)
                 snprintf(status, sizeof(status), "fault:0x%08x", mp_get32(pdu + 24));
@@ -1457,6 +1453,10 @@ static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pd
             a->n_done++;
             call_remove(a, c);
         }
+        int rc = a->passthrough ? conn_send(&a->c, pdu, h->frag_len)
+                                : forward_fragment(&a->c, (uint8_t *)pdu, h, c_id, a->c_xmit);
+        if (rc)
+            assoc_close(a, "out of memory");
         return;
     }
     case MP_PT_SHUTDOWN:
