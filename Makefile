@@ -91,7 +91,7 @@ fuzz-replay: $(addprefix $(B)/fuzz/,$(FUZZ))
 	  $(B)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$n 2>&1 | tail -1 | sed "s/^/$$t: /"; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
-test: unit fuzz-replay integration
+test: check-gen unit fuzz-replay integration
 
 run: deps $(B)/mapiproxy
 	@scripts/run-demo.sh
