@@ -617,8 +617,52 @@ static void test_notify(void)
     mp_arena_free(&a);
 }
 
+/* Example request buffers printed in Microsoft's specifications (an
+ * independent source): MS-OXCPRPT 4.x RopSetProperties (two Unicode
+ * properties; PropertyValueSize counts PropertyValueCount too) and
+ * MS-OXCMSG 4.8.1 RopSaveChangesMessage. */
+static void test_spec_examples(void)
+{
+    static const uint8_t setprops[] = {
+        0x0A, 0x00, 0x00, 0x24, 0x00, 0x02, 0x00, 0x1F, 0x00, 0x3D, 0x00, 0x00, 0x00, 0x1F,
+        0x00, 0x1D, 0x0E, 0x48, 0x00, 0x65, 0x00, 0x6C, 0x00, 0x6C, 0x00, 0x6F, 0x00, 0x20,
+        0x00, 0x57, 0x00, 0x6F, 0x00, 0x72, 0x00, 0x6C, 0x00, 0x64, 0x00, 0x00, 0x00};
+    static const uint8_t savechanges[] = {0x0c, 0x00, 0x00, 0x01, 0x0a};
+    uint8_t buf[128];
+    size_t n = 2;
+    memcpy(buf + n, setprops, sizeof setprops);
+    n += sizeof setprops;
+    memcpy(buf + n, savechanges, sizeof savechanges);
+    n += sizeof savechanges;
+    buf[0] = (uint8_t)n;
+    buf[1] = 0;
+    memset(buf + n, 0xFF, 8); /* two handles */
+    n += 8;
+    struct mp_arena a = {0};
+    struct mp_rop_buf b;
+    CHECK_EQ(roundtrip(buf, n, false, NULL, &a, &b, false), 0);
+    CHECK_EQ(b.n, 2);
+    CHECK_EQ(b.nhandles, 2);
+    if (b.n == 2) {
+        const struct mp_rop_req_SetProperties *sp = b.rops[0].v;
+        CHECK_EQ(sp->PropertyValueSize, 0x24);
+        CHECK_EQ(sp->PropertyValueSize__delta, 0);
+        CHECK_EQ(sp->PropertyValueCount, 2);
+        CHECK_EQ(sp->PropertyValues[0].tag, 0x003D001Fu);
+        CHECK_EQ(sp->PropertyValues[1].tag, 0x0E1D001Fu);
+        CHECK_EQ(sp->PropertyValues[1].v.n, 22); /* "Hello World" in UTF-16 */
+        const struct mp_rop_req_SaveChangesMessage *sc = b.rops[1].v;
+        CHECK(sc->ResponseHandleIndex == 0 && sc->InputHandleIndex == 1 && sc->SaveFlags == 0x0A);
+        char *js = json_of_buf(&b);
+        CHECK(strstr(js, "\"Value\":\"Hello World\"") != NULL);
+        free(js);
+    }
+    mp_arena_free(&a);
+}
+
 int main(void)
 {
+    test_spec_examples();
     test_notify();
     test_every_rop_minimal();
     test_table();
