@@ -12,6 +12,7 @@ RSS and descriptors, and prints a summary ending in `soak: PASS` or
 `soak: FAIL (reasons)` (exit status 0 / 1).
 """
 import argparse
+import calendar
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -318,7 +319,12 @@ def main():
     for t in threads:
         t.start()
 
-    kill_at = [duration / 3, 2 * duration / 3]
+    # The proxy caches upstream ports for 60 s from the first bind (t ~ 0), so
+    # entries expire near multiples of 60 s: kill #1 (new ports) half-way
+    # between two expiries so the stale cache is really exercised.
+    k1 = duration / 3
+    k1s = k1 + (30 - k1 % 60) % 60
+    kill_at = [k1s if k1s < 2 * duration / 3 - 15 else k1, 2 * duration / 3]
     last_print = 0
     while time.time() - t0 < duration:
         drain(0.5)
@@ -491,13 +497,16 @@ def main():
         reasons.append("open fds %s at the end, baseline %d" % (fd_end, fd_base))
 
     close_reasons = {}
-    close_by_port = {}
-    for m in re.finditer(r" conn close 127\.0\.0\.1:(\d+) .* reason=(.*)", plog):
-        close_reasons[m.group(2)] = close_reasons.get(m.group(2), 0) + 1
-        close_by_port[int(m.group(1))] = m.group(2)
+    close_by_port = {}   # port -> [(epoch, reason)]: ports are reused during a run
+    for m in re.finditer(r"(\S+)Z info  conn close 127\.0\.0\.1:(\d+) .* reason=(.*)", plog):
+        close_reasons[m.group(3)] = close_reasons.get(m.group(3), 0) + 1
+        ts = calendar.timegm(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) + float(
+            "0" + m.group(1)[19:])
+        close_by_port.setdefault(int(m.group(2)), []).append((ts, m.group(3)))
     staller_why = {}
     for st in closed:
-        why = close_by_port.get(st.get("port"), "?")
+        cand = [(abs(ts - (t0 + st["t"])), why) for ts, why in close_by_port.get(st.get("port"), [])]
+        why = min(cand)[1] if cand and min(cand)[0] < 10 else "?"
         staller_why.setdefault(why, []).append(st.get("after_block") or 0)
     oom = close_reasons.get("out of memory", 0)
     if oom:
