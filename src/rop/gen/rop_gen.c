@@ -7,14 +7,18 @@
 #include "rop/rop.h"
 #include "rop/ropjson.h"
 
-void mp_rop_pull_PropertyProblem(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_PropertyProblem *r)
+void mp_rop_pull_PropertyProblem(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                 struct mp_rop_PropertyProblem *r)
 {
     r->Index = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTag = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ErrorCode = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_PropertyProblem(struct mp_wcur *w, const struct mp_rop_PropertyProblem *r)
@@ -39,11 +43,14 @@ void mp_rop_print_PropertyProblem(struct mp_json *j, const struct mp_rop_Propert
 void mp_rop_pull_SortOrder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_SortOrder *r)
 {
     r->PropertyType = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyId = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Order = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_SortOrder(struct mp_wcur *w, const struct mp_rop_SortOrder *r)
@@ -67,12 +74,23 @@ void mp_rop_print_SortOrder(struct mp_json *j, const struct mp_rop_SortOrder *r)
 
 void mp_rop_pull_LongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_LongTermId *r)
 {
-    { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->DatabaseGuid, q_, 16); }
-    if (c->err) return;
-    { const uint8_t *q_ = mp_rcur_bytes(c, 6); if (q_) memcpy(r->GlobalCounter, q_, 6); }
-    if (c->err) return;
+    {
+        const uint8_t *q_ = mp_rcur_bytes(c, 16);
+        if (q_)
+            memcpy(r->DatabaseGuid, q_, 16);
+    }
+    if (c->err)
+        return;
+    {
+        const uint8_t *q_ = mp_rcur_bytes(c, 6);
+        if (q_)
+            memcpy(r->GlobalCounter, q_, 6);
+    }
+    if (c->err)
+        return;
     r->Pad = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_LongTermId(struct mp_wcur *w, const struct mp_rop_LongTermId *r)
@@ -94,12 +112,15 @@ void mp_rop_print_LongTermId(struct mp_json *j, const struct mp_rop_LongTermId *
     mp_rj_obj_end(j);
 }
 
-void mp_rop_pull_LongTermIdRange(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_LongTermIdRange *r)
+void mp_rop_pull_LongTermIdRange(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                 struct mp_rop_LongTermIdRange *r)
 {
     mp_rop_pull_LongTermId(c, pc, &r->MinLongTermId);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_LongTermId(c, pc, &r->MaxLongTermId);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_LongTermIdRange(struct mp_wcur *w, const struct mp_rop_LongTermIdRange *r)
@@ -118,20 +139,30 @@ void mp_rop_print_LongTermIdRange(struct mp_json *j, const struct mp_rop_LongTer
     mp_rj_obj_end(j);
 }
 
-void mp_rop_pull_PropertyName(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_PropertyName *r)
+void mp_rop_pull_PropertyName(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                              struct mp_rop_PropertyName *r)
 {
     r->Kind = mp_rcur_u8(c);
-    if (c->err) return;
-    { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->Guid, q_, 16); }
-    if (c->err) return;
+    if (c->err)
+        return;
+    {
+        const uint8_t *q_ = mp_rcur_bytes(c, 16);
+        if (q_)
+            memcpy(r->Guid, q_, 16);
+    }
+    if (c->err)
+        return;
     if (r->Kind == 0x00) {
         r->LID = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->Kind == 0x01) {
         r->NameSize = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Name = mp_rcur_bytes(c, (size_t)r->NameSize);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->Kind != 0xFF) {
         c->err = true;
         return;
@@ -172,16 +203,20 @@ void mp_rop_print_PropertyName(struct mp_json *j, const struct mp_rop_PropertyNa
     mp_rj_obj_end(j);
 }
 
-void mp_rop_pull_TypedString(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_TypedString *r)
+void mp_rop_pull_TypedString(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                             struct mp_rop_TypedString *r)
 {
     r->StringType = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->StringType == 0x02 || r->StringType == 0x03) {
         mp_rop_pull_str(c, &r->String8, false);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->StringType == 0x04) {
         mp_rop_pull_str(c, &r->String, true);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->StringType > 0x04) {
         c->err = true;
         return;
@@ -219,19 +254,26 @@ void mp_rop_print_TypedString(struct mp_json *j, const struct mp_rop_TypedString
 void mp_rop_pull_LogonTime(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_LogonTime *r)
 {
     r->Seconds = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Minutes = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Hour = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DayOfWeek = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Day = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Month = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Year = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_LogonTime(struct mp_wcur *w, const struct mp_rop_LogonTime *r)
@@ -265,18 +307,24 @@ void mp_rop_print_LogonTime(struct mp_json *j, const struct mp_rop_LogonTime *r)
     mp_rj_obj_end(j);
 }
 
-void mp_rop_pull_OpenRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_OpenRecipientRow *r)
+void mp_rop_pull_OpenRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_OpenRecipientRow *r)
 {
     r->RecipientType = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CodePageId = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Reserved = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RecipientRowSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RecipientRow = mp_rcur_bytes(c, (size_t)r->RecipientRowSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_OpenRecipientRow(struct mp_wcur *w, const struct mp_rop_OpenRecipientRow *r)
@@ -304,20 +352,27 @@ void mp_rop_print_OpenRecipientRow(struct mp_json *j, const struct mp_rop_OpenRe
     mp_rj_obj_end(j);
 }
 
-void mp_rop_pull_ReadRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_ReadRecipientRow *r)
+void mp_rop_pull_ReadRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_ReadRecipientRow *r)
 {
     r->RowId = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RecipientType = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CodePageId = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Reserved = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RecipientRowSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RecipientRow = mp_rcur_bytes(c, (size_t)r->RecipientRowSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_ReadRecipientRow(struct mp_wcur *w, const struct mp_rop_ReadRecipientRow *r)
@@ -348,16 +403,21 @@ void mp_rop_print_ReadRecipientRow(struct mp_json *j, const struct mp_rop_ReadRe
     mp_rj_obj_end(j);
 }
 
-void mp_rop_pull_ModifyRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_ModifyRecipientRow *r)
+void mp_rop_pull_ModifyRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                    struct mp_rop_ModifyRecipientRow *r)
 {
     r->RowId = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RecipientType = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RecipientRowSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RecipientRow = mp_rcur_bytes(c, (size_t)r->RecipientRowSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_ModifyRecipientRow(struct mp_wcur *w, const struct mp_rop_ModifyRecipientRow *r)
@@ -382,22 +442,32 @@ void mp_rop_print_ModifyRecipientRow(struct mp_json *j, const struct mp_rop_Modi
     mp_rj_obj_end(j);
 }
 
-void mp_rop_pull_PermissionData(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_PermissionData *r)
+void mp_rop_pull_PermissionData(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                struct mp_rop_PermissionData *r)
 {
     r->PermissionDataFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyValueCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyValueCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
-        if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyValues) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_PermissionData(struct mp_wcur *w, const struct mp_rop_PermissionData *r)
@@ -430,19 +500,28 @@ void mp_rop_print_PermissionData(struct mp_json *j, const struct mp_rop_Permissi
 void mp_rop_pull_RuleData(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_RuleData *r)
 {
     r->RuleDataFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyValueCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyValueCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
-        if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyValues) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_RuleData(struct mp_wcur *w, const struct mp_rop_RuleData *r)
@@ -472,14 +551,18 @@ void mp_rop_print_RuleData(struct mp_json *j, const struct mp_rop_RuleData *r)
     mp_rj_obj_end(j);
 }
 
-void mp_rop_pull_MessageReadState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_MessageReadState *r)
+void mp_rop_pull_MessageReadState(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_MessageReadState *r)
 {
     r->MessageIdSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageId = mp_rcur_bytes(c, (size_t)r->MessageIdSize);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MarkAsRead = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_MessageReadState(struct mp_wcur *w, const struct mp_rop_MessageReadState *r)
@@ -504,9 +587,11 @@ void mp_rop_print_MessageReadState(struct mp_json *j, const struct mp_rop_Messag
 void mp_rop_pull_BackoffRop(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_BackoffRop *r)
 {
     r->RopIdBackoff = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Duration = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_BackoffRop(struct mp_wcur *w, const struct mp_rop_BackoffRop *r)
@@ -525,136 +610,207 @@ void mp_rop_print_BackoffRop(struct mp_json *j, const struct mp_rop_BackoffRop *
     mp_rj_obj_end(j);
 }
 
-static void pull_body_mp_rop_Restriction(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_Restriction *r)
+static void pull_body_mp_rop_Restriction(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_Restriction *r)
 {
     r->RestrictType = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->RestrictType == 0x00 || r->RestrictType == 0x01) {
         r->RestrictCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->RestrictCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->Restricts = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Restricts));
-            if (!r->Restricts) { mp_rop_nomem(c, pc); return; }
+            if (!r->Restricts) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_Restriction(c, pc, &r->Restricts[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->RestrictType == 0x02) {
         {
             size_t n_ = 1;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->Sub = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
-            if (!r->Sub) { mp_rop_nomem(c, pc); return; }
+            if (!r->Sub) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_Restriction(c, pc, &r->Sub[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->RestrictType == 0x03) {
         r->FuzzyLevelLow = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->FuzzyLevelHigh = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->PropertyTag = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         mp_rop_tpropval_pull(c, pc, &r->TaggedValue);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->RestrictType == 0x04) {
         r->RelOp = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->PropertyTag = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         mp_rop_tpropval_pull(c, pc, &r->TaggedValue);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->RestrictType == 0x05) {
         r->RelOp = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->PropTag1 = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->PropTag2 = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->RestrictType == 0x06) {
         r->BitmapRelOp = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->PropertyTag = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Mask = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->RestrictType == 0x07) {
         r->RelOp = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->PropertyTag = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Size = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->RestrictType == 0x08) {
         r->PropertyTag = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->RestrictType == 0x09) {
         r->Subobject = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = 1;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->Sub = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
-            if (!r->Sub) { mp_rop_nomem(c, pc); return; }
+            if (!r->Sub) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_Restriction(c, pc, &r->Sub[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->RestrictType == 0x0A) {
         r->TaggedValuesCount = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->TaggedValuesCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->TaggedValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->TaggedValues));
-            if (!r->TaggedValues) { mp_rop_nomem(c, pc); return; }
+            if (!r->TaggedValues) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_tpropval_pull(c, pc, &r->TaggedValues[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
         r->RestrictionPresent = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         if (r->RestrictionPresent) {
             {
                 size_t n_ = 1;
-                if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+                if (n_ > mp_rcur_left(c)) {
+                    c->err = true;
+                    return;
+                }
                 r->Sub = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
-                if (!r->Sub) { mp_rop_nomem(c, pc); return; }
+                if (!r->Sub) {
+                    mp_rop_nomem(c, pc);
+                    return;
+                }
                 for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                     mp_rop_pull_Restriction(c, pc, &r->Sub[i_]);
                 }
             }
-            if (c->err) return;
+            if (c->err)
+                return;
         }
     } else if (r->RestrictType == 0x0B) {
         r->Count = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = 1;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->Sub = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Sub));
-            if (!r->Sub) { mp_rop_nomem(c, pc); return; }
+            if (!r->Sub) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_Restriction(c, pc, &r->Sub[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     } else {
         c->err = true;
         return;
     }
 }
 
-void mp_rop_pull_Restriction(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_Restriction *r)
+void mp_rop_pull_Restriction(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                             struct mp_rop_Restriction *r)
 {
-    if (++pc->depth > MP_ROP_MAX_DEPTH) { c->err = true; pc->depth--; return; }
+    if (++pc->depth > MP_ROP_MAX_DEPTH) {
+        c->err = true;
+        pc->depth--;
+        return;
+    }
     pull_body_mp_rop_Restriction(c, pc, r);
     pc->depth--;
 }
@@ -835,40 +991,61 @@ void mp_rop_print_Restriction(struct mp_json *j, const struct mp_rop_Restriction
     mp_rj_obj_end(j);
 }
 
-void mp_rop_pull_MessageInfo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_MessageInfo *r)
+void mp_rop_pull_MessageInfo(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                             struct mp_rop_MessageInfo *r)
 {
     r->HasNamedProperties = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_TypedString(c, pc, &r->SubjectPrefix);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_TypedString(c, pc, &r->NormalizedSubject);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RecipientCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ColumnCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->ColumnCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->RecipientColumns = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientColumns));
-        if (!r->RecipientColumns) { mp_rop_nomem(c, pc); return; }
+        if (!r->RecipientColumns) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->RecipientColumns[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RowCount = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->RowCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->RecipientRows = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientRows));
-        if (!r->RecipientRows) { mp_rop_nomem(c, pc); return; }
+        if (!r->RecipientRows) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_OpenRecipientRow(c, pc, &r->RecipientRows[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_MessageInfo(struct mp_wcur *w, const struct mp_rop_MessageInfo *r)
@@ -924,19 +1101,28 @@ void mp_rop_print_MessageInfo(struct mp_json *j, const struct mp_rop_MessageInfo
 void mp_rop_pull_GhostInfo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_GhostInfo *r)
 {
     r->ServerCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CheapServerCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->ServerCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->Servers = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Servers));
-        if (!r->Servers) { mp_rop_nomem(c, pc); return; }
+        if (!r->Servers) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_str(c, &r->Servers[i_], false);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 void mp_rop_push_GhostInfo(struct mp_wcur *w, const struct mp_rop_GhostInfo *r)
@@ -966,12 +1152,14 @@ void mp_rop_print_GhostInfo(struct mp_json *j, const struct mp_rop_GhostInfo *r)
     mp_rj_obj_end(j);
 }
 
-static void pull_mp_rop_req_Release(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_Release *r)
+static void pull_mp_rop_req_Release(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                    struct mp_rop_req_Release *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_Release(struct mp_wcur *w, const struct mp_rop_req_Release *r)
@@ -989,18 +1177,23 @@ static void print_mp_rop_req_Release(struct mp_json *j, const struct mp_rop_req_
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_req_OpenFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_OpenFolder *r)
+static void pull_mp_rop_req_OpenFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_req_OpenFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OpenModeFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_OpenFolder(struct mp_wcur *w, const struct mp_rop_req_OpenFolder *r)
@@ -1027,21 +1220,27 @@ static void print_mp_rop_req_OpenFolder(struct mp_json *j, const struct mp_rop_r
     mp_rj_u64(j, r->OpenModeFlags);
 }
 
-static void pull_mp_rop_rsp_OpenFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_OpenFolder *r, const struct mp_rop_req_OpenFolder *req)
+static void pull_mp_rop_rsp_OpenFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_OpenFolder *r,
+                                       const struct mp_rop_req_OpenFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->HasRules = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->IsGhosted = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         if (r->IsGhosted) {
             mp_rop_pull_GhostInfo(c, pc, &r->Ghost);
-            if (c->err) return;
+            if (c->err)
+                return;
         }
     }
 }
@@ -1078,22 +1277,29 @@ static void print_mp_rop_rsp_OpenFolder(struct mp_json *j, const struct mp_rop_r
     }
 }
 
-static void pull_mp_rop_req_OpenMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_OpenMessage *r)
+static void pull_mp_rop_req_OpenMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_req_OpenMessage *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CodePageId = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OpenModeFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_OpenMessage(struct mp_wcur *w, const struct mp_rop_req_OpenMessage *r)
@@ -1126,16 +1332,20 @@ static void print_mp_rop_req_OpenMessage(struct mp_json *j, const struct mp_rop_
     mp_rj_u64(j, r->MessageId);
 }
 
-static void pull_mp_rop_rsp_OpenMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_OpenMessage *r, const struct mp_rop_req_OpenMessage *req)
+static void pull_mp_rop_rsp_OpenMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_OpenMessage *r,
+                                        const struct mp_rop_req_OpenMessage *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         mp_rop_pull_MessageInfo(c, pc, &r->Message);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -1161,19 +1371,24 @@ static void print_mp_rop_rsp_OpenMessage(struct mp_json *j, const struct mp_rop_
     }
 }
 
-static void pull_mp_rop_req_GetHierarchyTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetHierarchyTable *r)
+static void pull_mp_rop_req_GetHierarchyTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_req_GetHierarchyTable *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TableFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetHierarchyTable(struct mp_wcur *w, const struct mp_rop_req_GetHierarchyTable *r)
+static void push_mp_rop_req_GetHierarchyTable(struct mp_wcur *w,
+                                              const struct mp_rop_req_GetHierarchyTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -1182,7 +1397,8 @@ static void push_mp_rop_req_GetHierarchyTable(struct mp_wcur *w, const struct mp
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetHierarchyTable(struct mp_json *j, const struct mp_rop_req_GetHierarchyTable *r)
+static void print_mp_rop_req_GetHierarchyTable(struct mp_json *j,
+                                               const struct mp_rop_req_GetHierarchyTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1194,20 +1410,25 @@ static void print_mp_rop_req_GetHierarchyTable(struct mp_json *j, const struct m
     mp_rj_u64(j, r->TableFlags);
 }
 
-static void pull_mp_rop_rsp_GetHierarchyTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetHierarchyTable *r, const struct mp_rop_req_GetHierarchyTable *req)
+static void pull_mp_rop_rsp_GetHierarchyTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_rsp_GetHierarchyTable *r,
+                                              const struct mp_rop_req_GetHierarchyTable *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->RowCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetHierarchyTable(struct mp_wcur *w, const struct mp_rop_rsp_GetHierarchyTable *r)
+static void push_mp_rop_rsp_GetHierarchyTable(struct mp_wcur *w,
+                                              const struct mp_rop_rsp_GetHierarchyTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
@@ -1217,7 +1438,8 @@ static void push_mp_rop_rsp_GetHierarchyTable(struct mp_wcur *w, const struct mp
     }
 }
 
-static void print_mp_rop_rsp_GetHierarchyTable(struct mp_json *j, const struct mp_rop_rsp_GetHierarchyTable *r)
+static void print_mp_rop_rsp_GetHierarchyTable(struct mp_json *j,
+                                               const struct mp_rop_rsp_GetHierarchyTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -1229,19 +1451,24 @@ static void print_mp_rop_rsp_GetHierarchyTable(struct mp_json *j, const struct m
     }
 }
 
-static void pull_mp_rop_req_GetContentsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetContentsTable *r)
+static void pull_mp_rop_req_GetContentsTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_GetContentsTable *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TableFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetContentsTable(struct mp_wcur *w, const struct mp_rop_req_GetContentsTable *r)
+static void push_mp_rop_req_GetContentsTable(struct mp_wcur *w,
+                                             const struct mp_rop_req_GetContentsTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -1250,7 +1477,8 @@ static void push_mp_rop_req_GetContentsTable(struct mp_wcur *w, const struct mp_
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetContentsTable(struct mp_json *j, const struct mp_rop_req_GetContentsTable *r)
+static void print_mp_rop_req_GetContentsTable(struct mp_json *j,
+                                              const struct mp_rop_req_GetContentsTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1262,20 +1490,25 @@ static void print_mp_rop_req_GetContentsTable(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->TableFlags);
 }
 
-static void pull_mp_rop_rsp_GetContentsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetContentsTable *r, const struct mp_rop_req_GetContentsTable *req)
+static void pull_mp_rop_rsp_GetContentsTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_GetContentsTable *r,
+                                             const struct mp_rop_req_GetContentsTable *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->RowCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetContentsTable(struct mp_wcur *w, const struct mp_rop_rsp_GetContentsTable *r)
+static void push_mp_rop_rsp_GetContentsTable(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_GetContentsTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
@@ -1285,7 +1518,8 @@ static void push_mp_rop_rsp_GetContentsTable(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetContentsTable(struct mp_json *j, const struct mp_rop_rsp_GetContentsTable *r)
+static void print_mp_rop_rsp_GetContentsTable(struct mp_json *j,
+                                              const struct mp_rop_rsp_GetContentsTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -1297,23 +1531,30 @@ static void print_mp_rop_rsp_GetContentsTable(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_CreateMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CreateMessage *r)
+static void pull_mp_rop_req_CreateMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_req_CreateMessage *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CodePageId = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->AssociatedFlag = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_CreateMessage(struct mp_wcur *w, const struct mp_rop_req_CreateMessage *r)
+static void push_mp_rop_req_CreateMessage(struct mp_wcur *w,
+                                          const struct mp_rop_req_CreateMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -1324,7 +1565,8 @@ static void push_mp_rop_req_CreateMessage(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->AssociatedFlag);
 }
 
-static void print_mp_rop_req_CreateMessage(struct mp_json *j, const struct mp_rop_req_CreateMessage *r)
+static void print_mp_rop_req_CreateMessage(struct mp_json *j,
+                                           const struct mp_rop_req_CreateMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1340,24 +1582,30 @@ static void print_mp_rop_req_CreateMessage(struct mp_json *j, const struct mp_ro
     mp_rj_u64(j, r->AssociatedFlag);
 }
 
-static void pull_mp_rop_rsp_CreateMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CreateMessage *r, const struct mp_rop_req_CreateMessage *req)
+static void pull_mp_rop_rsp_CreateMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_rsp_CreateMessage *r,
+                                          const struct mp_rop_req_CreateMessage *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->HasMessageId = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         if (r->HasMessageId) {
             r->MessageId = mp_rcur_u64(c);
-            if (c->err) return;
+            if (c->err)
+                return;
         }
     }
 }
 
-static void push_mp_rop_rsp_CreateMessage(struct mp_wcur *w, const struct mp_rop_rsp_CreateMessage *r)
+static void push_mp_rop_rsp_CreateMessage(struct mp_wcur *w,
+                                          const struct mp_rop_rsp_CreateMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
@@ -1370,7 +1618,8 @@ static void push_mp_rop_rsp_CreateMessage(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_CreateMessage(struct mp_json *j, const struct mp_rop_rsp_CreateMessage *r)
+static void print_mp_rop_rsp_CreateMessage(struct mp_json *j,
+                                           const struct mp_rop_rsp_CreateMessage *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -1386,31 +1635,44 @@ static void print_mp_rop_rsp_CreateMessage(struct mp_json *j, const struct mp_ro
     }
 }
 
-static void pull_mp_rop_req_GetPropertiesSpecific(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetPropertiesSpecific *r)
+static void pull_mp_rop_req_GetPropertiesSpecific(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  struct mp_rop_req_GetPropertiesSpecific *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertySizeLimit = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantUnicode = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTagCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyTagCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-        if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyTags) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetPropertiesSpecific(struct mp_wcur *w, const struct mp_rop_req_GetPropertiesSpecific *r)
+static void push_mp_rop_req_GetPropertiesSpecific(struct mp_wcur *w,
+                                                  const struct mp_rop_req_GetPropertiesSpecific *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -1424,7 +1686,8 @@ static void push_mp_rop_req_GetPropertiesSpecific(struct mp_wcur *w, const struc
         }
 }
 
-static void print_mp_rop_req_GetPropertiesSpecific(struct mp_json *j, const struct mp_rop_req_GetPropertiesSpecific *r)
+static void print_mp_rop_req_GetPropertiesSpecific(struct mp_json *j,
+                                                   const struct mp_rop_req_GetPropertiesSpecific *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1445,20 +1708,29 @@ static void print_mp_rop_req_GetPropertiesSpecific(struct mp_json *j, const stru
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_GetPropertiesSpecific(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetPropertiesSpecific *r, const struct mp_rop_req_GetPropertiesSpecific *req)
+static void
+pull_mp_rop_rsp_GetPropertiesSpecific(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_rsp_GetPropertiesSpecific *r,
+                                      const struct mp_rop_req_GetPropertiesSpecific *req)
 {
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
-        if (!req) { mp_rop_need_ctx(c, pc); return; }
+        if (!req) {
+            mp_rop_need_ctx(c, pc);
+            return;
+        }
         mp_rop_pull_proprow(c, pc, &r->RowData, req->PropertyTags, req->PropertyTagCount);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetPropertiesSpecific(struct mp_wcur *w, const struct mp_rop_rsp_GetPropertiesSpecific *r)
+static void push_mp_rop_rsp_GetPropertiesSpecific(struct mp_wcur *w,
+                                                  const struct mp_rop_rsp_GetPropertiesSpecific *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -1468,7 +1740,8 @@ static void push_mp_rop_rsp_GetPropertiesSpecific(struct mp_wcur *w, const struc
     }
 }
 
-static void print_mp_rop_rsp_GetPropertiesSpecific(struct mp_json *j, const struct mp_rop_rsp_GetPropertiesSpecific *r)
+static void print_mp_rop_rsp_GetPropertiesSpecific(struct mp_json *j,
+                                                   const struct mp_rop_rsp_GetPropertiesSpecific *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1480,19 +1753,24 @@ static void print_mp_rop_rsp_GetPropertiesSpecific(struct mp_json *j, const stru
     }
 }
 
-static void pull_mp_rop_req_GetPropertiesAll(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetPropertiesAll *r)
+static void pull_mp_rop_req_GetPropertiesAll(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_GetPropertiesAll *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertySizeLimit = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantUnicode = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetPropertiesAll(struct mp_wcur *w, const struct mp_rop_req_GetPropertiesAll *r)
+static void push_mp_rop_req_GetPropertiesAll(struct mp_wcur *w,
+                                             const struct mp_rop_req_GetPropertiesAll *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -1501,7 +1779,8 @@ static void push_mp_rop_req_GetPropertiesAll(struct mp_wcur *w, const struct mp_
     mp_wcur_u16(w, r->WantUnicode);
 }
 
-static void print_mp_rop_req_GetPropertiesAll(struct mp_json *j, const struct mp_rop_req_GetPropertiesAll *r)
+static void print_mp_rop_req_GetPropertiesAll(struct mp_json *j,
+                                              const struct mp_rop_req_GetPropertiesAll *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1513,30 +1792,42 @@ static void print_mp_rop_req_GetPropertiesAll(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->WantUnicode);
 }
 
-static void pull_mp_rop_rsp_GetPropertiesAll(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetPropertiesAll *r, const struct mp_rop_req_GetPropertiesAll *req)
+static void pull_mp_rop_rsp_GetPropertiesAll(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_GetPropertiesAll *r,
+                                             const struct mp_rop_req_GetPropertiesAll *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->PropertyValueCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyValueCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
-            if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
+            if (!r->PropertyValues) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetPropertiesAll(struct mp_wcur *w, const struct mp_rop_rsp_GetPropertiesAll *r)
+static void push_mp_rop_rsp_GetPropertiesAll(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_GetPropertiesAll *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -1550,7 +1841,8 @@ static void push_mp_rop_rsp_GetPropertiesAll(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetPropertiesAll(struct mp_json *j, const struct mp_rop_rsp_GetPropertiesAll *r)
+static void print_mp_rop_rsp_GetPropertiesAll(struct mp_json *j,
+                                              const struct mp_rop_rsp_GetPropertiesAll *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1569,22 +1861,26 @@ static void print_mp_rop_rsp_GetPropertiesAll(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_GetPropertiesList(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetPropertiesList *r)
+static void pull_mp_rop_req_GetPropertiesList(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_req_GetPropertiesList *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetPropertiesList(struct mp_wcur *w, const struct mp_rop_req_GetPropertiesList *r)
+static void push_mp_rop_req_GetPropertiesList(struct mp_wcur *w,
+                                              const struct mp_rop_req_GetPropertiesList *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetPropertiesList(struct mp_json *j, const struct mp_rop_req_GetPropertiesList *r)
+static void print_mp_rop_req_GetPropertiesList(struct mp_json *j,
+                                               const struct mp_rop_req_GetPropertiesList *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1592,30 +1888,42 @@ static void print_mp_rop_req_GetPropertiesList(struct mp_json *j, const struct m
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_GetPropertiesList(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetPropertiesList *r, const struct mp_rop_req_GetPropertiesList *req)
+static void pull_mp_rop_rsp_GetPropertiesList(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_rsp_GetPropertiesList *r,
+                                              const struct mp_rop_req_GetPropertiesList *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->PropertyTagCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyTagCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-            if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+            if (!r->PropertyTags) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->PropertyTags[i_] = mp_rcur_u32(c);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetPropertiesList(struct mp_wcur *w, const struct mp_rop_rsp_GetPropertiesList *r)
+static void push_mp_rop_rsp_GetPropertiesList(struct mp_wcur *w,
+                                              const struct mp_rop_rsp_GetPropertiesList *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -1629,7 +1937,8 @@ static void push_mp_rop_rsp_GetPropertiesList(struct mp_wcur *w, const struct mp
     }
 }
 
-static void print_mp_rop_rsp_GetPropertiesList(struct mp_json *j, const struct mp_rop_rsp_GetPropertiesList *r)
+static void print_mp_rop_rsp_GetPropertiesList(struct mp_json *j,
+                                               const struct mp_rop_rsp_GetPropertiesList *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1648,32 +1957,44 @@ static void print_mp_rop_rsp_GetPropertiesList(struct mp_json *j, const struct m
     }
 }
 
-static void pull_mp_rop_req_SetProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetProperties *r)
+static void pull_mp_rop_req_SetProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_req_SetProperties *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyValueSize = mp_rcur_u16(c);
     {
         size_t PropertyValueSize__start = c->off;
         r->PropertyValueCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyValueCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
-            if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
+            if (!r->PropertyValues) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
             }
         }
-        if (c->err) return;
-        r->PropertyValueSize__delta = (int32_t)r->PropertyValueSize - (int32_t)(c->off - PropertyValueSize__start);
+        if (c->err)
+            return;
+        r->PropertyValueSize__delta =
+            (int32_t)r->PropertyValueSize - (int32_t)(c->off - PropertyValueSize__start);
     }
 }
 
-static void push_mp_rop_req_SetProperties(struct mp_wcur *w, const struct mp_rop_req_SetProperties *r)
+static void push_mp_rop_req_SetProperties(struct mp_wcur *w,
+                                          const struct mp_rop_req_SetProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -1687,11 +2008,13 @@ static void push_mp_rop_req_SetProperties(struct mp_wcur *w, const struct mp_rop
             for (size_t i_ = 0; i_ < (size_t)r->PropertyValueCount; i_++) {
                 mp_rop_tpropval_push(w, &r->PropertyValues[i_]);
             }
-        mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->PropertyValueSize__delta));
+        mp_wcur_patch_u16(
+            w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->PropertyValueSize__delta));
     }
 }
 
-static void print_mp_rop_req_SetProperties(struct mp_json *j, const struct mp_rop_req_SetProperties *r)
+static void print_mp_rop_req_SetProperties(struct mp_json *j,
+                                           const struct mp_rop_req_SetProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1710,30 +2033,43 @@ static void print_mp_rop_req_SetProperties(struct mp_json *j, const struct mp_ro
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SetProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetProperties *r, const struct mp_rop_req_SetProperties *req)
+static void pull_mp_rop_rsp_SetProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_rsp_SetProperties *r,
+                                          const struct mp_rop_req_SetProperties *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->PropertyProblemCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
-            if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
+            r->PropertyProblems =
+                mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            if (!r->PropertyProblems) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_SetProperties(struct mp_wcur *w, const struct mp_rop_rsp_SetProperties *r)
+static void push_mp_rop_rsp_SetProperties(struct mp_wcur *w,
+                                          const struct mp_rop_rsp_SetProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -1747,7 +2083,8 @@ static void push_mp_rop_rsp_SetProperties(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_SetProperties(struct mp_json *j, const struct mp_rop_rsp_SetProperties *r)
+static void print_mp_rop_rsp_SetProperties(struct mp_json *j,
+                                           const struct mp_rop_rsp_SetProperties *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1766,27 +2103,38 @@ static void print_mp_rop_rsp_SetProperties(struct mp_json *j, const struct mp_ro
     }
 }
 
-static void pull_mp_rop_req_DeleteProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_DeleteProperties *r)
+static void pull_mp_rop_req_DeleteProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_DeleteProperties *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTagCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyTagCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-        if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyTags) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_DeleteProperties(struct mp_wcur *w, const struct mp_rop_req_DeleteProperties *r)
+static void push_mp_rop_req_DeleteProperties(struct mp_wcur *w,
+                                             const struct mp_rop_req_DeleteProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -1798,7 +2146,8 @@ static void push_mp_rop_req_DeleteProperties(struct mp_wcur *w, const struct mp_
         }
 }
 
-static void print_mp_rop_req_DeleteProperties(struct mp_json *j, const struct mp_rop_req_DeleteProperties *r)
+static void print_mp_rop_req_DeleteProperties(struct mp_json *j,
+                                              const struct mp_rop_req_DeleteProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1815,30 +2164,43 @@ static void print_mp_rop_req_DeleteProperties(struct mp_json *j, const struct mp
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_DeleteProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_DeleteProperties *r, const struct mp_rop_req_DeleteProperties *req)
+static void pull_mp_rop_rsp_DeleteProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_DeleteProperties *r,
+                                             const struct mp_rop_req_DeleteProperties *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->PropertyProblemCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
-            if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
+            r->PropertyProblems =
+                mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            if (!r->PropertyProblems) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_DeleteProperties(struct mp_wcur *w, const struct mp_rop_rsp_DeleteProperties *r)
+static void push_mp_rop_rsp_DeleteProperties(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_DeleteProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -1852,7 +2214,8 @@ static void push_mp_rop_rsp_DeleteProperties(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_DeleteProperties(struct mp_json *j, const struct mp_rop_rsp_DeleteProperties *r)
+static void print_mp_rop_rsp_DeleteProperties(struct mp_json *j,
+                                              const struct mp_rop_rsp_DeleteProperties *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1871,19 +2234,24 @@ static void print_mp_rop_rsp_DeleteProperties(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_SaveChangesMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SaveChangesMessage *r)
+static void pull_mp_rop_req_SaveChangesMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_req_SaveChangesMessage *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->ResponseHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SaveFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SaveChangesMessage(struct mp_wcur *w, const struct mp_rop_req_SaveChangesMessage *r)
+static void push_mp_rop_req_SaveChangesMessage(struct mp_wcur *w,
+                                               const struct mp_rop_req_SaveChangesMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -1892,7 +2260,8 @@ static void push_mp_rop_req_SaveChangesMessage(struct mp_wcur *w, const struct m
     mp_wcur_u8(w, r->SaveFlags);
 }
 
-static void print_mp_rop_req_SaveChangesMessage(struct mp_json *j, const struct mp_rop_req_SaveChangesMessage *r)
+static void print_mp_rop_req_SaveChangesMessage(struct mp_json *j,
+                                                const struct mp_rop_req_SaveChangesMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1904,22 +2273,28 @@ static void print_mp_rop_req_SaveChangesMessage(struct mp_json *j, const struct 
     mp_rj_u64(j, r->SaveFlags);
 }
 
-static void pull_mp_rop_rsp_SaveChangesMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SaveChangesMessage *r, const struct mp_rop_req_SaveChangesMessage *req)
+static void pull_mp_rop_rsp_SaveChangesMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_rsp_SaveChangesMessage *r,
+                                               const struct mp_rop_req_SaveChangesMessage *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->ResponseHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->InputHandleIndex = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->MessageId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_SaveChangesMessage(struct mp_wcur *w, const struct mp_rop_rsp_SaveChangesMessage *r)
+static void push_mp_rop_rsp_SaveChangesMessage(struct mp_wcur *w,
+                                               const struct mp_rop_rsp_SaveChangesMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->ResponseHandleIndex);
@@ -1930,7 +2305,8 @@ static void push_mp_rop_rsp_SaveChangesMessage(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_SaveChangesMessage(struct mp_json *j, const struct mp_rop_rsp_SaveChangesMessage *r)
+static void print_mp_rop_rsp_SaveChangesMessage(struct mp_json *j,
+                                                const struct mp_rop_rsp_SaveChangesMessage *r)
 {
     mp_rj_key(j, "ResponseHandleIndex");
     mp_rj_u64(j, r->ResponseHandleIndex);
@@ -1944,17 +2320,21 @@ static void print_mp_rop_rsp_SaveChangesMessage(struct mp_json *j, const struct 
     }
 }
 
-static void pull_mp_rop_req_RemoveAllRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_RemoveAllRecipients *r)
+static void pull_mp_rop_req_RemoveAllRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_req_RemoveAllRecipients *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Reserved = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_RemoveAllRecipients(struct mp_wcur *w, const struct mp_rop_req_RemoveAllRecipients *r)
+static void push_mp_rop_req_RemoveAllRecipients(struct mp_wcur *w,
+                                                const struct mp_rop_req_RemoveAllRecipients *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -1962,7 +2342,8 @@ static void push_mp_rop_req_RemoveAllRecipients(struct mp_wcur *w, const struct 
     mp_wcur_u32(w, r->Reserved);
 }
 
-static void print_mp_rop_req_RemoveAllRecipients(struct mp_json *j, const struct mp_rop_req_RemoveAllRecipients *r)
+static void print_mp_rop_req_RemoveAllRecipients(struct mp_json *j,
+                                                 const struct mp_rop_req_RemoveAllRecipients *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -1972,23 +2353,28 @@ static void print_mp_rop_req_RemoveAllRecipients(struct mp_json *j, const struct
     mp_rj_u64(j, r->Reserved);
 }
 
-static void pull_mp_rop_rsp_RemoveAllRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_RemoveAllRecipients *r, const struct mp_rop_req_RemoveAllRecipients *req)
+static void pull_mp_rop_rsp_RemoveAllRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_rsp_RemoveAllRecipients *r,
+                                                const struct mp_rop_req_RemoveAllRecipients *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_RemoveAllRecipients(struct mp_wcur *w, const struct mp_rop_rsp_RemoveAllRecipients *r)
+static void push_mp_rop_rsp_RemoveAllRecipients(struct mp_wcur *w,
+                                                const struct mp_rop_rsp_RemoveAllRecipients *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_RemoveAllRecipients(struct mp_json *j, const struct mp_rop_rsp_RemoveAllRecipients *r)
+static void print_mp_rop_rsp_RemoveAllRecipients(struct mp_json *j,
+                                                 const struct mp_rop_rsp_RemoveAllRecipients *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -1996,39 +2382,58 @@ static void print_mp_rop_rsp_RemoveAllRecipients(struct mp_json *j, const struct
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_ModifyRecipients *r)
+static void pull_mp_rop_req_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_ModifyRecipients *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ColumnCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->ColumnCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->RecipientColumns = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientColumns));
-        if (!r->RecipientColumns) { mp_rop_nomem(c, pc); return; }
+        if (!r->RecipientColumns) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->RecipientColumns[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RowCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->RowCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->RecipientRows = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientRows));
-        if (!r->RecipientRows) { mp_rop_nomem(c, pc); return; }
+        if (!r->RecipientRows) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_ModifyRecipientRow(c, pc, &r->RecipientRows[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_ModifyRecipients(struct mp_wcur *w, const struct mp_rop_req_ModifyRecipients *r)
+static void push_mp_rop_req_ModifyRecipients(struct mp_wcur *w,
+                                             const struct mp_rop_req_ModifyRecipients *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -2045,7 +2450,8 @@ static void push_mp_rop_req_ModifyRecipients(struct mp_wcur *w, const struct mp_
         }
 }
 
-static void print_mp_rop_req_ModifyRecipients(struct mp_json *j, const struct mp_rop_req_ModifyRecipients *r)
+static void print_mp_rop_req_ModifyRecipients(struct mp_json *j,
+                                              const struct mp_rop_req_ModifyRecipients *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2071,23 +2477,28 @@ static void print_mp_rop_req_ModifyRecipients(struct mp_json *j, const struct mp
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_ModifyRecipients *r, const struct mp_rop_req_ModifyRecipients *req)
+static void pull_mp_rop_rsp_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_ModifyRecipients *r,
+                                             const struct mp_rop_req_ModifyRecipients *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_ModifyRecipients(struct mp_wcur *w, const struct mp_rop_rsp_ModifyRecipients *r)
+static void push_mp_rop_rsp_ModifyRecipients(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_ModifyRecipients *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_ModifyRecipients(struct mp_json *j, const struct mp_rop_rsp_ModifyRecipients *r)
+static void print_mp_rop_rsp_ModifyRecipients(struct mp_json *j,
+                                              const struct mp_rop_rsp_ModifyRecipients *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2095,19 +2506,24 @@ static void print_mp_rop_rsp_ModifyRecipients(struct mp_json *j, const struct mp
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_ReadRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_ReadRecipients *r)
+static void pull_mp_rop_req_ReadRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_req_ReadRecipients *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RowId = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Reserved = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_ReadRecipients(struct mp_wcur *w, const struct mp_rop_req_ReadRecipients *r)
+static void push_mp_rop_req_ReadRecipients(struct mp_wcur *w,
+                                           const struct mp_rop_req_ReadRecipients *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -2116,7 +2532,8 @@ static void push_mp_rop_req_ReadRecipients(struct mp_wcur *w, const struct mp_ro
     mp_wcur_u16(w, r->Reserved);
 }
 
-static void print_mp_rop_req_ReadRecipients(struct mp_json *j, const struct mp_rop_req_ReadRecipients *r)
+static void print_mp_rop_req_ReadRecipients(struct mp_json *j,
+                                            const struct mp_rop_req_ReadRecipients *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2128,30 +2545,42 @@ static void print_mp_rop_req_ReadRecipients(struct mp_json *j, const struct mp_r
     mp_rj_u64(j, r->Reserved);
 }
 
-static void pull_mp_rop_rsp_ReadRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_ReadRecipients *r, const struct mp_rop_req_ReadRecipients *req)
+static void pull_mp_rop_rsp_ReadRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_rsp_ReadRecipients *r,
+                                           const struct mp_rop_req_ReadRecipients *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->RowCount = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->RowCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->RecipientRows = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RecipientRows));
-            if (!r->RecipientRows) { mp_rop_nomem(c, pc); return; }
+            if (!r->RecipientRows) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_ReadRecipientRow(c, pc, &r->RecipientRows[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_ReadRecipients(struct mp_wcur *w, const struct mp_rop_rsp_ReadRecipients *r)
+static void push_mp_rop_rsp_ReadRecipients(struct mp_wcur *w,
+                                           const struct mp_rop_rsp_ReadRecipients *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -2165,7 +2594,8 @@ static void push_mp_rop_rsp_ReadRecipients(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_ReadRecipients(struct mp_json *j, const struct mp_rop_rsp_ReadRecipients *r)
+static void print_mp_rop_rsp_ReadRecipients(struct mp_json *j,
+                                            const struct mp_rop_rsp_ReadRecipients *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2184,17 +2614,22 @@ static void print_mp_rop_rsp_ReadRecipients(struct mp_json *j, const struct mp_r
     }
 }
 
-static void pull_mp_rop_req_ReloadCachedInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_ReloadCachedInformation *r)
+static void pull_mp_rop_req_ReloadCachedInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                    struct mp_rop_req_ReloadCachedInformation *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Reserved = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_ReloadCachedInformation(struct mp_wcur *w, const struct mp_rop_req_ReloadCachedInformation *r)
+static void
+push_mp_rop_req_ReloadCachedInformation(struct mp_wcur *w,
+                                        const struct mp_rop_req_ReloadCachedInformation *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -2202,7 +2637,9 @@ static void push_mp_rop_req_ReloadCachedInformation(struct mp_wcur *w, const str
     mp_wcur_u16(w, r->Reserved);
 }
 
-static void print_mp_rop_req_ReloadCachedInformation(struct mp_json *j, const struct mp_rop_req_ReloadCachedInformation *r)
+static void
+print_mp_rop_req_ReloadCachedInformation(struct mp_json *j,
+                                         const struct mp_rop_req_ReloadCachedInformation *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2212,20 +2649,27 @@ static void print_mp_rop_req_ReloadCachedInformation(struct mp_json *j, const st
     mp_rj_u64(j, r->Reserved);
 }
 
-static void pull_mp_rop_rsp_ReloadCachedInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_ReloadCachedInformation *r, const struct mp_rop_req_ReloadCachedInformation *req)
+static void
+pull_mp_rop_rsp_ReloadCachedInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_ReloadCachedInformation *r,
+                                        const struct mp_rop_req_ReloadCachedInformation *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         mp_rop_pull_MessageInfo(c, pc, &r->Message);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_ReloadCachedInformation(struct mp_wcur *w, const struct mp_rop_rsp_ReloadCachedInformation *r)
+static void
+push_mp_rop_rsp_ReloadCachedInformation(struct mp_wcur *w,
+                                        const struct mp_rop_rsp_ReloadCachedInformation *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -2235,7 +2679,9 @@ static void push_mp_rop_rsp_ReloadCachedInformation(struct mp_wcur *w, const str
     }
 }
 
-static void print_mp_rop_rsp_ReloadCachedInformation(struct mp_json *j, const struct mp_rop_rsp_ReloadCachedInformation *r)
+static void
+print_mp_rop_rsp_ReloadCachedInformation(struct mp_json *j,
+                                         const struct mp_rop_rsp_ReloadCachedInformation *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2247,25 +2693,36 @@ static void print_mp_rop_rsp_ReloadCachedInformation(struct mp_json *j, const st
     }
 }
 
-static void pull_mp_rop_req_SetMessageReadFlag(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetMessageReadFlag *r)
+static void pull_mp_rop_req_SetMessageReadFlag(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_req_SetMessageReadFlag *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->ResponseHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ReadFlags = mp_rcur_u8(c);
-    if (c->err) return;
-    r->c__0 = (! mp_rop_logon_private(c, pc, r->LogonId )) ? 1 : 0;
-    if (c->err) return;
+    if (c->err)
+        return;
+    r->c__0 = (!mp_rop_logon_private(c, pc, r->LogonId)) ? 1 : 0;
+    if (c->err)
+        return;
     if (r->c__0) {
-        { const uint8_t *q_ = mp_rcur_bytes(c, 24); if (q_) memcpy(r->ClientData, q_, 24); }
-        if (c->err) return;
+        {
+            const uint8_t *q_ = mp_rcur_bytes(c, 24);
+            if (q_)
+                memcpy(r->ClientData, q_, 24);
+        }
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_req_SetMessageReadFlag(struct mp_wcur *w, const struct mp_rop_req_SetMessageReadFlag *r)
+static void push_mp_rop_req_SetMessageReadFlag(struct mp_wcur *w,
+                                               const struct mp_rop_req_SetMessageReadFlag *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -2277,7 +2734,8 @@ static void push_mp_rop_req_SetMessageReadFlag(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_req_SetMessageReadFlag(struct mp_json *j, const struct mp_rop_req_SetMessageReadFlag *r)
+static void print_mp_rop_req_SetMessageReadFlag(struct mp_json *j,
+                                                const struct mp_rop_req_SetMessageReadFlag *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2293,26 +2751,37 @@ static void print_mp_rop_req_SetMessageReadFlag(struct mp_json *j, const struct 
     }
 }
 
-static void pull_mp_rop_rsp_SetMessageReadFlag(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetMessageReadFlag *r, const struct mp_rop_req_SetMessageReadFlag *req)
+static void pull_mp_rop_rsp_SetMessageReadFlag(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_rsp_SetMessageReadFlag *r,
+                                               const struct mp_rop_req_SetMessageReadFlag *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->ResponseHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->ReadStatusChanged = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         if (r->ReadStatusChanged) {
             r->LogonId = mp_rcur_u8(c);
-            if (c->err) return;
-            { const uint8_t *q_ = mp_rcur_bytes(c, 24); if (q_) memcpy(r->ClientData, q_, 24); }
-            if (c->err) return;
+            if (c->err)
+                return;
+            {
+                const uint8_t *q_ = mp_rcur_bytes(c, 24);
+                if (q_)
+                    memcpy(r->ClientData, q_, 24);
+            }
+            if (c->err)
+                return;
         }
     }
 }
 
-static void push_mp_rop_rsp_SetMessageReadFlag(struct mp_wcur *w, const struct mp_rop_rsp_SetMessageReadFlag *r)
+static void push_mp_rop_rsp_SetMessageReadFlag(struct mp_wcur *w,
+                                               const struct mp_rop_rsp_SetMessageReadFlag *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->ResponseHandleIndex);
@@ -2326,7 +2795,8 @@ static void push_mp_rop_rsp_SetMessageReadFlag(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_SetMessageReadFlag(struct mp_json *j, const struct mp_rop_rsp_SetMessageReadFlag *r)
+static void print_mp_rop_rsp_SetMessageReadFlag(struct mp_json *j,
+                                                const struct mp_rop_rsp_SetMessageReadFlag *r)
 {
     mp_rj_key(j, "ResponseHandleIndex");
     mp_rj_u64(j, r->ResponseHandleIndex);
@@ -2344,26 +2814,37 @@ static void print_mp_rop_rsp_SetMessageReadFlag(struct mp_json *j, const struct 
     }
 }
 
-static void pull_mp_rop_req_SetColumns(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetColumns *r)
+static void pull_mp_rop_req_SetColumns(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_req_SetColumns *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SetColumnsFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTagCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyTagCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-        if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyTags) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_SetColumns(struct mp_wcur *w, const struct mp_rop_req_SetColumns *r)
@@ -2398,16 +2879,20 @@ static void print_mp_rop_req_SetColumns(struct mp_json *j, const struct mp_rop_r
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SetColumns(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetColumns *r, const struct mp_rop_req_SetColumns *req)
+static void pull_mp_rop_rsp_SetColumns(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_SetColumns *r,
+                                       const struct mp_rop_req_SetColumns *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->TableStatus = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -2433,30 +2918,43 @@ static void print_mp_rop_rsp_SetColumns(struct mp_json *j, const struct mp_rop_r
     }
 }
 
-static void pull_mp_rop_req_SortTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SortTable *r)
+static void pull_mp_rop_req_SortTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_req_SortTable *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SortTableFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SortOrderCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CategorizedCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ExpandedCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->SortOrderCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->SortOrders = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->SortOrders));
-        if (!r->SortOrders) { mp_rop_nomem(c, pc); return; }
+        if (!r->SortOrders) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_SortOrder(c, pc, &r->SortOrders[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_SortTable(struct mp_wcur *w, const struct mp_rop_req_SortTable *r)
@@ -2497,16 +2995,20 @@ static void print_mp_rop_req_SortTable(struct mp_json *j, const struct mp_rop_re
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SortTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SortTable *r, const struct mp_rop_req_SortTable *req)
+static void pull_mp_rop_rsp_SortTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_rsp_SortTable *r,
+                                      const struct mp_rop_req_SortTable *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->TableStatus = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -2532,21 +3034,26 @@ static void print_mp_rop_rsp_SortTable(struct mp_json *j, const struct mp_rop_rs
     }
 }
 
-static void pull_mp_rop_req_Restrict(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_Restrict *r)
+static void pull_mp_rop_req_Restrict(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                     struct mp_rop_req_Restrict *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RestrictFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RestrictionDataSize = mp_rcur_u16(c);
     {
         size_t RestrictionDataSize__start = c->off;
         if (r->RestrictionDataSize) {
             mp_rop_pull_Restriction(c, pc, &r->RestrictionData);
-            if (c->err) return;
-            r->RestrictionDataSize__delta = (int32_t)r->RestrictionDataSize - (int32_t)(c->off - RestrictionDataSize__start);
+            if (c->err)
+                return;
+            r->RestrictionDataSize__delta =
+                (int32_t)r->RestrictionDataSize - (int32_t)(c->off - RestrictionDataSize__start);
         }
     }
 }
@@ -2563,7 +3070,9 @@ static void push_mp_rop_req_Restrict(struct mp_wcur *w, const struct mp_rop_req_
         if (r->RestrictionDataSize) {
             size_t start_ = mp_wcur_pos(w);
             mp_rop_push_Restriction(w, &r->RestrictionData);
-            mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
+            mp_wcur_patch_u16(
+                w, at_,
+                (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
         }
     }
 }
@@ -2584,16 +3093,20 @@ static void print_mp_rop_req_Restrict(struct mp_json *j, const struct mp_rop_req
     }
 }
 
-static void pull_mp_rop_rsp_Restrict(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_Restrict *r, const struct mp_rop_req_Restrict *req)
+static void pull_mp_rop_rsp_Restrict(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                     struct mp_rop_rsp_Restrict *r,
+                                     const struct mp_rop_req_Restrict *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->TableStatus = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -2619,18 +3132,23 @@ static void print_mp_rop_rsp_Restrict(struct mp_json *j, const struct mp_rop_rsp
     }
 }
 
-static void pull_mp_rop_req_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_QueryRows *r)
+static void pull_mp_rop_req_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_req_QueryRows *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->QueryRowsFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ForwardRead = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RowCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_QueryRows(struct mp_wcur *w, const struct mp_rop_req_QueryRows *r)
@@ -2657,7 +3175,9 @@ static void print_mp_rop_req_QueryRows(struct mp_json *j, const struct mp_rop_re
     mp_rj_u64(j, r->RowCount);
 }
 
-static void pull_mp_rop_rsp_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_QueryRows *r, const struct mp_rop_req_QueryRows *req)
+static void pull_mp_rop_rsp_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_rsp_QueryRows *r,
+                                      const struct mp_rop_req_QueryRows *req)
 {
     (void)req;
     const uint32_t *cols_ = NULL;
@@ -2665,23 +3185,34 @@ static void pull_mp_rop_rsp_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc,
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->Origin = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->RowCount = mp_rcur_u16(c);
-        if (c->err) return;
-        if (!mp_rop_table_columns(c, pc, r->InputHandleIndex, &cols_, &ncols_)) return;
+        if (c->err)
+            return;
+        if (!mp_rop_table_columns(c, pc, r->InputHandleIndex, &cols_, &ncols_))
+            return;
         {
             size_t n_ = (size_t)r->RowCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->RowData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RowData));
-            if (!r->RowData) { mp_rop_nomem(c, pc); return; }
+            if (!r->RowData) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_proprow(c, pc, &r->RowData[i_], cols_, ncols_);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -2721,12 +3252,14 @@ static void print_mp_rop_rsp_QueryRows(struct mp_json *j, const struct mp_rop_rs
     }
 }
 
-static void pull_mp_rop_req_GetStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetStatus *r)
+static void pull_mp_rop_req_GetStatus(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_req_GetStatus *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_GetStatus(struct mp_wcur *w, const struct mp_rop_req_GetStatus *r)
@@ -2744,16 +3277,20 @@ static void print_mp_rop_req_GetStatus(struct mp_json *j, const struct mp_rop_re
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_GetStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetStatus *r, const struct mp_rop_req_GetStatus *req)
+static void pull_mp_rop_rsp_GetStatus(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_rsp_GetStatus *r,
+                                      const struct mp_rop_req_GetStatus *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->TableStatus = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -2779,22 +3316,26 @@ static void print_mp_rop_rsp_GetStatus(struct mp_json *j, const struct mp_rop_rs
     }
 }
 
-static void pull_mp_rop_req_QueryPosition(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_QueryPosition *r)
+static void pull_mp_rop_req_QueryPosition(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_req_QueryPosition *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_QueryPosition(struct mp_wcur *w, const struct mp_rop_req_QueryPosition *r)
+static void push_mp_rop_req_QueryPosition(struct mp_wcur *w,
+                                          const struct mp_rop_req_QueryPosition *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_QueryPosition(struct mp_json *j, const struct mp_rop_req_QueryPosition *r)
+static void print_mp_rop_req_QueryPosition(struct mp_json *j,
+                                           const struct mp_rop_req_QueryPosition *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2802,22 +3343,28 @@ static void print_mp_rop_req_QueryPosition(struct mp_json *j, const struct mp_ro
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_QueryPosition(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_QueryPosition *r, const struct mp_rop_req_QueryPosition *req)
+static void pull_mp_rop_rsp_QueryPosition(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_rsp_QueryPosition *r,
+                                          const struct mp_rop_req_QueryPosition *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->Numerator = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Denominator = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_QueryPosition(struct mp_wcur *w, const struct mp_rop_rsp_QueryPosition *r)
+static void push_mp_rop_rsp_QueryPosition(struct mp_wcur *w,
+                                          const struct mp_rop_rsp_QueryPosition *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -2828,7 +3375,8 @@ static void push_mp_rop_rsp_QueryPosition(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_QueryPosition(struct mp_json *j, const struct mp_rop_rsp_QueryPosition *r)
+static void print_mp_rop_rsp_QueryPosition(struct mp_json *j,
+                                           const struct mp_rop_rsp_QueryPosition *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -2842,18 +3390,23 @@ static void print_mp_rop_rsp_QueryPosition(struct mp_json *j, const struct mp_ro
     }
 }
 
-static void pull_mp_rop_req_SeekRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SeekRow *r)
+static void pull_mp_rop_req_SeekRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                    struct mp_rop_req_SeekRow *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Origin = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RowCount = (int32_t)mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantRowMovedCount = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_SeekRow(struct mp_wcur *w, const struct mp_rop_req_SeekRow *r)
@@ -2880,18 +3433,23 @@ static void print_mp_rop_req_SeekRow(struct mp_json *j, const struct mp_rop_req_
     mp_rj_u64(j, r->WantRowMovedCount);
 }
 
-static void pull_mp_rop_rsp_SeekRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SeekRow *r, const struct mp_rop_req_SeekRow *req)
+static void pull_mp_rop_rsp_SeekRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                    struct mp_rop_rsp_SeekRow *r,
+                                    const struct mp_rop_req_SeekRow *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->HasSoughtLess = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->RowsSought = (int32_t)mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -2920,23 +3478,30 @@ static void print_mp_rop_rsp_SeekRow(struct mp_json *j, const struct mp_rop_rsp_
     }
 }
 
-static void pull_mp_rop_req_SeekRowBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SeekRowBookmark *r)
+static void pull_mp_rop_req_SeekRowBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                            struct mp_rop_req_SeekRowBookmark *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->BookmarkSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Bookmark = mp_rcur_bytes(c, (size_t)r->BookmarkSize);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RowCount = (int32_t)mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantRowMovedCount = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SeekRowBookmark(struct mp_wcur *w, const struct mp_rop_req_SeekRowBookmark *r)
+static void push_mp_rop_req_SeekRowBookmark(struct mp_wcur *w,
+                                            const struct mp_rop_req_SeekRowBookmark *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -2947,7 +3512,8 @@ static void push_mp_rop_req_SeekRowBookmark(struct mp_wcur *w, const struct mp_r
     mp_wcur_u8(w, r->WantRowMovedCount);
 }
 
-static void print_mp_rop_req_SeekRowBookmark(struct mp_json *j, const struct mp_rop_req_SeekRowBookmark *r)
+static void print_mp_rop_req_SeekRowBookmark(struct mp_json *j,
+                                             const struct mp_rop_req_SeekRowBookmark *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -2963,24 +3529,31 @@ static void print_mp_rop_req_SeekRowBookmark(struct mp_json *j, const struct mp_
     mp_rj_u64(j, r->WantRowMovedCount);
 }
 
-static void pull_mp_rop_rsp_SeekRowBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SeekRowBookmark *r, const struct mp_rop_req_SeekRowBookmark *req)
+static void pull_mp_rop_rsp_SeekRowBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                            struct mp_rop_rsp_SeekRowBookmark *r,
+                                            const struct mp_rop_req_SeekRowBookmark *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->RowNoLongerVisible = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->HasSoughtLess = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->RowsSought = (int32_t)mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_SeekRowBookmark(struct mp_wcur *w, const struct mp_rop_rsp_SeekRowBookmark *r)
+static void push_mp_rop_rsp_SeekRowBookmark(struct mp_wcur *w,
+                                            const struct mp_rop_rsp_SeekRowBookmark *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -2992,7 +3565,8 @@ static void push_mp_rop_rsp_SeekRowBookmark(struct mp_wcur *w, const struct mp_r
     }
 }
 
-static void print_mp_rop_rsp_SeekRowBookmark(struct mp_json *j, const struct mp_rop_rsp_SeekRowBookmark *r)
+static void print_mp_rop_rsp_SeekRowBookmark(struct mp_json *j,
+                                             const struct mp_rop_rsp_SeekRowBookmark *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3008,19 +3582,24 @@ static void print_mp_rop_rsp_SeekRowBookmark(struct mp_json *j, const struct mp_
     }
 }
 
-static void pull_mp_rop_req_SeekRowFractional(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SeekRowFractional *r)
+static void pull_mp_rop_req_SeekRowFractional(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_req_SeekRowFractional *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Numerator = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Denominator = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SeekRowFractional(struct mp_wcur *w, const struct mp_rop_req_SeekRowFractional *r)
+static void push_mp_rop_req_SeekRowFractional(struct mp_wcur *w,
+                                              const struct mp_rop_req_SeekRowFractional *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3029,7 +3608,8 @@ static void push_mp_rop_req_SeekRowFractional(struct mp_wcur *w, const struct mp
     mp_wcur_u32(w, r->Denominator);
 }
 
-static void print_mp_rop_req_SeekRowFractional(struct mp_json *j, const struct mp_rop_req_SeekRowFractional *r)
+static void print_mp_rop_req_SeekRowFractional(struct mp_json *j,
+                                               const struct mp_rop_req_SeekRowFractional *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3041,23 +3621,28 @@ static void print_mp_rop_req_SeekRowFractional(struct mp_json *j, const struct m
     mp_rj_u64(j, r->Denominator);
 }
 
-static void pull_mp_rop_rsp_SeekRowFractional(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SeekRowFractional *r, const struct mp_rop_req_SeekRowFractional *req)
+static void pull_mp_rop_rsp_SeekRowFractional(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_rsp_SeekRowFractional *r,
+                                              const struct mp_rop_req_SeekRowFractional *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SeekRowFractional(struct mp_wcur *w, const struct mp_rop_rsp_SeekRowFractional *r)
+static void push_mp_rop_rsp_SeekRowFractional(struct mp_wcur *w,
+                                              const struct mp_rop_rsp_SeekRowFractional *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SeekRowFractional(struct mp_json *j, const struct mp_rop_rsp_SeekRowFractional *r)
+static void print_mp_rop_rsp_SeekRowFractional(struct mp_json *j,
+                                               const struct mp_rop_rsp_SeekRowFractional *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3065,22 +3650,26 @@ static void print_mp_rop_rsp_SeekRowFractional(struct mp_json *j, const struct m
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_CreateBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CreateBookmark *r)
+static void pull_mp_rop_req_CreateBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_req_CreateBookmark *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_CreateBookmark(struct mp_wcur *w, const struct mp_rop_req_CreateBookmark *r)
+static void push_mp_rop_req_CreateBookmark(struct mp_wcur *w,
+                                           const struct mp_rop_req_CreateBookmark *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_CreateBookmark(struct mp_json *j, const struct mp_rop_req_CreateBookmark *r)
+static void print_mp_rop_req_CreateBookmark(struct mp_json *j,
+                                            const struct mp_rop_req_CreateBookmark *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3088,22 +3677,28 @@ static void print_mp_rop_req_CreateBookmark(struct mp_json *j, const struct mp_r
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_CreateBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CreateBookmark *r, const struct mp_rop_req_CreateBookmark *req)
+static void pull_mp_rop_rsp_CreateBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_rsp_CreateBookmark *r,
+                                           const struct mp_rop_req_CreateBookmark *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->BookmarkSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Bookmark = mp_rcur_bytes(c, (size_t)r->BookmarkSize);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_CreateBookmark(struct mp_wcur *w, const struct mp_rop_rsp_CreateBookmark *r)
+static void push_mp_rop_rsp_CreateBookmark(struct mp_wcur *w,
+                                           const struct mp_rop_rsp_CreateBookmark *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -3114,7 +3709,8 @@ static void push_mp_rop_rsp_CreateBookmark(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_CreateBookmark(struct mp_json *j, const struct mp_rop_rsp_CreateBookmark *r)
+static void print_mp_rop_rsp_CreateBookmark(struct mp_json *j,
+                                            const struct mp_rop_rsp_CreateBookmark *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3128,26 +3724,35 @@ static void print_mp_rop_rsp_CreateBookmark(struct mp_json *j, const struct mp_r
     }
 }
 
-static void pull_mp_rop_req_CreateFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CreateFolder *r)
+static void pull_mp_rop_req_CreateFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_req_CreateFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderType = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->UseUnicodeStrings = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OpenExisting = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Reserved = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_str(c, &r->DisplayName, r->UseUnicodeStrings != 0);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_str(c, &r->Comment, r->UseUnicodeStrings != 0);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_CreateFolder(struct mp_wcur *w, const struct mp_rop_req_CreateFolder *r)
@@ -3164,7 +3769,8 @@ static void push_mp_rop_req_CreateFolder(struct mp_wcur *w, const struct mp_rop_
     mp_rop_push_str(w, &r->Comment);
 }
 
-static void print_mp_rop_req_CreateFolder(struct mp_json *j, const struct mp_rop_req_CreateFolder *r)
+static void print_mp_rop_req_CreateFolder(struct mp_json *j,
+                                          const struct mp_rop_req_CreateFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3186,26 +3792,34 @@ static void print_mp_rop_req_CreateFolder(struct mp_json *j, const struct mp_rop
     mp_rop_print_str(j, &r->Comment);
 }
 
-static void pull_mp_rop_rsp_CreateFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CreateFolder *r, const struct mp_rop_req_CreateFolder *req)
+static void pull_mp_rop_rsp_CreateFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_rsp_CreateFolder *r,
+                                         const struct mp_rop_req_CreateFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->FolderId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->IsExistingFolder = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         if (r->IsExistingFolder) {
             r->HasRules = mp_rcur_u8(c);
-            if (c->err) return;
+            if (c->err)
+                return;
             r->IsGhosted = mp_rcur_u8(c);
-            if (c->err) return;
+            if (c->err)
+                return;
             if (r->IsGhosted) {
                 mp_rop_pull_GhostInfo(c, pc, &r->Ghost);
-                if (c->err) return;
+                if (c->err)
+                    return;
             }
         }
     }
@@ -3229,7 +3843,8 @@ static void push_mp_rop_rsp_CreateFolder(struct mp_wcur *w, const struct mp_rop_
     }
 }
 
-static void print_mp_rop_rsp_CreateFolder(struct mp_json *j, const struct mp_rop_rsp_CreateFolder *r)
+static void print_mp_rop_rsp_CreateFolder(struct mp_json *j,
+                                          const struct mp_rop_rsp_CreateFolder *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -3253,16 +3868,20 @@ static void print_mp_rop_rsp_CreateFolder(struct mp_json *j, const struct mp_rop
     }
 }
 
-static void pull_mp_rop_req_DeleteFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_DeleteFolder *r)
+static void pull_mp_rop_req_DeleteFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_req_DeleteFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DeleteFolderFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_DeleteFolder(struct mp_wcur *w, const struct mp_rop_req_DeleteFolder *r)
@@ -3274,7 +3893,8 @@ static void push_mp_rop_req_DeleteFolder(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u64(w, r->FolderId);
 }
 
-static void print_mp_rop_req_DeleteFolder(struct mp_json *j, const struct mp_rop_req_DeleteFolder *r)
+static void print_mp_rop_req_DeleteFolder(struct mp_json *j,
+                                          const struct mp_rop_req_DeleteFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3286,16 +3906,20 @@ static void print_mp_rop_req_DeleteFolder(struct mp_json *j, const struct mp_rop
     mp_rj_u64(j, r->FolderId);
 }
 
-static void pull_mp_rop_rsp_DeleteFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_DeleteFolder *r, const struct mp_rop_req_DeleteFolder *req)
+static void pull_mp_rop_rsp_DeleteFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_rsp_DeleteFolder *r,
+                                         const struct mp_rop_req_DeleteFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -3309,7 +3933,8 @@ static void push_mp_rop_rsp_DeleteFolder(struct mp_wcur *w, const struct mp_rop_
     }
 }
 
-static void print_mp_rop_rsp_DeleteFolder(struct mp_json *j, const struct mp_rop_rsp_DeleteFolder *r)
+static void print_mp_rop_rsp_DeleteFolder(struct mp_json *j,
+                                          const struct mp_rop_rsp_DeleteFolder *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3321,31 +3946,44 @@ static void print_mp_rop_rsp_DeleteFolder(struct mp_json *j, const struct mp_rop
     }
 }
 
-static void pull_mp_rop_req_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_DeleteMessages *r)
+static void pull_mp_rop_req_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_req_DeleteMessages *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->NotifyNonRead = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageIdCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->MessageIdCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
-        if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
+        if (!r->MessageIds) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_DeleteMessages(struct mp_wcur *w, const struct mp_rop_req_DeleteMessages *r)
+static void push_mp_rop_req_DeleteMessages(struct mp_wcur *w,
+                                           const struct mp_rop_req_DeleteMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3359,7 +3997,8 @@ static void push_mp_rop_req_DeleteMessages(struct mp_wcur *w, const struct mp_ro
         }
 }
 
-static void print_mp_rop_req_DeleteMessages(struct mp_json *j, const struct mp_rop_req_DeleteMessages *r)
+static void print_mp_rop_req_DeleteMessages(struct mp_json *j,
+                                            const struct mp_rop_req_DeleteMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3380,20 +4019,25 @@ static void print_mp_rop_req_DeleteMessages(struct mp_json *j, const struct mp_r
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_DeleteMessages *r, const struct mp_rop_req_DeleteMessages *req)
+static void pull_mp_rop_rsp_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_rsp_DeleteMessages *r,
+                                           const struct mp_rop_req_DeleteMessages *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_DeleteMessages(struct mp_wcur *w, const struct mp_rop_rsp_DeleteMessages *r)
+static void push_mp_rop_rsp_DeleteMessages(struct mp_wcur *w,
+                                           const struct mp_rop_rsp_DeleteMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -3403,7 +4047,8 @@ static void push_mp_rop_rsp_DeleteMessages(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_DeleteMessages(struct mp_json *j, const struct mp_rop_rsp_DeleteMessages *r)
+static void print_mp_rop_rsp_DeleteMessages(struct mp_json *j,
+                                            const struct mp_rop_rsp_DeleteMessages *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3415,17 +4060,21 @@ static void print_mp_rop_rsp_DeleteMessages(struct mp_json *j, const struct mp_r
     }
 }
 
-static void pull_mp_rop_req_GetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetMessageStatus *r)
+static void pull_mp_rop_req_GetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_GetMessageStatus *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetMessageStatus(struct mp_wcur *w, const struct mp_rop_req_GetMessageStatus *r)
+static void push_mp_rop_req_GetMessageStatus(struct mp_wcur *w,
+                                             const struct mp_rop_req_GetMessageStatus *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3433,7 +4082,8 @@ static void push_mp_rop_req_GetMessageStatus(struct mp_wcur *w, const struct mp_
     mp_wcur_u64(w, r->MessageId);
 }
 
-static void print_mp_rop_req_GetMessageStatus(struct mp_json *j, const struct mp_rop_req_GetMessageStatus *r)
+static void print_mp_rop_req_GetMessageStatus(struct mp_json *j,
+                                              const struct mp_rop_req_GetMessageStatus *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3443,20 +4093,25 @@ static void print_mp_rop_req_GetMessageStatus(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->MessageId);
 }
 
-static void pull_mp_rop_rsp_GetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetMessageStatus *r, const struct mp_rop_req_GetMessageStatus *req)
+static void pull_mp_rop_rsp_GetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_GetMessageStatus *r,
+                                             const struct mp_rop_req_GetMessageStatus *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->MessageStatusFlags = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetMessageStatus(struct mp_wcur *w, const struct mp_rop_rsp_GetMessageStatus *r)
+static void push_mp_rop_rsp_GetMessageStatus(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_GetMessageStatus *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -3466,7 +4121,8 @@ static void push_mp_rop_rsp_GetMessageStatus(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetMessageStatus(struct mp_json *j, const struct mp_rop_rsp_GetMessageStatus *r)
+static void print_mp_rop_rsp_GetMessageStatus(struct mp_json *j,
+                                              const struct mp_rop_rsp_GetMessageStatus *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3478,21 +4134,27 @@ static void print_mp_rop_rsp_GetMessageStatus(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_SetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetMessageStatus *r)
+static void pull_mp_rop_req_SetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_SetMessageStatus *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageStatusFlags = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageStatusMask = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SetMessageStatus(struct mp_wcur *w, const struct mp_rop_req_SetMessageStatus *r)
+static void push_mp_rop_req_SetMessageStatus(struct mp_wcur *w,
+                                             const struct mp_rop_req_SetMessageStatus *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3502,7 +4164,8 @@ static void push_mp_rop_req_SetMessageStatus(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->MessageStatusMask);
 }
 
-static void print_mp_rop_req_SetMessageStatus(struct mp_json *j, const struct mp_rop_req_SetMessageStatus *r)
+static void print_mp_rop_req_SetMessageStatus(struct mp_json *j,
+                                              const struct mp_rop_req_SetMessageStatus *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3516,20 +4179,25 @@ static void print_mp_rop_req_SetMessageStatus(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->MessageStatusMask);
 }
 
-static void pull_mp_rop_rsp_SetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetMessageStatus *r, const struct mp_rop_req_SetMessageStatus *req)
+static void pull_mp_rop_rsp_SetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_SetMessageStatus *r,
+                                             const struct mp_rop_req_SetMessageStatus *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->MessageStatusFlags = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_SetMessageStatus(struct mp_wcur *w, const struct mp_rop_rsp_SetMessageStatus *r)
+static void push_mp_rop_rsp_SetMessageStatus(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_SetMessageStatus *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -3539,7 +4207,8 @@ static void push_mp_rop_rsp_SetMessageStatus(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_SetMessageStatus(struct mp_json *j, const struct mp_rop_rsp_SetMessageStatus *r)
+static void print_mp_rop_rsp_SetMessageStatus(struct mp_json *j,
+                                              const struct mp_rop_rsp_SetMessageStatus *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3551,19 +4220,24 @@ static void print_mp_rop_rsp_SetMessageStatus(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_GetAttachmentTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetAttachmentTable *r)
+static void pull_mp_rop_req_GetAttachmentTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_req_GetAttachmentTable *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TableFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetAttachmentTable(struct mp_wcur *w, const struct mp_rop_req_GetAttachmentTable *r)
+static void push_mp_rop_req_GetAttachmentTable(struct mp_wcur *w,
+                                               const struct mp_rop_req_GetAttachmentTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3572,7 +4246,8 @@ static void push_mp_rop_req_GetAttachmentTable(struct mp_wcur *w, const struct m
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetAttachmentTable(struct mp_json *j, const struct mp_rop_req_GetAttachmentTable *r)
+static void print_mp_rop_req_GetAttachmentTable(struct mp_json *j,
+                                                const struct mp_rop_req_GetAttachmentTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3584,23 +4259,28 @@ static void print_mp_rop_req_GetAttachmentTable(struct mp_json *j, const struct 
     mp_rj_u64(j, r->TableFlags);
 }
 
-static void pull_mp_rop_rsp_GetAttachmentTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetAttachmentTable *r, const struct mp_rop_req_GetAttachmentTable *req)
+static void pull_mp_rop_rsp_GetAttachmentTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_rsp_GetAttachmentTable *r,
+                                               const struct mp_rop_req_GetAttachmentTable *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_GetAttachmentTable(struct mp_wcur *w, const struct mp_rop_rsp_GetAttachmentTable *r)
+static void push_mp_rop_rsp_GetAttachmentTable(struct mp_wcur *w,
+                                               const struct mp_rop_rsp_GetAttachmentTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_GetAttachmentTable(struct mp_json *j, const struct mp_rop_rsp_GetAttachmentTable *r)
+static void print_mp_rop_rsp_GetAttachmentTable(struct mp_json *j,
+                                                const struct mp_rop_rsp_GetAttachmentTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -3608,21 +4288,27 @@ static void print_mp_rop_rsp_GetAttachmentTable(struct mp_json *j, const struct 
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_OpenAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_OpenAttachment *r)
+static void pull_mp_rop_req_OpenAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_req_OpenAttachment *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OpenAttachmentFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->AttachmentID = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_OpenAttachment(struct mp_wcur *w, const struct mp_rop_req_OpenAttachment *r)
+static void push_mp_rop_req_OpenAttachment(struct mp_wcur *w,
+                                           const struct mp_rop_req_OpenAttachment *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3632,7 +4318,8 @@ static void push_mp_rop_req_OpenAttachment(struct mp_wcur *w, const struct mp_ro
     mp_wcur_u32(w, r->AttachmentID);
 }
 
-static void print_mp_rop_req_OpenAttachment(struct mp_json *j, const struct mp_rop_req_OpenAttachment *r)
+static void print_mp_rop_req_OpenAttachment(struct mp_json *j,
+                                            const struct mp_rop_req_OpenAttachment *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3646,23 +4333,28 @@ static void print_mp_rop_req_OpenAttachment(struct mp_json *j, const struct mp_r
     mp_rj_u64(j, r->AttachmentID);
 }
 
-static void pull_mp_rop_rsp_OpenAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_OpenAttachment *r, const struct mp_rop_req_OpenAttachment *req)
+static void pull_mp_rop_rsp_OpenAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_rsp_OpenAttachment *r,
+                                           const struct mp_rop_req_OpenAttachment *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_OpenAttachment(struct mp_wcur *w, const struct mp_rop_rsp_OpenAttachment *r)
+static void push_mp_rop_rsp_OpenAttachment(struct mp_wcur *w,
+                                           const struct mp_rop_rsp_OpenAttachment *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_OpenAttachment(struct mp_json *j, const struct mp_rop_rsp_OpenAttachment *r)
+static void print_mp_rop_rsp_OpenAttachment(struct mp_json *j,
+                                            const struct mp_rop_rsp_OpenAttachment *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -3670,17 +4362,21 @@ static void print_mp_rop_rsp_OpenAttachment(struct mp_json *j, const struct mp_r
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_CreateAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CreateAttachment *r)
+static void pull_mp_rop_req_CreateAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_CreateAttachment *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_CreateAttachment(struct mp_wcur *w, const struct mp_rop_req_CreateAttachment *r)
+static void push_mp_rop_req_CreateAttachment(struct mp_wcur *w,
+                                             const struct mp_rop_req_CreateAttachment *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3688,7 +4384,8 @@ static void push_mp_rop_req_CreateAttachment(struct mp_wcur *w, const struct mp_
     mp_wcur_u8(w, r->OutputHandleIndex);
 }
 
-static void print_mp_rop_req_CreateAttachment(struct mp_json *j, const struct mp_rop_req_CreateAttachment *r)
+static void print_mp_rop_req_CreateAttachment(struct mp_json *j,
+                                              const struct mp_rop_req_CreateAttachment *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3698,20 +4395,25 @@ static void print_mp_rop_req_CreateAttachment(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->OutputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_CreateAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CreateAttachment *r, const struct mp_rop_req_CreateAttachment *req)
+static void pull_mp_rop_rsp_CreateAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_CreateAttachment *r,
+                                             const struct mp_rop_req_CreateAttachment *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->AttachmentID = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_CreateAttachment(struct mp_wcur *w, const struct mp_rop_rsp_CreateAttachment *r)
+static void push_mp_rop_rsp_CreateAttachment(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_CreateAttachment *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
@@ -3721,7 +4423,8 @@ static void push_mp_rop_rsp_CreateAttachment(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_CreateAttachment(struct mp_json *j, const struct mp_rop_rsp_CreateAttachment *r)
+static void print_mp_rop_rsp_CreateAttachment(struct mp_json *j,
+                                              const struct mp_rop_rsp_CreateAttachment *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -3733,17 +4436,21 @@ static void print_mp_rop_rsp_CreateAttachment(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_DeleteAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_DeleteAttachment *r)
+static void pull_mp_rop_req_DeleteAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_DeleteAttachment *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->AttachmentID = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_DeleteAttachment(struct mp_wcur *w, const struct mp_rop_req_DeleteAttachment *r)
+static void push_mp_rop_req_DeleteAttachment(struct mp_wcur *w,
+                                             const struct mp_rop_req_DeleteAttachment *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3751,7 +4458,8 @@ static void push_mp_rop_req_DeleteAttachment(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->AttachmentID);
 }
 
-static void print_mp_rop_req_DeleteAttachment(struct mp_json *j, const struct mp_rop_req_DeleteAttachment *r)
+static void print_mp_rop_req_DeleteAttachment(struct mp_json *j,
+                                              const struct mp_rop_req_DeleteAttachment *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3761,23 +4469,28 @@ static void print_mp_rop_req_DeleteAttachment(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->AttachmentID);
 }
 
-static void pull_mp_rop_rsp_DeleteAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_DeleteAttachment *r, const struct mp_rop_req_DeleteAttachment *req)
+static void pull_mp_rop_rsp_DeleteAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_DeleteAttachment *r,
+                                             const struct mp_rop_req_DeleteAttachment *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_DeleteAttachment(struct mp_wcur *w, const struct mp_rop_rsp_DeleteAttachment *r)
+static void push_mp_rop_rsp_DeleteAttachment(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_DeleteAttachment *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_DeleteAttachment(struct mp_json *j, const struct mp_rop_rsp_DeleteAttachment *r)
+static void print_mp_rop_rsp_DeleteAttachment(struct mp_json *j,
+                                              const struct mp_rop_rsp_DeleteAttachment *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3785,19 +4498,24 @@ static void print_mp_rop_rsp_DeleteAttachment(struct mp_json *j, const struct mp
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SaveChangesAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SaveChangesAttachment *r)
+static void pull_mp_rop_req_SaveChangesAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  struct mp_rop_req_SaveChangesAttachment *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->ResponseHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SaveFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SaveChangesAttachment(struct mp_wcur *w, const struct mp_rop_req_SaveChangesAttachment *r)
+static void push_mp_rop_req_SaveChangesAttachment(struct mp_wcur *w,
+                                                  const struct mp_rop_req_SaveChangesAttachment *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3806,7 +4524,8 @@ static void push_mp_rop_req_SaveChangesAttachment(struct mp_wcur *w, const struc
     mp_wcur_u8(w, r->SaveFlags);
 }
 
-static void print_mp_rop_req_SaveChangesAttachment(struct mp_json *j, const struct mp_rop_req_SaveChangesAttachment *r)
+static void print_mp_rop_req_SaveChangesAttachment(struct mp_json *j,
+                                                   const struct mp_rop_req_SaveChangesAttachment *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3818,23 +4537,29 @@ static void print_mp_rop_req_SaveChangesAttachment(struct mp_json *j, const stru
     mp_rj_u64(j, r->SaveFlags);
 }
 
-static void pull_mp_rop_rsp_SaveChangesAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SaveChangesAttachment *r, const struct mp_rop_req_SaveChangesAttachment *req)
+static void
+pull_mp_rop_rsp_SaveChangesAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_rsp_SaveChangesAttachment *r,
+                                      const struct mp_rop_req_SaveChangesAttachment *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->ResponseHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SaveChangesAttachment(struct mp_wcur *w, const struct mp_rop_rsp_SaveChangesAttachment *r)
+static void push_mp_rop_rsp_SaveChangesAttachment(struct mp_wcur *w,
+                                                  const struct mp_rop_rsp_SaveChangesAttachment *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->ResponseHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SaveChangesAttachment(struct mp_json *j, const struct mp_rop_rsp_SaveChangesAttachment *r)
+static void print_mp_rop_rsp_SaveChangesAttachment(struct mp_json *j,
+                                                   const struct mp_rop_rsp_SaveChangesAttachment *r)
 {
     mp_rj_key(j, "ResponseHandleIndex");
     mp_rj_u64(j, r->ResponseHandleIndex);
@@ -3842,19 +4567,24 @@ static void print_mp_rop_rsp_SaveChangesAttachment(struct mp_json *j, const stru
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetReceiveFolder *r)
+static void pull_mp_rop_req_SetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_SetReceiveFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_str(c, &r->MessageClass, false);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SetReceiveFolder(struct mp_wcur *w, const struct mp_rop_req_SetReceiveFolder *r)
+static void push_mp_rop_req_SetReceiveFolder(struct mp_wcur *w,
+                                             const struct mp_rop_req_SetReceiveFolder *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3863,7 +4593,8 @@ static void push_mp_rop_req_SetReceiveFolder(struct mp_wcur *w, const struct mp_
     mp_rop_push_str(w, &r->MessageClass);
 }
 
-static void print_mp_rop_req_SetReceiveFolder(struct mp_json *j, const struct mp_rop_req_SetReceiveFolder *r)
+static void print_mp_rop_req_SetReceiveFolder(struct mp_json *j,
+                                              const struct mp_rop_req_SetReceiveFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3875,23 +4606,28 @@ static void print_mp_rop_req_SetReceiveFolder(struct mp_json *j, const struct mp
     mp_rop_print_str(j, &r->MessageClass);
 }
 
-static void pull_mp_rop_rsp_SetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetReceiveFolder *r, const struct mp_rop_req_SetReceiveFolder *req)
+static void pull_mp_rop_rsp_SetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_SetReceiveFolder *r,
+                                             const struct mp_rop_req_SetReceiveFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SetReceiveFolder(struct mp_wcur *w, const struct mp_rop_rsp_SetReceiveFolder *r)
+static void push_mp_rop_rsp_SetReceiveFolder(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_SetReceiveFolder *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SetReceiveFolder(struct mp_json *j, const struct mp_rop_rsp_SetReceiveFolder *r)
+static void print_mp_rop_rsp_SetReceiveFolder(struct mp_json *j,
+                                              const struct mp_rop_rsp_SetReceiveFolder *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3899,17 +4635,21 @@ static void print_mp_rop_rsp_SetReceiveFolder(struct mp_json *j, const struct mp
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetReceiveFolder *r)
+static void pull_mp_rop_req_GetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_GetReceiveFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_str(c, &r->MessageClass, false);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetReceiveFolder(struct mp_wcur *w, const struct mp_rop_req_GetReceiveFolder *r)
+static void push_mp_rop_req_GetReceiveFolder(struct mp_wcur *w,
+                                             const struct mp_rop_req_GetReceiveFolder *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3917,7 +4657,8 @@ static void push_mp_rop_req_GetReceiveFolder(struct mp_wcur *w, const struct mp_
     mp_rop_push_str(w, &r->MessageClass);
 }
 
-static void print_mp_rop_req_GetReceiveFolder(struct mp_json *j, const struct mp_rop_req_GetReceiveFolder *r)
+static void print_mp_rop_req_GetReceiveFolder(struct mp_json *j,
+                                              const struct mp_rop_req_GetReceiveFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -3927,22 +4668,28 @@ static void print_mp_rop_req_GetReceiveFolder(struct mp_json *j, const struct mp
     mp_rop_print_str(j, &r->MessageClass);
 }
 
-static void pull_mp_rop_rsp_GetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetReceiveFolder *r, const struct mp_rop_req_GetReceiveFolder *req)
+static void pull_mp_rop_rsp_GetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_GetReceiveFolder *r,
+                                             const struct mp_rop_req_GetReceiveFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->FolderId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         mp_rop_pull_str(c, &r->MessageClass, false);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetReceiveFolder(struct mp_wcur *w, const struct mp_rop_rsp_GetReceiveFolder *r)
+static void push_mp_rop_rsp_GetReceiveFolder(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_GetReceiveFolder *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -3953,7 +4700,8 @@ static void push_mp_rop_rsp_GetReceiveFolder(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetReceiveFolder(struct mp_json *j, const struct mp_rop_rsp_GetReceiveFolder *r)
+static void print_mp_rop_rsp_GetReceiveFolder(struct mp_json *j,
+                                              const struct mp_rop_rsp_GetReceiveFolder *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -3967,29 +4715,38 @@ static void print_mp_rop_rsp_GetReceiveFolder(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_RegisterNotification(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_RegisterNotification *r)
+static void pull_mp_rop_req_RegisterNotification(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                 struct mp_rop_req_RegisterNotification *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->NotificationTypes = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Reserved = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantWholeStore = mp_rcur_u8(c);
-    if (c->err) return;
-    if (! r->WantWholeStore) {
+    if (c->err)
+        return;
+    if (!r->WantWholeStore) {
         r->FolderId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->MessageId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_req_RegisterNotification(struct mp_wcur *w, const struct mp_rop_req_RegisterNotification *r)
+static void push_mp_rop_req_RegisterNotification(struct mp_wcur *w,
+                                                 const struct mp_rop_req_RegisterNotification *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -3998,13 +4755,14 @@ static void push_mp_rop_req_RegisterNotification(struct mp_wcur *w, const struct
     mp_wcur_u8(w, r->NotificationTypes);
     mp_wcur_u8(w, r->Reserved);
     mp_wcur_u8(w, r->WantWholeStore);
-    if (! r->WantWholeStore) {
+    if (!r->WantWholeStore) {
         mp_wcur_u64(w, r->FolderId);
         mp_wcur_u64(w, r->MessageId);
     }
 }
 
-static void print_mp_rop_req_RegisterNotification(struct mp_json *j, const struct mp_rop_req_RegisterNotification *r)
+static void print_mp_rop_req_RegisterNotification(struct mp_json *j,
+                                                  const struct mp_rop_req_RegisterNotification *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4018,7 +4776,7 @@ static void print_mp_rop_req_RegisterNotification(struct mp_json *j, const struc
     mp_rj_u64(j, r->Reserved);
     mp_rj_key(j, "WantWholeStore");
     mp_rj_u64(j, r->WantWholeStore);
-    if (! r->WantWholeStore) {
+    if (!r->WantWholeStore) {
         mp_rj_key(j, "FolderId");
         mp_rj_u64(j, r->FolderId);
         mp_rj_key(j, "MessageId");
@@ -4026,23 +4784,28 @@ static void print_mp_rop_req_RegisterNotification(struct mp_json *j, const struc
     }
 }
 
-static void pull_mp_rop_rsp_RegisterNotification(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_RegisterNotification *r, const struct mp_rop_req_RegisterNotification *req)
+static void pull_mp_rop_rsp_RegisterNotification(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                 struct mp_rop_rsp_RegisterNotification *r,
+                                                 const struct mp_rop_req_RegisterNotification *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_RegisterNotification(struct mp_wcur *w, const struct mp_rop_rsp_RegisterNotification *r)
+static void push_mp_rop_rsp_RegisterNotification(struct mp_wcur *w,
+                                                 const struct mp_rop_rsp_RegisterNotification *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_RegisterNotification(struct mp_json *j, const struct mp_rop_rsp_RegisterNotification *r)
+static void print_mp_rop_rsp_RegisterNotification(struct mp_json *j,
+                                                  const struct mp_rop_rsp_RegisterNotification *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -4050,17 +4813,22 @@ static void print_mp_rop_rsp_RegisterNotification(struct mp_json *j, const struc
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_rsp_Notify(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_Notify *r, const void *req)
+static void pull_mp_rop_rsp_Notify(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                   struct mp_rop_rsp_Notify *r, const void *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->NotificationHandle = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->LogonId = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_notification_pull(c, pc, &r->NotificationData);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_Notify(struct mp_wcur *w, const struct mp_rop_rsp_Notify *r)
@@ -4081,18 +4849,23 @@ static void print_mp_rop_rsp_Notify(struct mp_json *j, const struct mp_rop_rsp_N
     mp_rop_notification_print(j, &r->NotificationData);
 }
 
-static void pull_mp_rop_req_OpenStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_OpenStream *r)
+static void pull_mp_rop_req_OpenStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_req_OpenStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTag = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OpenModeFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_OpenStream(struct mp_wcur *w, const struct mp_rop_req_OpenStream *r)
@@ -4119,16 +4892,20 @@ static void print_mp_rop_req_OpenStream(struct mp_json *j, const struct mp_rop_r
     mp_rj_u64(j, r->OpenModeFlags);
 }
 
-static void pull_mp_rop_rsp_OpenStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_OpenStream *r, const struct mp_rop_req_OpenStream *req)
+static void pull_mp_rop_rsp_OpenStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_OpenStream *r,
+                                       const struct mp_rop_req_OpenStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->StreamSize = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -4154,17 +4931,21 @@ static void print_mp_rop_rsp_OpenStream(struct mp_json *j, const struct mp_rop_r
     }
 }
 
-static void pull_mp_rop_req_ReadStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_ReadStream *r)
+static void pull_mp_rop_req_ReadStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_req_ReadStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ByteCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ByteCount == 0xBABE) {
         r->MaximumByteCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -4193,18 +4974,23 @@ static void print_mp_rop_req_ReadStream(struct mp_json *j, const struct mp_rop_r
     }
 }
 
-static void pull_mp_rop_rsp_ReadStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_ReadStream *r, const struct mp_rop_req_ReadStream *req)
+static void pull_mp_rop_rsp_ReadStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_ReadStream *r,
+                                       const struct mp_rop_req_ReadStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->DataSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Data = mp_rcur_bytes(c, (size_t)r->DataSize);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -4233,16 +5019,20 @@ static void print_mp_rop_rsp_ReadStream(struct mp_json *j, const struct mp_rop_r
     }
 }
 
-static void pull_mp_rop_req_WriteStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_WriteStream *r)
+static void pull_mp_rop_req_WriteStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_req_WriteStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DataSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Data = mp_rcur_bytes(c, (size_t)r->DataSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_WriteStream(struct mp_wcur *w, const struct mp_rop_req_WriteStream *r)
@@ -4266,16 +5056,20 @@ static void print_mp_rop_req_WriteStream(struct mp_json *j, const struct mp_rop_
     mp_rj_bin(j, r->Data, (size_t)r->DataSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_WriteStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_WriteStream *r, const struct mp_rop_req_WriteStream *req)
+static void pull_mp_rop_rsp_WriteStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_WriteStream *r,
+                                        const struct mp_rop_req_WriteStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->WrittenSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -4301,16 +5095,20 @@ static void print_mp_rop_rsp_WriteStream(struct mp_json *j, const struct mp_rop_
     }
 }
 
-static void pull_mp_rop_req_SeekStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SeekStream *r)
+static void pull_mp_rop_req_SeekStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_req_SeekStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Origin = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Offset = (int64_t)mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_SeekStream(struct mp_wcur *w, const struct mp_rop_req_SeekStream *r)
@@ -4334,16 +5132,20 @@ static void print_mp_rop_req_SeekStream(struct mp_json *j, const struct mp_rop_r
     mp_rj_i64(j, r->Offset);
 }
 
-static void pull_mp_rop_rsp_SeekStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SeekStream *r, const struct mp_rop_req_SeekStream *req)
+static void pull_mp_rop_rsp_SeekStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_SeekStream *r,
+                                       const struct mp_rop_req_SeekStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->NewPosition = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -4369,17 +5171,21 @@ static void print_mp_rop_rsp_SeekStream(struct mp_json *j, const struct mp_rop_r
     }
 }
 
-static void pull_mp_rop_req_SetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetStreamSize *r)
+static void pull_mp_rop_req_SetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_req_SetStreamSize *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->StreamSize = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SetStreamSize(struct mp_wcur *w, const struct mp_rop_req_SetStreamSize *r)
+static void push_mp_rop_req_SetStreamSize(struct mp_wcur *w,
+                                          const struct mp_rop_req_SetStreamSize *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -4387,7 +5193,8 @@ static void push_mp_rop_req_SetStreamSize(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u64(w, r->StreamSize);
 }
 
-static void print_mp_rop_req_SetStreamSize(struct mp_json *j, const struct mp_rop_req_SetStreamSize *r)
+static void print_mp_rop_req_SetStreamSize(struct mp_json *j,
+                                           const struct mp_rop_req_SetStreamSize *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4397,23 +5204,28 @@ static void print_mp_rop_req_SetStreamSize(struct mp_json *j, const struct mp_ro
     mp_rj_u64(j, r->StreamSize);
 }
 
-static void pull_mp_rop_rsp_SetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetStreamSize *r, const struct mp_rop_req_SetStreamSize *req)
+static void pull_mp_rop_rsp_SetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_rsp_SetStreamSize *r,
+                                          const struct mp_rop_req_SetStreamSize *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SetStreamSize(struct mp_wcur *w, const struct mp_rop_rsp_SetStreamSize *r)
+static void push_mp_rop_rsp_SetStreamSize(struct mp_wcur *w,
+                                          const struct mp_rop_rsp_SetStreamSize *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SetStreamSize(struct mp_json *j, const struct mp_rop_rsp_SetStreamSize *r)
+static void print_mp_rop_rsp_SetStreamSize(struct mp_json *j,
+                                           const struct mp_rop_rsp_SetStreamSize *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4421,38 +5233,52 @@ static void print_mp_rop_rsp_SetStreamSize(struct mp_json *j, const struct mp_ro
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetSearchCriteria *r)
+static void pull_mp_rop_req_SetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_req_SetSearchCriteria *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RestrictionDataSize = mp_rcur_u16(c);
     {
         size_t RestrictionDataSize__start = c->off;
         if (r->RestrictionDataSize) {
             mp_rop_pull_Restriction(c, pc, &r->RestrictionData);
-            if (c->err) return;
-            r->RestrictionDataSize__delta = (int32_t)r->RestrictionDataSize - (int32_t)(c->off - RestrictionDataSize__start);
+            if (c->err)
+                return;
+            r->RestrictionDataSize__delta =
+                (int32_t)r->RestrictionDataSize - (int32_t)(c->off - RestrictionDataSize__start);
         }
     }
     r->FolderIdCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->FolderIdCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->FolderIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->FolderIds));
-        if (!r->FolderIds) { mp_rop_nomem(c, pc); return; }
+        if (!r->FolderIds) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->FolderIds[i_] = mp_rcur_u64(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SearchFlags = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SetSearchCriteria(struct mp_wcur *w, const struct mp_rop_req_SetSearchCriteria *r)
+static void push_mp_rop_req_SetSearchCriteria(struct mp_wcur *w,
+                                              const struct mp_rop_req_SetSearchCriteria *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -4463,7 +5289,9 @@ static void push_mp_rop_req_SetSearchCriteria(struct mp_wcur *w, const struct mp
         if (r->RestrictionDataSize) {
             size_t start_ = mp_wcur_pos(w);
             mp_rop_push_Restriction(w, &r->RestrictionData);
-            mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
+            mp_wcur_patch_u16(
+                w, at_,
+                (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
         }
     }
     mp_wcur_u16(w, r->FolderIdCount);
@@ -4474,7 +5302,8 @@ static void push_mp_rop_req_SetSearchCriteria(struct mp_wcur *w, const struct mp
     mp_wcur_u32(w, r->SearchFlags);
 }
 
-static void print_mp_rop_req_SetSearchCriteria(struct mp_json *j, const struct mp_rop_req_SetSearchCriteria *r)
+static void print_mp_rop_req_SetSearchCriteria(struct mp_json *j,
+                                               const struct mp_rop_req_SetSearchCriteria *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4499,23 +5328,28 @@ static void print_mp_rop_req_SetSearchCriteria(struct mp_json *j, const struct m
     mp_rj_u64(j, r->SearchFlags);
 }
 
-static void pull_mp_rop_rsp_SetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetSearchCriteria *r, const struct mp_rop_req_SetSearchCriteria *req)
+static void pull_mp_rop_rsp_SetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_rsp_SetSearchCriteria *r,
+                                              const struct mp_rop_req_SetSearchCriteria *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SetSearchCriteria(struct mp_wcur *w, const struct mp_rop_rsp_SetSearchCriteria *r)
+static void push_mp_rop_rsp_SetSearchCriteria(struct mp_wcur *w,
+                                              const struct mp_rop_rsp_SetSearchCriteria *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SetSearchCriteria(struct mp_json *j, const struct mp_rop_rsp_SetSearchCriteria *r)
+static void print_mp_rop_rsp_SetSearchCriteria(struct mp_json *j,
+                                               const struct mp_rop_rsp_SetSearchCriteria *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4523,21 +5357,27 @@ static void print_mp_rop_rsp_SetSearchCriteria(struct mp_json *j, const struct m
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetSearchCriteria *r)
+static void pull_mp_rop_req_GetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_req_GetSearchCriteria *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->UseUnicode = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->IncludeRestriction = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->IncludeFolders = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetSearchCriteria(struct mp_wcur *w, const struct mp_rop_req_GetSearchCriteria *r)
+static void push_mp_rop_req_GetSearchCriteria(struct mp_wcur *w,
+                                              const struct mp_rop_req_GetSearchCriteria *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -4547,7 +5387,8 @@ static void push_mp_rop_req_GetSearchCriteria(struct mp_wcur *w, const struct mp
     mp_wcur_u8(w, r->IncludeFolders);
 }
 
-static void print_mp_rop_req_GetSearchCriteria(struct mp_json *j, const struct mp_rop_req_GetSearchCriteria *r)
+static void print_mp_rop_req_GetSearchCriteria(struct mp_json *j,
+                                               const struct mp_rop_req_GetSearchCriteria *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4561,43 +5402,59 @@ static void print_mp_rop_req_GetSearchCriteria(struct mp_json *j, const struct m
     mp_rj_u64(j, r->IncludeFolders);
 }
 
-static void pull_mp_rop_rsp_GetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetSearchCriteria *r, const struct mp_rop_req_GetSearchCriteria *req)
+static void pull_mp_rop_rsp_GetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_rsp_GetSearchCriteria *r,
+                                              const struct mp_rop_req_GetSearchCriteria *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->RestrictionDataSize = mp_rcur_u16(c);
         {
             size_t RestrictionDataSize__start = c->off;
             if (r->RestrictionDataSize) {
                 mp_rop_pull_Restriction(c, pc, &r->RestrictionData);
-                if (c->err) return;
-                r->RestrictionDataSize__delta = (int32_t)r->RestrictionDataSize - (int32_t)(c->off - RestrictionDataSize__start);
+                if (c->err)
+                    return;
+                r->RestrictionDataSize__delta = (int32_t)r->RestrictionDataSize -
+                                                (int32_t)(c->off - RestrictionDataSize__start);
             }
         }
         r->LogonId = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->FolderIdCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->FolderIdCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->FolderIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->FolderIds));
-            if (!r->FolderIds) { mp_rop_nomem(c, pc); return; }
+            if (!r->FolderIds) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->FolderIds[i_] = mp_rcur_u64(c);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
         r->SearchFlags = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetSearchCriteria(struct mp_wcur *w, const struct mp_rop_rsp_GetSearchCriteria *r)
+static void push_mp_rop_rsp_GetSearchCriteria(struct mp_wcur *w,
+                                              const struct mp_rop_rsp_GetSearchCriteria *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -4609,7 +5466,9 @@ static void push_mp_rop_rsp_GetSearchCriteria(struct mp_wcur *w, const struct mp
             if (r->RestrictionDataSize) {
                 size_t start_ = mp_wcur_pos(w);
                 mp_rop_push_Restriction(w, &r->RestrictionData);
-                mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
+                mp_wcur_patch_u16(
+                    w, at_,
+                    (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
             }
         }
         mp_wcur_u8(w, r->LogonId);
@@ -4622,7 +5481,8 @@ static void push_mp_rop_rsp_GetSearchCriteria(struct mp_wcur *w, const struct mp
     }
 }
 
-static void print_mp_rop_rsp_GetSearchCriteria(struct mp_json *j, const struct mp_rop_rsp_GetSearchCriteria *r)
+static void print_mp_rop_rsp_GetSearchCriteria(struct mp_json *j,
+                                               const struct mp_rop_rsp_GetSearchCriteria *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4651,17 +5511,21 @@ static void print_mp_rop_rsp_GetSearchCriteria(struct mp_json *j, const struct m
     }
 }
 
-static void pull_mp_rop_req_SubmitMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SubmitMessage *r)
+static void pull_mp_rop_req_SubmitMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_req_SubmitMessage *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SubmitFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SubmitMessage(struct mp_wcur *w, const struct mp_rop_req_SubmitMessage *r)
+static void push_mp_rop_req_SubmitMessage(struct mp_wcur *w,
+                                          const struct mp_rop_req_SubmitMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -4669,7 +5533,8 @@ static void push_mp_rop_req_SubmitMessage(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->SubmitFlags);
 }
 
-static void print_mp_rop_req_SubmitMessage(struct mp_json *j, const struct mp_rop_req_SubmitMessage *r)
+static void print_mp_rop_req_SubmitMessage(struct mp_json *j,
+                                           const struct mp_rop_req_SubmitMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4679,23 +5544,28 @@ static void print_mp_rop_req_SubmitMessage(struct mp_json *j, const struct mp_ro
     mp_rj_u64(j, r->SubmitFlags);
 }
 
-static void pull_mp_rop_rsp_SubmitMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SubmitMessage *r, const struct mp_rop_req_SubmitMessage *req)
+static void pull_mp_rop_rsp_SubmitMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_rsp_SubmitMessage *r,
+                                          const struct mp_rop_req_SubmitMessage *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SubmitMessage(struct mp_wcur *w, const struct mp_rop_rsp_SubmitMessage *r)
+static void push_mp_rop_rsp_SubmitMessage(struct mp_wcur *w,
+                                          const struct mp_rop_rsp_SubmitMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SubmitMessage(struct mp_json *j, const struct mp_rop_rsp_SubmitMessage *r)
+static void print_mp_rop_rsp_SubmitMessage(struct mp_json *j,
+                                           const struct mp_rop_rsp_SubmitMessage *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -4703,33 +5573,47 @@ static void print_mp_rop_rsp_SubmitMessage(struct mp_json *j, const struct mp_ro
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_MoveCopyMessages *r)
+static void pull_mp_rop_req_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_MoveCopyMessages *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DestHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageIdCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->MessageIdCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
-        if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
+        if (!r->MessageIds) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantCopy = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_MoveCopyMessages(struct mp_wcur *w, const struct mp_rop_req_MoveCopyMessages *r)
+static void push_mp_rop_req_MoveCopyMessages(struct mp_wcur *w,
+                                             const struct mp_rop_req_MoveCopyMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -4744,7 +5628,8 @@ static void push_mp_rop_req_MoveCopyMessages(struct mp_wcur *w, const struct mp_
     mp_wcur_u8(w, r->WantCopy);
 }
 
-static void print_mp_rop_req_MoveCopyMessages(struct mp_json *j, const struct mp_rop_req_MoveCopyMessages *r)
+static void print_mp_rop_req_MoveCopyMessages(struct mp_json *j,
+                                              const struct mp_rop_req_MoveCopyMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -4767,25 +5652,32 @@ static void print_mp_rop_req_MoveCopyMessages(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->WantCopy);
 }
 
-static void pull_mp_rop_rsp_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_MoveCopyMessages *r, const struct mp_rop_req_MoveCopyMessages *req)
+static void pull_mp_rop_rsp_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_MoveCopyMessages *r,
+                                             const struct mp_rop_req_MoveCopyMessages *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0x00000503) {
         r->DestHandleIndex = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_MoveCopyMessages(struct mp_wcur *w, const struct mp_rop_rsp_MoveCopyMessages *r)
+static void push_mp_rop_rsp_MoveCopyMessages(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_MoveCopyMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->SourceHandleIndex);
@@ -4798,7 +5690,8 @@ static void push_mp_rop_rsp_MoveCopyMessages(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_MoveCopyMessages(struct mp_json *j, const struct mp_rop_rsp_MoveCopyMessages *r)
+static void print_mp_rop_rsp_MoveCopyMessages(struct mp_json *j,
+                                              const struct mp_rop_rsp_MoveCopyMessages *r)
 {
     mp_rj_key(j, "SourceHandleIndex");
     mp_rj_u64(j, r->SourceHandleIndex);
@@ -4815,16 +5708,20 @@ static void print_mp_rop_rsp_MoveCopyMessages(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_AbortSubmit(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_AbortSubmit *r)
+static void pull_mp_rop_req_AbortSubmit(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_req_AbortSubmit *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_AbortSubmit(struct mp_wcur *w, const struct mp_rop_req_AbortSubmit *r)
@@ -4848,13 +5745,16 @@ static void print_mp_rop_req_AbortSubmit(struct mp_json *j, const struct mp_rop_
     mp_rj_u64(j, r->MessageId);
 }
 
-static void pull_mp_rop_rsp_AbortSubmit(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_AbortSubmit *r, const struct mp_rop_req_AbortSubmit *req)
+static void pull_mp_rop_rsp_AbortSubmit(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_AbortSubmit *r,
+                                        const struct mp_rop_req_AbortSubmit *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_AbortSubmit(struct mp_wcur *w, const struct mp_rop_rsp_AbortSubmit *r)
@@ -4872,22 +5772,29 @@ static void print_mp_rop_rsp_AbortSubmit(struct mp_json *j, const struct mp_rop_
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_MoveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_MoveFolder *r)
+static void pull_mp_rop_req_MoveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_req_MoveFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DestHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->UseUnicode = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_str(c, &r->NewFolderName, r->UseUnicode != 0);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_MoveFolder(struct mp_wcur *w, const struct mp_rop_req_MoveFolder *r)
@@ -4920,21 +5827,27 @@ static void print_mp_rop_req_MoveFolder(struct mp_json *j, const struct mp_rop_r
     mp_rop_print_str(j, &r->NewFolderName);
 }
 
-static void pull_mp_rop_rsp_MoveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_MoveFolder *r, const struct mp_rop_req_MoveFolder *req)
+static void pull_mp_rop_rsp_MoveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_MoveFolder *r,
+                                       const struct mp_rop_req_MoveFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0x00000503) {
         r->DestHandleIndex = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -4968,24 +5881,32 @@ static void print_mp_rop_rsp_MoveFolder(struct mp_json *j, const struct mp_rop_r
     }
 }
 
-static void pull_mp_rop_req_CopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CopyFolder *r)
+static void pull_mp_rop_req_CopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_req_CopyFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DestHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantRecursive = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->UseUnicode = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_str(c, &r->NewFolderName, r->UseUnicode != 0);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_CopyFolder(struct mp_wcur *w, const struct mp_rop_req_CopyFolder *r)
@@ -5021,21 +5942,27 @@ static void print_mp_rop_req_CopyFolder(struct mp_json *j, const struct mp_rop_r
     mp_rop_print_str(j, &r->NewFolderName);
 }
 
-static void pull_mp_rop_rsp_CopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CopyFolder *r, const struct mp_rop_req_CopyFolder *req)
+static void pull_mp_rop_rsp_CopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_CopyFolder *r,
+                                       const struct mp_rop_req_CopyFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0x00000503) {
         r->DestHandleIndex = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -5069,22 +5996,26 @@ static void print_mp_rop_rsp_CopyFolder(struct mp_json *j, const struct mp_rop_r
     }
 }
 
-static void pull_mp_rop_req_QueryColumnsAll(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_QueryColumnsAll *r)
+static void pull_mp_rop_req_QueryColumnsAll(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                            struct mp_rop_req_QueryColumnsAll *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_QueryColumnsAll(struct mp_wcur *w, const struct mp_rop_req_QueryColumnsAll *r)
+static void push_mp_rop_req_QueryColumnsAll(struct mp_wcur *w,
+                                            const struct mp_rop_req_QueryColumnsAll *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_QueryColumnsAll(struct mp_json *j, const struct mp_rop_req_QueryColumnsAll *r)
+static void print_mp_rop_req_QueryColumnsAll(struct mp_json *j,
+                                             const struct mp_rop_req_QueryColumnsAll *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5092,30 +6023,42 @@ static void print_mp_rop_req_QueryColumnsAll(struct mp_json *j, const struct mp_
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_QueryColumnsAll(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_QueryColumnsAll *r, const struct mp_rop_req_QueryColumnsAll *req)
+static void pull_mp_rop_rsp_QueryColumnsAll(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                            struct mp_rop_rsp_QueryColumnsAll *r,
+                                            const struct mp_rop_req_QueryColumnsAll *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->PropertyTagCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyTagCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-            if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+            if (!r->PropertyTags) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->PropertyTags[i_] = mp_rcur_u32(c);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_QueryColumnsAll(struct mp_wcur *w, const struct mp_rop_rsp_QueryColumnsAll *r)
+static void push_mp_rop_rsp_QueryColumnsAll(struct mp_wcur *w,
+                                            const struct mp_rop_rsp_QueryColumnsAll *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -5129,7 +6072,8 @@ static void push_mp_rop_rsp_QueryColumnsAll(struct mp_wcur *w, const struct mp_r
     }
 }
 
-static void print_mp_rop_rsp_QueryColumnsAll(struct mp_json *j, const struct mp_rop_rsp_QueryColumnsAll *r)
+static void print_mp_rop_rsp_QueryColumnsAll(struct mp_json *j,
+                                             const struct mp_rop_rsp_QueryColumnsAll *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5148,12 +6092,14 @@ static void print_mp_rop_rsp_QueryColumnsAll(struct mp_json *j, const struct mp_
     }
 }
 
-static void pull_mp_rop_req_Abort(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_Abort *r)
+static void pull_mp_rop_req_Abort(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_req_Abort *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_Abort(struct mp_wcur *w, const struct mp_rop_req_Abort *r)
@@ -5171,16 +6117,19 @@ static void print_mp_rop_req_Abort(struct mp_json *j, const struct mp_rop_req_Ab
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_Abort(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_Abort *r, const struct mp_rop_req_Abort *req)
+static void pull_mp_rop_rsp_Abort(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_rsp_Abort *r, const struct mp_rop_req_Abort *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->TableStatus = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -5206,32 +6155,46 @@ static void print_mp_rop_rsp_Abort(struct mp_json *j, const struct mp_rop_rsp_Ab
     }
 }
 
-static void pull_mp_rop_req_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CopyTo *r)
+static void pull_mp_rop_req_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                   struct mp_rop_req_CopyTo *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DestHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantSubObjects = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CopyFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ExcludedTagCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->ExcludedTagCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->ExcludedTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->ExcludedTags));
-        if (!r->ExcludedTags) { mp_rop_nomem(c, pc); return; }
+        if (!r->ExcludedTags) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->ExcludedTags[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_CopyTo(struct mp_wcur *w, const struct mp_rop_req_CopyTo *r)
@@ -5275,29 +6238,41 @@ static void print_mp_rop_req_CopyTo(struct mp_json *j, const struct mp_rop_req_C
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CopyTo *r, const struct mp_rop_req_CopyTo *req)
+static void pull_mp_rop_rsp_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                   struct mp_rop_rsp_CopyTo *r, const struct mp_rop_req_CopyTo *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0x00000503) {
         r->DestHandleIndex = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->ReturnValue == 0) {
         r->PropertyProblemCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
-            if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
+            r->PropertyProblems =
+                mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            if (!r->PropertyProblems) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -5339,16 +6314,20 @@ static void print_mp_rop_rsp_CopyTo(struct mp_json *j, const struct mp_rop_rsp_C
     }
 }
 
-static void pull_mp_rop_req_CopyToStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CopyToStream *r)
+static void pull_mp_rop_req_CopyToStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_req_CopyToStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DestHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ByteCount = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_CopyToStream(struct mp_wcur *w, const struct mp_rop_req_CopyToStream *r)
@@ -5360,7 +6339,8 @@ static void push_mp_rop_req_CopyToStream(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u64(w, r->ByteCount);
 }
 
-static void print_mp_rop_req_CopyToStream(struct mp_json *j, const struct mp_rop_req_CopyToStream *r)
+static void print_mp_rop_req_CopyToStream(struct mp_json *j,
+                                          const struct mp_rop_req_CopyToStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5372,25 +6352,33 @@ static void print_mp_rop_req_CopyToStream(struct mp_json *j, const struct mp_rop
     mp_rj_u64(j, r->ByteCount);
 }
 
-static void pull_mp_rop_rsp_CopyToStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CopyToStream *r, const struct mp_rop_req_CopyToStream *req)
+static void pull_mp_rop_rsp_CopyToStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_rsp_CopyToStream *r,
+                                         const struct mp_rop_req_CopyToStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0x00000503) {
         r->DestHandleIndex = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->ReadByteCount = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->WrittenByteCount = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->ReturnValue == 0) {
         r->ReadByteCount = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->WrittenByteCount = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -5409,7 +6397,8 @@ static void push_mp_rop_rsp_CopyToStream(struct mp_wcur *w, const struct mp_rop_
     }
 }
 
-static void print_mp_rop_rsp_CopyToStream(struct mp_json *j, const struct mp_rop_rsp_CopyToStream *r)
+static void print_mp_rop_rsp_CopyToStream(struct mp_json *j,
+                                          const struct mp_rop_rsp_CopyToStream *r)
 {
     mp_rj_key(j, "SourceHandleIndex");
     mp_rj_u64(j, r->SourceHandleIndex);
@@ -5430,14 +6419,17 @@ static void print_mp_rop_rsp_CopyToStream(struct mp_json *j, const struct mp_rop
     }
 }
 
-static void pull_mp_rop_req_CloneStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CloneStream *r)
+static void pull_mp_rop_req_CloneStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_req_CloneStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_CloneStream(struct mp_wcur *w, const struct mp_rop_req_CloneStream *r)
@@ -5458,13 +6450,16 @@ static void print_mp_rop_req_CloneStream(struct mp_json *j, const struct mp_rop_
     mp_rj_u64(j, r->OutputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_CloneStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CloneStream *r, const struct mp_rop_req_CloneStream *req)
+static void pull_mp_rop_rsp_CloneStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_CloneStream *r,
+                                        const struct mp_rop_req_CloneStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_CloneStream(struct mp_wcur *w, const struct mp_rop_rsp_CloneStream *r)
@@ -5482,19 +6477,24 @@ static void print_mp_rop_rsp_CloneStream(struct mp_json *j, const struct mp_rop_
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetPermissionsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetPermissionsTable *r)
+static void pull_mp_rop_req_GetPermissionsTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_req_GetPermissionsTable *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TableFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetPermissionsTable(struct mp_wcur *w, const struct mp_rop_req_GetPermissionsTable *r)
+static void push_mp_rop_req_GetPermissionsTable(struct mp_wcur *w,
+                                                const struct mp_rop_req_GetPermissionsTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -5503,7 +6503,8 @@ static void push_mp_rop_req_GetPermissionsTable(struct mp_wcur *w, const struct 
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetPermissionsTable(struct mp_json *j, const struct mp_rop_req_GetPermissionsTable *r)
+static void print_mp_rop_req_GetPermissionsTable(struct mp_json *j,
+                                                 const struct mp_rop_req_GetPermissionsTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5515,23 +6516,28 @@ static void print_mp_rop_req_GetPermissionsTable(struct mp_json *j, const struct
     mp_rj_u64(j, r->TableFlags);
 }
 
-static void pull_mp_rop_rsp_GetPermissionsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetPermissionsTable *r, const struct mp_rop_req_GetPermissionsTable *req)
+static void pull_mp_rop_rsp_GetPermissionsTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_rsp_GetPermissionsTable *r,
+                                                const struct mp_rop_req_GetPermissionsTable *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_GetPermissionsTable(struct mp_wcur *w, const struct mp_rop_rsp_GetPermissionsTable *r)
+static void push_mp_rop_rsp_GetPermissionsTable(struct mp_wcur *w,
+                                                const struct mp_rop_rsp_GetPermissionsTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_GetPermissionsTable(struct mp_json *j, const struct mp_rop_rsp_GetPermissionsTable *r)
+static void print_mp_rop_rsp_GetPermissionsTable(struct mp_json *j,
+                                                 const struct mp_rop_rsp_GetPermissionsTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -5539,19 +6545,24 @@ static void print_mp_rop_rsp_GetPermissionsTable(struct mp_json *j, const struct
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetRulesTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetRulesTable *r)
+static void pull_mp_rop_req_GetRulesTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_req_GetRulesTable *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TableFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetRulesTable(struct mp_wcur *w, const struct mp_rop_req_GetRulesTable *r)
+static void push_mp_rop_req_GetRulesTable(struct mp_wcur *w,
+                                          const struct mp_rop_req_GetRulesTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -5560,7 +6571,8 @@ static void push_mp_rop_req_GetRulesTable(struct mp_wcur *w, const struct mp_rop
     mp_wcur_u8(w, r->TableFlags);
 }
 
-static void print_mp_rop_req_GetRulesTable(struct mp_json *j, const struct mp_rop_req_GetRulesTable *r)
+static void print_mp_rop_req_GetRulesTable(struct mp_json *j,
+                                           const struct mp_rop_req_GetRulesTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5572,23 +6584,28 @@ static void print_mp_rop_req_GetRulesTable(struct mp_json *j, const struct mp_ro
     mp_rj_u64(j, r->TableFlags);
 }
 
-static void pull_mp_rop_rsp_GetRulesTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetRulesTable *r, const struct mp_rop_req_GetRulesTable *req)
+static void pull_mp_rop_rsp_GetRulesTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_rsp_GetRulesTable *r,
+                                          const struct mp_rop_req_GetRulesTable *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_GetRulesTable(struct mp_wcur *w, const struct mp_rop_rsp_GetRulesTable *r)
+static void push_mp_rop_rsp_GetRulesTable(struct mp_wcur *w,
+                                          const struct mp_rop_rsp_GetRulesTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_GetRulesTable(struct mp_json *j, const struct mp_rop_rsp_GetRulesTable *r)
+static void print_mp_rop_rsp_GetRulesTable(struct mp_json *j,
+                                           const struct mp_rop_rsp_GetRulesTable *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -5596,29 +6613,41 @@ static void print_mp_rop_rsp_GetRulesTable(struct mp_json *j, const struct mp_ro
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_ModifyPermissions(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_ModifyPermissions *r)
+static void pull_mp_rop_req_ModifyPermissions(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_req_ModifyPermissions *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ModifyFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ModifyCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->ModifyCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PermissionsData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PermissionsData));
-        if (!r->PermissionsData) { mp_rop_nomem(c, pc); return; }
+        if (!r->PermissionsData) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_PermissionData(c, pc, &r->PermissionsData[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_ModifyPermissions(struct mp_wcur *w, const struct mp_rop_req_ModifyPermissions *r)
+static void push_mp_rop_req_ModifyPermissions(struct mp_wcur *w,
+                                              const struct mp_rop_req_ModifyPermissions *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -5631,7 +6660,8 @@ static void push_mp_rop_req_ModifyPermissions(struct mp_wcur *w, const struct mp
         }
 }
 
-static void print_mp_rop_req_ModifyPermissions(struct mp_json *j, const struct mp_rop_req_ModifyPermissions *r)
+static void print_mp_rop_req_ModifyPermissions(struct mp_json *j,
+                                               const struct mp_rop_req_ModifyPermissions *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5650,23 +6680,28 @@ static void print_mp_rop_req_ModifyPermissions(struct mp_json *j, const struct m
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_ModifyPermissions(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_ModifyPermissions *r, const struct mp_rop_req_ModifyPermissions *req)
+static void pull_mp_rop_rsp_ModifyPermissions(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                              struct mp_rop_rsp_ModifyPermissions *r,
+                                              const struct mp_rop_req_ModifyPermissions *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_ModifyPermissions(struct mp_wcur *w, const struct mp_rop_rsp_ModifyPermissions *r)
+static void push_mp_rop_rsp_ModifyPermissions(struct mp_wcur *w,
+                                              const struct mp_rop_rsp_ModifyPermissions *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_ModifyPermissions(struct mp_json *j, const struct mp_rop_rsp_ModifyPermissions *r)
+static void print_mp_rop_rsp_ModifyPermissions(struct mp_json *j,
+                                               const struct mp_rop_rsp_ModifyPermissions *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5674,26 +6709,37 @@ static void print_mp_rop_rsp_ModifyPermissions(struct mp_json *j, const struct m
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_ModifyRules(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_ModifyRules *r)
+static void pull_mp_rop_req_ModifyRules(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_req_ModifyRules *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ModifyRulesFlag = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RulesCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->RulesCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->RulesData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RulesData));
-        if (!r->RulesData) { mp_rop_nomem(c, pc); return; }
+        if (!r->RulesData) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_RuleData(c, pc, &r->RulesData[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_ModifyRules(struct mp_wcur *w, const struct mp_rop_req_ModifyRules *r)
@@ -5728,13 +6774,16 @@ static void print_mp_rop_req_ModifyRules(struct mp_json *j, const struct mp_rop_
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_ModifyRules(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_ModifyRules *r, const struct mp_rop_req_ModifyRules *req)
+static void pull_mp_rop_rsp_ModifyRules(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_ModifyRules *r,
+                                        const struct mp_rop_req_ModifyRules *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_ModifyRules(struct mp_wcur *w, const struct mp_rop_rsp_ModifyRules *r)
@@ -5752,17 +6801,21 @@ static void print_mp_rop_rsp_ModifyRules(struct mp_json *j, const struct mp_rop_
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetOwningServers(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetOwningServers *r)
+static void pull_mp_rop_req_GetOwningServers(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_GetOwningServers *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetOwningServers(struct mp_wcur *w, const struct mp_rop_req_GetOwningServers *r)
+static void push_mp_rop_req_GetOwningServers(struct mp_wcur *w,
+                                             const struct mp_rop_req_GetOwningServers *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -5770,7 +6823,8 @@ static void push_mp_rop_req_GetOwningServers(struct mp_wcur *w, const struct mp_
     mp_wcur_u64(w, r->FolderId);
 }
 
-static void print_mp_rop_req_GetOwningServers(struct mp_json *j, const struct mp_rop_req_GetOwningServers *r)
+static void print_mp_rop_req_GetOwningServers(struct mp_json *j,
+                                              const struct mp_rop_req_GetOwningServers *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5780,32 +6834,45 @@ static void print_mp_rop_req_GetOwningServers(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->FolderId);
 }
 
-static void pull_mp_rop_rsp_GetOwningServers(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetOwningServers *r, const struct mp_rop_req_GetOwningServers *req)
+static void pull_mp_rop_rsp_GetOwningServers(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_GetOwningServers *r,
+                                             const struct mp_rop_req_GetOwningServers *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->OwningServersCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->CheapServersCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->OwningServersCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->OwningServers = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->OwningServers));
-            if (!r->OwningServers) { mp_rop_nomem(c, pc); return; }
+            if (!r->OwningServers) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_str(c, &r->OwningServers[i_], false);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetOwningServers(struct mp_wcur *w, const struct mp_rop_rsp_GetOwningServers *r)
+static void push_mp_rop_rsp_GetOwningServers(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_GetOwningServers *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -5820,7 +6887,8 @@ static void push_mp_rop_rsp_GetOwningServers(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetOwningServers(struct mp_json *j, const struct mp_rop_rsp_GetOwningServers *r)
+static void print_mp_rop_rsp_GetOwningServers(struct mp_json *j,
+                                              const struct mp_rop_rsp_GetOwningServers *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5841,17 +6909,21 @@ static void print_mp_rop_rsp_GetOwningServers(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_LongTermIdFromId(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_LongTermIdFromId *r)
+static void pull_mp_rop_req_LongTermIdFromId(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_LongTermIdFromId *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ObjectId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_LongTermIdFromId(struct mp_wcur *w, const struct mp_rop_req_LongTermIdFromId *r)
+static void push_mp_rop_req_LongTermIdFromId(struct mp_wcur *w,
+                                             const struct mp_rop_req_LongTermIdFromId *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -5859,7 +6931,8 @@ static void push_mp_rop_req_LongTermIdFromId(struct mp_wcur *w, const struct mp_
     mp_wcur_u64(w, r->ObjectId);
 }
 
-static void print_mp_rop_req_LongTermIdFromId(struct mp_json *j, const struct mp_rop_req_LongTermIdFromId *r)
+static void print_mp_rop_req_LongTermIdFromId(struct mp_json *j,
+                                              const struct mp_rop_req_LongTermIdFromId *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5869,20 +6942,25 @@ static void print_mp_rop_req_LongTermIdFromId(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->ObjectId);
 }
 
-static void pull_mp_rop_rsp_LongTermIdFromId(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_LongTermIdFromId *r, const struct mp_rop_req_LongTermIdFromId *req)
+static void pull_mp_rop_rsp_LongTermIdFromId(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_LongTermIdFromId *r,
+                                             const struct mp_rop_req_LongTermIdFromId *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         mp_rop_pull_LongTermId(c, pc, &r->LongTermId);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_LongTermIdFromId(struct mp_wcur *w, const struct mp_rop_rsp_LongTermIdFromId *r)
+static void push_mp_rop_rsp_LongTermIdFromId(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_LongTermIdFromId *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -5892,7 +6970,8 @@ static void push_mp_rop_rsp_LongTermIdFromId(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_LongTermIdFromId(struct mp_json *j, const struct mp_rop_rsp_LongTermIdFromId *r)
+static void print_mp_rop_rsp_LongTermIdFromId(struct mp_json *j,
+                                              const struct mp_rop_rsp_LongTermIdFromId *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5904,17 +6983,21 @@ static void print_mp_rop_rsp_LongTermIdFromId(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_IdFromLongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_IdFromLongTermId *r)
+static void pull_mp_rop_req_IdFromLongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_IdFromLongTermId *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_LongTermId(c, pc, &r->LongTermId);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_IdFromLongTermId(struct mp_wcur *w, const struct mp_rop_req_IdFromLongTermId *r)
+static void push_mp_rop_req_IdFromLongTermId(struct mp_wcur *w,
+                                             const struct mp_rop_req_IdFromLongTermId *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -5922,7 +7005,8 @@ static void push_mp_rop_req_IdFromLongTermId(struct mp_wcur *w, const struct mp_
     mp_rop_push_LongTermId(w, &r->LongTermId);
 }
 
-static void print_mp_rop_req_IdFromLongTermId(struct mp_json *j, const struct mp_rop_req_IdFromLongTermId *r)
+static void print_mp_rop_req_IdFromLongTermId(struct mp_json *j,
+                                              const struct mp_rop_req_IdFromLongTermId *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5932,20 +7016,25 @@ static void print_mp_rop_req_IdFromLongTermId(struct mp_json *j, const struct mp
     mp_rop_print_LongTermId(j, &r->LongTermId);
 }
 
-static void pull_mp_rop_rsp_IdFromLongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_IdFromLongTermId *r, const struct mp_rop_req_IdFromLongTermId *req)
+static void pull_mp_rop_rsp_IdFromLongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_IdFromLongTermId *r,
+                                             const struct mp_rop_req_IdFromLongTermId *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->ObjectId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_IdFromLongTermId(struct mp_wcur *w, const struct mp_rop_rsp_IdFromLongTermId *r)
+static void push_mp_rop_rsp_IdFromLongTermId(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_IdFromLongTermId *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -5955,7 +7044,8 @@ static void push_mp_rop_rsp_IdFromLongTermId(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_IdFromLongTermId(struct mp_json *j, const struct mp_rop_rsp_IdFromLongTermId *r)
+static void print_mp_rop_rsp_IdFromLongTermId(struct mp_json *j,
+                                              const struct mp_rop_rsp_IdFromLongTermId *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -5967,17 +7057,21 @@ static void print_mp_rop_rsp_IdFromLongTermId(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_PublicFolderIsGhosted(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_PublicFolderIsGhosted *r)
+static void pull_mp_rop_req_PublicFolderIsGhosted(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  struct mp_rop_req_PublicFolderIsGhosted *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_PublicFolderIsGhosted(struct mp_wcur *w, const struct mp_rop_req_PublicFolderIsGhosted *r)
+static void push_mp_rop_req_PublicFolderIsGhosted(struct mp_wcur *w,
+                                                  const struct mp_rop_req_PublicFolderIsGhosted *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -5985,7 +7079,8 @@ static void push_mp_rop_req_PublicFolderIsGhosted(struct mp_wcur *w, const struc
     mp_wcur_u64(w, r->FolderId);
 }
 
-static void print_mp_rop_req_PublicFolderIsGhosted(struct mp_json *j, const struct mp_rop_req_PublicFolderIsGhosted *r)
+static void print_mp_rop_req_PublicFolderIsGhosted(struct mp_json *j,
+                                                   const struct mp_rop_req_PublicFolderIsGhosted *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -5995,24 +7090,31 @@ static void print_mp_rop_req_PublicFolderIsGhosted(struct mp_json *j, const stru
     mp_rj_u64(j, r->FolderId);
 }
 
-static void pull_mp_rop_rsp_PublicFolderIsGhosted(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_PublicFolderIsGhosted *r, const struct mp_rop_req_PublicFolderIsGhosted *req)
+static void
+pull_mp_rop_rsp_PublicFolderIsGhosted(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_rsp_PublicFolderIsGhosted *r,
+                                      const struct mp_rop_req_PublicFolderIsGhosted *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->IsGhosted = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         if (r->IsGhosted) {
             mp_rop_pull_GhostInfo(c, pc, &r->Ghost);
-            if (c->err) return;
+            if (c->err)
+                return;
         }
     }
 }
 
-static void push_mp_rop_rsp_PublicFolderIsGhosted(struct mp_wcur *w, const struct mp_rop_rsp_PublicFolderIsGhosted *r)
+static void push_mp_rop_rsp_PublicFolderIsGhosted(struct mp_wcur *w,
+                                                  const struct mp_rop_rsp_PublicFolderIsGhosted *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -6025,7 +7127,8 @@ static void push_mp_rop_rsp_PublicFolderIsGhosted(struct mp_wcur *w, const struc
     }
 }
 
-static void print_mp_rop_rsp_PublicFolderIsGhosted(struct mp_json *j, const struct mp_rop_rsp_PublicFolderIsGhosted *r)
+static void print_mp_rop_rsp_PublicFolderIsGhosted(struct mp_json *j,
+                                                   const struct mp_rop_rsp_PublicFolderIsGhosted *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6041,21 +7144,27 @@ static void print_mp_rop_rsp_PublicFolderIsGhosted(struct mp_json *j, const stru
     }
 }
 
-static void pull_mp_rop_req_OpenEmbeddedMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_OpenEmbeddedMessage *r)
+static void pull_mp_rop_req_OpenEmbeddedMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_req_OpenEmbeddedMessage *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CodePageId = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OpenModeFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_OpenEmbeddedMessage(struct mp_wcur *w, const struct mp_rop_req_OpenEmbeddedMessage *r)
+static void push_mp_rop_req_OpenEmbeddedMessage(struct mp_wcur *w,
+                                                const struct mp_rop_req_OpenEmbeddedMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -6065,7 +7174,8 @@ static void push_mp_rop_req_OpenEmbeddedMessage(struct mp_wcur *w, const struct 
     mp_wcur_u8(w, r->OpenModeFlags);
 }
 
-static void print_mp_rop_req_OpenEmbeddedMessage(struct mp_json *j, const struct mp_rop_req_OpenEmbeddedMessage *r)
+static void print_mp_rop_req_OpenEmbeddedMessage(struct mp_json *j,
+                                                 const struct mp_rop_req_OpenEmbeddedMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6079,24 +7189,31 @@ static void print_mp_rop_req_OpenEmbeddedMessage(struct mp_json *j, const struct
     mp_rj_u64(j, r->OpenModeFlags);
 }
 
-static void pull_mp_rop_rsp_OpenEmbeddedMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_OpenEmbeddedMessage *r, const struct mp_rop_req_OpenEmbeddedMessage *req)
+static void pull_mp_rop_rsp_OpenEmbeddedMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_rsp_OpenEmbeddedMessage *r,
+                                                const struct mp_rop_req_OpenEmbeddedMessage *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->Reserved = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->MessageId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         mp_rop_pull_MessageInfo(c, pc, &r->Message);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_OpenEmbeddedMessage(struct mp_wcur *w, const struct mp_rop_rsp_OpenEmbeddedMessage *r)
+static void push_mp_rop_rsp_OpenEmbeddedMessage(struct mp_wcur *w,
+                                                const struct mp_rop_rsp_OpenEmbeddedMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
@@ -6108,7 +7225,8 @@ static void push_mp_rop_rsp_OpenEmbeddedMessage(struct mp_wcur *w, const struct 
     }
 }
 
-static void print_mp_rop_rsp_OpenEmbeddedMessage(struct mp_json *j, const struct mp_rop_rsp_OpenEmbeddedMessage *r)
+static void print_mp_rop_rsp_OpenEmbeddedMessage(struct mp_json *j,
+                                                 const struct mp_rop_rsp_OpenEmbeddedMessage *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -6124,12 +7242,14 @@ static void print_mp_rop_rsp_OpenEmbeddedMessage(struct mp_json *j, const struct
     }
 }
 
-static void pull_mp_rop_req_SetSpooler(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetSpooler *r)
+static void pull_mp_rop_req_SetSpooler(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_req_SetSpooler *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_SetSpooler(struct mp_wcur *w, const struct mp_rop_req_SetSpooler *r)
@@ -6147,13 +7267,16 @@ static void print_mp_rop_req_SetSpooler(struct mp_json *j, const struct mp_rop_r
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_SetSpooler(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetSpooler *r, const struct mp_rop_req_SetSpooler *req)
+static void pull_mp_rop_rsp_SetSpooler(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_SetSpooler *r,
+                                       const struct mp_rop_req_SetSpooler *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_SetSpooler(struct mp_wcur *w, const struct mp_rop_rsp_SetSpooler *r)
@@ -6171,19 +7294,24 @@ static void print_mp_rop_rsp_SetSpooler(struct mp_json *j, const struct mp_rop_r
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SpoolerLockMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SpoolerLockMessage *r)
+static void pull_mp_rop_req_SpoolerLockMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_req_SpoolerLockMessage *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->LockState = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SpoolerLockMessage(struct mp_wcur *w, const struct mp_rop_req_SpoolerLockMessage *r)
+static void push_mp_rop_req_SpoolerLockMessage(struct mp_wcur *w,
+                                               const struct mp_rop_req_SpoolerLockMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -6192,7 +7320,8 @@ static void push_mp_rop_req_SpoolerLockMessage(struct mp_wcur *w, const struct m
     mp_wcur_u8(w, r->LockState);
 }
 
-static void print_mp_rop_req_SpoolerLockMessage(struct mp_json *j, const struct mp_rop_req_SpoolerLockMessage *r)
+static void print_mp_rop_req_SpoolerLockMessage(struct mp_json *j,
+                                                const struct mp_rop_req_SpoolerLockMessage *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6204,23 +7333,28 @@ static void print_mp_rop_req_SpoolerLockMessage(struct mp_json *j, const struct 
     mp_rj_u64(j, r->LockState);
 }
 
-static void pull_mp_rop_rsp_SpoolerLockMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SpoolerLockMessage *r, const struct mp_rop_req_SpoolerLockMessage *req)
+static void pull_mp_rop_rsp_SpoolerLockMessage(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_rsp_SpoolerLockMessage *r,
+                                               const struct mp_rop_req_SpoolerLockMessage *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SpoolerLockMessage(struct mp_wcur *w, const struct mp_rop_rsp_SpoolerLockMessage *r)
+static void push_mp_rop_rsp_SpoolerLockMessage(struct mp_wcur *w,
+                                               const struct mp_rop_rsp_SpoolerLockMessage *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SpoolerLockMessage(struct mp_json *j, const struct mp_rop_rsp_SpoolerLockMessage *r)
+static void print_mp_rop_rsp_SpoolerLockMessage(struct mp_json *j,
+                                                const struct mp_rop_rsp_SpoolerLockMessage *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6228,22 +7362,26 @@ static void print_mp_rop_rsp_SpoolerLockMessage(struct mp_json *j, const struct 
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetAddressTypes(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetAddressTypes *r)
+static void pull_mp_rop_req_GetAddressTypes(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                            struct mp_rop_req_GetAddressTypes *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetAddressTypes(struct mp_wcur *w, const struct mp_rop_req_GetAddressTypes *r)
+static void push_mp_rop_req_GetAddressTypes(struct mp_wcur *w,
+                                            const struct mp_rop_req_GetAddressTypes *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetAddressTypes(struct mp_json *j, const struct mp_rop_req_GetAddressTypes *r)
+static void print_mp_rop_req_GetAddressTypes(struct mp_json *j,
+                                             const struct mp_rop_req_GetAddressTypes *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6251,35 +7389,48 @@ static void print_mp_rop_req_GetAddressTypes(struct mp_json *j, const struct mp_
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_GetAddressTypes(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetAddressTypes *r, const struct mp_rop_req_GetAddressTypes *req)
+static void pull_mp_rop_rsp_GetAddressTypes(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                            struct mp_rop_rsp_GetAddressTypes *r,
+                                            const struct mp_rop_req_GetAddressTypes *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->AddressTypeCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->AddressTypeSize = mp_rcur_u16(c);
         {
             size_t AddressTypeSize__start = c->off;
             {
                 size_t n_ = (size_t)r->AddressTypeCount;
-                if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+                if (n_ > mp_rcur_left(c)) {
+                    c->err = true;
+                    return;
+                }
                 r->AddressTypes = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->AddressTypes));
-                if (!r->AddressTypes) { mp_rop_nomem(c, pc); return; }
+                if (!r->AddressTypes) {
+                    mp_rop_nomem(c, pc);
+                    return;
+                }
                 for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                     mp_rop_pull_str(c, &r->AddressTypes[i_], false);
                 }
             }
-            if (c->err) return;
-            r->AddressTypeSize__delta = (int32_t)r->AddressTypeSize - (int32_t)(c->off - AddressTypeSize__start);
+            if (c->err)
+                return;
+            r->AddressTypeSize__delta =
+                (int32_t)r->AddressTypeSize - (int32_t)(c->off - AddressTypeSize__start);
         }
     }
 }
 
-static void push_mp_rop_rsp_GetAddressTypes(struct mp_wcur *w, const struct mp_rop_rsp_GetAddressTypes *r)
+static void push_mp_rop_rsp_GetAddressTypes(struct mp_wcur *w,
+                                            const struct mp_rop_rsp_GetAddressTypes *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -6294,12 +7445,14 @@ static void push_mp_rop_rsp_GetAddressTypes(struct mp_wcur *w, const struct mp_r
                 for (size_t i_ = 0; i_ < (size_t)r->AddressTypeCount; i_++) {
                     mp_rop_push_str(w, &r->AddressTypes[i_]);
                 }
-            mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->AddressTypeSize__delta));
+            mp_wcur_patch_u16(
+                w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->AddressTypeSize__delta));
         }
     }
 }
 
-static void print_mp_rop_rsp_GetAddressTypes(struct mp_json *j, const struct mp_rop_rsp_GetAddressTypes *r)
+static void print_mp_rop_rsp_GetAddressTypes(struct mp_json *j,
+                                             const struct mp_rop_rsp_GetAddressTypes *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6320,22 +7473,26 @@ static void print_mp_rop_rsp_GetAddressTypes(struct mp_json *j, const struct mp_
     }
 }
 
-static void pull_mp_rop_req_TransportSend(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_TransportSend *r)
+static void pull_mp_rop_req_TransportSend(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_req_TransportSend *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_TransportSend(struct mp_wcur *w, const struct mp_rop_req_TransportSend *r)
+static void push_mp_rop_req_TransportSend(struct mp_wcur *w,
+                                          const struct mp_rop_req_TransportSend *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_TransportSend(struct mp_json *j, const struct mp_rop_req_TransportSend *r)
+static void print_mp_rop_req_TransportSend(struct mp_json *j,
+                                           const struct mp_rop_req_TransportSend *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6343,41 +7500,55 @@ static void print_mp_rop_req_TransportSend(struct mp_json *j, const struct mp_ro
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_TransportSend(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_TransportSend *r, const struct mp_rop_req_TransportSend *req)
+static void pull_mp_rop_rsp_TransportSend(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_rsp_TransportSend *r,
+                                          const struct mp_rop_req_TransportSend *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->NoPropertiesReturned = mp_rcur_u8(c);
-        if (c->err) return;
-        if (! r->NoPropertiesReturned) {
+        if (c->err)
+            return;
+        if (!r->NoPropertiesReturned) {
             r->PropertyValueCount = mp_rcur_u16(c);
-            if (c->err) return;
+            if (c->err)
+                return;
             {
                 size_t n_ = (size_t)r->PropertyValueCount;
-                if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-                r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
-                if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
+                if (n_ > mp_rcur_left(c)) {
+                    c->err = true;
+                    return;
+                }
+                r->PropertyValues =
+                    mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
+                if (!r->PropertyValues) {
+                    mp_rop_nomem(c, pc);
+                    return;
+                }
                 for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                     mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
                 }
             }
-            if (c->err) return;
+            if (c->err)
+                return;
         }
     }
 }
 
-static void push_mp_rop_rsp_TransportSend(struct mp_wcur *w, const struct mp_rop_rsp_TransportSend *r)
+static void push_mp_rop_rsp_TransportSend(struct mp_wcur *w,
+                                          const struct mp_rop_rsp_TransportSend *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
     if (r->ReturnValue == 0) {
         mp_wcur_u8(w, r->NoPropertiesReturned);
-        if (! r->NoPropertiesReturned) {
+        if (!r->NoPropertiesReturned) {
             mp_wcur_u16(w, r->PropertyValueCount);
             if (r->PropertyValues)
                 for (size_t i_ = 0; i_ < (size_t)r->PropertyValueCount; i_++) {
@@ -6387,7 +7558,8 @@ static void push_mp_rop_rsp_TransportSend(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_TransportSend(struct mp_json *j, const struct mp_rop_rsp_TransportSend *r)
+static void print_mp_rop_rsp_TransportSend(struct mp_json *j,
+                                           const struct mp_rop_rsp_TransportSend *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6396,7 +7568,7 @@ static void print_mp_rop_rsp_TransportSend(struct mp_json *j, const struct mp_ro
     if (r->ReturnValue == 0) {
         mp_rj_key(j, "NoPropertiesReturned");
         mp_rj_u64(j, r->NoPropertiesReturned);
-        if (! r->NoPropertiesReturned) {
+        if (!r->NoPropertiesReturned) {
             mp_rj_key(j, "PropertyValueCount");
             mp_rj_u64(j, r->PropertyValueCount);
             mp_rj_key(j, "PropertyValues");
@@ -6410,33 +7582,48 @@ static void print_mp_rop_rsp_TransportSend(struct mp_json *j, const struct mp_ro
     }
 }
 
-static void pull_mp_rop_req_FastTransferSourceCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FastTransferSourceCopyMessages *r)
+static void
+pull_mp_rop_req_FastTransferSourceCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_req_FastTransferSourceCopyMessages *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageIdCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->MessageIdCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
-        if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
+        if (!r->MessageIds) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CopyFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SendOptions = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_FastTransferSourceCopyMessages(struct mp_wcur *w, const struct mp_rop_req_FastTransferSourceCopyMessages *r)
+static void push_mp_rop_req_FastTransferSourceCopyMessages(
+    struct mp_wcur *w, const struct mp_rop_req_FastTransferSourceCopyMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -6451,7 +7638,8 @@ static void push_mp_rop_req_FastTransferSourceCopyMessages(struct mp_wcur *w, co
     mp_wcur_u8(w, r->SendOptions);
 }
 
-static void print_mp_rop_req_FastTransferSourceCopyMessages(struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyMessages *r)
+static void print_mp_rop_req_FastTransferSourceCopyMessages(
+    struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6474,23 +7662,28 @@ static void print_mp_rop_req_FastTransferSourceCopyMessages(struct mp_json *j, c
     mp_rj_u64(j, r->SendOptions);
 }
 
-static void pull_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferSourceCopyMessages *r, const struct mp_rop_req_FastTransferSourceCopyMessages *req)
+static void pull_mp_rop_rsp_FastTransferSourceCopyMessages(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferSourceCopyMessages *r,
+    const struct mp_rop_req_FastTransferSourceCopyMessages *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_wcur *w, const struct mp_rop_rsp_FastTransferSourceCopyMessages *r)
+static void push_mp_rop_rsp_FastTransferSourceCopyMessages(
+    struct mp_wcur *w, const struct mp_rop_rsp_FastTransferSourceCopyMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyMessages *r)
+static void print_mp_rop_rsp_FastTransferSourceCopyMessages(
+    struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyMessages *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -6498,21 +7691,28 @@ static void print_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_json *j, c
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_FastTransferSourceCopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FastTransferSourceCopyFolder *r)
+static void
+pull_mp_rop_req_FastTransferSourceCopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_FastTransferSourceCopyFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CopyFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SendOptions = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_FastTransferSourceCopyFolder(struct mp_wcur *w, const struct mp_rop_req_FastTransferSourceCopyFolder *r)
+static void push_mp_rop_req_FastTransferSourceCopyFolder(
+    struct mp_wcur *w, const struct mp_rop_req_FastTransferSourceCopyFolder *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -6522,7 +7722,8 @@ static void push_mp_rop_req_FastTransferSourceCopyFolder(struct mp_wcur *w, cons
     mp_wcur_u8(w, r->SendOptions);
 }
 
-static void print_mp_rop_req_FastTransferSourceCopyFolder(struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyFolder *r)
+static void print_mp_rop_req_FastTransferSourceCopyFolder(
+    struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6536,23 +7737,28 @@ static void print_mp_rop_req_FastTransferSourceCopyFolder(struct mp_json *j, con
     mp_rj_u64(j, r->SendOptions);
 }
 
-static void pull_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferSourceCopyFolder *r, const struct mp_rop_req_FastTransferSourceCopyFolder *req)
+static void pull_mp_rop_rsp_FastTransferSourceCopyFolder(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferSourceCopyFolder *r,
+    const struct mp_rop_req_FastTransferSourceCopyFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_wcur *w, const struct mp_rop_rsp_FastTransferSourceCopyFolder *r)
+static void push_mp_rop_rsp_FastTransferSourceCopyFolder(
+    struct mp_wcur *w, const struct mp_rop_rsp_FastTransferSourceCopyFolder *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyFolder *r)
+static void print_mp_rop_rsp_FastTransferSourceCopyFolder(
+    struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyFolder *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -6560,35 +7766,51 @@ static void print_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_json *j, con
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_FastTransferSourceCopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FastTransferSourceCopyTo *r)
+static void pull_mp_rop_req_FastTransferSourceCopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     struct mp_rop_req_FastTransferSourceCopyTo *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Level = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CopyFlags = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SendOptions = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTagCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyTagCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-        if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyTags) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_FastTransferSourceCopyTo(struct mp_wcur *w, const struct mp_rop_req_FastTransferSourceCopyTo *r)
+static void
+push_mp_rop_req_FastTransferSourceCopyTo(struct mp_wcur *w,
+                                         const struct mp_rop_req_FastTransferSourceCopyTo *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -6604,7 +7826,9 @@ static void push_mp_rop_req_FastTransferSourceCopyTo(struct mp_wcur *w, const st
         }
 }
 
-static void print_mp_rop_req_FastTransferSourceCopyTo(struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyTo *r)
+static void
+print_mp_rop_req_FastTransferSourceCopyTo(struct mp_json *j,
+                                          const struct mp_rop_req_FastTransferSourceCopyTo *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6629,23 +7853,31 @@ static void print_mp_rop_req_FastTransferSourceCopyTo(struct mp_json *j, const s
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferSourceCopyTo *r, const struct mp_rop_req_FastTransferSourceCopyTo *req)
+static void
+pull_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_rsp_FastTransferSourceCopyTo *r,
+                                         const struct mp_rop_req_FastTransferSourceCopyTo *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_wcur *w, const struct mp_rop_rsp_FastTransferSourceCopyTo *r)
+static void
+push_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_wcur *w,
+                                         const struct mp_rop_rsp_FastTransferSourceCopyTo *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyTo *r)
+static void
+print_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_json *j,
+                                          const struct mp_rop_rsp_FastTransferSourceCopyTo *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -6653,21 +7885,28 @@ static void print_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_json *j, const s
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_FastTransferSourceGetBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FastTransferSourceGetBuffer *r)
+static void
+pull_mp_rop_req_FastTransferSourceGetBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                            struct mp_rop_req_FastTransferSourceGetBuffer *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->BufferSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->BufferSize == 0xBABE) {
         r->MaximumBufferSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_req_FastTransferSourceGetBuffer(struct mp_wcur *w, const struct mp_rop_req_FastTransferSourceGetBuffer *r)
+static void
+push_mp_rop_req_FastTransferSourceGetBuffer(struct mp_wcur *w,
+                                            const struct mp_rop_req_FastTransferSourceGetBuffer *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -6678,7 +7917,9 @@ static void push_mp_rop_req_FastTransferSourceGetBuffer(struct mp_wcur *w, const
     }
 }
 
-static void print_mp_rop_req_FastTransferSourceGetBuffer(struct mp_json *j, const struct mp_rop_req_FastTransferSourceGetBuffer *r)
+static void
+print_mp_rop_req_FastTransferSourceGetBuffer(struct mp_json *j,
+                                             const struct mp_rop_req_FastTransferSourceGetBuffer *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6692,33 +7933,45 @@ static void print_mp_rop_req_FastTransferSourceGetBuffer(struct mp_json *j, cons
     }
 }
 
-static void pull_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferSourceGetBuffer *r, const struct mp_rop_req_FastTransferSourceGetBuffer *req)
+static void pull_mp_rop_rsp_FastTransferSourceGetBuffer(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferSourceGetBuffer *r,
+    const struct mp_rop_req_FastTransferSourceGetBuffer *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0x00000480) {
         r->BackoffTime = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (1) {
         r->TransferStatus = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->InProgressCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->TotalStepCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Reserved = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->TransferBufferSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->TransferBuffer = mp_rcur_bytes(c, (size_t)r->TransferBufferSize);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_wcur *w, const struct mp_rop_rsp_FastTransferSourceGetBuffer *r)
+static void
+push_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_wcur *w,
+                                            const struct mp_rop_rsp_FastTransferSourceGetBuffer *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -6735,7 +7988,9 @@ static void push_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_wcur *w, const
     }
 }
 
-static void print_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceGetBuffer *r)
+static void
+print_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_json *j,
+                                             const struct mp_rop_rsp_FastTransferSourceGetBuffer *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -6760,29 +8015,37 @@ static void print_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_json *j, cons
     }
 }
 
-static void pull_mp_rop_req_FindRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FindRow *r)
+static void pull_mp_rop_req_FindRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                    struct mp_rop_req_FindRow *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FindRowFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RestrictionDataSize = mp_rcur_u16(c);
     {
         size_t RestrictionDataSize__start = c->off;
         if (r->RestrictionDataSize) {
             mp_rop_pull_Restriction(c, pc, &r->RestrictionData);
-            if (c->err) return;
-            r->RestrictionDataSize__delta = (int32_t)r->RestrictionDataSize - (int32_t)(c->off - RestrictionDataSize__start);
+            if (c->err)
+                return;
+            r->RestrictionDataSize__delta =
+                (int32_t)r->RestrictionDataSize - (int32_t)(c->off - RestrictionDataSize__start);
         }
     }
     r->Origin = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->BookmarkSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Bookmark = mp_rcur_bytes(c, (size_t)r->BookmarkSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_FindRow(struct mp_wcur *w, const struct mp_rop_req_FindRow *r)
@@ -6797,7 +8060,9 @@ static void push_mp_rop_req_FindRow(struct mp_wcur *w, const struct mp_rop_req_F
         if (r->RestrictionDataSize) {
             size_t start_ = mp_wcur_pos(w);
             mp_rop_push_Restriction(w, &r->RestrictionData);
-            mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
+            mp_wcur_patch_u16(
+                w, at_,
+                (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
         }
     }
     mp_wcur_u8(w, r->Origin);
@@ -6827,7 +8092,9 @@ static void print_mp_rop_req_FindRow(struct mp_json *j, const struct mp_rop_req_
     mp_rj_bin(j, r->Bookmark, (size_t)r->BookmarkSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_FindRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FindRow *r, const struct mp_rop_req_FindRow *req)
+static void pull_mp_rop_rsp_FindRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                    struct mp_rop_rsp_FindRow *r,
+                                    const struct mp_rop_req_FindRow *req)
 {
     (void)req;
     const uint32_t *cols_ = NULL;
@@ -6835,16 +8102,21 @@ static void pull_mp_rop_rsp_FindRow(struct mp_rcur *c, struct mp_rop_pctx *pc, s
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->RowNoLongerVisible = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->HasRowData = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         if (r->HasRowData) {
-            if (!mp_rop_table_columns(c, pc, r->InputHandleIndex, &cols_, &ncols_)) return;
+            if (!mp_rop_table_columns(c, pc, r->InputHandleIndex, &cols_, &ncols_))
+                return;
             mp_rop_pull_proprow(c, pc, &r->RowData, cols_, ncols_);
-            if (c->err) return;
+            if (c->err)
+                return;
         }
     }
 }
@@ -6881,14 +8153,17 @@ static void print_mp_rop_rsp_FindRow(struct mp_json *j, const struct mp_rop_rsp_
     }
 }
 
-static void pull_mp_rop_req_Progress(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_Progress *r)
+static void pull_mp_rop_req_Progress(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                     struct mp_rop_req_Progress *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantCancel = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_Progress(struct mp_wcur *w, const struct mp_rop_req_Progress *r)
@@ -6909,20 +8184,26 @@ static void print_mp_rop_req_Progress(struct mp_json *j, const struct mp_rop_req
     mp_rj_u64(j, r->WantCancel);
 }
 
-static void pull_mp_rop_rsp_Progress(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_Progress *r, const struct mp_rop_req_Progress *req)
+static void pull_mp_rop_rsp_Progress(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                     struct mp_rop_rsp_Progress *r,
+                                     const struct mp_rop_req_Progress *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->LogonId = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->CompletedTaskCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->TotalTaskCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -6954,23 +8235,30 @@ static void print_mp_rop_rsp_Progress(struct mp_json *j, const struct mp_rop_rsp
     }
 }
 
-static void pull_mp_rop_req_TransportNewMail(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_TransportNewMail *r)
+static void pull_mp_rop_req_TransportNewMail(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_TransportNewMail *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->FolderId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_str(c, &r->MessageClass, false);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageFlags = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_TransportNewMail(struct mp_wcur *w, const struct mp_rop_req_TransportNewMail *r)
+static void push_mp_rop_req_TransportNewMail(struct mp_wcur *w,
+                                             const struct mp_rop_req_TransportNewMail *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -6981,7 +8269,8 @@ static void push_mp_rop_req_TransportNewMail(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->MessageFlags);
 }
 
-static void print_mp_rop_req_TransportNewMail(struct mp_json *j, const struct mp_rop_req_TransportNewMail *r)
+static void print_mp_rop_req_TransportNewMail(struct mp_json *j,
+                                              const struct mp_rop_req_TransportNewMail *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -6997,23 +8286,28 @@ static void print_mp_rop_req_TransportNewMail(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->MessageFlags);
 }
 
-static void pull_mp_rop_rsp_TransportNewMail(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_TransportNewMail *r, const struct mp_rop_req_TransportNewMail *req)
+static void pull_mp_rop_rsp_TransportNewMail(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_TransportNewMail *r,
+                                             const struct mp_rop_req_TransportNewMail *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_TransportNewMail(struct mp_wcur *w, const struct mp_rop_rsp_TransportNewMail *r)
+static void push_mp_rop_rsp_TransportNewMail(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_TransportNewMail *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_TransportNewMail(struct mp_json *j, const struct mp_rop_rsp_TransportNewMail *r)
+static void print_mp_rop_rsp_TransportNewMail(struct mp_json *j,
+                                              const struct mp_rop_rsp_TransportNewMail *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7021,22 +8315,26 @@ static void print_mp_rop_rsp_TransportNewMail(struct mp_json *j, const struct mp
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetValidAttachments(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetValidAttachments *r)
+static void pull_mp_rop_req_GetValidAttachments(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_req_GetValidAttachments *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetValidAttachments(struct mp_wcur *w, const struct mp_rop_req_GetValidAttachments *r)
+static void push_mp_rop_req_GetValidAttachments(struct mp_wcur *w,
+                                                const struct mp_rop_req_GetValidAttachments *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetValidAttachments(struct mp_json *j, const struct mp_rop_req_GetValidAttachments *r)
+static void print_mp_rop_req_GetValidAttachments(struct mp_json *j,
+                                                 const struct mp_rop_req_GetValidAttachments *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7044,30 +8342,43 @@ static void print_mp_rop_req_GetValidAttachments(struct mp_json *j, const struct
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_GetValidAttachments(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetValidAttachments *r, const struct mp_rop_req_GetValidAttachments *req)
+static void pull_mp_rop_rsp_GetValidAttachments(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_rsp_GetValidAttachments *r,
+                                                const struct mp_rop_req_GetValidAttachments *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->AttachmentIdCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->AttachmentIdCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->AttachmentIdArray = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->AttachmentIdArray));
-            if (!r->AttachmentIdArray) { mp_rop_nomem(c, pc); return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
+            r->AttachmentIdArray =
+                mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->AttachmentIdArray));
+            if (!r->AttachmentIdArray) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->AttachmentIdArray[i_] = mp_rcur_u32(c);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetValidAttachments(struct mp_wcur *w, const struct mp_rop_rsp_GetValidAttachments *r)
+static void push_mp_rop_rsp_GetValidAttachments(struct mp_wcur *w,
+                                                const struct mp_rop_rsp_GetValidAttachments *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -7081,7 +8392,8 @@ static void push_mp_rop_rsp_GetValidAttachments(struct mp_wcur *w, const struct 
     }
 }
 
-static void print_mp_rop_rsp_GetValidAttachments(struct mp_json *j, const struct mp_rop_rsp_GetValidAttachments *r)
+static void print_mp_rop_rsp_GetValidAttachments(struct mp_json *j,
+                                                 const struct mp_rop_rsp_GetValidAttachments *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7100,21 +8412,28 @@ static void print_mp_rop_rsp_GetValidAttachments(struct mp_json *j, const struct
     }
 }
 
-static void pull_mp_rop_req_FastTransferDestinationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FastTransferDestinationConfigure *r)
+static void pull_mp_rop_req_FastTransferDestinationConfigure(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_FastTransferDestinationConfigure *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SourceOperation = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CopyFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_FastTransferDestinationConfigure(struct mp_wcur *w, const struct mp_rop_req_FastTransferDestinationConfigure *r)
+static void push_mp_rop_req_FastTransferDestinationConfigure(
+    struct mp_wcur *w, const struct mp_rop_req_FastTransferDestinationConfigure *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -7124,7 +8443,8 @@ static void push_mp_rop_req_FastTransferDestinationConfigure(struct mp_wcur *w, 
     mp_wcur_u8(w, r->CopyFlags);
 }
 
-static void print_mp_rop_req_FastTransferDestinationConfigure(struct mp_json *j, const struct mp_rop_req_FastTransferDestinationConfigure *r)
+static void print_mp_rop_req_FastTransferDestinationConfigure(
+    struct mp_json *j, const struct mp_rop_req_FastTransferDestinationConfigure *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7138,23 +8458,29 @@ static void print_mp_rop_req_FastTransferDestinationConfigure(struct mp_json *j,
     mp_rj_u64(j, r->CopyFlags);
 }
 
-static void pull_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferDestinationConfigure *r, const struct mp_rop_req_FastTransferDestinationConfigure *req)
+static void pull_mp_rop_rsp_FastTransferDestinationConfigure(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_FastTransferDestinationConfigure *r,
+    const struct mp_rop_req_FastTransferDestinationConfigure *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_wcur *w, const struct mp_rop_rsp_FastTransferDestinationConfigure *r)
+static void push_mp_rop_rsp_FastTransferDestinationConfigure(
+    struct mp_wcur *w, const struct mp_rop_rsp_FastTransferDestinationConfigure *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_json *j, const struct mp_rop_rsp_FastTransferDestinationConfigure *r)
+static void print_mp_rop_rsp_FastTransferDestinationConfigure(
+    struct mp_json *j, const struct mp_rop_rsp_FastTransferDestinationConfigure *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -7162,19 +8488,25 @@ static void print_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_json *j,
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FastTransferDestinationPutBuffer *r)
+static void pull_mp_rop_req_FastTransferDestinationPutBuffer(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_FastTransferDestinationPutBuffer *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TransferDataSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TransferData = mp_rcur_bytes(c, (size_t)r->TransferDataSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_wcur *w, const struct mp_rop_req_FastTransferDestinationPutBuffer *r)
+static void push_mp_rop_req_FastTransferDestinationPutBuffer(
+    struct mp_wcur *w, const struct mp_rop_req_FastTransferDestinationPutBuffer *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -7183,7 +8515,8 @@ static void push_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_wcur *w, 
     mp_wcur_bytes(w, r->TransferData, (size_t)r->TransferDataSize);
 }
 
-static void print_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_json *j, const struct mp_rop_req_FastTransferDestinationPutBuffer *r)
+static void print_mp_rop_req_FastTransferDestinationPutBuffer(
+    struct mp_json *j, const struct mp_rop_req_FastTransferDestinationPutBuffer *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7195,28 +8528,38 @@ static void print_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_json *j,
     mp_rj_bin(j, r->TransferData, (size_t)r->TransferDataSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferDestinationPutBuffer *r, const struct mp_rop_req_FastTransferDestinationPutBuffer *req)
+static void pull_mp_rop_rsp_FastTransferDestinationPutBuffer(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_FastTransferDestinationPutBuffer *r,
+    const struct mp_rop_req_FastTransferDestinationPutBuffer *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->TransferStatus = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->InProgressCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->TotalStepCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Reserved = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->BufferUsedSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_wcur *w, const struct mp_rop_rsp_FastTransferDestinationPutBuffer *r)
+static void push_mp_rop_rsp_FastTransferDestinationPutBuffer(
+    struct mp_wcur *w, const struct mp_rop_rsp_FastTransferDestinationPutBuffer *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -7230,7 +8573,8 @@ static void push_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_wcur *w, 
     }
 }
 
-static void print_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_json *j, const struct mp_rop_rsp_FastTransferDestinationPutBuffer *r)
+static void print_mp_rop_rsp_FastTransferDestinationPutBuffer(
+    struct mp_json *j, const struct mp_rop_rsp_FastTransferDestinationPutBuffer *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7250,27 +8594,39 @@ static void print_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_json *j,
     }
 }
 
-static void pull_mp_rop_req_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetNamesFromPropertyIds *r)
+static void pull_mp_rop_req_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                    struct mp_rop_req_GetNamesFromPropertyIds *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyIdCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyIdCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyIds));
-        if (!r->PropertyIds) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyIds) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyIds[i_] = mp_rcur_u16(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetNamesFromPropertyIds(struct mp_wcur *w, const struct mp_rop_req_GetNamesFromPropertyIds *r)
+static void
+push_mp_rop_req_GetNamesFromPropertyIds(struct mp_wcur *w,
+                                        const struct mp_rop_req_GetNamesFromPropertyIds *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -7282,7 +8638,9 @@ static void push_mp_rop_req_GetNamesFromPropertyIds(struct mp_wcur *w, const str
         }
 }
 
-static void print_mp_rop_req_GetNamesFromPropertyIds(struct mp_json *j, const struct mp_rop_req_GetNamesFromPropertyIds *r)
+static void
+print_mp_rop_req_GetNamesFromPropertyIds(struct mp_json *j,
+                                         const struct mp_rop_req_GetNamesFromPropertyIds *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7299,30 +8657,44 @@ static void print_mp_rop_req_GetNamesFromPropertyIds(struct mp_json *j, const st
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetNamesFromPropertyIds *r, const struct mp_rop_req_GetNamesFromPropertyIds *req)
+static void
+pull_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_GetNamesFromPropertyIds *r,
+                                        const struct mp_rop_req_GetNamesFromPropertyIds *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->PropertyNameCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyNameCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->PropertyNames = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyNames));
-            if (!r->PropertyNames) { mp_rop_nomem(c, pc); return; }
+            if (!r->PropertyNames) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyName(c, pc, &r->PropertyNames[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_wcur *w, const struct mp_rop_rsp_GetNamesFromPropertyIds *r)
+static void
+push_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_wcur *w,
+                                        const struct mp_rop_rsp_GetNamesFromPropertyIds *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -7336,7 +8708,9 @@ static void push_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_wcur *w, const str
     }
 }
 
-static void print_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_json *j, const struct mp_rop_rsp_GetNamesFromPropertyIds *r)
+static void
+print_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_json *j,
+                                         const struct mp_rop_rsp_GetNamesFromPropertyIds *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7355,29 +8729,42 @@ static void print_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_json *j, const st
     }
 }
 
-static void pull_mp_rop_req_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetPropertyIdsFromNames *r)
+static void pull_mp_rop_req_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                    struct mp_rop_req_GetPropertyIdsFromNames *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Flags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyNameCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyNameCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyNames = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyNames));
-        if (!r->PropertyNames) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyNames) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_PropertyName(c, pc, &r->PropertyNames[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetPropertyIdsFromNames(struct mp_wcur *w, const struct mp_rop_req_GetPropertyIdsFromNames *r)
+static void
+push_mp_rop_req_GetPropertyIdsFromNames(struct mp_wcur *w,
+                                        const struct mp_rop_req_GetPropertyIdsFromNames *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -7390,7 +8777,9 @@ static void push_mp_rop_req_GetPropertyIdsFromNames(struct mp_wcur *w, const str
         }
 }
 
-static void print_mp_rop_req_GetPropertyIdsFromNames(struct mp_json *j, const struct mp_rop_req_GetPropertyIdsFromNames *r)
+static void
+print_mp_rop_req_GetPropertyIdsFromNames(struct mp_json *j,
+                                         const struct mp_rop_req_GetPropertyIdsFromNames *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7409,30 +8798,44 @@ static void print_mp_rop_req_GetPropertyIdsFromNames(struct mp_json *j, const st
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetPropertyIdsFromNames *r, const struct mp_rop_req_GetPropertyIdsFromNames *req)
+static void
+pull_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_GetPropertyIdsFromNames *r,
+                                        const struct mp_rop_req_GetPropertyIdsFromNames *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0 || r->ReturnValue == 0x00040380) {
         r->PropertyIdCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyIdCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->PropertyIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyIds));
-            if (!r->PropertyIds) { mp_rop_nomem(c, pc); return; }
+            if (!r->PropertyIds) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->PropertyIds[i_] = mp_rcur_u16(c);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_wcur *w, const struct mp_rop_rsp_GetPropertyIdsFromNames *r)
+static void
+push_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_wcur *w,
+                                        const struct mp_rop_rsp_GetPropertyIdsFromNames *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -7446,7 +8849,9 @@ static void push_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_wcur *w, const str
     }
 }
 
-static void print_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_json *j, const struct mp_rop_rsp_GetPropertyIdsFromNames *r)
+static void
+print_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_json *j,
+                                         const struct mp_rop_rsp_GetPropertyIdsFromNames *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7465,23 +8870,31 @@ static void print_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_json *j, const st
     }
 }
 
-static void pull_mp_rop_req_UpdateDeferredActionMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_UpdateDeferredActionMessages *r)
+static void
+pull_mp_rop_req_UpdateDeferredActionMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_UpdateDeferredActionMessages *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ServerEntryIdSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ServerEntryId = mp_rcur_bytes(c, (size_t)r->ServerEntryIdSize);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ClientEntryIdSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ClientEntryId = mp_rcur_bytes(c, (size_t)r->ClientEntryIdSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_UpdateDeferredActionMessages(struct mp_wcur *w, const struct mp_rop_req_UpdateDeferredActionMessages *r)
+static void push_mp_rop_req_UpdateDeferredActionMessages(
+    struct mp_wcur *w, const struct mp_rop_req_UpdateDeferredActionMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -7492,7 +8905,8 @@ static void push_mp_rop_req_UpdateDeferredActionMessages(struct mp_wcur *w, cons
     mp_wcur_bytes(w, r->ClientEntryId, (size_t)r->ClientEntryIdSize);
 }
 
-static void print_mp_rop_req_UpdateDeferredActionMessages(struct mp_json *j, const struct mp_rop_req_UpdateDeferredActionMessages *r)
+static void print_mp_rop_req_UpdateDeferredActionMessages(
+    struct mp_json *j, const struct mp_rop_req_UpdateDeferredActionMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7508,23 +8922,28 @@ static void print_mp_rop_req_UpdateDeferredActionMessages(struct mp_json *j, con
     mp_rj_bin(j, r->ClientEntryId, (size_t)r->ClientEntryIdSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_UpdateDeferredActionMessages *r, const struct mp_rop_req_UpdateDeferredActionMessages *req)
+static void pull_mp_rop_rsp_UpdateDeferredActionMessages(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_UpdateDeferredActionMessages *r,
+    const struct mp_rop_req_UpdateDeferredActionMessages *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_wcur *w, const struct mp_rop_rsp_UpdateDeferredActionMessages *r)
+static void push_mp_rop_rsp_UpdateDeferredActionMessages(
+    struct mp_wcur *w, const struct mp_rop_rsp_UpdateDeferredActionMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_json *j, const struct mp_rop_rsp_UpdateDeferredActionMessages *r)
+static void print_mp_rop_rsp_UpdateDeferredActionMessages(
+    struct mp_json *j, const struct mp_rop_rsp_UpdateDeferredActionMessages *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7532,16 +8951,20 @@ static void print_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_json *j, con
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_EmptyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_EmptyFolder *r)
+static void pull_mp_rop_req_EmptyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_req_EmptyFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantDeleteAssociated = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_EmptyFolder(struct mp_wcur *w, const struct mp_rop_req_EmptyFolder *r)
@@ -7565,16 +8988,20 @@ static void print_mp_rop_req_EmptyFolder(struct mp_json *j, const struct mp_rop_
     mp_rj_u64(j, r->WantDeleteAssociated);
 }
 
-static void pull_mp_rop_rsp_EmptyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_EmptyFolder *r, const struct mp_rop_req_EmptyFolder *req)
+static void pull_mp_rop_rsp_EmptyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_EmptyFolder *r,
+                                        const struct mp_rop_req_EmptyFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -7600,16 +9027,20 @@ static void print_mp_rop_rsp_EmptyFolder(struct mp_json *j, const struct mp_rop_
     }
 }
 
-static void pull_mp_rop_req_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_ExpandRow *r)
+static void pull_mp_rop_req_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_req_ExpandRow *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MaxRowCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CategoryId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_ExpandRow(struct mp_wcur *w, const struct mp_rop_req_ExpandRow *r)
@@ -7633,7 +9064,9 @@ static void print_mp_rop_req_ExpandRow(struct mp_json *j, const struct mp_rop_re
     mp_rj_u64(j, r->CategoryId);
 }
 
-static void pull_mp_rop_rsp_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_ExpandRow *r, const struct mp_rop_req_ExpandRow *req)
+static void pull_mp_rop_rsp_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_rsp_ExpandRow *r,
+                                      const struct mp_rop_req_ExpandRow *req)
 {
     (void)req;
     const uint32_t *cols_ = NULL;
@@ -7641,23 +9074,34 @@ static void pull_mp_rop_rsp_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->ExpandedRowCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->RowCount = mp_rcur_u16(c);
-        if (c->err) return;
-        if (!mp_rop_table_columns(c, pc, r->InputHandleIndex, &cols_, &ncols_)) return;
+        if (c->err)
+            return;
+        if (!mp_rop_table_columns(c, pc, r->InputHandleIndex, &cols_, &ncols_))
+            return;
         {
             size_t n_ = (size_t)r->RowCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->RowData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->RowData));
-            if (!r->RowData) { mp_rop_nomem(c, pc); return; }
+            if (!r->RowData) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_proprow(c, pc, &r->RowData[i_], cols_, ncols_);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -7697,14 +9141,17 @@ static void print_mp_rop_rsp_ExpandRow(struct mp_json *j, const struct mp_rop_rs
     }
 }
 
-static void pull_mp_rop_req_CollapseRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CollapseRow *r)
+static void pull_mp_rop_req_CollapseRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_req_CollapseRow *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CategoryId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_CollapseRow(struct mp_wcur *w, const struct mp_rop_req_CollapseRow *r)
@@ -7725,16 +9172,20 @@ static void print_mp_rop_req_CollapseRow(struct mp_json *j, const struct mp_rop_
     mp_rj_u64(j, r->CategoryId);
 }
 
-static void pull_mp_rop_rsp_CollapseRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CollapseRow *r, const struct mp_rop_req_CollapseRow *req)
+static void pull_mp_rop_rsp_CollapseRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_CollapseRow *r,
+                                        const struct mp_rop_req_CollapseRow *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->CollapsedRowCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -7760,21 +9211,27 @@ static void print_mp_rop_rsp_CollapseRow(struct mp_json *j, const struct mp_rop_
     }
 }
 
-static void pull_mp_rop_req_LockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_LockRegionStream *r)
+static void pull_mp_rop_req_LockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_LockRegionStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RegionOffset = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RegionSize = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->LockFlags = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_LockRegionStream(struct mp_wcur *w, const struct mp_rop_req_LockRegionStream *r)
+static void push_mp_rop_req_LockRegionStream(struct mp_wcur *w,
+                                             const struct mp_rop_req_LockRegionStream *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -7784,7 +9241,8 @@ static void push_mp_rop_req_LockRegionStream(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->LockFlags);
 }
 
-static void print_mp_rop_req_LockRegionStream(struct mp_json *j, const struct mp_rop_req_LockRegionStream *r)
+static void print_mp_rop_req_LockRegionStream(struct mp_json *j,
+                                              const struct mp_rop_req_LockRegionStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7798,23 +9256,28 @@ static void print_mp_rop_req_LockRegionStream(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->LockFlags);
 }
 
-static void pull_mp_rop_rsp_LockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_LockRegionStream *r, const struct mp_rop_req_LockRegionStream *req)
+static void pull_mp_rop_rsp_LockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_LockRegionStream *r,
+                                             const struct mp_rop_req_LockRegionStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_LockRegionStream(struct mp_wcur *w, const struct mp_rop_rsp_LockRegionStream *r)
+static void push_mp_rop_rsp_LockRegionStream(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_LockRegionStream *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_LockRegionStream(struct mp_json *j, const struct mp_rop_rsp_LockRegionStream *r)
+static void print_mp_rop_rsp_LockRegionStream(struct mp_json *j,
+                                              const struct mp_rop_rsp_LockRegionStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7822,21 +9285,27 @@ static void print_mp_rop_rsp_LockRegionStream(struct mp_json *j, const struct mp
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_UnlockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_UnlockRegionStream *r)
+static void pull_mp_rop_req_UnlockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_req_UnlockRegionStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RegionOffset = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RegionSize = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->LockFlags = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_UnlockRegionStream(struct mp_wcur *w, const struct mp_rop_req_UnlockRegionStream *r)
+static void push_mp_rop_req_UnlockRegionStream(struct mp_wcur *w,
+                                               const struct mp_rop_req_UnlockRegionStream *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -7846,7 +9315,8 @@ static void push_mp_rop_req_UnlockRegionStream(struct mp_wcur *w, const struct m
     mp_wcur_u32(w, r->LockFlags);
 }
 
-static void print_mp_rop_req_UnlockRegionStream(struct mp_json *j, const struct mp_rop_req_UnlockRegionStream *r)
+static void print_mp_rop_req_UnlockRegionStream(struct mp_json *j,
+                                                const struct mp_rop_req_UnlockRegionStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7860,23 +9330,28 @@ static void print_mp_rop_req_UnlockRegionStream(struct mp_json *j, const struct 
     mp_rj_u64(j, r->LockFlags);
 }
 
-static void pull_mp_rop_rsp_UnlockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_UnlockRegionStream *r, const struct mp_rop_req_UnlockRegionStream *req)
+static void pull_mp_rop_rsp_UnlockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_rsp_UnlockRegionStream *r,
+                                               const struct mp_rop_req_UnlockRegionStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_UnlockRegionStream(struct mp_wcur *w, const struct mp_rop_rsp_UnlockRegionStream *r)
+static void push_mp_rop_rsp_UnlockRegionStream(struct mp_wcur *w,
+                                               const struct mp_rop_rsp_UnlockRegionStream *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_UnlockRegionStream(struct mp_json *j, const struct mp_rop_rsp_UnlockRegionStream *r)
+static void print_mp_rop_rsp_UnlockRegionStream(struct mp_json *j,
+                                                const struct mp_rop_rsp_UnlockRegionStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7884,12 +9359,14 @@ static void print_mp_rop_rsp_UnlockRegionStream(struct mp_json *j, const struct 
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_CommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CommitStream *r)
+static void pull_mp_rop_req_CommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_req_CommitStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_CommitStream(struct mp_wcur *w, const struct mp_rop_req_CommitStream *r)
@@ -7899,7 +9376,8 @@ static void push_mp_rop_req_CommitStream(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_CommitStream(struct mp_json *j, const struct mp_rop_req_CommitStream *r)
+static void print_mp_rop_req_CommitStream(struct mp_json *j,
+                                          const struct mp_rop_req_CommitStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7907,13 +9385,16 @@ static void print_mp_rop_req_CommitStream(struct mp_json *j, const struct mp_rop
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_CommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CommitStream *r, const struct mp_rop_req_CommitStream *req)
+static void pull_mp_rop_rsp_CommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_rsp_CommitStream *r,
+                                         const struct mp_rop_req_CommitStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_CommitStream(struct mp_wcur *w, const struct mp_rop_rsp_CommitStream *r)
@@ -7923,7 +9404,8 @@ static void push_mp_rop_rsp_CommitStream(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_CommitStream(struct mp_json *j, const struct mp_rop_rsp_CommitStream *r)
+static void print_mp_rop_rsp_CommitStream(struct mp_json *j,
+                                          const struct mp_rop_rsp_CommitStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7931,22 +9413,26 @@ static void print_mp_rop_rsp_CommitStream(struct mp_json *j, const struct mp_rop
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetStreamSize *r)
+static void pull_mp_rop_req_GetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_req_GetStreamSize *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetStreamSize(struct mp_wcur *w, const struct mp_rop_req_GetStreamSize *r)
+static void push_mp_rop_req_GetStreamSize(struct mp_wcur *w,
+                                          const struct mp_rop_req_GetStreamSize *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetStreamSize(struct mp_json *j, const struct mp_rop_req_GetStreamSize *r)
+static void print_mp_rop_req_GetStreamSize(struct mp_json *j,
+                                           const struct mp_rop_req_GetStreamSize *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -7954,20 +9440,25 @@ static void print_mp_rop_req_GetStreamSize(struct mp_json *j, const struct mp_ro
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_GetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetStreamSize *r, const struct mp_rop_req_GetStreamSize *req)
+static void pull_mp_rop_rsp_GetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_rsp_GetStreamSize *r,
+                                          const struct mp_rop_req_GetStreamSize *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->StreamSize = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetStreamSize(struct mp_wcur *w, const struct mp_rop_rsp_GetStreamSize *r)
+static void push_mp_rop_rsp_GetStreamSize(struct mp_wcur *w,
+                                          const struct mp_rop_rsp_GetStreamSize *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -7977,7 +9468,8 @@ static void push_mp_rop_rsp_GetStreamSize(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_GetStreamSize(struct mp_json *j, const struct mp_rop_rsp_GetStreamSize *r)
+static void print_mp_rop_rsp_GetStreamSize(struct mp_json *j,
+                                           const struct mp_rop_rsp_GetStreamSize *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -7989,23 +9481,33 @@ static void print_mp_rop_rsp_GetStreamSize(struct mp_json *j, const struct mp_ro
     }
 }
 
-static void pull_mp_rop_req_QueryNamedProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_QueryNamedProperties *r)
+static void pull_mp_rop_req_QueryNamedProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                 struct mp_rop_req_QueryNamedProperties *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->QueryFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->HasGuid = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->HasGuid) {
-        { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->PropertyGuid, q_, 16); }
-        if (c->err) return;
+        {
+            const uint8_t *q_ = mp_rcur_bytes(c, 16);
+            if (q_)
+                memcpy(r->PropertyGuid, q_, 16);
+        }
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_req_QueryNamedProperties(struct mp_wcur *w, const struct mp_rop_req_QueryNamedProperties *r)
+static void push_mp_rop_req_QueryNamedProperties(struct mp_wcur *w,
+                                                 const struct mp_rop_req_QueryNamedProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -8017,7 +9519,8 @@ static void push_mp_rop_req_QueryNamedProperties(struct mp_wcur *w, const struct
     }
 }
 
-static void print_mp_rop_req_QueryNamedProperties(struct mp_json *j, const struct mp_rop_req_QueryNamedProperties *r)
+static void print_mp_rop_req_QueryNamedProperties(struct mp_json *j,
+                                                  const struct mp_rop_req_QueryNamedProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8033,40 +9536,59 @@ static void print_mp_rop_req_QueryNamedProperties(struct mp_json *j, const struc
     }
 }
 
-static void pull_mp_rop_rsp_QueryNamedProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_QueryNamedProperties *r, const struct mp_rop_req_QueryNamedProperties *req)
+static void pull_mp_rop_rsp_QueryNamedProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                 struct mp_rop_rsp_QueryNamedProperties *r,
+                                                 const struct mp_rop_req_QueryNamedProperties *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->IdCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->IdCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->PropertyIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyIds));
-            if (!r->PropertyIds) { mp_rop_nomem(c, pc); return; }
+            if (!r->PropertyIds) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->PropertyIds[i_] = mp_rcur_u16(c);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->IdCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->PropertyNames = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyNames));
-            if (!r->PropertyNames) { mp_rop_nomem(c, pc); return; }
+            if (!r->PropertyNames) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyName(c, pc, &r->PropertyNames[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_QueryNamedProperties(struct mp_wcur *w, const struct mp_rop_rsp_QueryNamedProperties *r)
+static void push_mp_rop_rsp_QueryNamedProperties(struct mp_wcur *w,
+                                                 const struct mp_rop_rsp_QueryNamedProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -8084,7 +9606,8 @@ static void push_mp_rop_rsp_QueryNamedProperties(struct mp_wcur *w, const struct
     }
 }
 
-static void print_mp_rop_rsp_QueryNamedProperties(struct mp_json *j, const struct mp_rop_rsp_QueryNamedProperties *r)
+static void print_mp_rop_rsp_QueryNamedProperties(struct mp_json *j,
+                                                  const struct mp_rop_rsp_QueryNamedProperties *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8110,17 +9633,25 @@ static void print_mp_rop_rsp_QueryNamedProperties(struct mp_json *j, const struc
     }
 }
 
-static void pull_mp_rop_req_GetPerUserLongTermIds(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetPerUserLongTermIds *r)
+static void pull_mp_rop_req_GetPerUserLongTermIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  struct mp_rop_req_GetPerUserLongTermIds *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
-    { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->DatabaseGuid, q_, 16); }
-    if (c->err) return;
+    if (c->err)
+        return;
+    {
+        const uint8_t *q_ = mp_rcur_bytes(c, 16);
+        if (q_)
+            memcpy(r->DatabaseGuid, q_, 16);
+    }
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetPerUserLongTermIds(struct mp_wcur *w, const struct mp_rop_req_GetPerUserLongTermIds *r)
+static void push_mp_rop_req_GetPerUserLongTermIds(struct mp_wcur *w,
+                                                  const struct mp_rop_req_GetPerUserLongTermIds *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -8128,7 +9659,8 @@ static void push_mp_rop_req_GetPerUserLongTermIds(struct mp_wcur *w, const struc
     mp_wcur_bytes(w, r->DatabaseGuid, 16);
 }
 
-static void print_mp_rop_req_GetPerUserLongTermIds(struct mp_json *j, const struct mp_rop_req_GetPerUserLongTermIds *r)
+static void print_mp_rop_req_GetPerUserLongTermIds(struct mp_json *j,
+                                                   const struct mp_rop_req_GetPerUserLongTermIds *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8138,30 +9670,43 @@ static void print_mp_rop_req_GetPerUserLongTermIds(struct mp_json *j, const stru
     mp_rj_guid(j, r->DatabaseGuid);
 }
 
-static void pull_mp_rop_rsp_GetPerUserLongTermIds(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetPerUserLongTermIds *r, const struct mp_rop_req_GetPerUserLongTermIds *req)
+static void
+pull_mp_rop_rsp_GetPerUserLongTermIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_rsp_GetPerUserLongTermIds *r,
+                                      const struct mp_rop_req_GetPerUserLongTermIds *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->LongTermIdCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->LongTermIdCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->LongTermIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->LongTermIds));
-            if (!r->LongTermIds) { mp_rop_nomem(c, pc); return; }
+            if (!r->LongTermIds) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_LongTermId(c, pc, &r->LongTermIds[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetPerUserLongTermIds(struct mp_wcur *w, const struct mp_rop_rsp_GetPerUserLongTermIds *r)
+static void push_mp_rop_rsp_GetPerUserLongTermIds(struct mp_wcur *w,
+                                                  const struct mp_rop_rsp_GetPerUserLongTermIds *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -8175,7 +9720,8 @@ static void push_mp_rop_rsp_GetPerUserLongTermIds(struct mp_wcur *w, const struc
     }
 }
 
-static void print_mp_rop_rsp_GetPerUserLongTermIds(struct mp_json *j, const struct mp_rop_rsp_GetPerUserLongTermIds *r)
+static void print_mp_rop_rsp_GetPerUserLongTermIds(struct mp_json *j,
+                                                   const struct mp_rop_rsp_GetPerUserLongTermIds *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8194,17 +9740,21 @@ static void print_mp_rop_rsp_GetPerUserLongTermIds(struct mp_json *j, const stru
     }
 }
 
-static void pull_mp_rop_req_GetPerUserGuid(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetPerUserGuid *r)
+static void pull_mp_rop_req_GetPerUserGuid(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_req_GetPerUserGuid *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_LongTermId(c, pc, &r->LongTermId);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetPerUserGuid(struct mp_wcur *w, const struct mp_rop_req_GetPerUserGuid *r)
+static void push_mp_rop_req_GetPerUserGuid(struct mp_wcur *w,
+                                           const struct mp_rop_req_GetPerUserGuid *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -8212,7 +9762,8 @@ static void push_mp_rop_req_GetPerUserGuid(struct mp_wcur *w, const struct mp_ro
     mp_rop_push_LongTermId(w, &r->LongTermId);
 }
 
-static void print_mp_rop_req_GetPerUserGuid(struct mp_json *j, const struct mp_rop_req_GetPerUserGuid *r)
+static void print_mp_rop_req_GetPerUserGuid(struct mp_json *j,
+                                            const struct mp_rop_req_GetPerUserGuid *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8222,20 +9773,29 @@ static void print_mp_rop_req_GetPerUserGuid(struct mp_json *j, const struct mp_r
     mp_rop_print_LongTermId(j, &r->LongTermId);
 }
 
-static void pull_mp_rop_rsp_GetPerUserGuid(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetPerUserGuid *r, const struct mp_rop_req_GetPerUserGuid *req)
+static void pull_mp_rop_rsp_GetPerUserGuid(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_rsp_GetPerUserGuid *r,
+                                           const struct mp_rop_req_GetPerUserGuid *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
-        { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->DatabaseGuid, q_, 16); }
-        if (c->err) return;
+        {
+            const uint8_t *q_ = mp_rcur_bytes(c, 16);
+            if (q_)
+                memcpy(r->DatabaseGuid, q_, 16);
+        }
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetPerUserGuid(struct mp_wcur *w, const struct mp_rop_rsp_GetPerUserGuid *r)
+static void push_mp_rop_rsp_GetPerUserGuid(struct mp_wcur *w,
+                                           const struct mp_rop_rsp_GetPerUserGuid *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -8245,7 +9805,8 @@ static void push_mp_rop_rsp_GetPerUserGuid(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_GetPerUserGuid(struct mp_json *j, const struct mp_rop_rsp_GetPerUserGuid *r)
+static void print_mp_rop_rsp_GetPerUserGuid(struct mp_json *j,
+                                            const struct mp_rop_rsp_GetPerUserGuid *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8257,23 +9818,31 @@ static void print_mp_rop_rsp_GetPerUserGuid(struct mp_json *j, const struct mp_r
     }
 }
 
-static void pull_mp_rop_req_ReadPerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_ReadPerUserInformation *r)
+static void pull_mp_rop_req_ReadPerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   struct mp_rop_req_ReadPerUserInformation *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_LongTermId(c, pc, &r->FolderId);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Reserved = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DataOffset = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MaxDataSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_ReadPerUserInformation(struct mp_wcur *w, const struct mp_rop_req_ReadPerUserInformation *r)
+static void
+push_mp_rop_req_ReadPerUserInformation(struct mp_wcur *w,
+                                       const struct mp_rop_req_ReadPerUserInformation *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -8284,7 +9853,9 @@ static void push_mp_rop_req_ReadPerUserInformation(struct mp_wcur *w, const stru
     mp_wcur_u16(w, r->MaxDataSize);
 }
 
-static void print_mp_rop_req_ReadPerUserInformation(struct mp_json *j, const struct mp_rop_req_ReadPerUserInformation *r)
+static void
+print_mp_rop_req_ReadPerUserInformation(struct mp_json *j,
+                                        const struct mp_rop_req_ReadPerUserInformation *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8300,24 +9871,33 @@ static void print_mp_rop_req_ReadPerUserInformation(struct mp_json *j, const str
     mp_rj_u64(j, r->MaxDataSize);
 }
 
-static void pull_mp_rop_rsp_ReadPerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_ReadPerUserInformation *r, const struct mp_rop_req_ReadPerUserInformation *req)
+static void
+pull_mp_rop_rsp_ReadPerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_ReadPerUserInformation *r,
+                                       const struct mp_rop_req_ReadPerUserInformation *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->HasFinished = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->DataSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Data = mp_rcur_bytes(c, (size_t)r->DataSize);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_ReadPerUserInformation(struct mp_wcur *w, const struct mp_rop_rsp_ReadPerUserInformation *r)
+static void
+push_mp_rop_rsp_ReadPerUserInformation(struct mp_wcur *w,
+                                       const struct mp_rop_rsp_ReadPerUserInformation *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -8329,7 +9909,9 @@ static void push_mp_rop_rsp_ReadPerUserInformation(struct mp_wcur *w, const stru
     }
 }
 
-static void print_mp_rop_rsp_ReadPerUserInformation(struct mp_json *j, const struct mp_rop_rsp_ReadPerUserInformation *r)
+static void
+print_mp_rop_rsp_ReadPerUserInformation(struct mp_json *j,
+                                        const struct mp_rop_rsp_ReadPerUserInformation *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8345,31 +9927,46 @@ static void print_mp_rop_rsp_ReadPerUserInformation(struct mp_json *j, const str
     }
 }
 
-static void pull_mp_rop_req_WritePerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_WritePerUserInformation *r)
+static void pull_mp_rop_req_WritePerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                    struct mp_rop_req_WritePerUserInformation *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_LongTermId(c, pc, &r->FolderId);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->HasFinished = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DataOffset = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DataSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Data = mp_rcur_bytes(c, (size_t)r->DataSize);
-    if (c->err) return;
-    r->c__0 = (r->DataOffset == 0 && mp_rop_logon_private(c, pc, r->LogonId )) ? 1 : 0;
-    if (c->err) return;
+    if (c->err)
+        return;
+    r->c__0 = (r->DataOffset == 0 && mp_rop_logon_private(c, pc, r->LogonId)) ? 1 : 0;
+    if (c->err)
+        return;
     if (r->c__0) {
-        { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->ReplGuid, q_, 16); }
-        if (c->err) return;
+        {
+            const uint8_t *q_ = mp_rcur_bytes(c, 16);
+            if (q_)
+                memcpy(r->ReplGuid, q_, 16);
+        }
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_req_WritePerUserInformation(struct mp_wcur *w, const struct mp_rop_req_WritePerUserInformation *r)
+static void
+push_mp_rop_req_WritePerUserInformation(struct mp_wcur *w,
+                                        const struct mp_rop_req_WritePerUserInformation *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -8384,7 +9981,9 @@ static void push_mp_rop_req_WritePerUserInformation(struct mp_wcur *w, const str
     }
 }
 
-static void print_mp_rop_req_WritePerUserInformation(struct mp_json *j, const struct mp_rop_req_WritePerUserInformation *r)
+static void
+print_mp_rop_req_WritePerUserInformation(struct mp_json *j,
+                                         const struct mp_rop_req_WritePerUserInformation *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8406,23 +10005,31 @@ static void print_mp_rop_req_WritePerUserInformation(struct mp_json *j, const st
     }
 }
 
-static void pull_mp_rop_rsp_WritePerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_WritePerUserInformation *r, const struct mp_rop_req_WritePerUserInformation *req)
+static void
+pull_mp_rop_rsp_WritePerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_WritePerUserInformation *r,
+                                        const struct mp_rop_req_WritePerUserInformation *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_WritePerUserInformation(struct mp_wcur *w, const struct mp_rop_rsp_WritePerUserInformation *r)
+static void
+push_mp_rop_rsp_WritePerUserInformation(struct mp_wcur *w,
+                                        const struct mp_rop_rsp_WritePerUserInformation *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_WritePerUserInformation(struct mp_json *j, const struct mp_rop_rsp_WritePerUserInformation *r)
+static void
+print_mp_rop_rsp_WritePerUserInformation(struct mp_json *j,
+                                         const struct mp_rop_rsp_WritePerUserInformation *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8430,28 +10037,40 @@ static void print_mp_rop_rsp_WritePerUserInformation(struct mp_json *j, const st
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SetReadFlags(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetReadFlags *r)
+static void pull_mp_rop_req_SetReadFlags(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_req_SetReadFlags *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ReadFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageIdCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->MessageIdCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
-        if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
+        if (!r->MessageIds) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_SetReadFlags(struct mp_wcur *w, const struct mp_rop_req_SetReadFlags *r)
@@ -8468,7 +10087,8 @@ static void push_mp_rop_req_SetReadFlags(struct mp_wcur *w, const struct mp_rop_
         }
 }
 
-static void print_mp_rop_req_SetReadFlags(struct mp_json *j, const struct mp_rop_req_SetReadFlags *r)
+static void print_mp_rop_req_SetReadFlags(struct mp_json *j,
+                                          const struct mp_rop_req_SetReadFlags *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8489,16 +10109,20 @@ static void print_mp_rop_req_SetReadFlags(struct mp_json *j, const struct mp_rop
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SetReadFlags(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetReadFlags *r, const struct mp_rop_req_SetReadFlags *req)
+static void pull_mp_rop_rsp_SetReadFlags(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_rsp_SetReadFlags *r,
+                                         const struct mp_rop_req_SetReadFlags *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
@@ -8512,7 +10136,8 @@ static void push_mp_rop_rsp_SetReadFlags(struct mp_wcur *w, const struct mp_rop_
     }
 }
 
-static void print_mp_rop_rsp_SetReadFlags(struct mp_json *j, const struct mp_rop_rsp_SetReadFlags *r)
+static void print_mp_rop_rsp_SetReadFlags(struct mp_json *j,
+                                          const struct mp_rop_rsp_SetReadFlags *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8524,33 +10149,47 @@ static void print_mp_rop_rsp_SetReadFlags(struct mp_json *j, const struct mp_rop
     }
 }
 
-static void pull_mp_rop_req_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_CopyProperties *r)
+static void pull_mp_rop_req_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_req_CopyProperties *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DestHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CopyFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTagCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyTagCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-        if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyTags) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_CopyProperties(struct mp_wcur *w, const struct mp_rop_req_CopyProperties *r)
+static void push_mp_rop_req_CopyProperties(struct mp_wcur *w,
+                                           const struct mp_rop_req_CopyProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -8565,7 +10204,8 @@ static void push_mp_rop_req_CopyProperties(struct mp_wcur *w, const struct mp_ro
         }
 }
 
-static void print_mp_rop_req_CopyProperties(struct mp_json *j, const struct mp_rop_req_CopyProperties *r)
+static void print_mp_rop_req_CopyProperties(struct mp_json *j,
+                                            const struct mp_rop_req_CopyProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8588,33 +10228,47 @@ static void print_mp_rop_req_CopyProperties(struct mp_json *j, const struct mp_r
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_CopyProperties *r, const struct mp_rop_req_CopyProperties *req)
+static void pull_mp_rop_rsp_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_rsp_CopyProperties *r,
+                                           const struct mp_rop_req_CopyProperties *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->SourceHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0x00000503) {
         r->DestHandleIndex = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->ReturnValue == 0) {
         r->PropertyProblemCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
-            if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
+            r->PropertyProblems =
+                mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            if (!r->PropertyProblems) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_CopyProperties(struct mp_wcur *w, const struct mp_rop_rsp_CopyProperties *r)
+static void push_mp_rop_rsp_CopyProperties(struct mp_wcur *w,
+                                           const struct mp_rop_rsp_CopyProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->SourceHandleIndex);
@@ -8630,7 +10284,8 @@ static void push_mp_rop_rsp_CopyProperties(struct mp_wcur *w, const struct mp_ro
     }
 }
 
-static void print_mp_rop_rsp_CopyProperties(struct mp_json *j, const struct mp_rop_rsp_CopyProperties *r)
+static void print_mp_rop_rsp_CopyProperties(struct mp_json *j,
+                                            const struct mp_rop_rsp_CopyProperties *r)
 {
     mp_rj_key(j, "SourceHandleIndex");
     mp_rj_u64(j, r->SourceHandleIndex);
@@ -8652,22 +10307,26 @@ static void print_mp_rop_rsp_CopyProperties(struct mp_json *j, const struct mp_r
     }
 }
 
-static void pull_mp_rop_req_GetReceiveFolderTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetReceiveFolderTable *r)
+static void pull_mp_rop_req_GetReceiveFolderTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  struct mp_rop_req_GetReceiveFolderTable *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetReceiveFolderTable(struct mp_wcur *w, const struct mp_rop_req_GetReceiveFolderTable *r)
+static void push_mp_rop_req_GetReceiveFolderTable(struct mp_wcur *w,
+                                                  const struct mp_rop_req_GetReceiveFolderTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetReceiveFolderTable(struct mp_json *j, const struct mp_rop_req_GetReceiveFolderTable *r)
+static void print_mp_rop_req_GetReceiveFolderTable(struct mp_json *j,
+                                                   const struct mp_rop_req_GetReceiveFolderTable *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8675,30 +10334,44 @@ static void print_mp_rop_req_GetReceiveFolderTable(struct mp_json *j, const stru
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_GetReceiveFolderTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetReceiveFolderTable *r, const struct mp_rop_req_GetReceiveFolderTable *req)
+static void
+pull_mp_rop_rsp_GetReceiveFolderTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                      struct mp_rop_rsp_GetReceiveFolderTable *r,
+                                      const struct mp_rop_req_GetReceiveFolderTable *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->RowCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->RowCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->Rows = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Rows));
-            if (!r->Rows) { mp_rop_nomem(c, pc); return; }
+            if (!r->Rows) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
-                mp_rop_pull_proprow(c, pc, &r->Rows[i_], mp_rop_cols_receive_folder_table, MP_ROP_NCOLS_RECEIVE_FOLDER_TABLE);
+                mp_rop_pull_proprow(c, pc, &r->Rows[i_], mp_rop_cols_receive_folder_table,
+                                    MP_ROP_NCOLS_RECEIVE_FOLDER_TABLE);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetReceiveFolderTable(struct mp_wcur *w, const struct mp_rop_rsp_GetReceiveFolderTable *r)
+static void push_mp_rop_rsp_GetReceiveFolderTable(struct mp_wcur *w,
+                                                  const struct mp_rop_rsp_GetReceiveFolderTable *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -8712,7 +10385,8 @@ static void push_mp_rop_rsp_GetReceiveFolderTable(struct mp_wcur *w, const struc
     }
 }
 
-static void print_mp_rop_rsp_GetReceiveFolderTable(struct mp_json *j, const struct mp_rop_rsp_GetReceiveFolderTable *r)
+static void print_mp_rop_rsp_GetReceiveFolderTable(struct mp_json *j,
+                                                   const struct mp_rop_rsp_GetReceiveFolderTable *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8731,35 +10405,51 @@ static void print_mp_rop_rsp_GetReceiveFolderTable(struct mp_json *j, const stru
     }
 }
 
-static void pull_mp_rop_req_FastTransferSourceCopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FastTransferSourceCopyProperties *r)
+static void pull_mp_rop_req_FastTransferSourceCopyProperties(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_FastTransferSourceCopyProperties *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Level = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CopyFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SendOptions = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTagCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyTagCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-        if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyTags) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_FastTransferSourceCopyProperties(struct mp_wcur *w, const struct mp_rop_req_FastTransferSourceCopyProperties *r)
+static void push_mp_rop_req_FastTransferSourceCopyProperties(
+    struct mp_wcur *w, const struct mp_rop_req_FastTransferSourceCopyProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -8775,7 +10465,8 @@ static void push_mp_rop_req_FastTransferSourceCopyProperties(struct mp_wcur *w, 
         }
 }
 
-static void print_mp_rop_req_FastTransferSourceCopyProperties(struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyProperties *r)
+static void print_mp_rop_req_FastTransferSourceCopyProperties(
+    struct mp_json *j, const struct mp_rop_req_FastTransferSourceCopyProperties *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8800,23 +10491,29 @@ static void print_mp_rop_req_FastTransferSourceCopyProperties(struct mp_json *j,
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferSourceCopyProperties *r, const struct mp_rop_req_FastTransferSourceCopyProperties *req)
+static void pull_mp_rop_rsp_FastTransferSourceCopyProperties(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_FastTransferSourceCopyProperties *r,
+    const struct mp_rop_req_FastTransferSourceCopyProperties *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_wcur *w, const struct mp_rop_rsp_FastTransferSourceCopyProperties *r)
+static void push_mp_rop_rsp_FastTransferSourceCopyProperties(
+    struct mp_wcur *w, const struct mp_rop_rsp_FastTransferSourceCopyProperties *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyProperties *r)
+static void print_mp_rop_rsp_FastTransferSourceCopyProperties(
+    struct mp_json *j, const struct mp_rop_rsp_FastTransferSourceCopyProperties *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -8824,19 +10521,24 @@ static void print_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_json *j,
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetCollapseState *r)
+static void pull_mp_rop_req_GetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_GetCollapseState *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RowId = mp_rcur_u64(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RowInstanceNumber = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetCollapseState(struct mp_wcur *w, const struct mp_rop_req_GetCollapseState *r)
+static void push_mp_rop_req_GetCollapseState(struct mp_wcur *w,
+                                             const struct mp_rop_req_GetCollapseState *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -8845,7 +10547,8 @@ static void push_mp_rop_req_GetCollapseState(struct mp_wcur *w, const struct mp_
     mp_wcur_u32(w, r->RowInstanceNumber);
 }
 
-static void print_mp_rop_req_GetCollapseState(struct mp_json *j, const struct mp_rop_req_GetCollapseState *r)
+static void print_mp_rop_req_GetCollapseState(struct mp_json *j,
+                                              const struct mp_rop_req_GetCollapseState *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8857,22 +10560,28 @@ static void print_mp_rop_req_GetCollapseState(struct mp_json *j, const struct mp
     mp_rj_u64(j, r->RowInstanceNumber);
 }
 
-static void pull_mp_rop_rsp_GetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetCollapseState *r, const struct mp_rop_req_GetCollapseState *req)
+static void pull_mp_rop_rsp_GetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_GetCollapseState *r,
+                                             const struct mp_rop_req_GetCollapseState *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->CollapseStateSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->CollapseState = mp_rcur_bytes(c, (size_t)r->CollapseStateSize);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetCollapseState(struct mp_wcur *w, const struct mp_rop_rsp_GetCollapseState *r)
+static void push_mp_rop_rsp_GetCollapseState(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_GetCollapseState *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -8883,7 +10592,8 @@ static void push_mp_rop_rsp_GetCollapseState(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_GetCollapseState(struct mp_json *j, const struct mp_rop_rsp_GetCollapseState *r)
+static void print_mp_rop_rsp_GetCollapseState(struct mp_json *j,
+                                              const struct mp_rop_rsp_GetCollapseState *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8897,19 +10607,24 @@ static void print_mp_rop_rsp_GetCollapseState(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_SetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetCollapseState *r)
+static void pull_mp_rop_req_SetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_SetCollapseState *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CollapseStateSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->CollapseState = mp_rcur_bytes(c, (size_t)r->CollapseStateSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SetCollapseState(struct mp_wcur *w, const struct mp_rop_req_SetCollapseState *r)
+static void push_mp_rop_req_SetCollapseState(struct mp_wcur *w,
+                                             const struct mp_rop_req_SetCollapseState *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -8918,7 +10633,8 @@ static void push_mp_rop_req_SetCollapseState(struct mp_wcur *w, const struct mp_
     mp_wcur_bytes(w, r->CollapseState, (size_t)r->CollapseStateSize);
 }
 
-static void print_mp_rop_req_SetCollapseState(struct mp_json *j, const struct mp_rop_req_SetCollapseState *r)
+static void print_mp_rop_req_SetCollapseState(struct mp_json *j,
+                                              const struct mp_rop_req_SetCollapseState *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8930,22 +10646,28 @@ static void print_mp_rop_req_SetCollapseState(struct mp_json *j, const struct mp
     mp_rj_bin(j, r->CollapseState, (size_t)r->CollapseStateSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_SetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetCollapseState *r, const struct mp_rop_req_SetCollapseState *req)
+static void pull_mp_rop_rsp_SetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_rsp_SetCollapseState *r,
+                                             const struct mp_rop_req_SetCollapseState *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->BookmarkSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Bookmark = mp_rcur_bytes(c, (size_t)r->BookmarkSize);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_SetCollapseState(struct mp_wcur *w, const struct mp_rop_rsp_SetCollapseState *r)
+static void push_mp_rop_rsp_SetCollapseState(struct mp_wcur *w,
+                                             const struct mp_rop_rsp_SetCollapseState *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -8956,7 +10678,8 @@ static void push_mp_rop_rsp_SetCollapseState(struct mp_wcur *w, const struct mp_
     }
 }
 
-static void print_mp_rop_rsp_SetCollapseState(struct mp_json *j, const struct mp_rop_rsp_SetCollapseState *r)
+static void print_mp_rop_rsp_SetCollapseState(struct mp_json *j,
+                                              const struct mp_rop_rsp_SetCollapseState *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -8970,22 +10693,26 @@ static void print_mp_rop_rsp_SetCollapseState(struct mp_json *j, const struct mp
     }
 }
 
-static void pull_mp_rop_req_GetTransportFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetTransportFolder *r)
+static void pull_mp_rop_req_GetTransportFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_req_GetTransportFolder *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetTransportFolder(struct mp_wcur *w, const struct mp_rop_req_GetTransportFolder *r)
+static void push_mp_rop_req_GetTransportFolder(struct mp_wcur *w,
+                                               const struct mp_rop_req_GetTransportFolder *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetTransportFolder(struct mp_json *j, const struct mp_rop_req_GetTransportFolder *r)
+static void print_mp_rop_req_GetTransportFolder(struct mp_json *j,
+                                                const struct mp_rop_req_GetTransportFolder *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -8993,20 +10720,25 @@ static void print_mp_rop_req_GetTransportFolder(struct mp_json *j, const struct 
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_GetTransportFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetTransportFolder *r, const struct mp_rop_req_GetTransportFolder *req)
+static void pull_mp_rop_rsp_GetTransportFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_rsp_GetTransportFolder *r,
+                                               const struct mp_rop_req_GetTransportFolder *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->FolderId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetTransportFolder(struct mp_wcur *w, const struct mp_rop_rsp_GetTransportFolder *r)
+static void push_mp_rop_rsp_GetTransportFolder(struct mp_wcur *w,
+                                               const struct mp_rop_rsp_GetTransportFolder *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -9016,7 +10748,8 @@ static void push_mp_rop_rsp_GetTransportFolder(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_GetTransportFolder(struct mp_json *j, const struct mp_rop_rsp_GetTransportFolder *r)
+static void print_mp_rop_rsp_GetTransportFolder(struct mp_json *j,
+                                                const struct mp_rop_rsp_GetTransportFolder *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9028,13 +10761,16 @@ static void print_mp_rop_rsp_GetTransportFolder(struct mp_json *j, const struct 
     }
 }
 
-static void pull_mp_rop_rsp_Pending(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_Pending *r, const void *req)
+static void pull_mp_rop_rsp_Pending(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                    struct mp_rop_rsp_Pending *r, const void *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SessionIndex = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_Pending(struct mp_wcur *w, const struct mp_rop_rsp_Pending *r)
@@ -9049,16 +10785,20 @@ static void print_mp_rop_rsp_Pending(struct mp_json *j, const struct mp_rop_rsp_
     mp_rj_u64(j, r->SessionIndex);
 }
 
-static void pull_mp_rop_req_OptionsData(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_OptionsData *r)
+static void pull_mp_rop_req_OptionsData(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_req_OptionsData *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     mp_rop_pull_str(c, &r->AddressType, false);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantWin32 = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_OptionsData(struct mp_wcur *w, const struct mp_rop_req_OptionsData *r)
@@ -9082,27 +10822,36 @@ static void print_mp_rop_req_OptionsData(struct mp_json *j, const struct mp_rop_
     mp_rj_u64(j, r->WantWin32);
 }
 
-static void pull_mp_rop_rsp_OptionsData(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_OptionsData *r, const struct mp_rop_req_OptionsData *req)
+static void pull_mp_rop_rsp_OptionsData(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_OptionsData *r,
+                                        const struct mp_rop_req_OptionsData *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->Reserved = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->OptionsInfoSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->OptionsInfo = mp_rcur_bytes(c, (size_t)r->OptionsInfoSize);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->HelpFileSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->HelpFile = mp_rcur_bytes(c, (size_t)r->HelpFileSize);
-        if (c->err) return;
+        if (c->err)
+            return;
         if (r->HelpFileSize) {
             mp_rop_pull_str(c, &r->HelpFileName, false);
-            if (c->err) return;
+            if (c->err)
+                return;
         }
     }
 }
@@ -9148,46 +10897,65 @@ static void print_mp_rop_rsp_OptionsData(struct mp_json *j, const struct mp_rop_
     }
 }
 
-static void pull_mp_rop_req_SynchronizationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationConfigure *r)
+static void pull_mp_rop_req_SynchronizationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     struct mp_rop_req_SynchronizationConfigure *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SynchronizationType = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SendOptions = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SynchronizationFlags = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RestrictionDataSize = mp_rcur_u16(c);
     {
         size_t RestrictionDataSize__start = c->off;
         if (r->RestrictionDataSize) {
             mp_rop_pull_Restriction(c, pc, &r->RestrictionData);
-            if (c->err) return;
-            r->RestrictionDataSize__delta = (int32_t)r->RestrictionDataSize - (int32_t)(c->off - RestrictionDataSize__start);
+            if (c->err)
+                return;
+            r->RestrictionDataSize__delta =
+                (int32_t)r->RestrictionDataSize - (int32_t)(c->off - RestrictionDataSize__start);
         }
     }
     r->SynchronizationExtraFlags = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTagCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyTagCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-        if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyTags) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationConfigure(struct mp_wcur *w, const struct mp_rop_req_SynchronizationConfigure *r)
+static void
+push_mp_rop_req_SynchronizationConfigure(struct mp_wcur *w,
+                                         const struct mp_rop_req_SynchronizationConfigure *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -9202,7 +10970,9 @@ static void push_mp_rop_req_SynchronizationConfigure(struct mp_wcur *w, const st
         if (r->RestrictionDataSize) {
             size_t start_ = mp_wcur_pos(w);
             mp_rop_push_Restriction(w, &r->RestrictionData);
-            mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
+            mp_wcur_patch_u16(
+                w, at_,
+                (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->RestrictionDataSize__delta));
         }
     }
     mp_wcur_u32(w, r->SynchronizationExtraFlags);
@@ -9213,7 +10983,9 @@ static void push_mp_rop_req_SynchronizationConfigure(struct mp_wcur *w, const st
         }
 }
 
-static void print_mp_rop_req_SynchronizationConfigure(struct mp_json *j, const struct mp_rop_req_SynchronizationConfigure *r)
+static void
+print_mp_rop_req_SynchronizationConfigure(struct mp_json *j,
+                                          const struct mp_rop_req_SynchronizationConfigure *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9246,23 +11018,31 @@ static void print_mp_rop_req_SynchronizationConfigure(struct mp_json *j, const s
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SynchronizationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationConfigure *r, const struct mp_rop_req_SynchronizationConfigure *req)
+static void
+pull_mp_rop_rsp_SynchronizationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_rsp_SynchronizationConfigure *r,
+                                         const struct mp_rop_req_SynchronizationConfigure *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SynchronizationConfigure(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationConfigure *r)
+static void
+push_mp_rop_rsp_SynchronizationConfigure(struct mp_wcur *w,
+                                         const struct mp_rop_rsp_SynchronizationConfigure *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationConfigure(struct mp_json *j, const struct mp_rop_rsp_SynchronizationConfigure *r)
+static void
+print_mp_rop_rsp_SynchronizationConfigure(struct mp_json *j,
+                                          const struct mp_rop_rsp_SynchronizationConfigure *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -9270,31 +11050,45 @@ static void print_mp_rop_rsp_SynchronizationConfigure(struct mp_json *j, const s
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SynchronizationImportMessageChange(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationImportMessageChange *r)
+static void pull_mp_rop_req_SynchronizationImportMessageChange(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_SynchronizationImportMessageChange *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ImportFlag = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyValueCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyValueCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
-        if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyValues) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationImportMessageChange(struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportMessageChange *r)
+static void push_mp_rop_req_SynchronizationImportMessageChange(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportMessageChange *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -9308,7 +11102,8 @@ static void push_mp_rop_req_SynchronizationImportMessageChange(struct mp_wcur *w
         }
 }
 
-static void print_mp_rop_req_SynchronizationImportMessageChange(struct mp_json *j, const struct mp_rop_req_SynchronizationImportMessageChange *r)
+static void print_mp_rop_req_SynchronizationImportMessageChange(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationImportMessageChange *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9329,20 +11124,26 @@ static void print_mp_rop_req_SynchronizationImportMessageChange(struct mp_json *
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationImportMessageChange *r, const struct mp_rop_req_SynchronizationImportMessageChange *req)
+static void pull_mp_rop_rsp_SynchronizationImportMessageChange(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_SynchronizationImportMessageChange *r,
+    const struct mp_rop_req_SynchronizationImportMessageChange *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->MessageId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportMessageChange *r)
+static void push_mp_rop_rsp_SynchronizationImportMessageChange(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportMessageChange *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
@@ -9352,7 +11153,8 @@ static void push_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_wcur *w
     }
 }
 
-static void print_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportMessageChange *r)
+static void print_mp_rop_rsp_SynchronizationImportMessageChange(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportMessageChange *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -9364,39 +11166,59 @@ static void print_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_json *
     }
 }
 
-static void pull_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationImportHierarchyChange *r)
+static void pull_mp_rop_req_SynchronizationImportHierarchyChange(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_SynchronizationImportHierarchyChange *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->HierarchyValueCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->HierarchyValueCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->HierarchyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->HierarchyValues));
-        if (!r->HierarchyValues) { mp_rop_nomem(c, pc); return; }
+        if (!r->HierarchyValues) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->HierarchyValues[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyValueCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyValueCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
-        if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyValues) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportHierarchyChange *r)
+static void push_mp_rop_req_SynchronizationImportHierarchyChange(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportHierarchyChange *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -9413,7 +11235,8 @@ static void push_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_wcur 
         }
 }
 
-static void print_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_json *j, const struct mp_rop_req_SynchronizationImportHierarchyChange *r)
+static void print_mp_rop_req_SynchronizationImportHierarchyChange(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationImportHierarchyChange *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9439,20 +11262,26 @@ static void print_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_json
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationImportHierarchyChange *r, const struct mp_rop_req_SynchronizationImportHierarchyChange *req)
+static void pull_mp_rop_rsp_SynchronizationImportHierarchyChange(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_SynchronizationImportHierarchyChange *r,
+    const struct mp_rop_req_SynchronizationImportHierarchyChange *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->FolderId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportHierarchyChange *r)
+static void push_mp_rop_rsp_SynchronizationImportHierarchyChange(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportHierarchyChange *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -9462,7 +11291,8 @@ static void push_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_wcur 
     }
 }
 
-static void print_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportHierarchyChange *r)
+static void print_mp_rop_rsp_SynchronizationImportHierarchyChange(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportHierarchyChange *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9474,29 +11304,42 @@ static void print_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_json
     }
 }
 
-static void pull_mp_rop_req_SynchronizationImportDeletes(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationImportDeletes *r)
+static void
+pull_mp_rop_req_SynchronizationImportDeletes(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_SynchronizationImportDeletes *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ImportDeleteFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyValueCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyValueCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
-        if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyValues) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationImportDeletes(struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportDeletes *r)
+static void push_mp_rop_req_SynchronizationImportDeletes(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportDeletes *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -9509,7 +11352,8 @@ static void push_mp_rop_req_SynchronizationImportDeletes(struct mp_wcur *w, cons
         }
 }
 
-static void print_mp_rop_req_SynchronizationImportDeletes(struct mp_json *j, const struct mp_rop_req_SynchronizationImportDeletes *r)
+static void print_mp_rop_req_SynchronizationImportDeletes(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationImportDeletes *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9528,23 +11372,28 @@ static void print_mp_rop_req_SynchronizationImportDeletes(struct mp_json *j, con
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SynchronizationImportDeletes(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationImportDeletes *r, const struct mp_rop_req_SynchronizationImportDeletes *req)
+static void pull_mp_rop_rsp_SynchronizationImportDeletes(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationImportDeletes *r,
+    const struct mp_rop_req_SynchronizationImportDeletes *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SynchronizationImportDeletes(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportDeletes *r)
+static void push_mp_rop_rsp_SynchronizationImportDeletes(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportDeletes *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationImportDeletes(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportDeletes *r)
+static void print_mp_rop_rsp_SynchronizationImportDeletes(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportDeletes *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9552,19 +11401,25 @@ static void print_mp_rop_rsp_SynchronizationImportDeletes(struct mp_json *j, con
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationUploadStateStreamBegin *r)
+static void pull_mp_rop_req_SynchronizationUploadStateStreamBegin(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_SynchronizationUploadStateStreamBegin *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->StateProperty = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TransferBufferSize = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_wcur *w, const struct mp_rop_req_SynchronizationUploadStateStreamBegin *r)
+static void push_mp_rop_req_SynchronizationUploadStateStreamBegin(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationUploadStateStreamBegin *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -9573,7 +11428,8 @@ static void push_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_wcur
     mp_wcur_u32(w, r->TransferBufferSize);
 }
 
-static void print_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_json *j, const struct mp_rop_req_SynchronizationUploadStateStreamBegin *r)
+static void print_mp_rop_req_SynchronizationUploadStateStreamBegin(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationUploadStateStreamBegin *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9585,23 +11441,29 @@ static void print_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_jso
     mp_rj_u64(j, r->TransferBufferSize);
 }
 
-static void pull_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationUploadStateStreamBegin *r, const struct mp_rop_req_SynchronizationUploadStateStreamBegin *req)
+static void pull_mp_rop_rsp_SynchronizationUploadStateStreamBegin(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_SynchronizationUploadStateStreamBegin *r,
+    const struct mp_rop_req_SynchronizationUploadStateStreamBegin *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationUploadStateStreamBegin *r)
+static void push_mp_rop_rsp_SynchronizationUploadStateStreamBegin(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationUploadStateStreamBegin *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_json *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamBegin *r)
+static void print_mp_rop_rsp_SynchronizationUploadStateStreamBegin(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamBegin *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9609,19 +11471,25 @@ static void print_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_jso
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationUploadStateStreamContinue *r)
+static void pull_mp_rop_req_SynchronizationUploadStateStreamContinue(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_SynchronizationUploadStateStreamContinue *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->StreamDataSize = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->StreamData = mp_rcur_bytes(c, (size_t)r->StreamDataSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_wcur *w, const struct mp_rop_req_SynchronizationUploadStateStreamContinue *r)
+static void push_mp_rop_req_SynchronizationUploadStateStreamContinue(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationUploadStateStreamContinue *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -9630,7 +11498,8 @@ static void push_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_w
     mp_wcur_bytes(w, r->StreamData, (size_t)r->StreamDataSize);
 }
 
-static void print_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_json *j, const struct mp_rop_req_SynchronizationUploadStateStreamContinue *r)
+static void print_mp_rop_req_SynchronizationUploadStateStreamContinue(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationUploadStateStreamContinue *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9642,23 +11511,29 @@ static void print_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_
     mp_rj_bin(j, r->StreamData, (size_t)r->StreamDataSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationUploadStateStreamContinue *r, const struct mp_rop_req_SynchronizationUploadStateStreamContinue *req)
+static void pull_mp_rop_rsp_SynchronizationUploadStateStreamContinue(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_SynchronizationUploadStateStreamContinue *r,
+    const struct mp_rop_req_SynchronizationUploadStateStreamContinue *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationUploadStateStreamContinue *r)
+static void push_mp_rop_rsp_SynchronizationUploadStateStreamContinue(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationUploadStateStreamContinue *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_json *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamContinue *r)
+static void print_mp_rop_rsp_SynchronizationUploadStateStreamContinue(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamContinue *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9666,22 +11541,27 @@ static void print_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationUploadStateStreamEnd *r)
+static void pull_mp_rop_req_SynchronizationUploadStateStreamEnd(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_SynchronizationUploadStateStreamEnd *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_wcur *w, const struct mp_rop_req_SynchronizationUploadStateStreamEnd *r)
+static void push_mp_rop_req_SynchronizationUploadStateStreamEnd(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationUploadStateStreamEnd *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_json *j, const struct mp_rop_req_SynchronizationUploadStateStreamEnd *r)
+static void print_mp_rop_req_SynchronizationUploadStateStreamEnd(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationUploadStateStreamEnd *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9689,23 +11569,29 @@ static void print_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_json 
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationUploadStateStreamEnd *r, const struct mp_rop_req_SynchronizationUploadStateStreamEnd *req)
+static void pull_mp_rop_rsp_SynchronizationUploadStateStreamEnd(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_SynchronizationUploadStateStreamEnd *r,
+    const struct mp_rop_req_SynchronizationUploadStateStreamEnd *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationUploadStateStreamEnd *r)
+static void push_mp_rop_rsp_SynchronizationUploadStateStreamEnd(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationUploadStateStreamEnd *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_json *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamEnd *r)
+static void print_mp_rop_rsp_SynchronizationUploadStateStreamEnd(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationUploadStateStreamEnd *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9713,35 +11599,49 @@ static void print_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_json 
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SynchronizationImportMessageMove(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationImportMessageMove *r)
+static void pull_mp_rop_req_SynchronizationImportMessageMove(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_SynchronizationImportMessageMove *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SourceFolderIdSize = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SourceFolderId = mp_rcur_bytes(c, (size_t)r->SourceFolderIdSize);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SourceMessageIdSize = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SourceMessageId = mp_rcur_bytes(c, (size_t)r->SourceMessageIdSize);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PredecessorChangeListSize = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PredecessorChangeList = mp_rcur_bytes(c, (size_t)r->PredecessorChangeListSize);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DestinationMessageIdSize = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DestinationMessageId = mp_rcur_bytes(c, (size_t)r->DestinationMessageIdSize);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ChangeNumberSize = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->ChangeNumber = mp_rcur_bytes(c, (size_t)r->ChangeNumberSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationImportMessageMove(struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportMessageMove *r)
+static void push_mp_rop_req_SynchronizationImportMessageMove(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportMessageMove *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -9758,7 +11658,8 @@ static void push_mp_rop_req_SynchronizationImportMessageMove(struct mp_wcur *w, 
     mp_wcur_bytes(w, r->ChangeNumber, (size_t)r->ChangeNumberSize);
 }
 
-static void print_mp_rop_req_SynchronizationImportMessageMove(struct mp_json *j, const struct mp_rop_req_SynchronizationImportMessageMove *r)
+static void print_mp_rop_req_SynchronizationImportMessageMove(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationImportMessageMove *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9775,7 +11676,8 @@ static void print_mp_rop_req_SynchronizationImportMessageMove(struct mp_json *j,
     mp_rj_key(j, "PredecessorChangeListSize");
     mp_rj_u64(j, r->PredecessorChangeListSize);
     mp_rj_key(j, "PredecessorChangeList");
-    mp_rj_bin(j, r->PredecessorChangeList, (size_t)r->PredecessorChangeListSize, MP_ROP_PRINT_MAXBIN);
+    mp_rj_bin(j, r->PredecessorChangeList, (size_t)r->PredecessorChangeListSize,
+              MP_ROP_PRINT_MAXBIN);
     mp_rj_key(j, "DestinationMessageIdSize");
     mp_rj_u64(j, r->DestinationMessageIdSize);
     mp_rj_key(j, "DestinationMessageId");
@@ -9786,20 +11688,26 @@ static void print_mp_rop_req_SynchronizationImportMessageMove(struct mp_json *j,
     mp_rj_bin(j, r->ChangeNumber, (size_t)r->ChangeNumberSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationImportMessageMove *r, const struct mp_rop_req_SynchronizationImportMessageMove *req)
+static void pull_mp_rop_rsp_SynchronizationImportMessageMove(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_SynchronizationImportMessageMove *r,
+    const struct mp_rop_req_SynchronizationImportMessageMove *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->MessageId = mp_rcur_u64(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportMessageMove *r)
+static void push_mp_rop_rsp_SynchronizationImportMessageMove(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportMessageMove *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -9809,7 +11717,8 @@ static void push_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_wcur *w, 
     }
 }
 
-static void print_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportMessageMove *r)
+static void print_mp_rop_rsp_SynchronizationImportMessageMove(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportMessageMove *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9821,32 +11730,45 @@ static void print_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_json *j,
     }
 }
 
-static void pull_mp_rop_req_SetPropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetPropertiesNoReplicate *r)
+static void pull_mp_rop_req_SetPropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     struct mp_rop_req_SetPropertiesNoReplicate *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyValueSize = mp_rcur_u16(c);
     {
         size_t PropertyValueSize__start = c->off;
         r->PropertyValueCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyValueCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->PropertyValues = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyValues));
-            if (!r->PropertyValues) { mp_rop_nomem(c, pc); return; }
+            if (!r->PropertyValues) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_tpropval_pull(c, pc, &r->PropertyValues[i_]);
             }
         }
-        if (c->err) return;
-        r->PropertyValueSize__delta = (int32_t)r->PropertyValueSize - (int32_t)(c->off - PropertyValueSize__start);
+        if (c->err)
+            return;
+        r->PropertyValueSize__delta =
+            (int32_t)r->PropertyValueSize - (int32_t)(c->off - PropertyValueSize__start);
     }
 }
 
-static void push_mp_rop_req_SetPropertiesNoReplicate(struct mp_wcur *w, const struct mp_rop_req_SetPropertiesNoReplicate *r)
+static void
+push_mp_rop_req_SetPropertiesNoReplicate(struct mp_wcur *w,
+                                         const struct mp_rop_req_SetPropertiesNoReplicate *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -9860,11 +11782,14 @@ static void push_mp_rop_req_SetPropertiesNoReplicate(struct mp_wcur *w, const st
             for (size_t i_ = 0; i_ < (size_t)r->PropertyValueCount; i_++) {
                 mp_rop_tpropval_push(w, &r->PropertyValues[i_]);
             }
-        mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->PropertyValueSize__delta));
+        mp_wcur_patch_u16(
+            w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->PropertyValueSize__delta));
     }
 }
 
-static void print_mp_rop_req_SetPropertiesNoReplicate(struct mp_json *j, const struct mp_rop_req_SetPropertiesNoReplicate *r)
+static void
+print_mp_rop_req_SetPropertiesNoReplicate(struct mp_json *j,
+                                          const struct mp_rop_req_SetPropertiesNoReplicate *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9883,30 +11808,45 @@ static void print_mp_rop_req_SetPropertiesNoReplicate(struct mp_json *j, const s
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetPropertiesNoReplicate *r, const struct mp_rop_req_SetPropertiesNoReplicate *req)
+static void
+pull_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_rsp_SetPropertiesNoReplicate *r,
+                                         const struct mp_rop_req_SetPropertiesNoReplicate *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->PropertyProblemCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
-            if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
+            r->PropertyProblems =
+                mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            if (!r->PropertyProblems) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_wcur *w, const struct mp_rop_rsp_SetPropertiesNoReplicate *r)
+static void
+push_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_wcur *w,
+                                         const struct mp_rop_rsp_SetPropertiesNoReplicate *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -9920,7 +11860,9 @@ static void push_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_wcur *w, const st
     }
 }
 
-static void print_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_json *j, const struct mp_rop_rsp_SetPropertiesNoReplicate *r)
+static void
+print_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_json *j,
+                                          const struct mp_rop_rsp_SetPropertiesNoReplicate *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -9939,27 +11881,40 @@ static void print_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_json *j, const s
     }
 }
 
-static void pull_mp_rop_req_DeletePropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_DeletePropertiesNoReplicate *r)
+static void
+pull_mp_rop_req_DeletePropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                            struct mp_rop_req_DeletePropertiesNoReplicate *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->PropertyTagCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->PropertyTagCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->PropertyTags = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyTags));
-        if (!r->PropertyTags) { mp_rop_nomem(c, pc); return; }
+        if (!r->PropertyTags) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->PropertyTags[i_] = mp_rcur_u32(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_DeletePropertiesNoReplicate(struct mp_wcur *w, const struct mp_rop_req_DeletePropertiesNoReplicate *r)
+static void
+push_mp_rop_req_DeletePropertiesNoReplicate(struct mp_wcur *w,
+                                            const struct mp_rop_req_DeletePropertiesNoReplicate *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -9971,7 +11926,9 @@ static void push_mp_rop_req_DeletePropertiesNoReplicate(struct mp_wcur *w, const
         }
 }
 
-static void print_mp_rop_req_DeletePropertiesNoReplicate(struct mp_json *j, const struct mp_rop_req_DeletePropertiesNoReplicate *r)
+static void
+print_mp_rop_req_DeletePropertiesNoReplicate(struct mp_json *j,
+                                             const struct mp_rop_req_DeletePropertiesNoReplicate *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -9988,30 +11945,44 @@ static void print_mp_rop_req_DeletePropertiesNoReplicate(struct mp_json *j, cons
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_DeletePropertiesNoReplicate *r, const struct mp_rop_req_DeletePropertiesNoReplicate *req)
+static void pull_mp_rop_rsp_DeletePropertiesNoReplicate(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_DeletePropertiesNoReplicate *r,
+    const struct mp_rop_req_DeletePropertiesNoReplicate *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->PropertyProblemCount = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->PropertyProblemCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->PropertyProblems = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
-            if (!r->PropertyProblems) { mp_rop_nomem(c, pc); return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
+            r->PropertyProblems =
+                mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->PropertyProblems));
+            if (!r->PropertyProblems) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_PropertyProblem(c, pc, &r->PropertyProblems[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_wcur *w, const struct mp_rop_rsp_DeletePropertiesNoReplicate *r)
+static void
+push_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_wcur *w,
+                                            const struct mp_rop_rsp_DeletePropertiesNoReplicate *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -10025,7 +11996,9 @@ static void push_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_wcur *w, const
     }
 }
 
-static void print_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_json *j, const struct mp_rop_rsp_DeletePropertiesNoReplicate *r)
+static void
+print_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_json *j,
+                                             const struct mp_rop_rsp_DeletePropertiesNoReplicate *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10044,22 +12017,26 @@ static void print_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_json *j, cons
     }
 }
 
-static void pull_mp_rop_req_GetStoreState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetStoreState *r)
+static void pull_mp_rop_req_GetStoreState(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_req_GetStoreState *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetStoreState(struct mp_wcur *w, const struct mp_rop_req_GetStoreState *r)
+static void push_mp_rop_req_GetStoreState(struct mp_wcur *w,
+                                          const struct mp_rop_req_GetStoreState *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
     mp_wcur_u8(w, r->InputHandleIndex);
 }
 
-static void print_mp_rop_req_GetStoreState(struct mp_json *j, const struct mp_rop_req_GetStoreState *r)
+static void print_mp_rop_req_GetStoreState(struct mp_json *j,
+                                           const struct mp_rop_req_GetStoreState *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10067,20 +12044,25 @@ static void print_mp_rop_req_GetStoreState(struct mp_json *j, const struct mp_ro
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_GetStoreState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetStoreState *r, const struct mp_rop_req_GetStoreState *req)
+static void pull_mp_rop_rsp_GetStoreState(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                          struct mp_rop_rsp_GetStoreState *r,
+                                          const struct mp_rop_req_GetStoreState *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
         r->StoreState = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetStoreState(struct mp_wcur *w, const struct mp_rop_rsp_GetStoreState *r)
+static void push_mp_rop_rsp_GetStoreState(struct mp_wcur *w,
+                                          const struct mp_rop_rsp_GetStoreState *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -10090,7 +12072,8 @@ static void push_mp_rop_rsp_GetStoreState(struct mp_wcur *w, const struct mp_rop
     }
 }
 
-static void print_mp_rop_rsp_GetStoreState(struct mp_json *j, const struct mp_rop_rsp_GetStoreState *r)
+static void print_mp_rop_rsp_GetStoreState(struct mp_json *j,
+                                           const struct mp_rop_rsp_GetStoreState *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10102,19 +12085,25 @@ static void print_mp_rop_rsp_GetStoreState(struct mp_json *j, const struct mp_ro
     }
 }
 
-static void pull_mp_rop_req_SynchronizationOpenCollector(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationOpenCollector *r)
+static void
+pull_mp_rop_req_SynchronizationOpenCollector(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_SynchronizationOpenCollector *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->IsContentsCollector = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationOpenCollector(struct mp_wcur *w, const struct mp_rop_req_SynchronizationOpenCollector *r)
+static void push_mp_rop_req_SynchronizationOpenCollector(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationOpenCollector *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10123,7 +12112,8 @@ static void push_mp_rop_req_SynchronizationOpenCollector(struct mp_wcur *w, cons
     mp_wcur_u8(w, r->IsContentsCollector);
 }
 
-static void print_mp_rop_req_SynchronizationOpenCollector(struct mp_json *j, const struct mp_rop_req_SynchronizationOpenCollector *r)
+static void print_mp_rop_req_SynchronizationOpenCollector(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationOpenCollector *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10135,23 +12125,28 @@ static void print_mp_rop_req_SynchronizationOpenCollector(struct mp_json *j, con
     mp_rj_u64(j, r->IsContentsCollector);
 }
 
-static void pull_mp_rop_rsp_SynchronizationOpenCollector(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationOpenCollector *r, const struct mp_rop_req_SynchronizationOpenCollector *req)
+static void pull_mp_rop_rsp_SynchronizationOpenCollector(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationOpenCollector *r,
+    const struct mp_rop_req_SynchronizationOpenCollector *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SynchronizationOpenCollector(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationOpenCollector *r)
+static void push_mp_rop_rsp_SynchronizationOpenCollector(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationOpenCollector *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationOpenCollector(struct mp_json *j, const struct mp_rop_rsp_SynchronizationOpenCollector *r)
+static void print_mp_rop_rsp_SynchronizationOpenCollector(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationOpenCollector *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -10159,17 +12154,21 @@ static void print_mp_rop_rsp_SynchronizationOpenCollector(struct mp_json *j, con
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_GetLocalReplicaIds(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_GetLocalReplicaIds *r)
+static void pull_mp_rop_req_GetLocalReplicaIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_req_GetLocalReplicaIds *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->IdCount = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_GetLocalReplicaIds(struct mp_wcur *w, const struct mp_rop_req_GetLocalReplicaIds *r)
+static void push_mp_rop_req_GetLocalReplicaIds(struct mp_wcur *w,
+                                               const struct mp_rop_req_GetLocalReplicaIds *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10177,7 +12176,8 @@ static void push_mp_rop_req_GetLocalReplicaIds(struct mp_wcur *w, const struct m
     mp_wcur_u32(w, r->IdCount);
 }
 
-static void print_mp_rop_req_GetLocalReplicaIds(struct mp_json *j, const struct mp_rop_req_GetLocalReplicaIds *r)
+static void print_mp_rop_req_GetLocalReplicaIds(struct mp_json *j,
+                                                const struct mp_rop_req_GetLocalReplicaIds *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10187,22 +12187,36 @@ static void print_mp_rop_req_GetLocalReplicaIds(struct mp_json *j, const struct 
     mp_rj_u64(j, r->IdCount);
 }
 
-static void pull_mp_rop_rsp_GetLocalReplicaIds(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_GetLocalReplicaIds *r, const struct mp_rop_req_GetLocalReplicaIds *req)
+static void pull_mp_rop_rsp_GetLocalReplicaIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_rsp_GetLocalReplicaIds *r,
+                                               const struct mp_rop_req_GetLocalReplicaIds *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0) {
-        { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->ReplGuid, q_, 16); }
-        if (c->err) return;
-        { const uint8_t *q_ = mp_rcur_bytes(c, 6); if (q_) memcpy(r->GlobalCount, q_, 6); }
-        if (c->err) return;
+        {
+            const uint8_t *q_ = mp_rcur_bytes(c, 16);
+            if (q_)
+                memcpy(r->ReplGuid, q_, 16);
+        }
+        if (c->err)
+            return;
+        {
+            const uint8_t *q_ = mp_rcur_bytes(c, 6);
+            if (q_)
+                memcpy(r->GlobalCount, q_, 6);
+        }
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_GetLocalReplicaIds(struct mp_wcur *w, const struct mp_rop_rsp_GetLocalReplicaIds *r)
+static void push_mp_rop_rsp_GetLocalReplicaIds(struct mp_wcur *w,
+                                               const struct mp_rop_rsp_GetLocalReplicaIds *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -10213,7 +12227,8 @@ static void push_mp_rop_rsp_GetLocalReplicaIds(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_GetLocalReplicaIds(struct mp_json *j, const struct mp_rop_rsp_GetLocalReplicaIds *r)
+static void print_mp_rop_rsp_GetLocalReplicaIds(struct mp_json *j,
+                                                const struct mp_rop_rsp_GetLocalReplicaIds *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10227,12 +12242,15 @@ static void print_mp_rop_rsp_GetLocalReplicaIds(struct mp_json *j, const struct 
     }
 }
 
-static void pull_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationImportReadStateChanges *r)
+static void pull_mp_rop_req_SynchronizationImportReadStateChanges(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_SynchronizationImportReadStateChanges *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageReadStateSize = mp_rcur_u16(c);
     {
         size_t MessageReadStateSize__start = c->off;
@@ -10242,20 +12260,29 @@ static void pull_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_rcur
             while (!c->err && c->off < MessageReadStateSize__start + r->MessageReadStateSize) {
                 if (r->MessageReadStates__n == cap_) {
                     cap_ = cap_ ? cap_ * 2 : 8;
-                    struct mp_rop_MessageReadState *n_ = mp_arena_calloc(pc->arena, cap_, sizeof(*n_));
-                    if (!n_) { mp_rop_nomem(c, pc); return; }
-                    if (r->MessageReadStates__n) memcpy(n_, r->MessageReadStates, r->MessageReadStates__n * sizeof(*n_));
+                    struct mp_rop_MessageReadState *n_ =
+                        mp_arena_calloc(pc->arena, cap_, sizeof(*n_));
+                    if (!n_) {
+                        mp_rop_nomem(c, pc);
+                        return;
+                    }
+                    if (r->MessageReadStates__n)
+                        memcpy(n_, r->MessageReadStates, r->MessageReadStates__n * sizeof(*n_));
                     r->MessageReadStates = n_;
                 }
-                mp_rop_pull_MessageReadState(c, pc, &r->MessageReadStates[r->MessageReadStates__n++]);
+                mp_rop_pull_MessageReadState(c, pc,
+                                             &r->MessageReadStates[r->MessageReadStates__n++]);
             }
         }
-        if (c->err) return;
-        r->MessageReadStateSize__delta = (int32_t)r->MessageReadStateSize - (int32_t)(c->off - MessageReadStateSize__start);
+        if (c->err)
+            return;
+        r->MessageReadStateSize__delta =
+            (int32_t)r->MessageReadStateSize - (int32_t)(c->off - MessageReadStateSize__start);
     }
 }
 
-static void push_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportReadStateChanges *r)
+static void push_mp_rop_req_SynchronizationImportReadStateChanges(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationImportReadStateChanges *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10268,11 +12295,14 @@ static void push_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_wcur
             for (size_t i_ = 0; i_ < r->MessageReadStates__n; i_++) {
                 mp_rop_push_MessageReadState(w, &r->MessageReadStates[i_]);
             }
-        mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->MessageReadStateSize__delta));
+        mp_wcur_patch_u16(
+            w, at_,
+            (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->MessageReadStateSize__delta));
     }
 }
 
-static void print_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_json *j, const struct mp_rop_req_SynchronizationImportReadStateChanges *r)
+static void print_mp_rop_req_SynchronizationImportReadStateChanges(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationImportReadStateChanges *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10289,23 +12319,29 @@ static void print_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_jso
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationImportReadStateChanges *r, const struct mp_rop_req_SynchronizationImportReadStateChanges *req)
+static void pull_mp_rop_rsp_SynchronizationImportReadStateChanges(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_SynchronizationImportReadStateChanges *r,
+    const struct mp_rop_req_SynchronizationImportReadStateChanges *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportReadStateChanges *r)
+static void push_mp_rop_rsp_SynchronizationImportReadStateChanges(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationImportReadStateChanges *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportReadStateChanges *r)
+static void print_mp_rop_rsp_SynchronizationImportReadStateChanges(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationImportReadStateChanges *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10313,12 +12349,14 @@ static void print_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_jso
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_ResetTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_ResetTable *r)
+static void pull_mp_rop_req_ResetTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_req_ResetTable *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_ResetTable(struct mp_wcur *w, const struct mp_rop_req_ResetTable *r)
@@ -10336,13 +12374,16 @@ static void print_mp_rop_req_ResetTable(struct mp_json *j, const struct mp_rop_r
     mp_rj_u64(j, r->InputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_ResetTable(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_ResetTable *r, const struct mp_rop_req_ResetTable *req)
+static void pull_mp_rop_rsp_ResetTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                       struct mp_rop_rsp_ResetTable *r,
+                                       const struct mp_rop_req_ResetTable *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_ResetTable(struct mp_wcur *w, const struct mp_rop_rsp_ResetTable *r)
@@ -10360,17 +12401,21 @@ static void print_mp_rop_rsp_ResetTable(struct mp_json *j, const struct mp_rop_r
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_SynchronizationGetTransferState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationGetTransferState *r)
+static void pull_mp_rop_req_SynchronizationGetTransferState(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SynchronizationGetTransferState *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_SynchronizationGetTransferState(struct mp_wcur *w, const struct mp_rop_req_SynchronizationGetTransferState *r)
+static void push_mp_rop_req_SynchronizationGetTransferState(
+    struct mp_wcur *w, const struct mp_rop_req_SynchronizationGetTransferState *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10378,7 +12423,8 @@ static void push_mp_rop_req_SynchronizationGetTransferState(struct mp_wcur *w, c
     mp_wcur_u8(w, r->OutputHandleIndex);
 }
 
-static void print_mp_rop_req_SynchronizationGetTransferState(struct mp_json *j, const struct mp_rop_req_SynchronizationGetTransferState *r)
+static void print_mp_rop_req_SynchronizationGetTransferState(
+    struct mp_json *j, const struct mp_rop_req_SynchronizationGetTransferState *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10388,23 +12434,28 @@ static void print_mp_rop_req_SynchronizationGetTransferState(struct mp_json *j, 
     mp_rj_u64(j, r->OutputHandleIndex);
 }
 
-static void pull_mp_rop_rsp_SynchronizationGetTransferState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationGetTransferState *r, const struct mp_rop_req_SynchronizationGetTransferState *req)
+static void pull_mp_rop_rsp_SynchronizationGetTransferState(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SynchronizationGetTransferState *r,
+    const struct mp_rop_req_SynchronizationGetTransferState *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SynchronizationGetTransferState(struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationGetTransferState *r)
+static void push_mp_rop_rsp_SynchronizationGetTransferState(
+    struct mp_wcur *w, const struct mp_rop_rsp_SynchronizationGetTransferState *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->OutputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SynchronizationGetTransferState(struct mp_json *j, const struct mp_rop_rsp_SynchronizationGetTransferState *r)
+static void print_mp_rop_rsp_SynchronizationGetTransferState(
+    struct mp_json *j, const struct mp_rop_rsp_SynchronizationGetTransferState *r)
 {
     mp_rj_key(j, "OutputHandleIndex");
     mp_rj_u64(j, r->OutputHandleIndex);
@@ -10412,22 +12463,31 @@ static void print_mp_rop_rsp_SynchronizationGetTransferState(struct mp_json *j, 
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_TellVersion(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_TellVersion *r)
+static void pull_mp_rop_req_TellVersion(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_req_TellVersion *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = 3;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->Version = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->Version));
-        if (!r->Version) { mp_rop_nomem(c, pc); return; }
+        if (!r->Version) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->Version[i_] = mp_rcur_u16(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_TellVersion(struct mp_wcur *w, const struct mp_rop_req_TellVersion *r)
@@ -10456,13 +12516,16 @@ static void print_mp_rop_req_TellVersion(struct mp_json *j, const struct mp_rop_
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_TellVersion(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_TellVersion *r, const struct mp_rop_req_TellVersion *req)
+static void pull_mp_rop_rsp_TellVersion(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                        struct mp_rop_rsp_TellVersion *r,
+                                        const struct mp_rop_req_TellVersion *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_TellVersion(struct mp_wcur *w, const struct mp_rop_rsp_TellVersion *r)
@@ -10480,16 +12543,20 @@ static void print_mp_rop_rsp_TellVersion(struct mp_json *j, const struct mp_rop_
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_FreeBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FreeBookmark *r)
+static void pull_mp_rop_req_FreeBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_req_FreeBookmark *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->BookmarkSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Bookmark = mp_rcur_bytes(c, (size_t)r->BookmarkSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_FreeBookmark(struct mp_wcur *w, const struct mp_rop_req_FreeBookmark *r)
@@ -10501,7 +12568,8 @@ static void push_mp_rop_req_FreeBookmark(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_bytes(w, r->Bookmark, (size_t)r->BookmarkSize);
 }
 
-static void print_mp_rop_req_FreeBookmark(struct mp_json *j, const struct mp_rop_req_FreeBookmark *r)
+static void print_mp_rop_req_FreeBookmark(struct mp_json *j,
+                                          const struct mp_rop_req_FreeBookmark *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10513,13 +12581,16 @@ static void print_mp_rop_req_FreeBookmark(struct mp_json *j, const struct mp_rop
     mp_rj_bin(j, r->Bookmark, (size_t)r->BookmarkSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_FreeBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FreeBookmark *r, const struct mp_rop_req_FreeBookmark *req)
+static void pull_mp_rop_rsp_FreeBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                         struct mp_rop_rsp_FreeBookmark *r,
+                                         const struct mp_rop_req_FreeBookmark *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_FreeBookmark(struct mp_wcur *w, const struct mp_rop_rsp_FreeBookmark *r)
@@ -10529,7 +12600,8 @@ static void push_mp_rop_rsp_FreeBookmark(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_FreeBookmark(struct mp_json *j, const struct mp_rop_rsp_FreeBookmark *r)
+static void print_mp_rop_rsp_FreeBookmark(struct mp_json *j,
+                                          const struct mp_rop_rsp_FreeBookmark *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10537,19 +12609,24 @@ static void print_mp_rop_rsp_FreeBookmark(struct mp_json *j, const struct mp_rop
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_WriteAndCommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_WriteAndCommitStream *r)
+static void pull_mp_rop_req_WriteAndCommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                 struct mp_rop_req_WriteAndCommitStream *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DataSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Data = mp_rcur_bytes(c, (size_t)r->DataSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_WriteAndCommitStream(struct mp_wcur *w, const struct mp_rop_req_WriteAndCommitStream *r)
+static void push_mp_rop_req_WriteAndCommitStream(struct mp_wcur *w,
+                                                 const struct mp_rop_req_WriteAndCommitStream *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10558,7 +12635,8 @@ static void push_mp_rop_req_WriteAndCommitStream(struct mp_wcur *w, const struct
     mp_wcur_bytes(w, r->Data, (size_t)r->DataSize);
 }
 
-static void print_mp_rop_req_WriteAndCommitStream(struct mp_json *j, const struct mp_rop_req_WriteAndCommitStream *r)
+static void print_mp_rop_req_WriteAndCommitStream(struct mp_json *j,
+                                                  const struct mp_rop_req_WriteAndCommitStream *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10570,20 +12648,25 @@ static void print_mp_rop_req_WriteAndCommitStream(struct mp_json *j, const struc
     mp_rj_bin(j, r->Data, (size_t)r->DataSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_WriteAndCommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_WriteAndCommitStream *r, const struct mp_rop_req_WriteAndCommitStream *req)
+static void pull_mp_rop_rsp_WriteAndCommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                 struct mp_rop_rsp_WriteAndCommitStream *r,
+                                                 const struct mp_rop_req_WriteAndCommitStream *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->WrittenSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_WriteAndCommitStream(struct mp_wcur *w, const struct mp_rop_rsp_WriteAndCommitStream *r)
+static void push_mp_rop_rsp_WriteAndCommitStream(struct mp_wcur *w,
+                                                 const struct mp_rop_rsp_WriteAndCommitStream *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -10593,7 +12676,8 @@ static void push_mp_rop_rsp_WriteAndCommitStream(struct mp_wcur *w, const struct
     }
 }
 
-static void print_mp_rop_rsp_WriteAndCommitStream(struct mp_json *j, const struct mp_rop_rsp_WriteAndCommitStream *r)
+static void print_mp_rop_rsp_WriteAndCommitStream(struct mp_json *j,
+                                                  const struct mp_rop_rsp_WriteAndCommitStream *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10605,31 +12689,44 @@ static void print_mp_rop_rsp_WriteAndCommitStream(struct mp_json *j, const struc
     }
 }
 
-static void pull_mp_rop_req_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_HardDeleteMessages *r)
+static void pull_mp_rop_req_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_req_HardDeleteMessages *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->NotifyNonRead = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->MessageIdCount = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->MessageIdCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->MessageIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->MessageIds));
-        if (!r->MessageIds) { mp_rop_nomem(c, pc); return; }
+        if (!r->MessageIds) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             r->MessageIds[i_] = mp_rcur_u64(c);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_HardDeleteMessages(struct mp_wcur *w, const struct mp_rop_req_HardDeleteMessages *r)
+static void push_mp_rop_req_HardDeleteMessages(struct mp_wcur *w,
+                                               const struct mp_rop_req_HardDeleteMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10643,7 +12740,8 @@ static void push_mp_rop_req_HardDeleteMessages(struct mp_wcur *w, const struct m
         }
 }
 
-static void print_mp_rop_req_HardDeleteMessages(struct mp_json *j, const struct mp_rop_req_HardDeleteMessages *r)
+static void print_mp_rop_req_HardDeleteMessages(struct mp_json *j,
+                                                const struct mp_rop_req_HardDeleteMessages *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10664,20 +12762,25 @@ static void print_mp_rop_req_HardDeleteMessages(struct mp_json *j, const struct 
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_HardDeleteMessages *r, const struct mp_rop_req_HardDeleteMessages *req)
+static void pull_mp_rop_rsp_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                               struct mp_rop_rsp_HardDeleteMessages *r,
+                                               const struct mp_rop_req_HardDeleteMessages *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_HardDeleteMessages(struct mp_wcur *w, const struct mp_rop_rsp_HardDeleteMessages *r)
+static void push_mp_rop_rsp_HardDeleteMessages(struct mp_wcur *w,
+                                               const struct mp_rop_rsp_HardDeleteMessages *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -10687,7 +12790,8 @@ static void push_mp_rop_rsp_HardDeleteMessages(struct mp_wcur *w, const struct m
     }
 }
 
-static void print_mp_rop_rsp_HardDeleteMessages(struct mp_json *j, const struct mp_rop_rsp_HardDeleteMessages *r)
+static void print_mp_rop_rsp_HardDeleteMessages(struct mp_json *j,
+                                                const struct mp_rop_rsp_HardDeleteMessages *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10699,19 +12803,24 @@ static void print_mp_rop_rsp_HardDeleteMessages(struct mp_json *j, const struct 
     }
 }
 
-static void pull_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_HardDeleteMessagesAndSubfolders *r)
+static void pull_mp_rop_req_HardDeleteMessagesAndSubfolders(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_HardDeleteMessagesAndSubfolders *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantAsynchronous = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->WantDeleteAssociated = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_wcur *w, const struct mp_rop_req_HardDeleteMessagesAndSubfolders *r)
+static void push_mp_rop_req_HardDeleteMessagesAndSubfolders(
+    struct mp_wcur *w, const struct mp_rop_req_HardDeleteMessagesAndSubfolders *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10720,7 +12829,8 @@ static void push_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_wcur *w, c
     mp_wcur_u8(w, r->WantDeleteAssociated);
 }
 
-static void print_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_json *j, const struct mp_rop_req_HardDeleteMessagesAndSubfolders *r)
+static void print_mp_rop_req_HardDeleteMessagesAndSubfolders(
+    struct mp_json *j, const struct mp_rop_req_HardDeleteMessagesAndSubfolders *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10732,20 +12842,25 @@ static void print_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_json *j, 
     mp_rj_u64(j, r->WantDeleteAssociated);
 }
 
-static void pull_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_HardDeleteMessagesAndSubfolders *r, const struct mp_rop_req_HardDeleteMessagesAndSubfolders *req)
+static void pull_mp_rop_rsp_HardDeleteMessagesAndSubfolders(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_HardDeleteMessagesAndSubfolders *r,
+    const struct mp_rop_req_HardDeleteMessagesAndSubfolders *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_wcur *w, const struct mp_rop_rsp_HardDeleteMessagesAndSubfolders *r)
+static void push_mp_rop_rsp_HardDeleteMessagesAndSubfolders(
+    struct mp_wcur *w, const struct mp_rop_rsp_HardDeleteMessagesAndSubfolders *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -10755,7 +12870,8 @@ static void push_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_wcur *w, c
     }
 }
 
-static void print_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_json *j, const struct mp_rop_rsp_HardDeleteMessagesAndSubfolders *r)
+static void print_mp_rop_rsp_HardDeleteMessagesAndSubfolders(
+    struct mp_json *j, const struct mp_rop_rsp_HardDeleteMessagesAndSubfolders *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10767,32 +12883,45 @@ static void print_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_json *j, 
     }
 }
 
-static void pull_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_SetLocalReplicaMidsetDeleted *r)
+static void
+pull_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                             struct mp_rop_req_SetLocalReplicaMidsetDeleted *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DataSize = mp_rcur_u16(c);
     {
         size_t DataSize__start = c->off;
         r->LongTermIdRangeCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = (size_t)r->LongTermIdRangeCount;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
-            r->LongTermIdRanges = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->LongTermIdRanges));
-            if (!r->LongTermIdRanges) { mp_rop_nomem(c, pc); return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
+            r->LongTermIdRanges =
+                mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->LongTermIdRanges));
+            if (!r->LongTermIdRanges) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 mp_rop_pull_LongTermIdRange(c, pc, &r->LongTermIdRanges[i_]);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
         r->DataSize__delta = (int32_t)r->DataSize - (int32_t)(c->off - DataSize__start);
     }
 }
 
-static void push_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_wcur *w, const struct mp_rop_req_SetLocalReplicaMidsetDeleted *r)
+static void push_mp_rop_req_SetLocalReplicaMidsetDeleted(
+    struct mp_wcur *w, const struct mp_rop_req_SetLocalReplicaMidsetDeleted *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10806,11 +12935,13 @@ static void push_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_wcur *w, cons
             for (size_t i_ = 0; i_ < (size_t)r->LongTermIdRangeCount; i_++) {
                 mp_rop_push_LongTermIdRange(w, &r->LongTermIdRanges[i_]);
             }
-        mp_wcur_patch_u16(w, at_, (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->DataSize__delta));
+        mp_wcur_patch_u16(w, at_,
+                          (uint16_t)((int32_t)(mp_wcur_pos(w) - start_) + r->DataSize__delta));
     }
 }
 
-static void print_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_json *j, const struct mp_rop_req_SetLocalReplicaMidsetDeleted *r)
+static void print_mp_rop_req_SetLocalReplicaMidsetDeleted(
+    struct mp_json *j, const struct mp_rop_req_SetLocalReplicaMidsetDeleted *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10829,23 +12960,28 @@ static void print_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_json *j, con
     mp_rj_arr_end(j);
 }
 
-static void pull_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetLocalReplicaMidsetDeleted *r, const struct mp_rop_req_SetLocalReplicaMidsetDeleted *req)
+static void pull_mp_rop_rsp_SetLocalReplicaMidsetDeleted(
+    struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_SetLocalReplicaMidsetDeleted *r,
+    const struct mp_rop_req_SetLocalReplicaMidsetDeleted *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_wcur *w, const struct mp_rop_rsp_SetLocalReplicaMidsetDeleted *r)
+static void push_mp_rop_rsp_SetLocalReplicaMidsetDeleted(
+    struct mp_wcur *w, const struct mp_rop_rsp_SetLocalReplicaMidsetDeleted *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
 }
 
-static void print_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_json *j, const struct mp_rop_rsp_SetLocalReplicaMidsetDeleted *r)
+static void print_mp_rop_rsp_SetLocalReplicaMidsetDeleted(
+    struct mp_json *j, const struct mp_rop_rsp_SetLocalReplicaMidsetDeleted *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10853,19 +12989,25 @@ static void print_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_json *j, con
     mp_rj_hex(j, r->ReturnValue, 8);
 }
 
-static void pull_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_FastTransferDestinationPutBufferExtended *r)
+static void pull_mp_rop_req_FastTransferDestinationPutBufferExtended(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_req_FastTransferDestinationPutBufferExtended *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TransferDataSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->TransferData = mp_rcur_bytes(c, (size_t)r->TransferDataSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_wcur *w, const struct mp_rop_req_FastTransferDestinationPutBufferExtended *r)
+static void push_mp_rop_req_FastTransferDestinationPutBufferExtended(
+    struct mp_wcur *w, const struct mp_rop_req_FastTransferDestinationPutBufferExtended *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10874,7 +13016,8 @@ static void push_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_w
     mp_wcur_bytes(w, r->TransferData, (size_t)r->TransferDataSize);
 }
 
-static void print_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_json *j, const struct mp_rop_req_FastTransferDestinationPutBufferExtended *r)
+static void print_mp_rop_req_FastTransferDestinationPutBufferExtended(
+    struct mp_json *j, const struct mp_rop_req_FastTransferDestinationPutBufferExtended *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10886,28 +13029,38 @@ static void print_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_
     mp_rj_bin(j, r->TransferData, (size_t)r->TransferDataSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_FastTransferDestinationPutBufferExtended *r, const struct mp_rop_req_FastTransferDestinationPutBufferExtended *req)
+static void pull_mp_rop_rsp_FastTransferDestinationPutBufferExtended(
+    struct mp_rcur *c, struct mp_rop_pctx *pc,
+    struct mp_rop_rsp_FastTransferDestinationPutBufferExtended *r,
+    const struct mp_rop_req_FastTransferDestinationPutBufferExtended *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->TransferStatus = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->InProgressCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->TotalStepCount = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->Reserved = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->BufferUsedSize = mp_rcur_u16(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_wcur *w, const struct mp_rop_rsp_FastTransferDestinationPutBufferExtended *r)
+static void push_mp_rop_rsp_FastTransferDestinationPutBufferExtended(
+    struct mp_wcur *w, const struct mp_rop_rsp_FastTransferDestinationPutBufferExtended *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -10921,7 +13074,8 @@ static void push_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_w
     }
 }
 
-static void print_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_json *j, const struct mp_rop_rsp_FastTransferDestinationPutBufferExtended *r)
+static void print_mp_rop_rsp_FastTransferDestinationPutBufferExtended(
+    struct mp_json *j, const struct mp_rop_rsp_FastTransferDestinationPutBufferExtended *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -10941,19 +13095,24 @@ static void print_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_
     }
 }
 
-static void pull_mp_rop_req_WriteStreamExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_WriteStreamExtended *r)
+static void pull_mp_rop_req_WriteStreamExtended(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_req_WriteStreamExtended *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->DataSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Data = mp_rcur_bytes(c, (size_t)r->DataSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_req_WriteStreamExtended(struct mp_wcur *w, const struct mp_rop_req_WriteStreamExtended *r)
+static void push_mp_rop_req_WriteStreamExtended(struct mp_wcur *w,
+                                                const struct mp_rop_req_WriteStreamExtended *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->LogonId);
@@ -10962,7 +13121,8 @@ static void push_mp_rop_req_WriteStreamExtended(struct mp_wcur *w, const struct 
     mp_wcur_bytes(w, r->Data, (size_t)r->DataSize);
 }
 
-static void print_mp_rop_req_WriteStreamExtended(struct mp_json *j, const struct mp_rop_req_WriteStreamExtended *r)
+static void print_mp_rop_req_WriteStreamExtended(struct mp_json *j,
+                                                 const struct mp_rop_req_WriteStreamExtended *r)
 {
     mp_rj_key(j, "LogonId");
     mp_rj_u64(j, r->LogonId);
@@ -10974,20 +13134,25 @@ static void print_mp_rop_req_WriteStreamExtended(struct mp_json *j, const struct
     mp_rj_bin(j, r->Data, (size_t)r->DataSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_rsp_WriteStreamExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_WriteStreamExtended *r, const struct mp_rop_req_WriteStreamExtended *req)
+static void pull_mp_rop_rsp_WriteStreamExtended(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                struct mp_rop_rsp_WriteStreamExtended *r,
+                                                const struct mp_rop_req_WriteStreamExtended *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->InputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (1) {
         r->WrittenSize = mp_rcur_u32(c);
-        if (c->err) return;
+        if (c->err)
+            return;
     }
 }
 
-static void push_mp_rop_rsp_WriteStreamExtended(struct mp_wcur *w, const struct mp_rop_rsp_WriteStreamExtended *r)
+static void push_mp_rop_rsp_WriteStreamExtended(struct mp_wcur *w,
+                                                const struct mp_rop_rsp_WriteStreamExtended *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
@@ -10997,7 +13162,8 @@ static void push_mp_rop_rsp_WriteStreamExtended(struct mp_wcur *w, const struct 
     }
 }
 
-static void print_mp_rop_rsp_WriteStreamExtended(struct mp_json *j, const struct mp_rop_rsp_WriteStreamExtended *r)
+static void print_mp_rop_rsp_WriteStreamExtended(struct mp_json *j,
+                                                 const struct mp_rop_rsp_WriteStreamExtended *r)
 {
     mp_rj_key(j, "InputHandleIndex");
     mp_rj_u64(j, r->InputHandleIndex);
@@ -11009,31 +13175,45 @@ static void print_mp_rop_rsp_WriteStreamExtended(struct mp_json *j, const struct
     }
 }
 
-static void pull_mp_rop_rsp_Backoff(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_Backoff *r, const void *req)
+static void pull_mp_rop_rsp_Backoff(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                    struct mp_rop_rsp_Backoff *r, const void *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->LogonId = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Duration = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->BackoffRopCount = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     {
         size_t n_ = (size_t)r->BackoffRopCount;
-        if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+        if (n_ > mp_rcur_left(c)) {
+            c->err = true;
+            return;
+        }
         r->BackoffRopData = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->BackoffRopData));
-        if (!r->BackoffRopData) { mp_rop_nomem(c, pc); return; }
+        if (!r->BackoffRopData) {
+            mp_rop_nomem(c, pc);
+            return;
+        }
         for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
             mp_rop_pull_BackoffRop(c, pc, &r->BackoffRopData[i_]);
         }
     }
-    if (c->err) return;
+    if (c->err)
+        return;
     r->AdditionalDataSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->AdditionalData = mp_rcur_bytes(c, (size_t)r->AdditionalDataSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_rsp_Backoff(struct mp_wcur *w, const struct mp_rop_rsp_Backoff *r)
@@ -11071,22 +13251,29 @@ static void print_mp_rop_rsp_Backoff(struct mp_json *j, const struct mp_rop_rsp_
     mp_rj_bin(j, r->AdditionalData, (size_t)r->AdditionalDataSize, MP_ROP_PRINT_MAXBIN);
 }
 
-static void pull_mp_rop_req_Logon(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_req_Logon *r)
+static void pull_mp_rop_req_Logon(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_req_Logon *r)
 {
     r->RopId = mp_rcur_u8(c);
     r->LogonId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->LogonFlags = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->OpenFlags = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->StoreState = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->EssdnSize = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->Essdn = mp_rcur_bytes(c, (size_t)r->EssdnSize);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
 static void push_mp_rop_req_Logon(struct mp_wcur *w, const struct mp_rop_req_Logon *r)
@@ -11119,55 +13306,94 @@ static void print_mp_rop_req_Logon(struct mp_json *j, const struct mp_rop_req_Lo
     mp_rop_print_text(j, r->Essdn, (size_t)r->EssdnSize, false);
 }
 
-static void pull_mp_rop_rsp_Logon(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_Logon *r, const struct mp_rop_req_Logon *req)
+static void pull_mp_rop_rsp_Logon(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_rsp_Logon *r, const struct mp_rop_req_Logon *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
     r->OutputHandleIndex = mp_rcur_u8(c);
     r->ReturnValue = mp_rcur_u32(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     if (r->ReturnValue == 0x00000478) {
         r->LogonFlags = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->ServerNameSize = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         r->ServerName = mp_rcur_bytes(c, (size_t)r->ServerNameSize);
-        if (c->err) return;
+        if (c->err)
+            return;
     } else if (r->ReturnValue == 0) {
         r->LogonFlags = mp_rcur_u8(c);
-        if (c->err) return;
+        if (c->err)
+            return;
         {
             size_t n_ = 13;
-            if (n_ > mp_rcur_left(c)) { c->err = true; return; }
+            if (n_ > mp_rcur_left(c)) {
+                c->err = true;
+                return;
+            }
             r->FolderIds = mp_arena_calloc(pc->arena, n_ ? n_ : 1, sizeof(*r->FolderIds));
-            if (!r->FolderIds) { mp_rop_nomem(c, pc); return; }
+            if (!r->FolderIds) {
+                mp_rop_nomem(c, pc);
+                return;
+            }
             for (size_t i_ = 0; i_ < n_ && !c->err; i_++) {
                 r->FolderIds[i_] = mp_rcur_u64(c);
             }
         }
-        if (c->err) return;
+        if (c->err)
+            return;
         if (r->LogonFlags & 0x01) {
             r->ResponseFlags = mp_rcur_u8(c);
-            if (c->err) return;
-            { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->MailboxGuid, q_, 16); }
-            if (c->err) return;
+            if (c->err)
+                return;
+            {
+                const uint8_t *q_ = mp_rcur_bytes(c, 16);
+                if (q_)
+                    memcpy(r->MailboxGuid, q_, 16);
+            }
+            if (c->err)
+                return;
             r->ReplId = mp_rcur_u16(c);
-            if (c->err) return;
-            { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->ReplGuid, q_, 16); }
-            if (c->err) return;
+            if (c->err)
+                return;
+            {
+                const uint8_t *q_ = mp_rcur_bytes(c, 16);
+                if (q_)
+                    memcpy(r->ReplGuid, q_, 16);
+            }
+            if (c->err)
+                return;
             mp_rop_pull_LogonTime(c, pc, &r->LogonTime);
-            if (c->err) return;
+            if (c->err)
+                return;
             r->GwartTime = mp_rcur_u64(c);
-            if (c->err) return;
+            if (c->err)
+                return;
             r->StoreState = mp_rcur_u32(c);
-            if (c->err) return;
+            if (c->err)
+                return;
         } else {
             r->ReplId = mp_rcur_u16(c);
-            if (c->err) return;
-            { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->ReplGuid, q_, 16); }
-            if (c->err) return;
-            { const uint8_t *q_ = mp_rcur_bytes(c, 16); if (q_) memcpy(r->PerUserGuid, q_, 16); }
-            if (c->err) return;
+            if (c->err)
+                return;
+            {
+                const uint8_t *q_ = mp_rcur_bytes(c, 16);
+                if (q_)
+                    memcpy(r->ReplGuid, q_, 16);
+            }
+            if (c->err)
+                return;
+            {
+                const uint8_t *q_ = mp_rcur_bytes(c, 16);
+                if (q_)
+                    memcpy(r->PerUserGuid, q_, 16);
+            }
+            if (c->err)
+                return;
         }
     }
 }
@@ -11252,26 +13478,32 @@ static void print_mp_rop_rsp_Logon(struct mp_json *j, const struct mp_rop_rsp_Lo
     }
 }
 
-static void pull_mp_rop_rsp_BufferTooSmall(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_rsp_BufferTooSmall *r, const void *req)
+static void pull_mp_rop_rsp_BufferTooSmall(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                           struct mp_rop_rsp_BufferTooSmall *r, const void *req)
 {
     (void)req;
     r->RopId = mp_rcur_u8(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->SizeNeeded = mp_rcur_u16(c);
-    if (c->err) return;
+    if (c->err)
+        return;
     r->RequestBuffers.n = (uint32_t)mp_rcur_left(c);
     r->RequestBuffers.p = mp_rcur_bytes(c, r->RequestBuffers.n);
-    if (c->err) return;
+    if (c->err)
+        return;
 }
 
-static void push_mp_rop_rsp_BufferTooSmall(struct mp_wcur *w, const struct mp_rop_rsp_BufferTooSmall *r)
+static void push_mp_rop_rsp_BufferTooSmall(struct mp_wcur *w,
+                                           const struct mp_rop_rsp_BufferTooSmall *r)
 {
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u16(w, r->SizeNeeded);
     mp_wcur_bytes(w, r->RequestBuffers.p, r->RequestBuffers.n);
 }
 
-static void print_mp_rop_rsp_BufferTooSmall(struct mp_json *j, const struct mp_rop_rsp_BufferTooSmall *r)
+static void print_mp_rop_rsp_BufferTooSmall(struct mp_json *j,
+                                            const struct mp_rop_rsp_BufferTooSmall *r)
 {
     mp_rj_key(j, "SizeNeeded");
     mp_rj_u64(j, r->SizeNeeded);
@@ -11279,7 +13511,8 @@ static void print_mp_rop_rsp_BufferTooSmall(struct mp_json *j, const struct mp_r
     mp_rj_bin(j, r->RequestBuffers.p, r->RequestBuffers.n, MP_ROP_PRINT_MAXBIN);
 }
 
-static void vpull_mp_rop_req_Release(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_Release(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                     const void *req)
 {
     (void)req;
     pull_mp_rop_req_Release(c, pc, r);
@@ -11292,7 +13525,8 @@ static void vprint_mp_rop_req_Release(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Release(j, r);
 }
-static void vpull_mp_rop_req_OpenFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_OpenFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     (void)req;
     pull_mp_rop_req_OpenFolder(c, pc, r);
@@ -11305,7 +13539,8 @@ static void vprint_mp_rop_req_OpenFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OpenFolder(j, r);
 }
-static void vpull_mp_rop_rsp_OpenFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_OpenFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     pull_mp_rop_rsp_OpenFolder(c, pc, r, req);
 }
@@ -11317,7 +13552,8 @@ static void vprint_mp_rop_rsp_OpenFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OpenFolder(j, r);
 }
-static void vpull_mp_rop_req_OpenMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_OpenMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     (void)req;
     pull_mp_rop_req_OpenMessage(c, pc, r);
@@ -11330,7 +13566,8 @@ static void vprint_mp_rop_req_OpenMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OpenMessage(j, r);
 }
-static void vpull_mp_rop_rsp_OpenMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_OpenMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     pull_mp_rop_rsp_OpenMessage(c, pc, r, req);
 }
@@ -11342,7 +13579,8 @@ static void vprint_mp_rop_rsp_OpenMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OpenMessage(j, r);
 }
-static void vpull_mp_rop_req_GetHierarchyTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetHierarchyTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetHierarchyTable(c, pc, r);
@@ -11355,7 +13593,8 @@ static void vprint_mp_rop_req_GetHierarchyTable(struct mp_json *j, const void *r
 {
     print_mp_rop_req_GetHierarchyTable(j, r);
 }
-static void vpull_mp_rop_rsp_GetHierarchyTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetHierarchyTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     pull_mp_rop_rsp_GetHierarchyTable(c, pc, r, req);
 }
@@ -11367,7 +13606,8 @@ static void vprint_mp_rop_rsp_GetHierarchyTable(struct mp_json *j, const void *r
 {
     print_mp_rop_rsp_GetHierarchyTable(j, r);
 }
-static void vpull_mp_rop_req_GetContentsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetContentsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetContentsTable(c, pc, r);
@@ -11380,7 +13620,8 @@ static void vprint_mp_rop_req_GetContentsTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetContentsTable(j, r);
 }
-static void vpull_mp_rop_rsp_GetContentsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetContentsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_GetContentsTable(c, pc, r, req);
 }
@@ -11392,7 +13633,8 @@ static void vprint_mp_rop_rsp_GetContentsTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetContentsTable(j, r);
 }
-static void vpull_mp_rop_req_CreateMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CreateMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     (void)req;
     pull_mp_rop_req_CreateMessage(c, pc, r);
@@ -11405,7 +13647,8 @@ static void vprint_mp_rop_req_CreateMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CreateMessage(j, r);
 }
-static void vpull_mp_rop_rsp_CreateMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CreateMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     pull_mp_rop_rsp_CreateMessage(c, pc, r, req);
 }
@@ -11417,7 +13660,8 @@ static void vprint_mp_rop_rsp_CreateMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CreateMessage(j, r);
 }
-static void vpull_mp_rop_req_GetPropertiesSpecific(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetPropertiesSpecific(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetPropertiesSpecific(c, pc, r);
@@ -11430,7 +13674,8 @@ static void vprint_mp_rop_req_GetPropertiesSpecific(struct mp_json *j, const voi
 {
     print_mp_rop_req_GetPropertiesSpecific(j, r);
 }
-static void vpull_mp_rop_rsp_GetPropertiesSpecific(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetPropertiesSpecific(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     pull_mp_rop_rsp_GetPropertiesSpecific(c, pc, r, req);
 }
@@ -11442,7 +13687,8 @@ static void vprint_mp_rop_rsp_GetPropertiesSpecific(struct mp_json *j, const voi
 {
     print_mp_rop_rsp_GetPropertiesSpecific(j, r);
 }
-static void vpull_mp_rop_req_GetPropertiesAll(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetPropertiesAll(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetPropertiesAll(c, pc, r);
@@ -11455,7 +13701,8 @@ static void vprint_mp_rop_req_GetPropertiesAll(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetPropertiesAll(j, r);
 }
-static void vpull_mp_rop_rsp_GetPropertiesAll(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetPropertiesAll(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_GetPropertiesAll(c, pc, r, req);
 }
@@ -11467,7 +13714,8 @@ static void vprint_mp_rop_rsp_GetPropertiesAll(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetPropertiesAll(j, r);
 }
-static void vpull_mp_rop_req_GetPropertiesList(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetPropertiesList(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetPropertiesList(c, pc, r);
@@ -11480,7 +13728,8 @@ static void vprint_mp_rop_req_GetPropertiesList(struct mp_json *j, const void *r
 {
     print_mp_rop_req_GetPropertiesList(j, r);
 }
-static void vpull_mp_rop_rsp_GetPropertiesList(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetPropertiesList(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     pull_mp_rop_rsp_GetPropertiesList(c, pc, r, req);
 }
@@ -11492,7 +13741,8 @@ static void vprint_mp_rop_rsp_GetPropertiesList(struct mp_json *j, const void *r
 {
     print_mp_rop_rsp_GetPropertiesList(j, r);
 }
-static void vpull_mp_rop_req_SetProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetProperties(c, pc, r);
@@ -11505,7 +13755,8 @@ static void vprint_mp_rop_req_SetProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetProperties(j, r);
 }
-static void vpull_mp_rop_rsp_SetProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     pull_mp_rop_rsp_SetProperties(c, pc, r, req);
 }
@@ -11517,7 +13768,8 @@ static void vprint_mp_rop_rsp_SetProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetProperties(j, r);
 }
-static void vpull_mp_rop_req_DeleteProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_DeleteProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_DeleteProperties(c, pc, r);
@@ -11530,7 +13782,8 @@ static void vprint_mp_rop_req_DeleteProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_DeleteProperties(j, r);
 }
-static void vpull_mp_rop_rsp_DeleteProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_DeleteProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_DeleteProperties(c, pc, r, req);
 }
@@ -11542,7 +13795,8 @@ static void vprint_mp_rop_rsp_DeleteProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_DeleteProperties(j, r);
 }
-static void vpull_mp_rop_req_SaveChangesMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SaveChangesMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     (void)req;
     pull_mp_rop_req_SaveChangesMessage(c, pc, r);
@@ -11555,7 +13809,8 @@ static void vprint_mp_rop_req_SaveChangesMessage(struct mp_json *j, const void *
 {
     print_mp_rop_req_SaveChangesMessage(j, r);
 }
-static void vpull_mp_rop_rsp_SaveChangesMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SaveChangesMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     pull_mp_rop_rsp_SaveChangesMessage(c, pc, r, req);
 }
@@ -11567,7 +13822,8 @@ static void vprint_mp_rop_rsp_SaveChangesMessage(struct mp_json *j, const void *
 {
     print_mp_rop_rsp_SaveChangesMessage(j, r);
 }
-static void vpull_mp_rop_req_RemoveAllRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_RemoveAllRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     (void)req;
     pull_mp_rop_req_RemoveAllRecipients(c, pc, r);
@@ -11580,7 +13836,8 @@ static void vprint_mp_rop_req_RemoveAllRecipients(struct mp_json *j, const void 
 {
     print_mp_rop_req_RemoveAllRecipients(j, r);
 }
-static void vpull_mp_rop_rsp_RemoveAllRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_RemoveAllRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     pull_mp_rop_rsp_RemoveAllRecipients(c, pc, r, req);
 }
@@ -11592,7 +13849,8 @@ static void vprint_mp_rop_rsp_RemoveAllRecipients(struct mp_json *j, const void 
 {
     print_mp_rop_rsp_RemoveAllRecipients(j, r);
 }
-static void vpull_mp_rop_req_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_ModifyRecipients(c, pc, r);
@@ -11605,7 +13863,8 @@ static void vprint_mp_rop_req_ModifyRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ModifyRecipients(j, r);
 }
-static void vpull_mp_rop_rsp_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_ModifyRecipients(c, pc, r, req);
 }
@@ -11617,7 +13876,8 @@ static void vprint_mp_rop_rsp_ModifyRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ModifyRecipients(j, r);
 }
-static void vpull_mp_rop_req_ReadRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_ReadRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     (void)req;
     pull_mp_rop_req_ReadRecipients(c, pc, r);
@@ -11630,7 +13890,8 @@ static void vprint_mp_rop_req_ReadRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ReadRecipients(j, r);
 }
-static void vpull_mp_rop_rsp_ReadRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_ReadRecipients(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     pull_mp_rop_rsp_ReadRecipients(c, pc, r, req);
 }
@@ -11642,7 +13903,8 @@ static void vprint_mp_rop_rsp_ReadRecipients(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ReadRecipients(j, r);
 }
-static void vpull_mp_rop_req_ReloadCachedInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_ReloadCachedInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_ReloadCachedInformation(c, pc, r);
@@ -11655,7 +13917,8 @@ static void vprint_mp_rop_req_ReloadCachedInformation(struct mp_json *j, const v
 {
     print_mp_rop_req_ReloadCachedInformation(j, r);
 }
-static void vpull_mp_rop_rsp_ReloadCachedInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_ReloadCachedInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     void *r, const void *req)
 {
     pull_mp_rop_rsp_ReloadCachedInformation(c, pc, r, req);
 }
@@ -11667,7 +13930,8 @@ static void vprint_mp_rop_rsp_ReloadCachedInformation(struct mp_json *j, const v
 {
     print_mp_rop_rsp_ReloadCachedInformation(j, r);
 }
-static void vpull_mp_rop_req_SetMessageReadFlag(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetMessageReadFlag(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetMessageReadFlag(c, pc, r);
@@ -11680,7 +13944,8 @@ static void vprint_mp_rop_req_SetMessageReadFlag(struct mp_json *j, const void *
 {
     print_mp_rop_req_SetMessageReadFlag(j, r);
 }
-static void vpull_mp_rop_rsp_SetMessageReadFlag(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetMessageReadFlag(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     pull_mp_rop_rsp_SetMessageReadFlag(c, pc, r, req);
 }
@@ -11692,7 +13957,8 @@ static void vprint_mp_rop_rsp_SetMessageReadFlag(struct mp_json *j, const void *
 {
     print_mp_rop_rsp_SetMessageReadFlag(j, r);
 }
-static void vpull_mp_rop_req_SetColumns(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetColumns(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetColumns(c, pc, r);
@@ -11705,7 +13971,8 @@ static void vprint_mp_rop_req_SetColumns(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetColumns(j, r);
 }
-static void vpull_mp_rop_rsp_SetColumns(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetColumns(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     pull_mp_rop_rsp_SetColumns(c, pc, r, req);
 }
@@ -11717,7 +13984,8 @@ static void vprint_mp_rop_rsp_SetColumns(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetColumns(j, r);
 }
-static void vpull_mp_rop_req_SortTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SortTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                       const void *req)
 {
     (void)req;
     pull_mp_rop_req_SortTable(c, pc, r);
@@ -11730,7 +13998,8 @@ static void vprint_mp_rop_req_SortTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SortTable(j, r);
 }
-static void vpull_mp_rop_rsp_SortTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SortTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                       const void *req)
 {
     pull_mp_rop_rsp_SortTable(c, pc, r, req);
 }
@@ -11742,7 +14011,8 @@ static void vprint_mp_rop_rsp_SortTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SortTable(j, r);
 }
-static void vpull_mp_rop_req_Restrict(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_Restrict(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                      const void *req)
 {
     (void)req;
     pull_mp_rop_req_Restrict(c, pc, r);
@@ -11755,7 +14025,8 @@ static void vprint_mp_rop_req_Restrict(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Restrict(j, r);
 }
-static void vpull_mp_rop_rsp_Restrict(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_Restrict(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                      const void *req)
 {
     pull_mp_rop_rsp_Restrict(c, pc, r, req);
 }
@@ -11767,7 +14038,8 @@ static void vprint_mp_rop_rsp_Restrict(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Restrict(j, r);
 }
-static void vpull_mp_rop_req_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                       const void *req)
 {
     (void)req;
     pull_mp_rop_req_QueryRows(c, pc, r);
@@ -11780,7 +14052,8 @@ static void vprint_mp_rop_req_QueryRows(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_QueryRows(j, r);
 }
-static void vpull_mp_rop_rsp_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_QueryRows(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                       const void *req)
 {
     pull_mp_rop_rsp_QueryRows(c, pc, r, req);
 }
@@ -11792,7 +14065,8 @@ static void vprint_mp_rop_rsp_QueryRows(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_QueryRows(j, r);
 }
-static void vpull_mp_rop_req_GetStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                       const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetStatus(c, pc, r);
@@ -11805,7 +14079,8 @@ static void vprint_mp_rop_req_GetStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetStatus(j, r);
 }
-static void vpull_mp_rop_rsp_GetStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                       const void *req)
 {
     pull_mp_rop_rsp_GetStatus(c, pc, r, req);
 }
@@ -11817,7 +14092,8 @@ static void vprint_mp_rop_rsp_GetStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetStatus(j, r);
 }
-static void vpull_mp_rop_req_QueryPosition(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_QueryPosition(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     (void)req;
     pull_mp_rop_req_QueryPosition(c, pc, r);
@@ -11830,7 +14106,8 @@ static void vprint_mp_rop_req_QueryPosition(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_QueryPosition(j, r);
 }
-static void vpull_mp_rop_rsp_QueryPosition(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_QueryPosition(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     pull_mp_rop_rsp_QueryPosition(c, pc, r, req);
 }
@@ -11842,7 +14119,8 @@ static void vprint_mp_rop_rsp_QueryPosition(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_QueryPosition(j, r);
 }
-static void vpull_mp_rop_req_SeekRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SeekRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                     const void *req)
 {
     (void)req;
     pull_mp_rop_req_SeekRow(c, pc, r);
@@ -11855,7 +14133,8 @@ static void vprint_mp_rop_req_SeekRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SeekRow(j, r);
 }
-static void vpull_mp_rop_rsp_SeekRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SeekRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                     const void *req)
 {
     pull_mp_rop_rsp_SeekRow(c, pc, r, req);
 }
@@ -11867,7 +14146,8 @@ static void vprint_mp_rop_rsp_SeekRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SeekRow(j, r);
 }
-static void vpull_mp_rop_req_SeekRowBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SeekRowBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                             const void *req)
 {
     (void)req;
     pull_mp_rop_req_SeekRowBookmark(c, pc, r);
@@ -11880,7 +14160,8 @@ static void vprint_mp_rop_req_SeekRowBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SeekRowBookmark(j, r);
 }
-static void vpull_mp_rop_rsp_SeekRowBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SeekRowBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                             const void *req)
 {
     pull_mp_rop_rsp_SeekRowBookmark(c, pc, r, req);
 }
@@ -11892,7 +14173,8 @@ static void vprint_mp_rop_rsp_SeekRowBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SeekRowBookmark(j, r);
 }
-static void vpull_mp_rop_req_SeekRowFractional(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SeekRowFractional(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     (void)req;
     pull_mp_rop_req_SeekRowFractional(c, pc, r);
@@ -11905,7 +14187,8 @@ static void vprint_mp_rop_req_SeekRowFractional(struct mp_json *j, const void *r
 {
     print_mp_rop_req_SeekRowFractional(j, r);
 }
-static void vpull_mp_rop_rsp_SeekRowFractional(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SeekRowFractional(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     pull_mp_rop_rsp_SeekRowFractional(c, pc, r, req);
 }
@@ -11917,7 +14200,8 @@ static void vprint_mp_rop_rsp_SeekRowFractional(struct mp_json *j, const void *r
 {
     print_mp_rop_rsp_SeekRowFractional(j, r);
 }
-static void vpull_mp_rop_req_CreateBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CreateBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     (void)req;
     pull_mp_rop_req_CreateBookmark(c, pc, r);
@@ -11930,7 +14214,8 @@ static void vprint_mp_rop_req_CreateBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CreateBookmark(j, r);
 }
-static void vpull_mp_rop_rsp_CreateBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CreateBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     pull_mp_rop_rsp_CreateBookmark(c, pc, r, req);
 }
@@ -11942,7 +14227,8 @@ static void vprint_mp_rop_rsp_CreateBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CreateBookmark(j, r);
 }
-static void vpull_mp_rop_req_CreateFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CreateFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     (void)req;
     pull_mp_rop_req_CreateFolder(c, pc, r);
@@ -11955,7 +14241,8 @@ static void vprint_mp_rop_req_CreateFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CreateFolder(j, r);
 }
-static void vpull_mp_rop_rsp_CreateFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CreateFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     pull_mp_rop_rsp_CreateFolder(c, pc, r, req);
 }
@@ -11967,7 +14254,8 @@ static void vprint_mp_rop_rsp_CreateFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CreateFolder(j, r);
 }
-static void vpull_mp_rop_req_DeleteFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_DeleteFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     (void)req;
     pull_mp_rop_req_DeleteFolder(c, pc, r);
@@ -11980,7 +14268,8 @@ static void vprint_mp_rop_req_DeleteFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_DeleteFolder(j, r);
 }
-static void vpull_mp_rop_rsp_DeleteFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_DeleteFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     pull_mp_rop_rsp_DeleteFolder(c, pc, r, req);
 }
@@ -11992,7 +14281,8 @@ static void vprint_mp_rop_rsp_DeleteFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_DeleteFolder(j, r);
 }
-static void vpull_mp_rop_req_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     (void)req;
     pull_mp_rop_req_DeleteMessages(c, pc, r);
@@ -12005,7 +14295,8 @@ static void vprint_mp_rop_req_DeleteMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_DeleteMessages(j, r);
 }
-static void vpull_mp_rop_rsp_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     pull_mp_rop_rsp_DeleteMessages(c, pc, r, req);
 }
@@ -12017,7 +14308,8 @@ static void vprint_mp_rop_rsp_DeleteMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_DeleteMessages(j, r);
 }
-static void vpull_mp_rop_req_GetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetMessageStatus(c, pc, r);
@@ -12030,7 +14322,8 @@ static void vprint_mp_rop_req_GetMessageStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetMessageStatus(j, r);
 }
-static void vpull_mp_rop_rsp_GetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_GetMessageStatus(c, pc, r, req);
 }
@@ -12042,7 +14335,8 @@ static void vprint_mp_rop_rsp_GetMessageStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetMessageStatus(j, r);
 }
-static void vpull_mp_rop_req_SetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetMessageStatus(c, pc, r);
@@ -12055,7 +14349,8 @@ static void vprint_mp_rop_req_SetMessageStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetMessageStatus(j, r);
 }
-static void vpull_mp_rop_rsp_SetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetMessageStatus(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_SetMessageStatus(c, pc, r, req);
 }
@@ -12067,7 +14362,8 @@ static void vprint_mp_rop_rsp_SetMessageStatus(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetMessageStatus(j, r);
 }
-static void vpull_mp_rop_req_GetAttachmentTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetAttachmentTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetAttachmentTable(c, pc, r);
@@ -12080,7 +14376,8 @@ static void vprint_mp_rop_req_GetAttachmentTable(struct mp_json *j, const void *
 {
     print_mp_rop_req_GetAttachmentTable(j, r);
 }
-static void vpull_mp_rop_rsp_GetAttachmentTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetAttachmentTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     pull_mp_rop_rsp_GetAttachmentTable(c, pc, r, req);
 }
@@ -12092,7 +14389,8 @@ static void vprint_mp_rop_rsp_GetAttachmentTable(struct mp_json *j, const void *
 {
     print_mp_rop_rsp_GetAttachmentTable(j, r);
 }
-static void vpull_mp_rop_req_OpenAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_OpenAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     (void)req;
     pull_mp_rop_req_OpenAttachment(c, pc, r);
@@ -12105,7 +14403,8 @@ static void vprint_mp_rop_req_OpenAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OpenAttachment(j, r);
 }
-static void vpull_mp_rop_rsp_OpenAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_OpenAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     pull_mp_rop_rsp_OpenAttachment(c, pc, r, req);
 }
@@ -12117,7 +14416,8 @@ static void vprint_mp_rop_rsp_OpenAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OpenAttachment(j, r);
 }
-static void vpull_mp_rop_req_CreateAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CreateAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_CreateAttachment(c, pc, r);
@@ -12130,7 +14430,8 @@ static void vprint_mp_rop_req_CreateAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CreateAttachment(j, r);
 }
-static void vpull_mp_rop_rsp_CreateAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CreateAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_CreateAttachment(c, pc, r, req);
 }
@@ -12142,7 +14443,8 @@ static void vprint_mp_rop_rsp_CreateAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CreateAttachment(j, r);
 }
-static void vpull_mp_rop_req_DeleteAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_DeleteAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_DeleteAttachment(c, pc, r);
@@ -12155,7 +14457,8 @@ static void vprint_mp_rop_req_DeleteAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_DeleteAttachment(j, r);
 }
-static void vpull_mp_rop_rsp_DeleteAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_DeleteAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_DeleteAttachment(c, pc, r, req);
 }
@@ -12167,7 +14470,8 @@ static void vprint_mp_rop_rsp_DeleteAttachment(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_DeleteAttachment(j, r);
 }
-static void vpull_mp_rop_req_SaveChangesAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SaveChangesAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_SaveChangesAttachment(c, pc, r);
@@ -12180,7 +14484,8 @@ static void vprint_mp_rop_req_SaveChangesAttachment(struct mp_json *j, const voi
 {
     print_mp_rop_req_SaveChangesAttachment(j, r);
 }
-static void vpull_mp_rop_rsp_SaveChangesAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SaveChangesAttachment(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     pull_mp_rop_rsp_SaveChangesAttachment(c, pc, r, req);
 }
@@ -12192,7 +14497,8 @@ static void vprint_mp_rop_rsp_SaveChangesAttachment(struct mp_json *j, const voi
 {
     print_mp_rop_rsp_SaveChangesAttachment(j, r);
 }
-static void vpull_mp_rop_req_SetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetReceiveFolder(c, pc, r);
@@ -12205,7 +14511,8 @@ static void vprint_mp_rop_req_SetReceiveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetReceiveFolder(j, r);
 }
-static void vpull_mp_rop_rsp_SetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_SetReceiveFolder(c, pc, r, req);
 }
@@ -12217,7 +14524,8 @@ static void vprint_mp_rop_rsp_SetReceiveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetReceiveFolder(j, r);
 }
-static void vpull_mp_rop_req_GetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetReceiveFolder(c, pc, r);
@@ -12230,7 +14538,8 @@ static void vprint_mp_rop_req_GetReceiveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetReceiveFolder(j, r);
 }
-static void vpull_mp_rop_rsp_GetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetReceiveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_GetReceiveFolder(c, pc, r, req);
 }
@@ -12242,7 +14551,8 @@ static void vprint_mp_rop_rsp_GetReceiveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetReceiveFolder(j, r);
 }
-static void vpull_mp_rop_req_RegisterNotification(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_RegisterNotification(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_RegisterNotification(c, pc, r);
@@ -12255,7 +14565,8 @@ static void vprint_mp_rop_req_RegisterNotification(struct mp_json *j, const void
 {
     print_mp_rop_req_RegisterNotification(j, r);
 }
-static void vpull_mp_rop_rsp_RegisterNotification(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_RegisterNotification(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  void *r, const void *req)
 {
     pull_mp_rop_rsp_RegisterNotification(c, pc, r, req);
 }
@@ -12267,7 +14578,8 @@ static void vprint_mp_rop_rsp_RegisterNotification(struct mp_json *j, const void
 {
     print_mp_rop_rsp_RegisterNotification(j, r);
 }
-static void vpull_mp_rop_rsp_Notify(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_Notify(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                    const void *req)
 {
     pull_mp_rop_rsp_Notify(c, pc, r, req);
 }
@@ -12279,7 +14591,8 @@ static void vprint_mp_rop_rsp_Notify(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Notify(j, r);
 }
-static void vpull_mp_rop_req_OpenStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_OpenStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     (void)req;
     pull_mp_rop_req_OpenStream(c, pc, r);
@@ -12292,7 +14605,8 @@ static void vprint_mp_rop_req_OpenStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OpenStream(j, r);
 }
-static void vpull_mp_rop_rsp_OpenStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_OpenStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     pull_mp_rop_rsp_OpenStream(c, pc, r, req);
 }
@@ -12304,7 +14618,8 @@ static void vprint_mp_rop_rsp_OpenStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OpenStream(j, r);
 }
-static void vpull_mp_rop_req_ReadStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_ReadStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     (void)req;
     pull_mp_rop_req_ReadStream(c, pc, r);
@@ -12317,7 +14632,8 @@ static void vprint_mp_rop_req_ReadStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ReadStream(j, r);
 }
-static void vpull_mp_rop_rsp_ReadStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_ReadStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     pull_mp_rop_rsp_ReadStream(c, pc, r, req);
 }
@@ -12329,7 +14645,8 @@ static void vprint_mp_rop_rsp_ReadStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ReadStream(j, r);
 }
-static void vpull_mp_rop_req_WriteStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_WriteStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     (void)req;
     pull_mp_rop_req_WriteStream(c, pc, r);
@@ -12342,7 +14659,8 @@ static void vprint_mp_rop_req_WriteStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_WriteStream(j, r);
 }
-static void vpull_mp_rop_rsp_WriteStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_WriteStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     pull_mp_rop_rsp_WriteStream(c, pc, r, req);
 }
@@ -12354,7 +14672,8 @@ static void vprint_mp_rop_rsp_WriteStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_WriteStream(j, r);
 }
-static void vpull_mp_rop_req_SeekStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SeekStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     (void)req;
     pull_mp_rop_req_SeekStream(c, pc, r);
@@ -12367,7 +14686,8 @@ static void vprint_mp_rop_req_SeekStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SeekStream(j, r);
 }
-static void vpull_mp_rop_rsp_SeekStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SeekStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     pull_mp_rop_rsp_SeekStream(c, pc, r, req);
 }
@@ -12379,7 +14699,8 @@ static void vprint_mp_rop_rsp_SeekStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SeekStream(j, r);
 }
-static void vpull_mp_rop_req_SetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetStreamSize(c, pc, r);
@@ -12392,7 +14713,8 @@ static void vprint_mp_rop_req_SetStreamSize(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetStreamSize(j, r);
 }
-static void vpull_mp_rop_rsp_SetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     pull_mp_rop_rsp_SetStreamSize(c, pc, r, req);
 }
@@ -12404,7 +14726,8 @@ static void vprint_mp_rop_rsp_SetStreamSize(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetStreamSize(j, r);
 }
-static void vpull_mp_rop_req_SetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetSearchCriteria(c, pc, r);
@@ -12417,7 +14740,8 @@ static void vprint_mp_rop_req_SetSearchCriteria(struct mp_json *j, const void *r
 {
     print_mp_rop_req_SetSearchCriteria(j, r);
 }
-static void vpull_mp_rop_rsp_SetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     pull_mp_rop_rsp_SetSearchCriteria(c, pc, r, req);
 }
@@ -12429,7 +14753,8 @@ static void vprint_mp_rop_rsp_SetSearchCriteria(struct mp_json *j, const void *r
 {
     print_mp_rop_rsp_SetSearchCriteria(j, r);
 }
-static void vpull_mp_rop_req_GetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetSearchCriteria(c, pc, r);
@@ -12442,7 +14767,8 @@ static void vprint_mp_rop_req_GetSearchCriteria(struct mp_json *j, const void *r
 {
     print_mp_rop_req_GetSearchCriteria(j, r);
 }
-static void vpull_mp_rop_rsp_GetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetSearchCriteria(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     pull_mp_rop_rsp_GetSearchCriteria(c, pc, r, req);
 }
@@ -12454,7 +14780,8 @@ static void vprint_mp_rop_rsp_GetSearchCriteria(struct mp_json *j, const void *r
 {
     print_mp_rop_rsp_GetSearchCriteria(j, r);
 }
-static void vpull_mp_rop_req_SubmitMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SubmitMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     (void)req;
     pull_mp_rop_req_SubmitMessage(c, pc, r);
@@ -12467,7 +14794,8 @@ static void vprint_mp_rop_req_SubmitMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SubmitMessage(j, r);
 }
-static void vpull_mp_rop_rsp_SubmitMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SubmitMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     pull_mp_rop_rsp_SubmitMessage(c, pc, r, req);
 }
@@ -12479,7 +14807,8 @@ static void vprint_mp_rop_rsp_SubmitMessage(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SubmitMessage(j, r);
 }
-static void vpull_mp_rop_req_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_MoveCopyMessages(c, pc, r);
@@ -12492,7 +14821,8 @@ static void vprint_mp_rop_req_MoveCopyMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_MoveCopyMessages(j, r);
 }
-static void vpull_mp_rop_rsp_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_MoveCopyMessages(c, pc, r, req);
 }
@@ -12504,7 +14834,8 @@ static void vprint_mp_rop_rsp_MoveCopyMessages(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_MoveCopyMessages(j, r);
 }
-static void vpull_mp_rop_req_AbortSubmit(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_AbortSubmit(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     (void)req;
     pull_mp_rop_req_AbortSubmit(c, pc, r);
@@ -12517,7 +14848,8 @@ static void vprint_mp_rop_req_AbortSubmit(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_AbortSubmit(j, r);
 }
-static void vpull_mp_rop_rsp_AbortSubmit(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_AbortSubmit(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     pull_mp_rop_rsp_AbortSubmit(c, pc, r, req);
 }
@@ -12529,7 +14861,8 @@ static void vprint_mp_rop_rsp_AbortSubmit(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_AbortSubmit(j, r);
 }
-static void vpull_mp_rop_req_MoveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_MoveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     (void)req;
     pull_mp_rop_req_MoveFolder(c, pc, r);
@@ -12542,7 +14875,8 @@ static void vprint_mp_rop_req_MoveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_MoveFolder(j, r);
 }
-static void vpull_mp_rop_rsp_MoveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_MoveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     pull_mp_rop_rsp_MoveFolder(c, pc, r, req);
 }
@@ -12554,7 +14888,8 @@ static void vprint_mp_rop_rsp_MoveFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_MoveFolder(j, r);
 }
-static void vpull_mp_rop_req_CopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     (void)req;
     pull_mp_rop_req_CopyFolder(c, pc, r);
@@ -12567,7 +14902,8 @@ static void vprint_mp_rop_req_CopyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CopyFolder(j, r);
 }
-static void vpull_mp_rop_rsp_CopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     pull_mp_rop_rsp_CopyFolder(c, pc, r, req);
 }
@@ -12579,7 +14915,8 @@ static void vprint_mp_rop_rsp_CopyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CopyFolder(j, r);
 }
-static void vpull_mp_rop_req_QueryColumnsAll(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_QueryColumnsAll(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                             const void *req)
 {
     (void)req;
     pull_mp_rop_req_QueryColumnsAll(c, pc, r);
@@ -12592,7 +14929,8 @@ static void vprint_mp_rop_req_QueryColumnsAll(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_QueryColumnsAll(j, r);
 }
-static void vpull_mp_rop_rsp_QueryColumnsAll(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_QueryColumnsAll(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                             const void *req)
 {
     pull_mp_rop_rsp_QueryColumnsAll(c, pc, r, req);
 }
@@ -12604,7 +14942,8 @@ static void vprint_mp_rop_rsp_QueryColumnsAll(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_QueryColumnsAll(j, r);
 }
-static void vpull_mp_rop_req_Abort(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_Abort(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                   const void *req)
 {
     (void)req;
     pull_mp_rop_req_Abort(c, pc, r);
@@ -12617,7 +14956,8 @@ static void vprint_mp_rop_req_Abort(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Abort(j, r);
 }
-static void vpull_mp_rop_rsp_Abort(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_Abort(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                   const void *req)
 {
     pull_mp_rop_rsp_Abort(c, pc, r, req);
 }
@@ -12629,7 +14969,8 @@ static void vprint_mp_rop_rsp_Abort(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Abort(j, r);
 }
-static void vpull_mp_rop_req_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                    const void *req)
 {
     (void)req;
     pull_mp_rop_req_CopyTo(c, pc, r);
@@ -12642,7 +14983,8 @@ static void vprint_mp_rop_req_CopyTo(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CopyTo(j, r);
 }
-static void vpull_mp_rop_rsp_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                    const void *req)
 {
     pull_mp_rop_rsp_CopyTo(c, pc, r, req);
 }
@@ -12654,7 +14996,8 @@ static void vprint_mp_rop_rsp_CopyTo(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CopyTo(j, r);
 }
-static void vpull_mp_rop_req_CopyToStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CopyToStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     (void)req;
     pull_mp_rop_req_CopyToStream(c, pc, r);
@@ -12667,7 +15010,8 @@ static void vprint_mp_rop_req_CopyToStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CopyToStream(j, r);
 }
-static void vpull_mp_rop_rsp_CopyToStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CopyToStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     pull_mp_rop_rsp_CopyToStream(c, pc, r, req);
 }
@@ -12679,7 +15023,8 @@ static void vprint_mp_rop_rsp_CopyToStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CopyToStream(j, r);
 }
-static void vpull_mp_rop_req_CloneStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CloneStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     (void)req;
     pull_mp_rop_req_CloneStream(c, pc, r);
@@ -12692,7 +15037,8 @@ static void vprint_mp_rop_req_CloneStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CloneStream(j, r);
 }
-static void vpull_mp_rop_rsp_CloneStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CloneStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     pull_mp_rop_rsp_CloneStream(c, pc, r, req);
 }
@@ -12704,7 +15050,8 @@ static void vprint_mp_rop_rsp_CloneStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CloneStream(j, r);
 }
-static void vpull_mp_rop_req_GetPermissionsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetPermissionsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetPermissionsTable(c, pc, r);
@@ -12717,7 +15064,8 @@ static void vprint_mp_rop_req_GetPermissionsTable(struct mp_json *j, const void 
 {
     print_mp_rop_req_GetPermissionsTable(j, r);
 }
-static void vpull_mp_rop_rsp_GetPermissionsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetPermissionsTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     pull_mp_rop_rsp_GetPermissionsTable(c, pc, r, req);
 }
@@ -12729,7 +15077,8 @@ static void vprint_mp_rop_rsp_GetPermissionsTable(struct mp_json *j, const void 
 {
     print_mp_rop_rsp_GetPermissionsTable(j, r);
 }
-static void vpull_mp_rop_req_GetRulesTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetRulesTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetRulesTable(c, pc, r);
@@ -12742,7 +15091,8 @@ static void vprint_mp_rop_req_GetRulesTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetRulesTable(j, r);
 }
-static void vpull_mp_rop_rsp_GetRulesTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetRulesTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     pull_mp_rop_rsp_GetRulesTable(c, pc, r, req);
 }
@@ -12754,7 +15104,8 @@ static void vprint_mp_rop_rsp_GetRulesTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetRulesTable(j, r);
 }
-static void vpull_mp_rop_req_ModifyPermissions(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_ModifyPermissions(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     (void)req;
     pull_mp_rop_req_ModifyPermissions(c, pc, r);
@@ -12767,7 +15118,8 @@ static void vprint_mp_rop_req_ModifyPermissions(struct mp_json *j, const void *r
 {
     print_mp_rop_req_ModifyPermissions(j, r);
 }
-static void vpull_mp_rop_rsp_ModifyPermissions(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_ModifyPermissions(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                               const void *req)
 {
     pull_mp_rop_rsp_ModifyPermissions(c, pc, r, req);
 }
@@ -12779,7 +15131,8 @@ static void vprint_mp_rop_rsp_ModifyPermissions(struct mp_json *j, const void *r
 {
     print_mp_rop_rsp_ModifyPermissions(j, r);
 }
-static void vpull_mp_rop_req_ModifyRules(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_ModifyRules(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     (void)req;
     pull_mp_rop_req_ModifyRules(c, pc, r);
@@ -12792,7 +15145,8 @@ static void vprint_mp_rop_req_ModifyRules(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ModifyRules(j, r);
 }
-static void vpull_mp_rop_rsp_ModifyRules(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_ModifyRules(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     pull_mp_rop_rsp_ModifyRules(c, pc, r, req);
 }
@@ -12804,7 +15158,8 @@ static void vprint_mp_rop_rsp_ModifyRules(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ModifyRules(j, r);
 }
-static void vpull_mp_rop_req_GetOwningServers(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetOwningServers(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetOwningServers(c, pc, r);
@@ -12817,7 +15172,8 @@ static void vprint_mp_rop_req_GetOwningServers(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetOwningServers(j, r);
 }
-static void vpull_mp_rop_rsp_GetOwningServers(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetOwningServers(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_GetOwningServers(c, pc, r, req);
 }
@@ -12829,7 +15185,8 @@ static void vprint_mp_rop_rsp_GetOwningServers(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetOwningServers(j, r);
 }
-static void vpull_mp_rop_req_LongTermIdFromId(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_LongTermIdFromId(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_LongTermIdFromId(c, pc, r);
@@ -12842,7 +15199,8 @@ static void vprint_mp_rop_req_LongTermIdFromId(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_LongTermIdFromId(j, r);
 }
-static void vpull_mp_rop_rsp_LongTermIdFromId(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_LongTermIdFromId(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_LongTermIdFromId(c, pc, r, req);
 }
@@ -12854,7 +15212,8 @@ static void vprint_mp_rop_rsp_LongTermIdFromId(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_LongTermIdFromId(j, r);
 }
-static void vpull_mp_rop_req_IdFromLongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_IdFromLongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_IdFromLongTermId(c, pc, r);
@@ -12867,7 +15226,8 @@ static void vprint_mp_rop_req_IdFromLongTermId(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_IdFromLongTermId(j, r);
 }
-static void vpull_mp_rop_rsp_IdFromLongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_IdFromLongTermId(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_IdFromLongTermId(c, pc, r, req);
 }
@@ -12879,7 +15239,8 @@ static void vprint_mp_rop_rsp_IdFromLongTermId(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_IdFromLongTermId(j, r);
 }
-static void vpull_mp_rop_req_PublicFolderIsGhosted(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_PublicFolderIsGhosted(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_PublicFolderIsGhosted(c, pc, r);
@@ -12892,7 +15253,8 @@ static void vprint_mp_rop_req_PublicFolderIsGhosted(struct mp_json *j, const voi
 {
     print_mp_rop_req_PublicFolderIsGhosted(j, r);
 }
-static void vpull_mp_rop_rsp_PublicFolderIsGhosted(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_PublicFolderIsGhosted(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     pull_mp_rop_rsp_PublicFolderIsGhosted(c, pc, r, req);
 }
@@ -12904,7 +15266,8 @@ static void vprint_mp_rop_rsp_PublicFolderIsGhosted(struct mp_json *j, const voi
 {
     print_mp_rop_rsp_PublicFolderIsGhosted(j, r);
 }
-static void vpull_mp_rop_req_OpenEmbeddedMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_OpenEmbeddedMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     (void)req;
     pull_mp_rop_req_OpenEmbeddedMessage(c, pc, r);
@@ -12917,7 +15280,8 @@ static void vprint_mp_rop_req_OpenEmbeddedMessage(struct mp_json *j, const void 
 {
     print_mp_rop_req_OpenEmbeddedMessage(j, r);
 }
-static void vpull_mp_rop_rsp_OpenEmbeddedMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_OpenEmbeddedMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     pull_mp_rop_rsp_OpenEmbeddedMessage(c, pc, r, req);
 }
@@ -12929,7 +15293,8 @@ static void vprint_mp_rop_rsp_OpenEmbeddedMessage(struct mp_json *j, const void 
 {
     print_mp_rop_rsp_OpenEmbeddedMessage(j, r);
 }
-static void vpull_mp_rop_req_SetSpooler(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetSpooler(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetSpooler(c, pc, r);
@@ -12942,7 +15307,8 @@ static void vprint_mp_rop_req_SetSpooler(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetSpooler(j, r);
 }
-static void vpull_mp_rop_rsp_SetSpooler(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetSpooler(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     pull_mp_rop_rsp_SetSpooler(c, pc, r, req);
 }
@@ -12954,7 +15320,8 @@ static void vprint_mp_rop_rsp_SetSpooler(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetSpooler(j, r);
 }
-static void vpull_mp_rop_req_SpoolerLockMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SpoolerLockMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     (void)req;
     pull_mp_rop_req_SpoolerLockMessage(c, pc, r);
@@ -12967,7 +15334,8 @@ static void vprint_mp_rop_req_SpoolerLockMessage(struct mp_json *j, const void *
 {
     print_mp_rop_req_SpoolerLockMessage(j, r);
 }
-static void vpull_mp_rop_rsp_SpoolerLockMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SpoolerLockMessage(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     pull_mp_rop_rsp_SpoolerLockMessage(c, pc, r, req);
 }
@@ -12979,7 +15347,8 @@ static void vprint_mp_rop_rsp_SpoolerLockMessage(struct mp_json *j, const void *
 {
     print_mp_rop_rsp_SpoolerLockMessage(j, r);
 }
-static void vpull_mp_rop_req_GetAddressTypes(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetAddressTypes(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                             const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetAddressTypes(c, pc, r);
@@ -12992,7 +15361,8 @@ static void vprint_mp_rop_req_GetAddressTypes(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetAddressTypes(j, r);
 }
-static void vpull_mp_rop_rsp_GetAddressTypes(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetAddressTypes(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                             const void *req)
 {
     pull_mp_rop_rsp_GetAddressTypes(c, pc, r, req);
 }
@@ -13004,7 +15374,8 @@ static void vprint_mp_rop_rsp_GetAddressTypes(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetAddressTypes(j, r);
 }
-static void vpull_mp_rop_req_TransportSend(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_TransportSend(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     (void)req;
     pull_mp_rop_req_TransportSend(c, pc, r);
@@ -13017,7 +15388,8 @@ static void vprint_mp_rop_req_TransportSend(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_TransportSend(j, r);
 }
-static void vpull_mp_rop_rsp_TransportSend(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_TransportSend(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     pull_mp_rop_rsp_TransportSend(c, pc, r, req);
 }
@@ -13029,7 +15401,9 @@ static void vprint_mp_rop_rsp_TransportSend(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_TransportSend(j, r);
 }
-static void vpull_mp_rop_req_FastTransferSourceCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FastTransferSourceCopyMessages(struct mp_rcur *c,
+                                                            struct mp_rop_pctx *pc, void *r,
+                                                            const void *req)
 {
     (void)req;
     pull_mp_rop_req_FastTransferSourceCopyMessages(c, pc, r);
@@ -13042,7 +15416,9 @@ static void vprint_mp_rop_req_FastTransferSourceCopyMessages(struct mp_json *j, 
 {
     print_mp_rop_req_FastTransferSourceCopyMessages(j, r);
 }
-static void vpull_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_rcur *c,
+                                                            struct mp_rop_pctx *pc, void *r,
+                                                            const void *req)
 {
     pull_mp_rop_rsp_FastTransferSourceCopyMessages(c, pc, r, req);
 }
@@ -13054,7 +15430,8 @@ static void vprint_mp_rop_rsp_FastTransferSourceCopyMessages(struct mp_json *j, 
 {
     print_mp_rop_rsp_FastTransferSourceCopyMessages(j, r);
 }
-static void vpull_mp_rop_req_FastTransferSourceCopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FastTransferSourceCopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_FastTransferSourceCopyFolder(c, pc, r);
@@ -13067,7 +15444,8 @@ static void vprint_mp_rop_req_FastTransferSourceCopyFolder(struct mp_json *j, co
 {
     print_mp_rop_req_FastTransferSourceCopyFolder(j, r);
 }
-static void vpull_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     pull_mp_rop_rsp_FastTransferSourceCopyFolder(c, pc, r, req);
 }
@@ -13079,7 +15457,8 @@ static void vprint_mp_rop_rsp_FastTransferSourceCopyFolder(struct mp_json *j, co
 {
     print_mp_rop_rsp_FastTransferSourceCopyFolder(j, r);
 }
-static void vpull_mp_rop_req_FastTransferSourceCopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FastTransferSourceCopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                      void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_FastTransferSourceCopyTo(c, pc, r);
@@ -13092,7 +15471,8 @@ static void vprint_mp_rop_req_FastTransferSourceCopyTo(struct mp_json *j, const 
 {
     print_mp_rop_req_FastTransferSourceCopyTo(j, r);
 }
-static void vpull_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                      void *r, const void *req)
 {
     pull_mp_rop_rsp_FastTransferSourceCopyTo(c, pc, r, req);
 }
@@ -13104,7 +15484,8 @@ static void vprint_mp_rop_rsp_FastTransferSourceCopyTo(struct mp_json *j, const 
 {
     print_mp_rop_rsp_FastTransferSourceCopyTo(j, r);
 }
-static void vpull_mp_rop_req_FastTransferSourceGetBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FastTransferSourceGetBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                         void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_FastTransferSourceGetBuffer(c, pc, r);
@@ -13117,7 +15498,8 @@ static void vprint_mp_rop_req_FastTransferSourceGetBuffer(struct mp_json *j, con
 {
     print_mp_rop_req_FastTransferSourceGetBuffer(j, r);
 }
-static void vpull_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                         void *r, const void *req)
 {
     pull_mp_rop_rsp_FastTransferSourceGetBuffer(c, pc, r, req);
 }
@@ -13129,7 +15511,8 @@ static void vprint_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_json *j, con
 {
     print_mp_rop_rsp_FastTransferSourceGetBuffer(j, r);
 }
-static void vpull_mp_rop_req_FindRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FindRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                     const void *req)
 {
     (void)req;
     pull_mp_rop_req_FindRow(c, pc, r);
@@ -13142,7 +15525,8 @@ static void vprint_mp_rop_req_FindRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FindRow(j, r);
 }
-static void vpull_mp_rop_rsp_FindRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FindRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                     const void *req)
 {
     pull_mp_rop_rsp_FindRow(c, pc, r, req);
 }
@@ -13154,7 +15538,8 @@ static void vprint_mp_rop_rsp_FindRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FindRow(j, r);
 }
-static void vpull_mp_rop_req_Progress(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_Progress(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                      const void *req)
 {
     (void)req;
     pull_mp_rop_req_Progress(c, pc, r);
@@ -13167,7 +15552,8 @@ static void vprint_mp_rop_req_Progress(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Progress(j, r);
 }
-static void vpull_mp_rop_rsp_Progress(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_Progress(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                      const void *req)
 {
     pull_mp_rop_rsp_Progress(c, pc, r, req);
 }
@@ -13179,7 +15565,8 @@ static void vprint_mp_rop_rsp_Progress(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Progress(j, r);
 }
-static void vpull_mp_rop_req_TransportNewMail(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_TransportNewMail(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_TransportNewMail(c, pc, r);
@@ -13192,7 +15579,8 @@ static void vprint_mp_rop_req_TransportNewMail(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_TransportNewMail(j, r);
 }
-static void vpull_mp_rop_rsp_TransportNewMail(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_TransportNewMail(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_TransportNewMail(c, pc, r, req);
 }
@@ -13204,7 +15592,8 @@ static void vprint_mp_rop_rsp_TransportNewMail(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_TransportNewMail(j, r);
 }
-static void vpull_mp_rop_req_GetValidAttachments(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetValidAttachments(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetValidAttachments(c, pc, r);
@@ -13217,7 +15606,8 @@ static void vprint_mp_rop_req_GetValidAttachments(struct mp_json *j, const void 
 {
     print_mp_rop_req_GetValidAttachments(j, r);
 }
-static void vpull_mp_rop_rsp_GetValidAttachments(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetValidAttachments(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     pull_mp_rop_rsp_GetValidAttachments(c, pc, r, req);
 }
@@ -13229,7 +15619,9 @@ static void vprint_mp_rop_rsp_GetValidAttachments(struct mp_json *j, const void 
 {
     print_mp_rop_rsp_GetValidAttachments(j, r);
 }
-static void vpull_mp_rop_req_FastTransferDestinationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FastTransferDestinationConfigure(struct mp_rcur *c,
+                                                              struct mp_rop_pctx *pc, void *r,
+                                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_FastTransferDestinationConfigure(c, pc, r);
@@ -13242,7 +15634,9 @@ static void vprint_mp_rop_req_FastTransferDestinationConfigure(struct mp_json *j
 {
     print_mp_rop_req_FastTransferDestinationConfigure(j, r);
 }
-static void vpull_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_rcur *c,
+                                                              struct mp_rop_pctx *pc, void *r,
+                                                              const void *req)
 {
     pull_mp_rop_rsp_FastTransferDestinationConfigure(c, pc, r, req);
 }
@@ -13254,7 +15648,9 @@ static void vprint_mp_rop_rsp_FastTransferDestinationConfigure(struct mp_json *j
 {
     print_mp_rop_rsp_FastTransferDestinationConfigure(j, r);
 }
-static void vpull_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_rcur *c,
+                                                              struct mp_rop_pctx *pc, void *r,
+                                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_FastTransferDestinationPutBuffer(c, pc, r);
@@ -13267,7 +15663,9 @@ static void vprint_mp_rop_req_FastTransferDestinationPutBuffer(struct mp_json *j
 {
     print_mp_rop_req_FastTransferDestinationPutBuffer(j, r);
 }
-static void vpull_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_rcur *c,
+                                                              struct mp_rop_pctx *pc, void *r,
+                                                              const void *req)
 {
     pull_mp_rop_rsp_FastTransferDestinationPutBuffer(c, pc, r, req);
 }
@@ -13279,7 +15677,8 @@ static void vprint_mp_rop_rsp_FastTransferDestinationPutBuffer(struct mp_json *j
 {
     print_mp_rop_rsp_FastTransferDestinationPutBuffer(j, r);
 }
-static void vpull_mp_rop_req_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetNamesFromPropertyIds(c, pc, r);
@@ -13292,7 +15691,8 @@ static void vprint_mp_rop_req_GetNamesFromPropertyIds(struct mp_json *j, const v
 {
     print_mp_rop_req_GetNamesFromPropertyIds(j, r);
 }
-static void vpull_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     void *r, const void *req)
 {
     pull_mp_rop_rsp_GetNamesFromPropertyIds(c, pc, r, req);
 }
@@ -13304,7 +15704,8 @@ static void vprint_mp_rop_rsp_GetNamesFromPropertyIds(struct mp_json *j, const v
 {
     print_mp_rop_rsp_GetNamesFromPropertyIds(j, r);
 }
-static void vpull_mp_rop_req_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetPropertyIdsFromNames(c, pc, r);
@@ -13317,7 +15718,8 @@ static void vprint_mp_rop_req_GetPropertyIdsFromNames(struct mp_json *j, const v
 {
     print_mp_rop_req_GetPropertyIdsFromNames(j, r);
 }
-static void vpull_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     void *r, const void *req)
 {
     pull_mp_rop_rsp_GetPropertyIdsFromNames(c, pc, r, req);
 }
@@ -13329,7 +15731,8 @@ static void vprint_mp_rop_rsp_GetPropertyIdsFromNames(struct mp_json *j, const v
 {
     print_mp_rop_rsp_GetPropertyIdsFromNames(j, r);
 }
-static void vpull_mp_rop_req_UpdateDeferredActionMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_UpdateDeferredActionMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_UpdateDeferredActionMessages(c, pc, r);
@@ -13342,7 +15745,8 @@ static void vprint_mp_rop_req_UpdateDeferredActionMessages(struct mp_json *j, co
 {
     print_mp_rop_req_UpdateDeferredActionMessages(j, r);
 }
-static void vpull_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     pull_mp_rop_rsp_UpdateDeferredActionMessages(c, pc, r, req);
 }
@@ -13354,7 +15758,8 @@ static void vprint_mp_rop_rsp_UpdateDeferredActionMessages(struct mp_json *j, co
 {
     print_mp_rop_rsp_UpdateDeferredActionMessages(j, r);
 }
-static void vpull_mp_rop_req_EmptyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_EmptyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     (void)req;
     pull_mp_rop_req_EmptyFolder(c, pc, r);
@@ -13367,7 +15772,8 @@ static void vprint_mp_rop_req_EmptyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_EmptyFolder(j, r);
 }
-static void vpull_mp_rop_rsp_EmptyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_EmptyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     pull_mp_rop_rsp_EmptyFolder(c, pc, r, req);
 }
@@ -13379,7 +15785,8 @@ static void vprint_mp_rop_rsp_EmptyFolder(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_EmptyFolder(j, r);
 }
-static void vpull_mp_rop_req_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                       const void *req)
 {
     (void)req;
     pull_mp_rop_req_ExpandRow(c, pc, r);
@@ -13392,7 +15799,8 @@ static void vprint_mp_rop_req_ExpandRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ExpandRow(j, r);
 }
-static void vpull_mp_rop_rsp_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_ExpandRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                       const void *req)
 {
     pull_mp_rop_rsp_ExpandRow(c, pc, r, req);
 }
@@ -13404,7 +15812,8 @@ static void vprint_mp_rop_rsp_ExpandRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ExpandRow(j, r);
 }
-static void vpull_mp_rop_req_CollapseRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CollapseRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     (void)req;
     pull_mp_rop_req_CollapseRow(c, pc, r);
@@ -13417,7 +15826,8 @@ static void vprint_mp_rop_req_CollapseRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CollapseRow(j, r);
 }
-static void vpull_mp_rop_rsp_CollapseRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CollapseRow(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     pull_mp_rop_rsp_CollapseRow(c, pc, r, req);
 }
@@ -13429,7 +15839,8 @@ static void vprint_mp_rop_rsp_CollapseRow(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CollapseRow(j, r);
 }
-static void vpull_mp_rop_req_LockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_LockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_LockRegionStream(c, pc, r);
@@ -13442,7 +15853,8 @@ static void vprint_mp_rop_req_LockRegionStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_LockRegionStream(j, r);
 }
-static void vpull_mp_rop_rsp_LockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_LockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_LockRegionStream(c, pc, r, req);
 }
@@ -13454,7 +15866,8 @@ static void vprint_mp_rop_rsp_LockRegionStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_LockRegionStream(j, r);
 }
-static void vpull_mp_rop_req_UnlockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_UnlockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     (void)req;
     pull_mp_rop_req_UnlockRegionStream(c, pc, r);
@@ -13467,7 +15880,8 @@ static void vprint_mp_rop_req_UnlockRegionStream(struct mp_json *j, const void *
 {
     print_mp_rop_req_UnlockRegionStream(j, r);
 }
-static void vpull_mp_rop_rsp_UnlockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_UnlockRegionStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     pull_mp_rop_rsp_UnlockRegionStream(c, pc, r, req);
 }
@@ -13479,7 +15893,8 @@ static void vprint_mp_rop_rsp_UnlockRegionStream(struct mp_json *j, const void *
 {
     print_mp_rop_rsp_UnlockRegionStream(j, r);
 }
-static void vpull_mp_rop_req_CommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     (void)req;
     pull_mp_rop_req_CommitStream(c, pc, r);
@@ -13492,7 +15907,8 @@ static void vprint_mp_rop_req_CommitStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CommitStream(j, r);
 }
-static void vpull_mp_rop_rsp_CommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     pull_mp_rop_rsp_CommitStream(c, pc, r, req);
 }
@@ -13504,7 +15920,8 @@ static void vprint_mp_rop_rsp_CommitStream(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CommitStream(j, r);
 }
-static void vpull_mp_rop_req_GetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetStreamSize(c, pc, r);
@@ -13517,7 +15934,8 @@ static void vprint_mp_rop_req_GetStreamSize(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetStreamSize(j, r);
 }
-static void vpull_mp_rop_rsp_GetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetStreamSize(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     pull_mp_rop_rsp_GetStreamSize(c, pc, r, req);
 }
@@ -13529,7 +15947,8 @@ static void vprint_mp_rop_rsp_GetStreamSize(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetStreamSize(j, r);
 }
-static void vpull_mp_rop_req_QueryNamedProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_QueryNamedProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_QueryNamedProperties(c, pc, r);
@@ -13542,7 +15961,8 @@ static void vprint_mp_rop_req_QueryNamedProperties(struct mp_json *j, const void
 {
     print_mp_rop_req_QueryNamedProperties(j, r);
 }
-static void vpull_mp_rop_rsp_QueryNamedProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_QueryNamedProperties(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  void *r, const void *req)
 {
     pull_mp_rop_rsp_QueryNamedProperties(c, pc, r, req);
 }
@@ -13554,7 +15974,8 @@ static void vprint_mp_rop_rsp_QueryNamedProperties(struct mp_json *j, const void
 {
     print_mp_rop_rsp_QueryNamedProperties(j, r);
 }
-static void vpull_mp_rop_req_GetPerUserLongTermIds(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetPerUserLongTermIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetPerUserLongTermIds(c, pc, r);
@@ -13567,7 +15988,8 @@ static void vprint_mp_rop_req_GetPerUserLongTermIds(struct mp_json *j, const voi
 {
     print_mp_rop_req_GetPerUserLongTermIds(j, r);
 }
-static void vpull_mp_rop_rsp_GetPerUserLongTermIds(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetPerUserLongTermIds(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     pull_mp_rop_rsp_GetPerUserLongTermIds(c, pc, r, req);
 }
@@ -13579,7 +16001,8 @@ static void vprint_mp_rop_rsp_GetPerUserLongTermIds(struct mp_json *j, const voi
 {
     print_mp_rop_rsp_GetPerUserLongTermIds(j, r);
 }
-static void vpull_mp_rop_req_GetPerUserGuid(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetPerUserGuid(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetPerUserGuid(c, pc, r);
@@ -13592,7 +16015,8 @@ static void vprint_mp_rop_req_GetPerUserGuid(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetPerUserGuid(j, r);
 }
-static void vpull_mp_rop_rsp_GetPerUserGuid(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetPerUserGuid(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     pull_mp_rop_rsp_GetPerUserGuid(c, pc, r, req);
 }
@@ -13604,7 +16028,8 @@ static void vprint_mp_rop_rsp_GetPerUserGuid(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetPerUserGuid(j, r);
 }
-static void vpull_mp_rop_req_ReadPerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_ReadPerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                    void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_ReadPerUserInformation(c, pc, r);
@@ -13617,7 +16042,8 @@ static void vprint_mp_rop_req_ReadPerUserInformation(struct mp_json *j, const vo
 {
     print_mp_rop_req_ReadPerUserInformation(j, r);
 }
-static void vpull_mp_rop_rsp_ReadPerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_ReadPerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                    void *r, const void *req)
 {
     pull_mp_rop_rsp_ReadPerUserInformation(c, pc, r, req);
 }
@@ -13629,7 +16055,8 @@ static void vprint_mp_rop_rsp_ReadPerUserInformation(struct mp_json *j, const vo
 {
     print_mp_rop_rsp_ReadPerUserInformation(j, r);
 }
-static void vpull_mp_rop_req_WritePerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_WritePerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_WritePerUserInformation(c, pc, r);
@@ -13642,7 +16069,8 @@ static void vprint_mp_rop_req_WritePerUserInformation(struct mp_json *j, const v
 {
     print_mp_rop_req_WritePerUserInformation(j, r);
 }
-static void vpull_mp_rop_rsp_WritePerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_WritePerUserInformation(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                     void *r, const void *req)
 {
     pull_mp_rop_rsp_WritePerUserInformation(c, pc, r, req);
 }
@@ -13654,7 +16082,8 @@ static void vprint_mp_rop_rsp_WritePerUserInformation(struct mp_json *j, const v
 {
     print_mp_rop_rsp_WritePerUserInformation(j, r);
 }
-static void vpull_mp_rop_req_SetReadFlags(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetReadFlags(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetReadFlags(c, pc, r);
@@ -13667,7 +16096,8 @@ static void vprint_mp_rop_req_SetReadFlags(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetReadFlags(j, r);
 }
-static void vpull_mp_rop_rsp_SetReadFlags(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetReadFlags(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     pull_mp_rop_rsp_SetReadFlags(c, pc, r, req);
 }
@@ -13679,7 +16109,8 @@ static void vprint_mp_rop_rsp_SetReadFlags(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetReadFlags(j, r);
 }
-static void vpull_mp_rop_req_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     (void)req;
     pull_mp_rop_req_CopyProperties(c, pc, r);
@@ -13692,7 +16123,8 @@ static void vprint_mp_rop_req_CopyProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_CopyProperties(j, r);
 }
-static void vpull_mp_rop_rsp_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_CopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     pull_mp_rop_rsp_CopyProperties(c, pc, r, req);
 }
@@ -13704,7 +16136,8 @@ static void vprint_mp_rop_rsp_CopyProperties(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_CopyProperties(j, r);
 }
-static void vpull_mp_rop_req_GetReceiveFolderTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetReceiveFolderTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetReceiveFolderTable(c, pc, r);
@@ -13717,7 +16150,8 @@ static void vprint_mp_rop_req_GetReceiveFolderTable(struct mp_json *j, const voi
 {
     print_mp_rop_req_GetReceiveFolderTable(j, r);
 }
-static void vpull_mp_rop_rsp_GetReceiveFolderTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetReceiveFolderTable(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                   void *r, const void *req)
 {
     pull_mp_rop_rsp_GetReceiveFolderTable(c, pc, r, req);
 }
@@ -13729,7 +16163,9 @@ static void vprint_mp_rop_rsp_GetReceiveFolderTable(struct mp_json *j, const voi
 {
     print_mp_rop_rsp_GetReceiveFolderTable(j, r);
 }
-static void vpull_mp_rop_req_FastTransferSourceCopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FastTransferSourceCopyProperties(struct mp_rcur *c,
+                                                              struct mp_rop_pctx *pc, void *r,
+                                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_FastTransferSourceCopyProperties(c, pc, r);
@@ -13742,7 +16178,9 @@ static void vprint_mp_rop_req_FastTransferSourceCopyProperties(struct mp_json *j
 {
     print_mp_rop_req_FastTransferSourceCopyProperties(j, r);
 }
-static void vpull_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_rcur *c,
+                                                              struct mp_rop_pctx *pc, void *r,
+                                                              const void *req)
 {
     pull_mp_rop_rsp_FastTransferSourceCopyProperties(c, pc, r, req);
 }
@@ -13754,7 +16192,8 @@ static void vprint_mp_rop_rsp_FastTransferSourceCopyProperties(struct mp_json *j
 {
     print_mp_rop_rsp_FastTransferSourceCopyProperties(j, r);
 }
-static void vpull_mp_rop_req_GetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetCollapseState(c, pc, r);
@@ -13767,7 +16206,8 @@ static void vprint_mp_rop_req_GetCollapseState(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetCollapseState(j, r);
 }
-static void vpull_mp_rop_rsp_GetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_GetCollapseState(c, pc, r, req);
 }
@@ -13779,7 +16219,8 @@ static void vprint_mp_rop_rsp_GetCollapseState(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetCollapseState(j, r);
 }
-static void vpull_mp_rop_req_SetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetCollapseState(c, pc, r);
@@ -13792,7 +16233,8 @@ static void vprint_mp_rop_req_SetCollapseState(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_SetCollapseState(j, r);
 }
-static void vpull_mp_rop_rsp_SetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetCollapseState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                              const void *req)
 {
     pull_mp_rop_rsp_SetCollapseState(c, pc, r, req);
 }
@@ -13804,7 +16246,8 @@ static void vprint_mp_rop_rsp_SetCollapseState(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_SetCollapseState(j, r);
 }
-static void vpull_mp_rop_req_GetTransportFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetTransportFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetTransportFolder(c, pc, r);
@@ -13817,7 +16260,8 @@ static void vprint_mp_rop_req_GetTransportFolder(struct mp_json *j, const void *
 {
     print_mp_rop_req_GetTransportFolder(j, r);
 }
-static void vpull_mp_rop_rsp_GetTransportFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetTransportFolder(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     pull_mp_rop_rsp_GetTransportFolder(c, pc, r, req);
 }
@@ -13829,7 +16273,8 @@ static void vprint_mp_rop_rsp_GetTransportFolder(struct mp_json *j, const void *
 {
     print_mp_rop_rsp_GetTransportFolder(j, r);
 }
-static void vpull_mp_rop_rsp_Pending(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_Pending(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                     const void *req)
 {
     pull_mp_rop_rsp_Pending(c, pc, r, req);
 }
@@ -13841,7 +16286,8 @@ static void vprint_mp_rop_rsp_Pending(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Pending(j, r);
 }
-static void vpull_mp_rop_req_OptionsData(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_OptionsData(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     (void)req;
     pull_mp_rop_req_OptionsData(c, pc, r);
@@ -13854,7 +16300,8 @@ static void vprint_mp_rop_req_OptionsData(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_OptionsData(j, r);
 }
-static void vpull_mp_rop_rsp_OptionsData(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_OptionsData(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     pull_mp_rop_rsp_OptionsData(c, pc, r, req);
 }
@@ -13866,7 +16313,8 @@ static void vprint_mp_rop_rsp_OptionsData(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_OptionsData(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                      void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationConfigure(c, pc, r);
@@ -13879,7 +16327,8 @@ static void vprint_mp_rop_req_SynchronizationConfigure(struct mp_json *j, const 
 {
     print_mp_rop_req_SynchronizationConfigure(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationConfigure(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                      void *r, const void *req)
 {
     pull_mp_rop_rsp_SynchronizationConfigure(c, pc, r, req);
 }
@@ -13891,7 +16340,9 @@ static void vprint_mp_rop_rsp_SynchronizationConfigure(struct mp_json *j, const 
 {
     print_mp_rop_rsp_SynchronizationConfigure(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationImportMessageChange(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationImportMessageChange(struct mp_rcur *c,
+                                                                struct mp_rop_pctx *pc, void *r,
+                                                                const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationImportMessageChange(c, pc, r);
@@ -13904,7 +16355,9 @@ static void vprint_mp_rop_req_SynchronizationImportMessageChange(struct mp_json 
 {
     print_mp_rop_req_SynchronizationImportMessageChange(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_rcur *c,
+                                                                struct mp_rop_pctx *pc, void *r,
+                                                                const void *req)
 {
     pull_mp_rop_rsp_SynchronizationImportMessageChange(c, pc, r, req);
 }
@@ -13916,7 +16369,9 @@ static void vprint_mp_rop_rsp_SynchronizationImportMessageChange(struct mp_json 
 {
     print_mp_rop_rsp_SynchronizationImportMessageChange(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_rcur *c,
+                                                                  struct mp_rop_pctx *pc, void *r,
+                                                                  const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationImportHierarchyChange(c, pc, r);
@@ -13929,7 +16384,9 @@ static void vprint_mp_rop_req_SynchronizationImportHierarchyChange(struct mp_jso
 {
     print_mp_rop_req_SynchronizationImportHierarchyChange(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_rcur *c,
+                                                                  struct mp_rop_pctx *pc, void *r,
+                                                                  const void *req)
 {
     pull_mp_rop_rsp_SynchronizationImportHierarchyChange(c, pc, r, req);
 }
@@ -13941,7 +16398,8 @@ static void vprint_mp_rop_rsp_SynchronizationImportHierarchyChange(struct mp_jso
 {
     print_mp_rop_rsp_SynchronizationImportHierarchyChange(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationImportDeletes(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationImportDeletes(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationImportDeletes(c, pc, r);
@@ -13954,7 +16412,8 @@ static void vprint_mp_rop_req_SynchronizationImportDeletes(struct mp_json *j, co
 {
     print_mp_rop_req_SynchronizationImportDeletes(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationImportDeletes(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationImportDeletes(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     pull_mp_rop_rsp_SynchronizationImportDeletes(c, pc, r, req);
 }
@@ -13966,7 +16425,9 @@ static void vprint_mp_rop_rsp_SynchronizationImportDeletes(struct mp_json *j, co
 {
     print_mp_rop_rsp_SynchronizationImportDeletes(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_rcur *c,
+                                                                   struct mp_rop_pctx *pc, void *r,
+                                                                   const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationUploadStateStreamBegin(c, pc, r);
@@ -13975,11 +16436,14 @@ static void vpush_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_wcu
 {
     push_mp_rop_req_SynchronizationUploadStateStreamBegin(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_json *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationUploadStateStreamBegin(struct mp_json *j,
+                                                                    const void *r)
 {
     print_mp_rop_req_SynchronizationUploadStateStreamBegin(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_rcur *c,
+                                                                   struct mp_rop_pctx *pc, void *r,
+                                                                   const void *req)
 {
     pull_mp_rop_rsp_SynchronizationUploadStateStreamBegin(c, pc, r, req);
 }
@@ -13987,36 +16451,47 @@ static void vpush_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_wcu
 {
     push_mp_rop_rsp_SynchronizationUploadStateStreamBegin(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_json *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamBegin(struct mp_json *j,
+                                                                    const void *r)
 {
     print_mp_rop_rsp_SynchronizationUploadStateStreamBegin(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_rcur *c,
+                                                                      struct mp_rop_pctx *pc,
+                                                                      void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationUploadStateStreamContinue(c, pc, r);
 }
-static void vpush_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_wcur *w, const void *r)
+static void vpush_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_wcur *w,
+                                                                      const void *r)
 {
     push_mp_rop_req_SynchronizationUploadStateStreamContinue(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_json *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationUploadStateStreamContinue(struct mp_json *j,
+                                                                       const void *r)
 {
     print_mp_rop_req_SynchronizationUploadStateStreamContinue(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_rcur *c,
+                                                                      struct mp_rop_pctx *pc,
+                                                                      void *r, const void *req)
 {
     pull_mp_rop_rsp_SynchronizationUploadStateStreamContinue(c, pc, r, req);
 }
-static void vpush_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_wcur *w, const void *r)
+static void vpush_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_wcur *w,
+                                                                      const void *r)
 {
     push_mp_rop_rsp_SynchronizationUploadStateStreamContinue(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_json *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamContinue(struct mp_json *j,
+                                                                       const void *r)
 {
     print_mp_rop_rsp_SynchronizationUploadStateStreamContinue(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_rcur *c,
+                                                                 struct mp_rop_pctx *pc, void *r,
+                                                                 const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationUploadStateStreamEnd(c, pc, r);
@@ -14029,7 +16504,9 @@ static void vprint_mp_rop_req_SynchronizationUploadStateStreamEnd(struct mp_json
 {
     print_mp_rop_req_SynchronizationUploadStateStreamEnd(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_rcur *c,
+                                                                 struct mp_rop_pctx *pc, void *r,
+                                                                 const void *req)
 {
     pull_mp_rop_rsp_SynchronizationUploadStateStreamEnd(c, pc, r, req);
 }
@@ -14041,7 +16518,9 @@ static void vprint_mp_rop_rsp_SynchronizationUploadStateStreamEnd(struct mp_json
 {
     print_mp_rop_rsp_SynchronizationUploadStateStreamEnd(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationImportMessageMove(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationImportMessageMove(struct mp_rcur *c,
+                                                              struct mp_rop_pctx *pc, void *r,
+                                                              const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationImportMessageMove(c, pc, r);
@@ -14054,7 +16533,9 @@ static void vprint_mp_rop_req_SynchronizationImportMessageMove(struct mp_json *j
 {
     print_mp_rop_req_SynchronizationImportMessageMove(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_rcur *c,
+                                                              struct mp_rop_pctx *pc, void *r,
+                                                              const void *req)
 {
     pull_mp_rop_rsp_SynchronizationImportMessageMove(c, pc, r, req);
 }
@@ -14066,7 +16547,8 @@ static void vprint_mp_rop_rsp_SynchronizationImportMessageMove(struct mp_json *j
 {
     print_mp_rop_rsp_SynchronizationImportMessageMove(j, r);
 }
-static void vpull_mp_rop_req_SetPropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetPropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                      void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetPropertiesNoReplicate(c, pc, r);
@@ -14079,7 +16561,8 @@ static void vprint_mp_rop_req_SetPropertiesNoReplicate(struct mp_json *j, const 
 {
     print_mp_rop_req_SetPropertiesNoReplicate(j, r);
 }
-static void vpull_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                      void *r, const void *req)
 {
     pull_mp_rop_rsp_SetPropertiesNoReplicate(c, pc, r, req);
 }
@@ -14091,7 +16574,8 @@ static void vprint_mp_rop_rsp_SetPropertiesNoReplicate(struct mp_json *j, const 
 {
     print_mp_rop_rsp_SetPropertiesNoReplicate(j, r);
 }
-static void vpull_mp_rop_req_DeletePropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_DeletePropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                         void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_DeletePropertiesNoReplicate(c, pc, r);
@@ -14104,7 +16588,8 @@ static void vprint_mp_rop_req_DeletePropertiesNoReplicate(struct mp_json *j, con
 {
     print_mp_rop_req_DeletePropertiesNoReplicate(j, r);
 }
-static void vpull_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                         void *r, const void *req)
 {
     pull_mp_rop_rsp_DeletePropertiesNoReplicate(c, pc, r, req);
 }
@@ -14116,7 +16601,8 @@ static void vprint_mp_rop_rsp_DeletePropertiesNoReplicate(struct mp_json *j, con
 {
     print_mp_rop_rsp_DeletePropertiesNoReplicate(j, r);
 }
-static void vpull_mp_rop_req_GetStoreState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetStoreState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetStoreState(c, pc, r);
@@ -14129,7 +16615,8 @@ static void vprint_mp_rop_req_GetStoreState(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_GetStoreState(j, r);
 }
-static void vpull_mp_rop_rsp_GetStoreState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetStoreState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                           const void *req)
 {
     pull_mp_rop_rsp_GetStoreState(c, pc, r, req);
 }
@@ -14141,7 +16628,8 @@ static void vprint_mp_rop_rsp_GetStoreState(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_GetStoreState(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationOpenCollector(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationOpenCollector(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationOpenCollector(c, pc, r);
@@ -14154,7 +16642,8 @@ static void vprint_mp_rop_req_SynchronizationOpenCollector(struct mp_json *j, co
 {
     print_mp_rop_req_SynchronizationOpenCollector(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationOpenCollector(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationOpenCollector(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     pull_mp_rop_rsp_SynchronizationOpenCollector(c, pc, r, req);
 }
@@ -14166,7 +16655,8 @@ static void vprint_mp_rop_rsp_SynchronizationOpenCollector(struct mp_json *j, co
 {
     print_mp_rop_rsp_SynchronizationOpenCollector(j, r);
 }
-static void vpull_mp_rop_req_GetLocalReplicaIds(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_GetLocalReplicaIds(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     (void)req;
     pull_mp_rop_req_GetLocalReplicaIds(c, pc, r);
@@ -14179,7 +16669,8 @@ static void vprint_mp_rop_req_GetLocalReplicaIds(struct mp_json *j, const void *
 {
     print_mp_rop_req_GetLocalReplicaIds(j, r);
 }
-static void vpull_mp_rop_rsp_GetLocalReplicaIds(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_GetLocalReplicaIds(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     pull_mp_rop_rsp_GetLocalReplicaIds(c, pc, r, req);
 }
@@ -14191,7 +16682,9 @@ static void vprint_mp_rop_rsp_GetLocalReplicaIds(struct mp_json *j, const void *
 {
     print_mp_rop_rsp_GetLocalReplicaIds(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_rcur *c,
+                                                                   struct mp_rop_pctx *pc, void *r,
+                                                                   const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationImportReadStateChanges(c, pc, r);
@@ -14200,11 +16693,14 @@ static void vpush_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_wcu
 {
     push_mp_rop_req_SynchronizationImportReadStateChanges(w, r);
 }
-static void vprint_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_json *j, const void *r)
+static void vprint_mp_rop_req_SynchronizationImportReadStateChanges(struct mp_json *j,
+                                                                    const void *r)
 {
     print_mp_rop_req_SynchronizationImportReadStateChanges(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_rcur *c,
+                                                                   struct mp_rop_pctx *pc, void *r,
+                                                                   const void *req)
 {
     pull_mp_rop_rsp_SynchronizationImportReadStateChanges(c, pc, r, req);
 }
@@ -14212,11 +16708,13 @@ static void vpush_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_wcu
 {
     push_mp_rop_rsp_SynchronizationImportReadStateChanges(w, r);
 }
-static void vprint_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_json *j, const void *r)
+static void vprint_mp_rop_rsp_SynchronizationImportReadStateChanges(struct mp_json *j,
+                                                                    const void *r)
 {
     print_mp_rop_rsp_SynchronizationImportReadStateChanges(j, r);
 }
-static void vpull_mp_rop_req_ResetTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_ResetTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     (void)req;
     pull_mp_rop_req_ResetTable(c, pc, r);
@@ -14229,7 +16727,8 @@ static void vprint_mp_rop_req_ResetTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_ResetTable(j, r);
 }
-static void vpull_mp_rop_rsp_ResetTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_ResetTable(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                        const void *req)
 {
     pull_mp_rop_rsp_ResetTable(c, pc, r, req);
 }
@@ -14241,7 +16740,9 @@ static void vprint_mp_rop_rsp_ResetTable(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_ResetTable(j, r);
 }
-static void vpull_mp_rop_req_SynchronizationGetTransferState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SynchronizationGetTransferState(struct mp_rcur *c,
+                                                             struct mp_rop_pctx *pc, void *r,
+                                                             const void *req)
 {
     (void)req;
     pull_mp_rop_req_SynchronizationGetTransferState(c, pc, r);
@@ -14254,7 +16755,9 @@ static void vprint_mp_rop_req_SynchronizationGetTransferState(struct mp_json *j,
 {
     print_mp_rop_req_SynchronizationGetTransferState(j, r);
 }
-static void vpull_mp_rop_rsp_SynchronizationGetTransferState(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SynchronizationGetTransferState(struct mp_rcur *c,
+                                                             struct mp_rop_pctx *pc, void *r,
+                                                             const void *req)
 {
     pull_mp_rop_rsp_SynchronizationGetTransferState(c, pc, r, req);
 }
@@ -14266,7 +16769,8 @@ static void vprint_mp_rop_rsp_SynchronizationGetTransferState(struct mp_json *j,
 {
     print_mp_rop_rsp_SynchronizationGetTransferState(j, r);
 }
-static void vpull_mp_rop_req_TellVersion(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_TellVersion(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     (void)req;
     pull_mp_rop_req_TellVersion(c, pc, r);
@@ -14279,7 +16783,8 @@ static void vprint_mp_rop_req_TellVersion(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_TellVersion(j, r);
 }
-static void vpull_mp_rop_rsp_TellVersion(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_TellVersion(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                         const void *req)
 {
     pull_mp_rop_rsp_TellVersion(c, pc, r, req);
 }
@@ -14291,7 +16796,8 @@ static void vprint_mp_rop_rsp_TellVersion(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_TellVersion(j, r);
 }
-static void vpull_mp_rop_req_FreeBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FreeBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     (void)req;
     pull_mp_rop_req_FreeBookmark(c, pc, r);
@@ -14304,7 +16810,8 @@ static void vprint_mp_rop_req_FreeBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_FreeBookmark(j, r);
 }
-static void vpull_mp_rop_rsp_FreeBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FreeBookmark(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                          const void *req)
 {
     pull_mp_rop_rsp_FreeBookmark(c, pc, r, req);
 }
@@ -14316,7 +16823,8 @@ static void vprint_mp_rop_rsp_FreeBookmark(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_FreeBookmark(j, r);
 }
-static void vpull_mp_rop_req_WriteAndCommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_WriteAndCommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_WriteAndCommitStream(c, pc, r);
@@ -14329,7 +16837,8 @@ static void vprint_mp_rop_req_WriteAndCommitStream(struct mp_json *j, const void
 {
     print_mp_rop_req_WriteAndCommitStream(j, r);
 }
-static void vpull_mp_rop_rsp_WriteAndCommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_WriteAndCommitStream(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                  void *r, const void *req)
 {
     pull_mp_rop_rsp_WriteAndCommitStream(c, pc, r, req);
 }
@@ -14341,7 +16850,8 @@ static void vprint_mp_rop_rsp_WriteAndCommitStream(struct mp_json *j, const void
 {
     print_mp_rop_rsp_WriteAndCommitStream(j, r);
 }
-static void vpull_mp_rop_req_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     (void)req;
     pull_mp_rop_req_HardDeleteMessages(c, pc, r);
@@ -14354,7 +16864,8 @@ static void vprint_mp_rop_req_HardDeleteMessages(struct mp_json *j, const void *
 {
     print_mp_rop_req_HardDeleteMessages(j, r);
 }
-static void vpull_mp_rop_rsp_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                const void *req)
 {
     pull_mp_rop_rsp_HardDeleteMessages(c, pc, r, req);
 }
@@ -14366,7 +16877,9 @@ static void vprint_mp_rop_rsp_HardDeleteMessages(struct mp_json *j, const void *
 {
     print_mp_rop_rsp_HardDeleteMessages(j, r);
 }
-static void vpull_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_rcur *c,
+                                                             struct mp_rop_pctx *pc, void *r,
+                                                             const void *req)
 {
     (void)req;
     pull_mp_rop_req_HardDeleteMessagesAndSubfolders(c, pc, r);
@@ -14379,7 +16892,9 @@ static void vprint_mp_rop_req_HardDeleteMessagesAndSubfolders(struct mp_json *j,
 {
     print_mp_rop_req_HardDeleteMessagesAndSubfolders(j, r);
 }
-static void vpull_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_rcur *c,
+                                                             struct mp_rop_pctx *pc, void *r,
+                                                             const void *req)
 {
     pull_mp_rop_rsp_HardDeleteMessagesAndSubfolders(c, pc, r, req);
 }
@@ -14391,7 +16906,8 @@ static void vprint_mp_rop_rsp_HardDeleteMessagesAndSubfolders(struct mp_json *j,
 {
     print_mp_rop_rsp_HardDeleteMessagesAndSubfolders(j, r);
 }
-static void vpull_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_SetLocalReplicaMidsetDeleted(c, pc, r);
@@ -14404,7 +16920,8 @@ static void vprint_mp_rop_req_SetLocalReplicaMidsetDeleted(struct mp_json *j, co
 {
     print_mp_rop_req_SetLocalReplicaMidsetDeleted(j, r);
 }
-static void vpull_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                                          void *r, const void *req)
 {
     pull_mp_rop_rsp_SetLocalReplicaMidsetDeleted(c, pc, r, req);
 }
@@ -14416,32 +16933,41 @@ static void vprint_mp_rop_rsp_SetLocalReplicaMidsetDeleted(struct mp_json *j, co
 {
     print_mp_rop_rsp_SetLocalReplicaMidsetDeleted(j, r);
 }
-static void vpull_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_rcur *c,
+                                                                      struct mp_rop_pctx *pc,
+                                                                      void *r, const void *req)
 {
     (void)req;
     pull_mp_rop_req_FastTransferDestinationPutBufferExtended(c, pc, r);
 }
-static void vpush_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_wcur *w, const void *r)
+static void vpush_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_wcur *w,
+                                                                      const void *r)
 {
     push_mp_rop_req_FastTransferDestinationPutBufferExtended(w, r);
 }
-static void vprint_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_json *j, const void *r)
+static void vprint_mp_rop_req_FastTransferDestinationPutBufferExtended(struct mp_json *j,
+                                                                       const void *r)
 {
     print_mp_rop_req_FastTransferDestinationPutBufferExtended(j, r);
 }
-static void vpull_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_rcur *c,
+                                                                      struct mp_rop_pctx *pc,
+                                                                      void *r, const void *req)
 {
     pull_mp_rop_rsp_FastTransferDestinationPutBufferExtended(c, pc, r, req);
 }
-static void vpush_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_wcur *w, const void *r)
+static void vpush_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_wcur *w,
+                                                                      const void *r)
 {
     push_mp_rop_rsp_FastTransferDestinationPutBufferExtended(w, r);
 }
-static void vprint_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_json *j, const void *r)
+static void vprint_mp_rop_rsp_FastTransferDestinationPutBufferExtended(struct mp_json *j,
+                                                                       const void *r)
 {
     print_mp_rop_rsp_FastTransferDestinationPutBufferExtended(j, r);
 }
-static void vpull_mp_rop_req_WriteStreamExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_WriteStreamExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     (void)req;
     pull_mp_rop_req_WriteStreamExtended(c, pc, r);
@@ -14454,7 +16980,8 @@ static void vprint_mp_rop_req_WriteStreamExtended(struct mp_json *j, const void 
 {
     print_mp_rop_req_WriteStreamExtended(j, r);
 }
-static void vpull_mp_rop_rsp_WriteStreamExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_WriteStreamExtended(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                                 const void *req)
 {
     pull_mp_rop_rsp_WriteStreamExtended(c, pc, r, req);
 }
@@ -14466,7 +16993,8 @@ static void vprint_mp_rop_rsp_WriteStreamExtended(struct mp_json *j, const void 
 {
     print_mp_rop_rsp_WriteStreamExtended(j, r);
 }
-static void vpull_mp_rop_rsp_Backoff(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_Backoff(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                     const void *req)
 {
     pull_mp_rop_rsp_Backoff(c, pc, r, req);
 }
@@ -14478,7 +17006,8 @@ static void vprint_mp_rop_rsp_Backoff(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Backoff(j, r);
 }
-static void vpull_mp_rop_req_Logon(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_req_Logon(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                   const void *req)
 {
     (void)req;
     pull_mp_rop_req_Logon(c, pc, r);
@@ -14491,7 +17020,8 @@ static void vprint_mp_rop_req_Logon(struct mp_json *j, const void *r)
 {
     print_mp_rop_req_Logon(j, r);
 }
-static void vpull_mp_rop_rsp_Logon(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_Logon(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                   const void *req)
 {
     pull_mp_rop_rsp_Logon(c, pc, r, req);
 }
@@ -14503,7 +17033,8 @@ static void vprint_mp_rop_rsp_Logon(struct mp_json *j, const void *r)
 {
     print_mp_rop_rsp_Logon(j, r);
 }
-static void vpull_mp_rop_rsp_BufferTooSmall(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req)
+static void vpull_mp_rop_rsp_BufferTooSmall(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r,
+                                            const void *req)
 {
     pull_mp_rop_rsp_BufferTooSmall(c, pc, r, req);
 }

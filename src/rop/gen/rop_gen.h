@@ -28,7 +28,8 @@ struct mp_rop_PropertyProblem {
     uint32_t PropertyTag;
     uint32_t ErrorCode;
 };
-void mp_rop_pull_PropertyProblem(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_PropertyProblem *r);
+void mp_rop_pull_PropertyProblem(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                 struct mp_rop_PropertyProblem *r);
 void mp_rop_push_PropertyProblem(struct mp_wcur *w, const struct mp_rop_PropertyProblem *r);
 void mp_rop_print_PropertyProblem(struct mp_json *j, const struct mp_rop_PropertyProblem *r);
 
@@ -54,7 +55,8 @@ struct mp_rop_LongTermIdRange {
     struct mp_rop_LongTermId MinLongTermId;
     struct mp_rop_LongTermId MaxLongTermId;
 };
-void mp_rop_pull_LongTermIdRange(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_LongTermIdRange *r);
+void mp_rop_pull_LongTermIdRange(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                 struct mp_rop_LongTermIdRange *r);
 void mp_rop_push_LongTermIdRange(struct mp_wcur *w, const struct mp_rop_LongTermIdRange *r);
 void mp_rop_print_LongTermIdRange(struct mp_json *j, const struct mp_rop_LongTermIdRange *r);
 
@@ -65,7 +67,8 @@ struct mp_rop_PropertyName {
     uint8_t NameSize;
     const uint8_t *Name;
 };
-void mp_rop_pull_PropertyName(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_PropertyName *r);
+void mp_rop_pull_PropertyName(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                              struct mp_rop_PropertyName *r);
 void mp_rop_push_PropertyName(struct mp_wcur *w, const struct mp_rop_PropertyName *r);
 void mp_rop_print_PropertyName(struct mp_json *j, const struct mp_rop_PropertyName *r);
 
@@ -74,7 +77,8 @@ struct mp_rop_TypedString {
     struct mp_rop_str String8;
     struct mp_rop_str String;
 };
-void mp_rop_pull_TypedString(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_TypedString *r);
+void mp_rop_pull_TypedString(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                             struct mp_rop_TypedString *r);
 void mp_rop_push_TypedString(struct mp_wcur *w, const struct mp_rop_TypedString *r);
 void mp_rop_print_TypedString(struct mp_json *j, const struct mp_rop_TypedString *r);
 
@@ -98,7 +102,8 @@ struct mp_rop_OpenRecipientRow {
     uint16_t RecipientRowSize;
     const uint8_t *RecipientRow;
 };
-void mp_rop_pull_OpenRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_OpenRecipientRow *r);
+void mp_rop_pull_OpenRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_OpenRecipientRow *r);
 void mp_rop_push_OpenRecipientRow(struct mp_wcur *w, const struct mp_rop_OpenRecipientRow *r);
 void mp_rop_print_OpenRecipientRow(struct mp_json *j, const struct mp_rop_OpenRecipientRow *r);
 
@@ -110,7 +115,8 @@ struct mp_rop_ReadRecipientRow {
     uint16_t RecipientRowSize;
     const uint8_t *RecipientRow;
 };
-void mp_rop_pull_ReadRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_ReadRecipientRow *r);
+void mp_rop_pull_ReadRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_ReadRecipientRow *r);
 void mp_rop_push_ReadRecipientRow(struct mp_wcur *w, const struct mp_rop_ReadRecipientRow *r);
 void mp_rop_print_ReadRecipientRow(struct mp_json *j, const struct mp_rop_ReadRecipientRow *r);
 
@@ -120,7 +126,8 @@ struct mp_rop_ModifyRecipientRow {
     uint16_t RecipientRowSize;
     const uint8_t *RecipientRow;
 };
-void mp_rop_pull_ModifyRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_ModifyRecipientRow *r);
+void mp_rop_pull_ModifyRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                    struct mp_rop_ModifyRecipientRow *r);
 void mp_rop_push_ModifyRecipientRow(struct mp_wcur *w, const struct mp_rop_ModifyRecipientRow *r);
 void mp_rop_print_ModifyRecipientRow(struct mp_json *j, const struct mp_rop_ModifyRecipientRow *r);
 
@@ -129,7 +136,8 @@ struct mp_rop_PermissionData {
     uint16_t PropertyValueCount;
     struct mp_rop_tpropval *PropertyValues;
 };
-void mp_rop_pull_PermissionData(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_PermissionData *r);
+void mp_rop_pull_PermissionData(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                struct mp_rop_PermissionData *r);
 void mp_rop_push_PermissionData(struct mp_wcur *w, const struct mp_rop_PermissionData *r);
 void mp_rop_print_PermissionData(struct mp_json *j, const struct mp_rop_PermissionData *r);
 
@@ -147,7 +155,8 @@ struct mp_rop_MessageReadState {
     const uint8_t *MessageId;
     uint8_t MarkAsRead;
 };
-void mp_rop_pull_MessageReadState(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_MessageReadState *r);
+void mp_rop_pull_MessageReadState(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                                  struct mp_rop_MessageReadState *r);
 void mp_rop_push_MessageReadState(struct mp_wcur *w, const struct mp_rop_MessageReadState *r);
 void mp_rop_print_MessageReadState(struct mp_json *j, const struct mp_rop_MessageReadState *r);
 
@@ -180,7 +189,8 @@ struct mp_rop_Restriction {
     uint8_t RestrictionPresent;
     uint32_t Count;
 };
-void mp_rop_pull_Restriction(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_Restriction *r);
+void mp_rop_pull_Restriction(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                             struct mp_rop_Restriction *r);
 void mp_rop_push_Restriction(struct mp_wcur *w, const struct mp_rop_Restriction *r);
 void mp_rop_print_Restriction(struct mp_json *j, const struct mp_rop_Restriction *r);
 
@@ -194,7 +204,8 @@ struct mp_rop_MessageInfo {
     uint8_t RowCount;
     struct mp_rop_OpenRecipientRow *RecipientRows;
 };
-void mp_rop_pull_MessageInfo(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_rop_MessageInfo *r);
+void mp_rop_pull_MessageInfo(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                             struct mp_rop_MessageInfo *r);
 void mp_rop_push_MessageInfo(struct mp_wcur *w, const struct mp_rop_MessageInfo *r);
 void mp_rop_print_MessageInfo(struct mp_json *j, const struct mp_rop_MessageInfo *r);
 
@@ -2287,6 +2298,5 @@ struct mp_rop_rsp_BufferTooSmall {
     uint16_t SizeNeeded;
     struct mp_rop_bin RequestBuffers;
 };
-
 
 #endif
