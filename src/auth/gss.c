@@ -5,6 +5,7 @@
 #include <gssapi/gssapi.h>
 #include <gssapi/gssapi_ext.h>
 #include <gssapi/gssapi_krb5.h>
+#include <krb5.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,11 @@
 
 struct mp_gss_cred {
     gss_cred_id_t cred;
+    char ccache[64]; /* a private MEMORY ccache to destroy with the credential */
 };
 
 struct mp_gss_ctx {
-    bool initiator, established, dce_style;
+    bool initiator, established, dce_style, want_deleg;
     uint8_t auth_type;
     int legs; /* tokens processed */
     gss_ctx_id_t ctx;
@@ -167,6 +169,79 @@ struct mp_gss_cred *mp_gss_cred_initiator(const char *ccache, const char *client
     return acquire(principal, GSS_C_INITIATE, el, n, "initiator credential", err, errlen);
 }
 
+/* A forwardable TGT for principal from keytab into the ccache ccname.  The
+ * S4U2Self ticket is forwardable (which S4U2Proxy requires of its evidence
+ * ticket) only when the TGT it was asked with is; MIT's GSSAPI client-keytab
+ * initiation does not ask for a forwardable TGT, so we get it here. */
+static int service_tgt(const char *keytab, const char *principal, const char *ccname, char *err,
+                       size_t errlen)
+{
+    krb5_context kc = NULL;
+    krb5_keytab kt = NULL;
+    krb5_principal p = NULL;
+    krb5_get_init_creds_opt *o = NULL;
+    krb5_ccache cc = NULL;
+    krb5_creds cr;
+    bool have_cr = false;
+    memset(&cr, 0, sizeof cr);
+    krb5_error_code k = krb5_init_context(&kc);
+    if (k) {
+        seterr(err, errlen, "krb5_init_context failed (%d)", (int)k);
+        return -1;
+    }
+    const char *step = "krb5_kt_resolve";
+    if ((k = krb5_kt_resolve(kc, keytab, &kt)))
+        goto out;
+    step = "krb5_parse_name";
+    if ((k = krb5_parse_name(kc, principal, &p)))
+        goto out;
+    step = "krb5_get_init_creds_opt_alloc";
+    if ((k = krb5_get_init_creds_opt_alloc(kc, &o)))
+        goto out;
+    krb5_get_init_creds_opt_set_forwardable(o, 1);
+    step = "krb5_cc_resolve";
+    if ((k = krb5_cc_resolve(kc, ccname, &cc)))
+        goto out;
+    step = "krb5_get_init_creds_keytab";
+    if ((k = krb5_get_init_creds_keytab(kc, &cr, p, kt, 0, NULL, o)))
+        goto out;
+    have_cr = true;
+    step = "krb5_cc_initialize";
+    if ((k = krb5_cc_initialize(kc, cc, p)))
+        goto out;
+    step = "krb5_cc_store_cred";
+    k = krb5_cc_store_cred(kc, cc, &cr);
+out:
+    if (k) {
+        const char *m = krb5_get_error_message(kc, k);
+        seterr(err, errlen, "service credential: %s: %s", step, m);
+        krb5_free_error_message(kc, m);
+    }
+    if (have_cr)
+        krb5_free_cred_contents(kc, &cr);
+    if (cc)
+        krb5_cc_close(kc, cc);
+    if (o)
+        krb5_get_init_creds_opt_free(kc, o);
+    if (p)
+        krb5_free_principal(kc, p);
+    if (kt)
+        krb5_kt_close(kc, kt);
+    krb5_free_context(kc);
+    return k ? -1 : 0;
+}
+
+static void destroy_ccache(const char *ccname)
+{
+    krb5_context kc;
+    krb5_ccache cc;
+    if (!ccname[0] || krb5_init_context(&kc))
+        return;
+    if (!krb5_cc_resolve(kc, ccname, &cc))
+        krb5_cc_destroy(kc, cc);
+    krb5_free_context(kc);
+}
+
 struct mp_gss_cred *mp_gss_cred_service(const char *keytab, const char *principal, char *err,
                                         size_t errlen)
 {
@@ -177,9 +252,20 @@ struct mp_gss_cred *mp_gss_cred_service(const char *keytab, const char *principa
         return NULL;
     }
     snprintf(cc, sizeof cc, "MEMORY:mp-gss-%ld-%u", (long)getpid(), ++serial);
+    if (service_tgt(keytab, principal, cc, err, errlen)) {
+        destroy_ccache(cc);
+        return NULL;
+    }
+    /* client_keytab too: MIT renews the TGT from it when it expires (that
+     * renewed TGT is not forwardable: see doc/internals/kerberos.md). */
     gss_key_value_element_desc el[3] = {
         {"keytab", keytab}, {"client_keytab", keytab}, {"ccache", cc}};
-    return acquire(principal, GSS_C_BOTH, el, 3, "service credential", err, errlen);
+    struct mp_gss_cred *c = acquire(principal, GSS_C_BOTH, el, 3, "service credential", err, errlen);
+    if (!c)
+        destroy_ccache(cc);
+    else
+        snprintf(c->ccache, sizeof c->ccache, "%s", cc);
+    return c;
 }
 
 struct mp_gss_cred *mp_gss_cred_impersonate(struct mp_gss_cred *service, const char *user_principal,
@@ -224,16 +310,13 @@ struct mp_gss_cred *mp_gss_cred_for_client(struct mp_gss_cred *service, struct m
         seterr(err, errlen, "the client did not delegate and there is no service credential for S4U");
         return NULL;
     }
-    OM_uint32 major, minor;
-    gss_cred_id_t c = GSS_C_NO_CREDENTIAL;
-    major = gss_acquire_cred_impersonate_name(&minor, service->cred, accepted->src_name,
-                                              GSS_C_INDEFINITE, &krb5_set, GSS_C_INITIATE, &c,
-                                              NULL, NULL);
-    if (GSS_ERROR(major)) {
-        gsserr(err, errlen, "S4U2Self (gss_acquire_cred_impersonate_name)", major, minor);
-        return NULL;
-    }
-    return wrap_cred(c, err, errlen);
+    /* By name, not with the accepted name itself: that one carries the
+     * client ticket's authorization data (MIT exports it into the S4U2Self
+     * request and stores it with the evidence ticket, and then MIT 1.20's
+     * S4U2Proxy step cannot find its own evidence ticket: "Matching
+     * credential not found").  The PAC of the S4U2Self ticket comes from the
+     * KDC anyway. */
+    return mp_gss_cred_impersonate(service, accepted->peer, err, errlen);
 }
 
 int mp_gss_cred_name(struct mp_gss_cred *c, char *out, size_t outlen)
@@ -256,6 +339,7 @@ void mp_gss_cred_free(struct mp_gss_cred *c)
     OM_uint32 minor;
     if (c->cred != GSS_C_NO_CREDENTIAL)
         gss_release_cred(&minor, &c->cred);
+    destroy_ccache(c->ccache);
     free(c);
 }
 
@@ -281,12 +365,14 @@ static struct mp_gss_ctx *ctx_new(struct mp_gss_cred *cred, uint8_t auth_type, c
     return c;
 }
 
-struct mp_gss_ctx *mp_gss_acceptor_new(struct mp_gss_cred *cred, uint8_t auth_type, char *err,
-                                       size_t errlen)
+struct mp_gss_ctx *mp_gss_acceptor_new(struct mp_gss_cred *cred, uint8_t auth_type, unsigned flags,
+                                       char *err, size_t errlen)
 {
     struct mp_gss_ctx *c = ctx_new(cred, auth_type, err, errlen);
-    if (c)
+    if (c) {
         c->dce_style = true; /* decided by the client's AP-REQ; see step */
+        c->want_deleg = (flags & MP_GSS_F_ACCEPT_DELEGATION) != 0;
+    }
     return c;
 }
 
@@ -430,12 +516,28 @@ int mp_gss_step(struct mp_gss_ctx *c, const uint8_t *in, size_t in_len, struct m
                                      c->req_flags, GSS_C_INDEFINITE, GSS_C_NO_CHANNEL_BINDINGS,
                                      c->legs ? &ib : GSS_C_NO_BUFFER, NULL, &ob, &flags, NULL);
     } else {
-        if (c->deleg != GSS_C_NO_CREDENTIAL)
-            gss_release_cred(&minor, &c->deleg);
-        if (c->src_name != GSS_C_NO_NAME)
-            gss_release_name(&minor, &c->src_name);
+        /* The delegated credential comes with the AP-REQ (first leg), the
+         * name with each leg: keep what an earlier leg gave.  MIT 1.20 builds
+         * a delegated credential (a forwarded TGT, or with a GSS_C_BOTH
+         * acceptor credential the client's ticket as S4U2Proxy evidence)
+         * only when asked, and for a DCE-style client it then neither returns
+         * nor frees it: so we ask only when the caller wants delegation. */
+        gss_name_t src = GSS_C_NO_NAME;
+        gss_cred_id_t deleg = GSS_C_NO_CREDENTIAL;
         major = gss_accept_sec_context(&minor, &c->ctx, c->cred, &ib, GSS_C_NO_CHANNEL_BINDINGS,
-                                       &c->src_name, NULL, &ob, &flags, NULL, &c->deleg);
+                                       &src, NULL, &ob, &flags, NULL,
+                                       c->want_deleg ? &deleg : NULL);
+        OM_uint32 m2;
+        if (src != GSS_C_NO_NAME) {
+            if (c->src_name != GSS_C_NO_NAME)
+                gss_release_name(&m2, &c->src_name);
+            c->src_name = src;
+        }
+        if (deleg != GSS_C_NO_CREDENTIAL) {
+            if (c->deleg != GSS_C_NO_CREDENTIAL)
+                gss_release_cred(&m2, &c->deleg);
+            c->deleg = deleg;
+        }
     }
     int rc;
     if (GSS_ERROR(major)) {

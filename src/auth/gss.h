@@ -46,6 +46,9 @@
 /* Initiator flags (mp_gss_initiator_new) */
 #define MP_GSS_F_DELEGATE 0x1 /* forward a TGT (GSS_C_DELEG_FLAG) */
 #define MP_GSS_F_NO_DCE_STYLE 0x2 /* plain RFC 4121 two-leg (tests only) */
+/* Acceptor flags (mp_gss_acceptor_new) */
+#define MP_GSS_F_ACCEPT_DELEGATION 0x4 /* keep a forwarded TGT: non-DCE-style
+                                        * clients only, see kerberos.md */
 
 struct mp_gss_cred;
 struct mp_gss_ctx;
@@ -78,9 +81,11 @@ struct mp_gss_cred *mp_gss_cred_impersonate(struct mp_gss_cred *service, const c
                                             char *err, size_t errlen);
 
 /* A credential that acts as the client of an established acceptor context:
- * the delegated credential when the client forwarded a TGT, otherwise
- * S4U2Self for the client's name through service (may be NULL: then only
- * delegation works).  *delegated says which.  NULL on failure. */
+ * the delegated credential when the client forwarded a TGT (only possible
+ * with MP_GSS_F_ACCEPT_DELEGATION and a non-DCE-style client: MIT drops
+ * DCE-style delegation), otherwise S4U2Self for the client's name through
+ * service (may be NULL: then only delegation works).  *delegated says
+ * which.  NULL on failure. */
 struct mp_gss_cred *mp_gss_cred_for_client(struct mp_gss_cred *service, struct mp_gss_ctx *accepted,
                                            bool *delegated, char *err, size_t errlen);
 
@@ -92,8 +97,8 @@ void mp_gss_cred_free(struct mp_gss_cred *c);
 /* Security contexts.  auth_type is MP_AUTHN_GSS_KERBEROS (16, raw
  * Kerberos tokens) or MP_AUTHN_GSS_NEGOTIATE (9, SPNEGO-wrapped).  The
  * credential must outlive the context. */
-struct mp_gss_ctx *mp_gss_acceptor_new(struct mp_gss_cred *cred, uint8_t auth_type, char *err,
-                                       size_t errlen);
+struct mp_gss_ctx *mp_gss_acceptor_new(struct mp_gss_cred *cred, uint8_t auth_type, unsigned flags,
+                                       char *err, size_t errlen);
 /* target: a Kerberos principal ("exchangeMDB/exlab01.lab.example",
  * "@REALM" optional) or a host-based name ("service@host"). */
 struct mp_gss_ctx *mp_gss_initiator_new(struct mp_gss_cred *cred, const char *target,

@@ -8,12 +8,12 @@
  *   IMPERSONATE scred user             -> OK n          S4U2Self
  *   FORCLIENT scred ctx                -> OK n deleg|s4u
  *   CREDNAME n                         -> OK name
- *   ACCEPTOR cred authtype             -> OK n
+ *   ACCEPTOR cred authtype [flags]     -> OK n
  *   INITIATOR cred target authtype flags -> OK n
  *   STEP ctx hex                       -> CONTINUE hex | DONE hex | FAIL hex text
  *   PEER ctx                           -> OK name flags(hex) delegated(0/1)
  *   SIGLEN ctx level bodylen           -> OK n
- *   PROTECT ctx hdrsign level req|resp ctxid authtype stubhex -> PDU hex
+ *   PROTECT ctx hdrsign level req|resp ctxid authtype callid stubhex -> PDU hex
  *   UNPROTECT ctx hdrsign pduhex       -> STUB hex | ERR text
  *   FREECTX n | FREECRED n             -> OK
  *
@@ -88,15 +88,16 @@ static struct mp_gss_ctx *ctx_at(const char *s)
 }
 
 static uint8_t g_bin[1 << 17];
+
 static char g_line[1 << 18];
 
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     while (fgets(g_line, sizeof g_line, stdin)) {
-        char *a[8] = {0};
+        char *a[12] = {0};
         int na = 0;
-        for (char *tok = strtok(g_line, " \t\r\n"); tok && na < 8; tok = strtok(NULL, " \t\r\n"))
+        for (char *tok = strtok(g_line, " \t\r\n"); tok && na < 12; tok = strtok(NULL, " \t\r\n"))
             a[na++] = tok;
         if (!na)
             continue;
@@ -131,8 +132,12 @@ int main(void)
                 printf("ERR no name\n");
             else
                 printf("OK %s\n", name);
-        } else if (!strcmp(cmd, "ACCEPTOR") && na == 3) {
-            struct mp_gss_ctx *c = n_ctx < MAXN ? mp_gss_acceptor_new(cred_at(a[1]), (uint8_t)atoi(a[2]), err, sizeof err) : NULL;
+        } else if (!strcmp(cmd, "ACCEPTOR") && (na == 3 || na == 4)) {
+            unsigned fl = na == 4 ? (unsigned)strtoul(a[3], NULL, 0) : 0;
+            struct mp_gss_ctx *c =
+                n_ctx < MAXN ? mp_gss_acceptor_new(cred_at(a[1]), (uint8_t)atoi(a[2]), fl, err,
+                                                   sizeof err)
+                             : NULL;
             if (!c)
                 printf("ERR %s\n", err);
             else {
@@ -181,22 +186,23 @@ int main(void)
                 printf("ERR %s\n", mp_gss_error(ctx_at(a[1])));
             else
                 printf("OK %zu\n", n);
-        } else if (!strcmp(cmd, "PROTECT") && na == 8) {
+        } else if (!strcmp(cmd, "PROTECT") && na == 9) {
             struct mp_gss_ctx *c = ctx_at(a[1]);
             bool hs = atoi(a[2]) != 0;
             uint8_t level = (uint8_t)atoi(a[3]);
             bool req = !strcmp(a[4], "req");
             uint32_t ctxid = (uint32_t)strtoul(a[5], NULL, 0);
             uint8_t at = (uint8_t)atoi(a[6]);
-            size_t n = unhex(a[7], g_bin, sizeof g_bin);
+            uint32_t call_id = (uint32_t)strtoul(a[7], NULL, 0);
+            size_t n = unhex(a[8], g_bin, sizeof g_bin);
             if (!c || n == (size_t)-1) {
                 printf("ERR bad arguments\n");
                 continue;
             }
             struct mp_buf b = {0};
             uint8_t flags = MP_PFC_FIRST | MP_PFC_LAST; /* header signing is negotiated at bind */
-            int rc = req ? mp_build_request(&b, flags, 7, 0, 1, NULL, g_bin, n, (uint32_t)n)
-                         : mp_build_response(&b, flags, 7, 0, g_bin, n, (uint32_t)n);
+            int rc = req ? mp_build_request(&b, flags, call_id, 0, 1, NULL, g_bin, n, (uint32_t)n)
+                         : mp_build_response(&b, flags, call_id, 0, g_bin, n, (uint32_t)n);
             if (rc || mp_gss_add_verifier(c, &b, 0, at, level, ctxid) ||
                 mp_gss_protect(c, b.data, b.len, hs))
                 printf("ERR %s\n", mp_gss_error(c));

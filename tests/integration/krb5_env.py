@@ -116,7 +116,7 @@ class Krb5Env:
         """os.environ plus this realm's configuration, for subprocesses."""
         e = dict(os.environ)
         e.update(KRB5_CONFIG=self.krb5_conf, KRB5_KDC_PROFILE=self.kdc_conf,
-                 KRB5CCNAME="FILE:" + self.ccache, KRB5RCACHETYPE="none",
+                 KRB5CCNAME=self.ccache, KRB5RCACHETYPE="none",
                  KRB5_TRACE=os.path.join(self.dir, "trace.log"))
         e.pop("KRB5_KTNAME", None)
         e.pop("KRB5_CLIENT_KTNAME", None)
@@ -196,7 +196,6 @@ class Krb5Env:
         max_renewable_life = 7d 0h 0m 0s
         master_key_type = aes256-cts-hmac-sha1-96
         supported_enctypes = {enct}
-        default_principal_flags = +preauth
     }}
 
 [logging]
@@ -237,7 +236,10 @@ class Krb5Env:
         self.port = _free_port()
         self._write_conf()
         self.run([_which("kdb5_util"), "-r", self.realm, "create", "-s", "-W", "-P", MASTER_PASSWORD])
-        self.kadmin(f"addprinc -pw {ALICE_PASSWORD} alice")
+        # Pre-authentication for the user only: a service principal that
+        # requires it refuses S4U2Proxy tickets ("NO PREAUTH": the evidence
+        # ticket of protocol transition has no pre-auth flag).
+        self.kadmin(f"addprinc -pw {ALICE_PASSWORD} +requires_preauth alice")
         # Service principals with random keys.  ok_to_auth_as_delegate makes
         # the proxy's S4U2Self tickets forwardable (the precondition of
         # S4U2Proxy); ok_as_delegate tells clients they may forward a TGT.
