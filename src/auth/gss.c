@@ -22,7 +22,7 @@ struct mp_gss_cred {
 };
 
 struct mp_gss_ctx {
-    bool initiator, established, dce_style, want_deleg;
+    bool initiator, established, dce_style, want_deleg, no_dce_style;
     uint8_t auth_type;
     int legs; /* tokens processed */
     gss_ctx_id_t ctx;
@@ -372,6 +372,7 @@ struct mp_gss_ctx *mp_gss_acceptor_new(struct mp_gss_cred *cred, uint8_t auth_ty
     if (c) {
         c->dce_style = true; /* decided by the client's AP-REQ; see step */
         c->want_deleg = (flags & MP_GSS_F_ACCEPT_DELEGATION) != 0;
+        c->no_dce_style = (flags & MP_GSS_F_NO_DCE_STYLE) != 0;
     }
     return c;
 }
@@ -485,6 +486,42 @@ static int spnego_out(struct mp_gss_ctx *c, const gss_buffer_desc *tok, bool com
     return rc ? fail(c, "SPNEGO: cannot build the token") : 0;
 }
 
+/* An initial context token with a Kerberos AP-REQ (RFC 2743 3.1 framing:
+ * 60 len 06 len OID 01 00 AP-REQ) -> the bare AP-REQ; NULL if it is not one.
+ * MIT accepts a DCE-style AP-REQ only bare ("only DCE_STYLE clients are
+ * allowed to send raw AP-REQs", and the reverse): Windows sends it bare,
+ * Impacket frames it.  So a DCE/RPC acceptor unframes it first. */
+static const uint8_t *unframe_ap_req(const uint8_t *p, size_t n, size_t *out_len)
+{
+    if (n < 2 || p[0] != 0x60)
+        return NULL;
+    size_t i = 1, len;
+    if (p[i] < 0x80) {
+        len = p[i++];
+    } else {
+        size_t k = p[i++] & 0x7f;
+        if (k == 0 || k > 3 || n - i < k)
+            return NULL;
+        len = 0;
+        while (k--)
+            len = (len << 8) | p[i++];
+    }
+    if (len != n - i || n - i < 2 || p[i] != 0x06)
+        return NULL;
+    size_t ol = p[i + 1];
+    i += 2;
+    if (ol >= 0x80 || n - i < ol)
+        return NULL;
+    if (mp_spnego_mech_kind(p + i, ol) != MP_MECH_KRB5 &&
+        mp_spnego_mech_kind(p + i, ol) != MP_MECH_MS_KRB5)
+        return NULL;
+    i += ol;
+    if (n - i < 3 || p[i] != 0x01 || p[i + 1] != 0x00 || p[i + 2] != 0x6e)
+        return NULL;
+    *out_len = n - i - 2;
+    return p + i + 2;
+}
+
 int mp_gss_step(struct mp_gss_ctx *c, const uint8_t *in, size_t in_len, struct mp_buf *out)
 {
     if (!c || !out)
@@ -506,6 +543,14 @@ int mp_gss_step(struct mp_gss_ctx *c, const uint8_t *in, size_t in_len, struct m
             return fail(c, "SPNEGO: no mechanism token");
         if (!tok && c->initiator) {
             return fail(c, "SPNEGO: no response token from the server");
+        }
+    }
+    if (!c->initiator && c->legs == 0 && !c->no_dce_style) {
+        size_t bare_len;
+        const uint8_t *bare = unframe_ap_req(tok, tok_len, &bare_len);
+        if (bare) {
+            tok = bare;
+            tok_len = bare_len;
         }
     }
     gss_buffer_desc ib = {tok_len, (void *)tok};

@@ -45,7 +45,10 @@
 
 /* Initiator flags (mp_gss_initiator_new) */
 #define MP_GSS_F_DELEGATE 0x1 /* forward a TGT (GSS_C_DELEG_FLAG) */
-#define MP_GSS_F_NO_DCE_STYLE 0x2 /* plain RFC 4121 two-leg (tests only) */
+#define MP_GSS_F_NO_DCE_STYLE 0x2 /* initiator: plain RFC 4121 two legs;
+                                   * acceptor: keep the AP-REQ framing (else a
+                                   * framed AP-REQ is unframed for MIT, as a
+                                   * DCE-style one must be bare) */
 /* Acceptor flags (mp_gss_acceptor_new) */
 #define MP_GSS_F_ACCEPT_DELEGATION 0x4 /* keep a forwarded TGT: non-DCE-style
                                         * clients only, see kerberos.md */

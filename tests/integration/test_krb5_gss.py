@@ -332,9 +332,17 @@ class FakeServer(threading.Thread):
 
 
 @pytest.mark.parametrize("level", [INTEG, PRIV])
-def test_impacket_kerberos_client(drv, krb, level):
+def test_impacket_kerberos_client(drv, krb, level, monkeypatch):
     from impacket.dcerpc.v5 import transport, rpcrt
     from impacket.uuid import uuidtup_to_bin
+    import impacket.krb5.gssapi as igss
+
+    if level == INTEG:
+        # Impacket 0.10's AES GSS_GetMIC pads with chr(pad) * pad, a str, and
+        # adds it to bytes: TypeError on Python 3 even for pad 0.  Its
+        # algorithm is otherwise intact; give that one line bytes (the RC4
+        # code, which would mind, is not used with AES keys).
+        monkeypatch.setattr(igss, "chr", lambda n: bytes([n]), raising=False)
 
     # Impacket reaches a KDC only on port 88; it takes the service ticket
     # from the ccache instead (KRB5CCNAME), so get it there first.
@@ -353,8 +361,14 @@ def test_impacket_kerberos_client(drv, krb, level):
         dce.set_auth_type(rpcrt.RPC_C_AUTHN_GSS_NEGOTIATE)
         dce.set_auth_level(level)
         dce.connect()
-        dce.bind(uuidtup_to_bin(("a4f1db00-ca47-1067-b31f-00dd010662da", "0.81")))
-        stub = b"impacket sealed this stub " + bytes(range(40))
+        try:
+            dce.bind(uuidtup_to_bin(("a4f1db00-ca47-1067-b31f-00dd010662da", "0.81")))
+        except Exception:
+            srv.join(5)
+            raise AssertionError(f"bind failed; server: {srv.error!r}")
+        # 64 bytes: Impacket's AES GSS_GetMIC pads unaligned data with a str
+        # (TypeError on Python 3), so keep the stub 4-aligned.
+        stub = b"impacket protected this stub" + bytes(range(36))
         dce.call(1, stub)
         answer = dce.recv()
         dce.disconnect()
@@ -406,7 +420,7 @@ def test_delegated_tgt_reaches_upstream_as_alice(drv, krb):
     clients (see test_dce_style_delegation_is_dropped)."""
     acred = drv.num("ACRED", krb.keytab("proxy"), "-")
     icred = drv.num("ICRED", "FILE:" + krb.ccache, "-", "-")
-    a = drv.num("ACCEPTOR", acred, KRB, 4)             # MP_GSS_F_ACCEPT_DELEGATION
+    a = drv.num("ACCEPTOR", acred, KRB, 6)             # ACCEPT_DELEGATION | NO_DCE_STYLE
     i = drv.num("INITIATOR", icred, PROXY_SPN, KRB, 3)  # DELEGATE | NO_DCE_STYLE
     st, t1, e = drv.step(i, None)
     assert st == "CONTINUE", e
