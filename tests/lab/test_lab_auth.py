@@ -176,6 +176,25 @@ def test_large_fragmented_request_and_response_sealed(labs, reference):
     d.disconnect()
 
 
+def test_ntlm_in_alter_context(labs):
+    """Unauthenticated bind, then alter_context carrying the NTLM NEGOTIATE
+    (alter_context_resp carries the CHALLENGE), then AUTH3."""
+    lab = labs['privacy']
+    m = lab.mark()
+    t = transport.DCERPCTransportFactory('ncacn_ip_tcp:127.0.0.1[%d]' % lab.ports['rfr'])
+    t.set_credentials('alice', PASSWORD, 'LAB')
+    d = t.get_dce_rpc()
+    d.connect()
+    d.bind(oxabref.MSRPC_UUID_OXABREF)
+    d.set_auth_level(PRIVACY)
+    d.bind(oxabref.MSRPC_UUID_OXABREF, alter=1)
+    assert rfr_answers(d)[0] == 'exlab01.lab.example'
+    d.disconnect()
+    log = lab.log_since(m)
+    assert 'rfr: alter_context ctx 0' in log
+    assert 'auth: NTLM user=LAB\\alice level=privacy' in log
+
+
 def test_user_with_domain(labs):
     lab = labs['connect']
     m = lab.mark()
@@ -244,6 +263,7 @@ def test_lower_level_refused(labs, level):
 def test_unknown_auth_type_bind_nak(labs):
     """Kerberos / SPNEGO binds get bind_nak reason 8 (authentication type not recognized)."""
     lab = labs['connect']
+    m = lab.mark()
     t = transport.DCERPCTransportFactory('ncacn_ip_tcp:127.0.0.1[%d]' % lab.ports['rfr'])
     t.set_credentials('alice', PASSWORD, 'LAB')
     d = t.get_dce_rpc()
@@ -252,8 +272,9 @@ def test_unknown_auth_type_bind_nak(labs):
     d.connect()
     with pytest.raises(DCERPCException) as e:
         d.bind(oxabref.MSRPC_UUID_OXABREF)
-    assert 'authentication type not recognized' in str(e.value).lower() or '0008' in str(e.value) \
-        or 'reason_not_specified' not in str(e.value), str(e.value)
+    assert 'authentication type not recognized' in str(e.value).lower() or \
+        'authentication_type_not_recognized' in str(e.value).lower(), str(e.value)
+    assert 'auth type 68 not supported (only NTLM, 10)' in lab.log_since(m)
     d.disconnect()
 
 
