@@ -33,6 +33,9 @@
 #include "core/log.h"
 #include "dcerpc/ifaces.h"
 #include "dcerpc/pdu.h"
+#include "auth/credstore.h"
+#include "auth/dcerpc_sign.h"
+#include "auth/ntlmssp.h"
 #include "epm/epm.h"
 #include "modules/runtime.h"
 
@@ -53,6 +56,21 @@ enum astate {
     A_WAIT_ACK,    /* upstream bind sent, waiting for bind_ack */
     A_OPEN,        /* relaying */
     A_LOCAL,       /* no context could be relayed: answering locally */
+    A_AUTH,        /* proxy-terminated auth: bind answered, waiting for AUTH3 */
+    A_DENIED,      /* the client failed authentication: its calls get access denied */
+};
+
+/* One leg's security context when the proxy terminates authentication:
+ * the acceptor on the client leg, the initiator on the upstream leg. */
+struct leg_sec {
+    uint8_t type, level;
+    uint32_t ctx_id;
+    bool header_sign;
+    bool acc_init, ini_init, sess_init;
+    struct mp_ntlm_acceptor acc;
+    struct mp_ntlm_initiator ini;
+    struct mp_ntlm_session sess;
+    char who[160]; /* DOMAIN\user, for logs */
 };
 
 struct conn {
@@ -137,6 +155,7 @@ struct assoc {
     uint16_t reasm_ctx, reasm_op;
     bool reasm_active;
     uint32_t local_ip; /* the address the client reached, network order */
+    struct leg_sec *csec, *usec; /* set when the proxy terminates authentication */
     uint64_t n_done;
     uint64_t t_open;
     char peer[64];
@@ -161,6 +180,14 @@ struct mp_relay {
     size_t n_assoc;
     uint8_t rbuf[READ_CHUNK]; /* reads land here; only partial PDUs are kept per conn */
     bool more_input; /* more bytes follow the PDU being handled: batch the writes */
+    /* specified credentials: clients authenticate to the proxy (NTLM), the
+     * proxy to the upstream with dcerpc_mapiproxy:username/password */
+    bool terminate;
+    struct mp_credstore creds;
+    struct mp_ntlm_acceptor_cfg acc_cfg;
+    char up_password[256];
+    uint8_t up_level;
+    char fqdn[256];
 };
 
 static struct mp_bind scratch_bind; /* single-threaded: one bind parsed at a time */
@@ -171,6 +198,13 @@ static void client_input(struct assoc *a);
 static void upstream_connect(struct assoc *a, uint16_t port);
 static void upstream_failed(struct assoc *a, const char *why);
 static void update_interest(struct assoc *a);
+static void start_upstream(struct assoc *a);
+struct leg_sec;
+static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flags,
+                uint32_t call_id, uint16_t ctx_id, uint16_t opnum, const uint8_t *object,
+                const uint8_t *stub, size_t len, uint32_t hint, size_t max_frag);
+static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
+                                  const struct mp_bind *b);
 static void call_detach(struct call *c);
 
 /* ------------------------------------------------------------------ */
@@ -226,9 +260,24 @@ static void conn_release(struct mp_relay *r, struct conn *c)
     c->connecting = c->closing = false;
 }
 
+static void leg_free(struct leg_sec *l)
+{
+    if (!l)
+        return;
+    if (l->acc_init)
+        mp_ntlm_acceptor_free(&l->acc);
+    if (l->ini_init)
+        mp_ntlm_initiator_free(&l->ini);
+    if (l->sess_init)
+        mp_ntlm_session_free(&l->sess);
+    free(l);
+}
+
 static void assoc_free(void *p)
 {
     struct assoc *a = p;
+    leg_free(a->csec);
+    leg_free(a->usec);
     struct merge *m = a->merges;
     while (m) {
         struct merge *n = m->next;
@@ -341,8 +390,9 @@ static void update_interest(struct assoc *a)
         !a->stall.heap_idx)
         mp_timer_arm(r->loop, &a->stall, (uint64_t)r->cfg->send_timeout_s * 1000);
     if (a->c.io.fd >= 0) {
-        bool rd = !a->c.closing && (a->state == A_WAIT_BIND || a->state == A_OPEN ||
-                                    a->state == A_LOCAL) &&
+        bool rd = !a->c.closing &&
+                  (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL ||
+                   a->state == A_AUTH || a->state == A_DENIED) &&
                   mp_buf_avail(&a->c.out) < high && mp_buf_avail(&a->u.out) < high &&
                   a->n_calls < MAX_PENDING;
         uint32_t want = (rd ? MP_READ : 0) | (mp_buf_avail(&a->c.out) ? MP_WRITE : 0);
@@ -532,16 +582,8 @@ static int forward_fragment(struct conn *dst, uint8_t *pdu, const struct mp_pdu_
 static int send_response_stub(struct assoc *a, uint32_t call_id, uint16_t ctx_id,
                               const uint8_t *stub, size_t len)
 {
-    size_t chunk = (size_t)(a->c_xmit - MP_RESP_HDR_LEN) & ~(size_t)7, off = 0;
-    do {
-        size_t k = len - off > chunk ? chunk : len - off;
-        uint8_t fl = (off == 0 ? MP_PFC_FIRST : 0) | (off + k == len ? MP_PFC_LAST : 0);
-        if (mp_build_response(&a->c.out, fl, call_id, ctx_id, stub + off, k,
-                              (uint32_t)(len - off)))
-            return -1;
-        off += k;
-    } while (off < len);
-    return 0;
+    return emit(&a->c, a->csec, false, MP_PFC_FIRST | MP_PFC_LAST, call_id, ctx_id, 0, NULL, stub,
+                len, (uint32_t)len, a->c_xmit);
 }
 
 /* ------------------------------------------------------------------ */
@@ -562,7 +604,7 @@ static void upstream_failed(struct assoc *a, const char *why)
         return;
     mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why,
             a->n_calls);
-    if (a->state != A_OPEN) {
+    if (a->state != A_OPEN && !a->csec) {
         uint32_t id = a->merges ? a->merges->c_call_id : 0;
         mp_build_bind_nak(&a->c.out, id, MP_BNAK_TEMPORARY_CONGESTION);
     } else {
@@ -610,10 +652,10 @@ static int split_contexts(struct assoc *a, const struct mp_bind *b, struct merge
             else if (mp_syntax_is_btfn(&c->ts[j]))
                 btfn = true;
         }
-        bool local = a->local_epm;
-        bool allowed = local ? (!memcmp(c->abstract.uuid, mp_epm_syntax.uuid, 16) &&
-                                c->abstract.major == 3)
-                             : iface_allowed(a->r, &c->abstract);
+        bool local = a->local_epm || a->csec;
+        bool allowed = a->local_epm ? (!memcmp(c->abstract.uuid, mp_epm_syntax.uuid, 16) &&
+                                       c->abstract.major == 3)
+                                    : iface_allowed(a->r, &c->abstract);
         if (btfn) {
             /* Bind-time feature negotiation: relayed so the client learns
              * what the upstream supports; answered locally when local. */
@@ -632,6 +674,13 @@ static int split_contexts(struct assoc *a, const struct mp_bind *b, struct merge
             m->item[i].result = MP_CTX_ACCEPT;
             m->item[i].reason = 0;
             ctx_add(a, c->ctx_id, &c->abstract);
+            if (a->csec) { /* the upstream gets it after the client authenticated */
+                struct mp_pctx *f = &fwd->ctx[fwd->n_ctx++];
+                *f = *c;
+                f->n_ts = 1;
+                f->ts[0] = mp_ndr20_syntax;
+                n_fwd++;
+            }
             continue;
         }
         m->item[i].fwd = true;
@@ -832,6 +881,11 @@ static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
     a->bind_max_recv = b->max_recv;
     a->c_xmit = clamp_frag(b->max_recv);
     a->c_recv = clamp_frag(b->max_xmit);
+    if (r->terminate && !a->local_epm) {
+        handle_bind_terminate(a, pdu, h, b);
+        free(m);
+        return;
+    }
     if (h->auth_len) {
         if (a->local_epm) {
             mp_warn("conn %s: authenticated bind to the local endpoint mapper refused", a->peer);
@@ -896,6 +950,14 @@ static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
         return;
     }
     merge_push(a, m);
+    start_upstream(a);
+}
+
+/* Finds the upstream's port (fixed, cached, or from its endpoint mapper)
+ * and connects; a->pending_bind is sent once connected. */
+static void start_upstream(struct assoc *a)
+{
+    struct mp_relay *r = a->r;
     a->timer.cb = timeout_cb;
     a->timer.data = a;
     mp_timer_arm(r->loop, &a->timer, r->cfg->connect_timeout_ms);
@@ -953,9 +1015,26 @@ static void handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pd
     }
     m->ptype = MP_PT_ALTER;
     m->c_call_id = h->call_id;
-    if (h->auth_len)
+    if (h->auth_len && !a->csec)
         a->passthrough = true;
     int n_fwd = split_contexts(a, b, m, fwd);
+    if (a->csec && a->state == A_OPEN) {
+        /* terminated: the client is answered here; the upstream learns the
+         * new contexts on the proxy's own security context */
+        struct mp_auth reply = {.type = a->csec->type, .level = a->csec->level,
+                                .context_id = a->csec->ctx_id};
+        answer_bind(a, m, NULL, 0, h->auth_len ? &reply : NULL);
+        m->n = 0;
+        fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
+        fwd->assoc_group = a->group->up_id;
+        if (n_fwd && mp_build_bind(&a->u.out, MP_PT_ALTER, MP_PFC_FIRST | MP_PFC_LAST,
+                                   a->next_u_call++, fwd, NULL) == 0)
+            merge_push(a, m);
+        else
+            free(m);
+        free(fwd);
+        return;
+    }
     if (a->state != A_OPEN || a->local_epm || !n_fwd) {
         if (h->auth_len && !a->local_epm)
             mp_warn("conn %s: authenticated alter_context without upstream; refused", a->peer);
@@ -979,6 +1058,297 @@ static void handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pd
         return;
     }
     merge_push(a, m);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* proxy-terminated authentication (specified credentials)             */
+
+static bool user_allowed(const struct mp_relay *r, const struct mp_ntlm_result *res)
+{
+    const char *list = r->cfg->allowed_users;
+    if (!list[0])
+        return true;
+    char full[2 * sizeof(res->user) + 2];
+    snprintf(full, sizeof(full), "%s\\%s", res->domain, res->user);
+    const char *names[2] = {res->user, full};
+    for (int k = 0; k < 2; k++) {
+        size_t n = strlen(names[k]);
+        for (const char *p = list; *p;) {
+            while (*p == ' ' || *p == ',' || *p == '\t')
+                p++;
+            size_t w = strcspn(p, " ,\t");
+            if (w == n && !strncasecmp(p, names[k], n))
+                return true;
+            p += w;
+        }
+    }
+    return false;
+}
+
+/* Appends fragments carrying stub to dst, each protected for the leg when
+ * it signs or seals.  in_flags: PFC_FIRST/PFC_LAST of the stub's place in
+ * its call. */
+static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flags,
+                uint32_t call_id, uint16_t ctx_id, uint16_t opnum, const uint8_t *object,
+                const uint8_t *stub, size_t len, uint32_t hint, size_t max_frag)
+{
+    bool prot = sec && sec->level >= MP_AUTHN_LEVEL_PKT_INTEGRITY;
+    size_t hl = MP_REQ_HDR_LEN + (object ? 16 : 0);
+    size_t room = max_frag - hl - (prot ? MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN + 15 : 0);
+    size_t chunk = room & ~(size_t)15, off = 0;
+    do {
+        size_t k = len - off > chunk ? chunk : len - off;
+        uint8_t fl = 0;
+        if (off == 0)
+            fl |= in_flags & MP_PFC_FIRST;
+        if (off + k == len)
+            fl |= in_flags & MP_PFC_LAST;
+        size_t start = dst->out.len;
+        int rc = req ? mp_build_request(&dst->out, fl, call_id, ctx_id, opnum, object,
+                                        stub + off, k, hint > off ? hint - (uint32_t)off : 0)
+                     : mp_build_response(&dst->out, fl, call_id, ctx_id, stub + off, k,
+                                         hint > off ? hint - (uint32_t)off : 0);
+        if (rc)
+            return -1;
+        if (prot && (mp_dcerpc_add_verifier(&dst->out, start, sec->type, sec->level,
+                                            sec->ctx_id) ||
+                     mp_dcerpc_ntlm_protect(&sec->sess.send, dst->out.data + start,
+                                            dst->out.len - start, sec->header_sign)))
+            return -1;
+        off += k;
+    } while (off < len);
+    return 0;
+}
+
+/* The client's bind when the proxy terminates authentication: NTLM
+ * NEGOTIATE in, CHALLENGE out in a bind_ack the proxy builds itself.
+ * Nothing goes upstream before the client has proven who it is. */
+static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
+                                  const struct mp_bind *b)
+{
+    struct mp_relay *r = a->r;
+    struct mp_auth auth;
+    const char *why = NULL;
+    if (!h->auth_len || mp_pdu_auth(pdu, h, &auth))
+        why = "the client sent no authentication";
+    else if (auth.type != MP_AUTHN_WINNT)
+        why = "only NTLM (auth type 10) is accepted from clients";
+    else if (auth.level < MP_AUTHN_LEVEL_CONNECT || auth.level > MP_AUTHN_LEVEL_PKT_PRIVACY)
+        why = "unknown authentication level";
+    if (why) {
+        mp_warn("conn %s: bind refused: %s (dcerpc_mapiproxy:username is set, so clients "
+                "authenticate to the proxy)",
+                a->peer, why);
+        mp_build_bind_nak(&a->c.out, h->call_id, 8 /* authentication type not recognized */);
+        assoc_finish(a, "bind refused");
+        return;
+    }
+    if (b->assoc_group) {
+        a->group = group_find(r, b->assoc_group);
+        if (a->group)
+            mp_session_ref(a->group);
+    } else {
+        a->group = group_new(r);
+    }
+    struct leg_sec *cs = calloc(1, sizeof(*cs)), *us = calloc(1, sizeof(*us));
+    struct merge *m = calloc(1, sizeof(*m));
+    struct mp_bind *fwd = calloc(1, sizeof(*fwd));
+    if (!cs || !us || !m || !fwd || !a->group) {
+        free(cs);
+        free(us);
+        free(m);
+        free(fwd);
+        if (b->assoc_group && !a->group) {
+            mp_warn("conn %s: bind names unknown association group 0x%08x; refused", a->peer,
+                    b->assoc_group);
+            mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
+            assoc_finish(a, "bind refused");
+        } else {
+            assoc_close(a, "out of memory");
+        }
+        return;
+    }
+    a->csec = cs;
+    a->usec = us;
+    cs->type = auth.type;
+    cs->level = auth.level;
+    cs->ctx_id = auth.context_id;
+    cs->header_sign = (h->flags & MP_PFC_PENDING_CANCEL) != 0; /* SUPPORT_HEADER_SIGN */
+    mp_ntlm_acceptor_init(&cs->acc, &r->acc_cfg);
+    cs->acc_init = true;
+    struct mp_buf chal = {0};
+    int rc = mp_ntlm_acceptor_negotiate(&cs->acc, auth.value, auth.value_len, &chal);
+    m->ptype = MP_PT_BIND;
+    m->c_call_id = h->call_id;
+    int n_fwd = rc == 0 ? split_contexts(a, b, m, fwd) : 0;
+    if (rc) {
+        mp_warn("conn %s: bind refused: malformed NTLM NEGOTIATE (%s)", a->peer,
+                mp_ntlm_strerror(rc));
+        mp_build_bind_nak(&a->c.out, h->call_id, 8);
+        assoc_finish(a, "bind refused");
+    } else {
+        struct mp_auth reply = {.type = cs->type, .level = cs->level, .context_id = cs->ctx_id,
+                                .value = chal.data, .value_len = (uint16_t)chal.len};
+        answer_bind(a, m, NULL, h->flags & MP_PFC_PENDING_CANCEL, &reply);
+        a->state = A_AUTH;
+        /* the upstream bind, ready for when the client has authenticated */
+        us->type = MP_AUTHN_WINNT;
+        us->level = r->up_level;
+        us->ctx_id = 79231;
+        us->header_sign = true;
+        struct mp_buf neg = {0};
+        rc = mp_ntlm_initiator_init(&us->ini, r->cfg->username, r->cfg->domain, r->up_password,
+                                    NULL, r->cfg->netbios_name, NULL, MP_NTLM_INITIATOR_FLAGS);
+        us->ini_init = rc == 0;
+        if (rc == 0)
+            rc = mp_ntlm_initiator_negotiate(&us->ini, &neg);
+        fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
+        fwd->assoc_group = a->group->up_id;
+        struct mp_auth up = {.type = us->type, .level = us->level, .context_id = us->ctx_id,
+                             .value = neg.data, .value_len = (uint16_t)neg.len};
+        if (rc == 0)
+            rc = mp_build_bind(&a->pending_bind, MP_PT_BIND,
+                               MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_PENDING_CANCEL,
+                               a->next_u_call++, fwd, &up);
+        for (unsigned i = 0; i < fwd->n_ctx; i++)
+            if (!mp_syntax_is_btfn(&fwd->ctx[i].ts[0])) {
+                a->target = fwd->ctx[i].abstract;
+                break;
+            }
+        mp_buf_free(&neg);
+        if (rc || !n_fwd) {
+            mp_warn("conn %s: %s", a->peer,
+                    rc ? "cannot build the upstream bind" : "no relayable presentation context");
+            a->state = A_DENIED;
+        }
+    }
+    mp_buf_free(&chal);
+    free(m);
+    free(fwd);
+}
+
+static void handle_auth3_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    struct leg_sec *cs = a->csec;
+    struct mp_auth auth;
+    if (mp_pdu_auth(pdu, h, &auth) || auth.type != cs->type) {
+        client_protocol_error(a, h->call_id, "auth3 without an NTLM AUTHENTICATE");
+        return;
+    }
+    struct mp_ntlm_result res;
+    memset(&res, 0, sizeof(res));
+    int rc = mp_ntlm_acceptor_authenticate(&cs->acc, auth.value, auth.value_len, &res);
+    snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", res.domain, res.user);
+    const char *why = rc ? mp_ntlm_strerror(rc) : !user_allowed(a->r, &res)
+                                                      ? "not in mapiproxy:allowed users"
+                                                      : NULL;
+    if (!why && mp_ntlm_session_init(&cs->sess, res.flags, res.exported_key, false))
+        why = "session keys could not be derived";
+    mp_ntlm_cleanse(res.exported_key, sizeof(res.exported_key));
+    if (why) {
+        mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed",
+                a->peer, cs->who, why);
+        a->state = A_DENIED;
+        return;
+    }
+    cs->sess_init = true;
+    static const char *const lv[] = {"", "none", "connect", "call", "packet", "integrity",
+                                     "privacy"};
+    mp_info("conn %s: authenticated %s (NTLM, %s)", a->peer, cs->who, lv[cs->level]);
+    start_upstream(a);
+}
+
+/* The upstream's bind_ack to the proxy's own bind: NTLM CHALLENGE in,
+ * AUTHENTICATE out in an AUTH3. */
+static void upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
+                                        const struct mp_pdu_hdr *h)
+{
+    struct leg_sec *us = a->usec;
+    struct mp_bind_ack *ack = &scratch_ack;
+    struct mp_auth auth;
+    if (h->ptype == MP_PT_BIND_NAK) {
+        upstream_failed(a, "refused the proxy's bind (bind_nak); check dcerpc_mapiproxy:username, "
+                           ":password and :domain");
+        return;
+    }
+    if (mp_bind_ack_parse(pdu, h, ack) || mp_pdu_auth(pdu, h, &auth)) {
+        upstream_failed(a, "sent a bind_ack without an NTLM CHALLENGE");
+        return;
+    }
+    for (unsigned i = 0; i < ack->n_results; i++)
+        if (ack->res[i].result != MP_CTX_ACCEPT && ack->res[i].result != MP_CTX_NEGOTIATE_ACK)
+            mp_warn("conn %s: upstream refused presentation context #%u (reason %u); calls on "
+                    "it will fail",
+                    a->peer, i, ack->res[i].reason);
+    struct mp_buf out = {0};
+    int rc = mp_ntlm_initiator_authenticate(&us->ini, auth.value, auth.value_len, &out);
+    if (rc == 0)
+        rc = mp_ntlm_session_init(&us->sess, us->ini.flags, us->ini.exported_key, true);
+    if (rc) {
+        mp_buf_free(&out);
+        upstream_failed(a, "sent an NTLM CHALLENGE the proxy cannot answer");
+        return;
+    }
+    us->sess_init = true;
+    /* AUTH3: header, 4 bytes of padding, sec_trailer, AUTHENTICATE */
+    size_t start = a->u.out.len;
+    uint8_t hdr[MP_HDR_LEN + 4 + MP_SEC_TRAILER_LEN] = {5, 0, MP_PT_AUTH3, MP_PFC_FIRST | MP_PFC_LAST,
+                                                       0x10};
+    mp_put16(hdr + 8, (uint16_t)(sizeof(hdr) + out.len));
+    mp_put16(hdr + 10, (uint16_t)out.len);
+    mp_put32(hdr + 12, a->next_u_call++);
+    hdr[20] = us->type;
+    hdr[21] = us->level;
+    mp_put32(hdr + 24, us->ctx_id);
+    if (mp_buf_append(&a->u.out, hdr, sizeof(hdr)) || mp_buf_append(&a->u.out, out.data, out.len)) {
+        mp_buf_free(&out);
+        assoc_close(a, "out of memory");
+        return;
+    }
+    (void)start;
+    mp_buf_free(&out);
+    mp_timer_cancel(a->r->loop, &a->timer);
+    a->u_xmit = clamp_frag(ack->max_recv);
+    a->u_recv = clamp_frag(ack->max_xmit);
+    if (a->group && !a->group->up_id)
+        a->group->up_id = ack->assoc_group;
+    a->state = A_OPEN;
+    mp_debug("conn %s: authenticated to the upstream as %s\\%s", a->peer, a->r->cfg->domain,
+             a->r->cfg->username);
+}
+
+/* A protected fragment in, its plaintext stub located: 0, or -1 after the
+ * association was closed (a signature that does not verify ends it). */
+static int unprotect(struct assoc *a, struct leg_sec *sec, uint8_t *pdu, const struct mp_pdu_hdr *h,
+                     size_t hl, const uint8_t **stub, size_t *len, bool from_client)
+{
+    if (sec->level < MP_AUTHN_LEVEL_PKT_INTEGRITY) {
+        size_t end = h->auth_len ? (size_t)h->frag_len - h->auth_len - MP_SEC_TRAILER_LEN
+                                 : h->frag_len;
+        if (end < hl) {
+            assoc_close(a, "truncated PDU");
+            return -1;
+        }
+        *stub = pdu + hl;
+        *len = end - hl;
+        return 0;
+    }
+    size_t off, n;
+    if (!h->auth_len ||
+        mp_dcerpc_ntlm_unprotect(&sec->sess.recv, pdu, h->frag_len, sec->header_sign, &off, &n)) {
+        mp_warn("conn %s: %s PDU fails its %s check (call %u); association closed", a->peer,
+                from_client ? "client" : "upstream",
+                sec->level == MP_AUTHN_LEVEL_PKT_PRIVACY ? "seal" : "signature", h->call_id);
+        if (from_client)
+            assoc_close(a, "signature check failed");
+        else
+            upstream_failed(a, "sent a PDU whose signature does not verify");
+        return -1;
+    }
+    *stub = pdu + off;
+    *len = n;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1058,21 +1428,13 @@ static void host_relay(struct mp_call *m)
     struct call *c = call_of(m);
     if (!c)
         return;
-    c->u_id = m->u_id = a->next_u_call++;
-    size_t len = mp_buf_avail(&m->req), off = 0;
-    size_t hl = MP_REQ_HDR_LEN + (m->has_object ? 16 : 0);
-    size_t chunk = (size_t)(a->u_xmit - hl) & ~(size_t)7;
-    do {
-        size_t k = len - off > chunk ? chunk : len - off;
-        uint8_t fl = (off == 0 ? MP_PFC_FIRST : 0) | (off + k == len ? MP_PFC_LAST : 0);
-        if (mp_build_request(&a->u.out, fl, m->u_id, m->ctx_id, m->opnum,
-                             m->has_object ? m->object : NULL, mp_buf_head(&m->req) + off, k,
-                             (uint32_t)(len - off))) {
-            assoc_close(a, "out of memory");
-            return;
-        }
-        off += k;
-    } while (off < len);
+    c->u_id = m->u_id = (a->passthrough || a->csec) ? c->c_id : a->next_u_call++;
+    if (emit(&a->u, a->usec, true, MP_PFC_FIRST | MP_PFC_LAST, m->u_id, m->ctx_id, m->opnum,
+             m->has_object ? m->object : NULL, mp_buf_head(&m->req), mp_buf_avail(&m->req),
+             (uint32_t)mp_buf_avail(&m->req), a->u_xmit)) {
+        assoc_close(a, "out of memory");
+        return;
+    }
     flush_side(a, &a->u);
     if (!a->dead)
         update_interest(a);
@@ -1169,13 +1531,20 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
         client_protocol_error(a, h->call_id, "request shorter than its header");
         return;
     }
-    if (h->auth_len && !a->passthrough) {
+    if (h->auth_len && !a->passthrough && !a->csec) {
         client_protocol_error(a, h->call_id, "signed request on an unauthenticated association");
         return;
     }
     uint16_t ctx_id = mp_get16(pdu + 20), opnum = mp_get16(pdu + 22);
     uint32_t alloc_hint = mp_get32(pdu + 16);
     uint32_t stub_len = (uint32_t)(h->frag_len - hl);
+    const uint8_t *stub = pdu + hl;
+    if (a->csec) { /* terminated: verify and decrypt, go on with the plaintext */
+        size_t n;
+        if (unprotect(a, a->csec, (uint8_t *)pdu, h, hl, &stub, &n, true))
+            return;
+        stub_len = (uint32_t)n;
+    }
     struct call *c = call_by_c(a, h->call_id);
     if (h->flags & MP_PFC_FIRST) {
         if (c) {
@@ -1204,7 +1573,7 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
             return;
         }
         c->c_id = h->call_id;
-        c->u_id = a->passthrough ? h->call_id : a->next_u_call++;
+        c->u_id = (a->passthrough || a->csec) ? h->call_id : a->next_u_call++;
         c->ctx_id = ctx_id;
         c->opnum = opnum;
         c->t0 = mp_now_us();
@@ -1229,7 +1598,7 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
     if (h->flags & MP_PFC_LAST)
         c->req_done = true;
     if (c->m) { /* modules want it: reassemble, then run the chain */
-        if (mp_buf_append(&c->m->req, pdu + hl, stub_len)) {
+        if (mp_buf_append(&c->m->req, stub, stub_len)) {
             assoc_close(a, "out of memory");
             return;
         }
@@ -1238,7 +1607,11 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
         return;
     }
     int rc;
-    if (a->passthrough)
+    if (a->usec)
+        rc = emit(&a->u, a->usec, true, h->flags, c->u_id, ctx_id, opnum,
+                  (h->flags & MP_PFC_OBJECT_UUID) ? pdu + MP_REQ_HDR_LEN : NULL, stub, stub_len,
+                  alloc_hint, a->u_xmit);
+    else if (a->passthrough)
         rc = conn_send(&a->u, pdu, h->frag_len);
     else
         rc = forward_fragment(&a->u, (uint8_t *)pdu, h, c->u_id, a->u_xmit);
@@ -1277,6 +1650,18 @@ static void client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         handle_bind(a, pdu, h);
         return;
     }
+    if (a->state == A_AUTH) {
+        if (h->ptype == MP_PT_AUTH3)
+            handle_auth3_terminate(a, pdu, h);
+        else
+            client_protocol_error(a, h->call_id, "authentication not completed (no AUTH3)");
+        return;
+    }
+    if (a->state == A_DENIED) {
+        mp_build_fault(&a->c.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
+        assoc_finish(a, "access denied");
+        return;
+    }
     switch (h->ptype) {
     case MP_PT_REQUEST:
         if (a->local_epm || a->state == A_LOCAL)
@@ -1288,7 +1673,7 @@ static void client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         handle_alter(a, pdu, h);
         break;
     case MP_PT_AUTH3:
-        if (!a->passthrough || a->state != A_OPEN) {
+        if (!a->passthrough || a->state != A_OPEN || a->csec) {
             client_protocol_error(a, h->call_id, "auth3 on an unauthenticated association");
             return;
         }
@@ -1297,7 +1682,7 @@ static void client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         break;
     case MP_PT_CO_CANCEL:
     case MP_PT_ORPHANED:
-        if (a->state == A_OPEN && !a->local_epm)
+        if (a->state == A_OPEN && !a->local_epm && !a->csec)
             relay_cancel(a, pdu, h);
         break;
     case MP_PT_BIND:
@@ -1318,7 +1703,8 @@ static void client_input(struct assoc *a)
 {
     struct conn *c = &a->c;
     while (!a->dead && !c->closing &&
-           (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL)) {
+           (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL ||
+            a->state == A_AUTH || a->state == A_DENIED)) {
         size_t avail = mp_buf_avail(&c->in);
         if (avail < MP_HDR_LEN)
             break;
@@ -1360,6 +1746,14 @@ static void client_input(struct assoc *a)
 
 static void upstream_bind_ack(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
 {
+    if (a->usec && a->state == A_WAIT_ACK && h->ptype != MP_PT_ALTER_RESP) {
+        upstream_bind_ack_terminate(a, pdu, h);
+        return;
+    }
+    if (a->usec && h->ptype == MP_PT_ALTER_RESP) { /* the client was answered already */
+        free(merge_pop(a));
+        return;
+    }
     struct merge *m = merge_pop(a);
     if (!m) {
         upstream_failed(a, "sent an unexpected bind answer");
@@ -1422,16 +1816,22 @@ static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pd
             upstream_failed(a, "sent a truncated response");
             return;
         }
+        const uint8_t *rstub = pdu + hl;
+        size_t rlen = h->frag_len - hl;
+        if (a->usec && h->ptype == MP_PT_RESPONSE) {
+            if (unprotect(a, a->usec, (uint8_t *)pdu, h, hl, &rstub, &rlen, false))
+                return;
+        }
         if (c->m && h->ptype == MP_PT_RESPONSE) {
             struct mp_call *m = c->m;
-            if (mp_buf_avail(&m->resp) + (h->frag_len - hl) > a->r->cfg->max_call_size) {
+            if (mp_buf_avail(&m->resp) + rlen > a->r->cfg->max_call_size) {
                 char why[96];
                 snprintf(why, sizeof(why), "sent a response over max call size (%u bytes)",
                          a->r->cfg->max_call_size);
                 upstream_failed(a, why);
                 return;
             }
-            if (mp_buf_append(&m->resp, pdu + hl, h->frag_len - hl)) {
+            if (mp_buf_append(&m->resp, rstub, rlen)) {
                 assoc_close(a, "out of memory");
                 return;
             }
@@ -1453,7 +1853,15 @@ static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pd
             a->n_done++;
             call_remove(a, c);
         }
-        int rc = a->passthrough ? conn_send(&a->c, pdu, h->frag_len)
+        int rc;
+        if (a->csec && h->ptype == MP_PT_FAULT)
+            rc = mp_build_fault(&a->c.out, c_id, mp_get16(pdu + 20), mp_get32(pdu + 24),
+                                (h->flags & MP_PFC_DID_NOT_EXECUTE) != 0);
+        else if (a->csec)
+            rc = emit(&a->c, a->csec, false, h->flags, c_id, mp_get16(pdu + 20), 0, NULL, rstub,
+                      rlen, mp_get32(pdu + 16), a->c_xmit);
+        else
+            rc = a->passthrough ? conn_send(&a->c, pdu, h->frag_len)
                                 : forward_fragment(&a->c, (uint8_t *)pdu, h, c_id, a->c_xmit);
         if (rc)
             assoc_close(a, "out of memory");
@@ -1818,6 +2226,70 @@ static int listen_on(struct mp_relay *r, const char *host, uint16_t port, bool e
     return 0;
 }
 
+/* Specified credentials: clients authenticate to the proxy against the
+ * credentials file; the proxy authenticates to the upstream as
+ * dcerpc_mapiproxy:username. */
+static int setup_terminate(struct mp_relay *r)
+{
+    const struct mp_config *cfg = r->cfg;
+    char why[600];
+    r->terminate = true;
+    if (!cfg->credentials_file[0]) {
+        mp_error("dcerpc_mapiproxy:username is set, so clients authenticate to the proxy: set "
+                 "mapiproxy:credentials file (user:domain:NTHASH lines), or set "
+                 "dcerpc_mapiproxy:delegated_auth = yes to relay the clients' own logons");
+        return -1;
+    }
+    if (mp_credstore_load(&r->creds, cfg->credentials_file, why, sizeof(why))) {
+        mp_error("mapiproxy:credentials file: %s", why);
+        return -1;
+    }
+    if (cfg->password_file[0]) {
+        if (mp_read_secret_file(cfg->password_file, r->up_password, sizeof(r->up_password), why,
+                                sizeof(why))) {
+            mp_error("mapiproxy:password file: %s", why);
+            return -1;
+        }
+    } else if (cfg->password[0]) {
+        snprintf(r->up_password, sizeof(r->up_password), "%s", cfg->password);
+    } else {
+        mp_error("dcerpc_mapiproxy:username is set without a password: set "
+                 "dcerpc_mapiproxy:password or, better, mapiproxy:password file");
+        return -1;
+    }
+    const char *lv = cfg->upstream_auth_level[0] ? cfg->upstream_auth_level : "privacy";
+    if (!strcasecmp(lv, "privacy"))
+        r->up_level = MP_AUTHN_LEVEL_PKT_PRIVACY;
+    else if (!strcasecmp(lv, "integrity"))
+        r->up_level = MP_AUTHN_LEVEL_PKT_INTEGRITY;
+    else if (!strcasecmp(lv, "connect"))
+        r->up_level = MP_AUTHN_LEVEL_CONNECT;
+    else {
+        mp_error("mapiproxy:upstream auth level \"%s\": use privacy, integrity or connect", lv);
+        return -1;
+    }
+    if (mp_ntlm_crypto_init()) {
+        mp_error("NTLM needs MD4 and RC4 from OpenSSL's legacy provider: %s",
+                 mp_ntlm_crypto_error());
+        return -1;
+    }
+    if (cfg->realm[0])
+        snprintf(r->fqdn, sizeof(r->fqdn), "%.63s.%.180s", cfg->netbios_name, cfg->realm);
+    else
+        snprintf(r->fqdn, sizeof(r->fqdn), "%s", cfg->netbios_name);
+    r->acc_cfg.nb_computer = cfg->netbios_name;
+    r->acc_cfg.nb_domain = cfg->domain[0] ? cfg->domain : cfg->netbios_name;
+    r->acc_cfg.dns_computer = r->fqdn;
+    r->acc_cfg.dns_domain = cfg->realm;
+    r->acc_cfg.dns_tree = cfg->realm;
+    r->acc_cfg.lookup = mp_credstore_lookup;
+    r->acc_cfg.lookup_arg = &r->creds;
+    mp_info("clients authenticate to the proxy (NTLM, %zu user(s) in %s); the upstream sees "
+            "%s\\%s at level %s",
+            r->creds.n, cfg->credentials_file, cfg->domain, cfg->username, lv);
+    return 0;
+}
+
 struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
 {
     struct mp_relay *r = calloc(1, sizeof(*r));
@@ -1831,6 +2303,12 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
         free(r);
         return NULL;
     }
+    if (cfg->username[0] && !cfg->delegated_auth && setup_terminate(r)) {
+        mp_modules_unload(&r->mods);
+        mp_credstore_free(&r->creds);
+        free(r);
+        return NULL;
+    }
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
     int rc = getaddrinfo(cfg->binding.host, NULL, &hints, &ai);
     if (rc) {
@@ -1838,6 +2316,7 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
                  "name or give an address",
                  cfg->binding.host, gai_strerror(rc));
         mp_modules_unload(&r->mods);
+        mp_credstore_free(&r->creds);
         free(r);
         return NULL;
     }
@@ -1909,5 +2388,7 @@ void mp_relay_free(struct mp_relay *r)
             mp_session_unref(g);
         }
     mp_modules_unload(&r->mods);
+    mp_credstore_free(&r->creds);
+    mp_ntlm_cleanse(r->up_password, sizeof(r->up_password));
     free(r);
 }
