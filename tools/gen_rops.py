@@ -26,7 +26,8 @@ SCALARS = {
 SCALAR_UNSIGNED = {'i32': 'uint32_t', 'i64': 'uint64_t'}
 # Types written by hand in src/rop/ropval.c and src/rop/notify.c, with the
 # same pull/push/print signatures as generated structs.
-HAND = {'tpropval': 'mp_rop_tpropval', 'notification': 'mp_rop_notification'}
+HAND = {'tpropval': 'mp_rop_tpropval', 'notification': 'mp_rop_notification',
+        'recipientrow': 'mp_rop_recipient_row'}
 
 
 class IdlError(Exception):
@@ -51,6 +52,11 @@ class Region(object):
 
 class Error(object):
     pass
+
+
+class Columns(object):
+    def __init__(self, tags, count):
+        self.tags, self.count = tags, count
 
 
 class Unit(object):
@@ -164,6 +170,9 @@ def parse(text):
             continue
         if kw == 'error':
             add(Error())
+            continue
+        if kw == 'columns':
+            add(Columns(w[1], w[2]))
             continue
         if kw == 'size16':
             reg = Region(w[1], 'opt' in w[2:])
@@ -437,6 +446,9 @@ class Gen(object):
             elif isinstance(n, Error):
                 o.append('%sc->err = true;' % ind)
                 o.append('%sreturn;' % ind)
+            elif isinstance(n, Columns):
+                o.append('%spc->recip_cols = r->%s;' % (ind, n.tags))
+                o.append('%spc->recip_ncols = r->%s;' % (ind, n.count))
             elif isinstance(n, Region):
                 o.append('%sr->%s = mp_rcur_u16(c);' % (ind, n.name))
                 o.append('%s{' % ind)

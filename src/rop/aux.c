@@ -39,18 +39,26 @@ struct aux_layout {
     const char *name, *codes, *fields;
 };
 
-#define DEFMDB "dddw", "TimeSinceRequest,TimeToCompleteRequest,RequestID,Reserved"
-#define DEFGC "wwddb3", "ServerID,SessionID,TimeSinceRequest,TimeToCompleteRequest,RequestOperation,Reserved"
-#define MDB1 "wwwwdd", "ClientID,ServerID,SessionID,RequestID,TimeSinceRequest,TimeToCompleteRequest"
-#define MDB2 "wwwwwwdd", "ProcessID,ClientID,ServerID,SessionID,RequestID,Reserved,TimeSinceRequest,TimeToCompleteRequest"
-#define GC1 "wwwwddb3", "ClientID,ServerID,SessionID,Reserved1,TimeSinceRequest,TimeToCompleteRequest,RequestOperation,Reserved2"
-#define GC2 "wwwwwddb3", "ProcessID,ClientID,ServerID,SessionID,Reserved1,TimeSinceRequest,TimeToCompleteRequest,RequestOperation,Reserved2"
-#define FAIL1 "wwwwdddb3", "ClientID,ServerID,SessionID,RequestID,TimeSinceRequest,TimeToFailRequest,ResultCode,RequestOperation,Reserved"
-#define FAIL2 "wwwwwwdddb3", "ProcessID,ClientID,ServerID,SessionID,RequestID,Reserved1,TimeSinceRequest,TimeToFailRequest,ResultCode,RequestOperation,Reserved2"
-
-/* The DEFMDB layout above is TimeSinceRequest u32, TimeToCompleteRequest u32,
- * RequestID u16, Reserved u16. */
-#undef DEFMDB
+#define DEFGC                                                                                      \
+    "wwddb3", "ServerID,SessionID,TimeSinceRequest,TimeToCompleteRequest,RequestOperation,"        \
+              "Reserved"
+#define MDB1                                                                                       \
+    "wwwwdd", "ClientID,ServerID,SessionID,RequestID,TimeSinceRequest,TimeToCompleteRequest"
+#define MDB2                                                                                       \
+    "wwwwwwdd", "ProcessID,ClientID,ServerID,SessionID,RequestID,Reserved,TimeSinceRequest,"       \
+                "TimeToCompleteRequest"
+#define GC1                                                                                        \
+    "wwwwddb3", "ClientID,ServerID,SessionID,Reserved1,TimeSinceRequest,TimeToCompleteRequest,"    \
+                "RequestOperation,Reserved2"
+#define GC2                                                                                        \
+    "wwwwwddb3", "ProcessID,ClientID,ServerID,SessionID,Reserved1,TimeSinceRequest,"               \
+                 "TimeToCompleteRequest,RequestOperation,Reserved2"
+#define FAIL1                                                                                      \
+    "wwwwdddb3", "ClientID,ServerID,SessionID,RequestID,TimeSinceRequest,TimeToFailRequest,"       \
+                 "ResultCode,RequestOperation,Reserved"
+#define FAIL2                                                                                      \
+    "wwwwwwdddb3", "ProcessID,ClientID,ServerID,SessionID,RequestID,Reserved1,TimeSinceRequest,"   \
+                   "TimeToFailRequest,ResultCode,RequestOperation,Reserved2"
 #define DEFMDB "ddww", "TimeSinceRequest,TimeToCompleteRequest,RequestID,Reserved"
 
 static const struct aux_layout layouts[] = {
@@ -71,7 +79,8 @@ static const struct aux_layout layouts[] = {
     {0x09, 1, "AUX_PERF_FAILURE", FAIL1},
     {0x09, 2, "AUX_PERF_FAILURE_V2", FAIL2},
     {0x0A, 0, "AUX_CLIENT_CONTROL", "dd", "EnableFlags,ExpiryTime"},
-    {0x0B, 1, "AUX_PERF_PROCESSINFO", "wwgow", "ProcessID,Reserved1,ProcessGuid,ProcessNameOffset,Reserved2"},
+    {0x0B, 1, "AUX_PERF_PROCESSINFO", "wwgow",
+     "ProcessID,Reserved1,ProcessGuid,ProcessNameOffset,Reserved2"},
     {0x0C, 0, "AUX_PERF_BG_DEFMDB_SUCCESS", DEFMDB},
     {0x0D, 0, "AUX_PERF_BG_DEFGC_SUCCESS", DEFGC},
     {0x0E, 1, "AUX_PERF_BG_MDB_SUCCESS", MDB1},
@@ -168,8 +177,13 @@ static void print_block(struct mp_json *j, const struct mp_aux_block *b)
             name[n] = 0;
             f += f[n] ? n + 1 : n;
             /* check room first so that a short block prints what it has */
-            size_t need = *k == 'b' ? 1 : *k == 'w' || *k == 'o' || *k == 'a' ? 2 : *k == 'd' ? 4
-                          : *k == 'q' ? 8 : *k == 'g' ? 16 : *k == '3' ? 3 : 132;
+            size_t need = *k == 'b'                             ? 1
+                          : *k == 'w' || *k == 'o' || *k == 'a' ? 2
+                          : *k == 'd'                           ? 4
+                          : *k == 'q'                           ? 8
+                          : *k == 'g'                           ? 16
+                          : *k == '3'                           ? 3
+                                                                : 132;
             if (mp_rcur_left(&c) < need) {
                 c.err = true;
                 break;

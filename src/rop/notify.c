@@ -208,8 +208,9 @@ void mp_rop_notification_print(struct mp_json *j, const struct mp_rop_notificati
             mp_rj_arr(j);
             for (size_t i = 0; i < n->TagCount; i++) {
                 const uint8_t *q = n->Tags + 4 * i;
-                mp_rj_hex(j, (uint32_t)q[0] | ((uint32_t)q[1] << 8) | ((uint32_t)q[2] << 16) |
-                                 ((uint32_t)q[3] << 24),
+                mp_rj_hex(j,
+                          (uint32_t)q[0] | ((uint32_t)q[1] << 8) | ((uint32_t)q[2] << 16) |
+                              ((uint32_t)q[3] << 24),
                           8);
             }
             mp_rj_arr_end(j);

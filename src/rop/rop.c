@@ -28,7 +28,8 @@ static int match_request(const struct mp_rop_buf *rq, size_t *pos, uint8_t id)
         const struct mp_rop *r = &rq->rops[i];
         if (r->desc && (r->desc->flags & MP_ROPD_NORESPONSE))
             continue;
-        if (r->rop_id == id || (id == MP_ROP_SetMessageStatus && r->rop_id == MP_ROP_GetMessageStatus)) {
+        if (r->rop_id == id ||
+            (id == MP_ROP_SetMessageStatus && r->rop_id == MP_ROP_GetMessageStatus)) {
             *pos = i + 1;
             return (int)i;
         }

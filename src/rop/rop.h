@@ -39,11 +39,11 @@ struct mp_rop {
      * cover the rest of the ROP list, and decoding stopped here.  Encoded
      * back byte for byte. */
     bool opaque;
-    uint32_t off, len;     /* bytes of this ROP within the buffer */
-    const uint8_t *raw;    /* = buffer + off */
+    uint32_t off, len;  /* bytes of this ROP within the buffer */
+    const uint8_t *raw; /* = buffer + off */
     const struct mp_rop_desc *desc;
-    void *v;               /* struct mp_rop_req_NAME / mp_rop_rsp_NAME; NULL if opaque */
-    int req_index;         /* responses: matching request in ctx->requests, or -1 */
+    void *v;       /* struct mp_rop_req_NAME / mp_rop_rsp_NAME; NULL if opaque */
+    int req_index; /* responses: matching request in ctx->requests, or -1 */
 };
 
 struct mp_rop_buf {
@@ -53,8 +53,8 @@ struct mp_rop_buf {
     size_t n;
     uint32_t *handles;
     size_t nhandles;
-    size_t bad_off;      /* MP_ROP_UNDECODABLE: offset of the failing ROP (or 0) */
-    const char *why;     /* MP_ROP_UNDECODABLE: short reason */
+    size_t bad_off;  /* MP_ROP_UNDECODABLE: offset of the failing ROP (or 0) */
+    const char *why; /* MP_ROP_UNDECODABLE: short reason */
 };
 
 /* What a response decoder may need besides the bytes (all optional). */

@@ -135,8 +135,8 @@ void mp_rj_guid(struct mp_json *j, const uint8_t *p)
         return;
     }
     snprintf(t, sizeof t,
-             "\"%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\"", p[3],
-             p[2], p[1], p[0], p[5], p[4], p[7], p[6], p[8], p[9], p[10], p[11], p[12], p[13],
-             p[14], p[15]);
+             "\"%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\"", p[3], p[2],
+             p[1], p[0], p[5], p[4], p[7], p[6], p[8], p[9], p[10], p[11], p[12], p[13], p[14],
+             p[15]);
     mp_json_raw(j, t);
 }

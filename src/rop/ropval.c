@@ -124,7 +124,7 @@ static uint16_t base_type(uint16_t t)
 {
     /* MVI (0x3000): one value of the base type, as in a table row */
     if ((t & (MP_PT_MV | MP_PT_MVI)) == (MP_PT_MV | MP_PT_MVI))
-        t &= (uint16_t)~(MP_PT_MV | MP_PT_MVI);
+        t &= (uint16_t) ~(MP_PT_MV | MP_PT_MVI);
     return t;
 }
 

@@ -20,7 +20,7 @@ struct mp_rop_buf;
 struct mp_rop_ctx;
 struct mp_rop_Restriction;
 
-#define MP_ROP_MAX_DEPTH 20 /* nesting of restrictions (fits the JSON depth limit) */
+#define MP_ROP_MAX_DEPTH 20       /* nesting of restrictions (fits the JSON depth limit) */
 #define MP_ROP_PRINT_MAXBIN 65536 /* blobs longer than this print cut */
 
 /* A counted string view into the decoded buffer (n bytes, terminator not
@@ -119,14 +119,36 @@ struct mp_rop_notification {
     struct mp_rop_str MessageClass;
 };
 
+/* RecipientRow (MS-OXCDATA 2.8.3.1) with its u16 size in front, as in
+ * OpenRecipientRow / ReadRecipientRow / ModifyRecipientRow.  The bytes are
+ * kept and written back as they are (push ignores the decoded fields); the
+ * decoded view is for reading and printing.  decoded = false when the row
+ * does not parse; has_props = false when the recipient columns are unknown
+ * (RopReadRecipients: they come from an earlier RopOpenMessage). */
+struct mp_rop_recipient_row {
+    uint16_t RecipientRowSize;
+    const uint8_t *raw;
+    bool decoded, has_props;
+    uint16_t RecipientFlags;
+    uint8_t AddressPrefixUsed, DisplayType;
+    struct mp_rop_str X500DN, AddressType, EmailAddress, DisplayName, SimpleDisplayName,
+        TransmittableDisplayName;
+    uint16_t EntryIdSize, SearchKeySize;
+    const uint8_t *EntryId, *SearchKey;
+    uint16_t RecipientColumnCount;
+    struct mp_rop_proprow RecipientProperties;
+};
+
 /* State of one decode, handed to every pull function. */
 struct mp_rop_pctx {
     struct mp_arena *arena;
-    const struct mp_rop_ctx *ctx;   /* may be NULL */
-    const struct mp_rop_buf *reqs;  /* requests of this call (responses only) */
-    const struct mp_rop_buf *self;  /* the buffer being decoded (ROPs so far) */
-    size_t req_pos;                 /* index in reqs of the matching request */
+    const struct mp_rop_ctx *ctx;  /* may be NULL */
+    const struct mp_rop_buf *reqs; /* requests of this call (responses only) */
+    const struct mp_rop_buf *self; /* the buffer being decoded (ROPs so far) */
+    size_t req_pos;                /* index in reqs of the matching request */
     int depth;
+    const uint32_t *recip_cols; /* recipient columns of the ROP being decoded */
+    size_t recip_ncols;
     bool need_ctx; /* the ROP cannot be parsed without more context */
     bool nomem;
 };
@@ -179,6 +201,11 @@ void mp_rop_pull_proprow(struct mp_rcur *c, struct mp_rop_pctx *pc, struct mp_ro
                          const uint32_t *cols, size_t ncols);
 void mp_rop_push_proprow(struct mp_wcur *w, const struct mp_rop_proprow *r);
 void mp_rop_print_proprow(struct mp_json *j, const struct mp_rop_proprow *r);
+
+void mp_rop_recipient_row_pull(struct mp_rcur *c, struct mp_rop_pctx *pc,
+                               struct mp_rop_recipient_row *r);
+void mp_rop_recipient_row_push(struct mp_wcur *w, const struct mp_rop_recipient_row *r);
+void mp_rop_recipient_row_print(struct mp_json *j, const struct mp_rop_recipient_row *r);
 
 void mp_rop_notification_pull(struct mp_rcur *c, struct mp_rop_pctx *pc,
                               struct mp_rop_notification *n);

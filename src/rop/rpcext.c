@@ -141,8 +141,14 @@ int mp_rpcext_parse(struct mp_rpcext *x, const uint8_t *in, size_t len)
 
 static int put_hdr(struct mp_buf *out, uint16_t flags, uint16_t size, uint16_t actual)
 {
-    uint8_t h[8] = {0, 0, (uint8_t)flags, (uint8_t)(flags >> 8), (uint8_t)size,
-                    (uint8_t)(size >> 8), (uint8_t)actual, (uint8_t)(actual >> 8)};
+    uint8_t h[8] = {0,
+                    0,
+                    (uint8_t)flags,
+                    (uint8_t)(flags >> 8),
+                    (uint8_t)size,
+                    (uint8_t)(size >> 8),
+                    (uint8_t)actual,
+                    (uint8_t)(actual >> 8)};
     return mp_buf_append(out, h, 8) ? MP_RPCEXT_ENOMEM : 0;
 }
 
@@ -214,8 +220,8 @@ int mp_rpcext_build_split(struct mp_buf *out, const uint8_t *content, size_t len
     return MP_RPCEXT_OK;
 }
 
-int mp_rpcext_reencode(struct mp_buf *out, const struct mp_rpcext *orig,
-                       const uint8_t *const *seg, const size_t *seglen, size_t nseg)
+int mp_rpcext_reencode(struct mp_buf *out, const struct mp_rpcext *orig, const uint8_t *const *seg,
+                       const size_t *seglen, size_t nseg)
 {
     size_t start = out->len;
     if (nseg == 0)

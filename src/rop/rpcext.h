@@ -89,8 +89,8 @@ int mp_rpcext_build_split(struct mp_buf *out, const uint8_t *content, size_t len
  * (Compressed only if worth it).  Segments beyond orig->n take the flags of
  * orig's last payload.  Passing orig's own contents gives the original bytes
  * back exactly. */
-int mp_rpcext_reencode(struct mp_buf *out, const struct mp_rpcext *orig,
-                       const uint8_t *const *seg, const size_t *seglen, size_t nseg);
+int mp_rpcext_reencode(struct mp_buf *out, const struct mp_rpcext *orig, const uint8_t *const *seg,
+                       const size_t *seglen, size_t nseg);
 /* Same, with orig's decoded contents: the original bytes. */
 int mp_rpcext_reencode_same(struct mp_buf *out, const struct mp_rpcext *orig);
 

@@ -39,8 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (mp_rpcext_build_chain(&o, segs, lens, x.n, fl) != 0)
             abort();
         struct mp_rpcext y;
-        if (mp_rpcext_parse(&y, o.data, o.len) != MP_RPCEXT_OK || y.len != x.len ||
-            y.n != x.n || (x.len && memcmp(y.data, x.data, x.len) != 0) || y.consumed != o.len)
+        if (mp_rpcext_parse(&y, o.data, o.len) != MP_RPCEXT_OK || y.len != x.len || y.n != x.n ||
+            (x.len && memcmp(y.data, x.data, x.len) != 0) || y.consumed != o.len)
             abort();
         mp_rpcext_free(&y);
     }

@@ -40,8 +40,7 @@ static uint8_t *slurp(const char *path, size_t *len)
 
 static uint32_t le32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 static char *json_of_buf(const struct mp_rop_buf *b)
@@ -169,6 +168,15 @@ static void test_outlook_stub(const char *name, const char *const *expect, size_
     if (getenv("ROP_VERBOSE"))
         printf("%s\n", js);
     CHECK(js && strstr(js, "\"Rops\":[") != NULL);
+    if (strstr(name, "ModifyRecipients")) {
+        /* the RecipientRow decodes to its end, with the 12 columns */
+        CHECK(strstr(js, "\"DisplayName\":\"Julien Kerihuel\"") != NULL);
+        CHECK(strstr(js, "\"Value\":\"jkerihuel@openchange2003.local\"") != NULL);
+        const struct mp_rop_req_ModifyRecipients *mr = b.rops[1].v;
+        CHECK(mr->RecipientRows[0].RecipientRow.decoded);
+        CHECK(mr->RecipientRows[0].RecipientRow.has_props);
+        CHECK_EQ(mr->RecipientRows[0].RecipientRow.RecipientProperties.ncols, 12);
+    }
     free(js);
 
     /* rgbAuxIn: XorMagic|Last, AUX blocks */
@@ -531,7 +539,7 @@ static void test_every_rop_minimal(void)
                 size_t n = 2;
                 buf[n++] = (uint8_t)id;
                 if (response && !(d->flags & MP_ROPD_RESPONSEONLY)) {
-                    buf[n++] = 0;                              /* handle index */
+                    buf[n++] = 0;                             /* handle index */
                     uint32_t rv = dir == 2 ? 0x80004005u : 0; /* ecError */
                     memcpy(buf + n, &rv, 4);
                     n += 4;
@@ -566,28 +574,35 @@ static void test_every_rop_minimal(void)
             }
             if (!found)
                 fprintf(stderr, "%s: no minimal %s decodes\n", d->name,
-                        dir == 0 ? "request" : dir == 1 ? "response" : "error response");
+                        dir == 0   ? "request"
+                        : dir == 1 ? "response"
+                                   : "error response");
             CHECK(found);
             if (found)
                 *(dir == 0 ? &nreq : dir == 1 ? &nrsp : &nrsp_err) += 1;
         }
     }
-    printf("minimal buffers: %d ROPs, %d requests, %d responses, %d error responses\n", total,
-           nreq, nrsp, nrsp_err);
+    printf("minimal buffers: %d ROPs, %d requests, %d responses, %d error responses\n", total, nreq,
+           nrsp, nrsp_err);
 }
 
 static void test_notify(void)
 {
     /* NewMail on a message, then a table RowAdded on a message row */
     static const uint8_t nm[] = {
-        0x2A, 0x11, 0x00, 0x00, 0x00, 0x00, 0x02, 0x80,             /* handle, LogonId, flags */
-        1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 2,             /* FID, MID */
-        0x04, 0, 0, 0, 0x00, 'I', 'P', 'M', '.', 'N', 'o', 't', 'e', 0, /* flags, class */
+        0x2A, 0x11, 0x00, 0x00, 0x00, 0x00, 0x02, 0x80, /* handle, LogonId, flags */
+        1,    0,    0,    0,    0,    0,    0,    1,    1,    0,    0,   0,   0,   0, 0, 2, /* FID,
+                                                                                               MID
+                                                                                             */
+        0x04, 0,    0,    0,    0x00, 'I',  'P',  'M',  '.',  'N',  'o', 't', 'e', 0, /* flags,
+                                                                                         class */
         0x2A, 0x12, 0x00, 0x00, 0x00, 0x00, 0x00, 0x81, 0x03, 0x00, /* table, RowAdded */
-        1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, /* row fid, mid, inst */
-        1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, /* after fid, id, inst */
-        0x03, 0x00, 0x00, 0xAA, 0xBB,                               /* TableRowData */
-        0x6E, 0x05, 0x00,                                           /* RopPending */
+        1,    0,    0,    0,    0,    0,    0,    1,    1,    0,    0,   0,   0,   0, 0, 3, 0,
+        0,    0,    0, /* row fid, mid, inst */
+        1,    0,    0,    0,    0,    0,    0,    1,    1,    0,    0,   0,   0,   0, 0, 4, 0,
+        0,    0,    0,                /* after fid, id, inst */
+        0x03, 0x00, 0x00, 0xAA, 0xBB, /* TableRowData */
+        0x6E, 0x05, 0x00,             /* RopPending */
     };
     uint8_t buf[sizeof nm + 2];
     buf[0] = (uint8_t)sizeof buf;
@@ -675,10 +690,10 @@ int main(void)
                                      "RopSetProperties", "RopSubmitMessage",
                                      "RopGetPropertiesSpecific"};
     test_outlook_stub("001_Outlook_2007_in_ModifyRecipients_comp.dat", mr, 5);
-    static const char *const tb[] = {"RopGetContentsTable", "RopSetColumns",
-                                     "RopFindRow",          "RopOpenFolder",
-                                     "RopOpenFolder",       "RopRegisterNotification",
-                                     "RopGetPropertiesSpecific"};
+    static const char *const tb[] = {
+        "RopGetContentsTable",     "RopSetColumns", "RopFindRow",
+        "RopOpenFolder",           "RopOpenFolder", "RopRegisterNotification",
+        "RopGetPropertiesSpecific"};
     test_outlook_stub("002_Outlook_2007_in_Tables_operations_comp.dat", tb, 7);
     TEST_DONE();
 }

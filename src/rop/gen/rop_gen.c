@@ -319,10 +319,7 @@ void mp_rop_pull_OpenRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
     r->Reserved = mp_rcur_u16(c);
     if (c->err)
         return;
-    r->RecipientRowSize = mp_rcur_u16(c);
-    if (c->err)
-        return;
-    r->RecipientRow = mp_rcur_bytes(c, (size_t)r->RecipientRowSize);
+    mp_rop_recipient_row_pull(c, pc, &r->RecipientRow);
     if (c->err)
         return;
 }
@@ -332,8 +329,7 @@ void mp_rop_push_OpenRecipientRow(struct mp_wcur *w, const struct mp_rop_OpenRec
     mp_wcur_u8(w, r->RecipientType);
     mp_wcur_u16(w, r->CodePageId);
     mp_wcur_u16(w, r->Reserved);
-    mp_wcur_u16(w, r->RecipientRowSize);
-    mp_wcur_bytes(w, r->RecipientRow, (size_t)r->RecipientRowSize);
+    mp_rop_recipient_row_push(w, &r->RecipientRow);
 }
 
 void mp_rop_print_OpenRecipientRow(struct mp_json *j, const struct mp_rop_OpenRecipientRow *r)
@@ -345,10 +341,8 @@ void mp_rop_print_OpenRecipientRow(struct mp_json *j, const struct mp_rop_OpenRe
     mp_rj_u64(j, r->CodePageId);
     mp_rj_key(j, "Reserved");
     mp_rj_u64(j, r->Reserved);
-    mp_rj_key(j, "RecipientRowSize");
-    mp_rj_u64(j, r->RecipientRowSize);
     mp_rj_key(j, "RecipientRow");
-    mp_rj_bin(j, r->RecipientRow, (size_t)r->RecipientRowSize, MP_ROP_PRINT_MAXBIN);
+    mp_rop_recipient_row_print(j, &r->RecipientRow);
     mp_rj_obj_end(j);
 }
 
@@ -367,10 +361,7 @@ void mp_rop_pull_ReadRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
     r->Reserved = mp_rcur_u16(c);
     if (c->err)
         return;
-    r->RecipientRowSize = mp_rcur_u16(c);
-    if (c->err)
-        return;
-    r->RecipientRow = mp_rcur_bytes(c, (size_t)r->RecipientRowSize);
+    mp_rop_recipient_row_pull(c, pc, &r->RecipientRow);
     if (c->err)
         return;
 }
@@ -381,8 +372,7 @@ void mp_rop_push_ReadRecipientRow(struct mp_wcur *w, const struct mp_rop_ReadRec
     mp_wcur_u8(w, r->RecipientType);
     mp_wcur_u16(w, r->CodePageId);
     mp_wcur_u16(w, r->Reserved);
-    mp_wcur_u16(w, r->RecipientRowSize);
-    mp_wcur_bytes(w, r->RecipientRow, (size_t)r->RecipientRowSize);
+    mp_rop_recipient_row_push(w, &r->RecipientRow);
 }
 
 void mp_rop_print_ReadRecipientRow(struct mp_json *j, const struct mp_rop_ReadRecipientRow *r)
@@ -396,10 +386,8 @@ void mp_rop_print_ReadRecipientRow(struct mp_json *j, const struct mp_rop_ReadRe
     mp_rj_u64(j, r->CodePageId);
     mp_rj_key(j, "Reserved");
     mp_rj_u64(j, r->Reserved);
-    mp_rj_key(j, "RecipientRowSize");
-    mp_rj_u64(j, r->RecipientRowSize);
     mp_rj_key(j, "RecipientRow");
-    mp_rj_bin(j, r->RecipientRow, (size_t)r->RecipientRowSize, MP_ROP_PRINT_MAXBIN);
+    mp_rop_recipient_row_print(j, &r->RecipientRow);
     mp_rj_obj_end(j);
 }
 
@@ -412,10 +400,7 @@ void mp_rop_pull_ModifyRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
     r->RecipientType = mp_rcur_u8(c);
     if (c->err)
         return;
-    r->RecipientRowSize = mp_rcur_u16(c);
-    if (c->err)
-        return;
-    r->RecipientRow = mp_rcur_bytes(c, (size_t)r->RecipientRowSize);
+    mp_rop_recipient_row_pull(c, pc, &r->RecipientRow);
     if (c->err)
         return;
 }
@@ -424,8 +409,7 @@ void mp_rop_push_ModifyRecipientRow(struct mp_wcur *w, const struct mp_rop_Modif
 {
     mp_wcur_u32(w, r->RowId);
     mp_wcur_u8(w, r->RecipientType);
-    mp_wcur_u16(w, r->RecipientRowSize);
-    mp_wcur_bytes(w, r->RecipientRow, (size_t)r->RecipientRowSize);
+    mp_rop_recipient_row_push(w, &r->RecipientRow);
 }
 
 void mp_rop_print_ModifyRecipientRow(struct mp_json *j, const struct mp_rop_ModifyRecipientRow *r)
@@ -435,10 +419,8 @@ void mp_rop_print_ModifyRecipientRow(struct mp_json *j, const struct mp_rop_Modi
     mp_rj_u64(j, r->RowId);
     mp_rj_key(j, "RecipientType");
     mp_rj_u64(j, r->RecipientType);
-    mp_rj_key(j, "RecipientRowSize");
-    mp_rj_u64(j, r->RecipientRowSize);
     mp_rj_key(j, "RecipientRow");
-    mp_rj_bin(j, r->RecipientRow, (size_t)r->RecipientRowSize, MP_ROP_PRINT_MAXBIN);
+    mp_rop_recipient_row_print(j, &r->RecipientRow);
     mp_rj_obj_end(j);
 }
 
@@ -1026,6 +1008,8 @@ void mp_rop_pull_MessageInfo(struct mp_rcur *c, struct mp_rop_pctx *pc,
     }
     if (c->err)
         return;
+    pc->recip_cols = r->RecipientColumns;
+    pc->recip_ncols = r->ColumnCount;
     r->RowCount = mp_rcur_u8(c);
     if (c->err)
         return;
@@ -2410,6 +2394,8 @@ static void pull_mp_rop_req_ModifyRecipients(struct mp_rcur *c, struct mp_rop_pc
     }
     if (c->err)
         return;
+    pc->recip_cols = r->RecipientColumns;
+    pc->recip_ncols = r->ColumnCount;
     r->RowCount = mp_rcur_u16(c);
     if (c->err)
         return;

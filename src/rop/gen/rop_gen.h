@@ -99,8 +99,7 @@ struct mp_rop_OpenRecipientRow {
     uint8_t RecipientType;
     uint16_t CodePageId;
     uint16_t Reserved;
-    uint16_t RecipientRowSize;
-    const uint8_t *RecipientRow;
+    struct mp_rop_recipient_row RecipientRow;
 };
 void mp_rop_pull_OpenRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
                                   struct mp_rop_OpenRecipientRow *r);
@@ -112,8 +111,7 @@ struct mp_rop_ReadRecipientRow {
     uint8_t RecipientType;
     uint16_t CodePageId;
     uint16_t Reserved;
-    uint16_t RecipientRowSize;
-    const uint8_t *RecipientRow;
+    struct mp_rop_recipient_row RecipientRow;
 };
 void mp_rop_pull_ReadRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
                                   struct mp_rop_ReadRecipientRow *r);
@@ -123,8 +121,7 @@ void mp_rop_print_ReadRecipientRow(struct mp_json *j, const struct mp_rop_ReadRe
 struct mp_rop_ModifyRecipientRow {
     uint32_t RowId;
     uint8_t RecipientType;
-    uint16_t RecipientRowSize;
-    const uint8_t *RecipientRow;
+    struct mp_rop_recipient_row RecipientRow;
 };
 void mp_rop_pull_ModifyRecipientRow(struct mp_rcur *c, struct mp_rop_pctx *pc,
                                     struct mp_rop_ModifyRecipientRow *r);
