@@ -95,7 +95,8 @@ def main(argv=None):
     emsmdb = lab_emsmdb.Emsmdb(config, directory)
 
     listeners = {
-        'epm': RpcListener('epm', args.host, args.epm_port, [epmap.interface()]),
+        'epm': RpcListener('epm', args.host, args.epm_port, [epmap.interface()],
+                           require_auth=False),
         'rfr': RpcListener('rfr', args.host, args.rfr_port, [rfr.interface()]),
         'nspi': RpcListener('nspi', args.host, args.nspi_port, [nspi.interface()]),
         'emsmdb': RpcListener('emsmdb', args.host, args.emsmdb_port, emsmdb.interfaces()),

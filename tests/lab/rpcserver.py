@@ -196,8 +196,11 @@ class Call(object):
 class RpcListener(object):
     """Listens on one TCP port and serves a set of interfaces."""
 
-    def __init__(self, name, host, port, interfaces):
+    def __init__(self, name, host, port, interfaces, require_auth=True):
         self.name = name
+        # False: calls are accepted below AUTH.required_level (the endpoint
+        # mapper, as on Windows); NTLM still works when the client offers it.
+        self.require_auth = require_auth
         self.host = host
         self.interfaces = list(interfaces)
         family = socket.AF_INET6 if ':' in host else socket.AF_INET
@@ -684,7 +687,7 @@ class Connection(object):
         ctx_id = req['ctx_id']
         opnum = req['op_num']
         level = self.effective_level()
-        if level < AUTH.required_level:
+        if level < AUTH.required_level and self.listener.require_auth:
             log('%s: call %d opnum %d auth: %s: level %s below required %s -> '
                 'fault nca_s_fault_access_denied' % (
                     self.listener.name, call_id, opnum, self.auth_desc(), level_name(level),

@@ -9,6 +9,7 @@ sealed call captured on lo is decrypted by tshark with the password.
 """
 
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -23,7 +24,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 
 from impacket import ntlm                                                # noqa: E402
-from impacket.dcerpc.v5 import transport, oxabref, nspi, rpcrt          # noqa: E402
+from impacket.dcerpc.v5 import transport, oxabref, nspi, rpcrt, epm     # noqa: E402
+from impacket.dcerpc.v5.dtypes import NULL                              # noqa: E402
 from impacket.dcerpc.v5.rpcrt import DCERPCException                    # noqa: E402
 
 PY = '/usr/bin/python3'
@@ -102,7 +104,8 @@ def dce(port, iface, user=None, password=None, domain='LAB', level=None):
     if level is not None:
         d.set_auth_level(level)
     d.connect()
-    d.bind(iface)
+    if iface is not None:
+        d.bind(iface)
     return d
 
 
@@ -375,3 +378,18 @@ def test_tshark_decrypts_sealed_call(labs, tmp_path):
     for p in TU.dissect(pcap, [port]):
         if p.ptype in (0, 2):
             assert p.encrypted and not p.decrypted, p
+
+
+@pytest.mark.parametrize('level', [None, PRIVACY], ids=['none', 'privacy'])
+def test_epm_never_requires_auth(labs, level):
+    """The endpoint mapper answers unauthenticated clients even with
+    --require-auth privacy (as Windows does), and NTLM works there too."""
+    lab = labs['privacy']
+    user = 'alice' if level else None
+    m = lab.mark()
+    d = dce(lab.ports['epm'], None, user, PASSWORD, 'LAB', level)     # hept_map binds
+    tower = epm.hept_map('127.0.0.1', nspi.MSRPC_UUID_NSPI, protocol='ncacn_ip_tcp', dce=d)
+    assert tower == 'ncacn_ip_tcp:127.0.0.1[%d]' % lab.ports['nspi']
+    d.disconnect()
+    assert re.search(r'epm: call \d+ ctx 0 opnum 3 auth: %s$' % re.escape(
+        'NTLM user=LAB\\alice level=privacy' if level else 'none'), lab.log_since(m), re.M)
