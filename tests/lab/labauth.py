@@ -83,6 +83,9 @@ def _rc4(key):
 class NtlmServerContext(object):
     """One NTLM security context (one per DCE/RPC connection)."""
 
+    auth_name = 'NTLM'
+    via = ''
+
     def __init__(self, userdb, server_name='EXLAB01', domain=DEFAULT_DOMAIN,
                  dns_domain='lab.example'):
         self.userdb = userdb
@@ -99,6 +102,7 @@ class NtlmServerContext(object):
         self.session_key = None
         self.send_seq = 0
         self.recv_seq = 0
+        self.had_mic = False
 
     @property
     def identity(self):
@@ -204,6 +208,7 @@ class NtlmServerContext(object):
             want = ntlm.hmac_md5(exported, self.negotiate_raw + self.challenge_raw + zeroed)
             if not hmac.compare_digest(mic, want):
                 raise AuthError('bad MIC from %s' % self.client_user)
+            self.had_mic = True
         # The client's final flags must not add what the server did not offer.
         self.flags &= cflags | ~(ntlm.NTLMSSP_NEGOTIATE_SIGN | ntlm.NTLMSSP_NEGOTIATE_SEAL |
                                  ntlm.NTLMSSP_NEGOTIATE_KEY_EXCH | ntlm.NTLMSSP_NEGOTIATE_128 |
@@ -221,6 +226,15 @@ class NtlmServerContext(object):
         self.user_domain = entry[1]
         self.complete = True
         return self.identity
+
+    def reset_crypto(self, seqnums=False):
+        """Restart both RC4 states (optionally the sequence numbers) after SPNEGO's
+        mechListMIC."""
+        self.client_seal = _rc4(ntlm.SEALKEY(self.flags, self.session_key, 'Client'))
+        self.server_seal = _rc4(ntlm.SEALKEY(self.flags, self.session_key, 'Server'))
+        if seqnums:
+            self.send_seq = 0
+            self.recv_seq = 0
 
     # -- per-message protection ----------------------------------------------
     def _mac(self, key, handle, seq, pdu):
@@ -248,3 +262,141 @@ class NtlmServerContext(object):
         plain = self.client_seal(pdu_no_verifier[start:end])
         pdu = pdu_no_verifier[:start] + plain + pdu_no_verifier[end:]
         return pdu, self.verify_incoming(pdu, signature)
+
+
+# ---------------------------------------------------------------------------
+# SPNEGO (RFC 4178, MS-SPNG) wrapping NTLM: DCE/RPC auth type 9
+# ---------------------------------------------------------------------------
+OID_SPNEGO = bytes.fromhex('2b0601050502')                 # 1.3.6.1.5.5.2
+OID_NTLM = bytes.fromhex('2b0601040182370202' '0a')        # 1.3.6.1.4.1.311.2.2.10
+
+
+def _der_len(n):
+    if n < 0x80:
+        return bytes([n])
+    b = n.to_bytes((n.bit_length() + 7) // 8, 'big')
+    return bytes([0x80 | len(b)]) + b
+
+
+def der(tag, content):
+    return bytes([tag]) + _der_len(len(content)) + content
+
+
+def der_tlv(data, off=0):
+    """-> (tag, content, end offset, start offset).  Definite lengths only."""
+    if off + 2 > len(data):
+        raise AuthError('truncated DER')
+    tag = data[off]
+    n = data[off + 1]
+    p = off + 2
+    if n & 0x80:
+        k = n & 0x7f
+        if k == 0 or k > 4 or p + k > len(data):
+            raise AuthError('bad DER length')
+        n = int.from_bytes(data[p:p + k], 'big')
+        p += k
+    if p + n > len(data):
+        raise AuthError('truncated DER')
+    return tag, data[p:p + n], p + n, off
+
+
+def der_items(data):
+    out = {}
+    off = 0
+    while off < len(data):
+        tag, content, end, start = der_tlv(data, off)
+        out[tag] = (content, data[start:end])
+        off = end
+    return out
+
+
+def neg_token_resp(state=None, mech=None, token=None, mic=None):
+    body = b''
+    if state is not None:
+        body += der(0xa0, der(0x0a, bytes([state])))
+    if mech is not None:
+        body += der(0xa1, der(0x06, mech))
+    if token is not None:
+        body += der(0xa2, der(0x04, token))
+    if mic is not None:
+        body += der(0xa3, der(0x04, mic))
+    return der(0xa1, der(0x30, body))
+
+
+class SpnegoServerContext(object):
+    """SPNEGO acceptor that only offers NTLM.  Legs:
+    NegTokenInit(mechTypes incl. NTLM, mechToken=NEGOTIATE if NTLM is first)
+      -> NegTokenResp(accept-incomplete, NTLM, CHALLENGE)   [bind_ack]
+    NegTokenResp(AUTHENTICATE, mechListMIC)
+      -> NegTokenResp(accept-completed, mechListMIC)        [alter_context_resp]
+    mechListMIC = NTLM signature over the DER mechTypes list (client's with
+    its sequence 0, ours with ours); afterwards both directions' RC4 states
+    start again from the sealing keys while the sequence numbers go on (as
+    Samba does).  A client that sends no mechListMIC (and no NTLM MIC) gets
+    accept-completed without one and no reset.
+    """
+
+    auth_name = 'NTLM'
+    via = ' via=spnego'
+
+    def __init__(self, ntlm_ctx):
+        self.ntlm = ntlm_ctx
+        self.mech_types = None
+        self.mic_exchanged = False
+
+    def __getattr__(self, name):
+        return getattr(self.ntlm, name)
+
+    def init(self, token):
+        tag, content, _, _ = der_tlv(token)
+        if tag != 0x60:
+            raise AuthError('not a GSS-API InitialContextToken')
+        items = der_tlv(content)
+        if items[0] != 0x06 or items[1] != OID_SPNEGO:
+            raise AuthError('not SPNEGO')
+        tag, init, _, _ = der_tlv(content, items[2])
+        if tag != 0xa0:
+            raise AuthError('not a NegTokenInit')
+        tag, seq, _, _ = der_tlv(init)
+        fields = der_items(seq)
+        if 0xa0 not in fields:
+            raise AuthError('NegTokenInit without mechTypes')
+        self.mech_types = fields[0xa0][0]             # the DER "30 ..." list
+        tag, mlist, _, _ = der_tlv(self.mech_types)
+        mechs = []
+        off = 0
+        while off < len(mlist):
+            t, oid, off, _ = der_tlv(mlist, off)
+            mechs.append(oid)
+        if OID_NTLM not in mechs:
+            raise AuthError('SPNEGO without NTLM among its mechanisms')
+        if mechs[0] == OID_NTLM and 0xa2 in fields:
+            mech_token = der_tlv(fields[0xa2][0])[1]
+            return neg_token_resp(1, OID_NTLM, self.ntlm.negotiate(mech_token))
+        # optimistic token for another mechanism: ask for NTLM
+        return neg_token_resp(1, OID_NTLM)
+
+    def step(self, token):
+        tag, content, _, _ = der_tlv(token)
+        if tag != 0xa1:
+            raise AuthError('not a NegTokenResp')
+        fields = der_items(der_tlv(content)[1])
+        if 0xa2 not in fields:
+            raise AuthError('NegTokenResp without responseToken')
+        inner = der_tlv(fields[0xa2][0])[1]
+        if inner[8:12] == b'\x01\x00\x00\x00':
+            return neg_token_resp(1, None, self.ntlm.negotiate(inner))
+        self.ntlm.authenticate(inner)
+        mic = der_tlv(fields[0xa3][0])[1] if 0xa3 in fields else None
+        if mic is None:
+            if self.ntlm.had_mic:
+                raise AuthError('mechListMIC missing (NTLM MIC present)')
+            return neg_token_resp(0)
+        if not self.ntlm.verify_incoming(self.mech_types, mic):
+            raise AuthError('bad SPNEGO mechListMIC')
+        ours = self.ntlm.sign_outgoing(self.mech_types)
+        # Both RC4 states restart; the sequence numbers go on (1 after the MICs),
+        # which is what Samba 4.17's client expects and checks.
+        self.ntlm.reset_crypto(seqnums=False)
+        self.mic_exchanged = True
+        return neg_token_resp(0, None, None, ours)

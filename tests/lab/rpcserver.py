@@ -271,6 +271,7 @@ class Connection(object):
         self.auth_level = LEVEL_NONE        # protection applied (call/packet -> integrity)
         self.auth_level_wire = LEVEL_NONE   # level as the client asked for it
         self.auth_ctx_id = 0
+        self.auth_type_wire = RPC_C_AUTHN_WINNT
         self.auth_failed = None     # why the AUTHENTICATE was refused
         self.header_sign = False
         self.send_lock = threading.Lock()
@@ -282,7 +283,8 @@ class Connection(object):
 
     def auth_desc(self):
         if self.auth is not None and self.auth.complete:
-            return 'NTLM user=%s level=%s' % (self.auth.identity, level_name(self.auth_level_wire))
+            return 'NTLM user=%s level=%s%s' % (self.auth.identity,
+                                                level_name(self.auth_level_wire), self.auth.via)
         return 'none'
 
     def _protected(self):
@@ -342,7 +344,7 @@ class Connection(object):
         stub_len = len(pdu) - stub_off
         pad = (AUTH_PAD_ALIGN - stub_len % AUTH_PAD_ALIGN) % AUTH_PAD_ALIGN
         nov = bytearray(pdu + b'\x00' * pad +
-                        struct.pack('<BBBBL', RPC_C_AUTHN_WINNT, self.auth_level_wire, pad, 0,
+                        struct.pack('<BBBBL', self.auth_type_wire, self.auth_level_wire, pad, 0,
                                     self.auth_ctx_id))
         struct.pack_into('<HH', nov, 8, len(nov) + NTLM_VERIFIER_LEN, NTLM_VERIFIER_LEN)
         nov = bytes(nov)
@@ -481,11 +483,9 @@ class Connection(object):
         body = pdu[16:body_end]
         auth_reply = None
         if trailer is not None:
-            if not self._bind_auth(call_id, alter, trailer, token):
+            ok, auth_reply = self._bind_auth(call_id, alter, trailer, token)
+            if not ok:
                 return
-            if self.auth is not None and not self.auth.complete and self.auth.challenge_raw \
-                    and self.auth.negotiate_raw == token:
-                auth_reply = self.auth.challenge_raw
         bind = MSRPCBind(body)
         if not alter:
             self.max_xmit = min(bind['max_rfrag'], SERVER_MAX_FRAG)
@@ -529,7 +529,7 @@ class Connection(object):
             data = ack.getData()
             data = data[:8] + struct.pack('<H', len(data)) + data[10:]
             if auth_reply is not None:
-                data = self._append_auth(data, RPC_C_AUTHN_WINNT, self.auth_level_wire,
+                data = self._append_auth(data, self.auth_type_wire, self.auth_level_wire,
                                          self.auth_ctx_id, auth_reply)
             self._send(data)
         else:
@@ -545,14 +545,15 @@ class Connection(object):
             h['pduData'] = body
             data = h.get_packet()
             if auth_reply is not None:
-                data = self._append_auth(data, RPC_C_AUTHN_WINNT, self.auth_level_wire,
+                data = self._append_auth(data, self.auth_type_wire, self.auth_level_wire,
                                          self.auth_ctx_id, auth_reply)
             self._send(data)
 
     # -- authentication ------------------------------------------------------
     def _bind_auth(self, call_id, alter, trailer, token):
-        """Handles the sec_trailer of a bind / alter_context.  Returns False when
-        the PDU has been answered (bind_nak / fault) and must not be processed."""
+        """Handles the sec_trailer of a bind / alter_context.  Returns (False, None)
+        when the PDU has been answered (bind_nak / fault) and must not be
+        processed, else (True, auth value for the ack or None)."""
         auth_type, level, _, ctx_id = trailer
         name = self.listener.name
 
@@ -562,11 +563,12 @@ class Connection(object):
                 self._send_fault(call_id, 0, fault, did_not_execute=True, protect=False)
             else:
                 self._send_bind_nak(call_id, nak_reason)
-            return False
+            return False, None
 
-        if auth_type != RPC_C_AUTHN_WINNT:
-            return refuse('auth type %d not supported (only NTLM, 10)' % auth_type,
-                          BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED, RPC_S_UNKNOWN_AUTHN_SERVICE)
+        if auth_type not in (RPC_C_AUTHN_WINNT, RPC_C_AUTHN_GSS_NEGOTIATE):
+            return refuse('auth type %d not supported (only NTLM 10 and SPNEGO/NTLM 9)'
+                          % auth_type, BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED,
+                          RPC_S_UNKNOWN_AUTHN_SERVICE)
         if not LEVEL_CONNECT <= level <= LEVEL_PRIVACY:
             return refuse('auth level %d' % level, BIND_NAK_REASON_NOT_SPECIFIED,
                           NCA_S_PROTO_ERROR)
@@ -577,21 +579,41 @@ class Connection(object):
                 return refuse('second security context (ctx %d level %d) on one connection'
                               % (ctx_id, level), BIND_NAK_REASON_NOT_SPECIFIED,
                               NCA_S_FAULT_ACCESS_DENIED)
-            return True
+            return True, None
+        if self.auth is not None and auth_type == RPC_C_AUTHN_GSS_NEGOTIATE and \
+                self.auth_type_wire == auth_type and ctx_id == self.auth_ctx_id:
+            # a further SPNEGO leg (alter_context)
+            try:
+                reply = self.auth.step(token)
+            except Exception as e:
+                self.auth_failed = str(e)
+                log('%s: auth: SPNEGO/NTLM logon refused: %s' % (name, self.auth_failed))
+                return refuse(self.auth_failed, BIND_NAK_REASON_NOT_SPECIFIED,
+                              NCA_S_FAULT_ACCESS_DENIED)
+            if self.auth.complete:
+                log('%s: auth: NTLM logon ok user=%s level=%s via=spnego%s' % (
+                    name, self.auth.identity, level_name(self.auth_level_wire),
+                    ' (mechListMIC exchanged)' if self.auth.mic_exchanged else ''))
+            return True, reply
         ctx = labauth.NtlmServerContext(AUTH.userdb, AUTH.server_name, AUTH.domain,
                                         AUTH.dns_domain)
         try:
-            ctx.negotiate(token)
+            if auth_type == RPC_C_AUTHN_GSS_NEGOTIATE:
+                ctx = labauth.SpnegoServerContext(ctx)
+                reply = ctx.init(token)
+            else:
+                reply = ctx.negotiate(token)
         except Exception as e:
-            return refuse('bad NTLM NEGOTIATE (%s)' % e, BIND_NAK_REASON_NOT_SPECIFIED,
-                          NCA_S_FAULT_ACCESS_DENIED)
+            return refuse('bad %s NEGOTIATE (%s)' % ('SPNEGO' if auth_type == 9 else 'NTLM', e),
+                          BIND_NAK_REASON_NOT_SPECIFIED, NCA_S_FAULT_ACCESS_DENIED)
         self.auth = ctx
+        self.auth_type_wire = auth_type
         self.auth_ctx_id = ctx_id
         self.auth_level_wire = level
         self.auth_level = LEVEL_INTEGRITY if level in (LEVEL_CALL, LEVEL_PKT) else level
-        log('%s: auth: NTLM NEGOTIATE level=%s ctx %d -> CHALLENGE' % (name, level_name(level),
-                                                                       ctx_id))
-        return True
+        log('%s: auth: %sNTLM NEGOTIATE level=%s ctx %d -> CHALLENGE' % (
+            name, 'SPNEGO/' if auth_type == 9 else '', level_name(level), ctx_id))
+        return True, reply
 
     def _on_auth3(self, pdu):
         name = self.listener.name
@@ -599,11 +621,15 @@ class Connection(object):
         if trailer is None or self.auth is None or self.auth.complete or self.auth_failed:
             log('%s: auth: unexpected auth3 ignored' % name)
             return
-        if trailer[0] != RPC_C_AUTHN_WINNT or trailer[3] != self.auth_ctx_id:
+        if trailer[0] != self.auth_type_wire or trailer[3] != self.auth_ctx_id:
             self.auth_failed = 'auth3 for another security context'
         else:
             try:
-                ident = self.auth.authenticate(token)
+                if self.auth_type_wire == RPC_C_AUTHN_GSS_NEGOTIATE:
+                    self.auth.step(token)       # no reply possible in an auth3
+                    ident = self.auth.identity
+                else:
+                    ident = self.auth.authenticate(token)
                 log('%s: auth: NTLM logon ok user=%s level=%s' % (
                     name, ident, level_name(self.auth_level_wire)))
                 return
@@ -627,7 +653,7 @@ class Connection(object):
             auth_type, level, pad, _, ctx = struct.unpack('<BBBBL', pdu[t:t + 8])
             if t < hdr_len or t - pad < hdr_len:
                 err = 'bad auth padding'
-            elif auth_type != RPC_C_AUTHN_WINNT or level != self.auth_level_wire or \
+            elif auth_type != self.auth_type_wire or level != self.auth_level_wire or \
                     ctx != self.auth_ctx_id:
                 err = 'verifier for type %d level %d ctx %d' % (auth_type, level, ctx)
             else:

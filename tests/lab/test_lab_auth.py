@@ -277,7 +277,7 @@ def test_unknown_auth_type_bind_nak(labs):
         d.bind(oxabref.MSRPC_UUID_OXABREF)
     assert 'authentication type not recognized' in str(e.value).lower() or \
         'authentication_type_not_recognized' in str(e.value).lower(), str(e.value)
-    assert 'auth type 68 not supported (only NTLM, 10)' in lab.log_since(m)
+    assert 'auth type 68 not supported (only NTLM 10 and SPNEGO/NTLM 9)' in lab.log_since(m)
     d.disconnect()
 
 
@@ -393,3 +393,72 @@ def test_epm_never_requires_auth(labs, level):
     d.disconnect()
     assert re.search(r'epm: call \d+ ctx 0 opnum 3 auth: %s$' % re.escape(
         'NTLM user=LAB\\alice level=privacy' if level else 'none'), lab.log_since(m), re.M)
+
+
+# ---------------------------------------------------------------------------
+# Samba's client (python3-samba): an independent NTLM / SPNEGO implementation
+# that sends an NTLM MIC and checks the lab's signatures and sequence numbers.
+# ---------------------------------------------------------------------------
+SAMBA_CLIENT = r"""
+import sys
+from samba.dcerpc import epmapper, misc
+from samba import credentials, param
+port, opts, user, password, domain = sys.argv[1:6]
+lp = param.LoadParm()
+creds = credentials.Credentials()
+creds.guess(lp)
+creds.set_username(user)
+creds.set_password(password)
+creds.set_domain(domain)
+creds.set_workstation('WS1')
+creds.set_kerberos_state(credentials.DONT_USE_KERBEROS)
+c = epmapper.epmapper('ncacn_ip_tcp:127.0.0.1[%s,%s]' % (port, opts), lp, creds)
+for _ in range(2):
+    h, entries, result = c.epm_Lookup(0, None, None, 0, misc.policy_handle(), 10)
+    print(result, sorted(e.annotation for e in entries))
+"""
+
+
+def samba_epm(port, opts, user='alice', password=PASSWORD, domain='LAB'):
+    """Two ept_lookup calls with Samba's client, in a subprocess (python3-samba's
+    raw ClientConnection crashes with credentials, so its epmapper class is
+    used, on the lab's epm listener)."""
+    try:
+        import samba.dcerpc.epmapper  # noqa: F401
+    except ImportError:
+        pytest.skip('python3-samba not installed')
+    r = subprocess.run([PY, '-c', SAMBA_CLIENT, str(port), opts, user, password, domain],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    return r.returncode, r.stdout
+
+
+@pytest.mark.parametrize('opts,level', [
+    ('ntlm,seal', 'privacy'), ('ntlm,sign', 'integrity'), ('ntlm,connect', 'connect'),
+    ('spnego,seal', 'privacy'), ('spnego,sign', 'integrity'), ('spnego,connect', 'connect')])
+def test_samba_client(labs, opts, level):
+    lab = labs['privacy']
+    m = lab.mark()
+    rc, out = samba_epm(lab.ports['epm'], opts)
+    assert rc == 0, out
+    want = "0 ['Exchange Server STORE ASYNCEMSMDB Interface', 'Exchange Server STORE EMSMDB " \
+        "Interface', 'MS Exchange Directory NSPI Proxy', 'MS Exchange Directory RFR Interface']"
+    assert out.splitlines() == [want, want], out
+    log = lab.log_since(m)
+    via = ' via=spnego' if opts.startswith('spnego') else ''
+    assert log.count('auth: NTLM user=LAB\\alice level=%s%s' % (level, via)) == 2, log
+    if via and level != 'connect':
+        assert '(mechListMIC exchanged)' in log
+
+
+@pytest.mark.parametrize('opts', ['ntlm,seal', 'spnego,seal'])
+def test_samba_client_wrong_password(labs, opts):
+    lab = labs['privacy']
+    m = lab.mark()
+    rc, out = samba_epm(lab.ports['epm'], opts, password='nope')
+    # NTLM: the call gets fault 0x5 (NT_STATUS_ACCESS_DENIED); SPNEGO: the
+    # alter_context carrying the AUTHENTICATE gets it (NT_STATUS_LOGON_FAILURE)
+    want = 'Access Denied' if opts.startswith('ntlm') else 'NT_STATUS_LOGON_FAILURE'
+    assert rc != 0 and want in out, out
+    log = lab.log_since(m)
+    assert 'wrong password for LAB\\alice' in log, log
+    assert 'ept_lookup' not in log
