@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Exchange lab upstream: a small, in-memory Exchange 2010-style RPC server.
 
-Serves, over ncacn_ip_tcp (optionally with NTLM authentication, --users /
---require-auth):
+Serves, over ncacn_ip_tcp (optionally with NTLM or SPNEGO/NTLM authentication,
+--users / --require-auth; see README.md):
   epmapper (own port), RFR (MS-OXABREF), NSPI (MS-OXNSPI), EMSMDB + AsyncEMSMDB
   (MS-OXCRPC, ROPs per MS-OXCROPS over an in-memory mailbox).
 

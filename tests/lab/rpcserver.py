@@ -604,8 +604,11 @@ class Connection(object):
             else:
                 reply = ctx.negotiate(token)
         except Exception as e:
+            no_ntlm = 'without NTLM' in str(e)      # e.g. SPNEGO offering Kerberos only
             return refuse('bad %s NEGOTIATE (%s)' % ('SPNEGO' if auth_type == 9 else 'NTLM', e),
-                          BIND_NAK_REASON_NOT_SPECIFIED, NCA_S_FAULT_ACCESS_DENIED)
+                          BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED if no_ntlm
+                          else BIND_NAK_REASON_NOT_SPECIFIED,
+                          RPC_S_UNKNOWN_AUTHN_SERVICE if no_ntlm else NCA_S_FAULT_ACCESS_DENIED)
         self.auth = ctx
         self.auth_type_wire = auth_type
         self.auth_ctx_id = ctx_id

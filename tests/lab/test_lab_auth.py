@@ -4,8 +4,10 @@ Three labs are started with --users: one with --require-auth none (the
 default behaviour plus optional NTLM), one with connect, one with privacy.
 Impacket's client authenticates at connect / integrity / privacy and must get
 the same answers as an unauthenticated client; refusals (wrong password,
-unknown user, no auth, too low a level, bad signature) are checked, and a
-sealed call captured on lo is decrypted by tshark with the password.
+unknown user, no auth, too low a level, bad signature) are checked, a
+sealed call captured on lo is decrypted by tshark with the password, and
+Samba's client (python3-samba, an independent implementation that sends an
+NTLM MIC and checks the lab's signatures) logs on with NTLM and SPNEGO/NTLM.
 """
 
 import os
