@@ -18,12 +18,15 @@ Principals (realm LAB.EXAMPLE by default):
 
 Constrained delegation (S4U2Proxy) from the proxy to the upstream: MIT's
 KDC asks the database back end (check_allowed_to_delegate, or for
-resource-based delegation allowed_to_delegate_from).  The DB2 back end that
-Debian ships implements neither (only the LDAP back end implements the first,
-through krbAllowedToDelegateTo), so on DB2 every S4U2Proxy request is refused
-with KDC_ERR_BADOPTION whatever is configured.  We still record the intent as
-string attributes (kadmin set_string) -- harmless on DB2, documented in
-doc/internals/kerberos.md -- and `s4u2proxy_supported` says False.
+resource-based delegation allowed_to_delegate_from).  The DB2 back end
+(backend="db2", the default) implements neither, so on DB2 every S4U2Proxy
+request is refused with KDC_ERR_BADOPTION whatever is configured; the intent
+is still recorded as string attributes (kadmin set_string), and
+`s4u2proxy_supported` is False.  backend="ldap" runs a private slapd (mdb,
+loopback, in the same directory) under MIT's kldap back end and puts
+krbAllowedToDelegateTo: exchangeMDB/exlab01...@REALM on the proxy's entry:
+there S4U2Proxy works (`s4u2proxy_supported` True).  It needs slapd,
+ldap-utils and krb5-kdc-ldap (`available("ldap")`).
 
 Nothing here leaves the directory or touches /etc; the KDC is stopped (and
 waited for) on exit.  The process environment of the caller is not changed:
@@ -56,11 +59,26 @@ def _which(name):
     return p
 
 
-def available():
-    """True when the MIT KDC and client tools are installed."""
+KLDAP = "/usr/lib/x86_64-linux-gnu/krb5/plugins/kdb/kldap.so"
+KRB_SCHEMA = "/usr/share/doc/krb5-kdc-ldap/kerberos.schema.gz"
+LDAP_BASE = "dc=lab,dc=example"
+LDAP_ADMIN = "cn=admin," + LDAP_BASE
+LDAP_PW = "ldap-Pw-1!"
+
+
+def available(backend="db2"):
+    """True when the MIT KDC and client tools (and for backend "ldap",
+    slapd, ldap-utils and MIT's kldap module) are installed."""
     try:
         for n in ("krb5kdc", "kdb5_util", "kadmin.local", "kinit", "klist"):
             _which(n)
+        if backend == "ldap":
+            for n in ("slapd", "ldapadd", "ldapmodify", "kdb5_ldap_util"):
+                _which(n)
+            import glob
+            if not glob.glob("/usr/lib/*/krb5/plugins/kdb/kldap.so") or \
+                    not os.path.exists(KRB_SCHEMA) or not os.path.isdir("/usr/lib/ldap"):
+                return False
         return True
     except RuntimeError:
         return False
@@ -82,8 +100,13 @@ def _free_port():
 
 
 class Krb5Env:
-    def __init__(self, tmpdir, realm="LAB.EXAMPLE"):
+    def __init__(self, tmpdir, realm="LAB.EXAMPLE", backend="db2"):
+        if backend not in ("db2", "ldap"):
+            raise ValueError("backend is db2 or ldap")
         self.realm = realm
+        self.backend = backend
+        self.slapd = None
+        self.ldap_port = None
         self.dir = os.path.join(str(tmpdir), "krb5")
         self.port = None
         self.proc = None
@@ -95,7 +118,7 @@ class Krb5Env:
                          "upstream": os.path.join(self.dir, "upstream.keytab")}
         self._saved = None
         # See the module docstring: DB2 has no S4U2Proxy policy hook.
-        self.s4u2proxy_supported = False
+        self.s4u2proxy_supported = backend == "ldap"
 
     # --- names -----------------------------------------------------------
     def princ(self, name):
@@ -178,6 +201,23 @@ class Krb5Env:
         d = self.dir
         kdc = f"127.0.0.1:{self.port}"
         enct = "aes256-cts-hmac-sha1-96:normal aes128-cts-hmac-sha1-96:normal"
+        if self.backend == "ldap":
+            dbline = "database_module = ldapmod"
+            dbmodules = f"""
+[dbmodules]
+    ldapmod = {{
+        db_library = kldap
+        ldap_kerberos_container_dn = cn=krbContainer,{LDAP_BASE}
+        ldap_kdc_dn = {LDAP_ADMIN}
+        ldap_kadmind_dn = {LDAP_ADMIN}
+        ldap_service_password_file = {d}/ldap-service.keyfile
+        ldap_servers = ldap://127.0.0.1:{self.ldap_port}
+        ldap_conns_per_server = 2
+    }}
+"""
+        else:
+            dbline = f"database_name = {d}/principal"
+            dbmodules = ""
         with open(self.kdc_conf, "w") as f:
             f.write(f"""[kdcdefaults]
     kdc_listen = {kdc}
@@ -185,7 +225,7 @@ class Krb5Env:
 
 [realms]
     {self.realm} = {{
-        database_name = {d}/principal
+        {dbline}
         key_stash_file = {d}/stash
         acl_file = {d}/kadm5.acl
         kdc_listen = {kdc}
@@ -198,6 +238,7 @@ class Krb5Env:
         supported_enctypes = {enct}
     }}
 
+{dbmodules}
 [logging]
     kdc = FILE:{self.kdc_log}
     admin_server = FILE:{d}/kadmin.log
@@ -234,8 +275,19 @@ class Krb5Env:
             raise RuntimeError("MIT Kerberos is not installed (krb5-kdc krb5-admin-server krb5-user)")
         os.makedirs(self.dir, exist_ok=True)
         self.port = _free_port()
+        if self.backend == "ldap":
+            self._start_slapd()
         self._write_conf()
-        self.run([_which("kdb5_util"), "-r", self.realm, "create", "-s", "-W", "-P", MASTER_PASSWORD])
+        if self.backend == "ldap":
+            ldap = ["-D", LDAP_ADMIN, "-w", LDAP_PW, "-H", f"ldap://127.0.0.1:{self.ldap_port}"]
+            self.run([_which("kdb5_ldap_util"), *ldap, "create", "-subtrees", LDAP_BASE,
+                      "-r", self.realm, "-s", "-P", MASTER_PASSWORD])
+            self.run([_which("kdb5_ldap_util"), *ldap, "stashsrvpw", "-f",
+                      os.path.join(self.dir, "ldap-service.keyfile"), LDAP_ADMIN],
+                     input=f"{LDAP_PW}\n{LDAP_PW}\n")
+        else:
+            self.run([_which("kdb5_util"), "-r", self.realm, "create", "-s", "-W", "-P",
+                      MASTER_PASSWORD])
         # Pre-authentication for the user only: a service principal that
         # requires it refuses S4U2Proxy tickets ("NO PREAUTH": the evidence
         # ticket of protocol transition has no pre-auth flag).
@@ -250,6 +302,12 @@ class Krb5Env:
         # and Samba use.  DB2 stores the strings but the KDC never asks it.
         self.kadmin(f"set_string {PROXY_SPN} allowed_to_delegate_to {self.upstream_principal}")
         self.kadmin(f"set_string {UPSTREAM_SPN} allowed_to_delegate_from {self.proxy_principal}")
+        if self.backend == "ldap":
+            # Traditional constrained delegation, as MIT's LDAP back end
+            # reads it (check_allowed_to_delegate).
+            dn = f"krbPrincipalName={self.proxy_principal},cn={self.realm},cn=krbContainer,{LDAP_BASE}"
+            self.ldap("ldapmodify", f"dn: {dn}\nchangetype: modify\nadd: krbAllowedToDelegateTo\n"
+                                    f"krbAllowedToDelegateTo: {self.upstream_principal}\n")
         self.kadmin(f"ktadd -k {self._keytabs['proxy']} {PROXY_SPN}")
         self.kadmin(f"ktadd -k {self._keytabs['upstream']} {UPSTREAM_SPN}")
         self.kadmin(f"ktadd -k {self._keytabs['upstream']} {UPSTREAM_HOST_SPN}")
@@ -270,9 +328,57 @@ class Krb5Env:
         self.stop()
         raise RuntimeError("krb5kdc did not listen: " + self._tail())
 
+    def ldap(self, tool, ldif):
+        return self.run([_which(tool), "-x", "-H", f"ldap://127.0.0.1:{self.ldap_port}",
+                         "-D", LDAP_ADMIN, "-w", LDAP_PW], input=ldif)
+
+    def _start_slapd(self):
+        import gzip
+        d = self.dir
+        os.makedirs(os.path.join(d, "ldapdb"), exist_ok=True)
+        with gzip.open(KRB_SCHEMA, "rt") as f, open(os.path.join(d, "kerberos.schema"), "w") as o:
+            o.write(f.read())
+        with open(os.path.join(d, "slapd.conf"), "w") as f:
+            f.write(f"""include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include {d}/kerberos.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile {d}/slapd.pid
+database mdb
+suffix "{LDAP_BASE}"
+rootdn "{LDAP_ADMIN}"
+rootpw {LDAP_PW}
+directory {d}/ldapdb
+maxsize 104857600
+index objectClass eq
+index krbPrincipalName eq,pres,sub
+""")
+        self.ldap_port = _free_port()
+        log = open(os.path.join(d, "slapd.out"), "w")
+        # -d 0: stay in the foreground (our child), no debug output.
+        self.slapd = subprocess.Popen([_which("slapd"), "-f", os.path.join(d, "slapd.conf"),
+                                       "-h", f"ldap://127.0.0.1:{self.ldap_port}/", "-d", "0"],
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        end = time.time() + 15
+        while True:
+            if self.slapd.poll() is not None:
+                raise RuntimeError("slapd exited: " + self._tail())
+            try:
+                with socket.create_connection(("127.0.0.1", self.ldap_port), timeout=0.5):
+                    break
+            except OSError:
+                if time.time() > end:
+                    raise RuntimeError("slapd did not listen: " + self._tail())
+                time.sleep(0.05)
+        self.ldap("ldapadd", f"dn: {LDAP_BASE}\nobjectClass: dcObject\nobjectClass: organization\n"
+                             f"o: lab\ndc: lab\n")
+
     def _tail(self):
         out = ""
-        for n in ("krb5kdc.out", "kdc.log"):
+        for n in ("krb5kdc.out", "kdc.log", "slapd.out"):
             try:
                 with open(os.path.join(self.dir, n)) as f:
                     out += f.read()[-2000:]
@@ -290,6 +396,14 @@ class Krb5Env:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        if self.slapd is not None and self.slapd.poll() is None:
+            self.slapd.send_signal(signal.SIGTERM)
+            try:
+                self.slapd.wait(10)
+            except subprocess.TimeoutExpired:
+                self.slapd.kill()
+                self.slapd.wait(5)
+        self.slapd = None
 
     def cleanup(self):
         self.stop()

@@ -481,12 +481,7 @@ def test_mit_leaks_dce_style_delegated_cred(driver_bin, krb):
     assert rc != 0 and "LeakSanitizer" in err and "libgssapi_krb5.so" in err, err
 
 
-def test_s4u2proxy_to_upstream(drv, krb):
-    """S4U2Self + S4U2Proxy from the proxy's keytab for alice to
-    exchangeMDB/exlab01.  MIT's KDC asks the database back end whether the
-    proxy may delegate to the target; DB2 cannot answer (only LDAP can), so
-    on DB2 the KDC refuses (KDC_ERR_BADOPTION) and this test checks exactly
-    that.  With a back end that allows it, the upstream sees alice."""
+def _s4u2proxy(drv, krb):
     scred = drv.num("SCRED", krb.keytab("proxy"), f"{PROXY_SPN}@{krb.realm}")
     acred = drv.num("ACRED", krb.keytab("proxy"), "-")
     a = drv.num("ACCEPTOR", acred, KRB)
@@ -499,22 +494,59 @@ def test_s4u2proxy_to_upstream(drv, krb):
     ua = drv.num("ACCEPTOR", acred_up, KRB)
     ui = drv.num("INITIATOR", c, UPSTREAM_SPN, KRB, 0)
     st, t1, err = drv.step(ui, None)
+    with open(krb.kdc_log) as f:
+        log = f.read()
+    assert "PROTOCOL-TRANSITION s4u-client=alice@" in log               # S4U2Self: issued
     if not krb.s4u2proxy_supported:
         # KDC_ERR_BADOPTION, and the KDC's reason: its DB2 back end has
         # neither check_allowed_to_delegate nor allowed_to_delegate_from.
         assert st == "FAIL"
         assert "KDC can't fulfill requested option" in err, err
-        with open(krb.kdc_log) as f:
-            log = f.read()
-        assert "PROTOCOL-TRANSITION s4u-client=alice@" in log           # S4U2Self: issued
         assert "UNSUPPORTED_S4U2PROXY_REQUEST" in log                   # S4U2Proxy: refused
         assert f"for {UPSTREAM_SPN}@{krb.realm}, KDC can't fulfill requested option" in log
         return
     assert st == "CONTINUE", err
+    assert "CONSTRAINED-DELEGATION s4u-client=alice@" in log           # S4U2Proxy: issued
     st, t2, err = drv.step(ua, t1)
     assert st == "CONTINUE", err
     st, t3, err = drv.step(ui, t2)
     assert st == "DONE", err
     st, _, err = drv.step(ua, t3)
     assert st == "DONE", err
+    # The upstream, with nothing but its own keytab, sees alice.
     assert drv.ok("PEER", ua)[0] == f"alice@{krb.realm}"
+    for hs in (0, 1):
+        r = drv.cmd("PROTECT", ui, hs, PRIV, "req", 1, KRB, 1, "ab" * 40)
+        assert drv.cmd("UNPROTECT", ua, hs, r[1]) == ["STUB", "ab" * 40]
+        r = drv.cmd("PROTECT", ua, hs, PRIV, "resp", 1, KRB, 1, "cd" * 40)
+        assert drv.cmd("UNPROTECT", ui, hs, r[1]) == ["STUB", "cd" * 40]
+
+
+def test_s4u2proxy_to_upstream(drv, krb):
+    """S4U2Self + S4U2Proxy from the proxy's keytab for alice to
+    exchangeMDB/exlab01 on the DB2 back end.  MIT's KDC asks the database
+    whether the proxy may delegate to the target; DB2 cannot answer, so the
+    KDC refuses (KDC_ERR_BADOPTION) and this test checks exactly that."""
+    assert not krb.s4u2proxy_supported
+    _s4u2proxy(drv, krb)
+
+
+@pytest.fixture(scope="module")
+def krb_ldap(tmp_path_factory):
+    if not krb5_env.available("ldap"):
+        pytest.skip("slapd / ldap-utils / krb5-kdc-ldap not installed")
+    with Krb5Env(tmp_path_factory.mktemp("realm-ldap"), backend="ldap") as k:
+        k.kinit("alice")
+        yield k
+
+
+def test_s4u2proxy_to_upstream_ldap(driver_bin, krb_ldap):
+    """The same on MIT's LDAP back end (private slapd), where the proxy's
+    entry has krbAllowedToDelegateTo: exchangeMDB/exlab01: S4U2Self then
+    S4U2Proxy succeed, and the upstream's acceptor sees alice."""
+    assert krb_ldap.s4u2proxy_supported
+    d = Driver(driver_bin, krb_ldap.env(ASAN_OPTIONS="detect_leaks=1"))
+    try:
+        _s4u2proxy(d, krb_ldap)
+    finally:
+        d.close()
