@@ -27,7 +27,6 @@ sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 
 from impacket import ntlm                                                # noqa: E402
 from impacket.dcerpc.v5 import transport, oxabref, nspi, rpcrt, epm     # noqa: E402
-from impacket.dcerpc.v5.dtypes import NULL                              # noqa: E402
 from impacket.dcerpc.v5.rpcrt import DCERPCException                    # noqa: E402
 
 PY = '/usr/bin/python3'
