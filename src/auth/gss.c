@@ -26,10 +26,10 @@ struct mp_gss_ctx {
     uint8_t auth_type;
     int legs; /* tokens processed */
     gss_ctx_id_t ctx;
-    gss_cred_id_t cred;     /* borrowed */
-    gss_name_t target;      /* initiator */
-    gss_name_t src_name;    /* acceptor: the client */
-    gss_cred_id_t deleg;    /* acceptor: delegated credential, owned */
+    gss_cred_id_t cred;  /* borrowed */
+    gss_name_t target;   /* initiator */
+    gss_name_t src_name; /* acceptor: the client */
+    gss_cred_id_t deleg; /* acceptor: delegated credential, owned */
     OM_uint32 req_flags, ret_flags;
     char peer[256];
     char err[MP_GSS_ERRLEN];
@@ -66,7 +66,8 @@ static void gsserr(char *err, size_t errlen, const char *what, OM_uint32 major, 
         do {
             gss_buffer_desc b = GSS_C_EMPTY_BUFFER;
             if (gss_display_status(&min2, code, pass ? GSS_C_MECH_CODE : GSS_C_GSS_CODE,
-                                   pass ? &krb5_oid_desc : GSS_C_NO_OID, &ctx, &b) != GSS_S_COMPLETE)
+                                   pass ? &krb5_oid_desc : GSS_C_NO_OID, &ctx,
+                                   &b) != GSS_S_COMPLETE)
                 break;
             if (n < errlen)
                 n += (size_t)snprintf(err + n, errlen - n, " %.*s%s", (int)b.length,
@@ -153,8 +154,7 @@ struct mp_gss_cred *mp_gss_cred_acceptor(const char *keytab, const char *princip
                                          size_t errlen)
 {
     gss_key_value_element_desc el[1] = {{"keytab", keytab}};
-    return acquire(principal, GSS_C_ACCEPT, el, keytab ? 1 : 0, "acceptor credential", err,
-                   errlen);
+    return acquire(principal, GSS_C_ACCEPT, el, keytab ? 1 : 0, "acceptor credential", err, errlen);
 }
 
 struct mp_gss_cred *mp_gss_cred_initiator(const char *ccache, const char *client_keytab,
@@ -260,7 +260,8 @@ struct mp_gss_cred *mp_gss_cred_service(const char *keytab, const char *principa
      * renewed TGT is not forwardable: see doc/internals/kerberos.md). */
     gss_key_value_element_desc el[3] = {
         {"keytab", keytab}, {"client_keytab", keytab}, {"ccache", cc}};
-    struct mp_gss_cred *c = acquire(principal, GSS_C_BOTH, el, 3, "service credential", err, errlen);
+    struct mp_gss_cred *c =
+        acquire(principal, GSS_C_BOTH, el, 3, "service credential", err, errlen);
     if (!c)
         destroy_ccache(cc);
     else
@@ -307,7 +308,8 @@ struct mp_gss_cred *mp_gss_cred_for_client(struct mp_gss_cred *service, struct m
         return wrap_cred(c, err, errlen);
     }
     if (!service) {
-        seterr(err, errlen, "the client did not delegate and there is no service credential for S4U");
+        seterr(err, errlen,
+               "the client did not delegate and there is no service credential for S4U");
         return NULL;
     }
     /* By name, not with the accepted name itself: that one carries the
@@ -378,8 +380,7 @@ struct mp_gss_ctx *mp_gss_acceptor_new(struct mp_gss_cred *cred, uint8_t auth_ty
 }
 
 struct mp_gss_ctx *mp_gss_initiator_new(struct mp_gss_cred *cred, const char *target,
-                                        uint8_t auth_type, unsigned flags, char *err,
-                                        size_t errlen)
+                                        uint8_t auth_type, unsigned flags, char *err, size_t errlen)
 {
     if (!target) {
         seterr(err, errlen, "no target name");
@@ -569,9 +570,9 @@ int mp_gss_step(struct mp_gss_ctx *c, const uint8_t *in, size_t in_len, struct m
          * nor frees it: so we ask only when the caller wants delegation. */
         gss_name_t src = GSS_C_NO_NAME;
         gss_cred_id_t deleg = GSS_C_NO_CREDENTIAL;
-        major = gss_accept_sec_context(&minor, &c->ctx, c->cred, &ib, GSS_C_NO_CHANNEL_BINDINGS,
-                                       &src, NULL, &ob, &flags, NULL,
-                                       c->want_deleg ? &deleg : NULL);
+        major =
+            gss_accept_sec_context(&minor, &c->ctx, c->cred, &ib, GSS_C_NO_CHANNEL_BINDINGS, &src,
+                                   NULL, &ob, &flags, NULL, c->want_deleg ? &deleg : NULL);
         OM_uint32 m2;
         if (src != GSS_C_NO_NAME) {
             if (c->src_name != GSS_C_NO_NAME)
@@ -588,9 +589,13 @@ int mp_gss_step(struct mp_gss_ctx *c, const uint8_t *in, size_t in_len, struct m
     if (GSS_ERROR(major)) {
         gsserr(c->err, sizeof c->err,
                c->initiator ? "gss_init_sec_context" : "gss_accept_sec_context", major, minor);
-        /* A KRB-ERROR for the client, raw (SPNEGO would be reject). */
-        if (ob.length && !c->initiator)
-            mp_buf_append(out, ob.value, ob.length);
+        /* A KRB-ERROR for the client: raw, or in a NegTokenResp {reject}. */
+        if (ob.length && !c->initiator) {
+            if (c->auth_type == MP_AUTHN_GSS_NEGOTIATE)
+                mp_spnego_build_resp(out, MP_SPNEGO_REJECT, NULL, 0, ob.value, ob.length, NULL, 0);
+            else
+                mp_buf_append(out, ob.value, ob.length);
+        }
         rc = MP_GSS_FAILED;
         goto done;
     }
@@ -732,8 +737,8 @@ size_t mp_gss_sig_len(struct mp_gss_ctx *c, uint8_t level, size_t body_len)
     return 0;
 }
 
-int mp_gss_add_verifier(struct mp_gss_ctx *c, struct mp_buf *buf, size_t pdu_off,
-                        uint8_t auth_type, uint8_t auth_level, uint32_t context_id)
+int mp_gss_add_verifier(struct mp_gss_ctx *c, struct mp_buf *buf, size_t pdu_off, uint8_t auth_type,
+                        uint8_t auth_level, uint32_t context_id)
 {
     struct mp_pdu_hdr h;
     if (!c || !buf || pdu_off > buf->len)
@@ -877,8 +882,8 @@ int mp_gss_unprotect(struct mp_gss_ctx *c, uint8_t *pdu, size_t len, bool header
         if (header_sign)
             iov[n++] = (gss_iov_buffer_desc){GSS_IOV_BUFFER_TYPE_SIGN_ONLY,
                                              {MP_SEC_TRAILER_LEN, pdu + r.trailer_off}};
-        iov[n++] = (gss_iov_buffer_desc){GSS_IOV_BUFFER_TYPE_HEADER,
-                                         {auth_len, pdu + r.verifier_off}};
+        iov[n++] =
+            (gss_iov_buffer_desc){GSS_IOV_BUFFER_TYPE_HEADER, {auth_len, pdu + r.verifier_off}};
         major = gss_unwrap_iov(&minor, c->ctx, &conf, &qop, iov, n);
         if (GSS_ERROR(major)) {
             gsserr(c->err, sizeof c->err, "gss_unwrap_iov", major, minor);

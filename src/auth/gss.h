@@ -45,13 +45,15 @@
 
 /* Initiator flags (mp_gss_initiator_new) */
 #define MP_GSS_F_DELEGATE 0x1 /* forward a TGT (GSS_C_DELEG_FLAG) */
-#define MP_GSS_F_NO_DCE_STYLE 0x2 /* initiator: plain RFC 4121 two legs;
-                                   * acceptor: keep the AP-REQ framing (else a
-                                   * framed AP-REQ is unframed for MIT, as a
-                                   * DCE-style one must be bare) */
+#define MP_GSS_F_NO_DCE_STYLE                                                                      \
+    0x2 /* initiator: plain RFC 4121 two legs;                                                     \
+         * acceptor: keep the AP-REQ framing (else a                                               \
+         * framed AP-REQ is unframed for MIT, as a                                                 \
+         * DCE-style one must be bare) */
 /* Acceptor flags (mp_gss_acceptor_new) */
-#define MP_GSS_F_ACCEPT_DELEGATION 0x4 /* keep a forwarded TGT: non-DCE-style
-                                        * clients only, see kerberos.md */
+#define MP_GSS_F_ACCEPT_DELEGATION                                                                 \
+    0x4 /* keep a forwarded TGT: non-DCE-style                                                     \
+         * clients only, see kerberos.md */
 
 struct mp_gss_cred;
 struct mp_gss_ctx;
@@ -136,8 +138,8 @@ size_t mp_gss_sig_len(struct mp_gss_ctx *c, uint8_t level, size_t body_len);
  * auth_value of mp_gss_sig_len bytes to the request/response/fault
  * fragment that ends buf (from pdu_off, without auth), fixing frag_len and
  * auth_len.  0 or -1. */
-int mp_gss_add_verifier(struct mp_gss_ctx *c, struct mp_buf *buf, size_t pdu_off,
-                        uint8_t auth_type, uint8_t auth_level, uint32_t context_id);
+int mp_gss_add_verifier(struct mp_gss_ctx *c, struct mp_buf *buf, size_t pdu_off, uint8_t auth_type,
+                        uint8_t auth_level, uint32_t context_id);
 
 /* Sending: signs (level 5) or seals (level 6) the PDU in place, as its
  * sec_trailer says; the auth_value must already have the right size.

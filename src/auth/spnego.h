@@ -48,7 +48,7 @@ struct mp_spnego_init {
     const uint8_t *mech_list;
     size_t mech_list_len;
     bool has_req_flags;
-    uint8_t req_flags; /* the first octet of the bit string */
+    uint8_t req_flags;         /* the first octet of the bit string */
     const uint8_t *mech_token; /* NULL when absent */
     size_t mech_token_len;
     const uint8_t *mic; /* NULL when absent */
@@ -56,7 +56,7 @@ struct mp_spnego_init {
 };
 
 struct mp_spnego_resp {
-    int neg_state; /* -1 when absent */
+    int neg_state;       /* -1 when absent */
     const uint8_t *mech; /* supportedMech, NULL when absent */
     size_t mech_len;
     const uint8_t *token; /* responseToken, NULL when absent */
@@ -79,6 +79,7 @@ int mp_spnego_build_init(struct mp_buf *out, const struct mp_spnego_oid *mechs, 
                          const uint8_t *mech_token, size_t mech_token_len);
 /* Appends a NegTokenResp; neg_state < 0, mech, token, mic NULL: left out. */
 int mp_spnego_build_resp(struct mp_buf *out, int neg_state, const uint8_t *mech, size_t mech_len,
-                         const uint8_t *token, size_t token_len, const uint8_t *mic, size_t mic_len);
+                         const uint8_t *token, size_t token_len, const uint8_t *mic,
+                         size_t mic_len);
 
 #endif

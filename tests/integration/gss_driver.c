@@ -108,8 +108,8 @@ int main(void)
             if (n >= 0)
                 printf("OK %d\n", n);
         } else if (!strcmp(cmd, "ICRED") && na == 4) {
-            int n = add_cred(mp_gss_cred_initiator(opt(a[1]), opt(a[2]), opt(a[3]), err, sizeof err),
-                             err);
+            int n = add_cred(
+                mp_gss_cred_initiator(opt(a[1]), opt(a[2]), opt(a[3]), err, sizeof err), err);
             if (n >= 0)
                 printf("OK %d\n", n);
         } else if (!strcmp(cmd, "SCRED") && na == 3) {
@@ -135,9 +135,9 @@ int main(void)
         } else if (!strcmp(cmd, "ACCEPTOR") && (na == 3 || na == 4)) {
             unsigned fl = na == 4 ? (unsigned)strtoul(a[3], NULL, 0) : 0;
             struct mp_gss_ctx *c =
-                n_ctx < MAXN ? mp_gss_acceptor_new(cred_at(a[1]), (uint8_t)atoi(a[2]), fl, err,
-                                                   sizeof err)
-                             : NULL;
+                n_ctx < MAXN
+                    ? mp_gss_acceptor_new(cred_at(a[1]), (uint8_t)atoi(a[2]), fl, err, sizeof err)
+                    : NULL;
             if (!c)
                 printf("ERR %s\n", err);
             else {
@@ -146,9 +146,10 @@ int main(void)
             }
         } else if (!strcmp(cmd, "INITIATOR") && na == 5) {
             struct mp_gss_ctx *c =
-                n_ctx < MAXN ? mp_gss_initiator_new(cred_at(a[1]), a[2], (uint8_t)atoi(a[3]),
-                                                    (unsigned)strtoul(a[4], NULL, 0), err, sizeof err)
-                             : NULL;
+                n_ctx < MAXN
+                    ? mp_gss_initiator_new(cred_at(a[1]), a[2], (uint8_t)atoi(a[3]),
+                                           (unsigned)strtoul(a[4], NULL, 0), err, sizeof err)
+                    : NULL;
             if (!c)
                 printf("ERR %s\n", err);
             else {

@@ -72,7 +72,8 @@ static void test_negtokeninit2(void)
 {
     /* Built here: mechTypes [MS-KRB5, KRB5, NTLM], negHints { hintName }. */
     struct mp_buf b = {0};
-    static const uint8_t hint[] = {0xa3, 0x0a, 0x30, 0x08, 0xa0, 0x06, 0x1b, 0x04, 'a', '@', 'b', 'c'};
+    static const uint8_t hint[] = {0xa3, 0x0a, 0x30, 0x08, 0xa0, 0x06,
+                                   0x1b, 0x04, 'a',  '@',  'b',  'c'};
     struct mp_spnego_oid m[3] = {{mp_oid_ms_krb5, 9}, {mp_oid_krb5, 9}, {mp_oid_ntlm, 10}};
     CHECK_EQ(mp_spnego_build_init(&b, m, 3, NULL, 0), 0);
     /* Splice the hint in: grow the three enclosing lengths (all short form). */
