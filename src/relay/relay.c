@@ -342,20 +342,20 @@ static void assoc_finish(struct assoc *a, const char *reason)
 /* Writes what it can; returns -1 on a write error. */
 static int conn_flush(struct conn *c)
 {
-    if (mp_buf_avail(&c->out)) {
-        uint64_t now = mp_now_ms();
-        c->a->last_io_ms = now;
-        if (c->role == ROLE_CLIENT)
-            c->a->c_progress_ms = now;
-        else
-            c->a->u_progress_ms = now;
-    }
     while (mp_buf_avail(&c->out)) {
         ssize_t n = send(c->io.fd, mp_buf_head(&c->out), mp_buf_avail(&c->out), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 return 0;
             return -1;
+        }
+        if (n > 0) { /* progress: the peer is reading */
+            uint64_t now = mp_now_ms();
+            c->a->last_io_ms = now;
+            if (c->role == ROLE_CLIENT)
+                c->a->c_progress_ms = now;
+            else
+                c->a->u_progress_ms = now;
         }
         mp_buf_consume(&c->out, (size_t)n);
     }
