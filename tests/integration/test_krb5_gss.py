@@ -550,3 +550,19 @@ def test_s4u2proxy_to_upstream_ldap(driver_bin, krb_ldap):
         _s4u2proxy(d, krb_ldap)
     finally:
         d.close()
+
+
+def test_initiator_from_client_keytab(drv, krb):
+    """The proxy's own identity towards the upstream (no user): an initiator
+    credential from its keytab (client_keytab, tickets kept in a private
+    MEMORY ccache, so alice's ccache is untouched); the upstream sees the
+    proxy's principal."""
+    before = krb.klist()
+    cred = drv.num("ICRED", "MEMORY:mp-test-proxy", krb.keytab("proxy"), f"{PROXY_SPN}@{krb.realm}")
+    assert drv.ok("CREDNAME", cred)[0] == f"{PROXY_SPN}@{krb.realm}"
+    acred_up = drv.num("ACRED", krb.keytab("upstream"), f"{UPSTREAM_SPN}@{krb.realm}")
+    ua = drv.num("ACCEPTOR", acred_up, SPNEGO)
+    ui = drv.num("INITIATOR", cred, UPSTREAM_SPN, SPNEGO, 0)
+    handshake(drv, ui, ua)
+    assert drv.ok("PEER", ua)[0] == f"{PROXY_SPN}@{krb.realm}"
+    assert krb.klist() == before
