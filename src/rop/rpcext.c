@@ -56,7 +56,7 @@ int mp_rpcext_parse(struct mp_rpcext *x, const uint8_t *in, size_t len)
     struct mp_rcur c;
     mp_rcur_init(&c, in, len);
     size_t cap_p = 0, cap_d = 0;
-    uint8_t tmp[0x10000];
+    uint8_t *scratch = NULL; /* un-XORed compressed payload */
     int st = MP_RPCEXT_ENOLAST;
     while (mp_rcur_left(&c) > 0) {
         size_t hoff = c.off;
@@ -109,32 +109,43 @@ int mp_rpcext_parse(struct mp_rpcext *x, const uint8_t *in, size_t len)
             cap_d = nc;
         }
         const uint8_t *src = pl.wire;
-        if (pl.flags & MP_RHE_XORMAGIC) {
+        if ((pl.flags & MP_RHE_XORMAGIC) && pl.size) {
+            /* un-XOR into scratch (compressed) or straight into place */
+            uint8_t *dst = (pl.flags & MP_RHE_COMPRESSED) ? NULL : x->data + x->len;
+            if (!dst) {
+                if (!scratch && !(scratch = malloc(0x10000))) {
+                    st = MP_RPCEXT_ENOMEM;
+                    break;
+                }
+                dst = scratch;
+            }
             for (size_t i = 0; i < pl.size; i++)
-                tmp[i] = pl.wire[i] ^ 0xA5;
-            src = tmp;
+                dst[i] = pl.wire[i] ^ 0xA5;
+            src = dst;
         }
         pl.off = x->len;
         if (pl.flags & MP_RHE_COMPRESSED) {
-            /* Decompress into a scratch area: the decoder may write past the
-             * returned length (below out_cap). */
-            uint8_t out[0x10000];
-            ssize_t r = mp_lz77_decompress(src, pl.size, out, sizeof out);
+            /* out_cap = SizeActual: a stream that would decode to more is
+             * rejected, and nothing past SizeActual is touched */
+            uint8_t dummy;
+            uint8_t *o = pl.size_actual ? x->data + x->len : &dummy;
+            ssize_t r = mp_lz77_decompress(src, pl.size, o, pl.size_actual);
             if (r < 0 || (size_t)r != pl.size_actual) {
                 st = MP_RPCEXT_ELZ77;
                 break;
             }
-            memcpy(x->data + x->len, out, (size_t)r);
-        } else {
+        } else if (src != x->data + x->len && pl.size) {
             memcpy(x->data + x->len, src, pl.size);
         }
         x->len += pl.size_actual;
         x->p[x->n++] = pl;
         if (pl.flags & MP_RHE_LAST) {
             x->consumed = c.off;
+            free(scratch);
             return MP_RPCEXT_OK;
         }
     }
+    free(scratch);
     mp_rpcext_free(x);
     return st;
 }
