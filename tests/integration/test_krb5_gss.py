@@ -566,3 +566,100 @@ def test_initiator_from_client_keytab(drv, krb):
     handshake(drv, ui, ua)
     assert drv.ok("PEER", ua)[0] == f"{PROXY_SPN}@{krb.realm}"
     assert krb.klist() == before
+
+
+# --- Wireshark decrypts what we seal -------------------------------------
+
+def _bind_like(ptype, call_id, auth, auth_type, level, ctx_id=79231):
+    from impacket.dcerpc.v5.rpcrt import MSRPCHeader, MSRPCBind, CtxItem, SEC_TRAILER
+    from impacket.uuid import uuidtup_to_bin
+    b = MSRPCBind()
+    item = CtxItem()
+    item["ContextID"] = 0
+    item["TransItems"] = 1
+    item["AbstractSyntax"] = uuidtup_to_bin(("a4f1db00-ca47-1067-b31f-00dd010662da", "0.81"))
+    item["TransferSyntax"] = uuidtup_to_bin(("8a885d04-1ceb-11c9-9fe8-08002b104860", "2.0"))
+    b.addCtxItem(item)
+    h = MSRPCHeader()
+    h["type"], h["flags"], h["call_id"] = ptype, 3, call_id
+    h["pduData"] = b.getData()
+    pad = (4 - len(h.get_packet()) % 4) % 4
+    h["pduData"] += b"\xff" * pad
+    st = SEC_TRAILER()
+    st["auth_type"], st["auth_level"], st["auth_pad_len"], st["auth_ctx_id"] = \
+        auth_type, level, pad, ctx_id
+    h["sec_trailer"] = st
+    h["auth_data"] = auth
+    return h.get_packet()
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/tshark"), reason="tshark not installed")
+@pytest.mark.parametrize("auth_type", [KRB, SPNEGO])
+def test_tshark_decrypts_our_sealed_pdus(drv, krb, tmp_path, auth_type):
+    """Our initiator and our acceptor talk over real TCP on loopback: bind /
+    bind_ack / alter_context / alter_context_resp with our tokens, then a
+    request sealed by our initiator and a response sealed by our acceptor.
+    tshark, given only the proxy's keytab, follows the AP-REQ/AP-REP
+    exchange and decrypts both stubs to the bytes we sealed (Wireshark's own
+    RFC 4121 CFX code: token header, EC, RRC rotation, keys)."""
+    import tshark_util
+    i, a = pair(drv, krb, auth_type)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    req_stub = bytes(range(64)) + b"request from our initiator"
+    resp_stub = bytes(range(64, 128)) + b"response from our acceptor"
+    with tshark_util.Capture([port], tmpdir=str(tmp_path)) as cap:
+        cli = socket.create_connection(("127.0.0.1", port))
+        conn, _ = srv.accept()
+        try:
+            st, t1, e = drv.step(i, None)
+            cli.sendall(_bind_like(11, 1, t1, auth_type, PRIV))
+            bind = _read_pdu(conn)
+            tr, tok = _split_auth(bind)
+            st, t2, e = drv.step(a, tok)
+            assert st == "CONTINUE", e
+            conn.sendall(_bind_ack(12, 1, tr, t2))
+            tr2, tok2 = _split_auth(_read_pdu(cli))
+            st, t3, e = drv.step(i, tok2)
+            assert st == "DONE", e
+            cli.sendall(_bind_like(14, 2, t3, auth_type, PRIV))
+            alter = _read_pdu(conn)
+            tr, tok = _split_auth(alter)
+            st, t4, e = drv.step(a, tok)
+            assert st == "DONE", e
+            conn.sendall(_bind_ack(15, 2, tr, t4 or b"\x00" * 0))
+            _read_pdu(cli)
+            r = drv.cmd("PROTECT", i, 0, PRIV, "req", 79231, auth_type, 3, req_stub.hex())
+            cli.sendall(bytes.fromhex(r[1]))
+            got = _read_pdu(conn)
+            assert drv.cmd("UNPROTECT", a, 0, got.hex()) == ["STUB", req_stub.hex()]
+            r = drv.cmd("PROTECT", a, 0, PRIV, "resp", 79231, auth_type, 3, resp_stub.hex())
+            conn.sendall(bytes.fromhex(r[1]))
+            got = _read_pdu(cli)
+            assert drv.cmd("UNPROTECT", i, 0, got.hex()) == ["STUB", resp_stub.hex()]
+        finally:
+            cli.close()
+            conn.close()
+            srv.close()
+    out = subprocess.run(
+        [tshark_util.TSHARK, "-r", cap.path, "-d", f"tcp.port=={port},dcerpc",
+         "-o", "kerberos.decrypt:TRUE", "-o", f"kerberos.file:{krb.keytab('proxy')}",
+         "-Y", "dcerpc.pkt_type == 0 || dcerpc.pkt_type == 2", "-x"],
+        capture_output=True, text=True, timeout=60)
+    # -x prints each data source of a frame: "Decrypted stub data (N bytes):"
+    # followed by hex lines is what Wireshark decrypted.
+    blocks, cur = [], None
+    for line in out.stdout.splitlines():
+        if line.startswith("Decrypted stub data"):
+            cur = bytearray()
+            blocks.append(cur)
+        elif cur is not None and len(line) > 6 and line[4:6] == "  ":
+            cur += bytes.fromhex(line[6:54].replace(" ", ""))
+        else:
+            cur = None
+    assert len(blocks) == 2, out.stdout + out.stderr
+    # stub + auth pad (to 16), as sealed: the request, then the response.
+    assert bytes(blocks[0][:len(req_stub)]) == req_stub and len(blocks[0]) % 16 == 0
+    assert bytes(blocks[1][:len(resp_stub)]) == resp_stub and len(blocks[1]) % 16 == 0
