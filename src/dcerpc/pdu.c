@@ -167,7 +167,9 @@ static int begin_pdu(struct mp_buf *out, uint8_t ptype, uint8_t flags, uint32_t 
 {
     if (mp_buf_reserve(out, MP_HDR_LEN))
         return -1;
-    *start = out->len;
+    /* Relative to the read offset: an append that compacts the buffer moves
+     * the data, and an absolute offset would then point elsewhere. */
+    *start = out->len - out->off;
     uint8_t *p = out->data + out->len;
     p[0] = 5;
     p[1] = 0;
@@ -197,20 +199,22 @@ static int put_zeros(struct mp_buf *out, size_t n)
 /* Appends the verifier (if any), then fills frag_len and auth_len. */
 static int end_pdu(struct mp_buf *out, size_t start, const struct mp_auth *auth)
 {
+    /* start is relative to out->off (see begin_pdu): appends below may
+     * compact the buffer, so the PDU is found again after them. */
     if (auth) {
-        size_t body = out->len - start;
+        size_t body = out->len - out->off - start;
         uint8_t pad = (uint8_t)((4 - (body & 3)) & 3);
         uint8_t tr[MP_SEC_TRAILER_LEN] = {auth->type, auth->level, pad, auth->reserved};
         mp_put32(tr + 4, auth->context_id);
         if (put_zeros(out, pad) || mp_buf_append(out, tr, sizeof(tr)) ||
             mp_buf_append(out, auth->value, auth->value_len))
             return -1;
-        mp_put16(out->data + start + 10, auth->value_len);
+        mp_put16(out->data + out->off + start + 10, auth->value_len);
     }
-    size_t len = out->len - start;
+    size_t len = out->len - out->off - start;
     if (len > 0xffff)
         return -1;
-    mp_put16(out->data + start + 8, (uint16_t)len);
+    mp_put16(out->data + out->off + start + 8, (uint16_t)len);
     return 0;
 }
 
@@ -259,7 +263,7 @@ int mp_build_bind_ack(struct mp_buf *out, uint8_t ptype, uint8_t flags, uint32_t
     mp_put16(tmp + 8, (uint16_t)alen);
     if (mp_buf_append(out, tmp, 10) || mp_buf_append(out, a->sec_addr, alen))
         return -1;
-    size_t body = out->len - start;
+    size_t body = out->len - out->off - start;
     uint8_t nr[4] = {a->n_results, 0, 0, 0};
     if (put_zeros(out, (4 - (body & 3)) & 3) || mp_buf_append(out, nr, 4))
         return -1;

@@ -1104,6 +1104,10 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
             fl |= in_flags & MP_PFC_FIRST;
         if (off + k == len)
             fl |= in_flags & MP_PFC_LAST;
+        /* room for the whole fragment first: the verifier code below uses an
+         * absolute offset, which a compacting append would invalidate */
+        if (mp_buf_reserve(&dst->out, hl + k + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN + 16))
+            return -1;
         size_t start = dst->out.len;
         int rc = req ? mp_build_request(&dst->out, fl, call_id, ctx_id, opnum, object,
                                         stub + off, k, hint > off ? hint - (uint32_t)off : 0)
@@ -1628,12 +1632,11 @@ static void relay_cancel(struct assoc *a, const uint8_t *pdu, const struct mp_pd
                  mp_ptype_name(h->ptype), h->call_id);
         return;
     }
-    size_t start = a->u.out.len;
     if (mp_buf_append(&a->u.out, pdu, h->frag_len)) {
         assoc_close(a, "out of memory");
         return;
     }
-    mp_put32(a->u.out.data + start + 12, c->u_id);
+    mp_put32(a->u.out.data + a->u.out.len - h->frag_len + 12, c->u_id); /* found from the end */
     if (h->ptype == MP_PT_ORPHANED) {
         log_call(a, c, "orphaned");
         call_remove(a, c);
