@@ -124,3 +124,61 @@ def test_tshark_decrypts_each_leg_with_its_own_password(samba, proxy, tmp_path):
         assert maps and all(p.decrypted for p in maps), (port, leg)
         legs[port] = maps
     assert legs[proxy.rpc_port] and legs[samba.epm_port]
+
+
+# ---- the lab as an NTLM upstream that requires other credentials ----------
+
+from conftest import Lab  # noqa: E402
+from impacket.dcerpc.v5 import nspi, oxabref  # noqa: E402
+from rpcutil import dce_connect  # noqa: E402
+
+PROXY_ACCT, PROXY_PW = "mapiproxy-svc", "Svc-Pa55-for-lab"
+
+
+@pytest.fixture
+def auth_lab(tmp_path):
+    users = tmp_path / "lab-users"
+    users.write_text(f"{PROXY_ACCT}:LAB:{PROXY_PW}\n")
+    lab = Lab(tmp_path, extra=("--users", str(users), "--require-auth", "privacy"))
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture
+def lab_proxy(auth_lab, make_proxy, tmp_path):
+    creds = tmp_path / "clients"
+    creds.write_text(f"{ALICE}:LAB:{compute_nthash(ALICE_PW).hex()}\n")
+    os.chmod(creds, 0o600)
+    return make_proxy(upstream_epm_port=auth_lab.epm_port,
+                      extra={"dcerpc_mapiproxy:username": PROXY_ACCT,
+                             "dcerpc_mapiproxy:domain": "LAB",
+                             "dcerpc_mapiproxy:password": PROXY_PW,
+                             "mapiproxy:credentials file": str(creds)})
+
+
+@pytest.mark.parametrize("level", [RPC_C_AUTHN_LEVEL_PKT_PRIVACY, RPC_C_AUTHN_LEVEL_PKT_INTEGRITY,
+                                   RPC_C_AUTHN_LEVEL_CONNECT])
+def test_lab_requires_other_credentials(auth_lab, lab_proxy, level):
+    from test_relay import SERVER_DN, TAGS, USER_DN, norm
+    dce = dce_connect(lab_proxy.host, lab_proxy.rpc_port, oxabref.MSRPC_UUID_OXABREF,
+                      user=ALICE, password=ALICE_PW, domain="LAB", level=level)
+    relayed = [norm(oxabref.hRfrGetNewDSA(dce, USER_DN)),
+               norm(oxabref.hRfrGetFQDNFromServerDN(dce, SERVER_DN))]
+    dce.disconnect()
+    direct = dce_connect("127.0.0.1", auth_lab.ports["rfr"], oxabref.MSRPC_UUID_OXABREF,
+                         user=PROXY_ACCT, password=PROXY_PW, domain="LAB",
+                         level=RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
+    expect = [norm(oxabref.hRfrGetNewDSA(direct, USER_DN)),
+              norm(oxabref.hRfrGetFQDNFromServerDN(direct, SERVER_DN))]
+    direct.disconnect()
+    assert relayed == expect
+    dce = dce_connect(lab_proxy.host, lab_proxy.rpc_port, nspi.MSRPC_UUID_NSPI,
+                      user=ALICE, password=ALICE_PW, domain="LAB", level=level)
+    h = nspi.hNspiBind(dce)["contextHandle"]
+    rows = nspi.hNspiQueryRows(dce, h, Count=50, pPropTags=TAGS)
+    assert rows["ppRows"]["cRows"] > 3
+    nspi.hNspiUnbind(dce, h)
+    dce.disconnect()
+    log = auth_lab.log()
+    assert f"user=LAB\\{PROXY_ACCT} level=privacy" in log, log[-2000:]
+    assert "user=LAB\\alice" not in log

@@ -14,7 +14,14 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DECODE = os.environ.get("MAPIPROXY_DECODE", os.path.join(ROOT, "build", "mapiproxy-decode"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "unit", "data", "codec"))
 
-import capture  # noqa: E402  (tests/unit/data/codec/capture.py)
+import importlib.util  # noqa: E402
+
+# Loaded under a name of its own: tests/unit/data/{codec,rop}/ both have a
+# capture.py, and pytest runs both test files in one interpreter.
+_spec = importlib.util.spec_from_file_location(
+    "codec_capture", os.path.join(ROOT, "tests", "unit", "data", "codec", "capture.py"))
+capture = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(capture)
 from impacket.dcerpc.v5 import nspi  # noqa: E402
 
 PR_DISPLAY_NAME_W = 0x3001001F

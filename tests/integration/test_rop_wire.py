@@ -19,7 +19,14 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "unit", "data", "rop"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 
-import capture  # noqa: E402  (tests/unit/data/rop/capture.py)
+import importlib.util  # noqa: E402
+
+# Loaded under a name of its own: tests/unit/data/{codec,rop}/ both have a
+# capture.py, and pytest runs both test files in one interpreter.
+_spec = importlib.util.spec_from_file_location(
+    "rop_capture", os.path.join(ROOT, "tests", "unit", "data", "rop", "capture.py"))
+capture = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(capture)
 
 ROPDUMP = os.path.join(ROOT, "build", "ropdump")
 
