@@ -91,7 +91,7 @@ fuzz-replay: $(addprefix $(B)/fuzz/,$(FUZZ))
 	  $(B)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$n 2>&1 | tail -1 | sed "s/^/$$t: /"; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
-test: check-gen unit fuzz-replay integration
+test: check-format check-gen check-gen-rops unit fuzz-replay integration
 
 run: deps $(B)/mapiproxy
 	@scripts/run-demo.sh
@@ -99,10 +99,11 @@ run: deps $(B)/mapiproxy
 clean:
 	rm -rf $(B)
 
+FMT_FILES = $$(git ls-files 'src/*.[ch]' 'include/*.h' 'tests/*.[ch]' 'bench/*.[ch]' 'tools/*.c' 'modules/*.c')
 format:
-	clang-format -i $$(find src include tests bench tools -name '*.[ch]')
+	clang-format -i $(FMT_FILES)
 check-format:
-	clang-format --dry-run -Werror $$(find src include tests bench tools -name '*.[ch]')
+	@clang-format --dry-run -Werror $(FMT_FILES) && echo "check-format: clean"
 
 # --- LZ77 codec (src/xca/lz77.c): benchmark and fuzzer --------------------
 # make bench-lz77            -O2 build (no sanitizers) over shared/testdata/xca-plain

@@ -41,10 +41,10 @@ extern "C" {
 #define MP_MODULE_ABI_VERSION 1u
 
 enum mp_status {
-    MP_CONTINUE = 0,    /* go on with the next module / stage */
-    MP_STOP = 1,        /* dispatch: the module answered; nothing is relayed (OpenChange's norelay) */
-    MP_ERROR = 2,       /* a fault goes back to the client (status: mp_call_fault) */
-    MP_PENDING = 3,     /* the module waits on something; it calls mp_call_resume() later */
+    MP_CONTINUE = 0, /* go on with the next module / stage */
+    MP_STOP = 1,     /* dispatch: the module answered; nothing is relayed (OpenChange's norelay) */
+    MP_ERROR = 2,    /* a fault goes back to the client (status: mp_call_fault) */
+    MP_PENDING = 3,  /* the module waits on something; it calls mp_call_resume() later */
     MP_RELAY_AGAIN = 4, /* push/ndr_push: send the (possibly changed) request upstream again */
 };
 
@@ -102,7 +102,7 @@ void mp_module_log(const struct mp_module_ctx *mc, int level, const char *fmt, .
     __attribute__((format(printf, 3, 4)));
 
 /* ---- calls ---- */
-const char *mp_call_iface(const struct mp_call *call);  /* "exchange_nsp", or the UUID text */
+const char *mp_call_iface(const struct mp_call *call); /* "exchange_nsp", or the UUID text */
 uint16_t mp_call_opnum(const struct mp_call *call);
 const char *mp_call_op_name(const struct mp_call *call); /* "NspiGetProps", or NULL */
 const char *mp_call_peer(const struct mp_call *call);    /* "ADDR:PORT" of the client */

@@ -27,8 +27,10 @@ static int check_perms(const char *path, FILE *fp, char *why, size_t why_len)
 
 static int hexval(int c)
 {
-    return isdigit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+    return isdigit(c)               ? c - '0'
+           : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+           : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                    : -1;
 }
 
 int mp_credstore_load(struct mp_credstore *cs, const char *path, char *why, size_t why_len)
@@ -62,8 +64,8 @@ int mp_credstore_load(struct mp_credstore *cs, const char *path, char *why, size
             }
         const char *user = f[0], *domain = nf == 3 ? f[1] : "", *hash = f[nf - 1];
         uint8_t h[16];
-        bool ok = nf >= 2 && *user && strlen(hash) == 32 && strlen(user) < 128 &&
-                  strlen(domain) < 128;
+        bool ok =
+            nf >= 2 && *user && strlen(hash) == 32 && strlen(user) < 128 && strlen(domain) < 128;
         for (int i = 0; ok && i < 16; i++) {
             int hi = hexval(hash[2 * i]), lo = hexval(hash[2 * i + 1]);
             ok = hi >= 0 && lo >= 0;

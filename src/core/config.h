@@ -93,12 +93,12 @@ struct mp_config {
     uint32_t send_timeout_s;     /* mapiproxy:send timeout (60): a peer not reading is closed */
     uint32_t max_fragments;      /* mapiproxy:max fragments (4096) per call */
     char credentials_file[512];  /* mapiproxy:credentials file: client users' NT hashes */
-    char password_file[512];     /* mapiproxy:password file: dcerpc_mapiproxy:password, from a file */
-    char allowed_users[1024];    /* mapiproxy:allowed users: empty = every user in the file */
+    char password_file[512];  /* mapiproxy:password file: dcerpc_mapiproxy:password, from a file */
+    char allowed_users[1024]; /* mapiproxy:allowed users: empty = every user in the file */
     char upstream_auth_level[16]; /* mapiproxy:upstream auth level: connect|integrity|privacy */
-    bool transparent;            /* mapiproxy:transparent (yes): no rewrite modules by default */
-    char module_dir[512];        /* mapiproxy:module dir ("" = DIR-OF-EXECUTABLE/modules) */
-    bool server;                 /* dcerpc_mapiproxy:server (accepted; true) */
+    bool transparent;             /* mapiproxy:transparent (yes): no rewrite modules by default */
+    char module_dir[512];         /* mapiproxy:module dir ("" = DIR-OF-EXECUTABLE/modules) */
+    bool server;                  /* dcerpc_mapiproxy:server (accepted; true) */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */
     struct mp_diag warnings;

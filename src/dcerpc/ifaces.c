@@ -2,23 +2,47 @@
 
 #include <string.h>
 
-static const char *const emsmdb_ops[] = {
-    "EcDoConnect",      "EcDoDisconnect",  "EcDoRpc",       "EcGetMoreRpc",
-    "EcRRegisterPushNotification", "EcRUnregisterPushNotification", "EcDummyRpc",
-    "EcRGetDCName",     "EcRNetGetDCName", "EcDoRpcExt",    "EcDoConnectEx",
-    "EcDoRpcExt2",      "EcUnknown12",     "EcUnknown13",   "EcDoAsyncConnectEx"};
+static const char *const emsmdb_ops[] = {"EcDoConnect",
+                                         "EcDoDisconnect",
+                                         "EcDoRpc",
+                                         "EcGetMoreRpc",
+                                         "EcRRegisterPushNotification",
+                                         "EcRUnregisterPushNotification",
+                                         "EcDummyRpc",
+                                         "EcRGetDCName",
+                                         "EcRNetGetDCName",
+                                         "EcDoRpcExt",
+                                         "EcDoConnectEx",
+                                         "EcDoRpcExt2",
+                                         "EcUnknown12",
+                                         "EcUnknown13",
+                                         "EcDoAsyncConnectEx"};
 static const char *const async_ops[] = {"EcDoAsyncWaitEx"};
-static const char *const nspi_ops[] = {
-    "NspiBind",          "NspiUnbind",          "NspiUpdateStat",    "NspiQueryRows",
-    "NspiSeekEntries",   "NspiGetMatches",      "NspiResortRestriction", "NspiDNToMId",
-    "NspiGetPropList",   "NspiGetProps",        "NspiCompareMIds",   "NspiModProps",
-    "NspiGetSpecialTable", "NspiGetTemplateInfo", "NspiModLinkAtt",  "NspiDeleteEntries",
-    "NspiQueryColumns",  "NspiGetNamesFromIDs", "NspiGetIDsFromNames", "NspiResolveNames",
-    "NspiResolveNamesW"};
+static const char *const nspi_ops[] = {"NspiBind",
+                                       "NspiUnbind",
+                                       "NspiUpdateStat",
+                                       "NspiQueryRows",
+                                       "NspiSeekEntries",
+                                       "NspiGetMatches",
+                                       "NspiResortRestriction",
+                                       "NspiDNToMId",
+                                       "NspiGetPropList",
+                                       "NspiGetProps",
+                                       "NspiCompareMIds",
+                                       "NspiModProps",
+                                       "NspiGetSpecialTable",
+                                       "NspiGetTemplateInfo",
+                                       "NspiModLinkAtt",
+                                       "NspiDeleteEntries",
+                                       "NspiQueryColumns",
+                                       "NspiGetNamesFromIDs",
+                                       "NspiGetIDsFromNames",
+                                       "NspiResolveNames",
+                                       "NspiResolveNamesW"};
 static const char *const rfr_ops[] = {"RfrGetNewDSA", "RfrGetFQDNFromServerDN"};
-static const char *const epm_ops[] = {"ept_insert", "ept_delete", "ept_lookup", "ept_map",
-                                      "ept_lookup_handle_free", "ept_inq_object",
-                                      "ept_mgmt_delete"};
+static const char *const epm_ops[] = {
+    "ept_insert",     "ept_delete",     "ept_lookup", "ept_map", "ept_lookup_handle_free",
+    "ept_inq_object", "ept_mgmt_delete"};
 
 #define OPS(a) a, (uint16_t)(sizeof(a) / sizeof(a[0]))
 static const struct mp_iface_info known[] = {

@@ -3,17 +3,15 @@
 #include <string.h>
 
 /* 8a885d04-1ceb-11c9-9fe8-08002b104860 v2.0 */
-const struct mp_syntax mp_ndr20_syntax = {
-    {0x04, 0x5d, 0x88, 0x8a, 0xeb, 0x1c, 0xc9, 0x11, 0x9f, 0xe8, 0x08, 0x00, 0x2b, 0x10, 0x48,
-     0x60},
-    2,
-    0};
+const struct mp_syntax mp_ndr20_syntax = {{0x04, 0x5d, 0x88, 0x8a, 0xeb, 0x1c, 0xc9, 0x11, 0x9f,
+                                           0xe8, 0x08, 0x00, 0x2b, 0x10, 0x48, 0x60},
+                                          2,
+                                          0};
 /* 71710533-beba-4937-8319-b5dbef9ccc36 v1.0 */
-const struct mp_syntax mp_ndr64_syntax = {
-    {0x33, 0x05, 0x71, 0x71, 0xba, 0xbe, 0x37, 0x49, 0x83, 0x19, 0xb5, 0xdb, 0xef, 0x9c, 0xcc,
-     0x36},
-    1,
-    0};
+const struct mp_syntax mp_ndr64_syntax = {{0x33, 0x05, 0x71, 0x71, 0xba, 0xbe, 0x37, 0x49, 0x83,
+                                           0x19, 0xb5, 0xdb, 0xef, 0x9c, 0xcc, 0x36},
+                                          1,
+                                          0};
 /* 6cb71c2c-9812-4540-XXXX-XXXXXXXXXXXX: the first 8 bytes are fixed. */
 static const uint8_t btfn_prefix[8] = {0x2c, 0x1c, 0xb7, 0x6c, 0x12, 0x98, 0x40, 0x45};
 
@@ -30,10 +28,12 @@ bool mp_syntax_eq(const struct mp_syntax *a, const struct mp_syntax *b)
 const char *mp_ptype_name(unsigned ptype)
 {
     static const char *const names[] = {
-        "request",    "ping",          "response", "fault",        "working",  "nocall",
-        "reject",     "ack",           "cl_cancel", "fack",        "cancel_ack", "bind",
-        "bind_ack",   "bind_nak",      "alter_context", "alter_context_resp", "auth3",
-        "shutdown",   "co_cancel",     "orphaned", "rts"};
+        "request",   "ping",     "response",      "fault",
+        "working",   "nocall",   "reject",        "ack",
+        "cl_cancel", "fack",     "cancel_ack",    "bind",
+        "bind_ack",  "bind_nak", "alter_context", "alter_context_resp",
+        "auth3",     "shutdown", "co_cancel",     "orphaned",
+        "rts"};
     return ptype < sizeof(names) / sizeof(names[0]) ? names[ptype] : "unknown";
 }
 

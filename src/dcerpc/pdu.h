@@ -96,7 +96,7 @@ bool mp_syntax_eq(const struct mp_syntax *a, const struct mp_syntax *b);
 #define MP_MAX_TS 8 /* transfer syntaxes per context we keep */
 struct mp_pctx {
     uint16_t ctx_id;
-    uint8_t n_ts;  /* as sent */
+    uint8_t n_ts; /* as sent */
     struct mp_syntax abstract;
     struct mp_syntax ts[MP_MAX_TS];
 };
@@ -135,8 +135,7 @@ static inline uint16_t mp_get16(const uint8_t *p)
 }
 static inline uint32_t mp_get32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 static inline void mp_put16(uint8_t *p, uint16_t v)
 {

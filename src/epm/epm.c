@@ -5,11 +5,10 @@
 #include "ndr/ndr.h"
 
 /* e1af8308-5d1f-11c9-91a4-08002b14a0fa v3.0 */
-const struct mp_syntax mp_epm_syntax = {
-    {0x08, 0x83, 0xaf, 0xe1, 0x1f, 0x5d, 0xc9, 0x11, 0x91, 0xa4, 0x08, 0x00, 0x2b, 0x14, 0xa0,
-     0xfa},
-    3,
-    0};
+const struct mp_syntax mp_epm_syntax = {{0x08, 0x83, 0xaf, 0xe1, 0x1f, 0x5d, 0xc9, 0x11, 0x91, 0xa4,
+                                         0x08, 0x00, 0x2b, 0x14, 0xa0, 0xfa},
+                                        3,
+                                        0};
 
 #define FLOOR_UUID 0x0d
 #define FLOOR_NCACN 0x0b
@@ -19,7 +18,8 @@ const struct mp_syntax mp_epm_syntax = {
 size_t mp_tower_build(uint8_t *out, size_t cap, const struct mp_syntax *iface, uint16_t port,
                       uint32_t ipv4)
 {
-    /* 2 + floor1 (2+19+2+2) + floor2 (25) + floor3 (2+1+2+2) + floor4 (2+1+2+2) + floor5 (2+1+2+4) */
+    /* 2 + floor1 (2+19+2+2) + floor2 (25) + floor3 (2+1+2+2) + floor4 (2+1+2+2) + floor5 (2+1+2+4)
+     */
     const size_t len = 2 + 25 + 25 + 7 + 7 + 9;
     if (cap < len)
         return 0;
@@ -179,8 +179,8 @@ static bool lookup_match(const struct mp_epm_entry *e, uint32_t inquiry, const u
     }
 }
 
-static uint32_t serve_lookup(const struct mp_epm_registry *reg, uint32_t ip,
-                             struct mp_ndr_pull *n, struct mp_buf *out)
+static uint32_t serve_lookup(const struct mp_epm_registry *reg, uint32_t ip, struct mp_ndr_pull *n,
+                             struct mp_buf *out)
 {
     uint32_t inquiry = mp_ndr_u32(n);
     if (mp_ndr_u32(n))

@@ -33,9 +33,9 @@ struct mp_epm_registry {
 struct mp_tower {
     struct mp_syntax iface;
     struct mp_syntax transfer;
-    uint8_t proto;  /* 0x0b connection-oriented */
-    uint16_t port;  /* host order; 0 when absent */
-    uint32_t ipv4;  /* network order; 0 when absent */
+    uint8_t proto; /* 0x0b connection-oriented */
+    uint16_t port; /* host order; 0 when absent */
+    uint32_t ipv4; /* network order; 0 when absent */
     int floors;
 };
 

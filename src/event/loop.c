@@ -14,7 +14,7 @@ struct mp_loop {
     struct deferred {
         void (*fn)(void *);
         void *arg;
-    } *defer;
+    } * defer;
     size_t n_defer, cap_defer;
 };
 

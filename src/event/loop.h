@@ -13,7 +13,7 @@ typedef void (*mp_io_cb)(struct mp_io *io, uint32_t events);
 typedef void (*mp_timer_cb)(struct mp_timer *t);
 
 #define MP_READ 0x1u
-#define MP_WRITE 0x4u  /* EPOLLOUT */
+#define MP_WRITE 0x4u   /* EPOLLOUT */
 #define MP_ERRHUP 0x18u /* EPOLLERR | EPOLLHUP */
 
 struct mp_io {

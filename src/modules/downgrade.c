@@ -63,8 +63,10 @@ static enum mp_status dg_dispatch(struct mp_module_ctx *mc, struct mp_call *call
 {
     if (mp_call_opnum(call) != OP_ECDOCONNECTEX)
         return MP_CONTINUE;
-    mp_module_log(mc, MP_MLOG_INFO, "%s: EcDoConnectEx refused so the client falls back to "
-                  "EcDoConnect", mp_call_peer(call));
+    mp_module_log(mc, MP_MLOG_INFO,
+                  "%s: EcDoConnectEx refused so the client falls back to "
+                  "EcDoConnect",
+                  mp_call_peer(call));
     mp_call_fault(call, NCA_OP_RNG_ERROR);
     return MP_STOP;
 }

@@ -44,7 +44,7 @@ struct names {
 };
 
 struct rw_conf {
-    char nb[64];        /* proxy NetBIOS name */
+    char nb[64];         /* proxy NetBIOS name */
     char fqdn[NAME_LEN]; /* proxy FQDN */
     struct names global; /* learned by any session: a later session may need them first */
 };
@@ -140,8 +140,7 @@ static void learn_from(struct rw_call *rc, const char *s, size_t len, bool bindi
 /* Token-wise, case-insensitive replacement over 8-bit (wide = false) or
  * UTF-16 code units.  Returns a new buffer from the call's memory, or NULL
  * when nothing matched. */
-static void *replace_units(struct rw_call *rc, const void *src, size_t n, bool wide,
-                           size_t *out_n)
+static void *replace_units(struct rw_call *rc, const void *src, size_t n, bool wide, size_t *out_n)
 {
     const struct names *maps[2];
     const struct rw_conf *c = mp_module_private(rc->mc);
@@ -302,8 +301,7 @@ static void learn_value(struct rw_call *rc, const struct nspi_PropertyValue_r *v
     case PT_MV_STRING8:
         for (uint32_t i = 0; i < v->Value.MVszA.cValues && v->Value.MVszA.lppszA; i++)
             if (v->Value.MVszA.lppszA[i])
-                learn_from(rc, v->Value.MVszA.lppszA[i], strlen(v->Value.MVszA.lppszA[i]),
-                           binding);
+                learn_from(rc, v->Value.MVszA.lppszA[i], strlen(v->Value.MVszA.lppszA[i]), binding);
         break;
     case PT_MV_UNICODE:
         for (uint32_t i = 0; i < v->Value.MVszW.cValues && v->Value.MVszW.lppszW; i++)
@@ -521,9 +519,10 @@ static enum mp_status rw_push(struct mp_module_ctx *mc, struct mp_call *call)
     if (!ns || !out) {
         size_t len;
         mp_call_response_stub(call, &len);
-        mp_module_log(mc, MP_MLOG_WARN, "%s %s answer (%zu bytes) does not decode; relayed "
-                      "without rewriting", mp_call_peer(call),
-                      mp_call_op_name(call) ? mp_call_op_name(call) : "?", len);
+        mp_module_log(mc, MP_MLOG_WARN,
+                      "%s %s answer (%zu bytes) does not decode; relayed "
+                      "without rewriting",
+                      mp_call_peer(call), mp_call_op_name(call) ? mp_call_op_name(call) : "?", len);
         return MP_CONTINUE;
     }
     struct rw_call rc = {.mc = mc, .call = call, .sess = ns, .to_client = true};
@@ -575,9 +574,17 @@ static enum mp_status rw_push(struct mp_module_ctx *mc, struct mp_call *call)
 
 static const struct mp_module_want rw_wants[] = {
     {"exchange_ds_rfr", MP_ALL_OPS},
-    {"exchange_nsp", 3},  {"exchange_nsp", 4},  {"exchange_nsp", 5},  {"exchange_nsp", 7},
-    {"exchange_nsp", 9},  {"exchange_nsp", 11}, {"exchange_nsp", 12}, {"exchange_nsp", 13},
-    {"exchange_nsp", 19}, {"exchange_nsp", 20}, {NULL, 0},
+    {"exchange_nsp", 3},
+    {"exchange_nsp", 4},
+    {"exchange_nsp", 5},
+    {"exchange_nsp", 7},
+    {"exchange_nsp", 9},
+    {"exchange_nsp", 11},
+    {"exchange_nsp", 12},
+    {"exchange_nsp", 13},
+    {"exchange_nsp", 19},
+    {"exchange_nsp", 20},
+    {NULL, 0},
 };
 
 const struct mp_module mp_builtin_rewrite = {

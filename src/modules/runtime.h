@@ -36,7 +36,7 @@ struct mp_modules {
         uint8_t uuid[16];
         uint32_t opnum;
         uint32_t mask;
-    } *wants;
+    } * wants;
     size_t n_wants;
 };
 
@@ -90,8 +90,8 @@ struct mp_call {
     struct mp_arena *arena;
     uint32_t fault;
     enum mp_call_stage stage;
-    int idx;       /* module index of the hook running or pending */
-    int stop_idx;  /* the module that answered (MP_STOP), or -1 */
+    int idx;      /* module index of the hook running or pending */
+    int stop_idx; /* the module that answered (MP_STOP), or -1 */
     unsigned relays;
     bool pending;
     bool fault_set;

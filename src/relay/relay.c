@@ -39,10 +39,10 @@
 #include "epm/epm.h"
 #include "modules/runtime.h"
 
-#define MP_MAX_FRAG 5840    /* largest fragment we negotiate on either leg */
-#define MP_MIN_FRAG 1432    /* smallest allowed by C706 */
-#define MAX_CTX 64          /* presentation contexts per association */
-#define MAX_PENDING 128     /* calls in flight per association */
+#define MP_MAX_FRAG 5840     /* largest fragment we negotiate on either leg */
+#define MP_MIN_FRAG 1432     /* smallest allowed by C706 */
+#define MAX_CTX 64           /* presentation contexts per association */
+#define MAX_PENDING 128      /* calls in flight per association */
 #define MAX_LOCAL_STUB 65536 /* reassembly limit for calls the proxy answers itself */
 #define PORT_CACHE_TTL_MS 60000
 #define READ_CHUNK 65536
@@ -50,14 +50,14 @@
 
 enum role { ROLE_CLIENT, ROLE_UPSTREAM, ROLE_RESOLVER };
 enum astate {
-    A_WAIT_BIND,   /* client connected, no bind yet */
-    A_RESOLVING,   /* asking the upstream's endpoint mapper for the port */
-    A_CONNECTING,  /* connecting to the upstream */
-    A_WAIT_ACK,    /* upstream bind sent, waiting for bind_ack */
-    A_OPEN,        /* relaying */
-    A_LOCAL,       /* no context could be relayed: answering locally */
-    A_AUTH,        /* proxy-terminated auth: bind answered, waiting for AUTH3 */
-    A_DENIED,      /* the client failed authentication: its calls get access denied */
+    A_WAIT_BIND,  /* client connected, no bind yet */
+    A_RESOLVING,  /* asking the upstream's endpoint mapper for the port */
+    A_CONNECTING, /* connecting to the upstream */
+    A_WAIT_ACK,   /* upstream bind sent, waiting for bind_ack */
+    A_OPEN,       /* relaying */
+    A_LOCAL,      /* no context could be relayed: answering locally */
+    A_AUTH,       /* proxy-terminated auth: bind answered, waiting for AUTH3 */
+    A_DENIED,     /* the client failed authentication: its calls get access denied */
 };
 
 /* One leg's security context when the proxy terminates authentication:
@@ -145,16 +145,16 @@ struct assoc {
     struct merge *merges, **merges_tail;
     struct mp_buf pending_bind; /* the upstream bind, while resolving/connecting */
     struct mp_syntax target;
-    struct mp_timer timer;   /* connect and bind timeout */
-    struct mp_timer idle;    /* mapiproxy:idle timeout */
-    struct mp_timer stall;   /* mapiproxy:send timeout */
-    uint64_t last_io_ms;     /* last byte read or written, either side */
+    struct mp_timer timer;                 /* connect and bind timeout */
+    struct mp_timer idle;                  /* mapiproxy:idle timeout */
+    struct mp_timer stall;                 /* mapiproxy:send timeout */
+    uint64_t last_io_ms;                   /* last byte read or written, either side */
     uint64_t c_progress_ms, u_progress_ms; /* last write progress per side */
-    struct mp_buf reasm; /* local answers: the request being reassembled */
+    struct mp_buf reasm;                   /* local answers: the request being reassembled */
     uint32_t reasm_call;
     uint16_t reasm_ctx, reasm_op;
     bool reasm_active;
-    uint32_t local_ip; /* the address the client reached, network order */
+    uint32_t local_ip;           /* the address the client reached, network order */
     struct leg_sec *csec, *usec; /* set when the proxy terminates authentication */
     uint64_t n_done;
     uint64_t t_open;
@@ -179,7 +179,7 @@ struct mp_relay {
     struct assoc *assocs;
     size_t n_assoc;
     uint8_t rbuf[READ_CHUNK]; /* reads land here; only partial PDUs are kept per conn */
-    bool more_input; /* more bytes follow the PDU being handled: batch the writes */
+    bool more_input;          /* more bytes follow the PDU being handled: batch the writes */
     /* specified credentials: clients authenticate to the proxy (NTLM), the
      * proxy to the upstream with dcerpc_mapiproxy:username/password */
     bool terminate;
@@ -200,9 +200,9 @@ static void upstream_failed(struct assoc *a, const char *why);
 static void update_interest(struct assoc *a);
 static void start_upstream(struct assoc *a);
 struct leg_sec;
-static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flags,
-                uint32_t call_id, uint16_t ctx_id, uint16_t opnum, const uint8_t *object,
-                const uint8_t *stub, size_t len, uint32_t hint, size_t max_frag);
+static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flags, uint32_t call_id,
+                uint16_t ctx_id, uint16_t opnum, const uint8_t *object, const uint8_t *stub,
+                size_t len, uint32_t hint, size_t max_frag);
 static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
                                   const struct mp_bind *b);
 static void call_detach(struct call *c);
@@ -298,8 +298,8 @@ static void assoc_close(struct assoc *a, const char *reason)
     struct mp_relay *r = a->r;
     a->dead = true;
     mp_info("conn close %s calls=%llu in_flight=%zu after=%.1fs reason=%s", a->peer,
-            (unsigned long long)a->n_done, a->n_calls,
-            (double)(mp_now_ms() - a->t_open) / 1000.0, reason);
+            (unsigned long long)a->n_done, a->n_calls, (double)(mp_now_ms() - a->t_open) / 1000.0,
+            reason);
     for (size_t i = 0; i < a->n_calls; i++)
         call_detach(&a->calls[i]);
     mp_timer_cancel(r->loop, &a->timer);
@@ -386,8 +386,7 @@ static void update_interest(struct assoc *a)
         return;
     struct mp_relay *r = a->r;
     size_t high = r->cfg->max_buffer;
-    if ((mp_buf_avail(&a->c.out) >= high || mp_buf_avail(&a->u.out) >= high) &&
-        !a->stall.heap_idx)
+    if ((mp_buf_avail(&a->c.out) >= high || mp_buf_avail(&a->u.out) >= high) && !a->stall.heap_idx)
         mp_timer_arm(r->loop, &a->stall, (uint64_t)r->cfg->send_timeout_s * 1000);
     if (a->c.io.fd >= 0) {
         bool rd = !a->c.closing &&
@@ -505,8 +504,8 @@ static void log_call(struct assoc *a, struct call *c, const char *status)
 {
     const struct pctx_entry *e = ctx_find(a, c->ctx_id);
     const char *op = e ? mp_iface_op_name(e->info, c->opnum) : NULL;
-    mp_info("call %s %s %s(%u) in=%u out=%u lat=%.3fms status=%s", a->peer,
-            e ? e->name : "?", op ? op : "op", c->opnum, c->in_bytes, c->out_bytes,
+    mp_info("call %s %s %s(%u) in=%u out=%u lat=%.3fms status=%s", a->peer, e ? e->name : "?",
+            op ? op : "op", c->opnum, c->in_bytes, c->out_bytes,
             (double)(mp_now_us() - c->t0) / 1000.0, status);
 }
 
@@ -563,8 +562,8 @@ static int forward_fragment(struct conn *dst, uint8_t *pdu, const struct mp_pdu_
             fl |= MP_PFC_FIRST;
         if (k == left && (h->flags & MP_PFC_LAST))
             fl |= MP_PFC_LAST;
-        int rc = req ? mp_build_request(out, fl, call_id, ctx_id, mp_get16(pdu + 22), object,
-                                        stub, k, hint)
+        int rc = req ? mp_build_request(out, fl, call_id, ctx_id, mp_get16(pdu + 22), object, stub,
+                                        k, hint)
                      : mp_build_response(out, fl, call_id, ctx_id, stub, k, hint);
         if (rc)
             return -1;
@@ -591,8 +590,7 @@ static int send_response_stub(struct assoc *a, uint32_t call_id, uint16_t ctx_id
 
 static void client_protocol_error(struct assoc *a, uint32_t call_id, const char *what)
 {
-    mp_warn("conn %s: protocol error from client: %s; sending a fault and closing", a->peer,
-            what);
+    mp_warn("conn %s: protocol error from client: %s; sending a fault and closing", a->peer, what);
     mp_build_fault(&a->c.out, call_id, 0, MP_NCA_PROTO_ERROR, true);
     assoc_finish(a, "client protocol error");
 }
@@ -602,16 +600,15 @@ static void upstream_failed(struct assoc *a, const char *why)
 {
     if (a->dead)
         return;
-    mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why,
-            a->n_calls);
+    mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why, a->n_calls);
     if (a->state != A_OPEN && !a->csec) {
         uint32_t id = a->merges ? a->merges->c_call_id : 0;
         mp_build_bind_nak(&a->c.out, id, MP_BNAK_TEMPORARY_CONGESTION);
     } else {
         for (size_t i = 0; i < a->n_calls; i++) {
             log_call(a, &a->calls[i], "upstream-failed");
-            mp_build_fault(&a->c.out, a->calls[i].c_id, a->calls[i].ctx_id,
-                           MP_RPC_S_CALL_FAILED, false);
+            mp_build_fault(&a->c.out, a->calls[i].c_id, a->calls[i].ctx_id, MP_RPC_S_CALL_FAILED,
+                           false);
             call_detach(&a->calls[i]);
         }
         a->n_calls = 0;
@@ -801,9 +798,10 @@ static void stall_cb(struct mp_timer *t)
     bool c_full = mp_buf_avail(&a->c.out) >= cfg->max_buffer;
     bool u_full = mp_buf_avail(&a->u.out) >= cfg->max_buffer;
     if (c_full && now - a->c_progress_ms >= limit) {
-        mp_warn("conn %s: client not reading for %u s with %zu bytes queued; closed (mapiproxy:send "
-                "timeout)",
-                a->peer, cfg->send_timeout_s, mp_buf_avail(&a->c.out));
+        mp_warn(
+            "conn %s: client not reading for %u s with %zu bytes queued; closed (mapiproxy:send "
+            "timeout)",
+            a->peer, cfg->send_timeout_s, mp_buf_avail(&a->c.out));
         assoc_close(a, "client not reading");
     } else if (u_full && now - a->u_progress_ms >= limit) {
         char why[96];
@@ -864,8 +862,8 @@ static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
         return;
     }
     if (b->n_ctx > MAX_CTX || b->n_ctx == 0) {
-        mp_warn("conn %s: bind with %u presentation contexts refused (limit %d)", a->peer,
-                b->n_ctx, MAX_CTX);
+        mp_warn("conn %s: bind with %u presentation contexts refused (limit %d)", a->peer, b->n_ctx,
+                MAX_CTX);
         mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_LOCAL_LIMIT_EXCEEDED);
         assoc_finish(a, "bind refused");
         return;
@@ -1021,8 +1019,8 @@ static void handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pd
     if (a->csec && a->state == A_OPEN) {
         /* terminated: the client is answered here; the upstream learns the
          * new contexts on the proxy's own security context */
-        struct mp_auth reply = {.type = a->csec->type, .level = a->csec->level,
-                                .context_id = a->csec->ctx_id};
+        struct mp_auth reply = {
+            .type = a->csec->type, .level = a->csec->level, .context_id = a->csec->ctx_id};
         answer_bind(a, m, NULL, 0, h->auth_len ? &reply : NULL);
         m->n = 0;
         fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
@@ -1060,7 +1058,6 @@ static void handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pd
     merge_push(a, m);
 }
 
-
 /* ------------------------------------------------------------------ */
 /* proxy-terminated authentication (specified credentials)             */
 
@@ -1089,9 +1086,9 @@ static bool user_allowed(const struct mp_relay *r, const struct mp_ntlm_result *
 /* Appends fragments carrying stub to dst, each protected for the leg when
  * it signs or seals.  in_flags: PFC_FIRST/PFC_LAST of the stub's place in
  * its call. */
-static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flags,
-                uint32_t call_id, uint16_t ctx_id, uint16_t opnum, const uint8_t *object,
-                const uint8_t *stub, size_t len, uint32_t hint, size_t max_frag)
+static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flags, uint32_t call_id,
+                uint16_t ctx_id, uint16_t opnum, const uint8_t *object, const uint8_t *stub,
+                size_t len, uint32_t hint, size_t max_frag)
 {
     bool prot = sec && sec->level >= MP_AUTHN_LEVEL_PKT_INTEGRITY;
     size_t hl = MP_REQ_HDR_LEN + (object ? 16 : 0);
@@ -1109,14 +1106,13 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
         if (mp_buf_reserve(&dst->out, hl + k + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN + 16))
             return -1;
         size_t start = dst->out.len;
-        int rc = req ? mp_build_request(&dst->out, fl, call_id, ctx_id, opnum, object,
-                                        stub + off, k, hint > off ? hint - (uint32_t)off : 0)
+        int rc = req ? mp_build_request(&dst->out, fl, call_id, ctx_id, opnum, object, stub + off,
+                                        k, hint > off ? hint - (uint32_t)off : 0)
                      : mp_build_response(&dst->out, fl, call_id, ctx_id, stub + off, k,
                                          hint > off ? hint - (uint32_t)off : 0);
         if (rc)
             return -1;
-        if (prot && (mp_dcerpc_add_verifier(&dst->out, start, sec->type, sec->level,
-                                            sec->ctx_id) ||
+        if (prot && (mp_dcerpc_add_verifier(&dst->out, start, sec->type, sec->level, sec->ctx_id) ||
                      mp_dcerpc_ntlm_protect(&sec->sess.send, dst->out.data + start,
                                             dst->out.len - start, sec->header_sign)))
             return -1;
@@ -1192,8 +1188,11 @@ static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const str
         mp_build_bind_nak(&a->c.out, h->call_id, 8);
         assoc_finish(a, "bind refused");
     } else {
-        struct mp_auth reply = {.type = cs->type, .level = cs->level, .context_id = cs->ctx_id,
-                                .value = chal.data, .value_len = (uint16_t)chal.len};
+        struct mp_auth reply = {.type = cs->type,
+                                .level = cs->level,
+                                .context_id = cs->ctx_id,
+                                .value = chal.data,
+                                .value_len = (uint16_t)chal.len};
         answer_bind(a, m, NULL, h->flags & MP_PFC_PENDING_CANCEL, &reply);
         a->state = A_AUTH;
         /* the upstream bind, ready for when the client has authenticated */
@@ -1209,12 +1208,15 @@ static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const str
             rc = mp_ntlm_initiator_negotiate(&us->ini, &neg);
         fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
         fwd->assoc_group = a->group->up_id;
-        struct mp_auth up = {.type = us->type, .level = us->level, .context_id = us->ctx_id,
-                             .value = neg.data, .value_len = (uint16_t)neg.len};
+        struct mp_auth up = {.type = us->type,
+                             .level = us->level,
+                             .context_id = us->ctx_id,
+                             .value = neg.data,
+                             .value_len = (uint16_t)neg.len};
         if (rc == 0)
             rc = mp_build_bind(&a->pending_bind, MP_PT_BIND,
-                               MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_PENDING_CANCEL,
-                               a->next_u_call++, fwd, &up);
+                               MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_PENDING_CANCEL, a->next_u_call++,
+                               fwd, &up);
         for (unsigned i = 0; i < fwd->n_ctx; i++)
             if (!mp_syntax_is_btfn(&fwd->ctx[i].ts[0])) {
                 a->target = fwd->ctx[i].abstract;
@@ -1244,21 +1246,21 @@ static void handle_auth3_terminate(struct assoc *a, const uint8_t *pdu, const st
     memset(&res, 0, sizeof(res));
     int rc = mp_ntlm_acceptor_authenticate(&cs->acc, auth.value, auth.value_len, &res);
     snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", res.domain, res.user);
-    const char *why = rc ? mp_ntlm_strerror(rc) : !user_allowed(a->r, &res)
-                                                      ? "not in mapiproxy:allowed users"
-                                                      : NULL;
+    const char *why = rc                          ? mp_ntlm_strerror(rc)
+                      : !user_allowed(a->r, &res) ? "not in mapiproxy:allowed users"
+                                                  : NULL;
     if (!why && mp_ntlm_session_init(&cs->sess, res.flags, res.exported_key, false))
         why = "session keys could not be derived";
     mp_ntlm_cleanse(res.exported_key, sizeof(res.exported_key));
     if (why) {
-        mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed",
-                a->peer, cs->who, why);
+        mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
+                cs->who, why);
         a->state = A_DENIED;
         return;
     }
     cs->sess_init = true;
-    static const char *const lv[] = {"", "none", "connect", "call", "packet", "integrity",
-                                     "privacy"};
+    static const char *const lv[] = {"",       "none",      "connect", "call",
+                                     "packet", "integrity", "privacy"};
     mp_info("conn %s: authenticated %s (NTLM, %s)", a->peer, cs->who, lv[cs->level]);
     start_upstream(a);
 }
@@ -1297,8 +1299,8 @@ static void upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
     us->sess_init = true;
     /* AUTH3: header, 4 bytes of padding, sec_trailer, AUTHENTICATE */
     size_t start = a->u.out.len;
-    uint8_t hdr[MP_HDR_LEN + 4 + MP_SEC_TRAILER_LEN] = {5, 0, MP_PT_AUTH3, MP_PFC_FIRST | MP_PFC_LAST,
-                                                       0x10};
+    uint8_t hdr[MP_HDR_LEN + 4 + MP_SEC_TRAILER_LEN] = {5, 0, MP_PT_AUTH3,
+                                                        MP_PFC_FIRST | MP_PFC_LAST, 0x10};
     mp_put16(hdr + 8, (uint16_t)(sizeof(hdr) + out.len));
     mp_put16(hdr + 10, (uint16_t)out.len);
     mp_put32(hdr + 12, a->next_u_call++);
@@ -1328,8 +1330,8 @@ static int unprotect(struct assoc *a, struct leg_sec *sec, uint8_t *pdu, const s
                      size_t hl, const uint8_t **stub, size_t *len, bool from_client)
 {
     if (sec->level < MP_AUTHN_LEVEL_PKT_INTEGRITY) {
-        size_t end = h->auth_len ? (size_t)h->frag_len - h->auth_len - MP_SEC_TRAILER_LEN
-                                 : h->frag_len;
+        size_t end =
+            h->auth_len ? (size_t)h->frag_len - h->auth_len - MP_SEC_TRAILER_LEN : h->frag_len;
         if (end < hl) {
             assoc_close(a, "truncated PDU");
             return -1;
@@ -1402,8 +1404,7 @@ static void local_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
             mp_build_fault(&a->c.out, h->call_id, a->reasm_ctx, st, true);
             snprintf(status, sizeof(status), "fault:0x%08x", st);
         } else {
-            send_response_stub(a, h->call_id, a->reasm_ctx, mp_buf_head(&out),
-                               mp_buf_avail(&out));
+            send_response_stub(a, h->call_id, a->reasm_ctx, mp_buf_head(&out), mp_buf_avail(&out));
             c.out_bytes = (uint32_t)mp_buf_avail(&out);
         }
         mp_buf_free(&out);
@@ -1452,8 +1453,7 @@ static void host_answer(struct mp_call *m)
         return;
     c->out_bytes = (uint32_t)mp_buf_avail(&m->resp);
     log_call(a, c, m->stop_idx >= 0 ? "ok(module)" : "ok");
-    if (send_response_stub(a, m->c_id, m->ctx_id, mp_buf_head(&m->resp),
-                           mp_buf_avail(&m->resp))) {
+    if (send_response_stub(a, m->c_id, m->ctx_id, mp_buf_head(&m->resp), mp_buf_avail(&m->resp))) {
         assoc_close(a, "out of memory");
         return;
     }
@@ -1628,8 +1628,8 @@ static void relay_cancel(struct assoc *a, const uint8_t *pdu, const struct mp_pd
 {
     struct call *c = call_by_c(a, h->call_id);
     if (!c) {
-        mp_debug("conn %s: %s for call %u not in flight; dropped", a->peer,
-                 mp_ptype_name(h->ptype), h->call_id);
+        mp_debug("conn %s: %s for call %u not in flight; dropped", a->peer, mp_ptype_name(h->ptype),
+                 h->call_id);
         return;
     }
     if (mp_buf_append(&a->u.out, pdu, h->frag_len)) {
@@ -1718,14 +1718,13 @@ static void client_input(struct assoc *a)
             client_protocol_error(a, avail >= 16 ? mp_get32(p + 12) : 0, bad);
             return;
         }
-        size_t limit = a->state == A_WAIT_BIND || h.ptype == MP_PT_ALTER ||
-                               h.ptype == MP_PT_AUTH3
+        size_t limit = a->state == A_WAIT_BIND || h.ptype == MP_PT_ALTER || h.ptype == MP_PT_AUTH3
                            ? 0xffff
                            : a->c_recv;
         if (h.frag_len > limit) {
             char what[96];
-            snprintf(what, sizeof(what), "fragment of %u bytes over the negotiated %zu",
-                     h.frag_len, limit);
+            snprintf(what, sizeof(what), "fragment of %u bytes over the negotiated %zu", h.frag_len,
+                     limit);
             client_protocol_error(a, h.call_id, what);
             return;
         }
@@ -1850,8 +1849,8 @@ static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pd
             if (h->ptype == MP_PT_FAULT)
                 snprintf(status, sizeof(status), "fault:0x%08x", mp_get32(pdu + 24));
             if (!c->req_done)
-                mp_debug("conn %s: upstream answered call %u before its last fragment",
-                         a->peer, c->c_id);
+                mp_debug("conn %s: upstream answered call %u before its last fragment", a->peer,
+                         c->c_id);
             log_call(a, c, status);
             a->n_done++;
             call_remove(a, c);
@@ -1928,11 +1927,11 @@ static void resolver_start(struct assoc *a)
     b->ctx[0].abstract = mp_epm_syntax;
     b->ctx[0].ts[0] = mp_ndr20_syntax;
     struct mp_buf stub = {0};
-    int rc = mp_build_bind(&a->res.out, MP_PT_BIND, MP_PFC_FIRST | MP_PFC_LAST, 1, b, NULL) ||
-             mp_epm_map_request(&stub, &a->target) ||
-             mp_build_request(&a->res.out, MP_PFC_FIRST | MP_PFC_LAST, 2, 0, MP_EPM_OP_MAP, NULL,
-                              mp_buf_head(&stub), mp_buf_avail(&stub),
-                              (uint32_t)mp_buf_avail(&stub));
+    int rc =
+        mp_build_bind(&a->res.out, MP_PT_BIND, MP_PFC_FIRST | MP_PFC_LAST, 1, b, NULL) ||
+        mp_epm_map_request(&stub, &a->target) ||
+        mp_build_request(&a->res.out, MP_PFC_FIRST | MP_PFC_LAST, 2, 0, MP_EPM_OP_MAP, NULL,
+                         mp_buf_head(&stub), mp_buf_avail(&stub), (uint32_t)mp_buf_avail(&stub));
     mp_buf_free(&stub);
     if (rc)
         upstream_failed(a, "endpoint mapper request could not be built");
@@ -1969,8 +1968,8 @@ static void resolver_input(struct assoc *a)
             if (h.flags & MP_PFC_LAST) {
                 uint16_t port = 0;
                 uint32_t status = 0;
-                int rc = mp_epm_map_response(mp_buf_head(&a->reasm), mp_buf_avail(&a->reasm),
-                                             &port, &status);
+                int rc = mp_epm_map_response(mp_buf_head(&a->reasm), mp_buf_avail(&a->reasm), &port,
+                                             &status);
                 mp_buf_free(&a->reasm);
                 conn_release(a->r, c);
                 char uuid[37];
@@ -1992,8 +1991,7 @@ static void resolver_input(struct assoc *a)
             }
         } else {
             char why[96];
-            snprintf(why, sizeof(why), "endpoint mapper answered with %s",
-                     mp_ptype_name(h.ptype));
+            snprintf(why, sizeof(why), "endpoint mapper answered with %s", mp_ptype_name(h.ptype));
             upstream_failed(a, why);
             return;
         }
@@ -2185,8 +2183,7 @@ static void accept_cb(struct mp_io *io, uint32_t ev)
 /* ------------------------------------------------------------------ */
 /* setup                                                               */
 
-static int listen_on(struct mp_relay *r, const char *host, uint16_t port, bool epm,
-                     uint16_t *bound)
+static int listen_on(struct mp_relay *r, const char *host, uint16_t port, bool epm, uint16_t *bound)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai;

@@ -50,8 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (h.frag_len >= MP_RESP_HDR_LEN) {
                 uint16_t port;
                 uint32_t status;
-                (void)mp_epm_map_response(p + MP_RESP_HDR_LEN, h.frag_len - MP_RESP_HDR_LEN,
-                                          &port, &status);
+                (void)mp_epm_map_response(p + MP_RESP_HDR_LEN, h.frag_len - MP_RESP_HDR_LEN, &port,
+                                          &status);
                 struct mp_tower t;
                 (void)mp_tower_parse(p + MP_RESP_HDR_LEN, h.frag_len - MP_RESP_HDR_LEN, &t);
             }

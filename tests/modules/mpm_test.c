@@ -165,7 +165,8 @@ static const struct mp_module_want wants[] = {
 
 const struct mp_module mp_module_descriptor = {
 #ifdef BAD_ABI
-    MP_MODULE_ABI_VERSION + 1000, (uint32_t)sizeof(struct mp_module),
+    MP_MODULE_ABI_VERSION + 1000,
+    (uint32_t)sizeof(struct mp_module),
 #else
     MP_MODULE_HEADER,
 #endif

@@ -41,8 +41,8 @@ int main(void)
         mp_buf_consume(&q, first_len - consumed);
         /* more PDUs: appends may compact the buffer under the builders */
         for (int k = 0; k < 4; k++)
-            CHECK_EQ(mp_build_response(&q, 3, 3 + (uint32_t)k, 0, stub, sizeof(stub),
-                                       sizeof(stub)), 0);
+            CHECK_EQ(mp_build_response(&q, 3, 3 + (uint32_t)k, 0, stub, sizeof(stub), sizeof(stub)),
+                     0);
         check_queue(&q, 5, sizeof(stub));
         struct mp_auth a = {.type = 10, .level = 6, .value = stub, .value_len = 16};
         struct mp_bind_ack ack = {.max_xmit = 4280, .max_recv = 4280, .n_results = 1};

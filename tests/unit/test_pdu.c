@@ -69,8 +69,8 @@ static void test_bind_ack_round_trip(void)
     ack.res[1].result = MP_CTX_PROVIDER_REJECTION;
     ack.res[1].reason = MP_CTX_REASON_TRANSFER_NOT_SUPPORTED;
     uint8_t token[5] = {1, 2, 3, 4, 5};
-    struct mp_auth auth = {.type = 10, .level = 6, .context_id = 79231, .value = token,
-                           .value_len = 5};
+    struct mp_auth auth = {
+        .type = 10, .level = 6, .context_id = 79231, .value = token, .value_len = 5};
     struct mp_buf out = {0};
     CHECK_EQ(mp_build_bind_ack(&out, MP_PT_BIND_ACK, 3, 9, &ack, &auth), 0);
     struct mp_pdu_hdr h;

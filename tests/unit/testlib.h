@@ -13,7 +13,7 @@ static int t_pass, t_fail;
             t_pass++;                                                                              \
         } else {                                                                                   \
             t_fail++;                                                                              \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
         }                                                                                          \
     } while (0)
 #define CHECK_EQ(a, b) CHECK((a) == (b))

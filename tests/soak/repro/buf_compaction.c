@@ -32,7 +32,8 @@ static int one(size_t queued, size_t consumed, size_t stub_len)
     int bad = 0;
     if (rc) {
         printf("queued %zu consumed %zu cap %zu stub %zu: mp_build_response failed (rc %d) "
-               "although memory is plentiful\n", queued, consumed, cap, stub_len, rc);
+               "although memory is plentiful\n",
+               queued, consumed, cap, stub_len, rc);
         bad = 1;
     } else {
         /* the new PDU is the last 24 + stub_len bytes */
@@ -40,8 +41,8 @@ static int one(size_t queued, size_t consumed, size_t stub_len)
         unsigned fl = p[8] | p[9] << 8;
         if (fl != 24 + stub_len || p[24] != 0xAB || p[b.len - (size_t)(p - b.data) - 1] != 0xAB) {
             printf("queued %zu consumed %zu cap %zu stub %zu: frag_len in header %u, expected %zu "
-                   "(before %zu, now off %zu len %zu)\n", queued, consumed, cap, stub_len, fl,
-                   24 + stub_len, before, b.off, b.len);
+                   "(before %zu, now off %zu len %zu)\n",
+                   queued, consumed, cap, stub_len, fl, 24 + stub_len, before, b.off, b.len);
             bad = 1;
         }
     }
@@ -54,10 +55,11 @@ static int one(size_t queued, size_t consumed, size_t stub_len)
 int main(void)
 {
     int bad = 0;
-    /* cap 4096 after 4076 bytes queued: the 16-byte header fits, the next 8 bytes do not -> compaction */
-    bad += one(4076, 4000, 100);  /* off 4000 > 24+100: length wraps, rc -1 */
-    bad += one(4076, 50, 100);    /* off 50 < 124: frag_len written 50 bytes too far */
-    bad += one(1000, 0, 100);     /* control: no offset, no problem */
+    /* cap 4096 after 4076 bytes queued: the 16-byte header fits, the next 8 bytes do not ->
+     * compaction */
+    bad += one(4076, 4000, 100); /* off 4000 > 24+100: length wraps, rc -1 */
+    bad += one(4076, 50, 100);   /* off 50 < 124: frag_len written 50 bytes too far */
+    bad += one(1000, 0, 100);    /* control: no offset, no problem */
     printf("%s\n", bad ? "BUG reproduced" : "no problem found");
     return bad ? 1 : 0;
 }
