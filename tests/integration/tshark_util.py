@@ -398,11 +398,11 @@ SHORT_SEALED_STUB = 16
 
 
 def _short_sealed_stub(layers):
-    """True if every DCE/RPC PDU in the frame is a sealed request/response
-    with a stub shorter than SHORT_SEALED_STUB."""
+    """True if the frame holds a sealed request/response, and every one it
+    holds has a stub shorter than SHORT_SEALED_STUB (other PDU types in the
+    same segment, such as an AUTH3, are passed over)."""
     rpcs = [r for r in _as_list(layers.get("dcerpc")) if isinstance(r, dict)]
-    if not rpcs:
-        return False
+    seen = False
     for rpc in rpcs:
         f = _flatten(rpc, {})
         try:
@@ -412,12 +412,15 @@ def _short_sealed_stub(layers):
             auth_len = int(f["dcerpc.cn_auth_len"][0])
         except (KeyError, IndexError, ValueError):
             return False
-        if ptype not in (0, 2) or level != 6:
+        if ptype not in (0, 2):
+            continue  # e.g. an AUTH3 sent in the same TCP segment: not the cause
+        if level != 6:
             return False
-        stub = frag - (24 if ptype in (0, 2) else 16) - 8 - auth_len
+        stub = frag - 24 - 8 - auth_len
         if stub >= SHORT_SEALED_STUB:
             return False
-    return True
+        seen = True
+    return seen
 
 
 def malformed_or_unknown(pcap, decode_as_ports=(), nt_password=None,
