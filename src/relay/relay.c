@@ -780,6 +780,14 @@ static void port_store(struct mp_relay *r, const struct mp_syntax *s, uint16_t p
     r->cache[i].expires = mp_now_ms() + PORT_CACHE_TTL_MS;
 }
 
+/* Drops a cached port (a connect to it failed). */
+static void port_forget(struct mp_relay *r, const struct mp_syntax *s)
+{
+    for (size_t i = 0; i < r->n_cache; i++)
+        if (mp_syntax_eq(&r->cache[i].iface, s))
+            r->cache[i].expires = 0;
+}
+
 static void timeout_cb(struct mp_timer *t)
 {
     struct assoc *a = t->data;
@@ -2090,6 +2098,8 @@ static void conn_cb(struct mp_io *io, uint32_t ev)
             char why[128];
             snprintf(why, sizeof(why), "%sconnect failed: %s",
                      c->role == ROLE_RESOLVER ? "endpoint mapper " : "", strerror(err));
+            if (c->role == ROLE_UPSTREAM)
+                port_forget(a->r, &a->target); /* the server may have moved: ask again */
             upstream_failed(a, why);
             return;
         }

@@ -37,9 +37,9 @@ def wait_port(host, port, timeout=10.0):
 class Lab:
     """The Python lab upstream (tests/lab), started as a subprocess."""
 
-    def __init__(self, tmp_path, host="127.0.0.1", extra=()):
+    def __init__(self, tmp_path, host="127.0.0.1", extra=(), epm_port=None):
         self.host = host
-        self.epm_port = free_port()
+        self.epm_port = epm_port or free_port()
         self.log_path = os.path.join(str(tmp_path), f"lab-{self.epm_port}.log")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(

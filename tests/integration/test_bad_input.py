@@ -227,3 +227,26 @@ def test_upstream_unreachable(make_proxy):
     assert pdus and pdus[0][0] == 13
     wait_log(proxy, "connect failed")
     assert proxy.alive()
+
+
+def test_upstream_moves_to_new_ports(make_proxy, tmp_path):
+    """The upstream restarts with new service ports behind the same endpoint
+    mapper: the cached port fails once, is forgotten, and the next bind goes
+    to the new port (no wait for the cache to expire)."""
+    from conftest import Lab
+    from test_relay import rfr_scenario
+    lab1 = Lab(tmp_path)
+    proxy = make_proxy(upstream_epm_port=lab1.epm_port)
+    assert rfr_scenario(proxy.host, proxy.rpc_port)[0]
+    epm_port = lab1.epm_port
+    lab1.stop()
+    lab2 = Lab(tmp_path, epm_port=epm_port)
+    try:
+        assert lab2.ports["rfr"] != lab1.ports["rfr"]
+        try:
+            rfr_scenario(proxy.host, proxy.rpc_port)  # may hit the old port once
+        except Exception:  # noqa: BLE001 - the stale port's bind_nak
+            pass
+        assert rfr_scenario(proxy.host, proxy.rpc_port)[0]
+    finally:
+        lab2.stop()
