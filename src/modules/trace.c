@@ -12,11 +12,15 @@
 #include <string.h>
 #include <time.h>
 
+#include "codec/gen/emsmdb.h"
+#include "core/arena.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/json.h"
 #include "dcerpc/ifaces.h"
 #include "mapiproxy/module.h"
+#include "rop/rop.h"
+#include "rop/rpcext.h"
 
 struct trace_conf {
     FILE *fp;
@@ -93,6 +97,8 @@ static void trace_fini(struct mp_module_ctx *mc)
     free(c);
 }
 
+static void trace_rops(struct mp_json *j, struct mp_call *call, bool response);
+
 static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool response)
 {
     const struct trace_conf *c = mp_module_private(mc);
@@ -130,6 +136,7 @@ static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool resp
     if (dec) {
         mp_json_key(&j, response ? "out" : "in");
         mp_json_raw(&j, dec);
+        trace_rops(&j, call, response);
     } else {
         mp_json_key(&j, "raw");
         mp_json_hex(&j, stub, len);
@@ -145,6 +152,60 @@ static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool resp
         }
     }
     mp_buf_free(&b);
+}
+
+/* EcDoRpcExt2's ROP buffers: RPC_HEADER_EXT payloads, un-XORed and
+ * decompressed, each decoded as a ROP buffer (without the session's context
+ * a table's rows stay opaque bytes). */
+static void trace_rops(struct mp_json *j, struct mp_call *call, bool response)
+{
+    if (strcmp(mp_call_iface(call), "exchange_emsmdb") || mp_call_opnum(call) != 11)
+        return;
+    const uint8_t *rgb = NULL;
+    size_t len = 0;
+    if (response) {
+        const struct emsmdb_EcDoRpcExt2_out *o = mp_call_response(call);
+        if (o && o->rgbOut) {
+            rgb = o->rgbOut;
+            len = o->pcbOut;
+        }
+    } else {
+        const struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(call);
+        if (in && in->rgbIn) {
+            rgb = in->rgbIn;
+            len = in->cbIn;
+        }
+    }
+    if (!rgb || !len)
+        return;
+    struct mp_rpcext x;
+    mp_json_key(j, "rops");
+    if (mp_rpcext_parse(&x, rgb, len)) {
+        mp_json_str(j, "undecodable RPC_HEADER_EXT chain");
+        return;
+    }
+    struct mp_arena arena;
+    mp_arena_init(&arena);
+    mp_json_arr_begin(j);
+    for (size_t i = 0; i < x.n; i++) {
+        size_t n;
+        const uint8_t *p = mp_rpcext_content(&x, i, &n);
+        struct mp_rop_buf b;
+        int rc = p ? mp_rop_decode(&b, p, n, response, NULL, &arena) : -1;
+        if (rc == MP_ROP_OK) {
+            mp_rop_print(j, &b);
+        } else {
+            mp_json_obj_begin(j);
+            mp_json_key(j, "undecodable");
+            mp_json_str(j, rc == MP_ROP_UNDECODABLE && b.why ? b.why : "error");
+            mp_json_key(j, "offset");
+            mp_json_u64(j, rc == MP_ROP_UNDECODABLE ? b.bad_off : 0);
+            mp_json_obj_end(j);
+        }
+    }
+    mp_json_arr_end(j);
+    mp_arena_free(&arena);
+    mp_rpcext_free(&x);
 }
 
 static enum mp_status trace_pull(struct mp_module_ctx *mc, struct mp_call *call)

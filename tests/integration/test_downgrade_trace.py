@@ -72,3 +72,24 @@ def test_trace_writes_json_lines(make_proxy, lab, tmp_path):
     assert all(n.rstrip("\0") in text for n in names if n)
     assert lines[3]["out"]["ppszServer"] == dsa["ppszServer"].rstrip("\0")
     assert lines[2]["in"]["pUserDN"] == ALICE
+
+
+def test_trace_shows_rops(make_proxy, lab, tmp_path):
+    """EcDoRpcExt2's ROP buffers, compressed and XOR-ed by the lab's client,
+    appear decoded and named in the trace."""
+    from test_lab import online_session
+    out = tmp_path / "trace.jsonl"
+    p = make_proxy(upstream_epm_port=lab.epm_port,
+                   extra={"dcerpc_mapiproxy:modules": "trace", "trace:file": str(out),
+                          "trace:interfaces": "exchange_emsmdb",
+                          "trace:operations": "EcDoRpcExt2"})
+    online_session({"emsmdb": p.rpc_port}, compress=True, xor=True)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert lines and all(x["op"] == "EcDoRpcExt2" for x in lines)
+    names = json.dumps([x.get("rops") for x in lines])
+    for rop in ("RopLogon", "RopOpenFolder", "RopGetHierarchyTable", "RopCreateMessage",
+                "RopWriteStream", "RopSubmitMessage", "RopReadStream"):
+        assert rop in names, rop
+    # the session's deliberate unknown ROP 0x99 (request and response) is the
+    # only buffer left undecoded (and relayed untouched)
+    assert names.count('"undecodable"') == 2 and names.count("unknown RopId") == 2, names
