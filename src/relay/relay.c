@@ -539,7 +539,6 @@ static int forward_fragment(struct conn *dst, uint8_t *pdu, const struct mp_pdu_
         mp_put32(pdu + 12, call_id); /* in place: the input is consumed after this */
         return conn_send(dst, pdu, h->frag_len);
     }
-    struct mp_buf *out = &dst->out;
     bool req = h->ptype == MP_PT_REQUEST;
     size_t hl = req ? MP_REQ_HDR_LEN : MP_RESP_HDR_LEN;
     const uint8_t *object = NULL;
@@ -549,32 +548,10 @@ static int forward_fragment(struct conn *dst, uint8_t *pdu, const struct mp_pdu_
     }
     if (h->frag_len < hl)
         return -1;
-    const uint8_t *stub = pdu + hl;
-    size_t left = h->frag_len - hl;
-    size_t chunk = (max_frag - hl) & ~(size_t)7;
-    uint32_t hint = mp_get32(pdu + 16);
-    uint16_t ctx_id = mp_get16(pdu + 20);
-    bool first = true;
-    while (left) {
-        size_t k = left > chunk ? chunk : left;
-        uint8_t fl = h->flags & ~(MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_OBJECT_UUID);
-        if (first && (h->flags & MP_PFC_FIRST))
-            fl |= MP_PFC_FIRST;
-        if (k == left && (h->flags & MP_PFC_LAST))
-            fl |= MP_PFC_LAST;
-        int rc = req ? mp_build_request(out, fl, call_id, ctx_id, mp_get16(pdu + 22), object, stub,
-                                        k, hint)
-                     : mp_build_response(out, fl, call_id, ctx_id, stub, k, hint);
-        if (rc)
-            return -1;
-        if (!req)
-            out->data[out->len - k - 2] = pdu[22]; /* cancel count */
-        hint = hint > k ? hint - (uint32_t)k : 0;
-        stub += k;
-        left -= k;
-        first = false;
-    }
-    return 0;
+    /* for a response, emit's opnum argument carries the cancel count */
+    return emit(dst, NULL, req, h->flags, call_id, mp_get16(pdu + 20),
+                req ? mp_get16(pdu + 22) : pdu[22], object, pdu + hl, h->frag_len - hl,
+                mp_get32(pdu + 16), max_frag);
 }
 
 /* Splits a whole response stub into fragments for the client. */
@@ -860,6 +837,29 @@ static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
     return 0;
 }
 
+/* Puts the association in the group its bind names (0: a new one).
+ * Returns 0, or -1 after refusing the bind (unknown group) or closing. */
+static int join_group(struct assoc *a, uint32_t id, uint32_t call_id)
+{
+    if (!id) {
+        a->group = group_new(a->r);
+        if (!a->group) {
+            assoc_close(a, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    a->group = group_find(a->r, id);
+    if (!a->group) {
+        mp_warn("conn %s: bind names unknown association group 0x%08x; refused", a->peer, id);
+        mp_build_bind_nak(&a->c.out, call_id, MP_BNAK_NOT_SPECIFIED);
+        assoc_finish(a, "bind refused");
+        return -1;
+    }
+    mp_session_ref(a->group);
+    return 0;
+}
+
 /* The client's bind: decide, then resolve/connect/bind upstream. */
 static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
 {
@@ -902,20 +902,9 @@ static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
         }
         a->passthrough = true;
     }
-    /* association group */
-    if (b->assoc_group) {
-        a->group = group_find(r, b->assoc_group);
-        if (!a->group) {
-            mp_warn("conn %s: bind names unknown association group 0x%08x; refused", a->peer,
-                    b->assoc_group);
-            free(m);
-            mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
-            assoc_finish(a, "bind refused");
-            return;
-        }
-        mp_session_ref(a->group);
-    } else {
-        a->group = group_new(r);
+    if (join_group(a, b->assoc_group, h->call_id)) {
+        free(m);
+        return;
     }
     struct mp_bind *fwd = calloc(1, sizeof(*fwd));
     if (!fwd || !a->group) {
@@ -1092,8 +1081,9 @@ static bool user_allowed(const struct mp_relay *r, const struct mp_ntlm_result *
 }
 
 /* Appends fragments carrying stub to dst, each protected for the leg when
- * it signs or seals.  in_flags: PFC_FIRST/PFC_LAST of the stub's place in
- * its call. */
+ * it signs or seals (sec may be NULL).  in_flags: the source's PFC flags;
+ * PFC_FIRST/PFC_LAST go on the first/last piece only.  For a response,
+ * opnum is the cancel count. */
 static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flags, uint32_t call_id,
                 uint16_t ctx_id, uint16_t opnum, const uint8_t *object, const uint8_t *stub,
                 size_t len, uint32_t hint, size_t max_frag)
@@ -1104,7 +1094,7 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
     size_t chunk = room & ~(size_t)15, off = 0;
     do {
         size_t k = len - off > chunk ? chunk : len - off;
-        uint8_t fl = 0;
+        uint8_t fl = in_flags & ~(MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_OBJECT_UUID);
         if (off == 0)
             fl |= in_flags & MP_PFC_FIRST;
         if (off + k == len)
@@ -1120,6 +1110,8 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
                                          hint > off ? hint - (uint32_t)off : 0);
         if (rc)
             return -1;
+        if (!req)
+            dst->out.data[start + 22] = (uint8_t)opnum; /* cancel count */
         if (prot && (mp_dcerpc_add_verifier(&dst->out, start, sec->type, sec->level, sec->ctx_id) ||
                      mp_dcerpc_ntlm_protect(&sec->sess.send, dst->out.data + start,
                                             dst->out.len - start, sec->header_sign)))
@@ -1152,29 +1144,17 @@ static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const str
         assoc_finish(a, "bind refused");
         return;
     }
-    if (b->assoc_group) {
-        a->group = group_find(r, b->assoc_group);
-        if (a->group)
-            mp_session_ref(a->group);
-    } else {
-        a->group = group_new(r);
-    }
+    if (join_group(a, b->assoc_group, h->call_id))
+        return;
     struct leg_sec *cs = calloc(1, sizeof(*cs)), *us = calloc(1, sizeof(*us));
     struct merge *m = calloc(1, sizeof(*m));
     struct mp_bind *fwd = calloc(1, sizeof(*fwd));
-    if (!cs || !us || !m || !fwd || !a->group) {
+    if (!cs || !us || !m || !fwd) {
         free(cs);
         free(us);
         free(m);
         free(fwd);
-        if (b->assoc_group && !a->group) {
-            mp_warn("conn %s: bind names unknown association group 0x%08x; refused", a->peer,
-                    b->assoc_group);
-            mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
-            assoc_finish(a, "bind refused");
-        } else {
-            assoc_close(a, "out of memory");
-        }
+        assoc_close(a, "out of memory");
         return;
     }
     a->csec = cs;

@@ -74,7 +74,6 @@ def test_client_levels_reach_samba_as_the_configured_account(samba, proxy, level
     log = proxy.log()
     assert re.search(r"authenticated LAB\\alice \(NTLM, (privacy|integrity|connect)\)", log), log
     assert "epmapper ept_map(3)" in log
-    assert samba.user in samba.log_text() or True  # Samba logs at its own level
 
 
 def test_samr_calls_at_privacy(samba, proxy):
