@@ -45,13 +45,16 @@ $(B)/unit/%: tests/unit/%.c tests/unit/testlib.h $(B)/libmp-asan.a
 
 # --- modules: shared objects in build/modules (the default module dir) ----
 MODFLAGS := $(CSTD) $(WARN) -O2 -g -fPIC -shared -Iinclude
-TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi
+TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest
 $(B)/modules/mpm_sample.so: modules/sample/mpm_sample.c include/mapiproxy/module.h
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) $< -o $@
 $(B)/modules/mpm_test_badabi.so: tests/modules/mpm_test.c include/mapiproxy/module.h
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_badabi -DBAD_ABI $< -o $@
+$(B)/modules/mpm_roptest.so: tests/modules/mpm_roptest.c include/mapiproxy/module.h include/mapiproxy/rops.h src/rop/gen/rop_gen.h
+	@mkdir -p $(dir $@)
+	$(CC) $(MODFLAGS) -Isrc $< -o $@
 $(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c include/mapiproxy/module.h
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_$* $< -o $@

@@ -867,6 +867,18 @@ class Gen(object):
             c.append('    .id = 0x%02X,' % r.id)
             c.append('    .name = "Rop%s",' % r.name)
             c.append('    .flags = %s,' % (' | '.join(fl) if fl else '0'))
+            # where the handle indexes are in the request struct (-1: none),
+            # and which request field the response's index field echoes
+            rq = self.cname(r.req) if r.req is not None else None
+            for k, f in (('in_hidx', 'InputHandleIndex'), ('out_hidx', 'OutputHandleIndex')):
+                if rq and f in r.req.members:
+                    c.append('    .%s = (int16_t)offsetof(struct %s, %s),' % (k, rq, f))
+                else:
+                    c.append('    .%s = -1,' % k)
+            if rq and r.rsp is not None and r.rsp.handle and r.rsp.handle in r.req.members:
+                c.append('    .rsp_hidx = (int16_t)offsetof(struct %s, %s),' % (rq, r.rsp.handle))
+            else:
+                c.append('    .rsp_hidx = -1,')
             for u, k in ((r.req, 'req'), (r.rsp, 'rsp')):
                 if u is None:
                     continue

@@ -38,7 +38,7 @@
 extern "C" {
 #endif
 
-#define MP_MODULE_ABI_VERSION 1u
+#define MP_MODULE_ABI_VERSION 2u
 
 enum mp_status {
     MP_CONTINUE = 0, /* go on with the next module / stage */
@@ -83,6 +83,14 @@ struct mp_module {
     /* The session ends; `data` is what the module set with
      * mp_session_set_data (its destructor runs right after). */
     void (*unbind)(struct mp_module_ctx *mc, struct mp_session *s, void *data);
+
+    /* ROP hooks (ABI 2): the ROPs of EcDoRpcExt2 and EcDoRpc (and of MAPI
+     * over HTTP's Execute), decoded.  rop_request runs after pull and before
+     * dispatch (modules 1..n); rop_response after ndr_push and before push
+     * (n..1).  A module with either hook sees every ROP call of every
+     * session: no `wants` entry is needed.  See "ROPs" below. */
+    enum mp_status (*rop_request)(struct mp_module_ctx *mc, struct mp_call *call);
+    enum mp_status (*rop_response)(struct mp_module_ctx *mc, struct mp_call *call);
 };
 
 #define MP_MODULE_HEADER MP_MODULE_ABI_VERSION, (uint32_t)sizeof(struct mp_module)
@@ -152,6 +160,80 @@ void mp_call_resume(struct mp_call *call, enum mp_status status);
 /* Runs cb(arg) once, ms milliseconds from now, on the proxy's loop.  Returns
  * 0, or -1 when out of memory. */
 int mp_module_after(struct mp_module_ctx *mc, uint64_t ms, void (*cb)(void *arg), void *arg);
+
+/* ---- ROPs ---- */
+/* In rop_request and rop_response hooks (and after them), the ROPs of the
+ * call, in order: the request's as the client sent them; the response's as
+ * the client will get them (answers of the upstream, and the proxy's own
+ * answers to ROPs a module answered or dropped).  The decoded structs are
+ * those of <mapiproxy/rops.h> (struct mp_rop_req_NAME / mp_rop_rsp_NAME),
+ * NULL for an opaque ROP (bytes the decoder could not split without more
+ * context: relayed as they are).  A call whose ROP buffer does not decode at
+ * all has 0 ROPs here and is relayed untouched (the proxy logs it). */
+size_t mp_call_rop_count(struct mp_call *call, bool response);
+uint8_t mp_call_rop_id(struct mp_call *call, bool response, size_t i); /* 0 if out of range */
+const char *mp_call_rop_name(struct mp_call *call, bool response, size_t i);
+void *mp_call_rop(struct mp_call *call, bool response, size_t i);
+/* Responses: the index of the request ROP this one answers, -1 for
+ * response-only ROPs (RopNotify, RopPending, RopBackoff, RopBufferTooSmall). */
+int mp_call_rop_request_index(struct mp_call *call, size_t i);
+/* The ROP as one line of JSON, in call memory. */
+const char *mp_call_rop_json(struct mp_call *call, bool response, size_t i);
+/* After changing a decoded ROP: the proxy re-encodes the buffer (and
+ * re-compresses it if it was compressed).  Count fields are the module's to
+ * keep right; byte sizes are recomputed. */
+void mp_call_rop_changed(struct mp_call *call, bool response, size_t i);
+/* rop_request only: ROP i is not sent upstream; the client gets the ROP's
+ * failure response with ReturnValue = error (the proxy writes it, and marks
+ * any handle the ROP would have created as invalid).  0 or -1. */
+int mp_call_rop_answer(struct mp_call *call, size_t i, uint32_t error);
+/* rop_request: ROP i is not sent upstream and gets no response (right for
+ * RopRelease; a client waiting for the response of any other ROP would be
+ * confused).  rop_response: the client does not get response i.  0 or -1. */
+int mp_call_rop_drop(struct mp_call *call, bool response, size_t i);
+
+/* Server objects (MS-OXCROPS 1.3.1): what each server object handle of an
+ * EMSMDB session is, tracked by the proxy across calls from the ROPs that
+ * create, change and release them. */
+enum mp_object_type {
+    MP_OBJ_UNKNOWN = 0, /* a handle the proxy did not see being created */
+    MP_OBJ_LOGON,
+    MP_OBJ_FOLDER,
+    MP_OBJ_MESSAGE,
+    MP_OBJ_ATTACHMENT,
+    MP_OBJ_STREAM,
+    MP_OBJ_TABLE,
+    MP_OBJ_FASTTRANSFER, /* FastTransfer download or upload context */
+    MP_OBJ_ICS_DOWNLOAD, /* RopSynchronizationConfigure */
+    MP_OBJ_ICS_UPLOAD,   /* RopSynchronizationOpenCollector */
+    MP_OBJ_NOTIFICATION, /* RopRegisterNotification */
+    MP_OBJ_OTHER,
+};
+struct mp_object {
+    enum mp_object_type type;
+    uint32_t handle; /* 0xFFFFFFFF while not yet created (same buffer) */
+    uint8_t logon_id;
+    uint8_t created_by;      /* RopId that created it */
+    int private_mailbox;     /* logon: 1 private, 0 public folders, -1 unknown */
+    uint64_t folder_id;      /* folders, messages, tables of a folder; 0 unknown */
+    uint64_t message_id;     /* messages (0 until saved), attachments, their streams */
+    uint32_t attachment_id;  /* attachments and what was opened on them */
+    uint32_t property_tag;   /* streams: the property; tables: 0 */
+    uint32_t stream_size;    /* streams, as RopOpenStream answered */
+    uint8_t table_rop;       /* tables: RopGetHierarchyTable (0x04), Contents (0x05), ... */
+    const uint32_t *columns; /* tables: the last RopSetColumns that succeeded */
+    size_t ncolumns;
+    uint32_t parent; /* handle it was opened from, 0xFFFFFFFF if none */
+};
+const char *mp_object_type_name(enum mp_object_type t); /* "folder", ... */
+/* The object ROP i works on (the one its InputHandleIndex names), NULL if
+ * the ROP has no input handle.  For a handle created earlier in the same
+ * buffer, the object as that ROP's request describes it (handle
+ * 0xFFFFFFFF).  Valid until the call ends. */
+const struct mp_object *mp_call_rop_object(struct mp_call *call, bool response, size_t i);
+/* rop_response: the object ROP i created (OutputHandleIndex), NULL if none
+ * or if the ROP failed. */
+const struct mp_object *mp_call_rop_new_object(struct mp_call *call, size_t i);
 
 /* ---- sessions ---- */
 /* Per-module private data, with a destructor run when the session ends

@@ -1,4 +1,5 @@
 #include "modules/runtime.h"
+#include "modules/ropcall.h"
 
 #include <dlfcn.h>
 #include <limits.h>
@@ -88,9 +89,18 @@ static int add_want(struct mp_modules *ms, unsigned idx, const char *iface, uint
 
 static int add_wants(struct mp_modules *ms, unsigned idx)
 {
-    for (const struct mp_module_want *w = ms->mods[idx].m->wants; w && w->iface; w++)
+    const struct mp_module *m = ms->mods[idx].m;
+    for (const struct mp_module_want *w = m->wants; w && w->iface; w++)
         if (add_want(ms, idx, w->iface, w->opnum))
             return -1;
+    /* ROP hooks: the calls that carry ROPs, and EcDoDisconnect, which ends
+     * a context's server objects */
+    if (m->rop_request || m->rop_response) {
+        static const uint32_t ops[] = {1, 2, 11};
+        for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+            if (add_want(ms, idx, "exchange_emsmdb", ops[i]))
+                return -1;
+    }
     return 0;
 }
 
@@ -358,6 +368,7 @@ void mp_session_unref(struct mp_session *s)
             sl->dtor(sl->data);
         sl->data = NULL;
     }
+    mp_ropsess_free(s->rops);
     if (s->on_free)
         s->on_free(s);
     free(s);
@@ -402,6 +413,7 @@ void mp_call_free(struct mp_call *m)
 {
     if (!m)
         return;
+    mp_ropcall_free(m);
     mp_buf_free(&m->req);
     mp_buf_free(&m->resp);
 #ifdef MP_HAVE_CODEC
@@ -475,7 +487,7 @@ int mp_call_set_response_stub(struct mp_call *m, const uint8_t *stub, size_t len
 }
 
 #ifdef MP_HAVE_CODEC
-static struct mp_arena *call_arena(struct mp_call *m)
+struct mp_arena *mp_call_arena(struct mp_call *m)
 {
     if (!m->arena) {
         m->arena = malloc(sizeof(*m->arena));
@@ -484,6 +496,7 @@ static struct mp_arena *call_arena(struct mp_call *m)
     }
     return m->arena;
 }
+#define call_arena mp_call_arena
 
 static void *decode(struct mp_call *m, bool req)
 {
@@ -649,6 +662,10 @@ static hook_fn stage_hook(const struct mp_module *mod, enum mp_call_stage st)
         return mod->ndr_pull;
     case MPC_PULL:
         return mod->pull;
+    case MPC_ROP_REQ:
+        return mod->rop_request;
+    case MPC_ROP_RSP:
+        return mod->rop_response;
     case MPC_DISPATCH:
         return mod->dispatch;
     case MPC_NDR_PUSH:
@@ -662,7 +679,8 @@ static hook_fn stage_hook(const struct mp_module *mod, enum mp_call_stage st)
 
 static const char *stage_name(enum mp_call_stage st)
 {
-    static const char *const n[] = {"ndr_pull", "pull", "dispatch", "upstream", "ndr_push", "push"};
+    static const char *const n[] = {"ndr_pull", "pull",     "rop_request",  "dispatch",
+                                    "upstream", "ndr_push", "rop_response", "push"};
     return n[st];
 }
 
@@ -702,6 +720,17 @@ static void finish_answer(struct mp_call *m)
 
 static void run(struct mp_call *m, int resumed);
 
+/* Does a module of this call have ROP hooks, and does the call carry ROPs? */
+static bool rop_modules(const struct mp_call *m)
+{
+    for (unsigned i = 0; i < m->mods->n; i++) {
+        const struct mp_module *mod = m->mods->mods[i].m;
+        if ((m->mask & (1u << i)) && (mod->rop_request || mod->rop_response))
+            return mp_ropcall_applies(m) || m->opnum == 1;
+    }
+    return false;
+}
+
 static void send_upstream(struct mp_call *m)
 {
     if (reencode(m, true)) {
@@ -713,6 +742,7 @@ static void send_upstream(struct mp_call *m)
     m->relays++;
     mp_buf_free(&m->resp);
     drop_decoded(m, false);
+    mp_ropcall_reset_response(m);
     if (m->owner)
         m->host->relay(m);
     m->running = false;
@@ -738,6 +768,9 @@ static void run(struct mp_call *m, int resumed)
                 carried = -1;
             } else {
                 hook_fn h = (m->mask & (1u << i)) ? stage_hook(ms->mods[i].m, m->stage) : NULL;
+                if (h && (m->stage == MPC_ROP_REQ || m->stage == MPC_ROP_RSP) &&
+                    !mp_call_rop_count(m, m->stage == MPC_ROP_RSP))
+                    h = NULL; /* no ROPs (not a ROP call, or they do not decode) */
                 if (!h) {
                     m->idx += response ? -1 : 1;
                     continue;
@@ -796,14 +829,50 @@ static void run(struct mp_call *m, int resumed)
         /* stage done */
         switch (m->stage) {
         case MPC_NDR_PULL:
-        case MPC_PULL:
             m->stage++;
             m->idx = 0;
             break;
+        case MPC_PULL:
+            m->stage = MPC_ROP_REQ;
+            m->idx = 0;
+            if (rop_modules(m))
+                mp_ropcall_request(m);
+            break;
+        case MPC_ROP_REQ: {
+            int st = rop_modules(m) ? mp_ropcall_request_done(m) : 0;
+            if (st < 0) {
+                m->fault = MP_NCA_S_FAULT_NDR;
+                finish_fault(m, "the ROPs as modules changed them do not encode");
+                return;
+            }
+            if (st == 1) { /* every ROP answered by modules: nothing goes upstream */
+                m->stop_idx = (int)ms->n - 1;
+                reencode(m, false);
+                m->stage = MPC_NDR_PUSH;
+                m->idx = m->stop_idx;
+                break;
+            }
+            m->stage = MPC_DISPATCH;
+            m->idx = 0;
+            break;
+        }
         case MPC_DISPATCH:
+            if (rop_modules(m))
+                mp_ropcall_disconnect(m);
             send_upstream(m);
             return;
         case MPC_NDR_PUSH:
+            m->stage = MPC_ROP_RSP;
+            m->idx = m->stop_idx >= 0 ? m->stop_idx : (int)ms->n - 1;
+            if (rop_modules(m))
+                mp_ropcall_response(m);
+            break;
+        case MPC_ROP_RSP:
+            if (rop_modules(m) && mp_ropcall_response_done(m)) {
+                m->fault = MP_NCA_S_FAULT_NDR;
+                finish_fault(m, "the ROP response as modules changed it does not encode");
+                return;
+            }
             m->stage = MPC_PUSH;
             m->idx = m->stop_idx >= 0 ? m->stop_idx : (int)ms->n - 1;
             break;

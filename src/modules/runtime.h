@@ -48,6 +48,7 @@ struct mp_session {
     struct mp_session *next; /* relay's hash chain */
     struct mp_modules *mods;
     void (*on_free)(struct mp_session *s); /* relay unlinks it */
+    struct mp_ropsess *rops;               /* server objects per EMSMDB context (ropcall.c) */
     void *owner;
     struct slot {
         void *data;
@@ -67,7 +68,16 @@ struct mp_call_host {
     void (*done)(struct mp_call *m);
 };
 
-enum mp_call_stage { MPC_NDR_PULL, MPC_PULL, MPC_DISPATCH, MPC_UPSTREAM, MPC_NDR_PUSH, MPC_PUSH };
+enum mp_call_stage {
+    MPC_NDR_PULL,
+    MPC_PULL,
+    MPC_ROP_REQ,
+    MPC_DISPATCH,
+    MPC_UPSTREAM,
+    MPC_NDR_PUSH,
+    MPC_ROP_RSP,
+    MPC_PUSH
+};
 
 struct mp_call {
     struct mp_modules *mods;
@@ -95,7 +105,8 @@ struct mp_call {
     unsigned relays;
     bool pending;
     bool fault_set;
-    bool running; /* inside the chain: the host must not free it */
+    bool running;            /* inside the chain: the host must not free it */
+    struct mp_ropcall *rops; /* EcDoRpc/EcDoRpcExt2 with ROP modules (ropcall.c) */
     uint64_t t0;
 };
 
@@ -113,4 +124,7 @@ void mp_call_run_request(struct mp_call *m);
 void mp_call_run_response(struct mp_call *m);
 
 struct mp_session *mp_session_new(struct mp_modules *ms);
+/* The call's arena (decoded structures, module allocations); NULL if out of
+ * memory or built without codecs. */
+struct mp_arena *mp_call_arena(struct mp_call *m);
 #endif

@@ -24,6 +24,7 @@
 
 struct trace_conf {
     FILE *fp;
+    char *ifaces, *ops; /* the filters, NULL = all */
 };
 
 static const char *const all_ifaces[] = {"exchange_emsmdb", "exchange_nsp", "exchange_ds_rfr",
@@ -61,6 +62,8 @@ static int trace_init(struct mp_module_ctx *mc)
     }
     const char *ifaces = mp_module_option(mc, "interfaces");
     const char *ops = mp_module_option(mc, "operations");
+    if ((ifaces && !(c->ifaces = strdup(ifaces))) || (ops && !(c->ops = strdup(ops))))
+        goto fail;
     for (size_t i = 0; i < sizeof(all_ifaces) / sizeof(all_ifaces[0]); i++) {
         if (!in_list(ifaces, all_ifaces[i]))
             continue;
@@ -85,6 +88,8 @@ static int trace_init(struct mp_module_ctx *mc)
 fail:
     if (c->fp)
         fclose(c->fp);
+    free(c->ifaces);
+    free(c->ops);
     free(c);
     return -1;
 }
@@ -94,6 +99,10 @@ static void trace_fini(struct mp_module_ctx *mc)
     struct trace_conf *c = mp_module_private(mc);
     if (c && c->fp)
         fclose(c->fp);
+    if (c) {
+        free(c->ifaces);
+        free(c->ops);
+    }
     free(c);
 }
 
@@ -102,13 +111,19 @@ static void trace_rops(struct mp_json *j, struct mp_call *call, bool response);
 static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool response)
 {
     const struct trace_conf *c = mp_module_private(mc);
+    /* the ROP hooks bring EMSMDB calls the filters may not have asked for */
+    char num[32];
+    snprintf(num, sizeof(num), "%u", mp_call_opnum(call));
+    if (!in_list(c->ifaces, mp_call_iface(call)) ||
+        (c->ops && !in_list(c->ops, num) &&
+         !(mp_call_op_name(call) && in_list(c->ops, mp_call_op_name(call)))))
+        return;
     struct mp_buf b = {0};
     struct mp_json j;
     mp_json_init(&j, &b);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     mp_json_obj_begin(&j);
-    char num[32];
     snprintf(num, sizeof(num), "%lld.%06ld", (long long)ts.tv_sec, ts.tv_nsec / 1000);
     mp_json_key(&j, "ts");
     mp_json_raw(&j, num);
@@ -136,7 +151,19 @@ static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool resp
     if (dec) {
         mp_json_key(&j, response ? "out" : "in");
         mp_json_raw(&j, dec);
-        trace_rops(&j, call, response);
+        size_t nrops = mp_call_rop_count(call, response);
+        if (nrops) { /* decoded by the module chain, with their server objects */
+            mp_json_key(&j, "rops");
+            mp_json_arr_begin(&j);
+            for (size_t i = 0; i < nrops; i++) {
+                const char *r = mp_call_rop_json(call, response, i);
+                if (r)
+                    mp_json_raw(&j, r);
+            }
+            mp_json_arr_end(&j);
+        } else {
+            trace_rops(&j, call, response);
+        }
     } else {
         mp_json_key(&j, "raw");
         mp_json_hex(&j, stub, len);
@@ -154,9 +181,8 @@ static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool resp
     mp_buf_free(&b);
 }
 
-/* EcDoRpcExt2's ROP buffers: RPC_HEADER_EXT payloads, un-XORed and
- * decompressed, each decoded as a ROP buffer (without the session's context
- * a table's rows stay opaque bytes). */
+/* ROP buffers the chain could not decode: RPC_HEADER_EXT payloads, un-XORed
+ * and decompressed, each decoded on its own, to show where it fails. */
 static void trace_rops(struct mp_json *j, struct mp_call *call, bool response)
 {
     if (strcmp(mp_call_iface(call), "exchange_emsmdb") || mp_call_opnum(call) != 11)
@@ -208,9 +234,19 @@ static void trace_rops(struct mp_json *j, struct mp_call *call, bool response)
     mp_rpcext_free(&x);
 }
 
-static enum mp_status trace_pull(struct mp_module_ctx *mc, struct mp_call *call)
+/* Requests are written at dispatch, after the ROP stage, so that ROPs show
+ * the objects they work on. */
+static enum mp_status trace_dispatch(struct mp_module_ctx *mc, struct mp_call *call)
 {
     trace_line(mc, call, false);
+    return MP_CONTINUE;
+}
+
+/* Present so that the chain decodes ROPs and tracks server objects. */
+static enum mp_status trace_rop(struct mp_module_ctx *mc, struct mp_call *call)
+{
+    (void)mc;
+    (void)call;
     return MP_CONTINUE;
 }
 
@@ -226,6 +262,8 @@ const struct mp_module mp_builtin_trace = {
     .description = "every decoded call as JSON lines (OpenChange's ndrdump)",
     .init = trace_init,
     .fini = trace_fini,
-    .pull = trace_pull,
+    .dispatch = trace_dispatch,
     .push = trace_push,
+    .rop_request = trace_rop,
+    .rop_response = trace_rop,
 };

@@ -159,6 +159,27 @@ int mp_rop_encode(struct mp_buf *out, const struct mp_rop_buf *b)
     return 0;
 }
 
+void mp_rop_print_one(struct mp_json *j, const struct mp_rop *r, bool response,
+                      void (*extra)(struct mp_json *j, void *arg), void *arg)
+{
+    mp_rj_obj(j);
+    mp_rj_key(j, "RopId");
+    mp_rj_hex(j, r->rop_id, 2);
+    mp_rj_key(j, "Name");
+    mp_rj_cstr(j, r->desc ? r->desc->name : "?");
+    if (r->opaque || !r->v) {
+        mp_rj_key(j, "Opaque");
+        mp_rj_bin(j, r->raw, r->len, 0);
+    } else if (response) {
+        r->desc->print_rsp(j, r->v);
+    } else {
+        r->desc->print_req(j, r->v);
+    }
+    if (extra)
+        extra(j, arg);
+    mp_rj_obj_end(j);
+}
+
 void mp_rop_print(struct mp_json *j, const struct mp_rop_buf *b)
 {
     mp_rj_obj(j);
@@ -166,23 +187,8 @@ void mp_rop_print(struct mp_json *j, const struct mp_rop_buf *b)
     mp_rj_u64(j, b->rop_size);
     mp_rj_key(j, "Rops");
     mp_rj_arr(j);
-    for (size_t i = 0; i < b->n; i++) {
-        const struct mp_rop *r = &b->rops[i];
-        mp_rj_obj(j);
-        mp_rj_key(j, "RopId");
-        mp_rj_hex(j, r->rop_id, 2);
-        mp_rj_key(j, "Name");
-        mp_rj_cstr(j, r->desc ? r->desc->name : "?");
-        if (r->opaque || !r->v) {
-            mp_rj_key(j, "Opaque");
-            mp_rj_bin(j, r->raw, r->len, 0);
-        } else if (b->response) {
-            r->desc->print_rsp(j, r->v);
-        } else {
-            r->desc->print_req(j, r->v);
-        }
-        mp_rj_obj_end(j);
-    }
+    for (size_t i = 0; i < b->n; i++)
+        mp_rop_print_one(j, &b->rops[i], b->response, NULL, NULL);
     mp_rj_arr_end(j);
     mp_rj_key(j, "ServerObjectHandleTable");
     mp_rj_arr(j);

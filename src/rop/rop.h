@@ -86,6 +86,11 @@ int mp_rop_encode(struct mp_buf *out, const struct mp_rop_buf *b);
  *  "ServerObjectHandleTable":["0x00000101",...]} */
 void mp_rop_print(struct mp_json *j, const struct mp_rop_buf *b);
 
+/* One ROP as a JSON object ({"RopId":..,"Name":..,fields}); extra, if not
+ * NULL, adds keys before the object closes. */
+void mp_rop_print_one(struct mp_json *j, const struct mp_rop *r, bool response,
+                      void (*extra)(struct mp_json *j, void *arg), void *arg);
+
 /* "RopOpenFolder", or NULL for an unknown RopId. */
 const char *mp_rop_name(uint8_t rop_id);
 #endif

@@ -159,6 +159,10 @@ struct mp_rop_desc {
     uint8_t id;
     const char *name;
     unsigned flags;
+    /* offsets in the request struct of InputHandleIndex, OutputHandleIndex,
+     * and of the request field the response's handle index echoes; -1 if
+     * the ROP has none */
+    int16_t in_hidx, out_hidx, rsp_hidx;
     size_t req_size, rsp_size;
     void (*pull_req)(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req);
     void (*pull_rsp)(struct mp_rcur *c, struct mp_rop_pctx *pc, void *r, const void *req);

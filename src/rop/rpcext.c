@@ -163,12 +163,15 @@ static int put_hdr(struct mp_buf *out, uint16_t flags, uint16_t size, uint16_t a
     return mp_buf_append(out, h, 8) ? MP_RPCEXT_ENOMEM : 0;
 }
 
-int mp_rpcext_build(struct mp_buf *out, const uint8_t *content, size_t len, uint16_t flags)
+/* limit: the largest content allowed (32 KB, or up to 0xFFFF when
+ * re-encoding a payload that was already larger, as some clients send) */
+static int build_lim(struct mp_buf *out, const uint8_t *content, size_t len, uint16_t flags,
+                     size_t limit)
 {
-    if (len > MP_RPCEXT_MAX_PAYLOAD)
+    if (len > limit || len > 0xFFFF)
         return MP_RPCEXT_ETOOBIG;
     flags &= MP_RHE_COMPRESSED | MP_RHE_XORMAGIC | MP_RHE_LAST;
-    uint8_t comp[MP_RPCEXT_MAX_PAYLOAD + 16];
+    uint8_t comp[0x10000 + 16];
     const uint8_t *body = content;
     size_t blen = len;
     if (flags & MP_RHE_COMPRESSED) {
@@ -190,6 +193,11 @@ int mp_rpcext_build(struct mp_buf *out, const uint8_t *content, size_t len, uint
         for (size_t i = 0; i < blen; i++)
             out->data[hpos + 8 + i] ^= 0xA5;
     return MP_RPCEXT_OK;
+}
+
+int mp_rpcext_build(struct mp_buf *out, const uint8_t *content, size_t len, uint16_t flags)
+{
+    return build_lim(out, content, len, flags, MP_RPCEXT_MAX_PAYLOAD);
 }
 
 int mp_rpcext_build_chain(struct mp_buf *out, const uint8_t *const *seg, const size_t *seglen,
@@ -250,8 +258,9 @@ int mp_rpcext_reencode(struct mp_buf *out, const struct mp_rpcext *orig, const u
                     (p->size && mp_buf_append(out, p->wire, p->size)))
                     st = MP_RPCEXT_ENOMEM;
             } else {
-                st = mp_rpcext_build(out, seg[i], seglen[i],
-                                     (uint16_t)((p->flags & ~MP_RHE_LAST) | last));
+                st = build_lim(out, seg[i], seglen[i], (uint16_t)((p->flags & ~MP_RHE_LAST) | last),
+                               p->size_actual > MP_RPCEXT_MAX_PAYLOAD ? 0xFFFF
+                                                                      : MP_RPCEXT_MAX_PAYLOAD);
             }
         } else {
             uint16_t f = orig->n ? orig->p[orig->n - 1].flags : 0;

@@ -83,6 +83,8 @@ int mp_rpcext_build_split(struct mp_buf *out, const uint8_t *content, size_t len
                           uint16_t flags);
 
 /* Re-encodes with new contents (segment i replaces payload i of orig).
+ * A changed segment may exceed 32 KB only if the original payload did
+ * (some clients send larger ones), up to SizeActual's 0xFFFF.
  * A segment equal to the original decoded content reuses the original header
  * and payload bytes unchanged (only Last is corrected if the chain grew or
  * shrank); a changed one is rebuilt with the original payload's flags

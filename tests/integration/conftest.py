@@ -37,14 +37,15 @@ def wait_port(host, port, timeout=10.0):
 class Lab:
     """The Python lab upstream (tests/lab), started as a subprocess."""
 
-    def __init__(self, tmp_path, host="127.0.0.1", extra=(), epm_port=None):
+    def __init__(self, tmp_path, host="127.0.0.1", extra=(), epm_port=None, env=None):
         self.host = host
         self.epm_port = epm_port or free_port()
         self.log_path = os.path.join(str(tmp_path), f"lab-{self.epm_port}.log")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", LAB, "--host", host, "--epm-port", str(self.epm_port), *extra],
-            stdout=subprocess.PIPE, stderr=self._log, text=True)
+            stdout=subprocess.PIPE, stderr=self._log, text=True,
+            env={**os.environ, **(env or {})})
         line = self.proc.stdout.readline()
         m = re.match(r"READY epm=(\d+) rfr=(\d+) nspi=(\d+) emsmdb=(\d+)", line or "")
         if not m:

@@ -93,3 +93,19 @@ def test_trace_shows_rops(make_proxy, lab, tmp_path):
     # the session's deliberate unknown ROP 0x99 (request and response) is the
     # only buffer left undecoded (and relayed untouched)
     assert names.count('"undecodable"') == 2 and names.count("unknown RopId") == 2, names
+    # server objects: what each ROP works on, tracked across calls
+    rops = [(x["dir"], r) for x in lines for r in (x.get("rops") or []) if "Name" in r]
+    opened = [r["NewObject"] for d, r in rops if r["Name"] == "RopOpenStream" and d == "response"]
+    assert opened and all(o["type"] == "stream" for o in opened), opened
+    writes = [r["Object"] for d, r in rops if r["Name"] == "RopWriteStream" and d == "request"]
+    assert {o["property_tag"] for o in writes} == {"0x1000001f", "0x37010102"}, writes
+    # ReadStream alone in its call: the stream was opened by an earlier call
+    alone = [x for x in lines if x["dir"] == "request" and len(x.get("rops") or []) == 1 and
+             x["rops"][0].get("Name") == "RopReadStream"]
+    assert alone
+    obj = alone[0]["rops"][0]["Object"]
+    assert obj["type"] == "stream" and obj["property_tag"] == "0x37010102", obj
+    assert obj.get("attachment_id", 0) == 0 and int(obj["message_id"], 16) != 0, obj
+    tables = [r["NewObject"] for d, r in rops if r["Name"] == "RopGetContentsTable" and
+              d == "response"]
+    assert tables and tables[0]["table"] == "RopGetContentsTable", tables

@@ -135,7 +135,7 @@ def test_sample_module(make_proxy, lab):
 
 
 @pytest.mark.parametrize("modules,message", [
-    ("mpm_test_badabi", "built for module ABI 1001"),
+    ("mpm_test_badabi", "built for module ABI 1002"),
     ("no_such_module", "no built-in module of that name"),
 ])
 def test_bad_modules_refused(tmp_path, modules, message):

@@ -87,6 +87,9 @@ def ec_dummy_rpc(dce):
     return dce.request(N.EcDummyRpc(), checkError=False)
 
 
+WIRE_LOG = None
+
+
 def ec_do_rpc_ext2(dce, cxh, rop_buffer, flags=0, compress=False, xor=True,
                    max_out=0x40000):
     """Send one ROP buffer through EcDoRpcExt2; returns (response, [payloads])."""
@@ -111,6 +114,8 @@ def ec_do_rpc_ext2(dce, cxh, rop_buffer, flags=0, compress=False, xor=True,
     resp = dce.request(req, checkError=False)
     payloads = []
     out = N.array_bytes(resp['rgbOut'])
+    if WIRE_LOG is not None:    # tests: what was sent and received, byte for byte
+        WIRE_LOG.append({'in': rgb.hex(), 'out': out.hex()})
     off = 0
     while off < len(out):
         ver, fl, size, actual = struct.unpack_from('<HHHH', out, off)
@@ -132,6 +137,8 @@ def ec_do_rpc(dce, cxh, rop_buffer, max_data=0x7FFF):
     req = N.EcDoRpc()
     req['pcxh'].set_raw(cxh)
     req['rgb'] = N.xor_a5(rop_buffer)
+    # a conformant array's MaximumCount may not be below its actual count
+    max_data = max(max_data, len(rop_buffer))
     req.fields['rgb'].fields['MaximumCount'] = max_data
     req['pcb'] = len(rop_buffer)
     req['cbMax'] = max_data

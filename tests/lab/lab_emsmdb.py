@@ -4,6 +4,8 @@ EcDoRpc (2), EcDummyRpc (6), EcDoConnectEx (10), EcDoRpcExt2 (11), EcDoAsyncConn
 """
 
 import itertools
+import json
+import os
 import struct
 import threading
 import time
@@ -283,6 +285,12 @@ class Emsmdb(object):
         resp['rgbOut'] = out_buf
         resp['pcbOut'] = len(out_buf)
         resp['ErrorCode'] = code
+        dump = os.environ.get('LAB_WIRE_DUMP')
+        if dump:   # tests compare these bytes with what their client sent/got
+            with open(dump, 'a') as f:
+                f.write(json.dumps({'in': rgb_in.hex(), 'out': out_buf.hex(),
+                                    'rops': s.rops.seen_ids}) + '\n')
+        s.rops.seen_ids = []
         return resp.getData()
 
     # -- opnum 14 --

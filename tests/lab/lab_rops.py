@@ -452,6 +452,7 @@ class RopSession(object):
         self.display_name = display_name
         self.log = log
         self.objects = {}
+        self.seen_ids = []       # RopIds processed (the wire dump of tests)
         self.next_handle = itertools.count(0x00000101)
         self.lock = threading.RLock()
 
@@ -568,6 +569,7 @@ class RopSession(object):
         with self.lock, self.store.lock:
             while r.off < r.end:
                 rop_id = r.data[r.off]
+                self.seen_ids.append(rop_id)
                 fn = ROP_HANDLERS.get(rop_id)
                 if fn is None:
                     hidx = r.data[r.off + 2] if r.off + 2 < r.end else 0

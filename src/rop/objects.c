@@ -1,0 +1,174 @@
+/* Server object table: a chained hash of handle -> object. */
+#include "rop/objects.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct ent {
+    struct ent *next;
+    struct mp_object o;
+    uint32_t *cols; /* owned copy of o.columns */
+};
+
+struct mp_objtab {
+    struct ent **b;
+    size_t nb, n;
+    int8_t logon[256]; /* -1 unknown, 0 public, 1 private */
+};
+
+static size_t slot(const struct mp_objtab *t, uint32_t h)
+{
+    uint32_t x = h * 2654435761u;
+    return (size_t)(x ^ (x >> 16)) & (t->nb - 1);
+}
+
+struct mp_objtab *mp_objtab_new(void)
+{
+    struct mp_objtab *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->nb = 64;
+    t->b = calloc(t->nb, sizeof(*t->b));
+    if (!t->b) {
+        free(t);
+        return NULL;
+    }
+    memset(t->logon, -1, sizeof(t->logon));
+    return t;
+}
+
+static void ent_free(struct ent *e)
+{
+    free(e->cols);
+    free(e);
+}
+
+void mp_objtab_free(struct mp_objtab *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->nb; i++) {
+        for (struct ent *e = t->b[i], *nx; e; e = nx) {
+            nx = e->next;
+            ent_free(e);
+        }
+    }
+    free(t->b);
+    free(t);
+}
+
+static struct ent *find(const struct mp_objtab *t, uint32_t h)
+{
+    for (struct ent *e = t->b[slot(t, h)]; e; e = e->next)
+        if (e->o.handle == h)
+            return e;
+    return NULL;
+}
+
+const struct mp_object *mp_objtab_get(const struct mp_objtab *t, uint32_t handle)
+{
+    struct ent *e = t ? find(t, handle) : NULL;
+    return e ? &e->o : NULL;
+}
+
+static void grow(struct mp_objtab *t)
+{
+    size_t nb = t->nb * 2;
+    struct ent **b = calloc(nb, sizeof(*b));
+    if (!b)
+        return; /* keep the longer chains */
+    struct ent **old = t->b;
+    size_t onb = t->nb;
+    t->b = b;
+    t->nb = nb;
+    for (size_t i = 0; i < onb; i++) {
+        for (struct ent *e = old[i], *nx; e; e = nx) {
+            nx = e->next;
+            size_t s = slot(t, e->o.handle);
+            e->next = t->b[s];
+            t->b[s] = e;
+        }
+    }
+    free(old);
+}
+
+int mp_objtab_put(struct mp_objtab *t, const struct mp_object *o)
+{
+    struct ent *e = find(t, o->handle);
+    if (e) {
+        free(e->cols);
+        e->cols = NULL;
+        e->o = *o;
+        e->o.columns = NULL;
+        e->o.ncolumns = 0;
+        return 0;
+    }
+    if (t->n >= MP_OBJTAB_MAX)
+        return -1;
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return -1;
+    e->o = *o;
+    e->o.columns = NULL;
+    e->o.ncolumns = 0;
+    size_t s = slot(t, o->handle);
+    e->next = t->b[s];
+    t->b[s] = e;
+    if (++t->n > t->nb)
+        grow(t);
+    return 0;
+}
+
+void mp_objtab_del(struct mp_objtab *t, uint32_t handle)
+{
+    for (struct ent **pp = &t->b[slot(t, handle)]; *pp; pp = &(*pp)->next) {
+        if ((*pp)->o.handle == handle) {
+            struct ent *e = *pp;
+            *pp = e->next;
+            ent_free(e);
+            t->n--;
+            return;
+        }
+    }
+}
+
+int mp_objtab_set_columns(struct mp_objtab *t, uint32_t handle, const uint32_t *tags, size_t n)
+{
+    struct ent *e = find(t, handle);
+    if (!e)
+        return -1;
+    uint32_t *c = NULL;
+    if (n) {
+        c = malloc(n * sizeof(*c));
+        if (!c)
+            return -1;
+        memcpy(c, tags, n * sizeof(*c));
+    }
+    free(e->cols);
+    e->cols = c;
+    e->o.columns = c;
+    e->o.ncolumns = n;
+    return 0;
+}
+
+void mp_objtab_set_message_id(struct mp_objtab *t, uint32_t handle, uint64_t mid)
+{
+    struct ent *e = find(t, handle);
+    if (e)
+        e->o.message_id = mid;
+}
+
+size_t mp_objtab_count(const struct mp_objtab *t)
+{
+    return t ? t->n : 0;
+}
+
+void mp_objtab_set_logon(struct mp_objtab *t, uint8_t logon_id, int private_mailbox)
+{
+    t->logon[logon_id] = (int8_t)(private_mailbox < 0 ? -1 : private_mailbox != 0);
+}
+
+int mp_objtab_logon(const struct mp_objtab *t, uint8_t logon_id)
+{
+    return t ? t->logon[logon_id] : -1;
+}

@@ -1,0 +1,38 @@
+/* Server object tracking (MS-OXCROPS 1.3.1): for one EMSMDB session (one
+ * context handle), what each server object handle is.  Filled by
+ * src/modules/ropcall.c from the ROPs that create (OutputHandleIndex), change
+ * (RopSetColumns, RopSaveChangesMessage, ...) and release (RopRelease) them;
+ * read by modules through mp_call_rop_object() and by the ROP decoder
+ * (table columns, logon types).  See doc/internals/rop.md. */
+#ifndef MP_ROP_OBJECTS_H
+#define MP_ROP_OBJECTS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mapiproxy/module.h"
+
+#define MP_OBJ_NONE 0xFFFFFFFFu
+/* A session that opens more objects than this stops being tracked further
+ * (Exchange's own limit per session is in the hundreds or low thousands). */
+#define MP_OBJTAB_MAX 65536u
+
+struct mp_objtab;
+
+struct mp_objtab *mp_objtab_new(void);
+void mp_objtab_free(struct mp_objtab *t);
+/* The object behind handle, or NULL. */
+const struct mp_object *mp_objtab_get(const struct mp_objtab *t, uint32_t handle);
+/* Records o (copied; o->handle is the key; columns are not copied: use
+ * mp_objtab_set_columns).  Replaces an older object on the same handle.
+ * 0, or -1 (out of memory, or over MP_OBJTAB_MAX). */
+int mp_objtab_put(struct mp_objtab *t, const struct mp_object *o);
+void mp_objtab_del(struct mp_objtab *t, uint32_t handle);
+/* Copies the columns onto the table object at handle.  0 or -1. */
+int mp_objtab_set_columns(struct mp_objtab *t, uint32_t handle, const uint32_t *tags, size_t n);
+/* The message id of a saved message (RopSaveChangesMessage). */
+void mp_objtab_set_message_id(struct mp_objtab *t, uint32_t handle, uint64_t mid);
+size_t mp_objtab_count(const struct mp_objtab *t);
+/* Logons: 1 private mailbox, 0 public folders, -1 unknown. */
+void mp_objtab_set_logon(struct mp_objtab *t, uint8_t logon_id, int private_mailbox);
+int mp_objtab_logon(const struct mp_objtab *t, uint8_t logon_id);
+#endif

@@ -1,0 +1,155 @@
+"""ROPs in the module chain (issue #5): the lab's Outlook-like online session
+through the proxy with a module that has ROP hooks, so every EcDoRpcExt2 and
+EcDoRpc buffer is decoded, tracked and (with touch) re-encoded from its
+fields.  The client is the Impacket-based lab client; the upstream is the
+lab.  The lab writes every rgbIn it received and rgbOut it sent
+(LAB_WIRE_DUMP), the client records what it sent and got (EC.WIRE_LOG), so
+the tests compare the bytes on both legs."""
+import json
+import struct
+
+import pytest
+
+import emsmdb_client as EC
+import emsmdb_ndr as N
+import lzxpress
+from conftest import Lab
+from test_lab import ALICE, PidTagSubject, online_session
+
+MODES = {"xor": dict(), "compressed": dict(compress=True, xor=True),
+         "plain": dict(compress=False, xor=False,
+                       flags=N.EXT2_NO_COMPRESSION | N.EXT2_NO_XOR_MAGIC),
+         "legacy": dict(use_ext2=False)}
+
+
+@pytest.fixture
+def dump_lab(tmp_path):
+    path = tmp_path / "wire.jsonl"
+    lab = Lab(tmp_path, env={"LAB_WIRE_DUMP": str(path)})
+    lab.wire_path = path
+    yield lab
+    lab.stop()
+
+
+def lab_wire(lab):
+    if not lab.wire_path.exists():
+        return []
+    return [json.loads(x) for x in lab.wire_path.read_text().splitlines()]
+
+
+def contents(rgb_hex):
+    """The payload contents of an RPC_HEADER_EXT chain (un-XORed, decompressed)."""
+    buf, off, out = bytes.fromhex(rgb_hex), 0, []
+    while off < len(buf):
+        ver, fl, size, actual = struct.unpack_from("<HHHH", buf, off)
+        p = buf[off + 8:off + 8 + size]
+        off += 8 + size
+        if fl & N.RHE_XORMAGIC:
+            p = N.xor_a5(p)
+        if fl & N.RHE_COMPRESSED:
+            p = lzxpress.decompress(p, actual)
+        out.append(p)
+        if fl & N.RHE_LAST:
+            break
+    return out
+
+
+def roptest_proxy(make_proxy, lab, tmp_path, **opts):
+    extra = {"dcerpc_mapiproxy:modules": "mpm_roptest",
+             "mpm_roptest:log": str(tmp_path / "roptest.log")}
+    extra.update({"mpm_roptest:" + k: v for k, v in opts.items()})
+    return make_proxy(upstream_epm_port=lab.epm_port, extra=extra)
+
+
+@pytest.fixture
+def wire_log():
+    EC.WIRE_LOG = []
+    yield EC.WIRE_LOG
+    EC.WIRE_LOG = None
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("touch", ["no", "yes"])
+def test_session_decoded_and_byte_identical(make_proxy, dump_lab, tmp_path, wire_log, mode,
+                                            touch):
+    """Every ROP decoded (touch: and re-encoded from its fields): the session
+    gives the lab's answers, and the upstream receives exactly the bytes the
+    client sent, and the client exactly what the upstream answered."""
+    p = roptest_proxy(make_proxy, dump_lab, tmp_path, touch=touch)
+    online_session({"emsmdb": p.rpc_port}, **MODES[mode])
+    seen = (tmp_path / "roptest.log").read_text().splitlines()
+    for rop in ("RopLogon", "RopOpenFolder", "RopGetHierarchyTable", "RopSetColumns",
+                "RopQueryRows", "RopCreateMessage", "RopOpenStream", "RopWriteStream",
+                "RopCommitStream", "RopCreateAttachment", "RopSaveChangesAttachment",
+                "RopSaveChangesMessage", "RopSubmitMessage", "RopGetContentsTable",
+                "RopOpenMessage", "RopReadStream", "RopGetAttachmentTable",
+                "RopOpenAttachment", "RopGetPropertiesSpecific", "RopGetReceiveFolder",
+                "RopRelease"):
+        assert any(rop in x for x in seen), rop
+    # the ROPs work on tracked objects: every ReadStream on a stream object
+    reads = [x for x in seen if x.startswith("req RopReadStream")]
+    assert reads and all(x.endswith(" stream") for x in reads), reads
+    if mode != "legacy":
+        up = [{"in": x["in"], "out": x["out"]} for x in lab_wire(dump_lab)]
+        assert wire_log and wire_log == up
+    log = p.log()
+    assert "does not decode" not in log.replace("RopId", "") or "unknown RopId" in log
+
+
+def test_modules_change_rops_both_ways(make_proxy, dump_lab, tmp_path, wire_log):
+    """swap: the module turns UTF-16 'H' into 'J' in every RopWriteStream, and
+    back in every RopReadStream.  The upstream stores "Jello", the client
+    reads "Hello" (the session asserts its body), and the changed payloads
+    are re-compressed."""
+    p = roptest_proxy(make_proxy, dump_lab, tmp_path, swap="yes")
+    online_session({"emsmdb": p.rpc_port}, compress=True, xor=True)
+    up = lab_wire(dump_lab)
+    sent = b"".join(c for x in up for c in contents(x["in"]))
+    assert "Jello from the lab".encode("utf-16le") in sent
+    assert "Hello from the lab".encode("utf-16le") not in sent
+    got = b"".join(c for x in wire_log for c in contents(x["out"]))
+    assert "Hello from the lab".encode("utf-16le") in got
+    assert "Jello".encode("utf-16le") not in got
+    # what changed travels compressed again (the client asked for it)
+    changed = [x for x in wire_log if x not in up]
+    assert changed
+    assert all(struct.unpack_from("<H", bytes.fromhex(x["in"]), 2)[0] & N.RHE_COMPRESSED
+               for x in up if x["in"] not in [w["in"] for w in wire_log])
+
+
+def test_module_answers_one_rop(make_proxy, dump_lab, tmp_path, wire_log):
+    """answer 0x27 (RopGetReceiveFolder) with ecNotFound: the client gets
+    that answer in place, the other ROPs of the buffer get the upstream's,
+    and the upstream never sees a RopGetReceiveFolder."""
+    p = roptest_proxy(make_proxy, dump_lab, tmp_path, answer="0x27:0x8004010F")
+    dce = EC.connect("127.0.0.1", p.rpc_port)
+    c = EC.EmsmdbClient(dce)
+    assert c.connect_ex(ALICE)["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    inbox = logon["FolderIds"][4]
+    res = c.execute(EC.RopBuffer().get_receive_folder(0, "IPM.Note")
+                    .open_folder(0, 1, inbox)
+                    .get_receive_folder(0, "IPM")
+                    .get_properties_specific(1, [0x3001001F]))
+    assert [x["ReturnValue"] for x in res] == [0x8004010F, 0, 0x8004010F, 0]
+    assert res[3]["Row"][0x3001001F] == "Inbox"
+    # a buffer of nothing but answered ROPs never leaves the proxy
+    before = len(lab_wire(dump_lab))
+    [only] = c.execute(EC.RopBuffer().get_receive_folder(0, "IPM.Note"))
+    assert only["ReturnValue"] == 0x8004010F
+    assert len(lab_wire(dump_lab)) == before
+    assert c.disconnect()["ErrorCode"] == 0
+    dce.disconnect()
+    ids = [i for x in lab_wire(dump_lab) for i in x["rops"]]
+    assert 0x02 in ids and 0x27 not in ids, "GetReceiveFolder reached the upstream"
+
+
+def test_module_drops_release(make_proxy, dump_lab, tmp_path, wire_log):
+    """drop 0x01: RopRelease never reaches the upstream (no response is
+    expected for it), and the session goes on."""
+    p = roptest_proxy(make_proxy, dump_lab, tmp_path, drop="0x01")
+    online_session({"emsmdb": p.rpc_port})
+    seen = (tmp_path / "roptest.log").read_text().splitlines()
+    assert "req RopRelease stream" in seen
+    ids = [i for x in lab_wire(dump_lab) for i in x["rops"]]
+    assert 0x2B in ids and 0x01 not in ids
