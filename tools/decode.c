@@ -4,6 +4,12 @@
  *   mapiproxy-decode --interface nspi|emsmdb|asyncemsmdb|rfr|UUID --opnum N --in|--out FILE
  *   mapiproxy-decode --interface I [--opnum N] --pdu FILE
  *
+ * EcDoRpc and EcDoRpcExt2 also get "rops": their ROP buffers (RPC_HEADER_EXT
+ * undone, LZ77 and XOR undone) decoded ROP by ROP.  A response is decoded
+ * best with its request: --request FILE (a stub, or PDUs with --pdu) gives
+ * the request ROPs as context (property tags, table columns) and lets the
+ * tool name the server objects the response created ("objects").
+ *
  * --pdu takes the bytes of one call's request or response fragments,
  * concatenated; they are reassembled (the opnum of a request comes from its
  * header).  FILE "-" reads stdin.  Exit 0 with JSON on stdout, 1 with a
@@ -17,14 +23,20 @@
 #include "core/arena.h"
 #include "core/buf.h"
 #include "core/json.h"
+#include "codec/gen/emsmdb.h"
 #include "dcerpc/pdu.h"
+#include "rop/objects.h"
+#include "rop/rop.h"
+#include "rop/ropjson.h"
+#include "rop/rpcext.h"
 
 static void usage(void)
 {
     fprintf(stderr,
             "usage: mapiproxy-decode --interface nspi|emsmdb|asyncemsmdb|rfr|UUID --opnum N "
             "--in|--out FILE\n"
-            "       mapiproxy-decode --interface I [--opnum N] --pdu FILE\n");
+            "       mapiproxy-decode --interface I [--opnum N] --pdu FILE\n"
+            "       (EcDoRpc/EcDoRpcExt2 responses: --request FILE for the request's ROPs)\n");
     exit(2);
 }
 
@@ -112,9 +124,148 @@ static const char *reassemble(const uint8_t *p, size_t len, struct mp_buf *stub,
     return "no fragment with PFC_LAST";
 }
 
+/* The ROP buffers of an EcDoRpc (2) / EcDoRpcExt2 (11) stub: the un-XORed,
+ * decompressed payload contents.  0, or -1 with *why. */
+static int rop_payloads(int opnum, bool out, const void *v, struct mp_rpcext *x, uint8_t **flat,
+                        size_t *flat_len, const char **why)
+{
+    const uint8_t *rgb = NULL;
+    size_t len = 0;
+    if (opnum == 11) {
+        const struct emsmdb_EcDoRpcExt2_in *in = v;
+        const struct emsmdb_EcDoRpcExt2_out *o = v;
+        rgb = out ? o->rgbOut : in->rgbIn;
+        len = out ? o->pcbOut : in->cbIn;
+        int st = rgb ? mp_rpcext_parse(x, rgb, len) : MP_RPCEXT_ETRUNC;
+        *why = st ? mp_rpcext_strerror(st) : NULL;
+        return st ? -1 : 0;
+    }
+    const struct emsmdb_EcDoRpc_in *in = v;
+    const struct emsmdb_EcDoRpc_out *o = v;
+    rgb = out ? o->rgb : in->rgb;
+    len = out ? o->pcb : in->pcb;
+    *flat = rgb ? malloc(len ? len : 1) : NULL;
+    if (!*flat) {
+        *why = "no buffer";
+        return -1;
+    }
+    memcpy(*flat, rgb, len);
+    mp_emsmdb_xor(*flat, len);
+    *flat_len = len;
+    return 0;
+}
+
+struct ropset {
+    struct mp_rpcext x;
+    uint8_t *flat;
+    size_t flat_len, n;
+    struct mp_rop_buf bufs[64];
+    bool ok[64];
+};
+
+static void ropset_decode(struct ropset *rs, bool response, const struct ropset *reqs,
+                          struct mp_arena *a)
+{
+    rs->n = rs->flat ? 1 : rs->x.n < 64 ? rs->x.n : 64;
+    for (size_t i = 0; i < rs->n; i++) {
+        size_t n = rs->flat_len;
+        const uint8_t *p = rs->flat ? rs->flat : mp_rpcext_content(&rs->x, i, &n);
+        struct mp_rop_ctx ctx = {0};
+        if (reqs && i < reqs->n && reqs->ok[i])
+            ctx.requests = &reqs->bufs[i];
+        rs->ok[i] = mp_rop_decode(&rs->bufs[i], p, n, response, reqs ? &ctx : NULL, a) == MP_ROP_OK;
+    }
+}
+
+static void ropset_print(struct mp_json *j, const struct ropset *rs, const struct ropset *reqs)
+{
+    mp_json_key(j, "rops");
+    mp_json_arr_begin(j);
+    for (size_t i = 0; i < rs->n; i++) {
+        if (!rs->ok[i]) {
+            mp_json_obj_begin(j);
+            mp_json_key(j, "undecodable");
+            mp_json_str(j, rs->bufs[i].why ? rs->bufs[i].why : "error");
+            mp_json_key(j, "offset");
+            mp_json_u64(j, rs->bufs[i].bad_off);
+            mp_json_obj_end(j);
+        } else {
+            mp_rop_print(j, &rs->bufs[i]);
+        }
+    }
+    mp_json_arr_end(j);
+    if (!reqs)
+        return;
+    /* the server objects this response created */
+    mp_json_key(j, "objects");
+    mp_json_arr_begin(j);
+    for (size_t i = 0; i < rs->n && i < reqs->n; i++) {
+        const struct mp_rop_buf *b = &rs->bufs[i], *q = &reqs->bufs[i];
+        if (!rs->ok[i] || !reqs->ok[i])
+            continue;
+        for (size_t k = 0; k < b->n; k++) {
+            const struct mp_rop *r = &b->rops[k];
+            if (r->opaque || !r->v || r->req_index < 0)
+                continue;
+            const struct mp_rop *rq = &q->rops[r->req_index];
+            uint32_t rv;
+            memcpy(&rv, (const uint8_t *)r->v + 4, 4); /* RopId, index, ReturnValue */
+            if (rq->opaque || !rq->v || rq->desc->out_hidx < 0 || rv)
+                continue;
+            uint8_t oh = ((const uint8_t *)rq->v)[rq->desc->out_hidx];
+            if (oh >= b->nhandles)
+                continue;
+            mp_json_obj_begin(j);
+            mp_json_key(j, "handle");
+            mp_rj_hex(j, b->handles[oh], 8);
+            mp_json_key(j, "type");
+            mp_json_str(j, mp_object_type_name(mp_object_type_for_rop(rq->rop_id)));
+            mp_json_key(j, "created_by");
+            mp_json_str(j, rq->desc->name);
+            mp_json_key(j, "handle_index");
+            mp_json_u64(j, oh);
+            mp_json_obj_end(j);
+        }
+    }
+    mp_json_arr_end(j);
+}
+
+static void ropset_free(struct ropset *rs)
+{
+    mp_rpcext_free(&rs->x);
+    free(rs->flat);
+}
+
+/* Decodes the stub of a request given with --request. */
+static void *load_request(const char *file, bool pdu, const struct mp_call_codec *cc,
+                          struct mp_arena *a)
+{
+    struct mp_buf in = {0}, stub = {0};
+    void *v = NULL;
+    if (read_file(file, &in))
+        goto out;
+    const uint8_t *sp = in.data;
+    size_t slen = in.len;
+    if (pdu) {
+        int ptype = -1, op = -1;
+        if (reassemble(in.data, in.len, &stub, &ptype, &op) || ptype != MP_PT_REQUEST)
+            goto out;
+        sp = stub.data;
+        slen = stub.len;
+    }
+    v = mp_arena_alloc(a, cc->in_size);
+    static const uint8_t empty[1];
+    if (v && cc->pull_in(sp ? sp : empty, slen, v, a))
+        v = NULL;
+out:
+    mp_buf_free(&in);
+    mp_buf_free(&stub);
+    return v;
+}
+
 int main(int argc, char **argv)
 {
-    const char *iface_name = NULL, *file = NULL;
+    const char *iface_name = NULL, *file = NULL, *reqfile = NULL;
     int opnum = -1, dir = -1, pdu = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--interface") && i + 1 < argc) {
@@ -125,6 +276,8 @@ int main(int argc, char **argv)
             if (*end || v < 0 || v > 65535)
                 usage();
             opnum = (int)v;
+        } else if (!strcmp(argv[i], "--request") && i + 1 < argc) {
+            reqfile = argv[++i];
         } else if ((!strcmp(argv[i], "--in") || !strcmp(argv[i], "--out") ||
                     !strcmp(argv[i], "--pdu")) &&
                    i + 1 < argc) {
@@ -203,6 +356,37 @@ int main(int argc, char **argv)
     mp_json_u64(&j, slen);
     mp_json_key(&j, "value");
     (dir ? cc->print_out : cc->print_in)(&j, v);
+    if (!strcmp(ifc->name, "exchange_emsmdb") && (opnum == 2 || opnum == 11)) {
+        struct ropset *rs = calloc(1, sizeof(*rs)), *rq = NULL;
+        const char *why = NULL;
+        if (rs && rop_payloads(opnum, dir == 1, v, &rs->x, &rs->flat, &rs->flat_len, &why) == 0) {
+            void *reqv = dir == 1 && reqfile ? load_request(reqfile, pdu, cc, &a) : NULL;
+            if (dir == 1 && reqfile && !reqv)
+                fprintf(stderr,
+                        "mapiproxy-decode: %s: not a decodable %s request; response "
+                        "ROPs decoded without it\n",
+                        reqfile, cc->name);
+            if (reqv && (rq = calloc(1, sizeof(*rq))) &&
+                rop_payloads(opnum, false, reqv, &rq->x, &rq->flat, &rq->flat_len, &why) == 0)
+                ropset_decode(rq, false, NULL, &a);
+            else if (rq) {
+                ropset_free(rq);
+                free(rq);
+                rq = NULL;
+            }
+            ropset_decode(rs, dir == 1, rq, &a);
+            ropset_print(&j, rs, rq);
+        } else if (rs) {
+            mp_json_key(&j, "rops");
+            mp_json_str(&j, why ? why : "undecodable");
+        }
+        if (rq)
+            ropset_free(rq);
+        free(rq);
+        if (rs)
+            ropset_free(rs);
+        free(rs);
+    }
     mp_json_obj_end(&j);
     if (j.err) {
         fprintf(stderr, "mapiproxy-decode: JSON output failed\n");

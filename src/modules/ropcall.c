@@ -305,56 +305,6 @@ static int decode_side(struct mp_call *m, struct side *s, bool response,
 
 /* ---- objects ---- */
 
-static enum mp_object_type created_type(uint8_t id)
-{
-    switch (id) {
-    case 0xFE:
-        return MP_OBJ_LOGON;
-    case 0x02: /* OpenFolder */
-    case 0x1C: /* CreateFolder */
-        return MP_OBJ_FOLDER;
-    case 0x03: /* OpenMessage */
-    case 0x06: /* CreateMessage */
-    case 0x46: /* OpenEmbeddedMessage */
-        return MP_OBJ_MESSAGE;
-    case 0x04: /* GetHierarchyTable */
-    case 0x05: /* GetContentsTable */
-    case 0x21: /* GetAttachmentTable */
-    case 0x3E: /* GetPermissionsTable */
-    case 0x3F: /* GetRulesTable */
-        return MP_OBJ_TABLE;
-    case 0x22: /* OpenAttachment */
-    case 0x23: /* CreateAttachment */
-        return MP_OBJ_ATTACHMENT;
-    case 0x2B: /* OpenStream */
-    case 0x3B: /* CloneStream */
-        return MP_OBJ_STREAM;
-    case 0x29:
-        return MP_OBJ_NOTIFICATION;
-    case 0x4B: /* FastTransferSourceCopyMessages */
-    case 0x4C: /* FastTransferSourceCopyFolder */
-    case 0x4D: /* FastTransferSourceCopyTo */
-    case 0x69: /* FastTransferSourceCopyProperties */
-    case 0x53: /* FastTransferDestinationConfigure */
-    case 0x82: /* SynchronizationGetTransferState */
-        return MP_OBJ_FASTTRANSFER;
-    case 0x70:
-        return MP_OBJ_ICS_DOWNLOAD;
-    case 0x7E:
-        return MP_OBJ_ICS_UPLOAD;
-    default:
-        return MP_OBJ_OTHER;
-    }
-}
-
-const char *mp_object_type_name(enum mp_object_type t)
-{
-    static const char *const names[] = {
-        "unknown", "logon",        "folder",       "message",    "attachment",   "stream",
-        "table",   "fasttransfer", "ics-download", "ics-upload", "notification", "other"};
-    return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown";
-}
-
 /* The object a ROP request creates, as far as its request tells. */
 static struct mp_object *provisional(struct mp_arena *a, const struct mp_rop *r,
                                      const struct mp_object *parent)
@@ -362,7 +312,7 @@ static struct mp_object *provisional(struct mp_arena *a, const struct mp_rop *r,
     struct mp_object *o = mp_arena_alloc(a, sizeof(*o));
     if (!o)
         return NULL;
-    o->type = created_type(r->rop_id);
+    o->type = mp_object_type_for_rop(r->rop_id);
     o->handle = MP_OBJ_NONE;
     o->logon_id = req_byte(r, 1);
     o->created_by = r->rop_id;

@@ -172,3 +172,53 @@ int mp_objtab_logon(const struct mp_objtab *t, uint8_t logon_id)
 {
     return t ? t->logon[logon_id] : -1;
 }
+
+enum mp_object_type mp_object_type_for_rop(uint8_t id)
+{
+    switch (id) {
+    case 0xFE:
+        return MP_OBJ_LOGON;
+    case 0x02: /* OpenFolder */
+    case 0x1C: /* CreateFolder */
+        return MP_OBJ_FOLDER;
+    case 0x03: /* OpenMessage */
+    case 0x06: /* CreateMessage */
+    case 0x46: /* OpenEmbeddedMessage */
+        return MP_OBJ_MESSAGE;
+    case 0x04: /* GetHierarchyTable */
+    case 0x05: /* GetContentsTable */
+    case 0x21: /* GetAttachmentTable */
+    case 0x3E: /* GetPermissionsTable */
+    case 0x3F: /* GetRulesTable */
+        return MP_OBJ_TABLE;
+    case 0x22: /* OpenAttachment */
+    case 0x23: /* CreateAttachment */
+        return MP_OBJ_ATTACHMENT;
+    case 0x2B: /* OpenStream */
+    case 0x3B: /* CloneStream */
+        return MP_OBJ_STREAM;
+    case 0x29:
+        return MP_OBJ_NOTIFICATION;
+    case 0x4B: /* FastTransferSourceCopyMessages */
+    case 0x4C: /* FastTransferSourceCopyFolder */
+    case 0x4D: /* FastTransferSourceCopyTo */
+    case 0x69: /* FastTransferSourceCopyProperties */
+    case 0x53: /* FastTransferDestinationConfigure */
+    case 0x82: /* SynchronizationGetTransferState */
+        return MP_OBJ_FASTTRANSFER;
+    case 0x70:
+        return MP_OBJ_ICS_DOWNLOAD;
+    case 0x7E:
+        return MP_OBJ_ICS_UPLOAD;
+    default:
+        return MP_OBJ_OTHER;
+    }
+}
+
+const char *mp_object_type_name(enum mp_object_type t)
+{
+    static const char *const names[] = {
+        "unknown", "logon",        "folder",       "message",    "attachment",   "stream",
+        "table",   "fasttransfer", "ics-download", "ics-upload", "notification", "other"};
+    return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown";
+}

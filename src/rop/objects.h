@@ -35,4 +35,6 @@ size_t mp_objtab_count(const struct mp_objtab *t);
 /* Logons: 1 private mailbox, 0 public folders, -1 unknown. */
 void mp_objtab_set_logon(struct mp_objtab *t, uint8_t logon_id, int private_mailbox);
 int mp_objtab_logon(const struct mp_objtab *t, uint8_t logon_id);
+/* The type of object a ROP with an OutputHandleIndex creates. */
+enum mp_object_type mp_object_type_for_rop(uint8_t rop_id);
 #endif

@@ -153,3 +153,75 @@ def test_module_drops_release(make_proxy, dump_lab, tmp_path, wire_log):
     assert "req RopRelease stream" in seen
     ids = [i for x in lab_wire(dump_lab) for i in x["rops"]]
     assert 0x2B in ids and 0x01 not in ids
+
+
+def test_decode_tool_shows_rops_and_objects():
+    """build/mapiproxy-decode names the ROPs of EcDoRpcExt2/EcDoRpc stubs
+    (Outlook 2007's, from shared/testdata, and captured lab calls) and, given
+    the request, the server objects a response created."""
+    import os
+    import subprocess
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    tool = os.path.join(root, "build", "mapiproxy-decode")
+    data = os.path.join(root, "tests", "unit", "data", "codec")
+
+    def run(*args):
+        out = subprocess.run([tool, "--interface", "emsmdb", *args], check=True,
+                             capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    outlook = os.path.join(root, "..", "shared", "testdata", "emsmdb",
+                           "002_Outlook_2007_in_Tables_operations_comp.dat")
+    d = run("--opnum", "11", "--in", outlook)
+    assert [r["Name"] for b in d["rops"] for r in b["Rops"]] == [
+        "RopGetContentsTable", "RopSetColumns", "RopFindRow", "RopOpenFolder", "RopOpenFolder",
+        "RopRegisterNotification", "RopGetPropertiesSpecific"]
+    d = run("--opnum", "11", "--out", os.path.join(data, "emsmdb-11-out-2.bin"), "--request",
+            os.path.join(data, "emsmdb-11-in-2.bin"))
+    assert [r["Name"] for b in d["rops"] for r in b["Rops"]] == ["RopOpenFolder"]
+    assert d["objects"] == [{"handle": "0x00000102", "type": "folder",
+                             "created_by": "RopOpenFolder", "handle_index": 1}]
+    d = run("--opnum", "2", "--out", os.path.join(data, "emsmdb-2-out-1.bin"), "--request",
+            os.path.join(data, "emsmdb-2-in-1.bin"))
+    assert d["rops"][0]["Rops"][0]["Name"] == "RopLogon"
+    assert d["objects"][0]["type"] == "logon"
+
+
+def test_buffer_too_small_with_proxy_answers(make_proxy, dump_lab, tmp_path, wire_log):
+    """The upstream runs out of pcbOut and answers RopBufferTooSmall
+    (MS-OXCROPS 2.2.15.1) with the request bytes it did not process.  The
+    proxy answered RopGetReceiveFolder itself, before and after the cut:
+    the client gets the proxy's answer in place, the upstream's answers, and
+    a RopBufferTooSmall whose RequestBuffers are the client's own remaining
+    ROPs, including the one the upstream never saw."""
+    from test_lab import PidTagDisplayName
+    p = roptest_proxy(make_proxy, dump_lab, tmp_path, answer="0x27:0x8004010F")
+    dce = EC.connect("127.0.0.1", p.rpc_port)
+    c = EC.EmsmdbClient(dce)
+    assert c.connect_ex(ALICE)["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    cols = [PidTagDisplayName]
+    b = EC.RopBuffer().get_receive_folder(0, "IPM.Note") \
+        .open_folder(0, 1, logon["FolderIds"][3]).get_hierarchy_table(1, 2) \
+        .set_columns(2, cols)
+    tail = EC.RopBuffer().query_rows(2, 50, cols).get_receive_folder(0, "IPM")
+    for d in tail.rops:
+        b.rops.append(d)
+    req = b.build(c.handles)
+    resp, payloads = EC.ec_do_rpc_ext2(dce, c.cxh, req, max_out=8 + 2 + 6 + 8 + 6 + 7 + 4 * 16)
+    assert resp["ErrorCode"] == 0
+    out = payloads[0][1]
+    rop_size = struct.unpack_from("<H", out)[0]
+    body = out[2:rop_size]
+    # RopGetReceiveFolder answered by the proxy, then the upstream's three
+    assert body[:6] == struct.pack("<BBL", 0x27, 0, 0x8004010F)
+    assert body[6] == 0x02 and struct.unpack_from("<L", body, 8)[0] == 0       # RopOpenFolder
+    k = body.index(b"\xff", 6)
+    assert body[k] == 0xFF                                                      # RopBufferTooSmall
+    rest = body[k + 3:]
+    assert rest == b"".join(d for d, _ in tail.rops)
+    # the upstream saw neither GetReceiveFolder, and stopped at QueryRows
+    [x] = [x for x in lab_wire(dump_lab) if 0x04 in x["rops"]]
+    assert 0x27 not in x["rops"] and x["rops"][-1] == 0x15
+    c.disconnect()
+    dce.disconnect()

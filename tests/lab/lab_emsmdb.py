@@ -212,10 +212,10 @@ class Emsmdb(object):
         resp['ErrorCode'] = ecSuccess
         return resp.getData()
 
-    def _run_rops(self, s, rop_buffer):
+    def _run_rops(self, s, rop_buffer, max_size=None):
         with s.lock:
             try:
-                return s.rops.process(rop_buffer)
+                return s.rops.process(rop_buffer, max_size)
             except RopParseError as e:
                 log('emsmdb: malformed ROP buffer: %s' % e)
                 return None
@@ -268,7 +268,7 @@ class Emsmdb(object):
             t0 = time.time()
             outs = []
             for _, p in payloads:
-                o = self._run_rops(s, p)
+                o = self._run_rops(s, p, max_out - 8 if len(payloads) == 1 else None)
                 if o is None:
                     code = ecRpcFormat
                     break

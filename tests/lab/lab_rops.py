@@ -553,8 +553,11 @@ class RopSession(object):
         return b'\x01' + b''.join(bytes([f]) + v for f, v in values)
 
     # -- buffer level --
-    def process(self, rop_buffer):
-        """Process a ROP request buffer, return the ROP response buffer."""
+    def process(self, rop_buffer, max_size=None):
+        """Process a ROP request buffer, return the ROP response buffer.
+        max_size: when the responses would not fit (with the handle table),
+        the rest is answered with RopBufferTooSmall (MS-OXCROPS 2.2.15.1)
+        carrying the request bytes from the ROP that did not fit."""
         if len(rop_buffer) < 2:
             raise RopParseError('ROP buffer shorter than RopSize')
         rop_size = struct.unpack('<H', rop_buffer[:2])[0]
@@ -577,10 +580,17 @@ class RopSession(object):
                              'remaining ROPs skipped' % rop_id)
                     out += struct.pack('<BBL', rop_id, hidx, ecNotSupported)
                     break
+                start = r.off
                 try:
                     resp = fn(self, r, handles)
                 except RopParseError:
                     raise
+                if resp is not None and max_size is not None and \
+                        2 + len(out) + len(resp) + 4 * len(handles) > max_size:
+                    rest = rop_buffer[start:rop_size]
+                    out += struct.pack('<BH', 0xFF, 2 + len(out) + len(resp) +
+                                       4 * len(handles)) + rest
+                    break
                 if resp is not None:
                     out += resp
         return struct.pack('<H', len(out) + 2) + bytes(out) + \
