@@ -956,16 +956,7 @@ class NspiCore(object):
 
     # CompareMIds: StatusCode, ErrorCode, Result
     def compare_mids(self, stat, m1, m2):
-        table = self.dir.table(stat['ContainerID'])
-        code, result = ecSuccess, 0
-        if table is None:
-            code = NS.INVALID_BOOKMARK
-        else:
-            pos = dict((o.mid, i) for i, o in enumerate(table))
-            if m1 not in pos or m2 not in pos:
-                code = NS.GENERAL_FAILURE
-            else:
-                result = pos[m1] - pos[m2]
+        code, result = self.nspi.compare(stat['ContainerID'], m1, m2)
         log('mapihttp: nspi CompareMIds 0x%x 0x%x -> %d (0x%x)' % (m1, m2, result, code))
         return self.head(code).i32(result).aux().bytes()
 
@@ -979,28 +970,12 @@ class NspiCore(object):
         C.write_opt_tags(w, mids)
         return w.aux().bytes()
 
-    def _eval(self, res, obj, cp):
-        return self.nspi._eval(_ndr_like(res), obj, cp)
-
     def get_matches(self, stat, filt, propname, requested, cols):
-        code = ecSuccess
-        matches = None
-        if filt is None:
-            obj = self.dir.by_mid.get(stat['CurrentRec'])
-            if obj is None or obj.kind != 'dl':
-                code = NS.NOT_FOUND
-            else:
-                matches = [self.dir.by_mid[m] for m in obj.members]
-        else:
-            table = self.dir.table(stat['ContainerID'])
-            if table is None:
-                code = NS.INVALID_BOOKMARK
-            else:
-                try:
-                    matches = [o for o in table if self._eval(filt, o, stat['CodePage'])]
-                except Exception as e:
-                    log('mapihttp: nspi GetMatches: restriction not evaluable: %s' % e)
-                    code = NS.TOO_COMPLEX
+        try:
+            code, matches = self.nspi.matches(stat, None if filt is None else _ndr_like(filt))
+        except Exception as e:
+            log('mapihttp: nspi GetMatches: restriction not evaluable: %s' % e)
+            code, matches = NS.TOO_COMPLEX, None
         if matches is not None and len(matches) > requested:
             code = NS.TABLE_TOO_BIG
             matches = None
@@ -1050,22 +1025,17 @@ class NspiCore(object):
         return w.aux().bytes()
 
     def get_special_table(self, flags, stat, version):
-        cp = NS.CP_WINUNICODE if flags & NS.NspiUnicodeStrings else stat['CodePage']
+        unicode = bool(flags & NS.NspiUnicodeStrings)
+        cp = NS.CP_WINUNICODE if unicode else stat['CodePage']
         w = self.head(ecSuccess).u32(cp)
         w.flag(True).u32(1)          # version of the hierarchy table
         if flags & NS.NspiAddressCreationTemplates:
             w.flag(False)            # no address creation templates in the lab
         else:
-            s = C.PT_UNICODE if flags & NS.NspiUnicodeStrings else C.PT_STRING8
-            tags = [tag(PR['ENTRYID'], C.PT_BINARY), tag(PR['CONTAINER_FLAGS'], C.PT_LONG),
-                    tag(PR['DEPTH'], C.PT_LONG), tag(PR['EMS_AB_CONTAINERID'], C.PT_LONG),
-                    tag(PR['DISPLAY_NAME'], s), tag(PR['EMS_AB_IS_MASTER'], C.PT_BOOLEAN)]
-            conts = [self.dir.lookup_dn(o.dn) for o in self.dir.container_objects()]
-            conts.sort(key=lambda o: (o.props[PR['DEPTH']][1], o.container_id))
+            tags, conts, vcp = self.nspi.special_table_rows(unicode)
             w.flag(True).u32(len(conts))
             for o in conts:
-                C.write_value_list(w, self.cells(o, tags, 0, NS.CP_WINUNICODE if
-                                                 s == C.PT_UNICODE else NS.CP_TELETEX))
+                C.write_value_list(w, self.cells(o, tags, 0, vcp))
         log('mapihttp: nspi GetSpecialTable flags=0x%x' % flags)
         return w.aux().bytes()
 
@@ -1128,44 +1098,21 @@ class NspiCore(object):
         return self.head(code).aux().bytes()
 
     def query_columns(self, flags):
-        unicode = bool(flags & NS.NspiUnicodeProptypes)
-        tags = set()
-        for o in self.dir.objects:
-            tags.update(self.nspi.prop_tags_of(o, unicode))
         w = self.head(ecSuccess)
-        C.write_opt_tags(w, sorted(tags))
+        C.write_opt_tags(w, self.nspi.all_columns(bool(flags & NS.NspiUnicodeProptypes)))
         return w.aux().bytes()
 
     def query_rows(self, flags, stat, etable, count, cols):
-        cp = stat['CodePage']
         if cols is None:
-            cols = self.nspi.default_columns(cp)
-        out = dict(stat)
-        code = ecSuccess
-        objs = None
-        if etable is not None:
-            objs = [self.dir.by_mid.get(m) for m in etable][:count or len(etable)]
-            out.update(CurrentRec=NS.MID_END_OF_TABLE if len(objs) >= len(etable)
-                       else etable[len(objs)], NumPos=len(objs), TotalRecs=len(etable),
-                       Delta=0)
-        else:
-            table = self.dir.table(stat['ContainerID'])
-            if table is None:
-                code = NS.INVALID_BOOKMARK
-            else:
-                pos = self.nspi._position(table, stat)
-                if pos is None:
-                    code = NS.NOT_FOUND
-                else:
-                    objs = table[pos:pos + count]
-                    self.nspi._set_position(out, table, pos + len(objs))
+            cols = self.nspi.default_columns(stat['CodePage'])
+        code, objs, out = self.nspi.rows_at(stat, etable, count)
         w = self.head(code)
         C.write_opt_stat(w, out)
         if objs is None:
             w.flag(False)
         else:
             w.flag(True)
-            C.write_colrows(w, cols, self.rows(objs, cols, flags, cp))
+            C.write_colrows(w, cols, self.rows(objs, cols, flags, stat['CodePage']))
         log('mapihttp: nspi QueryRows container=%d count=%d -> %s rows, 0x%x' % (
             stat['ContainerID'], count, None if objs is None else len(objs), code))
         return w.aux().bytes()
@@ -1174,14 +1121,7 @@ class NspiCore(object):
         cp = stat['CodePage']
         if tags is None:
             tags = self.nspi.default_columns(cp)
-        mids, found = [], []
-        for n in names:
-            m = self.dir.anr(n)
-            if len(m) == 1:
-                mids.append(m[0].mid)
-                found.append(m[0])
-            else:
-                mids.append(NS.MID_AMBIGUOUS if m else NS.MID_UNRESOLVED)
+        mids, found = self.nspi.resolve(names)
         w = self.head(ecSuccess).u32(cp)
         C.write_opt_tags(w, mids)
         w.flag(True)
@@ -1204,30 +1144,9 @@ class NspiCore(object):
         return w.aux().bytes()
 
     def seek_entries(self, stat, target, etable, cols):
-        out = dict(stat)
-        code = ecSuccess
-        rows = None
-        ttag = target[0] if target else 0
-        if target is None or stat['SortType'] != 0 or ttag >> 16 != PR['DISPLAY_NAME'] or \
-                ttag & 0xFFFF not in (C.PT_STRING8, C.PT_UNICODE) or target[1] is None:
-            code = NS.GENERAL_FAILURE
-        else:
-            want = target[1].lower()
-            if etable is not None:
-                table = [self.dir.by_mid[m] for m in etable if m in self.dir.by_mid]
-                table.sort(key=lambda o: o.display_name().lower())
-            else:
-                table = self.dir.table(stat['ContainerID'])
-            if table is None:
-                code = NS.INVALID_BOOKMARK
-            else:
-                idx = [i for i, o in enumerate(table) if o.display_name().lower() >= want]
-                if not idx:
-                    code = NS.NOT_FOUND
-                else:
-                    self.nspi._set_position(out, table, idx[0])
-                    if cols is not None:
-                        rows = table[idx[0]:]
+        ttag, value = target if target else (0, None)
+        code, rows, out = self.nspi.seek(stat, ttag, value if isinstance(value, str) else None,
+                                         etable, cols is not None)
         w = self.head(code)
         C.write_opt_stat(w, out)
         if rows is None:
@@ -1240,20 +1159,7 @@ class NspiCore(object):
         return w.aux().bytes()
 
     def update_stat(self, stat, want_delta):
-        out = dict(stat)
-        code = ecSuccess
-        moved = 0
-        table = self.dir.table(stat['ContainerID'])
-        if table is None:
-            code = NS.INVALID_BOOKMARK
-        else:
-            before = self.nspi._position(table, dict(stat, Delta=0))
-            pos = self.nspi._position(table, stat)
-            if pos is None:
-                code = NS.NOT_FOUND
-            else:
-                self.nspi._set_position(out, table, pos)
-                moved = pos - (before if before is not None else 0)
+        code, out, moved = self.nspi.move(stat)
         w = self.head(code)
         C.write_opt_stat(w, out)
         w.flag(want_delta)
