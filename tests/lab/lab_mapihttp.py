@@ -478,6 +478,8 @@ class _Handler(BaseHTTPRequestHandler):
                 work = handler(C.Reader(body), session, ident)
             except BodyError as e:
                 raise MhError(RC_INVALID_REQUEST_BODY, str(e))
+            except (ValueError, TypeError, KeyError, IndexError, struct.error) as e:
+                raise MhError(RC_INVALID_REQUEST_BODY, '%s: %s' % (type(e).__name__, e))
         except MhError as e:
             return self._mh_error(e)
         self._stream(endpoint, rtype, session, work)
