@@ -311,10 +311,10 @@ class _Handler(BaseHTTPRequestHandler):
         return out
 
     # -- authentication ----------------------------------------------------
-    def _challenge(self, token=None, close=False):
+    def _challenge(self, token=None, close=False, scheme='NTLM'):
         hdrs = []
         if token is not None:
-            hdrs.append(('WWW-Authenticate', 'NTLM ' + base64.b64encode(token).decode()))
+            hdrs.append(('WWW-Authenticate', '%s %s' % (scheme, base64.b64encode(token).decode())))
         else:
             if 'ntlm' in self.lab.auth_modes:
                 hdrs.append(('WWW-Authenticate', 'NTLM'))
@@ -377,7 +377,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._challenge()
                     return False, None
                 log('mapihttp: auth: NTLM NEGOTIATE -> CHALLENGE')
-                self._challenge(ch)
+                self._challenge(ch, scheme='Negotiate' if scheme == 'negotiate' else 'NTLM')
                 return False, None
             if mtype == 3 and self.ntlm is not None:
                 try:

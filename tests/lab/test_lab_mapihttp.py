@@ -165,6 +165,8 @@ def test_server_compresses(lab):
     assert d['ErrorCode'] == 0
     assert payloads[0][0] & 0x2 and payloads[0][0] & 0x1          # compressed + XorMagic
     assert len(d['RopBuffer']) < len(payloads[0][1])
+    d, payloads = ems.execute_raw(buf, flags=0x1, max_out=64)   # MaxRopOut too small
+    assert d['ErrorCode'] == 0x47D and d['RopBuffer'] == b'' and payloads == []
     ems.disconnect()
 
 
@@ -386,6 +388,18 @@ def test_ntlm_is_bound_to_the_connection(lab):
     assert r.status == 200 and r.getheader('X-ResponseCode') == '11'
     c1.close()
     c2.close()
+    # NTLM wrapped in the Negotiate scheme (raw NTLM tokens) is answered in kind
+    c3 = _conn(lab)
+    ctx = NtlmContext('bob', PASSWORDS['bob'], domain='LAB')
+    r, _ = _post(c3, 'PING', headers={
+        'Authorization': 'Negotiate ' + base64.b64encode(ctx.step()).decode()})
+    scheme, chal = r.getheader('WWW-Authenticate').split()
+    assert r.status == 401 and scheme == 'Negotiate'
+    auth3 = ctx.step(base64.b64decode(chal))
+    r, data = _post(c3, 'PING', headers={
+        'Authorization': 'Negotiate ' + base64.b64encode(auth3).decode()})
+    assert r.status == 200 and data.endswith(b'\r\n\r\n') and b'DONE\r\n' in data
+    c3.close()
 
 
 def test_auth_refusals(lab):
