@@ -22,14 +22,14 @@ import base64
 import binascii
 import email.utils
 import json
-import os
 import re
-import socket
 import socketserver
 import ssl
 import struct
+import sys
 import threading
 import time
+import traceback
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -40,7 +40,7 @@ import mapihttp_codec as C
 from mapihttp_codec import BodyError
 from rpcserver import log
 import lab_nspi as NS
-from lab_nspi import PR, tag
+from lab_nspi import PR
 import lab_emsmdb
 
 SERVER_APPLICATION = 'Exchange/15.01.2507.000'
@@ -182,13 +182,15 @@ class MapiHttpServer(object):
             raise MhError(RC_CONTEXT_NOT_FOUND, 'unknown MapiContext')
         if s.owner != owner:
             raise MhError(RC_NO_PRIVILEGE, 'session belongs to %s' % s.owner)
-        if rtype not in NO_SEQUENCE:
-            seq = cookies.get('MapiSequence')
-            if seq is None:
-                raise MhError(RC_MISSING_COOKIE, 'no MapiSequence cookie')
+        if rtype not in NO_SEQUENCE and cookies.get('MapiSequence') is None:
+            raise MhError(RC_MISSING_COOKIE, 'no MapiSequence cookie')
+        return s
+
+    def advance_sequence(self, s, seq, new):
+        with self.lock:
             if seq != s.sequence:
                 raise MhError(RC_INVALID_SEQUENCE, 'stale MapiSequence')
-        return s
+            s.sequence = new
 
     # -- mailbox URLs -----------------------------------------------------
     def mailbox_id(self, user):
@@ -241,7 +243,6 @@ class _Httpd(socketserver.ThreadingMixIn, HTTPServer):
 
 
 def _exc():
-    import sys
     e = sys.exc_info()[1]
     return '%s: %s' % (type(e).__name__, e)
 
@@ -480,21 +481,25 @@ class _Handler(BaseHTTPRequestHandler):
                 raise MhError(RC_INVALID_REQUEST_BODY, str(e))
             except (ValueError, TypeError, KeyError, IndexError, struct.error) as e:
                 raise MhError(RC_INVALID_REQUEST_BODY, '%s: %s' % (type(e).__name__, e))
+            new_seq = new_token()
+            if session is not None and rtype not in NO_SEQUENCE:
+                # check and advance in one step: of two requests with the same
+                # MapiSequence only one runs
+                self.lab.advance_sequence(session, cookies.get('MapiSequence'), new_seq)
         except MhError as e:
             return self._mh_error(e)
-        self._stream(endpoint, rtype, session, work)
+        self._stream(endpoint, rtype, session, work, new_seq)
 
-    def _stream(self, endpoint, rtype, session, work):
-        """Answers 200 with chunked PROCESSING / PENDING... / DONE + body.  work() runs
-        in a helper thread and returns (body bytes, new session or None, drop?)."""
+    def _stream(self, endpoint, rtype, session, work, new_seq):
+        """Answers 200 with chunked PROCESSING / PENDING... / DONE + body.  work(target)
+        runs in a helper thread and returns the response body; target is the session
+        (a new one for Connect / Bind, which work() marks .created on success)."""
         start = time.time()
-        new_seq = new_token()
         cookies = []
         target = session
         result = {}
         if rtype in CREATES:
             target = MhSession(endpoint, None, new_token())
-        if target is not None and rtype not in NO_SEQUENCE:
             target.sequence = new_seq
         drop = rtype in ('Disconnect', 'Unbind')
         secure = '; secure' if self.lab.tls else ''
@@ -518,8 +523,7 @@ class _Handler(BaseHTTPRequestHandler):
                         result['body'] = work(target)
                 else:
                     result['body'] = work(target)
-            except Exception as e:     # pragma: no cover - logged, answered as failure
-                import traceback
+            except Exception as e:     # logged, answered with X-ResponseCode 1
                 log('mapihttp: %s failed: %s\n%s' % (rtype, e, traceback.format_exc()))
                 result['error'] = e
 
@@ -905,10 +909,12 @@ def autodiscover_xml(lab, email_addr, schema, mapihttp_cap):
     protos.append('      <Protocol>\r\n        <Type>EXCH</Type>\r\n'
                   '        <Server>%s</Server>\r\n        <ServerDN>%s</ServerDN>\r\n'
                   '        <ServerVersion>73C18880</ServerVersion>\r\n'
-                  '        <MdbDN>%s</MdbDN>\r\n        <PublicFolderServer>%s</PublicFolderServer>\r\n'
+                  '        <MdbDN>%s</MdbDN>\r\n'
+                  '        <PublicFolderServer>%s</PublicFolderServer>\r\n'
                   '        <Port>0</Port>\r\n        <DirectoryPort>0</DirectoryPort>\r\n'
                   '        <ReferralPort>0</ReferralPort>\r\n%s'
-                  '      </Protocol>\r\n' % (_x(mbx), _x(c.server_dn), _x(c.mdb_dn), c.fqdn, ex_urls))
+                  '      </Protocol>\r\n' % (_x(mbx), _x(c.server_dn), _x(c.mdb_dn), c.fqdn,
+                                              ex_urls))
     for ptype in ('EXPR', 'EXHTTP'):
         protos.append('      <Protocol>\r\n        <Type>%s</Type>\r\n'
                       '        <Server>%s</Server>\r\n        <SSL>%s</SSL>\r\n'

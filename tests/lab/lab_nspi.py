@@ -998,7 +998,6 @@ class Nspi(object):
         req = decode(stub, NspiGetSpecialTableSpec, nspi.NspiGetSpecialTable)
         self._session(call, req['hRpc'])
         flags = req['dwFlags']
-        stat = req['pStat']
         resp = NspiGetSpecialTableResponse()
         resp['lpVersion'] = 1
         s = PT_UNICODE if flags & NspiUnicodeStrings else PT_STRING8
