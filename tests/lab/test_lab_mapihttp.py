@@ -264,6 +264,11 @@ def test_nspi_scenarios(lab):
     q8 = ab.query_rows(2, [0x3001001E, 0x0FFF0102])
     assert q8['Rows'][0][0x3001001E] == 'Administrator'
     assert q8['Rows'][0][0x0FFF0102].endswith(b'cn=Administrator\x00')
+    # PtypUnspecified columns come back with their type (and an error value flagged)
+    qu = ab.query_rows(1, [0x30010000, 0x0FFE0000])
+    assert qu['Rows'] == [{0x3001001E: 'Administrator', 0x0FFE0003: 6}]
+    qu = ab.query_rows(1, [0x30010000, 0x12340000])
+    assert qu['Rows'] == [{0x3001001E: 'Administrator', 0x12340000: ('error', 0x8004010F)}]
     # DNToMId
     mids = ab.dn_to_mid([SERVER_DN, ALICE, '/o=Nobody/cn=x'])['MinimalIds']
     rmids = mids_of(nspi.hNspiDNToMId(d, h, [SERVER_DN, ALICE, '/o=Nobody/cn=x'])
