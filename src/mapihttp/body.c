@@ -1456,7 +1456,7 @@ int mp_mh_decode(enum mp_mh_kind k, bool response, const uint8_t *p, size_t n,
         return c.err;
     /* Is the encoding the structures give the original one? */
     struct mp_buf b = {0};
-    out->exact = encode(&b, out, a) == 0 && b.len == n && !memcmp(b.data, p, n);
+    out->exact = encode(&b, out, a) == 0 && b.len == n && (!n || !memcmp(b.data, p, n));
     mp_buf_free(&b);
     return MP_MH_OK;
 }
