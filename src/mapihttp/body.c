@@ -531,7 +531,8 @@ static void f_pv(struct cx *c, uint32_t type, union nspi_PROP_VAL_UNION *u)
         if (u->lpguid)
             f_fixed(c, u->lpguid->ab, 16);
         break;
-    case PT_OBJECT: /* nothing on the wire */
+    case 0x0001:    /* PtypNull */
+    case PT_OBJECT: /* nothing on the wire; the twin's lReserved arm */
         break;
     case 0x001E:
         if (f_has_ptr(c, u->lpszA))
@@ -838,12 +839,27 @@ static void f_opt_colrows(struct cx *c, struct nspi_PropertyRowSet_r **pp)
 /* ---- restrictions (MS-OXCDATA 2.12, 4-byte counts, HasValue before the
  * tagged value of content and property restrictions) --------------------- */
 
-static void f_opt_tagged(struct cx *c, struct nspi_PropertyValue_r **pp)
+/* The TaggedValue of a content or property restriction.  Two encodings are
+ * in use: with a HasValue byte (0x00 / 0xFF) before it, as gromox reads
+ * Outlook's requests, and without, as in MS-OXCDATA 2.12.  The byte after
+ * the restriction's tag tells them apart (a tagged value starts with a
+ * property type whose low byte is never 0x00 or 0xFF); side->bare_values
+ * remembers the second form for re-encoding. */
+static void f_res_value(struct cx *c, struct nspi_PropertyValue_r **pp)
 {
-    if (!f_has(c, *pp != NULL))
+    bool bare = c->enc ? c->s->bare_values : false;
+    if (!c->enc && need(c, 1)) {
+        uint8_t b0 = c->p[c->off];
+        bare = b0 != 0x00 && b0 != 0xFF;
+        if (bare)
+            c->s->bare_values = true;
+    }
+    if (!bare && !f_has(c, *pp != NULL))
         return;
     if (!c->enc)
         *pp = alloc(c, sizeof **pp);
+    else if (!*pp)
+        fail(c, -1);
     if (*pp)
         f_tagged(c, *pp);
 }
@@ -898,12 +914,12 @@ static void f_restriction(struct cx *c, struct nspi_Restriction_r *r)
     case 3:
         f_u32(c, &u->resContent.ulFuzzyLevel);
         f_u32(c, &u->resContent.ulPropTag);
-        f_opt_tagged(c, &u->resContent.lpProp);
+        f_res_value(c, &u->resContent.lpProp);
         break;
     case 4:
         f_u32_as8(c, &u->resProperty.relop);
         f_u32(c, &u->resProperty.ulPropTag);
-        f_opt_tagged(c, &u->resProperty.lpProp);
+        f_res_value(c, &u->resProperty.lpProp);
         break;
     case 5:
         f_u32_as8(c, &u->resCompareProps.relop);

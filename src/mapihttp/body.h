@@ -129,6 +129,7 @@ struct mp_mh_side {
     /* Recorded wire bytes, in wire order, reused by encode while they still
      * fit: boolean bytes (Has* fields, HasValue: 0x00 / any non-zero) and
      * row/value flag bytes (0x00, 0x01, 0x0A). */
+    bool bare_values; /* restriction values without their HasValue byte (body.c) */
     uint8_t *bools, *flags;
     uint32_t n_bools, n_flags;
 };
