@@ -847,7 +847,8 @@ static void f_opt_colrows(struct cx *c, struct nspi_PropertyRowSet_r **pp)
  * remembers the second form for re-encoding. */
 static void f_res_value(struct cx *c, struct nspi_PropertyValue_r **pp)
 {
-    bool bare = c->enc ? c->s->bare_values : false;
+    /* a value that is not there has only the HasValue form */
+    bool bare = c->enc ? c->s->bare_values && *pp : false;
     if (!c->enc && need(c, 1)) {
         uint8_t b0 = c->p[c->off];
         bare = b0 != 0x00 && b0 != 0xFF;
@@ -1458,7 +1459,10 @@ int mp_mh_decode(enum mp_mh_kind k, bool response, const uint8_t *p, size_t n,
 {
     if (mp_mh_body_new(out, k, response, a))
         return MP_MH_EMALFORMED;
-    out->raw = mp_arena_memdup(a, p, n ? n : 1);
+    uint8_t *copy = mp_arena_alloc(a, n);
+    if (copy && n)
+        memcpy(copy, p, n);
+    out->raw = copy;
     out->raw_len = n;
     out->side.bools = mp_arena_alloc(a, n + 1);
     out->side.flags = mp_arena_alloc(a, n + 1);
