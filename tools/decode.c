@@ -117,6 +117,18 @@ static const char *reassemble(const uint8_t *p, size_t len, struct mp_buf *stub,
     return "no fragment with PFC_LAST";
 }
 
+/* Writes the finished JSON object and a newline to stdout; the exit code. */
+static int emit(const struct mp_json *j, const struct mp_buf *out)
+{
+    if (j->err) {
+        fprintf(stderr, "mapiproxy-decode: JSON output failed\n");
+        return 1;
+    }
+    fwrite(out->data, 1, out->len, stdout);
+    putchar('\n');
+    return fflush(stdout) ? 1 : 0;
+}
+
 /* --mapihttp: a MAPI over HTTP body (src/mapihttp/body.h); with --stream the
  * file is a whole response entity (PROCESSING/PENDING/DONE, headers, body). */
 static int mapihttp_main(int argc, char **argv)
@@ -207,13 +219,7 @@ static int mapihttp_main(int argc, char **argv)
     mp_json_key(&j, "value");
     mp_mh_print(&j, &body);
     mp_json_obj_end(&j);
-    if (j.err) {
-        fprintf(stderr, "mapiproxy-decode: JSON output failed\n");
-        goto done;
-    }
-    fwrite(out.data, 1, out.len, stdout);
-    putchar('\n');
-    rc = fflush(stdout) ? 1 : 0;
+    rc = emit(&j, &out);
 done:
     mp_mh_stream_free(&st);
     mp_arena_free(&a);
@@ -317,13 +323,7 @@ int main(int argc, char **argv)
     mp_json_key(&j, "value");
     (dir ? cc->print_out : cc->print_in)(&j, v);
     mp_json_obj_end(&j);
-    if (j.err) {
-        fprintf(stderr, "mapiproxy-decode: JSON output failed\n");
-        goto done;
-    }
-    fwrite(out.data, 1, out.len, stdout);
-    putchar('\n');
-    rc = fflush(stdout) ? 1 : 0;
+    rc = emit(&j, &out);
 done:
     free(v);
     mp_arena_free(&a);
