@@ -833,6 +833,54 @@ static void test_malformed(void)
     mp_arena_reset(&A);
 }
 
+/* Restriction values as MS-OXCDATA writes them (no HasValue byte before the
+ * TaggedValue); PtypNull and PtypObject values (no bytes). */
+static void test_value_forms(void)
+{
+    struct vb v;
+    struct mp_mh_body b;
+    v.n = 0;
+    u32(&v, 0);
+    u8(&v, 0);
+    u8(&v, 0);
+    u32(&v, 0);
+    u8(&v, 0xFF);
+    u8(&v, 0x04); /* property restriction, bare tagged value */
+    u8(&v, 0x04);
+    u32(&v, PR_DISPLAY_NAME_W);
+    u32(&v, PR_DISPLAY_NAME_W);
+    u8(&v, 0xFF);
+    wstr(&v, "bo");
+    u8(&v, 0);
+    u32(&v, 10);
+    u8(&v, 0);
+    aux(&v, 0);
+    CHECK(mp_mh_decode(MP_MH_GETMATCHES, 0, v.d, v.n, &b, &A) == 0 && b.exact &&
+          b.side.bare_values);
+    const struct nspi_NspiGetMatches_in *gi = b.call;
+    CHECK(gi->Filter && gi->Filter->rt == 4 && gi->Filter->res.resProperty.lpProp &&
+          gi->Filter->res.resProperty.lpProp->Value.lpszW[1] == 'o');
+    struct mp_buf o = {0};
+    CHECK(mp_mh_encode(&o, &b) == 0 && o.len == v.n && !memcmp(o.data, v.d, v.n));
+    mp_buf_free(&o);
+    /* built from code: the HasValue form */
+    b.side.bare_values = false;
+    CHECK(mp_mh_encode(&o, &b) == 0 && o.len == v.n + 1);
+    mp_buf_free(&o);
+
+    v.n = 0;
+    u32(&v, 0);
+    u32(&v, 0);
+    u32(&v, 1252);
+    u8(&v, 0xFF);
+    u32(&v, 2);
+    u32(&v, 0x66000001); /* PtypNull */
+    u32(&v, 0x3602000D); /* PtypObject */
+    aux(&v, 0);
+    CHECK(mp_mh_decode(MP_MH_GETPROPS, 1, v.d, v.n, &b, &A) == 0 && b.exact);
+    mp_arena_reset(&A);
+}
+
 static void test_stream(void)
 {
     static const uint8_t body[] = {0, 0, 0, 0, 1, 2, 3, '\r', '\n', 0xFF};
@@ -904,6 +952,7 @@ int main(int argc, char **argv)
     test_absent_and_failure();
     test_changed();
     test_malformed();
+    test_value_forms();
     test_stream();
     mp_arena_free(&A);
     TEST_DONE();
