@@ -713,6 +713,10 @@ static void enc_row(struct cx *c, const struct nspi_PropertyTagArray_r *cols,
                     struct nspi_PropertyRow_r *row)
 {
     bool need_flags = false;
+    if (row->cValues != cols->cValues) { /* every row has one value per column */
+        fail(c, -1);
+        return;
+    }
     for (uint32_t i = 0; i < cols->cValues; i++) {
         uint32_t col = cols->aulPropTag[i], tag = row->lpProps[i].ulPropTag;
         if (!value_fits_column(col, tag)) {
@@ -798,10 +802,15 @@ static void f_colrows(struct cx *c, struct nspi_PropertyRowSet_r **pp)
 {
     if (c->enc) {
         struct nspi_PropertyRowSet_r *rs = *pp;
-        if (!rs) {
+        if (!rs || (rs->cRows && !rs->aRow)) {
             fail(c, -1);
             return;
         }
+        for (uint32_t r = 0; r < rs->cRows; r++)
+            if (rs->aRow[r].cValues && !rs->aRow[r].lpProps) {
+                fail(c, -1);
+                return;
+            }
         struct nspi_PropertyTagArray_r *cols = columns_for(c, rs);
         if (!cols)
             return;

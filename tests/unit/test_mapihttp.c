@@ -743,6 +743,14 @@ static void test_changed(void)
     CHECK(mp_mh_write(&o, &b, false) == 0 && o.len == v.n && !memcmp(o.data, v.d, v.n));
     mp_buf_free(&o);
 
+    /* rows that do not fit one column set do not encode */
+    CHECK(mp_mh_decode(MP_MH_QUERYROWS, 1, v.d, v.n, &b, &A) == 0);
+    qo = b.call;
+    qo->ppRows->aRow[1].cValues = 4;
+    CHECK(mp_mh_encode(&o, &b) == -1 && o.len == 0);
+    qo->ppRows->aRow[1].cValues = 5;
+    qo->ppRows->aRow[1].lpProps = NULL;
+    CHECK(mp_mh_encode(&o, &b) == -1 && o.len == 0);
     /* a row set with no rows keeps its columns */
     v.n = 0;
     u32(&v, 0);
