@@ -221,3 +221,23 @@ def test_malformed_request_body_maps_to_invalid_request_body(tmp_path):
     p = subprocess.run([DECODE, "--mapihttp", "Bind", "--request", str(f)],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "X-ResponseCode 12" in p.stderr
+
+
+def test_spec_vectors_print_json(tmp_path):
+    """The request and response vectors of tests/unit/test_mapihttp.c (the
+    fuzz seeds) through mapiproxy-decode: Python's json module must accept
+    every output, and the direction and request type must be the seed's."""
+    corpus = os.path.join(ROOT, "tests", "fuzz", "corpus", "mapihttp")
+    seen = set()
+    for name in sorted(os.listdir(corpus)):
+        if "-" not in name or name.startswith("regress"):
+            continue
+        rtype, direction = name.rsplit("-", 1)
+        with open(os.path.join(corpus, name), "rb") as f:
+            body = f.read()[1:]
+        out = decode(tmp_path, rtype, direction, body)
+        assert out["exact"] is True and out["body_len"] == len(body)
+        assert out["value"]["request_type"] == rtype
+        assert out["value"]["direction"] == direction
+        seen.add(rtype)
+    assert len(seen) == 24
