@@ -74,6 +74,9 @@ def main(argv=None):
     ap.add_argument('--require-auth', default='none',
                     choices=['none', 'connect', 'integrity', 'privacy'],
                     help='minimum authentication level for calls (default none)')
+    ap.add_argument('--keytab', metavar='FILE',
+                    help='accept Kerberos (DCE/RPC auth type 16, DCE style) with the keys in '
+                         'FILE (python3-gssapi; KRB5_CONFIG from the environment)')
     args = ap.parse_args(argv)
 
     config = LabConfig(args.host, args.server_name)
@@ -81,6 +84,11 @@ def main(argv=None):
     auth.required_level = labauth.LEVELS_BY_NAME[args.require_auth]
     auth.server_name = config.server_name
     auth.dns_domain = config.domain
+    if args.keytab:
+        why = labauth.kerberos_available()
+        if why:
+            ap.error('--keytab: %s' % why)
+        auth.keytab = args.keytab
     if args.users:
         try:
             auth.userdb = labauth.UserDb.load(args.users)
