@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -62,6 +64,7 @@ enum astate {
     A_LOCAL,      /* no context could be relayed: answering locally */
     A_AUTH,       /* proxy-terminated auth: bind answered, waiting for AUTH3 */
     A_DENIED,     /* the client failed authentication: its calls get access denied */
+    A_KDC,        /* authenticated; the KDC worker prepares the upstream's Kerberos leg */
 };
 
 /* One leg's security context when the proxy terminates authentication:
@@ -168,6 +171,7 @@ struct assoc {
     uint32_t local_ip;           /* the address the client reached, network order */
     struct leg_sec *csec, *usec; /* set when the proxy terminates authentication */
     struct mp_bind *up_fwd;      /* terminated: the upstream bind's contexts, until sent */
+    struct kdc_job *job;         /* queued for the KDC worker (A_KDC) */
     uint64_t n_done;
     uint64_t t_open;
     char peer[64];
@@ -203,10 +207,38 @@ struct mp_relay {
     /* Kerberos: the proxy's acceptor (or service credential, for S4U) and,
      * for specified credentials over Kerberos, its initiator credential */
     struct mp_gss_cred *acc_cred, *up_cred;
+    /* The KDC worker: one thread that makes the upstream's Kerberos leg
+     * (S4U2Self, S4U2Proxy, service tickets) so the loop never waits for a
+     * KDC.  svc_cred, up_cred and retired are its own once it runs. */
+    struct mp_gss_cred *svc_cred;
+    uint64_t svc_born_ms;
+    struct mp_gss_cred *retired[8]; /* replaced service credentials, freed at exit */
+    size_t n_retired;
+    pthread_t kdc_thread;
+    bool kdc_started, kdc_stop;
+    pthread_mutex_t kdc_mu;
+    pthread_cond_t kdc_cv;
+    struct kdc_job *kdc_q, **kdc_q_tail, *kdc_done, **kdc_done_tail;
+    struct mp_io kdc_io; /* eventfd: jobs done */
     enum { UP_NTLM, UP_KRB, UP_S4U } up_mode;
     char realm_uc[256]; /* NTLM users are impersonated as user@REALM_UC */
     struct mp_iface_spec pt_ifaces[MP_MAX_IFACES]; /* mapiproxy:pass-through interfaces */
     size_t n_pt;
+};
+
+/* Work for the KDC worker thread.  The loop thread owns a and reads the
+ * results once the job is back on the done list; the worker owns the rest
+ * while the job is queued or running. */
+struct kdc_job {
+    struct kdc_job *next;
+    struct assoc *a; /* NULL once the association is gone */
+    char user[420];  /* S4U: whom to impersonate */
+    struct mp_gss_cred *cred;
+    struct mp_gss_ctx *ctx;
+    struct mp_buf tok;
+    char why[600];
+    char note[400]; /* for the log, written by the loop thread */
+    int rc;
 };
 
 static struct mp_bind scratch_bind; /* single-threaded: one bind parsed at a time */
@@ -320,6 +352,10 @@ static void assoc_close(struct assoc *a, const char *reason)
         return;
     struct mp_relay *r = a->r;
     a->dead = true;
+    if (a->job) {
+        a->job->a = NULL; /* the worker's result is dropped when it comes back */
+        a->job = NULL;
+    }
     mp_info("conn close %s calls=%llu in_flight=%zu after=%.1fs reason=%s", a->peer,
             (unsigned long long)a->n_done, a->n_calls, (double)(mp_now_ms() - a->t_open) / 1000.0,
             reason);
@@ -1331,10 +1367,220 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
     return MP_GSS_DONE;
 }
 
-/* The proxy's own security context towards the upstream and the bind that
- * carries its first token into a->pending_bind.  With Kerberos this may
- * contact the KDC (a service ticket not yet in the credential's cache;
- * S4U2Self and S4U2Proxy for delegation): it blocks the event loop. */
+/* The upstream bind with the proxy's first token, into a->pending_bind. */
+static int upstream_bind_build(struct assoc *a, const struct mp_buf *tok, char *why, size_t wl)
+{
+    struct leg_sec *us = a->usec;
+    if (tok->len > 0xffff) {
+        snprintf(why, wl, "initial token of %zu bytes", tok->len);
+        return -1;
+    }
+    struct mp_bind *fwd = a->up_fwd;
+    fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
+    fwd->assoc_group = a->group->up_id;
+    struct mp_auth up = {.type = us->type,
+                         .level = us->level,
+                         .context_id = us->ctx_id,
+                         .value = tok->data,
+                         .value_len = (uint16_t)tok->len};
+    if (mp_build_bind(&a->pending_bind, MP_PT_BIND,
+                      MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_PENDING_CANCEL, a->next_u_call++, fwd,
+                      &up)) {
+        snprintf(why, wl, "cannot build the upstream bind");
+        return -1;
+    }
+    for (unsigned i = 0; i < fwd->n_ctx; i++)
+        if (!mp_syntax_is_btfn(&fwd->ctx[i].ts[0])) {
+            a->target = fwd->ctx[i].abstract;
+            break;
+        }
+    return 0;
+}
+
+/* ---- the KDC worker ---- */
+
+#define SVC_CRED_MAX_AGE_MS (4ull * 3600 * 1000) /* well inside a 10 h TGT */
+
+/* Worker thread: the service credential's TGT must stay forwardable for
+ * S4U2Proxy, and MIT renews it without that flag; so it is replaced
+ * before it expires.  The old one is kept until exit (credentials made
+ * from it may still be in use). */
+static void svc_refresh(struct mp_relay *r, struct kdc_job *j)
+{
+    if (mp_now_ms() - r->svc_born_ms < SVC_CRED_MAX_AGE_MS)
+        return;
+    char err[MP_GSS_ERRLEN];
+    struct mp_gss_cred *n =
+        mp_gss_cred_service(r->cfg->keytab, r->cfg->service_principal, err, sizeof(err));
+    if (!n) {
+        snprintf(j->note, sizeof(j->note), "service credential not renewed: %.300s", err);
+        return;
+    }
+    if (r->n_retired == sizeof(r->retired) / sizeof(r->retired[0])) {
+        mp_gss_cred_free(r->retired[0]);
+        memmove(r->retired, r->retired + 1, sizeof(r->retired) - sizeof(r->retired[0]));
+        r->n_retired--;
+    }
+    r->retired[r->n_retired++] = r->svc_cred;
+    r->svc_cred = n;
+    r->svc_born_ms = mp_now_ms();
+    snprintf(j->note, sizeof(j->note), "service credential renewed (forwardable TGT)");
+}
+
+/* Worker thread: the credential and first leg towards the upstream.  These
+ * are the calls that can wait for the KDC. */
+static void kdc_run(struct mp_relay *r, struct kdc_job *j)
+{
+    char err[MP_GSS_ERRLEN] = "";
+    const char *spn = r->cfg->upstream_spn;
+    struct mp_gss_cred *cred = r->up_cred;
+    j->rc = -1;
+    if (r->up_mode == UP_S4U) {
+        svc_refresh(r, j);
+        j->cred = mp_gss_cred_impersonate(r->svc_cred, j->user, err, sizeof(err));
+        if (!j->cred) {
+            snprintf(j->why, sizeof(j->why), "S4U2Self for %.200s: %.300s", j->user, err);
+            return;
+        }
+        cred = j->cred;
+    }
+    j->ctx = mp_gss_initiator_new(cred, spn, MP_AUTHN_GSS_KERBEROS, 0, err, sizeof(err));
+    if (!j->ctx) {
+        snprintf(j->why, sizeof(j->why), "Kerberos initiator for %.200s: %.300s", spn, err);
+        return;
+    }
+    if (mp_gss_step(j->ctx, NULL, 0, &j->tok) != MP_GSS_CONTINUE) {
+        snprintf(j->why, sizeof(j->why), "Kerberos towards %.200s%s: %.300s", spn,
+                 r->up_mode == UP_S4U ? " (S4U2Proxy)" : "", mp_gss_error(j->ctx));
+        return;
+    }
+    j->rc = 0;
+}
+
+static void *kdc_main(void *arg)
+{
+    struct mp_relay *r = arg;
+    pthread_mutex_lock(&r->kdc_mu);
+    for (;;) {
+        while (!r->kdc_q && !r->kdc_stop)
+            pthread_cond_wait(&r->kdc_cv, &r->kdc_mu);
+        if (r->kdc_stop)
+            break;
+        struct kdc_job *j = r->kdc_q;
+        r->kdc_q = j->next;
+        if (!r->kdc_q)
+            r->kdc_q_tail = &r->kdc_q;
+        pthread_mutex_unlock(&r->kdc_mu);
+        kdc_run(r, j);
+        pthread_mutex_lock(&r->kdc_mu);
+        j->next = NULL;
+        *r->kdc_done_tail = j;
+        r->kdc_done_tail = &j->next;
+        uint64_t one = 1;
+        if (write(r->kdc_io.fd, &one, sizeof(one)) < 0) {
+            /* the counter is only full after 2^64 - 1 jobs */
+        }
+    }
+    pthread_mutex_unlock(&r->kdc_mu);
+    return NULL;
+}
+
+static void kdc_job_free(struct kdc_job *j)
+{
+    mp_gss_ctx_free(j->ctx);
+    mp_gss_cred_free(j->cred);
+    mp_buf_free(&j->tok);
+    free(j);
+}
+
+/* Loop thread: jobs come back. */
+static void kdc_io_cb(struct mp_io *io, uint32_t ev)
+{
+    struct mp_relay *r = io->data;
+    uint64_t n;
+    if (read(io->fd, &n, sizeof(n)) < 0) {
+        /* EAGAIN: nothing new */
+    }
+    pthread_mutex_lock(&r->kdc_mu);
+    struct kdc_job *j = r->kdc_done;
+    r->kdc_done = NULL;
+    r->kdc_done_tail = &r->kdc_done;
+    pthread_mutex_unlock(&r->kdc_mu);
+    while (j) {
+        struct kdc_job *next = j->next;
+        struct assoc *a = j->a;
+        if (j->note[0])
+            mp_info("kerberos: %s", j->note);
+        if (a) {
+            a->job = NULL;
+            struct leg_sec *us = a->usec;
+            us->gss = j->ctx;
+            us->cred = j->cred;
+            j->ctx = NULL;
+            j->cred = NULL;
+            char why[600];
+            snprintf(why, sizeof(why), "%s", j->why);
+            if (j->rc == 0 && upstream_bind_build(a, &j->tok, why, sizeof(why)) == 0)
+                start_upstream(a);
+            else
+                upstream_failed(a, why);
+            update_interest(a);
+        }
+        kdc_job_free(j);
+        j = next;
+    }
+}
+
+static int kdc_start(struct mp_relay *r)
+{
+    r->kdc_q_tail = &r->kdc_q;
+    r->kdc_done_tail = &r->kdc_done;
+    r->kdc_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->kdc_io.fd < 0) {
+        mp_error("eventfd: %s", strerror(errno));
+        return -1;
+    }
+    r->kdc_io.cb = kdc_io_cb;
+    r->kdc_io.data = r;
+    pthread_mutex_init(&r->kdc_mu, NULL);
+    pthread_cond_init(&r->kdc_cv, NULL);
+    int rc = pthread_create(&r->kdc_thread, NULL, kdc_main, r);
+    if (rc) {
+        mp_error("cannot start the KDC worker thread: %s", strerror(rc));
+        close(r->kdc_io.fd);
+        r->kdc_io.fd = -1;
+        return -1;
+    }
+    r->kdc_started = true;
+    mp_io_set(r->loop, &r->kdc_io, MP_READ);
+    return 0;
+}
+
+static void kdc_stop(struct mp_relay *r)
+{
+    if (!r->kdc_started)
+        return;
+    pthread_mutex_lock(&r->kdc_mu);
+    r->kdc_stop = true;
+    pthread_cond_broadcast(&r->kdc_cv);
+    pthread_mutex_unlock(&r->kdc_mu);
+    pthread_join(r->kdc_thread, NULL); /* waits for a KDC call in progress */
+    r->kdc_started = false;
+    for (struct kdc_job *lists[2] = {r->kdc_q, r->kdc_done}, **l = lists; l < lists + 2; l++)
+        while (*l) {
+            struct kdc_job *n = (*l)->next;
+            kdc_job_free(*l);
+            *l = n;
+        }
+    r->kdc_q = r->kdc_done = NULL;
+    mp_io_close(r->loop, &r->kdc_io);
+    pthread_cond_destroy(&r->kdc_cv);
+    pthread_mutex_destroy(&r->kdc_mu);
+}
+
+/* The proxy's own security context towards the upstream.  NTLM here; with
+ * Kerberos the KDC worker makes it (S4U2Self, S4U2Proxy, a service ticket)
+ * while the association waits in A_KDC.  0, or -1 with why. */
 static int upstream_prepare(struct assoc *a, char *why, size_t wl)
 {
     struct mp_relay *r = a->r;
@@ -1346,75 +1592,42 @@ static int upstream_prepare(struct assoc *a, char *why, size_t wl)
     a->usec = us;
     us->level = r->up_level;
     us->ctx_id = 79231;
-    struct mp_buf tok = {0};
-    char err[MP_GSS_ERRLEN] = "";
-    int rc = 0;
-    if (r->up_mode == UP_NTLM) {
-        us->type = MP_AUTHN_WINNT;
-        rc = mp_ntlm_initiator_init(&us->ini, r->cfg->username, r->cfg->domain, r->up_password,
-                                    NULL, r->cfg->netbios_name, NULL, MP_NTLM_INITIATOR_FLAGS);
-        us->ini_init = rc == 0;
-        if (rc == 0)
-            rc = mp_ntlm_initiator_negotiate(&us->ini, &tok);
-        if (rc)
-            snprintf(why, wl, "NTLM initiator: %s", mp_ntlm_strerror(rc));
-    } else {
+    if (r->up_mode != UP_NTLM) {
         us->type = MP_AUTHN_GSS_KERBEROS;
-        struct mp_gss_cred *cred = r->up_cred;
-        if (r->up_mode == UP_S4U) {
-            struct leg_sec *cs = a->csec;
-            if (cs->gss) {
-                bool delegated = false;
-                us->cred =
-                    mp_gss_cred_for_client(r->acc_cred, cs->gss, &delegated, err, sizeof(err));
-            } else {
-                char princ[420];
-                snprintf(princ, sizeof(princ), "%s@%s", cs->user, r->realm_uc);
-                us->cred = mp_gss_cred_impersonate(r->acc_cred, princ, err, sizeof(err));
-            }
-            if (!us->cred) {
-                snprintf(why, wl, "S4U2Self for %s: %s", cs->who, err);
-                return -1;
-            }
-            cred = us->cred;
-        }
-        us->gss = mp_gss_initiator_new(cred, r->cfg->upstream_spn, us->type, 0, err, sizeof(err));
-        if (!us->gss) {
-            snprintf(why, wl, "Kerberos initiator for %.200s: %.200s", r->cfg->upstream_spn, err);
+        struct kdc_job *j = calloc(1, sizeof(*j));
+        if (!j) {
+            snprintf(why, wl, "out of memory");
             return -1;
         }
-        if (mp_gss_step(us->gss, NULL, 0, &tok) != MP_GSS_CONTINUE) {
-            snprintf(why, wl, "Kerberos towards %.200s%s: %.200s", r->cfg->upstream_spn,
-                     r->up_mode == UP_S4U ? " (S4U2Proxy)" : "", mp_gss_error(us->gss));
-            mp_buf_free(&tok);
-            return -1;
-        }
+        j->a = a;
+        struct leg_sec *cs = a->csec;
+        if (cs->gss) /* S4U2Self by name: see mp_gss_cred_for_client */
+            snprintf(j->user, sizeof(j->user), "%s", cs->user);
+        else
+            snprintf(j->user, sizeof(j->user), "%.150s@%.250s", cs->user, r->realm_uc);
+        a->job = j;
+        a->state = A_KDC;
+        pthread_mutex_lock(&r->kdc_mu);
+        *r->kdc_q_tail = j;
+        r->kdc_q_tail = &j->next;
+        pthread_cond_signal(&r->kdc_cv);
+        pthread_mutex_unlock(&r->kdc_mu);
+        return 0;
     }
-    if (rc == 0 && tok.len > 0xffff) {
-        snprintf(why, wl, "initial token of %zu bytes", tok.len);
-        rc = -1;
-    }
-    if (rc == 0) {
-        struct mp_bind *fwd = a->up_fwd;
-        fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
-        fwd->assoc_group = a->group->up_id;
-        struct mp_auth up = {.type = us->type,
-                             .level = us->level,
-                             .context_id = us->ctx_id,
-                             .value = tok.data,
-                             .value_len = (uint16_t)tok.len};
-        rc = mp_build_bind(&a->pending_bind, MP_PT_BIND,
-                           MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_PENDING_CANCEL, a->next_u_call++,
-                           fwd, &up);
-        if (rc)
-            snprintf(why, wl, "cannot build the upstream bind");
-        for (unsigned i = 0; i < fwd->n_ctx; i++)
-            if (!mp_syntax_is_btfn(&fwd->ctx[i].ts[0])) {
-                a->target = fwd->ctx[i].abstract;
-                break;
-            }
-    }
+    us->type = MP_AUTHN_WINNT;
+    struct mp_buf tok = {0};
+    int rc = mp_ntlm_initiator_init(&us->ini, r->cfg->username, r->cfg->domain, r->up_password,
+                                    NULL, r->cfg->netbios_name, NULL, MP_NTLM_INITIATOR_FLAGS);
+    us->ini_init = rc == 0;
+    if (rc == 0)
+        rc = mp_ntlm_initiator_negotiate(&us->ini, &tok);
+    if (rc)
+        snprintf(why, wl, "NTLM initiator: %s", mp_ntlm_strerror(rc));
+    else
+        rc = upstream_bind_build(a, &tok, why, wl);
     mp_buf_free(&tok);
+    if (rc == 0)
+        start_upstream(a);
     return rc ? -1 : 0;
 }
 
@@ -1425,11 +1638,8 @@ static void client_authenticated(struct assoc *a)
     mp_info("conn %s: authenticated %s (%s, %s)", a->peer, cs->who, mech_name(cs),
             level_names[cs->level]);
     char why[512] = "";
-    if (upstream_prepare(a, why, sizeof(why))) {
+    if (upstream_prepare(a, why, sizeof(why)))
         upstream_failed(a, why);
-        return;
-    }
-    start_upstream(a);
 }
 
 /* The client's bind when the proxy terminates authentication: its first
@@ -2620,8 +2830,7 @@ static int setup_kerberos(struct mp_relay *r)
         r->realm_uc[i] = (char)toupper((unsigned char)cfg->realm[i]);
     if (cfg->keytab[0]) {
         const char *princ = cfg->service_principal[0] ? cfg->service_principal : NULL;
-        r->acc_cred = s4u ? mp_gss_cred_service(cfg->keytab, princ, err, sizeof(err))
-                          : mp_gss_cred_acceptor(cfg->keytab, princ, err, sizeof(err));
+        r->acc_cred = mp_gss_cred_acceptor(cfg->keytab, princ, err, sizeof(err));
         if (!r->acc_cred) {
             mp_error("mapiproxy:keytab %s%s%s: %s", cfg->keytab, princ ? " principal " : "",
                      princ ? princ : "", err);
@@ -2630,6 +2839,15 @@ static int setup_kerberos(struct mp_relay *r)
     }
     if (s4u) {
         r->up_mode = UP_S4U;
+        /* a credential of its own for the worker thread (S4U2Self): the
+         * loop thread accepts with acc_cred */
+        r->svc_cred = mp_gss_cred_service(cfg->keytab, cfg->service_principal, err, sizeof(err));
+        if (!r->svc_cred) {
+            mp_error("mapiproxy:delegation = s4u: the proxy's TGT from mapiproxy:keytab for %s: %s",
+                     cfg->service_principal, err);
+            return -1;
+        }
+        r->svc_born_ms = mp_now_ms();
     } else if (cfg->upstream_spn[0]) {
         r->up_mode = UP_KRB;
         char ccache[600];
@@ -2660,7 +2878,20 @@ static int setup_kerberos(struct mp_relay *r)
         mp_buf_free(&tok);
         mp_gss_ctx_free(c);
     }
-    return 0;
+    return kdc_start(r);
+}
+
+static void auth_free(struct mp_relay *r)
+{
+    kdc_stop(r); /* first: the worker uses the credentials */
+    mp_credstore_free(&r->creds);
+    mp_gss_cred_free(r->acc_cred);
+    mp_gss_cred_free(r->up_cred);
+    mp_gss_cred_free(r->svc_cred);
+    for (size_t i = 0; i < r->n_retired; i++)
+        mp_gss_cred_free(r->retired[i]);
+    r->acc_cred = r->up_cred = r->svc_cred = NULL;
+    r->n_retired = 0;
 }
 
 static int setup_terminate(struct mp_relay *r)
@@ -2783,9 +3014,7 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
         cfg->username[0] || cfg->upstream_spn[0] || !strcasecmp(cfg->delegation, "s4u");
     if (want_terminate && !cfg->delegated_auth && setup_terminate(r)) {
         mp_modules_unload(&r->mods);
-        mp_credstore_free(&r->creds);
-        mp_gss_cred_free(r->acc_cred);
-        mp_gss_cred_free(r->up_cred);
+        auth_free(r);
         free(r);
         return NULL;
     }
@@ -2797,9 +3026,7 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
                  "name or give an address",
                  cfg->binding.host, gai_strerror(rc));
         mp_modules_unload(&r->mods);
-        mp_credstore_free(&r->creds);
-        mp_gss_cred_free(r->acc_cred);
-        mp_gss_cred_free(r->up_cred);
+        auth_free(r);
         free(r);
         return NULL;
     }
@@ -2871,9 +3098,7 @@ void mp_relay_free(struct mp_relay *r)
             mp_session_unref(g);
         }
     mp_modules_unload(&r->mods);
-    mp_credstore_free(&r->creds);
-    mp_gss_cred_free(r->acc_cred); /* every association (and its contexts) is gone */
-    mp_gss_cred_free(r->up_cred);
+    auth_free(r); /* every association (and its contexts) is gone */
     mp_ntlm_cleanse(r->up_password, sizeof(r->up_password));
     free(r);
 }
