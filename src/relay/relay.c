@@ -76,7 +76,9 @@ struct leg_sec {
     uint32_t ctx_id;
     bool header_sign;
     bool acc_init, ini_init, sess_init;
-    bool spnego_ntlm; /* auth type 9 carrying NTLM: tokens in NegTokenResp */
+    bool spnego_ntlm;   /* auth type 9 carrying NTLM: tokens in NegTokenResp */
+    uint8_t *mech_list; /* SPNEGO/NTLM: the client's MechTypeList, for mechListMIC */
+    size_t mech_list_len;
     struct mp_ntlm_acceptor acc;
     struct mp_ntlm_initiator ini;
     struct mp_ntlm_session sess;
@@ -322,6 +324,7 @@ static void leg_free(struct leg_sec *l)
         mp_ntlm_initiator_free(&l->ini);
     if (l->sess_init)
         mp_ntlm_session_free(&l->sess);
+    free(l->mech_list);
     mp_gss_ctx_free(l->gss); /* before the credential it was made from */
     mp_gss_cred_free(l->cred);
     free(l);
@@ -1243,6 +1246,13 @@ static int client_auth_first(struct assoc *a, struct leg_sec *cs, const struct m
                 return MP_GSS_FAILED;
             }
             cs->spnego_ntlm = true;
+            cs->mech_list = malloc(ini.mech_list_len);
+            if (!cs->mech_list) {
+                snprintf(why, wl, "out of memory");
+                return MP_GSS_FAILED;
+            }
+            memcpy(cs->mech_list, ini.mech_list, ini.mech_list_len);
+            cs->mech_list_len = ini.mech_list_len;
             ntlm_tok = ini.mech_token;
             ntlm_len = ini.mech_token_len;
         } else if (!mp_spnego_mech_is_krb5(first)) {
@@ -1333,8 +1343,8 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
     }
     const uint8_t *tok = auth->value;
     size_t len = auth->value_len;
+    struct mp_spnego_resp resp = {.neg_state = -1};
     if (cs->spnego_ntlm) {
-        struct mp_spnego_resp resp;
         if (mp_spnego_parse_resp(auth->value, auth->value_len, &resp) || !resp.token) {
             snprintf(why, wl, "SPNEGO NegTokenResp without an NTLM AUTHENTICATE");
             return MP_GSS_FAILED;
@@ -1353,14 +1363,39 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
                           : NULL;
     if (!bad && mp_ntlm_session_init(&cs->sess, res.flags, res.exported_key, false))
         bad = "session keys could not be derived";
+    if (!bad)
+        cs->sess_init = true;
+    /* SPNEGO mechListMIC (RFC 4178, MS-SPNG 3.3.5.1): the client's NTLM
+     * signature over its MechTypeList (its first sequence number) is checked
+     * and answered with ours; then both RC4 streams start again from the
+     * sealing keys while the sequence numbers go on (what Samba and Windows
+     * do). */
+    uint8_t our_mic[16];
+    bool mic = false;
+    if (!bad && resp.mic) {
+        if (resp.mic_len != 16 ||
+            mp_ntlm_verify(&cs->sess.recv, cs->mech_list, cs->mech_list_len, resp.mic) ||
+            mp_ntlm_sign(&cs->sess.send, cs->mech_list, cs->mech_list_len, our_mic)) {
+            bad = "bad SPNEGO mechListMIC";
+        } else {
+            uint32_t s_seq = cs->sess.send.seq, r_seq = cs->sess.recv.seq;
+            mp_ntlm_session_free(&cs->sess);
+            if (mp_ntlm_session_init(&cs->sess, res.flags, res.exported_key, false)) {
+                cs->sess_init = false;
+                bad = "session keys could not be derived";
+            }
+            cs->sess.send.seq = s_seq;
+            cs->sess.recv.seq = r_seq;
+            mic = true;
+        }
+    }
     mp_ntlm_cleanse(res.exported_key, sizeof(res.exported_key));
     if (bad) {
         snprintf(why, wl, "%s", bad);
         return MP_GSS_FAILED;
     }
-    cs->sess_init = true;
-    if (cs->spnego_ntlm &&
-        mp_spnego_build_resp(out, MP_SPNEGO_ACCEPT_COMPLETED, NULL, 0, NULL, 0, NULL, 0)) {
+    if (cs->spnego_ntlm && mp_spnego_build_resp(out, MP_SPNEGO_ACCEPT_COMPLETED, NULL, 0, NULL, 0,
+                                                mic ? our_mic : NULL, mic ? 16 : 0)) {
         snprintf(why, wl, "out of memory");
         return MP_GSS_FAILED;
     }

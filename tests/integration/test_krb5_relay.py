@@ -204,3 +204,220 @@ def test_pass_through_interface_keeps_the_clients_own_logon(krb, lab, make_proxy
     assert "authenticated LAB\\alice (NTLM, privacy)" in proxy.log()
     assert ("Kerberos", f"{PROXY_SPN}@{krb.realm}", "privacy") in lab_logons(lab, "emsmdb"), \
         lab.log()
+
+
+# --- auth type 16 from MIT's own initiator (python3-gssapi) ----------------
+# Impacket speaks Kerberos only inside SPNEGO (auth type 9, third leg in an
+# alter_context).  Here MIT's DCE-style initiator drives raw Kerberos (16)
+# with the third leg in an AUTH3, with and without header signing.
+
+NDR20 = ("8a885d04-1ceb-11c9-9fe8-08002b104860", "2.0")
+NSPI_IF = ("f5cc5a18-4264-101a-8c59-08002b2f8426", "56.0")
+PFC_FIRST, PFC_LAST, PFC_HDR_SIGN = 1, 2, 4
+
+
+class GssDce:
+    def __init__(self, port, level, header_sign, target=PROXY_SPN):
+        import gssapi
+        import socket
+        F = gssapi.RequirementFlag
+        self.level, self.want_hs = level, header_sign
+        name = gssapi.Name(f"{target}@LAB.EXAMPLE", gssapi.NameType.kerberos_principal)
+        self.ctx = gssapi.SecurityContext(
+            name=name, usage="initiate",
+            flags=[F.mutual_authentication, F.dce_style, F.integrity, F.confidentiality,
+                   F.replay_detection, F.out_of_sequence_detection])
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.call_id = 1
+
+    @staticmethod
+    def hdr(ptype, flags, frag_len, auth_len, call_id):
+        import struct
+        return struct.pack("<BBBB4sHHI", 5, 0, ptype, flags, b"\x10\x00\x00\x00", frag_len,
+                           auth_len, call_id)
+
+    def recv_pdu(self):
+        import struct
+        buf = b""
+        while len(buf) < 16:
+            c = self.s.recv(16 - len(buf))
+            if not c:
+                return None
+            buf += c
+        n = struct.unpack_from("<H", buf, 8)[0]
+        while len(buf) < n:
+            c = self.s.recv(n - len(buf))
+            if not c:
+                return None
+            buf += c
+        return buf
+
+    def bind(self, iface=NSPI_IF):
+        import struct
+        from impacket.uuid import uuidtup_to_bin
+        body = struct.pack("<HHIB3x", 5840, 5840, 0, 1)
+        body += struct.pack("<HBx", 0, 1) + uuidtup_to_bin(iface) + uuidtup_to_bin(NDR20)
+        tok = self.ctx.step()
+        trailer = struct.pack("<BBBBI", 16, self.level, 0, 0, 1)
+        flags = PFC_FIRST | PFC_LAST | (PFC_HDR_SIGN if self.want_hs else 0)
+        pdu = self.hdr(11, flags, 16 + len(body) + 8 + len(tok), len(tok), self.call_id)
+        self.s.sendall(pdu + body + trailer + tok)
+        ack = self.recv_pdu()
+        assert ack is not None and ack[2] == 12, ack and ack[2]
+        self.header_sign = bool(ack[3] & PFC_HDR_SIGN)
+        auth_len = struct.unpack_from("<H", ack, 10)[0]
+        tok3 = self.ctx.step(ack[len(ack) - auth_len:])
+        assert self.ctx.complete
+        a3 = self.hdr(16, PFC_FIRST | PFC_LAST, 16 + 4 + 8 + len(tok3), len(tok3), self.call_id)
+        self.s.sendall(a3 + b"\x00" * 4 + trailer + tok3)
+        self.call_id += 1
+
+    def _iov(self, nov, start, end, header):
+        from gssapi.raw import IOV, IOVBufferType as T
+        h = (T.header, False, header) if header is not None else (T.header, True)
+        if self.header_sign:
+            return IOV(h, (T.sign_only, nov[:start]), (T.data, nov[start:end]),
+                       (T.sign_only, nov[end:]), std_layout=False)
+        return IOV(h, (T.data, nov[start:end]), std_layout=False)
+
+    def request(self, opnum, stub, tamper=False):
+        import struct
+        import gssapi.raw as graw
+        pad = (16 - len(stub) % 16) % 16
+        body = stub + b"\x00" * pad
+        trailer = struct.pack("<BBBBI", 16, self.level, pad, 0, 1)
+        vlen = 76 if self.level == PRIV else 28  # AES: wrap token (DCE style) / MIC
+        start = 24
+        nov = self.hdr(0, PFC_FIRST | PFC_LAST, start + len(body) + 8 + vlen, vlen, self.call_id)
+        nov += struct.pack("<IHH", len(stub), 0, opnum) + body + trailer
+        end = start + len(body)
+        if self.level == PRIV:
+            iov = self._iov(nov, start, end, None)
+            graw.wrap_iov(self.ctx, iov, confidential=True)
+            data = iov[2 if self.header_sign else 1].value
+            nov = nov[:start] + data + nov[end:]
+            sig = iov[0].value
+        else:
+            sig = graw.get_mic(self.ctx, nov if self.header_sign else nov[start:end])
+        assert len(sig) == vlen
+        pdu = bytearray(nov + sig)
+        if tamper:
+            pdu[start] ^= 1
+        self.s.sendall(bytes(pdu))
+        self.call_id += 1
+        resp = self.recv_pdu()
+        if resp is None:
+            return None
+        assert resp[2] == 2, resp[2]
+        auth_len = struct.unpack_from("<H", resp, 10)[0]
+        t = len(resp) - auth_len - 8
+        rpad = resp[t + 2]
+        nov, sig = resp[:len(resp) - auth_len], resp[len(resp) - auth_len:]
+        if self.level == PRIV:
+            iov = self._iov(nov, start, t, sig)
+            graw.unwrap_iov(self.ctx, iov)
+            plain = iov[2 if self.header_sign else 1].value
+        else:
+            graw.verify_mic(self.ctx, nov if self.header_sign else nov[start:t], sig)
+            plain = nov[start:t]
+        return plain[:len(plain) - rpad]
+
+    def close(self):
+        self.s.close()
+
+
+def nspi_bind_stub():
+    from impacket.dcerpc.v5 import nspi
+    req = nspi.NspiBind()
+    req["pStat"]["CodePage"] = nspi.CP_TELETEX
+    return req.getData()
+
+
+@pytest.mark.parametrize("header_sign", [False, True])
+@pytest.mark.parametrize("level", [INTEG, PRIV])
+def test_mit_initiator_auth_type_16(krb, lab, make_proxy, level, header_sign):
+    from impacket.dcerpc.v5 import nspi
+    proxy = make_proxy(upstream_epm_port=lab.epm_port, extra=specified(krb))
+    c = GssDce(proxy.rpc_port, level, header_sign)
+    c.bind()
+    assert c.header_sign == header_sign
+    out = c.request(0, nspi_bind_stub())
+    r = nspi.NspiBindResponse(out)
+    assert r["ErrorCode"] == 0
+    c.close()
+    lv = {INTEG: "integrity", PRIV: "privacy"}[level]
+    assert f"authenticated alice@{krb.realm} (Kerberos, {lv})" in proxy.log()
+    assert ("Kerberos", f"{PROXY_SPN}@{krb.realm}", "privacy") in lab_logons(lab), lab.log()
+
+
+@pytest.mark.parametrize("level", [INTEG, PRIV])
+def test_tampered_pdu_closes_the_association(krb, lab, make_proxy, level):
+    proxy = make_proxy(upstream_epm_port=lab.epm_port, extra=specified(krb))
+    c = GssDce(proxy.rpc_port, level, True)
+    c.bind()
+    assert c.request(0, nspi_bind_stub()) is not None
+    assert c.request(0, nspi_bind_stub(), tamper=True) is None  # closed, no answer
+    c.close()
+    log = proxy.log()
+    assert re.search(r"client PDU fails its (seal|signature) check \(call 3\); association "
+                     r"closed", log), log
+    # one NspiBind reached the upstream, not the tampered one
+    assert len(re.findall(r"nspi: call \d+ ctx 0 opnum 0 ", lab.log())) == 1, lab.log()
+
+
+# --- Samba's client (python3-samba): SPNEGO with NTLM (mechListMIC) or
+# Kerberos, and raw Kerberos (auth type 16), through the proxy to the lab's
+# endpoint mapper, which the proxy reaches with its own Kerberos identity.
+
+SAMBA_CLIENT = r"""
+import sys
+from samba.dcerpc import epmapper, misc
+from samba import credentials, param
+port, opts, mech, password = sys.argv[1:5]
+lp = param.LoadParm()
+creds = credentials.Credentials()
+creds.guess(lp)
+creds.set_username('alice')
+creds.set_domain('LAB')
+creds.set_workstation('WS1')
+if mech == 'ntlm':
+    creds.set_password(password)
+    creds.set_kerberos_state(credentials.DONT_USE_KERBEROS)
+else:
+    creds.set_realm('LAB.EXAMPLE')
+    creds.set_named_ccache(sys.argv[5], credentials.SPECIFIED, lp)
+    creds.set_kerberos_state(credentials.MUST_USE_KERBEROS)
+c = epmapper.epmapper('ncacn_ip_tcp:127.0.0.1[%s,%s,target_hostname=mapiproxy.lab.example]'
+                      % (port, opts), lp, creds)
+for _ in range(2):
+    h, entries, result = c.epm_Lookup(0, None, None, 0, misc.policy_handle(), 10)
+    print(result, len(entries))
+"""
+
+
+@pytest.mark.parametrize("mech,opts,how", [
+    ("ntlm", "spnego,seal", "SPNEGO/NTLM, privacy"),
+    ("ntlm", "spnego,sign", "SPNEGO/NTLM, integrity"),
+    ("krb5", "spnego,seal", "SPNEGO/Kerberos, privacy"),
+    ("krb5", "krb5,seal", "Kerberos, privacy"),
+])
+def test_samba_client(krb, lab, make_proxy, tmp_path, mech, opts, how):
+    import subprocess
+    try:
+        import samba.dcerpc.epmapper  # noqa: F401
+    except ImportError:
+        pytest.skip("python3-samba not installed")
+    proxy = make_proxy(upstream_epm_port=lab.epm_port,
+                       interfaces=["epmapper", "exchange_nsp", "exchange_emsmdb"],
+                       extra=dict(specified(krb),
+                                  **{"mapiproxy:credentials file": ntlm_users(tmp_path)}))
+    r = subprocess.run(["/usr/bin/python3", "-c", SAMBA_CLIENT, str(proxy.rpc_port), opts, mech,
+                        ALICE_NTLM_PW, krb.ccache], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60, env=krb.env())
+    log = proxy.log()
+    assert r.returncode == 0, r.stdout + log[-3000:]
+    assert r.stdout.split() == ["0", "4", "0", "4"], r.stdout
+    who = "LAB\\alice" if mech == "ntlm" else f"alice@{krb.realm}"
+    assert f"authenticated {who} ({how})" in log, log
+    assert ("Kerberos", f"{PROXY_SPN}@{krb.realm}", "privacy") in lab_logons(lab, "epm"), \
+        lab.log()
