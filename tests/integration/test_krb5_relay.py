@@ -421,3 +421,33 @@ def test_samba_client(krb, lab, make_proxy, tmp_path, mech, opts, how):
     assert f"authenticated {who} ({how})" in log, log
     assert ("Kerberos", f"{PROXY_SPN}@{krb.realm}", "privacy") in lab_logons(lab, "epm"), \
         lab.log()
+
+
+def test_upstream_ccache_and_integrity(krb, lab, make_proxy, monkeypatch, tmp_path):
+    """Specified credentials from a credential cache (here a copy of alice's,
+    with her TGT) at mapiproxy:upstream auth level = integrity."""
+    import shutil
+    cc = tmp_path / "upstream-ccache"
+    shutil.copy(krb.ccache, cc)
+    proxy = make_proxy(upstream_epm_port=lab.epm_port,
+                       extra=proxy_opts(krb, **{"mapiproxy:upstream ccache": f"FILE:{cc}",
+                                                "mapiproxy:upstream auth level": "integrity"}))
+    nspi_round_trip(kerberos_dce(proxy.rpc_port, PRIV, monkeypatch))
+    assert ("Kerberos", f"alice@{krb.realm}", "integrity") in lab_logons(lab), lab.log()
+
+
+def test_unknown_upstream_spn_fails_the_association_not_the_proxy(krb, lab, make_proxy,
+                                                                  monkeypatch):
+    from impacket.dcerpc.v5 import nspi
+    extra = dict(specified(krb), **{"mapiproxy:upstream spn": "exchangeMDB/nosuch.lab.example"})
+    proxy = make_proxy(upstream_epm_port=lab.epm_port, extra=extra)
+    assert "mapiproxy:upstream spn exchangeMDB/nosuch.lab.example: no service ticket yet" in \
+        proxy.log()
+    d = kerberos_dce(proxy.rpc_port, PRIV, monkeypatch)
+    d.bind(nspi.MSRPC_UUID_NSPI)
+    with pytest.raises(Exception):
+        nspi.hNspiBind(d)
+    log = proxy.log()
+    assert "Kerberos towards exchangeMDB/nosuch.lab.example" in log, log
+    assert "nspi: connection from" not in lab.log()
+    assert proxy.alive()
