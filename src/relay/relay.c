@@ -1303,9 +1303,11 @@ static int client_auth_first(struct assoc *a, struct leg_sec *cs, const struct m
 
 /* The client's next token (auth3 or alter_context): NTLM AUTHENTICATE (bare
  * or in a NegTokenResp) or the Kerberos AP-REP of DCE style.  On success the
- * client's name is in cs->user / cs->who and the policy was checked. */
+ * client's name is in cs->user / cs->who and the policy was checked.
+ * can_reply: the token came in an alter_context, whose answer can carry
+ * the proxy's SPNEGO mechListMIC (an AUTH3 has none). */
 static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp_auth *auth,
-                            struct mp_buf *out, char *why, size_t wl)
+                            bool can_reply, struct mp_buf *out, char *why, size_t wl)
 {
     if (cs->gss) {
         if (mp_gss_established(cs->gss)) {
@@ -1375,7 +1377,8 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
     if (!bad && resp.mic) {
         if (resp.mic_len != 16 ||
             mp_ntlm_verify(&cs->sess.recv, cs->mech_list, cs->mech_list_len, resp.mic) ||
-            mp_ntlm_sign(&cs->sess.send, cs->mech_list, cs->mech_list_len, our_mic)) {
+            (can_reply &&
+             mp_ntlm_sign(&cs->sess.send, cs->mech_list, cs->mech_list_len, our_mic))) {
             bad = "bad SPNEGO mechListMIC";
         } else {
             uint32_t s_seq = cs->sess.send.seq, r_seq = cs->sess.recv.seq;
@@ -1386,7 +1389,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
             }
             cs->sess.send.seq = s_seq;
             cs->sess.recv.seq = r_seq;
-            mic = true;
+            mic = can_reply;
         }
     }
     mp_ntlm_cleanse(res.exported_key, sizeof(res.exported_key));
@@ -1753,7 +1756,7 @@ static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const str
         char r2[400] = "";
         struct mp_auth none = auth;
         none.value_len = 0;
-        if (client_auth_next(a, cs, &none, &reply_tok, r2, sizeof(r2)) != MP_GSS_DONE) {
+        if (client_auth_next(a, cs, &none, false, &reply_tok, r2, sizeof(r2)) != MP_GSS_DONE) {
             mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed",
                     a->peer, cs->who[0] ? cs->who : "?", r2);
             a->state = A_DENIED;
@@ -1775,7 +1778,7 @@ static void handle_auth3_terminate(struct assoc *a, const uint8_t *pdu, const st
     }
     struct mp_buf out = {0};
     char why[400] = "";
-    int st = client_auth_next(a, cs, &auth, &out, why, sizeof(why));
+    int st = client_auth_next(a, cs, &auth, false, &out, why, sizeof(why));
     mp_buf_free(&out); /* an AUTH3 has no answer */
     if (st != MP_GSS_DONE) {
         mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
@@ -1801,7 +1804,7 @@ static void handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct 
     }
     struct mp_buf out = {0};
     char why[400] = "";
-    int st = client_auth_next(a, cs, &auth, &out, why, sizeof(why));
+    int st = client_auth_next(a, cs, &auth, true, &out, why, sizeof(why));
     if (st != MP_GSS_DONE || out.len > 0xffff) {
         mp_buf_free(&out);
         mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
