@@ -575,10 +575,9 @@ class Connection(object):
 
         kerberos = auth_type == RPC_C_AUTHN_GSS_KERBEROS and AUTH.keytab
         if auth_type not in (RPC_C_AUTHN_WINNT, RPC_C_AUTHN_GSS_NEGOTIATE) and not kerberos:
-            return refuse('auth type %d not supported (only NTLM 10, SPNEGO/NTLM 9 and, '
-                          'with --keytab, Kerberos 16)'
-                          % auth_type, BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED,
-                          RPC_S_UNKNOWN_AUTHN_SERVICE)
+            return refuse('auth type %d not supported (only NTLM 10 and SPNEGO/NTLM 9%s)'
+                          % (auth_type, ', Kerberos 16' if AUTH.keytab else ''),
+                          BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED, RPC_S_UNKNOWN_AUTHN_SERVICE)
         if not LEVEL_CONNECT <= level <= LEVEL_PRIVACY:
             return refuse('auth level %d' % level, BIND_NAK_REASON_NOT_SPECIFIED,
                           NCA_S_PROTO_ERROR)
