@@ -77,6 +77,7 @@ struct leg_sec {
     bool header_sign;
     bool acc_init, ini_init, sess_init;
     bool spnego_ntlm;   /* auth type 9 carrying NTLM: tokens in NegTokenResp */
+    bool ntlm_switched; /* SPNEGO: Kerberos was first, the proxy asked for NTLM */
     uint8_t *mech_list; /* SPNEGO/NTLM: the client's MechTypeList, for mechListMIC */
     size_t mech_list_len;
     struct mp_ntlm_acceptor acc;
@@ -1220,6 +1221,38 @@ static const char *mech_name(const struct leg_sec *s)
     return s->spnego_ntlm ? "SPNEGO/NTLM" : "NTLM";
 }
 
+/* NTLM NEGOTIATE in, CHALLENGE out: bare, or in a NegTokenResp (with the
+ * NTLM OID as supportedMech when mech_oid). */
+static int ntlm_challenge(struct assoc *a, struct leg_sec *cs, const uint8_t *tok, size_t len,
+                          bool mech_oid, struct mp_buf *out, char *why, size_t wl)
+{
+    struct mp_relay *r = a->r;
+    if (!r->creds.n) {
+        snprintf(why, wl, "NTLM is not enabled (mapiproxy:credentials file is not set)");
+        return MP_GSS_FAILED;
+    }
+    if (cs->acc_init) {
+        snprintf(why, wl, "a second NTLM NEGOTIATE");
+        return MP_GSS_FAILED;
+    }
+    mp_ntlm_acceptor_init(&cs->acc, &r->acc_cfg);
+    cs->acc_init = true;
+    struct mp_buf chal = {0};
+    int rc = mp_ntlm_acceptor_negotiate(&cs->acc, tok, len, &chal);
+    if (rc) {
+        snprintf(why, wl, "malformed NTLM NEGOTIATE (%s)", mp_ntlm_strerror(rc));
+    } else if (cs->spnego_ntlm) {
+        rc = mp_spnego_build_resp(out, MP_SPNEGO_ACCEPT_INCOMPLETE, mech_oid ? mp_oid_ntlm : NULL,
+                                  mech_oid ? sizeof(mp_oid_ntlm) : 0, chal.data, chal.len, NULL, 0);
+    } else {
+        rc = mp_buf_append(out, chal.data, chal.len);
+    }
+    mp_buf_free(&chal);
+    if (rc && !why[0])
+        snprintf(why, wl, "out of memory");
+    return rc ? MP_GSS_FAILED : MP_GSS_CONTINUE;
+}
+
 /* The client's first token (bind): NTLM NEGOTIATE, SPNEGO NegTokenInit (Kerberos
  * or NTLM first) or a Kerberos AP-REQ.  The reply token is appended to out.
  * MP_GSS_CONTINUE, MP_GSS_DONE, or MP_GSS_FAILED with why set. */
@@ -1228,23 +1261,23 @@ static int client_auth_first(struct assoc *a, struct leg_sec *cs, const struct m
 {
     struct mp_relay *r = a->r;
     char err[MP_GSS_ERRLEN] = "";
-    const uint8_t *ntlm_tok = NULL;
-    size_t ntlm_len = 0;
-    if (auth->type == MP_AUTHN_WINNT) {
-        ntlm_tok = auth->value;
-        ntlm_len = auth->value_len;
-    } else if (auth->type == MP_AUTHN_GSS_NEGOTIATE) {
+    if (auth->type == MP_AUTHN_WINNT)
+        return ntlm_challenge(a, cs, auth->value, auth->value_len, false, out, why, wl);
+    if (auth->type == MP_AUTHN_GSS_NEGOTIATE) {
         struct mp_spnego_init ini;
         if (mp_spnego_parse_init(auth->value, auth->value_len, &ini)) {
             snprintf(why, wl, "malformed SPNEGO NegTokenInit");
             return MP_GSS_FAILED;
         }
         enum mp_spnego_mech first = mp_spnego_mech_kind(ini.mechs[0].p, ini.mechs[0].len);
-        if (first == MP_MECH_NTLM) {
-            if (!ini.mech_token) {
-                snprintf(why, wl, "SPNEGO with NTLM first but no NTLM token");
-                return MP_GSS_FAILED;
-            }
+        bool offers_ntlm = false;
+        for (size_t i = 0; i < ini.n_mechs; i++)
+            offers_ntlm |= mp_spnego_mech_kind(ini.mechs[i].p, ini.mechs[i].len) == MP_MECH_NTLM;
+        /* Kerberos first without a keytab here: ask for NTLM instead when the
+         * client offers it (RFC 4178 section 3.2: supportedMech with no token). */
+        bool switch_to_ntlm =
+            mp_spnego_mech_is_krb5(first) && !r->acc_cred && offers_ntlm && r->creds.n;
+        if (first == MP_MECH_NTLM || switch_to_ntlm) {
             cs->spnego_ntlm = true;
             cs->mech_list = malloc(ini.mech_list_len);
             if (!cs->mech_list) {
@@ -1253,9 +1286,22 @@ static int client_auth_first(struct assoc *a, struct leg_sec *cs, const struct m
             }
             memcpy(cs->mech_list, ini.mech_list, ini.mech_list_len);
             cs->mech_list_len = ini.mech_list_len;
-            ntlm_tok = ini.mech_token;
-            ntlm_len = ini.mech_token_len;
-        } else if (!mp_spnego_mech_is_krb5(first)) {
+            if (switch_to_ntlm) {
+                cs->ntlm_switched = true;
+                if (mp_spnego_build_resp(out, MP_SPNEGO_ACCEPT_INCOMPLETE, mp_oid_ntlm,
+                                         sizeof(mp_oid_ntlm), NULL, 0, NULL, 0)) {
+                    snprintf(why, wl, "out of memory");
+                    return MP_GSS_FAILED;
+                }
+                return MP_GSS_CONTINUE;
+            }
+            if (!ini.mech_token) {
+                snprintf(why, wl, "SPNEGO with NTLM first but no NTLM token");
+                return MP_GSS_FAILED;
+            }
+            return ntlm_challenge(a, cs, ini.mech_token, ini.mech_token_len, true, out, why, wl);
+        }
+        if (!mp_spnego_mech_is_krb5(first)) {
             snprintf(why, wl, "SPNEGO whose first mechanism is neither Kerberos nor NTLM");
             return MP_GSS_FAILED;
         }
@@ -1263,28 +1309,6 @@ static int client_auth_first(struct assoc *a, struct leg_sec *cs, const struct m
         snprintf(why, wl, "auth type %u (only NTLM 10, SPNEGO 9 and Kerberos 16 are accepted)",
                  auth->type);
         return MP_GSS_FAILED;
-    }
-    if (ntlm_tok) {
-        if (!r->creds.n) {
-            snprintf(why, wl, "NTLM is not enabled (mapiproxy:credentials file is not set)");
-            return MP_GSS_FAILED;
-        }
-        mp_ntlm_acceptor_init(&cs->acc, &r->acc_cfg);
-        cs->acc_init = true;
-        struct mp_buf chal = {0};
-        int rc = mp_ntlm_acceptor_negotiate(&cs->acc, ntlm_tok, ntlm_len, &chal);
-        if (rc) {
-            snprintf(why, wl, "malformed NTLM NEGOTIATE (%s)", mp_ntlm_strerror(rc));
-        } else if (cs->spnego_ntlm) {
-            rc = mp_spnego_build_resp(out, MP_SPNEGO_ACCEPT_INCOMPLETE, mp_oid_ntlm,
-                                      sizeof(mp_oid_ntlm), chal.data, chal.len, NULL, 0);
-        } else {
-            rc = mp_buf_append(out, chal.data, chal.len);
-        }
-        mp_buf_free(&chal);
-        if (rc && !why[0])
-            snprintf(why, wl, "out of memory");
-        return rc ? MP_GSS_FAILED : MP_GSS_CONTINUE;
     }
     if (!r->acc_cred) {
         snprintf(why, wl, "Kerberos is not enabled (mapiproxy:keytab is not set)");
@@ -1353,14 +1377,27 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         }
         tok = resp.token;
         len = resp.token_len;
+        if (!cs->acc_init) /* after the switch from Kerberos: the NEGOTIATE */
+            return ntlm_challenge(a, cs, tok, len, false, out, why, wl);
+        if (cs->ntlm_switched && !resp.mic) {
+            snprintf(why, wl, "no SPNEGO mechListMIC after the switch to NTLM (RFC 4178)");
+            return MP_GSS_FAILED;
+        }
     }
     struct mp_ntlm_result res;
     memset(&res, 0, sizeof(res));
     int rc = mp_ntlm_acceptor_authenticate(&cs->acc, tok, len, &res);
     snprintf(cs->user, sizeof(cs->user), "%.150s", res.user);
-    snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", res.domain, res.user);
+    bool upn = !res.domain[0] && strchr(res.user, '@'); /* user@dns.domain, no domain */
+    if (upn)
+        snprintf(cs->who, sizeof(cs->who), "%.150s", res.user);
+    else
+        snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", res.domain, res.user);
+    char bare[160];
+    snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(res.user, "@"), res.user);
     const char *bad = rc ? mp_ntlm_strerror(rc)
-                      : !user_allowed(a->r, res.user, res.domain, NULL)
+                      : !(upn ? user_allowed(a->r, bare, NULL, res.user)
+                              : user_allowed(a->r, res.user, res.domain, NULL))
                           ? "not in mapiproxy:allowed users"
                           : NULL;
     if (!bad && mp_ntlm_session_init(&cs->sess, res.flags, res.exported_key, false))
@@ -1639,7 +1676,7 @@ static int upstream_prepare(struct assoc *a, char *why, size_t wl)
         }
         j->a = a;
         struct leg_sec *cs = a->csec;
-        if (cs->gss) /* S4U2Self by name: see mp_gss_cred_for_client */
+        if (cs->gss || strchr(cs->user, '@')) /* a principal, or an NTLM UPN */
             snprintf(j->user, sizeof(j->user), "%s", cs->user);
         else
             snprintf(j->user, sizeof(j->user), "%.150s@%.250s", cs->user, r->realm_uc);
@@ -1780,6 +1817,8 @@ static void handle_auth3_terminate(struct assoc *a, const uint8_t *pdu, const st
     char why[400] = "";
     int st = client_auth_next(a, cs, &auth, false, &out, why, sizeof(why));
     mp_buf_free(&out); /* an AUTH3 has no answer */
+    if (st == MP_GSS_CONTINUE)
+        snprintf(why, sizeof(why), "a token that needs an answer came in an AUTH3");
     if (st != MP_GSS_DONE) {
         mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
                 cs->who[0] ? cs->who : mech_name(cs), why);
@@ -1789,9 +1828,10 @@ static void handle_auth3_terminate(struct assoc *a, const uint8_t *pdu, const st
     client_authenticated(a);
 }
 
-/* The client's last leg in an alter_context (what SPNEGO clients and
- * Impacket's Kerberos do): answered with alter_context_resp carrying the
- * final token, or a fault access denied. */
+/* The client's next leg in an alter_context (what SPNEGO clients and
+ * Impacket's Kerberos do; SPNEGO switched to NTLM has two): answered with
+ * alter_context_resp carrying the
+ * next token, or a fault access denied. */
 static void handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
 {
     struct leg_sec *cs = a->csec;
@@ -1805,7 +1845,7 @@ static void handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct 
     struct mp_buf out = {0};
     char why[400] = "";
     int st = client_auth_next(a, cs, &auth, true, &out, why, sizeof(why));
-    if (st != MP_GSS_DONE || out.len > 0xffff) {
+    if (st == MP_GSS_FAILED || out.len > 0xffff) {
         mp_buf_free(&out);
         mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
                 cs->who[0] ? cs->who : mech_name(cs), why);
@@ -1841,7 +1881,8 @@ static void handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct 
     mp_buf_free(&out);
     free(m);
     free(fwd);
-    client_authenticated(a);
+    if (st == MP_GSS_DONE)
+        client_authenticated(a);
 }
 
 /* The upstream's bind_ack to the proxy's own bind: NTLM CHALLENGE in,
@@ -2932,6 +2973,26 @@ static void auth_free(struct mp_relay *r)
     r->n_retired = 0;
 }
 
+/* The credentials file, and NTLM user names in UPN form (user@dns.domain
+ * with an empty domain, as clients logged on with a UPN send them): these
+ * match an entry for user whose domain is empty, the DNS domain, or its
+ * first label (the usual NetBIOS name). */
+static int ntlm_lookup(void *arg, const char *user, const char *domain, uint8_t nt_hash[16])
+{
+    if (mp_credstore_lookup(arg, user, domain, nt_hash) == 0)
+        return 0;
+    const char *at = strchr(user, '@');
+    if ((domain && domain[0]) || !at || at == user || !at[1])
+        return -1;
+    char name[160], dom[256];
+    snprintf(name, sizeof(name), "%.*s", (int)(at - user), user);
+    snprintf(dom, sizeof(dom), "%s", at + 1);
+    if (mp_credstore_lookup(arg, name, dom, nt_hash) == 0)
+        return 0;
+    dom[strcspn(dom, ".")] = 0;
+    return mp_credstore_lookup(arg, name, dom, nt_hash);
+}
+
 static int setup_terminate(struct mp_relay *r)
 {
     const struct mp_config *cfg = r->cfg;
@@ -2992,7 +3053,7 @@ static int setup_terminate(struct mp_relay *r)
     r->acc_cfg.dns_computer = r->fqdn;
     r->acc_cfg.dns_domain = cfg->realm;
     r->acc_cfg.dns_tree = cfg->realm;
-    r->acc_cfg.lookup = mp_credstore_lookup;
+    r->acc_cfg.lookup = ntlm_lookup;
     r->acc_cfg.lookup_arg = &r->creds;
     char up[700];
     if (r->up_mode == UP_NTLM)

@@ -383,6 +383,11 @@ creds.set_workstation('WS1')
 if mech == 'ntlm':
     creds.set_password(password)
     creds.set_kerberos_state(credentials.DONT_USE_KERBEROS)
+elif mech == 'auto':  # Kerberos first (a ticket is at hand), NTLM offered too
+    creds.set_password(password)
+    creds.set_realm('LAB.EXAMPLE')
+    creds.set_named_ccache(sys.argv[5], credentials.SPECIFIED, lp)
+    creds.set_kerberos_state(credentials.AUTO_USE_KERBEROS)
 else:
     creds.set_realm('LAB.EXAMPLE')
     creds.set_named_ccache(sys.argv[5], credentials.SPECIFIED, lp)
@@ -451,3 +456,32 @@ def test_unknown_upstream_spn_fails_the_association_not_the_proxy(krb, lab, make
     assert "Kerberos towards exchangeMDB/nosuch.lab.example" in log, log
     assert "nspi: connection from" not in lab.log()
     assert proxy.alive()
+
+
+def test_spnego_kerberos_first_switches_to_ntlm_without_a_keytab(krb, lab, make_proxy, tmp_path):
+    """A proxy with NTLM users but no keytab answers SPNEGO whose first
+    mechanism is Kerberos with "NTLM, please" (supportedMech, no token);
+    Samba's client switches, and the mechListMIC it must then send is
+    checked.  Samba logs on to NTLM with the ccache's principal as a UPN
+    (user "alice@LAB.EXAMPLE", no domain), which matches alice:LAB in the
+    credentials file."""
+    import subprocess
+    try:
+        import samba.dcerpc.epmapper  # noqa: F401
+    except ImportError:
+        pytest.skip("python3-samba not installed")
+    extra = {"mapiproxy:upstream spn": UPSTREAM_SPN,
+             "mapiproxy:upstream keytab": krb.keytab("proxy"),
+             "mapiproxy:upstream principal": PROXY_SPN,
+             "mapiproxy:credentials file": ntlm_users(tmp_path),
+             "realm": "lab.example", "netbios name": "MAPIPROXY"}
+    proxy = make_proxy(upstream_epm_port=lab.epm_port,
+                       interfaces=["epmapper", "exchange_nsp"], extra=extra)
+    r = subprocess.run(["/usr/bin/python3", "-c", SAMBA_CLIENT, str(proxy.rpc_port),
+                        "spnego,seal", "auto", ALICE_NTLM_PW, krb.ccache],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
+                       env=krb.env())
+    log = proxy.log()
+    assert r.returncode == 0, r.stdout + log[-3000:]
+    assert r.stdout.split() == ["0", "4", "0", "4"], r.stdout
+    assert f"authenticated alice@{krb.realm} (SPNEGO/NTLM, privacy)" in log, log
