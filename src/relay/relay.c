@@ -1358,10 +1358,13 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         }
         char name[160];
         snprintf(name, sizeof(name), "%s", cs->user);
-        char *at = strchr(name, '@');
+        char *at = strrchr(name, '@');
+        /* a bare name in the list covers principals of the proxy's own realm
+         * (realm) only: alice@OTHER.REALM must be listed in full */
+        bool own = at && (!a->r->realm_uc[0] || !strcasecmp(at + 1, a->r->realm_uc));
         if (at)
             *at = 0;
-        if (!user_allowed(a->r, name, NULL, cs->user)) {
+        if (!user_allowed(a->r, own ? name : cs->user, NULL, cs->user)) {
             snprintf(why, wl, "not in mapiproxy:allowed users");
             return MP_GSS_FAILED;
         }

@@ -183,6 +183,12 @@ def test_allowed_users_applies_to_kerberos_principals(krb, lab, make_proxy, monk
     log = proxy.log()
     assert f"authentication of alice@{krb.realm} failed: not in mapiproxy:allowed users" in log
     assert "connecting upstream" not in log
+    # a bare name covers the proxy's own realm; the full principal works too
+    for allowed in ("bob, alice", f"alice@{krb.realm}"):
+        ok = make_proxy(upstream_epm_port=lab.epm_port,
+                        extra=dict(specified(krb), **{"mapiproxy:allowed users": allowed}))
+        nspi_round_trip(kerberos_dce(ok.rpc_port, PRIV, monkeypatch))
+        assert f"authenticated alice@{krb.realm}" in ok.log()
 
 
 def test_pass_through_interface_keeps_the_clients_own_logon(krb, lab, make_proxy, tmp_path):
