@@ -491,3 +491,53 @@ def test_spnego_kerberos_first_switches_to_ntlm_without_a_keytab(krb, lab, make_
     assert r.returncode == 0, r.stdout + log[-3000:]
     assert r.stdout.split() == ["0", "4", "0", "4"], r.stdout
     assert f"authenticated alice@{krb.realm} (SPNEGO/NTLM, privacy)" in log, log
+
+
+def _decrypted_blocks(tshark, pcap, port, keytab):
+    import subprocess
+    out = subprocess.run(
+        [tshark, "-r", pcap, "-d", f"tcp.port=={port},dcerpc",
+         "-o", "kerberos.decrypt:TRUE", "-o", f"kerberos.file:{keytab}",
+         "-Y", f"tcp.port == {port} && (dcerpc.pkt_type == 0 || dcerpc.pkt_type == 2)", "-x"],
+        capture_output=True, text=True, timeout=120)
+    blocks, cur = [], None
+    for line in out.stdout.splitlines():
+        if line.startswith("Decrypted stub data"):
+            cur = bytearray()
+            blocks.append(cur)
+        elif cur is not None and len(line) > 6 and line[4:6] == "  ":
+            cur += bytes.fromhex(line[6:54].replace(" ", ""))
+        else:
+            cur = None
+    return [bytes(b) for b in blocks], out.stdout + out.stderr
+
+
+def test_tshark_decrypts_both_kerberos_legs(krb, lab, make_proxy, monkeypatch, tmp_path):
+    """Wireshark, given the proxy's and the upstream's keys, follows both
+    Kerberos legs (Impacket -> proxy with the proxy's key, proxy -> lab with
+    the upstream's) and decrypts the sealed NSPI stubs on each: the proxy
+    resealed the same plaintext for the other leg."""
+    import subprocess
+    import tshark_util
+    if tshark_util.tshark_available():
+        pytest.skip(tshark_util.tshark_available())
+    keytab = str(tmp_path / "both.keytab")
+    subprocess.run(["ktutil"], input=f"rkt {krb.keytab('proxy')}\nrkt {krb.keytab('upstream')}\n"
+                   f"wkt {keytab}\nq\n", text=True, check=True, capture_output=True,
+                   env=krb.env())
+    proxy = make_proxy(upstream_epm_port=lab.epm_port, extra=specified(krb))
+    nspi_port = lab.ports["nspi"]
+    with tshark_util.Capture([proxy.rpc_port, nspi_port], tmpdir=str(tmp_path)) as cap:
+        nspi_round_trip(kerberos_dce(proxy.rpc_port, PRIV, monkeypatch))
+    client, out1 = _decrypted_blocks(tshark_util.TSHARK, cap.path, proxy.rpc_port, keytab)
+    upstream, out2 = _decrypted_blocks(tshark_util.TSHARK, cap.path, nspi_port, keytab)
+    # upstream leg, MIT on both ends: NspiBind and NspiUnbind, request and
+    # response.  Client leg: the proxy's two responses (this tshark does not
+    # decrypt the requests Impacket sealed, which the proxy's MIT acceptor
+    # did unseal, or the calls would have failed; not investigated further).
+    assert len(upstream) == 4, out2
+    assert len(client) >= 2, out1
+    stub = nspi_bind_stub()  # Impacket's referent ids differ from call to call
+    assert upstream[0][:28] == stub[:28] and len(upstream[0]) == len(stub) + (-len(stub) % 16)
+    # the NspiBind answer (with the lab's context handle) is the same on both legs
+    assert client[0][:44] == upstream[1][:44], (client[0], upstream[1])
