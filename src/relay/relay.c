@@ -1334,11 +1334,14 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
                             bool can_reply, struct mp_buf *out, char *why, size_t wl)
 {
     if (cs->gss) {
-        if (mp_gss_established(cs->gss)) {
+        /* established already (one leg, at bind): called without a token */
+        int st = MP_GSS_DONE;
+        if (mp_gss_established(cs->gss) && auth->value_len) {
             snprintf(why, wl, "a further token after the Kerberos context was established");
             return MP_GSS_FAILED;
         }
-        int st = mp_gss_step(cs->gss, auth->value, auth->value_len, out);
+        if (!mp_gss_established(cs->gss))
+            st = mp_gss_step(cs->gss, auth->value, auth->value_len, out);
         if (st == MP_GSS_FAILED) {
             snprintf(why, wl, "%s", mp_gss_error(cs->gss));
             return st;

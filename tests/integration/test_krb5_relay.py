@@ -541,3 +541,46 @@ def test_tshark_decrypts_both_kerberos_legs(krb, lab, make_proxy, monkeypatch, t
     assert upstream[0][:28] == stub[:28] and len(upstream[0]) == len(stub) + (-len(stub) % 16)
     # the NspiBind answer (with the lab's context handle) is the same on both legs
     assert client[0][:44] == upstream[1][:44], (client[0], upstream[1])
+
+
+def test_bad_spnego_mechlistmic_is_denied(krb, lab, make_proxy, tmp_path):
+    """SPNEGO/NTLM with Impacket's NEGOTIATE/AUTHENTICATE (right password)
+    but a forged mechListMIC: fault access denied (0x5) for the
+    alter_context, nothing upstream."""
+    import socket
+    import struct
+    from impacket import ntlm
+    from impacket.spnego import SPNEGO_NegTokenInit, SPNEGO_NegTokenResp, TypesMech
+    from impacket.uuid import uuidtup_to_bin
+    import labauth
+    proxy = make_proxy(upstream_epm_port=lab.epm_port,
+                       extra=dict(specified(krb),
+                                  **{"mapiproxy:credentials file": ntlm_users(tmp_path)}))
+    s = socket.create_connection(("127.0.0.1", proxy.rpc_port))
+    rd = GssDce.__new__(GssDce)
+    rd.s = s
+    body = struct.pack("<HHIB3x", 5840, 5840, 0, 1)
+    body += struct.pack("<HBx", 0, 1) + uuidtup_to_bin(NSPI_IF) + uuidtup_to_bin(NDR20)
+
+    def pdu(ptype, tok):
+        trailer = struct.pack("<BBBBI", 9, PRIV, 0, 0, 1)
+        return GssDce.hdr(ptype, 3, 16 + len(body) + 8 + len(tok), len(tok), 1) + body + \
+            trailer + tok
+
+    t1 = ntlm.getNTLMSSPType1("", "LAB", signingRequired=True)
+    init = SPNEGO_NegTokenInit()
+    init["MechTypes"] = [TypesMech["NTLMSSP - Microsoft NTLM Security Support Provider"]]
+    init["MechToken"] = t1.getData()
+    s.sendall(pdu(11, init.getData()))
+    ack = rd.recv_pdu()
+    assert ack[2] == 12
+    auth_len = struct.unpack_from("<H", ack, 10)[0]
+    chal = SPNEGO_NegTokenResp(ack[len(ack) - auth_len:])["ResponseToken"]
+    t3, _ = ntlm.getNTLMSSPType3(t1, chal, "alice", ALICE_NTLM_PW, "LAB")
+    s.sendall(pdu(14, labauth.neg_token_resp(None, None, t3.getData(), b"\x01" + b"\x00" * 15)))
+    fault = rd.recv_pdu()
+    s.close()
+    assert fault[2] == 3 and struct.unpack_from("<I", fault, 24)[0] == 5, fault.hex()
+    log = proxy.log()
+    assert "authentication of LAB\\alice failed: bad SPNEGO mechListMIC" in log, log
+    assert "connecting upstream" not in log
