@@ -2914,11 +2914,11 @@ static int setup_kerberos(struct mp_relay *r)
     for (size_t i = 0; cfg->realm[i] && i + 1 < sizeof(r->realm_uc); i++)
         r->realm_uc[i] = (char)toupper((unsigned char)cfg->realm[i]);
     if (cfg->keytab[0]) {
-        const char *princ = cfg->service_principal[0] ? cfg->service_principal : NULL;
-        r->acc_cred = mp_gss_cred_acceptor(cfg->keytab, princ, err, sizeof(err));
+        /* any key of the keytab: Outlook asks for exchangeMDB/, exchangeRFR/
+         * and exchangeAB/ of the name it connects to, all the proxy's */
+        r->acc_cred = mp_gss_cred_acceptor(cfg->keytab, NULL, err, sizeof(err));
         if (!r->acc_cred) {
-            mp_error("mapiproxy:keytab %s%s%s: %s", cfg->keytab, princ ? " principal " : "",
-                     princ ? princ : "", err);
+            mp_error("mapiproxy:keytab %s: %s", cfg->keytab, err);
             return -1;
         }
     }
