@@ -567,9 +567,10 @@ static void log_call(struct assoc *a, struct call *c, const char *status)
 {
     const struct pctx_entry *e = ctx_find(a, c->ctx_id);
     const char *op = e ? mp_iface_op_name(e->info, c->opnum) : NULL;
-    mp_info("call %s %s %s(%u) in=%u out=%u lat=%.3fms status=%s", a->peer, e ? e->name : "?",
+    const char *user = a->csec && a->usec ? a->csec->who : NULL; /* terminated: who it is */
+    mp_info("call %s %s %s(%u) in=%u out=%u lat=%.3fms status=%s%s%s", a->peer, e ? e->name : "?",
             op ? op : "op", c->opnum, c->in_bytes, c->out_bytes,
-            (double)(mp_now_us() - c->t0) / 1000.0, status);
+            (double)(mp_now_us() - c->t0) / 1000.0, status, user ? " user=" : "", user ? user : "");
 }
 
 /* Queues bytes for a connection, writing them at once when nothing is
@@ -1214,6 +1215,14 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
 static const char *const level_names[] = {"",       "none",      "connect", "call",
                                           "packet", "integrity", "privacy"};
 
+/* Names come from the client: no control bytes or spaces in log lines. */
+static void log_safe(char *p)
+{
+    for (; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == ' ')
+            *p = '?';
+}
+
 static const char *mech_name(const struct leg_sec *s)
 {
     if (s->gss)
@@ -1353,6 +1362,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         const char *peer = mp_gss_peer_name(cs->gss);
         snprintf(cs->user, sizeof(cs->user), "%s", peer ? peer : "?");
         snprintf(cs->who, sizeof(cs->who), "%s", cs->user);
+        log_safe(cs->who);
         size_t v = mp_gss_sig_len(cs->gss, cs->level, MP_MAX_FRAG);
         cs->vlen = v > 16 ? v : 16; /* any MIC or wrap token is longer */
         if (cs->level >= MP_AUTHN_LEVEL_PKT_INTEGRITY && !v) {
@@ -1399,6 +1409,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         snprintf(cs->who, sizeof(cs->who), "%.150s", res.user);
     else
         snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", res.domain, res.user);
+    log_safe(cs->who);
     char bare[160];
     snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(res.user, "@"), res.user);
     const char *bad = rc ? mp_ntlm_strerror(rc)
