@@ -586,3 +586,34 @@ def test_bad_spnego_mechlistmic_is_denied(krb, lab, make_proxy, tmp_path):
     log = proxy.log()
     assert "authentication of LAB\\alice failed: bad SPNEGO mechListMIC" in log, log
     assert "connecting upstream" not in log
+
+
+def test_concurrent_clients_through_the_kdc_worker(krb, lab, make_proxy, monkeypatch, tmp_path):
+    """Twelve clients at once (Kerberos and NTLM) with delegation: their
+    upstream legs queue on the one KDC worker; all complete, each as alice."""
+    import threading
+    if not krb.s4u2proxy_supported:
+        pytest.skip("S4U2Proxy needs the LDAP back end (slapd, ldap-utils, krb5-kdc-ldap)")
+    proxy = make_proxy(upstream_epm_port=lab.epm_port,
+                       extra=proxy_opts(krb, **{"mapiproxy:delegation": "s4u",
+                                                "mapiproxy:credentials file": ntlm_users(tmp_path),
+                                                "dcerpc_mapiproxy:domain": "LAB"}))
+    errors = []
+
+    def one(i):
+        try:
+            d = kerberos_dce(proxy.rpc_port, PRIV, monkeypatch) if i % 3 else \
+                ntlm_dce(proxy.rpc_port, PRIV)
+            nspi_round_trip(d)
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    logons = lab_logons(lab)
+    assert logons.count(("Kerberos", f"alice@{krb.realm}", "privacy")) == 12, lab.log()
+    assert proxy.log().count("status=ok user=") == 24
