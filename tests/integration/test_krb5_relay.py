@@ -195,7 +195,6 @@ def test_allowed_users_applies_to_kerberos_principals(krb, lab, make_proxy, monk
 
 def test_pass_through_interface_keeps_the_clients_own_logon(krb, lab, make_proxy, tmp_path):
     import emsmdb_client as EC
-    from impacket.dcerpc.v5 import nspi
     proxy = make_proxy(upstream_epm_port=lab.epm_port,
                        extra=dict(specified(krb), **{
                            "mapiproxy:credentials file": ntlm_users(tmp_path),
