@@ -107,6 +107,7 @@ struct mp_call {
     bool fault_set;
     bool running;            /* inside the chain: the host must not free it */
     struct mp_ropcall *rops; /* EcDoRpc/EcDoRpcExt2 with ROP modules (ropcall.c) */
+    void *host_ctx;          /* the host's own pointer (kept when owner goes NULL) */
     uint64_t t0;
 };
 
