@@ -900,6 +900,14 @@ static uint32_t wanted(struct side *x, bool can_read)
 
 static void timer_cb(struct mp_timer *t);
 
+/* When a peer that is not reading what we queue for it is given up. */
+static uint64_t send_deadline(const struct hsess *s, const struct side *x)
+{
+    if (!x->open || x->connecting || x->handshaking || !mp_buf_avail(&x->out) || !x->out_since)
+        return 0;
+    return x->out_since + (uint64_t)s->h->cfg->send_timeout_s * 1000;
+}
+
 static void settle(struct hsess *s)
 {
     struct mp_http *h = s->h;
@@ -913,16 +921,20 @@ static void settle(struct hsess *s)
         mp_io_set(h->loop, &s->c.io, wanted(&s->c, may_read(s, &s->c)));
     if (s->u.open)
         mp_io_set(h->loop, &s->u.io, wanted(&s->u, may_read(s, &s->u)));
-    uint64_t dl = 0, send_ms = (uint64_t)h->cfg->send_timeout_s * 1000;
+    uint64_t now = mp_now_ms(), dl = 0;
+    struct side *sides[2] = {&s->c, &s->u};
+    for (int i = 0; i < 2; i++) /* the send clock runs while bytes wait */
+        if (!mp_buf_avail(&sides[i]->out))
+            sides[i]->out_since = 0;
+        else if (!sides[i]->out_since)
+            sides[i]->out_since = now;
     uint64_t cand[5] = {s->header_dl, s->in_request ? 0 : s->idle_dl,
-                        s->in_request && s->forwarded ? s->upstream_dl : 0,
-                        mp_buf_avail(&s->c.out) ? s->c.out_since + send_ms : 0,
-                        s->u.open && mp_buf_avail(&s->u.out) ? s->u.out_since + send_ms : 0};
+                        s->in_request && s->forwarded ? s->upstream_dl : 0, send_deadline(s, &s->c),
+                        send_deadline(s, &s->u)};
     for (int i = 0; i < 5; i++)
         if (cand[i] && (!dl || cand[i] < dl))
             dl = cand[i];
     if (dl) {
-        uint64_t now = mp_now_ms();
         mp_timer_arm(h->loop, &s->timer, dl > now ? dl - now : 0);
     } else {
         mp_timer_cancel(h->loop, &s->timer);
@@ -948,8 +960,6 @@ static void io_cb(struct mp_io *io, uint32_t ev)
         return;
     if (x->connecting && (ev & (MP_WRITE | MP_ERRHUP)))
         upstream_connected(s);
-    if (!s->dead && (ev & MP_WRITE))
-        x->out_since = mp_now_ms();
     if (!s->dead)
         pump(s);
 }
@@ -958,7 +968,7 @@ static void timer_cb(struct mp_timer *t)
 {
     struct hsess *s = t->data;
     struct mp_http *h = s->h;
-    uint64_t now = mp_now_ms(), send_ms = (uint64_t)h->cfg->send_timeout_s * 1000;
+    uint64_t now = mp_now_ms();
     if (s->dead)
         return;
     if (s->header_dl && now >= s->header_dl) {
@@ -986,10 +996,10 @@ static void timer_cb(struct mp_timer *t)
                         s->u.connecting || s->u.handshaking
                             ? "connect timed out (mapiproxy:connect timeout)"
                             : "no answer in time (mapiproxy:http upstream timeout)");
-    } else if ((mp_buf_avail(&s->c.out) && now >= s->c.out_since + send_ms)) {
+    } else if (send_deadline(s, &s->c) && now >= send_deadline(s, &s->c)) {
         session_close(s, "client does not read (mapiproxy:send timeout)");
         return;
-    } else if (s->u.open && mp_buf_avail(&s->u.out) && now >= s->u.out_since + send_ms) {
+    } else if (send_deadline(s, &s->u) && now >= send_deadline(s, &s->u)) {
         upstream_failed(s, 504, "does not read (mapiproxy:send timeout)");
     }
     if (!s->dead)
