@@ -685,7 +685,8 @@ static int on_resp_complete(http_parser *p)
     }
     if (s->rewrite) {
         struct mp_buf nb = {0};
-        long k = mp_http_rewrite(&h->names, mp_buf_head(&s->body), mp_buf_avail(&s->body), &nb);
+        size_t bl = mp_buf_avail(&s->body);
+        long k = bl ? mp_http_rewrite(&h->names, mp_buf_head(&s->body), bl, &nb) : 0;
         struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                       .length = nb.len,
                                       .close = s->close_after,

@@ -9,6 +9,13 @@
 
 #include "http/rewrite.h"
 
+/* mp_buf_append, except that nothing is done for nothing (the buffer may
+ * still be unallocated, and NULL + 0 is undefined). */
+static int app(struct mp_buf *b, const void *p, size_t n)
+{
+    return n ? mp_buf_append(b, p, n) : 0;
+}
+
 void mp_http_msg_init(struct mp_http_msg *m, size_t max)
 {
     memset(m, 0, sizeof *m);
@@ -35,7 +42,7 @@ static int grow(struct mp_http_msg *m, const char *at, size_t len)
 {
     if (len > m->max || m->raw.len + len > m->max)
         return -1;
-    return mp_buf_append(&m->raw, at, len);
+    return app(&m->raw, at, len);
 }
 
 int mp_http_msg_url(struct mp_http_msg *m, const char *at, size_t len)
@@ -157,7 +164,7 @@ static int put_header(struct mp_buf *out, const char *name, size_t nl, const cha
 
 static int put_str(struct mp_buf *out, const char *s)
 {
-    return mp_buf_append(out, s, strlen(s));
+    return app(out, s, strlen(s));
 }
 
 static int put_headers(const struct mp_http_msg *m, const struct mp_http_head_opts *o, bool request,
@@ -206,7 +213,7 @@ static int put_headers(const struct mp_http_msg *m, const struct mp_http_head_op
 int mp_http_request_head(const struct mp_http_msg *m, const char *method,
                          const struct mp_http_head_opts *o, struct mp_buf *out)
 {
-    if (put_str(out, method) || put_str(out, " ") || mp_buf_append(out, m->raw.data, m->url_len) ||
+    if (put_str(out, method) || put_str(out, " ") || app(out, m->raw.data, m->url_len) ||
         put_str(out, " HTTP/1.1\r\n"))
         return -1;
     return put_headers(m, o, true, out);
@@ -221,7 +228,7 @@ int mp_http_response_head(const struct mp_http_msg *m, int status,
         return -1;
     for (size_t i = 0; i < m->url_len; i++) { /* reason phrase, one line */
         uint8_t c = m->raw.data[i];
-        if (mp_buf_append(out, c == '\r' || c == '\n' ? (const uint8_t *)" " : &c, 1))
+        if (app(out, c == '\r' || c == '\n' ? (const uint8_t *)" " : &c, 1))
             return -1;
     }
     if (put_str(out, "\r\n"))

@@ -7,6 +7,13 @@
 #include <string.h>
 #include <strings.h>
 
+/* mp_buf_append, except that nothing is done for nothing (the buffer may
+ * still be unallocated, and NULL + 0 is undefined). */
+static int app(struct mp_buf *b, const void *p, size_t n)
+{
+    return n ? mp_buf_append(b, p, n) : 0;
+}
+
 static bool host_char(uint8_t c)
 {
     return isalnum(c) || c == '-' || c == '_';
@@ -113,6 +120,8 @@ long mp_http_rewrite(const struct mp_http_names *nm, const uint8_t *in, size_t n
                      struct mp_buf *out)
 {
     long count = 0;
+    if (!n)
+        return 0;
     size_t copied = 0; /* in[copied .. i) is still to be appended */
     for (size_t i = 0; i < n; i++) {
         if (!host_char(in[i]))
@@ -132,13 +141,13 @@ long mp_http_rewrite(const struct mp_http_names *nm, const uint8_t *in, size_t n
                     e = d;
             }
         }
-        if (mp_buf_append(out, in + copied, i - copied) || mp_buf_append(out, rep, strlen(rep)))
+        if (app(out, in + copied, i - copied) || app(out, rep, strlen(rep)))
             return -1;
         count++;
         copied = e;
         i = e - 1;
     }
-    if (mp_buf_append(out, in + copied, n - copied))
+    if (app(out, in + copied, n - copied))
         return -1;
     return count;
 }

@@ -63,6 +63,7 @@ def read_chunked(rfile):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are separate writes
     ids = itertools.count(1)
 
     def setup(self):

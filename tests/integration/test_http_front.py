@@ -284,6 +284,14 @@ def test_unknown_path_404_and_keepalive_goes_on(front, peer, certs):
     assert all(not q["path"].startswith("/secret") for q in peer.requests)
 
 
+def test_relay_all_paths_option(make_proxy, certs, peer):
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http relay all paths": "yes"})
+    conn = connect(front, certs)
+    r, body = post(conn, "/owa/anything", body=b"abc")
+    assert r.status == 200 and body == b"other"
+    assert peer.requests[-1]["path"] == "/owa/anything"
+
+
 def test_oversized_header_gets_431(make_proxy, certs, peer):
     front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http max header size": "8K"})
     s = tls_socket(front, certs)
