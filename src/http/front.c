@@ -92,7 +92,7 @@ struct hsess {
     bool req_complete; /* its body is all read */
     bool forwarded;    /* its head went upstream */
     int local_status;  /* answered by the proxy (body discarded), or 0 */
-    bool req_chunked, head_req, keepalive;
+    bool req_chunked, head_req, keepalive, client_http10;
     enum route route;
     char method[16], path[160], xtype[48], xid[96];
     uint64_t req_bytes, t_start_us;
@@ -332,8 +332,10 @@ static void upstream_connected(struct hsess *s)
         return;
     }
     s->u.connecting = false;
-    if (!h->cfg->http_upstream.tls)
+    if (!h->cfg->http_upstream.tls) {
+        s->upstream_dl = mp_now_ms() + (uint64_t)h->cfg->http_upstream_timeout_s * 1000;
         return;
+    }
     SSL *ssl = SSL_new(h->client_ctx);
     if (!ssl) {
         upstream_failed(s, 502, "out of memory for TLS");
@@ -461,6 +463,7 @@ static int on_req_headers(http_parser *p)
     copy_header(&s->req, "x-requestid", s->xid, sizeof s->xid);
     s->keepalive = http_should_keep_alive(p);
     s->head_req = p->method == HTTP_HEAD;
+    s->client_http10 = p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0);
     s->req_chunked = (p->flags & F_CHUNKED) != 0;
     if (p->upgrade || p->method == HTTP_CONNECT) {
         s->err_status = 501;
@@ -515,6 +518,8 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
     }
     if (!s->forwarded)
         return 0; /* answered by the proxy: the body is read and dropped */
+    if (!s->u.connecting && !s->u.handshaking) /* a long upload is not a silent upstream */
+        s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
     if (s->req_chunked) {
         char sz[24];
         int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
@@ -645,6 +650,11 @@ static int on_resp_headers(http_parser *p)
         o.length = p->content_length;
     } else { /* ends when the upstream closes: chunked to the client */
         o.framing = MP_HTTP_CHUNKED;
+        s->close_after = true;
+    }
+    if (o.framing == MP_HTTP_CHUNKED && s->client_http10) {
+        /* HTTP/1.0 knows no chunking: the body ends when we close */
+        o.framing = MP_HTTP_NO_BODY;
         s->close_after = true;
     }
     s->chunk_out = o.framing == MP_HTTP_CHUNKED;

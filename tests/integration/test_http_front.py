@@ -183,6 +183,23 @@ def test_response_streams_pending_before_done(front, peer, certs):
     conn.close()
 
 
+def test_http10_client_gets_stream_without_chunking(front, peer, certs):
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.0\r\nAuthorization: " + peer.basic.encode() +
+              b"\r\nX-Test-Stream: 1\r\nContent-Length: 2\r\n\r\nhi")
+    got = b""
+    while b"PENDING" not in got:
+        b = s.recv(65536)
+        assert b, got
+        got += b
+    peer.release.set()
+    got += recv_all(s)
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"chunked" not in head.lower() and b"connection: close" in head.lower()
+    assert body.startswith(b"PROCESSING\r\nPENDING\r\nDONE\r\n")
+
+
 def test_chunked_request_body(front, peer, certs):
     conn = connect(front, certs)
     parts = [os.urandom(n) for n in (1, 1000, 70000, 5)]
