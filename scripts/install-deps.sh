@@ -3,7 +3,7 @@
 # only missing packages are installed, so `make run` stays quick on a ready machine.
 set -euo pipefail
 PKGS=(gcc make pkg-config libssl-dev clang libclang-rt-14-dev valgrind
-      python3-impacket python3-pytest tshark samba haproxy
+      python3-impacket python3-pytest python3-requests python3-requests-ntlm tshark samba haproxy
       krb5-kdc krb5-admin-server krb5-user libkrb5-dev libgssapi-krb5-2
       krb5-kdc-ldap slapd ldap-utils
       libhttp-parser-dev python3-requests)

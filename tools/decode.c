@@ -3,6 +3,7 @@
  *
  *   mapiproxy-decode --interface nspi|emsmdb|asyncemsmdb|rfr|UUID --opnum N --in|--out FILE
  *   mapiproxy-decode --interface I [--opnum N] --pdu FILE
+ *   mapiproxy-decode --mapihttp REQUESTTYPE --request|--response FILE [--stream]
  *
  * EcDoRpc and EcDoRpcExt2 also get "rops": their ROP buffers (RPC_HEADER_EXT
  * undone, LZ77 and XOR undone) decoded ROP by ROP.  A response is decoded
@@ -25,10 +26,12 @@
 #include "core/json.h"
 #include "codec/gen/emsmdb.h"
 #include "dcerpc/pdu.h"
+#include "mapihttp/body.h"
 #include "rop/objects.h"
 #include "rop/rop.h"
 #include "rop/ropjson.h"
 #include "rop/rpcext.h"
+#include "mapihttp/stream.h"
 
 static void usage(void)
 {
@@ -36,7 +39,9 @@ static void usage(void)
             "usage: mapiproxy-decode --interface nspi|emsmdb|asyncemsmdb|rfr|UUID --opnum N "
             "--in|--out FILE\n"
             "       mapiproxy-decode --interface I [--opnum N] --pdu FILE\n"
-            "       (EcDoRpc/EcDoRpcExt2 responses: --request FILE for the request's ROPs)\n");
+            "       (EcDoRpc/EcDoRpcExt2 responses: --request FILE for the request's ROPs)\n"
+            "       mapiproxy-decode --mapihttp REQUESTTYPE --request|--response FILE "
+            "[--stream]\n");
     exit(2);
 }
 
@@ -263,8 +268,122 @@ out:
     return v;
 }
 
+/* Writes the finished JSON object and a newline to stdout; the exit code. */
+static int emit(const struct mp_json *j, const struct mp_buf *out)
+{
+    if (j->err) {
+        fprintf(stderr, "mapiproxy-decode: JSON output failed\n");
+        return 1;
+    }
+    fwrite(out->data, 1, out->len, stdout);
+    putchar('\n');
+    return fflush(stdout) ? 1 : 0;
+}
+
+/* --mapihttp: a MAPI over HTTP body (src/mapihttp/body.h); with --stream the
+ * file is a whole response entity (PROCESSING/PENDING/DONE, headers, body). */
+static int mapihttp_main(int argc, char **argv)
+{
+    const char *type = NULL, *file = NULL;
+    int dir = -1, stream = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--mapihttp") && i + 1 < argc)
+            type = argv[++i];
+        else if ((!strcmp(argv[i], "--request") || !strcmp(argv[i], "--response")) &&
+                 i + 1 < argc && !file) {
+            dir = !strcmp(argv[i], "--response");
+            file = argv[++i];
+        } else if (!strcmp(argv[i], "--stream"))
+            stream = 1;
+        else
+            usage();
+    }
+    if (!type || !file || (stream && dir != 1))
+        usage();
+    int k = mp_mh_kind_lookup(type);
+    if (k < 0) {
+        fprintf(stderr, "mapiproxy-decode: unknown X-RequestType '%s'\n", type);
+        return 2;
+    }
+    struct mp_buf in = {0}, out = {0};
+    struct mp_arena a;
+    mp_arena_init(&a);
+    struct mp_mh_stream st;
+    mp_mh_stream_init(&st);
+    int rc = 1;
+    if (read_file(file, &in)) {
+        fprintf(stderr, "mapiproxy-decode: %s: %s\n", file, strerror(errno));
+        goto done;
+    }
+    const uint8_t *bp = in.data;
+    size_t blen = in.len;
+    if (stream) {
+        if (mp_mh_stream_feed(&st, in.data, in.len) || st.state != MP_MHS_BODY) {
+            fprintf(stderr, "mapiproxy-decode: %s: bad response stream: %s\n", file,
+                    st.error ? st.error : "ends before the body");
+            goto done;
+        }
+        bp = st.body.data;
+        blen = st.body.len;
+    }
+    static const uint8_t empty[1];
+    struct mp_mh_body body;
+    int drc = mp_mh_decode(k, dir, bp ? bp : empty, blen, &body, &a);
+    if (drc != MP_MH_OK) {
+        uint32_t xrc = dir ? MP_MH_RC_INVALID_RESPONSE : mp_mh_request_error_code(drc);
+        fprintf(stderr,
+                "mapiproxy-decode: cannot decode %s %s (%zu bytes): %s (X-ResponseCode %u)\n",
+                mp_mh_kind_info(k)->name, dir ? "response" : "request", blen,
+                drc == MP_MH_EUNSUPPORTED ? "not representable in the RPC structures"
+                                          : "malformed or truncated",
+                xrc);
+        goto done;
+    }
+    struct mp_json j;
+    mp_json_init(&j, &out);
+    mp_json_obj_begin(&j);
+    if (stream) {
+        mp_json_key(&j, "stream");
+        mp_json_obj_begin(&j);
+        mp_json_key(&j, "processing");
+        mp_json_u64(&j, st.n_processing);
+        mp_json_key(&j, "pending");
+        mp_json_u64(&j, st.n_pending);
+        mp_json_key(&j, "X-ResponseCode");
+        if (st.have_response_code)
+            mp_json_u64(&j, st.response_code);
+        else
+            mp_json_null(&j);
+        mp_json_key(&j, "X-ElapsedTime");
+        if (st.have_elapsed_time)
+            mp_json_u64(&j, st.elapsed_time);
+        else
+            mp_json_null(&j);
+        mp_json_key(&j, "X-StartTime");
+        mp_json_str(&j, st.start_time);
+        mp_json_obj_end(&j);
+    }
+    mp_json_key(&j, "body_len");
+    mp_json_u64(&j, blen);
+    mp_json_key(&j, "exact");
+    mp_json_bool(&j, body.exact);
+    mp_json_key(&j, "value");
+    mp_mh_print(&j, &body);
+    mp_json_obj_end(&j);
+    rc = emit(&j, &out);
+done:
+    mp_mh_stream_free(&st);
+    mp_arena_free(&a);
+    mp_buf_free(&in);
+    mp_buf_free(&out);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--mapihttp"))
+            return mapihttp_main(argc, argv);
     const char *iface_name = NULL, *file = NULL, *reqfile = NULL;
     int opnum = -1, dir = -1, pdu = 0;
     for (int i = 1; i < argc; i++) {
@@ -388,13 +507,7 @@ int main(int argc, char **argv)
         free(rs);
     }
     mp_json_obj_end(&j);
-    if (j.err) {
-        fprintf(stderr, "mapiproxy-decode: JSON output failed\n");
-        goto done;
-    }
-    fwrite(out.data, 1, out.len, stdout);
-    putchar('\n');
-    rc = fflush(stdout) ? 1 : 0;
+    rc = emit(&j, &out);
 done:
     free(v);
     mp_arena_free(&a);

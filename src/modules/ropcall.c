@@ -272,6 +272,9 @@ static int decode_side(struct mp_call *m, struct side *s, bool response,
         const uint8_t *p = s->have_x ? mp_rpcext_content(&s->x, i, &n) : s->flat;
         if (!s->have_x)
             n = s->flat_len;
+        /* chained payloads: response payload i answers request payload i */
+        ctx.requests =
+            response && i > 0 && i < rc->rq.nbuf && rc->rq.buf_ok[i] ? &rc->rq.bufs[i] : reqs;
         int st = mp_rop_decode(&s->bufs[i], p, n, response, response ? &ctx : NULL, a);
         if (st == MP_ROP_OK) {
             s->buf_ok[i] = true;
@@ -938,14 +941,22 @@ void mp_ropcall_response(struct mp_call *m)
         }
     } else {
         for (size_t i = 0; i < rc->rs.n; i++) {
-            int ri = rc->rs.it[i].req;
-            rc->rs.it[i].req = ri >= 0 && (size_t)ri < rc->up.n ? rc->up_map[ri] : -1;
+            struct item *it = &rc->rs.it[i];
+            int ri = it->req;
+            if (it->buf > 0 && it->buf < rc->rq.nbuf && rc->rq.buf_ok[it->buf]) {
+                size_t off = 0; /* request payload it->buf's first item */
+                for (size_t b = 0; b < it->buf; b++)
+                    off += rc->rq.bufs[b].n;
+                it->req =
+                    ri >= 0 && (size_t)ri < rc->rq.bufs[it->buf].n ? (int)(off + (size_t)ri) : -1;
+            } else {
+                it->req = ri >= 0 && (size_t)ri < rc->up.n ? rc->up_map[ri] : -1;
+            }
         }
     }
     struct mp_arena *a = mp_call_arena(m);
     for (size_t i = 0; i < rc->rs.n; i++)
-        if (rc->rs.it[i].buf == 0)
-            track_response(rc, &rc->rs.it[i], &rc->rs.bufs[0], a);
+        track_response(rc, &rc->rs.it[i], &rc->rs.bufs[rc->rs.it[i].buf], a);
 }
 
 int mp_ropcall_response_done(struct mp_call *m)

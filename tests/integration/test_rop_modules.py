@@ -225,3 +225,42 @@ def test_buffer_too_small_with_proxy_answers(make_proxy, dump_lab, tmp_path, wir
     assert 0x27 not in x["rops"] and x["rops"][-1] == 0x15
     c.disconnect()
     dce.disconnect()
+
+
+@pytest.mark.parametrize("touch", ["no", "yes"])
+def test_chained_payloads(make_proxy, dump_lab, tmp_path, touch):
+    """rgbIn with two RPC_HEADER_EXT payloads (two ROP buffers) gets rgbOut
+    with two payloads: both decoded (and, with touch, re-encoded), both legs
+    byte for byte the same."""
+    from test_lab import PidTagDisplayName
+    p = roptest_proxy(make_proxy, dump_lab, tmp_path, touch=touch)
+    dce = EC.connect("127.0.0.1", p.rpc_port)
+    c = EC.EmsmdbClient(dce)
+    assert c.connect_ex(ALICE)["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    h = c.handles
+    b1 = EC.RopBuffer().open_folder(0, 1, logon["FolderIds"][3]).build(h)
+    b2 = EC.RopBuffer().get_receive_folder(0, "IPM.Note") \
+        .get_properties_specific(0, [PidTagDisplayName]).build(h)
+    x1, x2 = N.xor_a5(lzxpress.compress(b1)), N.xor_a5(b2)
+    rgb = struct.pack("<HHHH", 0, N.RHE_COMPRESSED | N.RHE_XORMAGIC, len(x1), len(b1)) + x1 + \
+        struct.pack("<HHHH", 0, N.RHE_XORMAGIC | N.RHE_LAST, len(x2), len(b2)) + x2
+    req = N.EcDoRpcExt2()
+    req["pcxh"].set_raw(c.cxh)
+    req["pulFlags"] = 0
+    req["rgbIn"] = rgb
+    req["cbIn"] = len(rgb)
+    req["pcbOut"] = 0x40000
+    req["rgbAuxIn"] = b""
+    req["cbAuxIn"] = 0
+    req["pcbAuxOut"] = 0x1008
+    resp = dce.request(req, checkError=False)
+    assert resp["ErrorCode"] == 0
+    out = N.array_bytes(resp["rgbOut"])
+    [x] = [x for x in lab_wire(dump_lab) if x["in"] == rgb.hex()]
+    assert x["out"] == out.hex()
+    assert len(contents(out.hex())) == 2
+    seen = (tmp_path / "roptest.log").read_text().splitlines()
+    assert "rsp RopOpenFolder logon" in seen and "rsp RopGetReceiveFolder logon" in seen
+    c.disconnect()
+    dce.disconnect()

@@ -87,12 +87,9 @@ def ec_dummy_rpc(dce):
     return dce.request(N.EcDummyRpc(), checkError=False)
 
 
-WIRE_LOG = None
-
-
-def ec_do_rpc_ext2(dce, cxh, rop_buffer, flags=0, compress=False, xor=True,
-                   max_out=0x40000):
-    """Send one ROP buffer through EcDoRpcExt2; returns (response, [payloads])."""
+def frame_ext(rop_buffer, compress=False, xor=True):
+    """One RPC_HEADER_EXT (Last) around a ROP request buffer, LZ77-compressed and /
+    or XorMagic-obfuscated (EcDoRpcExt2 rgbIn, MAPI over HTTP Execute RopBuffer)."""
     body = rop_buffer
     hflags = N.RHE_LAST
     if compress:
@@ -101,21 +98,12 @@ def ec_do_rpc_ext2(dce, cxh, rop_buffer, flags=0, compress=False, xor=True,
     if xor:
         body = N.xor_a5(body)
         hflags |= N.RHE_XORMAGIC
-    rgb = struct.pack('<HHHH', 0, hflags, len(body), len(rop_buffer)) + body
-    req = N.EcDoRpcExt2()
-    req['pcxh'].set_raw(cxh)
-    req['pulFlags'] = flags
-    req['rgbIn'] = rgb
-    req['cbIn'] = len(rgb)
-    req['pcbOut'] = max_out
-    req['rgbAuxIn'] = b''
-    req['cbAuxIn'] = 0
-    req['pcbAuxOut'] = 0x1008
-    resp = dce.request(req, checkError=False)
+    return struct.pack('<HHHH', 0, hflags, len(body), len(rop_buffer)) + body
+
+
+def unframe_ext(out):
+    """A chain of RPC_HEADER_EXT payloads -> [(flags, plain payload)]."""
     payloads = []
-    out = N.array_bytes(resp['rgbOut'])
-    if WIRE_LOG is not None:    # tests: what was sent and received, byte for byte
-        WIRE_LOG.append({'in': rgb.hex(), 'out': out.hex()})
     off = 0
     while off < len(out):
         ver, fl, size, actual = struct.unpack_from('<HHHH', out, off)
@@ -129,7 +117,30 @@ def ec_do_rpc_ext2(dce, cxh, rop_buffer, flags=0, compress=False, xor=True,
         payloads.append((fl, p))
         if fl & N.RHE_LAST:
             break
-    return resp, payloads
+    return payloads
+
+
+WIRE_LOG = None
+
+
+def ec_do_rpc_ext2(dce, cxh, rop_buffer, flags=0, compress=False, xor=True,
+                   max_out=0x40000):
+    """Send one ROP buffer through EcDoRpcExt2; returns (response, [payloads])."""
+    rgb = frame_ext(rop_buffer, compress, xor)
+    req = N.EcDoRpcExt2()
+    req['pcxh'].set_raw(cxh)
+    req['pulFlags'] = flags
+    req['rgbIn'] = rgb
+    req['cbIn'] = len(rgb)
+    req['pcbOut'] = max_out
+    req['rgbAuxIn'] = b''
+    req['cbAuxIn'] = 0
+    req['pcbAuxOut'] = 0x1008
+    resp = dce.request(req, checkError=False)
+    out = N.array_bytes(resp['rgbOut'])
+    if WIRE_LOG is not None:    # tests: what was sent and received, byte for byte
+        WIRE_LOG.append({'in': rgb.hex(), 'out': out.hex()})
+    return resp, unframe_ext(out)
 
 
 def ec_do_rpc(dce, cxh, rop_buffer, max_data=0x7FFF):

@@ -29,6 +29,7 @@ from lab_epm import EndpointMapper              # noqa: E402
 from lab_rfr import Rfr                         # noqa: E402
 import lab_nspi                                 # noqa: E402
 import lab_emsmdb                               # noqa: E402
+import lab_mapihttp                             # noqa: E402
 
 ORG_DN = '/o=LabOrg/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)'
 DOMAIN = 'lab.example'
@@ -74,7 +75,27 @@ def main(argv=None):
     ap.add_argument('--require-auth', default='none',
                     choices=['none', 'connect', 'integrity', 'privacy'],
                     help='minimum authentication level for calls (default none)')
+    ap.add_argument('--mapihttp-port', type=int, default=None, metavar='N',
+                    help='also serve MAPI over HTTP + Autodiscover on port N (0: ephemeral)')
+    ap.add_argument('--tls-cert', metavar='FILE', help='PEM certificate: MAPI/HTTP over TLS')
+    ap.add_argument('--tls-key', metavar='FILE', help='PEM private key for --tls-cert')
+    ap.add_argument('--http-auth', default='ntlm,basic',
+                    help='MAPI/HTTP authentication: comma list of ntlm, basic, or none '
+                         '(default ntlm,basic)')
+    ap.add_argument('--pending-period', type=float, default=15.0, metavar='SECONDS',
+                    help='MAPI/HTTP X-PendingPeriod: PENDING keep-alive interval (default 15)')
+    ap.add_argument('--pending-delay', type=float, default=0.0, metavar='SECONDS',
+                    help='MAPI/HTTP: delay every request (but NotificationWait/PING) this '
+                         'long, so that PENDING keep-alives are sent (default 0)')
+    ap.add_argument('--notification-wait', type=float, default=30.0, metavar='SECONDS',
+                    help='MAPI/HTTP NotificationWait: longest park without an event (default 30)')
     args = ap.parse_args(argv)
+    http_auth = [m.strip().lower() for m in args.http_auth.split(',') if m.strip()]
+    if not http_auth or any(m not in ('ntlm', 'basic', 'none') for m in http_auth) or \
+            ('none' in http_auth and len(http_auth) > 1):
+        ap.error('--http-auth: ntlm, basic, ntlm,basic or none')
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error('--tls-cert and --tls-key go together')
 
     config = LabConfig(args.host, args.server_name)
     auth = rpcserver.AUTH
@@ -103,6 +124,17 @@ def main(argv=None):
     }
     for name, l in listeners.items():
         config.ports[name] = l.port
+    mapihttp = None
+    if args.mapihttp_port is not None:
+        try:
+            mapihttp = lab_mapihttp.MapiHttpServer(
+                config, directory, nspi, emsmdb, args.host, args.mapihttp_port,
+                args.tls_cert, args.tls_key, http_auth, auth.userdb,
+                pending_period=args.pending_period, pending_delay=args.pending_delay,
+                wait_timeout=args.notification_wait)
+        except (OSError, ValueError) as e:
+            ap.error('MAPI/HTTP listener: %s' % e)
+        config.ports['mapihttp'] = mapihttp.port
     epmap.register(lab_rfr_uuid(), '1.0', listeners['rfr'].port, 'MS Exchange Directory RFR Interface')
     epmap.register(lab_nspi.NSPI_UUID, '56.0', listeners['nspi'].port,
                    'MS Exchange Directory NSPI Proxy')
@@ -122,15 +154,19 @@ def main(argv=None):
 
     for l in listeners.values():
         l.start()
+    if mapihttp is not None:
+        mapihttp.start()
     log('lab server %s (%s), org %s' % (config.server_name, config.fqdn, config.org_dn))
-    sys.stdout.write('READY epm=%d rfr=%d nspi=%d emsmdb=%d\n' % (
+    sys.stdout.write('READY epm=%d rfr=%d nspi=%d emsmdb=%d%s\n' % (
         listeners['epm'].port, listeners['rfr'].port, listeners['nspi'].port,
-        listeners['emsmdb'].port))
+        listeners['emsmdb'].port, '' if mapihttp is None else ' mapihttp=%d' % mapihttp.port))
     sys.stdout.flush()
     while not stop.is_set():
         stop.wait(0.5)
     for l in listeners.values():
         l.stop()
+    if mapihttp is not None:
+        mapihttp.stop()
     log('stopped')
     return 0
 

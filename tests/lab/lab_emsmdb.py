@@ -129,8 +129,7 @@ class Emsmdb(object):
         return s, raw
 
     def _new_session(self, call, user):
-        rops = RopSession(self.store, user.dn, user.display_name(), log)
-        s = EmsmdbSession(user, rops, next(self.icxr) & 0xFFFF)
+        s = self.new_session(user)
         h = new_context_handle()
         with call.assoc_group.lock:
             call.assoc_group.handles[h] = s
@@ -240,56 +239,63 @@ class Emsmdb(object):
         resp.fields['rgb'].fields['MaximumCount'] = max(req['cbMax'], len(out or b''))
         return resp.getData()
 
+    # -- transport-neutral pieces (also used by lab_mapihttp.py) --
+    def new_session(self, user):
+        """A fresh EmsmdbSession for a directory user (not registered anywhere)."""
+        rops = RopSession(self.store, user.dn, user.display_name(), log)
+        return EmsmdbSession(user, rops, next(self.icxr) & 0xFFFF)
+
+    def execute_ext(self, s, flags_in, rgb_in, max_out, what='EcDoRpcExt2'):
+        """Runs an RPC_HEADER_EXT chain of ROP buffers (EcDoRpcExt2 / MAPI over HTTP
+        Execute).  Returns (error code, rgbOut bytes, elapsed ms)."""
+        code = ecSuccess
+        out_buf = b''
+        t0 = time.time()
+        try:
+            payloads = parse_ext_chain(rgb_in)
+        except (ValueError, lzxpress.LzError) as e:
+            log('emsmdb: %s bad rgbIn: %s' % (what, e))
+            return ecRpcFormat, b'', 0
+        in_flags = payloads[0][0]
+        log('emsmdb: %s flags=0x%x cbIn=%d ext flags=0x%x payload=%d bytes' % (
+            what, flags_in, len(rgb_in), in_flags, sum(len(p) for _, p in payloads)))
+        outs = []
+        for _, p in payloads:
+            o = self._run_rops(s, p, max_out - 8 if len(payloads) == 1 else None)
+            if o is None:
+                code = ecRpcFormat
+                break
+            outs.append(o)
+        if code == ecSuccess:
+            compress = not flags_in & N.EXT2_NO_COMPRESSION
+            xor = not flags_in & N.EXT2_NO_XOR_MAGIC
+            out_buf = b''.join(build_ext(o, compress, xor, last=(i == len(outs) - 1))
+                               for i, o in enumerate(outs))
+            if len(out_buf) > max_out:
+                code = ecBufferTooSmall
+                out_buf = b''
+        return code, out_buf, int((time.time() - t0) * 1000)
+
     # -- opnum 11 --
     def op_rpc_ext2(self, call, stub):
         req = decode(N.EcDoRpcExt2, stub)
         s, raw = self._session(call, req['pcxh'])
-        flags_in = req['pulFlags']
-        rgb_in = N.array_bytes(req['rgbIn'])
-        max_out = req['pcbOut']
+        code, out_buf, ms = self.execute_ext(s, req['pulFlags'], N.array_bytes(req['rgbIn']),
+                                             req['pcbOut'])
         resp = N.EcDoRpcExt2Response()
         resp['pcxh'].set_raw(raw)
         resp['pulFlags'] = 0
         resp['rgbAuxOut'] = b''
         resp['pcbAuxOut'] = 0
-        resp['pulTransTime'] = 0
-        code = ecSuccess
-        out_buf = b''
-        try:
-            payloads = parse_ext_chain(rgb_in)
-        except (ValueError, lzxpress.LzError) as e:
-            log('emsmdb: EcDoRpcExt2 bad rgbIn: %s' % e)
-            payloads = None
-            code = ecRpcFormat
-        if payloads is not None:
-            in_flags = payloads[0][0]
-            log('emsmdb: EcDoRpcExt2 flags=0x%x cbIn=%d ext flags=0x%x payload=%d bytes' % (
-                flags_in, len(rgb_in), in_flags, sum(len(p) for _, p in payloads)))
-            t0 = time.time()
-            outs = []
-            for _, p in payloads:
-                o = self._run_rops(s, p, max_out - 8 if len(payloads) == 1 else None)
-                if o is None:
-                    code = ecRpcFormat
-                    break
-                outs.append(o)
-            if code == ecSuccess:
-                compress = not flags_in & N.EXT2_NO_COMPRESSION
-                xor = not flags_in & N.EXT2_NO_XOR_MAGIC
-                out_buf = b''.join(build_ext(o, compress, xor, last=(i == len(outs) - 1))
-                                   for i, o in enumerate(outs))
-                if len(out_buf) > max_out:
-                    code = ecBufferTooSmall
-                    out_buf = b''
-            resp['pulTransTime'] = int((time.time() - t0) * 1000)
+        resp['pulTransTime'] = ms
         resp['rgbOut'] = out_buf
         resp['pcbOut'] = len(out_buf)
         resp['ErrorCode'] = code
         dump = os.environ.get('LAB_WIRE_DUMP')
         if dump:   # tests compare these bytes with what their client sent/got
             with open(dump, 'a') as f:
-                f.write(json.dumps({'in': rgb_in.hex(), 'out': out_buf.hex(),
-                                    'rops': s.rops.seen_ids}) + '\n')
+                f.write(json.dumps({'in': N.array_bytes(req['rgbIn']).hex(),
+                                    'out': out_buf.hex(), 'rops': s.rops.seen_ids}) + '\n')
         s.rops.seen_ids = []
         return resp.getData()
 

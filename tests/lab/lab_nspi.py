@@ -571,6 +571,117 @@ class Nspi(object):
         stat['NumPos'] = pos
         stat['TotalRecs'] = len(table)
 
+    # -- transport-neutral operations: the RPC handlers below and MAPI over HTTP
+    # (lab_mapihttp.py) both answer from these.  stat: a dict as stat_dict() gives.
+    def rows_at(self, stat, etable, count):
+        """QueryRows: -> (code, objects or None, new stat)."""
+        out = dict(stat)
+        if etable is not None:
+            objs = [self.dir.by_mid.get(m) for m in etable][:count or len(etable)]
+            out.update(CurrentRec=MID_END_OF_TABLE if len(objs) >= len(etable)
+                       else etable[len(objs)], NumPos=len(objs), TotalRecs=len(etable),
+                       Delta=0)
+            return SUCCESS, objs, out
+        table = self.dir.table(stat['ContainerID'])
+        if table is None:
+            return INVALID_BOOKMARK, None, out
+        pos = self._position(table, stat)
+        if pos is None:
+            return NOT_FOUND, None, out
+        objs = table[pos:pos + count]
+        self._set_position(out, table, pos + len(objs))
+        return SUCCESS, objs, out
+
+    def seek(self, stat, target_tag, target, etable, want_rows):
+        """SeekEntries on PR_DISPLAY_NAME: -> (code, rows or None, new stat)."""
+        out = dict(stat)
+        if stat['SortType'] != 0 or (target_tag >> 16) != PR['DISPLAY_NAME'] or \
+                (target_tag & 0xFFFF) not in (PT_STRING8, PT_UNICODE) or target is None:
+            return GENERAL_FAILURE, None, out
+        target = target.rstrip('\x00').lower()
+        if etable is not None:
+            table = [self.dir.by_mid[m] for m in etable if m in self.dir.by_mid]
+            table.sort(key=lambda o: o.display_name().lower())
+        else:
+            table = self.dir.table(stat['ContainerID'])
+        if table is None:
+            return INVALID_BOOKMARK, None, out
+        idx = [i for i, o in enumerate(table) if o.display_name().lower() >= target]
+        if not idx:
+            return NOT_FOUND, None, out
+        self._set_position(out, table, idx[0])
+        return SUCCESS, table[idx[0]:] if want_rows else None, out
+
+    def move(self, stat):
+        """UpdateStat: -> (code, new stat, rows moved)."""
+        out = dict(stat)
+        table = self.dir.table(stat['ContainerID'])
+        if table is None:
+            return INVALID_BOOKMARK, out, 0
+        before = self._position(table, dict(stat, Delta=0))
+        pos = self._position(table, stat)
+        if pos is None:
+            return NOT_FOUND, out, 0
+        self._set_position(out, table, pos)
+        return SUCCESS, out, pos - (before if before is not None else 0)
+
+    def matches(self, stat, restriction):
+        """GetMatches: restriction (in the NDR shape _eval reads) or None for the
+        members of the distribution list at CurrentRec -> (code, objects or None)."""
+        if restriction is None:
+            obj = self.dir.by_mid.get(stat['CurrentRec'])
+            if obj is None or obj.kind != 'dl':
+                return NOT_FOUND, None
+            return SUCCESS, [self.dir.by_mid[m] for m in obj.members]
+        table = self.dir.table(stat['ContainerID'])
+        if table is None:
+            return INVALID_BOOKMARK, None
+        try:
+            return SUCCESS, [o for o in table if self._eval(restriction, o, stat['CodePage'])]
+        except (KeyError, TypeError, AttributeError) as e:
+            raise StubError('bad restriction: %s' % e)
+
+    def compare(self, container_id, m1, m2):
+        """CompareMIds: -> (code, position of m1 minus position of m2)."""
+        table = self.dir.table(container_id)
+        if table is None:
+            return INVALID_BOOKMARK, 0
+        pos = dict((o.mid, i) for i, o in enumerate(table))
+        if m1 not in pos or m2 not in pos:
+            return GENERAL_FAILURE, 0
+        return SUCCESS, pos[m1] - pos[m2]
+
+    def resolve(self, names):
+        """ResolveNames: -> (MIds, with MID_AMBIGUOUS / MID_UNRESOLVED, and the
+        resolved objects)."""
+        mids = []
+        found = []
+        for n in names:
+            m = self.dir.anr(n)
+            if len(m) == 1:
+                mids.append(m[0].mid)
+                found.append(m[0])
+            else:
+                mids.append(MID_AMBIGUOUS if m else MID_UNRESOLVED)
+        return mids, found
+
+    def special_table_rows(self, unicode):
+        """GetSpecialTable's hierarchy table: -> (columns, containers, codepage)."""
+        s = PT_UNICODE if unicode else PT_STRING8
+        tags = [tag(PR['ENTRYID'], PT_BINARY), tag(PR['CONTAINER_FLAGS'], PT_LONG),
+                tag(PR['DEPTH'], PT_LONG), tag(PR['EMS_AB_CONTAINERID'], PT_LONG),
+                tag(PR['DISPLAY_NAME'], s), tag(PR['EMS_AB_IS_MASTER'], PT_BOOLEAN)]
+        containers = [self.dir.lookup_dn(o.dn) for o in self.dir.container_objects()]
+        containers.sort(key=lambda o: (o.props[PR['DEPTH']][1], o.container_id))
+        return tags, containers, CP_WINUNICODE if unicode else CP_TELETEX
+
+    def all_columns(self, unicode):
+        """QueryColumns: every property tag the directory's objects have."""
+        tags = set()
+        for o in self.dir.objects:
+            tags.update(self.prop_tags_of(o, unicode))
+        return sorted(tags)
+
     # -- operations -------------------------------------------------------
     def op_bind(self, call, stub):
         req = decode(stub, nspi.NspiBind)
@@ -606,21 +717,8 @@ class Nspi(object):
         self._session(call, req['hRpc'])
         stat = stat_dict(req['pStat'])
         resp = nspi.NspiUpdateStatResponse()
-        table = self.dir.table(stat['ContainerID'])
-        code = SUCCESS
-        if table is None:
-            code = INVALID_BOOKMARK
-            copy_stat(resp['pStat'], stat)
-        else:
-            before = self._position(table, dict(stat, Delta=0))
-            pos = self._position(table, stat)
-            if pos is None:
-                code = NOT_FOUND
-                copy_stat(resp['pStat'], stat)
-            else:
-                copy_stat(resp['pStat'], stat)
-                self._set_position(resp['pStat'], table, pos)
-                moved = pos - (before if before is not None else 0)
+        code, out, moved = self.move(stat)
+        copy_stat(resp['pStat'], out)
         if ptr_is_null(req, 'plDelta'):
             resp['plDelta'] = NULL
         else:
@@ -641,31 +739,10 @@ class Nspi(object):
         if not ptr_is_null(req, 'lpETable'):
             etable = [x['Data'] if hasattr(x, 'fields') else int(x) for x in req['lpETable']]
         resp = nspi.NspiQueryRowsResponse()
-        copy_stat(resp['pStat'], stat)
         if tags is None:
             tags = self.default_columns(stat['CodePage'])
-        code = SUCCESS
-        if etable is not None:
-            objs = [self.dir.by_mid.get(m) for m in etable][:count or len(etable)]
-            rows_objs = objs
-            resp['pStat']['CurrentRec'] = MID_END_OF_TABLE if len(objs) >= len(etable) \
-                else etable[len(objs)]
-            resp['pStat']['NumPos'] = len(objs)
-            resp['pStat']['TotalRecs'] = len(etable)
-            resp['pStat']['Delta'] = 0
-        else:
-            table = self.dir.table(stat['ContainerID'])
-            if table is None:
-                code = INVALID_BOOKMARK
-                rows_objs = None
-            else:
-                pos = self._position(table, stat)
-                if pos is None:
-                    code = NOT_FOUND
-                    rows_objs = None
-                else:
-                    rows_objs = table[pos:pos + count]
-                    self._set_position(resp['pStat'], table, pos + len(rows_objs))
+        code, rows_objs, out = self.rows_at(stat, etable, count)
+        copy_stat(resp['pStat'], out)
         if rows_objs is None:
             resp['ppRows'] = NULL
         else:
@@ -689,32 +766,14 @@ class Nspi(object):
             req['lpETable']['cValues'] else None
         tags = tag_list(req, 'pPropTags', pointer=spec) if spec or \
             req['pPropTags']['cValues'] else None
-        code = SUCCESS
-        rows = None
-        if stat['SortType'] != 0 or (target_tag >> 16) != PR['DISPLAY_NAME'] or \
-                (target_tag & 0xFFFF) not in (PT_STRING8, PT_UNICODE):
-            code = GENERAL_FAILURE
-        else:
-            val = req['pTarget']['Value']
+        val = req['pTarget']['Value']
+        target = None
+        if target_tag & 0xFFFF in (PT_STRING8, PT_UNICODE):
             target = val['lpszW'] if target_tag & 0xFFFF == PT_UNICODE else val['lpszA']
             if isinstance(target, bytes):
                 target = target.decode('cp1252', 'replace')
-            target = target.rstrip('\x00').lower()
-            if etable is not None:
-                table = [self.dir.by_mid[m] for m in etable if m in self.dir.by_mid]
-                table.sort(key=lambda o: o.display_name().lower())
-            else:
-                table = self.dir.table(stat['ContainerID'])
-            if table is None:
-                code = INVALID_BOOKMARK
-            else:
-                idx = [i for i, o in enumerate(table) if o.display_name().lower() >= target]
-                if not idx:
-                    code = NOT_FOUND
-                else:
-                    self._set_position(resp['pStat'], table, idx[0])
-                    if tags is not None:
-                        rows = table[idx[0]:]
+        code, rows, out = self.seek(stat, target_tag, target, etable, tags is not None)
+        copy_stat(resp['pStat'], out)
         if rows is None:
             resp['ppRows'] = NULL
         else:
@@ -840,26 +899,8 @@ class Nspi(object):
         tags = tag_list(req, 'pPropTags')
         resp = NspiGetMatchesResponse()
         copy_stat(resp['pStat'], stat)
-        code = SUCCESS
-        matches = None
-        if ptr_is_null(req, 'Filter'):
-            # Without a filter the server returns the members of the object at CurrentRec
-            # (for the link attribute Reserved2); only distribution lists have members.
-            obj = self.dir.by_mid.get(stat['CurrentRec'])
-            if obj is None or obj.kind != 'dl':
-                code = NOT_FOUND
-            else:
-                matches = [self.dir.by_mid[m] for m in obj.members]
-        else:
-            table = self.dir.table(stat['ContainerID'])
-            if table is None:
-                code = INVALID_BOOKMARK
-            else:
-                try:
-                    matches = [o for o in table
-                               if self._eval(req['Filter'], o, stat['CodePage'])]
-                except (KeyError, TypeError, AttributeError) as e:
-                    raise StubError('bad restriction: %s' % e)
+        code, matches = self.matches(
+            stat, None if ptr_is_null(req, 'Filter') else req['Filter'])
         if matches is not None and len(matches) > requested:
             code = TABLE_TOO_BIG
             matches = None
@@ -945,19 +986,9 @@ class Nspi(object):
         req = decode(stub, nspi.NspiCompareMIds)
         self._session(call, req['hRpc'])
         stat = req['pStat']
-        table = self.dir.table(stat['ContainerID'])
         resp = nspi.NspiCompareMIdsResponse()
         m1, m2 = req['MId1'], req['MId2']
-        code = SUCCESS
-        result = 0
-        if table is None:
-            code = INVALID_BOOKMARK
-        else:
-            pos = dict((o.mid, i) for i, o in enumerate(table))
-            if m1 not in pos or m2 not in pos:
-                code = GENERAL_FAILURE
-            else:
-                result = pos[m1] - pos[m2]
+        code, result = self.compare(stat['ContainerID'], m1, m2)
         resp['plResult'] = result
         resp['ErrorCode'] = code
         log('nspi: NspiCompareMIds 0x%x 0x%x -> %d (0x%x)' % (m1, m2, result, code))
@@ -967,7 +998,6 @@ class Nspi(object):
         req = decode(stub, NspiGetSpecialTableSpec, nspi.NspiGetSpecialTable)
         self._session(call, req['hRpc'])
         flags = req['dwFlags']
-        stat = req['pStat']
         resp = NspiGetSpecialTableResponse()
         resp['lpVersion'] = 1
         s = PT_UNICODE if flags & NspiUnicodeStrings else PT_STRING8
@@ -975,13 +1005,8 @@ class Nspi(object):
             # Address creation table: one row per template (we offer none).
             resp['ppRows']['cRows'] = 0
         else:
-            tags = [tag(PR['ENTRYID'], PT_BINARY), tag(PR['CONTAINER_FLAGS'], PT_LONG),
-                    tag(PR['DEPTH'], PT_LONG), tag(PR['EMS_AB_CONTAINERID'], PT_LONG),
-                    tag(PR['DISPLAY_NAME'], s), tag(PR['EMS_AB_IS_MASTER'], PT_BOOLEAN)]
-            containers = [self.dir.lookup_dn(o.dn) for o in self.dir.container_objects()]
-            containers.sort(key=lambda o: (o.props[PR['DEPTH']][1], o.container_id))
-            self.fill_rowset(resp['ppRows'], containers, tags, 0,
-                             CP_WINUNICODE if s == PT_UNICODE else CP_TELETEX)
+            tags, containers, cp = self.special_table_rows(s == PT_UNICODE)
+            self.fill_rowset(resp['ppRows'], containers, tags, 0, cp)
         resp['ErrorCode'] = SUCCESS
         log('nspi: NspiGetSpecialTable flags=0x%x' % flags)
         return resp.getData()
@@ -990,11 +1015,9 @@ class Nspi(object):
         req = decode(stub, nspi.NspiQueryColumns)
         self._session(call, req['hRpc'])
         unicode = bool(req['dwFlags'] & NspiUnicodeProptypes)
-        tags = set()
-        for o in self.dir.objects:
-            tags.update(self.prop_tags_of(o, unicode))
+        tags = self.all_columns(unicode)
         resp = nspi.NspiQueryColumnsResponse()
-        fill_tag_array(resp['ppColumns'], sorted(tags))
+        fill_tag_array(resp['ppColumns'], tags)
         resp['ErrorCode'] = SUCCESS
         log('nspi: NspiQueryColumns flags=0x%x -> %d columns' % (req['dwFlags'], len(tags)))
         return resp.getData()
@@ -1006,15 +1029,7 @@ class Nspi(object):
         cp = stat['CodePage']
         if tags is None:
             tags = self.default_columns(cp)
-        mids = []
-        found = []
-        for n in names:
-            m = self.dir.anr(n)
-            if len(m) == 1:
-                mids.append(m[0].mid)
-                found.append(m[0])
-            else:
-                mids.append(MID_AMBIGUOUS if m else MID_UNRESOLVED)
+        mids, found = self.resolve(names)
         resp = nspi.NspiResolveNamesResponse()
         fill_tag_array(resp['ppMIds'], mids)
         self.fill_rowset(resp['ppRows'], found, tags, 0, cp)

@@ -315,6 +315,27 @@ class Store(object):
         self.mailboxes = {}
         self.counter = itertools.count(0x100)
         self.repl_guid = uuidlib.uuid5(uuidlib.NAMESPACE_URL, 'lab-repl').bytes_le
+        # New-mail events (MAPI over HTTP NotificationWait): owner DN -> count
+        self.events = threading.Condition(self.lock)
+        self.new_mail = {}
+
+    def notify_new_mail(self, owner_dn):
+        with self.events:
+            key = owner_dn.lower()
+            self.new_mail[key] = self.new_mail.get(key, 0) + 1
+            self.events.notify_all()
+
+    def new_mail_count(self, owner_dn):
+        with self.lock:
+            return self.new_mail.get(owner_dn.lower(), 0)
+
+    def wait_new_mail(self, owner_dn, seen, timeout):
+        """Blocks until owner_dn's new-mail count exceeds seen or timeout seconds
+        pass; returns the current count."""
+        key = owner_dn.lower()
+        with self.events:
+            self.events.wait_for(lambda: self.new_mail.get(key, 0) > seen, timeout)
+            return self.new_mail.get(key, 0)
 
     def new_id(self):
         """A FID/MID: ReplId 1 (u16) followed by a 6-byte big-endian GlobCnt."""
@@ -1045,6 +1066,7 @@ def rop_submit_message(s, r, handles):
         if orig is not None:
             orig.fid = mb.sent.fid
             mb.sent.messages[orig.mid] = orig
+    s.store.notify_new_mail(mb.owner_dn)
     s.log('emsmdb:   RopSubmitMessage mid=0x%016x -> delivered to Inbox as 0x%016x' % (
         o.msg.mid, copy.mid))
     return struct.pack('<BBL', 0x32, in_idx, ecSuccess)

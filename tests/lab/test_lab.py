@@ -562,6 +562,14 @@ def online_session(lab, use_ext2=True, compress=False, xor=True, flags=0):
     assert r['ErrorCode'] == 0
     assert r['szDisplayName'].rstrip('\x00') == 'Alice Anders'
     assert 'cn=EXLAB01' in r['szDNPrefix']
+    rop_session(c, flags)
+    assert c.disconnect()['ErrorCode'] == 0
+    dce.disconnect()
+
+
+def rop_session(c, flags=0):
+    """The ROP part of the online session on a connected client c (RPC's
+    EmsmdbClient or MAPI/HTTP's EmsmdbHttp); returns the submitted subject."""
     [logon] = c.execute(EC.RopBuffer().logon(0, ALICE), flags)
     assert logon['ReturnValue'] == 0 and len(logon['FolderIds']) == 13
     fids = logon['FolderIds']
@@ -625,8 +633,7 @@ def online_session(lab, use_ext2=True, compress=False, xor=True, flags=0):
     out = EC.RopBuffer().raw(b'\x99\x00\x00', parser=EC.RopBuffer._hdr)
     [unk] = c.execute(out, flags)
     assert unk['rop'] == 0x99 and unk['ReturnValue'] == 0x80040102
-    assert c.disconnect()['ErrorCode'] == 0
-    dce.disconnect()
+    return subject
 
 
 def test_emsmdb_online_session(lab):
