@@ -100,7 +100,9 @@ static int match_at(const struct mp_http_names *nm, const uint8_t *in, size_t n,
 {
     if (i > 0) {
         uint8_t b = in[i - 1];
-        if (host_char(b) || b == '.' || b == '@')
+        /* '@': an e-mail address; '=': a legacy DN's "cn=NAME", which names a
+         * directory object, not a host */
+        if (host_char(b) || b == '.' || b == '@' || b == '=')
             return -1;
     }
     for (size_t k = 0; k < nm->n; k++) {

@@ -26,7 +26,7 @@ void mp_http_names_free(struct mp_http_names *nm);
 /* Appends `in` to out with every upstream name replaced: after "://" (or
  * JSON's ":\/\/") the name and an optional ":PORT" become pub_authority;
  * elsewhere a name standing alone (not part of a longer host name, not after
- * '@') becomes pub_host.  Names match case-insensitively.  Returns the
+ * '@' or '=') becomes pub_host.  Names match case-insensitively.  Returns the
  * number of replacements, or -1 when memory runs out. */
 long mp_http_rewrite(const struct mp_http_names *nm, const uint8_t *in, size_t n,
                      struct mp_buf *out);
