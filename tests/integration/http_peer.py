@@ -142,6 +142,20 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
+    def big(self, n):
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Upstream-Conn", str(self.conn_id))
+        self.end_headers()
+        block = hashlib.sha256(b"block").digest() * 2048  # 64 KiB
+        sent = 0
+        while sent < n:
+            b = block[:min(len(block), n - sent)]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+            sent += len(b)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     def do_POST(self):
         data = self.body()
         seen = self.seen(data)
@@ -159,6 +173,15 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if self.headers.get("X-Test-Stream") == "1":
                 self.stream(seen)
+                return
+            if self.headers.get("X-Test-Hang") == "1":  # answers only once released
+                self.server.peer.release.wait(60)
+            if self.headers.get("X-Test-Big"):  # N pseudo-random bytes, chunked
+                self.big(int(self.headers["X-Test-Big"]))
+                return
+            if self.headers.get("X-Test-Close") == "1":
+                self.close_connection = True
+                self.send(200, json.dumps(seen).encode(), extra=[("Connection", "close")])
                 return
             self.send(200, json.dumps(seen).encode(),
                       extra=[("Set-Cookie", f"sid=conn{self.conn_id}; Path=/mapi/"),

@@ -366,3 +366,49 @@ def test_plain_http_listener(make_proxy, certs, peer):
     conn = http.client.HTTPConnection("127.0.0.1", front.http_port, timeout=30)
     r, body = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic})
     assert r.status == 200 and json.loads(body)["authorization"] == peer.basic
+
+
+def test_upstream_silent_gets_504(make_proxy, certs, peer):
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http upstream timeout": "1"})
+    conn = connect(front, certs)
+    r, _ = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic, "X-Test-Hang": "1"})
+    assert r.status == 504
+    peer.release.set()
+    front.stop()
+    assert "no answer in time" in front.log()
+
+
+def test_large_response_through_small_buffers(make_proxy, certs, peer):
+    """20 MB streamed through 16 KiB of buffer per direction to a client that
+    reads in small pieces: reading upstream pauses and resumes, nothing is
+    lost or reordered."""
+    import hashlib
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:max buffer": "16K"})
+    conn = connect(front, certs)
+    n = 20 << 20
+    conn.request("POST", "/mapi/emsmdb/", headers={"Authorization": peer.basic,
+                                                    "X-Test-Big": str(n)})
+    r = conn.getresponse()
+    h = hashlib.sha256()
+    got = 0
+    while True:
+        b = r.read(7000)
+        if not b:
+            break
+        h.update(b)
+        got += len(b)
+    block = hashlib.sha256(b"block").digest() * 2048
+    want = hashlib.sha256(block * (n // len(block))).hexdigest()
+    assert got == n and h.hexdigest() == want
+    r, _ = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic})
+    assert r.status == 200
+
+
+def test_upstream_close_ends_the_client_connection(front, peer, certs):
+    conn = connect(front, certs)
+    r, body = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic, "X-Test-Close": "1"})
+    assert r.status == 200 and r.getheader("Connection") == "close"
+    first = json.loads(body)["conn"]
+    # http.client reconnects: a new client connection, a new upstream one
+    r, body = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic})
+    assert r.status == 200 and json.loads(body)["conn"] != first
