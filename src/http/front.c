@@ -406,7 +406,7 @@ static int on_req_begin(http_parser *p)
     s->in_request = true;
     s->req_complete = s->forwarded = s->resp_started = s->interim = false;
     s->rewrite = s->chunk_out = s->close_after = false;
-    s->local_status = s->status = 0;
+    s->local_status = s->status = s->err_status = 0;
     s->req_bytes = s->resp_bytes = 0;
     s->method[0] = s->path[0] = s->xtype[0] = s->xid[0] = 0;
     s->route = R_NONE;

@@ -412,3 +412,37 @@ def test_upstream_close_ends_the_client_connection(front, peer, certs):
     # http.client reconnects: a new client connection, a new upstream one
     r, body = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic})
     assert r.status == 200 and json.loads(body)["conn"] != first
+
+
+def test_many_clients_each_pinned(front, peer, certs):
+    """16 clients at once, each with its own connection-bound handshake and
+    10 requests: every client stays on one upstream connection of its own."""
+    import threading
+    results, errors = {}, []
+
+    def client(i):
+        try:
+            conn = connect(front, certs)
+            r, _ = post(conn, "/mapi/emsmdb/", {"Authorization": "NTLM negotiate"})
+            ch = r.getheader("WWW-Authenticate").split()[1]
+            seen = set()
+            r, body = post(conn, "/mapi/emsmdb/", {"Authorization": "NTLM response-" + ch})
+            assert r.status == 200
+            for k in range(10):
+                r, body = post(conn, "/mapi/emsmdb/", {"X-RequestId": f"{i}:{k}"}, b"b" * k)
+                assert r.status == 200
+                j = json.loads(body)
+                assert j["x-requestid"] == f"{i}:{k}" and j["length"] == k
+                seen.add(j["conn"])
+            results[i] = seen
+            conn.close()
+        except Exception as e:  # reported below, with the others
+            errors.append(repr(e))
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(len(s) == 1 for s in results.values())
+    assert len({next(iter(s)) for s in results.values()}) == 16
