@@ -446,3 +446,49 @@ def test_many_clients_each_pinned(front, peer, certs):
     assert not errors, errors
     assert all(len(s) == 1 for s in results.values())
     assert len({next(iter(s)) for s in results.values()}) == 16
+
+
+def test_expect_100_continue_passes_through(front, peer, certs):
+    """Python's http.server answers Expect: 100-continue with an interim 100:
+    the client gets it before sending its body, then the final answer."""
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\nAuthorization: " + peer.basic.encode() +
+              b"\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        b = s.recv(4096)
+        assert b, got
+        got += b
+    assert got.startswith(b"HTTP/1.1 100 "), got
+    s.sendall(b"hello")
+    got = got.split(b"\r\n\r\n", 1)[1]
+    while b"sha256" not in got:
+        b = s.recv(65536)
+        assert b, got
+        got += b
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert b'"length": 5' in got
+
+
+def test_idle_keepalive_connection_closed(make_proxy, certs, peer):
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http idle timeout": "1"})
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\nAuthorization: " + peer.basic.encode() +
+              b"\r\nContent-Length: 0\r\n\r\n")
+    data = recv_all(s)  # the answer, then the close once idle
+    assert data.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in data
+    front.stop()
+    assert "idle for 1 s" in front.log()
+
+
+def test_verify_off_for_labs_is_warned(make_proxy, certs):
+    bad = Peer(*certs["untrusted"])
+    try:
+        front = start_front(make_proxy, certs, bad.url, **{"mapiproxy:tls verify": "no"})
+        conn = connect(front, certs)
+        r, _ = post(conn, "/mapi/emsmdb/", {"Authorization": bad.basic})
+        assert r.status == 200
+        front.stop()
+        assert "NOT verified" in front.log()
+    finally:
+        bad.stop()
