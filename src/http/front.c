@@ -827,7 +827,10 @@ static bool step(struct hsess *s, struct side *x)
         char why[200];
         int r = side_handshake(x, why, sizeof why);
         if (r < 0) {
-            if (x->client) {
+            if (x->client && BIO_number_read(SSL_get_rbio(x->ssl)) == 0) {
+                /* connected and left without a byte: a port probe or health check */
+                session_close(s, "closed before TLS");
+            } else if (x->client) {
                 mp_info("http #%" PRIu64 " %s: TLS handshake failed: %s", s->id, s->peer, why);
                 session_close(s, "TLS handshake failed");
             } else {

@@ -492,3 +492,18 @@ def test_verify_off_for_labs_is_warned(make_proxy, certs):
         assert "NOT verified" in front.log()
     finally:
         bad.stop()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_tls_below_1_2_refused_and_logged(front, certs):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(certs["ca"])
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    s = socket.create_connection(("127.0.0.1", front.http_port), timeout=30)
+    with pytest.raises(ssl.SSLError):
+        ctx.wrap_socket(s, server_hostname="mapi.proxy.test")
+    s.close()
+    front.stop()
+    assert "TLS handshake failed: error:0A000102:SSL routines::unsupported protocol" in front.log()
