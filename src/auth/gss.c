@@ -36,6 +36,12 @@ struct mp_gss_ctx {
     /* SPNEGO: the mechanism OID we answer with (the client's choice). */
     uint8_t spnego_mech[16];
     size_t spnego_mech_len;
+    /* SPNEGO acceptor: the client's MechTypeList (what mechListMIC covers)
+     * and, during a step, the mechListMIC it sent (points into the input). */
+    uint8_t *mech_list;
+    size_t mech_list_len;
+    const uint8_t *peer_mic;
+    size_t peer_mic_len;
 };
 
 static gss_OID_desc krb5_oid_desc = {9, (void *)"\x2a\x86\x48\x86\xf7\x12\x01\x02\x02"};
@@ -418,6 +424,7 @@ void mp_gss_ctx_free(struct mp_gss_ctx *c)
         gss_release_name(&minor, &c->src_name);
     if (c->deleg != GSS_C_NO_CREDENTIAL)
         gss_release_cred(&minor, &c->deleg);
+    free(c->mech_list);
     free(c);
 }
 
@@ -448,6 +455,12 @@ static int spnego_in(struct mp_gss_ctx *c, const uint8_t *in, size_t in_len, con
             return fail(c, "SPNEGO: no optimistic Kerberos token");
         memcpy(c->spnego_mech, ini.mechs[0].p, ini.mechs[0].len);
         c->spnego_mech_len = ini.mechs[0].len;
+        free(c->mech_list);
+        c->mech_list = malloc(ini.mech_list_len);
+        if (!c->mech_list)
+            return fail(c, "out of memory");
+        memcpy(c->mech_list, ini.mech_list, ini.mech_list_len);
+        c->mech_list_len = ini.mech_list_len;
         *tok = ini.mech_token;
         *tok_len = ini.mech_token_len;
         return 0;
@@ -461,6 +474,8 @@ static int spnego_in(struct mp_gss_ctx *c, const uint8_t *in, size_t in_len, con
         return fail(c, "SPNEGO: the peer chose a mechanism other than Kerberos");
     *tok = r.token;
     *tok_len = r.token_len;
+    c->peer_mic = r.mic;
+    c->peer_mic_len = r.mic_len;
     return 0;
 }
 
@@ -479,10 +494,32 @@ static int spnego_out(struct mp_gss_ctx *c, const gss_buffer_desc *tok, bool com
             rc = mp_spnego_build_resp(out, -1, NULL, 0, tok->value, tok->length, NULL, 0);
         }
     } else {
+        /* mechListMIC: a client that sent one (Samba, Windows: RFC 4178
+         * section 5 with an acceptor subkey) gets it checked and gets ours,
+         * both gss_get_mic over its MechTypeList with the new context. */
+        gss_buffer_desc mine = GSS_C_EMPTY_BUFFER;
+        OM_uint32 major, minor;
+        if (complete && c->peer_mic && c->mech_list) {
+            gss_buffer_desc msg = {c->mech_list_len, c->mech_list};
+            gss_buffer_desc mic = {c->peer_mic_len, (void *)c->peer_mic};
+            major = gss_verify_mic(&minor, c->ctx, &msg, &mic, NULL);
+            if (GSS_ERROR(major)) {
+                gsserr(c->err, sizeof c->err, "SPNEGO mechListMIC (gss_verify_mic)", major, minor);
+                return -1;
+            }
+            major = gss_get_mic(&minor, c->ctx, GSS_C_QOP_DEFAULT, &msg, &mine);
+            if (GSS_ERROR(major)) {
+                gsserr(c->err, sizeof c->err, "SPNEGO mechListMIC (gss_get_mic)", major, minor);
+                return -1;
+            }
+        }
         rc = mp_spnego_build_resp(
             out, complete ? MP_SPNEGO_ACCEPT_COMPLETED : MP_SPNEGO_ACCEPT_INCOMPLETE,
             c->legs == 0 ? c->spnego_mech : NULL, c->legs == 0 ? c->spnego_mech_len : 0,
-            tok->length ? tok->value : NULL, tok->length, NULL, 0);
+            tok->length ? tok->value : NULL, tok->length, mine.length ? mine.value : NULL,
+            mine.length);
+        gss_release_buffer(&minor, &mine);
+        c->peer_mic = NULL; /* it pointed into this step's input */
     }
     return rc ? fail(c, "SPNEGO: cannot build the token") : 0;
 }

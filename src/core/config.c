@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -820,6 +821,14 @@ static const struct opt options[] = {
     {"mapiproxy:password file", K_STR, F(password_file), 0, 0, NULL},
     {"mapiproxy:allowed users", K_STR, F(allowed_users), 0, 0, NULL},
     {"mapiproxy:upstream auth level", K_STR, F(upstream_auth_level), 0, 0, NULL},
+    {"mapiproxy:keytab", K_STR, F(keytab), 0, 0, NULL},
+    {"mapiproxy:service principal", K_STR, F(service_principal), 0, 0, NULL},
+    {"mapiproxy:upstream keytab", K_STR, F(upstream_keytab), 0, 0, NULL},
+    {"mapiproxy:upstream ccache", K_STR, F(upstream_ccache), 0, 0, NULL},
+    {"mapiproxy:upstream principal", K_STR, F(upstream_principal), 0, 0, NULL},
+    {"mapiproxy:upstream spn", K_STR, F(upstream_spn), 0, 0, NULL},
+    {"mapiproxy:delegation", K_STR, F(delegation), 0, 0, NULL},
+    {"mapiproxy:pass-through interfaces", K_STR, F(passthrough_ifaces), 0, 0, NULL},
     {"mapiproxy:send timeout", K_UINT, F(send_timeout_s), 1, 86400, "seconds"},
     {"mapiproxy:max fragments", K_UINT, F(max_fragments), 16, 1000000, "fragments"},
     {"netbios name", K_STR, F(netbios_name), 0, 0, NULL},
@@ -1725,8 +1734,53 @@ void mp_config_free(struct mp_config *cfg)
     memset(cfg->password, 0, sizeof cfg->password);
 }
 
+/* Checks across options that --check can make without contacting a KDC. */
+static void check_auth_options(struct pctx *p, const char *name)
+{
+    const struct mp_config *c = p->cfg;
+    if (c->upstream_auth_level[0] && strcasecmp(c->upstream_auth_level, "privacy") &&
+        strcasecmp(c->upstream_auth_level, "integrity") &&
+        strcasecmp(c->upstream_auth_level, "connect"))
+        perr(p, name, 0, "mapiproxy:upstream auth level \"%s\": use privacy, integrity or connect",
+             c->upstream_auth_level);
+    bool s4u = !strcasecmp(c->delegation, "s4u");
+    if (c->delegation[0] && !s4u && strcasecmp(c->delegation, "none"))
+        perr(p, name, 0, "mapiproxy:delegation \"%s\": use none or s4u", c->delegation);
+    if (s4u && (!c->keytab[0] || !c->service_principal[0] || !c->upstream_spn[0]))
+        perr(p, name, 0,
+             "mapiproxy:delegation = s4u needs mapiproxy:keytab, mapiproxy:service principal "
+             "(the proxy's account, allowed to delegate) and mapiproxy:upstream spn");
+    if (s4u && !c->realm[0] && c->credentials_file[0])
+        perr(p, name, 0,
+             "mapiproxy:delegation = s4u with NTLM clients (mapiproxy:credentials file) needs "
+             "realm (NTLM users are impersonated as user@REALM)");
+    const char *files[][2] = {{"mapiproxy:keytab", c->keytab},
+                              {"mapiproxy:upstream keytab", c->upstream_keytab}};
+    for (size_t i = 0; i < 2; i++) {
+        const char *f = files[i][1];
+        if (!strncmp(f, "FILE:", 5))
+            f += 5;
+        if (f[0] && access(f, R_OK))
+            perr(p, name, 0, "%s %s: %s", files[i][0], f, strerror(errno));
+    }
+    if (c->upstream_spn[0] && !s4u && !c->upstream_keytab[0] && !c->upstream_ccache[0])
+        perr(p, name, 0,
+             "mapiproxy:upstream spn is set: give the proxy's upstream identity with "
+             "mapiproxy:upstream keytab and/or mapiproxy:upstream ccache, or set "
+             "mapiproxy:delegation = s4u");
+    char list[sizeof c->passthrough_ifaces];
+    scopy(list, sizeof list, c->passthrough_ifaces);
+    for (char *save = NULL, *t = strtok_r(list, " ,\t", &save); t;
+         t = strtok_r(NULL, " ,\t", &save)) {
+        struct mp_iface_spec spec;
+        if (mp_iface_parse(t, &spec))
+            perr(p, name, 0, "mapiproxy:pass-through interfaces: unknown interface \"%s\"", t);
+    }
+}
+
 static int finish(struct pctx *p, const char *name)
 {
+    check_auth_options(p, name);
     /* An invalid binding line was reported already; only a missing one here. */
     if (!p->have_binding && !p->binding_seen)
         perr(p, name, 0,

@@ -113,6 +113,15 @@ struct mp_config {
     char password_file[512];  /* mapiproxy:password file: dcerpc_mapiproxy:password, from a file */
     char allowed_users[1024]; /* mapiproxy:allowed users: empty = every user in the file */
     char upstream_auth_level[16]; /* mapiproxy:upstream auth level: connect|integrity|privacy */
+    /* Kerberos (doc/configuration.md, doc/internals/kerberos.md) */
+    char keytab[512];            /* mapiproxy:keytab: the proxy's service keys (clients' tickets) */
+    char service_principal[256]; /* mapiproxy:service principal (host/proxy.fqdn[@REALM]) */
+    char upstream_keytab[512];   /* mapiproxy:upstream keytab: client keytab for the upstream leg */
+    char upstream_ccache[512];   /* mapiproxy:upstream ccache */
+    char upstream_principal[256]; /* mapiproxy:upstream principal (who the proxy is upstream) */
+    char upstream_spn[256];       /* mapiproxy:upstream spn: Kerberos to the upstream when set */
+    char delegation[16];          /* mapiproxy:delegation: none | s4u */
+    char passthrough_ifaces[512]; /* mapiproxy:pass-through interfaces: relay clients' own auth */
     bool transparent;             /* mapiproxy:transparent (yes): no rewrite modules by default */
     char module_dir[512];         /* mapiproxy:module dir ("" = DIR-OF-EXECUTABLE/modules) */
     bool server;                  /* dcerpc_mapiproxy:server (accepted; true) */

@@ -17,6 +17,7 @@
 #include "relay/relay.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stddef.h>
@@ -25,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -35,7 +39,9 @@
 #include "dcerpc/pdu.h"
 #include "auth/credstore.h"
 #include "auth/dcerpc_sign.h"
+#include "auth/gss.h"
 #include "auth/ntlmssp.h"
+#include "auth/spnego.h"
 #include "epm/epm.h"
 #include "modules/runtime.h"
 
@@ -58,19 +64,30 @@ enum astate {
     A_LOCAL,      /* no context could be relayed: answering locally */
     A_AUTH,       /* proxy-terminated auth: bind answered, waiting for AUTH3 */
     A_DENIED,     /* the client failed authentication: its calls get access denied */
+    A_KDC,        /* authenticated; the KDC worker prepares the upstream's Kerberos leg */
 };
 
 /* One leg's security context when the proxy terminates authentication:
- * the acceptor on the client leg, the initiator on the upstream leg. */
+ * the acceptor on the client leg, the initiator on the upstream leg.
+ * Either NTLM (acc/ini/sess; auth type 10, or 9 with NTLM inside SPNEGO)
+ * or Kerberos through gss.c (auth type 16, or 9 with Kerberos first). */
 struct leg_sec {
     uint8_t type, level;
     uint32_t ctx_id;
     bool header_sign;
     bool acc_init, ini_init, sess_init;
+    bool spnego_ntlm;   /* auth type 9 carrying NTLM: tokens in NegTokenResp */
+    bool ntlm_switched; /* SPNEGO: Kerberos was first, the proxy asked for NTLM */
+    uint8_t *mech_list; /* SPNEGO/NTLM: the client's MechTypeList, for mechListMIC */
+    size_t mech_list_len;
     struct mp_ntlm_acceptor acc;
     struct mp_ntlm_initiator ini;
     struct mp_ntlm_session sess;
-    char who[160]; /* DOMAIN\user, for logs */
+    struct mp_gss_ctx *gss;   /* Kerberos context, when the leg uses Kerberos */
+    struct mp_gss_cred *cred; /* owned: the credential gss initiates with (S4U) */
+    size_t vlen;              /* verifier length for a full fragment (room in emit) */
+    char user[160];           /* DOMAIN\user or user@REALM, for logs and policy */
+    char who[160];            /* what the logs say */
 };
 
 struct conn {
@@ -156,6 +173,8 @@ struct assoc {
     bool reasm_active;
     uint32_t local_ip;           /* the address the client reached, network order */
     struct leg_sec *csec, *usec; /* set when the proxy terminates authentication */
+    struct mp_bind *up_fwd;      /* terminated: the upstream bind's contexts, until sent */
+    struct kdc_job *job;         /* queued for the KDC worker (A_KDC) */
     uint64_t n_done;
     uint64_t t_open;
     char peer[64];
@@ -188,6 +207,41 @@ struct mp_relay {
     char up_password[256];
     uint8_t up_level;
     char fqdn[256];
+    /* Kerberos: the proxy's acceptor (or service credential, for S4U) and,
+     * for specified credentials over Kerberos, its initiator credential */
+    struct mp_gss_cred *acc_cred, *up_cred;
+    /* The KDC worker: one thread that makes the upstream's Kerberos leg
+     * (S4U2Self, S4U2Proxy, service tickets) so the loop never waits for a
+     * KDC.  svc_cred, up_cred and retired are its own once it runs. */
+    struct mp_gss_cred *svc_cred;
+    uint64_t svc_born_ms;
+    struct mp_gss_cred *retired[8]; /* replaced service credentials, freed at exit */
+    size_t n_retired;
+    pthread_t kdc_thread;
+    bool kdc_started, kdc_stop;
+    pthread_mutex_t kdc_mu;
+    pthread_cond_t kdc_cv;
+    struct kdc_job *kdc_q, **kdc_q_tail, *kdc_done, **kdc_done_tail;
+    struct mp_io kdc_io; /* eventfd: jobs done */
+    enum { UP_NTLM, UP_KRB, UP_S4U } up_mode;
+    char realm_uc[256]; /* NTLM users are impersonated as user@REALM_UC */
+    struct mp_iface_spec pt_ifaces[MP_MAX_IFACES]; /* mapiproxy:pass-through interfaces */
+    size_t n_pt;
+};
+
+/* Work for the KDC worker thread.  The loop thread owns a and reads the
+ * results once the job is back on the done list; the worker owns the rest
+ * while the job is queued or running. */
+struct kdc_job {
+    struct kdc_job *next;
+    struct assoc *a; /* NULL once the association is gone */
+    char user[420];  /* S4U: whom to impersonate */
+    struct mp_gss_cred *cred;
+    struct mp_gss_ctx *ctx;
+    struct mp_buf tok;
+    char why[600];
+    char note[400]; /* for the log, written by the loop thread */
+    int rc;
 };
 
 static struct mp_bind scratch_bind; /* single-threaded: one bind parsed at a time */
@@ -199,6 +253,7 @@ static void upstream_connect(struct assoc *a, uint16_t port);
 static void upstream_failed(struct assoc *a, const char *why);
 static void update_interest(struct assoc *a);
 static void start_upstream(struct assoc *a);
+static bool bind_is_passthrough(const struct mp_relay *r, const struct mp_bind *b);
 struct leg_sec;
 static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flags, uint32_t call_id,
                 uint16_t ctx_id, uint16_t opnum, const uint8_t *object, const uint8_t *stub,
@@ -270,6 +325,9 @@ static void leg_free(struct leg_sec *l)
         mp_ntlm_initiator_free(&l->ini);
     if (l->sess_init)
         mp_ntlm_session_free(&l->sess);
+    free(l->mech_list);
+    mp_gss_ctx_free(l->gss); /* before the credential it was made from */
+    mp_gss_cred_free(l->cred);
     free(l);
 }
 
@@ -278,6 +336,7 @@ static void assoc_free(void *p)
     struct assoc *a = p;
     leg_free(a->csec);
     leg_free(a->usec);
+    free(a->up_fwd);
     struct merge *m = a->merges;
     while (m) {
         struct merge *n = m->next;
@@ -297,6 +356,10 @@ static void assoc_close(struct assoc *a, const char *reason)
         return;
     struct mp_relay *r = a->r;
     a->dead = true;
+    if (a->job) {
+        a->job->a = NULL; /* the worker's result is dropped when it comes back */
+        a->job = NULL;
+    }
     mp_info("conn close %s calls=%llu in_flight=%zu after=%.1fs reason=%s", a->peer,
             (unsigned long long)a->n_done, a->n_calls, (double)(mp_now_ms() - a->t_open) / 1000.0,
             reason);
@@ -504,9 +567,10 @@ static void log_call(struct assoc *a, struct call *c, const char *status)
 {
     const struct pctx_entry *e = ctx_find(a, c->ctx_id);
     const char *op = e ? mp_iface_op_name(e->info, c->opnum) : NULL;
-    mp_info("call %s %s %s(%u) in=%u out=%u lat=%.3fms status=%s", a->peer, e ? e->name : "?",
+    const char *user = a->csec && a->usec ? a->csec->who : NULL; /* terminated: who it is */
+    mp_info("call %s %s %s(%u) in=%u out=%u lat=%.3fms status=%s%s%s", a->peer, e ? e->name : "?",
             op ? op : "op", c->opnum, c->in_bytes, c->out_bytes,
-            (double)(mp_now_us() - c->t0) / 1000.0, status);
+            (double)(mp_now_us() - c->t0) / 1000.0, status, user ? " user=" : "", user ? user : "");
 }
 
 /* Queues bytes for a connection, writing them at once when nothing is
@@ -887,7 +951,7 @@ static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
     a->bind_max_recv = b->max_recv;
     a->c_xmit = clamp_frag(b->max_recv);
     a->c_recv = clamp_frag(b->max_xmit);
-    if (r->terminate && !a->local_epm) {
+    if (r->terminate && !a->local_epm && !bind_is_passthrough(r, b)) {
         handle_bind_terminate(a, pdu, h, b);
         free(m);
         return;
@@ -1058,26 +1122,54 @@ static void handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pd
 /* ------------------------------------------------------------------ */
 /* proxy-terminated authentication (specified credentials)             */
 
-static bool user_allowed(const struct mp_relay *r, const struct mp_ntlm_result *res)
+/* mapiproxy:allowed users: a name matches "user", "DOMAIN\user" (NTLM) or
+ * "user@REALM" (Kerberos principal), case-insensitively. */
+static bool user_allowed(const struct mp_relay *r, const char *user, const char *domain,
+                         const char *principal)
 {
     const char *list = r->cfg->allowed_users;
     if (!list[0])
         return true;
-    char full[2 * sizeof(res->user) + 2];
-    snprintf(full, sizeof(full), "%s\\%s", res->domain, res->user);
-    const char *names[2] = {res->user, full};
+    char full[400];
+    if (domain)
+        snprintf(full, sizeof(full), "%s\\%s", domain, user);
+    else
+        snprintf(full, sizeof(full), "%s", principal ? principal : user);
+    const char *names[2] = {user, full};
     for (int k = 0; k < 2; k++) {
         size_t n = strlen(names[k]);
         for (const char *p = list; *p;) {
             while (*p == ' ' || *p == ',' || *p == '\t')
                 p++;
             size_t w = strcspn(p, " ,\t");
-            if (w == n && !strncasecmp(p, names[k], n))
+            if (w == n && n && !strncasecmp(p, names[k], n))
                 return true;
             p += w;
         }
     }
     return false;
+}
+
+static size_t sec_vlen(const struct leg_sec *sec)
+{
+    return sec->gss ? sec->vlen : MP_NTLM_VERIFIER_LEN;
+}
+
+/* Pads, appends the sec_trailer and verifier to the fragment at start and
+ * signs or seals it for the leg. */
+static int sec_protect(struct leg_sec *sec, struct mp_buf *out, size_t start)
+{
+    if (sec->gss)
+        return mp_gss_add_verifier(sec->gss, out, start, sec->type, sec->level, sec->ctx_id) ||
+                       mp_gss_protect(sec->gss, out->data + start, out->len - start,
+                                      sec->header_sign)
+                   ? -1
+                   : 0;
+    return mp_dcerpc_add_verifier(out, start, sec->type, sec->level, sec->ctx_id) ||
+                   mp_dcerpc_ntlm_protect(&sec->sess.send, out->data + start, out->len - start,
+                                          sec->header_sign)
+               ? -1
+               : 0;
 }
 
 /* Appends fragments carrying stub to dst, each protected for the leg when
@@ -1090,7 +1182,8 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
 {
     bool prot = sec && sec->level >= MP_AUTHN_LEVEL_PKT_INTEGRITY;
     size_t hl = MP_REQ_HDR_LEN + (object ? 16 : 0);
-    size_t room = max_frag - hl - (prot ? MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN + 15 : 0);
+    size_t vlen = prot ? sec_vlen(sec) : 0;
+    size_t room = max_frag - hl - (prot ? MP_SEC_TRAILER_LEN + vlen + 15 : 0);
     size_t chunk = room & ~(size_t)15, off = 0;
     do {
         size_t k = len - off > chunk ? chunk : len - off;
@@ -1101,7 +1194,7 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
             fl |= in_flags & MP_PFC_LAST;
         /* room for the whole fragment first: the verifier code below uses an
          * absolute offset, which a compacting append would invalidate */
-        if (mp_buf_reserve(&dst->out, hl + k + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN + 16))
+        if (mp_buf_reserve(&dst->out, hl + k + MP_SEC_TRAILER_LEN + vlen + 16))
             return -1;
         size_t start = dst->out.len;
         int rc = req ? mp_build_request(&dst->out, fl, call_id, ctx_id, opnum, object, stub + off,
@@ -1112,32 +1205,553 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
             return -1;
         if (!req)
             dst->out.data[start + 22] = (uint8_t)opnum; /* cancel count */
-        if (prot && (mp_dcerpc_add_verifier(&dst->out, start, sec->type, sec->level, sec->ctx_id) ||
-                     mp_dcerpc_ntlm_protect(&sec->sess.send, dst->out.data + start,
-                                            dst->out.len - start, sec->header_sign)))
+        if (prot && sec_protect(sec, &dst->out, start))
             return -1;
         off += k;
     } while (off < len);
     return 0;
 }
 
-/* The client's bind when the proxy terminates authentication: NTLM
- * NEGOTIATE in, CHALLENGE out in a bind_ack the proxy builds itself.
- * Nothing goes upstream before the client has proven who it is. */
+static const char *const level_names[] = {"",       "none",      "connect", "call",
+                                          "packet", "integrity", "privacy"};
+
+/* Names come from the client: no control bytes or spaces in log lines. */
+static void log_safe(char *p)
+{
+    for (; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == ' ')
+            *p = '?';
+}
+
+static const char *mech_name(const struct leg_sec *s)
+{
+    if (s->gss)
+        return s->type == MP_AUTHN_GSS_NEGOTIATE ? "SPNEGO/Kerberos" : "Kerberos";
+    return s->spnego_ntlm ? "SPNEGO/NTLM" : "NTLM";
+}
+
+/* NTLM NEGOTIATE in, CHALLENGE out: bare, or in a NegTokenResp (with the
+ * NTLM OID as supportedMech when mech_oid). */
+static int ntlm_challenge(struct assoc *a, struct leg_sec *cs, const uint8_t *tok, size_t len,
+                          bool mech_oid, struct mp_buf *out, char *why, size_t wl)
+{
+    struct mp_relay *r = a->r;
+    if (!r->creds.n) {
+        snprintf(why, wl, "NTLM is not enabled (mapiproxy:credentials file is not set)");
+        return MP_GSS_FAILED;
+    }
+    if (cs->acc_init) {
+        snprintf(why, wl, "a second NTLM NEGOTIATE");
+        return MP_GSS_FAILED;
+    }
+    mp_ntlm_acceptor_init(&cs->acc, &r->acc_cfg);
+    cs->acc_init = true;
+    struct mp_buf chal = {0};
+    int rc = mp_ntlm_acceptor_negotiate(&cs->acc, tok, len, &chal);
+    if (rc) {
+        snprintf(why, wl, "malformed NTLM NEGOTIATE (%s)", mp_ntlm_strerror(rc));
+    } else if (cs->spnego_ntlm) {
+        rc = mp_spnego_build_resp(out, MP_SPNEGO_ACCEPT_INCOMPLETE, mech_oid ? mp_oid_ntlm : NULL,
+                                  mech_oid ? sizeof(mp_oid_ntlm) : 0, chal.data, chal.len, NULL, 0);
+    } else {
+        rc = mp_buf_append(out, chal.data, chal.len);
+    }
+    mp_buf_free(&chal);
+    if (rc && !why[0])
+        snprintf(why, wl, "out of memory");
+    return rc ? MP_GSS_FAILED : MP_GSS_CONTINUE;
+}
+
+/* The client's first token (bind): NTLM NEGOTIATE, SPNEGO NegTokenInit (Kerberos
+ * or NTLM first) or a Kerberos AP-REQ.  The reply token is appended to out.
+ * MP_GSS_CONTINUE, MP_GSS_DONE, or MP_GSS_FAILED with why set. */
+static int client_auth_first(struct assoc *a, struct leg_sec *cs, const struct mp_auth *auth,
+                             struct mp_buf *out, char *why, size_t wl)
+{
+    struct mp_relay *r = a->r;
+    char err[MP_GSS_ERRLEN] = "";
+    if (auth->type == MP_AUTHN_WINNT)
+        return ntlm_challenge(a, cs, auth->value, auth->value_len, false, out, why, wl);
+    if (auth->type == MP_AUTHN_GSS_NEGOTIATE) {
+        struct mp_spnego_init ini;
+        if (mp_spnego_parse_init(auth->value, auth->value_len, &ini)) {
+            snprintf(why, wl, "malformed SPNEGO NegTokenInit");
+            return MP_GSS_FAILED;
+        }
+        enum mp_spnego_mech first = mp_spnego_mech_kind(ini.mechs[0].p, ini.mechs[0].len);
+        bool offers_ntlm = false;
+        for (size_t i = 0; i < ini.n_mechs; i++)
+            offers_ntlm |= mp_spnego_mech_kind(ini.mechs[i].p, ini.mechs[i].len) == MP_MECH_NTLM;
+        /* Kerberos first without a keytab here: ask for NTLM instead when the
+         * client offers it (RFC 4178 section 3.2: supportedMech with no token). */
+        bool switch_to_ntlm =
+            mp_spnego_mech_is_krb5(first) && !r->acc_cred && offers_ntlm && r->creds.n;
+        if (first == MP_MECH_NTLM || switch_to_ntlm) {
+            cs->spnego_ntlm = true;
+            cs->mech_list = malloc(ini.mech_list_len);
+            if (!cs->mech_list) {
+                snprintf(why, wl, "out of memory");
+                return MP_GSS_FAILED;
+            }
+            memcpy(cs->mech_list, ini.mech_list, ini.mech_list_len);
+            cs->mech_list_len = ini.mech_list_len;
+            if (switch_to_ntlm) {
+                cs->ntlm_switched = true;
+                if (mp_spnego_build_resp(out, MP_SPNEGO_ACCEPT_INCOMPLETE, mp_oid_ntlm,
+                                         sizeof(mp_oid_ntlm), NULL, 0, NULL, 0)) {
+                    snprintf(why, wl, "out of memory");
+                    return MP_GSS_FAILED;
+                }
+                return MP_GSS_CONTINUE;
+            }
+            if (!ini.mech_token) {
+                snprintf(why, wl, "SPNEGO with NTLM first but no NTLM token");
+                return MP_GSS_FAILED;
+            }
+            return ntlm_challenge(a, cs, ini.mech_token, ini.mech_token_len, true, out, why, wl);
+        }
+        if (!mp_spnego_mech_is_krb5(first)) {
+            snprintf(why, wl, "SPNEGO whose first mechanism is neither Kerberos nor NTLM");
+            return MP_GSS_FAILED;
+        }
+    } else if (auth->type != MP_AUTHN_GSS_KERBEROS) {
+        snprintf(why, wl, "auth type %u (only NTLM 10, SPNEGO 9 and Kerberos 16 are accepted)",
+                 auth->type);
+        return MP_GSS_FAILED;
+    }
+    if (!r->acc_cred) {
+        snprintf(why, wl, "Kerberos is not enabled (mapiproxy:keytab is not set)");
+        return MP_GSS_FAILED;
+    }
+    cs->gss = mp_gss_acceptor_new(r->acc_cred, auth->type, 0, err, sizeof(err));
+    if (!cs->gss) {
+        snprintf(why, wl, "%s", err);
+        return MP_GSS_FAILED;
+    }
+    int st = mp_gss_step(cs->gss, auth->value, auth->value_len, out);
+    if (st == MP_GSS_FAILED)
+        snprintf(why, wl, "%s", mp_gss_error(cs->gss));
+    return st;
+}
+
+/* The client's next token (auth3 or alter_context): NTLM AUTHENTICATE (bare
+ * or in a NegTokenResp) or the Kerberos AP-REP of DCE style.  On success the
+ * client's name is in cs->user / cs->who and the policy was checked.
+ * can_reply: the token came in an alter_context, whose answer can carry
+ * the proxy's SPNEGO mechListMIC (an AUTH3 has none). */
+static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp_auth *auth,
+                            bool can_reply, struct mp_buf *out, char *why, size_t wl)
+{
+    if (cs->gss) {
+        /* established already (one leg, at bind): called without a token */
+        int st = MP_GSS_DONE;
+        if (mp_gss_established(cs->gss) && auth->value_len) {
+            snprintf(why, wl, "a further token after the Kerberos context was established");
+            return MP_GSS_FAILED;
+        }
+        if (!mp_gss_established(cs->gss))
+            st = mp_gss_step(cs->gss, auth->value, auth->value_len, out);
+        if (st == MP_GSS_FAILED) {
+            snprintf(why, wl, "%s", mp_gss_error(cs->gss));
+            return st;
+        }
+        if (st != MP_GSS_DONE) {
+            snprintf(why, wl, "Kerberos needs more legs than DCE style has");
+            return MP_GSS_FAILED;
+        }
+        const char *peer = mp_gss_peer_name(cs->gss);
+        snprintf(cs->user, sizeof(cs->user), "%s", peer ? peer : "?");
+        snprintf(cs->who, sizeof(cs->who), "%s", cs->user);
+        log_safe(cs->who);
+        size_t v = mp_gss_sig_len(cs->gss, cs->level, MP_MAX_FRAG);
+        cs->vlen = v > 16 ? v : 16; /* any MIC or wrap token is longer */
+        if (cs->level >= MP_AUTHN_LEVEL_PKT_INTEGRITY && !v) {
+            snprintf(why, wl, "no verifier length for level %u", cs->level);
+            return MP_GSS_FAILED;
+        }
+        char name[160];
+        snprintf(name, sizeof(name), "%s", cs->user);
+        char *at = strrchr(name, '@');
+        /* a bare name in the list covers principals of the proxy's own realm
+         * (realm) only: alice@OTHER.REALM must be listed in full */
+        bool own = at && (!a->r->realm_uc[0] || !strcasecmp(at + 1, a->r->realm_uc));
+        if (at)
+            *at = 0;
+        if (!user_allowed(a->r, own ? name : cs->user, NULL, cs->user)) {
+            snprintf(why, wl, "not in mapiproxy:allowed users");
+            return MP_GSS_FAILED;
+        }
+        return MP_GSS_DONE;
+    }
+    const uint8_t *tok = auth->value;
+    size_t len = auth->value_len;
+    struct mp_spnego_resp resp = {.neg_state = -1};
+    if (cs->spnego_ntlm) {
+        if (mp_spnego_parse_resp(auth->value, auth->value_len, &resp) || !resp.token) {
+            snprintf(why, wl, "SPNEGO NegTokenResp without an NTLM AUTHENTICATE");
+            return MP_GSS_FAILED;
+        }
+        tok = resp.token;
+        len = resp.token_len;
+        if (!cs->acc_init) /* after the switch from Kerberos: the NEGOTIATE */
+            return ntlm_challenge(a, cs, tok, len, false, out, why, wl);
+        if (cs->ntlm_switched && !resp.mic) {
+            snprintf(why, wl, "no SPNEGO mechListMIC after the switch to NTLM (RFC 4178)");
+            return MP_GSS_FAILED;
+        }
+    }
+    struct mp_ntlm_result res;
+    memset(&res, 0, sizeof(res));
+    int rc = mp_ntlm_acceptor_authenticate(&cs->acc, tok, len, &res);
+    snprintf(cs->user, sizeof(cs->user), "%.150s", res.user);
+    bool upn = !res.domain[0] && strchr(res.user, '@'); /* user@dns.domain, no domain */
+    if (upn)
+        snprintf(cs->who, sizeof(cs->who), "%.150s", res.user);
+    else
+        snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", res.domain, res.user);
+    log_safe(cs->who);
+    char bare[160];
+    snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(res.user, "@"), res.user);
+    const char *bad = rc ? mp_ntlm_strerror(rc)
+                      : !(upn ? user_allowed(a->r, bare, NULL, res.user)
+                              : user_allowed(a->r, res.user, res.domain, NULL))
+                          ? "not in mapiproxy:allowed users"
+                          : NULL;
+    if (!bad && mp_ntlm_session_init(&cs->sess, res.flags, res.exported_key, false))
+        bad = "session keys could not be derived";
+    if (!bad)
+        cs->sess_init = true;
+    /* SPNEGO mechListMIC (RFC 4178, MS-SPNG 3.3.5.1): the client's NTLM
+     * signature over its MechTypeList (its first sequence number) is checked
+     * and answered with ours; then both RC4 streams start again from the
+     * sealing keys while the sequence numbers go on (what Samba and Windows
+     * do). */
+    uint8_t our_mic[16];
+    bool mic = false;
+    if (!bad && resp.mic) {
+        if (resp.mic_len != 16 ||
+            mp_ntlm_verify(&cs->sess.recv, cs->mech_list, cs->mech_list_len, resp.mic) ||
+            (can_reply &&
+             mp_ntlm_sign(&cs->sess.send, cs->mech_list, cs->mech_list_len, our_mic))) {
+            bad = "bad SPNEGO mechListMIC";
+        } else {
+            uint32_t s_seq = cs->sess.send.seq, r_seq = cs->sess.recv.seq;
+            mp_ntlm_session_free(&cs->sess);
+            if (mp_ntlm_session_init(&cs->sess, res.flags, res.exported_key, false)) {
+                cs->sess_init = false;
+                bad = "session keys could not be derived";
+            }
+            cs->sess.send.seq = s_seq;
+            cs->sess.recv.seq = r_seq;
+            mic = can_reply;
+        }
+    }
+    mp_ntlm_cleanse(res.exported_key, sizeof(res.exported_key));
+    if (bad) {
+        snprintf(why, wl, "%s", bad);
+        return MP_GSS_FAILED;
+    }
+    if (cs->spnego_ntlm && mp_spnego_build_resp(out, MP_SPNEGO_ACCEPT_COMPLETED, NULL, 0, NULL, 0,
+                                                mic ? our_mic : NULL, mic ? 16 : 0)) {
+        snprintf(why, wl, "out of memory");
+        return MP_GSS_FAILED;
+    }
+    return MP_GSS_DONE;
+}
+
+/* The upstream bind with the proxy's first token, into a->pending_bind. */
+static int upstream_bind_build(struct assoc *a, const struct mp_buf *tok, char *why, size_t wl)
+{
+    struct leg_sec *us = a->usec;
+    if (tok->len > 0xffff) {
+        snprintf(why, wl, "initial token of %zu bytes", tok->len);
+        return -1;
+    }
+    struct mp_bind *fwd = a->up_fwd;
+    fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
+    fwd->assoc_group = a->group->up_id;
+    struct mp_auth up = {.type = us->type,
+                         .level = us->level,
+                         .context_id = us->ctx_id,
+                         .value = tok->data,
+                         .value_len = (uint16_t)tok->len};
+    if (mp_build_bind(&a->pending_bind, MP_PT_BIND,
+                      MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_PENDING_CANCEL, a->next_u_call++, fwd,
+                      &up)) {
+        snprintf(why, wl, "cannot build the upstream bind");
+        return -1;
+    }
+    for (unsigned i = 0; i < fwd->n_ctx; i++)
+        if (!mp_syntax_is_btfn(&fwd->ctx[i].ts[0])) {
+            a->target = fwd->ctx[i].abstract;
+            break;
+        }
+    return 0;
+}
+
+/* ---- the KDC worker ---- */
+
+#define SVC_CRED_MAX_AGE_MS (4ull * 3600 * 1000) /* well inside a 10 h TGT */
+
+/* Worker thread: the service credential's TGT must stay forwardable for
+ * S4U2Proxy, and MIT renews it without that flag; so it is replaced
+ * before it expires.  The old one is kept until exit (credentials made
+ * from it may still be in use). */
+static void svc_refresh(struct mp_relay *r, struct kdc_job *j)
+{
+    if (mp_now_ms() - r->svc_born_ms < SVC_CRED_MAX_AGE_MS)
+        return;
+    char err[MP_GSS_ERRLEN];
+    struct mp_gss_cred *n =
+        mp_gss_cred_service(r->cfg->keytab, r->cfg->service_principal, err, sizeof(err));
+    if (!n) {
+        snprintf(j->note, sizeof(j->note), "service credential not renewed: %.300s", err);
+        return;
+    }
+    if (r->n_retired == sizeof(r->retired) / sizeof(r->retired[0])) {
+        mp_gss_cred_free(r->retired[0]);
+        memmove(r->retired, r->retired + 1, sizeof(r->retired) - sizeof(r->retired[0]));
+        r->n_retired--;
+    }
+    r->retired[r->n_retired++] = r->svc_cred;
+    r->svc_cred = n;
+    r->svc_born_ms = mp_now_ms();
+    snprintf(j->note, sizeof(j->note), "service credential renewed (forwardable TGT)");
+}
+
+/* Worker thread: the credential and first leg towards the upstream.  These
+ * are the calls that can wait for the KDC. */
+static void kdc_run(struct mp_relay *r, struct kdc_job *j)
+{
+    char err[MP_GSS_ERRLEN] = "";
+    const char *spn = r->cfg->upstream_spn;
+    struct mp_gss_cred *cred = r->up_cred;
+    j->rc = -1;
+    if (r->up_mode == UP_S4U) {
+        svc_refresh(r, j);
+        j->cred = mp_gss_cred_impersonate(r->svc_cred, j->user, err, sizeof(err));
+        if (!j->cred) {
+            snprintf(j->why, sizeof(j->why), "S4U2Self for %.200s: %.300s", j->user, err);
+            return;
+        }
+        cred = j->cred;
+    }
+    j->ctx = mp_gss_initiator_new(cred, spn, MP_AUTHN_GSS_KERBEROS, 0, err, sizeof(err));
+    if (!j->ctx) {
+        snprintf(j->why, sizeof(j->why), "Kerberos initiator for %.200s: %.300s", spn, err);
+        return;
+    }
+    if (mp_gss_step(j->ctx, NULL, 0, &j->tok) != MP_GSS_CONTINUE) {
+        snprintf(j->why, sizeof(j->why), "Kerberos towards %.200s%s: %.300s", spn,
+                 r->up_mode == UP_S4U ? " (S4U2Proxy)" : "", mp_gss_error(j->ctx));
+        return;
+    }
+    j->rc = 0;
+}
+
+static void *kdc_main(void *arg)
+{
+    struct mp_relay *r = arg;
+    pthread_mutex_lock(&r->kdc_mu);
+    for (;;) {
+        while (!r->kdc_q && !r->kdc_stop)
+            pthread_cond_wait(&r->kdc_cv, &r->kdc_mu);
+        if (r->kdc_stop)
+            break;
+        struct kdc_job *j = r->kdc_q;
+        r->kdc_q = j->next;
+        if (!r->kdc_q)
+            r->kdc_q_tail = &r->kdc_q;
+        pthread_mutex_unlock(&r->kdc_mu);
+        kdc_run(r, j);
+        pthread_mutex_lock(&r->kdc_mu);
+        j->next = NULL;
+        *r->kdc_done_tail = j;
+        r->kdc_done_tail = &j->next;
+        uint64_t one = 1;
+        if (write(r->kdc_io.fd, &one, sizeof(one)) < 0) {
+            /* the counter is only full after 2^64 - 1 jobs */
+        }
+    }
+    pthread_mutex_unlock(&r->kdc_mu);
+    return NULL;
+}
+
+static void kdc_job_free(struct kdc_job *j)
+{
+    mp_gss_ctx_free(j->ctx);
+    mp_gss_cred_free(j->cred);
+    mp_buf_free(&j->tok);
+    free(j);
+}
+
+/* Loop thread: jobs come back. */
+static void kdc_io_cb(struct mp_io *io, uint32_t ev)
+{
+    struct mp_relay *r = io->data;
+    uint64_t n;
+    if (read(io->fd, &n, sizeof(n)) < 0) {
+        /* EAGAIN: nothing new */
+    }
+    pthread_mutex_lock(&r->kdc_mu);
+    struct kdc_job *j = r->kdc_done;
+    r->kdc_done = NULL;
+    r->kdc_done_tail = &r->kdc_done;
+    pthread_mutex_unlock(&r->kdc_mu);
+    while (j) {
+        struct kdc_job *next = j->next;
+        struct assoc *a = j->a;
+        if (j->note[0])
+            mp_info("kerberos: %s", j->note);
+        if (a) {
+            a->job = NULL;
+            struct leg_sec *us = a->usec;
+            us->gss = j->ctx;
+            us->cred = j->cred;
+            j->ctx = NULL;
+            j->cred = NULL;
+            char why[600];
+            snprintf(why, sizeof(why), "%s", j->why);
+            if (j->rc == 0 && upstream_bind_build(a, &j->tok, why, sizeof(why)) == 0)
+                start_upstream(a);
+            else
+                upstream_failed(a, why);
+            update_interest(a);
+        }
+        kdc_job_free(j);
+        j = next;
+    }
+}
+
+static int kdc_start(struct mp_relay *r)
+{
+    r->kdc_q_tail = &r->kdc_q;
+    r->kdc_done_tail = &r->kdc_done;
+    r->kdc_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->kdc_io.fd < 0) {
+        mp_error("eventfd: %s", strerror(errno));
+        return -1;
+    }
+    r->kdc_io.cb = kdc_io_cb;
+    r->kdc_io.data = r;
+    pthread_mutex_init(&r->kdc_mu, NULL);
+    pthread_cond_init(&r->kdc_cv, NULL);
+    int rc = pthread_create(&r->kdc_thread, NULL, kdc_main, r);
+    if (rc) {
+        mp_error("cannot start the KDC worker thread: %s", strerror(rc));
+        close(r->kdc_io.fd);
+        r->kdc_io.fd = -1;
+        return -1;
+    }
+    r->kdc_started = true;
+    mp_io_set(r->loop, &r->kdc_io, MP_READ);
+    return 0;
+}
+
+static void kdc_stop(struct mp_relay *r)
+{
+    if (!r->kdc_started)
+        return;
+    pthread_mutex_lock(&r->kdc_mu);
+    r->kdc_stop = true;
+    pthread_cond_broadcast(&r->kdc_cv);
+    pthread_mutex_unlock(&r->kdc_mu);
+    pthread_join(r->kdc_thread, NULL); /* waits for a KDC call in progress */
+    r->kdc_started = false;
+    for (struct kdc_job *lists[2] = {r->kdc_q, r->kdc_done}, **l = lists; l < lists + 2; l++)
+        while (*l) {
+            struct kdc_job *n = (*l)->next;
+            kdc_job_free(*l);
+            *l = n;
+        }
+    r->kdc_q = r->kdc_done = NULL;
+    mp_io_close(r->loop, &r->kdc_io);
+    pthread_cond_destroy(&r->kdc_cv);
+    pthread_mutex_destroy(&r->kdc_mu);
+}
+
+/* The proxy's own security context towards the upstream.  NTLM here; with
+ * Kerberos the KDC worker makes it (S4U2Self, S4U2Proxy, a service ticket)
+ * while the association waits in A_KDC.  0, or -1 with why. */
+static int upstream_prepare(struct assoc *a, char *why, size_t wl)
+{
+    struct mp_relay *r = a->r;
+    struct leg_sec *us = calloc(1, sizeof(*us));
+    if (!us) {
+        snprintf(why, wl, "out of memory");
+        return -1;
+    }
+    a->usec = us;
+    us->level = r->up_level;
+    us->ctx_id = 79231;
+    if (r->up_mode != UP_NTLM) {
+        us->type = MP_AUTHN_GSS_KERBEROS;
+        struct kdc_job *j = calloc(1, sizeof(*j));
+        if (!j) {
+            snprintf(why, wl, "out of memory");
+            return -1;
+        }
+        j->a = a;
+        struct leg_sec *cs = a->csec;
+        if (cs->gss || strchr(cs->user, '@')) /* a principal, or an NTLM UPN */
+            snprintf(j->user, sizeof(j->user), "%s", cs->user);
+        else
+            snprintf(j->user, sizeof(j->user), "%.150s@%.250s", cs->user, r->realm_uc);
+        a->job = j;
+        a->state = A_KDC;
+        pthread_mutex_lock(&r->kdc_mu);
+        *r->kdc_q_tail = j;
+        r->kdc_q_tail = &j->next;
+        pthread_cond_signal(&r->kdc_cv);
+        pthread_mutex_unlock(&r->kdc_mu);
+        return 0;
+    }
+    us->type = MP_AUTHN_WINNT;
+    struct mp_buf tok = {0};
+    int rc = mp_ntlm_initiator_init(&us->ini, r->cfg->username, r->cfg->domain, r->up_password,
+                                    NULL, r->cfg->netbios_name, NULL, MP_NTLM_INITIATOR_FLAGS);
+    us->ini_init = rc == 0;
+    if (rc == 0)
+        rc = mp_ntlm_initiator_negotiate(&us->ini, &tok);
+    if (rc)
+        snprintf(why, wl, "NTLM initiator: %s", mp_ntlm_strerror(rc));
+    else
+        rc = upstream_bind_build(a, &tok, why, wl);
+    mp_buf_free(&tok);
+    if (rc == 0)
+        start_upstream(a);
+    return rc ? -1 : 0;
+}
+
+/* The client proved who it is: log, then the upstream leg. */
+static void client_authenticated(struct assoc *a)
+{
+    struct leg_sec *cs = a->csec;
+    mp_info("conn %s: authenticated %s (%s, %s)", a->peer, cs->who, mech_name(cs),
+            level_names[cs->level]);
+    char why[512] = "";
+    if (upstream_prepare(a, why, sizeof(why)))
+        upstream_failed(a, why);
+}
+
+/* The client's bind when the proxy terminates authentication: its first
+ * token in (NTLM NEGOTIATE, SPNEGO, Kerberos AP-REQ), the answer out in a
+ * bind_ack the proxy builds itself.  Nothing goes upstream before the client
+ * has proven who it is. */
 static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
                                   const struct mp_bind *b)
 {
-    struct mp_relay *r = a->r;
     struct mp_auth auth;
     const char *why = NULL;
     if (!h->auth_len || mp_pdu_auth(pdu, h, &auth))
         why = "the client sent no authentication";
-    else if (auth.type != MP_AUTHN_WINNT)
-        why = "only NTLM (auth type 10) is accepted from clients";
+    else if (auth.type != MP_AUTHN_WINNT && auth.type != MP_AUTHN_GSS_NEGOTIATE &&
+             auth.type != MP_AUTHN_GSS_KERBEROS)
+        why = "only NTLM (10), SPNEGO (9) and Kerberos (16) are accepted from clients";
     else if (auth.level < MP_AUTHN_LEVEL_CONNECT || auth.level > MP_AUTHN_LEVEL_PKT_PRIVACY)
         why = "unknown authentication level";
     if (why) {
-        mp_warn("conn %s: bind refused: %s (dcerpc_mapiproxy:username is set, so clients "
+        mp_warn("conn %s: bind refused: %s (the proxy terminates authentication: clients "
                 "authenticate to the proxy)",
                 a->peer, why);
         mp_build_bind_nak(&a->c.out, h->call_id, 8 /* authentication type not recognized */);
@@ -1146,128 +1760,168 @@ static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const str
     }
     if (join_group(a, b->assoc_group, h->call_id))
         return;
-    struct leg_sec *cs = calloc(1, sizeof(*cs)), *us = calloc(1, sizeof(*us));
+    struct leg_sec *cs = calloc(1, sizeof(*cs));
     struct merge *m = calloc(1, sizeof(*m));
     struct mp_bind *fwd = calloc(1, sizeof(*fwd));
-    if (!cs || !us || !m || !fwd) {
+    if (!cs || !m || !fwd) {
         free(cs);
-        free(us);
         free(m);
         free(fwd);
         assoc_close(a, "out of memory");
         return;
     }
     a->csec = cs;
-    a->usec = us;
+    a->up_fwd = fwd;
     cs->type = auth.type;
     cs->level = auth.level;
     cs->ctx_id = auth.context_id;
     cs->header_sign = (h->flags & MP_PFC_PENDING_CANCEL) != 0; /* SUPPORT_HEADER_SIGN */
-    mp_ntlm_acceptor_init(&cs->acc, &r->acc_cfg);
-    cs->acc_init = true;
-    struct mp_buf chal = {0};
-    int rc = mp_ntlm_acceptor_negotiate(&cs->acc, auth.value, auth.value_len, &chal);
+    struct mp_buf reply_tok = {0};
+    char reason[400] = "";
+    int st = client_auth_first(a, cs, &auth, &reply_tok, reason, sizeof(reason));
+    if (st == MP_GSS_FAILED || reply_tok.len > 0xffff) {
+        mp_warn("conn %s: bind refused: %s authentication failed: %s; access denied, nothing "
+                "relayed",
+                a->peer, mech_name(cs), reason[0] ? reason : "token too large");
+        mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
+        assoc_finish(a, "bind refused");
+        mp_buf_free(&reply_tok);
+        free(m);
+        return;
+    }
     m->ptype = MP_PT_BIND;
     m->c_call_id = h->call_id;
-    int n_fwd = rc == 0 ? split_contexts(a, b, m, fwd) : 0;
-    if (rc) {
-        mp_warn("conn %s: bind refused: malformed NTLM NEGOTIATE (%s)", a->peer,
-                mp_ntlm_strerror(rc));
-        mp_build_bind_nak(&a->c.out, h->call_id, 8);
-        assoc_finish(a, "bind refused");
-    } else {
-        struct mp_auth reply = {.type = cs->type,
-                                .level = cs->level,
-                                .context_id = cs->ctx_id,
-                                .value = chal.data,
-                                .value_len = (uint16_t)chal.len};
-        answer_bind(a, m, NULL, h->flags & MP_PFC_PENDING_CANCEL, &reply);
-        a->state = A_AUTH;
-        /* the upstream bind, ready for when the client has authenticated */
-        us->type = MP_AUTHN_WINNT;
-        us->level = r->up_level;
-        us->ctx_id = 79231;
-        us->header_sign = true;
-        struct mp_buf neg = {0};
-        rc = mp_ntlm_initiator_init(&us->ini, r->cfg->username, r->cfg->domain, r->up_password,
-                                    NULL, r->cfg->netbios_name, NULL, MP_NTLM_INITIATOR_FLAGS);
-        us->ini_init = rc == 0;
-        if (rc == 0)
-            rc = mp_ntlm_initiator_negotiate(&us->ini, &neg);
-        fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
-        fwd->assoc_group = a->group->up_id;
-        struct mp_auth up = {.type = us->type,
-                             .level = us->level,
-                             .context_id = us->ctx_id,
-                             .value = neg.data,
-                             .value_len = (uint16_t)neg.len};
-        if (rc == 0)
-            rc = mp_build_bind(&a->pending_bind, MP_PT_BIND,
-                               MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_PENDING_CANCEL, a->next_u_call++,
-                               fwd, &up);
-        for (unsigned i = 0; i < fwd->n_ctx; i++)
-            if (!mp_syntax_is_btfn(&fwd->ctx[i].ts[0])) {
-                a->target = fwd->ctx[i].abstract;
-                break;
-            }
-        mp_buf_free(&neg);
-        if (rc || !n_fwd) {
-            mp_warn("conn %s: %s", a->peer,
-                    rc ? "cannot build the upstream bind" : "no relayable presentation context");
-            a->state = A_DENIED;
-        }
-    }
-    mp_buf_free(&chal);
+    int n_fwd = split_contexts(a, b, m, fwd);
+    struct mp_auth reply = {.type = cs->type,
+                            .level = cs->level,
+                            .context_id = cs->ctx_id,
+                            .value = reply_tok.data,
+                            .value_len = (uint16_t)reply_tok.len};
+    answer_bind(a, m, NULL, h->flags & MP_PFC_PENDING_CANCEL, &reply);
+    mp_buf_free(&reply_tok);
     free(m);
-    free(fwd);
+    a->state = A_AUTH;
+    if (!n_fwd) {
+        mp_warn("conn %s: no relayable presentation context", a->peer);
+        a->state = A_DENIED;
+        return;
+    }
+    if (st == MP_GSS_DONE) { /* a one-leg mechanism: nothing more from the client */
+        char r2[400] = "";
+        struct mp_auth none = auth;
+        none.value_len = 0;
+        if (client_auth_next(a, cs, &none, false, &reply_tok, r2, sizeof(r2)) != MP_GSS_DONE) {
+            mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed",
+                    a->peer, cs->who[0] ? cs->who : "?", r2);
+            a->state = A_DENIED;
+        } else {
+            client_authenticated(a);
+        }
+        mp_buf_free(&reply_tok);
+    }
 }
 
+/* The client's last leg in an AUTH3 (NTLM AUTHENTICATE, Kerberos AP-REP). */
 static void handle_auth3_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
 {
     struct leg_sec *cs = a->csec;
     struct mp_auth auth;
-    if (mp_pdu_auth(pdu, h, &auth) || auth.type != cs->type) {
-        client_protocol_error(a, h->call_id, "auth3 without an NTLM AUTHENTICATE");
+    if (mp_pdu_auth(pdu, h, &auth) || auth.type != cs->type || auth.context_id != cs->ctx_id) {
+        client_protocol_error(a, h->call_id, "auth3 without the security context's token");
         return;
     }
-    struct mp_ntlm_result res;
-    memset(&res, 0, sizeof(res));
-    int rc = mp_ntlm_acceptor_authenticate(&cs->acc, auth.value, auth.value_len, &res);
-    snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", res.domain, res.user);
-    const char *why = rc                          ? mp_ntlm_strerror(rc)
-                      : !user_allowed(a->r, &res) ? "not in mapiproxy:allowed users"
-                                                  : NULL;
-    if (!why && mp_ntlm_session_init(&cs->sess, res.flags, res.exported_key, false))
-        why = "session keys could not be derived";
-    mp_ntlm_cleanse(res.exported_key, sizeof(res.exported_key));
-    if (why) {
+    struct mp_buf out = {0};
+    char why[400] = "";
+    int st = client_auth_next(a, cs, &auth, false, &out, why, sizeof(why));
+    mp_buf_free(&out); /* an AUTH3 has no answer */
+    if (st == MP_GSS_CONTINUE)
+        snprintf(why, sizeof(why), "a token that needs an answer came in an AUTH3");
+    if (st != MP_GSS_DONE) {
         mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
-                cs->who, why);
+                cs->who[0] ? cs->who : mech_name(cs), why);
         a->state = A_DENIED;
         return;
     }
-    cs->sess_init = true;
-    static const char *const lv[] = {"",       "none",      "connect", "call",
-                                     "packet", "integrity", "privacy"};
-    mp_info("conn %s: authenticated %s (NTLM, %s)", a->peer, cs->who, lv[cs->level]);
-    start_upstream(a);
+    client_authenticated(a);
+}
+
+/* The client's next leg in an alter_context (what SPNEGO clients and
+ * Impacket's Kerberos do; SPNEGO switched to NTLM has two): answered with
+ * alter_context_resp carrying the
+ * next token, or a fault access denied. */
+static void handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    struct leg_sec *cs = a->csec;
+    struct mp_bind *b = &scratch_bind;
+    struct mp_auth auth;
+    if (mp_bind_parse(pdu, h, b) || b->n_ctx == 0 || b->n_ctx + a->n_ctx > MAX_CTX ||
+        mp_pdu_auth(pdu, h, &auth) || auth.type != cs->type || auth.context_id != cs->ctx_id) {
+        client_protocol_error(a, h->call_id, "alter_context without the security context's token");
+        return;
+    }
+    struct mp_buf out = {0};
+    char why[400] = "";
+    int st = client_auth_next(a, cs, &auth, true, &out, why, sizeof(why));
+    if (st == MP_GSS_FAILED || out.len > 0xffff) {
+        mp_buf_free(&out);
+        mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
+                cs->who[0] ? cs->who : mech_name(cs), why);
+        mp_build_fault(&a->c.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
+        assoc_finish(a, "access denied");
+        return;
+    }
+    struct merge *m = calloc(1, sizeof(*m));
+    struct mp_bind *fwd = calloc(1, sizeof(*fwd));
+    if (!m || !fwd) {
+        free(m);
+        free(fwd);
+        mp_buf_free(&out);
+        assoc_close(a, "out of memory");
+        return;
+    }
+    m->ptype = MP_PT_ALTER;
+    m->c_call_id = h->call_id;
+    split_contexts(a, b, m, fwd);
+    for (unsigned i = 0; i < fwd->n_ctx; i++) { /* new contexts join the upstream bind */
+        bool have = false;
+        for (unsigned j = 0; j < a->up_fwd->n_ctx; j++)
+            have |= a->up_fwd->ctx[j].ctx_id == fwd->ctx[i].ctx_id;
+        if (!have && a->up_fwd->n_ctx < MAX_CTX)
+            a->up_fwd->ctx[a->up_fwd->n_ctx++] = fwd->ctx[i];
+    }
+    struct mp_auth reply = {.type = cs->type,
+                            .level = cs->level,
+                            .context_id = cs->ctx_id,
+                            .value = out.data,
+                            .value_len = (uint16_t)out.len};
+    answer_bind(a, m, NULL, 0, out.len ? &reply : NULL);
+    mp_buf_free(&out);
+    free(m);
+    free(fwd);
+    if (st == MP_GSS_DONE)
+        client_authenticated(a);
 }
 
 /* The upstream's bind_ack to the proxy's own bind: NTLM CHALLENGE in,
- * AUTHENTICATE out in an AUTH3. */
+ * AUTHENTICATE out in an AUTH3; or the Kerberos AP-REP in, the DCE-style
+ * AP-REP out in an AUTH3. */
 static void upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
                                         const struct mp_pdu_hdr *h)
 {
+    struct mp_relay *r = a->r;
     struct leg_sec *us = a->usec;
     struct mp_bind_ack *ack = &scratch_ack;
     struct mp_auth auth;
     if (h->ptype == MP_PT_BIND_NAK) {
-        upstream_failed(a, "refused the proxy's bind (bind_nak); check dcerpc_mapiproxy:username, "
-                           ":password and :domain");
+        upstream_failed(a, r->up_mode == UP_NTLM
+                               ? "refused the proxy's bind (bind_nak); check "
+                                 "dcerpc_mapiproxy:username, :password and :domain"
+                               : "refused the proxy's Kerberos bind (bind_nak); check "
+                                 "mapiproxy:upstream spn and the upstream's keytab");
         return;
     }
     if (mp_bind_ack_parse(pdu, h, ack) || mp_pdu_auth(pdu, h, &auth)) {
-        upstream_failed(a, "sent a bind_ack without an NTLM CHALLENGE");
+        upstream_failed(a, "sent a bind_ack without an authentication token");
         return;
     }
     for (unsigned i = 0; i < ack->n_results; i++)
@@ -1275,20 +1929,43 @@ static void upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
             mp_warn("conn %s: upstream refused presentation context #%u (reason %u); calls on "
                     "it will fail",
                     a->peer, i, ack->res[i].reason);
+    us->header_sign = (h->flags & MP_PFC_PENDING_CANCEL) != 0;
     struct mp_buf out = {0};
-    int rc = mp_ntlm_initiator_authenticate(&us->ini, auth.value, auth.value_len, &out);
-    if (rc == 0)
-        rc = mp_ntlm_session_init(&us->sess, us->ini.flags, us->ini.exported_key, true);
-    if (rc) {
-        mp_buf_free(&out);
-        upstream_failed(a, "sent an NTLM CHALLENGE the proxy cannot answer");
-        return;
+    int rc;
+    if (us->gss) {
+        rc = mp_gss_step(us->gss, auth.value, auth.value_len, &out) == MP_GSS_DONE ? 0 : -1;
+        if (rc == 0) {
+            size_t v = mp_gss_sig_len(us->gss, us->level, MP_MAX_FRAG);
+            us->vlen = v > 16 ? v : 16;
+            if (us->level >= MP_AUTHN_LEVEL_PKT_INTEGRITY && !v)
+                rc = -1;
+        }
+        if (rc) {
+            char why[400];
+            snprintf(why, sizeof(why), "Kerberos AP-REP not accepted: %s", mp_gss_error(us->gss));
+            mp_buf_free(&out);
+            upstream_failed(a, why);
+            return;
+        }
+    } else {
+        rc = mp_ntlm_initiator_authenticate(&us->ini, auth.value, auth.value_len, &out);
+        if (rc == 0)
+            rc = mp_ntlm_session_init(&us->sess, us->ini.flags, us->ini.exported_key, true);
+        if (rc) {
+            mp_buf_free(&out);
+            upstream_failed(a, "sent an NTLM CHALLENGE the proxy cannot answer");
+            return;
+        }
+        us->sess_init = true;
     }
-    us->sess_init = true;
-    /* AUTH3: header, 4 bytes of padding, sec_trailer, AUTHENTICATE */
-    size_t start = a->u.out.len;
+    /* AUTH3: header, 4 bytes of padding, sec_trailer, the token */
     uint8_t hdr[MP_HDR_LEN + 4 + MP_SEC_TRAILER_LEN] = {5, 0, MP_PT_AUTH3,
                                                         MP_PFC_FIRST | MP_PFC_LAST, 0x10};
+    if (sizeof(hdr) + out.len > 0xffff) {
+        mp_buf_free(&out);
+        upstream_failed(a, "authentication token too large");
+        return;
+    }
     mp_put16(hdr + 8, (uint16_t)(sizeof(hdr) + out.len));
     mp_put16(hdr + 10, (uint16_t)out.len);
     mp_put32(hdr + 12, a->next_u_call++);
@@ -1300,16 +1977,21 @@ static void upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
         assoc_close(a, "out of memory");
         return;
     }
-    (void)start;
     mp_buf_free(&out);
-    mp_timer_cancel(a->r->loop, &a->timer);
+    mp_timer_cancel(r->loop, &a->timer);
     a->u_xmit = clamp_frag(ack->max_recv);
     a->u_recv = clamp_frag(ack->max_xmit);
     if (a->group && !a->group->up_id)
         a->group->up_id = ack->assoc_group;
     a->state = A_OPEN;
-    mp_debug("conn %s: authenticated to the upstream as %s\\%s", a->peer, a->r->cfg->domain,
-             a->r->cfg->username);
+    free(a->up_fwd);
+    a->up_fwd = NULL;
+    if (us->gss)
+        mp_debug("conn %s: authenticated to the upstream %s with Kerberos", a->peer,
+                 r->cfg->upstream_spn);
+    else
+        mp_debug("conn %s: authenticated to the upstream as %s\\%s", a->peer, r->cfg->domain,
+                 r->cfg->username);
 }
 
 /* A protected fragment in, its plaintext stub located: 0, or -1 after the
@@ -1329,8 +2011,17 @@ static int unprotect(struct assoc *a, struct leg_sec *sec, uint8_t *pdu, const s
         return 0;
     }
     size_t off, n;
-    if (!h->auth_len ||
-        mp_dcerpc_ntlm_unprotect(&sec->sess.recv, pdu, h->frag_len, sec->header_sign, &off, &n)) {
+    bool bad;
+    if (!h->auth_len || (size_t)h->auth_len + MP_SEC_TRAILER_LEN + hl > h->frag_len)
+        bad = true;
+    else if (pdu[h->frag_len - h->auth_len - MP_SEC_TRAILER_LEN + 1] != sec->level)
+        bad = true; /* a PDU at another level than the association's */
+    else if (sec->gss)
+        bad = mp_gss_unprotect(sec->gss, pdu, h->frag_len, sec->header_sign, &off, &n) != 0;
+    else
+        bad = mp_dcerpc_ntlm_unprotect(&sec->sess.recv, pdu, h->frag_len, sec->header_sign, &off,
+                                       &n) != 0;
+    if (bad) {
         mp_warn("conn %s: %s PDU fails its %s check (call %u); association closed", a->peer,
                 from_client ? "client" : "upstream",
                 sec->level == MP_AUTHN_LEVEL_PKT_PRIVACY ? "seal" : "signature", h->call_id);
@@ -1644,8 +2335,10 @@ static void client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
     if (a->state == A_AUTH) {
         if (h->ptype == MP_PT_AUTH3)
             handle_auth3_terminate(a, pdu, h);
+        else if (h->ptype == MP_PT_ALTER)
+            handle_alter_auth(a, pdu, h);
         else
-            client_protocol_error(a, h->call_id, "authentication not completed (no AUTH3)");
+            client_protocol_error(a, h->call_id, "authentication not completed");
         return;
     }
     if (a->state == A_DENIED) {
@@ -2219,22 +2912,127 @@ static int listen_on(struct mp_relay *r, const char *host, uint16_t port, bool e
 /* Specified credentials: clients authenticate to the proxy against the
  * credentials file; the proxy authenticates to the upstream as
  * dcerpc_mapiproxy:username. */
+/* Kerberos credentials for termination: the acceptor (or the service
+ * credential, which also accepts, for S4U) and the upstream initiator.  The
+ * initiator's first service ticket is fetched here, so a wrong SPN or
+ * keytab shows at startup and the first association does not wait for the
+ * KDC. */
+static int setup_kerberos(struct mp_relay *r)
+{
+    const struct mp_config *cfg = r->cfg;
+    char err[MP_GSS_ERRLEN];
+    bool s4u = !strcasecmp(cfg->delegation, "s4u");
+    for (size_t i = 0; cfg->realm[i] && i + 1 < sizeof(r->realm_uc); i++)
+        r->realm_uc[i] = (char)toupper((unsigned char)cfg->realm[i]);
+    if (cfg->keytab[0]) {
+        /* any key of the keytab: Outlook asks for exchangeMDB/, exchangeRFR/
+         * and exchangeAB/ of the name it connects to, all the proxy's */
+        r->acc_cred = mp_gss_cred_acceptor(cfg->keytab, NULL, err, sizeof(err));
+        if (!r->acc_cred) {
+            mp_error("mapiproxy:keytab %s: %s", cfg->keytab, err);
+            return -1;
+        }
+    }
+    if (s4u) {
+        r->up_mode = UP_S4U;
+        /* a credential of its own for the worker thread (S4U2Self): the
+         * loop thread accepts with acc_cred */
+        r->svc_cred = mp_gss_cred_service(cfg->keytab, cfg->service_principal, err, sizeof(err));
+        if (!r->svc_cred) {
+            mp_error("mapiproxy:delegation = s4u: the proxy's TGT from mapiproxy:keytab for %s: %s",
+                     cfg->service_principal, err);
+            return -1;
+        }
+        r->svc_born_ms = mp_now_ms();
+    } else if (cfg->upstream_spn[0]) {
+        r->up_mode = UP_KRB;
+        char ccache[600];
+        const char *cc = cfg->upstream_ccache[0] ? cfg->upstream_ccache : NULL;
+        if (!cc && cfg->upstream_keytab[0]) { /* tickets from the keytab, kept in memory */
+            snprintf(ccache, sizeof(ccache), "MEMORY:mapiproxy-upstream-%p", (void *)r);
+            cc = ccache;
+        }
+        r->up_cred = mp_gss_cred_initiator(
+            cc, cfg->upstream_keytab[0] ? cfg->upstream_keytab : NULL,
+            cfg->upstream_principal[0] ? cfg->upstream_principal : NULL, err, sizeof(err));
+        if (!r->up_cred) {
+            mp_error("mapiproxy:upstream keytab/ccache/principal: %s", err);
+            return -1;
+        }
+    } else {
+        r->up_mode = UP_NTLM;
+        return 0;
+    }
+    if (r->up_mode == UP_KRB) { /* warm the ticket cache */
+        struct mp_gss_ctx *c = mp_gss_initiator_new(r->up_cred, cfg->upstream_spn,
+                                                    MP_AUTHN_GSS_KERBEROS, 0, err, sizeof(err));
+        struct mp_buf tok = {0};
+        if (!c || mp_gss_step(c, NULL, 0, &tok) != MP_GSS_CONTINUE)
+            mp_warn("mapiproxy:upstream spn %s: no service ticket yet (%s); each association "
+                    "will try again",
+                    cfg->upstream_spn, c ? mp_gss_error(c) : err);
+        mp_buf_free(&tok);
+        mp_gss_ctx_free(c);
+    }
+    return kdc_start(r);
+}
+
+static void auth_free(struct mp_relay *r)
+{
+    kdc_stop(r); /* first: the worker uses the credentials */
+    mp_credstore_free(&r->creds);
+    mp_gss_cred_free(r->acc_cred);
+    mp_gss_cred_free(r->up_cred);
+    mp_gss_cred_free(r->svc_cred);
+    for (size_t i = 0; i < r->n_retired; i++)
+        mp_gss_cred_free(r->retired[i]);
+    r->acc_cred = r->up_cred = r->svc_cred = NULL;
+    r->n_retired = 0;
+}
+
+/* The credentials file, and NTLM user names in UPN form (user@dns.domain
+ * with an empty domain, as clients logged on with a UPN send them): these
+ * match an entry for user whose domain is empty, the DNS domain, or its
+ * first label (the usual NetBIOS name). */
+static int ntlm_lookup(void *arg, const char *user, const char *domain, uint8_t nt_hash[16])
+{
+    if (mp_credstore_lookup(arg, user, domain, nt_hash) == 0)
+        return 0;
+    const char *at = strchr(user, '@');
+    if ((domain && domain[0]) || !at || at == user || !at[1])
+        return -1;
+    char name[160], dom[256];
+    snprintf(name, sizeof(name), "%.*s", (int)(at - user), user);
+    snprintf(dom, sizeof(dom), "%s", at + 1);
+    if (mp_credstore_lookup(arg, name, dom, nt_hash) == 0)
+        return 0;
+    dom[strcspn(dom, ".")] = 0;
+    return mp_credstore_lookup(arg, name, dom, nt_hash);
+}
+
 static int setup_terminate(struct mp_relay *r)
 {
     const struct mp_config *cfg = r->cfg;
     char why[600];
     r->terminate = true;
-    if (!cfg->credentials_file[0]) {
-        mp_error("dcerpc_mapiproxy:username is set, so clients authenticate to the proxy: set "
-                 "mapiproxy:credentials file (user:domain:NTHASH lines), or set "
+    if (!cfg->credentials_file[0] && !cfg->keytab[0]) {
+        mp_error("the proxy terminates authentication (dcerpc_mapiproxy:username, "
+                 "mapiproxy:upstream spn or mapiproxy:delegation is set), so clients "
+                 "authenticate to the proxy: set mapiproxy:credentials file (NTLM, "
+                 "user:domain:NTHASH lines) and/or mapiproxy:keytab (Kerberos), or set "
                  "dcerpc_mapiproxy:delegated_auth = yes to relay the clients' own logons");
         return -1;
     }
-    if (mp_credstore_load(&r->creds, cfg->credentials_file, why, sizeof(why))) {
+    if (cfg->credentials_file[0] &&
+        mp_credstore_load(&r->creds, cfg->credentials_file, why, sizeof(why))) {
         mp_error("mapiproxy:credentials file: %s", why);
         return -1;
     }
-    if (cfg->password_file[0]) {
+    if (setup_kerberos(r))
+        return -1;
+    if (r->up_mode != UP_NTLM) {
+        /* the upstream password is not needed */
+    } else if (cfg->password_file[0]) {
         if (mp_read_secret_file(cfg->password_file, r->up_password, sizeof(r->up_password), why,
                                 sizeof(why))) {
             mp_error("mapiproxy:password file: %s", why);
@@ -2272,12 +3070,47 @@ static int setup_terminate(struct mp_relay *r)
     r->acc_cfg.dns_computer = r->fqdn;
     r->acc_cfg.dns_domain = cfg->realm;
     r->acc_cfg.dns_tree = cfg->realm;
-    r->acc_cfg.lookup = mp_credstore_lookup;
+    r->acc_cfg.lookup = ntlm_lookup;
     r->acc_cfg.lookup_arg = &r->creds;
-    mp_info("clients authenticate to the proxy (NTLM, %zu user(s) in %s); the upstream sees "
-            "%s\\%s at level %s",
-            r->creds.n, cfg->credentials_file, cfg->domain, cfg->username, lv);
+    char up[700];
+    if (r->up_mode == UP_NTLM)
+        snprintf(up, sizeof(up), "%s\\%s (NTLM)", cfg->domain, cfg->username);
+    else if (r->up_mode == UP_KRB)
+        snprintf(up, sizeof(up), "the proxy's Kerberos identity at %s", cfg->upstream_spn);
+    else
+        snprintf(up, sizeof(up), "each client (S4U2Self + S4U2Proxy via %s) at %s",
+                 cfg->service_principal, cfg->upstream_spn);
+    mp_info("clients authenticate to the proxy (%s%s%s); the upstream sees %s at level %s",
+            cfg->credentials_file[0] ? "NTLM" : "",
+            cfg->credentials_file[0] && r->acc_cred ? ", " : "", r->acc_cred ? "Kerberos" : "", up,
+            lv);
     return 0;
+}
+
+/* mapiproxy:pass-through interfaces: binds to these keep the clients' own
+ * authentication (relayed byte for byte) while the others are terminated. */
+static void setup_passthrough(struct mp_relay *r)
+{
+    char list[sizeof(r->cfg->passthrough_ifaces)];
+    snprintf(list, sizeof(list), "%s", r->cfg->passthrough_ifaces);
+    for (char *save = NULL, *t = strtok_r(list, " ,\t", &save); t && r->n_pt < MP_MAX_IFACES;
+         t = strtok_r(NULL, " ,\t", &save))
+        if (mp_iface_parse(t, &r->pt_ifaces[r->n_pt]) == 0)
+            r->n_pt++;
+}
+
+static bool bind_is_passthrough(const struct mp_relay *r, const struct mp_bind *b)
+{
+    for (unsigned i = 0; i < b->n_ctx; i++) {
+        if (b->ctx[i].n_ts && mp_syntax_is_btfn(&b->ctx[i].ts[0]))
+            continue;
+        for (size_t k = 0; k < r->n_pt; k++)
+            if (mp_iface_match(&r->pt_ifaces[k], b->ctx[i].abstract.uuid, b->ctx[i].abstract.major,
+                               b->ctx[i].abstract.minor))
+                return true;
+        return false; /* the first real context decides */
+    }
+    return false;
 }
 
 struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
@@ -2293,12 +3126,15 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
         free(r);
         return NULL;
     }
-    if (cfg->username[0] && !cfg->delegated_auth && setup_terminate(r)) {
+    bool want_terminate =
+        cfg->username[0] || cfg->upstream_spn[0] || !strcasecmp(cfg->delegation, "s4u");
+    if (want_terminate && !cfg->delegated_auth && setup_terminate(r)) {
         mp_modules_unload(&r->mods);
-        mp_credstore_free(&r->creds);
+        auth_free(r);
         free(r);
         return NULL;
     }
+    setup_passthrough(r);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
     int rc = getaddrinfo(cfg->binding.host, NULL, &hints, &ai);
     if (rc) {
@@ -2306,7 +3142,7 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
                  "name or give an address",
                  cfg->binding.host, gai_strerror(rc));
         mp_modules_unload(&r->mods);
-        mp_credstore_free(&r->creds);
+        auth_free(r);
         free(r);
         return NULL;
     }
@@ -2378,7 +3214,7 @@ void mp_relay_free(struct mp_relay *r)
             mp_session_unref(g);
         }
     mp_modules_unload(&r->mods);
-    mp_credstore_free(&r->creds);
+    auth_free(r); /* every association (and its contexts) is gone */
     mp_ntlm_cleanse(r->up_password, sizeof(r->up_password));
     free(r);
 }

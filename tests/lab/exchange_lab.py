@@ -89,6 +89,9 @@ def main(argv=None):
                          'long, so that PENDING keep-alives are sent (default 0)')
     ap.add_argument('--notification-wait', type=float, default=30.0, metavar='SECONDS',
                     help='MAPI/HTTP NotificationWait: longest park without an event (default 30)')
+    ap.add_argument('--keytab', metavar='FILE',
+                    help='accept Kerberos (DCE/RPC auth type 16, DCE style) with the keys in '
+                         'FILE (python3-gssapi; KRB5_CONFIG from the environment)')
     args = ap.parse_args(argv)
     http_auth = [m.strip().lower() for m in args.http_auth.split(',') if m.strip()]
     if not http_auth or any(m not in ('ntlm', 'basic', 'none') for m in http_auth) or \
@@ -102,6 +105,11 @@ def main(argv=None):
     auth.required_level = labauth.LEVELS_BY_NAME[args.require_auth]
     auth.server_name = config.server_name
     auth.dns_domain = config.domain
+    if args.keytab:
+        why = labauth.kerberos_available()
+        if why:
+            ap.error('--keytab: %s' % why)
+        auth.keytab = args.keytab
     if args.users:
         try:
             auth.userdb = labauth.UserDb.load(args.users)

@@ -47,6 +47,7 @@ RPC_S_UNKNOWN_AUTHN_SERVICE = 0x000006d3
 # Authentication (see AuthConfig)
 RPC_C_AUTHN_GSS_NEGOTIATE = 9
 RPC_C_AUTHN_WINNT = 10
+RPC_C_AUTHN_GSS_KERBEROS = 16
 LEVEL_NONE, LEVEL_CONNECT, LEVEL_CALL, LEVEL_PKT, LEVEL_INTEGRITY, LEVEL_PRIVACY = 1, 2, 3, 4, 5, 6
 PFC_SUPPORT_HEADER_SIGN = 0x04
 BIND_NAK_REASON_NOT_SPECIFIED = 0
@@ -80,6 +81,7 @@ class AuthConfig(object):
         self.server_name = 'EXLAB01'
         self.domain = labauth.DEFAULT_DOMAIN
         self.dns_domain = 'lab.example'
+        self.keytab = None      # --keytab: Kerberos (auth type 16) with these keys
 
 
 AUTH = AuthConfig()
@@ -283,7 +285,7 @@ class Connection(object):
 
     def auth_desc(self):
         if self.auth is not None and self.auth.complete:
-            return 'NTLM user=%s level=%s%s' % (self.auth.identity,
+            return '%s user=%s level=%s%s' % (self.auth.auth_name, self.auth.identity,
                                                 level_name(self.auth_level_wire), self.auth.via)
         return 'none'
 
@@ -346,13 +348,18 @@ class Connection(object):
         nov = bytearray(pdu + b'\x00' * pad +
                         struct.pack('<BBBBL', self.auth_type_wire, self.auth_level_wire, pad, 0,
                                     self.auth_ctx_id))
-        struct.pack_into('<HH', nov, 8, len(nov) + NTLM_VERIFIER_LEN, NTLM_VERIFIER_LEN)
+        vlen = self._verifier_len(stub_len + pad)
+        struct.pack_into('<HH', nov, 8, len(nov) + vlen, vlen)
         nov = bytes(nov)
         if self.auth_level == LEVEL_PRIVACY:
             nov, sig = self.auth.seal_outgoing(nov, stub_off, stub_off + stub_len + pad)
         else:
             sig = self.auth.sign_outgoing(nov)
         return nov + sig
+
+    def _verifier_len(self, body_len):
+        f = getattr(self.auth, 'verifier_len', None)
+        return f(self.auth_level, body_len) if f else NTLM_VERIFIER_LEN
 
     @staticmethod
     def _split_auth(pdu):
@@ -526,6 +533,7 @@ class Connection(object):
             if auth_reply is not None and hdr['flags'] & PFC_SUPPORT_HEADER_SIGN:
                 ack['flags'] |= PFC_SUPPORT_HEADER_SIGN
                 self.header_sign = True
+                self.auth.header_sign = True
             data = ack.getData()
             data = data[:8] + struct.pack('<H', len(data)) + data[10:]
             if auth_reply is not None:
@@ -565,10 +573,11 @@ class Connection(object):
                 self._send_bind_nak(call_id, nak_reason)
             return False, None
 
-        if auth_type not in (RPC_C_AUTHN_WINNT, RPC_C_AUTHN_GSS_NEGOTIATE):
-            return refuse('auth type %d not supported (only NTLM 10 and SPNEGO/NTLM 9)'
-                          % auth_type, BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED,
-                          RPC_S_UNKNOWN_AUTHN_SERVICE)
+        kerberos = auth_type == RPC_C_AUTHN_GSS_KERBEROS and AUTH.keytab
+        if auth_type not in (RPC_C_AUTHN_WINNT, RPC_C_AUTHN_GSS_NEGOTIATE) and not kerberos:
+            return refuse('auth type %d not supported (only NTLM 10 and SPNEGO/NTLM 9%s)'
+                          % (auth_type, ', Kerberos 16' if AUTH.keytab else ''),
+                          BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED, RPC_S_UNKNOWN_AUTHN_SERVICE)
         if not LEVEL_CONNECT <= level <= LEVEL_PRIVACY:
             return refuse('auth level %d' % level, BIND_NAK_REASON_NOT_SPECIFIED,
                           NCA_S_PROTO_ERROR)
@@ -580,32 +589,39 @@ class Connection(object):
                               % (ctx_id, level), BIND_NAK_REASON_NOT_SPECIFIED,
                               NCA_S_FAULT_ACCESS_DENIED)
             return True, None
-        if self.auth is not None and auth_type == RPC_C_AUTHN_GSS_NEGOTIATE and \
+        if self.auth is not None and auth_type in (RPC_C_AUTHN_GSS_NEGOTIATE,
+                                                   RPC_C_AUTHN_GSS_KERBEROS) and \
                 self.auth_type_wire == auth_type and ctx_id == self.auth_ctx_id:
             # a further SPNEGO leg (alter_context)
             try:
                 reply = self.auth.step(token)
             except Exception as e:
                 self.auth_failed = str(e)
-                log('%s: auth: SPNEGO/NTLM logon refused: %s' % (name, self.auth_failed))
+                log('%s: auth: %s logon refused: %s' % (name, self.auth.auth_name,
+                                                        self.auth_failed))
                 return refuse(self.auth_failed, BIND_NAK_REASON_NOT_SPECIFIED,
                               NCA_S_FAULT_ACCESS_DENIED)
             if self.auth.complete:
-                log('%s: auth: NTLM logon ok user=%s level=%s via=spnego%s' % (
-                    name, self.auth.identity, level_name(self.auth_level_wire),
+                log('%s: auth: %s logon ok user=%s level=%s%s%s' % (
+                    name, self.auth.auth_name, self.auth.identity,
+                    level_name(self.auth_level_wire), self.auth.via,
                     ' (mechListMIC exchanged)' if self.auth.mic_exchanged else ''))
             return True, reply
         ctx = labauth.NtlmServerContext(AUTH.userdb, AUTH.server_name, AUTH.domain,
                                         AUTH.dns_domain)
         try:
-            if auth_type == RPC_C_AUTHN_GSS_NEGOTIATE:
+            if kerberos:
+                ctx = labauth.KerberosServerContext(AUTH.keytab)
+                reply = ctx.init(token)
+            elif auth_type == RPC_C_AUTHN_GSS_NEGOTIATE:
                 ctx = labauth.SpnegoServerContext(ctx)
                 reply = ctx.init(token)
             else:
                 reply = ctx.negotiate(token)
         except Exception as e:
             no_ntlm = 'without NTLM' in str(e)      # e.g. SPNEGO offering Kerberos only
-            return refuse('bad %s NEGOTIATE (%s)' % ('SPNEGO' if auth_type == 9 else 'NTLM', e),
+            return refuse('bad %s first token (%s)' % ({9: 'SPNEGO', 16: 'Kerberos'}.get(
+                auth_type, 'NTLM'), e),
                           BIND_NAK_AUTH_TYPE_NOT_RECOGNIZED if no_ntlm
                           else BIND_NAK_REASON_NOT_SPECIFIED,
                           RPC_S_UNKNOWN_AUTHN_SERVICE if no_ntlm else NCA_S_FAULT_ACCESS_DENIED)
@@ -614,8 +630,10 @@ class Connection(object):
         self.auth_ctx_id = ctx_id
         self.auth_level_wire = level
         self.auth_level = LEVEL_INTEGRITY if level in (LEVEL_CALL, LEVEL_PKT) else level
-        log('%s: auth: %sNTLM NEGOTIATE level=%s ctx %d -> CHALLENGE' % (
-            name, 'SPNEGO/' if auth_type == 9 else '', level_name(level), ctx_id))
+        log('%s: auth: %s level=%s ctx %d -> %s' % (
+            name, 'Kerberos AP-REQ' if kerberos else
+            ('SPNEGO/' if auth_type == 9 else '') + 'NTLM NEGOTIATE', level_name(level), ctx_id,
+            'AP-REP' if kerberos else 'CHALLENGE'))
         return True, reply
 
     def _on_auth3(self, pdu):
@@ -628,19 +646,20 @@ class Connection(object):
             self.auth_failed = 'auth3 for another security context'
         else:
             try:
-                if self.auth_type_wire == RPC_C_AUTHN_GSS_NEGOTIATE:
+                if self.auth_type_wire in (RPC_C_AUTHN_GSS_NEGOTIATE, RPC_C_AUTHN_GSS_KERBEROS):
                     self.auth.step(token)       # no reply possible in an auth3
                     ident = self.auth.identity
                 else:
                     ident = self.auth.authenticate(token)
-                log('%s: auth: NTLM logon ok user=%s level=%s' % (
-                    name, ident, level_name(self.auth_level_wire)))
+                log('%s: auth: %s logon ok user=%s level=%s%s' % (
+                    name, self.auth.auth_name, ident, level_name(self.auth_level_wire),
+                    self.auth.via if self.auth_type_wire == RPC_C_AUTHN_GSS_KERBEROS else ''))
                 return
             except labauth.AuthError as e:
                 self.auth_failed = str(e)
             except Exception as e:
                 self.auth_failed = 'malformed AUTHENTICATE (%s)' % e
-        log('%s: auth: NTLM logon refused: %s' % (name, self.auth_failed))
+        log('%s: auth: %s logon refused: %s' % (name, self.auth.auth_name, self.auth_failed))
 
     def _unprotect_request(self, pdu, req):
         """Verifies (and at privacy decrypts) one request fragment of a signed /
@@ -649,8 +668,10 @@ class Connection(object):
         frag_len, auth_len = req['frag_len'], req['auth_len']
         hdr_len = 24 + (16 if req['flags'] & PFC_OBJECT_UUID else 0)
         err = None
-        if auth_len != NTLM_VERIFIER_LEN:
-            err = 'request without a 16-byte verifier (auth_len %d)' % auth_len
+        want = self._verifier_len(0) if self.auth_type_wire != RPC_C_AUTHN_GSS_KERBEROS \
+            else auth_len
+        if auth_len != want or auth_len < 16:
+            err = 'request without a %d-byte verifier (auth_len %d)' % (want, auth_len)
         else:
             t = frag_len - auth_len - 8
             auth_type, level, pad, _, ctx = struct.unpack('<BBBBL', pdu[t:t + 8])
@@ -760,7 +781,8 @@ class Connection(object):
 
     def _send_response(self, call_id, ctx_id, stub):
         if self._protected():
-            max_stub = (self.max_xmit - 24 - 8 - NTLM_VERIFIER_LEN) & ~(AUTH_PAD_ALIGN - 1)
+            max_stub = (self.max_xmit - 24 - 8 - 15 - self._verifier_len(self.max_xmit)) & \
+                ~(AUTH_PAD_ALIGN - 1)
         else:
             max_stub = (self.max_xmit - 24) & ~7
         offset = 0

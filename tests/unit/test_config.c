@@ -809,6 +809,49 @@ static void test_free_twice(void)
     mp_config_free(&c);
 }
 
+/* Kerberos and termination options: stored, and what --check can say
+ * without a KDC. */
+static void test_kerberos_options(void)
+{
+    CHECK_EQ(loadb("mapiproxy:keytab = /dev/null\n"
+                   "mapiproxy:service principal = host/proxy.example.com\n"
+                   "mapiproxy:upstream spn = exchangeMDB/ex1.example.com\n"
+                   "mapiproxy:delegation = s4u\n"
+                   "mapiproxy:pass-through interfaces = exchange_nsp, exchange_ds_rfr\n"),
+             0);
+    dump();
+    CHECK(!strcmp(cfg.keytab, "/dev/null"));
+    CHECK(!strcmp(cfg.service_principal, "host/proxy.example.com"));
+    CHECK(!strcmp(cfg.upstream_spn, "exchangeMDB/ex1.example.com"));
+    CHECK(!strcmp(cfg.delegation, "s4u"));
+    CHECK(!strcmp(cfg.passthrough_ifaces, "exchange_nsp, exchange_ds_rfr"));
+    CHECK_EQ(loadb("mapiproxy:upstream spn = exchangeMDB/ex1\n"
+                   "mapiproxy:upstream keytab = FILE:/dev/null\n"
+                   "mapiproxy:upstream ccache = MEMORY:x\n"
+                   "mapiproxy:upstream principal = host/proxy\n"),
+             0);
+    CHECK(!strcmp(cfg.upstream_ccache, "MEMORY:x"));
+    CHECK(!strcmp(cfg.upstream_principal, "host/proxy"));
+    /* errors */
+    CHECK_EQ(loadb("mapiproxy:delegation = kcd\n"), -1);
+    CHECK(has_msg(&diag, "mapiproxy:delegation \"kcd\"", "none or s4u"));
+    CHECK_EQ(loadb("mapiproxy:delegation = s4u\n"), -1);
+    CHECK(has_msg(&diag, "needs mapiproxy:keytab", NULL));
+    CHECK_EQ(loadb("mapiproxy:keytab = /nonexistent/proxy.keytab\n"), -1);
+    CHECK(has_msg(&diag, "mapiproxy:keytab /nonexistent/proxy.keytab", "No such file"));
+    CHECK_EQ(loadb("mapiproxy:upstream spn = exchangeMDB/ex1\n"), -1);
+    CHECK(has_msg(&diag, "mapiproxy:upstream keytab", "upstream ccache"));
+    CHECK_EQ(loadb("mapiproxy:pass-through interfaces = exchange_nsp nosuch\n"), -1);
+    CHECK(has_msg(&diag, "unknown interface \"nosuch\"", NULL));
+    CHECK_EQ(loadb("mapiproxy:upstream auth level = high\n"), -1);
+    CHECK(has_msg(&diag, "upstream auth level \"high\"", NULL));
+    CHECK_EQ(loadb("mapiproxy:keytab = /dev/null\nmapiproxy:service principal = host/p\n"
+                   "mapiproxy:upstream spn = x/y\nmapiproxy:delegation = s4u\n"
+                   "mapiproxy:credentials file = /dev/null\n"),
+             -1);
+    CHECK(has_msg(&diag, "needs realm", NULL));
+}
+
 int main(void)
 {
     test_uuid();
@@ -825,6 +868,7 @@ int main(void)
     test_openchange_file();
     test_includes();
     test_free_twice();
+    test_kerberos_options();
     mp_config_free(&cfg);
     mp_diag_free(&diag);
     TEST_DONE();
