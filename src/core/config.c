@@ -769,6 +769,8 @@ enum opt_kind {
     K_SIZE,
     K_UINT,
     K_COMPAT, /* OpenChange-only option: accepted, recorded, warned about */
+    K_HTTP_LISTEN,
+    K_HTTP_URL,
 };
 
 struct opt {
@@ -831,6 +833,22 @@ static const struct opt options[] = {
     {"mapiproxy:max fragments", K_UINT, F(max_fragments), 16, 1000000, "fragments"},
     {"netbios name", K_STR, F(netbios_name), 0, 0, NULL},
     {"realm", K_STR, F(realm), 0, 0, NULL},
+    {"mapiproxy:http listen", K_HTTP_LISTEN, F(http_listen), 0, 0, NULL},
+    {"mapiproxy:http plain", K_BOOL, F(http_plain), 0, 0, NULL},
+    {"mapiproxy:tls certificate", K_STR, F(tls_certificate), 0, 0, NULL},
+    {"mapiproxy:tls key", K_STR, F(tls_key), 0, 0, NULL},
+    {"mapiproxy:tls ca file", K_STR, F(tls_ca_file), 0, 0, NULL},
+    {"mapiproxy:tls verify", K_BOOL, F(tls_verify), 0, 0, NULL},
+    {"mapiproxy:http upstream", K_HTTP_URL, F(http_upstream), 0, 0, NULL},
+    {"mapiproxy:http upstream names", K_STR, F(http_upstream_names), 0, 0, NULL},
+    {"mapiproxy:http public name", K_STR, F(http_public_name), 0, 0, NULL},
+    {"mapiproxy:http header timeout", K_UINT, F(http_header_timeout_s), 1, 3600, "seconds"},
+    {"mapiproxy:http idle timeout", K_UINT, F(http_idle_timeout_s), 1, 604800, "seconds"},
+    {"mapiproxy:http upstream timeout", K_UINT, F(http_upstream_timeout_s), 1, 86400, "seconds"},
+    {"mapiproxy:http max header size", K_SIZE, F(http_max_header), 1024, 1u << 20, "bytes"},
+    {"mapiproxy:http max body", K_SIZE, F(http_max_body), 4096, 1ull << 30, "bytes"},
+    {"mapiproxy:http max rewrite body", K_SIZE, F(http_max_rewrite), 4096, 64u << 20, "bytes"},
+    {"mapiproxy:http relay all paths", K_BOOL, F(http_relay_all), 0, 0, NULL},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -1062,6 +1080,150 @@ static void apply_listen(struct pctx *p, const char *file, int line, const char 
     c->n_listen = n;
 }
 
+/* "HOST:PORT" or "[V6]:PORT" -> host, port.  Returns false with why set. */
+static bool split_host_port(const char *item, char *host, size_t hn, uint16_t *port, bool need_port,
+                            const char **why)
+{
+    const char *colon;
+    const char *h = item;
+    size_t hl;
+    if (*item == '[') {
+        const char *rb = strchr(item, ']');
+        if (!rb) {
+            *why = "has no closing ]";
+            return false;
+        }
+        h = item + 1;
+        hl = (size_t)(rb - h);
+        colon = rb[1] == ':' ? rb + 1 : NULL;
+        if (rb[1] && !colon) {
+            *why = "has text after ]";
+            return false;
+        }
+    } else {
+        colon = strrchr(item, ':');
+        if (colon && strchr(item, ':') != colon) {
+            *why = "is an IPv6 address without [brackets]";
+            return false;
+        }
+        hl = colon ? (size_t)(colon - item) : strlen(item);
+    }
+    if (hl == 0 || hl >= hn) {
+        *why = hl ? "has a host name that is too long" : "has no host";
+        return false;
+    }
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    if (!host_valid(host, why))
+        return false;
+    if (!colon) {
+        if (need_port) {
+            *why = "has no :PORT";
+            return false;
+        }
+        *port = 0;
+        return true;
+    }
+    unsigned long long x;
+    if (!parse_plain_uint(colon + 1, &x) || x < 1 || x > 65535) {
+        *why = "has a port that is not a number from 1 to 65535";
+        return false;
+    }
+    *port = (uint16_t)x;
+    return true;
+}
+
+int mp_http_url_parse(const char *text, struct mp_http_url *u, char *err, size_t errlen)
+{
+    memset(u, 0, sizeof *u);
+    const char *rest;
+    if (!strncasecmp(text, "https://", 8)) {
+        u->tls = true;
+        rest = text + 8;
+    } else if (!strncasecmp(text, "http://", 7)) {
+        rest = text + 7;
+    } else {
+        snprintf(err, errlen,
+                 "is not an https:// (or http://) URL; write e.g. https://exch.example.com");
+        return -1;
+    }
+    char hp[300];
+    size_t n = strcspn(rest, "/");
+    if (rest[n] && strcmp(rest + n, "/")) {
+        snprintf(err, errlen, "has a path; give only the scheme, host and port");
+        return -1;
+    }
+    if (n >= sizeof hp) {
+        snprintf(err, errlen, "has a host name that is too long");
+        return -1;
+    }
+    memcpy(hp, rest, n);
+    hp[n] = 0;
+    const char *why = NULL;
+    if (!split_host_port(hp, u->host, sizeof u->host, &u->port, false, &why)) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    if (!u->port)
+        u->port = u->tls ? 443 : 80;
+    return 0;
+}
+
+static void apply_http_listen(struct pctx *p, const char *file, int line, const char *key,
+                              const char *v)
+{
+    struct mp_config *c = p->cfg;
+    struct mp_http_listen tmp[MP_MAX_LISTEN];
+    size_t n = 0;
+    char item[300], q[100];
+    bool toolong, bad = false;
+    const char *s = v;
+    while (next_item(&s, item, sizeof item, &toolong)) {
+        const char *why = "is too long";
+        if (toolong || n == MP_MAX_LISTEN ||
+            !split_host_port(item, tmp[n].host, sizeof tmp[n].host, &tmp[n].port, true, &why)) {
+            if (n == MP_MAX_LISTEN)
+                why = "is one address too many (at most 8)";
+            perr(p, file, line,
+                 "%s: \"%s\" %s; give ADDRESS:PORT, e.g. 127.0.0.1:8443 or [::1]:8443", key,
+                 qv(item, q, sizeof q), why);
+            bad = true;
+            continue;
+        }
+        n++;
+    }
+    if (n == 0) {
+        if (!bad)
+            perr(p, file, line, "%s is empty; give ADDRESS:PORT, or remove the line", key);
+        return;
+    }
+    memcpy(c->http_listen, tmp, n * sizeof tmp[0]);
+    c->n_http_listen = n;
+}
+
+/* The HTTP front's options that depend on one another. */
+static void check_http(struct pctx *p, const char *name)
+{
+    struct mp_config *c = p->cfg;
+    if (!c->n_http_listen)
+        return;
+    if (!c->have_http_upstream)
+        perr(p, name, 0,
+             "mapiproxy:http listen is set but mapiproxy:http upstream is not; add "
+             "\"mapiproxy:http upstream = https://EXCHANGE-HOST\"");
+    if (!c->http_plain && (!c->tls_certificate[0] || !c->tls_key[0]))
+        perr(p, name, 0,
+             "mapiproxy:http listen needs mapiproxy:tls certificate and mapiproxy:tls key (PEM "
+             "files), or an explicit \"mapiproxy:http plain = yes\" to serve plain HTTP");
+    if (c->have_http_upstream && !c->http_upstream.tls)
+        pwarn(p, name, 0,
+              "mapiproxy:http upstream is plain http://: requests and credentials to the "
+              "upstream are not encrypted");
+    if (!c->tls_verify)
+        pwarn(p, name, 0,
+              "mapiproxy:tls verify = no: the upstream's certificate is not checked (labs only)");
+}
+
 static void apply_option(struct pctx *p, const struct opt *o, const char *file, int line,
                          const char *v)
 {
@@ -1189,6 +1351,16 @@ static void apply_option(struct pctx *p, const struct opt *o, const char *file, 
     case K_COMPAT:
         pwarn(p, file, line, "%s is an OpenChange option this proxy does not use; it is ignored",
               o->key);
+        return;
+    case K_HTTP_LISTEN:
+        apply_http_listen(p, file, line, o->key, v);
+        return;
+    case K_HTTP_URL:
+        if (mp_http_url_parse(v, &c->http_upstream, err, sizeof err) < 0) {
+            perr(p, file, line, "%s \"%s\" %s", o->key, qv(v, q, sizeof q), err);
+            return;
+        }
+        c->have_http_upstream = true;
         return;
     }
 }
@@ -1532,6 +1704,13 @@ static void set_defaults(struct mp_config *c)
     c->send_timeout_s = 60;
     c->transparent = true;
     c->max_fragments = 4096;
+    c->tls_verify = true;
+    c->http_header_timeout_s = 30;
+    c->http_idle_timeout_s = 300;
+    c->http_upstream_timeout_s = 120;
+    c->http_max_header = 32u << 10;
+    c->http_max_body = 64u << 20;
+    c->http_max_rewrite = 1u << 20;
 }
 
 static void free_entries(struct mp_config *c)
@@ -1607,6 +1786,7 @@ static int finish(struct pctx *p, const char *name)
         perr(p, name, 0,
              "dcerpc_mapiproxy:binding is not set; add \"dcerpc_mapiproxy:binding = "
              "ncacn_ip_tcp:HOST\" (the Exchange server) to [global]");
+    check_http(p, name);
     free(p->section);
     p->section = NULL;
     if (p->n_err) {

@@ -30,6 +30,23 @@ struct mp_listen_addr {
     char host[64]; /* numeric IPv4/IPv6 address, or a host name */
 };
 
+/* An HTTP listener: address and port. */
+struct mp_http_listen {
+    char host[64];
+    uint16_t port;
+};
+
+/* An http:// or https:// URL naming the HTTP upstream (no path). */
+struct mp_http_url {
+    bool tls;
+    char host[256]; /* without brackets for IPv6 */
+    uint16_t port;
+};
+
+/* Parses "https://HOST[:PORT]" (or http://); a trailing "/" is accepted,
+ * any other path is not.  Returns 0, or -1 with err set. */
+int mp_http_url_parse(const char *text, struct mp_http_url *u, char *err, size_t errlen);
+
 enum mp_transport { MP_TRANSPORT_NCACN_IP_TCP = 1 };
 
 struct mp_binding {
@@ -108,6 +125,25 @@ struct mp_config {
     bool transparent;             /* mapiproxy:transparent (yes): no rewrite modules by default */
     char module_dir[512];         /* mapiproxy:module dir ("" = DIR-OF-EXECUTABLE/modules) */
     bool server;                  /* dcerpc_mapiproxy:server (accepted; true) */
+    /* mapiproxy:http / mapiproxy:tls (the HTTPS front, src/http/) */
+    struct mp_http_listen http_listen[MP_MAX_LISTEN]; /* mapiproxy:http listen ADDR:PORT */
+    size_t n_http_listen;
+    bool http_plain;                  /* mapiproxy:http plain: listen without TLS (explicit) */
+    char tls_certificate[512];        /* mapiproxy:tls certificate (PEM chain) */
+    char tls_key[512];                /* mapiproxy:tls key (PEM) */
+    char tls_ca_file[512];            /* mapiproxy:tls ca file ("" = the system bundle) */
+    bool tls_verify;                  /* mapiproxy:tls verify (yes) */
+    struct mp_http_url http_upstream; /* mapiproxy:http upstream */
+    bool have_http_upstream;
+    char http_upstream_names[1024];   /* mapiproxy:http upstream names: more names to rewrite */
+    char http_public_name[320];       /* mapiproxy:http public name HOST[:PORT] */
+    uint32_t http_header_timeout_s;   /* mapiproxy:http header timeout (30) */
+    uint32_t http_idle_timeout_s;     /* mapiproxy:http idle timeout (300) */
+    uint32_t http_upstream_timeout_s; /* mapiproxy:http upstream timeout (120) */
+    uint32_t http_max_header;         /* mapiproxy:http max header size (32 KiB) */
+    uint32_t http_max_body;           /* mapiproxy:http max body (request, 64 MiB) */
+    uint32_t http_max_rewrite;        /* mapiproxy:http max rewrite body (1 MiB) */
+    bool http_relay_all;              /* mapiproxy:http relay all paths (no) */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */
     struct mp_diag warnings;

@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "event/loop.h"
+#include "http/front.h"
 #include "relay/relay.h"
 
 #define MP_VERSION "0.1.0"
@@ -132,6 +133,14 @@ int main(int argc, char **argv)
         mp_config_free(&cfg);
         return 1;
     }
+    struct mp_http *http = NULL;
+    if (cfg.n_http_listen && !(http = mp_http_new(loop, &cfg))) {
+        mp_relay_free(relay);
+        mp_io_close(loop, &sw.io);
+        mp_loop_free(loop);
+        mp_config_free(&cfg);
+        return 1;
+    }
     char up[300];
     if (cfg.binding.port)
         snprintf(up, sizeof(up), "%s port %u", cfg.binding.host, cfg.binding.port);
@@ -141,6 +150,7 @@ int main(int argc, char **argv)
     mp_info("mapiproxy %s ready: epmapper port %u, rpc port %u, upstream %s, %zu interface(s)",
             MP_VERSION, mp_relay_epm_port(relay), mp_relay_rpc_port(relay), up, cfg.n_ifaces);
     rc = mp_loop_run(loop);
+    mp_http_free(http);
     mp_relay_free(relay);
     mp_io_close(loop, &sw.io);
     mp_loop_free(loop);

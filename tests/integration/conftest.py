@@ -73,7 +73,7 @@ class Proxy:
 
     def __init__(self, tmp_path, upstream_host="127.0.0.1", upstream_epm_port=135,
                  binding_port=None, interfaces=None, extra=None, check_leaks=True,
-                 wrapper=None, binary=None):
+                 wrapper=None, binary=None, wait_ports=()):
         self.host = "127.0.0.1"
         self.epm_port = free_port()
         self.rpc_port = free_port()
@@ -105,6 +105,8 @@ class Proxy:
         try:
             wait_port(self.host, self.rpc_port, timeout=60 if wrapper else 10)
             wait_port(self.host, self.epm_port, timeout=60 if wrapper else 10)
+            for port in wait_ports:  # e.g. the mapiproxy:http listen port
+                wait_port(self.host, port, timeout=60 if wrapper else 10)
         except TimeoutError:
             self.stop(check=False)
             raise RuntimeError("mapiproxy did not start:\n" + self.log())

@@ -1,0 +1,1339 @@
+/* The HTTPS front (doc/internals/http.md).
+ *
+ * A session is one client connection and, from its first relayed request
+ * on, its own upstream connection (never shared: NTLM and Negotiate bind
+ * their state to the connection).  Requests on a session are handled one at
+ * a time: the request parser pauses when a request is complete and resumes
+ * when its response is complete.  Bodies stream both ways as they arrive;
+ * only Autodiscover answers are buffered (bounded) to rewrite the names in
+ * them.  Every step is non-blocking: pump() moves bytes until nothing moves,
+ * then the wanted epoll events and the one timer are set from the state. */
+#include "http/front.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "http/msg.h"
+#include "http/rewrite.h"
+
+#define READ_CHUNK 16384
+#define MAX_PARKED (64u << 10) /* client bytes read ahead while a request waits */
+
+struct hsess;
+
+struct side {
+    struct hsess *s;
+    struct mp_io io;
+    SSL *ssl;
+    bool client;
+    bool connecting;  /* TCP connect in progress (upstream) */
+    bool handshaking; /* TLS handshake in progress */
+    bool hs_want_write;
+    bool rd_wants_write; /* SSL_read asked to wait for writability */
+    bool wr_wants_read;  /* SSL_write asked to wait for readability */
+    bool open;           /* has a descriptor */
+    bool eof;            /* the peer closed (or an error) */
+    struct mp_buf in;    /* received, not yet parsed */
+    struct mp_buf out;   /* to send */
+    uint64_t out_since;  /* last write progress while out was not empty */
+};
+
+struct listener {
+    struct mp_io io;
+    struct mp_http *h;
+};
+
+struct mp_http {
+    struct mp_loop *loop;
+    const struct mp_config *cfg;
+    SSL_CTX *server_ctx, *client_ctx;
+    struct sockaddr_storage up_addr;
+    socklen_t up_addr_len;
+    char up_hostport[300]; /* Host header for the upstream */
+    struct mp_http_names names;
+    struct listener ls[MP_MAX_LISTEN];
+    size_t n_ls;
+    struct hsess *sessions;
+    size_t n_sess;
+    uint64_t next_id;
+};
+
+enum route { R_NONE, R_RELAY, R_AUTOD };
+
+struct hsess {
+    struct mp_http *h;
+    struct hsess *next, *prev;
+    uint64_t id;
+    char peer[64];
+    struct side c, u;
+    http_parser cp, up;
+    struct mp_http_msg req, resp;
+    struct mp_timer timer;
+    bool dead, closing;
+    int err_status; /* set by a request callback that fails: 413, 431 */
+    /* the current request */
+    bool in_request;   /* between message begin and the end of its response */
+    bool req_complete; /* its body is all read */
+    bool forwarded;    /* its head went upstream */
+    int local_status;  /* answered by the proxy (body discarded), or 0 */
+    bool req_chunked, head_req, keepalive, client_http10;
+    enum route route;
+    char method[16], path[160], xtype[48], xid[96];
+    uint64_t req_bytes, t_start_us;
+    /* its response */
+    bool resp_started; /* bytes of a final response went to the client */
+    bool interim;      /* the upstream message being parsed is 1xx */
+    bool rewrite, chunk_out, close_after;
+    int status;
+    uint64_t resp_bytes;
+    struct mp_buf body; /* Autodiscover body being collected */
+    /* deadlines (ms; 0 = none) */
+    uint64_t header_dl, idle_dl, upstream_dl;
+};
+
+static http_parser_settings req_settings, resp_settings;
+
+static void pump(struct hsess *s);
+static void session_close(struct hsess *s, const char *why);
+
+/* ------------------------------------------------------------------ */
+/* transport: plain or TLS reads and writes                           */
+
+/* > 0 bytes read; 0 would block; -1 end of stream or error. */
+static ssize_t side_read(struct side *x, uint8_t *buf, size_t n)
+{
+    if (!x->ssl) {
+        ssize_t r = read(x->io.fd, buf, n);
+        if (r > 0)
+            return r;
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return 0;
+        return -1;
+    }
+    ERR_clear_error();
+    int r = SSL_read(x->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (r > 0) {
+        x->rd_wants_write = false;
+        return r;
+    }
+    switch (SSL_get_error(x->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        x->rd_wants_write = false;
+        return 0;
+    case SSL_ERROR_WANT_WRITE:
+        x->rd_wants_write = true;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static ssize_t side_write(struct side *x, const uint8_t *buf, size_t n)
+{
+    if (!x->ssl) {
+        ssize_t r = send(x->io.fd, buf, n, MSG_NOSIGNAL);
+        if (r >= 0)
+            return r;
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        return -1;
+    }
+    ERR_clear_error();
+    int r = SSL_write(x->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (r > 0) {
+        x->wr_wants_read = false;
+        return r;
+    }
+    switch (SSL_get_error(x->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        x->wr_wants_read = true;
+        return 0;
+    case SSL_ERROR_WANT_WRITE:
+        x->wr_wants_read = false;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static void ssl_reason(char *dst, size_t n)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (e)
+        ERR_error_string_n(e, dst, n);
+    else
+        snprintf(dst, n, "connection closed during the handshake");
+}
+
+/* 1 done, 0 wait, -1 failed (why filled). */
+static int side_handshake(struct side *x, char *why, size_t wn)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(x->ssl);
+    if (r == 1) {
+        x->handshaking = false;
+        return 1;
+    }
+    int e = SSL_get_error(x->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        x->hs_want_write = e == SSL_ERROR_WANT_WRITE;
+        return 0;
+    }
+    long vr = SSL_get_verify_result(x->ssl);
+    if (!x->client && vr != X509_V_OK)
+        snprintf(why, wn, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
+    else
+        ssl_reason(why, wn);
+    return -1;
+}
+
+static void side_close(struct mp_loop *loop, struct side *x)
+{
+    if (x->ssl) {
+        if (x->open && !x->handshaking && !x->connecting && !x->eof)
+            SSL_shutdown(x->ssl); /* best effort close_notify, never waited for */
+        SSL_free(x->ssl);
+        x->ssl = NULL;
+    }
+    if (x->open)
+        mp_io_close(loop, &x->io);
+    x->open = false;
+    x->eof = true;
+    mp_buf_free(&x->in);
+    mp_buf_free(&x->out);
+}
+
+/* ------------------------------------------------------------------ */
+/* responses of the proxy itself and the request log                   */
+
+static const char *reason_of(int st)
+{
+    switch (st) {
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Error";
+    }
+}
+
+static void log_request(struct hsess *s)
+{
+    uint64_t ms = (mp_now_us() - s->t_start_us) / 1000;
+    mp_info("http #%" PRIu64 " %s %s %s type=%s id=%s status=%d in=%" PRIu64 " out=%" PRIu64
+            " ms=%" PRIu64 "%s",
+            s->id, s->peer, s->method[0] ? s->method : "-", s->path[0] ? s->path : "-",
+            s->xtype[0] ? s->xtype : "-", s->xid[0] ? s->xid : "-", s->status, s->req_bytes,
+            s->resp_bytes, ms, s->local_status ? " (proxy)" : "");
+}
+
+/* Queues the proxy's own answer; with close, the session ends once sent. */
+static void send_local(struct hsess *s, int st, bool close)
+{
+    char head[256], body[96];
+    int bl = snprintf(body, sizeof body, "%d %s\n", st, reason_of(st));
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n",
+                      st, reason_of(st), bl, close ? "Connection: close\r\n" : "");
+    if (mp_buf_append(&s->c.out, head, (size_t)hl) || mp_buf_append(&s->c.out, body, (size_t)bl))
+        s->closing = true;
+    s->status = st;
+    s->resp_started = true;
+    if (close)
+        s->closing = true;
+}
+
+/* The upstream failed: the request gets 502/504 if nothing of its response
+ * was sent yet; the session ends either way (its upstream is gone). */
+static void upstream_failed(struct hsess *s, int st, const char *why)
+{
+    mp_warn("http #%" PRIu64 " %s upstream %s: %s", s->id, s->peer, s->h->up_hostport, why);
+    side_close(s->h->loop, &s->u);
+    if (s->in_request && !s->resp_started) {
+        send_local(s, st, true);
+        log_request(s);
+        s->in_request = false;
+    } else {
+        session_close(s, "upstream closed");
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* upstream connection                                                 */
+
+static void io_cb(struct mp_io *io, uint32_t ev);
+
+static int upstream_start(struct hsess *s)
+{
+    struct mp_http *h = s->h;
+    int fd = socket(h->up_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&h->up_addr, h->up_addr_len) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    s->u.io.fd = fd;
+    s->u.io.cb = io_cb;
+    s->u.io.data = &s->u;
+    s->u.open = true;
+    s->u.connecting = true;
+    s->u.eof = false;
+    s->upstream_dl = mp_now_ms() + h->cfg->connect_timeout_ms;
+    mp_debug("http #%" PRIu64 " %s: connecting to upstream %s", s->id, s->peer, h->up_hostport);
+    return 0;
+}
+
+/* The TCP connect finished: check it, start TLS. */
+static void upstream_connected(struct hsess *s)
+{
+    struct mp_http *h = s->h;
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(s->u.io.fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+        err = errno;
+    if (err) {
+        char why[160];
+        snprintf(why, sizeof why, "connect failed: %s", strerror(err));
+        upstream_failed(s, 502, why);
+        return;
+    }
+    s->u.connecting = false;
+    if (!h->cfg->http_upstream.tls) {
+        s->upstream_dl = mp_now_ms() + (uint64_t)h->cfg->http_upstream_timeout_s * 1000;
+        return;
+    }
+    SSL *ssl = SSL_new(h->client_ctx);
+    if (!ssl) {
+        upstream_failed(s, 502, "out of memory for TLS");
+        return;
+    }
+    s->u.ssl = ssl;
+    const char *host = h->cfg->http_upstream.host;
+    unsigned char tmp[16];
+    bool literal = inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1;
+    if (!literal)
+        SSL_set_tlsext_host_name(ssl, host);
+    if (h->cfg->tls_verify) {
+        X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+        int ok = literal ? X509_VERIFY_PARAM_set1_ip_asc(vp, host)
+                         : X509_VERIFY_PARAM_set1_host(vp, host, 0);
+        if (!ok) {
+            upstream_failed(s, 502, "cannot set the name to verify");
+            return;
+        }
+    }
+    SSL_set_fd(ssl, s->u.io.fd);
+    SSL_set_connect_state(ssl);
+    s->u.handshaking = true;
+}
+
+/* ------------------------------------------------------------------ */
+/* request parser callbacks (client -> upstream)                       */
+
+static bool path_is(const char *path, size_t len, const char *prefix, bool any_tail)
+{
+    size_t pl = strlen(prefix);
+    if (len < pl || strncasecmp(path, prefix, pl))
+        return false;
+    if (any_tail || len == pl)
+        return true;
+    return path[pl] == '/' || path[pl] == '?';
+}
+
+static enum route route_of(const struct mp_config *cfg, const char *url, size_t len)
+{
+    size_t pl = 0;
+    while (pl < len && url[pl] != '?' && url[pl] != '#')
+        pl++;
+    if (path_is(url, pl, "/autodiscover/autodiscover.xml", false) ||
+        path_is(url, pl, "/autodiscover/autodiscover.json", false))
+        return R_AUTOD;
+    if (path_is(url, pl, "/mapi/emsmdb", false) || path_is(url, pl, "/mapi/nspi", false) ||
+        path_is(url, pl, "/autodiscover/", true) || path_is(url, pl, "/rpc/", true))
+        return R_RELAY;
+    return cfg->http_relay_all ? R_RELAY : R_NONE;
+}
+
+static void copy_header(const struct mp_http_msg *m, const char *name, char *dst, size_t n)
+{
+    size_t l;
+    const char *v = mp_http_msg_get(m, name, &l);
+    if (v)
+        mp_http_log_text(dst, n, v, l);
+    else
+        dst[0] = 0;
+}
+
+static int on_req_begin(http_parser *p)
+{
+    struct hsess *s = p->data;
+    struct mp_http *h = s->h;
+    mp_http_msg_reset(&s->req);
+    s->in_request = true;
+    s->req_complete = s->forwarded = s->resp_started = s->interim = false;
+    s->rewrite = s->chunk_out = s->close_after = false;
+    s->local_status = s->status = s->err_status = 0;
+    s->req_bytes = s->resp_bytes = 0;
+    s->method[0] = s->path[0] = s->xtype[0] = s->xid[0] = 0;
+    s->route = R_NONE;
+    s->t_start_us = mp_now_us();
+    s->idle_dl = 0;
+    if (!s->header_dl)
+        s->header_dl = mp_now_ms() + (uint64_t)h->cfg->http_header_timeout_s * 1000;
+    return 0;
+}
+
+static int on_req_url(http_parser *p, const char *at, size_t len)
+{
+    struct hsess *s = p->data;
+    if (mp_http_msg_url(&s->req, at, len)) {
+        s->err_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_req_field(http_parser *p, const char *at, size_t len)
+{
+    struct hsess *s = p->data;
+    if (mp_http_msg_field(&s->req, at, len)) {
+        s->err_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_req_value(http_parser *p, const char *at, size_t len)
+{
+    struct hsess *s = p->data;
+    if (mp_http_msg_value(&s->req, at, len)) {
+        s->err_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_req_headers(http_parser *p)
+{
+    struct hsess *s = p->data;
+    struct mp_http *h = s->h;
+    const struct mp_config *cfg = h->cfg;
+    s->header_dl = 0;
+    snprintf(s->method, sizeof s->method, "%s", http_method_str((enum http_method)p->method));
+    const char *url = mp_http_msg_url_ptr(&s->req);
+    size_t ul = s->req.url_len, pl = 0;
+    while (pl < ul && url[pl] != '?')
+        pl++;
+    mp_http_log_text(s->path, sizeof s->path, url, pl); /* never the query */
+    copy_header(&s->req, "x-requesttype", s->xtype, sizeof s->xtype);
+    copy_header(&s->req, "x-requestid", s->xid, sizeof s->xid);
+    s->keepalive = http_should_keep_alive(p);
+    s->head_req = p->method == HTTP_HEAD;
+    s->client_http10 = p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0);
+    s->req_chunked = (p->flags & F_CHUNKED) != 0;
+    if (p->upgrade || p->method == HTTP_CONNECT) {
+        s->err_status = 501;
+        return -1;
+    }
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > cfg->http_max_body) {
+        s->err_status = 413;
+        return -1;
+    }
+    s->route = route_of(cfg, url, ul);
+    if (s->route == R_NONE) {
+        s->local_status = 404;
+        return 0;
+    }
+    if (!s->u.open && !s->u.eof) {
+        if (upstream_start(s)) {
+            char why[160];
+            snprintf(why, sizeof why, "cannot connect: %s", strerror(errno));
+            s->local_status = 502;
+            mp_warn("http #%" PRIu64 " %s upstream %s: %s", s->id, s->peer, h->up_hostport, why);
+            return 0;
+        }
+    } else if (s->u.eof) { /* the pinned connection is gone: never take another */
+        s->local_status = 502;
+        return 0;
+    }
+    struct mp_http_head_opts o = {
+        .framing = s->req_chunked                 ? MP_HTTP_CHUNKED
+                   : (p->flags & F_CONTENTLENGTH) ? MP_HTTP_LENGTH
+                                                  : MP_HTTP_NO_BODY,
+        .length = p->content_length,
+        .host = h->up_hostport,
+        .strip_accept_encoding = s->route == R_AUTOD,
+    };
+    if (mp_http_request_head(&s->req, s->method, &o, &s->u.out)) {
+        s->err_status = 502;
+        return -1;
+    }
+    s->forwarded = true;
+    if (!s->u.connecting && !s->u.handshaking)
+        s->upstream_dl = mp_now_ms() + (uint64_t)cfg->http_upstream_timeout_s * 1000;
+    return 0;
+}
+
+static int on_req_body(http_parser *p, const char *at, size_t len)
+{
+    struct hsess *s = p->data;
+    s->req_bytes += len;
+    if (s->req_bytes > s->h->cfg->http_max_body) {
+        s->err_status = 413;
+        return -1;
+    }
+    if (!s->forwarded)
+        return 0; /* answered by the proxy: the body is read and dropped */
+    if (!s->u.connecting && !s->u.handshaking) /* a long upload is not a silent upstream */
+        s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
+    if (s->req_chunked) {
+        char sz[24];
+        int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
+        if (mp_buf_append(&s->u.out, sz, (size_t)n) || mp_buf_append(&s->u.out, at, len) ||
+            mp_buf_append(&s->u.out, "\r\n", 2)) {
+            s->err_status = 502;
+            return -1;
+        }
+        return 0;
+    }
+    if (mp_buf_append(&s->u.out, at, len)) {
+        s->err_status = 502;
+        return -1;
+    }
+    return 0;
+}
+
+static void request_finished(struct hsess *s)
+{
+    s->in_request = false;
+    log_request(s);
+    if (!s->keepalive || s->close_after)
+        s->closing = true;
+    else
+        s->idle_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_idle_timeout_s * 1000;
+}
+
+static int on_req_complete(http_parser *p)
+{
+    struct hsess *s = p->data;
+    s->req_complete = true;
+    if (s->forwarded) {
+        if (s->req_chunked && mp_buf_append(&s->u.out, "0\r\n\r\n", 5)) {
+            s->err_status = 502;
+            return -1;
+        }
+        if (s->status) { /* the response already ended (early answer) */
+            request_finished(s);
+            return 0;
+        }
+        http_parser_pause(p, 1); /* until the response is complete */
+        return 0;
+    }
+    if (s->local_status) {
+        send_local(s, s->local_status, !s->keepalive || s->local_status >= 500);
+        request_finished(s);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* response parser callbacks (upstream -> client)                      */
+
+static int resp_fail(struct hsess *s, const char *why)
+{
+    mp_warn("http #%" PRIu64 " %s upstream %s: %s", s->id, s->peer, s->h->up_hostport, why);
+    return -1;
+}
+
+static int on_resp_begin(http_parser *p)
+{
+    struct hsess *s = p->data;
+    if (!s->in_request || !s->forwarded || s->status)
+        return resp_fail(s, "sent a response no request asked for");
+    mp_http_msg_reset(&s->resp);
+    return 0;
+}
+
+static int on_resp_status(http_parser *p, const char *at, size_t len)
+{
+    struct hsess *s = p->data;
+    return mp_http_msg_url(&s->resp, at, len) ? resp_fail(s, "status line too long") : 0;
+}
+
+static int on_resp_field(http_parser *p, const char *at, size_t len)
+{
+    struct hsess *s = p->data;
+    return mp_http_msg_field(&s->resp, at, len) ? resp_fail(s, "response head too large") : 0;
+}
+
+static int on_resp_value(http_parser *p, const char *at, size_t len)
+{
+    struct hsess *s = p->data;
+    return mp_http_msg_value(&s->resp, at, len) ? resp_fail(s, "response head too large") : 0;
+}
+
+static bool identity_encoding(const struct mp_http_msg *m)
+{
+    size_t l;
+    const char *v = mp_http_msg_get(m, "content-encoding", &l);
+    return !v || l == 0 || (l == 8 && !strncasecmp(v, "identity", 8));
+}
+
+static int on_resp_headers(http_parser *p)
+{
+    struct hsess *s = p->data;
+    struct mp_http *h = s->h;
+    int st = p->status_code;
+    if (st == 101)
+        return resp_fail(s, "switched protocols (101), which the proxy does not relay");
+    struct mp_http_head_opts o = {.rewrite_location = &h->names};
+    if (st >= 100 && st < 200) { /* 100 Continue, 102, 103: passed on, not final */
+        s->interim = true;
+        o.framing = MP_HTTP_NO_BODY;
+        return mp_http_response_head(&s->resp, st, &o, &s->c.out) ? -1 : 0;
+    }
+    s->interim = false;
+    s->status = st;
+    bool up_keep = http_should_keep_alive(p);
+    s->close_after = !up_keep || !s->keepalive;
+    bool no_body = s->head_req || st == 204 || st == 304;
+    if (s->route == R_AUTOD && st >= 200 && st < 300 && !no_body) {
+        if (identity_encoding(&s->resp)) {
+            s->rewrite = true;
+            s->body.off = s->body.len = 0;
+            return 0; /* the head goes out with the rewritten body */
+        }
+        mp_warn("http #%" PRIu64 " %s: Autodiscover answer is content-encoded; relayed "
+                "without rewriting",
+                s->id, s->peer);
+    }
+    if (no_body) {
+        o.framing = MP_HTTP_KEEP_LENGTH;
+    } else if (p->flags & F_CHUNKED) {
+        o.framing = MP_HTTP_CHUNKED;
+    } else if (p->flags & F_CONTENTLENGTH) {
+        o.framing = MP_HTTP_LENGTH;
+        o.length = p->content_length;
+    } else { /* ends when the upstream closes: chunked to the client */
+        o.framing = MP_HTTP_CHUNKED;
+        s->close_after = true;
+    }
+    if (o.framing == MP_HTTP_CHUNKED && s->client_http10) {
+        /* HTTP/1.0 knows no chunking: the body ends when we close */
+        o.framing = MP_HTTP_NO_BODY;
+        s->close_after = true;
+    }
+    s->chunk_out = o.framing == MP_HTTP_CHUNKED;
+    o.close = s->close_after;
+    if (mp_http_response_head(&s->resp, st, &o, &s->c.out))
+        return -1;
+    s->resp_started = true;
+    return s->head_req ? 1 : 0;
+}
+
+static int on_resp_body(http_parser *p, const char *at, size_t len)
+{
+    struct hsess *s = p->data;
+    s->resp_bytes += len;
+    if (s->rewrite) {
+        if (s->body.len + len > s->h->cfg->http_max_rewrite)
+            return resp_fail(s, "Autodiscover answer larger than mapiproxy:http max rewrite body");
+        return mp_buf_append(&s->body, at, len);
+    }
+    if (s->chunk_out) {
+        char sz[24];
+        int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
+        if (mp_buf_append(&s->c.out, sz, (size_t)n) || mp_buf_append(&s->c.out, at, len) ||
+            mp_buf_append(&s->c.out, "\r\n", 2))
+            return -1;
+        return 0;
+    }
+    return mp_buf_append(&s->c.out, at, len);
+}
+
+static int on_resp_complete(http_parser *p)
+{
+    struct hsess *s = p->data;
+    struct mp_http *h = s->h;
+    if (s->interim) {
+        s->interim = false;
+        return 0;
+    }
+    if (s->rewrite) {
+        struct mp_buf nb = {0};
+        size_t bl = mp_buf_avail(&s->body);
+        long k = bl ? mp_http_rewrite(&h->names, mp_buf_head(&s->body), bl, &nb) : 0;
+        struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
+                                      .length = nb.len,
+                                      .close = s->close_after,
+                                      .rewrite_location = &h->names};
+        int rc = k < 0 || mp_http_response_head(&s->resp, s->status, &o, &s->c.out) ||
+                 mp_buf_append(&s->c.out, nb.data ? nb.data : (uint8_t *)"", nb.len);
+        mp_debug("http #%" PRIu64 " %s: Autodiscover answer: %ld name(s) rewritten, %zu -> %zu "
+                 "bytes",
+                 s->id, s->peer, k, mp_buf_avail(&s->body), nb.len);
+        s->resp_bytes = nb.len;
+        mp_buf_free(&nb);
+        mp_buf_free(&s->body);
+        s->resp_started = true;
+        if (rc)
+            return -1;
+    } else if (s->chunk_out && mp_buf_append(&s->c.out, "0\r\n\r\n", 5)) {
+        return -1;
+    }
+    s->upstream_dl = 0;
+    if (!s->req_complete) {
+        /* answered before the request body ended (e.g. 401 or 413 upstream):
+         * the rest of the request cannot be resynchronised; end the session */
+        s->close_after = true;
+        log_request(s);
+        s->closing = true;
+        return 0;
+    }
+    request_finished(s);
+    if (!s->closing)
+        http_parser_pause(&s->cp, 0);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* parsing what was read                                               */
+
+static bool parse_client(struct hsess *s)
+{
+    struct side *x = &s->c;
+    bool moved = false;
+    while (mp_buf_avail(&x->in) && !s->closing && !s->dead) {
+        if (HTTP_PARSER_ERRNO(&s->cp) == HPE_PAUSED)
+            break;
+        size_t n = http_parser_execute(&s->cp, &req_settings, (const char *)mp_buf_head(&x->in),
+                                       mp_buf_avail(&x->in));
+        if (n)
+            moved = true;
+        mp_buf_consume(&x->in, n);
+        enum http_errno e = HTTP_PARSER_ERRNO(&s->cp);
+        if (e == HPE_PAUSED)
+            break;
+        if (e != HPE_OK) {
+            int st = s->err_status ? s->err_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+            mp_info("http #%" PRIu64 " %s: bad request (%s): %d", s->id, s->peer,
+                    s->err_status ? "limit" : http_errno_name(e), st);
+            mp_buf_consume(&x->in, mp_buf_avail(&x->in));
+            if (s->resp_started) {
+                session_close(s, "bad request after its response began");
+                return true;
+            }
+            side_close(s->h->loop, &s->u);
+            send_local(s, st, true);
+            log_request(s);
+            s->in_request = false;
+            return true;
+        }
+        if (s->cp.upgrade) /* refused in on_req_headers; not reached */
+            break;
+    }
+    if (!mp_buf_avail(&x->in))
+        mp_buf_trim(&x->in);
+    return moved;
+}
+
+static bool parse_upstream(struct hsess *s, bool at_eof)
+{
+    struct side *x = &s->u;
+    bool moved = false;
+    if (mp_buf_avail(&x->in)) {
+        size_t n = http_parser_execute(&s->up, &resp_settings, (const char *)mp_buf_head(&x->in),
+                                       mp_buf_avail(&x->in));
+        mp_buf_consume(&x->in, n);
+        moved = n > 0;
+        if (HTTP_PARSER_ERRNO(&s->up) != HPE_OK) {
+            char why[120];
+            snprintf(why, sizeof why, "unusable response (%s)",
+                     http_errno_name(HTTP_PARSER_ERRNO(&s->up)));
+            upstream_failed(s, 502, why);
+            return true;
+        }
+        if (s->in_request && s->forwarded)
+            s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
+    }
+    if (at_eof && !s->dead) {
+        http_parser_execute(&s->up, &resp_settings, NULL, 0); /* may end a body read to EOF */
+        if (s->in_request && s->forwarded && !s->status)
+            upstream_failed(s, 502, "closed the connection before its response");
+        else if (s->in_request && s->forwarded)
+            session_close(s, "upstream closed the connection in a response");
+        else if (!s->closing) /* pinned: the client's connection ends with it */
+            s->closing = true;
+        side_close(s->h->loop, &s->u);
+        moved = true;
+    }
+    return moved;
+}
+
+/* ------------------------------------------------------------------ */
+/* moving bytes                                                        */
+
+static bool may_read(struct hsess *s, struct side *x)
+{
+    uint32_t maxb = s->h->cfg->max_buffer;
+    if (!x->open || x->eof || x->connecting || x->handshaking)
+        return false;
+    if (x->client)
+        return !s->closing && mp_buf_avail(&x->in) < MAX_PARKED && mp_buf_avail(&s->u.out) < maxb;
+    return mp_buf_avail(&s->c.out) < maxb;
+}
+
+static bool step(struct hsess *s, struct side *x)
+{
+    struct mp_http *h = s->h;
+    bool moved = false;
+    if (!x->open || x->connecting)
+        return false;
+    if (x->handshaking) {
+        char why[200];
+        int r = side_handshake(x, why, sizeof why);
+        if (r < 0) {
+            if (x->client && BIO_number_read(SSL_get_rbio(x->ssl)) == 0) {
+                /* connected and left without a byte: a port probe or health check */
+                session_close(s, "closed before TLS");
+            } else if (x->client) {
+                mp_info("http #%" PRIu64 " %s: TLS handshake failed: %s", s->id, s->peer, why);
+                session_close(s, "TLS handshake failed");
+            } else {
+                upstream_failed(s, 502, why);
+            }
+            return true;
+        }
+        if (r == 0)
+            return false;
+        if (x->client) {
+            mp_debug("http #%" PRIu64 " %s: %s %s", s->id, s->peer, SSL_get_version(x->ssl),
+                     SSL_get_cipher_name(x->ssl));
+        } else {
+            mp_debug("http #%" PRIu64 " %s: upstream %s %s", s->id, s->peer,
+                     SSL_get_version(x->ssl), h->cfg->tls_verify ? "verified" : "NOT verified");
+            s->upstream_dl = mp_now_ms() + (uint64_t)h->cfg->http_upstream_timeout_s * 1000;
+        }
+        moved = true;
+    }
+    while (mp_buf_avail(&x->out) && !x->eof) {
+        ssize_t n = side_write(x, mp_buf_head(&x->out), mp_buf_avail(&x->out));
+        if (n < 0) {
+            x->eof = true;
+            if (x->client) {
+                session_close(s, "client write failed");
+            } else {
+                upstream_failed(s, 502, "write failed");
+            }
+            return true;
+        }
+        if (n == 0)
+            break;
+        mp_buf_consume(&x->out, (size_t)n);
+        x->out_since = mp_now_ms();
+        moved = true;
+    }
+    if (!mp_buf_avail(&x->out))
+        mp_buf_trim(&x->out);
+    if (x->client)
+        moved |= parse_client(s);
+    while (!s->dead && may_read(s, x)) {
+        if (mp_buf_reserve(&x->in, READ_CHUNK)) {
+            session_close(s, "out of memory");
+            return true;
+        }
+        ssize_t n = side_read(x, x->in.data + x->in.len, READ_CHUNK);
+        if (n == 0)
+            break;
+        moved = true;
+        if (n < 0) {
+            x->eof = true;
+            if (x->client) {
+                session_close(s, s->in_request ? "client closed in a request" : "client closed");
+                return true;
+            }
+            parse_upstream(s, true);
+            return true;
+        }
+        x->in.len += (size_t)n;
+        if (x->client)
+            parse_client(s);
+        else
+            parse_upstream(s, false);
+    }
+    return moved;
+}
+
+static uint32_t wanted(struct side *x, bool can_read)
+{
+    if (x->connecting)
+        return MP_WRITE;
+    if (x->handshaking)
+        return x->hs_want_write ? MP_WRITE : MP_READ;
+    uint32_t w = 0;
+    if ((can_read && !x->rd_wants_write) || x->wr_wants_read)
+        w |= MP_READ;
+    if ((mp_buf_avail(&x->out) && !x->wr_wants_read) || x->rd_wants_write)
+        w |= MP_WRITE;
+    return w;
+}
+
+static void timer_cb(struct mp_timer *t);
+
+/* When a peer that is not reading what we queue for it is given up. */
+static uint64_t send_deadline(const struct hsess *s, const struct side *x)
+{
+    if (!x->open || x->connecting || x->handshaking || !mp_buf_avail(&x->out) || !x->out_since)
+        return 0;
+    return x->out_since + (uint64_t)s->h->cfg->send_timeout_s * 1000;
+}
+
+static void settle(struct hsess *s)
+{
+    struct mp_http *h = s->h;
+    if (s->dead)
+        return;
+    if (s->closing && !mp_buf_avail(&s->c.out)) {
+        session_close(s, "done");
+        return;
+    }
+    if (s->c.open)
+        mp_io_set(h->loop, &s->c.io, wanted(&s->c, may_read(s, &s->c)));
+    if (s->u.open)
+        mp_io_set(h->loop, &s->u.io, wanted(&s->u, may_read(s, &s->u)));
+    uint64_t now = mp_now_ms(), dl = 0;
+    struct side *sides[2] = {&s->c, &s->u};
+    for (int i = 0; i < 2; i++) /* the send clock runs while bytes wait */
+        if (!mp_buf_avail(&sides[i]->out))
+            sides[i]->out_since = 0;
+        else if (!sides[i]->out_since)
+            sides[i]->out_since = now;
+    uint64_t cand[5] = {s->header_dl, s->in_request ? 0 : s->idle_dl,
+                        s->in_request && s->forwarded ? s->upstream_dl : 0, send_deadline(s, &s->c),
+                        send_deadline(s, &s->u)};
+    for (int i = 0; i < 5; i++)
+        if (cand[i] && (!dl || cand[i] < dl))
+            dl = cand[i];
+    if (dl) {
+        mp_timer_arm(h->loop, &s->timer, dl > now ? dl - now : 0);
+    } else {
+        mp_timer_cancel(h->loop, &s->timer);
+    }
+}
+
+static void pump(struct hsess *s)
+{
+    for (int i = 0; i < 64 && !s->dead; i++) {
+        bool a = step(s, &s->c);
+        bool b = !s->dead && step(s, &s->u);
+        if (!a && !b)
+            break;
+    }
+    settle(s);
+}
+
+static void io_cb(struct mp_io *io, uint32_t ev)
+{
+    struct side *x = io->data;
+    struct hsess *s = x->s;
+    if (s->dead)
+        return;
+    if (x->connecting && (ev & (MP_WRITE | MP_ERRHUP)))
+        upstream_connected(s);
+    if (!s->dead)
+        pump(s);
+}
+
+static void timer_cb(struct mp_timer *t)
+{
+    struct hsess *s = t->data;
+    struct mp_http *h = s->h;
+    uint64_t now = mp_now_ms();
+    if (s->dead)
+        return;
+    if (s->header_dl && now >= s->header_dl) {
+        mp_info("http #%" PRIu64 " %s: request head not complete after %u s (mapiproxy:http "
+                "header timeout): closed",
+                s->id, s->peer, h->cfg->http_header_timeout_s);
+        s->header_dl = 0;
+        if (s->c.handshaking) {
+            session_close(s, "header timeout in the TLS handshake");
+            return;
+        }
+        if (!s->resp_started)
+            send_local(s, 408, true);
+        s->in_request = false;
+        s->closing = true;
+        /* a client that does not read its 408 is not waited for */
+        s->c.out_since = now;
+    } else if (!s->in_request && s->idle_dl && now >= s->idle_dl) {
+        mp_debug("http #%" PRIu64 " %s: idle for %u s: closed", s->id, s->peer,
+                 h->cfg->http_idle_timeout_s);
+        session_close(s, "idle");
+        return;
+    } else if (s->in_request && s->forwarded && s->upstream_dl && now >= s->upstream_dl) {
+        upstream_failed(s, 504,
+                        s->u.connecting || s->u.handshaking
+                            ? "connect timed out (mapiproxy:connect timeout)"
+                            : "no answer in time (mapiproxy:http upstream timeout)");
+    } else if (send_deadline(s, &s->c) && now >= send_deadline(s, &s->c)) {
+        session_close(s, "client does not read (mapiproxy:send timeout)");
+        return;
+    } else if (send_deadline(s, &s->u) && now >= send_deadline(s, &s->u)) {
+        upstream_failed(s, 504, "does not read (mapiproxy:send timeout)");
+    }
+    if (!s->dead)
+        pump(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* sessions                                                            */
+
+static void session_free(void *p)
+{
+    struct hsess *s = p;
+    mp_http_msg_free(&s->req);
+    mp_http_msg_free(&s->resp);
+    mp_buf_free(&s->body);
+    free(s);
+}
+
+static void session_close(struct hsess *s, const char *why)
+{
+    struct mp_http *h = s->h;
+    if (s->dead)
+        return;
+    s->dead = true;
+    if (s->in_request && s->status == 0 && s->method[0]) {
+        s->status = 0;
+        log_request(s);
+    }
+    mp_debug("http #%" PRIu64 " %s: closed (%s)", s->id, s->peer, why);
+    mp_timer_cancel(h->loop, &s->timer);
+    side_close(h->loop, &s->c);
+    side_close(h->loop, &s->u);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        h->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    h->n_sess--;
+    if (mp_loop_defer(h->loop, session_free, s))
+        session_free(s); /* nothing else of this batch can point to it then */
+}
+
+static void accept_cb(struct mp_io *io, uint32_t ev)
+{
+    struct listener *l = io->data;
+    struct mp_http *h = l->h;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                mp_warn("http accept failed: %s", strerror(errno));
+            return;
+        }
+        char host[INET6_ADDRSTRLEN] = "?";
+        uint16_t port = 0;
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+        if (h->n_sess >= h->cfg->max_connections) {
+            mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host,
+                    port, h->n_sess);
+            close(fd);
+            continue;
+        }
+        struct hsess *s = calloc(1, sizeof *s);
+        SSL *ssl = NULL;
+        if (!s || (h->server_ctx && !(ssl = SSL_new(h->server_ctx)))) {
+            free(s);
+            close(fd);
+            continue;
+        }
+        s->h = h;
+        s->id = ++h->next_id;
+        snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
+        s->c.s = s->u.s = s;
+        s->c.client = true;
+        s->c.io.fd = fd;
+        s->c.io.cb = io_cb;
+        s->c.io.data = &s->c;
+        s->c.open = true;
+        s->u.io.fd = -1;
+        if (ssl) {
+            SSL_set_fd(ssl, fd);
+            SSL_set_accept_state(ssl);
+            s->c.ssl = ssl;
+            s->c.handshaking = true;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        http_parser_init(&s->cp, HTTP_REQUEST);
+        s->cp.data = s;
+        http_parser_init(&s->up, HTTP_RESPONSE);
+        s->up.data = s;
+        mp_http_msg_init(&s->req, h->cfg->http_max_header);
+        mp_http_msg_init(&s->resp, h->cfg->http_max_header);
+        s->timer.cb = timer_cb;
+        s->timer.data = s;
+        /* the TLS handshake and the first head count against the header timeout */
+        s->header_dl = mp_now_ms() + (uint64_t)h->cfg->http_header_timeout_s * 1000;
+        s->next = h->sessions;
+        if (h->sessions)
+            h->sessions->prev = s;
+        h->sessions = s;
+        h->n_sess++;
+        mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, ssl ? " (TLS)" : "");
+        pump(s);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* setup                                                               */
+
+static int listen_http(struct mp_http *h, const struct mp_http_listen *la)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", la->port);
+    int rc = getaddrinfo(la->host, ps, &hints, &ai);
+    if (rc) {
+        mp_error("mapiproxy:http listen %s: %s; give a numeric address or a resolvable name",
+                 la->host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+        mp_error("cannot listen on %s port %u (mapiproxy:http listen): %s; choose another "
+                 "address or port, or stop what uses it",
+                 la->host, la->port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    struct listener *l = &h->ls[h->n_ls++];
+    l->h = h;
+    l->io.fd = fd;
+    l->io.cb = accept_cb;
+    l->io.data = l;
+    return mp_io_set(h->loop, &l->io, MP_READ);
+}
+
+static void log_ssl_errors(const char *what)
+{
+    char buf[256];
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, buf, sizeof buf);
+    else
+        snprintf(buf, sizeof buf, "unknown error");
+    mp_error("%s: %s", what, buf);
+    ERR_clear_error();
+}
+
+static int setup_tls(struct mp_http *h)
+{
+    const struct mp_config *cfg = h->cfg;
+    if (!cfg->http_plain) {
+        h->server_ctx = SSL_CTX_new(TLS_server_method());
+        if (!h->server_ctx || !SSL_CTX_set_min_proto_version(h->server_ctx, TLS1_2_VERSION)) {
+            log_ssl_errors("TLS server context");
+            return -1;
+        }
+        if (SSL_CTX_use_certificate_chain_file(h->server_ctx, cfg->tls_certificate) != 1) {
+            char what[700];
+            snprintf(what, sizeof what, "mapiproxy:tls certificate %s cannot be used",
+                     cfg->tls_certificate);
+            log_ssl_errors(what);
+            return -1;
+        }
+        if (SSL_CTX_use_PrivateKey_file(h->server_ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(h->server_ctx) != 1) {
+            char what[700];
+            snprintf(what, sizeof what,
+                     "mapiproxy:tls key %s cannot be used (or does not match the certificate)",
+                     cfg->tls_key);
+            log_ssl_errors(what);
+            return -1;
+        }
+        SSL_CTX_set_mode(h->server_ctx,
+                         SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_options(h->server_ctx, SSL_OP_NO_RENEGOTIATION);
+    }
+    if (!cfg->http_upstream.tls)
+        return 0;
+    h->client_ctx = SSL_CTX_new(TLS_client_method());
+    if (!h->client_ctx || !SSL_CTX_set_min_proto_version(h->client_ctx, TLS1_2_VERSION)) {
+        log_ssl_errors("TLS client context");
+        return -1;
+    }
+    SSL_CTX_set_mode(h->client_ctx,
+                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (cfg->tls_verify) {
+        SSL_CTX_set_verify(h->client_ctx, SSL_VERIFY_PEER, NULL);
+        int ok = cfg->tls_ca_file[0]
+                     ? SSL_CTX_load_verify_locations(h->client_ctx, cfg->tls_ca_file, NULL)
+                     : SSL_CTX_set_default_verify_paths(h->client_ctx);
+        if (ok != 1) {
+            char what[700];
+            snprintf(what, sizeof what, "mapiproxy:tls ca file %s cannot be loaded",
+                     cfg->tls_ca_file[0] ? cfg->tls_ca_file : "(system bundle)");
+            log_ssl_errors(what);
+            return -1;
+        }
+    } else {
+        SSL_CTX_set_verify(h->client_ctx, SSL_VERIFY_NONE, NULL);
+        mp_warn("mapiproxy:tls verify = no: the upstream's certificate is NOT verified; use this "
+                "in labs only");
+    }
+    return 0;
+}
+
+static int resolve_upstream(struct mp_http *h)
+{
+    const struct mp_http_url *u = &h->cfg->http_upstream;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai, *a;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", u->port);
+    int rc = getaddrinfo(u->host, ps, &hints, &ai);
+    if (rc) {
+        mp_error("mapiproxy:http upstream: cannot resolve %s: %s; check the name", u->host,
+                 gai_strerror(rc));
+        return -1;
+    }
+    struct addrinfo *pick = ai;
+    for (a = ai; a; a = a->ai_next) /* IPv4 first: "localhost" may also be ::1 */
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    memcpy(&h->up_addr, pick->ai_addr, pick->ai_addrlen);
+    h->up_addr_len = pick->ai_addrlen;
+    freeaddrinfo(ai);
+    bool v6 = strchr(u->host, ':') != NULL;
+    bool dflt = u->port == (u->tls ? 443 : 80);
+    char port[8] = "";
+    if (!dflt)
+        snprintf(port, sizeof port, ":%u", u->port);
+    snprintf(h->up_hostport, sizeof h->up_hostport, "%s%s%s%s", v6 ? "[" : "", u->host,
+             v6 ? "]" : "", port);
+    return 0;
+}
+
+struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
+{
+    static bool settings_done;
+    if (!settings_done) {
+        req_settings = (http_parser_settings){.on_message_begin = on_req_begin,
+                                              .on_url = on_req_url,
+                                              .on_header_field = on_req_field,
+                                              .on_header_value = on_req_value,
+                                              .on_headers_complete = on_req_headers,
+                                              .on_body = on_req_body,
+                                              .on_message_complete = on_req_complete};
+        resp_settings = (http_parser_settings){.on_message_begin = on_resp_begin,
+                                               .on_status = on_resp_status,
+                                               .on_header_field = on_resp_field,
+                                               .on_header_value = on_resp_value,
+                                               .on_headers_complete = on_resp_headers,
+                                               .on_body = on_resp_body,
+                                               .on_message_complete = on_resp_complete};
+        settings_done = true;
+    }
+    struct mp_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->loop = loop;
+    h->cfg = cfg;
+    for (size_t i = 0; i < MP_MAX_LISTEN; i++)
+        h->ls[i].io.fd = -1;
+    char pub[320];
+    if (cfg->http_public_name[0])
+        snprintf(pub, sizeof pub, "%s", cfg->http_public_name);
+    else if (strchr(cfg->http_listen[0].host, ':'))
+        snprintf(pub, sizeof pub, "[%s]:%u", cfg->http_listen[0].host, cfg->http_listen[0].port);
+    else
+        snprintf(pub, sizeof pub, "%s:%u", cfg->http_listen[0].host, cfg->http_listen[0].port);
+    if (mp_http_names_init(&h->names, cfg->http_upstream.host, cfg->http_upstream_names, pub)) {
+        mp_error("mapiproxy:http upstream names / public name: a name is empty or too long, or "
+                 "there are more than %d; fix them",
+                 MP_HTTP_MAX_NAMES);
+        free(h);
+        return NULL;
+    }
+    if (setup_tls(h) || resolve_upstream(h)) {
+        mp_http_free(h);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_http_listen; i++)
+        if (listen_http(h, &cfg->http_listen[i])) {
+            mp_http_free(h);
+            return NULL;
+        }
+    mp_info("http front ready: %zu listener(s), %s, upstream %s://%s, public name %s",
+            cfg->n_http_listen, cfg->http_plain ? "plain HTTP" : "TLS",
+            cfg->http_upstream.tls ? "https" : "http", h->up_hostport, h->names.pub_authority);
+    return h;
+}
+
+void mp_http_free(struct mp_http *h)
+{
+    if (!h)
+        return;
+    while (h->sessions)
+        session_close(h->sessions, "shutdown");
+    for (size_t i = 0; i < h->n_ls; i++)
+        mp_io_close(h->loop, &h->ls[i].io);
+    SSL_CTX_free(h->server_ctx);
+    SSL_CTX_free(h->client_ctx);
+    mp_http_names_free(&h->names);
+    free(h);
+}

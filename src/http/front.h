@@ -1,0 +1,18 @@
+/* The HTTPS front: MAPI over HTTP and Autodiscover relayed to an HTTPS
+ * upstream, one upstream connection per client connection
+ * (doc/internals/http.md). */
+#ifndef MP_HTTP_FRONT_H
+#define MP_HTTP_FRONT_H
+#include <stdint.h>
+
+#include "core/config.h"
+#include "event/loop.h"
+
+struct mp_http;
+
+/* Loads the certificates, resolves the upstream and binds every
+ * mapiproxy:http listen address.  NULL after logging what failed. */
+struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg);
+/* Closes the listeners and every connection. */
+void mp_http_free(struct mp_http *h);
+#endif

@@ -1,0 +1,137 @@
+"""The HTTPS front before the lab's MAPI over HTTP server (tests/lab,
+lab_mapihttp.py, over HTTPS with NTLM and Basic) and the lab's MAPI/HTTP
+client on python3-requests / requests-ntlm: real NTLM handshakes bound to
+connections, MAPI/HTTP's PROCESSING / PENDING / DONE streams, session
+cookies, Autodiscover answers of the lab rewritten to name the proxy."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+from requests.auth import HTTPBasicAuth
+from requests_ntlm import HttpNtlmAuth
+
+from conftest import ROOT, free_port
+from http_peer import make_ca, make_cert
+
+LAB_DIR = os.path.join(ROOT, "tests", "lab")
+if not os.path.exists(os.path.join(LAB_DIR, "lab_mapihttp.py")):
+    pytest.skip("the lab has no MAPI over HTTP server", allow_module_level=True)
+sys.path.insert(0, LAB_DIR)
+
+import mapihttp_client as MH  # noqa: E402
+
+ORG = "/o=LabOrg/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)"
+ALICE = ORG + "/cn=Recipients/cn=alice"
+PASSWORDS = {"alice": "Alice-Pw.1", "bob": "Bob:pw 2"}
+PUBLIC = "mail.proxy.test"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("mhfront"))
+    ca = make_ca(d, "ca")
+    lab_cert = make_cert(d, "ca", "lab", ["DNS:localhost", "DNS:exlab01.lab.example"])
+    proxy_cert = make_cert(d, "ca", "proxy", ["DNS:mail.proxy.test", "IP:127.0.0.1"])
+    users = os.path.join(d, "users")
+    with open(users, "w") as f:
+        for u, p in PASSWORDS.items():
+            f.write(f"{u}:LAB:{p}\n")
+    proc = subprocess.Popen(
+        ["/usr/bin/python3", os.path.join(LAB_DIR, "exchange_lab.py"), "--host", "127.0.0.1",
+         "--epm-port", "0", "--mapihttp-port", "0", "--tls-cert", lab_cert[0], "--tls-key",
+         lab_cert[1], "--users", users, "--http-auth", "ntlm,basic", "--pending-period", "0.1",
+         "--pending-delay", "0.3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("READY ") and "mapihttp=" in line, line
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    ports = dict((k, int(v)) for k, v in (kv.split("=") for kv in line.split()[1:]))
+    yield {"ca": ca, "proxy_cert": proxy_cert, "mapihttp": ports["mapihttp"]}
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+
+
+@pytest.fixture
+def front(make_proxy, env):
+    port = free_port()
+    p = make_proxy(upstream_epm_port=1, wait_ports=(port,), extra={
+        "mapiproxy:http listen": f"127.0.0.1:{port}",
+        "mapiproxy:tls certificate": env["proxy_cert"][0],
+        "mapiproxy:tls key": env["proxy_cert"][1],
+        "mapiproxy:tls ca file": env["ca"],
+        "mapiproxy:http upstream": f"https://localhost:{env['mapihttp']}",
+        "mapiproxy:http upstream names": "exlab01.lab.example",
+        "mapiproxy:http public name": PUBLIC,
+    })
+    p.base = f"https://127.0.0.1:{port}"
+    return p
+
+
+def ntlm(user="alice"):
+    return HttpNtlmAuth("LAB\\" + user, PASSWORDS[user])
+
+
+def test_emsmdb_and_nspi_with_ntlm_through_the_front(front, env):
+    ems = MH.EmsmdbHttp(front.base, auth=ntlm(), verify=env["ca"])
+    r = ems.connect(ALICE)
+    assert r["ErrorCode"] == 0 and r["DisplayName"] == "Alice Anders"
+    meta = r["response"].meta
+    assert meta[0] == "PROCESSING" and "PENDING" in meta and meta[-1] == "DONE"
+    assert set(ems.http.cookies.get_dict()) == {"MapiContext", "MapiSequence"}
+    assert ems.ping().code == 0
+    assert ems.disconnect()["ErrorCode"] == 0
+    ab = MH.NspiHttp(front.base, auth=HTTPBasicAuth("LAB\\bob", PASSWORDS["bob"]),
+                     verify=env["ca"])
+    assert ab.bind()["ErrorCode"] == 0
+    front.stop()
+    log = front.log()
+    assert "type=Connect" in log and "type=Bind" in log and "status=200" in log
+    for secret in (PASSWORDS["alice"], PASSWORDS["bob"], "MapiContext=", "TlRMTVNT"):
+        assert secret not in log
+
+
+def test_ntlm_connection_does_not_lend_its_logon(front, env):
+    """Alice's session cookies on another client connection, without NTLM,
+    are refused by the upstream: that connection has its own upstream one."""
+    ems = MH.EmsmdbHttp(front.base, auth=ntlm(), verify=env["ca"])
+    assert ems.connect(ALICE)["ErrorCode"] == 0
+    other = requests.Session()
+    other.cookies.update(ems.http.cookies)
+    r = other.post(front.base + "/mapi/emsmdb/", data=b"", verify=env["ca"],
+                   headers={"Content-Type": "application/mapi-http", "X-RequestType": "PING",
+                            "X-RequestId": "{x}:1", "X-ClientInfo": "{x}:1"})
+    assert r.status_code == 401
+    # the first connection is still logged on
+    assert ems.ping().code == 0
+
+
+def test_lab_autodiscover_names_only_the_proxy(front, env):
+    req = ('<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="http://schemas.'
+           'microsoft.com/exchange/autodiscover/outlook/requestschema/2006"><Request>'
+           '<EMailAddress>alice@lab.example</EMailAddress><AcceptableResponseSchema>'
+           'http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a'
+           '</AcceptableResponseSchema></Request></Autodiscover>')
+    s = requests.Session()
+    s.auth = ntlm()
+    r = s.post(front.base + "/autodiscover/autodiscover.xml", data=req, verify=env["ca"],
+               headers={"Content-Type": "text/xml", "X-MapiHttpCapability": "1",
+                        "Accept-Encoding": "gzip"})
+    assert r.status_code == 200
+    text = r.text
+    assert "exlab01.lab.example" not in text and str(env["mapihttp"]) not in text
+    assert f"<InternalUrl>https://{PUBLIC}/mapi/emsmdb/?MailboxId=" in text
+    assert f"<Server>{PUBLIC}</Server>" in text
+    assert "cn=EXLAB01" in text  # legacy DNs stay
+    j = s.get(front.base + "/autodiscover/autodiscover.json/v1.0/alice@lab.example",
+              params={"Protocol": "AutodiscoverV1"}, verify=env["ca"])
+    assert j.json()["Url"] == f"https://{PUBLIC}/autodiscover/autodiscover.xml"
+    # the rewritten URLs work against the proxy: a client that follows them
+    mbx = text.split("<InternalUrl>")[1].split("</InternalUrl>")[0]
+    path = mbx.split(PUBLIC, 1)[1].replace("&amp;", "&")
+    ems = MH.EmsmdbHttp(front.base, auth=ntlm(), verify=env["ca"],
+                        mailbox_id=path.split("MailboxId=")[1])
+    assert ems.connect(ALICE)["ErrorCode"] == 0

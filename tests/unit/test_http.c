@@ -1,0 +1,173 @@
+/* Unit tests of the HTTP front's own text handling: Autodiscover rewriting
+ * (src/http/rewrite.c), head collection and rebuilding (src/http/msg.c),
+ * and the configuration's http options. */
+#include "core/config.h"
+#include "http/msg.h"
+#include "http/rewrite.h"
+#include "testlib.h"
+
+static struct mp_http_names nm;
+
+/* Rewrites `in`; true when the result is `want` with `n` replacements. */
+static int rw(const char *in, const char *want, long n)
+{
+    struct mp_buf out = {0};
+    long k = mp_http_rewrite(&nm, (const uint8_t *)in, strlen(in), &out);
+    int ok = k == n && out.len == strlen(want) &&
+             !memcmp(out.data ? (char *)out.data : "", want, out.len);
+    if (!ok)
+        fprintf(stderr, "rewrite \"%s\" -> \"%.*s\" (%ld)\n", in, (int)out.len,
+                out.data ? (char *)out.data : "", k);
+    mp_buf_free(&out);
+    return ok;
+}
+
+static void test_rewrite(void)
+{
+    CHECK_EQ(mp_http_names_init(&nm, "exch01.corp.example", "EXCH01, mail.corp.example",
+                                "proxy.example.com:8443"),
+             0);
+    CHECK(!strcmp(nm.pub_host, "proxy.example.com"));
+    CHECK(rw("", "", 0));
+    CHECK(rw("https://exch01.corp.example/mapi/emsmdb/?MailboxId=a@corp.example",
+             "https://proxy.example.com:8443/mapi/emsmdb/?MailboxId=a@corp.example", 1));
+    /* the upstream's port goes with the name in URLs */
+    CHECK(rw("https://EXCH01.Corp.Example:444/EWS", "https://proxy.example.com:8443/EWS", 1));
+    CHECK(rw("http://exch01:80", "http://proxy.example.com:8443", 1));
+    /* a colon not followed by digits stays */
+    CHECK(rw("https://exch01:x", "https://proxy.example.com:8443:x", 1));
+    /* JSON's escaped slashes */
+    CHECK(rw("\"https:\\/\\/mail.corp.example\\/mapi\"",
+             "\"https:\\/\\/proxy.example.com:8443\\/mapi\"", 1));
+    /* bare names get the host only */
+    CHECK(rw("<Server>EXCH01</Server><Server>exch01.corp.example</Server>",
+             "<Server>proxy.example.com</Server><Server>proxy.example.com</Server>", 2));
+    /* not inside longer names, not e-mail domains, not DN values */
+    CHECK(rw("exch01x xexch01 exch01.other.example sub.exch01 a@exch01 cn=EXCH01",
+             "exch01x xexch01 exch01.other.example sub.exch01 a@exch01 cn=EXCH01", 0));
+    /* a full stop ending a sentence is not part of the name */
+    CHECK(rw("see exch01.", "see proxy.example.com.", 1));
+    /* longest name first: the FQDN is not cut at "exch01" */
+    CHECK(rw("exch01.corp.example", "proxy.example.com", 1));
+    CHECK(rw("x exch01", "x proxy.example.com", 1));
+    mp_http_names_free(&nm);
+    /* IPv6 public name: brackets kept in both forms */
+    CHECK_EQ(mp_http_names_init(&nm, "up", "", "[2001:db8::1]:443"), 0);
+    CHECK(!strcmp(nm.pub_host, "[2001:db8::1]"));
+    CHECK(rw("https://up/x up", "https://[2001:db8::1]:443/x [2001:db8::1]", 2));
+    mp_http_names_free(&nm);
+    CHECK_EQ(mp_http_names_init(&nm, "up", "", ""), -1);
+    CHECK_EQ(mp_http_names_init(&nm, "", "", "p"), -1);
+}
+
+static void feed_head(struct mp_http_msg *m)
+{
+    mp_http_msg_init(m, 200);
+    CHECK_EQ(mp_http_msg_url(m, "/mapi/", 6), 0);
+    CHECK_EQ(mp_http_msg_url(m, "nspi/", 5), 0);
+    const char *h[][2] = {
+        {"Host", "client.example"},  {"Connection", "keep-alive, X-Hop"}, {"X-Hop", "1"},
+        {"Keep-Alive", "300"},       {"Authorization", "NTLM abc"},       {"Content-Length", "5"},
+        {"Accept-Encoding", "gzip"}, {"Location", "https://up/x"},        {"X-Fold", "a\r\n b"}};
+    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
+        CHECK_EQ(mp_http_msg_field(m, h[i][0], strlen(h[i][0])), 0);
+        CHECK_EQ(mp_http_msg_value(m, h[i][1], strlen(h[i][1])), 0);
+    }
+}
+
+static void test_heads(void)
+{
+    struct mp_http_msg m;
+    feed_head(&m);
+    size_t l;
+    const char *v = mp_http_msg_get(&m, "authorization", &l);
+    CHECK(v && l == 8 && !memcmp(v, "NTLM abc", 8));
+    CHECK(mp_http_msg_get(&m, "cookie", &l) == NULL);
+    struct mp_buf out = {0};
+    struct mp_http_head_opts o = {
+        .framing = MP_HTTP_CHUNKED, .host = "up:444", .strip_accept_encoding = true};
+    CHECK_EQ(mp_http_request_head(&m, "POST", &o, &out), 0);
+    const char *want = "POST /mapi/nspi/ HTTP/1.1\r\nAuthorization: NTLM abc\r\n"
+                       "Location: https://up/x\r\nX-Fold: a   b\r\nHost: up:444\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n";
+    CHECK(out.len == strlen(want) && !memcmp(out.data, want, out.len));
+    if (out.len != strlen(want) || memcmp(out.data, want, out.len))
+        fprintf(stderr, "got: %.*s\n", (int)out.len, (char *)out.data);
+    mp_buf_free(&out);
+    /* a response: Location rewritten, Content-Length from the framing */
+    CHECK_EQ(mp_http_names_init(&nm, "up", "", "proxy:1"), 0);
+    mp_http_msg_reset(&m);
+    CHECK_EQ(mp_http_msg_url(&m, "OK", 2), 0);
+    CHECK_EQ(mp_http_msg_field(&m, "Location", 8), 0);
+    CHECK_EQ(mp_http_msg_value(&m, "https://up:9/a", 14), 0);
+    CHECK_EQ(mp_http_msg_field(&m, "Content-Length", 14), 0);
+    CHECK_EQ(mp_http_msg_value(&m, "99", 2), 0);
+    struct mp_http_head_opts r = {
+        .framing = MP_HTTP_LENGTH, .length = 7, .close = true, .rewrite_location = &nm};
+    CHECK_EQ(mp_http_response_head(&m, 302, &r, &out), 0);
+    want = "HTTP/1.1 302 OK\r\nLocation: https://proxy:1/a\r\nContent-Length: 7\r\n"
+           "Connection: close\r\n\r\n";
+    CHECK(out.len == strlen(want) && !memcmp(out.data, want, out.len));
+    mp_buf_free(&out);
+    mp_http_names_free(&nm);
+    /* the bound: 200 bytes of URL, names and values */
+    mp_http_msg_reset(&m);
+    char big[300];
+    memset(big, 'a', sizeof big);
+    CHECK_EQ(mp_http_msg_url(&m, big, 150), 0);
+    CHECK_EQ(mp_http_msg_field(&m, big, 40), 0);
+    CHECK_EQ(mp_http_msg_value(&m, big, 20), -1);
+    /* a value before any name is refused */
+    mp_http_msg_reset(&m);
+    CHECK_EQ(mp_http_msg_value(&m, "x", 1), -1);
+    mp_http_msg_free(&m);
+}
+
+static int load(const char *extra, struct mp_config *c)
+{
+    char text[2048];
+    snprintf(text, sizeof text, "[global]\ndcerpc_mapiproxy:binding = ncacn_ip_tcp:x\n%s", extra);
+    struct mp_diag d = {0};
+    int rc = mp_config_load_text(c, "t.conf", text, &d);
+    mp_diag_free(&d);
+    return rc;
+}
+
+static void test_config(void)
+{
+    struct mp_config c;
+    CHECK_EQ(load("mapiproxy:http listen = 127.0.0.1:8443, [::1]:9443\n"
+                  "mapiproxy:http upstream = https://[2001:db8::5]:444/\n"
+                  "mapiproxy:tls certificate = c.pem\nmapiproxy:tls key = k.pem\n",
+                  &c),
+             0);
+    CHECK(c.n_http_listen == 2 && c.http_listen[1].port == 9443 &&
+          !strcmp(c.http_listen[1].host, "::1"));
+    CHECK(c.http_upstream.tls && c.http_upstream.port == 444 &&
+          !strcmp(c.http_upstream.host, "2001:db8::5"));
+    CHECK(c.tls_verify && c.http_header_timeout_s == 30 && c.http_max_header == 32768);
+    mp_config_free(&c);
+    CHECK_EQ(load("mapiproxy:http listen = 127.0.0.1:8443\nmapiproxy:http plain = yes\n"
+                  "mapiproxy:http upstream = http://up\n",
+                  &c),
+             0);
+    CHECK(!c.http_upstream.tls && c.http_upstream.port == 80 && c.warnings.n == 1);
+    mp_config_free(&c);
+    /* errors: no port, no TLS material, no upstream, a path, a bad scheme */
+    CHECK_EQ(load("mapiproxy:http listen = 127.0.0.1\n", &c), -1);
+    CHECK_EQ(load("mapiproxy:http listen = 127.0.0.1:1\nmapiproxy:http upstream = https://u\n", &c),
+             -1);
+    CHECK_EQ(load("mapiproxy:http listen = 127.0.0.1:1\nmapiproxy:http plain = yes\n", &c), -1);
+    CHECK_EQ(load("mapiproxy:http upstream = https://u/owa\n", &c), -1);
+    CHECK_EQ(load("mapiproxy:http upstream = ftp://u\n", &c), -1);
+    CHECK_EQ(load("mapiproxy:http upstream = https://u:0\n", &c), -1);
+    CHECK_EQ(load("mapiproxy:http listen = ::1:80\n", &c), -1);
+}
+
+int main(void)
+{
+    test_rewrite();
+    test_heads();
+    test_config();
+    TEST_DONE();
+}
