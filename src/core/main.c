@@ -141,6 +141,8 @@ int main(int argc, char **argv)
         mp_config_free(&cfg);
         return 1;
     }
+    if (http)
+        mp_http_set_modules(http, mp_relay_modules(relay));
     char up[300];
     if (cfg.binding.port)
         snprintf(up, sizeof(up), "%s port %u", cfg.binding.host, cfg.binding.port);

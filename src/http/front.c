@@ -31,6 +31,9 @@
 #include "core/log.h"
 #include "http/msg.h"
 #include "http/rewrite.h"
+#include "mapihttp/mhcall.h"
+#include "mapihttp/stream.h"
+#include "modules/runtime.h"
 
 #define READ_CHUNK 16384
 #define MAX_PARKED (64u << 10) /* client bytes read ahead while a request waits */
@@ -72,7 +75,21 @@ struct mp_http {
     struct hsess *sessions;
     size_t n_sess;
     uint64_t next_id;
+    struct mp_modules *mods; /* the module chain (the relay's), or NULL */
+    struct mhsess *mh;       /* module sessions by MapiContext cookie */
+    size_t n_mh;
 };
+
+/* A MAPI/HTTP session for the module chain: the upstream's MapiContext
+ * cookie names it, whatever client connection a request comes on. */
+struct mhsess {
+    struct mhsess *next;
+    char cookie[128];
+    struct mp_session *ses;
+    uint64_t last_ms;
+};
+#define MAX_MH_SESSIONS 4096u
+#define MH_SESSION_IDLE_MS (2u * 3600u * 1000u)
 
 enum route { R_NONE, R_RELAY, R_AUTOD };
 
@@ -103,6 +120,20 @@ struct hsess {
     int status;
     uint64_t resp_bytes;
     struct mp_buf body; /* Autodiscover body being collected */
+    /* MAPI/HTTP through the module chain (mp_mh_call): the request body is
+     * collected, then sent by the chain; the response's meta-tags stream on
+     * and its body is collected, then answered by the chain */
+    bool mod;      /* this request goes through the chain */
+    bool mod_resp; /* its response is being collected */
+    int mh_kind;
+    struct mp_mh_call *mc;
+    struct mp_session *mses; /* the module session of this request */
+    struct mp_buf mreq;      /* the request body */
+    struct mp_mh_stream mst; /* the response entity */
+    struct mp_buf mraw;      /* the response entity as received */
+    unsigned m_proc, m_pend; /* meta-tags passed on to the client */
+    bool m_head;             /* the client's response head is out */
+    bool pumping;            /* inside pump(): callbacks must not pump again */
     /* deadlines (ms; 0 = none) */
     uint64_t header_dl, idle_dl, upstream_dl;
 };
@@ -272,10 +303,374 @@ static void send_local(struct hsess *s, int st, bool close)
         s->closing = true;
 }
 
+/* ------------------------------------------------------------------ */
+/* MAPI/HTTP through the module chain (src/mapihttp/mhcall.h)          */
+
+static void request_finished(struct hsess *s);
+static int resp_fail(struct hsess *s, const char *why);
+
+/* The value of cookie `name` in a Cookie header ("a=b; MapiContext=v"). */
+static const char *cookie_in(const char *v, size_t vl, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < vl;) {
+        while (i < vl && (v[i] == ' ' || v[i] == ';'))
+            i++;
+        size_t j = i;
+        while (j < vl && v[j] != ';')
+            j++;
+        if (j - i > nl && !strncmp(v + i, name, nl) && v[i + nl] == '=') {
+            *len = j - i - nl - 1;
+            return v + i + nl + 1;
+        }
+        i = j;
+    }
+    return NULL;
+}
+
+/* MapiContext from the request's Cookie headers or the response's
+ * Set-Cookie headers. */
+static const char *mapi_context(const struct mp_http_msg *m, bool response, size_t *len)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        const struct mp_http_hdr *hd = &m->h[i];
+        const char *nm = (const char *)m->raw.data + hd->name_off;
+        const char *want = response ? "set-cookie" : "cookie";
+        if (hd->name_len != strlen(want) || strncasecmp(nm, want, hd->name_len))
+            continue;
+        const char *v = (const char *)m->raw.data + hd->val_off;
+        size_t vl = hd->val_len;
+        if (response) { /* "MapiContext=v; Path=..." */
+            size_t k = 0;
+            while (k < vl && v[k] != ';')
+                k++;
+            vl = k;
+        }
+        const char *c = cookie_in(v, vl, "MapiContext", len);
+        if (c && *len && *len < sizeof(((struct mhsess *)0)->cookie))
+            return c;
+    }
+    return NULL;
+}
+
+static struct mhsess *mh_find(struct mp_http *h, const char *c, size_t n)
+{
+    for (struct mhsess *m = h->mh; m; m = m->next)
+        if (strlen(m->cookie) == n && !memcmp(m->cookie, c, n))
+            return m;
+    return NULL;
+}
+
+static void mh_drop(struct mp_http *h, struct mhsess *m)
+{
+    for (struct mhsess **pp = &h->mh; *pp; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    }
+    mp_session_unref(m->ses);
+    free(m);
+    h->n_mh--;
+}
+
+/* Sessions idle for long, and the oldest beyond the limit, go. */
+static void mh_expire(struct mp_http *h)
+{
+    uint64_t now = mp_now_ms();
+    for (struct mhsess *m = h->mh, *nx; m; m = nx) {
+        nx = m->next;
+        if (now - m->last_ms > MH_SESSION_IDLE_MS)
+            mh_drop(h, m);
+    }
+    while (h->n_mh >= MAX_MH_SESSIONS) {
+        struct mhsess *old = h->mh;
+        for (struct mhsess *m = h->mh; m; m = m->next)
+            if (m->last_ms < old->last_ms)
+                old = m;
+        mh_drop(h, old);
+    }
+}
+
+/* The module session of the current request: the one its MapiContext
+ * cookie names, or a new one (registered when the upstream sets a cookie). */
+static struct mp_session *mh_session(struct hsess *s)
+{
+    struct mp_http *h = s->h;
+    size_t n;
+    const char *c = mapi_context(&s->req, false, &n);
+    struct mhsess *m = c ? mh_find(h, c, n) : NULL;
+    if (m) {
+        m->last_ms = mp_now_ms();
+        mp_session_ref(m->ses);
+        return m->ses;
+    }
+    struct mp_session *ses = mp_session_new(h->mods);
+    if (ses)
+        ses->id = (uint32_t)(0x40000000u | (h->next_id++ & 0x3fffffffu));
+    return ses;
+}
+
+/* The upstream named the session (Set-Cookie MapiContext): remember it. */
+static void mh_register(struct hsess *s)
+{
+    struct mp_http *h = s->h;
+    size_t n;
+    const char *c = mapi_context(&s->resp, true, &n);
+    if (!c || !s->mses || mh_find(h, c, n))
+        return;
+    mh_expire(h);
+    struct mhsess *m = calloc(1, sizeof(*m));
+    if (!m)
+        return;
+    memcpy(m->cookie, c, n);
+    m->ses = s->mses;
+    mp_session_ref(m->ses);
+    m->last_ms = mp_now_ms();
+    m->next = h->mh;
+    h->mh = m;
+    h->n_mh++;
+}
+
+/* Disconnect / Unbind: the session ends with this request. */
+static void mh_forget(struct hsess *s)
+{
+    size_t n;
+    const char *c = mapi_context(&s->req, false, &n);
+    struct mhsess *m = c ? mh_find(s->h, c, n) : NULL;
+    if (m)
+        mh_drop(s->h, m);
+}
+
+static void mh_end(struct hsess *s)
+{
+    if (s->mc)
+        mp_mh_call_detach(s->mc);
+    s->mc = NULL;
+    if (s->mses)
+        mp_session_unref(s->mses);
+    s->mses = NULL;
+    s->mod = s->mod_resp = s->m_head = false;
+    mp_buf_free(&s->mreq);
+    mp_buf_free(&s->mraw);
+    mp_mh_stream_free(&s->mst);
+}
+
+/* Appends bytes of the response entity for the client (chunked). */
+static void mh_out(struct hsess *s, const void *p, size_t n)
+{
+    if (!n)
+        return;
+    char sz[24];
+    int k = snprintf(sz, sizeof sz, "%zx\r\n", n);
+    if (mp_buf_append(&s->c.out, sz, (size_t)k) || mp_buf_append(&s->c.out, p, n) ||
+        mp_buf_append(&s->c.out, "\r\n", 2))
+        s->closing = true;
+    s->resp_bytes += n;
+}
+
+/* The client's response head, when the upstream sent none (a module
+ * answered): what Exchange sends. */
+static void mh_own_head(struct hsess *s, uint32_t code)
+{
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 200 OK\r\nContent-Type: application/mapi-http\r\n"
+                     "X-RequestType: %s\r\nX-RequestId: %s\r\nX-ResponseCode: %u\r\n"
+                     "X-ServerApplication: mapiproxy\r\nCache-Control: private\r\n"
+                     "Transfer-Encoding: chunked\r\n%s\r\n",
+                     s->xtype, s->xid, code, s->keepalive ? "" : "Connection: close\r\n");
+    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&s->c.out, head, (size_t)n))
+        s->closing = true;
+    s->m_head = true;
+    s->chunk_out = true;
+    s->resp_started = true;
+    if (!s->keepalive)
+        s->close_after = true;
+}
+
+/* The request is answered: its response is complete. */
+static void mh_finish(struct hsess *s, int status)
+{
+    if (mp_buf_append(&s->c.out, "0\r\n\r\n", 5))
+        s->closing = true;
+    s->status = status;
+    s->upstream_dl = 0;
+    if (!strcasecmp(s->xtype, "Disconnect") || !strcasecmp(s->xtype, "Unbind"))
+        mh_forget(s);
+    mh_end(s);
+    if (s->req_complete) {
+        request_finished(s);
+        if (!s->closing)
+            http_parser_pause(&s->cp, 0);
+    }
+    if (!s->pumping && !s->dead)
+        pump(s);
+}
+
+static void mh_answer(void *owner, const uint8_t *body, size_t len)
+{
+    struct hsess *s = owner;
+    if (!s->m_head)
+        mh_own_head(s, 0);
+    struct mp_buf e = {0};
+    int rc = (!s->m_proc && mp_mh_stream_put_meta(&e, "PROCESSING")) ||
+             mp_mh_stream_put_meta(&e, "DONE") ||
+             mp_mh_stream_put_headers(&e, 0, s->mst.elapsed_time,
+                                      s->mst.start_time[0] ? s->mst.start_time : NULL) ||
+             (len && mp_buf_append(&e, body, len));
+    if (rc)
+        s->closing = true;
+    else
+        mh_out(s, e.data, e.len);
+    mp_buf_free(&e);
+    mh_finish(s, 200);
+}
+
+static void mh_fail(void *owner, uint32_t code)
+{
+    struct hsess *s = owner;
+    mp_warn("http #%" PRIu64 " %s %s: the module chain failed; X-ResponseCode %u to the client",
+            s->id, s->peer, s->xtype, code);
+    if (!s->m_head)
+        mh_own_head(s, code);
+    struct mp_buf e = {0};
+    if ((!s->m_proc && mp_mh_stream_put_meta(&e, "PROCESSING")) ||
+        mp_mh_stream_put_meta(&e, "DONE") || mp_mh_stream_put_headers(&e, code, 0, NULL))
+        s->closing = true;
+    else
+        mh_out(s, e.data, e.len);
+    mp_buf_free(&e);
+    mh_finish(s, 200);
+}
+
+static void mh_relay(void *owner, const uint8_t *body, size_t len)
+{
+    struct hsess *s = owner;
+    struct mp_http_head_opts o = {
+        .framing = MP_HTTP_LENGTH, .length = len, .host = s->h->up_hostport};
+    if (mp_http_request_head(&s->req, s->method, &o, &s->u.out) ||
+        (len && mp_buf_append(&s->u.out, body, len))) {
+        s->closing = true;
+        return;
+    }
+    s->forwarded = true;
+    s->status = 0;
+    s->mod_resp = false;
+    mp_buf_free(&s->mraw);
+    mp_mh_stream_free(&s->mst);
+    mp_mh_stream_init(&s->mst);
+    if (!s->u.connecting && !s->u.handshaking)
+        s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
+    if (!s->pumping && !s->dead)
+        pump(s);
+}
+
+static const struct mp_mh_call_host mh_host = {mh_relay, mh_answer, mh_fail};
+
+/* Does the chain want this request (POST /mapi/..., a type with a twin)? */
+static bool mh_wanted(struct hsess *s, const http_parser *p)
+{
+    struct mp_http *h = s->h;
+    if (!h->mods || p->method != HTTP_POST || !s->xtype[0] ||
+        (strncasecmp(s->path, "/mapi/emsmdb", 12) && strncasecmp(s->path, "/mapi/nspi", 10)))
+        return false;
+    int k = mp_mh_kind_lookup(s->xtype);
+    const struct mp_mh_kind_info *ki = k >= 0 ? mp_mh_kind_info((enum mp_mh_kind)k) : NULL;
+    const struct mp_codec_iface *ifc =
+        ki && ki->twin_iface ? mp_codec_iface_lookup(ki->twin_iface) : NULL;
+    if (!ifc || !mp_modules_want(h->mods, ifc->uuid, (uint16_t)ki->twin_opnum))
+        return false;
+    s->mh_kind = k;
+    return true;
+}
+
+/* The request body is complete: into the chain.  0 (the chain has it, or
+ * answered it), or -1: relay it as it is. */
+static int mh_start(struct hsess *s)
+{
+    s->mses = mh_session(s);
+    uint32_t rc = 0;
+    struct mp_mh_call *mc = NULL;
+    mp_mh_stream_init(&s->mst);
+    s->m_proc = s->m_pend = 0;
+    int r = mp_mh_call_start(s->h->mods, s->mses, s->peer, (enum mp_mh_kind)s->mh_kind,
+                             mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq), &mh_host, s, &mc, &rc);
+    if (r < 0) { /* malformed: the spec's error, nothing upstream */
+        mp_info("http #%" PRIu64 " %s %s: request body does not decode; X-ResponseCode %u", s->id,
+                s->peer, s->xtype, rc);
+        mh_fail(s, rc);
+        return 0;
+    }
+    if (!mc && !s->status && !s->forwarded)
+        return -1;            /* no module takes it after all */
+    if (s->status || !s->mod) /* answered (or failed) while starting */
+        mp_mh_call_detach(mc);
+    else
+        s->mc = mc;
+    return 0;
+}
+
+/* Response head of a chain request: only a 200 is collected. */
+static int mh_resp_head(struct hsess *s, http_parser *p)
+{
+    if (p->status_code != 200 || s->head_req) {
+        mp_mh_call_detach(s->mc); /* the upstream refused: pass its answer on */
+        s->mc = NULL;
+        return 0;
+    }
+    mh_register(s);
+    struct mp_http_head_opts o = {
+        .framing = MP_HTTP_CHUNKED, .close = !s->keepalive, .rewrite_location = &s->h->names};
+    if (!s->m_head && mp_http_response_head(&s->resp, 200, &o, &s->c.out))
+        return -1;
+    s->m_head = true;
+    s->chunk_out = true;
+    s->resp_started = true;
+    s->mod_resp = true;
+    s->status = 200;
+    if (!http_should_keep_alive(p) || !s->keepalive)
+        s->close_after = true;
+    return 1;
+}
+
+/* Response body bytes of a chain request: meta-tags go on at once. */
+static int mh_resp_body(struct hsess *s, const char *at, size_t len)
+{
+    if (mp_buf_avail(&s->mraw) + len > s->h->cfg->http_max_body)
+        return resp_fail(s, "MAPI/HTTP response larger than mapiproxy:http max body");
+    if (mp_buf_append(&s->mraw, at, len))
+        return -1;
+    mp_mh_stream_feed(&s->mst, (const uint8_t *)at, len);
+    for (; s->m_proc < s->mst.n_processing; s->m_proc++)
+        mh_out(s, "PROCESSING\r\n", 12);
+    for (; s->m_pend < s->mst.n_pending; s->m_pend++)
+        mh_out(s, "PENDING\r\n", 9);
+    return 0;
+}
+
+/* The upstream's response is complete: its body to the chain, or, when it
+ * is no success, the rest of it to the client as it is. */
+static void mh_resp_done(struct hsess *s)
+{
+    s->mod_resp = false;
+    s->upstream_dl = 0;
+    if (s->mst.state == MP_MHS_BODY && s->mst.have_response_code && s->mst.response_code == 0) {
+        mp_mh_call_response(s->mc, s->mst.body.data, s->mst.body.len);
+        return; /* mh_answer / mh_fail finish the request */
+    }
+    /* pass the rest on: everything after the meta-tags already sent */
+    size_t sent = (size_t)s->m_proc * 12 + (size_t)s->m_pend * 9;
+    if (sent <= mp_buf_avail(&s->mraw))
+        mh_out(s, mp_buf_head(&s->mraw) + sent, mp_buf_avail(&s->mraw) - sent);
+    mh_finish(s, 200);
+}
+
 /* The upstream failed: the request gets 502/504 if nothing of its response
  * was sent yet; the session ends either way (its upstream is gone). */
 static void upstream_failed(struct hsess *s, int st, const char *why)
 {
+    mh_end(s);
     mp_warn("http #%" PRIu64 " %s upstream %s: %s", s->id, s->peer, s->h->up_hostport, why);
     side_close(s->h->loop, &s->u);
     if (s->in_request && !s->resp_started) {
@@ -490,6 +885,11 @@ static int on_req_headers(http_parser *p)
         s->local_status = 502;
         return 0;
     }
+    if (s->route == R_RELAY && mh_wanted(s, p)) {
+        s->mod = true; /* the head goes with the body, once the chain has seen it */
+        mp_buf_free(&s->mreq);
+        return 0;
+    }
     struct mp_http_head_opts o = {
         .framing = s->req_chunked                 ? MP_HTTP_CHUNKED
                    : (p->flags & F_CONTENTLENGTH) ? MP_HTTP_LENGTH
@@ -516,6 +916,8 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
         s->err_status = 413;
         return -1;
     }
+    if (s->mod && !s->forwarded)
+        return mp_buf_append(&s->mreq, at, len) ? -1 : 0;
     if (!s->forwarded)
         return 0; /* answered by the proxy: the body is read and dropped */
     if (!s->u.connecting && !s->u.handshaking) /* a long upload is not a silent upstream */
@@ -551,6 +953,26 @@ static int on_req_complete(http_parser *p)
 {
     struct hsess *s = p->data;
     s->req_complete = true;
+    if (s->mod && !s->forwarded && !s->local_status) {
+        if (mh_start(s) < 0) { /* relayed as it came */
+            struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
+                                          .length = mp_buf_avail(&s->mreq),
+                                          .host = s->h->up_hostport};
+            int bad = mp_http_request_head(&s->req, s->method, &o, &s->u.out) ||
+                      mp_buf_append(&s->u.out, mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq));
+            mh_end(s);
+            if (bad) {
+                s->err_status = 502;
+                return -1;
+            }
+            s->forwarded = true;
+            if (!s->u.connecting && !s->u.handshaking)
+                s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
+        }
+        if (!s->status && !s->dead)
+            http_parser_pause(p, 1); /* until the response is complete */
+        return 0;
+    }
     if (s->forwarded) {
         if (s->req_chunked && mp_buf_append(&s->u.out, "0\r\n\r\n", 5)) {
             s->err_status = 502;
@@ -627,6 +1049,12 @@ static int on_resp_headers(http_parser *p)
         return mp_http_response_head(&s->resp, st, &o, &s->c.out) ? -1 : 0;
     }
     s->interim = false;
+    if (s->mod && s->mc) {
+        int r = mh_resp_head(s, p);
+        if (r)
+            return r < 0 ? -1 : 0;
+        mh_end(s); /* not a success: relayed as it is */
+    }
     s->status = st;
     bool up_keep = http_should_keep_alive(p);
     s->close_after = !up_keep || !s->keepalive;
@@ -668,6 +1096,8 @@ static int on_resp_headers(http_parser *p)
 static int on_resp_body(http_parser *p, const char *at, size_t len)
 {
     struct hsess *s = p->data;
+    if (s->mod_resp)
+        return mh_resp_body(s, at, len);
     s->resp_bytes += len;
     if (s->rewrite) {
         if (s->body.len + len > s->h->cfg->http_max_rewrite)
@@ -691,6 +1121,14 @@ static int on_resp_complete(http_parser *p)
     struct mp_http *h = s->h;
     if (s->interim) {
         s->interim = false;
+        return 0;
+    }
+    if (s->mod_resp) {
+        if (!s->req_complete) {
+            s->close_after = true;
+            s->closing = true;
+        }
+        mh_resp_done(s);
         return 0;
     }
     if (s->rewrite) {
@@ -957,12 +1395,15 @@ static void settle(struct hsess *s)
 
 static void pump(struct hsess *s)
 {
+    bool nested = s->pumping;
+    s->pumping = true;
     for (int i = 0; i < 64 && !s->dead; i++) {
         bool a = step(s, &s->c);
         bool b = !s->dead && step(s, &s->u);
         if (!a && !b)
             break;
     }
+    s->pumping = nested;
     settle(s);
 }
 
@@ -1038,6 +1479,7 @@ static void session_close(struct hsess *s, const char *why)
     if (s->dead)
         return;
     s->dead = true;
+    mh_end(s);
     if (s->in_request && s->status == 0 && s->method[0]) {
         s->status = 0;
         log_request(s);
@@ -1324,12 +1766,19 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
     return h;
 }
 
+void mp_http_set_modules(struct mp_http *h, struct mp_modules *mods)
+{
+    h->mods = mods;
+}
+
 void mp_http_free(struct mp_http *h)
 {
     if (!h)
         return;
     while (h->sessions)
         session_close(h->sessions, "shutdown");
+    while (h->mh)
+        mh_drop(h, h->mh);
     for (size_t i = 0; i < h->n_ls; i++)
         mp_io_close(h->loop, &h->ls[i].io);
     SSL_CTX_free(h->server_ctx);

@@ -13,6 +13,10 @@ struct mp_http;
 /* Loads the certificates, resolves the upstream and binds every
  * mapiproxy:http listen address.  NULL after logging what failed. */
 struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg);
+struct mp_modules;
+/* MAPI/HTTP requests that modules want go through this chain (the relay's:
+ * mp_relay_modules), decoded into their RPC twins (src/mapihttp/mhcall.h). */
+void mp_http_set_modules(struct mp_http *h, struct mp_modules *mods);
 /* Closes the listeners and every connection. */
 void mp_http_free(struct mp_http *h);
 #endif

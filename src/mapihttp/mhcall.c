@@ -53,8 +53,7 @@ static int to_body(struct mp_mh_call *c, bool response, const struct mp_buf *stu
                       : c->twin->pull_in(mp_buf_head(stub), mp_buf_avail(stub), v, &c->arena);
     if (rc) {
         mp_warn("mapihttp %s: a module's %s does not decode as %s; not sent",
-                mp_mh_kind_info(c->kind)->name, response ? "response" : "request",
-                c->twin->name);
+                mp_mh_kind_info(c->kind)->name, response ? "response" : "request", c->twin->name);
         return -1;
     }
     struct mp_mh_body b;
@@ -128,8 +127,8 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
     *rc = 0;
     const struct mp_mh_kind_info *ki = mp_mh_kind_info(k);
     const struct mp_call_codec *twin = mp_mh_twin(k);
-    const struct mp_codec_iface *ifc = ki && ki->twin_iface ? mp_codec_iface_lookup(ki->twin_iface)
-                                                            : NULL;
+    const struct mp_codec_iface *ifc =
+        ki && ki->twin_iface ? mp_codec_iface_lookup(ki->twin_iface) : NULL;
     if (!twin || !ifc || !ms)
         return 0;
     uint32_t mask = mp_modules_want(ms, ifc->uuid, (uint16_t)ki->twin_opnum);
@@ -150,8 +149,8 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
         return -1;
     }
     if (d != MP_MH_OK || twin->push_in(&c->req_stub0, c->req.call)) {
-        mp_info("mapihttp %s from %s: not representable for modules; relayed untouched",
-                ki->name, peer);
+        mp_info("mapihttp %s from %s: not representable for modules; relayed untouched", ki->name,
+                peer);
         c_free(c);
         return 0;
     }

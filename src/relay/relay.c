@@ -3218,3 +3218,8 @@ void mp_relay_free(struct mp_relay *r)
     mp_ntlm_cleanse(r->up_password, sizeof(r->up_password));
     free(r);
 }
+
+struct mp_modules *mp_relay_modules(struct mp_relay *r)
+{
+    return &r->mods;
+}

@@ -13,6 +13,8 @@ struct mp_relay;
 struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg);
 void mp_relay_free(struct mp_relay *r);
 uint16_t mp_relay_rpc_port(const struct mp_relay *r);
+/* The module chain the relay loaded (shared with the HTTP front). */
+struct mp_modules *mp_relay_modules(struct mp_relay *r);
 uint16_t mp_relay_epm_port(const struct mp_relay *r);
 /* Stops accepting and closes every association (for shutdown). */
 void mp_relay_shutdown(struct mp_relay *r);
