@@ -849,6 +849,10 @@ static const struct opt options[] = {
     {"mapiproxy:http max body", K_SIZE, F(http_max_body), 4096, 1ull << 30, "bytes"},
     {"mapiproxy:http max rewrite body", K_SIZE, F(http_max_rewrite), 4096, 64u << 20, "bytes"},
     {"mapiproxy:http relay all paths", K_BOOL, F(http_relay_all), 0, 0, NULL},
+    {"mapiproxy:http auth", K_STR, F(http_auth), 0, 0, NULL},
+    {"mapiproxy:http basic", K_BOOL, F(http_basic), 0, 0, NULL},
+    {"mapiproxy:http realm", K_STR, F(http_realm), 0, 0, NULL},
+    {"mapiproxy:http upstream auth", K_STR, F(http_upstream_auth), 0, 0, NULL},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -1201,6 +1205,43 @@ static void apply_http_listen(struct pctx *p, const char *file, int line, const 
     c->n_http_listen = n;
 }
 
+/* mapiproxy:http auth and its companions. */
+static void check_http_auth(struct pctx *p, const char *name)
+{
+    struct mp_config *c = p->cfg;
+    const char *a = c->http_auth[0] ? c->http_auth : "pass-through";
+    const char *u = c->http_upstream_auth[0] ? c->http_upstream_auth : "ntlm";
+    if (strcasecmp(a, "pass-through") && strcasecmp(a, "terminate")) {
+        perr(p, name, 0, "mapiproxy:http auth = \"%s\": use pass-through or terminate", a);
+        return;
+    }
+    if (strcasecmp(u, "ntlm") && strcasecmp(u, "basic"))
+        perr(p, name, 0, "mapiproxy:http upstream auth = \"%s\": use ntlm or basic", u);
+    if (strcasecmp(a, "terminate"))
+        return;
+    if (!c->credentials_file[0])
+        perr(p, name, 0,
+             "mapiproxy:http auth = terminate: clients log on to the proxy, so set "
+             "mapiproxy:credentials file (user:domain:NTHASH lines)");
+    if (!c->username[0])
+        perr(p, name, 0,
+             "mapiproxy:http auth = terminate: the proxy logs on to the upstream with "
+             "dcerpc_mapiproxy:username (and domain, and mapiproxy:password file or "
+             "dcerpc_mapiproxy:password); set them");
+    else if (!c->password[0] && !c->password_file[0])
+        perr(p, name, 0,
+             "mapiproxy:http auth = terminate: dcerpc_mapiproxy:username is set without a "
+             "password: set mapiproxy:password file (or dcerpc_mapiproxy:password)");
+    if (c->have_http_upstream && !c->http_upstream.tls && !strcasecmp(u, "basic"))
+        pwarn(p, name, 0,
+              "mapiproxy:http upstream auth = basic over plain http://: the proxy's password "
+              "goes to the upstream in clear");
+    if (c->http_basic && c->http_plain)
+        pwarn(p, name, 0,
+              "mapiproxy:http basic = yes with mapiproxy:http plain = yes: clients' passwords "
+              "arrive in clear");
+}
+
 /* The HTTP front's options that depend on one another. */
 static void check_http(struct pctx *p, const char *name)
 {
@@ -1222,6 +1263,7 @@ static void check_http(struct pctx *p, const char *name)
     if (!c->tls_verify)
         pwarn(p, name, 0,
               "mapiproxy:tls verify = no: the upstream's certificate is not checked (labs only)");
+    check_http_auth(p, name);
 }
 
 static void apply_option(struct pctx *p, const struct opt *o, const char *file, int line,

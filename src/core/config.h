@@ -144,6 +144,11 @@ struct mp_config {
     uint32_t http_max_body;           /* mapiproxy:http max body (request, 64 MiB) */
     uint32_t http_max_rewrite;        /* mapiproxy:http max rewrite body (1 MiB) */
     bool http_relay_all;              /* mapiproxy:http relay all paths (no) */
+    /* authentication termination on the HTTPS front (src/http/hauth.c) */
+    char http_auth[32];          /* mapiproxy:http auth: pass-through (default) | terminate */
+    bool http_basic;             /* mapiproxy:http basic: clients may use Basic (no) */
+    char http_realm[128];        /* mapiproxy:http realm: Basic realm (the public name) */
+    char http_upstream_auth[32]; /* mapiproxy:http upstream auth: ntlm (default) | basic */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */
     struct mp_diag warnings;

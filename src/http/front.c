@@ -29,6 +29,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "http/hauth.h"
 #include "http/msg.h"
 #include "http/rewrite.h"
 #include "mapihttp/mhcall.h"
@@ -78,6 +79,7 @@ struct mp_http {
     struct mp_modules *mods; /* the module chain (the relay's), or NULL */
     struct mhsess *mh;       /* module sessions by MapiContext cookie */
     size_t n_mh;
+    struct mp_hauth auth; /* mapiproxy:http auth = terminate (hauth.c) */
 };
 
 /* A MAPI/HTTP session for the module chain: the upstream's MapiContext
@@ -136,6 +138,17 @@ struct hsess {
     bool pumping;            /* inside pump(): callbacks must not pump again */
     /* deadlines (ms; 0 = none) */
     uint64_t header_dl, idle_dl, upstream_dl;
+    /* authentication termination (hauth.c): the client's logon, the 401's
+     * WWW-Authenticate lines; the proxy's NTLM handshake on the upstream
+     * connection, whose requests go from ua_out while u.out is held */
+    struct mp_hauth_conn ha;
+    struct mp_buf www;
+    int ua; /* 0 none yet, 1 NEGOTIATE sent, 2 AUTHENTICATE sent, 3 done */
+    int ua_status;
+    char ua_why[200]; /* why the handshake failed, for parse_upstream */
+    struct mp_hauth_up hup;
+    struct mp_buf ua_out;
+    char ua_url[2048];
 };
 
 static http_parser_settings req_settings, resp_settings;
@@ -258,6 +271,8 @@ static const char *reason_of(int st)
     switch (st) {
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 404:
         return "Not Found";
     case 408:
@@ -293,10 +308,14 @@ static void send_local(struct hsess *s, int st, bool close)
     char head[256], body[96];
     int bl = snprintf(body, sizeof body, "%d %s\n", st, reason_of(st));
     int hl = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n",
-                      st, reason_of(st), bl, close ? "Connection: close\r\n" : "");
-    if (mp_buf_append(&s->c.out, head, (size_t)hl) || mp_buf_append(&s->c.out, body, (size_t)bl))
+                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s", st,
+                      reason_of(st), bl, close ? "Connection: close\r\n" : "");
+    if (mp_buf_append(&s->c.out, head, (size_t)hl) ||
+        (st == 401 && mp_buf_avail(&s->www) &&
+         mp_buf_append(&s->c.out, mp_buf_head(&s->www), mp_buf_avail(&s->www))) ||
+        mp_buf_append(&s->c.out, "\r\n", 2) || mp_buf_append(&s->c.out, body, (size_t)bl))
         s->closing = true;
+    mp_buf_free(&s->www);
     s->status = st;
     s->resp_started = true;
     if (close)
@@ -757,6 +776,141 @@ static void upstream_connected(struct hsess *s)
 }
 
 /* ------------------------------------------------------------------ */
+/* authentication termination (hauth.c)                                */
+
+/* The client's logon, before its request may reach the upstream: 0 to go
+ * on (its Authorization replaced by the proxy's Basic one, or removed), 1
+ * when the proxy answers 401 itself. */
+static int auth_request(struct hsess *s)
+{
+    struct mp_http *h = s->h;
+    size_t al = 0;
+    const char *az = mp_http_msg_get(&s->req, "authorization", &al);
+    char why[200];
+    bool was = s->ha.authed;
+    mp_buf_free(&s->www);
+    enum mp_hauth_verdict v = mp_hauth_client(&h->auth, &s->ha, az, al, &s->www, why, sizeof why);
+    if (v == MP_HAUTH_DENY)
+        mp_info("http #%" PRIu64 " %s: logon refused: user=%s: %s", s->id, s->peer,
+                s->ha.user[0] ? s->ha.user : "-", why);
+    if (v != MP_HAUTH_PASS) {
+        s->local_status = 401;
+        return 1;
+    }
+    if (s->ha.authed && !was)
+        mp_info("http #%" PRIu64 " %s: logged on as %s (NTLM, this connection)", s->id, s->peer,
+                s->ha.user);
+    else if (!s->ha.authed)
+        mp_debug("http #%" PRIu64 " %s: Basic logon of %s", s->id, s->peer, s->ha.user);
+    mp_http_msg_del(&s->req, "authorization");
+    if (h->auth.up_basic) {
+        char val[1200];
+        int bad = mp_hauth_up_basic(&h->auth, val, sizeof val) ||
+                  mp_http_msg_add(&s->req, "Authorization", val);
+        mp_ntlm_cleanse(val, sizeof val);
+        if (bad) {
+            s->local_status = 502;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One leg of the proxy's NTLM handshake on the upstream connection: a GET
+ * of the client's first URL without a body, held requests wait in u.out. */
+static int ua_send(struct hsess *s, const struct mp_buf *authval)
+{
+    char head[2600];
+    int n = snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n",
+                     s->ua_url, s->h->up_hostport);
+    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&s->ua_out, head, (size_t)n) ||
+        mp_buf_append(&s->ua_out, "Authorization: ", 15) ||
+        mp_buf_append(&s->ua_out, mp_buf_head(authval), mp_buf_avail(authval)) ||
+        mp_buf_append(&s->ua_out, "\r\n\r\n", 4))
+        return -1;
+    return 0;
+}
+
+static int ua_begin(struct hsess *s, const char *url, size_t ul)
+{
+    size_t pl = 0;
+    while (pl < ul && url[pl] != '?')
+        pl++;
+    if (ul < sizeof s->ua_url)
+        memcpy(s->ua_url, url, ul), s->ua_url[ul] = 0;
+    else if (pl < sizeof s->ua_url)
+        memcpy(s->ua_url, url, pl), s->ua_url[pl] = 0;
+    else
+        snprintf(s->ua_url, sizeof s->ua_url, "/");
+    for (char *q = s->ua_url; *q; q++)
+        if ((unsigned char)*q <= ' ' || *q == 0x7f)
+            *q = '_';
+    struct mp_buf v = {0};
+    int rc = mp_hauth_up_negotiate(&s->h->auth, &s->hup, &v) || ua_send(s, &v);
+    mp_buf_free(&v);
+    if (rc)
+        return -1;
+    s->ua = 1;
+    return 0;
+}
+
+/* A response to a handshake leg is complete.  0, or -1 with ua_why set. */
+static int ua_step(struct hsess *s, http_parser *p)
+{
+    const struct mp_config *cfg = s->h->cfg;
+    if (s->ua_status < 200)
+        return 0; /* interim */
+    if (!http_should_keep_alive(p)) {
+        snprintf(s->ua_why, sizeof s->ua_why,
+                 "closes its connection in the proxy's NTLM handshake (status %d)", s->ua_status);
+        return -1;
+    }
+    if (s->ua == 2 || s->ua_status != 401) {
+        if (s->ua_status == 401) {
+            snprintf(s->ua_why, sizeof s->ua_why,
+                     "refused the proxy's logon as %.60s%s%.60s",
+                     cfg->domain, cfg->domain[0] ? "\\" : "", cfg->username);
+            return -1;
+        }
+        mp_debug("http #%" PRIu64 " %s: upstream logon done (status %d)", s->id, s->peer,
+                 s->ua_status);
+        s->ua = 3;
+        mp_hauth_up_free(&s->hup);
+        mp_buf_free(&s->ua_out);
+        return 0;
+    }
+    size_t l = 0;
+    const char *w = NULL;
+    for (size_t i = 0; (w = mp_http_msg_get_nth(&s->resp, "www-authenticate", i, &l)); i++)
+        if (l > 5 && !strncasecmp(w, "NTLM ", 5))
+            break;
+    struct mp_buf v = {0};
+    char why[120];
+    int rc = mp_hauth_up_authenticate(&s->hup, w, w ? l : 0, &v, why, sizeof why);
+    if (rc)
+        snprintf(s->ua_why, sizeof s->ua_why, "%s", why);
+    else if (ua_send(s, &v))
+        snprintf(s->ua_why, sizeof s->ua_why, "out of memory"), rc = -1;
+    mp_buf_free(&v);
+    if (rc)
+        return -1;
+    s->ua = 2;
+    return 0;
+}
+
+static bool ua_busy(const struct hsess *s)
+{
+    return s->ua == 1 || s->ua == 2;
+}
+
+/* What is written to a leg: the upstream's held requests wait while the
+ * proxy's handshake runs. */
+static struct mp_buf *wbuf(struct hsess *s, struct side *x)
+{
+    return !x->client && ua_busy(s) ? &s->ua_out : &x->out;
+}
+
+/* ------------------------------------------------------------------ */
 /* request parser callbacks (client -> upstream)                       */
 
 static bool path_is(const char *path, size_t len, const char *prefix, bool any_tail)
@@ -873,6 +1027,8 @@ static int on_req_headers(http_parser *p)
         s->local_status = 404;
         return 0;
     }
+    if (h->auth.on && auth_request(s))
+        return 0;
     if (!s->u.open && !s->u.eof) {
         if (upstream_start(s)) {
             char why[160];
@@ -882,6 +1038,14 @@ static int on_req_headers(http_parser *p)
             return 0;
         }
     } else if (s->u.eof) { /* the pinned connection is gone: never take another */
+        s->local_status = 502;
+        return 0;
+    }
+    if (h->auth.on && !h->auth.up_basic && !s->ua && ua_begin(s, url, ul)) {
+        mp_warn("http #%" PRIu64 " %s upstream %s: cannot start the proxy's NTLM logon", s->id,
+                s->peer, h->up_hostport);
+        side_close(h->loop, &s->u);
+        s->u.eof = true;
         s->local_status = 502;
         return 0;
     }
@@ -1004,6 +1168,10 @@ static int resp_fail(struct hsess *s, const char *why)
 static int on_resp_begin(http_parser *p)
 {
     struct hsess *s = p->data;
+    if (ua_busy(s)) {
+        mp_http_msg_reset(&s->resp);
+        return 0;
+    }
     if (!s->in_request || !s->forwarded || s->status)
         return resp_fail(s, "sent a response no request asked for");
     mp_http_msg_reset(&s->resp);
@@ -1040,6 +1208,10 @@ static int on_resp_headers(http_parser *p)
     struct hsess *s = p->data;
     struct mp_http *h = s->h;
     int st = p->status_code;
+    if (ua_busy(s)) {
+        s->ua_status = st;
+        return 0;
+    }
     if (st == 101)
         return resp_fail(s, "switched protocols (101), which the proxy does not relay");
     struct mp_http_head_opts o = {.rewrite_location = &h->names};
@@ -1096,6 +1268,8 @@ static int on_resp_headers(http_parser *p)
 static int on_resp_body(http_parser *p, const char *at, size_t len)
 {
     struct hsess *s = p->data;
+    if (ua_busy(s))
+        return 0; /* the body of a handshake answer */
     if (s->mod_resp)
         return mh_resp_body(s, at, len);
     s->resp_bytes += len;
@@ -1119,6 +1293,8 @@ static int on_resp_complete(http_parser *p)
 {
     struct hsess *s = p->data;
     struct mp_http *h = s->h;
+    if (ua_busy(s))
+        return ua_step(s, p);
     if (s->interim) {
         s->interim = false;
         return 0;
@@ -1219,9 +1395,12 @@ static bool parse_upstream(struct hsess *s, bool at_eof)
         mp_buf_consume(&x->in, n);
         moved = n > 0;
         if (HTTP_PARSER_ERRNO(&s->up) != HPE_OK) {
-            char why[120];
-            snprintf(why, sizeof why, "unusable response (%s)",
-                     http_errno_name(HTTP_PARSER_ERRNO(&s->up)));
+            char why[220];
+            if (s->ua_why[0])
+                snprintf(why, sizeof why, "%s", s->ua_why);
+            else
+                snprintf(why, sizeof why, "unusable response (%s)",
+                         http_errno_name(HTTP_PARSER_ERRNO(&s->up)));
             upstream_failed(s, 502, why);
             return true;
         }
@@ -1288,8 +1467,9 @@ static bool step(struct hsess *s, struct side *x)
         }
         moved = true;
     }
-    while (mp_buf_avail(&x->out) && !x->eof) {
-        ssize_t n = side_write(x, mp_buf_head(&x->out), mp_buf_avail(&x->out));
+    struct mp_buf *ob = wbuf(s, x);
+    while (mp_buf_avail(ob) && !x->eof) {
+        ssize_t n = side_write(x, mp_buf_head(ob), mp_buf_avail(ob));
         if (n < 0) {
             x->eof = true;
             if (x->client) {
@@ -1301,12 +1481,12 @@ static bool step(struct hsess *s, struct side *x)
         }
         if (n == 0)
             break;
-        mp_buf_consume(&x->out, (size_t)n);
+        mp_buf_consume(ob, (size_t)n);
         x->out_since = mp_now_ms();
         moved = true;
     }
-    if (!mp_buf_avail(&x->out))
-        mp_buf_trim(&x->out);
+    if (!mp_buf_avail(ob))
+        mp_buf_trim(ob);
     if (x->client)
         moved |= parse_client(s);
     while (!s->dead && may_read(s, x)) {
@@ -1345,7 +1525,7 @@ static uint32_t wanted(struct side *x, bool can_read)
     uint32_t w = 0;
     if ((can_read && !x->rd_wants_write) || x->wr_wants_read)
         w |= MP_READ;
-    if ((mp_buf_avail(&x->out) && !x->wr_wants_read) || x->rd_wants_write)
+    if ((mp_buf_avail(wbuf(x->s, x)) && !x->wr_wants_read) || x->rd_wants_write)
         w |= MP_WRITE;
     return w;
 }
@@ -1353,9 +1533,9 @@ static uint32_t wanted(struct side *x, bool can_read)
 static void timer_cb(struct mp_timer *t);
 
 /* When a peer that is not reading what we queue for it is given up. */
-static uint64_t send_deadline(const struct hsess *s, const struct side *x)
+static uint64_t send_deadline(struct hsess *s, struct side *x)
 {
-    if (!x->open || x->connecting || x->handshaking || !mp_buf_avail(&x->out) || !x->out_since)
+    if (!x->open || x->connecting || x->handshaking || !mp_buf_avail(wbuf(s, x)) || !x->out_since)
         return 0;
     return x->out_since + (uint64_t)s->h->cfg->send_timeout_s * 1000;
 }
@@ -1376,7 +1556,7 @@ static void settle(struct hsess *s)
     uint64_t now = mp_now_ms(), dl = 0;
     struct side *sides[2] = {&s->c, &s->u};
     for (int i = 0; i < 2; i++) /* the send clock runs while bytes wait */
-        if (!mp_buf_avail(&sides[i]->out))
+        if (!mp_buf_avail(wbuf(s, sides[i])))
             sides[i]->out_since = 0;
         else if (!sides[i]->out_since)
             sides[i]->out_since = now;
@@ -1470,6 +1650,10 @@ static void session_free(void *p)
     mp_http_msg_free(&s->req);
     mp_http_msg_free(&s->resp);
     mp_buf_free(&s->body);
+    mp_hauth_conn_free(&s->ha);
+    mp_hauth_up_free(&s->hup);
+    mp_buf_free(&s->www);
+    mp_buf_free(&s->ua_out);
     free(s);
 }
 
@@ -1751,7 +1935,7 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
         free(h);
         return NULL;
     }
-    if (setup_tls(h) || resolve_upstream(h)) {
+    if (mp_hauth_init(&h->auth, cfg) || setup_tls(h) || resolve_upstream(h)) {
         mp_http_free(h);
         return NULL;
     }
@@ -1784,5 +1968,6 @@ void mp_http_free(struct mp_http *h)
     SSL_CTX_free(h->server_ctx);
     SSL_CTX_free(h->client_ctx);
     mp_http_names_free(&h->names);
+    mp_hauth_free(&h->auth);
     free(h);
 }

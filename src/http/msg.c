@@ -104,6 +104,41 @@ const char *mp_http_msg_get(const struct mp_http_msg *m, const char *name, size_
     return NULL;
 }
 
+const char *mp_http_msg_get_nth(const struct mp_http_msg *m, const char *name, size_t nth,
+                                size_t *len)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (name_is(m, &m->h[i], name) && nth-- == 0) {
+            *len = m->h[i].val_len;
+            return (const char *)m->raw.data + m->h[i].val_off;
+        }
+    return NULL;
+}
+
+void mp_http_msg_del(struct mp_http_msg *m, const char *name)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < m->n; i++)
+        if (!name_is(m, &m->h[i], name))
+            m->h[k++] = m->h[i];
+    m->n = k;
+}
+
+int mp_http_msg_add(struct mp_http_msg *m, const char *name, const char *value)
+{
+    m->last = 0; /* a new header, whatever came before */
+    if (mp_http_msg_field(m, name, strlen(name)))
+        return -1;
+    size_t vl = strlen(value);
+    struct mp_http_hdr *h = &m->h[m->n - 1];
+    h->val_off = m->raw.len;
+    m->last = 2;
+    if (grow(m, value, vl))
+        return -1;
+    h->val_len = vl;
+    return 0;
+}
+
 /* True when the Connection header lists this header's name as a token. */
 static bool listed_in_connection(const struct mp_http_msg *m, const struct mp_http_hdr *h)
 {

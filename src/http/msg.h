@@ -36,6 +36,15 @@ int mp_http_msg_value(struct mp_http_msg *m, const char *at, size_t len);
 /* The value of the first header named `name` (case-insensitive), or NULL;
  * *len gets its length (values are not NUL-terminated). */
 const char *mp_http_msg_get(const struct mp_http_msg *m, const char *name, size_t *len);
+/* The same for the nth (0-based) header of that name (WWW-Authenticate
+ * may come several times). */
+const char *mp_http_msg_get_nth(const struct mp_http_msg *m, const char *name, size_t nth,
+                                size_t *len);
+/* Removes every header named `name` (the bytes stay in raw, unreferenced). */
+void mp_http_msg_del(struct mp_http_msg *m, const char *name);
+/* Appends a header to a complete head (NUL-terminated name and value).
+ * 0, or -1 over m->max or out of memory. */
+int mp_http_msg_add(struct mp_http_msg *m, const char *name, const char *value);
 static inline const char *mp_http_msg_url_ptr(const struct mp_http_msg *m)
 {
     return (const char *)m->raw.data;

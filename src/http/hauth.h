@@ -1,0 +1,82 @@
+/* Authentication termination on the HTTPS front (mapiproxy:http auth =
+ * terminate; doc/internals/http.md).
+ *
+ * Client side: the proxy answers 401 itself, runs the NTLM acceptor of
+ * src/auth/ntlmssp.c over HTTP's connection-bound handshake (NEGOTIATE ->
+ * 401 CHALLENGE -> AUTHENTICATE) against mapiproxy:credentials file, and
+ * checks Basic passwords against the same NT hashes.  Upstream side: the
+ * proxy's own logon (dcerpc_mapiproxy:username/domain and password), NTLM
+ * on its pinned connection or Basic on every request.  Nothing here logs a
+ * secret; passwords and keys are wiped after use. */
+#ifndef MP_HTTP_HAUTH_H
+#define MP_HTTP_HAUTH_H
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "auth/credstore.h"
+#include "auth/ntlmssp.h"
+#include "core/buf.h"
+#include "core/config.h"
+
+/* Process-wide state of termination. */
+struct mp_hauth {
+    const struct mp_config *cfg;
+    bool on;       /* mapiproxy:http auth = terminate */
+    bool up_basic; /* mapiproxy:http upstream auth = basic */
+    struct mp_credstore creds;
+    struct mp_ntlm_acceptor_cfg acc_cfg;
+    char fqdn[320];
+    char realm[128];
+    char up_password[256];
+};
+
+/* Reads the options, the credentials file and the upstream password.
+ * 0 (also when termination is off), or -1 after logging why. */
+int mp_hauth_init(struct mp_hauth *a, const struct mp_config *cfg);
+void mp_hauth_free(struct mp_hauth *a);
+
+/* One client connection's logon. */
+struct mp_hauth_conn {
+    struct mp_ntlm_acceptor acc;
+    bool acc_on;    /* a NEGOTIATE was answered; AUTHENTICATE awaited */
+    bool authed;    /* NTLM finished: the connection is authenticated */
+    char user[520]; /* DOMAIN\user of the connection (NTLM) or request (Basic) */
+};
+
+enum mp_hauth_verdict {
+    MP_HAUTH_PASS = 0,      /* authenticated: the request goes on */
+    MP_HAUTH_CHALLENGE = 1, /* answer 401 with the headers (a handshake step or no credentials) */
+    MP_HAUTH_DENY = 2,      /* a logon failed: 401 with the headers; why says what, user who */
+};
+
+/* The client's Authorization header (authz, len; NULL when absent) on a
+ * request.  WWW-Authenticate header lines ("WWW-Authenticate: ...\r\n") for a
+ * 401 are appended to hdrs. */
+enum mp_hauth_verdict mp_hauth_client(struct mp_hauth *a, struct mp_hauth_conn *c,
+                                      const char *authz, size_t len, struct mp_buf *hdrs, char *why,
+                                      size_t wl);
+void mp_hauth_conn_free(struct mp_hauth_conn *c);
+
+/* The proxy's logon on one upstream connection. */
+struct mp_hauth_up {
+    struct mp_ntlm_initiator ini;
+    bool ini_on;
+};
+
+/* The value of the proxy's Basic Authorization header ("Basic ..."), NUL
+ * terminated, into out (wiped by the caller).  0 or -1. */
+int mp_hauth_up_basic(const struct mp_hauth *a, char *out, size_t cap);
+/* "NTLM <NEGOTIATE>" into out.  0 or -1. */
+int mp_hauth_up_negotiate(struct mp_hauth *a, struct mp_hauth_up *u, struct mp_buf *out);
+/* From the upstream's WWW-Authenticate value "NTLM <CHALLENGE>":
+ * "NTLM <AUTHENTICATE>" into out.  0, or -1 (why set). */
+int mp_hauth_up_authenticate(struct mp_hauth_up *u, const char *www, size_t len, struct mp_buf *out,
+                             char *why, size_t wl);
+void mp_hauth_up_free(struct mp_hauth_up *u);
+
+/* Base64 (RFC 4648, with padding, no line breaks).  dec: strict (length a
+ * multiple of 4, only the alphabet, padding at the end); -1 when invalid,
+ * else the decoded length (at most cap). */
+int mp_b64_encode(const uint8_t *p, size_t n, struct mp_buf *out);
+long mp_b64_decode(const char *s, size_t n, uint8_t *out, size_t cap);
+#endif
