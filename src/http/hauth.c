@@ -239,7 +239,22 @@ static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, c
         mp_ntlm_acceptor_init(&c->acc, &a->acc_cfg);
         c->acc_on = true;
         struct mp_buf chal = {0}, b64 = {0};
-        int rc = mp_ntlm_acceptor_negotiate(&c->acc, tok, (size_t)k, &chal);
+        /* HTTP clients built on python's ntlm-auth announce neither Unicode
+         * nor NTLM in their NEGOTIATE (they use both); the acceptor, which
+         * insists on them, gets a copy with the two flags set, and keeps the
+         * original bytes for the MIC */
+        uint8_t fixed[sizeof tok];
+        memcpy(fixed, tok, (size_t)k);
+        if (k >= 16) {
+            uint32_t f = (uint32_t)fixed[12] | (uint32_t)fixed[13] << 8 |
+                         (uint32_t)fixed[14] << 16 | (uint32_t)fixed[15] << 24;
+            f |= MP_NTLMSSP_NEGOTIATE_UNICODE | MP_NTLMSSP_NEGOTIATE_NTLM;
+            for (int i = 0; i < 4; i++)
+                fixed[12 + i] = (uint8_t)(f >> (8 * i));
+        }
+        int rc = mp_ntlm_acceptor_negotiate(&c->acc, fixed, (size_t)k, &chal);
+        if (!rc && mp_buf_avail(&c->acc.neg) == (size_t)k)
+            memcpy(mp_buf_head(&c->acc.neg), tok, (size_t)k);
         if (rc || mp_b64_encode(mp_buf_head(&chal), mp_buf_avail(&chal), &b64) ||
             mp_buf_append(&b64, "", 1) || offer(a, hdrs, (const char *)mp_buf_head(&b64))) {
             mp_buf_free(&chal);

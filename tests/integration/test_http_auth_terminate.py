@@ -1,0 +1,259 @@
+"""Authentication termination on the HTTPS front (mapiproxy:http auth =
+terminate): clients log on to the proxy (NTLM with requests-ntlm, or Basic
+with requests) against its credentials file of NT hashes, and the proxy logs
+on to the lab's MAPI over HTTP server (tests/lab/lab_mapihttp.py, real NTLM
+and Basic) with its own account.  The lab knows only the proxy's account;
+the proxy knows only the clients' ones."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+from requests.auth import HTTPBasicAuth
+from requests_ntlm import HttpNtlmAuth
+from impacket.ntlm import compute_nthash
+
+from conftest import ROOT, free_port
+from http_peer import make_ca, make_cert
+
+LAB_DIR = os.path.join(ROOT, "tests", "lab")
+if not os.path.exists(os.path.join(LAB_DIR, "lab_mapihttp.py")):
+    pytest.skip("the lab has no MAPI over HTTP server", allow_module_level=True)
+sys.path.insert(0, LAB_DIR)
+
+import emsmdb_client as EC  # noqa: E402
+import mapihttp_client as MH  # noqa: E402
+
+ORG = "/o=LabOrg/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)"
+ALICE = ORG + "/cn=Recipients/cn=alice"
+# the proxy's clients (its credentials file) ...
+CLIENTS = {"alice": "Cl1ent-Alice", "bob": "Cl1ent:Bob 2", "mallory": "Mall-Pw.9"}
+# ... and the proxy's own account, the only one the lab knows
+PROXY_USER, PROXY_PW = "Administrator", "Adm1n!Proxy"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("httpauth"))
+    ca = make_ca(d, "ca")
+    lab_cert = make_cert(d, "ca", "lab", ["DNS:localhost", "DNS:exlab01.lab.example"])
+    proxy_cert = make_cert(d, "ca", "proxy", ["DNS:mail.proxy.test", "IP:127.0.0.1"])
+    users = os.path.join(d, "lab-users")
+    with open(users, "w") as f:
+        f.write(f"{PROXY_USER}:LAB:{PROXY_PW}\n")
+    creds = os.path.join(d, "proxy-users")
+    with open(creds, "w") as f:
+        f.write("# user:domain:NT hash\n")
+        for u, p in CLIENTS.items():
+            f.write(f"{u}:LAB:{compute_nthash(p).hex()}\n")
+    os.chmod(creds, 0o600)
+    pwfile = os.path.join(d, "upstream-password")
+    with open(pwfile, "w") as f:
+        f.write(PROXY_PW + "\n")
+    os.chmod(pwfile, 0o600)
+    badpw = os.path.join(d, "bad-password")
+    with open(badpw, "w") as f:
+        f.write("not-the-password\n")
+    os.chmod(badpw, 0o600)
+    lab_log = os.path.join(d, "lab.log")
+    logf = open(lab_log, "w")
+    proc = subprocess.Popen(
+        ["/usr/bin/python3", os.path.join(LAB_DIR, "exchange_lab.py"), "--host", "127.0.0.1",
+         "--epm-port", "0", "--mapihttp-port", "0", "--tls-cert", lab_cert[0], "--tls-key",
+         lab_cert[1], "--users", users, "--http-auth", "ntlm,basic", "--pending-period", "0.1",
+         "--pending-delay", "0.2"],
+        stdout=subprocess.PIPE, stderr=logf, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("READY ") and "mapihttp=" in line, line
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    ports = dict((k, int(v)) for k, v in (kv.split("=") for kv in line.split()[1:]))
+    yield {"ca": ca, "proxy_cert": proxy_cert, "mapihttp": ports["mapihttp"], "creds": creds,
+           "pwfile": pwfile, "badpw": badpw, "lab_log": lab_log}
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+    logf.close()
+
+
+def lab_log(env):
+    with open(env["lab_log"]) as f:
+        return f.read()
+
+
+def start(make_proxy, env, **over):
+    port = free_port()
+    extra = {
+        "mapiproxy:http listen": f"127.0.0.1:{port}",
+        "mapiproxy:tls certificate": env["proxy_cert"][0],
+        "mapiproxy:tls key": env["proxy_cert"][1],
+        "mapiproxy:tls ca file": env["ca"],
+        "mapiproxy:http upstream": f"https://localhost:{env['mapihttp']}",
+        "mapiproxy:http public name": "mail.proxy.test",
+        "mapiproxy:http auth": "terminate",
+        "mapiproxy:credentials file": env["creds"],
+        "mapiproxy:allowed users": "alice, LAB\\bob",
+        "dcerpc_mapiproxy:username": PROXY_USER,
+        "dcerpc_mapiproxy:domain": "LAB",
+        "mapiproxy:password file": env["pwfile"],
+        "netbios name": "MAPIPROXY",
+    }
+    extra.update(over)
+    p = make_proxy(upstream_epm_port=1, wait_ports=(port,), extra=extra)
+    p.base = f"https://127.0.0.1:{port}"
+    return p
+
+
+def ntlm(user="alice", pw=None):
+    return HttpNtlmAuth("LAB\\" + user, pw or CLIENTS[user])
+
+
+def assert_no_secrets(log):
+    for secret in (*CLIENTS.values(), PROXY_PW, "TlRMTVNT", "MapiContext="):
+        assert secret not in log
+
+
+def test_ntlm_client_proxy_logs_on_upstream(make_proxy, env):
+    p = start(make_proxy, env)
+    before = len(lab_log(env))
+    ems = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    r = ems.connect(ALICE)
+    assert r["ErrorCode"] == 0 and r["DisplayName"] == "Alice Anders"
+    [logon] = ems.execute(EC.RopBuffer().logon(0, ALICE))
+    assert logon["ReturnValue"] == 0
+    res = ems.execute(EC.RopBuffer().open_folder(0, 1, logon["FolderIds"][4])
+                      .get_properties_specific(1, [0x3001001F]))
+    assert res[1]["Row"][0x3001001F] == "Inbox"
+    assert ems.disconnect()["ErrorCode"] == 0
+    ab = MH.NspiHttp(p.base, auth=ntlm("bob"), verify=env["ca"])
+    assert ab.bind()["ErrorCode"] == 0
+    p.stop()
+    log = p.log()
+    assert "logged on as LAB\\alice (NTLM, this connection)" in log
+    assert "logged on as LAB\\bob (NTLM, this connection)" in log
+    assert "type=Connect" in log and "type=Execute" in log and "type=Bind" in log
+    assert_no_secrets(log)
+    lab = lab_log(env)[before:]
+    assert "NTLM logon ok user=LAB\\Administrator" in lab
+    assert "alice" not in lab.split("Connect")[0].lower().replace("cn=alice", "")
+
+
+def test_wrong_password_never_reaches_the_upstream(make_proxy, env):
+    p = start(make_proxy, env)
+    before = lab_log(env)
+    ems = MH.EmsmdbHttp(p.base, auth=ntlm("alice", "wrong-password"), verify=env["ca"])
+    with pytest.raises(MH.MapiHttpError) as e:
+        ems.connect(ALICE)
+    assert e.value.resp.http.status_code == 401
+    r = requests.post(p.base + "/mapi/emsmdb/", data=b"x", verify=env["ca"],
+                      auth=ntlm("alice", "wrong-password"),
+                      headers={"Content-Type": "application/mapi-http",
+                               "X-RequestType": "Connect"})
+    assert r.status_code == 401
+    offered = r.headers.get("WWW-Authenticate", "")
+    assert "NTLM" in offered and "Basic" not in offered  # Basic is off by default
+    # no credentials at all, and a Bearer token: 401 as well
+    assert requests.get(p.base + "/mapi/emsmdb/", verify=env["ca"]).status_code == 401
+    r = requests.get(p.base + "/mapi/emsmdb/", verify=env["ca"],
+                     headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."})
+    assert r.status_code == 401
+    p.stop()
+    assert lab_log(env) == before  # the lab saw nothing
+    log = p.log()
+    assert "logon refused: user=LAB\\alice: NTLM logon failed" in log
+    assert "Bearer tokens are not accepted" in log
+    assert "wrong-password" not in log and "eyJhbGciOiJub25lIn0" not in log
+    assert "connecting to upstream" not in log
+    assert_no_secrets(log)
+
+
+def test_second_connection_cannot_ride_on_the_first(make_proxy, env):
+    p = start(make_proxy, env)
+    ems = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert ems.connect(ALICE)["ErrorCode"] == 0
+    before = lab_log(env)
+    other = requests.Session()
+    other.cookies.update(ems.http.cookies)
+    r = other.post(p.base + "/mapi/emsmdb/", data=b"", verify=env["ca"],
+                   headers={"Content-Type": "application/mapi-http", "X-RequestType": "PING",
+                            "X-RequestId": "{x}:1", "X-ClientInfo": "{x}:1"})
+    assert r.status_code == 401
+    assert lab_log(env) == before
+    assert ems.ping().code == 0  # the first connection is still logged on
+    p.stop()
+
+
+def test_basic_client_ntlm_upstream(make_proxy, env):
+    p = start(make_proxy, env, **{"mapiproxy:http basic": "yes",
+                                  "mapiproxy:http realm": "mail.proxy.test"})
+    r = requests.get(p.base + "/mapi/nspi/", verify=env["ca"])
+    assert r.status_code == 401
+    assert 'Basic realm="mail.proxy.test"' in r.headers["WWW-Authenticate"]
+    before = len(lab_log(env))
+    ab = MH.NspiHttp(p.base, auth=HTTPBasicAuth("LAB\\bob", CLIENTS["bob"]), verify=env["ca"])
+    assert ab.bind()["ErrorCode"] == 0
+    ems = MH.EmsmdbHttp(p.base, auth=HTTPBasicAuth("alice", CLIENTS["alice"]), verify=env["ca"])
+    assert ems.connect(ALICE)["ErrorCode"] == 0
+    [logon] = ems.execute(EC.RopBuffer().logon(0, ALICE))
+    assert logon["ReturnValue"] == 0
+    bad = MH.NspiHttp(p.base, auth=HTTPBasicAuth("LAB\\bob", "nope"), verify=env["ca"])
+    assert bad.bind(check=False)["response"].http.status_code == 401
+    p.stop()
+    lab = lab_log(env)[before:]
+    assert "NTLM logon ok user=LAB\\Administrator" in lab and "Basic logon" not in lab
+    log = p.log()
+    assert "logon refused: user=LAB\\bob: Basic logon failed" in log
+    assert_no_secrets(log)
+
+
+def test_user_not_in_allowed_users_is_refused(make_proxy, env):
+    p = start(make_proxy, env, **{"mapiproxy:http basic": "yes"})
+    before = lab_log(env)
+    r = requests.post(p.base + "/mapi/emsmdb/", data=b"", verify=env["ca"], auth=ntlm("mallory"))
+    assert r.status_code == 401
+    r = requests.post(p.base + "/mapi/emsmdb/", data=b"", verify=env["ca"],
+                      auth=HTTPBasicAuth("LAB\\mallory", CLIENTS["mallory"]))
+    assert r.status_code == 401
+    p.stop()
+    assert lab_log(env) == before
+    log = p.log()
+    assert log.count("logon refused: user=LAB\\mallory: not in mapiproxy:allowed users") == 2
+
+
+def test_basic_upstream(make_proxy, env):
+    """gromox's default: the upstream takes Basic; the proxy sends its own
+    Basic header on every request, the client's NTLM stays with the proxy."""
+    p = start(make_proxy, env, **{"mapiproxy:http upstream auth": "basic"})
+    before = len(lab_log(env))
+    ems = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert ems.connect(ALICE)["ErrorCode"] == 0
+    assert ems.ping().code == 0
+    p.stop()
+    lab = lab_log(env)[before:]
+    assert "Basic logon ok user=LAB\\Administrator" in lab and "NTLM logon ok" not in lab
+    assert_no_secrets(p.log())
+
+
+def test_upstream_refuses_the_proxys_password(make_proxy, env):
+    p = start(make_proxy, env, **{"mapiproxy:password file": env["badpw"]})
+    ems = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    r = ems.connect(ALICE, check=False)
+    assert r["response"].http.status_code == 502
+    p.stop()
+    log = p.log()
+    assert "refused the proxy's logon as LAB\\Administrator" in log
+    assert "not-the-password" not in log
+
+
+def test_terminate_needs_its_options(tmp_path):
+    conf = tmp_path / "m.conf"
+    conf.write_text("[global]\nmapiproxy:http listen = 127.0.0.1:1\nmapiproxy:http plain = yes\n"
+                    "mapiproxy:http upstream = https://localhost\n"
+                    "mapiproxy:http auth = terminate\nmapiproxy:http upstream auth = digest\n")
+    out = subprocess.run([os.path.join(ROOT, "build", "mapiproxy"), "--check", "-c", str(conf)],
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "mapiproxy:credentials file" in text and "dcerpc_mapiproxy:username" in text
+    assert "mapiproxy:http upstream auth = \"digest\"" in text
