@@ -860,18 +860,17 @@ static int ua_step(struct hsess *s, http_parser *p)
     const struct mp_config *cfg = s->h->cfg;
     if (s->ua_status < 200)
         return 0; /* interim */
+    if (s->ua == 2 && s->ua_status == 401) {
+        snprintf(s->ua_why, sizeof s->ua_why, "refused the proxy's logon as %.60s%s%.60s",
+                 cfg->domain, cfg->domain[0] ? "\\" : "", cfg->username);
+        return -1;
+    }
     if (!http_should_keep_alive(p)) {
         snprintf(s->ua_why, sizeof s->ua_why,
                  "closes its connection in the proxy's NTLM handshake (status %d)", s->ua_status);
         return -1;
     }
     if (s->ua == 2 || s->ua_status != 401) {
-        if (s->ua_status == 401) {
-            snprintf(s->ua_why, sizeof s->ua_why,
-                     "refused the proxy's logon as %.60s%s%.60s",
-                     cfg->domain, cfg->domain[0] ? "\\" : "", cfg->username);
-            return -1;
-        }
         mp_debug("http #%" PRIu64 " %s: upstream logon done (status %d)", s->id, s->peer,
                  s->ua_status);
         s->ua = 3;

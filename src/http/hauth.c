@@ -205,11 +205,13 @@ static enum mp_hauth_verdict basic(struct mp_hauth *a, struct mp_hauth_conn *c, 
         *sep = 0;
         domain = sep + 1;
     }
+    if (!domain[0]) /* a bare user name: the proxy's own domain, as NTLM clients do */
+        domain = (char *)a->acc_cfg.nb_domain;
     snprintf(c->user, sizeof c->user, "%.200s%s%.200s", domain, domain[0] ? "\\" : "", user);
     uint8_t want[16], got[16];
     bool ok = user[0] && mp_credstore_lookup(&a->creds, user, domain, want) == 0 &&
               mp_ntlm_ntowfv1(pw, got) == 0 && CRYPTO_memcmp(want, got, 16) == 0;
-    if (!ok && sep && domain[0] && strchr(domain, '.')) { /* user@dns.domain: its first label */
+    if (!ok && sep && sep[1] && strchr(domain, '.')) { /* user@dns.domain: its first label */
         domain[strcspn(domain, ".")] = 0;
         ok = mp_credstore_lookup(&a->creds, user, domain, want) == 0 &&
              mp_ntlm_ntowfv1(pw, got) == 0 && CRYPTO_memcmp(want, got, 16) == 0;

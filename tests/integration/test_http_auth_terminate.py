@@ -239,7 +239,7 @@ def test_upstream_refuses_the_proxys_password(make_proxy, env):
     p = start(make_proxy, env, **{"mapiproxy:password file": env["badpw"]})
     ems = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
     r = ems.connect(ALICE, check=False)
-    assert r["response"].http.status_code == 502
+    assert r.http.status_code == 502
     p.stop()
     log = p.log()
     assert "refused the proxy's logon as LAB\\Administrator" in log
