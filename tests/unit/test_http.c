@@ -1,7 +1,9 @@
 /* Unit tests of the HTTP front's own text handling: Autodiscover rewriting
  * (src/http/rewrite.c), head collection and rebuilding (src/http/msg.c),
  * and the configuration's http options. */
+#include "auth/ntlm_crypto.h"
 #include "core/config.h"
+#include "http/hauth.h"
 #include "http/msg.h"
 #include "http/rewrite.h"
 #include "testlib.h"
@@ -164,10 +166,172 @@ static void test_config(void)
     CHECK_EQ(load("mapiproxy:http listen = ::1:80\n", &c), -1);
 }
 
+/* base64 as the front reads and writes it: strict, bounded */
+static void test_b64(void)
+{
+    uint8_t o[16];
+    struct mp_buf b = {0};
+    CHECK_EQ(mp_b64_encode((const uint8_t *)"any carnal pleas", 16, &b), 0);
+    CHECK(b.len == 24 && !memcmp(b.data, "YW55IGNhcm5hbCBwbGVhcw==", 24));
+    mp_buf_free(&b);
+    CHECK_EQ(mp_b64_decode("YW55IGNhcm5hbCBwbGVhcw==", 24, o, sizeof o), 16);
+    CHECK(!memcmp(o, "any carnal pleas", 16));
+    CHECK_EQ(mp_b64_decode("", 0, o, sizeof o), 0);
+    CHECK_EQ(mp_b64_decode("YQ==", 4, o, sizeof o), 1);
+    CHECK_EQ(mp_b64_decode("YWI=", 4, o, sizeof o), 2);
+    CHECK_EQ(mp_b64_decode("YQ=", 3, o, sizeof o), -1);  /* not a multiple of 4 */
+    CHECK_EQ(mp_b64_decode("Y===", 4, o, sizeof o), -1); /* padding too early */
+    CHECK_EQ(mp_b64_decode("YQ=a", 4, o, sizeof o), -1); /* data after padding */
+    CHECK_EQ(mp_b64_decode("YQ==YQ==", 8, o, sizeof o), -1);
+    CHECK_EQ(mp_b64_decode("Y Q=", 4, o, sizeof o), -1);
+    CHECK_EQ(mp_b64_decode("YWJj", 4, o, 2), -1); /* over the bound */
+}
+
+/* Authorization handled on a parsed head: removed, the proxy's added */
+static void test_head_auth(void)
+{
+    struct mp_http_msg m;
+    feed_head(&m);
+    mp_http_msg_del(&m, "Authorization");
+    size_t l;
+    CHECK(mp_http_msg_get(&m, "authorization", &l) == NULL);
+    CHECK_EQ(mp_http_msg_add(&m, "Authorization", "Basic eA=="), 0);
+    const char *v = mp_http_msg_get(&m, "authorization", &l);
+    CHECK(v && l == 10 && !memcmp(v, "Basic eA==", 10));
+    CHECK(mp_http_msg_get(&m, "x-fold", &l) != NULL);
+    CHECK(mp_http_msg_get_nth(&m, "authorization", 1, &l) == NULL);
+    char big[300];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    CHECK_EQ(mp_http_msg_add(&m, "X-Big", big), -1); /* over the head's bound */
+    mp_http_msg_free(&m);
+}
+
+static int add_token(struct mp_buf *hdr, const char *scheme, const struct mp_buf *tok)
+{
+    return mp_buf_append(hdr, scheme, strlen(scheme)) ||
+           mp_b64_encode(mp_buf_head(tok), mp_buf_avail(tok), hdr);
+}
+
+/* The client side of termination with our own NTLM initiator as the client */
+static void test_hauth(void)
+{
+    CHECK_EQ(mp_ntlm_crypto_init(), 0);
+    struct mp_config c;
+    CHECK_EQ(load("mapiproxy:http listen = 127.0.0.1:1\nmapiproxy:http plain = yes\n"
+                  "mapiproxy:http upstream = https://up\nmapiproxy:http auth = terminate\n"
+                  "mapiproxy:http basic = yes\nmapiproxy:credentials file = /x\n"
+                  "dcerpc_mapiproxy:username = svc\ndcerpc_mapiproxy:password = p\n"
+                  "dcerpc_mapiproxy:domain = LAB\nmapiproxy:allowed users = alice\n",
+                  &c),
+             0);
+    struct mp_cred creds[2] = {{.user = "alice", .domain = "LAB"}, {.user = "eve", .domain = ""}};
+    CHECK_EQ(mp_ntlm_ntowfv1("Pw-alice", creds[0].nt_hash), 0);
+    CHECK_EQ(mp_ntlm_ntowfv1("Pw-eve", creds[1].nt_hash), 0);
+    struct mp_hauth a;
+    memset(&a, 0, sizeof a);
+    a.cfg = &c;
+    a.on = true;
+    a.creds.c = creds;
+    a.creds.n = 2;
+    a.acc_cfg.nb_computer = "PROXY";
+    a.acc_cfg.nb_domain = "LAB";
+    a.acc_cfg.lookup = mp_credstore_lookup;
+    a.acc_cfg.lookup_arg = &a.creds;
+    snprintf(a.realm, sizeof a.realm, "r");
+    struct mp_hauth_conn hc;
+    memset(&hc, 0, sizeof hc);
+    struct mp_buf h = {0};
+    char why[200];
+    /* nothing: offered NTLM and Basic */
+    CHECK_EQ(mp_hauth_client(&a, &hc, NULL, 0, &h, why, sizeof why), MP_HAUTH_CHALLENGE);
+    const char *offer = "WWW-Authenticate: NTLM\r\nWWW-Authenticate: Basic realm=\"r\", "
+                        "charset=\"UTF-8\"\r\n";
+    CHECK(h.len == strlen(offer) && !memcmp(h.data, offer, h.len));
+    mp_buf_free(&h);
+    /* Basic: right, wrong, not allowed, malformed */
+    static const struct {
+        const char *b64; /* of user:password */
+        int want;
+    } basic[] = {
+        {"Basic YWxpY2U6UHctYWxpY2U=", MP_HAUTH_PASS},     /* alice:Pw-alice */
+        {"Basic TEFCXGFsaWNlOlB3LWFsaWNl", MP_HAUTH_PASS}, /* LAB\alice:Pw-alice */
+        {"Basic YWxpY2U6cHctYWxpY2U=", MP_HAUTH_DENY},     /* alice:pw-alice */
+        {"Basic ZXZlOlB3LWV2ZQ==", MP_HAUTH_DENY},         /* eve:Pw-eve, not allowed */
+        {"Basic YWxpY2U=", MP_HAUTH_DENY},                 /* no colon */
+        {"Basic ***", MP_HAUTH_DENY},
+        {"Bearer abc", MP_HAUTH_DENY},
+    };
+    for (size_t i = 0; i < sizeof basic / sizeof basic[0]; i++) {
+        int got =
+            (int)mp_hauth_client(&a, &hc, basic[i].b64, strlen(basic[i].b64), &h, why, sizeof why);
+        CHECK_EQ(got, basic[i].want);
+        mp_buf_free(&h);
+    }
+    CHECK(!hc.authed);
+    /* NTLM: NEGOTIATE -> 401 CHALLENGE -> AUTHENTICATE -> the connection is logged on */
+    for (int round = 0; round < 2; round++) {
+        struct mp_ntlm_initiator ini;
+        CHECK_EQ(mp_ntlm_initiator_init(&ini, "alice", "LAB", round ? "wrong" : "Pw-alice", NULL,
+                                        "WS", NULL, 0),
+                 0);
+        struct mp_buf tok = {0}, hdr = {0};
+        CHECK_EQ(mp_ntlm_initiator_negotiate(&ini, &tok), 0);
+        CHECK_EQ(add_token(&hdr, "NTLM ", &tok), 0);
+        CHECK_EQ(mp_hauth_client(&a, &hc, (char *)hdr.data, hdr.len, &h, why, sizeof why),
+                 MP_HAUTH_CHALLENGE);
+        static const char pre[] = "WWW-Authenticate: NTLM ";
+        CHECK(h.len > sizeof pre && !memcmp(h.data, pre, sizeof pre - 1));
+        uint8_t chal[1024];
+        long cl = mp_b64_decode((char *)h.data + sizeof pre - 1, h.len - (sizeof pre - 1) - 2, chal,
+                                sizeof chal);
+        CHECK(cl > 0);
+        mp_buf_free(&h);
+        tok.off = tok.len = hdr.off = hdr.len = 0;
+        CHECK_EQ(mp_ntlm_initiator_authenticate(&ini, chal, (size_t)(cl > 0 ? cl : 0), &tok), 0);
+        CHECK_EQ(add_token(&hdr, "NTLM ", &tok), 0);
+        CHECK_EQ(mp_hauth_client(&a, &hc, (char *)hdr.data, hdr.len, &h, why, sizeof why),
+                 round ? MP_HAUTH_DENY : MP_HAUTH_PASS);
+        CHECK(!strcmp(hc.user, "LAB\\alice"));
+        CHECK(hc.authed == !round);
+        if (!round) /* later requests on the connection need nothing */
+            CHECK_EQ(mp_hauth_client(&a, &hc, NULL, 0, &h, why, sizeof why), MP_HAUTH_PASS);
+        mp_buf_free(&h);
+        mp_buf_free(&tok);
+        mp_buf_free(&hdr);
+        mp_ntlm_initiator_free(&ini);
+    }
+    /* an AUTHENTICATE without a NEGOTIATE, garbage */
+    CHECK_EQ(mp_hauth_client(&a, &hc, "NTLM TlRMTVNTUAADAAAA", 20, &h, why, sizeof why),
+             MP_HAUTH_DENY);
+    mp_buf_free(&h);
+    CHECK_EQ(mp_hauth_client(&a, &hc, "NTLM !!!!", 9, &h, why, sizeof why), MP_HAUTH_DENY);
+    mp_buf_free(&h);
+    mp_hauth_conn_free(&hc);
+    /* the proxy's Basic header */
+    char val[200];
+    snprintf(a.up_password, sizeof a.up_password, "p");
+    CHECK_EQ(mp_hauth_up_basic(&a, val, sizeof val), 0);
+    CHECK(!strcmp(val, "Basic TEFCXHN2Yzpw")); /* LAB\svc:p */
+    mp_config_free(&c);
+    /* option errors */
+    CHECK_EQ(load("mapiproxy:http listen = 127.0.0.1:1\nmapiproxy:http plain = yes\n"
+                  "mapiproxy:http upstream = https://up\nmapiproxy:http auth = terminate\n",
+                  &c),
+             -1);
+    CHECK_EQ(load("mapiproxy:http listen = 127.0.0.1:1\nmapiproxy:http plain = yes\n"
+                  "mapiproxy:http upstream = https://up\nmapiproxy:http auth = maybe\n",
+                  &c),
+             -1);
+}
+
 int main(void)
 {
     test_rewrite();
     test_heads();
     test_config();
+    test_b64();
+    test_head_auth();
+    test_hauth();
     TEST_DONE();
 }
