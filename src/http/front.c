@@ -1697,8 +1697,10 @@ static int setup_tls(struct mp_http *h)
             log_ssl_errors(what);
             return -1;
         }
-        SSL_CTX_set_mode(h->server_ctx,
-                         SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* idle connections (parked NotificationWaits) give their buffers back */
+        SSL_CTX_set_mode(h->server_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                            SSL_MODE_RELEASE_BUFFERS);
         SSL_CTX_set_options(h->server_ctx, SSL_OP_NO_RENEGOTIATION);
     }
     if (!cfg->http_upstream.tls)
@@ -1708,8 +1710,9 @@ static int setup_tls(struct mp_http *h)
         log_ssl_errors("TLS client context");
         return -1;
     }
-    SSL_CTX_set_mode(h->client_ctx,
-                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_mode(h->client_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                        SSL_MODE_RELEASE_BUFFERS);
     if (cfg->tls_verify) {
         SSL_CTX_set_verify(h->client_ctx, SSL_VERIFY_PEER, NULL);
         int ok = cfg->tls_ca_file[0]
