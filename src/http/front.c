@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/arena.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "http/hauth.h"
@@ -135,6 +136,7 @@ struct hsess {
     struct mp_buf mraw;      /* the response entity as received */
     unsigned m_proc, m_pend; /* meta-tags passed on to the client */
     bool m_head;             /* the client's response head is out */
+    bool m_url;              /* GetMailboxUrl/GetAddressBookUrl: its URL is rewritten */
     bool pumping;            /* inside pump(): callbacks must not pump again */
     /* deadlines (ms; 0 = none) */
     uint64_t header_dl, idle_dl, upstream_dl;
@@ -469,7 +471,7 @@ static void mh_end(struct hsess *s)
     if (s->mses)
         mp_session_unref(s->mses);
     s->mses = NULL;
-    s->mod = s->mod_resp = s->m_head = false;
+    s->mod = s->mod_resp = s->m_head = s->m_url = false;
     mp_buf_free(&s->mreq);
     mp_buf_free(&s->mraw);
     mp_mh_stream_free(&s->mst);
@@ -591,14 +593,19 @@ static const struct mp_mh_call_host mh_host = {mh_relay, mh_answer, mh_fail};
 static bool mh_wanted(struct hsess *s, const http_parser *p)
 {
     struct mp_http *h = s->h;
-    if (!h->mods || p->method != HTTP_POST || !s->xtype[0] ||
+    if (p->method != HTTP_POST || !s->xtype[0] ||
         (strncasecmp(s->path, "/mapi/emsmdb", 12) && strncasecmp(s->path, "/mapi/nspi", 10)))
         return false;
     int k = mp_mh_kind_lookup(s->xtype);
+    if (k == MP_MH_GETMAILBOXURL || k == MP_MH_GETADDRESSBOOKURL) {
+        s->mh_kind = k; /* their answers name the upstream: rewritten, no module */
+        s->m_url = true;
+        return true;
+    }
     const struct mp_mh_kind_info *ki = k >= 0 ? mp_mh_kind_info((enum mp_mh_kind)k) : NULL;
     const struct mp_codec_iface *ifc =
         ki && ki->twin_iface ? mp_codec_iface_lookup(ki->twin_iface) : NULL;
-    if (!ifc || !mp_modules_want(h->mods, ifc->uuid, (uint16_t)ki->twin_opnum))
+    if (!ifc || !h->mods || !mp_modules_want(h->mods, ifc->uuid, (uint16_t)ki->twin_opnum))
         return false;
     s->mh_kind = k;
     return true;
@@ -670,10 +677,48 @@ static int mh_resp_body(struct hsess *s, const char *at, size_t len)
 
 /* The upstream's response is complete: its body to the chain, or, when it
  * is no success, the rest of it to the client as it is. */
+/* GetMailboxUrl / GetAddressBookUrl: the URL in the answer names the
+ * upstream; it is rewritten like Autodiscover's. */
+static void mh_url_answer(struct hsess *s)
+{
+    struct mp_arena a;
+    mp_arena_init(&a);
+    struct mp_mh_body b;
+    struct mp_buf nb = {0}, out = {0};
+    const struct mp_mh_url_out *u = NULL;
+    if (mp_mh_decode((enum mp_mh_kind)s->mh_kind, true, s->mst.body.data, s->mst.body.len, &b,
+                     &a) == MP_MH_OK &&
+        !b.side.status_code)
+        u = b.call;
+    char *url8 = u && u->url ? mp_mh_utf16_to_utf8(u->url, &a) : NULL;
+    long k = url8 ? mp_http_rewrite(&s->h->names, (const uint8_t *)url8, strlen(url8), &nb) : 0;
+    struct mp_mh_url_out nu = {0};
+    if (k > 0 && !mp_buf_append(&nb, "", 1)) {
+        nu = *u;
+        nu.url = mp_mh_utf8_to_utf16((const char *)nb.data, &a);
+        b.call = &nu;
+    }
+    if (k > 0 && nu.url && mp_mh_encode(&out, &b) == 0) {
+        mp_debug("http #%" PRIu64 " %s %s: server URL rewritten to the proxy", s->id, s->peer,
+                 s->xtype);
+        mh_answer(s, out.data, out.len);
+    } else {
+        mh_answer(s, s->mst.body.data, s->mst.body.len);
+    }
+    mp_buf_free(&nb);
+    mp_buf_free(&out);
+    mp_arena_free(&a);
+}
+
 static void mh_resp_done(struct hsess *s)
 {
     s->mod_resp = false;
     s->upstream_dl = 0;
+    if (s->m_url && s->mst.state == MP_MHS_BODY && s->mst.have_response_code &&
+        s->mst.response_code == 0) {
+        mh_url_answer(s);
+        return;
+    }
     if (s->mst.state == MP_MHS_BODY && s->mst.have_response_code && s->mst.response_code == 0) {
         mp_mh_call_response(s->mc, s->mst.body.data, s->mst.body.len);
         return; /* mh_answer / mh_fail finish the request */
@@ -1117,13 +1162,19 @@ static int on_req_complete(http_parser *p)
     struct hsess *s = p->data;
     s->req_complete = true;
     if (s->mod && !s->forwarded && !s->local_status) {
-        if (mh_start(s) < 0) { /* relayed as it came */
+        if (s->m_url || mh_start(s) < 0) { /* relayed as it came */
             struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                           .length = mp_buf_avail(&s->mreq),
                                           .host = s->h->up_hostport};
             int bad = mp_http_request_head(&s->req, s->method, &o, &s->u.out) ||
                       mp_buf_append(&s->u.out, mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq));
-            mh_end(s);
+            if (s->m_url) { /* its answer is collected and rewritten */
+                mp_buf_free(&s->mreq);
+                mp_mh_stream_init(&s->mst);
+                s->m_proc = s->m_pend = 0;
+            } else {
+                mh_end(s);
+            }
             if (bad) {
                 s->err_status = 502;
                 return -1;
@@ -1220,7 +1271,7 @@ static int on_resp_headers(http_parser *p)
         return mp_http_response_head(&s->resp, st, &o, &s->c.out) ? -1 : 0;
     }
     s->interim = false;
-    if (s->mod && s->mc) {
+    if (s->mod && (s->mc || s->m_url)) {
         int r = mh_resp_head(s, p);
         if (r)
             return r < 0 ? -1 : 0;
@@ -1829,8 +1880,10 @@ static int setup_tls(struct mp_http *h)
             log_ssl_errors(what);
             return -1;
         }
-        SSL_CTX_set_mode(h->server_ctx,
-                         SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* idle connections (parked NotificationWaits) give their buffers back */
+        SSL_CTX_set_mode(h->server_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                            SSL_MODE_RELEASE_BUFFERS);
         SSL_CTX_set_options(h->server_ctx, SSL_OP_NO_RENEGOTIATION);
     }
     if (!cfg->http_upstream.tls)
@@ -1840,8 +1893,9 @@ static int setup_tls(struct mp_http *h)
         log_ssl_errors("TLS client context");
         return -1;
     }
-    SSL_CTX_set_mode(h->client_ctx,
-                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_mode(h->client_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                        SSL_MODE_RELEASE_BUFFERS);
     if (cfg->tls_verify) {
         SSL_CTX_set_verify(h->client_ctx, SSL_VERIFY_PEER, NULL);
         int ok = cfg->tls_ca_file[0]

@@ -507,3 +507,17 @@ def test_tls_below_1_2_refused_and_logged(front, certs):
     s.close()
     front.stop()
     assert "TLS handshake failed: error:0A000102:SSL routines::unsupported protocol" in front.log()
+
+
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",  # the smuggling classic
+    b"Transfer-Encoding: gzip\r\n",                          # no final chunked coding
+    b"Content-Length: 5\r\nContent-Length: 6\r\n",           # two lengths
+])
+def test_ambiguous_body_framing_gets_400(front, peer, certs, framing):
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\nAuthorization: " + peer.basic.encode() +
+              b"\r\n" + framing + b"\r\n0\r\n\r\nhello")
+    data = recv_all(s)
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert not peer.requests

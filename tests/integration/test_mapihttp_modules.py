@@ -136,3 +136,25 @@ def test_module_answers_over_mapihttp(make_proxy, env, tmp_path):  # noqa: F811
     [only] = ems.execute(EC.RopBuffer().get_receive_folder(0, "IPM"))
     assert only["ReturnValue"] == 0x8004010F
     assert ems.disconnect()["ErrorCode"] == 0
+
+
+def test_mailbox_and_address_book_urls_name_the_proxy(make_proxy, env):  # noqa: F811
+    """GetMailboxUrl and GetAddressBookUrl answers carry server URLs: the
+    front rewrites them to the proxy's public name, as it does Autodiscover
+    (no module needed)."""
+    direct = MH.NspiHttp(f"https://localhost:{env['mapihttp']}", auth=ntlm(), verify=env["ca"])
+    assert direct.bind()["ErrorCode"] == 0
+    d1 = direct.get_mailbox_url(SERVER_DN)["ServerUrl"]
+    d2 = direct.get_address_book_url(ALICE)["ServerUrl"]
+    assert "exlab01.lab.example" in d1.lower() and "exlab01.lab.example" in d2.lower()
+    p = front_with(make_proxy, env, {})
+    ab = MH.NspiHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert ab.bind()["ErrorCode"] == 0
+    u1 = ab.get_mailbox_url(SERVER_DN)
+    u2 = ab.get_address_book_url(ALICE)
+    assert u1["ErrorCode"] == 0 and u2["ErrorCode"] == 0
+    assert u1["ServerUrl"].startswith("https://mail.proxy.test/mapi/emsmdb/"), u1["ServerUrl"]
+    assert u2["ServerUrl"].startswith("https://mail.proxy.test/mapi/nspi/"), u2["ServerUrl"]
+    assert u1["ServerUrl"].split("/mapi/")[1] == d1.split("/mapi/")[1]
+    # the host is the proxy's; the query (the upstream's MailboxId) is kept
+    assert "exlab01" not in (u1["ServerUrl"].split("?")[0] + u2["ServerUrl"]).lower()
