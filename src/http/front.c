@@ -1262,6 +1262,11 @@ static int on_resp_headers(http_parser *p)
         s->ua_status = st;
         return 0;
     }
+    if (h->auth.on && st == 401) { /* the proxy's logon, not the client's: never relayed */
+        snprintf(s->ua_why, sizeof s->ua_why, "answered 401 to the proxy's logon as %.60s%s%.60s",
+                 h->cfg->domain, h->cfg->domain[0] ? "\\" : "", h->cfg->username);
+        return -1;
+    }
     if (st == 101)
         return resp_fail(s, "switched protocols (101), which the proxy does not relay");
     struct mp_http_head_opts o = {.rewrite_location = &h->names};

@@ -57,6 +57,8 @@ long mp_b64_decode(const char *s, size_t n, uint8_t *out, size_t cap)
             if (pad || (v[j] = b64_val(s[i + j])) < 0)
                 return -1; /* a letter after '=', or outside the alphabet */
         }
+        if ((pad == 2 && (v[1] & 0xf)) || (pad == 1 && (v[2] & 0x3)))
+            return -1; /* bits beyond the data: not the canonical form */
         uint32_t w =
             (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         size_t k = 3 - (size_t)pad;

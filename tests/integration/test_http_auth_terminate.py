@@ -235,14 +235,20 @@ def test_basic_upstream(make_proxy, env):
     assert_no_secrets(p.log())
 
 
-def test_upstream_refuses_the_proxys_password(make_proxy, env):
-    p = start(make_proxy, env, **{"mapiproxy:password file": env["badpw"]})
+@pytest.mark.parametrize("scheme", ["ntlm", "basic"])
+def test_upstream_refuses_the_proxys_password(make_proxy, env, scheme):
+    """The upstream's 401 is about the proxy's account: the client gets 502,
+    never the upstream's challenge."""
+    p = start(make_proxy, env, **{"mapiproxy:password file": env["badpw"],
+                                  "mapiproxy:http upstream auth": scheme})
     ems = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
     r = ems.connect(ALICE, check=False)
     assert r.http.status_code == 502
+    assert "WWW-Authenticate" not in r.http.headers
     p.stop()
     log = p.log()
-    assert "refused the proxy's logon as LAB\\Administrator" in log
+    assert (("refused the proxy's logon as LAB\\Administrator" if scheme == "ntlm" else
+             "answered 401 to the proxy's logon as LAB\\Administrator") in log)
     assert "not-the-password" not in log
 
 
@@ -257,3 +263,22 @@ def test_terminate_needs_its_options(tmp_path):
     text = out.stdout + out.stderr
     assert "mapiproxy:credentials file" in text and "dcerpc_mapiproxy:username" in text
     assert "mapiproxy:http upstream auth = \"digest\"" in text
+
+
+def test_module_chain_behind_termination(make_proxy, env):
+    """MAPI/HTTP requests that go through the module chain carry the proxy's
+    logon as well: a module answering one ROP in place, the upstream the
+    rest, over the proxy's own NTLM connection."""
+    p = start(make_proxy, env, **{"dcerpc_mapiproxy:modules": "mpm_roptest",
+                                  "mpm_roptest:answer": "0x27:0x8004010F"})
+    ems = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert ems.connect(ALICE)["ErrorCode"] == 0
+    [logon] = ems.execute(EC.RopBuffer().logon(0, ALICE))
+    res = ems.execute(EC.RopBuffer().get_receive_folder(0, "IPM.Note")
+                      .open_folder(0, 1, logon["FolderIds"][4])
+                      .get_properties_specific(1, [0x3001001F]))
+    assert [x["ReturnValue"] for x in res] == [0x8004010F, 0, 0]
+    assert res[2]["Row"][0x3001001F] == "Inbox"
+    assert ems.disconnect()["ErrorCode"] == 0
+    p.stop()
+    assert_no_secrets(p.log())

@@ -184,6 +184,8 @@ static void test_b64(void)
     CHECK_EQ(mp_b64_decode("YQ=a", 4, o, sizeof o), -1); /* data after padding */
     CHECK_EQ(mp_b64_decode("YQ==YQ==", 8, o, sizeof o), -1);
     CHECK_EQ(mp_b64_decode("Y Q=", 4, o, sizeof o), -1);
+    CHECK_EQ(mp_b64_decode("YR==", 4, o, sizeof o), -1); /* not canonical */
+    CHECK_EQ(mp_b64_decode("YWJ=", 4, o, sizeof o), -1);
     CHECK_EQ(mp_b64_decode("YWJj", 4, o, 2), -1); /* over the bound */
 }
 
