@@ -274,11 +274,14 @@ def test_module_chain_behind_termination(make_proxy, env):
     ems = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
     assert ems.connect(ALICE)["ErrorCode"] == 0
     [logon] = ems.execute(EC.RopBuffer().logon(0, ALICE))
-    res = ems.execute(EC.RopBuffer().get_receive_folder(0, "IPM.Note")
-                      .open_folder(0, 1, logon["FolderIds"][4])
-                      .get_properties_specific(1, [0x3001001F]))
-    assert [x["ReturnValue"] for x in res] == [0x8004010F, 0, 0]
-    assert res[2]["Row"][0x3001001F] == "Inbox"
+    inbox = logon["FolderIds"][4]
+    [answered] = ems.execute(EC.RopBuffer().get_receive_folder(0, "IPM.Note"))
+    assert answered["ReturnValue"] == 0x8004010F  # the module's answer
+    opened = ems.execute(EC.RopBuffer().open_folder(0, 1, inbox)
+                         .get_properties_specific(1, [0x3001001F]))
+    assert opened[-1]["Row"][0x3001001F] == "Inbox"  # the upstream's, as the proxy's account
     assert ems.disconnect()["ErrorCode"] == 0
     p.stop()
-    assert_no_secrets(p.log())
+    log = p.log()
+    assert "logged on as LAB\\alice" in log and "type=Execute" in log
+    assert_no_secrets(log)
