@@ -150,7 +150,7 @@ struct hsess {
     char ua_why[200]; /* why the handshake failed, for parse_upstream */
     struct mp_hauth_up hup;
     struct mp_buf ua_out;
-    char ua_url[2048];
+    char *ua_url; /* the URL of the handshake's GETs (heap: only while it runs) */
 };
 
 static http_parser_settings req_settings, resp_settings;
@@ -865,10 +865,12 @@ static int auth_request(struct hsess *s)
  * of the client's first URL without a body, held requests wait in u.out. */
 static int ua_send(struct hsess *s, const struct mp_buf *authval)
 {
-    char head[2600];
-    int n = snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n",
-                     s->ua_url, s->h->up_hostport);
-    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&s->ua_out, head, (size_t)n) ||
+    char head[400];
+    int n = snprintf(head, sizeof head, " HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n",
+                     s->h->up_hostport);
+    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&s->ua_out, "GET ", 4) ||
+        mp_buf_append(&s->ua_out, s->ua_url, strlen(s->ua_url)) ||
+        mp_buf_append(&s->ua_out, head, (size_t)n) ||
         mp_buf_append(&s->ua_out, "Authorization: ", 15) ||
         mp_buf_append(&s->ua_out, mp_buf_head(authval), mp_buf_avail(authval)) ||
         mp_buf_append(&s->ua_out, "\r\n\r\n", 4))
@@ -878,15 +880,10 @@ static int ua_send(struct hsess *s, const struct mp_buf *authval)
 
 static int ua_begin(struct hsess *s, const char *url, size_t ul)
 {
-    size_t pl = 0;
-    while (pl < ul && url[pl] != '?')
-        pl++;
-    if (ul < sizeof s->ua_url)
-        memcpy(s->ua_url, url, ul), s->ua_url[ul] = 0;
-    else if (pl < sizeof s->ua_url)
-        memcpy(s->ua_url, url, pl), s->ua_url[pl] = 0;
-    else
-        snprintf(s->ua_url, sizeof s->ua_url, "/");
+    free(s->ua_url);
+    s->ua_url = strndup(url, ul); /* bounded by mapiproxy:http max header size */
+    if (!s->ua_url)
+        return -1;
     for (char *q = s->ua_url; *q; q++)
         if ((unsigned char)*q <= ' ' || *q == 0x7f)
             *q = '_';
@@ -921,6 +918,8 @@ static int ua_step(struct hsess *s, http_parser *p)
         s->ua = 3;
         mp_hauth_up_free(&s->hup);
         mp_buf_free(&s->ua_out);
+        free(s->ua_url);
+        s->ua_url = NULL;
         return 0;
     }
     size_t l = 0;
@@ -1709,6 +1708,7 @@ static void session_free(void *p)
     mp_hauth_up_free(&s->hup);
     mp_buf_free(&s->www);
     mp_buf_free(&s->ua_out);
+    free(s->ua_url);
     free(s);
 }
 
