@@ -108,6 +108,10 @@ struct mp_config {
     bool transparent;             /* mapiproxy:transparent (yes): no rewrite modules by default */
     char module_dir[512];         /* mapiproxy:module dir ("" = DIR-OF-EXECUTABLE/modules) */
     bool server;                  /* dcerpc_mapiproxy:server (accepted; true) */
+    /* NTLM users from a domain, groups (doc/configuration.md, doc/internals/auth.md) */
+    char ntlm_backend[16];        /* mapiproxy:ntlm backend: file (default) | winbind */
+    char winbind_socket_dir[256]; /* mapiproxy:winbind socket dir ("" = libwbclient's default) */
+    char groups_file[512];        /* mapiproxy:groups file: "group: user, user" lines */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */
     struct mp_diag warnings;
