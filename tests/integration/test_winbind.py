@@ -225,3 +225,45 @@ def test_groups_file_readable_by_others_is_refused(lab, make_proxy, tmp_path):
                        stderr=subprocess.STDOUT, text=True, timeout=60)
     assert r.returncode != 0
     assert "readable by group or others" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("members,passes", [("LAB\\bob, alice@LAB.EXAMPLE", True),
+                                            ("bob, alice@OTHER.EXAMPLE", False)])
+def test_groups_file_for_kerberos_principals(make_proxy, tmp_path, monkeypatch, members,
+                                             passes):
+    """A Kerberos client (Impacket, SPNEGO with MIT's KDC) is let in by its
+    principal's line in the groups file, and kept out without one."""
+    import krb5_env
+    if not krb5_env.available():
+        pytest.skip("MIT Kerberos not installed (scripts/install-deps.sh)")
+    from test_krb5_relay import PRIV, kerberos_dce
+    groups = tmp_path / "groups"
+    groups.write_text(f"mapi-users: {members}\n")
+    os.chmod(groups, 0o600)
+    with krb5_env.Krb5Env(tmp_path / "realm") as k:
+        k.kinit("alice")
+        k.kvno(krb5_env.PROXY_SPN)
+        k.apply()
+        users = tmp_path / "lab-users"
+        users.write_text(f"{LAB_USER}:LAB:{LAB_PW}\n")
+        lab = Lab(tmp_path, extra=["--users", str(users), "--require-auth", "privacy"])
+        try:
+            proxy = make_proxy(upstream_epm_port=lab.epm_port, extra=upstream_opts(tmp_path, **{
+                "mapiproxy:keytab": k.keytab("proxy"),
+                "mapiproxy:service principal": krb5_env.PROXY_SPN,
+                "realm": "lab.example",
+                "mapiproxy:groups file": str(groups),
+                "mapiproxy:allowed users": "@mapi-users"}))
+            if passes:
+                nspi_round_trip(kerberos_dce(proxy.rpc_port, PRIV, monkeypatch))
+                assert f"authenticated alice@{k.realm}" in proxy.log(), proxy.log()
+                assert len(lab_logons(lab)) == 1
+            else:
+                with pytest.raises(Exception):
+                    nspi_round_trip(kerberos_dce(proxy.rpc_port, PRIV, monkeypatch))
+                assert re.search(r"authentication of alice@\S+ failed: not in "
+                                 r"mapiproxy:allowed users", proxy.log()), proxy.log()
+                assert not lab_logons(lab)
+        finally:
+            lab.stop()
+            k.restore()
