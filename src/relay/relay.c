@@ -1469,7 +1469,9 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
             if (!lo || mp_wb_logon_set(lo, lg.user, lg.domain, lg.workstation, lg.server_chal,
                                        lg.nt.p, lg.nt.len, lg.lm.p, lg.lm.len)) {
                 free(lo);
-                snprintf(why, wl, "out of memory");
+                snprintf(why, wl,
+                         "cannot prepare the winbind logon (out of memory or names "
+                         "too long)");
                 return MP_GSS_FAILED;
             }
             cs->wb_pending = lo;
