@@ -164,6 +164,24 @@ def test_unknown_domain_user_is_denied(dc, lab, make_proxy, tmp_path):
     assert not lab_logons(lab)
 
 
+def test_winbindd_not_reachable_is_denied(lab, make_proxy, tmp_path):
+    """No winbindd behind the socket directory: the logon is refused (access
+    denied, nothing upstream), the log says winbindd is not reachable."""
+    empty = tmp_path / "no-winbindd"
+    empty.mkdir(mode=0o755)
+    proxy = make_proxy(upstream_epm_port=lab.epm_port,
+                       extra=upstream_opts(tmp_path, **{"mapiproxy:ntlm backend": "winbind",
+                                                        "mapiproxy:winbind socket dir": str(empty)}))
+    with pytest.raises(DCERPCException) as e:
+        nspi_round_trip(dce(proxy.rpc_port, CAROL, CAROL_PW, "WBLAB"))
+    assert "access_denied" in str(e.value).lower() or "0x5" in str(e.value), str(e.value)
+    log = proxy.log()
+    assert re.search(r"authentication of WBLAB\\carol failed: the domain could not check the "
+                     r"logon \(winbind: winbindd is not reachable", log), log
+    assert not lab_logons(lab)
+    assert proxy.alive()
+
+
 @pytest.mark.parametrize("entry", ["@" + GROUP, "@WBLAB\\" + GROUP])
 def test_domain_group_member_passes_and_others_are_refused(dc, lab, make_proxy, tmp_path,
                                                             entry):
