@@ -164,6 +164,30 @@ def test_unknown_domain_user_is_denied(dc, lab, make_proxy, tmp_path):
     assert not lab_logons(lab)
 
 
+def test_concurrent_domain_logons_through_the_worker(dc, lab, make_proxy, tmp_path):
+    """Eight clients at once, right and wrong passwords mixed: each gets its
+    own answer from winbind (the worker's queue), the loop serves them all."""
+    from concurrent.futures import ThreadPoolExecutor
+    proxy = winbind_proxy(dc, lab, make_proxy, tmp_path, allowed="@" + GROUP)
+
+    def one(i):
+        pw = CAROL_PW if i % 2 == 0 else "Wr0ng-%d!" % i
+        try:
+            nspi_round_trip(dce(proxy.rpc_port, CAROL, pw, dc.domain))
+            return "ok"
+        except DCERPCException as e:
+            return "denied" if ("access_denied" in str(e).lower() or "0x5" in str(e)) else str(e)
+
+    with ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(one, range(8)))
+    assert got == ["ok", "denied"] * 4, got
+    log = proxy.log()
+    assert log.count("authenticated WBLAB\\carol (NTLM, privacy)") == 4, log
+    assert len(re.findall(r"authentication of WBLAB\\carol failed: .*winbind: ", log)) == 4, log
+    assert len(lab_logons(lab)) == 4
+    assert proxy.alive()
+
+
 def test_winbindd_not_reachable_is_denied(lab, make_proxy, tmp_path):
     """No winbindd behind the socket directory: the logon is refused (access
     denied, nothing upstream), the log says winbindd is not reachable."""
