@@ -144,6 +144,10 @@ struct mp_config {
     uint32_t http_max_body;           /* mapiproxy:http max body (request, 64 MiB) */
     uint32_t http_max_rewrite;        /* mapiproxy:http max rewrite body (1 MiB) */
     bool http_relay_all;              /* mapiproxy:http relay all paths (no) */
+    /* NTLM users from a domain, groups (doc/configuration.md, doc/internals/auth.md) */
+    char ntlm_backend[16];        /* mapiproxy:ntlm backend: file (default) | winbind */
+    char winbind_socket_dir[256]; /* mapiproxy:winbind socket dir ("" = libwbclient's default) */
+    char groups_file[512];        /* mapiproxy:groups file: "group: user, user" lines */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */
     struct mp_diag warnings;
