@@ -177,3 +177,6 @@ soak: $(B)/mapiproxy-asan
 
 # --- Kerberos (src/auth/gss.c, spnego.c; doc/internals/kerberos.md) ---------
 LIBS += -lgssapi_krb5 -lkrb5
+# --- winbind (src/auth/winbind.c; doc/internals/auth.md): libwbclient-dev ---
+INC  += -I/usr/include/samba-4.0
+LIBS += -lwbclient

@@ -6,7 +6,8 @@ PKGS=(gcc make pkg-config libssl-dev clang libclang-rt-14-dev valgrind
       python3-impacket python3-pytest python3-requests python3-requests-ntlm tshark samba haproxy
       krb5-kdc krb5-admin-server krb5-user libkrb5-dev libgssapi-krb5-2
       krb5-kdc-ldap slapd ldap-utils python3-gssapi
-      libhttp-parser-dev)
+      libhttp-parser-dev
+      libwbclient-dev winbind samba-ad-dc)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

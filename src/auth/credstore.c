@@ -9,7 +9,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-static int check_perms(const char *path, FILE *fp, char *why, size_t why_len)
+int mp_check_private_file(const char *path, FILE *fp, char *why, size_t why_len)
 {
     struct stat st;
     if (fstat(fileno(fp), &st) < 0) {
@@ -41,7 +41,7 @@ int mp_credstore_load(struct mp_credstore *cs, const char *path, char *why, size
         snprintf(why, why_len, "cannot open credentials file %s: %s", path, strerror(errno));
         return -1;
     }
-    if (check_perms(path, fp, why, why_len)) {
+    if (mp_check_private_file(path, fp, why, why_len)) {
         fclose(fp);
         return -1;
     }
@@ -125,7 +125,7 @@ int mp_read_secret_file(const char *path, char *out, size_t cap, char *why, size
         snprintf(why, why_len, "cannot open password file %s: %s", path, strerror(errno));
         return -1;
     }
-    if (check_perms(path, fp, why, why_len)) {
+    if (mp_check_private_file(path, fp, why, why_len)) {
         fclose(fp);
         return -1;
     }

@@ -8,6 +8,7 @@
 #define MP_CREDSTORE_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct mp_cred {
     char user[128], domain[128];
@@ -24,6 +25,9 @@ int mp_credstore_load(struct mp_credstore *cs, const char *path, char *why, size
 void mp_credstore_free(struct mp_credstore *cs);
 /* mp_ntlm_lookup_fn: user and domain compared case-insensitively. */
 int mp_credstore_lookup(void *cs, const char *user, const char *domain, uint8_t nt_hash[16]);
+/* The permission rule of these files: not readable by group or others.
+ * 0, or -1 with why. */
+int mp_check_private_file(const char *path, FILE *fp, char *why, size_t why_len);
 /* Reads the first line of a password file (same permission rule). */
 int mp_read_secret_file(const char *path, char *out, size_t cap, char *why, size_t why_len);
 #endif

@@ -498,10 +498,13 @@ static const uint8_t *name_u16(const struct mp_ntlm_field *f, bool unicode, uint
     return tmp;
 }
 
-int mp_ntlm_verify_authenticate(const struct mp_ntlm_acceptor_cfg *cfg,
-                                const uint8_t server_chal[8], const uint8_t *neg, size_t neg_len,
-                                const uint8_t *chal, size_t chal_len, const uint8_t *msg,
-                                size_t len, struct mp_ntlm_result *res)
+/* given_base: the session base key from a domain controller that checked
+ * the NTLMv2 response itself (winbind); NULL: checked here with the NT hash
+ * from cfg->lookup. */
+static int verify(const struct mp_ntlm_acceptor_cfg *cfg, const uint8_t server_chal[8],
+                  const uint8_t *neg, size_t neg_len, const uint8_t *chal, size_t chal_len,
+                  const uint8_t *msg, size_t len, const uint8_t *given_base,
+                  struct mp_ntlm_result *res)
 {
     struct mp_ntlm_authenticate au;
     struct mp_ntlm_field ti;
@@ -532,22 +535,28 @@ int mp_ntlm_verify_authenticate(const struct mp_ntlm_acceptor_cfg *cfg,
     if (kex && au.enc_session_key.len != 16)
         return MP_NTLM_E_MALFORMED;
 
-    /* An unknown user goes through the same computation with a random hash,
-     * so that timing does not tell unknown users from wrong passwords. */
-    bool known = cfg->lookup && cfg->lookup(cfg->lookup_arg, res->user, res->domain, nt_hash) == 0;
-    if (!known && mp_ntlm_random(nt_hash, sizeof(nt_hash))) {
-        r = MP_NTLM_E_INTERNAL;
-        goto out;
-    }
-    size_t ul, dl;
-    const uint8_t *u16 = name_u16(&au.user, uni, ut, &ul),
-                  *d16 = name_u16(&au.domain, uni, dt, &dl);
+    memset(nt_hash, 0, sizeof(nt_hash));
+    memset(key, 0, sizeof(key));
     r = MP_NTLM_E_INTERNAL;
-    if (mp_ntlm_ntowfv2_u16(nt_hash, u16, ul, d16, dl, key))
-        goto out;
-    if (mp_ntlmv2_verify(key, server_chal, au.nt.p, au.nt.len, base) || !known) {
-        r = MP_NTLM_E_LOGON;
-        goto out;
+    if (given_base) {
+        memcpy(base, given_base, 16);
+    } else {
+        /* An unknown user goes through the same computation with a random
+         * hash, so that timing does not tell unknown users from wrong
+         * passwords. */
+        bool known =
+            cfg->lookup && cfg->lookup(cfg->lookup_arg, res->user, res->domain, nt_hash) == 0;
+        if (!known && mp_ntlm_random(nt_hash, sizeof(nt_hash)))
+            goto out;
+        size_t ul, dl;
+        const uint8_t *u16 = name_u16(&au.user, uni, ut, &ul),
+                      *d16 = name_u16(&au.domain, uni, dt, &dl);
+        if (mp_ntlm_ntowfv2_u16(nt_hash, u16, ul, d16, dl, key))
+            goto out;
+        if (mp_ntlmv2_verify(key, server_chal, au.nt.p, au.nt.len, base) || !known) {
+            r = MP_NTLM_E_LOGON;
+            goto out;
+        }
     }
     if (mp_ntlm_kxkey(au.flags, true, base, server_chal, NULL, kx))
         goto out;
@@ -592,16 +601,54 @@ out:
     return r;
 }
 
-int mp_ntlm_acceptor_authenticate(struct mp_ntlm_acceptor *a, const uint8_t *msg, size_t len,
-                                  struct mp_ntlm_result *res)
+int mp_ntlm_verify_authenticate(const struct mp_ntlm_acceptor_cfg *cfg,
+                                const uint8_t server_chal[8], const uint8_t *neg, size_t neg_len,
+                                const uint8_t *chal, size_t chal_len, const uint8_t *msg,
+                                size_t len, struct mp_ntlm_result *res)
+{
+    return verify(cfg, server_chal, neg, neg_len, chal, chal_len, msg, len, NULL, res);
+}
+
+int mp_ntlm_acceptor_peek(const struct mp_ntlm_acceptor *a, const uint8_t *msg, size_t len,
+                          struct mp_ntlm_logon *out)
+{
+    struct mp_ntlm_authenticate au;
+    struct mp_ntlm_field ti;
+    struct mp_ntlm_av_info av;
+    memset(out, 0, sizeof(*out));
+    if (a->state != 1)
+        return MP_NTLM_E_STATE;
+    if (mp_ntlmssp_parse_authenticate(msg, len, &au))
+        return MP_NTLM_E_MALFORMED;
+    bool uni = (au.flags & MP_NTLMSSP_NEGOTIATE_UNICODE) != 0;
+    if (au.nt.len == 0 && au.lm.len <= 1)
+        return MP_NTLM_E_ANONYMOUS;
+    if (au.nt.len <= 24)
+        return MP_NTLM_E_UNSUPPORTED;
+    if (mp_ntlmv2_response_av(au.nt.p, au.nt.len, &ti) || mp_ntlm_av_parse(ti.p, ti.len, &av))
+        return MP_NTLM_E_MALFORMED;
+    if (name_utf8(&au.user, uni, out->user, sizeof(out->user)) ||
+        name_utf8(&au.domain, uni, out->domain, sizeof(out->domain)) ||
+        name_utf8(&au.workstation, uni, out->workstation, sizeof(out->workstation)))
+        return MP_NTLM_E_MALFORMED;
+    if (!out->user[0])
+        return MP_NTLM_E_ANONYMOUS;
+    memcpy(out->server_chal, a->server_chal, 8);
+    out->nt = au.nt;
+    out->lm = au.lm;
+    return MP_NTLM_OK;
+}
+
+static int acceptor_finish(struct mp_ntlm_acceptor *a, const uint8_t *msg, size_t len,
+                           const uint8_t *given_base, struct mp_ntlm_result *res)
 {
     if (a->state != 1) {
         memset(res, 0, sizeof(*res));
         a->state = 3;
         return MP_NTLM_E_STATE;
     }
-    int r = mp_ntlm_verify_authenticate(a->cfg, a->server_chal, a->neg.data, a->neg.len,
-                                        a->chal.data, a->chal.len, msg, len, res);
+    int r = verify(a->cfg, a->server_chal, a->neg.data, a->neg.len, a->chal.data, a->chal.len, msg,
+                   len, given_base, res);
     if (r == MP_NTLM_OK) {
         /* The client may only drop flags the challenge offered, not add. */
         uint32_t extra =
@@ -619,6 +666,19 @@ int mp_ntlm_acceptor_authenticate(struct mp_ntlm_acceptor *a, const uint8_t *msg
     mp_buf_free(&a->chal);
     mp_ntlm_cleanse(a->server_chal, sizeof(a->server_chal));
     return r;
+}
+
+int mp_ntlm_acceptor_authenticate(struct mp_ntlm_acceptor *a, const uint8_t *msg, size_t len,
+                                  struct mp_ntlm_result *res)
+{
+    return acceptor_finish(a, msg, len, NULL, res);
+}
+
+int mp_ntlm_acceptor_authenticate_key(struct mp_ntlm_acceptor *a, const uint8_t *msg, size_t len,
+                                      const uint8_t session_base_key[16],
+                                      struct mp_ntlm_result *res)
+{
+    return acceptor_finish(a, msg, len, session_base_key, res);
 }
 
 /* ---- initiator -------------------------------------------------------------*/

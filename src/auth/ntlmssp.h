@@ -179,6 +179,25 @@ int mp_ntlm_acceptor_authenticate(struct mp_ntlm_acceptor *a, const uint8_t *msg
                                   struct mp_ntlm_result *res);
 void mp_ntlm_acceptor_free(struct mp_ntlm_acceptor *a);
 
+/* For a domain that checks the response itself (winbind): the names and
+ * responses of an AUTHENTICATE (nt/lm point into msg) and the server
+ * challenge the acceptor sent.  The same refusals as the acceptor
+ * (malformed, anonymous, NTLMv1/LM).  The acceptor's state is unchanged. */
+struct mp_ntlm_logon {
+    char user[3 * MP_NTLM_NAME_MAX + 1], domain[3 * MP_NTLM_NAME_MAX + 1],
+        workstation[3 * MP_NTLM_NAME_MAX + 1];
+    uint8_t server_chal[8];
+    struct mp_ntlm_field nt, lm;
+};
+int mp_ntlm_acceptor_peek(const struct mp_ntlm_acceptor *a, const uint8_t *msg, size_t len,
+                          struct mp_ntlm_logon *out);
+/* As mp_ntlm_acceptor_authenticate, with the NTLMv2 session base key the
+ * domain returned (its "user session key") once it accepted the response:
+ * key exchange, MIC and channel bindings are then checked here as usual. */
+int mp_ntlm_acceptor_authenticate_key(struct mp_ntlm_acceptor *a, const uint8_t *msg, size_t len,
+                                      const uint8_t session_base_key[16],
+                                      struct mp_ntlm_result *res);
+
 /* The verification itself, without state: the AUTHENTICATE against a
  * server challenge, with the NEGOTIATE and CHALLENGE messages for the MIC
  * (neg/chal may be NULL when the MIC is not to be checked).  Used by the

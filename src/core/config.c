@@ -853,6 +853,9 @@ static const struct opt options[] = {
     {"mapiproxy:http basic", K_BOOL, F(http_basic), 0, 0, NULL},
     {"mapiproxy:http realm", K_STR, F(http_realm), 0, 0, NULL},
     {"mapiproxy:http upstream auth", K_STR, F(http_upstream_auth), 0, 0, NULL},
+    {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
+    {"mapiproxy:winbind socket dir", K_STR, F(winbind_socket_dir), 0, 0, NULL},
+    {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -1796,6 +1799,26 @@ static void check_auth_options(struct pctx *p, const char *name)
         perr(p, name, 0,
              "mapiproxy:delegation = s4u with NTLM clients (mapiproxy:credentials file) needs "
              "realm (NTLM users are impersonated as user@REALM)");
+    bool winbind = !strcasecmp(c->ntlm_backend, "winbind");
+    if (c->ntlm_backend[0] && !winbind && strcasecmp(c->ntlm_backend, "file"))
+        perr(p, name, 0, "mapiproxy:ntlm backend \"%s\": use file or winbind", c->ntlm_backend);
+    if (winbind && c->credentials_file[0])
+        perr(p, name, 0,
+             "mapiproxy:ntlm backend = winbind checks NTLM users with the domain: remove "
+             "mapiproxy:credentials file (or set mapiproxy:ntlm backend = file)");
+    if (c->winbind_socket_dir[0] && !winbind)
+        perr(p, name, 0,
+             "mapiproxy:winbind socket dir is set but mapiproxy:ntlm backend is not "
+             "winbind");
+    if (c->winbind_socket_dir[0] && c->winbind_socket_dir[0] != '/')
+        perr(p, name, 0, "mapiproxy:winbind socket dir \"%s\": give an absolute path",
+             c->winbind_socket_dir);
+    if (c->groups_file[0] && access(c->groups_file, R_OK))
+        perr(p, name, 0, "mapiproxy:groups file %s: %s", c->groups_file, strerror(errno));
+    if (s4u && !c->realm[0] && winbind)
+        perr(p, name, 0,
+             "mapiproxy:delegation = s4u with NTLM clients (mapiproxy:ntlm backend = winbind) "
+             "needs realm (NTLM users are impersonated as user@REALM)");
     const char *files[][2] = {{"mapiproxy:keytab", c->keytab},
                               {"mapiproxy:upstream keytab", c->upstream_keytab}};
     for (size_t i = 0; i < 2; i++) {

@@ -149,6 +149,10 @@ struct mp_config {
     bool http_basic;             /* mapiproxy:http basic: clients may use Basic (no) */
     char http_realm[128];        /* mapiproxy:http realm: Basic realm (the public name) */
     char http_upstream_auth[32]; /* mapiproxy:http upstream auth: ntlm (default) | basic */
+    /* NTLM users from a domain, groups (doc/configuration.md, doc/internals/auth.md) */
+    char ntlm_backend[16];        /* mapiproxy:ntlm backend: file (default) | winbind */
+    char winbind_socket_dir[256]; /* mapiproxy:winbind socket dir ("" = libwbclient's default) */
+    char groups_file[512];        /* mapiproxy:groups file: "group: user, user" lines */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */
     struct mp_diag warnings;

@@ -38,9 +38,11 @@
 #include "dcerpc/ifaces.h"
 #include "dcerpc/pdu.h"
 #include "auth/credstore.h"
+#include "auth/groups.h"
 #include "auth/dcerpc_sign.h"
 #include "auth/gss.h"
 #include "auth/ntlmssp.h"
+#include "auth/winbind.h"
 #include "auth/spnego.h"
 #include "epm/epm.h"
 #include "modules/runtime.h"
@@ -65,7 +67,11 @@ enum astate {
     A_AUTH,       /* proxy-terminated auth: bind answered, waiting for AUTH3 */
     A_DENIED,     /* the client failed authentication: its calls get access denied */
     A_KDC,        /* authenticated; the KDC worker prepares the upstream's Kerberos leg */
+    A_WINBIND,    /* the worker asks winbindd to check the client's NTLM response */
 };
+
+/* client_auth_next: the NTLM response went to winbind (the worker). */
+#define AUTH_PENDING 2
 
 /* One leg's security context when the proxy terminates authentication:
  * the acceptor on the client leg, the initiator on the upstream leg.
@@ -88,6 +94,14 @@ struct leg_sec {
     size_t vlen;              /* verifier length for a full fragment (room in emit) */
     char user[160];           /* DOMAIN\user or user@REALM, for logs and policy */
     char who[160];            /* what the logs say */
+    /* mapiproxy:ntlm backend = winbind: the domain's answer, once back */
+    bool wb_done;
+    int wb_rc;
+    uint8_t wb_key[16]; /* NTLMv2 session base key from the DC */
+    char *wb_groups;    /* "DOMAIN\group\n" lines */
+    char wb_why[400];
+    char wb_account[256], wb_domain[256];
+    struct mp_wb_logon *wb_pending; /* prepared by client_auth_next, queued by its caller */
 };
 
 struct conn {
@@ -227,6 +241,9 @@ struct mp_relay {
     char realm_uc[256]; /* NTLM users are impersonated as user@REALM_UC */
     struct mp_iface_spec pt_ifaces[MP_MAX_IFACES]; /* mapiproxy:pass-through interfaces */
     size_t n_pt;
+    bool ntlm_on;             /* NTLM clients: a credentials file or winbind */
+    bool winbind;             /* mapiproxy:ntlm backend = winbind */
+    struct mp_groups ugroups; /* mapiproxy:groups file */
 };
 
 /* Work for the KDC worker thread.  The loop thread owns a and reads the
@@ -234,8 +251,10 @@ struct mp_relay {
  * while the job is queued or running. */
 struct kdc_job {
     struct kdc_job *next;
-    struct assoc *a; /* NULL once the association is gone */
-    char user[420];  /* S4U: whom to impersonate */
+    struct assoc *a;        /* NULL once the association is gone */
+    struct mp_wb_logon *wb; /* set: a winbind logon check, not Kerberos */
+    struct mp_buf pdu;      /* winbind: the client's AUTH3/alter_context, handled again after */
+    char user[420];         /* S4U: whom to impersonate */
     struct mp_gss_cred *cred;
     struct mp_gss_ctx *ctx;
     struct mp_buf tok;
@@ -249,6 +268,7 @@ static struct mp_bind_ack scratch_ack;
 
 static void conn_cb(struct mp_io *io, uint32_t ev);
 static void client_input(struct assoc *a);
+static void client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
 static void upstream_connect(struct assoc *a, uint16_t port);
 static void upstream_failed(struct assoc *a, const char *why);
 static void update_interest(struct assoc *a);
@@ -326,6 +346,12 @@ static void leg_free(struct leg_sec *l)
     if (l->sess_init)
         mp_ntlm_session_free(&l->sess);
     free(l->mech_list);
+    free(l->wb_groups);
+    mp_ntlm_cleanse(l->wb_key, sizeof(l->wb_key));
+    if (l->wb_pending) {
+        mp_wb_logon_free(l->wb_pending);
+        free(l->wb_pending);
+    }
     mp_gss_ctx_free(l->gss); /* before the credential it was made from */
     mp_gss_cred_free(l->cred);
     free(l);
@@ -1122,10 +1148,29 @@ static void handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pd
 /* ------------------------------------------------------------------ */
 /* proxy-terminated authentication (specified credentials)             */
 
+/* Whether dom_groups ("DOMAIN\group" lines, from winbind) holds g, given
+ * as "group" or "DOMAIN\group" (case-insensitive). */
+static bool in_dom_groups(const char *dom_groups, const char *g, size_t gl)
+{
+    for (const char *p = dom_groups; p && *p;) {
+        size_t n = strcspn(p, "\n");
+        const char *bs = memchr(p, '\\', n);
+        if ((n == gl && !strncasecmp(p, g, gl)) ||
+            (bs && (size_t)(p + n - bs - 1) == gl && !strncasecmp(bs + 1, g, gl)))
+            return true;
+        p += n;
+        if (*p)
+            p++;
+    }
+    return false;
+}
+
 /* mapiproxy:allowed users: a name matches "user", "DOMAIN\user" (NTLM) or
- * "user@REALM" (Kerberos principal), case-insensitively. */
+ * "user@REALM" (Kerberos principal), case-insensitively; "@group" matches
+ * the members of group: a winbind user's domain groups (dom_groups), or the
+ * group's lines in mapiproxy:groups file that list one of the user's names. */
 static bool user_allowed(const struct mp_relay *r, const char *user, const char *domain,
-                         const char *principal)
+                         const char *principal, const char *dom_groups)
 {
     const char *list = r->cfg->allowed_users;
     if (!list[0])
@@ -1136,16 +1181,21 @@ static bool user_allowed(const struct mp_relay *r, const char *user, const char 
     else
         snprintf(full, sizeof(full), "%s", principal ? principal : user);
     const char *names[2] = {user, full};
-    for (int k = 0; k < 2; k++) {
-        size_t n = strlen(names[k]);
-        for (const char *p = list; *p;) {
-            while (*p == ' ' || *p == ',' || *p == '\t')
-                p++;
-            size_t w = strcspn(p, " ,\t");
-            if (w == n && n && !strncasecmp(p, names[k], n))
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        size_t w = strcspn(p, " ,\t");
+        if (w > 1 && p[0] == '@') {
+            char g[256];
+            snprintf(g, sizeof(g), "%.*s", (int)(w - 1), p + 1);
+            if (in_dom_groups(dom_groups, g, strlen(g)) || mp_groups_has(&r->ugroups, g, names, 2))
                 return true;
-            p += w;
+        } else {
+            for (int k = 0; k < 2; k++)
+                if (w && w == strlen(names[k]) && !strncasecmp(p, names[k], w))
+                    return true;
         }
+        p += w;
     }
     return false;
 }
@@ -1236,8 +1286,10 @@ static int ntlm_challenge(struct assoc *a, struct leg_sec *cs, const uint8_t *to
                           bool mech_oid, struct mp_buf *out, char *why, size_t wl)
 {
     struct mp_relay *r = a->r;
-    if (!r->creds.n) {
-        snprintf(why, wl, "NTLM is not enabled (mapiproxy:credentials file is not set)");
+    if (!r->ntlm_on) {
+        snprintf(why, wl,
+                 "NTLM is not enabled (neither mapiproxy:credentials file nor "
+                 "mapiproxy:ntlm backend = winbind is set)");
         return MP_GSS_FAILED;
     }
     if (cs->acc_init) {
@@ -1285,7 +1337,7 @@ static int client_auth_first(struct assoc *a, struct leg_sec *cs, const struct m
         /* Kerberos first without a keytab here: ask for NTLM instead when the
          * client offers it (RFC 4178 section 3.2: supportedMech with no token). */
         bool switch_to_ntlm =
-            mp_spnego_mech_is_krb5(first) && !r->acc_cred && offers_ntlm && r->creds.n;
+            mp_spnego_mech_is_krb5(first) && !r->acc_cred && offers_ntlm && r->ntlm_on;
         if (first == MP_MECH_NTLM || switch_to_ntlm) {
             cs->spnego_ntlm = true;
             cs->mech_list = malloc(ini.mech_list_len);
@@ -1377,7 +1429,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         bool own = at && (!a->r->realm_uc[0] || !strcasecmp(at + 1, a->r->realm_uc));
         if (at)
             *at = 0;
-        if (!user_allowed(a->r, own ? name : cs->user, NULL, cs->user)) {
+        if (!user_allowed(a->r, own ? name : cs->user, NULL, cs->user, NULL)) {
             snprintf(why, wl, "not in mapiproxy:allowed users");
             return MP_GSS_FAILED;
         }
@@ -1402,7 +1454,52 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
     }
     struct mp_ntlm_result res;
     memset(&res, 0, sizeof(res));
-    int rc = mp_ntlm_acceptor_authenticate(&cs->acc, tok, len, &res);
+    int rc;
+    char wb_note[520] = "";
+    if (a->r->winbind && !cs->wb_done) {
+        /* mapiproxy:ntlm backend = winbind: the domain checks the response
+         * on the worker; the caller queues cs->wb_pending with its PDU,
+         * which is handled again when the answer is back (cs->wb_done). */
+        struct mp_ntlm_logon lg;
+        rc = mp_ntlm_acceptor_peek(&cs->acc, tok, len, &lg);
+        if (rc == MP_NTLM_OK) {
+            snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", lg.domain, lg.user);
+            log_safe(cs->who);
+            struct mp_wb_logon *lo = calloc(1, sizeof(*lo));
+            if (!lo || mp_wb_logon_set(lo, lg.user, lg.domain, lg.workstation, lg.server_chal,
+                                       lg.nt.p, lg.nt.len, lg.lm.p, lg.lm.len)) {
+                free(lo);
+                snprintf(why, wl,
+                         "cannot prepare the winbind logon (out of memory or names "
+                         "too long)");
+                return MP_GSS_FAILED;
+            }
+            cs->wb_pending = lo;
+            return AUTH_PENDING;
+        }
+        rc = mp_ntlm_acceptor_authenticate(&cs->acc, tok, len, &res); /* refuses the same */
+    } else if (a->r->winbind) {
+        if (cs->wb_rc == MP_WB_OK) {
+            rc = mp_ntlm_acceptor_authenticate_key(&cs->acc, tok, len, cs->wb_key, &res);
+            if (rc == MP_NTLM_OK) { /* the names the domain knows the user by */
+                snprintf(res.user, sizeof(res.user), "%s", cs->wb_account);
+                snprintf(res.domain, sizeof(res.domain), "%s", cs->wb_domain);
+            }
+        } else {
+            struct mp_ntlm_logon lg;
+            mp_ntlm_acceptor_peek(&cs->acc, tok, len, &lg);
+            snprintf(res.user, sizeof(res.user), "%s", lg.user);
+            snprintf(res.domain, sizeof(res.domain), "%s", lg.domain);
+            rc = MP_NTLM_E_LOGON;
+            snprintf(wb_note, sizeof(wb_note), "%s (winbind: %s)",
+                     cs->wb_rc == MP_WB_DENIED ? mp_ntlm_strerror(rc)
+                                               : "the domain could not check the logon",
+                     cs->wb_why);
+        }
+        mp_ntlm_cleanse(cs->wb_key, sizeof(cs->wb_key));
+    } else {
+        rc = mp_ntlm_acceptor_authenticate(&cs->acc, tok, len, &res);
+    }
     snprintf(cs->user, sizeof(cs->user), "%.150s", res.user);
     bool upn = !res.domain[0] && strchr(res.user, '@'); /* user@dns.domain, no domain */
     if (upn)
@@ -1412,9 +1509,9 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
     log_safe(cs->who);
     char bare[160];
     snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(res.user, "@"), res.user);
-    const char *bad = rc ? mp_ntlm_strerror(rc)
-                      : !(upn ? user_allowed(a->r, bare, NULL, res.user)
-                              : user_allowed(a->r, res.user, res.domain, NULL))
+    const char *bad = rc ? (wb_note[0] ? wb_note : mp_ntlm_strerror(rc))
+                      : !(upn ? user_allowed(a->r, bare, NULL, res.user, cs->wb_groups)
+                              : user_allowed(a->r, res.user, res.domain, NULL, cs->wb_groups))
                           ? "not in mapiproxy:allowed users"
                           : NULL;
     if (!bad && mp_ntlm_session_init(&cs->sess, res.flags, res.exported_key, false))
@@ -1523,6 +1620,10 @@ static void svc_refresh(struct mp_relay *r, struct kdc_job *j)
  * are the calls that can wait for the KDC. */
 static void kdc_run(struct mp_relay *r, struct kdc_job *j)
 {
+    if (j->wb) {
+        mp_winbind_authenticate(j->wb);
+        return;
+    }
     char err[MP_GSS_ERRLEN] = "";
     const char *spn = r->cfg->upstream_spn;
     struct mp_gss_cred *cred = r->up_cred;
@@ -1579,10 +1680,45 @@ static void *kdc_main(void *arg)
 
 static void kdc_job_free(struct kdc_job *j)
 {
+    if (j->wb) {
+        mp_wb_logon_free(j->wb);
+        free(j->wb);
+    }
+    mp_buf_free(&j->pdu);
     mp_gss_ctx_free(j->ctx);
     mp_gss_cred_free(j->cred);
     mp_buf_free(&j->tok);
     free(j);
+}
+
+/* Loop thread: winbind's answer is back; the PDU that carried the NTLM
+ * response is handled again with it, then whatever the client sent since. */
+static void wb_back(struct assoc *a, struct kdc_job *j)
+{
+    struct leg_sec *cs = a->csec;
+    struct mp_wb_logon *l = j->wb;
+    a->job = NULL;
+    cs->wb_done = true;
+    cs->wb_rc = l->rc;
+    memcpy(cs->wb_key, l->key, sizeof(cs->wb_key));
+    snprintf(cs->wb_why, sizeof(cs->wb_why), "%s", l->why);
+    snprintf(cs->wb_account, sizeof(cs->wb_account), "%s", l->account);
+    snprintf(cs->wb_domain, sizeof(cs->wb_domain), "%s", l->account_domain);
+    free(cs->wb_groups);
+    cs->wb_groups = l->groups;
+    l->groups = NULL;
+    a->state = A_AUTH;
+    struct mp_pdu_hdr h;
+    if (mp_pdu_hdr_check(j->pdu.data, j->pdu.len, &h)) {
+        assoc_close(a, "internal error: the queued PDU");
+        return;
+    }
+    client_pdu(a, j->pdu.data, &h);
+    if (a->dead)
+        return;
+    client_input(a);
+    if (!a->dead)
+        update_interest(a);
 }
 
 /* Loop thread: jobs come back. */
@@ -1603,7 +1739,9 @@ static void kdc_io_cb(struct mp_io *io, uint32_t ev)
         struct assoc *a = j->a;
         if (j->note[0])
             mp_info("kerberos: %s", j->note);
-        if (a) {
+        if (a && j->wb) {
+            wb_back(a, j);
+        } else if (a) {
             a->job = NULL;
             struct leg_sec *us = a->usec;
             us->gss = j->ctx;
@@ -1670,6 +1808,38 @@ static void kdc_stop(struct mp_relay *r)
     pthread_mutex_destroy(&r->kdc_mu);
 }
 
+static void kdc_enqueue(struct mp_relay *r, struct kdc_job *j)
+{
+    pthread_mutex_lock(&r->kdc_mu);
+    *r->kdc_q_tail = j;
+    r->kdc_q_tail = &j->next;
+    pthread_cond_signal(&r->kdc_cv);
+    pthread_mutex_unlock(&r->kdc_mu);
+}
+
+/* mapiproxy:ntlm backend = winbind: the client's AUTH3 or alter_context
+ * whose NTLM response winbind must check goes to the worker with the logon
+ * client_auth_next prepared; the association waits in A_WINBIND (its input
+ * is not read) until wb_back. */
+static void wb_queue(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    struct leg_sec *cs = a->csec;
+    struct kdc_job *j = calloc(1, sizeof(*j));
+    if (!j || mp_buf_append(&j->pdu, pdu, h->frag_len)) {
+        if (j)
+            mp_buf_free(&j->pdu);
+        free(j);
+        assoc_close(a, "out of memory");
+        return;
+    }
+    j->wb = cs->wb_pending;
+    cs->wb_pending = NULL;
+    j->a = a;
+    a->job = j;
+    a->state = A_WINBIND;
+    kdc_enqueue(a->r, j);
+}
+
 /* The proxy's own security context towards the upstream.  NTLM here; with
  * Kerberos the KDC worker makes it (S4U2Self, S4U2Proxy, a service ticket)
  * while the association waits in A_KDC.  0, or -1 with why. */
@@ -1699,11 +1869,7 @@ static int upstream_prepare(struct assoc *a, char *why, size_t wl)
             snprintf(j->user, sizeof(j->user), "%.150s@%.250s", cs->user, r->realm_uc);
         a->job = j;
         a->state = A_KDC;
-        pthread_mutex_lock(&r->kdc_mu);
-        *r->kdc_q_tail = j;
-        r->kdc_q_tail = &j->next;
-        pthread_cond_signal(&r->kdc_cv);
-        pthread_mutex_unlock(&r->kdc_mu);
+        kdc_enqueue(r, j);
         return 0;
     }
     us->type = MP_AUTHN_WINNT;
@@ -1834,6 +2000,10 @@ static void handle_auth3_terminate(struct assoc *a, const uint8_t *pdu, const st
     char why[400] = "";
     int st = client_auth_next(a, cs, &auth, false, &out, why, sizeof(why));
     mp_buf_free(&out); /* an AUTH3 has no answer */
+    if (st == AUTH_PENDING) {
+        wb_queue(a, pdu, h);
+        return;
+    }
     if (st == MP_GSS_CONTINUE)
         snprintf(why, sizeof(why), "a token that needs an answer came in an AUTH3");
     if (st != MP_GSS_DONE) {
@@ -1862,6 +2032,11 @@ static void handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct 
     struct mp_buf out = {0};
     char why[400] = "";
     int st = client_auth_next(a, cs, &auth, true, &out, why, sizeof(why));
+    if (st == AUTH_PENDING) {
+        mp_buf_free(&out);
+        wb_queue(a, pdu, h);
+        return;
+    }
     if (st == MP_GSS_FAILED || out.len > 0xffff) {
         mp_buf_free(&out);
         mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
@@ -2980,6 +3155,9 @@ static int setup_kerberos(struct mp_relay *r)
 static void auth_free(struct mp_relay *r)
 {
     kdc_stop(r); /* first: the worker uses the credentials */
+    if (r->winbind)
+        mp_winbind_shutdown();
+    mp_groups_free(&r->ugroups);
     mp_credstore_free(&r->creds);
     mp_gss_cred_free(r->acc_cred);
     mp_gss_cred_free(r->up_cred);
@@ -3015,12 +3193,23 @@ static int setup_terminate(struct mp_relay *r)
     const struct mp_config *cfg = r->cfg;
     char why[600];
     r->terminate = true;
-    if (!cfg->credentials_file[0] && !cfg->keytab[0]) {
+    r->winbind = !strcasecmp(cfg->ntlm_backend, "winbind");
+    r->ntlm_on = r->winbind || cfg->credentials_file[0];
+    if (!r->ntlm_on && !cfg->keytab[0]) {
         mp_error("the proxy terminates authentication (dcerpc_mapiproxy:username, "
                  "mapiproxy:upstream spn or mapiproxy:delegation is set), so clients "
                  "authenticate to the proxy: set mapiproxy:credentials file (NTLM, "
-                 "user:domain:NTHASH lines) and/or mapiproxy:keytab (Kerberos), or set "
+                 "user:domain:NTHASH lines) or mapiproxy:ntlm backend = winbind (NTLM users "
+                 "of the domain) and/or mapiproxy:keytab (Kerberos), or set "
                  "dcerpc_mapiproxy:delegated_auth = yes to relay the clients' own logons");
+        return -1;
+    }
+    if (r->winbind && mp_winbind_init(cfg->winbind_socket_dir, why, sizeof(why))) {
+        mp_error("mapiproxy:ntlm backend = winbind: %s", why);
+        return -1;
+    }
+    if (cfg->groups_file[0] && mp_groups_load(&r->ugroups, cfg->groups_file, why, sizeof(why))) {
+        mp_error("mapiproxy:groups file: %s", why);
         return -1;
     }
     if (cfg->credentials_file[0] &&
@@ -3029,6 +3218,8 @@ static int setup_terminate(struct mp_relay *r)
         return -1;
     }
     if (setup_kerberos(r))
+        return -1;
+    if (r->winbind && !r->kdc_started && kdc_start(r)) /* winbind's calls run on the worker */
         return -1;
     if (r->up_mode != UP_NTLM) {
         /* the upstream password is not needed */
@@ -3081,9 +3272,13 @@ static int setup_terminate(struct mp_relay *r)
         snprintf(up, sizeof(up), "each client (S4U2Self + S4U2Proxy via %s) at %s",
                  cfg->service_principal, cfg->upstream_spn);
     mp_info("clients authenticate to the proxy (%s%s%s); the upstream sees %s at level %s",
-            cfg->credentials_file[0] ? "NTLM" : "",
-            cfg->credentials_file[0] && r->acc_cred ? ", " : "", r->acc_cred ? "Kerberos" : "", up,
-            lv);
+            r->winbind                 ? "NTLM via winbind"
+            : cfg->credentials_file[0] ? "NTLM"
+                                       : "",
+            r->ntlm_on && r->acc_cred ? ", " : "", r->acc_cred ? "Kerberos" : "", up, lv);
+    if (r->winbind)
+        mp_info("winbind: NTLM responses are checked by the domain through winbindd at %s",
+                mp_winbind_socket_dir());
     return 0;
 }
 

@@ -1,9 +1,12 @@
 /* Unit tests for the configuration parser (src/core/config.c).
  * Run with tests/unit as the working directory (data/config/...). */
+#include "auth/groups.h"
 #include "core/config.h"
 #include "testlib.h"
 
 #include <stdarg.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static struct mp_config cfg;
 static struct mp_diag diag;
@@ -852,6 +855,94 @@ static void test_kerberos_options(void)
     CHECK(has_msg(&diag, "needs realm", NULL));
 }
 
+static void test_winbind_options(void)
+{
+    CHECK_EQ(loadb("mapiproxy:ntlm backend = winbind\n"
+                   "mapiproxy:winbind socket dir = /run/samba/winbindd\n"
+                   "mapiproxy:groups file = /dev/null\n"
+                   "mapiproxy:allowed users = @mapi-users, LAB\\bob\n"),
+             0);
+    const char *got_want[][2] = {{cfg.ntlm_backend, "winbind"},
+                                 {cfg.winbind_socket_dir, "/run/samba/winbindd"},
+                                 {cfg.groups_file, "/dev/null"},
+                                 {cfg.allowed_users, "@mapi-users, LAB\\bob"}};
+    for (size_t i = 0; i < sizeof(got_want) / sizeof(got_want[0]); i++)
+        CHECK(!strcmp(got_want[i][0], got_want[i][1]));
+    CHECK_EQ(loadb("mapiproxy:ntlm backend = file\nmapiproxy:credentials file = /dev/null\n"), 0);
+    CHECK_EQ(loadb(""), 0);
+    CHECK(!cfg.ntlm_backend[0]); /* default: file */
+    /* errors */
+    CHECK_EQ(loadb("mapiproxy:ntlm backend = ldap\n"), -1);
+    CHECK(has_msg(&diag, "mapiproxy:ntlm backend \"ldap\"", "file or winbind"));
+    CHECK_EQ(loadb("mapiproxy:ntlm backend = winbind\nmapiproxy:credentials file = /dev/null\n"),
+             -1);
+    CHECK(has_msg(&diag, "remove mapiproxy:credentials file", NULL));
+    CHECK_EQ(loadb("mapiproxy:winbind socket dir = /tmp\n"), -1);
+    CHECK(has_msg(&diag, "mapiproxy:ntlm backend is not winbind", NULL));
+    CHECK_EQ(loadb("mapiproxy:ntlm backend = winbind\nmapiproxy:winbind socket dir = run/wb\n"),
+             -1);
+    CHECK(has_msg(&diag, "give an absolute path", NULL));
+    CHECK_EQ(loadb("mapiproxy:groups file = /nonexistent/groups\n"), -1);
+    CHECK(has_msg(&diag, "mapiproxy:groups file /nonexistent/groups", "No such file"));
+    CHECK_EQ(loadb("mapiproxy:keytab = /dev/null\nmapiproxy:service principal = host/p\n"
+                   "mapiproxy:upstream spn = x/y\nmapiproxy:delegation = s4u\n"
+                   "mapiproxy:ntlm backend = winbind\n"),
+             -1);
+    CHECK(has_msg(&diag, "needs realm", NULL));
+}
+
+static int write_groups(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fputs(text, f);
+    fclose(f);
+    return chmod(path, mode);
+}
+
+/* mapiproxy:groups file (src/auth/groups.c) */
+static void test_groups_file(void)
+{
+    char path[] = "/tmp/mapiproxy-test-groups-XXXXXX", why[600];
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    struct mp_groups g;
+    CHECK_EQ(write_groups(path,
+                          "# group: members\n"
+                          "mapi-users: alice, LAB\\bob\n"
+                          "  mapi-users :carol@LAB.EXAMPLE\n"
+                          "empty:\n\n",
+                          0600),
+             0);
+    CHECK_EQ(mp_groups_load(&g, path, why, sizeof(why)), 0);
+    CHECK_EQ(g.n, 3);
+    const char *alice[] = {"ALICE", "LAB\\alice"}, *bob[] = {"bob", "LAB\\Bob"},
+               *bob_other[] = {"bobby", "OTHER\\bob"}, *carol[] = {"carol", "carol@lab.example"};
+    CHECK(mp_groups_has(&g, "Mapi-Users", alice, 2));
+    CHECK(mp_groups_has(&g, "mapi-users", bob, 2));
+    CHECK(!mp_groups_has(&g, "mapi-users", bob_other, 2));
+    CHECK(mp_groups_has(&g, "mapi-users", carol, 2)); /* second line of the group */
+    CHECK(!mp_groups_has(&g, "empty", alice, 2));
+    CHECK(!mp_groups_has(&g, "nosuch", alice, 2));
+    mp_groups_free(&g);
+    CHECK(mp_list_has("a, b c,d", "C") && !mp_list_has("a, b", "") && !mp_list_has("ab", "a"));
+    /* errors: permissions, no colon, a blank in the name */
+    CHECK_EQ(write_groups(path, "g: a\n", 0644), 0);
+    CHECK_EQ(mp_groups_load(&g, path, why, sizeof(why)), -1);
+    CHECK(strstr(why, "readable by group or others") != NULL);
+    CHECK_EQ(write_groups(path, "g: a\njust names\n", 0600), 0);
+    CHECK_EQ(mp_groups_load(&g, path, why, sizeof(why)), -1);
+    CHECK(strstr(why, ":2: not \"group: member") != NULL);
+    CHECK_EQ(write_groups(path, "my group: a\n", 0600), 0);
+    CHECK_EQ(mp_groups_load(&g, path, why, sizeof(why)), -1);
+    CHECK_EQ(g.n, 0);
+    unlink(path);
+    CHECK_EQ(mp_groups_load(&g, path, why, sizeof(why)), -1);
+    CHECK(strstr(why, "cannot open groups file") != NULL);
+}
+
 int main(void)
 {
     test_uuid();
@@ -869,6 +960,8 @@ int main(void)
     test_includes();
     test_free_twice();
     test_kerberos_options();
+    test_winbind_options();
+    test_groups_file();
     mp_config_free(&cfg);
     mp_diag_free(&diag);
     TEST_DONE();

@@ -459,6 +459,59 @@ static void handshake(struct mp_ntlm_acceptor_cfg *cfg, const char *user, const 
     mp_buf_free(&auth);
 }
 
+/* mapiproxy:ntlm backend = winbind: the acceptor hands the names and the
+ * responses out (peek), a "domain" (here: the same computation, as a DC
+ * makes it) checks them and returns the session base key, and the acceptor
+ * finishes with that key: same exported key as the client's. */
+static void test_domain_key(void)
+{
+    struct mp_ntlm_acceptor_cfg cfg = {.nb_computer = "SERVER", .require_mic = true};
+    for (int wrong = 0; wrong < 2; wrong++) {
+        struct mp_ntlm_initiator c;
+        struct mp_ntlm_acceptor a;
+        struct mp_buf neg = {0}, chal = {0}, auth = {0};
+        CHECK_EQ(mp_ntlm_initiator_init(&c, "Carol", "WBLAB", "Carol-Pw-1", NULL, "WS7", NULL, 0),
+                 0);
+        mp_ntlm_acceptor_init(&a, &cfg);
+        CHECK_EQ(mp_ntlm_initiator_negotiate(&c, &neg), 0);
+        struct mp_ntlm_logon lg;
+        CHECK_EQ(mp_ntlm_acceptor_peek(&a, neg.data, neg.len, &lg), MP_NTLM_E_STATE);
+        CHECK_EQ(mp_ntlm_acceptor_negotiate(&a, neg.data, neg.len, &chal), MP_NTLM_OK);
+        CHECK_EQ(mp_ntlm_initiator_authenticate(&c, chal.data, chal.len, &auth), 0);
+        CHECK_EQ(mp_ntlm_acceptor_peek(&a, auth.data, 40, &lg), MP_NTLM_E_MALFORMED);
+        CHECK_EQ(mp_ntlm_acceptor_peek(&a, auth.data, auth.len, &lg), MP_NTLM_OK);
+        CHECK(!strcmp(lg.user, "Carol") && !strcmp(lg.domain, "WBLAB") &&
+              !strcmp(lg.workstation, "WS7"));
+        CHECK(!memcmp(lg.server_chal, a.server_chal, 8));
+        CHECK(lg.nt.len > 24 && lg.lm.len == 24);
+        /* what the DC does */
+        uint8_t h[16], u16[32], d16[32], key[16], base[16];
+        size_t ul, dl;
+        CHECK_EQ(mp_ntlm_ntowfv1("Carol-Pw-1", h), 0);
+        CHECK_EQ(mp_utf8_to_utf16le(lg.user, u16, sizeof(u16), &ul), 0);
+        CHECK_EQ(mp_utf8_to_utf16le(lg.domain, d16, sizeof(d16), &dl), 0);
+        CHECK_EQ(mp_ntlm_ntowfv2_u16(h, u16, ul, d16, dl, key), 0);
+        CHECK_EQ(mp_ntlmv2_verify(key, lg.server_chal, lg.nt.p, lg.nt.len, base), 0);
+        if (wrong)
+            base[0] ^= 1;
+        struct mp_ntlm_result res;
+        int r = mp_ntlm_acceptor_authenticate_key(&a, auth.data, auth.len, base, &res);
+        if (wrong) {
+            CHECK_EQ(r, MP_NTLM_E_MIC); /* a wrong key cannot make the client's MIC */
+        } else {
+            CHECK_EQ(r, MP_NTLM_OK);
+            CHECK(res.mic_checked);
+            CHECK(!memcmp(res.exported_key, c.exported_key, 16));
+            CHECK(!strcmp(res.user, "Carol"));
+        }
+        mp_ntlm_acceptor_free(&a);
+        mp_ntlm_initiator_free(&c);
+        mp_buf_free(&neg);
+        mp_buf_free(&chal);
+        mp_buf_free(&auth);
+    }
+}
+
 static void test_round_trip(void)
 {
     struct mp_ntlm_acceptor_cfg cfg = {.nb_computer = "SERVER",
@@ -634,6 +687,7 @@ int main(void)
     test_v2_messages();
     test_av_pairs();
     test_round_trip();
+    test_domain_key();
     const uint32_t ess = 0xe28a8233u, ess_nokx = ess & ~MP_NTLMSSP_NEGOTIATE_KEY_EXCH,
                    v1 = MP_NTLMSSP_NEGOTIATE_KEY_EXCH | MP_NTLMSSP_NEGOTIATE_128 |
                         MP_NTLMSSP_NEGOTIATE_SIGN | MP_NTLMSSP_NEGOTIATE_SEAL;
