@@ -1225,7 +1225,8 @@ static void check_http_auth(struct pctx *p, const char *name)
     if (!c->credentials_file[0])
         perr(p, name, 0,
              "mapiproxy:http auth = terminate: clients log on to the proxy, so set "
-             "mapiproxy:credentials file (user:domain:NTHASH lines)");
+             "mapiproxy:credentials file (user:domain:NTHASH lines; the HTTPS front does not "
+             "use mapiproxy:ntlm backend = winbind yet)");
     if (!c->username[0])
         perr(p, name, 0,
              "mapiproxy:http auth = terminate: the proxy logs on to the upstream with "

@@ -86,6 +86,10 @@ int mp_hauth_init(struct mp_hauth *a, const struct mp_config *cfg)
         mp_error("mapiproxy:credentials file: %s", why);
         return -1;
     }
+    if (cfg->groups_file[0] && mp_groups_load(&a->groups, cfg->groups_file, why, sizeof why)) {
+        mp_error("mapiproxy:groups file: %s", why);
+        return -1;
+    }
     if (cfg->password_file[0]) {
         if (mp_read_secret_file(cfg->password_file, a->up_password, sizeof a->up_password, why,
                                 sizeof why)) {
@@ -126,6 +130,7 @@ int mp_hauth_init(struct mp_hauth *a, const struct mp_config *cfg)
 void mp_hauth_free(struct mp_hauth *a)
 {
     mp_credstore_free(&a->creds);
+    mp_groups_free(&a->groups);
     mp_ntlm_cleanse(a->up_password, sizeof a->up_password);
 }
 
@@ -133,22 +138,31 @@ void mp_hauth_free(struct mp_hauth *a)
 /* client side                                                         */
 
 /* mapiproxy:allowed users (shared with the DCE/RPC relay): a list entry
- * matches "user" or "DOMAIN\user", case-insensitively; empty allows all. */
-static bool allowed(const struct mp_config *cfg, const char *user, const char *domain)
+ * matches "user" or "DOMAIN\user", case-insensitively, and "@group" the
+ * users its lines in mapiproxy:groups file list; empty allows all. */
+static bool allowed(const struct mp_hauth *a, const char *user, const char *domain)
 {
     char full[600];
     snprintf(full, sizeof full, "%s\\%s", domain, user);
+    const char *const names[2] = {user, full};
     size_t lu = strlen(user), lf = strlen(full);
-    const char *p = cfg->allowed_users;
+    const char *p = a->cfg->allowed_users;
     if (!*p)
         return true;
     while (*p) {
         size_t skip = strspn(p, " ,\t");
         p += skip;
         size_t w = strcspn(p, " ,\t");
-        if ((w == lu && lu && !strncasecmp(p, user, w)) ||
-            (w == lf && domain[0] && !strncasecmp(p, full, w)))
+        char g[256];
+        if (w > 1 && *p == '@' && w - 1 < sizeof g) {
+            memcpy(g, p + 1, w - 1);
+            g[w - 1] = 0;
+            if (mp_groups_has(&a->groups, g, names, domain[0] ? 2 : 1))
+                return true;
+        } else if ((w == lu && lu && !strncasecmp(p, user, w)) ||
+                   (w == lf && domain[0] && !strncasecmp(p, full, w))) {
             return true;
+        }
         p += w;
     }
     return false;
@@ -218,7 +232,7 @@ static enum mp_hauth_verdict basic(struct mp_hauth *a, struct mp_hauth_conn *c, 
         ok = mp_credstore_lookup(&a->creds, user, domain, want) == 0 &&
              mp_ntlm_ntowfv1(pw, got) == 0 && CRYPTO_memcmp(want, got, 16) == 0;
     }
-    bool in_list = ok && allowed(a->cfg, user, domain);
+    bool in_list = ok && allowed(a, user, domain);
     mp_ntlm_cleanse(want, sizeof want);
     mp_ntlm_cleanse(got, sizeof got);
     mp_ntlm_cleanse(raw, sizeof raw);
@@ -296,7 +310,7 @@ static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, c
         snprintf(w, sizeof w, "NTLM logon failed: %s", mp_ntlm_strerror(rc));
         return deny(a, hdrs, why, wl, w);
     }
-    if (!allowed(a->cfg, res.user, res.domain))
+    if (!allowed(a, res.user, res.domain))
         return deny(a, hdrs, why, wl, "not in mapiproxy:allowed users");
     c->authed = true;
     return MP_HAUTH_PASS;

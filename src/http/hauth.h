@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "auth/credstore.h"
+#include "auth/groups.h"
 #include "auth/ntlmssp.h"
 #include "core/buf.h"
 #include "core/config.h"
@@ -24,6 +25,7 @@ struct mp_hauth {
     bool on;       /* mapiproxy:http auth = terminate */
     bool up_basic; /* mapiproxy:http upstream auth = basic */
     struct mp_credstore creds;
+    struct mp_groups groups; /* mapiproxy:groups file, for "@group" in allowed users */
     struct mp_ntlm_acceptor_cfg acc_cfg;
     char fqdn[320];
     char realm[128];

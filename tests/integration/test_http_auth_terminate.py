@@ -285,3 +285,20 @@ def test_module_chain_behind_termination(make_proxy, env):
     log = p.log()
     assert "logged on as LAB\\alice" in log and "type=Execute" in log
     assert_no_secrets(log)
+
+
+def test_allowed_users_by_group(make_proxy, env, tmp_path):
+    """"@group" in allowed users, with the group's members in mapiproxy:groups file."""
+    groups = tmp_path / "groups"
+    groups.write_text("# group: members\nmapi-users: LAB\\mallory\n")
+    os.chmod(groups, 0o600)
+    p = start(make_proxy, env, **{"mapiproxy:allowed users": "@mapi-users",
+                                  "mapiproxy:groups file": str(groups)})
+    ab = MH.NspiHttp(p.base, auth=ntlm("mallory"), verify=env["ca"])
+    assert ab.bind()["ErrorCode"] == 0
+    r = requests.post(p.base + "/mapi/nspi/", data=b"", verify=env["ca"], auth=ntlm("alice"))
+    assert r.status_code == 401
+    p.stop()
+    log = p.log()
+    assert "logged on as LAB\\mallory" in log
+    assert "logon refused: user=LAB\\alice: not in mapiproxy:allowed users" in log
