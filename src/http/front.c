@@ -137,6 +137,7 @@ struct hsess {
     unsigned m_proc, m_pend; /* meta-tags passed on to the client */
     bool m_head;             /* the client's response head is out */
     bool m_url;              /* GetMailboxUrl/GetAddressBookUrl: its URL is rewritten */
+    uint32_t m_http_rc;      /* X-ResponseCode of the head (gromox puts it only there) */
     bool pumping;            /* inside pump(): callbacks must not pump again */
     /* deadlines (ms; 0 = none) */
     uint64_t header_dl, idle_dl, upstream_dl;
@@ -367,7 +368,10 @@ static const char *mapi_context(const struct mp_http_msg *m, bool response, size
                 k++;
             vl = k;
         }
+        /* Exchange's MapiContext; grommunio's gromox calls it "sid" */
         const char *c = cookie_in(v, vl, "MapiContext", len);
+        if (!c)
+            c = cookie_in(v, vl, "sid", len);
         if (c && *len && *len < sizeof(((struct mhsess *)0)->cookie))
             return c;
     }
@@ -646,6 +650,9 @@ static int mh_resp_head(struct hsess *s, http_parser *p)
         return 0;
     }
     mh_register(s);
+    size_t rl;
+    const char *rc = mp_http_msg_get(&s->resp, "x-responsecode", &rl);
+    s->m_http_rc = rc && rl ? (uint32_t)strtoul(rc, NULL, 10) : 0;
     struct mp_http_head_opts o = {
         .framing = MP_HTTP_CHUNKED, .close = !s->keepalive, .rewrite_location = &s->h->names};
     if (!s->m_head && mp_http_response_head(&s->resp, 200, &o, &s->c.out))
@@ -714,12 +721,14 @@ static void mh_resp_done(struct hsess *s)
 {
     s->mod_resp = false;
     s->upstream_dl = 0;
-    if (s->m_url && s->mst.state == MP_MHS_BODY && s->mst.have_response_code &&
-        s->mst.response_code == 0) {
+    /* the X-ResponseCode after DONE, else the head's (Exchange sends both) */
+    uint32_t code = s->mst.have_response_code ? s->mst.response_code : s->m_http_rc;
+    bool ok = s->mst.state == MP_MHS_BODY && code == 0;
+    if (s->m_url && ok) {
         mh_url_answer(s);
         return;
     }
-    if (s->mst.state == MP_MHS_BODY && s->mst.have_response_code && s->mst.response_code == 0) {
+    if (ok) {
         mp_mh_call_response(s->mc, s->mst.body.data, s->mst.body.len);
         return; /* mh_answer / mh_fail finish the request */
     }
