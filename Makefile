@@ -68,7 +68,7 @@ unit: $(addprefix $(B)/unit/,$(UNIT))
 	  echo "== $$t"; ( cd tests/unit && ../../$(B)/unit/$$t ) || fail=1; done; exit $$fail
 
 integration: $(B)/mapiproxy $(B)/mapiproxy-asan modules
-	$(PY) -m pytest -q tests/lab tests/integration
+	$(PY) -m pytest -q --timeout=600 tests/lab tests/integration
 
 # --- fuzzing: every tests/fuzz/fuzz_*.c is a libFuzzer target -------------
 FUZZ       := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))

@@ -7,7 +7,7 @@ PKGS=(gcc make pkg-config libssl-dev clang libclang-rt-14-dev valgrind
       krb5-kdc krb5-admin-server krb5-user libkrb5-dev libgssapi-krb5-2
       krb5-kdc-ldap slapd ldap-utils python3-gssapi
       libhttp-parser-dev
-      libwbclient-dev winbind samba-ad-dc)
+      libwbclient-dev winbind samba-ad-dc python3-pytest-timeout)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
