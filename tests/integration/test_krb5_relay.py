@@ -94,6 +94,7 @@ def kerberos_dce(port, level, monkeypatch, host="mapiproxy.lab.example"):
     t.setRemoteHost("127.0.0.1")
     t.set_credentials("alice", "", "LAB.EXAMPLE")
     t.set_kerberos(True, kdcHost="127.0.0.1")
+    t.set_connect_timeout(60)  # also the socket's read timeout: a lost answer fails, not hangs
     d = t.get_dce_rpc()
     d.set_auth_type(rpcrt.RPC_C_AUTHN_GSS_NEGOTIATE)
     d.set_auth_level(level)
