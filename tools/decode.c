@@ -213,12 +213,8 @@ static void ropset_print(struct mp_json *j, const struct ropset *rs, const struc
             if (r->opaque || !r->v || r->req_index < 0)
                 continue;
             const struct mp_rop *rq = &q->rops[r->req_index];
-            uint32_t rv;
-            memcpy(&rv, (const uint8_t *)r->v + 4, 4); /* RopId, index, ReturnValue */
-            if (rq->opaque || !rq->v || rq->desc->out_hidx < 0 || rv)
-                continue;
-            uint8_t oh = ((const uint8_t *)rq->v)[rq->desc->out_hidx];
-            if (oh >= b->nhandles)
+            int oh = mp_rop_out_slot(rq);
+            if (oh < 0 || (size_t)oh >= b->nhandles || mp_rop_return_value(r))
                 continue;
             mp_json_obj_begin(j);
             mp_json_key(j, "handle");

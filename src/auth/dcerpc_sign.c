@@ -5,7 +5,7 @@
 
 #include "dcerpc/pdu.h"
 
-int mp_dcerpc_auth_locate(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_region *r)
+int mp_dcerpc_auth_region_of(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_region *r)
 {
     struct mp_pdu_hdr h;
     memset(r, 0, sizeof(*r));
@@ -25,22 +25,30 @@ int mp_dcerpc_auth_locate(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_
     default:
         return -1;
     }
-    if (h.auth_len != MP_NTLM_VERIFIER_LEN || len < hl + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN)
+    if (h.auth_len == 0 || len < hl + MP_SEC_TRAILER_LEN + (size_t)h.auth_len)
         return -1;
     r->body_off = hl;
-    r->trailer_off = len - MP_NTLM_VERIFIER_LEN - MP_SEC_TRAILER_LEN;
-    r->verifier_off = len - MP_NTLM_VERIFIER_LEN;
+    r->verifier_off = len - h.auth_len;
+    r->trailer_off = r->verifier_off - MP_SEC_TRAILER_LEN;
     r->body_len = r->trailer_off - hl;
     const uint8_t *t = pdu + r->trailer_off;
     r->auth_type = t[0];
     r->auth_level = t[1];
     r->pad_len = t[2];
     r->context_id = mp_get32(t + 4);
-    if (r->auth_type != MP_AUTHN_WINNT && r->auth_type != MP_AUTHN_SPNEGO)
-        return -1;
     if (r->pad_len > r->body_len)
         return -1;
     r->stub_len = r->body_len - r->pad_len;
+    return 0;
+}
+
+int mp_dcerpc_auth_locate(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_region *r)
+{
+    if (mp_dcerpc_auth_region_of(pdu, len, r))
+        return -1;
+    if (len - r->verifier_off != MP_NTLM_VERIFIER_LEN ||
+        (r->auth_type != MP_AUTHN_WINNT && r->auth_type != MP_AUTHN_SPNEGO))
+        return -1;
     return 0;
 }
 

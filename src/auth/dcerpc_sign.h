@@ -44,8 +44,11 @@ struct mp_dcerpc_auth_region {
 };
 
 /* Validates a whole fragment (frag_len == len, NDR little-endian, a
- * request, response or fault, auth_len 16, auth type NTLM or SPNEGO, pad
- * inside the body) and locates its parts.  0 or -1. */
+ * request, response or fault, auth_len > 0, pad inside the body) and
+ * locates its parts, whatever the auth type and verifier length.  0 or -1. */
+int mp_dcerpc_auth_region_of(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_region *r);
+
+/* The same for NTLM: auth_len 16, auth type NTLM or SPNEGO.  0 or -1. */
 int mp_dcerpc_auth_locate(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_region *r);
 
 /* Appends auth pad (to MP_AUTH_PAD_ALIGN from the stub start), a sec_trailer

@@ -699,39 +699,7 @@ bool mp_gss_has_delegated(const struct mp_gss_ctx *c)
 
 int mp_gss_auth_locate(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_region *r)
 {
-    struct mp_pdu_hdr h;
-    memset(r, 0, sizeof(*r));
-    if (!pdu || mp_pdu_hdr_check(pdu, len, &h) || h.frag_len != len)
-        return -1;
-    size_t hl;
-    switch (h.ptype) {
-    case MP_PT_REQUEST:
-        hl = MP_REQ_HDR_LEN + ((h.flags & MP_PFC_OBJECT_UUID) ? 16 : 0);
-        break;
-    case MP_PT_RESPONSE:
-        hl = MP_RESP_HDR_LEN;
-        break;
-    case MP_PT_FAULT:
-        hl = MP_FAULT_LEN;
-        break;
-    default:
-        return -1;
-    }
-    if (h.auth_len == 0 || len < hl + MP_SEC_TRAILER_LEN + (size_t)h.auth_len)
-        return -1;
-    r->body_off = hl;
-    r->verifier_off = len - h.auth_len;
-    r->trailer_off = r->verifier_off - MP_SEC_TRAILER_LEN;
-    r->body_len = r->trailer_off - hl;
-    const uint8_t *t = pdu + r->trailer_off;
-    r->auth_type = t[0];
-    r->auth_level = t[1];
-    r->pad_len = t[2];
-    r->context_id = mp_get32(t + 4);
-    if (r->pad_len > r->body_len)
-        return -1;
-    r->stub_len = r->body_len - r->pad_len;
-    return 0;
+    return mp_dcerpc_auth_region_of(pdu, len, r);
 }
 
 size_t mp_gss_sig_len(struct mp_gss_ctx *c, uint8_t level, size_t body_len)

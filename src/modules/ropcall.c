@@ -32,19 +32,6 @@
 #define MAX_CONTEXTS 64 /* EMSMDB contexts tracked per session */
 #define ERR_RSP_LEN 6   /* RopId, handle index, ReturnValue */
 
-/* Every ROP response struct starts with these (MS-OXCROPS 2.2.4.2). */
-struct rsp_head {
-    uint8_t RopId;
-    uint8_t HandleIndex;
-    uint32_t ReturnValue;
-};
-_Static_assert(offsetof(struct mp_rop_rsp_OpenFolder, ReturnValue) ==
-                   offsetof(struct rsp_head, ReturnValue),
-               "ROP response header layout");
-_Static_assert(offsetof(struct mp_rop_rsp_SaveChangesMessage, ReturnValue) ==
-                   offsetof(struct rsp_head, ReturnValue),
-               "ROP response header layout");
-
 struct item {
     struct mp_rop *r;
     uint16_t buf;
@@ -221,11 +208,13 @@ static uint8_t req_byte(const struct mp_rop *r, int16_t off)
     return ((const uint8_t *)r->v)[off];
 }
 
-static uint32_t rsp_rv(const struct mp_rop *r)
+/* The proxy answered request ROP r: a handle it would have created is
+ * invalid (0xFFFFFFFF) in the client's handle table. */
+static void invalidate_created(uint32_t *handles, size_t n, const struct mp_rop *r)
 {
-    uint32_t rv;
-    memcpy(&rv, (const uint8_t *)r->v + offsetof(struct rsp_head, ReturnValue), 4);
-    return rv;
+    int oh = mp_rop_out_slot(r);
+    if (oh >= 0 && (size_t)oh < n)
+        handles[oh] = MP_OBJ_NONE;
 }
 
 /* Decodes rgb into s.  Payloads after the first one of a response
@@ -419,8 +408,9 @@ static void request_objects(struct mp_call *m)
             }
             it->obj = in;
         }
-        if (r->desc->out_hidx >= 0)
-            slot[req_byte(r, r->desc->out_hidx)] = provisional(a, r, in);
+        int oh = mp_rop_out_slot(r);
+        if (oh >= 0)
+            slot[oh] = provisional(a, r, in);
     }
 }
 
@@ -432,7 +422,7 @@ static void track_response(struct mp_ropcall *rc, struct item *it, const struct 
         return;
     const struct item *q = &rc->rq.it[it->req];
     const struct mp_rop *rq = q->r;
-    if (rq->opaque || !rq->v || rsp_rv(it->r) != 0)
+    if (rq->opaque || !rq->v || mp_rop_return_value(it->r) != 0)
         return;
     const void *rv = it->r->v;
     switch (rq->rop_id) {
@@ -453,10 +443,8 @@ static void track_response(struct mp_ropcall *rc, struct item *it, const struct 
     default:
         break;
     }
-    if (rq->desc->out_hidx < 0)
-        return;
-    uint8_t oh = req_byte(rq, rq->desc->out_hidx);
-    if (oh >= rb->nhandles)
+    int oh = mp_rop_out_slot(rq);
+    if (oh < 0 || (size_t)oh >= rb->nhandles)
         return;
     struct mp_object *o = provisional(a, rq, q->obj);
     if (!o)
@@ -532,7 +520,8 @@ static int synth_answer(struct mp_arena *a, const struct mp_rop *r, uint32_t err
     const struct mp_rop_desc *d = r->desc;
     if (d->flags & MP_ROPD_NORESPONSE || !d->push_rsp)
         return 0;
-    struct rsp_head *h = mp_arena_alloc(a, d->rsp_size > sizeof(*h) ? d->rsp_size : sizeof(*h));
+    struct mp_rop_rsp_head *h =
+        mp_arena_alloc(a, d->rsp_size > sizeof(*h) ? d->rsp_size : sizeof(*h));
     if (!h)
         return -1;
     h->RopId = r->rop_id == 0x1F ? 0x20 : r->rop_id; /* GetMessageStatus answers as 0x20 */
@@ -703,11 +692,7 @@ static int answer_all(struct mp_call *m)
         if (st < 0)
             return -1;
         rb.n += (size_t)st;
-        if (it->r->desc->out_hidx >= 0) {
-            uint8_t oh = req_byte(it->r, it->r->desc->out_hidx);
-            if (oh < rb.nhandles)
-                rb.handles[oh] = MP_OBJ_NONE;
-        }
+        invalidate_created(rb.handles, rb.nhandles, it->r);
     }
     struct mp_buf content = {0}, chain = {0};
     int rcode = -1;
@@ -840,11 +825,7 @@ static int merge_answers(struct mp_call *m)
             return -1;                                                                             \
         if (st_) {                                                                                 \
             reqs[n++] = (int)next;                                                                 \
-            if (ci->r->desc->out_hidx >= 0) {                                                      \
-                uint8_t oh_ = req_byte(ci->r, ci->r->desc->out_hidx);                              \
-                if (oh_ < ub->nhandles)                                                            \
-                    handles[oh_] = MP_OBJ_NONE;                                                    \
-            }                                                                                      \
+            invalidate_created(handles, ub->nhandles, ci->r);                                      \
         }                                                                                          \
     }
     for (size_t k = 0; k < un; k++) {

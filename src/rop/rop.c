@@ -2,6 +2,7 @@
  * descriptors), the handle table, request/response matching. */
 #include "rop/rop.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "rop/ropjson.h"
@@ -196,4 +197,25 @@ void mp_rop_print(struct mp_json *j, const struct mp_rop_buf *b)
         mp_rj_hex(j, b->handles[i], 8);
     mp_rj_arr_end(j);
     mp_rj_obj_end(j);
+}
+
+_Static_assert(offsetof(struct mp_rop_rsp_OpenFolder, ReturnValue) ==
+                   offsetof(struct mp_rop_rsp_head, ReturnValue),
+               "ROP response header layout");
+_Static_assert(offsetof(struct mp_rop_rsp_SaveChangesMessage, ReturnValue) ==
+                   offsetof(struct mp_rop_rsp_head, ReturnValue),
+               "ROP response header layout");
+
+uint32_t mp_rop_return_value(const struct mp_rop *rsp)
+{
+    uint32_t rv;
+    memcpy(&rv, (const uint8_t *)rsp->v + offsetof(struct mp_rop_rsp_head, ReturnValue), 4);
+    return rv;
+}
+
+int mp_rop_out_slot(const struct mp_rop *req)
+{
+    if (req->opaque || !req->v || !req->desc || req->desc->out_hidx < 0)
+        return -1;
+    return ((const uint8_t *)req->v)[req->desc->out_hidx];
 }

@@ -91,6 +91,19 @@ void mp_rop_print(struct mp_json *j, const struct mp_rop_buf *b);
 void mp_rop_print_one(struct mp_json *j, const struct mp_rop *r, bool response,
                       void (*extra)(struct mp_json *j, void *arg), void *arg);
 
+/* Every ROP response struct starts with these (MS-OXCROPS 2.2.4.2). */
+struct mp_rop_rsp_head {
+    uint8_t RopId;
+    uint8_t HandleIndex;
+    uint32_t ReturnValue;
+};
+
+/* ReturnValue of a decoded, non-opaque response ROP. */
+uint32_t mp_rop_return_value(const struct mp_rop *rsp);
+/* The handle-table slot a decoded request ROP creates an object in (its
+ * OutputHandleIndex), or -1 when it creates none or is opaque. */
+int mp_rop_out_slot(const struct mp_rop *req);
+
 /* "RopOpenFolder", or NULL for an unknown RopId. */
 const char *mp_rop_name(uint8_t rop_id);
 #endif

@@ -55,10 +55,11 @@ def env(tmp_path_factory):
     proc.wait(10)
 
 
-@pytest.fixture
-def front(make_proxy, env):
+def start_front(make_proxy, env, extra=None):
+    """The proxy's HTTPS front before the lab's MAPI/HTTP server; extra: more
+    options (modules, ...).  Also used by test_mapihttp_modules.py."""
     port = free_port()
-    p = make_proxy(upstream_epm_port=1, wait_ports=(port,), extra={
+    opts = {
         "mapiproxy:http listen": f"127.0.0.1:{port}",
         "mapiproxy:tls certificate": env["proxy_cert"][0],
         "mapiproxy:tls key": env["proxy_cert"][1],
@@ -66,9 +67,16 @@ def front(make_proxy, env):
         "mapiproxy:http upstream": f"https://localhost:{env['mapihttp']}",
         "mapiproxy:http upstream names": "exlab01.lab.example",
         "mapiproxy:http public name": PUBLIC,
-    })
+    }
+    opts.update(extra or {})
+    p = make_proxy(upstream_epm_port=1, wait_ports=(port,), extra=opts)
     p.base = f"https://127.0.0.1:{port}"
     return p
+
+
+@pytest.fixture
+def front(make_proxy, env):
+    return start_front(make_proxy, env)
 
 
 def ntlm(user="alice"):

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not krb5_env.available(),
 @pytest.fixture(scope="module")
 def driver_bin(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("gss") / "gss_driver")
-    srcs = [os.path.join(ROOT, "src", "auth", f) for f in ("gss.c", "spnego.c")] + [
+    srcs = [os.path.join(ROOT, "src", "auth", f) for f in ("gss.c", "spnego.c", "dcerpc_sign.c", "ntlm_crypto.c")] + [
         os.path.join(ROOT, "src", "dcerpc", "pdu.c"), os.path.join(ROOT, "src", "core", "buf.c")]
     cmd = [os.environ.get("CC", "cc"), "-std=c17", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
            "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",

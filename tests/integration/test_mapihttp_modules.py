@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT
 from test_http_front_lab import ALICE, PASSWORDS, env, ntlm  # noqa: F401 (fixture)
+from test_http_front_lab import start_front as front_with
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 import emsmdb_client as EC  # noqa: E402
@@ -22,23 +23,6 @@ from test_lab import rop_session  # noqa: E402
 STR_COLS = [0x3001001F, 0x3003001F, 0x3A00001F, 0x39FE001F, 0x8170101F, 0x8006001F]
 SERVER_DN = "/o=LabOrg/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)" \
     "/cn=Configuration/cn=Servers/cn=EXLAB01"
-
-
-def front_with(make_proxy, env, extra):  # noqa: F811
-    port = free_port()
-    opts = {
-        "mapiproxy:http listen": f"127.0.0.1:{port}",
-        "mapiproxy:tls certificate": env["proxy_cert"][0],
-        "mapiproxy:tls key": env["proxy_cert"][1],
-        "mapiproxy:tls ca file": env["ca"],
-        "mapiproxy:http upstream": f"https://localhost:{env['mapihttp']}",
-        "mapiproxy:http upstream names": "exlab01.lab.example",
-        "mapiproxy:http public name": "mail.proxy.test",
-    }
-    opts.update(extra)
-    p = make_proxy(upstream_epm_port=1, wait_ports=(port,), extra=opts)
-    p.base = f"https://127.0.0.1:{port}"
-    return p
 
 
 def nspi_answers(base, ca):
