@@ -859,6 +859,18 @@ static const struct opt options[] = {
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
+int mp_log_level_parse(const char *v)
+{
+    static const char *const names[] = {"error", "warning", "info", "debug", "trace"};
+    unsigned long long x;
+    if (parse_plain_uint(v, &x))
+        return x <= 4 ? (int)x : -1;
+    for (int i = 0; i < 5; i++)
+        if (!strcasecmp(v, names[i]))
+            return i;
+    return strcasecmp(v, "warn") ? -1 : 1;
+}
+
 static const struct opt *find_option(const char *key)
 {
     for (size_t i = 0; i < N_OPTIONS; i++)
@@ -1345,18 +1357,7 @@ static void apply_option(struct pctx *p, const struct opt *o, const char *file, 
         *(uint16_t *)field = (uint16_t)x;
         return;
     case K_LOGLEVEL: {
-        static const char *const names[] = {"error", "warning", "info", "debug", "trace"};
-        int lvl = -1;
-        if (parse_plain_uint(v, &x)) {
-            if (x <= 4)
-                lvl = (int)x;
-        } else {
-            for (int i = 0; i < 5; i++)
-                if (!strcasecmp(v, names[i]))
-                    lvl = i;
-            if (!strcasecmp(v, "warn"))
-                lvl = 1;
-        }
+        int lvl = mp_log_level_parse(v);
         if (lvl < 0) {
             perr(p, file, line,
                  "%s \"%s\" is not a log level; write 0-4 or error, warning, info, debug, trace",
@@ -2024,3 +2025,36 @@ const char mp_default_config[] =
     "\n"
     "    # 0 error, 1 warning, 2 info, 3 debug, 4 trace\n"
     "    mapiproxy:log level = info\n";
+
+/* Keys whose value differs between a and b (set in one only counts), as a
+ * ", "-separated list in out, each once; values are compared, never copied.
+ * Returns the number of keys. */
+size_t mp_config_diff(const struct mp_config *a, const struct mp_config *b, const char *ignore,
+                      char *out, size_t n)
+{
+    size_t count = 0, o = 0;
+    if (n)
+        out[0] = 0;
+    const struct mp_config *sides[2] = {a, b};
+    for (int s = 0; s < 2; s++) {
+        const struct mp_config *x = sides[s], *y = sides[!s];
+        for (size_t i = 0; i < x->n_entries; i++) {
+            const char *k = x->entries[i].key;
+            bool listed = false; /* an earlier entry of x with this key, or of a when s==1 */
+            for (size_t j = 0; j < i && !listed; j++)
+                listed = !strcmp(x->entries[j].key, k);
+            for (size_t j = 0; s == 1 && j < y->n_entries && !listed; j++)
+                listed = !strcmp(y->entries[j].key, k);
+            if (listed || (ignore && !strcmp(k, ignore)))
+                continue;
+            const char *vx = mp_config_get(x, k), *vy = mp_config_get(y, k);
+            if (vx && vy && !strcmp(vx, vy))
+                continue;
+            count++;
+            int w = snprintf(out + o, n > o ? n - o : 0, "%s%s", o ? ", " : "", k);
+            if (w > 0 && o + (size_t)w < n)
+                o += (size_t)w;
+        }
+    }
+    return count;
+}

@@ -187,6 +187,21 @@ const char *mp_config_get(const struct mp_config *cfg, const char *key);
 bool mp_config_get_bool(const struct mp_config *cfg, const char *key, bool dflt);
 long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt);
 
+/* A log level: 0-4 or error, warn(ing), info, debug, trace (any case); -1 if neither. */
+int mp_log_level_parse(const char *v);
+
+/* The keys (but `ignore`, a normalized key or NULL) whose values differ
+ * between two loaded configurations, ", " separated in out (truncated to n);
+ * returns how many. */
+size_t mp_config_diff(const struct mp_config *a, const struct mp_config *b, const char *ignore,
+                      char *out, size_t n);
+
+/* The start-up checks the daemon would otherwise fail on, beyond the syntax:
+ * files (credentials and password files present and not readable by others,
+ * keytabs, TLS certificate and key), modules (known, loadable, right ABI),
+ * ports used twice.  Each error "FILE:LINE: what; fix" into diag.  0 or -1. */
+int mp_config_check_runtime(const struct mp_config *cfg, struct mp_diag *diag);
+
 /* Well-known interfaces: fills spec from a name ("exchange_emsmdb",
  * "exchange_nsp", "exchange_ds_rfr", "exchange_async_emsmdb", "epmapper",
  * "lsarpc"...) or from "UUID" / "UUID/MAJOR.MINOR".  Returns 0 or -1. */

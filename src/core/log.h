@@ -9,6 +9,10 @@ extern int mp_log_threshold;
 
 int mp_log_open(const char *path); /* NULL or "" = stderr; returns 0 or -1 */
 void mp_log_close(void);
+/* Reopens the log file under its name (after a rotation moved it): 0 done,
+ * 1 when logging to stderr (nothing to reopen), -1 with errno. */
+int mp_log_reopen(void);
+const char *mp_log_path(void); /* the log file's name, NULL for stderr */
 void mp_log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define mp_log(level, ...)                                                                         \
