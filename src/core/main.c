@@ -156,7 +156,7 @@ static void check_nofile(const struct mp_config *cfg)
                 "-n, systemd LimitNOFILE=) or lower mapiproxy:max connections",
                 (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
                 (unsigned long long)need, cfg->max_connections,
-                rl.rlim_cur > 64 ? (unsigned long long)(rl.rlim_cur - 64) / 2 : 0ULL);
+                rl.rlim_cur > 16 ? (unsigned long long)(rl.rlim_cur - 16) / 2 : 0ULL);
 }
 
 int main(int argc, char **argv)

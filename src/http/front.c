@@ -35,6 +35,7 @@
 #include "http/rewrite.h"
 #include "mapihttp/mhcall.h"
 #include "mapihttp/stream.h"
+#include "net/accept.h"
 #include "modules/runtime.h"
 
 #define READ_CHUNK 16384
@@ -1747,77 +1748,64 @@ static void session_close(struct hsess *s, const char *why)
         session_free(s); /* nothing else of this batch can point to it then */
 }
 
+static void accept_one(void *data, int fd, const char *host, uint16_t port)
+{
+    struct listener *l = data;
+    struct mp_http *h = l->h;
+    if (h->n_sess >= h->cfg->max_connections) {
+        mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host, port,
+                h->n_sess);
+        close(fd);
+        return;
+    }
+    struct hsess *s = calloc(1, sizeof *s);
+    SSL *ssl = NULL;
+    if (!s || (h->server_ctx && !(ssl = SSL_new(h->server_ctx)))) {
+        free(s);
+        close(fd);
+        return;
+    }
+    s->h = h;
+    s->id = ++h->next_id;
+    snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
+    s->c.s = s->u.s = s;
+    s->c.client = true;
+    s->c.io.fd = fd;
+    s->c.io.cb = io_cb;
+    s->c.io.data = &s->c;
+    s->c.open = true;
+    s->u.io.fd = -1;
+    if (ssl) {
+        SSL_set_fd(ssl, fd);
+        SSL_set_accept_state(ssl);
+        s->c.ssl = ssl;
+        s->c.handshaking = true;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    http_parser_init(&s->cp, HTTP_REQUEST);
+    s->cp.data = s;
+    http_parser_init(&s->up, HTTP_RESPONSE);
+    s->up.data = s;
+    mp_http_msg_init(&s->req, h->cfg->http_max_header);
+    mp_http_msg_init(&s->resp, h->cfg->http_max_header);
+    s->timer.cb = timer_cb;
+    s->timer.data = s;
+    /* the TLS handshake and the first head count against the header timeout */
+    s->header_dl = mp_now_ms() + (uint64_t)h->cfg->http_header_timeout_s * 1000;
+    s->next = h->sessions;
+    if (h->sessions)
+        h->sessions->prev = s;
+    h->sessions = s;
+    h->n_sess++;
+    mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, ssl ? " (TLS)" : "");
+    pump(s);
+}
+
 static void accept_cb(struct mp_io *io, uint32_t ev)
 {
     struct listener *l = io->data;
-    struct mp_http *h = l->h;
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR)
-                mp_warn("http accept failed: %s", strerror(errno));
-            return;
-        }
-        char host[INET6_ADDRSTRLEN] = "?";
-        uint16_t port = 0;
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-        if (h->n_sess >= h->cfg->max_connections) {
-            mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host,
-                    port, h->n_sess);
-            close(fd);
-            continue;
-        }
-        struct hsess *s = calloc(1, sizeof *s);
-        SSL *ssl = NULL;
-        if (!s || (h->server_ctx && !(ssl = SSL_new(h->server_ctx)))) {
-            free(s);
-            close(fd);
-            continue;
-        }
-        s->h = h;
-        s->id = ++h->next_id;
-        snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
-        s->c.s = s->u.s = s;
-        s->c.client = true;
-        s->c.io.fd = fd;
-        s->c.io.cb = io_cb;
-        s->c.io.data = &s->c;
-        s->c.open = true;
-        s->u.io.fd = -1;
-        if (ssl) {
-            SSL_set_fd(ssl, fd);
-            SSL_set_accept_state(ssl);
-            s->c.ssl = ssl;
-            s->c.handshaking = true;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        http_parser_init(&s->cp, HTTP_REQUEST);
-        s->cp.data = s;
-        http_parser_init(&s->up, HTTP_RESPONSE);
-        s->up.data = s;
-        mp_http_msg_init(&s->req, h->cfg->http_max_header);
-        mp_http_msg_init(&s->resp, h->cfg->http_max_header);
-        s->timer.cb = timer_cb;
-        s->timer.data = s;
-        /* the TLS handshake and the first head count against the header timeout */
-        s->header_dl = mp_now_ms() + (uint64_t)h->cfg->http_header_timeout_s * 1000;
-        s->next = h->sessions;
-        if (h->sessions)
-            h->sessions->prev = s;
-        h->sessions = s;
-        h->n_sess++;
-        mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, ssl ? " (TLS)" : "");
-        pump(s);
-    }
+    mp_accept_ready(l->h->loop, io, "http", accept_one, l);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2030,8 +2018,10 @@ void mp_http_free(struct mp_http *h)
         session_close(h->sessions, "shutdown");
     while (h->mh)
         mh_drop(h, h->mh);
-    for (size_t i = 0; i < h->n_ls; i++)
+    for (size_t i = 0; i < h->n_ls; i++) {
+        mp_accept_forget(&h->ls[i].io);
         mp_io_close(h->loop, &h->ls[i].io);
+    }
     SSL_CTX_free(h->server_ctx);
     SSL_CTX_free(h->client_ctx);
     mp_http_names_free(&h->names);

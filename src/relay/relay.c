@@ -45,6 +45,7 @@
 #include "auth/winbind.h"
 #include "auth/spnego.h"
 #include "epm/epm.h"
+#include "net/accept.h"
 #include "modules/runtime.h"
 
 #define MP_MAX_FRAG 5840     /* largest fragment we negotiate on either leg */
@@ -2967,75 +2968,63 @@ static void conn_cb(struct mp_io *io, uint32_t ev)
     update_interest(a);
 }
 
+static void accept_one(void *data, int fd, const char *host, uint16_t port)
+{
+    struct listener *l = data;
+    struct mp_relay *r = l->r;
+    char peer[64];
+    snprintf(peer, sizeof(peer), "%s:%u", host, port);
+    if (r->n_assoc >= r->cfg->max_connections) {
+        mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
+                r->n_assoc);
+        close(fd);
+        return;
+    }
+    struct assoc *a = calloc(1, sizeof(*a));
+    if (!a) {
+        close(fd);
+        return;
+    }
+    a->r = r;
+    a->merges_tail = &a->merges;
+    a->next_u_call = 1;
+    a->local_epm = l->epm;
+    a->t_open = a->last_io_ms = a->c_progress_ms = a->u_progress_ms = mp_now_ms();
+    a->stall.cb = stall_cb;
+    a->stall.data = a;
+    a->idle.cb = idle_cb;
+    a->idle.data = a;
+    if (r->cfg->idle_timeout_s)
+        mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
+    snprintf(a->peer, sizeof(a->peer), "%s", peer);
+    struct conn *cs[3] = {&a->c, &a->u, &a->res};
+    for (int k = 0; k < 3; k++) {
+        cs[k]->a = a;
+        cs[k]->io.fd = -1;
+    }
+    a->c.role = ROLE_CLIENT;
+    a->c.io.fd = fd;
+    a->c.io.cb = conn_cb;
+    a->c.io.data = &a->c;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_storage me;
+    socklen_t ml = sizeof(me);
+    if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
+        a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
+    a->next = r->assocs;
+    if (r->assocs)
+        r->assocs->prev = a;
+    r->assocs = a;
+    r->n_assoc++;
+    mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
+    update_interest(a);
+}
+
 static void accept_cb(struct mp_io *io, uint32_t ev)
 {
     struct listener *l = io->data;
-    struct mp_relay *r = l->r;
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR)
-                mp_warn("accept failed: %s", strerror(errno));
-            return;
-        }
-        char host[INET6_ADDRSTRLEN] = "?", peer[64];
-        uint16_t port = 0;
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-        snprintf(peer, sizeof(peer), "%s:%u", host, port);
-        if (r->n_assoc >= r->cfg->max_connections) {
-            mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
-                    r->n_assoc);
-            close(fd);
-            continue;
-        }
-        struct assoc *a = calloc(1, sizeof(*a));
-        if (!a) {
-            close(fd);
-            continue;
-        }
-        a->r = r;
-        a->merges_tail = &a->merges;
-        a->next_u_call = 1;
-        a->local_epm = l->epm;
-        a->t_open = a->last_io_ms = a->c_progress_ms = a->u_progress_ms = mp_now_ms();
-        a->stall.cb = stall_cb;
-        a->stall.data = a;
-        a->idle.cb = idle_cb;
-        a->idle.data = a;
-        if (r->cfg->idle_timeout_s)
-            mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
-        snprintf(a->peer, sizeof(a->peer), "%s", peer);
-        struct conn *cs[3] = {&a->c, &a->u, &a->res};
-        for (int k = 0; k < 3; k++) {
-            cs[k]->a = a;
-            cs[k]->io.fd = -1;
-        }
-        a->c.role = ROLE_CLIENT;
-        a->c.io.fd = fd;
-        a->c.io.cb = conn_cb;
-        a->c.io.data = &a->c;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        struct sockaddr_storage me;
-        socklen_t ml = sizeof(me);
-        if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
-            a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
-        a->next = r->assocs;
-        if (r->assocs)
-            r->assocs->prev = a;
-        r->assocs = a;
-        r->n_assoc++;
-        mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
-        update_interest(a);
-    }
+    mp_accept_ready(l->r->loop, io, l->epm ? "epmapper" : "rpc", accept_one, l);
 }
 
 /* ------------------------------------------------------------------ */
@@ -3390,8 +3379,10 @@ uint16_t mp_relay_epm_port(const struct mp_relay *r)
 
 void mp_relay_shutdown(struct mp_relay *r)
 {
-    for (size_t i = 0; i < r->n_ls; i++)
+    for (size_t i = 0; i < r->n_ls; i++) {
+        mp_accept_forget(&r->ls[i].io);
         mp_io_close(r->loop, &r->ls[i].io);
+    }
     r->n_ls = 0;
     while (r->assocs)
         assoc_close(r->assocs, "proxy shutting down");

@@ -103,3 +103,31 @@ def test_hup_rereads_the_configuration(lab, make_proxy):
     time.sleep(0.3)
     assert "NspiGetSpecialTable" not in proxy.log()[before:], proxy.log()[before:]
     assert proxy.alive()
+
+
+def test_out_of_descriptors_gives_a_bounded_log(lab, make_proxy):
+    """60 clients against a proxy limited to 32 open files: accept fails
+    (EMFILE) while connections wait in the backlog; the log stays at about
+    one line per second instead of one per failed accept, the start-up check
+    warns about the limit, and once the clients leave a new one is served."""
+    import socket
+    proxy = make_proxy(upstream_epm_port=lab.epm_port,
+                       wrapper=["prlimit", "--nofile=32:32", "--"])
+    assert "open files limit 32 (hard 32) is below" in proxy.log(), proxy.log()
+    clients = []
+    for _ in range(60):
+        s = socket.create_connection((proxy.host, proxy.rpc_port))
+        clients.append(s)
+    time.sleep(4)
+    log = proxy.log()
+    lines = [line for line in log.splitlines() if "accept" in line]
+    assert any("Too many open files" in line for line in lines), log[-3000:]
+    assert len(lines) <= 8, "\n".join(lines)
+    assert len(log.splitlines()) < 200, log[-3000:]
+    for s in clients:
+        s.close()
+    assert wait_for(lambda: "accept: working again" in proxy.log(), 10), proxy.log()[-3000:]
+    dce, h = nspi_bind(proxy)
+    nspi.hNspiUnbind(dce, h)
+    dce.disconnect()
+    assert proxy.alive()
