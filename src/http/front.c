@@ -33,6 +33,7 @@
 #include "http/hauth.h"
 #include "http/msg.h"
 #include "http/rewrite.h"
+#include "modules/rewrite.h"
 #include "mapihttp/mhcall.h"
 #include "mapihttp/stream.h"
 #include "net/accept.h"
@@ -718,6 +719,42 @@ static void mh_url_answer(struct hsess *s)
     mp_arena_free(&a);
 }
 
+/* GetMailboxUrl's ServerDn / GetAddressBookUrl's UserDn: the proxy's
+ * server names the client learned go back to the upstream's (non-transparent
+ * mode: the rewrite module's map).  s->mreq is replaced when they change. */
+static void mh_url_request(struct hsess *s)
+{
+    if (!mp_rewrite_active())
+        return;
+    struct mp_arena a;
+    mp_arena_init(&a);
+    struct mp_mh_body b;
+    struct mp_buf nb = {0};
+    struct mp_mh_url_in nu;
+    const struct mp_mh_url_in *u = NULL;
+    if (mp_mh_decode((enum mp_mh_kind)s->mh_kind, false, mp_buf_head(&s->mreq),
+                     mp_buf_avail(&s->mreq), &b, &a) == MP_MH_OK)
+        u = b.call;
+    char *dn8 = u && u->dn ? mp_mh_utf16_to_utf8(u->dn, &a) : NULL;
+    size_t n = 0;
+    char *back = dn8 ? mp_rewrite_text(dn8, strlen(dn8), false, false, &n) : NULL;
+    if (back) {
+        nu = *u;
+        nu.dn = mp_mh_utf8_to_utf16(back, &a);
+        b.call = &nu;
+        if (nu.dn && mp_mh_encode(&nb, &b) == 0) {
+            mp_debug("http #%" PRIu64 " %s %s: the proxy's server name mapped back", s->id, s->peer,
+                     s->xtype);
+            mp_buf_free(&s->mreq);
+            s->mreq = nb;
+            nb = (struct mp_buf){0};
+        }
+    }
+    free(back);
+    mp_buf_free(&nb);
+    mp_arena_free(&a);
+}
+
 static void mh_resp_done(struct hsess *s)
 {
     s->mod_resp = false;
@@ -1171,6 +1208,8 @@ static int on_req_complete(http_parser *p)
     struct hsess *s = p->data;
     s->req_complete = true;
     if (s->mod && !s->forwarded && !s->local_status) {
+        if (s->m_url)
+            mh_url_request(s);
         if (s->m_url || mh_start(s) < 0) { /* relayed as it came */
             struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                           .length = mp_buf_avail(&s->mreq),
@@ -1374,7 +1413,16 @@ static int on_resp_complete(http_parser *p)
     if (s->rewrite) {
         struct mp_buf nb = {0};
         size_t bl = mp_buf_avail(&s->body);
-        long k = bl ? mp_http_rewrite(&h->names, mp_buf_head(&s->body), bl, &nb) : 0;
+        /* non-transparent mode: EXCH <Server>, ServerDN and MdbDN name the
+         * proxy's server names, as NSPI and EMSMDB answers do */
+        size_t sn = 0;
+        char *sv =
+            bl ? mp_rewrite_text((const char *)mp_buf_head(&s->body), bl, true, true, &sn) : NULL;
+        const uint8_t *src = sv ? (const uint8_t *)sv : mp_buf_head(&s->body);
+        if (sv)
+            bl = sn;
+        long k = bl ? mp_http_rewrite(&h->names, src, bl, &nb) : 0;
+        free(sv);
         struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                       .length = nb.len,
                                       .close = s->close_after,

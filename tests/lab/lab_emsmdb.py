@@ -141,7 +141,7 @@ class Emsmdb(object):
         resp['pcRetry'] = 6
         resp['pcmsRetryDelay'] = 10000
         resp['picxr'] = s.icxr if s else 0
-        resp['szDNPrefix'] = (self.config.server_dn if user else '') + '\x00'
+        resp['szDNPrefix'] = (self.config.user_server_dn(user.dn) if user else '') + '\x00'
         resp['szDisplayName'] = (user.display_name() if user else '') + '\x00'
         for i in range(3):
             resp['rgwServerVersion%d' % i] = SERVER_VERSION[i]

@@ -600,7 +600,8 @@ class _Handler(BaseHTTPRequestHandler):
                 target.seen_mail = em.store.new_mail_count(user.dn)
                 target.created = True
                 w.u32(0).u32(ecSuccess).u32(60000).u32(6).u32(10000)
-                w.asciiz(self.lab.config.server_dn).utf16z(user.display_name()).aux()
+                w.asciiz(self.lab.config.user_server_dn(user.dn))
+                w.utf16z(user.display_name()).aux()
                 code = ecSuccess
             log('mapihttp: emsmdb Connect %r flags=0x%x cpid=%d lcid=%x/%x -> 0x%x' % (
                 user_dn, flags, cpid, lcid_sort, lcid_string, code))
@@ -913,7 +914,8 @@ def autodiscover_xml(lab, email_addr, schema, mapihttp_cap):
                   '        <PublicFolderServer>%s</PublicFolderServer>\r\n'
                   '        <Port>0</Port>\r\n        <DirectoryPort>0</DirectoryPort>\r\n'
                   '        <ReferralPort>0</ReferralPort>\r\n%s'
-                  '      </Protocol>\r\n' % (_x(mbx), _x(c.server_dn), _x(c.mdb_dn), c.fqdn,
+                  '      </Protocol>\r\n' % (_x(mbx), _x(c.user_server_dn(user.dn)),
+                                              _x(c.user_mdb_dn(user.dn)), c.fqdn,
                                               ex_urls))
     for ptype in ('EXPR', 'EXHTTP'):
         protos.append('      <Protocol>\r\n        <Type>%s</Type>\r\n'
@@ -1177,9 +1179,13 @@ class NspiCore(object):
         return w.aux().bytes()
 
     def get_mailbox_url(self, flags, server_dn):
-        ok = self.lab.config.server_dn_matches(server_dn)
-        url = '%s/mapi/emsmdb/?MailboxId=%s' % (self.lab.base_url(), self.lab.config.fqdn) \
-            if ok else ''
+        name = self.lab.config.server_of_dn(server_dn)
+        ok = name is not None
+        if name in self.lab.config.mailbox_servers:    # a mailbox's own server name
+            url = '%s/mapi/emsmdb/?MailboxId=%s' % (self.lab.base_url(), name)
+        else:
+            url = '%s/mapi/emsmdb/?MailboxId=%s' % (self.lab.base_url(), self.lab.config.fqdn) \
+                if ok else ''
         log('mapihttp: nspi GetMailboxUrl %r -> %r' % (server_dn, url))
         return self.head(ecSuccess if ok else NS.NOT_FOUND).utf16z(url).aux().bytes()
 

@@ -818,14 +818,23 @@ def rop_set_properties(s, r, handles, rop_id=0x0A):
     r.u8()
     r.u8()
     in_idx = r.u8()
+    # PropertyValueSize counts PropertyValueCount and PropertyValues
+    # (MS-OXCROPS 2.2.8.6.1).
     size = r.u16()
+    if size < 2:
+        raise RopParseError('PropertyValueSize %d below PropertyValueCount' % size)
+    end = r.off + size
+    if end > r.end:
+        raise RopParseError('PropertyValueSize %d past the ROP buffer' % size)
     count = r.u16()
-    sub = Reader(r.data, r.off, r.off + size)
+    sub = Reader(r.data, r.off, end)
     vals = []
     for _ in range(count):
         tag = sub.u32()
         vals.append((tag, read_value(sub, ptype(tag))))
-    r.off += size
+    if sub.off != end:
+        raise RopParseError('PropertyValueSize %d, values take %d' % (size, sub.off - end + size))
+    r.off = end
     o = s.obj(handles, in_idx, 'folder', 'message', 'attachment')
     if o is None:
         return fail(rop_id, in_idx, ecNullObject)

@@ -313,8 +313,9 @@ static void test_context(void)
     free(r);
 }
 
-/* SetProperties: PropertyValueSize follows an edit (the lab's quirk of not
- * counting PropertyValueCount is kept as a delta). */
+/* SetProperties: PropertyValueSize follows an edit (a sender's deviation
+ * from counting PropertyValueCount would be kept as a delta; the lab now
+ * counts it, as MS-OXCROPS 2.2.8.6.1 and the MS-OXCPRPT example do). */
 static void test_setprops_edit(void)
 {
     size_t nq;
