@@ -32,6 +32,7 @@
 #include "core/log.h"
 #include "http/hauth.h"
 #include "http/msg.h"
+#include "http/path.h"
 #include "http/rewrite.h"
 #include "mapihttp/mhcall.h"
 #include "mapihttp/stream.h"
@@ -1048,6 +1049,42 @@ static int on_req_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+static size_t path_len(const char *url, size_t len)
+{
+    const char *q = memchr(url, '?', len);
+    return q ? (size_t)(q - url) : len;
+}
+
+/* The request-target in its normalised form (path.c), before anything
+ * decides on it; what is forwarded is that form.  0, or -1 (400). */
+static int normalise_target(struct hsess *s)
+{
+    const char *url = mp_http_msg_url_ptr(&s->req);
+    size_t ul = s->req.url_len;
+    char *nu = malloc(ul + 1);
+    long nl = nu ? mp_http_path_normalise(url, ul, nu) : -1;
+    if (nl < 0) {
+        char shown[160]; /* never the query: MailboxId is an address */
+        mp_http_log_text(shown, sizeof shown, url, path_len(url, ul));
+        mp_info("http #%" PRIu64 " %s: request-target refused (not origin-form, a backslash, an "
+                "encoded slash or a bad escape): %s",
+                s->id, s->peer, shown);
+        free(nu);
+        s->err_status = 400;
+        return -1;
+    }
+    if ((size_t)nl != ul || memcmp(nu, url, ul)) {
+        char was[160], now[160];
+        mp_http_log_text(was, sizeof was, url, path_len(url, ul));
+        mp_http_log_text(now, sizeof now, nu, path_len(nu, (size_t)nl));
+        mp_debug("http #%" PRIu64 " %s: request-target %s normalised to %s", s->id, s->peer, was,
+                 now);
+        mp_http_msg_set_url(&s->req, nu, (size_t)nl);
+    }
+    free(nu);
+    return 0;
+}
+
 static int on_req_headers(http_parser *p)
 {
     struct hsess *s = p->data;
@@ -1055,6 +1092,8 @@ static int on_req_headers(http_parser *p)
     const struct mp_config *cfg = h->cfg;
     s->header_dl = 0;
     snprintf(s->method, sizeof s->method, "%s", http_method_str((enum http_method)p->method));
+    if (normalise_target(s))
+        return -1;
     const char *url = mp_http_msg_url_ptr(&s->req);
     size_t ul = s->req.url_len, pl = 0;
     while (pl < ul && url[pl] != '?')

@@ -521,3 +521,83 @@ def test_ambiguous_body_framing_gets_400(front, peer, certs, framing):
     data = recv_all(s)
     assert data.startswith(b"HTTP/1.1 400 "), data
     assert not peer.requests
+
+
+# --- request-target normalisation (src/http/path.c) -------------------------
+# The client is Python's http.client (it sends the target as given), the
+# upstream http.server; peer.requests is what the upstream received.
+
+@pytest.mark.parametrize("path", [
+    "/ecp/",
+    "/autodiscover/../ecp/",
+    "/mapi/emsmdb/../../ews/exchange.asmx",
+    "/autodiscover/%2e%2e/powershell/",
+    "/AutoDiscover/%2E%2E/ECP/",
+    "/rpc/.%2e/owa/",
+    "/autodiscover//../ecp/",
+    "/mapi/emsmdb/?x=/../../autodiscover/",
+    "https://localhost/autodiscover/../ecp/",
+])
+def test_target_outside_allowlist_after_normalising_404(front, peer, certs, path):
+    conn = connect(front, certs)
+    r, _ = post(conn, path, {"Authorization": peer.basic}, b"abc")
+    if path.startswith("/mapi/emsmdb/?"):  # the query is no path: relayed, unchanged
+        assert r.status == 200
+        assert peer.requests[-1]["path"] == path
+        return
+    assert r.status == 404
+    # the connection goes on, and nothing went upstream
+    r, _ = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic})
+    assert r.status == 200
+    assert [q["path"] for q in peer.requests] == ["/mapi/emsmdb/"]
+
+
+@pytest.mark.parametrize("path,sent", [
+    ("/mapi/nspi/../emsmdb/?MailboxId=a@example.com", "/mapi/emsmdb/?MailboxId=a@example.com"),
+    ("/%6Dapi/%65msmdb/", "/mapi/emsmdb/"),
+    ("/mapi/./emsmdb//", "/mapi/emsmdb/"),
+    ("/ecp/../mapi/emsmdb/", "/mapi/emsmdb/"),
+    ("https://evil.example/mapi/x/../emsmdb/", "/mapi/emsmdb/"),
+])
+def test_target_inside_allowlist_forwarded_normalised(front, peer, certs, path, sent):
+    conn = connect(front, certs)
+    r, body = post(conn, path, {"Authorization": peer.basic}, b"abc")
+    assert r.status == 200, body
+    assert json.loads(body)["path"] == sent
+    assert [q["path"] for q in peer.requests] == [sent]
+
+
+def test_autodiscover_reached_through_dots_is_rewritten(front, peer, certs):
+    conn = connect(front, certs)
+    r, body = post(conn, "/autodiscover/x/%2E%2E/autodiscover.xml", body=b"<x/>")
+    assert r.status == 200
+    assert peer.requests[-1]["path"] == "/autodiscover/autodiscover.xml"
+    assert b"localhost" not in body and PUBLIC.encode() in body
+
+
+@pytest.mark.parametrize("path", [
+    b"/autodiscover/..%2fecp/",
+    b"/autodiscover/..%2Fecp/",
+    b"/autodiscover/..%5cecp/",
+    b"/rpc/..\\owa/",
+    b"/mapi/emsmdb%2f",
+    b"/mapi/emsmdb/%zz",
+    b"/mapi/emsmdb/%u002e%u002e/",
+])
+def test_encoded_slash_backslash_bad_escape_refused(front, peer, certs, path):
+    s = tls_socket(front, certs)
+    s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+              peer.basic.encode() + b"\r\nContent-Length: 3\r\n\r\nabc")
+    data = recv_all(s)
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert not peer.requests
+    front.stop()
+    assert "request-target refused" in front.log() or "bad request (HPE_" in front.log()
+
+
+def test_relay_all_paths_forwards_normalised(make_proxy, certs, peer):
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http relay all paths": "yes"})
+    conn = connect(front, certs)
+    r, body = post(conn, "/owa/%2e%2E/ecp/./x", body=b"abc")
+    assert r.status == 200 and body == b"other"
+    assert peer.requests[-1]["path"] == "/ecp/x"
