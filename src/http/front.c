@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,7 @@ struct mp_http {
     struct mhsess *mh;       /* module sessions by MapiContext cookie */
     size_t n_mh;
     struct mp_hauth auth; /* mapiproxy:http auth = terminate (hauth.c) */
+    uint64_t held;        /* body bytes held by the module path (http held body budget) */
 };
 
 /* A MAPI/HTTP session for the module chain: the upstream's MapiContext
@@ -133,6 +135,8 @@ struct hsess {
     struct mp_mh_call *mc;
     struct mp_session *mses; /* the module session of this request */
     struct mp_buf mreq;      /* the request body */
+    size_t m_limit;          /* the most of it held for its request type */
+    size_t held;             /* this session's part of h->held */
     struct mp_mh_stream mst; /* the response entity */
     struct mp_buf mraw;      /* the response entity as received */
     unsigned m_proc, m_pend; /* meta-tags passed on to the client */
@@ -287,6 +291,8 @@ static const char *reason_of(int st)
         return "Request Header Fields Too Large";
     case 501:
         return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
     case 502:
         return "Bad Gateway";
     case 504:
@@ -468,8 +474,25 @@ static void mh_forget(struct hsess *s)
         mh_drop(s->h, m);
 }
 
+/* n more bytes of a body held by the module path: 0, 413 when the
+ * request type's limit is passed, 503 when mapiproxy:http held body budget
+ * is (all sessions together). */
+static int hold(struct hsess *s, size_t have, size_t n, size_t limit)
+{
+    struct mp_http *h = s->h;
+    if (n > limit || have > limit - n)
+        return 413;
+    if (h->held + n > h->cfg->http_held_budget)
+        return 503;
+    h->held += n;
+    s->held += n;
+    return 0;
+}
+
 static void mh_end(struct hsess *s)
 {
+    s->h->held -= s->held;
+    s->held = 0;
     if (s->mc)
         mp_mh_call_detach(s->mc);
     s->mc = NULL;
@@ -673,6 +696,8 @@ static int mh_resp_body(struct hsess *s, const char *at, size_t len)
 {
     if (mp_buf_avail(&s->mraw) + len > s->h->cfg->http_max_body)
         return resp_fail(s, "MAPI/HTTP response larger than mapiproxy:http max body");
+    if (hold(s, 0, 2 * len, SIZE_MAX)) /* held twice: as received, and its body */
+        return resp_fail(s, "MAPI/HTTP response over mapiproxy:http held body budget");
     if (mp_buf_append(&s->mraw, at, len))
         return -1;
     mp_mh_stream_feed(&s->mst, (const uint8_t *)at, len);
@@ -1141,9 +1166,24 @@ static int on_req_headers(http_parser *p)
         return 0;
     }
     if (s->route == R_RELAY && mh_wanted(s, p)) {
-        s->mod = true; /* the head goes with the body, once the chain has seen it */
+        s->mod = true;
         mp_buf_free(&s->mreq);
-        return 0;
+        if (s->m_url) { /* only the answer is rewritten: the request streams */
+            mp_mh_stream_init(&s->mst);
+            s->m_proc = s->m_pend = 0;
+        } else { /* the head goes with the body, once the chain has seen it */
+            s->m_limit = mp_mh_max_request_body((enum mp_mh_kind)s->mh_kind);
+            if (s->m_limit > cfg->http_max_body)
+                s->m_limit = cfg->http_max_body;
+            if ((p->flags & F_CONTENTLENGTH) && p->content_length > s->m_limit) {
+                mp_info("http #%" PRIu64 " %s: %s body of %" PRIu64 " bytes, over the %zu "
+                        "held for its type: 413",
+                        s->id, s->peer, s->xtype, (uint64_t)p->content_length, s->m_limit);
+                s->err_status = 413;
+                return -1;
+            }
+            return 0;
+        }
     }
     struct mp_http_head_opts o = {
         .framing = s->req_chunked                 ? MP_HTTP_CHUNKED
@@ -1171,8 +1211,18 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
         s->err_status = 413;
         return -1;
     }
-    if (s->mod && !s->forwarded)
+    if (s->mod && !s->forwarded) {
+        int st = hold(s, mp_buf_avail(&s->mreq), len, s->m_limit);
+        if (st) {
+            mp_info("http #%" PRIu64 " %s: %s body %s: %d", s->id, s->peer, s->xtype,
+                    st == 413 ? "over what is held for its type"
+                              : "over mapiproxy:http held body budget",
+                    st);
+            s->err_status = st;
+            return -1;
+        }
         return mp_buf_append(&s->mreq, at, len) ? -1 : 0;
+    }
     if (!s->forwarded)
         return 0; /* answered by the proxy: the body is read and dropped */
     if (!s->u.connecting && !s->u.handshaking) /* a long upload is not a silent upstream */
@@ -1209,19 +1259,13 @@ static int on_req_complete(http_parser *p)
     struct hsess *s = p->data;
     s->req_complete = true;
     if (s->mod && !s->forwarded && !s->local_status) {
-        if (s->m_url || mh_start(s) < 0) { /* relayed as it came */
+        if (mh_start(s) < 0) { /* relayed as it came */
             struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                           .length = mp_buf_avail(&s->mreq),
                                           .host = s->h->up_hostport};
             int bad = mp_http_request_head(&s->req, s->method, &o, &s->u.out) ||
                       mp_buf_append(&s->u.out, mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq));
-            if (s->m_url) { /* its answer is collected and rewritten */
-                mp_buf_free(&s->mreq);
-                mp_mh_stream_init(&s->mst);
-                s->m_proc = s->m_pend = 0;
-            } else {
-                mh_end(s);
-            }
+            mh_end(s);
             if (bad) {
                 s->err_status = 502;
                 return -1;

@@ -20,8 +20,8 @@ static int hexval(char c)
 /* RFC 3986 2.3: ALPHA / DIGIT / "-" / "." / "_" / "~" */
 static bool unreserved(int c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 /* Percent-decodes the unreserved characters of p[0 .. n) into dst and
