@@ -143,6 +143,7 @@ struct mp_config {
     uint32_t http_max_header;         /* mapiproxy:http max header size (32 KiB) */
     uint32_t http_max_body;           /* mapiproxy:http max body (request, 64 MiB) */
     uint32_t http_max_rewrite;        /* mapiproxy:http max rewrite body (1 MiB) */
+    uint32_t http_held_budget;        /* mapiproxy:http held body budget (32 MiB) */
     bool http_relay_all;              /* mapiproxy:http relay all paths (no) */
     /* authentication termination on the HTTPS front (src/http/hauth.c) */
     char http_auth[32];          /* mapiproxy:http auth: pass-through (default) | terminate */

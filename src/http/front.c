@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #include "core/log.h"
 #include "http/hauth.h"
 #include "http/msg.h"
+#include "http/path.h"
 #include "http/rewrite.h"
 #include "modules/rewrite.h"
 #include "mapihttp/mhcall.h"
@@ -83,6 +85,7 @@ struct mp_http {
     struct mhsess *mh;       /* module sessions by MapiContext cookie */
     size_t n_mh;
     struct mp_hauth auth; /* mapiproxy:http auth = terminate (hauth.c) */
+    uint64_t held;        /* body bytes held by the module path (http held body budget) */
 };
 
 /* A MAPI/HTTP session for the module chain: the upstream's MapiContext
@@ -134,6 +137,8 @@ struct hsess {
     struct mp_mh_call *mc;
     struct mp_session *mses; /* the module session of this request */
     struct mp_buf mreq;      /* the request body */
+    size_t m_limit;          /* the most of it held for its request type */
+    size_t held;             /* this session's part of h->held */
     struct mp_mh_stream mst; /* the response entity */
     struct mp_buf mraw;      /* the response entity as received */
     unsigned m_proc, m_pend; /* meta-tags passed on to the client */
@@ -288,6 +293,8 @@ static const char *reason_of(int st)
         return "Request Header Fields Too Large";
     case 501:
         return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
     case 502:
         return "Bad Gateway";
     case 504:
@@ -469,8 +476,25 @@ static void mh_forget(struct hsess *s)
         mh_drop(s->h, m);
 }
 
+/* n more bytes of a body held by the module path: 0, 413 when the
+ * request type's limit is passed, 503 when mapiproxy:http held body budget
+ * is (all sessions together). */
+static int hold(struct hsess *s, size_t have, size_t n, size_t limit)
+{
+    struct mp_http *h = s->h;
+    if (n > limit || have > limit - n)
+        return 413;
+    if (h->held + n > h->cfg->http_held_budget)
+        return 503;
+    h->held += n;
+    s->held += n;
+    return 0;
+}
+
 static void mh_end(struct hsess *s)
 {
+    s->h->held -= s->held;
+    s->held = 0;
     if (s->mc)
         mp_mh_call_detach(s->mc);
     s->mc = NULL;
@@ -674,6 +698,8 @@ static int mh_resp_body(struct hsess *s, const char *at, size_t len)
 {
     if (mp_buf_avail(&s->mraw) + len > s->h->cfg->http_max_body)
         return resp_fail(s, "MAPI/HTTP response larger than mapiproxy:http max body");
+    if (hold(s, 0, 2 * len, SIZE_MAX)) /* held twice: as received, and its body */
+        return resp_fail(s, "MAPI/HTTP response over mapiproxy:http held body budget");
     if (mp_buf_append(&s->mraw, at, len))
         return -1;
     mp_mh_stream_feed(&s->mst, (const uint8_t *)at, len);
@@ -1086,6 +1112,42 @@ static int on_req_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+static size_t path_len(const char *url, size_t len)
+{
+    const char *q = memchr(url, '?', len);
+    return q ? (size_t)(q - url) : len;
+}
+
+/* The request-target in its normalised form (path.c), before anything
+ * decides on it; what is forwarded is that form.  0, or -1 (400). */
+static int normalise_target(struct hsess *s)
+{
+    const char *url = mp_http_msg_url_ptr(&s->req);
+    size_t ul = s->req.url_len;
+    char *nu = malloc(ul + 1);
+    long nl = nu ? mp_http_path_normalise(url, ul, nu) : -1;
+    if (nl < 0) {
+        char shown[160]; /* never the query: MailboxId is an address */
+        mp_http_log_text(shown, sizeof shown, url, path_len(url, ul));
+        mp_info("http #%" PRIu64 " %s: request-target refused (not origin-form, a backslash, an "
+                "encoded slash or a bad escape): %s",
+                s->id, s->peer, shown);
+        free(nu);
+        s->err_status = 400;
+        return -1;
+    }
+    if ((size_t)nl != ul || memcmp(nu, url, ul)) {
+        char was[160], now[160];
+        mp_http_log_text(was, sizeof was, url, path_len(url, ul));
+        mp_http_log_text(now, sizeof now, nu, path_len(nu, (size_t)nl));
+        mp_debug("http #%" PRIu64 " %s: request-target %s normalised to %s", s->id, s->peer, was,
+                 now);
+        mp_http_msg_set_url(&s->req, nu, (size_t)nl);
+    }
+    free(nu);
+    return 0;
+}
+
 static int on_req_headers(http_parser *p)
 {
     struct hsess *s = p->data;
@@ -1093,6 +1155,8 @@ static int on_req_headers(http_parser *p)
     const struct mp_config *cfg = h->cfg;
     s->header_dl = 0;
     snprintf(s->method, sizeof s->method, "%s", http_method_str((enum http_method)p->method));
+    if (normalise_target(s))
+        return -1;
     const char *url = mp_http_msg_url_ptr(&s->req);
     size_t ul = s->req.url_len, pl = 0;
     while (pl < ul && url[pl] != '?')
@@ -1140,9 +1204,24 @@ static int on_req_headers(http_parser *p)
         return 0;
     }
     if (s->route == R_RELAY && mh_wanted(s, p)) {
-        s->mod = true; /* the head goes with the body, once the chain has seen it */
+        s->mod = true;
         mp_buf_free(&s->mreq);
-        return 0;
+        if (s->m_url && !mp_rewrite_active()) { /* only the answer is rewritten */
+            mp_mh_stream_init(&s->mst);
+            s->m_proc = s->m_pend = 0;
+        } else { /* held, up to its type's limit, for the chain (or the DN mapped back) */
+            s->m_limit = mp_mh_max_request_body((enum mp_mh_kind)s->mh_kind);
+            if (s->m_limit > cfg->http_max_body)
+                s->m_limit = cfg->http_max_body;
+            if ((p->flags & F_CONTENTLENGTH) && p->content_length > s->m_limit) {
+                mp_info("http #%" PRIu64 " %s: %s body of %" PRIu64 " bytes, over the %zu "
+                        "held for its type: 413",
+                        s->id, s->peer, s->xtype, (uint64_t)p->content_length, s->m_limit);
+                s->err_status = 413;
+                return -1;
+            }
+            return 0;
+        }
     }
     struct mp_http_head_opts o = {
         .framing = s->req_chunked                 ? MP_HTTP_CHUNKED
@@ -1170,8 +1249,18 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
         s->err_status = 413;
         return -1;
     }
-    if (s->mod && !s->forwarded)
+    if (s->mod && !s->forwarded) {
+        int st = hold(s, mp_buf_avail(&s->mreq), len, s->m_limit);
+        if (st) {
+            mp_info("http #%" PRIu64 " %s: %s body %s: %d", s->id, s->peer, s->xtype,
+                    st == 413 ? "over what is held for its type"
+                              : "over mapiproxy:http held body budget",
+                    st);
+            s->err_status = st;
+            return -1;
+        }
         return mp_buf_append(&s->mreq, at, len) ? -1 : 0;
+    }
     if (!s->forwarded)
         return 0; /* answered by the proxy: the body is read and dropped */
     if (!s->u.connecting && !s->u.handshaking) /* a long upload is not a silent upstream */
@@ -1217,6 +1306,8 @@ static int on_req_complete(http_parser *p)
             int bad = mp_http_request_head(&s->req, s->method, &o, &s->u.out) ||
                       mp_buf_append(&s->u.out, mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq));
             if (s->m_url) { /* its answer is collected and rewritten */
+                s->h->held -= s->held;
+                s->held = 0;
                 mp_buf_free(&s->mreq);
                 mp_mh_stream_init(&s->mst);
                 s->m_proc = s->m_pend = 0;

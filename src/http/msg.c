@@ -139,6 +139,16 @@ int mp_http_msg_add(struct mp_http_msg *m, const char *name, const char *value)
     return 0;
 }
 
+int mp_http_msg_set_url(struct mp_http_msg *m, const char *url, size_t len)
+{
+    if (len > m->url_len)
+        return -1;
+    if (len)
+        memmove(m->raw.data, url, len);
+    m->url_len = len; /* the bytes after it up to the first name stay unreferenced */
+    return 0;
+}
+
 /* True when the Connection header lists this header's name as a token. */
 static bool listed_in_connection(const struct mp_http_msg *m, const struct mp_http_hdr *h)
 {

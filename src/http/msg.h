@@ -45,6 +45,9 @@ void mp_http_msg_del(struct mp_http_msg *m, const char *name);
 /* Appends a header to a complete head (NUL-terminated name and value).
  * 0, or -1 over m->max or out of memory. */
 int mp_http_msg_add(struct mp_http_msg *m, const char *name, const char *value);
+/* Replaces the URL of a complete head by one no longer than it (the
+ * normalised request-target).  0, or -1 when len is over the URL's. */
+int mp_http_msg_set_url(struct mp_http_msg *m, const char *url, size_t len);
 static inline const char *mp_http_msg_url_ptr(const struct mp_http_msg *m)
 {
     return (const char *)m->raw.data;

@@ -6,12 +6,13 @@ import json
 import os
 import socket
 import ssl
+import threading
 import time
 
 import pytest
 import requests
 
-from conftest import free_port
+from conftest import ROOT, free_port
 from http_peer import Peer, make_ca, make_cert
 
 PUBLIC = "mapi.proxy.test:8443"
@@ -35,7 +36,7 @@ def peer(certs):
     p.stop()
 
 
-def start_front(make_proxy, certs, upstream_url, **opts):
+def start_front(make_proxy, certs, upstream_url, binary=None, **opts):
     port = free_port()
     extra = {
         "mapiproxy:http listen": f"127.0.0.1:{port}",
@@ -47,7 +48,7 @@ def start_front(make_proxy, certs, upstream_url, **opts):
         "mapiproxy:http public name": PUBLIC,
     }
     extra.update(opts)
-    p = make_proxy(upstream_epm_port=1, extra=extra, wait_ports=(port,))
+    p = make_proxy(upstream_epm_port=1, extra=extra, wait_ports=(port,), binary=binary)
     p.http_port = port
     return p
 
@@ -521,3 +522,174 @@ def test_ambiguous_body_framing_gets_400(front, peer, certs, framing):
     data = recv_all(s)
     assert data.startswith(b"HTTP/1.1 400 "), data
     assert not peer.requests
+
+
+# --- request-target normalisation (src/http/path.c) -------------------------
+# The client is Python's http.client (it sends the target as given), the
+# upstream http.server; peer.requests is what the upstream received.
+
+@pytest.mark.parametrize("path", [
+    "/ecp/",
+    "/autodiscover/../ecp/",
+    "/mapi/emsmdb/../../ews/exchange.asmx",
+    "/autodiscover/%2e%2e/powershell/",
+    "/AutoDiscover/%2E%2E/ECP/",
+    "/rpc/.%2e/owa/",
+    "/autodiscover//../ecp/",
+    "/mapi/emsmdb/?x=/../../autodiscover/",
+    "https://localhost/autodiscover/../ecp/",
+])
+def test_target_outside_allowlist_after_normalising_404(front, peer, certs, path):
+    conn = connect(front, certs)
+    r, _ = post(conn, path, {"Authorization": peer.basic}, b"abc")
+    if path.startswith("/mapi/emsmdb/?"):  # the query is no path: relayed, unchanged
+        assert r.status == 200
+        assert peer.requests[-1]["path"] == path
+        return
+    assert r.status == 404
+    # the connection goes on, and nothing went upstream
+    r, _ = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic})
+    assert r.status == 200
+    assert [q["path"] for q in peer.requests] == ["/mapi/emsmdb/"]
+
+
+@pytest.mark.parametrize("path,sent", [
+    ("/mapi/nspi/../emsmdb/?MailboxId=a@example.com", "/mapi/emsmdb/?MailboxId=a@example.com"),
+    ("/%6Dapi/%65msmdb/", "/mapi/emsmdb/"),
+    ("/mapi/./emsmdb//", "/mapi/emsmdb/"),
+    ("/ecp/../mapi/emsmdb/", "/mapi/emsmdb/"),
+    ("https://evil.example/mapi/x/../emsmdb/", "/mapi/emsmdb/"),
+])
+def test_target_inside_allowlist_forwarded_normalised(front, peer, certs, path, sent):
+    conn = connect(front, certs)
+    r, body = post(conn, path, {"Authorization": peer.basic}, b"abc")
+    assert r.status == 200, body
+    assert json.loads(body)["path"] == sent
+    assert [q["path"] for q in peer.requests] == [sent]
+
+
+def test_autodiscover_reached_through_dots_is_rewritten(front, peer, certs):
+    conn = connect(front, certs)
+    r, body = post(conn, "/autodiscover/x/%2E%2E/autodiscover.xml", body=b"<x/>")
+    assert r.status == 200
+    assert peer.requests[-1]["path"] == "/autodiscover/autodiscover.xml"
+    assert b"localhost" not in body and PUBLIC.encode() in body
+
+
+@pytest.mark.parametrize("path", [
+    b"/autodiscover/..%2fecp/",
+    b"/autodiscover/..%2Fecp/",
+    b"/autodiscover/..%5cecp/",
+    b"/rpc/..\\owa/",
+    b"/mapi/emsmdb%2f",
+    b"/mapi/emsmdb/%zz",
+    b"/mapi/emsmdb/%u002e%u002e/",
+])
+def test_encoded_slash_backslash_bad_escape_refused(front, peer, certs, path):
+    s = tls_socket(front, certs)
+    s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+              peer.basic.encode() + b"\r\nContent-Length: 3\r\n\r\nabc")
+    data = recv_all(s)
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert not peer.requests
+    front.stop()
+    assert "request-target refused" in front.log() or "bad request (HPE_" in front.log()
+
+
+def test_relay_all_paths_forwards_normalised(make_proxy, certs, peer):
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http relay all paths": "yes"})
+    conn = connect(front, certs)
+    r, body = post(conn, "/owa/%2e%2E/ecp/./x", body=b"abc")
+    assert r.status == 200 and body == b"other"
+    assert peer.requests[-1]["path"] == "/ecp/x"
+
+
+# --- bodies held before authentication (MS-OXCMAPIHTTP request types) ------
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return [int(x.split()[1]) for x in f if x.startswith("VmRSS:")][0]
+
+
+def test_five_60mib_getmailboxurl_bodies_stream_in_bounded_memory(make_proxy, certs, peer):
+    """The issue's attack: 5 connections each sending a 60 MiB GetMailboxUrl
+    body.  Its answer is rewritten, its request is not: the body streams to
+    the upstream (which reads and drops it) and the proxy (the optimized
+    build, measured from /proc) holds at most its buffers; a bystander is
+    served meanwhile."""
+    front = start_front(make_proxy, certs, peer.url,
+                        binary=os.path.join(ROOT, "build", "mapiproxy"))
+    size, block = 60 << 20, b"\x5a" * 65536
+    rss0 = rss_kib(front.proc.pid)
+    results, peak = [], [rss0]
+
+    def attacker():
+        s = tls_socket(front, certs)
+        s.sendall(b"POST /mapi/nspi/?MailboxId=a@example.com HTTP/1.1\r\nHost: x\r\n"
+                  b"X-RequestType: GetMailboxUrl\r\nX-Test-Discard: 1\r\n"
+                  b"Content-Type: application/mapi-http\r\nAuthorization: " +
+                  peer.basic.encode() + b"\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // len(block)):
+            s.sendall(block)
+        results.append(s.recv(200))
+        s.close()
+
+    threads = [threading.Thread(target=attacker) for _ in range(5)]
+    for t in threads:
+        t.start()
+    bystander = None
+    while any(t.is_alive() for t in threads):
+        peak.append(rss_kib(front.proc.pid))
+        if bystander is None and len(peak) > 5:
+            conn = connect(front, certs)
+            r, body = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic}, b"hello")
+            bystander = r.status
+            conn.close()
+        time.sleep(0.1)
+    for t in threads:
+        t.join()
+    print(f"\nproxy RSS: before {rss0} KiB, peak {max(peak)} KiB while 5 x 60 MiB streamed")
+    assert bystander == 200
+    assert len(results) == 5 and all(r.startswith(b"HTTP/1.1 200 ") for r in results), results
+    assert sorted(peer.discarded) == [size] * 5
+    assert max(peak) - rss0 < 16 * 1024, (rss0, max(peak))  # doc/internals/http.md
+
+
+def held_socket(front, certs, rtype, length, body):
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\nX-RequestType: " + rtype +
+              b"\r\nContent-Type: application/mapi-http\r\nContent-Length: %d\r\n\r\n"
+              % length + body)
+    return s
+
+
+def test_held_bodies_limited_by_type_and_budget(make_proxy, certs, peer):
+    """With a module loaded, Execute and Connect bodies are held for the
+    chain: over their type's limit 413 (from the Content-Length, nothing
+    upstream), over mapiproxy:http held body budget 503; the budget is given
+    back when a connection ends, and a bystander is served throughout."""
+    front = start_front(make_proxy, certs, peer.url,
+                        **{"dcerpc_mapiproxy:modules": "trace", "trace:file": "/dev/null",
+                           "mapiproxy:http held body budget": "256K"})
+    s = held_socket(front, certs, b"Execute", 2 << 20, b"")
+    assert recv_all(s).startswith(b"HTTP/1.1 413 ")
+    s = held_socket(front, certs, b"Connect", 100000, b"")
+    assert recv_all(s).startswith(b"HTTP/1.1 413 ")
+    a = held_socket(front, certs, b"Execute", 200000, b"\0" * 150000)
+    time.sleep(0.5)
+    b = held_socket(front, certs, b"Execute", 200000, b"\0" * 150000)
+    assert recv_all(b).startswith(b"HTTP/1.1 503 ")
+    conn = connect(front, certs)
+    r, _ = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic}, b"bystander")
+    assert r.status == 200
+    a.close()
+    time.sleep(0.5)
+    c = held_socket(front, certs, b"Execute", 200000, b"\0" * 200000)
+    got = c.recv(200)
+    assert got.startswith(b"HTTP/1.1 200 "), got  # held, decoded, refused by the chain (12)
+    c.close()
+    assert not [q for q in peer.requests if q["x-requesttype"] == "Execute"]
+    front.stop()
+    log = front.log()
+    assert "over what is held for its type" in log or "held for its type: 413" in log
+    assert "over mapiproxy:http held body budget: 503" in log
