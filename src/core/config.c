@@ -858,6 +858,8 @@ static const struct opt options[] = {
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
     {"mapiproxy:winbind socket dir", K_STR, F(winbind_socket_dir), 0, 0, NULL},
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
+    {"mapiproxy:mailbox authorization", K_BOOL, F(mailbox_auth), 0, 0, NULL},
+    {"mapiproxy:mailbox map", K_STR, F(mailbox_map), 0, 0, NULL},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -1754,6 +1756,7 @@ static void set_defaults(struct mp_config *c)
     c->transparent = true;
     c->max_fragments = 4096;
     c->tls_verify = true;
+    c->mailbox_auth = true;
     c->http_header_timeout_s = 30;
     c->http_idle_timeout_s = 300;
     c->http_upstream_timeout_s = 120;
@@ -1820,6 +1823,8 @@ static void check_auth_options(struct pctx *p, const char *name)
              c->winbind_socket_dir);
     if (c->groups_file[0] && access(c->groups_file, R_OK))
         perr(p, name, 0, "mapiproxy:groups file %s: %s", c->groups_file, strerror(errno));
+    if (c->mailbox_map[0] && access(c->mailbox_map, R_OK))
+        perr(p, name, 0, "mapiproxy:mailbox map %s: %s", c->mailbox_map, strerror(errno));
     if (s4u && !c->realm[0] && winbind)
         perr(p, name, 0,
              "mapiproxy:delegation = s4u with NTLM clients (mapiproxy:ntlm backend = winbind) "

@@ -650,8 +650,9 @@ static int mh_start(struct hsess *s)
     struct mp_mh_call *mc = NULL;
     mp_mh_stream_init(&s->mst);
     s->m_proc = s->m_pend = 0;
-    int r = mp_mh_call_start(s->h->mods, s->mses, s->peer, (enum mp_mh_kind)s->mh_kind,
-                             mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq), &mh_host, s, &mc, &rc);
+    int r = mp_mh_call_start(s->h->mods, s->mses, s->peer, s->h->auth.on ? s->ha.user : NULL,
+                             (enum mp_mh_kind)s->mh_kind, mp_buf_head(&s->mreq),
+                             mp_buf_avail(&s->mreq), &mh_host, s, &mc, &rc);
     if (r < 0) { /* malformed: the spec's error, nothing upstream */
         mp_info("http #%" PRIu64 " %s %s: request body does not decode; X-ResponseCode %u", s->id,
                 s->peer, s->xtype, rc);

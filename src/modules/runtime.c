@@ -1,5 +1,6 @@
 #include "modules/runtime.h"
 #include "modules/ropcall.h"
+#include "modules/mailboxauth.h"
 
 #include <dlfcn.h>
 #include <limits.h>
@@ -124,7 +125,8 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
     char dir[PATH_MAX];
     module_dir(cfg, dir, sizeof(dir));
     /* The effective chain: the rewrite module first when the proxy is not
-     * transparent, then the configured modules, then trace for ndrdump. */
+     * transparent, then the configured modules, then trace for ndrdump,
+     * then mailbox authorization under specified credentials. */
     const char *names[MP_MAX_MODULES + 4];
     size_t n_names = 0;
     if (!cfg->transparent && !listed(cfg, "rewrite"))
@@ -133,6 +135,9 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
         names[n_names++] = cfg->modules[i];
     if (cfg->ndrdump && !listed(cfg, "trace"))
         names[n_names++] = "trace";
+    /* last: it checks what goes upstream after every other module */
+    if (mp_mailbox_auth_applies(cfg) && !listed(cfg, "mailboxauth"))
+        names[n_names++] = "mailboxauth";
     if (n_names > MP_MAX_MODULES) {
         mp_error("%zu modules in the chain; at most %d can be loaded", n_names, MP_MAX_MODULES);
         return -1;
@@ -442,6 +447,10 @@ const char *mp_call_op_name(const struct mp_call *m)
 const char *mp_call_peer(const struct mp_call *m)
 {
     return m->peer;
+}
+const char *mp_call_user(const struct mp_call *m)
+{
+    return m->user[0] ? m->user : NULL;
 }
 struct mp_session *mp_call_session(struct mp_call *m)
 {

@@ -38,6 +38,10 @@ struct mp_modules {
         uint32_t mask;
     } * wants;
     size_t n_wants;
+    /* A module that must see every call it wants (mailbox authorization):
+     * a call that cannot be handed to the chain is refused, never relayed
+     * untouched. */
+    bool fail_closed;
 };
 
 /* A session: a client's association group.  The relay keeps the group's
@@ -89,6 +93,12 @@ struct mp_call {
     char iface[48];
     const char *op_name; /* static table */
     char peer[64];
+    /* The user the proxy authenticated on the call's connection ("" when
+     * it did not: transparent mode, pass-through interfaces), and whether
+     * the upstream sees the proxy's own account for it (specified
+     * credentials) rather than the client (S4U delegation). */
+    char user[520];
+    bool proxy_identity;
     uint16_t opnum, ctx_id;
     uint32_t c_id, u_id;
     uint8_t object[16];

@@ -2371,6 +2371,10 @@ static int slow_path_start(struct assoc *a, struct call *c, const uint8_t *pdu,
     snprintf(m->iface, sizeof(m->iface), "%s", e->name);
     m->op_name = mp_iface_op_name(e->info, c->opnum);
     snprintf(m->peer, sizeof(m->peer), "%s", a->peer);
+    if (a->csec) { /* terminated: who logged on, and whom the upstream sees */
+        snprintf(m->user, sizeof(m->user), "%s", a->csec->who);
+        m->proxy_identity = a->r->up_mode != UP_S4U;
+    }
     m->opnum = c->opnum;
     m->ctx_id = c->ctx_id;
     m->c_id = c->c_id;
