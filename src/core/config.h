@@ -171,6 +171,7 @@ struct mp_config_entry {
     char *section; /* lower-case */
     char *key;     /* normalized: lower-case, white space folded */
     char *value;   /* trimmed */
+    char *file;    /* the file (or include) it was read from */
     int line;
 };
 
@@ -190,6 +191,10 @@ void mp_diag_free(struct mp_diag *diag);
 const char *mp_config_get(const struct mp_config *cfg, const char *key);
 bool mp_config_get_bool(const struct mp_config *cfg, const char *key, bool dflt);
 long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt);
+
+/* Where key (normalized, e.g. "mapiproxy:credentials file") was last set:
+ * returns the line and sets *file, or 0 with *file = cfg->path. */
+int mp_config_where(const struct mp_config *cfg, const char *key, const char **file);
 
 /* A log level: 0-4 or error, warn(ing), info, debug, trace (any case); -1 if neither. */
 int mp_log_level_parse(const char *v);

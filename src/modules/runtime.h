@@ -122,6 +122,12 @@ struct mp_call {
 };
 
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop);
+/* Finds module `name` as mp_modules_load does: a built-in, or
+ * MODULE-DIR/NAME.so opened and checked (descriptor, ABI version, size, name).
+ * Returns its descriptor (*dl: the dlopen handle of a shared object, else
+ * NULL; the caller dlcloses it), or NULL with why ("module NAME: ...; fix"). */
+const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *name, void **dl,
+                                       char *why, size_t wl);
 void mp_modules_unload(struct mp_modules *ms);
 /* Which modules want (uuid, opnum); 0 = none (fast path). */
 uint32_t mp_modules_want(const struct mp_modules *ms, const uint8_t uuid[16], uint16_t opnum);

@@ -28,7 +28,7 @@ static struct {
     unsigned long total;      /* failures in this episode */
     unsigned long pauses;     /* pauses since the last line */
     int last_errno;
-    uint64_t since_ms;        /* start of the episode */
+    uint64_t since_ms; /* start of the episode */
 } bo;
 
 static unsigned long long nofile_limit(void)

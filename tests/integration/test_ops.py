@@ -131,3 +131,79 @@ def test_out_of_descriptors_gives_a_bounded_log(lab, make_proxy):
     nspi.hNspiUnbind(dce, h)
     dce.disconnect()
     assert proxy.alive()
+
+
+def run(*args):
+    import subprocess
+    return subprocess.run([SERVER, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_finds_what_the_daemon_refuses(tmp_path):
+    """--check reports, with FILE:LINE and a fix, what the daemon would
+    refuse only at start: secrets readable by others or missing, unknown
+    modules, a module of another ABI, a missing TLS certificate or keytab,
+    one port used twice.  No message carries line 0."""
+    creds = tmp_path / "creds"
+    creds.write_text("alice:LAB:0123456789abcdef0123456789abcdef\n")
+    os.chmod(creds, 0o644)
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    os.chmod(pw, 0o644)
+    base = ["[global]", "dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1"]
+    cases = [
+        (["mapiproxy:credentials file = %s" % creds], "readable by group or others", "chmod 600"),
+        (["mapiproxy:credentials file = %s" % (tmp_path / "none")], "No such file", None),
+        (["dcerpc_mapiproxy:username = p", "mapiproxy:password file = %s" % pw],
+         "readable by group or others", "chmod 600"),
+        (["dcerpc_mapiproxy:modules = nosuchmodule"], "no built-in module of that name",
+         "check dcerpc_mapiproxy:modules"),
+        (["dcerpc_mapiproxy:modules = mpm_test_badabi"], "was built for module ABI",
+         "rebuild it"),
+        (["mapiproxy:http listen = 127.0.0.1:4443", "mapiproxy:http upstream = https://h",
+          "mapiproxy:tls key = %s" % (tmp_path / "no.key"),
+          "mapiproxy:tls certificate = %s" % (tmp_path / "no.pem")],
+         "mapiproxy:tls certificate", "give a readable PEM"),
+        (["mapiproxy:keytab = %s" % (tmp_path / "no.keytab")], "No such file",
+         "give a keytab"),
+        (["mapiproxy:epmapper port = 1135", "mapiproxy:rpc port = 1135"],
+         "is also mapiproxy:epmapper port", "different ports"),
+        (["mapiproxy:epmapper port = 1135", "mapiproxy:rpc port = 6100",
+          "mapiproxy:http upstream = https://h", "mapiproxy:http plain = yes",
+          "mapiproxy:http listen = 0.0.0.0:6100"], "uses the port of mapiproxy:rpc port",
+         "another port"),
+    ]
+    for i, (lines, what, fix) in enumerate(cases):
+        conf = tmp_path / ("c%d.conf" % i)
+        conf.write_text("\n".join(base + lines) + "\n")
+        r = run("--check", "-c", str(conf))
+        assert r.returncode == 1, (lines, r.stdout, r.stderr)
+        bad = len(base) + len(lines)   # the problem is on the last line
+        assert "%s:%d: " % (conf, bad) in r.stderr, (lines, r.stderr)
+        assert what in r.stderr and (fix is None or fix in r.stderr), (lines, r.stderr)
+        assert ":0:" not in r.stderr, r.stderr
+    # and a good one passes
+    conf = tmp_path / "ok.conf"
+    os.chmod(creds, 0o600)
+    conf.write_text("\n".join(base + ["mapiproxy:credentials file = %s" % creds,
+                                      "dcerpc_mapiproxy:modules = mpm_test_a"]) + "\n")
+    r = run("--check", "-c", str(conf))
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+
+
+def test_command_line():
+    r = run("--check", "-d", "debug")
+    assert r.returncode == 0, r.stderr
+    r = run("--check", "-d", "3")
+    assert r.returncode == 0, r.stderr
+    r = run("--check", "-d", "loud")
+    assert r.returncode == 2 and "not a log level" in r.stderr, r.stderr
+    r = run("--check", "extra.conf")
+    assert r.returncode == 2 and 'unexpected argument "extra.conf"' in r.stderr, r.stderr
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("mapiproxy "), r.stdout
+    r = run("--help")
+    for opt in ("--config", "--check", "--print-default", "--log-level", "--version",
+                "--help"):
+        assert opt in r.stdout, (opt, r.stdout)
+    r = run("--print-default")
+    assert "1350" not in r.stdout and "upstream epmapper port = 135\n" in r.stdout, r.stdout

@@ -328,7 +328,7 @@ static void test_builtin_default(void)
     CHECK(!strcmp(cfg.listen[0].host, "127.0.0.1"));
     CHECK_EQ(cfg.epm_port, 135);
     CHECK_EQ(cfg.rpc_port, 6100);
-    CHECK_EQ(cfg.upstream_epm_port, 1350);
+    CHECK_EQ(cfg.upstream_epm_port, 135);
     CHECK_EQ(cfg.n_ifaces, 4);
     CHECK(!strcmp(cfg.ifaces[1].name, "exchange_async_emsmdb"));
     CHECK_EQ(cfg.log_level, 2);
