@@ -851,6 +851,8 @@ static const struct opt options[] = {
     {"mapiproxy:http held body budget", K_SIZE, F(http_held_budget), 64u << 10, 1ull << 30,
      "bytes"},
     {"mapiproxy:http relay all paths", K_BOOL, F(http_relay_all), 0, 0, NULL},
+    {"mapiproxy:http relay paths", K_STR, F(http_relay_paths), 0, 0, NULL},
+    {"mapiproxy:http unrelayed urls", K_STR, F(http_unrelayed_urls), 0, 0, NULL},
     {"mapiproxy:http auth", K_STR, F(http_auth), 0, 0, NULL},
     {"mapiproxy:http basic", K_BOOL, F(http_basic), 0, 0, NULL},
     {"mapiproxy:http realm", K_STR, F(http_realm), 0, 0, NULL},
@@ -1295,10 +1297,40 @@ static void check_http_auth(struct pctx *p, const char *name)
                   "arrive in clear");
 }
 
+/* mapiproxy:http relay paths and mapiproxy:http unrelayed urls. */
+static void check_http_paths(struct pctx *p, const char *name)
+{
+    struct mp_config *c = p->cfg;
+    size_t n = 0;
+    for (const char *s = c->http_relay_paths; *s;) {
+        s += strspn(s, ", \t");
+        size_t l = strcspn(s, ", \t");
+        if (!l)
+            break;
+        if (s[0] != '/' || memchr(s, '?', l) || memchr(s, '#', l) || memchr(s, '%', l) || l > 128)
+            perr(p, name, 0,
+                 "mapiproxy:http relay paths: \"%.*s\" is no path prefix; write paths such as "
+                 "/EWS/, /OAB/, /Microsoft-Server-ActiveSync (each begins with '/', no query)",
+                 (int)(l > 128 ? 128 : l), s);
+        if (++n == MP_HTTP_MAX_RELAY_PATHS + 1)
+            perr(p, name, 0, "mapiproxy:http relay paths: more than %d paths",
+                 MP_HTTP_MAX_RELAY_PATHS);
+        s += l;
+    }
+    const char *u = c->http_unrelayed_urls;
+    c->http_drop_unrelayed = !strcasecmp(u, "drop");
+    if (u[0] && !c->http_drop_unrelayed && strcasecmp(u, "keep"))
+        perr(p, name, 0,
+             "mapiproxy:http unrelayed urls \"%s\": use keep (Autodiscover URLs of paths the "
+             "proxy does not relay keep naming the server) or drop (their elements are removed)",
+             u);
+}
+
 /* The HTTP front's options that depend on one another. */
 static void check_http(struct pctx *p, const char *name)
 {
     struct mp_config *c = p->cfg;
+    check_http_paths(p, name);
     if (!c->n_http_listen)
         return;
     if (!c->have_http_upstream)
@@ -1801,6 +1833,7 @@ static void set_defaults(struct mp_config *c)
     c->http_max_body = 64u << 20;
     c->http_max_rewrite = 1u << 20;
     c->http_held_budget = 32u << 20;
+    snprintf(c->http_relay_paths, sizeof c->http_relay_paths, "%s", MP_HTTP_DEFAULT_RELAY_PATHS);
 }
 
 static void free_entries(struct mp_config *c)

@@ -15,6 +15,11 @@
 #define MP_MAX_LISTEN 8
 #define MP_MAX_IFACES 32
 #define MP_MAX_MODULES 32
+/* HTTP front paths relayed besides MAPI/HTTP, Autodiscover and RPC/HTTP:
+ * what Outlook needs for free/busy, out-of-office (EWS) and the offline
+ * address book (OAB). */
+#define MP_HTTP_DEFAULT_RELAY_PATHS "/EWS/, /OAB/"
+#define MP_HTTP_MAX_RELAY_PATHS 16
 
 /* An interface to relay, by name or by UUID/version. */
 struct mp_iface_spec {
@@ -145,6 +150,9 @@ struct mp_config {
     uint32_t http_max_rewrite;        /* mapiproxy:http max rewrite body (1 MiB) */
     uint32_t http_held_budget;        /* mapiproxy:http held body budget (32 MiB) */
     bool http_relay_all;              /* mapiproxy:http relay all paths (no) */
+    char http_relay_paths[512];       /* mapiproxy:http relay paths (MP_HTTP_DEFAULT_RELAY_PATHS) */
+    char http_unrelayed_urls[16];     /* mapiproxy:http unrelayed urls: keep (default), drop */
+    bool http_drop_unrelayed;         /* ... = drop */
     /* authentication termination on the HTTPS front (src/http/hauth.c) */
     char http_auth[32];          /* mapiproxy:http auth: pass-through (default) | terminate */
     bool http_basic;             /* mapiproxy:http basic: clients may use Basic (no) */

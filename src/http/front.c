@@ -1040,6 +1040,25 @@ static bool path_is(const char *path, size_t len, const char *prefix, bool any_t
     return path[pl] == '/' || path[pl] == '?';
 }
 
+/* mapiproxy:http relay paths: a prefix ending in '/' takes any tail,
+ * another one the exact path or a '/' or '?' after it. */
+static bool relay_path_listed(const struct mp_config *cfg, const char *path, size_t pl)
+{
+    for (const char *s = cfg->http_relay_paths; *s;) {
+        s += strspn(s, ", \t");
+        size_t l = strcspn(s, ", \t");
+        if (l && l < 256) {
+            char pre[256];
+            memcpy(pre, s, l);
+            pre[l] = 0;
+            if (path_is(path, pl, pre, pre[l - 1] == '/'))
+                return true;
+        }
+        s += l;
+    }
+    return false;
+}
+
 static enum route route_of(const struct mp_config *cfg, const char *url, size_t len)
 {
     size_t pl = 0;
@@ -1051,7 +1070,16 @@ static enum route route_of(const struct mp_config *cfg, const char *url, size_t 
     if (path_is(url, pl, "/mapi/emsmdb", false) || path_is(url, pl, "/mapi/nspi", false) ||
         path_is(url, pl, "/autodiscover/", true) || path_is(url, pl, "/rpc/", true))
         return R_RELAY;
+    if (relay_path_listed(cfg, url, pl))
+        return R_RELAY;
     return cfg->http_relay_all ? R_RELAY : R_NONE;
+}
+
+/* Autodiscover: is the path of a URL naming the upstream one the proxy
+ * relays?  (Else the URL is kept or dropped: mapiproxy:http unrelayed urls.) */
+static bool url_path_relayed(const void *arg, const char *path, size_t len)
+{
+    return route_of(arg, path, len) != R_NONE;
 }
 
 static void copy_header(const struct mp_http_msg *m, const char *name, char *dst, size_t n)
@@ -2130,6 +2158,9 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
         free(h);
         return NULL;
     }
+    h->names.relayed = url_path_relayed;
+    h->names.relayed_arg = cfg;
+    h->names.drop_unrelayed = cfg->http_drop_unrelayed;
     if (mp_hauth_init(&h->auth, cfg) || setup_tls(h) || resolve_upstream(h)) {
         mp_http_free(h);
         return NULL;

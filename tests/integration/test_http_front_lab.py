@@ -52,13 +52,18 @@ def start_lab_https(d, extra=()):
     return proc, {"ca": ca, "proxy_cert": proxy_cert, "mapihttp": ports["mapihttp"]}
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    proc, e = start_lab_https(str(tmp_path_factory.mktemp("mhfront")),
-                              ["--pending-period", "0.1", "--pending-delay", "0.3"])
-    yield e
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(10)
+def lab_https_fixture(name, extra=()):
+    """A module-scoped fixture: start_lab_https's env, the lab stopped after."""
+    @pytest.fixture(scope="module")
+    def env(tmp_path_factory):
+        proc, e = start_lab_https(str(tmp_path_factory.mktemp(name)), extra)
+        yield e
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    return env
+
+
+env = lab_https_fixture("mhfront", ["--pending-period", "0.1", "--pending-delay", "0.3"])
 
 
 def start_front(make_proxy, env, extra=None):

@@ -8,7 +8,6 @@ stay distinct, and each maps back to its own mailbox: GetMailboxUrl, DNToMId
 and RfrGetFQDNFromServerDN with what the client learned reach the right
 objects upstream.  Clients: Impacket (RPC), python3-requests (MAPI/HTTP)."""
 import os
-import signal
 import sys
 import uuid
 
@@ -18,7 +17,7 @@ from impacket.dcerpc.v5 import nspi, oxabref
 
 from conftest import ROOT, Lab
 from rpcutil import dce_connect
-from test_http_front_lab import ALICE, ntlm, start_lab_https
+from test_http_front_lab import ALICE, lab_https_fixture, ntlm
 from test_http_front_lab import start_front as front_with
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
@@ -48,12 +47,7 @@ def hidden(text):
         "exlab01" not in low
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    proc, e = start_lab_https(str(tmp_path_factory.mktemp("perbox")), ["--per-mailbox-servers"])
-    yield e
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(10)
+env = lab_https_fixture("perbox", ["--per-mailbox-servers"])
 
 
 def autodiscover(base, ca, user):

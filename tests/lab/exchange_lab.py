@@ -58,6 +58,7 @@ class LabConfig(object):
         # <mailbox-guid>@<domain> (Exchange 2013 and later, gromox)
         self.per_mailbox_servers = False
         self.mailbox_servers = {}          # per-mailbox server name (lower) -> user DN
+        self.web_urls = False              # --web-urls: Autodiscover names ECP and OWA too
 
     def mailbox_server(self, user_dn):
         """The server name of user_dn's mailbox (in its server DN and home MDB)."""
@@ -98,6 +99,8 @@ def main(argv=None):
     ap.add_argument('--per-mailbox-servers', action='store_true',
                     help='every mailbox has its own server name <mailbox-guid>@<domain> in '
                     'its server DN and home MDB (Exchange 2013+, gromox)')
+    ap.add_argument('--web-urls', action='store_true',
+                    help='Autodiscover also names ECP (EXCH EcpUrl) and OWA (WEB OWAUrl)')
     ap.add_argument('--users', metavar='FILE',
                     help='NTLM accounts, one "user:password" or "user:domain:password" '
                          'a line (domain defaults to LAB)')
@@ -131,6 +134,7 @@ def main(argv=None):
 
     config = LabConfig(args.host, args.server_name)
     config.per_mailbox_servers = args.per_mailbox_servers
+    config.web_urls = args.web_urls
     auth = rpcserver.AUTH
     auth.required_level = labauth.LEVELS_BY_NAME[args.require_auth]
     auth.server_name = config.server_name

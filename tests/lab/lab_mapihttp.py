@@ -434,6 +434,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._autodiscover_pox(body, ident)
         if path.startswith('/autodiscover/autodiscover.json'):
             return self._autodiscover_json(ident)
+        if path.split('/')[1:2] and path.split('/')[1] in WEB_PATHS:
+            # EWS, OAB, ECP, OWA: no service behind them, an answer that says so
+            log('mapihttp: %s %s (web path)' % (self.command, self.path))
+            return self._send_simple(200, ('<html><body>lab %s</body></html>\r\n' %
+                                           path.split('/')[1]).encode())
         self._send_simple(404, b'<html><body>404 Not Found</body></html>\r\n')
 
     # -- MAPI over HTTP ------------------------------------------------------
@@ -889,6 +894,9 @@ def _x(s):
     return (s or '').replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
 
 
+WEB_PATHS = ('ews', 'oab', 'ecp', 'owa')
+
+
 def autodiscover_xml(lab, email_addr, schema, mapihttp_cap):
     c = lab.config
     user = lab.user_for_email(email_addr) if email_addr else None
@@ -905,7 +913,8 @@ def autodiscover_xml(lab, email_addr, schema, mapihttp_cap):
     smtp = user.props[PR['SMTP_ADDRESS']][1]
     ex_urls = ''.join('        <%s>%s</%s>\r\n' % (k, _x(v), k) for k, v in (
         ('ASUrl', base + '/EWS/Exchange.asmx'), ('EwsUrl', base + '/EWS/Exchange.asmx'),
-        ('OOFUrl', base + '/EWS/Exchange.asmx'), ('OABUrl', base + '/OAB/')))
+        ('OOFUrl', base + '/EWS/Exchange.asmx'), ('OABUrl', base + '/OAB/')) +
+        ((('EcpUrl', base + '/ecp/'),) if c.web_urls else ()))
     protos = []
     protos.append('      <Protocol>\r\n        <Type>EXCH</Type>\r\n'
                   '        <Server>%s</Server>\r\n        <ServerDN>%s</ServerDN>\r\n'
@@ -923,6 +932,10 @@ def autodiscover_xml(lab, email_addr, schema, mapihttp_cap):
                       '        <AuthPackage>Ntlm</AuthPackage>\r\n%s'
                       '      </Protocol>\r\n' % (ptype, c.fqdn, 'On' if lab.tls else 'Off',
                                                   ex_urls))
+    if c.web_urls:
+        protos.append('      <Protocol>\r\n        <Type>WEB</Type>\r\n        <Internal>\r\n'
+                      '          <OWAUrl AuthenticationMethod="Ntlm">%s</OWAUrl>\r\n'
+                      '        </Internal>\r\n      </Protocol>\r\n' % _x(base + '/owa/'))
     protos.append('      <Protocol Type="mapiHttp" Version="1">\r\n'
                   '        <MailStore>\r\n          <InternalUrl>%s</InternalUrl>\r\n'
                   '          <ExternalUrl>%s</ExternalUrl>\r\n        </MailStore>\r\n'
