@@ -41,6 +41,9 @@
 
 #define READ_CHUNK 16384
 #define MAX_PARKED (64u << 10) /* client bytes read ahead while a request waits */
+/* A request body must average this many bytes a second, after a grace of
+ * mapiproxy:http header timeout, or the request gets 408 (doc/internals/http.md). */
+#define BODY_MIN_RATE 4096u
 
 struct hsess;
 
@@ -165,6 +168,7 @@ struct hsess {
     bool pumping;            /* inside pump(): callbacks must not pump again */
     /* deadlines (ms; 0 = none) */
     uint64_t header_dl, idle_dl, upstream_dl;
+    uint64_t body_t0, body_dl; /* the request body's: body_t0 + grace + bytes / BODY_MIN_RATE */
     /* authentication termination (hauth.c): the client's logon, the 401's
      * WWW-Authenticate lines; the proxy's NTLM handshake on the upstream
      * connection, whose requests go from ua_out while u.out is held */
@@ -1297,6 +1301,13 @@ static int on_req_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* The body's deadline from the bytes it has brought so far. */
+static void body_deadline(struct hsess *s)
+{
+    s->body_dl = s->body_t0 + (uint64_t)s->h->cfg->http_header_timeout_s * 1000 +
+                 s->req_bytes * 1000 / BODY_MIN_RATE;
+}
+
 static size_t path_len(const char *url, size_t len)
 {
     const char *q = memchr(url, '?', len);
@@ -1339,7 +1350,16 @@ static int on_req_headers(http_parser *p)
     struct mp_http *h = s->h;
     const struct mp_config *cfg = h->cfg;
     s->header_dl = 0;
+    s->body_t0 = mp_now_ms();
+    body_deadline(s);
     snprintf(s->method, sizeof s->method, "%s", http_method_str((enum http_method)p->method));
+    if (!mp_http_msg_names_ok(&s->req)) { /* "Host :" and the like: RFC 9112 5.1 */
+        mp_info("http #%" PRIu64 " %s: a header name that is no token (a space before its "
+                "colon?): 400",
+                s->id, s->peer);
+        s->err_status = 400;
+        return -1;
+    }
     if (normalise_target(s))
         return -1;
     const char *url = mp_http_msg_url_ptr(&s->req);
@@ -1432,6 +1452,7 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
 {
     struct hsess *s = p->data;
     s->req_bytes += len;
+    body_deadline(s);
     if (s->req_bytes > s->h->cfg->http_max_body) {
         s->err_status = 413;
         return -1;
@@ -1450,8 +1471,6 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
     }
     if (!s->forwarded)
         return 0; /* answered by the proxy: the body is read and dropped */
-    if (!s->u.connecting && !s->u.handshaking) /* a long upload is not a silent upstream */
-        s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
     if (s->req_chunked) {
         char sz[24];
         int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
@@ -1483,6 +1502,9 @@ static int on_req_complete(http_parser *p)
 {
     struct hsess *s = p->data;
     s->req_complete = true;
+    s->body_dl = 0;
+    if (s->forwarded && !s->u.connecting && !s->u.handshaking) /* its answer is awaited now */
+        s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
     if (s->mod && !s->forwarded && !s->local_status) {
         if (mh_start(s) < 0) { /* relayed as it came */
             struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
@@ -1577,6 +1599,8 @@ static int on_resp_headers(http_parser *p)
     struct hsess *s = p->data;
     struct mp_http *h = s->h;
     int st = p->status_code;
+    if (!mp_http_msg_names_ok(&s->resp))
+        return resp_fail(s, "sent a header name that is no token (a space before its colon?)");
     if (ua_busy(s)) {
         s->ua_status = st;
         return 0;
@@ -1936,10 +1960,14 @@ static void settle(struct hsess *s)
             sides[i]->out_since = 0;
         else if (!sides[i]->out_since)
             sides[i]->out_since = now;
-    uint64_t cand[5] = {s->header_dl, s->in_request ? 0 : s->idle_dl,
-                        s->in_request && s->forwarded ? s->upstream_dl : 0, send_deadline(s, &s->c),
-                        send_deadline(s, &s->u)};
-    for (int i = 0; i < 5; i++)
+    bool up_clock = s->req_complete || s->u.connecting || s->u.handshaking || s->status;
+    uint64_t cand[6] = {s->header_dl,
+                        s->in_request ? 0 : s->idle_dl,
+                        s->in_request && s->forwarded && up_clock ? s->upstream_dl : 0,
+                        send_deadline(s, &s->c),
+                        send_deadline(s, &s->u),
+                        s->in_request && !s->req_complete ? s->body_dl : 0};
+    for (int i = 0; i < 6; i++)
         if (cand[i] && (!dl || cand[i] < dl))
             dl = cand[i];
     if (dl) {
@@ -1975,6 +2003,27 @@ static void io_cb(struct mp_io *io, uint32_t ev)
         pump(s);
 }
 
+/* The request body came slower than BODY_MIN_RATE: 408, and its upstream
+ * connection is given up (it is never left to such a client). */
+static void body_too_slow(struct hsess *s)
+{
+    struct mp_http *h = s->h;
+    mp_info("http #%" PRIu64 " %s: request body too slow (%" PRIu64 " bytes in %" PRIu64
+            " ms; at least %u bytes/s after mapiproxy:http header timeout): 408, closed",
+            s->id, s->peer, s->req_bytes, mp_now_ms() - s->body_t0, BODY_MIN_RATE);
+    s->body_dl = 0;
+    mh_end(s);
+    side_close(h->loop, &s->u);
+    if (s->resp_started) {
+        session_close(s, "request body too slow");
+        return;
+    }
+    send_local(s, 408, true);
+    log_request(s);
+    s->in_request = false;
+    s->c.out_since = mp_now_ms(); /* a client that does not read its 408 is not waited for */
+}
+
 static void timer_cb(struct mp_timer *t)
 {
     struct hsess *s = t->data;
@@ -2002,7 +2051,17 @@ static void timer_cb(struct mp_timer *t)
                  h->cfg->http_idle_timeout_s);
         session_close(s, "idle");
         return;
-    } else if (s->in_request && s->forwarded && s->upstream_dl && now >= s->upstream_dl) {
+    } else if (s->in_request && !s->req_complete && s->body_dl && now >= s->body_dl) {
+        if (mp_buf_avail(&s->u.out) >= h->cfg->max_buffer) { /* we stopped reading it */
+            s->body_t0 = now - s->req_bytes * 1000 / BODY_MIN_RATE;
+            body_deadline(s);
+        } else {
+            body_too_slow(s);
+            if (s->dead)
+                return;
+        }
+    } else if (s->in_request && s->forwarded && s->upstream_dl && now >= s->upstream_dl &&
+               (s->req_complete || s->u.connecting || s->u.handshaking || s->status)) {
         upstream_failed(s, 504,
                         s->u.connecting || s->u.handshaking
                             ? "connect timed out (mapiproxy:connect timeout)"
