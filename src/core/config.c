@@ -125,6 +125,25 @@ static char *normalize_key(const char *s, size_t n)
 }
 
 /* Quotes a value for a message: at most 80 bytes, control bytes as '?'. */
+/* A URL to show: "user:password@" of its authority becomes "***@" (a
+ * password must never reach the terminal or a log). */
+static const char *without_userinfo(const char *url, char *buf, size_t n)
+{
+    const char *a = strstr(url, "://");
+    a = a ? a + 3 : url;
+    size_t alen = strcspn(a, "/?#");
+    const char *at = NULL;
+    for (const char *x = a; x < a + alen; x++)
+        if (*x == '@')
+            at = x;
+    if (!at) {
+        snprintf(buf, n, "%s", url);
+        return buf;
+    }
+    snprintf(buf, n, "%.*s***%s", (int)(a - url), url, at);
+    return buf;
+}
+
 static const char *qv(const char *s, char *buf, size_t n)
 {
     size_t o = 0, i = 0;
@@ -1205,6 +1224,12 @@ int mp_http_url_parse(const char *text, struct mp_http_url *u, char *err, size_t
     }
     char hp[300];
     size_t n = strcspn(rest, "/");
+    if (memchr(rest, '@', n)) {
+        snprintf(err, errlen,
+                 "has user information (user:password@); the proxy's account goes in "
+                 "dcerpc_mapiproxy:username and mapiproxy:password file");
+        return -1;
+    }
     if (rest[n] && strcmp(rest + n, "/")) {
         snprintf(err, errlen, "has a path; give only the scheme, host and port");
         return -1;
@@ -1474,7 +1499,9 @@ static void apply_option(struct pctx *p, const struct opt *o, const char *file, 
         return;
     case K_HTTP_URL:
         if (mp_http_url_parse(v, &c->http_upstream, err, sizeof err) < 0) {
-            perr(p, file, line, "%s \"%s\" %s", o->key, qv(v, q, sizeof q), err);
+            char shown[sizeof q];
+            perr(p, file, line, "%s \"%s\" %s", o->key,
+                 qv(without_userinfo(v, shown, sizeof shown), q, sizeof q), err);
             return;
         }
         c->have_http_upstream = true;

@@ -89,3 +89,19 @@ void mp_log_at(int level, const char *fmt, ...)
     if (!log_fp)
         fflush(stderr);
 }
+
+void mp_log_safe(char *p)
+{
+    for (; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == ' ')
+            *p = '?';
+}
+
+const char *mp_log_safe_copy(char *dst, size_t n, const char *src)
+{
+    if (!n)
+        return dst;
+    snprintf(dst, n, "%s", src);
+    mp_log_safe(dst);
+    return dst;
+}

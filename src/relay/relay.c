@@ -1266,14 +1266,6 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
 static const char *const level_names[] = {"",       "none",      "connect", "call",
                                           "packet", "integrity", "privacy"};
 
-/* Names come from the client: no control bytes or spaces in log lines. */
-static void log_safe(char *p)
-{
-    for (; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == ' ')
-            *p = '?';
-}
-
 static const char *mech_name(const struct leg_sec *s)
 {
     if (s->gss)
@@ -1415,7 +1407,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         const char *peer = mp_gss_peer_name(cs->gss);
         snprintf(cs->user, sizeof(cs->user), "%s", peer ? peer : "?");
         snprintf(cs->who, sizeof(cs->who), "%s", cs->user);
-        log_safe(cs->who);
+        mp_log_safe(cs->who);
         size_t v = mp_gss_sig_len(cs->gss, cs->level, MP_MAX_FRAG);
         cs->vlen = v > 16 ? v : 16; /* any MIC or wrap token is longer */
         if (cs->level >= MP_AUTHN_LEVEL_PKT_INTEGRITY && !v) {
@@ -1465,7 +1457,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         rc = mp_ntlm_acceptor_peek(&cs->acc, tok, len, &lg);
         if (rc == MP_NTLM_OK) {
             snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", lg.domain, lg.user);
-            log_safe(cs->who);
+            mp_log_safe(cs->who);
             struct mp_wb_logon *lo = calloc(1, sizeof(*lo));
             if (!lo || mp_wb_logon_set(lo, lg.user, lg.domain, lg.workstation, lg.server_chal,
                                        lg.nt.p, lg.nt.len, lg.lm.p, lg.lm.len)) {
@@ -1507,7 +1499,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         snprintf(cs->who, sizeof(cs->who), "%.150s", res.user);
     else
         snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", res.domain, res.user);
-    log_safe(cs->who);
+    mp_log_safe(cs->who);
     char bare[160];
     snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(res.user, "@"), res.user);
     const char *bad = rc ? (wb_note[0] ? wb_note : mp_ntlm_strerror(rc))

@@ -693,3 +693,96 @@ def test_held_bodies_limited_by_type_and_budget(make_proxy, certs, peer):
     log = front.log()
     assert "over what is held for its type" in log or "held for its type: 413" in log
     assert "over mapiproxy:http held body budget: 503" in log
+
+
+# --- low items of issue 11 ---------------------------------------------------
+
+@pytest.mark.parametrize("header", [b"Transfer-Encoding : chunked", b"Host : evil.example",
+                                    b"Authorization : Basic eDp5", b"X-Tab\t: 1", b": empty"])
+def test_header_name_with_space_before_colon_gets_400(front, peer, certs, header):
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+              peer.basic.encode() + b"\r\n" + header + b"\r\nContent-Length: 3\r\n\r\nabc")
+    data = recv_all(s)
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert not peer.requests
+
+
+def test_header_count_capped_and_rebuild_linear(make_proxy, certs, peer):
+    """20,000 header fields: 431 (at most 256); 240 fields that the
+    Connection header all names: relayed without any of them, and 40 such
+    requests cost the proxy little CPU (the rebuild is linear)."""
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http max header size": "1M"})
+    s = tls_socket(front, certs)
+    try:  # the proxy answers and closes before all of it is sent
+        s.sendall(b"GET /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\n" +
+                  b"".join(b"X-H%d: v\r\n" % i for i in range(20000)) + b"\r\n")
+    except (ssl.SSLError, OSError):
+        pass
+    data = recv_all(s)
+    assert data == b"" or data.startswith(b"HTTP/1.1 431 "), data[:100]
+    names = ["X-Hop%d" % i for i in range(240)]
+    hdrs = {n: "v" for n in names}
+    hdrs["Connection"] = ", ".join(names + ["X-Not-There%d" % i for i in range(2000)])
+    hdrs["Authorization"] = peer.basic
+    conn = connect(front, certs)
+    with open(f"/proc/{front.proc.pid}/stat") as f:
+        cpu0 = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+    for _ in range(40):
+        r, body = post(conn, "/mapi/emsmdb/", hdrs, b"x")
+        assert r.status == 200, body
+    with open(f"/proc/{front.proc.pid}/stat") as f:
+        cpu1 = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+    assert len(peer.requests) == 40 and all(q["path"] == "/mapi/emsmdb/" for q in peer.requests)
+    ticks = os.sysconf("SC_CLK_TCK")
+    print(f"\nproxy CPU for 40 requests of 245 headers and 2,240 Connection tokens (ASan): "
+          f"{(cpu1 - cpu0) / ticks:.2f} s")
+    assert (cpu1 - cpu0) / ticks < 2.0
+    front.stop()
+    assert "bad request (limit): 431" in front.log()
+
+
+def test_trickled_body_cannot_hold_the_upstream(make_proxy, certs, peer):
+    """One byte every 0.3 s: the body must average 4 KiB/s after a grace of
+    `http header timeout` (2 s here), so the proxy answers 408 and closes the
+    upstream connection (the upstream sees its request end short)."""
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http header timeout": "2"})
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+              peer.basic.encode() + b"\r\nContent-Length: 1000\r\n\r\n")
+    t0 = time.monotonic()
+    s.settimeout(0.3)
+    got = b""
+    while time.monotonic() - t0 < 20:
+        try:
+            s.sendall(b"z")
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            break
+    took = time.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert took < 8, took
+    for _ in range(50):  # the upstream's handler sees its connection end
+        if peer.requests:
+            break
+        time.sleep(0.1)
+    assert peer.requests and peer.requests[0]["length"] < 1000
+    front.stop()
+    assert "request body too slow" in front.log()
+
+
+def test_check_never_prints_upstream_userinfo(tmp_path):
+    from conftest import PROXY_BIN
+    import subprocess
+    conf = tmp_path / "p.conf"
+    conf.write_text("[global]\ndcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1\n"
+                    "mapiproxy:http listen = 127.0.0.1:1\nmapiproxy:http plain = yes\n"
+                    "mapiproxy:http upstream = https://svc-account:S3cr3t-Pw%40x@exch.example\n")
+    r = subprocess.run([PROXY_BIN, "--check", "-c", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 1 and "user information" in r.stderr, r.stderr
+    assert "S3cr3t" not in r.stdout + r.stderr and "svc-account" not in r.stdout + r.stderr

@@ -113,6 +113,52 @@ static void feed_head(struct mp_http_msg *m)
     }
 }
 
+/* Field names must be tokens; at most MP_HTTP_MAX_HEADERS fields; the
+ * headers the Connection header names are dropped (each of them, once or
+ * repeated, whatever the case), the others kept in order. */
+static void test_head_limits(void)
+{
+    struct mp_http_msg m;
+    mp_http_msg_init(&m, 1 << 20);
+    CHECK_EQ(mp_http_msg_url(&m, "/", 1), 0);
+    CHECK_EQ(mp_http_msg_field(&m, "Host", 4), 0);
+    CHECK_EQ(mp_http_msg_value(&m, "x", 1), 0);
+    CHECK(mp_http_msg_names_ok(&m));
+    CHECK_EQ(mp_http_msg_field(&m, "Transfer-Encoding ", 18), 0);
+    CHECK_EQ(mp_http_msg_value(&m, "chunked", 7), 0);
+    CHECK(!mp_http_msg_names_ok(&m));
+    mp_http_msg_reset(&m);
+    CHECK_EQ(mp_http_msg_url(&m, "/", 1), 0);
+    CHECK_EQ(mp_http_msg_field(&m, "X\tY", 3), 0);
+    CHECK_EQ(mp_http_msg_value(&m, "1", 1), 0);
+    CHECK(!mp_http_msg_names_ok(&m));
+    mp_http_msg_reset(&m);
+    CHECK_EQ(mp_http_msg_url(&m, "/", 1), 0);
+    int failed_at = -1;
+    for (int i = 0; i < MP_HTTP_MAX_HEADERS + 5 && failed_at < 0; i++) {
+        char hn[16];
+        int n = snprintf(hn, sizeof hn, "X-%d", i);
+        if (mp_http_msg_field(&m, hn, (size_t)n) || mp_http_msg_value(&m, "v", 1))
+            failed_at = i;
+    }
+    CHECK_EQ(failed_at, MP_HTTP_MAX_HEADERS);
+    mp_http_msg_reset(&m);
+    static const char *const h[][2] = {
+        {"A", "1"}, {"Connection", "b, x-c"}, {"B", "2"}, {"x-C", "3"}, {"D", "4"},
+        {"b", "5"}, {"Connection", "E"},      {"e", "6"}};
+    CHECK_EQ(mp_http_msg_url(&m, "/", 1), 0);
+    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+        CHECK(!mp_http_msg_field(&m, h[i][0], strlen(h[i][0])) &&
+              !mp_http_msg_value(&m, h[i][1], strlen(h[i][1])));
+    struct mp_buf out = {0};
+    struct mp_http_head_opts o = {.framing = MP_HTTP_NO_BODY};
+    CHECK_EQ(mp_http_request_head(&m, "GET", &o, &out), 0);
+    const char *want = "GET / HTTP/1.1\r\nA: 1\r\nD: 4\r\n\r\n";
+    CHECK(out.len == strlen(want) && !memcmp(out.data, want, out.len));
+    mp_buf_free(&out);
+    mp_http_msg_free(&m);
+}
+
 static void test_heads(void)
 {
     struct mp_http_msg m;
@@ -159,6 +205,7 @@ static void test_heads(void)
     mp_http_msg_reset(&m);
     CHECK_EQ(mp_http_msg_value(&m, "x", 1), -1);
     mp_http_msg_free(&m);
+    test_head_limits();
 }
 
 static int load(const char *extra, struct mp_config *c)
