@@ -293,7 +293,7 @@ static bool check(struct mp_module_ctx *mc, struct mp_call *call, const char *dn
     }
     const char *owner = fits ? owner_of(x, dnz) : NULL;
     mp_module_log(mc, MP_MLOG_WARN,
-                  "%s from %s: %s of mailbox %s (owner: %s)%s refused with 0x%08x; nothing sent "
+                  "%s from %s: %s of mailbox %s (owner: %s)%s refused with 0x%08x; not sent "
                   "upstream",
                   user, mp_call_peer(call), what, shown[0] ? shown : "(empty DN)",
                   owner ? owner : "not in mapiproxy:mailbox map",

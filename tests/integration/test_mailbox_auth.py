@@ -238,6 +238,18 @@ def test_legacy_ecdoconnect_and_ecdorpc(make_proxy, auth_lab, tmp_path):
     assert "EcDoRpc " in lab and "cn=alice" not in lab.lower()
 
 
+def test_without_a_map_every_mailbox_is_refused(make_proxy, auth_lab, tmp_path):
+    p = rpc_proxy(make_proxy, auth_lab, tmp_path, extra={"mapiproxy:mailbox map": ""})
+    mark = len(auth_lab.log())
+    dce, c = session(p, "carol")
+    assert c.connect_ex(DN["carol"])["ErrorCode"] == EC_ACCESS_DENIED
+    dce.disconnect()
+    assert "EcDoConnectEx" not in new_lab_lines(auth_lab, mark)
+    log = p.log()
+    assert "mapiproxy:mailbox map is not set: every EcDoConnect(Ex)" in log
+    assert "(owner: not in mapiproxy:mailbox map) refused with 0x80070005" in log
+
+
 def test_malformed_map_stops_the_daemon(make_proxy, auth_lab, tmp_path):
     bad = private_file(tmp_path / "bad-map", "alice /o=LabOrg/no-colon\n")
     with pytest.raises(RuntimeError) as e:
