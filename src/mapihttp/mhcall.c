@@ -118,12 +118,15 @@ static void h_done(struct mp_call *m)
 
 static const struct mp_call_host mh_host = {h_relay, h_answer, h_fault, h_done};
 
-/* A request the chain wants but cannot take: relayed raw (0), or refused
- * with X-ResponseCode 1, unknown failure (-1) when the chain must see every
- * request it wants. */
-static int closed(const struct mp_modules *ms, uint32_t *rc)
+/* An EMSMDB request the chain wants but cannot take: relayed raw (0), or
+ * refused with X-ResponseCode 1, unknown failure (-1) when the chain must
+ * see every one (mailbox authorization: a Connect or Execute relayed raw
+ * would name any mailbox).  Address book requests, and requests that go
+ * upstream with the client's own logon (no user), are relayed raw. */
+static int closed(const struct mp_modules *ms, const struct mp_mh_kind_info *ki, const char *user,
+                  uint32_t *rc)
 {
-    if (!ms->fail_closed)
+    if (!ms->fail_closed || !user || !*user || strcmp(ki->twin_iface, "emsmdb"))
         return 0;
     *rc = MP_MH_RC_UNKNOWN_FAILURE;
     return -1;
@@ -147,7 +150,7 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
         return 0;
     struct mp_mh_call *c = calloc(1, sizeof(*c));
     if (!c)
-        return closed(ms, rc); /* relayed raw rather than failed, unless fail-closed */
+        return closed(ms, ki, user, rc); /* relayed raw rather than failed, unless fail-closed */
     mp_arena_init(&c->arena);
     c->host = host;
     c->owner = owner;
@@ -161,16 +164,16 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
     }
     if (d != MP_MH_OK || twin->push_in(&c->req_stub0, c->req.call)) {
         mp_info("mapihttp %s from %s: not representable for modules; %s", ki->name, peer,
-                ms->fail_closed ? "refused (mailbox authorization must see it)"
-                                : "relayed untouched");
+                closed(ms, ki, user, rc) ? "refused (mailbox authorization must see it)"
+                                         : "relayed untouched");
         c_free(c);
-        return closed(ms, rc);
+        return closed(ms, ki, user, rc);
     }
     struct mp_call *m = mp_call_new(ms, &mh_host, mask);
     if (!m || mp_buf_append(&m->req, c->req_stub0.data, c->req_stub0.len)) {
         mp_call_free(m);
         c_free(c);
-        return closed(ms, rc);
+        return closed(ms, ki, user, rc);
     }
     c->m = m;
     m->owner = c;

@@ -28,10 +28,11 @@
  *   # delegate GRANTEE: MAILBOX (a user of this file, meaning their DNs, or a DN)
  *   delegate carol: alice
  *   delegate @helpdesk: /o=Org/ou=.../cn=Recipients/cn=support
+ *   delegate *: /o=Org/ou=.../cn=Recipients/cn=PublicFolderMailbox
  *
  * USER and GRANTEE are written as in mapiproxy:allowed users: "user" (any
  * NTLM domain, or a Kerberos principal of the proxy's realm), "DOMAIN\user",
- * "user@REALM"; "@group" is a group of mapiproxy:groups file.  DNs compare
+ * "user@REALM"; "@group" is a group of mapiproxy:groups file, "*" every user.  DNs compare
  * case-insensitively.  A user without a line opens no private mailbox. */
 #include "modules/mailboxauth.h"
 
@@ -61,8 +62,8 @@
 #define FAULT_ACCESS_DENIED 0x00000005u
 #define NCA_OP_RNG_ERROR 0x1c010002u
 #define CONNECT_FLAG_ADMIN 0x00000001u /* EcDoConnectEx ulFlags: FLAG_PRIVILEGE_ADMIN */
-#define LOGON_PRIVATE 0x01u             /* RopLogon LogonFlags */
-#define LOGON_USE_ADMIN 0x00000001u     /* RopLogon OpenFlags: USE_ADMIN_PRIVILEGE */
+#define LOGON_PRIVATE 0x01u            /* RopLogon LogonFlags */
+#define LOGON_USE_ADMIN 0x00000001u    /* RopLogon OpenFlags: USE_ADMIN_PRIVILEGE */
 
 struct own {
     char *user, *dn;
@@ -176,8 +177,7 @@ static int map_load(struct mbx *x, const char *path, char *why, size_t wl)
     while (!rc && fgets(line, sizeof(line), fp)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(fp)) {
-            snprintf(why, wl, "%s:%d: line longer than %zu bytes", path, lineno,
-                     sizeof(line) - 2);
+            snprintf(why, wl, "%s:%d: line longer than %zu bytes", path, lineno, sizeof(line) - 2);
             rc = -1;
             break;
         }
@@ -214,6 +214,8 @@ static bool names_user(const struct mbx *x, const char *entry, const char *user)
 
 static bool grantee_is(const struct mbx *x, const char *who, const char *user)
 {
+    if (!strcmp(who, "*")) /* every user (public folder mailboxes, shared ones) */
+        return true;
     if (who[0] != '@')
         return names_user(x, who, user);
     const char *bs = strchr(user, '\\'), *at = strrchr(user, '@');
@@ -291,7 +293,7 @@ static bool check(struct mp_module_ctx *mc, struct mp_call *call, const char *dn
     }
     const char *owner = fits ? owner_of(x, dnz) : NULL;
     mp_module_log(mc, MP_MLOG_WARN,
-                  "%s from %s: %s of mailbox %s (owner: %s)%s refused with 0x%08x; nothing sent "
+                  "%s from %s: %s of mailbox %s (owner: %s)%s refused with 0x%08x; not sent "
                   "upstream",
                   user, mp_call_peer(call), what, shown[0] ? shown : "(empty DN)",
                   owner ? owner : "not in mapiproxy:mailbox map",
@@ -333,8 +335,8 @@ static int mbx_init(struct mp_module_ctx *mc)
                       "set: every EcDoConnect(Ex), MAPI/HTTP Connect and private RopLogon will "
                       "be refused; write each user's mailbox DN there (doc/security.md)");
     else
-        mp_module_log(mc, MP_MLOG_INFO, "%zu mailbox DNs and %zu delegate rules from %s",
-                      x->n_own, x->n_gr, cfg->mailbox_map);
+        mp_module_log(mc, MP_MLOG_INFO, "%zu mailbox DNs and %zu delegate rules from %s", x->n_own,
+                      x->n_gr, cfg->mailbox_map);
     return 0;
 }
 

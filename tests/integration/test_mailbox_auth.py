@@ -205,14 +205,49 @@ def test_delegate_rule_allows_that_mailbox_only(make_proxy, auth_lab, tmp_path):
     assert "LAB\\bob from" in p.log() and "(owner: alice) refused" in p.log()
 
 
-def test_delegate_rule_by_group_and_dn(make_proxy, auth_lab, tmp_path):
+def test_delegate_rule_by_group_dn_and_everyone(make_proxy, auth_lab, tmp_path):
     groups = private_file(tmp_path / "groups", "helpdesk: carol\n")
+    shared = ORG + "/cn=Recipients/cn=dave"
     p = rpc_proxy(make_proxy, auth_lab, tmp_path, ("@helpdesk", DN["bob"].lower()),
-                  extra={"mapiproxy:groups file": groups})
+                  ("*", shared), extra={"mapiproxy:groups file": groups})
     dce, c = session(p, "carol")
     assert c.connect_ex(DN["bob"])["ErrorCode"] == 0
     assert c.connect_ex(DN["alice"])["ErrorCode"] == EC_ACCESS_DENIED
     dce.disconnect()
+    dce, a = session(p, "alice")
+    assert a.connect_ex(DN["bob"])["ErrorCode"] == EC_ACCESS_DENIED  # not in @helpdesk
+    assert a.connect_ex(shared)["ErrorCode"] == 0  # "*": every user
+    dce.disconnect()
+
+
+def test_legacy_ecdoconnect_and_ecdorpc(make_proxy, auth_lab, tmp_path):
+    """The Exchange 2003 calls: EcDoConnect (opnum 0) and EcDoRpc (opnum 2)."""
+    p = rpc_proxy(make_proxy, auth_lab, tmp_path)
+    mark = len(auth_lab.log())
+    dce = dce_connect(p.host, p.rpc_port, N.MSRPC_UUID_EMSMDB, user="carol",
+                      password=CLIENTS["carol"], domain="LAB", level=RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
+    c = EC.EmsmdbClient(dce, use_ext2=False)
+    assert c.connect(DN["alice"])["ErrorCode"] == EC_ACCESS_DENIED
+    assert c.connect(DN["carol"])["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, DN["alice"]))
+    assert logon["ReturnValue"] == EC_LOGIN_PERM
+    assert read_inbox(c, DN["carol"]) == "Inbox"
+    c.disconnect()
+    dce.disconnect()
+    lab = new_lab_lines(auth_lab, mark)
+    assert "EcDoRpc " in lab and "cn=alice" not in lab.lower()
+
+
+def test_without_a_map_every_mailbox_is_refused(make_proxy, auth_lab, tmp_path):
+    p = rpc_proxy(make_proxy, auth_lab, tmp_path, extra={"mapiproxy:mailbox map": ""})
+    mark = len(auth_lab.log())
+    dce, c = session(p, "carol")
+    assert c.connect_ex(DN["carol"])["ErrorCode"] == EC_ACCESS_DENIED
+    dce.disconnect()
+    assert "EcDoConnectEx" not in new_lab_lines(auth_lab, mark)
+    log = p.log()
+    assert "mapiproxy:mailbox map is not set: every EcDoConnect(Ex)" in log
+    assert "(owner: not in mapiproxy:mailbox map) refused with 0x80070005" in log
 
 
 def test_malformed_map_stops_the_daemon(make_proxy, auth_lab, tmp_path):
