@@ -172,6 +172,7 @@ struct assoc {
     uint16_t bind_max_xmit, bind_max_recv;
     struct mp_session *group;
     uint32_t shown_group; /* the group id the client was told */
+    uint32_t named_group; /* terminated: the group its bind named, joined once authenticated */
     struct pctx_entry *ctx;
     size_t n_ctx;
     struct call *calls;
@@ -956,10 +957,10 @@ static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
 
 /* Puts the association in a group: the one named (id) when it exists and
  * belongs to ident, else a new one, exactly as for a bind naming none.  In
- * terminated mode the client was told `id` before it authenticated
- * (shown_group), so the new group takes that id when it is free.
+ * terminated mode the client was told an id before it authenticated
+ * (shown_group): the new group takes that id (new_id) when it is free.
  * Returns 0, or -1 after closing (out of memory). */
-static int join_group(struct assoc *a, uint32_t id, const char *ident, bool keep_id)
+static int join_group(struct assoc *a, uint32_t id, const char *ident, uint32_t new_id)
 {
     struct mp_session *g = id ? group_find(a->r, id) : NULL;
     if (g && strcasecmp(g->ident, ident)) {
@@ -974,7 +975,7 @@ static int join_group(struct assoc *a, uint32_t id, const char *ident, bool keep
     if (g) {
         mp_session_ref(g);
         a->group = g;
-    } else if (!(a->group = group_new(a->r, ident, keep_id ? id : 0))) {
+    } else if (!(a->group = group_new(a->r, ident, new_id))) {
         assoc_close(a, "out of memory");
         return -1;
     }
@@ -1034,7 +1035,7 @@ static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
     }
     char ident[80];
     addr_ident(a, ident, sizeof(ident));
-    if (join_group(a, b->assoc_group, ident, false)) {
+    if (join_group(a, b->assoc_group, ident, 0)) {
         free(m);
         return;
     }
@@ -1948,7 +1949,7 @@ static void client_authenticated(struct assoc *a)
             level_names[cs->level]);
     char ident[200];
     snprintf(ident, sizeof(ident), "user:%s", cs->who);
-    if (join_group(a, a->shown_group, ident, true))
+    if (join_group(a, a->named_group, ident, a->shown_group))
         return;
     char why[512] = "";
     if (upstream_prepare(a, why, sizeof(why)))
@@ -1982,6 +1983,7 @@ static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const str
     /* The group is joined once the client has proven who it is
      * (client_authenticated); until then it is told the id it named, or a
      * fresh one, whatever that group is: the answer says nothing. */
+    a->named_group = b->assoc_group;
     a->shown_group = b->assoc_group ? b->assoc_group : group_fresh_id(a->r);
     struct leg_sec *cs = calloc(1, sizeof(*cs));
     struct merge *m = calloc(1, sizeof(*m));

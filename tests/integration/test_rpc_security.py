@@ -97,3 +97,77 @@ def test_alter_ctx_as_another_user_is_refused(auth_lab, tproxy):
     log = tproxy.log()
     assert "security context 79232 refused: it is another user" in log, log[-3000:]
     assert tproxy.alive()
+
+
+# ---- 2. association groups and context handles bound to their user -------
+
+def bind_into(proxy, group, user, pw, iface=nspi.MSRPC_UUID_NSPI, monkeypatch=None):
+    """An Impacket NTLM/privacy connection whose bind names `group`; returns
+    (dce, the group id of the bind_ack)."""
+    from impacket.dcerpc.v5 import transport
+
+    class GroupBind(rpcrt.MSRPCBind):
+        def __init__(self, data=None, alignment=0):
+            super().__init__(data, alignment)
+            if data is None:
+                self["assoc_group"] = group
+
+    monkeypatch.setattr(rpcrt, "MSRPCBind", GroupBind)
+    t = transport.DCERPCTransportFactory(f"ncacn_ip_tcp:{proxy.host}[{proxy.rpc_port}]")
+    t.set_credentials(user, pw, "LAB")
+    dce = t.get_dce_rpc()
+    dce.set_auth_level(RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
+    dce.connect()
+    resp = dce.bind(iface)
+    monkeypatch.undo()
+    return dce, rpcrt.MSRPCBindAck(resp.getData())["assoc_group"]
+
+
+def test_carol_cannot_join_alices_group_or_use_her_handle(auth_lab, tproxy, monkeypatch):
+    alice, g = bind_into(tproxy, 0, ALICE, ALICE_PW, monkeypatch=monkeypatch)
+    h = nspi.hNspiBind(alice)["contextHandle"]
+    # alice's own second connection joins her group and uses her handle
+    alice2, g2 = bind_into(tproxy, g, ALICE, ALICE_PW, monkeypatch=monkeypatch)
+    assert g2 == g
+    assert nspi.hNspiQueryRows(alice2, h, Count=5, pPropTags=TAGS)["ppRows"]["cRows"] > 0
+    alice2.disconnect()
+    n_rows = auth_lab.log().count("NspiQueryRows")
+    # carol names alice's group: answered as for any id (nothing tells her
+    # whether it is live), but she is given a group of her own
+    carol, gc = bind_into(tproxy, g, CAROL, CAROL_PW, monkeypatch=monkeypatch)
+    assert gc == g
+    with pytest.raises(DCERPCException) as e:
+        nspi.hNspiQueryRows(carol, h, Count=5, pPropTags=TAGS)
+    assert "context_mismatch" in str(e.value), str(e.value)  # her group has no such handle
+    carol.disconnect()
+    log = tproxy.log()
+    assert f"bind names association group 0x{g:08x} of another user; given a new group" in log
+    assert "NspiQueryRows(3) in=136 out=24" in log and "fault:0x1c00001a user=LAB\\carol" in log
+    assert auth_lab.log().count("NspiQueryRows") == n_rows  # nothing of alice's was read
+    # a dead group is answered the same way
+    dead = (g ^ 0x5A5A5A5A) or 1
+    carol, gd = bind_into(tproxy, dead, CAROL, CAROL_PW, monkeypatch=monkeypatch)
+    assert gd == dead
+    carol.disconnect()
+    nspi.hNspiUnbind(alice, h)
+    alice.disconnect()
+
+
+def test_group_ids_are_not_sequential_and_unknown_ids_get_a_new_group(lab, proxy):
+    ids = []
+    for _ in range(3):
+        s = socket.create_connection((proxy.host, proxy.rpc_port))
+        s.sendall(bind_pdu([(NSPI, [NDR20])]))
+        ack = read_pdu(s)
+        assert ack[0] == 12
+        ids.append(struct.unpack_from("<I", ack[3], 20)[0])
+        s.close()
+    d1, d2 = (ids[1] - ids[0]) & 0xFFFFFFFF, (ids[2] - ids[1]) & 0xFFFFFFFF
+    assert d1 != d2 and min(d1, d2, (-d1) & 0xFFFFFFFF, (-d2) & 0xFFFFFFFF) > 1000, ids
+    # a bind naming an unknown group: a bind_ack with a new group, as for 0
+    s = socket.create_connection((proxy.host, proxy.rpc_port))
+    s.sendall(bind_pdu([(NSPI, [NDR20])], assoc_group=ids[0] ^ 0x00F0F0F0))
+    ack = read_pdu(s)
+    assert ack[0] == 12
+    assert struct.unpack_from("<I", ack[3], 20)[0] not in (0, ids[0] ^ 0x00F0F0F0)
+    s.close()
