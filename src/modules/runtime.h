@@ -54,6 +54,8 @@ struct mp_session {
     void (*on_free)(struct mp_session *s); /* relay unlinks it */
     struct mp_ropsess *rops;               /* server objects per EMSMDB context (ropcall.c) */
     void *owner;
+    char ident[192]; /* relay: who created the group ("user:DOMAIN\\user" when the proxy
+                        terminates authentication, else "addr:IP"); only they join it */
     struct slot {
         void *data;
         void (*dtor)(void *);
