@@ -181,7 +181,7 @@ $(B)/ropdump: tools/ropdump.c $(B)/libmp-asan.a
 # --- soak and fault test (tests/soak, doc/internals/soak.md) ---------------
 # make soak [MINUTES=15]: 200 clients through the ASan build, upstream killed
 # twice, garbage, a client that never reads; prints a summary, soak: PASS/FAIL.
-soak: $(B)/mapiproxy-asan
+soak: $(B)/mapiproxy-asan modules
 	$(PY) tests/soak/soak.py --minutes $(or $(MINUTES),15)
 
 # --- Kerberos (src/auth/gss.c, spnego.c; doc/internals/kerberos.md) ---------

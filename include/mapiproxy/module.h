@@ -238,10 +238,12 @@ const char *mp_object_type_name(enum mp_object_type t); /* "folder", ... */
 /* The object ROP i works on (the one its InputHandleIndex names), NULL if
  * the ROP has no input handle.  For a handle created earlier in the same
  * buffer, the object as that ROP's request describes it (handle
- * 0xFFFFFFFF).  Valid until the call ends. */
+ * 0xFFFFFFFF).  The call's own copy, as the request found the object:
+ * valid until the call ends, even when the ROPs release the object or the
+ * session is disconnected meanwhile. */
 const struct mp_object *mp_call_rop_object(struct mp_call *call, bool response, size_t i);
 /* rop_response: the object ROP i created (OutputHandleIndex), NULL if none
- * or if the ROP failed. */
+ * or if the ROP failed.  The call's copy, valid until the call ends. */
 const struct mp_object *mp_call_rop_new_object(struct mp_call *call, size_t i);
 
 /* ---- sessions ---- */

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "rop/aux.h"
+#include "rop/objects.h"
 #include "rop/rop.h"
 #include "rop/ropjson.h"
 #include "rop/rpcext.h"
@@ -670,8 +671,49 @@ static void test_spec_examples(void)
     mp_arena_free(&a);
 }
 
+/* The server object table is reference counted (a call keeps the table of
+ * its context while an EcDoDisconnect drops the session's reference), and
+ * an object that leaves it is gone at once: callers copy what they keep. */
+static void test_objtab_lifetime(void)
+{
+    struct mp_objtab *t = mp_objtab_new();
+    CHECK(t != NULL);
+    struct mp_object o = {.type = MP_OBJ_TABLE, .handle = 0x101, .parent = MP_OBJ_NONE};
+    CHECK(mp_objtab_put(t, &o) == 0);
+    static const uint32_t cols[] = {0x3001001F, 0x67480014};
+    CHECK(mp_objtab_set_columns(t, 0x101, cols, 2) == 0);
+    struct mp_objtab *call_ref = mp_objtab_ref(t); /* a call in flight */
+    CHECK(call_ref == t);
+    mp_objtab_unref(t); /* EcDoDisconnect: the session's reference */
+    /* the call still reads, changes and releases in its table */
+    const struct mp_object *g = mp_objtab_get(call_ref, 0x101);
+    CHECK(g && g->ncolumns == 2 && g->columns[1] == 0x67480014);
+    mp_objtab_del(call_ref, 0x101);
+    CHECK(mp_objtab_get(call_ref, 0x101) == NULL && mp_objtab_count(call_ref) == 0);
+    mp_objtab_del(call_ref, 0x101); /* twice: nothing */
+    mp_objtab_del(NULL, 0x101);
+    mp_objtab_unref(call_ref); /* the call ends: the table goes (ASan: no leak) */
+    mp_objtab_unref(NULL);
+    CHECK(mp_objtab_ref(NULL) == NULL);
+    /* the cap: new objects beyond MP_OBJTAB_MAX are refused, replacing works */
+    t = mp_objtab_new();
+    for (uint32_t h = 0; h < MP_OBJTAB_MAX; h++) {
+        o.handle = h;
+        if (mp_objtab_put(t, &o))
+            break;
+    }
+    CHECK(mp_objtab_count(t) == MP_OBJTAB_MAX);
+    o.handle = MP_OBJTAB_MAX;
+    CHECK(mp_objtab_put(t, &o) == -1);
+    o.handle = 7;
+    o.type = MP_OBJ_FOLDER;
+    CHECK(mp_objtab_put(t, &o) == 0 && mp_objtab_get(t, 7)->type == MP_OBJ_FOLDER);
+    mp_objtab_unref(t);
+}
+
 int main(void)
 {
+    test_objtab_lifetime();
     test_spec_examples();
     test_notify();
     test_every_rop_minimal();
