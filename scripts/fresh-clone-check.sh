@@ -18,7 +18,8 @@
 #     lets NAME run apt-get as root without a password, which is all that
 #     scripts/install-deps.sh needs (it calls `sudo apt-get` only when a package
 #     is missing);
-#   - the clone is made by NAME from a world-readable bare copy of SOURCE.
+#   - the clone is made by NAME from its own bare copy of SOURCE (git refuses
+#     to read a repository owned by another user).
 # Remove the account afterwards with `userdel -r NAME; rm /etc/sudoers.d/mapiproxy-check`.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,9 +77,12 @@ if [ -z "$ONLY" ] || [ "$ONLY" = user ]; then
         echo "$USERNAME ALL=(root) NOPASSWD: /usr/bin/apt-get" >/etc/sudoers.d/mapiproxy-check
         chmod 440 /etc/sudoers.d/mapiproxy-check
         d="$WORK/c3"
-        mkdir -p "$d" && chown "$USERNAME" "$d"
+        mkdir -p "$d"
+        # git refuses a repository another user owns: NAME gets its own copy.
+        cp -r "$WORK/src.git" "$d/src.git"
+        chown -R "$USERNAME" "$d"
         rc=0
-        su - "$USERNAME" -c "cd '$d' && git clone -q '$WORK/src.git' mapiproxy && cd mapiproxy &&
+        su - "$USERNAME" -c "cd '$d' && git clone -q '$d/src.git' mapiproxy && cd mapiproxy &&
             make run && make test" </dev/null >"$WORK/user.log" 2>&1 || rc=$?
         summary "user ($USERNAME)" "$WORK/user.log" "$rc"
         [ "$rc" -eq 0 ] || status=1
