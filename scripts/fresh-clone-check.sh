@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's two commands on a bare clone, as a new user would type them.
 #
-#   scripts/fresh-clone-check.sh [--user NAME] [--only run-test|test|user] [SOURCE]
+#   scripts/fresh-clone-check.sh [--user NAME] [--only run-test|signals|test|user] [SOURCE]
 #
 # SOURCE (default: this repository) is cloned into a new, empty temporary
 # directory (nothing beside the clone, so no ../shared), and there:
@@ -9,6 +9,8 @@
 #             then `make test`;
 #   test      `make test` alone, on another fresh clone;
 #   user      the same as run-test, as the normal user NAME (default mpuser).
+#   signals   in the run-test clone: scripts/run-demo-check.py (Ctrl-C and
+#             SIGTERM to `make run` in a terminal stop everything, no make Error).
 # Every step runs unless --only picks one.  Exit status 0 when all passed.
 # Each step's output goes to DIR/STEP.log; the summary lines are printed.
 #
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --user) USERNAME=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     -*) echo "fresh-clone-check: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -62,6 +64,15 @@ step() {
 
 if [ -z "$ONLY" ] || [ "$ONLY" = run-test ]; then
     step run-test "$WORK/c1" 'make run && make test'
+fi
+if [ -z "$ONLY" ] || [ "$ONLY" = signals ]; then
+    [ -d "$WORK/c1/mapiproxy" ] || git clone -q "$WORK/src.git" "$WORK/c1/mapiproxy"
+    rc=0
+    "$WORK/c1/mapiproxy/scripts/run-demo-check.py" "$WORK/c1/mapiproxy" >"$WORK/signals.log" 2>&1 ||
+        rc=$?
+    echo "== signals: exit $rc"
+    cat "$WORK/signals.log"
+    [ "$rc" -eq 0 ] || status=1
 fi
 if [ -z "$ONLY" ] || [ "$ONLY" = test ]; then
     step test "$WORK/c2" 'make test'
