@@ -24,6 +24,9 @@
 #     to read a repository owned by another user).
 # Remove the account afterwards with `userdel -r NAME; rm /etc/sudoers.d/mapiproxy-check`.
 set -euo pipefail
+# The whole script is one function, read before it runs: editing this file
+# while a check runs (it takes long) cannot change what the running one does.
+main() {
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 USERNAME=mpuser
 ONLY=""
@@ -49,7 +52,8 @@ echo "fresh-clone-check: commit $(git -C "$WORK/src.git" rev-parse --short HEAD)
 status=0
 summary() { # STEP LOG RC: the lines a reader needs from a make test log
     echo "== $1: exit $3"
-    grep -E 'passed|failed|skipped|error|: Done|\*\*\*|^run: |^check-format|^note: ' "$2" | tail -n 30 || true
+    grep -E 'passed|failed|skipped|error|: Done|\*\*\*|^run: |^check-format|^note: ' "$2" |
+        grep -vE '^(cc|clang|gcc) ' | tail -n 30 || true
 }
 
 # STEP DIR CMD: clone into DIR/mapiproxy (DIR empty), run CMD there as the caller.
@@ -101,3 +105,5 @@ if [ -z "$ONLY" ] || [ "$ONLY" = user ]; then
 fi
 echo "fresh-clone-check: $([ $status -eq 0 ] && echo PASS || echo FAIL) (logs in $WORK)"
 exit $status
+}
+main "$@"
