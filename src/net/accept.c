@@ -64,7 +64,8 @@ static void report_cb(struct mp_timer *t)
 /* accept failed for want of resources: pause io, count, report. */
 static void back_off(struct mp_loop *loop, struct mp_io *io, const char *what, int err)
 {
-    if (!bo.loop) {
+    if (bo.loop != loop) { /* first use, or a new loop (the old one is gone) */
+        memset(&bo, 0, sizeof bo);
         bo.loop = loop;
         bo.resume.cb = resume_cb;
         bo.report.cb = report_cb;

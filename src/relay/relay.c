@@ -112,6 +112,7 @@ struct conn {
     struct mp_buf in, out;
     struct assoc *a;
     uint8_t role;
+    uint16_t port; /* upstream and resolver: the port connected to (for log lines) */
     bool connecting;
     bool closing;     /* close once out is flushed */
     bool in_borrowed; /* in points into the relay's read buffer */
@@ -699,7 +700,11 @@ static void upstream_failed(struct assoc *a, const char *why)
     mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why, a->n_calls);
     if (a->state != A_OPEN && !a->csec) {
         uint32_t id = a->merges ? a->merges->c_call_id : 0;
-        mp_build_bind_nak(&a->c.out, id, MP_BNAK_TEMPORARY_CONGESTION);
+        /* MS-RPCE 2.2.2.5: the server could not complete the request for
+         * want of resources; Windows clients report RPC_S_SERVER_TOO_BUSY,
+         * which Outlook retries (MS-OXCRPC 3.2.4.4).  (temporary_congestion
+         * is "not used" there.) */
+        mp_build_bind_nak(&a->c.out, id, MP_BNAK_LOCAL_LIMIT_EXCEEDED);
     } else {
         for (size_t i = 0; i < a->n_calls; i++) {
             log_call(a, &a->calls[i], "upstream-failed");
@@ -887,8 +892,10 @@ static void port_forget(struct mp_relay *r, const struct mp_syntax *s)
 static void timeout_cb(struct mp_timer *t)
 {
     struct assoc *a = t->data;
-    char why[64];
-    snprintf(why, sizeof(why), "did not answer within %u ms", a->r->cfg->connect_timeout_ms);
+    char why[400];
+    const struct conn *c = a->state == A_RESOLVING ? &a->res : &a->u;
+    snprintf(why, sizeof(why), "%s port %u%s did not answer within %u ms", a->r->cfg->binding.host,
+             c->port, c == &a->res ? " (endpoint mapper)" : "", a->r->cfg->connect_timeout_ms);
     upstream_failed(a, why);
 }
 
@@ -949,6 +956,7 @@ static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
         errno = e;
         return -1;
     }
+    c->port = port;
     c->io.fd = fd;
     c->io.cb = conn_cb;
     c->io.data = c;
@@ -1103,9 +1111,9 @@ static void start_upstream(struct assoc *a)
     a->state = A_RESOLVING;
     a->res.role = ROLE_RESOLVER;
     if (start_connect(a, &a->res, r->cfg->upstream_epm_port) < 0) {
-        char why[160];
-        snprintf(why, sizeof(why), "endpoint mapper port %u: connect failed: %s",
-                 r->cfg->upstream_epm_port, strerror(errno));
+        char why[400];
+        snprintf(why, sizeof(why), "%s port %u (endpoint mapper): connect failed: %s",
+                 r->cfg->binding.host, r->cfg->upstream_epm_port, strerror(errno));
         upstream_failed(a, why);
     }
 }
@@ -1115,8 +1123,9 @@ static void upstream_connect(struct assoc *a, uint16_t port)
     a->state = A_CONNECTING;
     a->u.role = ROLE_UPSTREAM;
     if (start_connect(a, &a->u, port) < 0) {
-        char why[160];
-        snprintf(why, sizeof(why), "port %u: connect failed: %s", port, strerror(errno));
+        char why[400];
+        snprintf(why, sizeof(why), "%s port %u: connect failed: %s", a->r->cfg->binding.host, port,
+                 strerror(errno));
         upstream_failed(a, why);
         return;
     }
@@ -3149,9 +3158,9 @@ static void conn_cb(struct mp_io *io, uint32_t ev)
         socklen_t l = sizeof(err);
         getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
         if (err) {
-            char why[128];
-            snprintf(why, sizeof(why), "%sconnect failed: %s",
-                     c->role == ROLE_RESOLVER ? "endpoint mapper " : "", strerror(err));
+            char why[400];
+            snprintf(why, sizeof(why), "%s port %u%s: connect failed: %s", a->r->cfg->binding.host,
+                     c->port, c->role == ROLE_RESOLVER ? " (endpoint mapper)" : "", strerror(err));
             if (c->role == ROLE_UPSTREAM)
                 port_forget(a->r, &a->target); /* the server may have moved: ask again */
             upstream_failed(a, why);

@@ -207,3 +207,37 @@ def test_command_line():
         assert opt in r.stdout, (opt, r.stdout)
     r = run("--print-default")
     assert "1350" not in r.stdout and "upstream epmapper port = 135\n" in r.stdout, r.stdout
+
+
+def test_unreachable_upstream_is_named_and_answered_like_a_busy_server(make_proxy, tmp_path):
+    """Nothing listens on the upstream's port: the log names the host and
+    the port that failed, and the client's bind gets a bind_nak with reason
+    local_limit_exceeded (MS-RPCE 2.2.2.5: the server could not complete the
+    request for lack of resources; Windows clients report it as
+    RPC_S_SERVER_TOO_BUSY, which Outlook retries, MS-OXCRPC 3.2.4.4).
+    Wireshark's dissector reads the reason."""
+    import socket
+    import pytest
+    import tshark_util
+    from conftest import free_port
+    from rpcutil import NDR20, bind_pdu, read_pdu
+    if tshark_util.tshark_available():
+        pytest.skip(tshark_util.tshark_available())
+    for kw, what in (({"upstream_epm_port": free_port()}, " (endpoint mapper)"),
+                     ({"binding_port": free_port()}, "")):
+        proxy = make_proxy(**kw)
+        dead = kw.get("upstream_epm_port") or kw.get("binding_port")
+        with tshark_util.Capture([proxy.rpc_port], tmpdir=tmp_path) as cap:
+            s = socket.create_connection((proxy.host, proxy.rpc_port))
+            s.sendall(bind_pdu([(NSPI, [NDR20])]))
+            pdu = read_pdu(s)
+            s.close()
+        assert pdu and pdu[0] == 13, pdu                       # bind_nak
+        assert int.from_bytes(pdu[3][16:18], "little") == 2, pdu  # local_limit_exceeded
+        naks = [f["dcerpc"] for f in tshark_util.frames(cap.path,
+                                                          decode_as_ports=[proxy.rpc_port])
+                if "dcerpc" in f and f["dcerpc"].get("dcerpc.pkt_type") == "13"]
+        assert naks and naks[0].get("dcerpc.cn_reject_reason") == "2", naks
+        assert wait_for(lambda: "upstream 127.0.0.1 port %d%s: connect failed: Connection "
+                        "refused" % (dead, what) in proxy.log()), proxy.log()
+        assert proxy.alive()
