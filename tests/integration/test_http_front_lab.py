@@ -22,6 +22,7 @@ if not os.path.exists(os.path.join(LAB_DIR, "lab_mapihttp.py")):
     pytest.skip("the lab has no MAPI over HTTP server", allow_module_level=True)
 sys.path.insert(0, LAB_DIR)
 
+import emsmdb_client as EC  # noqa: E402
 import mapihttp_client as MH  # noqa: E402
 
 ORG = "/o=LabOrg/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)"
@@ -154,3 +155,28 @@ def test_lab_autodiscover_names_only_the_proxy(front, env):
     ems = MH.EmsmdbHttp(front.base, auth=ntlm(), verify=env["ca"],
                         mailbox_id=path.split("MailboxId=")[1])
     assert ems.connect(ALICE)["ErrorCode"] == 0
+
+
+def test_pass_through_cookies_bound_to_the_ntlm_user(front, env):
+    """Pass-through: the lab authenticates each connection; the proxy binds a
+    session cookie to the user the connection's NTLM AUTHENTICATE named (the
+    lab accepted it), so bob's connection with alice's cookies is answered
+    as an unknown cookie is, before the lab; alice's own second connection
+    (NTLM or Basic) shares her session."""
+    ems = MH.EmsmdbHttp(front.base, auth=ntlm(), verify=env["ca"])
+    assert ems.connect(ALICE)["ErrorCode"] == 0
+    again = MH.EmsmdbHttp(front.base, auth=ntlm(), verify=env["ca"])
+    again.http.cookies.update(ems.http.cookies)
+    assert again.ping().code == 0
+    basic = MH.EmsmdbHttp(front.base, auth=HTTPBasicAuth("LAB\\alice", PASSWORDS["alice"]),
+                          verify=env["ca"])
+    basic.http.cookies.update(ems.http.cookies)
+    assert basic.ping().code == 0
+    bob = MH.EmsmdbHttp(front.base, auth=ntlm("bob"), verify=env["ca"])
+    bob.http.cookies.update(ems.http.cookies)
+    d, _ = bob.execute_raw(EC.RopBuffer().logon(0, ALICE).build([0xFFFFFFFF]), check=False)
+    assert d["response"].code == 10
+    [logon] = ems.execute(EC.RopBuffer().logon(0, ALICE))
+    assert logon["ReturnValue"] == 0
+    front.stop()
+    assert "MAPI/HTTP session cookie of LAB\\alice used by LAB\\bob" in front.log()

@@ -601,7 +601,7 @@ class _Handler(BaseHTTPRequestHandler):
                 w.u32(0).u32(code).u32(0).u32(0).u32(0).asciiz('').utf16z('').aux()
             else:
                 target.owner = ident
-                target.emsmdb = em.new_session(user)
+                target.emsmdb = em.new_session(user, ident)
                 target.seen_mail = em.store.new_mail_count(user.dn)
                 target.created = True
                 w.u32(0).u32(ecSuccess).u32(60000).u32(6).u32(10000)

@@ -472,6 +472,7 @@ class RopSession(object):
         self.user_dn = user_dn
         self.display_name = display_name
         self.log = log
+        self.other_mailbox = None  # dn -> (dn, display name) of a mailbox it may also open
         self.objects = {}
         self.seen_ids = []       # RopIds processed (the wire dump of tests)
         self.next_handle = itertools.count(0x00000101)
@@ -661,9 +662,13 @@ def rop_logon(s, r, handles):
         return fail(0xFE, out_idx, ecNotSupported)     # public folders not served
     dn = essdn or s.user_dn
     if dn.lower() != s.user_dn.lower():
-        # Only the session owner's mailbox is available in the lab.
-        return fail(0xFE, out_idx, ecUnknownUser)
-    mb = s.store.mailbox(s.user_dn, s.display_name)
+        # The session owner's mailbox, or any with full access (Administrator).
+        other = s.other_mailbox(dn) if s.other_mailbox else None
+        if other is None:
+            return fail(0xFE, out_idx, ecUnknownUser)
+        mb = s.store.mailbox(*other)
+    else:
+        mb = s.store.mailbox(s.user_dn, s.display_name)
     s.set_out(handles, out_idx, LogonObj(mb))
     now = datetime.datetime.utcnow()
     out = struct.pack('<BBL', 0xFE, out_idx, ecSuccess)
