@@ -245,6 +245,7 @@ static void *replace_units(struct rw_call *rc, const void *src, size_t n, bool w
         while (i < n) {
             const char *hit = NULL, *hit2 = NULL;
             size_t hit_len = 0, hit2_len = 0;
+            int hit_map = -1, hit2_map = -1;
             bool boundary = i == 0 || UNIT(i - 1) > 0x7f || !name_char((int)UNIT(i - 1));
             bool dn = boundary && ends_with(src, wide, i, "cn=");
             if (rc->autodiscover && !dn)
@@ -254,16 +255,18 @@ static void *replace_units(struct rw_call *rc, const void *src, size_t n, bool w
             for (int mi = 0; boundary && mi < 2; mi++) {
                 const struct names *ns = maps[mi];
                 /* longest names first, so an FQDN wins over its first label;
-                 * a name of the kind this place wants wins over the other */
+                 * a name of the kind this place wants wins over the other;
+                 * among equals the session's latest (mapping back a host) */
                 for (size_t pi = 0; pi < ns->n; pi++) {
                     bool want = ns->p[pi].cn == dn;
                     if (rc->autodiscover && !ns->p[pi].cn)
                         continue;
                     size_t *best = want ? &hit_len : &hit2_len;
                     const char **bhit = want ? &hit : &hit2;
+                    int *bmap = want ? &hit_map : &hit2_map;
                     const char *from = rc->to_client ? ns->p[pi].up : ns->p[pi].px;
                     size_t fl = strlen(from);
-                    if (fl <= *best || i + fl > n)
+                    if (fl < *best || (fl == *best && *bmap != mi) || i + fl > n)
                         continue;
                     size_t j = 0;
                     while (j < fl && UNIT(i + j) <= 0x7f &&
@@ -275,6 +278,7 @@ static void *replace_units(struct rw_call *rc, const void *src, size_t n, bool w
                         continue;
                     *bhit = rc->to_client ? ns->p[pi].px : ns->p[pi].up;
                     *best = fl;
+                    *bmap = mi;
                 }
             }
             if (!hit) {

@@ -8,6 +8,7 @@ stay distinct, and each maps back to its own mailbox: GetMailboxUrl, DNToMId
 and RfrGetFQDNFromServerDN with what the client learned reach the right
 objects upstream.  Clients: Impacket (RPC), python3-requests (MAPI/HTTP)."""
 import os
+import re
 import sys
 import uuid
 
@@ -120,15 +121,25 @@ def test_per_mailbox_servers_over_mapihttp(make_proxy, env):
     p.stop()
 
 
-@pytest.fixture
-def perbox_lab(tmp_path):
-    lab = Lab(tmp_path, extra=["--per-mailbox-servers"])
+def short_server(dn):
+    """The lab's --per-mailbox-servers=short name."""
+    return "MBX" + uuid.uuid5(uuid.NAMESPACE_URL, "mbx:" + dn.lower()).hex[:8].upper()
+
+
+@pytest.fixture(params=["guid", "short"])
+def perbox_lab(tmp_path, request):
+    lab = Lab(tmp_path, extra=["--per-mailbox-servers=" + request.param])
+    lab.style = request.param
     yield lab
     lab.stop()
 
 
 def test_per_mailbox_servers_over_rpc(make_proxy, perbox_lab):
+    """Both styles: <guid>@<domain> keeps the GUID and names the proxy's
+    FQDN; NetBIOS-style names become the proxy's NetBIOS name (the first
+    one) and NAME-<hash> (the others)."""
     lab = perbox_lab
+    name_of = upstream_server if lab.style == "guid" else short_server
     p = make_proxy(upstream_epm_port=lab.epm_port, extra=RW)
     prefixes = {}
     for user, dn in USERS.items():
@@ -137,8 +148,12 @@ def test_per_mailbox_servers_over_rpc(make_proxy, perbox_lab):
         r = sess.connect_ex(dn)
         assert r["ErrorCode"] == 0
         prefix = r["szDNPrefix"].rstrip("\0")
-        assert hidden(prefix), prefix
-        assert prefix == server_dn(upstream_server(dn).split("@")[0] + "@" + PROXY_FQDN)
+        assert name_of(dn).lower() not in prefix.lower() and hidden(prefix), prefix
+        if lab.style == "guid":
+            assert prefix == server_dn(name_of(dn).split("@")[0] + "@" + PROXY_FQDN)
+        else:
+            assert re.fullmatch(re.escape(server_dn("MAPIPROXY")) + "(-[0-9A-F]{8})?",
+                                prefix), prefix
         # the session works on: logon to the mailbox
         [logon] = sess.execute(EC.RopBuffer().logon(0, dn))
         assert logon["ReturnValue"] == 0
@@ -152,7 +167,7 @@ def test_per_mailbox_servers_over_rpc(make_proxy, perbox_lab):
         r = oxabref.hRfrGetFQDNFromServerDN(dce, prefixes[user])
         assert r["ppszServerFQDN"].rstrip("\0") == PROXY_FQDN
     dce.disconnect()
-    assert all(f"cn={upstream_server(dn)}" in lab.log() for dn in USERS.values())
+    assert all(f"cn={name_of(dn)}" in lab.log() for dn in USERS.values())
     dce = dce_connect(p.host, p.rpc_port, nspi.MSRPC_UUID_NSPI)
     h = nspi.hNspiBind(dce)["contextHandle"]
     back = [x["Data"] for x in nspi.hNspiDNToMId(
@@ -162,7 +177,7 @@ def test_per_mailbox_servers_over_rpc(make_proxy, perbox_lab):
     dce = dce_connect("127.0.0.1", lab.ports["nspi"], nspi.MSRPC_UUID_NSPI)
     h = nspi.hNspiBind(dce)["contextHandle"]
     direct = [x["Data"] for x in nspi.hNspiDNToMId(
-        dce, h, [server_dn(upstream_server(ALICE)), server_dn(upstream_server(BOB))])
+        dce, h, [server_dn(name_of(ALICE)), server_dn(name_of(BOB))])
         ["ppOutMIds"]["aulPropTag"]]
     nspi.hNspiUnbind(dce, h)
     dce.disconnect()

@@ -55,7 +55,8 @@ class LabConfig(object):
         self.recipients_dn = ORG_DN + '/cn=Recipients'
         self.ports = {}
         # --per-mailbox-servers: every mailbox has its own server name
-        # <mailbox-guid>@<domain> (Exchange 2013 and later, gromox)
+        # <mailbox-guid>@<domain> (Exchange 2013 and later, gromox); 'short':
+        # MBX<8 hex digits>, as if every mailbox lived on its own server
         self.per_mailbox_servers = False
         self.mailbox_servers = {}          # per-mailbox server name (lower) -> user DN
         self.web_urls = False              # --web-urls: Autodiscover names ECP and OWA too
@@ -65,7 +66,10 @@ class LabConfig(object):
         if not self.per_mailbox_servers:
             return self.server_name
         g = uuidlib.uuid5(uuidlib.NAMESPACE_URL, 'mbx:' + user_dn.lower())
-        name = '%s@%s' % (g, self.domain)
+        if self.per_mailbox_servers == 'short':       # a server per mailbox, NetBIOS-style
+            name = 'MBX%s' % g.hex[:8].upper()
+        else:
+            name = '%s@%s' % (g, self.domain)
         self.mailbox_servers[name.lower()] = user_dn
         return name
 
@@ -96,9 +100,10 @@ def main(argv=None):
     ap.add_argument('--emsmdb-port', type=int, default=0)
     ap.add_argument('--server-name', default='EXLAB01',
                     help='NetBIOS-style server name, or an FQDN (default EXLAB01)')
-    ap.add_argument('--per-mailbox-servers', action='store_true',
-                    help='every mailbox has its own server name <mailbox-guid>@<domain> in '
-                    'its server DN and home MDB (Exchange 2013+, gromox)')
+    ap.add_argument('--per-mailbox-servers', nargs='?', const='guid', choices=('guid', 'short'),
+                    help='every mailbox has its own server name in its server DN and home MDB: '
+                    '<mailbox-guid>@<domain> (Exchange 2013+, gromox; the default) or short, '
+                    'MBX<8 hex digits>')
     ap.add_argument('--web-urls', action='store_true',
                     help='Autodiscover also names ECP (EXCH EcpUrl) and OWA (WEB OWAUrl)')
     ap.add_argument('--users', metavar='FILE',
@@ -133,7 +138,7 @@ def main(argv=None):
         ap.error('--tls-cert and --tls-key go together')
 
     config = LabConfig(args.host, args.server_name)
-    config.per_mailbox_servers = args.per_mailbox_servers
+    config.per_mailbox_servers = args.per_mailbox_servers or False
     config.web_urls = args.web_urls
     auth = rpcserver.AUTH
     auth.required_level = labauth.LEVELS_BY_NAME[args.require_auth]

@@ -555,13 +555,15 @@ PidTagContentCount, PidTagSubject, PidTagBody = 0x36020003, 0x0037001F, 0x100000
 PidTagAttachDataBinary, PidTagAttachLongFilename = 0x37010102, 0x3707001F
 
 
-def online_session(lab, use_ext2=True, compress=False, xor=True, flags=0):
+def online_session(lab, use_ext2=True, compress=False, xor=True, flags=0, server='EXLAB01'):
+    """server: the server name the DN prefix names (through a non-transparent
+    proxy, the proxy's own)."""
     dce = EC.connect('127.0.0.1', lab['emsmdb'])
     c = EC.EmsmdbClient(dce, use_ext2=use_ext2, compress=compress, xor=xor)
     r = c.connect_ex(ALICE) if use_ext2 else c.connect(ALICE)
     assert r['ErrorCode'] == 0
     assert r['szDisplayName'].rstrip('\x00') == 'Alice Anders'
-    assert 'cn=EXLAB01' in r['szDNPrefix']
+    assert r['szDNPrefix'].rstrip('\x00').endswith('/cn=Servers/cn=' + server)
     rop_session(c, flags)
     assert c.disconnect()['ErrorCode'] == 0
     dce.disconnect()
