@@ -113,7 +113,7 @@ int mp_dcerpc_ntlm_protect(struct mp_ntlm_dir *send, uint8_t *pdu, size_t len, b
     int rc;
     if (r.auth_level == MP_AUTHN_LEVEL_PKT_PRIVACY)
         rc = mp_ntlm_seal(send, pdu + r.body_off, r.body_len, sp, sn, sig);
-    else if (r.auth_level == MP_AUTHN_LEVEL_PKT_INTEGRITY)
+    else if (r.auth_level >= MP_AUTHN_LEVEL_CALL)
         rc = mp_ntlm_sign(send, sp, sn, sig);
     else
         return -1;
@@ -137,7 +137,7 @@ int mp_dcerpc_ntlm_unprotect(struct mp_ntlm_dir *recv, uint8_t *pdu, size_t len,
     int rc;
     if (r.auth_level == MP_AUTHN_LEVEL_PKT_PRIVACY)
         rc = mp_ntlm_unseal(recv, pdu + r.body_off, r.body_len, sp, sn, sig);
-    else if (r.auth_level == MP_AUTHN_LEVEL_PKT_INTEGRITY)
+    else if (r.auth_level >= MP_AUTHN_LEVEL_CALL)
         rc = mp_ntlm_verify(recv, sp, sn, sig);
     else
         return -1;

@@ -4,7 +4,9 @@
  * A protected PDU is
  *   header | (object uuid) | stub | auth pad | sec_trailer (8) | verifier (16)
  * where auth_len = 16 and the verifier is an NTLMSSP_MESSAGE_SIGNATURE.
- * PKT_INTEGRITY signs; PKT_PRIVACY encrypts stub + auth pad and signs.
+ * PKT_INTEGRITY signs (so do CALL and PKT: over a connection Windows raises
+ * CALL to PKT, and NTLM signs PKT as integrity, as Samba does);
+ * PKT_PRIVACY encrypts stub + auth pad and signs.
  *
  * What the signature covers:
  *  - extended session security (NTLMv2, every modern peer): the whole PDU
@@ -27,6 +29,8 @@
 #define MP_AUTHN_SPNEGO 9
 #define MP_AUTHN_WINNT 10
 #define MP_AUTHN_LEVEL_CONNECT 2
+#define MP_AUTHN_LEVEL_CALL 3 /* connection-oriented: signed as packet integrity */
+#define MP_AUTHN_LEVEL_PKT 4  /* the same */
 #define MP_AUTHN_LEVEL_PKT_INTEGRITY 5
 #define MP_AUTHN_LEVEL_PKT_PRIVACY 6
 #define MP_NTLM_VERIFIER_LEN 16

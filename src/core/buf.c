@@ -29,6 +29,8 @@ int mp_buf_reserve(struct mp_buf *b, size_t extra)
 
 int mp_buf_append(struct mp_buf *b, const void *p, size_t n)
 {
+    if (!n) /* p may be NULL then (an empty token) */
+        return 0;
     if (mp_buf_reserve(b, n))
         return -1;
     memcpy(b->data + b->len, p, n);

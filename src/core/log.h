@@ -10,6 +10,10 @@ extern int mp_log_threshold;
 
 int mp_log_open(const char *path); /* NULL or "" = stderr; returns 0 or -1 */
 void mp_log_close(void);
+/* Reopens the log file under its name (after a rotation moved it): 0 done,
+ * 1 when logging to stderr (nothing to reopen), -1 with errno. */
+int mp_log_reopen(void);
+const char *mp_log_path(void); /* the log file's name, NULL for stderr */
 /* Names that come from a client go into log lines through this: control
  * bytes (CR, LF, ESC ...), DEL and spaces become '?' in place, so that no
  * name can start a line of its own or pass for another field. */

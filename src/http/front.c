@@ -35,8 +35,10 @@
 #include "http/msg.h"
 #include "http/path.h"
 #include "http/rewrite.h"
+#include "modules/rewrite.h"
 #include "mapihttp/mhcall.h"
 #include "mapihttp/stream.h"
+#include "net/accept.h"
 #include "modules/runtime.h"
 
 #define READ_CHUNK 16384
@@ -824,8 +826,9 @@ static int mh_start(struct hsess *s)
     struct mp_mh_call *mc = NULL;
     mp_mh_stream_init(&s->mst);
     s->m_proc = s->m_pend = 0;
-    int r = mp_mh_call_start(s->h->mods, s->mses, s->peer, (enum mp_mh_kind)s->mh_kind,
-                             mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq), &mh_host, s, &mc, &rc);
+    int r = mp_mh_call_start(s->h->mods, s->mses, s->peer, s->h->auth.on ? s->ha.user : NULL,
+                             (enum mp_mh_kind)s->mh_kind, mp_buf_head(&s->mreq),
+                             mp_buf_avail(&s->mreq), &mh_host, s, &mc, &rc);
     if (r < 0) { /* malformed: the spec's error, nothing upstream */
         mp_info("http #%" PRIu64 " %s %s: request body does not decode; X-ResponseCode %u", s->id,
                 s->peer, s->xtype, rc);
@@ -916,6 +919,42 @@ static void mh_url_answer(struct hsess *s)
     }
     mp_buf_free(&nb);
     mp_buf_free(&out);
+    mp_arena_free(&a);
+}
+
+/* GetMailboxUrl's ServerDn / GetAddressBookUrl's UserDn: the proxy's
+ * server names the client learned go back to the upstream's (non-transparent
+ * mode: the rewrite module's map).  s->mreq is replaced when they change. */
+static void mh_url_request(struct hsess *s)
+{
+    if (!mp_rewrite_active())
+        return;
+    struct mp_arena a;
+    mp_arena_init(&a);
+    struct mp_mh_body b;
+    struct mp_buf nb = {0};
+    struct mp_mh_url_in nu;
+    const struct mp_mh_url_in *u = NULL;
+    if (mp_mh_decode((enum mp_mh_kind)s->mh_kind, false, mp_buf_head(&s->mreq),
+                     mp_buf_avail(&s->mreq), &b, &a) == MP_MH_OK)
+        u = b.call;
+    char *dn8 = u && u->dn ? mp_mh_utf16_to_utf8(u->dn, &a) : NULL;
+    size_t n = 0;
+    char *back = dn8 ? mp_rewrite_text(dn8, strlen(dn8), false, false, &n) : NULL;
+    if (back) {
+        nu = *u;
+        nu.dn = mp_mh_utf8_to_utf16(back, &a);
+        b.call = &nu;
+        if (nu.dn && mp_mh_encode(&nb, &b) == 0) {
+            mp_debug("http #%" PRIu64 " %s %s: the proxy's server name mapped back", s->id, s->peer,
+                     s->xtype);
+            mp_buf_free(&s->mreq);
+            s->mreq = nb;
+            nb = (struct mp_buf){0};
+        }
+    }
+    free(back);
+    mp_buf_free(&nb);
     mp_arena_free(&a);
 }
 
@@ -1226,6 +1265,25 @@ static bool path_is(const char *path, size_t len, const char *prefix, bool any_t
     return path[pl] == '/' || path[pl] == '?';
 }
 
+/* mapiproxy:http relay paths: a prefix ending in '/' takes any tail,
+ * another one the exact path or a '/' or '?' after it. */
+static bool relay_path_listed(const struct mp_config *cfg, const char *path, size_t pl)
+{
+    for (const char *s = cfg->http_relay_paths; *s;) {
+        s += strspn(s, ", \t");
+        size_t l = strcspn(s, ", \t");
+        if (l && l < 256) {
+            char pre[256];
+            memcpy(pre, s, l);
+            pre[l] = 0;
+            if (path_is(path, pl, pre, pre[l - 1] == '/'))
+                return true;
+        }
+        s += l;
+    }
+    return false;
+}
+
 static enum route route_of(const struct mp_config *cfg, const char *url, size_t len)
 {
     size_t pl = 0;
@@ -1237,7 +1295,16 @@ static enum route route_of(const struct mp_config *cfg, const char *url, size_t 
     if (path_is(url, pl, "/mapi/emsmdb", false) || path_is(url, pl, "/mapi/nspi", false) ||
         path_is(url, pl, "/autodiscover/", true) || path_is(url, pl, "/rpc/", true))
         return R_RELAY;
+    if (relay_path_listed(cfg, url, pl))
+        return R_RELAY;
     return cfg->http_relay_all ? R_RELAY : R_NONE;
+}
+
+/* Autodiscover: is the path of a URL naming the upstream one the proxy
+ * relays?  (Else the URL is kept or dropped: mapiproxy:http unrelayed urls.) */
+static bool url_path_relayed(const void *arg, const char *path, size_t len)
+{
+    return route_of(arg, path, len) != R_NONE;
 }
 
 static void copy_header(const struct mp_http_msg *m, const char *name, char *dst, size_t n)
@@ -1413,10 +1480,10 @@ static int on_req_headers(http_parser *p)
     if (s->route == R_RELAY && mh_wanted(s, p)) {
         s->mod = true;
         mp_buf_free(&s->mreq);
-        if (s->m_url) { /* only the answer is rewritten: the request streams */
+        if (s->m_url && !mp_rewrite_active()) { /* only the answer is rewritten */
             mp_mh_stream_init(&s->mst);
             s->m_proc = s->m_pend = 0;
-        } else { /* the head goes with the body, once the chain has seen it */
+        } else { /* held, up to its type's limit, for the chain (or the DN mapped back) */
             s->m_limit = mp_mh_max_request_body((enum mp_mh_kind)s->mh_kind);
             if (s->m_limit > cfg->http_max_body)
                 s->m_limit = cfg->http_max_body;
@@ -1506,13 +1573,23 @@ static int on_req_complete(http_parser *p)
     if (s->forwarded && !s->u.connecting && !s->u.handshaking) /* its answer is awaited now */
         s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
     if (s->mod && !s->forwarded && !s->local_status) {
-        if (mh_start(s) < 0) { /* relayed as it came */
+        if (s->m_url)
+            mh_url_request(s);
+        if (s->m_url || mh_start(s) < 0) { /* relayed as it came */
             struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                           .length = mp_buf_avail(&s->mreq),
                                           .host = s->h->up_hostport};
             int bad = mp_http_request_head(&s->req, s->method, &o, &s->u.out) ||
                       mp_buf_append(&s->u.out, mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq));
-            mh_end(s);
+            if (s->m_url) { /* its answer is collected and rewritten */
+                s->h->held -= s->held;
+                s->held = 0;
+                mp_buf_free(&s->mreq);
+                mp_mh_stream_init(&s->mst);
+                s->m_proc = s->m_pend = 0;
+            } else {
+                mh_end(s);
+            }
             if (bad) {
                 s->err_status = 502;
                 return -1;
@@ -1710,7 +1787,16 @@ static int on_resp_complete(http_parser *p)
     if (s->rewrite) {
         struct mp_buf nb = {0};
         size_t bl = mp_buf_avail(&s->body);
-        long k = bl ? mp_http_rewrite(&h->names, mp_buf_head(&s->body), bl, &nb) : 0;
+        /* non-transparent mode: EXCH <Server>, ServerDN and MdbDN name the
+         * proxy's server names, as NSPI and EMSMDB answers do */
+        size_t sn = 0;
+        char *sv =
+            bl ? mp_rewrite_text((const char *)mp_buf_head(&s->body), bl, true, true, &sn) : NULL;
+        const uint8_t *src = sv ? (const uint8_t *)sv : mp_buf_head(&s->body);
+        if (sv)
+            bl = sn;
+        long k = bl ? mp_http_rewrite(&h->names, src, bl, &nb) : 0;
+        free(sv);
         struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                       .length = nb.len,
                                       .close = s->close_after,
@@ -2127,77 +2213,64 @@ static void session_close(struct hsess *s, const char *why)
         session_free(s); /* nothing else of this batch can point to it then */
 }
 
+static void accept_one(void *data, int fd, const char *host, uint16_t port)
+{
+    struct listener *l = data;
+    struct mp_http *h = l->h;
+    if (h->n_sess >= h->cfg->max_connections) {
+        mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host, port,
+                h->n_sess);
+        close(fd);
+        return;
+    }
+    struct hsess *s = calloc(1, sizeof *s);
+    SSL *ssl = NULL;
+    if (!s || (h->server_ctx && !(ssl = SSL_new(h->server_ctx)))) {
+        free(s);
+        close(fd);
+        return;
+    }
+    s->h = h;
+    s->id = ++h->next_id;
+    snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
+    s->c.s = s->u.s = s;
+    s->c.client = true;
+    s->c.io.fd = fd;
+    s->c.io.cb = io_cb;
+    s->c.io.data = &s->c;
+    s->c.open = true;
+    s->u.io.fd = -1;
+    if (ssl) {
+        SSL_set_fd(ssl, fd);
+        SSL_set_accept_state(ssl);
+        s->c.ssl = ssl;
+        s->c.handshaking = true;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    http_parser_init(&s->cp, HTTP_REQUEST);
+    s->cp.data = s;
+    http_parser_init(&s->up, HTTP_RESPONSE);
+    s->up.data = s;
+    mp_http_msg_init(&s->req, h->cfg->http_max_header);
+    mp_http_msg_init(&s->resp, h->cfg->http_max_header);
+    s->timer.cb = timer_cb;
+    s->timer.data = s;
+    /* the TLS handshake and the first head count against the header timeout */
+    s->header_dl = mp_now_ms() + (uint64_t)h->cfg->http_header_timeout_s * 1000;
+    s->next = h->sessions;
+    if (h->sessions)
+        h->sessions->prev = s;
+    h->sessions = s;
+    h->n_sess++;
+    mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, ssl ? " (TLS)" : "");
+    pump(s);
+}
+
 static void accept_cb(struct mp_io *io, uint32_t ev)
 {
     struct listener *l = io->data;
-    struct mp_http *h = l->h;
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR)
-                mp_warn("http accept failed: %s", strerror(errno));
-            return;
-        }
-        char host[INET6_ADDRSTRLEN] = "?";
-        uint16_t port = 0;
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-        if (h->n_sess >= h->cfg->max_connections) {
-            mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host,
-                    port, h->n_sess);
-            close(fd);
-            continue;
-        }
-        struct hsess *s = calloc(1, sizeof *s);
-        SSL *ssl = NULL;
-        if (!s || (h->server_ctx && !(ssl = SSL_new(h->server_ctx)))) {
-            free(s);
-            close(fd);
-            continue;
-        }
-        s->h = h;
-        s->id = ++h->next_id;
-        snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
-        s->c.s = s->u.s = s;
-        s->c.client = true;
-        s->c.io.fd = fd;
-        s->c.io.cb = io_cb;
-        s->c.io.data = &s->c;
-        s->c.open = true;
-        s->u.io.fd = -1;
-        if (ssl) {
-            SSL_set_fd(ssl, fd);
-            SSL_set_accept_state(ssl);
-            s->c.ssl = ssl;
-            s->c.handshaking = true;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        http_parser_init(&s->cp, HTTP_REQUEST);
-        s->cp.data = s;
-        http_parser_init(&s->up, HTTP_RESPONSE);
-        s->up.data = s;
-        mp_http_msg_init(&s->req, h->cfg->http_max_header);
-        mp_http_msg_init(&s->resp, h->cfg->http_max_header);
-        s->timer.cb = timer_cb;
-        s->timer.data = s;
-        /* the TLS handshake and the first head count against the header timeout */
-        s->header_dl = mp_now_ms() + (uint64_t)h->cfg->http_header_timeout_s * 1000;
-        s->next = h->sessions;
-        if (h->sessions)
-            h->sessions->prev = s;
-        h->sessions = s;
-        h->n_sess++;
-        mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, ssl ? " (TLS)" : "");
-        pump(s);
-    }
+    mp_accept_ready(l->h->loop, io, "http", accept_one, l);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2382,6 +2455,9 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
         free(h);
         return NULL;
     }
+    h->names.relayed = url_path_relayed;
+    h->names.relayed_arg = cfg;
+    h->names.drop_unrelayed = cfg->http_drop_unrelayed;
     if (mp_hauth_init(&h->auth, cfg) || setup_tls(h) || resolve_upstream(h)) {
         mp_http_free(h);
         return NULL;
@@ -2416,8 +2492,10 @@ void mp_http_free(struct mp_http *h)
             h->cown[b] = o->next;
             free(o);
         }
-    for (size_t i = 0; i < h->n_ls; i++)
+    for (size_t i = 0; i < h->n_ls; i++) {
+        mp_accept_forget(&h->ls[i].io);
         mp_io_close(h->loop, &h->ls[i].io);
+    }
     SSL_CTX_free(h->server_ctx);
     SSL_CTX_free(h->client_ctx);
     mp_http_names_free(&h->names);

@@ -45,6 +45,7 @@
 #include "auth/winbind.h"
 #include "auth/spnego.h"
 #include "epm/epm.h"
+#include "net/accept.h"
 #include "modules/runtime.h"
 
 #define MP_MAX_FRAG 5840     /* largest fragment we negotiate on either leg */
@@ -55,6 +56,7 @@
 #define PORT_CACHE_TTL_MS 60000
 #define READ_CHUNK 65536
 #define N_GROUP_BUCKETS 1024
+#define MAX_CSEC 4 /* client security contexts per connection (terminated) */
 
 enum role { ROLE_CLIENT, ROLE_UPSTREAM, ROLE_RESOLVER };
 enum astate {
@@ -82,6 +84,7 @@ struct leg_sec {
     uint32_t ctx_id;
     bool header_sign;
     bool acc_init, ini_init, sess_init;
+    bool done;          /* client leg: established and its identity checked */
     bool spnego_ntlm;   /* auth type 9 carrying NTLM: tokens in NegTokenResp */
     bool ntlm_switched; /* SPNEGO: Kerberos was first, the proxy asked for NTLM */
     uint8_t *mech_list; /* SPNEGO/NTLM: the client's MechTypeList, for mechListMIC */
@@ -120,7 +123,8 @@ struct call {
     uint64_t t0;
     uint32_t in_bytes, out_bytes, frags;
     bool req_done;
-    struct mp_call *m; /* set when modules want this call (slow path) */
+    struct leg_sec *sec; /* terminated: the client security context the call came on */
+    struct mp_call *m;   /* set when modules want this call (slow path) */
 };
 
 struct pctx_entry {
@@ -168,6 +172,8 @@ struct assoc {
     uint16_t u_xmit, u_recv; /* and on the upstream leg */
     uint16_t bind_max_xmit, bind_max_recv;
     struct mp_session *group;
+    uint32_t shown_group; /* the group id the client was told */
+    uint32_t named_group; /* terminated: the group its bind named, joined once authenticated */
     struct pctx_entry *ctx;
     size_t n_ctx;
     struct call *calls;
@@ -185,10 +191,12 @@ struct assoc {
     uint32_t reasm_call;
     uint16_t reasm_ctx, reasm_op;
     bool reasm_active;
-    uint32_t local_ip;           /* the address the client reached, network order */
-    struct leg_sec *csec, *usec; /* set when the proxy terminates authentication */
-    struct mp_bind *up_fwd;      /* terminated: the upstream bind's contexts, until sent */
-    struct kdc_job *job;         /* queued for the KDC worker (A_KDC) */
+    uint32_t local_ip;                /* the address the client reached, network order */
+    struct leg_sec *csec, *usec;      /* set when the proxy terminates authentication */
+    struct leg_sec *cx[MAX_CSEC - 1]; /* further client security contexts (alter_context) */
+    size_t n_cx;
+    struct mp_bind *up_fwd; /* terminated: the upstream bind's contexts, until sent */
+    struct kdc_job *job;    /* queued for the KDC worker (A_KDC) */
     uint64_t n_done;
     uint64_t t_open;
     char peer[64];
@@ -208,7 +216,6 @@ struct mp_relay {
     size_t n_cache;
     struct mp_session *groups[N_GROUP_BUCKETS];
     struct mp_modules mods;
-    uint32_t next_group;
     struct assoc *assocs;
     size_t n_assoc;
     uint8_t rbuf[READ_CHUNK]; /* reads land here; only partial PDUs are kept per conn */
@@ -243,6 +250,7 @@ struct mp_relay {
     size_t n_pt;
     bool ntlm_on;             /* NTLM clients: a credentials file or winbind */
     bool winbind;             /* mapiproxy:ntlm backend = winbind */
+    uint8_t min_level;        /* mapiproxy:min client auth level */
     struct mp_groups ugroups; /* mapiproxy:groups file */
 };
 
@@ -281,6 +289,10 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
 static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
                                   const struct mp_bind *b);
 static void call_detach(struct call *c);
+static int alter_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
+                          struct mp_auth *reply, struct mp_buf *tok);
+static void auth3_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
+static struct leg_sec *client_sec_by_id(struct assoc *a, uint32_t id);
 
 /* ------------------------------------------------------------------ */
 /* association lifetime                                                */
@@ -309,15 +321,30 @@ static struct mp_session *group_find(struct mp_relay *r, uint32_t id)
     return NULL;
 }
 
-/* A new association group: the session modules keep their data in. */
-static struct mp_session *group_new(struct mp_relay *r)
+/* An association group id no group has: from the CSPRNG, so ids say
+ * nothing about each other (issue 11: sequential ids could be guessed). */
+static uint32_t group_fresh_id(struct mp_relay *r)
+{
+    uint32_t id = 0;
+    while (!id || group_find(r, id)) {
+        if (getrandom(&id, sizeof(id), 0) != sizeof(id) &&
+            mp_ntlm_random((uint8_t *)&id, sizeof(id))) {
+            mp_error("no random bytes for an association group id");
+            abort(); /* never fall back to guessable ids */
+        }
+    }
+    return id;
+}
+
+/* A new association group owned by ident, the session modules keep their
+ * data in.  Its id is want when that is free, else a fresh one. */
+static struct mp_session *group_new(struct mp_relay *r, const char *ident, uint32_t want)
 {
     struct mp_session *g = mp_session_new(&r->mods);
     if (!g)
         return NULL;
-    do {
-        g->id = r->next_group++;
-    } while (!g->id || group_find(r, g->id));
+    g->id = want && !group_find(r, want) ? want : group_fresh_id(r);
+    snprintf(g->ident, sizeof(g->ident), "%s", ident);
     g->owner = r;
     g->on_free = group_unlink;
     g->next = r->groups[g->id % N_GROUP_BUCKETS];
@@ -362,6 +389,8 @@ static void assoc_free(void *p)
     struct assoc *a = p;
     leg_free(a->csec);
     leg_free(a->usec);
+    for (size_t i = 0; i < a->n_cx; i++)
+        leg_free(a->cx[i]);
     free(a->up_fwd);
     struct merge *m = a->merges;
     while (m) {
@@ -645,11 +674,11 @@ static int forward_fragment(struct conn *dst, uint8_t *pdu, const struct mp_pdu_
 }
 
 /* Splits a whole response stub into fragments for the client. */
-static int send_response_stub(struct assoc *a, uint32_t call_id, uint16_t ctx_id,
-                              const uint8_t *stub, size_t len)
+static int send_response_stub(struct assoc *a, struct leg_sec *sec, uint32_t call_id,
+                              uint16_t ctx_id, const uint8_t *stub, size_t len)
 {
-    return emit(&a->c, a->csec, false, MP_PFC_FIRST | MP_PFC_LAST, call_id, ctx_id, 0, NULL, stub,
-                len, (uint32_t)len, a->c_xmit);
+    return emit(&a->c, sec, false, MP_PFC_FIRST | MP_PFC_LAST, call_id, ctx_id, 0, NULL, stub, len,
+                (uint32_t)len, a->c_xmit);
 }
 
 /* ------------------------------------------------------------------ */
@@ -768,7 +797,7 @@ static void answer_bind(struct assoc *a, const struct merge *m, const struct mp_
     memset(ack, 0, offsetof(struct mp_bind_ack, res));
     ack->max_xmit = a->c_xmit;
     ack->max_recv = a->c_recv;
-    ack->assoc_group = a->group ? a->group->id : 0;
+    ack->assoc_group = a->shown_group ? a->shown_group : a->group ? a->group->id : 0;
     if (m->ptype == MP_PT_BIND)
         snprintf(ack->sec_addr, sizeof(ack->sec_addr), "%u",
                  a->local_epm ? a->r->epm_port : a->r->rpc_port);
@@ -927,27 +956,40 @@ static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
     return 0;
 }
 
-/* Puts the association in the group its bind names (0: a new one).
- * Returns 0, or -1 after refusing the bind (unknown group) or closing. */
-static int join_group(struct assoc *a, uint32_t id, uint32_t call_id)
+/* Puts the association in a group: the one named (id) when it exists and
+ * belongs to ident, else a new one, exactly as for a bind naming none.  In
+ * terminated mode the client was told an id before it authenticated
+ * (shown_group): the new group takes that id (new_id) when it is free.
+ * Returns 0, or -1 after closing (out of memory). */
+static int join_group(struct assoc *a, uint32_t id, const char *ident, uint32_t new_id)
 {
-    if (!id) {
-        a->group = group_new(a->r);
-        if (!a->group) {
-            assoc_close(a, "out of memory");
-            return -1;
-        }
-        return 0;
+    struct mp_session *g = id ? group_find(a->r, id) : NULL;
+    if (g && strcasecmp(g->ident, ident)) {
+        mp_warn("conn %s: bind names association group 0x%08x of another %s; given a new group",
+                a->peer, id, strncmp(ident, "user:", 5) ? "address" : "user");
+        g = NULL;
+    } else if (id && !g) {
+        mp_info("conn %s: bind names association group 0x%08x, which does not exist; given a new "
+                "group",
+                a->peer, id);
     }
-    a->group = group_find(a->r, id);
-    if (!a->group) {
-        mp_warn("conn %s: bind names unknown association group 0x%08x; refused", a->peer, id);
-        mp_build_bind_nak(&a->c.out, call_id, MP_BNAK_NOT_SPECIFIED);
-        assoc_finish(a, "bind refused");
+    if (g) {
+        mp_session_ref(g);
+        a->group = g;
+    } else if (!(a->group = group_new(a->r, ident, new_id))) {
+        assoc_close(a, "out of memory");
         return -1;
     }
-    mp_session_ref(a->group);
+    if (!a->shown_group)
+        a->shown_group = a->group->id;
     return 0;
+}
+
+/* Transparent mode: the peer's address is all the proxy knows at the bind. */
+static void addr_ident(const struct assoc *a, char *out, size_t n)
+{
+    const char *colon = strrchr(a->peer, ':');
+    snprintf(out, n, "addr:%.*s", (int)(colon ? colon - a->peer : (long)strlen(a->peer)), a->peer);
 }
 
 /* The client's bind: decide, then resolve/connect/bind upstream. */
@@ -992,7 +1034,9 @@ static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
         }
         a->passthrough = true;
     }
-    if (join_group(a, b->assoc_group, h->call_id)) {
+    char ident[80];
+    addr_ident(a, ident, sizeof(ident));
+    if (join_group(a, b->assoc_group, ident, 0)) {
         free(m);
         return;
     }
@@ -1105,10 +1149,18 @@ static void handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pd
     int n_fwd = split_contexts(a, b, m, fwd);
     if (a->csec && a->state == A_OPEN) {
         /* terminated: the client is answered here; the upstream learns the
-         * new contexts on the proxy's own security context */
-        struct mp_auth reply = {
-            .type = a->csec->type, .level = a->csec->level, .context_id = a->csec->ctx_id};
-        answer_bind(a, m, NULL, 0, h->auth_len ? &reply : NULL);
+         * new contexts on the proxy's own security context.  An auth
+         * trailer builds a further client security context. */
+        struct mp_auth reply;
+        struct mp_buf tok = {0};
+        if (h->auth_len && alter_security(a, pdu, h, &reply, &tok)) {
+            mp_buf_free(&tok);
+            free(m);
+            free(fwd);
+            return;
+        }
+        answer_bind(a, m, NULL, 0, h->auth_len && tok.len ? &reply : NULL);
+        mp_buf_free(&tok);
         m->n = 0;
         fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
         fwd->assoc_group = a->group->up_id;
@@ -1230,7 +1282,7 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
                 uint16_t ctx_id, uint16_t opnum, const uint8_t *object, const uint8_t *stub,
                 size_t len, uint32_t hint, size_t max_frag)
 {
-    bool prot = sec && sec->level >= MP_AUTHN_LEVEL_PKT_INTEGRITY;
+    bool prot = sec && sec->level >= MP_AUTHN_LEVEL_CALL; /* CALL and PKT sign too */
     size_t hl = MP_REQ_HDR_LEN + (object ? 16 : 0);
     size_t vlen = prot ? sec_vlen(sec) : 0;
     size_t room = max_frag - hl - (prot ? MP_SEC_TRAILER_LEN + vlen + 15 : 0);
@@ -1409,7 +1461,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         mp_log_safe(cs->who);
         size_t v = mp_gss_sig_len(cs->gss, cs->level, MP_MAX_FRAG);
         cs->vlen = v > 16 ? v : 16; /* any MIC or wrap token is longer */
-        if (cs->level >= MP_AUTHN_LEVEL_PKT_INTEGRITY && !v) {
+        if (cs->level >= MP_AUTHN_LEVEL_CALL && !v) {
             snprintf(why, wl, "no verifier length for level %u", cs->level);
             return MP_GSS_FAILED;
         }
@@ -1885,8 +1937,13 @@ static int upstream_prepare(struct assoc *a, char *why, size_t wl)
 static void client_authenticated(struct assoc *a)
 {
     struct leg_sec *cs = a->csec;
+    cs->done = true;
     mp_info("conn %s: authenticated %s (%s, %s)", a->peer, cs->who, mech_name(cs),
             level_names[cs->level]);
+    char ident[200];
+    snprintf(ident, sizeof(ident), "user:%s", cs->who);
+    if (join_group(a, a->named_group, ident, a->shown_group))
+        return;
     char why[512] = "";
     if (upstream_prepare(a, why, sizeof(why)))
         upstream_failed(a, why);
@@ -1916,8 +1973,11 @@ static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const str
         assoc_finish(a, "bind refused");
         return;
     }
-    if (join_group(a, b->assoc_group, h->call_id))
-        return;
+    /* The group is joined once the client has proven who it is
+     * (client_authenticated); until then it is told the id it named, or a
+     * fresh one, whatever that group is: the answer says nothing. */
+    a->named_group = b->assoc_group;
+    a->shown_group = b->assoc_group ? b->assoc_group : group_fresh_id(a->r);
     struct leg_sec *cs = calloc(1, sizeof(*cs));
     struct merge *m = calloc(1, sizeof(*m));
     struct mp_bind *fwd = calloc(1, sizeof(*fwd));
@@ -2069,6 +2129,134 @@ static void handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct 
         client_authenticated(a);
 }
 
+/* ---- further client security contexts (terminated) ----
+ *
+ * After the logon a client may build another security context on the same
+ * connection with an alter_context naming a new auth_context_id (MS-RPCE
+ * 3.3.1.5.2.1, 3.3.1.5.4; Impacket's alter_ctx does, with a fresh NTLM
+ * NEGOTIATE, then an AUTH3).  Each is checked like the first and must prove
+ * the same identity as the association's first one; requests name theirs in
+ * the sec_trailer and their answers are protected with it.  A further token
+ * for an established context is refused with a fault access denied (Samba's
+ * dcesrv_auth_alter does the same). */
+static struct leg_sec *client_sec_by_id(struct assoc *a, uint32_t id)
+{
+    if (a->csec && a->csec->ctx_id == id)
+        return a->csec;
+    for (size_t i = 0; i < a->n_cx; i++)
+        if (a->cx[i]->ctx_id == id)
+            return a->cx[i];
+    return NULL;
+}
+
+/* A leg finished: the identity must be the association's.  NULL or why not. */
+static const char *sec_established(struct assoc *a, struct leg_sec *s, int st, const char *reason)
+{
+    if (st == AUTH_PENDING)
+        return "a further security context cannot be checked through winbind";
+    if (st == MP_GSS_FAILED)
+        return reason;
+    if (st != MP_GSS_DONE)
+        return NULL; /* more legs to come */
+    if (strcasecmp(s->who, a->csec->who))
+        return "it is another user than the association's";
+    s->done = true;
+    mp_info("conn %s: security context %u: authenticated %s (%s, %s)", a->peer, s->ctx_id, s->who,
+            mech_name(s), level_names[s->level]);
+    return NULL;
+}
+
+static void sec_refused(struct assoc *a, uint32_t ctx_id, const char *why)
+{
+    mp_warn("conn %s: security context %u refused: %s; access denied", a->peer, ctx_id, why);
+}
+
+/* The alter_context's auth trailer: the first or a next leg of a further
+ * security context.  0 with the reply token in tok (reply points into it),
+ * or -1 after a fault access denied. */
+static int alter_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
+                          struct mp_auth *reply, struct mp_buf *tok)
+{
+    struct mp_auth auth;
+    struct leg_sec *s = NULL;
+    const char *why = NULL;
+    char reason[400] = "";
+    int st = MP_GSS_FAILED;
+    if (mp_pdu_auth(pdu, h, &auth)) {
+        why = "malformed auth trailer";
+    } else if ((s = client_sec_by_id(a, auth.context_id)) && s->done) {
+        why = "a further token for an established security context";
+    } else if (s) {
+        why = auth.type != s->type || auth.level != s->level ? "auth type or level changed" : NULL;
+        if (!why)
+            st = client_auth_next(a, s, &auth, true, tok, reason, sizeof(reason));
+    } else if (a->n_cx >= MAX_CSEC - 1) {
+        why = "too many security contexts on one connection";
+    } else if (auth.level < a->r->min_level || auth.level > MP_AUTHN_LEVEL_PKT_PRIVACY) {
+        why = "authentication level below mapiproxy:min client auth level";
+    } else if (!(s = calloc(1, sizeof(*s)))) {
+        why = "out of memory";
+    } else {
+        a->cx[a->n_cx++] = s;
+        s->type = auth.type;
+        s->level = auth.level;
+        s->ctx_id = auth.context_id;
+        s->header_sign = a->csec->header_sign;
+        st = client_auth_first(a, s, &auth, tok, reason, sizeof(reason));
+        if (st == MP_GSS_DONE) { /* a one-leg mechanism */
+            struct mp_auth none = auth;
+            none.value_len = 0;
+            st = client_auth_next(a, s, &none, true, tok, reason, sizeof(reason));
+        }
+    }
+    if (!why && s)
+        why = sec_established(a, s, st, reason[0] ? reason : "authentication failed");
+    if (!why && tok->len > 0xffff)
+        why = "reply token too large";
+    if (why) {
+        sec_refused(a, s ? s->ctx_id : 0, why);
+        mp_build_fault(&a->c.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
+        assoc_finish(a, "access denied");
+        return -1;
+    }
+    *reply = (struct mp_auth){.type = s->type,
+                              .level = s->level,
+                              .context_id = s->ctx_id,
+                              .value = tok->data,
+                              .value_len = (uint16_t)tok->len};
+    return 0;
+}
+
+/* An AUTH3 after the logon: the last leg of a further security context.
+ * It has no answer: a refused context stays unestablished, and the first
+ * request on it gets a fault access denied (as in Samba). */
+static void auth3_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    struct mp_auth auth;
+    struct leg_sec *s = NULL;
+    const char *why = NULL;
+    char reason[400] = "";
+    if (mp_pdu_auth(pdu, h, &auth) || !(s = client_sec_by_id(a, auth.context_id)) || s->done ||
+        auth.type != s->type) {
+        why = "an AUTH3 for no security context being built";
+        s = NULL;
+    } else {
+        struct mp_buf out = {0};
+        int st = client_auth_next(a, s, &auth, false, &out, reason, sizeof(reason));
+        mp_buf_free(&out);
+        why = st == MP_GSS_CONTINUE ? "a token that needs an answer came in an AUTH3"
+                                    : sec_established(a, s, st, reason);
+    }
+    if (why && !s) {
+        client_protocol_error(a, h->call_id, why);
+        return;
+    }
+    if (why) {
+        sec_refused(a, s->ctx_id, why);
+        s->type = 0; /* no further leg either */
+    }
+}
+
 /* The upstream's bind_ack to the proxy's own bind: NTLM CHALLENGE in,
  * AUTHENTICATE out in an AUTH3; or the Kerberos AP-REP in, the DCE-style
  * AP-REP out in an AUTH3. */
@@ -2166,7 +2354,7 @@ static void upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
 static int unprotect(struct assoc *a, struct leg_sec *sec, uint8_t *pdu, const struct mp_pdu_hdr *h,
                      size_t hl, const uint8_t **stub, size_t *len, bool from_client)
 {
-    if (sec->level < MP_AUTHN_LEVEL_PKT_INTEGRITY) {
+    if (sec->level < MP_AUTHN_LEVEL_CALL) { /* connect: nothing to verify */
         size_t end =
             h->auth_len ? (size_t)h->frag_len - h->auth_len - MP_SEC_TRAILER_LEN : h->frag_len;
         if (end < hl) {
@@ -2250,7 +2438,8 @@ static void local_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
             mp_build_fault(&a->c.out, h->call_id, a->reasm_ctx, st, true);
             snprintf(status, sizeof(status), "fault:0x%08x", st);
         } else {
-            send_response_stub(a, h->call_id, a->reasm_ctx, mp_buf_head(&out), mp_buf_avail(&out));
+            send_response_stub(a, a->csec, h->call_id, a->reasm_ctx, mp_buf_head(&out),
+                               mp_buf_avail(&out));
             c.out_bytes = (uint32_t)mp_buf_avail(&out);
         }
         mp_buf_free(&out);
@@ -2299,7 +2488,8 @@ static void host_answer(struct mp_call *m)
         return;
     c->out_bytes = (uint32_t)mp_buf_avail(&m->resp);
     log_call(a, c, m->stop_idx >= 0 ? "ok(module)" : "ok");
-    if (send_response_stub(a, m->c_id, m->ctx_id, mp_buf_head(&m->resp), mp_buf_avail(&m->resp))) {
+    if (send_response_stub(a, c->sec, m->c_id, m->ctx_id, mp_buf_head(&m->resp),
+                           mp_buf_avail(&m->resp))) {
         assoc_close(a, "out of memory");
         return;
     }
@@ -2362,6 +2552,10 @@ static int slow_path_start(struct assoc *a, struct call *c, const uint8_t *pdu,
     snprintf(m->iface, sizeof(m->iface), "%s", e->name);
     m->op_name = mp_iface_op_name(e->info, c->opnum);
     snprintf(m->peer, sizeof(m->peer), "%s", a->peer);
+    if (a->csec) { /* terminated: who logged on, and whom the upstream sees */
+        snprintf(m->user, sizeof(m->user), "%s", a->csec->who);
+        m->proxy_identity = a->r->up_mode != UP_S4U;
+    }
     m->opnum = c->opnum;
     m->ctx_id = c->ctx_id;
     m->c_id = c->c_id;
@@ -2389,13 +2583,27 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
     uint32_t alloc_hint = mp_get32(pdu + 16);
     uint32_t stub_len = (uint32_t)(h->frag_len - hl);
     const uint8_t *stub = pdu + hl;
-    if (a->csec) { /* terminated: verify and decrypt, go on with the plaintext */
+    struct leg_sec *sec = a->csec;
+    if (a->csec) {       /* terminated: verify and decrypt, go on with the plaintext */
+        if (h->auth_len) /* the sec_trailer names the security context */
+            sec = client_sec_by_id(a, mp_get32(pdu + h->frag_len - h->auth_len - 4));
+        if (!sec || !sec->done) {
+            mp_warn("conn %s: request %u on no established security context; access denied",
+                    a->peer, h->call_id);
+            mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_RPC_S_ACCESS_DENIED, true);
+            assoc_finish(a, "access denied");
+            return;
+        }
         size_t n;
-        if (unprotect(a, a->csec, (uint8_t *)pdu, h, hl, &stub, &n, true))
+        if (unprotect(a, sec, (uint8_t *)pdu, h, hl, &stub, &n, true))
             return;
         stub_len = (uint32_t)n;
     }
     struct call *c = call_by_c(a, h->call_id);
+    if (c && !(h->flags & MP_PFC_FIRST) && c->sec != sec) {
+        client_protocol_error(a, h->call_id, "request fragment on another security context");
+        return;
+    }
     if (h->flags & MP_PFC_FIRST) {
         if (c) {
             client_protocol_error(a, h->call_id, "call id reused while in flight");
@@ -2423,6 +2631,7 @@ static void relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_p
             return;
         }
         c->c_id = h->call_id;
+        c->sec = sec;
         c->u_id = (a->passthrough || a->csec) ? h->call_id : a->next_u_call++;
         c->ctx_id = ctx_id;
         c->opnum = opnum;
@@ -2524,6 +2733,10 @@ static void client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         handle_alter(a, pdu, h);
         break;
     case MP_PT_AUTH3:
+        if (a->csec && a->state == A_OPEN) {
+            auth3_security(a, pdu, h);
+            break;
+        }
         if (!a->passthrough || a->state != A_OPEN || a->csec) {
             client_protocol_error(a, h->call_id, "auth3 on an unauthenticated association");
             return;
@@ -2692,6 +2905,7 @@ static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pd
         bool final = h->ptype == MP_PT_FAULT || (h->flags & MP_PFC_LAST);
         c->out_bytes += (uint32_t)(h->frag_len - hl);
         uint32_t c_id = c->c_id;
+        struct leg_sec *csec = c->sec;
         if (final) { /* logged before the answer leaves: a reader of the log never races it */
             char status[32] = "ok";
             if (h->ptype == MP_PT_FAULT)
@@ -2708,8 +2922,8 @@ static void upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pd
             rc = mp_build_fault(&a->c.out, c_id, mp_get16(pdu + 20), mp_get32(pdu + 24),
                                 (h->flags & MP_PFC_DID_NOT_EXECUTE) != 0);
         else if (a->csec)
-            rc = emit(&a->c, a->csec, false, h->flags, c_id, mp_get16(pdu + 20), 0, NULL, rstub,
-                      rlen, mp_get32(pdu + 16), a->c_xmit);
+            rc = emit(&a->c, csec, false, h->flags, c_id, mp_get16(pdu + 20), 0, NULL, rstub, rlen,
+                      mp_get32(pdu + 16), a->c_xmit);
         else
             rc = a->passthrough ? conn_send(&a->c, pdu, h->frag_len)
                                 : forward_fragment(&a->c, (uint8_t *)pdu, h, c_id, a->c_xmit);
@@ -2959,75 +3173,63 @@ static void conn_cb(struct mp_io *io, uint32_t ev)
     update_interest(a);
 }
 
+static void accept_one(void *data, int fd, const char *host, uint16_t port)
+{
+    struct listener *l = data;
+    struct mp_relay *r = l->r;
+    char peer[64];
+    snprintf(peer, sizeof(peer), "%s:%u", host, port);
+    if (r->n_assoc >= r->cfg->max_connections) {
+        mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
+                r->n_assoc);
+        close(fd);
+        return;
+    }
+    struct assoc *a = calloc(1, sizeof(*a));
+    if (!a) {
+        close(fd);
+        return;
+    }
+    a->r = r;
+    a->merges_tail = &a->merges;
+    a->next_u_call = 1;
+    a->local_epm = l->epm;
+    a->t_open = a->last_io_ms = a->c_progress_ms = a->u_progress_ms = mp_now_ms();
+    a->stall.cb = stall_cb;
+    a->stall.data = a;
+    a->idle.cb = idle_cb;
+    a->idle.data = a;
+    if (r->cfg->idle_timeout_s)
+        mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
+    snprintf(a->peer, sizeof(a->peer), "%s", peer);
+    struct conn *cs[3] = {&a->c, &a->u, &a->res};
+    for (int k = 0; k < 3; k++) {
+        cs[k]->a = a;
+        cs[k]->io.fd = -1;
+    }
+    a->c.role = ROLE_CLIENT;
+    a->c.io.fd = fd;
+    a->c.io.cb = conn_cb;
+    a->c.io.data = &a->c;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_storage me;
+    socklen_t ml = sizeof(me);
+    if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
+        a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
+    a->next = r->assocs;
+    if (r->assocs)
+        r->assocs->prev = a;
+    r->assocs = a;
+    r->n_assoc++;
+    mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
+    update_interest(a);
+}
+
 static void accept_cb(struct mp_io *io, uint32_t ev)
 {
     struct listener *l = io->data;
-    struct mp_relay *r = l->r;
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR)
-                mp_warn("accept failed: %s", strerror(errno));
-            return;
-        }
-        char host[INET6_ADDRSTRLEN] = "?", peer[64];
-        uint16_t port = 0;
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-        snprintf(peer, sizeof(peer), "%s:%u", host, port);
-        if (r->n_assoc >= r->cfg->max_connections) {
-            mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
-                    r->n_assoc);
-            close(fd);
-            continue;
-        }
-        struct assoc *a = calloc(1, sizeof(*a));
-        if (!a) {
-            close(fd);
-            continue;
-        }
-        a->r = r;
-        a->merges_tail = &a->merges;
-        a->next_u_call = 1;
-        a->local_epm = l->epm;
-        a->t_open = a->last_io_ms = a->c_progress_ms = a->u_progress_ms = mp_now_ms();
-        a->stall.cb = stall_cb;
-        a->stall.data = a;
-        a->idle.cb = idle_cb;
-        a->idle.data = a;
-        if (r->cfg->idle_timeout_s)
-            mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
-        snprintf(a->peer, sizeof(a->peer), "%s", peer);
-        struct conn *cs[3] = {&a->c, &a->u, &a->res};
-        for (int k = 0; k < 3; k++) {
-            cs[k]->a = a;
-            cs[k]->io.fd = -1;
-        }
-        a->c.role = ROLE_CLIENT;
-        a->c.io.fd = fd;
-        a->c.io.cb = conn_cb;
-        a->c.io.data = &a->c;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        struct sockaddr_storage me;
-        socklen_t ml = sizeof(me);
-        if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
-            a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
-        a->next = r->assocs;
-        if (r->assocs)
-            r->assocs->prev = a;
-        r->assocs = a;
-        r->n_assoc++;
-        mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
-        update_interest(a);
-    }
+    mp_accept_ready(l->r->loop, io, l->epm ? "epmapper" : "rpc", accept_one, l);
 }
 
 /* ------------------------------------------------------------------ */
@@ -3307,8 +3509,7 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
         return NULL;
     r->loop = loop;
     r->cfg = cfg;
-    if (getrandom(&r->next_group, sizeof(r->next_group), 0) != sizeof(r->next_group))
-        r->next_group = (uint32_t)mp_now_us();
+    r->min_level = MP_AUTHN_LEVEL_CONNECT;
     if (mp_modules_load(&r->mods, cfg, loop)) {
         free(r);
         return NULL;
@@ -3382,8 +3583,10 @@ uint16_t mp_relay_epm_port(const struct mp_relay *r)
 
 void mp_relay_shutdown(struct mp_relay *r)
 {
-    for (size_t i = 0; i < r->n_ls; i++)
+    for (size_t i = 0; i < r->n_ls; i++) {
+        mp_accept_forget(&r->ls[i].io);
         mp_io_close(r->loop, &r->ls[i].io);
+    }
     r->n_ls = 0;
     while (r->assocs)
         assoc_close(r->assocs, "proxy shutting down");

@@ -68,6 +68,14 @@ class Lab:
             return f.read()
 
 
+def ntlm_lab(tmp_path, user, password, level="privacy"):
+    """The lab with one NTLM account (LAB\\user) that it requires at level."""
+    users = os.path.join(str(tmp_path), "lab-users")
+    with open(users, "w") as f:
+        f.write(f"{user}:LAB:{password}\n")
+    return Lab(tmp_path, extra=("--users", users, "--require-auth", level))
+
+
 class Proxy:
     """mapiproxy with a configuration written from keyword options."""
 

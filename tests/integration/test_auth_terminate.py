@@ -127,7 +127,7 @@ def test_tshark_decrypts_each_leg_with_its_own_password(samba, proxy, tmp_path):
 
 # ---- the lab as an NTLM upstream that requires other credentials ----------
 
-from conftest import Lab  # noqa: E402
+from conftest import ntlm_lab  # noqa: E402
 from impacket.dcerpc.v5 import nspi, oxabref  # noqa: E402
 from rpcutil import dce_connect  # noqa: E402
 
@@ -136,9 +136,7 @@ PROXY_ACCT, PROXY_PW = "mapiproxy-svc", "Svc-Pa55-for-lab"
 
 @pytest.fixture
 def auth_lab(tmp_path):
-    users = tmp_path / "lab-users"
-    users.write_text(f"{PROXY_ACCT}:LAB:{PROXY_PW}\n")
-    lab = Lab(tmp_path, extra=("--users", str(users), "--require-auth", "privacy"))
+    lab = ntlm_lab(tmp_path, PROXY_ACCT, PROXY_PW)
     yield lab
     lab.stop()
 

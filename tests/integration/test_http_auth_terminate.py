@@ -54,6 +54,10 @@ def env(tmp_path_factory):
     with open(pwfile, "w") as f:
         f.write(PROXY_PW + "\n")
     os.chmod(pwfile, 0o600)
+    mbxmap = os.path.join(d, "mailbox-map")  # mapiproxy:mailbox map: alice's own mailbox
+    with open(mbxmap, "w") as f:
+        f.write(f"alice: {ALICE}\n")
+    os.chmod(mbxmap, 0o600)
     badpw = os.path.join(d, "bad-password")
     with open(badpw, "w") as f:
         f.write("not-the-password\n")
@@ -71,7 +75,7 @@ def env(tmp_path_factory):
     threading.Thread(target=proc.stdout.read, daemon=True).start()
     ports = dict((k, int(v)) for k, v in (kv.split("=") for kv in line.split()[1:]))
     yield {"ca": ca, "proxy_cert": proxy_cert, "mapihttp": ports["mapihttp"], "creds": creds,
-           "pwfile": pwfile, "badpw": badpw, "lab_log": lab_log}
+           "pwfile": pwfile, "badpw": badpw, "lab_log": lab_log, "mbxmap": mbxmap}
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
     logf.close()
@@ -97,6 +101,7 @@ def start(make_proxy, env, **over):
         "dcerpc_mapiproxy:username": PROXY_USER,
         "dcerpc_mapiproxy:domain": "LAB",
         "mapiproxy:password file": env["pwfile"],
+        "mapiproxy:mailbox map": env["mbxmap"],
         "netbios name": "MAPIPROXY",
     }
     extra.update(over)

@@ -45,7 +45,7 @@ NSPI_IF = ('f5cc5a18-4264-101a-8c59-08002b2f8426', '56.0')
 RFR_IF = ('1544f5e0-613c-11d1-93df-00c04fd7bd09', '1.0')
 EMSMDB_IF = ('a4f1db00-ca47-1067-b31f-00dd010662da', '0.81')
 ASYNC_IF = ('5261574a-4572-206e-b268-6b199213b4e4', '0.1')
-XCA = '/work/shared/testdata/xca-plain'
+XCA = os.path.join(HERE, '..', 'data', 'xca-plain')
 
 
 @pytest.fixture(scope='module')

@@ -63,6 +63,41 @@ static void test_rewrite(void)
     CHECK_EQ(mp_http_names_init(&nm, "", "", "p"), -1);
 }
 
+/* A front that relays /mapi/... and /EWS/... only. */
+static bool relays(const void *arg, const char *path, size_t len)
+{
+    (void)arg;
+    return (len >= 6 && !strncasecmp(path, "/mapi/", 6)) ||
+           (len >= 5 && !strncasecmp(path, "/EWS/", 5));
+}
+
+static void test_rewrite_paths(void)
+{
+    CHECK_EQ(mp_http_names_init(&nm, "up.example", "", "px:1"), 0);
+    nm.relayed = relays;
+    /* relayed paths are rewritten, others keep naming the server */
+    CHECK(rw("<A>https://up.example/mapi/nspi/?x=1</A><B>https://up.example:444/ecp/</B>",
+             "<A>https://px:1/mapi/nspi/?x=1</A><B>https://up.example:444/ecp/</B>", 1));
+    /* JSON's escaped slashes are read as the path's */
+    CHECK(rw("\"https:\\/\\/up.example\\/EWS\\/x\" \"https:\\/\\/up.example\\/owa\"",
+             "\"https:\\/\\/px:1\\/EWS\\/x\" \"https:\\/\\/up.example\\/owa\"", 1));
+    /* no path at all: "/", not relayed */
+    CHECK(rw("https://up.example", "https://up.example", 0));
+    /* bare names are no URLs: still rewritten */
+    CHECK(rw("<Server>up.example</Server>", "<Server>px</Server>", 1));
+    nm.drop_unrelayed = true;
+    /* dropped: the element with its line; an attribute's URL is kept */
+    CHECK(rw("<P>\r\n  <EwsUrl>https://up.example/EWS/a</EwsUrl>\r\n"
+             "  <EcpUrl>https://up.example/ecp/</EcpUrl>\r\n"
+             "  <OWAUrl Auth=\"Ntlm\">https://up.example/owa/</OWAUrl>\r\n</P>",
+             "<P>\r\n  <EwsUrl>https://px:1/EWS/a</EwsUrl>\r\n</P>", 3));
+    CHECK(rw("<a href=\"https://up.example/owa/\"/>", "<a href=\"https://up.example/owa/\"/>", 0));
+    CHECK(rw("x<E>https://up.example/ecp/</E>y", "xy", 1));
+    /* an unclosed element is kept */
+    CHECK(rw("<E>https://up.example/ecp/", "<E>https://up.example/ecp/", 0));
+    mp_http_names_free(&nm);
+}
+
 static void feed_head(struct mp_http_msg *m)
 {
     mp_http_msg_init(m, 200);
@@ -452,6 +487,7 @@ int main(void)
 {
     test_path();
     test_rewrite();
+    test_rewrite_paths();
     test_heads();
     test_config();
     test_b64();

@@ -2,7 +2,7 @@
  * auxiliary buffers and the generated ROP codec.
  *
  * Golden inputs: the two Outlook 2007 EcDoRpcExt2 request stubs of
- * shared/testdata/emsmdb (made by Outlook, not by us), and ROP buffers
+ * tests/data/emsmdb (made by Outlook, not by us), and ROP buffers
  * recorded from the Exchange lab (tests/unit/data/rop, see capture.py). */
 #include "testlib.h"
 
@@ -13,12 +13,6 @@
 #include "rop/rop.h"
 #include "rop/ropjson.h"
 #include "rop/rpcext.h"
-
-static const char *shared_dir(void)
-{
-    const char *d = getenv("MP_SHARED");
-    return d ? d : "../../../shared/testdata";
-}
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -126,7 +120,7 @@ static int parse_stub(const uint8_t *d, size_t n, struct stub *s)
 static void test_outlook_stub(const char *name, const char *const *expect, size_t nexpect)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/emsmdb/%s", shared_dir(), name);
+    snprintf(path, sizeof path, "%s/emsmdb/%s", TESTDATA, name);
     size_t n;
     uint8_t *d = slurp(path, &n);
     CHECK(d != NULL);
@@ -319,8 +313,9 @@ static void test_context(void)
     free(r);
 }
 
-/* SetProperties: PropertyValueSize follows an edit (the lab's quirk of not
- * counting PropertyValueCount is kept as a delta). */
+/* SetProperties: PropertyValueSize follows an edit (a sender's deviation
+ * from counting PropertyValueCount would be kept as a delta; the lab now
+ * counts it, as MS-OXCROPS 2.2.8.6.1 and the MS-OXCPRPT example do). */
 static void test_setprops_edit(void)
 {
     size_t nq;
