@@ -2026,6 +2026,14 @@ static uint64_t send_deadline(struct hsess *s, struct side *x)
     return x->out_since + (uint64_t)s->h->cfg->send_timeout_s * 1000;
 }
 
+/* Does the upstream owe us something now?  While the client still sends
+ * its body, only a connect, a TLS handshake or the proxy's NTLM logon is
+ * timed by http upstream timeout (the body has its own clock). */
+static bool upstream_clock(struct hsess *s)
+{
+    return s->req_complete || s->u.connecting || s->u.handshaking || ua_busy(s) || s->status;
+}
+
 static void settle(struct hsess *s)
 {
     struct mp_http *h = s->h;
@@ -2046,7 +2054,7 @@ static void settle(struct hsess *s)
             sides[i]->out_since = 0;
         else if (!sides[i]->out_since)
             sides[i]->out_since = now;
-    bool up_clock = s->req_complete || s->u.connecting || s->u.handshaking || s->status;
+    bool up_clock = upstream_clock(s);
     uint64_t cand[6] = {s->header_dl,
                         s->in_request ? 0 : s->idle_dl,
                         s->in_request && s->forwarded && up_clock ? s->upstream_dl : 0,
@@ -2147,7 +2155,7 @@ static void timer_cb(struct mp_timer *t)
                 return;
         }
     } else if (s->in_request && s->forwarded && s->upstream_dl && now >= s->upstream_dl &&
-               (s->req_complete || s->u.connecting || s->u.handshaking || s->status)) {
+               upstream_clock(s)) {
         upstream_failed(s, 504,
                         s->u.connecting || s->u.handshaking
                             ? "connect timed out (mapiproxy:connect timeout)"

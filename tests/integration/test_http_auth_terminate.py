@@ -353,7 +353,7 @@ def test_refused_user_names_cannot_forge_log_lines(make_proxy, env):
     """User names of refused Basic and NTLM logons go into the log through
     the filter the RPC relay uses: CR, LF, ESC and spaces become '?'."""
     p = start(make_proxy, env, **{"mapiproxy:http basic": "yes"})
-    evil = "ev\r\n2026-01-01 00:00:00 INFO FAKE logged on as admin\x1b[2J"
+    evil = "ev\r\n2026-01-01T00.00.00Z info FAKE logged on as admin\x1b[2J"  # no ':' (Basic)
     r = requests.post(p.base + "/mapi/emsmdb/", data=b"", verify=env["ca"],
                       auth=HTTPBasicAuth("LAB\\" + evil, "x"))
     assert r.status_code == 401
@@ -364,4 +364,4 @@ def test_refused_user_names_cannot_forge_log_lines(make_proxy, env):
     log = p.log()
     assert "FAKE" in log and not [x for x in log.splitlines() if "FAKE" in x.split("http #")[0]]
     assert "\x1b" not in log
-    assert log.count("ev??2026-01-01?00:00:00?INFO?FAKE?logged?on?as?admin?[2J") == 2
+    assert log.count("user=LAB\\ev??2026-01-01T00.00.00Z?info?FAKE?logged?on?as?admin?[2J: ") == 2
