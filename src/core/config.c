@@ -881,6 +881,7 @@ static const struct opt options[] = {
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
     {"mapiproxy:mailbox authorization", K_BOOL, F(mailbox_auth), 0, 0, NULL},
     {"mapiproxy:mailbox map", K_STR, F(mailbox_map), 0, 0, NULL},
+    {"mapiproxy:mailbox directory", K_BOOL, F(mailbox_directory), 0, 0, NULL},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -1853,6 +1854,7 @@ static void set_defaults(struct mp_config *c)
     c->max_fragments = 4096;
     c->tls_verify = true;
     c->mailbox_auth = true;
+    c->mailbox_directory = true;
     c->http_header_timeout_s = 30;
     c->http_idle_timeout_s = 300;
     c->http_upstream_timeout_s = 120;

@@ -21,7 +21,10 @@
  *       chain does not decode: nca_op_rng_error, as Exchange 2010 and later
  *       answer it) and a connect request that does not decode.
  *
- * Which mailbox is whose comes from mapiproxy:mailbox map:
+ * Which mailbox is whose comes from mapiproxy:mailbox map, and for users it
+ * does not name from the directory (mbxdir.c: NspiResolveNamesW through the
+ * proxy's own NSPI session, on a worker thread while the connect waits,
+ * MP_PENDING; cached per user).  The map:
  *
  *   # USER: legacyExchangeDN of USER's own mailbox (several lines: several DNs)
  *   alice: /o=Org/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)/cn=Recipients/cn=alice
@@ -38,16 +41,21 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "auth/credstore.h"
 #include "auth/groups.h"
 #include "codec/gen/emsmdb.h"
 #include "core/config.h"
+#include "event/loop.h"
 #include "mapiproxy/module.h"
+#include "modules/mbxdir.h"
 #include "modules/runtime.h"
 #include "rop/gen/rop_gen.h"
 
@@ -64,6 +72,8 @@
 #define CONNECT_FLAG_ADMIN 0x00000001u /* EcDoConnectEx ulFlags: FLAG_PRIVILEGE_ADMIN */
 #define LOGON_PRIVATE 0x01u            /* RopLogon LogonFlags */
 #define LOGON_USE_ADMIN 0x00000001u    /* RopLogon OpenFlags: USE_ADMIN_PRIVILEGE */
+#define DIR_POLL_MS 20
+#define DIR_RETRY_MS 60000 /* a failed directory lookup is tried again after a minute */
 
 struct own {
     char *user, *dn;
@@ -71,6 +81,31 @@ struct own {
 struct grant {
     char *who, *target; /* target: a DN ("/...") or a user of the map */
 };
+/* A connect waiting for the directory. */
+struct waiter {
+    struct waiter *next;
+    struct mp_call *call;
+    const char *what;
+    char *dn;
+};
+
+/* The directory's answer for one user (cached for the process's life; a
+ * failure is tried again after DIR_RETRY_MS).  The worker thread writes
+ * dn/why/rc, then done; the loop thread reads them after done. */
+enum { D_PENDING, D_OK, D_FAILED };
+struct dentry {
+    struct dentry *next;
+    struct mp_module_ctx *mc;
+    char user[520], account[260];
+    char dn[1024], why[300];
+    int state, rc;
+    uint64_t t_ms;
+    pthread_t th;
+    bool th_live;
+    atomic_bool done;
+    struct waiter *waiters;
+};
+
 struct mbx {
     struct own *own;
     size_t n_own;
@@ -78,6 +113,8 @@ struct mbx {
     size_t n_gr;
     struct mp_groups groups;
     char realm[256];
+    struct mp_mbxdir *dir; /* NULL: the map only */
+    struct dentry *dents;
 };
 
 bool mp_mailbox_auth_applies(const struct mp_config *cfg)
@@ -94,6 +131,18 @@ static void mbx_free(struct mbx *x)
 {
     if (!x)
         return;
+    for (struct dentry *e = x->dents, *nx; e; e = nx) {
+        nx = e->next;
+        if (e->th_live)
+            pthread_join(e->th, NULL);
+        for (struct waiter *w = e->waiters, *wn; w; w = wn) {
+            wn = w->next;
+            free(w->dn);
+            free(w);
+        }
+        free(e);
+    }
+    mp_mbxdir_free(x->dir);
     for (size_t i = 0; i < x->n_own; i++) {
         free(x->own[i].user);
         free(x->own[i].dn);
@@ -248,7 +297,24 @@ static bool grant_covers(const struct mbx *x, const struct grant *g, const char 
     return false;
 }
 
-/* "own", "delegate", or NULL when user may not open dn. */
+static struct dentry *dent_find(const struct mbx *x, const char *user)
+{
+    for (struct dentry *e = x->dents; e; e = e->next)
+        if (!strcmp(e->user, user))
+            return e;
+    return NULL;
+}
+
+/* Does the map give user's own mailbox?  Then it alone says which. */
+static bool in_map(const struct mbx *x, const char *user)
+{
+    for (size_t i = 0; i < x->n_own; i++)
+        if (names_user(x, x->own[i].user, user))
+            return true;
+    return false;
+}
+
+/* "own", "directory", "delegate", or NULL when user may not open dn. */
 static const char *may_open(const struct mbx *x, const char *user, const char *dn)
 {
     if (!dn[0])
@@ -256,6 +322,9 @@ static const char *may_open(const struct mbx *x, const char *user, const char *d
     for (size_t i = 0; i < x->n_own; i++)
         if (!strcasecmp(x->own[i].dn, dn) && names_user(x, x->own[i].user, user))
             return "own";
+    const struct dentry *e = x->dir && !in_map(x, user) ? dent_find(x, user) : NULL;
+    if (e && e->state == D_OK && !strcasecmp(e->dn, dn))
+        return "own, from the directory";
     for (size_t i = 0; i < x->n_gr; i++)
         if (grantee_is(x, x->gr[i].who, user) && grant_covers(x, &x->gr[i], dn))
             return "delegate";
@@ -327,9 +396,21 @@ static int mbx_init(struct mp_module_ctx *mc)
         mbx_free(x);
         return -1;
     }
+    if (cfg->mailbox_directory) {
+        x->dir = mp_mbxdir_new(cfg, why, sizeof(why));
+        if (!x->dir)
+            mp_module_log(mc, MP_MLOG_INFO,
+                          "mailbox DNs from mapiproxy:mailbox map only, not from the "
+                          "directory: %s",
+                          why);
+    }
     mc->owner->fail_closed = true;
     mp_module_set_private(mc, x);
-    if (!cfg->mailbox_map[0])
+    if (!cfg->mailbox_map[0] && x->dir)
+        mp_module_log(mc, MP_MLOG_INFO,
+                      "each user's mailbox DN comes from the directory (NspiResolveNamesW as "
+                      "the proxy's account), cached per user");
+    else if (!cfg->mailbox_map[0])
         mp_module_log(mc, MP_MLOG_WARN,
                       "the upstream sees the proxy's account and mapiproxy:mailbox map is not "
                       "set: every EcDoConnect(Ex), MAPI/HTTP Connect and private RopLogon will "
@@ -379,14 +460,127 @@ static enum mp_status fault(struct mp_module_ctx *mc, struct mp_call *call, uint
     return MP_STOP;
 }
 
-static enum mp_status connect_check(struct mp_module_ctx *mc, struct mp_call *call,
-                                    const char *what, const char *dn, uint32_t flags)
+/* ---- the directory, on a worker thread per lookup ---- */
+
+static void *dir_worker(void *arg)
 {
-    uint32_t admin = flags & CONNECT_FLAG_ADMIN;
+    struct dentry *e = arg;
+    const struct mbx *x = mp_module_private(e->mc);
+    e->rc = mp_mbxdir_lookup(x->dir, e->account, e->dn, sizeof(e->dn), e->why, sizeof(e->why));
+    atomic_store(&e->done, true);
+    return NULL;
+}
+
+static enum mp_status connect_decide(struct mp_module_ctx *mc, struct mp_call *call,
+                                     const char *what, const char *dn, uint32_t admin)
+{
     uint32_t code = admin ? EC_LOGIN_PERM : EC_ACCESS_DENIED;
     if (check(mc, call, dn, strlen(dn), what, admin, code))
         return MP_CONTINUE;
     return refuse_connect(call, code);
+}
+
+static void dir_poll(void *arg)
+{
+    struct dentry *e = arg;
+    struct mp_module_ctx *mc = e->mc;
+    if (!atomic_load(&e->done)) {
+        if (mp_module_after(mc, DIR_POLL_MS, dir_poll, e) == 0)
+            return;
+        /* out of memory: wait here; the lookup is bounded by its timeouts */
+        while (!atomic_load(&e->done))
+            usleep(1000);
+    }
+    pthread_join(e->th, NULL);
+    e->th_live = false;
+    e->state = e->rc ? D_FAILED : D_OK;
+    e->t_ms = mp_now_ms();
+    if (e->rc)
+        mp_module_log(mc, MP_MLOG_WARN, "directory lookup of %s's mailbox failed: %s", e->user,
+                      e->why);
+    else
+        mp_module_log(mc, MP_MLOG_INFO, "directory: %s's mailbox is %s", e->user, e->dn);
+    struct waiter *w = e->waiters;
+    e->waiters = NULL;
+    while (w) {
+        struct waiter *nx = w->next;
+        mp_call_resume(w->call, connect_decide(mc, w->call, w->what, w->dn, 0));
+        free(w->dn);
+        free(w);
+        w = nx;
+    }
+}
+
+/* The user's DN is not known yet: ask the directory, the call waits.
+ * MP_PENDING, or MP_CONTINUE when there is nothing to wait for. */
+static enum mp_status dir_wait(struct mp_module_ctx *mc, struct mp_call *call, const char *what,
+                               const char *dn)
+{
+    struct mbx *x = mp_module_private(mc);
+    const char *user = mp_call_user(call);
+    if (!x->dir || in_map(x, user))
+        return MP_CONTINUE;
+    struct dentry *e = dent_find(x, user);
+    if (e && (e->state == D_OK || (e->state == D_FAILED && mp_now_ms() - e->t_ms < DIR_RETRY_MS)))
+        return MP_CONTINUE;
+    if (!e) {
+        e = calloc(1, sizeof(*e));
+        if (!e)
+            return MP_CONTINUE;
+        e->mc = mc;
+        snprintf(e->user, sizeof(e->user), "%s", user);
+        const char *bs = strchr(user, '\\'), *at = strrchr(user, '@');
+        snprintf(e->account, sizeof(e->account), "%.*s",
+                 (int)(bs   ? strlen(bs + 1)
+                       : at ? (size_t)(at - user)
+                            : strlen(user)),
+                 bs ? bs + 1 : user);
+        e->next = x->dents;
+        x->dents = e;
+        e->state = D_FAILED; /* until a lookup starts */
+    }
+    struct waiter *w = calloc(1, sizeof(*w));
+    char *copy = strdup(dn);
+    if (!w || !copy) {
+        free(w);
+        free(copy);
+        return MP_CONTINUE;
+    }
+    if (e->state != D_PENDING) {
+        atomic_store(&e->done, false);
+        e->dn[0] = e->why[0] = 0;
+        if (pthread_create(&e->th, NULL, dir_worker, e)) {
+            free(w);
+            free(copy);
+            return MP_CONTINUE;
+        }
+        if (mp_module_after(mc, DIR_POLL_MS, dir_poll, e)) { /* no memory: wait here */
+            pthread_join(e->th, NULL);
+            e->state = e->rc ? D_FAILED : D_OK;
+            e->t_ms = mp_now_ms();
+            free(w);
+            free(copy);
+            return MP_CONTINUE;
+        }
+        e->th_live = true;
+        e->state = D_PENDING;
+    }
+    w->call = call;
+    w->what = what;
+    w->dn = copy;
+    w->next = e->waiters;
+    e->waiters = w;
+    return MP_PENDING;
+}
+
+static enum mp_status connect_check(struct mp_module_ctx *mc, struct mp_call *call,
+                                    const char *what, const char *dn, uint32_t flags)
+{
+    uint32_t admin = flags & CONNECT_FLAG_ADMIN;
+    if (!admin && !may_open(mp_module_private(mc), mp_call_user(call), dn) &&
+        dir_wait(mc, call, what, dn) == MP_PENDING)
+        return MP_PENDING;
+    return connect_decide(mc, call, what, dn, admin);
 }
 
 static enum mp_status mbx_dispatch(struct mp_module_ctx *mc, struct mp_call *call)

@@ -24,8 +24,8 @@ from rpcutil import dce_connect
 from test_http_auth_terminate import env, start as http_start  # noqa: F401 (fixture)
 
 ORG = "/o=LabOrg/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)"
-DN = {u: ORG + "/cn=Recipients/cn=" + u for u in ("alice", "bob", "carol")}
-CLIENTS = {"alice": "Alice-Pw.1", "bob": "Bob-Pw.2", "carol": "Carol-Pw.3"}
+DN = {u: ORG + "/cn=Recipients/cn=" + u for u in ("alice", "bob", "carol")}  # "ali": none
+CLIENTS = {"alice": "Alice-Pw.1", "bob": "Bob-Pw.2", "carol": "Carol-Pw.3", "ali": "Ali-Pw.4"}
 PROXY_ACCT, PROXY_PW = "Administrator", "Adm1n-Proxy.9"
 EC_ACCESS_DENIED, EC_LOGIN_PERM = 0x80070005, 0x000003F2
 INBOX_NAME = 0x3001001F
@@ -238,8 +238,9 @@ def test_legacy_ecdoconnect_and_ecdorpc(make_proxy, auth_lab, tmp_path):
     assert "EcDoRpc " in lab and "cn=alice" not in lab.lower()
 
 
-def test_without_a_map_every_mailbox_is_refused(make_proxy, auth_lab, tmp_path):
-    p = rpc_proxy(make_proxy, auth_lab, tmp_path, extra={"mapiproxy:mailbox map": ""})
+def test_without_any_source_every_mailbox_is_refused(make_proxy, auth_lab, tmp_path):
+    p = rpc_proxy(make_proxy, auth_lab, tmp_path, extra={"mapiproxy:mailbox map": "",
+                                                        "mapiproxy:mailbox directory": "no"})
     mark = len(auth_lab.log())
     dce, c = session(p, "carol")
     assert c.connect_ex(DN["carol"])["ErrorCode"] == EC_ACCESS_DENIED
@@ -248,6 +249,46 @@ def test_without_a_map_every_mailbox_is_refused(make_proxy, auth_lab, tmp_path):
     log = p.log()
     assert "mapiproxy:mailbox map is not set: every EcDoConnect(Ex)" in log
     assert "(owner: not in mapiproxy:mailbox map) refused with 0x80070005" in log
+
+
+def test_directory_gives_each_users_mailbox(make_proxy, auth_lab, tmp_path):
+    """No map: the proxy asks the directory (NspiResolveNamesW through its own
+    NSPI session, as its own account) which mailbox is carol's."""
+    p = rpc_proxy(make_proxy, auth_lab, tmp_path, extra={"mapiproxy:mailbox map": ""})
+    mark = len(auth_lab.log())
+    dce, c = session(p, "carol")
+    assert c.connect_ex(DN["alice"])["ErrorCode"] == EC_ACCESS_DENIED
+    assert c.connect_ex(DN["carol"])["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, DN["alice"]))
+    assert logon["ReturnValue"] == EC_LOGIN_PERM
+    assert read_inbox(c, DN["carol"]) == "Inbox"
+    c.disconnect()
+    dce.disconnect()
+    dce, a = session(p, "alice")  # another user: her own lookup
+    assert a.connect_ex(DN["alice"])["ErrorCode"] == 0
+    assert a.connect_ex(DN["carol"])["ErrorCode"] == EC_ACCESS_DENIED
+    dce.disconnect()
+    lab = new_lab_lines(auth_lab, mark)
+    assert lab.count("NspiResolveNamesW") == 2, lab  # one lookup per user, then cached
+    assert "EcDoConnectEx %r" % DN["alice"] in lab  # alice's own, not carol's attempt
+    assert lab.count("EcDoConnectEx %r" % DN["alice"]) == 1
+    log = p.log()
+    assert "directory: LAB\\carol's mailbox is " + DN["carol"] in log
+    assert "LAB\\carol from" in log and "(owner: not in mapiproxy:mailbox map) refused" in log
+
+
+def test_directory_match_must_be_the_account(make_proxy, auth_lab, tmp_path):
+    """"ali" has no mailbox; the directory's name resolution (ANR, prefixes)
+    finds alice for "ali": her account is not ali's, so nothing is allowed."""
+    p = rpc_proxy(make_proxy, auth_lab, tmp_path, extra={"mapiproxy:mailbox map": ""})
+    mark = len(auth_lab.log())
+    dce, c = session(p, "ali")
+    assert c.connect_ex(DN["alice"])["ErrorCode"] == EC_ACCESS_DENIED
+    dce.disconnect()
+    lab = new_lab_lines(auth_lab, mark)
+    assert "NspiResolveNamesW ['ali']" in lab and "EcDoConnectEx" not in lab
+    assert "directory lookup of LAB\\ali's mailbox failed: the directory has no mailbox of " \
+           "account ali" in p.log()
 
 
 def test_malformed_map_stops_the_daemon(make_proxy, auth_lab, tmp_path):

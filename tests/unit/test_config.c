@@ -948,7 +948,7 @@ static void test_groups_file(void)
 static void test_mailbox_options(void)
 {
     CHECK_EQ(loadb(""), 0);
-    CHECK(cfg.mailbox_auth && !cfg.mailbox_map[0]);
+    CHECK(cfg.mailbox_auth && cfg.mailbox_directory && !cfg.mailbox_map[0]);
     CHECK(!mp_mailbox_auth_applies(&cfg)); /* transparent: the server checks */
     CHECK_EQ(loadb("dcerpc_mapiproxy:username = svc\nmapiproxy:mailbox map = /dev/null\n"), 0);
     CHECK(!strcmp(cfg.mailbox_map, "/dev/null"));
