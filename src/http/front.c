@@ -742,9 +742,7 @@ static void mh_answer(void *owner, const uint8_t *body, size_t len)
         mh_own_head(s, 0);
     struct mp_buf e = {0};
     int rc = (!s->m_proc && mp_mh_stream_put_meta(&e, "PROCESSING")) ||
-             mp_mh_stream_put_meta(&e, "DONE") ||
-             mp_mh_stream_put_headers(&e, 0, s->mst.elapsed_time,
-                                      s->mst.start_time[0] ? s->mst.start_time : NULL) ||
+             mp_mh_stream_put_meta(&e, "DONE") || mp_mh_stream_put_headers_like(&e, &s->mst, 0) ||
              (len && mp_buf_append(&e, body, len));
     if (rc)
         s->closing = true;
