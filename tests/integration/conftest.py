@@ -17,6 +17,20 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+def _raise_nofile():
+    """Some tests hold a thousand connections (test_mapihttp_load): take
+    the hard open-files limit, as a normal user's soft 1024 is too few
+    (root here often has more already).  The proxies started inherit it."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+_raise_nofile()
+
+
 def free_port(host="127.0.0.1"):
     with socket.socket() as s:
         s.bind((host, 0))
