@@ -31,10 +31,21 @@ def _raise_nofile():
 _raise_nofile()
 
 
+_handed_out = set()
+
+
 def free_port(host="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free a moment ago, never the same twice in one run (the kernel
+    may hand a just-closed port out again, and a proxy's rpc and http ports
+    must differ)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh free port")
 
 
 def wait_port(host, port, timeout=10.0):
