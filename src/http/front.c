@@ -1299,10 +1299,13 @@ static enum route route_of(const struct mp_config *cfg, const char *url, size_t 
 }
 
 /* Autodiscover: is the path of a URL naming the upstream one the proxy
- * relays?  (Else the URL is kept or dropped: mapiproxy:http unrelayed urls.) */
+ * relays, as the front will see it (normalised)?  (Else the URL is kept or
+ * dropped: mapiproxy:http unrelayed urls.) */
 static bool url_path_relayed(const void *arg, const char *path, size_t len)
 {
-    return route_of(arg, path, len) != R_NONE;
+    char norm[600];
+    long nl = len < sizeof norm ? mp_http_path_normalise(path, len, norm) : -1;
+    return nl >= 0 && route_of(arg, norm, (size_t)nl) != R_NONE;
 }
 
 static void copy_header(const struct mp_http_msg *m, const char *name, char *dst, size_t n)
