@@ -1147,9 +1147,10 @@ static void request_identity(struct hsess *s)
 }
 
 /* A MAPI/HTTP session cookie of another identity is answered as an unknown
- * one is: Connect and Bind go on without it (they make a new session),
- * the other request types get X-ResponseCode 10 (Context Not Found) from
- * the proxy, and nothing reaches the upstream.  1 when the proxy answers. */
+ * one is: Connect and Bind (they make a new session), GetMailboxUrl and
+ * GetAddressBookUrl (they need none) go on without it, the other types get X-ResponseCode 10
+ * (Context Not Found) from the proxy, and nothing reaches the upstream.  1 when the proxy answers.
+ */
 static int session_cookie_check(struct hsess *s)
 {
     request_identity(s);
@@ -1158,8 +1159,9 @@ static int session_cookie_check(struct hsess *s)
         cookies_allowed(s, owner, sizeof owner))
         return 0;
     char a[sizeof s->who], b[sizeof s->who];
-    int k = mp_mh_kind_lookup(s->xtype);
-    bool creates = k == MP_MH_CONNECT || k == MP_MH_BIND;
+    int k = mp_mh_kind_lookup(s->xtype); /* these open a session, or need none */
+    bool creates = k == MP_MH_CONNECT || k == MP_MH_BIND || k == MP_MH_GETMAILBOXURL ||
+                   k == MP_MH_GETADDRESSBOOKURL;
     mp_info("http #%" PRIu64 " %s: %s: MAPI/HTTP session cookie %s%s used by %s: %s", s->id,
             s->peer, s->xtype[0] ? s->xtype : "-",
             owner[0] ? "of " : "the proxy did not see issued",
@@ -1428,6 +1430,10 @@ static int on_req_headers(http_parser *p)
         s->err_status = 400;
         return -1;
     }
+    if (p->upgrade || p->method == HTTP_CONNECT) { /* before the target: CONNECT's is host:port */
+        s->err_status = 501;
+        return -1;
+    }
     if (normalise_target(s))
         return -1;
     const char *url = mp_http_msg_url_ptr(&s->req);
@@ -1441,10 +1447,6 @@ static int on_req_headers(http_parser *p)
     s->head_req = p->method == HTTP_HEAD;
     s->client_http10 = p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0);
     s->req_chunked = (p->flags & F_CHUNKED) != 0;
-    if (p->upgrade || p->method == HTTP_CONNECT) {
-        s->err_status = 501;
-        return -1;
-    }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > cfg->http_max_body) {
         s->err_status = 413;
         return -1;
