@@ -144,6 +144,19 @@ def lab(tmp_path):
     l.stop()
 
 
+LAB_SVC_ACCT, LAB_SVC_PW = "mapiproxy-svc", "Svc-Pa55-for-lab"
+
+
+@pytest.fixture
+def auth_lab(tmp_path):
+    """The lab requiring NTLM at privacy from its one account (the proxy's)."""
+    users = tmp_path / "lab-users"
+    users.write_text(f"{LAB_SVC_ACCT}:LAB:{LAB_SVC_PW}\n")
+    lab = Lab(tmp_path, extra=("--users", str(users), "--require-auth", "privacy"))
+    yield lab
+    lab.stop()
+
+
 @pytest.fixture
 def make_proxy(tmp_path):
     started = []
