@@ -2524,10 +2524,9 @@ static int unprotect(struct assoc *a, struct leg_sec *sec, uint8_t *pdu, const s
         mp_warn("conn %s: %s PDU fails its %s check (call %u); association closed", a->peer,
                 from_client ? "client" : "upstream",
                 sec->level == MP_AUTHN_LEVEL_PKT_PRIVACY ? "seal" : "signature", h->call_id);
-        if (from_client) { /* Samba and Windows: a fault access denied, then the end */
-            mp_build_fault(&a->c.out, h->call_id, mp_get16(pdu + 20), MP_RPC_S_ACCESS_DENIED, true);
-            assoc_finish(a, "signature check failed");
-        } else
+        if (from_client)
+            assoc_close(a, "signature check failed");
+        else
             upstream_failed(a, "sent a PDU whose signature does not verify");
         return -1;
     }

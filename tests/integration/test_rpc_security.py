@@ -172,6 +172,23 @@ def lowproxy(auth_lab, make_proxy, tmp_path):
                        **{"mapiproxy:min client auth level": "connect"})
 
 
+def refused(dce):
+    """Sends NspiBind; True when the proxy closes the connection without an
+    answer (what it does to a PDU that fails its check).  Read here, since
+    Impacket's own recv loops on a closed socket."""
+    req = nspi.NspiBind()
+    req["dwFlags"] = 0
+    req["pStat"]["CodePage"] = 1252
+    req["pServerGuid"] = b"\0" * 16
+    dce.call(req.opnum, req)
+    s = dce.get_rpc_transport().get_socket()
+    s.settimeout(10)
+    try:
+        return s.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+
+
 def nspi_binds(lab):
     return lab.log().count("NspiBind")
 
@@ -193,9 +210,7 @@ def test_call_and_packet_levels_are_signed_and_verified(auth_lab, lowproxy, monk
 @pytest.mark.parametrize("level", [LEVEL_CALL, LEVEL_PKT])
 def test_unsigned_requests_at_call_and_packet_levels_are_refused(auth_lab, lowproxy, level):
     dce = login(lowproxy, nspi.MSRPC_UUID_NSPI, level=level)  # Impacket sends no verifier
-    with pytest.raises(DCERPCException) as e:
-        nspi.hNspiBind(dce)
-    assert "access_denied" in str(e.value).lower() or "0x5" in str(e.value), str(e.value)
+    assert refused(dce)
     assert nspi_binds(auth_lab) == 0
     assert "client PDU fails its signature check" in lowproxy.log()
 
@@ -206,9 +221,8 @@ def test_garbage_verifiers_are_refused(auth_lab, lowproxy, monkeypatch, level):
     monkeypatch.setattr(rpcrt, "RPC_C_AUTHN_LEVEL_PKT_INTEGRITY", level)
     dce = login(lowproxy, nspi.MSRPC_UUID_NSPI, level=level)
     monkeypatch.setattr(ntlm, "SIGN", lambda *a: b"\x01\x00\x00\x00" + b"\x13" * 12)
-    with pytest.raises(DCERPCException) as e:
-        nspi.hNspiBind(dce)
-    assert "access_denied" in str(e.value).lower() or "0x5" in str(e.value), str(e.value)
+    assert refused(dce)
+    assert "client PDU fails its signature check" in lowproxy.log()
     assert nspi_binds(auth_lab) == 0
 
 
