@@ -1,5 +1,7 @@
-# mapiproxy build.  `make` builds build/mapiproxy; `make test` runs every test;
-# `make run` installs what is missing, builds, and starts the proxy before the lab.
+# mapiproxy build.  `make` builds everything; `make test` runs every test;
+# `make run` starts the proxy before the lab.  Both `make run` and `make test`
+# first install what is missing (scripts/install-deps.sh, sudo when not root)
+# and build everything they use, so either works first on a fresh clone.
 CC      ?= gcc
 PY      := /usr/bin/python3
 CSTD    := -std=c17 -D_GNU_SOURCE
@@ -17,7 +19,7 @@ B       := build
 OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
 AOBJ    := $(patsubst src/%.c,$(B)/asan/obj/%.o,$(LIB_SRC))
 
-.PHONY: all test unit integration run clean deps fuzz fuzz-replay bench format check-format soak modules
+.PHONY: all test test-steps unit integration run clean deps fuzz fuzz-replay bench format check-format soak modules
 SHELL := /bin/bash
 all: $(B)/mapiproxy $(B)/mapiproxy-asan modules
 
@@ -67,7 +69,8 @@ unit: $(addprefix $(B)/unit/,$(UNIT))
 	@fail=0; for t in $(UNIT); do \
 	  echo "== $$t"; ( cd tests/unit && ../../$(B)/unit/$$t ) || fail=1; done; exit $$fail
 
-integration: $(B)/mapiproxy $(B)/mapiproxy-asan modules
+# Everything the integration tests start (tests/integration, tests/lab).
+integration: $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode $(B)/ropdump modules
 	$(PY) -m pytest -q --timeout=600 tests/lab tests/integration
 
 # --- fuzzing: every tests/fuzz/fuzz_*.c is a libFuzzer target -------------
@@ -94,9 +97,15 @@ fuzz-replay: $(addprefix $(B)/fuzz/,$(FUZZ))
 	  $(B)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$n 2>&1 | tail -1 | sed "s/^/$$t: /"; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
-test: check-format check-gen check-gen-rops unit fuzz-replay integration
+# deps first (it may install the compilers), then the steps, which build what
+# they use: unit tests, fuzz targets, the proxy, its ASan twin, the decoder,
+# ropdump and the modules.
+test: deps
+	@$(MAKE) --no-print-directory test-steps
+test-steps: check-format check-gen check-gen-rops unit fuzz-replay integration
 
-run: deps $(B)/mapiproxy
+run: deps
+	@$(MAKE) --no-print-directory $(B)/mapiproxy
 	@scripts/run-demo.sh
 
 clean:
@@ -109,7 +118,7 @@ check-format:
 	@clang-format --dry-run -Werror $(FMT_FILES) && echo "check-format: clean"
 
 # --- LZ77 codec (src/xca/lz77.c): benchmark and fuzzer --------------------
-# make bench-lz77            -O2 build (no sanitizers) over shared/testdata/xca-plain
+# make bench-lz77            -O2 build (no sanitizers) over tests/data/xca-plain
 # make fuzz-lz77 SECONDS=N   libFuzzer + ASan + UBSan, seeds in tests/fuzz/corpus/lz77
 .PHONY: bench-lz77 fuzz-lz77
 LZ77_FUZZ_SECONDS = $(if $(SECONDS),$(SECONDS),60)
@@ -172,7 +181,7 @@ $(B)/ropdump: tools/ropdump.c $(B)/libmp-asan.a
 # --- soak and fault test (tests/soak, doc/internals/soak.md) ---------------
 # make soak [MINUTES=15]: 200 clients through the ASan build, upstream killed
 # twice, garbage, a client that never reads; prints a summary, soak: PASS/FAIL.
-soak: $(B)/mapiproxy-asan
+soak: $(B)/mapiproxy-asan modules
 	$(PY) tests/soak/soak.py --minutes $(or $(MINUTES),15)
 
 # --- Kerberos (src/auth/gss.c, spnego.c; doc/internals/kerberos.md) ---------

@@ -1,10 +1,10 @@
-/* LZ77 (MS-XCA Plain LZ77) codec benchmark over the shared test vectors.
+/* LZ77 (MS-XCA Plain LZ77) codec benchmark over the external test vectors (tests/data).
  *
  *   make bench-lz77            (builds with -O2, no sanitizers, and runs)
  *   build/bench/lz77_bench [testdata-dir] [seconds-per-measurement]
  *
- * testdata-dir defaults to $MP_SHARED, else ../shared/testdata (repo root as
- * cwd).  Prints, measured in one run on one core:
+ * testdata-dir defaults to tests/data (the repository's root as cwd).  Prints, measured in one run
+ * on one core:
  *   - compressed size summed over the 49 inputs with a Windows twin, and the
  *     ratio against the sum of the Windows sizes;
  *   - compression MB/s over all inputs (MB = 10^6 bytes of input);
@@ -60,15 +60,14 @@ static int cmp_name(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    const char *dir = argc > 1 ? argv[1] : getenv("MP_SHARED");
-    if (!dir)
-        dir = "../shared/testdata";
+    const char *dir = argc > 1 ? argv[1] : "tests/data";
     double secs = argc > 2 ? atof(argv[2]) : 1.0;
     char path[4096];
     snprintf(path, sizeof path, "%s/xca-plain/decompressed", dir);
     DIR *d = opendir(path);
     if (!d) {
-        fprintf(stderr, "cannot open %s (set MP_SHARED)\n", path);
+        fprintf(stderr, "cannot open %s (give the test data directory as the first argument)\n",
+                path);
         return 2;
     }
     struct vec *v = calloc(128, sizeof *v);

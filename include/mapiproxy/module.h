@@ -114,6 +114,15 @@ const char *mp_call_iface(const struct mp_call *call); /* "exchange_nsp", or the
 uint16_t mp_call_opnum(const struct mp_call *call);
 const char *mp_call_op_name(const struct mp_call *call); /* "NspiGetProps", or NULL */
 const char *mp_call_peer(const struct mp_call *call);    /* "ADDR:PORT" of the client */
+/* The user the proxy authenticated on the connection that carried the call
+ * ("DOMAIN\user", or "user@REALM" for Kerberos principals and NTLM users
+ * who logged on with a UPN), when the proxy terminates authentication (the
+ * DCE/RPC relay with specified credentials or S4U delegation, the HTTPS
+ * front with `mapiproxy:http auth = terminate`); NULL when it does not
+ * (transparent mode, pass-through interfaces).  The client's address is
+ * mp_call_peer.  Added within ABI 2 (a compatible change, so the version
+ * stayed); a module that calls it does not load into an older mapiproxy. */
+const char *mp_call_user(const struct mp_call *call);
 struct mp_session *mp_call_session(struct mp_call *call);
 /* How many times the request went upstream already (MP_RELAY_AGAIN). */
 unsigned mp_call_relay_count(const struct mp_call *call);
@@ -229,10 +238,12 @@ const char *mp_object_type_name(enum mp_object_type t); /* "folder", ... */
 /* The object ROP i works on (the one its InputHandleIndex names), NULL if
  * the ROP has no input handle.  For a handle created earlier in the same
  * buffer, the object as that ROP's request describes it (handle
- * 0xFFFFFFFF).  Valid until the call ends. */
+ * 0xFFFFFFFF).  The call's own copy, as the request found the object:
+ * valid until the call ends, even when the ROPs release the object or the
+ * session is disconnected meanwhile. */
 const struct mp_object *mp_call_rop_object(struct mp_call *call, bool response, size_t i);
 /* rop_response: the object ROP i created (OutputHandleIndex), NULL if none
- * or if the ROP failed. */
+ * or if the ROP failed.  The call's copy, valid until the call ends. */
 const struct mp_object *mp_call_rop_new_object(struct mp_call *call, size_t i);
 
 /* ---- sessions ---- */

@@ -23,7 +23,7 @@ bool mp_list_has(const char *list, const char *word)
     return false;
 }
 
-static char *trim(char *s)
+char *mp_trim(char *s)
 {
     while (isspace((unsigned char)*s))
         s++;
@@ -56,13 +56,13 @@ int mp_groups_load(struct mp_groups *g, const char *path, char *why, size_t why_
                      path, lineno, sizeof(line) - 2);
             goto fail;
         }
-        char *p = trim(line);
+        char *p = mp_trim(line);
         if (!*p || *p == '#')
             continue;
         char *colon = strchr(p, ':');
         if (colon)
             *colon = 0;
-        char *name = colon ? trim(p) : p;
+        char *name = colon ? mp_trim(p) : p;
         if (!colon || !*name || strpbrk(name, " \t,")) {
             snprintf(why, why_len,
                      "%s:%d: not \"group: member, member\" (a group name without blanks, a "
@@ -75,7 +75,7 @@ int mp_groups_load(struct mp_groups *g, const char *path, char *why, size_t why_
             goto oom;
         g->l = n;
         n[g->n].group = strdup(name);
-        n[g->n].members = strdup(trim(colon + 1));
+        n[g->n].members = strdup(mp_trim(colon + 1));
         g->n++;
         if (!n[g->n - 1].group || !n[g->n - 1].members)
             goto oom;

@@ -31,4 +31,6 @@ bool mp_groups_has(const struct mp_groups *g, const char *group, const char *con
                    size_t n);
 /* Whether the blank- or comma-separated list holds word (case-insensitive). */
 bool mp_list_has(const char *list, const char *word);
+/* s without leading and trailing white space (trailing cut in place). */
+char *mp_trim(char *s);
 #endif

@@ -125,6 +125,25 @@ static char *normalize_key(const char *s, size_t n)
 }
 
 /* Quotes a value for a message: at most 80 bytes, control bytes as '?'. */
+/* A URL to show: "user:password@" of its authority becomes "***@" (a
+ * password must never reach the terminal or a log). */
+static const char *without_userinfo(const char *url, char *buf, size_t n)
+{
+    const char *a = strstr(url, "://");
+    a = a ? a + 3 : url;
+    size_t alen = strcspn(a, "/?#");
+    const char *at = NULL;
+    for (const char *x = a; x < a + alen; x++)
+        if (*x == '@')
+            at = x;
+    if (!at) {
+        snprintf(buf, n, "%s", url);
+        return buf;
+    }
+    snprintf(buf, n, "%.*s***%s", (int)(a - url), url, at);
+    return buf;
+}
+
 static const char *qv(const char *s, char *buf, size_t n)
 {
     size_t o = 0, i = 0;
@@ -852,7 +871,11 @@ static const struct opt options[] = {
     {"mapiproxy:http max header size", K_SIZE, F(http_max_header), 1024, 1u << 20, "bytes"},
     {"mapiproxy:http max body", K_SIZE, F(http_max_body), 4096, 1ull << 30, "bytes"},
     {"mapiproxy:http max rewrite body", K_SIZE, F(http_max_rewrite), 4096, 64u << 20, "bytes"},
+    {"mapiproxy:http held body budget", K_SIZE, F(http_held_budget), 64u << 10, 1ull << 30,
+     "bytes"},
     {"mapiproxy:http relay all paths", K_BOOL, F(http_relay_all), 0, 0, NULL},
+    {"mapiproxy:http relay paths", K_STR, F(http_relay_paths), 0, 0, NULL},
+    {"mapiproxy:http unrelayed urls", K_STR, F(http_unrelayed_urls), 0, 0, NULL},
     {"mapiproxy:http auth", K_STR, F(http_auth), 0, 0, NULL},
     {"mapiproxy:http basic", K_BOOL, F(http_basic), 0, 0, NULL},
     {"mapiproxy:http realm", K_STR, F(http_realm), 0, 0, NULL},
@@ -860,8 +883,23 @@ static const struct opt options[] = {
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
     {"mapiproxy:winbind socket dir", K_STR, F(winbind_socket_dir), 0, 0, NULL},
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
+    {"mapiproxy:mailbox authorization", K_BOOL, F(mailbox_auth), 0, 0, NULL},
+    {"mapiproxy:mailbox map", K_STR, F(mailbox_map), 0, 0, NULL},
+    {"mapiproxy:mailbox directory", K_BOOL, F(mailbox_directory), 0, 0, NULL},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
+
+int mp_log_level_parse(const char *v)
+{
+    static const char *const names[] = {"error", "warning", "info", "debug", "trace"};
+    unsigned long long x;
+    if (parse_plain_uint(v, &x))
+        return x <= 4 ? (int)x : -1;
+    for (int i = 0; i < 5; i++)
+        if (!strcasecmp(v, names[i]))
+            return i;
+    return strcasecmp(v, "warn") ? -1 : 1;
+}
 
 static const struct opt *find_option(const char *key)
 {
@@ -880,44 +918,75 @@ struct pctx {
     bool have_binding, binding_seen, have_ifaces;
 };
 
-__attribute__((format(printf, 4, 5))) static void perr(struct pctx *p, const char *file, int line,
-                                                       const char *fmt, ...)
+int mp_config_where(const struct mp_config *c, const char *key, const char **file)
 {
-    p->n_err++;
-    if (p->n_err > MAX_DIAG) {
+    *file = c->path;
+    for (size_t i = c->n_entries; i-- > 0;)
+        if (!strcmp(c->entries[i].key, key)) {
+            if (c->entries[i].file)
+                *file = c->entries[i].file;
+            return c->entries[i].line;
+        }
+    return 0;
+}
+
+/* The file and line where key (normalized) was last set, or name and 0. */
+static int where(const struct pctx *p, const char *key, const char *name, const char **file)
+{
+    int line = mp_config_where(p->cfg, key, file);
+    if (!line)
+        *file = name;
+    return line;
+}
+
+/* An error or a warning at FILE:LINE (FILE alone when line is 0). */
+static void vreport(struct pctx *p, bool err, const char *file, int line, const char *fmt,
+                    va_list ap)
+{
+    struct mp_diag *d = err ? p->diag : &p->cfg->warnings;
+    if (err && ++p->n_err > MAX_DIAG) {
         if (p->n_err == MAX_DIAG + 1)
-            diag_add(p->diag, "%s:%d: too many errors; fix the ones above first", file, line);
+            diag_add(d, "%s:%d: too many errors; fix the ones above first", file, line);
         return;
     }
+    if (!err && p->cfg->warnings.n >= MAX_DIAG)
+        return;
     char *m = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int r = vasprintf(&m, fmt, ap);
-    va_end(ap);
-    if (r < 0)
+    if (vasprintf(&m, fmt, ap) < 0)
         return;
     if (line > 0)
-        diag_add(p->diag, "%s:%d: %s", file, line, m);
+        diag_add(d, "%s:%d: %s", file, line, m);
     else
-        diag_add(p->diag, "%s: %s", file, m);
+        diag_add(d, "%s: %s", file, m);
     free(m);
 }
 
-__attribute__((format(printf, 4, 5))) static void pwarn(struct pctx *p, const char *file, int line,
-                                                        const char *fmt, ...)
+__attribute__((format(printf, 5, 6))) static void report(struct pctx *p, bool err, const char *file,
+                                                         int line, const char *fmt, ...)
 {
-    if (p->cfg->warnings.n >= MAX_DIAG)
-        return;
-    char *m = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int r = vasprintf(&m, fmt, ap);
+    vreport(p, err, file, line, fmt, ap);
     va_end(ap);
-    if (r < 0)
-        return;
-    diag_add(&p->cfg->warnings, "%s:%d: %s", file, line, m);
-    free(m);
 }
+
+/* An error (or warning) about an option checked after the whole file was
+ * read: reported at the line that set it. */
+__attribute__((format(printf, 5, 6))) static void
+report_opt(struct pctx *p, bool err, const char *name, const char *key, const char *fmt, ...)
+{
+    const char *file;
+    int line = where(p, key, name, &file);
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(p, err, file, line, fmt, ap);
+    va_end(ap);
+}
+
+#define perr(p, file, line, ...) report(p, true, file, line, __VA_ARGS__)
+#define pwarn(p, file, line, ...) report(p, false, file, line, __VA_ARGS__)
+#define perr_opt(p, name, key, ...) report_opt(p, true, name, key, __VA_ARGS__)
+#define pwarn_opt(p, name, key, ...) report_opt(p, false, name, key, __VA_ARGS__)
 
 static bool is_list_sep(char c)
 {
@@ -1160,6 +1229,12 @@ int mp_http_url_parse(const char *text, struct mp_http_url *u, char *err, size_t
     }
     char hp[300];
     size_t n = strcspn(rest, "/");
+    if (memchr(rest, '@', n)) {
+        snprintf(err, errlen,
+                 "has user information (user:password@); the proxy's account goes in "
+                 "dcerpc_mapiproxy:username and mapiproxy:password file");
+        return -1;
+    }
     if (rest[n] && strcmp(rest + n, "/")) {
         snprintf(err, errlen, "has a path; give only the scheme, host and port");
         return -1;
@@ -1219,58 +1294,91 @@ static void check_http_auth(struct pctx *p, const char *name)
     const char *a = c->http_auth[0] ? c->http_auth : "pass-through";
     const char *u = c->http_upstream_auth[0] ? c->http_upstream_auth : "ntlm";
     if (strcasecmp(a, "pass-through") && strcasecmp(a, "terminate")) {
-        perr(p, name, 0, "mapiproxy:http auth = \"%s\": use pass-through or terminate", a);
+        perr_opt(p, name, "mapiproxy:http auth",
+                 "mapiproxy:http auth = \"%s\": use pass-through or terminate", a);
         return;
     }
     if (strcasecmp(u, "ntlm") && strcasecmp(u, "basic"))
-        perr(p, name, 0, "mapiproxy:http upstream auth = \"%s\": use ntlm or basic", u);
+        perr_opt(p, name, "mapiproxy:http upstream auth",
+                 "mapiproxy:http upstream auth = \"%s\": use ntlm or basic", u);
     if (strcasecmp(a, "terminate"))
         return;
     if (!c->credentials_file[0])
-        perr(p, name, 0,
-             "mapiproxy:http auth = terminate: clients log on to the proxy, so set "
-             "mapiproxy:credentials file (user:domain:NTHASH lines; the HTTPS front does not "
-             "use mapiproxy:ntlm backend = winbind yet)");
+        perr_opt(p, name, "mapiproxy:http auth",
+                 "mapiproxy:http auth = terminate: clients log on to the proxy, so set "
+                 "mapiproxy:credentials file (user:domain:NTHASH lines; the HTTPS front does not "
+                 "use mapiproxy:ntlm backend = winbind yet)");
     if (!c->username[0])
-        perr(p, name, 0,
-             "mapiproxy:http auth = terminate: the proxy logs on to the upstream with "
-             "dcerpc_mapiproxy:username (and domain, and mapiproxy:password file or "
-             "dcerpc_mapiproxy:password); set them");
+        perr_opt(p, name, "mapiproxy:http auth",
+                 "mapiproxy:http auth = terminate: the proxy logs on to the upstream with "
+                 "dcerpc_mapiproxy:username (and domain, and mapiproxy:password file or "
+                 "dcerpc_mapiproxy:password); set them");
     else if (!c->password[0] && !c->password_file[0])
-        perr(p, name, 0,
-             "mapiproxy:http auth = terminate: dcerpc_mapiproxy:username is set without a "
-             "password: set mapiproxy:password file (or dcerpc_mapiproxy:password)");
+        perr_opt(p, name, "dcerpc_mapiproxy:username",
+                 "mapiproxy:http auth = terminate: dcerpc_mapiproxy:username is set without a "
+                 "password: set mapiproxy:password file (or dcerpc_mapiproxy:password)");
     if (c->have_http_upstream && !c->http_upstream.tls && !strcasecmp(u, "basic"))
-        pwarn(p, name, 0,
-              "mapiproxy:http upstream auth = basic over plain http://: the proxy's password "
-              "goes to the upstream in clear");
+        pwarn_opt(p, name, "mapiproxy:http upstream auth",
+                  "mapiproxy:http upstream auth = basic over plain http://: the proxy's password "
+                  "goes to the upstream in clear");
     if (c->http_basic && c->http_plain)
-        pwarn(p, name, 0,
-              "mapiproxy:http basic = yes with mapiproxy:http plain = yes: clients' passwords "
-              "arrive in clear");
+        pwarn_opt(p, name, "mapiproxy:http basic",
+                  "mapiproxy:http basic = yes with mapiproxy:http plain = yes: clients' passwords "
+                  "arrive in clear");
+}
+
+/* mapiproxy:http relay paths and mapiproxy:http unrelayed urls. */
+static void check_http_paths(struct pctx *p, const char *name)
+{
+    struct mp_config *c = p->cfg;
+    size_t n = 0;
+    for (const char *s = c->http_relay_paths; *s;) {
+        s += strspn(s, ", \t");
+        size_t l = strcspn(s, ", \t");
+        if (!l)
+            break;
+        if (s[0] != '/' || memchr(s, '?', l) || memchr(s, '#', l) || memchr(s, '%', l) || l > 128)
+            perr(p, name, 0,
+                 "mapiproxy:http relay paths: \"%.*s\" is no path prefix; write paths such as "
+                 "/EWS/, /OAB/, /Microsoft-Server-ActiveSync (each begins with '/', no query)",
+                 (int)(l > 128 ? 128 : l), s);
+        if (++n == MP_HTTP_MAX_RELAY_PATHS + 1)
+            perr(p, name, 0, "mapiproxy:http relay paths: more than %d paths",
+                 MP_HTTP_MAX_RELAY_PATHS);
+        s += l;
+    }
+    const char *u = c->http_unrelayed_urls;
+    c->http_drop_unrelayed = !strcasecmp(u, "drop");
+    if (u[0] && !c->http_drop_unrelayed && strcasecmp(u, "keep"))
+        perr(p, name, 0,
+             "mapiproxy:http unrelayed urls \"%s\": use keep (Autodiscover URLs of paths the "
+             "proxy does not relay keep naming the server) or drop (their elements are removed)",
+             u);
 }
 
 /* The HTTP front's options that depend on one another. */
 static void check_http(struct pctx *p, const char *name)
 {
     struct mp_config *c = p->cfg;
+    check_http_paths(p, name);
     if (!c->n_http_listen)
         return;
     if (!c->have_http_upstream)
-        perr(p, name, 0,
-             "mapiproxy:http listen is set but mapiproxy:http upstream is not; add "
-             "\"mapiproxy:http upstream = https://EXCHANGE-HOST\"");
+        perr_opt(p, name, "mapiproxy:http listen",
+                 "mapiproxy:http listen is set but mapiproxy:http upstream is not; add "
+                 "\"mapiproxy:http upstream = https://EXCHANGE-HOST\"");
     if (!c->http_plain && (!c->tls_certificate[0] || !c->tls_key[0]))
-        perr(p, name, 0,
-             "mapiproxy:http listen needs mapiproxy:tls certificate and mapiproxy:tls key (PEM "
-             "files), or an explicit \"mapiproxy:http plain = yes\" to serve plain HTTP");
+        perr_opt(p, name, "mapiproxy:http listen",
+                 "mapiproxy:http listen needs mapiproxy:tls certificate and mapiproxy:tls key (PEM "
+                 "files), or an explicit \"mapiproxy:http plain = yes\" to serve plain HTTP");
     if (c->have_http_upstream && !c->http_upstream.tls)
-        pwarn(p, name, 0,
-              "mapiproxy:http upstream is plain http://: requests and credentials to the "
-              "upstream are not encrypted");
+        pwarn_opt(p, name, "mapiproxy:http upstream",
+                  "mapiproxy:http upstream is plain http://: requests and credentials to the "
+                  "upstream are not encrypted");
     if (!c->tls_verify)
-        pwarn(p, name, 0,
-              "mapiproxy:tls verify = no: the upstream's certificate is not checked (labs only)");
+        pwarn_opt(
+            p, name, "mapiproxy:tls verify",
+            "mapiproxy:tls verify = no: the upstream's certificate is not checked (labs only)");
     check_http_auth(p, name);
 }
 
@@ -1349,18 +1457,7 @@ static void apply_option(struct pctx *p, const struct opt *o, const char *file, 
         *(uint16_t *)field = (uint16_t)x;
         return;
     case K_LOGLEVEL: {
-        static const char *const names[] = {"error", "warning", "info", "debug", "trace"};
-        int lvl = -1;
-        if (parse_plain_uint(v, &x)) {
-            if (x <= 4)
-                lvl = (int)x;
-        } else {
-            for (int i = 0; i < 5; i++)
-                if (!strcasecmp(v, names[i]))
-                    lvl = i;
-            if (!strcasecmp(v, "warn"))
-                lvl = 1;
-        }
+        int lvl = mp_log_level_parse(v);
         if (lvl < 0) {
             perr(p, file, line,
                  "%s \"%s\" is not a log level; write 0-4 or error, warning, info, debug, trace",
@@ -1407,7 +1504,9 @@ static void apply_option(struct pctx *p, const struct opt *o, const char *file, 
         return;
     case K_HTTP_URL:
         if (mp_http_url_parse(v, &c->http_upstream, err, sizeof err) < 0) {
-            perr(p, file, line, "%s \"%s\" %s", o->key, qv(v, q, sizeof q), err);
+            char shown[sizeof q];
+            perr(p, file, line, "%s \"%s\" %s", o->key,
+                 qv(without_userinfo(v, shown, sizeof shown), q, sizeof q), err);
             return;
         }
         c->have_http_upstream = true;
@@ -1465,7 +1564,8 @@ static char *xstrdup(const char *s)
     return r;
 }
 
-static void add_entry(struct pctx *p, const char *key, const char *value, int line)
+static void add_entry(struct pctx *p, const char *file, const char *key, const char *value,
+                      int line)
 {
     struct mp_config *c = p->cfg;
     if (c->n_entries == p->cap_entries) {
@@ -1480,11 +1580,13 @@ static void add_entry(struct pctx *p, const char *key, const char *value, int li
     e->section = xstrdup(p->section);
     e->key = xstrdup(key);
     e->value = xstrdup(value);
+    e->file = xstrdup(file);
     e->line = line;
-    if (!e->section || !e->key || !e->value) {
+    if (!e->section || !e->key || !e->value || !e->file) {
         free(e->section);
         free(e->key);
         free(e->value);
+        free(e->file);
         return;
     }
     c->n_entries++;
@@ -1622,7 +1724,7 @@ static void parse_line(struct pctx *p, const char *file, int line, char *s, int 
     }
     if (!p->section)
         goto out;
-    add_entry(p, key, val, line);
+    add_entry(p, file, key, val, line);
     bool global = !strcmp(p->section, "global");
     if (!strcmp(key, "include")) {
         do_include(p, file, line, val, depth);
@@ -1757,12 +1859,16 @@ static void set_defaults(struct mp_config *c)
     c->transparent = true;
     c->max_fragments = 4096;
     c->tls_verify = true;
+    c->mailbox_auth = true;
+    c->mailbox_directory = true;
     c->http_header_timeout_s = 30;
     c->http_idle_timeout_s = 300;
     c->http_upstream_timeout_s = 120;
     c->http_max_header = 32u << 10;
     c->http_max_body = 64u << 20;
     c->http_max_rewrite = 1u << 20;
+    c->http_held_budget = 32u << 20;
+    snprintf(c->http_relay_paths, sizeof c->http_relay_paths, "%s", MP_HTTP_DEFAULT_RELAY_PATHS);
 }
 
 static void free_entries(struct mp_config *c)
@@ -1771,6 +1877,7 @@ static void free_entries(struct mp_config *c)
         free(c->entries[i].section);
         free(c->entries[i].key);
         free(c->entries[i].value);
+        free(c->entries[i].file);
     }
     free(c->entries);
     c->entries = NULL;
@@ -1803,44 +1910,54 @@ static void check_auth_options(struct pctx *p, const char *name)
     if (c->upstream_auth_level[0] && strcasecmp(c->upstream_auth_level, "privacy") &&
         strcasecmp(c->upstream_auth_level, "integrity") &&
         strcasecmp(c->upstream_auth_level, "connect"))
-        perr(p, name, 0, "mapiproxy:upstream auth level \"%s\": use privacy, integrity or connect",
-             c->upstream_auth_level);
+        perr_opt(p, name, "mapiproxy:upstream auth level",
+                 "mapiproxy:upstream auth level \"%s\": use privacy, integrity or connect",
+                 c->upstream_auth_level);
     if (c->min_client_auth_level[0] && mp_auth_level_parse(c->min_client_auth_level) < 0)
-        perr(p, name, 0,
-             "mapiproxy:min client auth level \"%s\": use none, connect, call, packet, integrity "
-             "or privacy",
-             c->min_client_auth_level);
+        perr_opt(p, name, "mapiproxy:min client auth level",
+                 "mapiproxy:min client auth level \"%s\": use none, connect, call, packet, "
+                 "integrity or privacy",
+                 c->min_client_auth_level);
     bool s4u = !strcasecmp(c->delegation, "s4u");
     if (c->delegation[0] && !s4u && strcasecmp(c->delegation, "none"))
-        perr(p, name, 0, "mapiproxy:delegation \"%s\": use none or s4u", c->delegation);
+        perr_opt(p, name, "mapiproxy:delegation", "mapiproxy:delegation \"%s\": use none or s4u",
+                 c->delegation);
     if (s4u && (!c->keytab[0] || !c->service_principal[0] || !c->upstream_spn[0]))
-        perr(p, name, 0,
-             "mapiproxy:delegation = s4u needs mapiproxy:keytab, mapiproxy:service principal "
-             "(the proxy's account, allowed to delegate) and mapiproxy:upstream spn");
+        perr_opt(p, name, "mapiproxy:delegation",
+                 "mapiproxy:delegation = s4u needs mapiproxy:keytab, mapiproxy:service principal "
+                 "(the proxy's account, allowed to delegate) and mapiproxy:upstream spn");
     if (s4u && !c->realm[0] && c->credentials_file[0])
-        perr(p, name, 0,
-             "mapiproxy:delegation = s4u with NTLM clients (mapiproxy:credentials file) needs "
-             "realm (NTLM users are impersonated as user@REALM)");
+        perr_opt(p, name, "mapiproxy:delegation",
+                 "mapiproxy:delegation = s4u with NTLM clients (mapiproxy:credentials file) needs "
+                 "realm (NTLM users are impersonated as user@REALM)");
     bool winbind = !strcasecmp(c->ntlm_backend, "winbind");
     if (c->ntlm_backend[0] && !winbind && strcasecmp(c->ntlm_backend, "file"))
-        perr(p, name, 0, "mapiproxy:ntlm backend \"%s\": use file or winbind", c->ntlm_backend);
+        perr_opt(p, name, "mapiproxy:ntlm backend",
+                 "mapiproxy:ntlm backend \"%s\": use file or winbind", c->ntlm_backend);
     if (winbind && c->credentials_file[0])
-        perr(p, name, 0,
-             "mapiproxy:ntlm backend = winbind checks NTLM users with the domain: remove "
-             "mapiproxy:credentials file (or set mapiproxy:ntlm backend = file)");
+        perr_opt(p, name, "mapiproxy:ntlm backend",
+                 "mapiproxy:ntlm backend = winbind checks NTLM users with the domain: remove "
+                 "mapiproxy:credentials file (or set mapiproxy:ntlm backend = file)");
     if (c->winbind_socket_dir[0] && !winbind)
-        perr(p, name, 0,
-             "mapiproxy:winbind socket dir is set but mapiproxy:ntlm backend is not "
-             "winbind");
+        perr_opt(p, name, "mapiproxy:winbind socket dir",
+                 "mapiproxy:winbind socket dir is set but mapiproxy:ntlm backend is not "
+                 "winbind");
     if (c->winbind_socket_dir[0] && c->winbind_socket_dir[0] != '/')
-        perr(p, name, 0, "mapiproxy:winbind socket dir \"%s\": give an absolute path",
-             c->winbind_socket_dir);
+        perr_opt(p, name, "mapiproxy:winbind socket dir",
+                 "mapiproxy:winbind socket dir \"%s\": give an absolute path",
+                 c->winbind_socket_dir);
     if (c->groups_file[0] && access(c->groups_file, R_OK))
-        perr(p, name, 0, "mapiproxy:groups file %s: %s", c->groups_file, strerror(errno));
+        perr_opt(p, name, "mapiproxy:groups file",
+                 "mapiproxy:groups file %s: %s; give a readable file", c->groups_file,
+                 strerror(errno));
+    if (c->mailbox_map[0] && access(c->mailbox_map, R_OK))
+        perr_opt(p, name, "mapiproxy:mailbox map",
+                 "mapiproxy:mailbox map %s: %s; give a readable file", c->mailbox_map,
+                 strerror(errno));
     if (s4u && !c->realm[0] && winbind)
-        perr(p, name, 0,
-             "mapiproxy:delegation = s4u with NTLM clients (mapiproxy:ntlm backend = winbind) "
-             "needs realm (NTLM users are impersonated as user@REALM)");
+        perr_opt(p, name, "mapiproxy:delegation",
+                 "mapiproxy:delegation = s4u with NTLM clients (mapiproxy:ntlm backend = winbind) "
+                 "needs realm (NTLM users are impersonated as user@REALM)");
     const char *files[][2] = {{"mapiproxy:keytab", c->keytab},
                               {"mapiproxy:upstream keytab", c->upstream_keytab}};
     for (size_t i = 0; i < 2; i++) {
@@ -1848,26 +1965,65 @@ static void check_auth_options(struct pctx *p, const char *name)
         if (!strncmp(f, "FILE:", 5))
             f += 5;
         if (f[0] && access(f, R_OK))
-            perr(p, name, 0, "%s %s: %s", files[i][0], f, strerror(errno));
+            perr_opt(p, name, files[i][0], "%s %s: %s; give a keytab the proxy can read",
+                     files[i][0], f, strerror(errno));
     }
     if (c->upstream_spn[0] && !s4u && !c->upstream_keytab[0] && !c->upstream_ccache[0])
-        perr(p, name, 0,
-             "mapiproxy:upstream spn is set: give the proxy's upstream identity with "
-             "mapiproxy:upstream keytab and/or mapiproxy:upstream ccache, or set "
-             "mapiproxy:delegation = s4u");
+        perr_opt(p, name, "mapiproxy:upstream spn",
+                 "mapiproxy:upstream spn is set: give the proxy's upstream identity with "
+                 "mapiproxy:upstream keytab and/or mapiproxy:upstream ccache, or set "
+                 "mapiproxy:delegation = s4u");
     char list[sizeof c->passthrough_ifaces];
     scopy(list, sizeof list, c->passthrough_ifaces);
     for (char *save = NULL, *t = strtok_r(list, " ,\t", &save); t;
          t = strtok_r(NULL, " ,\t", &save)) {
         struct mp_iface_spec spec;
         if (mp_iface_parse(t, &spec))
-            perr(p, name, 0, "mapiproxy:pass-through interfaces: unknown interface \"%s\"", t);
+            perr_opt(p, name, "mapiproxy:pass-through interfaces",
+                     "mapiproxy:pass-through interfaces: unknown interface \"%s\"", t);
+    }
+}
+
+static bool wildcard_host(const char *h)
+{
+    return !h[0] || !strcmp(h, "0.0.0.0") || !strcmp(h, "::") || !strcmp(h, "*");
+}
+
+/* Two listeners on one port: the daemon would fail to bind the second. */
+static void check_ports(struct pctx *p, const char *name)
+{
+    const struct mp_config *c = p->cfg;
+    if (c->epm_port && c->epm_port == c->rpc_port)
+        perr_opt(p, name, "mapiproxy:rpc port",
+                 "mapiproxy:rpc port %u is also mapiproxy:epmapper port; give them different "
+                 "ports",
+                 c->rpc_port);
+    for (size_t i = 0; i < c->n_http_listen; i++) {
+        const struct mp_http_listen *h = &c->http_listen[i];
+        bool overlap = false;
+        for (size_t j = 0; j < c->n_listen && !overlap; j++)
+            overlap = wildcard_host(h->host) || wildcard_host(c->listen[j].host) ||
+                      !strcasecmp(h->host, c->listen[j].host);
+        if (overlap && (h->port == c->epm_port || h->port == c->rpc_port))
+            perr_opt(p, name, "mapiproxy:http listen",
+                     "mapiproxy:http listen %s:%u uses the port of mapiproxy:%s on the same "
+                     "address; give it another port",
+                     h->host, h->port, h->port == c->epm_port ? "epmapper port" : "rpc port");
+        for (size_t k = 0; k < i; k++)
+            if (c->http_listen[k].port == h->port &&
+                (wildcard_host(h->host) || wildcard_host(c->http_listen[k].host) ||
+                 !strcasecmp(h->host, c->http_listen[k].host)))
+                perr_opt(p, name, "mapiproxy:http listen",
+                         "mapiproxy:http listen names port %u twice on the same address; "
+                         "remove one",
+                         h->port);
     }
 }
 
 static int finish(struct pctx *p, const char *name)
 {
     check_auth_options(p, name);
+    check_ports(p, name);
     /* An invalid binding line was reported already; only a missing one here. */
     if (!p->have_binding && !p->binding_seen)
         perr(p, name, 0,
@@ -2040,8 +2196,41 @@ const char mp_default_config[] =
     "    mapiproxy:epmapper port = 135\n"
     "    mapiproxy:rpc port = 6100\n"
     "\n"
-    "    # The upstream server's endpoint mapper (the lab's stand-in listens on 1350).\n"
-    "    mapiproxy:upstream epmapper port = 1350\n"
+    "    # The upstream server's endpoint mapper (Exchange and Windows: 135).\n"
+    "    mapiproxy:upstream epmapper port = 135\n"
     "\n"
     "    # 0 error, 1 warning, 2 info, 3 debug, 4 trace\n"
     "    mapiproxy:log level = info\n";
+
+/* Keys whose value differs between a and b (set in one only counts), as a
+ * ", "-separated list in out, each once; values are compared, never copied.
+ * Returns the number of keys. */
+size_t mp_config_diff(const struct mp_config *a, const struct mp_config *b, const char *ignore,
+                      char *out, size_t n)
+{
+    size_t count = 0, o = 0;
+    if (n)
+        out[0] = 0;
+    const struct mp_config *sides[2] = {a, b};
+    for (int s = 0; s < 2; s++) {
+        const struct mp_config *x = sides[s], *y = sides[!s];
+        for (size_t i = 0; i < x->n_entries; i++) {
+            const char *k = x->entries[i].key;
+            bool listed = false; /* an earlier entry of x with this key, or of a when s==1 */
+            for (size_t j = 0; j < i && !listed; j++)
+                listed = !strcmp(x->entries[j].key, k);
+            for (size_t j = 0; s == 1 && j < y->n_entries && !listed; j++)
+                listed = !strcmp(y->entries[j].key, k);
+            if (listed || (ignore && !strcmp(k, ignore)))
+                continue;
+            const char *vx = mp_config_get(x, k), *vy = mp_config_get(y, k);
+            if (vx && vy && !strcmp(vx, vy))
+                continue;
+            count++;
+            int w = snprintf(out + o, n > o ? n - o : 0, "%s%s", o ? ", " : "", k);
+            if (w > 0 && o + (size_t)w < n)
+                o += (size_t)w;
+        }
+    }
+    return count;
+}

@@ -15,6 +15,11 @@
 #define MP_MAX_LISTEN 8
 #define MP_MAX_IFACES 32
 #define MP_MAX_MODULES 32
+/* HTTP front paths relayed besides MAPI/HTTP, Autodiscover and RPC/HTTP:
+ * what Outlook needs for free/busy, out-of-office (EWS) and the offline
+ * address book (OAB). */
+#define MP_HTTP_DEFAULT_RELAY_PATHS "/EWS/, /OAB/"
+#define MP_HTTP_MAX_RELAY_PATHS 16
 
 /* An interface to relay, by name or by UUID/version. */
 struct mp_iface_spec {
@@ -146,7 +151,11 @@ struct mp_config {
     uint32_t http_max_header;         /* mapiproxy:http max header size (32 KiB) */
     uint32_t http_max_body;           /* mapiproxy:http max body (request, 64 MiB) */
     uint32_t http_max_rewrite;        /* mapiproxy:http max rewrite body (1 MiB) */
+    uint32_t http_held_budget;        /* mapiproxy:http held body budget (32 MiB) */
     bool http_relay_all;              /* mapiproxy:http relay all paths (no) */
+    char http_relay_paths[512];       /* mapiproxy:http relay paths (MP_HTTP_DEFAULT_RELAY_PATHS) */
+    char http_unrelayed_urls[16];     /* mapiproxy:http unrelayed urls: keep (default), drop */
+    bool http_drop_unrelayed;         /* ... = drop */
     /* authentication termination on the HTTPS front (src/http/hauth.c) */
     char http_auth[32];          /* mapiproxy:http auth: pass-through (default) | terminate */
     bool http_basic;             /* mapiproxy:http basic: clients may use Basic (no) */
@@ -156,6 +165,10 @@ struct mp_config {
     char ntlm_backend[16];        /* mapiproxy:ntlm backend: file (default) | winbind */
     char winbind_socket_dir[256]; /* mapiproxy:winbind socket dir ("" = libwbclient's default) */
     char groups_file[512];        /* mapiproxy:groups file: "group: user, user" lines */
+    /* mailbox authorization under specified credentials (doc/security.md) */
+    bool mailbox_auth;      /* mapiproxy:mailbox authorization (yes) */
+    bool mailbox_directory; /* mapiproxy:mailbox directory (yes): DNs by NSPI lookup */
+    char mailbox_map[512];  /* mapiproxy:mailbox map: "user: DN", "delegate user: mailbox" */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */
     struct mp_diag warnings;
@@ -170,6 +183,7 @@ struct mp_config_entry {
     char *section; /* lower-case */
     char *key;     /* normalized: lower-case, white space folded */
     char *value;   /* trimmed */
+    char *file;    /* the file (or include) it was read from */
     int line;
 };
 
@@ -192,6 +206,25 @@ void mp_diag_free(struct mp_diag *diag);
 const char *mp_config_get(const struct mp_config *cfg, const char *key);
 bool mp_config_get_bool(const struct mp_config *cfg, const char *key, bool dflt);
 long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt);
+
+/* Where key (normalized, e.g. "mapiproxy:credentials file") was last set:
+ * returns the line and sets *file, or 0 with *file = cfg->path. */
+int mp_config_where(const struct mp_config *cfg, const char *key, const char **file);
+
+/* A log level: 0-4 or error, warn(ing), info, debug, trace (any case); -1 if neither. */
+int mp_log_level_parse(const char *v);
+
+/* The keys (but `ignore`, a normalized key or NULL) whose values differ
+ * between two loaded configurations, ", " separated in out (truncated to n);
+ * returns how many. */
+size_t mp_config_diff(const struct mp_config *a, const struct mp_config *b, const char *ignore,
+                      char *out, size_t n);
+
+/* The start-up checks the daemon would otherwise fail on, beyond the syntax:
+ * files (credentials and password files present and not readable by others,
+ * keytabs, TLS certificate and key), modules (known, loadable, right ABI),
+ * ports used twice.  Each error "FILE:LINE: what; fix" into diag.  0 or -1. */
+int mp_config_check_runtime(const struct mp_config *cfg, struct mp_diag *diag);
 
 /* Well-known interfaces: fills spec from a name ("exchange_emsmdb",
  * "exchange_nsp", "exchange_ds_rfr", "exchange_async_emsmdb", "epmapper",

@@ -1,11 +1,15 @@
 #include "core/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int mp_log_threshold = MP_LOG_INFO;
 static FILE *log_fp;
+static char log_path[512];
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", "trace"};
 
@@ -15,12 +19,42 @@ int mp_log_open(const char *path)
         log_fp = NULL;
         return 0;
     }
-    FILE *fp = fopen(path, "a");
+    if (strlen(path) >= sizeof log_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    FILE *fp = fopen(path, "ae");
     if (!fp)
         return -1;
     setvbuf(fp, NULL, _IOLBF, 0);
+    if (log_fp)
+        fclose(log_fp);
     log_fp = fp;
+    strcpy(log_path, path);
     return 0;
+}
+
+/* The new file takes the old one's descriptor number (dup3), so a thread
+ * writing a line at that moment writes it whole to one file or the other;
+ * log_fp itself never changes. */
+int mp_log_reopen(void)
+{
+    if (!log_fp)
+        return 1;
+    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -1;
+    fflush(log_fp);
+    int r = dup3(fd, fileno(log_fp), O_CLOEXEC);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return r < 0 ? -1 : 0;
+}
+
+const char *mp_log_path(void)
+{
+    return log_fp ? log_path : NULL;
 }
 
 void mp_log_close(void)
@@ -54,4 +88,20 @@ void mp_log_at(int level, const char *fmt, ...)
     fwrite(line, 1, len, log_fp ? log_fp : stderr);
     if (!log_fp)
         fflush(stderr);
+}
+
+void mp_log_safe(char *p)
+{
+    for (; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == ' ')
+            *p = '?';
+}
+
+const char *mp_log_safe_copy(char *dst, size_t n, const char *src)
+{
+    if (!n)
+        return dst;
+    snprintf(dst, n, "%s", src);
+    mp_log_safe(dst);
+    return dst;
 }

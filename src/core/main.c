@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -19,26 +20,143 @@
 
 static void usage(FILE *fp)
 {
-    fprintf(fp, "usage: mapiproxy [-c FILE] [--check] [--log-level N] [--version]\n"
+    fprintf(fp, "usage: mapiproxy [-c FILE] [-d LEVEL]\n"
+                "       mapiproxy --check [-c FILE]\n"
+                "       mapiproxy --print-default | --version | --help\n"
                 "  -c, --config FILE   smb.conf-syntax configuration (default: the embedded one)\n"
-                "      --check         validate the configuration, report every error, exit\n"
+                "      --check         validate the configuration as the daemon would at start\n"
+                "                      (files, modules, ports), report every error, exit 0 or 1\n"
                 "      --print-default print the embedded default configuration\n"
-                "  -d, --log-level N   0 error .. 4 trace (overrides mapiproxy:log level)\n");
+                "  -d, --log-level L   0-4 or error, warn, info, debug, trace\n"
+                "                      (overrides mapiproxy:log level)\n"
+                "  -V, --version       print the version\n"
+                "  -h, --help          this text\n"
+                "Signals: TERM, INT stop; HUP re-reads the configuration; USR1 reopens the\n"
+                "log file; USR2 is ignored (doc/operations.md).\n");
 }
 
-struct sig_watch {
+struct daemon {
     struct mp_io io;
     struct mp_loop *loop;
+    const char *path;      /* -c FILE, NULL for the embedded default */
+    int level_override;    /* -d, or -1 */
+    struct mp_config *cfg; /* the running configuration */
 };
+
+static const char *cfg_name(const char *path)
+{
+    return path ? path : "(embedded default)";
+}
+
+/* Loads the configuration and runs the start-up checks; every problem goes to
+ * diag.  Returns 0 when the daemon would start with it. */
+static int load_checked(struct mp_config *cfg, const char *path, struct mp_diag *diag)
+{
+    int rc = path ? mp_config_load(cfg, path, diag)
+                  : mp_config_load_text(cfg, cfg_name(NULL), mp_default_config, diag);
+    if (rc)
+        return rc;
+    if (mp_config_check_runtime(cfg, diag)) {
+        mp_config_free(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+/* SIGHUP: re-read and validate the configuration.  Applied at once: the log
+ * level.  Every other change is named in the log as needing a restart (the
+ * listeners, modules and sessions keep the configuration they started with). */
+static void reload(struct daemon *d)
+{
+    static struct mp_config next;
+    struct mp_diag diag = {0};
+    const char *name = cfg_name(d->path);
+    int rc = load_checked(&next, d->path, &diag);
+    for (size_t i = 0; i < diag.n; i++)
+        mp_error("reload: %s", diag.msgs[i]);
+    mp_diag_free(&diag);
+    if (rc) {
+        mp_error("reload: %s refused (the errors above); the running configuration stays", name);
+        return;
+    }
+    for (size_t i = 0; i < next.warnings.n; i++)
+        mp_warn("reload: %s", next.warnings.msgs[i]);
+    bool level = false;
+    if (d->level_override < 0 && next.log_level != mp_log_threshold) {
+        mp_log_threshold = next.log_level;
+        level = true;
+    }
+    char changed[1024];
+    size_t n = mp_config_diff(d->cfg, &next, "mapiproxy:log level", changed, sizeof changed);
+    if (level)
+        mp_info("reload: %s: mapiproxy:log level is now %d", name, mp_log_threshold);
+    if (n)
+        mp_warn("reload: %s is valid, but these changes are not applied until a restart "
+                "(live reload covers mapiproxy:log level only): %s",
+                name, changed);
+    else
+        mp_info("reload: %s: no change that needs a restart", name);
+    mp_config_free(&next);
+}
 
 static void on_signal(struct mp_io *io, uint32_t ev)
 {
-    struct sig_watch *w = io->data;
+    struct daemon *d = io->data;
     struct signalfd_siginfo si;
-    if (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        mp_info("signal %u received: shutting down", si.ssi_signo);
-        mp_loop_stop(w->loop);
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        switch (si.ssi_signo) {
+        case SIGHUP:
+            mp_info("signal HUP received: re-reading %s", cfg_name(d->path));
+            reload(d);
+            break;
+        case SIGUSR1: {
+            int r = mp_log_reopen();
+            if (r == 0)
+                mp_info("signal USR1 received: log file %s reopened", mp_log_path());
+            else if (r > 0)
+                mp_info("signal USR1 received: logging to stderr, nothing to reopen");
+            else
+                mp_error("signal USR1 received: cannot reopen log file %s: %s; still writing "
+                         "to the old file",
+                         mp_log_path(), strerror(errno));
+            break;
+        }
+        case SIGUSR2:
+            mp_info("signal USR2 received: ignored (it has no meaning for mapiproxy)");
+            break;
+        default:
+            mp_info("signal %s received: shutting down", si.ssi_signo == SIGINT ? "INT" : "TERM");
+            mp_loop_stop(d->loop);
+        }
     }
+}
+
+/* Two descriptors per relayed connection (client and upstream) and a few for
+ * listeners, the event loop, the log and the KDC worker. */
+static void check_nofile(const struct mp_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return;
+    rlim_t need = 2 * (rlim_t)cfg->max_connections + 64;
+    if (rl.rlim_cur >= need)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+    if (rl.rlim_cur > was && !setrlimit(RLIMIT_NOFILE, &rl))
+        mp_info("open files limit raised from %llu to %llu (mapiproxy:max connections %u needs "
+                "%llu)",
+                (unsigned long long)was, (unsigned long long)rl.rlim_cur, cfg->max_connections,
+                (unsigned long long)need);
+    else
+        rl.rlim_cur = was;
+    if (rl.rlim_cur < need)
+        mp_warn("open files limit %llu (hard %llu) is below the %llu that mapiproxy:max "
+                "connections = %u needs: about %llu connections fit; raise the limit (ulimit "
+                "-n, systemd LimitNOFILE=) or lower mapiproxy:max connections",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                (unsigned long long)need, cfg->max_connections,
+                rl.rlim_cur > 16 ? (unsigned long long)(rl.rlim_cur - 16) / 2 : 0ULL);
 }
 
 int main(int argc, char **argv)
@@ -65,7 +183,14 @@ int main(int argc, char **argv)
             fputs(mp_default_config, stdout);
             return 0;
         case 'd':
-            level = atoi(optarg);
+            level = mp_log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr,
+                        "mapiproxy: -d \"%s\" is not a log level; give 0-4 or error, warn, "
+                        "info, debug, trace\n",
+                        optarg);
+                return 2;
+            }
             break;
         case 'V':
             printf("mapiproxy %s\n", MP_VERSION);
@@ -78,23 +203,31 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (optind < argc) {
+        fprintf(stderr,
+                "mapiproxy: unexpected argument \"%s\"; the configuration file is given "
+                "with -c FILE (see --help)\n",
+                argv[optind]);
+        return 2;
+    }
     static struct mp_config cfg;
     struct mp_diag diag = {0};
-    int rc = path ? mp_config_load(&cfg, path, &diag)
-                  : mp_config_load_text(&cfg, "(embedded default)", mp_default_config, &diag);
+    int rc = check  ? load_checked(&cfg, path, &diag)
+             : path ? mp_config_load(&cfg, path, &diag)
+                    : mp_config_load_text(&cfg, cfg_name(NULL), mp_default_config, &diag);
     for (size_t i = 0; i < diag.n; i++)
         fprintf(stderr, "%s\n", diag.msgs[i]);
     mp_diag_free(&diag);
-    for (size_t i = 0; i < cfg.warnings.n; i++)
+    for (size_t i = 0; !rc && i < cfg.warnings.n; i++)
         fprintf(stderr, "%s\n", cfg.warnings.msgs[i]);
     if (rc) {
         fprintf(stderr, "mapiproxy: configuration %s is not valid; fix the lines above\n",
-                path ? path : "(embedded default)");
+                cfg_name(path));
         mp_config_free(&cfg);
         return 1;
     }
     if (check) {
-        printf("%s: configuration OK\n", path ? path : "(embedded default)");
+        printf("%s: configuration OK\n", cfg_name(path));
         mp_config_free(&cfg);
         return 0;
     }
@@ -115,13 +248,17 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     sigprocmask(SIG_BLOCK, &set, NULL);
     struct mp_loop *loop = mp_loop_new();
     if (!loop) {
         mp_error("cannot create the event loop: %s", strerror(errno));
         return 1;
     }
-    struct sig_watch sw = {.loop = loop};
+    check_nofile(&cfg);
+    struct daemon sw = {.loop = loop, .path = path, .level_override = level, .cfg = &cfg};
     sw.io.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     sw.io.cb = on_signal;
     sw.io.data = &sw;

@@ -331,3 +331,18 @@ int mp_build_response(struct mp_buf *out, uint8_t flags, uint32_t call_id, uint1
         return -1;
     return end_pdu(out, start, NULL);
 }
+
+int mp_build_auth3(struct mp_buf *out, uint32_t call_id, uint8_t auth_type, uint8_t auth_level,
+                   uint32_t context_id, const uint8_t *token, size_t len)
+{
+    uint8_t hdr[MP_HDR_LEN + 4 + 8] = {5, 0, MP_PT_AUTH3, MP_PFC_FIRST | MP_PFC_LAST, 0x10};
+    if (sizeof(hdr) + len > 0xffff)
+        return -1;
+    mp_put16(hdr + 8, (uint16_t)(sizeof(hdr) + len));
+    mp_put16(hdr + 10, (uint16_t)len);
+    mp_put32(hdr + 12, call_id);
+    hdr[20] = auth_type;
+    hdr[21] = auth_level;
+    mp_put32(hdr + 24, context_id);
+    return mp_buf_append(out, hdr, sizeof(hdr)) || mp_buf_append(out, token, len) ? -1 : 0;
+}

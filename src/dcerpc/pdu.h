@@ -180,5 +180,9 @@ int mp_build_request(struct mp_buf *out, uint8_t flags, uint32_t call_id, uint16
                      uint32_t alloc_hint);
 int mp_build_response(struct mp_buf *out, uint8_t flags, uint32_t call_id, uint16_t ctx_id,
                       const uint8_t *stub, size_t stub_len, uint32_t alloc_hint);
+/* An AUTH3 (the third leg of a bind's authentication): header, 4 bytes of
+ * padding, sec_trailer, token.  0 or -1 (token too large). */
+int mp_build_auth3(struct mp_buf *out, uint32_t call_id, uint8_t auth_type, uint8_t auth_level,
+                   uint32_t context_id, const uint8_t *token, size_t len);
 
 #endif

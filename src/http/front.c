@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,15 +33,24 @@
 #include "core/log.h"
 #include "http/hauth.h"
 #include "http/msg.h"
+#include "http/path.h"
 #include "http/rewrite.h"
+#include "modules/rewrite.h"
 #include "mapihttp/mhcall.h"
 #include "mapihttp/stream.h"
+#include "net/accept.h"
 #include "modules/runtime.h"
 
 #define READ_CHUNK 16384
 #define MAX_PARKED (64u << 10) /* client bytes read ahead while a request waits */
+/* A request body must average this many bytes a second, after a grace of
+ * mapiproxy:http header timeout, or the request gets 408 (doc/internals/http.md). */
+#define BODY_MIN_RATE 4096u
 
 struct hsess;
+
+#define COWN_BUCKETS 1024u
+#define MAX_COWN 65536u
 
 struct side {
     struct hsess *s;
@@ -81,6 +91,20 @@ struct mp_http {
     struct mhsess *mh;       /* module sessions by MapiContext cookie */
     size_t n_mh;
     struct mp_hauth auth; /* mapiproxy:http auth = terminate (hauth.c) */
+    uint64_t held;        /* body bytes held by the module path (http held body budget) */
+    struct cown *cown[COWN_BUCKETS]; /* MAPI/HTTP session cookies and who they belong to */
+    size_t n_cown;
+    uint64_t cown_swept_ms;
+};
+
+/* A MAPI/HTTP session cookie (MapiContext, gromox's sid) the upstream set,
+ * and the identity of the request it answered: only that identity may use
+ * it (doc/security.md). */
+struct cown {
+    struct cown *next;
+    char cookie[128];
+    char who[520];
+    uint64_t last_ms;
 };
 
 /* A MAPI/HTTP session for the module chain: the upstream's MapiContext
@@ -108,10 +132,13 @@ struct hsess {
     bool dead, closing;
     int err_status; /* set by a request callback that fails: 413, 431 */
     /* the current request */
-    bool in_request;   /* between message begin and the end of its response */
-    bool req_complete; /* its body is all read */
-    bool forwarded;    /* its head went upstream */
-    int local_status;  /* answered by the proxy (body discarded), or 0 */
+    bool in_request;    /* between message begin and the end of its response */
+    bool req_complete;  /* its body is all read */
+    bool forwarded;     /* its head went upstream */
+    int local_status;   /* answered by the proxy (body discarded), or 0 */
+    uint32_t local_rc;  /* with local_status 200: the X-ResponseCode of the proxy's answer */
+    char who[520];      /* the identity of this request ("" when the proxy cannot tell) */
+    char conn_who[520]; /* pass-through: the NTLM identity of the connection */
     bool req_chunked, head_req, keepalive, client_http10;
     enum route route;
     char method[16], path[160], xtype[48], xid[96];
@@ -132,6 +159,8 @@ struct hsess {
     struct mp_mh_call *mc;
     struct mp_session *mses; /* the module session of this request */
     struct mp_buf mreq;      /* the request body */
+    size_t m_limit;          /* the most of it held for its request type */
+    size_t held;             /* this session's part of h->held */
     struct mp_mh_stream mst; /* the response entity */
     struct mp_buf mraw;      /* the response entity as received */
     unsigned m_proc, m_pend; /* meta-tags passed on to the client */
@@ -141,6 +170,7 @@ struct hsess {
     bool pumping;            /* inside pump(): callbacks must not pump again */
     /* deadlines (ms; 0 = none) */
     uint64_t header_dl, idle_dl, upstream_dl;
+    uint64_t body_t0, body_dl; /* the request body's: body_t0 + grace + bytes / BODY_MIN_RATE */
     /* authentication termination (hauth.c): the client's logon, the 401's
      * WWW-Authenticate lines; the proxy's NTLM handshake on the upstream
      * connection, whose requests go from ua_out while u.out is held */
@@ -286,6 +316,8 @@ static const char *reason_of(int st)
         return "Request Header Fields Too Large";
     case 501:
         return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
     case 502:
         return "Bad Gateway";
     case 504:
@@ -322,6 +354,28 @@ static void send_local(struct hsess *s, int st, bool close)
     s->status = st;
     s->resp_started = true;
     if (close)
+        s->closing = true;
+}
+
+/* A MAPI/HTTP failure answered by the proxy (MS-OXCMAPIHTTP 2.2.3.3.3):
+ * 200, X-ResponseCode, a short human-readable body. */
+static void send_mh_error(struct hsess *s, uint32_t code)
+{
+    char head[512], body[128];
+    const char *text = mp_mh_response_code_name(code);
+    int bl = snprintf(body, sizeof body, "<html><body><p>%s</p></body></html>\r\n",
+                      text ? text : "error");
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-ResponseCode: %u\r\n"
+                      "X-RequestType: %s\r\nX-RequestId: %s\r\nCache-Control: private\r\n"
+                      "Content-Length: %d\r\n%s\r\n",
+                      code, s->xtype, s->xid, bl, s->keepalive ? "" : "Connection: close\r\n");
+    if (hl < 0 || (size_t)hl >= sizeof head || mp_buf_append(&s->c.out, head, (size_t)hl) ||
+        mp_buf_append(&s->c.out, body, (size_t)bl))
+        s->closing = true;
+    s->status = 200;
+    s->resp_started = true;
+    if (!s->keepalive)
         s->closing = true;
 }
 
@@ -467,8 +521,156 @@ static void mh_forget(struct hsess *s)
         mh_drop(s->h, m);
 }
 
+/* n more bytes of a body held by the module path: 0, 413 when the
+ * request type's limit is passed, 503 when mapiproxy:http held body budget
+ * is (all sessions together). */
+static int hold(struct hsess *s, size_t have, size_t n, size_t limit)
+{
+    struct mp_http *h = s->h;
+    if (n > limit || have > limit - n)
+        return 413;
+    if (h->held + n > h->cfg->http_held_budget)
+        return 503;
+    h->held += n;
+    s->held += n;
+    return 0;
+}
+
+/* ---- session cookies bound to identities (doc/security.md) ---- */
+
+static struct cown **cown_bucket(struct mp_http *h, const char *c, size_t n)
+{
+    uint32_t x = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ (uint8_t)c[i]) * 16777619u;
+    return &h->cown[x % COWN_BUCKETS];
+}
+
+static struct cown *cown_find(struct mp_http *h, const char *c, size_t n)
+{
+    for (struct cown *o = *cown_bucket(h, c, n); o; o = o->next)
+        if (strlen(o->cookie) == n && !memcmp(o->cookie, c, n))
+            return o;
+    return NULL;
+}
+
+/* Cookies unused for two hours go (at most once a minute); beyond
+ * MAX_COWN, the least recently used. */
+static void cown_sweep(struct mp_http *h)
+{
+    uint64_t now = mp_now_ms();
+    if (h->n_cown < MAX_COWN && now - h->cown_swept_ms < 60000)
+        return;
+    h->cown_swept_ms = now;
+    struct cown **oldest = NULL;
+    for (size_t b = 0; b < COWN_BUCKETS; b++)
+        for (struct cown **pp = &h->cown[b]; *pp;) {
+            struct cown *o = *pp;
+            if (now - o->last_ms > MH_SESSION_IDLE_MS) {
+                *pp = o->next;
+                free(o);
+                h->n_cown--;
+                continue;
+            }
+            if (!oldest || o->last_ms < (*oldest)->last_ms)
+                oldest = pp;
+            pp = &o->next;
+        }
+    if (h->n_cown >= MAX_COWN && oldest) {
+        struct cown *o = *oldest;
+        *oldest = o->next;
+        free(o);
+        h->n_cown--;
+    }
+}
+
+/* The upstream set a session cookie in its answer: it belongs to the
+ * identity of the request (nobody's when the proxy cannot tell who). */
+static void cown_register(struct hsess *s)
+{
+    struct mp_http *h = s->h;
+    size_t n;
+    const char *c = mapi_context(&s->resp, true, &n);
+    if (!c || !s->who[0])
+        return;
+    struct cown *o = cown_find(h, c, n);
+    if (!o) {
+        cown_sweep(h);
+        if (!(o = calloc(1, sizeof *o)))
+            return;
+        memcpy(o->cookie, c, n);
+        struct cown **b = cown_bucket(h, c, n);
+        o->next = *b;
+        *b = o;
+        h->n_cown++;
+    }
+    snprintf(o->who, sizeof o->who, "%s", s->who);
+    o->last_ms = mp_now_ms();
+}
+
+/* May this session cookie be used by this request?  Not when it belongs
+ * to another identity, nor, when the proxy terminates logons (the upstream
+ * sees only the proxy's account), when the proxy never saw it issued. */
+static bool cookie_ok(struct hsess *s, const char *c, size_t n, char *owner, size_t on)
+{
+    struct cown *o = n < sizeof o->cookie ? cown_find(s->h, c, n) : NULL;
+    if (!o) {
+        owner[0] = 0;
+        return !s->h->auth.on;
+    }
+    if (!strcasecmp(o->who, s->who)) {
+        o->last_ms = mp_now_ms();
+        return true;
+    }
+    snprintf(owner, on, "%s", o->who);
+    return false;
+}
+
+/* Every MapiContext and sid cookie of the request (in any Cookie header,
+ * however often) must pass cookie_ok: false (owner set) when one does not. */
+static bool cookies_allowed(struct hsess *s, char *owner, size_t on)
+{
+    const struct mp_http_msg *m = &s->req;
+    if (!s->h->auth.on && !s->who[0])
+        return true; /* pass-through, nobody the proxy can name: the upstream decides */
+    for (size_t i = 0; i < m->n; i++) {
+        const struct mp_http_hdr *hd = &m->h[i];
+        if (hd->name_len != 6 || strncasecmp((const char *)m->raw.data + hd->name_off, "cookie", 6))
+            continue;
+        const char *v = (const char *)m->raw.data + hd->val_off;
+        size_t vl = hd->val_len;
+        for (size_t p = 0; p < vl;) {
+            while (p < vl && (v[p] == ' ' || v[p] == ';'))
+                p++;
+            size_t e = p;
+            while (e < vl && v[e] != ';')
+                e++;
+            const char *eq = memchr(v + p, '=', e - p);
+            if (eq) {
+                size_t nl = (size_t)(eq - (v + p));
+                while (nl && v[p + nl - 1] == ' ')
+                    nl--;
+                bool ours = (nl == 11 && !strncasecmp(v + p, "MapiContext", 11)) ||
+                            (nl == 3 && !strncasecmp(v + p, "sid", 3));
+                const char *val = eq + 1;
+                size_t len = (size_t)(v + e - val);
+                while (len && *val == ' ')
+                    val++, len--;
+                while (len && val[len - 1] == ' ')
+                    len--;
+                if (ours && len && !cookie_ok(s, val, len, owner, on))
+                    return false;
+            }
+            p = e;
+        }
+    }
+    return true;
+}
+
 static void mh_end(struct hsess *s)
 {
+    s->h->held -= s->held;
+    s->held = 0;
     if (s->mc)
         mp_mh_call_detach(s->mc);
     s->mc = NULL;
@@ -624,8 +826,9 @@ static int mh_start(struct hsess *s)
     struct mp_mh_call *mc = NULL;
     mp_mh_stream_init(&s->mst);
     s->m_proc = s->m_pend = 0;
-    int r = mp_mh_call_start(s->h->mods, s->mses, s->peer, (enum mp_mh_kind)s->mh_kind,
-                             mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq), &mh_host, s, &mc, &rc);
+    int r = mp_mh_call_start(s->h->mods, s->mses, s->peer, s->h->auth.on ? s->ha.user : NULL,
+                             (enum mp_mh_kind)s->mh_kind, mp_buf_head(&s->mreq),
+                             mp_buf_avail(&s->mreq), &mh_host, s, &mc, &rc);
     if (r < 0) { /* malformed: the spec's error, nothing upstream */
         mp_info("http #%" PRIu64 " %s %s: request body does not decode; X-ResponseCode %u", s->id,
                 s->peer, s->xtype, rc);
@@ -672,6 +875,8 @@ static int mh_resp_body(struct hsess *s, const char *at, size_t len)
 {
     if (mp_buf_avail(&s->mraw) + len > s->h->cfg->http_max_body)
         return resp_fail(s, "MAPI/HTTP response larger than mapiproxy:http max body");
+    if (hold(s, 0, 2 * len, SIZE_MAX)) /* held twice: as received, and its body */
+        return resp_fail(s, "MAPI/HTTP response over mapiproxy:http held body budget");
     if (mp_buf_append(&s->mraw, at, len))
         return -1;
     mp_mh_stream_feed(&s->mst, (const uint8_t *)at, len);
@@ -714,6 +919,42 @@ static void mh_url_answer(struct hsess *s)
     }
     mp_buf_free(&nb);
     mp_buf_free(&out);
+    mp_arena_free(&a);
+}
+
+/* GetMailboxUrl's ServerDn / GetAddressBookUrl's UserDn: the proxy's
+ * server names the client learned go back to the upstream's (non-transparent
+ * mode: the rewrite module's map).  s->mreq is replaced when they change. */
+static void mh_url_request(struct hsess *s)
+{
+    if (!mp_rewrite_active())
+        return;
+    struct mp_arena a;
+    mp_arena_init(&a);
+    struct mp_mh_body b;
+    struct mp_buf nb = {0};
+    struct mp_mh_url_in nu;
+    const struct mp_mh_url_in *u = NULL;
+    if (mp_mh_decode((enum mp_mh_kind)s->mh_kind, false, mp_buf_head(&s->mreq),
+                     mp_buf_avail(&s->mreq), &b, &a) == MP_MH_OK)
+        u = b.call;
+    char *dn8 = u && u->dn ? mp_mh_utf16_to_utf8(u->dn, &a) : NULL;
+    size_t n = 0;
+    char *back = dn8 ? mp_rewrite_text(dn8, strlen(dn8), false, false, &n) : NULL;
+    if (back) {
+        nu = *u;
+        nu.dn = mp_mh_utf8_to_utf16(back, &a);
+        b.call = &nu;
+        if (nu.dn && mp_mh_encode(&nb, &b) == 0) {
+            mp_debug("http #%" PRIu64 " %s %s: the proxy's server name mapped back", s->id, s->peer,
+                     s->xtype);
+            mp_buf_free(&s->mreq);
+            s->mreq = nb;
+            nb = (struct mp_buf){0};
+        }
+    }
+    free(back);
+    mp_buf_free(&nb);
     mp_arena_free(&a);
 }
 
@@ -844,18 +1085,19 @@ static int auth_request(struct hsess *s)
     bool was = s->ha.authed;
     mp_buf_free(&s->www);
     enum mp_hauth_verdict v = mp_hauth_client(&h->auth, &s->ha, az, al, &s->www, why, sizeof why);
+    char user[sizeof s->ha.user]; /* the client's text: never raw in a log line */
+    mp_log_safe_copy(user, sizeof user, s->ha.user[0] ? s->ha.user : "-");
     if (v == MP_HAUTH_DENY)
-        mp_info("http #%" PRIu64 " %s: logon refused: user=%s: %s", s->id, s->peer,
-                s->ha.user[0] ? s->ha.user : "-", why);
+        mp_info("http #%" PRIu64 " %s: logon refused: user=%s: %s", s->id, s->peer, user, why);
     if (v != MP_HAUTH_PASS) {
         s->local_status = 401;
         return 1;
     }
     if (s->ha.authed && !was)
         mp_info("http #%" PRIu64 " %s: logged on as %s (NTLM, this connection)", s->id, s->peer,
-                s->ha.user);
+                user);
     else if (!s->ha.authed)
-        mp_debug("http #%" PRIu64 " %s: Basic logon of %s", s->id, s->peer, s->ha.user);
+        mp_debug("http #%" PRIu64 " %s: Basic logon of %s", s->id, s->peer, user);
     mp_http_msg_del(&s->req, "authorization");
     if (h->auth.up_basic) {
         char val[1200];
@@ -885,6 +1127,54 @@ static int ua_send(struct hsess *s, const struct mp_buf *authval)
         mp_buf_append(&s->ua_out, "\r\n\r\n", 4))
         return -1;
     return 0;
+}
+
+/* Who sends this request: the logged-on user when the proxy terminates
+ * logons; in pass-through what the client's NTLM AUTHENTICATE (for its
+ * connection) or Basic header (for the request) names, which the upstream
+ * verifies; "" when the proxy cannot tell (Kerberos, Bearer). */
+static void request_identity(struct hsess *s)
+{
+    if (s->h->auth.on) {
+        snprintf(s->who, sizeof s->who, "%s", s->ha.user);
+        return;
+    }
+    size_t al = 0;
+    const char *az = mp_http_msg_get(&s->req, "authorization", &al);
+    char w[sizeof s->who];
+    int k = az ? mp_hauth_peek_identity(az, al, w, sizeof w) : 0;
+    if (k == 1)
+        snprintf(s->conn_who, sizeof s->conn_who, "%s", w);
+    snprintf(s->who, sizeof s->who, "%s", k == 2 ? w : s->conn_who);
+}
+
+/* A MAPI/HTTP session cookie of another identity is answered as an unknown
+ * one is: Connect and Bind go on without it (they make a new session),
+ * the other request types get X-ResponseCode 10 (Context Not Found) from
+ * the proxy, and nothing reaches the upstream.  1 when the proxy answers. */
+static int session_cookie_check(struct hsess *s)
+{
+    request_identity(s);
+    char owner[sizeof s->who];
+    if (s->route != R_RELAY || strncasecmp(s->path, "/mapi/", 6) ||
+        cookies_allowed(s, owner, sizeof owner))
+        return 0;
+    char a[sizeof s->who], b[sizeof s->who];
+    int k = mp_mh_kind_lookup(s->xtype);
+    bool creates = k == MP_MH_CONNECT || k == MP_MH_BIND;
+    mp_info("http #%" PRIu64 " %s: %s: MAPI/HTTP session cookie %s%s used by %s: %s", s->id,
+            s->peer, s->xtype[0] ? s->xtype : "-",
+            owner[0] ? "of " : "the proxy did not see issued",
+            owner[0] ? mp_log_safe_copy(a, sizeof a, owner) : "",
+            s->who[0] ? mp_log_safe_copy(b, sizeof b, s->who) : "an unknown identity",
+            creates ? "dropped, the request goes on" : "answered as unknown (X-ResponseCode 10)");
+    if (creates) {
+        mp_http_msg_del(&s->req, "cookie");
+        return 0;
+    }
+    s->local_status = 200;
+    s->local_rc = MP_MH_RC_CONTEXT_NOT_FOUND;
+    return 1;
 }
 
 static int ua_begin(struct hsess *s, const char *url, size_t ul)
@@ -975,6 +1265,25 @@ static bool path_is(const char *path, size_t len, const char *prefix, bool any_t
     return path[pl] == '/' || path[pl] == '?';
 }
 
+/* mapiproxy:http relay paths: a prefix ending in '/' takes any tail,
+ * another one the exact path or a '/' or '?' after it. */
+static bool relay_path_listed(const struct mp_config *cfg, const char *path, size_t pl)
+{
+    for (const char *s = cfg->http_relay_paths; *s;) {
+        s += strspn(s, ", \t");
+        size_t l = strcspn(s, ", \t");
+        if (l && l < 256) {
+            char pre[256];
+            memcpy(pre, s, l);
+            pre[l] = 0;
+            if (path_is(path, pl, pre, pre[l - 1] == '/'))
+                return true;
+        }
+        s += l;
+    }
+    return false;
+}
+
 static enum route route_of(const struct mp_config *cfg, const char *url, size_t len)
 {
     size_t pl = 0;
@@ -986,7 +1295,16 @@ static enum route route_of(const struct mp_config *cfg, const char *url, size_t 
     if (path_is(url, pl, "/mapi/emsmdb", false) || path_is(url, pl, "/mapi/nspi", false) ||
         path_is(url, pl, "/autodiscover/", true) || path_is(url, pl, "/rpc/", true))
         return R_RELAY;
+    if (relay_path_listed(cfg, url, pl))
+        return R_RELAY;
     return cfg->http_relay_all ? R_RELAY : R_NONE;
+}
+
+/* Autodiscover: is the path of a URL naming the upstream one the proxy
+ * relays?  (Else the URL is kept or dropped: mapiproxy:http unrelayed urls.) */
+static bool url_path_relayed(const void *arg, const char *path, size_t len)
+{
+    return route_of(arg, path, len) != R_NONE;
 }
 
 static void copy_header(const struct mp_http_msg *m, const char *name, char *dst, size_t n)
@@ -1008,6 +1326,8 @@ static int on_req_begin(http_parser *p)
     s->req_complete = s->forwarded = s->resp_started = s->interim = false;
     s->rewrite = s->chunk_out = s->close_after = false;
     s->local_status = s->status = s->err_status = 0;
+    s->local_rc = 0;
+    s->who[0] = 0;
     s->req_bytes = s->resp_bytes = 0;
     s->method[0] = s->path[0] = s->xtype[0] = s->xid[0] = 0;
     s->route = R_NONE;
@@ -1048,13 +1368,67 @@ static int on_req_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* The body's deadline from the bytes it has brought so far. */
+static void body_deadline(struct hsess *s)
+{
+    s->body_dl = s->body_t0 + (uint64_t)s->h->cfg->http_header_timeout_s * 1000 +
+                 s->req_bytes * 1000 / BODY_MIN_RATE;
+}
+
+static size_t path_len(const char *url, size_t len)
+{
+    const char *q = memchr(url, '?', len);
+    return q ? (size_t)(q - url) : len;
+}
+
+/* The request-target in its normalised form (path.c), before anything
+ * decides on it; what is forwarded is that form.  0, or -1 (400). */
+static int normalise_target(struct hsess *s)
+{
+    const char *url = mp_http_msg_url_ptr(&s->req);
+    size_t ul = s->req.url_len;
+    char *nu = malloc(ul + 1);
+    long nl = nu ? mp_http_path_normalise(url, ul, nu) : -1;
+    if (nl < 0) {
+        char shown[160]; /* never the query: MailboxId is an address */
+        mp_http_log_text(shown, sizeof shown, url, path_len(url, ul));
+        mp_info("http #%" PRIu64 " %s: request-target refused (not origin-form, a backslash, an "
+                "encoded slash or a bad escape): %s",
+                s->id, s->peer, shown);
+        free(nu);
+        s->err_status = 400;
+        return -1;
+    }
+    if ((size_t)nl != ul || memcmp(nu, url, ul)) {
+        char was[160], now[160];
+        mp_http_log_text(was, sizeof was, url, path_len(url, ul));
+        mp_http_log_text(now, sizeof now, nu, path_len(nu, (size_t)nl));
+        mp_debug("http #%" PRIu64 " %s: request-target %s normalised to %s", s->id, s->peer, was,
+                 now);
+        mp_http_msg_set_url(&s->req, nu, (size_t)nl);
+    }
+    free(nu);
+    return 0;
+}
+
 static int on_req_headers(http_parser *p)
 {
     struct hsess *s = p->data;
     struct mp_http *h = s->h;
     const struct mp_config *cfg = h->cfg;
     s->header_dl = 0;
+    s->body_t0 = mp_now_ms();
+    body_deadline(s);
     snprintf(s->method, sizeof s->method, "%s", http_method_str((enum http_method)p->method));
+    if (!mp_http_msg_names_ok(&s->req)) { /* "Host :" and the like: RFC 9112 5.1 */
+        mp_info("http #%" PRIu64 " %s: a header name that is no token (a space before its "
+                "colon?): 400",
+                s->id, s->peer);
+        s->err_status = 400;
+        return -1;
+    }
+    if (normalise_target(s))
+        return -1;
     const char *url = mp_http_msg_url_ptr(&s->req);
     size_t ul = s->req.url_len, pl = 0;
     while (pl < ul && url[pl] != '?')
@@ -1081,6 +1455,8 @@ static int on_req_headers(http_parser *p)
     }
     if (h->auth.on && auth_request(s))
         return 0;
+    if (session_cookie_check(s))
+        return 0;
     if (!s->u.open && !s->u.eof) {
         if (upstream_start(s)) {
             char why[160];
@@ -1102,9 +1478,24 @@ static int on_req_headers(http_parser *p)
         return 0;
     }
     if (s->route == R_RELAY && mh_wanted(s, p)) {
-        s->mod = true; /* the head goes with the body, once the chain has seen it */
+        s->mod = true;
         mp_buf_free(&s->mreq);
-        return 0;
+        if (s->m_url && !mp_rewrite_active()) { /* only the answer is rewritten */
+            mp_mh_stream_init(&s->mst);
+            s->m_proc = s->m_pend = 0;
+        } else { /* held, up to its type's limit, for the chain (or the DN mapped back) */
+            s->m_limit = mp_mh_max_request_body((enum mp_mh_kind)s->mh_kind);
+            if (s->m_limit > cfg->http_max_body)
+                s->m_limit = cfg->http_max_body;
+            if ((p->flags & F_CONTENTLENGTH) && p->content_length > s->m_limit) {
+                mp_info("http #%" PRIu64 " %s: %s body of %" PRIu64 " bytes, over the %zu "
+                        "held for its type: 413",
+                        s->id, s->peer, s->xtype, (uint64_t)p->content_length, s->m_limit);
+                s->err_status = 413;
+                return -1;
+            }
+            return 0;
+        }
     }
     struct mp_http_head_opts o = {
         .framing = s->req_chunked                 ? MP_HTTP_CHUNKED
@@ -1128,16 +1519,25 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
 {
     struct hsess *s = p->data;
     s->req_bytes += len;
+    body_deadline(s);
     if (s->req_bytes > s->h->cfg->http_max_body) {
         s->err_status = 413;
         return -1;
     }
-    if (s->mod && !s->forwarded)
+    if (s->mod && !s->forwarded) {
+        int st = hold(s, mp_buf_avail(&s->mreq), len, s->m_limit);
+        if (st) {
+            mp_info("http #%" PRIu64 " %s: %s body %s: %d", s->id, s->peer, s->xtype,
+                    st == 413 ? "over what is held for its type"
+                              : "over mapiproxy:http held body budget",
+                    st);
+            s->err_status = st;
+            return -1;
+        }
         return mp_buf_append(&s->mreq, at, len) ? -1 : 0;
+    }
     if (!s->forwarded)
         return 0; /* answered by the proxy: the body is read and dropped */
-    if (!s->u.connecting && !s->u.handshaking) /* a long upload is not a silent upstream */
-        s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
     if (s->req_chunked) {
         char sz[24];
         int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
@@ -1169,7 +1569,12 @@ static int on_req_complete(http_parser *p)
 {
     struct hsess *s = p->data;
     s->req_complete = true;
+    s->body_dl = 0;
+    if (s->forwarded && !s->u.connecting && !s->u.handshaking) /* its answer is awaited now */
+        s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
     if (s->mod && !s->forwarded && !s->local_status) {
+        if (s->m_url)
+            mh_url_request(s);
         if (s->m_url || mh_start(s) < 0) { /* relayed as it came */
             struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                           .length = mp_buf_avail(&s->mreq),
@@ -1177,6 +1582,8 @@ static int on_req_complete(http_parser *p)
             int bad = mp_http_request_head(&s->req, s->method, &o, &s->u.out) ||
                       mp_buf_append(&s->u.out, mp_buf_head(&s->mreq), mp_buf_avail(&s->mreq));
             if (s->m_url) { /* its answer is collected and rewritten */
+                s->h->held -= s->held;
+                s->held = 0;
                 mp_buf_free(&s->mreq);
                 mp_mh_stream_init(&s->mst);
                 s->m_proc = s->m_pend = 0;
@@ -1207,7 +1614,10 @@ static int on_req_complete(http_parser *p)
         http_parser_pause(p, 1); /* until the response is complete */
         return 0;
     }
-    if (s->local_status) {
+    if (s->local_status == 200 && s->local_rc) {
+        send_mh_error(s, s->local_rc);
+        request_finished(s);
+    } else if (s->local_status) {
         send_local(s, s->local_status, !s->keepalive || s->local_status >= 500);
         request_finished(s);
     }
@@ -1266,6 +1676,8 @@ static int on_resp_headers(http_parser *p)
     struct hsess *s = p->data;
     struct mp_http *h = s->h;
     int st = p->status_code;
+    if (!mp_http_msg_names_ok(&s->resp))
+        return resp_fail(s, "sent a header name that is no token (a space before its colon?)");
     if (ua_busy(s)) {
         s->ua_status = st;
         return 0;
@@ -1284,6 +1696,8 @@ static int on_resp_headers(http_parser *p)
         return mp_http_response_head(&s->resp, st, &o, &s->c.out) ? -1 : 0;
     }
     s->interim = false;
+    if (st >= 200 && st < 300 && !strncasecmp(s->path, "/mapi/", 6))
+        cown_register(s);
     if (s->mod && (s->mc || s->m_url)) {
         int r = mh_resp_head(s, p);
         if (r)
@@ -1373,7 +1787,16 @@ static int on_resp_complete(http_parser *p)
     if (s->rewrite) {
         struct mp_buf nb = {0};
         size_t bl = mp_buf_avail(&s->body);
-        long k = bl ? mp_http_rewrite(&h->names, mp_buf_head(&s->body), bl, &nb) : 0;
+        /* non-transparent mode: EXCH <Server>, ServerDN and MdbDN name the
+         * proxy's server names, as NSPI and EMSMDB answers do */
+        size_t sn = 0;
+        char *sv =
+            bl ? mp_rewrite_text((const char *)mp_buf_head(&s->body), bl, true, true, &sn) : NULL;
+        const uint8_t *src = sv ? (const uint8_t *)sv : mp_buf_head(&s->body);
+        if (sv)
+            bl = sn;
+        long k = bl ? mp_http_rewrite(&h->names, src, bl, &nb) : 0;
+        free(sv);
         struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                       .length = nb.len,
                                       .close = s->close_after,
@@ -1603,6 +2026,14 @@ static uint64_t send_deadline(struct hsess *s, struct side *x)
     return x->out_since + (uint64_t)s->h->cfg->send_timeout_s * 1000;
 }
 
+/* Does the upstream owe us something now?  While the client still sends
+ * its body, only a connect, a TLS handshake or the proxy's NTLM logon is
+ * timed by http upstream timeout (the body has its own clock). */
+static bool upstream_clock(struct hsess *s)
+{
+    return s->req_complete || s->u.connecting || s->u.handshaking || ua_busy(s) || s->status;
+}
+
 static void settle(struct hsess *s)
 {
     struct mp_http *h = s->h;
@@ -1623,10 +2054,14 @@ static void settle(struct hsess *s)
             sides[i]->out_since = 0;
         else if (!sides[i]->out_since)
             sides[i]->out_since = now;
-    uint64_t cand[5] = {s->header_dl, s->in_request ? 0 : s->idle_dl,
-                        s->in_request && s->forwarded ? s->upstream_dl : 0, send_deadline(s, &s->c),
-                        send_deadline(s, &s->u)};
-    for (int i = 0; i < 5; i++)
+    bool up_clock = upstream_clock(s);
+    uint64_t cand[6] = {s->header_dl,
+                        s->in_request ? 0 : s->idle_dl,
+                        s->in_request && s->forwarded && up_clock ? s->upstream_dl : 0,
+                        send_deadline(s, &s->c),
+                        send_deadline(s, &s->u),
+                        s->in_request && !s->req_complete ? s->body_dl : 0};
+    for (int i = 0; i < 6; i++)
         if (cand[i] && (!dl || cand[i] < dl))
             dl = cand[i];
     if (dl) {
@@ -1662,6 +2097,27 @@ static void io_cb(struct mp_io *io, uint32_t ev)
         pump(s);
 }
 
+/* The request body came slower than BODY_MIN_RATE: 408, and its upstream
+ * connection is given up (it is never left to such a client). */
+static void body_too_slow(struct hsess *s)
+{
+    struct mp_http *h = s->h;
+    mp_info("http #%" PRIu64 " %s: request body too slow (%" PRIu64 " bytes in %" PRIu64
+            " ms; at least %u bytes/s after mapiproxy:http header timeout): 408, closed",
+            s->id, s->peer, s->req_bytes, mp_now_ms() - s->body_t0, BODY_MIN_RATE);
+    s->body_dl = 0;
+    mh_end(s);
+    side_close(h->loop, &s->u);
+    if (s->resp_started) {
+        session_close(s, "request body too slow");
+        return;
+    }
+    send_local(s, 408, true);
+    log_request(s);
+    s->in_request = false;
+    s->c.out_since = mp_now_ms(); /* a client that does not read its 408 is not waited for */
+}
+
 static void timer_cb(struct mp_timer *t)
 {
     struct hsess *s = t->data;
@@ -1689,7 +2145,17 @@ static void timer_cb(struct mp_timer *t)
                  h->cfg->http_idle_timeout_s);
         session_close(s, "idle");
         return;
-    } else if (s->in_request && s->forwarded && s->upstream_dl && now >= s->upstream_dl) {
+    } else if (s->in_request && !s->req_complete && s->body_dl && now >= s->body_dl) {
+        if (mp_buf_avail(&s->u.out) >= h->cfg->max_buffer) { /* we stopped reading it */
+            s->body_t0 = now - s->req_bytes * 1000 / BODY_MIN_RATE;
+            body_deadline(s);
+        } else {
+            body_too_slow(s);
+            if (s->dead)
+                return;
+        }
+    } else if (s->in_request && s->forwarded && s->upstream_dl && now >= s->upstream_dl &&
+               upstream_clock(s)) {
         upstream_failed(s, 504,
                         s->u.connecting || s->u.handshaking
                             ? "connect timed out (mapiproxy:connect timeout)"
@@ -1747,77 +2213,64 @@ static void session_close(struct hsess *s, const char *why)
         session_free(s); /* nothing else of this batch can point to it then */
 }
 
+static void accept_one(void *data, int fd, const char *host, uint16_t port)
+{
+    struct listener *l = data;
+    struct mp_http *h = l->h;
+    if (h->n_sess >= h->cfg->max_connections) {
+        mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host, port,
+                h->n_sess);
+        close(fd);
+        return;
+    }
+    struct hsess *s = calloc(1, sizeof *s);
+    SSL *ssl = NULL;
+    if (!s || (h->server_ctx && !(ssl = SSL_new(h->server_ctx)))) {
+        free(s);
+        close(fd);
+        return;
+    }
+    s->h = h;
+    s->id = ++h->next_id;
+    snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
+    s->c.s = s->u.s = s;
+    s->c.client = true;
+    s->c.io.fd = fd;
+    s->c.io.cb = io_cb;
+    s->c.io.data = &s->c;
+    s->c.open = true;
+    s->u.io.fd = -1;
+    if (ssl) {
+        SSL_set_fd(ssl, fd);
+        SSL_set_accept_state(ssl);
+        s->c.ssl = ssl;
+        s->c.handshaking = true;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    http_parser_init(&s->cp, HTTP_REQUEST);
+    s->cp.data = s;
+    http_parser_init(&s->up, HTTP_RESPONSE);
+    s->up.data = s;
+    mp_http_msg_init(&s->req, h->cfg->http_max_header);
+    mp_http_msg_init(&s->resp, h->cfg->http_max_header);
+    s->timer.cb = timer_cb;
+    s->timer.data = s;
+    /* the TLS handshake and the first head count against the header timeout */
+    s->header_dl = mp_now_ms() + (uint64_t)h->cfg->http_header_timeout_s * 1000;
+    s->next = h->sessions;
+    if (h->sessions)
+        h->sessions->prev = s;
+    h->sessions = s;
+    h->n_sess++;
+    mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, ssl ? " (TLS)" : "");
+    pump(s);
+}
+
 static void accept_cb(struct mp_io *io, uint32_t ev)
 {
     struct listener *l = io->data;
-    struct mp_http *h = l->h;
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR)
-                mp_warn("http accept failed: %s", strerror(errno));
-            return;
-        }
-        char host[INET6_ADDRSTRLEN] = "?";
-        uint16_t port = 0;
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-        if (h->n_sess >= h->cfg->max_connections) {
-            mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host,
-                    port, h->n_sess);
-            close(fd);
-            continue;
-        }
-        struct hsess *s = calloc(1, sizeof *s);
-        SSL *ssl = NULL;
-        if (!s || (h->server_ctx && !(ssl = SSL_new(h->server_ctx)))) {
-            free(s);
-            close(fd);
-            continue;
-        }
-        s->h = h;
-        s->id = ++h->next_id;
-        snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
-        s->c.s = s->u.s = s;
-        s->c.client = true;
-        s->c.io.fd = fd;
-        s->c.io.cb = io_cb;
-        s->c.io.data = &s->c;
-        s->c.open = true;
-        s->u.io.fd = -1;
-        if (ssl) {
-            SSL_set_fd(ssl, fd);
-            SSL_set_accept_state(ssl);
-            s->c.ssl = ssl;
-            s->c.handshaking = true;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        http_parser_init(&s->cp, HTTP_REQUEST);
-        s->cp.data = s;
-        http_parser_init(&s->up, HTTP_RESPONSE);
-        s->up.data = s;
-        mp_http_msg_init(&s->req, h->cfg->http_max_header);
-        mp_http_msg_init(&s->resp, h->cfg->http_max_header);
-        s->timer.cb = timer_cb;
-        s->timer.data = s;
-        /* the TLS handshake and the first head count against the header timeout */
-        s->header_dl = mp_now_ms() + (uint64_t)h->cfg->http_header_timeout_s * 1000;
-        s->next = h->sessions;
-        if (h->sessions)
-            h->sessions->prev = s;
-        h->sessions = s;
-        h->n_sess++;
-        mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, ssl ? " (TLS)" : "");
-        pump(s);
-    }
+    mp_accept_ready(l->h->loop, io, "http", accept_one, l);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2002,6 +2455,9 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
         free(h);
         return NULL;
     }
+    h->names.relayed = url_path_relayed;
+    h->names.relayed_arg = cfg;
+    h->names.drop_unrelayed = cfg->http_drop_unrelayed;
     if (mp_hauth_init(&h->auth, cfg) || setup_tls(h) || resolve_upstream(h)) {
         mp_http_free(h);
         return NULL;
@@ -2030,8 +2486,16 @@ void mp_http_free(struct mp_http *h)
         session_close(h->sessions, "shutdown");
     while (h->mh)
         mh_drop(h, h->mh);
-    for (size_t i = 0; i < h->n_ls; i++)
+    for (size_t b = 0; b < COWN_BUCKETS; b++)
+        while (h->cown[b]) {
+            struct cown *o = h->cown[b];
+            h->cown[b] = o->next;
+            free(o);
+        }
+    for (size_t i = 0; i < h->n_ls; i++) {
+        mp_accept_forget(&h->ls[i].io);
         mp_io_close(h->loop, &h->ls[i].io);
+    }
     SSL_CTX_free(h->server_ctx);
     SSL_CTX_free(h->client_ctx);
     mp_http_names_free(&h->names);

@@ -348,6 +348,74 @@ enum mp_hauth_verdict mp_hauth_client(struct mp_hauth *a, struct mp_hauth_conn *
     return MP_HAUTH_CHALLENGE;
 }
 
+/* "DOMAIN\user" from an NTLM AUTHENTICATE's fields. */
+static int ntlm_who(const uint8_t *tok, size_t k, char *who, size_t n)
+{
+    struct mp_ntlm_authenticate am;
+    if (mp_ntlmssp_msg_type(tok, k) != MP_NTLMSSP_AUTHENTICATE_MSG ||
+        mp_ntlmssp_parse_authenticate(tok, k, &am))
+        return 0;
+    char d[3 * 256 + 1] = "", u[3 * 256 + 1] = "";
+    const struct mp_ntlm_field *f[2] = {&am.domain, &am.user};
+    char *o[2] = {d, u};
+    for (int i = 0; i < 2; i++) {
+        if (!f[i]->len)
+            continue;
+        if (am.flags & MP_NTLMSSP_NEGOTIATE_UNICODE) {
+            if (f[i]->len % 2 || mp_utf16le_to_utf8(f[i]->p, f[i]->len, o[i], sizeof d))
+                return 0;
+        } else {
+            snprintf(o[i], sizeof d, "%.*s", (int)(f[i]->len < 256 ? f[i]->len : 256),
+                     (const char *)f[i]->p);
+        }
+    }
+    if (!u[0])
+        return 0; /* anonymous */
+    snprintf(who, n, "%.250s%s%.250s", d, d[0] ? "\\" : "", u);
+    return 1;
+}
+
+int mp_hauth_peek_identity(const char *authz, size_t len, char *who, size_t n)
+{
+    who[0] = 0;
+    size_t sl = 0;
+    while (authz && sl < len && authz[sl] != ' ')
+        sl++;
+    if (!authz || sl == len)
+        return 0;
+    const char *v = authz + sl + 1;
+    size_t vl = len - sl - 1;
+    while (vl && *v == ' ')
+        v++, vl--;
+    while (vl && v[vl - 1] == ' ')
+        vl--;
+    uint8_t tok[4096];
+    long k = mp_b64_decode(v, vl, tok, sizeof tok - 1);
+    if (k <= 0)
+        return 0;
+    int r = 0;
+    if ((sl == 4 && !strncasecmp(authz, "NTLM", 4)) ||
+        (sl == 9 && !strncasecmp(authz, "Negotiate", 9))) {
+        r = ntlm_who(tok, (size_t)k, who, n);
+    } else if (sl == 5 && !strncasecmp(authz, "Basic", 5)) {
+        tok[k] = 0;
+        char *colon = memchr(tok, ':', (size_t)k);
+        if (colon && colon > (char *)tok && !memchr(tok, 0, (size_t)k)) {
+            *colon = 0;
+            char *user = (char *)tok, *at = strchr(user, '@');
+            if (!strchr(user, '\\') && at && at[1]) { /* user@dns.domain: DNSLABEL\user */
+                *at = 0;
+                snprintf(who, n, "%.*s\\%.250s", (int)strcspn(at + 1, "."), at + 1, user);
+            } else {
+                snprintf(who, n, "%.500s", user);
+            }
+            r = 2;
+        }
+    }
+    mp_ntlm_cleanse(tok, sizeof tok);
+    return r;
+}
+
 void mp_hauth_conn_free(struct mp_hauth_conn *c)
 {
     if (c->acc_on)

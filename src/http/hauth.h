@@ -59,6 +59,14 @@ enum mp_hauth_verdict mp_hauth_client(struct mp_hauth *a, struct mp_hauth_conn *
                                       size_t wl);
 void mp_hauth_conn_free(struct mp_hauth_conn *c);
 
+/* Pass-through: the identity a client's Authorization header names, as
+ * "DOMAIN\user" (or "user"), into who.  Not verified here: the upstream
+ * verifies it.  Returns 1 for an NTLM AUTHENTICATE (raw, under "NTLM" or
+ * "Negotiate": the connection's identity from now on), 2 for Basic (this
+ * request's), 0 when the header names nobody the proxy can read (Kerberos,
+ * SPNEGO, Bearer, a handshake's first leg, none). */
+int mp_hauth_peek_identity(const char *authz, size_t len, char *who, size_t n);
+
 /* The proxy's logon on one upstream connection. */
 struct mp_hauth_up {
     struct mp_ntlm_initiator ini;

@@ -56,6 +56,8 @@ int mp_http_msg_url(struct mp_http_msg *m, const char *at, size_t len)
 int mp_http_msg_field(struct mp_http_msg *m, const char *at, size_t len)
 {
     if (m->last != 1) { /* a new header */
+        if (m->n >= MP_HTTP_MAX_HEADERS)
+            return -1;
         if (m->n == m->cap) {
             size_t nc = m->cap ? m->cap * 2 : 16;
             struct mp_http_hdr *nh = realloc(m->h, nc * sizeof *nh);
@@ -139,26 +141,71 @@ int mp_http_msg_add(struct mp_http_msg *m, const char *name, const char *value)
     return 0;
 }
 
-/* True when the Connection header lists this header's name as a token. */
-static bool listed_in_connection(const struct mp_http_msg *m, const struct mp_http_hdr *h)
+int mp_http_msg_set_url(struct mp_http_msg *m, const char *url, size_t len)
 {
+    if (len > m->url_len)
+        return -1;
+    if (len)
+        memmove(m->raw.data, url, len);
+    m->url_len = len; /* the bytes after it up to the first name stay unreferenced */
+    return 0;
+}
+
+static uint32_t name_hash(const char *p, size_t n)
+{
+    uint32_t x = 2166136261u; /* FNV-1a over the lower-case name */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        x = (x ^ (uint32_t)(c >= 'A' && c <= 'Z' ? c + 32 : c)) * 16777619u;
+    }
+    return x;
+}
+
+/* drop[i] = true for every header that the Connection headers name (they
+ * are hop-by-hop too).  Linear in headers plus tokens: the names go into a
+ * hash table, each token is looked up once.  0, or -1 (memory). */
+static int connection_listed(const struct mp_http_msg *m, bool *drop)
+{
+    size_t cap = 16;
+    while (cap < 2 * m->n)
+        cap *= 2;
+    size_t *tab = NULL; /* header index + 1; 0 = empty */
     for (size_t i = 0; i < m->n; i++) {
         if (!name_is(m, &m->h[i], "connection"))
             continue;
+        if (!tab) {
+            if (!(tab = calloc(cap, sizeof *tab)))
+                return -1;
+            for (size_t k = 0; k < m->n; k++) {
+                size_t j =
+                    name_hash((const char *)m->raw.data + m->h[k].name_off, m->h[k].name_len) &
+                    (cap - 1);
+                while (tab[j])
+                    j = (j + 1) & (cap - 1);
+                tab[j] = k + 1;
+            }
+        }
         const char *v = (const char *)m->raw.data + m->h[i].val_off;
         size_t vl = m->h[i].val_len, p = 0;
         while (p < vl) {
             while (p < vl && (v[p] == ',' || v[p] == ' ' || v[p] == '\t'))
                 p++;
-            size_t s = p;
+            size_t st = p;
             while (p < vl && v[p] != ',' && v[p] != ' ' && v[p] != '\t')
                 p++;
-            if (p > s && p - s == h->name_len &&
-                !strncasecmp(v + s, (const char *)m->raw.data + h->name_off, p - s))
-                return true;
+            if (p == st)
+                continue;
+            for (size_t j = name_hash(v + st, p - st) & (cap - 1); tab[j];
+                 j = (j + 1) & (cap - 1)) {
+                const struct mp_http_hdr *h = &m->h[tab[j] - 1];
+                if (h->name_len == p - st &&
+                    !strncasecmp(v + st, (const char *)m->raw.data + h->name_off, p - st))
+                    drop[tab[j] - 1] = true;
+            }
         }
     }
-    return false;
+    free(tab);
+    return 0;
 }
 
 static bool hop_by_hop(const struct mp_http_msg *m, const struct mp_http_hdr *h)
@@ -175,7 +222,28 @@ static bool hop_by_hop(const struct mp_http_msg *m, const struct mp_http_hdr *h)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (name_is(m, h, names[i]))
             return true;
-    return listed_in_connection(m, h);
+    return false;
+}
+
+/* RFC 9110 5.6.2: a field name is a token; nothing else (no space before
+ * the colon, RFC 9112 5.1) is accepted. */
+static bool is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+bool mp_http_msg_names_ok(const struct mp_http_msg *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        const struct mp_http_hdr *h = &m->h[i];
+        if (!h->name_len)
+            return false;
+        for (size_t k = 0; k < h->name_len; k++)
+            if (!is_tchar(m->raw.data[h->name_off + k]))
+                return false;
+    }
+    return true;
 }
 
 /* Appends "Name: value\r\n"; CR and LF inside a value (obsolete line
@@ -202,12 +270,28 @@ static int put_str(struct mp_buf *out, const char *s)
     return app(out, s, strlen(s));
 }
 
+static int put_kept(const struct mp_http_msg *m, const struct mp_http_head_opts *o, bool request,
+                    const bool *drop, struct mp_buf *out);
+
 static int put_headers(const struct mp_http_msg *m, const struct mp_http_head_opts *o, bool request,
                        struct mp_buf *out)
 {
+    bool *drop = calloc(m->n ? m->n : 1, sizeof *drop);
+    if (!drop || connection_listed(m, drop)) {
+        free(drop);
+        return -1;
+    }
+    int rc = put_kept(m, o, request, drop, out);
+    free(drop);
+    return rc;
+}
+
+static int put_kept(const struct mp_http_msg *m, const struct mp_http_head_opts *o, bool request,
+                    const bool *drop, struct mp_buf *out)
+{
     for (size_t i = 0; i < m->n; i++) {
         const struct mp_http_hdr *h = &m->h[i];
-        if (hop_by_hop(m, h))
+        if (drop[i] || hop_by_hop(m, h))
             continue;
         if (name_is(m, h, "content-length") && o->framing != MP_HTTP_KEEP_LENGTH)
             continue;

@@ -11,6 +11,10 @@
 
 struct mp_http_names;
 
+/* Most header fields in one head: a request with more gets 431, a response
+ * with more is unusable (502).  Outlook sends about 20. */
+#define MP_HTTP_MAX_HEADERS 256
+
 struct mp_http_hdr {
     size_t name_off, name_len, val_off, val_len;
 };
@@ -28,11 +32,15 @@ void mp_http_msg_init(struct mp_http_msg *m, size_t max);
 void mp_http_msg_reset(struct mp_http_msg *m);
 void mp_http_msg_free(struct mp_http_msg *m);
 /* Append a piece of the URL (or reason phrase), a header name or value.
- * Return 0, or -1 when the head grows over m->max or memory runs out. */
+ * Return 0, or -1 when the head grows over m->max, has more than
+ * MP_HTTP_MAX_HEADERS fields, or memory runs out. */
 int mp_http_msg_url(struct mp_http_msg *m, const char *at, size_t len);
 int mp_http_msg_field(struct mp_http_msg *m, const char *at, size_t len);
 int mp_http_msg_value(struct mp_http_msg *m, const char *at, size_t len);
 
+/* Every field name is a token (RFC 9110 5.6.2): no space before the colon
+ * (RFC 9112 5.1 says to reject such a request with 400), no empty name. */
+bool mp_http_msg_names_ok(const struct mp_http_msg *m);
 /* The value of the first header named `name` (case-insensitive), or NULL;
  * *len gets its length (values are not NUL-terminated). */
 const char *mp_http_msg_get(const struct mp_http_msg *m, const char *name, size_t *len);
@@ -45,6 +53,9 @@ void mp_http_msg_del(struct mp_http_msg *m, const char *name);
 /* Appends a header to a complete head (NUL-terminated name and value).
  * 0, or -1 over m->max or out of memory. */
 int mp_http_msg_add(struct mp_http_msg *m, const char *name, const char *value);
+/* Replaces the URL of a complete head by one no longer than it (the
+ * normalised request-target).  0, or -1 when len is over the URL's. */
+int mp_http_msg_set_url(struct mp_http_msg *m, const char *url, size_t len);
 static inline const char *mp_http_msg_url_ptr(const struct mp_http_msg *m)
 {
     return (const char *)m->raw.data;

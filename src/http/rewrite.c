@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -118,6 +119,73 @@ static int match_at(const struct mp_http_names *nm, const uint8_t *in, size_t n,
     return -1;
 }
 
+/* The path of a URL whose authority ends at in[e]: up to '?', '#', a quote,
+ * '<', '&' or white space; JSON's "\/" read as '/'.  "/" when empty. */
+static size_t url_path(const uint8_t *in, size_t n, size_t e, char *path, size_t cap)
+{
+    size_t k = 0;
+    for (size_t j = e; j < n && k + 1 < cap; j++) {
+        uint8_t c = in[j];
+        if (c == '\\' && j + 1 < n && in[j + 1] == '/') {
+            path[k++] = '/';
+            j++;
+            continue;
+        }
+        if (c == '?' || c == '#' || c == '"' || c == '\'' || c == '<' || c == '&' || c == '\\' ||
+            isspace(c))
+            break;
+        path[k++] = (char)c;
+    }
+    if (!k)
+        path[k++] = '/';
+    path[k] = 0;
+    return k;
+}
+
+/* The XML element "<Tag ...>URL...</Tag>" whose content begins with the URL
+ * whose host is at in[i]: [*a, *b), with its line's indentation and line
+ * end.  False when the URL is not an element's content (an attribute, JSON,
+ * a header) or the element began before in[from]. */
+static bool element_around(const uint8_t *in, size_t n, size_t i, size_t from, size_t *a, size_t *b)
+{
+    if (i < 3 || memcmp(in + i - 3, "://", 3))
+        return false;
+    size_t ss = i - 3;
+    while (ss > 0 &&
+           (isalnum(in[ss - 1]) || in[ss - 1] == '+' || in[ss - 1] == '.' || in[ss - 1] == '-'))
+        ss--;
+    if (ss == 0 || in[ss - 1] != '>')
+        return false;
+    size_t t = ss - 1;
+    while (t > from && in[t] != '<')
+        t--;
+    if (in[t] != '<' || t < from || t + 1 >= ss || in[t + 1] == '/')
+        return false;
+    size_t tl = 0;
+    while (t + 1 + tl < ss - 1 && in[t + 1 + tl] != ' ' && in[t + 1 + tl] != '>')
+        tl++;
+    if (!tl || tl > 64)
+        return false;
+    char close[70];
+    int cl = snprintf(close, sizeof close, "</%.*s>", (int)tl, (const char *)in + t + 1);
+    const uint8_t *c = memmem(in + i, n - i, close, (size_t)cl);
+    if (!c)
+        return false;
+    *a = t;
+    *b = (size_t)(c - in) + (size_t)cl;
+    size_t w = t;
+    while (w > from && (in[w - 1] == ' ' || in[w - 1] == '\t'))
+        w--;
+    if (w == from || in[w - 1] == '\n') { /* alone on its line: the line goes */
+        *a = w;
+        if (*b < n && in[*b] == '\r')
+            (*b)++;
+        if (*b < n && in[*b] == '\n')
+            (*b)++;
+    }
+    return true;
+}
+
 long mp_http_rewrite(const struct mp_http_names *nm, const uint8_t *in, size_t n,
                      struct mp_buf *out)
 {
@@ -141,6 +209,21 @@ long mp_http_rewrite(const struct mp_http_names *nm, const uint8_t *in, size_t n
                     d++;
                 if (d > e + 1 && (d == n || !isdigit(in[d])))
                     e = d;
+            }
+            char path[512];
+            size_t pl = url_path(in, n, e, path, sizeof path);
+            if (nm->relayed && !nm->relayed(nm->relayed_arg, path, pl)) {
+                size_t a, b; /* a path the proxy refuses: not sent there */
+                if (nm->drop_unrelayed && element_around(in, n, i, copied, &a, &b)) {
+                    if (app(out, in + copied, a - copied))
+                        return -1;
+                    count++;
+                    copied = b;
+                    i = b - 1;
+                } else {
+                    i = e - 1;
+                }
+                continue;
             }
         }
         if (app(out, in + copied, i - copied) || app(out, rep, strlen(rep)))

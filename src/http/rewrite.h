@@ -1,6 +1,7 @@
 /* Autodiscover rewriting: names of the upstream become the proxy's name. */
 #ifndef MP_HTTP_REWRITE_H
 #define MP_HTTP_REWRITE_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,6 +15,12 @@ struct mp_http_names {
     size_t n;
     char pub_host[256];      /* the proxy's public host name */
     char pub_authority[320]; /* host[:port] as clients are to write it in URLs */
+    /* Does the proxy relay this path (no query)?  NULL: every path.  A URL
+     * whose path it does not relay keeps naming the upstream, or with
+     * drop_unrelayed its XML element is removed. */
+    bool (*relayed)(const void *arg, const char *path, size_t len);
+    const void *relayed_arg;
+    bool drop_unrelayed;
 };
 
 /* upstream: the upstream's host; extra: "a, b c" more names; public_name:
@@ -24,7 +31,8 @@ int mp_http_names_init(struct mp_http_names *nm, const char *upstream, const cha
 void mp_http_names_free(struct mp_http_names *nm);
 
 /* Appends `in` to out with every upstream name replaced: after "://" (or
- * JSON's ":\/\/") the name and an optional ":PORT" become pub_authority;
+ * JSON's ":\/\/") the name and an optional ":PORT" become pub_authority,
+ * when the URL's path is one the proxy relays (nm->relayed);
  * elsewhere a name standing alone (not part of a longer host name, not after
  * '@' or '=') becomes pub_host.  Names match case-insensitively.  Returns the
  * number of replacements, or -1 when memory runs out. */

@@ -50,6 +50,33 @@ const struct mp_mh_kind_info *mp_mh_kind_info(enum mp_mh_kind k)
     return (unsigned)k < MP_MH_N_KINDS ? &kinds[k] : NULL;
 }
 
+/* Request bodies hold little: DNs, a few counts, the auxiliary buffer
+ * (at most 0x1008 bytes, MS-OXCRPC's SMALL_RANGE_ULONG).  Execute carries a
+ * ROP buffer bounded like EcDoRpcExt2's (0x40000, BIG_RANGE_ULONG) plus the
+ * auxiliary buffer; the NSPI calls with property values, restrictions or
+ * name lists get 1 MiB, ModProps 4 MiB (a PtypBinary value may be up to
+ * 2 MiB, nspi.idl). */
+size_t mp_mh_max_request_body(enum mp_mh_kind k)
+{
+    switch (k) {
+    case MP_MH_EXECUTE:
+        return 0x40000 + (8u << 10);
+    case MP_MH_DNTOMID:
+    case MP_MH_GETMATCHES:
+    case MP_MH_GETPROPS:
+    case MP_MH_MODLINKATT:
+    case MP_MH_QUERYROWS:
+    case MP_MH_RESOLVENAMES:
+    case MP_MH_RESORTRESTRICTION:
+    case MP_MH_SEEKENTRIES:
+        return 1u << 20;
+    case MP_MH_MODPROPS:
+        return 4u << 20;
+    default:
+        return 64u << 10;
+    }
+}
+
 int mp_mh_kind_lookup(const char *name)
 {
     for (int k = 0; k < MP_MH_N_KINDS; k++)

@@ -62,6 +62,9 @@ struct mp_mh_kind_info {
 const struct mp_mh_kind_info *mp_mh_kind_info(enum mp_mh_kind k);
 /* The X-RequestType value (case-insensitive) -> kind, or -1. */
 int mp_mh_kind_lookup(const char *request_type);
+/* The largest request body of this type the proxy holds (body.c says why
+ * each; doc/internals/http.md). */
+size_t mp_mh_max_request_body(enum mp_mh_kind k);
 /* The codec of the RPC twin, or NULL. */
 const struct mp_call_codec *mp_mh_twin(enum mp_mh_kind k);
 

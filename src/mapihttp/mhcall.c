@@ -118,8 +118,22 @@ static void h_done(struct mp_call *m)
 
 static const struct mp_call_host mh_host = {h_relay, h_answer, h_fault, h_done};
 
+/* An EMSMDB request the chain wants but cannot take: relayed raw (0), or
+ * refused with X-ResponseCode 1, unknown failure (-1) when the chain must
+ * see every one (mailbox authorization: a Connect or Execute relayed raw
+ * would name any mailbox).  Address book requests, and requests that go
+ * upstream with the client's own logon (no user), are relayed raw. */
+static int closed(const struct mp_modules *ms, const struct mp_mh_kind_info *ki, const char *user,
+                  uint32_t *rc)
+{
+    if (!ms->fail_closed || !user || !*user || strcmp(ki->twin_iface, "emsmdb"))
+        return 0;
+    *rc = MP_MH_RC_UNKNOWN_FAILURE;
+    return -1;
+}
+
 int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *peer,
-                     enum mp_mh_kind k, const uint8_t *body, size_t len,
+                     const char *user, enum mp_mh_kind k, const uint8_t *body, size_t len,
                      const struct mp_mh_call_host *host, void *owner, struct mp_mh_call **out,
                      uint32_t *rc)
 {
@@ -136,7 +150,7 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
         return 0;
     struct mp_mh_call *c = calloc(1, sizeof(*c));
     if (!c)
-        return 0; /* relayed raw rather than failed */
+        return closed(ms, ki, user, rc); /* relayed raw rather than failed, unless fail-closed */
     mp_arena_init(&c->arena);
     c->host = host;
     c->owner = owner;
@@ -149,16 +163,17 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
         return -1;
     }
     if (d != MP_MH_OK || twin->push_in(&c->req_stub0, c->req.call)) {
-        mp_info("mapihttp %s from %s: not representable for modules; relayed untouched", ki->name,
-                peer);
+        mp_info("mapihttp %s from %s: not representable for modules; %s", ki->name, peer,
+                closed(ms, ki, user, rc) ? "refused (mailbox authorization must see it)"
+                                         : "relayed untouched");
         c_free(c);
-        return 0;
+        return closed(ms, ki, user, rc);
     }
     struct mp_call *m = mp_call_new(ms, &mh_host, mask);
     if (!m || mp_buf_append(&m->req, c->req_stub0.data, c->req_stub0.len)) {
         mp_call_free(m);
         c_free(c);
-        return 0;
+        return closed(ms, ki, user, rc);
     }
     c->m = m;
     m->owner = c;
@@ -171,6 +186,10 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
     snprintf(m->iface, sizeof(m->iface), "%s", ifc->name);
     m->op_name = twin->name;
     snprintf(m->peer, sizeof(m->peer), "%s", peer);
+    if (user && *user) { /* the HTTPS front logs on upstream as the proxy's account */
+        snprintf(m->user, sizeof(m->user), "%s", user);
+        m->proxy_identity = true;
+    }
     m->opnum = (uint16_t)ki->twin_opnum;
     *out = c;
     mp_call_run_request(m);

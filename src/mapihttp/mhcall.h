@@ -39,8 +39,13 @@ struct mp_mh_call_host {
 
 struct mp_mh_call;
 
+/* user: who logged on to the proxy for this request (the proxy then logs on
+ * upstream as its own account), NULL when the client's own logon goes
+ * upstream.  With a fail-closed chain (mailbox authorization) a request
+ * that cannot be handed to the modules is refused (-1, *rc set), never
+ * relayed raw. */
 int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *peer,
-                     enum mp_mh_kind k, const uint8_t *body, size_t len,
+                     const char *user, enum mp_mh_kind k, const uint8_t *body, size_t len,
                      const struct mp_mh_call_host *host, void *owner, struct mp_mh_call **out,
                      uint32_t *rc);
 /* The upstream's response body (X-ResponseCode 0) for the last relay. */

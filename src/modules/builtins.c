@@ -6,10 +6,8 @@
 extern const struct mp_module mp_builtin_downgrade;
 extern const struct mp_module mp_builtin_trace;
 extern const struct mp_module mp_builtin_rewrite;
+extern const struct mp_module mp_builtin_mailboxauth;
 
 const struct mp_module *const mp_builtin_modules[] = {
-    &mp_builtin_downgrade,
-    &mp_builtin_trace,
-    &mp_builtin_rewrite,
-    NULL,
+    &mp_builtin_downgrade, &mp_builtin_trace, &mp_builtin_rewrite, &mp_builtin_mailboxauth, NULL,
 };

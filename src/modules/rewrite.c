@@ -9,53 +9,74 @@
  *     the upstream server, in every row of every NSPI answer with rows
  *     (GetProps, QueryRows, GetMatches, SeekEntries, ResolveNames(W),
  *     GetSpecialTable, GetTemplateInfo).
+ *   - EcDoConnect(Ex)'s szDNPrefix (also the MAPI/HTTP Connect answer's
+ *     DnPrefix, through its twin).
  * The names learned (from RFR answers, /cn=Servers/cn=NAME in DNs, the
  * hosts of binding strings, and the configured binding) are kept per
- * session and mapped back in every string the client sends (DNToMId,
- * ResolveNames(W), GetMatches restrictions, SeekEntries, ModProps,
- * GetTemplateInfo, RfrGetFQDNFromServerDN, RfrGetNewDSA).
+ * session and process-wide, and mapped back in every string the client
+ * sends (DNToMId, ResolveNames(W), GetMatches restrictions, SeekEntries,
+ * ModProps, GetTemplateInfo, RfrGetFQDNFromServerDN, RfrGetNewDSA,
+ * EcDoConnect(Ex)'s szUserDN; the HTTP front maps GetMailboxUrl's ServerDn
+ * and GetAddressBookUrl's UserDn back, and Autodiscover's server names to
+ * the client, with mp_rewrite_text()).
  *
- * The proxy's names: `netbios name`, and `netbios name`.`realm` as its FQDN
- * (lower case); option rewrite:fqdn overrides the FQDN.
- * Limitation: one proxy name stands for every upstream server, so a name
- * mapped back goes to the upstream server this session learned last. */
+ * Two kinds of names (doc/internals/rewrite.md):
+ *   - host names (binding strings, FQDN answers): every upstream host
+ *     becomes the proxy's own host (`netbios name`, `netbios name`.`realm`
+ *     lower case, or option rewrite:fqdn), since the client connects to it;
+ *     mapped back, the most recently learned upstream host wins;
+ *   - server names in DNs (".../cn=Servers/cn=NAME"): one-to-one.
+ *     "LOCAL@DOMAIN" (Exchange 2013+, gromox: one name per mailbox) becomes
+ *     "LOCAL@<proxy FQDN>"; the first other name the process learns becomes
+ *     `netbios name`, any further one `netbios name`-XXXXXXXX (FNV-1a of the
+ *     upstream name, hex).  Mapped back through the table. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/gen/emsmdb.h"
 #include "codec/gen/nspi.h"
 #include "codec/gen/rfr.h"
 #include "core/config.h"
 #include "mapiproxy/module.h"
+#include "modules/rewrite.h"
 #include "modules/runtime.h"
 
-#define MAX_NAMES 32
+#define SESSION_NAMES 32
+#define GLOBAL_NAMES 1024
 #define NAME_LEN 256
 
 struct name_pair {
     char up[NAME_LEN]; /* upstream name, as learned */
     char px[NAME_LEN]; /* what the client sees instead */
+    bool cn;           /* a server name in DNs (one-to-one), not a host name */
 };
 
 struct names {
-    struct name_pair p[MAX_NAMES];
-    size_t n;
+    struct name_pair *p;
+    size_t n, cap;
 };
 
 struct rw_conf {
-    char nb[64];         /* proxy NetBIOS name */
-    char fqdn[NAME_LEN]; /* proxy FQDN */
-    struct names global; /* learned by any session: a later session may need them first */
+    char nb[64];            /* proxy NetBIOS name */
+    char fqdn[NAME_LEN];    /* proxy FQDN */
+    char primary[NAME_LEN]; /* the server name that became `nb` */
+    struct names global;    /* learned by any session: a later session may need them first */
+    struct name_pair g_pairs[GLOBAL_NAMES];
 };
 
 struct rw_call {
     struct mp_module_ctx *mc;
-    struct mp_call *call;
+    struct mp_call *call; /* NULL: memory from malloc (mp_rewrite_text) */
     struct names *sess;
-    bool to_client; /* direction: upstream names -> proxy names */
+    bool to_client;    /* direction: upstream names -> proxy names */
+    bool autodiscover; /* only server names, in DNs and <Server> */
     bool changed;
 };
+
+/* The loaded rewrite module, for mp_rewrite_text (one instance). */
+static struct mp_module_ctx *g_mc;
 
 /* ------------------------------------------------------------------ */
 /* names                                                               */
@@ -65,12 +86,12 @@ static bool name_char(int c)
     return isalnum(c) || c == '-' || c == '_';
 }
 
-static void names_add(struct names *ns, const char *up, const char *px)
+static void names_add(struct names *ns, const char *up, const char *px, bool cn)
 {
     if (!*up || strlen(up) >= NAME_LEN || !strcasecmp(up, px))
         return;
     for (size_t i = 0; i < ns->n; i++)
-        if (!strcasecmp(ns->p[i].up, up)) {
+        if (ns->p[i].cn == cn && !strcasecmp(ns->p[i].up, up)) {
             if (i != ns->n - 1) { /* most recent last: it wins when mapping back */
                 struct name_pair t = ns->p[i];
                 memmove(&ns->p[i], &ns->p[i + 1], (ns->n - i - 1) * sizeof(t));
@@ -78,12 +99,13 @@ static void names_add(struct names *ns, const char *up, const char *px)
             }
             return;
         }
-    if (ns->n == MAX_NAMES) {
-        memmove(&ns->p[0], &ns->p[1], (MAX_NAMES - 1) * sizeof(ns->p[0]));
+    if (ns->n == ns->cap) {
+        memmove(&ns->p[0], &ns->p[1], (ns->cap - 1) * sizeof(ns->p[0]));
         ns->n--;
     }
     snprintf(ns->p[ns->n].up, NAME_LEN, "%s", up);
     snprintf(ns->p[ns->n].px, NAME_LEN, "%s", px);
+    ns->p[ns->n].cn = cn;
     ns->n++;
 }
 
@@ -106,12 +128,49 @@ static void learn_host(struct rw_call *rc, const char *host, size_t len)
     struct rw_conf *cm = mp_module_private(rc->mc);
     char *dot = strchr(h, '.');
     if (dot) {
-        names_add(rc->sess, h, c->fqdn);
-        names_add(&cm->global, h, c->fqdn);
+        names_add(rc->sess, h, c->fqdn, false);
+        names_add(&cm->global, h, c->fqdn, false);
         *dot = 0;
     }
-    names_add(rc->sess, h, c->nb);
-    names_add(&cm->global, h, c->nb);
+    names_add(rc->sess, h, c->nb, false);
+    names_add(&cm->global, h, c->nb, false);
+}
+
+/* FNV-1a over the lower-case name: a stable tag for a server name. */
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h ^= (uint8_t)tolower((unsigned char)*s);
+        h *= 16777619u;
+    }
+    return h;
+}
+
+/* Learns a server name from a DN (".../cn=Servers/cn=NAME"): one-to-one. */
+static void learn_server(struct rw_call *rc, const char *name, size_t len)
+{
+    struct rw_conf *c = mp_module_private(rc->mc);
+    char up[NAME_LEN], px[NAME_LEN];
+    if (!len || len >= sizeof(up))
+        return;
+    memcpy(up, name, len);
+    up[len] = 0;
+    const char *at = strchr(up, '@');
+    if (at) { /* per mailbox: LOCAL@DOMAIN -> LOCAL@<proxy FQDN> */
+        if (snprintf(px, sizeof(px), "%.*s@%s", (int)(at - up), up, c->fqdn) >= (int)sizeof(px))
+            return;
+    } else {
+        if (!c->primary[0])
+            snprintf(c->primary, sizeof(c->primary), "%s", up);
+        if (!strcasecmp(c->primary, up))
+            snprintf(px, sizeof(px), "%s", c->nb);
+        else
+            snprintf(px, sizeof(px), "%.60s-%08X", c->nb, name_hash(up));
+        learn_host(rc, up, len); /* "netbios:NAME" and the like name the host */
+    }
+    names_add(rc->sess, up, px, true);
+    names_add(&c->global, up, px, true);
 }
 
 /* Learns from DNs (".../cn=Servers/cn=NAME/...") and binding strings
@@ -122,9 +181,9 @@ static void learn_from(struct rw_call *rc, const char *s, size_t len, bool bindi
     for (size_t i = 0; i + sizeof(key) - 1 <= len; i++)
         if (!strncasecmp(s + i, key, sizeof(key) - 1)) {
             size_t a = i + sizeof(key) - 1, b = a;
-            while (b < len && s[b] != '/')
+            while (b < len && s[b] != '/' && s[b] != '<' && s[b] != '"')
                 b++;
-            learn_host(rc, s + a, b - a);
+            learn_server(rc, s + a, b - a);
         }
     if (binding) {
         const char *colon = memchr(s, ':', len);
@@ -132,14 +191,34 @@ static void learn_from(struct rw_call *rc, const char *s, size_t len, bool bindi
             size_t a = (size_t)(colon - s) + 1, b = a;
             while (b < len && s[b] != '[' && s[b] != ',')
                 b++;
-            learn_host(rc, s + a, b - a);
+            if (memchr(s + a, '@', b - a))
+                learn_server(rc, s + a, b - a);
+            else
+                learn_host(rc, s + a, b - a);
         }
     }
 }
 
+/* Does units[0..i) end with the ASCII text t (any case)? */
+static bool ends_with(const void *src, bool wide, size_t i, const char *t)
+{
+    size_t tl = strlen(t);
+    if (i < tl)
+        return false;
+    for (size_t j = 0; j < tl; j++) {
+        unsigned u =
+            wide ? ((const uint16_t *)src)[i - tl + j] : ((const uint8_t *)src)[i - tl + j];
+        if (u > 0x7f || tolower((int)u) != tolower((unsigned char)t[j]))
+            return false;
+    }
+    return true;
+}
+
 /* Token-wise, case-insensitive replacement over 8-bit (wide = false) or
- * UTF-16 code units.  Returns a new buffer from the call's memory, or NULL
- * when nothing matched. */
+ * UTF-16 code units.  After "cn=" server names are preferred, elsewhere
+ * host names (rc->autodiscover: only server names, after "cn=" or
+ * "<Server>").  Returns a new buffer from the call's memory (malloc without
+ * a call), or NULL when nothing matched. */
 static void *replace_units(struct rw_call *rc, const void *src, size_t n, bool wide, size_t *out_n)
 {
     const struct names *maps[2];
@@ -155,7 +234,8 @@ static void *replace_units(struct rw_call *rc, const void *src, size_t n, bool w
         if (pass == 1) {
             if (!matches)
                 return NULL;
-            void *buf = mp_call_alloc(rc->call, (out_len + 1) * (wide ? 2 : 1));
+            size_t sz = (out_len + 1) * (wide ? 2 : 1);
+            void *buf = rc->call ? mp_call_alloc(rc->call, sz) : malloc(sz);
             if (!buf)
                 return NULL;
             o8 = buf;
@@ -163,16 +243,30 @@ static void *replace_units(struct rw_call *rc, const void *src, size_t n, bool w
         }
         size_t i = 0, k = 0;
         while (i < n) {
-            const char *hit = NULL;
-            size_t hit_len = 0;
+            const char *hit = NULL, *hit2 = NULL;
+            size_t hit_len = 0, hit2_len = 0;
+            int hit_map = -1, hit2_map = -1;
             bool boundary = i == 0 || UNIT(i - 1) > 0x7f || !name_char((int)UNIT(i - 1));
+            bool dn = boundary && ends_with(src, wide, i, "cn=");
+            if (rc->autodiscover && !dn)
+                dn = boundary && ends_with(src, wide, i, "<Server>");
+            if (rc->autodiscover && !dn)
+                boundary = false;
             for (int mi = 0; boundary && mi < 2; mi++) {
                 const struct names *ns = maps[mi];
-                /* longest names first, so an FQDN wins over its first label */
+                /* longest names first, so an FQDN wins over its first label;
+                 * a name of the kind this place wants wins over the other;
+                 * among equals the session's latest (mapping back a host) */
                 for (size_t pi = 0; pi < ns->n; pi++) {
+                    bool want = ns->p[pi].cn == dn;
+                    if (rc->autodiscover && !ns->p[pi].cn)
+                        continue;
+                    size_t *best = want ? &hit_len : &hit2_len;
+                    const char **bhit = want ? &hit : &hit2;
+                    int *bmap = want ? &hit_map : &hit2_map;
                     const char *from = rc->to_client ? ns->p[pi].up : ns->p[pi].px;
                     size_t fl = strlen(from);
-                    if (fl <= hit_len || i + fl > n)
+                    if (fl < *best || (fl == *best && *bmap != mi) || i + fl > n)
                         continue;
                     size_t j = 0;
                     while (j < fl && UNIT(i + j) <= 0x7f &&
@@ -182,9 +276,14 @@ static void *replace_units(struct rw_call *rc, const void *src, size_t n, bool w
                         continue;
                     if (i + fl < n && UNIT(i + fl) <= 0x7f && name_char((int)UNIT(i + fl)))
                         continue;
-                    hit = rc->to_client ? ns->p[pi].px : ns->p[pi].up;
-                    hit_len = fl;
+                    *bhit = rc->to_client ? ns->p[pi].px : ns->p[pi].up;
+                    *best = fl;
+                    *bmap = mi;
                 }
+            }
+            if (!hit) {
+                hit = hit2;
+                hit_len = hit2_len;
             }
             if (hit) {
                 size_t hl = strlen(hit);
@@ -396,6 +495,11 @@ static void rw_restriction(struct rw_call *rc, struct nspi_Restriction_r *r, int
 /* ------------------------------------------------------------------ */
 /* the module                                                          */
 
+struct sess_names {
+    struct names ns;
+    struct name_pair pairs[SESSION_NAMES];
+};
+
 static void sess_free(void *p)
 {
     free(p);
@@ -404,13 +508,16 @@ static void sess_free(void *p)
 static struct names *session_names(struct mp_module_ctx *mc, struct mp_call *call)
 {
     struct mp_session *s = mp_call_session(call);
-    struct names *ns = mp_session_data(s, mc);
-    if (!ns) {
-        ns = calloc(1, sizeof(*ns));
-        if (ns)
-            mp_session_set_data(s, mc, ns, sess_free);
+    struct sess_names *sn = mp_session_data(s, mc);
+    if (!sn) {
+        sn = calloc(1, sizeof(*sn));
+        if (!sn)
+            return NULL;
+        sn->ns.p = sn->pairs;
+        sn->ns.cap = SESSION_NAMES;
+        mp_session_set_data(s, mc, sn, sess_free);
     }
-    return ns;
+    return &sn->ns;
 }
 
 static int rw_init(struct mp_module_ctx *mc)
@@ -429,19 +536,43 @@ static int rw_init(struct mp_module_ctx *mc)
         snprintf(c->fqdn, sizeof(c->fqdn), "%s", c->nb);
     for (char *p = c->fqdn; *p; p++)
         *p = (char)tolower((unsigned char)*p);
+    c->global.p = c->g_pairs;
+    c->global.cap = GLOBAL_NAMES;
     mp_module_set_private(mc, c);
     /* The configured upstream is a name to hide too. */
-    struct names dummy = {0};
+    struct name_pair dp[SESSION_NAMES];
+    struct names dummy = {.p = dp, .cap = SESSION_NAMES};
     struct rw_call rc = {.mc = mc, .sess = &dummy, .to_client = true};
     learn_host(&rc, cfg->binding.host, strlen(cfg->binding.host));
     mp_module_log(mc, MP_MLOG_INFO, "clients see %s / %s instead of the upstream's names", c->nb,
                   c->fqdn);
+    g_mc = mc;
     return 0;
 }
 
 static void rw_fini(struct mp_module_ctx *mc)
 {
+    if (g_mc == mc)
+        g_mc = NULL;
     free(mp_module_private(mc));
+}
+
+bool mp_rewrite_active(void)
+{
+    return g_mc != NULL;
+}
+
+char *mp_rewrite_text(const char *s, size_t n, bool to_client, bool autodiscover, size_t *out_n)
+{
+    if (!g_mc || !s || !n)
+        return NULL;
+    struct name_pair dp[SESSION_NAMES];
+    struct names none = {.p = dp, .cap = SESSION_NAMES};
+    struct rw_call rc = {
+        .mc = g_mc, .sess = &none, .to_client = to_client, .autodiscover = autodiscover};
+    if (to_client)
+        learn_from(&rc, s, n, false);
+    return replace_units(&rc, s, n, false, out_n);
 }
 
 #define RFR_GETNEWDSA 0
@@ -450,6 +581,14 @@ static void rw_fini(struct mp_module_ctx *mc)
 static bool is_rfr(struct mp_call *call)
 {
     return !strcmp(mp_call_iface(call), "exchange_ds_rfr");
+}
+
+#define EMSMDB_CONNECT 0
+#define EMSMDB_CONNECTEX 10
+
+static bool is_emsmdb(struct mp_call *call)
+{
+    return !strcmp(mp_call_iface(call), "exchange_emsmdb");
 }
 
 /* Client -> server: proxy names back to the upstream's. */
@@ -470,6 +609,11 @@ static enum mp_status rw_pull(struct mp_module_ctx *mc, struct mp_call *call)
             if (rc.changed && r->szMailboxServerDN)
                 r->cbMailboxServerDN = (uint32_t)strlen(r->szMailboxServerDN) + 1;
         }
+    } else if (is_emsmdb(call)) {
+        if (op == EMSMDB_CONNECT)
+            rw_str(&rc, &((struct emsmdb_EcDoConnect_in *)in)->szUserDN);
+        else if (op == EMSMDB_CONNECTEX)
+            rw_str(&rc, &((struct emsmdb_EcDoConnectEx_in *)in)->szUserDN);
     } else {
         switch (op) {
         case 4:
@@ -537,6 +681,16 @@ static enum mp_status rw_push(struct mp_module_ctx *mc, struct mp_call *call)
             learn_host(&rc, *name, strlen(*name));
             rw_str(&rc, name);
         }
+    } else if (is_emsmdb(call)) {
+        char **prefix = NULL;
+        if (op == EMSMDB_CONNECT)
+            prefix = &((struct emsmdb_EcDoConnect_out *)out)->szDNPrefix;
+        else if (op == EMSMDB_CONNECTEX)
+            prefix = &((struct emsmdb_EcDoConnectEx_out *)out)->szDNPrefix;
+        if (prefix && *prefix) {
+            learn_from(&rc, *prefix, strlen(*prefix), false);
+            rw_str(&rc, prefix);
+        }
     } else {
         switch (op) {
         case 3:
@@ -574,6 +728,8 @@ static enum mp_status rw_push(struct mp_module_ctx *mc, struct mp_call *call)
 
 static const struct mp_module_want rw_wants[] = {
     {"exchange_ds_rfr", MP_ALL_OPS},
+    {"exchange_emsmdb", EMSMDB_CONNECT},
+    {"exchange_emsmdb", EMSMDB_CONNECTEX},
     {"exchange_nsp", 3},
     {"exchange_nsp", 4},
     {"exchange_nsp", 5},
@@ -590,7 +746,8 @@ static const struct mp_module_want rw_wants[] = {
 const struct mp_module mp_builtin_rewrite = {
     MP_MODULE_HEADER,
     .name = "rewrite",
-    .description = "RFR referrals, NSPI binding strings, home MDB and server names name the proxy",
+    .description = "RFR referrals, NSPI binding strings, home MDB, EMSMDB DN prefixes and server "
+                   "names name the proxy",
     .wants = rw_wants,
     .init = rw_init,
     .fini = rw_fini,

@@ -38,6 +38,10 @@ struct item {
     bool changed, dropped, local;
     uint32_t error;
     int req; /* responses: index of the client's request item, or -1 */
+    /* requests: 1 + the index of the RopRelease of the same buffer that
+     * releases the object this ROP creates; 0 when none */
+    size_t released_by;
+    /* call memory (copies, never the table's): valid until the call ends */
     const struct mp_object *obj, *newobj;
 };
 
@@ -56,7 +60,9 @@ struct side {
 };
 
 struct mp_ropcall {
-    struct mp_objtab *tab;
+    struct mp_objtab *tab; /* a reference, dropped when the call ends */
+    struct mp_arena *a;    /* the call's */
+    size_t rel_next;       /* request items before it: releases applied */
     struct side rq, rs;
     struct mp_rop_buf up; /* request ROP buffer 0 as sent upstream */
     int *up_map;          /* up.rops[k] is client request item up_map[k] */
@@ -77,7 +83,7 @@ void mp_ropsess_free(struct mp_ropsess *s)
     if (!s)
         return;
     for (size_t i = 0; i < s->n; i++)
-        mp_objtab_free(s->v[i].t);
+        mp_objtab_unref(s->v[i].t);
     free(s);
 }
 
@@ -117,7 +123,10 @@ void mp_ropcall_disconnect(struct mp_call *m)
     struct mp_ropsess *s = m->session->rops;
     for (size_t i = 0; i < s->n; i++) {
         if (!memcmp(s->v[i].cxh, in->pcxh.uuid, 16)) {
-            mp_objtab_free(s->v[i].t);
+            /* calls of this context still running keep their reference */
+            mp_debug("call %s EcDoDisconnect: the context forgets %zu server objects", m->peer,
+                     mp_objtab_count(s->v[i].t));
+            mp_objtab_unref(s->v[i].t);
             s->v[i] = s->v[--s->n];
             return;
         }
@@ -131,10 +140,16 @@ static void side_free(struct side *s)
     memset(s, 0, sizeof(*s));
 }
 
+static void apply_releases(struct mp_ropcall *rc, size_t upto);
+
 void mp_ropcall_free(struct mp_call *m)
 {
     if (!m->rops)
         return;
+    /* releases the upstream got, whose response was never tracked */
+    if (m->rops->rq.ok && m->relays)
+        apply_releases(m->rops, m->rops->rq.n);
+    mp_objtab_unref(m->rops->tab);
     side_free(&m->rops->rq);
     side_free(&m->rops->rs);
     free(m->rops);
@@ -188,19 +203,26 @@ static const uint8_t *call_cxh(struct mp_call *m)
 
 /* ---- decoding context from the object table ---- */
 
+/* The decoded rows keep the columns: a copy in call memory, since the
+ * table's own may change or go before the call ends. */
 static int ctx_columns(void *opaque, uint32_t handle, const uint32_t **tags, size_t *n)
 {
-    const struct mp_object *o = mp_objtab_get(opaque, handle);
+    const struct mp_ropcall *rc = opaque;
+    const struct mp_object *o = mp_objtab_get(rc->tab, handle);
     if (!o || o->type != MP_OBJ_TABLE || !o->columns)
         return -1;
-    *tags = o->columns;
+    uint32_t *c = mp_arena_memdup(rc->a, o->columns, o->ncolumns * sizeof(*c));
+    if (!c)
+        return -1;
+    *tags = c;
     *n = o->ncolumns;
     return 0;
 }
 
 static int ctx_logon(void *opaque, uint8_t logon_id)
 {
-    return mp_objtab_logon(opaque, logon_id);
+    const struct mp_ropcall *rc = opaque;
+    return mp_objtab_logon(rc->tab, logon_id);
 }
 
 static uint8_t req_byte(const struct mp_rop *r, int16_t off)
@@ -254,7 +276,7 @@ static int decode_side(struct mp_call *m, struct side *s, bool response,
     struct mp_rop_ctx ctx = {.requests = reqs,
                              .table_columns = rc->tab ? ctx_columns : NULL,
                              .logon_is_private = rc->tab ? ctx_logon : NULL,
-                             .opaque = rc->tab};
+                             .opaque = rc};
     size_t total = 0;
     for (size_t i = 0; i < s->nbuf; i++) {
         size_t n;
@@ -363,6 +385,18 @@ static struct mp_object *provisional(struct mp_arena *a, const struct mp_rop *r,
     return o;
 }
 
+/* A table object as the call sees it: a copy in call memory (columns too). */
+static const struct mp_object *snapshot(struct mp_arena *a, const struct mp_object *t)
+{
+    struct mp_object *o = mp_arena_memdup(a, t, sizeof(*t));
+    if (o && t->columns && t->ncolumns) {
+        o->columns = mp_arena_memdup(a, t->columns, t->ncolumns * sizeof(*t->columns));
+        if (!o->columns)
+            o->ncolumns = 0;
+    }
+    return o;
+}
+
 static const struct mp_object *unknown_object(struct mp_arena *a, uint32_t handle, uint8_t logon)
 {
     struct mp_object *o = mp_arena_alloc(a, sizeof(*o));
@@ -377,18 +411,21 @@ static const struct mp_object *unknown_object(struct mp_arena *a, uint32_t handl
 }
 
 /* The input object of every request ROP, following handles created earlier
- * in the same buffer. */
+ * in the same buffer; a RopRelease of such a handle marks the ROP that
+ * created it (released_by). */
 static void request_objects(struct mp_call *m)
 {
     struct mp_ropcall *rc = m->rops;
-    struct mp_arena *a = mp_call_arena(m);
+    struct mp_arena *a = rc->a;
     struct side *s = &rc->rq;
     const struct mp_object *slot[256];
+    size_t creator[256]; /* 1 + the request item that created slot[h], 0 */
     int cur = -1;
     for (size_t i = 0; i < s->n; i++) {
         struct item *it = &s->it[i];
         if (it->buf != cur) {
             memset(slot, 0, sizeof(slot));
+            memset(creator, 0, sizeof(creator));
             cur = it->buf;
         }
         const struct mp_rop *r = it->r;
@@ -401,16 +438,37 @@ static void request_objects(struct mp_call *m)
             in = slot[h];
             if (!in) {
                 uint32_t handle = h < b->nhandles ? b->handles[h] : MP_OBJ_NONE;
-                in = mp_objtab_get(rc->tab, handle);
+                const struct mp_object *t = mp_objtab_get(rc->tab, handle);
+                in = t ? snapshot(a, t) : NULL;
                 if (!in)
                     in = unknown_object(a, handle, req_byte(r, 1));
                 slot[h] = in;
             }
             it->obj = in;
+            if (r->rop_id == 0x01 && creator[h])
+                s->it[creator[h] - 1].released_by = i + 1;
         }
         int oh = mp_rop_out_slot(r);
-        if (oh >= 0)
+        if (oh >= 0) {
             slot[oh] = provisional(a, r, in);
+            creator[oh] = i + 1;
+        }
+    }
+}
+
+/* The RopReleases among request items [rc->rel_next, upto) that went
+ * upstream: their objects leave the table.  Applied in request order
+ * between the responses around them (as the server executed them), after
+ * the response was decoded (a release after a RopQueryRows on the same
+ * table still lets the rows decode), and at the latest when the call ends.
+ * The call's modules keep their copies (item.obj). */
+static void apply_releases(struct mp_ropcall *rc, size_t upto)
+{
+    for (; rc->rel_next < upto && rc->rel_next < rc->rq.n; rc->rel_next++) {
+        const struct item *it = &rc->rq.it[rc->rel_next];
+        if (rc->tab && it->r->rop_id == 0x01 && it->obj && !it->dropped && !it->local &&
+            it->obj->type != MP_OBJ_UNKNOWN && it->obj->handle != MP_OBJ_NONE)
+            mp_objtab_del(rc->tab, it->obj->handle);
     }
 }
 
@@ -446,7 +504,7 @@ static void track_response(struct mp_ropcall *rc, struct item *it, const struct 
     int oh = mp_rop_out_slot(rq);
     if (oh < 0 || (size_t)oh >= rb->nhandles)
         return;
-    struct mp_object *o = provisional(a, rq, q->obj);
+    struct mp_object *o = provisional(a, rq, q->obj); /* q->obj: call memory */
     if (!o)
         return;
     o->handle = rb->handles[oh];
@@ -474,9 +532,11 @@ static void track_response(struct mp_ropcall *rc, struct item *it, const struct 
     default:
         break;
     }
-    if (mp_objtab_put(rc->tab, o) == 0)
-        it->newobj = mp_objtab_get(rc->tab, o->handle);
-    else
+    it->newobj = o;
+    const struct item *rel = q->released_by ? &rc->rq.it[q->released_by - 1] : NULL;
+    if (rel && !rel->dropped && !rel->local)
+        return; /* released by the same buffer: never in the table */
+    if (mp_objtab_put(rc->tab, o))
         mp_debug("server object table full (%u objects); handle 0x%08x not tracked", MP_OBJTAB_MAX,
                  o->handle);
 }
@@ -485,12 +545,19 @@ static void track_response(struct mp_ropcall *rc, struct item *it, const struct 
 
 void mp_ropcall_request(struct mp_call *m)
 {
+    /* rop_modules() also holds for EcDoDisconnect (for the table's end):
+     * that call has no ROPs, and its request is not an EcDoRpc's */
+    if (!mp_ropcall_applies(m))
+        return;
     if (!m->rops && !(m->rops = calloc(1, sizeof(*m->rops))))
         return;
     struct mp_ropcall *rc = m->rops;
     side_free(&rc->rq);
+    rc->rel_next = 0;
+    rc->a = mp_call_arena(m);
     const uint8_t *cxh = call_cxh(m);
-    rc->tab = cxh ? session_tab(m->session, cxh) : NULL;
+    mp_objtab_unref(rc->tab);
+    rc->tab = cxh ? mp_objtab_ref(session_tab(m->session, cxh)) : NULL;
     if (decode_side(m, &rc->rq, false, NULL)) {
         side_free(&rc->rq);
         return;
@@ -748,13 +815,6 @@ int mp_ropcall_request_done(struct mp_call *m)
         return 0;
     struct side *s = &rc->rq;
     struct mp_arena *a = mp_call_arena(m);
-    /* released handles leave the table once the request is on its way */
-    for (size_t i = 0; i < s->n; i++) {
-        const struct item *it = &s->it[i];
-        if (it->r->rop_id == 0x01 && it->obj && !it->dropped && !it->local &&
-            it->obj->handle != MP_OBJ_NONE && rc->tab)
-            mp_objtab_del(rc->tab, it->obj->handle);
-    }
     /* the upstream list: buffer 0 without what the proxy answered */
     const struct mp_rop_buf *b0 = &s->bufs[0];
     size_t n0 = b0->n, nlocal = 0;
@@ -936,8 +996,13 @@ void mp_ropcall_response(struct mp_call *m)
         }
     }
     struct mp_arena *a = mp_call_arena(m);
-    for (size_t i = 0; i < rc->rs.n; i++)
-        track_response(rc, &rc->rs.it[i], &rc->rs.bufs[rc->rs.it[i].buf], a);
+    for (size_t i = 0; i < rc->rs.n; i++) {
+        struct item *it = &rc->rs.it[i];
+        if (it->req >= 0)
+            apply_releases(rc, (size_t)it->req);
+        track_response(rc, it, &rc->rs.bufs[it->buf], a);
+    }
+    apply_releases(rc, rc->rq.n);
 }
 
 int mp_ropcall_response_done(struct mp_call *m)

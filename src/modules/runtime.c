@@ -1,5 +1,6 @@
 #include "modules/runtime.h"
 #include "modules/ropcall.h"
+#include "modules/mailboxauth.h"
 
 #include <dlfcn.h>
 #include <limits.h>
@@ -117,14 +118,67 @@ static bool listed(const struct mp_config *cfg, const char *name)
     return false;
 }
 
+const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *name, void **dl,
+                                       char *why, size_t wl)
+{
+    *dl = NULL;
+    const struct mp_module *m = find_builtin(name);
+    if (!m) {
+        char dir[PATH_MAX], path[PATH_MAX + 80];
+        module_dir(cfg, dir, sizeof(dir));
+        snprintf(path, sizeof(path), "%s/%s.so", dir, name);
+        if (access(path, R_OK) != 0) {
+            snprintf(why, wl,
+                     "module %s: no built-in module of that name and no %s; check "
+                     "dcerpc_mapiproxy:modules or mapiproxy:module dir",
+                     name, path);
+            return NULL;
+        }
+        void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            snprintf(why, wl, "module %s: cannot load %s: %s", name, path, dlerror());
+            return NULL;
+        }
+        m = dlsym(h, "mp_module_descriptor");
+        if (!m) {
+            snprintf(why, wl,
+                     "module %s: %s exports no mp_module_descriptor; is it a mapiproxy module?",
+                     name, path);
+            dlclose(h);
+            return NULL;
+        }
+        *dl = h;
+    }
+    if (m->abi_version != MP_MODULE_ABI_VERSION)
+        snprintf(why, wl,
+                 "module %s was built for module ABI %u, this mapiproxy has ABI %u; rebuild "
+                 "it against this include/mapiproxy/module.h",
+                 name, m->abi_version, MP_MODULE_ABI_VERSION);
+    else if (m->size < sizeof(struct mp_module))
+        snprintf(why, wl,
+                 "module %s: descriptor of %u bytes, expected %zu; rebuild it against this "
+                 "include/mapiproxy/module.h",
+                 name, m->size, sizeof(struct mp_module));
+    else if (!m->name || strcmp(m->name, name))
+        snprintf(why, wl,
+                 "module %s: its descriptor names itself \"%s\"; the file name and the "
+                 "name must match",
+                 name, m->name ? m->name : "(null)");
+    else
+        return m;
+    if (*dl)
+        dlclose(*dl);
+    *dl = NULL;
+    return NULL;
+}
+
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop)
 {
     memset(ms, 0, sizeof(*ms));
     ms->loop = loop;
-    char dir[PATH_MAX];
-    module_dir(cfg, dir, sizeof(dir));
     /* The effective chain: the rewrite module first when the proxy is not
-     * transparent, then the configured modules, then trace for ndrdump. */
+     * transparent, then the configured modules, then trace for ndrdump,
+     * then mailbox authorization under specified credentials. */
     const char *names[MP_MAX_MODULES + 4];
     size_t n_names = 0;
     if (!cfg->transparent && !listed(cfg, "rewrite"))
@@ -133,6 +187,9 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
         names[n_names++] = cfg->modules[i];
     if (cfg->ndrdump && !listed(cfg, "trace"))
         names[n_names++] = "trace";
+    /* last: it checks what goes upstream after every other module */
+    if (mp_mailbox_auth_applies(cfg) && !listed(cfg, "mailboxauth"))
+        names[n_names++] = "mailboxauth";
     if (n_names > MP_MAX_MODULES) {
         mp_error("%zu modules in the chain; at most %d can be loaded", n_names, MP_MAX_MODULES);
         return -1;
@@ -146,49 +203,13 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
         mc->owner = ms;
         mc->cfg = cfg;
         mc->loop = loop;
-        mc->m = find_builtin(name);
+        char why[PATH_MAX + 300];
+        mc->m = mp_module_open(cfg, name, &mc->dl, why, sizeof why);
         if (!mc->m) {
-            char path[PATH_MAX + 80];
-            snprintf(path, sizeof(path), "%s/%s.so", dir, name);
-            if (access(path, R_OK) != 0) {
-                mp_error("module %s: no built-in module of that name and no %s; check "
-                         "dcerpc_mapiproxy:modules or mapiproxy:module dir",
-                         name, path);
-                goto fail;
-            }
-            mc->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-            if (!mc->dl) {
-                mp_error("module %s: cannot load %s: %s", name, path, dlerror());
-                goto fail;
-            }
-            mc->m = dlsym(mc->dl, "mp_module_descriptor");
-            if (!mc->m) {
-                mp_error("module %s: %s exports no mp_module_descriptor; is it a mapiproxy "
-                         "module?",
-                         name, path);
-                dlclose(mc->dl);
-                goto fail;
-            }
+            mp_error("%s", why);
+            goto fail;
         }
         ms->n++;
-        if (mc->m->abi_version != MP_MODULE_ABI_VERSION) {
-            mp_error("module %s was built for module ABI %u, this mapiproxy has ABI %u; rebuild "
-                     "it against this include/mapiproxy/module.h",
-                     name, mc->m->abi_version, MP_MODULE_ABI_VERSION);
-            goto fail;
-        }
-        if (mc->m->size < sizeof(struct mp_module)) {
-            mp_error("module %s: descriptor of %u bytes, expected %zu; rebuild it against this "
-                     "include/mapiproxy/module.h",
-                     name, mc->m->size, sizeof(struct mp_module));
-            goto fail;
-        }
-        if (!mc->m->name || strcmp(mc->m->name, name)) {
-            mp_error("module %s: its descriptor names itself \"%s\"; the file name and the "
-                     "name must match",
-                     name, mc->m->name ? mc->m->name : "(null)");
-            goto fail;
-        }
         if (add_wants(ms, mc->index))
             goto fail;
         if (mc->m->init && mc->m->init(mc) != 0) {
@@ -442,6 +463,10 @@ const char *mp_call_op_name(const struct mp_call *m)
 const char *mp_call_peer(const struct mp_call *m)
 {
     return m->peer;
+}
+const char *mp_call_user(const struct mp_call *m)
+{
+    return m->user[0] ? m->user : NULL;
 }
 struct mp_session *mp_call_session(struct mp_call *m)
 {

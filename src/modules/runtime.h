@@ -38,6 +38,10 @@ struct mp_modules {
         uint32_t mask;
     } * wants;
     size_t n_wants;
+    /* A module that must see every call it wants (mailbox authorization):
+     * a call that cannot be handed to the chain is refused, never relayed
+     * untouched. */
+    bool fail_closed;
 };
 
 /* A session: a client's association group.  The relay keeps the group's
@@ -91,6 +95,12 @@ struct mp_call {
     char iface[48];
     const char *op_name; /* static table */
     char peer[64];
+    /* The user the proxy authenticated on the call's connection ("" when
+     * it did not: transparent mode, pass-through interfaces), and whether
+     * the upstream sees the proxy's own account for it (specified
+     * credentials) rather than the client (S4U delegation). */
+    char user[520];
+    bool proxy_identity;
     uint16_t opnum, ctx_id;
     uint32_t c_id, u_id;
     uint8_t object[16];
@@ -114,6 +124,12 @@ struct mp_call {
 };
 
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop);
+/* Finds module `name` as mp_modules_load does: a built-in, or
+ * MODULE-DIR/NAME.so opened and checked (descriptor, ABI version, size, name).
+ * Returns its descriptor (*dl: the dlopen handle of a shared object, else
+ * NULL; the caller dlcloses it), or NULL with why ("module NAME: ...; fix"). */
+const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *name, void **dl,
+                                       char *why, size_t wl);
 void mp_modules_unload(struct mp_modules *ms);
 /* Which modules want (uuid, opnum); 0 = none (fast path). */
 uint32_t mp_modules_want(const struct mp_modules *ms, const uint8_t uuid[16], uint16_t opnum);

@@ -45,6 +45,7 @@
 #include "auth/winbind.h"
 #include "auth/spnego.h"
 #include "epm/epm.h"
+#include "net/accept.h"
 #include "modules/runtime.h"
 
 #define MP_MAX_FRAG 5840     /* largest fragment we negotiate on either leg */
@@ -111,6 +112,7 @@ struct conn {
     struct mp_buf in, out;
     struct assoc *a;
     uint8_t role;
+    uint16_t port; /* upstream and resolver: the port connected to (for log lines) */
     bool connecting;
     bool closing;     /* close once out is flushed */
     bool in_borrowed; /* in points into the relay's read buffer */
@@ -757,7 +759,11 @@ static void upstream_failed(struct assoc *a, const char *why)
     mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why, a->n_calls);
     if (a->state != A_OPEN && !a->csec) {
         uint32_t id = a->merges ? a->merges->c_call_id : 0;
-        mp_build_bind_nak(&a->c.out, id, MP_BNAK_TEMPORARY_CONGESTION);
+        /* MS-RPCE 2.2.2.5: the server could not complete the request for
+         * want of resources; Windows clients report RPC_S_SERVER_TOO_BUSY,
+         * which Outlook retries (MS-OXCRPC 3.2.4.4).  (temporary_congestion
+         * is "not used" there.) */
+        mp_build_bind_nak(&a->c.out, id, MP_BNAK_LOCAL_LIMIT_EXCEEDED);
     } else {
         for (size_t i = 0; i < a->n_calls; i++) {
             log_call(a, &a->calls[i], "upstream-failed");
@@ -955,8 +961,10 @@ static void port_forget(struct mp_relay *r, const struct mp_syntax *s)
 static void timeout_cb(struct mp_timer *t)
 {
     struct assoc *a = t->data;
-    char why[64];
-    snprintf(why, sizeof(why), "did not answer within %u ms", a->r->cfg->connect_timeout_ms);
+    char why[400];
+    const struct conn *c = a->state == A_RESOLVING ? &a->res : &a->u;
+    snprintf(why, sizeof(why), "%s port %u%s did not answer within %u ms", a->r->cfg->binding.host,
+             c->port, c == &a->res ? " (endpoint mapper)" : "", a->r->cfg->connect_timeout_ms);
     upstream_failed(a, why);
 }
 
@@ -1029,6 +1037,7 @@ static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
         errno = e;
         return -1;
     }
+    c->port = port;
     c->io.fd = fd;
     c->io.cb = conn_cb;
     c->io.data = c;
@@ -1200,9 +1209,9 @@ static void start_upstream(struct assoc *a)
     a->state = A_RESOLVING;
     a->res.role = ROLE_RESOLVER;
     if (start_connect(a, &a->res, r->cfg->upstream_epm_port) < 0) {
-        char why[160];
-        snprintf(why, sizeof(why), "endpoint mapper port %u: connect failed: %s",
-                 r->cfg->upstream_epm_port, strerror(errno));
+        char why[400];
+        snprintf(why, sizeof(why), "%s port %u (endpoint mapper): connect failed: %s",
+                 r->cfg->binding.host, r->cfg->upstream_epm_port, strerror(errno));
         upstream_failed(a, why);
     }
 }
@@ -1212,8 +1221,9 @@ static void upstream_connect(struct assoc *a, uint16_t port)
     a->state = A_CONNECTING;
     a->u.role = ROLE_UPSTREAM;
     if (start_connect(a, &a->u, port) < 0) {
-        char why[160];
-        snprintf(why, sizeof(why), "port %u: connect failed: %s", port, strerror(errno));
+        char why[400];
+        snprintf(why, sizeof(why), "%s port %u: connect failed: %s", a->r->cfg->binding.host, port,
+                 strerror(errno));
         upstream_failed(a, why);
         return;
     }
@@ -1414,14 +1424,6 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
 static const char *const level_names[7] = {"",       "none",      "connect", "call",
                                            "packet", "integrity", "privacy"};
 
-/* Names come from the client: no control bytes or spaces in log lines. */
-static void log_safe(char *p)
-{
-    for (; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == ' ')
-            *p = '?';
-}
-
 static const char *mech_name(const struct leg_sec *s)
 {
     if (s->gss)
@@ -1563,7 +1565,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         const char *peer = mp_gss_peer_name(cs->gss);
         snprintf(cs->user, sizeof(cs->user), "%s", peer ? peer : "?");
         snprintf(cs->who, sizeof(cs->who), "%s", cs->user);
-        log_safe(cs->who);
+        mp_log_safe(cs->who);
         size_t v = mp_gss_sig_len(cs->gss, cs->level, MP_MAX_FRAG);
         cs->vlen = v > 16 ? v : 16; /* any MIC or wrap token is longer */
         if (cs->level >= MP_AUTHN_LEVEL_CALL && !v) {
@@ -1613,7 +1615,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         rc = mp_ntlm_acceptor_peek(&cs->acc, tok, len, &lg);
         if (rc == MP_NTLM_OK) {
             snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", lg.domain, lg.user);
-            log_safe(cs->who);
+            mp_log_safe(cs->who);
             struct mp_wb_logon *lo = calloc(1, sizeof(*lo));
             if (!lo || mp_wb_logon_set(lo, lg.user, lg.domain, lg.workstation, lg.server_chal,
                                        lg.nt.p, lg.nt.len, lg.lm.p, lg.lm.len)) {
@@ -1655,7 +1657,7 @@ static int client_auth_next(struct assoc *a, struct leg_sec *cs, const struct mp
         snprintf(cs->who, sizeof(cs->who), "%.150s", res.user);
     else
         snprintf(cs->who, sizeof(cs->who), "%.70s\\%.70s", res.domain, res.user);
-    log_safe(cs->who);
+    mp_log_safe(cs->who);
     char bare[160];
     snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(res.user, "@"), res.user);
     const char *bad = rc ? (wb_note[0] ? wb_note : mp_ntlm_strerror(rc))
@@ -2696,6 +2698,10 @@ static int slow_path_start(struct assoc *a, struct call *c, const uint8_t *pdu,
     snprintf(m->iface, sizeof(m->iface), "%s", e->name);
     m->op_name = mp_iface_op_name(e->info, c->opnum);
     snprintf(m->peer, sizeof(m->peer), "%s", a->peer);
+    if (a->csec) { /* terminated: who logged on, and whom the upstream sees */
+        snprintf(m->user, sizeof(m->user), "%s", a->csec->who);
+        m->proxy_identity = a->r->up_mode != UP_S4U;
+    }
     m->opnum = c->opnum;
     m->ctx_id = c->ctx_id;
     m->c_id = c->c_id;
@@ -3298,9 +3304,9 @@ static void conn_cb(struct mp_io *io, uint32_t ev)
         socklen_t l = sizeof(err);
         getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
         if (err) {
-            char why[128];
-            snprintf(why, sizeof(why), "%sconnect failed: %s",
-                     c->role == ROLE_RESOLVER ? "endpoint mapper " : "", strerror(err));
+            char why[400];
+            snprintf(why, sizeof(why), "%s port %u%s: connect failed: %s", a->r->cfg->binding.host,
+                     c->port, c->role == ROLE_RESOLVER ? " (endpoint mapper)" : "", strerror(err));
             if (c->role == ROLE_UPSTREAM)
                 port_forget(a->r, &a->target); /* the server may have moved: ask again */
             upstream_failed(a, why);
@@ -3322,96 +3328,86 @@ static void conn_cb(struct mp_io *io, uint32_t ev)
     update_interest(a);
 }
 
+static void accept_one(void *data, int fd, const char *host, uint16_t port)
+{
+    struct listener *l = data;
+    struct mp_relay *r = l->r;
+    char peer[64];
+    snprintf(peer, sizeof(peer), "%s:%u", host, port);
+    if (r->n_assoc >= r->cfg->max_connections) {
+        mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
+                r->n_assoc);
+        close(fd);
+        return;
+    }
+    uint8_t ip[16] = {0};
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET6) {
+        memcpy(ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+    } else if (ss.ss_family == AF_INET) {
+        ip[10] = ip[11] = 0xff;
+        memcpy(ip + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    }
+    struct addr_count *ac = addr_take(r, ip);
+    if (!ac) {
+        mp_warn("conn %s refused: %u connections open from %s (mapiproxy:max connections per "
+                "address)",
+                peer, r->cfg->max_conn_per_addr, host);
+        close(fd);
+        return;
+    }
+    struct assoc *a = calloc(1, sizeof(*a));
+    if (!a) {
+        addr_release(r, ac);
+        close(fd);
+        return;
+    }
+    a->addr = ac;
+    a->r = r;
+    a->merges_tail = &a->merges;
+    a->next_u_call = 1;
+    a->local_epm = l->epm;
+    a->t_open = a->last_io_ms = a->c_progress_ms = a->u_progress_ms = mp_now_ms();
+    a->stall.cb = stall_cb;
+    a->stall.data = a;
+    a->idle.cb = idle_cb;
+    a->idle.data = a;
+    if (r->cfg->idle_timeout_s)
+        mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
+    a->bindt.cb = bind_timeout_cb;
+    a->bindt.data = a;
+    if (r->cfg->bind_timeout_s)
+        mp_timer_arm(r->loop, &a->bindt, (uint64_t)r->cfg->bind_timeout_s * 1000);
+    snprintf(a->peer, sizeof(a->peer), "%s", peer);
+    struct conn *cs[3] = {&a->c, &a->u, &a->res};
+    for (int k = 0; k < 3; k++) {
+        cs[k]->a = a;
+        cs[k]->io.fd = -1;
+    }
+    a->c.role = ROLE_CLIENT;
+    a->c.io.fd = fd;
+    a->c.io.cb = conn_cb;
+    a->c.io.data = &a->c;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_storage me;
+    socklen_t ml = sizeof(me);
+    if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
+        a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
+    a->next = r->assocs;
+    if (r->assocs)
+        r->assocs->prev = a;
+    r->assocs = a;
+    r->n_assoc++;
+    mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
+    update_interest(a);
+}
+
 static void accept_cb(struct mp_io *io, uint32_t ev)
 {
     struct listener *l = io->data;
-    struct mp_relay *r = l->r;
-    for (int i = 0; i < 64; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR)
-                mp_warn("accept failed: %s", strerror(errno));
-            return;
-        }
-        char host[INET6_ADDRSTRLEN] = "?", peer[64];
-        uint16_t port = 0;
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-        snprintf(peer, sizeof(peer), "%s:%u", host, port);
-        if (r->n_assoc >= r->cfg->max_connections) {
-            mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
-                    r->n_assoc);
-            close(fd);
-            continue;
-        }
-        uint8_t ip[16] = {0};
-        if (ss.ss_family == AF_INET6) {
-            memcpy(ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-        } else {
-            ip[10] = ip[11] = 0xff;
-            memcpy(ip + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-        }
-        struct addr_count *ac = addr_take(r, ip);
-        if (!ac) {
-            mp_warn("conn %s refused: %u connections open from %s (mapiproxy:max connections "
-                    "per address)",
-                    peer, r->cfg->max_conn_per_addr, host);
-            close(fd);
-            continue;
-        }
-        struct assoc *a = calloc(1, sizeof(*a));
-        if (!a) {
-            addr_release(r, ac);
-            close(fd);
-            continue;
-        }
-        a->addr = ac;
-        a->r = r;
-        a->merges_tail = &a->merges;
-        a->next_u_call = 1;
-        a->local_epm = l->epm;
-        a->t_open = a->last_io_ms = a->c_progress_ms = a->u_progress_ms = mp_now_ms();
-        a->stall.cb = stall_cb;
-        a->stall.data = a;
-        a->idle.cb = idle_cb;
-        a->idle.data = a;
-        if (r->cfg->idle_timeout_s)
-            mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
-        a->bindt.cb = bind_timeout_cb;
-        a->bindt.data = a;
-        if (r->cfg->bind_timeout_s)
-            mp_timer_arm(r->loop, &a->bindt, (uint64_t)r->cfg->bind_timeout_s * 1000);
-        snprintf(a->peer, sizeof(a->peer), "%s", peer);
-        struct conn *cs[3] = {&a->c, &a->u, &a->res};
-        for (int k = 0; k < 3; k++) {
-            cs[k]->a = a;
-            cs[k]->io.fd = -1;
-        }
-        a->c.role = ROLE_CLIENT;
-        a->c.io.fd = fd;
-        a->c.io.cb = conn_cb;
-        a->c.io.data = &a->c;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        struct sockaddr_storage me;
-        socklen_t ml = sizeof(me);
-        if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
-            a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
-        a->next = r->assocs;
-        if (r->assocs)
-            r->assocs->prev = a;
-        r->assocs = a;
-        r->n_assoc++;
-        mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
-        update_interest(a);
-    }
+    mp_accept_ready(l->r->loop, io, l->epm ? "epmapper" : "rpc", accept_one, l);
 }
 
 /* ------------------------------------------------------------------ */
@@ -3785,8 +3781,10 @@ uint16_t mp_relay_epm_port(const struct mp_relay *r)
 
 void mp_relay_shutdown(struct mp_relay *r)
 {
-    for (size_t i = 0; i < r->n_ls; i++)
+    for (size_t i = 0; i < r->n_ls; i++) {
+        mp_accept_forget(&r->ls[i].io);
         mp_io_close(r->loop, &r->ls[i].io);
+    }
     r->n_ls = 0;
     while (r->assocs)
         assoc_close(r->assocs, "proxy shutting down");

@@ -13,6 +13,7 @@ struct ent {
 struct mp_objtab {
     struct ent **b;
     size_t nb, n;
+    unsigned refs;
     int8_t logon[256]; /* -1 unknown, 0 public, 1 private */
 };
 
@@ -27,6 +28,7 @@ struct mp_objtab *mp_objtab_new(void)
     struct mp_objtab *t = calloc(1, sizeof(*t));
     if (!t)
         return NULL;
+    t->refs = 1;
     t->nb = 64;
     t->b = calloc(t->nb, sizeof(*t->b));
     if (!t->b) {
@@ -43,9 +45,16 @@ static void ent_free(struct ent *e)
     free(e);
 }
 
-void mp_objtab_free(struct mp_objtab *t)
+struct mp_objtab *mp_objtab_ref(struct mp_objtab *t)
 {
-    if (!t)
+    if (t)
+        t->refs++;
+    return t;
+}
+
+void mp_objtab_unref(struct mp_objtab *t)
+{
+    if (!t || --t->refs)
         return;
     for (size_t i = 0; i < t->nb; i++) {
         for (struct ent *e = t->b[i], *nx; e; e = nx) {
@@ -121,6 +130,8 @@ int mp_objtab_put(struct mp_objtab *t, const struct mp_object *o)
 
 void mp_objtab_del(struct mp_objtab *t, uint32_t handle)
 {
+    if (!t)
+        return;
     for (struct ent **pp = &t->b[slot(t, handle)]; *pp; pp = &(*pp)->next) {
         if ((*pp)->o.handle == handle) {
             struct ent *e = *pp;

@@ -18,9 +18,18 @@
 
 struct mp_objtab;
 
+/* A table is reference counted: the session holds one reference per EMSMDB
+ * context, and every ROP call on that context holds one while it runs, so
+ * that an EcDoDisconnect (from any connection of the session) cannot free
+ * the table under a call that is upstream or held PENDING by a module.
+ * mp_objtab_new returns a table with one reference; mp_objtab_unref drops
+ * one and frees the table with the last.  NULL is accepted. */
 struct mp_objtab *mp_objtab_new(void);
-void mp_objtab_free(struct mp_objtab *t);
-/* The object behind handle, or NULL. */
+struct mp_objtab *mp_objtab_ref(struct mp_objtab *t);
+void mp_objtab_unref(struct mp_objtab *t);
+/* The object behind handle, or NULL.  The pointer is the table's: it goes
+ * with the next put, del or set_columns on that handle.  Callers that keep
+ * an object for longer (a call's ROPs) copy it. */
 const struct mp_object *mp_objtab_get(const struct mp_objtab *t, uint32_t handle);
 /* Records o (copied; o->handle is the key; columns are not copied: use
  * mp_objtab_set_columns).  Replaces an older object on the same handle.

@@ -68,6 +68,14 @@ class Lab:
             return f.read()
 
 
+def ntlm_lab(tmp_path, user, password, level="privacy"):
+    """The lab with one NTLM account (LAB\\user) that it requires at level."""
+    users = os.path.join(str(tmp_path), "lab-users")
+    with open(users, "w") as f:
+        f.write(f"{user}:LAB:{password}\n")
+    return Lab(tmp_path, extra=("--users", users, "--require-auth", level))
+
+
 class Proxy:
     """mapiproxy with a configuration written from keyword options."""
 
@@ -150,9 +158,7 @@ LAB_SVC_ACCT, LAB_SVC_PW = "mapiproxy-svc", "Svc-Pa55-for-lab"
 @pytest.fixture
 def auth_lab(tmp_path):
     """The lab requiring NTLM at privacy from its one account (the proxy's)."""
-    users = tmp_path / "lab-users"
-    users.write_text(f"{LAB_SVC_ACCT}:LAB:{LAB_SVC_PW}\n")
-    lab = Lab(tmp_path, extra=("--users", str(users), "--require-auth", "privacy"))
+    lab = ntlm_lab(tmp_path, LAB_SVC_ACCT, LAB_SVC_PW)
     yield lab
     lab.stop()
 

@@ -76,6 +76,15 @@ class Handler(BaseHTTPRequestHandler):
         self.server.peer.log.append(fmt % args)
 
     def body(self):
+        if self.headers.get("X-Test-Discard") == "1":  # read, count, keep nothing
+            left, got = int(self.headers.get("Content-Length", "0")), 0
+            while left:
+                b = self.rfile.read(min(65536, left))
+                if not b:
+                    break
+                got, left = got + len(b), left - len(b)
+            self.server.peer.discarded.append(got)
+            return b""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return read_chunked(self.rfile)
         n = int(self.headers.get("Content-Length", "0"))
@@ -203,6 +212,7 @@ class Peer:
         self.basic = "Basic dXNlcjpzM2NyZXQtcGFzc3dvcmQ="  # user:s3cret-password
         self.bearer = "tok-SECRET-bearer-value"
         self.connections, self.requests, self.log = [], [], []
+        self.discarded = []
         self.release = threading.Event()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(certfile, keyfile)

@@ -68,6 +68,8 @@ EPM_LOCK = "/tmp/mapiproxy-test-samba-epm135.lock"
 
 def samba_available():
     """Return None if a standalone samba-dcerpcd can be run here, else a reason."""
+    if os.geteuid() != 0:
+        return "samba-dcerpcd serves its endpoint mapper on port 135, which needs root"
     for path in (SAMBA_DCERPCD, os.path.join(SAMBA_LIBEXEC, "rpcd_epmapper")):
         if not os.access(path, os.X_OK):
             return "%s not installed" % path

@@ -137,7 +137,6 @@ from impacket.dcerpc.v5 import nspi, oxabref  # noqa: E402
 from rpcutil import dce_connect  # noqa: E402
 
 
-
 @pytest.fixture
 def lab_proxy(auth_lab, make_proxy, tmp_path):
     creds = tmp_path / "clients"

@@ -54,6 +54,10 @@ def env(tmp_path_factory):
     with open(pwfile, "w") as f:
         f.write(PROXY_PW + "\n")
     os.chmod(pwfile, 0o600)
+    mbxmap = os.path.join(d, "mailbox-map")  # mapiproxy:mailbox map: alice's own mailbox
+    with open(mbxmap, "w") as f:
+        f.write(f"alice: {ALICE}\n")
+    os.chmod(mbxmap, 0o600)
     badpw = os.path.join(d, "bad-password")
     with open(badpw, "w") as f:
         f.write("not-the-password\n")
@@ -71,7 +75,7 @@ def env(tmp_path_factory):
     threading.Thread(target=proc.stdout.read, daemon=True).start()
     ports = dict((k, int(v)) for k, v in (kv.split("=") for kv in line.split()[1:]))
     yield {"ca": ca, "proxy_cert": proxy_cert, "mapihttp": ports["mapihttp"], "creds": creds,
-           "pwfile": pwfile, "badpw": badpw, "lab_log": lab_log}
+           "pwfile": pwfile, "badpw": badpw, "lab_log": lab_log, "mbxmap": mbxmap}
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
     logf.close()
@@ -97,6 +101,7 @@ def start(make_proxy, env, **over):
         "dcerpc_mapiproxy:username": PROXY_USER,
         "dcerpc_mapiproxy:domain": "LAB",
         "mapiproxy:password file": env["pwfile"],
+        "mapiproxy:mailbox map": env["mbxmap"],
         "netbios name": "MAPIPROXY",
     }
     extra.update(over)
@@ -302,3 +307,61 @@ def test_allowed_users_by_group(make_proxy, env, tmp_path):
     log = p.log()
     assert "logged on as LAB\\mallory" in log
     assert "logon refused: user=LAB\\alice: not in mapiproxy:allowed users" in log
+
+
+def test_session_cookies_bound_to_the_user(make_proxy, env):
+    """The issue's replay: bob, logged on to the proxy as himself, sends
+    alice's MapiContext and MapiSequence cookies.  The lab sees only the
+    proxy's account, so the proxy is what tells them apart: bob's requests
+    are answered as an unknown cookie is (X-ResponseCode 10, Context Not
+    Found) and reach nothing; alice's own second connection (Outlook's
+    NotificationWait and PING use one) shares her session."""
+    p = start(make_proxy, env, **{"mapiproxy:http basic": "yes"})
+    alice = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert alice.connect(ALICE)["ErrorCode"] == 0
+    alice2 = MH.EmsmdbHttp(p.base, auth=HTTPBasicAuth("LAB\\alice", CLIENTS["alice"]),
+                           verify=env["ca"])
+    alice2.http.cookies.update(alice.http.cookies)
+    assert alice2.ping().code == 0
+    before = lab_log(env)
+    for auth in (ntlm("bob"), HTTPBasicAuth("LAB\\bob", CLIENTS["bob"])):
+        bob = MH.EmsmdbHttp(p.base, auth=auth, verify=env["ca"])
+        bob.http.cookies.update(alice.http.cookies)
+        d, _ = bob.execute_raw(EC.RopBuffer().logon(0, ALICE).build([0xFFFFFFFF]), check=False)
+        assert d["response"].http.status_code == 200 and d["response"].code == 10
+        assert bob.ping(check=False).code == 10
+        # the cookie given twice, bob's own name first: still refused
+        r = bob.post("PING", check=False, headers={
+            "Cookie": "MapiContext=not-issued; MapiContext=" + alice.http.cookies["MapiContext"]})
+        assert r.code == 10
+    # a cookie the proxy never saw issued (under terminate): unknown as well
+    mallory = MH.EmsmdbHttp(p.base, auth=ntlm("bob"), verify=env["ca"])
+    mallory.http.cookies.set("MapiContext", "guessed-" + alice.http.cookies["MapiContext"][:8])
+    assert mallory.ping(check=False).code == 10
+    assert lab_log(env) == before  # none of it reached the lab
+    # alice goes on: her session and its sequence were not touched
+    [logon] = alice.execute(EC.RopBuffer().logon(0, ALICE))
+    assert logon["ReturnValue"] == 0
+    assert alice.disconnect()["ErrorCode"] == 0
+    p.stop()
+    log = p.log()
+    assert "MAPI/HTTP session cookie of LAB\\alice used by LAB\\bob: answered as unknown" in log
+    assert_no_secrets(log)
+
+
+def test_refused_user_names_cannot_forge_log_lines(make_proxy, env):
+    """User names of refused Basic and NTLM logons go into the log through
+    the filter the RPC relay uses: CR, LF, ESC and spaces become '?'."""
+    p = start(make_proxy, env, **{"mapiproxy:http basic": "yes"})
+    evil = "ev\r\n2026-01-01T00.00.00Z info FAKE logged on as admin\x1b[2J"  # no ':' (Basic)
+    r = requests.post(p.base + "/mapi/emsmdb/", data=b"", verify=env["ca"],
+                      auth=HTTPBasicAuth("LAB\\" + evil, "x"))
+    assert r.status_code == 401
+    r = requests.post(p.base + "/mapi/emsmdb/", data=b"", verify=env["ca"],
+                      auth=HttpNtlmAuth("LAB\\" + evil, "x"))
+    assert r.status_code == 401
+    p.stop()
+    log = p.log()
+    assert "FAKE" in log and not [x for x in log.splitlines() if "FAKE" in x.split("http #")[0]]
+    assert "\x1b" not in log
+    assert log.count("user=LAB\\ev??2026-01-01T00.00.00Z?info?FAKE?logged?on?as?admin?[2J: ") == 2

@@ -6,12 +6,13 @@ import json
 import os
 import socket
 import ssl
+import threading
 import time
 
 import pytest
 import requests
 
-from conftest import free_port
+from conftest import ROOT, free_port
 from http_peer import Peer, make_ca, make_cert
 
 PUBLIC = "mapi.proxy.test:8443"
@@ -35,7 +36,7 @@ def peer(certs):
     p.stop()
 
 
-def start_front(make_proxy, certs, upstream_url, **opts):
+def start_front(make_proxy, certs, upstream_url, binary=None, **opts):
     port = free_port()
     extra = {
         "mapiproxy:http listen": f"127.0.0.1:{port}",
@@ -47,7 +48,7 @@ def start_front(make_proxy, certs, upstream_url, **opts):
         "mapiproxy:http public name": PUBLIC,
     }
     extra.update(opts)
-    p = make_proxy(upstream_epm_port=1, extra=extra, wait_ports=(port,))
+    p = make_proxy(upstream_epm_port=1, extra=extra, wait_ports=(port,), binary=binary)
     p.http_port = port
     return p
 
@@ -521,3 +522,267 @@ def test_ambiguous_body_framing_gets_400(front, peer, certs, framing):
     data = recv_all(s)
     assert data.startswith(b"HTTP/1.1 400 "), data
     assert not peer.requests
+
+
+# --- request-target normalisation (src/http/path.c) -------------------------
+# The client is Python's http.client (it sends the target as given), the
+# upstream http.server; peer.requests is what the upstream received.
+
+@pytest.mark.parametrize("path", [
+    "/ecp/",
+    "/autodiscover/../ecp/",
+    "/mapi/emsmdb/../../ews/exchange.asmx",
+    "/autodiscover/%2e%2e/powershell/",
+    "/AutoDiscover/%2E%2E/ECP/",
+    "/rpc/.%2e/owa/",
+    "/autodiscover//../ecp/",
+    "/mapi/emsmdb/?x=/../../autodiscover/",
+    "https://localhost/autodiscover/../ecp/",
+])
+def test_target_outside_allowlist_after_normalising_404(front, peer, certs, path):
+    conn = connect(front, certs)
+    r, _ = post(conn, path, {"Authorization": peer.basic}, b"abc")
+    if path.startswith("/mapi/emsmdb/?"):  # the query is no path: relayed, unchanged
+        assert r.status == 200
+        assert peer.requests[-1]["path"] == path
+        return
+    assert r.status == 404
+    # the connection goes on, and nothing went upstream
+    r, _ = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic})
+    assert r.status == 200
+    assert [q["path"] for q in peer.requests] == ["/mapi/emsmdb/"]
+
+
+@pytest.mark.parametrize("path,sent", [
+    ("/mapi/nspi/../emsmdb/?MailboxId=a@example.com", "/mapi/emsmdb/?MailboxId=a@example.com"),
+    ("/%6Dapi/%65msmdb/", "/mapi/emsmdb/"),
+    ("/mapi/./emsmdb//", "/mapi/emsmdb/"),
+    ("/ecp/../mapi/emsmdb/", "/mapi/emsmdb/"),
+    ("https://evil.example/mapi/x/../emsmdb/", "/mapi/emsmdb/"),
+])
+def test_target_inside_allowlist_forwarded_normalised(front, peer, certs, path, sent):
+    conn = connect(front, certs)
+    r, body = post(conn, path, {"Authorization": peer.basic}, b"abc")
+    assert r.status == 200, body
+    assert json.loads(body)["path"] == sent
+    assert [q["path"] for q in peer.requests] == [sent]
+
+
+def test_autodiscover_reached_through_dots_is_rewritten(front, peer, certs):
+    conn = connect(front, certs)
+    r, body = post(conn, "/autodiscover/x/%2E%2E/autodiscover.xml", body=b"<x/>")
+    assert r.status == 200
+    assert peer.requests[-1]["path"] == "/autodiscover/autodiscover.xml"
+    assert b"localhost" not in body and PUBLIC.encode() in body
+
+
+@pytest.mark.parametrize("path", [
+    b"/autodiscover/..%2fecp/",
+    b"/autodiscover/..%2Fecp/",
+    b"/autodiscover/..%5cecp/",
+    b"/rpc/..\\owa/",
+    b"/mapi/emsmdb%2f",
+    b"/mapi/emsmdb/%zz",
+    b"/mapi/emsmdb/%u002e%u002e/",
+])
+def test_encoded_slash_backslash_bad_escape_refused(front, peer, certs, path):
+    s = tls_socket(front, certs)
+    s.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+              peer.basic.encode() + b"\r\nContent-Length: 3\r\n\r\nabc")
+    data = recv_all(s)
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert not peer.requests
+    front.stop()
+    assert "request-target refused" in front.log() or "bad request (HPE_" in front.log()
+
+
+def test_relay_all_paths_forwards_normalised(make_proxy, certs, peer):
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http relay all paths": "yes"})
+    conn = connect(front, certs)
+    r, body = post(conn, "/owa/%2e%2E/ecp/./x", body=b"abc")
+    assert r.status == 200 and body == b"other"
+    assert peer.requests[-1]["path"] == "/ecp/x"
+
+
+# --- bodies held before authentication (MS-OXCMAPIHTTP request types) ------
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return [int(x.split()[1]) for x in f if x.startswith("VmRSS:")][0]
+
+
+def test_five_60mib_getmailboxurl_bodies_stream_in_bounded_memory(make_proxy, certs, peer):
+    """The issue's attack: 5 connections each sending a 60 MiB GetMailboxUrl
+    body.  Its answer is rewritten, its request is not: the body streams to
+    the upstream (which reads and drops it) and the proxy (the optimized
+    build, measured from /proc) holds at most its buffers; a bystander is
+    served meanwhile."""
+    front = start_front(make_proxy, certs, peer.url,
+                        binary=os.path.join(ROOT, "build", "mapiproxy"))
+    size, block = 60 << 20, b"\x5a" * 65536
+    rss0 = rss_kib(front.proc.pid)
+    results, peak = [], [rss0]
+
+    def attacker():
+        s = tls_socket(front, certs)
+        s.sendall(b"POST /mapi/nspi/?MailboxId=a@example.com HTTP/1.1\r\nHost: x\r\n"
+                  b"X-RequestType: GetMailboxUrl\r\nX-Test-Discard: 1\r\n"
+                  b"Content-Type: application/mapi-http\r\nAuthorization: " +
+                  peer.basic.encode() + b"\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // len(block)):
+            s.sendall(block)
+        results.append(s.recv(200))
+        s.close()
+
+    threads = [threading.Thread(target=attacker) for _ in range(5)]
+    for t in threads:
+        t.start()
+    bystander = None
+    while any(t.is_alive() for t in threads):
+        peak.append(rss_kib(front.proc.pid))
+        if bystander is None and len(peak) > 5:
+            conn = connect(front, certs)
+            r, body = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic}, b"hello")
+            bystander = r.status
+            conn.close()
+        time.sleep(0.1)
+    for t in threads:
+        t.join()
+    print(f"\nproxy RSS: before {rss0} KiB, peak {max(peak)} KiB while 5 x 60 MiB streamed")
+    assert bystander == 200
+    assert len(results) == 5 and all(r.startswith(b"HTTP/1.1 200 ") for r in results), results
+    assert sorted(peer.discarded) == [size] * 5
+    assert max(peak) - rss0 < 16 * 1024, (rss0, max(peak))  # doc/internals/http.md
+
+
+def held_socket(front, certs, rtype, length, body):
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\nX-RequestType: " + rtype +
+              b"\r\nContent-Type: application/mapi-http\r\nContent-Length: %d\r\n\r\n"
+              % length + body)
+    return s
+
+
+def test_held_bodies_limited_by_type_and_budget(make_proxy, certs, peer):
+    """With a module loaded, Execute and Connect bodies are held for the
+    chain: over their type's limit 413 (from the Content-Length, nothing
+    upstream), over mapiproxy:http held body budget 503; the budget is given
+    back when a connection ends, and a bystander is served throughout."""
+    front = start_front(make_proxy, certs, peer.url,
+                        **{"dcerpc_mapiproxy:modules": "trace", "trace:file": "/dev/null",
+                           "mapiproxy:http held body budget": "256K"})
+    s = held_socket(front, certs, b"Execute", 2 << 20, b"")
+    assert recv_all(s).startswith(b"HTTP/1.1 413 ")
+    s = held_socket(front, certs, b"Connect", 100000, b"")
+    assert recv_all(s).startswith(b"HTTP/1.1 413 ")
+    a = held_socket(front, certs, b"Execute", 200000, b"\0" * 150000)
+    time.sleep(0.5)
+    b = held_socket(front, certs, b"Execute", 200000, b"\0" * 150000)
+    assert recv_all(b).startswith(b"HTTP/1.1 503 ")
+    conn = connect(front, certs)
+    r, _ = post(conn, "/mapi/emsmdb/", {"Authorization": peer.basic}, b"bystander")
+    assert r.status == 200
+    a.close()
+    time.sleep(0.5)
+    c = held_socket(front, certs, b"Execute", 200000, b"\0" * 200000)
+    got = c.recv(200)
+    assert got.startswith(b"HTTP/1.1 200 "), got  # held, decoded, refused by the chain (12)
+    c.close()
+    assert not [q for q in peer.requests if q["x-requesttype"] == "Execute"]
+    front.stop()
+    log = front.log()
+    assert "over what is held for its type" in log or "held for its type: 413" in log
+    assert "over mapiproxy:http held body budget: 503" in log
+
+
+# --- low items of issue 11 ---------------------------------------------------
+
+@pytest.mark.parametrize("header", [b"Transfer-Encoding : chunked", b"Host : evil.example",
+                                    b"Authorization : Basic eDp5", b"X-Tab\t: 1", b": empty"])
+def test_header_name_with_space_before_colon_gets_400(front, peer, certs, header):
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+              peer.basic.encode() + b"\r\n" + header + b"\r\nContent-Length: 3\r\n\r\nabc")
+    data = recv_all(s)
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert not peer.requests
+
+
+def test_header_count_capped_and_rebuild_linear(make_proxy, certs, peer):
+    """20,000 header fields: 431 (at most 256); 240 fields that the
+    Connection header all names: relayed without any of them, and 40 such
+    requests cost the proxy little CPU (the rebuild is linear)."""
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http max header size": "1M"})
+    s = tls_socket(front, certs)
+    try:  # the proxy answers and closes before all of it is sent
+        s.sendall(b"GET /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\n" +
+                  b"".join(b"X-H%d: v\r\n" % i for i in range(20000)) + b"\r\n")
+    except (ssl.SSLError, OSError):
+        pass
+    data = recv_all(s)
+    assert data == b"" or data.startswith(b"HTTP/1.1 431 "), data[:100]
+    names = ["X-Hop%d" % i for i in range(240)]
+    hdrs = {n: "v" for n in names}
+    hdrs["Connection"] = ", ".join(names + ["X-Not-There%d" % i for i in range(2000)])
+    hdrs["Authorization"] = peer.basic
+    conn = connect(front, certs)
+    with open(f"/proc/{front.proc.pid}/stat") as f:
+        cpu0 = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+    for _ in range(40):
+        r, body = post(conn, "/mapi/emsmdb/", hdrs, b"x")
+        assert r.status == 200, body
+    with open(f"/proc/{front.proc.pid}/stat") as f:
+        cpu1 = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+    assert len(peer.requests) == 40 and all(q["path"] == "/mapi/emsmdb/" for q in peer.requests)
+    ticks = os.sysconf("SC_CLK_TCK")
+    print(f"\nproxy CPU for 40 requests of 245 headers and 2,240 Connection tokens (ASan): "
+          f"{(cpu1 - cpu0) / ticks:.2f} s")
+    assert (cpu1 - cpu0) / ticks < 2.0
+    front.stop()
+    assert "bad request (limit): 431" in front.log()
+
+
+def test_trickled_body_cannot_hold_the_upstream(make_proxy, certs, peer):
+    """One byte every 0.3 s: the body must average 4 KiB/s after a grace of
+    `http header timeout` (2 s here), so the proxy answers 408 and closes the
+    upstream connection (the upstream sees its request end short)."""
+    front = start_front(make_proxy, certs, peer.url, **{"mapiproxy:http header timeout": "2"})
+    s = tls_socket(front, certs)
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: x\r\nAuthorization: " +
+              peer.basic.encode() + b"\r\nContent-Length: 1000\r\n\r\n")
+    t0 = time.monotonic()
+    s.settimeout(0.3)
+    got = b""
+    while time.monotonic() - t0 < 20:
+        try:
+            s.sendall(b"z")
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            break
+    took = time.monotonic() - t0
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert took < 8, took
+    for _ in range(50):  # the upstream's handler sees its connection end
+        if peer.requests:
+            break
+        time.sleep(0.1)
+    assert peer.requests and peer.requests[0]["length"] < 1000
+    front.stop()
+    assert "request body too slow" in front.log()
+
+
+def test_check_never_prints_upstream_userinfo(tmp_path):
+    from conftest import PROXY_BIN
+    import subprocess
+    conf = tmp_path / "p.conf"
+    conf.write_text("[global]\ndcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1\n"
+                    "mapiproxy:http listen = 127.0.0.1:1\nmapiproxy:http plain = yes\n"
+                    "mapiproxy:http upstream = https://svc-account:S3cr3t-Pw%40x@exch.example\n")
+    r = subprocess.run([PROXY_BIN, "--check", "-c", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 1 and "user information" in r.stderr, r.stderr
+    assert "S3cr3t" not in r.stdout + r.stderr and "svc-account" not in r.stdout + r.stderr

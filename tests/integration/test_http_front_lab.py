@@ -22,6 +22,7 @@ if not os.path.exists(os.path.join(LAB_DIR, "lab_mapihttp.py")):
     pytest.skip("the lab has no MAPI over HTTP server", allow_module_level=True)
 sys.path.insert(0, LAB_DIR)
 
+import emsmdb_client as EC  # noqa: E402
 import mapihttp_client as MH  # noqa: E402
 
 ORG = "/o=LabOrg/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)"
@@ -30,9 +31,9 @@ PASSWORDS = {"alice": "Alice-Pw.1", "bob": "Bob:pw 2"}
 PUBLIC = "mail.proxy.test"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("mhfront"))
+def start_lab_https(d, extra=()):
+    """The lab's MAPI/HTTP server over TLS with NTLM and Basic for PASSWORDS'
+    users, files in d; extra: more lab options.  Returns (process, env)."""
     ca = make_ca(d, "ca")
     lab_cert = make_cert(d, "ca", "lab", ["DNS:localhost", "DNS:exlab01.lab.example"])
     proxy_cert = make_cert(d, "ca", "proxy", ["DNS:mail.proxy.test", "IP:127.0.0.1"])
@@ -43,16 +44,27 @@ def env(tmp_path_factory):
     proc = subprocess.Popen(
         ["/usr/bin/python3", os.path.join(LAB_DIR, "exchange_lab.py"), "--host", "127.0.0.1",
          "--epm-port", "0", "--mapihttp-port", "0", "--tls-cert", lab_cert[0], "--tls-key",
-         lab_cert[1], "--users", users, "--http-auth", "ntlm,basic", "--pending-period", "0.1",
-         "--pending-delay", "0.3"],
+         lab_cert[1], "--users", users, "--http-auth", "ntlm,basic", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("READY ") and "mapihttp=" in line, line
     threading.Thread(target=proc.stderr.read, daemon=True).start()
     ports = dict((k, int(v)) for k, v in (kv.split("=") for kv in line.split()[1:]))
-    yield {"ca": ca, "proxy_cert": proxy_cert, "mapihttp": ports["mapihttp"]}
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(10)
+    return proc, {"ca": ca, "proxy_cert": proxy_cert, "mapihttp": ports["mapihttp"]}
+
+
+def lab_https_fixture(name, extra=()):
+    """A module-scoped fixture: start_lab_https's env, the lab stopped after."""
+    @pytest.fixture(scope="module")
+    def env(tmp_path_factory):
+        proc, e = start_lab_https(str(tmp_path_factory.mktemp(name)), extra)
+        yield e
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    return env
+
+
+env = lab_https_fixture("mhfront", ["--pending-period", "0.1", "--pending-delay", "0.3"])
 
 
 def start_front(make_proxy, env, extra=None):
@@ -143,3 +155,28 @@ def test_lab_autodiscover_names_only_the_proxy(front, env):
     ems = MH.EmsmdbHttp(front.base, auth=ntlm(), verify=env["ca"],
                         mailbox_id=path.split("MailboxId=")[1])
     assert ems.connect(ALICE)["ErrorCode"] == 0
+
+
+def test_pass_through_cookies_bound_to_the_ntlm_user(front, env):
+    """Pass-through: the lab authenticates each connection; the proxy binds a
+    session cookie to the user the connection's NTLM AUTHENTICATE named (the
+    lab accepted it), so bob's connection with alice's cookies is answered
+    as an unknown cookie is, before the lab; alice's own second connection
+    (NTLM or Basic) shares her session."""
+    ems = MH.EmsmdbHttp(front.base, auth=ntlm(), verify=env["ca"])
+    assert ems.connect(ALICE)["ErrorCode"] == 0
+    again = MH.EmsmdbHttp(front.base, auth=ntlm(), verify=env["ca"])
+    again.http.cookies.update(ems.http.cookies)
+    assert again.ping().code == 0
+    basic = MH.EmsmdbHttp(front.base, auth=HTTPBasicAuth("LAB\\alice", PASSWORDS["alice"]),
+                          verify=env["ca"])
+    basic.http.cookies.update(ems.http.cookies)
+    assert basic.ping().code == 0
+    bob = MH.EmsmdbHttp(front.base, auth=ntlm("bob"), verify=env["ca"])
+    bob.http.cookies.update(ems.http.cookies)
+    d, _ = bob.execute_raw(EC.RopBuffer().logon(0, ALICE).build([0xFFFFFFFF]), check=False)
+    assert d["response"].code == 10
+    [logon] = ems.execute(EC.RopBuffer().logon(0, ALICE))
+    assert logon["ReturnValue"] == 0
+    front.stop()
+    assert "MAPI/HTTP session cookie of LAB\\alice used by LAB\\bob" in front.log()

@@ -16,6 +16,7 @@ import threading
 import pytest
 
 import krb5_env
+import tshark_util
 from krb5_env import Krb5Env, PROXY_SPN, UPSTREAM_SPN
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -592,7 +593,8 @@ def _bind_like(ptype, call_id, auth, auth_type, level, ctx_id=79231):
     return h.get_packet()
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/tshark"), reason="tshark not installed")
+@pytest.mark.skipif(bool(tshark_util.tshark_available()),
+                    reason=str(tshark_util.tshark_available()))
 @pytest.mark.parametrize("auth_type", [KRB, SPNEGO])
 def test_tshark_decrypts_our_sealed_pdus(drv, krb, tmp_path, auth_type):
     """Our initiator and our acceptor talk over real TCP on loopback: bind /

@@ -160,7 +160,7 @@ def test_module_drops_release(make_proxy, dump_lab, tmp_path, wire_log):
 
 def test_decode_tool_shows_rops_and_objects():
     """build/mapiproxy-decode names the ROPs of EcDoRpcExt2/EcDoRpc stubs
-    (Outlook 2007's, from shared/testdata, and captured lab calls) and, given
+    (Outlook 2007's, from tests/data, and captured lab calls) and, given
     the request, the server objects a response created."""
     import os
     import subprocess
@@ -173,7 +173,7 @@ def test_decode_tool_shows_rops_and_objects():
                              capture_output=True, text=True).stdout
         return json.loads(out)
 
-    outlook = os.path.join(root, "..", "shared", "testdata", "emsmdb",
+    outlook = os.path.join(root, "tests", "data", "emsmdb",
                            "002_Outlook_2007_in_Tables_operations_comp.dat")
     d = run("--opnum", "11", "--in", outlook)
     assert [r["Name"] for b in d["rops"] for r in b["Rops"]] == [

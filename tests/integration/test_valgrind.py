@@ -22,7 +22,7 @@ def test_relay_clean_under_valgrind(make_proxy, lab, tmp_path):
                             "--show-leak-kinds=definite,indirect,possible",
                             "--errors-for-leak-kinds=definite,indirect,possible",
                             f"--log-file={vlog}"],
-                   extra={"mapiproxy:transparent": "no",
+                   extra={"mapiproxy:transparent": "no", "netbios name": "MAPIPROXY",
                           "dcerpc_mapiproxy:modules": "trace, mpm_roptest",
                           "trace:file": str(tmp_path / "t.jsonl"), "mpm_roptest:swap": "yes"})
     epm.hept_map("127.0.0.1", NSPI, protocol="ncacn_ip_tcp", dce=_unbound(p.host, p.epm_port))
@@ -30,7 +30,8 @@ def test_relay_clean_under_valgrind(make_proxy, lab, tmp_path):
     nspi_scenario(p.host, p.rpc_port)
     # ROPs decoded, changed both ways, re-compressed; server objects tracked
     from test_lab import online_session
-    online_session({"emsmdb": p.rpc_port}, compress=True)
+    # non-transparent: the DN prefix names the proxy (the rewrite module)
+    online_session({"emsmdb": p.rpc_port}, compress=True, server="MAPIPROXY")
     p.stop()  # asserts exit code 0 (valgrind's error exit code is 3)
     text = vlog.read_text()
     assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]

@@ -62,10 +62,23 @@ _NON_STUB_FIELDS = {"dcerpc.encrypted_stub_data", "dcerpc.request_in",
                     "_ws.expert.group"}
 
 
+_capture_refused = None
+
+
 def tshark_available():
-    """None if tshark can capture here, else a reason string."""
+    """None if tshark can capture here, else a reason string.  As a normal
+    user, capturing needs dumpcap's capabilities (Debian's wireshark-common
+    setuid option and the wireshark group): asked once of dumpcap itself."""
+    global _capture_refused
     if not os.access(TSHARK, os.X_OK):
         return "tshark not installed"
+    if os.geteuid() != 0:
+        if _capture_refused is None:
+            r = subprocess.run(["dumpcap", "-L", "-i", "lo"], capture_output=True, text=True)
+            _capture_refused = "Operation not permitted" in r.stderr or r.returncode != 0
+        if _capture_refused:
+            return ("capturing on lo needs root or dumpcap's capabilities "
+                    "(dpkg-reconfigure wireshark-common, group wireshark)")
     return None
 
 

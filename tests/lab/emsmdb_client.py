@@ -303,7 +303,9 @@ class RopBuffer(object):
                 n = r.u16()
                 d['PropertyProblems'] = [(r.u16(), r.u32(), r.u32()) for _ in range(n)]
             return d
-        data = struct.pack('<BBBHH', 0x0A, logon_id, in_idx, len(vals), len(props)) + vals
+        # PropertyValueSize counts PropertyValueCount (2 bytes) and PropertyValues
+        # (MS-OXCROPS 2.2.8.6.1; MS-OXCPRPT section 4 example: 0x0024 for 2 + 34).
+        data = struct.pack('<BBBHH', 0x0A, logon_id, in_idx, 2 + len(vals), len(props)) + vals
         return self._add(data, parse)
 
     def save_changes_message(self, resp_idx, in_idx, flags=0x0A, logon_id=0):

@@ -15,6 +15,7 @@ Prints "READY epm=P rfr=P nspi=P emsmdb=P" on stdout once all listeners are up.
 """
 
 import argparse
+import uuid as uuidlib
 import os
 import signal
 import sys
@@ -53,11 +54,41 @@ class LabConfig(object):
         self.mdb_dn = self.server_dn + '/cn=Microsoft Private MDB'
         self.recipients_dn = ORG_DN + '/cn=Recipients'
         self.ports = {}
+        # --per-mailbox-servers: every mailbox has its own server name
+        # <mailbox-guid>@<domain> (Exchange 2013 and later, gromox); 'short':
+        # MBX<8 hex digits>, as if every mailbox lived on its own server
+        self.per_mailbox_servers = False
+        self.mailbox_servers = {}          # per-mailbox server name (lower) -> user DN
+        self.web_urls = False              # --web-urls: Autodiscover names ECP and OWA too
+
+    def mailbox_server(self, user_dn):
+        """The server name of user_dn's mailbox (in its server DN and home MDB)."""
+        if not self.per_mailbox_servers:
+            return self.server_name
+        g = uuidlib.uuid5(uuidlib.NAMESPACE_URL, 'mbx:' + user_dn.lower())
+        if self.per_mailbox_servers == 'short':       # a server per mailbox, NetBIOS-style
+            name = 'MBX%s' % g.hex[:8].upper()
+        else:
+            name = '%s@%s' % (g, self.domain)
+        self.mailbox_servers[name.lower()] = user_dn
+        return name
+
+    def user_server_dn(self, user_dn):
+        return '%s/cn=Configuration/cn=Servers/cn=%s' % (ORG_DN, self.mailbox_server(user_dn))
+
+    def user_mdb_dn(self, user_dn):
+        return self.user_server_dn(user_dn) + '/cn=Microsoft Private MDB'
+
+    def server_of_dn(self, dn):
+        """The server name a server (or MDB) DN names, as this lab knows it, or None."""
+        parts = [p.strip().lower() for p in dn.split('/') if p.strip()]
+        for name in [self.server_name.lower(), self.fqdn.lower()] + list(self.mailbox_servers):
+            if 'cn=%s' % name in parts:
+                return name
+        return None
 
     def server_dn_matches(self, dn):
-        parts = [p.strip().lower() for p in dn.split('/') if p.strip()]
-        return ('cn=%s' % self.server_name.lower()) in parts or \
-            ('cn=%s' % self.fqdn.lower()) in parts
+        return self.server_of_dn(dn) is not None
 
 
 def main(argv=None):
@@ -69,6 +100,12 @@ def main(argv=None):
     ap.add_argument('--emsmdb-port', type=int, default=0)
     ap.add_argument('--server-name', default='EXLAB01',
                     help='NetBIOS-style server name, or an FQDN (default EXLAB01)')
+    ap.add_argument('--per-mailbox-servers', nargs='?', const='guid', choices=('guid', 'short'),
+                    help='every mailbox has its own server name in its server DN and home MDB: '
+                    '<mailbox-guid>@<domain> (Exchange 2013+, gromox; the default) or short, '
+                    'MBX<8 hex digits>')
+    ap.add_argument('--web-urls', action='store_true',
+                    help='Autodiscover also names ECP (EXCH EcpUrl) and OWA (WEB OWAUrl)')
     ap.add_argument('--users', metavar='FILE',
                     help='NTLM accounts, one "user:password" or "user:domain:password" '
                          'a line (domain defaults to LAB)')
@@ -101,6 +138,8 @@ def main(argv=None):
         ap.error('--tls-cert and --tls-key go together')
 
     config = LabConfig(args.host, args.server_name)
+    config.per_mailbox_servers = args.per_mailbox_servers or False
+    config.web_urls = args.web_urls
     auth = rpcserver.AUTH
     auth.required_level = labauth.LEVELS_BY_NAME[args.require_auth]
     auth.server_name = config.server_name

@@ -129,7 +129,7 @@ class Emsmdb(object):
         return s, raw
 
     def _new_session(self, call, user):
-        s = self.new_session(user)
+        s = self.new_session(user, call.auth_identity)
         h = new_context_handle()
         with call.assoc_group.lock:
             call.assoc_group.handles[h] = s
@@ -141,7 +141,7 @@ class Emsmdb(object):
         resp['pcRetry'] = 6
         resp['pcmsRetryDelay'] = 10000
         resp['picxr'] = s.icxr if s else 0
-        resp['szDNPrefix'] = (self.config.server_dn if user else '') + '\x00'
+        resp['szDNPrefix'] = (self.config.user_server_dn(user.dn) if user else '') + '\x00'
         resp['szDisplayName'] = (user.display_name() if user else '') + '\x00'
         for i in range(3):
             resp['rgwServerVersion%d' % i] = SERVER_VERSION[i]
@@ -240,10 +240,19 @@ class Emsmdb(object):
         return resp.getData()
 
     # -- transport-neutral pieces (also used by lab_mapihttp.py) --
-    def new_session(self, user):
-        """A fresh EmsmdbSession for a directory user (not registered anywhere)."""
+    def new_session(self, user, identity=None):
+        """A fresh EmsmdbSession for a directory user (not registered anywhere).
+        identity: the NTLM logon ('DOMAIN\\user') that made it; LAB's
+        Administrator has full access to every mailbox (RopLogon to another
+        user's mailbox), as an Exchange service account with FullAccess."""
         rops = RopSession(self.store, user.dn, user.display_name(), log)
+        if identity and identity.lower().endswith('\\administrator'):
+            rops.other_mailbox = self._other_mailbox
         return EmsmdbSession(user, rops, next(self.icxr) & 0xFFFF)
+
+    def _other_mailbox(self, dn):
+        u = self._user(dn)
+        return (u.dn, u.display_name()) if u is not None else None
 
     def execute_ext(self, s, flags_in, rgb_in, max_out, what='EcDoRpcExt2'):
         """Runs an RPC_HEADER_EXT chain of ROP buffers (EcDoRpcExt2 / MAPI over HTTP

@@ -434,6 +434,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._autodiscover_pox(body, ident)
         if path.startswith('/autodiscover/autodiscover.json'):
             return self._autodiscover_json(ident)
+        if path.split('/')[1:2] and path.split('/')[1] in WEB_PATHS:
+            # EWS, OAB, ECP, OWA: no service behind them, an answer that says so
+            log('mapihttp: %s %s (web path)' % (self.command, self.path))
+            return self._send_simple(200, ('<html><body>lab %s</body></html>\r\n' %
+                                           path.split('/')[1]).encode())
         self._send_simple(404, b'<html><body>404 Not Found</body></html>\r\n')
 
     # -- MAPI over HTTP ------------------------------------------------------
@@ -596,11 +601,12 @@ class _Handler(BaseHTTPRequestHandler):
                 w.u32(0).u32(code).u32(0).u32(0).u32(0).asciiz('').utf16z('').aux()
             else:
                 target.owner = ident
-                target.emsmdb = em.new_session(user)
+                target.emsmdb = em.new_session(user, ident)
                 target.seen_mail = em.store.new_mail_count(user.dn)
                 target.created = True
                 w.u32(0).u32(ecSuccess).u32(60000).u32(6).u32(10000)
-                w.asciiz(self.lab.config.server_dn).utf16z(user.display_name()).aux()
+                w.asciiz(self.lab.config.user_server_dn(user.dn))
+                w.utf16z(user.display_name()).aux()
                 code = ecSuccess
             log('mapihttp: emsmdb Connect %r flags=0x%x cpid=%d lcid=%x/%x -> 0x%x' % (
                 user_dn, flags, cpid, lcid_sort, lcid_string, code))
@@ -888,6 +894,9 @@ def _x(s):
     return (s or '').replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
 
 
+WEB_PATHS = ('ews', 'oab', 'ecp', 'owa')
+
+
 def autodiscover_xml(lab, email_addr, schema, mapihttp_cap):
     c = lab.config
     user = lab.user_for_email(email_addr) if email_addr else None
@@ -904,7 +913,8 @@ def autodiscover_xml(lab, email_addr, schema, mapihttp_cap):
     smtp = user.props[PR['SMTP_ADDRESS']][1]
     ex_urls = ''.join('        <%s>%s</%s>\r\n' % (k, _x(v), k) for k, v in (
         ('ASUrl', base + '/EWS/Exchange.asmx'), ('EwsUrl', base + '/EWS/Exchange.asmx'),
-        ('OOFUrl', base + '/EWS/Exchange.asmx'), ('OABUrl', base + '/OAB/')))
+        ('OOFUrl', base + '/EWS/Exchange.asmx'), ('OABUrl', base + '/OAB/')) +
+        ((('EcpUrl', base + '/ecp/'),) if c.web_urls else ()))
     protos = []
     protos.append('      <Protocol>\r\n        <Type>EXCH</Type>\r\n'
                   '        <Server>%s</Server>\r\n        <ServerDN>%s</ServerDN>\r\n'
@@ -913,7 +923,8 @@ def autodiscover_xml(lab, email_addr, schema, mapihttp_cap):
                   '        <PublicFolderServer>%s</PublicFolderServer>\r\n'
                   '        <Port>0</Port>\r\n        <DirectoryPort>0</DirectoryPort>\r\n'
                   '        <ReferralPort>0</ReferralPort>\r\n%s'
-                  '      </Protocol>\r\n' % (_x(mbx), _x(c.server_dn), _x(c.mdb_dn), c.fqdn,
+                  '      </Protocol>\r\n' % (_x(mbx), _x(c.user_server_dn(user.dn)),
+                                              _x(c.user_mdb_dn(user.dn)), c.fqdn,
                                               ex_urls))
     for ptype in ('EXPR', 'EXHTTP'):
         protos.append('      <Protocol>\r\n        <Type>%s</Type>\r\n'
@@ -921,6 +932,10 @@ def autodiscover_xml(lab, email_addr, schema, mapihttp_cap):
                       '        <AuthPackage>Ntlm</AuthPackage>\r\n%s'
                       '      </Protocol>\r\n' % (ptype, c.fqdn, 'On' if lab.tls else 'Off',
                                                   ex_urls))
+    if c.web_urls:
+        protos.append('      <Protocol>\r\n        <Type>WEB</Type>\r\n        <Internal>\r\n'
+                      '          <OWAUrl AuthenticationMethod="Ntlm">%s</OWAUrl>\r\n'
+                      '        </Internal>\r\n      </Protocol>\r\n' % _x(base + '/owa/'))
     protos.append('      <Protocol Type="mapiHttp" Version="1">\r\n'
                   '        <MailStore>\r\n          <InternalUrl>%s</InternalUrl>\r\n'
                   '          <ExternalUrl>%s</ExternalUrl>\r\n        </MailStore>\r\n'
@@ -1177,9 +1192,13 @@ class NspiCore(object):
         return w.aux().bytes()
 
     def get_mailbox_url(self, flags, server_dn):
-        ok = self.lab.config.server_dn_matches(server_dn)
-        url = '%s/mapi/emsmdb/?MailboxId=%s' % (self.lab.base_url(), self.lab.config.fqdn) \
-            if ok else ''
+        name = self.lab.config.server_of_dn(server_dn)
+        ok = name is not None
+        if name in self.lab.config.mailbox_servers:    # a mailbox's own server name
+            url = '%s/mapi/emsmdb/?MailboxId=%s' % (self.lab.base_url(), name)
+        else:
+            url = '%s/mapi/emsmdb/?MailboxId=%s' % (self.lab.base_url(), self.lab.config.fqdn) \
+                if ok else ''
         log('mapihttp: nspi GetMailboxUrl %r -> %r' % (server_dn, url))
         return self.head(ecSuccess if ok else NS.NOT_FOUND).utf16z(url).aux().bytes()
 

@@ -179,7 +179,7 @@ class Directory(object):
             o.set(PR['COMPANY_NAME'], PT_UNICODE, c.org)
             o.set(PR['OFFICE_LOCATION'], PT_UNICODE, 'Lab %s' % c.server_name)
             o.set(PR['BUSINESS_TELEPHONE'], PT_UNICODE, '+1 555 01%02d' % len(self.users))
-            o.set(PR['EMS_AB_HOME_MDB'], PT_UNICODE, c.mdb_dn)
+            o.set(PR['EMS_AB_HOME_MDB'], PT_UNICODE, c.user_mdb_dn(dn))
             o.set(PR['EMS_AB_HOME_MTA'], PT_UNICODE, c.server_dn + '/cn=Microsoft MTA')
             o.set(PR['EMS_AB_NETWORK_ADDRESS'], PT_MV_UNICODE, self.network_addresses())
             o.set(PR['EMS_AB_PROXY_ADDRESSES'], PT_MV_UNICODE,
@@ -219,6 +219,20 @@ class Directory(object):
         mdb.set(PR['ADDRTYPE'], PT_UNICODE, 'EX')
         mdb.set(PR['EMS_AB_NETWORK_ADDRESS'], PT_MV_UNICODE, self.network_addresses())
         self.mdb = mdb
+        if c.per_mailbox_servers:
+            # each mailbox's own server and MDB objects (Exchange 2013+, gromox)
+            for u in self.users:
+                name = c.mailbox_server(u.dn)
+                ps = self._add(DirObject(self._mid(), c.user_server_dn(u.dn), 'server', 3, 6))
+                ps.alias = name
+                ps.set(PR['DISPLAY_NAME'], PT_UNICODE, name)
+                ps.set(PR['ADDRTYPE'], PT_UNICODE, 'EX')
+                ps.set(PR['EMAIL_ADDRESS'], PT_UNICODE, ps.dn)
+                pm = self._add(DirObject(self._mid(), c.user_mdb_dn(u.dn), 'mdb', 3, 6))
+                pm.alias = 'Microsoft Private MDB'
+                pm.set(PR['DISPLAY_NAME'], PT_UNICODE, 'Mailbox Database (%s)' % name)
+                pm.set(PR['ADDRTYPE'], PT_UNICODE, 'EX')
+                pm.set(PR['EMAIL_ADDRESS'], PT_UNICODE, pm.dn)
         # Containers: GAL (id 0) and All Users
         gal = sorted(self.users + [dl], key=lambda o: o.display_name().lower())
         all_users_mid = self._mid()

@@ -472,6 +472,7 @@ class RopSession(object):
         self.user_dn = user_dn
         self.display_name = display_name
         self.log = log
+        self.other_mailbox = None  # dn -> (dn, display name) of a mailbox it may also open
         self.objects = {}
         self.seen_ids = []       # RopIds processed (the wire dump of tests)
         self.next_handle = itertools.count(0x00000101)
@@ -661,9 +662,13 @@ def rop_logon(s, r, handles):
         return fail(0xFE, out_idx, ecNotSupported)     # public folders not served
     dn = essdn or s.user_dn
     if dn.lower() != s.user_dn.lower():
-        # Only the session owner's mailbox is available in the lab.
-        return fail(0xFE, out_idx, ecUnknownUser)
-    mb = s.store.mailbox(s.user_dn, s.display_name)
+        # The session owner's mailbox, or any with full access (Administrator).
+        other = s.other_mailbox(dn) if s.other_mailbox else None
+        if other is None:
+            return fail(0xFE, out_idx, ecUnknownUser)
+        mb = s.store.mailbox(*other)
+    else:
+        mb = s.store.mailbox(s.user_dn, s.display_name)
     s.set_out(handles, out_idx, LogonObj(mb))
     now = datetime.datetime.utcnow()
     out = struct.pack('<BBL', 0xFE, out_idx, ecSuccess)
@@ -818,14 +823,23 @@ def rop_set_properties(s, r, handles, rop_id=0x0A):
     r.u8()
     r.u8()
     in_idx = r.u8()
+    # PropertyValueSize counts PropertyValueCount and PropertyValues
+    # (MS-OXCROPS 2.2.8.6.1).
     size = r.u16()
+    if size < 2:
+        raise RopParseError('PropertyValueSize %d below PropertyValueCount' % size)
+    end = r.off + size
+    if end > r.end:
+        raise RopParseError('PropertyValueSize %d past the ROP buffer' % size)
     count = r.u16()
-    sub = Reader(r.data, r.off, r.off + size)
+    sub = Reader(r.data, r.off, end)
     vals = []
     for _ in range(count):
         tag = sub.u32()
         vals.append((tag, read_value(sub, ptype(tag))))
-    r.off += size
+    if sub.off != end:
+        raise RopParseError('PropertyValueSize %d, values take %d' % (size, sub.off - end + size))
+    r.off = end
     o = s.obj(handles, in_idx, 'folder', 'message', 'attachment')
     if o is None:
         return fail(rop_id, in_idx, ecNullObject)

@@ -45,7 +45,7 @@ NSPI_IF = ('f5cc5a18-4264-101a-8c59-08002b2f8426', '56.0')
 RFR_IF = ('1544f5e0-613c-11d1-93df-00c04fd7bd09', '1.0')
 EMSMDB_IF = ('a4f1db00-ca47-1067-b31f-00dd010662da', '0.81')
 ASYNC_IF = ('5261574a-4572-206e-b268-6b199213b4e4', '0.1')
-XCA = '/work/shared/testdata/xca-plain'
+XCA = os.path.join(HERE, '..', 'data', 'xca-plain')
 
 
 @pytest.fixture(scope='module')
@@ -555,13 +555,15 @@ PidTagContentCount, PidTagSubject, PidTagBody = 0x36020003, 0x0037001F, 0x100000
 PidTagAttachDataBinary, PidTagAttachLongFilename = 0x37010102, 0x3707001F
 
 
-def online_session(lab, use_ext2=True, compress=False, xor=True, flags=0):
+def online_session(lab, use_ext2=True, compress=False, xor=True, flags=0, server='EXLAB01'):
+    """server: the server name the DN prefix names (through a non-transparent
+    proxy, the proxy's own)."""
     dce = EC.connect('127.0.0.1', lab['emsmdb'])
     c = EC.EmsmdbClient(dce, use_ext2=use_ext2, compress=compress, xor=xor)
     r = c.connect_ex(ALICE) if use_ext2 else c.connect(ALICE)
     assert r['ErrorCode'] == 0
     assert r['szDisplayName'].rstrip('\x00') == 'Alice Anders'
-    assert 'cn=EXLAB01' in r['szDNPrefix']
+    assert r['szDNPrefix'].rstrip('\x00').endswith('/cn=Servers/cn=' + server)
     rop_session(c, flags)
     assert c.disconnect()['ErrorCode'] == 0
     dce.disconnect()

@@ -5,7 +5,11 @@
  *                                 RopReadStream data back: 'J' -> 'H'
  *   mpm_roptest:answer = ID:CODE  answer every request ROP ID with CODE
  *   mpm_roptest:drop = ID         drop every request ROP ID (RopRelease)
- *   mpm_roptest:log = PATH        one line per ROP: dir name object-type */
+ *   mpm_roptest:log = PATH        one line per ROP: dir name object-type
+ *   mpm_roptest:hold request = MS   hold every ROP request (MP_PENDING) for MS
+ *   mpm_roptest:hold response = MS  ms, resume from a timer; the log lines are
+ *                                 written after the wait (the objects are
+ *                                 read then) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +19,7 @@
 
 struct conf {
     int touch, swap, answer_id, drop_id;
+    long hold_req, hold_rsp;
     uint32_t answer_code;
     FILE *log;
 };
@@ -28,6 +33,8 @@ static int r_init(struct mp_module_ctx *mc)
     c->swap = mp_module_option_bool(mc, "swap", false);
     c->answer_id = -1;
     c->drop_id = -1;
+    c->hold_req = mp_module_option_int(mc, "hold request", 0);
+    c->hold_rsp = mp_module_option_int(mc, "hold response", 0);
     const char *a = mp_module_option(mc, "answer");
     if (a) {
         char *end;
@@ -82,10 +89,40 @@ static void log_rops(const struct conf *c, struct mp_call *call, bool response)
     }
 }
 
+struct hold {
+    const struct conf *c;
+    struct mp_call *call;
+    bool response;
+};
+
+static void hold_done(void *arg)
+{
+    struct hold *h = arg;
+    log_rops(h->c, h->call, h->response); /* the objects, after the wait */
+    mp_call_resume(h->call, MP_CONTINUE);
+    free(h);
+}
+
+/* MP_PENDING for ms milliseconds (0: log now and go on). */
+static enum mp_status hold(struct mp_module_ctx *mc, struct mp_call *call, long ms, bool response)
+{
+    const struct conf *c = mp_module_private(mc);
+    struct hold *h = ms > 0 ? malloc(sizeof(*h)) : NULL;
+    if (!h) {
+        log_rops(c, call, response);
+        return MP_CONTINUE;
+    }
+    *h = (struct hold){c, call, response};
+    if (mp_module_after(mc, (uint64_t)ms, hold_done, h)) {
+        free(h);
+        return MP_ERROR;
+    }
+    return MP_PENDING;
+}
+
 static enum mp_status r_request(struct mp_module_ctx *mc, struct mp_call *call)
 {
     const struct conf *c = mp_module_private(mc);
-    log_rops(c, call, false);
     for (size_t i = 0; i < mp_call_rop_count(call, false); i++) {
         uint8_t id = mp_call_rop_id(call, false, i);
         if (c->touch)
@@ -100,13 +137,12 @@ static enum mp_status r_request(struct mp_module_ctx *mc, struct mp_call *call)
             mp_call_rop_changed(call, false, i);
         }
     }
-    return MP_CONTINUE;
+    return hold(mc, call, c->hold_req, false);
 }
 
 static enum mp_status r_response(struct mp_module_ctx *mc, struct mp_call *call)
 {
     const struct conf *c = mp_module_private(mc);
-    log_rops(c, call, true);
     for (size_t i = 0; i < mp_call_rop_count(call, true); i++) {
         if (c->touch)
             mp_call_rop_changed(call, true, i);
@@ -117,7 +153,7 @@ static enum mp_status r_response(struct mp_module_ctx *mc, struct mp_call *call)
             mp_call_rop_changed(call, true, i);
         }
     }
-    return MP_CONTINUE;
+    return hold(mc, call, c->hold_rsp, true);
 }
 
 const struct mp_module mp_module_descriptor = {

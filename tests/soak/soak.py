@@ -105,7 +105,7 @@ class Lab:
 
 
 class Proxy:
-    def __init__(self, outdir, binary, upstream_epm_port, send_timeout, log_level):
+    def __init__(self, outdir, binary, upstream_epm_port, send_timeout, log_level, modules=True):
         self.epm_port = free_port()
         self.rpc_port = free_port()
         self.conf = os.path.join(outdir, "mapiproxy.conf")
@@ -121,7 +121,17 @@ class Proxy:
                 "mapiproxy:log level = %s" % log_level,
                 "mapiproxy:send timeout = %d" % send_timeout,
                 "mapiproxy:idle timeout = 120",
-            ]) + "\n")
+            ] + ([
+                # ROPs through a read-only module that prints every ROP with
+                # its server object at dispatch and push (trace, to
+                # /dev/null: the formatting is what is exercised) and one
+                # that re-encodes every ROP from its fields both ways
+                "dcerpc_mapiproxy:modules = trace, mpm_roptest",
+                "mapiproxy:module dir = %s" % os.path.join(ROOT, "build", "modules"),
+                "trace:file = %s" % os.devnull,
+                "trace:interfaces = exchange_emsmdb",
+                "mpm_roptest:touch = yes",
+            ] if modules else [])) + "\n")
         env = dict(os.environ)
         # Quarantine kept small so that RSS follows the live heap (the default
         # 256 MiB quarantine alone would make RSS climb for minutes).
@@ -211,6 +221,8 @@ def main():
                     help="seconds a client waits between two sessions (min max)")
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS reference")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--no-modules", action="store_true",
+                    help="plain relay: without trace and mpm_roptest on the ROPs")
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "mapiproxy-asan"))
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "soak"))
@@ -231,7 +243,8 @@ def main():
     log("proxy binary %s (tree %s)" % (args.binary, rev))
     lab = Lab(outdir, free_port())
     lab.start()
-    proxy = Proxy(outdir, binary, lab.epm_port, args.send_timeout, args.log_level)
+    proxy = Proxy(outdir, binary, lab.epm_port, args.send_timeout, args.log_level,
+                  modules=not args.no_modules)
     log("lab %s, proxy pid %d epm %d rpc %d" % (lab.ports, proxy.pid, proxy.epm_port,
                                                  proxy.rpc_port))
     time.sleep(0.5)

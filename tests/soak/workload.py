@@ -308,6 +308,18 @@ class Client:
             if "Inbox" not in names or "Sent Items" not in names:
                 self._bad("emsmdb", "HierarchyTable", "folders %r" % names)
             self.pause()
+            # Outlook's open, read, release: a folder opened, read and
+            # released in one buffer; the table of the buffer before read
+            # once more, then released with its folder (handles of an earlier
+            # call) -- with the proxy's ROP modules on every one of them
+            res = self.call("emsmdb", "OpenReadRelease", lambda: c.execute(
+                EC.RopBuffer().open_folder(0, 3, inbox)
+                .get_properties_specific(3, [PidTagDisplayName]).release(3)
+                .query_rows(2, 5, cols).release(2).release(1)))
+            if [x["ReturnValue"] for x in res] != [0, 0, 0] or \
+                    res[1].get("Row", {}).get(PidTagDisplayName) != "Inbox":
+                self._bad("emsmdb", "OpenReadRelease", "%r" % res)
+            self.pause()
             subject = "soak %s %d %f" % (alias, threading.get_ident(), time.time())
             body = ("Soak body for %s. " % alias) * self.rng.randint(1, 150)
             b = EC.RopBuffer().create_message(0, 3, outbox) \
@@ -325,16 +337,25 @@ class Client:
             res = self.call("emsmdb", "ReadBack", lambda: c.execute(
                 EC.RopBuffer().open_message(0, 9, sent, mid)
                 .open_stream(9, 10, PidTagBody, 0).read_stream(10, 0xBABE + 0x10000)
-                .get_properties_specific(9, [PidTagSubject])))
+                .get_properties_specific(9, [PidTagSubject]).release(10)))
             if res[0].get("NormalizedSubject") != subject or \
                     res[2].get("Data", b"").decode("utf-16le", "replace") != body:
                 self._bad("emsmdb", "ReadBack", "subject %r / body of %d bytes differ" % (
                     res[0].get("NormalizedSubject"), len(res[2].get("Data", b""))))
             self.pause()
+            # a child opened beside the release of its parent (an earlier
+            # call's message)
+            res = self.call("emsmdb", "MessageRelease", lambda: c.execute(
+                EC.RopBuffer().get_properties_specific(9, [PidTagSubject])
+                .get_attachment_table(9, 11).release(9)))
+            if [x["ReturnValue"] for x in res] != [0, 0] or \
+                    res[0].get("Row", {}).get(PidTagSubject) != subject:
+                self._bad("emsmdb", "MessageRelease", "%r" % res)
+            self.pause()
             mcols = [PidTagMid, PidTagSubject]
             res = self.call("emsmdb", "ContentsTable", lambda: c.execute(
-                EC.RopBuffer().open_folder(0, 7, inbox).get_contents_table(7, 8)
-                .set_columns(8, mcols).query_rows(8, 10, mcols)))
+                EC.RopBuffer().release(11).open_folder(0, 7, inbox).get_contents_table(7, 8)
+                .set_columns(8, mcols).query_rows(8, 10, mcols).release(8).release(7)))
             if [x["ReturnValue"] for x in res] != [0, 0, 0, 0] or not res[3].get("Rows"):
                 self._bad("emsmdb", "ContentsTable", "%r" % [x["ReturnValue"] for x in res])
             self.pause()

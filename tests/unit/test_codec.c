@@ -5,7 +5,7 @@
  *    truncation fails cleanly;
  *  - the stubs in the layouts Impacket uses instead of the IDL
  *    (data/codec/impacket-deviant/) are refused;
- *  - the two Outlook 2007 EcDoRpcExt2 requests of shared/testdata/emsmdb
+ *  - the two Outlook 2007 EcDoRpcExt2 requests of tests/data/emsmdb
  *    decode with every byte accounted for;
  *  - limits: recursion depth, element counts, strings, trailing bytes. */
 #include <dirent.h>
@@ -326,17 +326,6 @@ static void test_impacket_deviant(void)
     CHECK_EQ(n_in, 5);
 }
 
-static const char *shared_dir(void)
-{
-    static char buf[512];
-    const char *s = getenv("MP_SHARED");
-    if (s) {
-        snprintf(buf, sizeof buf, "%s/testdata", s);
-        return buf;
-    }
-    return "../../../shared/testdata";
-}
-
 static void test_outlook(void)
 {
     static const char *const names[] = {"001_Outlook_2007_in_ModifyRecipients_comp.dat",
@@ -345,7 +334,7 @@ static void test_outlook(void)
     CHECK(cc && !strcmp(cc->name, "EcDoRpcExt2"));
     for (int i = 0; i < 2; i++) {
         char path[1024];
-        snprintf(path, sizeof path, "%s/emsmdb/%s", shared_dir(), names[i]);
+        snprintf(path, sizeof path, "%s/emsmdb/%s", TESTDATA, names[i]);
         size_t n;
         uint8_t *p = slurp(path, &n);
         CHECK(p != NULL);

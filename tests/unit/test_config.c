@@ -2,6 +2,7 @@
  * Run with tests/unit as the working directory (data/config/...). */
 #include "auth/groups.h"
 #include "core/config.h"
+#include "modules/mailboxauth.h"
 #include "testlib.h"
 
 #include <stdarg.h>
@@ -331,7 +332,7 @@ static void test_builtin_default(void)
     CHECK(!strcmp(cfg.listen[0].host, "127.0.0.1"));
     CHECK_EQ(cfg.epm_port, 135);
     CHECK_EQ(cfg.rpc_port, 6100);
-    CHECK_EQ(cfg.upstream_epm_port, 1350);
+    CHECK_EQ(cfg.upstream_epm_port, 135);
     CHECK_EQ(cfg.n_ifaces, 4);
     CHECK(!strcmp(cfg.ifaces[1].name, "exchange_async_emsmdb"));
     CHECK_EQ(cfg.log_level, 2);
@@ -952,6 +953,37 @@ static void test_groups_file(void)
     CHECK(strstr(why, "cannot open groups file") != NULL);
 }
 
+/* mapiproxy:mailbox authorization / mailbox map, and when the module applies */
+static void test_mailbox_options(void)
+{
+    CHECK_EQ(loadb(""), 0);
+    CHECK(cfg.mailbox_auth && cfg.mailbox_directory && !cfg.mailbox_map[0]);
+    CHECK(!mp_mailbox_auth_applies(&cfg)); /* transparent: the server checks */
+    CHECK_EQ(loadb("dcerpc_mapiproxy:username = svc\nmapiproxy:mailbox map = /dev/null\n"), 0);
+    CHECK(!strcmp(cfg.mailbox_map, "/dev/null"));
+    CHECK(mp_mailbox_auth_applies(&cfg)); /* specified credentials */
+    cfg.delegated_auth = true;            /* clients' own logons relayed */
+    CHECK(!mp_mailbox_auth_applies(&cfg));
+    cfg.delegated_auth = false;
+    snprintf(cfg.delegation, sizeof(cfg.delegation), "s4u"); /* the server sees each client */
+    CHECK(!mp_mailbox_auth_applies(&cfg));
+    CHECK_EQ(loadb("dcerpc_mapiproxy:username = svc\nmapiproxy:mailbox authorization = no\n"), 0);
+    CHECK(!cfg.mailbox_auth && !mp_mailbox_auth_applies(&cfg));
+    CHECK_EQ(loadb("mapiproxy:http listen = 127.0.0.1:8443\nmapiproxy:http plain = yes\n"
+                   "mapiproxy:http upstream = https://ex1\nmapiproxy:http auth = terminate\n"
+                   "mapiproxy:credentials file = /dev/null\n"
+                   "dcerpc_mapiproxy:username = svc\ndcerpc_mapiproxy:domain = LAB\n"
+                   "dcerpc_mapiproxy:password = x\ndcerpc_mapiproxy:delegated_auth = yes\n"),
+             0);
+    dump();
+    CHECK(mp_mailbox_auth_applies(&cfg)); /* the HTTPS front logs on as the proxy */
+    CHECK_EQ(loadb("mapiproxy:mailbox map = /nonexistent/map\n"
+                   "mapiproxy:mailbox authorization = maybe\n"),
+             -1);
+    CHECK(has_msg(&diag, "mapiproxy:mailbox map /nonexistent/map", "No such file"));
+    CHECK(has_msg(&diag, "mapiproxy:mailbox authorization", "maybe"));
+}
+
 int main(void)
 {
     test_uuid();
@@ -971,6 +1003,7 @@ int main(void)
     test_kerberos_options();
     test_winbind_options();
     test_groups_file();
+    test_mailbox_options();
     mp_config_free(&cfg);
     mp_diag_free(&diag);
     TEST_DONE();

@@ -5,6 +5,7 @@
 #include "core/config.h"
 #include "http/hauth.h"
 #include "http/msg.h"
+#include "http/path.h"
 #include "http/rewrite.h"
 #include "testlib.h"
 
@@ -62,6 +63,41 @@ static void test_rewrite(void)
     CHECK_EQ(mp_http_names_init(&nm, "", "", "p"), -1);
 }
 
+/* A front that relays /mapi/... and /EWS/... only. */
+static bool relays(const void *arg, const char *path, size_t len)
+{
+    (void)arg;
+    return (len >= 6 && !strncasecmp(path, "/mapi/", 6)) ||
+           (len >= 5 && !strncasecmp(path, "/EWS/", 5));
+}
+
+static void test_rewrite_paths(void)
+{
+    CHECK_EQ(mp_http_names_init(&nm, "up.example", "", "px:1"), 0);
+    nm.relayed = relays;
+    /* relayed paths are rewritten, others keep naming the server */
+    CHECK(rw("<A>https://up.example/mapi/nspi/?x=1</A><B>https://up.example:444/ecp/</B>",
+             "<A>https://px:1/mapi/nspi/?x=1</A><B>https://up.example:444/ecp/</B>", 1));
+    /* JSON's escaped slashes are read as the path's */
+    CHECK(rw("\"https:\\/\\/up.example\\/EWS\\/x\" \"https:\\/\\/up.example\\/owa\"",
+             "\"https:\\/\\/px:1\\/EWS\\/x\" \"https:\\/\\/up.example\\/owa\"", 1));
+    /* no path at all: "/", not relayed */
+    CHECK(rw("https://up.example", "https://up.example", 0));
+    /* bare names are no URLs: still rewritten */
+    CHECK(rw("<Server>up.example</Server>", "<Server>px</Server>", 1));
+    nm.drop_unrelayed = true;
+    /* dropped: the element with its line; an attribute's URL is kept */
+    CHECK(rw("<P>\r\n  <EwsUrl>https://up.example/EWS/a</EwsUrl>\r\n"
+             "  <EcpUrl>https://up.example/ecp/</EcpUrl>\r\n"
+             "  <OWAUrl Auth=\"Ntlm\">https://up.example/owa/</OWAUrl>\r\n</P>",
+             "<P>\r\n  <EwsUrl>https://px:1/EWS/a</EwsUrl>\r\n</P>", 3));
+    CHECK(rw("<a href=\"https://up.example/owa/\"/>", "<a href=\"https://up.example/owa/\"/>", 0));
+    CHECK(rw("x<E>https://up.example/ecp/</E>y", "xy", 1));
+    /* an unclosed element is kept */
+    CHECK(rw("<E>https://up.example/ecp/", "<E>https://up.example/ecp/", 0));
+    mp_http_names_free(&nm);
+}
+
 static void feed_head(struct mp_http_msg *m)
 {
     mp_http_msg_init(m, 200);
@@ -75,6 +111,52 @@ static void feed_head(struct mp_http_msg *m)
         CHECK_EQ(mp_http_msg_field(m, h[i][0], strlen(h[i][0])), 0);
         CHECK_EQ(mp_http_msg_value(m, h[i][1], strlen(h[i][1])), 0);
     }
+}
+
+/* Field names must be tokens; at most MP_HTTP_MAX_HEADERS fields; the
+ * headers the Connection header names are dropped (each of them, once or
+ * repeated, whatever the case), the others kept in order. */
+static void test_head_limits(void)
+{
+    struct mp_http_msg m;
+    mp_http_msg_init(&m, 1 << 20);
+    CHECK_EQ(mp_http_msg_url(&m, "/", 1), 0);
+    CHECK_EQ(mp_http_msg_field(&m, "Host", 4), 0);
+    CHECK_EQ(mp_http_msg_value(&m, "x", 1), 0);
+    CHECK(mp_http_msg_names_ok(&m));
+    CHECK_EQ(mp_http_msg_field(&m, "Transfer-Encoding ", 18), 0);
+    CHECK_EQ(mp_http_msg_value(&m, "chunked", 7), 0);
+    CHECK(!mp_http_msg_names_ok(&m));
+    mp_http_msg_reset(&m);
+    CHECK_EQ(mp_http_msg_url(&m, "/", 1), 0);
+    CHECK_EQ(mp_http_msg_field(&m, "X\tY", 3), 0);
+    CHECK_EQ(mp_http_msg_value(&m, "1", 1), 0);
+    CHECK(!mp_http_msg_names_ok(&m));
+    mp_http_msg_reset(&m);
+    CHECK_EQ(mp_http_msg_url(&m, "/", 1), 0);
+    int failed_at = -1;
+    for (int i = 0; i < MP_HTTP_MAX_HEADERS + 5 && failed_at < 0; i++) {
+        char hn[16];
+        int n = snprintf(hn, sizeof hn, "X-%d", i);
+        if (mp_http_msg_field(&m, hn, (size_t)n) || mp_http_msg_value(&m, "v", 1))
+            failed_at = i;
+    }
+    CHECK_EQ(failed_at, MP_HTTP_MAX_HEADERS);
+    mp_http_msg_reset(&m);
+    static const char *const h[][2] = {
+        {"A", "1"}, {"Connection", "b, x-c"}, {"B", "2"}, {"x-C", "3"}, {"D", "4"},
+        {"b", "5"}, {"Connection", "E"},      {"e", "6"}};
+    CHECK_EQ(mp_http_msg_url(&m, "/", 1), 0);
+    for (size_t i = 0; i < sizeof h / sizeof h[0]; i++)
+        CHECK(!mp_http_msg_field(&m, h[i][0], strlen(h[i][0])) &&
+              !mp_http_msg_value(&m, h[i][1], strlen(h[i][1])));
+    struct mp_buf out = {0};
+    struct mp_http_head_opts o = {.framing = MP_HTTP_NO_BODY};
+    CHECK_EQ(mp_http_request_head(&m, "GET", &o, &out), 0);
+    const char *want = "GET / HTTP/1.1\r\nA: 1\r\nD: 4\r\n\r\n";
+    CHECK(out.len == strlen(want) && !memcmp(out.data, want, out.len));
+    mp_buf_free(&out);
+    mp_http_msg_free(&m);
 }
 
 static void test_heads(void)
@@ -123,6 +205,7 @@ static void test_heads(void)
     mp_http_msg_reset(&m);
     CHECK_EQ(mp_http_msg_value(&m, "x", 1), -1);
     mp_http_msg_free(&m);
+    test_head_limits();
 }
 
 static int load(const char *extra, struct mp_config *c)
@@ -327,9 +410,84 @@ static void test_hauth(void)
              -1);
 }
 
+/* nrm(in) is the normalised target, or "!" when it is refused. */
+static const char *nrm(const char *in)
+{
+    static char out[512];
+    size_t n = strlen(in);
+    memset(out, 'Z', sizeof out);
+    long k = mp_http_path_normalise(in, n, out);
+    if (k < 0)
+        return "!";
+    if ((size_t)k > n || out[k] != 0)
+        return "?overrun";
+    return out;
+}
+
+static void test_path(void)
+{
+    /* the variants: decided and forwarded in their normalised form */
+    CHECK(!strcmp(nrm("/autodiscover/../ecp/"), "/ecp/"));
+    CHECK(!strcmp(nrm("/mapi/emsmdb/../../ews/exchange.asmx"), "/ews/exchange.asmx"));
+    CHECK(!strcmp(nrm("/autodiscover/%2e%2e/powershell/"), "/powershell/"));
+    CHECK(!strcmp(nrm("/autodiscover/%2E%2e/powershell/"), "/powershell/"));
+    CHECK(!strcmp(nrm("/autodiscover/.%2e/powershell/"), "/powershell/"));
+    CHECK(!strcmp(nrm("/autodiscover/..%2fecp/"), "!"));
+    CHECK(!strcmp(nrm("/autodiscover/..%2Fecp/"), "!"));
+    CHECK(!strcmp(nrm("/autodiscover/..%5cecp/"), "!"));
+    CHECK(!strcmp(nrm("/rpc/..\\owa/"), "!"));
+    /* RFC 3986 5.4 examples, as paths (5.2.4 on the merged path) */
+    CHECK(!strcmp(nrm("/b/c/./../../g"), "/g"));
+    CHECK(!strcmp(nrm("/b/c/../../../g"), "/g"));
+    CHECK(!strcmp(nrm("/./g"), "/g"));
+    CHECK(!strcmp(nrm("/../g"), "/g"));
+    CHECK(!strcmp(nrm("/b/c/g."), "/b/c/g."));
+    CHECK(!strcmp(nrm("/b/c/.g"), "/b/c/.g"));
+    CHECK(!strcmp(nrm("/b/c/g.."), "/b/c/g.."));
+    CHECK(!strcmp(nrm("/b/c/..g"), "/b/c/..g"));
+    CHECK(!strcmp(nrm("/b/c/./g/."), "/b/c/g/"));
+    CHECK(!strcmp(nrm("/b/c/g/./h"), "/b/c/g/h"));
+    CHECK(!strcmp(nrm("/b/c/g/../h"), "/b/c/h"));
+    CHECK(!strcmp(nrm("/b/c/.."), "/b/"));
+    CHECK(!strcmp(nrm("/.."), "/"));
+    CHECK(!strcmp(nrm("/."), "/"));
+    CHECK(!strcmp(nrm("/"), "/"));
+    /* runs of slashes merged (IIS does), before the dots are removed */
+    CHECK(!strcmp(nrm("/autodiscover//../ecp"), "/ecp"));
+    CHECK(!strcmp(nrm("//mapi///emsmdb/"), "/mapi/emsmdb/"));
+    /* unreserved decoded, the rest kept with upper-case digits */
+    CHECK(!strcmp(nrm("/%6dapi/%45msmdb/%7e%5F"), "/mapi/Emsmdb/~_"));
+    CHECK(!strcmp(nrm("/a%20b/%3f%25%c3%a9"), "/a%20b/%3F%25%C3%A9"));
+    CHECK(!strcmp(nrm("/%252e%252e/x"), "/%252e%252e/x")); /* one decoding only */
+    /* the query is not touched, nor used */
+    CHECK(!strcmp(nrm("/mapi/emsmdb/?MailboxId=a@b&x=/../%2f"),
+                  "/mapi/emsmdb/?MailboxId=a@b&x=/../%2f"));
+    CHECK(!strcmp(nrm("/ecp?/mapi/emsmdb/"), "/ecp?/mapi/emsmdb/"));
+    CHECK(!strcmp(nrm("/a/..?q"), "/?q"));
+    /* absolute-form: origin-form, the authority dropped */
+    CHECK(!strcmp(nrm("https://evil.example/mapi/../ecp/x"), "/ecp/x"));
+    CHECK(!strcmp(nrm("http://h"), "/"));
+    CHECK(!strcmp(nrm("http://h?q=1"), "/?q=1"));
+    /* refused */
+    CHECK(!strcmp(nrm("*"), "!"));
+    CHECK(!strcmp(nrm(""), "!"));
+    CHECK(!strcmp(nrm("ecp/"), "!"));
+    CHECK(!strcmp(nrm("/a%2"), "!"));
+    CHECK(!strcmp(nrm("/a%zz"), "!"));
+    CHECK(!strcmp(nrm("/a%u002e"), "!"));
+    CHECK(!strcmp(nrm("/a#frag"), "!"));
+    CHECK(!strcmp(nrm("/a?b#frag"), "!"));
+    CHECK(!strcmp(nrm("/a\x01"), "!"));
+    CHECK(!strcmp(nrm("/\xc0\xae\xc0\xae/ecp"), "!"));
+    /* case is kept; the allowlist compares without it (front.c) */
+    CHECK(!strcmp(nrm("/MAPI/EmsMdb/"), "/MAPI/EmsMdb/"));
+}
+
 int main(void)
 {
+    test_path();
     test_rewrite();
+    test_rewrite_paths();
     test_heads();
     test_config();
     test_b64();

@@ -1,16 +1,10 @@
 /* Unit tests for the MS-XCA Plain LZ77 codec (src/xca/lz77.c).
- * Test vectors: $MP_SHARED/xca-plain, else ../../../shared/testdata (the
- * shared/ directory beside the repository; cwd is tests/unit). */
+ * Test vectors: tests/data/xca-plain (Windows' own encoder; see
+ * tests/data/README.md). */
 #include "testlib.h"
 #include "xca/lz77.h"
 
 #include <stdint.h>
-
-static const char *shared_dir(void)
-{
-    const char *d = getenv("MP_SHARED");
-    return d ? d : "../../../shared/testdata";
-}
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -125,7 +119,7 @@ static void test_vectors(void)
     size_t win_total = 0, our_total = 0, nwin = 0, nread = 0;
     for (size_t i = 0; i < NVEC; i++) {
         size_t rlen = 0, wlen = 0;
-        snprintf(path, sizeof path, "%s/xca-plain/decompressed/%s.decomp", shared_dir(),
+        snprintf(path, sizeof path, "%s/xca-plain/decompressed/%s.decomp", TESTDATA,
                  vectors[i].name);
         uint8_t *raw = slurp(path, &rlen);
         CHECK(raw != NULL);
@@ -134,7 +128,7 @@ static void test_vectors(void)
             continue;
         }
         nread++;
-        snprintf(path, sizeof path, "%s/xca-plain/compressed-plain/%s.lzplain", shared_dir(),
+        snprintf(path, sizeof path, "%s/xca-plain/compressed-plain/%s.lzplain", TESTDATA,
                  vectors[i].name);
         uint8_t *win = slurp(path, &wlen);
         CHECK_EQ(win != NULL, vectors[i].twin != 0);
@@ -321,7 +315,7 @@ static void test_emsmdb(void)
     char path[4096];
     for (size_t i = 0; i < 2; i++) {
         size_t len = 0;
-        snprintf(path, sizeof path, "%s/emsmdb/%s", shared_dir(), names[i]);
+        snprintf(path, sizeof path, "%s/emsmdb/%s", TESTDATA, names[i]);
         uint8_t *b = slurp(path, &len);
         CHECK(b != NULL && len > 0x24);
         if (!b || len <= 0x24) {

@@ -2,7 +2,7 @@
  * auxiliary buffers and the generated ROP codec.
  *
  * Golden inputs: the two Outlook 2007 EcDoRpcExt2 request stubs of
- * shared/testdata/emsmdb (made by Outlook, not by us), and ROP buffers
+ * tests/data/emsmdb (made by Outlook, not by us), and ROP buffers
  * recorded from the Exchange lab (tests/unit/data/rop, see capture.py). */
 #include "testlib.h"
 
@@ -10,15 +10,10 @@
 #include <stdint.h>
 
 #include "rop/aux.h"
+#include "rop/objects.h"
 #include "rop/rop.h"
 #include "rop/ropjson.h"
 #include "rop/rpcext.h"
-
-static const char *shared_dir(void)
-{
-    const char *d = getenv("MP_SHARED");
-    return d ? d : "../../../shared/testdata";
-}
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -126,7 +121,7 @@ static int parse_stub(const uint8_t *d, size_t n, struct stub *s)
 static void test_outlook_stub(const char *name, const char *const *expect, size_t nexpect)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/emsmdb/%s", shared_dir(), name);
+    snprintf(path, sizeof path, "%s/emsmdb/%s", TESTDATA, name);
     size_t n;
     uint8_t *d = slurp(path, &n);
     CHECK(d != NULL);
@@ -319,8 +314,9 @@ static void test_context(void)
     free(r);
 }
 
-/* SetProperties: PropertyValueSize follows an edit (the lab's quirk of not
- * counting PropertyValueCount is kept as a delta). */
+/* SetProperties: PropertyValueSize follows an edit (a sender's deviation
+ * from counting PropertyValueCount would be kept as a delta; the lab now
+ * counts it, as MS-OXCROPS 2.2.8.6.1 and the MS-OXCPRPT example do). */
 static void test_setprops_edit(void)
 {
     size_t nq;
@@ -675,8 +671,49 @@ static void test_spec_examples(void)
     mp_arena_free(&a);
 }
 
+/* The server object table is reference counted (a call keeps the table of
+ * its context while an EcDoDisconnect drops the session's reference), and
+ * an object that leaves it is gone at once: callers copy what they keep. */
+static void test_objtab_lifetime(void)
+{
+    struct mp_objtab *t = mp_objtab_new();
+    CHECK(t != NULL);
+    struct mp_object o = {.type = MP_OBJ_TABLE, .handle = 0x101, .parent = MP_OBJ_NONE};
+    CHECK(mp_objtab_put(t, &o) == 0);
+    static const uint32_t cols[] = {0x3001001F, 0x67480014};
+    CHECK(mp_objtab_set_columns(t, 0x101, cols, 2) == 0);
+    struct mp_objtab *call_ref = mp_objtab_ref(t); /* a call in flight */
+    CHECK(call_ref == t);
+    mp_objtab_unref(t); /* EcDoDisconnect: the session's reference */
+    /* the call still reads, changes and releases in its table */
+    const struct mp_object *g = mp_objtab_get(call_ref, 0x101);
+    CHECK(g && g->ncolumns == 2 && g->columns[1] == 0x67480014);
+    mp_objtab_del(call_ref, 0x101);
+    CHECK(mp_objtab_get(call_ref, 0x101) == NULL && mp_objtab_count(call_ref) == 0);
+    mp_objtab_del(call_ref, 0x101); /* twice: nothing */
+    mp_objtab_del(NULL, 0x101);
+    mp_objtab_unref(call_ref); /* the call ends: the table goes (ASan: no leak) */
+    mp_objtab_unref(NULL);
+    CHECK(mp_objtab_ref(NULL) == NULL);
+    /* the cap: new objects beyond MP_OBJTAB_MAX are refused, replacing works */
+    t = mp_objtab_new();
+    for (uint32_t h = 0; h < MP_OBJTAB_MAX; h++) {
+        o.handle = h;
+        if (mp_objtab_put(t, &o))
+            break;
+    }
+    CHECK(mp_objtab_count(t) == MP_OBJTAB_MAX);
+    o.handle = MP_OBJTAB_MAX;
+    CHECK(mp_objtab_put(t, &o) == -1);
+    o.handle = 7;
+    o.type = MP_OBJ_FOLDER;
+    CHECK(mp_objtab_put(t, &o) == 0 && mp_objtab_get(t, 7)->type == MP_OBJ_FOLDER);
+    mp_objtab_unref(t);
+}
+
 int main(void)
 {
+    test_objtab_lifetime();
     test_spec_examples();
     test_notify();
     test_every_rop_minimal();

@@ -17,6 +17,9 @@ static int t_pass, t_fail;
         }                                                                                          \
     } while (0)
 #define CHECK_EQ(a, b) CHECK((a) == (b))
+/* External test vectors (tests/data, see its README.md); unit tests run with
+ * tests/unit as the working directory. */
+#define TESTDATA "../data"
 #define TEST_DONE()                                                                                \
     do {                                                                                           \
         printf("%d passed, %d failed\n", t_pass, t_fail);                                          \

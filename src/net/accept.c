@@ -1,0 +1,136 @@
+/* Accepting connections with a back-off when descriptors run out (net/accept.h).
+ *
+ * The back-off state is the process's, not a listener's: descriptors are a
+ * process-wide resource, so one report covers every listener.  Only the loop
+ * thread calls in here. */
+#include "net/accept.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include "core/log.h"
+
+#define MAX_PAUSED 64
+
+static struct {
+    struct mp_loop *loop;
+    struct mp_io *paused[MAX_PAUSED];
+    size_t n_paused;
+    struct mp_timer resume;   /* puts the paused listeners back */
+    struct mp_timer report;   /* one line per second while failures go on */
+    bool reporting;           /* an episode is going on (report armed) */
+    unsigned long unreported; /* failures since the last line */
+    unsigned long total;      /* failures in this episode */
+    unsigned long pauses;     /* pauses since the last line */
+    int last_errno;
+    uint64_t since_ms; /* start of the episode */
+} bo;
+
+static unsigned long long nofile_limit(void)
+{
+    struct rlimit rl;
+    return getrlimit(RLIMIT_NOFILE, &rl) ? 0 : (unsigned long long)rl.rlim_cur;
+}
+
+static void resume_cb(struct mp_timer *t)
+{
+    for (size_t i = 0; i < bo.n_paused; i++)
+        mp_io_set(bo.loop, bo.paused[i], MP_READ);
+    bo.n_paused = 0;
+}
+
+static void report_cb(struct mp_timer *t)
+{
+    if (bo.unreported) {
+        mp_warn("accept: %lu more failure(s) in the last second (%s), listeners paused %lu "
+                "time(s) for %u ms; open files limit %llu",
+                bo.unreported, strerror(bo.last_errno), bo.pauses, MP_ACCEPT_PAUSE_MS,
+                nofile_limit());
+        bo.unreported = bo.pauses = 0;
+        mp_timer_arm(bo.loop, &bo.report, 1000);
+        return;
+    }
+    mp_info("accept: working again after %lu failure(s) in %.1f s", bo.total,
+            (double)(mp_now_ms() - bo.since_ms) / 1000.0);
+    bo.reporting = false;
+    bo.total = 0;
+}
+
+/* accept failed for want of resources: pause io, count, report. */
+static void back_off(struct mp_loop *loop, struct mp_io *io, const char *what, int err)
+{
+    if (bo.loop != loop) { /* first use, or a new loop (the old one is gone) */
+        memset(&bo, 0, sizeof bo);
+        bo.loop = loop;
+        bo.resume.cb = resume_cb;
+        bo.report.cb = report_cb;
+    }
+    bo.last_errno = err;
+    bo.total++;
+    if (!bo.reporting) {
+        bo.reporting = true;
+        bo.since_ms = mp_now_ms();
+        mp_warn("accept (%s) failed: %s; open files limit %llu; listeners pause %u ms at a "
+                "time and failures are counted, one line per second, until it clears",
+                what, strerror(err), nofile_limit(), MP_ACCEPT_PAUSE_MS);
+        mp_timer_arm(loop, &bo.report, 1000);
+    } else {
+        bo.unreported++;
+    }
+    if (bo.n_paused < MAX_PAUSED) {
+        mp_io_set(loop, io, 0);
+        bo.paused[bo.n_paused++] = io;
+        bo.pauses++;
+        if (!bo.resume.heap_idx)
+            mp_timer_arm(loop, &bo.resume, MP_ACCEPT_PAUSE_MS);
+    }
+}
+
+void mp_accept_forget(struct mp_io *io)
+{
+    for (size_t i = 0; i < bo.n_paused; i++)
+        if (bo.paused[i] == io) {
+            bo.paused[i] = bo.paused[--bo.n_paused];
+            break;
+        }
+    if (!bo.n_paused && bo.loop) {
+        mp_timer_cancel(bo.loop, &bo.resume);
+        mp_timer_cancel(bo.loop, &bo.report);
+        bo.reporting = false;
+    }
+}
+
+void mp_accept_ready(struct mp_loop *loop, struct mp_io *io, const char *what, mp_accept_fn fn,
+                     void *data)
+{
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EINTR || e == ECONNABORTED)
+                continue;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+                back_off(loop, io, what, e);
+            else if (e != EAGAIN && e != EWOULDBLOCK)
+                mp_warn("accept (%s) failed: %s", what, strerror(e));
+            return;
+        }
+        char host[INET6_ADDRSTRLEN] = "?";
+        uint16_t port = 0;
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+        fn(data, fd, host, port);
+    }
+}

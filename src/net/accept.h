@@ -1,0 +1,30 @@
+/* Accepting connections, shared by every listener (src/relay, src/http).
+ *
+ * mp_accept_ready() takes what a readable listening socket has queued and
+ * hands each connection to the transport.  When the process is out of file
+ * descriptors (or kernel memory), accept keeps failing while the connection
+ * stays queued, so polling the listener again would spin: instead the
+ * listener is taken out of the loop for MP_ACCEPT_PAUSE_MS and put back, and
+ * the failures are logged at most once per second, with their count, until
+ * accept works again (doc/operations.md). */
+#ifndef MP_NET_ACCEPT_H
+#define MP_NET_ACCEPT_H
+#include <stdint.h>
+
+#include "event/loop.h"
+
+#define MP_ACCEPT_PAUSE_MS 250
+
+/* One accepted connection: fd is non-blocking and close-on-exec; host is the
+ * peer's numeric address ("?" if not IP), port its port.  The callee owns fd. */
+typedef void (*mp_accept_fn)(void *data, int fd, const char *host, uint16_t port);
+
+/* Accepts up to 64 connections from the listening socket of io (registered
+ * for MP_READ in loop); `what` names the listener in log lines ("rpc",
+ * "http"). */
+void mp_accept_ready(struct mp_loop *loop, struct mp_io *io, const char *what, mp_accept_fn fn,
+                     void *data);
+
+/* Forgets io if a back-off holds it (call before closing a listener). */
+void mp_accept_forget(struct mp_io *io);
+#endif
