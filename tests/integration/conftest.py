@@ -177,6 +177,17 @@ def lab(tmp_path):
     l.stop()
 
 
+LAB_SVC_ACCT, LAB_SVC_PW = "mapiproxy-svc", "Svc-Pa55-for-lab"
+
+
+@pytest.fixture
+def auth_lab(tmp_path):
+    """The lab requiring NTLM at privacy from its one account (the proxy's)."""
+    lab = ntlm_lab(tmp_path, LAB_SVC_ACCT, LAB_SVC_PW)
+    yield lab
+    lab.stop()
+
+
 @pytest.fixture
 def make_proxy(tmp_path):
     started = []
