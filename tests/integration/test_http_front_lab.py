@@ -30,8 +30,9 @@ PASSWORDS = {"alice": "Alice-Pw.1", "bob": "Bob:pw 2"}
 PUBLIC = "mail.proxy.test"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def lab_env(tmp_path_factory, lab_environ=None):
+    """The lab's MAPI/HTTP server over TLS (generator: yields the env dict);
+    lab_environ: more environment for the lab process."""
     d = str(tmp_path_factory.mktemp("mhfront"))
     ca = make_ca(d, "ca")
     lab_cert = make_cert(d, "ca", "lab", ["DNS:localhost", "DNS:exlab01.lab.example"])
@@ -45,7 +46,8 @@ def env(tmp_path_factory):
          "--epm-port", "0", "--mapihttp-port", "0", "--tls-cert", lab_cert[0], "--tls-key",
          lab_cert[1], "--users", users, "--http-auth", "ntlm,basic", "--pending-period", "0.1",
          "--pending-delay", "0.3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(lab_environ or {})})
     line = proc.stdout.readline()
     assert line.startswith("READY ") and "mapihttp=" in line, line
     threading.Thread(target=proc.stderr.read, daemon=True).start()
@@ -53,6 +55,11 @@ def env(tmp_path_factory):
     yield {"ca": ca, "proxy_cert": proxy_cert, "mapihttp": ports["mapihttp"]}
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    yield from lab_env(tmp_path_factory)
 
 
 def start_front(make_proxy, env, extra=None):
