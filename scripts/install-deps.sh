@@ -15,6 +15,11 @@ PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev v
       libhttp-parser-dev
       libwbclient-dev winbind samba-ad-dc samba-ad-provision python3-samba
       python3-pytest-timeout)
+# --deb: what `make deb` needs instead (dpkg-buildpackage's debhelper and
+# fakeroot, lintian), kept apart so that `make test` does not pay for them.
+if [ "${1:-}" = "--deb" ]; then
+    PKGS=(dpkg-dev debhelper fakeroot lintian)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
