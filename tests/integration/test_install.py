@@ -3,7 +3,9 @@ where the FHS and Debian put them, the installed headers alone build a module
 out of the tree (gcc), the installed daemon loads it (--check, then a start),
 systemd-analyze verifies the unit, man(1) and groff render the pages, and
 make uninstall removes what install put there, but never mapiproxy.conf."""
+import grp as grp_mod
 import os
+import pwd
 import shutil
 import signal
 import stat
@@ -167,6 +169,45 @@ def test_man_pages_render(dest):
                 "SIGHUP", "SIGUSR1", "SIGTERM"):
         assert opt in r.stdout.replace("‐", "-"), opt
         assert opt.lstrip("-").replace("SIG", "") in helptext, opt
+
+
+def test_logrotate_rotates_and_daemon_reopens(dest, tmp_path):
+    """logrotate(8) itself runs the installed stanza; its postrotate is
+    pointed at this test's daemon alone (the shipped one signals every
+    process named mapiproxy, other tests' daemons included)."""
+    if not shutil.which("logrotate"):
+        pytest.skip("logrotate is not installed (Debian package logrotate)")
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    log = logdir / "mapiproxy.log"
+    epm, rpc = free_port(), free_port()
+    cfg = tmp_path / "rot.conf"
+    conf(cfg, None, log, epm, rpc)
+    p = subprocess.Popen([dest + "/usr/sbin/mapiproxy", "-c", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_port("127.0.0.1", epm), "proxy did not listen"
+        stanza = open(dest + "/etc/logrotate.d/mapiproxy").read()
+        assert "kill -USR1" in stanza and "--signal=USR1" in stanza
+        head, _, rest = stanza.partition("postrotate")
+        _, _, tail = rest.partition("endscript")
+        user = pwd.getpwuid(os.getuid()).pw_name
+        grp = grp_mod.getgrgid(os.getgid()).gr_name
+        head = (head.replace("/var/log/mapiproxy/", str(logdir) + "/")
+                .replace("create 0640 mapiproxy adm", f"create 0640 {user} {grp}"))
+        rot = tmp_path / "logrotate.conf"
+        rot.write_text(head + f"postrotate\n\t\tkill -USR1 {p.pid}\n\tendscript" + tail)
+        r = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(rot)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (logdir / "mapiproxy.log.1").exists()
+        end = time.time() + 5
+        while time.time() < end and "reopened" not in log.read_text():
+            time.sleep(0.05)
+        assert f"log file {log} reopened" in log.read_text(), log.read_text()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0, p.stderr.read()
 
 
 def test_uninstall(dest):
