@@ -246,5 +246,5 @@ uninstall:
 # make deb: the Debian package in build/deb/ (scripts/install-deps.sh --deb
 # installs debhelper and lintian first), then lintian on it.
 deb:
-	@scripts/install-deps.sh --deb
+	@scripts/install-deps.sh && scripts/install-deps.sh --deb
 	scripts/build-deb.sh
