@@ -25,7 +25,7 @@ all: $(B)/mapiproxy $(B)/mapiproxy-asan modules
 
 $(B)/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) -c $< -o $@
+	$(CC) $(CSTD) $(WARN) $(CPPFLAGS) $(CFLAGS) $(INC) -c $< -o $@
 $(B)/asan/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) -c $< -o $@
@@ -36,7 +36,7 @@ $(B)/libmp-asan.a: $(AOBJ)
 	@rm -f $@; ar rcs $@ $^
 
 $(B)/mapiproxy: src/core/main.c $(B)/libmp.a
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) -rdynamic $< -Wl,--whole-archive $(B)/libmp.a -Wl,--no-whole-archive $(LIBS) -o $@
+	$(CC) $(CSTD) $(WARN) $(CPPFLAGS) $(CFLAGS) $(INC) -rdynamic $< -Wl,--whole-archive $(B)/libmp.a -Wl,--no-whole-archive $(LDFLAGS) $(LIBS) -o $@
 # The sanitizer build the integration tests run.
 $(B)/mapiproxy-asan: src/core/main.c $(B)/libmp-asan.a
 	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) -rdynamic $< -Wl,--whole-archive $(B)/libmp-asan.a -Wl,--no-whole-archive $(LIBS) -o $@
@@ -50,7 +50,7 @@ MODFLAGS := $(CSTD) $(WARN) -O2 -g -fPIC -shared -Iinclude
 TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest
 $(B)/modules/mpm_sample.so: modules/sample/mpm_sample.c include/mapiproxy/module.h
 	@mkdir -p $(dir $@)
-	$(CC) $(MODFLAGS) $< -o $@
+	$(CC) $(MODFLAGS) $(CPPFLAGS) $(LDFLAGS) $< -o $@
 $(B)/modules/mpm_test_badabi.so: tests/modules/mpm_test.c include/mapiproxy/module.h
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_badabi -DBAD_ABI $< -o $@
@@ -168,7 +168,7 @@ check-gen:
 	  diff -ru src/codec/gen $$d; rc=$$?; rm -rf $$d; \
 	  if [ $$rc -ne 0 ]; then echo "src/codec/gen is stale: run make gen"; fi; exit $$rc
 $(B)/mapiproxy-decode: tools/decode.c $(B)/libmp.a
-	$(CC) $(CSTD) $(WARN) $(CFLAGS) $(INC) $< $(B)/libmp.a $(LIBS) -o $@
+	$(CC) $(CSTD) $(WARN) $(CPPFLAGS) $(CFLAGS) $(INC) $< $(B)/libmp.a $(LDFLAGS) $(LIBS) -o $@
 all: $(B)/mapiproxy-decode
 
 # --- ROP codec (src/rop): generated from idl/rops/rops.idl -----------------
@@ -195,3 +195,62 @@ LIBS += -lgssapi_krb5 -lkrb5
 # --- winbind (src/auth/winbind.c; doc/internals/auth.md): libwbclient-dev ---
 INC  += -I/usr/include/samba-4.0
 LIBS += -lwbclient
+
+# --- install (doc/install.md) ----------------------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc]
+# Binaries, the sample module, the public headers (with the codec headers
+# rops.h needs, their includes made relative so -I$(PREFIX)/include is
+# enough), man pages, the systemd unit, logrotate, and
+# $(SYSCONFDIR)/mapiproxy/mapiproxy.conf.sample; an existing
+# mapiproxy.conf is never touched.  The installed daemon finds its modules
+# in ../lib/mapiproxy/modules beside its sbin/ (src/modules/runtime.c).
+.PHONY: install uninstall deb
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+INSTALL    ?= install
+D          := $(DESTDIR)$(PREFIX)
+MODDIR     := $(D)/lib/mapiproxy/modules
+INC_DIR    := $(D)/include/mapiproxy
+# rops.h includes the generated ROP header; these are it and what it includes.
+ROP_HDRS   := rop/gen/rop_gen.h rop/ropval.h rop/wire.h core/arena.h core/buf.h
+MAN_PAGES  := doc/man/mapiproxy.8 doc/man/mapiproxy.conf.5 doc/man/mapiproxy-decode.1
+install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so
+	$(INSTALL) -d $(D)/sbin $(D)/bin $(MODDIR) $(INC_DIR) $(D)/share/man/man1 \
+	  $(D)/share/man/man5 $(D)/share/man/man8 $(D)/share/doc/mapiproxy/examples \
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/logrotate.d $(DESTDIR)$(SYSCONFDIR)/mapiproxy
+	$(INSTALL) -m 755 $(B)/mapiproxy $(D)/sbin/mapiproxy
+	$(INSTALL) -m 755 $(B)/mapiproxy-decode $(D)/bin/mapiproxy-decode
+	$(INSTALL) -m 644 $(B)/modules/mpm_sample.so $(MODDIR)/mpm_sample.so
+	$(INSTALL) -m 644 include/mapiproxy/module.h include/mapiproxy/rops.h $(INC_DIR)/
+	@set -e; for h in $(ROP_HDRS); do \
+	  up=$$(echo "$$h" | sed 's|[^/]*/|../|g; s|[^/]*$$||'); \
+	  $(INSTALL) -d $(INC_DIR)/$$(dirname $$h); \
+	  sed "s|^#include \"|#include \"$$up|" src/$$h > $(INC_DIR)/$$h; chmod 644 $(INC_DIR)/$$h; \
+	done
+	$(INSTALL) -m 644 doc/man/mapiproxy-decode.1 $(D)/share/man/man1/
+	$(INSTALL) -m 644 doc/man/mapiproxy.conf.5 $(D)/share/man/man5/
+	$(INSTALL) -m 644 doc/man/mapiproxy.8 $(D)/share/man/man8/
+	sed 's|/usr/sbin/mapiproxy|$(PREFIX)/sbin/mapiproxy|; s|/etc/mapiproxy/|$(SYSCONFDIR)/mapiproxy/|g' \
+	  deploy/mapiproxy.service > $(DESTDIR)$(UNITDIR)/mapiproxy.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/mapiproxy.service
+	$(INSTALL) -m 644 deploy/mapiproxy.logrotate $(DESTDIR)$(SYSCONFDIR)/logrotate.d/mapiproxy
+	$(INSTALL) -m 644 deploy/mapiproxy.conf.sample $(DESTDIR)$(SYSCONFDIR)/mapiproxy/mapiproxy.conf.sample
+	$(INSTALL) -m 644 modules/sample/mpm_sample.c $(D)/share/doc/mapiproxy/examples/
+	$(INSTALL) -m 644 README.md doc/configuration.md doc/operations.md doc/modules.md \
+	  doc/security.md doc/install.md $(D)/share/doc/mapiproxy/
+	@test -e $(DESTDIR)$(SYSCONFDIR)/mapiproxy/mapiproxy.conf || \
+	  echo "install: no $(SYSCONFDIR)/mapiproxy/mapiproxy.conf yet; start from mapiproxy.conf.sample there"
+uninstall:
+	rm -f $(D)/sbin/mapiproxy $(D)/bin/mapiproxy-decode $(MODDIR)/mpm_sample.so \
+	  $(D)/share/man/man1/mapiproxy-decode.1 $(D)/share/man/man5/mapiproxy.conf.5 \
+	  $(D)/share/man/man8/mapiproxy.8 $(DESTDIR)$(UNITDIR)/mapiproxy.service \
+	  $(DESTDIR)$(SYSCONFDIR)/logrotate.d/mapiproxy \
+	  $(DESTDIR)$(SYSCONFDIR)/mapiproxy/mapiproxy.conf.sample
+	rm -rf $(INC_DIR) $(D)/share/doc/mapiproxy
+	-rmdir $(MODDIR) $(D)/lib/mapiproxy $(DESTDIR)$(SYSCONFDIR)/mapiproxy 2>/dev/null
+# make deb: the Debian package in build/deb/ (scripts/install-deps.sh --deb
+# installs debhelper and lintian first), then lintian on it.
+deb:
+	@scripts/install-deps.sh && scripts/install-deps.sh --deb
+	scripts/build-deb.sh

@@ -5,7 +5,8 @@
 # missing).  The list is everything `make run` and `make test` use: compilers and
 # libraries, clang-format (make test's first step), the Python peers, and the real
 # servers the integration tests start (Samba, its AD DC provisioning data for the
-# winbind tests, MIT Kerberos with its LDAP back end, tshark, valgrind, openssl, ss).
+# winbind tests, MIT Kerberos with its LDAP back end, tshark, valgrind, openssl, ss,
+# logrotate for test_install).
 set -euo pipefail
 PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev valgrind
       python3 openssl iproute2
@@ -14,7 +15,12 @@ PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev v
       krb5-kdc-ldap slapd ldap-utils python3-gssapi
       libhttp-parser-dev
       libwbclient-dev winbind samba-ad-dc samba-ad-provision python3-samba
-      python3-pytest-timeout)
+      python3-pytest-timeout logrotate)
+# --deb: what `make deb` needs instead (dpkg-buildpackage's debhelper and
+# fakeroot, lintian), kept apart so that `make test` does not pay for them.
+if [ "${1:-}" = "--deb" ]; then
+    PKGS=(dpkg-dev debhelper fakeroot lintian)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

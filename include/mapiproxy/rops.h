@@ -4,8 +4,11 @@
  * call's buffers; to change one, point it at memory from mp_call_alloc()
  * and set its count field, then call mp_call_rop_changed().
  *
- * Build a module that includes this header with both -I<mapiproxy>/include
- * and -I<mapiproxy>/src (the generated header lives with the codec). */
+ * In the source tree, build a module that includes this header with both
+ * -I<mapiproxy>/include and -I<mapiproxy>/src (the generated header lives
+ * with the codec).  `make install` copies the codec headers it needs under
+ * PREFIX/include/mapiproxy/ with relative includes, so an installed
+ * mapiproxy needs only -IPREFIX/include. */
 #ifndef MAPIPROXY_ROPS_H
 #define MAPIPROXY_ROPS_H
 #include "rop/gen/rop_gen.h"

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -33,6 +34,16 @@ static const struct mp_module *find_builtin(const char *name)
     return NULL;
 }
 
+/* The installed layout's module dir, relative to the directory of the
+ * executable: PREFIX/sbin/mapiproxy -> PREFIX/lib/mapiproxy/modules (make
+ * install, the Debian package).  A build may set another with -D. */
+#ifndef MP_MODULE_SUBDIR
+#define MP_MODULE_SUBDIR "../lib/mapiproxy/modules"
+#endif
+
+/* mapiproxy:module dir, else DIR-OF-EXECUTABLE/modules when that directory
+ * exists (the build tree: build/modules), else
+ * DIR-OF-EXECUTABLE/MP_MODULE_SUBDIR (an installed daemon). */
 static void module_dir(const struct mp_config *cfg, char *out, size_t cap)
 {
     if (cfg->module_dir[0]) {
@@ -49,13 +60,13 @@ static void module_dir(const struct mp_config *cfg, char *out, size_t cap)
     char *slash = strrchr(exe, '/');
     if (slash)
         *slash = 0;
-    size_t n_exe = strlen(exe);
-    if (n_exe + sizeof("/modules") > cap) {
-        snprintf(out, cap, "modules");
+    int w = snprintf(out, cap, "%s/modules", exe);
+    struct stat st;
+    if (w > 0 && (size_t)w < cap && stat(out, &st) == 0 && S_ISDIR(st.st_mode))
         return;
-    }
-    memcpy(out, exe, n_exe);
-    memcpy(out + n_exe, "/modules", sizeof("/modules"));
+    w = snprintf(out, cap, "%s/" MP_MODULE_SUBDIR, exe);
+    if (w < 0 || (size_t)w >= cap)
+        snprintf(out, cap, "modules");
 }
 
 static int add_want(struct mp_modules *ms, unsigned idx, const char *iface, uint32_t opnum)
