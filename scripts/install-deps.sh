@@ -6,7 +6,7 @@
 # libraries, clang-format (make test's first step), the Python peers, and the real
 # servers the integration tests start (Samba, its AD DC provisioning data for the
 # winbind tests, MIT Kerberos with its LDAP back end, tshark, valgrind, openssl, ss,
-# logrotate for test_install).
+# logrotate, systemd-analyze and man for test_install).
 set -euo pipefail
 PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev valgrind
       python3 openssl iproute2
@@ -15,7 +15,7 @@ PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev v
       krb5-kdc-ldap slapd ldap-utils python3-gssapi
       libhttp-parser-dev
       libwbclient-dev winbind samba-ad-dc samba-ad-provision python3-samba
-      python3-pytest-timeout logrotate)
+      python3-pytest-timeout logrotate systemd man-db groff-base)
 # --deb: what `make deb` needs instead (dpkg-buildpackage's debhelper and
 # fakeroot, lintian), kept apart so that `make test` does not pay for them.
 if [ "${1:-}" = "--deb" ]; then
