@@ -14,7 +14,7 @@ PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev v
       krb5-kdc-ldap slapd ldap-utils python3-gssapi
       libhttp-parser-dev
       libwbclient-dev winbind samba-ad-dc samba-ad-provision python3-samba
-      python3-pytest-timeout)
+      python3-pytest-timeout python3-prometheus-client)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

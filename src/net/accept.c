@@ -4,6 +4,7 @@
  * process-wide resource, so one report covers every listener.  Only the loop
  * thread calls in here. */
 #include "net/accept.h"
+#include "ops/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -131,6 +132,7 @@ void mp_accept_ready(struct mp_loop *loop, struct mp_io *io, const char *what, m
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
             port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
         }
+        mp_metrics_accepted(what);
         fn(data, fd, host, port);
     }
 }
