@@ -2028,8 +2028,10 @@ static void check_metrics(struct pctx *p, const char *name)
                  (wildcard_host(m->host) || wildcard_host(c->http_listen[i].host) ||
                   !strcasecmp(m->host, c->http_listen[i].host));
     if (clash)
-        perr_opt(p, name, k, "%s port %u is used by another listener on the same address; give "
-                 "it another port", k, m->port);
+        perr_opt(p, name, k,
+                 "%s port %u is used by another listener on the same address; give "
+                 "it another port",
+                 k, m->port);
 }
 
 static int finish(struct pctx *p, const char *name)

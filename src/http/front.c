@@ -336,7 +336,7 @@ static void log_request(struct hsess *s)
             s->id, s->peer, s->method[0] ? s->method : "-", s->path[0] ? s->path : "-",
             s->xtype[0] ? s->xtype : "-", s->xid[0] ? s->xid : "-", s->status, s->req_bytes,
             s->resp_bytes, ms, s->local_status ? " (proxy)" : "");
-    mp_metrics_http(s->xtype, s->status, s->req_bytes, s->resp_bytes, mp_now_us() - s->t_start_us);
+    mp_metrics_http(s->xtype, s->status, s->req_bytes, s->resp_bytes, s->t_start_us);
 }
 
 /* Queues the proxy's own answer; with close, the session ends once sent. */

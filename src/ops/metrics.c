@@ -16,7 +16,7 @@ enum { ST_OK, ST_FAULT, ST_ERROR, N_ST };
 static const char *const st_names[N_ST] = {"ok", "fault", "error"};
 
 /* Latency bucket bounds, in microseconds (shown in seconds). */
-static const uint64_t bounds_us[] = {1000,   5000,    10000,   25000,   50000,  100000,
+static const uint64_t bounds_us[] = {1000,   5000,   10000,   25000,   50000,   100000,
                                      250000, 500000, 1000000, 2500000, 5000000, 10000000};
 #define N_B (sizeof bounds_us / sizeof bounds_us[0])
 
@@ -28,18 +28,18 @@ struct hist {
 static const char *const listeners[] = {"epmapper", "rpc", "http"};
 #define N_L (sizeof listeners / sizeof listeners[0])
 
-static const char *const mechs[] = {"NTLM", "SPNEGO/NTLM", "Kerberos", "SPNEGO/Kerberos",
+static const char *const mechs[] = {"NTLM",  "SPNEGO/NTLM", "Kerberos", "SPNEGO/Kerberos",
                                     "Basic", "other"};
 #define N_M (sizeof mechs / sizeof mechs[0])
 
 /* MAPI/HTTP X-RequestType values (MS-OXCMAPIHTTP 2.2.2, 2.2.5); the last
  * two catch the rest and requests without one. */
 static const char *const htypes[] = {
-    "Connect",          "Execute",         "Disconnect",      "NotificationWait", "PING",
-    "Bind",             "Unbind",          "CompareMIds",     "DNToMId",          "GetMatches",
-    "GetPropList",      "GetProps",        "GetSpecialTable", "GetTemplateInfo",  "ModLinkAtt",
-    "ModProps",         "QueryColumns",    "QueryRows",       "ResolveNames",     "ResortRestriction",
-    "SeekEntries",      "UpdateStat",      "GetMailboxUrl",   "GetAddressBookUrl", "other",
+    "Connect",     "Execute",      "Disconnect",      "NotificationWait",  "PING",
+    "Bind",        "Unbind",       "CompareMIds",     "DNToMId",           "GetMatches",
+    "GetPropList", "GetProps",     "GetSpecialTable", "GetTemplateInfo",   "ModLinkAtt",
+    "ModProps",    "QueryColumns", "QueryRows",       "ResolveNames",      "ResortRestriction",
+    "SeekEntries", "UpdateStat",   "GetMailboxUrl",   "GetAddressBookUrl", "other",
     "none"};
 #define N_HT (sizeof htypes / sizeof htypes[0])
 static const char *const hcodes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -126,8 +126,9 @@ static struct iface_m *iface_slot(const struct mp_iface_info *info)
 }
 
 void mp_metrics_call(const struct mp_iface_info *info, uint16_t opnum, uint64_t in, uint64_t out,
-                     uint64_t lat_us, const char *status)
+                     uint64_t t0_us, const char *status)
 {
+    uint64_t lat_us = mp_now_us() - t0_us;
     struct iface_m *s = iface_slot(info);
     int st = !strncmp(status, "ok", 2) ? ST_OK : !strncmp(status, "fault", 5) ? ST_FAULT : ST_ERROR;
     ADD(s->calls[opnum < MP_METRICS_OPS ? opnum : MP_METRICS_OPS][st], 1);
@@ -140,8 +141,9 @@ void mp_metrics_call(const struct mp_iface_info *info, uint16_t opnum, uint64_t 
         __atomic_store_n(&M.last_ok_ms, mp_now_ms(), __ATOMIC_RELAXED);
 }
 
-void mp_metrics_http(const char *type, int status, uint64_t in, uint64_t out, uint64_t lat_us)
+void mp_metrics_http(const char *type, int status, uint64_t in, uint64_t out, uint64_t t0_us)
 {
+    uint64_t lat_us = mp_now_us() - t0_us;
     int t = type && type[0] ? idx_of(htypes, N_HT - 2, type) : (int)N_HT - 1;
     if (t < 0)
         t = (int)N_HT - 2;
@@ -162,8 +164,8 @@ void mp_metrics_auth(const char *mech, bool ok)
 
 void mp_metrics_upstream_error(const char *why)
 {
-    int k = !why                                ? UP_OTHER
-            : strstr(why, "connect failed")     ? UP_CONNECT
+    int k = !why                                                        ? UP_OTHER
+            : strstr(why, "connect failed")                             ? UP_CONNECT
             : strstr(why, "did not answer") || strstr(why, "timed out") ? UP_TIMEOUT
                                                                         : UP_OTHER;
     ADD(M.up[k], 1);
@@ -229,7 +231,8 @@ static bool iface_shown(size_t i)
 int mp_metrics_render(struct mp_buf *b)
 {
     struct out o = {b, 0};
-    head(&o, "mapiproxy_connections_accepted_total", "counter", "Connections accepted, by listener.");
+    head(&o, "mapiproxy_connections_accepted_total", "counter",
+         "Connections accepted, by listener.");
     for (size_t i = 0; i < N_L; i++)
         put(&o, "mapiproxy_connections_accepted_total{listener=\"%s\"} %llu\n", listeners[i],
             (unsigned long long)GET(M.accepted[i]));
@@ -257,11 +260,12 @@ int mp_metrics_render(struct mp_buf *b)
                 uint64_t n = GET(s->calls[op][st]);
                 if (!n)
                     continue;
-                const char *name = op < MP_METRICS_OPS ? mp_iface_op_name(s->info, (uint16_t)op)
-                                                       : "other";
+                const char *name =
+                    op < MP_METRICS_OPS ? mp_iface_op_name(s->info, (uint16_t)op) : "other";
                 if (name)
-                    put(&o, "mapiproxy_rpc_calls_total{interface=\"%s\",op=\"%s\",status=\"%s\"} "
-                            "%llu\n",
+                    put(&o,
+                        "mapiproxy_rpc_calls_total{interface=\"%s\",op=\"%s\",status=\"%s\"} "
+                        "%llu\n",
                         iface_name(s), name, st_names[st], (unsigned long long)n);
                 else
                     put(&o,

@@ -23,9 +23,10 @@ void mp_metrics_open(const char *listener, int delta);
 /* One DCE/RPC call answered: status is the relay's log status ("ok",
  * "ok(module)", "fault:0x...", "fault:0x...(module)", "upstream-failed", ...). */
 void mp_metrics_call(const struct mp_iface_info *info, uint16_t opnum, uint64_t in, uint64_t out,
-                     uint64_t lat_us, const char *status);
-/* One HTTP request: its X-RequestType (or ""), HTTP status (0: none sent). */
-void mp_metrics_http(const char *type, int status, uint64_t in, uint64_t out, uint64_t lat_us);
+                     uint64_t t0_us, const char *status);
+/* One HTTP request: its X-RequestType (or ""), HTTP status (0: none sent).
+ * t0_us: when the call or request began (mp_now_us()). */
+void mp_metrics_http(const char *type, int status, uint64_t in, uint64_t out, uint64_t t0_us);
 /* A client's authentication: mech as logged ("NTLM", "SPNEGO/Kerberos", "Basic", ...). */
 void mp_metrics_auth(const char *mech, bool ok);
 /* The upstream failed; why is the log text ("... connect failed ...", "... did not answer ..."). */

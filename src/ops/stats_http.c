@@ -94,8 +94,8 @@ static void handle(struct sconn *c)
     } else if (!strcmp(target, "/health")) {
         bool ok = mp_metrics_healthy();
         text(&b, ok ? "ok\n" : "upstream failing\n");
-        reply(c, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain; charset=utf-8",
-              &b, head);
+        reply(c, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", "text/plain; charset=utf-8", &b,
+              head);
     } else {
         text(&b, "not found: try /metrics or /health\n");
         reply(c, 404, "Not Found", "text/plain; charset=utf-8", &b, head);

@@ -629,7 +629,7 @@ static void log_call(struct assoc *a, struct call *c, const char *status)
     mp_info("call %s %s %s(%u) in=%u out=%u lat=%.3fms status=%s%s%s", a->peer, e ? e->name : "?",
             op ? op : "op", c->opnum, c->in_bytes, c->out_bytes,
             (double)(mp_now_us() - c->t0) / 1000.0, status, user ? " user=" : "", user ? user : "");
-    mp_metrics_call(e ? e->info : NULL, c->opnum, c->in_bytes, c->out_bytes, mp_now_us() - c->t0, status);
+    mp_metrics_call(e ? e->info : NULL, c->opnum, c->in_bytes, c->out_bytes, c->t0, status);
 }
 
 /* Queues bytes for a connection, writing them at once when nothing is
