@@ -175,7 +175,7 @@ void mp_metrics_upstream_error(const char *why)
 bool mp_metrics_healthy(void)
 {
     uint64_t now = mp_now_ms(), err = GET(M.last_err_ms), ok = GET(M.last_ok_ms);
-    return !(err && now - err < 60000 && err >= ok);
+    return !(err && now - err < 60000 && err > ok);
 }
 
 /* ---- exposition ---- */
@@ -228,18 +228,23 @@ static bool iface_shown(size_t i)
     return s->used || (i == MP_METRICS_IFACES - 1 && GET(s->lat.count));
 }
 
+/* A metric with one label: vals[i] (signed) for label=names[i]. */
+static void series(struct out *o, const char *name, const char *type, const char *help,
+                   const char *label, const char *const *names, size_t n, const int64_t *vals)
+{
+    head(o, name, type, help);
+    for (size_t i = 0; i < n; i++)
+        put(o, "%s{%s=\"%s\"} %lld\n", name, label, names[i], (long long)GET(vals[i]));
+}
+
 int mp_metrics_render(struct mp_buf *b)
 {
     struct out o = {b, 0};
-    head(&o, "mapiproxy_connections_accepted_total", "counter",
-         "Connections accepted, by listener.");
-    for (size_t i = 0; i < N_L; i++)
-        put(&o, "mapiproxy_connections_accepted_total{listener=\"%s\"} %llu\n", listeners[i],
-            (unsigned long long)GET(M.accepted[i]));
-    head(&o, "mapiproxy_connections_open", "gauge", "Connections open now, by listener.");
-    for (size_t i = 0; i < N_L; i++)
-        put(&o, "mapiproxy_connections_open{listener=\"%s\"} %lld\n", listeners[i],
-            (long long)GET(M.open[i]));
+    series(&o, "mapiproxy_connections_accepted_total", "counter",
+           "Connections accepted, by listener.", "listener", listeners, N_L,
+           (const int64_t *)M.accepted);
+    series(&o, "mapiproxy_connections_open", "gauge", "Connections open now, by listener.",
+           "listener", listeners, N_L, M.open);
     head(&o, "mapiproxy_associations_open", "gauge",
          "DCE/RPC associations open now (one per client connection of the epmapper and rpc "
          "listeners).");
@@ -274,18 +279,17 @@ int mp_metrics_render(struct mp_buf *b)
                         iface_name(s), op, st_names[st], (unsigned long long)n);
             }
     }
-    head(&o, "mapiproxy_rpc_received_bytes_total", "counter",
-         "Request stub bytes received from clients, by interface.");
-    for (size_t i = 0; i < MP_METRICS_IFACES; i++)
-        if (iface_shown(i))
-            put(&o, "mapiproxy_rpc_received_bytes_total{interface=\"%s\"} %llu\n",
-                iface_name(&M.ifs[i]), (unsigned long long)GET(M.ifs[i].in));
-    head(&o, "mapiproxy_rpc_sent_bytes_total", "counter",
-         "Response stub bytes sent to clients, by interface.");
-    for (size_t i = 0; i < MP_METRICS_IFACES; i++)
-        if (iface_shown(i))
-            put(&o, "mapiproxy_rpc_sent_bytes_total{interface=\"%s\"} %llu\n",
-                iface_name(&M.ifs[i]), (unsigned long long)GET(M.ifs[i].out));
+    for (int dir = 0; dir < 2; dir++) {
+        const char *name =
+            dir ? "mapiproxy_rpc_sent_bytes_total" : "mapiproxy_rpc_received_bytes_total";
+        head(&o, name, "counter",
+             dir ? "Response stub bytes sent to clients, by interface."
+                 : "Request stub bytes received from clients, by interface.");
+        for (size_t i = 0; i < MP_METRICS_IFACES; i++)
+            if (iface_shown(i))
+                put(&o, "%s{interface=\"%s\"} %llu\n", name, iface_name(&M.ifs[i]),
+                    (unsigned long long)(dir ? GET(M.ifs[i].out) : GET(M.ifs[i].in)));
+    }
     head(&o, "mapiproxy_rpc_call_duration_seconds", "histogram",
          "Time from a call's first request fragment to its answer, by interface.");
     for (size_t i = 0; i < MP_METRICS_IFACES; i++)
@@ -321,11 +325,9 @@ int mp_metrics_render(struct mp_buf *b)
         for (int ok = 1; ok >= 0; ok--)
             put(&o, "mapiproxy_auth_total{mechanism=\"%s\",result=\"%s\"} %llu\n", mechs[m],
                 ok ? "ok" : "refused", (unsigned long long)GET(M.auth[m][ok]));
-    head(&o, "mapiproxy_upstream_errors_total", "counter",
-         "Upstream failures, by kind (connect, timeout, other).");
-    for (int k = 0; k < N_UP; k++)
-        put(&o, "mapiproxy_upstream_errors_total{kind=\"%s\"} %llu\n", up_names[k],
-            (unsigned long long)GET(M.up[k]));
+    series(&o, "mapiproxy_upstream_errors_total", "counter",
+           "Upstream failures, by kind (connect, timeout, other).", "kind", up_names, N_UP,
+           (const int64_t *)M.up);
     head(&o, "mapiproxy_up", "gauge", "1 while the upstream answers (what /health reports).");
     put(&o, "mapiproxy_up %d\n", mp_metrics_healthy() ? 1 : 0);
     return o.rc;

@@ -4,7 +4,6 @@
 #include "ops/stats_http.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,35 +169,12 @@ static struct mp_stats_http srv;
 
 int mp_stats_http_start(struct mp_loop *loop, const char *host, uint16_t port)
 {
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai;
-    char ps[8];
-    snprintf(ps, sizeof ps, "%u", port);
-    int rc = getaddrinfo(host, ps, &hints, &ai);
-    if (rc) {
-        mp_error("mapiproxy:metrics listen %s: %s; give a numeric address or a resolvable name",
-                 host, gai_strerror(rc));
-        return -1;
-    }
     struct mp_stats_http *s = &srv;
-    if (s->loop) {
-        freeaddrinfo(ai);
+    if (s->loop)
         return 0; /* started already */
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-        mp_error("cannot listen on %s port %u (mapiproxy:metrics listen): %s; choose another "
-                 "address or port, or stop what uses it",
-                 host, port, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
+    int fd = mp_listen_tcp(host, port, 64, "mapiproxy:metrics listen");
+    if (fd < 0)
         return -1;
-    }
-    freeaddrinfo(ai);
     s->loop = loop;
     s->ls.fd = fd;
     s->ls.cb = accept_cb;
