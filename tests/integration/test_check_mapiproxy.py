@@ -28,6 +28,8 @@ def run(*args, env=None):
     text, _, perf = line.partition(" | ")
     for p in perf.split():
         assert PERF.match(p), (p, line)
+    labels = [p.split("=")[0] for p in perf.split()]
+    assert len(labels) == len(set(labels)), line
     return r.returncode, text, perf
 
 
