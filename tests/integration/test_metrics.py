@@ -134,3 +134,32 @@ def test_check_refuses_bad_metrics_listen(tmp_path):
                     "mapiproxy:rpc port = 6100\nmapiproxy:metrics listen = 127.0.0.1:6100\n")
     r = subprocess.run([PROXY_BIN, "--check", "-c", str(conf)], capture_output=True, text=True)
     assert r.returncode != 0 and "another listener" in r.stdout + r.stderr
+
+
+def test_http_front_requests_counted(make_proxy, tmp_path_factory):
+    """The HTTPS front's requests (Python's http.client against http_peer's
+    upstream) are counted by X-RequestType and status class."""
+    from http_peer import Peer
+    from test_http_front import certs as certs_fixture, connect, post, start_front
+    certs = certs_fixture.__wrapped__(tmp_path_factory)
+    peer = Peer(*certs["upstream"])
+    try:
+        mport = free_port()
+        front = start_front(make_proxy, certs, peer.url,
+                            **{"mapiproxy:metrics listen": f"127.0.0.1:{mport}"})
+        m0, _ = samples(mport)
+        c = connect(front, certs)
+        codes = []
+        for i in range(3):
+            r, _ = post(c, "/mapi/emsmdb/", {"X-RequestType": "Execute", "X-RequestId": f"m:{i}"})
+            codes.append(r.status)
+        c.close()
+        m, _ = samples(mport)
+        cls = f"{codes[0] // 100}xx"
+        assert len(set(codes)) == 1, codes
+        assert val(m, "mapiproxy_http_requests_total", type="Execute", code=cls) == 3
+        assert (val(m, "mapiproxy_connections_accepted_total", listener="http")
+                - val(m0, "mapiproxy_connections_accepted_total", listener="http")) == 1
+        assert val(m, "mapiproxy_http_request_duration_seconds_count") == 3
+    finally:
+        peer.stop()
