@@ -19,7 +19,7 @@ B       := build
 OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
 AOBJ    := $(patsubst src/%.c,$(B)/asan/obj/%.o,$(LIB_SRC))
 
-.PHONY: all test test-steps unit integration run clean deps fuzz fuzz-replay bench format check-format soak modules
+.PHONY: all test test-build test-steps unit integration run clean deps fuzz fuzz-replay bench format check-format soak modules
 SHELL := /bin/bash
 all: $(B)/mapiproxy $(B)/mapiproxy-asan modules
 
@@ -100,12 +100,18 @@ fuzz-replay: $(addprefix $(B)/fuzz/,$(FUZZ))
 # deps first (it may install the compilers), then the steps, which build what
 # they use: unit tests, fuzz targets, the proxy, its ASan twin, the decoder,
 # ropdump and the modules.
+# Everything is built first, on every core, then the steps run one at a time.
+JOBS := $(shell nproc 2>/dev/null || echo 2)
+TEST_BUILD := $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode $(B)/ropdump modules \
+              $(addprefix $(B)/unit/,$(UNIT)) $(addprefix $(B)/fuzz/,$(FUZZ))
 test: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) test-build
 	@$(MAKE) --no-print-directory test-steps
+test-build: $(TEST_BUILD)
 test-steps: check-format check-gen check-gen-rops unit fuzz-replay integration
 
 run: deps
-	@$(MAKE) --no-print-directory $(B)/mapiproxy
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/mapiproxy
 	@scripts/run-demo.sh
 
 clean:

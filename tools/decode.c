@@ -13,8 +13,12 @@
  *
  * --pdu takes the bytes of one call's request or response fragments,
  * concatenated; they are reassembled (the opnum of a request comes from its
- * header).  FILE "-" reads stdin.  Exit 0 with JSON on stdout, 1 with a
- * message on stderr when the input cannot be decoded, 2 on usage errors. */
+ * header).  FILE "-" reads stdin.  Property tags print as hex ("0x0037001F").
+ * Exit status (also in --help): 0 JSON on stdout, everything decoded; 1 the
+ * input cannot be read or its NDR (or MAPI/HTTP body) does not decode, a
+ * message on stderr; 2 usage errors; 3 the NDR decoded (JSON on stdout)
+ * but an EcDoRpc/EcDoRpcExt2 ROP buffer or its RPC_HEADER_EXT chain did
+ * not ("undecodable" in the JSON, a message on stderr). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,15 +37,26 @@
 #include "rop/rpcext.h"
 #include "mapihttp/stream.h"
 
+static void help(FILE *f)
+{
+    fprintf(f, "usage: mapiproxy-decode --interface nspi|emsmdb|asyncemsmdb|rfr|UUID --opnum N "
+               "--in|--out FILE\n"
+               "       mapiproxy-decode --interface I [--opnum N] --pdu FILE\n"
+               "       (EcDoRpc/EcDoRpcExt2 responses: --request FILE for the request's ROPs)\n"
+               "       mapiproxy-decode --mapihttp REQUESTTYPE --request|--response FILE "
+               "[--stream]\n"
+               "JSON on stdout; property tags as hex (\"0x0037001F\").  Exit status:\n"
+               "  0  everything decoded\n"
+               "  1  the file cannot be read, or its NDR stub / MAPI/HTTP body does not decode\n"
+               "  2  usage error\n"
+               "  3  the NDR decoded (JSON printed) but a ROP buffer or RPC_HEADER_EXT chain of\n"
+               "     EcDoRpc/EcDoRpcExt2 did not (\"undecodable\" in the JSON)\n");
+}
+
+static void usage(void) __attribute__((noreturn));
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: mapiproxy-decode --interface nspi|emsmdb|asyncemsmdb|rfr|UUID --opnum N "
-            "--in|--out FILE\n"
-            "       mapiproxy-decode --interface I [--opnum N] --pdu FILE\n"
-            "       (EcDoRpc/EcDoRpcExt2 responses: --request FILE for the request's ROPs)\n"
-            "       mapiproxy-decode --mapihttp REQUESTTYPE --request|--response FILE "
-            "[--stream]\n");
+    help(stderr);
     exit(2);
 }
 
@@ -378,6 +393,11 @@ done:
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            help(stdout);
+            return 0;
+        }
+    for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--mapihttp"))
             return mapihttp_main(argc, argv);
     const char *iface_name = NULL, *file = NULL, *reqfile = NULL;
@@ -471,6 +491,7 @@ int main(int argc, char **argv)
     mp_json_u64(&j, slen);
     mp_json_key(&j, "value");
     (dir ? cc->print_out : cc->print_in)(&j, v);
+    bool rops_bad = false;
     if (!strcmp(ifc->name, "exchange_emsmdb") && (opnum == 2 || opnum == 11)) {
         struct ropset *rs = calloc(1, sizeof(*rs)), *rq = NULL;
         const char *why = NULL;
@@ -491,9 +512,19 @@ int main(int argc, char **argv)
             }
             ropset_decode(rs, dir == 1, rq, &a);
             ropset_print(&j, rs, rq);
+            for (size_t i = 0; i < rs->n; i++)
+                if (!rs->ok[i]) {
+                    fprintf(stderr,
+                            "mapiproxy-decode: ROP buffer %zu does not decode: %s at offset %zu\n",
+                            i, rs->bufs[i].why ? rs->bufs[i].why : "error", rs->bufs[i].bad_off);
+                    rops_bad = true;
+                }
         } else if (rs) {
             mp_json_key(&j, "rops");
             mp_json_str(&j, why ? why : "undecodable");
+            fprintf(stderr, "mapiproxy-decode: the ROP payloads do not decode: %s\n",
+                    why ? why : "undecodable");
+            rops_bad = true;
         }
         if (rq)
             ropset_free(rq);
@@ -504,6 +535,8 @@ int main(int argc, char **argv)
     }
     mp_json_obj_end(&j);
     rc = emit(&j, &out);
+    if (rc == 0 && rops_bad)
+        rc = 3;
 done:
     free(v);
     mp_arena_free(&a);

@@ -896,9 +896,18 @@ class Emitter(Gen):
                 o.append('}')
 
     # ---------------- print ----------------
-    def prt(self, node, lv, sc, o):
+    @staticmethod
+    def is_tag(name):
+        """Property tags (ulPropTag, aulPropTag, ulPropTag1...) print as hex
+        "0x0037001F", as every MAPI tool shows them.  MS-NSPI reuses
+        PropertyTagArray_r for MIds: those print in hex too."""
+        return 'PropTag' in name
+
+    def prt(self, node, lv, sc, o, tag=False):
         if isinstance(node, Prim):
-            if PRIMS[node.p][2]:
+            if tag and node.p in ('u32', 'i32'):
+                o.append('mp_codec_print_tag(j, (uint32_t)%s);' % lv)
+            elif PRIMS[node.p][2]:
                 o.append('mp_json_i64(j, %s);' % lv)
             else:
                 o.append('mp_json_u64(j, %s);' % lv)
@@ -913,14 +922,14 @@ class Emitter(Gen):
         elif isinstance(node, Ptr):
             o.append('if (!%s) mp_json_null(j); else {' % lv)
             if isinstance(node.target, Arr):
-                self.prt_arr(node.target, lv, sc, o)
+                self.prt_arr(node.target, lv, sc, o, tag)
             else:
-                self.prt(node.target, '(*%s)' % lv, sc, o)
+                self.prt(node.target, '(*%s)' % lv, sc, o, tag)
             o.append('}')
         elif isinstance(node, Arr):
-            self.prt_arr(node, lv, sc, o)
+            self.prt_arr(node, lv, sc, o, tag)
 
-    def prt_arr(self, arr, lv, sc, o):
+    def prt_arr(self, arr, lv, sc, o, tag=False):
         n = self.count_expr(arr, sc)
         if isinstance(arr.elem, Prim) and arr.elem.p == 'u8':
             o.append('mp_json_hex(j, %s, %s);' % (lv, n))
@@ -929,7 +938,7 @@ class Emitter(Gen):
         o.append('mp_json_arr_begin(j);')
         guard = '' if arr.fixed else 'if (%s) ' % lv
         o.append('%sfor (uint32_t %s = 0; %s < %s; %s++) {' % (guard, i, i, n, i))
-        self.prt(arr.elem, '%s[%s]' % (lv, i), sc, o)
+        self.prt(arr.elem, '%s[%s]' % (lv, i), sc, o, tag)
         o.append('}')
         o.append('mp_json_arr_end(j);')
 
@@ -1114,7 +1123,7 @@ class Emitter(Gen):
               'mp_json_obj_begin(j);']
         for f in obj.fields:
             o.append('mp_json_key(j, "%s");' % f.name)
-            self.prt(f.node, 'r->' + f.name, sc, o)
+            self.prt(f.node, 'r->' + f.name, sc, o, self.is_tag(f.name))
         o += ['mp_json_obj_end(j);', '}', '']
         return indent(o)
 
@@ -1175,7 +1184,7 @@ class Emitter(Gen):
             o.append(cases(cs))
             if f:
                 o.append('mp_json_key(j, "%s");' % f.name)
-                self.prt(f.node, 'r->' + f.name, sc, o)
+                self.prt(f.node, 'r->' + f.name, sc, o, self.is_tag(f.name))
             o.append('break;')
         if not has_default:
             o.append('default: break;')
@@ -1225,7 +1234,7 @@ class Emitter(Gen):
                   'const %s *r = v;' % st, 'mp_json_obj_begin(j);']
             for p in params:
                 o.append('mp_json_key(j, "%s");' % p.name)
-                self.prt(p.node, 'r->' + p.name, sc, o)
+                self.prt(p.node, 'r->' + p.name, sc, o, self.is_tag(p.name))
             if rp:
                 o.append('mp_json_key(j, "result");')
                 self.prt(Prim(rp), 'r->result', sc, o)

@@ -631,12 +631,33 @@ class Gen(object):
                 parts.append('r->ReturnValue == %s' % cd)
         return ' || '.join(parts)
 
+    @staticmethod
+    def header_only_alt(unit):
+        """A response that declares fields for failures too (`when any` /
+        `when fail`: DataSize, WrittenSize, PartialCompletion,
+        TransferStatus...) also decodes a failure sent as the header alone,
+        MS-OXCROPS' general form of a failure and what gromox sends.  Which
+        form came is decided at pull time (mp_rop_header_only) and kept in
+        HeaderOnly, so that push and print give back the same bytes."""
+        return unit.kind == 'rsp' and unit.handle and any(
+            'any' in conds or 'fail' in conds for conds, _ in unit.sections)
+
     def unit_body(self, unit, what):
         """Body statements of pull/push/print for the unit (after the header)."""
         fn = {'pull': self.pull_nodes, 'push': self.push_nodes, 'print': self.print_nodes}[what]
         if unit.kind == 'rsp' and unit.handle:
             o = []
             first = True
+            if self.header_only_alt(unit):
+                if what == 'pull':
+                    o.append('    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);')
+                o.append('    if (r->HeaderOnly) {')
+                if what == 'print':
+                    o.append('        mp_rj_key(j, "HeaderOnly");')
+                    o.append('        mp_rj_bool(j, true);')
+                else:
+                    o.append('        /* a failure sent as the header alone */')
+                first = False
             for conds, body in unit.sections:
                 o.append('    %sif (%s) {' % ('' if first else '} else ', self.section_cond(conds)))
                 o += fn(unit, body, '        ')
@@ -661,6 +682,8 @@ class Gen(object):
             h.append('    %s;' % unit.members[nm])
         for k in range(unit.conds):
             h.append('    uint8_t c__%d; /* condition evaluated with context at pull time */' % k)
+        if self.header_only_alt(unit):
+            h.append('    uint8_t HeaderOnly; /* a failure sent as the header alone */')
         h.append('};')
         return h
 

@@ -1,5 +1,6 @@
 #include "codec/codec.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -56,6 +57,13 @@ void mp_emsmdb_xor(uint8_t *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         p[i] ^= 0xA5;
+}
+
+void mp_codec_print_tag(struct mp_json *j, uint32_t tag)
+{
+    char t[16];
+    snprintf(t, sizeof t, "\"0x%08" PRIX32 "\"", tag);
+    mp_json_raw(j, t);
 }
 
 void mp_codec_print_ctxh(struct mp_json *j, const struct mp_ctxh *h)

@@ -55,6 +55,8 @@ void mp_emsmdb_xor(uint8_t *p, size_t n);
 
 struct mp_ctxh;
 void mp_codec_print_ctxh(struct mp_json *j, const struct mp_ctxh *h);
+/* A property tag as MAPI tools show it: "0x0037001F". */
+void mp_codec_print_tag(struct mp_json *j, uint32_t tag);
 
 #include "codec/gen/asyncemsmdb.h"
 #include "codec/gen/emsmdb.h"

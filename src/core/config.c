@@ -834,12 +834,16 @@ static const struct opt options[] = {
     {"mapiproxy:max connections", K_UINT, F(max_connections), 1, 1000000, "connections"},
     {"mapiproxy:connect timeout", K_UINT, F(connect_timeout_ms), 1, 3600000, "milliseconds"},
     {"mapiproxy:idle timeout", K_UINT, F(idle_timeout_s), 0, 604800, "seconds"},
+    {"mapiproxy:bind timeout", K_UINT, F(bind_timeout_s), 0, 3600, "seconds"},
+    {"mapiproxy:max connections per address", K_UINT, F(max_conn_per_addr), 0, 1000000,
+     "connections"},
     {"mapiproxy:module dir", K_STR, F(module_dir), 0, 0, NULL},
     {"mapiproxy:transparent", K_BOOL, F(transparent), 0, 0, NULL},
     {"mapiproxy:credentials file", K_STR, F(credentials_file), 0, 0, NULL},
     {"mapiproxy:password file", K_STR, F(password_file), 0, 0, NULL},
     {"mapiproxy:allowed users", K_STR, F(allowed_users), 0, 0, NULL},
     {"mapiproxy:upstream auth level", K_STR, F(upstream_auth_level), 0, 0, NULL},
+    {"mapiproxy:min client auth level", K_STR, F(min_client_auth_level), 0, 0, NULL},
     {"mapiproxy:keytab", K_STR, F(keytab), 0, 0, NULL},
     {"mapiproxy:service principal", K_STR, F(service_principal), 0, 0, NULL},
     {"mapiproxy:upstream keytab", K_STR, F(upstream_keytab), 0, 0, NULL},
@@ -1849,7 +1853,9 @@ static void set_defaults(struct mp_config *c)
     c->max_buffer = 256u << 10;
     c->max_connections = 9500;
     c->connect_timeout_ms = 10000;
-    c->idle_timeout_s = 0;
+    c->idle_timeout_s = 900;
+    c->bind_timeout_s = 30;
+    c->max_conn_per_addr = 512;
     c->send_timeout_s = 60;
     c->transparent = true;
     c->max_fragments = 4096;
@@ -1888,6 +1894,16 @@ void mp_config_free(struct mp_config *cfg)
     memset(cfg->password, 0, sizeof cfg->password);
 }
 
+int mp_auth_level_parse(const char *s)
+{
+    static const char *const names[] = {"none",   "connect",   "call",
+                                        "packet", "integrity", "privacy"};
+    for (int i = 0; i < 6; i++)
+        if (!strcasecmp(s, names[i]))
+            return i + 1; /* RPC_C_AUTHN_LEVEL_NONE (1) .. PKT_PRIVACY (6) */
+    return -1;
+}
+
 /* Checks across options that --check can make without contacting a KDC. */
 static void check_auth_options(struct pctx *p, const char *name)
 {
@@ -1898,6 +1914,11 @@ static void check_auth_options(struct pctx *p, const char *name)
         perr_opt(p, name, "mapiproxy:upstream auth level",
                  "mapiproxy:upstream auth level \"%s\": use privacy, integrity or connect",
                  c->upstream_auth_level);
+    if (c->min_client_auth_level[0] && mp_auth_level_parse(c->min_client_auth_level) < 0)
+        perr_opt(p, name, "mapiproxy:min client auth level",
+                 "mapiproxy:min client auth level \"%s\": use none, connect, call, packet, "
+                 "integrity or privacy",
+                 c->min_client_auth_level);
     bool s4u = !strcasecmp(c->delegation, "s4u");
     if (c->delegation[0] && !s4u && strcasecmp(c->delegation, "none"))
         perr_opt(p, name, "mapiproxy:delegation", "mapiproxy:delegation \"%s\": use none or s4u",

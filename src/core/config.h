@@ -111,13 +111,16 @@ struct mp_config {
     uint32_t max_buffer;         /* mapiproxy:max buffer (per direction, 256 KiB) */
     uint32_t max_connections;    /* mapiproxy:max connections (9500) */
     uint32_t connect_timeout_ms; /* mapiproxy:connect timeout (10000) */
-    uint32_t idle_timeout_s;     /* mapiproxy:idle timeout (0 = none) */
+    uint32_t idle_timeout_s;     /* mapiproxy:idle timeout (900; 0 = none) */
+    uint32_t bind_timeout_s;     /* mapiproxy:bind timeout (30): bind (and log on) within */
+    uint32_t max_conn_per_addr;  /* mapiproxy:max connections per address (512; 0 = none) */
     uint32_t send_timeout_s;     /* mapiproxy:send timeout (60): a peer not reading is closed */
     uint32_t max_fragments;      /* mapiproxy:max fragments (4096) per call */
     char credentials_file[512];  /* mapiproxy:credentials file: client users' NT hashes */
     char password_file[512];  /* mapiproxy:password file: dcerpc_mapiproxy:password, from a file */
     char allowed_users[1024]; /* mapiproxy:allowed users: empty = every user in the file */
-    char upstream_auth_level[16]; /* mapiproxy:upstream auth level: connect|integrity|privacy */
+    char upstream_auth_level[16];   /* mapiproxy:upstream auth level: connect|integrity|privacy */
+    char min_client_auth_level[16]; /* mapiproxy:min client auth level (see mp_auth_level_parse) */
     /* Kerberos (doc/configuration.md, doc/internals/kerberos.md) */
     char keytab[512];            /* mapiproxy:keytab: the proxy's service keys (clients' tickets) */
     char service_principal[256]; /* mapiproxy:service principal (host/proxy.fqdn[@REALM]) */
@@ -195,6 +198,9 @@ int mp_config_load_text(struct mp_config *cfg, const char *name, const char *tex
 /* Frees entries and warnings; safe to call twice, or after a failed load
  * (which already released them). */
 void mp_config_free(struct mp_config *cfg);
+/* An authentication level name (none, connect, call, packet, integrity,
+ * privacy; case-insensitive) as its RPC_C_AUTHN_LEVEL value 1..6, or -1. */
+int mp_auth_level_parse(const char *s);
 void mp_diag_free(struct mp_diag *diag);
 
 /* Raw lookup of any key (normalized as above), e.g. "mpm_dummy:test".

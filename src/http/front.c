@@ -744,9 +744,7 @@ static void mh_answer(void *owner, const uint8_t *body, size_t len)
         mh_own_head(s, 0);
     struct mp_buf e = {0};
     int rc = (!s->m_proc && mp_mh_stream_put_meta(&e, "PROCESSING")) ||
-             mp_mh_stream_put_meta(&e, "DONE") ||
-             mp_mh_stream_put_headers(&e, 0, s->mst.elapsed_time,
-                                      s->mst.start_time[0] ? s->mst.start_time : NULL) ||
+             mp_mh_stream_put_meta(&e, "DONE") || mp_mh_stream_put_headers_like(&e, &s->mst, 0) ||
              (len && mp_buf_append(&e, body, len));
     if (rc)
         s->closing = true;
@@ -1155,9 +1153,10 @@ static void request_identity(struct hsess *s)
 }
 
 /* A MAPI/HTTP session cookie of another identity is answered as an unknown
- * one is: Connect and Bind go on without it (they make a new session),
- * the other request types get X-ResponseCode 10 (Context Not Found) from
- * the proxy, and nothing reaches the upstream.  1 when the proxy answers. */
+ * one is: Connect and Bind (they make a new session), GetMailboxUrl and
+ * GetAddressBookUrl (they need none) go on without it, the other types get X-ResponseCode 10
+ * (Context Not Found) from the proxy, and nothing reaches the upstream.  1 when the proxy answers.
+ */
 static int session_cookie_check(struct hsess *s)
 {
     request_identity(s);
@@ -1166,8 +1165,9 @@ static int session_cookie_check(struct hsess *s)
         cookies_allowed(s, owner, sizeof owner))
         return 0;
     char a[sizeof s->who], b[sizeof s->who];
-    int k = mp_mh_kind_lookup(s->xtype);
-    bool creates = k == MP_MH_CONNECT || k == MP_MH_BIND;
+    int k = mp_mh_kind_lookup(s->xtype); /* these open a session, or need none */
+    bool creates = k == MP_MH_CONNECT || k == MP_MH_BIND || k == MP_MH_GETMAILBOXURL ||
+                   k == MP_MH_GETADDRESSBOOKURL;
     mp_info("http #%" PRIu64 " %s: %s: MAPI/HTTP session cookie %s%s used by %s: %s", s->id,
             s->peer, s->xtype[0] ? s->xtype : "-",
             owner[0] ? "of " : "the proxy did not see issued",
@@ -1307,10 +1307,13 @@ static enum route route_of(const struct mp_config *cfg, const char *url, size_t 
 }
 
 /* Autodiscover: is the path of a URL naming the upstream one the proxy
- * relays?  (Else the URL is kept or dropped: mapiproxy:http unrelayed urls.) */
+ * relays, as the front will see it (normalised)?  (Else the URL is kept or
+ * dropped: mapiproxy:http unrelayed urls.) */
 static bool url_path_relayed(const void *arg, const char *path, size_t len)
 {
-    return route_of(arg, path, len) != R_NONE;
+    char norm[600];
+    long nl = len < sizeof norm ? mp_http_path_normalise(path, len, norm) : -1;
+    return nl >= 0 && route_of(arg, norm, (size_t)nl) != R_NONE;
 }
 
 static void copy_header(const struct mp_http_msg *m, const char *name, char *dst, size_t n)
@@ -1433,6 +1436,10 @@ static int on_req_headers(http_parser *p)
         s->err_status = 400;
         return -1;
     }
+    if (p->upgrade || p->method == HTTP_CONNECT) { /* before the target: CONNECT's is host:port */
+        s->err_status = 501;
+        return -1;
+    }
     if (normalise_target(s))
         return -1;
     const char *url = mp_http_msg_url_ptr(&s->req);
@@ -1446,10 +1453,6 @@ static int on_req_headers(http_parser *p)
     s->head_req = p->method == HTTP_HEAD;
     s->client_http10 = p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0);
     s->req_chunked = (p->flags & F_CHUNKED) != 0;
-    if (p->upgrade || p->method == HTTP_CONNECT) {
-        s->err_status = 501;
-        return -1;
-    }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > cfg->http_max_body) {
         s->err_status = 413;
         return -1;

@@ -121,14 +121,21 @@ int mp_mh_stream_put_meta(struct mp_buf *b, const char *tag)
     return mp_buf_append(b, tag, strlen(tag)) || mp_buf_append(b, "\r\n", 2) ? -1 : 0;
 }
 
-int mp_mh_stream_put_headers(struct mp_buf *b, uint32_t response_code, uint64_t elapsed_ms,
-                             const char *start_time)
+static int put_headers(struct mp_buf *b, bool code, uint32_t response_code, bool elapsed,
+                       uint64_t elapsed_ms, const char *start_time)
 {
     char h[MP_MH_STREAM_LINE_MAX * 2];
-    int k = snprintf(h, sizeof h, "X-ResponseCode: %u\r\nX-ElapsedTime: %llu\r\n", response_code,
-                     (unsigned long long)elapsed_ms);
-    if (mp_buf_append(b, h, (size_t)k))
-        return -1;
+    int k;
+    if (code) {
+        k = snprintf(h, sizeof h, "X-ResponseCode: %u\r\n", response_code);
+        if (mp_buf_append(b, h, (size_t)k))
+            return -1;
+    }
+    if (elapsed) {
+        k = snprintf(h, sizeof h, "X-ElapsedTime: %llu\r\n", (unsigned long long)elapsed_ms);
+        if (mp_buf_append(b, h, (size_t)k))
+            return -1;
+    }
     if (start_time) {
         if (strlen(start_time) > MP_MH_STREAM_LINE_MAX - 16 || strpbrk(start_time, "\r\n"))
             return -1;
@@ -137,6 +144,22 @@ int mp_mh_stream_put_headers(struct mp_buf *b, uint32_t response_code, uint64_t 
             return -1;
     }
     return mp_buf_append(b, "\r\n", 2);
+}
+
+int mp_mh_stream_put_headers(struct mp_buf *b, uint32_t response_code, uint64_t elapsed_ms,
+                             const char *start_time)
+{
+    return put_headers(b, true, response_code, true, elapsed_ms, start_time);
+}
+
+int mp_mh_stream_put_headers_like(struct mp_buf *b, const struct mp_mh_stream *orig,
+                                  uint32_t response_code)
+{
+    const char *st = orig->start_time[0] ? orig->start_time : NULL;
+    if (orig->state != MP_MHS_BODY)
+        return put_headers(b, true, response_code, true, orig->elapsed_time, st);
+    return put_headers(b, orig->have_response_code, response_code, orig->have_elapsed_time,
+                       orig->elapsed_time, st);
 }
 
 int mp_mh_stream_build(struct mp_buf *b, unsigned n_pending, uint32_t response_code,

@@ -45,6 +45,12 @@ int mp_mh_stream_put_meta(struct mp_buf *b, const char *tag); /* "PROCESSING", "
 /* X-ResponseCode, X-ElapsedTime, X-StartTime (omitted when NULL), empty line. */
 int mp_mh_stream_put_headers(struct mp_buf *b, uint32_t response_code, uint64_t elapsed_ms,
                              const char *start_time);
+/* The headers after DONE in the form orig (the upstream's parsed stream)
+ * had them: X-ResponseCode and X-ElapsedTime only if it sent them there
+ * (gromox sends X-ResponseCode only in the HTTP head), X-StartTime if it
+ * had one.  Without an upstream stream (orig not at its body), all of them. */
+int mp_mh_stream_put_headers_like(struct mp_buf *b, const struct mp_mh_stream *orig,
+                                  uint32_t response_code);
 /* The whole stream: PROCESSING, n_pending x PENDING, DONE, headers, body. */
 int mp_mh_stream_build(struct mp_buf *b, unsigned n_pending, uint32_t response_code,
                        uint64_t elapsed_ms, const char *start_time, const uint8_t *body,

@@ -243,9 +243,9 @@ static int call(struct rpc *c, uint16_t opnum, const struct mp_buf *stub, struct
     if (stub->len > FRAG - 128 ||
         mp_build_request(&out, MP_PFC_FIRST | MP_PFC_LAST, id, 0, opnum, NULL, stub->data,
                          stub->len, (uint32_t)stub->len) ||
-        (c->sealed && (mp_dcerpc_add_verifier(&out, 0, MP_AUTHN_WINNT, MP_AUTHN_LEVEL_PKT_PRIVACY,
-                                              1) ||
-                       mp_dcerpc_ntlm_protect(&c->sess.send, out.data, out.len, false)))) {
+        (c->sealed &&
+         (mp_dcerpc_add_verifier(&out, 0, MP_AUTHN_WINNT, MP_AUTHN_LEVEL_PKT_PRIVACY, 1) ||
+          mp_dcerpc_ntlm_protect(&c->sess.send, out.data, out.len, false)))) {
         snprintf(why, wl, "cannot build the request");
         goto done;
     }
@@ -261,7 +261,8 @@ static int call(struct rpc *c, uint16_t opnum, const struct mp_buf *stub, struct
             goto done;
         }
         size_t off = MP_REQ_HDR_LEN, n = h.frag_len > off ? h.frag_len - off : 0;
-        if (c->sealed && mp_dcerpc_ntlm_unprotect(&c->sess.recv, in.data, in.len, false, &off, &n)) {
+        if (c->sealed &&
+            mp_dcerpc_ntlm_unprotect(&c->sess.recv, in.data, in.len, false, &off, &n)) {
             snprintf(why, wl, "a response does not verify");
             goto done;
         }
@@ -406,15 +407,15 @@ int mp_mbxdir_lookup(const struct mp_mbxdir *d, const char *account, char *dn, s
     /* exactly one row, for this account (ANR matches prefixes and other
      * names: "carol" may resolve to "carolyn") */
     if (!rout.ppRows || rout.ppRows->cRows != 1 || !rout.ppMIds || rout.ppMIds->cValues != 1 ||
-        rout.ppMIds->aulPropTag[0] <= 2 || !row_str(&rout.ppRows->aRow[0], PR_ACCOUNT_W, acct,
-                                                    sizeof(acct)) ||
+        rout.ppMIds->aulPropTag[0] <= 2 ||
+        !row_str(&rout.ppRows->aRow[0], PR_ACCOUNT_W, acct, sizeof(acct)) ||
         strcasecmp(acct, account) || !row_str(&rout.ppRows->aRow[0], PR_EMAIL_ADDRESS_W, dn, cap) ||
         dn[0] != '/') {
         snprintf(why, wl, "the directory has no mailbox of account %s", account);
         goto unbind;
     }
     rc = 0;
-unbind: {
+unbind : {
     struct nspi_NspiUnbind_in uin = {.contextHandle = bout.contextHandle};
     char ignore[200];
     stub.len = 0;

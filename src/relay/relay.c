@@ -157,6 +157,14 @@ struct port_cache {
     uint64_t expires;
 };
 
+/* Connections per client address (mapiproxy:max connections per address). */
+#define N_ADDR_BUCKETS 4096
+struct addr_count {
+    struct addr_count *next;
+    uint8_t ip[16]; /* IPv4 as ::ffff:a.b.c.d */
+    uint32_t n;
+};
+
 struct listener {
     struct mp_io io;
     struct mp_relay *r;
@@ -186,6 +194,8 @@ struct assoc {
     struct mp_syntax target;
     struct mp_timer timer;                 /* connect and bind timeout */
     struct mp_timer idle;                  /* mapiproxy:idle timeout */
+    struct mp_timer bindt;                 /* mapiproxy:bind timeout */
+    struct addr_count *addr;               /* its client address's connection count */
     struct mp_timer stall;                 /* mapiproxy:send timeout */
     uint64_t last_io_ms;                   /* last byte read or written, either side */
     uint64_t c_progress_ms, u_progress_ms; /* last write progress per side */
@@ -220,6 +230,7 @@ struct mp_relay {
     struct mp_modules mods;
     struct assoc *assocs;
     size_t n_assoc;
+    struct addr_count *addrs[N_ADDR_BUCKETS];
     uint8_t rbuf[READ_CHUNK]; /* reads land here; only partial PDUs are kept per conn */
     bool more_input;          /* more bytes follow the PDU being handled: batch the writes */
     /* specified credentials: clients authenticate to the proxy (NTLM), the
@@ -253,6 +264,7 @@ struct mp_relay {
     bool ntlm_on;             /* NTLM clients: a credentials file or winbind */
     bool winbind;             /* mapiproxy:ntlm backend = winbind */
     uint8_t min_level;        /* mapiproxy:min client auth level */
+    bool min_level_set;       /* ... given explicitly: binds relayed as they are obey it too */
     struct mp_groups ugroups; /* mapiproxy:groups file */
 };
 
@@ -277,6 +289,7 @@ static struct mp_bind scratch_bind; /* single-threaded: one bind parsed at a tim
 static struct mp_bind_ack scratch_ack;
 
 static void conn_cb(struct mp_io *io, uint32_t ev);
+static void addr_release(struct mp_relay *r, struct addr_count *e);
 static void client_input(struct assoc *a);
 static void client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
 static void upstream_connect(struct assoc *a, uint16_t port);
@@ -284,12 +297,16 @@ static void upstream_failed(struct assoc *a, const char *why);
 static void update_interest(struct assoc *a);
 static void start_upstream(struct assoc *a);
 static bool bind_is_passthrough(const struct mp_relay *r, const struct mp_bind *b);
+static bool iface_is_pt(const struct mp_relay *r, const struct mp_syntax *s);
+static int bind_pt_kind(const struct mp_relay *r, const struct mp_bind *b);
 struct leg_sec;
 static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flags, uint32_t call_id,
                 uint16_t ctx_id, uint16_t opnum, const uint8_t *object, const uint8_t *stub,
                 size_t len, uint32_t hint, size_t max_frag);
 static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
                                   const struct mp_bind *b);
+static void deny_bind(struct assoc *a, const struct mp_bind *b, uint32_t call_id);
+static const char *const level_names[];
 static void call_detach(struct call *c);
 static int alter_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
                           struct mp_auth *reply, struct mp_buf *tok);
@@ -352,6 +369,45 @@ static struct mp_session *group_new(struct mp_relay *r, const char *ident, uint3
     g->next = r->groups[g->id % N_GROUP_BUCKETS];
     r->groups[g->id % N_GROUP_BUCKETS] = g;
     return g;
+}
+
+static struct addr_count **addr_slot(struct mp_relay *r, const uint8_t ip[16])
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (int i = 0; i < 16; i++)
+        h = (h ^ ip[i]) * 16777619u;
+    struct addr_count **pp = &r->addrs[h % N_ADDR_BUCKETS];
+    while (*pp && memcmp((*pp)->ip, ip, 16))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Counts a new connection from ip: the entry, or NULL when the address has
+ * max connections per address open already (or out of memory). */
+static struct addr_count *addr_take(struct mp_relay *r, const uint8_t ip[16])
+{
+    struct addr_count **pp = addr_slot(r, ip);
+    uint32_t max = r->cfg->max_conn_per_addr;
+    if (*pp && max && (*pp)->n >= max)
+        return NULL;
+    if (!*pp) {
+        struct addr_count *e = calloc(1, sizeof(*e));
+        if (!e)
+            return NULL;
+        memcpy(e->ip, ip, 16);
+        *pp = e;
+    }
+    (*pp)->n++;
+    return *pp;
+}
+
+static void addr_release(struct mp_relay *r, struct addr_count *e)
+{
+    if (!e || --e->n)
+        return;
+    struct addr_count **pp = addr_slot(r, e->ip);
+    *pp = e->next;
+    free(e);
 }
 
 static void conn_release(struct mp_relay *r, struct conn *c)
@@ -425,7 +481,10 @@ static void assoc_close(struct assoc *a, const char *reason)
         call_detach(&a->calls[i]);
     mp_timer_cancel(r->loop, &a->timer);
     mp_timer_cancel(r->loop, &a->idle);
+    mp_timer_cancel(r->loop, &a->bindt);
     mp_timer_cancel(r->loop, &a->stall);
+    addr_release(r, a->addr);
+    a->addr = NULL;
     conn_release(r, &a->c);
     conn_release(r, &a->u);
     conn_release(r, &a->res);
@@ -754,10 +813,20 @@ static int split_contexts(struct assoc *a, const struct mp_bind *b, struct merge
             else if (mp_syntax_is_btfn(&c->ts[j]))
                 btfn = true;
         }
-        bool local = a->local_epm || a->csec;
+        bool local = a->local_epm || a->csec || a->state == A_DENIED;
         bool allowed = a->local_epm ? (!memcmp(c->abstract.uuid, mp_epm_syntax.uuid, 16) &&
                                        c->abstract.major == 3)
                                     : iface_allowed(a->r, &c->abstract);
+        /* terminating with pass-through interfaces: an association is one or
+         * the other, never both (else an alter_context smuggles a terminated
+         * interface upstream unauthenticated) */
+        if (allowed && !a->local_epm && a->r->terminate && a->r->n_pt &&
+            iface_is_pt(a->r, &c->abstract) != !a->csec) {
+            mp_warn("conn %s: presentation context %u (%s interface on a %s association) refused",
+                    a->peer, c->ctx_id, a->csec ? "a pass-through" : "a terminated",
+                    a->csec ? "terminated" : "pass-through");
+            allowed = false;
+        }
         if (btfn) {
             /* Bind-time feature negotiation: relayed so the client learns
              * what the upstream supports; answered locally when local. */
@@ -928,6 +997,18 @@ static void stall_cb(struct mp_timer *t)
     }
 }
 
+/* mapiproxy:bind timeout: a client that has not bound (and, where the proxy
+ * terminates authentication, logged on) within it is closed. */
+static void bind_timeout_cb(struct mp_timer *t)
+{
+    struct assoc *a = t->data;
+    if (a->state != A_WAIT_BIND && a->state != A_AUTH)
+        return;
+    mp_info("conn %s: no %s within %u s; closed (mapiproxy:bind timeout)", a->peer,
+            a->state == A_WAIT_BIND ? "bind" : "logon", a->r->cfg->bind_timeout_s);
+    assoc_close(a, "bind timeout");
+}
+
 static void idle_cb(struct mp_timer *t)
 {
     struct assoc *a = t->data;
@@ -1031,9 +1112,26 @@ static void handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
     a->bind_max_recv = b->max_recv;
     a->c_xmit = clamp_frag(b->max_recv);
     a->c_recv = clamp_frag(b->max_xmit);
+    if (r->terminate && !a->local_epm && bind_pt_kind(r, b) < 0) {
+        mp_warn("conn %s: bind mixes pass-through and terminated interfaces; refused", a->peer);
+        free(m);
+        mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
+        assoc_finish(a, "bind refused");
+        return;
+    }
     if (r->terminate && !a->local_epm && !bind_is_passthrough(r, b)) {
         handle_bind_terminate(a, pdu, h, b);
         free(m);
+        return;
+    }
+    struct mp_auth lv = {.level = 1};
+    if (!a->local_epm && r->min_level_set && (!h->auth_len || !mp_pdu_auth(pdu, h, &lv)) &&
+        lv.level < r->min_level) {
+        mp_warn("conn %s: bind at authentication level %s, below mapiproxy:min client auth "
+                "level %s; its calls get access denied, nothing relayed",
+                a->peer, level_names[lv.level < 7 ? lv.level : 0], level_names[r->min_level]);
+        free(m);
+        deny_bind(a, b, h->call_id);
         return;
     }
     if (h->auth_len) {
@@ -1327,8 +1425,8 @@ static int emit(struct conn *dst, struct leg_sec *sec, bool req, uint8_t in_flag
     return 0;
 }
 
-static const char *const level_names[] = {"",       "none",      "connect", "call",
-                                          "packet", "integrity", "privacy"};
+static const char *const level_names[7] = {"",       "none",      "connect", "call",
+                                           "packet", "integrity", "privacy"};
 
 static const char *mech_name(const struct leg_sec *s)
 {
@@ -1953,7 +2051,14 @@ static void client_authenticated(struct assoc *a)
     cs->done = true;
     mp_info("conn %s: authenticated %s (%s, %s)", a->peer, cs->who, mech_name(cs),
             level_names[cs->level]);
-    mp_metrics_auth(mech_name(cs), true);
+    mp_metrics_auth(mech_name(cs), cs->level >= a->r->min_level); /* below: refused */
+    if (cs->level < a->r->min_level) {
+        mp_warn("conn %s: %s authenticated at level %s, below mapiproxy:min client auth level "
+                "%s; its calls get access denied, nothing relayed",
+                a->peer, cs->who, level_names[cs->level], level_names[a->r->min_level]);
+        a->state = A_DENIED;
+        return;
+    }
     char ident[200];
     snprintf(ident, sizeof(ident), "user:%s", cs->who);
     if (join_group(a, a->named_group, ident, a->shown_group))
@@ -1961,6 +2066,28 @@ static void client_authenticated(struct assoc *a)
     char why[512] = "";
     if (upstream_prepare(a, why, sizeof(why)))
         upstream_failed(a, why);
+}
+
+/* Accepts the bind here (a new group, nothing upstream) and puts the
+ * association in A_DENIED: each call gets a fault access denied. */
+static void deny_bind(struct assoc *a, const struct mp_bind *b, uint32_t call_id)
+{
+    a->state = A_DENIED;
+    a->shown_group = group_fresh_id(a->r);
+    struct mp_bind *none = calloc(1, sizeof(*none));
+    struct merge *m = calloc(1, sizeof(*m));
+    if (!none || !m) {
+        free(none);
+        free(m);
+        assoc_close(a, "out of memory");
+        return;
+    }
+    m->ptype = MP_PT_BIND;
+    m->c_call_id = call_id;
+    split_contexts(a, b, m, none);
+    answer_bind(a, m, NULL, 0, NULL);
+    free(none);
+    free(m);
 }
 
 /* The client's bind when the proxy terminates authentication: its first
@@ -1972,8 +2099,18 @@ static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const str
 {
     struct mp_auth auth;
     const char *why = NULL;
-    if (!h->auth_len || mp_pdu_auth(pdu, h, &auth))
-        why = "the client sent no authentication";
+    if (!h->auth_len) {
+        /* what Windows does: the bind is accepted, each call gets access
+         * denied (a bind_nak would say "authentication type not recognized") */
+        mp_warn("conn %s: the client sent no authentication (the proxy terminates "
+                "authentication: clients authenticate to the proxy); its calls get access "
+                "denied, nothing relayed",
+                a->peer);
+        deny_bind(a, b, h->call_id);
+        return;
+    }
+    if (mp_pdu_auth(pdu, h, &auth))
+        why = "malformed auth trailer";
     else if (auth.type != MP_AUTHN_WINNT && auth.type != MP_AUTHN_GSS_NEGOTIATE &&
              auth.type != MP_AUTHN_GSS_KERBEROS)
         why = "only NTLM (10), SPNEGO (9) and Kerberos (16) are accepted from clients";
@@ -2734,7 +2871,16 @@ static void client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
             client_protocol_error(a, h->call_id, "authentication not completed");
         return;
     }
-    if (a->state == A_DENIED) {
+    if (a->state == A_DENIED) { /* each call: access denied, as Windows answers */
+        if (h->ptype == MP_PT_REQUEST && h->frag_len >= MP_REQ_HDR_LEN) {
+            if (h->flags & MP_PFC_FIRST) {
+                mp_info("call %s op(%u) status=fault:0x%08x (access denied: not authenticated)",
+                        a->peer, mp_get16(pdu + 22), MP_RPC_S_ACCESS_DENIED);
+                mp_build_fault(&a->c.out, h->call_id, mp_get16(pdu + 20), MP_RPC_S_ACCESS_DENIED,
+                               true);
+            }
+            return;
+        }
         mp_build_fault(&a->c.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
         assoc_finish(a, "access denied");
         return;
@@ -3202,11 +3348,30 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
         close(fd);
         return;
     }
-    struct assoc *a = calloc(1, sizeof(*a));
-    if (!a) {
+    uint8_t ip[16] = {0};
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET6) {
+        memcpy(ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+    } else if (ss.ss_family == AF_INET) {
+        ip[10] = ip[11] = 0xff;
+        memcpy(ip + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    }
+    struct addr_count *ac = addr_take(r, ip);
+    if (!ac) {
+        mp_warn("conn %s refused: %u connections open from %s (mapiproxy:max connections per "
+                "address)",
+                peer, r->cfg->max_conn_per_addr, host);
         close(fd);
         return;
     }
+    struct assoc *a = calloc(1, sizeof(*a));
+    if (!a) {
+        addr_release(r, ac);
+        close(fd);
+        return;
+    }
+    a->addr = ac;
     a->r = r;
     a->merges_tail = &a->merges;
     a->next_u_call = 1;
@@ -3218,6 +3383,10 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
     a->idle.data = a;
     if (r->cfg->idle_timeout_s)
         mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
+    a->bindt.cb = bind_timeout_cb;
+    a->bindt.data = a;
+    if (r->cfg->bind_timeout_s)
+        mp_timer_arm(r->loop, &a->bindt, (uint64_t)r->cfg->bind_timeout_s * 1000);
     snprintf(a->peer, sizeof(a->peer), "%s", peer);
     struct conn *cs[3] = {&a->c, &a->u, &a->res};
     for (int k = 0; k < 3; k++) {
@@ -3506,18 +3675,34 @@ static void setup_passthrough(struct mp_relay *r)
             r->n_pt++;
 }
 
-static bool bind_is_passthrough(const struct mp_relay *r, const struct mp_bind *b)
+static bool iface_is_pt(const struct mp_relay *r, const struct mp_syntax *s)
 {
+    for (size_t k = 0; k < r->n_pt; k++)
+        if (mp_iface_match(&r->pt_ifaces[k], s->uuid, s->major, s->minor))
+            return true;
+    return false;
+}
+
+/* 1: every real context of the bind is a pass-through interface; 0: none
+ * is; -1: both kinds (refused: a terminated interface must never ride on
+ * an association relayed as it is). */
+static int bind_pt_kind(const struct mp_relay *r, const struct mp_bind *b)
+{
+    int pt = 0, other = 0;
     for (unsigned i = 0; i < b->n_ctx; i++) {
         if (b->ctx[i].n_ts && mp_syntax_is_btfn(&b->ctx[i].ts[0]))
             continue;
-        for (size_t k = 0; k < r->n_pt; k++)
-            if (mp_iface_match(&r->pt_ifaces[k], b->ctx[i].abstract.uuid, b->ctx[i].abstract.major,
-                               b->ctx[i].abstract.minor))
-                return true;
-        return false; /* the first real context decides */
+        if (iface_is_pt(r, &b->ctx[i].abstract))
+            pt++;
+        else
+            other++;
     }
-    return false;
+    return pt && other ? -1 : pt ? 1 : 0;
+}
+
+static bool bind_is_passthrough(const struct mp_relay *r, const struct mp_bind *b)
+{
+    return bind_pt_kind(r, b) == 1;
 }
 
 struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
@@ -3527,7 +3712,6 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
         return NULL;
     r->loop = loop;
     r->cfg = cfg;
-    r->min_level = MP_AUTHN_LEVEL_CONNECT;
     if (mp_modules_load(&r->mods, cfg, loop)) {
         free(r);
         return NULL;
@@ -3541,6 +3725,11 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
         return NULL;
     }
     setup_passthrough(r);
+    /* mapiproxy:min client auth level: integrity by default where the proxy
+     * terminates authentication; elsewhere only when set. */
+    int ml = cfg->min_client_auth_level[0] ? mp_auth_level_parse(cfg->min_client_auth_level) : -1;
+    r->min_level = ml > 0 ? (uint8_t)ml : r->terminate ? MP_AUTHN_LEVEL_PKT_INTEGRITY : 1;
+    r->min_level_set = ml > 0;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
     int rc = getaddrinfo(cfg->binding.host, NULL, &hints, &ai);
     if (rc) {

@@ -49,6 +49,38 @@ bool mp_rop_logon_private(struct mp_rcur *c, struct mp_rop_pctx *pc, uint8_t log
     return false;
 }
 
+/* MS-OXCROPS gives some ROPs fields on failure too (RopReadStream's
+ * DataSize, the WrittenSize of the write ROPs, PartialCompletion,
+ * TransferStatus); others (gromox) answer those failures with the header
+ * alone, MS-OXCROPS' general form.  The header alone is taken when nothing
+ * follows in the ROP list, or when the next byte is the RopId of the
+ * response that comes next: the next request ROP that has a response
+ * (RopGetMessageStatus answers as 0x20), or a response-only ROP.  Without
+ * the requests, any RopId that has a response.  The fields' first byte on
+ * failure is 0 in practice (sizes of nothing, PartialCompletion 0/1), never
+ * a RopId with a response. */
+bool mp_rop_header_only(const struct mp_rcur *c, const struct mp_rop_pctx *pc)
+{
+    if (c->off >= c->len)
+        return true;
+    uint8_t next = c->p[c->off];
+    const struct mp_rop_desc *d = mp_rop_descs[next];
+    if (!d || !d->pull_rsp)
+        return false;
+    if (d->flags & MP_ROPD_RESPONSEONLY)
+        return true;
+    const struct mp_rop_buf *rq = pc->reqs;
+    if (!rq)
+        return true;
+    for (size_t i = pc->req_pos + 1; i < rq->n; i++) {
+        const struct mp_rop *r = &rq->rops[i];
+        if (r->desc && (r->desc->flags & MP_ROPD_NORESPONSE))
+            continue;
+        return next == (r->rop_id == 0x1F ? 0x20 : r->rop_id);
+    }
+    return false;
+}
+
 bool mp_rop_table_columns(struct mp_rcur *c, struct mp_rop_pctx *pc, uint8_t hidx,
                           const uint32_t **cols, size_t *ncols)
 {

@@ -179,6 +179,9 @@ void mp_rop_nomem(struct mp_rcur *c, struct mp_rop_pctx *pc);
 /* true if LogonId is a private-mailbox logon; unknown: need_ctx + error. */
 bool mp_rop_logon_private(struct mp_rcur *c, struct mp_rop_pctx *pc, uint8_t logon_id);
 /* Columns of the table at handle index hidx; false (need_ctx) if unknown. */
+/* A failed response whose IDL declares fields for failures too: true when
+ * this one is the header alone (see ropval.c). */
+bool mp_rop_header_only(const struct mp_rcur *c, const struct mp_rop_pctx *pc);
 bool mp_rop_table_columns(struct mp_rcur *c, struct mp_rop_pctx *pc, uint8_t hidx,
                           const uint32_t **cols, size_t *ncols);
 

@@ -15,6 +15,7 @@
  *     (like Windows) has already reserved the next flag word: 0xFFFFFFFF. */
 #include "xca/lz77.h"
 
+#include <stdbool.h>
 #include <string.h>
 #ifdef MP_LZ77_PARANOID
 #include <stdlib.h>
@@ -115,6 +116,23 @@ static ALWAYS_INLINE void copy_match_wild(uint8_t *op, size_t off, size_t len)
     }
 }
 
+/* Older encoders (Samba's until 2022, and OpenChange's copy of it) fill the
+ * last flag word with 0 bits and append zero bytes, so a stream may go on
+ * past the output's end with literals of zero bytes only.  Samba's,
+ * gromox's and OpenChange's decoders stop when the output is full.  Exactly
+ * that is accepted: the output is full, every byte left (from p on) is zero,
+ * and the current flag word has no 1 bit left (0-padded: a 1-padded word,
+ * as Windows and our encoder write, ends in the end marker, so a zero
+ * literal beyond the output there is real data).  Zero flag words after it
+ * are literals too.  Any other overrun stays an error. */
+static bool zero_padding(const uint8_t *p, const uint8_t *iend)
+{
+    for (; p < iend; p++)
+        if (*p)
+            return false;
+    return true;
+}
+
 ssize_t mp_lz77_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap)
 {
     const uint8_t *ip = in;
@@ -144,10 +162,16 @@ ssize_t mp_lz77_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_
                 memcpy(op, ip, 16);
                 memcpy(op + 16, ip + 16, 16);
             } else {
+                unsigned word = n; /* literal flags before the next 1 bit */
                 if ((size_t)(iend - ip) < n)
                     n = (unsigned)(iend - ip); /* unpadded end: accept */
-                if ((size_t)(oend - op) < n)
-                    return -1;
+                if ((size_t)(oend - op) < n) {
+                    size_t room = (size_t)(oend - op);
+                    if ((fl << word) != SENTINEL || !zero_padding(ip + room, iend))
+                        return -1;
+                    memcpy(op, ip, room);
+                    return (ssize_t)out_cap;
+                }
                 memcpy(op, ip, n);
             }
             op += n;

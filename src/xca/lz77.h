@@ -14,7 +14,9 @@
 
 /* Decompress in[0..in_len) into out[0..out_cap).  Returns the number of bytes
  * written, or -1 if the input is malformed (truncated, offset before the start
- * of the output, ...) or the output would exceed out_cap.  Safe for any input.
+ * of the output, ...) or the output would exceed out_cap -- except by literal
+ * zero bytes only, the padding of older encoders (then out_cap is returned;
+ * see lz77.c, zero_padding).  Safe for any input.
  * Decoding stops at the end of the input (the final flag word is padded with
  * 1-bits, which read as "match" at end of input, i.e. the end marker).
  * out must not be NULL (unless in_len is 0).  For speed, bytes of out past

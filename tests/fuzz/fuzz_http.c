@@ -6,9 +6,13 @@
  * collected by mp_http_msg (bounded at 4 KiB, as mapiproxy:http max header
  * size would) and rebuilt as the upstream request head and as a response
  * head (Location rewritten); every body piece and the whole input go
- * through the Autodiscover rewriter.  Checks: rebuilt heads end with an
- * empty line and hold no bare CR or LF inside a line; the rewriter gives the
- * input back unchanged when it reports no replacement. */
+ * through the Autodiscover rewriter; the URL through the request-target
+ * normaliser.  Checks: rebuilt heads end with an empty line and hold no bare
+ * CR or LF inside a line; the rewriter gives the input back unchanged when
+ * it reports no replacement; a normalised target is no longer than the
+ * input, begins with '/', its path holds no dot-segment, no "//", no
+ * backslash and no encoded separator, and normalising it again changes
+ * nothing. */
 #include <http_parser.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,6 +20,7 @@
 #include <strings.h>
 
 #include "http/msg.h"
+#include "http/path.h"
 #include "http/rewrite.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -58,6 +63,40 @@ static void check_rewrite(const uint8_t *p, size_t n)
     }
 }
 
+static void check_target(const char *u, size_t n)
+{
+    char *a = malloc(n + 1), *b = malloc(n + 1);
+    if (!a || !b)
+        abort();
+    long k = mp_http_path_normalise(u, n, a);
+    if (k >= 0) {
+        if ((size_t)k > n || a[0] != '/' || a[k] != 0)
+            abort();
+        size_t pl = strcspn(a, "?");
+        for (size_t i = 0; i < pl; i++) {
+            if (a[i] == '\\' || (a[i] == '/' && a[i + 1] == '/'))
+                abort();
+            if (a[i] == '%' && i + 2 < pl &&
+                ((a[i + 1] == '2' && (a[i + 2] == 'F' || a[i + 2] == 'f')) ||
+                 (a[i + 1] == '5' && (a[i + 2] == 'C' || a[i + 2] == 'c'))))
+                abort();
+            if (a[i] == '/') { /* no "." or ".." segment */
+                size_t e = i + 1;
+                while (e < pl && a[e] != '/')
+                    e++;
+                if ((e - i == 2 && a[i + 1] == '.') ||
+                    (e - i == 3 && a[i + 1] == '.' && a[i + 2] == '.'))
+                    abort();
+            }
+        }
+        long k2 = mp_http_path_normalise(a, (size_t)k, b);
+        if (k2 != k || memcmp(a, b, (size_t)k))
+            abort();
+    }
+    free(a);
+    free(b);
+}
+
 static int on_begin(http_parser *p)
 {
     mp_http_msg_reset(&msg);
@@ -77,6 +116,7 @@ static int on_value(http_parser *p, const char *at, size_t len)
 }
 static int on_headers(http_parser *p)
 {
+    check_target(mp_http_msg_url_ptr(&msg), msg.url_len);
     struct mp_buf out = {0};
     struct mp_http_head_opts o = {.framing = (enum mp_http_framing)(p->method % 4),
                                   .length = p->content_length,

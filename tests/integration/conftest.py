@@ -17,10 +17,35 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+def _raise_nofile():
+    """Some tests hold a thousand connections (test_mapihttp_load): take
+    the hard open-files limit, as a normal user's soft 1024 is too few
+    (root here often has more already).  The proxies started inherit it."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+_raise_nofile()
+
+
+_handed_out = set()
+
+
 def free_port(host="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free a moment ago, never the same twice in one run (the kernel
+    may hand a just-closed port out again, and a proxy's rpc and http ports
+    must differ)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh free port")
 
 
 def wait_port(host, port, timeout=10.0):
@@ -150,6 +175,17 @@ def lab(tmp_path):
     l = Lab(tmp_path)
     yield l
     l.stop()
+
+
+LAB_SVC_ACCT, LAB_SVC_PW = "mapiproxy-svc", "Svc-Pa55-for-lab"
+
+
+@pytest.fixture
+def auth_lab(tmp_path):
+    """The lab requiring NTLM at privacy from its one account (the proxy's)."""
+    lab = ntlm_lab(tmp_path, LAB_SVC_ACCT, LAB_SVC_PW)
+    yield lab
+    lab.stop()
 
 
 @pytest.fixture

@@ -45,6 +45,8 @@ def proxy(samba, make_proxy, tmp_path):
                              "dcerpc_mapiproxy:domain": samba.domain,
                              "mapiproxy:password file": str(pwfile),
                              "mapiproxy:credentials file": str(creds),
+                             # the connect level below is tested too (default: integrity)
+                             "mapiproxy:min client auth level": "connect",
                              "netbios name": "MAPIPROXY"})
 
 
@@ -104,8 +106,11 @@ def test_unknown_user_and_no_auth_are_refused(samba, proxy):
     from impacket.dcerpc.v5 import transport
     d = transport.DCERPCTransportFactory(f"ncacn_ip_tcp:{proxy.host}[{proxy.rpc_port}]").get_dce_rpc()
     d.connect()
-    with pytest.raises(Exception):
-        d.bind(epm.MSRPC_UUID_PORTMAP)
+    # as Windows does (issue 12): the bind is accepted, the call is denied
+    d.bind(epm.MSRPC_UUID_PORTMAP)
+    with pytest.raises(DCERPCException) as e:
+        epm.hept_map(proxy.host, LSARPC_IF, protocol="ncacn_ip_tcp", dce=d)
+    assert "access_denied" in str(e.value).lower() or "0x5" in str(e.value), str(e.value)
     assert "the client sent no authentication" in proxy.log()
 
 
@@ -127,18 +132,9 @@ def test_tshark_decrypts_each_leg_with_its_own_password(samba, proxy, tmp_path):
 
 # ---- the lab as an NTLM upstream that requires other credentials ----------
 
-from conftest import ntlm_lab  # noqa: E402
+from conftest import LAB_SVC_ACCT as PROXY_ACCT, LAB_SVC_PW as PROXY_PW  # noqa: E402
 from impacket.dcerpc.v5 import nspi, oxabref  # noqa: E402
 from rpcutil import dce_connect  # noqa: E402
-
-PROXY_ACCT, PROXY_PW = "mapiproxy-svc", "Svc-Pa55-for-lab"
-
-
-@pytest.fixture
-def auth_lab(tmp_path):
-    lab = ntlm_lab(tmp_path, PROXY_ACCT, PROXY_PW)
-    yield lab
-    lab.stop()
 
 
 @pytest.fixture
@@ -150,7 +146,9 @@ def lab_proxy(auth_lab, make_proxy, tmp_path):
                       extra={"dcerpc_mapiproxy:username": PROXY_ACCT,
                              "dcerpc_mapiproxy:domain": "LAB",
                              "dcerpc_mapiproxy:password": PROXY_PW,
-                             "mapiproxy:credentials file": str(creds)})
+                             "mapiproxy:credentials file": str(creds),
+                             # the connect level below is tested too (default: integrity)
+                             "mapiproxy:min client auth level": "connect"})
 
 
 @pytest.mark.parametrize("level", [RPC_C_AUTHN_LEVEL_PKT_PRIVACY, RPC_C_AUTHN_LEVEL_PKT_INTEGRITY,

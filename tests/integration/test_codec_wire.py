@@ -4,6 +4,7 @@ compared with what Impacket itself parsed from the same bytes (row counts,
 display names, DNs, minimal entry ids, server names)."""
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -84,6 +85,13 @@ def test_rfr(calls, tmp_path):
     assert ji["cbMailboxServerDN"] == len(capture.SERVER_DN) + 1
 
 
+def tag(x):
+    """The codec prints property tags (and MS-NSPI's MId arrays, which share
+    PropertyTagArray_r) as hex strings, "0x0037001F", as MAPI tools do."""
+    assert isinstance(x, str) and re.fullmatch(r"0x[0-9A-F]{8}", x), x
+    return int(x, 16)
+
+
 def _rows(j):
     """{proptag: value} per row, from the codec's JSON of a PropertyRowSet_r."""
     out = []
@@ -95,7 +103,7 @@ def _rows(j):
                 v = bytes.fromhex(v["lpb"])
             elif arm in ("MVszA", "MVszW"):
                 v = v["lppszA" if arm == "MVszA" else "lppszW"]
-            d[p["ulPropTag"]] = v
+            d[tag(p["ulPropTag"])] = v
         out.append(d)
     return out
 
@@ -130,7 +138,7 @@ def test_nspi_query_rows(calls, tmp_path):
 def test_nspi_resolve_and_dn(calls, tmp_path):
     c = find(calls, "nspi", 19)
     j = decode(tmp_path, "nspi", 19, "out", c.stub_out)["value"]
-    assert j["ppMIds"]["aulPropTag"] == c.parsed["mids"]
+    assert [tag(x) for x in j["ppMIds"]["aulPropTag"]] == c.parsed["mids"]
     assert len(_rows(j["ppRows"])) == len(c.parsed["rows"])
     ji = decode(tmp_path, "nspi", 19, "in", c.stub_in)["value"]
     assert ji["paStr"]["Strings"] == ["alice", "bob", "nobody"]
@@ -145,7 +153,7 @@ def test_nspi_resolve_and_dn(calls, tmp_path):
     assert ji["paWStr"]["Strings"] == ["carol", "Administrator", "Lab"]
     c = find(calls, "nspi", 7)
     j = decode(tmp_path, "nspi", 7, "out", c.stub_out)["value"]
-    assert j["ppOutMIds"]["aulPropTag"] == c.parsed["mids"]
+    assert [tag(x) for x in j["ppOutMIds"]["aulPropTag"]] == c.parsed["mids"]
     ji = decode(tmp_path, "nspi", 7, "in", c.stub_in)["value"]
     assert ji["pNames"]["Strings"] == [capture.USER_DN, capture.SERVER_DN, "/o=nowhere"]
 
@@ -166,7 +174,7 @@ def test_nspi_get_props_network_address(calls, tmp_path):
     """The property the rewrite module works on: PR_EMS_AB_NETWORK_ADDRESS."""
     c = find(calls, "nspi", 9)
     j = decode(tmp_path, "nspi", 9, "out", c.stub_out)["value"]
-    props = {p["ulPropTag"]: p["Value"] for p in j["ppRows"]["lpProps"]}
+    props = {tag(p["ulPropTag"]): p["Value"] for p in j["ppRows"]["lpProps"]}
     assert "ncacn_ip_tcp:EXLAB01.lab.example" in props[0x8170101E]["MVszA"]["lppszA"]
     assert "ncacn_ip_tcp:EXLAB01.lab.example" in props[0x8170101F]["MVszW"]["lppszW"]
     assert "/cn=EXLAB01/" in props[0x8006001E]["lpszA"]

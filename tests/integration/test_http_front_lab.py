@@ -31,9 +31,10 @@ PASSWORDS = {"alice": "Alice-Pw.1", "bob": "Bob:pw 2"}
 PUBLIC = "mail.proxy.test"
 
 
-def start_lab_https(d, extra=()):
+def start_lab_https(d, extra=(), environ=None):
     """The lab's MAPI/HTTP server over TLS with NTLM and Basic for PASSWORDS'
-    users, files in d; extra: more lab options.  Returns (process, env)."""
+    users, files in d; extra: more lab options; environ: more environment for
+    the lab process.  Returns (process, env)."""
     ca = make_ca(d, "ca")
     lab_cert = make_cert(d, "ca", "lab", ["DNS:localhost", "DNS:exlab01.lab.example"])
     proxy_cert = make_cert(d, "ca", "proxy", ["DNS:mail.proxy.test", "IP:127.0.0.1"])
@@ -45,7 +46,8 @@ def start_lab_https(d, extra=()):
         ["/usr/bin/python3", os.path.join(LAB_DIR, "exchange_lab.py"), "--host", "127.0.0.1",
          "--epm-port", "0", "--mapihttp-port", "0", "--tls-cert", lab_cert[0], "--tls-key",
          lab_cert[1], "--users", users, "--http-auth", "ntlm,basic", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(environ or {})})
     line = proc.stdout.readline()
     assert line.startswith("READY ") and "mapihttp=" in line, line
     threading.Thread(target=proc.stderr.read, daemon=True).start()
@@ -53,18 +55,26 @@ def start_lab_https(d, extra=()):
     return proc, {"ca": ca, "proxy_cert": proxy_cert, "mapihttp": ports["mapihttp"]}
 
 
+PENDING = ["--pending-period", "0.1", "--pending-delay", "0.3"]
+
+
+def lab_env(tmp_path_factory, lab_environ=None, name="mhfront", extra=PENDING):
+    """start_lab_https as a generator: yields the env dict, stops the lab after."""
+    proc, e = start_lab_https(str(tmp_path_factory.mktemp(name)), extra, lab_environ)
+    yield e
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+
+
 def lab_https_fixture(name, extra=()):
     """A module-scoped fixture: start_lab_https's env, the lab stopped after."""
     @pytest.fixture(scope="module")
     def env(tmp_path_factory):
-        proc, e = start_lab_https(str(tmp_path_factory.mktemp(name)), extra)
-        yield e
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        yield from lab_env(tmp_path_factory, None, name, extra)
     return env
 
 
-env = lab_https_fixture("mhfront", ["--pending-period", "0.1", "--pending-delay", "0.3"])
+env = lab_https_fixture("mhfront", PENDING)
 
 
 def start_front(make_proxy, env, extra=None):

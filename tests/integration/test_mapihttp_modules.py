@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT
 from test_http_front_lab import ALICE, PASSWORDS, env, ntlm  # noqa: F401 (fixture)
+from test_http_front_lab import lab_env
 from test_http_front_lab import start_front as front_with
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
@@ -142,3 +143,32 @@ def test_mailbox_and_address_book_urls_name_the_proxy(make_proxy, env):  # noqa:
     assert u1["ServerUrl"].split("/mapi/")[1] == d1.split("/mapi/")[1]
     # the host is the proxy's; the query (the upstream's MailboxId) is kept
     assert "exlab01" not in (u1["ServerUrl"].split("?")[0] + u2["ServerUrl"]).lower()
+
+
+@pytest.fixture(scope="module")
+def gromox_env(tmp_path_factory):
+    """The lab answering as gromox does: X-ResponseCode in the HTTP head only,
+    not after DONE."""
+    yield from lab_env(tmp_path_factory, {"LAB_MH_CODE_IN_HEAD_ONLY": "1"})
+
+
+@pytest.mark.parametrize("form", ["exchange", "gromox"])
+def test_rebuilt_answer_keeps_the_upstreams_done_headers(make_proxy, env, gromox_env,  # noqa
+                                                         form):
+    """The module path rebuilds every Execute answer (PROCESSING/DONE, the
+    headers after DONE, the body): X-ResponseCode appears after DONE only if
+    the upstream put it there; X-ElapsedTime and X-StartTime are kept."""
+    e = env if form == "exchange" else gromox_env
+    p = front_with(make_proxy, e, {"dcerpc_mapiproxy:modules": "mpm_roptest",
+                                   "mpm_roptest:touch": "yes"})
+    for base in (f"https://localhost:{e['mapihttp']}", p.base):
+        ems = MH.EmsmdbHttp(base, auth=ntlm(), verify=e["ca"])
+        assert ems.connect(ALICE)["ErrorCode"] == 0
+        [logon] = ems.execute(EC.RopBuffer().logon(0, ALICE))
+        assert logon["ReturnValue"] == 0
+        done = ems.last_execute["response"].done
+        assert ("X-ResponseCode" in done) == (form == "exchange"), (base, done)
+        assert "X-ElapsedTime" in done and "X-StartTime" in done
+        assert ems.last_execute["response"].code == 0
+        assert ems.disconnect()["ErrorCode"] == 0
+    assert "type=Execute" in p.log()

@@ -187,7 +187,7 @@ def test_lab_bodies_decode(mh, tmp_path):
     assert len(rows) == len(seen["rows"]["Rows"]) > 0
     for mine, theirs in zip(rows, seen["rows"]["Rows"]):
         for v in mine["lpProps"]:
-            tag = v["ulPropTag"]
+            tag = int(v["ulPropTag"], 16)
             if tag & 0xFFFF == 0x001F:
                 assert v["Value"]["lpszW"] == theirs[tag]
             elif tag & 0xFFFF == 0x000A:      # errors are PtypErrorCode values in the twin
@@ -195,15 +195,15 @@ def test_lab_bodies_decode(mh, tmp_path):
                 assert theirs[col] in (("error", v["Value"]["err"] & 0xFFFFFFFF), ("missing",))
     _, uresp = out["QueryRows"][1]
     vals = uresp["call"]["ppRows"]["aRow"][0]["lpProps"]
-    assert vals[0]["ulPropTag"] == 0x3001001E     # PtypUnspecified column, typed value
-    assert vals[1]["ulPropTag"] == 0x1234000A and vals[1]["Value"]["err"] & 0xFFFFFFFF == 0x8004010F
+    assert vals[0]["ulPropTag"] == "0x3001001E"   # PtypUnspecified column, typed value
+    assert vals[1]["ulPropTag"] == "0x1234000A" and vals[1]["Value"]["err"] & 0xFFFFFFFF == 0x8004010F
     dreq, dresp = out["DNToMId"][0]
     assert dreq["call"]["pNames"]["Strings"][1] == ALICE
-    assert dresp["call"]["ppOutMIds"]["aulPropTag"] == seen["mids"]
+    assert [int(x, 16) for x in dresp["call"]["ppOutMIds"]["aulPropTag"]] == seen["mids"]
     _, presp = out["GetProps"][0]
     assert presp["CodePage"] > 0
-    assert [(v["ulPropTag"]) for v in presp["call"]["ppRows"]["lpProps"]] == \
-        [t for t, _ in seen["props"]["PropertyValues"]]
+    assert [v["ulPropTag"] for v in presp["call"]["ppRows"]["lpProps"]] == \
+        ["0x%08X" % t for t, _ in seen["props"]["PropertyValues"]]
     _, cmpresp = out["CompareMIds"][0]
     assert cmpresp["call"]["plResult"] == seen["cmp"]["Result"]
     rreq, _ = out["ResolveNames"][0]

@@ -61,6 +61,20 @@ def roptest_proxy(make_proxy, lab, tmp_path, **opts):
     return make_proxy(upstream_epm_port=lab.epm_port, extra=extra)
 
 
+def ext2_request(cxh, rgb):
+    """An EcDoRpcExt2 request (Impacket's NDR, emsmdb_ndr) carrying rgb."""
+    req = N.EcDoRpcExt2()
+    req["pcxh"].set_raw(cxh)
+    req["pulFlags"] = 0
+    req["rgbIn"] = rgb
+    req["cbIn"] = len(rgb)
+    req["pcbOut"] = 0x40000
+    req["rgbAuxIn"] = b""
+    req["cbAuxIn"] = 0
+    req["pcbAuxOut"] = 0x1008
+    return req
+
+
 @pytest.fixture
 def wire_log():
     EC.WIRE_LOG = []
@@ -248,16 +262,7 @@ def test_chained_payloads(make_proxy, dump_lab, tmp_path, touch):
     x1, x2 = N.xor_a5(lzxpress.compress(b1)), N.xor_a5(b2)
     rgb = struct.pack("<HHHH", 0, N.RHE_COMPRESSED | N.RHE_XORMAGIC, len(x1), len(b1)) + x1 + \
         struct.pack("<HHHH", 0, N.RHE_XORMAGIC | N.RHE_LAST, len(x2), len(b2)) + x2
-    req = N.EcDoRpcExt2()
-    req["pcxh"].set_raw(c.cxh)
-    req["pulFlags"] = 0
-    req["rgbIn"] = rgb
-    req["cbIn"] = len(rgb)
-    req["pcbOut"] = 0x40000
-    req["rgbAuxIn"] = b""
-    req["cbAuxIn"] = 0
-    req["pcbAuxOut"] = 0x1008
-    resp = dce.request(req, checkError=False)
+    resp = dce.request(ext2_request(c.cxh, rgb), checkError=False)
     assert resp["ErrorCode"] == 0
     out = N.array_bytes(resp["rgbOut"])
     [x] = [x for x in lab_wire(dump_lab) if x["in"] == rgb.hex()]
@@ -267,3 +272,47 @@ def test_chained_payloads(make_proxy, dump_lab, tmp_path, touch):
     assert "rsp RopOpenFolder logon" in seen and "rsp RopGetReceiveFolder logon" in seen
     c.disconnect()
     dce.disconnect()
+
+
+def test_decode_tool_exit_status(tmp_path):
+    """mapiproxy-decode exits 3 when the NDR of an EcDoRpcExt2 decodes but a
+    ROP buffer does not (the JSON still names where), 0 when everything
+    decodes, 1 when the NDR does not, 2 on usage errors; --help lists the
+    codes.  The stubs are Impacket's NDR encoding (emsmdb_ndr)."""
+    import os
+    import subprocess
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    tool = os.path.join(root, "build", "mapiproxy-decode")
+
+    def stub(rop_buffer):
+        req = ext2_request(b"\0" * 20, EC.frame_ext(rop_buffer, compress=True, xor=True))
+        f = tmp_path / ("s%d.bin" % len(list(tmp_path.iterdir())))
+        f.write_bytes(req.getData())
+        return str(f)
+
+    def run(*args):
+        return subprocess.run([tool, *args], capture_output=True, text=True)
+
+    good = stub(EC.RopBuffer().get_properties_specific(0, [PidTagSubject]).build([0x101]))
+    r = run("--interface", "emsmdb", "--opnum", "11", "--in", good)
+    assert r.returncode == 0, r.stderr
+    [rop] = json.loads(r.stdout)["rops"][0]["Rops"]
+    assert rop["PropertyTags"] == ["0x0037001f"]
+    bad = stub(EC.RopBuffer().get_properties_specific(0, [PidTagSubject])
+               .raw(b"\x99\x00\x00").build([0x101]))
+    r = run("--interface", "emsmdb", "--opnum", "11", "--in", bad)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert json.loads(r.stdout)["rops"][0]["undecodable"] == "unknown RopId"
+    assert "does not decode" in r.stderr
+    trunc = tmp_path / "trunc.bin"
+    trunc.write_bytes(open(good, "rb").read()[:30])
+    assert run("--interface", "emsmdb", "--opnum", "11", "--in", str(trunc)).returncode == 1
+    assert run("--interface", "emsmdb").returncode == 2
+    h = run("--help")
+    assert h.returncode == 0 and "  3  " in h.stdout and "0x0037001F" in h.stdout
+    # NSPI property tags as MAPI tools print them
+    data = os.path.join(root, "tests", "unit", "data", "codec", "nspi-3-in-1.bin")
+    r = run("--interface", "nspi", "--opnum", "3", "--in", data)
+    assert r.returncode == 0
+    tags = json.loads(r.stdout)["value"]["pPropTags"]["aulPropTag"]
+    assert tags[0] == "0x3001001F" and all(len(t) == 10 for t in tags)

@@ -22,6 +22,7 @@ import base64
 import binascii
 import email.utils
 import json
+import os
 import re
 import socketserver
 import ssl
@@ -565,8 +566,13 @@ class _Handler(BaseHTTPRequestHandler):
             if drop and session is not None:
                 self.lab.drop_session(session)
         ms = int((time.time() - start) * 1000)
-        meta = ('DONE\r\nX-ResponseCode: %d\r\nX-ElapsedTime: %d\r\nX-StartTime: %s\r\n\r\n'
-                % (code, ms, http_date(start))).encode()
+        if code == RC_SUCCESS and os.environ.get('LAB_MH_CODE_IN_HEAD_ONLY'):
+            # gromox's form: X-ResponseCode only in the HTTP head
+            meta = ('DONE\r\nX-ElapsedTime: %d\r\nX-StartTime: %s\r\n\r\n'
+                    % (ms, http_date(start))).encode()
+        else:
+            meta = ('DONE\r\nX-ResponseCode: %d\r\nX-ElapsedTime: %d\r\nX-StartTime: %s\r\n\r\n'
+                    % (code, ms, http_date(start))).encode()
         self._chunk(meta + body)
         self.wfile.write(b'0\r\n\r\n')
         self.wfile.flush()

@@ -301,7 +301,10 @@ static void test_defaults(void)
     CHECK_EQ(cfg.max_buffer, 256u * 1024);
     CHECK_EQ(cfg.max_connections, 9500);
     CHECK_EQ(cfg.connect_timeout_ms, 10000);
-    CHECK_EQ(cfg.idle_timeout_s, 0);
+    CHECK_EQ(cfg.idle_timeout_s, 900); /* issue 11: on by default */
+    CHECK_EQ(cfg.bind_timeout_s, 30);
+    CHECK_EQ(cfg.max_conn_per_addr, 512);
+    CHECK(!strcmp(cfg.min_client_auth_level, ""));
     CHECK(!strcmp(cfg.path, "mapiproxy.conf"));
     CHECK_EQ(cfg.n_entries, 1);
     CHECK(!strcmp(cfg.entries[0].section, "global"));
@@ -849,6 +852,12 @@ static void test_kerberos_options(void)
     CHECK(has_msg(&diag, "unknown interface \"nosuch\"", NULL));
     CHECK_EQ(loadb("mapiproxy:upstream auth level = high\n"), -1);
     CHECK(has_msg(&diag, "upstream auth level \"high\"", NULL));
+    CHECK_EQ(loadb("mapiproxy:min client auth level = signed\n"), -1);
+    CHECK(has_msg(&diag, "min client auth level \"signed\"", "none, connect, call, packet"));
+    CHECK_EQ(mp_auth_level_parse("none"), 1);
+    CHECK_EQ(mp_auth_level_parse("Packet"), 4);
+    CHECK_EQ(mp_auth_level_parse("PRIVACY"), 6);
+    CHECK_EQ(mp_auth_level_parse("integrity "), -1);
     CHECK_EQ(loadb("mapiproxy:keytab = /dev/null\nmapiproxy:service principal = host/p\n"
                    "mapiproxy:upstream spn = x/y\nmapiproxy:delegation = s4u\n"
                    "mapiproxy:credentials file = /dev/null\n"),

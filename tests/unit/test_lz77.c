@@ -253,6 +253,45 @@ static void test_edges(void)
     for (int i = 0; i < 35; i++)
         bad += dec[i] != 'x';
     CHECK_EQ(bad, 0);
+    /* Samba's 2010-era encoder padded the last flag word with 0 bits and
+     * appended zero bytes: they decode as literal zeros past the end.  The
+     * vector is fixed_out_old_version of test_lzxpress() in Samba's
+     * lib/compression/tests/test_lzxpress_plain.c (samba-team/samba). */
+    static const char tt[] = "this is a test. and this is a test too";
+    const uint8_t old[] = {0x00, 0x20, 0x00, 0x04, 0x74, 0x68, 0x69, 0x73, 0x20, 0x10, 0x00, 0x61,
+                           0x20, 0x74, 0x65, 0x73, 0x74, 0x2E, 0x20, 0x61, 0x6E, 0x64, 0x20, 0x9F,
+                           0x00, 0x04, 0x20, 0x74, 0x6F, 0x6F, 0x00, 0x00, 0x00, 0x00};
+    CHECK_EQ(mp_lz77_decompress(old, sizeof old, dec, 38), 38);
+    CHECK(memcmp(dec, tt, 38) == 0);
+    /* the same stream without its padding, and Samba's current encoding */
+    CHECK_EQ(mp_lz77_decompress(old, sizeof old - 4, dec, 38), 38);
+    const uint8_t cur[] = {0xff, 0x21, 0x00, 0x04, 0x74, 0x68, 0x69, 0x73, 0x20, 0x10,
+                           0x00, 0x61, 0x20, 0x74, 0x65, 0x73, 0x74, 0x2E, 0x20, 0x61,
+                           0x6E, 0x64, 0x20, 0x9F, 0x00, 0x04, 0x20, 0x74, 0x6F, 0x6F};
+    CHECK_EQ(mp_lz77_decompress(cur, sizeof cur, dec, 38), 38);
+    CHECK(memcmp(dec, tt, 38) == 0);
+    /* with room to spare the padding is output: 42 bytes, four of them 0 */
+    CHECK_EQ(mp_lz77_decompress(old, sizeof old, dec, sizeof dec), 42);
+    CHECK(memcmp(dec, tt, 38) == 0 && !dec[38] && !dec[41]);
+    /* every other overrun is still an error: a non-zero padding byte, */
+    uint8_t bad1[sizeof old];
+    memcpy(bad1, old, sizeof old);
+    bad1[sizeof old - 1] = 1;
+    CHECK_EQ(mp_lz77_decompress(bad1, sizeof bad1, dec, 38), -1);
+    /* output too small for real data (the last 't', 'o', 'o'), */
+    CHECK_EQ(mp_lz77_decompress(old, sizeof old, dec, 37), -1);
+    /* a 1 bit left in the flag word (0x04002001: its last flag is a match,
+     * or the end marker of a 1-padded word), */
+    uint8_t bad2[sizeof old + 16];
+    memcpy(bad2, old, sizeof old);
+    memset(bad2 + sizeof old, 0, 16);
+    bad2[0] = 0x01;
+    CHECK_EQ(mp_lz77_decompress(bad2, sizeof bad2, dec, 38), -1);
+    /* but zero flag words after the padded one are literals too */
+    uint8_t pad2[sizeof old + 16];
+    memcpy(pad2, old, sizeof old);
+    memset(pad2 + sizeof old, 0, 16);
+    CHECK_EQ(mp_lz77_decompress(pad2, sizeof pad2, dec, 38), 38);
     /* every truncation of a valid stream is handled without overrun */
     for (ssize_t n = 0; n < full; n++) {
         ssize_t d = mp_lz77_decompress(ref, (size_t)n, dec, 200);

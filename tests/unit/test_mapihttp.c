@@ -948,6 +948,33 @@ static void test_stream(void)
           st.start_time[0] == 0 && st.body.len == 3);
     mp_mh_stream_free(&st);
     mp_buf_free(&s);
+
+    /* A rebuilt answer keeps the upstream's headers after DONE: gromox sends
+     * X-ResponseCode only in the HTTP head (and X-ElapsedTime, X-StartTime
+     * after DONE), Exchange and the lab send it in both places. */
+    static const char gx[] = "PROCESSING\r\nDONE\r\nX-ElapsedTime: 7\r\n"
+                             "X-StartTime: Fri, 04 Dec 2026 18:00:00 GMT\r\n\r\nBODY";
+    mp_mh_stream_init(&st);
+    CHECK(mp_mh_stream_feed(&st, (const uint8_t *)gx, strlen(gx)) == 0 && !st.have_response_code);
+    CHECK(mp_mh_stream_put_headers_like(&s, &st, 0) == 0);
+    const char *want = "X-ElapsedTime: 7\r\nX-StartTime: Fri, 04 Dec 2026 18:00:00 GMT\r\n\r\n";
+    CHECK(s.len == strlen(want) && !memcmp(s.data, want, s.len));
+    mp_mh_stream_free(&st);
+    mp_buf_free(&s);
+    static const char ex[] = "PROCESSING\r\nDONE\r\nX-ResponseCode: 0\r\n\r\nBODY";
+    mp_mh_stream_init(&st);
+    CHECK(mp_mh_stream_feed(&st, (const uint8_t *)ex, strlen(ex)) == 0);
+    CHECK(mp_mh_stream_put_headers_like(&s, &st, 0) == 0);
+    CHECK(s.len == strlen("X-ResponseCode: 0\r\n\r\n") &&
+          !memcmp(s.data, "X-ResponseCode: 0\r\n\r\n", s.len));
+    mp_mh_stream_free(&st);
+    mp_buf_free(&s);
+    /* no upstream stream (the proxy answered everything): the full form */
+    mp_mh_stream_init(&st);
+    CHECK(mp_mh_stream_put_headers_like(&s, &st, 0) == 0);
+    CHECK(s.len == strlen("X-ResponseCode: 0\r\nX-ElapsedTime: 0\r\n\r\n"));
+    mp_mh_stream_free(&st);
+    mp_buf_free(&s);
 }
 
 int main(int argc, char **argv)

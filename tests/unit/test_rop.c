@@ -711,9 +711,72 @@ static void test_objtab_lifetime(void)
     mp_objtab_unref(t);
 }
 
+/* A failed RopReadStream in both forms: with DataSize (MS-OXCROPS
+ * 2.2.9.2.2, Exchange, the lab) and as the header alone (gromox); the same
+ * for a failed RopWriteStream and RopDeleteMessages (PartialCompletion),
+ * which declare fields for failures too.  Every form decodes to its fields
+ * and re-encodes byte for byte, in the middle of a buffer and at its end. */
+static void test_failure_forms(void)
+{
+    struct mp_arena a = {0};
+    /* requests: ReadStream(h1), GetPropertiesSpecific(h0, 1 tag), ReadStream(h1) */
+    static const uint8_t rq[] = {0x20, 0x00, 0x2C, 0x00, 0x01, 0x00, 0x10, 0x07, 0x00, 0x00,
+                                 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x1F, 0x00, 0x37, 0x00,
+                                 0x2C, 0x00, 0x01, 0x00, 0x10, 0x2D, 0x00, 0x01, 0x02, 0x00,
+                                 0x41, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00};
+    struct mp_rop_buf bq;
+    CHECK_EQ(roundtrip(rq, sizeof(rq), false, NULL, &a, &bq, false), 0);
+    CHECK_EQ(bq.n, 4);
+    struct mp_rop_ctx ctx = {.requests = &bq};
+    /* gromox: header-only failures, in the middle and at the end */
+    static const uint8_t gx[] = {0x1F, 0x00, 0x2C, 0x01, 0xB9, 0x04, 0x00, 0x00, 0x07, 0x00,
+                                 0x00, 0x00, 0x00, 0x00, 0x00, 0x41, 0x00, 0x00, 0x00, 0x2C,
+                                 0x01, 0x05, 0x40, 0x00, 0x80, 0x2D, 0x01, 0x05, 0x40, 0x00,
+                                 0x80, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00};
+    struct mp_rop_buf bs;
+    CHECK_EQ(roundtrip(gx, sizeof(gx), true, &ctx, &a, &bs, false), 0);
+    CHECK_EQ(bs.n, 4);
+    if (bs.n == 4) {
+        const struct mp_rop_rsp_ReadStream *r0 = bs.rops[0].v, *r2 = bs.rops[2].v;
+        const struct mp_rop_rsp_WriteStream *w3 = bs.rops[3].v;
+        CHECK(r0->HeaderOnly && r0->ReturnValue == 0x4B9 && r0->DataSize == 0);
+        CHECK(r2->HeaderOnly && w3->HeaderOnly);
+        char *js = json_of_buf(&bs);
+        CHECK(strstr(js, "\"HeaderOnly\":true") != NULL);
+        free(js);
+    }
+    /* Exchange / MS-OXCROPS: DataSize 0 and WrittenSize 0 on failure */
+    static const uint8_t ex[] = {
+        0x25, 0x00, 0x2C, 0x01, 0xB9, 0x04, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x41, 0x00, 0x00, 0x00, 0x2C, 0x01, 0x05, 0x40, 0x00, 0x80, 0x00, 0x00, 0x2D,
+        0x01, 0x05, 0x40, 0x00, 0x80, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00};
+    CHECK_EQ(roundtrip(ex, sizeof(ex), true, &ctx, &a, &bs, false), 0);
+    CHECK_EQ(bs.n, 4);
+    if (bs.n == 4) {
+        const struct mp_rop_rsp_ReadStream *r0 = bs.rops[0].v;
+        const struct mp_rop_rsp_WriteStream *w3 = bs.rops[3].v;
+        CHECK(!r0->HeaderOnly && !w3->HeaderOnly && w3->WrittenSize == 0);
+    }
+    /* without the requests: header-only when a RopId with a response follows */
+    CHECK_EQ(mp_rop_decode(&bs, gx, sizeof(gx), true, NULL, &a), MP_ROP_OK);
+    CHECK(bs.n >= 2 && ((const struct mp_rop_rsp_ReadStream *)bs.rops[0].v)->HeaderOnly);
+    /* DeleteMessages failure without PartialCompletion, then a success */
+    static const uint8_t dq[] = {0x20, 0x00, 0x1E, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
+                                 0x34, 0x12, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1E,
+                                 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x34, 0x12, 0x00,
+                                 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00};
+    CHECK_EQ(roundtrip(dq, sizeof(dq), false, NULL, &a, &bq, false), 0);
+    static const uint8_t ds[] = {0x0F, 0x00, 0x1E, 0x00, 0x05, 0x40, 0x00, 0x80, 0x1E, 0x00,
+                                 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00};
+    CHECK_EQ(roundtrip(ds, sizeof(ds), true, &ctx, &a, &bs, false), 0);
+    CHECK(bs.n == 2 && ((const struct mp_rop_rsp_DeleteMessages *)bs.rops[0].v)->HeaderOnly);
+    mp_arena_free(&a);
+}
+
 int main(void)
 {
     test_objtab_lifetime();
+    test_failure_forms();
     test_spec_examples();
     test_notify();
     test_every_rop_minimal();

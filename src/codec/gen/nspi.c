@@ -291,7 +291,7 @@ static void print_PropertyTagArray_r(struct mp_json *j, const struct nspi_Proper
     mp_json_arr_begin(j);
     if (r->aulPropTag)
         for (uint32_t i5 = 0; i5 < (uint32_t)(r->cValues); i5++) {
-            mp_json_u64(j, r->aulPropTag[i5]);
+            mp_codec_print_tag(j, (uint32_t)r->aulPropTag[i5]);
         }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
@@ -1494,7 +1494,7 @@ static void print_PropertyValue_r(struct mp_json *j, const struct nspi_PropertyV
 {
     mp_json_obj_begin(j);
     mp_json_key(j, "ulPropTag");
-    mp_json_u64(j, r->ulPropTag);
+    mp_codec_print_tag(j, (uint32_t)r->ulPropTag);
     mp_json_key(j, "ulReserved");
     mp_json_u64(j, r->ulReserved);
     mp_json_key(j, "Value");
@@ -1999,7 +1999,7 @@ static void print_ContentRestriction_r(struct mp_json *j, const struct nspi_Cont
     mp_json_key(j, "ulFuzzyLevel");
     mp_json_u64(j, r->ulFuzzyLevel);
     mp_json_key(j, "ulPropTag");
-    mp_json_u64(j, r->ulPropTag);
+    mp_codec_print_tag(j, (uint32_t)r->ulPropTag);
     mp_json_key(j, "lpProp");
     if (!r->lpProp)
         mp_json_null(j);
@@ -2045,7 +2045,7 @@ static void print_BitMaskRestriction_r(struct mp_json *j, const struct nspi_BitM
     mp_json_key(j, "relBMR");
     mp_json_u64(j, r->relBMR);
     mp_json_key(j, "ulPropTag");
-    mp_json_u64(j, r->ulPropTag);
+    mp_codec_print_tag(j, (uint32_t)r->ulPropTag);
     mp_json_key(j, "ulMask");
     mp_json_u64(j, r->ulMask);
     mp_json_obj_end(j);
@@ -2115,7 +2115,7 @@ static void print_PropertyRestriction_r(struct mp_json *j,
     mp_json_key(j, "relop");
     mp_json_u64(j, r->relop);
     mp_json_key(j, "ulPropTag");
-    mp_json_u64(j, r->ulPropTag);
+    mp_codec_print_tag(j, (uint32_t)r->ulPropTag);
     mp_json_key(j, "lpProp");
     if (!r->lpProp)
         mp_json_null(j);
@@ -2166,9 +2166,9 @@ static void print_ComparePropsRestriction_r(struct mp_json *j,
     mp_json_key(j, "relop");
     mp_json_u64(j, r->relop);
     mp_json_key(j, "ulPropTag1");
-    mp_json_u64(j, r->ulPropTag1);
+    mp_codec_print_tag(j, (uint32_t)r->ulPropTag1);
     mp_json_key(j, "ulPropTag2");
-    mp_json_u64(j, r->ulPropTag2);
+    mp_codec_print_tag(j, (uint32_t)r->ulPropTag2);
     mp_json_obj_end(j);
 }
 
@@ -2275,7 +2275,7 @@ static void print_SizeRestriction_r(struct mp_json *j, const struct nspi_SizeRes
     mp_json_key(j, "relop");
     mp_json_u64(j, r->relop);
     mp_json_key(j, "ulPropTag");
-    mp_json_u64(j, r->ulPropTag);
+    mp_codec_print_tag(j, (uint32_t)r->ulPropTag);
     mp_json_key(j, "cb");
     mp_json_u64(j, r->cb);
     mp_json_obj_end(j);
@@ -2317,7 +2317,7 @@ static void print_ExistRestriction_r(struct mp_json *j, const struct nspi_ExistR
     mp_json_key(j, "ulReserved1");
     mp_json_u64(j, r->ulReserved1);
     mp_json_key(j, "ulPropTag");
-    mp_json_u64(j, r->ulPropTag);
+    mp_codec_print_tag(j, (uint32_t)r->ulPropTag);
     mp_json_key(j, "ulReserved2");
     mp_json_u64(j, r->ulReserved2);
     mp_json_obj_end(j);
@@ -5239,7 +5239,7 @@ static void print_in_NspiModLinkAtt(struct mp_json *j, const void *v)
     mp_json_key(j, "dwFlags");
     mp_json_u64(j, r->dwFlags);
     mp_json_key(j, "ulPropTag");
-    mp_json_u64(j, r->ulPropTag);
+    mp_codec_print_tag(j, (uint32_t)r->ulPropTag);
     mp_json_key(j, "dwMId");
     mp_json_u64(j, r->dwMId);
     mp_json_key(j, "lpEntryIds");

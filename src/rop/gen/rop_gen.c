@@ -3902,7 +3902,10 @@ static void pull_mp_rop_rsp_DeleteFolder(struct mp_rcur *c, struct mp_rop_pctx *
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
         if (c->err)
             return;
@@ -3914,7 +3917,9 @@ static void push_mp_rop_rsp_DeleteFolder(struct mp_wcur *w, const struct mp_rop_
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u8(w, r->PartialCompletion);
     }
 }
@@ -3926,7 +3931,10 @@ static void print_mp_rop_rsp_DeleteFolder(struct mp_json *j,
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "PartialCompletion");
         mp_rj_u64(j, r->PartialCompletion);
     }
@@ -4015,7 +4023,10 @@ static void pull_mp_rop_rsp_DeleteMessages(struct mp_rcur *c, struct mp_rop_pctx
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
         if (c->err)
             return;
@@ -4028,7 +4039,9 @@ static void push_mp_rop_rsp_DeleteMessages(struct mp_wcur *w,
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u8(w, r->PartialCompletion);
     }
 }
@@ -4040,7 +4053,10 @@ static void print_mp_rop_rsp_DeleteMessages(struct mp_json *j,
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "PartialCompletion");
         mp_rj_u64(j, r->PartialCompletion);
     }
@@ -4970,7 +4986,10 @@ static void pull_mp_rop_rsp_ReadStream(struct mp_rcur *c, struct mp_rop_pctx *pc
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->DataSize = mp_rcur_u16(c);
         if (c->err)
             return;
@@ -4985,7 +5004,9 @@ static void push_mp_rop_rsp_ReadStream(struct mp_wcur *w, const struct mp_rop_rs
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u16(w, r->DataSize);
         mp_wcur_bytes(w, r->Data, (size_t)r->DataSize);
     }
@@ -4997,7 +5018,10 @@ static void print_mp_rop_rsp_ReadStream(struct mp_json *j, const struct mp_rop_r
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "DataSize");
         mp_rj_u64(j, r->DataSize);
         mp_rj_key(j, "Data");
@@ -5052,7 +5076,10 @@ static void pull_mp_rop_rsp_WriteStream(struct mp_rcur *c, struct mp_rop_pctx *p
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->WrittenSize = mp_rcur_u16(c);
         if (c->err)
             return;
@@ -5064,7 +5091,9 @@ static void push_mp_rop_rsp_WriteStream(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u16(w, r->WrittenSize);
     }
 }
@@ -5075,7 +5104,10 @@ static void print_mp_rop_rsp_WriteStream(struct mp_json *j, const struct mp_rop_
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "WrittenSize");
         mp_rj_u64(j, r->WrittenSize);
     }
@@ -5648,7 +5680,10 @@ static void pull_mp_rop_rsp_MoveCopyMessages(struct mp_rcur *c, struct mp_rop_pc
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (r->ReturnValue == 0x00000503) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (r->ReturnValue == 0x00000503) {
         r->DestHandleIndex = mp_rcur_u32(c);
         if (c->err)
             return;
@@ -5668,7 +5703,9 @@ static void push_mp_rop_rsp_MoveCopyMessages(struct mp_wcur *w,
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->SourceHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (r->ReturnValue == 0x00000503) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (r->ReturnValue == 0x00000503) {
         mp_wcur_u32(w, r->DestHandleIndex);
         mp_wcur_u8(w, r->PartialCompletion);
     } else if (1) {
@@ -5683,7 +5720,10 @@ static void print_mp_rop_rsp_MoveCopyMessages(struct mp_json *j,
     mp_rj_u64(j, r->SourceHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (r->ReturnValue == 0x00000503) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (r->ReturnValue == 0x00000503) {
         mp_rj_key(j, "DestHandleIndex");
         mp_rj_u64(j, r->DestHandleIndex);
         mp_rj_key(j, "PartialCompletion");
@@ -5823,7 +5863,10 @@ static void pull_mp_rop_rsp_MoveFolder(struct mp_rcur *c, struct mp_rop_pctx *pc
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (r->ReturnValue == 0x00000503) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (r->ReturnValue == 0x00000503) {
         r->DestHandleIndex = mp_rcur_u32(c);
         if (c->err)
             return;
@@ -5842,7 +5885,9 @@ static void push_mp_rop_rsp_MoveFolder(struct mp_wcur *w, const struct mp_rop_rs
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->SourceHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (r->ReturnValue == 0x00000503) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (r->ReturnValue == 0x00000503) {
         mp_wcur_u32(w, r->DestHandleIndex);
         mp_wcur_u8(w, r->PartialCompletion);
     } else if (1) {
@@ -5856,7 +5901,10 @@ static void print_mp_rop_rsp_MoveFolder(struct mp_json *j, const struct mp_rop_r
     mp_rj_u64(j, r->SourceHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (r->ReturnValue == 0x00000503) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (r->ReturnValue == 0x00000503) {
         mp_rj_key(j, "DestHandleIndex");
         mp_rj_u64(j, r->DestHandleIndex);
         mp_rj_key(j, "PartialCompletion");
@@ -5938,7 +5986,10 @@ static void pull_mp_rop_rsp_CopyFolder(struct mp_rcur *c, struct mp_rop_pctx *pc
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (r->ReturnValue == 0x00000503) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (r->ReturnValue == 0x00000503) {
         r->DestHandleIndex = mp_rcur_u32(c);
         if (c->err)
             return;
@@ -5957,7 +6008,9 @@ static void push_mp_rop_rsp_CopyFolder(struct mp_wcur *w, const struct mp_rop_rs
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->SourceHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (r->ReturnValue == 0x00000503) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (r->ReturnValue == 0x00000503) {
         mp_wcur_u32(w, r->DestHandleIndex);
         mp_wcur_u8(w, r->PartialCompletion);
     } else if (1) {
@@ -5971,7 +6024,10 @@ static void print_mp_rop_rsp_CopyFolder(struct mp_json *j, const struct mp_rop_r
     mp_rj_u64(j, r->SourceHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (r->ReturnValue == 0x00000503) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (r->ReturnValue == 0x00000503) {
         mp_rj_key(j, "DestHandleIndex");
         mp_rj_u64(j, r->DestHandleIndex);
         mp_rj_key(j, "PartialCompletion");
@@ -7929,7 +7985,10 @@ static void pull_mp_rop_rsp_FastTransferSourceGetBuffer(
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (r->ReturnValue == 0x00000480) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (r->ReturnValue == 0x00000480) {
         r->BackoffTime = mp_rcur_u32(c);
         if (c->err)
             return;
@@ -7962,7 +8021,9 @@ push_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_wcur *w,
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (r->ReturnValue == 0x00000480) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (r->ReturnValue == 0x00000480) {
         mp_wcur_u32(w, r->BackoffTime);
     } else if (1) {
         mp_wcur_u16(w, r->TransferStatus);
@@ -7982,7 +8043,10 @@ print_mp_rop_rsp_FastTransferSourceGetBuffer(struct mp_json *j,
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (r->ReturnValue == 0x00000480) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (r->ReturnValue == 0x00000480) {
         mp_rj_key(j, "BackoffTime");
         mp_rj_u64(j, r->BackoffTime);
     } else if (1) {
@@ -8525,7 +8589,10 @@ static void pull_mp_rop_rsp_FastTransferDestinationPutBuffer(
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->TransferStatus = mp_rcur_u16(c);
         if (c->err)
             return;
@@ -8550,7 +8617,9 @@ static void push_mp_rop_rsp_FastTransferDestinationPutBuffer(
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u16(w, r->TransferStatus);
         mp_wcur_u16(w, r->InProgressCount);
         mp_wcur_u16(w, r->TotalStepCount);
@@ -8566,7 +8635,10 @@ static void print_mp_rop_rsp_FastTransferDestinationPutBuffer(
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "TransferStatus");
         mp_rj_u64(j, r->TransferStatus);
         mp_rj_key(j, "InProgressCount");
@@ -8984,7 +9056,10 @@ static void pull_mp_rop_rsp_EmptyFolder(struct mp_rcur *c, struct mp_rop_pctx *p
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
         if (c->err)
             return;
@@ -8996,7 +9071,9 @@ static void push_mp_rop_rsp_EmptyFolder(struct mp_wcur *w, const struct mp_rop_r
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u8(w, r->PartialCompletion);
     }
 }
@@ -9007,7 +9084,10 @@ static void print_mp_rop_rsp_EmptyFolder(struct mp_json *j, const struct mp_rop_
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "PartialCompletion");
         mp_rj_u64(j, r->PartialCompletion);
     }
@@ -12644,7 +12724,10 @@ static void pull_mp_rop_rsp_WriteAndCommitStream(struct mp_rcur *c, struct mp_ro
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->WrittenSize = mp_rcur_u16(c);
         if (c->err)
             return;
@@ -12657,7 +12740,9 @@ static void push_mp_rop_rsp_WriteAndCommitStream(struct mp_wcur *w,
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u16(w, r->WrittenSize);
     }
 }
@@ -12669,7 +12754,10 @@ static void print_mp_rop_rsp_WriteAndCommitStream(struct mp_json *j,
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "WrittenSize");
         mp_rj_u64(j, r->WrittenSize);
     }
@@ -12758,7 +12846,10 @@ static void pull_mp_rop_rsp_HardDeleteMessages(struct mp_rcur *c, struct mp_rop_
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
         if (c->err)
             return;
@@ -12771,7 +12862,9 @@ static void push_mp_rop_rsp_HardDeleteMessages(struct mp_wcur *w,
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u8(w, r->PartialCompletion);
     }
 }
@@ -12783,7 +12876,10 @@ static void print_mp_rop_rsp_HardDeleteMessages(struct mp_json *j,
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "PartialCompletion");
         mp_rj_u64(j, r->PartialCompletion);
     }
@@ -12838,7 +12934,10 @@ static void pull_mp_rop_rsp_HardDeleteMessagesAndSubfolders(
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->PartialCompletion = mp_rcur_u8(c);
         if (c->err)
             return;
@@ -12851,7 +12950,9 @@ static void push_mp_rop_rsp_HardDeleteMessagesAndSubfolders(
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u8(w, r->PartialCompletion);
     }
 }
@@ -12863,7 +12964,10 @@ static void print_mp_rop_rsp_HardDeleteMessagesAndSubfolders(
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "PartialCompletion");
         mp_rj_u64(j, r->PartialCompletion);
     }
@@ -13026,7 +13130,10 @@ static void pull_mp_rop_rsp_FastTransferDestinationPutBufferExtended(
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->TransferStatus = mp_rcur_u16(c);
         if (c->err)
             return;
@@ -13051,7 +13158,9 @@ static void push_mp_rop_rsp_FastTransferDestinationPutBufferExtended(
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u16(w, r->TransferStatus);
         mp_wcur_u32(w, r->InProgressCount);
         mp_wcur_u32(w, r->TotalStepCount);
@@ -13067,7 +13176,10 @@ static void print_mp_rop_rsp_FastTransferDestinationPutBufferExtended(
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "TransferStatus");
         mp_rj_u64(j, r->TransferStatus);
         mp_rj_key(j, "InProgressCount");
@@ -13130,7 +13242,10 @@ static void pull_mp_rop_rsp_WriteStreamExtended(struct mp_rcur *c, struct mp_rop
     r->ReturnValue = mp_rcur_u32(c);
     if (c->err)
         return;
-    if (1) {
+    r->HeaderOnly = r->ReturnValue != 0 && mp_rop_header_only(c, pc);
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         r->WrittenSize = mp_rcur_u32(c);
         if (c->err)
             return;
@@ -13143,7 +13258,9 @@ static void push_mp_rop_rsp_WriteStreamExtended(struct mp_wcur *w,
     mp_wcur_u8(w, r->RopId);
     mp_wcur_u8(w, r->InputHandleIndex);
     mp_wcur_u32(w, r->ReturnValue);
-    if (1) {
+    if (r->HeaderOnly) {
+        /* a failure sent as the header alone */
+    } else if (1) {
         mp_wcur_u32(w, r->WrittenSize);
     }
 }
@@ -13155,7 +13272,10 @@ static void print_mp_rop_rsp_WriteStreamExtended(struct mp_json *j,
     mp_rj_u64(j, r->InputHandleIndex);
     mp_rj_key(j, "ReturnValue");
     mp_rj_hex(j, r->ReturnValue, 8);
-    if (1) {
+    if (r->HeaderOnly) {
+        mp_rj_key(j, "HeaderOnly");
+        mp_rj_bool(j, true);
+    } else if (1) {
         mp_rj_key(j, "WrittenSize");
         mp_rj_u64(j, r->WrittenSize);
     }

@@ -785,6 +785,7 @@ struct mp_rop_rsp_DeleteFolder {
     uint8_t InputHandleIndex;
     uint32_t ReturnValue;
     uint8_t PartialCompletion;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_DeleteMessages {
@@ -801,6 +802,7 @@ struct mp_rop_rsp_DeleteMessages {
     uint8_t InputHandleIndex;
     uint32_t ReturnValue;
     uint8_t PartialCompletion;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_GetMessageStatus {
@@ -975,6 +977,7 @@ struct mp_rop_rsp_ReadStream {
     uint32_t ReturnValue;
     uint16_t DataSize;
     const uint8_t *Data;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_WriteStream {
@@ -989,6 +992,7 @@ struct mp_rop_rsp_WriteStream {
     uint8_t InputHandleIndex;
     uint32_t ReturnValue;
     uint16_t WrittenSize;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_SeekStream {
@@ -1083,6 +1087,7 @@ struct mp_rop_rsp_MoveCopyMessages {
     uint32_t ReturnValue;
     uint32_t DestHandleIndex;
     uint8_t PartialCompletion;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_AbortSubmit {
@@ -1114,6 +1119,7 @@ struct mp_rop_rsp_MoveFolder {
     uint32_t ReturnValue;
     uint32_t DestHandleIndex;
     uint8_t PartialCompletion;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_CopyFolder {
@@ -1133,6 +1139,7 @@ struct mp_rop_rsp_CopyFolder {
     uint32_t ReturnValue;
     uint32_t DestHandleIndex;
     uint8_t PartialCompletion;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_QueryColumnsAll {
@@ -1452,6 +1459,7 @@ struct mp_rop_rsp_FastTransferSourceGetBuffer {
     uint8_t Reserved;
     uint16_t TransferBufferSize;
     const uint8_t *TransferBuffer;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_FindRow {
@@ -1548,6 +1556,7 @@ struct mp_rop_rsp_FastTransferDestinationPutBuffer {
     uint16_t TotalStepCount;
     uint8_t Reserved;
     uint16_t BufferUsedSize;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_GetNamesFromPropertyIds {
@@ -1608,6 +1617,7 @@ struct mp_rop_rsp_EmptyFolder {
     uint8_t InputHandleIndex;
     uint32_t ReturnValue;
     uint8_t PartialCompletion;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_ExpandRow {
@@ -2173,6 +2183,7 @@ struct mp_rop_rsp_WriteAndCommitStream {
     uint8_t InputHandleIndex;
     uint32_t ReturnValue;
     uint16_t WrittenSize;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_HardDeleteMessages {
@@ -2189,6 +2200,7 @@ struct mp_rop_rsp_HardDeleteMessages {
     uint8_t InputHandleIndex;
     uint32_t ReturnValue;
     uint8_t PartialCompletion;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_HardDeleteMessagesAndSubfolders {
@@ -2203,6 +2215,7 @@ struct mp_rop_rsp_HardDeleteMessagesAndSubfolders {
     uint8_t InputHandleIndex;
     uint32_t ReturnValue;
     uint8_t PartialCompletion;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_SetLocalReplicaMidsetDeleted {
@@ -2236,6 +2249,7 @@ struct mp_rop_rsp_FastTransferDestinationPutBufferExtended {
     uint32_t TotalStepCount;
     uint8_t Reserved;
     uint16_t BufferUsedSize;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_req_WriteStreamExtended {
@@ -2250,6 +2264,7 @@ struct mp_rop_rsp_WriteStreamExtended {
     uint8_t InputHandleIndex;
     uint32_t ReturnValue;
     uint32_t WrittenSize;
+    uint8_t HeaderOnly; /* a failure sent as the header alone */
 };
 
 struct mp_rop_rsp_Backoff {
