@@ -857,6 +857,7 @@ static const struct opt options[] = {
     {"netbios name", K_STR, F(netbios_name), 0, 0, NULL},
     {"realm", K_STR, F(realm), 0, 0, NULL},
     {"mapiproxy:http listen", K_HTTP_LISTEN, F(http_listen), 0, 0, NULL},
+    {"mapiproxy:metrics listen", K_STR, F(metrics_listen), 0, 0, NULL},
     {"mapiproxy:http plain", K_BOOL, F(http_plain), 0, 0, NULL},
     {"mapiproxy:tls certificate", K_STR, F(tls_certificate), 0, 0, NULL},
     {"mapiproxy:tls key", K_STR, F(tls_key), 0, 0, NULL},
@@ -2020,10 +2021,45 @@ static void check_ports(struct pctx *p, const char *name)
     }
 }
 
+/* mapiproxy:metrics listen: ADDRESS:PORT, on a port no other listener uses. */
+static void check_metrics(struct pctx *p, const char *name)
+{
+    struct mp_config *c = p->cfg;
+    const char *why = "", *k = "mapiproxy:metrics listen";
+    char q[100];
+    memset(&c->metrics, 0, sizeof c->metrics);
+    if (!c->metrics_listen[0])
+        return;
+    if (!split_host_port(c->metrics_listen, c->metrics.host, sizeof c->metrics.host,
+                         &c->metrics.port, true, &why) ||
+        !c->metrics.port) {
+        perr_opt(p, name, k, "%s \"%s\" %s; give ADDRESS:PORT, e.g. 127.0.0.1:9464", k,
+                 qv(c->metrics_listen, q, sizeof q), c->metrics.port ? why : "needs a port");
+        c->metrics.port = 0;
+        return;
+    }
+    const struct mp_http_listen *m = &c->metrics;
+    bool same = c->n_listen == 0;
+    for (size_t j = 0; j < c->n_listen && !same; j++)
+        same = wildcard_host(m->host) || wildcard_host(c->listen[j].host) ||
+               !strcasecmp(m->host, c->listen[j].host);
+    bool clash = same && (m->port == c->epm_port || m->port == c->rpc_port);
+    for (size_t i = 0; i < c->n_http_listen; i++)
+        clash |= c->http_listen[i].port == m->port &&
+                 (wildcard_host(m->host) || wildcard_host(c->http_listen[i].host) ||
+                  !strcasecmp(m->host, c->http_listen[i].host));
+    if (clash)
+        perr_opt(p, name, k,
+                 "%s port %u is used by another listener on the same address; give "
+                 "it another port",
+                 k, m->port);
+}
+
 static int finish(struct pctx *p, const char *name)
 {
     check_auth_options(p, name);
     check_ports(p, name);
+    check_metrics(p, name);
     /* An invalid binding line was reported already; only a missing one here. */
     if (!p->have_binding && !p->binding_seen)
         perr(p, name, 0,

@@ -136,6 +136,8 @@ struct mp_config {
     /* mapiproxy:http / mapiproxy:tls (the HTTPS front, src/http/) */
     struct mp_http_listen http_listen[MP_MAX_LISTEN]; /* mapiproxy:http listen ADDR:PORT */
     size_t n_http_listen;
+    char metrics_listen[100];         /* mapiproxy:metrics listen HOST:PORT ("" = off) */
+    struct mp_http_listen metrics;    /* ... parsed (port 0 = off); doc/monitoring.md */
     bool http_plain;                  /* mapiproxy:http plain: listen without TLS (explicit) */
     char tls_certificate[512];        /* mapiproxy:tls certificate (PEM chain) */
     char tls_key[512];                /* mapiproxy:tls key (PEM) */

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "event/loop.h"
 #include "http/front.h"
+#include "ops/stats_http.h"
 #include "relay/relay.h"
 
 #define MP_VERSION "0.1.0"
@@ -280,6 +281,14 @@ int main(int argc, char **argv)
     }
     if (http)
         mp_http_set_modules(http, mp_relay_modules(relay));
+    if (cfg.metrics.port && mp_stats_http_start(loop, cfg.metrics.host, cfg.metrics.port)) {
+        mp_http_free(http); /* doc/monitoring.md */
+        mp_relay_free(relay);
+        mp_io_close(loop, &sw.io);
+        mp_loop_free(loop);
+        mp_config_free(&cfg);
+        return 1;
+    }
     char up[300];
     if (cfg.binding.port)
         snprintf(up, sizeof(up), "%s port %u", cfg.binding.host, cfg.binding.port);

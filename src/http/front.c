@@ -40,6 +40,7 @@
 #include "mapihttp/stream.h"
 #include "net/accept.h"
 #include "modules/runtime.h"
+#include "ops/metrics.h"
 
 #define READ_CHUNK 16384
 #define MAX_PARKED (64u << 10) /* client bytes read ahead while a request waits */
@@ -335,6 +336,7 @@ static void log_request(struct hsess *s)
             s->id, s->peer, s->method[0] ? s->method : "-", s->path[0] ? s->path : "-",
             s->xtype[0] ? s->xtype : "-", s->xid[0] ? s->xid : "-", s->status, s->req_bytes,
             s->resp_bytes, ms, s->local_status ? " (proxy)" : "");
+    mp_metrics_http(s->xtype, s->status, s->req_bytes, s->resp_bytes, s->t_start_us);
 }
 
 /* Queues the proxy's own answer; with close, the session ends once sent. */
@@ -1087,6 +1089,8 @@ static int auth_request(struct hsess *s)
     mp_log_safe_copy(user, sizeof user, s->ha.user[0] ? s->ha.user : "-");
     if (v == MP_HAUTH_DENY)
         mp_info("http #%" PRIu64 " %s: logon refused: user=%s: %s", s->id, s->peer, user, why);
+    if (v == MP_HAUTH_DENY)
+        mp_metrics_auth(az && al > 5 && !strncasecmp(az, "Basic", 5) ? "Basic" : "NTLM", false);
     if (v != MP_HAUTH_PASS) {
         s->local_status = 401;
         return 1;
@@ -1096,6 +1100,8 @@ static int auth_request(struct hsess *s)
                 user);
     else if (!s->ha.authed)
         mp_debug("http #%" PRIu64 " %s: Basic logon of %s", s->id, s->peer, user);
+    if (!(s->ha.authed && was))
+        mp_metrics_auth(s->ha.authed ? "NTLM" : "Basic", true);
     mp_http_msg_del(&s->req, "authorization");
     if (h->auth.up_basic) {
         char val[1200];
@@ -2212,6 +2218,7 @@ static void session_close(struct hsess *s, const char *why)
     if (s->next)
         s->next->prev = s->prev;
     h->n_sess--;
+    mp_metrics_open("http", -1);
     if (mp_loop_defer(h->loop, session_free, s))
         session_free(s); /* nothing else of this batch can point to it then */
 }
@@ -2266,6 +2273,7 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
         h->sessions->prev = s;
     h->sessions = s;
     h->n_sess++;
+    mp_metrics_open("http", 1);
     mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, ssl ? " (TLS)" : "");
     pump(s);
 }

@@ -7,13 +7,17 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/log.h"
+#include "ops/metrics.h"
 
 #define MAX_PAUSED 64
 
@@ -131,6 +135,35 @@ void mp_accept_ready(struct mp_loop *loop, struct mp_io *io, const char *what, m
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
             port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
         }
+        mp_metrics_accepted(what);
         fn(data, fd, host, port);
     }
+}
+
+int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *option)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if (rc) {
+        mp_error("%s %s: %s; give a numeric address or a resolvable name", option, host,
+                 gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
+        mp_error("cannot listen on %s port %u (%s): %s; choose another address or port, or stop "
+                 "what uses it",
+                 host, port, option, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
 }

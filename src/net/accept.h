@@ -27,4 +27,9 @@ void mp_accept_ready(struct mp_loop *loop, struct mp_io *io, const char *what, m
 
 /* Forgets io if a back-off holds it (call before closing a listener). */
 void mp_accept_forget(struct mp_io *io);
+
+/* A non-blocking, close-on-exec listening TCP socket on host:port
+ * (SO_REUSEADDR), or -1 after an error log line naming `option` (the
+ * configuration option that gave the address). */
+int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *option);
 #endif

@@ -47,6 +47,7 @@
 #include "epm/epm.h"
 #include "net/accept.h"
 #include "modules/runtime.h"
+#include "ops/metrics.h"
 
 #define MP_MAX_FRAG 5840     /* largest fragment we negotiate on either leg */
 #define MP_MIN_FRAG 1432     /* smallest allowed by C706 */
@@ -475,6 +476,7 @@ static void assoc_close(struct assoc *a, const char *reason)
     mp_info("conn close %s calls=%llu in_flight=%zu after=%.1fs reason=%s", a->peer,
             (unsigned long long)a->n_done, a->n_calls, (double)(mp_now_ms() - a->t_open) / 1000.0,
             reason);
+    mp_metrics_open(a->local_epm ? "epmapper" : "rpc", -1);
     for (size_t i = 0; i < a->n_calls; i++)
         call_detach(&a->calls[i]);
     mp_timer_cancel(r->loop, &a->timer);
@@ -686,6 +688,7 @@ static void log_call(struct assoc *a, struct call *c, const char *status)
     mp_info("call %s %s %s(%u) in=%u out=%u lat=%.3fms status=%s%s%s", a->peer, e ? e->name : "?",
             op ? op : "op", c->opnum, c->in_bytes, c->out_bytes,
             (double)(mp_now_us() - c->t0) / 1000.0, status, user ? " user=" : "", user ? user : "");
+    mp_metrics_call(e ? e->info : NULL, c->opnum, c->in_bytes, c->out_bytes, c->t0, status);
 }
 
 /* Queues bytes for a connection, writing them at once when nothing is
@@ -757,6 +760,7 @@ static void upstream_failed(struct assoc *a, const char *why)
     if (a->dead)
         return;
     mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why, a->n_calls);
+    mp_metrics_upstream_error(why);
     if (a->state != A_OPEN && !a->csec) {
         uint32_t id = a->merges ? a->merges->c_call_id : 0;
         /* MS-RPCE 2.2.2.5: the server could not complete the request for
@@ -2047,6 +2051,7 @@ static void client_authenticated(struct assoc *a)
     cs->done = true;
     mp_info("conn %s: authenticated %s (%s, %s)", a->peer, cs->who, mech_name(cs),
             level_names[cs->level]);
+    mp_metrics_auth(mech_name(cs), cs->level >= a->r->min_level); /* below: refused */
     if (cs->level < a->r->min_level) {
         mp_warn("conn %s: %s authenticated at level %s, below mapiproxy:min client auth level "
                 "%s; its calls get access denied, nothing relayed",
@@ -2147,6 +2152,7 @@ static void handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const str
         mp_warn("conn %s: bind refused: %s authentication failed: %s; access denied, nothing "
                 "relayed",
                 a->peer, mech_name(cs), reason[0] ? reason : "token too large");
+        mp_metrics_auth(mech_name(cs), false);
         mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
         assoc_finish(a, "bind refused");
         mp_buf_free(&reply_tok);
@@ -2207,6 +2213,7 @@ static void handle_auth3_terminate(struct assoc *a, const uint8_t *pdu, const st
     if (st != MP_GSS_DONE) {
         mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
                 cs->who[0] ? cs->who : mech_name(cs), why);
+        mp_metrics_auth(mech_name(cs), false);
         a->state = A_DENIED;
         return;
     }
@@ -2239,6 +2246,7 @@ static void handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct 
         mp_buf_free(&out);
         mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
                 cs->who[0] ? cs->who : mech_name(cs), why);
+        mp_metrics_auth(mech_name(cs), false);
         mp_build_fault(&a->c.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
         assoc_finish(a, "access denied");
         return;
@@ -3401,6 +3409,7 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
     r->assocs = a;
     r->n_assoc++;
     mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
+    mp_metrics_open(l->epm ? "epmapper" : "rpc", 1);
     update_interest(a);
 }
 
