@@ -4,7 +4,7 @@
 #   scripts/fresh-clone-check.sh [--user NAME] [--only run-test|signals|test|user] [SOURCE]
 #
 # SOURCE (default: this repository) is cloned into a new, empty temporary
-# directory (nothing beside the clone, so no ../shared), and there:
+# directory (nothing beside the clone), and there:
 #   run-test  `make run` with no terminal (it stops after the demo and exits),
 #             then `make test`;
 #   test      `make test` alone, on another fresh clone;
@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 SOURCE=${1:-$HERE}
-WORK=$(mktemp -d /tmp/fresh-clone-check.XXXXXX)
+WORK=$(mktemp -d -t fresh-clone-check.XXXXXX)
 chmod 755 "$WORK"
 echo "fresh-clone-check: source $SOURCE, logs in $WORK"
 

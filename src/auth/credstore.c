@@ -9,20 +9,27 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-int mp_check_private_file(const char *path, FILE *fp, char *why, size_t why_len)
+FILE *mp_open_private_file(const char *path, const char *what, char *why, size_t why_len)
 {
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        snprintf(why, why_len, "cannot open %s %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
     struct stat st;
     if (fstat(fileno(fp), &st) < 0) {
         snprintf(why, why_len, "%s: %s", path, strerror(errno));
-        return -1;
+        fclose(fp);
+        return NULL;
     }
     if (st.st_mode & 077) {
         snprintf(why, why_len,
                  "%s is readable by group or others (mode %03o); it holds secrets: chmod 600 it",
                  path, (unsigned)(st.st_mode & 0777));
-        return -1;
+        fclose(fp);
+        return NULL;
     }
-    return 0;
+    return fp;
 }
 
 static int hexval(int c)
@@ -36,15 +43,9 @@ static int hexval(int c)
 int mp_credstore_load(struct mp_credstore *cs, const char *path, char *why, size_t why_len)
 {
     memset(cs, 0, sizeof(*cs));
-    FILE *fp = fopen(path, "r");
-    if (!fp) {
-        snprintf(why, why_len, "cannot open credentials file %s: %s", path, strerror(errno));
+    FILE *fp = mp_open_private_file(path, "credentials file", why, why_len);
+    if (!fp)
         return -1;
-    }
-    if (mp_check_private_file(path, fp, why, why_len)) {
-        fclose(fp);
-        return -1;
-    }
     char line[512];
     int lineno = 0;
     while (fgets(line, sizeof(line), fp)) {
@@ -120,15 +121,9 @@ int mp_credstore_lookup(void *arg, const char *user, const char *domain, uint8_t
 
 int mp_read_secret_file(const char *path, char *out, size_t cap, char *why, size_t why_len)
 {
-    FILE *fp = fopen(path, "r");
-    if (!fp) {
-        snprintf(why, why_len, "cannot open password file %s: %s", path, strerror(errno));
+    FILE *fp = mp_open_private_file(path, "password file", why, why_len);
+    if (!fp)
         return -1;
-    }
-    if (mp_check_private_file(path, fp, why, why_len)) {
-        fclose(fp);
-        return -1;
-    }
     if (!fgets(out, (int)cap, fp)) {
         snprintf(why, why_len, "password file %s is empty; put the password on its first line",
                  path);

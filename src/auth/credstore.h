@@ -25,9 +25,10 @@ int mp_credstore_load(struct mp_credstore *cs, const char *path, char *why, size
 void mp_credstore_free(struct mp_credstore *cs);
 /* mp_ntlm_lookup_fn: user and domain compared case-insensitively. */
 int mp_credstore_lookup(void *cs, const char *user, const char *domain, uint8_t nt_hash[16]);
-/* The permission rule of these files: not readable by group or others.
- * 0, or -1 with why. */
-int mp_check_private_file(const char *path, FILE *fp, char *why, size_t why_len);
+/* Opens a file that holds secrets or access rules (what: "credentials file",
+ * ...) for reading, under the permission rule of these files: not readable by
+ * group or others.  The stream, or NULL with why. */
+FILE *mp_open_private_file(const char *path, const char *what, char *why, size_t why_len);
 /* Reads the first line of a password file (same permission rule). */
 int mp_read_secret_file(const char *path, char *out, size_t cap, char *why, size_t why_len);
 #endif

@@ -36,15 +36,9 @@ char *mp_trim(char *s)
 int mp_groups_load(struct mp_groups *g, const char *path, char *why, size_t why_len)
 {
     memset(g, 0, sizeof(*g));
-    FILE *fp = fopen(path, "r");
-    if (!fp) {
-        snprintf(why, why_len, "cannot open groups file %s: %s", path, strerror(errno));
+    FILE *fp = mp_open_private_file(path, "groups file", why, why_len);
+    if (!fp)
         return -1;
-    }
-    if (mp_check_private_file(path, fp, why, why_len)) {
-        fclose(fp);
-        return -1;
-    }
     char line[4096];
     int lineno = 0;
     while (fgets(line, sizeof(line), fp)) {

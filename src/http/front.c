@@ -2289,30 +2289,9 @@ static void accept_cb(struct mp_io *io, uint32_t ev)
 
 static int listen_http(struct mp_http *h, const struct mp_http_listen *la)
 {
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai;
-    char ps[8];
-    snprintf(ps, sizeof ps, "%u", la->port);
-    int rc = getaddrinfo(la->host, ps, &hints, &ai);
-    if (rc) {
-        mp_error("mapiproxy:http listen %s: %s; give a numeric address or a resolvable name",
-                 la->host, gai_strerror(rc));
+    int fd = mp_listen_tcp(la->host, la->port, 1024, "mapiproxy:http listen");
+    if (fd < 0)
         return -1;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
-        mp_error("cannot listen on %s port %u (mapiproxy:http listen): %s; choose another "
-                 "address or port, or stop what uses it",
-                 la->host, la->port, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
-        return -1;
-    }
-    freeaddrinfo(ai);
     struct listener *l = &h->ls[h->n_ls++];
     l->h = h;
     l->io.fd = fd;

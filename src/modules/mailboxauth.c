@@ -212,15 +212,9 @@ static int map_line(struct mbx *x, char *p, const char *path, int lineno, char *
 
 static int map_load(struct mbx *x, const char *path, char *why, size_t wl)
 {
-    FILE *fp = fopen(path, "r");
-    if (!fp) {
-        snprintf(why, wl, "cannot open %s: %s", path, strerror(errno));
+    FILE *fp = mp_open_private_file(path, "mailbox map", why, wl);
+    if (!fp)
         return -1;
-    }
-    if (mp_check_private_file(path, fp, why, wl)) {
-        fclose(fp);
-        return -1;
-    }
     char line[4096];
     int lineno = 0, rc = 0;
     while (!rc && fgets(line, sizeof(line), fp)) {

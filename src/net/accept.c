@@ -148,8 +148,8 @@ int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *opti
     snprintf(ps, sizeof ps, "%u", port);
     int rc = getaddrinfo(host, ps, &hints, &ai);
     if (rc) {
-        mp_error("%s %s: %s; give a numeric address or a resolvable name", option, host,
-                 gai_strerror(rc));
+        mp_error("listen address %s (%s): %s; give a numeric address or a resolvable name", host,
+                 option, gai_strerror(rc));
         return -1;
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -3424,31 +3424,10 @@ static void accept_cb(struct mp_io *io, uint32_t ev)
 
 static int listen_on(struct mp_relay *r, const char *host, uint16_t port, bool epm, uint16_t *bound)
 {
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai;
-    char ps[8];
-    snprintf(ps, sizeof(ps), "%u", port);
-    int rc = getaddrinfo(host, ps, &hints, &ai);
-    if (rc) {
-        mp_error("mapiproxy:listen %s: %s; give a numeric address or a resolvable name", host,
-                 gai_strerror(rc));
+    int fd =
+        mp_listen_tcp(host, port, 1024, epm ? "mapiproxy:epmapper port" : "mapiproxy:rpc port");
+    if (fd < 0)
         return -1;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
-        mp_error("cannot listen on %s port %u (%s): %s; choose another address or port in "
-                 "the configuration, or stop what uses it",
-                 host, port, epm ? "mapiproxy:epmapper port" : "mapiproxy:rpc port",
-                 strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
-        return -1;
-    }
-    freeaddrinfo(ai);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     getsockname(fd, (struct sockaddr *)&ss, &sl);
