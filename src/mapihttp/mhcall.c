@@ -9,7 +9,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "dcerpc/pdu.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 
 struct mp_mh_call {
     struct mp_call *m; /* NULL once the chain is done with it */

@@ -46,7 +46,7 @@
 #include "auth/spnego.h"
 #include "epm/epm.h"
 #include "net/accept.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 #include "ops/metrics.h"
 
 #define MP_MAX_FRAG 5840     /* largest fragment we negotiate on either leg */

@@ -1,10 +1,11 @@
-/* The module runtime: loading, the hook chain, sessions, and the calls the
- * module API (include/mapiproxy/module.h) works on.  The relay creates a
+/* The call chain (src/chain/): loading modules (loader.c), sessions and the
+ * calls the module API (include/mapiproxy/module.h) works on (call.c), the
+ * hook chain (runner.c) and the ROP stage (ropstage.c).  The relay creates a
  * struct mp_call for each call a module wants, feeds it the reassembled
  * request, and gets it back through the host callbacks to relay it, answer
  * it, or fault it. */
-#ifndef MP_RUNTIME_H
-#define MP_RUNTIME_H
+#ifndef MP_CHAIN_CHAIN_H
+#define MP_CHAIN_CHAIN_H
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -141,6 +142,11 @@ void mp_call_free(struct mp_call *m);
 void mp_call_run_request(struct mp_call *m);
 /* The upstream's response is complete in m->resp: run the response hooks. */
 void mp_call_run_response(struct mp_call *m);
+
+/* call.c, for the runner: re-encode a changed decoded request/response into
+ * its stub (0, or -1 when it does not encode); forget the decoded form. */
+int mp_call_reencode(struct mp_call *m, bool req);
+void mp_call_drop_decoded(struct mp_call *m, bool req);
 
 struct mp_session *mp_session_new(struct mp_modules *ms);
 /* The call's arena (decoded structures, module allocations); NULL if out of

@@ -8,7 +8,7 @@
  * then the proxy's answers are put back where the client expects them (the
  * "client view"), and it is re-encoded only if anything differs, so that
  * with no module changing anything both legs carry the original bytes. */
-#include "modules/ropcall.h"
+#include "chain/ropstage.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@
 #include "core/buf.h"
 #include "core/json.h"
 #include "core/log.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 #include "rop/objects.h"
 #include "rop/rop.h"
 #include "rop/ropjson.h"
