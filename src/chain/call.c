@@ -2,8 +2,8 @@
  * the module API's accessors on them (include/mapiproxy/module.h).  See
  * doc/internals/architecture.md ("Call and chain"). */
 #include "chain/chain.h"
-#include "chain/ropstage.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +61,9 @@ void mp_session_unref(struct mp_session *s)
             sl->dtor(sl->data);
         sl->data = NULL;
     }
-    mp_ropsess_free(s->rops);
+    for (unsigned k = 0; s->mods && k < s->mods->n_stages; k++)
+        if (s->stage_ctx[k])
+            s->mods->stages[k].p->session_free(s->stage_ctx[k]);
     if (s->on_free)
         s->on_free(s);
     free(s);
@@ -75,18 +77,68 @@ uint32_t mp_session_id(const struct mp_session *s)
 /* ------------------------------------------------------------------ */
 /* calls                                                               */
 
-struct mp_call *mp_call_new(struct mp_modules *ms, const struct mp_call_host *host, uint32_t mask)
+/* The stage providers that take part in a call of (uuid, opnum) that
+ * modules `mask` want. */
+static uint32_t call_stages(const struct mp_modules *ms, uint32_t mask, const uint8_t uuid[16],
+                            uint16_t opnum)
 {
-    struct mp_call *m = calloc(1, sizeof(*m));
+    uint32_t on = 0;
+    for (unsigned k = 0; k < ms->n_stages; k++) {
+        const struct mp_stage_use *u = &ms->stages[k];
+        if (!(u->modmask & mask) || memcmp(u->uuid, uuid, 16))
+            continue;
+        for (size_t i = 0; i < u->p->n_ops; i++)
+            if (u->p->ops[i] == opnum)
+                on |= 1u << k;
+    }
+    return on;
+}
+
+struct mp_call *mp_call_new(struct mp_modules *ms, uint32_t mask, const struct mp_call_origin *o)
+{
+    size_t extra = o->ctx_size ? (o->ctx_size + 15) & ~(size_t)15 : 0;
+    struct mp_call *m = calloc(1, sizeof(*m) + extra);
     if (!m)
         return NULL;
     m->mods = ms;
-    m->host = host;
+    m->host = o->host;
+    m->owner = o->owner;
+    m->host_ctx = o->ctx_size ? (void *)(m + 1) : o->ctx;
     m->mask = mask;
     m->stop_idx = -1;
     m->fault = MP_RPC_S_CALL_FAILED;
     m->t0 = mp_now_us();
+    memcpy(m->iface_uuid, o->iface_uuid, 16);
+    snprintf(m->iface, sizeof(m->iface), "%s", o->iface ? o->iface : "");
+    m->opnum = o->opnum;
+    m->op_name = o->op_name;
+    snprintf(m->peer, sizeof(m->peer), "%s", o->peer ? o->peer : "");
+    if (o->user && *o->user) {
+        snprintf(m->user, sizeof(m->user), "%s", o->user);
+        m->proxy_identity = o->proxy_identity;
+    }
+    if (o->session) {
+        m->session = o->session;
+        mp_session_ref(o->session);
+    }
+    m->stages = call_stages(ms, mask, m->iface_uuid, m->opnum);
     return m;
+}
+
+void **mp_call_stage_slot(struct mp_call *m, const struct mp_stage_provider *p)
+{
+    for (unsigned k = 0; k < m->mods->n_stages; k++)
+        if (m->mods->stages[k].p == p)
+            return &m->stage_ctx[k];
+    return NULL;
+}
+
+void **mp_session_stage_slot(struct mp_session *s, const struct mp_stage_provider *p)
+{
+    for (unsigned k = 0; s->mods && k < s->mods->n_stages; k++)
+        if (s->mods->stages[k].p == p)
+            return &s->stage_ctx[k];
+    return NULL;
 }
 
 void mp_call_drop_decoded(struct mp_call *m, bool req)
@@ -106,7 +158,11 @@ void mp_call_free(struct mp_call *m)
 {
     if (!m)
         return;
-    mp_ropcall_free(m);
+    for (unsigned k = 0; k < m->mods->n_stages; k++)
+        if (m->stage_ctx[k]) {
+            m->mods->stages[k].p->call_free(m, m->stage_ctx[k]);
+            m->stage_ctx[k] = NULL;
+        }
     mp_buf_free(&m->req);
     mp_buf_free(&m->resp);
 #ifdef MP_HAVE_CODEC

@@ -107,12 +107,15 @@ static int add_wants(struct mp_modules *ms, unsigned idx)
     for (const struct mp_module_want *w = m->wants; w && w->iface; w++)
         if (add_want(ms, idx, w->iface, w->opnum))
             return -1;
-    /* ROP hooks: the calls that carry ROPs, and EcDoDisconnect, which ends
-     * a context's server objects */
-    if (m->rop_request || m->rop_response) {
-        static const uint32_t ops[] = {1, 2, 11};
-        for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-            if (add_want(ms, idx, "exchange_emsmdb", ops[i]))
+    /* Stage providers' hooks (rop_request, rop_response): the provider's
+     * interface and operations */
+    for (unsigned k = 0; k < ms->n_stages; k++) {
+        struct mp_stage_use *u = &ms->stages[k];
+        if (!u->p->hook(m, false) && !u->p->hook(m, true))
+            continue;
+        u->modmask |= 1u << idx;
+        for (size_t i = 0; i < u->p->n_ops; i++)
+            if (add_want(ms, idx, u->p->iface, u->p->ops[i]))
                 return -1;
     }
     return 0;
@@ -189,6 +192,18 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
 {
     memset(ms, 0, sizeof(*ms));
     ms->loop = loop;
+    for (size_t k = 0; mp_builtin_stages[k] && k < MP_MAX_STAGES; k++) {
+        struct mp_stage_use *u = &ms->stages[ms->n_stages];
+        struct mp_iface_spec spec;
+        if (mp_iface_parse(mp_builtin_stages[k]->iface, &spec)) {
+            mp_error("stage %s: unknown interface %s", mp_builtin_stages[k]->name,
+                     mp_builtin_stages[k]->iface);
+            return -1;
+        }
+        u->p = mp_builtin_stages[k];
+        memcpy(u->uuid, spec.uuid, 16);
+        ms->n_stages++;
+    }
     /* The effective chain: the rewrite module first when the proxy is not
      * transparent, then the configured modules, then trace for ndrdump,
      * then mailbox authorization under specified credentials. */

@@ -3,7 +3,6 @@
  * mp_call_resume, MP_RELAY_AGAIN.  See doc/internals/architecture.md
  * ("Call and chain"). */
 #include "chain/chain.h"
-#include "chain/ropstage.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -19,7 +18,19 @@
 /* ------------------------------------------------------------------ */
 /* the chain                                                           */
 
-typedef enum mp_status (*hook_fn)(struct mp_module_ctx *, struct mp_call *);
+typedef mp_hook_fn hook_fn;
+
+/* The stage provider running (MPC_STAGE_*). */
+#define SP(m) ((m)->mods->stages[(m)->sp].p)
+
+/* The first stage provider of the call from index k on, or -1. */
+static int next_provider(const struct mp_call *m, int k)
+{
+    for (; k < (int)m->mods->n_stages; k++)
+        if (m->stages & (1u << k))
+            return k;
+    return -1;
+}
 
 static hook_fn stage_hook(const struct mp_module *mod, enum mp_call_stage st)
 {
@@ -28,10 +39,6 @@ static hook_fn stage_hook(const struct mp_module *mod, enum mp_call_stage st)
         return mod->ndr_pull;
     case MPC_PULL:
         return mod->pull;
-    case MPC_ROP_REQ:
-        return mod->rop_request;
-    case MPC_ROP_RSP:
-        return mod->rop_response;
     case MPC_DISPATCH:
         return mod->dispatch;
     case MPC_NDR_PUSH:
@@ -43,11 +50,13 @@ static hook_fn stage_hook(const struct mp_module *mod, enum mp_call_stage st)
     }
 }
 
-static const char *stage_name(enum mp_call_stage st)
+static const char *stage_name(const struct mp_call *m)
 {
-    static const char *const n[] = {"ndr_pull", "pull",     "rop_request",  "dispatch",
-                                    "upstream", "ndr_push", "rop_response", "push"};
-    return n[st];
+    static const char *const n[] = {"ndr_pull", "pull",     "stage request",  "dispatch",
+                                    "upstream", "ndr_push", "stage response", "push"};
+    if (m->stage == MPC_STAGE_REQ || m->stage == MPC_STAGE_RSP)
+        return SP(m)->hook_name[m->stage == MPC_STAGE_RSP];
+    return n[m->stage];
 }
 
 static void finish_fault(struct mp_call *m, const char *why)
@@ -86,17 +95,6 @@ static void finish_answer(struct mp_call *m)
 
 static void run(struct mp_call *m, int resumed);
 
-/* Does a module of this call have ROP hooks, and does the call carry ROPs? */
-static bool rop_modules(const struct mp_call *m)
-{
-    for (unsigned i = 0; i < m->mods->n; i++) {
-        const struct mp_module *mod = m->mods->mods[i].m;
-        if ((m->mask & (1u << i)) && (mod->rop_request || mod->rop_response))
-            return mp_ropcall_applies(m) || m->opnum == 1;
-    }
-    return false;
-}
-
 static void send_upstream(struct mp_call *m)
 {
     if (reencode(m, true)) {
@@ -108,7 +106,8 @@ static void send_upstream(struct mp_call *m)
     m->relays++;
     mp_buf_free(&m->resp);
     drop_decoded(m, false);
-    mp_ropcall_reset_response(m);
+    for (int k = next_provider(m, 0); k >= 0; k = next_provider(m, k + 1))
+        m->mods->stages[k].p->reset_response(m);
     if (m->owner)
         m->host->relay(m);
     m->running = false;
@@ -133,10 +132,17 @@ static void run(struct mp_call *m, int resumed)
                 st = (enum mp_status)carried;
                 carried = -1;
             } else {
-                hook_fn h = (m->mask & (1u << i)) ? stage_hook(ms->mods[i].m, m->stage) : NULL;
-                if (h && (m->stage == MPC_ROP_REQ || m->stage == MPC_ROP_RSP) &&
-                    !mp_call_rop_count(m, m->stage == MPC_ROP_RSP))
-                    h = NULL; /* no ROPs (not a ROP call, or they do not decode) */
+                hook_fn h = NULL;
+                if (!(m->mask & (1u << i)))
+                    ;
+                else if (m->stage == MPC_STAGE_REQ || m->stage == MPC_STAGE_RSP) {
+                    bool rsp = m->stage == MPC_STAGE_RSP;
+                    h = SP(m)->hook(ms->mods[i].m, rsp);
+                    if (h && !SP(m)->count(m, rsp))
+                        h = NULL; /* nothing decoded (e.g. ROPs that do not decode) */
+                } else {
+                    h = stage_hook(ms->mods[i].m, m->stage);
+                }
                 if (!h) {
                     m->idx += response ? -1 : 1;
                     continue;
@@ -151,8 +157,7 @@ static void run(struct mp_call *m, int resumed)
                     break; /* already answered: nothing to stop */
                 m->stop_idx = i;
                 mp_debug("call %s %s: module %s answered it (%s); not relayed", mp_call_peer(m),
-                         m->op_name ? m->op_name : m->iface, ms->mods[i].name,
-                         stage_name(m->stage));
+                         m->op_name ? m->op_name : m->iface, ms->mods[i].name, stage_name(m));
                 reencode(m, false);
                 m->stage = MPC_NDR_PUSH;
                 m->idx = i;
@@ -160,7 +165,7 @@ static void run(struct mp_call *m, int resumed)
             case MP_ERROR: {
                 char why[160];
                 snprintf(why, sizeof(why), "module %s failed in %s", ms->mods[i].name,
-                         stage_name(m->stage));
+                         stage_name(m));
                 finish_fault(m, why);
                 return;
             }
@@ -185,7 +190,7 @@ static void run(struct mp_call *m, int resumed)
             default: {
                 char why[160];
                 snprintf(why, sizeof(why), "module %s returned unknown status %d in %s",
-                         ms->mods[i].name, (int)st, stage_name(m->stage));
+                         ms->mods[i].name, (int)st, stage_name(m));
                 finish_fault(m, why);
                 return;
             }
@@ -199,48 +204,70 @@ static void run(struct mp_call *m, int resumed)
             m->idx = 0;
             break;
         case MPC_PULL:
-            m->stage = MPC_ROP_REQ;
+            m->sp = next_provider(m, 0);
             m->idx = 0;
-            if (rop_modules(m))
-                mp_ropcall_request(m);
+            if (m->sp < 0) {
+                m->stage = MPC_DISPATCH;
+                break;
+            }
+            m->stage = MPC_STAGE_REQ;
+            SP(m)->request(m);
             break;
-        case MPC_ROP_REQ: {
-            int st = rop_modules(m) ? mp_ropcall_request_done(m) : 0;
+        case MPC_STAGE_REQ: {
+            int st = SP(m)->request_done(m);
             if (st < 0) {
+                char why[160];
+                snprintf(why, sizeof(why), "the %s request as modules changed it does not encode",
+                         SP(m)->name);
                 m->fault = MP_NCA_S_FAULT_NDR;
-                finish_fault(m, "the ROPs as modules changed them do not encode");
+                finish_fault(m, why);
                 return;
             }
-            if (st == 1) { /* every ROP answered by modules: nothing goes upstream */
+            if (st == 1) { /* answered whole by the provider: nothing goes upstream */
                 m->stop_idx = (int)ms->n - 1;
                 reencode(m, false);
                 m->stage = MPC_NDR_PUSH;
                 m->idx = m->stop_idx;
                 break;
             }
-            m->stage = MPC_DISPATCH;
             m->idx = 0;
+            m->sp = next_provider(m, m->sp + 1);
+            if (m->sp < 0)
+                m->stage = MPC_DISPATCH;
+            else
+                SP(m)->request(m);
             break;
         }
         case MPC_DISPATCH:
-            if (rop_modules(m))
-                mp_ropcall_disconnect(m);
+            for (int k = next_provider(m, 0); k >= 0; k = next_provider(m, k + 1))
+                ms->stages[k].p->before_relay(m);
             send_upstream(m);
             return;
         case MPC_NDR_PUSH:
-            m->stage = MPC_ROP_RSP;
             m->idx = m->stop_idx >= 0 ? m->stop_idx : (int)ms->n - 1;
-            if (rop_modules(m))
-                mp_ropcall_response(m);
+            m->sp = next_provider(m, 0);
+            if (m->sp < 0) {
+                m->stage = MPC_PUSH;
+                break;
+            }
+            m->stage = MPC_STAGE_RSP;
+            SP(m)->response(m);
             break;
-        case MPC_ROP_RSP:
-            if (rop_modules(m) && mp_ropcall_response_done(m)) {
+        case MPC_STAGE_RSP:
+            if (SP(m)->response_done(m)) {
+                char why[160];
+                snprintf(why, sizeof(why), "the %s response as modules changed it does not encode",
+                         SP(m)->name);
                 m->fault = MP_NCA_S_FAULT_NDR;
-                finish_fault(m, "the ROP response as modules changed it does not encode");
+                finish_fault(m, why);
                 return;
             }
-            m->stage = MPC_PUSH;
             m->idx = m->stop_idx >= 0 ? m->stop_idx : (int)ms->n - 1;
+            m->sp = next_provider(m, m->sp + 1);
+            if (m->sp < 0)
+                m->stage = MPC_PUSH;
+            else
+                SP(m)->response(m);
             break;
         case MPC_PUSH:
             finish_answer(m);
