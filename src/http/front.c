@@ -35,11 +35,11 @@
 #include "http/msg.h"
 #include "http/path.h"
 #include "http/rewrite.h"
-#include "modules/rewrite.h"
+#include "rewrite/rewrite.h"
 #include "mapihttp/mhcall.h"
 #include "mapihttp/stream.h"
 #include "net/accept.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 #include "ops/metrics.h"
 
 #define READ_CHUNK 16384
