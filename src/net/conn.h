@@ -69,19 +69,19 @@ struct mp_conn_layer {
 struct mp_conn {
     struct mp_io io; /* io.fd is -1 while closed; io.data is the mp_conn */
     struct mp_loop *loop;
-    struct mp_buf in;  /* read, not yet consumed by the transport */
-    struct mp_buf out; /* queued, not yet taken by the kernel */
-    mp_conn_cb cb;     /* the transport's events callback */
-    void *data;        /* the transport's object (its association, session ...) */
+    struct mp_buf in;                  /* read, not yet consumed by the transport */
+    struct mp_buf out;                 /* queued, not yet taken by the kernel */
+    mp_conn_cb cb;                     /* the transport's events callback */
+    void *data;                        /* the transport's object (its association, session ...) */
     const struct mp_conn_layer *layer; /* NULL: plain TCP */
     void *layer_data;
-    uint32_t layer_want;    /* events the layer needs besides the caller's */
-    uint64_t read_ms;       /* last bytes read (mp_now_ms) */
-    uint64_t write_ms;      /* last write progress */
-    uint16_t port;          /* connector: the peer's port (for log lines) */
-    bool connecting;        /* mp_conn_connect() has not completed */
-    bool closing;           /* the transport closes once out is flushed (its flag) */
-    bool in_borrowed;       /* in points into the caller's scratch buffer */
+    uint32_t layer_want; /* events the layer needs besides the caller's */
+    uint64_t read_ms;    /* last bytes read (mp_now_ms) */
+    uint64_t write_ms;   /* last write progress */
+    uint16_t port;       /* connector: the peer's port (for log lines) */
+    bool connecting;     /* mp_conn_connect() has not completed */
+    bool closing;        /* the transport closes once out is flushed (its flag) */
+    bool in_borrowed;    /* in points into the caller's scratch buffer */
 };
 
 /* Sets up a closed connection (fd -1) whose events go to cb(c, ev) with
