@@ -129,8 +129,8 @@ const char *mp_dce_sec_mech(const struct mp_dce_sec *s)
 
 /* NTLM NEGOTIATE in, CHALLENGE out: bare, or in a NegTokenResp (with the
  * NTLM OID as supportedMech when mech_oid). */
-static int ntlm_challenge(const struct mp_dce_auth *au, struct mp_dce_sec *cs, const uint8_t *tok, size_t len,
-                          bool mech_oid, struct mp_buf *out, char *why, size_t wl)
+static int ntlm_challenge(const struct mp_dce_auth *au, struct mp_dce_sec *cs, const uint8_t *tok,
+                          size_t len, bool mech_oid, struct mp_buf *out, char *why, size_t wl)
 {
     if (!au->ntlm_on) {
         snprintf(why, wl,
@@ -163,8 +163,8 @@ static int ntlm_challenge(const struct mp_dce_auth *au, struct mp_dce_sec *cs, c
 /* The client's first token (bind): NTLM NEGOTIATE, SPNEGO NegTokenInit (Kerberos
  * or NTLM first) or a Kerberos AP-REQ.  The reply token is appended to out.
  * MP_GSS_CONTINUE, MP_GSS_DONE, or MP_GSS_FAILED with why set. */
-int mp_dce_sec_accept_first(const struct mp_dce_auth *au, struct mp_dce_sec *cs, const struct mp_auth *auth,
-                             struct mp_buf *out, char *why, size_t wl)
+int mp_dce_sec_accept_first(const struct mp_dce_auth *au, struct mp_dce_sec *cs,
+                            const struct mp_auth *auth, struct mp_buf *out, char *why, size_t wl)
 {
     char err[MP_GSS_ERRLEN] = "";
     if (auth->type == MP_AUTHN_WINNT)
@@ -236,8 +236,9 @@ int mp_dce_sec_accept_first(const struct mp_dce_auth *au, struct mp_dce_sec *cs,
  * client's name is in cs->user / cs->who and the policy was checked.
  * can_reply: the token came in an alter_context, whose answer can carry
  * the proxy's SPNEGO mechListMIC (an AUTH3 has none). */
-int mp_dce_sec_accept_next(const struct mp_dce_auth *au, struct mp_dce_sec *cs, const struct mp_auth *auth,
-                            bool can_reply, struct mp_buf *out, char *why, size_t wl)
+int mp_dce_sec_accept_next(const struct mp_dce_auth *au, struct mp_dce_sec *cs,
+                           const struct mp_auth *auth, bool can_reply, struct mp_buf *out,
+                           char *why, size_t wl)
 {
     if (cs->gss) {
         /* established already (one leg, at bind): called without a token */
@@ -593,7 +594,7 @@ int mp_dce_auth_setup(struct mp_dce_auth *au, const struct mp_config *cfg, struc
         snprintf(up, sizeof(up), "each client (S4U2Self + S4U2Proxy via %s) at %s",
                  cfg->service_principal, cfg->upstream_spn);
     mp_info("clients authenticate to the proxy (%s%s%s); the upstream sees %s at level %s",
-            au->winbind                 ? "NTLM via winbind"
+            au->winbind                ? "NTLM via winbind"
             : cfg->credentials_file[0] ? "NTLM"
                                        : "",
             au->ntlm_on && au->acc_cred ? ", " : "", au->acc_cred ? "Kerberos" : "", up, lv);

@@ -692,4 +692,3 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
     mp_metrics_open(l->epm ? "epmapper" : "rpc", 1);
     dce_update_interest(a);
 }
-

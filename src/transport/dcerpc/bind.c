@@ -26,7 +26,7 @@ static bool iface_allowed(const struct mp_relay *r, const struct mp_syntax *s)
  * upstream (with NDR 2.0 as the only transfer syntax).  Fills m and the
  * upstream's bind in fwd.  Returns the number of contexts forwarded. */
 int dce_split_contexts(struct assoc *a, const struct mp_bind *b, struct merge *m,
-                          struct mp_bind *fwd)
+                       struct mp_bind *fwd)
 {
     int n_fwd = 0;
     m->n = b->n_ctx;
@@ -100,7 +100,7 @@ int dce_split_contexts(struct assoc *a, const struct mp_bind *b, struct merge *m
 /* Builds the client's bind_ack/alter_resp from the merge and, when the
  * upstream answered, its results (in forwarded order). */
 void dce_answer_bind(struct assoc *a, const struct merge *m, const struct mp_bind_ack *up,
-                        uint8_t flags, const struct mp_auth *auth)
+                     uint8_t flags, const struct mp_auth *auth)
 {
     struct mp_bind_ack *ack = &dce_scratch_ack;
     memset(ack, 0, offsetof(struct mp_bind_ack, res));
@@ -203,7 +203,8 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
         lv.level < r->min_level) {
         mp_warn("conn %s: bind at authentication level %s, below mapiproxy:min client auth "
                 "level %s; its calls get access denied, nothing relayed",
-                a->peer, mp_dce_level_name(lv.level < 7 ? lv.level : 0), mp_dce_level_name(r->min_level));
+                a->peer, mp_dce_level_name(lv.level < 7 ? lv.level : 0),
+                mp_dce_level_name(r->min_level));
         free(m);
         dce_deny_bind(a, b, h->call_id);
         return;
@@ -410,4 +411,3 @@ void dce_upstream_bind_ack(struct assoc *a, const uint8_t *pdu, const struct mp_
     dce_answer_bind(a, m, &upc, h->flags & ~(MP_PFC_FIRST | MP_PFC_LAST), ap);
     free(m);
 }
-

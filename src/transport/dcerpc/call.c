@@ -127,16 +127,16 @@ static int forward_fragment(struct conn *dst, uint8_t *pdu, const struct mp_pdu_
         return -1;
     /* for a response, emit's opnum argument carries the cancel count */
     return dce_emit(dst, NULL, req, h->flags, call_id, mp_get16(pdu + 20),
-                req ? mp_get16(pdu + 22) : pdu[22], object, pdu + hl, h->frag_len - hl,
-                mp_get32(pdu + 16), max_frag);
+                    req ? mp_get16(pdu + 22) : pdu[22], object, pdu + hl, h->frag_len - hl,
+                    mp_get32(pdu + 16), max_frag);
 }
 
 /* Splits a whole response stub into fragments for the client. */
 int dce_send_response_stub(struct assoc *a, struct mp_dce_sec *sec, uint32_t call_id,
-                              uint16_t ctx_id, const uint8_t *stub, size_t len)
+                           uint16_t ctx_id, const uint8_t *stub, size_t len)
 {
-    return dce_emit(&a->c, sec, false, MP_PFC_FIRST | MP_PFC_LAST, call_id, ctx_id, 0, NULL, stub, len,
-                (uint32_t)len, a->c_xmit);
+    return dce_emit(&a->c, sec, false, MP_PFC_FIRST | MP_PFC_LAST, call_id, ctx_id, 0, NULL, stub,
+                    len, (uint32_t)len, a->c_xmit);
 }
 
 /* Appends fragments carrying stub to dst, each protected for the leg when
@@ -144,8 +144,8 @@ int dce_send_response_stub(struct assoc *a, struct mp_dce_sec *sec, uint32_t cal
  * PFC_FIRST/PFC_LAST go on the first/last piece only.  For a response,
  * opnum is the cancel count. */
 int dce_emit(struct conn *dst, struct mp_dce_sec *sec, bool req, uint8_t in_flags, uint32_t call_id,
-                uint16_t ctx_id, uint16_t opnum, const uint8_t *object, const uint8_t *stub,
-                size_t len, uint32_t hint, size_t max_frag)
+             uint16_t ctx_id, uint16_t opnum, const uint8_t *object, const uint8_t *stub,
+             size_t len, uint32_t hint, size_t max_frag)
 {
     bool prot = sec && sec->level >= MP_AUTHN_LEVEL_CALL; /* CALL and PKT sign too */
     size_t hl = MP_REQ_HDR_LEN + (object ? 16 : 0);
@@ -224,7 +224,7 @@ void dce_local_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
             snprintf(status, sizeof(status), "fault:0x%08x", st);
         } else {
             dce_send_response_stub(a, a->csec, h->call_id, a->reasm_ctx, mp_buf_head(&out),
-                               mp_buf_avail(&out));
+                                   mp_buf_avail(&out));
             c.out_bytes = (uint32_t)mp_buf_avail(&out);
         }
         mp_buf_free(&out);
@@ -253,8 +253,8 @@ static void host_relay(struct mp_call *m)
         return;
     c->u_id = m->u_id = (a->passthrough || a->csec) ? c->c_id : a->next_u_call++;
     if (dce_emit(&a->u, a->usec, true, MP_PFC_FIRST | MP_PFC_LAST, m->u_id, m->ctx_id, m->opnum,
-             m->has_object ? m->object : NULL, mp_buf_head(&m->req), mp_buf_avail(&m->req),
-             (uint32_t)mp_buf_avail(&m->req), a->u_xmit)) {
+                 m->has_object ? m->object : NULL, mp_buf_head(&m->req), mp_buf_avail(&m->req),
+                 (uint32_t)mp_buf_avail(&m->req), a->u_xmit)) {
         dce_assoc_close(a, "out of memory");
         return;
     }
@@ -272,7 +272,7 @@ static void host_answer(struct mp_call *m)
     c->out_bytes = (uint32_t)mp_buf_avail(&m->resp);
     dce_log_call(a, c, m->stop_idx >= 0 ? "ok(module)" : "ok");
     if (dce_send_response_stub(a, c->sec, m->c_id, m->ctx_id, mp_buf_head(&m->resp),
-                           mp_buf_avail(&m->resp))) {
+                               mp_buf_avail(&m->resp))) {
         dce_assoc_close(a, "out of memory");
         return;
     }
@@ -359,7 +359,8 @@ void dce_relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         return;
     }
     if (h->auth_len && !a->passthrough && !a->csec) {
-        dce_client_protocol_error(a, h->call_id, "signed request on an unauthenticated association");
+        dce_client_protocol_error(a, h->call_id,
+                                  "signed request on an unauthenticated association");
         return;
     }
     uint16_t ctx_id = mp_get16(pdu + 20), opnum = mp_get16(pdu + 22);
@@ -451,8 +452,8 @@ void dce_relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
     int rc;
     if (a->usec)
         rc = dce_emit(&a->u, a->usec, true, h->flags, c->u_id, ctx_id, opnum,
-                  (h->flags & MP_PFC_OBJECT_UUID) ? pdu + MP_REQ_HDR_LEN : NULL, stub, stub_len,
-                  alloc_hint, a->u_xmit);
+                      (h->flags & MP_PFC_OBJECT_UUID) ? pdu + MP_REQ_HDR_LEN : NULL, stub, stub_len,
+                      alloc_hint, a->u_xmit);
     else if (a->passthrough)
         rc = dce_conn_send(&a->u, pdu, h->frag_len);
     else
@@ -547,8 +548,8 @@ void dce_upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
             rc = mp_build_fault(&a->c.out, c_id, mp_get16(pdu + 20), mp_get32(pdu + 24),
                                 (h->flags & MP_PFC_DID_NOT_EXECUTE) != 0);
         else if (a->csec)
-            rc = dce_emit(&a->c, csec, false, h->flags, c_id, mp_get16(pdu + 20), 0, NULL, rstub, rlen,
-                      mp_get32(pdu + 16), a->c_xmit);
+            rc = dce_emit(&a->c, csec, false, h->flags, c_id, mp_get16(pdu + 20), 0, NULL, rstub,
+                          rlen, mp_get32(pdu + 16), a->c_xmit);
         else
             rc = a->passthrough ? dce_conn_send(&a->c, pdu, h->frag_len)
                                 : forward_fragment(&a->c, (uint8_t *)pdu, h, c_id, a->c_xmit);
@@ -569,4 +570,3 @@ void dce_upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
              mp_ptype_name(h->ptype));
     dce_upstream_failed(a, what);
 }
-

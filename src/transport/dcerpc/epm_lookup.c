@@ -127,4 +127,3 @@ void dce_resolver_input(struct assoc *a)
         mp_buf_consume(&c->in, h.frag_len);
     }
 }
-

@@ -102,4 +102,3 @@ void dce_addr_ident(const struct assoc *a, char *out, size_t n)
     const char *colon = strrchr(a->peer, ':');
     snprintf(out, n, "addr:%.*s", (int)(colon ? colon - a->peer : (long)strlen(a->peer)), a->peer);
 }
-

@@ -163,12 +163,12 @@ struct assoc {
     uint32_t reasm_call;
     uint16_t reasm_ctx, reasm_op;
     bool reasm_active;
-    uint32_t local_ip;                    /* the address the client reached, network order */
-    struct mp_dce_sec *csec, *usec;       /* set when the proxy terminates authentication */
-    struct mp_dce_sec *cx[MAX_CSEC - 1];  /* further client security contexts (alter_context) */
+    uint32_t local_ip;                   /* the address the client reached, network order */
+    struct mp_dce_sec *csec, *usec;      /* set when the proxy terminates authentication */
+    struct mp_dce_sec *cx[MAX_CSEC - 1]; /* further client security contexts (alter_context) */
     size_t n_cx;
-    struct mp_bind *up_fwd;  /* terminated: the upstream bind's contexts, until sent */
-    struct mp_kdc_job *job;  /* queued for the KDC worker (A_KDC, A_WINBIND) */
+    struct mp_bind *up_fwd; /* terminated: the upstream bind's contexts, until sent */
+    struct mp_kdc_job *job; /* queued for the KDC worker (A_KDC, A_WINBIND) */
     uint64_t n_done;
     uint64_t t_open;
     char peer[64];
@@ -240,8 +240,10 @@ int dce_join_group(struct assoc *a, uint32_t id, const char *ident, uint32_t new
 void dce_addr_ident(const struct assoc *a, char *out, size_t n);
 
 /* bind.c */
-int dce_split_contexts(struct assoc *a, const struct mp_bind *b, struct merge *m, struct mp_bind *fwd);
-void dce_answer_bind(struct assoc *a, const struct merge *m, const struct mp_bind_ack *up, uint8_t flags, const struct mp_auth *auth);
+int dce_split_contexts(struct assoc *a, const struct mp_bind *b, struct merge *m,
+                       struct mp_bind *fwd);
+void dce_answer_bind(struct assoc *a, const struct merge *m, const struct mp_bind_ack *up,
+                     uint8_t flags, const struct mp_auth *auth);
 uint16_t dce_clamp_frag(uint16_t v);
 void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
 void dce_handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
@@ -264,14 +266,18 @@ void dce_relay_cancel(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
 void dce_upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
 
 /* terminate.c */
-void dce_handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h, const struct mp_bind *b);
+void dce_handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
+                               const struct mp_bind *b);
 void dce_handle_auth3_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
 void dce_handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
 struct mp_dce_sec *dce_client_sec_by_id(struct assoc *a, uint32_t id);
-int dce_alter_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h, struct mp_auth *reply, struct mp_buf *tok);
+int dce_alter_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
+                       struct mp_auth *reply, struct mp_buf *tok);
 void dce_auth3_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
-void dce_upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
-int dce_unprotect(struct assoc *a, struct mp_dce_sec *sec, uint8_t *pdu, const struct mp_pdu_hdr *h, size_t hl, const uint8_t **stub, size_t *len, bool from_client);
+void dce_upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
+                                     const struct mp_pdu_hdr *h);
+int dce_unprotect(struct assoc *a, struct mp_dce_sec *sec, uint8_t *pdu, const struct mp_pdu_hdr *h,
+                  size_t hl, const uint8_t **stub, size_t *len, bool from_client);
 
 /* transport.c */
 struct addr_count *dce_addr_take(struct mp_relay *r, const uint8_t ip[16]);

@@ -178,7 +178,7 @@ static void client_authenticated(struct assoc *a)
  * bind_ack the proxy builds itself.  Nothing goes upstream before the client
  * has proven who it is. */
 void dce_handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
-                                  const struct mp_bind *b)
+                               const struct mp_bind *b)
 {
     struct mp_auth auth;
     const char *why = NULL;
@@ -263,7 +263,8 @@ void dce_handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct
         char r2[400] = "";
         struct mp_auth none = auth;
         none.value_len = 0;
-        if (mp_dce_sec_accept_next(&a->r->auth, cs, &none, false, &reply_tok, r2, sizeof(r2)) != MP_GSS_DONE) {
+        if (mp_dce_sec_accept_next(&a->r->auth, cs, &none, false, &reply_tok, r2, sizeof(r2)) !=
+            MP_GSS_DONE) {
             mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed",
                     a->peer, cs->who[0] ? cs->who : "?", r2);
             a->state = A_DENIED;
@@ -314,7 +315,8 @@ void dce_handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct mp_
     struct mp_auth auth;
     if (mp_bind_parse(pdu, h, b) || b->n_ctx == 0 || b->n_ctx + a->n_ctx > MAX_CTX ||
         mp_pdu_auth(pdu, h, &auth) || auth.type != cs->type || auth.context_id != cs->ctx_id) {
-        dce_client_protocol_error(a, h->call_id, "alter_context without the security context's token");
+        dce_client_protocol_error(a, h->call_id,
+                                  "alter_context without the security context's token");
         return;
     }
     struct mp_buf out = {0};
@@ -387,7 +389,8 @@ struct mp_dce_sec *dce_client_sec_by_id(struct assoc *a, uint32_t id)
 }
 
 /* A leg finished: the identity must be the association's.  NULL or why not. */
-static const char *sec_established(struct assoc *a, struct mp_dce_sec *s, int st, const char *reason)
+static const char *sec_established(struct assoc *a, struct mp_dce_sec *s, int st,
+                                   const char *reason)
 {
     if (st == MP_DCE_SEC_PENDING)
         return "a further security context cannot be checked through winbind";
@@ -412,7 +415,7 @@ static void sec_refused(struct assoc *a, uint32_t ctx_id, const char *why)
  * security context.  0 with the reply token in tok (reply points into it),
  * or -1 after a fault access denied. */
 int dce_alter_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h,
-                          struct mp_auth *reply, struct mp_buf *tok)
+                       struct mp_auth *reply, struct mp_buf *tok)
 {
     struct mp_auth auth;
     struct mp_dce_sec *s = NULL;
@@ -498,7 +501,7 @@ void dce_auth3_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu
  * AUTHENTICATE out in an AUTH3; or the Kerberos AP-REP in, the DCE-style
  * AP-REP out in an AUTH3. */
 void dce_upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
-                                        const struct mp_pdu_hdr *h)
+                                     const struct mp_pdu_hdr *h)
 {
     struct mp_relay *r = a->r;
     struct mp_dce_sec *us = a->usec;
@@ -506,10 +509,10 @@ void dce_upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
     struct mp_auth auth;
     if (h->ptype == MP_PT_BIND_NAK) {
         dce_upstream_failed(a, r->auth.up_mode == MP_UP_NTLM
-                               ? "refused the proxy's bind (bind_nak); check "
-                                 "dcerpc_mapiproxy:username, :password and :domain"
-                               : "refused the proxy's Kerberos bind (bind_nak); check "
-                                 "mapiproxy:upstream spn and the upstream's keytab");
+                                   ? "refused the proxy's bind (bind_nak); check "
+                                     "dcerpc_mapiproxy:username, :password and :domain"
+                                   : "refused the proxy's Kerberos bind (bind_nak); check "
+                                     "mapiproxy:upstream spn and the upstream's keytab");
         return;
     }
     if (mp_bind_ack_parse(pdu, h, ack) || mp_pdu_auth(pdu, h, &auth)) {
@@ -585,4 +588,3 @@ int dce_unprotect(struct assoc *a, struct mp_dce_sec *sec, uint8_t *pdu, const s
         dce_upstream_failed(a, "sent a PDU whose signature does not verify");
     return -1;
 }
-

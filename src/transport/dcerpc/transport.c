@@ -138,7 +138,8 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
     }
     bool want_terminate =
         cfg->username[0] || cfg->upstream_spn[0] || !strcasecmp(cfg->delegation, "s4u");
-    if (want_terminate && !cfg->delegated_auth && mp_dce_auth_setup(&r->auth, cfg, loop, dce_kdc_done, r)) {
+    if (want_terminate && !cfg->delegated_auth &&
+        mp_dce_auth_setup(&r->auth, cfg, loop, dce_kdc_done, r)) {
         mp_modules_unload(&r->mods);
         mp_dce_auth_free(&r->auth);
         free(r);
@@ -235,4 +236,3 @@ struct mp_modules *mp_relay_modules(struct mp_relay *r)
 {
     return &r->mods;
 }
-
