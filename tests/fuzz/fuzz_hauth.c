@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "auth/ntlm_crypto.h"
-#include "http/hauth.h"
+#include "transport/http/hauth.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

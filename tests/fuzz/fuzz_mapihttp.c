@@ -11,8 +11,8 @@
 
 #include "core/arena.h"
 #include "core/json.h"
-#include "mapihttp/body.h"
-#include "mapihttp/stream.h"
+#include "transport/mapihttp/body.h"
+#include "transport/mapihttp/stream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -3,10 +3,10 @@
  * and the configuration's http options. */
 #include "auth/ntlm_crypto.h"
 #include "core/config.h"
-#include "http/hauth.h"
-#include "http/msg.h"
-#include "http/path.h"
-#include "http/rewrite.h"
+#include "transport/http/hauth.h"
+#include "transport/http/msg.h"
+#include "transport/http/path.h"
+#include "transport/http/names.h"
 #include "testlib.h"
 
 static struct mp_http_names nm;

@@ -18,8 +18,8 @@
 #include "codec/codec.h"
 #include "core/arena.h"
 #include "core/json.h"
-#include "mapihttp/body.h"
-#include "mapihttp/stream.h"
+#include "transport/mapihttp/body.h"
+#include "transport/mapihttp/stream.h"
 #include "testlib.h"
 
 /* ---- vector builder ---- */
