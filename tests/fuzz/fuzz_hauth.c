@@ -1,5 +1,5 @@
 /* libFuzzer target: the client side of HTTP authentication termination
- * (src/http/hauth.c) and its base64.
+ * (src/transport/http/hauth.c) and its base64.
  *
  *   make build/fuzz/fuzz_hauth && build/fuzz/fuzz_hauth tests/fuzz/corpus/hauth
  *

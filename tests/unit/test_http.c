@@ -1,5 +1,5 @@
 /* Unit tests of the HTTP front's own text handling: Autodiscover rewriting
- * (src/http/rewrite.c), head collection and rebuilding (src/http/msg.c),
+ * (src/transport/http/names.c), head collection and rebuilding (src/transport/http/msg.c),
  * and the configuration's http options. */
 #include "auth/ntlm_crypto.h"
 #include "core/config.h"
