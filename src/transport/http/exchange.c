@@ -211,7 +211,11 @@ static int on_req_headers(http_parser *p)
     s->header_dl = 0;
     s->body_t0 = mp_now_ms();
     mp_hx_body_deadline(s);
-    snprintf(s->method, sizeof s->method, "%s", http_method_str((enum http_method)p->method));
+    snprintf(s->method, sizeof s->method, "%s",
+             s->ext_method ? h->routes.ext[s->ext_method - 1]
+                           : http_method_str((enum http_method)p->method));
+    bool ext = s->ext_method != 0;
+    s->ext_method = 0;
     if (!mp_http_msg_names_ok(&s->req)) { /* "Host :" and the like: RFC 9112 5.1 */
         mp_info("http #%" PRIu64 " %s: a header name that is no token (a space before its "
                 "colon?): 400",
@@ -236,17 +240,27 @@ static int on_req_headers(http_parser *p)
     s->head_req = p->method == HTTP_HEAD;
     s->client_http10 = p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0);
     s->req_chunked = (p->flags & F_CHUNKED) != 0;
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > cfg->http_max_body) {
-        s->err_status = 413;
+    s->route = mp_http_route_find(&h->routes, url, ul);
+    bool handler = s->route && s->route->kind == MP_HTTP_ROUTE_HANDLER;
+    if (ext && !handler) { /* RPC_IN_DATA and the like elsewhere */
+        s->err_status = 501;
         return -1;
     }
-    s->route = mp_http_route_find(&h->routes, url, ul);
+    if (!handler && (p->flags & F_CONTENTLENGTH) && p->content_length > cfg->http_max_body) {
+        s->err_status = 413; /* a handler (RPC over HTTP) frames its own bodies */
+        return -1;
+    }
     if (!s->route) {
         s->local_status = 404;
         return 0;
     }
     if (h->auth.on && mp_hu_request(s))
         return 0;
+    if (handler) { /* handed over once the parser stops (mp_hx_parse_client) */
+        s->handover = true;
+        http_parser_pause(p, 1);
+        return 0;
+    }
     if (mp_mhb_cookie_check(s))
         return 0;
     if (!s->u.open && !s->u.eof) {
@@ -434,7 +448,8 @@ static int on_resp_headers(http_parser *p)
     struct mp_http *h = s->h;
     int st = p->status_code;
     if (!mp_http_msg_names_ok(&s->resp))
-        return mp_hx_resp_fail(s, "sent a header name that is no token (a space before its colon?)");
+        return mp_hx_resp_fail(s,
+                               "sent a header name that is no token (a space before its colon?)");
     if (mp_hu_busy(s)) {
         s->ua.status = st;
         return 0;
@@ -509,7 +524,8 @@ static int on_resp_body(http_parser *p, const char *at, size_t len)
     s->resp_bytes += len;
     if (s->ad.rewrite) {
         if (s->ad.body.len + len > s->h->cfg->http_max_rewrite)
-            return mp_hx_resp_fail(s, "Autodiscover answer larger than mapiproxy:http max rewrite body");
+            return mp_hx_resp_fail(
+                s, "Autodiscover answer larger than mapiproxy:http max rewrite body");
         return mp_buf_append(&s->ad.body, at, len);
     }
     if (s->chunk_out) {
@@ -547,8 +563,8 @@ static int on_resp_complete(http_parser *p)
         /* non-transparent mode: EXCH <Server>, ServerDN and MdbDN name the
          * proxy's server names, as NSPI and EMSMDB answers do */
         size_t sn = 0;
-        char *sv =
-            bl ? mp_rewrite_text((const char *)mp_buf_head(&s->ad.body), bl, true, true, &sn) : NULL;
+        char *sv = bl ? mp_rewrite_text((const char *)mp_buf_head(&s->ad.body), bl, true, true, &sn)
+                      : NULL;
         const uint8_t *src = sv ? (const uint8_t *)sv : mp_buf_head(&s->ad.body);
         if (sv)
             bl = sn;
@@ -590,6 +606,34 @@ static int on_resp_complete(http_parser *p)
 /* ------------------------------------------------------------------ */
 /* parsing what was read                                               */
 
+/* At the start of a request: a method http-parser does not know but a
+ * handler route takes (routes.ext) is replaced by POST in the input, and
+ * remembered.  false: wait for more bytes (they may start such a method). */
+static bool ext_method_prescan(struct hconn *s)
+{
+    const struct mp_http_routes *t = &s->h->routes;
+    struct mp_buf *in = &s->c.in;
+    const char *b = (const char *)mp_buf_head(in);
+    size_t n = mp_buf_avail(in), i = 0;
+    while (i < n && (b[i] == '\r' || b[i] == '\n'))
+        i++;
+    for (size_t k = 0; k < t->n_ext; k++) {
+        size_t l = strlen(t->ext[k]);
+        if (n - i <= l) {
+            if (!memcmp(b + i, t->ext[k], n - i))
+                return false;
+            continue;
+        }
+        if (memcmp(b + i, t->ext[k], l) || b[i + l] != ' ')
+            continue;
+        memcpy(mp_buf_head(in) + i + l - 4, "POST", 4);
+        mp_buf_consume(in, i + l - 4);
+        s->ext_method = (int)k + 1;
+        return true;
+    }
+    return true;
+}
+
 bool mp_hx_parse_client(struct hconn *s)
 {
     struct side *x = &s->c;
@@ -597,12 +641,18 @@ bool mp_hx_parse_client(struct hconn *s)
     while (mp_buf_avail(&x->in) && !s->closing && !s->dead) {
         if (HTTP_PARSER_ERRNO(&s->cp) == HPE_PAUSED)
             break;
+        if (!s->in_request && s->h->routes.n_ext && !ext_method_prescan(s))
+            break;
         size_t n = http_parser_execute(&s->cp, &req_settings, (const char *)mp_buf_head(&x->in),
                                        mp_buf_avail(&x->in));
         if (n)
             moved = true;
         mp_buf_consume(&x->in, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&s->cp);
+        if (e == HPE_PAUSED && s->handover) {
+            mp_hf_hand_over(s);
+            return true;
+        }
         if (e == HPE_PAUSED)
             break;
         if (e != HPE_OK) {

@@ -602,3 +602,41 @@ void mp_http_free(struct mp_http *h)
     mp_hauth_free(&h->auth);
     free(h);
 }
+
+int mp_http_add_handler(struct mp_http *h, const char *prefix, bool any_tail,
+                        const char *ext_methods, mp_http_take_fn take, void *arg)
+{
+    return mp_http_routes_add_handler(&h->routes, prefix, any_tail, ext_methods, take, arg);
+}
+
+void mp_hf_hand_over(struct hconn *s)
+{
+    struct mp_http *h = s->h;
+    const struct mp_http_route *r = s->route;
+    struct mp_buf *in = &s->c.in;
+    /* paused in on_headers_complete, http-parser stops before the head's
+     * last LF */
+    if (mp_buf_avail(in) && mp_buf_head(in)[0] == '\n')
+        mp_buf_consume(in, 1);
+    struct mp_http_handover ho = {
+        .fd = s->c.io.fd,
+        .tls = s->c.tls,
+        .peer = s->peer,
+        .id = s->id,
+        .method = s->method,
+        .user = h->auth.on ? s->ua.ha.user : "",
+        .req = &s->req,
+        .rest = mp_buf_head(in),
+        .rest_len = mp_buf_avail(in),
+        .keepalive = s->keepalive,
+    };
+    mp_io_set(h->loop, &s->c.io, 0);
+    s->c.io.fd = -1;
+    s->c.open = false;
+    s->c.tls = (struct mp_tls){0};
+    s->in_request = false;
+    mp_info("http #%" PRIu64 " %s %s %s: handed to its transport", s->id, s->peer, s->method,
+            s->path);
+    int rc = r->take(r->arg, &ho);
+    mp_hf_close(s, rc ? "refused by its handler" : "handed over");
+}

@@ -118,6 +118,8 @@ struct hconn {
     bool in_request;   /* between message begin and the end of its response */
     bool req_complete; /* its body is all read */
     bool forwarded;    /* its head went upstream */
+    bool handover;     /* its route's handler takes the connection */
+    int ext_method;    /* 1 + index in routes.ext: the method as sent; 0 none */
     int local_status;  /* answered by the proxy (body discarded), or 0 */
     uint32_t local_rc; /* with local_status 200: the X-ResponseCode of the proxy's answer */
     char who[520];     /* the identity of this request ("" when the proxy cannot tell) */
@@ -147,6 +149,10 @@ int mp_hf_upstream_start(struct hconn *s);
 /* The upstream failed: the request gets st if nothing of its response was
  * sent yet; the connection ends either way. */
 void mp_hf_upstream_failed(struct hconn *s, int st, const char *why);
+/* The request head is complete on a HANDLER route: the client's connection
+ * (descriptor, TLS, what was read after the head) goes to the route's
+ * handler, and the front forgets it. */
+void mp_hf_hand_over(struct hconn *s);
 /* The upstream's answer is due in mapiproxy:http upstream timeout (when its
  * leg is up). */
 void mp_hf_upstream_clock_start(struct hconn *s);

@@ -17,8 +17,8 @@ static bool path_is(const char *path, size_t len, const char *prefix, bool any_t
     return path[pl] == '/' || path[pl] == '?';
 }
 
-static int insert(struct mp_http_routes *t, size_t at, const char *prefix, size_t pl,
-                  bool any_tail, enum mp_http_route_kind kind)
+static int insert(struct mp_http_routes *t, size_t at, const char *prefix, size_t pl, bool any_tail,
+                  enum mp_http_route_kind kind)
 {
     if (t->n == t->cap) {
         size_t cap = t->cap ? 2 * t->cap : 16;
@@ -78,8 +78,19 @@ void mp_http_routes_free(struct mp_http_routes *t)
 }
 
 int mp_http_routes_add_handler(struct mp_http_routes *t, const char *prefix, bool any_tail,
-                               mp_http_take_fn take, void *arg)
+                               const char *ext_methods, mp_http_take_fn take, void *arg)
 {
+    for (const char *m = ext_methods ? ext_methods : ""; *m;) {
+        m += strspn(m, " ");
+        size_t l = strcspn(m, " ");
+        if (!l)
+            break;
+        if (t->n_ext == MP_HTTP_MAX_EXT_METHODS || l < 4 || l >= MP_HTTP_EXT_METHOD_MAX)
+            return -1;
+        memcpy(t->ext[t->n_ext], m, l);
+        t->ext[t->n_ext++][l] = 0;
+        m += l;
+    }
     if (insert(t, t->n_handlers, prefix, strlen(prefix), any_tail, MP_HTTP_ROUTE_HANDLER))
         return -1;
     t->r[t->n_handlers].take = take;

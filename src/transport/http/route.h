@@ -32,11 +32,12 @@ struct mp_http_msg;
  * parsed it (target normalised), the bytes the client sent after the head
  * (the first part of a body), which the handler must consume as if read. */
 struct mp_http_handover {
-    int fd;
+    int fd; /* non-blocking, not registered with the loop */
     struct mp_tls tls;
-    const char *peer; /* "address:port" */
-    uint64_t id;      /* the front's connection number, for log lines */
-    const char *method;
+    const char *peer;   /* "address:port" */
+    uint64_t id;        /* the front's connection number, for log lines */
+    const char *method; /* as the client sent it ("RPC_IN_DATA") */
+    const char *user;   /* who logged on to the proxy (auth = terminate), else "" */
     const struct mp_http_msg *req;
     const uint8_t *rest;
     size_t rest_len;
@@ -60,18 +61,29 @@ struct mp_http_route {
     void *arg;
 };
 
+#define MP_HTTP_MAX_EXT_METHODS 4
+#define MP_HTTP_EXT_METHOD_MAX 24
+
 struct mp_http_routes {
     struct mp_http_route *r;
     size_t n, cap;
     size_t n_handlers; /* handler routes sit in front of the built-in ones */
+    /* request methods http-parser does not know (RPC_IN_DATA, RPC_OUT_DATA):
+     * the front parses such a head as a POST and hands it to a handler
+     * route, or answers 501 on another path */
+    char ext[MP_HTTP_MAX_EXT_METHODS][MP_HTTP_EXT_METHOD_MAX];
+    size_t n_ext;
 };
 
 /* The built-in table and mapiproxy:http relay paths / relay all.  0 or -1. */
 int mp_http_routes_init(struct mp_http_routes *t, const struct mp_config *cfg);
 void mp_http_routes_free(struct mp_http_routes *t);
-/* A handler route before every built-in one.  0 or -1 (out of memory). */
+/* A handler route before every built-in one; ext_methods: the methods
+ * http-parser does not know that it takes, space-separated (or NULL).  0, or
+ * -1 (out of memory, too many methods, a method longer than 23 or shorter
+ * than 4 characters). */
 int mp_http_routes_add_handler(struct mp_http_routes *t, const char *prefix, bool any_tail,
-                               mp_http_take_fn take, void *arg);
+                               const char *ext_methods, mp_http_take_fn take, void *arg);
 /* The route of a normalised request-target (path and query), or NULL. */
 const struct mp_http_route *mp_http_route_find(const struct mp_http_routes *t, const char *url,
                                                size_t len);

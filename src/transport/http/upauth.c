@@ -22,7 +22,8 @@ int mp_hu_request(struct hconn *s)
     char why[200];
     bool was = s->ua.ha.authed;
     mp_buf_free(&s->ua.www);
-    enum mp_hauth_verdict v = mp_hauth_client(&h->auth, &s->ua.ha, az, al, &s->ua.www, why, sizeof why);
+    enum mp_hauth_verdict v =
+        mp_hauth_client(&h->auth, &s->ua.ha, az, al, &s->ua.www, why, sizeof why);
     char user[sizeof s->ua.ha.user]; /* the client's text: never raw in a log line */
     mp_log_safe_copy(user, sizeof user, s->ua.ha.user[0] ? s->ua.ha.user : "-");
     if (v == MP_HAUTH_DENY)

@@ -139,7 +139,8 @@ static void mh_answer(void *owner, const uint8_t *body, size_t len)
         mh_own_head(s, 0);
     struct mp_buf e = {0};
     int rc = (!s->mh.proc && mp_mh_stream_put_meta(&e, "PROCESSING")) ||
-             mp_mh_stream_put_meta(&e, "DONE") || mp_mh_stream_put_headers_like(&e, &s->mh.mst, 0) ||
+             mp_mh_stream_put_meta(&e, "DONE") ||
+             mp_mh_stream_put_headers_like(&e, &s->mh.mst, 0) ||
              (len && mp_buf_append(&e, body, len));
     if (rc)
         s->closing = true;
@@ -230,7 +231,7 @@ static int mh_start(struct hconn *s)
         return 0;
     }
     if (!mc && !s->status && !s->forwarded)
-        return -1;            /* no module takes it after all */
+        return -1;               /* no module takes it after all */
     if (s->status || !s->mh.mod) /* answered (or failed) while starting */
         mp_mh_call_detach(mc);
     else

@@ -212,8 +212,7 @@ static void cown_sweep(struct mp_mh_cookies *k)
     }
 }
 
-void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp,
-                         const char *who)
+void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp, const char *who)
 {
     size_t n;
     const char *c = mp_mh_cookie_of(resp, true, &n);

@@ -26,7 +26,7 @@ struct mp_session;
 struct mp_mh_cookies {
     struct mp_mh_sess *mh; /* module sessions by cookie */
     size_t n_mh;
-    uint64_t next_id;                          /* ids of new module sessions */
+    uint64_t next_id;                            /* ids of new module sessions */
     struct mp_mh_cown *cown[MP_MH_COWN_BUCKETS]; /* cookies and who they belong to */
     size_t n_cown;
     uint64_t cown_swept_ms;
@@ -50,12 +50,11 @@ void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req
 
 /* The upstream set a session cookie in resp: it belongs to who ("" : to
  * nobody the proxy can name, not remembered). */
-void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp,
-                         const char *who);
+void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp, const char *who);
 /* May the request of who use every MapiContext and sid cookie it carries?
  * A cookie of another identity is refused; with strict (the proxy
  * terminates logons) so is one the proxy never saw issued.  false with
  * owner set (the cookie's owner, "" if unknown) when one is refused. */
-bool mp_mh_cookies_allowed(struct mp_mh_cookies *k, const struct mp_http_msg *req,
-                           const char *who, bool strict, char *owner, size_t on);
+bool mp_mh_cookies_allowed(struct mp_mh_cookies *k, const struct mp_http_msg *req, const char *who,
+                           bool strict, char *owner, size_t on);
 #endif
