@@ -636,7 +636,7 @@ static bool ext_method_prescan(struct hconn *s)
 
 bool mp_hx_parse_client(struct hconn *s)
 {
-    struct side *x = &s->c;
+    struct leg *x = &s->c;
     bool moved = false;
     while (mp_buf_avail(&x->in) && !s->closing && !s->dead) {
         if (HTTP_PARSER_ERRNO(&s->cp) == HPE_PAUSED)
@@ -680,7 +680,7 @@ bool mp_hx_parse_client(struct hconn *s)
 
 bool mp_hx_parse_upstream(struct hconn *s, bool at_eof)
 {
-    struct side *x = &s->u;
+    struct leg *x = &s->u;
     bool moved = false;
     if (mp_buf_avail(&x->in)) {
         size_t n = http_parser_execute(&s->up, &resp_settings, (const char *)mp_buf_head(&x->in),

@@ -33,7 +33,7 @@
 
 static void io_cb(struct mp_io *io, uint32_t ev);
 
-void mp_hf_side_close(struct mp_loop *loop, struct side *x)
+void mp_hf_side_close(struct mp_loop *loop, struct leg *x)
 {
     mp_tls_free(&x->tls, x->open && !x->connecting && !x->eof);
     if (x->open)
@@ -122,7 +122,7 @@ static void upstream_connected(struct hconn *s)
 /* ------------------------------------------------------------------ */
 /* authentication termination (hauth.c)                                */
 
-static bool may_read(struct hconn *s, struct side *x)
+static bool may_read(struct hconn *s, struct leg *x)
 {
     uint32_t maxb = s->h->cfg->max_buffer;
     if (!x->open || x->eof || x->connecting || x->tls.handshaking)
@@ -132,7 +132,7 @@ static bool may_read(struct hconn *s, struct side *x)
     return mp_buf_avail(&s->c.out) < maxb;
 }
 
-static bool step(struct hconn *s, struct side *x)
+static bool step(struct hconn *s, struct leg *x)
 {
     struct mp_http *h = s->h;
     bool moved = false;
@@ -215,7 +215,7 @@ static bool step(struct hconn *s, struct side *x)
     return moved;
 }
 
-static uint32_t wanted(struct side *x, bool can_read)
+static uint32_t wanted(struct leg *x, bool can_read)
 {
     if (x->connecting)
         return MP_WRITE;
@@ -225,7 +225,7 @@ static uint32_t wanted(struct side *x, bool can_read)
 static void timer_cb(struct mp_timer *t);
 
 /* When a peer that is not reading what we queue for it is given up. */
-static uint64_t send_deadline(struct hconn *s, struct side *x)
+static uint64_t send_deadline(struct hconn *s, struct leg *x)
 {
     if (!x->open || x->connecting || x->tls.handshaking || !mp_buf_avail(mp_hu_wbuf(s, x)) ||
         !x->out_since)
@@ -255,7 +255,7 @@ static void settle(struct hconn *s)
     if (s->u.open)
         mp_io_set(h->loop, &s->u.io, wanted(&s->u, may_read(s, &s->u)));
     uint64_t now = mp_now_ms(), dl = 0;
-    struct side *sides[2] = {&s->c, &s->u};
+    struct leg *sides[2] = {&s->c, &s->u};
     for (int i = 0; i < 2; i++) /* the send clock runs while bytes wait */
         if (!mp_buf_avail(mp_hu_wbuf(s, sides[i])))
             sides[i]->out_since = 0;
@@ -294,7 +294,7 @@ void mp_hf_pump(struct hconn *s)
 
 static void io_cb(struct mp_io *io, uint32_t ev)
 {
-    struct side *x = io->data;
+    struct leg *x = io->data;
     struct hconn *s = x->s;
     if (s->dead)
         return;

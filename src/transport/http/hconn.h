@@ -3,7 +3,7 @@
  * front.h (and, for a path handler, route.h).
  *
  * The state is split by concern:
- *   struct side         one leg (client or upstream): socket, TLS, buffers
+ *   struct leg          one leg (client or upstream): socket, TLS, buffers
  *   struct hconn        the connection, its deadlines and the current
  *                       exchange (request head, response head, framing)
  *   struct hup          the proxy's logon: the client's (termination) and
@@ -43,7 +43,7 @@
 struct hconn;
 
 /* One leg: the client's connection or the upstream's. */
-struct side {
+struct leg {
     struct hconn *s;
     struct mp_io io;
     struct mp_tls tls;
@@ -107,7 +107,7 @@ struct hconn {
     struct hconn *next, *prev;
     uint64_t id;
     char peer[64];
-    struct side c, u;
+    struct leg c, u;
     http_parser cp, up;
     struct mp_http_msg req, resp;
     struct mp_timer timer;
@@ -144,7 +144,7 @@ struct hconn {
 /* front.c */
 void mp_hf_pump(struct hconn *s);
 void mp_hf_close(struct hconn *s, const char *why);
-void mp_hf_side_close(struct mp_loop *loop, struct side *x);
+void mp_hf_side_close(struct mp_loop *loop, struct leg *x);
 int mp_hf_upstream_start(struct hconn *s);
 /* The upstream failed: the request gets st if nothing of its response was
  * sent yet; the connection ends either way. */
@@ -180,6 +180,6 @@ int mp_hu_step(struct hconn *s, http_parser *p);
 bool mp_hu_busy(const struct hconn *s);
 /* What is written to a leg: the upstream's held requests wait while the
  * proxy's handshake runs. */
-struct mp_buf *mp_hu_wbuf(struct hconn *s, struct side *x);
+struct mp_buf *mp_hu_wbuf(struct hconn *s, struct leg *x);
 void mp_hu_free(struct hup *u);
 #endif

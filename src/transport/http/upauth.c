@@ -161,7 +161,7 @@ bool mp_hu_busy(const struct hconn *s)
 
 /* What is written to a leg: the upstream's held requests wait while the
  * proxy's handshake runs. */
-struct mp_buf *mp_hu_wbuf(struct hconn *s, struct side *x)
+struct mp_buf *mp_hu_wbuf(struct hconn *s, struct leg *x)
 {
     return !x->client && mp_hu_busy(s) ? &s->ua.out : &x->out;
 }
