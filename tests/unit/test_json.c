@@ -64,7 +64,8 @@ int main(void)
     mp_json_str(&j, "caf\xc3\xa9 \xe2\x82\xac \xff");
     mp_json_arr_end(&j);
     CHECK(!j.err);
-    CHECK(!strcmp(out_of(&b), "[\"a\\\"b\\\\c\\u000a\\u0001\\u007f\",\"caf\xc3\xa9 \xe2\x82\xac \xc3\xbf\"]"));
+    CHECK(!strcmp(out_of(&b),
+                  "[\"a\\\"b\\\\c\\u000a\\u0001\\u007f\",\"caf\xc3\xa9 \xe2\x82\xac \xc3\xbf\"]"));
     CHECK(python_agrees(out_of(&b), "['a\"b\\\\c\\n\\x01\\x7f', 'caf\\xe9 \\u20ac \\xff']"));
 
     /* Latin-1 bytes, UTF-16LE with a pair, a lone high and a lone low surrogate */
@@ -73,7 +74,8 @@ int main(void)
     mp_json_obj_begin(&j);
     mp_json_key(&j, "l1");
     mp_json_latin1(&j, (const uint8_t *)"\xe9\x00z", 3);
-    static const uint8_t u16[] = {'A', 0, 0x3d, 0xd8, 0x00, 0xde, 0x00, 0xd8, 'B', 0, 0x00, 0xdc, 'C'};
+    static const uint8_t u16[] = {'A',  0,   0x3d, 0xd8, 0x00, 0xde, 0x00,
+                                  0xd8, 'B', 0,    0x00, 0xdc, 'C'};
     mp_json_key(&j, "u16");
     mp_json_utf16le(&j, u16, sizeof u16); /* the odd last byte is ignored */
     static const uint16_t w[] = {'x', 0xd83d, 0xde00, 0xdbff, 0};
@@ -83,9 +85,8 @@ int main(void)
     CHECK(!j.err);
     CHECK(!strcmp(out_of(&b), "{\"l1\":\"\xc3\xa9\\u0000z\",\"u16\":\"A\xf0\x9f\x98\x80\xef\xbf\xbd"
                               "B\xef\xbf\xbd\",\"w\":\"x\xf0\x9f\x98\x80\xef\xbf\xbd\"}"));
-    CHECK(python_agrees(out_of(&b),
-                        "{'l1': '\\xe9\\x00z', 'u16': 'A\\U0001f600\\ufffdB\\ufffd', "
-                        "'w': 'x\\U0001f600\\ufffd'}"));
+    CHECK(python_agrees(out_of(&b), "{'l1': '\\xe9\\x00z', 'u16': 'A\\U0001f600\\ufffdB\\ufffd', "
+                                    "'w': 'x\\U0001f600\\ufffd'}"));
 
     /* strings across the writer's block boundary: every length 500..530 of
      * quotes (2 bytes out each) and surrogate pairs (4 bytes out each) */
