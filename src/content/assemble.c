@@ -459,9 +459,9 @@ static struct obj *new_message(struct callctx *c, enum mp_msg_dir dir, uint64_t 
 }
 
 #define REQ(T) const struct mp_rop_req_##T *q = req
-#define RSP(T)                                                                                   \
-    const struct mp_rop_rsp_##T *r = rsp;                                                        \
-    if (r->ReturnValue)                                                                          \
+#define RSP(T)                                                                                     \
+    const struct mp_rop_rsp_##T *r = rsp;                                                          \
+    if (r->ReturnValue)                                                                            \
     return
 
 static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const void *rsp)
@@ -574,10 +574,10 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
     case MP_ROP_WriteStreamExtended: {
         const struct mp_rop_req_WriteStream *q = req; /* same leading fields */
         const struct mp_rop_req_WriteStreamExtended *qx = req;
-        const uint8_t *data = mp_call_rop_id(c->call, true, i) == MP_ROP_WriteStream ? q->Data
-                                                                                      : qx->Data;
-        uint16_t n = mp_call_rop_id(c->call, true, i) == MP_ROP_WriteStream ? q->DataSize
-                                                                             : qx->DataSize;
+        const uint8_t *data =
+            mp_call_rop_id(c->call, true, i) == MP_ROP_WriteStream ? q->Data : qx->Data;
+        uint16_t n =
+            mp_call_rop_id(c->call, true, i) == MP_ROP_WriteStream ? q->DataSize : qx->DataSize;
         const struct mp_rop_rsp_WriteStream *r = rsp;
         if (mp_call_rop_id(c->call, true, i) == MP_ROP_WriteStream && r->ReturnValue)
             return;
@@ -672,8 +672,7 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
         REQ(SaveChangesMessage);
         RSP(SaveChangesMessage);
         struct obj *o = input(c, q->InputHandleIndex, ob);
-        if (!o || o->kind != K_MSG || !alive(a, o->t) || o->m->parent ||
-            o->t->dir != MP_MSG_UPLOAD)
+        if (!o || o->kind != K_MSG || !alive(a, o->t) || o->m->parent || o->t->dir != MP_MSG_UPLOAD)
             break;
         o->m->message_id = r->MessageId;
         complete(a, o->t, "RopSaveChangesMessage");
@@ -684,8 +683,7 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
         RSP(SubmitMessage);
         struct obj *o = input(c, q->InputHandleIndex, ob);
         if (o && o->kind == K_MSG && alive(a, o->t) && !o->m->parent &&
-            o->t->dir == MP_MSG_UPLOAD &&
-            (o->t->dirty || !o->t->delivered))
+            o->t->dir == MP_MSG_UPLOAD && (o->t->dirty || !o->t->delivered))
             complete(a, o->t, "RopSubmitMessage");
         break;
     }
@@ -789,12 +787,13 @@ bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n)
     return !mp_msg_count(m, n, &a->lim);
 }
 
-void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
-                enum mp_msg_mode mode, const char *completed_by, bool partial)
+void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enum mp_msg_mode mode,
+                const char *completed_by, bool partial)
 {
     if (m->over_limit)
-        warn(a, "message (folder 0x%016llx, %s) passes the maximum message size of %llu bytes: "
-                "not assembled",
+        warn(a,
+             "message (folder 0x%016llx, %s) passes the maximum message size of %llu bytes: "
+             "not assembled",
              (unsigned long long)m->folder_id, mp_msg_dir_name(dir),
              (unsigned long long)a->lim.max_message);
     else

@@ -64,8 +64,8 @@ struct mp_message *mp_asm_begin(struct mp_asm *a);
 /* Counts n content bytes of m (embedded ones count for their top message);
  * false when the message passed the limit (it is then dropped at end). */
 bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n);
-void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
-                enum mp_msg_mode mode, const char *completed_by, bool partial);
+void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enum mp_msg_mode mode,
+                const char *completed_by, bool partial);
 const struct mp_content_limits *mp_asm_limits(const struct mp_asm *a);
 
 #endif

@@ -89,18 +89,18 @@ enum mp_rtf_status mp_rtf_decompress(const uint8_t *in, size_t n, struct mp_buf 
     size_t produced = 0, i = 0;
     uint8_t chunk[512];
     size_t cn = 0;
-#define EMIT(c)                                                                                  \
-    do {                                                                                         \
-        if (++produced > max_out)                                                                \
-            return MP_RTF_TOO_BIG;                                                               \
-        chunk[cn++] = (c);                                                                       \
-        dict[wpos] = (c);                                                                        \
-        wpos = (wpos + 1) & 0xFFF;                                                               \
-        if (cn == sizeof(chunk)) {                                                               \
-            if (mp_buf_append(out, chunk, cn))                                                   \
-                return MP_RTF_NOMEM;                                                             \
-            cn = 0;                                                                              \
-        }                                                                                        \
+#define EMIT(c)                                                                                    \
+    do {                                                                                           \
+        if (++produced > max_out)                                                                  \
+            return MP_RTF_TOO_BIG;                                                                 \
+        chunk[cn++] = (c);                                                                         \
+        dict[wpos] = (c);                                                                          \
+        wpos = (wpos + 1) & 0xFFF;                                                                 \
+        if (cn == sizeof(chunk)) {                                                                 \
+            if (mp_buf_append(out, chunk, cn))                                                     \
+                return MP_RTF_NOMEM;                                                               \
+            cn = 0;                                                                                \
+        }                                                                                          \
     } while (0)
     while (i < len) {
         uint8_t ctrl = p[i++];

@@ -20,6 +20,7 @@ import emsmdb_client as EC
 import emsmdb_ndr as N
 import lab_store as LS
 from test_lab import ALICE, online_session
+from test_http_front_lab import env, ntlm, start_front  # noqa: F401 (fixture)
 from test_rop_modules import dump_lab, lab_wire, wire_log  # noqa: F401 (fixtures)
 
 FL = N.EXT2_NO_COMPRESSION      # the lab's LZ77 is pure Python: big transfers uncompressed
@@ -191,3 +192,39 @@ def test_byte_identity_with_mime_dump(make_proxy, dump_lab, tmp_path, wire_log):
     assert msg["Subject"] == subject
     att = [x for x in msg.walk() if x.get_filename() == "data.bin"]
     assert att and att[0].get_payload(decode=True) == bytes(range(256)) * 150
+
+
+def test_online_download_and_upload_mapihttp(make_proxy, env, tmp_path):  # noqa: F811
+    """The same over MAPI/HTTP: the HTTPS front before the lab's MAPI/HTTP
+    server (python3-requests client, NTLM)."""
+    import mapihttp_client as MH
+    out = tmp_path / "eml"
+    out.mkdir()
+    p = start_front(make_proxy, env, {"dcerpc_mapiproxy:modules": "mime-dump",
+                                      "mime-dump:dir": str(out),
+                                      "mime-dump:spill size": "65536",
+                                      "mime-dump:tmpdir": str(tmp_path)})
+    c = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert c.connect(ALICE)["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    fids = logon["FolderIds"]
+    src = LS.messages()
+    mids = folder_mids(c, fids[4])
+    for m in src:
+        CC.download(c, fids[4], mids[m["props"][LS.PidTagSubject]], flags=FL)
+    up = LS.messages()[1]
+    up["props"][LS.PidTagSubject] = "Upload with 10 MB over MAPI/HTTP"
+    CC.upload(c, fids[5], up, submit=True, flags=FL)
+    assert c.disconnect()["ErrorCode"] == 0
+    got = lines(out)
+    downs = [x for x in got if x["direction"] == "download"]
+    ups = [x for x in got if x["direction"] == "upload"]
+    assert len(downs) == 3 and len(ups) == 1, got
+    # "user" is the user the proxy authenticated; this front relays NTLM to
+    # the lab without terminating it, so it is empty here
+    assert all("user" in x for x in got)
+    for line, m in zip(downs, src):
+        check_line(line, m)
+        check_eml(read_eml(line["eml"]), m)
+    check_line(ups[0], up)
+    check_eml(read_eml(ups[0]["eml"]), up)
