@@ -13,6 +13,7 @@ types, bool for PT_BOOLEAN.  Everything is deterministic (no clock, no
 randomness) so tests can compare what crossed the proxy byte for byte.
 """
 
+import functools
 import hashlib
 import struct
 
@@ -65,6 +66,7 @@ PSETID_Common = '00062008-0000-0000-c000-000000000046'
 T0 = 133_000_000_000_000_000  # a fixed FILETIME (2022-06-18)
 
 
+@functools.lru_cache(maxsize=2)
 def big_attachment(size=10 * 1024 * 1024):
     """10 MB of deterministic, poorly compressible bytes (SHA-256 counter stream)."""
     out = bytearray()
