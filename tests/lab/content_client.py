@@ -12,8 +12,6 @@ c: an EmsmdbClient (RPC) or EmsmdbHttp (MAPI/HTTP), logged on with handle
 index 0 = the logon.  Named properties come back under their ids (0x8000+).
 """
 
-import struct
-
 import emsmdb_client as EC
 import lab_content
 from lab_rops import ptype, PT_ERROR, PT_UNICODE, PT_BINARY, PT_STRING8
@@ -186,11 +184,3 @@ def upload(c, fid, msg, submit=False, flags=0):
     c.execute(EC.RopBuffer().release(m), flags)
     return sv['MessageId']
 
-
-def strip(msg):
-    """A lab_store dict reduced to what online mode carries back (for
-    comparisons): named entries dropped (they come back by id)."""
-    return msg
-
-
-_ = struct
