@@ -31,11 +31,11 @@ struct mp_fx_parser {
     struct mp_fx_event prop;
     struct mp_fx_named np;
     uint8_t name[MP_FX_NAME_MAX + 2];
-    uint16_t base;  /* type without the MV bit */
-    int fixed;      /* size of base if fixed, else 0 */
-    uint32_t left;  /* bytes left of the current variable value */
-    bool gather;    /* collect the current value in g */
-    bool whole;     /* ... and deliver it as one DATA event */
+    uint16_t base; /* type without the MV bit */
+    int fixed;     /* size of base if fixed, else 0 */
+    uint32_t left; /* bytes left of the current variable value */
+    bool gather;   /* collect the current value in g */
+    bool whole;    /* ... and deliver it as one DATA event */
     uint8_t *g;
     uint32_t glen, gcap;
     /* structure */
@@ -344,10 +344,8 @@ static int on_marker(struct mp_fx_parser *p, int mi)
     default:
         break;
     }
-    struct mp_fx_event ev = {.kind = MP_FX_EV_MARKER,
-                             .tag = tag,
-                             .elem = markers[mi].elem,
-                             .offset = p->atom_off};
+    struct mp_fx_event ev = {
+        .kind = MP_FX_EV_MARKER, .tag = tag, .elem = markers[mi].elem, .offset = p->atom_off};
     if (markers[mi].dir > 0) {
         if (p->depth >= MP_FX_MAX_DEPTH)
             return fail(p, "elements nested too deep");
@@ -777,8 +775,8 @@ int mp_fx_enc_fixed(struct mp_fx_enc *e, uint32_t tag, const struct mp_fx_named 
     return e->err;
 }
 
-int mp_fx_enc_var(struct mp_fx_enc *e, uint32_t tag, const struct mp_fx_named *np,
-                  const uint8_t *v, uint32_t n)
+int mp_fx_enc_var(struct mp_fx_enc *e, uint32_t tag, const struct mp_fx_named *np, const uint8_t *v,
+                  uint32_t n)
 {
     uint16_t type = tag == MP_FX_MetaTagIdsetGiven ? 0x0102 : (uint16_t)tag;
     if (mp_fx_type_size(type) != 0 || (!(type & 0x8000) && (type & 0x1000)))

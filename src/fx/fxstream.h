@@ -74,22 +74,22 @@ enum {
 /* What a marker is (ev.elem) */
 enum mp_fx_elem {
     MP_FX_E_NONE = 0,
-    MP_FX_E_FOLDER,       /* StartTopFld / StartSubFld .. EndFolder */
-    MP_FX_E_MESSAGE,      /* StartMessage / StartFAIMsg .. EndMessage */
-    MP_FX_E_RECIP,        /* StartRecip .. EndToRecip */
-    MP_FX_E_ATTACH,       /* NewAttach .. EndAttach */
-    MP_FX_E_EMBED,        /* StartEmbed .. EndEmbed */
-    MP_FX_E_STATE,        /* IncrSyncStateBegin .. IncrSyncStateEnd */
-    MP_FX_E_CHANGE,       /* IncrSyncChg (messageChangeFull) */
+    MP_FX_E_FOLDER,         /* StartTopFld / StartSubFld .. EndFolder */
+    MP_FX_E_MESSAGE,        /* StartMessage / StartFAIMsg .. EndMessage */
+    MP_FX_E_RECIP,          /* StartRecip .. EndToRecip */
+    MP_FX_E_ATTACH,         /* NewAttach .. EndAttach */
+    MP_FX_E_EMBED,          /* StartEmbed .. EndEmbed */
+    MP_FX_E_STATE,          /* IncrSyncStateBegin .. IncrSyncStateEnd */
+    MP_FX_E_CHANGE,         /* IncrSyncChg (messageChangeFull) */
     MP_FX_E_CHANGE_PARTIAL, /* IncrSyncChgPartial (messageChangePartial) */
-    MP_FX_E_CHANGE_BODY,  /* IncrSyncMessage: the message's properties follow */
-    MP_FX_E_DELETIONS,    /* IncrSyncDel */
-    MP_FX_E_READ,         /* IncrSyncRead */
-    MP_FX_E_PROGRESS,     /* IncrSyncProgressMode */
-    MP_FX_E_PROGRESS_MSG, /* IncrSyncProgressPerMsg */
-    MP_FX_E_GROUP_INFO,   /* IncrSyncGroupInfo */
-    MP_FX_E_END,          /* IncrSyncEnd */
-    MP_FX_E_ERROR_INFO,   /* FXErrorInfo */
+    MP_FX_E_CHANGE_BODY,    /* IncrSyncMessage: the message's properties follow */
+    MP_FX_E_DELETIONS,      /* IncrSyncDel */
+    MP_FX_E_READ,           /* IncrSyncRead */
+    MP_FX_E_PROGRESS,       /* IncrSyncProgressMode */
+    MP_FX_E_PROGRESS_MSG,   /* IncrSyncProgressPerMsg */
+    MP_FX_E_GROUP_INFO,     /* IncrSyncGroupInfo */
+    MP_FX_E_END,            /* IncrSyncEnd */
+    MP_FX_E_ERROR_INFO,     /* FXErrorInfo */
 };
 
 enum mp_fx_ev_kind {
@@ -121,9 +121,9 @@ struct mp_fx_event {
     bool named;
     const struct mp_fx_named *np; /* when named */
     bool mv;
-    uint32_t count;  /* values of a multi-valued property */
-    uint32_t index;  /* current value */
-    uint32_t len;    /* bytes of the current value (fixed: its size) */
+    uint32_t count;   /* values of a multi-valued property */
+    uint32_t index;   /* current value */
+    uint32_t len;     /* bytes of the current value (fixed: its size) */
     const uint8_t *p; /* DATA: bytes; VALUE_END of a gathered value: all bytes */
     size_t n;
     uint64_t u;      /* fixed-size value (little-endian, <= 8 bytes) */
@@ -182,8 +182,7 @@ void mp_fx_enc_free(struct mp_fx_enc *e);
 int mp_fx_enc_event(struct mp_fx_enc *e, const struct mp_fx_event *ev);
 /* Building streams from scratch */
 int mp_fx_enc_marker(struct mp_fx_enc *e, uint32_t tag);
-int mp_fx_enc_fixed(struct mp_fx_enc *e, uint32_t tag, const struct mp_fx_named *np,
-                    uint64_t u);
-int mp_fx_enc_var(struct mp_fx_enc *e, uint32_t tag, const struct mp_fx_named *np,
-                  const uint8_t *v, uint32_t n);
+int mp_fx_enc_fixed(struct mp_fx_enc *e, uint32_t tag, const struct mp_fx_named *np, uint64_t u);
+int mp_fx_enc_var(struct mp_fx_enc *e, uint32_t tag, const struct mp_fx_named *np, const uint8_t *v,
+                  uint32_t n);
 #endif

@@ -324,10 +324,12 @@ def messages_of(atoms):
     def new():
         return {'props': {}, 'named': [], 'recipients': [], 'attachments': []}
 
-    cur = None
+    cur, sink = None, False
     for a in atoms:
         if a[0] == 'prop':
             _, tag, named, v = a
+            if sink:
+                continue                # progress, deletions, state, group info
             if cur is None:
                 cur = new()
                 msgs.append(cur)
@@ -339,7 +341,8 @@ def messages_of(atoms):
                 tgt['props'][tag] = v
             continue
         tag = a[1]
-        if tag in (StartMessage, StartFAIMsg, IncrSyncChg):
+        if tag in (StartMessage, StartFAIMsg, IncrSyncChg, IncrSyncChgPartial):
+            sink = False
             cur = new()
             msgs.append(cur)
             stack = [cur]
@@ -360,6 +363,88 @@ def messages_of(atoms):
             stack.append(m)
         elif tag in (EndToRecip, EndAttach, EndEmbed):
             stack.pop()
-        elif tag in (IncrSyncDel, IncrSyncRead, IncrSyncStateBegin, IncrSyncEnd):
-            cur = None
+        elif tag in (IncrSyncDel, IncrSyncRead, IncrSyncStateBegin, IncrSyncEnd,
+                     IncrSyncProgressMode, IncrSyncProgressPerMsg, IncrSyncGroupInfo):
+            cur, sink = None, True
     return msgs
+
+
+def parse_idset(data, guid_form=True):
+    """Decode a serialized IDSET: list of (repl, [(lo, hi), ...]); repl is the
+    REPLGUID string or the REPLID int.  Raises FxError when malformed."""
+    out, o, n = [], 0, len(data)
+    while o < n:
+        if guid_form:
+            if o + 16 > n:
+                raise FxError('idset: truncated REPLGUID')
+            repl = str(uuidlib.UUID(bytes_le=bytes(data[o:o + 16])))
+            o += 16
+        else:
+            if o + 2 > n:
+                raise FxError('idset: truncated REPLID')
+            repl = struct.unpack('<H', data[o:o + 2])[0]
+            o += 2
+        stack, ranges = [], []
+        while True:
+            if o >= n:
+                raise FxError('idset: no End command')
+            c = data[o]
+            o += 1
+            common = b''.join(stack)
+            if c == 0x00:
+                break
+            if 1 <= c <= 6:
+                if len(common) + c > 6 or o + c > n:
+                    raise FxError('idset: bad Push')
+                b = bytes(data[o:o + c])
+                o += c
+                if len(common) + c == 6:
+                    v = int.from_bytes(common + b, 'big')
+                    ranges.append((v, v))
+                else:
+                    stack.append(b)
+            elif c == 0x50:
+                if not stack:
+                    raise FxError('idset: Pop of an empty stack')
+                stack.pop()
+            elif c == 0x42:
+                if len(common) != 5 or o + 2 > n:
+                    raise FxError('idset: bad Bitmask')
+                start, mask = data[o], data[o + 1]
+                o += 2
+                base = int.from_bytes(common + bytes([start]), 'big')
+                vals = [base] + [base + i + 1 for i in range(8) if mask >> i & 1]
+                for v in vals:
+                    if ranges and ranges[-1][1] + 1 == v:
+                        ranges[-1] = (ranges[-1][0], v)
+                    else:
+                        ranges.append((v, v))
+            elif c == 0x52:
+                k = 6 - len(common)
+                if k < 1 or o + 2 * k > n:
+                    raise FxError('idset: bad Range')
+                lo = int.from_bytes(common + bytes(data[o:o + k]), 'big')
+                hi = int.from_bytes(common + bytes(data[o + k:o + 2 * k]), 'big')
+                o += 2 * k
+                if lo > hi:
+                    raise FxError('idset: Range low > high')
+                ranges.append((lo, hi))
+            else:
+                raise FxError('idset: unknown command 0x%02x' % c)
+        out.append((repl, ranges))
+    return out
+
+
+def ranges_of(values):
+    """Sorted ints -> [(lo, hi)] runs."""
+    out = []
+    for v in sorted(set(values)):
+        if out and out[-1][1] + 1 == v:
+            out[-1] = (out[-1][0], v)
+        else:
+            out.append((v, v))
+    return out
+
+
+def in_ranges(v, ranges):
+    return any(lo <= v <= hi for lo, hi in ranges)

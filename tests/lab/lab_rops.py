@@ -1110,3 +1110,6 @@ ROP_HANDLERS = {
     0x5D: rop_commit_stream,
     0xFE: rop_logon,
 }
+
+
+import lab_ics  # noqa: E402,F401  ICS and FastTransfer ROPs (register in ROP_HANDLERS)

@@ -163,9 +163,9 @@ static void idsets(void)
     /* REPLID 1; push 5 common bytes; bitmask start 0x10 mask 0b10110001:
      * 0x10, 0x11 (bit0), 0x15-0x16 (bits 4,5), 0x18 (bit 7); pop; range
      * 0x100-0x1ff after push of 4; pop; a singleton by a 6-byte push; end. */
-    static const uint8_t s[] = {0x01, 0x00, 0x05, 0, 0, 0, 0, 0, 0x42, 0x10, 0xB1, 0x50,
-                                0x04, 0,    0,    0, 0, 0x52, 0x01, 0x00, 0x01, 0xFF,
-                                0x50, 0x06, 0,    0, 0, 0,    0,    0x30, 0x00};
+    static const uint8_t s[] = {0x01, 0x00, 0x05, 0, 0, 0, 0,    0,    0x42, 0x10, 0xB1,
+                                0x50, 0x04, 0,    0, 0, 0, 0x52, 0x01, 0x00, 0x01, 0xFF,
+                                0x50, 0x06, 0,    0, 0, 0, 0,    0x30, 0x00};
     ranges_seen = 0;
     CHECK_EQ(mp_fx_idset_decode(s, sizeof s, false, on_range, NULL), 0);
     CHECK_EQ(ranges_seen, 5);
@@ -262,12 +262,11 @@ static void content_checks(void)
     struct mp_fx_named np = {.kind = 1, .name = (const uint8_t *)"x\0", .name_len = 2};
     mp_fx_enc_var(&e, 0x8000001F, &np, (const uint8_t *)"a\0\0\0", 4);
     mp_fx_enc_marker(&e, MP_FX_EndMessage);
-    static const uint8_t want[] = {0x03, 0x00, 0x0C, 0x40, 0x03, 0x00, 0x07, 0x0E, 0x11, 0, 0,
-                                   0,    0x0B, 0x00, 0x1B, 0x0E, 0x01, 0x00, 0x1F, 0x00, 0x00,
-                                   0x80, 0,    0,    0,    0,    0,    0,    0,    0,    0,
-                                   0,    0,    0,    0,    0,    0,    0,    0x01, 'x',  0,
-                                   0,    0,    4,    0,    0,    0,    'a',  0,    0,    0,
-                                   0x03, 0x00, 0x0D, 0x40};
+    static const uint8_t want[] = {
+        0x03, 0x00, 0x0C, 0x40, 0x03, 0x00, 0x07, 0x0E, 0x11, 0,    0,    0,    0x0B, 0x00,
+        0x1B, 0x0E, 0x01, 0x00, 0x1F, 0x00, 0x00, 0x80, 0,    0,    0,    0,    0,    0,
+        0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0x01, 'x',  0,    0,
+        0,    4,    0,    0,    0,    'a',  0,    0,    0,    0x03, 0x00, 0x0D, 0x40};
     CHECK_EQ(e.err, 0);
     CHECK_EQ(e.len, sizeof want);
     CHECK(e.len == sizeof want && !memcmp(e.out, want, sizeof want));
@@ -281,7 +280,8 @@ static void content_checks(void)
 
 int main(void)
 {
-    sample("message.fxs", 7, 0); /* message, 2 recipients, 2 attachments, embedded + its recipient */
+    sample("message.fxs", 7,
+           0); /* message, 2 recipients, 2 attachments, embedded + its recipient */
     sample("content.fxs", 6, 0);
     sample("types.fxs", 0, 0);
     sample("ics.fxs", 8, 2);
