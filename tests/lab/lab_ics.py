@@ -21,7 +21,10 @@ it holds (IDs gone from the folder become MetaTagIdsetDeleted).
 The handlers register themselves in lab_rops.ROP_HANDLERS on import.
 """
 
+import itertools
+import os
 import struct
+import threading
 import uuid as uuidlib
 
 import lab_fxwriter as W
@@ -38,12 +41,28 @@ COMPUTED = {R.PidTagMid, R.PidTagFolderId, R.PidTagParentFolderId, R.PidTagInstI
             R.PidTagInstanceNum, R.PidTagEntryId, R.PidTagRecordKey}
 
 
+_dump_seq = itertools.count(1)
+_dump_lock = threading.Lock()
+
+
+def dump_stream(data):
+    """With LAB_FX_DUMP=DIR in the environment, every stream the lab sends
+    is written to DIR/NNNN.fxs (tests compare what the client got)."""
+    d = os.environ.get('LAB_FX_DUMP')
+    if d:
+        with _dump_lock:
+            n = next(_dump_seq)
+        with open(os.path.join(d, '%04d.fxs' % n), 'wb') as f:
+            f.write(data)
+    return data
+
+
 class FxDownload(object):
     """A FastTransfer download context: a stream made on first GetBuffer."""
     kind = 'fxdown'
 
     def __init__(self, make):
-        self.make = make
+        self.make = lambda: dump_stream(make())
         self.data = None
         self.pos = 0
 
