@@ -50,12 +50,15 @@ def mh_env(tmp_path_factory):
 
 @pytest.fixture(params=["rpc", "mapihttp"])
 def session(request, make_proxy, tmp_path):
+    # the trace module prints every ROP as the proxy's ROP codec (src/rop)
+    # decoded it
+    trace = {"dcerpc_mapiproxy:modules": "trace", "trace:file": str(tmp_path / "trace.jsonl")}
     if request.param == "rpc":
         d = tmp_path / "fxdump"
         d.mkdir()
         lab = Lab(tmp_path, env={"LAB_FX_DUMP": str(d)})
         try:
-            p = make_proxy(upstream_epm_port=lab.epm_port)
+            p = make_proxy(upstream_epm_port=lab.epm_port, extra=trace)
             t = RpcTransport(p.rpc_port)
             t.dump = d
             yield p, t
@@ -63,7 +66,7 @@ def session(request, make_proxy, tmp_path):
             lab.stop()
     else:
         e = request.getfixturevalue("mh_env")
-        p = start_front(make_proxy, e)
+        p = start_front(make_proxy, e, trace)
         t = HttpTransport(p.base, e["ca"])
         t.dump = e["dump"]
         yield p, t
@@ -128,5 +131,39 @@ def test_cached_mode_sync_through_proxy(session, fxdump, tmp_path):
     big = [a for a in d["atoms"] if a.get("tag") == "0x37010102"]
     assert [a["len"] for a in big] == [len(BIG)]
 
+    # RopFastTransferSourceCopyTo of the uploaded message
+    mid = up["header"][0x674A0014]
+    stream, chunks = IC.fx_download_message(c, 0, inbox, mid, buffer_size=0x8000 + 100)
+    assert stream in lab_streams(t.dump)
+    d = decode(fxdump, tmp_path, chunks)
+    assert d["exact"] and d["max_depth"] == 1
+
     t.close()
     assert p.alive()
+    check_trace(tmp_path / "trace.jsonl", first["chunks"] + second["chunks"] + chunks)
+
+
+NEW_ROPS = {"RopSynchronizationConfigure", "RopSynchronizationUploadStateStreamBegin",
+            "RopSynchronizationUploadStateStreamContinue",
+            "RopSynchronizationUploadStateStreamEnd", "RopFastTransferSourceGetBuffer",
+            "RopFastTransferDestinationConfigure", "RopFastTransferDestinationPutBuffer",
+            "RopSynchronizationOpenCollector", "RopSynchronizationImportMessageChange",
+            "RopFastTransferSourceCopyTo"}
+
+
+def check_trace(path, chunks):
+    """The proxy's ROP codec decoded every request and response of the sync
+    (none undecodable), named the ICS / FastTransfer ROPs, and read each
+    GetBuffer's TransferBufferSize as the lab client did."""
+    names, sizes = set(), []
+    for line in path.read_text().splitlines():
+        x = json.loads(line)
+        if x.get("op") not in ("EcDoRpcExt2", "Execute"):
+            continue
+        assert "undecodable" not in line, line[:2000]
+        for r in x.get("rops") or []:
+            names.add(r.get("Name"))
+            if x["dir"] == "response" and r.get("Name") == "RopFastTransferSourceGetBuffer":
+                sizes.append(r["TransferBufferSize"])
+    assert NEW_ROPS <= names, NEW_ROPS - names
+    assert sizes == [len(c) for c in chunks]
