@@ -19,25 +19,8 @@
 
 #include "core/buf.h"
 #include "core/json.h"
+#include "core/slurp.h"
 #include "fx/fxstream.h"
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 struct st {
     struct mp_fx_enc enc;
@@ -125,7 +108,7 @@ int main(int argc, char **argv)
     int r = 0;
     for (int i = 1; i < argc && !r; i++) {
         size_t n;
-        uint8_t *b = slurp(argv[i], &n);
+        uint8_t *b = mp_slurp(argv[i], &n);
         if (!b) {
             fprintf(stderr, "fxdump: cannot read %s\n", argv[i]);
             return 2;

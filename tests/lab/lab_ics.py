@@ -179,19 +179,25 @@ def message_dict(m):
     return d
 
 
-def store_message_dict(s, folder, d):
-    """Store an uploaded message dict in folder as a lab_rops.Message."""
-    m = R.Message(s.store.new_id(), folder.fid, {R.canonical(t): v
-                                                 for t, v in d.get('props', {}).items()})
-    m.props.setdefault(R.PidTagLastModificationTime, R.filetime_now())
+def set_children(m, d):
+    """Named properties, recipients and attachments of message dict d on m."""
     m.named = d.get('named', [])
     m.recipients = d.get('recipients', [])
+    m.attachments = {}
     for i, a in enumerate(d.get('attachments', [])):
         att = R.Attachment(i)
         att.props.update(a.get('props', {}))
         att.embedded = a.get('embedded')
         m.attachments[i] = att
     m.next_attach = len(m.attachments)
+
+
+def store_message_dict(s, folder, d):
+    """Store an uploaded message dict in folder as a lab_rops.Message."""
+    m = R.Message(s.store.new_id(), folder.fid, {R.canonical(t): v
+                                                 for t, v in d.get('props', {}).items()})
+    m.props.setdefault(R.PidTagLastModificationTime, R.filetime_now())
+    set_children(m, d)
     folder.messages[m.mid] = m
     s.store.__dict__.setdefault('fx_uploads', []).append(d)
     return m
@@ -427,13 +433,7 @@ def _apply_upload(s, o):
         tgt = o.target.msg
         d = msgs[0]
         tgt.props.update({R.canonical(t): v for t, v in d['props'].items()})
-        tgt.recipients = d['recipients']
-        tgt.named = d.get('named', [])
-        for i, a in enumerate(d['attachments']):
-            att = R.Attachment(i)
-            att.props.update(a['props'])
-            att.embedded = a.get('embedded')
-            tgt.attachments[i] = att
+        set_children(tgt, d)
 
 
 R.ROP_HANDLERS.update({

@@ -3,28 +3,11 @@
  * see make_samples.py there).  Every sample is decoded whole, at every split
  * point in two pieces, byte by byte, and with coalescing, and re-encoded
  * byte for byte. */
+#include "core/slurp.h"
 #include "fx/fxstream.h"
 #include "testlib.h"
 
 #include <stdint.h>
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 struct tally {
     struct mp_fx_enc enc;
@@ -110,7 +93,7 @@ static void sample(const char *name, int want_begins, int want_change_end)
     char path[256];
     snprintf(path, sizeof path, "data/fx/%s", name);
     size_t n;
-    uint8_t *b = slurp(path, &n);
+    uint8_t *b = mp_slurp(path, &n);
     CHECK(b != NULL);
     if (!b)
         return;
@@ -245,7 +228,7 @@ static void malformed(void)
 static void content_checks(void)
 {
     size_t n;
-    uint8_t *b = slurp("data/fx/message.fxs", &n);
+    uint8_t *b = mp_slurp("data/fx/message.fxs", &n);
     struct tally t;
     CHECK_EQ(feed_all(b, n, &t), 0);
     /* "Quarterly report" in UTF-16LE, then e-acute and a CJK character, then 00 00 */
