@@ -31,11 +31,23 @@ def sync_configure(rb, in_idx, out_idx, sync_type=0x01, send_options=0x01, flags
     return rb.raw(data, _hdr)
 
 
+def upload_state_begin(rb, in_idx, tag, size, logon_id=0):
+    return rb.raw(struct.pack('<BBBLL', 0x75, logon_id, in_idx, tag, size), _hdr)
+
+
+def upload_state_continue(rb, in_idx, data, logon_id=0):
+    return rb.raw(struct.pack('<BBBL', 0x76, logon_id, in_idx, len(data)) + data, _hdr)
+
+
+def upload_state_end(rb, in_idx, logon_id=0):
+    return rb.raw(struct.pack('<BBB', 0x77, logon_id, in_idx), _hdr)
+
+
 def upload_state(rb, in_idx, tag, blob, logon_id=0):
     """RopSynchronizationUploadStateStreamBegin/Continue/End (0x75-0x77)."""
-    rb.raw(struct.pack('<BBBLL', 0x75, logon_id, in_idx, tag, len(blob)), _hdr)
-    rb.raw(struct.pack('<BBBL', 0x76, logon_id, in_idx, len(blob)) + blob, _hdr)
-    return rb.raw(struct.pack('<BBB', 0x77, logon_id, in_idx), _hdr)
+    upload_state_begin(rb, in_idx, tag, len(blob), logon_id)
+    upload_state_continue(rb, in_idx, blob, logon_id)
+    return upload_state_end(rb, in_idx, logon_id)
 
 
 def get_buffer(rb, in_idx, size, logon_id=0):
@@ -72,6 +84,11 @@ def copy_messages(rb, in_idx, out_idx, mids, flags=0, send_options=0x01, logon_i
     data = struct.pack('<BBBBH', 0x4B, logon_id, in_idx, out_idx, len(mids))
     data += b''.join(struct.pack('<Q', m) for m in mids) + struct.pack('<BB', flags, send_options)
     return rb.raw(data, _hdr)
+
+
+def tell_version(rb, in_idx, version=(15, 0, 0x0847), logon_id=0):
+    """RopTellVersion (0x86): the other server's version (3 x u16)."""
+    return rb.raw(struct.pack('<BBBHHH', 0x86, logon_id, in_idx, *version), _hdr)
 
 
 def open_collector(rb, in_idx, out_idx, contents=True, logon_id=0):

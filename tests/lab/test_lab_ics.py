@@ -120,3 +120,46 @@ def test_ics_bad_state_rejected(lab):
     assert [x['ReturnValue'] for x in res] == [0, 0, 0, 0, 0x80070057]
     c.disconnect()
     dce.disconnect()
+
+
+def test_lab_ics_answers_decode_as_the_client_parsed(tmp_path):
+    """The lab's ICS / FastTransfer answers, in process, decoded by the
+    project's ROP codec (build/ropdump) with the request as context: the
+    values must be those the lab's client parsed."""
+    from test_lab_crosscheck import ROPDUMP, dump, lab_session, rops_of
+    if not os.path.exists(ROPDUMP):
+        pytest.skip('build/ropdump not built')
+    s, _ = lab_session()
+    mb = s.store.mailbox(ALICE, 'Alice')
+    H = [0xFFFFFFFF] * 8
+    rb = EC.RopBuffer().logon(0, ALICE).open_folder(0, 1, mb.inbox.fid)
+    IC.sync_configure(rb, 1, 2)
+    IC.upload_state(rb, 2, W.MetaTagCnsetSeen, b'')
+    IC.get_buffer(rb, 2, 64)
+    IC.get_buffer(rb, 2, 0x9000)
+    IC.get_transfer_state(rb, 2, 3)
+    IC.get_buffer(rb, 3, 100)
+    IC.open_collector(rb, 1, 4)
+    IC.import_message_change(rb, 4, 5, {W.PidTagSourceKey: bytes(22)})
+    IC.dest_configure(rb, 1, 6, 0x03)
+    IC.put_buffer(rb, 6, W.top_message({'props': {PidTagSubject: 'x'}}))
+    IC.copy_messages(rb, 1, 7, [mb.inbox.messages and sorted(mb.inbox.messages)[0]])
+    IC.get_buffer(rb, 7, 0x7000)
+    IC.tell_version(rb, 7)
+    req = rb.build(H)
+    out = s.process(req)
+    res, _ = rb.parse(out)
+    assert all(r['ReturnValue'] == 0 for r in res), res
+    got = rops_of(dump(ROPDUMP, tmp_path, req, out), 'response')
+    assert len(got) == len(res)
+    for g, r in zip(got, res):
+        assert int(g['RopId'], 16) == r['rop']
+        for k in ('TransferStatus', 'InProgressCount', 'TotalStepCount', 'BufferUsedSize',
+                  'MessageId'):
+            if k in r:
+                assert g[k] == r[k] or int(str(g[k]), 0) == r[k], (g['Name'], k, g[k], r[k])
+        if 'TransferBuffer' in r:
+            assert g['TransferBufferSize'] == len(r['TransferBuffer'])
+    names = [g['Name'] for g in got]
+    assert 'RopFastTransferSourceGetBuffer' in names and \
+        'RopSynchronizationImportMessageChange' in names
