@@ -4,12 +4,13 @@
 A message is a dict:
     {"props": {proptag: value},
      "named": [{"guid": "00020329-0000-0000-c000-000000000046",
-                "lid": 0x8501 | "name": "x-foo", "tag": 0x80000003, "value": v}],
+                "lid": 0x8501 | "name": "x-foo", "type": 0x0003, "value": v}],
      "recipients": [{"props": {...}}],
      "attachments": [{"props": {...}, "embedded": <message dict> or None}]}
-"tag" in a named entry carries the property type in its low 16 bits (the id
-half is only a placeholder >= 0x8000: the stream identifies the property by
-GUID + LID/name).  Values: int, float, bool, str (PtypString / PtypString8),
+"type" is the named property's type ("tag" with the type in its low 16 bits
+is read too); the stream identifies the property by GUID + LID/name, the
+property id written (0x8000 + position) is only a placeholder, as a
+client's local mapping would be.  Values: int, float, bool, str (PtypString / PtypString8),
 bytes (PtypBinary, PtypObject, PtypServerId, PtypGuid), lists for
 multi-valued types.
 
@@ -142,8 +143,9 @@ def prop(tag, v, named=None):
 
 def prop_list(props, named=()):
     out = b''.join(prop(tag, v) for tag, v in props.items())
-    for n in named:
-        tag = (n.get('id', 0x8000) << 16) | (n['tag'] & 0xFFFF)
+    for i, n in enumerate(named):
+        t = n['type'] if 'type' in n else n['tag'] & 0xFFFF
+        tag = ((0x8000 + i) << 16) | t
         out += prop(tag, n['value'], {'guid': n['guid'], 'lid': n.get('lid'),
                                       'name': n.get('name')})
     return out
@@ -336,7 +338,7 @@ def messages_of(atoms):
                 stack = [cur]
             tgt = stack[-1]
             if named:
-                tgt.setdefault('named', []).append(dict(named, tag=tag, value=v))
+                tgt.setdefault('named', []).append(dict(named, type=tag & 0xFFFF, value=v))
             else:
                 tgt['props'][tag] = v
             continue

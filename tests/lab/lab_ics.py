@@ -93,7 +93,7 @@ class SyncDownload(FxDownload):
             cns.append(cn)
             if W.in_ranges(cn, seen):
                 continue
-            d = message_dict(m)
+            d = message_dict(m, store)
             header = change_header(store, m, cn)
             changes.append((d, header, len(W.message_content(d))))
         have = {W.globcnt_of(m.mid) for m in self.folder.messages.values()}
@@ -163,31 +163,60 @@ def _props(p):
     return {t: v for t, v in p.items() if t not in COMPUTED and v is not None}
 
 
-def message_dict(m):
-    """A lab_rops.Message (or a message dict) as the writer's message dict."""
+def message_dict(m, store=None):
+    """A lab_rops.Message (or a message dict) as the writer's message dict.
+    Named properties stored under a mapped id (store.named_names: id ->
+    (guid, 'lid'|'name', key)) go out as named entries; mapped ids the store
+    cannot name are left out."""
     if isinstance(m, dict):
         return m
-    d = {'props': _props(m.props), 'named': list(getattr(m, 'named', []) or []),
+    names = getattr(store, 'named_names', None) or {}
+    d = {'props': {}, 'named': list(getattr(m, 'named', None) or []),
          'recipients': [], 'attachments': []}
-    for r in getattr(m, 'recipients', []) or []:
-        d['recipients'].append({'props': dict(r['props'] if isinstance(r, dict) else r.props)})
+    for t, v in _props(m.props).items():
+        if t >> 16 < 0x8000:
+            d['props'][t] = v
+        elif t >> 16 in names:
+            guid, kind, key = names[t >> 16]
+            d['named'].append({'guid': str(uuidlib.UUID(bytes_le=bytes(guid))), kind: key,
+                               'type': t & 0xFFFF, 'value': v})
+    for r in getattr(m, 'recipients', None) or []:
+        p = r.get('props', r) if isinstance(r, dict) else r.props
+        d['recipients'].append({'props': dict(p)})
     atts = m.attachments.values() if isinstance(m.attachments, dict) else m.attachments
     for a in atts:
         emb = getattr(a, 'embedded', None)
         d['attachments'].append({'props': _props(a.props),
-                                 'embedded': message_dict(emb) if emb is not None else None})
+                                 'embedded': message_dict(emb, store) if emb is not None
+                                 else None})
     return d
 
 
-def set_children(m, d):
-    """Named properties, recipients and attachments of message dict d on m."""
-    m.named = d.get('named', [])
-    m.recipients = d.get('recipients', [])
+def set_children(m, d, store=None):
+    """Named properties, recipients and attachments of message dict d on m.
+    With a store that maps names to ids (store.named_ids, lab_content), named
+    properties are stored under their mapped ids like the online-mode ROPs
+    store them; otherwise they stay a list on m.named."""
+    m.named = []
+    for n in d.get('named', []):
+        if getattr(store, 'named_ids', None) is not None:
+            import lab_content
+            key = ('lid', n['lid']) if n.get('lid') is not None else ('name', n['name'])
+            pid = lab_content.named_id(store, uuidlib.UUID(n['guid']).bytes_le, key)
+            m.props[(pid << 16) | n['type']] = n['value']
+        else:
+            m.named.append(n)
+    m.recipients = [dict(r['props']) for r in d.get('recipients', [])]
     m.attachments = {}
     for i, a in enumerate(d.get('attachments', [])):
         att = R.Attachment(i)
         att.props.update(a.get('props', {}))
-        att.embedded = a.get('embedded')
+        if a.get('embedded') is not None:
+            att.embedded = R.Message(0, 0, {R.canonical(t): v
+                                            for t, v in a['embedded'].get('props', {}).items()})
+            set_children(att.embedded, a['embedded'], store)
+        else:
+            att.embedded = None
         m.attachments[i] = att
     m.next_attach = len(m.attachments)
 
@@ -197,7 +226,7 @@ def store_message_dict(s, folder, d):
     m = R.Message(s.store.new_id(), folder.fid, {R.canonical(t): v
                                                  for t, v in d.get('props', {}).items()})
     m.props.setdefault(R.PidTagLastModificationTime, R.filetime_now())
-    set_children(m, d)
+    set_children(m, d, s.store)
     folder.messages[m.mid] = m
     s.store.__dict__.setdefault('fx_uploads', []).append(d)
     return m
@@ -315,7 +344,7 @@ def rop_copy_to(s, r, handles):
     o = s.obj(handles, in_idx, 'message')
     if o is None:
         return R.fail(0x4D, out_idx, R.ecNullObject)
-    d = message_dict(o.msg)
+    d = message_dict(o.msg, s.store)
     d = dict(d, props={t: v for t, v in d['props'].items() if t not in excluded})
     if 0x0E12000D in excluded:          # PidTagMessageRecipients
         d['recipients'] = []
@@ -338,7 +367,7 @@ def rop_copy_messages(s, r, handles):
     if len(msgs) != len(mids):
         return R.fail(0x4B, out_idx, R.ecNotFound)
     s.set_out(handles, out_idx, FxDownload(
-        lambda: b''.join(W.top_message(message_dict(m)) for m in msgs)))
+        lambda: b''.join(W.top_message(message_dict(m, s.store)) for m in msgs)))
     return struct.pack('<BBL', 0x4B, out_idx, ecSuccess)
 
 
@@ -433,7 +462,7 @@ def _apply_upload(s, o):
         tgt = o.target.msg
         d = msgs[0]
         tgt.props.update({R.canonical(t): v for t, v in d['props'].items()})
-        set_children(tgt, d)
+        set_children(tgt, d, s.store)
 
 
 R.ROP_HANDLERS.update({

@@ -51,7 +51,7 @@ def sample_message(subject):
     return {'props': {PidTagSubject: subject, 0x001A001F: 'IPM.Note',
                       0x1000001F: 'body of ' + subject, 0x0E070003: 1},
             'named': [{'guid': '00020329-0000-0000-c000-000000000046', 'name': 'Keywords',
-                       'tag': 0x8000101F, 'value': ['fx']}],
+                       'type': 0x101F, 'value': ['fx']}],
             'recipients': [{'props': {0x3001001F: 'Bob', 0x0C150003: 1}}],
             'attachments': [{'props': {0x37050003: 1, 0x3707001F: 'a.bin',
                                        0x37010102: bytes(range(256)) * 200}},
