@@ -8,8 +8,11 @@ CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-INC     := -Isrc -Iinclude
-LIBS    := -lssl -lcrypto -lhttp_parser -ldl
+# GMime 3 (src/content/mime.c): message model -> MIME
+GMIME_CFLAGS := $(shell pkg-config --cflags gmime-3.0 2>/dev/null)
+GMIME_LIBS   := $(or $(shell pkg-config --libs gmime-3.0 2>/dev/null),-lgmime-3.0 -lgio-2.0 -lgobject-2.0 -lglib-2.0)
+INC     := -Isrc -Iinclude $(GMIME_CFLAGS)
+LIBS    := -lssl -lcrypto -lhttp_parser -ldl $(GMIME_LIBS)
 
 LIB_SRC := $(filter-out src/core/main.c,$(shell find src -name '*.c' | sort))
 HDRS    := $(shell find src include -name '*.h' 2>/dev/null)

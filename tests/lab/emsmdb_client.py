@@ -183,6 +183,18 @@ def tagged_values(props):
     return data
 
 
+def parse_message_info(r, d):
+    """The recipient part of MessageInfo (RopOpenMessage / RopOpenEmbeddedMessage)."""
+    d['RecipientCount'] = r.u16()
+    cc = r.u16()
+    d['RecipientColumns'] = [r.u32() for _ in range(cc)]
+    d['RowCount'] = r.u8()
+    d['RecipientRows'] = []
+    for _ in range(d['RowCount']):
+        rtype, cp, _res, size = r.u8(), r.u16(), r.u16(), r.u16()
+        d['RecipientRows'].append((rtype, r.take(size)))
+
+
 class RopBuffer(object):
     def __init__(self):
         self.rops = []          # (bytes, parser or None)
@@ -248,13 +260,77 @@ class RopBuffer(object):
                         d[name] = r.asciiz()
                     else:
                         d[name] = r.utf16z()
-                d['RecipientCount'] = r.u16()
-                cc = r.u16()
-                d['RecipientColumns'] = [r.u32() for _ in range(cc)]
-                d['RowCount'] = r.u8()
+                parse_message_info(r, d)
             return d
         return self._add(struct.pack('<BBBBHQBQ', 0x03, logon_id, in_idx, out_idx, codepage,
                                      fid, mode, mid), parse)
+
+    def open_embedded_message(self, in_idx, out_idx, mode=0, codepage=0x0FFF, logon_id=0):
+        def parse(r):
+            d = self._hdr(r)
+            if d['ReturnValue'] == 0:
+                r.u8()
+                d['MessageId'] = r.u64()
+                d['HasNamedProperties'] = r.u8()
+                for name in ('SubjectPrefix', 'NormalizedSubject'):
+                    st = r.u8()
+                    d[name] = (r.asciiz() if st in (2, 3) else r.utf16z()) if st > 1 else None
+                parse_message_info(r, d)
+            return d
+        return self._add(struct.pack('<BBBBHB', 0x46, logon_id, in_idx, out_idx, codepage,
+                                     mode), parse)
+
+    def get_properties_all(self, in_idx, size_limit=0, want_unicode=1, logon_id=0):
+        def parse(r):
+            d = self._hdr(r)
+            if d['ReturnValue'] == 0:
+                n = r.u16()
+                d['Values'] = {}
+                for _ in range(n):
+                    tag = r.u32()
+                    d['Values'][tag] = read_value(r, ptype(tag))
+            return d
+        return self._add(struct.pack('<BBBHH', 0x08, logon_id, in_idx, size_limit,
+                                     want_unicode), parse)
+
+    def modify_recipients(self, in_idx, columns, rows, logon_id=0):
+        """rows: (row_id, recipient_type, RecipientRow bytes)."""
+        data = struct.pack('<BBBH', 0x0E, logon_id, in_idx, len(columns)) + \
+            b''.join(struct.pack('<L', t) for t in columns) + struct.pack('<H', len(rows))
+        for row_id, rtype, row in rows:
+            data += struct.pack('<LBH', row_id, rtype, len(row)) + row
+        return self._add(data, self._hdr)
+
+    def read_recipients(self, in_idx, row_id=0, logon_id=0):
+        def parse(r):
+            d = self._hdr(r)
+            if d['ReturnValue'] == 0:
+                n = r.u8()
+                d['Rows'] = []
+                for _ in range(n):
+                    row_id, rtype, cp, _res, size = r.u32(), r.u8(), r.u16(), r.u16(), r.u16()
+                    d['Rows'].append((row_id, rtype, r.take(size)))
+            return d
+        return self._add(struct.pack('<BBBLH', 0x0F, logon_id, in_idx, row_id, 0), parse)
+
+    def get_names_from_ids(self, in_idx, ids, logon_id=0):
+        def parse(r):
+            d = self._hdr(r)
+            if d['ReturnValue'] == 0:
+                d['Names'] = []
+                for _ in range(r.u16()):
+                    kind = r.u8()
+                    guid = r.take(16)
+                    if kind == 0:
+                        d['Names'].append((guid, 'lid', r.u32()))
+                    elif kind == 1:
+                        d['Names'].append((guid, 'name', r.take(r.u8()).decode(
+                            'utf-16le').rstrip('\x00')))
+                    else:
+                        d['Names'].append(None)
+            return d
+        return self._add(struct.pack('<BBBH', 0x55, logon_id, in_idx, len(ids)) +
+                         b''.join(struct.pack('<H', i) for i in ids), parse)
 
     def _table(self, rop_id, in_idx, out_idx, flags, logon_id, has_count=True):
         def parse(r):

@@ -12,6 +12,9 @@ import threading
 import time
 import uuid as uuidlib
 
+import lab_content
+import lab_store
+
 # Return values
 ecSuccess = 0x00000000
 ecNotSupported = 0x80040102
@@ -222,6 +225,13 @@ class Attachment(object):
     def __init__(self, num):
         self.num = num
         self.props = {PidTagAttachMethod: 1}
+        self.embedded = None      # Message (attach method 5)
+
+    def clone(self):
+        b = Attachment(self.num)
+        b.props = dict(self.props)
+        b.embedded = self.embedded.clone(0, 0) if self.embedded else None
+        return b
 
 
 class Message(object):
@@ -231,14 +241,14 @@ class Message(object):
         self.props = dict(props or {})
         self.attachments = {}
         self.next_attach = 0
+        self.recipients = []      # property dicts (PidTagRowid = position)
 
     def clone(self, mid, fid):
         m = Message(mid, fid, self.props)
         for n, a in self.attachments.items():
-            b = Attachment(n)
-            b.props = dict(a.props)
-            m.attachments[n] = b
+            m.attachments[n] = a.clone()
         m.next_attach = self.next_attach
+        m.recipients = [dict(x) for x in self.recipients]
         return m
 
 
@@ -291,6 +301,11 @@ class Mailbox(object):
             PidTagMessageFlags: 0x1, PidTagSenderName: 'Administrator',
             PidTagMessageDeliveryTime: filetime_now()})
         self.inbox.messages[m.mid] = m
+        # The lab's mailbox content (tests/lab/lab_store.py): HTML, RTF,
+        # attachments (one of 10 MB), an embedded message, named properties.
+        for d in lab_store.messages():
+            m = lab_content.from_dict(store, d, store.new_id(), self.inbox.fid)
+            self.inbox.messages[m.mid] = m
 
     def _mkfolder(self, parent, name, cls=None):
         f = Folder(self.store.new_id(), parent.fid if parent else 0, name, cls)
@@ -318,6 +333,9 @@ class Store(object):
         # New-mail events (MAPI over HTTP NotificationWait): owner DN -> count
         self.events = threading.Condition(self.lock)
         self.new_mail = {}
+        # Named properties (MS-OXCPRPT 3.1.4.2): (guid, lid or name) <-> id
+        self.named_ids = {}
+        self.named_names = {}
 
     def notify_new_mail(self, owner_dn):
         with self.events:
@@ -595,7 +613,7 @@ class RopSession(object):
             while r.off < r.end:
                 rop_id = r.data[r.off]
                 self.seen_ids.append(rop_id)
-                fn = ROP_HANDLERS.get(rop_id)
+                fn = ROP_HANDLERS.get(rop_id) or lab_content.ROP_HANDLERS.get(rop_id)
                 if fn is None:
                     hidx = r.data[r.off + 2] if r.off + 2 < r.end else 0
                     self.log('emsmdb:   ROP 0x%02x not supported -> ecNotSupported, '
@@ -721,17 +739,7 @@ def rop_open_message(s, r, handles):
     if m is None:
         return fail(0x03, out_idx, ecNotFound)
     s.set_out(handles, out_idx, MessageObj(base.mailbox, m.clone(m.mid, m.fid), f, False))
-    subject = m.props.get(PidTagSubject)
-    out = struct.pack('<BBL', 0x03, out_idx, ecSuccess)
-    out += b'\x00'                                   # HasNamedProperties
-    out += b'\x00'                                   # SubjectPrefix: no string
-    if subject:
-        out += b'\x04' + subject.encode('utf-16le') + b'\x00\x00'
-    else:
-        out += b'\x00'
-    out += struct.pack('<HH', 0, 0)                  # RecipientCount, ColumnCount
-    out += b'\x00'                                   # RowCount
-    return out
+    return struct.pack('<BBL', 0x03, out_idx, ecSuccess) + lab_content.message_info(m)
 
 
 def _get_table(s, r, handles, rop_id, what):
@@ -865,6 +873,9 @@ def rop_save_changes_message(s, r, handles):
 
 
 def save_message(s, o):
+    if getattr(o, 'parent_att', None) is not None:
+        lab_content.save_embedded(o)
+        return
     if not o.msg.mid:
         o.msg.mid = s.store.new_id()
     o.msg.props[PidTagLastModificationTime] = filetime_now()
@@ -947,9 +958,7 @@ def rop_open_attachment(s, r, handles):
     s.log('emsmdb:   RopOpenAttachment %d -> %s' % (num, 'ok' if a else 'not found'))
     if a is None:
         return fail(0x22, out_idx, ecNotFound)
-    b = Attachment(num)
-    b.props = dict(a.props)
-    s.set_out(handles, out_idx, AttachmentObj(o, b, False))
+    s.set_out(handles, out_idx, AttachmentObj(o, a.clone(), False))
     return struct.pack('<BBL', 0x22, out_idx, ecSuccess)
 
 
@@ -962,9 +971,7 @@ def rop_save_changes_attachment(s, r, handles):
     o = s.obj(handles, in_idx, 'attachment')
     if o is None:
         return fail(0x25, resp_idx, ecNullObject)
-    b = Attachment(o.att.num)
-    b.props = dict(o.att.props)
-    o.msgobj.msg.attachments[o.att.num] = b
+    o.msgobj.msg.attachments[o.att.num] = o.att.clone()
     o.new = False
     s.log('emsmdb:   RopSaveChangesAttachment %d (%d bytes data)' % (
         o.att.num, len(o.att.props.get(PidTagAttachDataBinary, b''))))
@@ -1039,8 +1046,10 @@ def rop_write_stream(s, r, handles):
     st.data[st.pos:st.pos + len(data)] = data
     st.pos += len(data)
     st.dirty = True
-    # Like Exchange, written data is visible on the owning object immediately.
-    object_props(st.owner)[canonical(st.tag)] = decode_stream_value(st.tag, st.data)
+    # Like Exchange, written data is visible on the owning object immediately
+    # (past 1 MB at RopCommitStream / the owner's save, not to copy it per write).
+    if len(st.data) <= 1 << 20:
+        object_props(st.owner)[canonical(st.tag)] = decode_stream_value(st.tag, st.data)
     s.log('emsmdb:   RopWriteStream %d bytes' % len(data))
     return struct.pack('<BBLH', 0x2D, in_idx, ecSuccess, len(data))
 

@@ -1,0 +1,71 @@
+/* Message assembly: whole messages out of a session's traffic, per
+ * direction (doc/internals/content.md).
+ *
+ * Online mode: mp_asm_rops() takes each EMSMDB call in the rop_response
+ * stage (both the request's and the response's ROPs are decoded then) and
+ * follows message, attachment and stream objects by their server handles:
+ *   upload   (client -> server): RopCreateMessage, RopSetProperties,
+ *            RopOpenStream + RopWriteStream, RopModifyRecipients,
+ *            RopCreateAttachment, RopOpenEmbeddedMessage, ...; complete at
+ *            RopSaveChangesMessage of the top message (again at
+ *            RopSubmitMessage only if it changed since);
+ *   download (server -> client): RopOpenMessage, RopGetPropertiesSpecific /
+ *            All, RopOpenStream + RopReadStream, RopReadRecipients,
+ *            RopOpenAttachment, RopOpenEmbeddedMessage; complete when the
+ *            top message object is released (RopRelease, or the session's
+ *            end) after at least one property or stream was read from it or
+ *            its attachments ("read").
+ *
+ * FastTransfer (cached mode) feeds the same model: mp_asm_begin() for a
+ * message whose content starts, the mp_msg_* / mp_props_* setters of
+ * message.h while its content streams, then mp_asm_end() when its last byte
+ * has passed (partial = messageChangePartial).  Values counted with
+ * mp_asm_count() obey the same size limits. */
+#ifndef MP_CONTENT_ASSEMBLE_H
+#define MP_CONTENT_ASSEMBLE_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "content/message.h"
+
+struct mp_call;
+
+enum mp_msg_dir { MP_MSG_UPLOAD, MP_MSG_DOWNLOAD };
+enum mp_msg_mode { MP_MSG_ONLINE, MP_MSG_ICS_DOWNLOAD, MP_MSG_ICS_UPLOAD, MP_MSG_FX_COPY };
+const char *mp_msg_dir_name(enum mp_msg_dir d);   /* "upload", "download" */
+const char *mp_msg_mode_name(enum mp_msg_mode m); /* "online", "ics-download", ... */
+
+struct mp_msg_event {
+    enum mp_msg_dir dir;
+    enum mp_msg_mode mode;
+    uint64_t folder_id, message_id; /* 0 when unknown (an upload before its first save) */
+    const char *completed_by;       /* "RopSaveChangesMessage", "RopRelease", ... */
+    bool partial;                   /* messageChangePartial: a partial change only */
+    struct mp_message *msg;         /* valid during the callback */
+};
+
+struct mp_asm_ops {
+    void (*done)(void *arg, const struct mp_msg_event *ev);
+    /* warnings: a message passed max_message, a temporary file failed */
+    void (*log)(void *arg, const char *msg);
+    void *arg;
+};
+
+struct mp_asm;
+struct mp_asm *mp_asm_new(const struct mp_content_limits *limits, const struct mp_asm_ops *ops);
+/* Delivers downloads that were read and are still open, drops unsaved
+ * uploads, frees everything. */
+void mp_asm_free(struct mp_asm *a);
+/* One EMSMDB call, in the rop_response hook. */
+void mp_asm_rops(struct mp_asm *a, struct mp_call *call);
+
+/* FastTransfer entry points (see above). */
+struct mp_message *mp_asm_begin(struct mp_asm *a);
+/* Counts n content bytes of m (embedded ones count for their top message);
+ * false when the message passed the limit (it is then dropped at end). */
+bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n);
+void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
+                enum mp_msg_mode mode, const char *completed_by, bool partial);
+const struct mp_content_limits *mp_asm_limits(const struct mp_asm *a);
+
+#endif
