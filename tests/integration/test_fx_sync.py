@@ -30,7 +30,7 @@ from test_http_front_lab import lab_env, start_front, PENDING  # noqa: E402
 
 FXDUMP = os.path.join(ROOT, "build", "fxdump")
 SUBJECT = 0x0037001F
-BIG = bytes(range(251)) * 2400  # 602 KB: many GetBuffer/PutBuffer rounds
+BIG = bytes(range(251)) * 800  # 200 KB: many 1000-byte GetBuffers, 7000-byte PutBuffers
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +94,20 @@ def test_cached_mode_sync_through_proxy(session, fxdump, tmp_path):
     c = t.c
     [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
     assert logon["ReturnValue"] == 0
-    inbox = logon["FolderIds"][4]
+    inbox, sent = logon["FolderIds"][4], logon["FolderIds"][6]
 
-    first = IC.sync_folder(c, 0, inbox, buffer_size=1000)
-    assert all(len(x) <= 1000 for x in first["chunks"])
-    assert first["stream"] in lab_streams(t.dump)
-    d = decode(fxdump, tmp_path, first["chunks"])
-    assert d["exact"] and d["bytes"] == len(first["stream"])
-    assert d["changes"] == len(first["messages"]) >= 1
+    # the Inbox as the lab has it (with lab_store's content: a 10 MB
+    # attachment among others), in 0x7F00-byte buffers
+    inb = IC.sync_folder(c, 0, inbox, buffer_size=0x7F00)
+    assert inb["stream"] in lab_streams(t.dump)
+    d = decode(fxdump, tmp_path, inb["chunks"])
+    assert d["exact"] and d["bytes"] == len(inb["stream"])
+    assert d["changes"] == len(inb["messages"]) >= 1
     assert "Welcome to the lab" in d["subjects"]
+
+    # Sent Items (empty), then uploads into it, then syncs in 1000-byte buffers
+    first = IC.sync_folder(c, 0, sent, buffer_size=1000)
+    assert first["messages"] == [] and first["stream"] in lab_streams(t.dump)
 
     # uploads through the proxy: FastTransfer (PutBuffer in 7000-byte pieces)
     # and ICS (ImportMessageChange + SetProperties + SaveChangesMessage)
@@ -112,11 +117,12 @@ def test_cached_mode_sync_through_proxy(session, fxdump, tmp_path):
            "attachments": [{"props": {0x37050003: 1, 0x3707001F: "big.bin", 0x37010102: BIG}},
                            {"props": {0x37050003: 5},
                             "embedded": {"props": {SUBJECT: "embedded one"}}}]}
-    IC.fx_upload(c, 0, inbox, [msg], chunk=7000)
-    IC.ics_upload(c, 0, inbox, {"props": {SUBJECT: "ics through the proxy"}},
+    IC.fx_upload(c, 0, sent, [msg], chunk=7000)
+    IC.ics_upload(c, 0, sent, {"props": {SUBJECT: "ics through the proxy"}},
                   bytes(22), bytes(16) + b"\0\0\0\0\0\x09", 0x01D9000000000000)
 
-    second = IC.sync_folder(c, 0, inbox, state=first["state"], buffer_size=0x7FF0)
+    second = IC.sync_folder(c, 0, sent, state=first["state"], buffer_size=1000)
+    assert all(len(x) <= 1000 for x in second["chunks"])
     assert second["stream"] in lab_streams(t.dump)
     got = {m["props"].get(SUBJECT): m for m in second["messages"]}
     assert set(got) == {"through the proxy", "ics through the proxy"}
@@ -133,14 +139,15 @@ def test_cached_mode_sync_through_proxy(session, fxdump, tmp_path):
 
     # RopFastTransferSourceCopyTo of the uploaded message
     mid = up["header"][0x674A0014]
-    stream, chunks = IC.fx_download_message(c, 0, inbox, mid, buffer_size=0x8000 + 100)
+    stream, chunks = IC.fx_download_message(c, 0, sent, mid, buffer_size=0x8000 + 100)
     assert stream in lab_streams(t.dump)
     d = decode(fxdump, tmp_path, chunks)
-    assert d["exact"] and d["max_depth"] == 1
+    assert d["exact"] and d["max_depth"] == 2  # attachment > embedded message
 
     t.close()
     assert p.alive()
-    check_trace(tmp_path / "trace.jsonl", first["chunks"] + second["chunks"] + chunks)
+    check_trace(tmp_path / "trace.jsonl",
+                inb["chunks"] + first["chunks"] + second["chunks"] + chunks)
 
 
 NEW_ROPS = {"RopSynchronizationConfigure", "RopSynchronizationUploadStateStreamBegin",

@@ -310,7 +310,8 @@ def rop_get_buffer(s, r, handles):
     chunk = o.data[o.pos:o.pos + size]
     o.pos += len(chunk)
     status = TS_DONE if o.pos >= len(o.data) else TS_PARTIAL
-    steps = max(1, (len(o.data) + max(size, 1) - 1) // max(size, 1))
+    # InProgressCount / TotalStepCount (u16): progress in buffers, capped
+    steps = min(0xFFFF, max(1, (len(o.data) + max(size, 1) - 1) // max(size, 1)))
     done = min(steps, (o.pos + max(size, 1) - 1) // max(size, 1))
     return struct.pack('<BBLHHHBH', 0x4E, in_idx, ecSuccess, status, done, steps, 0,
                        len(chunk)) + chunk
