@@ -77,7 +77,7 @@ unit: $(addprefix $(B)/unit/,$(UNIT))
 	  echo "== $$t"; ( cd tests/unit && ../../$(B)/unit/$$t ) || fail=1; done; exit $$fail
 
 # Everything the integration tests start (tests/integration, tests/lab).
-integration: $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode $(B)/ropdump modules
+integration: $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode $(B)/ropdump $(B)/fxdump modules
 	$(PY) -m pytest -q --timeout=600 tests/lab tests/integration
 
 # --- fuzzing: every tests/fuzz/fuzz_*.c is a libFuzzer target -------------
@@ -109,7 +109,7 @@ fuzz-replay: $(addprefix $(B)/fuzz/,$(FUZZ))
 # ropdump and the modules.
 # Everything is built first, on every core, then the steps run one at a time.
 JOBS := $(shell nproc 2>/dev/null || echo 2)
-TEST_BUILD := $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode $(B)/ropdump modules \
+TEST_BUILD := $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode $(B)/ropdump $(B)/fxdump modules \
               $(addprefix $(B)/unit/,$(UNIT)) $(addprefix $(B)/fuzz/,$(FUZZ))
 test: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) test-build
@@ -189,6 +189,9 @@ check-gen-rops:
 # A small driver for tests/integration/test_rop_wire.py: decode, re-encode,
 # print JSON (see tools/ropdump.c).
 $(B)/ropdump: tools/ropdump.c $(B)/libmp-asan.a
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
+# The FastTransfer codec's driver (tools/fxdump.c, doc/internals/fasttransfer.md).
+$(B)/fxdump: tools/fxdump.c $(B)/libmp-asan.a
 	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
 
 # --- soak and fault test (tests/soak, doc/internals/soak.md) ---------------

@@ -1120,3 +1120,5 @@ ROP_HANDLERS = {
     0xFE: rop_logon,
 }
 
+
+import lab_ics  # noqa: E402,F401  ICS and FastTransfer ROPs (register in ROP_HANDLERS)

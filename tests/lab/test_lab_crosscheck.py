@@ -34,6 +34,7 @@ ROOT = os.path.normpath(os.path.join(HERE, '..', '..'))
 sys.path.insert(0, HERE)
 
 import emsmdb_client as EC                                    # noqa: E402
+import ics_client as IC                                       # noqa: E402
 import lab_rops as L                                          # noqa: E402
 
 ROPDUMP = os.path.join(ROOT, 'build', 'ropdump')
@@ -275,6 +276,47 @@ BUILT = [
      {'Name': 'RopWriteStream', 'DataSize': 3, 'Data': '616263'}),
     (lambda b: b.commit_stream(6), {'Name': 'RopCommitStream', 'InputHandleIndex': 6}),
     (lambda b: b.submit_message(2, flags=1), {'Name': 'RopSubmitMessage', 'SubmitFlags': 1}),
+    # ICS and FastTransfer (tests/lab/ics_client.py)
+    (lambda b: IC.sync_configure(b, 1, 2, sync_type=1, send_options=3, flags=0x0081,
+                                 extra=0x0E, tags=[0x0E080003]),
+     {'Name': 'RopSynchronizationConfigure', 'InputHandleIndex': 1, 'OutputHandleIndex': 2,
+      'SynchronizationType': 1, 'SendOptions': 3, 'RestrictionDataSize': 0,
+      'PropertyTagCount': 1, 'PropertyTags': ['0x0e080003']}),
+    (lambda b: IC.upload_state_begin(b, 2, 0x67960102, 2),
+     {'Name': 'RopSynchronizationUploadStateStreamBegin', 'InputHandleIndex': 2,
+      'StateProperty': 0x67960102, 'TransferBufferSize': 2}),
+    (lambda b: IC.upload_state_continue(b, 2, b'\x01\x02'),
+     {'Name': 'RopSynchronizationUploadStateStreamContinue', 'StreamDataSize': 2,
+      'StreamData': '0102'}),
+    (lambda b: IC.upload_state_end(b, 2),
+     {'Name': 'RopSynchronizationUploadStateStreamEnd', 'InputHandleIndex': 2}),
+    (lambda b: IC.get_buffer(b, 2, 0x1000),
+     {'Name': 'RopFastTransferSourceGetBuffer', 'InputHandleIndex': 2, 'BufferSize': 0x1000}),
+    (lambda b: IC.get_buffer(b, 2, 0x9000),
+     {'Name': 'RopFastTransferSourceGetBuffer', 'BufferSize': 0xBABE,
+      'MaximumBufferSize': 0x9000}),
+    (lambda b: IC.get_transfer_state(b, 2, 3),
+     {'Name': 'RopSynchronizationGetTransferState', 'InputHandleIndex': 2,
+      'OutputHandleIndex': 3}),
+    (lambda b: IC.copy_to(b, 2, 3, excluded=[0x0E12000D], level=0, flags=0, send_options=1),
+     {'Name': 'RopFastTransferSourceCopyTo', 'Level': 0, 'SendOptions': 1,
+      'PropertyTagCount': 1, 'PropertyTags': ['0x0e12000d']}),
+    (lambda b: IC.copy_messages(b, 1, 3, [0x1234, 0x5678], flags=0, send_options=1),
+     {'Name': 'RopFastTransferSourceCopyMessages', 'MessageIdCount': 2,
+      'MessageIds': [0x1234, 0x5678], 'SendOptions': 1}),
+    (lambda b: IC.tell_version(b, 3), {'Name': 'RopTellVersion', 'InputHandleIndex': 3}),
+    (lambda b: IC.open_collector(b, 1, 4, contents=True),
+     {'Name': 'RopSynchronizationOpenCollector', 'InputHandleIndex': 1,
+      'OutputHandleIndex': 4, 'IsContentsCollector': 1}),
+    (lambda b: IC.import_message_change(b, 4, 5, {0x65E00102: b'\x01' * 22}, flag=0x40),
+     {'Name': 'RopSynchronizationImportMessageChange', 'InputHandleIndex': 4,
+      'OutputHandleIndex': 5, 'ImportFlag': 0x40, 'PropertyValueCount': 1}),
+    (lambda b: IC.dest_configure(b, 1, 6, 0x03, flags=0),
+     {'Name': 'RopFastTransferDestinationConfigure', 'InputHandleIndex': 1,
+      'OutputHandleIndex': 6, 'SourceOperation': 3, 'CopyFlags': 0}),
+    (lambda b: IC.put_buffer(b, 6, b'\x03\x00\x0c\x40'),
+     {'Name': 'RopFastTransferDestinationPutBuffer', 'InputHandleIndex': 6,
+      'TransferDataSize': 4, 'TransferData': '03000c40'}),
 ]
 
 
