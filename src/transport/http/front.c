@@ -252,7 +252,10 @@ static bool step(struct hconn *s, struct leg *x, uint32_t ev)
         return true;
     if (x->client)
         moved |= mp_hx_parse_client(s);
-    bool rd = (ev & (MP_READ | MP_ERRHUP)) || ((ev & MP_WRITE) && x->tls.rd_wants_write);
+    /* bytes OpenSSL holds bring no event: they are read when reading may
+     * go on again (backpressure eased, a paused parser resumed) */
+    bool rd = (ev & (MP_READ | MP_ERRHUP)) || ((ev & MP_WRITE) && x->tls.rd_wants_write) ||
+              mp_tls_pending(&x->tls);
     if (!s->dead && rd && may_read(s, x))
         moved |= read_leg(s, x);
     return moved;
