@@ -10,7 +10,7 @@
 #include <strings.h>
 
 #include "core/log.h"
-#include "modules/rewrite.h"
+#include "rewrite/rewrite.h"
 #include "ops/metrics.h"
 #include "transport/http/hconn.h"
 #include "transport/http/path.h"

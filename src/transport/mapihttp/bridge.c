@@ -9,8 +9,8 @@
 
 #include "core/arena.h"
 #include "core/log.h"
-#include "modules/rewrite.h"
-#include "modules/runtime.h"
+#include "rewrite/rewrite.h"
+#include "chain/chain.h"
 #include "transport/http/hconn.h"
 #include "transport/mapihttp/body.h"
 #include "transport/mapihttp/cookies.h"

@@ -7,7 +7,7 @@
 #include <strings.h>
 
 #include "event/loop.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 #include "transport/http/msg.h"
 
 #define MAX_MH_SESSIONS 4096u
