@@ -232,7 +232,8 @@ static int load(int port, int clients, int secs, size_t n)
     size_t cap = 1 << 20, nl = 0;
     uint64_t *lat = malloc(cap * sizeof *lat);
     /* warm-up: one request each, not counted */
-    uint64_t start = now_us(), warm_end = start + 500000u, end = warm_end + (uint64_t)secs * 1000000u;
+    uint64_t start = now_us(), warm_end = start + 500000u,
+             end = warm_end + (uint64_t)secs * 1000000u;
     for (int i = 0; i < clients; i++)
         send_req(&cs[i], req, rl);
     uint64_t counted = 0, all = 0;
