@@ -26,7 +26,7 @@ B       := build
 OBJ     := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
 AOBJ    := $(patsubst %.c,$(B)/asan/obj/%.o,$(LIB_SRC))
 
-.PHONY: all test test-build test-steps unit integration run clean deps fuzz fuzz-replay bench format check-format soak modules
+.PHONY: all test test-build test-steps unit integration run clean deps fuzz fuzz-replay bench bench-https format check-format soak modules
 SHELL := /bin/bash
 all: $(B)/mapiproxy $(B)/mapiproxy-asan modules
 
@@ -159,8 +159,16 @@ BENCH_SRC   := src/dcerpc/pdu.c src/core/buf.c src/xca/lz77.c
 $(B)/bench/responder $(B)/bench/loadgen: $(B)/bench/%: bench/%.c bench/bench_common.h $(BENCH_SRC) src/dcerpc/pdu.h src/core/buf.h src/xca/lz77.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O2 -g $(INC) -Ibench $< $(BENCH_SRC) -o $@
-bench: $(B)/mapiproxy $(BENCH_TOOLS)
+bench: $(B)/mapiproxy $(BENCH_TOOLS) $(B)/bench/https_peer
 	@MAKE="$(MAKE)" $(PY) bench/run.py
+	@$(PY) bench/https.py
+# The HTTPS front's rows alone (bench/https.py, about 70 s): MAPI/HTTP
+# Execute through HAProxy (HTTP mode), nginx and the front, TLS on both legs.
+$(B)/bench/https_peer: bench/https_peer.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O2 -g $< -lssl -lcrypto -o $@
+bench-https: $(B)/mapiproxy $(B)/bench/https_peer
+	@$(PY) bench/https.py
 # --- end relay benchmark ---
 
 # --- codecs (src/codec, generated from idl/ by tools/gen_codec.py) --------

@@ -10,7 +10,7 @@
 set -euo pipefail
 PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev valgrind
       python3 openssl iproute2
-      python3-impacket python3-pytest python3-requests python3-requests-ntlm tshark samba haproxy
+      python3-impacket python3-pytest python3-requests python3-requests-ntlm tshark samba haproxy nginx-light
       krb5-kdc krb5-admin-server krb5-user libkrb5-dev libgssapi-krb5-2
       krb5-kdc-ldap slapd ldap-utils python3-gssapi
       libhttp-parser-dev libgmime-3.0-dev

@@ -55,6 +55,7 @@ SSL_CTX *mp_tls_server_ctx(const char *cert_file, const char *key_file)
         return NULL;
     }
     SSL_CTX_set_mode(c, CTX_MODES);
+    SSL_CTX_set_read_ahead(c, 1); /* one read() for a record's header and body */
     SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION);
     return c;
 }
@@ -68,6 +69,7 @@ SSL_CTX *mp_tls_client_ctx(bool verify, const char *ca_file)
         return NULL;
     }
     SSL_CTX_set_mode(c, CTX_MODES);
+    SSL_CTX_set_read_ahead(c, 1);
     if (!verify) {
         SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
         mp_warn("mapiproxy:tls verify = no: the upstream's certificate is NOT verified; use this "
@@ -219,7 +221,7 @@ ssize_t mp_tls_write(struct mp_tls *t, int fd, const void *buf, size_t n)
 
 bool mp_tls_pending(const struct mp_tls *t)
 {
-    return t->ssl && SSL_pending(t->ssl) > 0;
+    return t->ssl && SSL_has_pending(t->ssl);
 }
 
 uint32_t mp_tls_events(const struct mp_tls *t, bool want_read, bool want_write)

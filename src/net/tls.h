@@ -48,9 +48,9 @@ int mp_tls_handshake(struct mp_tls *t, char *why, size_t wn);
 ssize_t mp_tls_read(struct mp_tls *t, int fd, void *buf, size_t n);
 /* > 0 bytes written; 0 would block; -1 error (never SIGPIPE). */
 ssize_t mp_tls_write(struct mp_tls *t, int fd, const void *buf, size_t n);
-/* May more decrypted bytes be waiting inside the TLS layer (a record read
- * but not all handed out)?  Then the descriptor may stay quiet while
- * there is something to read. */
+/* Does OpenSSL hold bytes already read from the socket (a record not all
+ * handed out, or further records read ahead)?  Then the descriptor may stay
+ * quiet while there is something to read: read again before waiting. */
 bool mp_tls_pending(const struct mp_tls *t);
 
 /* The loop events (MP_READ / MP_WRITE of event/loop.h) to wait for, given

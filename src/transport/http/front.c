@@ -132,13 +132,94 @@ static bool may_read(struct hconn *s, struct leg *x)
     return mp_buf_avail(&s->c.out) < maxb;
 }
 
-static bool step(struct hconn *s, struct leg *x)
+/* Reads once from leg x, and what OpenSSL already holds beyond that (the
+ * loop is level-triggered: bytes left in the kernel bring the next event),
+ * then parses.  Returns true when something moved. */
+static bool read_leg(struct hconn *s, struct leg *x)
+{
+    bool got = false;
+    do {
+        if (mp_buf_reserve(&x->in, READ_CHUNK)) {
+            mp_hf_close(s, "out of memory");
+            return true;
+        }
+        ssize_t n = mp_tls_read(&x->tls, x->io.fd, x->in.data + x->in.len, READ_CHUNK);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            x->eof = true;
+            if (x->client) {
+                mp_hf_close(s, s->in_request ? "client closed in a request" : "client closed");
+                return true;
+            }
+            if (got)
+                mp_hx_parse_upstream(s, false);
+            if (!s->dead)
+                mp_hx_parse_upstream(s, true);
+            return true;
+        }
+        x->in.len += (size_t)n;
+        got = true;
+    } while (mp_tls_pending(&x->tls) && may_read(s, x));
+    if (!got)
+        return false;
+    if (x->client)
+        mp_hx_parse_client(s);
+    else
+        mp_hx_parse_upstream(s, false);
+    return true;
+}
+
+/* Writes what is queued for leg x until it is out or the kernel pushes
+ * back; after a push-back nothing is tried until the loop reports the leg
+ * again (no write-then-EAGAIN loops).  Returns true when something moved. */
+static bool write_leg(struct hconn *s, struct leg *x)
+{
+    struct mp_buf *ob = mp_hu_wbuf(s, x);
+    bool moved = false;
+    while (mp_buf_avail(ob) && !x->eof && !x->wblocked) {
+        size_t want = mp_buf_avail(ob);
+        ssize_t n = mp_tls_write(&x->tls, x->io.fd, mp_buf_head(ob), want);
+        if (n < 0) {
+            x->eof = true;
+            if (x->client)
+                mp_hf_close(s, "client write failed");
+            else
+                mp_hf_upstream_failed(s, 502, "write failed");
+            return true;
+        }
+        if (n == 0) {
+            x->wblocked = true;
+            break;
+        }
+        mp_buf_consume(ob, (size_t)n);
+        x->out_since = mp_now_ms();
+        moved = true;
+        if (!x->tls.ssl && (size_t)n < want) { /* the kernel took part: it is full */
+            x->wblocked = true;
+            break;
+        }
+    }
+    if (!mp_buf_avail(ob))
+        mp_buf_trim(ob);
+    return moved;
+}
+
+/* One leg's share of the work: with ev (the loop's events for it) the TLS
+ * handshake and one read; always what is queued for it is written and, on
+ * the client leg, what was read and not parsed yet (a paused request
+ * parser resumes from here) is parsed. */
+static bool step(struct hconn *s, struct leg *x, uint32_t ev)
 {
     struct mp_http *h = s->h;
     bool moved = false;
     if (!x->open || x->connecting)
         return false;
+    if (ev)
+        x->wblocked = false;
     if (x->tls.handshaking) {
+        if (!ev)
+            return false; /* only when the loop says the leg is ready */
         char why[200];
         int r = mp_tls_handshake(&x->tls, why, sizeof why);
         if (r < 0) {
@@ -166,52 +247,17 @@ static bool step(struct hconn *s, struct leg *x)
         }
         moved = true;
     }
-    struct mp_buf *ob = mp_hu_wbuf(s, x);
-    while (mp_buf_avail(ob) && !x->eof) {
-        ssize_t n = mp_tls_write(&x->tls, x->io.fd, mp_buf_head(ob), mp_buf_avail(ob));
-        if (n < 0) {
-            x->eof = true;
-            if (x->client) {
-                mp_hf_close(s, "client write failed");
-            } else {
-                mp_hf_upstream_failed(s, 502, "write failed");
-            }
-            return true;
-        }
-        if (n == 0)
-            break;
-        mp_buf_consume(ob, (size_t)n);
-        x->out_since = mp_now_ms();
-        moved = true;
-    }
-    if (!mp_buf_avail(ob))
-        mp_buf_trim(ob);
+    moved |= write_leg(s, x);
+    if (s->dead || x->eof)
+        return true;
     if (x->client)
         moved |= mp_hx_parse_client(s);
-    while (!s->dead && may_read(s, x)) {
-        if (mp_buf_reserve(&x->in, READ_CHUNK)) {
-            mp_hf_close(s, "out of memory");
-            return true;
-        }
-        ssize_t n = mp_tls_read(&x->tls, x->io.fd, x->in.data + x->in.len, READ_CHUNK);
-        if (n == 0)
-            break;
-        moved = true;
-        if (n < 0) {
-            x->eof = true;
-            if (x->client) {
-                mp_hf_close(s, s->in_request ? "client closed in a request" : "client closed");
-                return true;
-            }
-            mp_hx_parse_upstream(s, true);
-            return true;
-        }
-        x->in.len += (size_t)n;
-        if (x->client)
-            mp_hx_parse_client(s);
-        else
-            mp_hx_parse_upstream(s, false);
-    }
+    /* bytes OpenSSL holds bring no event: they are read when reading may
+     * go on again (backpressure eased, a paused parser resumed) */
+    bool rd = (ev & (MP_READ | MP_ERRHUP)) || ((ev & MP_WRITE) && x->tls.rd_wants_write) ||
+              mp_tls_pending(&x->tls);
+    if (!s->dead && rd && may_read(s, x))
+        moved |= read_leg(s, x);
     return moved;
 }
 
@@ -283,8 +329,8 @@ void mp_hf_pump(struct hconn *s)
     bool nested = s->pumping;
     s->pumping = true;
     for (int i = 0; i < 64 && !s->dead; i++) {
-        bool a = step(s, &s->c);
-        bool b = !s->dead && step(s, &s->u);
+        bool a = step(s, &s->c, 0);
+        bool b = !s->dead && step(s, &s->u, 0);
         if (!a && !b)
             break;
     }
@@ -300,6 +346,14 @@ static void io_cb(struct mp_io *io, uint32_t ev)
         return;
     if (x->connecting && (ev & (MP_WRITE | MP_ERRHUP)))
         upstream_connected(s);
+    if (s->dead)
+        return;
+    /* only the leg the loop reported is read; then what that produced
+     * for the other leg is written (mp_hf_pump reads nothing) */
+    bool nested = s->pumping;
+    s->pumping = true;
+    step(s, x, ev);
+    s->pumping = nested;
     if (!s->dead)
         mp_hf_pump(s);
 }

@@ -51,6 +51,7 @@ struct leg {
     bool connecting;    /* TCP connect in progress (upstream) */
     bool open;          /* has a descriptor */
     bool eof;           /* the peer closed (or an error) */
+    bool wblocked;      /* a write was pushed back: wait for the loop's event */
     struct mp_buf in;   /* received, not yet parsed */
     struct mp_buf out;  /* to send */
     uint64_t out_since; /* last write progress while out was not empty */
