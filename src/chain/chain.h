@@ -194,6 +194,10 @@ struct mp_call {
 };
 
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop);
+/* The same, with `extra` (NULL-terminated) found by name before the
+ * built-ins and the module dir: modules linked into a test or a tool. */
+int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop,
+                         const struct mp_module *const *extra);
 /* Finds module `name` as mp_modules_load does: a built-in, or
  * MODULE-DIR/NAME.so opened and checked (descriptor, ABI version, size, name).
  * Returns its descriptor (*dl: the dlopen handle of a shared object, else
