@@ -7,6 +7,7 @@
 #include <stdarg.h>
 
 #include "chain/chain.h"
+#include "codec/gen/rfr.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "dcerpc/ifaces.h"
@@ -28,7 +29,7 @@ static void note(const char *fmt, ...)
 /* ---- scripted modules ---- */
 
 enum hook { H_NDR_PULL, H_PULL, H_ROP_REQ, H_DISPATCH, H_NDR_PUSH, H_ROP_RSP, H_PUSH, H_N };
-static const char *const hook_names[H_N] = {"ndr_pull", "pull",     "rop_request", "dispatch",
+static const char *const hook_names[H_N] = {"ndr_pull", "pull",         "rop_request", "dispatch",
                                             "ndr_push", "rop_response", "push"};
 
 struct script {
@@ -107,29 +108,52 @@ static void t_unbind(struct mp_module_ctx *mc, struct mp_session *s, void *data)
 static const struct mp_module_want nsp_all[] = {{"exchange_nsp", MP_ALL_OPS}, {NULL, 0}};
 
 static const struct mp_module t_a = {
-    MP_MODULE_HEADER, .name = "t_a",          .wants = nsp_all,     .init = t_init,
-    .ndr_pull = h_ndr_pull, .pull = h_pull,   .dispatch = h_dispatch, .ndr_push = h_ndr_push,
+    MP_MODULE_HEADER,       .name = "t_a",      .wants = nsp_all,       .init = t_init,
+    .ndr_pull = h_ndr_pull, .pull = h_pull,     .dispatch = h_dispatch, .ndr_push = h_ndr_push,
     .push = h_push,         .unbind = t_unbind,
 };
 static const struct mp_module t_b = {
-    MP_MODULE_HEADER, .name = "t_b",          .wants = nsp_all,     .init = t_init,
-    .ndr_pull = h_ndr_pull, .pull = h_pull,   .dispatch = h_dispatch, .ndr_push = h_ndr_push,
+    MP_MODULE_HEADER,       .name = "t_b",      .wants = nsp_all,       .init = t_init,
+    .ndr_pull = h_ndr_pull, .pull = h_pull,     .dispatch = h_dispatch, .ndr_push = h_ndr_push,
     .push = h_push,         .unbind = t_unbind,
 };
 /* ROP hooks only: wants nothing itself; the ROP stage adds its calls */
 static const struct mp_module t_r = {
-    MP_MODULE_HEADER,
-    .name = "t_r",
-    .init = t_init,
-    .rop_request = h_rop_req,
+    MP_MODULE_HEADER,          .name = "t_r", .init = t_init, .rop_request = h_rop_req,
     .rop_response = h_rop_rsp,
 };
-static const struct mp_module *const linked[] = {&t_a, &t_b, &t_r, NULL};
+/* RFR calls: reads the raw request when asked to, changes the decoded one
+ * when asked to */
+static bool d_read_raw, d_change;
+static size_t d_raw_len;
+static enum mp_status d_ndr_pull(struct mp_module_ctx *mc, struct mp_call *call)
+{
+    (void)mc;
+    if (d_read_raw)
+        mp_call_request_stub(call, &d_raw_len);
+    return MP_CONTINUE;
+}
+static enum mp_status d_pull(struct mp_module_ctx *mc, struct mp_call *call)
+{
+    (void)mc;
+    struct rfr_RfrGetFQDNFromServerDN_in *in = mp_call_request(call);
+    note("d.pull(%s) ", in ? in->szMailboxServerDN : "-");
+    if (in && d_change) {
+        in->ulFlags = 1;
+        mp_call_request_changed(call);
+    }
+    return MP_CONTINUE;
+}
+static const struct mp_module_want rfr_all[] = {{"exchange_ds_rfr", MP_ALL_OPS}, {NULL, 0}};
+static const struct mp_module t_d = {
+    MP_MODULE_HEADER, .name = "t_d", .wants = rfr_all, .ndr_pull = d_ndr_pull, .pull = d_pull,
+};
+static const struct mp_module *const linked[] = {&t_a, &t_b, &t_r, &t_d, NULL};
 
 /* ---- the host: a transport with no socket ---- */
 
 static struct mp_call *upstream; /* the call whose request went upstream */
-static int connection;            /* what the call's owner points at */
+static int connection;           /* what the call's owner points at */
 static int relays;
 
 static void host_relay(struct mp_call *m)
@@ -153,7 +177,8 @@ static void host_done(struct mp_call *m)
     note("done");
     mp_call_free(m);
 }
-static const struct mp_call_host host = {host_relay, host_answer, host_fault, host_done};
+static const struct mp_call_host host = {host_relay, host_answer, host_fault, host_done,
+                                         .decoded_form = false};
 
 struct tctx {
     uint32_t call_id;
@@ -442,6 +467,65 @@ static void test_rop_stage(void)
     mp_config_free(&cfg);
 }
 
+/* A transport that gives the decoded form (MAPI/HTTP): no NDR is made
+ * unless a raw hook asks, and the transport learns whether a module
+ * changed the request. */
+static struct mp_call *sent;
+static void dhost_relay(struct mp_call *m)
+{
+    sent = m;
+    note("relay(%s) ", m->req_modified ? "modified" : "as received");
+}
+static const struct mp_call_host dhost = {dhost_relay, host_answer, host_fault, host_done,
+                                          .decoded_form = true};
+
+static void test_decoded_form(void)
+{
+    struct mp_config cfg;
+    struct mp_modules ms;
+    CHECK_EQ(load(&ms, &cfg, "t_d"), 0);
+    struct mp_iface_spec rfr;
+    CHECK_EQ(mp_iface_parse("exchange_ds_rfr", &rfr), 0);
+    static char dn[] = "/o=First Organization/ou=x/cn=Servers/cn=ex1";
+    for (int round = 0; round < 3; round++) {
+        reset();
+        sent = NULL;
+        d_read_raw = round == 1;
+        d_change = round == 2;
+        d_raw_len = 0;
+        struct rfr_RfrGetFQDNFromServerDN_in in = {
+            .ulFlags = 0, .cbMailboxServerDN = sizeof(dn), .szMailboxServerDN = dn};
+        struct mp_call_origin o = {.host = &dhost,
+                                   .owner = &connection,
+                                   .iface_uuid = rfr.uuid,
+                                   .iface = "exchange_ds_rfr",
+                                   .opnum = 1,
+                                   .peer = "192.0.2.1:443"};
+        struct mp_call *m = mp_call_new(&ms, mp_modules_want(&ms, rfr.uuid, 1), &o);
+        mp_call_set_decoded(m, false, &in);
+        mp_call_run_request(m);
+        CHECK(sent == m);
+        CHECK(mp_call_request(m) == &in); /* the transport's structure itself */
+        if (round == 0) {
+            CHECK(!strcmp(trail, "d.pull(/o=First Organization/ou=x/cn=Servers/cn=ex1) "
+                                 "relay(as received) "));
+            CHECK(m->req.data == NULL); /* no NDR pass at all */
+        } else if (round == 1) {
+            CHECK(d_raw_len > sizeof(dn)); /* NDR made for the raw hook */
+            CHECK(!m->req_modified);
+        } else {
+            CHECK(strstr(trail, "relay(modified)") != NULL);
+            CHECK(m->req.data == NULL); /* the transport writes from the decoded form */
+            size_t n;
+            CHECK(mp_call_request_stub(m, &n) != NULL && n > sizeof(dn)); /* on demand */
+        }
+        m->owner = NULL;
+        mp_call_free(m);
+    }
+    mp_modules_unload(&ms);
+    mp_config_free(&cfg);
+}
+
 static void test_session(void)
 {
     struct mp_config cfg;
@@ -468,7 +552,8 @@ static void test_session(void)
 
 int main(void)
 {
-    mp_log_threshold = getenv("TEST_LOG") ? MP_LOG_DEBUG : MP_LOG_ERROR - 1; /* quiet: the refusals are expected */
+    mp_log_threshold =
+        getenv("TEST_LOG") ? MP_LOG_DEBUG : MP_LOG_ERROR - 1; /* quiet: the refusals are expected */
     reset();
     test_load();
     test_order();
@@ -476,5 +561,6 @@ int main(void)
     test_relay_again();
     test_rop_stage();
     test_session();
+    test_decoded_form();
     TEST_DONE();
 }
