@@ -147,10 +147,12 @@ void mp_call_drop_decoded(struct mp_call *m, bool req)
         m->req_dec = NULL;
         m->req_tried = false;
         m->req_changed = false;
+        m->req_given = false;
     } else {
         m->resp_dec = NULL;
         m->resp_tried = false;
         m->resp_changed = false;
+        m->resp_given = false;
     }
 }
 
@@ -243,12 +245,14 @@ void mp_call_set_decoded(struct mp_call *m, bool response, void *dec)
         m->resp_tried = true;
         m->resp_changed = dec != NULL; /* the raw form is made when asked for */
         m->resp_modified = false;
+        m->resp_given = dec != NULL;
     } else {
         mp_buf_free(&m->req);
         m->req_dec = dec;
         m->req_tried = true;
         m->req_changed = dec != NULL;
         m->req_modified = false;
+        m->req_given = dec != NULL;
     }
 }
 
@@ -346,6 +350,7 @@ void *mp_call_new_response(struct mp_call *m)
         m->resp_tried = true;
         m->resp_changed = true;
         m->resp_modified = true;
+        m->resp_given = false;
     }
     return p;
 #else

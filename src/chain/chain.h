@@ -191,6 +191,9 @@ struct mp_call {
     struct mp_buf req, resp;
     void *req_dec, *resp_dec;
     bool req_tried, resp_tried, req_changed, resp_changed, req_modified, resp_modified;
+    /* the decoded form is the transport's own structure (mp_call_set_decoded),
+     * not one the call's codec allocated in its arena */
+    bool req_given, resp_given;
     const struct mp_call_codec *codec;
     struct mp_arena *arena;
     uint32_t fault;
