@@ -1,5 +1,5 @@
 /* MAPI over HTTP requests through the module chain; see mhcall.h. */
-#include "mapihttp/mhcall.h"
+#include "transport/mapihttp/mhcall.h"
 
 #include <stdio.h>
 #include <stdlib.h>
