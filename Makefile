@@ -19,7 +19,10 @@ LIBS    := -lssl -lcrypto -lhttp_parser -ldl $(GMIME_LIBS)
 BUILTIN_MODS := downgrade rewrite trace
 LIB_SRC := $(filter-out src/core/main.c,$(shell find src -name '*.c' | sort)) \
            $(foreach m,$(BUILTIN_MODS),$(wildcard modules/$(m)/*.c))
-HDRS    := $(shell find src include modules -name '*.h' 2>/dev/null)
+# Header dependencies: every compile writes a .d file beside its output
+# (-MMD), with an empty rule per header (-MP) so a removed header does not
+# stop the build; the .d files are included at the end of this Makefile.
+DEP     := -MMD -MP
 UNIT    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 B       := build
@@ -28,14 +31,16 @@ AOBJ    := $(patsubst %.c,$(B)/asan/obj/%.o,$(LIB_SRC))
 
 .PHONY: all test test-build test-steps unit integration run clean deps fuzz fuzz-replay bench bench-https format check-format soak modules
 SHELL := /bin/bash
-all: $(B)/mapiproxy $(B)/mapiproxy-asan modules
+# The one default target: the daemon, its sanitizer twin, the decoder, and
+# the modules.
+all: $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode modules
 
-$(B)/obj/%.o: %.c $(HDRS)
+$(B)/obj/%.o: %.c $(B)/obj/%.d
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(CPPFLAGS) $(CFLAGS) $(INC) -c $< -o $@
-$(B)/asan/obj/%.o: %.c $(HDRS)
+	$(CC) $(CSTD) $(WARN) $(DEP) $(CPPFLAGS) $(CFLAGS) $(INC) -c $< -o $@
+$(B)/asan/obj/%.o: %.c $(B)/asan/obj/%.d
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) -c $< -o $@
+	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) $(INC) -c $< -o $@
 
 $(B)/libmp.a: $(OBJ)
 	@rm -f $@; ar rcs $@ $^
@@ -43,31 +48,38 @@ $(B)/libmp-asan.a: $(AOBJ)
 	@rm -f $@; ar rcs $@ $^
 
 $(B)/mapiproxy: src/core/main.c $(B)/libmp.a
-	$(CC) $(CSTD) $(WARN) $(CPPFLAGS) $(CFLAGS) $(INC) -rdynamic $< -Wl,--whole-archive $(B)/libmp.a -Wl,--no-whole-archive $(LDFLAGS) $(LIBS) -o $@
+	$(CC) $(CSTD) $(WARN) $(DEP) $(CPPFLAGS) $(CFLAGS) $(INC) -rdynamic $< -Wl,--whole-archive $(B)/libmp.a -Wl,--no-whole-archive $(LDFLAGS) $(LIBS) -o $@
 # The sanitizer build the integration tests run.
 $(B)/mapiproxy-asan: src/core/main.c $(B)/libmp-asan.a
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) -rdynamic $< -Wl,--whole-archive $(B)/libmp-asan.a -Wl,--no-whole-archive $(LIBS) -o $@
+	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) $(INC) -rdynamic $< -Wl,--whole-archive $(B)/libmp-asan.a -Wl,--no-whole-archive $(LIBS) -o $@
 
-$(B)/unit/%: tests/unit/%.c tests/unit/testlib.h $(B)/libmp-asan.a
+$(B)/unit/%: tests/unit/%.c $(B)/unit/%.d $(B)/libmp-asan.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) -Itests/unit $< $(B)/libmp-asan.a $(LIBS) -o $@
+	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) $(INC) -Itests/unit $< $(B)/libmp-asan.a $(LIBS) -o $@
 
 # --- modules: shared objects in build/modules (the default module dir) ----
-MODFLAGS := $(CSTD) $(WARN) -O2 -g -fPIC -shared -Iinclude
+# A module builds as a third-party one would: -Iinclude and nothing else.
+# modules/NAME/*.c -> build/modules/mpm_NAME.so for every folder in
+# modules/ that is not a built-in; tests/modules/NAME.c -> NAME.so;
+# mpm_test_X.so are tests/modules/mpm_test.c under another name.
+MODFLAGS := $(CSTD) $(WARN) $(DEP) -O2 -g -fPIC -shared -Iinclude
+EXT_MODS := $(filter-out $(BUILTIN_MODS),$(notdir $(patsubst %/,%,$(wildcard modules/*/))))
 TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest
-$(B)/modules/mpm_sample.so: modules/sample/mpm_sample.c include/mapiproxy/module.h
+.SECONDEXPANSION:
+$(B)/modules/mpm_%.so: $$(wildcard modules/$$*/*.c) $(B)/modules/mpm_%.d
 	@mkdir -p $(dir $@)
-	$(CC) $(MODFLAGS) $(CPPFLAGS) $(LDFLAGS) $< -o $@
-$(B)/modules/mpm_test_badabi.so: tests/modules/mpm_test.c include/mapiproxy/module.h
+	$(CC) $(MODFLAGS) $(CPPFLAGS) $(LDFLAGS) $(filter %.c,$^) -o $@
+$(B)/modules/mpm_test_badabi.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_badabi.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_badabi -DBAD_ABI $< -o $@
-$(B)/modules/mpm_roptest.so: tests/modules/mpm_roptest.c include/mapiproxy/module.h include/mapiproxy/rops.h src/rop/gen/rop_gen.h
+# (rops.h still reaches into src/rop/gen: -Isrc until the public headers stand alone)
+$(B)/modules/mpm_roptest.so: tests/modules/mpm_roptest.c $(B)/modules/mpm_roptest.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -Isrc $< -o $@
-$(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c include/mapiproxy/module.h
+$(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_$* $< -o $@
-modules: $(B)/modules/mpm_sample.so $(addprefix $(B)/modules/,$(addsuffix .so,$(TEST_MODS)))
+modules: $(patsubst %,$(B)/modules/mpm_%.so,$(EXT_MODS)) $(addprefix $(B)/modules/,$(addsuffix .so,$(TEST_MODS)))
 
 deps:
 	@scripts/install-deps.sh
@@ -84,14 +96,14 @@ integration: $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode $(B)/ropdu
 FUZZ       := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -DMP_LZ77_PARANOID
 FOBJ       := $(patsubst %.c,$(B)/fuzz/obj/%.o,$(LIB_SRC))
-$(B)/fuzz/obj/%.o: %.c $(HDRS)
+$(B)/fuzz/obj/%.o: %.c $(B)/fuzz/obj/%.d
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(INC) -c $< -o $@
+	clang $(CSTD) $(WARN) $(DEP) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(INC) -c $< -o $@
 $(B)/libmp-fuzz.a: $(FOBJ)
 	@rm -f $@; ar rcs $@ $^
 $(B)/fuzz/%: tests/fuzz/%.c $(B)/libmp-fuzz.a
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) -fsanitize=fuzzer $(INC) $< $(B)/libmp-fuzz.a $(LIBS) -o $@
+	clang $(CSTD) $(WARN) $(DEP) $(FUZZ_FLAGS) -fsanitize=fuzzer $(INC) $< $(B)/libmp-fuzz.a $(LIBS) -o $@
 # make fuzz SECONDS=N: each target for N seconds; new inputs go to build/fuzz/corpus-NAME.
 fuzz: $(addprefix $(B)/fuzz/,$(FUZZ))
 	@for t in $(FUZZ); do n=$${t#fuzz_}; mkdir -p $(B)/fuzz/corpus-$$n; \
@@ -183,8 +195,7 @@ check-gen:
 	  diff -ru src/codec/gen $$d; rc=$$?; rm -rf $$d; \
 	  if [ $$rc -ne 0 ]; then echo "src/codec/gen is stale: run make gen"; fi; exit $$rc
 $(B)/mapiproxy-decode: tools/decode.c $(B)/libmp.a
-	$(CC) $(CSTD) $(WARN) $(CPPFLAGS) $(CFLAGS) $(INC) $< $(B)/libmp.a $(LDFLAGS) $(LIBS) -o $@
-all: $(B)/mapiproxy-decode
+	$(CC) $(CSTD) $(WARN) $(DEP) $(CPPFLAGS) $(CFLAGS) $(INC) $< $(B)/libmp.a $(LDFLAGS) $(LIBS) -o $@
 
 # --- ROP codec (src/rop): generated from idl/rops/rops.idl -----------------
 # make gen-rops        regenerate src/rop/gen/rop_gen.[ch]
@@ -197,10 +208,10 @@ check-gen-rops:
 # A small driver for tests/integration/test_rop_wire.py: decode, re-encode,
 # print JSON (see tools/ropdump.c).
 $(B)/ropdump: tools/ropdump.c $(B)/libmp-asan.a
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
+	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
 # The FastTransfer codec's driver (tools/fxdump.c, doc/internals/fasttransfer.md).
 $(B)/fxdump: tools/fxdump.c $(B)/libmp-asan.a
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
+	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
 
 # --- soak and fault test (tests/soak, doc/internals/soak.md) ---------------
 # make soak [MINUTES=15]: 200 clients through the ASan build, upstream killed
@@ -221,7 +232,7 @@ LIBS += -lwbclient
 # enough), man pages, the systemd unit, logrotate, and
 # $(SYSCONFDIR)/mapiproxy/mapiproxy.conf.sample; an existing
 # mapiproxy.conf is never touched.  The installed daemon finds its modules
-# in ../lib/mapiproxy/modules beside its sbin/ (src/modules/runtime.c).
+# in ../lib/mapiproxy/modules beside its sbin/ (src/chain/loader.c).
 .PHONY: install uninstall deb
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
@@ -272,3 +283,12 @@ uninstall:
 deb:
 	@scripts/install-deps.sh && scripts/install-deps.sh --deb
 	scripts/build-deb.sh
+
+# --- header dependencies (-MMD -MP above) ------------------------------------
+# Every .d is named here as a target of an empty rule, so a missing one (a
+# tree built before -MMD, or a new file) counts as changed and its target is
+# rebuilt once, writing it.
+DEPFILES := $(OBJ:.o=.d) $(AOBJ:.o=.d) $(FOBJ:.o=.d) $(UNIT:%=$(B)/unit/%.d) \
+            $(EXT_MODS:%=$(B)/modules/mpm_%.d) $(TEST_MODS:%=$(B)/modules/%.d)
+$(DEPFILES):
+-include $(wildcard $(DEPFILES) $(B)/*.d $(B)/modules/*.d $(B)/fuzz/*.d)

@@ -147,10 +147,12 @@ void mp_call_drop_decoded(struct mp_call *m, bool req)
         m->req_dec = NULL;
         m->req_tried = false;
         m->req_changed = false;
+        m->req_given = false;
     } else {
         m->resp_dec = NULL;
         m->resp_tried = false;
         m->resp_changed = false;
+        m->resp_given = false;
     }
 }
 
@@ -205,16 +207,53 @@ unsigned mp_call_relay_count(const struct mp_call *m)
     return m->relays;
 }
 
+/* The raw form is derived on demand from a decoded form that is newer (a
+ * module changed it, or the transport gave only the decoded form: MAPI/HTTP),
+ * so the API's const accessors may write the call's stub. */
+static const struct mp_buf *fresh_stub(const struct mp_call *cm, bool req)
+{
+    struct mp_call *m = (struct mp_call *)cm; /* calls are never const objects */
+    if ((req ? m->req_changed : m->resp_changed) && mp_call_reencode(m, req)) {
+        mp_debug("call %s %s: the %s does not encode as NDR; raw hooks see none", m->peer,
+                 m->op_name ? m->op_name : m->iface, req ? "request" : "response");
+        return NULL;
+    }
+    return req ? &m->req : &m->resp;
+}
+
 const uint8_t *mp_call_request_stub(const struct mp_call *m, size_t *len)
 {
-    *len = mp_buf_avail(&m->req);
-    return mp_buf_head(&m->req);
+    const struct mp_buf *b = fresh_stub(m, true);
+    *len = b ? mp_buf_avail(b) : 0;
+    return b && b->data ? mp_buf_head(b) : NULL;
 }
 
 const uint8_t *mp_call_response_stub(const struct mp_call *m, size_t *len)
 {
-    *len = mp_buf_avail(&m->resp);
-    return m->resp.data ? mp_buf_head(&m->resp) : NULL;
+    const struct mp_buf *b = fresh_stub(m, false);
+    *len = b ? mp_buf_avail(b) : 0;
+    return b && b->data ? mp_buf_head(b) : NULL;
+}
+
+void mp_call_set_decoded(struct mp_call *m, bool response, void *dec)
+{
+    if (!m->codec)
+        m->codec = mp_codec_find(m->iface_uuid, m->opnum);
+    if (response) {
+        mp_buf_free(&m->resp);
+        m->resp_dec = dec;
+        m->resp_tried = true;
+        m->resp_changed = dec != NULL; /* the raw form is made when asked for */
+        m->resp_modified = false;
+        m->resp_given = dec != NULL;
+    } else {
+        mp_buf_free(&m->req);
+        m->req_dec = dec;
+        m->req_tried = true;
+        m->req_changed = dec != NULL;
+        m->req_modified = false;
+        m->req_given = dec != NULL;
+    }
 }
 
 static int set_stub(struct mp_buf *b, const uint8_t *stub, size_t len)
@@ -230,12 +269,14 @@ static int set_stub(struct mp_buf *b, const uint8_t *stub, size_t len)
 int mp_call_set_request_stub(struct mp_call *m, const uint8_t *stub, size_t len)
 {
     mp_call_drop_decoded(m, true);
+    m->req_modified = true;
     return set_stub(&m->req, stub, len);
 }
 
 int mp_call_set_response_stub(struct mp_call *m, const uint8_t *stub, size_t len)
 {
     mp_call_drop_decoded(m, false);
+    m->resp_modified = true;
     return set_stub(&m->resp, stub, len);
 }
 
@@ -308,6 +349,8 @@ void *mp_call_new_response(struct mp_call *m)
         m->resp_dec = p;
         m->resp_tried = true;
         m->resp_changed = true;
+        m->resp_modified = true;
+        m->resp_given = false;
     }
     return p;
 #else
@@ -318,13 +361,18 @@ void *mp_call_new_response(struct mp_call *m)
 void mp_call_request_changed(struct mp_call *m)
 {
     if (m->req_dec)
-        m->req_changed = true;
+        m->req_changed = m->req_modified = true;
 }
 
 void mp_call_response_changed(struct mp_call *m)
 {
     if (m->resp_dec)
-        m->resp_changed = true;
+        m->resp_changed = m->resp_modified = true;
+}
+
+bool mp_call_has_response(const struct mp_call *m)
+{
+    return m->resp.data || m->resp_dec;
 }
 
 void *mp_call_alloc(struct mp_call *m, size_t size)

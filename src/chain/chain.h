@@ -120,6 +120,11 @@ struct mp_call_host {
     /* the chain is finished with this call (after answer/fault); the host
      * frees it with mp_call_free */
     void (*done)(struct mp_call *m);
+    /* The transport writes the request and the response from their decoded
+     * forms (MAPI/HTTP bodies), so the chain does not re-encode the raw
+     * form (NDR) before relay and answer; the transport asks for the form
+     * it needs (mp_call_request/response, or the stubs). */
+    bool decoded_form;
 };
 
 enum mp_call_stage {
@@ -174,9 +179,21 @@ struct mp_call {
     char user[520];
     bool proxy_identity;
     uint16_t opnum;
-    struct mp_buf req, resp; /* raw forms: NDR stubs */
+    /* Each side in a raw form (the NDR stub) and/or a decoded one (the
+     * codec's structure).  The transport gives one: DCE/RPC the raw stub
+     * (decoded when a module asks), MAPI/HTTP the decoded body
+     * (mp_call_set_decoded; NDR made only when a raw hook asks).
+     *   *_tried    decoding was tried (*_dec may be NULL: did not decode)
+     *   *_changed  the decoded form is newer than the raw one (re-encode
+     *              before the raw one is read)
+     *   *_modified a module changed this side (stub set, decoded changed,
+     *              new response): the transport cannot send what it got */
+    struct mp_buf req, resp;
     void *req_dec, *resp_dec;
-    bool req_tried, resp_tried, req_changed, resp_changed;
+    bool req_tried, resp_tried, req_changed, resp_changed, req_modified, resp_modified;
+    /* the decoded form is the transport's own structure (mp_call_set_decoded),
+     * not one the call's codec allocated in its arena */
+    bool req_given, resp_given;
     const struct mp_call_codec *codec;
     struct mp_arena *arena;
     uint32_t fault;
@@ -194,6 +211,10 @@ struct mp_call {
 };
 
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop);
+/* The same, with `extra` (NULL-terminated) found by name before the
+ * built-ins and the module dir: modules linked into a test or a tool. */
+int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop,
+                         const struct mp_module *const *extra);
 /* Finds module `name` as mp_modules_load does: a built-in, or
  * MODULE-DIR/NAME.so opened and checked (descriptor, ABI version, size, name).
  * Returns its descriptor (*dl: the dlopen handle of a shared object, else
@@ -223,6 +244,11 @@ void mp_call_run_request(struct mp_call *m);
 /* The upstream's response is complete in m->resp: run the response hooks. */
 void mp_call_run_response(struct mp_call *m);
 
+/* The transport's decoded form of a side (its memory outlives the call):
+ * the raw form is made from it only when asked for. */
+void mp_call_set_decoded(struct mp_call *m, bool response, void *dec);
+/* Does the call hold a response, raw or decoded? */
+bool mp_call_has_response(const struct mp_call *m);
 /* call.c, for the runner: re-encode a changed decoded request/response into
  * its stub (0, or -1 when it does not encode); forget the decoded form. */
 int mp_call_reencode(struct mp_call *m, bool req);

@@ -190,6 +190,12 @@ const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *
 
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop)
 {
+    return mp_modules_load_with(ms, cfg, loop, NULL);
+}
+
+int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop,
+                         const struct mp_module *const *extra)
+{
     memset(ms, 0, sizeof(*ms));
     ms->loop = loop;
     for (size_t k = 0; mp_builtin_stages[k] && k < MP_MAX_STAGES; k++) {
@@ -232,7 +238,12 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
         mc->cfg = cfg;
         mc->loop = loop;
         char why[PATH_MAX + 300];
-        mc->m = mp_module_open(cfg, name, &mc->dl, why, sizeof why);
+        mc->m = NULL;
+        for (size_t k = 0; extra && extra[k]; k++)
+            if (!strcmp(extra[k]->name, name))
+                mc->m = extra[k];
+        if (!mc->m)
+            mc->m = mp_module_open(cfg, name, &mc->dl, why, sizeof why);
         if (!mc->m) {
             mp_error("%s", why);
             goto fail;

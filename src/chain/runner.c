@@ -70,12 +70,12 @@ static void finish_fault(struct mp_call *m, const char *why)
 
 static void finish_answer(struct mp_call *m)
 {
-    if (reencode(m, false)) {
+    if (!m->host->decoded_form && reencode(m, false)) {
         m->fault = MP_NCA_S_FAULT_NDR;
         finish_fault(m, "a module's response does not encode");
         return;
     }
-    if (!m->resp.data && m->stop_idx >= 0 && m->fault_set) { /* answered with a fault */
+    if (!mp_call_has_response(m) && m->stop_idx >= 0 && m->fault_set) { /* answered: a fault */
         mp_debug("call %s %s(%u): answered by module %s with fault 0x%08x", mp_call_peer(m),
                  m->op_name ? m->op_name : m->iface, m->opnum, m->mods->mods[m->stop_idx].name,
                  m->fault);
@@ -84,7 +84,7 @@ static void finish_answer(struct mp_call *m)
         m->host->done(m);
         return;
     }
-    if (!m->resp.data) {
+    if (!mp_call_has_response(m)) {
         finish_fault(m, "a module answered the call without a response");
         return;
     }
@@ -97,7 +97,7 @@ static void run(struct mp_call *m, int resumed);
 
 static void send_upstream(struct mp_call *m)
 {
-    if (reencode(m, true)) {
+    if (!m->host->decoded_form && reencode(m, true)) {
         m->fault = MP_NCA_S_FAULT_NDR;
         finish_fault(m, "a module's request does not encode");
         return;
@@ -106,6 +106,7 @@ static void send_upstream(struct mp_call *m)
     m->relays++;
     mp_buf_free(&m->resp);
     drop_decoded(m, false);
+    m->resp_modified = false;
     for (int k = next_provider(m, 0); k >= 0; k = next_provider(m, k + 1))
         m->mods->stages[k].p->reset_response(m);
     if (m->owner)
@@ -158,7 +159,6 @@ static void run(struct mp_call *m, int resumed)
                 m->stop_idx = i;
                 mp_debug("call %s %s: module %s answered it (%s); not relayed", mp_call_peer(m),
                          m->op_name ? m->op_name : m->iface, ms->mods[i].name, stage_name(m));
-                reencode(m, false);
                 m->stage = MPC_NDR_PUSH;
                 m->idx = i;
                 goto next_round;
@@ -225,7 +225,6 @@ static void run(struct mp_call *m, int resumed)
             }
             if (st == 1) { /* answered whole by the provider: nothing goes upstream */
                 m->stop_idx = (int)ms->n - 1;
-                reencode(m, false);
                 m->stage = MPC_NDR_PUSH;
                 m->idx = m->stop_idx;
                 break;

@@ -323,7 +323,8 @@ static void host_done(struct mp_call *m)
     mp_call_free(m);
 }
 
-static const struct mp_call_host relay_host = {host_relay, host_answer, host_fault, host_done};
+static const struct mp_call_host relay_host = {host_relay, host_answer, host_fault, host_done,
+                                               .decoded_form = false};
 
 /* On a call's first fragment: when modules want it, set it up for
  * reassembly.  Returns -1 when the association was closed. */

@@ -17,47 +17,34 @@ struct mp_mh_call {
     void *owner; /* the front's; NULL once detached */
     enum mp_mh_kind kind;
     const struct mp_call_codec *twin;
-    struct mp_arena arena;
+    struct mp_arena arena; /* the decoded bodies: the call's decoded forms */
     struct mp_mh_body req, rsp;
     bool have_rsp;
-    struct mp_buf req_stub0, rsp_stub0; /* the NDR stubs as first encoded */
 };
 
 static void c_free(struct mp_mh_call *c)
 {
-    mp_buf_free(&c->req_stub0);
-    mp_buf_free(&c->rsp_stub0);
     mp_arena_free(&c->arena);
     free(c);
 }
 
-static bool same(const struct mp_buf *a, const struct mp_buf *b)
+/* The MAPI/HTTP body of one side of the call: the bytes as they came when
+ * no module changed it, else written from the call's decoded form (the
+ * body's own structures, or the twin's decoded from a stub a module set). */
+static int to_body(struct mp_mh_call *c, struct mp_call *m, bool response, struct mp_buf *out)
 {
-    return mp_buf_avail(a) == mp_buf_avail(b) &&
-           (!mp_buf_avail(a) || !memcmp(mp_buf_head(a), mp_buf_head(b), mp_buf_avail(a)));
-}
-
-/* The MAPI/HTTP body for the NDR stub `stub` (original bytes if unchanged). */
-static int to_body(struct mp_mh_call *c, bool response, const struct mp_buf *stub,
-                   struct mp_buf *out)
-{
-    const struct mp_buf *orig = response ? &c->rsp_stub0 : &c->req_stub0;
     const struct mp_mh_body *ob = response ? &c->rsp : &c->req;
-    if ((!response || c->have_rsp) && same(stub, orig))
+    bool have = !response || c->have_rsp;
+    if (have && !(response ? m->resp_modified : m->req_modified))
         return mp_buf_append(out, ob->raw, ob->raw_len);
-    size_t sz = response ? c->twin->out_size : c->twin->in_size;
-    void *v = mp_arena_alloc(&c->arena, sz ? sz : 1);
-    if (!v)
-        return -1;
-    int rc = response ? c->twin->pull_out(mp_buf_head(stub), mp_buf_avail(stub), v, &c->arena)
-                      : c->twin->pull_in(mp_buf_head(stub), mp_buf_avail(stub), v, &c->arena);
-    if (rc) {
+    void *v = response ? mp_call_response(m) : mp_call_request(m);
+    if (!v) {
         mp_warn("mapihttp %s: a module's %s does not decode as %s; not sent",
                 mp_mh_kind_info(c->kind)->name, response ? "response" : "request", c->twin->name);
         return -1;
     }
     struct mp_mh_body b;
-    if (response && !c->have_rsp) {
+    if (!have) {
         if (mp_mh_body_new(&b, c->kind, true, &c->arena))
             return -1;
     } else {
@@ -71,7 +58,7 @@ static void h_relay(struct mp_call *m)
 {
     struct mp_mh_call *c = mp_call_ctx(m);
     struct mp_buf body = {0};
-    if (to_body(c, false, &m->req, &body) == 0)
+    if (to_body(c, m, false, &body) == 0)
         c->host->relay(c->owner, body.data, body.len);
     else
         c->host->fail(c->owner, MP_MH_RC_UNKNOWN_FAILURE);
@@ -82,7 +69,7 @@ static void h_answer(struct mp_call *m)
 {
     struct mp_mh_call *c = mp_call_ctx(m);
     struct mp_buf body = {0};
-    if (to_body(c, true, &m->resp, &body) == 0)
+    if (to_body(c, m, true, &body) == 0)
         c->host->answer(c->owner, body.data, body.len);
     else
         c->host->fail(c->owner, MP_MH_RC_UNKNOWN_FAILURE);
@@ -116,7 +103,8 @@ static void h_done(struct mp_call *m)
         c_free(c);
 }
 
-static const struct mp_call_host mh_host = {h_relay, h_answer, h_fault, h_done};
+static const struct mp_call_host mh_host = {h_relay, h_answer, h_fault, h_done,
+                                            .decoded_form = true};
 
 /* An EMSMDB request the chain wants but cannot take: relayed raw (0), or
  * refused with X-ResponseCode 1, unknown failure (-1) when the chain must
@@ -162,7 +150,7 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
         c_free(c);
         return -1;
     }
-    if (d != MP_MH_OK || twin->push_in(&c->req_stub0, c->req.call)) {
+    if (d != MP_MH_OK) {
         mp_info("mapihttp %s from %s: not representable for modules; %s", ki->name, peer,
                 closed(ms, ki, user, rc) ? "refused (mailbox authorization must see it)"
                                          : "relayed untouched");
@@ -183,11 +171,11 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
         .ctx = c,
     };
     struct mp_call *m = mp_call_new(ms, mask, &o);
-    if (!m || mp_buf_append(&m->req, c->req_stub0.data, c->req_stub0.len)) {
-        mp_call_free(m);
+    if (!m) {
         c_free(c);
         return closed(ms, ki, user, rc);
     }
+    mp_call_set_decoded(m, false, c->req.call); /* decoded once: no NDR unless a hook asks */
     c->m = m;
     *out = c;
     mp_call_run_request(m);
@@ -199,10 +187,9 @@ void mp_mh_call_response(struct mp_mh_call *c, const uint8_t *body, size_t len)
     struct mp_call *m = c->m;
     if (!m)
         return;
-    mp_buf_free(&c->rsp_stub0);
     c->have_rsp = false;
     int d = mp_mh_decode(c->kind, true, body, len, &c->rsp, &c->arena);
-    if (d != MP_MH_OK || c->twin->push_out(&c->rsp_stub0, c->rsp.call)) {
+    if (d != MP_MH_OK) {
         /* the upstream's answer goes to the client as it is, without the
          * response hooks */
         mp_info("mapihttp %s from %s: upstream response %s; passed on untouched",
@@ -214,13 +201,7 @@ void mp_mh_call_response(struct mp_mh_call *c, const uint8_t *body, size_t len)
         return;
     }
     c->have_rsp = true;
-    mp_buf_free(&m->resp);
-    if (mp_buf_append(&m->resp, c->rsp_stub0.data, c->rsp_stub0.len)) {
-        c->host->answer(c->owner, body, len);
-        c->m = NULL;
-        mp_call_free(m);
-        return;
-    }
+    mp_call_set_decoded(m, true, c->rsp.call);
     mp_call_run_response(m);
 }
 

@@ -1,12 +1,14 @@
 /* MAPI over HTTP requests through the module chain.
  *
- * The HTTP front hands over a complete request body; the body is decoded into
- * its RPC twin (src/mapihttp/body.h) and becomes an ordinary struct mp_call
- * (interface exchange_emsmdb / exchange_nsp, the twin's opnum) whose stubs
- * are the NDR encoding of the twin, so every module hook — raw, decoded and
- * ROP — works as on the RPC transport.  At the edges the NDR stubs are turned
- * back into MAPI/HTTP bodies: the original bytes when no module changed the
- * stub, mp_mh_encode otherwise.
+ * The HTTP front hands over a complete request body; the body is decoded
+ * once, into its RPC twin's structure (src/mapihttp/body.h), which becomes
+ * the decoded form of an ordinary struct mp_call (interface exchange_emsmdb /
+ * exchange_nsp, the twin's opnum), so every module hook -- raw, decoded and
+ * ROP -- works as on the RPC transport.  The NDR stub (the raw form) is made
+ * from it only when a raw hook asks for it.  At the edges the body goes out
+ * as it came when no module changed it, else it is written (mp_mh_encode)
+ * from the call's decoded form -- decoded from the stub if a module set one.
+ * See doc/internals/architecture.md, "Call and chain".
  *
  *   front: request body complete
  *     mp_mh_call_start() -> 0, *out NULL: no module wants it; relay raw
@@ -20,7 +22,7 @@
  *   front: connection gone -> mp_mh_call_detach() (no callback after it)
  *
  * Request types without a twin (NotificationWait, PING, GetMailboxUrl,
- * GetAddressBookUrl) and bodies the twin cannot represent are relayed raw. */
+ * GetAddressBookUrl) and bodies that do not decode are relayed raw. */
 #ifndef MP_MAPIHTTP_MHCALL_H
 #define MP_MAPIHTTP_MHCALL_H
 #include <stddef.h>
