@@ -39,6 +39,7 @@
 #include "mapihttp/mhcall.h"
 #include "mapihttp/stream.h"
 #include "net/accept.h"
+#include "chain/services.h"
 #include "modules/runtime.h"
 #include "ops/metrics.h"
 
@@ -811,7 +812,10 @@ static bool mh_wanted(struct hsess *s, const http_parser *p)
     const struct mp_mh_kind_info *ki = k >= 0 ? mp_mh_kind_info((enum mp_mh_kind)k) : NULL;
     const struct mp_codec_iface *ifc =
         ki && ki->twin_iface ? mp_codec_iface_lookup(ki->twin_iface) : NULL;
-    if (!ifc || !h->mods || !mp_modules_want(h->mods, ifc->uuid, (uint16_t)ki->twin_opnum))
+    /* (the runtime's own want of EcDoConnectEx is for DCE/RPC: MAPI/HTTP
+     * says the client's version in X-ClientApplication) */
+    if (!ifc || !h->mods ||
+        !(mp_modules_want(h->mods, ifc->uuid, (uint16_t)ki->twin_opnum) & ~(1u << MP_IDENT_BIT)))
         return false;
     s->mh_kind = k;
     return true;
@@ -822,6 +826,13 @@ static bool mh_wanted(struct hsess *s, const http_parser *p)
 static int mh_start(struct hsess *s)
 {
     s->mses = mh_session(s);
+    size_t xal;
+    const char *xa = mp_http_msg_get(&s->req, "x-clientapplication", &xal);
+    if (s->mses && xa) {
+        char v[128];
+        snprintf(v, sizeof v, "%.*s", (int)(xal < sizeof v ? xal : sizeof v - 1), xa);
+        mp_ident_client_application(s->mses, v);
+    }
     uint32_t rc = 0;
     struct mp_mh_call *mc = NULL;
     mp_mh_stream_init(&s->mst);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/services.h"
 #include "codec/codec.h"
 #include "codec/gen/emsmdb.h"
 #include "core/arena.h"
@@ -74,9 +75,20 @@ struct mp_ropsess {
     struct cxt {
         uint8_t cxh[16];
         struct mp_objtab *t;
+        uint32_t id; /* mp_object.context_id */
     } v[MAX_CONTEXTS];
     size_t n;
+    uint32_t last_id;
 };
+
+struct mp_objtab *mp_ropsess_table(struct mp_session *ses, uint32_t context_id)
+{
+    struct mp_ropsess *s = ses ? ses->rops : NULL;
+    for (size_t i = 0; s && context_id && i < s->n; i++)
+        if (s->v[i].id == context_id)
+            return s->v[i].t;
+    return NULL;
+}
 
 void mp_ropsess_free(struct mp_ropsess *s)
 {
@@ -103,6 +115,8 @@ static struct mp_objtab *session_tab(struct mp_session *ses, const uint8_t cxh[1
     if (!t)
         return NULL;
     memcpy(s->v[s->n].cxh, cxh, 16);
+    s->v[s->n].id = ++s->last_id;
+    mp_objevents_attach(t, ses, s->v[s->n].id);
     s->v[s->n++].t = t;
     return t;
 }
@@ -1172,18 +1186,27 @@ int mp_call_rop_drop(struct mp_call *m, bool response, size_t i)
     return 0;
 }
 
+/* The call's copies of objects made before the table was asked carry no
+ * context yet: the call's context (call memory, so writable). */
+static const struct mp_object *with_context(struct mp_call *m, const struct mp_object *o)
+{
+    if (o && !o->context_id)
+        ((struct mp_object *)o)->context_id = mp_objtab_context_id(m->rops->tab);
+    return o;
+}
+
 const struct mp_object *mp_call_rop_object(struct mp_call *m, bool response, size_t i)
 {
     struct item *it = api_item(m, response, i);
     if (!it)
         return NULL;
     if (!response)
-        return it->obj;
-    return it->req >= 0 ? m->rops->rq.it[it->req].obj : NULL;
+        return with_context(m, it->obj);
+    return it->req >= 0 ? with_context(m, m->rops->rq.it[it->req].obj) : NULL;
 }
 
 const struct mp_object *mp_call_rop_new_object(struct mp_call *m, size_t i)
 {
     struct item *it = api_item(m, true, i);
-    return it ? it->newobj : NULL;
+    return it ? with_context(m, it->newobj) : NULL;
 }

@@ -6,6 +6,7 @@
 #ifndef MP_ROPCALL_H
 #define MP_ROPCALL_H
 #include <stdbool.h>
+#include <stdint.h>
 
 struct mp_call;
 struct mp_ropsess;
@@ -30,4 +31,7 @@ void mp_ropcall_reset_response(struct mp_call *m);
 void mp_ropcall_disconnect(struct mp_call *m);
 void mp_ropcall_free(struct mp_call *m);
 void mp_ropsess_free(struct mp_ropsess *s);
+/* The object table of the session's MAPI context context_id, or NULL. */
+struct mp_session;
+struct mp_objtab *mp_ropsess_table(struct mp_session *ses, uint32_t context_id);
 #endif

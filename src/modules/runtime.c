@@ -1,4 +1,5 @@
 #include "modules/runtime.h"
+#include "chain/services.h"
 #include "modules/ropcall.h"
 #include "modules/mailboxauth.h"
 
@@ -15,6 +16,7 @@
 #include "dcerpc/pdu.h"
 
 #include "codec/codec.h"
+#include "codec/ndr_rt.h"
 #include "core/arena.h"
 #include "core/json.h"
 #define MP_HAVE_CODEC 1
@@ -107,7 +109,7 @@ static int add_wants(struct mp_modules *ms, unsigned idx)
             return -1;
     /* ROP hooks: the calls that carry ROPs, and EcDoDisconnect, which ends
      * a context's server objects */
-    if (m->rop_request || m->rop_response) {
+    if (m->rop_request || m->rop_response || mp_objevents_wanted(m)) {
         static const uint32_t ops[] = {1, 2, 11};
         for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
             if (add_want(ms, idx, "exchange_emsmdb", ops[i]))
@@ -183,6 +185,15 @@ const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *
     return NULL;
 }
 
+static void opt_error(void *ctx, const char *file, int line, const char *msg)
+{
+    (void)ctx;
+    if (line > 0)
+        mp_error("%s:%d: %s", file, line, msg);
+    else
+        mp_error("%s: %s", file, msg);
+}
+
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop)
 {
     memset(ms, 0, sizeof(*ms));
@@ -221,6 +232,8 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
             goto fail;
         }
         ms->n++;
+        if (mp_modopts_check(cfg, name, mc->m, opt_error, NULL))
+            goto fail;
         if (add_wants(ms, mc->index))
             goto fail;
         if (mc->m->init && mc->m->init(mc) != 0) {
@@ -233,6 +246,10 @@ int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct m
         mp_info("module %s loaded (%s)%s", name, mc->dl ? "shared object" : "built-in",
                 mc->m->description ? "" : "");
     }
+    /* the client's version for mp_call_client_version: EcDoConnectEx goes
+     * through the chain (no module's hooks run) when a bit is free */
+    if (ms->n && ms->n < MP_IDENT_BIT && add_want(ms, MP_IDENT_BIT, "exchange_emsmdb", 10))
+        goto fail;
     return 0;
 fail:
     mp_modules_unload(ms);
@@ -245,6 +262,7 @@ void mp_modules_unload(struct mp_modules *ms)
         struct mp_module_ctx *mc = &ms->mods[i];
         if (mc->initialized && mc->m->fini)
             mc->m->fini(mc);
+        mp_fdwatch_cancel_module(mc);
         if (mc->dl)
             dlclose(mc->dl);
     }
@@ -391,6 +409,9 @@ void mp_session_unref(struct mp_session *s)
 {
     if (!s || --s->refs)
         return;
+    /* the objects' context_gone events (and their data) before unbind */
+    mp_ropsess_free(s->rops);
+    s->rops = NULL;
     for (unsigned i = 0; s->mods && i < s->mods->n; i++) {
         struct slot *sl = &s->slots[i];
         struct mp_module_ctx *mc = &s->mods->mods[i];
@@ -534,6 +555,23 @@ struct mp_arena *mp_call_arena(struct mp_call *m)
 }
 #define call_arena mp_call_arena
 
+/* A decoded structure sits in the arena right after the wire details of
+ * its stub (the public structures have no room for them): byte-exact
+ * re-encoding of what modules left unchanged. */
+static void *dec_alloc(struct mp_arena *a, size_t sz)
+{
+    uint8_t *p = mp_arena_alloc(a, sizeof(struct mp_ndr_wire) + (sz ? sz : 1));
+    if (!p)
+        return NULL;
+    memset(p, 0, sizeof(struct mp_ndr_wire) + sz);
+    return p + sizeof(struct mp_ndr_wire);
+}
+
+static struct mp_ndr_wire *dec_wire(void *dec)
+{
+    return (struct mp_ndr_wire *)(void *)((uint8_t *)dec - sizeof(struct mp_ndr_wire));
+}
+
 static void *decode(struct mp_call *m, bool req)
 {
     if (!m->codec)
@@ -541,12 +579,12 @@ static void *decode(struct mp_call *m, bool req)
     if (!m->codec || !call_arena(m))
         return NULL;
     size_t sz = req ? m->codec->in_size : m->codec->out_size;
-    void *p = mp_arena_alloc(m->arena, sz ? sz : 1);
+    void *p = dec_alloc(m->arena, sz);
     if (!p)
         return NULL;
     struct mp_buf *b = req ? &m->req : &m->resp;
-    int rc = req ? m->codec->pull_in(mp_buf_head(b), mp_buf_avail(b), p, m->arena)
-                 : m->codec->pull_out(mp_buf_head(b), mp_buf_avail(b), p, m->arena);
+    int rc = req ? m->codec->pull_in_w(mp_buf_head(b), mp_buf_avail(b), p, m->arena, dec_wire(p))
+                 : m->codec->pull_out_w(mp_buf_head(b), mp_buf_avail(b), p, m->arena, dec_wire(p));
     if (rc) {
         mp_debug("call %s %s: %s stub does not decode; modules see it raw only", m->peer,
                  m->codec->name, req ? "request" : "response");
@@ -585,9 +623,8 @@ void *mp_call_new_response(struct mp_call *m)
         m->codec = mp_codec_find(m->iface_uuid, m->opnum);
     if (!m->codec || !call_arena(m))
         return NULL;
-    void *p = mp_arena_alloc(m->arena, m->codec->out_size ? m->codec->out_size : 1);
+    void *p = dec_alloc(m->arena, m->codec->out_size);
     if (p) {
-        memset(p, 0, m->codec->out_size);
         m->resp_dec = p;
         m->resp_tried = true;
         m->resp_changed = true;
@@ -667,7 +704,8 @@ static int reencode(struct mp_call *m, bool req)
     if (!changed || !dec || !m->codec)
         return 0;
     struct mp_buf n = {0};
-    int rc = req ? m->codec->push_in(&n, dec) : m->codec->push_out(&n, dec);
+    int rc = req ? m->codec->push_in_w(&n, dec, dec_wire(dec))
+                 : m->codec->push_out_w(&n, dec, dec_wire(dec));
     if (rc) {
         mp_buf_free(&n);
         return -1;
@@ -761,7 +799,8 @@ static bool rop_modules(const struct mp_call *m)
 {
     for (unsigned i = 0; i < m->mods->n; i++) {
         const struct mp_module *mod = m->mods->mods[i].m;
-        if ((m->mask & (1u << i)) && (mod->rop_request || mod->rop_response))
+        if ((m->mask & (1u << i)) &&
+            (mod->rop_request || mod->rop_response || mp_objevents_wanted(mod)))
             return mp_ropcall_applies(m) || m->opnum == 1;
     }
     return false;
@@ -925,6 +964,7 @@ static void run(struct mp_call *m, int resumed)
 
 void mp_call_run_request(struct mp_call *m)
 {
+    mp_ident_request(m);
     m->stage = MPC_NDR_PULL;
     m->idx = 0;
     run(m, -1);

@@ -27,6 +27,11 @@ struct mp_module_ctx {
     struct mp_modules *owner;
 };
 
+/* The mask bit of calls the runtime itself wants (chain/ident.c: the
+ * client's version from EcDoConnectEx); used only while fewer modules are
+ * loaded, so it never names a module. */
+#define MP_IDENT_BIT 31u
+
 struct mp_modules {
     struct mp_module_ctx mods[MP_MAX_MODULES];
     unsigned n;
@@ -53,6 +58,9 @@ struct mp_session {
     struct mp_modules *mods;
     void (*on_free)(struct mp_session *s); /* relay unlinks it */
     struct mp_ropsess *rops;               /* server objects per EMSMDB context (ropcall.c) */
+    /* the client's version and MAPI/HTTP X-ClientApplication (chain/ident.c) */
+    char client_version[32];
+    char client_app[128];
     void *owner;
     char ident[192]; /* relay: who created the group ("user:DOMAIN\\user" when the proxy
                         terminates authentication, else "addr:IP"); only they join it */
