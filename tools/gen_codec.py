@@ -1016,11 +1016,14 @@ class Emitter(Gen):
             for d in ('in', 'out'):
                 h.append('/* %s (opnum %d) %s */' % (fn.name, fn.opnum, 'request' if d == 'in' else 'response'))
                 h.append('struct %s_%s_%s {' % (P, fn.name, d))
+                n0 = len(h)
                 for p in fn.params:
                     if d in p.dirs:
                         h.append('    %s;' % self.decl(p.node, p.name))
                 if d == 'out' and self.ret_prim(fn):
                     h.append('    %s;' % self.decl(Prim(self.ret_prim(fn)), 'result'))
+                if len(h) == n0:  # no parameters this way: C wants a member
+                    h.append('    uint8_t unused_;')
                 h.append('};')
                 h.append('')
         h.append('#endif')

@@ -164,8 +164,9 @@ const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *
     }
     if (m->abi_version != MP_MODULE_ABI_VERSION)
         snprintf(why, wl,
-                 "module %s was built for module ABI %u, this mapiproxy has ABI %u; rebuild "
-                 "it against this include/mapiproxy/module.h",
+                 "module %s was built for module ABI 0x%08x, this mapiproxy has ABI 0x%08x "
+                 "(the ABI changes with module.h and with the call and ROP structures); "
+                 "rebuild it against this mapiproxy's include/mapiproxy",
                  name, m->abi_version, MP_MODULE_ABI_VERSION);
     else if (m->size < sizeof(struct mp_module))
         snprintf(why, wl,

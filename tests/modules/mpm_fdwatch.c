@@ -141,8 +141,7 @@ static enum mp_status fw_dispatch(struct mp_module_ctx *mc, struct mp_call *call
     }
     o->out_len = (size_t)snprintf(o->out, sizeof o->out, "CALL %s %s\n", mp_call_peer(call),
                                   mp_call_op_name(call) ? mp_call_op_name(call) : "?");
-    if (connect(o->fd, (const struct sockaddr *)&c->addr, sizeof c->addr) &&
-        errno != EINPROGRESS) {
+    if (connect(o->fd, (const struct sockaddr *)&c->addr, sizeof c->addr) && errno != EINPROGRESS) {
         close(o->fd);
         free(o);
         return MP_CONTINUE;

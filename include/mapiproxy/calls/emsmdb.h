@@ -97,6 +97,7 @@ struct emsmdb_EcRUnregisterPushNotification_out {
 
 /* EcDummyRpc (opnum 6) request */
 struct emsmdb_EcDummyRpc_in {
+    uint8_t unused_;
 };
 
 /* EcDummyRpc (opnum 6) response */
@@ -106,18 +107,22 @@ struct emsmdb_EcDummyRpc_out {
 
 /* EcRGetDCName (opnum 7) request */
 struct emsmdb_EcRGetDCName_in {
+    uint8_t unused_;
 };
 
 /* EcRGetDCName (opnum 7) response */
 struct emsmdb_EcRGetDCName_out {
+    uint8_t unused_;
 };
 
 /* EcRNetGetDCName (opnum 8) request */
 struct emsmdb_EcRNetGetDCName_in {
+    uint8_t unused_;
 };
 
 /* EcRNetGetDCName (opnum 8) response */
 struct emsmdb_EcRNetGetDCName_out {
+    uint8_t unused_;
 };
 
 /* EcDoRpcExt (opnum 9) request */
