@@ -99,7 +99,7 @@ def test_fdwatch_holds_a_call_while_other_sessions_go_on(make_proxy, lab):
             t0 = time.time()
             dce = dce_connect(p.host, p.rpc_port, oxabref.MSRPC_UUID_OXABREF)
             r = oxabref.hRfrGetNewDSA(dce, USER_DN)
-            assert r["ErrorCode"] == 0
+            assert r["ppszServer"], r.dump()
             dce.disconnect()
             served.append((t0, time.time()))
         th.join(30)

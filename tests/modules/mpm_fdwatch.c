@@ -17,12 +17,15 @@
 
 #include "mapiproxy/module.h"
 
+struct op;
 struct conf {
     struct sockaddr_in addr;
     long opnum;
+    struct op *ops; /* in flight: fini frees them (a stop while one waits) */
 };
 
 struct op {
+    struct op *next;
     struct mp_module_ctx *mc;
     struct mp_call *call;
     struct mp_fdwatch *w;
@@ -70,17 +73,32 @@ static int fw_init(struct mp_module_ctx *mc)
     return mp_module_want(mc, "exchange_ds_rfr", (uint32_t)c->opnum);
 }
 
+static void op_free(struct op *o)
+{
+    struct conf *c = mp_module_private(o->mc);
+    for (struct op **pp = &c->ops; *pp; pp = &(*pp)->next)
+        if (*pp == o) {
+            *pp = o->next;
+            break;
+        }
+    mp_fdwatch_cancel(o->w);
+    close(o->fd);
+    free(o);
+}
+
 static void fw_fini(struct mp_module_ctx *mc)
 {
-    free(mp_module_private(mc));
+    struct conf *c = mp_module_private(mc);
+    while (c->ops)
+        op_free(c->ops);
+    free(c);
 }
 
 static void op_end(struct op *o, enum mp_status st)
 {
-    mp_fdwatch_cancel(o->w);
-    close(o->fd);
-    mp_call_resume(o->call, st);
-    free(o);
+    struct mp_call *call = o->call;
+    op_free(o);
+    mp_call_resume(call, st);
 }
 
 static void on_io(struct mp_fdwatch *w, int fd, unsigned ev, void *arg)
@@ -128,7 +146,7 @@ static void on_io(struct mp_fdwatch *w, int fd, unsigned ev, void *arg)
 
 static enum mp_status fw_dispatch(struct mp_module_ctx *mc, struct mp_call *call)
 {
-    const struct conf *c = mp_module_private(mc);
+    struct conf *c = mp_module_private(mc);
     struct op *o = calloc(1, sizeof *o);
     if (!o)
         return MP_CONTINUE;
@@ -152,6 +170,8 @@ static enum mp_status fw_dispatch(struct mp_module_ctx *mc, struct mp_call *call
         free(o);
         return MP_CONTINUE;
     }
+    o->next = c->ops;
+    c->ops = o;
     mp_module_log(mc, MP_MLOG_INFO, "fdwatch holding %s", mp_call_op_name(call));
     return MP_PENDING;
 }

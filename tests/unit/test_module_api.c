@@ -89,8 +89,8 @@ static void test_options(void)
 {
     static const char *const modes[] = {"scan", "log", NULL};
     static const struct mp_module_option_spec opts[] = {
-        {"server", MP_OPT_STRING, 0, 0, NULL},    {"timeout ms", MP_OPT_INT, 1, 60000, NULL},
-        {"verbose", MP_OPT_BOOL, 0, 0, NULL},     {"mode", MP_OPT_ENUM, 0, 0, modes},
+        {"server", MP_OPT_STRING, 0, 0, NULL}, {"timeout ms", MP_OPT_INT, 1, 60000, NULL},
+        {"verbose", MP_OPT_BOOL, 0, 0, NULL},  {"mode", MP_OPT_ENUM, 0, 0, modes},
         {NULL, MP_OPT_STRING, 0, 0, NULL},
     };
     struct mp_module m = {MP_MODULE_HEADER, .name = "mpm_av", .options = opts,
@@ -110,7 +110,8 @@ static void test_options(void)
     int n = 0;
     CHECK_EQ(mp_modopts_check(&cfg, "mpm_av", &m, rep, &n), 4);
     CHECK_EQ(n, 4);
-    CHECK(strstr(errs, "m.conf:4: unknown option \"mpm_av:sever\"; did you mean \"mpm_av:server\"?"));
+    CHECK(
+        strstr(errs, "m.conf:4: unknown option \"mpm_av:sever\"; did you mean \"mpm_av:server\"?"));
     CHECK(strstr(errs, "m.conf:5: mpm_av:timeout ms = \"0\" is out of range; give 1 to 60000"));
     CHECK(strstr(errs, "m.conf:6: mpm_av:verbose = \"maybe\" is not yes or no"));
     CHECK(strstr(errs, "m.conf:7: mpm_av:mode = \"scna\" is not one of scan, log; did you mean "
