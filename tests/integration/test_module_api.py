@@ -21,7 +21,9 @@ from conftest import PROXY_BIN, ROOT, free_port
 from rpcutil import dce_connect
 from test_lab import ALICE
 from test_relay import SERVER_DN, USER_DN, rfr_scenario
-from test_rop_lifetime import RpcTransport
+from test_http_front_lab import env, ntlm  # noqa: F401 (fixture)
+from test_http_front_lab import start_front
+from test_rop_lifetime import HttpTransport, RpcTransport
 
 PidTagDisplayName = 0x3001001F
 
@@ -174,6 +176,32 @@ def test_object_data_freed_on_release_and_disconnect(make_proxy, lab):
     print(f"objdata: {created} objects created, set={tot.group(1)} freed={tot.group(2)}, "
           f"{freed} destructor lines")
     assert int(tot.group(1)) == created == int(tot.group(2)) == freed >= 5
+
+
+def test_object_data_and_identity_over_mapihttp(make_proxy, env):  # noqa: F811
+    """The same module over MAPI/HTTP (python3-requests through the HTTPS
+    front): the client's version comes from X-ClientApplication; object
+    data is freed at RopRelease and when the context ends (Disconnect)."""
+    p = start_front(make_proxy, env, {"dcerpc_mapiproxy:modules": "mpm_objdata"})
+    t = HttpTransport(p.base, env["ca"])
+    [logon] = t.execute(EC.RopBuffer().logon(0, ALICE))
+    assert logon["ReturnValue"] == 0
+    inbox = logon["FolderIds"][4]
+    t.execute(EC.RopBuffer().open_folder(0, 1, inbox))
+    t.execute(EC.RopBuffer().get_properties_specific(1, [PidTagDisplayName]).release(1))
+    assert wait_log(p, "type=folder data=yes")
+    t.close()
+    assert wait_log(p, "objevent context_gone")
+    p.stop()
+    log = p.log()
+    import mapihttp_client as MH
+    ident = re.search(r"ident op=EcDoRpcExt2 user=\S+ peer=\S+ version=(\S+) app=(\S+)", log)
+    assert ident, log[-3000:]
+    assert ident.group(2) == MH.CLIENT_APPLICATION                 # Outlook/16.0.17928.20114
+    assert ident.group(1) == MH.CLIENT_APPLICATION.split("/")[1]   # 16.0.17928.20114
+    assert re.search(r"objevent released ctx=1 handle=0x[0-9a-f]+ type=folder data=yes", log)
+    tot = re.search(r"objdata totals set=(\d+) freed=(\d+)", log)
+    assert tot and tot.group(1) == tot.group(2) != "0", log[-3000:]
 
 
 def run_check(tmp_path, lines):
