@@ -269,3 +269,38 @@ def test_sample_module_out_of_tree_against_installed_headers(make_proxy, lab, tm
     assert "module mpm_sample loaded (shared object)" in log
     seen = re.findall(r"module mpm_sample: \S+ exchange_ds_rfr (\w+): \d+ bytes back", log)
     assert seen == ["RfrGetNewDSA", "RfrGetFQDNFromServerDN"], log[-3000:]
+
+
+def test_abi_digest_follows_the_idl(tmp_path):
+    """MP_CALLS_DIGEST (folded into MP_MODULE_ABI_VERSION) changes when a
+    call structure changes, not when only a comment of the IDL does; the
+    committed headers are what the generators make (check-gen)."""
+    idl = [os.path.join(ROOT, "idl", f) for f in sorted(os.listdir(os.path.join(ROOT, "idl")))
+           if f.endswith(".idl")]
+
+    def digest(rfr_text, name):
+        d = tmp_path / name
+        (d / "idl").mkdir(parents=True)
+        files = []
+        for f in idl:
+            dst = d / "idl" / os.path.basename(f)
+            text = open(f).read()
+            dst.write_text(rfr_text if f.endswith("rfr.idl") else text)
+            files.append(str(dst))
+        subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "gen_codec.py"), "-o",
+                        str(d / "gen"), "--public", str(d / "pub")] + files, check=True)
+        return re.search(r"MP_CALLS_DIGEST (0x[0-9a-f]+)u", (d / "pub/calls.h").read_text())[1]
+
+    rfr = open(os.path.join(ROOT, "idl", "rfr.idl")).read()
+    base = digest(rfr, "base")
+    committed = open(os.path.join(ROOT, "include", "mapiproxy", "calls.h")).read()
+    assert f"MP_CALLS_DIGEST {base}u" in committed
+    assert digest(rfr.replace("/* opnum 1 */", "/* opnum 1: FQDN */"), "comment") == base
+    changed = rfr.replace("[in] unsigned long ulFlags,\n        [in, range(10, 1024)]",
+                          "[in] unsigned long ulFlags,\n        [in] unsigned long ulMore,\n"
+                          "        [in, range(10, 1024)]")
+    assert changed != rfr
+    assert digest(changed, "changed") != base
+    r = subprocess.run(["make", "--no-print-directory", "-C", ROOT, "check-gen", "check-gen-rops"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
