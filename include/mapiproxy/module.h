@@ -194,8 +194,9 @@ int mp_call_set_request_stub(struct mp_call *call, const uint8_t *stub, size_t l
 const uint8_t *mp_call_response_stub(const struct mp_call *call, size_t *len);
 int mp_call_set_response_stub(struct mp_call *call, const uint8_t *stub, size_t len);
 
-/* Decoded calls: the structures of src/codec (generated from idl/), NULL
- * when the call has no codec or its stub does not decode.  A module that
+/* Decoded calls: the structures of calls.h (struct nspi_NspiGetProps_in,
+ * emsmdb_EcDoRpcExt2_out, ...; generated from idl/), NULL when the call
+ * has no codec or its stub does not decode.  A module that
  * changes a decoded structure calls mp_call_*_changed so the proxy
  * re-encodes it.  A dispatch hook that answers (MP_STOP) fills the
  * response, from mp_call_new_response() or with mp_call_set_response_stub. */
