@@ -9,7 +9,7 @@
 #include "chain/services.h"
 #include "core/log.h"
 #include "event/loop.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 
 struct mp_fdwatch {
     struct mp_io io;

@@ -9,7 +9,7 @@
 
 #include "chain/services.h"
 #include "core/log.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 
 #define OP_CONNECTEX 10
 

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 
 #include "chain/services.h"
-#include "modules/ropcall.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
+#include "chain/ropstage.h"
 #include "rop/objects.h"
 
 struct odata {

@@ -12,8 +12,8 @@
 
 #include "auth/credstore.h"
 #include "core/config.h"
+#include "chain/chain.h"
 #include "chain/services.h"
-#include "modules/runtime.h"
 
 struct chk {
     const struct mp_config *cfg;

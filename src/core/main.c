@@ -13,9 +13,9 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "event/loop.h"
-#include "http/front.h"
+#include "transport/http/front.h"
 #include "ops/stats_http.h"
-#include "relay/relay.h"
+#include "transport/dcerpc/dcerpc.h"
 
 #define MP_VERSION "0.1.0"
 

@@ -9,7 +9,7 @@
 #include "chain/services.h"
 #include "core/config.h"
 #include "event/loop.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 #include "rop/objects.h"
 #include "testlib.h"
 
