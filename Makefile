@@ -64,7 +64,7 @@ $(B)/unit/%: tests/unit/%.c $(B)/unit/%.d $(B)/libmp-asan.a
 # mpm_test_X.so are tests/modules/mpm_test.c under another name.
 MODFLAGS := $(CSTD) $(WARN) $(DEP) -O2 -g -fPIC -shared -Iinclude
 EXT_MODS := $(filter-out $(BUILTIN_MODS),$(notdir $(patsubst %/,%,$(wildcard modules/*/))))
-TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest
+TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest mpm_fdwatch mpm_objdata
 .SECONDEXPANSION:
 $(B)/modules/mpm_%.so: $$(wildcard modules/$$*/*.c) $(B)/modules/mpm_%.d
 	@mkdir -p $(dir $@)
@@ -72,10 +72,9 @@ $(B)/modules/mpm_%.so: $$(wildcard modules/$$*/*.c) $(B)/modules/mpm_%.d
 $(B)/modules/mpm_test_badabi.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_badabi.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_badabi -DBAD_ABI $< -o $@
-# (rops.h still reaches into src/rop/gen: -Isrc until the public headers stand alone)
-$(B)/modules/mpm_roptest.so: tests/modules/mpm_roptest.c $(B)/modules/mpm_roptest.d
+$(B)/modules/mpm_roptest.so $(B)/modules/mpm_fdwatch.so $(B)/modules/mpm_objdata.so: $(B)/modules/%.so: tests/modules/%.c $(B)/modules/%.d
 	@mkdir -p $(dir $@)
-	$(CC) $(MODFLAGS) -Isrc $< -o $@
+	$(CC) $(MODFLAGS) $< -o $@
 $(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_$* $< -o $@
@@ -188,17 +187,19 @@ bench-https: $(B)/mapiproxy $(B)/bench/https_peer
 # make check-gen   fails when src/codec/gen/ is not what the generator makes
 .PHONY: gen check-gen
 CODEC_IDL := $(wildcard idl/*.idl)
+# (and the public call structures, include/mapiproxy/calls.h and calls/)
 gen:
-	$(PY) tools/gen_codec.py -o src/codec/gen $(CODEC_IDL)
+	$(PY) tools/gen_codec.py -o src/codec/gen --public include/mapiproxy $(CODEC_IDL)
 check-gen:
-	@d=$$(mktemp -d) && $(PY) tools/gen_codec.py -o $$d $(CODEC_IDL) && \
-	  diff -ru src/codec/gen $$d; rc=$$?; rm -rf $$d; \
-	  if [ $$rc -ne 0 ]; then echo "src/codec/gen is stale: run make gen"; fi; exit $$rc
+	@d=$$(mktemp -d) && $(PY) tools/gen_codec.py -o $$d/gen --public $$d/pub $(CODEC_IDL) && \
+	  diff -ru src/codec/gen $$d/gen && diff -ru include/mapiproxy/calls $$d/pub/calls && \
+	  diff -u include/mapiproxy/calls.h $$d/pub/calls.h; rc=$$?; rm -rf $$d; \
+	  if [ $$rc -ne 0 ]; then echo "src/codec/gen or include/mapiproxy/calls is stale: run make gen"; fi; exit $$rc
 $(B)/mapiproxy-decode: tools/decode.c $(B)/libmp.a
 	$(CC) $(CSTD) $(WARN) $(DEP) $(CPPFLAGS) $(CFLAGS) $(INC) $< $(B)/libmp.a $(LDFLAGS) $(LIBS) -o $@
 
 # --- ROP codec (src/rop): generated from idl/rops/rops.idl -----------------
-# make gen-rops        regenerate src/rop/gen/rop_gen.[ch]
+# make gen-rops        regenerate src/rop/gen/rop_gen.[ch] and include/mapiproxy/rops.h
 # make check-gen-rops  fail if the committed generated files are stale
 .PHONY: gen-rops check-gen-rops
 gen-rops:
@@ -227,9 +228,8 @@ LIBS += -lwbclient
 
 # --- install (doc/install.md) ----------------------------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc]
-# Binaries, the sample module, the public headers (with the codec headers
-# rops.h needs, their includes made relative so -I$(PREFIX)/include is
-# enough), man pages, the systemd unit, logrotate, and
+# Binaries, the sample module, the public headers (include/mapiproxy: they
+# stand alone, so -I$(PREFIX)/include is enough), man pages, the systemd unit, logrotate, and
 # $(SYSCONFDIR)/mapiproxy/mapiproxy.conf.sample; an existing
 # mapiproxy.conf is never touched.  The installed daemon finds its modules
 # in ../lib/mapiproxy/modules beside its sbin/ (src/chain/loader.c).
@@ -241,8 +241,6 @@ INSTALL    ?= install
 D          := $(DESTDIR)$(PREFIX)
 MODDIR     := $(D)/lib/mapiproxy/modules
 INC_DIR    := $(D)/include/mapiproxy
-# rops.h includes the generated ROP header; these are it and what it includes.
-ROP_HDRS   := rop/gen/rop_gen.h rop/ropval.h rop/wire.h core/arena.h core/buf.h
 MAN_PAGES  := doc/man/mapiproxy.8 doc/man/mapiproxy.conf.5 doc/man/mapiproxy-decode.1
 install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so
 	$(INSTALL) -d $(D)/sbin $(D)/bin $(MODDIR) $(INC_DIR) $(D)/share/man/man1 \
@@ -251,12 +249,9 @@ install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so
 	$(INSTALL) -m 755 $(B)/mapiproxy $(D)/sbin/mapiproxy
 	$(INSTALL) -m 755 $(B)/mapiproxy-decode $(D)/bin/mapiproxy-decode
 	$(INSTALL) -m 644 $(B)/modules/mpm_sample.so $(MODDIR)/mpm_sample.so
-	$(INSTALL) -m 644 include/mapiproxy/module.h include/mapiproxy/rops.h $(INC_DIR)/
-	@set -e; for h in $(ROP_HDRS); do \
-	  up=$$(echo "$$h" | sed 's|[^/]*/|../|g; s|[^/]*$$||'); \
-	  $(INSTALL) -d $(INC_DIR)/$$(dirname $$h); \
-	  sed "s|^#include \"|#include \"$$up|" src/$$h > $(INC_DIR)/$$h; chmod 644 $(INC_DIR)/$$h; \
-	done
+	$(INSTALL) -d $(INC_DIR)/calls
+	$(INSTALL) -m 644 $(wildcard include/mapiproxy/*.h) $(INC_DIR)/
+	$(INSTALL) -m 644 $(wildcard include/mapiproxy/calls/*.h) $(INC_DIR)/calls/
 	$(INSTALL) -m 644 doc/man/mapiproxy-decode.1 $(D)/share/man/man1/
 	$(INSTALL) -m 644 doc/man/mapiproxy.conf.5 $(D)/share/man/man5/
 	$(INSTALL) -m 644 doc/man/mapiproxy.8 $(D)/share/man/man8/

@@ -23,8 +23,14 @@
  * mp_call_resume); never log secrets.
  *
  * ABI: MP_MODULE_ABI_VERSION changes whenever this header changes
- * incompatibly; the loader refuses a module built against another version,
- * or whose descriptor is smaller than the one it knows.
+ * incompatibly, and whenever the generated call or ROP structures change
+ * (a digest of them, from calls.h and rops.h, is folded into it); the
+ * loader refuses a module built against another version, or whose
+ * descriptor is smaller than the one it knows.
+ *
+ * The API stands alone: this header, calls.h (calls/NAME.h, ndr_types.h),
+ * rops.h (ropvals.h) are everything a module sees; build with
+ * -I<mapiproxy>/include, or -I$(PREFIX)/include after make install.
  */
 #ifndef MAPIPROXY_MODULE_H
 #define MAPIPROXY_MODULE_H
@@ -34,11 +40,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "calls.h"
+#include "rops.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define MP_MODULE_ABI_VERSION 2u
+/* The hand-written part of the ABI (this header); the low 24 bits are the
+ * digest of the generated structures. */
+#define MP_MODULE_ABI_BASE 3u
+#define MP_MODULE_ABI_VERSION                                                                      \
+    ((MP_MODULE_ABI_BASE << 24) | ((MP_CALLS_DIGEST ^ MP_ROPS_DIGEST) & 0xffffffu))
 
 enum mp_status {
     MP_CONTINUE = 0, /* go on with the next module / stage */
@@ -53,6 +66,31 @@ enum mp_log_level_m { MP_MLOG_ERROR = 0, MP_MLOG_WARN, MP_MLOG_INFO, MP_MLOG_DEB
 struct mp_call;       /* one call: request, response, its session */
 struct mp_session;    /* a client's association group: what Outlook sees as one session */
 struct mp_module_ctx; /* a loaded module: options, private state */
+struct mp_object;     /* a server object of an EMSMDB context (ROPs, below) */
+
+/* Object lifetime events (the object_event hook). */
+enum mp_object_event {
+    MP_OBJECT_CREATED = 1,      /* a ROP created it and the server said yes */
+    MP_OBJECT_RELEASED = 2,     /* RopRelease, or a new object took its handle */
+    MP_OBJECT_CONTEXT_GONE = 3, /* its MAPI context ended (EcDoDisconnect, session end) */
+};
+
+/* Option schema (the descriptor's `options`): every NAME:key the module
+ * reads.  With a schema, `mapiproxy --check` and the start refuse any other
+ * NAME:key (with FILE:LINE and a did-you-mean) and values of the wrong
+ * type.  The array ends with key == NULL. */
+enum mp_option_type {
+    MP_OPT_STRING = 0, /* any text */
+    MP_OPT_BOOL,       /* yes/no, true/false, on/off, 1/0 */
+    MP_OPT_INT,        /* a decimal or 0x number in [min, max] */
+    MP_OPT_ENUM,       /* one of `choices` (NULL-terminated) */
+};
+struct mp_module_option_spec {
+    const char *key; /* without the "NAME:" prefix, lower case */
+    enum mp_option_type type;
+    long min, max;              /* MP_OPT_INT (both 0: any) */
+    const char *const *choices; /* MP_OPT_ENUM */
+};
 
 /* What a module wants to see.  iface: "exchange_emsmdb", "exchange_nsp",
  * "exchange_ds_rfr", "exchange_async_emsmdb", "epmapper", or a UUID text.
@@ -91,6 +129,19 @@ struct mp_module {
      * session: no `wants` entry is needed.  See "ROPs" below. */
     enum mp_status (*rop_request)(struct mp_module_ctx *mc, struct mp_call *call);
     enum mp_status (*rop_response)(struct mp_module_ctx *mc, struct mp_call *call);
+
+    /* ABI 3.  Server object lifetimes (see "Object events" below): called
+     * when an object of session s is created, released, or its context
+     * ends; `data` is what the module set with mp_object_set_data (NULL if
+     * none; its destructor runs right after RELEASED and CONTEXT_GONE).  A
+     * module with this hook makes the proxy track every ROP call. */
+    void (*object_event)(struct mp_module_ctx *mc, struct mp_session *s, const struct mp_object *o,
+                         enum mp_object_event ev, void *data);
+    /* The options the module reads (NULL: not checked), and an optional
+     * further check of one value, run by --check and at start before init:
+     * 0 accepts; otherwise write why (one sentence, no secrets) to why. */
+    const struct mp_module_option_spec *options;
+    int (*check_option)(const char *key, const char *value, char *why, size_t why_len);
 };
 
 #define MP_MODULE_HEADER MP_MODULE_ABI_VERSION, (uint32_t)sizeof(struct mp_module)
@@ -123,6 +174,14 @@ const char *mp_call_peer(const struct mp_call *call);    /* "ADDR:PORT" of the c
  * mp_call_peer.  Added within ABI 2 (a compatible change, so the version
  * stayed); a module that calls it does not load into an older mapiproxy. */
 const char *mp_call_user(const struct mp_call *call);
+/* The client's version (ABI 3): "15.0.4569.1506" (major.minor.build.
+ * revision), from the EcDoConnectEx of the call's session (rgwClientVersion,
+ * MS-OXCRPC 3.1.4.1.3) or from MAPI/HTTP's X-ClientApplication header
+ * ("Outlook/15.0.4569.1506"); NULL until the client said it. */
+const char *mp_call_client_version(const struct mp_call *call);
+/* MAPI/HTTP: the X-ClientApplication header as the client sent it (at most
+ * 127 bytes), NULL on other transports or when absent. */
+const char *mp_call_client_application(const struct mp_call *call);
 struct mp_session *mp_call_session(struct mp_call *call);
 /* How many times the request went upstream already (MP_RELAY_AGAIN). */
 unsigned mp_call_relay_count(const struct mp_call *call);
@@ -135,8 +194,9 @@ int mp_call_set_request_stub(struct mp_call *call, const uint8_t *stub, size_t l
 const uint8_t *mp_call_response_stub(const struct mp_call *call, size_t *len);
 int mp_call_set_response_stub(struct mp_call *call, const uint8_t *stub, size_t len);
 
-/* Decoded calls: the structures of src/codec (generated from idl/), NULL
- * when the call has no codec or its stub does not decode.  A module that
+/* Decoded calls: the structures of calls.h (struct nspi_NspiGetProps_in,
+ * emsmdb_EcDoRpcExt2_out, ...; generated from idl/), NULL when the call
+ * has no codec or its stub does not decode.  A module that
  * changes a decoded structure calls mp_call_*_changed so the proxy
  * re-encodes it.  A dispatch hook that answers (MP_STOP) fills the
  * response, from mp_call_new_response() or with mp_call_set_response_stub. */
@@ -169,6 +229,28 @@ void mp_call_resume(struct mp_call *call, enum mp_status status);
 /* Runs cb(arg) once, ms milliseconds from now, on the proxy's loop.  Returns
  * 0, or -1 when out of memory. */
 int mp_module_after(struct mp_module_ctx *mc, uint64_t ms, void (*cb)(void *arg), void *arg);
+
+/* ---- watching a descriptor (ABI 3) ---- */
+/* Calls cb on the proxy's loop whenever fd is readable (MP_FD_READ) and/or
+ * writable (MP_FD_WRITE), as `events` asks: the way to talk to an outside
+ * service (a scanner, a directory) without blocking the proxy.  cb gets
+ * the events that are ready, MP_FD_ERROR on an error or hang-up.  The fd
+ * stays the module's (set it non-blocking; close it after cancelling).
+ * With MP_PENDING: hold the call, watch the service's socket, and call
+ * mp_call_resume from cb.  NULL when out of memory or fd cannot be
+ * watched. */
+#define MP_FD_READ 0x1u
+#define MP_FD_WRITE 0x4u
+#define MP_FD_ERROR 0x8u
+struct mp_fdwatch;
+typedef void (*mp_fdwatch_cb)(struct mp_fdwatch *w, int fd, unsigned events, void *arg);
+struct mp_fdwatch *mp_module_watch_fd(struct mp_module_ctx *mc, int fd, unsigned events,
+                                      mp_fdwatch_cb cb, void *arg);
+/* Changes what is watched (0: nothing, until set again).  0 or -1. */
+int mp_fdwatch_set(struct mp_fdwatch *w, unsigned events);
+/* Stops watching and frees w (not the fd); safe inside cb.  Watches left
+ * at unload are cancelled by the proxy (after fini). */
+void mp_fdwatch_cancel(struct mp_fdwatch *w);
 
 /* ---- ROPs ---- */
 /* In rop_request and rop_response hooks (and after them), the ROPs of the
@@ -233,6 +315,10 @@ struct mp_object {
     const uint32_t *columns; /* tables: the last RopSetColumns that succeeded */
     size_t ncolumns;
     uint32_t parent; /* handle it was opened from, 0xFFFFFFFF if none */
+    /* ABI 3: the MAPI context (one EcDoConnectEx / MAPI/HTTP Connect: its
+     * context handle) the object lives in, numbered by the proxy from 1 in
+     * each session; 0 unknown.  Handles are unique within a context only. */
+    uint32_t context_id;
 };
 const char *mp_object_type_name(enum mp_object_type t); /* "folder", ... */
 /* The object ROP i works on (the one its InputHandleIndex names), NULL if
@@ -257,6 +343,19 @@ int mp_session_set_data(struct mp_session *s, const struct mp_module_ctx *mc, vo
 void mp_session_ref(struct mp_session *s);
 void mp_session_unref(struct mp_session *s);
 uint32_t mp_session_id(const struct mp_session *s);
+
+/* ---- object events and per-object data (ABI 3) ---- */
+/* Per-module data on a server object (o from mp_call_rop_object,
+ * mp_call_rop_new_object or the object_event hook; found by its
+ * context_id and handle), with a destructor that runs when the object is
+ * released or its context ends (after the object_event hook), or when
+ * the data is replaced.  -1 when the object is not (or no longer) tracked:
+ * an object created in the same ROP buffer gets data from the rop_response
+ * hook on, through mp_call_rop_new_object. */
+void *mp_object_data(struct mp_session *s, const struct mp_module_ctx *mc,
+                     const struct mp_object *o);
+int mp_object_set_data(struct mp_session *s, const struct mp_module_ctx *mc,
+                       const struct mp_object *o, void *data, void (*destructor)(void *data));
 
 #ifdef __cplusplus
 }

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/services.h"
 #include "codec/codec.h"
+#include "codec/ndr_rt.h"
 #include "core/arena.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -52,6 +54,13 @@ void mp_session_unref(struct mp_session *s)
 {
     if (!s || --s->refs)
         return;
+    /* the stages' session state first (the ROP stage's object tables: the
+     * objects' context_gone events and their data before unbind) */
+    for (unsigned k = 0; s->mods && k < s->mods->n_stages; k++)
+        if (s->stage_ctx[k]) {
+            s->mods->stages[k].p->session_free(s->stage_ctx[k]);
+            s->stage_ctx[k] = NULL;
+        }
     for (unsigned i = 0; s->mods && i < s->mods->n; i++) {
         struct slot *sl = &s->slots[i];
         struct mp_module_ctx *mc = &s->mods->mods[i];
@@ -61,9 +70,6 @@ void mp_session_unref(struct mp_session *s)
             sl->dtor(sl->data);
         sl->data = NULL;
     }
-    for (unsigned k = 0; s->mods && k < s->mods->n_stages; k++)
-        if (s->stage_ctx[k])
-            s->mods->stages[k].p->session_free(s->stage_ctx[k]);
     if (s->on_free)
         s->on_free(s);
     free(s);
@@ -292,6 +298,23 @@ struct mp_arena *mp_call_arena(struct mp_call *m)
 }
 #define call_arena mp_call_arena
 
+/* A decoded structure sits in the arena right after the wire details of
+ * its stub (the public structures have no room for them): byte-exact
+ * re-encoding of what modules left unchanged. */
+static void *dec_alloc(struct mp_arena *a, size_t sz)
+{
+    uint8_t *p = mp_arena_alloc(a, sizeof(struct mp_ndr_wire) + (sz ? sz : 1));
+    if (!p)
+        return NULL;
+    memset(p, 0, sizeof(struct mp_ndr_wire) + sz);
+    return p + sizeof(struct mp_ndr_wire);
+}
+
+static struct mp_ndr_wire *dec_wire(void *dec)
+{
+    return (struct mp_ndr_wire *)(void *)((uint8_t *)dec - sizeof(struct mp_ndr_wire));
+}
+
 static void *decode(struct mp_call *m, bool req)
 {
     if (!m->codec)
@@ -299,12 +322,12 @@ static void *decode(struct mp_call *m, bool req)
     if (!m->codec || !call_arena(m))
         return NULL;
     size_t sz = req ? m->codec->in_size : m->codec->out_size;
-    void *p = mp_arena_alloc(m->arena, sz ? sz : 1);
+    void *p = dec_alloc(m->arena, sz);
     if (!p)
         return NULL;
     struct mp_buf *b = req ? &m->req : &m->resp;
-    int rc = req ? m->codec->pull_in(mp_buf_head(b), mp_buf_avail(b), p, m->arena)
-                 : m->codec->pull_out(mp_buf_head(b), mp_buf_avail(b), p, m->arena);
+    int rc = req ? m->codec->pull_in_w(mp_buf_head(b), mp_buf_avail(b), p, m->arena, dec_wire(p))
+                 : m->codec->pull_out_w(mp_buf_head(b), mp_buf_avail(b), p, m->arena, dec_wire(p));
     if (rc) {
         mp_debug("call %s %s: %s stub does not decode; modules see it raw only", m->peer,
                  m->codec->name, req ? "request" : "response");
@@ -343,9 +366,8 @@ void *mp_call_new_response(struct mp_call *m)
         m->codec = mp_codec_find(m->iface_uuid, m->opnum);
     if (!m->codec || !call_arena(m))
         return NULL;
-    void *p = mp_arena_alloc(m->arena, m->codec->out_size ? m->codec->out_size : 1);
+    void *p = dec_alloc(m->arena, m->codec->out_size);
     if (p) {
-        memset(p, 0, m->codec->out_size);
         m->resp_dec = p;
         m->resp_tried = true;
         m->resp_changed = true;
@@ -431,8 +453,14 @@ int mp_call_reencode(struct mp_call *m, bool req)
     void *dec = req ? m->req_dec : m->resp_dec;
     if (!changed || !dec || !m->codec)
         return 0;
+    /* A structure the transport gave (MAPI/HTTP: decoded from the body,
+     * mp_call_set_decoded) has no wire details before it: it gets the
+     * canonical encoding. */
+    static const struct mp_ndr_wire canonical;
+    bool given = req ? m->req_given : m->resp_given;
+    const struct mp_ndr_wire *w = given ? &canonical : dec_wire(dec);
     struct mp_buf n = {0};
-    int rc = req ? m->codec->push_in(&n, dec) : m->codec->push_out(&n, dec);
+    int rc = req ? m->codec->push_in_w(&n, dec, w) : m->codec->push_out_w(&n, dec, w);
     if (rc) {
         mp_buf_free(&n);
         return -1;

@@ -47,6 +47,10 @@ struct mp_stage_provider {
     /* The module's hook for this stage (request or response), NULL if it
      * has none; a module with one wants (iface, ops) implicitly. */
     mp_hook_fn (*hook)(const struct mp_module *m, bool response);
+    /* Does module m make the provider take part in the calls it serves,
+     * with or without hooks (the ROP stage: object_event)?  NULL: when m
+     * has one of the hooks. */
+    bool (*uses)(const struct mp_module *m);
     /* How many items the hooks would see; 0 skips the hooks (nothing decoded). */
     size_t (*count)(struct mp_call *m, bool response);
     /* Before the request hooks: decode. */
@@ -66,6 +70,11 @@ struct mp_stage_provider {
     void (*session_free)(void *ctx);
 };
 extern const struct mp_stage_provider *const mp_builtin_stages[]; /* builtins.c */
+
+/* The mask bit of calls the runtime itself wants (chain/ident.c: the
+ * client's version from EcDoConnectEx); used only while fewer modules are
+ * loaded, so it never names a module. */
+#define MP_IDENT_BIT 31u
 
 struct mp_modules {
     struct mp_module_ctx mods[MP_MAX_MODULES];
@@ -101,6 +110,9 @@ struct mp_session {
     struct mp_modules *mods;
     void (*on_free)(struct mp_session *s); /* relay unlinks it */
     void *stage_ctx[MP_MAX_STAGES];        /* per stage provider (the ROP stage: server objects) */
+    /* the client's version and MAPI/HTTP X-ClientApplication (chain/ident.c) */
+    char client_version[32];
+    char client_app[128];
     void *owner;
     char ident[192]; /* relay: who created the group ("user:DOMAIN\\user" when the proxy
                         terminates authentication, else "addr:IP"); only they join it */

@@ -1,6 +1,7 @@
 /* The module loader: the effective chain from the configuration, built-ins
  * and shared objects, their wants, and the module context API. */
 #include "chain/chain.h"
+#include "chain/services.h"
 
 #include "auth/mailboxauth.h"
 
@@ -111,7 +112,7 @@ static int add_wants(struct mp_modules *ms, unsigned idx)
      * interface and operations */
     for (unsigned k = 0; k < ms->n_stages; k++) {
         struct mp_stage_use *u = &ms->stages[k];
-        if (!u->p->hook(m, false) && !u->p->hook(m, true))
+        if (u->p->uses ? !u->p->uses(m) : (!u->p->hook(m, false) && !u->p->hook(m, true)))
             continue;
         u->modmask |= 1u << idx;
         for (size_t i = 0; i < u->p->n_ops; i++)
@@ -167,8 +168,9 @@ const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *
     }
     if (m->abi_version != MP_MODULE_ABI_VERSION)
         snprintf(why, wl,
-                 "module %s was built for module ABI %u, this mapiproxy has ABI %u; rebuild "
-                 "it against this include/mapiproxy/module.h",
+                 "module %s was built for module ABI 0x%08x, this mapiproxy has ABI 0x%08x "
+                 "(the ABI changes with module.h and with the call and ROP structures); "
+                 "rebuild it against this mapiproxy's include/mapiproxy",
                  name, m->abi_version, MP_MODULE_ABI_VERSION);
     else if (m->size < sizeof(struct mp_module))
         snprintf(why, wl,
@@ -186,6 +188,15 @@ const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *
         dlclose(*dl);
     *dl = NULL;
     return NULL;
+}
+
+static void opt_error(void *ctx, const char *file, int line, const char *msg)
+{
+    (void)ctx;
+    if (line > 0)
+        mp_error("%s:%d: %s", file, line, msg);
+    else
+        mp_error("%s: %s", file, msg);
 }
 
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop)
@@ -249,6 +260,8 @@ int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, str
             goto fail;
         }
         ms->n++;
+        if (mp_modopts_check(cfg, name, mc->m, opt_error, NULL))
+            goto fail;
         if (add_wants(ms, mc->index))
             goto fail;
         if (mc->m->init && mc->m->init(mc) != 0) {
@@ -261,6 +274,10 @@ int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, str
         mp_info("module %s loaded (%s)%s", name, mc->dl ? "shared object" : "built-in",
                 mc->m->description ? "" : "");
     }
+    /* the client's version for mp_call_client_version: EcDoConnectEx goes
+     * through the chain (no module's hooks run) when a bit is free */
+    if (ms->n && ms->n < MP_IDENT_BIT && add_want(ms, MP_IDENT_BIT, "exchange_emsmdb", 10))
+        goto fail;
     return 0;
 fail:
     mp_modules_unload(ms);
@@ -273,6 +290,7 @@ void mp_modules_unload(struct mp_modules *ms)
         struct mp_module_ctx *mc = &ms->mods[i];
         if (mc->initialized && mc->m->fini)
             mc->m->fini(mc);
+        mp_fdwatch_cancel_module(mc);
         if (mc->dl)
             dlclose(mc->dl);
     }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/services.h"
 #include "codec/codec.h"
 #include "codec/gen/emsmdb.h"
 #include "core/arena.h"
@@ -74,8 +75,10 @@ struct mp_ropsess {
     struct cxt {
         uint8_t cxh[16];
         struct mp_objtab *t;
+        uint32_t id; /* mp_object.context_id */
     } v[MAX_CONTEXTS];
     size_t n;
+    uint32_t last_id;
 };
 
 extern const struct mp_stage_provider mp_rop_stage;
@@ -93,6 +96,15 @@ static struct mp_ropsess *session_rops(struct mp_session *ses)
 {
     void **slot = mp_session_stage_slot(ses, &mp_rop_stage);
     return slot ? *slot : NULL;
+}
+
+struct mp_objtab *mp_ropsess_table(struct mp_session *ses, uint32_t context_id)
+{
+    struct mp_ropsess *s = ses ? session_rops(ses) : NULL;
+    for (size_t i = 0; s && context_id && i < s->n; i++)
+        if (s->v[i].id == context_id)
+            return s->v[i].t;
+    return NULL;
 }
 
 static void ropsess_free(void *p)
@@ -122,6 +134,8 @@ static struct mp_objtab *session_tab(struct mp_session *ses, const uint8_t cxh[1
     if (!t)
         return NULL;
     memcpy(s->v[s->n].cxh, cxh, 16);
+    s->v[s->n].id = ++s->last_id;
+    mp_objevents_attach(t, ses, s->v[s->n].id);
     s->v[s->n++].t = t;
     return t;
 }
@@ -1192,20 +1206,29 @@ int mp_call_rop_drop(struct mp_call *m, bool response, size_t i)
     return 0;
 }
 
+/* The call's copies of objects made before the table was asked carry no
+ * context yet: the call's context (call memory, so writable). */
+static const struct mp_object *with_context(struct mp_call *m, const struct mp_object *o)
+{
+    if (o && !o->context_id)
+        ((struct mp_object *)o)->context_id = mp_objtab_context_id(RC(m)->tab);
+    return o;
+}
+
 const struct mp_object *mp_call_rop_object(struct mp_call *m, bool response, size_t i)
 {
     struct item *it = api_item(m, response, i);
     if (!it)
         return NULL;
     if (!response)
-        return it->obj;
-    return it->req >= 0 ? RC(m)->rq.it[it->req].obj : NULL;
+        return with_context(m, it->obj);
+    return it->req >= 0 ? with_context(m, RC(m)->rq.it[it->req].obj) : NULL;
 }
 
 const struct mp_object *mp_call_rop_new_object(struct mp_call *m, size_t i)
 {
     struct item *it = api_item(m, true, i);
-    return it ? it->newobj : NULL;
+    return it ? with_context(m, it->newobj) : NULL;
 }
 
 /* ---- the provider ---- */
@@ -1213,6 +1236,12 @@ const struct mp_object *mp_call_rop_new_object(struct mp_call *m, size_t i)
 static mp_hook_fn rop_hook(const struct mp_module *mod, bool response)
 {
     return response ? mod->rop_response : mod->rop_request;
+}
+
+/* ROP hooks, or object events (the stage keeps the object tables). */
+static bool rop_uses(const struct mp_module *mod)
+{
+    return mod->rop_request || mod->rop_response || mp_objevents_wanted(mod);
 }
 
 static const uint16_t rop_ops[] = {OP_DISCONNECT, OP_RPC, OP_RPCEXT2};
@@ -1224,6 +1253,7 @@ const struct mp_stage_provider mp_rop_stage = {
     .ops = rop_ops,
     .n_ops = sizeof(rop_ops) / sizeof(rop_ops[0]),
     .hook = rop_hook,
+    .uses = rop_uses,
     .count = mp_call_rop_count,
     .request = request,
     .request_done = request_done,

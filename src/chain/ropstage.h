@@ -9,4 +9,7 @@
 #include "chain/chain.h"
 
 extern const struct mp_stage_provider mp_rop_stage;
+/* The object table of the session's MAPI context context_id (numbered
+ * from 1 per session, mp_object.context_id), or NULL. */
+struct mp_objtab *mp_ropsess_table(struct mp_session *ses, uint32_t context_id);
 #endif

@@ -3,6 +3,7 @@
  * mp_call_resume, MP_RELAY_AGAIN.  See doc/internals/architecture.md
  * ("Call and chain"). */
 #include "chain/chain.h"
+#include "chain/services.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -281,6 +282,7 @@ static void run(struct mp_call *m, int resumed)
 
 void mp_call_run_request(struct mp_call *m)
 {
+    mp_ident_request(m);
     m->stage = MPC_NDR_PULL;
     m->idx = 0;
     run(m, -1);

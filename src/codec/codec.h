@@ -10,8 +10,9 @@
 
 #include "core/buf.h"
 
-struct mp_arena; /* src/core/arena.h: mp_arena_init/alloc/strdup/reset/free */
-struct mp_json;  /* src/core/json.h */
+struct mp_arena;    /* src/core/arena.h: mp_arena_init/alloc/strdup/reset/free */
+struct mp_json;     /* src/core/json.h */
+struct mp_ndr_wire; /* src/codec/ndr_rt.h */
 
 struct mp_call_codec {
     const char *iface; /* "exchange_nsp" ... */
@@ -28,6 +29,16 @@ struct mp_call_codec {
     int (*push_out)(struct mp_buf *b, const void *out);
     void (*print_in)(struct mp_json *j, const void *in);
     void (*print_out)(struct mp_json *j, const void *out);
+    /* The same with the wire details kept apart from the (public)
+     * structures: pull records into *w (zeroed first; its arrays live in the
+     * arena; NULL: not kept), push reproduces them (NULL: the canonical
+     * encoding).  Byte-exact re-encoding needs the wire of the pull. */
+    int (*pull_in_w)(const uint8_t *stub, size_t len, void *in, struct mp_arena *a,
+                     struct mp_ndr_wire *w);
+    int (*pull_out_w)(const uint8_t *stub, size_t len, void *out, struct mp_arena *a,
+                      struct mp_ndr_wire *w);
+    int (*push_in_w)(struct mp_buf *b, const void *in, const struct mp_ndr_wire *w);
+    int (*push_out_w)(struct mp_buf *b, const void *out, const struct mp_ndr_wire *w);
 };
 
 /* NULL if the interface or the opnum is unknown (such calls are relayed

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/ndr_rt.h"
 #include "core/arena.h"
 #include "core/json.h"
 
@@ -10,9 +11,11 @@ int mp_codec_check(const struct mp_call_codec *cc, int out, const uint8_t *p, si
 {
     static const uint8_t empty[1];
     size_t sz = out ? cc->out_size : cc->in_size;
-    int (*pull)(const uint8_t *, size_t, void *, struct mp_arena *) =
-        out ? cc->pull_out : cc->pull_in;
-    int (*push)(struct mp_buf *, const void *) = out ? cc->push_out : cc->push_in;
+    int (*pull)(const uint8_t *, size_t, void *, struct mp_arena *, struct mp_ndr_wire *) =
+        out ? cc->pull_out_w : cc->pull_in_w;
+    int (*push)(struct mp_buf *, const void *, const struct mp_ndr_wire *) =
+        out ? cc->push_out_w : cc->push_in_w;
+    struct mp_ndr_wire w, w2;
     struct mp_arena a;
     mp_arena_init(&a);
     void *v = calloc(1, sz), *v2 = calloc(1, sz);
@@ -22,13 +25,13 @@ int mp_codec_check(const struct mp_call_codec *cc, int out, const uint8_t *p, si
         rc = 0;
         goto done;
     }
-    if (pull(p ? p : empty, n, v, &a))
+    if (pull(p ? p : empty, n, v, &a, &w))
         goto done; /* not decodable: fine */
     rc = -1;
-    if (push(&b, v) || b.len != n || (n && memcmp(b.data, p, n)))
+    if (push(&b, v, &w) || b.len != n || (n && memcmp(b.data, p, n)))
         goto done; /* decode then encode must give the same bytes */
-    if (pull(b.data ? b.data : empty, b.len, v2, &a) || push(&b2, v2) || b2.len != b.len ||
-        (b.len && memcmp(b.data, b2.data, b.len)))
+    if (pull(b.data ? b.data : empty, b.len, v2, &a, &w2) || push(&b2, v2, &w2) ||
+        b2.len != b.len || (b.len && memcmp(b.data, b2.data, b.len)))
         goto done; /* and be stable */
     struct mp_json j;
     mp_json_init(&j, &js);

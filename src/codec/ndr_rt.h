@@ -10,17 +10,14 @@
 
 #include "core/arena.h"
 #include "core/buf.h"
+#include "mapiproxy/ndr_types.h"
 #include "ndr/ndr.h"
 
 #define MP_CODEC_MAX_ELEMS 100000u /* elements of one non-byte array */
 #define MP_CODEC_MAX_DEPTH 32u     /* nested pointers followed */
 #define MP_CODEC_MAX_STUB (64u << 20)
 
-/* A context handle (policy handle): attributes and a UUID, 20 bytes. */
-struct mp_ctxh {
-    uint32_t attr;
-    uint8_t uuid[16];
-};
+/* struct mp_ctxh (a context handle) is public: mapiproxy/ndr_types.h. */
 
 /* Wire details that the structures do not carry but that a byte-exact
  * re-encoding needs: the referent ids of non-NULL pointers and the

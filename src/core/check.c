@@ -13,6 +13,7 @@
 #include "auth/credstore.h"
 #include "core/config.h"
 #include "chain/chain.h"
+#include "chain/services.h"
 
 struct chk {
     const struct mp_config *cfg;
@@ -20,17 +21,10 @@ struct chk {
     int n_err;
 };
 
-/* An error about the option `key`, at the line that set it. */
-__attribute__((format(printf, 3, 4))) static void cerr(struct chk *c, const char *key,
-                                                       const char *fmt, ...)
+/* An error at FILE:LINE (FILE alone when line is 0) into the diagnostics. */
+static void opt_err(void *ctx, const char *file, int line, const char *msg)
 {
-    const char *file;
-    int line = mp_config_where(c->cfg, key, &file);
-    char msg[1200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    struct chk *c = ctx;
     char *m = NULL;
     int r =
         line > 0 ? asprintf(&m, "%s:%d: %s", file, line, msg) : asprintf(&m, "%s: %s", file, msg);
@@ -44,6 +38,20 @@ __attribute__((format(printf, 3, 4))) static void cerr(struct chk *c, const char
     }
     c->diag->msgs = nm;
     c->diag->msgs[c->diag->n++] = m;
+}
+
+/* An error about the option `key`, at the line that set it. */
+__attribute__((format(printf, 3, 4))) static void cerr(struct chk *c, const char *key,
+                                                       const char *fmt, ...)
+{
+    const char *file;
+    int line = mp_config_where(c->cfg, key, &file);
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    opt_err(c, file, line, msg);
 }
 
 static void check_secrets(struct chk *c)
@@ -65,16 +73,20 @@ static void check_secrets(struct chk *c)
     }
 }
 
-/* The module chain mp_modules_load would build (doc/modules.md). */
+/* The module chain mp_modules_load would build (doc/modules.md), and each
+ * module's options against its schema. */
 static void check_modules(struct chk *c)
 {
     const struct mp_config *cfg = c->cfg;
     char why[4400];
     for (size_t i = 0; i < cfg->n_modules; i++) {
         void *dl = NULL;
-        if (!mp_module_open(cfg, cfg->modules[i], &dl, why, sizeof why))
+        const struct mp_module *m = mp_module_open(cfg, cfg->modules[i], &dl, why, sizeof why);
+        if (!m)
             cerr(c, "dcerpc_mapiproxy:modules", "%s", why);
-        else if (dl)
+        else
+            mp_modopts_check(cfg, cfg->modules[i], m, opt_err, c);
+        if (dl)
             dlclose(dl);
     }
 }

@@ -204,6 +204,11 @@ static const char *closest(const char *s, const char *const *names, size_t n)
     return best;
 }
 
+const char *mp_config_closest(const char *s, const char *const *names, size_t n)
+{
+    return closest(s, names, n);
+}
+
 static bool parse_bool(const char *v, bool *out)
 {
     static const char *const t[] = {"yes", "true", "1", "on"};
@@ -2184,6 +2189,11 @@ const char *mp_config_get(const struct mp_config *cfg, const char *key)
     return found;
 }
 
+bool mp_config_parse_bool(const char *v, bool *out)
+{
+    return parse_bool(v, out);
+}
+
 bool mp_config_get_bool(const struct mp_config *cfg, const char *key, bool dflt)
 {
     const char *v = mp_config_get(cfg, key);
@@ -2193,11 +2203,10 @@ bool mp_config_get_bool(const struct mp_config *cfg, const char *key, bool dflt)
     return b;
 }
 
-long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt)
+bool mp_config_parse_int(const char *v, long *out)
 {
-    const char *v = mp_config_get(cfg, key);
     if (!v || !*v)
-        return dflt;
+        return false;
     char *end;
     errno = 0;
     long x;
@@ -2206,8 +2215,15 @@ long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt)
     else
         x = strtol(v, &end, 10);
     if (errno || *end || end == v)
-        return dflt;
-    return x;
+        return false;
+    *out = x;
+    return true;
+}
+
+long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt)
+{
+    long x;
+    return mp_config_parse_int(mp_config_get(cfg, key), &x) ? x : dflt;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -213,6 +213,15 @@ long mp_config_get_int(const struct mp_config *cfg, const char *key, long dflt);
  * returns the line and sets *file, or 0 with *file = cfg->path. */
 int mp_config_where(const struct mp_config *cfg, const char *key, const char **file);
 
+/* The closest of names[] to s (the did-you-mean of unknown options), or
+ * NULL when none is close. */
+const char *mp_config_closest(const char *s, const char *const *names, size_t n);
+
+/* yes/true/1/on or no/false/0/off (any case) into *out; false if neither. */
+bool mp_config_parse_bool(const char *v, bool *out);
+/* A decimal or 0x number (what mp_config_get_int reads); false if not. */
+bool mp_config_parse_int(const char *v, long *out);
+
 /* A log level: 0-4 or error, warn(ing), info, debug, trace (any case); -1 if neither. */
 int mp_log_level_parse(const char *v);
 

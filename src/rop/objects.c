@@ -8,6 +8,7 @@ struct ent {
     struct ent *next;
     struct mp_object o;
     uint32_t *cols; /* owned copy of o.columns */
+    void *ext;      /* the observer's (per-object module data) */
 };
 
 struct mp_objtab {
@@ -15,7 +16,18 @@ struct mp_objtab {
     size_t nb, n;
     unsigned refs;
     int8_t logon[256]; /* -1 unknown, 0 public, 1 private */
+    uint32_t context_id;
+    mp_objtab_obs_fn obs;
+    void *obs_ctx;
 };
+
+/* Tells the observer (src/chain/objevents.c) about e (ev: enum
+ * mp_object_event). */
+static void notify(struct mp_objtab *t, struct ent *e, int ev)
+{
+    if (t->obs)
+        t->obs(t->obs_ctx, &e->o, ev, &e->ext);
+}
 
 static size_t slot(const struct mp_objtab *t, uint32_t h)
 {
@@ -41,6 +53,7 @@ struct mp_objtab *mp_objtab_new(void)
 
 static void ent_free(struct ent *e)
 {
+    /* the observer was told and cleared e->ext */
     free(e->cols);
     free(e);
 }
@@ -59,6 +72,7 @@ void mp_objtab_unref(struct mp_objtab *t)
     for (size_t i = 0; i < t->nb; i++) {
         for (struct ent *e = t->b[i], *nx; e; e = nx) {
             nx = e->next;
+            notify(t, e, MP_OBJECT_CONTEXT_GONE);
             ent_free(e);
         }
     }
@@ -105,11 +119,14 @@ int mp_objtab_put(struct mp_objtab *t, const struct mp_object *o)
 {
     struct ent *e = find(t, o->handle);
     if (e) {
+        notify(t, e, MP_OBJECT_RELEASED); /* the server reused the handle */
         free(e->cols);
         e->cols = NULL;
         e->o = *o;
         e->o.columns = NULL;
         e->o.ncolumns = 0;
+        e->o.context_id = t->context_id;
+        notify(t, e, MP_OBJECT_CREATED);
         return 0;
     }
     if (t->n >= MP_OBJTAB_MAX)
@@ -120,11 +137,13 @@ int mp_objtab_put(struct mp_objtab *t, const struct mp_object *o)
     e->o = *o;
     e->o.columns = NULL;
     e->o.ncolumns = 0;
+    e->o.context_id = t->context_id;
     size_t s = slot(t, o->handle);
     e->next = t->b[s];
     t->b[s] = e;
     if (++t->n > t->nb)
         grow(t);
+    notify(t, e, MP_OBJECT_CREATED);
     return 0;
 }
 
@@ -136,6 +155,7 @@ void mp_objtab_del(struct mp_objtab *t, uint32_t handle)
         if ((*pp)->o.handle == handle) {
             struct ent *e = *pp;
             *pp = e->next;
+            notify(t, e, MP_OBJECT_RELEASED);
             ent_free(e);
             t->n--;
             return;
@@ -167,6 +187,24 @@ void mp_objtab_set_message_id(struct mp_objtab *t, uint32_t handle, uint64_t mid
     struct ent *e = find(t, handle);
     if (e)
         e->o.message_id = mid;
+}
+
+void mp_objtab_observe(struct mp_objtab *t, uint32_t context_id, mp_objtab_obs_fn fn, void *ctx)
+{
+    t->context_id = context_id;
+    t->obs = fn;
+    t->obs_ctx = ctx;
+}
+
+uint32_t mp_objtab_context_id(const struct mp_objtab *t)
+{
+    return t ? t->context_id : 0;
+}
+
+void **mp_objtab_ext(struct mp_objtab *t, uint32_t handle)
+{
+    struct ent *e = t ? find(t, handle) : NULL;
+    return e ? &e->ext : NULL;
 }
 
 size_t mp_objtab_count(const struct mp_objtab *t)

@@ -44,6 +44,16 @@ size_t mp_objtab_count(const struct mp_objtab *t);
 /* Logons: 1 private mailbox, 0 public folders, -1 unknown. */
 void mp_objtab_set_logon(struct mp_objtab *t, uint8_t logon_id, int private_mailbox);
 int mp_objtab_logon(const struct mp_objtab *t, uint8_t logon_id);
+/* Lifetime events (src/chain/objevents.c): fn(ctx, o, ev, ext) when an
+ * object enters the table (MP_OBJECT_CREATED), leaves it (RELEASED: del, or
+ * a put on its handle) or the table ends (CONTEXT_GONE).  *ext is a pointer
+ * the observer keeps per object; on RELEASED and CONTEXT_GONE it frees
+ * what it holds.  context_id goes into every object put from then on. */
+typedef void (*mp_objtab_obs_fn)(void *ctx, const struct mp_object *o, int ev, void **ext);
+void mp_objtab_observe(struct mp_objtab *t, uint32_t context_id, mp_objtab_obs_fn fn, void *ctx);
+uint32_t mp_objtab_context_id(const struct mp_objtab *t);
+/* The observer's pointer of the object at handle, NULL if none. */
+void **mp_objtab_ext(struct mp_objtab *t, uint32_t handle);
 /* The type of object a ROP with an OutputHandleIndex creates. */
 enum mp_object_type mp_object_type_for_rop(uint8_t rop_id);
 #endif

@@ -22,7 +22,9 @@ FILES = {
     "usr/lib/mapiproxy/modules/mpm_sample.so": 0o644,
     "usr/include/mapiproxy/module.h": 0o644,
     "usr/include/mapiproxy/rops.h": 0o644,
-    "usr/include/mapiproxy/rop/gen/rop_gen.h": 0o644,
+    "usr/include/mapiproxy/calls.h": 0o644,        # the API stands alone: no
+    "usr/include/mapiproxy/calls/emsmdb.h": 0o644,  # codec internals installed
+    "usr/include/mapiproxy/ropvals.h": 0o644,
     "usr/share/man/man8/mapiproxy.8": 0o644,
     "usr/share/man/man5/mapiproxy.conf.5": 0o644,
     "usr/share/man/man1/mapiproxy-decode.1": 0o644,

@@ -10,12 +10,17 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #endif
 
-static int pull_in_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                     struct mp_ndr_wire *w)
 {
     struct asyncemsmdb_EcDoAsyncWaitEx_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->acxh);
     if (c->n.err)
@@ -26,15 +31,26 @@ static int pull_in_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, str
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcDoAsyncWaitEx(struct mp_buf *b, const void *v)
+static int pull_in_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcDoAsyncWaitEx(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcDoAsyncWaitEx(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct asyncemsmdb_EcDoAsyncWaitEx_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->acxh);
     mp_cdp_u32(p, (uint32_t)r->ulFlagsIn);
     return mp_cdp_finish(p);
+}
+
+static int push_in_EcDoAsyncWaitEx(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcDoAsyncWaitEx(b, v, NULL);
 }
 
 static void print_in_EcDoAsyncWaitEx(struct mp_json *j, const void *v)
@@ -49,12 +65,17 @@ static void print_in_EcDoAsyncWaitEx(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                      struct mp_ndr_wire *w)
 {
     struct asyncemsmdb_EcDoAsyncWaitEx_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->pulFlagsOut = (uint32_t)mp_cdc_u32(c);
     if (c->n.err)
         return -1;
@@ -62,14 +83,25 @@ static int pull_out_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, st
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcDoAsyncWaitEx(struct mp_buf *b, const void *v)
+static int pull_out_EcDoAsyncWaitEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcDoAsyncWaitEx(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcDoAsyncWaitEx(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct asyncemsmdb_EcDoAsyncWaitEx_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_u32(p, (uint32_t)r->pulFlagsOut);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_EcDoAsyncWaitEx(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcDoAsyncWaitEx(b, v, NULL);
 }
 
 static void print_out_EcDoAsyncWaitEx(struct mp_json *j, const void *v)
@@ -88,7 +120,8 @@ static const struct mp_call_codec calls[] = {
     [0] = {"AsyncEMSMDB", 0, "EcDoAsyncWaitEx", sizeof(struct asyncemsmdb_EcDoAsyncWaitEx_in),
            sizeof(struct asyncemsmdb_EcDoAsyncWaitEx_out), pull_in_EcDoAsyncWaitEx,
            pull_out_EcDoAsyncWaitEx, push_in_EcDoAsyncWaitEx, push_out_EcDoAsyncWaitEx,
-           print_in_EcDoAsyncWaitEx, print_out_EcDoAsyncWaitEx},
+           print_in_EcDoAsyncWaitEx, print_out_EcDoAsyncWaitEx, pull_in_w_EcDoAsyncWaitEx,
+           pull_out_w_EcDoAsyncWaitEx, push_in_w_EcDoAsyncWaitEx, push_out_w_EcDoAsyncWaitEx},
 };
 
 const struct mp_codec_iface mp_codec_iface_asyncemsmdb = {"AsyncEMSMDB",

@@ -10,12 +10,17 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #endif
 
-static int pull_in_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                 struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoConnect_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->szUserDN = MP_NONNULL;
     if (r->szUserDN && !(r->szUserDN = mp_cdc_string(c)))
         return -1;
@@ -56,11 +61,17 @@ static int pull_in_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct 
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcDoConnect(struct mp_buf *b, const void *v)
+static int pull_in_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcDoConnect(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcDoConnect(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoConnect_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     if (!r->szUserDN) {
         mp_cdp_fail(p);
         {
@@ -85,6 +96,11 @@ static int push_in_EcDoConnect(struct mp_buf *b, const void *v)
     }
     mp_cdp_u32(p, (uint32_t)r->pullTimeStamp);
     return mp_cdp_finish(p);
+}
+
+static int push_in_EcDoConnect(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcDoConnect(b, v, NULL);
 }
 
 static void print_in_EcDoConnect(struct mp_json *j, const void *v)
@@ -121,12 +137,17 @@ static void print_in_EcDoConnect(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                  struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoConnect_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -176,11 +197,17 @@ static int pull_out_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcDoConnect(struct mp_buf *b, const void *v)
+static int pull_out_EcDoConnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcDoConnect(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcDoConnect(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoConnect_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->pcmsPollsMax);
@@ -206,6 +233,11 @@ static int push_out_EcDoConnect(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->pullTimeStamp);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_EcDoConnect(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcDoConnect(b, v, NULL);
 }
 
 static void print_out_EcDoConnect(struct mp_json *j, const void *v)
@@ -246,12 +278,17 @@ static void print_out_EcDoConnect(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                    struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoDisconnect_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -259,14 +296,25 @@ static int pull_in_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, stru
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcDoDisconnect(struct mp_buf *b, const void *v)
+static int pull_in_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcDoDisconnect(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcDoDisconnect(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoDisconnect_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     return mp_cdp_finish(p);
+}
+
+static int push_in_EcDoDisconnect(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcDoDisconnect(b, v, NULL);
 }
 
 static void print_in_EcDoDisconnect(struct mp_json *j, const void *v)
@@ -279,12 +327,17 @@ static void print_in_EcDoDisconnect(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                     struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoDisconnect_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -293,15 +346,26 @@ static int pull_out_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, str
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcDoDisconnect(struct mp_buf *b, const void *v)
+static int pull_out_EcDoDisconnect(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcDoDisconnect(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcDoDisconnect(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoDisconnect_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_EcDoDisconnect(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcDoDisconnect(b, v, NULL);
 }
 
 static void print_out_EcDoDisconnect(struct mp_json *j, const void *v)
@@ -316,12 +380,17 @@ static void print_out_EcDoDisconnect(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                             struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoRpc_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n13 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
@@ -365,11 +434,17 @@ static int pull_in_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_a
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcDoRpc(struct mp_buf *b, const void *v)
+static int pull_in_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcDoRpc(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcDoRpc(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoRpc_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     {
@@ -391,6 +466,11 @@ static int push_in_EcDoRpc(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_EcDoRpc(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcDoRpc(b, v, NULL);
+}
+
 static void print_in_EcDoRpc(struct mp_json *j, const void *v)
 {
     const struct emsmdb_EcDoRpc_in *r = v;
@@ -407,12 +487,17 @@ static void print_in_EcDoRpc(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                              struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoRpc_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n16 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
@@ -454,11 +539,17 @@ static int pull_out_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcDoRpc(struct mp_buf *b, const void *v)
+static int pull_out_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcDoRpc(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcDoRpc(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoRpc_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     {
@@ -480,6 +571,11 @@ static int push_out_EcDoRpc(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_EcDoRpc(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcDoRpc(b, v, NULL);
+}
+
 static void print_out_EcDoRpc(struct mp_json *j, const void *v)
 {
     const struct emsmdb_EcDoRpc_out *r = v;
@@ -496,13 +592,17 @@ static void print_out_EcDoRpc(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v,
-                                               struct mp_arena *a)
+static int pull_in_w_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                 struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct emsmdb_EcRRegisterPushNotification_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n19 = 0;
     uint32_t n22 = 0;
     mp_cdc_align(c, 4);
@@ -566,11 +666,19 @@ static int pull_in_EcRRegisterPushNotification(const uint8_t *stub, size_t len, 
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcRRegisterPushNotification(struct mp_buf *b, const void *v)
+static int pull_in_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                               struct mp_arena *a)
+{
+    return pull_in_w_EcRRegisterPushNotification(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcRRegisterPushNotification(struct mp_buf *b, const void *v,
+                                                 const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcRRegisterPushNotification_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->iRpc);
@@ -604,6 +712,11 @@ static int push_in_EcRRegisterPushNotification(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_EcRRegisterPushNotification(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcRRegisterPushNotification(b, v, NULL);
+}
+
 static void print_in_EcRRegisterPushNotification(struct mp_json *j, const void *v)
 {
     const struct emsmdb_EcRRegisterPushNotification_in *r = v;
@@ -626,13 +739,17 @@ static void print_in_EcRRegisterPushNotification(struct mp_json *j, const void *
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v,
-                                                struct mp_arena *a)
+static int pull_out_w_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                  struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct emsmdb_EcRRegisterPushNotification_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -644,16 +761,29 @@ static int pull_out_EcRRegisterPushNotification(const uint8_t *stub, size_t len,
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcRRegisterPushNotification(struct mp_buf *b, const void *v)
+static int pull_out_EcRRegisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                struct mp_arena *a)
+{
+    return pull_out_w_EcRRegisterPushNotification(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcRRegisterPushNotification(struct mp_buf *b, const void *v,
+                                                  const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcRRegisterPushNotification_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->hNotification);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_EcRRegisterPushNotification(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcRRegisterPushNotification(b, v, NULL);
 }
 
 static void print_out_EcRRegisterPushNotification(struct mp_json *j, const void *v)
@@ -670,13 +800,17 @@ static void print_out_EcRRegisterPushNotification(struct mp_json *j, const void 
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v,
-                                                 struct mp_arena *a)
+static int pull_in_w_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                   struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct emsmdb_EcRUnregisterPushNotification_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -690,16 +824,29 @@ static int pull_in_EcRUnregisterPushNotification(const uint8_t *stub, size_t len
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcRUnregisterPushNotification(struct mp_buf *b, const void *v)
+static int pull_in_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                 struct mp_arena *a)
+{
+    return pull_in_w_EcRUnregisterPushNotification(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcRUnregisterPushNotification(struct mp_buf *b, const void *v,
+                                                   const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcRUnregisterPushNotification_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->iRpc);
     mp_cdp_u32(p, (uint32_t)r->hNotification);
     return mp_cdp_finish(p);
+}
+
+static int push_in_EcRUnregisterPushNotification(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcRUnregisterPushNotification(b, v, NULL);
 }
 
 static void print_in_EcRUnregisterPushNotification(struct mp_json *j, const void *v)
@@ -716,13 +863,17 @@ static void print_in_EcRUnregisterPushNotification(struct mp_json *j, const void
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v,
-                                                  struct mp_arena *a)
+static int pull_out_w_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                    struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct emsmdb_EcRUnregisterPushNotification_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -731,15 +882,28 @@ static int pull_out_EcRUnregisterPushNotification(const uint8_t *stub, size_t le
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcRUnregisterPushNotification(struct mp_buf *b, const void *v)
+static int pull_out_EcRUnregisterPushNotification(const uint8_t *stub, size_t len, void *v,
+                                                  struct mp_arena *a)
+{
+    return pull_out_w_EcRUnregisterPushNotification(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcRUnregisterPushNotification(struct mp_buf *b, const void *v,
+                                                    const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcRUnregisterPushNotification_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_EcRUnregisterPushNotification(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcRUnregisterPushNotification(b, v, NULL);
 }
 
 static void print_out_EcRUnregisterPushNotification(struct mp_json *j, const void *v)
@@ -754,21 +918,37 @@ static void print_out_EcRUnregisterPushNotification(struct mp_json *j, const voi
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcDummyRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcDummyRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDummyRpc_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     return mp_cdc_finish(c);
+}
+
+static int pull_in_EcDummyRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcDummyRpc(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcDummyRpc(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
+{
+    const struct emsmdb_EcDummyRpc_in *r = v;
+    (void)r;
+    struct mp_cdp pp, *p = &pp;
+    mp_cdp_init(p, b, w);
+    return mp_cdp_finish(p);
 }
 
 static int push_in_EcDummyRpc(struct mp_buf *b, const void *v)
 {
-    const struct emsmdb_EcDummyRpc_in *r = v;
-    struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
-    return mp_cdp_finish(p);
+    return push_in_w_EcDummyRpc(b, v, NULL);
 }
 
 static void print_in_EcDummyRpc(struct mp_json *j, const void *v)
@@ -779,23 +959,39 @@ static void print_in_EcDummyRpc(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcDummyRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcDummyRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                 struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDummyRpc_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcDummyRpc(struct mp_buf *b, const void *v)
+static int pull_out_EcDummyRpc(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcDummyRpc(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcDummyRpc(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDummyRpc_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_EcDummyRpc(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcDummyRpc(b, v, NULL);
 }
 
 static void print_out_EcDummyRpc(struct mp_json *j, const void *v)
@@ -808,21 +1004,37 @@ static void print_out_EcDummyRpc(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcRGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcRGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                  struct mp_ndr_wire *w)
 {
     struct emsmdb_EcRGetDCName_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     return mp_cdc_finish(c);
+}
+
+static int pull_in_EcRGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcRGetDCName(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcRGetDCName(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
+{
+    const struct emsmdb_EcRGetDCName_in *r = v;
+    (void)r;
+    struct mp_cdp pp, *p = &pp;
+    mp_cdp_init(p, b, w);
+    return mp_cdp_finish(p);
 }
 
 static int push_in_EcRGetDCName(struct mp_buf *b, const void *v)
 {
-    const struct emsmdb_EcRGetDCName_in *r = v;
-    struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
-    return mp_cdp_finish(p);
+    return push_in_w_EcRGetDCName(b, v, NULL);
 }
 
 static void print_in_EcRGetDCName(struct mp_json *j, const void *v)
@@ -833,21 +1045,37 @@ static void print_in_EcRGetDCName(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcRGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcRGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                   struct mp_ndr_wire *w)
 {
     struct emsmdb_EcRGetDCName_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     return mp_cdc_finish(c);
+}
+
+static int pull_out_EcRGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcRGetDCName(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcRGetDCName(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
+{
+    const struct emsmdb_EcRGetDCName_out *r = v;
+    (void)r;
+    struct mp_cdp pp, *p = &pp;
+    mp_cdp_init(p, b, w);
+    return mp_cdp_finish(p);
 }
 
 static int push_out_EcRGetDCName(struct mp_buf *b, const void *v)
 {
-    const struct emsmdb_EcRGetDCName_out *r = v;
-    struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
-    return mp_cdp_finish(p);
+    return push_out_w_EcRGetDCName(b, v, NULL);
 }
 
 static void print_out_EcRGetDCName(struct mp_json *j, const void *v)
@@ -858,21 +1086,37 @@ static void print_out_EcRGetDCName(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcRNetGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcRNetGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                     struct mp_ndr_wire *w)
 {
     struct emsmdb_EcRNetGetDCName_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     return mp_cdc_finish(c);
+}
+
+static int pull_in_EcRNetGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcRNetGetDCName(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcRNetGetDCName(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
+{
+    const struct emsmdb_EcRNetGetDCName_in *r = v;
+    (void)r;
+    struct mp_cdp pp, *p = &pp;
+    mp_cdp_init(p, b, w);
+    return mp_cdp_finish(p);
 }
 
 static int push_in_EcRNetGetDCName(struct mp_buf *b, const void *v)
 {
-    const struct emsmdb_EcRNetGetDCName_in *r = v;
-    struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
-    return mp_cdp_finish(p);
+    return push_in_w_EcRNetGetDCName(b, v, NULL);
 }
 
 static void print_in_EcRNetGetDCName(struct mp_json *j, const void *v)
@@ -883,21 +1127,37 @@ static void print_in_EcRNetGetDCName(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcRNetGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcRNetGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                      struct mp_ndr_wire *w)
 {
     struct emsmdb_EcRNetGetDCName_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     return mp_cdc_finish(c);
+}
+
+static int pull_out_EcRNetGetDCName(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcRNetGetDCName(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcRNetGetDCName(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
+{
+    const struct emsmdb_EcRNetGetDCName_out *r = v;
+    (void)r;
+    struct mp_cdp pp, *p = &pp;
+    mp_cdp_init(p, b, w);
+    return mp_cdp_finish(p);
 }
 
 static int push_out_EcRNetGetDCName(struct mp_buf *b, const void *v)
 {
-    const struct emsmdb_EcRNetGetDCName_out *r = v;
-    struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
-    return mp_cdp_finish(p);
+    return push_out_w_EcRNetGetDCName(b, v, NULL);
 }
 
 static void print_out_EcRNetGetDCName(struct mp_json *j, const void *v)
@@ -908,12 +1168,17 @@ static void print_out_EcRNetGetDCName(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoRpcExt_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n25 = 0;
     uint32_t n28 = 0;
     mp_cdc_align(c, 4);
@@ -989,11 +1254,17 @@ static int pull_in_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct m
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcDoRpcExt(struct mp_buf *b, const void *v)
+static int pull_in_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcDoRpcExt(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcDoRpcExt(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoRpcExt_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->pulFlags);
@@ -1029,6 +1300,11 @@ static int push_in_EcDoRpcExt(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_EcDoRpcExt(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcDoRpcExt(b, v, NULL);
+}
+
 static void print_in_EcDoRpcExt(struct mp_json *j, const void *v)
 {
     const struct emsmdb_EcDoRpcExt_in *r = v;
@@ -1051,12 +1327,17 @@ static void print_in_EcDoRpcExt(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                 struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoRpcExt_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n31 = 0;
     uint32_t n34 = 0;
     mp_cdc_align(c, 4);
@@ -1141,11 +1422,17 @@ static int pull_out_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct 
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcDoRpcExt(struct mp_buf *b, const void *v)
+static int pull_out_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcDoRpcExt(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcDoRpcExt(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoRpcExt_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->pulFlags);
@@ -1184,6 +1471,11 @@ static int push_out_EcDoRpcExt(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_EcDoRpcExt(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcDoRpcExt(b, v, NULL);
+}
+
 static void print_out_EcDoRpcExt(struct mp_json *j, const void *v)
 {
     const struct emsmdb_EcDoRpcExt_out *r = v;
@@ -1208,12 +1500,17 @@ static void print_out_EcDoRpcExt(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                   struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoConnectEx_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n38 = 0;
     r->szUserDN = MP_NONNULL;
     if (r->szUserDN && !(r->szUserDN = mp_cdc_string(c)))
@@ -1286,11 +1583,17 @@ static int pull_in_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, struc
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcDoConnectEx(struct mp_buf *b, const void *v)
+static int pull_in_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcDoConnectEx(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcDoConnectEx(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoConnectEx_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     if (!r->szUserDN) {
         mp_cdp_fail(p);
         {
@@ -1329,6 +1632,11 @@ static int push_in_EcDoConnectEx(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->cbAuxIn);
     mp_cdp_u32(p, (uint32_t)r->pcbAuxOut);
     return mp_cdp_finish(p);
+}
+
+static int push_in_EcDoConnectEx(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcDoConnectEx(b, v, NULL);
 }
 
 static void print_in_EcDoConnectEx(struct mp_json *j, const void *v)
@@ -1371,12 +1679,17 @@ static void print_in_EcDoConnectEx(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                    struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoConnectEx_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n47 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
@@ -1463,11 +1776,17 @@ static int pull_out_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, stru
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcDoConnectEx(struct mp_buf *b, const void *v)
+static int pull_out_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcDoConnectEx(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcDoConnectEx(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoConnectEx_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->pcmsPollsMax);
@@ -1508,6 +1827,11 @@ static int push_out_EcDoConnectEx(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->pcbAuxOut);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_EcDoConnectEx(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcDoConnectEx(b, v, NULL);
 }
 
 static void print_out_EcDoConnectEx(struct mp_json *j, const void *v)
@@ -1552,12 +1876,17 @@ static void print_out_EcDoConnectEx(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                 struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoRpcExt2_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n54 = 0;
     uint32_t n57 = 0;
     mp_cdc_align(c, 4);
@@ -1632,11 +1961,17 @@ static int pull_in_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct 
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcDoRpcExt2(struct mp_buf *b, const void *v)
+static int pull_in_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcDoRpcExt2(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcDoRpcExt2(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoRpcExt2_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->pulFlags);
@@ -1671,6 +2006,11 @@ static int push_in_EcDoRpcExt2(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_EcDoRpcExt2(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcDoRpcExt2(b, v, NULL);
+}
+
 static void print_in_EcDoRpcExt2(struct mp_json *j, const void *v)
 {
     const struct emsmdb_EcDoRpcExt2_in *r = v;
@@ -1695,12 +2035,17 @@ static void print_in_EcDoRpcExt2(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                  struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoRpcExt2_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n60 = 0;
     uint32_t n63 = 0;
     mp_cdc_align(c, 4);
@@ -1789,11 +2134,17 @@ static int pull_out_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcDoRpcExt2(struct mp_buf *b, const void *v)
+static int pull_out_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcDoRpcExt2(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcDoRpcExt2(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoRpcExt2_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pcxh);
     mp_cdp_u32(p, (uint32_t)r->pulFlags);
@@ -1832,6 +2183,11 @@ static int push_out_EcDoRpcExt2(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_EcDoRpcExt2(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcDoRpcExt2(b, v, NULL);
+}
+
 static void print_out_EcDoRpcExt2(struct mp_json *j, const void *v)
 {
     const struct emsmdb_EcDoRpcExt2_out *r = v;
@@ -1856,12 +2212,17 @@ static void print_out_EcDoRpcExt2(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoAsyncConnectEx_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->cxh);
     if (c->n.err)
@@ -1869,14 +2230,26 @@ static int pull_in_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v, 
     return mp_cdc_finish(c);
 }
 
-static int push_in_EcDoAsyncConnectEx(struct mp_buf *b, const void *v)
+static int pull_in_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_EcDoAsyncConnectEx(stub, len, v, a, NULL);
+}
+
+static int push_in_w_EcDoAsyncConnectEx(struct mp_buf *b, const void *v,
+                                        const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoAsyncConnectEx_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->cxh);
     return mp_cdp_finish(p);
+}
+
+static int push_in_EcDoAsyncConnectEx(struct mp_buf *b, const void *v)
+{
+    return push_in_w_EcDoAsyncConnectEx(b, v, NULL);
 }
 
 static void print_in_EcDoAsyncConnectEx(struct mp_json *j, const void *v)
@@ -1889,12 +2262,17 @@ static void print_in_EcDoAsyncConnectEx(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v,
+                                         struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct emsmdb_EcDoAsyncConnectEx_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pacxh);
     if (c->n.err)
@@ -1903,15 +2281,27 @@ static int pull_out_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v,
     return mp_cdc_finish(c);
 }
 
-static int push_out_EcDoAsyncConnectEx(struct mp_buf *b, const void *v)
+static int pull_out_EcDoAsyncConnectEx(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_EcDoAsyncConnectEx(stub, len, v, a, NULL);
+}
+
+static int push_out_w_EcDoAsyncConnectEx(struct mp_buf *b, const void *v,
+                                         const struct mp_ndr_wire *w)
 {
     const struct emsmdb_EcDoAsyncConnectEx_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->pacxh);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_EcDoAsyncConnectEx(struct mp_buf *b, const void *v)
+{
+    return push_out_w_EcDoAsyncConnectEx(b, v, NULL);
 }
 
 static void print_out_EcDoAsyncConnectEx(struct mp_json *j, const void *v)
@@ -1929,55 +2319,77 @@ static void print_out_EcDoAsyncConnectEx(struct mp_json *j, const void *v)
 static const struct mp_call_codec calls[] = {
     [0] = {"exchange_emsmdb", 0, "EcDoConnect", sizeof(struct emsmdb_EcDoConnect_in),
            sizeof(struct emsmdb_EcDoConnect_out), pull_in_EcDoConnect, pull_out_EcDoConnect,
-           push_in_EcDoConnect, push_out_EcDoConnect, print_in_EcDoConnect, print_out_EcDoConnect},
+           push_in_EcDoConnect, push_out_EcDoConnect, print_in_EcDoConnect, print_out_EcDoConnect,
+           pull_in_w_EcDoConnect, pull_out_w_EcDoConnect, push_in_w_EcDoConnect,
+           push_out_w_EcDoConnect},
     [1] = {"exchange_emsmdb", 1, "EcDoDisconnect", sizeof(struct emsmdb_EcDoDisconnect_in),
            sizeof(struct emsmdb_EcDoDisconnect_out), pull_in_EcDoDisconnect,
            pull_out_EcDoDisconnect, push_in_EcDoDisconnect, push_out_EcDoDisconnect,
-           print_in_EcDoDisconnect, print_out_EcDoDisconnect},
+           print_in_EcDoDisconnect, print_out_EcDoDisconnect, pull_in_w_EcDoDisconnect,
+           pull_out_w_EcDoDisconnect, push_in_w_EcDoDisconnect, push_out_w_EcDoDisconnect},
     [2] = {"exchange_emsmdb", 2, "EcDoRpc", sizeof(struct emsmdb_EcDoRpc_in),
            sizeof(struct emsmdb_EcDoRpc_out), pull_in_EcDoRpc, pull_out_EcDoRpc, push_in_EcDoRpc,
-           push_out_EcDoRpc, print_in_EcDoRpc, print_out_EcDoRpc},
-    [3] = {"exchange_emsmdb", 3, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL},
+           push_out_EcDoRpc, print_in_EcDoRpc, print_out_EcDoRpc, pull_in_w_EcDoRpc,
+           pull_out_w_EcDoRpc, push_in_w_EcDoRpc, push_out_w_EcDoRpc},
+    [3] = {"exchange_emsmdb", 3, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+           NULL},
     [4] = {"exchange_emsmdb", 4, "EcRRegisterPushNotification",
            sizeof(struct emsmdb_EcRRegisterPushNotification_in),
            sizeof(struct emsmdb_EcRRegisterPushNotification_out),
            pull_in_EcRRegisterPushNotification, pull_out_EcRRegisterPushNotification,
            push_in_EcRRegisterPushNotification, push_out_EcRRegisterPushNotification,
-           print_in_EcRRegisterPushNotification, print_out_EcRRegisterPushNotification},
+           print_in_EcRRegisterPushNotification, print_out_EcRRegisterPushNotification,
+           pull_in_w_EcRRegisterPushNotification, pull_out_w_EcRRegisterPushNotification,
+           push_in_w_EcRRegisterPushNotification, push_out_w_EcRRegisterPushNotification},
     [5] = {"exchange_emsmdb", 5, "EcRUnregisterPushNotification",
            sizeof(struct emsmdb_EcRUnregisterPushNotification_in),
            sizeof(struct emsmdb_EcRUnregisterPushNotification_out),
            pull_in_EcRUnregisterPushNotification, pull_out_EcRUnregisterPushNotification,
            push_in_EcRUnregisterPushNotification, push_out_EcRUnregisterPushNotification,
-           print_in_EcRUnregisterPushNotification, print_out_EcRUnregisterPushNotification},
+           print_in_EcRUnregisterPushNotification, print_out_EcRUnregisterPushNotification,
+           pull_in_w_EcRUnregisterPushNotification, pull_out_w_EcRUnregisterPushNotification,
+           push_in_w_EcRUnregisterPushNotification, push_out_w_EcRUnregisterPushNotification},
     [6] = {"exchange_emsmdb", 6, "EcDummyRpc", sizeof(struct emsmdb_EcDummyRpc_in),
            sizeof(struct emsmdb_EcDummyRpc_out), pull_in_EcDummyRpc, pull_out_EcDummyRpc,
-           push_in_EcDummyRpc, push_out_EcDummyRpc, print_in_EcDummyRpc, print_out_EcDummyRpc},
+           push_in_EcDummyRpc, push_out_EcDummyRpc, print_in_EcDummyRpc, print_out_EcDummyRpc,
+           pull_in_w_EcDummyRpc, pull_out_w_EcDummyRpc, push_in_w_EcDummyRpc,
+           push_out_w_EcDummyRpc},
     [7] = {"exchange_emsmdb", 7, "EcRGetDCName", sizeof(struct emsmdb_EcRGetDCName_in),
            sizeof(struct emsmdb_EcRGetDCName_out), pull_in_EcRGetDCName, pull_out_EcRGetDCName,
            push_in_EcRGetDCName, push_out_EcRGetDCName, print_in_EcRGetDCName,
-           print_out_EcRGetDCName},
+           print_out_EcRGetDCName, pull_in_w_EcRGetDCName, pull_out_w_EcRGetDCName,
+           push_in_w_EcRGetDCName, push_out_w_EcRGetDCName},
     [8] = {"exchange_emsmdb", 8, "EcRNetGetDCName", sizeof(struct emsmdb_EcRNetGetDCName_in),
            sizeof(struct emsmdb_EcRNetGetDCName_out), pull_in_EcRNetGetDCName,
            pull_out_EcRNetGetDCName, push_in_EcRNetGetDCName, push_out_EcRNetGetDCName,
-           print_in_EcRNetGetDCName, print_out_EcRNetGetDCName},
+           print_in_EcRNetGetDCName, print_out_EcRNetGetDCName, pull_in_w_EcRNetGetDCName,
+           pull_out_w_EcRNetGetDCName, push_in_w_EcRNetGetDCName, push_out_w_EcRNetGetDCName},
     [9] = {"exchange_emsmdb", 9, "EcDoRpcExt", sizeof(struct emsmdb_EcDoRpcExt_in),
            sizeof(struct emsmdb_EcDoRpcExt_out), pull_in_EcDoRpcExt, pull_out_EcDoRpcExt,
-           push_in_EcDoRpcExt, push_out_EcDoRpcExt, print_in_EcDoRpcExt, print_out_EcDoRpcExt},
+           push_in_EcDoRpcExt, push_out_EcDoRpcExt, print_in_EcDoRpcExt, print_out_EcDoRpcExt,
+           pull_in_w_EcDoRpcExt, pull_out_w_EcDoRpcExt, push_in_w_EcDoRpcExt,
+           push_out_w_EcDoRpcExt},
     [10] = {"exchange_emsmdb", 10, "EcDoConnectEx", sizeof(struct emsmdb_EcDoConnectEx_in),
             sizeof(struct emsmdb_EcDoConnectEx_out), pull_in_EcDoConnectEx, pull_out_EcDoConnectEx,
             push_in_EcDoConnectEx, push_out_EcDoConnectEx, print_in_EcDoConnectEx,
-            print_out_EcDoConnectEx},
+            print_out_EcDoConnectEx, pull_in_w_EcDoConnectEx, pull_out_w_EcDoConnectEx,
+            push_in_w_EcDoConnectEx, push_out_w_EcDoConnectEx},
     [11] = {"exchange_emsmdb", 11, "EcDoRpcExt2", sizeof(struct emsmdb_EcDoRpcExt2_in),
             sizeof(struct emsmdb_EcDoRpcExt2_out), pull_in_EcDoRpcExt2, pull_out_EcDoRpcExt2,
-            push_in_EcDoRpcExt2, push_out_EcDoRpcExt2, print_in_EcDoRpcExt2, print_out_EcDoRpcExt2},
-    [12] = {"exchange_emsmdb", 12, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL},
-    [13] = {"exchange_emsmdb", 13, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL},
+            push_in_EcDoRpcExt2, push_out_EcDoRpcExt2, print_in_EcDoRpcExt2, print_out_EcDoRpcExt2,
+            pull_in_w_EcDoRpcExt2, pull_out_w_EcDoRpcExt2, push_in_w_EcDoRpcExt2,
+            push_out_w_EcDoRpcExt2},
+    [12] = {"exchange_emsmdb", 12, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL},
+    [13] = {"exchange_emsmdb", 13, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL},
     [14] = {"exchange_emsmdb", 14, "EcDoAsyncConnectEx",
             sizeof(struct emsmdb_EcDoAsyncConnectEx_in),
             sizeof(struct emsmdb_EcDoAsyncConnectEx_out), pull_in_EcDoAsyncConnectEx,
             pull_out_EcDoAsyncConnectEx, push_in_EcDoAsyncConnectEx, push_out_EcDoAsyncConnectEx,
-            print_in_EcDoAsyncConnectEx, print_out_EcDoAsyncConnectEx},
+            print_in_EcDoAsyncConnectEx, print_out_EcDoAsyncConnectEx, pull_in_w_EcDoAsyncConnectEx,
+            pull_out_w_EcDoAsyncConnectEx, push_in_w_EcDoAsyncConnectEx,
+            push_out_w_EcDoAsyncConnectEx},
 };
 
 const struct mp_codec_iface mp_codec_iface_emsmdb = {"exchange_emsmdb",

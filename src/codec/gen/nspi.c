@@ -2970,12 +2970,17 @@ static void print_STAT(struct mp_json *j, const struct nspi_STAT *r)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                              struct mp_ndr_wire *w)
 {
     struct nspi_NspiBind_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->dwFlags = (uint32_t)mp_cdc_u32(c);
     if (c->n.err)
         return -1;
@@ -3003,11 +3008,17 @@ static int pull_in_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp_
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiBind(struct mp_buf *b, const void *v)
+static int pull_in_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiBind(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiBind(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiBind_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
     if (push_S_STAT(p, &r->pStat)) {
         mp_cdp_fail(p);
@@ -3028,6 +3039,11 @@ static int push_in_NspiBind(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiBind(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiBind(b, v, NULL);
+}
+
 static void print_in_NspiBind(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiBind_in *r = v;
@@ -3046,12 +3062,17 @@ static void print_in_NspiBind(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                               struct mp_ndr_wire *w)
 {
     struct nspi_NspiBind_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id108 = mp_cdc_ref(c);
         r->pServerGuid = NULL;
@@ -3077,11 +3098,17 @@ static int pull_out_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiBind(struct mp_buf *b, const void *v)
+static int pull_out_NspiBind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiBind(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiBind(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiBind_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->pServerGuid);
     if (r->pServerGuid) {
         if (!mp_cdp_enter(p)) {
@@ -3098,6 +3125,11 @@ static int push_out_NspiBind(struct mp_buf *b, const void *v)
     mp_cdp_ctxh(p, &r->contextHandle);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiBind(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiBind(b, v, NULL);
 }
 
 static void print_out_NspiBind(struct mp_json *j, const void *v)
@@ -3118,12 +3150,17 @@ static void print_out_NspiBind(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                struct mp_ndr_wire *w)
 {
     struct nspi_NspiUnbind_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->contextHandle);
     if (c->n.err)
@@ -3134,15 +3171,26 @@ static int pull_in_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct m
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiUnbind(struct mp_buf *b, const void *v)
+static int pull_in_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiUnbind(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiUnbind(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiUnbind_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->contextHandle);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
     return mp_cdp_finish(p);
+}
+
+static int push_in_NspiUnbind(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiUnbind(b, v, NULL);
 }
 
 static void print_in_NspiUnbind(struct mp_json *j, const void *v)
@@ -3157,12 +3205,17 @@ static void print_in_NspiUnbind(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                 struct mp_ndr_wire *w)
 {
     struct nspi_NspiUnbind_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->contextHandle);
     if (c->n.err)
@@ -3171,15 +3224,26 @@ static int pull_out_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct 
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiUnbind(struct mp_buf *b, const void *v)
+static int pull_out_NspiUnbind(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiUnbind(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiUnbind(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiUnbind_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->contextHandle);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiUnbind(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiUnbind(b, v, NULL);
 }
 
 static void print_out_NspiUnbind(struct mp_json *j, const void *v)
@@ -3194,12 +3258,17 @@ static void print_out_NspiUnbind(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                    struct mp_ndr_wire *w)
 {
     struct nspi_NspiUpdateStat_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -3230,11 +3299,17 @@ static int pull_in_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, stru
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiUpdateStat(struct mp_buf *b, const void *v)
+static int pull_in_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiUpdateStat(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiUpdateStat(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiUpdateStat_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -3252,6 +3327,11 @@ static int push_in_NspiUpdateStat(struct mp_buf *b, const void *v)
         mp_cdp_leave(p);
     }
     return mp_cdp_finish(p);
+}
+
+static int push_in_NspiUpdateStat(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiUpdateStat(b, v, NULL);
 }
 
 static void print_in_NspiUpdateStat(struct mp_json *j, const void *v)
@@ -3274,12 +3354,17 @@ static void print_in_NspiUpdateStat(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                     struct mp_ndr_wire *w)
 {
     struct nspi_NspiUpdateStat_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     if (pull_S_STAT(c, &r->pStat))
         return -1;
     if (c->n.err)
@@ -3304,11 +3389,17 @@ static int pull_out_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, str
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiUpdateStat(struct mp_buf *b, const void *v)
+static int pull_out_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiUpdateStat(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiUpdateStat(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiUpdateStat_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     if (push_S_STAT(p, &r->pStat)) {
         mp_cdp_fail(p);
         return mp_cdp_finish(p);
@@ -3324,6 +3415,11 @@ static int push_out_NspiUpdateStat(struct mp_buf *b, const void *v)
     }
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiUpdateStat(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiUpdateStat(b, v, NULL);
 }
 
 static void print_out_NspiUpdateStat(struct mp_json *j, const void *v)
@@ -3344,12 +3440,17 @@ static void print_out_NspiUpdateStat(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiQueryRows(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiQueryRows(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                   struct mp_ndr_wire *w)
 {
     struct nspi_NspiQueryRows_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -3416,11 +3517,17 @@ static int pull_in_NspiQueryRows(const uint8_t *stub, size_t len, void *v, struc
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiQueryRows(struct mp_buf *b, const void *v)
+static int pull_in_NspiQueryRows(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiQueryRows(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiQueryRows(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiQueryRows_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
@@ -3465,6 +3572,11 @@ static int push_in_NspiQueryRows(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiQueryRows(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiQueryRows(b, v, NULL);
+}
+
 static void print_in_NspiQueryRows(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiQueryRows_in *r = v;
@@ -3500,12 +3612,17 @@ static void print_in_NspiQueryRows(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiQueryRows(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiQueryRows(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                    struct mp_ndr_wire *w)
 {
     struct nspi_NspiQueryRows_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     if (pull_S_STAT(c, &r->pStat))
         return -1;
     if (c->n.err)
@@ -3533,11 +3650,17 @@ static int pull_out_NspiQueryRows(const uint8_t *stub, size_t len, void *v, stru
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiQueryRows(struct mp_buf *b, const void *v)
+static int pull_out_NspiQueryRows(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiQueryRows(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiQueryRows(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiQueryRows_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     if (push_S_STAT(p, &r->pStat)) {
         mp_cdp_fail(p);
         return mp_cdp_finish(p);
@@ -3562,6 +3685,11 @@ static int push_out_NspiQueryRows(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiQueryRows(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiQueryRows(b, v, NULL);
+}
+
 static void print_out_NspiQueryRows(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiQueryRows_out *r = v;
@@ -3580,12 +3708,17 @@ static void print_out_NspiQueryRows(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                     struct mp_ndr_wire *w)
 {
     struct nspi_NspiSeekEntries_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -3640,11 +3773,17 @@ static int pull_in_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, str
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiSeekEntries(struct mp_buf *b, const void *v)
+static int pull_in_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiSeekEntries(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiSeekEntries(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiSeekEntries_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -3687,6 +3826,11 @@ static int push_in_NspiSeekEntries(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiSeekEntries(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiSeekEntries(b, v, NULL);
+}
+
 static void print_in_NspiSeekEntries(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiSeekEntries_in *r = v;
@@ -3715,12 +3859,17 @@ static void print_in_NspiSeekEntries(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                      struct mp_ndr_wire *w)
 {
     struct nspi_NspiSeekEntries_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     if (pull_S_STAT(c, &r->pStat))
         return -1;
     if (c->n.err)
@@ -3748,11 +3897,17 @@ static int pull_out_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, st
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiSeekEntries(struct mp_buf *b, const void *v)
+static int pull_out_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiSeekEntries(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiSeekEntries(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiSeekEntries_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     if (push_S_STAT(p, &r->pStat)) {
         mp_cdp_fail(p);
         return mp_cdp_finish(p);
@@ -3777,6 +3932,11 @@ static int push_out_NspiSeekEntries(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiSeekEntries(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiSeekEntries(b, v, NULL);
+}
+
 static void print_out_NspiSeekEntries(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiSeekEntries_out *r = v;
@@ -3795,12 +3955,17 @@ static void print_out_NspiSeekEntries(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiGetMatches(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiGetMatches(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                    struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetMatches_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -3893,11 +4058,17 @@ static int pull_in_NspiGetMatches(const uint8_t *stub, size_t len, void *v, stru
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiGetMatches(struct mp_buf *b, const void *v)
+static int pull_in_NspiGetMatches(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiGetMatches(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiGetMatches(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetMatches_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved1);
@@ -3966,6 +4137,11 @@ static int push_in_NspiGetMatches(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiGetMatches(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiGetMatches(b, v, NULL);
+}
+
 static void print_in_NspiGetMatches(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiGetMatches_in *r = v;
@@ -4008,12 +4184,17 @@ static void print_in_NspiGetMatches(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetMatches(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiGetMatches(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                     struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetMatches_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     if (pull_S_STAT(c, &r->pStat))
         return -1;
     if (c->n.err)
@@ -4058,11 +4239,17 @@ static int pull_out_NspiGetMatches(const uint8_t *stub, size_t len, void *v, str
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiGetMatches(struct mp_buf *b, const void *v)
+static int pull_out_NspiGetMatches(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiGetMatches(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiGetMatches(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetMatches_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     if (push_S_STAT(p, &r->pStat)) {
         mp_cdp_fail(p);
         return mp_cdp_finish(p);
@@ -4099,6 +4286,11 @@ static int push_out_NspiGetMatches(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiGetMatches(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiGetMatches(b, v, NULL);
+}
+
 static void print_out_NspiGetMatches(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiGetMatches_out *r = v;
@@ -4123,13 +4315,17 @@ static void print_out_NspiGetMatches(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiResortRestriction(const uint8_t *stub, size_t len, void *v,
-                                         struct mp_arena *a)
+static int pull_in_w_NspiResortRestriction(const uint8_t *stub, size_t len, void *v,
+                                           struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiResortRestriction_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -4165,11 +4361,19 @@ static int pull_in_NspiResortRestriction(const uint8_t *stub, size_t len, void *
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiResortRestriction(struct mp_buf *b, const void *v)
+static int pull_in_NspiResortRestriction(const uint8_t *stub, size_t len, void *v,
+                                         struct mp_arena *a)
+{
+    return pull_in_w_NspiResortRestriction(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiResortRestriction(struct mp_buf *b, const void *v,
+                                           const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiResortRestriction_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -4196,6 +4400,11 @@ static int push_in_NspiResortRestriction(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiResortRestriction(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiResortRestriction(b, v, NULL);
+}
+
 static void print_in_NspiResortRestriction(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiResortRestriction_in *r = v;
@@ -4218,13 +4427,17 @@ static void print_in_NspiResortRestriction(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiResortRestriction(const uint8_t *stub, size_t len, void *v,
-                                          struct mp_arena *a)
+static int pull_out_w_NspiResortRestriction(const uint8_t *stub, size_t len, void *v,
+                                            struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiResortRestriction_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     if (pull_S_STAT(c, &r->pStat))
         return -1;
     if (c->n.err)
@@ -4250,11 +4463,19 @@ static int pull_out_NspiResortRestriction(const uint8_t *stub, size_t len, void 
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiResortRestriction(struct mp_buf *b, const void *v)
+static int pull_out_NspiResortRestriction(const uint8_t *stub, size_t len, void *v,
+                                          struct mp_arena *a)
+{
+    return pull_out_w_NspiResortRestriction(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiResortRestriction(struct mp_buf *b, const void *v,
+                                            const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiResortRestriction_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     if (push_S_STAT(p, &r->pStat)) {
         mp_cdp_fail(p);
         return mp_cdp_finish(p);
@@ -4275,6 +4496,11 @@ static int push_out_NspiResortRestriction(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiResortRestriction(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiResortRestriction(b, v, NULL);
+}
+
 static void print_out_NspiResortRestriction(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiResortRestriction_out *r = v;
@@ -4293,12 +4519,17 @@ static void print_out_NspiResortRestriction(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                 struct mp_ndr_wire *w)
 {
     struct nspi_NspiDNToMId_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -4315,11 +4546,17 @@ static int pull_in_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct 
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiDNToMId(struct mp_buf *b, const void *v)
+static int pull_in_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiDNToMId(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiDNToMId(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiDNToMId_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -4332,6 +4569,11 @@ static int push_in_NspiDNToMId(struct mp_buf *b, const void *v)
         return mp_cdp_finish(p);
     }
     return mp_cdp_finish(p);
+}
+
+static int push_in_NspiDNToMId(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiDNToMId(b, v, NULL);
 }
 
 static void print_in_NspiDNToMId(struct mp_json *j, const void *v)
@@ -4348,12 +4590,17 @@ static void print_in_NspiDNToMId(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                  struct mp_ndr_wire *w)
 {
     struct nspi_NspiDNToMId_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id130 = mp_cdc_ref(c);
         r->ppOutMIds = NULL;
@@ -4375,11 +4622,17 @@ static int pull_out_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiDNToMId(struct mp_buf *b, const void *v)
+static int pull_out_NspiDNToMId(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiDNToMId(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiDNToMId(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiDNToMId_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppOutMIds);
     if (r->ppOutMIds) {
         if (!mp_cdp_enter(p)) {
@@ -4394,6 +4647,11 @@ static int push_out_NspiDNToMId(struct mp_buf *b, const void *v)
     }
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiDNToMId(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiDNToMId(b, v, NULL);
 }
 
 static void print_out_NspiDNToMId(struct mp_json *j, const void *v)
@@ -4412,12 +4670,17 @@ static void print_out_NspiDNToMId(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiGetPropList(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiGetPropList(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                     struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetPropList_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -4434,17 +4697,28 @@ static int pull_in_NspiGetPropList(const uint8_t *stub, size_t len, void *v, str
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiGetPropList(struct mp_buf *b, const void *v)
+static int pull_in_NspiGetPropList(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiGetPropList(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiGetPropList(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetPropList_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
     mp_cdp_u32(p, (uint32_t)r->dwMId);
     mp_cdp_u32(p, (uint32_t)r->CodePage);
     return mp_cdp_finish(p);
+}
+
+static int push_in_NspiGetPropList(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiGetPropList(b, v, NULL);
 }
 
 static void print_in_NspiGetPropList(struct mp_json *j, const void *v)
@@ -4463,12 +4737,17 @@ static void print_in_NspiGetPropList(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetPropList(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiGetPropList(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                      struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetPropList_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id131 = mp_cdc_ref(c);
         r->ppPropTags = NULL;
@@ -4490,11 +4769,17 @@ static int pull_out_NspiGetPropList(const uint8_t *stub, size_t len, void *v, st
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiGetPropList(struct mp_buf *b, const void *v)
+static int pull_out_NspiGetPropList(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiGetPropList(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiGetPropList(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetPropList_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppPropTags);
     if (r->ppPropTags) {
         if (!mp_cdp_enter(p)) {
@@ -4509,6 +4794,11 @@ static int push_out_NspiGetPropList(struct mp_buf *b, const void *v)
     }
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiGetPropList(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiGetPropList(b, v, NULL);
 }
 
 static void print_out_NspiGetPropList(struct mp_json *j, const void *v)
@@ -4527,12 +4817,17 @@ static void print_out_NspiGetPropList(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiGetProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiGetProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                  struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetProps_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -4564,11 +4859,17 @@ static int pull_in_NspiGetProps(const uint8_t *stub, size_t len, void *v, struct
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiGetProps(struct mp_buf *b, const void *v)
+static int pull_in_NspiGetProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiGetProps(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiGetProps(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetProps_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
@@ -4591,6 +4892,11 @@ static int push_in_NspiGetProps(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiGetProps(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiGetProps(b, v, NULL);
+}
+
 static void print_in_NspiGetProps(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiGetProps_in *r = v;
@@ -4611,12 +4917,17 @@ static void print_in_NspiGetProps(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiGetProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                   struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetProps_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id133 = mp_cdc_ref(c);
         r->ppRows = NULL;
@@ -4640,11 +4951,17 @@ static int pull_out_NspiGetProps(const uint8_t *stub, size_t len, void *v, struc
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiGetProps(struct mp_buf *b, const void *v)
+static int pull_out_NspiGetProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiGetProps(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiGetProps(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetProps_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppRows);
     if (r->ppRows) {
         if (!mp_cdp_enter(p)) {
@@ -4665,6 +4982,11 @@ static int push_out_NspiGetProps(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiGetProps(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiGetProps(b, v, NULL);
+}
+
 static void print_out_NspiGetProps(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiGetProps_out *r = v;
@@ -4681,12 +5003,17 @@ static void print_out_NspiGetProps(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                     struct mp_ndr_wire *w)
 {
     struct nspi_NspiCompareMIds_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -4707,11 +5034,17 @@ static int pull_in_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, str
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiCompareMIds(struct mp_buf *b, const void *v)
+static int pull_in_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiCompareMIds(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiCompareMIds(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiCompareMIds_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -4722,6 +5055,11 @@ static int push_in_NspiCompareMIds(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->MId1);
     mp_cdp_u32(p, (uint32_t)r->MId2);
     return mp_cdp_finish(p);
+}
+
+static int push_in_NspiCompareMIds(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiCompareMIds(b, v, NULL);
 }
 
 static void print_in_NspiCompareMIds(struct mp_json *j, const void *v)
@@ -4742,12 +5080,17 @@ static void print_in_NspiCompareMIds(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                      struct mp_ndr_wire *w)
 {
     struct nspi_NspiCompareMIds_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->plResult = (int32_t)mp_cdc_u32(c);
     if (c->n.err)
         return -1;
@@ -4755,14 +5098,25 @@ static int pull_out_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, st
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiCompareMIds(struct mp_buf *b, const void *v)
+static int pull_out_NspiCompareMIds(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiCompareMIds(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiCompareMIds(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiCompareMIds_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_u32(p, (uint32_t)r->plResult);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiCompareMIds(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiCompareMIds(b, v, NULL);
 }
 
 static void print_out_NspiCompareMIds(struct mp_json *j, const void *v)
@@ -4777,12 +5131,17 @@ static void print_out_NspiCompareMIds(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiModProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiModProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                  struct mp_ndr_wire *w)
 {
     struct nspi_NspiModProps_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -4820,11 +5179,17 @@ static int pull_in_NspiModProps(const uint8_t *stub, size_t len, void *v, struct
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiModProps(struct mp_buf *b, const void *v)
+static int pull_in_NspiModProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiModProps(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiModProps(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiModProps_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -4855,6 +5220,11 @@ static int push_in_NspiModProps(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiModProps(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiModProps(b, v, NULL);
+}
+
 static void print_in_NspiModProps(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiModProps_in *r = v;
@@ -4877,23 +5247,39 @@ static void print_in_NspiModProps(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiModProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiModProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                   struct mp_ndr_wire *w)
 {
     struct nspi_NspiModProps_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiModProps(struct mp_buf *b, const void *v)
+static int pull_out_NspiModProps(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiModProps(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiModProps(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiModProps_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiModProps(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiModProps(b, v, NULL);
 }
 
 static void print_out_NspiModProps(struct mp_json *j, const void *v)
@@ -4906,12 +5292,17 @@ static void print_out_NspiModProps(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v,
+                                         struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetSpecialTable_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -4929,11 +5320,18 @@ static int pull_in_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v,
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiGetSpecialTable(struct mp_buf *b, const void *v)
+static int pull_in_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiGetSpecialTable(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiGetSpecialTable(struct mp_buf *b, const void *v,
+                                         const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetSpecialTable_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
@@ -4943,6 +5341,11 @@ static int push_in_NspiGetSpecialTable(struct mp_buf *b, const void *v)
     }
     mp_cdp_u32(p, (uint32_t)r->lpVersion);
     return mp_cdp_finish(p);
+}
+
+static int push_in_NspiGetSpecialTable(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiGetSpecialTable(b, v, NULL);
 }
 
 static void print_in_NspiGetSpecialTable(struct mp_json *j, const void *v)
@@ -4961,13 +5364,17 @@ static void print_in_NspiGetSpecialTable(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v,
-                                        struct mp_arena *a)
+static int pull_out_w_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v,
+                                          struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetSpecialTable_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->lpVersion = (uint32_t)mp_cdc_u32(c);
     if (c->n.err)
         return -1;
@@ -4994,11 +5401,19 @@ static int pull_out_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiGetSpecialTable(struct mp_buf *b, const void *v)
+static int pull_out_NspiGetSpecialTable(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a)
+{
+    return pull_out_w_NspiGetSpecialTable(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiGetSpecialTable(struct mp_buf *b, const void *v,
+                                          const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetSpecialTable_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_u32(p, (uint32_t)r->lpVersion);
     mp_cdp_ref(p, r->ppRows);
     if (r->ppRows) {
@@ -5020,6 +5435,11 @@ static int push_out_NspiGetSpecialTable(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiGetSpecialTable(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiGetSpecialTable(b, v, NULL);
+}
+
 static void print_out_NspiGetSpecialTable(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiGetSpecialTable_out *r = v;
@@ -5038,12 +5458,17 @@ static void print_out_NspiGetSpecialTable(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v,
+                                         struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetTemplateInfo_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -5071,11 +5496,18 @@ static int pull_in_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v,
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiGetTemplateInfo(struct mp_buf *b, const void *v)
+static int pull_in_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiGetTemplateInfo(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiGetTemplateInfo(struct mp_buf *b, const void *v,
+                                         const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetTemplateInfo_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
@@ -5088,6 +5520,11 @@ static int push_in_NspiGetTemplateInfo(struct mp_buf *b, const void *v)
     mp_cdp_u32(p, (uint32_t)r->dwCodePage);
     mp_cdp_u32(p, (uint32_t)r->dwLocaleID);
     return mp_cdp_finish(p);
+}
+
+static int push_in_NspiGetTemplateInfo(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiGetTemplateInfo(b, v, NULL);
 }
 
 static void print_in_NspiGetTemplateInfo(struct mp_json *j, const void *v)
@@ -5110,13 +5547,17 @@ static void print_in_NspiGetTemplateInfo(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v,
-                                        struct mp_arena *a)
+static int pull_out_w_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v,
+                                          struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetTemplateInfo_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id137 = mp_cdc_ref(c);
         r->ppData = NULL;
@@ -5140,11 +5581,19 @@ static int pull_out_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiGetTemplateInfo(struct mp_buf *b, const void *v)
+static int pull_out_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a)
+{
+    return pull_out_w_NspiGetTemplateInfo(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiGetTemplateInfo(struct mp_buf *b, const void *v,
+                                          const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetTemplateInfo_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppData);
     if (r->ppData) {
         if (!mp_cdp_enter(p)) {
@@ -5165,6 +5614,11 @@ static int push_out_NspiGetTemplateInfo(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiGetTemplateInfo(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiGetTemplateInfo(b, v, NULL);
+}
+
 static void print_out_NspiGetTemplateInfo(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiGetTemplateInfo_out *r = v;
@@ -5181,12 +5635,17 @@ static void print_out_NspiGetTemplateInfo(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiModLinkAtt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiModLinkAtt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                    struct mp_ndr_wire *w)
 {
     struct nspi_NspiModLinkAtt_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -5209,11 +5668,17 @@ static int pull_in_NspiModLinkAtt(const uint8_t *stub, size_t len, void *v, stru
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiModLinkAtt(struct mp_buf *b, const void *v)
+static int pull_in_NspiModLinkAtt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiModLinkAtt(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiModLinkAtt(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiModLinkAtt_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
@@ -5228,6 +5693,11 @@ static int push_in_NspiModLinkAtt(struct mp_buf *b, const void *v)
         return mp_cdp_finish(p);
     }
     return mp_cdp_finish(p);
+}
+
+static int push_in_NspiModLinkAtt(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiModLinkAtt(b, v, NULL);
 }
 
 static void print_in_NspiModLinkAtt(struct mp_json *j, const void *v)
@@ -5248,23 +5718,39 @@ static void print_in_NspiModLinkAtt(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiModLinkAtt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiModLinkAtt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                     struct mp_ndr_wire *w)
 {
     struct nspi_NspiModLinkAtt_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->result = (int32_t)mp_cdc_u32(c);
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiModLinkAtt(struct mp_buf *b, const void *v)
+static int pull_out_NspiModLinkAtt(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiModLinkAtt(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiModLinkAtt(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiModLinkAtt_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiModLinkAtt(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiModLinkAtt(b, v, NULL);
 }
 
 static void print_out_NspiModLinkAtt(struct mp_json *j, const void *v)
@@ -5277,12 +5763,17 @@ static void print_out_NspiModLinkAtt(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                      struct mp_ndr_wire *w)
 {
     struct nspi_NspiQueryColumns_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -5296,16 +5787,27 @@ static int pull_in_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, st
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiQueryColumns(struct mp_buf *b, const void *v)
+static int pull_in_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiQueryColumns(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiQueryColumns(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiQueryColumns_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
     mp_cdp_u32(p, (uint32_t)r->dwFlags);
     return mp_cdp_finish(p);
+}
+
+static int push_in_NspiQueryColumns(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiQueryColumns(b, v, NULL);
 }
 
 static void print_in_NspiQueryColumns(struct mp_json *j, const void *v)
@@ -5322,12 +5824,17 @@ static void print_in_NspiQueryColumns(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                       struct mp_ndr_wire *w)
 {
     struct nspi_NspiQueryColumns_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id138 = mp_cdc_ref(c);
         r->ppColumns = NULL;
@@ -5349,11 +5856,17 @@ static int pull_out_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, s
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiQueryColumns(struct mp_buf *b, const void *v)
+static int pull_out_NspiQueryColumns(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiQueryColumns(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiQueryColumns(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiQueryColumns_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppColumns);
     if (r->ppColumns) {
         if (!mp_cdp_enter(p)) {
@@ -5368,6 +5881,11 @@ static int push_out_NspiQueryColumns(struct mp_buf *b, const void *v)
     }
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiQueryColumns(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiQueryColumns(b, v, NULL);
 }
 
 static void print_out_NspiQueryColumns(struct mp_json *j, const void *v)
@@ -5386,12 +5904,17 @@ static void print_out_NspiQueryColumns(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v,
+                                         struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetNamesFromIDs_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -5436,11 +5959,18 @@ static int pull_in_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v,
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiGetNamesFromIDs(struct mp_buf *b, const void *v)
+static int pull_in_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiGetNamesFromIDs(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiGetNamesFromIDs(struct mp_buf *b, const void *v,
+                                         const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetNamesFromIDs_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -5471,6 +6001,11 @@ static int push_in_NspiGetNamesFromIDs(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiGetNamesFromIDs(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiGetNamesFromIDs(b, v, NULL);
+}
+
 static void print_in_NspiGetNamesFromIDs(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiGetNamesFromIDs_in *r = v;
@@ -5495,13 +6030,17 @@ static void print_in_NspiGetNamesFromIDs(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v,
-                                        struct mp_arena *a)
+static int pull_out_w_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v,
+                                          struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetNamesFromIDs_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id141 = mp_cdc_ref(c);
         r->ppReturnedPropTags = NULL;
@@ -5543,11 +6082,19 @@ static int pull_out_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiGetNamesFromIDs(struct mp_buf *b, const void *v)
+static int pull_out_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a)
+{
+    return pull_out_w_NspiGetNamesFromIDs(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiGetNamesFromIDs(struct mp_buf *b, const void *v,
+                                          const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetNamesFromIDs_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppReturnedPropTags);
     if (r->ppReturnedPropTags) {
         if (!mp_cdp_enter(p)) {
@@ -5580,6 +6127,11 @@ static int push_out_NspiGetNamesFromIDs(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiGetNamesFromIDs(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiGetNamesFromIDs(b, v, NULL);
+}
+
 static void print_out_NspiGetNamesFromIDs(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiGetNamesFromIDs_out *r = v;
@@ -5602,12 +6154,17 @@ static void print_out_NspiGetNamesFromIDs(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v,
+                                         struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetIDsFromNames_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     uint32_t n144 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
@@ -5666,11 +6223,18 @@ static int pull_in_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v,
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiGetIDsFromNames(struct mp_buf *b, const void *v)
+static int pull_in_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiGetIDsFromNames(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiGetIDsFromNames(struct mp_buf *b, const void *v,
+                                         const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetIDsFromNames_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -5710,6 +6274,11 @@ static int push_in_NspiGetIDsFromNames(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiGetIDsFromNames(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiGetIDsFromNames(b, v, NULL);
+}
+
 static void print_in_NspiGetIDsFromNames(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiGetIDsFromNames_in *r = v;
@@ -5737,13 +6306,17 @@ static void print_in_NspiGetIDsFromNames(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v,
-                                        struct mp_arena *a)
+static int pull_out_w_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v,
+                                          struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiGetIDsFromNames_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id149 = mp_cdc_ref(c);
         r->ppPropTags = NULL;
@@ -5765,11 +6338,19 @@ static int pull_out_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiGetIDsFromNames(struct mp_buf *b, const void *v)
+static int pull_out_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a)
+{
+    return pull_out_w_NspiGetIDsFromNames(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiGetIDsFromNames(struct mp_buf *b, const void *v,
+                                          const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiGetIDsFromNames_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppPropTags);
     if (r->ppPropTags) {
         if (!mp_cdp_enter(p)) {
@@ -5784,6 +6365,11 @@ static int push_out_NspiGetIDsFromNames(struct mp_buf *b, const void *v)
     }
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_NspiGetIDsFromNames(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiGetIDsFromNames(b, v, NULL);
 }
 
 static void print_out_NspiGetIDsFromNames(struct mp_json *j, const void *v)
@@ -5802,12 +6388,17 @@ static void print_out_NspiGetIDsFromNames(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiResolveNames(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiResolveNames(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                      struct mp_ndr_wire *w)
 {
     struct nspi_NspiResolveNames_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -5845,11 +6436,17 @@ static int pull_in_NspiResolveNames(const uint8_t *stub, size_t len, void *v, st
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiResolveNames(struct mp_buf *b, const void *v)
+static int pull_in_NspiResolveNames(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiResolveNames(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiResolveNames(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiResolveNames_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -5880,6 +6477,11 @@ static int push_in_NspiResolveNames(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiResolveNames(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiResolveNames(b, v, NULL);
+}
+
 static void print_in_NspiResolveNames(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiResolveNames_in *r = v;
@@ -5902,12 +6504,17 @@ static void print_in_NspiResolveNames(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiResolveNames(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiResolveNames(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                       struct mp_ndr_wire *w)
 {
     struct nspi_NspiResolveNames_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id151 = mp_cdc_ref(c);
         r->ppMIds = NULL;
@@ -5948,11 +6555,17 @@ static int pull_out_NspiResolveNames(const uint8_t *stub, size_t len, void *v, s
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiResolveNames(struct mp_buf *b, const void *v)
+static int pull_out_NspiResolveNames(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiResolveNames(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiResolveNames(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiResolveNames_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppMIds);
     if (r->ppMIds) {
         if (!mp_cdp_enter(p)) {
@@ -5985,6 +6598,11 @@ static int push_out_NspiResolveNames(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiResolveNames(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiResolveNames(b, v, NULL);
+}
+
 static void print_out_NspiResolveNames(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiResolveNames_out *r = v;
@@ -6007,12 +6625,17 @@ static void print_out_NspiResolveNames(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                       struct mp_ndr_wire *w)
 {
     struct nspi_NspiResolveNamesW_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -6050,11 +6673,17 @@ static int pull_in_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v, s
     return mp_cdc_finish(c);
 }
 
-static int push_in_NspiResolveNamesW(struct mp_buf *b, const void *v)
+static int pull_in_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_NspiResolveNamesW(stub, len, v, a, NULL);
+}
+
+static int push_in_w_NspiResolveNamesW(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiResolveNamesW_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_align(p, 4);
     mp_cdp_ctxh(p, &r->hRpc);
     mp_cdp_u32(p, (uint32_t)r->Reserved);
@@ -6085,6 +6714,11 @@ static int push_in_NspiResolveNamesW(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_NspiResolveNamesW(struct mp_buf *b, const void *v)
+{
+    return push_in_w_NspiResolveNamesW(b, v, NULL);
+}
+
 static void print_in_NspiResolveNamesW(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiResolveNamesW_in *r = v;
@@ -6107,12 +6741,17 @@ static void print_in_NspiResolveNamesW(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v,
+                                        struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct nspi_NspiResolveNamesW_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id154 = mp_cdc_ref(c);
         r->ppMIds = NULL;
@@ -6153,11 +6792,18 @@ static int pull_out_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v, 
     return mp_cdc_finish(c);
 }
 
-static int push_out_NspiResolveNamesW(struct mp_buf *b, const void *v)
+static int pull_out_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_NspiResolveNamesW(stub, len, v, a, NULL);
+}
+
+static int push_out_w_NspiResolveNamesW(struct mp_buf *b, const void *v,
+                                        const struct mp_ndr_wire *w)
 {
     const struct nspi_NspiResolveNamesW_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppMIds);
     if (r->ppMIds) {
         if (!mp_cdp_enter(p)) {
@@ -6190,6 +6836,11 @@ static int push_out_NspiResolveNamesW(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_NspiResolveNamesW(struct mp_buf *b, const void *v)
+{
+    return push_out_w_NspiResolveNamesW(b, v, NULL);
+}
+
 static void print_out_NspiResolveNamesW(struct mp_json *j, const void *v)
 {
     const struct nspi_NspiResolveNamesW_out *r = v;
@@ -6215,83 +6866,112 @@ static void print_out_NspiResolveNamesW(struct mp_json *j, const void *v)
 static const struct mp_call_codec calls[] = {
     [0] = {"exchange_nsp", 0, "NspiBind", sizeof(struct nspi_NspiBind_in),
            sizeof(struct nspi_NspiBind_out), pull_in_NspiBind, pull_out_NspiBind, push_in_NspiBind,
-           push_out_NspiBind, print_in_NspiBind, print_out_NspiBind},
+           push_out_NspiBind, print_in_NspiBind, print_out_NspiBind, pull_in_w_NspiBind,
+           pull_out_w_NspiBind, push_in_w_NspiBind, push_out_w_NspiBind},
     [1] = {"exchange_nsp", 1, "NspiUnbind", sizeof(struct nspi_NspiUnbind_in),
            sizeof(struct nspi_NspiUnbind_out), pull_in_NspiUnbind, pull_out_NspiUnbind,
-           push_in_NspiUnbind, push_out_NspiUnbind, print_in_NspiUnbind, print_out_NspiUnbind},
+           push_in_NspiUnbind, push_out_NspiUnbind, print_in_NspiUnbind, print_out_NspiUnbind,
+           pull_in_w_NspiUnbind, pull_out_w_NspiUnbind, push_in_w_NspiUnbind,
+           push_out_w_NspiUnbind},
     [2] = {"exchange_nsp", 2, "NspiUpdateStat", sizeof(struct nspi_NspiUpdateStat_in),
            sizeof(struct nspi_NspiUpdateStat_out), pull_in_NspiUpdateStat, pull_out_NspiUpdateStat,
            push_in_NspiUpdateStat, push_out_NspiUpdateStat, print_in_NspiUpdateStat,
-           print_out_NspiUpdateStat},
+           print_out_NspiUpdateStat, pull_in_w_NspiUpdateStat, pull_out_w_NspiUpdateStat,
+           push_in_w_NspiUpdateStat, push_out_w_NspiUpdateStat},
     [3] = {"exchange_nsp", 3, "NspiQueryRows", sizeof(struct nspi_NspiQueryRows_in),
            sizeof(struct nspi_NspiQueryRows_out), pull_in_NspiQueryRows, pull_out_NspiQueryRows,
            push_in_NspiQueryRows, push_out_NspiQueryRows, print_in_NspiQueryRows,
-           print_out_NspiQueryRows},
+           print_out_NspiQueryRows, pull_in_w_NspiQueryRows, pull_out_w_NspiQueryRows,
+           push_in_w_NspiQueryRows, push_out_w_NspiQueryRows},
     [4] = {"exchange_nsp", 4, "NspiSeekEntries", sizeof(struct nspi_NspiSeekEntries_in),
            sizeof(struct nspi_NspiSeekEntries_out), pull_in_NspiSeekEntries,
            pull_out_NspiSeekEntries, push_in_NspiSeekEntries, push_out_NspiSeekEntries,
-           print_in_NspiSeekEntries, print_out_NspiSeekEntries},
+           print_in_NspiSeekEntries, print_out_NspiSeekEntries, pull_in_w_NspiSeekEntries,
+           pull_out_w_NspiSeekEntries, push_in_w_NspiSeekEntries, push_out_w_NspiSeekEntries},
     [5] = {"exchange_nsp", 5, "NspiGetMatches", sizeof(struct nspi_NspiGetMatches_in),
            sizeof(struct nspi_NspiGetMatches_out), pull_in_NspiGetMatches, pull_out_NspiGetMatches,
            push_in_NspiGetMatches, push_out_NspiGetMatches, print_in_NspiGetMatches,
-           print_out_NspiGetMatches},
+           print_out_NspiGetMatches, pull_in_w_NspiGetMatches, pull_out_w_NspiGetMatches,
+           push_in_w_NspiGetMatches, push_out_w_NspiGetMatches},
     [6] = {"exchange_nsp", 6, "NspiResortRestriction", sizeof(struct nspi_NspiResortRestriction_in),
            sizeof(struct nspi_NspiResortRestriction_out), pull_in_NspiResortRestriction,
            pull_out_NspiResortRestriction, push_in_NspiResortRestriction,
            push_out_NspiResortRestriction, print_in_NspiResortRestriction,
-           print_out_NspiResortRestriction},
+           print_out_NspiResortRestriction, pull_in_w_NspiResortRestriction,
+           pull_out_w_NspiResortRestriction, push_in_w_NspiResortRestriction,
+           push_out_w_NspiResortRestriction},
     [7] = {"exchange_nsp", 7, "NspiDNToMId", sizeof(struct nspi_NspiDNToMId_in),
            sizeof(struct nspi_NspiDNToMId_out), pull_in_NspiDNToMId, pull_out_NspiDNToMId,
-           push_in_NspiDNToMId, push_out_NspiDNToMId, print_in_NspiDNToMId, print_out_NspiDNToMId},
+           push_in_NspiDNToMId, push_out_NspiDNToMId, print_in_NspiDNToMId, print_out_NspiDNToMId,
+           pull_in_w_NspiDNToMId, pull_out_w_NspiDNToMId, push_in_w_NspiDNToMId,
+           push_out_w_NspiDNToMId},
     [8] = {"exchange_nsp", 8, "NspiGetPropList", sizeof(struct nspi_NspiGetPropList_in),
            sizeof(struct nspi_NspiGetPropList_out), pull_in_NspiGetPropList,
            pull_out_NspiGetPropList, push_in_NspiGetPropList, push_out_NspiGetPropList,
-           print_in_NspiGetPropList, print_out_NspiGetPropList},
+           print_in_NspiGetPropList, print_out_NspiGetPropList, pull_in_w_NspiGetPropList,
+           pull_out_w_NspiGetPropList, push_in_w_NspiGetPropList, push_out_w_NspiGetPropList},
     [9] = {"exchange_nsp", 9, "NspiGetProps", sizeof(struct nspi_NspiGetProps_in),
            sizeof(struct nspi_NspiGetProps_out), pull_in_NspiGetProps, pull_out_NspiGetProps,
            push_in_NspiGetProps, push_out_NspiGetProps, print_in_NspiGetProps,
-           print_out_NspiGetProps},
+           print_out_NspiGetProps, pull_in_w_NspiGetProps, pull_out_w_NspiGetProps,
+           push_in_w_NspiGetProps, push_out_w_NspiGetProps},
     [10] = {"exchange_nsp", 10, "NspiCompareMIds", sizeof(struct nspi_NspiCompareMIds_in),
             sizeof(struct nspi_NspiCompareMIds_out), pull_in_NspiCompareMIds,
             pull_out_NspiCompareMIds, push_in_NspiCompareMIds, push_out_NspiCompareMIds,
-            print_in_NspiCompareMIds, print_out_NspiCompareMIds},
+            print_in_NspiCompareMIds, print_out_NspiCompareMIds, pull_in_w_NspiCompareMIds,
+            pull_out_w_NspiCompareMIds, push_in_w_NspiCompareMIds, push_out_w_NspiCompareMIds},
     [11] = {"exchange_nsp", 11, "NspiModProps", sizeof(struct nspi_NspiModProps_in),
             sizeof(struct nspi_NspiModProps_out), pull_in_NspiModProps, pull_out_NspiModProps,
             push_in_NspiModProps, push_out_NspiModProps, print_in_NspiModProps,
-            print_out_NspiModProps},
+            print_out_NspiModProps, pull_in_w_NspiModProps, pull_out_w_NspiModProps,
+            push_in_w_NspiModProps, push_out_w_NspiModProps},
     [12] = {"exchange_nsp", 12, "NspiGetSpecialTable", sizeof(struct nspi_NspiGetSpecialTable_in),
             sizeof(struct nspi_NspiGetSpecialTable_out), pull_in_NspiGetSpecialTable,
             pull_out_NspiGetSpecialTable, push_in_NspiGetSpecialTable, push_out_NspiGetSpecialTable,
-            print_in_NspiGetSpecialTable, print_out_NspiGetSpecialTable},
+            print_in_NspiGetSpecialTable, print_out_NspiGetSpecialTable,
+            pull_in_w_NspiGetSpecialTable, pull_out_w_NspiGetSpecialTable,
+            push_in_w_NspiGetSpecialTable, push_out_w_NspiGetSpecialTable},
     [13] = {"exchange_nsp", 13, "NspiGetTemplateInfo", sizeof(struct nspi_NspiGetTemplateInfo_in),
             sizeof(struct nspi_NspiGetTemplateInfo_out), pull_in_NspiGetTemplateInfo,
             pull_out_NspiGetTemplateInfo, push_in_NspiGetTemplateInfo, push_out_NspiGetTemplateInfo,
-            print_in_NspiGetTemplateInfo, print_out_NspiGetTemplateInfo},
+            print_in_NspiGetTemplateInfo, print_out_NspiGetTemplateInfo,
+            pull_in_w_NspiGetTemplateInfo, pull_out_w_NspiGetTemplateInfo,
+            push_in_w_NspiGetTemplateInfo, push_out_w_NspiGetTemplateInfo},
     [14] = {"exchange_nsp", 14, "NspiModLinkAtt", sizeof(struct nspi_NspiModLinkAtt_in),
             sizeof(struct nspi_NspiModLinkAtt_out), pull_in_NspiModLinkAtt, pull_out_NspiModLinkAtt,
             push_in_NspiModLinkAtt, push_out_NspiModLinkAtt, print_in_NspiModLinkAtt,
-            print_out_NspiModLinkAtt},
-    [15] = {"exchange_nsp", 15, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL},
+            print_out_NspiModLinkAtt, pull_in_w_NspiModLinkAtt, pull_out_w_NspiModLinkAtt,
+            push_in_w_NspiModLinkAtt, push_out_w_NspiModLinkAtt},
+    [15] = {"exchange_nsp", 15, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL},
     [16] = {"exchange_nsp", 16, "NspiQueryColumns", sizeof(struct nspi_NspiQueryColumns_in),
             sizeof(struct nspi_NspiQueryColumns_out), pull_in_NspiQueryColumns,
             pull_out_NspiQueryColumns, push_in_NspiQueryColumns, push_out_NspiQueryColumns,
-            print_in_NspiQueryColumns, print_out_NspiQueryColumns},
+            print_in_NspiQueryColumns, print_out_NspiQueryColumns, pull_in_w_NspiQueryColumns,
+            pull_out_w_NspiQueryColumns, push_in_w_NspiQueryColumns, push_out_w_NspiQueryColumns},
     [17] = {"exchange_nsp", 17, "NspiGetNamesFromIDs", sizeof(struct nspi_NspiGetNamesFromIDs_in),
             sizeof(struct nspi_NspiGetNamesFromIDs_out), pull_in_NspiGetNamesFromIDs,
             pull_out_NspiGetNamesFromIDs, push_in_NspiGetNamesFromIDs, push_out_NspiGetNamesFromIDs,
-            print_in_NspiGetNamesFromIDs, print_out_NspiGetNamesFromIDs},
+            print_in_NspiGetNamesFromIDs, print_out_NspiGetNamesFromIDs,
+            pull_in_w_NspiGetNamesFromIDs, pull_out_w_NspiGetNamesFromIDs,
+            push_in_w_NspiGetNamesFromIDs, push_out_w_NspiGetNamesFromIDs},
     [18] = {"exchange_nsp", 18, "NspiGetIDsFromNames", sizeof(struct nspi_NspiGetIDsFromNames_in),
             sizeof(struct nspi_NspiGetIDsFromNames_out), pull_in_NspiGetIDsFromNames,
             pull_out_NspiGetIDsFromNames, push_in_NspiGetIDsFromNames, push_out_NspiGetIDsFromNames,
-            print_in_NspiGetIDsFromNames, print_out_NspiGetIDsFromNames},
+            print_in_NspiGetIDsFromNames, print_out_NspiGetIDsFromNames,
+            pull_in_w_NspiGetIDsFromNames, pull_out_w_NspiGetIDsFromNames,
+            push_in_w_NspiGetIDsFromNames, push_out_w_NspiGetIDsFromNames},
     [19] = {"exchange_nsp", 19, "NspiResolveNames", sizeof(struct nspi_NspiResolveNames_in),
             sizeof(struct nspi_NspiResolveNames_out), pull_in_NspiResolveNames,
             pull_out_NspiResolveNames, push_in_NspiResolveNames, push_out_NspiResolveNames,
-            print_in_NspiResolveNames, print_out_NspiResolveNames},
+            print_in_NspiResolveNames, print_out_NspiResolveNames, pull_in_w_NspiResolveNames,
+            pull_out_w_NspiResolveNames, push_in_w_NspiResolveNames, push_out_w_NspiResolveNames},
     [20] = {"exchange_nsp", 20, "NspiResolveNamesW", sizeof(struct nspi_NspiResolveNamesW_in),
             sizeof(struct nspi_NspiResolveNamesW_out), pull_in_NspiResolveNamesW,
             pull_out_NspiResolveNamesW, push_in_NspiResolveNamesW, push_out_NspiResolveNamesW,
-            print_in_NspiResolveNamesW, print_out_NspiResolveNamesW},
+            print_in_NspiResolveNamesW, print_out_NspiResolveNamesW, pull_in_w_NspiResolveNamesW,
+            pull_out_w_NspiResolveNamesW, push_in_w_NspiResolveNamesW,
+            push_out_w_NspiResolveNamesW},
 };
 
 const struct mp_codec_iface mp_codec_iface_nspi = {"exchange_nsp",

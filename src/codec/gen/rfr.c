@@ -10,12 +10,17 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #endif
 
-static int pull_in_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_in_w_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                  struct mp_ndr_wire *w)
 {
     struct rfr_RfrGetNewDSA_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->ulFlags = (uint32_t)mp_cdc_u32(c);
     if (c->n.err)
         return -1;
@@ -69,11 +74,17 @@ static int pull_in_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struct
     return mp_cdc_finish(c);
 }
 
-static int push_in_RfrGetNewDSA(struct mp_buf *b, const void *v)
+static int pull_in_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_in_w_RfrGetNewDSA(stub, len, v, a, NULL);
+}
+
+static int push_in_w_RfrGetNewDSA(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct rfr_RfrGetNewDSA_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_u32(p, (uint32_t)r->ulFlags);
     if (!r->pUserDN) {
         mp_cdp_fail(p);
@@ -115,6 +126,11 @@ static int push_in_RfrGetNewDSA(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_RfrGetNewDSA(struct mp_buf *b, const void *v)
+{
+    return push_in_w_RfrGetNewDSA(b, v, NULL);
+}
+
 static void print_in_RfrGetNewDSA(struct mp_json *j, const void *v)
 {
     const struct rfr_RfrGetNewDSA_in *r = v;
@@ -139,12 +155,17 @@ static void print_in_RfrGetNewDSA(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+static int pull_out_w_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struct mp_arena *a,
+                                   struct mp_ndr_wire *w)
 {
     struct rfr_RfrGetNewDSA_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id5 = mp_cdc_ref(c);
         r->ppszUnused = NULL;
@@ -191,11 +212,17 @@ static int pull_out_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struc
     return mp_cdc_finish(c);
 }
 
-static int push_out_RfrGetNewDSA(struct mp_buf *b, const void *v)
+static int pull_out_RfrGetNewDSA(const uint8_t *stub, size_t len, void *v, struct mp_arena *a)
+{
+    return pull_out_w_RfrGetNewDSA(stub, len, v, a, NULL);
+}
+
+static int push_out_w_RfrGetNewDSA(struct mp_buf *b, const void *v, const struct mp_ndr_wire *w)
 {
     const struct rfr_RfrGetNewDSA_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppszUnused);
     if (r->ppszUnused) {
         if (!mp_cdp_enter(p)) {
@@ -226,6 +253,11 @@ static int push_out_RfrGetNewDSA(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_out_RfrGetNewDSA(struct mp_buf *b, const void *v)
+{
+    return push_out_w_RfrGetNewDSA(b, v, NULL);
+}
+
 static void print_out_RfrGetNewDSA(struct mp_json *j, const void *v)
 {
     const struct rfr_RfrGetNewDSA_out *r = v;
@@ -248,13 +280,17 @@ static void print_out_RfrGetNewDSA(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_in_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v,
-                                          struct mp_arena *a)
+static int pull_in_w_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v,
+                                            struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct rfr_RfrGetFQDNFromServerDN_in *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     r->ulFlags = (uint32_t)mp_cdc_u32(c);
     if (c->n.err)
         return -1;
@@ -273,11 +309,19 @@ static int pull_in_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void 
     return mp_cdc_finish(c);
 }
 
-static int push_in_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v)
+static int pull_in_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v,
+                                          struct mp_arena *a)
+{
+    return pull_in_w_RfrGetFQDNFromServerDN(stub, len, v, a, NULL);
+}
+
+static int push_in_w_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v,
+                                            const struct mp_ndr_wire *w)
 {
     const struct rfr_RfrGetFQDNFromServerDN_in *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_u32(p, (uint32_t)r->ulFlags);
     mp_cdp_u32(p, (uint32_t)r->cbMailboxServerDN);
     if (!r->szMailboxServerDN) {
@@ -294,6 +338,11 @@ static int push_in_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v)
     return mp_cdp_finish(p);
 }
 
+static int push_in_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v)
+{
+    return push_in_w_RfrGetFQDNFromServerDN(b, v, NULL);
+}
+
 static void print_in_RfrGetFQDNFromServerDN(struct mp_json *j, const void *v)
 {
     const struct rfr_RfrGetFQDNFromServerDN_in *r = v;
@@ -308,13 +357,17 @@ static void print_in_RfrGetFQDNFromServerDN(struct mp_json *j, const void *v)
     mp_json_obj_end(j);
 }
 
-static int pull_out_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v,
-                                           struct mp_arena *a)
+static int pull_out_w_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v,
+                                             struct mp_arena *a, struct mp_ndr_wire *w)
 {
     struct rfr_RfrGetFQDNFromServerDN_out *r = v;
     memset(r, 0, sizeof *r);
+    struct mp_ndr_wire scratch;
+    if (!w)
+        w = &scratch;
+    memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
-    mp_cdc_init(c, stub, len, a, &r->ndr);
+    mp_cdc_init(c, stub, len, a, w);
     {
         uint32_t id9 = mp_cdc_ref(c);
         r->ppszServerFQDN = id9 ? MP_NONNULL : NULL;
@@ -327,11 +380,19 @@ static int pull_out_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void
     return mp_cdc_finish(c);
 }
 
-static int push_out_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v)
+static int pull_out_RfrGetFQDNFromServerDN(const uint8_t *stub, size_t len, void *v,
+                                           struct mp_arena *a)
+{
+    return pull_out_w_RfrGetFQDNFromServerDN(stub, len, v, a, NULL);
+}
+
+static int push_out_w_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v,
+                                             const struct mp_ndr_wire *w)
 {
     const struct rfr_RfrGetFQDNFromServerDN_out *r = v;
+    (void)r;
     struct mp_cdp pp, *p = &pp;
-    mp_cdp_init(p, b, &r->ndr);
+    mp_cdp_init(p, b, w);
     mp_cdp_ref(p, r->ppszServerFQDN);
     if (r->ppszServerFQDN) {
         mp_cdp_align(p, 4);
@@ -339,6 +400,11 @@ static int push_out_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v)
     }
     mp_cdp_u32(p, (uint32_t)r->result);
     return mp_cdp_finish(p);
+}
+
+static int push_out_RfrGetFQDNFromServerDN(struct mp_buf *b, const void *v)
+{
+    return push_out_w_RfrGetFQDNFromServerDN(b, v, NULL);
 }
 
 static void print_out_RfrGetFQDNFromServerDN(struct mp_json *j, const void *v)
@@ -357,13 +423,16 @@ static const struct mp_call_codec calls[] = {
     [0] = {"exchange_ds_rfr", 0, "RfrGetNewDSA", sizeof(struct rfr_RfrGetNewDSA_in),
            sizeof(struct rfr_RfrGetNewDSA_out), pull_in_RfrGetNewDSA, pull_out_RfrGetNewDSA,
            push_in_RfrGetNewDSA, push_out_RfrGetNewDSA, print_in_RfrGetNewDSA,
-           print_out_RfrGetNewDSA},
+           print_out_RfrGetNewDSA, pull_in_w_RfrGetNewDSA, pull_out_w_RfrGetNewDSA,
+           push_in_w_RfrGetNewDSA, push_out_w_RfrGetNewDSA},
     [1] = {"exchange_ds_rfr", 1, "RfrGetFQDNFromServerDN",
            sizeof(struct rfr_RfrGetFQDNFromServerDN_in),
            sizeof(struct rfr_RfrGetFQDNFromServerDN_out), pull_in_RfrGetFQDNFromServerDN,
            pull_out_RfrGetFQDNFromServerDN, push_in_RfrGetFQDNFromServerDN,
            push_out_RfrGetFQDNFromServerDN, print_in_RfrGetFQDNFromServerDN,
-           print_out_RfrGetFQDNFromServerDN},
+           print_out_RfrGetFQDNFromServerDN, pull_in_w_RfrGetFQDNFromServerDN,
+           pull_out_w_RfrGetFQDNFromServerDN, push_in_w_RfrGetFQDNFromServerDN,
+           push_out_w_RfrGetFQDNFromServerDN},
 };
 
 const struct mp_codec_iface mp_codec_iface_rfr = {"exchange_ds_rfr",

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "rewrite/rewrite.h"
 #include "chain/chain.h"
+#include "chain/services.h"
 #include "transport/http/hconn.h"
 #include "transport/mapihttp/body.h"
 #include "transport/mapihttp/cookies.h"
@@ -206,7 +207,10 @@ bool mp_mhb_wanted(struct hconn *s, const http_parser *p)
     const struct mp_mh_kind_info *ki = k >= 0 ? mp_mh_kind_info((enum mp_mh_kind)k) : NULL;
     const struct mp_codec_iface *ifc =
         ki && ki->twin_iface ? mp_codec_iface_lookup(ki->twin_iface) : NULL;
-    if (!ifc || !h->mods || !mp_modules_want(h->mods, ifc->uuid, (uint16_t)ki->twin_opnum))
+    /* (the runtime's own want of EcDoConnectEx is for DCE/RPC: MAPI/HTTP
+     * says the client's version in X-ClientApplication) */
+    if (!ifc || !h->mods ||
+        !(mp_modules_want(h->mods, ifc->uuid, (uint16_t)ki->twin_opnum) & ~(1u << MP_IDENT_BIT)))
         return false;
     s->mh.kind = k;
     return true;
@@ -217,6 +221,13 @@ bool mp_mhb_wanted(struct hconn *s, const http_parser *p)
 static int mh_start(struct hconn *s)
 {
     s->mh.mses = mp_mh_session_for(&s->h->cookies, s->h->mods, &s->req);
+    size_t xal;
+    const char *xa = mp_http_msg_get(&s->req, "x-clientapplication", &xal);
+    if (s->mh.mses && xa) {
+        char v[128];
+        snprintf(v, sizeof v, "%.*s", (int)(xal < sizeof v ? xal : sizeof v - 1), xa);
+        mp_ident_client_application(s->mh.mses, v);
+    }
     uint32_t rc = 0;
     struct mp_mh_call *mc = NULL;
     mp_mh_stream_init(&s->mh.mst);
