@@ -36,6 +36,7 @@
 #include "epm/epm.h"
 #include "event/loop.h"
 #include "modules/runtime.h"
+#include "net/conn.h"
 #include "transport/dcerpc/dcerpc.h"
 
 #define MP_MIN_FRAG 1432     /* smallest allowed by C706 */
@@ -43,7 +44,7 @@
 #define MAX_PENDING 128      /* calls in flight per association */
 #define MAX_LOCAL_STUB 65536 /* reassembly limit for calls the proxy answers itself */
 #define PORT_CACHE_TTL_MS 60000
-#define READ_CHUNK 65536
+#define READ_CHUNK 65536 /* the transport's scratch buffer for reads (rbuf) */
 #define N_GROUP_BUCKETS 1024
 #define MAX_CSEC 4 /* client security contexts per connection (terminated) */
 
@@ -61,16 +62,12 @@ enum astate {
     A_WINBIND,    /* the worker asks winbindd to check the client's NTLM response */
 };
 
-/* One connection of an association (a socket). */
+/* One connection of an association: the socket and its buffers (n), and
+ * which of the association's legs it is. */
 struct conn {
-    struct mp_io io;
-    struct mp_buf in, out;
+    struct mp_conn n;
     struct assoc *a;
     uint8_t role;
-    uint16_t port; /* upstream and resolver: the port connected to (for log lines) */
-    bool connecting;
-    bool closing;     /* close once out is flushed */
-    bool in_borrowed; /* in points into the relay's read buffer */
 };
 
 /* One call: a request and its response, by the client's call id and the
@@ -152,14 +149,12 @@ struct assoc {
     struct merge *merges, **merges_tail;
     struct mp_buf pending_bind; /* the upstream bind, while resolving/connecting */
     struct mp_syntax target;
-    struct mp_timer timer;                 /* connect and bind timeout */
-    struct mp_timer idle;                  /* mapiproxy:idle timeout */
-    struct mp_timer bindt;                 /* mapiproxy:bind timeout */
-    struct addr_count *addr;               /* its client address's connection count */
-    struct mp_timer stall;                 /* mapiproxy:send timeout */
-    uint64_t last_io_ms;                   /* last byte read or written, either side */
-    uint64_t c_progress_ms, u_progress_ms; /* last write progress per side */
-    struct mp_buf reasm;                   /* local answers: the request being reassembled */
+    struct mp_timer timer;   /* connect and bind timeout */
+    struct mp_timer idle;    /* mapiproxy:idle timeout */
+    struct mp_timer bindt;   /* mapiproxy:bind timeout */
+    struct addr_count *addr; /* its client address's connection count */
+    struct mp_timer stall;   /* mapiproxy:send timeout */
+    struct mp_buf reasm;     /* local answers: the request being reassembled */
     uint32_t reasm_call;
     uint16_t reasm_ctx, reasm_op;
     bool reasm_active;
