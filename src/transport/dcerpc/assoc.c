@@ -15,6 +15,7 @@
 
 #include "core/log.h"
 #include "net/accept.h"
+#include "transport/dcerpc/carrier.h"
 #include "ops/metrics.h"
 
 static void conn_cb(struct mp_conn *n, uint32_t ev);
@@ -60,6 +61,9 @@ void dce_assoc_close(struct assoc *a, const char *reason)
             (unsigned long long)a->n_done, a->n_calls, (double)(mp_now_ms() - a->t_open) / 1000.0,
             reason);
     mp_metrics_open(a->local_epm ? "epmapper" : "rpc", -1);
+    if (a->carrier)
+        a->carrier->closed(a->carrier_data, reason);
+    a->carrier = NULL;
     for (size_t i = 0; i < a->n_calls; i++)
         dce_call_detach(&a->calls[i]);
     mp_timer_cancel(r->loop, &a->timer);
@@ -90,12 +94,14 @@ void dce_assoc_finish(struct assoc *a, const char *reason)
         return;
     dce_conn_release(a->r, &a->u);
     dce_conn_release(a->r, &a->res);
-    if (!mp_buf_avail(&a->c.n.out) || a->c.n.io.fd < 0) {
+    if (!mp_buf_avail(&a->c.n.out) || (a->c.n.io.fd < 0 && !a->carrier)) {
         dce_assoc_close(a, reason);
         return;
     }
     a->c.n.closing = true;
     mp_debug("conn %s: closing after flush (%s)", a->peer, reason);
+    if (a->carrier) /* no descriptor to wait on: hand it over now */
+        dce_flush_side(a, &a->c);
     dce_update_interest(a);
 }
 
@@ -103,7 +109,18 @@ void dce_flush_side(struct assoc *a, struct conn *c)
 {
     if (a->dead)
         return;
-    if (mp_conn_flush(&c->n) < 0) {
+    int rc;
+    if (c == &a->c && a->carrier) {
+        size_t before = mp_buf_avail(&c->n.out);
+        rc = before ? a->carrier->flush(a->carrier_data, &c->n.out) : 0;
+        if (mp_buf_avail(&c->n.out) < before)
+            c->n.write_ms = mp_now_ms();
+        if (!mp_buf_avail(&c->n.out))
+            mp_buf_trim(&c->n.out);
+    } else {
+        rc = mp_conn_flush(&c->n);
+    }
+    if (rc < 0) {
         if (c->role == ROLE_CLIENT)
             dce_assoc_close(a, "client write failed");
         else if (c->role == ROLE_UPSTREAM)
@@ -125,10 +142,16 @@ void dce_update_interest(struct assoc *a)
     bool c_room = mp_buf_avail(&a->c.n.out) < high, u_room = mp_buf_avail(&a->u.n.out) < high;
     if ((!c_room || !u_room) && !a->stall.heap_idx)
         mp_timer_arm(r->loop, &a->stall, (uint64_t)r->cfg->send_timeout_s * 1000);
-    mp_conn_want(&a->c.n, !a->c.n.closing &&
-                              (a->state == A_WAIT_BIND || a->state == A_OPEN ||
-                               a->state == A_LOCAL || a->state == A_AUTH || a->state == A_DENIED) &&
-                              c_room && u_room && a->n_calls < MAX_PENDING);
+    bool rd = !a->c.n.closing &&
+              (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL ||
+               a->state == A_AUTH || a->state == A_DENIED) &&
+              c_room && u_room && a->n_calls < MAX_PENDING;
+    if (!a->carrier) {
+        mp_conn_want(&a->c.n, rd);
+    } else if (rd != a->carrier_want) {
+        a->carrier_want = rd;
+        a->carrier->want_input(a->carrier_data, rd);
+    }
     mp_conn_want(&a->u.n, c_room);
     mp_conn_want(&a->res.n, c_room);
 }
@@ -522,6 +545,45 @@ static void conn_cb(struct mp_conn *n, uint32_t ev)
     dce_update_interest(a);
 }
 
+/* An association with its timers, in the transport's list; its client
+ * connection is not set up yet.  NULL when out of memory. */
+static struct assoc *assoc_new(struct mp_relay *r, const char *peer, bool epm)
+{
+    struct assoc *a = calloc(1, sizeof(*a));
+    if (!a)
+        return NULL;
+    a->r = r;
+    a->merges_tail = &a->merges;
+    a->next_u_call = 1;
+    a->local_epm = epm;
+    a->t_open = mp_now_ms();
+    a->stall.cb = stall_cb;
+    a->stall.data = a;
+    a->idle.cb = idle_cb;
+    a->idle.data = a;
+    if (r->cfg->idle_timeout_s)
+        mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
+    a->bindt.cb = bind_timeout_cb;
+    a->bindt.data = a;
+    if (r->cfg->bind_timeout_s)
+        mp_timer_arm(r->loop, &a->bindt, (uint64_t)r->cfg->bind_timeout_s * 1000);
+    snprintf(a->peer, sizeof(a->peer), "%s", peer);
+    struct conn *cs[3] = {&a->c, &a->u, &a->res};
+    for (int k = 0; k < 3; k++) {
+        cs[k]->a = a;
+        mp_conn_init(&cs[k]->n, r->loop, conn_cb, cs[k]);
+    }
+    a->c.role = ROLE_CLIENT;
+    a->next = r->assocs;
+    if (r->assocs)
+        r->assocs->prev = a;
+    r->assocs = a;
+    r->n_assoc++;
+    mp_info("conn open %s -> %s", peer, epm ? "epmapper" : "rpc");
+    mp_metrics_open(epm ? "epmapper" : "rpc", 1);
+    return a;
+}
+
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
 {
     struct listener *l = data;
@@ -551,46 +613,75 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
         close(fd);
         return;
     }
-    struct assoc *a = calloc(1, sizeof(*a));
+    struct assoc *a = assoc_new(r, peer, l->epm);
     if (!a) {
         dce_addr_release(r, ac);
         close(fd);
         return;
     }
     a->addr = ac;
-    a->r = r;
-    a->merges_tail = &a->merges;
-    a->next_u_call = 1;
-    a->local_epm = l->epm;
-    a->t_open = mp_now_ms();
-    a->stall.cb = stall_cb;
-    a->stall.data = a;
-    a->idle.cb = idle_cb;
-    a->idle.data = a;
-    if (r->cfg->idle_timeout_s)
-        mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
-    a->bindt.cb = bind_timeout_cb;
-    a->bindt.data = a;
-    if (r->cfg->bind_timeout_s)
-        mp_timer_arm(r->loop, &a->bindt, (uint64_t)r->cfg->bind_timeout_s * 1000);
-    snprintf(a->peer, sizeof(a->peer), "%s", peer);
-    struct conn *cs[3] = {&a->c, &a->u, &a->res};
-    for (int k = 0; k < 3; k++) {
-        cs[k]->a = a;
-        mp_conn_init(&cs[k]->n, r->loop, conn_cb, cs[k]);
-    }
-    a->c.role = ROLE_CLIENT;
     mp_conn_attach(&a->c.n, fd);
     struct sockaddr_storage me;
     socklen_t ml = sizeof(me);
     if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
         a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
-    a->next = r->assocs;
-    if (r->assocs)
-        r->assocs->prev = a;
-    r->assocs = a;
-    r->n_assoc++;
-    mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
-    mp_metrics_open(l->epm ? "epmapper" : "rpc", 1);
     dce_update_interest(a);
+}
+
+/* ---- other carriers (transport/dcerpc/carrier.h) ---- */
+
+struct assoc *mp_dce_assoc_open(struct mp_relay *r, const struct mp_dce_carrier_ops *ops,
+                                void *carrier, const char *peer, bool epm)
+{
+    if (r->n_assoc >= r->cfg->max_connections) {
+        mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
+                r->n_assoc);
+        return NULL;
+    }
+    struct assoc *a = assoc_new(r, peer, epm);
+    if (!a)
+        return NULL;
+    a->carrier = ops;
+    a->carrier_data = carrier;
+    a->c.n.read_ms = a->c.n.write_ms = a->t_open;
+    dce_update_interest(a);
+    return a;
+}
+
+/* After input or writability: what conn_cb does after a read. */
+static void carrier_after(struct assoc *a)
+{
+    if (!a->dead) {
+        dce_flush_side(a, &a->c);
+        if (!a->dead)
+            dce_flush_side(a, &a->u);
+    }
+    dce_update_interest(a);
+}
+
+int mp_dce_assoc_input(struct assoc *a, const void *p, size_t len)
+{
+    if (a->dead)
+        return -1;
+    if (mp_buf_append(&a->c.n.in, p, len)) {
+        dce_assoc_close(a, "out of memory");
+        return -1;
+    }
+    a->c.n.read_ms = mp_now_ms();
+    dce_client_input(a);
+    carrier_after(a);
+    if (!a->dead)
+        mp_buf_trim(&a->c.n.in);
+    return a->dead ? -1 : 0;
+}
+
+void mp_dce_assoc_writable(struct assoc *a)
+{
+    carrier_after(a);
+}
+
+void mp_dce_assoc_close(struct assoc *a, const char *reason)
+{
+    a->carrier = NULL; /* the carrier is gone: not told */
+    dce_assoc_close(a, reason);
 }

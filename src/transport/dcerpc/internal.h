@@ -167,6 +167,11 @@ struct assoc {
     uint64_t n_done;
     uint64_t t_open;
     char peer[64];
+    /* another carrier's association (carrier.h): the client leg is not a
+     * socket; c.n keeps its buffers and times only */
+    const struct mp_dce_carrier_ops *carrier;
+    void *carrier_data;
+    bool carrier_want; /* what want_input() said last */
     struct assoc *next, *prev;
 };
 
