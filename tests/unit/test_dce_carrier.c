@@ -111,8 +111,8 @@ int main(void)
     struct mp_buf stub = {0};
     in.len = in.off = 0;
     CHECK(info && mp_epm_map_request(&stub, &info->syntax) == 0);
-    CHECK_EQ(mp_build_request(&in, MP_PFC_FIRST | MP_PFC_LAST, 2, 0, MP_EPM_OP_MAP, NULL,
-                              stub.data, stub.len, (uint32_t)stub.len),
+    CHECK_EQ(mp_build_request(&in, MP_PFC_FIRST | MP_PFC_LAST, 2, 0, MP_EPM_OP_MAP, NULL, stub.data,
+                              stub.len, (uint32_t)stub.len),
              0);
     CHECK_EQ(mp_dce_assoc_input(a, in.data, in.len), 0);
     p = next_pdu(&c, &h);

@@ -101,11 +101,11 @@ void dce_assoc_finish(struct assoc *a, const char *reason)
     a->c.n.closing = true;
     mp_debug("conn %s: closing after flush (%s)", a->peer, reason);
     if (a->carrier) /* no descriptor to wait on: hand it over now */
-        dce_flush_side(a, &a->c);
+        dce_conn_flush(a, &a->c);
     dce_update_interest(a);
 }
 
-void dce_flush_side(struct assoc *a, struct conn *c)
+void dce_conn_flush(struct assoc *a, struct conn *c)
 {
     if (a->dead)
         return;
@@ -536,11 +536,11 @@ static void conn_cb(struct mp_conn *n, uint32_t ev)
     if (ev & (MP_READ | MP_ERRHUP | MP_RDHUP))
         conn_read(a, c);
     if (!a->dead) {
-        dce_flush_side(a, &a->c);
+        dce_conn_flush(a, &a->c);
         if (!a->dead)
-            dce_flush_side(a, &a->u);
+            dce_conn_flush(a, &a->u);
         if (!a->dead)
-            dce_flush_side(a, &a->res);
+            dce_conn_flush(a, &a->res);
     }
     dce_update_interest(a);
 }
@@ -652,9 +652,9 @@ struct assoc *mp_dce_assoc_open(struct mp_relay *r, const struct mp_dce_carrier_
 static void carrier_after(struct assoc *a)
 {
     if (!a->dead) {
-        dce_flush_side(a, &a->c);
+        dce_conn_flush(a, &a->c);
         if (!a->dead)
-            dce_flush_side(a, &a->u);
+            dce_conn_flush(a, &a->u);
     }
     dce_update_interest(a);
 }

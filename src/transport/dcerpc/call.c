@@ -258,7 +258,7 @@ static void host_relay(struct mp_call *m)
         dce_assoc_close(a, "out of memory");
         return;
     }
-    dce_flush_side(a, &a->u);
+    dce_conn_flush(a, &a->u);
     if (!a->dead)
         dce_update_interest(a);
 }
@@ -279,7 +279,7 @@ static void host_answer(struct mp_call *m)
     a->n_done++;
     c->m = NULL; /* host_done frees it */
     call_remove(a, c);
-    dce_flush_side(a, &a->c);
+    dce_conn_flush(a, &a->c);
     if (!a->dead)
         dce_update_interest(a);
 }
@@ -297,7 +297,7 @@ static void host_fault(struct mp_call *m)
     a->n_done++;
     c->m = NULL;
     call_remove(a, c);
-    dce_flush_side(a, &a->c);
+    dce_conn_flush(a, &a->c);
     if (!a->dead)
         dce_update_interest(a);
 }

@@ -16,8 +16,24 @@
  *                 dcerpc_auth.c, the KDC/winbind worker src/auth/kdc_worker.c
  *   transport.c   listeners, per-address counts, setup and teardown
  *
+ * Each client connection is an association (struct assoc) that owns up to
+ * three connections: the client's, the upstream's, and, while the upstream
+ * port is being looked up, one to the upstream's endpoint mapper (another
+ * carrier, carrier.h, replaces the client's).  All I/O is non-blocking on one
+ * epoll loop.  Request and response fragments are streamed: a fragment is
+ * forwarded as soon as it is complete, split when it exceeds what the other
+ * leg negotiated, so no call is ever buffered whole.  Reading from a leg
+ * stops while the other leg's output buffer is above `mapiproxy:max
+ * buffer`, so a peer that does not read holds back only its own association.
+ *
+ * Associations whose client authenticates (an auth verifier in bind or
+ * alter_context) are relayed byte for byte: call ids, context ids and
+ * fragment sizes stay as the client sent them, because signatures and the
+ * verification trailer cover them (transparent mode, MS-RPCE 2.2.2.13).
+ *
  * Only the loop thread runs this code (the worker hands results back
- * through the loop). */
+ * through the loop).  struct mp_relay keeps its name (it is the DCE/RPC
+ * transport) so that main.c and the HTTP front need not change. */
 #ifndef MP_TRANSPORT_DCERPC_INTERNAL_H
 #define MP_TRANSPORT_DCERPC_INTERNAL_H
 #include <stdbool.h>
@@ -222,7 +238,7 @@ void dce_kdc_done(void *arg, struct mp_kdc_job *j);
 void dce_conn_release(struct mp_relay *r, struct conn *c);
 void dce_assoc_close(struct assoc *a, const char *reason);
 void dce_assoc_finish(struct assoc *a, const char *reason);
-void dce_flush_side(struct assoc *a, struct conn *c);
+void dce_conn_flush(struct assoc *a, struct conn *c);
 void dce_update_interest(struct assoc *a);
 int dce_conn_send(struct conn *c, const uint8_t *p, size_t len);
 void dce_client_protocol_error(struct assoc *a, uint32_t call_id, const char *what);
