@@ -203,8 +203,7 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
         lv.level < r->min_level) {
         mp_warn("conn %s: bind at authentication level %s, below mapiproxy:min client auth "
                 "level %s; its calls get access denied, nothing relayed",
-                a->peer, mp_dce_level_name(lv.level < 7 ? lv.level : 0),
-                mp_dce_level_name(r->min_level));
+                a->peer, mp_dce_level_name(lv.level), mp_dce_level_name(r->min_level));
         free(m);
         dce_deny_bind(a, b, h->call_id);
         return;
