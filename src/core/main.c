@@ -13,7 +13,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "event/loop.h"
-#include "http/front.h"
+#include "transport/http/front.h"
 #include "ops/stats_http.h"
 #include "transport/dcerpc/dcerpc.h"
 

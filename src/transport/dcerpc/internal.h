@@ -51,7 +51,7 @@
 #include "dcerpc/pdu.h"
 #include "epm/epm.h"
 #include "event/loop.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 #include "net/conn.h"
 #include "transport/dcerpc/dcerpc.h"
 
