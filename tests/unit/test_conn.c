@@ -12,6 +12,7 @@
 #include "event/loop.h"
 #include "net/accept.h"
 #include "net/conn.h"
+#include "net/conn_tls.h"
 #include "testlib.h"
 
 static int n_events;
@@ -137,6 +138,26 @@ int main(void)
     CHECK_EQ(layer_closed, 1);
     CHECK(c.layer == NULL && c.layer_want == 0);
     close(sv[1]);
+
+    /* net/tls under the connection (plain mp_tls: the same calls as TLS) */
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    nonblock(sv[0]);
+    mp_conn_attach(&c, sv[0]);
+    struct mp_tls plain = {0};
+    mp_conn_use_tls(&c, &plain);
+    CHECK(!mp_conn_tls_pending(&c));
+    CHECK_EQ(mp_conn_read(&c, scratch, sizeof(scratch)), -1);
+    CHECK_EQ(errno, EAGAIN);
+    CHECK_EQ(write(sv[1], "tls", 3), 3);
+    CHECK_EQ(mp_conn_read(&c, scratch, sizeof(scratch)), 3);
+    CHECK(!memcmp(mp_buf_head(&c.in), "tls", 3));
+    mp_buf_consume(&c.in, 3);
+    CHECK_EQ(mp_conn_keep(&c), 0);
+    CHECK_EQ(mp_conn_send(&c, "ok", 2, false), 0);
+    CHECK_EQ(read(sv[1], got, sizeof(got)), 2);
+    close(sv[1]);
+    CHECK_EQ(mp_conn_read(&c, scratch, sizeof(scratch)), 0); /* end of stream */
+    mp_conn_close(&c);
 
     /* the connector: a listening socket, then a closed port */
     int ls = mp_listen_tcp("127.0.0.1", 0, 4, "test");
