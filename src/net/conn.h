@@ -1,7 +1,8 @@
 /* A connection: one non-blocking stream socket on the loop, with an input
  * and an output buffer.  Used by every transport for its client connection
  * and its upstream connection (the connector below); a layer such as TLS
- * (src/net/tls) plugs in under it through struct mp_conn_layer.
+ * plugs in under it through struct mp_conn_layer (net/conn_tls.h puts
+ * net/tls.h there).
  *
  * Vocabulary (doc/internals/architecture.md): a *connection* is one socket,
  * this struct.  What a transport carries over it (a DCE/RPC association, an

@@ -15,18 +15,15 @@
 
 #include "core/log.h"
 #include "net/accept.h"
+#include "transport/dcerpc/carrier.h"
 #include "ops/metrics.h"
 
-static void conn_cb(struct mp_io *io, uint32_t ev);
+static void conn_cb(struct mp_conn *n, uint32_t ev);
+static void upstream_input(struct assoc *a);
 
 void dce_conn_release(struct mp_relay *r, struct conn *c)
 {
-    mp_io_close(r->loop, &c->io);
-    if (c->in_borrowed)
-        c->in = (struct mp_buf){0};
-    mp_buf_free(&c->in);
-    mp_buf_free(&c->out);
-    c->connecting = c->closing = false;
+    mp_conn_close(&c->n);
 }
 
 static void assoc_free(void *p)
@@ -64,6 +61,9 @@ void dce_assoc_close(struct assoc *a, const char *reason)
             (unsigned long long)a->n_done, a->n_calls, (double)(mp_now_ms() - a->t_open) / 1000.0,
             reason);
     mp_metrics_open(a->local_epm ? "epmapper" : "rpc", -1);
+    if (a->carrier)
+        a->carrier->closed(a->carrier_data, reason);
+    a->carrier = NULL;
     for (size_t i = 0; i < a->n_calls; i++)
         dce_call_detach(&a->calls[i]);
     mp_timer_cancel(r->loop, &a->timer);
@@ -94,44 +94,33 @@ void dce_assoc_finish(struct assoc *a, const char *reason)
         return;
     dce_conn_release(a->r, &a->u);
     dce_conn_release(a->r, &a->res);
-    if (!mp_buf_avail(&a->c.out) || a->c.io.fd < 0) {
+    if (!mp_buf_avail(&a->c.n.out) || (a->c.n.io.fd < 0 && !a->carrier)) {
         dce_assoc_close(a, reason);
         return;
     }
-    a->c.closing = true;
+    a->c.n.closing = true;
     mp_debug("conn %s: closing after flush (%s)", a->peer, reason);
+    if (a->carrier) /* no descriptor to wait on: hand it over now */
+        dce_conn_flush(a, &a->c);
     dce_update_interest(a);
 }
 
-/* Writes what it can; returns -1 on a write error. */
-static int conn_flush(struct conn *c)
+void dce_conn_flush(struct assoc *a, struct conn *c)
 {
-    while (mp_buf_avail(&c->out)) {
-        ssize_t n = send(c->io.fd, mp_buf_head(&c->out), mp_buf_avail(&c->out), MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                return 0;
-            return -1;
-        }
-        if (n > 0) { /* progress: the peer is reading */
-            uint64_t now = mp_now_ms();
-            c->a->last_io_ms = now;
-            if (c->role == ROLE_CLIENT)
-                c->a->c_progress_ms = now;
-            else
-                c->a->u_progress_ms = now;
-        }
-        mp_buf_consume(&c->out, (size_t)n);
-    }
-    mp_buf_trim(&c->out);
-    return 0;
-}
-
-void dce_flush_side(struct assoc *a, struct conn *c)
-{
-    if (c->io.fd < 0 || c->connecting || a->dead)
+    if (a->dead)
         return;
-    if (conn_flush(c) < 0) {
+    int rc;
+    if (c == &a->c && a->carrier) {
+        size_t before = mp_buf_avail(&c->n.out);
+        rc = before ? a->carrier->flush(a->carrier_data, &c->n.out) : 0;
+        if (mp_buf_avail(&c->n.out) < before)
+            c->n.write_ms = mp_now_ms();
+        if (!mp_buf_avail(&c->n.out))
+            mp_buf_trim(&c->n.out);
+    } else {
+        rc = mp_conn_flush(&c->n);
+    }
+    if (rc < 0) {
         if (c->role == ROLE_CLIENT)
             dce_assoc_close(a, "client write failed");
         else if (c->role == ROLE_UPSTREAM)
@@ -140,7 +129,7 @@ void dce_flush_side(struct assoc *a, struct conn *c)
             dce_upstream_failed(a, "write to upstream endpoint mapper failed");
         return;
     }
-    if (c->role == ROLE_CLIENT && c->closing && !mp_buf_avail(&c->out))
+    if (c->role == ROLE_CLIENT && c->n.closing && !mp_buf_avail(&c->n.out))
         dce_assoc_close(a, "closed after final answer");
 }
 
@@ -150,60 +139,34 @@ void dce_update_interest(struct assoc *a)
         return;
     struct mp_relay *r = a->r;
     size_t high = r->cfg->max_buffer;
-    if ((mp_buf_avail(&a->c.out) >= high || mp_buf_avail(&a->u.out) >= high) && !a->stall.heap_idx)
+    bool c_room = mp_buf_avail(&a->c.n.out) < high, u_room = mp_buf_avail(&a->u.n.out) < high;
+    if ((!c_room || !u_room) && !a->stall.heap_idx)
         mp_timer_arm(r->loop, &a->stall, (uint64_t)r->cfg->send_timeout_s * 1000);
-    if (a->c.io.fd >= 0) {
-        bool rd = !a->c.closing &&
-                  (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL ||
-                   a->state == A_AUTH || a->state == A_DENIED) &&
-                  mp_buf_avail(&a->c.out) < high && mp_buf_avail(&a->u.out) < high &&
-                  a->n_calls < MAX_PENDING;
-        uint32_t want = (rd ? MP_READ : 0) | (mp_buf_avail(&a->c.out) ? MP_WRITE : 0);
-        if (!want)
-            want = 0x2000; /* EPOLLRDHUP alone: keep the fd registered, learn of hang-ups */
-        mp_io_set(r->loop, &a->c.io, want);
+    bool rd = !a->c.n.closing &&
+              (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL ||
+               a->state == A_AUTH || a->state == A_DENIED) &&
+              c_room && u_room && a->n_calls < MAX_PENDING;
+    if (!a->carrier) {
+        mp_conn_want(&a->c.n, rd);
+    } else if (rd != a->carrier_want) {
+        a->carrier_want = rd;
+        a->carrier->want_input(a->carrier_data, rd);
     }
-    struct conn *us[2] = {&a->u, &a->res};
-    for (int i = 0; i < 2; i++) {
-        struct conn *c = us[i];
-        if (c->io.fd < 0)
-            continue;
-        uint32_t want;
-        if (c->connecting)
-            want = MP_WRITE;
-        else
-            want = (mp_buf_avail(&a->c.out) < high ? MP_READ : 0) |
-                   (mp_buf_avail(&c->out) ? MP_WRITE : 0);
-        if (!want)
-            want = 0x2000;
-        mp_io_set(r->loop, &c->io, want);
-    }
+    mp_conn_want(&a->u.n, c_room);
+    mp_conn_want(&a->res.n, c_room);
 }
 
 /* Queues bytes for a connection, writing them at once when nothing is
  * queued before them (most PDUs never touch a buffer). */
 int dce_conn_send(struct conn *c, const uint8_t *p, size_t len)
 {
-    if (!mp_buf_avail(&c->out) && !c->connecting && c->io.fd >= 0 && !c->a->r->more_input) {
-        ssize_t n = send(c->io.fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            c->a->last_io_ms = mp_now_ms();
-            if (c->role == ROLE_CLIENT)
-                c->a->c_progress_ms = c->a->last_io_ms;
-            else
-                c->a->u_progress_ms = c->a->last_io_ms;
-            p += n;
-            len -= (size_t)n;
-        }
-        /* errors other than EAGAIN show again at the next flush */
-    }
-    return len ? mp_buf_append(&c->out, p, len) : 0;
+    return mp_conn_send(&c->n, p, len, c->a->r->more_input);
 }
 
 void dce_client_protocol_error(struct assoc *a, uint32_t call_id, const char *what)
 {
     mp_warn("conn %s: protocol error from client: %s; sending a fault and closing", a->peer, what);
-    mp_build_fault(&a->c.out, call_id, 0, MP_NCA_PROTO_ERROR, true);
+    mp_build_fault(&a->c.n.out, call_id, 0, MP_NCA_PROTO_ERROR, true);
     dce_assoc_finish(a, "client protocol error");
 }
 
@@ -220,11 +183,11 @@ void dce_upstream_failed(struct assoc *a, const char *why)
          * want of resources; Windows clients report RPC_S_SERVER_TOO_BUSY,
          * which Outlook retries (MS-OXCRPC 3.2.4.4).  (temporary_congestion
          * is "not used" there.) */
-        mp_build_bind_nak(&a->c.out, id, MP_BNAK_LOCAL_LIMIT_EXCEEDED);
+        mp_build_bind_nak(&a->c.n.out, id, MP_BNAK_LOCAL_LIMIT_EXCEEDED);
     } else {
         for (size_t i = 0; i < a->n_calls; i++) {
             dce_log_call(a, &a->calls[i], "upstream-failed");
-            mp_build_fault(&a->c.out, a->calls[i].c_id, a->calls[i].ctx_id, MP_RPC_S_CALL_FAILED,
+            mp_build_fault(&a->c.n.out, a->calls[i].c_id, a->calls[i].ctx_id, MP_RPC_S_CALL_FAILED,
                            false);
             dce_call_detach(&a->calls[i]);
         }
@@ -239,7 +202,7 @@ static void timeout_cb(struct mp_timer *t)
     char why[400];
     const struct conn *c = a->state == A_RESOLVING ? &a->res : &a->u;
     snprintf(why, sizeof(why), "%s port %u%s did not answer within %u ms", a->r->cfg->binding.host,
-             c->port, c == &a->res ? " (endpoint mapper)" : "", a->r->cfg->connect_timeout_ms);
+             c->n.port, c == &a->res ? " (endpoint mapper)" : "", a->r->cfg->connect_timeout_ms);
     dce_upstream_failed(a, why);
 }
 
@@ -250,15 +213,15 @@ static void stall_cb(struct mp_timer *t)
     struct assoc *a = t->data;
     const struct mp_config *cfg = a->r->cfg;
     uint64_t now = mp_now_ms(), limit = (uint64_t)cfg->send_timeout_s * 1000;
-    bool c_full = mp_buf_avail(&a->c.out) >= cfg->max_buffer;
-    bool u_full = mp_buf_avail(&a->u.out) >= cfg->max_buffer;
-    if (c_full && now - a->c_progress_ms >= limit) {
+    bool c_full = mp_buf_avail(&a->c.n.out) >= cfg->max_buffer;
+    bool u_full = mp_buf_avail(&a->u.n.out) >= cfg->max_buffer;
+    if (c_full && now - a->c.n.write_ms >= limit) {
         mp_warn(
             "conn %s: client not reading for %u s with %zu bytes queued; closed (mapiproxy:send "
             "timeout)",
-            a->peer, cfg->send_timeout_s, mp_buf_avail(&a->c.out));
+            a->peer, cfg->send_timeout_s, mp_buf_avail(&a->c.n.out));
         dce_assoc_close(a, "client not reading");
-    } else if (u_full && now - a->u_progress_ms >= limit) {
+    } else if (u_full && now - a->u.n.write_ms >= limit) {
         char why[96];
         snprintf(why, sizeof(why), "not reading for %u s (mapiproxy:send timeout)",
                  cfg->send_timeout_s);
@@ -280,44 +243,38 @@ static void bind_timeout_cb(struct mp_timer *t)
     dce_assoc_close(a, "bind timeout");
 }
 
+/* The last byte read, or written with progress, on any of the association's
+ * connections (or its start). */
+static uint64_t last_io_ms(const struct assoc *a)
+{
+    uint64_t t = a->t_open;
+    const struct mp_conn *cs[3] = {&a->c.n, &a->u.n, &a->res.n};
+    for (int i = 0; i < 3; i++) {
+        if (cs[i]->read_ms > t)
+            t = cs[i]->read_ms;
+        if (cs[i]->write_ms > t)
+            t = cs[i]->write_ms;
+    }
+    return t;
+}
+
 static void idle_cb(struct mp_timer *t)
 {
     struct assoc *a = t->data;
     uint64_t now = mp_now_ms(), limit = (uint64_t)a->r->cfg->idle_timeout_s * 1000;
-    if (a->n_calls == 0 && now - a->last_io_ms >= limit) {
+    uint64_t last = last_io_ms(a);
+    if (a->n_calls == 0 && now - last >= limit) {
         mp_info("conn %s: idle for %u s; closed (mapiproxy:idle timeout)", a->peer,
                 a->r->cfg->idle_timeout_s);
         dce_assoc_close(a, "idle timeout");
         return;
     }
-    mp_timer_arm(a->r->loop, t, limit - (now - a->last_io_ms < limit ? now - a->last_io_ms : 0));
+    mp_timer_arm(a->r->loop, t, limit - (now - last < limit ? now - last : 0));
 }
 
 static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
 {
-    struct mp_relay *r = a->r;
-    struct sockaddr_storage ss = r->up_addr;
-    if (ss.ss_family == AF_INET)
-        ((struct sockaddr_in *)&ss)->sin_port = htons(port);
-    else
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, (struct sockaddr *)&ss, r->up_addr_len) < 0 && errno != EINPROGRESS) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    c->port = port;
-    c->io.fd = fd;
-    c->io.cb = conn_cb;
-    c->io.data = c;
-    c->connecting = true;
-    return 0;
+    return mp_conn_connect(&c->n, &a->r->up_addr, a->r->up_addr_len, port);
 }
 
 /* Finds the upstream's port (fixed, cached, or from its endpoint mapper)
@@ -386,12 +343,12 @@ void dce_client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr
             if (h->flags & MP_PFC_FIRST) {
                 mp_info("call %s op(%u) status=fault:0x%08x (access denied: not authenticated)",
                         a->peer, mp_get16(pdu + 22), MP_RPC_S_ACCESS_DENIED);
-                mp_build_fault(&a->c.out, h->call_id, mp_get16(pdu + 20), MP_RPC_S_ACCESS_DENIED,
+                mp_build_fault(&a->c.n.out, h->call_id, mp_get16(pdu + 20), MP_RPC_S_ACCESS_DENIED,
                                true);
             }
             return;
         }
-        mp_build_fault(&a->c.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
+        mp_build_fault(&a->c.n.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
         dce_assoc_finish(a, "access denied");
         return;
     }
@@ -414,7 +371,7 @@ void dce_client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr
             dce_client_protocol_error(a, h->call_id, "auth3 on an unauthenticated association");
             return;
         }
-        if (mp_buf_append(&a->u.out, pdu, h->frag_len))
+        if (mp_buf_append(&a->u.n.out, pdu, h->frag_len))
             dce_assoc_close(a, "out of memory");
         break;
     case MP_PT_CO_CANCEL:
@@ -424,7 +381,7 @@ void dce_client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr
         break;
     case MP_PT_BIND:
         mp_warn("conn %s: second bind on an association refused", a->peer);
-        mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
+        mp_build_bind_nak(&a->c.n.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
         dce_assoc_finish(a, "second bind");
         break;
     default: {
@@ -439,13 +396,13 @@ void dce_client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr
 void dce_client_input(struct assoc *a)
 {
     struct conn *c = &a->c;
-    while (!a->dead && !c->closing &&
+    while (!a->dead && !c->n.closing &&
            (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL ||
             a->state == A_AUTH || a->state == A_DENIED)) {
-        size_t avail = mp_buf_avail(&c->in);
+        size_t avail = mp_buf_avail(&c->n.in);
         if (avail < MP_HDR_LEN)
             break;
-        const uint8_t *p = mp_buf_head(&c->in);
+        const uint8_t *p = mp_buf_head(&c->n.in);
         struct mp_pdu_hdr h;
         const char *bad = mp_pdu_hdr_check(p, avail, &h);
         if (bad) {
@@ -473,18 +430,18 @@ void dce_client_input(struct assoc *a)
         a->r->more_input = false;
         if (a->dead)
             return;
-        mp_buf_consume(&c->in, h.frag_len);
+        mp_buf_consume(&c->n.in, h.frag_len);
     }
 }
 
 static void upstream_input(struct assoc *a)
 {
     struct conn *c = &a->u;
-    while (!a->dead && c->io.fd >= 0) {
-        size_t avail = mp_buf_avail(&c->in);
+    while (!a->dead && c->n.io.fd >= 0) {
+        size_t avail = mp_buf_avail(&c->n.in);
         if (avail < MP_HDR_LEN)
             break;
-        const uint8_t *p = mp_buf_head(&c->in);
+        const uint8_t *p = mp_buf_head(&c->n.in);
         struct mp_pdu_hdr h;
         const char *bad = mp_pdu_hdr_check(p, avail, &h);
         if (bad) {
@@ -498,54 +455,41 @@ static void upstream_input(struct assoc *a)
         a->r->more_input = avail > h.frag_len;
         dce_upstream_pdu(a, p, &h);
         a->r->more_input = false;
-        if (a->dead || c->io.fd < 0)
+        if (a->dead || c->n.io.fd < 0)
             return;
-        mp_buf_consume(&c->in, h.frag_len);
+        mp_buf_consume(&c->n.in, h.frag_len);
     }
     /* A completed bind lets the client's queued PDUs through. */
-    if (!a->dead && a->state == A_OPEN && mp_buf_avail(&a->c.in))
+    if (!a->dead && a->state == A_OPEN && mp_buf_avail(&a->c.n.in))
         dce_client_input(a);
 }
 
 static void on_connected(struct assoc *a, struct conn *c)
 {
-    c->connecting = false;
     if (c->role == ROLE_RESOLVER) {
         dce_resolver_start(a);
     } else {
         a->state = A_WAIT_ACK;
-        mp_buf_append(&c->out, mp_buf_head(&a->pending_bind), mp_buf_avail(&a->pending_bind));
+        mp_buf_append(&c->n.out, mp_buf_head(&a->pending_bind), mp_buf_avail(&a->pending_bind));
         mp_buf_free(&a->pending_bind);
     }
 }
 
 static void conn_read(struct assoc *a, struct conn *c)
 {
-    struct mp_relay *r = a->r;
-    bool borrow = mp_buf_avail(&c->in) == 0;
-    uint8_t *dst;
-    size_t room;
-    if (borrow) {
-        mp_buf_free(&c->in);
-        dst = r->rbuf;
-        room = sizeof(r->rbuf);
-    } else {
-        if (mp_buf_reserve(&c->in, READ_CHUNK)) {
-            dce_assoc_close(a, "out of memory");
-            return;
-        }
-        dst = c->in.data + c->in.len;
-        room = READ_CHUNK;
-    }
-    ssize_t n = recv(c->io.fd, dst, room, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    ssize_t n = mp_conn_read(&c->n, a->r->rbuf, sizeof(a->r->rbuf));
+    if (n < 0 && errno == EAGAIN)
         return;
+    if (n < 0 && errno == ENOMEM) {
+        dce_assoc_close(a, "out of memory");
+        return;
+    }
     if (n <= 0) {
         const char *why = n == 0 ? "closed the connection" : strerror(errno);
         if (c->role == ROLE_CLIENT) {
-            if (mp_buf_avail(&c->in))
+            if (mp_buf_avail(&c->n.in))
                 mp_warn("conn %s: client closed in the middle of a PDU (%zu bytes pending)",
-                        a->peer, mp_buf_avail(&c->in));
+                        a->peer, mp_buf_avail(&c->n.in));
             dce_assoc_close(a, n == 0 ? "client closed" : "client read error");
         } else {
             char what[128];
@@ -555,65 +499,89 @@ static void conn_read(struct assoc *a, struct conn *c)
         }
         return;
     }
-    if (borrow) {
-        c->in = (struct mp_buf){.data = r->rbuf, .off = 0, .len = (size_t)n, .cap = room};
-        c->in_borrowed = true;
-    } else {
-        c->in.len += (size_t)n;
-    }
-    a->last_io_ms = mp_now_ms();
     if (c->role == ROLE_CLIENT)
         dce_client_input(a);
     else if (c->role == ROLE_UPSTREAM)
         upstream_input(a);
     else
         dce_resolver_input(a);
-    if (c->in_borrowed) { /* keep only what is left, in memory of its own */
-        struct mp_buf keep = {0};
-        size_t left = a->dead ? 0 : mp_buf_avail(&c->in);
-        c->in_borrowed = false;
-        if (left && mp_buf_append(&keep, mp_buf_head(&c->in), left)) {
-            c->in = (struct mp_buf){0};
-            dce_assoc_close(a, "out of memory");
-            return;
-        }
-        c->in = keep;
-    }
+    /* keep only what is left (a partial PDU), in memory of its own; a
+     * closed connection let go of its input already */
+    if (!a->dead && mp_conn_keep(&c->n))
+        dce_assoc_close(a, "out of memory");
 }
 
-static void conn_cb(struct mp_io *io, uint32_t ev)
+static void conn_cb(struct mp_conn *n, uint32_t ev)
 {
-    struct conn *c = io->data;
+    struct conn *c = n->data;
     struct assoc *a = c->a;
-    if (a->dead || io->fd < 0)
+    if (a->dead)
         return;
-    if (c->connecting) {
-        int err = 0;
-        socklen_t l = sizeof(err);
-        getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
-        if (err) {
+    if (n->connecting) {
+        int rc = mp_conn_connected(n, ev);
+        if (rc < 0) {
             char why[400];
             snprintf(why, sizeof(why), "%s port %u%s: connect failed: %s", a->r->cfg->binding.host,
-                     c->port, c->role == ROLE_RESOLVER ? " (endpoint mapper)" : "", strerror(err));
+                     n->port, c->role == ROLE_RESOLVER ? " (endpoint mapper)" : "",
+                     strerror(errno));
             if (c->role == ROLE_UPSTREAM)
                 dce_port_forget(a->r, &a->target); /* the server may have moved: ask again */
             dce_upstream_failed(a, why);
             return;
         }
-        if (!(ev & MP_WRITE))
+        if (rc > 0)
             return;
         on_connected(a, c);
     }
-    if (ev & (MP_READ | MP_ERRHUP | 0x2000))
+    if (ev & (MP_READ | MP_ERRHUP | MP_RDHUP))
         conn_read(a, c);
     if (!a->dead) {
-        dce_flush_side(a, &a->c);
+        dce_conn_flush(a, &a->c);
         if (!a->dead)
-            dce_flush_side(a, &a->u);
+            dce_conn_flush(a, &a->u);
         if (!a->dead)
-            dce_flush_side(a, &a->res);
+            dce_conn_flush(a, &a->res);
     }
     dce_update_interest(a);
+}
+
+/* An association with its timers, in the transport's list; its client
+ * connection is not set up yet.  NULL when out of memory. */
+static struct assoc *assoc_new(struct mp_relay *r, const char *peer, bool epm)
+{
+    struct assoc *a = calloc(1, sizeof(*a));
+    if (!a)
+        return NULL;
+    a->r = r;
+    a->merges_tail = &a->merges;
+    a->next_u_call = 1;
+    a->local_epm = epm;
+    a->t_open = mp_now_ms();
+    a->stall.cb = stall_cb;
+    a->stall.data = a;
+    a->idle.cb = idle_cb;
+    a->idle.data = a;
+    if (r->cfg->idle_timeout_s)
+        mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
+    a->bindt.cb = bind_timeout_cb;
+    a->bindt.data = a;
+    if (r->cfg->bind_timeout_s)
+        mp_timer_arm(r->loop, &a->bindt, (uint64_t)r->cfg->bind_timeout_s * 1000);
+    snprintf(a->peer, sizeof(a->peer), "%s", peer);
+    struct conn *cs[3] = {&a->c, &a->u, &a->res};
+    for (int k = 0; k < 3; k++) {
+        cs[k]->a = a;
+        mp_conn_init(&cs[k]->n, r->loop, conn_cb, cs[k]);
+    }
+    a->c.role = ROLE_CLIENT;
+    a->next = r->assocs;
+    if (r->assocs)
+        r->assocs->prev = a;
+    r->assocs = a;
+    r->n_assoc++;
+    mp_info("conn open %s -> %s", peer, epm ? "epmapper" : "rpc");
+    mp_metrics_open(epm ? "epmapper" : "rpc", 1);
+    return a;
 }
 
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
@@ -645,50 +613,75 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
         close(fd);
         return;
     }
-    struct assoc *a = calloc(1, sizeof(*a));
+    struct assoc *a = assoc_new(r, peer, l->epm);
     if (!a) {
         dce_addr_release(r, ac);
         close(fd);
         return;
     }
     a->addr = ac;
-    a->r = r;
-    a->merges_tail = &a->merges;
-    a->next_u_call = 1;
-    a->local_epm = l->epm;
-    a->t_open = a->last_io_ms = a->c_progress_ms = a->u_progress_ms = mp_now_ms();
-    a->stall.cb = stall_cb;
-    a->stall.data = a;
-    a->idle.cb = idle_cb;
-    a->idle.data = a;
-    if (r->cfg->idle_timeout_s)
-        mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
-    a->bindt.cb = bind_timeout_cb;
-    a->bindt.data = a;
-    if (r->cfg->bind_timeout_s)
-        mp_timer_arm(r->loop, &a->bindt, (uint64_t)r->cfg->bind_timeout_s * 1000);
-    snprintf(a->peer, sizeof(a->peer), "%s", peer);
-    struct conn *cs[3] = {&a->c, &a->u, &a->res};
-    for (int k = 0; k < 3; k++) {
-        cs[k]->a = a;
-        cs[k]->io.fd = -1;
-    }
-    a->c.role = ROLE_CLIENT;
-    a->c.io.fd = fd;
-    a->c.io.cb = conn_cb;
-    a->c.io.data = &a->c;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    mp_conn_attach(&a->c.n, fd);
     struct sockaddr_storage me;
     socklen_t ml = sizeof(me);
     if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
         a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
-    a->next = r->assocs;
-    if (r->assocs)
-        r->assocs->prev = a;
-    r->assocs = a;
-    r->n_assoc++;
-    mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
-    mp_metrics_open(l->epm ? "epmapper" : "rpc", 1);
     dce_update_interest(a);
+}
+
+/* ---- other carriers (transport/dcerpc/carrier.h) ---- */
+
+struct assoc *mp_dce_assoc_open(struct mp_relay *r, const struct mp_dce_carrier_ops *ops,
+                                void *carrier, const char *peer, bool epm)
+{
+    if (r->n_assoc >= r->cfg->max_connections) {
+        mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
+                r->n_assoc);
+        return NULL;
+    }
+    struct assoc *a = assoc_new(r, peer, epm);
+    if (!a)
+        return NULL;
+    a->carrier = ops;
+    a->carrier_data = carrier;
+    a->c.n.read_ms = a->c.n.write_ms = a->t_open;
+    dce_update_interest(a);
+    return a;
+}
+
+/* After input or writability: what conn_cb does after a read. */
+static void carrier_after(struct assoc *a)
+{
+    if (!a->dead) {
+        dce_conn_flush(a, &a->c);
+        if (!a->dead)
+            dce_conn_flush(a, &a->u);
+    }
+    dce_update_interest(a);
+}
+
+int mp_dce_assoc_input(struct assoc *a, const void *p, size_t len)
+{
+    if (a->dead)
+        return -1;
+    if (mp_buf_append(&a->c.n.in, p, len)) {
+        dce_assoc_close(a, "out of memory");
+        return -1;
+    }
+    a->c.n.read_ms = mp_now_ms();
+    dce_client_input(a);
+    carrier_after(a);
+    if (!a->dead)
+        mp_buf_trim(&a->c.n.in);
+    return a->dead ? -1 : 0;
+}
+
+void mp_dce_assoc_writable(struct assoc *a)
+{
+    carrier_after(a);
+}
+
+void mp_dce_assoc_close(struct assoc *a, const char *reason)
+{
+    a->carrier = NULL; /* the carrier is gone: not told */
+    dce_assoc_close(a, reason);
 }

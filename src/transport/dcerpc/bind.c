@@ -132,7 +132,7 @@ void dce_answer_bind(struct assoc *a, const struct merge *m, const struct mp_bin
         }
     }
     uint8_t ptype = m->ptype == MP_PT_BIND ? MP_PT_BIND_ACK : MP_PT_ALTER_RESP;
-    mp_build_bind_ack(&a->c.out, ptype, flags | MP_PFC_FIRST | MP_PFC_LAST, m->c_call_id, ack,
+    mp_build_bind_ack(&a->c.n.out, ptype, flags | MP_PFC_FIRST | MP_PFC_LAST, m->c_call_id, ack,
                       auth);
 }
 
@@ -171,7 +171,7 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
     if (b->n_ctx > MAX_CTX || b->n_ctx == 0) {
         mp_warn("conn %s: bind with %u presentation contexts refused (limit %d)", a->peer, b->n_ctx,
                 MAX_CTX);
-        mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_LOCAL_LIMIT_EXCEEDED);
+        mp_build_bind_nak(&a->c.n.out, h->call_id, MP_BNAK_LOCAL_LIMIT_EXCEEDED);
         dce_assoc_finish(a, "bind refused");
         return;
     }
@@ -189,7 +189,7 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
     if (r->auth.terminate && !a->local_epm && dce_bind_pt_kind(r, b) < 0) {
         mp_warn("conn %s: bind mixes pass-through and terminated interfaces; refused", a->peer);
         free(m);
-        mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
+        mp_build_bind_nak(&a->c.n.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
         dce_assoc_finish(a, "bind refused");
         return;
     }
@@ -203,8 +203,7 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
         lv.level < r->min_level) {
         mp_warn("conn %s: bind at authentication level %s, below mapiproxy:min client auth "
                 "level %s; its calls get access denied, nothing relayed",
-                a->peer, mp_dce_level_name(lv.level < 7 ? lv.level : 0),
-                mp_dce_level_name(r->min_level));
+                a->peer, mp_dce_level_name(lv.level), mp_dce_level_name(r->min_level));
         free(m);
         dce_deny_bind(a, b, h->call_id);
         return;
@@ -213,7 +212,7 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
         if (a->local_epm) {
             mp_warn("conn %s: authenticated bind to the local endpoint mapper refused", a->peer);
             free(m);
-            mp_build_bind_nak(&a->c.out, h->call_id, 8 /* authentication type not recognized */);
+            mp_build_bind_nak(&a->c.n.out, h->call_id, 8 /* authentication type not recognized */);
             dce_assoc_finish(a, "bind refused");
             return;
         }
@@ -308,7 +307,7 @@ void dce_handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
         m->n = 0;
         fwd->max_xmit = fwd->max_recv = MP_MAX_FRAG;
         fwd->assoc_group = a->group->up_id;
-        if (n_fwd && mp_build_bind(&a->u.out, MP_PT_ALTER, MP_PFC_FIRST | MP_PFC_LAST,
+        if (n_fwd && mp_build_bind(&a->u.n.out, MP_PT_ALTER, MP_PFC_FIRST | MP_PFC_LAST,
                                    a->next_u_call++, fwd, NULL) == 0)
             merge_push(a, m);
         else
@@ -331,7 +330,7 @@ void dce_handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
     if (h->auth_len && mp_pdu_auth(pdu, h, &auth) == 0)
         ap = &auth;
     uint32_t up_call = a->passthrough ? h->call_id : a->next_u_call++;
-    int rc = mp_build_bind(&a->u.out, MP_PT_ALTER, h->flags, up_call, fwd, ap);
+    int rc = mp_build_bind(&a->u.n.out, MP_PT_ALTER, h->flags, up_call, fwd, ap);
     free(fwd);
     if (rc) {
         free(m);
@@ -381,7 +380,7 @@ void dce_upstream_bind_ack(struct assoc *a, const uint8_t *pdu, const struct mp_
     if (h->ptype == MP_PT_BIND_NAK) {
         uint16_t reason = h->frag_len >= 18 ? mp_get16(pdu + 16) : 0;
         mp_warn("conn %s: upstream refused the bind (bind_nak reason %u)", a->peer, reason);
-        mp_build_bind_nak(&a->c.out, m->c_call_id, reason);
+        mp_build_bind_nak(&a->c.n.out, m->c_call_id, reason);
         free(m);
         dce_assoc_finish(a, "upstream refused bind");
         return;

@@ -161,18 +161,18 @@ int dce_emit(struct conn *dst, struct mp_dce_sec *sec, bool req, uint8_t in_flag
             fl |= in_flags & MP_PFC_LAST;
         /* room for the whole fragment first: the verifier code below uses an
          * absolute offset, which a compacting append would invalidate */
-        if (mp_buf_reserve(&dst->out, hl + k + MP_SEC_TRAILER_LEN + vlen + 16))
+        if (mp_buf_reserve(&dst->n.out, hl + k + MP_SEC_TRAILER_LEN + vlen + 16))
             return -1;
-        size_t start = dst->out.len;
-        int rc = req ? mp_build_request(&dst->out, fl, call_id, ctx_id, opnum, object, stub + off,
+        size_t start = dst->n.out.len;
+        int rc = req ? mp_build_request(&dst->n.out, fl, call_id, ctx_id, opnum, object, stub + off,
                                         k, hint > off ? hint - (uint32_t)off : 0)
-                     : mp_build_response(&dst->out, fl, call_id, ctx_id, stub + off, k,
+                     : mp_build_response(&dst->n.out, fl, call_id, ctx_id, stub + off, k,
                                          hint > off ? hint - (uint32_t)off : 0);
         if (rc)
             return -1;
         if (!req)
-            dst->out.data[start + 22] = (uint8_t)opnum; /* cancel count */
-        if (prot && mp_dce_sec_protect(sec, &dst->out, start))
+            dst->n.out.data[start + 22] = (uint8_t)opnum; /* cancel count */
+        if (prot && mp_dce_sec_protect(sec, &dst->n.out, start))
             return -1;
         off += k;
     } while (off < len);
@@ -199,7 +199,7 @@ void dce_local_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
     }
     if (mp_buf_avail(&a->reasm) + (h->frag_len - hl) > MAX_LOCAL_STUB) {
         mp_warn("conn %s: local call larger than %d bytes refused", a->peer, MAX_LOCAL_STUB);
-        mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_NCA_S_FAULT_REMOTE_NO_MEMORY, true);
+        mp_build_fault(&a->c.n.out, h->call_id, ctx_id, MP_NCA_S_FAULT_REMOTE_NO_MEMORY, true);
         dce_assoc_finish(a, "call too large");
         return;
     }
@@ -213,14 +213,14 @@ void dce_local_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
     c.in_bytes = (uint32_t)mp_buf_avail(&a->reasm);
     char status[32] = "ok";
     if (!e || a->state == A_LOCAL) {
-        mp_build_fault(&a->c.out, h->call_id, a->reasm_ctx, MP_NCA_UNK_IF, true);
+        mp_build_fault(&a->c.n.out, h->call_id, a->reasm_ctx, MP_NCA_UNK_IF, true);
         snprintf(status, sizeof(status), "fault:0x%08x", MP_NCA_UNK_IF);
     } else {
         struct mp_buf out = {0};
         uint32_t st = mp_epm_serve(&a->r->reg, a->local_ip, a->reasm_op, mp_buf_head(&a->reasm),
                                    mp_buf_avail(&a->reasm), &out);
         if (st) {
-            mp_build_fault(&a->c.out, h->call_id, a->reasm_ctx, st, true);
+            mp_build_fault(&a->c.n.out, h->call_id, a->reasm_ctx, st, true);
             snprintf(status, sizeof(status), "fault:0x%08x", st);
         } else {
             dce_send_response_stub(a, a->csec, h->call_id, a->reasm_ctx, mp_buf_head(&out),
@@ -269,7 +269,7 @@ static void host_relay(struct mp_call *m)
         dce_assoc_close(a, "out of memory");
         return;
     }
-    dce_flush_side(a, &a->u);
+    dce_conn_flush(a, &a->u);
     if (!a->dead)
         dce_update_interest(a);
 }
@@ -291,7 +291,7 @@ static void host_answer(struct mp_call *m)
     a->n_done++;
     c->m = NULL; /* host_done frees it */
     call_remove(a, c);
-    dce_flush_side(a, &a->c);
+    dce_conn_flush(a, &a->c);
     if (!a->dead)
         dce_update_interest(a);
 }
@@ -303,14 +303,14 @@ static void host_fault(struct mp_call *m)
     if (!c)
         return;
     const struct dce_call *d = mp_call_ctx(m);
-    mp_build_fault(&a->c.out, d->c_id, d->ctx_id, m->fault, m->stage < MPC_UPSTREAM);
+    mp_build_fault(&a->c.n.out, d->c_id, d->ctx_id, m->fault, m->stage < MPC_UPSTREAM);
     char status[32];
     snprintf(status, sizeof(status), "fault:0x%08x(module)", m->fault);
     dce_log_call(a, c, status);
     a->n_done++;
     c->m = NULL;
     call_remove(a, c);
-    dce_flush_side(a, &a->c);
+    dce_conn_flush(a, &a->c);
     if (!a->dead)
         dce_update_interest(a);
 }
@@ -396,7 +396,7 @@ void dce_relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         if (!sec || !sec->done) {
             mp_warn("conn %s: request %u on no established security context; access denied",
                     a->peer, h->call_id);
-            mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_RPC_S_ACCESS_DENIED, true);
+            mp_build_fault(&a->c.n.out, h->call_id, ctx_id, MP_RPC_S_ACCESS_DENIED, true);
             dce_assoc_finish(a, "access denied");
             return;
         }
@@ -417,7 +417,7 @@ void dce_relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         }
         if (!ctx_find(a, ctx_id)) {
             mp_warn("conn %s: request on unknown presentation context %u", a->peer, ctx_id);
-            mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_NCA_UNK_IF, true);
+            mp_build_fault(&a->c.n.out, h->call_id, ctx_id, MP_NCA_UNK_IF, true);
             if (!(h->flags & MP_PFC_LAST))
                 dce_assoc_finish(a, "request on unknown context");
             return;
@@ -426,7 +426,7 @@ void dce_relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
             mp_warn("conn %s: call %u announces %u bytes (alloc_hint), over max call size %u; "
                     "refused",
                     a->peer, h->call_id, alloc_hint, cfg->max_call_size);
-            mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_NCA_S_FAULT_REMOTE_NO_MEMORY, true);
+            mp_build_fault(&a->c.n.out, h->call_id, ctx_id, MP_NCA_S_FAULT_REMOTE_NO_MEMORY, true);
             if (!(h->flags & MP_PFC_LAST))
                 dce_assoc_finish(a, "call too large");
             return;
@@ -455,7 +455,7 @@ void dce_relay_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         mp_warn("conn %s: call %u exceeds max call size %u bytes or %u fragments (%u bytes, %u "
                 "fragments so far); faulted and closed",
                 a->peer, h->call_id, cfg->max_call_size, max_frags, c->in_bytes, c->frags);
-        mp_build_fault(&a->c.out, h->call_id, ctx_id, MP_NCA_S_FAULT_REMOTE_NO_MEMORY, false);
+        mp_build_fault(&a->c.n.out, h->call_id, ctx_id, MP_NCA_S_FAULT_REMOTE_NO_MEMORY, false);
         call_remove(a, c);
         dce_assoc_finish(a, "call too large");
         return;
@@ -493,11 +493,11 @@ void dce_relay_cancel(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
                  h->call_id);
         return;
     }
-    if (mp_buf_append(&a->u.out, pdu, h->frag_len)) {
+    if (mp_buf_append(&a->u.n.out, pdu, h->frag_len)) {
         dce_assoc_close(a, "out of memory");
         return;
     }
-    mp_put32(a->u.out.data + a->u.out.len - h->frag_len + 12, c->u_id); /* found from the end */
+    mp_put32(a->u.n.out.data + a->u.n.out.len - h->frag_len + 12, c->u_id); /* found from the end */
     if (h->ptype == MP_PT_ORPHANED) {
         dce_log_call(a, c, "orphaned");
         call_remove(a, c);
@@ -567,7 +567,7 @@ void dce_upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
         }
         int rc;
         if (a->csec && h->ptype == MP_PT_FAULT)
-            rc = mp_build_fault(&a->c.out, c_id, mp_get16(pdu + 20), mp_get32(pdu + 24),
+            rc = mp_build_fault(&a->c.n.out, c_id, mp_get16(pdu + 20), mp_get32(pdu + 24),
                                 (h->flags & MP_PFC_DID_NOT_EXECUTE) != 0);
         else if (a->csec)
             rc = dce_emit(&a->c, csec, false, h->flags, c_id, mp_get16(pdu + 20), 0, NULL, rstub,
@@ -581,7 +581,7 @@ void dce_upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
     }
     case MP_PT_SHUTDOWN:
         mp_info("conn %s: upstream sent shutdown; relayed", a->peer);
-        if (mp_buf_append(&a->c.out, pdu, h->frag_len))
+        if (mp_buf_append(&a->c.n.out, pdu, h->frag_len))
             dce_assoc_close(a, "out of memory");
         return;
     default:

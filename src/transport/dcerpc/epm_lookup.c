@@ -57,9 +57,9 @@ void dce_resolver_start(struct assoc *a)
     b->ctx[0].ts[0] = mp_ndr20_syntax;
     struct mp_buf stub = {0};
     int rc =
-        mp_build_bind(&a->res.out, MP_PT_BIND, MP_PFC_FIRST | MP_PFC_LAST, 1, b, NULL) ||
+        mp_build_bind(&a->res.n.out, MP_PT_BIND, MP_PFC_FIRST | MP_PFC_LAST, 1, b, NULL) ||
         mp_epm_map_request(&stub, &a->target) ||
-        mp_build_request(&a->res.out, MP_PFC_FIRST | MP_PFC_LAST, 2, 0, MP_EPM_OP_MAP, NULL,
+        mp_build_request(&a->res.n.out, MP_PFC_FIRST | MP_PFC_LAST, 2, 0, MP_EPM_OP_MAP, NULL,
                          mp_buf_head(&stub), mp_buf_avail(&stub), (uint32_t)mp_buf_avail(&stub));
     mp_buf_free(&stub);
     if (rc)
@@ -69,12 +69,12 @@ void dce_resolver_start(struct assoc *a)
 void dce_resolver_input(struct assoc *a)
 {
     struct conn *c = &a->res;
-    while (!a->dead && c->io.fd >= 0) {
-        size_t avail = mp_buf_avail(&c->in);
+    while (!a->dead && c->n.io.fd >= 0) {
+        size_t avail = mp_buf_avail(&c->n.in);
         struct mp_pdu_hdr h;
         if (avail < MP_HDR_LEN)
             return;
-        const uint8_t *p = mp_buf_head(&c->in);
+        const uint8_t *p = mp_buf_head(&c->n.in);
         if (mp_pdu_hdr_check(p, avail, &h)) {
             dce_upstream_failed(a, "endpoint mapper sent a bad PDU");
             return;
@@ -124,6 +124,6 @@ void dce_resolver_input(struct assoc *a)
             dce_upstream_failed(a, why);
             return;
         }
-        mp_buf_consume(&c->in, h.frag_len);
+        mp_buf_consume(&c->n.in, h.frag_len);
     }
 }

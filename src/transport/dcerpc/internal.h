@@ -16,8 +16,24 @@
  *                 dcerpc_auth.c, the KDC/winbind worker src/auth/kdc_worker.c
  *   transport.c   listeners, per-address counts, setup and teardown
  *
+ * Each client connection is an association (struct assoc) that owns up to
+ * three connections: the client's, the upstream's, and, while the upstream
+ * port is being looked up, one to the upstream's endpoint mapper (another
+ * carrier, carrier.h, replaces the client's).  All I/O is non-blocking on one
+ * epoll loop.  Request and response fragments are streamed: a fragment is
+ * forwarded as soon as it is complete, split when it exceeds what the other
+ * leg negotiated, so no call is ever buffered whole.  Reading from a leg
+ * stops while the other leg's output buffer is above `mapiproxy:max
+ * buffer`, so a peer that does not read holds back only its own association.
+ *
+ * Associations whose client authenticates (an auth verifier in bind or
+ * alter_context) are relayed byte for byte: call ids, context ids and
+ * fragment sizes stay as the client sent them, because signatures and the
+ * verification trailer cover them (transparent mode, MS-RPCE 2.2.2.13).
+ *
  * Only the loop thread runs this code (the worker hands results back
- * through the loop). */
+ * through the loop).  struct mp_relay keeps its name (it is the DCE/RPC
+ * transport) so that main.c and the HTTP front need not change. */
 #ifndef MP_TRANSPORT_DCERPC_INTERNAL_H
 #define MP_TRANSPORT_DCERPC_INTERNAL_H
 #include <stdbool.h>
@@ -36,6 +52,7 @@
 #include "epm/epm.h"
 #include "event/loop.h"
 #include "chain/chain.h"
+#include "net/conn.h"
 #include "transport/dcerpc/dcerpc.h"
 
 #define MP_MIN_FRAG 1432     /* smallest allowed by C706 */
@@ -43,7 +60,7 @@
 #define MAX_PENDING 128      /* calls in flight per association */
 #define MAX_LOCAL_STUB 65536 /* reassembly limit for calls the proxy answers itself */
 #define PORT_CACHE_TTL_MS 60000
-#define READ_CHUNK 65536
+#define READ_CHUNK 65536 /* the transport's scratch buffer for reads (rbuf) */
 #define N_GROUP_BUCKETS 1024
 #define MAX_CSEC 4 /* client security contexts per connection (terminated) */
 
@@ -61,16 +78,12 @@ enum astate {
     A_WINBIND,    /* the worker asks winbindd to check the client's NTLM response */
 };
 
-/* One connection of an association (a socket). */
+/* One connection of an association: the socket and its buffers (n), and
+ * which of the association's legs it is. */
 struct conn {
-    struct mp_io io;
-    struct mp_buf in, out;
+    struct mp_conn n;
     struct assoc *a;
     uint8_t role;
-    uint16_t port; /* upstream and resolver: the port connected to (for log lines) */
-    bool connecting;
-    bool closing;     /* close once out is flushed */
-    bool in_borrowed; /* in points into the relay's read buffer */
 };
 
 /* One call: a request and its response, by the client's call id and the
@@ -152,14 +165,12 @@ struct assoc {
     struct merge *merges, **merges_tail;
     struct mp_buf pending_bind; /* the upstream bind, while resolving/connecting */
     struct mp_syntax target;
-    struct mp_timer timer;                 /* connect and bind timeout */
-    struct mp_timer idle;                  /* mapiproxy:idle timeout */
-    struct mp_timer bindt;                 /* mapiproxy:bind timeout */
-    struct addr_count *addr;               /* its client address's connection count */
-    struct mp_timer stall;                 /* mapiproxy:send timeout */
-    uint64_t last_io_ms;                   /* last byte read or written, either side */
-    uint64_t c_progress_ms, u_progress_ms; /* last write progress per side */
-    struct mp_buf reasm;                   /* local answers: the request being reassembled */
+    struct mp_timer timer;   /* connect and bind timeout */
+    struct mp_timer idle;    /* mapiproxy:idle timeout */
+    struct mp_timer bindt;   /* mapiproxy:bind timeout */
+    struct addr_count *addr; /* its client address's connection count */
+    struct mp_timer stall;   /* mapiproxy:send timeout */
+    struct mp_buf reasm;     /* local answers: the request being reassembled */
     uint32_t reasm_call;
     uint16_t reasm_ctx, reasm_op;
     bool reasm_active;
@@ -172,6 +183,11 @@ struct assoc {
     uint64_t n_done;
     uint64_t t_open;
     char peer[64];
+    /* another carrier's association (carrier.h): the client leg is not a
+     * socket; c.n keeps its buffers and times only */
+    const struct mp_dce_carrier_ops *carrier;
+    void *carrier_data;
+    bool carrier_want; /* what want_input() said last */
     struct assoc *next, *prev;
 };
 
@@ -222,7 +238,7 @@ void dce_kdc_done(void *arg, struct mp_kdc_job *j);
 void dce_conn_release(struct mp_relay *r, struct conn *c);
 void dce_assoc_close(struct assoc *a, const char *reason);
 void dce_assoc_finish(struct assoc *a, const char *reason);
-void dce_flush_side(struct assoc *a, struct conn *c);
+void dce_conn_flush(struct assoc *a, struct conn *c);
 void dce_update_interest(struct assoc *a);
 int dce_conn_send(struct conn *c, const uint8_t *p, size_t len);
 void dce_client_protocol_error(struct assoc *a, uint32_t call_id, const char *what);

@@ -203,7 +203,7 @@ void dce_handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct
         mp_warn("conn %s: bind refused: %s (the proxy terminates authentication: clients "
                 "authenticate to the proxy)",
                 a->peer, why);
-        mp_build_bind_nak(&a->c.out, h->call_id, 8 /* authentication type not recognized */);
+        mp_build_bind_nak(&a->c.n.out, h->call_id, 8 /* authentication type not recognized */);
         dce_assoc_finish(a, "bind refused");
         return;
     }
@@ -236,7 +236,7 @@ void dce_handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct
                 "relayed",
                 a->peer, mp_dce_sec_mech(cs), reason[0] ? reason : "token too large");
         mp_metrics_auth(mp_dce_sec_mech(cs), false);
-        mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
+        mp_build_bind_nak(&a->c.n.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
         dce_assoc_finish(a, "bind refused");
         mp_buf_free(&reply_tok);
         free(m);
@@ -332,7 +332,7 @@ void dce_handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct mp_
         mp_warn("conn %s: authentication of %s failed: %s; access denied, nothing relayed", a->peer,
                 cs->who[0] ? cs->who : mp_dce_sec_mech(cs), why);
         mp_metrics_auth(mp_dce_sec_mech(cs), false);
-        mp_build_fault(&a->c.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
+        mp_build_fault(&a->c.n.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
         dce_assoc_finish(a, "access denied");
         return;
     }
@@ -455,7 +455,7 @@ int dce_alter_security(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         why = "reply token too large";
     if (why) {
         sec_refused(a, s ? s->ctx_id : 0, why);
-        mp_build_fault(&a->c.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
+        mp_build_fault(&a->c.n.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
         dce_assoc_finish(a, "access denied");
         return -1;
     }
@@ -546,7 +546,8 @@ void dce_upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
     hdr[20] = us->type;
     hdr[21] = us->level;
     mp_put32(hdr + 24, us->ctx_id);
-    if (mp_buf_append(&a->u.out, hdr, sizeof(hdr)) || mp_buf_append(&a->u.out, out.data, out.len)) {
+    if (mp_buf_append(&a->u.n.out, hdr, sizeof(hdr)) ||
+        mp_buf_append(&a->u.n.out, out.data, out.len)) {
         mp_buf_free(&out);
         dce_assoc_close(a, "out of memory");
         return;
