@@ -9,7 +9,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototy
 CFLAGS  ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 INC     := -Isrc -Iinclude
-LIBS    := -lssl -lcrypto -lhttp_parser -ldl
+LIBS    := -lssl -lcrypto -lhttp_parser -ldl -lsystemd
 
 LIB_SRC := $(filter-out src/core/main.c,$(shell find src -name '*.c' | sort))
 HDRS    := $(shell find src include -name '*.h' 2>/dev/null)

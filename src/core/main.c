@@ -8,12 +8,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "core/config.h"
 #include "core/log.h"
 #include "event/loop.h"
 #include "http/front.h"
+#include "ops/privdrop.h"
 #include "ops/stats_http.h"
 #include "relay/relay.h"
 
@@ -42,6 +44,7 @@ struct daemon {
     const char *path;      /* -c FILE, NULL for the embedded default */
     int level_override;    /* -d, or -1 */
     struct mp_config *cfg; /* the running configuration */
+    char status[400];      /* systemd STATUS= while running */
 };
 
 static const char *cfg_name(const char *path)
@@ -108,12 +111,18 @@ static void on_signal(struct mp_io *io, uint32_t ev)
         switch (si.ssi_signo) {
         case SIGHUP:
             mp_info("signal HUP received: re-reading %s", cfg_name(d->path));
+            /* systemd: reloading until READY=1 again (sd_notify(3)). */
+            sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
             reload(d);
+            sd_notifyf(0, "READY=1\nSTATUS=%s", d->status);
             break;
         case SIGUSR1: {
             int r = mp_log_reopen();
             if (r == 0)
                 mp_info("signal USR1 received: log file %s reopened", mp_log_path());
+            else if (r == 2)
+                mp_info("signal USR1 received: syslog socket %s connected again",
+                        mp_log_syslog_socket());
             else if (r > 0)
                 mp_info("signal USR1 received: logging to stderr, nothing to reopen");
             else
@@ -127,6 +136,7 @@ static void on_signal(struct mp_io *io, uint32_t ev)
             break;
         default:
             mp_info("signal %s received: shutting down", si.ssi_signo == SIGINT ? "INT" : "TERM");
+            sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
             mp_loop_stop(d->loop);
         }
     }
@@ -233,10 +243,28 @@ int main(int argc, char **argv)
         return 0;
     }
     mp_log_threshold = level >= 0 ? level : cfg.log_level;
-    if (mp_log_open(cfg.log_file)) {
+    /* Order (doc/operations.md "Privileges"): the log, the listeners and
+     * every file read at start are opened as the starting user (root);
+     * only then is root dropped. */
+    if (cfg.log_to == MP_LOG_TO_FILE && mp_log_open(cfg.log_file)) {
         fprintf(stderr, "mapiproxy: cannot open log file %s: %s; fix mapiproxy:log file\n",
                 cfg.log_file, strerror(errno));
         mp_config_free(&cfg);
+        return 1;
+    }
+    if (cfg.log_to == MP_LOG_TO_SYSLOG &&
+        mp_log_open_syslog(cfg.syslog_socket, cfg.syslog_facility)) {
+        fprintf(stderr, "mapiproxy: cannot log to syslog socket %s: %s\n", cfg.syslog_socket,
+                strerror(errno));
+        mp_config_free(&cfg);
+        return 1;
+    }
+    struct mp_runas runas;
+    char why[400];
+    if (cfg.run_user[0] && mp_runas_resolve(cfg.run_user, cfg.run_group, &runas, why, sizeof why)) {
+        mp_error("%s", why);
+        mp_config_free(&cfg);
+        mp_log_close();
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -264,45 +292,44 @@ int main(int argc, char **argv)
     sw.io.cb = on_signal;
     sw.io.data = &sw;
     mp_io_set(loop, &sw.io, MP_READ);
-    struct mp_relay *relay = mp_relay_new(loop, &cfg);
-    if (!relay) {
-        mp_io_close(loop, &sw.io);
-        mp_loop_free(loop);
-        mp_config_free(&cfg);
-        return 1;
-    }
+    /* Every exit after this point goes through `out`: what was made is freed. */
+    rc = 1;
     struct mp_http *http = NULL;
-    if (cfg.n_http_listen && !(http = mp_http_new(loop, &cfg))) {
-        mp_relay_free(relay);
-        mp_io_close(loop, &sw.io);
-        mp_loop_free(loop);
-        mp_config_free(&cfg);
-        return 1;
-    }
+    struct mp_relay *relay = mp_relay_new(loop, &cfg);
+    if (!relay || (cfg.n_http_listen && !(http = mp_http_new(loop, &cfg))))
+        goto out;
     if (http)
         mp_http_set_modules(http, mp_relay_modules(relay));
-    if (cfg.metrics.port && mp_stats_http_start(loop, cfg.metrics.host, cfg.metrics.port)) {
-        mp_http_free(http); /* doc/monitoring.md */
-        mp_relay_free(relay);
-        mp_io_close(loop, &sw.io);
-        mp_loop_free(loop);
-        mp_config_free(&cfg);
-        return 1;
-    }
+    if (cfg.metrics.port && mp_stats_http_start(loop, cfg.metrics.host, cfg.metrics.port))
+        goto out; /* doc/monitoring.md */
     char up[300];
     if (cfg.binding.port)
         snprintf(up, sizeof(up), "%s port %u", cfg.binding.host, cfg.binding.port);
     else
         snprintf(up, sizeof(up), "%s (ports from its endpoint mapper on %u)", cfg.binding.host,
                  cfg.upstream_epm_port);
+    if (cfg.run_user[0]) {
+        if (mp_runas_drop(&runas, why, sizeof why)) {
+            mp_error("%s; refusing to go on as uid %u (mapiproxy:user = %s)", why,
+                     (unsigned)geteuid(), cfg.run_user);
+            goto out;
+        }
+        mp_info("running as user %s (uid %u), group %s (gid %u) from now on", runas.user,
+                (unsigned)runas.uid, runas.group, (unsigned)runas.gid);
+    }
     mp_info("mapiproxy %s ready: epmapper port %u, rpc port %u, upstream %s, %zu interface(s)",
             MP_VERSION, mp_relay_epm_port(relay), mp_relay_rpc_port(relay), up, cfg.n_ifaces);
-    rc = mp_loop_run(loop);
+    /* systemd Type=notify: the listeners are bound and root is gone. */
+    snprintf(sw.status, sizeof sw.status, "relaying: epmapper port %u, rpc port %u, upstream %s",
+             mp_relay_epm_port(relay), mp_relay_rpc_port(relay), up);
+    sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%lu", sw.status, (unsigned long)getpid());
+    rc = mp_loop_run(loop) ? 1 : 0;
+out:
     mp_http_free(http);
     mp_relay_free(relay);
     mp_io_close(loop, &sw.io);
     mp_loop_free(loop);
     mp_config_free(&cfg);
     mp_log_close();
-    return rc ? 1 : 0;
+    return rc;
 }
