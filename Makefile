@@ -60,7 +60,10 @@ $(B)/modules/mpm_roptest.so: tests/modules/mpm_roptest.c include/mapiproxy/modul
 $(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c include/mapiproxy/module.h
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_$* $< -o $@
-modules: $(B)/modules/mpm_sample.so $(addprefix $(B)/modules/,$(addsuffix .so,$(TEST_MODS)))
+$(B)/modules/audit.so: modules/audit/audit.c include/mapiproxy/module.h
+	@mkdir -p $(dir $@)
+	$(CC) $(MODFLAGS) $(CPPFLAGS) $(LDFLAGS) $< -o $@
+modules: $(B)/modules/audit.so $(B)/modules/mpm_sample.so $(addprefix $(B)/modules/,$(addsuffix .so,$(TEST_MODS)))
 
 deps:
 	@scripts/install-deps.sh
@@ -215,13 +218,14 @@ INC_DIR    := $(D)/include/mapiproxy
 # rops.h includes the generated ROP header; these are it and what it includes.
 ROP_HDRS   := rop/gen/rop_gen.h rop/ropval.h rop/wire.h core/arena.h core/buf.h
 MAN_PAGES  := doc/man/mapiproxy.8 doc/man/mapiproxy.conf.5 doc/man/mapiproxy-decode.1
-install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so
+install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so $(B)/modules/audit.so
 	$(INSTALL) -d $(D)/sbin $(D)/bin $(MODDIR) $(INC_DIR) $(D)/share/man/man1 \
 	  $(D)/share/man/man5 $(D)/share/man/man8 $(D)/share/doc/mapiproxy/examples \
 	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/logrotate.d $(DESTDIR)$(SYSCONFDIR)/mapiproxy
 	$(INSTALL) -m 755 $(B)/mapiproxy $(D)/sbin/mapiproxy
 	$(INSTALL) -m 755 $(B)/mapiproxy-decode $(D)/bin/mapiproxy-decode
 	$(INSTALL) -m 644 $(B)/modules/mpm_sample.so $(MODDIR)/mpm_sample.so
+	$(INSTALL) -m 644 $(B)/modules/audit.so $(MODDIR)/audit.so
 	$(INSTALL) -m 644 include/mapiproxy/module.h include/mapiproxy/rops.h $(INC_DIR)/
 	@set -e; for h in $(ROP_HDRS); do \
 	  up=$$(echo "$$h" | sed 's|[^/]*/|../|g; s|[^/]*$$||'); \
@@ -238,11 +242,11 @@ install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so
 	$(INSTALL) -m 644 deploy/mapiproxy.conf.sample $(DESTDIR)$(SYSCONFDIR)/mapiproxy/mapiproxy.conf.sample
 	$(INSTALL) -m 644 modules/sample/mpm_sample.c $(D)/share/doc/mapiproxy/examples/
 	$(INSTALL) -m 644 README.md doc/configuration.md doc/operations.md doc/modules.md \
-	  doc/security.md doc/install.md $(D)/share/doc/mapiproxy/
+	  doc/security.md doc/install.md doc/audit.md $(D)/share/doc/mapiproxy/
 	@test -e $(DESTDIR)$(SYSCONFDIR)/mapiproxy/mapiproxy.conf || \
 	  echo "install: no $(SYSCONFDIR)/mapiproxy/mapiproxy.conf yet; start from mapiproxy.conf.sample there"
 uninstall:
-	rm -f $(D)/sbin/mapiproxy $(D)/bin/mapiproxy-decode $(MODDIR)/mpm_sample.so \
+	rm -f $(D)/sbin/mapiproxy $(D)/bin/mapiproxy-decode $(MODDIR)/mpm_sample.so $(MODDIR)/audit.so \
 	  $(D)/share/man/man1/mapiproxy-decode.1 $(D)/share/man/man5/mapiproxy.conf.5 \
 	  $(D)/share/man/man8/mapiproxy.8 $(DESTDIR)$(UNITDIR)/mapiproxy.service \
 	  $(DESTDIR)$(SYSCONFDIR)/logrotate.d/mapiproxy \

@@ -190,6 +190,7 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
         snprintf(m->user, sizeof(m->user), "%s", user);
         m->proxy_identity = true;
     }
+    mp_call_set_origin(m, "mapi-http", user && *user ? "terminate" : "pass-through");
     m->opnum = (uint16_t)ki->twin_opnum;
     *out = c;
     mp_call_run_request(m);

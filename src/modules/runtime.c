@@ -479,6 +479,19 @@ const char *mp_call_user(const struct mp_call *m)
 {
     return m->user[0] ? m->user : NULL;
 }
+void mp_call_set_origin(struct mp_call *m, const char *transport, const char *auth)
+{
+    m->transport = transport;
+    m->auth = auth;
+}
+const char *mp_call_transport(const struct mp_call *m)
+{
+    return m->transport ? m->transport : "rpc";
+}
+const char *mp_call_auth(const struct mp_call *m)
+{
+    return m->auth ? m->auth : "pass-through";
+}
 struct mp_session *mp_call_session(struct mp_call *m)
 {
     return m->session;

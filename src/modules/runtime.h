@@ -101,6 +101,7 @@ struct mp_call {
      * credentials) rather than the client (S4U delegation). */
     char user[520];
     bool proxy_identity;
+    const char *transport, *auth; /* static strings: mp_call_set_origin */
     uint16_t opnum, ctx_id;
     uint32_t c_id, u_id;
     uint8_t object[16];
@@ -135,6 +136,8 @@ void mp_modules_unload(struct mp_modules *ms);
 uint32_t mp_modules_want(const struct mp_modules *ms, const uint8_t uuid[16], uint16_t opnum);
 
 struct mp_call *mp_call_new(struct mp_modules *ms, const struct mp_call_host *host, uint32_t mask);
+/* What mp_call_transport and mp_call_auth return (static strings). */
+void mp_call_set_origin(struct mp_call *m, const char *transport, const char *auth);
 void mp_call_free(struct mp_call *m);
 /* The request is complete in m->req: run the request hooks, then relay,
  * answer or fault through the host. */

@@ -87,8 +87,8 @@ int mp_runas_drop(const struct mp_runas *r, char *why, size_t n)
         return -1;
     }
     /* Root must be gone for good: neither id nor a setuid(0) back. */
-    if (getuid() != r->uid || geteuid() != r->uid || getgid() != r->gid ||
-        getegid() != r->gid || setuid(0) == 0) {
+    if (getuid() != r->uid || geteuid() != r->uid || getgid() != r->gid || getegid() != r->gid ||
+        setuid(0) == 0) {
         snprintf(why, n, "changing to user %s left root privileges in place", r->user);
         return -1;
     }

@@ -14,8 +14,7 @@ struct mp_runas {
 
 /* Looks user (a name or a number) and group (NULL or "" = the user's
  * primary group) up.  0, or -1 with why ("what; fix"). */
-int mp_runas_resolve(const char *user, const char *group, struct mp_runas *r, char *why,
-                     size_t n);
+int mp_runas_resolve(const char *user, const char *group, struct mp_runas *r, char *why, size_t n);
 /* setgroups (the user's supplementary groups, plus group), setgid, setuid;
  * then checks that root cannot be taken back.  When the process already runs
  * as r's uid and gid, nothing to do.  0, or -1 with why: the caller must not

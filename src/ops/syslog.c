@@ -1,7 +1,10 @@
 #include "ops/syslog.h"
 
+#include "mapiproxy/module.h"
+
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -14,9 +17,10 @@ static const struct {
     const char *name;
     int value;
 } facilities[] = {
-    {"daemon", LOG_DAEMON}, {"user", LOG_USER},     {"auth", LOG_AUTH},     {"authpriv", LOG_AUTHPRIV},
-    {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2}, {"local3", LOG_LOCAL3},
-    {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5}, {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7},
+    {"daemon", LOG_DAEMON},     {"user", LOG_USER},     {"auth", LOG_AUTH},
+    {"authpriv", LOG_AUTHPRIV}, {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1},
+    {"local2", LOG_LOCAL2},     {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4},
+    {"local5", LOG_LOCAL5},     {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7},
 };
 
 int mp_syslog_facility(const char *name)
@@ -76,9 +80,9 @@ int mp_syslog_send(struct mp_syslog *s, int severity, const char *msg, size_t le
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
-    int n = snprintf(buf, sizeof buf, "<%d>%s %2d %02d:%02d:%02d %s[%d]: ",
-                     s->facility | (severity & 7), mon[tm.tm_mon % 12], tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, s->ident, (int)getpid());
+    int n = snprintf(
+        buf, sizeof buf, "<%d>%s %2d %02d:%02d:%02d %s[%d]: ", s->facility | (severity & 7),
+        mon[tm.tm_mon % 12], tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, s->ident, (int)getpid());
     if (n < 0 || (size_t)n >= sizeof buf)
         return -1;
     if (len > sizeof buf - (size_t)n)
@@ -123,4 +127,34 @@ void mp_syslog_close(struct mp_syslog *s)
         close(s->fd);
     s->fd = -1;
     pthread_mutex_destroy(&s->mu);
+}
+
+/* The module API's face of it (include/mapiproxy/module.h). */
+struct mp_module_syslog {
+    struct mp_syslog s;
+};
+
+struct mp_module_syslog *mp_module_syslog_open(const char *facility, const char *socket,
+                                               const char *ident)
+{
+    int f = mp_syslog_facility(facility ? facility : "daemon");
+    struct mp_module_syslog *m = f < 0 ? NULL : calloc(1, sizeof *m);
+    if (m && mp_syslog_init(&m->s, socket, f, ident)) {
+        free(m);
+        m = NULL;
+    }
+    return m;
+}
+
+int mp_module_syslog_send(struct mp_module_syslog *m, int severity, const char *msg, size_t len)
+{
+    return mp_syslog_send(&m->s, severity, msg, len);
+}
+
+void mp_module_syslog_close(struct mp_module_syslog *m)
+{
+    if (!m)
+        return;
+    mp_syslog_close(&m->s);
+    free(m);
 }

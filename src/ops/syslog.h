@@ -9,7 +9,7 @@
 #define MP_SYSLOG_DEFAULT_SOCKET "/dev/log"
 
 struct mp_syslog {
-    int fd; /* -1 until connected */
+    int fd;       /* -1 until connected */
     int facility; /* LOG_DAEMON ... (already shifted, as in <syslog.h>) */
     char path[108];
     char ident[32];

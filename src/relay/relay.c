@@ -2710,6 +2710,7 @@ static int slow_path_start(struct assoc *a, struct call *c, const uint8_t *pdu,
         snprintf(m->user, sizeof(m->user), "%s", a->csec->who);
         m->proxy_identity = a->r->up_mode != UP_S4U;
     }
+    mp_call_set_origin(m, "rpc", !a->csec ? "pass-through" : a->csec->gss ? "kerberos" : "ntlm");
     m->opnum = c->opnum;
     m->ctx_id = c->ctx_id;
     m->c_id = c->c_id;

@@ -21,6 +21,7 @@ FILES = {
     "usr/sbin/mapiproxy": 0o755,
     "usr/bin/mapiproxy-decode": 0o755,
     "usr/lib/mapiproxy/modules/mpm_sample.so": 0o644,
+    "usr/lib/mapiproxy/modules/audit.so": 0o644,
     "usr/include/mapiproxy/module.h": 0o644,
     "usr/include/mapiproxy/rops.h": 0o644,
     "usr/include/mapiproxy/rop/gen/rop_gen.h": 0o644,
