@@ -29,10 +29,10 @@
 #define SUBJECTS 64 /* per session: message id -> subject, last opened */
 
 struct audit_conf {
-    int fd;          /* audit:file, or -1 */
-    char *path;      /* for reopening after a rotation */
-    ino_t ino;       /* of the open file */
-    time_t checked;  /* last time the path was looked at */
+    int fd;         /* audit:file, or -1 */
+    char *path;     /* for reopening after a rotation */
+    ino_t ino;      /* of the open file */
+    time_t checked; /* last time the path was looked at */
     struct mp_module_syslog *sl;
 };
 
@@ -232,8 +232,7 @@ static void emit(struct mp_module_ctx *mc, struct line *l)
     struct audit_conf *c = mp_module_private(mc);
     put(l, "}", 1);
     if (l->full) {
-        mp_module_log(mc, MP_MLOG_WARN, "an audit line longer than %zu bytes was cut",
-                      sizeof l->b);
+        mp_module_log(mc, MP_MLOG_WARN, "an audit line longer than %zu bytes was cut", sizeof l->b);
         return;
     }
     if (c->sl) {
@@ -258,9 +257,8 @@ static void head(struct line *l, const char *event, uint32_t session, const char
     gmtime_r(&ts.tv_sec, &tm);
     l->n = 0;
     l->full = false;
-    putf(l, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"event\":\"%s\"",
-         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-         ts.tv_nsec / 1000000, event);
+    putf(l, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"event\":\"%s\"", tm.tm_year + 1900,
+         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, event);
     put_key(l, "session");
     putf(l, "%u", (unsigned)session);
     put_key(l, "user");

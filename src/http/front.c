@@ -2468,6 +2468,21 @@ void mp_http_set_modules(struct mp_http *h, struct mp_modules *mods)
     h->mods = mods;
 }
 
+void mp_http_stop_listening(struct mp_http *h)
+{
+    for (size_t i = 0; h && i < h->n_ls; i++) {
+        mp_accept_forget(&h->ls[i].io);
+        mp_io_close(h->loop, &h->ls[i].io);
+    }
+    if (h)
+        h->n_ls = 0;
+}
+
+size_t mp_http_live(const struct mp_http *h)
+{
+    return h ? h->n_sess : 0;
+}
+
 void mp_http_free(struct mp_http *h)
 {
     if (!h)
@@ -2482,10 +2497,7 @@ void mp_http_free(struct mp_http *h)
             h->cown[b] = o->next;
             free(o);
         }
-    for (size_t i = 0; i < h->n_ls; i++) {
-        mp_accept_forget(&h->ls[i].io);
-        mp_io_close(h->loop, &h->ls[i].io);
-    }
+    mp_http_stop_listening(h);
     SSL_CTX_free(h->server_ctx);
     SSL_CTX_free(h->client_ctx);
     mp_http_names_free(&h->names);

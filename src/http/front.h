@@ -19,4 +19,7 @@ struct mp_modules;
 void mp_http_set_modules(struct mp_http *h, struct mp_modules *mods);
 /* Closes the listeners and every connection. */
 void mp_http_free(struct mp_http *h);
+/* Reload: stop accepting (connections go on); how many connections are left. */
+void mp_http_stop_listening(struct mp_http *h);
+size_t mp_http_live(const struct mp_http *h);
 #endif
