@@ -35,7 +35,8 @@ static void usage(FILE *fp)
                 "                      (overrides mapiproxy:log level)\n"
                 "  -V, --version       print the version\n"
                 "  -h, --help          this text\n"
-                "Signals: TERM, INT stop; HUP re-reads the configuration; USR1 reopens the\n"
+                "Signals: TERM, INT stop; HUP reloads the configuration for new sessions; USR1 "
+                "reopens the\n"
                 "log file; USR2 is ignored (doc/operations.md).\n");
 }
 
