@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 
 #include "auth/credstore.h"
 #include "core/config.h"
@@ -128,6 +130,10 @@ int mp_config_check_runtime(const struct mp_config *cfg, struct mp_diag *diag)
 {
     struct chk c = {.cfg = cfg, .diag = diag};
     check_runas(&c);
+    if (cfg->packet_export_dir[0] && access(cfg->packet_export_dir, W_OK | X_OK))
+        cerr(&c, "mapiproxy:packet export dir",
+             "mapiproxy:packet export dir %s: %s; give a directory the proxy can write to",
+             cfg->packet_export_dir, strerror(errno));
     check_secrets(&c);
     check_modules(&c);
     check_tls(&c);

@@ -16,6 +16,7 @@
 #include "event/loop.h"
 #include "http/front.h"
 #include "net/accept.h"
+#include "ops/pcapng.h"
 #include "ops/privdrop.h"
 #include "ops/stats_http.h"
 #include "relay/relay.h"
@@ -212,6 +213,7 @@ static void reload(struct daemon *d)
             mp_relay_live(old->relay), mp_http_live(old->http));
     if (restart[0])
         mp_warn("reload: %s: these changes need a restart and are not applied: %s", name, restart);
+    mp_pcap_configure(&g->cfg); /* the packet export's choice, for new connections */
     /* After the lines above, which are written at the level they were
      * signalled under. */
     if (d->level_override < 0)
@@ -404,6 +406,7 @@ int main(int argc, char **argv)
         return 1;
     }
     check_nofile(&cfg);
+    mp_pcap_configure(&cfg);
     struct daemon sw = {.loop = loop, .path = path, .level_override = level};
     sw.drain.cb = drain_check;
     sw.drain.data = &sw;

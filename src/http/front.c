@@ -9,6 +9,7 @@
  * them.  Every step is non-blocking: pump() moves bytes until nothing moves,
  * then the wanted epoll events and the one timer are set from the state. */
 #include "http/front.h"
+#include "ops/pcapng.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -133,13 +134,14 @@ struct hsess {
     bool dead, closing;
     int err_status; /* set by a request callback that fails: 413, 431 */
     /* the current request */
-    bool in_request;    /* between message begin and the end of its response */
-    bool req_complete;  /* its body is all read */
-    bool forwarded;     /* its head went upstream */
-    int local_status;   /* answered by the proxy (body discarded), or 0 */
-    uint32_t local_rc;  /* with local_status 200: the X-ResponseCode of the proxy's answer */
-    char who[520];      /* the identity of this request ("" when the proxy cannot tell) */
-    char conn_who[520]; /* pass-through: the NTLM identity of the connection */
+    bool in_request;     /* between message begin and the end of its response */
+    bool req_complete;   /* its body is all read */
+    bool forwarded;      /* its head went upstream */
+    int local_status;    /* answered by the proxy (body discarded), or 0 */
+    uint32_t local_rc;   /* with local_status 200: the X-ResponseCode of the proxy's answer */
+    char who[520];       /* the identity of this request ("" when the proxy cannot tell) */
+    struct mp_pcap *cap; /* decrypted export of this connection, or NULL */
+    char conn_who[520];  /* pass-through: the NTLM identity of the connection */
     bool req_chunked, head_req, keepalive, client_http10;
     enum route route;
     char method[16], path[160], xtype[48], xid[96];
@@ -1965,6 +1967,7 @@ static bool step(struct hsess *s, struct side *x)
     struct mp_buf *ob = wbuf(s, x);
     while (mp_buf_avail(ob) && !x->eof) {
         ssize_t n = side_write(x, mp_buf_head(ob), mp_buf_avail(ob));
+        mp_pcap_tap(s->cap, x->io.fd, x->client, false, mp_buf_head(ob), n > 0 ? (size_t)n : 0);
         if (n < 0) {
             x->eof = true;
             if (x->client) {
@@ -1990,6 +1993,8 @@ static bool step(struct hsess *s, struct side *x)
             return true;
         }
         ssize_t n = side_read(x, x->in.data + x->in.len, READ_CHUNK);
+        mp_pcap_tap(s->cap, x->io.fd, x->client, true, x->in.data + x->in.len,
+                    n > 0 ? (size_t)n : 0);
         if (n == 0)
             break;
         moved = true;
@@ -2202,6 +2207,7 @@ static void session_close(struct hsess *s, const char *why)
     if (s->dead)
         return;
     s->dead = true;
+    mp_pcap_end(s->cap);
     mh_end(s);
     if (s->in_request && s->status == 0 && s->method[0]) {
         s->status = 0;
@@ -2243,6 +2249,7 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
     s->h = h;
     s->id = ++h->next_id;
     snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
+    s->cap = mp_pcap_start(host, port, "http"); /* decrypted export, doc/operations.md */
     s->c.s = s->u.s = s;
     s->c.client = true;
     s->c.io.fd = fd;
