@@ -222,8 +222,8 @@ struct mp_pcap *mp_pcap_start(const char *client_host, uint16_t client_port, con
     if (!c)
         return NULL;
     char path[700];
-    snprintf(path, sizeof path, "%s/mapiproxy-%ld-%s-%s-%u-%lu.pcapng", conf.dir,
-             (long)time(NULL), what, client_host, client_port, ++conf.seq);
+    snprintf(path, sizeof path, "%s/mapiproxy-%ld-%s-%s-%u-%lu.pcapng", conf.dir, (long)time(NULL),
+             what, client_host, client_port, ++conf.seq);
     for (char *p = path + strlen(conf.dir) + 1; *p; p++)
         if (*p == ':' || *p == '/')
             *p = '_'; /* IPv6 addresses in a file name */
