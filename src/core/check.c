@@ -14,7 +14,7 @@
 
 #include "auth/credstore.h"
 #include "core/config.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 #include "ops/privdrop.h"
 
 struct chk {

@@ -14,12 +14,12 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "event/loop.h"
-#include "http/front.h"
 #include "net/accept.h"
 #include "ops/pcapng.h"
 #include "ops/privdrop.h"
+#include "transport/http/front.h"
 #include "ops/stats_http.h"
-#include "relay/relay.h"
+#include "transport/dcerpc/dcerpc.h"
 
 #define MP_VERSION "0.1.0"
 

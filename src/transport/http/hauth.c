@@ -1,0 +1,499 @@
+/* Authentication termination on the HTTPS front (doc/internals/http.md,
+ * "Authentication termination"). */
+#include "transport/http/hauth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth/ntlm_crypto.h"
+#include "core/log.h"
+
+/* ------------------------------------------------------------------ */
+/* base64                                                              */
+
+int mp_b64_encode(const uint8_t *p, size_t n, struct mp_buf *out)
+{
+    if (n > (1u << 24) || mp_buf_reserve(out, 4 * ((n + 2) / 3) + 1))
+        return -1;
+    int k = EVP_EncodeBlock(out->data + out->len, p, (int)n);
+    if (k < 0)
+        return -1;
+    out->len += (size_t)k;
+    return 0;
+}
+
+static int b64_val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+long mp_b64_decode(const char *s, size_t n, uint8_t *out, size_t cap)
+{
+    if (n % 4)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        int v[4], pad = 0;
+        for (int j = 0; j < 4; j++) {
+            if (s[i + j] == '=' && i + 4 == n && j >= 2) {
+                v[j] = 0;
+                pad++;
+                continue;
+            }
+            if (pad || (v[j] = b64_val(s[i + j])) < 0)
+                return -1; /* a letter after '=', or outside the alphabet */
+        }
+        if ((pad == 2 && (v[1] & 0xf)) || (pad == 1 && (v[2] & 0x3)))
+            return -1; /* bits beyond the data: not the canonical form */
+        uint32_t w =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        size_t k = 3 - (size_t)pad;
+        if (o + k > cap)
+            return -1;
+        for (size_t j = 0; j < k; j++)
+            out[o++] = (uint8_t)(w >> (16 - 8 * j));
+    }
+    return (long)o;
+}
+
+/* ------------------------------------------------------------------ */
+/* setup                                                               */
+
+int mp_hauth_init(struct mp_hauth *a, const struct mp_config *cfg)
+{
+    char why[600];
+    memset(a, 0, sizeof *a);
+    a->cfg = cfg;
+    a->on = !strcasecmp(cfg->http_auth, "terminate");
+    if (!a->on)
+        return 0;
+    a->up_basic = !strcasecmp(cfg->http_upstream_auth, "basic");
+    if (mp_credstore_load(&a->creds, cfg->credentials_file, why, sizeof why)) {
+        mp_error("mapiproxy:credentials file: %s", why);
+        return -1;
+    }
+    if (cfg->groups_file[0] && mp_groups_load(&a->groups, cfg->groups_file, why, sizeof why)) {
+        mp_error("mapiproxy:groups file: %s", why);
+        return -1;
+    }
+    if (cfg->password_file[0]) {
+        if (mp_read_secret_file(cfg->password_file, a->up_password, sizeof a->up_password, why,
+                                sizeof why)) {
+            mp_error("mapiproxy:password file: %s", why);
+            return -1;
+        }
+    } else {
+        snprintf(a->up_password, sizeof a->up_password, "%s", cfg->password);
+    }
+    if (mp_ntlm_crypto_init()) {
+        mp_error("NTLM needs MD4 and RC4 from OpenSSL's legacy provider: %s",
+                 mp_ntlm_crypto_error());
+        return -1;
+    }
+    if (cfg->realm[0])
+        snprintf(a->fqdn, sizeof a->fqdn, "%.63s.%.200s", cfg->netbios_name, cfg->realm);
+    else
+        snprintf(a->fqdn, sizeof a->fqdn, "%s", cfg->netbios_name);
+    a->acc_cfg.nb_computer = cfg->netbios_name;
+    a->acc_cfg.nb_domain = cfg->domain[0] ? cfg->domain : cfg->netbios_name;
+    a->acc_cfg.dns_computer = a->fqdn;
+    a->acc_cfg.dns_domain = cfg->realm[0] ? cfg->realm : NULL;
+    a->acc_cfg.lookup = mp_credstore_lookup;
+    a->acc_cfg.lookup_arg = &a->creds;
+    a->acc_cfg.require_mic = false;
+    snprintf(a->realm, sizeof a->realm, "%.127s",
+             cfg->http_realm[0] ? cfg->http_realm : cfg->http_public_name);
+    for (char *q = a->realm; *q; q++)
+        if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+            *q = '_'; /* it goes inside a quoted string */
+    mp_info("http front: authentication terminated: clients log on to the proxy (NTLM%s, %zu "
+            "account(s)), the proxy to the upstream as %s%s%s (%s)",
+            cfg->http_basic ? ", Basic" : "", a->creds.n, cfg->domain, cfg->domain[0] ? "\\" : "",
+            cfg->username, a->up_basic ? "Basic" : "NTLM");
+    return 0;
+}
+
+void mp_hauth_free(struct mp_hauth *a)
+{
+    mp_credstore_free(&a->creds);
+    mp_groups_free(&a->groups);
+    mp_ntlm_cleanse(a->up_password, sizeof a->up_password);
+}
+
+/* ------------------------------------------------------------------ */
+/* client side                                                         */
+
+/* mapiproxy:allowed users (shared with the DCE/RPC relay): a list entry
+ * matches "user" or "DOMAIN\user", case-insensitively, and "@group" the
+ * users its lines in mapiproxy:groups file list; empty allows all. */
+static bool allowed(const struct mp_hauth *a, const char *user, const char *domain)
+{
+    char full[600];
+    snprintf(full, sizeof full, "%s\\%s", domain, user);
+    const char *const names[2] = {user, full};
+    size_t lu = strlen(user), lf = strlen(full);
+    const char *p = a->cfg->allowed_users;
+    if (!*p)
+        return true;
+    while (*p) {
+        size_t skip = strspn(p, " ,\t");
+        p += skip;
+        size_t w = strcspn(p, " ,\t");
+        char g[256];
+        if (w > 1 && *p == '@' && w - 1 < sizeof g) {
+            memcpy(g, p + 1, w - 1);
+            g[w - 1] = 0;
+            if (mp_groups_has(&a->groups, g, names, domain[0] ? 2 : 1))
+                return true;
+        } else if ((w == lu && lu && !strncasecmp(p, user, w)) ||
+                   (w == lf && domain[0] && !strncasecmp(p, full, w))) {
+            return true;
+        }
+        p += w;
+    }
+    return false;
+}
+
+static int offer(const struct mp_hauth *a, struct mp_buf *hdrs, const char *ntlm_tok)
+{
+    static const char ntlm[] = "WWW-Authenticate: NTLM";
+    if (mp_buf_append(hdrs, ntlm, sizeof ntlm - 1))
+        return -1;
+    if (ntlm_tok &&
+        (mp_buf_append(hdrs, " ", 1) || mp_buf_append(hdrs, ntlm_tok, strlen(ntlm_tok))))
+        return -1;
+    if (mp_buf_append(hdrs, "\r\n", 2))
+        return -1;
+    if (ntlm_tok || !a->cfg->http_basic)
+        return 0;
+    char b[200];
+    int n = snprintf(b, sizeof b, "WWW-Authenticate: Basic realm=\"%s\", charset=\"UTF-8\"\r\n",
+                     a->realm);
+    return mp_buf_append(hdrs, b, (size_t)n);
+}
+
+static enum mp_hauth_verdict deny(const struct mp_hauth *a, struct mp_buf *hdrs, char *why,
+                                  size_t wl, const char *what)
+{
+    snprintf(why, wl, "%s", what);
+    offer(a, hdrs, NULL);
+    return MP_HAUTH_DENY;
+}
+
+/* Basic: "user:password" (user may be DOMAIN\user or user@domain); the
+ * password's NT hash is compared with the credentials file's. */
+static enum mp_hauth_verdict basic(struct mp_hauth *a, struct mp_hauth_conn *c, const char *v,
+                                   size_t n, struct mp_buf *hdrs, char *why, size_t wl)
+{
+    uint8_t raw[768];
+    long k = mp_b64_decode(v, n, raw, sizeof raw - 1);
+    if (k < 0)
+        return deny(a, hdrs, why, wl, "malformed Basic credentials");
+    raw[k] = 0;
+    char *colon = memchr(raw, ':', (size_t)k);
+    if (!colon || memchr(raw, 0, (size_t)k)) {
+        mp_ntlm_cleanse(raw, sizeof raw);
+        return deny(a, hdrs, why, wl, "malformed Basic credentials");
+    }
+    *colon = 0;
+    char *user = (char *)raw, *domain = "";
+    const char *pw = colon + 1;
+    char *sep = strchr(user, '\\');
+    if (sep) {
+        *sep = 0;
+        domain = user;
+        user = sep + 1;
+    } else if ((sep = strchr(user, '@'))) {
+        *sep = 0;
+        domain = sep + 1;
+    }
+    if (!domain[0]) /* a bare user name: the proxy's own domain, as NTLM clients do */
+        domain = (char *)a->acc_cfg.nb_domain;
+    snprintf(c->user, sizeof c->user, "%.200s%s%.200s", domain, domain[0] ? "\\" : "", user);
+    uint8_t want[16], got[16];
+    bool ok = user[0] && mp_credstore_lookup(&a->creds, user, domain, want) == 0 &&
+              mp_ntlm_ntowfv1(pw, got) == 0 && CRYPTO_memcmp(want, got, 16) == 0;
+    if (!ok && sep && sep[1] && strchr(domain, '.')) { /* user@dns.domain: its first label */
+        domain[strcspn(domain, ".")] = 0;
+        ok = mp_credstore_lookup(&a->creds, user, domain, want) == 0 &&
+             mp_ntlm_ntowfv1(pw, got) == 0 && CRYPTO_memcmp(want, got, 16) == 0;
+    }
+    bool in_list = ok && allowed(a, user, domain);
+    mp_ntlm_cleanse(want, sizeof want);
+    mp_ntlm_cleanse(got, sizeof got);
+    mp_ntlm_cleanse(raw, sizeof raw);
+    if (!ok)
+        return deny(a, hdrs, why, wl, "Basic logon failed (unknown user or wrong password)");
+    if (!in_list)
+        return deny(a, hdrs, why, wl, "not in mapiproxy:allowed users");
+    return MP_HAUTH_PASS;
+}
+
+static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, const char *v,
+                                  size_t n, struct mp_buf *hdrs, char *why, size_t wl)
+{
+    uint8_t tok[4096];
+    long k = mp_b64_decode(v, n, tok, sizeof tok);
+    int type = k < 0 ? -1 : mp_ntlmssp_msg_type(tok, (size_t)k);
+    if (type == MP_NTLMSSP_NEGOTIATE_MSG) {
+        if (c->acc_on)
+            mp_ntlm_acceptor_free(&c->acc);
+        c->authed = false; /* a new handshake replaces the connection's logon */
+        c->user[0] = 0;
+        mp_ntlm_acceptor_init(&c->acc, &a->acc_cfg);
+        c->acc_on = true;
+        struct mp_buf chal = {0}, b64 = {0};
+        /* HTTP clients built on python's ntlm-auth announce neither Unicode
+         * nor NTLM in their NEGOTIATE (they use both); the acceptor, which
+         * insists on them, gets a copy with the two flags set, and keeps the
+         * original bytes for the MIC */
+        uint8_t fixed[sizeof tok];
+        memcpy(fixed, tok, (size_t)k);
+        if (k >= 16) {
+            uint32_t f = (uint32_t)fixed[12] | (uint32_t)fixed[13] << 8 |
+                         (uint32_t)fixed[14] << 16 | (uint32_t)fixed[15] << 24;
+            f |= MP_NTLMSSP_NEGOTIATE_UNICODE | MP_NTLMSSP_NEGOTIATE_NTLM;
+            for (int i = 0; i < 4; i++)
+                fixed[12 + i] = (uint8_t)(f >> (8 * i));
+        }
+        int rc = mp_ntlm_acceptor_negotiate(&c->acc, fixed, (size_t)k, &chal);
+        if (!rc && mp_buf_avail(&c->acc.neg) == (size_t)k)
+            memcpy(mp_buf_head(&c->acc.neg), tok, (size_t)k);
+        if (rc || mp_b64_encode(mp_buf_head(&chal), mp_buf_avail(&chal), &b64) ||
+            mp_buf_append(&b64, "", 1) || offer(a, hdrs, (const char *)mp_buf_head(&b64))) {
+            mp_buf_free(&chal);
+            mp_buf_free(&b64);
+            mp_ntlm_acceptor_free(&c->acc);
+            c->acc_on = false;
+            char w[120];
+            snprintf(w, sizeof w, "bad NTLM NEGOTIATE (%s)", mp_ntlm_strerror(rc ? rc : -8));
+            return deny(a, hdrs, why, wl, w);
+        }
+        mp_buf_free(&chal);
+        mp_buf_free(&b64);
+        return MP_HAUTH_CHALLENGE;
+    }
+    if (type != MP_NTLMSSP_AUTHENTICATE_MSG || !c->acc_on) {
+        if (c->acc_on)
+            mp_ntlm_acceptor_free(&c->acc);
+        c->acc_on = false;
+        return deny(a, hdrs, why, wl,
+                    type == MP_NTLMSSP_AUTHENTICATE_MSG ? "NTLM AUTHENTICATE without NEGOTIATE on "
+                                                          "this connection"
+                                                        : "malformed NTLM message");
+    }
+    struct mp_ntlm_result res;
+    memset(&res, 0, sizeof res);
+    int rc = mp_ntlm_acceptor_authenticate(&c->acc, tok, (size_t)k, &res);
+    mp_ntlm_acceptor_free(&c->acc);
+    c->acc_on = false;
+    mp_ntlm_cleanse(res.exported_key, sizeof res.exported_key);
+    if (res.user[0] || res.domain[0])
+        snprintf(c->user, sizeof c->user, "%.250s%s%.250s", res.domain, res.domain[0] ? "\\" : "",
+                 res.user);
+    if (rc) {
+        char w[120];
+        snprintf(w, sizeof w, "NTLM logon failed: %s", mp_ntlm_strerror(rc));
+        return deny(a, hdrs, why, wl, w);
+    }
+    if (!allowed(a, res.user, res.domain))
+        return deny(a, hdrs, why, wl, "not in mapiproxy:allowed users");
+    c->authed = true;
+    return MP_HAUTH_PASS;
+}
+
+enum mp_hauth_verdict mp_hauth_client(struct mp_hauth *a, struct mp_hauth_conn *c,
+                                      const char *authz, size_t len, struct mp_buf *hdrs, char *why,
+                                      size_t wl)
+{
+    why[0] = 0;
+    size_t sl = 0;
+    while (authz && sl < len && authz[sl] != ' ')
+        sl++;
+    const char *v = authz ? authz + sl : NULL;
+    size_t vl = authz ? len - sl : 0;
+    while (vl && *v == ' ')
+        v++, vl--;
+    while (vl && v[vl - 1] == ' ')
+        vl--;
+    bool is_ntlm = authz && sl == 4 && !strncasecmp(authz, "NTLM", 4) && vl;
+    if (is_ntlm) /* a handshake step (a NEGOTIATE restarts the connection's logon) */
+        return ntlm(a, c, v, vl, hdrs, why, wl);
+    if (c->authed && !(authz && sl == 5 && !strncasecmp(authz, "Basic", 5)))
+        return MP_HAUTH_PASS; /* the connection is authenticated (NTLM) */
+    if (authz && sl == 5 && !strncasecmp(authz, "Basic", 5) && a->cfg->http_basic) {
+        c->authed = false;
+        return basic(a, c, v, vl, hdrs, why, wl);
+    }
+    if (offer(a, hdrs, NULL))
+        return MP_HAUTH_DENY;
+    if (authz && sl == 6 && !strncasecmp(authz, "Bearer", 6)) {
+        snprintf(why, wl, "Bearer tokens are not accepted when the proxy terminates logons");
+        return MP_HAUTH_DENY;
+    }
+    return MP_HAUTH_CHALLENGE;
+}
+
+/* "DOMAIN\user" from an NTLM AUTHENTICATE's fields. */
+static int ntlm_who(const uint8_t *tok, size_t k, char *who, size_t n)
+{
+    struct mp_ntlm_authenticate am;
+    if (mp_ntlmssp_msg_type(tok, k) != MP_NTLMSSP_AUTHENTICATE_MSG ||
+        mp_ntlmssp_parse_authenticate(tok, k, &am))
+        return 0;
+    char d[3 * 256 + 1] = "", u[3 * 256 + 1] = "";
+    const struct mp_ntlm_field *f[2] = {&am.domain, &am.user};
+    char *o[2] = {d, u};
+    for (int i = 0; i < 2; i++) {
+        if (!f[i]->len)
+            continue;
+        if (am.flags & MP_NTLMSSP_NEGOTIATE_UNICODE) {
+            if (f[i]->len % 2 || mp_utf16le_to_utf8(f[i]->p, f[i]->len, o[i], sizeof d))
+                return 0;
+        } else {
+            snprintf(o[i], sizeof d, "%.*s", (int)(f[i]->len < 256 ? f[i]->len : 256),
+                     (const char *)f[i]->p);
+        }
+    }
+    if (!u[0])
+        return 0; /* anonymous */
+    snprintf(who, n, "%.250s%s%.250s", d, d[0] ? "\\" : "", u);
+    return 1;
+}
+
+int mp_hauth_peek_identity(const char *authz, size_t len, char *who, size_t n)
+{
+    who[0] = 0;
+    size_t sl = 0;
+    while (authz && sl < len && authz[sl] != ' ')
+        sl++;
+    if (!authz || sl == len)
+        return 0;
+    const char *v = authz + sl + 1;
+    size_t vl = len - sl - 1;
+    while (vl && *v == ' ')
+        v++, vl--;
+    while (vl && v[vl - 1] == ' ')
+        vl--;
+    uint8_t tok[4096];
+    long k = mp_b64_decode(v, vl, tok, sizeof tok - 1);
+    if (k <= 0)
+        return 0;
+    int r = 0;
+    if ((sl == 4 && !strncasecmp(authz, "NTLM", 4)) ||
+        (sl == 9 && !strncasecmp(authz, "Negotiate", 9))) {
+        r = ntlm_who(tok, (size_t)k, who, n);
+    } else if (sl == 5 && !strncasecmp(authz, "Basic", 5)) {
+        tok[k] = 0;
+        char *colon = memchr(tok, ':', (size_t)k);
+        if (colon && colon > (char *)tok && !memchr(tok, 0, (size_t)k)) {
+            *colon = 0;
+            char *user = (char *)tok, *at = strchr(user, '@');
+            if (!strchr(user, '\\') && at && at[1]) { /* user@dns.domain: DNSLABEL\user */
+                *at = 0;
+                snprintf(who, n, "%.*s\\%.250s", (int)strcspn(at + 1, "."), at + 1, user);
+            } else {
+                snprintf(who, n, "%.500s", user);
+            }
+            r = 2;
+        }
+    }
+    mp_ntlm_cleanse(tok, sizeof tok);
+    return r;
+}
+
+void mp_hauth_conn_free(struct mp_hauth_conn *c)
+{
+    if (c->acc_on)
+        mp_ntlm_acceptor_free(&c->acc);
+    c->acc_on = c->authed = false;
+}
+
+/* ------------------------------------------------------------------ */
+/* upstream side                                                       */
+
+int mp_hauth_up_basic(const struct mp_hauth *a, char *out, size_t cap)
+{
+    char plain[800];
+    int n = snprintf(plain, sizeof plain, "%s%s%s:%s", a->cfg->domain,
+                     a->cfg->domain[0] ? "\\" : "", a->cfg->username, a->up_password);
+    struct mp_buf b = {0};
+    int rc = n < 0 || (size_t)n >= sizeof plain ||
+             mp_b64_encode((const uint8_t *)plain, (size_t)n, &b) || b.len + 7 > cap;
+    if (!rc)
+        snprintf(out, cap, "Basic %.*s", (int)b.len, (const char *)b.data);
+    mp_ntlm_cleanse(plain, sizeof plain);
+    if (b.data)
+        mp_ntlm_cleanse(b.data, b.cap);
+    mp_buf_free(&b);
+    return rc ? -1 : 0;
+}
+
+static int ntlm_value(const struct mp_buf *tok, struct mp_buf *out)
+{
+    return mp_buf_append(out, "NTLM ", 5) || mp_b64_encode(mp_buf_head(tok), mp_buf_avail(tok), out)
+               ? -1
+               : 0;
+}
+
+int mp_hauth_up_negotiate(struct mp_hauth *a, struct mp_hauth_up *u, struct mp_buf *out)
+{
+    mp_hauth_up_free(u);
+    if (mp_ntlm_initiator_init(&u->ini, a->cfg->username, a->cfg->domain, a->up_password, NULL,
+                               a->cfg->netbios_name[0] ? a->cfg->netbios_name : NULL, NULL, 0))
+        return -1;
+    u->ini_on = true;
+    struct mp_buf tok = {0};
+    int rc = mp_ntlm_initiator_negotiate(&u->ini, &tok) || ntlm_value(&tok, out);
+    mp_buf_free(&tok);
+    return rc ? -1 : 0;
+}
+
+int mp_hauth_up_authenticate(struct mp_hauth_up *u, const char *www, size_t len, struct mp_buf *out,
+                             char *why, size_t wl)
+{
+    if (!u->ini_on || len < 6 || strncasecmp(www, "NTLM ", 5)) {
+        snprintf(why, wl, "no NTLM challenge in its 401");
+        return -1;
+    }
+    const char *v = www + 5;
+    size_t vl = len - 5;
+    while (vl && *v == ' ')
+        v++, vl--;
+    while (vl && v[vl - 1] == ' ')
+        vl--;
+    uint8_t tok[4096];
+    long k = mp_b64_decode(v, vl, tok, sizeof tok);
+    if (k < 0 || mp_ntlmssp_msg_type(tok, (size_t)k) != MP_NTLMSSP_CHALLENGE_MSG) {
+        snprintf(why, wl, "malformed NTLM CHALLENGE");
+        return -1;
+    }
+    struct mp_buf am = {0};
+    int rc = mp_ntlm_initiator_authenticate(&u->ini, tok, (size_t)k, &am) || ntlm_value(&am, out);
+    mp_buf_free(&am);
+    mp_ntlm_cleanse(u->ini.exported_key, sizeof u->ini.exported_key);
+    if (rc)
+        snprintf(why, wl, "NTLM CHALLENGE refused by the initiator (malformed or unsupported)");
+    return rc ? -1 : 0;
+}
+
+void mp_hauth_up_free(struct mp_hauth_up *u)
+{
+    if (u->ini_on)
+        mp_ntlm_initiator_free(&u->ini);
+    u->ini_on = false;
+}
