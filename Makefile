@@ -12,7 +12,7 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 GMIME_CFLAGS := $(shell pkg-config --cflags gmime-3.0 2>/dev/null)
 GMIME_LIBS   := $(or $(shell pkg-config --libs gmime-3.0 2>/dev/null),-lgmime-3.0 -lgio-2.0 -lgobject-2.0 -lglib-2.0)
 INC     := -Isrc -Iinclude -Imodules $(GMIME_CFLAGS)
-LIBS    := -lssl -lcrypto -lhttp_parser -ldl $(GMIME_LIBS)
+LIBS    := -lssl -lcrypto -lhttp_parser -ldl -lsystemd $(GMIME_LIBS)
 
 # The built-in modules (modules/NAME/, linked into the daemon, found by name
 # before the module dir; src/chain/builtins.c lists them).
@@ -63,7 +63,7 @@ $(B)/unit/%: tests/unit/%.c $(B)/unit/%.d $(B)/libmp-asan.a
 # modules/ that is not a built-in; tests/modules/NAME.c -> NAME.so;
 # mpm_test_X.so are tests/modules/mpm_test.c under another name.
 MODFLAGS := $(CSTD) $(WARN) $(DEP) -O2 -g -fPIC -shared -Iinclude
-EXT_MODS := $(filter-out $(BUILTIN_MODS),$(notdir $(patsubst %/,%,$(wildcard modules/*/))))
+EXT_MODS := $(filter-out $(BUILTIN_MODS) audit,$(notdir $(patsubst %/,%,$(wildcard modules/*/))))
 TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest mpm_fdwatch mpm_objdata
 .SECONDEXPANSION:
 $(B)/modules/mpm_%.so: $$(wildcard modules/$$*/*.c) $(B)/modules/mpm_%.d
@@ -78,7 +78,11 @@ $(B)/modules/mpm_roptest.so $(B)/modules/mpm_fdwatch.so $(B)/modules/mpm_objdata
 $(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_$* $< -o $@
-modules: $(patsubst %,$(B)/modules/mpm_%.so,$(EXT_MODS)) $(addprefix $(B)/modules/,$(addsuffix .so,$(TEST_MODS)))
+# audit (doc/audit.md) keeps its own file name: configurations name it "audit"
+$(B)/modules/audit.so: modules/audit/audit.c $(B)/modules/audit.d
+	@mkdir -p $(dir $@)
+	$(CC) $(MODFLAGS) $(CPPFLAGS) $(LDFLAGS) $< -o $@
+modules: $(B)/modules/audit.so $(patsubst %,$(B)/modules/mpm_%.so,$(EXT_MODS)) $(addprefix $(B)/modules/,$(addsuffix .so,$(TEST_MODS)))
 
 deps:
 	@scripts/install-deps.sh
@@ -242,13 +246,14 @@ D          := $(DESTDIR)$(PREFIX)
 MODDIR     := $(D)/lib/mapiproxy/modules
 INC_DIR    := $(D)/include/mapiproxy
 MAN_PAGES  := doc/man/mapiproxy.8 doc/man/mapiproxy.conf.5 doc/man/mapiproxy-decode.1
-install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so
+install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so $(B)/modules/audit.so
 	$(INSTALL) -d $(D)/sbin $(D)/bin $(MODDIR) $(INC_DIR) $(D)/share/man/man1 \
 	  $(D)/share/man/man5 $(D)/share/man/man8 $(D)/share/doc/mapiproxy/examples \
 	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/logrotate.d $(DESTDIR)$(SYSCONFDIR)/mapiproxy
 	$(INSTALL) -m 755 $(B)/mapiproxy $(D)/sbin/mapiproxy
 	$(INSTALL) -m 755 $(B)/mapiproxy-decode $(D)/bin/mapiproxy-decode
 	$(INSTALL) -m 644 $(B)/modules/mpm_sample.so $(MODDIR)/mpm_sample.so
+	$(INSTALL) -m 644 $(B)/modules/audit.so $(MODDIR)/audit.so
 	$(INSTALL) -d $(INC_DIR)/calls
 	$(INSTALL) -m 644 $(wildcard include/mapiproxy/*.h) $(INC_DIR)/
 	$(INSTALL) -m 644 $(wildcard include/mapiproxy/calls/*.h) $(INC_DIR)/calls/
@@ -262,11 +267,11 @@ install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so
 	$(INSTALL) -m 644 deploy/mapiproxy.conf.sample $(DESTDIR)$(SYSCONFDIR)/mapiproxy/mapiproxy.conf.sample
 	$(INSTALL) -m 644 modules/sample/mpm_sample.c $(D)/share/doc/mapiproxy/examples/
 	$(INSTALL) -m 644 README.md doc/configuration.md doc/operations.md doc/modules.md \
-	  doc/security.md doc/install.md $(D)/share/doc/mapiproxy/
+	  doc/security.md doc/install.md doc/audit.md $(D)/share/doc/mapiproxy/
 	@test -e $(DESTDIR)$(SYSCONFDIR)/mapiproxy/mapiproxy.conf || \
 	  echo "install: no $(SYSCONFDIR)/mapiproxy/mapiproxy.conf yet; start from mapiproxy.conf.sample there"
 uninstall:
-	rm -f $(D)/sbin/mapiproxy $(D)/bin/mapiproxy-decode $(MODDIR)/mpm_sample.so \
+	rm -f $(D)/sbin/mapiproxy $(D)/bin/mapiproxy-decode $(MODDIR)/mpm_sample.so $(MODDIR)/audit.so \
 	  $(D)/share/man/man1/mapiproxy-decode.1 $(D)/share/man/man5/mapiproxy.conf.5 \
 	  $(D)/share/man/man8/mapiproxy.8 $(DESTDIR)$(UNITDIR)/mapiproxy.service \
 	  $(DESTDIR)$(SYSCONFDIR)/logrotate.d/mapiproxy \
@@ -284,6 +289,6 @@ deb:
 # tree built before -MMD, or a new file) counts as changed and its target is
 # rebuilt once, writing it.
 DEPFILES := $(OBJ:.o=.d) $(AOBJ:.o=.d) $(FOBJ:.o=.d) $(UNIT:%=$(B)/unit/%.d) \
-            $(EXT_MODS:%=$(B)/modules/mpm_%.d) $(TEST_MODS:%=$(B)/modules/%.d)
+            $(EXT_MODS:%=$(B)/modules/mpm_%.d) $(TEST_MODS:%=$(B)/modules/%.d) $(B)/modules/audit.d
 $(DEPFILES):
 -include $(wildcard $(DEPFILES) $(B)/*.d $(B)/modules/*.d $(B)/fuzz/*.d)

@@ -13,7 +13,7 @@ PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev v
       python3-impacket python3-pytest python3-requests python3-requests-ntlm tshark samba haproxy nginx-light
       krb5-kdc krb5-admin-server krb5-user libkrb5-dev libgssapi-krb5-2
       krb5-kdc-ldap slapd ldap-utils python3-gssapi
-      libhttp-parser-dev libgmime-3.0-dev
+      libhttp-parser-dev libgmime-3.0-dev libsystemd-dev
       libwbclient-dev winbind samba-ad-dc samba-ad-provision python3-samba
       python3-pytest-timeout python3-prometheus-client logrotate systemd man-db groff-base)
 # --deb: what `make deb` needs instead (dpkg-buildpackage's debhelper and

@@ -182,6 +182,13 @@ const char *mp_call_client_version(const struct mp_call *call);
 /* MAPI/HTTP: the X-ClientApplication header as the client sent it (at most
  * 127 bytes), NULL on other transports or when absent. */
 const char *mp_call_client_application(const struct mp_call *call);
+/* How the call came (ABI 3): transport
+ * "rpc" (DCE/RPC over TCP) or "mapi-http"; auth, how the client logged on:
+ * "ntlm" or "kerberos" when the proxy checked it, "terminate" when the
+ * HTTPS front did (mapiproxy:http auth = terminate), "pass-through" when the
+ * client's logon went to the upstream untouched.  Never NULL. */
+const char *mp_call_transport(const struct mp_call *call);
+const char *mp_call_auth(const struct mp_call *call);
 struct mp_session *mp_call_session(struct mp_call *call);
 /* How many times the request went upstream already (MP_RELAY_AGAIN). */
 unsigned mp_call_relay_count(const struct mp_call *call);
@@ -331,6 +338,17 @@ const struct mp_object *mp_call_rop_object(struct mp_call *call, bool response, 
 /* rop_response: the object ROP i created (OutputHandleIndex), NULL if none
  * or if the ROP failed.  The call's copy, valid until the call ends. */
 const struct mp_object *mp_call_rop_new_object(struct mp_call *call, size_t i);
+
+/* ---- syslog ---- */
+/* A connection to a syslog socket (RFC 3164 datagrams, as the daemon's own
+ * log with mapiproxy:log target = syslog): facility "daemon", "authpriv",
+ * "local0" ...; socket NULL = /dev/log.  NULL when the facility is unknown
+ * or out of memory.  Sending never blocks: 0 sent, -1 dropped. */
+struct mp_module_syslog;
+struct mp_module_syslog *mp_module_syslog_open(const char *facility, const char *socket,
+                                               const char *ident);
+int mp_module_syslog_send(struct mp_module_syslog *s, int severity, const char *msg, size_t len);
+void mp_module_syslog_close(struct mp_module_syslog *s);
 
 /* ---- sessions ---- */
 /* Per-module private data, with a destructor run when the session ends

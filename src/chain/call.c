@@ -119,6 +119,8 @@ struct mp_call *mp_call_new(struct mp_modules *ms, uint32_t mask, const struct m
     m->opnum = o->opnum;
     m->op_name = o->op_name;
     snprintf(m->peer, sizeof(m->peer), "%s", o->peer ? o->peer : "");
+    m->transport = o->transport;
+    m->auth = o->auth;
     if (o->user && *o->user) {
         snprintf(m->user, sizeof(m->user), "%s", o->user);
         m->proxy_identity = o->proxy_identity;
@@ -199,6 +201,14 @@ const char *mp_call_op_name(const struct mp_call *m)
 const char *mp_call_peer(const struct mp_call *m)
 {
     return m->peer;
+}
+const char *mp_call_transport(const struct mp_call *m)
+{
+    return m->transport ? m->transport : "rpc";
+}
+const char *mp_call_auth(const struct mp_call *m)
+{
+    return m->auth ? m->auth : "pass-through";
 }
 const char *mp_call_user(const struct mp_call *m)
 {

@@ -156,15 +156,17 @@ enum mp_call_stage {
  * bridge's state) stay in the transport's context, never in the call. */
 struct mp_call_origin {
     const struct mp_call_host *host;
-    void *owner;                /* the transport's connection; see mp_call.owner */
-    struct mp_session *session; /* may be NULL; the call takes a reference */
-    const uint8_t *iface_uuid;  /* 16 bytes */
-    const char *iface;          /* "exchange_emsmdb", or the UUID text */
-    uint16_t opnum;             /* the DCE/RPC operation (MAPI/HTTP: its twin's) */
-    const char *op_name;        /* static; NULL when unknown */
-    const char *peer;           /* "ADDR:PORT" of the client */
-    const char *user;           /* who the proxy authenticated, NULL or "" if nobody */
-    bool proxy_identity;        /* the upstream sees the proxy's own account */
+    void *owner;                  /* the transport's connection; see mp_call.owner */
+    struct mp_session *session;   /* may be NULL; the call takes a reference */
+    const uint8_t *iface_uuid;    /* 16 bytes */
+    const char *iface;            /* "exchange_emsmdb", or the UUID text */
+    uint16_t opnum;               /* the DCE/RPC operation (MAPI/HTTP: its twin's) */
+    const char *op_name;          /* static; NULL when unknown */
+    const char *peer;             /* "ADDR:PORT" of the client */
+    const char *user;             /* who the proxy authenticated, NULL or "" if nobody */
+    bool proxy_identity;          /* the upstream sees the proxy's own account */
+    const char *transport, *auth; /* static: mp_call_transport, mp_call_auth (NULL: rpc,
+                                     pass-through) */
     /* The transport's context: with ctx_size, the call holds ctx_size zeroed
      * bytes for it (mp_call_ctx); else ctx is kept as the pointer. */
     void *ctx;
@@ -190,6 +192,7 @@ struct mp_call {
      * credentials) rather than the client (S4U delegation). */
     char user[520];
     bool proxy_identity;
+    const char *transport, *auth; /* static strings, from the origin */
     uint16_t opnum;
     /* Each side in a raw form (the NDR stub) and/or a decoded one (the
      * codec's structure).  The transport gives one: DCE/RPC the raw stub

@@ -9,11 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 
 #include "auth/credstore.h"
 #include "core/config.h"
 #include "chain/chain.h"
 #include "chain/services.h"
+#include "ops/privdrop.h"
 
 struct chk {
     const struct mp_config *cfg;
@@ -120,9 +123,29 @@ static void check_tls(struct chk *c)
     SSL_CTX_free(ctx);
 }
 
+/* mapiproxy:user / mapiproxy:group name accounts that exist. */
+static void check_runas(struct chk *c)
+{
+    const struct mp_config *cfg = c->cfg;
+    struct mp_runas r;
+    char why[400];
+    if (cfg->run_user[0] && mp_runas_resolve(cfg->run_user, cfg->run_group, &r, why, sizeof why))
+        cerr(c, strstr(why, "mapiproxy:group") == why ? "mapiproxy:group" : "mapiproxy:user", "%s",
+             why);
+    else if (!cfg->run_user[0] && cfg->run_group[0])
+        cerr(c, "mapiproxy:group",
+             "mapiproxy:group is set without mapiproxy:user; set mapiproxy:user too (the group "
+             "alone is not changed)");
+}
+
 int mp_config_check_runtime(const struct mp_config *cfg, struct mp_diag *diag)
 {
     struct chk c = {.cfg = cfg, .diag = diag};
+    check_runas(&c);
+    if (cfg->packet_export_dir[0] && access(cfg->packet_export_dir, W_OK | X_OK))
+        cerr(&c, "mapiproxy:packet export dir",
+             "mapiproxy:packet export dir %s: %s; give a directory the proxy can write to",
+             cfg->packet_export_dir, strerror(errno));
     check_secrets(&c);
     check_modules(&c);
     check_tls(&c);

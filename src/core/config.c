@@ -7,6 +7,7 @@
  * The password value is never copied into any message.
  */
 #include "core/config.h"
+#include "ops/syslog.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -834,6 +835,13 @@ static const struct opt options[] = {
     {"mapiproxy:upstream epmapper port", K_PORT, F(upstream_epm_port), 1, 65535, NULL},
     {"mapiproxy:log level", K_LOGLEVEL, F(log_level), 0, 4, NULL},
     {"mapiproxy:log file", K_STR, F(log_file), 0, 0, NULL},
+    {"mapiproxy:log target", K_STR, F(log_target), 0, 0, NULL},
+    {"mapiproxy:syslog facility", K_STR, F(syslog_facility_name), 0, 0, NULL},
+    {"mapiproxy:syslog socket", K_STR, F(syslog_socket), 0, 0, NULL},
+    {"mapiproxy:user", K_STR, F(run_user), 0, 0, NULL},
+    {"mapiproxy:group", K_STR, F(run_group), 0, 0, NULL},
+    {"mapiproxy:packet export dir", K_STR, F(packet_export_dir), 0, 0, NULL},
+    {"mapiproxy:packet export clients", K_STR, F(packet_export_clients), 0, 0, NULL},
     {"mapiproxy:max call size", K_SIZE, F(max_call_size), 4096, 1ull << 30, "bytes"},
     {"mapiproxy:max buffer", K_SIZE, F(max_buffer), 4096, 1ull << 30, "bytes"},
     {"mapiproxy:max connections", K_UINT, F(max_connections), 1, 1000000, "connections"},
@@ -1854,6 +1862,8 @@ static void set_defaults(struct mp_config *c)
     c->rpc_port = 0;
     c->upstream_epm_port = 135;
     c->log_level = 2;
+    snprintf(c->syslog_facility_name, sizeof c->syslog_facility_name, "daemon");
+    snprintf(c->syslog_socket, sizeof c->syslog_socket, "%s", MP_SYSLOG_DEFAULT_SOCKET);
     c->max_call_size = 16u << 20;
     c->max_buffer = 256u << 10;
     c->max_connections = 9500;
@@ -2060,8 +2070,43 @@ static void check_metrics(struct pctx *p, const char *name)
                  k, m->port);
 }
 
+/* mapiproxy:log target and the syslog options (doc/operations.md). */
+static void check_log(struct pctx *p, const char *name)
+{
+    struct mp_config *c = p->cfg;
+    const char *t = c->log_target;
+    if (!t[0])
+        c->log_to = c->log_file[0] ? MP_LOG_TO_FILE : MP_LOG_TO_STDERR;
+    else if (!strcasecmp(t, "file"))
+        c->log_to = MP_LOG_TO_FILE;
+    else if (!strcasecmp(t, "syslog"))
+        c->log_to = MP_LOG_TO_SYSLOG;
+    else if (!strcasecmp(t, "stderr"))
+        c->log_to = MP_LOG_TO_STDERR;
+    else
+        perr_opt(p, name, "mapiproxy:log target",
+                 "mapiproxy:log target = \"%s\": use file, syslog or stderr", t);
+    if (c->log_to == MP_LOG_TO_FILE && !c->log_file[0])
+        perr_opt(p, name, "mapiproxy:log target",
+                 "mapiproxy:log target = file needs mapiproxy:log file = PATH");
+    if (c->log_to != MP_LOG_TO_FILE && c->log_file[0] && t[0])
+        pwarn_opt(p, name, "mapiproxy:log file",
+                  "mapiproxy:log file is not used: mapiproxy:log target is %s", t);
+    c->syslog_facility = mp_syslog_facility(c->syslog_facility_name);
+    if (c->syslog_facility < 0)
+        perr_opt(p, name, "mapiproxy:syslog facility",
+                 "mapiproxy:syslog facility = \"%s\": use daemon, user, auth, authpriv or "
+                 "local0 ... local7",
+                 c->syslog_facility_name);
+}
+
 static int finish(struct pctx *p, const char *name)
 {
+    check_log(p, name);
+    if (p->cfg->packet_export_dir[0] && !p->cfg->packet_export_clients[0])
+        perr_opt(p, name, "mapiproxy:packet export dir",
+                 "mapiproxy:packet export dir is set but mapiproxy:packet export clients is not; "
+                 "name the client addresses whose traffic is exported (or * for every client)");
     check_auth_options(p, name);
     check_ports(p, name);
     check_metrics(p, name);

@@ -52,6 +52,8 @@ struct mp_http_url {
  * any other path is not.  Returns 0, or -1 with err set. */
 int mp_http_url_parse(const char *text, struct mp_http_url *u, char *err, size_t errlen);
 
+enum mp_log_to { MP_LOG_TO_STDERR = 0, MP_LOG_TO_FILE, MP_LOG_TO_SYSLOG };
+
 enum mp_transport { MP_TRANSPORT_NCACN_IP_TCP = 1 };
 
 struct mp_binding {
@@ -102,21 +104,31 @@ struct mp_config {
     /* mapiproxy: (ours) */
     struct mp_listen_addr listen[MP_MAX_LISTEN]; /* mapiproxy:listen, default 127.0.0.1 */
     size_t n_listen;
-    uint16_t epm_port;           /* mapiproxy:epmapper port (135) */
-    uint16_t rpc_port;           /* mapiproxy:rpc port (0 = any free port) */
-    uint16_t upstream_epm_port;  /* mapiproxy:upstream epmapper port (135) */
-    int log_level;               /* mapiproxy:log level 0 error..4 trace (2 info) */
-    char log_file[512];          /* mapiproxy:log file ("" = stderr) */
-    uint32_t max_call_size;      /* mapiproxy:max call size (bytes, 16 MiB) */
-    uint32_t max_buffer;         /* mapiproxy:max buffer (per direction, 256 KiB) */
-    uint32_t max_connections;    /* mapiproxy:max connections (9500) */
-    uint32_t connect_timeout_ms; /* mapiproxy:connect timeout (10000) */
-    uint32_t idle_timeout_s;     /* mapiproxy:idle timeout (900; 0 = none) */
-    uint32_t bind_timeout_s;     /* mapiproxy:bind timeout (30): bind (and log on) within */
-    uint32_t max_conn_per_addr;  /* mapiproxy:max connections per address (512; 0 = none) */
-    uint32_t send_timeout_s;     /* mapiproxy:send timeout (60): a peer not reading is closed */
-    uint32_t max_fragments;      /* mapiproxy:max fragments (4096) per call */
-    char credentials_file[512];  /* mapiproxy:credentials file: client users' NT hashes */
+    uint16_t epm_port;                /* mapiproxy:epmapper port (135) */
+    uint16_t rpc_port;                /* mapiproxy:rpc port (0 = any free port) */
+    uint16_t upstream_epm_port;       /* mapiproxy:upstream epmapper port (135) */
+    int log_level;                    /* mapiproxy:log level 0 error..4 trace (2 info) */
+    char log_file[512];               /* mapiproxy:log file ("" = stderr) */
+    char log_target[16];              /* mapiproxy:log target: file | syslog | stderr ("" = file
+                                         when a log file is set, else stderr) */
+    enum mp_log_to log_to;            /* ... parsed */
+    char syslog_facility_name[16];    /* mapiproxy:syslog facility (daemon) */
+    int syslog_facility;              /* ... as <syslog.h> LOG_DAEMON ... */
+    char syslog_socket[108];          /* mapiproxy:syslog socket (/dev/log) */
+    char run_user[64];                /* mapiproxy:user: drop to it after binding ("" = stay) */
+    char run_group[64];               /* mapiproxy:group ("" = the user's primary group) */
+    char packet_export_dir[512];      /* mapiproxy:packet export dir ("" = off) */
+    char packet_export_clients[1024]; /* mapiproxy:packet export clients: addresses, or * */
+    uint32_t max_call_size;           /* mapiproxy:max call size (bytes, 16 MiB) */
+    uint32_t max_buffer;              /* mapiproxy:max buffer (per direction, 256 KiB) */
+    uint32_t max_connections;         /* mapiproxy:max connections (9500) */
+    uint32_t connect_timeout_ms;      /* mapiproxy:connect timeout (10000) */
+    uint32_t idle_timeout_s;          /* mapiproxy:idle timeout (900; 0 = none) */
+    uint32_t bind_timeout_s;          /* mapiproxy:bind timeout (30): bind (and log on) within */
+    uint32_t max_conn_per_addr;       /* mapiproxy:max connections per address (512; 0 = none) */
+    uint32_t send_timeout_s;    /* mapiproxy:send timeout (60): a peer not reading is closed */
+    uint32_t max_fragments;     /* mapiproxy:max fragments (4096) per call */
+    char credentials_file[512]; /* mapiproxy:credentials file: client users' NT hashes */
     char password_file[512];  /* mapiproxy:password file: dcerpc_mapiproxy:password, from a file */
     char allowed_users[1024]; /* mapiproxy:allowed users: empty = every user in the file */
     char upstream_auth_level[16];   /* mapiproxy:upstream auth level: connect|integrity|privacy */

@@ -10,8 +10,13 @@ extern int mp_log_threshold;
 
 int mp_log_open(const char *path); /* NULL or "" = stderr; returns 0 or -1 */
 void mp_log_close(void);
+/* Logs to syslog instead (RFC 3164 datagrams on socket_path, NULL =
+ * /dev/log, at facility, a <syslog.h> LOG_* value): 0 or -1. */
+int mp_log_open_syslog(const char *socket_path, int facility);
+const char *mp_log_syslog_socket(void); /* NULL unless logging to syslog */
 /* Reopens the log file under its name (after a rotation moved it): 0 done,
- * 1 when logging to stderr (nothing to reopen), -1 with errno. */
+ * 1 when logging to stderr (nothing to reopen), 2 when logging to syslog
+ * (the socket was connected again), -1 with errno. */
 int mp_log_reopen(void);
 const char *mp_log_path(void); /* the log file's name, NULL for stderr */
 /* Names that come from a client go into log lines through this: control

@@ -8,11 +8,15 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "core/config.h"
 #include "core/log.h"
 #include "event/loop.h"
+#include "net/accept.h"
+#include "ops/pcapng.h"
+#include "ops/privdrop.h"
 #include "transport/http/front.h"
 #include "ops/stats_http.h"
 #include "transport/dcerpc/dcerpc.h"
@@ -32,16 +36,31 @@ static void usage(FILE *fp)
                 "                      (overrides mapiproxy:log level)\n"
                 "  -V, --version       print the version\n"
                 "  -h, --help          this text\n"
-                "Signals: TERM, INT stop; HUP re-reads the configuration; USR1 reopens the\n"
+                "Signals: TERM, INT stop; HUP reloads the configuration for new sessions; USR1 "
+                "reopens the\n"
                 "log file; USR2 is ignored (doc/operations.md).\n");
 }
+
+/* One configuration at work: its listeners, module chain and sessions.  A
+ * reload starts a new one for new sessions; the previous one stops
+ * accepting and is freed when its last session has ended. */
+struct gen {
+    struct mp_config cfg;
+    struct mp_relay *relay;
+    struct mp_http *http;
+    struct gen *next; /* on the draining list */
+    unsigned no;      /* 1 at start, +1 per reload */
+};
 
 struct daemon {
     struct mp_io io;
     struct mp_loop *loop;
-    const char *path;      /* -c FILE, NULL for the embedded default */
-    int level_override;    /* -d, or -1 */
-    struct mp_config *cfg; /* the running configuration */
+    const char *path;     /* -c FILE, NULL for the embedded default */
+    int level_override;   /* -d, or -1 */
+    struct gen *cur;      /* the running configuration: new sessions */
+    struct gen *draining; /* earlier ones whose sessions go on */
+    struct mp_timer drain;
+    char status[400]; /* systemd STATUS= while running */
 };
 
 static const char *cfg_name(const char *path)
@@ -64,40 +83,143 @@ static int load_checked(struct mp_config *cfg, const char *path, struct mp_diag 
     return 0;
 }
 
-/* SIGHUP: re-read and validate the configuration.  Applied at once: the log
- * level.  Every other change is named in the log as needing a restart (the
- * listeners, modules and sessions keep the configuration they started with). */
+static void gen_free(struct gen *g)
+{
+    mp_http_free(g->http); /* first: it uses the relay's module chain */
+    mp_relay_free(g->relay);
+    mp_config_free(&g->cfg);
+    free(g);
+}
+
+/* Binds g's listeners (taking over the sockets of the running configuration
+ * that the new one names too: net/accept.h) and loads its modules.  0, or
+ * -1 with everything it made undone. */
+static int gen_start(struct daemon *d, struct gen *g)
+{
+    mp_listen_begin();
+    g->relay = mp_relay_new(d->loop, &g->cfg);
+    if (g->relay && g->cfg.n_http_listen)
+        g->http = mp_http_new(d->loop, &g->cfg);
+    if (!g->relay || (g->cfg.n_http_listen && !g->http)) {
+        mp_http_free(g->http);
+        mp_relay_free(g->relay);
+        g->http = NULL;
+        g->relay = NULL;
+        mp_listen_abort();
+        return -1;
+    }
+    if (g->http)
+        mp_http_set_modules(g->http, mp_relay_modules(g->relay));
+    mp_listen_commit();
+    return 0;
+}
+
+static const char *upstream_text(const struct mp_config *c, char *up, size_t n)
+{
+    if (c->binding.port)
+        snprintf(up, n, "%s port %u", c->binding.host, c->binding.port);
+    else
+        snprintf(up, n, "%s (ports from its endpoint mapper on %u)", c->binding.host,
+                 c->upstream_epm_port);
+    return up;
+}
+
+static void set_status(struct daemon *d)
+{
+    char up[300];
+    upstream_text(&d->cur->cfg, up, sizeof up);
+    snprintf(d->status, sizeof d->status,
+             "relaying: epmapper port %u, rpc port %u, upstream %s (configuration %u)",
+             mp_relay_epm_port(d->cur->relay), mp_relay_rpc_port(d->cur->relay), up, d->cur->no);
+}
+
+/* Frees the earlier configurations whose last session has ended. */
+static void drain_check(struct mp_timer *t)
+{
+    struct daemon *d = t->data;
+    for (struct gen **pp = &d->draining; *pp;) {
+        struct gen *g = *pp;
+        if (mp_relay_live(g->relay) || mp_http_live(g->http)) {
+            pp = &g->next;
+            continue;
+        }
+        *pp = g->next;
+        mp_info("reload: configuration %u retired: its last session has ended", g->no);
+        gen_free(g);
+    }
+    if (d->draining)
+        mp_timer_arm(d->loop, &d->drain, 1000);
+}
+
+/* Options a reload cannot change in a running process. */
+static const char *const restart_only[] = {
+    "mapiproxy:log file",       "mapiproxy:log target", "mapiproxy:syslog facility",
+    "mapiproxy:syslog socket",  "mapiproxy:user",       "mapiproxy:group",
+    "mapiproxy:metrics listen",
+};
+
+/* SIGHUP (doc/operations.md): re-read and check the configuration as
+ * --check does; start its listeners and modules; new sessions use it, and
+ * the sessions in progress go on with the configuration they started with.
+ * A configuration that fails the checks or does not start is refused and
+ * the running one stays. */
 static void reload(struct daemon *d)
 {
-    static struct mp_config next;
-    struct mp_diag diag = {0};
     const char *name = cfg_name(d->path);
-    int rc = load_checked(&next, d->path, &diag);
+    struct gen *g = calloc(1, sizeof *g);
+    if (!g) {
+        mp_error("reload: %s refused: out of memory; the running configuration stays", name);
+        return;
+    }
+    struct mp_diag diag = {0};
+    int rc = load_checked(&g->cfg, d->path, &diag);
     for (size_t i = 0; i < diag.n; i++)
         mp_error("reload: %s", diag.msgs[i]);
     mp_diag_free(&diag);
     if (rc) {
         mp_error("reload: %s refused (the errors above); the running configuration stays", name);
+        free(g);
         return;
     }
-    for (size_t i = 0; i < next.warnings.n; i++)
-        mp_warn("reload: %s", next.warnings.msgs[i]);
-    bool level = false;
-    if (d->level_override < 0 && next.log_level != mp_log_threshold) {
-        mp_log_threshold = next.log_level;
-        level = true;
+    for (size_t i = 0; i < g->cfg.warnings.n; i++)
+        mp_warn("reload: %s", g->cfg.warnings.msgs[i]);
+    if (gen_start(d, g)) {
+        mp_error("reload: %s refused: its listeners or modules did not start (the errors "
+                 "above); the running configuration stays",
+                 name);
+        mp_config_free(&g->cfg);
+        free(g);
+        return;
     }
-    char changed[1024];
-    size_t n = mp_config_diff(d->cfg, &next, "mapiproxy:log level", changed, sizeof changed);
-    if (level)
-        mp_info("reload: %s: mapiproxy:log level is now %d", name, mp_log_threshold);
-    if (n)
-        mp_warn("reload: %s is valid, but these changes are not applied until a restart "
-                "(live reload covers mapiproxy:log level only): %s",
-                name, changed);
-    else
-        mp_info("reload: %s: no change that needs a restart", name);
-    mp_config_free(&next);
+    struct gen *old = d->cur;
+    g->no = old->no + 1;
+    mp_http_stop_listening(old->http);
+    mp_relay_stop_listening(old->relay);
+    old->next = d->draining;
+    d->draining = old;
+    d->cur = g;
+    char changed[1024], restart[400] = "";
+    size_t n = mp_config_diff(&old->cfg, &g->cfg, NULL, changed, sizeof changed);
+    for (size_t i = 0, o = 0; i < sizeof restart_only / sizeof restart_only[0]; i++) {
+        const char *a = mp_config_get(&old->cfg, restart_only[i]);
+        const char *b = mp_config_get(&g->cfg, restart_only[i]);
+        if ((a || b) && (!a || !b || strcmp(a, b)))
+            o += (size_t)snprintf(restart + o, o < sizeof restart ? sizeof restart - o : 0, "%s%s",
+                                  o ? ", " : "", restart_only[i]);
+    }
+    mp_info("reload: %s applied as configuration %u for new sessions (%s%s); configuration %u "
+            "stops accepting, its %zu association(s) and %zu HTTP connection(s) go on",
+            name, g->no, n ? "changed: " : "no option changed", n ? changed : "", old->no,
+            mp_relay_live(old->relay), mp_http_live(old->http));
+    if (restart[0])
+        mp_warn("reload: %s: these changes need a restart and are not applied: %s", name, restart);
+    mp_pcap_configure(&g->cfg); /* the packet export's choice, for new connections */
+    /* After the lines above, which are written at the level they were
+     * signalled under. */
+    if (d->level_override < 0)
+        mp_log_threshold = g->cfg.log_level;
+    set_status(d);
+    drain_check(&d->drain);
 }
 
 static void on_signal(struct mp_io *io, uint32_t ev)
@@ -108,12 +230,18 @@ static void on_signal(struct mp_io *io, uint32_t ev)
         switch (si.ssi_signo) {
         case SIGHUP:
             mp_info("signal HUP received: re-reading %s", cfg_name(d->path));
+            /* systemd: reloading until READY=1 again (sd_notify(3)). */
+            sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
             reload(d);
+            sd_notifyf(0, "READY=1\nSTATUS=%s", d->status);
             break;
         case SIGUSR1: {
             int r = mp_log_reopen();
             if (r == 0)
                 mp_info("signal USR1 received: log file %s reopened", mp_log_path());
+            else if (r == 2)
+                mp_info("signal USR1 received: syslog socket %s connected again",
+                        mp_log_syslog_socket());
             else if (r > 0)
                 mp_info("signal USR1 received: logging to stderr, nothing to reopen");
             else
@@ -127,6 +255,7 @@ static void on_signal(struct mp_io *io, uint32_t ev)
             break;
         default:
             mp_info("signal %s received: shutting down", si.ssi_signo == SIGINT ? "INT" : "TERM");
+            sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
             mp_loop_stop(d->loop);
         }
     }
@@ -233,10 +362,28 @@ int main(int argc, char **argv)
         return 0;
     }
     mp_log_threshold = level >= 0 ? level : cfg.log_level;
-    if (mp_log_open(cfg.log_file)) {
+    /* Order (doc/operations.md "Privileges"): the log, the listeners and
+     * every file read at start are opened as the starting user (root);
+     * only then is root dropped. */
+    if (cfg.log_to == MP_LOG_TO_FILE && mp_log_open(cfg.log_file)) {
         fprintf(stderr, "mapiproxy: cannot open log file %s: %s; fix mapiproxy:log file\n",
                 cfg.log_file, strerror(errno));
         mp_config_free(&cfg);
+        return 1;
+    }
+    if (cfg.log_to == MP_LOG_TO_SYSLOG &&
+        mp_log_open_syslog(cfg.syslog_socket, cfg.syslog_facility)) {
+        fprintf(stderr, "mapiproxy: cannot log to syslog socket %s: %s\n", cfg.syslog_socket,
+                strerror(errno));
+        mp_config_free(&cfg);
+        return 1;
+    }
+    struct mp_runas runas;
+    char why[400];
+    if (cfg.run_user[0] && mp_runas_resolve(cfg.run_user, cfg.run_group, &runas, why, sizeof why)) {
+        mp_error("%s", why);
+        mp_config_free(&cfg);
+        mp_log_close();
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -259,50 +406,60 @@ int main(int argc, char **argv)
         return 1;
     }
     check_nofile(&cfg);
-    struct daemon sw = {.loop = loop, .path = path, .level_override = level, .cfg = &cfg};
+    mp_pcap_configure(&cfg);
+    struct daemon sw = {.loop = loop, .path = path, .level_override = level};
+    sw.drain.cb = drain_check;
+    sw.drain.data = &sw;
     sw.io.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     sw.io.cb = on_signal;
     sw.io.data = &sw;
     mp_io_set(loop, &sw.io, MP_READ);
-    struct mp_relay *relay = mp_relay_new(loop, &cfg);
-    if (!relay) {
-        mp_io_close(loop, &sw.io);
-        mp_loop_free(loop);
+    /* Every exit after this point goes through `out`: what was made is freed. */
+    rc = 1;
+    struct gen *g = calloc(1, sizeof *g);
+    if (!g) {
         mp_config_free(&cfg);
-        return 1;
+        goto out;
     }
-    struct mp_http *http = NULL;
-    if (cfg.n_http_listen && !(http = mp_http_new(loop, &cfg))) {
-        mp_relay_free(relay);
-        mp_io_close(loop, &sw.io);
-        mp_loop_free(loop);
-        mp_config_free(&cfg);
-        return 1;
+    g->cfg = cfg; /* the generation owns it from now on */
+    g->no = 1;
+    if (gen_start(&sw, g)) {
+        gen_free(g);
+        goto out;
     }
-    if (http)
-        mp_http_set_modules(http, mp_relay_modules(relay));
-    if (cfg.metrics.port && mp_stats_http_start(loop, cfg.metrics.host, cfg.metrics.port)) {
-        mp_http_free(http); /* doc/monitoring.md */
-        mp_relay_free(relay);
-        mp_io_close(loop, &sw.io);
-        mp_loop_free(loop);
-        mp_config_free(&cfg);
-        return 1;
+    sw.cur = g;
+    /* The metrics endpoint is the process's, across reloads (doc/monitoring.md). */
+    if (g->cfg.metrics.port && mp_stats_http_start(loop, g->cfg.metrics.host, g->cfg.metrics.port))
+        goto out;
+    if (g->cfg.run_user[0]) {
+        if (mp_runas_drop(&runas, why, sizeof why)) {
+            mp_error("%s; refusing to go on as uid %u (mapiproxy:user = %s)", why,
+                     (unsigned)geteuid(), g->cfg.run_user);
+            goto out;
+        }
+        mp_info("running as user %s (uid %u), group %s (gid %u) from now on", runas.user,
+                (unsigned)runas.uid, runas.group, (unsigned)runas.gid);
     }
+    set_status(&sw);
     char up[300];
-    if (cfg.binding.port)
-        snprintf(up, sizeof(up), "%s port %u", cfg.binding.host, cfg.binding.port);
-    else
-        snprintf(up, sizeof(up), "%s (ports from its endpoint mapper on %u)", cfg.binding.host,
-                 cfg.upstream_epm_port);
     mp_info("mapiproxy %s ready: epmapper port %u, rpc port %u, upstream %s, %zu interface(s)",
-            MP_VERSION, mp_relay_epm_port(relay), mp_relay_rpc_port(relay), up, cfg.n_ifaces);
-    rc = mp_loop_run(loop);
-    mp_http_free(http);
-    mp_relay_free(relay);
+            MP_VERSION, mp_relay_epm_port(g->relay), mp_relay_rpc_port(g->relay),
+            upstream_text(&g->cfg, up, sizeof up), g->cfg.n_ifaces);
+    /* systemd Type=notify: the listeners are bound and root is gone. */
+    sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%lu", sw.status, (unsigned long)getpid());
+    rc = mp_loop_run(loop) ? 1 : 0;
+out:
+    mp_timer_cancel(loop, &sw.drain);
+    while (sw.draining) {
+        struct gen *x = sw.draining;
+        sw.draining = x->next;
+        gen_free(x);
+    }
+    if (sw.cur)
+        gen_free(sw.cur);
+    mp_listen_release();
     mp_io_close(loop, &sw.io);
     mp_loop_free(loop);
-    mp_config_free(&cfg);
     mp_log_close();
-    return rc ? 1 : 0;
+    return rc;
 }

@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -140,7 +141,93 @@ void mp_accept_ready(struct mp_loop *loop, struct mp_io *io, const char *what, m
     }
 }
 
+/* The listening sockets the process holds across reloads (net/accept.h):
+ * its own descriptor of each, keyed by the address and port asked for. */
+#define MAX_HELD (4 * 8 + 8)
+static struct held {
+    char host[64];
+    uint16_t port; /* as asked: 0 = the free port the kernel gave, kept */
+    int fd;
+    bool used, created; /* by the configuration being built */
+} held[MAX_HELD];
+static size_t n_held;
+
+void mp_listen_begin(void)
+{
+    for (size_t i = 0; i < n_held; i++)
+        held[i].used = held[i].created = false;
+}
+
+static void held_drop(bool keep(const struct held *))
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n_held; i++) {
+        if (keep(&held[i]))
+            held[o++] = held[i];
+        else
+            close(held[i].fd);
+    }
+    n_held = o;
+}
+
+static bool was_used(const struct held *h)
+{
+    return h->used;
+}
+static bool not_new(const struct held *h)
+{
+    return !h->created;
+}
+static bool none(const struct held *h)
+{
+    return false;
+}
+
+void mp_listen_commit(void)
+{
+    held_drop(was_used);
+}
+
+void mp_listen_abort(void)
+{
+    held_drop(not_new);
+}
+
+void mp_listen_release(void)
+{
+    held_drop(none);
+}
+
+static int listen_new(const char *host, uint16_t port, int backlog, const char *option);
+
 int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *option)
+{
+    for (size_t i = 0; i < n_held; i++)
+        if (held[i].port == port && !strcmp(held[i].host, host)) {
+            int fd = fcntl(held[i].fd, F_DUPFD_CLOEXEC, 0);
+            if (fd < 0) {
+                mp_error("cannot take over the listener on %s port %u (%s): %s", host, port, option,
+                         strerror(errno));
+                return -1;
+            }
+            held[i].used = true;
+            return fd;
+        }
+    int fd = listen_new(host, port, backlog, option);
+    if (fd >= 0 && n_held < MAX_HELD && strlen(host) < sizeof held[0].host) {
+        struct held *h = &held[n_held];
+        h->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (h->fd >= 0) {
+            strcpy(h->host, host);
+            h->port = port;
+            h->used = h->created = true;
+            n_held++;
+        }
+    }
+    return fd;
+}
+
+static int listen_new(const char *host, uint16_t port, int backlog, const char *option)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai;

@@ -32,4 +32,17 @@ void mp_accept_forget(struct mp_io *io);
  * (SO_REUSEADDR), or -1 after an error log line naming `option` (the
  * configuration option that gave the address). */
 int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *option);
+
+/* Listeners across a reload (doc/operations.md): the process keeps a
+ * descriptor of every listening socket mp_listen_tcp made, by the address
+ * and port asked for.  While a configuration is built (begin ... commit or
+ * abort), mp_listen_tcp hands out a duplicate of a held socket with the same
+ * address and port instead of binding again: no moment without a listener,
+ * and port 135 after root was dropped.  commit closes the held sockets the
+ * new configuration did not ask for; abort those it bound new; release all
+ * (at exit). */
+void mp_listen_begin(void);
+void mp_listen_commit(void);
+void mp_listen_abort(void);
+void mp_listen_release(void);
 #endif

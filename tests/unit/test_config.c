@@ -5,6 +5,8 @@
 #include "auth/mailboxauth.h"
 #include "testlib.h"
 
+#include <syslog.h>
+
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -984,6 +986,32 @@ static void test_mailbox_options(void)
     CHECK(has_msg(&diag, "mapiproxy:mailbox authorization", "maybe"));
 }
 
+static void test_ops_options(void)
+{
+    CHECK_EQ(loadb(""), 0);
+    CHECK(cfg.log_to == MP_LOG_TO_STDERR && cfg.syslog_facility == LOG_DAEMON);
+    CHECK(!strcmp(cfg.syslog_socket, "/dev/log"));
+    CHECK_EQ(loadb("mapiproxy:log file = /tmp/x.log\n"), 0);
+    CHECK(cfg.log_to == MP_LOG_TO_FILE);
+    CHECK_EQ(loadb("mapiproxy:log target = SysLog\nmapiproxy:syslog facility = local5\n"
+                   "mapiproxy:syslog socket = /run/s\n"),
+             0);
+    CHECK(cfg.log_to == MP_LOG_TO_SYSLOG && cfg.syslog_facility == LOG_LOCAL5);
+    CHECK_EQ(loadb("mapiproxy:log file = /tmp/x.log\nmapiproxy:log target = stderr\n"), 0);
+    CHECK(cfg.log_to == MP_LOG_TO_STDERR && has_msg(&cfg.warnings, "is not used", NULL));
+    CHECK_EQ(loadb("mapiproxy:log target = journal\nmapiproxy:syslog facility = kern\n"), -1);
+    CHECK(has_msg(&diag, "mapiproxy.conf:2: ", "use file, syslog or stderr"));
+    CHECK(has_msg(&diag, "mapiproxy.conf:3: ", "use daemon, user"));
+    CHECK_EQ(loadb("mapiproxy:log target = file\n"), -1);
+    CHECK(has_msg(&diag, "needs mapiproxy:log file", NULL));
+    CHECK_EQ(loadb("mapiproxy:packet export dir = /tmp\n"), -1);
+    CHECK(has_msg(&diag, "mapiproxy.conf:2: ", "packet export clients is not"));
+    CHECK_EQ(loadb("mapiproxy:packet export dir = /tmp\nmapiproxy:packet export clients = *\n"
+                   "mapiproxy:user = nobody\nmapiproxy:group = nogroup\n"),
+             0);
+    CHECK(!strcmp(cfg.run_user, "nobody") && !strcmp(cfg.run_group, "nogroup"));
+}
+
 int main(void)
 {
     test_uuid();
@@ -1004,6 +1032,7 @@ int main(void)
     test_winbind_options();
     test_groups_file();
     test_mailbox_options();
+    test_ops_options();
     mp_config_free(&cfg);
     mp_diag_free(&diag);
     TEST_DONE();

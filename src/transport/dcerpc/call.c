@@ -354,6 +354,10 @@ static int slow_path_start(struct assoc *a, struct call *c, const uint8_t *pdu,
         .peer = a->peer,
         .user = user,
         .proxy_identity = proxy_identity,
+        .transport = "rpc",
+        .auth = !a->csec       ? "pass-through"
+                : a->csec->gss ? "kerberos"
+                               : "ntlm",
         .ctx_size = sizeof(struct dce_call),
     };
     struct mp_call *m = mp_call_new(&a->r->mods, mask, &o);

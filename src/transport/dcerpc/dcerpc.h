@@ -19,4 +19,7 @@ struct mp_modules *mp_relay_modules(struct mp_relay *r);
 uint16_t mp_relay_epm_port(const struct mp_relay *r);
 /* Stops accepting and closes every association (for shutdown). */
 void mp_relay_shutdown(struct mp_relay *r);
+/* Reload: stop accepting (the associations go on); how many are left. */
+void mp_relay_stop_listening(struct mp_relay *r);
+size_t mp_relay_live(const struct mp_relay *r);
 #endif

@@ -205,13 +205,23 @@ uint16_t mp_relay_epm_port(const struct mp_relay *r)
     return r->epm_port;
 }
 
-void mp_relay_shutdown(struct mp_relay *r)
+void mp_relay_stop_listening(struct mp_relay *r)
 {
     for (size_t i = 0; i < r->n_ls; i++) {
         mp_accept_forget(&r->ls[i].io);
         mp_io_close(r->loop, &r->ls[i].io);
     }
     r->n_ls = 0;
+}
+
+size_t mp_relay_live(const struct mp_relay *r)
+{
+    return r->n_assoc;
+}
+
+void mp_relay_shutdown(struct mp_relay *r)
+{
+    mp_relay_stop_listening(r);
     while (r->assocs)
         dce_assoc_close(r->assocs, "proxy shutting down");
 }

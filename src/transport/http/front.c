@@ -29,6 +29,7 @@
 #include "net/accept.h"
 #include "net/tls.h"
 #include "ops/metrics.h"
+#include "ops/pcapng.h"
 #include "transport/http/hconn.h"
 
 static void io_cb(struct mp_io *io, uint32_t ev);
@@ -144,6 +145,8 @@ static bool read_leg(struct hconn *s, struct leg *x)
             return true;
         }
         ssize_t n = mp_tls_read(&x->tls, x->io.fd, x->in.data + x->in.len, READ_CHUNK);
+        mp_pcap_tap(s->cap, x->io.fd, x->client, true, x->in.data + x->in.len,
+                    n > 0 ? (size_t)n : 0);
         if (n == 0)
             break;
         if (n < 0) {
@@ -180,6 +183,7 @@ static bool write_leg(struct hconn *s, struct leg *x)
     while (mp_buf_avail(ob) && !x->eof && !x->wblocked) {
         size_t want = mp_buf_avail(ob);
         ssize_t n = mp_tls_write(&x->tls, x->io.fd, mp_buf_head(ob), want);
+        mp_pcap_tap(s->cap, x->io.fd, x->client, false, mp_buf_head(ob), n > 0 ? (size_t)n : 0);
         if (n < 0) {
             x->eof = true;
             if (x->client)
@@ -451,6 +455,7 @@ void mp_hf_close(struct hconn *s, const char *why)
         return;
     s->dead = true;
     mp_mhb_end(s);
+    mp_pcap_end(s->cap);
     if (s->in_request && s->status == 0 && s->method[0]) {
         s->status = 0;
         mp_hx_log_request(s);
@@ -492,6 +497,7 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
     s->h = h;
     s->id = ++h->next_id;
     snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
+    s->cap = mp_pcap_start(host, port, "http"); /* decrypted export, doc/operations.md */
     s->c.s = s->u.s = s;
     s->c.client = true;
     s->c.io.fd = fd;
@@ -638,6 +644,21 @@ void mp_http_set_modules(struct mp_http *h, struct mp_modules *mods)
     h->mods = mods;
 }
 
+void mp_http_stop_listening(struct mp_http *h)
+{
+    for (size_t i = 0; h && i < h->n_ls; i++) {
+        mp_accept_forget(&h->ls[i].io);
+        mp_io_close(h->loop, &h->ls[i].io);
+    }
+    if (h)
+        h->n_ls = 0;
+}
+
+size_t mp_http_live(const struct mp_http *h)
+{
+    return h ? h->n_conn : 0;
+}
+
 void mp_http_free(struct mp_http *h)
 {
     if (!h)
@@ -645,10 +666,7 @@ void mp_http_free(struct mp_http *h)
     while (h->conns)
         mp_hf_close(h->conns, "shutdown");
     mp_mh_cookies_free(&h->cookies);
-    for (size_t i = 0; i < h->n_ls; i++) {
-        mp_accept_forget(&h->ls[i].io);
-        mp_io_close(h->loop, &h->ls[i].io);
-    }
+    mp_http_stop_listening(h);
     mp_tls_ctx_free(h->server_ctx);
     mp_tls_ctx_free(h->client_ctx);
     mp_http_routes_free(&h->routes);

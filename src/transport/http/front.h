@@ -28,4 +28,7 @@ int mp_http_add_handler(struct mp_http *h, const char *prefix, bool any_tail,
                         const char *ext_methods, mp_http_take_fn take, void *arg);
 /* Closes the listeners and every connection. */
 void mp_http_free(struct mp_http *h);
+/* Reload: stop accepting (connections go on); how many connections are left. */
+void mp_http_stop_listening(struct mp_http *h);
+size_t mp_http_live(const struct mp_http *h);
 #endif

@@ -103,11 +103,14 @@ struct autod {
     struct mp_buf body;
 };
 
+struct mp_pcap;
+
 struct hconn {
     struct mp_http *h;
     struct hconn *next, *prev;
     uint64_t id;
     char peer[64];
+    struct mp_pcap *cap; /* decrypted export of this connection, or NULL */
     struct leg c, u;
     http_parser cp, up;
     struct mp_http_msg req, resp;

@@ -168,6 +168,8 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
         .peer = peer,
         .user = user, /* the HTTPS front logs on upstream as the proxy's account */
         .proxy_identity = true,
+        .transport = "mapi-http",
+        .auth = user && *user ? "terminate" : "pass-through",
         .ctx = c,
     };
     struct mp_call *m = mp_call_new(ms, mask, &o);

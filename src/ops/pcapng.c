@@ -1,0 +1,286 @@
+#include "ops/pcapng.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+
+/* pcapng (draft-ietf-opsawg-pcapng): Section Header, Interface Description
+ * (LINKTYPE_RAW 101: an IPv4 or IPv6 header first), Enhanced Packet Blocks
+ * with microsecond timestamps. */
+#define BT_SHB 0x0A0D0D0Au
+#define BT_IDB 0x00000001u
+#define BT_EPB 0x00000006u
+#define LINKTYPE_RAW 101
+#define SEG_MAX 16000 /* payload bytes per synthesised segment */
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+
+static struct {
+    char dir[512];
+    char clients[1024];
+    unsigned long seq;
+} conf;
+
+struct leg {
+    bool started, v6;
+    uint8_t a[16], b[16]; /* a: the side that connected, b: the side that accepted */
+    uint16_t pa, pb;
+    uint32_t seq_a, seq_b; /* next sequence number each side sends */
+};
+
+struct mp_pcap {
+    int fd;
+    bool failed;
+    struct leg legs[2]; /* 0: client leg, 1: upstream leg */
+};
+
+static bool chosen(const char *host)
+{
+    if (!strcmp(conf.clients, "*"))
+        return true;
+    size_t n = strlen(host);
+    for (const char *p = conf.clients; (p = strstr(p, host)); p += n) {
+        bool start = p == conf.clients || strchr(" ,\t", p[-1]);
+        bool end = !p[n] || strchr(" ,\t", p[n]);
+        if (start && end)
+            return true;
+    }
+    return false;
+}
+
+void mp_pcap_configure(const struct mp_config *cfg)
+{
+    snprintf(conf.dir, sizeof conf.dir, "%s", cfg->packet_export_dir);
+    snprintf(conf.clients, sizeof conf.clients, "%s", cfg->packet_export_clients);
+    if (conf.dir[0])
+        mp_warn("PACKET EXPORT IS ON: the decrypted traffic (TLS removed) of clients %s is "
+                "written to %s as pcapng, mode 0600; it holds message contents and headers "
+                "(Basic authentication: passwords); remove mapiproxy:packet export dir when done",
+                conf.clients, conf.dir);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4); /* host order: the SHB's byte-order magic says which */
+}
+
+static void emit(struct mp_pcap *c, const uint8_t *b, size_t n)
+{
+    while (n && !c->failed) {
+        ssize_t w = write(c->fd, b, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            mp_error("packet export: write failed: %s; this connection's export stops",
+                     w < 0 ? strerror(errno) : "short write");
+            c->failed = true;
+            return;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+static uint16_t csum(uint32_t sum, const uint8_t *p, size_t n)
+{
+    for (; n > 1; p += 2, n -= 2)
+        sum += (uint32_t)(p[0] << 8 | p[1]);
+    if (n)
+        sum += (uint32_t)p[0] << 8;
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+/* One TCP segment from a (from_a) or b, as an EPB. */
+static void segment(struct mp_pcap *c, struct leg *l, bool from_a, uint8_t flags,
+                    const uint8_t *data, size_t len)
+{
+    uint8_t pkt[60 + SEG_MAX];
+    size_t ih = l->v6 ? 40 : 20, total = ih + 20 + len;
+    const uint8_t *src = from_a ? l->a : l->b, *dst = from_a ? l->b : l->a;
+    memset(pkt, 0, ih + 20);
+    uint32_t sum = 0; /* the TCP pseudo-header */
+    if (l->v6) {
+        pkt[0] = 0x60;
+        pkt[4] = (uint8_t)((20 + len) >> 8);
+        pkt[5] = (uint8_t)(20 + len);
+        pkt[6] = IPPROTO_TCP;
+        pkt[7] = 64;
+        memcpy(pkt + 8, src, 16);
+        memcpy(pkt + 24, dst, 16);
+        for (int i = 8; i < 40; i += 2)
+            sum += (uint32_t)(pkt[i] << 8 | pkt[i + 1]);
+    } else {
+        pkt[0] = 0x45;
+        pkt[2] = (uint8_t)(total >> 8);
+        pkt[3] = (uint8_t)total;
+        pkt[6] = 0x40; /* DF */
+        pkt[8] = 64;
+        pkt[9] = IPPROTO_TCP;
+        memcpy(pkt + 12, src, 4);
+        memcpy(pkt + 16, dst, 4);
+        uint16_t ic = csum(0, pkt, 20);
+        pkt[10] = (uint8_t)(ic >> 8);
+        pkt[11] = (uint8_t)ic;
+        for (int i = 12; i < 20; i += 2)
+            sum += (uint32_t)(pkt[i] << 8 | pkt[i + 1]);
+    }
+    sum += IPPROTO_TCP + (uint32_t)(20 + len);
+    uint8_t *t = pkt + ih;
+    uint16_t sp = from_a ? l->pa : l->pb, dp = from_a ? l->pb : l->pa;
+    uint32_t seq = from_a ? l->seq_a : l->seq_b, ack = from_a ? l->seq_b : l->seq_a;
+    t[0] = (uint8_t)(sp >> 8), t[1] = (uint8_t)sp, t[2] = (uint8_t)(dp >> 8), t[3] = (uint8_t)dp;
+    uint32_t nseq = htonl(seq), nack = htonl(ack);
+    memcpy(t + 4, &nseq, 4);
+    memcpy(t + 8, &nack, 4);
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14] = 0xff, t[15] = 0xff; /* window */
+    if (len)
+        memcpy(t + 20, data, len);
+    uint16_t tc = csum(sum, t, 20 + len);
+    t[16] = (uint8_t)(tc >> 8);
+    t[17] = (uint8_t)tc;
+    uint32_t adv = (uint32_t)len + ((flags & (TCP_SYN | TCP_FIN)) ? 1 : 0);
+    if (from_a)
+        l->seq_a += adv;
+    else
+        l->seq_b += adv;
+    /* EPB: type, length, interface 0, timestamp (us), captured, original, data, pad, length */
+    size_t pad = (4 - total % 4) % 4, blen = 32 + total + pad;
+    uint8_t h[28];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    put32(h, BT_EPB);
+    put32(h + 4, (uint32_t)blen);
+    put32(h + 8, 0);
+    put32(h + 12, (uint32_t)(us >> 32));
+    put32(h + 16, (uint32_t)us);
+    put32(h + 20, (uint32_t)total);
+    put32(h + 24, (uint32_t)total);
+    uint8_t tail[8] = {0};
+    put32(tail + pad, (uint32_t)blen);
+    emit(c, h, sizeof h);
+    emit(c, pkt, total);
+    emit(c, tail, pad + 4);
+}
+
+/* The leg's endpoints from its socket: a = the connecting side.  The HTTP
+ * legs' accepting port is written as 80, where Wireshark looks for HTTP
+ * (the payload is plain HTTP now; doc/operations.md). */
+static void leg_start(struct mp_pcap *c, struct leg *l, int fd, bool client, bool http)
+{
+    struct sockaddr_storage me, peer;
+    socklen_t ml = sizeof me, pl = sizeof peer;
+    memset(&me, 0, sizeof me);
+    memset(&peer, 0, sizeof peer);
+    getsockname(fd, (struct sockaddr *)&me, &ml);
+    getpeername(fd, (struct sockaddr *)&peer, &pl);
+    const struct sockaddr_storage *a = client ? &peer : &me, *b = client ? &me : &peer;
+    l->v6 = a->ss_family == AF_INET6;
+    if (l->v6) {
+        memcpy(l->a, &((const struct sockaddr_in6 *)a)->sin6_addr, 16);
+        memcpy(l->b, &((const struct sockaddr_in6 *)b)->sin6_addr, 16);
+        l->pa = ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+        l->pb = ntohs(((const struct sockaddr_in6 *)b)->sin6_port);
+    } else {
+        memcpy(l->a, &((const struct sockaddr_in *)a)->sin_addr, 4);
+        memcpy(l->b, &((const struct sockaddr_in *)b)->sin_addr, 4);
+        l->pa = ntohs(((const struct sockaddr_in *)a)->sin_port);
+        l->pb = ntohs(((const struct sockaddr_in *)b)->sin_port);
+    }
+    if (http)
+        l->pb = 80;
+    l->seq_a = 1000;
+    l->seq_b = 5000;
+    l->started = true;
+    segment(c, l, true, TCP_SYN, NULL, 0);
+    segment(c, l, false, TCP_SYN | TCP_ACK, NULL, 0);
+    segment(c, l, true, TCP_ACK, NULL, 0);
+}
+
+struct mp_pcap *mp_pcap_start(const char *client_host, uint16_t client_port, const char *what)
+{
+    if (!conf.dir[0] || !chosen(client_host))
+        return NULL;
+    struct mp_pcap *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    char path[700];
+    snprintf(path, sizeof path, "%s/mapiproxy-%ld-%s-%s-%u-%lu.pcapng", conf.dir, (long)time(NULL),
+             what, client_host, client_port, ++conf.seq);
+    for (char *p = path + strlen(conf.dir) + 1; *p; p++)
+        if (*p == ':' || *p == '/')
+            *p = '_'; /* IPv6 addresses in a file name */
+    c->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (c->fd < 0) {
+        mp_error("packet export: cannot create %s: %s", path, strerror(errno));
+        free(c);
+        return NULL;
+    }
+    mp_warn("packet export: %s connection from %s port %u decrypted into %s", what, client_host,
+            client_port, path);
+    uint8_t shb[28], idb[20];
+    put32(shb, BT_SHB);
+    put32(shb + 4, sizeof shb);
+    put32(shb + 8, 0x1A2B3C4Du);
+    const uint16_t version[2] = {1, 0}; /* host order, like the magic */
+    memcpy(shb + 12, version, 4);
+    memset(shb + 16, 0xff, 8); /* section length: unknown */
+    put32(shb + 24, sizeof shb);
+    put32(idb, BT_IDB);
+    put32(idb + 4, sizeof idb);
+    uint16_t lt = LINKTYPE_RAW, res = 0;
+    memcpy(idb + 8, &lt, 2);
+    memcpy(idb + 10, &res, 2);
+    put32(idb + 12, 0); /* snaplen: none */
+    put32(idb + 16, sizeof idb);
+    emit(c, shb, sizeof shb);
+    emit(c, idb, sizeof idb);
+    return c;
+}
+
+void mp_pcap_tap(struct mp_pcap *c, int fd, bool client, bool in, const void *data, size_t len)
+{
+    if (!c || c->failed || !len)
+        return;
+    struct leg *l = &c->legs[client ? 0 : 1];
+    if (!l->started)
+        leg_start(c, l, fd, client, true);
+    /* client leg: the client (a) sends what comes in; upstream leg: the
+     * proxy (a) sends what goes out. */
+    bool from_a = client ? in : !in;
+    for (size_t off = 0; off < len; off += SEG_MAX) {
+        size_t n = len - off < SEG_MAX ? len - off : SEG_MAX;
+        segment(c, l, from_a, TCP_PSH | TCP_ACK, (const uint8_t *)data + off, n);
+    }
+}
+
+void mp_pcap_end(struct mp_pcap *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < 2; i++)
+        if (c->legs[i].started) {
+            segment(c, &c->legs[i], true, TCP_FIN | TCP_ACK, NULL, 0);
+            segment(c, &c->legs[i], false, TCP_FIN | TCP_ACK, NULL, 0);
+            segment(c, &c->legs[i], true, TCP_ACK, NULL, 0);
+        }
+    close(c->fd);
+    free(c);
+}
