@@ -115,13 +115,13 @@ enum mp_rts_kind {
     MP_RTS_CONN_B1,
     MP_RTS_CONN_B2,
     MP_RTS_CONN_B3,
-    MP_RTS_CONN_C1, /* also CONN/C2: same layout */
+    MP_RTS_CONN_C1,  /* also CONN/C2: same layout */
     MP_RTS_IN_R1_A1, /* also IN_R2/A1 */
     MP_RTS_IN_R1_A2,
     MP_RTS_IN_R1_A3, /* also IN_R1/A4 */
     MP_RTS_IN_R1_A5, /* also IN_R1/A6, IN_R2/A5, OUT_R2/A4: one Cookie */
     MP_RTS_IN_R2_A2,
-    MP_RTS_IN_R2_A3, /* also IN_R2/A4: Destination only */
+    MP_RTS_IN_R2_A3,  /* also IN_R2/A4: Destination only */
     MP_RTS_OUT_R1_A1, /* also OUT_R1/A2, OUT_R2/A1, OUT_R2/A2 */
     MP_RTS_OUT_R1_A3, /* also OUT_R2/A3 */
     MP_RTS_OUT_R1_A4,
