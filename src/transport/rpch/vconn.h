@@ -23,9 +23,9 @@ enum mp_rpch_state {
 };
 
 struct mp_rpch_limits {
-    uint32_t recv_window;   /* ours, for the IN channel (CONN/C2) */
-    uint32_t conn_timeout;  /* ms, CONN/A3 and CONN/C2 */
-    uint64_t max_pending;   /* bytes held for the client beyond its window */
+    uint32_t recv_window;  /* ours, for the IN channel (CONN/C2) */
+    uint32_t conn_timeout; /* ms, CONN/A3 and CONN/C2 */
+    uint64_t max_pending;  /* bytes held for the client beyond its window */
 };
 
 struct mp_rpch_vc {
@@ -39,11 +39,11 @@ struct mp_rpch_vc {
     uint32_t out_window;
     /* IN channel, from the client */
     uint64_t in_received, in_acked;
-    uint64_t in_left; /* Content-Length of RPC_IN_DATA not yet consumed */
-    struct mp_buf in_acc;  /* partial PDU of the IN channel */
-    struct mp_buf out_q;   /* bytes to write on the OUT channel */
-    struct mp_buf held;    /* server PDUs waiting for the client's window */
-    struct mp_buf up_q;    /* inner PDUs for the association, whole PDUs */
+    uint64_t in_left;     /* Content-Length of RPC_IN_DATA not yet consumed */
+    struct mp_buf in_acc; /* partial PDU of the IN channel */
+    struct mp_buf out_q;  /* bytes to write on the OUT channel */
+    struct mp_buf held;   /* server PDUs waiting for the client's window */
+    struct mp_buf up_q;   /* inner PDUs for the association, whole PDUs */
     unsigned pings, keepalives, acks_sent, acks_received;
 };
 
