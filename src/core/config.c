@@ -881,6 +881,13 @@ static const struct opt options[] = {
     {"mapiproxy:http basic", K_BOOL, F(http_basic), 0, 0, NULL},
     {"mapiproxy:http realm", K_STR, F(http_realm), 0, 0, NULL},
     {"mapiproxy:http upstream auth", K_STR, F(http_upstream_auth), 0, 0, NULL},
+    {"mapiproxy:rpc over http", K_BOOL, F(rpch), 0, 0, NULL},
+    {"mapiproxy:rpc over http receive window", K_SIZE, F(rpch_window), 8u << 10, 256u << 10,
+     "bytes"},
+    {"mapiproxy:rpc over http connection timeout", K_UINT, F(rpch_conn_timeout_s), 120, 14400,
+     "seconds"},
+    {"mapiproxy:rpc over http pairing timeout", K_UINT, F(rpch_pair_timeout_s), 1, 3600,
+     "seconds"},
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
     {"mapiproxy:winbind socket dir", K_STR, F(winbind_socket_dir), 0, 0, NULL},
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
@@ -1869,6 +1876,9 @@ static void set_defaults(struct mp_config *c)
     c->http_max_body = 64u << 20;
     c->http_max_rewrite = 1u << 20;
     c->http_held_budget = 32u << 20;
+    c->rpch_window = 64u << 10;
+    c->rpch_conn_timeout_s = 120;
+    c->rpch_pair_timeout_s = 30;
     snprintf(c->http_relay_paths, sizeof c->http_relay_paths, "%s", MP_HTTP_DEFAULT_RELAY_PATHS);
 }
 
