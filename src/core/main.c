@@ -15,7 +15,7 @@
 #include "event/loop.h"
 #include "http/front.h"
 #include "ops/stats_http.h"
-#include "relay/relay.h"
+#include "transport/dcerpc/dcerpc.h"
 
 #define MP_VERSION "0.1.0"
 

@@ -46,6 +46,7 @@ enum mp_ptype {
 #define MP_RESP_HDR_LEN 24
 #define MP_FAULT_LEN 32
 #define MP_SEC_TRAILER_LEN 8
+#define MP_MAX_FRAG 5840 /* largest fragment the proxy negotiates on either leg */
 
 /* Fault and reject codes (C706 appendix E, MS-RPCE 2.2.2.11). */
 #define MP_NCA_OP_RNG_ERROR 0x1c010002u

@@ -1,6 +1,7 @@
-/* The relay: listeners, client associations, upstream associations. */
-#ifndef MP_RELAY_H
-#define MP_RELAY_H
+/* The DCE/RPC transport (ncacn_ip_tcp): listeners, client associations,
+ * upstream associations.  Its inside is transport/dcerpc/internal.h. */
+#ifndef MP_TRANSPORT_DCERPC_H
+#define MP_TRANSPORT_DCERPC_H
 #include <stdint.h>
 
 #include "core/config.h"

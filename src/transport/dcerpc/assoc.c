@@ -1,0 +1,694 @@
+/* An association's lifetime: accept, its connections (client, upstream,
+ * upstream endpoint mapper), their I/O and timers, connecting upstream, and
+ * the client PDU dispatcher. */
+#include "transport/dcerpc/internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/log.h"
+#include "net/accept.h"
+#include "ops/metrics.h"
+
+static void conn_cb(struct mp_io *io, uint32_t ev);
+
+void dce_conn_release(struct mp_relay *r, struct conn *c)
+{
+    mp_io_close(r->loop, &c->io);
+    if (c->in_borrowed)
+        c->in = (struct mp_buf){0};
+    mp_buf_free(&c->in);
+    mp_buf_free(&c->out);
+    c->connecting = c->closing = false;
+}
+
+static void assoc_free(void *p)
+{
+    struct assoc *a = p;
+    mp_dce_sec_free(a->csec);
+    mp_dce_sec_free(a->usec);
+    for (size_t i = 0; i < a->n_cx; i++)
+        mp_dce_sec_free(a->cx[i]);
+    free(a->up_fwd);
+    struct merge *m = a->merges;
+    while (m) {
+        struct merge *n = m->next;
+        free(m);
+        m = n;
+    }
+    free(a->ctx);
+    free(a->calls);
+    mp_buf_free(&a->pending_bind);
+    mp_buf_free(&a->reasm);
+    free(a);
+}
+
+void dce_assoc_close(struct assoc *a, const char *reason)
+{
+    if (a->dead)
+        return;
+    struct mp_relay *r = a->r;
+    a->dead = true;
+    if (a->job) {
+        a->job->owner = NULL; /* the worker's result is dropped when it comes back */
+        a->job = NULL;
+    }
+    mp_info("conn close %s calls=%llu in_flight=%zu after=%.1fs reason=%s", a->peer,
+            (unsigned long long)a->n_done, a->n_calls, (double)(mp_now_ms() - a->t_open) / 1000.0,
+            reason);
+    mp_metrics_open(a->local_epm ? "epmapper" : "rpc", -1);
+    for (size_t i = 0; i < a->n_calls; i++)
+        dce_call_detach(&a->calls[i]);
+    mp_timer_cancel(r->loop, &a->timer);
+    mp_timer_cancel(r->loop, &a->idle);
+    mp_timer_cancel(r->loop, &a->bindt);
+    mp_timer_cancel(r->loop, &a->stall);
+    dce_addr_release(r, a->addr);
+    a->addr = NULL;
+    dce_conn_release(r, &a->c);
+    dce_conn_release(r, &a->u);
+    dce_conn_release(r, &a->res);
+    dce_group_unref(r, a->group);
+    a->group = NULL;
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        r->assocs = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    r->n_assoc--;
+    mp_loop_defer(r->loop, assoc_free, a);
+}
+
+/* Sends what is queued to the client, then closes everything. */
+void dce_assoc_finish(struct assoc *a, const char *reason)
+{
+    if (a->dead)
+        return;
+    dce_conn_release(a->r, &a->u);
+    dce_conn_release(a->r, &a->res);
+    if (!mp_buf_avail(&a->c.out) || a->c.io.fd < 0) {
+        dce_assoc_close(a, reason);
+        return;
+    }
+    a->c.closing = true;
+    mp_debug("conn %s: closing after flush (%s)", a->peer, reason);
+    dce_update_interest(a);
+}
+
+/* Writes what it can; returns -1 on a write error. */
+static int conn_flush(struct conn *c)
+{
+    while (mp_buf_avail(&c->out)) {
+        ssize_t n = send(c->io.fd, mp_buf_head(&c->out), mp_buf_avail(&c->out), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return 0;
+            return -1;
+        }
+        if (n > 0) { /* progress: the peer is reading */
+            uint64_t now = mp_now_ms();
+            c->a->last_io_ms = now;
+            if (c->role == ROLE_CLIENT)
+                c->a->c_progress_ms = now;
+            else
+                c->a->u_progress_ms = now;
+        }
+        mp_buf_consume(&c->out, (size_t)n);
+    }
+    mp_buf_trim(&c->out);
+    return 0;
+}
+
+void dce_flush_side(struct assoc *a, struct conn *c)
+{
+    if (c->io.fd < 0 || c->connecting || a->dead)
+        return;
+    if (conn_flush(c) < 0) {
+        if (c->role == ROLE_CLIENT)
+            dce_assoc_close(a, "client write failed");
+        else if (c->role == ROLE_UPSTREAM)
+            dce_upstream_failed(a, "write to upstream failed");
+        else
+            dce_upstream_failed(a, "write to upstream endpoint mapper failed");
+        return;
+    }
+    if (c->role == ROLE_CLIENT && c->closing && !mp_buf_avail(&c->out))
+        dce_assoc_close(a, "closed after final answer");
+}
+
+void dce_update_interest(struct assoc *a)
+{
+    if (a->dead)
+        return;
+    struct mp_relay *r = a->r;
+    size_t high = r->cfg->max_buffer;
+    if ((mp_buf_avail(&a->c.out) >= high || mp_buf_avail(&a->u.out) >= high) && !a->stall.heap_idx)
+        mp_timer_arm(r->loop, &a->stall, (uint64_t)r->cfg->send_timeout_s * 1000);
+    if (a->c.io.fd >= 0) {
+        bool rd = !a->c.closing &&
+                  (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL ||
+                   a->state == A_AUTH || a->state == A_DENIED) &&
+                  mp_buf_avail(&a->c.out) < high && mp_buf_avail(&a->u.out) < high &&
+                  a->n_calls < MAX_PENDING;
+        uint32_t want = (rd ? MP_READ : 0) | (mp_buf_avail(&a->c.out) ? MP_WRITE : 0);
+        if (!want)
+            want = 0x2000; /* EPOLLRDHUP alone: keep the fd registered, learn of hang-ups */
+        mp_io_set(r->loop, &a->c.io, want);
+    }
+    struct conn *us[2] = {&a->u, &a->res};
+    for (int i = 0; i < 2; i++) {
+        struct conn *c = us[i];
+        if (c->io.fd < 0)
+            continue;
+        uint32_t want;
+        if (c->connecting)
+            want = MP_WRITE;
+        else
+            want = (mp_buf_avail(&a->c.out) < high ? MP_READ : 0) |
+                   (mp_buf_avail(&c->out) ? MP_WRITE : 0);
+        if (!want)
+            want = 0x2000;
+        mp_io_set(r->loop, &c->io, want);
+    }
+}
+
+/* Queues bytes for a connection, writing them at once when nothing is
+ * queued before them (most PDUs never touch a buffer). */
+int dce_conn_send(struct conn *c, const uint8_t *p, size_t len)
+{
+    if (!mp_buf_avail(&c->out) && !c->connecting && c->io.fd >= 0 && !c->a->r->more_input) {
+        ssize_t n = send(c->io.fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            c->a->last_io_ms = mp_now_ms();
+            if (c->role == ROLE_CLIENT)
+                c->a->c_progress_ms = c->a->last_io_ms;
+            else
+                c->a->u_progress_ms = c->a->last_io_ms;
+            p += n;
+            len -= (size_t)n;
+        }
+        /* errors other than EAGAIN show again at the next flush */
+    }
+    return len ? mp_buf_append(&c->out, p, len) : 0;
+}
+
+void dce_client_protocol_error(struct assoc *a, uint32_t call_id, const char *what)
+{
+    mp_warn("conn %s: protocol error from client: %s; sending a fault and closing", a->peer, what);
+    mp_build_fault(&a->c.out, call_id, 0, MP_NCA_PROTO_ERROR, true);
+    dce_assoc_finish(a, "client protocol error");
+}
+
+/* Answers every call in flight with a fault, then closes. */
+void dce_upstream_failed(struct assoc *a, const char *why)
+{
+    if (a->dead)
+        return;
+    mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why, a->n_calls);
+    mp_metrics_upstream_error(why);
+    if (a->state != A_OPEN && !a->csec) {
+        uint32_t id = a->merges ? a->merges->c_call_id : 0;
+        /* MS-RPCE 2.2.2.5: the server could not complete the request for
+         * want of resources; Windows clients report RPC_S_SERVER_TOO_BUSY,
+         * which Outlook retries (MS-OXCRPC 3.2.4.4).  (temporary_congestion
+         * is "not used" there.) */
+        mp_build_bind_nak(&a->c.out, id, MP_BNAK_LOCAL_LIMIT_EXCEEDED);
+    } else {
+        for (size_t i = 0; i < a->n_calls; i++) {
+            dce_log_call(a, &a->calls[i], "upstream-failed");
+            mp_build_fault(&a->c.out, a->calls[i].c_id, a->calls[i].ctx_id, MP_RPC_S_CALL_FAILED,
+                           false);
+            dce_call_detach(&a->calls[i]);
+        }
+        a->n_calls = 0;
+    }
+    dce_assoc_finish(a, "upstream failed");
+}
+
+static void timeout_cb(struct mp_timer *t)
+{
+    struct assoc *a = t->data;
+    char why[400];
+    const struct conn *c = a->state == A_RESOLVING ? &a->res : &a->u;
+    snprintf(why, sizeof(why), "%s port %u%s did not answer within %u ms", a->r->cfg->binding.host,
+             c->port, c == &a->res ? " (endpoint mapper)" : "", a->r->cfg->connect_timeout_ms);
+    dce_upstream_failed(a, why);
+}
+
+/* A queue over `max buffer` that has not drained for `send timeout`: the
+ * peer is not reading.  Re-armed while the queue moves. */
+static void stall_cb(struct mp_timer *t)
+{
+    struct assoc *a = t->data;
+    const struct mp_config *cfg = a->r->cfg;
+    uint64_t now = mp_now_ms(), limit = (uint64_t)cfg->send_timeout_s * 1000;
+    bool c_full = mp_buf_avail(&a->c.out) >= cfg->max_buffer;
+    bool u_full = mp_buf_avail(&a->u.out) >= cfg->max_buffer;
+    if (c_full && now - a->c_progress_ms >= limit) {
+        mp_warn(
+            "conn %s: client not reading for %u s with %zu bytes queued; closed (mapiproxy:send "
+            "timeout)",
+            a->peer, cfg->send_timeout_s, mp_buf_avail(&a->c.out));
+        dce_assoc_close(a, "client not reading");
+    } else if (u_full && now - a->u_progress_ms >= limit) {
+        char why[96];
+        snprintf(why, sizeof(why), "not reading for %u s (mapiproxy:send timeout)",
+                 cfg->send_timeout_s);
+        dce_upstream_failed(a, why);
+    } else if (c_full || u_full) {
+        mp_timer_arm(a->r->loop, t, limit);
+    }
+}
+
+/* mapiproxy:bind timeout: a client that has not bound (and, where the proxy
+ * terminates authentication, logged on) within it is closed. */
+static void bind_timeout_cb(struct mp_timer *t)
+{
+    struct assoc *a = t->data;
+    if (a->state != A_WAIT_BIND && a->state != A_AUTH)
+        return;
+    mp_info("conn %s: no %s within %u s; closed (mapiproxy:bind timeout)", a->peer,
+            a->state == A_WAIT_BIND ? "bind" : "logon", a->r->cfg->bind_timeout_s);
+    dce_assoc_close(a, "bind timeout");
+}
+
+static void idle_cb(struct mp_timer *t)
+{
+    struct assoc *a = t->data;
+    uint64_t now = mp_now_ms(), limit = (uint64_t)a->r->cfg->idle_timeout_s * 1000;
+    if (a->n_calls == 0 && now - a->last_io_ms >= limit) {
+        mp_info("conn %s: idle for %u s; closed (mapiproxy:idle timeout)", a->peer,
+                a->r->cfg->idle_timeout_s);
+        dce_assoc_close(a, "idle timeout");
+        return;
+    }
+    mp_timer_arm(a->r->loop, t, limit - (now - a->last_io_ms < limit ? now - a->last_io_ms : 0));
+}
+
+static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
+{
+    struct mp_relay *r = a->r;
+    struct sockaddr_storage ss = r->up_addr;
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = htons(port);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&ss, r->up_addr_len) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    c->port = port;
+    c->io.fd = fd;
+    c->io.cb = conn_cb;
+    c->io.data = c;
+    c->connecting = true;
+    return 0;
+}
+
+/* Finds the upstream's port (fixed, cached, or from its endpoint mapper)
+ * and connects; a->pending_bind is sent once connected. */
+void dce_start_upstream(struct assoc *a)
+{
+    struct mp_relay *r = a->r;
+    a->timer.cb = timeout_cb;
+    a->timer.data = a;
+    mp_timer_arm(r->loop, &a->timer, r->cfg->connect_timeout_ms);
+    uint16_t port = r->cfg->binding.port;
+    if (!port && !memcmp(a->target.uuid, mp_epm_syntax.uuid, 16))
+        port = r->cfg->upstream_epm_port;
+    if (!port)
+        port = dce_port_lookup(r, &a->target);
+    if (port) {
+        dce_upstream_connect(a, port);
+        return;
+    }
+    /* Ask the upstream's endpoint mapper, as a client would. */
+    a->state = A_RESOLVING;
+    a->res.role = ROLE_RESOLVER;
+    if (start_connect(a, &a->res, r->cfg->upstream_epm_port) < 0) {
+        char why[400];
+        snprintf(why, sizeof(why), "%s port %u (endpoint mapper): connect failed: %s",
+                 r->cfg->binding.host, r->cfg->upstream_epm_port, strerror(errno));
+        dce_upstream_failed(a, why);
+    }
+}
+
+void dce_upstream_connect(struct assoc *a, uint16_t port)
+{
+    a->state = A_CONNECTING;
+    a->u.role = ROLE_UPSTREAM;
+    if (start_connect(a, &a->u, port) < 0) {
+        char why[400];
+        snprintf(why, sizeof(why), "%s port %u: connect failed: %s", a->r->cfg->binding.host, port,
+                 strerror(errno));
+        dce_upstream_failed(a, why);
+        return;
+    }
+    mp_debug("conn %s: connecting upstream port %u", a->peer, port);
+}
+
+void dce_client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    if (a->state == A_WAIT_BIND) {
+        if (h->ptype != MP_PT_BIND) {
+            dce_client_protocol_error(a, h->call_id, "first PDU is not a bind");
+            return;
+        }
+        dce_handle_bind(a, pdu, h);
+        return;
+    }
+    if (a->state == A_AUTH) {
+        if (h->ptype == MP_PT_AUTH3)
+            dce_handle_auth3_terminate(a, pdu, h);
+        else if (h->ptype == MP_PT_ALTER)
+            dce_handle_alter_auth(a, pdu, h);
+        else
+            dce_client_protocol_error(a, h->call_id, "authentication not completed");
+        return;
+    }
+    if (a->state == A_DENIED) { /* each call: access denied, as Windows answers */
+        if (h->ptype == MP_PT_REQUEST && h->frag_len >= MP_REQ_HDR_LEN) {
+            if (h->flags & MP_PFC_FIRST) {
+                mp_info("call %s op(%u) status=fault:0x%08x (access denied: not authenticated)",
+                        a->peer, mp_get16(pdu + 22), MP_RPC_S_ACCESS_DENIED);
+                mp_build_fault(&a->c.out, h->call_id, mp_get16(pdu + 20), MP_RPC_S_ACCESS_DENIED,
+                               true);
+            }
+            return;
+        }
+        mp_build_fault(&a->c.out, h->call_id, 0, MP_RPC_S_ACCESS_DENIED, true);
+        dce_assoc_finish(a, "access denied");
+        return;
+    }
+    switch (h->ptype) {
+    case MP_PT_REQUEST:
+        if (a->local_epm || a->state == A_LOCAL)
+            dce_local_request(a, pdu, h);
+        else
+            dce_relay_request(a, pdu, h);
+        break;
+    case MP_PT_ALTER:
+        dce_handle_alter(a, pdu, h);
+        break;
+    case MP_PT_AUTH3:
+        if (a->csec && a->state == A_OPEN) {
+            dce_auth3_security(a, pdu, h);
+            break;
+        }
+        if (!a->passthrough || a->state != A_OPEN || a->csec) {
+            dce_client_protocol_error(a, h->call_id, "auth3 on an unauthenticated association");
+            return;
+        }
+        if (mp_buf_append(&a->u.out, pdu, h->frag_len))
+            dce_assoc_close(a, "out of memory");
+        break;
+    case MP_PT_CO_CANCEL:
+    case MP_PT_ORPHANED:
+        if (a->state == A_OPEN && !a->local_epm && !a->csec)
+            dce_relay_cancel(a, pdu, h);
+        break;
+    case MP_PT_BIND:
+        mp_warn("conn %s: second bind on an association refused", a->peer);
+        mp_build_bind_nak(&a->c.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
+        dce_assoc_finish(a, "second bind");
+        break;
+    default: {
+        char what[64];
+        snprintf(what, sizeof(what), "unexpected PDU type %u (%s)", h->ptype,
+                 mp_ptype_name(h->ptype));
+        dce_client_protocol_error(a, h->call_id, what);
+    }
+    }
+}
+
+void dce_client_input(struct assoc *a)
+{
+    struct conn *c = &a->c;
+    while (!a->dead && !c->closing &&
+           (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL ||
+            a->state == A_AUTH || a->state == A_DENIED)) {
+        size_t avail = mp_buf_avail(&c->in);
+        if (avail < MP_HDR_LEN)
+            break;
+        const uint8_t *p = mp_buf_head(&c->in);
+        struct mp_pdu_hdr h;
+        const char *bad = mp_pdu_hdr_check(p, avail, &h);
+        if (bad) {
+            dce_client_protocol_error(a, avail >= 16 ? mp_get32(p + 12) : 0, bad);
+            return;
+        }
+        size_t limit = a->state == A_WAIT_BIND || h.ptype == MP_PT_ALTER || h.ptype == MP_PT_AUTH3
+                           ? 0xffff
+                           : a->c_recv;
+        if (h.frag_len > limit) {
+            char what[96];
+            snprintf(what, sizeof(what), "fragment of %u bytes over the negotiated %zu", h.frag_len,
+                     limit);
+            dce_client_protocol_error(a, h.call_id, what);
+            return;
+        }
+        if (avail < h.frag_len)
+            break;
+        if (h.ptype != MP_PT_BIND && a->state == A_WAIT_BIND) {
+            dce_client_protocol_error(a, h.call_id, "first PDU is not a bind");
+            return;
+        }
+        a->r->more_input = avail > h.frag_len; /* one send() for the whole batch */
+        dce_client_pdu(a, p, &h);
+        a->r->more_input = false;
+        if (a->dead)
+            return;
+        mp_buf_consume(&c->in, h.frag_len);
+    }
+}
+
+static void upstream_input(struct assoc *a)
+{
+    struct conn *c = &a->u;
+    while (!a->dead && c->io.fd >= 0) {
+        size_t avail = mp_buf_avail(&c->in);
+        if (avail < MP_HDR_LEN)
+            break;
+        const uint8_t *p = mp_buf_head(&c->in);
+        struct mp_pdu_hdr h;
+        const char *bad = mp_pdu_hdr_check(p, avail, &h);
+        if (bad) {
+            char what[96];
+            snprintf(what, sizeof(what), "sent a bad PDU: %s", bad);
+            dce_upstream_failed(a, what);
+            return;
+        }
+        if (avail < h.frag_len)
+            break;
+        a->r->more_input = avail > h.frag_len;
+        dce_upstream_pdu(a, p, &h);
+        a->r->more_input = false;
+        if (a->dead || c->io.fd < 0)
+            return;
+        mp_buf_consume(&c->in, h.frag_len);
+    }
+    /* A completed bind lets the client's queued PDUs through. */
+    if (!a->dead && a->state == A_OPEN && mp_buf_avail(&a->c.in))
+        dce_client_input(a);
+}
+
+static void on_connected(struct assoc *a, struct conn *c)
+{
+    c->connecting = false;
+    if (c->role == ROLE_RESOLVER) {
+        dce_resolver_start(a);
+    } else {
+        a->state = A_WAIT_ACK;
+        mp_buf_append(&c->out, mp_buf_head(&a->pending_bind), mp_buf_avail(&a->pending_bind));
+        mp_buf_free(&a->pending_bind);
+    }
+}
+
+static void conn_read(struct assoc *a, struct conn *c)
+{
+    struct mp_relay *r = a->r;
+    bool borrow = mp_buf_avail(&c->in) == 0;
+    uint8_t *dst;
+    size_t room;
+    if (borrow) {
+        mp_buf_free(&c->in);
+        dst = r->rbuf;
+        room = sizeof(r->rbuf);
+    } else {
+        if (mp_buf_reserve(&c->in, READ_CHUNK)) {
+            dce_assoc_close(a, "out of memory");
+            return;
+        }
+        dst = c->in.data + c->in.len;
+        room = READ_CHUNK;
+    }
+    ssize_t n = recv(c->io.fd, dst, room, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        const char *why = n == 0 ? "closed the connection" : strerror(errno);
+        if (c->role == ROLE_CLIENT) {
+            if (mp_buf_avail(&c->in))
+                mp_warn("conn %s: client closed in the middle of a PDU (%zu bytes pending)",
+                        a->peer, mp_buf_avail(&c->in));
+            dce_assoc_close(a, n == 0 ? "client closed" : "client read error");
+        } else {
+            char what[128];
+            snprintf(what, sizeof(what), "%s%s", c->role == ROLE_RESOLVER ? "endpoint mapper " : "",
+                     why);
+            dce_upstream_failed(a, what);
+        }
+        return;
+    }
+    if (borrow) {
+        c->in = (struct mp_buf){.data = r->rbuf, .off = 0, .len = (size_t)n, .cap = room};
+        c->in_borrowed = true;
+    } else {
+        c->in.len += (size_t)n;
+    }
+    a->last_io_ms = mp_now_ms();
+    if (c->role == ROLE_CLIENT)
+        dce_client_input(a);
+    else if (c->role == ROLE_UPSTREAM)
+        upstream_input(a);
+    else
+        dce_resolver_input(a);
+    if (c->in_borrowed) { /* keep only what is left, in memory of its own */
+        struct mp_buf keep = {0};
+        size_t left = a->dead ? 0 : mp_buf_avail(&c->in);
+        c->in_borrowed = false;
+        if (left && mp_buf_append(&keep, mp_buf_head(&c->in), left)) {
+            c->in = (struct mp_buf){0};
+            dce_assoc_close(a, "out of memory");
+            return;
+        }
+        c->in = keep;
+    }
+}
+
+static void conn_cb(struct mp_io *io, uint32_t ev)
+{
+    struct conn *c = io->data;
+    struct assoc *a = c->a;
+    if (a->dead || io->fd < 0)
+        return;
+    if (c->connecting) {
+        int err = 0;
+        socklen_t l = sizeof(err);
+        getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err) {
+            char why[400];
+            snprintf(why, sizeof(why), "%s port %u%s: connect failed: %s", a->r->cfg->binding.host,
+                     c->port, c->role == ROLE_RESOLVER ? " (endpoint mapper)" : "", strerror(err));
+            if (c->role == ROLE_UPSTREAM)
+                dce_port_forget(a->r, &a->target); /* the server may have moved: ask again */
+            dce_upstream_failed(a, why);
+            return;
+        }
+        if (!(ev & MP_WRITE))
+            return;
+        on_connected(a, c);
+    }
+    if (ev & (MP_READ | MP_ERRHUP | 0x2000))
+        conn_read(a, c);
+    if (!a->dead) {
+        dce_flush_side(a, &a->c);
+        if (!a->dead)
+            dce_flush_side(a, &a->u);
+        if (!a->dead)
+            dce_flush_side(a, &a->res);
+    }
+    dce_update_interest(a);
+}
+
+void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
+{
+    struct listener *l = data;
+    struct mp_relay *r = l->r;
+    char peer[64];
+    snprintf(peer, sizeof(peer), "%s:%u", host, port);
+    if (r->n_assoc >= r->cfg->max_connections) {
+        mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
+                r->n_assoc);
+        close(fd);
+        return;
+    }
+    uint8_t ip[16] = {0};
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET6) {
+        memcpy(ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+    } else if (ss.ss_family == AF_INET) {
+        ip[10] = ip[11] = 0xff;
+        memcpy(ip + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    }
+    struct addr_count *ac = dce_addr_take(r, ip);
+    if (!ac) {
+        mp_warn("conn %s refused: %u connections open from %s (mapiproxy:max connections per "
+                "address)",
+                peer, r->cfg->max_conn_per_addr, host);
+        close(fd);
+        return;
+    }
+    struct assoc *a = calloc(1, sizeof(*a));
+    if (!a) {
+        dce_addr_release(r, ac);
+        close(fd);
+        return;
+    }
+    a->addr = ac;
+    a->r = r;
+    a->merges_tail = &a->merges;
+    a->next_u_call = 1;
+    a->local_epm = l->epm;
+    a->t_open = a->last_io_ms = a->c_progress_ms = a->u_progress_ms = mp_now_ms();
+    a->stall.cb = stall_cb;
+    a->stall.data = a;
+    a->idle.cb = idle_cb;
+    a->idle.data = a;
+    if (r->cfg->idle_timeout_s)
+        mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
+    a->bindt.cb = bind_timeout_cb;
+    a->bindt.data = a;
+    if (r->cfg->bind_timeout_s)
+        mp_timer_arm(r->loop, &a->bindt, (uint64_t)r->cfg->bind_timeout_s * 1000);
+    snprintf(a->peer, sizeof(a->peer), "%s", peer);
+    struct conn *cs[3] = {&a->c, &a->u, &a->res};
+    for (int k = 0; k < 3; k++) {
+        cs[k]->a = a;
+        cs[k]->io.fd = -1;
+    }
+    a->c.role = ROLE_CLIENT;
+    a->c.io.fd = fd;
+    a->c.io.cb = conn_cb;
+    a->c.io.data = &a->c;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_storage me;
+    socklen_t ml = sizeof(me);
+    if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
+        a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
+    a->next = r->assocs;
+    if (r->assocs)
+        r->assocs->prev = a;
+    r->assocs = a;
+    r->n_assoc++;
+    mp_info("conn open %s -> %s", peer, l->epm ? "epmapper" : "rpc");
+    mp_metrics_open(l->epm ? "epmapper" : "rpc", 1);
+    dce_update_interest(a);
+}
