@@ -281,6 +281,14 @@ int main(int argc, char **argv)
     }
     if (http)
         mp_http_set_modules(http, mp_relay_modules(relay));
+    if (http && mp_http_set_rpch(http, mp_relay_adopt, relay)) {
+        mp_http_free(http);
+        mp_relay_free(relay);
+        mp_io_close(loop, &sw.io);
+        mp_loop_free(loop);
+        mp_config_free(&cfg);
+        return 1;
+    }
     if (cfg.metrics.port && mp_stats_http_start(loop, cfg.metrics.host, cfg.metrics.port)) {
         mp_http_free(http); /* doc/monitoring.md */
         mp_relay_free(relay);

@@ -41,6 +41,7 @@
 #include "net/accept.h"
 #include "modules/runtime.h"
 #include "ops/metrics.h"
+#include "transport/rpch/rpch.h"
 
 #define READ_CHUNK 16384
 #define MAX_PARKED (64u << 10) /* client bytes read ahead while a request waits */
@@ -96,6 +97,7 @@ struct mp_http {
     struct cown *cown[COWN_BUCKETS]; /* MAPI/HTTP session cookies and who they belong to */
     size_t n_cown;
     uint64_t cown_swept_ms;
+    struct mp_rpch *rpch; /* mapiproxy:rpc over http (transport/rpch) */
 };
 
 /* A MAPI/HTTP session cookie (MapiContext, gromox's sid) the upstream set,
@@ -183,6 +185,10 @@ struct hsess {
     struct mp_hauth_up hup;
     struct mp_buf ua_out;
     char *ua_url; /* the URL of the handshake's GETs (heap: only while it runs) */
+    /* RPC over HTTP: this request's method (1 RPC_IN_DATA, 2 RPC_OUT_DATA; http-parser
+     * saw POST) and, once accepted, its channel (doc/internals/rpch.md) */
+    int rpch_method;
+    struct mp_rpch_chan *rpch;
 };
 
 static http_parser_settings req_settings, resp_settings;
@@ -1340,6 +1346,7 @@ static int on_req_begin(http_parser *p)
     s->req_bytes = s->resp_bytes = 0;
     s->method[0] = s->path[0] = s->xtype[0] = s->xid[0] = 0;
     s->route = R_NONE;
+    s->rpch_method = 0;
     s->t_start_us = mp_now_us();
     s->idle_dl = 0;
     if (!s->header_dl)
@@ -1420,6 +1427,84 @@ static int normalise_target(struct hsess *s)
     return 0;
 }
 
+static bool may_read(struct hsess *s, struct side *x);
+static uint32_t wanted(struct side *x, bool can_read);
+
+static void rpch_send(void *owner, const uint8_t *p, size_t n)
+{
+    struct hsess *s = owner;
+    if (s->dead)
+        return;
+    if (mp_buf_append(&s->c.out, p, n)) {
+        s->closing = true;
+        return;
+    }
+    s->resp_started = true;
+    if (s->c.open) /* written from the loop: never re-entered from here */
+        mp_io_set(s->h->loop, &s->c.io, wanted(&s->c, may_read(s, &s->c)));
+}
+
+static void rpch_close(void *owner, const char *why)
+{
+    session_close(owner, why);
+}
+
+static const struct mp_rpch_chan_host rpch_host = {rpch_send, rpch_close};
+
+/* A channel request answered by the proxy: now (its body may be 1 GiB),
+ * and the connection closed once the answer is out. */
+static int rpch_refuse(struct hsess *s, http_parser *p, int st)
+{
+    side_close(s->h->loop, &s->u);
+    send_local(s, st, true);
+    log_request(s);
+    s->in_request = false;
+    s->local_status = 0;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+/* An RPC_IN_DATA / RPC_OUT_DATA head: the client logs on to the proxy
+ * (mapiproxy:http auth = terminate), then its body is the channel's. */
+static int rpch_headers(struct hsess *s, http_parser *p, const char *url, size_t pl)
+{
+    struct mp_http *h = s->h;
+    bool out = s->rpch_method == 2;
+    snprintf(s->method, sizeof s->method, "%s", out ? "RPC_OUT_DATA" : "RPC_IN_DATA");
+    uint64_t len = (p->flags & F_CONTENTLENGTH) ? p->content_length : 0;
+    s->body_dl = 0; /* a channel's body is as slow as the client's calls */
+    if (s->req_chunked || !path_is(url, pl, "/rpc/rpcproxy.dll", false)) {
+        mp_info("http #%" PRIu64 " %s: %s %s: %d", s->id, s->peer, s->method,
+                s->req_chunked ? "chunked" : "not on /rpc/rpcproxy.dll",
+                s->req_chunked ? 400 : 404);
+        return rpch_refuse(s, p, s->req_chunked ? 400 : 404);
+    }
+    if (h->auth.on && auth_request(s)) /* an NTLM leg has no body: answered at its end */
+        return len ? rpch_refuse(s, p, s->local_status) : 0;
+    if (!len)
+        return rpch_refuse(s, p, 400);
+    char host[64];
+    snprintf(host, sizeof host, "%s", s->peer);
+    char *colon = strrchr(host, ':');
+    unsigned port = 0;
+    if (colon) {
+        *colon = 0;
+        port = (unsigned)strtoul(colon + 1, NULL, 10);
+    }
+    s->rpch = mp_rpch_chan_new(h->rpch, out, host, (uint16_t)port, len, &rpch_host, s);
+    if (!s->rpch) {
+        s->local_status = 503;
+        s->keepalive = false;
+        return 0;
+    }
+    size_t el = 0;
+    const char *ex = mp_http_msg_get(&s->req, "expect", &el);
+    if (ex && el == 12 && !strncasecmp(ex, "100-continue", 12))
+        rpch_send(s, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
+    mp_debug("http #%" PRIu64 " %s: %s channel, %" PRIu64 " bytes", s->id, s->peer, s->method, len);
+    return 0;
+}
+
 static int on_req_headers(http_parser *p)
 {
     struct hsess *s = p->data;
@@ -1450,6 +1535,8 @@ static int on_req_headers(http_parser *p)
     copy_header(&s->req, "x-requesttype", s->xtype, sizeof s->xtype);
     copy_header(&s->req, "x-requestid", s->xid, sizeof s->xid);
     s->keepalive = http_should_keep_alive(p);
+    if (s->rpch_method)
+        return rpch_headers(s, p, url, pl);
     s->head_req = p->method == HTTP_HEAD;
     s->client_http10 = p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0);
     s->req_chunked = (p->flags & F_CHUNKED) != 0;
@@ -1527,6 +1614,15 @@ static int on_req_headers(http_parser *p)
 static int on_req_body(http_parser *p, const char *at, size_t len)
 {
     struct hsess *s = p->data;
+    if (s->rpch) {
+        const char *err = mp_rpch_chan_data(s->rpch, (const uint8_t *)at, len);
+        if (err) {
+            mp_warn("http #%" PRIu64 " %s: %s: %s: closed", s->id, s->peer, s->method, err);
+            http_parser_pause(p, 1);
+            session_close(s, err);
+        }
+        return 0;
+    }
     s->req_bytes += len;
     body_deadline(s);
     if (s->req_bytes > s->h->cfg->http_max_body) {
@@ -1577,6 +1673,13 @@ static void request_finished(struct hsess *s)
 static int on_req_complete(http_parser *p)
 {
     struct hsess *s = p->data;
+    if (s->rpch && !s->dead) {
+        if (s->rpch_method == 1) /* the client recycles before that: we do not yet */
+            session_close(s, "RPC_IN_DATA Content-Length used up");
+        else
+            http_parser_pause(p, 1); /* the OUT channel's answer streams on */
+        return 0;
+    }
     s->req_complete = true;
     s->body_dl = 0;
     if (s->forwarded && !s->u.connecting && !s->u.handshaking) /* its answer is awaited now */
@@ -1842,6 +1945,21 @@ static int on_resp_complete(http_parser *p)
 /* ------------------------------------------------------------------ */
 /* parsing what was read                                               */
 
+/* RPC_IN_DATA / RPC_OUT_DATA: http-parser 2.9 knows no such methods, so it
+ * is fed POST in their place (doc/internals/rpch.md, "HTTP parsing").
+ * Returns -1 while the method cannot be told yet. */
+static int rpch_method_swap(struct hsess *s, struct side *x)
+{
+    size_t ml = 0;
+    int m = mp_rpch_method(mp_buf_head(&x->in), mp_buf_avail(&x->in), &ml);
+    if (m <= 0)
+        return m;
+    http_parser_execute(&s->cp, &req_settings, "POST", 4);
+    mp_buf_consume(&x->in, ml);
+    s->rpch_method = m;
+    return m;
+}
+
 static bool parse_client(struct hsess *s)
 {
     struct side *x = &s->c;
@@ -1849,6 +1967,8 @@ static bool parse_client(struct hsess *s)
     while (mp_buf_avail(&x->in) && !s->closing && !s->dead) {
         if (HTTP_PARSER_ERRNO(&s->cp) == HPE_PAUSED)
             break;
+        if (s->h->rpch && !s->in_request && rpch_method_swap(s, x) < 0)
+            break; /* too few bytes to tell the method */
         size_t n = http_parser_execute(&s->cp, &req_settings, (const char *)mp_buf_head(&x->in),
                                        mp_buf_avail(&x->in));
         if (n)
@@ -2208,6 +2328,9 @@ static void session_close(struct hsess *s, const char *why)
         log_request(s);
     }
     mp_debug("http #%" PRIu64 " %s: closed (%s)", s->id, s->peer, why);
+    struct mp_rpch_chan *rc = s->rpch;
+    s->rpch = NULL;
+    mp_rpch_chan_free(rc); /* may close the other channel's session */
     mp_timer_cancel(h->loop, &s->timer);
     side_close(h->loop, &s->c);
     side_close(h->loop, &s->u);
@@ -2468,6 +2591,23 @@ void mp_http_set_modules(struct mp_http *h, struct mp_modules *mods)
     h->mods = mods;
 }
 
+int mp_http_set_rpch(struct mp_http *h, void (*adopt)(void *, int, const char *, uint16_t),
+                     void *data)
+{
+    const struct mp_config *c = h->cfg;
+    if (!c->rpch)
+        return 0;
+    struct mp_rpch_opts o = {.recv_window = c->rpch_window,
+                             .conn_timeout_ms = c->rpch_conn_timeout_s * 1000,
+                             .pair_timeout_ms = c->rpch_pair_timeout_s * 1000,
+                             .max_pending = c->max_buffer};
+    if (!(h->rpch = mp_rpch_new(h->loop, &o, adopt, data)))
+        return -1;
+    mp_info("http front: RPC over HTTP on /rpc/rpcproxy.dll, receive window %u bytes",
+            c->rpch_window);
+    return 0;
+}
+
 void mp_http_free(struct mp_http *h)
 {
     if (!h)
@@ -2490,5 +2630,6 @@ void mp_http_free(struct mp_http *h)
     SSL_CTX_free(h->client_ctx);
     mp_http_names_free(&h->names);
     mp_hauth_free(&h->auth);
+    mp_rpch_free(h->rpch);
     free(h);
 }

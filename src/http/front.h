@@ -17,6 +17,10 @@ struct mp_modules;
 /* MAPI/HTTP requests that modules want go through this chain (the relay's:
  * mp_relay_modules), decoded into their RPC twins (src/mapihttp/mhcall.h). */
 void mp_http_set_modules(struct mp_http *h, struct mp_modules *mods);
+/* mapiproxy:rpc over http: each virtual connection's inner DCE/RPC stream
+ * goes to adopt(data, fd, client host, client port) (mp_relay_adopt). */
+int mp_http_set_rpch(struct mp_http *h, void (*adopt)(void *, int, const char *, uint16_t),
+                     void *data);
 /* Closes the listeners and every connection. */
 void mp_http_free(struct mp_http *h);
 #endif

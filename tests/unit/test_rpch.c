@@ -74,8 +74,10 @@ static void run_for(uint64_t ms)
 
 static void test_pair_and_relay(void)
 {
-    struct mp_rpch_opts o = {.recv_window = 65536, .conn_timeout_ms = 120000,
-                             .pair_timeout_ms = 1000, .max_pending = 1 << 20};
+    struct mp_rpch_opts o = {.recv_window = 65536,
+                             .conn_timeout_ms = 120000,
+                             .pair_timeout_ms = 1000,
+                             .max_pending = 1 << 20};
     struct mp_rpch *r = mp_rpch_new(loop, &o, adopt, NULL);
     uint8_t a1[128], b1[128];
     size_t na = unhex(A1, a1), nb = unhex(B1, b1);
@@ -127,8 +129,10 @@ static void test_pair_and_relay(void)
 
 static void test_partner_never_comes(void)
 {
-    struct mp_rpch_opts o = {.recv_window = 65536, .conn_timeout_ms = 120000,
-                             .pair_timeout_ms = 30, .max_pending = 1 << 20};
+    struct mp_rpch_opts o = {.recv_window = 65536,
+                             .conn_timeout_ms = 120000,
+                             .pair_timeout_ms = 30,
+                             .max_pending = 1 << 20};
     struct mp_rpch *r = mp_rpch_new(loop, &o, adopt, NULL);
     memset(&s_in, 0, sizeof(s_in));
     uint8_t b1[128];

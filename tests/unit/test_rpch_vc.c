@@ -40,8 +40,8 @@ static size_t request(uint8_t *b, size_t n, uint32_t call_id)
 }
 
 static struct mp_rpch_vc vc;
-static const struct mp_rpch_limits LIM = {.recv_window = 0x2000, .conn_timeout = 120000,
-                                          .max_pending = 1 << 20};
+static const struct mp_rpch_limits LIM = {
+    .recv_window = 0x2000, .conn_timeout = 120000, .max_pending = 1 << 20};
 
 static void open_vc(void)
 {
@@ -76,14 +76,22 @@ static void test_establish_and_relay(void)
     CHECK_EQ(mp_buf_avail(&vc.up_q), 0u);
     CHECK(mp_rpch_vc_in_data(&vc, b + 10, n - 10) == NULL);
     CHECK_EQ(mp_buf_avail(&vc.up_q), 1000u);
-    /* half the window: a FlowControlAck goes to the client */
+    /* 5000 bytes in: no ack while the association has not taken them */
     for (int i = 0; i < 4; i++)
         CHECK(mp_rpch_vc_in_data(&vc, b, n) == NULL);
+    CHECK_EQ(vc.acks_sent, 0u);
+    /* a 4 KiB request more would pass the 8 KiB window: refused later */
+    CHECK(mp_rpch_vc_consumed(&vc, 3000) == NULL);
+    CHECK_EQ(vc.acks_sent, 0u);
+    /* half the window taken by the association: a FlowControlAck goes out */
+    CHECK(mp_rpch_vc_consumed(&vc, 2000) == NULL);
     CHECK_EQ(vc.acks_sent, 1u);
+    CHECK_EQ(vc.in_limit, 5000u + 0x2000);
     struct mp_rts_pdu p;
     CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), mp_buf_avail(&vc.out_q), &p) == NULL);
     CHECK_EQ(mp_rts_identify(&p), MP_RTS_FLOW_CONTROL_ACK_PDU);
     CHECK_EQ(p.cmd[0].v.ack.bytes_received, 5000u);
+    CHECK_EQ(p.cmd[0].v.ack.available_window, 0x2000u);
     CHECK(p.cmd[0].v.ack.channel.b[0] == 0x10);
     /* Ping and Keep-Alive are taken */
     mp_rts_ping(&p);

@@ -104,15 +104,8 @@ static void cookie_str(const struct mp_rts_cookie *c, char *dst, size_t n)
 static const char *flush(struct vcent *v)
 {
     struct mp_rpch_vc *vc = &v->vc;
-    if (mp_buf_avail(&vc->out_q) && v->out) {
-        v->out->host->send(v->out->owner, mp_buf_head(&vc->out_q), mp_buf_avail(&vc->out_q));
-        mp_buf_consume(&vc->out_q, mp_buf_avail(&vc->out_q));
-        mp_buf_trim(&vc->out_q);
-        v->last_out_ms = mp_now_ms();
-    }
-    if (mp_buf_avail(&vc->up_q)) {
-        if (v->sp.fd < 0)
-            return NULL; /* not open yet */
+    const char *err = NULL;
+    if (mp_buf_avail(&vc->up_q) && v->sp.fd >= 0) {
         if (mp_buf_avail(&v->sp_out) + mp_buf_avail(&vc->up_q) > v->r->o.max_pending)
             return "the association does not take the client's calls";
         if (mp_buf_append(&v->sp_out, mp_buf_head(&vc->up_q), mp_buf_avail(&vc->up_q)))
@@ -121,17 +114,24 @@ static const char *flush(struct vcent *v)
         mp_buf_trim(&vc->up_q);
     }
     while (mp_buf_avail(&v->sp_out)) {
-        ssize_t w = send(v->sp.fd, mp_buf_head(&v->sp_out), mp_buf_avail(&v->sp_out),
-                         MSG_NOSIGNAL);
+        ssize_t w = send(v->sp.fd, mp_buf_head(&v->sp_out), mp_buf_avail(&v->sp_out), MSG_NOSIGNAL);
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         if (w <= 0)
             return "the association closed";
         mp_buf_consume(&v->sp_out, (size_t)w);
+        if ((err = mp_rpch_vc_consumed(vc, (size_t)w))) /* may queue a FlowControlAck */
+            return err;
     }
     mp_buf_trim(&v->sp_out);
     if (v->sp.fd >= 0)
         mp_io_set(v->r->loop, &v->sp, MP_READ | (mp_buf_avail(&v->sp_out) ? MP_WRITE : 0));
+    if (mp_buf_avail(&vc->out_q) && v->out) {
+        v->out->host->send(v->out->owner, mp_buf_head(&vc->out_q), mp_buf_avail(&vc->out_q));
+        mp_buf_consume(&vc->out_q, mp_buf_avail(&vc->out_q));
+        mp_buf_trim(&vc->out_q);
+        v->last_out_ms = mp_now_ms();
+    }
     return NULL;
 }
 

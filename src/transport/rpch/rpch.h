@@ -16,10 +16,10 @@ struct mp_rpch;
 struct mp_rpch_chan;
 
 struct mp_rpch_opts {
-    uint32_t recv_window;       /* bytes; our IN channel window (8 KiB to 256 KiB) */
-    uint32_t conn_timeout_ms;   /* CONN/A3, CONN/C2; Ping on the OUT channel at half of it */
-    uint32_t pair_timeout_ms;   /* a channel waits this long for its partner */
-    uint64_t max_pending;       /* bytes queued toward the association or the client */
+    uint32_t recv_window;     /* bytes; our IN channel window (8 KiB to 256 KiB) */
+    uint32_t conn_timeout_ms; /* CONN/A3, CONN/C2; Ping on the OUT channel at half of it */
+    uint32_t pair_timeout_ms; /* a channel waits this long for its partner */
+    uint64_t max_pending;     /* bytes queued toward the association or the client */
 };
 
 /* Hands one connection (fd, the client's address) to the DCE/RPC transport:

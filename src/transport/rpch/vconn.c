@@ -15,6 +15,7 @@ void mp_rpch_vc_init(struct mp_rpch_vc *vc, const struct mp_rpch_limits *lim)
         vc->lim.conn_timeout > MP_RTS_MAX_CONN_TIMEOUT)
         vc->lim.conn_timeout = MP_RTS_MIN_CONN_TIMEOUT;
     vc->state = MP_RPCH_WAIT_CHANNELS;
+    vc->in_limit = vc->lim.recv_window;
 }
 
 void mp_rpch_vc_free(struct mp_rpch_vc *vc)
@@ -212,24 +213,31 @@ const char *mp_rpch_vc_in_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
         } else {
             /* 3.2.1.1.4: RPC PDUs only count against the window */
             vc->in_received += h.frag_len;
-            if (vc->in_received - vc->in_acked > vc->lim.recv_window)
+            if (vc->in_received > vc->in_limit)
                 return "client overran the IN channel's receive window";
             if (mp_buf_append(&vc->up_q, q, h.frag_len))
                 return "out of memory";
-            if (vc->in_received - vc->in_acked >= vc->lim.recv_window / 2) {
-                struct mp_rts_pdu ack;
-                mp_rts_flow_ack(&ack, 0, 0, (uint32_t)vc->in_received, vc->lim.recv_window,
-                                &vc->in_cookie);
-                vc->in_acked = vc->in_received;
-                vc->acks_sent++;
-                if ((err = queue_rts(vc, &ack)))
-                    return err;
-            }
         }
         mp_buf_consume(&vc->in_acc, h.frag_len);
     }
     mp_buf_trim(&vc->in_acc);
     return NULL;
+}
+
+const char *mp_rpch_vc_consumed(struct mp_rpch_vc *vc, size_t n)
+{
+    vc->in_consumed += n;
+    if (vc->in_consumed - vc->in_acked < vc->lim.recv_window / 2)
+        return NULL;
+    /* BytesReceived, and the room left: what the client may still send is
+     * in_consumed + window (2.2.3.4) */
+    struct mp_rts_pdu ack;
+    uint32_t avail = vc->lim.recv_window - (uint32_t)(vc->in_received - vc->in_consumed);
+    mp_rts_flow_ack(&ack, 0, 0, (uint32_t)vc->in_received, avail, &vc->in_cookie);
+    vc->in_acked = vc->in_consumed;
+    vc->in_limit = vc->in_consumed + vc->lim.recv_window;
+    vc->acks_sent++;
+    return queue_rts(vc, &ack);
 }
 
 const char *mp_rpch_vc_from_server(struct mp_rpch_vc *vc, const uint8_t *pdu, size_t n)

@@ -38,7 +38,8 @@ struct mp_rpch_vc {
     uint64_t out_sent, out_acked;
     uint32_t out_window;
     /* IN channel, from the client */
-    uint64_t in_received, in_acked;
+    uint64_t in_received, in_consumed, in_acked;
+    uint64_t in_limit;    /* the most in_received may reach: in_consumed at our last ack + window */
     uint64_t in_left;     /* Content-Length of RPC_IN_DATA not yet consumed */
     struct mp_buf in_acc; /* partial PDU of the IN channel */
     struct mp_buf out_q;  /* bytes to write on the OUT channel */
@@ -64,8 +65,11 @@ const char *mp_rpch_vc_conn_b1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
                                uint64_t in_length);
 /* More bytes of the IN channel's body (after CONN/B1).  RTS PDUs are
  * handled (FlowControlAck, Ping, Keep-Alive), RPC PDUs go to up_q under
- * our receive window; FlowControlAck for the client is queued on out_q. */
+ * our receive window (a client beyond it is refused). */
 const char *mp_rpch_vc_in_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
+/* n bytes of up_q reached the association: our receive window moves, and
+ * after half of it a FlowControlAck is queued on out_q. */
+const char *mp_rpch_vc_consumed(struct mp_rpch_vc *vc, size_t n);
 /* A whole PDU from the association for the client: to out_q while the
  * client's window allows, otherwise held until its FlowControlAck. */
 const char *mp_rpch_vc_from_server(struct mp_rpch_vc *vc, const uint8_t *pdu, size_t n);
