@@ -1368,8 +1368,16 @@ static void check_http(struct pctx *p, const char *name)
 {
     struct mp_config *c = p->cfg;
     check_http_paths(p, name);
+    if (c->rpch && !c->n_http_listen)
+        perr_opt(p, name, "mapiproxy:rpc over http",
+                 "mapiproxy:rpc over http = yes needs the HTTPS front: set mapiproxy:http listen");
     if (!c->n_http_listen)
         return;
+    if (c->rpch && (!c->http_auth[0] || strcasecmp(c->http_auth, "terminate")))
+        perr_opt(p, name, "mapiproxy:rpc over http",
+                 "mapiproxy:rpc over http = yes: the proxy checks the clients' HTTP logons "
+                 "itself (its DCE/RPC upstream has no HTTP), so set mapiproxy:http auth = "
+                 "terminate");
     if (!c->have_http_upstream)
         perr_opt(p, name, "mapiproxy:http listen",
                  "mapiproxy:http listen is set but mapiproxy:http upstream is not; add "

@@ -189,3 +189,29 @@ def test_bad_input(make_proxy, env, reference):
     assert "no IN channel within 2000 ms" in log
     assert "unknown RTS command" in log
     assert "overran the IN channel's receive window" in log
+
+
+def test_options_checked(tmp_path, env):
+    """rpc over http without the HTTPS front, or with http auth = pass-through, is
+    refused by --check with the option named."""
+    from conftest import PROXY_BIN
+    base = ["[global]", "dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1",
+            "mapiproxy:rpc over http = yes"]
+    cases = {
+        "no-front": base,
+        "pass-through": base + [f"mapiproxy:http listen = 127.0.0.1:{free_port()}",
+                                f"mapiproxy:tls certificate = {env['proxy_cert'][0]}",
+                                f"mapiproxy:tls key = {env['proxy_cert'][1]}",
+                                "mapiproxy:http upstream = https://localhost"],
+        "window": base + ["mapiproxy:rpc over http receive window = 1M"],
+    }
+    want = {"no-front": "set mapiproxy:http listen",
+            "pass-through": "set mapiproxy:http auth = terminate",
+            "window": "mapiproxy:rpc over http receive window"}
+    for name, lines in cases.items():
+        conf = tmp_path / f"{name}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        r = subprocess.run([PROXY_BIN, "--check", "-c", str(conf)], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0, name
+        assert want[name] in r.stdout + r.stderr, (name, r.stdout + r.stderr)

@@ -10,14 +10,13 @@ import os
 import socket
 import struct
 import sys
-import time
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from impacket.dcerpc.v5 import transport, oxabref, nspi, rpcrt, rpch  # noqa: E402
+from impacket.dcerpc.v5 import transport, oxabref, nspi, rpch  # noqa: E402
 from impacket.http import AUTH_BASIC, AUTH_NTLM                       # noqa: E402
 
 from test_lab_auth import (Lab, USERS, PASSWORD, PRIVACY, rfr_answers, nspi_answers,  # noqa
