@@ -8,25 +8,29 @@ CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-INC     := -Isrc -Iinclude
+INC     := -Isrc -Iinclude -Imodules
 LIBS    := -lssl -lcrypto -lhttp_parser -ldl
 
-LIB_SRC := $(filter-out src/core/main.c,$(shell find src -name '*.c' | sort))
-HDRS    := $(shell find src include -name '*.h' 2>/dev/null)
+# The built-in modules (modules/NAME/, linked into the daemon, found by name
+# before the module dir; src/chain/builtins.c lists them).
+BUILTIN_MODS := downgrade rewrite trace
+LIB_SRC := $(filter-out src/core/main.c,$(shell find src -name '*.c' | sort)) \
+           $(foreach m,$(BUILTIN_MODS),$(wildcard modules/$(m)/*.c))
+HDRS    := $(shell find src include modules -name '*.h' 2>/dev/null)
 UNIT    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 B       := build
-OBJ     := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
-AOBJ    := $(patsubst src/%.c,$(B)/asan/obj/%.o,$(LIB_SRC))
+OBJ     := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
+AOBJ    := $(patsubst %.c,$(B)/asan/obj/%.o,$(LIB_SRC))
 
 .PHONY: all test test-build test-steps unit integration run clean deps fuzz fuzz-replay bench format check-format soak modules
 SHELL := /bin/bash
 all: $(B)/mapiproxy $(B)/mapiproxy-asan modules
 
-$(B)/obj/%.o: src/%.c $(HDRS)
+$(B)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) $(CPPFLAGS) $(CFLAGS) $(INC) -c $< -o $@
-$(B)/asan/obj/%.o: src/%.c $(HDRS)
+$(B)/asan/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) -c $< -o $@
 
@@ -76,8 +80,8 @@ integration: $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode $(B)/ropdu
 # --- fuzzing: every tests/fuzz/fuzz_*.c is a libFuzzer target -------------
 FUZZ       := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -DMP_LZ77_PARANOID
-FOBJ       := $(patsubst src/%.c,$(B)/fuzz/obj/%.o,$(LIB_SRC))
-$(B)/fuzz/obj/%.o: src/%.c $(HDRS)
+FOBJ       := $(patsubst %.c,$(B)/fuzz/obj/%.o,$(LIB_SRC))
+$(B)/fuzz/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(INC) -c $< -o $@
 $(B)/libmp-fuzz.a: $(FOBJ)

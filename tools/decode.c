@@ -30,12 +30,12 @@
 #include "core/json.h"
 #include "codec/gen/emsmdb.h"
 #include "dcerpc/pdu.h"
-#include "mapihttp/body.h"
+#include "transport/mapihttp/body.h"
 #include "rop/objects.h"
 #include "rop/rop.h"
 #include "rop/ropjson.h"
 #include "rop/rpcext.h"
-#include "mapihttp/stream.h"
+#include "transport/mapihttp/stream.h"
 
 static void help(FILE *f)
 {

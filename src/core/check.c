@@ -12,7 +12,7 @@
 
 #include "auth/credstore.h"
 #include "core/config.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 
 struct chk {
     const struct mp_config *cfg;

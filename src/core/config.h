@@ -133,7 +133,7 @@ struct mp_config {
     bool transparent;             /* mapiproxy:transparent (yes): no rewrite modules by default */
     char module_dir[512];         /* mapiproxy:module dir ("" = DIR-OF-EXECUTABLE/modules) */
     bool server;                  /* dcerpc_mapiproxy:server (accepted; true) */
-    /* mapiproxy:http / mapiproxy:tls (the HTTPS front, src/http/) */
+    /* mapiproxy:http / mapiproxy:tls (the HTTPS front, src/transport/http/) */
     struct mp_http_listen http_listen[MP_MAX_LISTEN]; /* mapiproxy:http listen ADDR:PORT */
     size_t n_http_listen;
     char metrics_listen[100];         /* mapiproxy:metrics listen HOST:PORT ("" = off) */
@@ -158,7 +158,7 @@ struct mp_config {
     char http_relay_paths[512];       /* mapiproxy:http relay paths (MP_HTTP_DEFAULT_RELAY_PATHS) */
     char http_unrelayed_urls[16];     /* mapiproxy:http unrelayed urls: keep (default), drop */
     bool http_drop_unrelayed;         /* ... = drop */
-    /* authentication termination on the HTTPS front (src/http/hauth.c) */
+    /* authentication termination on the HTTPS front (src/transport/http/hauth.c) */
     char http_auth[32];          /* mapiproxy:http auth: pass-through (default) | terminate */
     bool http_basic;             /* mapiproxy:http basic: clients may use Basic (no) */
     char http_realm[128];        /* mapiproxy:http realm: Basic realm (the public name) */

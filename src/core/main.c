@@ -13,9 +13,10 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "event/loop.h"
-#include "http/front.h"
+#include "transport/http/front.h"
 #include "ops/stats_http.h"
 #include "transport/dcerpc/dcerpc.h"
+#include "transport/rpch/hchan.h"
 
 #define MP_VERSION "0.1.0"
 
@@ -281,7 +282,8 @@ int main(int argc, char **argv)
     }
     if (http)
         mp_http_set_modules(http, mp_relay_modules(relay));
-    if (http && mp_http_set_rpch(http, mp_relay_adopt, relay)) {
+    struct mp_rpch_http *rpch = NULL;
+    if (mp_rpch_http_setup(loop, &cfg, http, mp_relay_adopt, relay, &rpch)) {
         mp_http_free(http);
         mp_relay_free(relay);
         mp_io_close(loop, &sw.io);
@@ -290,6 +292,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (cfg.metrics.port && mp_stats_http_start(loop, cfg.metrics.host, cfg.metrics.port)) {
+        mp_rpch_http_free(rpch);
         mp_http_free(http); /* doc/monitoring.md */
         mp_relay_free(relay);
         mp_io_close(loop, &sw.io);
@@ -306,6 +309,7 @@ int main(int argc, char **argv)
     mp_info("mapiproxy %s ready: epmapper port %u, rpc port %u, upstream %s, %zu interface(s)",
             MP_VERSION, mp_relay_epm_port(relay), mp_relay_rpc_port(relay), up, cfg.n_ifaces);
     rc = mp_loop_run(loop);
+    mp_rpch_http_free(rpch);
     mp_http_free(http);
     mp_relay_free(relay);
     mp_io_close(loop, &sw.io);

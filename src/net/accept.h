@@ -1,4 +1,4 @@
-/* Accepting connections, shared by every listener (src/relay, src/http).
+/* Accepting connections, shared by every listener (src/relay, src/transport/http).
  *
  * mp_accept_ready() takes what a readable listening socket has queued and
  * hands each connection to the transport.  When the process is out of file

@@ -1,5 +1,5 @@
 /* libFuzzer target: the client side of HTTP authentication termination
- * (src/http/hauth.c) and its base64.
+ * (src/transport/http/hauth.c) and its base64.
  *
  *   make build/fuzz/fuzz_hauth && build/fuzz/fuzz_hauth tests/fuzz/corpus/hauth
  *
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "auth/ntlm_crypto.h"
-#include "http/hauth.h"
+#include "transport/http/hauth.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -19,9 +19,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "http/msg.h"
-#include "http/path.h"
-#include "http/rewrite.h"
+#include "transport/http/msg.h"
+#include "transport/http/path.h"
+#include "transport/http/names.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,4 +1,4 @@
-/* libFuzzer target: MAPI over HTTP bodies (src/mapihttp/body.c) and the
+/* libFuzzer target: MAPI over HTTP bodies (src/transport/mapihttp/body.c) and the
  * response stream parser (stream.c).  Byte 0 picks the request type
  * (bits 1-7, modulo the number of types) and the direction (bit 0); the
  * rest is the body.  Whatever decodes must re-encode: exactly to the input
@@ -11,8 +11,8 @@
 
 #include "core/arena.h"
 #include "core/json.h"
-#include "mapihttp/body.h"
-#include "mapihttp/stream.h"
+#include "transport/mapihttp/body.h"
+#include "transport/mapihttp/stream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

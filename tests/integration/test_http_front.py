@@ -1,4 +1,4 @@
-"""The HTTPS front (src/http): Python's ssl, http.client and requests as the
+"""The HTTPS front (src/transport/http): Python's ssl, http.client and requests as the
 client, http_peer.Peer (http.server + ssl) as the upstream, the ASan build
 in between.  Certificates come from the openssl command line."""
 import http.client
@@ -524,7 +524,7 @@ def test_ambiguous_body_framing_gets_400(front, peer, certs, framing):
     assert not peer.requests
 
 
-# --- request-target normalisation (src/http/path.c) -------------------------
+# --- request-target normalisation (src/transport/http/path.c) -------------------------
 # The client is Python's http.client (it sends the target as given), the
 # upstream http.server; peer.requests is what the upstream received.
 

@@ -1,4 +1,4 @@
-"""MAPI over HTTP through the module chain (src/mapihttp/mhcall.c wired into
+"""MAPI over HTTP through the module chain (src/transport/mapihttp/mhcall.c wired into
 the HTTPS front): the lab's MAPI/HTTP client (python3-requests,
 requests-ntlm) through the proxy to the lab's MAPI/HTTP server, with the
 same modules as on the RPC transport: rewrite (non-transparent mode) on the

@@ -1,7 +1,7 @@
 """MAPI over HTTP bodies from a client and a server we did not write
 (tests/lab/mapihttp_client.py on python3-requests, talking to the lab's
 lab_mapihttp.py; both with their own body codec, tests/lab/mapihttp_codec.py)
-decoded by our codec (src/mapihttp) through build/mapiproxy-decode --mapihttp.
+decoded by our codec (src/transport/mapihttp) through build/mapiproxy-decode --mapihttp.
 
 Every request body and every response stream (PROCESSING / PENDING / DONE,
 headers, body) the client and server exchange in an EMSMDB session and an

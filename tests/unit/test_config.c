@@ -2,7 +2,7 @@
  * Run with tests/unit as the working directory (data/config/...). */
 #include "auth/groups.h"
 #include "core/config.h"
-#include "modules/mailboxauth.h"
+#include "auth/mailboxauth.h"
 #include "testlib.h"
 
 #include <stdarg.h>

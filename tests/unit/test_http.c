@@ -1,12 +1,12 @@
 /* Unit tests of the HTTP front's own text handling: Autodiscover rewriting
- * (src/http/rewrite.c), head collection and rebuilding (src/http/msg.c),
+ * (src/transport/http/names.c), head collection and rebuilding (src/transport/http/msg.c),
  * and the configuration's http options. */
 #include "auth/ntlm_crypto.h"
 #include "core/config.h"
-#include "http/hauth.h"
-#include "http/msg.h"
-#include "http/path.h"
-#include "http/rewrite.h"
+#include "transport/http/hauth.h"
+#include "transport/http/msg.h"
+#include "transport/http/path.h"
+#include "transport/http/names.h"
 #include "testlib.h"
 
 static struct mp_http_names nm;

@@ -1,4 +1,4 @@
-/* MAPI over HTTP bodies and response stream (src/mapihttp):
+/* MAPI over HTTP bodies and response stream (src/transport/mapihttp):
  *  - a request and a success response body of every request type, built
  *    here from the layouts of MS-OXCMAPIHTTP 2.2.4/2.2.5, decode, map into
  *    the RPC twin's structure as expected, re-encode byte for byte, print
@@ -18,8 +18,8 @@
 #include "codec/codec.h"
 #include "core/arena.h"
 #include "core/json.h"
-#include "mapihttp/body.h"
-#include "mapihttp/stream.h"
+#include "transport/mapihttp/body.h"
+#include "transport/mapihttp/stream.h"
 #include "testlib.h"
 
 /* ---- vector builder ---- */

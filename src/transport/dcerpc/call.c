@@ -237,10 +237,20 @@ void dce_local_request(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_
         mp_info("call %s ? op(%u) in=%u out=0 status=%s", a->peer, c.opnum, c.in_bytes, status);
 }
 
+/* The DCE/RPC fields of a call that modules want, kept in the call's
+ * transport context (mp_call_ctx). */
+struct dce_call {
+    uint32_t c_id, u_id;
+    uint16_t ctx_id;
+    bool has_object;
+    uint8_t object[16];
+};
+
 static struct call *call_of(struct mp_call *m)
 {
     struct assoc *a = m->owner;
-    return a ? call_by_c(a, m->c_id) : NULL;
+    const struct dce_call *d = mp_call_ctx(m);
+    return a ? call_by_c(a, d->c_id) : NULL;
 }
 
 /* Sends the (possibly changed) request upstream, cut to the upstream's
@@ -248,12 +258,13 @@ static struct call *call_of(struct mp_call *m)
 static void host_relay(struct mp_call *m)
 {
     struct assoc *a = m->owner;
+    struct dce_call *d = mp_call_ctx(m);
     struct call *c = call_of(m);
     if (!c)
         return;
-    c->u_id = m->u_id = (a->passthrough || a->csec) ? c->c_id : a->next_u_call++;
-    if (dce_emit(&a->u, a->usec, true, MP_PFC_FIRST | MP_PFC_LAST, m->u_id, m->ctx_id, m->opnum,
-                 m->has_object ? m->object : NULL, mp_buf_head(&m->req), mp_buf_avail(&m->req),
+    c->u_id = d->u_id = (a->passthrough || a->csec) ? c->c_id : a->next_u_call++;
+    if (dce_emit(&a->u, a->usec, true, MP_PFC_FIRST | MP_PFC_LAST, d->u_id, d->ctx_id, m->opnum,
+                 d->has_object ? d->object : NULL, mp_buf_head(&m->req), mp_buf_avail(&m->req),
                  (uint32_t)mp_buf_avail(&m->req), a->u_xmit)) {
         dce_assoc_close(a, "out of memory");
         return;
@@ -271,7 +282,8 @@ static void host_answer(struct mp_call *m)
         return;
     c->out_bytes = (uint32_t)mp_buf_avail(&m->resp);
     dce_log_call(a, c, m->stop_idx >= 0 ? "ok(module)" : "ok");
-    if (dce_send_response_stub(a, c->sec, m->c_id, m->ctx_id, mp_buf_head(&m->resp),
+    const struct dce_call *d = mp_call_ctx(m);
+    if (dce_send_response_stub(a, c->sec, d->c_id, d->ctx_id, mp_buf_head(&m->resp),
                                mp_buf_avail(&m->resp))) {
         dce_assoc_close(a, "out of memory");
         return;
@@ -290,7 +302,8 @@ static void host_fault(struct mp_call *m)
     struct call *c = call_of(m);
     if (!c)
         return;
-    mp_build_fault(&a->c.out, m->c_id, m->ctx_id, m->fault, m->stage < MPC_UPSTREAM);
+    const struct dce_call *d = mp_call_ctx(m);
+    mp_build_fault(&a->c.out, d->c_id, d->ctx_id, m->fault, m->stage < MPC_UPSTREAM);
     char status[32];
     snprintf(status, sizeof(status), "fault:0x%08x(module)", m->fault);
     dce_log_call(a, c, status);
@@ -323,28 +336,36 @@ static int slow_path_start(struct assoc *a, struct call *c, const uint8_t *pdu,
     uint32_t mask = mp_modules_want(&a->r->mods, e->uuid, c->opnum);
     if (!mask)
         return 0;
-    struct mp_call *m = mp_call_new(&a->r->mods, &relay_host, mask);
+    const char *user = NULL;
+    bool proxy_identity = false;
+    if (a->csec) { /* terminated: who logged on, and whom the upstream sees */
+        user = a->csec->who;
+        proxy_identity = a->r->auth.up_mode != MP_UP_S4U;
+    }
+    struct mp_call_origin o = {
+        .host = &relay_host,
+        .owner = a,
+        .session = a->group,
+        .iface_uuid = e->uuid,
+        .iface = e->name,
+        .opnum = c->opnum,
+        .op_name = mp_iface_op_name(e->info, c->opnum),
+        .peer = a->peer,
+        .user = user,
+        .proxy_identity = proxy_identity,
+        .ctx_size = sizeof(struct dce_call),
+    };
+    struct mp_call *m = mp_call_new(&a->r->mods, mask, &o);
     if (!m) {
         dce_assoc_close(a, "out of memory");
         return -1;
     }
-    m->owner = a;
-    m->session = a->group;
-    mp_session_ref(a->group);
-    memcpy(m->iface_uuid, e->uuid, 16);
-    snprintf(m->iface, sizeof(m->iface), "%s", e->name);
-    m->op_name = mp_iface_op_name(e->info, c->opnum);
-    snprintf(m->peer, sizeof(m->peer), "%s", a->peer);
-    if (a->csec) { /* terminated: who logged on, and whom the upstream sees */
-        snprintf(m->user, sizeof(m->user), "%s", a->csec->who);
-        m->proxy_identity = a->r->auth.up_mode != MP_UP_S4U;
-    }
-    m->opnum = c->opnum;
-    m->ctx_id = c->ctx_id;
-    m->c_id = c->c_id;
+    struct dce_call *d = mp_call_ctx(m);
+    d->ctx_id = c->ctx_id;
+    d->c_id = c->c_id;
     if (h->flags & MP_PFC_OBJECT_UUID) {
-        m->has_object = true;
-        memcpy(m->object, pdu + MP_REQ_HDR_LEN, 16);
+        d->has_object = true;
+        memcpy(d->object, pdu + MP_REQ_HDR_LEN, 16);
     }
     c->m = m;
     return 0;

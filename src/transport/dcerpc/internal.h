@@ -35,7 +35,7 @@
 #include "dcerpc/pdu.h"
 #include "epm/epm.h"
 #include "event/loop.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 #include "transport/dcerpc/dcerpc.h"
 
 #define MP_MIN_FRAG 1432     /* smallest allowed by C706 */

@@ -1,5 +1,5 @@
 /* Autodiscover rewriting (doc/internals/http.md, "Autodiscover"). */
-#include "http/rewrite.h"
+#include "transport/http/names.h"
 
 #include <ctype.h>
 #include <stdbool.h>

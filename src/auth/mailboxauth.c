@@ -37,7 +37,7 @@
  * NTLM domain, or a Kerberos principal of the proxy's realm), "DOMAIN\user",
  * "user@REALM"; "@group" is a group of mapiproxy:groups file, "*" every user.  DNs compare
  * case-insensitively.  A user without a line opens no private mailbox. */
-#include "modules/mailboxauth.h"
+#include "auth/mailboxauth.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -55,8 +55,8 @@
 #include "core/config.h"
 #include "event/loop.h"
 #include "mapiproxy/module.h"
-#include "modules/mbxdir.h"
-#include "modules/runtime.h"
+#include "auth/mbxdir.h"
+#include "chain/chain.h"
 #include "rop/gen/rop_gen.h"
 
 #define OP_CONNECT 0

@@ -8,7 +8,7 @@
  * then the proxy's answers are put back where the client expects them (the
  * "client view"), and it is re-encoded only if anything differs, so that
  * with no module changing anything both legs carry the original bytes. */
-#include "modules/ropcall.h"
+#include "chain/ropstage.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@
 #include "core/buf.h"
 #include "core/json.h"
 #include "core/log.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 #include "rop/objects.h"
 #include "rop/rop.h"
 #include "rop/ropjson.h"
@@ -78,8 +78,26 @@ struct mp_ropsess {
     size_t n;
 };
 
-void mp_ropsess_free(struct mp_ropsess *s)
+extern const struct mp_stage_provider mp_rop_stage;
+
+/* The call's ROP state (NULL until the stage's request step), the
+ * session's server object tables. */
+static struct mp_ropcall *call_rops(struct mp_call *m)
 {
+    void **slot = mp_call_stage_slot(m, &mp_rop_stage);
+    return slot ? *slot : NULL;
+}
+#define RC(m) call_rops(m)
+
+static struct mp_ropsess *session_rops(struct mp_session *ses)
+{
+    void **slot = mp_session_stage_slot(ses, &mp_rop_stage);
+    return slot ? *slot : NULL;
+}
+
+static void ropsess_free(void *p)
+{
+    struct mp_ropsess *s = p;
     if (!s)
         return;
     for (size_t i = 0; i < s->n; i++)
@@ -91,9 +109,10 @@ static struct mp_objtab *session_tab(struct mp_session *ses, const uint8_t cxh[1
 {
     if (!ses)
         return NULL;
-    if (!ses->rops && !(ses->rops = calloc(1, sizeof(*ses->rops))))
+    void **slot = mp_session_stage_slot(ses, &mp_rop_stage);
+    if (!slot || (!*slot && !(*slot = calloc(1, sizeof(struct mp_ropsess)))))
         return NULL;
-    struct mp_ropsess *s = ses->rops;
+    struct mp_ropsess *s = *slot;
     for (size_t i = 0; i < s->n; i++)
         if (!memcmp(s->v[i].cxh, cxh, 16))
             return s->v[i].t;
@@ -107,20 +126,22 @@ static struct mp_objtab *session_tab(struct mp_session *ses, const uint8_t cxh[1
     return t;
 }
 
-bool mp_ropcall_applies(const struct mp_call *m)
+/* The stage runs for exchange_emsmdb's ops[] only (chain.h): of them,
+ * EcDoRpc and EcDoRpcExt2 carry ROPs. */
+static bool carries_rops(const struct mp_call *m)
 {
-    return (m->opnum == OP_RPC || m->opnum == OP_RPCEXT2) && !strcmp(m->iface, "exchange_emsmdb");
+    return m->opnum == OP_RPC || m->opnum == OP_RPCEXT2;
 }
 
-void mp_ropcall_disconnect(struct mp_call *m)
+/* Before relay: EcDoDisconnect forgets that context's objects. */
+static void before_relay(struct mp_call *m)
 {
-    if (m->opnum != OP_DISCONNECT || strcmp(m->iface, "exchange_emsmdb") || !m->session ||
-        !m->session->rops)
+    if (m->opnum != OP_DISCONNECT || !m->session || !session_rops(m->session))
         return;
     const struct emsmdb_EcDoDisconnect_in *in = mp_call_request(m);
     if (!in)
         return;
-    struct mp_ropsess *s = m->session->rops;
+    struct mp_ropsess *s = session_rops(m->session);
     for (size_t i = 0; i < s->n; i++) {
         if (!memcmp(s->v[i].cxh, in->pcxh.uuid, 16)) {
             /* calls of this context still running keep their reference */
@@ -142,24 +163,22 @@ static void side_free(struct side *s)
 
 static void apply_releases(struct mp_ropcall *rc, size_t upto);
 
-void mp_ropcall_free(struct mp_call *m)
+static void call_free(struct mp_call *m, void *ctx)
 {
-    if (!m->rops)
-        return;
+    struct mp_ropcall *rc = ctx;
     /* releases the upstream got, whose response was never tracked */
-    if (m->rops->rq.ok && m->relays)
-        apply_releases(m->rops, m->rops->rq.n);
-    mp_objtab_unref(m->rops->tab);
-    side_free(&m->rops->rq);
-    side_free(&m->rops->rs);
-    free(m->rops);
-    m->rops = NULL;
+    if (rc->rq.ok && m->relays)
+        apply_releases(rc, rc->rq.n);
+    mp_objtab_unref(rc->tab);
+    side_free(&rc->rq);
+    side_free(&rc->rs);
+    free(rc);
 }
 
-void mp_ropcall_reset_response(struct mp_call *m)
+static void reset_response(struct mp_call *m)
 {
-    if (m->rops)
-        side_free(&m->rops->rs);
+    if (RC(m))
+        side_free(&RC(m)->rs);
 }
 
 /* ---- the buffers in the decoded call ---- */
@@ -244,7 +263,7 @@ static void invalidate_created(uint32_t *handles, size_t n, const struct mp_rop 
 static int decode_side(struct mp_call *m, struct side *s, bool response,
                        const struct mp_rop_buf *reqs)
 {
-    struct mp_ropcall *rc = m->rops;
+    struct mp_ropcall *rc = RC(m);
     size_t len;
     const uint8_t *rgb = call_rgb(m, response, &len);
     if (!rgb || !len)
@@ -415,7 +434,7 @@ static const struct mp_object *unknown_object(struct mp_arena *a, uint32_t handl
  * created it (released_by). */
 static void request_objects(struct mp_call *m)
 {
-    struct mp_ropcall *rc = m->rops;
+    struct mp_ropcall *rc = RC(m);
     struct mp_arena *a = rc->a;
     struct side *s = &rc->rq;
     const struct mp_object *slot[256];
@@ -543,15 +562,16 @@ static void track_response(struct mp_ropcall *rc, struct item *it, const struct 
 
 /* ---- request ---- */
 
-void mp_ropcall_request(struct mp_call *m)
+static void request(struct mp_call *m)
 {
-    /* rop_modules() also holds for EcDoDisconnect (for the table's end):
-     * that call has no ROPs, and its request is not an EcDoRpc's */
-    if (!mp_ropcall_applies(m))
+    /* the stage also runs for EcDoDisconnect (for the table's end): that
+     * call has no ROPs, and its request is not an EcDoRpc's */
+    if (!carries_rops(m))
         return;
-    if (!m->rops && !(m->rops = calloc(1, sizeof(*m->rops))))
+    void **slot = mp_call_stage_slot(m, &mp_rop_stage);
+    if (!slot || (!*slot && !(*slot = calloc(1, sizeof(struct mp_ropcall)))))
         return;
-    struct mp_ropcall *rc = m->rops;
+    struct mp_ropcall *rc = *slot;
     side_free(&rc->rq);
     rc->rel_next = 0;
     rc->a = mp_call_arena(m);
@@ -742,7 +762,7 @@ out:
 /* Every ROP answered by the proxy: the whole response is ours. */
 static int answer_all(struct mp_call *m)
 {
-    struct mp_ropcall *rc = m->rops;
+    struct mp_ropcall *rc = RC(m);
     struct mp_arena *a = mp_call_arena(m);
     const struct mp_rop_buf *cb = &rc->rq.bufs[0];
     struct mp_rop_buf rb = {.response = true};
@@ -808,9 +828,9 @@ out:
     return rcode;
 }
 
-int mp_ropcall_request_done(struct mp_call *m)
+static int request_done(struct mp_call *m)
 {
-    struct mp_ropcall *rc = m->rops;
+    struct mp_ropcall *rc = RC(m);
     if (!rc || !rc->rq.ok)
         return 0;
     struct side *s = &rc->rq;
@@ -860,7 +880,7 @@ int mp_ropcall_request_done(struct mp_call *m)
  * and the proxy's own. */
 static int merge_answers(struct mp_call *m)
 {
-    struct mp_ropcall *rc = m->rops;
+    struct mp_ropcall *rc = RC(m);
     struct mp_arena *a = mp_call_arena(m);
     struct side *s = &rc->rs;
     const struct side *q = &rc->rq;
@@ -959,9 +979,9 @@ static int merge_answers(struct mp_call *m)
     return 0;
 }
 
-void mp_ropcall_response(struct mp_call *m)
+static void response(struct mp_call *m)
 {
-    struct mp_ropcall *rc = m->rops;
+    struct mp_ropcall *rc = RC(m);
     if (!rc || !rc->rq.ok)
         return;
     side_free(&rc->rs);
@@ -1005,9 +1025,9 @@ void mp_ropcall_response(struct mp_call *m)
     apply_releases(rc, rc->rq.n);
 }
 
-int mp_ropcall_response_done(struct mp_call *m)
+static int response_done(struct mp_call *m)
 {
-    struct mp_ropcall *rc = m->rops;
+    struct mp_ropcall *rc = RC(m);
     if (!rc || !rc->rs.ok)
         return 0;
     struct side *s = &rc->rs;
@@ -1023,9 +1043,9 @@ int mp_ropcall_response_done(struct mp_call *m)
 
 static struct side *api_side(struct mp_call *m, bool response)
 {
-    if (!m->rops)
+    if (!RC(m))
         return NULL;
-    struct side *s = response ? &m->rops->rs : &m->rops->rq;
+    struct side *s = response ? &RC(m)->rs : &RC(m)->rq;
     return s->ok ? s : NULL;
 }
 
@@ -1129,7 +1149,7 @@ const char *mp_call_rop_json(struct mp_call *m, bool response, size_t i)
         return NULL;
     struct item view = *it;
     if (response && it->req >= 0)
-        view.obj = m->rops->rq.it[it->req].obj;
+        view.obj = RC(m)->rq.it[it->req].obj;
     struct mp_buf b = {0};
     struct mp_json j;
     mp_json_init(&j, &b);
@@ -1151,7 +1171,7 @@ void mp_call_rop_changed(struct mp_call *m, bool response, size_t i)
 int mp_call_rop_answer(struct mp_call *m, size_t i, uint32_t error)
 {
     struct item *it = api_item(m, false, i);
-    if (!it || m->stage != MPC_ROP_REQ || it->buf != 0 || m->rops->rq.nbuf != 1 || !error ||
+    if (!it || m->stage != MPC_STAGE_REQ || it->buf != 0 || RC(m)->rq.nbuf != 1 || !error ||
         it->r->opaque)
         return -1;
     it->local = true;
@@ -1163,9 +1183,9 @@ int mp_call_rop_answer(struct mp_call *m, size_t i, uint32_t error)
 int mp_call_rop_drop(struct mp_call *m, bool response, size_t i)
 {
     struct item *it = api_item(m, response, i);
-    if (!it || m->stage != (response ? MPC_ROP_RSP : MPC_ROP_REQ))
+    if (!it || m->stage != (response ? MPC_STAGE_RSP : MPC_STAGE_REQ))
         return -1;
-    if (!response && (it->buf != 0 || m->rops->rq.nbuf != 1))
+    if (!response && (it->buf != 0 || RC(m)->rq.nbuf != 1))
         return -1;
     it->dropped = true;
     it->local = false;
@@ -1179,7 +1199,7 @@ const struct mp_object *mp_call_rop_object(struct mp_call *m, bool response, siz
         return NULL;
     if (!response)
         return it->obj;
-    return it->req >= 0 ? m->rops->rq.it[it->req].obj : NULL;
+    return it->req >= 0 ? RC(m)->rq.it[it->req].obj : NULL;
 }
 
 const struct mp_object *mp_call_rop_new_object(struct mp_call *m, size_t i)
@@ -1187,3 +1207,30 @@ const struct mp_object *mp_call_rop_new_object(struct mp_call *m, size_t i)
     struct item *it = api_item(m, true, i);
     return it ? it->newobj : NULL;
 }
+
+/* ---- the provider ---- */
+
+static mp_hook_fn rop_hook(const struct mp_module *mod, bool response)
+{
+    return response ? mod->rop_response : mod->rop_request;
+}
+
+static const uint16_t rop_ops[] = {OP_DISCONNECT, OP_RPC, OP_RPCEXT2};
+
+const struct mp_stage_provider mp_rop_stage = {
+    .name = "ROP",
+    .hook_name = {"rop_request", "rop_response"},
+    .iface = "exchange_emsmdb",
+    .ops = rop_ops,
+    .n_ops = sizeof(rop_ops) / sizeof(rop_ops[0]),
+    .hook = rop_hook,
+    .count = mp_call_rop_count,
+    .request = request,
+    .request_done = request_done,
+    .before_relay = before_relay,
+    .reset_response = reset_response,
+    .response = response,
+    .response_done = response_done,
+    .call_free = call_free,
+    .session_free = ropsess_free,
+};

@@ -40,8 +40,8 @@
 #include "codec/gen/rfr.h"
 #include "core/config.h"
 #include "mapiproxy/module.h"
-#include "modules/rewrite.h"
-#include "modules/runtime.h"
+#include "rewrite.h"
+#include "chain/chain.h"
 
 #define SESSION_NAMES 32
 #define GLOBAL_NAMES 1024

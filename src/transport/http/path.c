@@ -1,5 +1,5 @@
 /* Request-target normalisation (doc/internals/http.md, "Paths"). */
-#include "http/path.h"
+#include "transport/http/path.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* MAPI over HTTP requests through the module chain; see mhcall.h. */
-#include "mapihttp/mhcall.h"
+#include "transport/mapihttp/mhcall.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +9,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "dcerpc/pdu.h"
-#include "modules/runtime.h"
+#include "chain/chain.h"
 
 struct mp_mh_call {
     struct mp_call *m; /* NULL once the chain is done with it */
@@ -69,7 +69,7 @@ static int to_body(struct mp_mh_call *c, bool response, const struct mp_buf *stu
 
 static void h_relay(struct mp_call *m)
 {
-    struct mp_mh_call *c = m->host_ctx;
+    struct mp_mh_call *c = mp_call_ctx(m);
     struct mp_buf body = {0};
     if (to_body(c, false, &m->req, &body) == 0)
         c->host->relay(c->owner, body.data, body.len);
@@ -80,7 +80,7 @@ static void h_relay(struct mp_call *m)
 
 static void h_answer(struct mp_call *m)
 {
-    struct mp_mh_call *c = m->host_ctx;
+    struct mp_mh_call *c = mp_call_ctx(m);
     struct mp_buf body = {0};
     if (to_body(c, true, &m->resp, &body) == 0)
         c->host->answer(c->owner, body.data, body.len);
@@ -92,7 +92,7 @@ static void h_answer(struct mp_call *m)
 /* A fault becomes a failure body: StatusCode = the fault status. */
 static void h_fault(struct mp_call *m)
 {
-    struct mp_mh_call *c = m->host_ctx;
+    struct mp_mh_call *c = mp_call_ctx(m);
     struct mp_mh_body b;
     struct mp_buf body = {0};
     if (mp_mh_body_new(&b, c->kind, true, &c->arena) == 0) {
@@ -109,7 +109,7 @@ static void h_fault(struct mp_call *m)
 
 static void h_done(struct mp_call *m)
 {
-    struct mp_mh_call *c = m->host_ctx;
+    struct mp_mh_call *c = mp_call_ctx(m);
     c->m = NULL;
     mp_call_free(m);
     if (!c->owner)
@@ -169,28 +169,26 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
         c_free(c);
         return closed(ms, ki, user, rc);
     }
-    struct mp_call *m = mp_call_new(ms, &mh_host, mask);
+    struct mp_call_origin o = {
+        .host = &mh_host,
+        .owner = c,
+        .session = s,
+        .iface_uuid = ifc->uuid,
+        .iface = ifc->name,
+        .opnum = (uint16_t)ki->twin_opnum,
+        .op_name = twin->name,
+        .peer = peer,
+        .user = user, /* the HTTPS front logs on upstream as the proxy's account */
+        .proxy_identity = true,
+        .ctx = c,
+    };
+    struct mp_call *m = mp_call_new(ms, mask, &o);
     if (!m || mp_buf_append(&m->req, c->req_stub0.data, c->req_stub0.len)) {
         mp_call_free(m);
         c_free(c);
         return closed(ms, ki, user, rc);
     }
     c->m = m;
-    m->owner = c;
-    m->host_ctx = c;
-    if (s) {
-        m->session = s;
-        mp_session_ref(s);
-    }
-    memcpy(m->iface_uuid, ifc->uuid, 16);
-    snprintf(m->iface, sizeof(m->iface), "%s", ifc->name);
-    m->op_name = twin->name;
-    snprintf(m->peer, sizeof(m->peer), "%s", peer);
-    if (user && *user) { /* the HTTPS front logs on upstream as the proxy's account */
-        snprintf(m->user, sizeof(m->user), "%s", user);
-        m->proxy_identity = true;
-    }
-    m->opnum = (uint16_t)ki->twin_opnum;
     *out = c;
     mp_call_run_request(m);
     return 0;

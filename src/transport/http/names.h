@@ -1,6 +1,6 @@
 /* Autodiscover rewriting: names of the upstream become the proxy's name. */
-#ifndef MP_HTTP_REWRITE_H
-#define MP_HTTP_REWRITE_H
+#ifndef MP_HTTP_NAMES_H
+#define MP_HTTP_NAMES_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /* Authentication termination on the HTTPS front (doc/internals/http.md,
  * "Authentication termination"). */
-#include "http/hauth.h"
+#include "transport/http/hauth.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

@@ -17,10 +17,15 @@ struct mp_modules;
 /* MAPI/HTTP requests that modules want go through this chain (the relay's:
  * mp_relay_modules), decoded into their RPC twins (src/mapihttp/mhcall.h). */
 void mp_http_set_modules(struct mp_http *h, struct mp_modules *mods);
-/* mapiproxy:rpc over http: each virtual connection's inner DCE/RPC stream
- * goes to adopt(data, fd, client host, client port) (mp_relay_adopt). */
-int mp_http_set_rpch(struct mp_http *h, void (*adopt)(void *, int, const char *, uint16_t),
-                     void *data);
+/* A transport that serves a path itself (RPC over HTTP): requests whose
+ * path matches prefix (see src/transport/http/route.h for the matching and
+ * for what take() gets) are handed to take() with their connection, once
+ * the request head is complete and, with mapiproxy:http auth = terminate,
+ * the client logged on.  ext_methods: methods http-parser does not know
+ * that this route takes ("RPC_IN_DATA RPC_OUT_DATA"), or NULL.  0 or -1. */
+#include "transport/http/route.h"
+int mp_http_add_handler(struct mp_http *h, const char *prefix, bool any_tail,
+                        const char *ext_methods, mp_http_take_fn take, void *arg);
 /* Closes the listeners and every connection. */
 void mp_http_free(struct mp_http *h);
 #endif

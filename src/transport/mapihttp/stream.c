@@ -1,5 +1,5 @@
 /* MAPI over HTTP response stream parser and builder (see stream.h). */
-#include "mapihttp/stream.h"
+#include "transport/mapihttp/stream.h"
 
 #include <stdio.h>
 #include <string.h>

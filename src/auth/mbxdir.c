@@ -2,7 +2,7 @@
  * blocking DCE/RPC client of the upstream's NSPI interface, made of the
  * pieces the relay uses (PDU builders, the NTLM initiator, packet privacy,
  * the endpoint mapper's ept_map, the NSPI codec). */
-#include "modules/mbxdir.h"
+#include "auth/mbxdir.h"
 
 #include <errno.h>
 #include <netdb.h>

@@ -3,7 +3,7 @@
  * decode mode the field helpers read and fill the structures, in encode
  * mode they write what the structures hold.  See body.h and
  * doc/internals/mapihttp.md. */
-#include "mapihttp/body.h"
+#include "transport/mapihttp/body.h"
 
 #include <string.h>
 #include <strings.h>

@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mapihttp/body.h"
+#include "transport/mapihttp/body.h"
 
 struct mp_modules;
 struct mp_session;

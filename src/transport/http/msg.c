@@ -1,5 +1,5 @@
 /* HTTP message heads: collection and rebuilding (doc/internals/http.md). */
-#include "http/msg.h"
+#include "transport/http/msg.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "http/rewrite.h"
+#include "transport/http/names.h"
 
 /* mp_buf_append, except that nothing is done for nothing (the buffer may
  * still be unallocated, and NULL + 0 is undefined). */

@@ -1,0 +1,642 @@
+/* The HTTPS front (doc/internals/http.md): listeners, connections, their
+ * two legs, the pump and the timers.
+ *
+ * A connection is one client connection and, from its first relayed
+ * request on, its own upstream connection (never shared: NTLM and
+ * Negotiate bind their state to the connection).  Requests on a connection
+ * are handled one at a time: the request parser pauses when a request is
+ * complete and resumes when its response is complete.  Bodies stream both
+ * ways as they arrive; only Autodiscover answers are buffered (bounded) to
+ * rewrite the names in them.  Every step is non-blocking: pump() moves
+ * bytes until nothing moves, then the wanted epoll events and the one
+ * timer are set from the state.  What the bytes mean is exchange.c's. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "net/accept.h"
+#include "net/tls.h"
+#include "ops/metrics.h"
+#include "transport/http/hconn.h"
+
+static void io_cb(struct mp_io *io, uint32_t ev);
+
+void mp_hf_side_close(struct mp_loop *loop, struct leg *x)
+{
+    mp_tls_free(&x->tls, x->open && !x->connecting && !x->eof);
+    if (x->open)
+        mp_io_close(loop, &x->io);
+    x->open = false;
+    x->eof = true;
+    mp_buf_free(&x->in);
+    mp_buf_free(&x->out);
+}
+
+void mp_hf_upstream_clock_start(struct hconn *s)
+{
+    if (!s->u.connecting && !s->u.tls.handshaking)
+        s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
+}
+
+void mp_hf_upstream_failed(struct hconn *s, int st, const char *why)
+{
+    mp_mhb_end(s);
+    mp_warn("http #%" PRIu64 " %s upstream %s: %s", s->id, s->peer, s->h->up_hostport, why);
+    mp_hf_side_close(s->h->loop, &s->u);
+    if (s->in_request && !s->resp_started) {
+        mp_hx_send_local(s, st, true);
+        mp_hx_log_request(s);
+        s->in_request = false;
+    } else {
+        mp_hf_close(s, "upstream closed");
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* upstream connection                                                 */
+
+int mp_hf_upstream_start(struct hconn *s)
+{
+    struct mp_http *h = s->h;
+    int fd = socket(h->up_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&h->up_addr, h->up_addr_len) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    s->u.io.fd = fd;
+    s->u.io.cb = io_cb;
+    s->u.io.data = &s->u;
+    s->u.open = true;
+    s->u.connecting = true;
+    s->u.eof = false;
+    s->upstream_dl = mp_now_ms() + h->cfg->connect_timeout_ms;
+    mp_debug("http #%" PRIu64 " %s: connecting to upstream %s", s->id, s->peer, h->up_hostport);
+    return 0;
+}
+
+/* The TCP connect finished: check it, start TLS. */
+static void upstream_connected(struct hconn *s)
+{
+    struct mp_http *h = s->h;
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(s->u.io.fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+        err = errno;
+    if (err) {
+        char why[160];
+        snprintf(why, sizeof why, "connect failed: %s", strerror(err));
+        mp_hf_upstream_failed(s, 502, why);
+        return;
+    }
+    s->u.connecting = false;
+    if (!h->cfg->http_upstream.tls) {
+        s->upstream_dl = mp_now_ms() + (uint64_t)h->cfg->http_upstream_timeout_s * 1000;
+        return;
+    }
+    const char *why = NULL;
+    if (mp_tls_connect(&s->u.tls, h->client_ctx, s->u.io.fd, h->cfg->http_upstream.host,
+                       h->cfg->tls_verify, &why)) {
+        mp_hf_upstream_failed(s, 502, why);
+        return;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* authentication termination (hauth.c)                                */
+
+static bool may_read(struct hconn *s, struct leg *x)
+{
+    uint32_t maxb = s->h->cfg->max_buffer;
+    if (!x->open || x->eof || x->connecting || x->tls.handshaking)
+        return false;
+    if (x->client)
+        return !s->closing && mp_buf_avail(&x->in) < MAX_PARKED && mp_buf_avail(&s->u.out) < maxb;
+    return mp_buf_avail(&s->c.out) < maxb;
+}
+
+static bool step(struct hconn *s, struct leg *x)
+{
+    struct mp_http *h = s->h;
+    bool moved = false;
+    if (!x->open || x->connecting)
+        return false;
+    if (x->tls.handshaking) {
+        char why[200];
+        int r = mp_tls_handshake(&x->tls, why, sizeof why);
+        if (r < 0) {
+            if (x->client && !mp_tls_heard(&x->tls)) {
+                /* connected and left without a byte: a port probe or health check */
+                mp_hf_close(s, "closed before TLS");
+            } else if (x->client) {
+                mp_info("http #%" PRIu64 " %s: TLS handshake failed: %s", s->id, s->peer, why);
+                mp_hf_close(s, "TLS handshake failed");
+            } else {
+                mp_hf_upstream_failed(s, 502, why);
+            }
+            return true;
+        }
+        if (r == 0)
+            return false;
+        char tv[96];
+        mp_tls_describe(&x->tls, tv, sizeof tv);
+        if (x->client) {
+            mp_debug("http #%" PRIu64 " %s: %s", s->id, s->peer, tv);
+        } else {
+            mp_debug("http #%" PRIu64 " %s: upstream %s %s", s->id, s->peer, tv,
+                     h->cfg->tls_verify ? "verified" : "NOT verified");
+            s->upstream_dl = mp_now_ms() + (uint64_t)h->cfg->http_upstream_timeout_s * 1000;
+        }
+        moved = true;
+    }
+    struct mp_buf *ob = mp_hu_wbuf(s, x);
+    while (mp_buf_avail(ob) && !x->eof) {
+        ssize_t n = mp_tls_write(&x->tls, x->io.fd, mp_buf_head(ob), mp_buf_avail(ob));
+        if (n < 0) {
+            x->eof = true;
+            if (x->client) {
+                mp_hf_close(s, "client write failed");
+            } else {
+                mp_hf_upstream_failed(s, 502, "write failed");
+            }
+            return true;
+        }
+        if (n == 0)
+            break;
+        mp_buf_consume(ob, (size_t)n);
+        x->out_since = mp_now_ms();
+        moved = true;
+    }
+    if (!mp_buf_avail(ob))
+        mp_buf_trim(ob);
+    if (x->client)
+        moved |= mp_hx_parse_client(s);
+    while (!s->dead && may_read(s, x)) {
+        if (mp_buf_reserve(&x->in, READ_CHUNK)) {
+            mp_hf_close(s, "out of memory");
+            return true;
+        }
+        ssize_t n = mp_tls_read(&x->tls, x->io.fd, x->in.data + x->in.len, READ_CHUNK);
+        if (n == 0)
+            break;
+        moved = true;
+        if (n < 0) {
+            x->eof = true;
+            if (x->client) {
+                mp_hf_close(s, s->in_request ? "client closed in a request" : "client closed");
+                return true;
+            }
+            mp_hx_parse_upstream(s, true);
+            return true;
+        }
+        x->in.len += (size_t)n;
+        if (x->client)
+            mp_hx_parse_client(s);
+        else
+            mp_hx_parse_upstream(s, false);
+    }
+    return moved;
+}
+
+static uint32_t wanted(struct leg *x, bool can_read)
+{
+    if (x->connecting)
+        return MP_WRITE;
+    return mp_tls_events(&x->tls, can_read, mp_buf_avail(mp_hu_wbuf(x->s, x)) > 0);
+}
+
+static void timer_cb(struct mp_timer *t);
+
+/* When a peer that is not reading what we queue for it is given up. */
+static uint64_t send_deadline(struct hconn *s, struct leg *x)
+{
+    if (!x->open || x->connecting || x->tls.handshaking || !mp_buf_avail(mp_hu_wbuf(s, x)) ||
+        !x->out_since)
+        return 0;
+    return x->out_since + (uint64_t)s->h->cfg->send_timeout_s * 1000;
+}
+
+/* Does the upstream owe us something now?  While the client still sends
+ * its body, only a connect, a TLS handshake or the proxy's NTLM logon is
+ * timed by http upstream timeout (the body has its own clock). */
+bool mp_hf_upstream_clock(struct hconn *s)
+{
+    return s->req_complete || s->u.connecting || s->u.tls.handshaking || mp_hu_busy(s) || s->status;
+}
+
+static void settle(struct hconn *s)
+{
+    struct mp_http *h = s->h;
+    if (s->dead)
+        return;
+    if (s->closing && !mp_buf_avail(&s->c.out)) {
+        mp_hf_close(s, "done");
+        return;
+    }
+    if (s->c.open)
+        mp_io_set(h->loop, &s->c.io, wanted(&s->c, may_read(s, &s->c)));
+    if (s->u.open)
+        mp_io_set(h->loop, &s->u.io, wanted(&s->u, may_read(s, &s->u)));
+    uint64_t now = mp_now_ms(), dl = 0;
+    struct leg *sides[2] = {&s->c, &s->u};
+    for (int i = 0; i < 2; i++) /* the send clock runs while bytes wait */
+        if (!mp_buf_avail(mp_hu_wbuf(s, sides[i])))
+            sides[i]->out_since = 0;
+        else if (!sides[i]->out_since)
+            sides[i]->out_since = now;
+    bool up_clock = mp_hf_upstream_clock(s);
+    uint64_t cand[6] = {s->header_dl,
+                        s->in_request ? 0 : s->idle_dl,
+                        s->in_request && s->forwarded && up_clock ? s->upstream_dl : 0,
+                        send_deadline(s, &s->c),
+                        send_deadline(s, &s->u),
+                        s->in_request && !s->req_complete ? s->body_dl : 0};
+    for (int i = 0; i < 6; i++)
+        if (cand[i] && (!dl || cand[i] < dl))
+            dl = cand[i];
+    if (dl) {
+        mp_timer_arm(h->loop, &s->timer, dl > now ? dl - now : 0);
+    } else {
+        mp_timer_cancel(h->loop, &s->timer);
+    }
+}
+
+void mp_hf_pump(struct hconn *s)
+{
+    bool nested = s->pumping;
+    s->pumping = true;
+    for (int i = 0; i < 64 && !s->dead; i++) {
+        bool a = step(s, &s->c);
+        bool b = !s->dead && step(s, &s->u);
+        if (!a && !b)
+            break;
+    }
+    s->pumping = nested;
+    settle(s);
+}
+
+static void io_cb(struct mp_io *io, uint32_t ev)
+{
+    struct leg *x = io->data;
+    struct hconn *s = x->s;
+    if (s->dead)
+        return;
+    if (x->connecting && (ev & (MP_WRITE | MP_ERRHUP)))
+        upstream_connected(s);
+    if (!s->dead)
+        mp_hf_pump(s);
+}
+
+/* The request body came slower than BODY_MIN_RATE: 408, and its upstream
+ * connection is given up (it is never left to such a client). */
+static void body_too_slow(struct hconn *s)
+{
+    struct mp_http *h = s->h;
+    mp_info("http #%" PRIu64 " %s: request body too slow (%" PRIu64 " bytes in %" PRIu64
+            " ms; at least %u bytes/s after mapiproxy:http header timeout): 408, closed",
+            s->id, s->peer, s->req_bytes, mp_now_ms() - s->body_t0, BODY_MIN_RATE);
+    s->body_dl = 0;
+    mp_mhb_end(s);
+    mp_hf_side_close(h->loop, &s->u);
+    if (s->resp_started) {
+        mp_hf_close(s, "request body too slow");
+        return;
+    }
+    mp_hx_send_local(s, 408, true);
+    mp_hx_log_request(s);
+    s->in_request = false;
+    s->c.out_since = mp_now_ms(); /* a client that does not read its 408 is not waited for */
+}
+
+static void timer_cb(struct mp_timer *t)
+{
+    struct hconn *s = t->data;
+    struct mp_http *h = s->h;
+    uint64_t now = mp_now_ms();
+    if (s->dead)
+        return;
+    if (s->header_dl && now >= s->header_dl) {
+        mp_info("http #%" PRIu64 " %s: request head not complete after %u s (mapiproxy:http "
+                "header timeout): closed",
+                s->id, s->peer, h->cfg->http_header_timeout_s);
+        s->header_dl = 0;
+        if (s->c.tls.handshaking) {
+            mp_hf_close(s, "header timeout in the TLS handshake");
+            return;
+        }
+        if (!s->resp_started)
+            mp_hx_send_local(s, 408, true);
+        s->in_request = false;
+        s->closing = true;
+        /* a client that does not read its 408 is not waited for */
+        s->c.out_since = now;
+    } else if (!s->in_request && s->idle_dl && now >= s->idle_dl) {
+        mp_debug("http #%" PRIu64 " %s: idle for %u s: closed", s->id, s->peer,
+                 h->cfg->http_idle_timeout_s);
+        mp_hf_close(s, "idle");
+        return;
+    } else if (s->in_request && !s->req_complete && s->body_dl && now >= s->body_dl) {
+        if (mp_buf_avail(&s->u.out) >= h->cfg->max_buffer) { /* we stopped reading it */
+            s->body_t0 = now - s->req_bytes * 1000 / BODY_MIN_RATE;
+            mp_hx_body_deadline(s);
+        } else {
+            body_too_slow(s);
+            if (s->dead)
+                return;
+        }
+    } else if (s->in_request && s->forwarded && s->upstream_dl && now >= s->upstream_dl &&
+               mp_hf_upstream_clock(s)) {
+        mp_hf_upstream_failed(s, 504,
+                              s->u.connecting || s->u.tls.handshaking
+                                  ? "connect timed out (mapiproxy:connect timeout)"
+                                  : "no answer in time (mapiproxy:http upstream timeout)");
+    } else if (send_deadline(s, &s->c) && now >= send_deadline(s, &s->c)) {
+        mp_hf_close(s, "client does not read (mapiproxy:send timeout)");
+        return;
+    } else if (send_deadline(s, &s->u) && now >= send_deadline(s, &s->u)) {
+        mp_hf_upstream_failed(s, 504, "does not read (mapiproxy:send timeout)");
+    }
+    if (!s->dead)
+        mp_hf_pump(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* sessions                                                            */
+
+static void conn_free(void *p)
+{
+    struct hconn *s = p;
+    mp_http_msg_free(&s->req);
+    mp_http_msg_free(&s->resp);
+    mp_buf_free(&s->ad.body);
+    mp_hu_free(&s->ua);
+    free(s);
+}
+
+void mp_hf_close(struct hconn *s, const char *why)
+{
+    struct mp_http *h = s->h;
+    if (s->dead)
+        return;
+    s->dead = true;
+    mp_mhb_end(s);
+    if (s->in_request && s->status == 0 && s->method[0]) {
+        s->status = 0;
+        mp_hx_log_request(s);
+    }
+    mp_debug("http #%" PRIu64 " %s: closed (%s)", s->id, s->peer, why);
+    mp_timer_cancel(h->loop, &s->timer);
+    mp_hf_side_close(h->loop, &s->c);
+    mp_hf_side_close(h->loop, &s->u);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        h->conns = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    h->n_conn--;
+    mp_metrics_open("http", -1);
+    if (mp_loop_defer(h->loop, conn_free, s))
+        conn_free(s); /* nothing else of this batch can point to it then */
+}
+
+static void accept_one(void *data, int fd, const char *host, uint16_t port)
+{
+    struct listener *l = data;
+    struct mp_http *h = l->h;
+    if (h->n_conn >= h->cfg->max_connections) {
+        mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host, port,
+                h->n_conn);
+        close(fd);
+        return;
+    }
+    struct hconn *s = calloc(1, sizeof *s);
+    if (!s || (h->server_ctx && mp_tls_accept(&s->c.tls, h->server_ctx, fd))) {
+        if (s)
+            mp_tls_free(&s->c.tls, false);
+        free(s);
+        close(fd);
+        return;
+    }
+    s->h = h;
+    s->id = ++h->next_id;
+    snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
+    s->c.s = s->u.s = s;
+    s->c.client = true;
+    s->c.io.fd = fd;
+    s->c.io.cb = io_cb;
+    s->c.io.data = &s->c;
+    s->c.open = true;
+    s->u.io.fd = -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    http_parser_init(&s->cp, HTTP_REQUEST);
+    s->cp.data = s;
+    http_parser_init(&s->up, HTTP_RESPONSE);
+    s->up.data = s;
+    mp_http_msg_init(&s->req, h->cfg->http_max_header);
+    mp_http_msg_init(&s->resp, h->cfg->http_max_header);
+    s->timer.cb = timer_cb;
+    s->timer.data = s;
+    /* the TLS handshake and the first head count against the header timeout */
+    s->header_dl = mp_now_ms() + (uint64_t)h->cfg->http_header_timeout_s * 1000;
+    s->next = h->conns;
+    if (h->conns)
+        h->conns->prev = s;
+    h->conns = s;
+    h->n_conn++;
+    mp_metrics_open("http", 1);
+    mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, s->c.tls.ssl ? " (TLS)" : "");
+    mp_hf_pump(s);
+}
+
+static void accept_cb(struct mp_io *io, uint32_t ev)
+{
+    struct listener *l = io->data;
+    mp_accept_ready(l->h->loop, io, "http", accept_one, l);
+}
+
+/* ------------------------------------------------------------------ */
+/* setup                                                               */
+
+static int listen_http(struct mp_http *h, const struct mp_http_listen *la)
+{
+    int fd = mp_listen_tcp(la->host, la->port, 1024, "mapiproxy:http listen");
+    if (fd < 0)
+        return -1;
+    struct listener *l = &h->ls[h->n_ls++];
+    l->h = h;
+    l->io.fd = fd;
+    l->io.cb = accept_cb;
+    l->io.data = l;
+    return mp_io_set(h->loop, &l->io, MP_READ);
+}
+
+static int setup_tls(struct mp_http *h)
+{
+    const struct mp_config *cfg = h->cfg;
+    if (!cfg->http_plain &&
+        !(h->server_ctx = mp_tls_server_ctx(cfg->tls_certificate, cfg->tls_key)))
+        return -1;
+    if (cfg->http_upstream.tls &&
+        !(h->client_ctx = mp_tls_client_ctx(cfg->tls_verify, cfg->tls_ca_file)))
+        return -1;
+    return 0;
+}
+
+static int resolve_upstream(struct mp_http *h)
+{
+    const struct mp_http_url *u = &h->cfg->http_upstream;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai, *a;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%u", u->port);
+    int rc = getaddrinfo(u->host, ps, &hints, &ai);
+    if (rc) {
+        mp_error("mapiproxy:http upstream: cannot resolve %s: %s; check the name", u->host,
+                 gai_strerror(rc));
+        return -1;
+    }
+    struct addrinfo *pick = ai;
+    for (a = ai; a; a = a->ai_next) /* IPv4 first: "localhost" may also be ::1 */
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    memcpy(&h->up_addr, pick->ai_addr, pick->ai_addrlen);
+    h->up_addr_len = pick->ai_addrlen;
+    freeaddrinfo(ai);
+    bool v6 = strchr(u->host, ':') != NULL;
+    bool dflt = u->port == (u->tls ? 443 : 80);
+    char port[8] = "";
+    if (!dflt)
+        snprintf(port, sizeof port, ":%u", u->port);
+    snprintf(h->up_hostport, sizeof h->up_hostport, "%s%s%s%s", v6 ? "[" : "", u->host,
+             v6 ? "]" : "", port);
+    return 0;
+}
+
+struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
+{
+    static bool settings_done;
+    if (!settings_done) {
+        mp_hx_init();
+        settings_done = true;
+    }
+    struct mp_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->loop = loop;
+    h->cfg = cfg;
+    for (size_t i = 0; i < MP_MAX_LISTEN; i++)
+        h->ls[i].io.fd = -1;
+    char pub[320];
+    if (cfg->http_public_name[0])
+        snprintf(pub, sizeof pub, "%s", cfg->http_public_name);
+    else if (strchr(cfg->http_listen[0].host, ':'))
+        snprintf(pub, sizeof pub, "[%s]:%u", cfg->http_listen[0].host, cfg->http_listen[0].port);
+    else
+        snprintf(pub, sizeof pub, "%s:%u", cfg->http_listen[0].host, cfg->http_listen[0].port);
+    if (mp_http_names_init(&h->names, cfg->http_upstream.host, cfg->http_upstream_names, pub)) {
+        mp_error("mapiproxy:http upstream names / public name: a name is empty or too long, or "
+                 "there are more than %d; fix them",
+                 MP_HTTP_MAX_NAMES);
+        free(h);
+        return NULL;
+    }
+    h->names.relayed = mp_hx_url_path_relayed;
+    h->names.relayed_arg = &h->routes;
+    h->names.drop_unrelayed = cfg->http_drop_unrelayed;
+    if (mp_http_routes_init(&h->routes, cfg) || mp_hauth_init(&h->auth, cfg) || setup_tls(h) ||
+        resolve_upstream(h)) {
+        mp_http_free(h);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_http_listen; i++)
+        if (listen_http(h, &cfg->http_listen[i])) {
+            mp_http_free(h);
+            return NULL;
+        }
+    mp_info("http front ready: %zu listener(s), %s, upstream %s://%s, public name %s",
+            cfg->n_http_listen, cfg->http_plain ? "plain HTTP" : "TLS",
+            cfg->http_upstream.tls ? "https" : "http", h->up_hostport, h->names.pub_authority);
+    return h;
+}
+
+void mp_http_set_modules(struct mp_http *h, struct mp_modules *mods)
+{
+    h->mods = mods;
+}
+
+void mp_http_free(struct mp_http *h)
+{
+    if (!h)
+        return;
+    while (h->conns)
+        mp_hf_close(h->conns, "shutdown");
+    mp_mh_cookies_free(&h->cookies);
+    for (size_t i = 0; i < h->n_ls; i++) {
+        mp_accept_forget(&h->ls[i].io);
+        mp_io_close(h->loop, &h->ls[i].io);
+    }
+    mp_tls_ctx_free(h->server_ctx);
+    mp_tls_ctx_free(h->client_ctx);
+    mp_http_routes_free(&h->routes);
+    mp_http_names_free(&h->names);
+    mp_hauth_free(&h->auth);
+    free(h);
+}
+
+int mp_http_add_handler(struct mp_http *h, const char *prefix, bool any_tail,
+                        const char *ext_methods, mp_http_take_fn take, void *arg)
+{
+    return mp_http_routes_add_handler(&h->routes, prefix, any_tail, ext_methods, take, arg);
+}
+
+void mp_hf_hand_over(struct hconn *s)
+{
+    struct mp_http *h = s->h;
+    const struct mp_http_route *r = s->route;
+    struct mp_buf *in = &s->c.in;
+    /* paused in on_headers_complete, http-parser stops before the head's
+     * last LF */
+    if (mp_buf_avail(in) && mp_buf_head(in)[0] == '\n')
+        mp_buf_consume(in, 1);
+    struct mp_http_handover ho = {
+        .fd = s->c.io.fd,
+        .tls = s->c.tls,
+        .peer = s->peer,
+        .id = s->id,
+        .method = s->method,
+        .user = h->auth.on ? s->ua.ha.user : "",
+        .req = &s->req,
+        .rest = mp_buf_head(in),
+        .rest_len = mp_buf_avail(in),
+        .keepalive = s->keepalive,
+    };
+    mp_io_set(h->loop, &s->c.io, 0);
+    s->c.io.fd = -1;
+    s->c.open = false;
+    s->c.tls = (struct mp_tls){0};
+    s->in_request = false;
+    mp_info("http #%" PRIu64 " %s %s %s: handed to its transport", s->id, s->peer, s->method,
+            s->path);
+    int rc = r->take(r->arg, &ho);
+    mp_hf_close(s, rc ? "refused by its handler" : "handed over");
+}

@@ -1,0 +1,303 @@
+/* MAPI/HTTP session cookies (cookies.h). */
+#include "transport/mapihttp/cookies.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "event/loop.h"
+#include "chain/chain.h"
+#include "transport/http/msg.h"
+
+#define MAX_MH_SESSIONS 4096u
+#define MH_SESSION_IDLE_MS (2u * 3600u * 1000u)
+#define MAX_COWN 65536u
+
+/* A MAPI/HTTP session for the module chain: the upstream's cookie names
+ * it, whatever client connection a request comes on. */
+struct mp_mh_sess {
+    struct mp_mh_sess *next;
+    char cookie[MP_MH_COOKIE_MAX];
+    struct mp_session *ses;
+    uint64_t last_ms;
+};
+
+/* A session cookie the upstream set, and the identity of the request it
+ * answered. */
+struct mp_mh_cown {
+    struct mp_mh_cown *next;
+    char cookie[MP_MH_COOKIE_MAX];
+    char who[MP_MH_WHO_MAX];
+    uint64_t last_ms;
+};
+
+/* The value of cookie `name` in a Cookie header ("a=b; MapiContext=v"). */
+static const char *cookie_in(const char *v, size_t vl, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < vl;) {
+        while (i < vl && (v[i] == ' ' || v[i] == ';'))
+            i++;
+        size_t j = i;
+        while (j < vl && v[j] != ';')
+            j++;
+        if (j - i > nl && !strncmp(v + i, name, nl) && v[i + nl] == '=') {
+            *len = j - i - nl - 1;
+            return v + i + nl + 1;
+        }
+        i = j;
+    }
+    return NULL;
+}
+
+const char *mp_mh_cookie_of(const struct mp_http_msg *m, bool response, size_t *len)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        const struct mp_http_hdr *hd = &m->h[i];
+        const char *nm = (const char *)m->raw.data + hd->name_off;
+        const char *want = response ? "set-cookie" : "cookie";
+        if (hd->name_len != strlen(want) || strncasecmp(nm, want, hd->name_len))
+            continue;
+        const char *v = (const char *)m->raw.data + hd->val_off;
+        size_t vl = hd->val_len;
+        if (response) { /* "MapiContext=v; Path=..." */
+            size_t k = 0;
+            while (k < vl && v[k] != ';')
+                k++;
+            vl = k;
+        }
+        /* Exchange's MapiContext; grommunio's gromox calls it "sid" */
+        const char *c = cookie_in(v, vl, "MapiContext", len);
+        if (!c)
+            c = cookie_in(v, vl, "sid", len);
+        if (c && *len && *len < MP_MH_COOKIE_MAX)
+            return c;
+    }
+    return NULL;
+}
+
+/* ---- module sessions by cookie ---- */
+
+static struct mp_mh_sess *mh_find(struct mp_mh_cookies *k, const char *c, size_t n)
+{
+    for (struct mp_mh_sess *m = k->mh; m; m = m->next)
+        if (strlen(m->cookie) == n && !memcmp(m->cookie, c, n))
+            return m;
+    return NULL;
+}
+
+static void mh_drop(struct mp_mh_cookies *k, struct mp_mh_sess *m)
+{
+    for (struct mp_mh_sess **pp = &k->mh; *pp; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    }
+    mp_session_unref(m->ses);
+    free(m);
+    k->n_mh--;
+}
+
+/* Sessions idle for long, and the oldest beyond the limit, go. */
+static void mh_expire(struct mp_mh_cookies *k)
+{
+    uint64_t now = mp_now_ms();
+    for (struct mp_mh_sess *m = k->mh, *nx; m; m = nx) {
+        nx = m->next;
+        if (now - m->last_ms > MH_SESSION_IDLE_MS)
+            mh_drop(k, m);
+    }
+    while (k->n_mh >= MAX_MH_SESSIONS) {
+        struct mp_mh_sess *old = k->mh;
+        for (struct mp_mh_sess *m = k->mh; m; m = m->next)
+            if (m->last_ms < old->last_ms)
+                old = m;
+        mh_drop(k, old);
+    }
+}
+
+struct mp_session *mp_mh_session_for(struct mp_mh_cookies *k, struct mp_modules *mods,
+                                     const struct mp_http_msg *req)
+{
+    size_t n;
+    const char *c = mp_mh_cookie_of(req, false, &n);
+    struct mp_mh_sess *m = c ? mh_find(k, c, n) : NULL;
+    if (m) {
+        m->last_ms = mp_now_ms();
+        mp_session_ref(m->ses);
+        return m->ses;
+    }
+    struct mp_session *ses = mp_session_new(mods);
+    if (ses) /* 0x40000000 and up: apart from the RPC transport's association ids */
+        ses->id = (uint32_t)(0x40000000u | (++k->next_id & 0x3fffffffu));
+    return ses;
+}
+
+void mp_mh_session_register(struct mp_mh_cookies *k, const struct mp_http_msg *resp,
+                            struct mp_session *ses)
+{
+    size_t n;
+    const char *c = mp_mh_cookie_of(resp, true, &n);
+    if (!c || !ses || mh_find(k, c, n))
+        return;
+    mh_expire(k);
+    struct mp_mh_sess *m = calloc(1, sizeof(*m));
+    if (!m)
+        return;
+    memcpy(m->cookie, c, n);
+    m->ses = ses;
+    mp_session_ref(m->ses);
+    m->last_ms = mp_now_ms();
+    m->next = k->mh;
+    k->mh = m;
+    k->n_mh++;
+}
+
+void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req)
+{
+    size_t n;
+    const char *c = mp_mh_cookie_of(req, false, &n);
+    struct mp_mh_sess *m = c ? mh_find(k, c, n) : NULL;
+    if (m)
+        mh_drop(k, m);
+}
+
+/* ---- session cookies bound to identities (doc/security.md) ---- */
+
+static struct mp_mh_cown **cown_bucket(struct mp_mh_cookies *k, const char *c, size_t n)
+{
+    uint32_t x = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ (uint8_t)c[i]) * 16777619u;
+    return &k->cown[x % MP_MH_COWN_BUCKETS];
+}
+
+static struct mp_mh_cown *cown_find(struct mp_mh_cookies *k, const char *c, size_t n)
+{
+    for (struct mp_mh_cown *o = *cown_bucket(k, c, n); o; o = o->next)
+        if (strlen(o->cookie) == n && !memcmp(o->cookie, c, n))
+            return o;
+    return NULL;
+}
+
+/* Cookies unused for two hours go (at most once a minute); beyond
+ * MAX_COWN, the least recently used. */
+static void cown_sweep(struct mp_mh_cookies *k)
+{
+    uint64_t now = mp_now_ms();
+    if (k->n_cown < MAX_COWN && now - k->cown_swept_ms < 60000)
+        return;
+    k->cown_swept_ms = now;
+    struct mp_mh_cown **oldest = NULL;
+    for (size_t b = 0; b < MP_MH_COWN_BUCKETS; b++)
+        for (struct mp_mh_cown **pp = &k->cown[b]; *pp;) {
+            struct mp_mh_cown *o = *pp;
+            if (now - o->last_ms > MH_SESSION_IDLE_MS) {
+                *pp = o->next;
+                free(o);
+                k->n_cown--;
+                continue;
+            }
+            if (!oldest || o->last_ms < (*oldest)->last_ms)
+                oldest = pp;
+            pp = &o->next;
+        }
+    if (k->n_cown >= MAX_COWN && oldest) {
+        struct mp_mh_cown *o = *oldest;
+        *oldest = o->next;
+        free(o);
+        k->n_cown--;
+    }
+}
+
+void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp, const char *who)
+{
+    size_t n;
+    const char *c = mp_mh_cookie_of(resp, true, &n);
+    if (!c || !who[0])
+        return;
+    struct mp_mh_cown *o = cown_find(k, c, n);
+    if (!o) {
+        cown_sweep(k);
+        if (!(o = calloc(1, sizeof *o)))
+            return;
+        memcpy(o->cookie, c, n);
+        struct mp_mh_cown **b = cown_bucket(k, c, n);
+        o->next = *b;
+        *b = o;
+        k->n_cown++;
+    }
+    snprintf(o->who, sizeof o->who, "%s", who);
+    o->last_ms = mp_now_ms();
+}
+
+/* May this session cookie be used by who?  Not when it belongs to another
+ * identity, nor, with strict, when the proxy never saw it issued. */
+static bool cookie_ok(struct mp_mh_cookies *k, const char *c, size_t n, const char *who,
+                      bool strict, char *owner, size_t on)
+{
+    struct mp_mh_cown *o = n < MP_MH_COOKIE_MAX ? cown_find(k, c, n) : NULL;
+    if (!o) {
+        owner[0] = 0;
+        return !strict;
+    }
+    if (!strcasecmp(o->who, who)) {
+        o->last_ms = mp_now_ms();
+        return true;
+    }
+    snprintf(owner, on, "%s", o->who);
+    return false;
+}
+
+bool mp_mh_cookies_allowed(struct mp_mh_cookies *k, const struct mp_http_msg *m, const char *who,
+                           bool strict, char *owner, size_t on)
+{
+    if (!strict && !who[0])
+        return true; /* pass-through, nobody the proxy can name: the upstream decides */
+    for (size_t i = 0; i < m->n; i++) {
+        const struct mp_http_hdr *hd = &m->h[i];
+        if (hd->name_len != 6 || strncasecmp((const char *)m->raw.data + hd->name_off, "cookie", 6))
+            continue;
+        const char *v = (const char *)m->raw.data + hd->val_off;
+        size_t vl = hd->val_len;
+        for (size_t p = 0; p < vl;) {
+            while (p < vl && (v[p] == ' ' || v[p] == ';'))
+                p++;
+            size_t e = p;
+            while (e < vl && v[e] != ';')
+                e++;
+            const char *eq = memchr(v + p, '=', e - p);
+            if (eq) {
+                size_t nl = (size_t)(eq - (v + p));
+                while (nl && v[p + nl - 1] == ' ')
+                    nl--;
+                bool ours = (nl == 11 && !strncasecmp(v + p, "MapiContext", 11)) ||
+                            (nl == 3 && !strncasecmp(v + p, "sid", 3));
+                const char *val = eq + 1;
+                size_t len = (size_t)(v + e - val);
+                while (len && *val == ' ')
+                    val++, len--;
+                while (len && val[len - 1] == ' ')
+                    len--;
+                if (ours && len && !cookie_ok(k, val, len, who, strict, owner, on))
+                    return false;
+            }
+            p = e;
+        }
+    }
+    return true;
+}
+
+void mp_mh_cookies_free(struct mp_mh_cookies *k)
+{
+    while (k->mh)
+        mh_drop(k, k->mh);
+    for (size_t b = 0; b < MP_MH_COWN_BUCKETS; b++)
+        while (k->cown[b]) {
+            struct mp_mh_cown *o = k->cown[b];
+            k->cown[b] = o->next;
+            free(o);
+        }
+}

@@ -1,0 +1,60 @@
+/* MAPI/HTTP session cookies (MapiContext; gromox calls it "sid"), the state
+ * the bridge keeps across client connections:
+ *
+ *  - the module session each cookie names (a MAPI/HTTP session may move
+ *    from one client connection to another; its module state follows the
+ *    cookie), at most MAX_MH_SESSIONS, idle ones dropped after two hours;
+ *  - the identity each cookie was issued to (doc/security.md): only that
+ *    identity may present it, at most 65,536 remembered.
+ *
+ * Nothing here knows about connections: the front passes the messages and
+ * the identity of the request. */
+#ifndef MP_MAPIHTTP_COOKIES_H
+#define MP_MAPIHTTP_COOKIES_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct mp_http_msg;
+struct mp_modules;
+struct mp_session;
+
+#define MP_MH_COOKIE_MAX 128 /* longest cookie value kept, NUL included */
+#define MP_MH_WHO_MAX 520    /* longest identity, NUL included */
+#define MP_MH_COWN_BUCKETS 1024u
+
+struct mp_mh_cookies {
+    struct mp_mh_sess *mh; /* module sessions by cookie */
+    size_t n_mh;
+    uint64_t next_id;                            /* ids of new module sessions */
+    struct mp_mh_cown *cown[MP_MH_COWN_BUCKETS]; /* cookies and who they belong to */
+    size_t n_cown;
+    uint64_t cown_swept_ms;
+};
+
+void mp_mh_cookies_free(struct mp_mh_cookies *k);
+
+/* MapiContext (or sid) from the request's Cookie headers (response false)
+ * or the response's Set-Cookie headers; NULL when there is none that fits. */
+const char *mp_mh_cookie_of(const struct mp_http_msg *m, bool response, size_t *len);
+
+/* The module session of a request: the one its cookie names (a new
+ * reference), or a new session.  NULL when memory runs out. */
+struct mp_session *mp_mh_session_for(struct mp_mh_cookies *k, struct mp_modules *mods,
+                                     const struct mp_http_msg *req);
+/* The upstream named the session ses in resp (Set-Cookie): remember it. */
+void mp_mh_session_register(struct mp_mh_cookies *k, const struct mp_http_msg *resp,
+                            struct mp_session *ses);
+/* Disconnect / Unbind: the session the request's cookie names ends. */
+void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req);
+
+/* The upstream set a session cookie in resp: it belongs to who ("" : to
+ * nobody the proxy can name, not remembered). */
+void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp, const char *who);
+/* May the request of who use every MapiContext and sid cookie it carries?
+ * A cookie of another identity is refused; with strict (the proxy
+ * terminates logons) so is one the proxy never saw issued.  false with
+ * owner set (the cookie's owner, "" if unknown) when one is refused. */
+bool mp_mh_cookies_allowed(struct mp_mh_cookies *k, const struct mp_http_msg *req, const char *who,
+                           bool strict, char *owner, size_t on);
+#endif
