@@ -153,22 +153,9 @@ static void test_partner_never_comes(void)
     mp_rpch_free(r);
 }
 
-static void test_method(void)
-{
-    size_t ml = 0;
-    CHECK_EQ(mp_rpch_method((const uint8_t *)"RPC_IN_DATA /rpc", 16, &ml), 1);
-    CHECK_EQ(ml, 11u);
-    CHECK_EQ(mp_rpch_method((const uint8_t *)"RPC_OUT_DATA /", 14, &ml), 2);
-    CHECK_EQ(ml, 12u);
-    CHECK_EQ(mp_rpch_method((const uint8_t *)"RPC_", 4, &ml), -1);
-    CHECK_EQ(mp_rpch_method((const uint8_t *)"POST /", 6, &ml), 0);
-    CHECK_EQ(mp_rpch_method((const uint8_t *)"RPC_IN_DATAX /", 14, &ml), 0);
-}
-
 int main(void)
 {
     loop = mp_loop_new();
-    test_method();
     test_pair_and_relay();
     test_partner_never_comes();
     mp_buf_free(&s_in.got);

@@ -191,8 +191,8 @@ static int take(void *arg, struct mp_http_handover *ho)
     const char *ex = mp_http_msg_get(ho->req, "expect", &cl);
     if (ex && cl == 12 && !strncasecmp(ex, "100-continue", 12))
         h_send(c, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
-    mp_debug("http #%" PRIu64 " %s: %s channel of %" PRIu64 " bytes%s%s", c->id, c->peer,
-             c->method, len, ho->user[0] ? ", user " : "", ho->user);
+    mp_debug("http #%" PRIu64 " %s: %s channel of %" PRIu64 " bytes%s%s", c->id, c->peer, c->method,
+             len, ho->user[0] ? ", user " : "", ho->user);
     if (ho->rest_len)
         hchan_input(c, ho->rest, ho->rest_len);
     if (!c->dead)

@@ -72,25 +72,6 @@ size_t mp_rpch_count(const struct mp_rpch *r)
     return r->n;
 }
 
-int mp_rpch_method(const uint8_t *p, size_t n, size_t *method_len)
-{
-    static const char *const m[2] = {"RPC_IN_DATA ", "RPC_OUT_DATA "};
-    int maybe = 0;
-    for (int i = 0; i < 2; i++) {
-        size_t l = strlen(m[i]);
-        size_t k = n < l ? n : l;
-        if (memcmp(p, m[i], k) != 0)
-            continue;
-        if (n < l) {
-            maybe = -1;
-            continue;
-        }
-        *method_len = l - 1;
-        return i + 1;
-    }
-    return maybe;
-}
-
 static void cookie_str(const struct mp_rts_cookie *c, char *dst, size_t n)
 {
     const uint8_t *b = c->b; /* a GUID: the first three fields little-endian */

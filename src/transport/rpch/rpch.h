@@ -53,10 +53,4 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
  * channel and its association. */
 void mp_rpch_chan_free(struct mp_rpch_chan *c);
 
-/* RPC_IN_DATA / RPC_OUT_DATA at the start of a request: 1 IN, 2 OUT, 0
- * another method, -1 too few bytes to tell.  *method_len: the token's
- * length (http-parser is fed "POST" in its place, the real method is
- * remembered; doc/internals/rpch.md "HTTP parsing"). */
-int mp_rpch_method(const uint8_t *p, size_t n, size_t *method_len);
-
 #endif
