@@ -178,6 +178,9 @@ class RpchServer(object):
 
 
 class _RpchHandler(lab_mapihttp._Handler):
+    def handle_expect_100(self):
+        return True      # 100 Continue only after the logon (_channel), as IIS does
+
     def do_RPC_OUT_DATA(self):
         self._channel(out=True)
 
@@ -217,6 +220,9 @@ class _RpchHandler(lab_mapihttp._Handler):
             # an NTLM leg may come without a body; nothing to do
             return self._send_simple(200 if not ident else 400, b'')
         self.close_connection = True
+        if self.headers.get('Expect', '').lower() == '100-continue':
+            self.wfile.write(b'HTTP/1.1 100 Continue\r\n\r\n')
+            self.wfile.flush()
         target = self.server.lab.backend_port(query)
         log('rpch: %s channel %s user=%s length=%d' % (name, query, ident, length))
         if target is None:
