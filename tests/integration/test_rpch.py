@@ -149,7 +149,10 @@ def channel(port, method, length, body=b"", auth=True):
     head = (f"{method} /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: x\r\n"
             + (f"Authorization: Basic {cred}\r\n" if auth else "")
             + f"Content-Length: {length}\r\n\r\n")
-    s.sendall(head.encode() + body)
+    try:
+        s.sendall(head.encode() + body)
+    except OSError:  # the proxy may close first (overrun, broken PDU): read what it said
+        pass
     return s
 
 
