@@ -894,6 +894,12 @@ static const struct opt options[] = {
     {"mapiproxy:http basic", K_BOOL, F(http_basic), 0, 0, NULL},
     {"mapiproxy:http realm", K_STR, F(http_realm), 0, 0, NULL},
     {"mapiproxy:http upstream auth", K_STR, F(http_upstream_auth), 0, 0, NULL},
+    {"mapiproxy:rpc over http", K_BOOL, F(rpch), 0, 0, NULL},
+    {"mapiproxy:rpc over http receive window", K_SIZE, F(rpch_window), 8u << 10, 256u << 10,
+     "bytes"},
+    {"mapiproxy:rpc over http connection timeout", K_UINT, F(rpch_conn_timeout_s), 120, 14400,
+     "seconds"},
+    {"mapiproxy:rpc over http pairing timeout", K_UINT, F(rpch_pair_timeout_s), 1, 3600, "seconds"},
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
     {"mapiproxy:winbind socket dir", K_STR, F(winbind_socket_dir), 0, 0, NULL},
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
@@ -1375,8 +1381,16 @@ static void check_http(struct pctx *p, const char *name)
 {
     struct mp_config *c = p->cfg;
     check_http_paths(p, name);
+    if (c->rpch && !c->n_http_listen)
+        perr_opt(p, name, "mapiproxy:rpc over http",
+                 "mapiproxy:rpc over http = yes needs the HTTPS front: set mapiproxy:http listen");
     if (!c->n_http_listen)
         return;
+    if (c->rpch && (!c->http_auth[0] || strcasecmp(c->http_auth, "terminate")))
+        perr_opt(p, name, "mapiproxy:rpc over http",
+                 "mapiproxy:rpc over http = yes: the proxy checks the clients' HTTP logons "
+                 "itself (its DCE/RPC upstream has no HTTP), so set mapiproxy:http auth = "
+                 "terminate");
     if (!c->have_http_upstream)
         perr_opt(p, name, "mapiproxy:http listen",
                  "mapiproxy:http listen is set but mapiproxy:http upstream is not; add "
@@ -1884,6 +1898,9 @@ static void set_defaults(struct mp_config *c)
     c->http_max_body = 64u << 20;
     c->http_max_rewrite = 1u << 20;
     c->http_held_budget = 32u << 20;
+    c->rpch_window = 64u << 10;
+    c->rpch_conn_timeout_s = 120;
+    c->rpch_pair_timeout_s = 30;
     snprintf(c->http_relay_paths, sizeof c->http_relay_paths, "%s", MP_HTTP_DEFAULT_RELAY_PATHS);
 }
 

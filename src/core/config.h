@@ -175,6 +175,11 @@ struct mp_config {
     bool http_basic;             /* mapiproxy:http basic: clients may use Basic (no) */
     char http_realm[128];        /* mapiproxy:http realm: Basic realm (the public name) */
     char http_upstream_auth[32]; /* mapiproxy:http upstream auth: ntlm (default) | basic */
+    /* RPC over HTTP v2 on the HTTPS front (src/transport/rpch/, doc/internals/rpch.md) */
+    bool rpch;                    /* mapiproxy:rpc over http: terminate /rpc/rpcproxy.dll (no) */
+    uint32_t rpch_window;         /* mapiproxy:rpc over http receive window (64 KiB) */
+    uint32_t rpch_conn_timeout_s; /* mapiproxy:rpc over http connection timeout (120) */
+    uint32_t rpch_pair_timeout_s; /* mapiproxy:rpc over http pairing timeout (30) */
     /* NTLM users from a domain, groups (doc/configuration.md, doc/internals/auth.md) */
     char ntlm_backend[16];        /* mapiproxy:ntlm backend: file (default) | winbind */
     char winbind_socket_dir[256]; /* mapiproxy:winbind socket dir ("" = libwbclient's default) */

@@ -20,6 +20,7 @@
 #include "transport/http/front.h"
 #include "ops/stats_http.h"
 #include "transport/dcerpc/dcerpc.h"
+#include "transport/rpch/hchan.h"
 
 #define MP_VERSION "0.1.0"
 
@@ -48,7 +49,8 @@ struct gen {
     struct mp_config cfg;
     struct mp_relay *relay;
     struct mp_http *http;
-    struct gen *next; /* on the draining list */
+    struct mp_rpch_http *rpch; /* RPC over HTTP on http's front, or NULL */
+    struct gen *next;          /* on the draining list */
     unsigned no;      /* 1 at start, +1 per reload */
 };
 
@@ -85,7 +87,8 @@ static int load_checked(struct mp_config *cfg, const char *path, struct mp_diag 
 
 static void gen_free(struct gen *g)
 {
-    mp_http_free(g->http); /* first: it uses the relay's module chain */
+    mp_rpch_http_free(g->rpch); /* it hands associations to the relay */
+    mp_http_free(g->http);      /* then: it uses the relay's module chain */
     mp_relay_free(g->relay);
     mp_config_free(&g->cfg);
     free(g);
@@ -110,6 +113,14 @@ static int gen_start(struct daemon *d, struct gen *g)
     }
     if (g->http)
         mp_http_set_modules(g->http, mp_relay_modules(g->relay));
+    if (mp_rpch_http_setup(d->loop, &g->cfg, g->http, mp_relay_adopt, g->relay, &g->rpch)) {
+        mp_http_free(g->http);
+        mp_relay_free(g->relay);
+        g->http = NULL;
+        g->relay = NULL;
+        mp_listen_abort();
+        return -1;
+    }
     mp_listen_commit();
     return 0;
 }

@@ -114,6 +114,8 @@ def main(argv=None):
                     help='minimum authentication level for calls (default none)')
     ap.add_argument('--mapihttp-port', type=int, default=None, metavar='N',
                     help='also serve MAPI over HTTP + Autodiscover on port N (0: ephemeral)')
+    ap.add_argument('--rpch-port', type=int, default=None, metavar='N',
+                    help='also serve RPC over HTTP v2 (/rpc/rpcproxy.dll) on port N (0: ephemeral)')
     ap.add_argument('--tls-cert', metavar='FILE', help='PEM certificate: MAPI/HTTP over TLS')
     ap.add_argument('--tls-key', metavar='FILE', help='PEM private key for --tls-cert')
     ap.add_argument('--http-auth', default='ntlm,basic',
@@ -182,6 +184,14 @@ def main(argv=None):
         except (OSError, ValueError) as e:
             ap.error('MAPI/HTTP listener: %s' % e)
         config.ports['mapihttp'] = mapihttp.port
+    rpch = None
+    if args.rpch_port is not None:
+        import lab_rpch
+        try:
+            rpch = lab_rpch.RpchServer(config, args.host, args.rpch_port, args.tls_cert,
+                                       args.tls_key, http_auth, auth.userdb)
+        except (OSError, ValueError) as e:
+            ap.error('RPC over HTTP listener: %s' % e)
     epmap.register(lab_rfr_uuid(), '1.0', listeners['rfr'].port, 'MS Exchange Directory RFR Interface')
     epmap.register(lab_nspi.NSPI_UUID, '56.0', listeners['nspi'].port,
                    'MS Exchange Directory NSPI Proxy')
@@ -203,10 +213,13 @@ def main(argv=None):
         l.start()
     if mapihttp is not None:
         mapihttp.start()
+    if rpch is not None:
+        rpch.start()
     log('lab server %s (%s), org %s' % (config.server_name, config.fqdn, config.org_dn))
-    sys.stdout.write('READY epm=%d rfr=%d nspi=%d emsmdb=%d%s\n' % (
+    sys.stdout.write('READY epm=%d rfr=%d nspi=%d emsmdb=%d%s%s\n' % (
         listeners['epm'].port, listeners['rfr'].port, listeners['nspi'].port,
-        listeners['emsmdb'].port, '' if mapihttp is None else ' mapihttp=%d' % mapihttp.port))
+        listeners['emsmdb'].port, '' if mapihttp is None else ' mapihttp=%d' % mapihttp.port,
+        '' if rpch is None else ' rpch=%d' % rpch.port))
     sys.stdout.flush()
     while not stop.is_set():
         stop.wait(0.5)
@@ -214,6 +227,8 @@ def main(argv=None):
         l.stop()
     if mapihttp is not None:
         mapihttp.stop()
+    if rpch is not None:
+        rpch.stop()
     log('stopped')
     return 0
 

@@ -604,6 +604,8 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
     } else if (ss.ss_family == AF_INET) {
         ip[10] = ip[11] = 0xff;
         memcpy(ip + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    } else if (inet_pton(AF_INET6, host, ip) != 1 && inet_pton(AF_INET, host, ip + 12) == 1) {
+        ip[10] = ip[11] = 0xff; /* a socketpair (mp_relay_adopt): the client's address */
     }
     struct addr_count *ac = dce_addr_take(r, ip);
     if (!ac) {

@@ -1,0 +1,56 @@
+/* RPC over HTTP v2 termination (MS-RPCH): the channels of the HTTPS front
+ * on /rpc/rpcproxy.dll, paired into virtual connections by their cookie;
+ * the inner DCE/RPC stream of each virtual connection goes to the DCE/RPC
+ * transport as one client connection (a socketpair handed to its accept
+ * function), so binds, authentication, modules and calls are the ones of
+ * ncacn_ip_tcp.  doc/internals/rpch.md. */
+#ifndef MP_TRANSPORT_RPCH_H
+#define MP_TRANSPORT_RPCH_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event/loop.h"
+
+struct mp_rpch;
+struct mp_rpch_chan;
+
+struct mp_rpch_opts {
+    uint32_t recv_window;     /* bytes; our IN channel window (8 KiB to 256 KiB) */
+    uint32_t conn_timeout_ms; /* CONN/A3, CONN/C2; Ping on the OUT channel at half of it */
+    uint32_t pair_timeout_ms; /* a channel waits this long for its partner */
+    uint64_t max_pending;     /* bytes queued toward the association or the client */
+};
+
+/* Hands one connection (fd, the client's address) to the DCE/RPC transport:
+ * the shape of mp_accept_fn. */
+typedef void (*mp_rpch_adopt_fn)(void *data, int fd, const char *host, uint16_t port);
+
+struct mp_rpch *mp_rpch_new(struct mp_loop *loop, const struct mp_rpch_opts *o,
+                            mp_rpch_adopt_fn adopt, void *adopt_data);
+void mp_rpch_free(struct mp_rpch *r);
+size_t mp_rpch_count(const struct mp_rpch *r); /* virtual connections */
+
+/* What a channel needs from the HTTP session that carries it. */
+struct mp_rpch_chan_host {
+    /* bytes for the client on this HTTP connection (the OUT channel's
+     * response head and body) */
+    void (*send)(void *owner, const uint8_t *p, size_t n);
+    /* the virtual connection ended (why: for the log line); the session
+     * closes its connection and calls mp_rpch_chan_free */
+    void (*close)(void *owner, const char *why);
+};
+
+/* A channel's request head was accepted (method RPC_OUT_DATA when out,
+ * RPC_IN_DATA otherwise; content_length its Content-Length). */
+struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *peer_host,
+                                      uint16_t peer_port, uint64_t content_length,
+                                      const struct mp_rpch_chan_host *host, void *owner);
+/* Body bytes of the channel's request.  Returns NULL, or an error (logged
+ * by the caller, who then closes). */
+const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n);
+/* The session is going away: closes the virtual connection's other
+ * channel and its association. */
+void mp_rpch_chan_free(struct mp_rpch_chan *c);
+
+#endif

@@ -1,0 +1,261 @@
+/* RPC over HTTP v2 virtual connection, proxy side: see vconn.h. */
+#include "transport/rpch/vconn.h"
+
+#include <string.h>
+
+#include "dcerpc/pdu.h"
+
+void mp_rpch_vc_init(struct mp_rpch_vc *vc, const struct mp_rpch_limits *lim)
+{
+    memset(vc, 0, sizeof(*vc));
+    vc->lim = *lim;
+    if (vc->lim.recv_window < MP_RTS_MIN_WINDOW || vc->lim.recv_window > MP_RTS_MAX_WINDOW)
+        vc->lim.recv_window = MP_RTS_MAX_WINDOW;
+    if (vc->lim.conn_timeout < MP_RTS_MIN_CONN_TIMEOUT ||
+        vc->lim.conn_timeout > MP_RTS_MAX_CONN_TIMEOUT)
+        vc->lim.conn_timeout = MP_RTS_MIN_CONN_TIMEOUT;
+    vc->state = MP_RPCH_WAIT_CHANNELS;
+    vc->in_limit = vc->lim.recv_window;
+}
+
+void mp_rpch_vc_free(struct mp_rpch_vc *vc)
+{
+    mp_buf_free(&vc->in_acc);
+    mp_buf_free(&vc->out_q);
+    mp_buf_free(&vc->held);
+    mp_buf_free(&vc->up_q);
+    vc->state = MP_RPCH_CLOSED;
+}
+
+static const char *queue_rts(struct mp_rpch_vc *vc, const struct mp_rts_pdu *pdu)
+{
+    uint8_t b[128];
+    size_t n = mp_rts_encode(pdu, b, sizeof(b));
+    if (!n || mp_buf_append(&vc->out_q, b, n))
+        return "out of memory";
+    return NULL;
+}
+
+/* Decodes p as the PDU kind wanted. */
+static const char *decode_as(const uint8_t *p, size_t n, enum mp_rts_kind want,
+                             struct mp_rts_pdu *pdu)
+{
+    struct mp_pdu_hdr h;
+    const char *err = mp_pdu_hdr_check(p, n, &h);
+    if (err)
+        return err;
+    if (h.frag_len != n)
+        return "first PDU of the channel has the wrong length";
+    if ((err = mp_rts_decode(p, n, pdu)))
+        return err;
+    if (mp_rts_identify(pdu) != want)
+        return want == MP_RTS_CONN_A1 ? "OUT channel did not start with CONN/A1"
+                                      : "IN channel did not start with CONN/B1";
+    return NULL;
+}
+
+const char *mp_rpch_first_cookie(const uint8_t *p, size_t n, bool out_channel,
+                                 struct mp_rts_cookie *vc_cookie)
+{
+    struct mp_rts_pdu pdu;
+    const char *err = decode_as(p, n, out_channel ? MP_RTS_CONN_A1 : MP_RTS_CONN_B1, &pdu);
+    if (!err)
+        *vc_cookie = pdu.cmd[1].v.cookie;
+    return err;
+}
+
+static const char *maybe_open(struct mp_rpch_vc *vc)
+{
+    if (!vc->have_a1 || !vc->have_b1)
+        return NULL;
+    struct mp_rts_pdu c2;
+    uint32_t version = vc->version < 1 ? vc->version : 1;
+    mp_rts_conn_c2(&c2, version, vc->lim.recv_window, vc->lim.conn_timeout);
+    vc->state = MP_RPCH_OPEN;
+    return queue_rts(vc, &c2);
+}
+
+const char *mp_rpch_vc_conn_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
+{
+    struct mp_rts_pdu pdu;
+    const char *err = decode_as(p, n, MP_RTS_CONN_A1, &pdu);
+    if (err)
+        return err;
+    if (vc->have_a1)
+        return "second CONN/A1 for the virtual connection";
+    if (vc->have_b1 && memcmp(&vc->vc_cookie, &pdu.cmd[1].v.cookie, 16) != 0)
+        return "CONN/A1 for another virtual connection";
+    uint32_t window = pdu.cmd[3].v.u32;
+    if (window < MP_RTS_MIN_WINDOW || window > MP_RTS_MAX_WINDOW)
+        return "CONN/A1 ReceiveWindowSize out of range";
+    vc->vc_cookie = pdu.cmd[1].v.cookie;
+    vc->out_cookie = pdu.cmd[2].v.cookie;
+    vc->out_window = window;
+    vc->version = vc->have_b1 && vc->version < pdu.cmd[0].v.u32 ? vc->version : pdu.cmd[0].v.u32;
+    vc->have_a1 = true;
+    struct mp_rts_pdu a3;
+    mp_rts_conn_a3(&a3, vc->lim.conn_timeout);
+    if ((err = queue_rts(vc, &a3)))
+        return err;
+    return maybe_open(vc);
+}
+
+const char *mp_rpch_vc_conn_b1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n,
+                               uint64_t in_length)
+{
+    struct mp_rts_pdu pdu;
+    const char *err = decode_as(p, n, MP_RTS_CONN_B1, &pdu);
+    if (err)
+        return err;
+    if (vc->have_b1)
+        return "second CONN/B1 for the virtual connection";
+    if (vc->have_a1 && memcmp(&vc->vc_cookie, &pdu.cmd[1].v.cookie, 16) != 0)
+        return "CONN/B1 for another virtual connection";
+    if (in_length < n)
+        return "RPC_IN_DATA Content-Length shorter than CONN/B1";
+    uint32_t ka = pdu.cmd[4].v.u32;
+    if (ka && ka < MP_RTS_MIN_KEEPALIVE)
+        return "CONN/B1 ClientKeepalive below 60 s";
+    uint32_t life = pdu.cmd[3].v.u32;
+    if (life < MP_RTS_MIN_LIFETIME || life > MP_RTS_MAX_LIFETIME)
+        return "CONN/B1 ChannelLifetime out of range";
+    vc->vc_cookie = pdu.cmd[1].v.cookie;
+    vc->in_cookie = pdu.cmd[2].v.cookie;
+    vc->lifetime = life;
+    vc->keepalive = ka ? ka : MP_RTS_DEFAULT_KEEPALIVE;
+    vc->assoc_group = pdu.cmd[5].v.cookie;
+    vc->version = vc->have_a1 && vc->version < pdu.cmd[0].v.u32 ? vc->version : pdu.cmd[0].v.u32;
+    vc->in_left = in_length - n;
+    vc->have_b1 = true;
+    return maybe_open(vc);
+}
+
+/* Moves held server PDUs to out_q while the client's window has room. */
+static const char *release_held(struct mp_rpch_vc *vc)
+{
+    while (mp_buf_avail(&vc->held) >= MP_HDR_LEN) {
+        const uint8_t *p = mp_buf_head(&vc->held);
+        size_t n = mp_get16(p + 8);
+        if (vc->out_sent + n - vc->out_acked > vc->out_window)
+            break;
+        if (mp_buf_append(&vc->out_q, p, n))
+            return "out of memory";
+        vc->out_sent += n;
+        mp_buf_consume(&vc->held, n);
+    }
+    mp_buf_trim(&vc->held);
+    return NULL;
+}
+
+static const char *in_rts(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
+{
+    struct mp_rts_pdu pdu;
+    const char *err = mp_rts_decode(p, n, &pdu);
+    if (err)
+        return err;
+    const struct mp_rts_cmd *ack;
+    switch (mp_rts_identify(&pdu)) {
+    case MP_RTS_PING:
+        vc->pings++;
+        return NULL;
+    case MP_RTS_KEEP_ALIVE: {
+        uint32_t ka = pdu.cmd[0].v.u32;
+        if (ka && ka < MP_RTS_MIN_KEEPALIVE)
+            return "Keep-Alive interval below 60 s";
+        vc->keepalive = ka ? ka : MP_RTS_DEFAULT_KEEPALIVE;
+        vc->keepalives++;
+        return NULL;
+    }
+    case MP_RTS_FLOW_CONTROL_ACK_DEST:
+        if (pdu.cmd[0].v.u32 != MP_RTS_FD_OUT_PROXY)
+            return "FlowControlAck for a destination other than the outbound proxy";
+        ack = &pdu.cmd[1];
+        if (memcmp(&ack->v.ack.channel, &vc->out_cookie, 16) != 0)
+            return "FlowControlAck for another OUT channel";
+        if (ack->v.ack.bytes_received > vc->out_sent ||
+            ack->v.ack.bytes_received < (uint32_t)vc->out_acked)
+            return "FlowControlAck BytesReceived out of range";
+        if (ack->v.ack.available_window > MP_RTS_MAX_WINDOW)
+            return "FlowControlAck AvailableWindow out of range";
+        /* BytesReceived is a 32-bit counter of the channel's RPC bytes */
+        vc->out_acked = (vc->out_acked & ~(uint64_t)0xffffffffu) | ack->v.ack.bytes_received;
+        vc->out_window = ack->v.ack.available_window;
+        vc->acks_received++;
+        return release_held(vc);
+    case MP_RTS_IN_R1_A1:
+    case MP_RTS_OUT_R1_A3:
+        return "channel recycling on this virtual connection is not supported yet";
+    default:
+        return "unexpected RTS PDU on the IN channel";
+    }
+}
+
+const char *mp_rpch_vc_in_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
+{
+    if (vc->state != MP_RPCH_OPEN)
+        return "IN channel data before the virtual connection is open";
+    if (n > vc->in_left)
+        return "IN channel data beyond its Content-Length";
+    vc->in_left -= n;
+    if (mp_buf_append(&vc->in_acc, p, n))
+        return "out of memory";
+    while (mp_buf_avail(&vc->in_acc) >= MP_HDR_LEN) {
+        const uint8_t *q = mp_buf_head(&vc->in_acc);
+        struct mp_pdu_hdr h;
+        const char *err = mp_pdu_hdr_check(q, mp_buf_avail(&vc->in_acc), &h);
+        if (err)
+            return err;
+        if (mp_buf_avail(&vc->in_acc) < h.frag_len)
+            break;
+        if (h.ptype == MP_PT_RTS) {
+            if ((err = in_rts(vc, q, h.frag_len)))
+                return err;
+        } else {
+            /* 3.2.1.1.4: RPC PDUs only count against the window */
+            vc->in_received += h.frag_len;
+            if (vc->in_received > vc->in_limit)
+                return "client overran the IN channel's receive window";
+            if (mp_buf_append(&vc->up_q, q, h.frag_len))
+                return "out of memory";
+        }
+        mp_buf_consume(&vc->in_acc, h.frag_len);
+    }
+    mp_buf_trim(&vc->in_acc);
+    return NULL;
+}
+
+const char *mp_rpch_vc_consumed(struct mp_rpch_vc *vc, size_t n)
+{
+    vc->in_consumed += n;
+    if (vc->in_consumed - vc->in_acked < vc->lim.recv_window / 2)
+        return NULL;
+    /* BytesReceived, and the room left: what the client may still send is
+     * in_consumed + window (2.2.3.4) */
+    struct mp_rts_pdu ack;
+    uint32_t avail = vc->lim.recv_window - (uint32_t)(vc->in_received - vc->in_consumed);
+    mp_rts_flow_ack(&ack, 0, 0, (uint32_t)vc->in_received, avail, &vc->in_cookie);
+    vc->in_acked = vc->in_consumed;
+    vc->in_limit = vc->in_consumed + vc->lim.recv_window;
+    vc->acks_sent++;
+    return queue_rts(vc, &ack);
+}
+
+const char *mp_rpch_vc_from_server(struct mp_rpch_vc *vc, const uint8_t *pdu, size_t n)
+{
+    if (vc->state != MP_RPCH_OPEN)
+        return "server PDU before the virtual connection is open";
+    if (n < MP_HDR_LEN || mp_get16(pdu + 8) != n)
+        return "server PDU with a wrong frag_length";
+    if (mp_buf_avail(&vc->held) + n > vc->lim.max_pending)
+        return "client does not acknowledge its OUT channel";
+    if (mp_buf_append(&vc->held, pdu, n))
+        return "out of memory";
+    return release_held(vc);
+}
+
+void mp_rpch_vc_ping(struct mp_rpch_vc *vc)
+{
+    struct mp_rts_pdu ping;
+    mp_rts_ping(&ping);
+    (void)queue_rts(vc, &ping);
+}

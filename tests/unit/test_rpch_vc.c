@@ -1,0 +1,182 @@
+/* RPC over HTTP v2 virtual connection, proxy side (src/transport/rpch/vconn.c),
+ * driven with the CONN/A1 and CONN/B1 bytes Impacket's rpch client sends
+ * (cookies 00..0f virtual connection, 10..1f channel, 20..2f group). */
+#include <stdint.h>
+#include <string.h>
+
+#include "dcerpc/pdu.h"
+#include "testlib.h"
+#include "transport/rpch/vconn.h"
+
+static size_t unhex(const char *h, uint8_t *out)
+{
+    size_t n = 0;
+    for (; h[0] && h[1]; h += 2) {
+        unsigned v;
+        sscanf(h, "%2x", &v);
+        out[n++] = (uint8_t)v;
+    }
+    return n;
+}
+
+static const char *A1 =
+    "05001403100000004c0000000000000000000400060000000100000003000000000102030405060708090a0b0c0d"
+    "0e0f03000000101112131415161718191a1b1c1d1e1f0000000000000100";
+static const char *B1 =
+    "0500140310000000680000000000000000000600060000000100000003000000000102030405060708090a0b0c0d"
+    "0e0f03000000101112131415161718191a1b1c1d1e1f040000000000004005000000e09304000c00000020212223"
+    "2425262728292a2b2c2d2e2f";
+
+/* a request PDU of n bytes (n >= 24) */
+static size_t request(uint8_t *b, size_t n, uint32_t call_id)
+{
+    memset(b, 0x5a, n);
+    b[0] = 5, b[1] = 0, b[2] = MP_PT_REQUEST, b[3] = 3;
+    b[4] = 0x10, b[5] = b[6] = b[7] = 0;
+    mp_put16(b + 8, (uint16_t)n);
+    mp_put16(b + 10, 0);
+    mp_put32(b + 12, call_id);
+    return n;
+}
+
+static struct mp_rpch_vc vc;
+static const struct mp_rpch_limits LIM = {
+    .recv_window = 0x2000, .conn_timeout = 120000, .max_pending = 1 << 20};
+
+static void open_vc(void)
+{
+    uint8_t a1[128], b1[128];
+    size_t na = unhex(A1, a1), nb = unhex(B1, b1);
+    mp_rpch_vc_init(&vc, &LIM);
+    struct mp_rts_cookie c;
+    CHECK(mp_rpch_first_cookie(a1, na, true, &c) == NULL && c.b[0] == 0 && c.b[15] == 15);
+    CHECK(mp_rpch_first_cookie(b1, nb, true, &c) != NULL); /* B1 is not an OUT start */
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 28u); /* CONN/A3 */
+    CHECK(vc.state == MP_RPCH_WAIT_CHANNELS);
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb, 1u << 30) == NULL);
+    CHECK(vc.state == MP_RPCH_OPEN);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 28u + 44u); /* + CONN/C2 */
+    struct mp_rts_pdu p;
+    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q) + 28, 44, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_CONN_C1);
+    CHECK_EQ(p.cmd[1].v.u32, 0x2000u);
+    CHECK_EQ(vc.out_window, 65536u);
+    CHECK_EQ(vc.keepalive, 300000u);
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+}
+
+static void test_establish_and_relay(void)
+{
+    open_vc();
+    uint8_t b[0x3000];
+    size_t n = request(b, 1000, 1);
+    /* split in two reads: whole PDUs only reach up_q */
+    CHECK(mp_rpch_vc_in_data(&vc, b, 10) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.up_q), 0u);
+    CHECK(mp_rpch_vc_in_data(&vc, b + 10, n - 10) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.up_q), 1000u);
+    /* 5000 bytes in: no ack while the association has not taken them */
+    for (int i = 0; i < 4; i++)
+        CHECK(mp_rpch_vc_in_data(&vc, b, n) == NULL);
+    CHECK_EQ(vc.acks_sent, 0u);
+    /* a 4 KiB request more would pass the 8 KiB window: refused later */
+    CHECK(mp_rpch_vc_consumed(&vc, 3000) == NULL);
+    CHECK_EQ(vc.acks_sent, 0u);
+    /* half the window taken by the association: a FlowControlAck goes out */
+    CHECK(mp_rpch_vc_consumed(&vc, 2000) == NULL);
+    CHECK_EQ(vc.acks_sent, 1u);
+    CHECK_EQ(vc.in_limit, 5000u + 0x2000);
+    struct mp_rts_pdu p;
+    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), mp_buf_avail(&vc.out_q), &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_FLOW_CONTROL_ACK_PDU);
+    CHECK_EQ(p.cmd[0].v.ack.bytes_received, 5000u);
+    CHECK_EQ(p.cmd[0].v.ack.available_window, 0x2000u);
+    CHECK(p.cmd[0].v.ack.channel.b[0] == 0x10);
+    /* Ping and Keep-Alive are taken */
+    mp_rts_ping(&p);
+    uint8_t r[64];
+    size_t m = mp_rts_encode(&p, r, sizeof(r));
+    CHECK(mp_rpch_vc_in_data(&vc, r, m) == NULL);
+    CHECK_EQ(vc.pings, 1u);
+    mp_rpch_vc_free(&vc);
+}
+
+static void test_out_window(void)
+{
+    open_vc();
+    uint8_t b[0x4000];
+    size_t n = request(b, 0x4000, 7);
+    b[2] = MP_PT_RESPONSE;
+    /* the client's window is 64 KiB: four 16 KiB PDUs go, the fifth waits */
+    for (int i = 0; i < 5; i++)
+        CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 4u * 0x4000);
+    CHECK_EQ(mp_buf_avail(&vc.held), 0x4000u);
+    /* the client acknowledges (FlowControlAckWithDestination, FDOutProxy) */
+    struct mp_rts_pdu ack;
+    struct mp_rts_cookie oc;
+    for (int i = 0; i < 16; i++)
+        oc.b[i] = (uint8_t)(0x10 + i);
+    mp_rts_flow_ack(&ack, 1, MP_RTS_FD_OUT_PROXY, 0x8000, 65536, &oc);
+    uint8_t r[64];
+    size_t m = mp_rts_encode(&ack, r, sizeof(r));
+    CHECK(mp_rpch_vc_in_data(&vc, r, m) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.held), 0u);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 5u * 0x4000);
+    /* an ack for more than was sent is refused */
+    mp_rts_flow_ack(&ack, 1, MP_RTS_FD_OUT_PROXY, 0x100000, 65536, &oc);
+    m = mp_rts_encode(&ack, r, sizeof(r));
+    CHECK(mp_rpch_vc_in_data(&vc, r, m) != NULL);
+    mp_rpch_vc_free(&vc);
+}
+
+static void test_bad_input(void)
+{
+    uint8_t a1[128], b1[128], b[0x3000];
+    size_t na = unhex(A1, a1), nb = unhex(B1, b1);
+    /* window overrun: a client that ignores our 8 KiB window */
+    open_vc();
+    size_t n = request(b, 0x2001, 1);
+    CHECK(mp_rpch_vc_in_data(&vc, b, n) != NULL);
+    mp_rpch_vc_free(&vc);
+    /* data before the connection is open; B1 on the OUT channel; a second A1 */
+    mp_rpch_vc_init(&vc, &LIM);
+    CHECK(mp_rpch_vc_in_data(&vc, b, 100) != NULL);
+    CHECK(mp_rpch_vc_conn_a1(&vc, b1, nb) != NULL);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) != NULL);
+    /* B1 with another virtual connection cookie */
+    uint8_t other[128];
+    memcpy(other, b1, nb);
+    other[32] ^= 1;
+    CHECK(mp_rpch_vc_conn_b1(&vc, other, nb, 1u << 30) != NULL);
+    /* truncated / padded */
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb - 1, 1u << 30) != NULL);
+    mp_rpch_vc_free(&vc);
+    /* beyond the IN channel's Content-Length */
+    mp_rpch_vc_init(&vc, &LIM);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb, nb + 50) == NULL);
+    n = request(b, 100, 1);
+    CHECK(mp_rpch_vc_in_data(&vc, b, n) != NULL);
+    mp_rpch_vc_free(&vc);
+    /* a recycling request: refused with a reason */
+    open_vc();
+    struct mp_rts_pdu p = {.flags = MP_RTS_FLAG_RECYCLE_CHANNEL, .ncmds = 4};
+    p.cmd[0].type = MP_RTS_VERSION;
+    p.cmd[1].type = p.cmd[2].type = p.cmd[3].type = MP_RTS_COOKIE;
+    uint8_t r[128];
+    size_t m = mp_rts_encode(&p, r, sizeof(r));
+    const char *err = mp_rpch_vc_in_data(&vc, r, m);
+    CHECK(err && strstr(err, "recycling"));
+    mp_rpch_vc_free(&vc);
+}
+
+int main(void)
+{
+    test_establish_and_relay();
+    test_out_window();
+    test_bad_input();
+    TEST_DONE();
+}
