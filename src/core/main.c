@@ -51,7 +51,7 @@ struct gen {
     struct mp_http *http;
     struct mp_rpch_http *rpch; /* RPC over HTTP on http's front, or NULL */
     struct gen *next;          /* on the draining list */
-    unsigned no;      /* 1 at start, +1 per reload */
+    unsigned no;               /* 1 at start, +1 per reload */
 };
 
 struct daemon {
