@@ -26,7 +26,7 @@ import ics_client as IC  # noqa: E402
 from conftest import Lab  # noqa: E402
 from test_lab import ALICE  # noqa: E402
 from test_rop_lifetime import RpcTransport, HttpTransport  # noqa: E402
-from test_http_front_lab import lab_env, start_front, PENDING  # noqa: E402
+from test_http_front_lab import lab_env, start_front  # noqa: E402
 
 FXDUMP = os.path.join(ROOT, "build", "fxdump")
 SUBJECT = 0x0037001F
@@ -43,7 +43,8 @@ def fxdump():
 @pytest.fixture(scope="module")
 def mh_env(tmp_path_factory):
     d = tmp_path_factory.mktemp("fxdump-mh")
-    for e in lab_env(tmp_path_factory, {"LAB_FX_DUMP": str(d)}, "fxmh", PENDING):
+    # no PENDING delays: every Execute of the sync would wait for them
+    for e in lab_env(tmp_path_factory, {"LAB_FX_DUMP": str(d)}, "fxmh", ()):
         e["dump"] = d
         yield e
 

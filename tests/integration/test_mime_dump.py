@@ -20,8 +20,11 @@ import emsmdb_client as EC
 import emsmdb_ndr as N
 import lab_store as LS
 from test_lab import ALICE, online_session
-from test_http_front_lab import env, ntlm, start_front  # noqa: F401 (fixture)
+from test_http_front_lab import lab_https_fixture, ntlm, start_front
 from test_rop_modules import dump_lab, lab_wire, wire_log  # noqa: F401 (fixtures)
+
+# the lab's MAPI/HTTP server without PENDING delays (each Execute would wait)
+env = lab_https_fixture("mimedump")
 
 FL = N.EXT2_NO_COMPRESSION      # the lab's LZ77 is pure Python: big transfers uncompressed
 PidTagMid, PidTagSubject = 0x674A0014, 0x0037001F
@@ -194,7 +197,7 @@ def test_byte_identity_with_mime_dump(make_proxy, dump_lab, tmp_path, wire_log):
     assert att and att[0].get_payload(decode=True) == bytes(range(256)) * 150
 
 
-def test_online_download_and_upload_mapihttp(make_proxy, env, tmp_path):  # noqa: F811
+def test_online_download_and_upload_mapihttp(make_proxy, env, tmp_path):
     """The same over MAPI/HTTP: the HTTPS front before the lab's MAPI/HTTP
     server (python3-requests client, NTLM)."""
     import mapihttp_client as MH
