@@ -151,9 +151,11 @@ static struct held {
     bool used, created; /* by the configuration being built */
 } held[MAX_HELD];
 static size_t n_held;
+static bool building; /* between mp_listen_begin and commit/abort */
 
 void mp_listen_begin(void)
 {
+    building = true;
     for (size_t i = 0; i < n_held; i++)
         held[i].used = held[i].created = false;
 }
@@ -185,11 +187,13 @@ static bool none(const struct held *h)
 
 void mp_listen_commit(void)
 {
+    building = false;
     held_drop(was_used);
 }
 
 void mp_listen_abort(void)
 {
+    building = false;
     held_drop(not_new);
 }
 
@@ -202,6 +206,8 @@ static int listen_new(const char *host, uint16_t port, int backlog, const char *
 
 int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *option)
 {
+    if (!building) /* a listener outside a configuration (metrics, tests): not held */
+        return listen_new(host, port, backlog, option);
     for (size_t i = 0; i < n_held; i++)
         if (held[i].port == port && !strcmp(held[i].host, host)) {
             int fd = fcntl(held[i].fd, F_DUPFD_CLOEXEC, 0);

@@ -34,7 +34,8 @@ void mp_accept_forget(struct mp_io *io);
 int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *option);
 
 /* Listeners across a reload (doc/operations.md): the process keeps a
- * descriptor of every listening socket mp_listen_tcp made, by the address
+ * descriptor of every listening socket mp_listen_tcp made while a
+ * configuration was built (begin ... commit), by the address
  * and port asked for.  While a configuration is built (begin ... commit or
  * abort), mp_listen_tcp hands out a duplicate of a held socket with the same
  * address and port instead of binding again: no moment without a listener,
