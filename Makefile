@@ -254,3 +254,12 @@ uninstall:
 deb:
 	@scripts/install-deps.sh && scripts/install-deps.sh --deb
 	scripts/build-deb.sh
+
+# --- outside services (src/svc, doc/internals/svc.md) -----------------------
+# rspamd's JSON answers are read with json-c; build/svc-probe drives the
+# engine against real services in tests/integration/test_svc.py.
+LIBS += -ljson-c
+$(B)/svc-probe: tools/svc-probe.c $(B)/libmp-asan.a
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
+all: $(B)/svc-probe
+integration: $(B)/svc-probe
