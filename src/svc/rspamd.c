@@ -27,7 +27,8 @@ static int rspamd_begin(struct mp_svc_conv *c, bool reused)
 {
     struct rspamd_conv *k = (struct rspamd_conv *)c;
     const struct mp_svc_rspamd_req *r = &k->r;
-    int rc = mp_svc_printf(&c->out, "POST /checkv2 HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n",
+    int rc = mp_svc_printf(&c->out, "POST /checkv2 HTTP/1.1\r\nHost: %s\r\nConnection: keep-alive\r\n"
+                           "Content-Length: %zu\r\n",
                            r->host ? r->host : "localhost", k->len);
     const char *const names[] = {"From", "Rcpt", "IP", "Helo", "User", "Queue-Id", "Password"};
     const char *const vals[] = {r->from, r->rcpt, r->ip, r->helo, r->user, r->queue_id, r->password};
