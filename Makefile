@@ -84,7 +84,7 @@ $(B)/libmp-fuzz.a: $(FOBJ)
 	@rm -f $@; ar rcs $@ $^
 $(B)/fuzz/%: tests/fuzz/%.c $(B)/libmp-fuzz.a
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) -fsanitize=fuzzer $(INC) $< $(B)/libmp-fuzz.a $(LIBS) -o $@
+	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) -fsanitize=fuzzer $(INC) -Itests/fuzz $< $(B)/libmp-fuzz.a $(LIBS) -o $@
 # make fuzz SECONDS=N: each target for N seconds; new inputs go to build/fuzz/corpus-NAME.
 fuzz: $(addprefix $(B)/fuzz/,$(FUZZ))
 	@for t in $(FUZZ); do n=$${t#fuzz_}; mkdir -p $(B)/fuzz/corpus-$$n; \

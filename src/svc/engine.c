@@ -28,7 +28,7 @@ struct conn {
     int fd;
     void *w, *t;
     struct job *job; /* NULL while idle */
-    bool connecting, reused;
+    bool connecting, reused, begun;
     struct mp_buf in;
     struct conn *next; /* idle list */
 };
@@ -199,7 +199,7 @@ static void conn_end(struct conn *k, const char *why)
 static void want(struct conn *k)
 {
     unsigned ev = MP_SVC_EV_READ;
-    if (k->connecting || mp_buf_avail(&k->job->c->out))
+    if (k->connecting || !k->begun || mp_buf_avail(&k->job->c->out))
         ev |= MP_SVC_EV_WRITE;
     if (k->connecting)
         ev = MP_SVC_EV_WRITE;
@@ -209,6 +209,7 @@ static void want(struct conn *k)
 static void begin(struct conn *k)
 {
     struct mp_svc_conv *c = k->job->c;
+    k->begun = true;
     int r = c->ops->begin(c, k->reused);
     if (r == MP_SVC_DONE) {
         c->reusable = !mp_buf_avail(&c->out) && k->reused; /* nothing was said */
@@ -258,6 +259,17 @@ static struct conn *conn_new(struct mp_svc *s)
     return k;
 }
 
+static void reject_later(void *arg);
+
+/* done() always runs from the loop, never inside mp_svc_submit. */
+static void fail_later(struct mp_svc *s, struct job *j, const char *why)
+{
+    snprintf(j->c->v.name, sizeof j->c->v.name, "connect: %s", why);
+    j->next = (struct job *)s;
+    if (!s->lif.timer(s->lif.ctx, 0, reject_later, j))
+        job_fail(s, j, why);
+}
+
 static void start(struct mp_svc *s, struct job *j)
 {
     struct conn *k = s->idle;
@@ -273,17 +285,15 @@ static void start(struct mp_svc *s, struct job *j)
         k = conn_new(s);
         if (!k) {
             s->st.active--;
-            job_fail(s, j, strerror(errno));
+            fail_later(s, j, strerror(errno));
             return;
         }
     }
     k->job = j;
-    if (k->connecting) {
-        arm(k, s->cfg.connect_ms);
-        want(k);
-    } else {
-        begin(k);
-    }
+    k->begun = false;
+    /* begin from the loop (a writable event), never inside submit */
+    arm(k, k->connecting ? s->cfg.connect_ms : s->cfg.io_ms);
+    want(k);
 }
 
 static void pump(struct mp_svc *s)
@@ -323,6 +333,10 @@ static void conn_event(void *arg, int fd, unsigned ev)
             return;
         }
         k->connecting = false;
+        begin(k);
+        return;
+    }
+    if (!k->begun) {
         begin(k);
         return;
     }
@@ -380,8 +394,10 @@ static void reject_later(void *arg)
 {
     struct job *j = arg;
     struct mp_svc *s = (struct mp_svc *)j->next;
+    char why[sizeof j->c->v.name];
     j->next = NULL;
-    job_fail(s, j, "queue full");
+    snprintf(why, sizeof why, "%s", j->c->v.name[0] ? j->c->v.name : "queue full");
+    job_fail(s, j, why);
 }
 
 int mp_svc_submit(struct mp_svc *s, struct mp_svc_conv *conv, mp_svc_done_cb done, void *arg)
