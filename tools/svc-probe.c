@@ -92,9 +92,12 @@ static struct mp_svc_conv *make(const uint8_t *m, size_t n)
     if (!strcmp(proto, "clamd"))
         return mp_svc_clamd_new(m, n, maxstream);
     if (!strcmp(proto, "icap")) {
-        struct mp_svc_icap_req r = {.reqmod = reqmod, .host = icap_host, .service = service,
+        struct mp_svc_icap_req r = {.reqmod = reqmod,
+                                    .host = icap_host,
+                                    .service = service,
                                     .http_url = "http://mapiproxy/message.eml",
-                                    .content_type = "message/rfc822", .preview = preview};
+                                    .content_type = "message/rfc822",
+                                    .preview = preview};
         return mp_svc_icap_new(&r, m, n);
     }
     if (!strcmp(proto, "spamd"))
@@ -103,14 +106,21 @@ static struct mp_svc_conv *make(const uint8_t *m, size_t n)
                                                          : MP_SPAMD_CHECK,
                                 "mapiproxy", m, n);
     if (!strcmp(proto, "rspamd")) {
-        struct mp_svc_rspamd_req r = {.host = icap_host, .from = from, .rcpt = rcpts[0],
-                                      .ip = "127.0.0.1", .helo = "mapiproxy",
-                                      .user = "probe", .queue_id = "probe1"};
+        struct mp_svc_rspamd_req r = {.host = icap_host,
+                                      .from = from,
+                                      .rcpt = rcpts[0],
+                                      .ip = "127.0.0.1",
+                                      .helo = "mapiproxy",
+                                      .user = "probe",
+                                      .queue_id = "probe1"};
         return mp_svc_rspamd_new(&r, m, n);
     }
     if (!strcmp(proto, "milter")) {
-        struct mp_svc_milter_req r = {.client_host = "localhost", .client_addr = "127.0.0.1",
-                                      .client_port = 25, .helo = "mapiproxy", .from = from,
+        struct mp_svc_milter_req r = {.client_host = "localhost",
+                                      .client_addr = "127.0.0.1",
+                                      .client_port = 25,
+                                      .helo = "mapiproxy",
+                                      .from = from,
                                       .rcpt = rcpts};
         return mp_svc_milter_new(&r, m, n);
     }
@@ -194,7 +204,8 @@ int main(int argc, char **argv)
         }
         if (!strcmp(line, "quit"))
             break;
-        if (sscanf(line, "par %d %3999s", &n, file) != 2 && sscanf(line, "scan %3999s", file) != 1) {
+        if (sscanf(line, "par %d %3999s", &n, file) != 2 &&
+            sscanf(line, "scan %3999s", file) != 1) {
             printf("{\"error\":\"bad command\"}\n");
             fflush(stdout);
             continue;

@@ -95,8 +95,8 @@ static void clamd_free(struct mp_svc_conv *c)
     free(c);
 }
 
-static const struct mp_svc_ops clamd_ops = {"clamd", clamd_begin, clamd_feed, clamd_eof,
-                                            clamd_free, false};
+static const struct mp_svc_ops clamd_ops = {"clamd",   clamd_begin, clamd_feed,
+                                            clamd_eof, clamd_free,  false};
 
 struct mp_svc_conv *mp_svc_clamd_new(const uint8_t *data, size_t len, size_t max_stream)
 {

@@ -10,9 +10,9 @@
 
 const char *mp_svc_kind_name(enum mp_svc_kind k)
 {
-    static const char *const names[] = {"none",     "clean",   "infected",   "spam",
-                                        "reject",   "tempfail", "discard",   "quarantine",
-                                        "modified", "toobig",  "error",      "unavailable"};
+    static const char *const names[] = {"none",     "clean",    "infected", "spam",
+                                        "reject",   "tempfail", "discard",  "quarantine",
+                                        "modified", "toobig",   "error",    "unavailable"};
     return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
 }
 
@@ -142,7 +142,7 @@ int mp_svc_chunked_feed(struct mp_svc_chunked *ck, const uint8_t *p, size_t n, s
                 if (v > (SIZE_MAX >> 4))
                     return MP_SVC_BAD;
                 v = v * 16 + (size_t)(isdigit((unsigned char)line[d]) ? line[d] - '0'
-                                                                       : (line[d] | 32) - 'a' + 10);
+                                                                      : (line[d] | 32) - 'a' + 10);
             }
             if (!d)
                 return MP_SVC_BAD;

@@ -490,7 +490,8 @@ static void *lw_watch(void *ctx, int fd, unsigned events, mp_svc_fd_cb cb, void 
     w->cb = cb;
     w->arg = arg;
     w->loop = ctx;
-    uint32_t want = (events & MP_SVC_EV_READ ? MP_READ : 0) | (events & MP_SVC_EV_WRITE ? MP_WRITE : 0);
+    uint32_t want =
+        (events & MP_SVC_EV_READ ? MP_READ : 0) | (events & MP_SVC_EV_WRITE ? MP_WRITE : 0);
     if (mp_io_set(ctx, &w->io, want)) {
         free(w);
         return NULL;
@@ -501,7 +502,8 @@ static void *lw_watch(void *ctx, int fd, unsigned events, mp_svc_fd_cb cb, void 
 static int lw_set(void *ctx, void *watch, unsigned events)
 {
     struct lw *w = watch;
-    uint32_t want = (events & MP_SVC_EV_READ ? MP_READ : 0) | (events & MP_SVC_EV_WRITE ? MP_WRITE : 0);
+    uint32_t want =
+        (events & MP_SVC_EV_READ ? MP_READ : 0) | (events & MP_SVC_EV_WRITE ? MP_WRITE : 0);
     return want == w->io.want && w->io.registered ? 0 : mp_io_set(ctx, &w->io, want);
 }
 

@@ -28,14 +28,14 @@ struct mp_loop;
 void mp_svc_loopif_mp_loop(struct mp_svc_loopif *lif, struct mp_loop *loop);
 
 struct mp_svc_config {
-    const char *name;       /* for logs */
-    const char *addr;       /* "unix:/path", "/path", "host:port" */
-    unsigned connect_ms;    /* default 2000 */
-    unsigned io_ms;         /* no progress for this long: give up (default 30000) */
-    unsigned max_conns;     /* concurrent conversations (default 4) */
-    unsigned max_idle;      /* idle connections kept (default = max_conns) */
-    unsigned max_queue;     /* waiting conversations (default 1000) */
-    bool fail_open;         /* policy when the service cannot answer */
+    const char *name;    /* for logs */
+    const char *addr;    /* "unix:/path", "/path", "host:port" */
+    unsigned connect_ms; /* default 2000 */
+    unsigned io_ms;      /* no progress for this long: give up (default 30000) */
+    unsigned max_conns;  /* concurrent conversations (default 4) */
+    unsigned max_idle;   /* idle connections kept (default = max_conns) */
+    unsigned max_queue;  /* waiting conversations (default 1000) */
+    bool fail_open;      /* policy when the service cannot answer */
 };
 
 struct mp_svc;

@@ -39,9 +39,8 @@ static int icap_begin(struct mp_svc_conv *c, bool reused)
                             r->http_url, ct, k->len);
     } else {
         rc |= mp_svc_printf(&h1, "GET %s HTTP/1.1\r\nHost: mapiproxy\r\n\r\n", r->http_url);
-        rc |= mp_svc_printf(&h2,
-                            "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
-                            ct, k->len);
+        rc |= mp_svc_printf(
+            &h2, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n", ct, k->len);
     }
     size_t pv = r->no_preview ? k->len : (r->preview < k->len ? r->preview : k->len);
     rc |= mp_svc_printf(&c->out, "%s icap://%s/%s ICAP/1.0\r\nHost: %s\r\nAllow: 204\r\n",
@@ -137,8 +136,7 @@ static int icap_head(struct icap_conv *k, const uint8_t *p, size_t hl)
             if (!parse_encap(h.value, h.vlen, &off, &has_body))
                 return MP_SVC_BAD;
             encap = true;
-        } else if (mp_svc_hdr_is(&h, "Connection") && h.vlen == 5 &&
-                   !memcmp(h.value, "close", 5)) {
+        } else if (mp_svc_hdr_is(&h, "Connection") && h.vlen == 5 && !memcmp(h.value, "close", 5)) {
             k->close = true;
         }
         if (mp_svc_hdr_is(&h, "X-Infection-Found") || mp_svc_hdr_is(&h, "X-Virus-ID") ||
@@ -240,8 +238,8 @@ static void icap_free(struct mp_svc_conv *c)
     free(c);
 }
 
-static const struct mp_svc_ops icap_ops = {"icap", icap_begin, icap_feed, icap_eof, icap_free,
-                                           true};
+static const struct mp_svc_ops icap_ops = {"icap",   icap_begin, icap_feed,
+                                           icap_eof, icap_free,  true};
 
 struct mp_svc_conv *mp_svc_icap_new(const struct mp_svc_icap_req *r, const uint8_t *body,
                                     size_t len)

@@ -108,7 +108,7 @@ static int on_reply(struct lmtp_conv *k, int code, const char *line, size_t n)
             note(k, code, line, n, k->r.rcpt[k->rcpt_i]);
         if (++k->rcpt_i < k->nrcpt)
             return mp_svc_printf(&c->out, "RCPT TO:<%s>\r\n", k->r.rcpt[k->rcpt_i]) ? MP_SVC_BAD
-                                                                                     : MP_SVC_MORE;
+                                                                                    : MP_SVC_MORE;
         if (!k->accepted)
             return finish(k, line, n);
         k->state = LM_DATA;
@@ -152,8 +152,8 @@ static int lmtp_feed(struct mp_svc_conv *c, const uint8_t *p, size_t n, size_t *
         if (ll && line[ll - 1] == '\r')
             ll--;
         if (ll > MP_SVC_MAX_LINE || ll < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' ||
-            line[1] > '9' || line[2] < '0' || line[2] > '9' || (ll > 3 && line[3] != ' ' &&
-                                                               line[3] != '-'))
+            line[1] > '9' || line[2] < '0' || line[2] > '9' ||
+            (ll > 3 && line[3] != ' ' && line[3] != '-'))
             return MP_SVC_BAD;
         *used = i;
         if (ll > 3 && line[3] == '-')
@@ -179,11 +179,10 @@ static void lmtp_free(struct mp_svc_conv *c)
     free(k);
 }
 
-static const struct mp_svc_ops lmtp_ops = {"lmtp", lmtp_begin, lmtp_feed, lmtp_eof, lmtp_free,
-                                           true};
+static const struct mp_svc_ops lmtp_ops = {"lmtp",   lmtp_begin, lmtp_feed,
+                                           lmtp_eof, lmtp_free,  true};
 
-struct mp_svc_conv *mp_svc_lmtp_new(const struct mp_svc_lmtp_req *r, const uint8_t *msg,
-                                    size_t len)
+struct mp_svc_conv *mp_svc_lmtp_new(const struct mp_svc_lmtp_req *r, const uint8_t *msg, size_t len)
 {
     struct lmtp_conv *k = calloc(1, sizeof *k);
     if (!k)

@@ -42,7 +42,7 @@ struct milter_conv {
     const uint8_t *msg, *body;
     size_t len, hlen, blen;
     int step;
-    size_t idx;        /* recipient, header offset or body offset in the step */
+    size_t idx; /* recipient, header offset or body offset in the step */
     bool waiting;
     uint32_t proto;
     unsigned edits;
@@ -75,8 +75,7 @@ static int pkt_angle(struct mp_buf *b, char cmd, const char *addr)
 
 /* Next header of the message's header block from *off: name, value
  * (folded lines kept with their CRLF), false at the block's end. */
-static bool next_header(struct milter_conv *k, size_t *off, struct mp_buf *name,
-                        struct mp_buf *val)
+static bool next_header(struct milter_conv *k, size_t *off, struct mp_buf *name, struct mp_buf *val)
 {
     const uint8_t *m = k->msg;
     size_t i = *off, end = k->hlen;
@@ -280,13 +279,18 @@ static int on_packet(struct milter_conv *k, uint8_t cmd, const uint8_t *d, size_
         return MP_SVC_MORE;
     case 'c':
         if (eob)
-            return final(k, k->quarantine ? MP_SVC_QUARANTINE
-                                          : k->edits ? MP_SVC_MODIFIED : MP_SVC_CLEAN,
+            return final(k,
+                         k->quarantine ? MP_SVC_QUARANTINE
+                         : k->edits    ? MP_SVC_MODIFIED
+                                       : MP_SVC_CLEAN,
                          NULL);
         k->waiting = false;
         return advance(k);
     case 'a':
-        return final(k, k->quarantine ? MP_SVC_QUARANTINE : k->edits ? MP_SVC_MODIFIED : MP_SVC_CLEAN,
+        return final(k,
+                     k->quarantine ? MP_SVC_QUARANTINE
+                     : k->edits    ? MP_SVC_MODIFIED
+                                   : MP_SVC_CLEAN,
                      "accept");
     case 'r':
         return final(k, MP_SVC_REJECT, "reject");
@@ -300,7 +304,10 @@ static int on_packet(struct milter_conv *k, uint8_t cmd, const uint8_t *d, size_
         const uint8_t *z = memchr(d, 0, n);
         mp_svc_set_name(&c->v, (const char *)d, z ? (size_t)(z - d) : n);
         c->v.status = (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
-        return final(k, d[0] == '5' ? MP_SVC_REJECT : d[0] == '4' ? MP_SVC_TEMPFAIL : MP_SVC_CLEAN,
+        return final(k,
+                     d[0] == '5'   ? MP_SVC_REJECT
+                     : d[0] == '4' ? MP_SVC_TEMPFAIL
+                                   : MP_SVC_CLEAN,
                      NULL);
     }
     case 's': /* skip the rest of the body */
@@ -329,10 +336,10 @@ static int on_packet(struct milter_conv *k, uint8_t cmd, const uint8_t *d, size_
     case 'e': {
         if (!eob)
             return MP_SVC_BAD;
-        static const char *const names[] = {"h", "add header: ", "m", "change header: ",
-                                            "i", "insert header: ", "b", "replace body: ",
-                                            "+", "add rcpt: ", "-", "delete rcpt: ",
-                                            "2", "add rcpt: ", "e", "change from: "};
+        static const char *const names[] = {
+            "h", "add header: ",   "m", "change header: ", "i", "insert header: ",
+            "b", "replace body: ", "+", "add rcpt: ",      "-", "delete rcpt: ",
+            "2", "add rcpt: ",     "e", "change from: "};
         for (size_t i = 0; i < 16; i += 2)
             if (names[i][0] == (char)cmd)
                 note_edit(k, names[i + 1], d, cmd == 'b' && n > 64 ? 64 : n);
@@ -374,8 +381,8 @@ static void milter_free(struct mp_svc_conv *c)
     free(c);
 }
 
-static const struct mp_svc_ops milter_ops = {"milter", milter_begin, milter_feed, milter_eof,
-                                             milter_free, false};
+static const struct mp_svc_ops milter_ops = {"milter",   milter_begin, milter_feed,
+                                             milter_eof, milter_free,  false};
 
 struct mp_svc_conv *mp_svc_milter_new(const struct mp_svc_milter_req *r, const uint8_t *msg,
                                       size_t len)

@@ -27,11 +27,13 @@ static int rspamd_begin(struct mp_svc_conv *c, bool reused)
 {
     struct rspamd_conv *k = (struct rspamd_conv *)c;
     const struct mp_svc_rspamd_req *r = &k->r;
-    int rc = mp_svc_printf(&c->out, "POST /checkv2 HTTP/1.1\r\nHost: %s\r\nConnection: keep-alive\r\n"
+    int rc = mp_svc_printf(&c->out,
+                           "POST /checkv2 HTTP/1.1\r\nHost: %s\r\nConnection: keep-alive\r\n"
                            "Content-Length: %zu\r\n",
                            r->host ? r->host : "localhost", k->len);
     const char *const names[] = {"From", "Rcpt", "IP", "Helo", "User", "Queue-Id", "Password"};
-    const char *const vals[] = {r->from, r->rcpt, r->ip, r->helo, r->user, r->queue_id, r->password};
+    const char *const vals[] = {r->from, r->rcpt,     r->ip,      r->helo,
+                                r->user, r->queue_id, r->password};
     for (size_t i = 0; i < 7; i++)
         if (vals[i] && !strpbrk(vals[i], "\r\n"))
             rc |= mp_svc_printf(&c->out, "%s: %s\r\n", names[i], vals[i]);
@@ -178,8 +180,8 @@ static void rspamd_free(struct mp_svc_conv *c)
     free(k);
 }
 
-static const struct mp_svc_ops rspamd_ops = {"rspamd", rspamd_begin, rspamd_feed, rspamd_eof,
-                                             rspamd_free, true};
+static const struct mp_svc_ops rspamd_ops = {"rspamd",   rspamd_begin, rspamd_feed,
+                                             rspamd_eof, rspamd_free,  true};
 
 struct mp_svc_conv *mp_svc_rspamd_new(const struct mp_svc_rspamd_req *r, const uint8_t *msg,
                                       size_t len)

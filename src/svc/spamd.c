@@ -69,7 +69,7 @@ static int spamd_feed(struct mp_svc_conv *c, const uint8_t *p, size_t n, size_t 
             return MP_SVC_BAD;
         char line[96];
         size_t ll = (size_t)hl - (size_t)(sp - p) < sizeof line - 1 ? (size_t)hl - (size_t)(sp - p)
-                                                                     : sizeof line - 1;
+                                                                    : sizeof line - 1;
         memcpy(line, sp, ll);
         line[ll] = 0;
         if (sscanf(line, " %d %63s", &code, msg) < 1)
@@ -124,8 +124,8 @@ static void spamd_free(struct mp_svc_conv *c)
     free(c);
 }
 
-static const struct mp_svc_ops spamd_ops = {"spamd", spamd_begin, spamd_feed, spamd_eof,
-                                            spamd_free, false};
+static const struct mp_svc_ops spamd_ops = {"spamd",   spamd_begin, spamd_feed,
+                                            spamd_eof, spamd_free,  false};
 
 struct mp_svc_conv *mp_svc_spamd_new(enum mp_svc_spamd_cmd cmd, const char *user,
                                      const uint8_t *msg, size_t len)

@@ -38,13 +38,13 @@ const char *mp_svc_kind_name(enum mp_svc_kind k);
 
 struct mp_svc_verdict {
     enum mp_svc_kind kind;
-    int status;          /* ICAP/HTTP status, spamd code, reply code */
-    char name[256];      /* virus name, rspamd action, reply text, error */
+    int status;     /* ICAP/HTTP status, spamd code, reply code */
+    char name[256]; /* virus name, rspamd action, reply text, error */
     double score, required;
     bool has_score;
     struct mp_buf detail; /* symbols, report, edits, per-recipient replies (text) */
     /* set by the engine */
-    bool fail_open;   /* UNAVAILABLE only: the policy says pass */
+    bool fail_open;    /* UNAVAILABLE only: the policy says pass */
     unsigned attempts; /* connections tried */
     uint64_t took_us;
 };
@@ -68,9 +68,9 @@ struct mp_svc_conv {
     const struct mp_svc_ops *ops;
     struct mp_buf out; /* bytes to send now */
     struct mp_svc_verdict v;
-    bool reusable;  /* after DONE: the connection is clean for another */
-    bool answered;  /* some reply byte arrived (a reused connection that
-                       dies before that is retried once on a fresh one) */
+    bool reusable; /* after DONE: the connection is clean for another */
+    bool answered; /* some reply byte arrived (a reused connection that
+                      dies before that is retried once on a fresh one) */
 };
 void mp_svc_conv_free(struct mp_svc_conv *c);
 int mp_svc_conv_feed(struct mp_svc_conv *c, struct mp_buf *in); /* consumes from in */
@@ -86,8 +86,8 @@ struct mp_svc_icap_req {
     const char *service;  /* e.g. "avscan" */
     const char *http_url; /* the encapsulated request's URL */
     const char *content_type;
-    size_t preview;       /* Preview size (from OPTIONS); 0: no preview */
-    bool no_preview;      /* send no Preview header at all */
+    size_t preview;  /* Preview size (from OPTIONS); 0: no preview */
+    bool no_preview; /* send no Preview header at all */
 };
 struct mp_svc_conv *mp_svc_icap_new(const struct mp_svc_icap_req *r, const uint8_t *body,
                                     size_t len);
