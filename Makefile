@@ -263,3 +263,4 @@ $(B)/svc-probe: tools/svc-probe.c $(B)/libmp-asan.a
 	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
 all: $(B)/svc-probe
 integration: $(B)/svc-probe
+$(addprefix $(B)/fuzz/,$(filter fuzz_svc_%,$(FUZZ))): tests/fuzz/svc_fuzz.h

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct mp_svc_conv *c = make_conv();
     if (!c)
         return 0;
-    int r = c->ops->begin(c, data[0 % (size ? size : 1)] & 1 && size);
+    int r = c->ops->begin(c, size && (data[0] & 1));
     struct mp_buf in = {0};
     for (size_t off = 0; r == MP_SVC_MORE && off < size; off += piece) {
         size_t n = size - off < piece ? size - off : piece;
