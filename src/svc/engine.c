@@ -188,7 +188,8 @@ static void conn_end(struct conn *k, const char *why)
             s->lif.set(s->lif.ctx, k->w, MP_SVC_EV_READ);
         } else {
             if (mp_buf_avail(&j->c->out)) /* a last word (QUIT), best effort */
-                (void)!write(k->fd, mp_buf_head(&j->c->out), mp_buf_avail(&j->c->out));
+                (void)!send(k->fd, mp_buf_head(&j->c->out), mp_buf_avail(&j->c->out),
+                            MSG_NOSIGNAL | MSG_DONTWAIT);
             conn_close(k);
         }
         job_done(s, j);

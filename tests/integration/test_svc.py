@@ -204,8 +204,9 @@ class Probe:
     """build/svc-probe with commands on stdin, one JSON line back per job."""
 
     def __init__(self, *args):
+        # stderr (the engine's log, a sanitizer's report) stays on the terminal
         self.p = subprocess.Popen([PROBE] + list(args), stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.PIPE)
 
     def cmd(self, line, nlines=1, timeout=60):
         self.p.stdin.write((line + "\n").encode())
