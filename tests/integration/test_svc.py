@@ -198,6 +198,13 @@ def lab(tmp_path_factory):
     finally:
         for name in list(lab.procs):
             lab.stop(name)
+        for p in PROBES:  # a probe left by a failed test
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+PROBES = []
 
 
 class Probe:
@@ -207,6 +214,7 @@ class Probe:
         # stderr (the engine's log, a sanitizer's report) stays on the terminal
         self.p = subprocess.Popen([PROBE] + list(args), stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE)
+        PROBES.append(self.p)
 
     def cmd(self, line, nlines=1, timeout=60):
         self.p.stdin.write((line + "\n").encode())
