@@ -106,7 +106,7 @@ $(B)/libmp-fuzz.a: $(FOBJ)
 	@rm -f $@; ar rcs $@ $^
 $(B)/fuzz/%: tests/fuzz/%.c $(B)/libmp-fuzz.a
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) $(DEP) $(FUZZ_FLAGS) -fsanitize=fuzzer $(INC) $< $(B)/libmp-fuzz.a $(LIBS) -o $@
+	clang $(CSTD) $(WARN) $(DEP) $(FUZZ_FLAGS) -fsanitize=fuzzer $(INC) -Itests/fuzz $< $(B)/libmp-fuzz.a $(LIBS) -o $@
 # make fuzz SECONDS=N: each target for N seconds; new inputs go to build/fuzz/corpus-NAME.
 fuzz: $(addprefix $(B)/fuzz/,$(FUZZ))
 	@for t in $(FUZZ); do n=$${t#fuzz_}; mkdir -p $(B)/fuzz/corpus-$$n; \
@@ -283,6 +283,16 @@ uninstall:
 deb:
 	@scripts/install-deps.sh && scripts/install-deps.sh --deb
 	scripts/build-deb.sh
+
+# --- outside services (src/svc, doc/internals/svc.md) -----------------------
+# rspamd's JSON answers are read with json-c; build/svc-probe drives the
+# engine against real services in tests/integration/test_svc.py.
+LIBS += -ljson-c
+$(B)/svc-probe: tools/svc-probe.c $(B)/libmp-asan.a
+	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) $(INC) $< $(B)/libmp-asan.a $(LIBS) -o $@
+all: $(B)/svc-probe
+integration: $(B)/svc-probe
+$(addprefix $(B)/fuzz/,$(filter fuzz_svc_%,$(FUZZ))): tests/fuzz/svc_fuzz.h
 
 # --- header dependencies (-MMD -MP above) ------------------------------------
 # Every .d is named here as a target of an empty rule, so a missing one (a
