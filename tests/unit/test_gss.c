@@ -11,19 +11,6 @@
 #include "dcerpc/pdu.h"
 #include "testlib.h"
 
-static size_t unhex(const char *h, uint8_t *out, size_t cap)
-{
-    size_t n = strlen(h) / 2;
-    if (n > cap)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        sscanf(h + 2 * i, "%2x", &v);
-        out[i] = (uint8_t)v;
-    }
-    return n;
-}
-
 /* Impacket 0.10: SPNEGO_NegTokenInit, MechTypes [NTLMSSP], MechToken =
  * getNTLMSSPType1('', '').getData(). */
 static const char impacket_init_ntlm[] =
@@ -47,7 +34,7 @@ static void test_oids(void)
 static void test_impacket_tokens(void)
 {
     uint8_t b[512];
-    size_t n = unhex(impacket_init_ntlm, b, sizeof b);
+    size_t n = t_unhex(impacket_init_ntlm, b, sizeof b);
     struct mp_spnego_init ini;
     CHECK_EQ(mp_spnego_token_kind(b, n), 0);
     CHECK_EQ(mp_spnego_parse_init(b, n, &ini), 0);
@@ -57,7 +44,7 @@ static void test_impacket_tokens(void)
     CHECK(!ini.mic && !ini.has_req_flags);
     CHECK(ini.mech_list && ini.mech_list[0] == 0x30 && ini.mech_list_len == 14);
 
-    n = unhex(impacket_resp_ntlm, b, sizeof b);
+    n = t_unhex(impacket_resp_ntlm, b, sizeof b);
     struct mp_spnego_resp r;
     CHECK_EQ(mp_spnego_token_kind(b, n), 1);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), 0);
@@ -156,41 +143,41 @@ static void test_der_strictness(void)
     struct mp_spnego_init ini;
     uint8_t b[64];
     /* Indefinite length. */
-    size_t n = unhex("a180300aa0030a0100", b, sizeof b);
+    size_t n = t_unhex("a180300aa0030a0100", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), -1);
     /* Non-minimal long form (81 07 for 7). */
-    n = unhex("a181073005a0030a0100", b, sizeof b);
+    n = t_unhex("a181073005a0030a0100", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), -1);
     /* Trailing garbage. */
-    n = unhex("a1073005a0030a010000", b, sizeof b);
+    n = t_unhex("a1073005a0030a010000", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), -1);
     /* negState out of range, and of the wrong type. */
-    n = unhex("a1073005a0030a0104", b, sizeof b);
+    n = t_unhex("a1073005a0030a0104", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), -1);
-    n = unhex("a1073005a003020100", b, sizeof b);
+    n = t_unhex("a1073005a003020100", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), -1);
     /* Fields out of order / twice. */
-    n = unhex("a10c300aa2030401aaa0030a0100", b, sizeof b);
+    n = t_unhex("a10c300aa2030401aaa0030a0100", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), -1);
-    n = unhex("a10c300aa0030a0100a0030a0100", b, sizeof b);
+    n = t_unhex("a10c300aa0030a0100a0030a0100", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), -1);
     /* Length past the end. */
-    n = unhex("a1093005a0030a0100", b, sizeof b);
+    n = t_unhex("a1093005a0030a0100", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), -1);
     /* Empty mech list; an OID ending mid-subidentifier; wrong framing OID. */
-    n = unhex("a0043002a000", b, sizeof b);
+    n = t_unhex("a0043002a000", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_init(b, n, &ini), -1);
-    n = unhex("a0093007a005300306018a", b, sizeof b);
+    n = t_unhex("a0093007a005300306018a", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_init(b, n, &ini), -1);
-    n = unhex("600e06062b0601050503a0043002a000", b, sizeof b);
+    n = t_unhex("600e06062b0601050503a0043002a000", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_init(b, n, &ini), -1);
     /* High tag numbers are refused. */
-    n = unhex("bf1f00", b, sizeof b);
+    n = t_unhex("bf1f00", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_resp(b, n, &r), -1);
     CHECK_EQ(mp_spnego_parse_init(NULL, 0, &ini), -1);
     CHECK_EQ(mp_spnego_token_kind(b, 1), -1);
     /* The bare form (no 60 framing) of an init is accepted. */
-    n = unhex("a00f300da00b300906072a864886f71201", b, sizeof b);
+    n = t_unhex("a00f300da00b300906072a864886f71201", b, sizeof b);
     CHECK_EQ(mp_spnego_parse_init(b, n, &ini), 0);
     CHECK_EQ(ini.n_mechs, 1u);
 }
@@ -212,7 +199,7 @@ static void test_gss_no_kdc(void)
     CHECK(a != NULL);
     struct mp_buf out = {0};
     uint8_t b[256];
-    size_t n = unhex(impacket_init_ntlm, b, sizeof b);
+    size_t n = t_unhex(impacket_init_ntlm, b, sizeof b);
     CHECK_EQ(mp_gss_step(a, b, n, &out), MP_GSS_FAILED);
     CHECK(strstr(mp_gss_error(a), "NTLM") != NULL);
     CHECK_EQ(mp_gss_step(a, (const uint8_t *)"\x01\x02", 2, &out), MP_GSS_FAILED);

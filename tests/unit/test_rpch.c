@@ -9,28 +9,10 @@
 
 #include "core/buf.h"
 #include "dcerpc/pdu.h"
+#include "rts_vectors.h"
 #include "testlib.h"
 #include "transport/rpch/rpch.h"
 #include "transport/rpch/rts.h"
-
-static size_t unhex(const char *h, uint8_t *out)
-{
-    size_t n = 0;
-    for (; h[0] && h[1]; h += 2) {
-        unsigned v;
-        sscanf(h, "%2x", &v);
-        out[n++] = (uint8_t)v;
-    }
-    return n;
-}
-
-static const char *A1 =
-    "05001403100000004c0000000000000000000400060000000100000003000000000102030405060708090a0b0c0d"
-    "0e0f03000000101112131415161718191a1b1c1d1e1f0000000000000100";
-static const char *B1 =
-    "0500140310000000680000000000000000000600060000000100000003000000000102030405060708090a0b0c0d"
-    "0e0f03000000101112131415161718191a1b1c1d1e1f040000000000004005000000e09304000c00000020212223"
-    "2425262728292a2b2c2d2e2f";
 
 struct sess {
     struct mp_buf got;
@@ -80,7 +62,7 @@ static void test_pair_and_relay(void)
                              .max_pending = 1 << 20};
     struct mp_rpch *r = mp_rpch_new(loop, &o, adopt, NULL);
     uint8_t a1[128], b1[128];
-    size_t na = unhex(A1, a1), nb = unhex(B1, b1);
+    size_t na = t_unhex(IMPACKET_A1, a1, sizeof a1), nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
     /* IN first this time (the order on the wire is not guaranteed) */
     struct mp_rpch_chan *in = mp_rpch_chan_new(r, false, "192.0.2.7", 5555, 1u << 30, &host, &s_in);
     struct mp_rpch_chan *out = mp_rpch_chan_new(r, true, "192.0.2.7", 5556, 76, &host, &s_out);
@@ -136,7 +118,7 @@ static void test_partner_never_comes(void)
     struct mp_rpch *r = mp_rpch_new(loop, &o, adopt, NULL);
     memset(&s_in, 0, sizeof(s_in));
     uint8_t b1[128];
-    size_t nb = unhex(B1, b1);
+    size_t nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
     struct mp_rpch_chan *in = mp_rpch_chan_new(r, false, "::1", 1, 1u << 30, &host, &s_in);
     CHECK(mp_rpch_chan_data(in, b1, nb) == NULL);
     run_for(100);

@@ -5,27 +5,9 @@
 #include <string.h>
 
 #include "dcerpc/pdu.h"
+#include "rts_vectors.h"
 #include "testlib.h"
 #include "transport/rpch/vconn.h"
-
-static size_t unhex(const char *h, uint8_t *out)
-{
-    size_t n = 0;
-    for (; h[0] && h[1]; h += 2) {
-        unsigned v;
-        sscanf(h, "%2x", &v);
-        out[n++] = (uint8_t)v;
-    }
-    return n;
-}
-
-static const char *A1 =
-    "05001403100000004c0000000000000000000400060000000100000003000000000102030405060708090a0b0c0d"
-    "0e0f03000000101112131415161718191a1b1c1d1e1f0000000000000100";
-static const char *B1 =
-    "0500140310000000680000000000000000000600060000000100000003000000000102030405060708090a0b0c0d"
-    "0e0f03000000101112131415161718191a1b1c1d1e1f040000000000004005000000e09304000c00000020212223"
-    "2425262728292a2b2c2d2e2f";
 
 /* a request PDU of n bytes (n >= 24) */
 static size_t request(uint8_t *b, size_t n, uint32_t call_id)
@@ -46,7 +28,7 @@ static const struct mp_rpch_limits LIM = {
 static void open_vc(void)
 {
     uint8_t a1[128], b1[128];
-    size_t na = unhex(A1, a1), nb = unhex(B1, b1);
+    size_t na = t_unhex(IMPACKET_A1, a1, sizeof a1), nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
     mp_rpch_vc_init(&vc, &LIM);
     struct mp_rts_cookie c;
     CHECK(mp_rpch_first_cookie(a1, na, true, &c) == NULL && c.b[0] == 0 && c.b[15] == 15);
@@ -134,7 +116,7 @@ static void test_out_window(void)
 static void test_bad_input(void)
 {
     uint8_t a1[128], b1[128], b[0x3000];
-    size_t na = unhex(A1, a1), nb = unhex(B1, b1);
+    size_t na = t_unhex(IMPACKET_A1, a1, sizeof a1), nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
     /* window overrun: a client that ignores our 8 KiB window */
     open_vc();
     size_t n = request(b, 0x2001, 1);

@@ -5,27 +5,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "rts_vectors.h"
 #include "testlib.h"
 #include "transport/rpch/rts.h"
 
-static size_t unhex(const char *h, uint8_t *out)
-{
-    size_t n = 0;
-    for (; h[0] && h[1]; h += 2) {
-        unsigned v;
-        sscanf(h, "%2x", &v);
-        out[n++] = (uint8_t)v;
-    }
-    return n;
-}
-
-static const char *IMPACKET_A1 =
-    "05001403100000004c0000000000000000000400060000000100000003000000000102030405060708090a0b0c0d"
-    "0e0f03000000101112131415161718191a1b1c1d1e1f0000000000000100";
-static const char *IMPACKET_B1 =
-    "0500140310000000680000000000000000000600060000000100000003000000000102030405060708090a0b0c0d"
-    "0e0f03000000101112131415161718191a1b1c1d1e1f040000000000004005000000e09304000c00000020212223"
-    "2425262728292a2b2c2d2e2f";
 static const char *IMPACKET_FA =
     "05001403100000003800000000000000020002000d000000030000000100000045"
     "23010000000100101112131415161718191a1b1c1d1e1f";
@@ -45,7 +28,7 @@ static void test_impacket_vectors(void)
 {
     uint8_t b[256];
     struct mp_rts_pdu p;
-    size_t n = unhex(IMPACKET_A1, b);
+    size_t n = t_unhex(IMPACKET_A1, b, sizeof b);
     CHECK(mp_rts_decode(b, n, &p) == NULL);
     CHECK_EQ(mp_rts_identify(&p), MP_RTS_CONN_A1);
     CHECK_EQ(p.cmd[0].v.u32, 1u); /* version */
@@ -54,7 +37,7 @@ static void test_impacket_vectors(void)
     CHECK_EQ(p.cmd[3].v.u32, 65536u);
     CHECK(roundtrip(b, n));
 
-    n = unhex(IMPACKET_B1, b);
+    n = t_unhex(IMPACKET_B1, b, sizeof b);
     CHECK(mp_rts_decode(b, n, &p) == NULL);
     CHECK_EQ(mp_rts_identify(&p), MP_RTS_CONN_B1);
     CHECK_EQ(p.cmd[3].v.u32, 0x40000000u); /* channel lifetime */
@@ -62,7 +45,7 @@ static void test_impacket_vectors(void)
     CHECK(p.cmd[5].type == MP_RTS_ASSOCIATION_GROUP_ID && p.cmd[5].v.cookie.b[0] == 32);
     CHECK(roundtrip(b, n));
 
-    n = unhex(IMPACKET_FA, b);
+    n = t_unhex(IMPACKET_FA, b, sizeof b);
     CHECK(mp_rts_decode(b, n, &p) == NULL);
     CHECK_EQ(mp_rts_identify(&p), MP_RTS_FLOW_CONTROL_ACK_DEST);
     CHECK_EQ(p.cmd[0].v.u32, (uint32_t)MP_RTS_FD_OUT_PROXY);
@@ -77,7 +60,7 @@ static void test_impacket_vectors(void)
     uint8_t out[128];
     CHECK(mp_rts_encode(&p, out, sizeof(out)) == n && memcmp(out, b, n) == 0);
 
-    n = unhex(IMPACKET_PING, b);
+    n = t_unhex(IMPACKET_PING, b, sizeof b);
     CHECK(mp_rts_decode(b, n, &p) == NULL);
     CHECK_EQ(mp_rts_identify(&p), MP_RTS_PING);
     mp_rts_ping(&p);
@@ -150,7 +133,7 @@ static void test_malformed(void)
 {
     uint8_t b[256], c[256];
     struct mp_rts_pdu p;
-    size_t n = unhex(IMPACKET_B1, b);
+    size_t n = t_unhex(IMPACKET_B1, b, sizeof b);
     /* every truncation is refused */
     for (size_t k = 0; k < n; k++) {
         memcpy(c, b, n);
