@@ -384,10 +384,12 @@ static enum mp_status audit_push(struct mp_module_ctx *mc, struct mp_call *call)
     put_str(&l, dn[0] ? dn : NULL);
     put_key(&l, "display_name");
     put_str(&l, name[0] ? name : NULL);
+    /* MAPI/HTTP: X-ClientApplication and the version in it; RPC: no
+     * application name on the wire, the version from rgwClientVersion */
     put_key(&l, "client_application");
-    put_str(&l, NULL); /* not on the wire of EcDoConnectEx (doc/audit.md) */
+    put_str(&l, mp_call_client_application(call));
     put_key(&l, "client_version");
-    put_str(&l, ver[0] ? ver : NULL);
+    put_str(&l, ver[0] ? ver : mp_call_client_version(call));
     put_key(&l, "result");
     putf(&l, "\"0x%08llx\"", rc);
     emit(mc, &l);

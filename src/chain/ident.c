@@ -30,7 +30,9 @@ void mp_ident_request(struct mp_call *m)
     if (!m->session || m->opnum != OP_CONNECTEX || strcmp(m->iface, "exchange_emsmdb"))
         return;
     const struct emsmdb_EcDoConnectEx_in *in = mp_call_request(m);
-    if (!in)
+    /* all zero: no version said (MAPI/HTTP's Connect, decoded into this
+     * twin, has none; its X-ClientApplication header gave it already) */
+    if (!in || !(in->rgwClientVersion[0] | in->rgwClientVersion[1] | in->rgwClientVersion[2]))
         return;
     mp_ident_format_version(in->rgwClientVersion, m->session->client_version,
                             sizeof m->session->client_version);

@@ -63,8 +63,11 @@ def test_audit_trail(request, make_proxy, tmp_path, transport):
     assert logon["auth"] == "pass-through", logon
     if transport == "rpc":      # rgwClientVersion as the lab's client sends it
         assert logon["client_version"] == "%d.%d.%d" % EC.CLIENT_VERSION, logon
-    else:                       # MAPI/HTTP's Connect carries no version
-        assert logon["client_version"] is None, logon
+        assert logon["client_application"] is None, logon
+    else:                       # MAPI/HTTP: the X-ClientApplication header
+        import mapihttp_client as MH
+        assert logon["client_application"] == MH.CLIENT_APPLICATION, logon
+        assert logon["client_version"] == MH.CLIENT_APPLICATION.split("/")[1], logon
     assert lines[-1]["reason"] == "disconnect" and lines[-1]["operations"] >= 6, lines[-1]
     assert len({x["session"] for x in lines}) == 1
     by = {}
