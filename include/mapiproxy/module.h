@@ -41,6 +41,7 @@
 #include <stdint.h>
 
 #include "calls.h"
+#include "message.h"
 #include "rops.h"
 
 #ifdef __cplusplus
@@ -49,7 +50,7 @@ extern "C" {
 
 /* The hand-written part of the ABI (this header); the low 24 bits are the
  * digest of the generated structures. */
-#define MP_MODULE_ABI_BASE 3u
+#define MP_MODULE_ABI_BASE 4u
 #define MP_MODULE_ABI_VERSION                                                                      \
     ((MP_MODULE_ABI_BASE << 24) | ((MP_CALLS_DIGEST ^ MP_ROPS_DIGEST) & 0xffffffu))
 
@@ -142,6 +143,12 @@ struct mp_module {
      * 0 accepts; otherwise write why (one sentence, no secrets) to why. */
     const struct mp_module_option_spec *options;
     int (*check_option)(const char *key, const char *value, char *why, size_t why_len);
+
+    /* ABI 4.  Whole messages (message.h): called once per message that
+     * completes in a session, uploads in list order, downloads in reverse.
+     * MP_CONTINUE, or MP_PENDING and mp_message_resume() later.  A module
+     * with this hook makes the proxy assemble every message. */
+    enum mp_status (*message)(struct mp_module_ctx *mc, struct mp_message_event *ev);
 };
 
 #define MP_MODULE_HEADER MP_MODULE_ABI_VERSION, (uint32_t)sizeof(struct mp_module)
