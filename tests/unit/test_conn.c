@@ -45,11 +45,23 @@ static void flip_close(struct mp_conn *c)
 {
     layer_closed++;
 }
-static const struct mp_conn_layer flip = {flip_recv, flip_send, flip_close};
+/* The layer's own needs: writability whatever the caller asks (a TLS read
+ * that must write first). */
+static uint32_t flip_events(const struct mp_conn *c, bool want_read, bool want_write)
+{
+    return (want_read ? MP_READ : 0) | MP_WRITE;
+}
+static const struct mp_conn_layer flip = {flip_recv, flip_send, flip_close, flip_events};
 
 static void nonblock(int fd)
 {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static size_t tapped[2]; /* [in]: bytes the tap saw */
+static void count_tap(void *arg, const struct mp_conn *c, bool in, const void *p, size_t n)
+{
+    tapped[in] += n;
 }
 
 int main(void)
@@ -82,6 +94,35 @@ int main(void)
     CHECK(!c.in_borrowed && mp_buf_avail(&c.in) == 6 && !memcmp(mp_buf_head(&c.in), "world!", 6));
     mp_buf_consume(&c.in, 6);
     CHECK_EQ(mp_conn_keep(&c), 0);
+    CHECK(c.in.data == NULL); /* all used: an idle connection holds no input buffer */
+    /* a second read before mp_conn_keep lands after the first, still borrowed */
+    CHECK_EQ(write(sv[1], "ab", 2), 2);
+    CHECK_EQ(mp_conn_read(&c, scratch, sizeof(scratch)), 2);
+    CHECK_EQ(write(sv[1], "cd", 2), 2);
+    CHECK_EQ(mp_conn_read(&c, scratch, sizeof(scratch)), 2);
+    CHECK(c.in_borrowed && mp_buf_avail(&c.in) == 4 && !memcmp(mp_buf_head(&c.in), "abcd", 4));
+    mp_buf_consume(&c.in, 4);
+    CHECK_EQ(mp_conn_keep(&c), 0);
+    CHECK(!c.in_borrowed && c.in.data == NULL);
+
+    /* a tap sees what is read and what is written */
+    c.tap = count_tap;
+    CHECK_EQ(write(sv[1], "xyz", 3), 3);
+    CHECK_EQ(mp_conn_read(&c, scratch, sizeof(scratch)), 3);
+    mp_buf_consume(&c.in, 3);
+    CHECK_EQ(mp_conn_keep(&c), 0);
+    CHECK_EQ(mp_conn_send(&c, "12", 2, false), 0);
+    char t2[8];
+    CHECK_EQ(read(sv[1], t2, sizeof(t2)), 2);
+    CHECK(tapped[1] == 3 && tapped[0] == 2);
+    c.tap = NULL;
+    /* nothing to wait for: registered for hang-ups, or not at all */
+    mp_conn_want(&c, false);
+    CHECK_EQ(c.io.want, MP_RDHUP);
+    c.hup_unwatched = true;
+    mp_conn_want(&c, false);
+    CHECK(!c.io.registered);
+    c.hup_unwatched = false;
 
     /* a direct send leaves nothing queued; "more" queues without writing */
     CHECK_EQ(mp_conn_send(&c, "abc", 3, false), 0);
@@ -107,6 +148,7 @@ int main(void)
     CHECK_EQ(mp_conn_send(&c, "y", 1, false), 0); /* behind the queue, not before it */
     CHECK_EQ(mp_buf_avail(&c.out), queued + 1);
     CHECK_EQ(mp_conn_flush(&c), 0); /* pushed back: not an error */
+    CHECK(c.wblocked);              /* until the loop reports the descriptor again */
 
     /* the peer closes with our bytes unread: reads end, writes fail */
     close(sv[1]);
@@ -115,6 +157,7 @@ int main(void)
     CHECK(n == 0 || (n < 0 && errno == ECONNRESET));
     CHECK_EQ(mp_conn_send(&c, "z", 1, true), 0);
     CHECK_EQ(mp_conn_flush(&c), -1);
+    CHECK(c.failed);
     mp_conn_close(&c);
     CHECK(!mp_conn_is_open(&c) && !mp_buf_avail(&c.out) && !mp_buf_avail(&c.in));
     mp_conn_close(&c); /* twice: harmless */
@@ -131,12 +174,11 @@ int main(void)
     CHECK_EQ(mp_conn_send(&c, "abc", 3, false), 0);
     CHECK_EQ(read(sv[1], got, sizeof(got)), 3);
     CHECK(!memcmp(got, fl, 3));
-    c.layer_want = MP_WRITE;
     mp_conn_want(&c, false);
     CHECK_EQ(c.io.want, MP_WRITE);
     mp_conn_close(&c);
     CHECK_EQ(layer_closed, 1);
-    CHECK(c.layer == NULL && c.layer_want == 0);
+    CHECK(c.layer == NULL);
     close(sv[1]);
 
     /* net/tls under the connection (plain mp_tls: the same calls as TLS) */
@@ -158,6 +200,20 @@ int main(void)
     close(sv[1]);
     CHECK_EQ(mp_conn_read(&c, scratch, sizeof(scratch)), 0); /* end of stream */
     mp_conn_close(&c);
+
+    /* a hand-over: the descriptor and the TLS state leave, not closed */
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    mp_conn_attach(&c, sv[0]);
+    struct mp_tls plain2 = {0}, taken;
+    mp_conn_use_tls(&c, &plain2);
+    mp_conn_want(&c, true);
+    mp_conn_tls_release(&c, &taken);
+    CHECK_EQ(mp_conn_release(&c), sv[0]);
+    CHECK(!mp_conn_is_open(&c) && c.layer == NULL);
+    mp_conn_close(&c);
+    CHECK_EQ(write(sv[0], "k", 1), 1); /* still open: the new owner's */
+    close(sv[0]);
+    close(sv[1]);
 
     /* the connector: a listening socket, then a closed port */
     int ls = mp_listen_tcp("127.0.0.1", 0, 4, "test");

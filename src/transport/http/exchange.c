@@ -65,10 +65,10 @@ void mp_hx_send_local(struct hconn *s, int st, bool close)
     int hl = snprintf(head, sizeof head,
                       "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s", st,
                       reason_of(st), bl, close ? "Connection: close\r\n" : "");
-    if (mp_buf_append(&s->c.out, head, (size_t)hl) ||
+    if (mp_buf_append(&s->c.conn.out, head, (size_t)hl) ||
         (st == 401 && mp_buf_avail(&s->ua.www) &&
-         mp_buf_append(&s->c.out, mp_buf_head(&s->ua.www), mp_buf_avail(&s->ua.www))) ||
-        mp_buf_append(&s->c.out, "\r\n", 2) || mp_buf_append(&s->c.out, body, (size_t)bl))
+         mp_buf_append(&s->c.conn.out, mp_buf_head(&s->ua.www), mp_buf_avail(&s->ua.www))) ||
+        mp_buf_append(&s->c.conn.out, "\r\n", 2) || mp_buf_append(&s->c.conn.out, body, (size_t)bl))
         s->closing = true;
     mp_buf_free(&s->ua.www);
     s->status = st;
@@ -90,8 +90,8 @@ void mp_hx_send_mh_error(struct hconn *s, uint32_t code)
                       "X-RequestType: %s\r\nX-RequestId: %s\r\nCache-Control: private\r\n"
                       "Content-Length: %d\r\n%s\r\n",
                       code, s->xtype, s->xid, bl, s->keepalive ? "" : "Connection: close\r\n");
-    if (hl < 0 || (size_t)hl >= sizeof head || mp_buf_append(&s->c.out, head, (size_t)hl) ||
-        mp_buf_append(&s->c.out, body, (size_t)bl))
+    if (hl < 0 || (size_t)hl >= sizeof head || mp_buf_append(&s->c.conn.out, head, (size_t)hl) ||
+        mp_buf_append(&s->c.conn.out, body, (size_t)bl))
         s->closing = true;
     s->status = 200;
     s->resp_started = true;
@@ -263,7 +263,7 @@ static int on_req_headers(http_parser *p)
     }
     if (mp_mhb_cookie_check(s))
         return 0;
-    if (!s->u.open && !s->u.eof) {
+    if (!mp_conn_is_open(&s->u.conn) && !s->u.eof) {
         if (mp_hf_upstream_start(s)) {
             char why[160];
             snprintf(why, sizeof why, "cannot connect: %s", strerror(errno));
@@ -278,7 +278,7 @@ static int on_req_headers(http_parser *p)
     if (h->auth.on && !h->auth.up_basic && !s->ua.step && mp_hu_begin(s, url, ul)) {
         mp_warn("http #%" PRIu64 " %s upstream %s: cannot start the proxy's NTLM logon", s->id,
                 s->peer, h->up_hostport);
-        mp_hf_side_close(h->loop, &s->u);
+        mp_hf_side_close(&s->u);
         s->u.eof = true;
         s->local_status = 502;
         return 0;
@@ -300,7 +300,7 @@ static int on_req_headers(http_parser *p)
         .host = h->up_hostport,
         .strip_accept_encoding = s->route->kind == MP_HTTP_ROUTE_AUTOD,
     };
-    if (mp_http_request_head(&s->req, s->method, &o, &s->u.out)) {
+    if (mp_http_request_head(&s->req, s->method, &o, &s->u.conn.out)) {
         s->err_status = 502;
         return -1;
     }
@@ -335,14 +335,14 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
     if (s->req_chunked) {
         char sz[24];
         int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
-        if (mp_buf_append(&s->u.out, sz, (size_t)n) || mp_buf_append(&s->u.out, at, len) ||
-            mp_buf_append(&s->u.out, "\r\n", 2)) {
+        if (mp_buf_append(&s->u.conn.out, sz, (size_t)n) ||
+            mp_buf_append(&s->u.conn.out, at, len) || mp_buf_append(&s->u.conn.out, "\r\n", 2)) {
             s->err_status = 502;
             return -1;
         }
         return 0;
     }
-    if (mp_buf_append(&s->u.out, at, len)) {
+    if (mp_buf_append(&s->u.conn.out, at, len)) {
         s->err_status = 502;
         return -1;
     }
@@ -374,7 +374,7 @@ static int on_req_complete(http_parser *p)
         return 0;
     }
     if (s->forwarded) {
-        if (s->req_chunked && mp_buf_append(&s->u.out, "0\r\n\r\n", 5)) {
+        if (s->req_chunked && mp_buf_append(&s->u.conn.out, "0\r\n\r\n", 5)) {
             s->err_status = 502;
             return -1;
         }
@@ -465,7 +465,7 @@ static int on_resp_headers(http_parser *p)
     if (st >= 100 && st < 200) { /* 100 Continue, 102, 103: passed on, not final */
         s->interim = true;
         o.framing = MP_HTTP_NO_BODY;
-        return mp_http_response_head(&s->resp, st, &o, &s->c.out) ? -1 : 0;
+        return mp_http_response_head(&s->resp, st, &o, &s->c.conn.out) ? -1 : 0;
     }
     s->interim = false;
     if (st >= 200 && st < 300 && !strncasecmp(s->path, "/mapi/", 6))
@@ -508,7 +508,7 @@ static int on_resp_headers(http_parser *p)
     }
     s->chunk_out = o.framing == MP_HTTP_CHUNKED;
     o.close = s->close_after;
-    if (mp_http_response_head(&s->resp, st, &o, &s->c.out))
+    if (mp_http_response_head(&s->resp, st, &o, &s->c.conn.out))
         return -1;
     s->resp_started = true;
     return s->head_req ? 1 : 0;
@@ -531,12 +531,12 @@ static int on_resp_body(http_parser *p, const char *at, size_t len)
     if (s->chunk_out) {
         char sz[24];
         int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
-        if (mp_buf_append(&s->c.out, sz, (size_t)n) || mp_buf_append(&s->c.out, at, len) ||
-            mp_buf_append(&s->c.out, "\r\n", 2))
+        if (mp_buf_append(&s->c.conn.out, sz, (size_t)n) ||
+            mp_buf_append(&s->c.conn.out, at, len) || mp_buf_append(&s->c.conn.out, "\r\n", 2))
             return -1;
         return 0;
     }
-    return mp_buf_append(&s->c.out, at, len);
+    return mp_buf_append(&s->c.conn.out, at, len);
 }
 
 static int on_resp_complete(http_parser *p)
@@ -574,8 +574,8 @@ static int on_resp_complete(http_parser *p)
                                       .length = nb.len,
                                       .close = s->close_after,
                                       .rewrite_location = &h->names};
-        int rc = k < 0 || mp_http_response_head(&s->resp, s->status, &o, &s->c.out) ||
-                 mp_buf_append(&s->c.out, nb.data ? nb.data : (uint8_t *)"", nb.len);
+        int rc = k < 0 || mp_http_response_head(&s->resp, s->status, &o, &s->c.conn.out) ||
+                 mp_buf_append(&s->c.conn.out, nb.data ? nb.data : (uint8_t *)"", nb.len);
         mp_debug("http #%" PRIu64 " %s: Autodiscover answer: %ld name(s) rewritten, %zu -> %zu "
                  "bytes",
                  s->id, s->peer, k, mp_buf_avail(&s->ad.body), nb.len);
@@ -585,7 +585,7 @@ static int on_resp_complete(http_parser *p)
         s->resp_started = true;
         if (rc)
             return -1;
-    } else if (s->chunk_out && mp_buf_append(&s->c.out, "0\r\n\r\n", 5)) {
+    } else if (s->chunk_out && mp_buf_append(&s->c.conn.out, "0\r\n\r\n", 5)) {
         return -1;
     }
     s->upstream_dl = 0;
@@ -612,7 +612,7 @@ static int on_resp_complete(http_parser *p)
 static bool ext_method_prescan(struct hconn *s)
 {
     const struct mp_http_routes *t = &s->h->routes;
-    struct mp_buf *in = &s->c.in;
+    struct mp_buf *in = &s->c.conn.in;
     const char *b = (const char *)mp_buf_head(in);
     size_t n = mp_buf_avail(in), i = 0;
     while (i < n && (b[i] == '\r' || b[i] == '\n'))
@@ -638,16 +638,17 @@ bool mp_hx_parse_client(struct hconn *s)
 {
     struct leg *x = &s->c;
     bool moved = false;
-    while (mp_buf_avail(&x->in) && !s->closing && !s->dead) {
+    while (mp_buf_avail(&x->conn.in) && !s->closing && !s->dead) {
         if (HTTP_PARSER_ERRNO(&s->cp) == HPE_PAUSED)
             break;
         if (!s->in_request && s->h->routes.n_ext && !ext_method_prescan(s))
             break;
-        size_t n = http_parser_execute(&s->cp, &req_settings, (const char *)mp_buf_head(&x->in),
-                                       mp_buf_avail(&x->in));
+        size_t n =
+            http_parser_execute(&s->cp, &req_settings, (const char *)mp_buf_head(&x->conn.in),
+                                mp_buf_avail(&x->conn.in));
         if (n)
             moved = true;
-        mp_buf_consume(&x->in, n);
+        mp_buf_consume(&x->conn.in, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&s->cp);
         if (e == HPE_PAUSED && s->handover) {
             mp_hf_hand_over(s);
@@ -659,12 +660,12 @@ bool mp_hx_parse_client(struct hconn *s)
             int st = s->err_status ? s->err_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
             mp_info("http #%" PRIu64 " %s: bad request (%s): %d", s->id, s->peer,
                     s->err_status ? "limit" : http_errno_name(e), st);
-            mp_buf_consume(&x->in, mp_buf_avail(&x->in));
+            mp_buf_consume(&x->conn.in, mp_buf_avail(&x->conn.in));
             if (s->resp_started) {
                 mp_hf_close(s, "bad request after its response began");
                 return true;
             }
-            mp_hf_side_close(s->h->loop, &s->u);
+            mp_hf_side_close(&s->u);
             mp_hx_send_local(s, st, true);
             mp_hx_log_request(s);
             s->in_request = false;
@@ -673,8 +674,6 @@ bool mp_hx_parse_client(struct hconn *s)
         if (s->cp.upgrade) /* refused in on_req_headers; not reached */
             break;
     }
-    if (!mp_buf_avail(&x->in))
-        mp_buf_trim(&x->in);
     return moved;
 }
 
@@ -682,10 +681,11 @@ bool mp_hx_parse_upstream(struct hconn *s, bool at_eof)
 {
     struct leg *x = &s->u;
     bool moved = false;
-    if (mp_buf_avail(&x->in)) {
-        size_t n = http_parser_execute(&s->up, &resp_settings, (const char *)mp_buf_head(&x->in),
-                                       mp_buf_avail(&x->in));
-        mp_buf_consume(&x->in, n);
+    if (mp_buf_avail(&x->conn.in)) {
+        size_t n =
+            http_parser_execute(&s->up, &resp_settings, (const char *)mp_buf_head(&x->conn.in),
+                                mp_buf_avail(&x->conn.in));
+        mp_buf_consume(&x->conn.in, n);
         moved = n > 0;
         if (HTTP_PARSER_ERRNO(&s->up) != HPE_OK) {
             char why[220];
@@ -708,7 +708,7 @@ bool mp_hx_parse_upstream(struct hconn *s, bool at_eof)
             mp_hf_close(s, "upstream closed the connection in a response");
         else if (!s->closing) /* pinned: the client's connection ends with it */
             s->closing = true;
-        mp_hf_side_close(s->h->loop, &s->u);
+        mp_hf_side_close(&s->u);
         moved = true;
     }
     return moved;

@@ -16,7 +16,6 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,22 +31,17 @@
 #include "ops/pcapng.h"
 #include "transport/http/hconn.h"
 
-static void io_cb(struct mp_io *io, uint32_t ev);
+static void conn_cb(struct mp_conn *c, uint32_t ev);
 
-void mp_hf_side_close(struct mp_loop *loop, struct leg *x)
+void mp_hf_side_close(struct leg *x)
 {
-    mp_tls_free(&x->tls, x->open && !x->connecting && !x->eof);
-    if (x->open)
-        mp_io_close(loop, &x->io);
-    x->open = false;
+    mp_conn_close(&x->conn);
     x->eof = true;
-    mp_buf_free(&x->in);
-    mp_buf_free(&x->out);
 }
 
 void mp_hf_upstream_clock_start(struct hconn *s)
 {
-    if (!s->u.connecting && !s->u.tls.handshaking)
+    if (!s->u.conn.connecting && !mp_conn_tls_handshaking(&s->u.conn))
         s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
 }
 
@@ -55,7 +49,7 @@ void mp_hf_upstream_failed(struct hconn *s, int st, const char *why)
 {
     mp_mhb_end(s);
     mp_warn("http #%" PRIu64 " %s upstream %s: %s", s->id, s->peer, s->h->up_hostport, why);
-    mp_hf_side_close(s->h->loop, &s->u);
+    mp_hf_side_close(&s->u);
     if (s->in_request && !s->resp_started) {
         mp_hx_send_local(s, st, true);
         mp_hx_log_request(s);
@@ -71,66 +65,59 @@ void mp_hf_upstream_failed(struct hconn *s, int st, const char *why)
 int mp_hf_upstream_start(struct hconn *s)
 {
     struct mp_http *h = s->h;
-    int fd = socket(h->up_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    if (mp_conn_connect(&s->u.conn, &h->up_addr, h->up_addr_len, h->cfg->http_upstream.port))
         return -1;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (struct sockaddr *)&h->up_addr, h->up_addr_len) < 0 && errno != EINPROGRESS) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    s->u.io.fd = fd;
-    s->u.io.cb = io_cb;
-    s->u.io.data = &s->u;
-    s->u.open = true;
-    s->u.connecting = true;
     s->u.eof = false;
     s->upstream_dl = mp_now_ms() + h->cfg->connect_timeout_ms;
     mp_debug("http #%" PRIu64 " %s: connecting to upstream %s", s->id, s->peer, h->up_hostport);
     return 0;
 }
 
-/* The TCP connect finished: check it, start TLS. */
-static void upstream_connected(struct hconn *s)
+/* The TCP connect finished (or not yet): check it, start TLS. */
+static void upstream_connected(struct hconn *s, uint32_t ev)
 {
     struct mp_http *h = s->h;
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (getsockopt(s->u.io.fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
-        err = errno;
-    if (err) {
+    int rc = mp_conn_connected(&s->u.conn, ev);
+    if (rc > 0)
+        return;
+    if (rc < 0) {
         char why[160];
-        snprintf(why, sizeof why, "connect failed: %s", strerror(err));
+        snprintf(why, sizeof why, "connect failed: %s", strerror(errno));
         mp_hf_upstream_failed(s, 502, why);
         return;
     }
-    s->u.connecting = false;
     if (!h->cfg->http_upstream.tls) {
         s->upstream_dl = mp_now_ms() + (uint64_t)h->cfg->http_upstream_timeout_s * 1000;
         return;
     }
     const char *why = NULL;
-    if (mp_tls_connect(&s->u.tls, h->client_ctx, s->u.io.fd, h->cfg->http_upstream.host,
-                       h->cfg->tls_verify, &why)) {
+    if (mp_conn_tls_connect(&s->u.conn, h->client_ctx, h->cfg->http_upstream.host,
+                            h->cfg->tls_verify, &why))
         mp_hf_upstream_failed(s, 502, why);
-        return;
-    }
 }
 
 /* ------------------------------------------------------------------ */
-/* authentication termination (hauth.c)                                */
+/* moving bytes                                                        */
 
 static bool may_read(struct hconn *s, struct leg *x)
 {
     uint32_t maxb = s->h->cfg->max_buffer;
-    if (!x->open || x->eof || x->connecting || x->tls.handshaking)
+    const struct mp_conn *c = &x->conn;
+    if (!mp_conn_is_open(c) || x->eof || c->connecting || mp_conn_tls_handshaking(c))
         return false;
     if (x->client)
-        return !s->closing && mp_buf_avail(&x->in) < MAX_PARKED && mp_buf_avail(&s->u.out) < maxb;
-    return mp_buf_avail(&s->c.out) < maxb;
+        return !s->closing && mp_buf_avail(&c->in) < MAX_PARKED &&
+               mp_buf_avail(&s->u.conn.out) < maxb;
+    return mp_buf_avail(&s->c.conn.out) < maxb;
+}
+
+/* After a read was parsed: what is left of it (a partial message, a
+ * request read ahead) into the leg's own memory, and none kept when all
+ * was used. */
+static void keep(struct hconn *s, struct leg *x)
+{
+    if (!s->dead && mp_conn_keep(&x->conn))
+        mp_hf_close(s, "out of memory");
 }
 
 /* Reads once from leg x, and what OpenSSL already holds beyond that (the
@@ -138,39 +125,47 @@ static bool may_read(struct hconn *s, struct leg *x)
  * then parses.  Returns true when something moved. */
 static bool read_leg(struct hconn *s, struct leg *x)
 {
+    struct mp_http *h = s->h;
+    struct mp_conn *c = &x->conn;
+    /* the scratch is lent to one read at a time (a parse that ends up
+     * reading another connection reads into memory of its own) */
+    bool lend = !h->scratch_busy;
     bool got = false;
+    h->scratch_busy = true;
     do {
-        if (mp_buf_reserve(&x->in, READ_CHUNK)) {
+        ssize_t n = mp_conn_read(c, lend ? h->scratch : NULL, sizeof h->scratch);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n < 0 && errno == ENOMEM) {
             mp_hf_close(s, "out of memory");
+            h->scratch_busy = !lend;
             return true;
         }
-        ssize_t n = mp_tls_read(&x->tls, x->io.fd, x->in.data + x->in.len, READ_CHUNK);
-        mp_pcap_tap(s->cap, x->io.fd, x->client, true, x->in.data + x->in.len,
-                    n > 0 ? (size_t)n : 0);
-        if (n == 0)
-            break;
-        if (n < 0) {
+        if (n <= 0) {
             x->eof = true;
             if (x->client) {
                 mp_hf_close(s, s->in_request ? "client closed in a request" : "client closed");
-                return true;
+            } else {
+                if (got)
+                    mp_hx_parse_upstream(s, false);
+                if (!s->dead)
+                    mp_hx_parse_upstream(s, true);
+                keep(s, x);
             }
-            if (got)
-                mp_hx_parse_upstream(s, false);
-            if (!s->dead)
-                mp_hx_parse_upstream(s, true);
+            h->scratch_busy = !lend;
             return true;
         }
-        x->in.len += (size_t)n;
         got = true;
-    } while (mp_tls_pending(&x->tls) && may_read(s, x));
-    if (!got)
-        return false;
-    if (x->client)
-        mp_hx_parse_client(s);
-    else
-        mp_hx_parse_upstream(s, false);
-    return true;
+    } while (mp_conn_tls_pending(c) && may_read(s, x));
+    if (got) {
+        if (x->client)
+            mp_hx_parse_client(s);
+        else
+            mp_hx_parse_upstream(s, false);
+        keep(s, x);
+    }
+    h->scratch_busy = !lend;
+    return got;
 }
 
 /* Writes what is queued for leg x until it is out or the kernel pushes
@@ -179,34 +174,21 @@ static bool read_leg(struct hconn *s, struct leg *x)
 static bool write_leg(struct hconn *s, struct leg *x)
 {
     struct mp_buf *ob = mp_hu_wbuf(s, x);
-    bool moved = false;
-    while (mp_buf_avail(ob) && !x->eof && !x->wblocked) {
-        size_t want = mp_buf_avail(ob);
-        ssize_t n = mp_tls_write(&x->tls, x->io.fd, mp_buf_head(ob), want);
-        mp_pcap_tap(s->cap, x->io.fd, x->client, false, mp_buf_head(ob), n > 0 ? (size_t)n : 0);
-        if (n < 0) {
-            x->eof = true;
-            if (x->client)
-                mp_hf_close(s, "client write failed");
-            else
-                mp_hf_upstream_failed(s, 502, "write failed");
-            return true;
-        }
-        if (n == 0) {
-            x->wblocked = true;
-            break;
-        }
-        mp_buf_consume(ob, (size_t)n);
-        x->out_since = mp_now_ms();
-        moved = true;
-        if (!x->tls.ssl && (size_t)n < want) { /* the kernel took part: it is full */
-            x->wblocked = true;
-            break;
-        }
+    if (!mp_buf_avail(ob) || x->eof || x->conn.wblocked)
+        return false;
+    ssize_t n = mp_conn_write_buf(&x->conn, ob);
+    if (n < 0) {
+        x->eof = true;
+        if (x->client)
+            mp_hf_close(s, "client write failed");
+        else
+            mp_hf_upstream_failed(s, 502, "write failed");
+        return true;
     }
-    if (!mp_buf_avail(ob))
-        mp_buf_trim(ob);
-    return moved;
+    if (n == 0)
+        return false;
+    x->out_since = mp_now_ms();
+    return true;
 }
 
 /* One leg's share of the work: with ev (the loop's events for it) the TLS
@@ -216,18 +198,17 @@ static bool write_leg(struct hconn *s, struct leg *x)
 static bool step(struct hconn *s, struct leg *x, uint32_t ev)
 {
     struct mp_http *h = s->h;
+    struct mp_conn *c = &x->conn;
     bool moved = false;
-    if (!x->open || x->connecting)
+    if (!mp_conn_is_open(c) || c->connecting)
         return false;
-    if (ev)
-        x->wblocked = false;
-    if (x->tls.handshaking) {
+    if (mp_conn_tls_handshaking(c)) {
         if (!ev)
             return false; /* only when the loop says the leg is ready */
         char why[200];
-        int r = mp_tls_handshake(&x->tls, why, sizeof why);
+        int r = mp_conn_tls_handshake(c, why, sizeof why);
         if (r < 0) {
-            if (x->client && !mp_tls_heard(&x->tls)) {
+            if (x->client && !mp_tls_heard(&c->tls)) {
                 /* connected and left without a byte: a port probe or health check */
                 mp_hf_close(s, "closed before TLS");
             } else if (x->client) {
@@ -241,7 +222,7 @@ static bool step(struct hconn *s, struct leg *x, uint32_t ev)
         if (r == 0)
             return false;
         char tv[96];
-        mp_tls_describe(&x->tls, tv, sizeof tv);
+        mp_tls_describe(&c->tls, tv, sizeof tv);
         if (x->client) {
             mp_debug("http #%" PRIu64 " %s: %s", s->id, s->peer, tv);
         } else {
@@ -254,22 +235,17 @@ static bool step(struct hconn *s, struct leg *x, uint32_t ev)
     moved |= write_leg(s, x);
     if (s->dead || x->eof)
         return true;
-    if (x->client)
+    if (x->client && mp_buf_avail(&c->in)) {
         moved |= mp_hx_parse_client(s);
+        keep(s, x);
+    }
     /* bytes OpenSSL holds bring no event: they are read when reading may
      * go on again (backpressure eased, a paused parser resumed) */
-    bool rd = (ev & (MP_READ | MP_ERRHUP)) || ((ev & MP_WRITE) && x->tls.rd_wants_write) ||
-              mp_tls_pending(&x->tls);
+    bool rd = (ev & (MP_READ | MP_ERRHUP)) || ((ev & MP_WRITE) && c->tls.rd_wants_write) ||
+              mp_conn_tls_pending(c);
     if (!s->dead && rd && may_read(s, x))
         moved |= read_leg(s, x);
     return moved;
-}
-
-static uint32_t wanted(struct leg *x, bool can_read)
-{
-    if (x->connecting)
-        return MP_WRITE;
-    return mp_tls_events(&x->tls, can_read, mp_buf_avail(mp_hu_wbuf(x->s, x)) > 0);
 }
 
 static void timer_cb(struct mp_timer *t);
@@ -277,8 +253,9 @@ static void timer_cb(struct mp_timer *t);
 /* When a peer that is not reading what we queue for it is given up. */
 static uint64_t send_deadline(struct hconn *s, struct leg *x)
 {
-    if (!x->open || x->connecting || x->tls.handshaking || !mp_buf_avail(mp_hu_wbuf(s, x)) ||
-        !x->out_since)
+    const struct mp_conn *c = &x->conn;
+    if (!mp_conn_is_open(c) || c->connecting || mp_conn_tls_handshaking(c) ||
+        !mp_buf_avail(mp_hu_wbuf(s, x)) || !x->out_since)
         return 0;
     return x->out_since + (uint64_t)s->h->cfg->send_timeout_s * 1000;
 }
@@ -288,7 +265,8 @@ static uint64_t send_deadline(struct hconn *s, struct leg *x)
  * timed by http upstream timeout (the body has its own clock). */
 bool mp_hf_upstream_clock(struct hconn *s)
 {
-    return s->req_complete || s->u.connecting || s->u.tls.handshaking || mp_hu_busy(s) || s->status;
+    return s->req_complete || s->u.conn.connecting || mp_conn_tls_handshaking(&s->u.conn) ||
+           mp_hu_busy(s) || s->status;
 }
 
 static void settle(struct hconn *s)
@@ -296,21 +274,21 @@ static void settle(struct hconn *s)
     struct mp_http *h = s->h;
     if (s->dead)
         return;
-    if (s->closing && !mp_buf_avail(&s->c.out)) {
+    if (s->closing && !mp_buf_avail(&s->c.conn.out)) {
         mp_hf_close(s, "done");
         return;
     }
-    if (s->c.open)
-        mp_io_set(h->loop, &s->c.io, wanted(&s->c, may_read(s, &s->c)));
-    if (s->u.open)
-        mp_io_set(h->loop, &s->u.io, wanted(&s->u, may_read(s, &s->u)));
     uint64_t now = mp_now_ms(), dl = 0;
     struct leg *sides[2] = {&s->c, &s->u};
-    for (int i = 0; i < 2; i++) /* the send clock runs while bytes wait */
-        if (!mp_buf_avail(mp_hu_wbuf(s, sides[i])))
-            sides[i]->out_since = 0;
-        else if (!sides[i]->out_since)
-            sides[i]->out_since = now;
+    for (int i = 0; i < 2; i++) {
+        struct leg *x = sides[i];
+        bool out = mp_buf_avail(mp_hu_wbuf(s, x)) > 0;
+        mp_conn_want_rw(&x->conn, may_read(s, x), out);
+        if (!out) /* the send clock runs while bytes wait */
+            x->out_since = 0;
+        else if (!x->out_since)
+            x->out_since = now;
+    }
     bool up_clock = mp_hf_upstream_clock(s);
     uint64_t cand[6] = {s->header_dl,
                         s->in_request ? 0 : s->idle_dl,
@@ -342,14 +320,14 @@ void mp_hf_pump(struct hconn *s)
     settle(s);
 }
 
-static void io_cb(struct mp_io *io, uint32_t ev)
+static void conn_cb(struct mp_conn *c, uint32_t ev)
 {
-    struct leg *x = io->data;
+    struct leg *x = c->data;
     struct hconn *s = x->s;
     if (s->dead)
         return;
-    if (x->connecting && (ev & (MP_WRITE | MP_ERRHUP)))
-        upstream_connected(s);
+    if (c->connecting && (ev & (MP_WRITE | MP_ERRHUP)))
+        upstream_connected(s, ev);
     if (s->dead)
         return;
     /* only the leg the loop reported is read; then what that produced
@@ -366,13 +344,12 @@ static void io_cb(struct mp_io *io, uint32_t ev)
  * connection is given up (it is never left to such a client). */
 static void body_too_slow(struct hconn *s)
 {
-    struct mp_http *h = s->h;
     mp_info("http #%" PRIu64 " %s: request body too slow (%" PRIu64 " bytes in %" PRIu64
             " ms; at least %u bytes/s after mapiproxy:http header timeout): 408, closed",
             s->id, s->peer, s->req_bytes, mp_now_ms() - s->body_t0, BODY_MIN_RATE);
     s->body_dl = 0;
     mp_mhb_end(s);
-    mp_hf_side_close(h->loop, &s->u);
+    mp_hf_side_close(&s->u);
     if (s->resp_started) {
         mp_hf_close(s, "request body too slow");
         return;
@@ -395,7 +372,7 @@ static void timer_cb(struct mp_timer *t)
                 "header timeout): closed",
                 s->id, s->peer, h->cfg->http_header_timeout_s);
         s->header_dl = 0;
-        if (s->c.tls.handshaking) {
+        if (mp_conn_tls_handshaking(&s->c.conn)) {
             mp_hf_close(s, "header timeout in the TLS handshake");
             return;
         }
@@ -411,7 +388,7 @@ static void timer_cb(struct mp_timer *t)
         mp_hf_close(s, "idle");
         return;
     } else if (s->in_request && !s->req_complete && s->body_dl && now >= s->body_dl) {
-        if (mp_buf_avail(&s->u.out) >= h->cfg->max_buffer) { /* we stopped reading it */
+        if (mp_buf_avail(&s->u.conn.out) >= h->cfg->max_buffer) { /* we stopped reading it */
             s->body_t0 = now - s->req_bytes * 1000 / BODY_MIN_RATE;
             mp_hx_body_deadline(s);
         } else {
@@ -422,7 +399,7 @@ static void timer_cb(struct mp_timer *t)
     } else if (s->in_request && s->forwarded && s->upstream_dl && now >= s->upstream_dl &&
                mp_hf_upstream_clock(s)) {
         mp_hf_upstream_failed(s, 504,
-                              s->u.connecting || s->u.tls.handshaking
+                              s->u.conn.connecting || mp_conn_tls_handshaking(&s->u.conn)
                                   ? "connect timed out (mapiproxy:connect timeout)"
                                   : "no answer in time (mapiproxy:http upstream timeout)");
     } else if (send_deadline(s, &s->c) && now >= send_deadline(s, &s->c)) {
@@ -462,8 +439,8 @@ void mp_hf_close(struct hconn *s, const char *why)
     }
     mp_debug("http #%" PRIu64 " %s: closed (%s)", s->id, s->peer, why);
     mp_timer_cancel(h->loop, &s->timer);
-    mp_hf_side_close(h->loop, &s->c);
-    mp_hf_side_close(h->loop, &s->u);
+    mp_hf_side_close(&s->c);
+    mp_hf_side_close(&s->u);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -474,6 +451,13 @@ void mp_hf_close(struct hconn *s, const char *why)
     mp_metrics_open("http", -1);
     if (mp_loop_defer(h->loop, conn_free, s))
         conn_free(s); /* nothing else of this batch can point to it then */
+}
+
+/* The packet export's tap on both legs (ops/pcapng.h). */
+static void tap(void *arg, const struct mp_conn *c, bool in, const void *p, size_t n)
+{
+    const struct leg *x = arg;
+    mp_pcap_tap(x->s->cap, c->io.fd, x->client, in, p, n);
 }
 
 static void accept_one(void *data, int fd, const char *host, uint16_t port)
@@ -487,26 +471,30 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
         return;
     }
     struct hconn *s = calloc(1, sizeof *s);
-    if (!s || (h->server_ctx && mp_tls_accept(&s->c.tls, h->server_ctx, fd))) {
-        if (s)
-            mp_tls_free(&s->c.tls, false);
-        free(s);
+    if (!s) {
         close(fd);
+        return;
+    }
+    s->c.s = s->u.s = s;
+    s->c.client = true;
+    mp_conn_init(&s->c.conn, h->loop, conn_cb, &s->c);
+    mp_conn_init(&s->u.conn, h->loop, conn_cb, &s->u);
+    s->c.conn.hup_unwatched = s->u.conn.hup_unwatched = true;
+    mp_conn_attach(&s->c.conn, fd);
+    if (h->server_ctx && mp_conn_tls_accept(&s->c.conn, h->server_ctx)) {
+        mp_conn_close(&s->c.conn);
+        free(s);
         return;
     }
     s->h = h;
     s->id = ++h->next_id;
     snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
     s->cap = mp_pcap_start(host, port, "http"); /* decrypted export, doc/operations.md */
-    s->c.s = s->u.s = s;
-    s->c.client = true;
-    s->c.io.fd = fd;
-    s->c.io.cb = io_cb;
-    s->c.io.data = &s->c;
-    s->c.open = true;
-    s->u.io.fd = -1;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (s->cap) {
+        s->c.conn.tap = s->u.conn.tap = tap;
+        s->c.conn.tap_arg = &s->c;
+        s->u.conn.tap_arg = &s->u;
+    }
     http_parser_init(&s->cp, HTTP_REQUEST);
     s->cp.data = s;
     http_parser_init(&s->up, HTTP_RESPONSE);
@@ -523,7 +511,7 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
     h->conns = s;
     h->n_conn++;
     mp_metrics_open("http", 1);
-    mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, s->c.tls.ssl ? " (TLS)" : "");
+    mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, s->c.conn.tls.ssl ? " (TLS)" : "");
     mp_hf_pump(s);
 }
 
@@ -685,14 +673,12 @@ void mp_hf_hand_over(struct hconn *s)
 {
     struct mp_http *h = s->h;
     const struct mp_http_route *r = s->route;
-    struct mp_buf *in = &s->c.in;
+    struct mp_buf *in = &s->c.conn.in;
     /* paused in on_headers_complete, http-parser stops before the head's
      * last LF */
     if (mp_buf_avail(in) && mp_buf_head(in)[0] == '\n')
         mp_buf_consume(in, 1);
     struct mp_http_handover ho = {
-        .fd = s->c.io.fd,
-        .tls = s->c.tls,
         .peer = s->peer,
         .id = s->id,
         .method = s->method,
@@ -702,10 +688,8 @@ void mp_hf_hand_over(struct hconn *s)
         .rest_len = mp_buf_avail(in),
         .keepalive = s->keepalive,
     };
-    mp_io_set(h->loop, &s->c.io, 0);
-    s->c.io.fd = -1;
-    s->c.open = false;
-    s->c.tls = (struct mp_tls){0};
+    mp_conn_tls_release(&s->c.conn, &ho.tls);
+    ho.fd = mp_conn_release(&s->c.conn); /* the buffers (rest) stay until the close below */
     s->in_request = false;
     mp_info("http #%" PRIu64 " %s %s %s: handed to its transport", s->id, s->peer, s->method,
             s->path);

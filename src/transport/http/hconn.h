@@ -3,7 +3,7 @@
  * front.h (and, for a path handler, route.h).
  *
  * The state is split by concern:
- *   struct leg          one leg (client or upstream): socket, TLS, buffers
+ *   struct leg          one leg (client or upstream): its struct mp_conn
  *   struct hconn        the connection, its deadlines and the current
  *                       exchange (request head, response head, framing)
  *   struct hup          the proxy's logon: the client's (termination) and
@@ -25,7 +25,8 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "event/loop.h"
-#include "net/tls.h"
+#include "net/conn.h"
+#include "net/conn_tls.h"
 #include "transport/http/front.h"
 #include "transport/http/hauth.h"
 #include "transport/http/msg.h"
@@ -42,19 +43,14 @@
 
 struct hconn;
 
-/* One leg: the client's connection or the upstream's. */
+/* One leg: the client's connection or the upstream's, on the connection
+ * every transport uses (net/conn.h: socket, TLS, buffered I/O, taps). */
 struct leg {
     struct hconn *s;
-    struct mp_io io;
-    struct mp_tls tls;
+    struct mp_conn conn;
     bool client;
-    bool connecting;    /* TCP connect in progress (upstream) */
-    bool open;          /* has a descriptor */
-    bool eof;           /* the peer closed (or an error) */
-    bool wblocked;      /* a write was pushed back: wait for the loop's event */
-    struct mp_buf in;   /* received, not yet parsed */
-    struct mp_buf out;  /* to send */
-    uint64_t out_since; /* last write progress while out was not empty */
+    bool eof;           /* the peer closed (or an error, or given up): never opened again */
+    uint64_t out_since; /* last write progress while there was output to send */
 };
 
 struct listener {
@@ -80,6 +76,10 @@ struct mp_http {
     struct mp_mh_cookies cookies; /* MAPI/HTTP session cookies (transport/mapihttp) */
     struct mp_hauth auth;         /* mapiproxy:http auth = terminate (hauth.c) */
     uint64_t held;                /* body bytes held by the module path (http held body budget) */
+    /* what a leg reads lands here (no copy, no buffer of the leg's own)
+     * unless a partial message is kept (mp_conn_read) */
+    bool scratch_busy;
+    uint8_t scratch[READ_CHUNK];
 };
 
 /* Logons (upauth.c): the client's with termination, and the proxy's own
@@ -148,7 +148,7 @@ struct hconn {
 /* front.c */
 void mp_hf_pump(struct hconn *s);
 void mp_hf_close(struct hconn *s, const char *why);
-void mp_hf_side_close(struct mp_loop *loop, struct leg *x);
+void mp_hf_side_close(struct leg *x);
 int mp_hf_upstream_start(struct hconn *s);
 /* The upstream failed: the request gets st if nothing of its response was
  * sent yet; the connection ends either way. */

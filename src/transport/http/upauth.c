@@ -163,7 +163,7 @@ bool mp_hu_busy(const struct hconn *s)
  * proxy's handshake runs. */
 struct mp_buf *mp_hu_wbuf(struct hconn *s, struct leg *x)
 {
-    return !x->client && mp_hu_busy(s) ? &s->ua.out : &x->out;
+    return !x->client && mp_hu_busy(s) ? &s->ua.out : &x->conn.out;
 }
 
 /* ------------------------------------------------------------------ */

@@ -88,8 +88,8 @@ static void mh_out(struct hconn *s, const void *p, size_t n)
         return;
     char sz[24];
     int k = snprintf(sz, sizeof sz, "%zx\r\n", n);
-    if (mp_buf_append(&s->c.out, sz, (size_t)k) || mp_buf_append(&s->c.out, p, n) ||
-        mp_buf_append(&s->c.out, "\r\n", 2))
+    if (mp_buf_append(&s->c.conn.out, sz, (size_t)k) || mp_buf_append(&s->c.conn.out, p, n) ||
+        mp_buf_append(&s->c.conn.out, "\r\n", 2))
         s->closing = true;
     s->resp_bytes += n;
 }
@@ -105,7 +105,7 @@ static void mh_own_head(struct hconn *s, uint32_t code)
                      "X-ServerApplication: mapiproxy\r\nCache-Control: private\r\n"
                      "Transfer-Encoding: chunked\r\n%s\r\n",
                      s->xtype, s->xid, code, s->keepalive ? "" : "Connection: close\r\n");
-    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&s->c.out, head, (size_t)n))
+    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&s->c.conn.out, head, (size_t)n))
         s->closing = true;
     s->mh.head = true;
     s->chunk_out = true;
@@ -117,7 +117,7 @@ static void mh_own_head(struct hconn *s, uint32_t code)
 /* The request is answered: its response is complete. */
 static void mh_finish(struct hconn *s, int status)
 {
-    if (mp_buf_append(&s->c.out, "0\r\n\r\n", 5))
+    if (mp_buf_append(&s->c.conn.out, "0\r\n\r\n", 5))
         s->closing = true;
     s->status = status;
     s->upstream_dl = 0;
@@ -173,8 +173,8 @@ static void mh_relay(void *owner, const uint8_t *body, size_t len)
     struct hconn *s = owner;
     struct mp_http_head_opts o = {
         .framing = MP_HTTP_LENGTH, .length = len, .host = s->h->up_hostport};
-    if (mp_http_request_head(&s->req, s->method, &o, &s->u.out) ||
-        (len && mp_buf_append(&s->u.out, body, len))) {
+    if (mp_http_request_head(&s->req, s->method, &o, &s->u.conn.out) ||
+        (len && mp_buf_append(&s->u.conn.out, body, len))) {
         s->closing = true;
         return;
     }
@@ -264,7 +264,7 @@ int mp_mhb_resp_head(struct hconn *s, http_parser *p)
     s->mh.http_rc = rc && rl ? (uint32_t)strtoul(rc, NULL, 10) : 0;
     struct mp_http_head_opts o = {
         .framing = MP_HTTP_CHUNKED, .close = !s->keepalive, .rewrite_location = &s->h->names};
-    if (!s->mh.head && mp_http_response_head(&s->resp, 200, &o, &s->c.out))
+    if (!s->mh.head && mp_http_response_head(&s->resp, 200, &o, &s->c.conn.out))
         return -1;
     s->mh.head = true;
     s->chunk_out = true;
@@ -416,8 +416,9 @@ int mp_mhb_request_done(struct hconn *s)
         struct mp_http_head_opts o = {.framing = MP_HTTP_LENGTH,
                                       .length = mp_buf_avail(&s->mh.mreq),
                                       .host = s->h->up_hostport};
-        int bad = mp_http_request_head(&s->req, s->method, &o, &s->u.out) ||
-                  mp_buf_append(&s->u.out, mp_buf_head(&s->mh.mreq), mp_buf_avail(&s->mh.mreq));
+        int bad =
+            mp_http_request_head(&s->req, s->method, &o, &s->u.conn.out) ||
+            mp_buf_append(&s->u.conn.out, mp_buf_head(&s->mh.mreq), mp_buf_avail(&s->mh.mreq));
         if (s->mh.url) { /* its answer is collected and rewritten */
             s->h->held -= s->mh.held;
             s->mh.held = 0;
