@@ -16,11 +16,11 @@ only those rows).  About 70 s in all with the defaults."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
+
+from benchlib import Procs, free_port, rss_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B = os.path.join(ROOT, "build")
@@ -29,59 +29,15 @@ PROXY = os.environ.get("MAPIPROXY", os.path.join(B, "mapiproxy"))
 SECS = int(os.environ.get("HTTPS_SECS", "4"))
 PARK = int(os.environ.get("HTTPS_PARK", "400"))
 REQ, RESP = 2048, 8192
-tmp = tempfile.mkdtemp(prefix="mp-bench-https-")
-procs = []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, p, name):
-    for _ in range(200):
-        if p.poll() is not None:
-            sys.exit(f"{name} exited; see {tmp}/{name}.log")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{name} does not listen on {port}")
-
-
-def start(name, argv):
-    log = open(os.path.join(tmp, name + ".log"), "w")
-    p = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    procs.append(p)
-    return p
-
-
-def stop(p):
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+P = Procs("mp-bench-https-")  # what we start; configs and logs in P.tmpdir
+tmp = P.tmpdir
+start, stop = P.start, P.stop
 
 
 def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         v = f.read().rsplit(")", 1)[1].split()
     return int(v[11]) + int(v[12])
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def certs():
@@ -114,7 +70,7 @@ def start_mapiproxy(up, cert, key):
     mapiproxy:tls verify = no
 """)
     p = start("mapiproxy", [PROXY, "-c", conf])
-    wait_port(port, p, "mapiproxy")
+    P.wait_port(port, p, "mapiproxy")
     return p, port
 
 
@@ -137,7 +93,7 @@ backend be
     server up 127.0.0.1:{up} ssl verify none
 """)
     p = start("haproxy", [os.environ.get("HAPROXY", "haproxy"), "-db", "-f", conf])
-    wait_port(port, p, "haproxy")
+    P.wait_port(port, p, "haproxy")
     return p, port
 
 
@@ -172,7 +128,7 @@ http {{
 }}
 """)
     p = start("nginx", [os.environ.get("NGINX", "nginx"), "-c", conf, "-p", tmp])
-    wait_port(port, p, "nginx")
+    P.wait_port(port, p, "nginx")
     return p, port
 
 
@@ -204,7 +160,7 @@ def main():
     cert, key, ck = certs()
     up = free_port()
     peer = start("upstream", [PEER, "serve", str(up), cert, key, str(RESP)])
-    wait_port(up, peer, "upstream")
+    P.wait_port(up, peer, "upstream")
     relays = [("HAProxy", os.environ.get("HAPROXY", "haproxy"), lambda: start_haproxy(up, ck)),
               ("nginx", os.environ.get("NGINX", "nginx"), lambda: start_nginx(up, cert, key)),
               ("mapiproxy", PROXY, lambda: start_mapiproxy(up, cert, key))]
@@ -252,6 +208,5 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in procs:
-            stop(p)
+        P.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -28,11 +28,11 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
+
+from benchlib import Procs, free_port, rss_kib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
@@ -54,76 +54,18 @@ RUN_LZ77 = os.environ.get("BENCH_LZ77", "1") != "0"
 quiet_budget = [float(os.environ.get("BENCH_QUIET_BUDGET", "60"))]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-procs = []  # (name, Popen) of everything we started
-tmpdir = tempfile.mkdtemp(prefix="mp-bench-")
+P = Procs("mp-bench-")  # everything we started; configs and logs in P.tmpdir
+tmpdir = P.tmpdir
+start, stop, wait_port, cleanup = P.start, P.stop, P.wait_port, P.stop_all
 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def cleanup(*_):
-    for name, p in reversed(procs):
-        if p.poll() is None:
-            try:
-                p.terminate()
-            except ProcessLookupError:
-                pass
-    deadline = time.time() + 3
-    for name, p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    procs.clear()
-
-
 def on_signal(sig, _frame):
     cleanup()
     sys.exit(128 + sig)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, proc, name, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}; see {tmpdir}/{name}.log")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{name} does not listen on port {port}")
-
-
-def start(name, argv, **kw):
-    logf = open(os.path.join(tmpdir, name + ".log"), "w")
-    p = subprocess.Popen(argv, stdout=kw.pop("stdout", logf), stderr=logf, stdin=subprocess.DEVNULL, **kw)
-    procs.append((name, p))
-    return p
-
-
-def stop(p):
-    for i, (n, q) in enumerate(procs):
-        if q is p:
-            del procs[i]
-            break
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def start_responder():
@@ -218,14 +160,6 @@ def loadgen(port, clients, pids, secs, extra=()):
     return out
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def n_fds(pid):
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -238,7 +172,7 @@ def idle_sessions(port, relay_pid, n):
     lg = subprocess.Popen([LOADGEN, "-p", str(port), "-i", str(n), "-c", "256"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
-    procs.append(("loadgen-idle", lg))
+    P.adopt("loadgen-idle", lg)
     try:
         line = lg.stdout.readline()
         m = re.match(r"ready sessions=(\d+) errors=(\d+) secs=([\d.]+)", line)

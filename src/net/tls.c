@@ -148,6 +148,7 @@ int mp_tls_handshake(struct mp_tls *t, char *why, size_t wn)
     int r = SSL_do_handshake(t->ssl);
     if (r == 1) {
         t->handshaking = false;
+        SSL_free_buffers(t->ssl); /* unless bytes that followed the handshake are in them */
         return 1;
     }
     int e = SSL_get_error(t->ssl, r);
@@ -182,6 +183,11 @@ ssize_t mp_tls_read(struct mp_tls *t, int fd, void *buf, size_t n)
     switch (SSL_get_error(t->ssl, r)) {
     case SSL_ERROR_WANT_READ:
         t->rd_wants_write = false;
+        /* OpenSSL set up its read buffer before the read found nothing, and
+         * SSL_MODE_RELEASE_BUFFERS gives it back only after a record: an
+         * idle connection (a parked request, after the upstream's session
+         * tickets) would keep ~17 KiB.  Not freed while a record is partial. */
+        SSL_free_buffers(t->ssl);
         return 0;
     case SSL_ERROR_WANT_WRITE:
         t->rd_wants_write = true;
