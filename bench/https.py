@@ -12,7 +12,9 @@ NotificationWait (N requests the upstream never answers).
 Environment: HTTPS_SECS [4] seconds per row, HTTPS_PARK [400] parked
 requests, HAPROXY [haproxy], NGINX [nginx] (a relay whose binary is missing
 is skipped), MAPIPROXY [build/mapiproxy], HTTPS_RELAYS (e.g. "mapiproxy":
-only those rows).  About 70 s in all with the defaults."""
+only those rows), HTTPS_BASELINE [none]: another mapiproxy build measured in
+the same run, as "baseline" (before/after).  About 70 s in all with the
+defaults."""
 import os
 import shutil
 import signal
@@ -28,6 +30,7 @@ PEER = os.path.join(B, "bench", "https_peer")
 PROXY = os.environ.get("MAPIPROXY", os.path.join(B, "mapiproxy"))
 SECS = int(os.environ.get("HTTPS_SECS", "4"))
 PARK = int(os.environ.get("HTTPS_PARK", "400"))
+BASELINE = os.environ.get("HTTPS_BASELINE", "")
 REQ, RESP = 2048, 8192
 P = Procs("mp-bench-https-")  # what we start; configs and logs in P.tmpdir
 tmp = P.tmpdir
@@ -50,9 +53,9 @@ def certs():
     return os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem"), os.path.join(tmp, "ck.pem")
 
 
-def start_mapiproxy(up, cert, key):
+def start_mapiproxy(up, cert, key, binary=PROXY, name="mapiproxy"):
     port = free_port()
-    conf = os.path.join(tmp, "mapiproxy.conf")
+    conf = os.path.join(tmp, name + ".conf")
     with open(conf, "w") as f:
         f.write(f"""[global]
     dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1[{free_port()}]
@@ -69,8 +72,8 @@ def start_mapiproxy(up, cert, key):
     mapiproxy:http upstream = https://localhost:{up}
     mapiproxy:tls verify = no
 """)
-    p = start("mapiproxy", [PROXY, "-c", conf])
-    P.wait_port(port, p, "mapiproxy")
+    p = start(name, [binary, "-c", conf])
+    P.wait_port(port, p, name)
     return p, port
 
 
@@ -164,6 +167,9 @@ def main():
     relays = [("HAProxy", os.environ.get("HAPROXY", "haproxy"), lambda: start_haproxy(up, ck)),
               ("nginx", os.environ.get("NGINX", "nginx"), lambda: start_nginx(up, cert, key)),
               ("mapiproxy", PROXY, lambda: start_mapiproxy(up, cert, key))]
+    if BASELINE:  # another build of the front, in the same run (before/after)
+        relays.append(("baseline", BASELINE,
+                       lambda: start_mapiproxy(up, cert, key, BASELINE, "baseline")))
     print(f"HTTPS front: MAPI/HTTP Execute {REQ} B -> {RESP} B, TLS both legs, keep-alive, "
           f"{SECS} s a row; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'relay':<10} {'clients':>7} {'req/s':>8} {'p50 us':>8} {'p99 us':>8} {'CPU us/req':>10}")
@@ -189,16 +195,17 @@ def main():
                   f"{us:>10.1f}", flush=True)
         parked[name] = parked_kib(p, port)
         stop(p)
-    for c in (1, 16, 64):
-        m = rows.get(("mapiproxy", c))
-        if not m:
-            continue
-        rel = []
-        for other in ("HAProxy", "nginx"):
-            o = rows.get((other, c))
-            if o:
-                rel.append(f"x{m[0] / o[0]:.2f} req/s, x{m[1] / o[1]:.2f} CPU vs {other}")
-        print(f"mapiproxy at {c:>2} clients: " + "; ".join(rel))
+    for me in ("mapiproxy", "baseline"):
+        for c in (1, 16, 64):
+            m = rows.get((me, c))
+            if not m:
+                continue
+            rel = []
+            for other in ("HAProxy", "nginx"):
+                o = rows.get((other, c))
+                if o:
+                    rel.append(f"x{m[0] / o[0]:.2f} req/s, x{m[1] / o[1]:.2f} CPU vs {other}")
+            print(f"{me} at {c:>2} clients: " + "; ".join(rel))
     print(f"KiB per parked NotificationWait ({PARK} parked): " +
           ", ".join(f"{n} {k:.1f}" for n, k in parked.items()))
 
