@@ -353,6 +353,9 @@ void mp_hx_request_finished(struct hconn *s)
 {
     s->in_request = false;
     mp_hx_log_request(s);
+    /* the response head's memory goes back: a connection waiting for its
+     * next request (or parked on it) keeps none */
+    mp_http_msg_free(&s->resp);
     if (!s->keepalive || s->close_after)
         s->closing = true;
     else
