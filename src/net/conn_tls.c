@@ -75,6 +75,15 @@ bool mp_conn_tls_pending(const struct mp_conn *c)
     return c->layer == &tls_layer && mp_tls_pending(&c->tls);
 }
 
+void mp_conn_tls_end(struct mp_conn *c)
+{
+    if (c->layer != &tls_layer)
+        return;
+    mp_tls_free(&c->tls, !c->tls.handshaking && !c->failed);
+    c->layer = NULL;
+    c->layer_data = NULL;
+}
+
 void mp_conn_tls_release(struct mp_conn *c, struct mp_tls *t)
 {
     *t = c->tls;

@@ -38,6 +38,10 @@ void mp_conn_use_tls(struct mp_conn *c, struct mp_tls *t);
 /* OpenSSL holds bytes already read from the socket: read again before
  * waiting for the descriptor (it may stay quiet). */
 bool mp_conn_tls_pending(const struct mp_conn *c);
+/* Ends TLS but not the connection: close_notify (best effort, once the
+ * handshake is done), the TLS state freed; reads and writes go on plain
+ * (a lingering close that reads and drops what the peer still sends). */
+void mp_conn_tls_end(struct mp_conn *c);
 /* For a hand-over (mp_conn_release): the TLS state moves to *t, and the
  * connection forgets it. */
 void mp_conn_tls_release(struct mp_conn *c, struct mp_tls *t);

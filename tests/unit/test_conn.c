@@ -207,6 +207,9 @@ int main(void)
     struct mp_tls plain2 = {0}, taken;
     mp_conn_use_tls(&c, &plain2);
     mp_conn_want(&c, true);
+    mp_conn_tls_end(&c); /* TLS over, the connection goes on plain */
+    CHECK(c.layer == NULL && mp_conn_is_open(&c));
+    mp_conn_use_tls(&c, &plain2);
     mp_conn_tls_release(&c, &taken);
     CHECK_EQ(mp_conn_release(&c), sv[0]);
     CHECK(!mp_conn_is_open(&c) && c.layer == NULL);
