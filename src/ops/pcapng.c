@@ -88,6 +88,11 @@ void mp_pcap_configure(const struct mp_config *cfg)
                 "export dir when done",
                 conf.clients[0] ? conf.clients : "*", conf.users[0] ? ", users " : "", conf.users,
                 conf.dir);
+    if (conf.dir[0] && !cfg->username[0])
+        mp_warn("packet export: the proxy does not terminate DCE/RPC authentication (no "
+                "dcerpc_mapiproxy:username), so it has no keys: sealed DCE/RPC calls are "
+                "exported still sealed%s",
+                conf.users[0] ? ", and no DCE/RPC connection is chosen by user" : "");
 }
 
 static void put32(uint8_t *p, uint32_t v)
