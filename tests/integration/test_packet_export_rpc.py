@@ -15,6 +15,7 @@ from impacket.dcerpc.v5 import nspi
 import emsmdb_client as EC
 import emsmdb_ndr as N
 import tshark_util
+from conftest import LAB_SVC_ACCT, LAB_SVC_PW, ntlm_lab
 from test_relay import USER_DN
 from test_rpc_security import CAROL, CAROL_PW, login, terminating
 from test_ops import wait_for
@@ -73,3 +74,34 @@ def test_ntlm_sealed_session_export_dissected_by_tshark(auth_lab, make_proxy, tm
         assert names.count(n) == 2, (n, names)
     assert "EcDoConnectEx" in names, names
     assert {"nspi", "mapi"} <= ifaces, ifaces
+
+
+def test_pass_through_session_is_written_sealed_and_said(make_proxy, tmp_path):
+    """Transparent mode: the client logs on to the lab itself (NTLM at
+    privacy); the proxy has no keys, says so, and writes the association as
+    it crossed, logon included, so tshark unseals it with the password."""
+    lab = ntlm_lab(tmp_path, LAB_SVC_ACCT, LAB_SVC_PW)
+    try:
+        out = tmp_path / "export"
+        out.mkdir()
+        p = make_proxy(upstream_epm_port=lab.epm_port,
+                       extra={"mapiproxy:packet export dir": str(out),
+                              "mapiproxy:packet export clients": "127.0.0.1"})
+        assert "does not terminate DCE/RPC authentication" in p.log()
+        dce = login(p, nspi.MSRPC_UUID_NSPI, user=LAB_SVC_ACCT, pw=LAB_SVC_PW)
+        nspi.hNspiUnbind(dce, nspi.hNspiBind(dce)["contextHandle"])
+        dce.disconnect()
+        p.stop()
+        assert "sealed PDUs of a pass-through association" in p.log()
+        ports = [p.rpc_port] + list(lab.ports.values())
+        # (the fixture's port probes give files with no PDU)
+        [f] = [f for f in glob.glob(str(out / "*.pcapng"))
+               if tshark_util.dissect(f, decode_as_ports=ports)]
+        sealed = tshark_util.calls(tshark_util.dissect(f, decode_as_ports=ports), "nspi")
+        assert sealed and all(x.encrypted and not x.decrypted for x in sealed), sealed
+        opened = tshark_util.calls(tshark_util.dissect(f, decode_as_ports=ports,
+                                                       nt_password=LAB_SVC_PW), "nspi")
+        assert [x.opnum for x in opened] == [0, 0, 1, 1], opened  # both legs
+        assert all(x.decrypted for x in opened), opened
+    finally:
+        lab.stop()

@@ -7,10 +7,13 @@
  *     verifier checked, and in dce_emit before protecting;
  *   - every other PDU is written as it is read or queued, with the auth
  *     trailer of binds, alter_contexts, their answers and AUTH3 removed
- *     (NTLM and Kerberos tokens are not exported);
+ *     when the proxy terminates authentication (its own tokens and the
+ *     client's are not exported);
  *   - on a pass-through association (the client's logon goes to the
- *     upstream) the proxy has no keys: sealed PDUs are written as they are,
- *     and the log says so once.
+ *     upstream) the proxy has no keys: every PDU is written as it crossed
+ *     the proxy, logon tokens included, as a capture on the wire would
+ *     hold it (Wireshark can unseal it with the user's password), and the
+ *     log says so once.
  * Output is tapped in order: c->tapped counts the bytes at the head of a
  * leg's output buffer already written to the capture. */
 #include <stdlib.h>
@@ -49,6 +52,10 @@ static void tap_pdu(struct assoc *a, struct conn *c, bool in, const uint8_t *p, 
     }
     if (!is_auth_pdu(p[2])) { /* a protected call the proxy did not unseal */
         warn_sealed(a);
+        mp_pcap_tap(a->cap, fd, client, in, p, len);
+        return;
+    }
+    if (!a->r->auth.terminate || a->passthrough) { /* the client's logon, untouched */
         mp_pcap_tap(a->cap, fd, client, in, p, len);
         return;
     }
