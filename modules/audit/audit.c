@@ -11,7 +11,10 @@
  *   audit:syslog facility = authpriv (daemon, auth, local0 ... local7)
  *   audit:syslog socket = /dev/log
  *
- * Built with the public headers only (-Iinclude), like any outside module.
+ * Built with the public headers only (-Iinclude), like any outside module;
+ * reads the decoded structures of calls.h and rops.h directly. 8-bit
+ * strings (ESSDN, String8 subjects) are taken as Latin-1 and UTF-16 ones
+ * converted, both written as UTF-8.
  * Never a password, hash, key or message body: ids, names and subjects. */
 #include <errno.h>
 #include <fcntl.h>
