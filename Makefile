@@ -23,6 +23,8 @@ LIB_SRC := $(filter-out src/core/main.c,$(shell find src -name '*.c' | sort)) \
 # (-MMD), with an empty rule per header (-MP) so a removed header does not
 # stop the build; the .d files are included at the end of this Makefile.
 DEP     := -MMD -MP
+# The built-ins build like any third-party module: public headers only.
+$(B)/obj/modules/%.o $(B)/asan/obj/modules/%.o $(B)/fuzz/obj/modules/%.o: INC := -Iinclude
 UNIT    := $(patsubst tests/unit/%.c,%,$(wildcard tests/unit/test_*.c))
 
 B       := build

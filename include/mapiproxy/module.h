@@ -167,6 +167,23 @@ void mp_module_set_private(struct mp_module_ctx *mc, void *priv);
 void mp_module_log(const struct mp_module_ctx *mc, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The proxy's own names, from its configuration (added within ABI 4, a
+ * compatible change): what a module that hides the upstream server from
+ * the client (the built-in rewrite) puts in its place.  "" when not set;
+ * NULL for an unknown `which` or outside init and the hooks.  Only names:
+ * no other part of the configuration is visible to modules. */
+enum mp_proxy_name {
+    MP_PROXY_NETBIOS_NAME = 0,  /* `netbios name` */
+    MP_PROXY_REALM = 1,         /* `realm` */
+    MP_PROXY_UPSTREAM_HOST = 2, /* the host of dcerpc_mapiproxy:binding */
+};
+const char *mp_module_proxy_name(const struct mp_module_ctx *mc, enum mp_proxy_name which);
+/* The name of operation opnum of an interface the proxy knows
+ * ("exchange_nsp", 3 -> "NspiGetProps"); NULL past its last operation or
+ * for an interface it does not know (added within ABI 4).  Lets a module
+ * turn operation names from its options into the opnums of its wants. */
+const char *mp_iface_op(const char *iface, uint32_t opnum);
+
 /* ---- calls ---- */
 const char *mp_call_iface(const struct mp_call *call); /* "exchange_nsp", or the UUID text */
 uint16_t mp_call_opnum(const struct mp_call *call);
@@ -284,6 +301,13 @@ void *mp_call_rop(struct mp_call *call, bool response, size_t i);
 int mp_call_rop_request_index(struct mp_call *call, size_t i);
 /* The ROP as one line of JSON, in call memory. */
 const char *mp_call_rop_json(struct mp_call *call, bool response, size_t i);
+/* EcDoRpcExt2 (NULL for any other call, or with no ROP buffer): each
+ * RPC_HEADER_EXT payload of the buffer decoded on its own, as one JSON
+ * value in call memory: an array with, per payload, its ROPs or
+ * {"undecodable": WHY, "offset": N}; or the string "undecodable
+ * RPC_HEADER_EXT chain".  For showing where a buffer that does not decode
+ * (mp_call_rop_count 0) fails (added within ABI 4). */
+const char *mp_call_rop_buffer_json(struct mp_call *call, bool response);
 /* After changing a decoded ROP: the proxy re-encodes the buffer (and
  * re-compresses it if it was compressed).  Count fields are the module's to
  * keep right; byte sizes are recomputed. */

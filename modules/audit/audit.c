@@ -11,7 +11,10 @@
  *   audit:syslog facility = authpriv (daemon, auth, local0 ... local7)
  *   audit:syslog socket = /dev/log
  *
- * Built with the public headers only (-Iinclude), like any outside module.
+ * Built with the public headers only (-Iinclude), like any outside module;
+ * reads the decoded structures of calls.h and rops.h directly. 8-bit
+ * strings (ESSDN, String8 subjects) are taken as Latin-1 and UTF-16 ones
+ * converted, both written as UTF-8.
  * Never a password, hash, key or message body: ids, names and subjects. */
 #include <errno.h>
 #include <fcntl.h>
@@ -119,92 +122,112 @@ static void put_id(struct line *l, const char *k, uint64_t id)
         put(l, "null", 4);
 }
 
-/* ---- reading the proxy's JSON of a call or ROP (flat lookups) ---- */
+/* ---- text of the decoded structures, as UTF-8 ---- */
 
-/* The value after "key": in json (from), or NULL. */
-static const char *jfind(const char *json, const char *key)
+/* Code point cp appended to out (room n, *o used); false when it does not fit. */
+static bool put_cp(char *out, size_t n, size_t *o, uint32_t cp)
 {
-    if (!json)
-        return NULL;
-    char pat[80];
-    int n = snprintf(pat, sizeof pat, "\"%s\":", key);
-    if (n <= 0 || (size_t)n >= sizeof pat)
-        return NULL;
-    const char *p = strstr(json, pat);
-    if (!p)
-        return NULL;
-    p += n;
-    while (*p == ' ')
-        p++;
-    return p;
+    size_t k = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    if (*o + k >= n)
+        return false;
+    char *d = out + *o;
+    if (k == 1) {
+        d[0] = (char)cp;
+    } else if (k == 2) {
+        d[0] = (char)(0xc0 | (cp >> 6));
+        d[1] = (char)(0x80 | (cp & 0x3f));
+    } else if (k == 3) {
+        d[0] = (char)(0xe0 | (cp >> 12));
+        d[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        d[2] = (char)(0x80 | (cp & 0x3f));
+    } else {
+        d[0] = (char)(0xf0 | (cp >> 18));
+        d[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        d[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        d[3] = (char)(0x80 | (cp & 0x3f));
+    }
+    *o += k;
+    out[*o] = 0;
+    return true;
 }
 
-/* A string value into out (JSON escapes for quote and backslash undone;
- * others kept as written), "" when absent or not a string. */
-static const char *jstr(const char *json, const char *key, char *out, size_t n)
+/* len bytes of 8-bit text (Latin-1, as the proxy's JSON reads it; trailing
+ * NULs dropped), or of UTF-16LE (a lone surrogate becomes U+FFFD), into
+ * out as UTF-8, cut to fit. */
+static const char *text(const uint8_t *p, size_t len, bool wide, char *out, size_t n)
 {
-    const char *p = jfind(json, key);
     size_t o = 0;
     out[0] = 0;
-    if (!p || *p != '"')
-        return out;
-    for (p++; *p && *p != '"' && o + 1 < n; p++) {
-        if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
-            p++;
-        out[o++] = *p;
-    }
-    out[o] = 0;
-    return out;
-}
-
-/* The "String" of a TypedString object "key":{...} (MS-OXCROPS 2.2.6.6.2), ""
- * when absent or of type 0 (no string). */
-static const char *jtyped(const char *json, const char *key, char *out, size_t n)
-{
-    const char *p = jfind(json, key);
-    out[0] = 0;
-    if (!p || *p != '{')
-        return out;
-    const char *end = strchr(p, '}'), *s = jfind(p, "String");
-    if (end && s && s < end)
-        jstr(p, "String", out, n);
-    return out;
-}
-
-/* A number, or a "0x..." string, as an integer; dflt when absent. */
-static unsigned long long jnum(const char *json, const char *key, unsigned long long dflt)
-{
-    const char *p = jfind(json, key);
     if (!p)
-        return dflt;
-    if (*p == '"')
-        p++;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(p, &end, 0);
-    return end == p || errno ? dflt : v;
+        return out;
+    if (!wide) {
+        while (len && !p[len - 1])
+            len--;
+        for (size_t i = 0; i < len && put_cp(out, n, &o, p[i]); i++)
+            ;
+        return out;
+    }
+    for (size_t i = 0; i + 1 < len; i += 2) {
+        uint32_t cp = (uint32_t)(p[i] | p[i + 1] << 8);
+        if (cp >= 0xd800 && cp <= 0xdbff && i + 3 < len) {
+            uint32_t lo = (uint32_t)(p[i + 2] | p[i + 3] << 8);
+            if (lo >= 0xdc00 && lo <= 0xdfff) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                i += 2;
+            }
+        }
+        if (cp >= 0xd800 && cp <= 0xdfff)
+            cp = 0xfffd;
+        if (!put_cp(out, n, &o, cp))
+            break;
+    }
+    return out;
 }
 
-/* The ids of an array "key":[...] (numbers or hex strings), at most max. */
-static size_t jids(const char *json, const char *key, uint64_t *ids, size_t max)
+/* A TypedString (MS-OXCROPS 2.2.6.6.2): "" when of type 0 (no string). */
+static const char *typed(const struct mp_rop_TypedString *t, char *out, size_t n)
 {
-    const char *p = jfind(json, key);
-    size_t n = 0;
-    if (!p || *p != '[')
+    const struct mp_rop_str *s = t->StringType == 0x04                            ? &t->String
+                                 : t->StringType == 0x02 || t->StringType == 0x03 ? &t->String8
+                                                                                  : NULL;
+    out[0] = 0;
+    return s ? text(s->p, s->n, s->wide, out, n) : out;
+}
+
+/* The ReturnValue of a response of the ROPs of interest (0 when opaque). */
+static uint32_t return_value(uint8_t id, const void *rsp)
+{
+#define RV(NAME) ((const struct mp_rop_rsp_##NAME *)rsp)->ReturnValue
+    if (!rsp)
         return 0;
-    for (p++; *p && *p != ']' && n < max;) {
-        while (*p == ' ' || *p == ',' || *p == '"')
-            p++;
-        char *end;
-        unsigned long long v = strtoull(p, &end, 0);
-        if (end == p)
-            break;
-        ids[n++] = v;
-        p = end;
-        while (*p == '"')
-            p++;
+    switch (id) {
+    case MP_ROP_Logon:
+        return RV(Logon);
+    case MP_ROP_OpenFolder:
+        return RV(OpenFolder);
+    case MP_ROP_OpenMessage:
+        return RV(OpenMessage);
+    case MP_ROP_SaveChangesMessage:
+        return RV(SaveChangesMessage);
+    case MP_ROP_SubmitMessage:
+        return RV(SubmitMessage);
+    case MP_ROP_TransportSend:
+        return RV(TransportSend);
+    case MP_ROP_DeleteMessages:
+        return RV(DeleteMessages);
+    case MP_ROP_HardDeleteMessages:
+        return RV(HardDeleteMessages);
+    case MP_ROP_MoveCopyMessages:
+        return RV(MoveCopyMessages);
+    case MP_ROP_DeleteFolder:
+        return RV(DeleteFolder);
+    case MP_ROP_MoveFolder:
+        return RV(MoveFolder);
+    case MP_ROP_OpenAttachment:
+        return RV(OpenAttachment);
     }
-    return n;
+    return 0;
+#undef RV
 }
 
 /* ---- output ---- */
@@ -323,11 +346,13 @@ static const char *subject_of(const struct audit_session *as, uint64_t mid)
 /* "15.0.4569.1506" from rgwClientVersion (MS-OXCRPC 3.1.4.1.3: with the
  * high bit of the second word set, major.minor in the first word, the
  * build's two parts in the others; else three plain numbers). */
-static void client_version(const char *req_json, char *out, size_t n)
+static void client_version(const struct emsmdb_EcDoConnectEx_in *in, char *out, size_t n)
 {
-    uint64_t w[3];
     out[0] = 0;
-    if (jids(req_json, "rgwClientVersion", w, 3) != 3 || !(w[0] | w[1] | w[2]))
+    if (!in)
+        return;
+    const uint16_t *w = in->rgwClientVersion;
+    if (!(w[0] | w[1] | w[2]))
         return; /* MAPI/HTTP's Connect has none (its X-ClientApplication header does) */
     if (w[1] & 0x8000)
         snprintf(out, n, "%u.%u.%u.%u", (unsigned)(w[0] >> 8), (unsigned)(w[0] & 0xff),
@@ -363,17 +388,17 @@ static enum mp_status audit_push(struct mp_module_ctx *mc, struct mp_call *call)
     if (op != 10 && op != 1)
         return MP_CONTINUE;
     struct audit_session *as = session_of(mc, call);
-    const char *rsp = mp_call_json(call, true);
     if (op == 1) {
         logoff_line(mc, as, mp_session_id(mp_call_session(call)), "disconnect");
         return MP_CONTINUE;
     }
-    const char *req = mp_call_json(call, false);
+    const struct emsmdb_EcDoConnectEx_in *req = mp_call_request(call);
+    const struct emsmdb_EcDoConnectEx_out *rsp = mp_call_response(call);
     char ver[48], dn[300], name[300];
     client_version(req, ver, sizeof ver);
-    jstr(req, "szUserDN", dn, sizeof dn);
-    jstr(rsp, "szDisplayName", name, sizeof name);
-    unsigned long long rc = jnum(rsp, "result", jnum(rsp, "ErrorCode", 0));
+    snprintf(dn, sizeof dn, "%s", req && req->szUserDN ? req->szUserDN : "");
+    snprintf(name, sizeof name, "%s", rsp && rsp->szDisplayName ? rsp->szDisplayName : "");
+    unsigned long long rc = rsp ? (uint32_t)rsp->result : 0;
     struct line l;
     /* Who: the user the proxy checked, else the mailbox DN the client gave. */
     begin(&l, "logon", call, mp_call_user(call) ? mp_call_user(call) : dn[0] ? dn : NULL);
@@ -434,6 +459,31 @@ static const char *rop_event(uint8_t id)
     }
 }
 
+/* The MessageIds of a DeleteMessages, HardDeleteMessages or
+ * MoveCopyMessages request, at most max. */
+static size_t message_ids(uint8_t id, const void *req, uint64_t *ids, size_t max)
+{
+    const uint64_t *v = NULL;
+    size_t n = 0;
+    if (!req)
+        return 0;
+    if (id == MP_ROP_DeleteMessages) {
+        const struct mp_rop_req_DeleteMessages *r = req;
+        v = r->MessageIds, n = r->MessageIdCount;
+    } else if (id == MP_ROP_HardDeleteMessages) {
+        const struct mp_rop_req_HardDeleteMessages *r = req;
+        v = r->MessageIds, n = r->MessageIdCount;
+    } else if (id == MP_ROP_MoveCopyMessages) {
+        const struct mp_rop_req_MoveCopyMessages *r = req;
+        v = r->MessageIds, n = r->MessageIdCount;
+    }
+    if (!v)
+        return 0;
+    n = n < max ? n : max;
+    memcpy(ids, v, n * sizeof *ids);
+    return n;
+}
+
 static enum mp_status audit_rop_response(struct mp_module_ctx *mc, struct mp_call *call)
 {
     struct audit_session *as = NULL;
@@ -446,36 +496,46 @@ static enum mp_status audit_rop_response(struct mp_module_ctx *mc, struct mp_cal
             continue;
         if (!as)
             as = session_of(mc, call);
-        const char *rsp = mp_call_rop_json(call, true, i);
-        const char *req = mp_call_rop_json(call, false, (size_t)ri);
+        const void *rsp = mp_call_rop(call, true, i);
+        const void *req = mp_call_rop(call, false, (size_t)ri);
         const struct mp_object *obj = mp_call_rop_object(call, true, i);
         const struct mp_object *made = mp_call_rop_new_object(call, i);
-        unsigned long long rv = jnum(rsp, "ReturnValue", 0);
+        unsigned long long rv = return_value(id, rsp);
         uint64_t fid = obj ? obj->folder_id : 0, mid = obj ? obj->message_id : 0;
         if (!mid && obj && as && obj->type == MP_OBJ_MESSAGE && obj->handle == as->saved_handle)
             mid = as->saved_mid;
         uint64_t ids[256];
         size_t nids = 0;
         char subject[160] = "", prefix[40] = "", mailbox[300] = "";
-        if (id == 0x33 && jnum(req, "WantCopy", 0))
+        const struct mp_rop_req_MoveCopyMessages *mcm = id == 0x33 ? req : NULL;
+        if (mcm && mcm->WantCopy)
             ev = "messages_copied";
         struct line l;
         begin(&l, ev, call, as && as->user[0] ? as->user : mp_call_user(call));
         switch (id) {
         case 0xFE:
-            jstr(req, "Essdn", mailbox, sizeof mailbox);
+            if (req) {
+                const struct mp_rop_req_Logon *lg = req;
+                text(lg->Essdn, lg->EssdnSize, false, mailbox, sizeof mailbox);
+            }
             put_key(&l, "mailbox");
             put_str(&l, mailbox[0] ? mailbox : NULL);
             break;
         case 0x02:
-            fid = made ? made->folder_id : jnum(req, "FolderId", 0);
+            fid = made  ? made->folder_id
+                  : req ? ((const struct mp_rop_req_OpenFolder *)req)->FolderId
+                        : 0;
             put_id(&l, "folder_id", fid);
             break;
         case 0x03: {
-            fid = made ? made->folder_id : jnum(req, "FolderId", 0);
-            mid = made ? made->message_id : jnum(req, "MessageId", 0);
-            jtyped(rsp, "NormalizedSubject", subject, sizeof subject);
-            jtyped(rsp, "SubjectPrefix", prefix, sizeof prefix);
+            const struct mp_rop_req_OpenMessage *om = req;
+            const struct mp_rop_rsp_OpenMessage *omr = rsp;
+            fid = made ? made->folder_id : om ? om->FolderId : 0;
+            mid = made ? made->message_id : om ? om->MessageId : 0;
+            if (omr) {
+                typed(&omr->Message.NormalizedSubject, subject, sizeof subject);
+                typed(&omr->Message.SubjectPrefix, prefix, sizeof prefix);
+            }
             if (!rv && subject[0]) {
                 char full[200];
                 snprintf(full, sizeof full, "%s%s", prefix, subject);
@@ -486,8 +546,8 @@ static enum mp_status audit_rop_response(struct mp_module_ctx *mc, struct mp_cal
             break;
         }
         case 0x0C:
-            if (!rv)
-                mid = jnum(rsp, "MessageId", mid);
+            if (!rv && rsp)
+                mid = ((const struct mp_rop_rsp_SaveChangesMessage *)rsp)->MessageId;
             if (as && obj && mid) {
                 as->saved_handle = obj->handle;
                 as->saved_mid = mid;
@@ -501,7 +561,7 @@ static enum mp_status audit_rop_response(struct mp_module_ctx *mc, struct mp_cal
         case 0x1E:
         case 0x91:
         case 0x33:
-            nids = jids(req, "MessageIds", ids, sizeof ids / sizeof ids[0]);
+            nids = message_ids(id, req, ids, sizeof ids / sizeof ids[0]);
             put_id(&l, "folder_id", fid);
             put_key(&l, "message_ids");
             put(&l, "[", 1);
@@ -512,18 +572,22 @@ static enum mp_status audit_rop_response(struct mp_module_ctx *mc, struct mp_cal
                 put(&l, ",\"hard\":true", 12);
             break;
         case 0x1D:
-            put_id(&l, "folder_id", jnum(req, "FolderId", 0));
+            put_id(&l, "folder_id",
+                   req ? ((const struct mp_rop_req_DeleteFolder *)req)->FolderId : 0);
             put_id(&l, "parent_folder_id", fid);
             break;
         case 0x35:
-            put_id(&l, "folder_id", jnum(req, "FolderId", 0));
+            put_id(&l, "folder_id",
+                   req ? ((const struct mp_rop_req_MoveFolder *)req)->FolderId : 0);
             put_id(&l, "source_folder_id", fid);
             break;
         case 0x22:
             put_id(&l, "folder_id", fid);
             put_id(&l, "message_id", mid);
             put_key(&l, "attachment_id");
-            putf(&l, "%llu", jnum(req, "AttachmentID", 0));
+            putf(&l, "%lu",
+                 req ? (unsigned long)((const struct mp_rop_req_OpenAttachment *)req)->AttachmentID
+                     : 0ul);
             break;
         }
         if (id != 0xFE && id != 0x02 && id != 0x1D && id != 0x35 && nids == 0) {

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec/gen/emsmdb.h"
+#include "mapiproxy/calls.h"
 #include "mapiproxy/module.h"
 
 #define OP_ECDOCONNECT 0

@@ -35,13 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec/gen/emsmdb.h"
-#include "codec/gen/nspi.h"
-#include "codec/gen/rfr.h"
-#include "core/config.h"
 #include "mapiproxy/module.h"
 #include "rewrite.h"
-#include "chain/chain.h"
 
 #define SESSION_NAMES 32
 #define GLOBAL_NAMES 1024
@@ -525,13 +520,15 @@ static int rw_init(struct mp_module_ctx *mc)
     struct rw_conf *c = calloc(1, sizeof(*c));
     if (!c)
         return -1;
-    const struct mp_config *cfg = mc->cfg;
-    snprintf(c->nb, sizeof(c->nb), "%s", cfg->netbios_name[0] ? cfg->netbios_name : "MAPIPROXY");
+    const char *nb = mp_module_proxy_name(mc, MP_PROXY_NETBIOS_NAME);
+    const char *realm = mp_module_proxy_name(mc, MP_PROXY_REALM);
+    const char *up = mp_module_proxy_name(mc, MP_PROXY_UPSTREAM_HOST);
+    snprintf(c->nb, sizeof(c->nb), "%s", nb && nb[0] ? nb : "MAPIPROXY");
     const char *fqdn = mp_module_option(mc, "fqdn");
     if (fqdn)
         snprintf(c->fqdn, sizeof(c->fqdn), "%s", fqdn);
-    else if (cfg->realm[0])
-        snprintf(c->fqdn, sizeof(c->fqdn), "%.63s.%.180s", c->nb, cfg->realm);
+    else if (realm && realm[0])
+        snprintf(c->fqdn, sizeof(c->fqdn), "%.63s.%.180s", c->nb, realm);
     else
         snprintf(c->fqdn, sizeof(c->fqdn), "%s", c->nb);
     for (char *p = c->fqdn; *p; p++)
@@ -543,7 +540,8 @@ static int rw_init(struct mp_module_ctx *mc)
     struct name_pair dp[SESSION_NAMES];
     struct names dummy = {.p = dp, .cap = SESSION_NAMES};
     struct rw_call rc = {.mc = mc, .sess = &dummy, .to_client = true};
-    learn_host(&rc, cfg->binding.host, strlen(cfg->binding.host));
+    if (up)
+        learn_host(&rc, up, strlen(up));
     mp_module_log(mc, MP_MLOG_INFO, "clients see %s / %s instead of the upstream's names", c->nb,
                   c->fqdn);
     g_mc = mc;

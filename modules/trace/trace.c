@@ -12,15 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "codec/gen/emsmdb.h"
-#include "core/arena.h"
-#include "core/buf.h"
-#include "core/config.h"
-#include "core/json.h"
-#include "dcerpc/ifaces.h"
 #include "mapiproxy/module.h"
-#include "rop/rop.h"
-#include "rop/rpcext.h"
 
 struct trace_conf {
     FILE *fp;
@@ -67,19 +59,16 @@ static int trace_init(struct mp_module_ctx *mc)
     for (size_t i = 0; i < sizeof(all_ifaces) / sizeof(all_ifaces[0]); i++) {
         if (!in_list(ifaces, all_ifaces[i]))
             continue;
-        struct mp_iface_spec spec;
-        const struct mp_iface_info *info =
-            mp_iface_parse(all_ifaces[i], &spec) == 0 ? mp_iface_by_uuid(spec.uuid) : NULL;
-        if (!ops || !info) {
+        if (!ops || !mp_iface_op(all_ifaces[i], 0)) {
             if (mp_module_want(mc, all_ifaces[i], MP_ALL_OPS))
                 goto fail;
             continue;
         }
-        for (uint16_t op = 0; op < info->n_ops; op++) {
-            char num[8];
+        const char *name;
+        for (uint32_t op = 0; (name = mp_iface_op(all_ifaces[i], op)); op++) {
+            char num[16];
             snprintf(num, sizeof(num), "%u", op);
-            if ((in_list(ops, info->ops[op]) || in_list(ops, num)) &&
-                mp_module_want(mc, all_ifaces[i], op))
+            if ((in_list(ops, name) || in_list(ops, num)) && mp_module_want(mc, all_ifaces[i], op))
                 goto fail;
         }
     }
@@ -106,7 +95,93 @@ static void trace_fini(struct mp_module_ctx *mc)
     free(c);
 }
 
-static void trace_rops(struct mp_json *j, struct mp_call *call, bool response);
+/* ---- one JSON line, grown as needed ---- */
+struct line {
+    char *p;
+    size_t n, cap;
+    bool err;
+};
+
+static void put(struct line *l, const char *s, size_t n)
+{
+    if (l->err)
+        return;
+    if (l->cap - l->n < n + 1) {
+        size_t cap = l->cap ? l->cap : 1024;
+        while (cap - l->n < n + 1)
+            cap *= 2;
+        char *q = realloc(l->p, cap);
+        if (!q) {
+            l->err = true;
+            return;
+        }
+        l->p = q;
+        l->cap = cap;
+    }
+    memcpy(l->p + l->n, s, n);
+    l->n += n;
+    l->p[l->n] = 0;
+}
+
+static void put_raw(struct line *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+static void put_u64(struct line *l, unsigned long long v)
+{
+    char t[24];
+    put(l, t, (size_t)snprintf(t, sizeof t, "%llu", v));
+}
+
+/* ,"key": (the first key of the line has no comma) */
+static void put_key(struct line *l, const char *k)
+{
+    put_raw(l, l->n > 1 ? ",\"" : "\"");
+    put_raw(l, k);
+    put_raw(l, "\":");
+}
+
+static const char hx[] = "0123456789abcdef";
+
+/* A JSON string (the names written here are ASCII), or null. */
+static void put_str(struct line *l, const char *s)
+{
+    if (!s) {
+        put_raw(l, "null");
+        return;
+    }
+    put_raw(l, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char e[6] = {'\\', (char)c};
+        if (c == '"' || c == '\\') {
+            put(l, e, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(e, "\\u00", 4);
+            e[4] = hx[c >> 4];
+            e[5] = hx[c & 15];
+            put(l, e, 6);
+        } else {
+            put(l, s, 1);
+        }
+    }
+    put_raw(l, "\"");
+}
+
+static void put_hex(struct line *l, const uint8_t *p, size_t n)
+{
+    if (!p && n) {
+        put_raw(l, "null");
+        return;
+    }
+    put_raw(l, "\"");
+    for (size_t i = 0; i < n; i++) {
+        char h[2] = {hx[p[i] >> 4], hx[p[i] & 15]};
+        put(l, h, 2);
+    }
+    put_raw(l, "\"");
+}
 
 static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool response)
 {
@@ -118,120 +193,68 @@ static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool resp
         (c->ops && !in_list(c->ops, num) &&
          !(mp_call_op_name(call) && in_list(c->ops, mp_call_op_name(call)))))
         return;
-    struct mp_buf b = {0};
-    struct mp_json j;
-    mp_json_init(&j, &b);
+    struct line l = {0};
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    mp_json_obj_begin(&j);
+    put_raw(&l, "{");
     snprintf(num, sizeof(num), "%lld.%06ld", (long long)ts.tv_sec, ts.tv_nsec / 1000);
-    mp_json_key(&j, "ts");
-    mp_json_raw(&j, num);
-    mp_json_key(&j, "dir");
-    mp_json_str(&j, response ? "response" : "request");
-    mp_json_key(&j, "session");
-    mp_json_u64(&j, mp_session_id(mp_call_session(call)));
-    mp_json_key(&j, "peer");
-    mp_json_str(&j, mp_call_peer(call));
-    mp_json_key(&j, "iface");
-    mp_json_str(&j, mp_call_iface(call));
-    mp_json_key(&j, "opnum");
-    mp_json_u64(&j, mp_call_opnum(call));
-    mp_json_key(&j, "op");
-    if (mp_call_op_name(call))
-        mp_json_str(&j, mp_call_op_name(call));
-    else
-        mp_json_null(&j);
+    put_key(&l, "ts");
+    put_raw(&l, num);
+    put_key(&l, "dir");
+    put_str(&l, response ? "response" : "request");
+    put_key(&l, "session");
+    put_u64(&l, mp_session_id(mp_call_session(call)));
+    put_key(&l, "peer");
+    put_str(&l, mp_call_peer(call));
+    put_key(&l, "iface");
+    put_str(&l, mp_call_iface(call));
+    put_key(&l, "opnum");
+    put_u64(&l, mp_call_opnum(call));
+    put_key(&l, "op");
+    put_str(&l, mp_call_op_name(call));
     size_t len;
     const uint8_t *stub =
         response ? mp_call_response_stub(call, &len) : mp_call_request_stub(call, &len);
-    mp_json_key(&j, "stub_len");
-    mp_json_u64(&j, len);
+    put_key(&l, "stub_len");
+    put_u64(&l, len);
     const char *dec = mp_call_json(call, response);
     if (dec) {
-        mp_json_key(&j, response ? "out" : "in");
-        mp_json_raw(&j, dec);
+        put_key(&l, response ? "out" : "in");
+        put_raw(&l, dec);
         size_t nrops = mp_call_rop_count(call, response);
+        const char *bufs;
         if (nrops) { /* decoded by the module chain, with their server objects */
-            mp_json_key(&j, "rops");
-            mp_json_arr_begin(&j);
+            put_key(&l, "rops");
+            put_raw(&l, "[");
+            bool first = true;
             for (size_t i = 0; i < nrops; i++) {
                 const char *r = mp_call_rop_json(call, response, i);
-                if (r)
-                    mp_json_raw(&j, r);
+                if (r) {
+                    put_raw(&l, first ? "" : ",");
+                    put_raw(&l, r);
+                    first = false;
+                }
             }
-            mp_json_arr_end(&j);
-        } else {
-            trace_rops(&j, call, response);
+            put_raw(&l, "]");
+        } else if ((bufs = mp_call_rop_buffer_json(call, response))) {
+            /* a ROP buffer the chain could not decode: where it fails */
+            put_key(&l, "rops");
+            put_raw(&l, bufs);
         }
     } else {
-        mp_json_key(&j, "raw");
-        mp_json_hex(&j, stub, len);
+        put_key(&l, "raw");
+        put_hex(&l, stub, len);
     }
-    mp_json_obj_end(&j);
-    if (!j.err) {
+    put_raw(&l, "}");
+    if (!l.err) {
         if (c->fp) {
-            fwrite(b.data, 1, b.len, c->fp);
+            fwrite(l.p, 1, l.n, c->fp);
             fputc('\n', c->fp);
         } else {
-            mp_buf_append(&b, "", 1);
-            mp_module_log(mc, MP_MLOG_INFO, "%s", (const char *)b.data);
+            mp_module_log(mc, MP_MLOG_INFO, "%s", l.p);
         }
     }
-    mp_buf_free(&b);
-}
-
-/* ROP buffers the chain could not decode: RPC_HEADER_EXT payloads, un-XORed
- * and decompressed, each decoded on its own, to show where it fails. */
-static void trace_rops(struct mp_json *j, struct mp_call *call, bool response)
-{
-    if (strcmp(mp_call_iface(call), "exchange_emsmdb") || mp_call_opnum(call) != 11)
-        return;
-    const uint8_t *rgb = NULL;
-    size_t len = 0;
-    if (response) {
-        const struct emsmdb_EcDoRpcExt2_out *o = mp_call_response(call);
-        if (o && o->rgbOut) {
-            rgb = o->rgbOut;
-            len = o->pcbOut;
-        }
-    } else {
-        const struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(call);
-        if (in && in->rgbIn) {
-            rgb = in->rgbIn;
-            len = in->cbIn;
-        }
-    }
-    if (!rgb || !len)
-        return;
-    struct mp_rpcext x;
-    mp_json_key(j, "rops");
-    if (mp_rpcext_parse(&x, rgb, len)) {
-        mp_json_str(j, "undecodable RPC_HEADER_EXT chain");
-        return;
-    }
-    struct mp_arena arena;
-    mp_arena_init(&arena);
-    mp_json_arr_begin(j);
-    for (size_t i = 0; i < x.n; i++) {
-        size_t n;
-        const uint8_t *p = mp_rpcext_content(&x, i, &n);
-        struct mp_rop_buf b;
-        int rc = p ? mp_rop_decode(&b, p, n, response, NULL, &arena) : -1;
-        if (rc == MP_ROP_OK) {
-            mp_rop_print(j, &b);
-        } else {
-            mp_json_obj_begin(j);
-            mp_json_key(j, "undecodable");
-            mp_json_str(j, rc == MP_ROP_UNDECODABLE && b.why ? b.why : "error");
-            mp_json_key(j, "offset");
-            mp_json_u64(j, rc == MP_ROP_UNDECODABLE ? b.bad_off : 0);
-            mp_json_obj_end(j);
-        }
-    }
-    mp_json_arr_end(j);
-    mp_arena_free(&arena);
-    mp_rpcext_free(&x);
+    free(l.p);
 }
 
 /* Requests are written at dispatch, after the ROP stage, so that ROPs show

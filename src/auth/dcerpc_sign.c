@@ -11,21 +11,8 @@ int mp_dcerpc_auth_region_of(const uint8_t *pdu, size_t len, struct mp_dcerpc_au
     memset(r, 0, sizeof(*r));
     if (!pdu || mp_pdu_hdr_check(pdu, len, &h) || h.frag_len != len)
         return -1;
-    size_t hl;
-    switch (h.ptype) {
-    case MP_PT_REQUEST:
-        hl = MP_REQ_HDR_LEN + ((h.flags & MP_PFC_OBJECT_UUID) ? 16 : 0);
-        break;
-    case MP_PT_RESPONSE:
-        hl = MP_RESP_HDR_LEN;
-        break;
-    case MP_PT_FAULT:
-        hl = MP_FAULT_LEN;
-        break;
-    default:
-        return -1;
-    }
-    if (h.auth_len == 0 || len < hl + MP_SEC_TRAILER_LEN + (size_t)h.auth_len)
+    size_t hl = mp_pdu_body_off(&h);
+    if (!hl || h.auth_len == 0 || len < hl + MP_SEC_TRAILER_LEN + (size_t)h.auth_len)
         return -1;
     r->body_off = hl;
     r->verifier_off = len - h.auth_len;
@@ -52,25 +39,30 @@ int mp_dcerpc_auth_locate(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_
     return 0;
 }
 
+int mp_dcerpc_verifier_room(const struct mp_buf *buf, size_t pdu_off, size_t *len, size_t *stub,
+                            size_t *pad)
+{
+    struct mp_pdu_hdr h;
+    if (!buf || pdu_off > buf->len)
+        return -1;
+    const uint8_t *p = buf->data + pdu_off;
+    *len = buf->len - pdu_off;
+    if (mp_pdu_hdr_check(p, *len, &h) || h.frag_len != *len || h.auth_len)
+        return -1;
+    size_t hl = mp_pdu_body_off(&h);
+    if (!hl || *len < hl)
+        return -1;
+    *stub = *len - hl;
+    *pad = (MP_AUTH_PAD_ALIGN - *stub % MP_AUTH_PAD_ALIGN) % MP_AUTH_PAD_ALIGN;
+    return 0;
+}
+
 int mp_dcerpc_add_verifier(struct mp_buf *buf, size_t pdu_off, uint8_t auth_type,
                            uint8_t auth_level, uint32_t context_id)
 {
-    struct mp_pdu_hdr h;
-    if (pdu_off > buf->len)
+    size_t len, stub, pad;
+    if (mp_dcerpc_verifier_room(buf, pdu_off, &len, &stub, &pad))
         return -1;
-    uint8_t *p = buf->data + pdu_off;
-    size_t len = buf->len - pdu_off;
-    if (mp_pdu_hdr_check(p, len, &h) || h.frag_len != len || h.auth_len)
-        return -1;
-    size_t hl = h.ptype == MP_PT_REQUEST
-                    ? MP_REQ_HDR_LEN + ((h.flags & MP_PFC_OBJECT_UUID) ? 16 : 0)
-                : h.ptype == MP_PT_RESPONSE ? MP_RESP_HDR_LEN
-                : h.ptype == MP_PT_FAULT    ? MP_FAULT_LEN
-                                            : 0;
-    if (!hl || len < hl)
-        return -1;
-    size_t stub = len - hl,
-           pad = (MP_AUTH_PAD_ALIGN - stub % MP_AUTH_PAD_ALIGN) % MP_AUTH_PAD_ALIGN;
     size_t total = len + pad + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN;
     if (total > 0xffff)
         return -1;
@@ -82,7 +74,7 @@ int mp_dcerpc_add_verifier(struct mp_buf *buf, size_t pdu_off, uint8_t auth_type
     mp_put32(t + 4, context_id);
     if (mp_buf_append(buf, tail, pad + MP_SEC_TRAILER_LEN + MP_NTLM_VERIFIER_LEN))
         return -1;
-    p = buf->data + pdu_off; /* the buffer may have moved */
+    uint8_t *p = buf->data + pdu_off; /* the buffer may have moved */
     mp_put16(p + 8, (uint16_t)total);
     mp_put16(p + 10, MP_NTLM_VERIFIER_LEN);
     return 0;

@@ -55,6 +55,11 @@ int mp_dcerpc_auth_region_of(const uint8_t *pdu, size_t len, struct mp_dcerpc_au
 /* The same for NTLM: auth_len 16, auth type NTLM or SPNEGO.  0 or -1. */
 int mp_dcerpc_auth_locate(const uint8_t *pdu, size_t len, struct mp_dcerpc_auth_region *r);
 
+/* The request/response/fault fragment that ends buf (from pdu_off, without
+ * auth yet): its length, its stub's, and the auth pad the stub needs (to
+ * MP_AUTH_PAD_ALIGN).  0, or -1 when it is not such a fragment. */
+int mp_dcerpc_verifier_room(const struct mp_buf *buf, size_t pdu_off, size_t *len, size_t *stub,
+                            size_t *pad);
 /* Appends auth pad (to MP_AUTH_PAD_ALIGN from the stub start), a sec_trailer
  * and a zeroed verifier to the request/response/fault fragment that ends
  * buf (starting at pdu_off, without auth), fixing frag_len and auth_len.

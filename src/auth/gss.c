@@ -745,22 +745,9 @@ size_t mp_gss_sig_len(struct mp_gss_ctx *c, uint8_t level, size_t body_len)
 int mp_gss_add_verifier(struct mp_gss_ctx *c, struct mp_buf *buf, size_t pdu_off, uint8_t auth_type,
                         uint8_t auth_level, uint32_t context_id)
 {
-    struct mp_pdu_hdr h;
-    if (!c || !buf || pdu_off > buf->len)
+    size_t len, stub, pad;
+    if (!c || mp_dcerpc_verifier_room(buf, pdu_off, &len, &stub, &pad))
         return -1;
-    uint8_t *p = buf->data + pdu_off;
-    size_t len = buf->len - pdu_off;
-    if (mp_pdu_hdr_check(p, len, &h) || h.frag_len != len || h.auth_len)
-        return -1;
-    size_t hl = h.ptype == MP_PT_REQUEST
-                    ? MP_REQ_HDR_LEN + ((h.flags & MP_PFC_OBJECT_UUID) ? 16 : 0)
-                : h.ptype == MP_PT_RESPONSE ? MP_RESP_HDR_LEN
-                : h.ptype == MP_PT_FAULT    ? MP_FAULT_LEN
-                                            : 0;
-    if (!hl || len < hl)
-        return -1;
-    size_t stub = len - hl,
-           pad = (MP_AUTH_PAD_ALIGN - stub % MP_AUTH_PAD_ALIGN) % MP_AUTH_PAD_ALIGN;
     size_t sig = mp_gss_sig_len(c, auth_level, stub + pad);
     if (!sig || sig > 0x1000)
         return -1;
@@ -777,7 +764,7 @@ int mp_gss_add_verifier(struct mp_gss_ctx *c, struct mp_buf *buf, size_t pdu_off
     t[pad + 2] = (uint8_t)pad;
     mp_put32(t + pad + 4, context_id);
     buf->len += add;
-    p = buf->data + pdu_off;
+    uint8_t *p = buf->data + pdu_off;
     mp_put16(p + 8, (uint16_t)total);
     mp_put16(p + 10, (uint16_t)sig);
     return 0;

@@ -842,6 +842,7 @@ static const struct opt options[] = {
     {"mapiproxy:group", K_STR, F(run_group), 0, 0, NULL},
     {"mapiproxy:packet export dir", K_STR, F(packet_export_dir), 0, 0, NULL},
     {"mapiproxy:packet export clients", K_STR, F(packet_export_clients), 0, 0, NULL},
+    {"mapiproxy:packet export users", K_STR, F(packet_export_users), 0, 0, NULL},
     {"mapiproxy:max call size", K_SIZE, F(max_call_size), 4096, 1ull << 30, "bytes"},
     {"mapiproxy:max buffer", K_SIZE, F(max_buffer), 4096, 1ull << 30, "bytes"},
     {"mapiproxy:max connections", K_UINT, F(max_connections), 1, 1000000, "connections"},
@@ -2120,10 +2121,12 @@ static void check_log(struct pctx *p, const char *name)
 static int finish(struct pctx *p, const char *name)
 {
     check_log(p, name);
-    if (p->cfg->packet_export_dir[0] && !p->cfg->packet_export_clients[0])
+    if (p->cfg->packet_export_dir[0] && !p->cfg->packet_export_clients[0] &&
+        !p->cfg->packet_export_users[0])
         perr_opt(p, name, "mapiproxy:packet export dir",
                  "mapiproxy:packet export dir is set but mapiproxy:packet export clients is not; "
-                 "name the client addresses whose traffic is exported (or * for every client)");
+                 "name the client addresses whose traffic is exported (or * for every client), "
+                 "or the users (mapiproxy:packet export users)");
     check_auth_options(p, name);
     check_ports(p, name);
     check_metrics(p, name);

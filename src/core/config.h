@@ -119,6 +119,7 @@ struct mp_config {
     char run_group[64];               /* mapiproxy:group ("" = the user's primary group) */
     char packet_export_dir[512];      /* mapiproxy:packet export dir ("" = off) */
     char packet_export_clients[1024]; /* mapiproxy:packet export clients: addresses, or * */
+    char packet_export_users[1024];   /* mapiproxy:packet export users: DCE/RPC logons */
     uint32_t max_call_size;           /* mapiproxy:max call size (bytes, 16 MiB) */
     uint32_t max_buffer;              /* mapiproxy:max buffer (per direction, 256 KiB) */
     uint32_t max_connections;         /* mapiproxy:max connections (9500) */

@@ -346,3 +346,17 @@ int mp_build_auth3(struct mp_buf *out, uint32_t call_id, uint8_t auth_type, uint
     mp_put32(hdr + 24, context_id);
     return mp_buf_append(out, hdr, sizeof(hdr)) || mp_buf_append(out, token, len) ? -1 : 0;
 }
+
+size_t mp_pdu_body_off(const struct mp_pdu_hdr *h)
+{
+    switch (h->ptype) {
+    case MP_PT_REQUEST:
+        return MP_REQ_HDR_LEN + ((h->flags & MP_PFC_OBJECT_UUID) ? 16 : 0);
+    case MP_PT_RESPONSE:
+        return MP_RESP_HDR_LEN;
+    case MP_PT_FAULT:
+        return MP_FAULT_LEN;
+    default:
+        return 0;
+    }
+}

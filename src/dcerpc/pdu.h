@@ -158,6 +158,10 @@ const char *mp_ptype_name(unsigned ptype);
  * or a short description of what is wrong. */
 const char *mp_pdu_hdr_check(const uint8_t *p, size_t len, struct mp_pdu_hdr *h);
 
+/* Where the stub of a request (after its object UUID, if any), response or
+ * fault starts; 0 for other PDU types. */
+size_t mp_pdu_body_off(const struct mp_pdu_hdr *h);
+
 /* Parses the auth verifier of a whole PDU; 0 or -1. */
 int mp_pdu_auth(const uint8_t *pdu, const struct mp_pdu_hdr *h, struct mp_auth *a);
 

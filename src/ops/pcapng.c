@@ -28,9 +28,12 @@
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
 
+#define PENDING_MAX (256u * 1024u) /* bytes kept while waiting for the user */
+
 static struct {
     char dir[512];
     char clients[1024];
+    char users[1024];
     unsigned long seq;
 } conf;
 
@@ -42,34 +45,54 @@ struct leg {
 };
 
 struct mp_pcap {
-    int fd;
-    bool failed;
+    int fd; /* -1 while pending */
+    bool failed, http;
     struct leg legs[2]; /* 0: client leg, 1: upstream leg */
+    /* pending (mapiproxy:packet export users): the file is not created
+     * before the user is known; what is written meanwhile waits here */
+    uint8_t *pend;
+    size_t npend;
+    char what[16], host[64];
+    uint16_t port;
 };
 
-static bool chosen(const char *host)
+/* word (n bytes) in a list separated by spaces, commas or tabs, ignoring
+ * case; "*" in the list matches everything. */
+static bool in_list(const char *list, const char *word, size_t n)
 {
-    if (!strcmp(conf.clients, "*"))
-        return true;
-    size_t n = strlen(host);
-    for (const char *p = conf.clients; (p = strstr(p, host)); p += n) {
-        bool start = p == conf.clients || strchr(" ,\t", p[-1]);
-        bool end = !p[n] || strchr(" ,\t", p[n]);
-        if (start && end)
+    for (const char *p = list; *p;) {
+        p += strspn(p, " ,\t");
+        size_t k = strcspn(p, " ,\t");
+        if ((k == 1 && *p == '*') || (k == n && k && !strncasecmp(p, word, n)))
             return true;
+        p += k;
     }
     return false;
+}
+
+/* With no address list (only users chosen), every address. */
+static bool chosen(const char *host)
+{
+    return !conf.clients[0] || in_list(conf.clients, host, strlen(host));
 }
 
 void mp_pcap_configure(const struct mp_config *cfg)
 {
     snprintf(conf.dir, sizeof conf.dir, "%s", cfg->packet_export_dir);
     snprintf(conf.clients, sizeof conf.clients, "%s", cfg->packet_export_clients);
+    snprintf(conf.users, sizeof conf.users, "%s", cfg->packet_export_users);
     if (conf.dir[0])
-        mp_warn("PACKET EXPORT IS ON: the decrypted traffic (TLS removed) of clients %s is "
-                "written to %s as pcapng, mode 0600; it holds message contents and headers "
-                "(Basic authentication: passwords); remove mapiproxy:packet export dir when done",
-                conf.clients, conf.dir);
+        mp_warn("PACKET EXPORT IS ON: the decrypted traffic (TLS and DCE/RPC sealing removed) "
+                "of clients %s%s%s is written to %s as pcapng, mode 0600; it holds message "
+                "contents and headers (Basic authentication: passwords); remove mapiproxy:packet "
+                "export dir when done",
+                conf.clients[0] ? conf.clients : "*", conf.users[0] ? ", users " : "", conf.users,
+                conf.dir);
+    if (conf.dir[0] && !cfg->username[0])
+        mp_warn("packet export: the proxy does not terminate DCE/RPC authentication (no "
+                "dcerpc_mapiproxy:username), so it has no keys: sealed DCE/RPC calls are "
+                "exported still sealed%s",
+                conf.users[0] ? ", and no DCE/RPC connection is chosen by user" : "");
 }
 
 static void put32(uint8_t *p, uint32_t v)
@@ -79,6 +102,20 @@ static void put32(uint8_t *p, uint32_t v)
 
 static void emit(struct mp_pcap *c, const uint8_t *b, size_t n)
 {
+    if (c->fd < 0 && !c->failed) { /* pending: kept in memory, up to a limit */
+        uint8_t *q = c->npend + n <= PENDING_MAX ? realloc(c->pend, c->npend + n) : NULL;
+        if (!q) {
+            mp_debug("packet export: %s connection from %s port %u: over %u bytes before its "
+                     "user was known; not exported",
+                     c->what, c->host, c->port, PENDING_MAX);
+            c->failed = true;
+            return;
+        }
+        memcpy(q + c->npend, b, n);
+        c->pend = q;
+        c->npend += n;
+        return;
+    }
     while (n && !c->failed) {
         ssize_t w = write(c->fd, b, n);
         if (w < 0 && errno == EINTR)
@@ -214,6 +251,25 @@ static void leg_start(struct mp_pcap *c, struct leg *l, int fd, bool client, boo
     segment(c, l, true, TCP_ACK, NULL, 0);
 }
 
+/* The file, created now (mode 0600, never overwritten).  0 or -1. */
+static int open_file(struct mp_pcap *c, const char *user)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/mapiproxy-%ld-%s-%s-%u-%lu.pcapng", conf.dir, (long)time(NULL),
+             c->what, c->host, c->port, ++conf.seq);
+    for (char *p = path + strlen(conf.dir) + 1; *p; p++)
+        if (*p == ':' || *p == '/')
+            *p = '_'; /* IPv6 addresses in a file name */
+    c->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (c->fd < 0) {
+        mp_error("packet export: cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    mp_warn("packet export: %s connection from %s port %u%s%s decrypted into %s", c->what, c->host,
+            c->port, user ? " of " : "", user ? user : "", path);
+    return 0;
+}
+
 struct mp_pcap *mp_pcap_start(const char *client_host, uint16_t client_port, const char *what)
 {
     if (!conf.dir[0] || !chosen(client_host))
@@ -221,20 +277,15 @@ struct mp_pcap *mp_pcap_start(const char *client_host, uint16_t client_port, con
     struct mp_pcap *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    char path[700];
-    snprintf(path, sizeof path, "%s/mapiproxy-%ld-%s-%s-%u-%lu.pcapng", conf.dir, (long)time(NULL),
-             what, client_host, client_port, ++conf.seq);
-    for (char *p = path + strlen(conf.dir) + 1; *p; p++)
-        if (*p == ':' || *p == '/')
-            *p = '_'; /* IPv6 addresses in a file name */
-    c->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (c->fd < 0) {
-        mp_error("packet export: cannot create %s: %s", path, strerror(errno));
+    snprintf(c->what, sizeof c->what, "%s", what);
+    snprintf(c->host, sizeof c->host, "%s", client_host);
+    c->port = client_port;
+    c->http = !strcmp(what, "http");
+    c->fd = -1; /* pending until mp_pcap_user() when users are chosen */
+    if (!conf.users[0] && open_file(c, NULL)) {
         free(c);
         return NULL;
     }
-    mp_warn("packet export: %s connection from %s port %u decrypted into %s", what, client_host,
-            client_port, path);
     uint8_t shb[28], idb[20];
     put32(shb, BT_SHB);
     put32(shb + 4, sizeof shb);
@@ -261,7 +312,7 @@ void mp_pcap_tap(struct mp_pcap *c, int fd, bool client, bool in, const void *da
         return;
     struct leg *l = &c->legs[client ? 0 : 1];
     if (!l->started)
-        leg_start(c, l, fd, client, true);
+        leg_start(c, l, fd, client, c->http);
     /* client leg: the client (a) sends what comes in; upstream leg: the
      * proxy (a) sends what goes out. */
     bool from_a = client ? in : !in;
@@ -271,10 +322,46 @@ void mp_pcap_tap(struct mp_pcap *c, int fd, bool client, bool in, const void *da
     }
 }
 
+bool mp_pcap_users_chosen(void)
+{
+    return conf.users[0] != 0;
+}
+
+struct mp_pcap *mp_pcap_user(struct mp_pcap *c, const char *user)
+{
+    if (!c || c->fd >= 0)
+        return c;
+    /* "DOMAIN\user" and "user@REALM" match as written, or by the account */
+    const char *bs = user ? strrchr(user, '\\') : NULL, *at = user ? strchr(user, '@') : NULL;
+    const char *acct = bs ? bs + 1 : user;
+    size_t an = at && !bs ? (size_t)(at - user) : acct ? strlen(acct) : 0;
+    bool keep = user && !c->failed &&
+                (in_list(conf.users, user, strlen(user)) || in_list(conf.users, acct, an));
+    if (keep && !open_file(c, user)) {
+        uint8_t *p = c->pend;
+        size_t n = c->npend;
+        c->pend = NULL;
+        c->npend = 0;
+        emit(c, p, n);
+        free(p);
+        return c;
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->pend);
+    free(c);
+    return NULL;
+}
+
 void mp_pcap_end(struct mp_pcap *c)
 {
     if (!c)
         return;
+    if (c->fd < 0) { /* its user never chosen */
+        free(c->pend);
+        free(c);
+        return;
+    }
     for (int i = 0; i < 2; i++)
         if (c->legs[i].started) {
             segment(c, &c->legs[i], true, TCP_FIN | TCP_ACK, NULL, 0);

@@ -1,6 +1,6 @@
 /* Decrypted packet export (mapiproxy:packet export dir, doc/operations.md):
  * both legs of chosen client connections written as pcapng, the payload as
- * the proxy sees it after TLS (and, later, DCE/RPC sealing) is removed, in
+ * the proxy sees it after TLS or DCE/RPC sealing is removed, in
  * synthesised IPv4/IPv6 + TCP headers with consistent sequence numbers, so
  * that Wireshark and tshark dissect it as plain HTTP or DCE/RPC. */
 #ifndef MP_PCAPNG_H
@@ -23,6 +23,13 @@ struct mp_pcap *mp_pcap_start(const char *client_host, uint16_t client_port, con
  * upstream's) that came in from the peer (in) or went out to it; fd is that
  * leg's socket (its addresses name the synthesised endpoints).  NULL cap: no-op. */
 void mp_pcap_tap(struct mp_pcap *cap, int fd, bool client, bool in, const void *data, size_t len);
+/* With mapiproxy:packet export users set, a capture from mp_pcap_start
+ * is pending: kept in memory, no file, until the connection's user is
+ * known.  user: who authenticated ("DOMAIN\\user", "user@REALM"; NULL:
+ * nobody).  Returns cap, now writing to its file, when the user is chosen
+ * (or cap was not pending); else frees cap and returns NULL. */
+struct mp_pcap *mp_pcap_user(struct mp_pcap *cap, const char *user);
+bool mp_pcap_users_chosen(void);
 /* FINs on both legs, the file closed; NULL: no-op. */
 void mp_pcap_end(struct mp_pcap *cap);
 #endif

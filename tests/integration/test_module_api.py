@@ -9,6 +9,7 @@ socketserver; the proxy is the ASan build (the fixture fails a test on any
 sanitizer report, leaks included)."""
 import os
 import re
+import shutil
 import socketserver
 import subprocess
 import threading
@@ -245,7 +246,8 @@ def test_check_rejects_unknown_and_malformed_module_options(tmp_path):
 
 def test_sample_module_out_of_tree_against_installed_headers(make_proxy, lab, tmp_path):
     """doc/modules.md's sample (installed as an example) built with the
-    installed headers alone, loaded into the proxy, sees the calls."""
+    installed headers alone, loaded into the proxy, sees the calls; the
+    built-in modules' sources compile against those headers alone too."""
     dest = tmp_path / "dest"
     r = subprocess.run(["make", "--no-print-directory", "-C", ROOT, "install",
                         "DESTDIR=" + str(dest)], capture_output=True, text=True, timeout=600)
@@ -259,6 +261,17 @@ def test_sample_module_out_of_tree_against_installed_headers(make_proxy, lab, tm
                         "-shared", "-I" + str(inc), str(src), "-o", str(moddir / "mpm_sample.so")],
                        capture_output=True, text=True, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
+    # The built-ins (linked into the daemon) and audit build the same way:
+    # their sources alone, copied out of the tree, and the installed headers.
+    for name in ("rewrite", "trace", "downgrade", "audit"):
+        d = tmp_path / "builtin" / name
+        shutil.copytree(os.path.join(ROOT, "modules", name), d)
+        for c in sorted(d.glob("*.c")):
+            r = subprocess.run(["cc", "-std=c17", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
+                                "-fPIC", "-I" + str(inc), "-c", str(c), "-o",
+                                str(c.with_suffix(".o"))],
+                               capture_output=True, text=True, cwd=str(d))
+            assert r.returncode == 0, name + ": " + r.stderr
     p = make_proxy(upstream_epm_port=lab.epm_port,
                    extra={"mapiproxy:module dir": str(moddir),
                           "dcerpc_mapiproxy:modules": "mpm_sample",

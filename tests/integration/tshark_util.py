@@ -362,7 +362,7 @@ class DcerpcPdu:
                     self.auth_level_name, self.encrypted, self.decrypted))
 
 
-_LOWER_LAYERS = ("frame", "eth", "sll", "null", "ip", "ipv6", "tcp",
+_LOWER_LAYERS = ("frame", "eth", "sll", "null", "raw", "ip", "ipv6", "tcp",
                  "dcerpc", "_ws.malformed", "_ws.expert", "data",
                  "ntlmssp", "gss-api", "spnego")
 

@@ -1010,6 +1010,11 @@ static void test_ops_options(void)
                    "mapiproxy:user = nobody\nmapiproxy:group = nogroup\n"),
              0);
     CHECK(!strcmp(cfg.run_user, "nobody") && !strcmp(cfg.run_group, "nogroup"));
+    /* users alone choose too (DCE/RPC, by the user who logged on) */
+    CHECK_EQ(loadb("mapiproxy:packet export dir = /tmp\n"
+                   "mapiproxy:packet export users = LAB\\alice, bob\n"),
+             0);
+    CHECK(!strcmp(cfg.packet_export_users, "LAB\\alice, bob"));
 }
 
 int main(void)

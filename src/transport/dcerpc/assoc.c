@@ -17,6 +17,7 @@
 #include "net/accept.h"
 #include "transport/dcerpc/carrier.h"
 #include "ops/metrics.h"
+#include "ops/pcapng.h"
 
 static void conn_cb(struct mp_conn *n, uint32_t ev);
 static void upstream_input(struct assoc *a);
@@ -44,6 +45,7 @@ static void assoc_free(void *p)
     free(a->calls);
     mp_buf_free(&a->pending_bind);
     mp_buf_free(&a->reasm);
+    mp_pcap_end(a->cap);
     free(a);
 }
 
@@ -110,6 +112,7 @@ void dce_conn_flush(struct assoc *a, struct conn *c)
     if (a->dead)
         return;
     int rc;
+    dce_tap_out(a, c);
     if (c == &a->c && a->carrier) {
         size_t before = mp_buf_avail(&c->n.out);
         rc = before ? a->carrier->flush(a->carrier_data, &c->n.out) : 0;
@@ -120,6 +123,7 @@ void dce_conn_flush(struct assoc *a, struct conn *c)
     } else {
         rc = mp_conn_flush(&c->n);
     }
+    dce_tap_synced(a, c);
     if (rc < 0) {
         if (c->role == ROLE_CLIENT)
             dce_assoc_close(a, "client write failed");
@@ -160,7 +164,10 @@ void dce_update_interest(struct assoc *a)
  * queued before them (most PDUs never touch a buffer). */
 int dce_conn_send(struct conn *c, const uint8_t *p, size_t len)
 {
-    return mp_conn_send(&c->n, p, len, c->a->r->more_input);
+    dce_tap_send(c->a, c, p, len);
+    int rc = mp_conn_send(&c->n, p, len, c->a->r->more_input);
+    dce_tap_synced(c->a, c);
+    return rc;
 }
 
 void dce_client_protocol_error(struct assoc *a, uint32_t call_id, const char *what)
@@ -393,22 +400,52 @@ void dce_client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr
     }
 }
 
+int dce_pdu_head(struct conn *c, const uint8_t **pp, struct mp_pdu_hdr *h, const char **bad)
+{
+    size_t avail = mp_buf_avail(&c->n.in);
+    h->frag_len = 0;
+    if (avail < MP_HDR_LEN)
+        return 0;
+    *pp = mp_buf_head(&c->n.in);
+    if ((*bad = mp_pdu_hdr_check(*pp, avail, h)))
+        return -1;
+    return avail >= h->frag_len;
+}
+
+/* Hands the whole PDU at the head of c's input to fn (more_input: whether
+ * more bytes follow it, for one send() per batch); true when it was
+ * consumed, false when the association went away (or, need_fd, c's
+ * socket was closed). */
+static bool pdu_run(struct assoc *a, struct conn *c, const uint8_t *p, const struct mp_pdu_hdr *h,
+                    void (*fn)(struct assoc *, const uint8_t *, const struct mp_pdu_hdr *),
+                    bool need_fd)
+{
+    a->r->more_input = mp_buf_avail(&c->n.in) > h->frag_len;
+    dce_tap_in(a, c, p, h);
+    fn(a, p, h);
+    a->r->more_input = false;
+    if (a->dead || (need_fd && c->n.io.fd < 0))
+        return false;
+    mp_buf_consume(&c->n.in, h->frag_len);
+    return true;
+}
+
 void dce_client_input(struct assoc *a)
 {
     struct conn *c = &a->c;
     while (!a->dead && !c->n.closing &&
            (a->state == A_WAIT_BIND || a->state == A_OPEN || a->state == A_LOCAL ||
             a->state == A_AUTH || a->state == A_DENIED)) {
-        size_t avail = mp_buf_avail(&c->n.in);
-        if (avail < MP_HDR_LEN)
-            break;
-        const uint8_t *p = mp_buf_head(&c->n.in);
+        const uint8_t *p;
         struct mp_pdu_hdr h;
-        const char *bad = mp_pdu_hdr_check(p, avail, &h);
-        if (bad) {
-            dce_client_protocol_error(a, avail >= 16 ? mp_get32(p + 12) : 0, bad);
+        const char *bad;
+        int whole = dce_pdu_head(c, &p, &h, &bad);
+        if (whole < 0) {
+            dce_client_protocol_error(a, mp_buf_avail(&c->n.in) >= 16 ? mp_get32(p + 12) : 0, bad);
             return;
         }
+        if (!h.frag_len)
+            break;
         size_t limit = a->state == A_WAIT_BIND || h.ptype == MP_PT_ALTER || h.ptype == MP_PT_AUTH3
                            ? 0xffff
                            : a->c_recv;
@@ -419,18 +456,14 @@ void dce_client_input(struct assoc *a)
             dce_client_protocol_error(a, h.call_id, what);
             return;
         }
-        if (avail < h.frag_len)
+        if (!whole)
             break;
         if (h.ptype != MP_PT_BIND && a->state == A_WAIT_BIND) {
             dce_client_protocol_error(a, h.call_id, "first PDU is not a bind");
             return;
         }
-        a->r->more_input = avail > h.frag_len; /* one send() for the whole batch */
-        dce_client_pdu(a, p, &h);
-        a->r->more_input = false;
-        if (a->dead)
+        if (!pdu_run(a, c, p, &h, dce_client_pdu, false))
             return;
-        mp_buf_consume(&c->n.in, h.frag_len);
     }
 }
 
@@ -438,26 +471,20 @@ static void upstream_input(struct assoc *a)
 {
     struct conn *c = &a->u;
     while (!a->dead && c->n.io.fd >= 0) {
-        size_t avail = mp_buf_avail(&c->n.in);
-        if (avail < MP_HDR_LEN)
-            break;
-        const uint8_t *p = mp_buf_head(&c->n.in);
+        const uint8_t *p;
         struct mp_pdu_hdr h;
-        const char *bad = mp_pdu_hdr_check(p, avail, &h);
-        if (bad) {
+        const char *bad;
+        int whole = dce_pdu_head(c, &p, &h, &bad);
+        if (whole < 0) {
             char what[96];
             snprintf(what, sizeof(what), "sent a bad PDU: %s", bad);
             dce_upstream_failed(a, what);
             return;
         }
-        if (avail < h.frag_len)
+        if (!whole)
             break;
-        a->r->more_input = avail > h.frag_len;
-        dce_upstream_pdu(a, p, &h);
-        a->r->more_input = false;
-        if (a->dead || c->n.io.fd < 0)
+        if (!pdu_run(a, c, p, &h, dce_upstream_pdu, true))
             return;
-        mp_buf_consume(&c->n.in, h.frag_len);
     }
     /* A completed bind lets the client's queued PDUs through. */
     if (!a->dead && a->state == A_OPEN && mp_buf_avail(&a->c.n.in))
@@ -623,6 +650,7 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
     }
     a->addr = ac;
     mp_conn_attach(&a->c.n, fd);
+    a->cap = mp_pcap_start(host, port, "rpc"); /* decrypted export, doc/operations.md */
     struct sockaddr_storage me;
     socklen_t ml = sizeof(me);
     if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)

@@ -159,6 +159,25 @@ uint16_t dce_clamp_frag(uint16_t v)
     return v > MP_MAX_FRAG ? MP_MAX_FRAG : v < MP_MIN_FRAG ? MP_MIN_FRAG : v;
 }
 
+/* The answer being built for a client's bind or alter_context (ptype),
+ * and the bind to forward upstream (*fwd); NULL, with the association
+ * closed, when memory ran out. */
+struct merge *dce_merge_new(struct assoc *a, uint8_t ptype, uint32_t call_id, struct mp_bind **fwd)
+{
+    struct merge *m = calloc(1, sizeof(*m));
+    *fwd = calloc(1, sizeof(**fwd));
+    if (!m || !*fwd) {
+        free(m);
+        free(*fwd);
+        *fwd = NULL;
+        dce_assoc_close(a, "out of memory");
+        return NULL;
+    }
+    m->ptype = ptype;
+    m->c_call_id = call_id;
+    return m;
+}
+
 /* The client's bind: decide, then resolve/connect/bind upstream. */
 void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
 {
@@ -175,27 +194,18 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
         dce_assoc_finish(a, "bind refused");
         return;
     }
-    struct merge *m = calloc(1, sizeof(*m));
-    if (!m) {
-        dce_assoc_close(a, "out of memory");
-        return;
-    }
-    m->ptype = MP_PT_BIND;
-    m->c_call_id = h->call_id;
     a->bind_max_xmit = b->max_xmit;
     a->bind_max_recv = b->max_recv;
     a->c_xmit = dce_clamp_frag(b->max_recv);
     a->c_recv = dce_clamp_frag(b->max_xmit);
     if (r->auth.terminate && !a->local_epm && dce_bind_pt_kind(r, b) < 0) {
         mp_warn("conn %s: bind mixes pass-through and terminated interfaces; refused", a->peer);
-        free(m);
         mp_build_bind_nak(&a->c.n.out, h->call_id, MP_BNAK_NOT_SPECIFIED);
         dce_assoc_finish(a, "bind refused");
         return;
     }
     if (r->auth.terminate && !a->local_epm && !dce_bind_is_passthrough(r, b)) {
         dce_handle_bind_terminate(a, pdu, h, b);
-        free(m);
         return;
     }
     struct mp_auth lv = {.level = 1};
@@ -204,14 +214,12 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
         mp_warn("conn %s: bind at authentication level %s, below mapiproxy:min client auth "
                 "level %s; its calls get access denied, nothing relayed",
                 a->peer, mp_dce_level_name(lv.level), mp_dce_level_name(r->min_level));
-        free(m);
         dce_deny_bind(a, b, h->call_id);
         return;
     }
     if (h->auth_len) {
         if (a->local_epm) {
             mp_warn("conn %s: authenticated bind to the local endpoint mapper refused", a->peer);
-            free(m);
             mp_build_bind_nak(&a->c.n.out, h->call_id, 8 /* authentication type not recognized */);
             dce_assoc_finish(a, "bind refused");
             return;
@@ -221,16 +229,16 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
     char ident[80];
     dce_addr_ident(a, ident, sizeof(ident));
     if (dce_join_group(a, b->assoc_group, ident, 0)) {
-        free(m);
         return;
     }
-    struct mp_bind *fwd = calloc(1, sizeof(*fwd));
-    if (!fwd || !a->group) {
-        free(fwd);
-        free(m);
+    if (!a->group) {
         dce_assoc_close(a, "out of memory");
         return;
     }
+    struct mp_bind *fwd;
+    struct merge *m = dce_merge_new(a, MP_PT_BIND, h->call_id, &fwd);
+    if (!m)
+        return;
     int n_fwd = dce_split_contexts(a, b, m, fwd);
     if (a->local_epm || n_fwd == 0) {
         a->state = a->local_epm ? A_OPEN : A_LOCAL;
@@ -277,16 +285,10 @@ void dce_handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
         dce_client_protocol_error(a, h->call_id, "too many presentation contexts");
         return;
     }
-    struct merge *m = calloc(1, sizeof(*m));
-    struct mp_bind *fwd = calloc(1, sizeof(*fwd));
-    if (!m || !fwd) {
-        free(m);
-        free(fwd);
-        dce_assoc_close(a, "out of memory");
+    struct mp_bind *fwd;
+    struct merge *m = dce_merge_new(a, MP_PT_ALTER, h->call_id, &fwd);
+    if (!m)
         return;
-    }
-    m->ptype = MP_PT_ALTER;
-    m->c_call_id = h->call_id;
     if (h->auth_len && !a->csec)
         a->passthrough = true;
     int n_fwd = dce_split_contexts(a, b, m, fwd);

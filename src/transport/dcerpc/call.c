@@ -172,8 +172,12 @@ int dce_emit(struct conn *dst, struct mp_dce_sec *sec, bool req, uint8_t in_flag
             return -1;
         if (!req)
             dst->n.out.data[start + 22] = (uint8_t)opnum; /* cancel count */
+        if (prot)
+            dce_tap_out(dst->a, dst); /* the packet export gets it in plaintext */
         if (prot && mp_dce_sec_protect(sec, &dst->n.out, start))
             return -1;
+        if (prot)
+            dce_tap_synced(dst->a, dst);
         off += k;
     } while (off < len);
     return 0;

@@ -70,16 +70,15 @@ void dce_resolver_input(struct assoc *a)
 {
     struct conn *c = &a->res;
     while (!a->dead && c->n.io.fd >= 0) {
-        size_t avail = mp_buf_avail(&c->n.in);
+        const uint8_t *p;
         struct mp_pdu_hdr h;
-        if (avail < MP_HDR_LEN)
-            return;
-        const uint8_t *p = mp_buf_head(&c->n.in);
-        if (mp_pdu_hdr_check(p, avail, &h)) {
+        const char *bad;
+        int whole = dce_pdu_head(c, &p, &h, &bad);
+        if (whole < 0) {
             dce_upstream_failed(a, "endpoint mapper sent a bad PDU");
             return;
         }
-        if (avail < h.frag_len)
+        if (!whole)
             return;
         if (h.ptype == MP_PT_BIND_ACK) {
             struct mp_bind_ack *ack = &dce_scratch_ack;

@@ -84,6 +84,7 @@ struct conn {
     struct mp_conn n;
     struct assoc *a;
     uint8_t role;
+    size_t tapped; /* packet export: bytes at the head of n.out already captured (pcap.c) */
 };
 
 /* One call: a request and its response, by the client's call id and the
@@ -187,7 +188,9 @@ struct assoc {
      * socket; c.n keeps its buffers and times only */
     const struct mp_dce_carrier_ops *carrier;
     void *carrier_data;
-    bool carrier_want; /* what want_input() said last */
+    bool carrier_want;   /* what want_input() said last */
+    struct mp_pcap *cap; /* decrypted packet export (pcap.c), or NULL */
+    bool cap_warned;
     struct assoc *next, *prev;
 };
 
@@ -247,6 +250,10 @@ void dce_start_upstream(struct assoc *a);
 void dce_upstream_connect(struct assoc *a, uint16_t port);
 void dce_client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
 void dce_client_input(struct assoc *a);
+/* The PDU at the head of c's input: 1 when it is all there (*pp, *h set),
+ * 0 when more bytes are needed (h->frag_len non-zero once the header is
+ * there), -1 when its header is bad (*bad says why). */
+int dce_pdu_head(struct conn *c, const uint8_t **pp, struct mp_pdu_hdr *h, const char **bad);
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port);
 
 /* group.c */
@@ -256,6 +263,7 @@ int dce_join_group(struct assoc *a, uint32_t id, const char *ident, uint32_t new
 void dce_addr_ident(const struct assoc *a, char *out, size_t n);
 
 /* bind.c */
+struct merge *dce_merge_new(struct assoc *a, uint8_t ptype, uint32_t call_id, struct mp_bind **fwd);
 int dce_split_contexts(struct assoc *a, const struct mp_bind *b, struct merge *m,
                        struct mp_bind *fwd);
 void dce_answer_bind(struct assoc *a, const struct merge *m, const struct mp_bind_ack *up,
@@ -301,4 +309,17 @@ void dce_addr_release(struct mp_relay *r, struct addr_count *e);
 bool dce_iface_is_pt(const struct mp_relay *r, const struct mp_syntax *s);
 int dce_bind_pt_kind(const struct mp_relay *r, const struct mp_bind *b);
 bool dce_bind_is_passthrough(const struct mp_relay *r, const struct mp_bind *b);
+/* pcap.c: decrypted packet export.  dce_tap_in: a PDU read on leg c;
+ * dce_tap_clear: a PDU in plaintext (header hl bytes, then the stub) the
+ * proxy unsealed or is about to seal; dce_tap_out: what is queued on c and
+ * not captured yet; dce_tap_send before sending p directly, dce_tap_synced
+ * after (all queued bytes captured); dce_tap_user: the client's user is
+ * known (NULL: nobody). */
+void dce_tap_in(struct assoc *a, struct conn *c, const uint8_t *pdu, const struct mp_pdu_hdr *h);
+void dce_tap_clear(struct assoc *a, struct conn *c, bool in, const uint8_t *pdu, size_t hl,
+                   const uint8_t *stub, size_t len);
+void dce_tap_out(struct assoc *a, struct conn *c);
+void dce_tap_send(struct assoc *a, struct conn *c, const uint8_t *p, size_t len);
+void dce_tap_synced(struct assoc *a, struct conn *c);
+void dce_tap_user(struct assoc *a, const char *user);
 #endif

@@ -157,6 +157,7 @@ static void client_authenticated(struct assoc *a)
     mp_info("conn %s: authenticated %s (%s, %s)", a->peer, cs->who, mp_dce_sec_mech(cs),
             mp_dce_level_name(cs->level));
     mp_metrics_auth(mp_dce_sec_mech(cs), cs->level >= a->r->min_level); /* below: refused */
+    dce_tap_user(a, cs->who);                                           /* packet export by user */
     if (cs->level < a->r->min_level) {
         mp_warn("conn %s: %s authenticated at level %s, below mapiproxy:min client auth level "
                 "%s; its calls get access denied, nothing relayed",
@@ -213,13 +214,14 @@ void dce_handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct
     a->named_group = b->assoc_group;
     a->shown_group = b->assoc_group ? b->assoc_group : dce_group_fresh_id(a->r);
     struct mp_dce_sec *cs = calloc(1, sizeof(*cs));
-    struct merge *m = calloc(1, sizeof(*m));
-    struct mp_bind *fwd = calloc(1, sizeof(*fwd));
-    if (!cs || !m || !fwd) {
-        free(cs);
-        free(m);
-        free(fwd);
+    if (!cs) {
         dce_assoc_close(a, "out of memory");
+        return;
+    }
+    struct mp_bind *fwd;
+    struct merge *m = dce_merge_new(a, MP_PT_BIND, h->call_id, &fwd);
+    if (!m) {
+        free(cs);
         return;
     }
     a->csec = cs;
@@ -242,8 +244,6 @@ void dce_handle_bind_terminate(struct assoc *a, const uint8_t *pdu, const struct
         free(m);
         return;
     }
-    m->ptype = MP_PT_BIND;
-    m->c_call_id = h->call_id;
     int n_fwd = dce_split_contexts(a, b, m, fwd);
     struct mp_auth reply = {.type = cs->type,
                             .level = cs->level,
@@ -336,17 +336,12 @@ void dce_handle_alter_auth(struct assoc *a, const uint8_t *pdu, const struct mp_
         dce_assoc_finish(a, "access denied");
         return;
     }
-    struct merge *m = calloc(1, sizeof(*m));
-    struct mp_bind *fwd = calloc(1, sizeof(*fwd));
-    if (!m || !fwd) {
-        free(m);
-        free(fwd);
+    struct mp_bind *fwd;
+    struct merge *m = dce_merge_new(a, MP_PT_ALTER, h->call_id, &fwd);
+    if (!m) {
         mp_buf_free(&out);
-        dce_assoc_close(a, "out of memory");
         return;
     }
-    m->ptype = MP_PT_ALTER;
-    m->c_call_id = h->call_id;
     dce_split_contexts(a, b, m, fwd);
     for (unsigned i = 0; i < fwd->n_ctx; i++) { /* new contexts join the upstream bind */
         bool have = false;
@@ -574,8 +569,10 @@ void dce_upstream_bind_ack_terminate(struct assoc *a, const uint8_t *pdu,
 int dce_unprotect(struct assoc *a, struct mp_dce_sec *sec, uint8_t *pdu, const struct mp_pdu_hdr *h,
                   size_t hl, const uint8_t **stub, size_t *len, bool from_client)
 {
-    if (mp_dce_sec_unprotect(sec, pdu, h, hl, stub, len) == 0)
+    if (mp_dce_sec_unprotect(sec, pdu, h, hl, stub, len) == 0) {
+        dce_tap_clear(a, from_client ? &a->c : &a->u, true, pdu, hl, *stub, *len);
         return 0;
+    }
     if (sec->level < MP_AUTHN_LEVEL_CALL) { /* connect: nothing to verify, only cut */
         dce_assoc_close(a, "truncated PDU");
         return -1;
