@@ -363,6 +363,12 @@ void sec_fini(struct sec_ctx *sc)
     free(sc->tag_prefix);
 }
 
+void sec_cache_disable(struct sec_ctx *sc)
+{
+    cache_free(sc->cache);
+    sc->cache = NULL;
+}
+
 struct mp_svc *sec_service(struct sec_ctx *sc, const char *name, const char *addr)
 {
     struct mp_svc_config cfg = sc->svc_defaults;
@@ -550,6 +556,7 @@ void sec_job_finish(struct sec_job *j)
     char user[256], name[400], vj[1400];
     sec_json_str(user, sizeof user, mp_message_event_user(ev));
     sec_json_str(name, sizeof name, j->r.name);
+    const char *verdict = j->verdict && sec_result_bad(&j->r) ? j->verdict : kind_word(&j->r);
     char score[64] = "";
     if (j->r.has_score)
         snprintf(score, sizeof score, ",\"score\":%.2f,\"required\":%.2f", j->r.score,
@@ -561,7 +568,7 @@ void sec_job_finish(struct sec_job *j)
              sc->mod, mp_message_event_user(ev) ? "\"" : "", mp_message_event_user(ev) ? user : "null",
              mp_message_event_user(ev) ? "\"" : "", mp_message_dir_name(j->dir),
              mp_message_mode_name(mp_message_event_mode(ev)), mp_message_event_message_id(ev),
-             j->service, kind_word(&j->r), name, score);
+             j->service, verdict, name, score);
 
     if (unscanned(j->r.kind)) {
         if (sc->fail_open[j->dir]) {
@@ -583,7 +590,7 @@ void sec_job_finish(struct sec_job *j)
         taken = sec_action_name(a);
         switch (a) {
         case SEC_ACT_BLOCK:
-            block_with(j, kind_word(&j->r));
+            block_with(j, verdict);
             break;
         case SEC_ACT_QUARANTINE:
             if (quarantine(j, vj))

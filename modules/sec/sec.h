@@ -75,6 +75,8 @@ struct sec_ctx {
 int sec_init(struct sec_ctx *sc, struct mp_module_ctx *mc, const char *dflt_dirs,
              enum sec_action dflt_up, enum sec_action dflt_down);
 void sec_fini(struct sec_ctx *sc);
+/* No verdict cache (modules whose verdict depends on files that change). */
+void sec_cache_disable(struct sec_ctx *sc);
 /* A service client of this module on the proxy's loop. */
 struct mp_svc *sec_service(struct sec_ctx *sc, const char *name, const char *addr);
 
@@ -89,6 +91,7 @@ struct sec_job {
     uint8_t *mime;     /* the message as MIME (malloc) */
     size_t mime_len;
     char service[64];  /* for the log: "clamd", "icap", "spamd+rspamd" ... */
+    const char *verdict; /* the log's verdict word when bad (default: the kind's name) */
     struct sec_result r;
     bool cached;
     char quarantine_id[64];
