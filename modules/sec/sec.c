@@ -453,6 +453,7 @@ struct sec_job *sec_job_start(struct sec_ctx *sc, struct mp_message_event *ev,
     j->ev = ev;
     j->dir = dir;
     j->apply = apply;
+    j->force_action = -1;
     j->t0_us = sec_now_us();
     size_t cklen = 0;
     const uint8_t *ck = mp_message_event_change_key(ev, &cklen);
@@ -581,7 +582,8 @@ void sec_job_finish(struct sec_job *j)
             taken = "block (fail closed)";
         }
     } else if (sec_result_bad(&j->r) && !mp_message_blocked(ev)) {
-        enum sec_action a = sc->action[j->dir];
+        enum sec_action a =
+            j->force_action >= 0 ? (enum sec_action)j->force_action : sc->action[j->dir];
         bool can = mp_message_can_modify(ev);
         if (a == SEC_ACT_REPLACE && (!can || j->r.bad_body || !j->r.bad_attachments))
             a = SEC_ACT_BLOCK;

@@ -91,6 +91,7 @@ struct sec_job {
     uint8_t *mime;     /* the message as MIME (malloc) */
     size_t mime_len;
     char service[64];  /* for the log: "clamd", "icap", "spamd+rspamd" ... */
+    int force_action;    /* an enum sec_action that overrides the configured one, or -1 */
     const char *verdict; /* the log's verdict word when bad (default: the kind's name) */
     struct sec_result r;
     bool cached;
