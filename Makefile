@@ -320,6 +320,12 @@ $(foreach m,$(SEC_MODS),$(eval $(B)/modules/$(m).so: $(call SEC_MOD_OBJ,$(m)) $(
 $(SEC_MODS:%=$(B)/modules/%.so):
 	@mkdir -p $(dir $@)
 	$(CC) -shared -fPIC $^ -ljson-c -lidn2 -o $@
+# sec-host: a module host for the message hook without the proxy
+# (tests/integration/test_sec_modules.py drives the modules with it).
+$(B)/sec-host: tools/sec-host.c
+	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) -Iinclude -rdynamic $< -ldl -o $@
+all: $(B)/sec-host
+integration: $(B)/sec-host
 # Unit tests and fuzz targets of the phish URL code link libidn2.
 $(B)/unit/test_phish: LIBS += -lidn2
 $(B)/fuzz/fuzz_phish_url: LIBS += -lidn2
