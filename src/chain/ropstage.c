@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/msgevents.h"
 #include "chain/services.h"
 #include "codec/codec.h"
 #include "codec/gen/emsmdb.h"
@@ -69,6 +70,7 @@ struct mp_ropcall {
     int *up_map;          /* up.rops[k] is client request item up_map[k] */
     bool up_differs;
     bool all_local; /* every ROP answered by the proxy */
+    void *msgev;    /* message events of the call (msgevents.c) */
 };
 
 struct mp_ropsess {
@@ -79,6 +81,7 @@ struct mp_ropsess {
     } v[MAX_CONTEXTS];
     size_t n;
     uint32_t last_id;
+    void *msgev; /* the session's message assembler (msgevents.c) */
 };
 
 extern const struct mp_stage_provider mp_rop_stage;
@@ -112,9 +115,18 @@ static void ropsess_free(void *p)
     struct mp_ropsess *s = p;
     if (!s)
         return;
+    mp_msgev_session_free(s->msgev);
     for (size_t i = 0; i < s->n; i++)
         mp_objtab_unref(s->v[i].t);
     free(s);
+}
+
+void **mp_ropstage_msgev_session(struct mp_session *ses)
+{
+    void **slot = mp_session_stage_slot(ses, &mp_rop_stage);
+    if (!slot || (!*slot && !(*slot = calloc(1, sizeof(struct mp_ropsess)))))
+        return NULL;
+    return &((struct mp_ropsess *)*slot)->msgev;
 }
 
 static struct mp_objtab *session_tab(struct mp_session *ses, const uint8_t cxh[16])
@@ -184,9 +196,15 @@ static void call_free(struct mp_call *m, void *ctx)
     if (rc->rq.ok && m->relays)
         apply_releases(rc, rc->rq.n);
     mp_objtab_unref(rc->tab);
+    mp_msgev_call_free(rc->msgev);
     side_free(&rc->rq);
     side_free(&rc->rs);
     free(rc);
+}
+
+void **mp_ropstage_msgev_call(struct mp_call *m)
+{
+    return RC(m) ? &RC(m)->msgev : NULL;
 }
 
 static void reset_response(struct mp_call *m)
@@ -597,6 +615,7 @@ static void request(struct mp_call *m)
         return;
     }
     request_objects(m);
+    mp_msgev_request(m);
 }
 
 /* Appends a ROP buffer: rops whose item is unchanged are written as their
@@ -847,6 +866,8 @@ static int request_done(struct mp_call *m)
     struct mp_ropcall *rc = RC(m);
     if (!rc || !rc->rq.ok)
         return 0;
+    if (mp_msgev_request_done(m))
+        return -1;
     struct side *s = &rc->rq;
     struct mp_arena *a = mp_call_arena(m);
     /* the upstream list: buffer 0 without what the proxy answered */
@@ -1037,6 +1058,7 @@ static void response(struct mp_call *m)
         track_response(rc, it, &rc->rs.bufs[it->buf], a);
     }
     apply_releases(rc, rc->rq.n);
+    mp_msgev_response(m);
 }
 
 static int response_done(struct mp_call *m)
@@ -1044,6 +1066,8 @@ static int response_done(struct mp_call *m)
     struct mp_ropcall *rc = RC(m);
     if (!rc || !rc->rs.ok)
         return 0;
+    if (mp_msgev_response_done(m))
+        return -1;
     struct side *s = &rc->rs;
     bool any = s->rebuilt;
     for (size_t i = 0; i < s->n; i++)
@@ -1233,15 +1257,24 @@ const struct mp_object *mp_call_rop_new_object(struct mp_call *m, size_t i)
 
 /* ---- the provider ---- */
 
+/* msgevents.c's: the module's ROP hook when there are ROPs, then, with
+ * the message hook, the message events of that side */
 static mp_hook_fn rop_hook(const struct mp_module *mod, bool response)
 {
-    return response ? mod->rop_response : mod->rop_request;
+    return mp_msgev_rop_hook(mod, response);
 }
 
-/* ROP hooks, or object events (the stage keeps the object tables). */
+/* ROP hooks, object events (the stage keeps the object tables), or
+ * messages (the stage feeds the assembler). */
 static bool rop_uses(const struct mp_module *mod)
 {
-    return mod->rop_request || mod->rop_response || mp_objevents_wanted(mod);
+    return mod->rop_request || mod->rop_response || mp_objevents_wanted(mod) || mod->message;
+}
+
+/* The ROPs the hooks see, plus the message events of that side. */
+static size_t rop_count(struct mp_call *m, bool response)
+{
+    return mp_call_rop_count(m, response) + mp_msgev_count(m, response);
 }
 
 static const uint16_t rop_ops[] = {OP_DISCONNECT, OP_RPC, OP_RPCEXT2};
@@ -1254,7 +1287,7 @@ const struct mp_stage_provider mp_rop_stage = {
     .n_ops = sizeof(rop_ops) / sizeof(rop_ops[0]),
     .hook = rop_hook,
     .uses = rop_uses,
-    .count = mp_call_rop_count,
+    .count = rop_count,
     .request = request,
     .request_done = request_done,
     .before_relay = before_relay,
