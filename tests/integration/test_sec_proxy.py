@@ -1,0 +1,131 @@
+"""The security modules loaded in the proxy (build/mapiproxy-asan, the
+message events of include/mapiproxy/message.h), online mode over RPC, with
+the lab as the upstream: av with a real clamd (an EICAR database made here)
+blocks an EICAR upload (the client gets ecAccessDenied and the lab never
+stores it) and lets a clean one through; extract hands the uploaded
+message to aiosmtpd's LMTP server, read back with Python's email package.
+Only clamd and the LMTP server are started (a few seconds)."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from email import message_from_bytes, policy
+
+import pytest
+
+import content_client as CC
+import lab_store as LS
+from test_rop_modules import dump_lab  # noqa: F401 (fixture)
+from test_mime_dump import connect, folder_mids
+from conftest import free_port
+
+HERE = os.path.dirname(__file__)
+EICAR = (rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
+EC_ACCESS_DENIED = 0x80070005
+FL = 0
+
+pytestmark = pytest.mark.skipif(shutil.which("clamd") is None, reason="clamd missing")
+
+
+def wait_for(cond, secs, what):
+    end = time.time() + secs
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("not up in %d s: %s" % (secs, what))
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("secp"))
+    os.chmod(d, 0o755)
+    os.makedirs(d + "/db")
+    with open(d + "/db/test.hdb", "w") as f:
+        f.write("%s:%d:Test.EICAR.Made-In-Test\n" % (hashlib.md5(EICAR).hexdigest(), len(EICAR)))
+    with open(d + "/clamd.conf", "w") as f:
+        f.write("LocalSocket %s/clamd.sock\nDatabaseDirectory %s/db\nForeground yes\n"
+                "LogFile %s/clamd.log\nStreamMaxLength 10M\n" % (d, d, d))
+    procs = [subprocess.Popen(["clamd", "-c", d + "/clamd.conf"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)]
+    lmtp_port = free_port()
+    os.makedirs(d + "/lmtp")
+    procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "svc_lmtp_server.py"),
+                                   "127.0.0.1", str(lmtp_port), d + "/lmtp"],
+                                  stdout=subprocess.DEVNULL, start_new_session=True))
+    try:
+        wait_for(lambda: os.path.exists(d + "/clamd.sock"), 60, "clamd")
+        yield {"dir": d, "clamd": "unix:" + d + "/clamd.sock", "lmtp": "127.0.0.1:%d" % lmtp_port}
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(10)
+
+
+def upload_msg(subject, data):
+    m = LS.messages()[0]
+    m["props"][LS.PidTagSubject] = subject
+    m.pop("named", None)
+    # no stored transport headers: the MIME's headers are then built from the
+    # properties (the subject above)
+    m["props"].pop(LS.PidTagTransportMessageHeaders, None)
+    m["attachments"] = [LS._by_value("file.bin", "application/octet-stream", data)]
+    return m
+
+
+def verdicts(path, n):
+    for _ in range(100):
+        got = [json.loads(x) for x in open(path)] if os.path.exists(path) else []
+        if len(got) >= n:
+            return got
+        time.sleep(0.1)
+    return got
+
+
+def test_av_blocks_eicar_upload(make_proxy, dump_lab, services, tmp_path):  # noqa: F811
+    vlog = str(tmp_path / "av.verdicts")
+    p = make_proxy(upstream_epm_port=dump_lab.epm_port, extra={
+        "dcerpc_mapiproxy:modules": "av",
+        "av:clamd": services["clamd"], "av:verdict_log": vlog})
+    dce, c, fids = connect(p.rpc_port)
+    with pytest.raises(RuntimeError) as e:
+        CC.upload(c, fids[5], upload_msg("infected upload", EICAR), flags=FL)
+    assert "0x%08x" % EC_ACCESS_DENIED in str(e.value)
+    CC.upload(c, fids[5], upload_msg("clean upload", b"just some bytes\r\n"), flags=FL)
+    have = folder_mids(c, fids[5])
+    assert "clean upload" in have and "infected upload" not in have, have
+    c.disconnect()
+    dce.disconnect()
+    v = verdicts(vlog, 2)
+    assert [(x["direction"], x["verdict"], x["action"]) for x in v[:2]] == [
+        ("upload", "infected", "block"), ("upload", "clean", "allow")], v
+    assert v[0]["mode"] == "online" and v[0]["service"] == "clamd"
+    assert "Test.EICAR.Made-In-Test" in v[0]["name"]
+    assert "blocked by av" in p.log() or "av:" in p.log()
+
+
+def test_extract_lmtp_through_proxy(make_proxy, dump_lab, services, tmp_path):  # noqa: F811
+    lmtp_dir = os.path.join(services["dir"], "lmtp")
+    before = set(os.listdir(lmtp_dir))
+    p = make_proxy(upstream_epm_port=dump_lab.epm_port, extra={
+        "dcerpc_mapiproxy:modules": "extract",
+        "extract:lmtp": services["lmtp"], "extract:rcpt": "archive@example.org",
+        "extract:directions": "upload"})
+    dce, c, fids = connect(p.rpc_port)
+    data = bytes(range(256)) * 40
+    CC.upload(c, fids[5], upload_msg("archived upload", data), flags=FL)
+    c.disconnect()
+    dce.disconnect()
+    wait_for(lambda: any(n.endswith(".eml") for n in set(os.listdir(lmtp_dir)) - before), 10,
+             "the LMTP delivery")
+    [name] = [n for n in set(os.listdir(lmtp_dir)) - before if n.endswith(".eml")]
+    m = message_from_bytes(open(os.path.join(lmtp_dir, name), "rb").read(),
+                           policy=policy.default)
+    assert m["Subject"] == "archived upload"
+    atts = list(m.iter_attachments())
+    assert [a.get_filename() for a in atts] == ["file.bin"]
+    assert atts[0].get_content() == data  # byte-exact
