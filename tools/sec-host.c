@@ -319,7 +319,9 @@ int64_t mp_message_bytes_size(const struct mp_message *m, uint32_t tag)
 long mp_message_bytes_read(const struct mp_message *m, uint32_t tag, uint64_t off, void *buf,
                            size_t n)
 {
-    const uint8_t *p = tag == 0x10130102 ? (const uint8_t *)msg.html : tag == 0x10090102 ? msg.rtf : NULL;
+    const uint8_t *p = tag == 0x10130102   ? (const uint8_t *)msg.html
+                       : tag == 0x10090102 ? msg.rtf
+                                           : NULL;
     size_t len = tag == 0x10130102 ? msg.html_len : msg.rtf_len;
     if (!p)
         return -1;
@@ -438,8 +440,9 @@ static void finish_event(struct mp_message_event *ev)
 {
     char r[1100];
     esc(r, sizeof r, ev->reason);
-    printf("{\"blocked\":%s,\"reason\":\"%s\",\"pending\":%s%.*s}\n", ev->blocked ? "true" : "false",
-           r, ev->pending ? "true" : "false", (int)ev->outlen, ev->out);
+    printf("{\"blocked\":%s,\"reason\":\"%s\",\"pending\":%s%.*s}\n",
+           ev->blocked ? "true" : "false", r, ev->pending ? "true" : "false", (int)ev->outlen,
+           ev->out);
     fflush(stdout);
     for (size_t i = 0; i < ev->nmem; i++)
         free(ev->mem[i]);
@@ -562,8 +565,7 @@ int main(int argc, char **argv)
         while (o && o->key && strcmp(o->key, argv[i]))
             o++;
         if (mod->options && (!o || !o->key)) {
-            fprintf(stderr, "sec-host: %s:%s is not an option of the module\n", mod->name,
-                    argv[i]);
+            fprintf(stderr, "sec-host: %s:%s is not an option of the module\n", mod->name, argv[i]);
             return 2;
         }
         ctx.opts[ctx.nopts++] = (struct opt){argv[i], eq + 1};

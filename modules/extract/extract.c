@@ -125,8 +125,8 @@ static void sock_free(struct mp_svc_conv *c)
     free(k);
 }
 
-static const struct mp_svc_ops sock_ops = {"socket", sock_begin, sock_feed, sock_eof, sock_free,
-                                           false};
+static const struct mp_svc_ops sock_ops = {"socket", sock_begin, sock_feed,
+                                           sock_eof, sock_free,  false};
 
 static struct mp_svc_conv *sock_new(const char *meta, const uint8_t *mime, size_t len)
 {

@@ -186,8 +186,7 @@ static void refresh(struct phish *ph)
             mp_module_log(ph->sc.mc, MP_MLOG_INFO, "feed %s: %zu entries", ph->feeds[i].path,
                           phish_feed_count(ph->feeds[i].feed));
         else if (rc < 0 && !ph->feeds[i].loaded)
-            mp_module_log(ph->sc.mc, MP_MLOG_WARN, "feed %s: cannot read it",
-                          ph->feeds[i].path);
+            mp_module_log(ph->sc.mc, MP_MLOG_WARN, "feed %s: cannot read it", ph->feeds[i].path);
     }
 }
 
@@ -228,7 +227,8 @@ static enum mp_status phish_message(struct mp_module_ctx *mc, struct mp_message_
             const char *nm = mp_message_attachment_name(ev, m, i);
             bool is_html = (mt && !strncasecmp(mt, "text/html", 9)) ||
                            (nm && (ends_with(nm, ".html") || ends_with(nm, ".htm")));
-            bool is_text = (mt && !strncasecmp(mt, "text/plain", 10)) || (nm && ends_with(nm, ".txt"));
+            bool is_text =
+                (mt && !strncasecmp(mt, "text/plain", 10)) || (nm && ends_with(nm, ".txt"));
             if (!is_html && !is_text)
                 continue;
             char *t = attachment_text(m, i, &n);
@@ -240,8 +240,7 @@ static enum mp_status phish_message(struct mp_module_ctx *mc, struct mp_message_
     }
     if (s.hits) {
         size_t l = strlen(j->detail);
-        snprintf(j->detail + l, sizeof j->detail - l, ",\"hits\":%u,\"urls\":[%s]", s.hits,
-                 s.list);
+        snprintf(j->detail + l, sizeof j->detail - l, ",\"hits\":%u,\"urls\":[%s]", s.hits, s.list);
     }
     if (j->r.kind == MP_SVC_NONE)
         j->r.kind = MP_SVC_CLEAN;

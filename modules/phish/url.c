@@ -110,7 +110,7 @@ static size_t entity_decode(const char *in, size_t n, char *out)
             static const struct {
                 const char *name;
                 char c;
-            } named[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'},
+            } named[] = {{"&amp;", '&'},   {"&lt;", '<'},  {"&gt;", '>'},    {"&quot;", '"'},
                          {"&apos;", '\''}, {"&sol;", '/'}, {"&colon;", ':'}, {"&period;", '.'}};
             bool done = false;
             for (size_t k = 0; k < sizeof named / sizeof named[0] && !done; k++) {
@@ -271,8 +271,8 @@ static const struct redirector redirectors[] = {
     {"t.umblr.com", "/redirect"},
     {"www.bing.com", "/ck/a"},
 };
-static const char *const redirect_params[] = {"url", "q", "u", "target", "redirect", "dest",
-                                              "destination", "link", "to", NULL};
+static const char *const redirect_params[] = {"url",  "q",           "u",    "target", "redirect",
+                                              "dest", "destination", "link", "to",     NULL};
 
 static bool is_redirector(const char *host, const char *path)
 {
@@ -298,8 +298,8 @@ static size_t pct_decode_all(const char *in, size_t n, char *out, size_t cap)
     for (size_t i = 0; i < n && o + 1 < cap; i++) {
         if (in[i] == '%' && i + 2 < n && hexval((unsigned char)in[i + 1]) >= 0 &&
             hexval((unsigned char)in[i + 2]) >= 0) {
-            out[o++] = (char)(hexval((unsigned char)in[i + 1]) * 16 +
-                              hexval((unsigned char)in[i + 2]));
+            out[o++] =
+                (char)(hexval((unsigned char)in[i + 1]) * 16 + hexval((unsigned char)in[i + 2]));
             i += 2;
         } else {
             out[o++] = in[i] == '+' ? ' ' : in[i];
@@ -562,9 +562,9 @@ static bool add_host(struct phish_feed *f, const char *s, size_t n)
     }
     memcpy(tmp, s, n);
     tmp[n] = 0;
-    static const char *const skip[] = {"localhost", "localhost.localdomain", "broadcasthost",
-                                       "local", "ip6-localhost", "ip6-loopback", "0.0.0.0",
-                                       NULL};
+    static const char *const skip[] = {
+        "localhost",     "localhost.localdomain", "broadcasthost", "local",
+        "ip6-localhost", "ip6-loopback",          "0.0.0.0",       NULL};
     for (size_t i = 0; skip[i]; i++)
         if (!strcasecmp(tmp, skip[i]))
             return false;
@@ -751,16 +751,49 @@ static char fold(uint32_t c)
         char a;
     } map[] = {
         /* Cyrillic */
-        {0x0430, 'a'}, {0x0435, 'e'}, {0x043e, 'o'}, {0x0440, 'p'}, {0x0441, 'c'}, {0x0443, 'y'},
-        {0x0445, 'x'}, {0x0455, 's'}, {0x0456, 'l'}, {0x0458, 'j'}, {0x0501, 'd'}, {0x04bb, 'h'},
-        {0x04cf, 'l'}, {0x0432, 'b'}, {0x043a, 'k'}, {0x043c, 'm'}, {0x043d, 'h'}, {0x0442, 't'},
-        {0x044c, 'b'}, {0x0461, 'w'}, {0x051b, 'q'}, {0x051d, 'w'},
+        {0x0430, 'a'},
+        {0x0435, 'e'},
+        {0x043e, 'o'},
+        {0x0440, 'p'},
+        {0x0441, 'c'},
+        {0x0443, 'y'},
+        {0x0445, 'x'},
+        {0x0455, 's'},
+        {0x0456, 'l'},
+        {0x0458, 'j'},
+        {0x0501, 'd'},
+        {0x04bb, 'h'},
+        {0x04cf, 'l'},
+        {0x0432, 'b'},
+        {0x043a, 'k'},
+        {0x043c, 'm'},
+        {0x043d, 'h'},
+        {0x0442, 't'},
+        {0x044c, 'b'},
+        {0x0461, 'w'},
+        {0x051b, 'q'},
+        {0x051d, 'w'},
         /* Greek */
-        {0x03b1, 'a'}, {0x03bf, 'o'}, {0x03c1, 'p'}, {0x03bd, 'v'}, {0x03b9, 'l'}, {0x03ba, 'k'},
-        {0x03c4, 't'}, {0x03c5, 'u'}, {0x03b5, 'e'}, {0x03c7, 'x'}, {0x03b7, 'n'},
+        {0x03b1, 'a'},
+        {0x03bf, 'o'},
+        {0x03c1, 'p'},
+        {0x03bd, 'v'},
+        {0x03b9, 'l'},
+        {0x03ba, 'k'},
+        {0x03c4, 't'},
+        {0x03c5, 'u'},
+        {0x03b5, 'e'},
+        {0x03c7, 'x'},
+        {0x03b7, 'n'},
         /* Latin look-alikes */
-        {0x0131, 'l'}, {0x0142, 'l'}, {0x0261, 'g'}, {0x0251, 'a'}, {0x1d0f, 'o'},
-        {0x00df, 'b'}, {0x0111, 'd'}, {0x0127, 'h'},
+        {0x0131, 'l'},
+        {0x0142, 'l'},
+        {0x0261, 'g'},
+        {0x0251, 'a'},
+        {0x1d0f, 'o'},
+        {0x00df, 'b'},
+        {0x0111, 'd'},
+        {0x0127, 'h'},
     };
     if (c < 0x80)
         return (char)tolower((int)c);
@@ -781,8 +814,9 @@ static char fold(uint32_t c)
             return lat1[c - 0xe0];
         if (c >= 0xc0 && c <= 0xdf)
             return lat1[c - 0xc0];
-        static const char ext[] = "aaaaaaccccccccddddeeeeeeeeeegggggggghhhhiiiiiiiiiiiijjkkklllllllllln"
-                                  "nnnnnnnnoooooooorrrrrrssssssssttttttuuuuuuuuuuuuwwyyyzzzzzzs";
+        static const char ext[] =
+            "aaaaaaccccccccddddeeeeeeeeeegggggggghhhhiiiiiiiiiiiijjkkklllllllllln"
+            "nnnnnnnnoooooooorrrrrrssssssssttttttuuuuuuuuuuuuwwyyyzzzzzzs";
         size_t k = c - 0x100;
         return k < sizeof ext - 1 ? ext[k] : '?';
     }
@@ -863,8 +897,8 @@ static const char *registered(const char *h)
     const char *tld = dots[0] + 1;
     if (nd >= 2 && strlen(tld) == 2) {
         size_t sl = (size_t)(dots[0] - dots[1] - 1);
-        static const char *const sld[] = {"co", "com", "org", "net", "ac", "gov", "edu", "ne",
-                                          "or", NULL};
+        static const char *const sld[] = {"co",  "com", "org", "net", "ac",
+                                          "gov", "edu", "ne",  "or",  NULL};
         for (size_t i = 0; sld[i]; i++)
             if (strlen(sld[i]) == sl && !strncmp(dots[1] + 1, sld[i], sl))
                 return nd >= 3 ? dots[2] + 1 : h;

@@ -14,8 +14,8 @@
 
 const char *const sec_dir_choices[] = {"both", "upload", "download", "none", NULL};
 const char *const sec_fail_choices[] = {"open", "closed", NULL};
-const char *const sec_action_choices[] = {"block", "replace", "quarantine", "tag",
-                                          "defang", "log", NULL};
+const char *const sec_action_choices[] = {"block",  "replace", "quarantine", "tag",
+                                          "defang", "log",     NULL};
 
 const char *sec_action_name(enum sec_action a)
 {
@@ -147,8 +147,8 @@ static void st_cancel(void *ctx, void *timer)
 /* ---- the verdict cache: message id + change key -> result ---- */
 #define CK_MAX 64
 struct centry {
-    struct centry *hnext;             /* hash chain */
-    struct centry *older, *newer;     /* insertion order (eviction) */
+    struct centry *hnext;         /* hash chain */
+    struct centry *older, *newer; /* insertion order (eviction) */
     uint64_t mid, at_us;
     uint8_t ck[CK_MAX];
     size_t cklen;
@@ -343,9 +343,9 @@ int sec_init(struct sec_ctx *sc, struct mp_module_ctx *mc, const char *dflt_dirs
                   "policy: upload %s (action %s, fail %s), download %s (action %s, fail %s); "
                   "cache %ld entries, %ld s",
                   sc->dir_on[0] ? "scanned" : "not scanned", sec_action_name(sc->action[0]),
-                  sc->fail_open[0] ? "open" : "closed",
-                  sc->dir_on[1] ? "scanned" : "not scanned", sec_action_name(sc->action[1]),
-                  sc->fail_open[1] ? "open" : "closed", csize, cttl);
+                  sc->fail_open[0] ? "open" : "closed", sc->dir_on[1] ? "scanned" : "not scanned",
+                  sec_action_name(sc->action[1]), sc->fail_open[1] ? "open" : "closed", csize,
+                  cttl);
     return 0;
 }
 
@@ -382,8 +382,8 @@ struct mp_svc *sec_service(struct sec_ctx *sc, const char *name, const char *add
     if (!s)
         mp_module_log(sc->mc, MP_MLOG_ERROR, "%s: cannot use address %s", name, addr);
     else
-        mp_module_log(sc->mc, MP_MLOG_INFO, "%s at %s (timeout %u ms, %u connections)", name,
-                      addr, cfg.io_ms, cfg.max_conns);
+        mp_module_log(sc->mc, MP_MLOG_INFO, "%s at %s (timeout %u ms, %u connections)", name, addr,
+                      cfg.io_ms, cfg.max_conns);
     return s;
 }
 
@@ -566,10 +566,10 @@ void sec_job_finish(struct sec_job *j)
              "\"module\":\"%s\",\"user\":%s%s%s,\"direction\":\"%s\",\"mode\":\"%s\","
              "\"message_id\":\"0x%016" PRIx64 "\",\"service\":\"%s\",\"verdict\":\"%s\","
              "\"name\":\"%s\"%s",
-             sc->mod, mp_message_event_user(ev) ? "\"" : "", mp_message_event_user(ev) ? user : "null",
-             mp_message_event_user(ev) ? "\"" : "", mp_message_dir_name(j->dir),
-             mp_message_mode_name(mp_message_event_mode(ev)), mp_message_event_message_id(ev),
-             j->service, verdict, name, score);
+             sc->mod, mp_message_event_user(ev) ? "\"" : "",
+             mp_message_event_user(ev) ? user : "null", mp_message_event_user(ev) ? "\"" : "",
+             mp_message_dir_name(j->dir), mp_message_mode_name(mp_message_event_mode(ev)),
+             mp_message_event_message_id(ev), j->service, verdict, name, score);
 
     if (unscanned(j->r.kind)) {
         if (sc->fail_open[j->dir]) {

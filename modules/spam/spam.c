@@ -18,7 +18,6 @@ struct spam {
     double threshold, block_threshold; /* < 0: unset */
 };
 
-
 static const char *const cmd_choices[] = {"check", "symbols", "report", NULL};
 
 static void spam_apply(struct sec_job *j, enum sec_action a)

@@ -154,8 +154,8 @@ static void test_normalise(void)
     CHECK(!strcmp(norm("https://shop.example/url?q=http%3A%2F%2Fevil.example%2F"),
                   "https://shop.example/url?q=http:%2F%2Fevil.example%2F"));
     /* a redirector whose parameter is no URL */
-    CHECK(!strcmp(norm("https://www.google.com/url?q=hello"),
-                  "https://www.google.com/url?q=hello"));
+    CHECK(
+        !strcmp(norm("https://www.google.com/url?q=hello"), "https://www.google.com/url?q=hello"));
 }
 
 static void test_feed(void)
@@ -226,7 +226,8 @@ static void test_lookalike(void)
 {
     struct phish_url u;
     char why[128];
-#define L(s, p) (phish_normalise(s, strlen(s), &u) == 0 && phish_lookalike(&u, p, 1, why, sizeof why))
+#define L(s, p)                                                                                    \
+    (phish_normalise(s, strlen(s), &u) == 0 && phish_lookalike(&u, p, 1, why, sizeof why))
     CHECK(L("http://p\xd0\xb0ypal.com/", "paypal.com")); /* Cyrillic a */
     CHECK(!strncmp(why, "homoglyph", 9));
     CHECK(L("http://xn--pypal-4ve.com/", "paypal.com"));
