@@ -150,24 +150,13 @@ static enum mp_status av_message(struct mp_module_ctx *mc, struct mp_message_eve
     const struct mp_message *m = mp_message_event_message(ev);
     size_t n = av->attachments && m ? mp_message_attachment_count(m) : 0;
     for (size_t i = 0; i < n && i < 64; i++) {
-        int64_t sz = mp_message_attachment_size(m, i);
-        if (sz <= 0 || (uint64_t)sz > av->sc.max_size)
-            continue;
-        uint8_t *buf = malloc((size_t)sz);
+        size_t got = 0;
+        uint8_t *buf = sec_read_attachment(m, i, av->sc.max_size, &got);
         if (!buf)
             continue;
-        size_t got = 0;
-        while (got < (size_t)sz) {
-            long r = mp_message_attachment_read(m, i, got, buf + got, (size_t)sz - got);
-            if (r <= 0)
-                break;
-            got += (size_t)r;
-        }
         aj->bufs[i] = buf;
-        if (got == (size_t)sz) {
-            const char *ct = mp_message_attachment_mime_type(ev, m, i);
-            submit(av, j, (int)i, buf, got, ct ? ct : "application/octet-stream");
-        }
+        const char *ct = mp_message_attachment_mime_type(ev, m, i);
+        submit(av, j, (int)i, buf, got, ct ? ct : "application/octet-stream");
     }
     if (!j->pending) {
         av_job_free(aj);

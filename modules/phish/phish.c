@@ -83,45 +83,9 @@ static void scan_text(struct scan *s, const char *t, size_t n, enum phish_text k
     phish_extract(t, n, kind, on_url, s);
 }
 
-/* A binary or string property as text (malloc'd, NUL-terminated). */
 static char *prop_text(const struct mp_message *m, uint32_t tag, size_t *len)
 {
-    int64_t sz = mp_message_bytes_size(m, tag);
-    if (sz <= 0 || (uint64_t)sz > MAX_TEXT)
-        return NULL;
-    char *b = malloc((size_t)sz + 1);
-    if (!b)
-        return NULL;
-    size_t got = 0;
-    while (got < (size_t)sz) {
-        long r = mp_message_bytes_read(m, tag, got, b + got, (size_t)sz - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    b[got] = 0;
-    *len = got;
-    return b;
-}
-
-static char *attachment_text(const struct mp_message *m, size_t i, size_t *len)
-{
-    int64_t sz = mp_message_attachment_size(m, i);
-    if (sz <= 0 || (uint64_t)sz > MAX_TEXT)
-        return NULL;
-    char *b = malloc((size_t)sz + 1);
-    if (!b)
-        return NULL;
-    size_t got = 0;
-    while (got < (size_t)sz) {
-        long r = mp_message_attachment_read(m, i, got, b + got, (size_t)sz - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    b[got] = 0;
-    *len = got;
-    return b;
+    return (char *)sec_read_prop(m, tag, MAX_TEXT, len);
 }
 
 static bool ends_with(const char *s, const char *suf)
@@ -231,7 +195,7 @@ static enum mp_status phish_message(struct mp_module_ctx *mc, struct mp_message_
                 (mt && !strncasecmp(mt, "text/plain", 10)) || (nm && ends_with(nm, ".txt"));
             if (!is_html && !is_text)
                 continue;
-            char *t = attachment_text(m, i, &n);
+            char *t = (char *)sec_read_attachment(m, i, MAX_TEXT, &n);
             if (t) {
                 scan_text(&s, t, n, is_html ? PHISH_HTML : PHISH_TEXT);
                 free(t);

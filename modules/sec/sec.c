@@ -490,6 +490,51 @@ int sec_job_load_mime(struct sec_job *j)
     return got == size ? 0 : -1;
 }
 
+typedef long (*sec_reader)(const struct mp_message *m, uint64_t key, uint64_t off, void *buf,
+                           size_t n);
+static long rd_prop(const struct mp_message *m, uint64_t key, uint64_t off, void *buf, size_t n)
+{
+    return mp_message_bytes_read(m, (uint32_t)key, off, buf, n);
+}
+static long rd_att(const struct mp_message *m, uint64_t key, uint64_t off, void *buf, size_t n)
+{
+    return mp_message_attachment_read(m, (size_t)key, off, buf, n);
+}
+
+static uint8_t *read_whole(const struct mp_message *m, uint64_t key, int64_t sz, sec_reader rd,
+                           size_t max, size_t *len)
+{
+    if (!m || sz <= 0 || (uint64_t)sz > max)
+        return NULL;
+    uint8_t *b = malloc((size_t)sz + 1);
+    if (!b)
+        return NULL;
+    size_t got = 0;
+    while (got < (size_t)sz) {
+        long r = rd(m, key, got, b + got, (size_t)sz - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    if (got != (size_t)sz) {
+        free(b);
+        return NULL;
+    }
+    b[got] = 0;
+    *len = got;
+    return b;
+}
+
+uint8_t *sec_read_prop(const struct mp_message *m, uint32_t tag, size_t max, size_t *len)
+{
+    return read_whole(m, tag, m ? mp_message_bytes_size(m, tag) : -1, rd_prop, max, len);
+}
+
+uint8_t *sec_read_attachment(const struct mp_message *m, size_t i, size_t max, size_t *len)
+{
+    return read_whole(m, i, m ? mp_message_attachment_size(m, i) : -1, rd_att, max, len);
+}
+
 static int write_all(int fd, const void *p, size_t n)
 {
     const uint8_t *b = p;

@@ -118,6 +118,12 @@ void sec_job_finish(struct sec_job *j);
 enum mp_status sec_job_wait(struct sec_job *j);
 bool sec_result_bad(const struct sec_result *r);
 
+/* A property's bytes (tag) or attachment i's PidTagAttachDataBinary, whole,
+ * in malloc'd memory with a NUL after them; NULL when absent, empty, over
+ * max or unreadable. */
+uint8_t *sec_read_prop(const struct mp_message *m, uint32_t tag, size_t max, size_t *len);
+uint8_t *sec_read_attachment(const struct mp_message *m, size_t i, size_t max, size_t *len);
+
 /* JSON string escaping into out (always NUL-terminated). */
 void sec_json_str(char *out, size_t cap, const char *s);
 uint64_t sec_now_us(void);

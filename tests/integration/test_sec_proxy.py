@@ -22,6 +22,7 @@ import lab_store as LS
 from test_rop_modules import dump_lab  # noqa: F401 (fixture)
 from test_mime_dump import connect, folder_mids
 from conftest import free_port
+from test_svc import wait_for
 
 HERE = os.path.dirname(__file__)
 EICAR = (rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
@@ -29,15 +30,6 @@ EC_ACCESS_DENIED = 0x80070005
 FL = 0
 
 pytestmark = pytest.mark.skipif(shutil.which("clamd") is None, reason="clamd missing")
-
-
-def wait_for(cond, secs, what):
-    end = time.time() + secs
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError("not up in %d s: %s" % (secs, what))
 
 
 @pytest.fixture(scope="module")
