@@ -2,9 +2,10 @@
 message events of include/mapiproxy/message.h), online mode over RPC, with
 the lab as the upstream: av with a real clamd (an EICAR database made here)
 blocks an EICAR upload (the client gets ecAccessDenied and the lab never
-stores it) and lets a clean one through; extract hands the uploaded
+stores it) and lets a clean one through, as av with ICAP (c-icap's
+virus_scan) and extract with clamav-milter do; extract hands the uploaded
 message to aiosmtpd's LMTP server, read back with Python's email package.
-Only clamd and the LMTP server are started (a few seconds)."""
+Started once for the file: clamd, c-icap, clamav-milter, the LMTP server."""
 import hashlib
 import json
 import os
@@ -22,14 +23,16 @@ import lab_store as LS
 from test_rop_modules import dump_lab  # noqa: F401 (fixture)
 from test_mime_dump import connect, folder_mids
 from conftest import free_port
-from test_svc import wait_for
+from test_svc import CICAP_CONF, tcp_up, wait_for
 
 HERE = os.path.dirname(__file__)
 EICAR = (rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
 EC_ACCESS_DENIED = 0x80070005
 FL = 0
 
-pytestmark = pytest.mark.skipif(shutil.which("clamd") is None, reason="clamd missing")
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(b) is None for b in ("clamd", "c-icap", "clamav-milter")),
+    reason="clamd, c-icap or clamav-milter missing")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,22 @@ def services(tmp_path_factory):
                                   stdout=subprocess.DEVNULL, start_new_session=True))
     try:
         wait_for(lambda: os.path.exists(d + "/clamd.sock"), 60, "clamd")
-        yield {"dir": d, "clamd": "unix:" + d + "/clamd.sock", "lmtp": "127.0.0.1:%d" % lmtp_port}
+        icap_port = free_port()
+        os.makedirs(d + "/icap")
+        with open(d + "/icap/c-icap.conf", "w") as f:
+            f.write(CICAP_CONF % dict(d=d + "/icap", port=icap_port, clamd=d + "/clamd.sock"))
+        with open(d + "/milter.conf", "w") as f:
+            f.write("MilterSocket unix:%s/milter.sock\nClamdSocket unix:%s/clamd.sock\n"
+                    "Foreground yes\nLogFile %s/milter.log\nOnInfected Reject\nOnFail Defer\n"
+                    "AddHeader Replace\nUser root\n" % (d, d, d))
+        for argv in (["c-icap", "-f", d + "/icap/c-icap.conf", "-N", "-D"],
+                     ["clamav-milter", "-c", d + "/milter.conf"]):
+            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
+        wait_for(tcp_up(icap_port), 30, "c-icap")
+        wait_for(lambda: os.path.exists(d + "/milter.sock"), 30, "clamav-milter")
+        yield {"dir": d, "clamd": "unix:" + d + "/clamd.sock", "lmtp": "127.0.0.1:%d" % lmtp_port,
+               "icap": "127.0.0.1:%d" % icap_port, "milter": "unix:" + d + "/milter.sock"}
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
@@ -78,11 +96,18 @@ def verdicts(path, n):
     return got
 
 
-def test_av_blocks_eicar_upload(make_proxy, dump_lab, services, tmp_path):  # noqa: F811
-    vlog = str(tmp_path / "av.verdicts")
+@pytest.mark.parametrize("module,service", [("av", "clamd"), ("av", "icap"),
+                                            ("extract", "milter")])
+def test_eicar_upload_blocked(make_proxy, dump_lab, services, tmp_path, module,  # noqa: F811
+                              service):
+    """EICAR uploaded online is blocked by av with clamd, by av with ICAP
+    (c-icap virus_scan) and by extract with clamav-milter: the client's save
+    gets ecAccessDenied, the lab never stores the message; a clean one is
+    stored."""
+    vlog = str(tmp_path / "verdicts")
     p = make_proxy(upstream_epm_port=dump_lab.epm_port, extra={
-        "dcerpc_mapiproxy:modules": "av",
-        "av:clamd": services["clamd"], "av:verdict_log": vlog})
+        "dcerpc_mapiproxy:modules": module,
+        "%s:%s" % (module, service): services[service], "%s:verdict_log" % module: vlog})
     dce, c, fids = connect(p.rpc_port)
     with pytest.raises(RuntimeError) as e:
         CC.upload(c, fids[5], upload_msg("infected upload", EICAR), flags=FL)
@@ -93,11 +118,12 @@ def test_av_blocks_eicar_upload(make_proxy, dump_lab, services, tmp_path):  # no
     c.disconnect()
     dce.disconnect()
     v = verdicts(vlog, 2)
-    assert [(x["direction"], x["verdict"], x["action"]) for x in v[:2]] == [
-        ("upload", "infected", "block"), ("upload", "clean", "allow")], v
-    assert v[0]["mode"] == "online" and v[0]["service"] == "clamd"
-    assert "Test.EICAR.Made-In-Test" in v[0]["name"]
-    assert "blocked by av" in p.log() or "av:" in p.log()
+    assert [(x["direction"], x["action"]) for x in v[:2]] == [
+        ("upload", "block"), ("upload", "allow")], v
+    assert v[0]["mode"] == "online" and v[0]["service"] == service
+    assert v[0]["verdict"] == ("reject" if service == "milter" else "infected")
+    if module == "av":
+        assert "Test.EICAR.Made-In-Test" in v[0]["name"]
 
 
 def test_extract_lmtp_through_proxy(make_proxy, dump_lab, services, tmp_path):  # noqa: F811
