@@ -147,3 +147,22 @@ def test_extract_lmtp_through_proxy(make_proxy, dump_lab, services, tmp_path):  
     atts = list(m.iter_attachments())
     assert [a.get_filename() for a in atts] == ["file.bin"]
     assert atts[0].get_content() == data  # byte-exact
+
+
+def test_check_rejects_misspelt_options(tmp_path):
+    """mapiproxy --check reads the modules' option schemas: a misspelt key
+    and a wrong enum value are refused with FILE:LINE and a did-you-mean."""
+    root = os.path.abspath(os.path.join(HERE, "..", ".."))
+    conf = tmp_path / "m.conf"
+    conf.write_text("[global]\n    dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1\n"
+                    "    dcerpc_mapiproxy:modules = av, spam, phish, extract\n"
+                    "    mapiproxy:module dir = %s/build/modules\n"
+                    "    av:clamd = unix:/nonexistent\n    av:fail_uplaod = closed\n"
+                    "    spam:spamd = unix:/nonexistent\n    spam:action_download = replce\n"
+                    "    phish:protected = example.com\n    extract:lmtp = 127.0.0.1:1\n"
+                    % root)
+    r = subprocess.run([os.path.join(root, "build", "mapiproxy"), "--check", "-c", str(conf)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert ':6: unknown option "av:fail_uplaod"; did you mean "av:fail_upload"?' in r.stderr
+    assert ':8: spam:action_download = "replce" is not one of' in r.stderr
