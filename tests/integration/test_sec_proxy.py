@@ -19,8 +19,11 @@ from email import message_from_bytes, policy
 import pytest
 
 import content_client as CC
+import emsmdb_client as EC
 import lab_store as LS
+from test_http_front_lab import lab_https_fixture, ntlm, start_front
 from test_rop_modules import dump_lab  # noqa: F401 (fixture)
+from test_lab import ALICE
 from test_mime_dump import connect, folder_mids
 from conftest import free_port
 from test_svc import CICAP_CONF, tcp_up, wait_for
@@ -85,6 +88,9 @@ def upload_msg(subject, data):
     m["props"].pop(LS.PidTagTransportMessageHeaders, None)
     m["attachments"] = [LS._by_value("file.bin", "application/octet-stream", data)]
     return m
+
+
+env = lab_https_fixture("secproxy")
 
 
 def verdicts(path, n):
@@ -166,3 +172,26 @@ def test_check_rejects_misspelt_options(tmp_path):
     assert r.returncode != 0
     assert ':6: unknown option "av:fail_uplaod"; did you mean "av:fail_upload"?' in r.stderr
     assert ':8: spam:action_download = "replce" is not one of' in r.stderr
+
+
+def test_av_blocks_eicar_upload_mapihttp(make_proxy, env, services, tmp_path):
+    """The same over MAPI/HTTP (the HTTPS front before the lab's MAPI/HTTP
+    server; python3-requests client, NTLM)."""
+    import mapihttp_client as MH
+    vlog = str(tmp_path / "verdicts")
+    p = start_front(make_proxy, env, {"dcerpc_mapiproxy:modules": "av",
+                                      "av:clamd": services["clamd"], "av:verdict_log": vlog})
+    c = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert c.connect(ALICE)["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    fids = logon["FolderIds"]
+    with pytest.raises(RuntimeError) as e:
+        CC.upload(c, fids[5], upload_msg("infected over http", EICAR), flags=FL)
+    assert "0x%08x" % EC_ACCESS_DENIED in str(e.value)
+    CC.upload(c, fids[5], upload_msg("clean over http", b"just bytes\r\n"), flags=FL)
+    have = folder_mids(c, fids[5])
+    assert "clean over http" in have and "infected over http" not in have, have
+    assert c.disconnect()["ErrorCode"] == 0
+    v = verdicts(vlog, 2)
+    assert [(x["verdict"], x["action"]) for x in v[:2]] == [("infected", "block"),
+                                                           ("clean", "allow")], v
