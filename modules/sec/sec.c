@@ -367,6 +367,7 @@ void sec_cache_disable(struct sec_ctx *sc)
 {
     cache_free(sc->cache);
     sc->cache = NULL;
+    mp_module_log(sc->mc, MP_MLOG_INFO, "no verdict cache (each message is checked)");
 }
 
 struct mp_svc *sec_service(struct sec_ctx *sc, const char *name, const char *addr)
