@@ -39,12 +39,12 @@ struct mp_message_event {
     int rop_index;
     struct mp_message *msg; /* held (mp_msg_hold) */
     char user[256], peer[64], transport[32];
-    uint32_t seen;   /* modules whose hook saw it */
+    uint32_t seen;                /* modules whose hook saw it */
     struct mp_module_ctx *cur_mc; /* the module whose hook runs (or holds it) */
-    int next_mod;    /* unbound events: the next module to see it */
-    bool pending;    /* a hook returned MP_PENDING */
-    bool decided;    /* on_decided ran */
-    int mime_fd;     /* -1 until built */
+    int next_mod;                 /* unbound events: the next module to see it */
+    bool pending;                 /* a hook returned MP_PENDING */
+    bool decided;                 /* on_decided ran */
+    int mime_fd;                  /* -1 until built */
     uint64_t mime_size;
     bool mime_tried;
     struct mem *mem;
@@ -235,8 +235,8 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
     ev->at_request = e->at_request;
     ev->rop_index = e->rop_index;
     ev->can_block = e->at_request && e->rop_index >= 0;
-    ev->can_modify = ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial &&
-                     mp_msgev_edits_supported();
+    ev->can_modify =
+        ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial && mp_msgev_edits_supported();
     ev->mime_fd = -1;
     ev->msg = e->msg;
     mp_msg_hold(ev->msg);
@@ -439,8 +439,7 @@ void mp_message_resume(struct mp_message_event *ev)
     }
     struct mp_call *call = ev->call;
     struct mcall *c = call_state(call, false);
-    if (c && c->pending_mc &&
-        deliver_call(c->pending_mc, call, c->pending_rsp) == MP_PENDING)
+    if (c && c->pending_mc && deliver_call(c->pending_mc, call, c->pending_rsp) == MP_PENDING)
         return;
     mp_call_resume(call, MP_CONTINUE);
 }
@@ -474,11 +473,10 @@ static int decide(struct mp_call *call, bool response)
         if (ev->v.blocked) {
             if (mp_call_rop_answer(call, (size_t)ev->rop_index, EC_ACCESS_DENIED))
                 mp_warn("session %u: cannot answer the blocked message's %s",
-                        ev->session ? (unsigned)mp_session_id(ev->session) : 0u,
-                        ev->completed_by);
+                        ev->session ? (unsigned)mp_session_id(ev->session) : 0u, ev->completed_by);
             continue;
         }
-        if (mp_msgev_apply_edits(call, ev, &ev->v))
+        if (mp_msgev_apply_edits(call, ev->rop_index, ev->msg, &ev->v))
             rc = -1;
     }
     return rc;
@@ -811,7 +809,7 @@ bool mp_message_can_modify(const struct mp_message_event *ev)
 int mp_message_replace_attachment(struct mp_message_event *ev, size_t i, const char *notice)
 {
     const struct mp_attachment *a = att_at(ev->msg, i);
-    if (!ev->can_modify || !a)
+    if (!ev->can_modify || !a || notice) /* a notice in its place: not yet (report) */
         return -1;
     for (size_t k = 0; k < ev->v.natts; k++)
         if (ev->v.atts[k].index == i)
@@ -855,7 +853,13 @@ static int add_set(struct mp_message_event *ev, uint16_t id, const uint8_t *guid
     if (!n)
         return -1;
     ev->v.sets = n;
-    struct mp_msgev_set s = {.id = guid ? 0 : id, .named = guid != NULL};
+    if (guid) { /* Exchange's id for it in this session, as the session showed it */
+        int nid = mp_asm_name_id(ev->ms->a, guid, name);
+        if (nid < 0x8000)
+            return -1;
+        id = (uint16_t)nid;
+    }
+    struct mp_msgev_set s = {.id = id, .named = guid != NULL};
     if (guid)
         memcpy(s.guid, guid, 16);
     s.name = name ? strdup(name) : NULL;
@@ -896,8 +900,8 @@ void mp_msgev_set_caps(struct mp_message_event *ev, bool can_block, bool can_mod
 }
 
 void mp_msgev_on_decided(struct mp_message_event *ev,
-                         void (*cb)(struct mp_message_event *ev,
-                                    const struct mp_msgev_verdict *v, void *arg),
+                         void (*cb)(struct mp_message_event *ev, const struct mp_msgev_verdict *v,
+                                    void *arg),
                          void *arg)
 {
     ev->on_decided = cb;

@@ -83,9 +83,9 @@ def test_events_and_accessors_no_verdict(make_proxy, dump_lab, tmp_path):
     atts = down[8].split(";")
     assert atts[1] == "notes.txt/text/plain/%d/1" % len(b"plain notes\r\nline 2\r\n")
     assert atts[0].startswith("report.pdf/application/pdf/")
-    # the MIME was built (a size); a download online cannot be modified
+    # the MIME was built (a size); an upload before relay can be modified, a download online not
     assert int(down[9]) > 1000 and int(up[9]) > 1000
-    assert down[10] == "0"
+    assert down[10] == "0" and up[10] == "1"
     # mime-dump, ported to the message hook, saw the same two messages
     assert [x["direction"] for x in dumped(out)] == ["download", "upload"]
     assert dumped(out)[1]["subject"] == "Event upload"
@@ -131,3 +131,21 @@ def test_byte_identity_with_message_hook(make_proxy, dump_lab, tmp_path, wire_lo
     assert wire_log and wire_log == up
     ev = events(tmp_path, 2)
     assert {e[0] for e in ev} == {"upload", "download"}, ev
+
+
+def test_modify_upload(make_proxy, dump_lab, tmp_path):
+    """Prefix the subject, set PidTagBody, drop attachment 0: the lab stores
+    the changed message (read back through the lab's ROPs); the client's
+    save succeeds and sees no answer of the proxy's own ROPs."""
+    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="prefix,set,drop")
+    dce, c, fids = connect(p.rpc_port)
+    mid = CC.upload(c, fids[5], small_upload("Modify me"), flags=FL)
+    got = CC.download(c, fids[5], mid, flags=FL)
+    c.disconnect()
+    dce.disconnect()
+    assert got["props"][PidTagSubject] == "[TEST] Modify me"
+    assert got["props"][PidTagBody] == "replaced body"
+    names = [a["props"].get(LS.PidTagAttachLongFilename) for a in got["attachments"]]
+    assert names == ["notes.txt"], names
+    ev = events(tmp_path, 1)
+    assert ev[0][6] == "Modify me" and ev[0][10] == "1" and ev[0][12] == "0", ev
