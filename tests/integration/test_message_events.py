@@ -15,6 +15,10 @@ import lab_store as LS
 from test_lab import ALICE, online_session
 from test_rop_modules import dump_lab, lab_wire, wire_log  # noqa: F401 (fixtures)
 from test_mime_dump import connect, folder_mids, read_eml
+from test_http_front_lab import lab_https_fixture, ntlm, start_front
+
+# the lab's MAPI/HTTP server without PENDING delays
+env = lab_https_fixture("msgevents")
 
 FL = N.EXT2_NO_COMPRESSION
 PidTagSubject, PidTagBody = 0x0037001F, 0x1000001F
@@ -149,3 +153,26 @@ def test_modify_upload(make_proxy, dump_lab, tmp_path):
     assert names == ["notes.txt"], names
     ev = events(tmp_path, 1)
     assert ev[0][6] == "Modify me" and ev[0][10] == "1" and ev[0][12] == "0", ev
+
+
+def test_block_and_modify_mapihttp(make_proxy, env, tmp_path):
+    """Over MAPI/HTTP (the HTTPS front before the lab's MAPI/HTTP server,
+    python3-requests with NTLM): a blocked save gets ecAccessDenied and is
+    not stored; a prefixed one is stored prefixed."""
+    import mapihttp_client as MH
+    p = start_front(make_proxy, env, {"dcerpc_mapiproxy:modules": "mpm_msgtest",
+                                      "mpm_msgtest:log": str(tmp_path / "events.log"),
+                                      "mpm_msgtest:action": "block",
+                                      "mpm_msgtest:match": "BLOCK"})
+    c = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert c.connect(ALICE)["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    fids = logon["FolderIds"]
+    assert save(c, fids[5], "BLOCK over http")["ReturnValue"] == EC_ACCESS_DENIED
+    assert save(c, fids[5], "fine over http")["ReturnValue"] == 0
+    have = folder_mids(c, fids[5])
+    assert "fine over http" in have and "BLOCK over http" not in have, have
+    assert c.disconnect()["ErrorCode"] == 0
+    ev = events(tmp_path, 2)
+    assert [(e[0], e[6], e[11]) for e in ev] == [("upload", "BLOCK over http", "1"),
+                                                 ("upload", "fine over http", "0")], ev
