@@ -809,7 +809,7 @@ bool mp_message_can_modify(const struct mp_message_event *ev)
 int mp_message_replace_attachment(struct mp_message_event *ev, size_t i, const char *notice)
 {
     const struct mp_attachment *a = att_at(ev->msg, i);
-    if (!ev->can_modify || !a || notice) /* a notice in its place: not yet (report) */
+    if (!ev->can_modify || !a)
         return -1;
     for (size_t k = 0; k < ev->v.natts; k++)
         if (ev->v.atts[k].index == i)

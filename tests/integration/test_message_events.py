@@ -176,3 +176,23 @@ def test_block_and_modify_mapihttp(make_proxy, env, tmp_path):
     ev = events(tmp_path, 2)
     assert [(e[0], e[6], e[11]) for e in ev] == [("upload", "BLOCK over http", "1"),
                                                  ("upload", "fine over http", "0")], ev
+
+
+def test_replace_attachment_with_notice(make_proxy, dump_lab, tmp_path):
+    """Attachment 0 replaced by a text/plain notice "<name>.txt": the lab
+    stores the notice in its place, the other attachment untouched."""
+    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="replace")
+    dce, c, fids = connect(p.rpc_port)
+    up = small_upload("Replace me")
+    mid = CC.upload(c, fids[5], up, flags=FL)
+    got = CC.download(c, fids[5], mid, flags=FL)
+    c.disconnect()
+    dce.disconnect()
+    by_name = {a["props"].get(LS.PidTagAttachLongFilename): a["props"]
+               for a in got["attachments"]}
+    assert sorted(by_name) == ["notes.txt", "report.pdf.txt"], by_name
+    notice = by_name["report.pdf.txt"]
+    assert notice[LS.PidTagAttachDataBinary] == b"the attachment was removed by mpm_msgtest"
+    assert notice[LS.PidTagAttachMimeTag] == "text/plain"
+    assert by_name["notes.txt"][LS.PidTagAttachDataBinary] == \
+        up["attachments"][1]["props"][LS.PidTagAttachDataBinary]
