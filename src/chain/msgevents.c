@@ -62,6 +62,12 @@ struct msess {
     char tmpdir[512];
     char user[256], peer[64], transport[32];
     struct mp_call *cur; /* the call feeding the assembler now */
+    /* online downloads a module blocked: later RopOpenMessage of them in
+     * this session are refused (folder id, message id) */
+    struct blk {
+        uint64_t fid, mid;
+    } * blocked;
+    size_t nblocked;
     bool cur_rsp;
     bool freeing;
 };
@@ -183,6 +189,7 @@ void mp_msgev_session_free(void *state)
     s->freeing = true;
     s->cur = NULL;
     mp_asm_free(s->a); /* downloads still open: "session end" events */
+    free(s->blocked);
     free(s);
 }
 
@@ -234,7 +241,10 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
     ev->partial = e->partial;
     ev->at_request = e->at_request;
     ev->rop_index = e->rop_index;
-    ev->can_block = e->at_request && e->rop_index >= 0;
+    /* online downloads: the client has read it all; a block refuses later
+     * opens of it in the session (doc/internals/module-api.md) */
+    ev->can_block = (e->at_request && e->rop_index >= 0) ||
+                    (e->mode == MP_MSG_ONLINE && e->dir == MP_MSG_DOWNLOAD && e->message_id);
     ev->can_modify =
         ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial && mp_msgev_edits_supported();
     ev->mime_fd = -1;
@@ -270,6 +280,40 @@ static void note_call(struct msess *s, struct mp_call *call)
     copy_str(s->transport, sizeof(s->transport), mp_call_transport(call));
 }
 
+static bool is_blocked(const struct msess *s, uint64_t fid, uint64_t mid)
+{
+    for (size_t i = 0; i < s->nblocked; i++)
+        if (s->blocked[i].mid == mid && s->blocked[i].fid == fid)
+            return true;
+    return false;
+}
+
+static void remember_block(struct msess *s, uint64_t fid, uint64_t mid)
+{
+    if (is_blocked(s, fid, mid) || s->nblocked >= 4096)
+        return;
+    struct blk *n = realloc(s->blocked, (s->nblocked + 1) * sizeof(*n));
+    if (!n)
+        return;
+    s->blocked = n;
+    n[s->nblocked++] = (struct blk){fid, mid};
+}
+
+/* RopOpenMessage of a blocked download: answered ecAccessDenied here. */
+static void refuse_blocked(struct msess *s, struct mp_call *call)
+{
+    size_t n = s->nblocked ? mp_call_rop_count(call, false) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct mp_rop_req_OpenMessage *q = mp_call_rop(call, false, i);
+        if (q && mp_call_rop_id(call, false, i) == MP_ROP_OpenMessage &&
+            is_blocked(s, q->FolderId, q->MessageId) &&
+            !mp_call_rop_answer(call, i, EC_ACCESS_DENIED))
+            mp_info("session %u: RopOpenMessage of blocked message 0x%016llx refused",
+                    s->session ? (unsigned)mp_session_id(s->session) : 0u,
+                    (unsigned long long)q->MessageId);
+    }
+}
+
 static bool releases_only(struct mp_call *call)
 {
     size_t n = mp_call_rop_count(call, false);
@@ -288,6 +332,7 @@ void mp_msgev_request(struct mp_call *call)
     if (!s || !c)
         return;
     note_call(s, call);
+    refuse_blocked(s, call);
     s->cur = call;
     s->cur_rsp = false;
     /* a buffer of RopRelease only gets no response ROPs: follow it now */
@@ -467,6 +512,8 @@ static int decide(struct mp_call *call, bool response)
         if (ev->on_decided)
             ev->on_decided(ev, &ev->v, ev->on_decided_arg);
         log_verdict(ev);
+        if (ev->v.blocked && ev->mode == MP_MESSAGE_ONLINE && ev->dir == MP_MESSAGE_DOWNLOAD)
+            remember_block(ev->ms, ev->folder_id, ev->message_id);
         if (ev->mode != MP_MESSAGE_ONLINE || ev->dir != MP_MESSAGE_UPLOAD || response ||
             ev->rop_index < 0)
             continue;

@@ -196,3 +196,24 @@ def test_replace_attachment_with_notice(make_proxy, dump_lab, tmp_path):
     assert notice[LS.PidTagAttachMimeTag] == "text/plain"
     assert by_name["notes.txt"][LS.PidTagAttachDataBinary] == \
         up["attachments"][1]["props"][LS.PidTagAttachDataBinary]
+
+
+def test_blocked_download_refused_on_reopen(make_proxy, dump_lab, tmp_path):
+    """Online downloads complete only when the client has read everything,
+    too late to stop that read (doc/internals/module-api.md).  What a block
+    does: later opens of the message in the session get ecAccessDenied."""
+    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="block", match="Quarterly")
+    dce, c, fids = connect(p.rpc_port)
+    mids = folder_mids(c, fids[4])
+    src = LS.messages()
+    first, other = (m["props"][LS.PidTagSubject] for m in src[:2:2] + src[2:3])
+    CC.download(c, fids[4], mids[first], flags=FL)          # read whole, then blocked
+    [om] = c.execute(EC.RopBuffer().open_message(0, 1, fids[4], mids[first]), FL)
+    assert om["ReturnValue"] == EC_ACCESS_DENIED, om
+    CC.download(c, fids[4], mids[other], flags=FL)          # others still open
+    c.disconnect()
+    dce.disconnect()
+    ev = events(tmp_path, 2)
+    assert [(e[0], e[6], e[11]) for e in ev] == [("download", first, "1"),
+                                                 ("download", other, "0")], ev
+    assert "RopOpenMessage of blocked message" in p.log()
