@@ -27,7 +27,10 @@ struct mem {
 };
 
 struct mp_message_event {
-    struct msess *ms;
+    struct msess *ms; /* NULL once the session ended (pending at its end) */
+    struct mp_modules *mods;
+    struct mp_content_limits lim; /* the session's, tmpdir copied */
+    char tmpdir[512];
     struct mp_session *session; /* NULL once a session-end event outlived its session */
     struct mp_call *call;       /* NULL: not bound to a call (the session's end) */
     struct mp_message_event *next;
@@ -232,6 +235,10 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
         return;
     }
     ev->ms = s;
+    ev->mods = s->mods;
+    ev->lim = s->lim;
+    copy_str(ev->tmpdir, sizeof(ev->tmpdir), s->tmpdir);
+    ev->lim.tmpdir = ev->tmpdir[0] ? ev->tmpdir : NULL;
     ev->session = s->session;
     ev->dir = (enum mp_message_dir)e->dir;
     ev->mode = (enum mp_message_mode)e->mode;
@@ -458,7 +465,7 @@ size_t mp_msgev_count(struct mp_call *call, bool response)
  * other (a pending one continues at mp_message_resume). */
 static void deliver_unbound(struct mp_message_event *ev)
 {
-    struct mp_modules *ms = ev->ms->mods;
+    struct mp_modules *ms = ev->mods;
     bool up = ev->dir == MP_MESSAGE_UPLOAD;
     while (up ? ev->next_mod < (int)ms->n : ev->next_mod >= 0) {
         int i = ev->next_mod;
@@ -467,6 +474,7 @@ static void deliver_unbound(struct mp_message_event *ev)
             continue;
         if (run_hook(&ms->mods[i], ev) == MP_PENDING) {
             ev->session = NULL; /* it ends as this returns */
+            ev->ms = NULL;
             return;
         }
     }
@@ -630,8 +638,8 @@ int mp_message_event_mime_fd(struct mp_message_event *ev, uint64_t *size)
             mp_mime_init(); /* once per process: GMime's global state */
             inited = true;
         }
-        int fd = mp_private_tmpfile(ev->ms->lim.tmpdir);
-        if (fd < 0 || mp_mime_write(ev->msg, fd, (size_t)ev->ms->lim.max_message)) {
+        int fd = mp_private_tmpfile(ev->lim.tmpdir);
+        if (fd < 0 || mp_mime_write(ev->msg, fd, (size_t)ev->lim.max_message)) {
             mp_warn("message event: MIME conversion failed (%s)",
                     fd < 0 ? strerror(errno) : "GMime");
             if (fd >= 0)
@@ -901,7 +909,7 @@ static int add_set(struct mp_message_event *ev, uint16_t id, const uint8_t *guid
         return -1;
     ev->v.sets = n;
     if (guid) { /* Exchange's id for it in this session, as the session showed it */
-        int nid = mp_asm_name_id(ev->ms->a, guid, name);
+        int nid = ev->ms ? mp_asm_name_id(ev->ms->a, guid, name) : -1;
         if (nid < 0x8000)
             return -1;
         id = (uint16_t)nid;
