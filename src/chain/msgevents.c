@@ -27,7 +27,10 @@ struct mem {
 };
 
 struct mp_message_event {
-    struct msess *ms;
+    struct msess *ms; /* NULL once the session ended (pending at its end) */
+    struct mp_modules *mods;
+    struct mp_content_limits lim; /* the session's, tmpdir copied */
+    char tmpdir[512];
     struct mp_session *session; /* NULL once a session-end event outlived its session */
     struct mp_call *call;       /* NULL: not bound to a call (the session's end) */
     struct mp_message_event *next;
@@ -39,12 +42,12 @@ struct mp_message_event {
     int rop_index;
     struct mp_message *msg; /* held (mp_msg_hold) */
     char user[256], peer[64], transport[32];
-    uint32_t seen;   /* modules whose hook saw it */
+    uint32_t seen;                /* modules whose hook saw it */
     struct mp_module_ctx *cur_mc; /* the module whose hook runs (or holds it) */
-    int next_mod;    /* unbound events: the next module to see it */
-    bool pending;    /* a hook returned MP_PENDING */
-    bool decided;    /* on_decided ran */
-    int mime_fd;     /* -1 until built */
+    int next_mod;                 /* unbound events: the next module to see it */
+    bool pending;                 /* a hook returned MP_PENDING */
+    bool decided;                 /* on_decided ran */
+    int mime_fd;                  /* -1 until built */
     uint64_t mime_size;
     bool mime_tried;
     struct mem *mem;
@@ -62,6 +65,12 @@ struct msess {
     char tmpdir[512];
     char user[256], peer[64], transport[32];
     struct mp_call *cur; /* the call feeding the assembler now */
+    /* online downloads a module blocked: later RopOpenMessage of them in
+     * this session are refused (folder id, message id) */
+    struct blk {
+        uint64_t fid, mid;
+    } * blocked;
+    size_t nblocked;
     bool cur_rsp;
     bool freeing;
 };
@@ -183,6 +192,7 @@ void mp_msgev_session_free(void *state)
     s->freeing = true;
     s->cur = NULL;
     mp_asm_free(s->a); /* downloads still open: "session end" events */
+    free(s->blocked);
     free(s);
 }
 
@@ -225,6 +235,10 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
         return;
     }
     ev->ms = s;
+    ev->mods = s->mods;
+    ev->lim = s->lim;
+    copy_str(ev->tmpdir, sizeof(ev->tmpdir), s->tmpdir);
+    ev->lim.tmpdir = ev->tmpdir[0] ? ev->tmpdir : NULL;
     ev->session = s->session;
     ev->dir = (enum mp_message_dir)e->dir;
     ev->mode = (enum mp_message_mode)e->mode;
@@ -234,9 +248,12 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
     ev->partial = e->partial;
     ev->at_request = e->at_request;
     ev->rop_index = e->rop_index;
-    ev->can_block = e->at_request && e->rop_index >= 0;
-    ev->can_modify = ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial &&
-                     mp_msgev_edits_supported();
+    /* online downloads: the client has read it all; a block refuses later
+     * opens of it in the session (doc/internals/module-api.md) */
+    ev->can_block = (e->at_request && e->rop_index >= 0) ||
+                    (e->mode == MP_MSG_ONLINE && e->dir == MP_MSG_DOWNLOAD && e->message_id);
+    ev->can_modify =
+        ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial && mp_msgev_edits_supported();
     ev->mime_fd = -1;
     ev->msg = e->msg;
     mp_msg_hold(ev->msg);
@@ -270,6 +287,40 @@ static void note_call(struct msess *s, struct mp_call *call)
     copy_str(s->transport, sizeof(s->transport), mp_call_transport(call));
 }
 
+static bool is_blocked(const struct msess *s, uint64_t fid, uint64_t mid)
+{
+    for (size_t i = 0; i < s->nblocked; i++)
+        if (s->blocked[i].mid == mid && s->blocked[i].fid == fid)
+            return true;
+    return false;
+}
+
+static void remember_block(struct msess *s, uint64_t fid, uint64_t mid)
+{
+    if (is_blocked(s, fid, mid) || s->nblocked >= 4096)
+        return;
+    struct blk *n = realloc(s->blocked, (s->nblocked + 1) * sizeof(*n));
+    if (!n)
+        return;
+    s->blocked = n;
+    n[s->nblocked++] = (struct blk){fid, mid};
+}
+
+/* RopOpenMessage of a blocked download: answered ecAccessDenied here. */
+static void refuse_blocked(struct msess *s, struct mp_call *call)
+{
+    size_t n = s->nblocked ? mp_call_rop_count(call, false) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct mp_rop_req_OpenMessage *q = mp_call_rop(call, false, i);
+        if (q && mp_call_rop_id(call, false, i) == MP_ROP_OpenMessage &&
+            is_blocked(s, q->FolderId, q->MessageId) &&
+            !mp_call_rop_answer(call, i, EC_ACCESS_DENIED))
+            mp_info("session %u: RopOpenMessage of blocked message 0x%016llx refused",
+                    s->session ? (unsigned)mp_session_id(s->session) : 0u,
+                    (unsigned long long)q->MessageId);
+    }
+}
+
 static bool releases_only(struct mp_call *call)
 {
     size_t n = mp_call_rop_count(call, false);
@@ -288,6 +339,7 @@ void mp_msgev_request(struct mp_call *call)
     if (!s || !c)
         return;
     note_call(s, call);
+    refuse_blocked(s, call);
     s->cur = call;
     s->cur_rsp = false;
     /* a buffer of RopRelease only gets no response ROPs: follow it now */
@@ -413,7 +465,7 @@ size_t mp_msgev_count(struct mp_call *call, bool response)
  * other (a pending one continues at mp_message_resume). */
 static void deliver_unbound(struct mp_message_event *ev)
 {
-    struct mp_modules *ms = ev->ms->mods;
+    struct mp_modules *ms = ev->mods;
     bool up = ev->dir == MP_MESSAGE_UPLOAD;
     while (up ? ev->next_mod < (int)ms->n : ev->next_mod >= 0) {
         int i = ev->next_mod;
@@ -422,6 +474,7 @@ static void deliver_unbound(struct mp_message_event *ev)
             continue;
         if (run_hook(&ms->mods[i], ev) == MP_PENDING) {
             ev->session = NULL; /* it ends as this returns */
+            ev->ms = NULL;
             return;
         }
     }
@@ -439,8 +492,7 @@ void mp_message_resume(struct mp_message_event *ev)
     }
     struct mp_call *call = ev->call;
     struct mcall *c = call_state(call, false);
-    if (c && c->pending_mc &&
-        deliver_call(c->pending_mc, call, c->pending_rsp) == MP_PENDING)
+    if (c && c->pending_mc && deliver_call(c->pending_mc, call, c->pending_rsp) == MP_PENDING)
         return;
     mp_call_resume(call, MP_CONTINUE);
 }
@@ -468,17 +520,18 @@ static int decide(struct mp_call *call, bool response)
         if (ev->on_decided)
             ev->on_decided(ev, &ev->v, ev->on_decided_arg);
         log_verdict(ev);
+        if (ev->v.blocked && ev->mode == MP_MESSAGE_ONLINE && ev->dir == MP_MESSAGE_DOWNLOAD)
+            remember_block(ev->ms, ev->folder_id, ev->message_id);
         if (ev->mode != MP_MESSAGE_ONLINE || ev->dir != MP_MESSAGE_UPLOAD || response ||
             ev->rop_index < 0)
             continue;
         if (ev->v.blocked) {
             if (mp_call_rop_answer(call, (size_t)ev->rop_index, EC_ACCESS_DENIED))
                 mp_warn("session %u: cannot answer the blocked message's %s",
-                        ev->session ? (unsigned)mp_session_id(ev->session) : 0u,
-                        ev->completed_by);
+                        ev->session ? (unsigned)mp_session_id(ev->session) : 0u, ev->completed_by);
             continue;
         }
-        if (mp_msgev_apply_edits(call, ev, &ev->v))
+        if (mp_msgev_apply_edits(call, ev->rop_index, ev->msg, &ev->v))
             rc = -1;
     }
     return rc;
@@ -585,8 +638,8 @@ int mp_message_event_mime_fd(struct mp_message_event *ev, uint64_t *size)
             mp_mime_init(); /* once per process: GMime's global state */
             inited = true;
         }
-        int fd = mp_private_tmpfile(ev->ms->lim.tmpdir);
-        if (fd < 0 || mp_mime_write(ev->msg, fd, (size_t)ev->ms->lim.max_message)) {
+        int fd = mp_private_tmpfile(ev->lim.tmpdir);
+        if (fd < 0 || mp_mime_write(ev->msg, fd, (size_t)ev->lim.max_message)) {
             mp_warn("message event: MIME conversion failed (%s)",
                     fd < 0 ? strerror(errno) : "GMime");
             if (fd >= 0)
@@ -855,7 +908,13 @@ static int add_set(struct mp_message_event *ev, uint16_t id, const uint8_t *guid
     if (!n)
         return -1;
     ev->v.sets = n;
-    struct mp_msgev_set s = {.id = guid ? 0 : id, .named = guid != NULL};
+    if (guid) { /* Exchange's id for it in this session, as the session showed it */
+        int nid = ev->ms ? mp_asm_name_id(ev->ms->a, guid, name) : -1;
+        if (nid < 0x8000)
+            return -1;
+        id = (uint16_t)nid;
+    }
+    struct mp_msgev_set s = {.id = id, .named = guid != NULL};
     if (guid)
         memcpy(s.guid, guid, 16);
     s.name = name ? strdup(name) : NULL;
@@ -896,8 +955,8 @@ void mp_msgev_set_caps(struct mp_message_event *ev, bool can_block, bool can_mod
 }
 
 void mp_msgev_on_decided(struct mp_message_event *ev,
-                         void (*cb)(struct mp_message_event *ev,
-                                    const struct mp_msgev_verdict *v, void *arg),
+                         void (*cb)(struct mp_message_event *ev, const struct mp_msgev_verdict *v,
+                                    void *arg),
                          void *arg)
 {
     ev->on_decided = cb;

@@ -54,7 +54,7 @@ void mp_msgev_asm_end(struct mp_call *call);
 
 /* What the modules decided about an event. */
 struct mp_msgev_set {
-    uint16_t id;      /* tagged (named: 0) */
+    uint16_t id;      /* tagged; named: the id the session mapped it to */
     bool named;       /* (guid, name) */
     uint8_t guid[16]; /* wire order */
     char *name;       /* UTF-8 */
@@ -63,7 +63,7 @@ struct mp_msgev_set {
 struct mp_msgev_verdict {
     bool blocked;
     char reason[256];
-    char by[64]; /* the module that blocked */
+    char by[64];  /* the module that blocked */
     char *prefix; /* subject prefixes, in the order set; NULL none */
     struct mp_msgev_set *sets;
     size_t nsets;
@@ -84,13 +84,14 @@ void mp_msgev_set_caps(struct mp_message_event *ev, bool can_block, bool can_mod
 /* cb(ev, verdict, arg) once every module has seen ev (in the call's
  * request_done / response_done step), before the verdicts are applied. */
 void mp_msgev_on_decided(struct mp_message_event *ev,
-                         void (*cb)(struct mp_message_event *ev,
-                                    const struct mp_msgev_verdict *v, void *arg),
+                         void (*cb)(struct mp_message_event *ev, const struct mp_msgev_verdict *v,
+                                    void *arg),
                          void *arg);
 
 /* msginject.c: an online upload's modify verdicts as ROPs injected before
  * the completing ROP of the call's request; 0, or -1 (out of memory). */
-int mp_msgev_apply_edits(struct mp_call *call, struct mp_message_event *ev,
+struct mp_message;
+int mp_msgev_apply_edits(struct mp_call *call, int rop_index, const struct mp_message *msg,
                          const struct mp_msgev_verdict *v);
 bool mp_msgev_edits_supported(void);
 #endif

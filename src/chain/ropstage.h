@@ -17,4 +17,13 @@ struct mp_objtab *mp_ropsess_table(struct mp_session *ses, uint32_t context_id);
  * call has no ROP state. */
 void **mp_ropstage_msgev_call(struct mp_call *m);
 void **mp_ropstage_msgev_session(struct mp_session *ses);
+/* In the request stage: a ROP of the proxy's own (decoded request v of
+ * rop_id, in call memory) goes upstream just before the client's request
+ * ROP `before`; its response is not passed to the client.  Buffer 0 of a
+ * one-buffer call only.  0 or -1. */
+int mp_ropstage_inject(struct mp_call *m, size_t before, uint8_t rop_id, void *v);
+/* A handle table slot of the proxy's own for the injected ROPs (added at
+ * the table's end going upstream, cut from the response): its index, or
+ * -1. */
+int mp_ropstage_new_handle(struct mp_call *m);
 #endif

@@ -129,6 +129,16 @@ static void learn_name(struct mp_asm *a, uint16_t id, const struct mp_rop_Proper
     a->nnames++;
 }
 
+int mp_asm_name_id(const struct mp_asm *a, const uint8_t guid[16], const char *name)
+{
+    for (size_t i = 0; i < a->nnames; i++) {
+        const struct mp_propname *pn = &a->names[i].name;
+        if (pn->is_name && pn->name && !memcmp(pn->guid, guid, 16) && !strcmp(pn->name, name))
+            return a->names[i].id;
+    }
+    return -1;
+}
+
 /* Names the named properties of m (and its parts) from the session's map. */
 static void name_props(const struct mp_asm *a, struct mp_props *p)
 {

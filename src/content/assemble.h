@@ -80,5 +80,8 @@ bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n);
 void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enum mp_msg_mode mode,
                 const char *completed_by, bool partial);
 const struct mp_content_limits *mp_asm_limits(const struct mp_asm *a);
+/* The id the session's RopGetPropertyIdsFromNames / GetNamesFromPropertyIds
+ * gave the named property (guid, name), -1 when the session did not show it. */
+int mp_asm_name_id(const struct mp_asm *a, const uint8_t guid[16], const char *name);
 
 #endif

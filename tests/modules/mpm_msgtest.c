@@ -4,7 +4,7 @@
  * folder, message id, subject, recipients "name <addr>" joined by ';',
  * attachments "name/type/size" joined by ';', MIME size, can_modify,
  * blocked-before) and, when the subject contains mpm_msgtest:match (default:
- * every message), applies mpm_msgtest:action:
+ * every message), applies mpm_msgtest:action (several, comma-separated):
  *   none | block | prefix (subject "[TEST] ") | set (PidTagBody's id 0x1000:
  *   "replaced body") | named (PS_INTERNET_HEADERS "X-Msgtest": "yes") |
  *   drop (attachment 0) | replace (attachment 0 with a notice)
@@ -22,11 +22,9 @@ struct conf {
     long hold;
 };
 
-static const char *const actions[] = {"none", "block", "prefix", "set", "named",
-                                      "drop", "replace", NULL};
 static const struct mp_module_option_spec opts[] = {
     {"log", MP_OPT_STRING, 0, 0, NULL},
-    {"action", MP_OPT_ENUM, 0, 0, actions},
+    {"action", MP_OPT_STRING, 0, 0, NULL},
     {"match", MP_OPT_STRING, 0, 0, NULL},
     {"hold", MP_OPT_INT, 0, 60000, NULL},
     {NULL, 0, 0, 0, NULL},
@@ -59,23 +57,38 @@ static void mt_fini(struct mp_module_ctx *mc)
     free(c);
 }
 
+static int apply_one(const char *a, size_t n, struct mp_message_event *ev)
+{
+    static const uint8_t ps_internet_headers[16] = MP_PS_INTERNET_HEADERS;
+#define IS(w) (n == sizeof(w) - 1 && !strncmp(a, w, n))
+    if (IS("block"))
+        return mp_message_block(ev, "mpm_msgtest blocked it");
+    if (IS("prefix"))
+        return mp_message_prefix_subject(ev, "[TEST] ");
+    if (IS("set"))
+        return mp_message_set_string(ev, 0x1000, "replaced body");
+    if (IS("named"))
+        return mp_message_set_named_string(ev, ps_internet_headers, "X-Msgtest", "yes");
+    if (IS("drop"))
+        return mp_message_replace_attachment(ev, 0, NULL);
+    if (IS("replace"))
+        return mp_message_replace_attachment(ev, 0, "the attachment was removed by mpm_msgtest");
+#undef IS
+    return 0;
+}
+
+/* action: verdicts separated by commas; the first failure's -1 */
 static int apply(struct conf *c, struct mp_message_event *ev)
 {
     const char *a = c->action ? c->action : "none";
-    static const uint8_t ps_internet_headers[16] = MP_PS_INTERNET_HEADERS;
-    if (!strcmp(a, "block"))
-        return mp_message_block(ev, "mpm_msgtest blocked it");
-    if (!strcmp(a, "prefix"))
-        return mp_message_prefix_subject(ev, "[TEST] ");
-    if (!strcmp(a, "set"))
-        return mp_message_set_string(ev, 0x1000, "replaced body");
-    if (!strcmp(a, "named"))
-        return mp_message_set_named_string(ev, ps_internet_headers, "X-Msgtest", "yes");
-    if (!strcmp(a, "drop"))
-        return mp_message_replace_attachment(ev, 0, NULL);
-    if (!strcmp(a, "replace"))
-        return mp_message_replace_attachment(ev, 0, "the attachment was removed by mpm_msgtest");
-    return 0;
+    int rc = 0;
+    while (*a) {
+        size_t n = strcspn(a, ",");
+        if (apply_one(a, n, ev) && !rc)
+            rc = -1;
+        a += n + (a[n] == ',');
+    }
+    return rc;
 }
 
 static void log_event(struct conf *c, struct mp_message_event *ev, int verdict_rc)
