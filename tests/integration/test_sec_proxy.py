@@ -195,3 +195,51 @@ def test_av_blocks_eicar_upload_mapihttp(make_proxy, env, services, tmp_path):
     v = verdicts(vlog, 2)
     assert [(x["verdict"], x["action"]) for x in v[:2]] == [("infected", "block"),
                                                            ("clean", "allow")], v
+
+
+def test_av_replaces_infected_attachment_on_upload(make_proxy, dump_lab, services,  # noqa: F811
+                                                   tmp_path):
+    """av:action_upload = replace: the lab stores the message with a text
+    notice in place of the EICAR attachment, the clean one untouched."""
+    vlog = str(tmp_path / "verdicts")
+    p = make_proxy(upstream_epm_port=dump_lab.epm_port, extra={
+        "dcerpc_mapiproxy:modules": "av", "av:clamd": services["clamd"],
+        "av:action_upload": "replace", "av:verdict_log": vlog})
+    dce, c, fids = connect(p.rpc_port)
+    m = upload_msg("replace upload", EICAR)
+    m["attachments"].append(LS._by_value("notes.txt", "text/plain", b"plain notes\r\n"))
+    mid = CC.upload(c, fids[5], m, flags=FL)
+    got = CC.download(c, fids[5], mid, flags=FL)
+    c.disconnect()
+    dce.disconnect()
+    by_name = {a["props"].get(LS.PidTagAttachLongFilename): a["props"]
+               for a in got["attachments"]}
+    assert sorted(by_name) == ["file.bin.txt", "notes.txt"], by_name
+    notice = by_name["file.bin.txt"][LS.PidTagAttachDataBinary]
+    assert b"file.bin" in notice and b"Test.EICAR.Made-In-Test" in notice
+    assert by_name["notes.txt"][LS.PidTagAttachDataBinary] == b"plain notes\r\n"
+    v = verdicts(vlog, 2)
+    assert [(x["direction"], x["verdict"], x["action"]) for x in v[:2]] == [
+        ("upload", "infected", "replace"), ("download", "clean", "allow")], v
+
+
+def test_phish_defangs_upload(make_proxy, dump_lab, tmp_path):  # noqa: F811
+    """phish with a feed: an uploaded body's listed link and a lookalike of a
+    protected domain are stored defanged; other links untouched."""
+    feed = tmp_path / "feed.txt"
+    feed.write_text("0.0.0.0 evil.example\n")
+    p = make_proxy(upstream_epm_port=dump_lab.epm_port, extra={
+        "dcerpc_mapiproxy:modules": "phish", "phish:feeds": str(feed),
+        "phish:protected": "paypal.com", "phish:directions": "upload"})
+    dce, c, fids = connect(p.rpc_port)
+    m = upload_msg("phish upload", b"x")
+    m["props"].pop(LS.PidTagHtml, None)
+    m["props"][LS.PidTagBody] = ("Pay at https://www.paypa1.com/x or http://evil.example/login "
+                                 "and read https://docs.python.org/3/\r\n")
+    mid = CC.upload(c, fids[5], m, flags=FL)
+    got = CC.download(c, fids[5], mid, flags=FL)
+    c.disconnect()
+    dce.disconnect()
+    assert got["props"][LS.PidTagBody] == (
+        "Pay at hxxps://www[.]paypa1[.]com/x or hxxp://evil[.]example/login "
+        "and read https://docs.python.org/3/\r\n")
