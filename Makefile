@@ -17,6 +17,9 @@ LIBS    := -lssl -lcrypto -lhttp_parser -ldl -lsystemd $(GMIME_LIBS)
 # The built-in modules (modules/NAME/, linked into the daemon, found by name
 # before the module dir; src/chain/builtins.c lists them).
 BUILTIN_MODS := downgrade rewrite trace
+# The security modules (modules/{av,spam,phish,extract}, their shared code
+# in modules/sec): shared objects with their own rule (below).
+SEC_MODS := av spam phish extract
 LIB_SRC := $(filter-out src/core/main.c,$(shell find src -name '*.c' | sort)) \
            $(foreach m,$(BUILTIN_MODS),$(wildcard modules/$(m)/*.c))
 # Header dependencies: every compile writes a .d file beside its output
@@ -65,8 +68,8 @@ $(B)/unit/%: tests/unit/%.c $(B)/unit/%.d $(B)/libmp-asan.a
 # modules/ that is not a built-in; tests/modules/NAME.c -> NAME.so;
 # mpm_test_X.so are tests/modules/mpm_test.c under another name.
 MODFLAGS := $(CSTD) $(WARN) $(DEP) -O2 -g -fPIC -shared -Iinclude
-EXT_MODS := $(filter-out $(BUILTIN_MODS) audit,$(notdir $(patsubst %/,%,$(wildcard modules/*/))))
-TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest mpm_fdwatch mpm_objdata
+EXT_MODS := $(filter-out $(BUILTIN_MODS) audit $(SEC_MODS) sec,$(notdir $(patsubst %/,%,$(wildcard modules/*/))))
+TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest mpm_fdwatch mpm_objdata mpm_msgtest
 .SECONDEXPANSION:
 $(B)/modules/mpm_%.so: $$(wildcard modules/$$*/*.c) $(B)/modules/mpm_%.d
 	@mkdir -p $(dir $@)
@@ -74,7 +77,7 @@ $(B)/modules/mpm_%.so: $$(wildcard modules/$$*/*.c) $(B)/modules/mpm_%.d
 $(B)/modules/mpm_test_badabi.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_badabi.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_badabi -DBAD_ABI $< -o $@
-$(B)/modules/mpm_roptest.so $(B)/modules/mpm_fdwatch.so $(B)/modules/mpm_objdata.so: $(B)/modules/%.so: tests/modules/%.c $(B)/modules/%.d
+$(B)/modules/mpm_roptest.so $(B)/modules/mpm_fdwatch.so $(B)/modules/mpm_objdata.so $(B)/modules/mpm_msgtest.so: $(B)/modules/%.so: tests/modules/%.c $(B)/modules/%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) $< -o $@
 $(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_%.d
@@ -84,7 +87,7 @@ $(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_%.d
 $(B)/modules/audit.so: modules/audit/audit.c $(B)/modules/audit.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) $(CPPFLAGS) $(LDFLAGS) $< -o $@
-modules: $(B)/modules/audit.so $(patsubst %,$(B)/modules/mpm_%.so,$(EXT_MODS)) $(addprefix $(B)/modules/,$(addsuffix .so,$(TEST_MODS)))
+modules: $(B)/modules/audit.so $(SEC_MODS:%=$(B)/modules/%.so) $(patsubst %,$(B)/modules/mpm_%.so,$(EXT_MODS)) $(addprefix $(B)/modules/,$(addsuffix .so,$(TEST_MODS)))
 
 deps:
 	@scripts/install-deps.sh
@@ -296,11 +299,45 @@ all: $(B)/svc-probe
 integration: $(B)/svc-probe
 $(addprefix $(B)/fuzz/,$(filter fuzz_svc_%,$(FUZZ))): tests/fuzz/svc_fuzz.h
 
+# --- security modules (doc/internals/security-modules.md) -------------------
+# Shared objects loaded like any third-party module (build/modules/av.so ...).
+# Their own code sees the proxy only through -Iinclude; the service clients
+# (src/svc) and the RTF decompressor are compiled into each .so with hidden
+# visibility and without the proxy-loop adapter (-DMP_SVC_NO_LOOP), so they
+# never bind to the daemon's copies of the same functions.
+SEC_LIB := $(wildcard src/svc/*.c) src/core/buf.c src/content/rtf.c
+SEC_OBJ := $(patsubst %.c,$(B)/secobj/%.o,$(SEC_LIB))
+SEC_CFLAGS := $(CSTD) $(WARN) $(DEP) -O2 -g -fPIC
+$(B)/secobj/%.o: %.c $(B)/secobj/%.d
+	@mkdir -p $(dir $@)
+	$(CC) $(SEC_CFLAGS) -fvisibility=hidden -DMP_SVC_NO_LOOP -Isrc -c $< -o $@
+$(B)/secobj/modules/%.o: modules/%.c $(B)/secobj/modules/%.d
+	@mkdir -p $(dir $@)
+	$(CC) $(SEC_CFLAGS) -Iinclude -Isrc -Imodules/sec -c $< -o $@
+$(B)/secobj/modules/sec/%.o: modules/sec/%.c $(B)/secobj/modules/sec/%.d
+	@mkdir -p $(dir $@)
+	$(CC) $(SEC_CFLAGS) -fvisibility=hidden -Iinclude -Isrc -Imodules/sec -c $< -o $@
+SEC_MOD_OBJ = $(patsubst %.c,$(B)/secobj/%.o,$(wildcard modules/$(1)/*.c) $(wildcard modules/sec/*.c))
+$(foreach m,$(SEC_MODS),$(eval $(B)/modules/$(m).so: $(call SEC_MOD_OBJ,$(m)) $(SEC_OBJ)))
+$(SEC_MODS:%=$(B)/modules/%.so):
+	@mkdir -p $(dir $@)
+	$(CC) -shared -fPIC $^ -ljson-c -lidn2 -o $@
+# sec-host: a module host for the message hook without the proxy
+# (tests/integration/test_sec_modules.py drives the modules with it).
+$(B)/sec-host: tools/sec-host.c
+	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) -Iinclude -rdynamic $< -ldl -o $@
+all: $(B)/sec-host
+integration: $(B)/sec-host
+# Unit tests and fuzz targets of the phish URL code link libidn2.
+$(B)/unit/test_phish: LIBS += -lidn2
+$(B)/fuzz/fuzz_phish_url: LIBS += -lidn2
+
 # --- header dependencies (-MMD -MP above) ------------------------------------
 # Every .d is named here as a target of an empty rule, so a missing one (a
 # tree built before -MMD, or a new file) counts as changed and its target is
 # rebuilt once, writing it.
 DEPFILES := $(OBJ:.o=.d) $(AOBJ:.o=.d) $(FOBJ:.o=.d) $(UNIT:%=$(B)/unit/%.d) \
-            $(EXT_MODS:%=$(B)/modules/mpm_%.d) $(TEST_MODS:%=$(B)/modules/%.d) $(B)/modules/audit.d
+            $(EXT_MODS:%=$(B)/modules/mpm_%.d) $(TEST_MODS:%=$(B)/modules/%.d) $(B)/modules/audit.d \
+            $(SEC_OBJ:.o=.d) $(patsubst %.c,$(B)/secobj/%.d,$(wildcard modules/sec/*.c $(SEC_MODS:%=modules/%/*.c)))
 $(DEPFILES):
 -include $(wildcard $(DEPFILES) $(B)/*.d $(B)/modules/*.d $(B)/fuzz/*.d)

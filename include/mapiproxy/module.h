@@ -258,7 +258,8 @@ const char *mp_call_json(struct mp_call *call, bool response);
 void mp_call_resume(struct mp_call *call, enum mp_status status);
 
 /* Runs cb(arg) once, ms milliseconds from now, on the proxy's loop.  Returns
- * 0, or -1 when out of memory. */
+ * 0, or -1 when out of memory.  Timers still pending when the module is
+ * unloaded are cancelled (after fini). */
 int mp_module_after(struct mp_module_ctx *mc, uint64_t ms, void (*cb)(void *arg), void *arg);
 
 /* ---- watching a descriptor (ABI 3) ---- */

@@ -284,6 +284,8 @@ fail:
     return -1;
 }
 
+static size_t after_cancel_module(const struct mp_module_ctx *mc);
+
 void mp_modules_unload(struct mp_modules *ms)
 {
     for (unsigned i = ms->n; i-- > 0;) {
@@ -291,6 +293,9 @@ void mp_modules_unload(struct mp_modules *ms)
         if (mc->initialized && mc->m->fini)
             mc->m->fini(mc);
         mp_fdwatch_cancel_module(mc);
+        size_t nt = after_cancel_module(mc);
+        if (nt)
+            mp_debug("module %s: %zu pending timer(s) cancelled at unload", mc->name, nt);
         if (mc->dl)
             dlclose(mc->dl);
     }
@@ -361,12 +366,29 @@ void mp_module_log(const struct mp_module_ctx *mc, int level, const char *fmt, .
     mp_log_at(level, "module %s: %s", mc->name, msg);
 }
 
+/* mp_module_after timers, every pending one in `afters` (the daemon has
+ * one loop), so that unload cancels those a module left: after dlclose
+ * their callbacks would point into unmapped code, and their memory would
+ * leak at shutdown. */
 struct after {
     struct mp_timer t;
     struct mp_loop *loop;
+    const struct mp_module_ctx *mc;
     void (*cb)(void *);
     void *arg;
+    struct after *prev, *next;
 };
+static struct after *afters;
+
+static void after_unlink(struct after *a)
+{
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        afters = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+}
 
 static void after_fire(void *p)
 {
@@ -378,11 +400,27 @@ static void after_fire(void *p)
 static void after_cb(struct mp_timer *t)
 {
     struct after *a = t->data;
+    after_unlink(a);
     /* run outside the timer walk, then free */
     if (mp_loop_defer(a->loop, after_fire, a)) {
         a->cb(a->arg);
         free(a);
     }
+}
+
+static size_t after_cancel_module(const struct mp_module_ctx *mc)
+{
+    size_t n = 0;
+    for (struct after *a = afters, *nx; a; a = nx) {
+        nx = a->next;
+        if (a->mc == mc) {
+            after_unlink(a);
+            mp_timer_cancel(a->loop, &a->t);
+            free(a);
+            n++;
+        }
+    }
+    return n;
 }
 
 int mp_module_after(struct mp_module_ctx *mc, uint64_t ms, void (*cb)(void *), void *arg)
@@ -391,10 +429,15 @@ int mp_module_after(struct mp_module_ctx *mc, uint64_t ms, void (*cb)(void *), v
     if (!a)
         return -1;
     a->loop = mc->loop;
+    a->mc = mc;
     a->cb = cb;
     a->arg = arg;
     a->t.cb = after_cb;
     a->t.data = a;
+    a->next = afters;
+    if (afters)
+        afters->prev = a;
+    afters = a;
     mp_timer_arm(mc->loop, &a->t, ms);
     return 0;
 }

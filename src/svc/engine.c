@@ -1,8 +1,13 @@
 /* The client engine for outside services (engine.h, doc/internals/svc.md). */
 #include "svc/engine.h"
 
+#ifdef MP_SVC_NO_LOOP
+#include "svc/modshim.h"
+void (*mp_svc_log_fn)(int level, const char *fmt, ...);
+#else
 #include "core/log.h"
 #include "event/loop.h"
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -453,6 +458,9 @@ void mp_svc_free(struct mp_svc *s)
 }
 
 /* ---- the loopif on src/event/loop.c ---- */
+/* Left out where the engine is compiled into a module (MP_SVC_NO_LOOP):
+ * modules/sec/sec.c gives it a loopif on the module API instead. */
+#ifndef MP_SVC_NO_LOOP
 struct lw {
     struct mp_io io;
     mp_svc_fd_cb cb;
@@ -548,3 +556,4 @@ void mp_svc_loopif_mp_loop(struct mp_svc_loopif *lif, struct mp_loop *loop)
 {
     *lif = (struct mp_svc_loopif){loop, lw_watch, lw_set, lw_cancel, lt_timer, lt_cancel};
 }
+#endif
