@@ -100,7 +100,7 @@ def test_block_upload(make_proxy, dump_lab, tmp_path):
     """The hook holds each save (MP_PENDING, resumed 300 ms later by a
     timer) and blocks the matching one then: ecAccessDenied, never stored."""
     p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="block", match="BLOCK",
-                       hold="300")
+                       hold="300", **{"rop log": str(tmp_path / "rops.log")})
     dce, c, fids = connect(p.rpc_port)
     t0 = time.monotonic()
     sv = save(c, fids[5], "please BLOCK me")
@@ -116,6 +116,9 @@ def test_block_upload(make_proxy, dump_lab, tmp_path):
     assert [(e[6], e[11]) for e in ev] == [("please BLOCK me", "1"),
                                            ("an ordinary message", "0")], ev
     assert "blocked by mpm_msgtest: mpm_msgtest blocked it" in p.log()
+    # the module's own rop_request hook saw both held saves, after the hold
+    rops = (tmp_path / "rops.log").read_text().splitlines()
+    assert rops.count("RopSaveChangesMessage") == 2, rops
 
 
 def test_byte_identity_with_message_hook(make_proxy, dump_lab, tmp_path, wire_log):  # noqa: F811
