@@ -8,7 +8,8 @@
  *   none | block | prefix (subject "[TEST] ") | set (PidTagBody's id 0x1000:
  *   "replaced body") | named (PS_INTERNET_HEADERS "X-Msgtest": "yes") |
  *   drop (attachment 0) | replace (attachment 0 with a notice)
- * With mpm_msgtest:hold = MS the hook returns MP_PENDING and resumes MS
+ * mpm_msgtest:block match = TEXT blocks the messages whose subject has TEXT
+ * (besides the actions).  With mpm_msgtest:hold = MS the hook returns MP_PENDING and resumes MS
  * milliseconds later (the verdict is set at resume).  With mpm_msgtest:rop log
  * = FILE its rop_request hook lists each call's request ROPs there. */
 #include <stdio.h>
@@ -19,14 +20,18 @@
 
 struct conf {
     FILE *log, *roplog;
-    const char *action, *match;
+    const char *action, *match, *block_match;
     long hold;
 };
 
 static const struct mp_module_option_spec opts[] = {
-    {"log", MP_OPT_STRING, 0, 0, NULL},     {"action", MP_OPT_STRING, 0, 0, NULL},
-    {"match", MP_OPT_STRING, 0, 0, NULL},   {"hold", MP_OPT_INT, 0, 60000, NULL},
-    {"rop log", MP_OPT_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL},
+    {"log", MP_OPT_STRING, 0, 0, NULL},
+    {"action", MP_OPT_STRING, 0, 0, NULL},
+    {"match", MP_OPT_STRING, 0, 0, NULL},
+    {"hold", MP_OPT_INT, 0, 60000, NULL},
+    {"rop log", MP_OPT_STRING, 0, 0, NULL},
+    {"block match", MP_OPT_STRING, 0, 0, NULL},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static int mt_init(struct mp_module_ctx *mc)
@@ -46,6 +51,7 @@ static int mt_init(struct mp_module_ctx *mc)
         setvbuf(c->roplog, NULL, _IOLBF, 0);
     c->action = mp_module_option(mc, "action");
     c->match = mp_module_option(mc, "match");
+    c->block_match = mp_module_option(mc, "block match");
     c->hold = mp_module_option_int(mc, "hold", 0);
     mp_module_set_private(mc, c);
     return 0;
@@ -86,6 +92,9 @@ static int apply(struct conf *c, struct mp_message_event *ev)
 {
     const char *a = c->action ? c->action : "none";
     int rc = 0;
+    const char *subj = mp_message_string(ev, mp_message_event_message(ev), 0x0037);
+    if (c->block_match && subj && strstr(subj, c->block_match))
+        rc = mp_message_block(ev, "mpm_msgtest blocked it");
     while (*a) {
         size_t n = strcspn(a, ",");
         if (apply_one(a, n, ev) && !rc)
