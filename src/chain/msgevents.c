@@ -423,15 +423,20 @@ static enum mp_status deliver_call(struct mp_module_ctx *mc, struct mp_call *cal
     return MP_CONTINUE;
 }
 
-static enum mp_status hook_common(struct mp_module_ctx *mc, struct mp_call *call, bool response)
+/* The module's own ROP hook of that side, when the call has ROPs there. */
+static enum mp_status rop_hook_of(struct mp_module_ctx *mc, struct mp_call *call, bool response)
 {
     mp_hook_fn h = response ? mc->m->rop_response : mc->m->rop_request;
-    if (h && mp_call_rop_count(call, response)) {
-        enum mp_status st = h(mc, call);
-        if (st != MP_CONTINUE)
-            return st; /* (a pending ROP hook: its message events are skipped) */
-    }
-    return mc->m->message ? deliver_call(mc, call, response) : MP_CONTINUE;
+    return h && mp_call_rop_count(call, response) ? h(mc, call) : MP_CONTINUE;
+}
+
+/* The side's message events first, then the ROP hook (after
+ * mp_message_resume when a message hook held the call). */
+static enum mp_status hook_common(struct mp_module_ctx *mc, struct mp_call *call, bool response)
+{
+    if (mc->m->message && deliver_call(mc, call, response) == MP_PENDING)
+        return MP_PENDING;
+    return rop_hook_of(mc, call, response);
 }
 
 static enum mp_status hook_request(struct mp_module_ctx *mc, struct mp_call *call)
@@ -492,9 +497,19 @@ void mp_message_resume(struct mp_message_event *ev)
     }
     struct mp_call *call = ev->call;
     struct mcall *c = call_state(call, false);
-    if (c && c->pending_mc && deliver_call(c->pending_mc, call, c->pending_rsp) == MP_PENDING)
-        return;
-    mp_call_resume(call, MP_CONTINUE);
+    enum mp_status st = MP_CONTINUE;
+    if (c && c->pending_mc) {
+        if (deliver_call(c->pending_mc, call, c->pending_rsp) == MP_PENDING)
+            return;
+        /* then the module's ROP hook, as hook_common would have; if that
+         * one holds the call, the module resumes it with mp_call_resume */
+        if (call->owner)
+            st = rop_hook_of(c->pending_mc, call, c->pending_rsp);
+        c->pending_mc = NULL;
+        if (st == MP_PENDING)
+            return;
+    }
+    mp_call_resume(call, st);
 }
 
 /* ---- applying the verdicts ---- */

@@ -3,7 +3,9 @@
  * RopSubmitMessage, on the same message handle (MS-OXCROPS 2.2.8.6
  * RopSetProperties: RopId 0x0A, LogonId, InputHandleIndex,
  * PropertyValueSize, PropertyValueCount, TaggedPropertyValues; 2.2.6.11
- * RopDeleteAttachment: RopId 0x24, LogonId, InputHandleIndex, AttachmentID).
+ * RopDeleteAttachment: RopId 0x24, LogonId, InputHandleIndex, AttachmentID;
+ * a notice attachment: 2.2.6.13 RopCreateAttachment, 2.2.6.15
+ * RopSaveChangesAttachment, 2.2.15.3 RopRelease).
  * Their responses are kept from the client (ropstage.c).
  * doc/internals/module-api.md, "Message events". */
 #include <stdlib.h>
@@ -114,9 +116,11 @@ static int notice_attachment(struct mp_call *call, struct mp_arena *a, int rop_i
     sp->InputHandleIndex = k;
     sp->PropertyValueCount = 5;
     sp->PropertyValues = vals;
-    /* SaveFlags 0x02 KeepOpenReadWrite: released right after */
-    *sa =
-        (struct mp_rop_req_SaveChangesAttachment){MP_ROP_SaveChangesAttachment, logon, k, k, 0x02};
+    /* ResponseHandleIndex: the containing message, InputHandleIndex: the
+     * attachment (MS-OXCMSG 2.2.3.15); SaveFlags 0x02 KeepOpenReadWrite
+     * (2.2.3.3.1), released right after */
+    *sa = (struct mp_rop_req_SaveChangesAttachment){MP_ROP_SaveChangesAttachment, logon, hidx, k,
+                                                    0x02};
     *rl = (struct mp_rop_req_Release){MP_ROP_Release, logon, k};
     if (mp_ropstage_inject(call, before, MP_ROP_CreateAttachment, ca) ||
         mp_ropstage_inject(call, before, MP_ROP_SetProperties, sp) ||

@@ -100,7 +100,7 @@ def test_block_upload(make_proxy, dump_lab, tmp_path):
     """The hook holds each save (MP_PENDING, resumed 300 ms later by a
     timer) and blocks the matching one then: ecAccessDenied, never stored."""
     p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="block", match="BLOCK",
-                       hold="300")
+                       hold="300", **{"rop log": str(tmp_path / "rops.log")})
     dce, c, fids = connect(p.rpc_port)
     t0 = time.monotonic()
     sv = save(c, fids[5], "please BLOCK me")
@@ -116,6 +116,9 @@ def test_block_upload(make_proxy, dump_lab, tmp_path):
     assert [(e[6], e[11]) for e in ev] == [("please BLOCK me", "1"),
                                            ("an ordinary message", "0")], ev
     assert "blocked by mpm_msgtest: mpm_msgtest blocked it" in p.log()
+    # the module's own rop_request hook saw both held saves, after the hold
+    rops = (tmp_path / "rops.log").read_text().splitlines()
+    assert rops.count("RopSaveChangesMessage") == 2, rops
 
 
 def test_byte_identity_with_message_hook(make_proxy, dump_lab, tmp_path, wire_log):  # noqa: F811
@@ -152,12 +155,13 @@ def test_modify_upload(make_proxy, dump_lab, tmp_path):
 def test_block_and_modify_mapihttp(make_proxy, env, tmp_path):
     """Over MAPI/HTTP (the HTTPS front before the lab's MAPI/HTTP server,
     python3-requests with NTLM): a blocked save gets ecAccessDenied and is
-    not stored; a prefixed one is stored prefixed."""
+    not stored; the other one is stored with the prefixed subject."""
     import mapihttp_client as MH
     p = start_front(make_proxy, env, {"dcerpc_mapiproxy:modules": "mpm_msgtest",
                                       "mpm_msgtest:log": str(tmp_path / "events.log"),
-                                      "mpm_msgtest:action": "block",
-                                      "mpm_msgtest:match": "BLOCK"})
+                                      "mpm_msgtest:action": "prefix",
+                                      "mpm_msgtest:match": "http",
+                                      "mpm_msgtest:block match": "BLOCK"})
     c = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
     assert c.connect(ALICE)["ErrorCode"] == 0
     [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
@@ -165,7 +169,8 @@ def test_block_and_modify_mapihttp(make_proxy, env, tmp_path):
     assert save(c, fids[5], "BLOCK over http")["ReturnValue"] == EC_ACCESS_DENIED
     assert save(c, fids[5], "fine over http")["ReturnValue"] == 0
     have = folder_mids(c, fids[5])
-    assert "fine over http" in have and "BLOCK over http" not in have, have
+    assert "[TEST] fine over http" in have, have
+    assert not [x for x in have if "BLOCK" in x], have
     assert c.disconnect()["ErrorCode"] == 0
     ev = events(tmp_path, 2)
     assert [(e[0], e[6], e[11]) for e in ev] == [("upload", "BLOCK over http", "1"),

@@ -8,8 +8,10 @@
  *   none | block | prefix (subject "[TEST] ") | set (PidTagBody's id 0x1000:
  *   "replaced body") | named (PS_INTERNET_HEADERS "X-Msgtest": "yes") |
  *   drop (attachment 0) | replace (attachment 0 with a notice)
- * With mpm_msgtest:hold = MS the hook returns MP_PENDING and resumes MS
- * milliseconds later (the verdict is set at resume). */
+ * mpm_msgtest:block match = TEXT blocks the messages whose subject has TEXT
+ * (besides the actions).  With mpm_msgtest:hold = MS the hook returns MP_PENDING and resumes MS
+ * milliseconds later (the verdict is set at resume).  With mpm_msgtest:rop log
+ * = FILE its rop_request hook lists each call's request ROPs there. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +19,8 @@
 #include "mapiproxy/module.h"
 
 struct conf {
-    FILE *log;
-    const char *action, *match;
+    FILE *log, *roplog;
+    const char *action, *match, *block_match;
     long hold;
 };
 
@@ -27,6 +29,8 @@ static const struct mp_module_option_spec opts[] = {
     {"action", MP_OPT_STRING, 0, 0, NULL},
     {"match", MP_OPT_STRING, 0, 0, NULL},
     {"hold", MP_OPT_INT, 0, 60000, NULL},
+    {"rop log", MP_OPT_STRING, 0, 0, NULL},
+    {"block match", MP_OPT_STRING, 0, 0, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -42,8 +46,12 @@ static int mt_init(struct mp_module_ctx *mc)
     }
     if (c->log)
         setvbuf(c->log, NULL, _IOLBF, 0);
+    const char *rl = mp_module_option(mc, "rop log");
+    if (rl && (c->roplog = fopen(rl, "a")))
+        setvbuf(c->roplog, NULL, _IOLBF, 0);
     c->action = mp_module_option(mc, "action");
     c->match = mp_module_option(mc, "match");
+    c->block_match = mp_module_option(mc, "block match");
     c->hold = mp_module_option_int(mc, "hold", 0);
     mp_module_set_private(mc, c);
     return 0;
@@ -54,6 +62,8 @@ static void mt_fini(struct mp_module_ctx *mc)
     struct conf *c = mp_module_private(mc);
     if (c && c->log)
         fclose(c->log);
+    if (c && c->roplog)
+        fclose(c->roplog);
     free(c);
 }
 
@@ -82,6 +92,9 @@ static int apply(struct conf *c, struct mp_message_event *ev)
 {
     const char *a = c->action ? c->action : "none";
     int rc = 0;
+    const char *subj = mp_message_string(ev, mp_message_event_message(ev), 0x0037);
+    if (c->block_match && subj && strstr(subj, c->block_match))
+        rc = mp_message_block(ev, "mpm_msgtest blocked it");
     while (*a) {
         size_t n = strcspn(a, ",");
         if (apply_one(a, n, ev) && !rc)
@@ -161,6 +174,20 @@ static enum mp_status mt_message(struct mp_module_ctx *mc, struct mp_message_eve
     return MP_CONTINUE;
 }
 
+/* With mpm_msgtest:rop log: the request ROPs' names, one line per call
+ * (after this module's message events of the call: a held save is listed
+ * once the hold ends). */
+static enum mp_status mt_rop_request(struct mp_module_ctx *mc, struct mp_call *call)
+{
+    struct conf *c = mp_module_private(mc);
+    if (!c->roplog)
+        return MP_CONTINUE;
+    for (size_t i = 0; i < mp_call_rop_count(call, false); i++)
+        fprintf(c->roplog, "%s%s", i ? " " : "", mp_call_rop_name(call, false, i));
+    fputc('\n', c->roplog);
+    return MP_CONTINUE;
+}
+
 const struct mp_module mp_module_descriptor = {
     MP_MODULE_HEADER,
     .name = "mpm_msgtest",
@@ -169,4 +196,5 @@ const struct mp_module mp_module_descriptor = {
     .fini = mt_fini,
     .options = opts,
     .message = mt_message,
+    .rop_request = mt_rop_request,
 };
