@@ -113,7 +113,7 @@ static int gen_start(struct daemon *d, struct gen *g)
     }
     if (g->http)
         mp_http_set_modules(g->http, mp_relay_modules(g->relay));
-    if (mp_rpch_http_setup(d->loop, &g->cfg, g->http, mp_relay_adopt, g->relay, &g->rpch)) {
+    if (mp_rpch_http_setup(d->loop, &g->cfg, g->http, g->relay, &g->rpch)) {
         mp_http_free(g->http);
         mp_relay_free(g->relay);
         g->http = NULL;

@@ -584,6 +584,19 @@ static struct assoc *assoc_new(struct mp_relay *r, const char *peer, bool epm)
     return a;
 }
 
+/* The per-address count (mapiproxy:max connections per address); NULL and
+ * a log line when the address is over it. */
+static struct addr_count *addr_take_logged(struct mp_relay *r, const uint8_t ip[16],
+                                           const char *peer, const char *host)
+{
+    struct addr_count *ac = dce_addr_take(r, ip);
+    if (!ac)
+        mp_warn("conn %s refused: %u connections open from %s (mapiproxy:max connections per "
+                "address)",
+                peer, r->cfg->max_conn_per_addr, host);
+    return ac;
+}
+
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
 {
     struct listener *l = data;
@@ -604,14 +617,9 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
     } else if (ss.ss_family == AF_INET) {
         ip[10] = ip[11] = 0xff;
         memcpy(ip + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-    } else if (inet_pton(AF_INET6, host, ip) != 1 && inet_pton(AF_INET, host, ip + 12) == 1) {
-        ip[10] = ip[11] = 0xff; /* a socketpair (mp_relay_adopt): the client's address */
     }
-    struct addr_count *ac = dce_addr_take(r, ip);
+    struct addr_count *ac = addr_take_logged(r, ip, peer, host);
     if (!ac) {
-        mp_warn("conn %s refused: %u connections open from %s (mapiproxy:max connections per "
-                "address)",
-                peer, r->cfg->max_conn_per_addr, host);
         close(fd);
         return;
     }
@@ -633,16 +641,31 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
 /* ---- other carriers (transport/dcerpc/carrier.h) ---- */
 
 struct assoc *mp_dce_assoc_open(struct mp_relay *r, const struct mp_dce_carrier_ops *ops,
-                                void *carrier, const char *peer, bool epm)
+                                void *carrier, const char *peer, const char *host, bool epm)
 {
+    if (!r->n_ls) {
+        mp_warn("conn %s refused: the relay is shutting down", peer);
+        return NULL;
+    }
     if (r->n_assoc >= r->cfg->max_connections) {
         mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
                 r->n_assoc);
         return NULL;
     }
+    struct addr_count *ac = NULL;
+    if (host) {
+        uint8_t ip[16] = {0};
+        if (inet_pton(AF_INET6, host, ip) != 1 && inet_pton(AF_INET, host, ip + 12) == 1)
+            ip[10] = ip[11] = 0xff;
+        if (!(ac = addr_take_logged(r, ip, peer, host)))
+            return NULL;
+    }
     struct assoc *a = assoc_new(r, peer, epm);
-    if (!a)
+    if (!a) {
+        dce_addr_release(r, ac);
         return NULL;
+    }
+    a->addr = ac;
     a->carrier = ops;
     a->carrier_data = carrier;
     a->c.n.read_ms = a->c.n.write_ms = a->t_open;

@@ -247,15 +247,3 @@ struct mp_modules *mp_relay_modules(struct mp_relay *r)
 {
     return &r->mods;
 }
-
-void mp_relay_adopt(void *relay, int fd, const char *host, uint16_t port)
-{
-    struct mp_relay *r = relay;
-    for (size_t i = 0; i < r->n_ls; i++)
-        if (!r->ls[i].epm) {
-            dce_assoc_accept(&r->ls[i], fd, host, port);
-            return;
-        }
-    mp_warn("conn %s:%u refused: the relay is shutting down", host, port);
-    close(fd);
-}
