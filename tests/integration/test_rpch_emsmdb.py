@@ -6,7 +6,9 @@ The client is Impacket's ncacn_http transport (code we did not write, set up
 as its exchanger example does) under the lab's EMSMDB client, with RPC-level
 NTLM at packet privacy (the proxy terminates it and logs on to the lab at
 privacy with its own account), over HTTP Basic and HTTP NTLM logons to the
-proxy.  The lab writes every rgbIn it received (LAB_WIRE_DUMP): it stored
+proxy, and over both upstreams: ncacn_ip_tcp, and RPC over HTTP to the lab's
+/rpc/rpcproxy.dll (tests/lab/lab_rpch.py, written from MS-RPCH, sharing no
+code with src/) with the proxy as RTS client.  The lab writes every rgbIn it received (LAB_WIRE_DUMP): it stored
 "Jello", the client read "Hello" back (rop_session asserts the body)."""
 import json
 import os
@@ -107,9 +109,19 @@ def lab_wire(env):
         return [json.loads(x) for x in f.read().splitlines()]
 
 
+def upstream_opts(env, upstream):
+    if upstream == "tcp":
+        return {}
+    # the proxy as RPC over HTTP client of the lab's /rpc/rpcproxy.dll (HTTP
+    # Basic with its own account over TLS)
+    return {"mapiproxy:rpc over http upstream": f"https://localhost:{env['ports']['rpch']}",
+            "mapiproxy:rpc over http upstream server": "EXLAB01"}
+
+
+@pytest.mark.parametrize("upstream", ["tcp", "rpch"])
 @pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
-def test_emsmdb_session_with_rop_module(make_proxy, env, http_auth):
-    p = start(make_proxy, env)
+def test_emsmdb_session_with_rop_module(make_proxy, env, http_auth, upstream):
+    p = start(make_proxy, env, **upstream_opts(env, upstream))
     before = len(lab_wire(env))
     EC.WIRE_LOG = []
     try:
@@ -141,3 +153,7 @@ def test_emsmdb_session_with_rop_module(make_proxy, env, http_auth):
     assert "(rpch)" in log  # the association is the carrier's
     assert ALICE_PW not in log and PROXY_PW not in log
     assert "EcDoRpcExt2 refused (a ROP buffer the proxy cannot read" in log
+    if upstream == "rpch":
+        assert re.search(r"rpch upstream .*: virtual connection open \(\?EXLAB01:\d+", log)
+        lab = open(os.path.join(env["dir"], "lab.log")).read()
+        assert "user=LAB\\Administrator" in lab or "user=Administrator" in lab

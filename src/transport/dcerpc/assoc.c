@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "net/accept.h"
 #include "transport/dcerpc/carrier.h"
+#include "transport/rpch/upclient.h"
 #include "ops/metrics.h"
 
 static void conn_cb(struct mp_conn *n, uint32_t ev);
@@ -274,7 +275,18 @@ static void idle_cb(struct mp_timer *t)
 
 static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
 {
-    return mp_conn_connect(&c->n, &a->r->up_addr, a->r->up_addr_len, port);
+    if (c->role != ROLE_UPSTREAM || !a->r->rpch_up)
+        return mp_conn_connect(&c->n, &a->r->up_addr, a->r->up_addr_len, port);
+    /* RPC over HTTP upstream: a virtual connection to ?SERVER:port, seen
+     * here as a stream socket that is connected at once */
+    int fd = mp_rpch_up_open(a->r->rpch_up, a->peer, port);
+    if (fd < 0)
+        return -1;
+    mp_conn_attach(&c->n, fd);
+    c->n.port = port;
+    c->n.connecting = true; /* on_connected() at its first writability */
+    c->n.read_ms = c->n.write_ms = mp_now_ms();
+    return 0;
 }
 
 /* Finds the upstream's port (fixed, cached, or from its endpoint mapper)
