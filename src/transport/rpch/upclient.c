@@ -54,10 +54,10 @@ struct upchan {
 struct upvc {
     struct upvc *next, *prev;
     struct mp_rpch_up *u;
-    struct mp_io sp;      /* our end of the association's socketpair */
-    struct mp_buf sp_wq;  /* server PDUs for the association */
-    struct mp_buf sp_rq;  /* the association's bytes: partial PDU */
-    struct mp_buf held;   /* whole PDUs waiting for CONN/C2 or the server's window */
+    struct mp_io sp;     /* our end of the association's socketpair */
+    struct mp_buf sp_wq; /* server PDUs for the association */
+    struct mp_buf sp_rq; /* the association's bytes: partial PDU */
+    struct mp_buf held;  /* whole PDUs waiting for CONN/C2 or the server's window */
     struct upchan in, out;
     struct mp_rts_cookie vc, inc, outc, group;
     bool open, dying;

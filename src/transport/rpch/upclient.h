@@ -18,8 +18,7 @@ struct mp_rpch_up;
 
 /* NULL when the option is off (*failed false) or after a logged error
  * (*failed true: address, TLS context, password file). */
-struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *cfg,
-                                  bool *failed);
+struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *cfg, bool *failed);
 /* Closes every virtual connection. */
 void mp_rpch_up_free(struct mp_rpch_up *u);
 /* A virtual connection to ?SERVER:port (peer names the association in log
