@@ -19,6 +19,7 @@ import sys
 import threading
 
 import pytest
+from impacket.dcerpc.v5 import rpcrt, transport
 from impacket.dcerpc.v5.rpcrt import DCERPCException
 from impacket.http import AUTH_BASIC, AUTH_NTLM
 from impacket.ntlm import compute_nthash
@@ -157,3 +158,46 @@ def test_emsmdb_session_with_rop_module(make_proxy, env, http_auth, upstream):
         assert re.search(r"rpch upstream .*: virtual connection open \(\?EXLAB01:\d+", log)
         lab = open(os.path.join(env["dir"], "lab.log")).read()
         assert "user=LAB\\Administrator" in lab or "user=Administrator" in lab
+
+
+@pytest.mark.parametrize("bad", ["server", "password"])
+def test_rpch_upstream_refused(make_proxy, env, bad):
+    """The lab's RPC proxy refuses the proxy's virtual connection (a target
+    server it does not know: 503; a wrong HTTP Basic password: 401): the
+    client's bind fails, the proxy logs the upstream's status line, and the
+    next virtual connection (with a good configuration) goes on."""
+    over = upstream_opts(env, "rpch")
+    if bad == "server":
+        over["mapiproxy:rpc over http upstream server"] = "NOSUCH"
+        want = "answered \"HTTP/1.1 503"
+    else:
+        wrong = os.path.join(env["dir"], "wrong-password")
+        with open(wrong, "w") as f:
+            f.write("not-the-password\n")
+        os.chmod(wrong, 0o600)
+        over["mapiproxy:password file"] = wrong
+        want = "answered \"HTTP/1.1 401"
+    p = start(make_proxy, env, **over)
+    # an ncacn_ip_tcp client this time (the upstream choice serves every
+    # client): Impacket's ncacn_http client keeps reading a closed channel
+    t = transport.DCERPCTransportFactory("ncacn_ip_tcp:127.0.0.1[%d]" % p.rpc_port)
+    t.set_credentials("alice", ALICE_PW, "LAB")
+    t.set_connect_timeout(10)  # also the socket's: a hang is a failure, not a refusal
+    d = t.get_dce_rpc()
+    d.set_auth_level(rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
+    d.connect()
+    with pytest.raises(Exception) as refused:
+        d.bind(N.MSRPC_UUID_EMSMDB)
+        EC.EmsmdbClient(d).connect_ex(ALICE)
+    assert "timed out" not in str(refused.value), refused.value
+    good = start(make_proxy, env, **upstream_opts(env, "rpch"))
+    d = rpch_dce(good.url, 6001, N.MSRPC_UUID_EMSMDB, AUTH_BASIC, "alice", ALICE_PW)
+    c = EC.EmsmdbClient(d)
+    assert c.connect_ex(ALICE)["ErrorCode"] == 0
+    assert c.disconnect()["ErrorCode"] == 0
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    assert re.search(r"rpch upstream .*: virtual connection closed: (OUT|IN) channel: "
+                     r"RPC_(OUT|IN)_DATA " + want, log), log[-3000:]
+    assert "not-the-password" not in log

@@ -321,9 +321,15 @@ static const char *chan_step(struct upchan *c, uint32_t ev)
     for (;;) {
         uint8_t buf[16384];
         ssize_t r = ch_read(c, buf, sizeof buf);
-        if (r < 0)
+        if (r < 0 && (c->out ? c->head_done : !mp_buf_avail(&c->rq)))
             return c->out ? "the upstream closed the OUT channel"
                           : "the upstream closed the IN channel";
+        if (r < 0) { /* closed after an answer: say which */
+            const char *err = c->out ? out_parse(v) : NULL;
+            if (err || !c->out)
+                break;
+            return "the upstream closed the OUT channel";
+        }
         if (!r)
             break;
         if (mp_buf_append(&c->rq, buf, (size_t)r))
