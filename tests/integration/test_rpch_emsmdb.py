@@ -19,7 +19,7 @@ import sys
 import threading
 
 import pytest
-from impacket.dcerpc.v5 import rpcrt, transport
+from impacket.dcerpc.v5 import nspi, rpcrt, transport
 from impacket.dcerpc.v5.rpcrt import DCERPCException
 from impacket.http import AUTH_BASIC, AUTH_NTLM
 from impacket.ntlm import compute_nthash
@@ -32,6 +32,7 @@ sys.path.insert(0, LAB_DIR)
 import emsmdb_client as EC  # noqa: E402
 import emsmdb_ndr as N  # noqa: E402
 from test_lab import ALICE, rop_session  # noqa: E402
+from test_lab_auth import nspi_answers  # noqa: E402
 from test_lab_rpch import rpch_dce  # noqa: E402
 from test_rop_modules import contents  # noqa: E402
 
@@ -201,3 +202,26 @@ def test_rpch_upstream_refused(make_proxy, env, bad):
     assert re.search(r"rpch upstream .*: virtual connection closed: (OUT|IN) channel: "
                      r"RPC_(OUT|IN)_DATA " + want, log), log[-3000:]
     assert "not-the-password" not in log
+
+
+def test_rpch_upstream_windows(make_proxy, env):
+    """Through the RPC over HTTP upstream, 20 NSPI rounds (more than the
+    64 KiB windows each way, which the lab's RPC proxy enforces: it sends
+    no more than the proxy's window until the proxy's FlowControlAck, and
+    acknowledges the proxy's IN channel) give the answers of a direct
+    ncacn_ip_tcp client."""
+    t = transport.DCERPCTransportFactory("ncacn_ip_tcp:127.0.0.1[%d]" % env["ports"]["nspi"])
+    t.set_credentials("alice", ALICE_PW, "LAB")
+    d = t.get_dce_rpc()
+    d.set_auth_level(rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
+    d.connect()
+    d.bind(nspi.MSRPC_UUID_NSPI)
+    want = nspi_answers(d)
+    d.disconnect()
+    p = start(make_proxy, env, **upstream_opts(env, "rpch"))
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_NTLM, "alice", ALICE_PW)
+    for _ in range(20):
+        assert nspi_answers(d) == want
+    d.disconnect()
+    p.stop()
+    assert "rpch upstream" in p.log() and "virtual connection open (?EXLAB01:" in p.log()
