@@ -118,6 +118,18 @@ static const char *queue_rts(struct mp_buf *q, const struct mp_rts_pdu *pdu)
     return NULL;
 }
 
+/* An RTS PDU on the IN channel: it takes its share of the request's
+ * Content-Length like the RPC PDUs. */
+static const char *queue_in_rts(struct upvc *v, const struct mp_rts_pdu *pdu)
+{
+    size_t n = mp_rts_encoded_len(pdu);
+    if (n > v->in_left)
+        return "the IN channel's Content-Length is used up (channel recycling is not "
+               "implemented on the upstream side)";
+    v->in_left -= n;
+    return queue_rts(&v->in.wq, pdu);
+}
+
 static void set_u32(struct mp_rts_cmd *c, uint32_t type, uint32_t v)
 {
     c->type = type;
@@ -165,6 +177,8 @@ static const char *queue_heads(struct upvc *v)
         const char *err = queue_rts(&c->wq, &p);
         if (err)
             return err;
+        if (!out)
+            v->in_left -= mp_rts_encoded_len(&p); /* CONN/B1 is the body's start */
     }
     mp_ntlm_cleanse(head, sizeof head); /* it held the Authorization */
     return NULL;
@@ -409,7 +423,7 @@ static const char *sp_write(struct upvc *v)
         struct mp_rts_pdu ack;
         mp_rts_flow_ack(&ack, 1, MP_RTS_FD_OUT_PROXY, (uint32_t)v->out_taken, UP_WINDOW, &v->outc);
         v->out_acked = v->out_taken;
-        return queue_rts(&v->in.wq, &ack);
+        return queue_in_rts(v, &ack);
     }
     return NULL;
 }
@@ -469,8 +483,9 @@ static void ping_cb(struct mp_timer *t)
     if (mp_now_ms() - v->last_in_ms >= every) {
         struct mp_rts_pdu p;
         mp_rts_ping(&p);
-        if (queue_rts(&v->in.wq, &p)) {
-            vc_fail(v, "out of memory");
+        const char *err = queue_in_rts(v, &p);
+        if (err) {
+            vc_fail(v, err);
             return;
         }
         v->last_in_ms = mp_now_ms();
