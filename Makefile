@@ -34,7 +34,7 @@ B       := build
 OBJ     := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
 AOBJ    := $(patsubst %.c,$(B)/asan/obj/%.o,$(LIB_SRC))
 
-.PHONY: all test test-build test-steps unit integration run clean deps fuzz fuzz-replay bench bench-https format check-format soak modules
+.PHONY: all test test-build test-steps unit integration run clean deps fuzz fuzz-replay bench bench-https bench-rpch format check-format soak modules
 SHELL := /bin/bash
 # The one default target: the daemon, its sanitizer twin, the decoder, and
 # the modules.
@@ -189,6 +189,10 @@ $(B)/bench/https_peer: bench/https_peer.c
 	$(CC) $(CSTD) $(WARN) -O2 -g $< -lssl -lcrypto -o $@
 bench-https: $(B)/mapiproxy $(B)/bench/https_peer
 	@$(PY) bench/https.py
+# RPC over HTTP rows (bench/rpch.py, about 40 s): RfrGetNewDSA over Impacket's
+# ncacn_http through HAProxy (HTTP mode) and mapiproxy (both upstreams).
+bench-rpch: $(B)/mapiproxy
+	@$(PY) bench/rpch.py
 # --- end relay benchmark ---
 
 # --- codecs (src/codec, generated from idl/ by tools/gen_codec.py) --------

@@ -901,6 +901,8 @@ static const struct opt options[] = {
     {"mapiproxy:rpc over http connection timeout", K_UINT, F(rpch_conn_timeout_s), 120, 14400,
      "seconds"},
     {"mapiproxy:rpc over http pairing timeout", K_UINT, F(rpch_pair_timeout_s), 1, 3600, "seconds"},
+    {"mapiproxy:rpc over http upstream", K_HTTP_URL, F(rpch_upstream), 0, 0, NULL},
+    {"mapiproxy:rpc over http upstream server", K_STR, F(rpch_upstream_server), 0, 0, NULL},
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
     {"mapiproxy:winbind socket dir", K_STR, F(winbind_socket_dir), 0, 0, NULL},
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
@@ -1382,6 +1384,10 @@ static void check_http(struct pctx *p, const char *name)
 {
     struct mp_config *c = p->cfg;
     check_http_paths(p, name);
+    if (c->have_rpch_upstream && !c->rpch_upstream.tls && c->username[0])
+        pwarn_opt(p, name, "mapiproxy:rpc over http upstream",
+                  "mapiproxy:rpc over http upstream is plain http://: the proxy's HTTP Basic "
+                  "logon (dcerpc_mapiproxy:username and its password) goes in clear");
     if (c->rpch && !c->n_http_listen)
         perr_opt(p, name, "mapiproxy:rpc over http",
                  "mapiproxy:rpc over http = yes needs the HTTPS front: set mapiproxy:http listen");
@@ -1531,15 +1537,25 @@ static void apply_option(struct pctx *p, const struct opt *o, const char *file, 
     case K_HTTP_LISTEN:
         apply_http_listen(p, file, line, o->key, v);
         return;
-    case K_HTTP_URL:
-        if (mp_http_url_parse(v, &c->http_upstream, err, sizeof err) < 0) {
+    case K_HTTP_URL: {
+        bool rpch = !strcmp(o->key, "mapiproxy:rpc over http upstream");
+        if (rpch && !*v) { /* empty: ncacn_ip_tcp */
+            c->have_rpch_upstream = false;
+            return;
+        }
+        if (mp_http_url_parse(v, rpch ? &c->rpch_upstream : &c->http_upstream, err, sizeof err) <
+            0) {
             char shown[sizeof q];
             perr(p, file, line, "%s \"%s\" %s", o->key,
                  qv(without_userinfo(v, shown, sizeof shown), q, sizeof q), err);
             return;
         }
-        c->have_http_upstream = true;
+        if (rpch)
+            c->have_rpch_upstream = true;
+        else
+            c->have_http_upstream = true;
         return;
+    }
     }
 }
 

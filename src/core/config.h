@@ -181,6 +181,11 @@ struct mp_config {
     uint32_t rpch_window;         /* mapiproxy:rpc over http receive window (64 KiB) */
     uint32_t rpch_conn_timeout_s; /* mapiproxy:rpc over http connection timeout (120) */
     uint32_t rpch_pair_timeout_s; /* mapiproxy:rpc over http pairing timeout (30) */
+    /* mapiproxy:rpc over http upstream: the relay's upstream is the server's
+     * /rpc/rpcproxy.dll instead of ncacn_ip_tcp (transport/rpch/upclient.h) */
+    struct mp_http_url rpch_upstream;
+    bool have_rpch_upstream;
+    char rpch_upstream_server[256]; /* ... server: the ?SERVER:port name (the binding's host) */
     /* NTLM users from a domain, groups (doc/configuration.md, doc/internals/auth.md) */
     char ntlm_backend[16];        /* mapiproxy:ntlm backend: file (default) | winbind */
     char winbind_socket_dir[256]; /* mapiproxy:winbind socket dir ("" = libwbclient's default) */

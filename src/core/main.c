@@ -113,7 +113,7 @@ static int gen_start(struct daemon *d, struct gen *g)
     }
     if (g->http)
         mp_http_set_modules(g->http, mp_relay_modules(g->relay));
-    if (mp_rpch_http_setup(d->loop, &g->cfg, g->http, mp_relay_adopt, g->relay, &g->rpch)) {
+    if (mp_rpch_http_setup(d->loop, &g->cfg, g->http, g->relay, &g->rpch)) {
         mp_http_free(g->http);
         mp_relay_free(g->relay);
         g->http = NULL;
@@ -127,7 +127,12 @@ static int gen_start(struct daemon *d, struct gen *g)
 
 static const char *upstream_text(const struct mp_config *c, char *up, size_t n)
 {
-    if (c->binding.port)
+    if (c->have_rpch_upstream)
+        snprintf(up, n, "RPC over HTTP %s://%.100s:%u/rpc/rpcproxy.dll?%.60s:<port>",
+                 c->rpch_upstream.tls ? "https" : "http", c->rpch_upstream.host,
+                 c->rpch_upstream.port,
+                 c->rpch_upstream_server[0] ? c->rpch_upstream_server : c->binding.host);
+    else if (c->binding.port)
         snprintf(up, n, "%s port %u", c->binding.host, c->binding.port);
     else
         snprintf(up, n, "%s (ports from its endpoint mapper on %u)", c->binding.host,

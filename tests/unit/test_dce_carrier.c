@@ -76,7 +76,7 @@ int main(void)
         TEST_DONE();
 
     struct cap c = {.take = 7};
-    struct assoc *a = mp_dce_assoc_open(r, &ops, &c, "test (carrier)", true);
+    struct assoc *a = mp_dce_assoc_open(r, &ops, &c, "test (carrier)", NULL, true);
     CHECK(a != NULL);
     CHECK(c.want); /* waiting for the bind */
 
@@ -133,7 +133,7 @@ int main(void)
 
     /* a second association, ended by its carrier: not told back */
     struct cap c2 = {0};
-    struct assoc *a2 = mp_dce_assoc_open(r, &ops, &c2, "test 2 (carrier)", false);
+    struct assoc *a2 = mp_dce_assoc_open(r, &ops, &c2, "test 2 (carrier)", "192.0.2.9", false);
     CHECK(a2 != NULL);
     if (a2)
         mp_dce_assoc_close(a2, "carrier gone");

@@ -1,16 +1,16 @@
 /* RPC over HTTP termination glue (src/transport/rpch/rpch.c) on the real
- * event loop: two channels paired by cookie, the association's socketpair
- * handed to the adopt function, PDUs both ways, pairing timeout.  CONN/A1
- * and CONN/B1 are the bytes Impacket's rpch client sends. */
+ * event loop: two channels paired by cookie, the inner association opened
+ * through a stand-in for transport/dcerpc/carrier.h, PDUs both ways, the
+ * client's OUT window holding the association back, pairing timeout.
+ * CONN/A1 and CONN/B1 are the bytes Impacket's rpch client sends. */
 #include <stdint.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "core/buf.h"
 #include "dcerpc/pdu.h"
 #include "rts_vectors.h"
 #include "testlib.h"
+#include "transport/dcerpc/carrier.h"
 #include "transport/rpch/rpch.h"
 #include "transport/rpch/rts.h"
 
@@ -20,9 +20,6 @@ struct sess {
     char why[128];
 };
 static struct sess s_in, s_out;
-static int adopted_fd = -1;
-static char adopted_host[64];
-
 static void h_send(void *owner, const uint8_t *p, size_t n)
 {
     mp_buf_append(&((struct sess *)owner)->got, p, n);
@@ -35,11 +32,41 @@ static void h_close(void *owner, const char *why)
 }
 static const struct mp_rpch_chan_host host = {h_send, h_close};
 
-static void adopt(void *data, int fd, const char *h, uint16_t port)
+/* the stand-in association */
+static struct {
+    const struct mp_dce_carrier_ops *ops;
+    void *carrier;
+    char peer[96], host[64];
+    struct mp_buf in;  /* what the carrier fed it */
+    struct mp_buf out; /* what it offers the client */
+    int opened, closed, writable;
+} as;
+
+static void *s_open(void *data, const struct mp_dce_carrier_ops *ops, void *carrier,
+                    const char *peer, const char *h)
 {
-    adopted_fd = fd;
-    snprintf(adopted_host, sizeof(adopted_host), "%s:%u", h, port);
+    as.ops = ops;
+    as.carrier = carrier;
+    snprintf(as.peer, sizeof as.peer, "%s", peer);
+    snprintf(as.host, sizeof as.host, "%s", h);
+    as.opened++;
+    ops->want_input(carrier, true);
+    return &as;
 }
+static int s_input(void *a, const void *p, size_t n)
+{
+    return mp_buf_append(&as.in, p, n) ? -1 : 0;
+}
+static void s_writable(void *a)
+{
+    as.writable++;
+    as.ops->flush(as.carrier, &as.out);
+}
+static void s_close(void *a, const char *why)
+{
+    as.closed++;
+}
+static const struct mp_rpch_sink sink = {s_open, s_input, s_writable, s_close};
 
 static struct mp_loop *loop;
 static struct mp_timer stopper;
@@ -60,7 +87,7 @@ static void test_pair_and_relay(void)
                              .conn_timeout_ms = 120000,
                              .pair_timeout_ms = 1000,
                              .max_pending = 1 << 20};
-    struct mp_rpch *r = mp_rpch_new(loop, &o, adopt, NULL);
+    struct mp_rpch *r = mp_rpch_new(loop, &o, &sink, NULL);
     uint8_t a1[128], b1[128];
     size_t na = t_unhex(IMPACKET_A1, a1, sizeof a1), nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
     /* IN first this time (the order on the wire is not guaranteed) */
@@ -69,10 +96,11 @@ static void test_pair_and_relay(void)
     CHECK(mp_rpch_chan_data(in, b1, 7) == NULL); /* in pieces */
     CHECK(mp_rpch_chan_data(in, b1 + 7, nb - 7) == NULL);
     CHECK_EQ(mp_rpch_count(r), 1u);
-    CHECK(adopted_fd < 0);
+    CHECK_EQ(as.opened, 0);
     CHECK(mp_rpch_chan_data(out, a1, na) == NULL);
-    CHECK(adopted_fd >= 0);
-    CHECK(strcmp(adopted_host, "192.0.2.7:5555") == 0);
+    CHECK_EQ(as.opened, 1);
+    CHECK(strcmp(as.peer, "192.0.2.7:5555 (rpch)") == 0);
+    CHECK(strcmp(as.host, "192.0.2.7") == 0);
     /* OUT: 200 head, CONN/A3, CONN/C2 */
     const char *head = (const char *)s_out.got.data;
     CHECK(s_out.got.len > 20 && memcmp(head, "HTTP/1.1 200 Success\r\n", 22) == 0);
@@ -84,29 +112,79 @@ static void test_pair_and_relay(void)
     CHECK(mp_rts_decode(body + 28, 44, &p) == NULL && mp_rts_identify(&p) == MP_RTS_CONN_C1);
     s_out.got.len = s_out.got.off = 0;
 
-    /* a request on IN reaches the association's end of the socketpair */
+    /* a request on IN reaches the association as it is */
     uint8_t req[64] = {5, 0, MP_PT_REQUEST, 3, 0x10};
     mp_put16(req + 8, sizeof(req));
     mp_put32(req + 12, 9);
     CHECK(mp_rpch_chan_data(in, req, sizeof(req)) == NULL);
-    uint8_t got[128];
-    CHECK(recv(adopted_fd, got, sizeof(got), 0) == (ssize_t)sizeof(req));
-    CHECK(memcmp(got, req, sizeof(req)) == 0);
-    /* the association answers: it comes out on the OUT channel */
-    req[2] = MP_PT_RESPONSE;
-    CHECK(send(adopted_fd, req, sizeof(req), 0) == (ssize_t)sizeof(req));
-    run_for(50);
-    CHECK_EQ(s_out.got.len, sizeof(req));
-    /* the association closes: both sessions are told */
-    close(adopted_fd);
-    adopted_fd = -1;
-    run_for(50);
+    CHECK_EQ(as.in.len, sizeof(req));
+    CHECK(memcmp(as.in.data, req, sizeof(req)) == 0);
+    /* while the association does not want input, the calls wait */
+    as.ops->want_input(as.carrier, false);
+    CHECK(mp_rpch_chan_data(in, req, sizeof(req)) == NULL);
+    CHECK_EQ(as.in.len, sizeof(req));
+    as.ops->want_input(as.carrier, true);
+    run_for(20);
+    CHECK_EQ(as.in.len, 2 * sizeof(req));
+
+    /* the association answers: whole PDUs come out on the OUT channel, a
+     * partial one stays with it */
+    static uint8_t resp[16384];
+    memcpy(resp, req, 16);
+    resp[2] = MP_PT_RESPONSE;
+    mp_put16(resp + 8, sizeof(resp));
+    mp_buf_append(&as.out, resp, sizeof(resp));
+    mp_buf_append(&as.out, resp, 100);
+    CHECK(as.ops->flush(as.carrier, &as.out) == 0);
+    CHECK_EQ(s_out.got.len, sizeof(resp));
+    CHECK_EQ(as.out.len - as.out.off, 100u);
+    mp_buf_append(&as.out, resp + 100, sizeof(resp) - 100);
+    /* Impacket's window is 64 KiB: with the first, four 16 KiB PDUs go, the
+     * fifth is held, the sixth stays with the association until the client
+     * acknowledges */
+    for (int k = 0; k < 4; k++)
+        mp_buf_append(&as.out, resp, sizeof(resp));
+    CHECK(as.ops->flush(as.carrier, &as.out) == 0);
+    CHECK_EQ(s_out.got.len, 4 * sizeof(resp));
+    CHECK_EQ(as.out.len - as.out.off, sizeof(resp));
+    struct mp_rts_pdu ack;
+    struct mp_rts_cookie oc;
+    memcpy(oc.b, a1 + 52, 16); /* CONN/A1's OUT channel cookie */
+    mp_rts_flow_ack(&ack, 1, MP_RTS_FD_OUT_PROXY, 0x8000, 65536, &oc);
+    uint8_t ab[128];
+    size_t m = mp_rts_encode(&ack, ab, sizeof(ab));
+    CHECK(mp_rpch_chan_data(in, ab, m) == NULL);
+    CHECK_EQ(as.writable, 1);
+    CHECK_EQ(s_out.got.len, 6 * sizeof(resp));
+    CHECK_EQ(as.out.len - as.out.off, 0u);
+
+    /* the association closes: both sessions are told, with its reason */
+    as.ops->closed(as.carrier, "closed after final answer");
     CHECK(s_in.closed == 1 && s_out.closed == 1);
-    CHECK(strstr(s_in.why, "association closed") != NULL);
+    CHECK(strstr(s_in.why, "association closed (closed after final answer)") != NULL);
+    CHECK_EQ(as.closed, 0); /* it closed itself: not told again */
     CHECK_EQ(mp_rpch_count(r), 0u);
     mp_rpch_chan_free(in);
     mp_rpch_chan_free(out);
+    run_for(10);
+
+    /* a channel closing closes the association */
+    mp_buf_free(&s_in.got);
+    mp_buf_free(&s_out.got);
+    memset(&s_in, 0, sizeof s_in);
+    memset(&s_out, 0, sizeof s_out);
+    in = mp_rpch_chan_new(r, false, "192.0.2.7", 5555, 1u << 30, &host, &s_in);
+    out = mp_rpch_chan_new(r, true, "192.0.2.7", 5556, 76, &host, &s_out);
+    CHECK(mp_rpch_chan_data(out, a1, na) == NULL);
+    CHECK(mp_rpch_chan_data(in, b1, nb) == NULL);
+    CHECK_EQ(as.opened, 2);
+    mp_rpch_chan_free(in);
+    CHECK_EQ(as.closed, 1);
+    CHECK_EQ(s_out.closed, 1);
+    mp_rpch_chan_free(out);
     mp_rpch_free(r);
+    mp_buf_free(&as.in);
+    mp_buf_free(&as.out);
 }
 
 static void test_partner_never_comes(void)
@@ -115,7 +193,7 @@ static void test_partner_never_comes(void)
                              .conn_timeout_ms = 120000,
                              .pair_timeout_ms = 30,
                              .max_pending = 1 << 20};
-    struct mp_rpch *r = mp_rpch_new(loop, &o, adopt, NULL);
+    struct mp_rpch *r = mp_rpch_new(loop, &o, &sink, NULL);
     memset(&s_in, 0, sizeof(s_in));
     uint8_t b1[128];
     size_t nb = t_unhex(IMPACKET_B1, b1, sizeof b1);

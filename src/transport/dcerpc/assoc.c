@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "net/accept.h"
 #include "transport/dcerpc/carrier.h"
+#include "transport/rpch/upclient.h"
 #include "ops/metrics.h"
 #include "ops/pcapng.h"
 
@@ -281,7 +282,18 @@ static void idle_cb(struct mp_timer *t)
 
 static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
 {
-    return mp_conn_connect(&c->n, &a->r->up_addr, a->r->up_addr_len, port);
+    if (c->role != ROLE_UPSTREAM || !a->r->rpch_up)
+        return mp_conn_connect(&c->n, &a->r->up_addr, a->r->up_addr_len, port);
+    /* RPC over HTTP upstream: a virtual connection to ?SERVER:port, seen
+     * here as a stream socket that is connected at once */
+    int fd = mp_rpch_up_open(a->r->rpch_up, a->peer, port);
+    if (fd < 0)
+        return -1;
+    mp_conn_attach(&c->n, fd);
+    c->n.port = port;
+    c->n.connecting = true; /* on_connected() at its first writability */
+    c->n.read_ms = c->n.write_ms = mp_now_ms();
+    return 0;
 }
 
 /* Finds the upstream's port (fixed, cached, or from its endpoint mapper)
@@ -611,6 +623,19 @@ static struct assoc *assoc_new(struct mp_relay *r, const char *peer, bool epm)
     return a;
 }
 
+/* The per-address count (mapiproxy:max connections per address); NULL and
+ * a log line when the address is over it. */
+static struct addr_count *addr_take_logged(struct mp_relay *r, const uint8_t ip[16],
+                                           const char *peer, const char *host)
+{
+    struct addr_count *ac = dce_addr_take(r, ip);
+    if (!ac)
+        mp_warn("conn %s refused: %u connections open from %s (mapiproxy:max connections per "
+                "address)",
+                peer, r->cfg->max_conn_per_addr, host);
+    return ac;
+}
+
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
 {
     struct listener *l = data;
@@ -631,14 +656,9 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
     } else if (ss.ss_family == AF_INET) {
         ip[10] = ip[11] = 0xff;
         memcpy(ip + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-    } else if (inet_pton(AF_INET6, host, ip) != 1 && inet_pton(AF_INET, host, ip + 12) == 1) {
-        ip[10] = ip[11] = 0xff; /* a socketpair (mp_relay_adopt): the client's address */
     }
-    struct addr_count *ac = dce_addr_take(r, ip);
+    struct addr_count *ac = addr_take_logged(r, ip, peer, host);
     if (!ac) {
-        mp_warn("conn %s refused: %u connections open from %s (mapiproxy:max connections per "
-                "address)",
-                peer, r->cfg->max_conn_per_addr, host);
         close(fd);
         return;
     }
@@ -661,16 +681,31 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
 /* ---- other carriers (transport/dcerpc/carrier.h) ---- */
 
 struct assoc *mp_dce_assoc_open(struct mp_relay *r, const struct mp_dce_carrier_ops *ops,
-                                void *carrier, const char *peer, bool epm)
+                                void *carrier, const char *peer, const char *host, bool epm)
 {
+    if (!r->n_ls) {
+        mp_warn("conn %s refused: the relay is shutting down", peer);
+        return NULL;
+    }
     if (r->n_assoc >= r->cfg->max_connections) {
         mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
                 r->n_assoc);
         return NULL;
     }
+    struct addr_count *ac = NULL;
+    if (host) {
+        uint8_t ip[16] = {0};
+        if (inet_pton(AF_INET6, host, ip) != 1 && inet_pton(AF_INET, host, ip + 12) == 1)
+            ip[10] = ip[11] = 0xff;
+        if (!(ac = addr_take_logged(r, ip, peer, host)))
+            return NULL;
+    }
     struct assoc *a = assoc_new(r, peer, epm);
-    if (!a)
+    if (!a) {
+        dce_addr_release(r, ac);
         return NULL;
+    }
+    a->addr = ac;
     a->carrier = ops;
     a->carrier_data = carrier;
     a->c.n.read_ms = a->c.n.write_ms = a->t_open;

@@ -45,11 +45,13 @@ struct mp_dce_carrier_ops {
 };
 
 /* A new association whose client leg is the carrier; peer names the client
- * in log lines (e.g. "10.0.0.5:51234 (rpch)").  epm: the association serves
- * the proxy's own endpoint mapper (as on the epmapper port).  NULL when out
- * of memory or over mapiproxy:max connections (logged). */
+ * in log lines (e.g. "10.0.0.5:51234 (rpch)"); host is the client's address
+ * (IPv4 or IPv6 text), counted against mapiproxy:max connections per
+ * address (NULL: not counted).  epm: the association serves the proxy's own
+ * endpoint mapper (as on the epmapper port).  NULL when out of memory or
+ * over mapiproxy:max connections (per address) (logged). */
 struct assoc *mp_dce_assoc_open(struct mp_relay *r, const struct mp_dce_carrier_ops *ops,
-                                void *carrier, const char *peer, bool epm);
+                                void *carrier, const char *peer, const char *host, bool epm);
 /* Client bytes in.  0, or -1 when the association closed (ops->closed ran). */
 int mp_dce_assoc_input(struct assoc *a, const void *p, size_t len);
 /* The carrier can take output again. */

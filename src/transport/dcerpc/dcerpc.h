@@ -17,11 +17,6 @@ uint16_t mp_relay_rpc_port(const struct mp_relay *r);
 /* The module chain the relay loaded (shared with the HTTP front). */
 struct mp_modules *mp_relay_modules(struct mp_relay *r);
 uint16_t mp_relay_epm_port(const struct mp_relay *r);
-/* Takes a client connection that did not come through a listener (RPC over
- * HTTP's inner stream, transport/rpch): fd is a connected, non-blocking
- * stream socket; host and port the real client's, for the log and the
- * per-address count.  The shape of mp_accept_fn (relay: the mp_relay). */
-void mp_relay_adopt(void *relay, int fd, const char *host, uint16_t port);
 /* Stops accepting and closes every association (for shutdown). */
 void mp_relay_shutdown(struct mp_relay *r);
 /* Reload: stop accepting (the associations go on); how many are left. */

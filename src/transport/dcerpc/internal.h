@@ -219,8 +219,9 @@ struct mp_relay {
     struct mp_dce_auth auth;
     struct mp_iface_spec pt_ifaces[MP_MAX_IFACES]; /* mapiproxy:pass-through interfaces */
     size_t n_pt;
-    uint8_t min_level;  /* mapiproxy:min client auth level */
-    bool min_level_set; /* ... given explicitly: binds relayed as they are obey it too */
+    uint8_t min_level;          /* mapiproxy:min client auth level */
+    bool min_level_set;         /* ... given explicitly: binds relayed as they are obey it too */
+    struct mp_rpch_up *rpch_up; /* mapiproxy:rpc over http upstream, or NULL (ncacn_ip_tcp) */
 };
 
 /* Parsed one at a time on the loop thread (bind.c). */

@@ -16,6 +16,7 @@
 #include "net/accept.h"
 #include "net/conn.h"
 #include "ops/metrics.h"
+#include "transport/rpch/upclient.h"
 
 static struct addr_count **addr_slot(struct mp_relay *r, const uint8_t ip[16])
 {
@@ -162,6 +163,14 @@ struct mp_relay *mp_relay_new(struct mp_loop *loop, const struct mp_config *cfg)
         free(r);
         return NULL;
     }
+    bool up_failed;
+    r->rpch_up = mp_rpch_up_new(loop, cfg, &up_failed);
+    if (up_failed) {
+        mp_modules_unload(&r->mods);
+        mp_dce_auth_free(&r->auth);
+        free(r);
+        return NULL;
+    }
     uint16_t rpc = cfg->rpc_port, epm = cfg->epm_port;
     for (size_t i = 0; i < cfg->n_listen; i++) {
         uint16_t got;
@@ -232,6 +241,7 @@ void mp_relay_free(struct mp_relay *r)
     if (!r)
         return;
     mp_relay_shutdown(r);
+    mp_rpch_up_free(r->rpch_up);
     for (size_t i = 0; i < N_GROUP_BUCKETS; i++)
         while (r->groups[i]) {
             struct mp_session *g = r->groups[i];
@@ -246,16 +256,4 @@ void mp_relay_free(struct mp_relay *r)
 struct mp_modules *mp_relay_modules(struct mp_relay *r)
 {
     return &r->mods;
-}
-
-void mp_relay_adopt(void *relay, int fd, const char *host, uint16_t port)
-{
-    struct mp_relay *r = relay;
-    for (size_t i = 0; i < r->n_ls; i++)
-        if (!r->ls[i].epm) {
-            dce_assoc_accept(&r->ls[i], fd, host, port);
-            return;
-        }
-    mp_warn("conn %s:%u refused: the relay is shutting down", host, port);
-    close(fd);
 }

@@ -201,8 +201,7 @@ static int take(void *arg, struct mp_http_handover *ho)
 }
 
 int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct mp_http *http,
-                       void (*adopt)(void *, int, const char *, uint16_t), void *data,
-                       struct mp_rpch_http **out)
+                       struct mp_relay *relay, struct mp_rpch_http **out)
 {
     *out = NULL;
     if (!cfg->rpch || !http)
@@ -215,7 +214,7 @@ int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct
                                 .conn_timeout_ms = cfg->rpch_conn_timeout_s * 1000,
                                 .pair_timeout_ms = cfg->rpch_pair_timeout_s * 1000,
                                 .max_pending = cfg->max_buffer};
-    if (!(o->rpch = mp_rpch_new(loop, &opts, adopt, data)) ||
+    if (!(o->rpch = mp_rpch_new(loop, &opts, &mp_rpch_dce_sink, relay)) ||
         mp_http_add_handler(http, "/rpc/rpcproxy.dll", false, "RPC_IN_DATA RPC_OUT_DATA", take,
                             o)) {
         mp_error("http front: cannot set up RPC over HTTP");

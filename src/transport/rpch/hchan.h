@@ -9,12 +9,12 @@
 struct mp_http;
 struct mp_rpch_http;
 
+struct mp_relay;
 /* With mapiproxy:rpc over http: registers the route on the front; each
- * virtual connection's inner DCE/RPC goes to adopt(data, ...)
- * (mp_relay_adopt).  *out NULL when the option is off.  0 or -1. */
+ * virtual connection's inner DCE/RPC is an association of relay (through
+ * transport/dcerpc/carrier.h).  *out NULL when the option is off.  0 or -1. */
 int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct mp_http *http,
-                       void (*adopt)(void *, int, const char *, uint16_t), void *data,
-                       struct mp_rpch_http **out);
+                       struct mp_relay *relay, struct mp_rpch_http **out);
 /* Closes every channel and virtual connection (before mp_http_free). */
 void mp_rpch_http_free(struct mp_rpch_http *o);
 #endif

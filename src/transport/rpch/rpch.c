@@ -1,16 +1,15 @@
-/* RPC over HTTP v2 termination: channels, pairing, the association's
- * socketpair, timers.  See rpch.h and doc/internals/rpch.md. */
+/* RPC over HTTP v2 termination: channels, pairing, the inner association
+ * (transport/dcerpc/carrier.h), timers.  See rpch.h and
+ * doc/internals/rpch.md. */
 #include "transport/rpch/rpch.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "core/log.h"
 #include "dcerpc/pdu.h"
+#include "transport/dcerpc/carrier.h"
 #include "transport/rpch/vconn.h"
 
 #define FIRST_MAX 128 /* CONN/A1 is 76 bytes, CONN/B1 104 */
@@ -20,10 +19,11 @@ struct vcent {
     struct mp_rpch *r;
     struct mp_rpch_vc vc;
     struct mp_rpch_chan *in, *out;
-    struct mp_io sp;      /* our end of the association's socketpair */
-    struct mp_buf sp_in;  /* from the association: partial PDUs */
-    struct mp_buf sp_out; /* toward the association */
-    struct mp_timer pair, ping;
+    void *assoc;     /* the inner association (carrier.h), once open */
+    bool want;       /* the association takes input now */
+    bool blocked;    /* it offered PDUs the client's window could not take */
+    const char *err; /* why a carrier callback refused, for the close line */
+    struct mp_timer pair, ping, feed;
     uint64_t last_out_ms;
     char cookie[40];
     bool dying;
@@ -46,24 +46,43 @@ struct mp_rpch_chan {
 struct mp_rpch {
     struct mp_loop *loop;
     struct mp_rpch_opts o;
-    mp_rpch_adopt_fn adopt;
-    void *adopt_data;
+    const struct mp_rpch_sink *sink;
+    void *sink_data;
     struct vcent *all;
     size_t n;
 };
 
 static void vc_end(struct vcent *v, const char *why);
 
+static void *dce_open(void *data, const struct mp_dce_carrier_ops *ops, void *carrier,
+                      const char *peer, const char *host)
+{
+    return mp_dce_assoc_open(data, ops, carrier, peer, host, false);
+}
+static int dce_input(void *assoc, const void *p, size_t n)
+{
+    return mp_dce_assoc_input(assoc, p, n);
+}
+static void dce_writable(void *assoc)
+{
+    mp_dce_assoc_writable(assoc);
+}
+static void dce_close(void *assoc, const char *why)
+{
+    mp_dce_assoc_close(assoc, why);
+}
+const struct mp_rpch_sink mp_rpch_dce_sink = {dce_open, dce_input, dce_writable, dce_close};
+
 struct mp_rpch *mp_rpch_new(struct mp_loop *loop, const struct mp_rpch_opts *o,
-                            mp_rpch_adopt_fn adopt, void *adopt_data)
+                            const struct mp_rpch_sink *sink, void *sink_data)
 {
     struct mp_rpch *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
     r->loop = loop;
     r->o = *o;
-    r->adopt = adopt;
-    r->adopt_data = adopt_data;
+    r->sink = sink;
+    r->sink_data = sink_data;
     return r;
 }
 
@@ -80,70 +99,104 @@ static void cookie_str(const struct mp_rts_cookie *c, char *dst, size_t n)
              b[14], b[15]);
 }
 
-/* Writes what the virtual connection queued: out_q to the OUT channel's
- * client, up_q toward the association. */
-static const char *flush(struct vcent *v)
+/* out_q to the OUT channel's client. */
+static void send_out(struct vcent *v)
 {
     struct mp_rpch_vc *vc = &v->vc;
-    const char *err = NULL;
-    if (mp_buf_avail(&vc->up_q) && v->sp.fd >= 0) {
-        if (mp_buf_avail(&v->sp_out) + mp_buf_avail(&vc->up_q) > v->r->o.max_pending)
-            return "the association does not take the client's calls";
-        if (mp_buf_append(&v->sp_out, mp_buf_head(&vc->up_q), mp_buf_avail(&vc->up_q)))
-            return "out of memory";
-        mp_buf_consume(&vc->up_q, mp_buf_avail(&vc->up_q));
-        mp_buf_trim(&vc->up_q);
-    }
-    while (mp_buf_avail(&v->sp_out)) {
-        ssize_t w = send(v->sp.fd, mp_buf_head(&v->sp_out), mp_buf_avail(&v->sp_out), MSG_NOSIGNAL);
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (w <= 0)
-            return "the association closed";
-        mp_buf_consume(&v->sp_out, (size_t)w);
-        if ((err = mp_rpch_vc_consumed(vc, (size_t)w))) /* may queue a FlowControlAck */
-            return err;
-    }
-    mp_buf_trim(&v->sp_out);
-    if (v->sp.fd >= 0)
-        mp_io_set(v->r->loop, &v->sp, MP_READ | (mp_buf_avail(&v->sp_out) ? MP_WRITE : 0));
     if (mp_buf_avail(&vc->out_q) && v->out) {
         v->out->host->send(v->out->owner, mp_buf_head(&vc->out_q), mp_buf_avail(&vc->out_q));
         mp_buf_consume(&vc->out_q, mp_buf_avail(&vc->out_q));
         mp_buf_trim(&vc->out_q);
         v->last_out_ms = mp_now_ms();
     }
+}
+
+/* Moves what the virtual connection queued: up_q into the association
+ * while it takes input, out_q to the OUT channel's client; tells the
+ * association when the client's window opened again.  Never called from
+ * inside the association's callbacks. */
+static const char *flush(struct vcent *v)
+{
+    struct mp_rpch_vc *vc = &v->vc;
+    const char *err = NULL;
+    if (mp_buf_avail(&vc->up_q) > v->r->o.max_pending)
+        return "the association does not take the client's calls";
+    while (v->assoc && v->want && mp_buf_avail(&vc->up_q)) {
+        size_t n = mp_buf_avail(&vc->up_q);
+        int rc = v->r->sink->input(v->assoc, mp_buf_head(&vc->up_q), n);
+        if (v->dying) /* its closed() ended the virtual connection */
+            return NULL;
+        if (rc < 0)
+            return "the association closed";
+        mp_buf_consume(&vc->up_q, n);
+        if ((err = mp_rpch_vc_consumed(vc, n))) /* may queue a FlowControlAck */
+            return err;
+    }
+    mp_buf_trim(&vc->up_q);
+    send_out(v);
+    if (v->assoc && v->blocked && !mp_buf_avail(&vc->held)) {
+        v->blocked = false;
+        v->r->sink->writable(v->assoc);
+        if (v->dying)
+            return NULL;
+    }
     return NULL;
 }
 
-static void sp_cb(struct mp_io *io, uint32_t ev)
+/* ---- the association's side (transport/dcerpc/carrier.h) ---- */
+
+/* Whole PDUs for the client, while its OUT window has room. */
+static int c_flush(void *carrier, struct mp_buf *out)
 {
-    struct vcent *v = io->data;
-    const char *err = NULL;
-    if (ev & (MP_READ | MP_ERRHUP)) {
-        uint8_t buf[65536];
-        ssize_t n = recv(io->fd, buf, sizeof(buf), 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-            vc_end(v, "the association closed");
-            return;
+    struct vcent *v = carrier;
+    if (v->dying)
+        return -1;
+    while (mp_buf_avail(out) >= MP_HDR_LEN) {
+        if (mp_buf_avail(&v->vc.held)) {
+            v->blocked = true; /* flush() calls writable() once the client acked */
+            break;
         }
-        if (n > 0 && mp_buf_append(&v->sp_in, buf, (size_t)n))
-            err = "out of memory";
-        while (!err && mp_buf_avail(&v->sp_in) >= MP_HDR_LEN) {
-            size_t fl = mp_get16(mp_buf_head(&v->sp_in) + 8);
-            if (fl < MP_HDR_LEN) {
-                err = "association sent a PDU shorter than its header";
-                break;
-            }
-            if (mp_buf_avail(&v->sp_in) < fl)
-                break;
-            err = mp_rpch_vc_from_server(&v->vc, mp_buf_head(&v->sp_in), fl);
-            mp_buf_consume(&v->sp_in, fl);
+        size_t fl = mp_get16(mp_buf_head(out) + 8);
+        if (fl < MP_HDR_LEN) {
+            v->err = "association sent a PDU shorter than its header";
+            return -1;
         }
-        mp_buf_trim(&v->sp_in);
+        if (mp_buf_avail(out) < fl)
+            break;
+        if ((v->err = mp_rpch_vc_from_server(&v->vc, mp_buf_head(out), fl)))
+            return -1;
+        mp_buf_consume(out, fl);
     }
-    if (!err)
-        err = flush(v);
+    send_out(v);
+    return 0;
+}
+
+static void c_want(void *carrier, bool want)
+{
+    struct vcent *v = carrier;
+    v->want = want;
+    /* not from inside the association: on the next loop turn */
+    if (want && mp_buf_avail(&v->vc.up_q) && !v->feed.heap_idx)
+        mp_timer_arm(v->r->loop, &v->feed, 0);
+}
+
+static void c_closed(void *carrier, const char *reason)
+{
+    struct vcent *v = carrier;
+    v->assoc = NULL;
+    char why[160];
+    snprintf(why, sizeof(why), "%s", v->err ? v->err : "the association closed");
+    if (!v->err && reason)
+        snprintf(why, sizeof(why), "the association closed (%s)", reason);
+    vc_end(v, why);
+}
+
+static const struct mp_dce_carrier_ops carrier_ops = {c_flush, c_want, c_closed};
+
+static void feed_cb(struct mp_timer *t)
+{
+    struct vcent *v = t->data;
+    const char *err = flush(v);
     if (err)
         vc_end(v, err);
 }
@@ -175,16 +228,15 @@ static void pair_cb(struct mp_timer *t)
 static const char *vc_opened(struct vcent *v)
 {
     mp_timer_cancel(v->r->loop, &v->pair);
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
-        return "socketpair failed";
-    v->sp.fd = sv[0];
-    v->sp.cb = sp_cb;
-    v->sp.data = v;
     mp_info("rpch %s: virtual connection open (client %s:%u, keep-alive %u ms, channel lifetime "
             "%u bytes)",
             v->cookie, v->in->host_addr, v->in->port, v->vc.keepalive, v->vc.lifetime);
-    v->r->adopt(v->r->adopt_data, sv[1], v->in->host_addr, v->in->port);
+    char peer[96];
+    snprintf(peer, sizeof(peer), "%s:%u (rpch)", v->in->host_addr, v->in->port);
+    v->want = false; /* the association says when (want_input) */
+    v->assoc = v->r->sink->open(v->r->sink_data, &carrier_ops, v, peer, v->in->host_addr);
+    if (!v->assoc)
+        return "the relay refused the association";
     v->ping.cb = ping_cb;
     v->ping.data = v;
     mp_timer_arm(v->r->loop, &v->ping, v->r->o.conn_timeout_ms / 2);
@@ -210,10 +262,11 @@ static struct vcent *vc_new(struct mp_rpch *r, const struct mp_rts_cookie *c)
                                  .max_pending = r->o.max_pending};
     mp_rpch_vc_init(&v->vc, &lim);
     v->vc.vc_cookie = *c;
-    v->sp.fd = -1;
     cookie_str(c, v->cookie, sizeof(v->cookie));
     v->pair.cb = pair_cb;
     v->pair.data = v;
+    v->feed.cb = feed_cb;
+    v->feed.data = v;
     mp_timer_arm(r->loop, &v->pair, r->o.pair_timeout_ms);
     v->next = r->all;
     r->all = v;
@@ -221,7 +274,16 @@ static struct vcent *vc_new(struct mp_rpch *r, const struct mp_rts_cookie *c)
     return v;
 }
 
-static void vc_unlink(struct vcent *v)
+static void vc_free(void *p)
+{
+    struct vcent *v = p;
+    mp_rpch_vc_free(&v->vc);
+    free(v);
+}
+
+/* Out of the registry, timers off, the association closed; the memory
+ * stays until the loop's batch is over (we may be inside a callback). */
+static void vc_unlink(struct vcent *v, const char *why)
 {
     struct mp_rpch *r = v->r;
     for (struct vcent **pp = &r->all; *pp; pp = &(*pp)->next)
@@ -232,12 +294,14 @@ static void vc_unlink(struct vcent *v)
         }
     mp_timer_cancel(r->loop, &v->pair);
     mp_timer_cancel(r->loop, &v->ping);
-    if (v->sp.fd >= 0)
-        mp_io_close(r->loop, &v->sp);
-    mp_buf_free(&v->sp_in);
-    mp_buf_free(&v->sp_out);
-    mp_rpch_vc_free(&v->vc);
-    free(v);
+    mp_timer_cancel(r->loop, &v->feed);
+    v->dying = true;
+    void *a = v->assoc;
+    v->assoc = NULL;
+    if (a)
+        r->sink->close(a, why);
+    if (mp_loop_defer(r->loop, vc_free, v))
+        vc_free(v);
 }
 
 /* Ends the virtual connection: logs why, frees it, then asks both
@@ -255,7 +319,7 @@ static void vc_end(struct vcent *v, const char *why)
     if (out)
         out->v = NULL;
     v->in = v->out = NULL;
-    vc_unlink(v);
+    vc_unlink(v, why);
     if (in)
         in->host->close(in->owner, why);
     if (out)
@@ -306,7 +370,7 @@ static const char *chan_start(struct mp_rpch_chan *c)
     }
     mp_debug("rpch %s: %s channel from %s:%u", v->cookie, c->out ? "OUT" : "IN", c->host_addr,
              c->port);
-    if (!err && v->vc.state == MP_RPCH_OPEN && v->sp.fd < 0)
+    if (!err && v->vc.state == MP_RPCH_OPEN && !v->assoc)
         err = vc_opened(v);
     if (!err)
         err = flush(v);
@@ -368,7 +432,7 @@ void mp_rpch_free(struct mp_rpch *r)
         if (v->out)
             v->out->v = NULL;
         v->in = v->out = NULL;
-        vc_unlink(v);
+        vc_unlink(v, "shutdown");
     }
     free(r);
 }

@@ -1,9 +1,10 @@
 /* RPC over HTTP v2 termination (MS-RPCH): the channels of the HTTPS front
  * on /rpc/rpcproxy.dll, paired into virtual connections by their cookie;
- * the inner DCE/RPC stream of each virtual connection goes to the DCE/RPC
- * transport as one client connection (a socketpair handed to its accept
- * function), so binds, authentication, modules and calls are the ones of
- * ncacn_ip_tcp.  doc/internals/rpch.md. */
+ * the inner DCE/RPC stream of each virtual connection is one association
+ * of the DCE/RPC transport, opened through its carrier seam
+ * (transport/dcerpc/carrier.h: no socket in between), so binds,
+ * authentication, modules and calls are the ones of ncacn_ip_tcp.
+ * doc/internals/rpch.md. */
 #ifndef MP_TRANSPORT_RPCH_H
 #define MP_TRANSPORT_RPCH_H
 #include <stdbool.h>
@@ -22,12 +23,22 @@ struct mp_rpch_opts {
     uint64_t max_pending;     /* bytes queued toward the association or the client */
 };
 
-/* Hands one connection (fd, the client's address) to the DCE/RPC transport:
- * the shape of mp_accept_fn. */
-typedef void (*mp_rpch_adopt_fn)(void *data, int fd, const char *host, uint16_t port);
+struct mp_dce_carrier_ops;
+/* Where a virtual connection's inner DCE/RPC goes: carrier.h's functions.
+ * mp_rpch_dce_sink is the relay's (data: the struct mp_relay); the unit
+ * tests bring their own. */
+struct mp_rpch_sink {
+    /* mp_dce_assoc_open: peer for the log, host the client's address */
+    void *(*open)(void *data, const struct mp_dce_carrier_ops *ops, void *carrier, const char *peer,
+                  const char *host);
+    int (*input)(void *assoc, const void *p, size_t n); /* mp_dce_assoc_input */
+    void (*writable)(void *assoc);                      /* mp_dce_assoc_writable */
+    void (*close)(void *assoc, const char *why);        /* mp_dce_assoc_close */
+};
+extern const struct mp_rpch_sink mp_rpch_dce_sink;
 
 struct mp_rpch *mp_rpch_new(struct mp_loop *loop, const struct mp_rpch_opts *o,
-                            mp_rpch_adopt_fn adopt, void *adopt_data);
+                            const struct mp_rpch_sink *sink, void *sink_data);
 void mp_rpch_free(struct mp_rpch *r);
 size_t mp_rpch_count(const struct mp_rpch *r); /* virtual connections */
 

@@ -130,21 +130,37 @@ const char *mp_rpch_vc_conn_b1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
     return maybe_open(vc);
 }
 
+int mp_rpch_next_pdu(const struct mp_buf *b, struct mp_pdu_hdr *h, const char **err)
+{
+    if (mp_buf_avail(b) < MP_HDR_LEN)
+        return 0;
+    if ((*err = mp_pdu_hdr_check(mp_buf_head(b), mp_buf_avail(b), h)))
+        return -1;
+    return mp_buf_avail(b) >= h->frag_len;
+}
+
+const char *mp_rpch_release_held(struct mp_buf *held, struct mp_buf *dst, uint64_t *sent,
+                                 uint64_t limit)
+{
+    while (mp_buf_avail(held) >= MP_HDR_LEN) {
+        const uint8_t *p = mp_buf_head(held);
+        size_t n = mp_get16(p + 8);
+        if (*sent + n > limit)
+            break;
+        if (mp_buf_append(dst, p, n))
+            return "out of memory";
+        *sent += n;
+        mp_buf_consume(held, n);
+    }
+    mp_buf_trim(held);
+    return NULL;
+}
+
 /* Moves held server PDUs to out_q while the client's window has room. */
 static const char *release_held(struct mp_rpch_vc *vc)
 {
-    while (mp_buf_avail(&vc->held) >= MP_HDR_LEN) {
-        const uint8_t *p = mp_buf_head(&vc->held);
-        size_t n = mp_get16(p + 8);
-        if (vc->out_sent + n - vc->out_acked > vc->out_window)
-            break;
-        if (mp_buf_append(&vc->out_q, p, n))
-            return "out of memory";
-        vc->out_sent += n;
-        mp_buf_consume(&vc->held, n);
-    }
-    mp_buf_trim(&vc->held);
-    return NULL;
+    return mp_rpch_release_held(&vc->held, &vc->out_q, &vc->out_sent,
+                                vc->out_acked + vc->out_window);
 }
 
 static const char *in_rts(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
@@ -199,14 +215,11 @@ const char *mp_rpch_vc_in_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
     vc->in_left -= n;
     if (mp_buf_append(&vc->in_acc, p, n))
         return "out of memory";
-    while (mp_buf_avail(&vc->in_acc) >= MP_HDR_LEN) {
+    struct mp_pdu_hdr h;
+    const char *err = NULL;
+    int more;
+    while ((more = mp_rpch_next_pdu(&vc->in_acc, &h, &err)) > 0) {
         const uint8_t *q = mp_buf_head(&vc->in_acc);
-        struct mp_pdu_hdr h;
-        const char *err = mp_pdu_hdr_check(q, mp_buf_avail(&vc->in_acc), &h);
-        if (err)
-            return err;
-        if (mp_buf_avail(&vc->in_acc) < h.frag_len)
-            break;
         if (h.ptype == MP_PT_RTS) {
             if ((err = in_rts(vc, q, h.frag_len)))
                 return err;
@@ -221,7 +234,7 @@ const char *mp_rpch_vc_in_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
         mp_buf_consume(&vc->in_acc, h.frag_len);
     }
     mp_buf_trim(&vc->in_acc);
-    return NULL;
+    return more < 0 ? err : NULL;
 }
 
 const char *mp_rpch_vc_consumed(struct mp_rpch_vc *vc, size_t n)

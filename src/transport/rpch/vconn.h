@@ -73,6 +73,15 @@ const char *mp_rpch_vc_consumed(struct mp_rpch_vc *vc, size_t n);
 /* A whole PDU from the association for the client: to out_q while the
  * client's window allows, otherwise held until its FlowControlAck. */
 const char *mp_rpch_vc_from_server(struct mp_rpch_vc *vc, const uint8_t *pdu, size_t n);
+struct mp_pdu_hdr;
+/* Is a whole PDU at the head of b?  1 (h filled), 0 (not yet), -1 (*err:
+ * its header is refused). */
+int mp_rpch_next_pdu(const struct mp_buf *b, struct mp_pdu_hdr *h, const char **err);
+/* Moves whole PDUs from held to dst while *sent plus their length stays
+ * within limit (a flow-control window); *sent grows by what moved.  NULL or
+ * "out of memory".  Also the upstream client's (upclient.c). */
+const char *mp_rpch_release_held(struct mp_buf *held, struct mp_buf *dst, uint64_t *sent,
+                                 uint64_t limit);
 /* Queues a Ping on the OUT channel (the keep-alive timer's business). */
 void mp_rpch_vc_ping(struct mp_rpch_vc *vc);
 

@@ -1,0 +1,677 @@
+/* RPC over HTTP v2 client toward the upstream's /rpc/rpcproxy.dll: see
+ * upclient.h and doc/internals/rpch.md. */
+#include "transport/rpch/upclient.h"
+
+#include <errno.h>
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "auth/credstore.h"
+#include "auth/ntlm_crypto.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "dcerpc/pdu.h"
+#include "net/conn.h"
+#include "net/tls.h"
+#include "transport/http/hauth.h"
+#include "transport/rpch/rts.h"
+#include "transport/rpch/vconn.h"
+
+#define UP_WINDOW 65536u           /* our OUT channel receive window (CONN/A1) */
+#define UP_IN_LENGTH 0x40000000ull /* RPC_IN_DATA Content-Length: 1 GiB */
+#define UP_OUT_LENGTH 76u          /* RPC_OUT_DATA: CONN/A1 only */
+#define UP_LIFETIME 0x40000000u    /* CONN/B1 ChannelLifetime */
+#define UP_MAX_HEAD 8192           /* the OUT channel's response head */
+
+struct mp_rpch_up {
+    struct mp_loop *loop;
+    const struct mp_config *cfg;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    SSL_CTX *tls_ctx; /* NULL for http:// */
+    char authz[1024]; /* "Authorization: Basic ...\r\n" or "" (never logged) */
+    char server[256]; /* the ?SERVER:port name */
+    struct upvc *all;
+};
+
+struct upchan {
+    struct upvc *v;
+    bool out;
+    struct mp_io io;
+    struct mp_tls tls;
+    bool tls_on, connected, hs_done, head_done;
+    struct mp_buf wq; /* to write on the channel */
+    struct mp_buf rq; /* read, not parsed yet */
+};
+
+struct upvc {
+    struct upvc *next, *prev;
+    struct mp_rpch_up *u;
+    struct mp_io sp;     /* our end of the association's socketpair */
+    struct mp_buf sp_wq; /* server PDUs for the association */
+    struct mp_buf sp_rq; /* the association's bytes: partial PDU */
+    struct mp_buf held;  /* whole PDUs waiting for CONN/C2 or the server's window */
+    struct upchan in, out;
+    struct mp_rts_cookie vc, inc, outc, group;
+    bool open, dying;
+    uint64_t in_sent, in_limit, in_left; /* RPC bytes on IN, what the server allows */
+    uint64_t out_taken, out_acked;       /* RPC bytes handed to the association, acked */
+    struct mp_timer ping;
+    uint64_t last_in_ms;
+    uint32_t conn_timeout;
+    char peer[96];
+    uint16_t port;
+};
+
+static void vc_fail(struct upvc *v, const char *why);
+static void vc_kick(struct upvc *v);
+
+/* ---- one channel's bytes ---- */
+
+static ssize_t ch_read(struct upchan *c, void *p, size_t n)
+{
+    if (c->tls_on)
+        return mp_tls_read(&c->tls, c->io.fd, p, n);
+    ssize_t r = recv(c->io.fd, p, n, 0);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    return r > 0 ? r : -1;
+}
+
+static ssize_t ch_write(struct upchan *c, const void *p, size_t n)
+{
+    if (c->tls_on)
+        return mp_tls_write(&c->tls, c->io.fd, p, n);
+    ssize_t w = send(c->io.fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    return w > 0 ? w : -1;
+}
+
+static void ch_interest(struct upchan *c)
+{
+    if (c->io.fd < 0)
+        return;
+    struct mp_loop *l = c->v->u->loop;
+    bool wr = mp_buf_avail(&c->wq) != 0;
+    if (!c->connected)
+        mp_io_set(l, &c->io, MP_WRITE);
+    else if (c->tls_on)
+        mp_io_set(l, &c->io, mp_tls_events(&c->tls, true, wr));
+    else
+        mp_io_set(l, &c->io, MP_READ | (wr ? MP_WRITE : 0));
+}
+
+static const char *queue_rts(struct mp_buf *q, const struct mp_rts_pdu *pdu)
+{
+    uint8_t b[160];
+    size_t n = mp_rts_encode(pdu, b, sizeof b);
+    if (!n || mp_buf_append(q, b, n))
+        return "out of memory";
+    return NULL;
+}
+
+/* An RTS PDU on the IN channel: it takes its share of the request's
+ * Content-Length like the RPC PDUs. */
+static const char *queue_in_rts(struct upvc *v, const struct mp_rts_pdu *pdu)
+{
+    size_t n = mp_rts_encoded_len(pdu);
+    if (n > v->in_left)
+        return "the IN channel's Content-Length is used up (channel recycling is not "
+               "implemented on the upstream side)";
+    v->in_left -= n;
+    return queue_rts(&v->in.wq, pdu);
+}
+
+static void set_u32(struct mp_rts_cmd *c, uint32_t type, uint32_t v)
+{
+    c->type = type;
+    c->v.u32 = v;
+}
+
+static void set_cookie(struct mp_rts_cmd *c, uint32_t type, const struct mp_rts_cookie *k)
+{
+    c->type = type;
+    c->v.cookie = *k;
+}
+
+/* The request heads with CONN/A1 (OUT) and CONN/B1 (IN), 2.2.4.2 / 2.2.4.5. */
+static const char *queue_heads(struct upvc *v)
+{
+    struct mp_rpch_up *u = v->u;
+    const char *fmt = "%s /rpc/rpcproxy.dll?%s:%u HTTP/1.1\r\nHost: %s\r\n"
+                      "Accept: application/rpc\r\nUser-Agent: MSRPC\r\n"
+                      "Cache-Control: no-cache\r\nPragma: no-cache\r\nConnection: Keep-Alive\r\n"
+                      "Content-Length: %" PRIu64 "\r\n%s\r\n";
+    char head[2048];
+    for (int k = 0; k < 2; k++) {
+        bool out = k == 0;
+        int n = snprintf(head, sizeof head, fmt, out ? "RPC_OUT_DATA" : "RPC_IN_DATA", u->server,
+                         v->port, u->cfg->rpch_upstream.host,
+                         out ? (uint64_t)UP_OUT_LENGTH : UP_IN_LENGTH, u->authz);
+        struct upchan *c = out ? &v->out : &v->in;
+        if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&c->wq, head, (size_t)n))
+            return "out of memory";
+        struct mp_rts_pdu p;
+        memset(&p, 0, sizeof p);
+        set_u32(&p.cmd[0], MP_RTS_VERSION, 1);
+        set_cookie(&p.cmd[1], MP_RTS_COOKIE, &v->vc);
+        if (out) {
+            p.ncmds = 4;
+            set_cookie(&p.cmd[2], MP_RTS_COOKIE, &v->outc);
+            set_u32(&p.cmd[3], MP_RTS_RECEIVE_WINDOW_SIZE, UP_WINDOW);
+        } else {
+            p.ncmds = 6;
+            set_cookie(&p.cmd[2], MP_RTS_COOKIE, &v->inc);
+            set_u32(&p.cmd[3], MP_RTS_CHANNEL_LIFETIME, UP_LIFETIME);
+            set_u32(&p.cmd[4], MP_RTS_CLIENT_KEEPALIVE, MP_RTS_DEFAULT_KEEPALIVE);
+            set_cookie(&p.cmd[5], MP_RTS_ASSOCIATION_GROUP_ID, &v->group);
+        }
+        const char *err = queue_rts(&c->wq, &p);
+        if (err)
+            return err;
+        if (!out)
+            v->in_left -= mp_rts_encoded_len(&p); /* CONN/B1 is the body's start */
+    }
+    mp_ntlm_cleanse(head, sizeof head); /* it held the Authorization */
+    return NULL;
+}
+
+/* Whole PDUs from held to the IN channel while the server's window and the
+ * request's Content-Length allow. */
+static const char *release_held(struct upvc *v)
+{
+    if (!v->open)
+        return NULL;
+    uint64_t before = v->in_sent, end = v->in_sent + v->in_left;
+    const char *err = mp_rpch_release_held(&v->held, &v->in.wq, &v->in_sent,
+                                           v->in_limit < end ? v->in_limit : end);
+    v->in_left -= v->in_sent - before;
+    if (v->in_sent != before)
+        v->last_in_ms = mp_now_ms();
+    if (!err && mp_buf_avail(&v->held) >= MP_HDR_LEN &&
+        v->in_sent + mp_get16(mp_buf_head(&v->held) + 8) > end)
+        return "the IN channel's Content-Length is used up (channel recycling is not "
+               "implemented on the upstream side)";
+    return err;
+}
+
+static const char *out_rts(struct upvc *v, const uint8_t *p, size_t n)
+{
+    struct mp_rts_pdu pdu;
+    const char *err = mp_rts_decode(p, n, &pdu);
+    if (err)
+        return err;
+    const struct mp_rts_cmd *ack;
+    switch (mp_rts_identify(&pdu)) {
+    case MP_RTS_CONN_A3:
+        return NULL;
+    case MP_RTS_CONN_C1: /* CONN/C2: Version, ReceiveWindowSize, ConnectionTimeout */
+        if (v->open)
+            return "second CONN/C2";
+        if (pdu.cmd[1].v.u32 < MP_RTS_MIN_WINDOW || pdu.cmd[1].v.u32 > MP_RTS_MAX_WINDOW)
+            return "CONN/C2 ReceiveWindowSize out of range";
+        v->open = true;
+        v->in_limit = pdu.cmd[1].v.u32;
+        v->conn_timeout = pdu.cmd[2].v.u32;
+        mp_info("rpch upstream %s: virtual connection open (?%s:%u, window %u)", v->peer,
+                v->u->server, v->port, pdu.cmd[1].v.u32);
+        mp_timer_arm(v->u->loop, &v->ping, 10000);
+        return release_held(v);
+    case MP_RTS_FLOW_CONTROL_ACK_PDU:
+    case MP_RTS_FLOW_CONTROL_ACK_DEST:
+        if (!(ack = mp_rts_find(&pdu, MP_RTS_FLOW_CONTROL_ACK)))
+            return "FlowControlAck without its command";
+        if (memcmp(&ack->v.ack.channel, &v->inc, 16) != 0)
+            return "FlowControlAck for another IN channel";
+        if (ack->v.ack.bytes_received > (uint32_t)v->in_sent ||
+            ack->v.ack.available_window > MP_RTS_MAX_WINDOW)
+            return "FlowControlAck out of range";
+        v->in_limit = (v->in_sent & ~(uint64_t)0xffffffffu) + ack->v.ack.bytes_received +
+                      ack->v.ack.available_window;
+        return release_held(v);
+    case MP_RTS_PING:
+        return NULL;
+    case MP_RTS_OUT_R1_A1:
+        return "the upstream recycles the OUT channel (OUT_R1/A2): not implemented on the "
+               "upstream side";
+    default:
+        mp_debug("rpch upstream %s: RTS PDU %s ignored", v->peer,
+                 mp_rts_kind_name(mp_rts_identify(&pdu)));
+        return NULL;
+    }
+}
+
+/* The OUT channel's response head, then its PDUs. */
+static const char *out_parse(struct upvc *v)
+{
+    struct upchan *c = &v->out;
+    if (!c->head_done) {
+        const char *h = (const char *)mp_buf_head(&c->rq);
+        size_t n = mp_buf_avail(&c->rq);
+        if (!n)
+            return NULL;
+        const char *end = memmem(h, n, "\r\n\r\n", 4);
+        if (!end)
+            return n > UP_MAX_HEAD ? "RPC_OUT_DATA response head too long" : NULL;
+        if (n < 12 || memcmp(h, "HTTP/1.", 7) || memcmp(h + 8, " 200", 4)) {
+            static char why[128];
+            const char *eol = memchr(h, '\r', n);
+            snprintf(why, sizeof why, "RPC_OUT_DATA answered \"%.*s\"",
+                     (int)((eol ? eol : h + n) - h > 80 ? 80 : (eol ? eol : h + n) - h), h);
+            return why;
+        }
+        mp_buf_consume(&c->rq, (size_t)(end + 4 - h));
+        c->head_done = true;
+    }
+    struct mp_pdu_hdr h;
+    const char *err = NULL;
+    int more;
+    while ((more = mp_rpch_next_pdu(&c->rq, &h, &err)) > 0) {
+        const uint8_t *p = mp_buf_head(&c->rq);
+        if (h.ptype == MP_PT_RTS) {
+            if ((err = out_rts(v, p, h.frag_len)))
+                return err;
+        } else {
+            if (!v->open)
+                return "RPC PDU on the OUT channel before CONN/C2";
+            if (mp_buf_append(&v->sp_wq, p, h.frag_len))
+                return "out of memory";
+        }
+        mp_buf_consume(&c->rq, h.frag_len);
+    }
+    mp_buf_trim(&c->rq);
+    return more < 0 ? err : NULL;
+}
+
+static const char *chan_step(struct upchan *c, uint32_t ev)
+{
+    struct upvc *v = c->v;
+    if (!c->connected) {
+        int e = 0;
+        socklen_t l = sizeof e;
+        if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0)
+            e = errno;
+        if (e) {
+            static char why[96];
+            snprintf(why, sizeof why, "connect failed: %s", strerror(e));
+            return why;
+        }
+        if (!(ev & MP_WRITE))
+            return NULL;
+        c->connected = true;
+        if (c->tls_on) {
+            const char *why = NULL;
+            if (mp_tls_connect(&c->tls, v->u->tls_ctx, c->io.fd, v->u->cfg->rpch_upstream.host,
+                               v->u->cfg->tls_verify, &why) < 0)
+                return why ? why : "TLS setup failed";
+        }
+    }
+    if (c->tls_on && !c->hs_done) {
+        static char why[160];
+        int rc = mp_tls_handshake(&c->tls, why, sizeof why);
+        if (rc < 0)
+            return why;
+        if (rc == 0)
+            return NULL;
+        c->hs_done = true;
+    }
+    while (mp_buf_avail(&c->wq)) {
+        ssize_t w = ch_write(c, mp_buf_head(&c->wq), mp_buf_avail(&c->wq));
+        if (w < 0)
+            return "write failed";
+        if (!w)
+            break;
+        mp_buf_consume(&c->wq, (size_t)w);
+    }
+    mp_buf_trim(&c->wq);
+    for (;;) {
+        uint8_t buf[16384];
+        ssize_t r = ch_read(c, buf, sizeof buf);
+        if (r < 0 && (c->out ? c->head_done : !mp_buf_avail(&c->rq)))
+            return c->out ? "the upstream closed the OUT channel"
+                          : "the upstream closed the IN channel";
+        if (r < 0) { /* closed after an answer: say which */
+            const char *err = c->out ? out_parse(v) : NULL;
+            if (err || !c->out)
+                break;
+            return "the upstream closed the OUT channel";
+        }
+        if (!r)
+            break;
+        if (mp_buf_append(&c->rq, buf, (size_t)r))
+            return "out of memory";
+    }
+    if (c->out)
+        return out_parse(v);
+    if (mp_buf_avail(&c->rq)) { /* an IN channel is answered only when it fails */
+        static char why[128];
+        const char *h = (const char *)mp_buf_head(&c->rq);
+        size_t n = mp_buf_avail(&c->rq);
+        const char *eol = memchr(h, '\r', n);
+        size_t k = (size_t)((eol ? eol : h + n) - h);
+        snprintf(why, sizeof why, "RPC_IN_DATA answered \"%.*s\"", (int)(k > 80 ? 80 : k), h);
+        return why;
+    }
+    return NULL;
+}
+
+static void chan_cb(struct mp_io *io, uint32_t ev)
+{
+    struct upchan *c = io->data;
+    struct upvc *v = c->v;
+    const char *err = chan_step(c, ev);
+    if (err) {
+        char why[256];
+        snprintf(why, sizeof why, "%s channel: %s", c->out ? "OUT" : "IN", err);
+        vc_fail(v, why);
+        return;
+    }
+    vc_kick(v);
+}
+
+/* ---- the association's side: the socketpair ---- */
+
+static const char *sp_read(struct upvc *v)
+{
+    /* back-pressure: no more while a window's worth waits */
+    while (mp_buf_avail(&v->held) < UP_WINDOW) {
+        uint8_t buf[65536];
+        ssize_t n = recv(v->sp.fd, buf, sizeof buf, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0)
+            return "";
+        if (mp_buf_append(&v->sp_rq, buf, (size_t)n))
+            return "out of memory";
+        while (mp_buf_avail(&v->sp_rq) >= MP_HDR_LEN) {
+            size_t fl = mp_get16(mp_buf_head(&v->sp_rq) + 8);
+            if (fl < MP_HDR_LEN)
+                return "the association sent a PDU shorter than its header";
+            if (mp_buf_avail(&v->sp_rq) < fl)
+                break;
+            if (mp_buf_append(&v->held, mp_buf_head(&v->sp_rq), fl))
+                return "out of memory";
+            mp_buf_consume(&v->sp_rq, fl);
+        }
+        mp_buf_trim(&v->sp_rq);
+    }
+    return release_held(v);
+}
+
+static const char *sp_write(struct upvc *v)
+{
+    while (mp_buf_avail(&v->sp_wq)) {
+        ssize_t w = send(v->sp.fd, mp_buf_head(&v->sp_wq), mp_buf_avail(&v->sp_wq), MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (w <= 0)
+            return "";
+        mp_buf_consume(&v->sp_wq, (size_t)w);
+        v->out_taken += (size_t)w;
+    }
+    mp_buf_trim(&v->sp_wq);
+    if (v->out_taken - v->out_acked >= UP_WINDOW / 2) {
+        /* 2.2.4.52 FlowControlAckWithDestination toward the outbound proxy */
+        struct mp_rts_pdu ack;
+        mp_rts_flow_ack(&ack, 1, MP_RTS_FD_OUT_PROXY, (uint32_t)v->out_taken, UP_WINDOW, &v->outc);
+        v->out_acked = v->out_taken;
+        return queue_in_rts(v, &ack);
+    }
+    return NULL;
+}
+
+static void sp_cb(struct mp_io *io, uint32_t ev)
+{
+    struct upvc *v = io->data;
+    const char *err = NULL;
+    if (ev & (MP_READ | MP_ERRHUP))
+        err = sp_read(v);
+    if (!err)
+        err = sp_write(v);
+    if (err) {
+        vc_fail(v, err[0] ? err : "the association closed");
+        return;
+    }
+    vc_kick(v);
+}
+
+/* Writes what can go now and sets every descriptor's interest. */
+static void vc_kick(struct upvc *v)
+{
+    if (v->dying)
+        return;
+    const char *err = sp_write(v);
+    struct upchan *cs[2] = {&v->in, &v->out};
+    for (int k = 0; !err && k < 2; k++) {
+        struct upchan *c = cs[k];
+        if (c->connected && (!c->tls_on || c->hs_done))
+            while (mp_buf_avail(&c->wq)) {
+                ssize_t w = ch_write(c, mp_buf_head(&c->wq), mp_buf_avail(&c->wq));
+                if (w < 0) {
+                    err = c->out ? "OUT channel: write failed" : "IN channel: write failed";
+                    break;
+                }
+                if (!w)
+                    break;
+                mp_buf_consume(&c->wq, (size_t)w);
+            }
+        ch_interest(c);
+    }
+    if (err) {
+        vc_fail(v, err[0] ? err : "the association closed");
+        return;
+    }
+    mp_io_set(v->u->loop, &v->sp,
+              (mp_buf_avail(&v->held) < UP_WINDOW ? MP_READ : 0) |
+                  (mp_buf_avail(&v->sp_wq) ? MP_WRITE : 0));
+}
+
+static void ping_cb(struct mp_timer *t)
+{
+    struct upvc *v = t->data;
+    /* an idle IN channel gets a Ping (3.2.2.3.1 keep-alive), so that
+     * intermediaries do not drop it */
+    uint64_t every = v->conn_timeout >= MP_RTS_MIN_CONN_TIMEOUT ? v->conn_timeout / 2 : 60000;
+    if (mp_now_ms() - v->last_in_ms >= every) {
+        struct mp_rts_pdu p;
+        mp_rts_ping(&p);
+        const char *err = queue_in_rts(v, &p);
+        if (err) {
+            vc_fail(v, err);
+            return;
+        }
+        v->last_in_ms = mp_now_ms();
+        vc_kick(v);
+    }
+    mp_timer_arm(v->u->loop, &v->ping, 10000);
+}
+
+/* ---- virtual connections ---- */
+
+static void chan_close(struct mp_loop *l, struct upchan *c)
+{
+    if (c->tls_on)
+        mp_tls_free(&c->tls, false);
+    c->tls_on = false;
+    if (c->io.fd >= 0)
+        mp_io_close(l, &c->io);
+    mp_buf_free(&c->wq);
+    mp_buf_free(&c->rq);
+}
+
+static void vc_free(void *p)
+{
+    free(p);
+}
+
+static void vc_unlink(struct upvc *v)
+{
+    struct mp_rpch_up *u = v->u;
+    v->dying = true;
+    if (v->prev)
+        v->prev->next = v->next;
+    else
+        u->all = v->next;
+    if (v->next)
+        v->next->prev = v->prev;
+    mp_timer_cancel(u->loop, &v->ping);
+    chan_close(u->loop, &v->in);
+    chan_close(u->loop, &v->out);
+    if (v->sp.fd >= 0)
+        mp_io_close(u->loop, &v->sp);
+    mp_buf_free(&v->sp_wq);
+    mp_buf_free(&v->sp_rq);
+    mp_buf_free(&v->held);
+    if (mp_loop_defer(u->loop, vc_free, v))
+        free(v);
+}
+
+/* Ends the virtual connection: the association sees its upstream close. */
+static void vc_fail(struct upvc *v, const char *why)
+{
+    if (v->dying)
+        return;
+    if (!strcmp(why, "the association closed"))
+        mp_debug("rpch upstream %s: virtual connection closed: %s", v->peer, why);
+    else
+        mp_warn("rpch upstream %s: virtual connection closed: %s", v->peer, why);
+    vc_unlink(v);
+}
+
+static int chan_open(struct upvc *v, struct upchan *c, bool out)
+{
+    struct mp_rpch_up *u = v->u;
+    c->v = v;
+    c->out = out;
+    c->tls_on = u->tls_ctx != NULL;
+    c->io.cb = chan_cb;
+    c->io.data = c;
+    struct sockaddr_storage ss = u->addr;
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = htons(u->cfg->rpch_upstream.port);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(u->cfg->rpch_upstream.port);
+    c->io.fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->io.fd < 0)
+        return -1;
+    if (connect(c->io.fd, (struct sockaddr *)&ss, u->addr_len) < 0 && errno != EINPROGRESS)
+        return -1;
+    ch_interest(c);
+    return 0;
+}
+
+int mp_rpch_up_open(struct mp_rpch_up *u, const char *peer, uint16_t port)
+{
+    struct upvc *v = calloc(1, sizeof *v);
+    int sv[2] = {-1, -1};
+    if (!v)
+        return -1;
+    v->u = u;
+    v->port = port;
+    v->in.io.fd = v->out.io.fd = v->sp.fd = -1;
+    v->in_left = UP_IN_LENGTH;
+    v->last_in_ms = mp_now_ms();
+    v->ping.cb = ping_cb;
+    v->ping.data = v;
+    snprintf(v->peer, sizeof v->peer, "%s", peer);
+    v->next = u->all;
+    if (u->all)
+        u->all->prev = v;
+    u->all = v;
+    if (getrandom(&v->vc, 16, 0) != 16 || getrandom(&v->inc, 16, 0) != 16 ||
+        getrandom(&v->outc, 16, 0) != 16 || getrandom(&v->group, 16, 0) != 16 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        goto fail;
+    v->sp.fd = sv[0];
+    v->sp.cb = sp_cb;
+    v->sp.data = v;
+    const char *err = queue_heads(v);
+    if (err || chan_open(v, &v->out, true) || chan_open(v, &v->in, false))
+        goto fail;
+    mp_io_set(u->loop, &v->sp, MP_READ);
+    mp_debug("rpch upstream %s: connecting to %s:%u for ?%s:%u", peer, u->cfg->rpch_upstream.host,
+             u->cfg->rpch_upstream.port, u->server, port);
+    return sv[1];
+fail:
+    mp_warn("rpch upstream %s: cannot open a virtual connection: %s", peer, strerror(errno));
+    if (sv[1] >= 0)
+        close(sv[1]);
+    vc_unlink(v);
+    return -1;
+}
+
+struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *cfg, bool *failed)
+{
+    *failed = false;
+    if (!cfg->have_rpch_upstream)
+        return NULL;
+    *failed = true;
+    struct mp_rpch_up *u = calloc(1, sizeof *u);
+    if (!u)
+        return NULL;
+    u->loop = loop;
+    u->cfg = cfg;
+    char err[256];
+    if (mp_conn_resolve(cfg->rpch_upstream.host, &u->addr, &u->addr_len, err, sizeof err)) {
+        mp_error("mapiproxy:rpc over http upstream: %s: %s", cfg->rpch_upstream.host, err);
+        free(u);
+        return NULL;
+    }
+    if (cfg->rpch_upstream.tls &&
+        !(u->tls_ctx = mp_tls_client_ctx(cfg->tls_verify, cfg->tls_ca_file))) {
+        free(u);
+        return NULL;
+    }
+    snprintf(u->server, sizeof u->server, "%s",
+             cfg->rpch_upstream_server[0] ? cfg->rpch_upstream_server : cfg->binding.host);
+    if (cfg->username[0]) {
+        char pw[256] = "", why[256] = "";
+        if (cfg->password_file[0]) {
+            if (mp_read_secret_file(cfg->password_file, pw, sizeof pw, why, sizeof why)) {
+                mp_error("mapiproxy:password file: %s", why);
+                mp_tls_ctx_free(u->tls_ctx);
+                free(u);
+                return NULL;
+            }
+        } else {
+            snprintf(pw, sizeof pw, "%s", cfg->password);
+        }
+        char plain[800];
+        int n = snprintf(plain, sizeof plain, "%s%s%s:%s", cfg->domain, cfg->domain[0] ? "\\" : "",
+                         cfg->username, pw);
+        struct mp_buf b = {0};
+        if (n > 0 && (size_t)n < sizeof plain && !mp_b64_encode((uint8_t *)plain, (size_t)n, &b) &&
+            b.len + 40 < sizeof u->authz)
+            snprintf(u->authz, sizeof u->authz, "Authorization: Basic %.*s\r\n", (int)b.len,
+                     (const char *)b.data);
+        mp_ntlm_cleanse(plain, sizeof plain);
+        mp_ntlm_cleanse(pw, sizeof pw);
+        if (b.data)
+            mp_ntlm_cleanse(b.data, b.len);
+        mp_buf_free(&b);
+    }
+    mp_info("rpch upstream: RPC over HTTP to %s://%s:%u/rpc/rpcproxy.dll?%s:<port>%s",
+            cfg->rpch_upstream.tls ? "https" : "http", cfg->rpch_upstream.host,
+            cfg->rpch_upstream.port, u->server, u->authz[0] ? ", HTTP Basic" : "");
+    *failed = false;
+    return u;
+}
+
+void mp_rpch_up_free(struct mp_rpch_up *u)
+{
+    if (!u)
+        return;
+    while (u->all)
+        vc_unlink(u->all);
+    mp_tls_ctx_free(u->tls_ctx);
+    mp_ntlm_cleanse(u->authz, sizeof u->authz);
+    free(u);
+}
