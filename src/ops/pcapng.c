@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -28,6 +29,9 @@
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
 
+/* Written by a reload on worker 0 while every worker starts exports:
+ * conf_mu around both. */
+static pthread_mutex_t conf_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     char dir[512];
     char clients[1024];
@@ -63,8 +67,10 @@ static bool chosen(const char *host)
 
 void mp_pcap_configure(const struct mp_config *cfg)
 {
+    pthread_mutex_lock(&conf_mu);
     snprintf(conf.dir, sizeof conf.dir, "%s", cfg->packet_export_dir);
     snprintf(conf.clients, sizeof conf.clients, "%s", cfg->packet_export_clients);
+    pthread_mutex_unlock(&conf_mu);
     if (conf.dir[0])
         mp_warn("PACKET EXPORT IS ON: the decrypted traffic (TLS removed) of clients %s is "
                 "written to %s as pcapng, mode 0600; it holds message contents and headers "
@@ -216,15 +222,20 @@ static void leg_start(struct mp_pcap *c, struct leg *l, int fd, bool client, boo
 
 struct mp_pcap *mp_pcap_start(const char *client_host, uint16_t client_port, const char *what)
 {
-    if (!conf.dir[0] || !chosen(client_host))
+    pthread_mutex_lock(&conf_mu);
+    if (!conf.dir[0] || !chosen(client_host)) {
+        pthread_mutex_unlock(&conf_mu);
         return NULL;
-    struct mp_pcap *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
+    }
     char path[700];
     snprintf(path, sizeof path, "%s/mapiproxy-%ld-%s-%s-%u-%lu.pcapng", conf.dir, (long)time(NULL),
              what, client_host, client_port, ++conf.seq);
-    for (char *p = path + strlen(conf.dir) + 1; *p; p++)
+    size_t dlen = strlen(conf.dir);
+    pthread_mutex_unlock(&conf_mu);
+    struct mp_pcap *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    for (char *p = path + dlen + 1; *p; p++)
         if (*p == ':' || *p == '/')
             *p = '_'; /* IPv6 addresses in a file name */
     c->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

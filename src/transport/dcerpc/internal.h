@@ -149,6 +149,7 @@ struct assoc {
     struct conn c, u, res; /* client, upstream, upstream endpoint mapper */
     enum astate state;
     bool local_epm;
+    bool steered; /* handed over by another worker: never handed on */
     bool passthrough;
     bool dead;
     uint16_t c_xmit, c_recv; /* fragment limits on the client leg (we send / we accept) */
@@ -222,7 +223,7 @@ struct mp_relay {
 
 /* Parsed one at a time on the loop thread (bind.c). */
 extern struct mp_bind dce_scratch_bind;
-extern struct mp_bind_ack dce_scratch_ack;
+extern _Thread_local struct mp_bind_ack dce_scratch_ack;
 
 /* call.c: fragments out, each protected for the leg when sec signs or
  * seals (sec may be NULL). */
@@ -248,6 +249,11 @@ void dce_upstream_connect(struct assoc *a, uint16_t port);
 void dce_client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h);
 void dce_client_input(struct assoc *a);
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port);
+void dce_assoc_adopt_bytes(struct listener *l, int fd, const char *host, uint16_t port,
+                           const void *bytes, size_t len);
+/* Queues a connection for worker `to` (transport.c); 0, or -1 (fd kept). */
+int dce_relay_hand_over(unsigned to, int fd, const char *host, uint16_t port, const void *bytes,
+                        size_t len);
 
 /* group.c */
 void dce_group_unref(struct mp_relay *r, struct mp_session *g);

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/workers.h"
 #include "net/accept.h"
 #include "net/conn.h"
 #include "ops/metrics.h"
@@ -258,4 +259,48 @@ void mp_relay_adopt(void *relay, int fd, const char *host, uint16_t port)
         }
     mp_warn("conn %s:%u refused: the relay is shutting down", host, port);
     close(fd);
+}
+
+/* ---- connections handed between workers (doc/internals/workers.md) ---- */
+
+struct handover {
+    int fd;
+    char host[64];
+    uint16_t port;
+    size_t len;
+    uint8_t bytes[];
+};
+
+/* On the receiving worker: its running relay adopts the connection. */
+static void handover_job(void *arg)
+{
+    struct handover *h = arg;
+    struct mp_relay *r = mp_worker_data();
+    for (size_t i = 0; r && i < r->n_ls; i++)
+        if (!r->ls[i].epm && r->ls[i].io.fd >= 0) {
+            dce_assoc_adopt_bytes(&r->ls[i], h->fd, h->host, h->port, h->bytes, h->len);
+            free(h);
+            return;
+        }
+    mp_warn("conn %s:%u refused: worker %u is shutting down", h->host, h->port, mp_worker_self());
+    close(h->fd);
+    free(h);
+}
+
+int dce_relay_hand_over(unsigned to, int fd, const char *host, uint16_t port, const void *bytes,
+                        size_t len)
+{
+    struct handover *h = malloc(sizeof *h + len);
+    if (!h)
+        return -1;
+    h->fd = fd;
+    snprintf(h->host, sizeof h->host, "%s", host);
+    h->port = port;
+    h->len = len;
+    memcpy(h->bytes, bytes, len);
+    if (mp_worker_post(to, handover_job, h)) {
+        free(h);
+        return -1;
+    }
+    return 0;
 }
