@@ -1,0 +1,114 @@
+"""mapiproxy:workers = 2 (doc/internals/workers.md): connections of one
+association group, and requests of one MAPI/HTTP session, are served by the
+worker that holds the group's context handles and its modules' session data.
+
+The requests and answers are built and read with Impacket's NSPI structures
+(code we did not write); the lab answers as Exchange would."""
+import os
+import re
+import struct
+import socket
+import sys
+import threading
+
+from impacket.dcerpc.v5 import nspi
+
+from conftest import ROOT
+from rpcutil import NDR20, NSPI, bind_pdu, read_pdu, request_pdu
+from test_http_front_lab import env, ntlm  # noqa: F401 (fixture)
+from test_http_front_lab import start_front
+
+N_CLIENTS = 64
+
+
+def nspi_bind_req():
+    b = nspi.NspiBind()
+    b["dwFlags"] = 0
+    b["pStat"]["CodePage"] = 1252
+    b["pServerGuid"] = b"\0" * 16
+    return b.getData()
+
+
+def client(host, port, out, i):
+    """Connection 1 binds NSPI and NspiBinds; connection 2 joins its
+    association group and NspiUnbinds the handle connection 1 got."""
+    try:
+        s1 = socket.create_connection((host, port), timeout=20)
+        s1.sendall(bind_pdu([(NSPI, [NDR20])]))
+        ack = read_pdu(s1)
+        assert ack and ack[0] == 12, ack
+        group = struct.unpack_from("<I", ack[3], 20)[0]
+        s1.sendall(request_pdu(2, 0, nspi_bind_req()))
+        r = read_pdu(s1)
+        assert r and r[0] == 2, r
+        handle = r[3][24:44]
+        s2 = socket.create_connection((host, port), timeout=20)
+        s2.sendall(bind_pdu([(NSPI, [NDR20])], assoc_group=group))
+        ack2 = read_pdu(s2)
+        assert ack2 and ack2[0] == 12, ack2
+        joined = struct.unpack_from("<I", ack2[3], 20)[0]
+        s2.sendall(request_pdu(7, 1, handle + b"\0\0\0\0"))  # NspiUnbind(handle, 0)
+        r2 = read_pdu(s2)
+        assert r2 and r2[0] == 2, f"NspiUnbind on the second connection: {r2 and r2[0]}"
+        out[i] = (group, joined, r2[3][24:44] == b"\0" * 20)  # the handle, closed
+        s1.close()
+        s2.close()
+    except Exception as e:  # reported by the test
+        out[i] = e
+
+
+def test_association_groups_stay_on_their_worker(lab, make_proxy):
+    p = make_proxy(upstream_epm_port=lab.epm_port,
+                   extra={"mapiproxy:workers": "2",
+                          "dcerpc_mapiproxy:modules": "mpm_test_a"})
+    out = [None] * N_CLIENTS
+    ts = [threading.Thread(target=client, args=(p.host, p.rpc_port, out, i))
+          for i in range(N_CLIENTS)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    errors = [o for o in out if not isinstance(o, tuple)]
+    assert not errors, errors[:3]
+    for group, joined, closed in out:
+        assert joined == group and closed, (hex(group), hex(joined), closed)
+    # NspiUnbind answered through the handle on the second connection: the
+    # handle was found, on the worker that holds the group
+    log = p.log()
+    assert "2 workers" in log
+    assert "Sanitizer" not in log
+    # both workers own groups: the low bit of a group id names its worker
+    assert {g & 1 for g, _, _ in out} == {0, 1}, [hex(g) for g, _, _ in out]
+    # the module's session data followed the group: calls 1 (NspiBind) and
+    # 2 (NspiUnbind, on the second connection) in one session each
+    counts = {}
+    for m in re.finditer(r"module mpm_test_a: session=(\d+) calls=(\d+)", log):
+        counts.setdefault(int(m.group(1)), []).append(int(m.group(2)))
+    assert len(counts) == N_CLIENTS, len(counts)
+    assert all(sorted(v) == [1, 2] for v in counts.values()), counts
+    assert not re.search(r"does not exist; given a new group", log)
+
+
+def test_mapihttp_session_keeps_module_state(make_proxy, env):  # noqa: F811
+    sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+    import mapihttp_client as MH
+    p = start_front(make_proxy, env, {"mapiproxy:workers": "2",
+                                      "dcerpc_mapiproxy:modules": "mpm_test_a"})
+    sessions = []
+    for _ in range(4):
+        ab = MH.NspiHttp(p.base, auth=ntlm(), verify=env["ca"])
+        ab.bind()
+        ab.get_special_table(flags=0x4)
+        ab.get_special_table(flags=0x4)
+        ab.unbind()
+        sessions.append(ab)
+    log = p.log()
+    counts = {}
+    for m in re.finditer(r"module mpm_test_a: session=(\d+) calls=(\d+)", log):
+        counts.setdefault(int(m.group(1)), []).append(int(m.group(2)))
+    # one session per NspiHttp client, its four calls counted in order; the
+    # requests of the NTLM handshake (401 answers, no cookie yet) make
+    # sessions of one call each, as with one worker
+    full = [v for v in counts.values() if len(v) > 1]
+    assert full == [[1, 2, 3, 4]] * 4, counts
+    assert all(v == [1] for v in counts.values() if len(v) == 1), counts
