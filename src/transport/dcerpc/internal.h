@@ -222,7 +222,7 @@ struct mp_relay {
 };
 
 /* Parsed one at a time on the loop thread (bind.c). */
-extern struct mp_bind dce_scratch_bind;
+extern _Thread_local struct mp_bind dce_scratch_bind;
 extern _Thread_local struct mp_bind_ack dce_scratch_ack;
 
 /* call.c: fragments out, each protected for the leg when sec signs or
