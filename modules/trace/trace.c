@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "codec/gen/emsmdb.h"
 #include "core/arena.h"
@@ -170,7 +171,20 @@ static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool resp
     }
     mp_json_obj_end(&j);
     if (!j.err) {
-        if (c->fp) {
+        if (c->fp && !mp_buf_append(&b, "\n", 1)) {
+            /* one write(2) per line on the O_APPEND file: the instances of
+             * several workers append to it and lines must not interleave */
+            const uint8_t *p = b.data;
+            for (size_t left = b.len; left;) {
+                ssize_t w = write(fileno(c->fp), p, left);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0)
+                    break;
+                p += w;
+                left -= (size_t)w;
+            }
+        } else if (c->fp) {
             fwrite(b.data, 1, b.len, c->fp);
             fputc('\n', c->fp);
         } else {
