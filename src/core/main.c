@@ -404,8 +404,7 @@ static void check_nofile(const struct mp_config *cfg)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl))
         return;
-    /* max connections counts per worker (doc/internals/workers.md) */
-    rlim_t need = 2 * (rlim_t)cfg->max_connections * (cfg->workers ? cfg->workers : 1) + 64;
+    rlim_t need = 2 * (rlim_t)cfg->max_connections + 64;
     if (rl.rlim_cur >= need)
         return;
     rlim_t was = rl.rlim_cur;

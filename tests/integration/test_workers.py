@@ -147,3 +147,32 @@ def test_reload_and_stop_with_two_workers(lab, make_proxy):
     p.stop()
     log = p.log()
     assert "Sanitizer" not in log and p.proc.returncode == 0
+
+
+def test_limits_count_for_the_process(lab, make_proxy):
+    """max connections per address and max connections hold for all workers
+    together (doc/internals/workers.md): 5 silent connections from one
+    address stay, the 6th is closed, whichever worker accepts it."""
+    import time
+    from test_rpc_security import closed_count, silent_connections
+    p = make_proxy(upstream_epm_port=lab.epm_port,
+                   extra={"mapiproxy:workers": "2",
+                          "mapiproxy:max connections per address": "5",
+                          "mapiproxy:max connections": "8"})
+    socks = silent_connections(p, 5, ["127.0.0.20"])
+    extra = silent_connections(p, 2, ["127.0.0.20"])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and closed_count(extra) < 2:
+        time.sleep(0.1)
+    assert closed_count(extra) == 2 and closed_count(socks) == 0
+    more = silent_connections(p, 3, ["127.0.0.21"])  # 5 + 3 = max connections
+    over = silent_connections(p, 1, ["127.0.0.22"])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and closed_count(over) < 1:
+        time.sleep(0.1)
+    assert closed_count(over) == 1 and closed_count(more) == 0
+    for x in socks + extra + more + over:
+        x.close()
+    log = p.log()
+    assert "connections open from 127.0.0.20 (mapiproxy:max connections per address)" in log
+    assert "8 connections open (mapiproxy:max connections)" in log

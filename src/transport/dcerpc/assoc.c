@@ -49,6 +49,10 @@ static void assoc_free(void *p)
     free(a);
 }
 
+/* Associations open in the process, every worker and generation: what
+ * mapiproxy:max connections limits (doc/internals/workers.md). */
+static size_t n_open_all;
+
 void dce_assoc_close(struct assoc *a, const char *reason)
 {
     if (a->dead)
@@ -86,6 +90,7 @@ void dce_assoc_close(struct assoc *a, const char *reason)
     if (a->next)
         a->next->prev = a->prev;
     r->n_assoc--;
+    __atomic_sub_fetch(&n_open_all, 1, __ATOMIC_RELAXED);
     mp_loop_defer(r->loop, assoc_free, a);
 }
 
@@ -585,6 +590,7 @@ static struct assoc *assoc_new(struct mp_relay *r, const char *peer, bool epm)
         r->assocs->prev = a;
     r->assocs = a;
     r->n_assoc++;
+    __atomic_add_fetch(&n_open_all, 1, __ATOMIC_RELAXED);
     mp_info("conn open %s -> %s", peer, epm ? "epmapper" : "rpc");
     mp_metrics_open(epm ? "epmapper" : "rpc", 1);
     return a;
@@ -595,9 +601,10 @@ static struct assoc *accept_fd(struct listener *l, int fd, const char *host, uin
     struct mp_relay *r = l->r;
     char peer[64];
     snprintf(peer, sizeof(peer), "%s:%u", host, port);
-    if (r->n_assoc >= r->cfg->max_connections) {
+    size_t open_all = __atomic_load_n(&n_open_all, __ATOMIC_RELAXED);
+    if (open_all >= r->cfg->max_connections) {
         mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
-                r->n_assoc);
+                open_all);
         close(fd);
         return NULL;
     }
@@ -690,15 +697,19 @@ static bool hand_over(struct assoc *a, const uint8_t *p, const struct mp_pdu_hdr
              a->peer);
     uint16_t port = colon ? (uint16_t)atoi(colon + 1) : 0;
     int fd = fcntl(a->c.n.io.fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0 || dce_relay_hand_over(to, fd, host, port, mp_buf_head(&a->c.n.in),
-                                      mp_buf_avail(&a->c.n.in))) {
+    struct handover *ho = fd < 0 ? NULL
+                                 : dce_handover_new(fd, host, port, mp_buf_head(&a->c.n.in),
+                                                    mp_buf_avail(&a->c.n.in));
+    if (!ho) {
         if (fd >= 0)
             close(fd);
         return false; /* served here: the group is not found, a new one is made */
     }
     mp_debug("conn %s: bind names association group 0x%08x of worker %u; handed over", a->peer, id,
              to);
+    /* closed (its address count released) before the owner counts it again */
     dce_assoc_close(a, "handed to its group's worker");
+    dce_handover_post(to, ho);
     return true;
 }
 
@@ -707,9 +718,10 @@ static bool hand_over(struct assoc *a, const uint8_t *p, const struct mp_pdu_hdr
 struct assoc *mp_dce_assoc_open(struct mp_relay *r, const struct mp_dce_carrier_ops *ops,
                                 void *carrier, const char *peer, bool epm)
 {
-    if (r->n_assoc >= r->cfg->max_connections) {
+    size_t open_all = __atomic_load_n(&n_open_all, __ATOMIC_RELAXED);
+    if (open_all >= r->cfg->max_connections) {
         mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
-                r->n_assoc);
+                open_all);
         return NULL;
     }
     struct assoc *a = assoc_new(r, peer, epm);

@@ -209,7 +209,6 @@ struct mp_relay {
     struct mp_modules mods;
     struct assoc *assocs;
     size_t n_assoc;
-    struct addr_count *addrs[N_ADDR_BUCKETS];
     uint8_t rbuf[READ_CHUNK]; /* reads land here; only partial PDUs are kept per conn */
     bool more_input;          /* more bytes follow the PDU being handled: batch the writes */
     /* terminated authentication (src/auth/dcerpc_auth.h): credentials,
@@ -251,9 +250,13 @@ void dce_client_input(struct assoc *a);
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port);
 void dce_assoc_adopt_bytes(struct listener *l, int fd, const char *host, uint16_t port,
                            const void *bytes, size_t len);
-/* Queues a connection for worker `to` (transport.c); 0, or -1 (fd kept). */
-int dce_relay_hand_over(unsigned to, int fd, const char *host, uint16_t port, const void *bytes,
-                        size_t len);
+/* A connection for another worker (transport.c): new copies the bytes read
+ * (NULL: out of memory, fd kept); post queues it for worker `to`, which
+ * owns fd from then on (closed if it cannot be queued). */
+struct handover;
+struct handover *dce_handover_new(int fd, const char *host, uint16_t port, const void *bytes,
+                                  size_t len);
+void dce_handover_post(unsigned to, struct handover *h);
 
 /* group.c */
 void dce_group_unref(struct mp_relay *r, struct mp_session *g);

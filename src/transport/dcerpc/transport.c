@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -18,12 +19,18 @@
 #include "net/conn.h"
 #include "ops/metrics.h"
 
-static struct addr_count **addr_slot(struct mp_relay *r, const uint8_t ip[16])
+/* Connections per client address are counted for the process, across
+ * workers and configuration generations (doc/internals/workers.md): one
+ * table under a mutex, taken once per connection. */
+static pthread_mutex_t addr_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct addr_count *addrs[N_ADDR_BUCKETS];
+
+static struct addr_count **addr_slot(const uint8_t ip[16])
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (int i = 0; i < 16; i++)
         h = (h ^ ip[i]) * 16777619u;
-    struct addr_count **pp = &r->addrs[h % N_ADDR_BUCKETS];
+    struct addr_count **pp = &addrs[h % N_ADDR_BUCKETS];
     while (*pp && memcmp((*pp)->ip, ip, 16))
         pp = &(*pp)->next;
     return pp;
@@ -33,28 +40,35 @@ static struct addr_count **addr_slot(struct mp_relay *r, const uint8_t ip[16])
  * max connections per address open already (or out of memory). */
 struct addr_count *dce_addr_take(struct mp_relay *r, const uint8_t ip[16])
 {
-    struct addr_count **pp = addr_slot(r, ip);
     uint32_t max = r->cfg->max_conn_per_addr;
-    if (*pp && max && (*pp)->n >= max)
-        return NULL;
-    if (!*pp) {
-        struct addr_count *e = calloc(1, sizeof(*e));
-        if (!e)
-            return NULL;
-        memcpy(e->ip, ip, 16);
-        *pp = e;
+    pthread_mutex_lock(&addr_mu);
+    struct addr_count **pp = addr_slot(ip);
+    struct addr_count *e = *pp;
+    if (e && max && e->n >= max) {
+        e = NULL;
+    } else {
+        if (!e && (e = calloc(1, sizeof(*e)))) {
+            memcpy(e->ip, ip, 16);
+            *pp = e;
+        }
+        if (e)
+            e->n++;
     }
-    (*pp)->n++;
-    return *pp;
+    pthread_mutex_unlock(&addr_mu);
+    return e;
 }
 
 void dce_addr_release(struct mp_relay *r, struct addr_count *e)
 {
-    if (!e || --e->n)
+    if (!e)
         return;
-    struct addr_count **pp = addr_slot(r, e->ip);
-    *pp = e->next;
-    free(e);
+    pthread_mutex_lock(&addr_mu);
+    if (!--e->n) {
+        struct addr_count **pp = addr_slot(e->ip);
+        *pp = e->next;
+        free(e);
+    }
+    pthread_mutex_unlock(&addr_mu);
 }
 
 static void accept_cb(struct mp_io *io, uint32_t ev)
@@ -287,20 +301,25 @@ static void handover_job(void *arg)
     free(h);
 }
 
-int dce_relay_hand_over(unsigned to, int fd, const char *host, uint16_t port, const void *bytes,
-                        size_t len)
+struct handover *dce_handover_new(int fd, const char *host, uint16_t port, const void *bytes,
+                                  size_t len)
 {
     struct handover *h = malloc(sizeof *h + len);
     if (!h)
-        return -1;
+        return NULL;
     h->fd = fd;
     snprintf(h->host, sizeof h->host, "%s", host);
     h->port = port;
     h->len = len;
     memcpy(h->bytes, bytes, len);
+    return h;
+}
+
+void dce_handover_post(unsigned to, struct handover *h)
+{
     if (mp_worker_post(to, handover_job, h)) {
+        mp_warn("conn %s:%u closed: out of memory handing it to worker %u", h->host, h->port, to);
+        close(h->fd);
         free(h);
-        return -1;
     }
-    return 0;
 }
