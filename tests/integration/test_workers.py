@@ -159,18 +159,19 @@ def test_limits_count_for_the_process(lab, make_proxy):
                    extra={"mapiproxy:workers": "2",
                           "mapiproxy:max connections per address": "5",
                           "mapiproxy:max connections": "8"})
+
+    def closed_within(socks, n, secs=5):
+        end = time.monotonic() + secs
+        while time.monotonic() < end and closed_count(socks) < n:
+            time.sleep(0.1)
+        return closed_count(socks)
+
     socks = silent_connections(p, 5, ["127.0.0.20"])
     extra = silent_connections(p, 2, ["127.0.0.20"])
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and closed_count(extra) < 2:
-        time.sleep(0.1)
-    assert closed_count(extra) == 2 and closed_count(socks) == 0
+    assert closed_within(extra, 2) == 2 and closed_count(socks) == 0
     more = silent_connections(p, 3, ["127.0.0.21"])  # 5 + 3 = max connections
     over = silent_connections(p, 1, ["127.0.0.22"])
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and closed_count(over) < 1:
-        time.sleep(0.1)
-    assert closed_count(over) == 1 and closed_count(more) == 0
+    assert closed_within(over, 1) == 1 and closed_count(more) == 0
     for x in socks + extra + more + over:
         x.close()
     log = p.log()
