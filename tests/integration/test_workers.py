@@ -59,7 +59,7 @@ def client(host, port, out, i):
 
 def test_association_groups_stay_on_their_worker(lab, make_proxy):
     p = make_proxy(upstream_epm_port=lab.epm_port,
-                   extra={"mapiproxy:workers": os.environ.get("TW_WORKERS", "2"),
+                   extra={"mapiproxy:workers": "2",
                           "dcerpc_mapiproxy:modules": "mpm_test_a"})
     out = [None] * N_CLIENTS
     ts = [threading.Thread(target=client, args=(p.host, p.rpc_port, out, i))
@@ -68,9 +68,6 @@ def test_association_groups_stay_on_their_worker(lab, make_proxy):
         t.start()
     for t in ts:
         t.join(60)
-    if os.environ.get("TW_DUMP"):
-        with open(os.environ["TW_DUMP"], "w") as f:
-            f.write(p.log())
     errors = [o for o in out if not isinstance(o, tuple)]
     assert not errors, errors[:3]
     for group, joined, closed in out:
