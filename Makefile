@@ -179,7 +179,7 @@ BENCH_SRC   := src/dcerpc/pdu.c src/core/buf.c src/xca/lz77.c
 $(B)/bench/responder $(B)/bench/loadgen: $(B)/bench/%: bench/%.c bench/bench_common.h $(BENCH_SRC) src/dcerpc/pdu.h src/core/buf.h src/xca/lz77.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O2 -g $(INC) -Ibench $< $(BENCH_SRC) -o $@
-bench: $(B)/mapiproxy $(BENCH_TOOLS) $(B)/bench/https_peer
+bench: $(B)/mapiproxy $(BENCH_TOOLS) $(B)/bench/https_peer $(B)/modules/mpm_roptest.so
 	@MAKE="$(MAKE)" $(PY) bench/run.py
 	@$(PY) bench/https.py
 # The HTTPS front's rows alone (bench/https.py, about 70 s): MAPI/HTTP

@@ -19,10 +19,13 @@ Environment knobs (defaults in brackets):
   MAPIPROXY [build/mapiproxy]  the binary to measure
   BENCH_KEEP  set: keep the temp dir (configs, logs) even after a good run
 
-Decoding row: drop a config snippet into bench/decode.conf (see
-bench/decode.conf.example).  It is appended to the transparent-mode
-configuration of a second mapiproxy, checked with --check, and measured like
-the other rows.  Without the file the row reads "n/a".
+Decoding rows: bench/decode.conf (decode+trace) and bench/reencode.conf
+(decode+re-encode: every ROP decoded, marked changed and re-encoded by the
+test module mpm_roptest, no output) are appended to the transparent-mode
+configuration of further mapiproxy processes, checked with --check, and
+measured like the other rows, each with 1 worker and with BENCH_WORKERS [2]
+workers (mapiproxy:workers).  Every other mapiproxy row runs 1 worker, as
+HAProxy runs one thread.  Without a snippet its rows read "n/a".
 """
 import os
 import re
@@ -41,6 +44,8 @@ LOADGEN = os.path.join(BUILD, "bench", "loadgen")
 MAPIPROXY = os.environ.get("MAPIPROXY", os.path.join(BUILD, "mapiproxy"))
 HAPROXY = os.environ.get("HAPROXY", "haproxy")
 DECODE_SNIPPET = os.path.join(ROOT, "bench", "decode.conf")
+REENCODE_SNIPPET = os.path.join(ROOT, "bench", "reencode.conf")
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 PASSTHRU = "mapiproxy auth pass-thru"
 
 SECS = float(os.environ.get("BENCH_SECS", "6"))
@@ -103,8 +108,9 @@ backend be
     return p, port
 
 
-def mapiproxy_conf(up_port, port):
+def mapiproxy_conf(up_port, port, workers=1):
     return f"""[global]
+    mapiproxy:workers = {workers}
     dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1[{up_port}]
     dcerpc_mapiproxy:interfaces = exchange_emsmdb
     mapiproxy:listen = 127.0.0.1
@@ -116,11 +122,11 @@ def mapiproxy_conf(up_port, port):
 """
 
 
-def start_mapiproxy(up_port, name="mapiproxy", extra=""):
+def start_mapiproxy(up_port, name="mapiproxy", extra="", workers=1):
     port = free_port()
     cfg = os.path.join(tmpdir, name + ".conf")
     with open(cfg, "w") as f:
-        f.write(mapiproxy_conf(up_port, port))
+        f.write(mapiproxy_conf(up_port, port, workers))
         if extra:
             f.write("\n# --- bench/decode.conf ---\n" + extra + "\n")
     chk = subprocess.run([MAPIPROXY, "--check", "-c", cfg], capture_output=True, text=True)
@@ -265,16 +271,21 @@ def main():
                # Same mapiproxy, clients that authenticate (NTLM-shaped
                # verifier, connect level): relayed byte for byte.
                (PASSTHRU, mp_port, mp.pid, ("-a",))]
-    decode = None
-    if os.path.exists(DECODE_SNIPPET):
-        try:
-            with open(DECODE_SNIPPET) as f:
-                dp, dport = start_mapiproxy(up_port, "mapiproxy-decode", f.read())
-            targets.append(("mapiproxy decode+trace", dport, dp.pid, ()))
-        except (ValueError, RuntimeError) as e:
-            decode = f"n/a (bench/decode.conf rejected: {e})"
-    else:
-        decode = "n/a (decoding not built yet)"
+    missing = []  # (label, why) of decoding rows that cannot run
+    decode_rows = []  # (kind, workers, label)
+    for kind, snippet in (("decode+trace", DECODE_SNIPPET), ("decode+re-encode", REENCODE_SNIPPET)):
+        for w in (1, WORKERS):
+            label = f"mapiproxy {kind} {w}w"
+            if not os.path.exists(snippet):
+                missing.append((label, "n/a (no " + os.path.relpath(snippet, ROOT) + ")"))
+                continue
+            try:
+                with open(snippet) as f:
+                    dp, dport = start_mapiproxy(up_port, f"mapiproxy-{kind}-{w}w", f.read(), w)
+                targets.append((label, dport, dp.pid, ()))
+                decode_rows.append((kind, w, label))
+            except (ValueError, RuntimeError) as e:
+                missing.append((label, f"n/a ({os.path.basename(snippet)} rejected: {e})"))
 
     # Rounds: every cell is measured ROUNDS times for SECS/ROUNDS seconds,
     # the rows interleaved (direct, HAProxy, mapiproxy, direct, ...), so a
@@ -307,11 +318,10 @@ def main():
             else:
                 res[n] = results[label][n][0] if results[label][n] else "not run"
         rows.append((label, res))
-    if decode:
-        rows.append(("mapiproxy decode+trace", decode))
+    rows.extend(missing)
 
     # ---- the table ----
-    lw = 24
+    lw = 30
     head1 = f"{'':<{lw}}" + "".join(f" | {str(n) + ' client' + ('s' if n > 1 else ''):^29}" for n in CLIENTS)
     head2 = f"{'':<{lw}}" + "".join(f" | {'calls/s':>7} {'p50 us':>6} {'p99 us':>6} {'cpu us':>6}" for _ in CLIENTS)
     print(head1)
@@ -383,6 +393,27 @@ def main():
         if worst_cps is not None:
             print(f"  target calls/s >= 1.0x HAProxy: {'met' if worst_cps >= 1.0 else 'NOT met'} (worst x{worst_cps:.2f});"
                   f" target CPU/call <= HAProxy: {'met' if worst_cpu <= 1.0 else 'NOT met'} (worst x{worst_cpu:.2f})")
+    # decoding rows: against HAProxy (goal x0.6 for decode+re-encode) and
+    # N workers against 1 (goal x1.6 on a 2-core machine)
+    for kind in ("decode+re-encode", "decode+trace"):
+        one = byl.get(f"mapiproxy {kind} 1w")
+        many = byl.get(f"mapiproxy {kind} {WORKERS}w")
+        if not isinstance(one, dict):
+            continue
+        print()
+        print(f"mapiproxy {kind}: 1 worker / HAProxy, {WORKERS} workers / 1 worker (calls/s):")
+        for n in CLIENTS:
+            a, h = one.get(n), (ha_r or {}).get(n)
+            m = (many or {}).get(n) if isinstance(many, dict) else None
+            parts = []
+            if isinstance(a, dict) and isinstance(h, dict) and h["cps"]:
+                parts.append(f"1w/HAProxy x{a['cps'] / h['cps']:.2f}")
+            if isinstance(a, dict) and isinstance(m, dict) and a["cps"]:
+                parts.append(f"{WORKERS}w/1w x{m['cps'] / a['cps']:.2f}")
+            print(f"  {n:>3} clients: " + ("   ".join(parts) or "n/a"))
+        if kind == "decode+re-encode":
+            print("  goals: 1w >= x0.6 HAProxy; 2w >= x1.6 of 1w (16 and 256 clients; one client"
+                  " is one connection, served by one worker)")
     sys.stdout.flush()
 
     # ---- idle sessions ----

@@ -70,8 +70,9 @@ struct rw_call {
     bool changed;
 };
 
-/* The loaded rewrite module, for mp_rewrite_text (one instance). */
-static struct mp_module_ctx *g_mc;
+/* The loaded rewrite module, for mp_rewrite_text: the calling worker's
+ * instance (each worker loads its own; init and fini run on its thread). */
+static _Thread_local struct mp_module_ctx *g_mc;
 
 /* ------------------------------------------------------------------ */
 /* names                                                               */

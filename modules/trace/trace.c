@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mapiproxy/module.h"
 
@@ -248,8 +249,19 @@ static void trace_line(struct mp_module_ctx *mc, struct mp_call *call, bool resp
     put_raw(&l, "}");
     if (!l.err) {
         if (c->fp) {
-            fwrite(l.p, 1, l.n, c->fp);
-            fputc('\n', c->fp);
+            /* one write(2) per line on the O_APPEND file: the instances of
+             * several workers append to it and lines must not interleave */
+            put_raw(&l, "\n");
+            const char *p = l.p;
+            for (size_t left = l.err ? 0 : l.n; left;) {
+                ssize_t w = write(fileno(c->fp), p, left);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0)
+                    break;
+                p += w;
+                left -= (size_t)w;
+            }
         } else {
             mp_module_log(mc, MP_MLOG_INFO, "%s", l.p);
         }

@@ -257,7 +257,8 @@ struct mp_gss_cred *mp_gss_cred_service(const char *keytab, const char *principa
         seterr(err, errlen, "service credential: keytab and principal are required");
         return NULL;
     }
-    snprintf(cc, sizeof cc, "MEMORY:mp-gss-%ld-%u", (long)getpid(), ++serial);
+    snprintf(cc, sizeof cc, "MEMORY:mp-gss-%ld-%u", (long)getpid(),
+             __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED)); /* KDC threads of every worker */
     if (service_tgt(keytab, principal, cc, err, errlen)) {
         destroy_ccache(cc);
         return NULL;

@@ -1,5 +1,6 @@
 #include "auth/winbind.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,11 @@
 
 #define MAX_GROUPS 512
 
+/* One context for the process, used by every worker's KDC thread in turn
+ * (wb_mu), made by the first relay that wants winbind and freed by the
+ * last (wb_users): doc/internals/workers.md. */
+static pthread_mutex_t wb_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned wb_users;
 static struct wbcContext *wb_ctx;
 static bool socket_dir_set;
 static char socket_dir[256];
@@ -26,7 +32,19 @@ bool nss_wrapper_enabled(void)
     return socket_dir_set;
 }
 
+static int winbind_init(const char *dir, char *why, size_t wl);
+
 int mp_winbind_init(const char *dir, char *why, size_t wl)
+{
+    pthread_mutex_lock(&wb_mu);
+    int rc = winbind_init(dir, why, wl);
+    if (!rc)
+        wb_users++;
+    pthread_mutex_unlock(&wb_mu);
+    return rc;
+}
+
+static int winbind_init(const char *dir, char *why, size_t wl)
 {
     if (dir && dir[0]) {
         if (strlen(dir) >= sizeof(socket_dir) || dir[0] != '/') {
@@ -53,9 +71,15 @@ int mp_winbind_init(const char *dir, char *why, size_t wl)
 
 void mp_winbind_shutdown(void)
 {
+    pthread_mutex_lock(&wb_mu);
+    if (wb_users && --wb_users) {
+        pthread_mutex_unlock(&wb_mu);
+        return;
+    }
     if (wb_ctx)
         wbcCtxFree(wb_ctx);
     wb_ctx = NULL;
+    pthread_mutex_unlock(&wb_mu);
 }
 
 const char *mp_winbind_socket_dir(void)
@@ -146,7 +170,16 @@ static void collect_groups(struct mp_wb_logon *l, const struct wbcAuthUserInfo *
     l->groups = out;
 }
 
+static void winbind_authenticate(struct mp_wb_logon *l);
+
 void mp_winbind_authenticate(struct mp_wb_logon *l)
+{
+    pthread_mutex_lock(&wb_mu);
+    winbind_authenticate(l);
+    pthread_mutex_unlock(&wb_mu);
+}
+
+static void winbind_authenticate(struct mp_wb_logon *l)
 {
     struct wbcAuthUserParams p;
     struct wbcAuthUserInfo *info = NULL;

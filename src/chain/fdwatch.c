@@ -21,8 +21,9 @@ struct mp_fdwatch {
     struct mp_fdwatch *prev, *next; /* every live watch: cancelled at unload */
 };
 
-/* The live watches of every loaded module (the daemon has one loop). */
-static struct mp_fdwatch *live;
+/* The live watches of every module instance on this worker (each worker
+ * has its own loop and module instances: doc/internals/workers.md). */
+static _Thread_local struct mp_fdwatch *live;
 
 static uint32_t loop_events(unsigned ev)
 {

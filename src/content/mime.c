@@ -2,6 +2,7 @@
 #include "content/mime.h"
 
 #include <gmime/gmime.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
@@ -9,18 +10,24 @@
 
 #include "content/rtf.h"
 
+/* Modules of several workers init and shut GMime down (mime_mu). */
+static pthread_mutex_t mime_mu = PTHREAD_MUTEX_INITIALIZER;
 static int inited;
 
 void mp_mime_init(void)
 {
+    pthread_mutex_lock(&mime_mu);
     if (!inited++)
         g_mime_init();
+    pthread_mutex_unlock(&mime_mu);
 }
 
 void mp_mime_shutdown(void)
 {
+    pthread_mutex_lock(&mime_mu);
     if (inited && !--inited)
         g_mime_shutdown();
+    pthread_mutex_unlock(&mime_mu);
 }
 
 /* A string property as UTF-8 in buf (NULL when absent or empty). */

@@ -4,6 +4,8 @@
  * and 4-bit length - 2) until a reference to the dictionary's write position. */
 #include "content/rtf.h"
 
+#include <pthread.h>
+
 #include <string.h>
 
 static const char prebuf[] =
@@ -21,19 +23,23 @@ static uint32_t le32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+static uint32_t crc_table[256];
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
 uint32_t mp_rtf_crc(const uint8_t *p, size_t n)
 {
-    static uint32_t table[256];
-    static int ready;
-    if (!ready) { /* idempotent: racing threads write the same values */
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++)
-                c = c & 1 ? (c >> 1) ^ 0xEDB88320u : c >> 1;
-            table[i] = c;
-        }
-        ready = 1;
-    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT; /* workers call in at once */
+    pthread_once(&once, crc_init);
+    const uint32_t *table = crc_table;
     uint32_t crc = 0;
     for (size_t i = 0; i < n; i++)
         crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);

@@ -849,6 +849,7 @@ static const struct opt options[] = {
     {"mapiproxy:connect timeout", K_UINT, F(connect_timeout_ms), 1, 3600000, "milliseconds"},
     {"mapiproxy:idle timeout", K_UINT, F(idle_timeout_s), 0, 604800, "seconds"},
     {"mapiproxy:bind timeout", K_UINT, F(bind_timeout_s), 0, 3600, "seconds"},
+    {"mapiproxy:workers", K_UINT, F(workers), 1, MP_MAX_WORKERS, "workers"},
     {"mapiproxy:max connections per address", K_UINT, F(max_conn_per_addr), 0, 1000000,
      "connections"},
     {"mapiproxy:module dir", K_STR, F(module_dir), 0, 0, NULL},
@@ -1902,6 +1903,8 @@ static void set_defaults(struct mp_config *c)
     c->idle_timeout_s = 900;
     c->bind_timeout_s = 30;
     c->max_conn_per_addr = 512;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    c->workers = ncpu < 1 ? 1 : ncpu > MP_MAX_WORKERS ? MP_MAX_WORKERS : (uint32_t)ncpu;
     c->send_timeout_s = 60;
     c->transparent = true;
     c->max_fragments = 4096;

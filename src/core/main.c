@@ -13,6 +13,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/workers.h"
 #include "event/loop.h"
 #include "net/accept.h"
 #include "ops/pcapng.h"
@@ -54,15 +55,27 @@ struct gen {
     unsigned no;               /* 1 at start, +1 per reload */
 };
 
+/* What one worker runs (core/workers.h): worker 0 is the main thread. */
+struct wstate {
+    unsigned idx;
+    struct mp_loop *loop;
+    struct gen *cur;      /* the running configuration: new sessions */
+    struct gen *pending;  /* built by a reload, not yet switched to */
+    struct gen *draining; /* earlier ones whose sessions go on */
+    struct mp_timer drain;
+    const char *path; /* for a worker's build job */
+    int rc;           /* its result */
+    unsigned no;
+};
+static struct wstate wst[MP_MAX_WORKERS];
+
 struct daemon {
     struct mp_io io;
     struct mp_loop *loop;
-    const char *path;     /* -c FILE, NULL for the embedded default */
-    int level_override;   /* -d, or -1 */
-    struct gen *cur;      /* the running configuration: new sessions */
-    struct gen *draining; /* earlier ones whose sessions go on */
-    struct mp_timer drain;
-    char status[400]; /* systemd STATUS= while running */
+    const char *path;   /* -c FILE, NULL for the embedded default */
+    int level_override; /* -d, or -1 */
+    struct wstate *w;   /* worker 0's: cur, draining */
+    char status[400];   /* systemd STATUS= while running */
 };
 
 static const char *cfg_name(const char *path)
@@ -95,34 +108,137 @@ static void gen_free(struct gen *g)
 }
 
 /* Binds g's listeners (taking over the sockets of the running configuration
- * that the new one names too: net/accept.h) and loads its modules.  0, or
- * -1 with everything it made undone. */
-static int gen_start(struct daemon *d, struct gen *g)
+ * that the new one names too: net/accept.h) and loads its modules, on the
+ * calling worker's loop.  The HTTPS front (MAPI/HTTP, RPC over HTTP) runs on
+ * worker 0 only (doc/internals/workers.md).  0, or -1 with everything it
+ * made undone. */
+static int gen_build(struct wstate *w, struct gen *g)
 {
-    mp_listen_begin();
-    g->relay = mp_relay_new(d->loop, &g->cfg);
-    if (g->relay && g->cfg.n_http_listen)
-        g->http = mp_http_new(d->loop, &g->cfg);
-    if (!g->relay || (g->cfg.n_http_listen && !g->http)) {
+    bool front = w->idx == 0;
+    g->relay = mp_relay_new(w->loop, &g->cfg);
+    if (g->relay && front && g->cfg.n_http_listen)
+        g->http = mp_http_new(w->loop, &g->cfg);
+    if (!g->relay || (front && g->cfg.n_http_listen && !g->http)) {
         mp_http_free(g->http);
         mp_relay_free(g->relay);
         g->http = NULL;
         g->relay = NULL;
-        mp_listen_abort();
         return -1;
     }
     if (g->http)
         mp_http_set_modules(g->http, mp_relay_modules(g->relay));
-    if (mp_rpch_http_setup(d->loop, &g->cfg, g->http, g->relay, &g->rpch)) {
+    if (front && mp_rpch_http_setup(w->loop, &g->cfg, g->http, g->relay, &g->rpch)) {
         mp_http_free(g->http);
         mp_relay_free(g->relay);
         g->http = NULL;
         g->relay = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* A worker's part of a start or reload (runs on its thread): its own copy
+ * of the configuration, already checked by worker 0, and its generation. */
+static void build_job(void *arg)
+{
+    struct wstate *w = arg;
+    struct gen *g = calloc(1, sizeof *g);
+    struct mp_diag diag = {0};
+    w->rc = -1;
+    if (!g)
+        return;
+    int rc = w->path ? mp_config_load(&g->cfg, w->path, &diag)
+                     : mp_config_load_text(&g->cfg, cfg_name(NULL), mp_default_config, &diag);
+    mp_diag_free(&diag);
+    if (rc) {
+        mp_error("worker %u: the configuration changed while it was read; not started", w->idx);
+        free(g);
+        return;
+    }
+    g->no = w->no;
+    if (gen_build(w, g)) {
+        mp_config_free(&g->cfg);
+        free(g);
+        return;
+    }
+    w->pending = g;
+    w->rc = 0;
+}
+
+static void abort_job(void *arg)
+{
+    struct wstate *w = arg;
+    if (w->pending)
+        gen_free(w->pending);
+    w->pending = NULL;
+}
+
+static void drain_check(struct mp_timer *t);
+
+/* Switches a worker to the generation its build job made. */
+static void commit_job(void *arg)
+{
+    struct wstate *w = arg;
+    struct gen *old = w->cur;
+    w->cur = w->pending;
+    w->pending = NULL;
+    mp_worker_set_data(w->cur->relay);
+    if (old) {
+        mp_http_stop_listening(old->http);
+        mp_relay_stop_listening(old->relay);
+        old->next = w->draining;
+        w->draining = old;
+        drain_check(&w->drain);
+    }
+}
+
+/* At exit, on the worker's thread: every generation it has. */
+static void exit_job(unsigned idx)
+{
+    struct wstate *w = &wst[idx];
+    mp_timer_cancel(w->loop, &w->drain);
+    abort_job(w);
+    while (w->draining) {
+        struct gen *x = w->draining;
+        w->draining = x->next;
+        gen_free(x);
+    }
+    if (w->cur)
+        gen_free(w->cur);
+    w->cur = NULL;
+    mp_worker_set_data(NULL);
+}
+
+/* Worker 0 built g (checked configuration, no); the other workers build
+ * theirs from the same file, all between mp_listen_begin and commit so they
+ * share the listening sockets.  0: every worker has a pending generation;
+ * -1: none has, every listener made for them is closed again. */
+static int gen_start(struct daemon *d, struct gen *g)
+{
+    mp_listen_begin();
+    unsigned n = mp_workers_count(), k = 1;
+    int rc = gen_build(d->w, g);
+    for (; !rc && k < n; k++) {
+        wst[k].path = d->path;
+        wst[k].no = g->no;
+        mp_worker_call(k, build_job, &wst[k]);
+        rc = wst[k].rc;
+    }
+    if (rc) {
+        for (unsigned i = 1; i < k; i++)
+            mp_worker_call(i, abort_job, &wst[i]);
         mp_listen_abort();
         return -1;
     }
     mp_listen_commit();
     return 0;
+}
+
+/* After gen_start: the other workers switch to what they built. */
+static void gen_commit_others(void)
+{
+    for (unsigned i = 1; i < mp_workers_count(); i++)
+        mp_worker_call(i, commit_job, &wst[i]);
 }
 
 static const char *upstream_text(const struct mp_config *c, char *up, size_t n)
@@ -143,16 +259,17 @@ static const char *upstream_text(const struct mp_config *c, char *up, size_t n)
 static void set_status(struct daemon *d)
 {
     char up[300];
-    upstream_text(&d->cur->cfg, up, sizeof up);
+    upstream_text(&d->w->cur->cfg, up, sizeof up);
     snprintf(d->status, sizeof d->status,
              "relaying: epmapper port %u, rpc port %u, upstream %s (configuration %u)",
-             mp_relay_epm_port(d->cur->relay), mp_relay_rpc_port(d->cur->relay), up, d->cur->no);
+             mp_relay_epm_port(d->w->cur->relay), mp_relay_rpc_port(d->w->cur->relay), up,
+             d->w->cur->no);
 }
 
 /* Frees the earlier configurations whose last session has ended. */
 static void drain_check(struct mp_timer *t)
 {
-    struct daemon *d = t->data;
+    struct wstate *d = t->data;
     for (struct gen **pp = &d->draining; *pp;) {
         struct gen *g = *pp;
         if (mp_relay_live(g->relay) || mp_http_live(g->http)) {
@@ -160,7 +277,11 @@ static void drain_check(struct mp_timer *t)
             continue;
         }
         *pp = g->next;
-        mp_info("reload: configuration %u retired: its last session has ended", g->no);
+        if (d->idx == 0)
+            mp_info("reload: configuration %u retired: its last session has ended", g->no);
+        else
+            mp_info("reload: worker %u: configuration %u retired: its last session has ended",
+                    d->idx, g->no);
         gen_free(g);
     }
     if (d->draining)
@@ -171,7 +292,7 @@ static void drain_check(struct mp_timer *t)
 static const char *const restart_only[] = {
     "mapiproxy:log file",       "mapiproxy:log target", "mapiproxy:syslog facility",
     "mapiproxy:syslog socket",  "mapiproxy:user",       "mapiproxy:group",
-    "mapiproxy:metrics listen",
+    "mapiproxy:metrics listen", "mapiproxy:workers",
 };
 
 /* SIGHUP (doc/operations.md): re-read and check the configuration as
@@ -199,6 +320,7 @@ static void reload(struct daemon *d)
     }
     for (size_t i = 0; i < g->cfg.warnings.n; i++)
         mp_warn("reload: %s", g->cfg.warnings.msgs[i]);
+    g->no = d->w->cur->no + 1;
     if (gen_start(d, g)) {
         mp_error("reload: %s refused: its listeners or modules did not start (the errors "
                  "above); the running configuration stays",
@@ -207,13 +329,15 @@ static void reload(struct daemon *d)
         free(g);
         return;
     }
-    struct gen *old = d->cur;
-    g->no = old->no + 1;
+    gen_commit_others();
+    struct wstate *w = d->w;
+    struct gen *old = w->cur;
     mp_http_stop_listening(old->http);
     mp_relay_stop_listening(old->relay);
-    old->next = d->draining;
-    d->draining = old;
-    d->cur = g;
+    old->next = w->draining;
+    w->draining = old;
+    w->cur = g;
+    mp_worker_set_data(g->relay);
     char changed[1024], restart[400] = "";
     size_t n = mp_config_diff(&old->cfg, &g->cfg, NULL, changed, sizeof changed);
     for (size_t i = 0, o = 0; i < sizeof restart_only / sizeof restart_only[0]; i++) {
@@ -235,7 +359,7 @@ static void reload(struct daemon *d)
     if (d->level_override < 0)
         mp_log_threshold = g->cfg.log_level;
     set_status(d);
-    drain_check(&d->drain);
+    drain_check(&w->drain);
 }
 
 static void on_signal(struct mp_io *io, uint32_t ev)
@@ -423,15 +547,25 @@ int main(int argc, char **argv)
     }
     check_nofile(&cfg);
     mp_pcap_configure(&cfg);
-    struct daemon sw = {.loop = loop, .path = path, .level_override = level};
-    sw.drain.cb = drain_check;
-    sw.drain.data = &sw;
+    struct daemon sw = {.loop = loop, .path = path, .level_override = level, .w = &wst[0]};
     sw.io.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     sw.io.cb = on_signal;
     sw.io.data = &sw;
     mp_io_set(loop, &sw.io, MP_READ);
     /* Every exit after this point goes through `out`: what was made is freed. */
     rc = 1;
+    bool workers = false;
+    if (mp_workers_start(cfg.workers, loop)) {
+        mp_config_free(&cfg);
+        goto out;
+    }
+    workers = true;
+    for (unsigned i = 0; i < mp_workers_count(); i++) {
+        wst[i].idx = i;
+        wst[i].loop = mp_worker_loop(i);
+        wst[i].drain.cb = drain_check;
+        wst[i].drain.data = &wst[i];
+    }
     struct gen *g = calloc(1, sizeof *g);
     if (!g) {
         mp_config_free(&cfg);
@@ -443,7 +577,9 @@ int main(int argc, char **argv)
         gen_free(g);
         goto out;
     }
-    sw.cur = g;
+    gen_commit_others();
+    sw.w->cur = g;
+    mp_worker_set_data(g->relay);
     /* The metrics endpoint is the process's, across reloads (doc/monitoring.md). */
     if (g->cfg.metrics.port && mp_stats_http_start(loop, g->cfg.metrics.host, g->cfg.metrics.port))
         goto out;
@@ -461,18 +597,16 @@ int main(int argc, char **argv)
     mp_info("mapiproxy %s ready: epmapper port %u, rpc port %u, upstream %s, %zu interface(s)",
             MP_VERSION, mp_relay_epm_port(g->relay), mp_relay_rpc_port(g->relay),
             upstream_text(&g->cfg, up, sizeof up), g->cfg.n_ifaces);
+    if (mp_workers_count() > 1)
+        mp_info("%u workers (mapiproxy:workers)", mp_workers_count());
     /* systemd Type=notify: the listeners are bound and root is gone. */
     sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%lu", sw.status, (unsigned long)getpid());
     rc = mp_loop_run(loop) ? 1 : 0;
 out:
-    mp_timer_cancel(loop, &sw.drain);
-    while (sw.draining) {
-        struct gen *x = sw.draining;
-        sw.draining = x->next;
-        gen_free(x);
+    if (workers) {
+        mp_workers_stop(exit_job); /* the others free their generations */
+        exit_job(0);
     }
-    if (sw.cur)
-        gen_free(sw.cur);
     mp_listen_release();
     mp_io_close(loop, &sw.io);
     mp_loop_free(loop);

@@ -1,8 +1,10 @@
 /* Accepting connections with a back-off when descriptors run out (net/accept.h).
  *
  * The back-off state is the process's, not a listener's: descriptors are a
- * process-wide resource, so one report covers every listener.  Only the loop
- * thread calls in here. */
+ * process-wide resource, so one report covers every listener of a worker:
+ * each worker has its own (thread-local).  The held listeners are touched
+ * only while configurations are built, one worker at a time, the main
+ * thread waiting (core/main.c). */
 #include "net/accept.h"
 
 #include <arpa/inet.h>
@@ -22,7 +24,7 @@
 
 #define MAX_PAUSED 64
 
-static struct {
+static _Thread_local struct {
     struct mp_loop *loop;
     struct mp_io *paused[MAX_PAUSED];
     size_t n_paused;

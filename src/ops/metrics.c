@@ -1,6 +1,7 @@
 /* Counters and their Prometheus text exposition (doc/monitoring.md). */
 #include "ops/metrics.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -107,6 +108,10 @@ static void hist_add(struct hist *h, uint64_t us)
     ADD(h->count, 1);
 }
 
+/* Slots are claimed under slot_mu (workers call in at once); a claimed
+ * slot is never given up, so the lookup reads `used` with acquire. */
+static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static struct iface_m *iface_slot(const struct mp_iface_info *info)
 {
     struct iface_m *other = &M.ifs[MP_METRICS_IFACES - 1];
@@ -114,15 +119,28 @@ static struct iface_m *iface_slot(const struct mp_iface_info *info)
         return other;
     for (size_t i = 0; i + 1 < MP_METRICS_IFACES; i++) {
         struct iface_m *s = &M.ifs[i];
-        if (s->used && s->info == info)
+        if (!__atomic_load_n(&s->used, __ATOMIC_ACQUIRE))
+            break;
+        if (s->info == info)
             return s;
+    }
+    pthread_mutex_lock(&slot_mu);
+    struct iface_m *found = other;
+    for (size_t i = 0; i + 1 < MP_METRICS_IFACES; i++) {
+        struct iface_m *s = &M.ifs[i];
+        if (s->used && s->info == info) {
+            found = s;
+            break;
+        }
         if (!s->used) {
             s->info = info;
-            s->used = true;
-            return s;
+            __atomic_store_n(&s->used, true, __ATOMIC_RELEASE);
+            found = s;
+            break;
         }
     }
-    return other;
+    pthread_mutex_unlock(&slot_mu);
+    return found;
 }
 
 void mp_metrics_call(const struct mp_iface_info *info, uint16_t opnum, uint64_t in, uint64_t out,

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -30,6 +31,9 @@
 
 #define PENDING_MAX (256u * 1024u) /* bytes kept while waiting for the user */
 
+/* Written by a reload on worker 0 while every worker starts exports:
+ * conf_mu around both. */
+static pthread_mutex_t conf_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     char dir[512];
     char clients[1024];
@@ -78,9 +82,11 @@ static bool chosen(const char *host)
 
 void mp_pcap_configure(const struct mp_config *cfg)
 {
+    pthread_mutex_lock(&conf_mu);
     snprintf(conf.dir, sizeof conf.dir, "%s", cfg->packet_export_dir);
     snprintf(conf.clients, sizeof conf.clients, "%s", cfg->packet_export_clients);
     snprintf(conf.users, sizeof conf.users, "%s", cfg->packet_export_users);
+    pthread_mutex_unlock(&conf_mu);
     if (conf.dir[0])
         mp_warn("PACKET EXPORT IS ON: the decrypted traffic (TLS and DCE/RPC sealing removed) "
                 "of clients %s%s%s is written to %s as pcapng, mode 0600; it holds message "
@@ -255,9 +261,12 @@ static void leg_start(struct mp_pcap *c, struct leg *l, int fd, bool client, boo
 static int open_file(struct mp_pcap *c, const char *user)
 {
     char path[700];
+    pthread_mutex_lock(&conf_mu);
     snprintf(path, sizeof path, "%s/mapiproxy-%ld-%s-%s-%u-%lu.pcapng", conf.dir, (long)time(NULL),
              c->what, c->host, c->port, ++conf.seq);
-    for (char *p = path + strlen(conf.dir) + 1; *p; p++)
+    size_t dlen = strlen(conf.dir);
+    pthread_mutex_unlock(&conf_mu);
+    for (char *p = path + dlen + 1; *p; p++)
         if (*p == ':' || *p == '/')
             *p = '_'; /* IPv6 addresses in a file name */
     c->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -272,8 +281,13 @@ static int open_file(struct mp_pcap *c, const char *user)
 
 struct mp_pcap *mp_pcap_start(const char *client_host, uint16_t client_port, const char *what)
 {
-    if (!conf.dir[0] || !chosen(client_host))
+    pthread_mutex_lock(&conf_mu);
+    if (!conf.dir[0] || !chosen(client_host)) {
+        pthread_mutex_unlock(&conf_mu);
         return NULL;
+    }
+    bool wait_user = conf.users[0] != 0;
+    pthread_mutex_unlock(&conf_mu);
     struct mp_pcap *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
@@ -282,7 +296,7 @@ struct mp_pcap *mp_pcap_start(const char *client_host, uint16_t client_port, con
     c->port = client_port;
     c->http = !strcmp(what, "http");
     c->fd = -1; /* pending until mp_pcap_user() when users are chosen */
-    if (!conf.users[0] && open_file(c, NULL)) {
+    if (!wait_user && open_file(c, NULL)) {
         free(c);
         return NULL;
     }
@@ -324,7 +338,10 @@ void mp_pcap_tap(struct mp_pcap *c, int fd, bool client, bool in, const void *da
 
 bool mp_pcap_users_chosen(void)
 {
-    return conf.users[0] != 0;
+    pthread_mutex_lock(&conf_mu);
+    bool r = conf.users[0] != 0;
+    pthread_mutex_unlock(&conf_mu);
+    return r;
 }
 
 struct mp_pcap *mp_pcap_user(struct mp_pcap *c, const char *user)
@@ -335,8 +352,10 @@ struct mp_pcap *mp_pcap_user(struct mp_pcap *c, const char *user)
     const char *bs = user ? strrchr(user, '\\') : NULL, *at = user ? strchr(user, '@') : NULL;
     const char *acct = bs ? bs + 1 : user;
     size_t an = at && !bs ? (size_t)(at - user) : acct ? strlen(acct) : 0;
+    pthread_mutex_lock(&conf_mu);
     bool keep = user && !c->failed &&
                 (in_list(conf.users, user, strlen(user)) || in_list(conf.users, acct, an));
+    pthread_mutex_unlock(&conf_mu);
     if (keep && !open_file(c, user)) {
         uint8_t *p = c->pend;
         size_t n = c->npend;

@@ -125,6 +125,10 @@ class Proxy:
         ]
         if interfaces:
             lines.append("dcerpc_mapiproxy:interfaces = " + " ".join(interfaces))
+        # One worker unless a test asks for more (test_workers.py): the
+        # tests keep testing exactly what they did before workers existed.
+        if "mapiproxy:workers" not in (extra or {}):
+            lines.append("mapiproxy:workers = 1")
         for k, v in (extra or {}).items():
             lines.append(f"{k} = {v}")
         self.conf = os.path.join(str(tmp_path), f"mapiproxy-{self.rpc_port}.conf")

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/workers.h"
 #include "net/accept.h"
 #include "transport/dcerpc/carrier.h"
 #include "transport/rpch/upclient.h"
@@ -49,6 +51,10 @@ static void assoc_free(void *p)
     mp_pcap_end(a->cap);
     free(a);
 }
+
+/* Associations open in the process, every worker and generation: what
+ * mapiproxy:max connections limits (doc/internals/workers.md). */
+static size_t n_open_all;
 
 void dce_assoc_close(struct assoc *a, const char *reason)
 {
@@ -87,6 +93,7 @@ void dce_assoc_close(struct assoc *a, const char *reason)
     if (a->next)
         a->next->prev = a->prev;
     r->n_assoc--;
+    __atomic_sub_fetch(&n_open_all, 1, __ATOMIC_RELAXED);
     mp_loop_defer(r->loop, assoc_free, a);
 }
 
@@ -442,6 +449,8 @@ static bool pdu_run(struct assoc *a, struct conn *c, const uint8_t *p, const str
     return true;
 }
 
+static bool hand_over(struct assoc *a, const uint8_t *p, const struct mp_pdu_hdr *h);
+
 void dce_client_input(struct assoc *a)
 {
     struct conn *c = &a->c;
@@ -474,6 +483,8 @@ void dce_client_input(struct assoc *a)
             dce_client_protocol_error(a, h.call_id, "first PDU is not a bind");
             return;
         }
+        if (a->state == A_WAIT_BIND && hand_over(a, p, &h))
+            return;
         if (!pdu_run(a, c, p, &h, dce_client_pdu, false))
             return;
     }
@@ -618,6 +629,7 @@ static struct assoc *assoc_new(struct mp_relay *r, const char *peer, bool epm)
         r->assocs->prev = a;
     r->assocs = a;
     r->n_assoc++;
+    __atomic_add_fetch(&n_open_all, 1, __ATOMIC_RELAXED);
     mp_info("conn open %s -> %s", peer, epm ? "epmapper" : "rpc");
     mp_metrics_open(epm ? "epmapper" : "rpc", 1);
     return a;
@@ -636,17 +648,17 @@ static struct addr_count *addr_take_logged(struct mp_relay *r, const uint8_t ip[
     return ac;
 }
 
-void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
+static struct assoc *accept_fd(struct listener *l, int fd, const char *host, uint16_t port)
 {
-    struct listener *l = data;
     struct mp_relay *r = l->r;
     char peer[64];
     snprintf(peer, sizeof(peer), "%s:%u", host, port);
-    if (r->n_assoc >= r->cfg->max_connections) {
+    size_t open_all = __atomic_load_n(&n_open_all, __ATOMIC_RELAXED);
+    if (open_all >= r->cfg->max_connections) {
         mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
-                r->n_assoc);
+                open_all);
         close(fd);
-        return;
+        return NULL;
     }
     uint8_t ip[16] = {0};
     struct sockaddr_storage ss;
@@ -660,13 +672,13 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
     struct addr_count *ac = addr_take_logged(r, ip, peer, host);
     if (!ac) {
         close(fd);
-        return;
+        return NULL;
     }
     struct assoc *a = assoc_new(r, peer, l->epm);
     if (!a) {
         dce_addr_release(r, ac);
         close(fd);
-        return;
+        return NULL;
     }
     a->addr = ac;
     mp_conn_attach(&a->c.n, fd);
@@ -675,7 +687,78 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
     socklen_t ml = sizeof(me);
     if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
         a->local_ip = ((struct sockaddr_in *)&me)->sin_addr.s_addr;
+    return a;
+}
+
+void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
+{
+    struct assoc *a = accept_fd(data, fd, host, port);
+    if (a)
+        dce_update_interest(a);
+}
+
+/* A connection another worker accepted and read the first bind of, which
+ * names an association group of this worker (doc/internals/workers.md):
+ * bytes are what that worker had read. */
+void dce_assoc_adopt_bytes(struct listener *l, int fd, const char *host, uint16_t port,
+                           const void *bytes, size_t len)
+{
+    struct assoc *a = accept_fd(l, fd, host, port);
+    if (!a)
+        return;
+    a->steered = true;
+    if (mp_buf_append(&a->c.n.in, bytes, len)) {
+        dce_assoc_close(a, "out of memory");
+        return;
+    }
+    dce_client_input(a);
+    if (!a->dead) {
+        dce_conn_flush(a, &a->c);
+        if (!a->dead)
+            dce_conn_flush(a, &a->u);
+    }
+    if (!a->dead && mp_conn_keep(&a->c.n)) {
+        dce_assoc_close(a, "out of memory");
+        return;
+    }
     dce_update_interest(a);
+}
+
+/* The first PDU is a bind naming an association group another worker
+ * owns: that worker gets the connection (a duplicate of its descriptor)
+ * and what was read of it; this association ends here, before anything
+ * went upstream.  Returns true when the connection was handed over. */
+static bool hand_over(struct assoc *a, const uint8_t *p, const struct mp_pdu_hdr *h)
+{
+    if (a->steered || a->carrier || a->local_epm || mp_workers_count() < 2 ||
+        h->frag_len < MP_HDR_LEN + 8)
+        return false;
+    uint32_t id = (p[4] & 0x10) ? mp_get32(p + 20)
+                                : (uint32_t)p[20] << 24 | (uint32_t)p[21] << 16 |
+                                      (uint32_t)p[22] << 8 | p[23];
+    unsigned to = mp_worker_of_group(id);
+    if (!id || to == mp_worker_self())
+        return false;
+    const char *colon = strrchr(a->peer, ':');
+    char host[64];
+    snprintf(host, sizeof host, "%.*s", (int)(colon ? colon - a->peer : (long)strlen(a->peer)),
+             a->peer);
+    uint16_t port = colon ? (uint16_t)atoi(colon + 1) : 0;
+    int fd = fcntl(a->c.n.io.fd, F_DUPFD_CLOEXEC, 0);
+    struct handover *ho = fd < 0 ? NULL
+                                 : dce_handover_new(fd, host, port, mp_buf_head(&a->c.n.in),
+                                                    mp_buf_avail(&a->c.n.in));
+    if (!ho) {
+        if (fd >= 0)
+            close(fd);
+        return false; /* served here: the group is not found, a new one is made */
+    }
+    mp_debug("conn %s: bind names association group 0x%08x of worker %u; handed over", a->peer, id,
+             to);
+    /* closed (its address count released) before the owner counts it again */
+    dce_assoc_close(a, "handed to its group's worker");
+    dce_handover_post(to, ho);
+    return true;
 }
 
 /* ---- other carriers (transport/dcerpc/carrier.h) ---- */
@@ -687,9 +770,10 @@ struct assoc *mp_dce_assoc_open(struct mp_relay *r, const struct mp_dce_carrier_
         mp_warn("conn %s refused: the relay is shutting down", peer);
         return NULL;
     }
-    if (r->n_assoc >= r->cfg->max_connections) {
+    size_t open_all = __atomic_load_n(&n_open_all, __ATOMIC_RELAXED);
+    if (open_all >= r->cfg->max_connections) {
         mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
-                r->n_assoc);
+                open_all);
         return NULL;
     }
     struct addr_count *ac = NULL;

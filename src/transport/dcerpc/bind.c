@@ -11,8 +11,8 @@
 #include "core/log.h"
 #include "ops/metrics.h"
 
-struct mp_bind dce_scratch_bind; /* single-threaded: one bind parsed at a time */
-struct mp_bind_ack dce_scratch_ack;
+_Thread_local struct mp_bind dce_scratch_bind;    /* one bind parsed at a time per worker */
+_Thread_local struct mp_bind_ack dce_scratch_ack; /* per worker */
 
 static bool iface_allowed(const struct mp_relay *r, const struct mp_syntax *s)
 {

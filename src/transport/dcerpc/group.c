@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/workers.h"
 #include "ops/metrics.h"
 
 static void group_unlink(struct mp_session *g)
@@ -47,6 +48,7 @@ uint32_t dce_group_fresh_id(struct mp_relay *r)
             mp_error("no random bytes for an association group id");
             abort(); /* never fall back to guessable ids */
         }
+        id = mp_worker_group_id(id); /* the low bits name this worker (workers.md) */
     }
     return id;
 }

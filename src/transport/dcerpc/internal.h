@@ -150,6 +150,7 @@ struct assoc {
     struct conn c, u, res; /* client, upstream, upstream endpoint mapper */
     enum astate state;
     bool local_epm;
+    bool steered; /* handed over by another worker: never handed on */
     bool passthrough;
     bool dead;
     uint16_t c_xmit, c_recv; /* fragment limits on the client leg (we send / we accept) */
@@ -211,7 +212,6 @@ struct mp_relay {
     struct mp_modules mods;
     struct assoc *assocs;
     size_t n_assoc;
-    struct addr_count *addrs[N_ADDR_BUCKETS];
     uint8_t rbuf[READ_CHUNK]; /* reads land here; only partial PDUs are kept per conn */
     bool more_input;          /* more bytes follow the PDU being handled: batch the writes */
     /* terminated authentication (src/auth/dcerpc_auth.h): credentials,
@@ -225,8 +225,8 @@ struct mp_relay {
 };
 
 /* Parsed one at a time on the loop thread (bind.c). */
-extern struct mp_bind dce_scratch_bind;
-extern struct mp_bind_ack dce_scratch_ack;
+extern _Thread_local struct mp_bind dce_scratch_bind;
+extern _Thread_local struct mp_bind_ack dce_scratch_ack;
 
 /* call.c: fragments out, each protected for the leg when sec signs or
  * seals (sec may be NULL). */
@@ -256,6 +256,15 @@ void dce_client_input(struct assoc *a);
  * there), -1 when its header is bad (*bad says why). */
 int dce_pdu_head(struct conn *c, const uint8_t **pp, struct mp_pdu_hdr *h, const char **bad);
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port);
+void dce_assoc_adopt_bytes(struct listener *l, int fd, const char *host, uint16_t port,
+                           const void *bytes, size_t len);
+/* A connection for another worker (transport.c): new copies the bytes read
+ * (NULL: out of memory, fd kept); post queues it for worker `to`, which
+ * owns fd from then on (closed if it cannot be queued). */
+struct handover;
+struct handover *dce_handover_new(int fd, const char *host, uint16_t port, const void *bytes,
+                                  size_t len);
+void dce_handover_post(unsigned to, struct handover *h);
 
 /* group.c */
 void dce_group_unref(struct mp_relay *r, struct mp_session *g);

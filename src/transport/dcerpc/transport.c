@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -13,17 +14,24 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/workers.h"
 #include "net/accept.h"
 #include "net/conn.h"
 #include "ops/metrics.h"
 #include "transport/rpch/upclient.h"
 
-static struct addr_count **addr_slot(struct mp_relay *r, const uint8_t ip[16])
+/* Connections per client address are counted for the process, across
+ * workers and configuration generations (doc/internals/workers.md): one
+ * table under a mutex, taken once per connection. */
+static pthread_mutex_t addr_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct addr_count *addrs[N_ADDR_BUCKETS];
+
+static struct addr_count **addr_slot(const uint8_t ip[16])
 {
     uint32_t h = 2166136261u; /* FNV-1a */
     for (int i = 0; i < 16; i++)
         h = (h ^ ip[i]) * 16777619u;
-    struct addr_count **pp = &r->addrs[h % N_ADDR_BUCKETS];
+    struct addr_count **pp = &addrs[h % N_ADDR_BUCKETS];
     while (*pp && memcmp((*pp)->ip, ip, 16))
         pp = &(*pp)->next;
     return pp;
@@ -33,28 +41,35 @@ static struct addr_count **addr_slot(struct mp_relay *r, const uint8_t ip[16])
  * max connections per address open already (or out of memory). */
 struct addr_count *dce_addr_take(struct mp_relay *r, const uint8_t ip[16])
 {
-    struct addr_count **pp = addr_slot(r, ip);
     uint32_t max = r->cfg->max_conn_per_addr;
-    if (*pp && max && (*pp)->n >= max)
-        return NULL;
-    if (!*pp) {
-        struct addr_count *e = calloc(1, sizeof(*e));
-        if (!e)
-            return NULL;
-        memcpy(e->ip, ip, 16);
-        *pp = e;
+    pthread_mutex_lock(&addr_mu);
+    struct addr_count **pp = addr_slot(ip);
+    struct addr_count *e = *pp;
+    if (e && max && e->n >= max) {
+        e = NULL;
+    } else {
+        if (!e && (e = calloc(1, sizeof(*e)))) {
+            memcpy(e->ip, ip, 16);
+            *pp = e;
+        }
+        if (e)
+            e->n++;
     }
-    (*pp)->n++;
-    return *pp;
+    pthread_mutex_unlock(&addr_mu);
+    return e;
 }
 
 void dce_addr_release(struct mp_relay *r, struct addr_count *e)
 {
-    if (!e || --e->n)
+    if (!e)
         return;
-    struct addr_count **pp = addr_slot(r, e->ip);
-    *pp = e->next;
-    free(e);
+    pthread_mutex_lock(&addr_mu);
+    if (!--e->n) {
+        struct addr_count **pp = addr_slot(e->ip);
+        *pp = e->next;
+        free(e);
+    }
+    pthread_mutex_unlock(&addr_mu);
 }
 
 static void accept_cb(struct mp_io *io, uint32_t ev)
@@ -256,4 +271,53 @@ void mp_relay_free(struct mp_relay *r)
 struct mp_modules *mp_relay_modules(struct mp_relay *r)
 {
     return &r->mods;
+}
+
+/* ---- connections handed between workers (doc/internals/workers.md) ---- */
+
+struct handover {
+    int fd;
+    char host[64];
+    uint16_t port;
+    size_t len;
+    uint8_t bytes[];
+};
+
+/* On the receiving worker: its running relay adopts the connection. */
+static void handover_job(void *arg)
+{
+    struct handover *h = arg;
+    struct mp_relay *r = mp_worker_data();
+    for (size_t i = 0; r && i < r->n_ls; i++)
+        if (!r->ls[i].epm && r->ls[i].io.fd >= 0) {
+            dce_assoc_adopt_bytes(&r->ls[i], h->fd, h->host, h->port, h->bytes, h->len);
+            free(h);
+            return;
+        }
+    mp_warn("conn %s:%u refused: worker %u is shutting down", h->host, h->port, mp_worker_self());
+    close(h->fd);
+    free(h);
+}
+
+struct handover *dce_handover_new(int fd, const char *host, uint16_t port, const void *bytes,
+                                  size_t len)
+{
+    struct handover *h = malloc(sizeof *h + len);
+    if (!h)
+        return NULL;
+    h->fd = fd;
+    snprintf(h->host, sizeof h->host, "%s", host);
+    h->port = port;
+    h->len = len;
+    memcpy(h->bytes, bytes, len);
+    return h;
+}
+
+void dce_handover_post(unsigned to, struct handover *h)
+{
+    if (mp_worker_post(to, handover_job, h)) {
+        mp_warn("conn %s:%u closed: out of memory handing it to worker %u", h->host, h->port, to);
+        close(h->fd);
+        free(h);
+    }
 }
