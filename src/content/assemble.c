@@ -15,9 +15,10 @@ struct tmsg {
     struct mp_message *m; /* NULL once dropped (over the size limit) */
     int refs;
     enum mp_msg_dir dir;
-    bool touched;   /* download: something was read */
-    bool dirty;     /* upload: changed since the last completion */
-    bool delivered; /* an event went out */
+    enum mp_msg_mode mode; /* online, or ICS upload (RopSynchronizationImportMessageChange) */
+    bool touched;          /* download: something was read */
+    bool dirty;            /* upload: changed since the last completion */
+    bool delivered;        /* an event went out */
     bool warned;
 };
 
@@ -46,6 +47,7 @@ struct mp_asm {
     size_t nobj, capobj;
     struct name_map *names;
     size_t nnames;
+    struct mp_fxctx *fx; /* FastTransfer contexts (fxasm.c) */
 };
 
 const char *mp_msg_dir_name(enum mp_msg_dir d)
@@ -59,8 +61,8 @@ const char *mp_msg_mode_name(enum mp_msg_mode m)
     return (unsigned)m < 4 ? n[m] : "?";
 }
 
-static void warn(struct mp_asm *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(struct mp_asm *a, const char *fmt, ...)
+#define warn mp_asm_warn
+void mp_asm_warn(struct mp_asm *a, const char *fmt, ...)
 {
     char line[256];
     va_list ap;
@@ -110,18 +112,9 @@ static void learn_name(struct mp_asm *a, uint16_t id, const struct mp_rop_Proper
     e->name.lid = pn->LID;
     if (pn->Kind == 1) {
         e->name.is_name = true;
-        size_t n = pn->Name ? pn->NameSize / 2 : 0;
-        e->name.name = malloc(n + 1);
+        e->name.name = mp_propname_ascii(pn->Name, pn->Name ? pn->NameSize : 0);
         if (!e->name.name)
             return;
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++) { /* ASCII view of the UTF-16 name */
-            uint16_t c = (uint16_t)(pn->Name[2 * i] | pn->Name[2 * i + 1] << 8);
-            if (!c)
-                break;
-            e->name.name[k++] = c < 0x80 ? (char)c : '?';
-        }
-        e->name.name[k] = 0;
     }
     a->nnames++;
 }
@@ -273,7 +266,7 @@ static void complete(struct mp_asm *a, struct tmsg *t, const char *by)
 {
     if (!alive(a, t))
         return;
-    deliver(a, t->m, t->dir, MP_MSG_ONLINE, by, false);
+    deliver(a, t->m, t->dir, t->mode, by, false);
     t->delivered = true;
     t->dirty = false;
 }
@@ -300,6 +293,7 @@ void mp_asm_free(struct mp_asm *a)
         for (size_t i = a->nobj; i-- > 0;)
             if ((a->objs[i]->kind == K_STREAM) == (pass == 0))
                 obj_release(a, a->objs[i], "session end");
+    mp_asm_fx_free(a, &a->fx);
     free(a->objs);
     for (size_t i = 0; i < a->nnames; i++)
         free(a->names[i].name.name);
@@ -475,6 +469,21 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
         struct obj *o = new_message(c, MP_MSG_DOWNLOAD, q->FolderId, q->MessageId);
         if (o)
             message_info(a, o, &r->Message);
+        created(c, q->OutputHandleIndex, o, (int)i);
+        break;
+    }
+    case MP_ROP_SynchronizationImportMessageChange: {
+        REQ(SynchronizationImportMessageChange);
+        RSP(SynchronizationImportMessageChange);
+        /* ICS upload: a message object that the online-mode ROPs fill and
+         * RopSaveChangesMessage stores; the request's values are the change
+         * header (source key, change key, ...) */
+        struct obj *o = new_message(c, MP_MSG_UPLOAD, ob ? ob->folder_id : 0, r->MessageId);
+        if (o) {
+            o->t->mode = MP_MSG_ICS_UPLOAD;
+            o->t->dirty = true;
+            set_tpropvals(a, o, q->PropertyValues, q->PropertyValueCount);
+        }
         created(c, q->OutputHandleIndex, o, (int)i);
         break;
     }
@@ -706,6 +715,7 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
         break;
     }
     default:
+        mp_asm_fx_rop(a, &a->fx, c->call, i, req, rsp);
         break;
     }
     (void)ri;
@@ -738,6 +748,7 @@ void mp_asm_rops(struct mp_asm *a, struct mp_call *call)
             const struct mp_rop_req_Release *q = mp_call_rop(call, false, ri);
             if (!q)
                 continue;
+            mp_asm_fx_release(a, &a->fx, mp_call_rop_object(call, false, ri));
             struct obj *o = input(c, q->InputHandleIndex, mp_call_rop_object(call, false, ri));
             if (!o)
                 continue;

@@ -67,5 +67,33 @@ bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n);
 void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enum mp_msg_mode mode,
                 const char *completed_by, bool partial);
 const struct mp_content_limits *mp_asm_limits(const struct mp_asm *a);
+/* A warning through ops.log. */
+void mp_asm_warn(struct mp_asm *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* FastTransfer contexts of a session (fxasm.c), driven by mp_asm_rops:
+ * the ROPs that create a FastTransfer context (RopSynchronizationConfigure,
+ * RopFastTransferSourceCopyTo / CopyMessages / CopyFolder / CopyProperties,
+ * RopFastTransferDestinationConfigure, RopSynchronizationOpenCollector) get
+ * a decoder; RopFastTransferSourceGetBuffer responses and
+ * RopFastTransferDestinationPutBuffer(Extended) requests are fed to it, in
+ * order; messages go out through mp_asm_begin / mp_asm_end. */
+struct mp_fxctx;
+struct mp_object;
+void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t i,
+                   const void *req, const void *rsp);
+void mp_asm_fx_release(struct mp_asm *a, struct mp_fxctx **list, const struct mp_object *o);
+void mp_asm_fx_free(struct mp_asm *a, struct mp_fxctx **list);
+
+/* One FastTransfer stream into messages, usable alone (tests, bench):
+ * dir/mode/folder as the context says; bare: the whole stream is one
+ * messageContent (a CopyTo / CopyProperties of a message). */
+struct mp_fxasm;
+struct mp_fxasm *mp_fxasm_new(struct mp_asm *a, enum mp_msg_dir dir, enum mp_msg_mode mode,
+                              uint64_t folder_id, uint64_t message_id, bool bare);
+/* 0, or -1 once the stream is malformed (logged once; later feeds do nothing). */
+int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *completed_by);
+/* The stream ended (TransferStatus Done, or the context's release). */
+int mp_fxasm_finish(struct mp_fxasm *f, const char *completed_by);
+void mp_fxasm_free(struct mp_fxasm *f); /* an unfinished message is dropped */
 
 #endif
