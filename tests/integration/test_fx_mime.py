@@ -1,0 +1,177 @@
+"""Cached mode, messages not ROPs (issue 15): mime-dump over FastTransfer
+streams through the proxy, over RPC and over MAPI/HTTP.
+
+The lab (tests/lab/lab_ics.py; streams written by lab_fxwriter.py from
+MS-OXCFXICS) serves an ICS download of its Inbox (lab_store's messages: HTML,
+compressed RTF, attachments, an embedded message, named properties; big.bin
+at 300 KB here, LAB_BIG_ATTACHMENT_SIZE, to stay fast) in 4000-byte
+GetBuffers; the client then uploads by ICS (ImportMessageChange + online
+ROPs, with an attachment), by FastTransfer (DestinationConfigure + PutBuffer
+in 7000-byte pieces) and copies a message back (CopyTo).  Every .eml that
+mime-dump writes is read with Python's `email` package and compared with the
+source: subject, sender, recipients, bodies, every attachment's bytes; the
+JSON lines say mode, direction, folder and message ids (from the change
+headers)."""
+import json
+import os
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+
+import content_client as CC  # noqa: E402
+import emsmdb_client as EC  # noqa: E402
+import ics_client as IC  # noqa: E402
+import lab_store as LS  # noqa: E402
+from conftest import Lab  # noqa: E402
+from test_lab import ALICE  # noqa: E402
+from test_http_front_lab import lab_env, start_front  # noqa: E402
+from test_mime_dump import addrs, check_eml, check_line, parts, read_eml  # noqa: E402
+from test_rop_lifetime import RpcTransport, HttpTransport  # noqa: E402
+
+SMALL = 300 * 1024
+LABENV = {"LAB_BIG_ATTACHMENT_SIZE": str(SMALL)}
+SUBJECT, PidTagMid = 0x0037001F, 0x674A0014
+ATT_DATA = bytes(range(256)) * 300 + b"tail"
+
+
+@pytest.fixture(scope="module")
+def mh_env(tmp_path_factory):
+    yield from lab_env(tmp_path_factory, LABENV, "fxmime", ())
+
+
+@pytest.fixture(params=["rpc", "mapihttp"])
+def session(request, make_proxy, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_BIG_ATTACHMENT_SIZE", str(SMALL))  # lab_store here, too
+    out = tmp_path / "eml"
+    out.mkdir()
+    opts = {"dcerpc_mapiproxy:modules": "mime-dump", "mime-dump:dir": str(out),
+            "mime-dump:spill size": "65536", "mime-dump:tmpdir": str(tmp_path)}
+    if request.param == "rpc":
+        lab = Lab(tmp_path, env=LABENV)
+        try:
+            p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
+            yield p, RpcTransport(p.rpc_port), out
+        finally:
+            lab.stop()
+    else:
+        e = request.getfixturevalue("mh_env")
+        p = start_front(make_proxy, e, opts)
+        yield p, HttpTransport(p.base, e["ca"]), out
+
+
+def wait_lines(out, pred, n, timeout=20):
+    path = out / "messages.jsonl"
+    got = []
+    for _ in range(timeout * 10):
+        got = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        got = [x for x in got if pred(x)]
+        if len(got) >= n:
+            return got
+        time.sleep(0.1)
+    raise AssertionError("%d of %d messages in %s" % (len(got), n, path))
+
+
+def attachments(msg):
+    return [p for p in parts(msg) if p.get_content_disposition() == "attachment"]
+
+
+def test_cached_mode_mime(session, tmp_path):
+    p, t, out = session
+    c = t.c
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    assert logon["ReturnValue"] == 0
+    inbox, sent = logon["FolderIds"][4], logon["FolderIds"][6]
+
+    # ---- ICS download of the Inbox, split at 4000 bytes
+    inb = IC.sync_folder(c, 0, inbox, buffer_size=4000)
+    src = {m["props"][SUBJECT]: m for m in LS.messages()}
+    mids = {m["props"][SUBJECT]: m["header"][PidTagMid] for m in inb["messages"]}
+    assert set(src) < set(mids)  # lab_store's, and the lab's welcome message
+    down = wait_lines(out, lambda x: x["mode"] == "ics-download", len(mids))
+    assert sorted(x["subject"] for x in down) == sorted(mids)
+    for line in down:
+        assert line["direction"] == "download" and not line.get("partial")
+        assert line["completed_by"] == "RopFastTransferSourceGetBuffer"
+        assert line["folder"] == "0x%016x" % inbox
+        assert line["message_id"] == "0x%016x" % mids[line["subject"]]
+        if line["subject"] not in src:
+            assert read_eml(line["eml"])["Subject"] == line["subject"]
+            continue
+        s = src[line["subject"]]
+        check_line(line, s)
+        check_eml(read_eml(line["eml"]), s)
+
+    # ---- ICS upload: ImportMessageChange, then properties, a recipient and
+    # an attachment by the online ROPs, then RopSaveChangesMessage
+    up = {"props": {SUBJECT: "ics upload with attachment", 0x001A001F: "IPM.Note",
+                    LS.PidTagBody: "uploaded in cached mode\r\n"},
+          "recipients": [{"props": {LS.PidTagRecipientType: 1, LS.PidTagDisplayName: "Bob",
+                                    LS.PidTagAddressType: "SMTP",
+                                    LS.PidTagEmailAddress: "bob@lab.example",
+                                    LS.PidTagSmtpAddress: "bob@lab.example"}}],
+          "attachments": [{"props": {LS.PidTagAttachMethod: 1,
+                                     LS.PidTagAttachLongFilename: "upload.bin",
+                                     LS.PidTagAttachMimeTag: "application/octet-stream",
+                                     LS.PidTagAttachDataBinary: ATT_DATA}}]}
+    header = {IC.W.PidTagSourceKey: bytes(22), IC.W.PidTagLastModificationTime: 0x01D9 << 48,
+              IC.W.PidTagChangeKey: bytes(16) + b"\0\0\0\0\0\x09",
+              IC.W.PidTagPredecessorChangeList: b"\x16" + bytes(16) + b"\0\0\0\0\0\x09"}
+    rb = EC.RopBuffer().open_folder(0, 1, sent)
+    IC.open_collector(rb, 1, 2)
+    IC.import_message_change(rb, 2, 3, header)
+    res = c.execute(rb)
+    assert all(x.get("ReturnValue", 0) == 0 for x in res), res
+    slots = CC._Slots()
+    slots.free = [s for s in slots.free if s > 3]
+    CC._fill(c, 3, up, slots, 0)
+    [sv] = c.execute(EC.RopBuffer().save_changes_message(3, 3))
+    assert sv["ReturnValue"] == 0
+    c.execute(EC.RopBuffer().release(3).release(2).release(1))
+    [ics] = wait_lines(out, lambda x: x["mode"] == "ics-upload", 1)
+    assert ics["direction"] == "upload" and ics["completed_by"] == "RopSaveChangesMessage"
+    assert ics["folder"] == "0x%016x" % sent
+    m = read_eml(ics["eml"])
+    assert m["Subject"] == "ics upload with attachment"
+    assert addrs(m, "To") == ["bob@lab.example"]
+    [a] = attachments(m)
+    assert a.get_filename() == "upload.bin" and a.get_payload(decode=True) == ATT_DATA
+
+    # ---- FastTransfer upload (PutBuffer in 7000-byte pieces) of a message
+    # with an attachment and an embedded message
+    fx = {"props": {SUBJECT: "fx upload", 0x001A001F: "IPM.Note", LS.PidTagBody: "fx body"},
+          "recipients": [{"props": {LS.PidTagDisplayName: "Carol", LS.PidTagRecipientType: 2,
+                                    LS.PidTagSmtpAddress: "carol@lab.example"}}],
+          "attachments": [{"props": {LS.PidTagAttachMethod: 1,
+                                     LS.PidTagAttachLongFilename: "fx.bin",
+                                     LS.PidTagAttachDataBinary: ATT_DATA[::-1]}},
+                          {"props": {LS.PidTagAttachMethod: 5},
+                           "embedded": {"props": {SUBJECT: "embedded one",
+                                                  LS.PidTagBody: "inner"}}}]}
+    IC.fx_upload(c, 0, sent, [fx], chunk=7000)
+    fxl = wait_lines(out, lambda x: x["mode"] == "ics-upload", 2)[1]
+    assert fxl["completed_by"] == "RopFastTransferDestinationPutBuffer"
+    m = read_eml(fxl["eml"])
+    assert m["Subject"] == "fx upload" and addrs(m, "Cc") == ["carol@lab.example"]
+    a, e = attachments(m)
+    assert a.get_filename() == "fx.bin" and a.get_payload(decode=True) == ATT_DATA[::-1]
+    assert e.get_content_type() == "message/rfc822"
+    assert e.get_content()["Subject"] == "embedded one"
+
+    # ---- the ICS upload stored with its attachment; CopyTo of it back
+    later = IC.sync_folder(c, 0, sent, buffer_size=0x7F00)
+    got = {x["props"][SUBJECT]: x for x in later["messages"]}
+    assert got["ics upload with attachment"]["attachments"][0]["props"][
+        LS.PidTagAttachDataBinary] == ATT_DATA
+    mid = got["fx upload"]["header"][PidTagMid]
+    IC.fx_download_message(c, 0, sent, mid, buffer_size=3000)
+    [cp] = wait_lines(out, lambda x: x["mode"] == "fx-copy", 1)
+    assert cp["direction"] == "download" and cp["message_id"] == "0x%016x" % mid
+    m = read_eml(cp["eml"])
+    assert m["Subject"] == "fx upload"
+    assert attachments(m)[0].get_payload(decode=True) == ATT_DATA[::-1]
+    t.close()
+    assert p.alive()
