@@ -174,9 +174,10 @@ BENCH_SRC   := src/dcerpc/pdu.c src/core/buf.c src/xca/lz77.c
 $(B)/bench/responder $(B)/bench/loadgen: $(B)/bench/%: bench/%.c bench/bench_common.h $(BENCH_SRC) src/dcerpc/pdu.h src/core/buf.h src/xca/lz77.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O2 -g $(INC) -Ibench $< $(BENCH_SRC) -o $@
-bench: $(B)/mapiproxy $(BENCH_TOOLS) $(B)/bench/https_peer
+bench: $(B)/mapiproxy $(BENCH_TOOLS) $(B)/bench/https_peer $(B)/bench/fxasm_bench
 	@MAKE="$(MAKE)" $(PY) bench/run.py
 	@$(PY) bench/https.py
+	@$(B)/bench/fxasm_bench
 # The HTTPS front's rows alone (bench/https.py, about 70 s): MAPI/HTTP
 # Execute through HAProxy (HTTP mode), nginx and the front, TLS on both legs.
 $(B)/bench/https_peer: bench/https_peer.c
@@ -184,6 +185,18 @@ $(B)/bench/https_peer: bench/https_peer.c
 	$(CC) $(CSTD) $(WARN) -O2 -g $< -lssl -lcrypto -o $@
 bench-https: $(B)/mapiproxy $(B)/bench/https_peer
 	@$(PY) bench/https.py
+# Messages assembled from FastTransfer streams and converted to MIME, per
+# second and MB/s, one core (bench/fxasm_bench.c; make bench prints it too).
+.PHONY: bench-content mem-fx
+$(B)/bench/fxasm_bench: bench/fxasm_bench.c $(B)/libmp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O2 -g $(INC) $< $(B)/libmp.a $(LIBS) -o $@
+bench-content: $(B)/bench/fxasm_bench
+	@$(B)/bench/fxasm_bench
+# RSS of mapiproxy (-O2, mime-dump) while 50 sessions sync the lab's 10 MB
+# message at once (tests/soak/fx_mem.py, doc/internals/content.md).
+mem-fx: $(B)/mapiproxy
+	$(PY) tests/soak/fx_mem.py
 # --- end relay benchmark ---
 
 # --- codecs (src/codec, generated from idl/ by tools/gen_codec.py) --------

@@ -25,9 +25,9 @@
 enum fkind { F_MSG, F_RECIP, F_ATT, F_IGNORE };
 struct frame {
     enum fkind kind;
-    struct mp_message *m;    /* F_MSG: the message; F_RECIP / F_ATT: its owner */
-    struct mp_props *props;  /* where values go (NULL: F_IGNORE) */
-    struct mp_recipient *r;  /* F_RECIP */
+    struct mp_message *m;     /* F_MSG: the message; F_RECIP / F_ATT: its owner */
+    struct mp_props *props;   /* where values go (NULL: F_IGNORE) */
+    struct mp_recipient *r;   /* F_RECIP */
     struct mp_attachment *at; /* F_ATT */
 };
 
@@ -291,8 +291,7 @@ struct mp_fxasm *mp_fxasm_new(struct mp_asm *a, enum mp_msg_dir dir, enum mp_msg
 
 static void fail(struct mp_fxasm *f)
 {
-    mp_asm_warn(f->a, "%s stream not assembled: %s", mp_msg_mode_name(f->mode),
-                mp_fx_error(f->p));
+    mp_asm_warn(f->a, "%s stream not assembled: %s", mp_msg_mode_name(f->mode), mp_fx_error(f->p));
     f->failed = true;
     top_drop(f);
 }
@@ -319,7 +318,7 @@ int mp_fxasm_finish(struct mp_fxasm *f, const char *completed_by)
         return -1;
     }
     if (f->top && (f->bare || !f->by_marker))
-        top_end(f); /* a bare messageContent, or a change the stream ended */
+        top_end(f);   /* a bare messageContent, or a change the stream ended */
     f->failed = true; /* nothing more comes */
     return 0;
 }

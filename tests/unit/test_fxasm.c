@@ -22,7 +22,7 @@ struct got {
     enum mp_msg_mode mode[4];
     size_t nrcpt[4], natt[4];
     uint8_t rtype[4][4];
-    int att0_ok[4];    /* attachment 0 = bytes(range(256)) * 40 */
+    int att0_ok[4]; /* attachment 0 = bytes(range(256)) * 40 */
     int att0_spilled[4];
     int embedded_ok[4]; /* attachment 1's embedded message: subject + 1 recipient */
     int named_lid[4], named_name[4];
