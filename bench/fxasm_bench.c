@@ -8,10 +8,10 @@
  *   large    5 messages with a 10 MB attachment each (spilled to a private
  *            temporary file past the 1 MiB spill size, as mime-dump does).
  * Each is fed in 0x7F00-byte buffers (what Outlook asks for), assembled
- * (src/content/fxasm.c), and every message written as MIME to an unlinked file in /tmp, truncated after each
- * (src/content/mime.c, base64 of every part).  Figures: CPU time of this
- * process (CLOCK_PROCESS_CPUTIME_ID, one thread), the best of 3 runs; the
- * last column is wall-clock (it includes GMime's fsync of each file). */
+ * (src/content/fxasm.c), and every message written as MIME to an unlinked file in /tmp, truncated
+ * after each (src/content/mime.c, base64 of every part).  Figures: CPU time of this process
+ * (CLOCK_PROCESS_CPUTIME_ID, one thread), the best of 3 runs; the last column is wall-clock (it
+ * includes GMime's fsync of each file). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,7 +69,7 @@ static void message(struct mp_fx_enc *e, uint64_t mid, size_t att_size, const ui
     uint8_t key[22] = {0};
     memcpy(key + 16, &mid, 6);
     mp_fx_enc_var(e, 0x65E00102, NULL, key, sizeof key); /* PidTagSourceKey */
-    mp_fx_enc_fixed(e, 0x674A0014, NULL, mid);            /* PidTagMid */
+    mp_fx_enc_fixed(e, 0x674A0014, NULL, mid);           /* PidTagMid */
     mp_fx_enc_marker(e, MP_FX_IncrSyncMessage);
     utf16(e, 0x001A001F, "IPM.Note", 1);
     utf16(e, 0x0037001F, "Quarterly report for the bench", 1);

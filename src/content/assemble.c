@@ -721,6 +721,13 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
     (void)ri;
 }
 
+void mp_asm_rops_request(struct mp_asm *a, struct mp_call *call)
+{
+    size_t n = mp_call_rop_count(call, false);
+    for (size_t ri = 0; ri < n; ri++)
+        mp_asm_fx_request(a, &a->fx, call, ri);
+}
+
 void mp_asm_rops(struct mp_asm *a, struct mp_call *call)
 {
     size_t nrq = mp_call_rop_count(call, false), nrs = mp_call_rop_count(call, true);

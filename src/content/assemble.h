@@ -58,6 +58,10 @@ struct mp_asm *mp_asm_new(const struct mp_content_limits *limits, const struct m
 void mp_asm_free(struct mp_asm *a);
 /* One EMSMDB call, in the rop_response hook. */
 void mp_asm_rops(struct mp_asm *a, struct mp_call *call);
+/* The same call in the rop_request hook, before it goes upstream: the
+ * FastTransfer upload bytes (RopFastTransferDestinationPutBuffer), so that
+ * an upload completes before the ROP that carries its last byte is relayed. */
+void mp_asm_rops_request(struct mp_asm *a, struct mp_call *call);
 
 /* FastTransfer entry points (see above). */
 struct mp_message *mp_asm_begin(struct mp_asm *a);
@@ -74,13 +78,14 @@ void mp_asm_warn(struct mp_asm *a, const char *fmt, ...) __attribute__((format(p
  * the ROPs that create a FastTransfer context (RopSynchronizationConfigure,
  * RopFastTransferSourceCopyTo / CopyMessages / CopyFolder / CopyProperties,
  * RopFastTransferDestinationConfigure, RopSynchronizationOpenCollector) get
- * a decoder; RopFastTransferSourceGetBuffer responses and
- * RopFastTransferDestinationPutBuffer(Extended) requests are fed to it, in
- * order; messages go out through mp_asm_begin / mp_asm_end. */
+ * a decoder; RopFastTransferSourceGetBuffer responses (mp_asm_rops) and
+ * RopFastTransferDestinationPutBuffer(Extended) requests (mp_asm_rops_request)
+ * are fed to it, in order; messages go out through mp_asm_begin / mp_asm_end. */
 struct mp_fxctx;
 struct mp_object;
 void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t i,
                    const void *req, const void *rsp);
+void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t ri);
 void mp_asm_fx_release(struct mp_asm *a, struct mp_fxctx **list, const struct mp_object *o);
 void mp_asm_fx_free(struct mp_asm *a, struct mp_fxctx **list);
 

@@ -439,17 +439,26 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
             mp_fxasm_finish(c->f, "RopFastTransferSourceGetBuffer");
         break;
     }
-    case MP_ROP_FastTransferDestinationPutBuffer:
-    case MP_ROP_FastTransferDestinationPutBufferExtended: {
-        const struct mp_rop_req_FastTransferDestinationPutBuffer *q = req; /* same layout */
-        struct mp_fxctx **pp = ctx_find(list, mp_call_rop_object(call, true, i));
-        if (!pp || rv || !q->TransferData || !q->TransferDataSize)
-            break;
-        mp_fxasm_feed((*pp)->f, q->TransferData, q->TransferDataSize,
-                      "RopFastTransferDestinationPutBuffer");
-        break;
-    }
     default:
         break;
     }
+}
+
+/* Upload bytes are taken from the request, before it goes upstream (a
+ * PutBuffer the server then fails was still fed: the stream is broken then
+ * anyway).  A context configured in the same ROP buffer has no handle yet
+ * at this point and is not followed. */
+void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t ri)
+{
+    (void)a;
+    uint8_t id = mp_call_rop_id(call, false, ri);
+    if (id != MP_ROP_FastTransferDestinationPutBuffer &&
+        id != MP_ROP_FastTransferDestinationPutBufferExtended)
+        return;
+    const struct mp_rop_req_FastTransferDestinationPutBuffer *q = mp_call_rop(call, false, ri);
+    struct mp_fxctx **pp = ctx_find(list, mp_call_rop_object(call, false, ri));
+    if (!q || !pp || !q->TransferData || !q->TransferDataSize)
+        return;
+    mp_fxasm_feed((*pp)->f, q->TransferData, q->TransferDataSize,
+                  "RopFastTransferDestinationPutBuffer");
 }

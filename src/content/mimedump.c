@@ -232,17 +232,17 @@ static bool releases_only(struct mp_call *call)
     return n > 0;
 }
 
-static enum mp_status md_assemble(struct mp_module_ctx *mc, struct mp_call *call)
+static struct md_sess *md_sess_of(struct mp_module_ctx *mc, struct mp_call *call)
 {
     struct md_conf *c = mp_module_private(mc);
     struct mp_session *ss = mp_call_session(call);
     if (!c || !ss)
-        return MP_CONTINUE;
+        return NULL;
     struct md_sess *s = mp_session_data(ss, mc);
     if (!s) {
         s = calloc(1, sizeof(*s));
         if (!s)
-            return MP_CONTINUE;
+            return NULL;
         s->c = c;
         s->id = mp_session_id(ss);
         struct mp_asm_ops ops = {md_done, md_log, s};
@@ -250,18 +250,29 @@ static enum mp_status md_assemble(struct mp_module_ctx *mc, struct mp_call *call
         if (!s->a || mp_session_set_data(ss, mc, s, md_sess_free)) {
             mp_asm_free(s->a);
             free(s);
-            return MP_CONTINUE;
+            return NULL;
         }
     }
     const char *user = mp_call_user(call);
     if (user && *user)
         snprintf(s->user, sizeof(s->user), "%s", user);
-    mp_asm_rops(s->a, call);
+    return s;
+}
+
+static enum mp_status md_assemble(struct mp_module_ctx *mc, struct mp_call *call)
+{
+    struct md_sess *s = md_sess_of(mc, call);
+    if (s)
+        mp_asm_rops(s->a, call);
     return MP_CONTINUE;
 }
 
+/* FastTransfer upload bytes are assembled before they go upstream. */
 static enum mp_status md_rop_request(struct mp_module_ctx *mc, struct mp_call *call)
 {
+    struct md_sess *s = md_sess_of(mc, call);
+    if (s)
+        mp_asm_rops_request(s->a, call);
     return releases_only(call) ? md_assemble(mc, call) : MP_CONTINUE;
 }
 
