@@ -47,7 +47,12 @@ def client_proc(port, n, ready, go, results):
 
     def one():
         try:
-            dce = EC.connect("127.0.0.1", port)
+            from impacket.dcerpc.v5 import transport
+            t = transport.DCERPCTransportFactory("ncacn_ip_tcp:127.0.0.1[%d]" % port)
+            t.set_connect_timeout(900)  # also the read timeout: the lab is slow under 50 syncs
+            dce = t.get_dce_rpc()
+            dce.connect()
+            dce.bind(N.MSRPC_UUID_EMSMDB)
             c = EC.EmsmdbClient(dce)
             plain = c.execute  # the lab's LZ77 is pure Python: ask for none
             c.execute = lambda rops, flags=0: plain(rops, flags | N.EXT2_NO_COMPRESSION)
