@@ -64,7 +64,7 @@ $(B)/unit/%: tests/unit/%.c $(B)/unit/%.d $(B)/libmp-asan.a
 # mpm_test_X.so are tests/modules/mpm_test.c under another name.
 MODFLAGS := $(CSTD) $(WARN) $(DEP) -O2 -g -fPIC -shared -Iinclude
 EXT_MODS := $(filter-out $(BUILTIN_MODS) audit,$(notdir $(patsubst %/,%,$(wildcard modules/*/))))
-TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest mpm_fdwatch mpm_objdata
+TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest mpm_fdwatch mpm_objdata mpm_msgtest
 .SECONDEXPANSION:
 $(B)/modules/mpm_%.so: $$(wildcard modules/$$*/*.c) $(B)/modules/mpm_%.d
 	@mkdir -p $(dir $@)
@@ -72,7 +72,7 @@ $(B)/modules/mpm_%.so: $$(wildcard modules/$$*/*.c) $(B)/modules/mpm_%.d
 $(B)/modules/mpm_test_badabi.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_badabi.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_badabi -DBAD_ABI $< -o $@
-$(B)/modules/mpm_roptest.so $(B)/modules/mpm_fdwatch.so $(B)/modules/mpm_objdata.so: $(B)/modules/%.so: tests/modules/%.c $(B)/modules/%.d
+$(B)/modules/mpm_roptest.so $(B)/modules/mpm_fdwatch.so $(B)/modules/mpm_objdata.so $(B)/modules/mpm_msgtest.so: $(B)/modules/%.so: tests/modules/%.c $(B)/modules/%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) $< -o $@
 $(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_%.d

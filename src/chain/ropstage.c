@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/msgevents.h"
 #include "chain/services.h"
 #include "codec/codec.h"
 #include "codec/gen/emsmdb.h"
@@ -24,6 +25,7 @@
 #include "chain/chain.h"
 #include "rop/objects.h"
 #include "rop/rop.h"
+#include "rop/ropval.h"
 #include "rop/ropjson.h"
 #include "rop/rpcext.h"
 
@@ -69,6 +71,14 @@ struct mp_ropcall {
     int *up_map;          /* up.rops[k] is client request item up_map[k] */
     bool up_differs;
     bool all_local; /* every ROP answered by the proxy */
+    void *msgev;    /* message events of the call (msgevents.c) */
+    /* ROPs the proxy adds to the upstream list (mp_ropstage_inject): their
+     * responses never reach the client */
+    struct inj {
+        size_t before; /* client request item */
+        struct mp_rop r;
+    } * inj;
+    size_t ninj;
 };
 
 struct mp_ropsess {
@@ -79,6 +89,7 @@ struct mp_ropsess {
     } v[MAX_CONTEXTS];
     size_t n;
     uint32_t last_id;
+    void *msgev; /* the session's message assembler (msgevents.c) */
 };
 
 extern const struct mp_stage_provider mp_rop_stage;
@@ -112,9 +123,18 @@ static void ropsess_free(void *p)
     struct mp_ropsess *s = p;
     if (!s)
         return;
+    mp_msgev_session_free(s->msgev);
     for (size_t i = 0; i < s->n; i++)
         mp_objtab_unref(s->v[i].t);
     free(s);
+}
+
+void **mp_ropstage_msgev_session(struct mp_session *ses)
+{
+    void **slot = mp_session_stage_slot(ses, &mp_rop_stage);
+    if (!slot || (!*slot && !(*slot = calloc(1, sizeof(struct mp_ropsess)))))
+        return NULL;
+    return &((struct mp_ropsess *)*slot)->msgev;
 }
 
 static struct mp_objtab *session_tab(struct mp_session *ses, const uint8_t cxh[16])
@@ -184,9 +204,34 @@ static void call_free(struct mp_call *m, void *ctx)
     if (rc->rq.ok && m->relays)
         apply_releases(rc, rc->rq.n);
     mp_objtab_unref(rc->tab);
+    mp_msgev_call_free(rc->msgev);
     side_free(&rc->rq);
     side_free(&rc->rs);
     free(rc);
+}
+
+void **mp_ropstage_msgev_call(struct mp_call *m)
+{
+    return RC(m) ? &RC(m)->msgev : NULL;
+}
+
+int mp_ropstage_inject(struct mp_call *m, size_t before, uint8_t rop_id, void *v)
+{
+    struct mp_ropcall *rc = RC(m);
+    if (!rc || !rc->rq.ok || m->stage != MPC_STAGE_REQ || rc->rq.nbuf != 1 ||
+        before >= rc->rq.bufs[0].n || !mp_rop_descs[rop_id] || !v)
+        return -1;
+    struct inj *n = mp_arena_calloc(rc->a, rc->ninj + 1, sizeof(*n));
+    if (!n)
+        return -1;
+    if (rc->ninj)
+        memcpy(n, rc->inj, rc->ninj * sizeof(*n));
+    n[rc->ninj].before = before;
+    n[rc->ninj].r =
+        (struct mp_rop){.rop_id = rop_id, .desc = mp_rop_descs[rop_id], .v = v, .req_index = -1};
+    rc->inj = n;
+    rc->ninj++;
+    return 0;
 }
 
 static void reset_response(struct mp_call *m)
@@ -597,6 +642,7 @@ static void request(struct mp_call *m)
         return;
     }
     request_objects(m);
+    mp_msgev_request(m);
 }
 
 /* Appends a ROP buffer: rops whose item is unchanged are written as their
@@ -721,7 +767,7 @@ static int encode_side(struct mp_call *m, bool response, struct side *s,
     for (size_t i = 0; i < nseg; i++) {
         const struct mp_rop_buf *b = i == 0 && b0 ? b0 : &s->bufs[i];
         size_t nb = s->bufs[i].n;
-        bool any = i == 0 && b0;
+        bool any = i == 0 && (b0 || s->rebuilt); /* rebuilt: answers left out too */
         for (size_t k = 0; k < nb; k++)
             any |= s->it[it + k].changed || s->it[it + k].dropped;
         if (!any || !s->buf_ok[i]) {
@@ -847,6 +893,8 @@ static int request_done(struct mp_call *m)
     struct mp_ropcall *rc = RC(m);
     if (!rc || !rc->rq.ok)
         return 0;
+    if (mp_msgev_request_done(m))
+        return -1;
     struct side *s = &rc->rq;
     struct mp_arena *a = mp_call_arena(m);
     /* the upstream list: buffer 0 without what the proxy answered */
@@ -863,23 +911,35 @@ static int request_done(struct mp_call *m)
     bool *ch = mp_arena_calloc(a, n0 ? n0 : 1, sizeof(bool));
     if (!rc->up_map || !ch)
         return -1;
-    if (!excl && !changed) {
+    if (!excl && !changed && !rc->ninj) {
         for (size_t k = 0; k < n0; k++)
             rc->up_map[k] = (int)k;
         return 0;
     }
-    rc->up.rops = mp_arena_calloc(a, n0 ? n0 : 1, sizeof(*rc->up.rops));
-    if (!rc->up.rops)
+    size_t cap = n0 + rc->ninj;
+    rc->up.rops = mp_arena_calloc(a, cap ? cap : 1, sizeof(*rc->up.rops));
+    if (rc->ninj) {
+        rc->up_map = mp_arena_calloc(a, cap, sizeof(int));
+        ch = mp_arena_calloc(a, cap, sizeof(bool));
+    }
+    if (!rc->up.rops || !rc->up_map || !ch)
         return -1;
     rc->up.n = 0;
     for (size_t k = 0; k < n0; k++) { /* buffer 0's items are the first n0 */
         if (s->it[k].dropped || s->it[k].local)
             continue;
+        for (size_t j = 0; j < rc->ninj; j++) {
+            if (rc->inj[j].before != k)
+                continue;
+            rc->up_map[rc->up.n] = -1; /* the proxy's own */
+            ch[rc->up.n] = true;
+            rc->up.rops[rc->up.n++] = rc->inj[j].r;
+        }
         rc->up_map[rc->up.n] = (int)k;
         ch[rc->up.n] = s->it[k].changed;
         rc->up.rops[rc->up.n++] = b0->rops[k];
     }
-    rc->up_differs = excl;
+    rc->up_differs = excl || rc->ninj;
     if (rc->up.n == 0 && excl) {
         rc->all_local = true;
         mp_debug("call %s %s: every ROP answered by modules; nothing relayed", m->peer, m->op_name);
@@ -926,6 +986,8 @@ static int merge_answers(struct mp_call *m)
         struct mp_rop *r = &ub->rops[k];
         if (r->rop_id == 0xFF && r->v) { /* RopBufferTooSmall */
             size_t up_cut = (size_t)(last_up + 1);
+            while (up_cut < rc->up.n && rc->up_map[up_cut] < 0)
+                up_cut++; /* the proxy's own ROPs are not the client's to resend */
             size_t cut = up_cut < rc->up.n ? (size_t)rc->up_map[up_cut] : cn;
             EMIT_LOCALS(cut);
             struct mp_rop_rsp_BufferTooSmall *bt =
@@ -954,6 +1016,8 @@ static int merge_answers(struct mp_call *m)
             continue;
         }
         if (r->req_index >= 0 && (size_t)r->req_index < rc->up.n) {
+            if (rc->up_map[r->req_index] < 0)
+                continue; /* the answer to a ROP the proxy added */
             size_t c = (size_t)rc->up_map[r->req_index];
             EMIT_LOCALS(c);
             if (next == c)
@@ -1037,6 +1101,7 @@ static void response(struct mp_call *m)
         track_response(rc, it, &rc->rs.bufs[it->buf], a);
     }
     apply_releases(rc, rc->rq.n);
+    mp_msgev_response(m);
 }
 
 static int response_done(struct mp_call *m)
@@ -1044,6 +1109,8 @@ static int response_done(struct mp_call *m)
     struct mp_ropcall *rc = RC(m);
     if (!rc || !rc->rs.ok)
         return 0;
+    if (mp_msgev_response_done(m))
+        return -1;
     struct side *s = &rc->rs;
     bool any = s->rebuilt;
     for (size_t i = 0; i < s->n; i++)
@@ -1233,15 +1300,24 @@ const struct mp_object *mp_call_rop_new_object(struct mp_call *m, size_t i)
 
 /* ---- the provider ---- */
 
+/* msgevents.c's: the module's ROP hook when there are ROPs, then, with
+ * the message hook, the message events of that side */
 static mp_hook_fn rop_hook(const struct mp_module *mod, bool response)
 {
-    return response ? mod->rop_response : mod->rop_request;
+    return mp_msgev_rop_hook(mod, response);
 }
 
-/* ROP hooks, or object events (the stage keeps the object tables). */
+/* ROP hooks, object events (the stage keeps the object tables), or
+ * messages (the stage feeds the assembler). */
 static bool rop_uses(const struct mp_module *mod)
 {
-    return mod->rop_request || mod->rop_response || mp_objevents_wanted(mod);
+    return mod->rop_request || mod->rop_response || mp_objevents_wanted(mod) || mod->message;
+}
+
+/* The ROPs the hooks see, plus the message events of that side. */
+static size_t rop_count(struct mp_call *m, bool response)
+{
+    return mp_call_rop_count(m, response) + mp_msgev_count(m, response);
 }
 
 static const uint16_t rop_ops[] = {OP_DISCONNECT, OP_RPC, OP_RPCEXT2};
@@ -1254,7 +1330,7 @@ const struct mp_stage_provider mp_rop_stage = {
     .n_ops = sizeof(rop_ops) / sizeof(rop_ops[0]),
     .hook = rop_hook,
     .uses = rop_uses,
-    .count = mp_call_rop_count,
+    .count = rop_count,
     .request = request,
     .request_done = request_done,
     .before_relay = before_relay,

@@ -12,4 +12,14 @@ extern const struct mp_stage_provider mp_rop_stage;
 /* The object table of the session's MAPI context context_id (numbered
  * from 1 per session, mp_object.context_id), or NULL. */
 struct mp_objtab *mp_ropsess_table(struct mp_session *ses, uint32_t context_id);
+/* msgevents.c's slots: the call's and the session's message state
+ * (freed with mp_msgev_call_free / mp_msgev_session_free); NULL when the
+ * call has no ROP state. */
+void **mp_ropstage_msgev_call(struct mp_call *m);
+void **mp_ropstage_msgev_session(struct mp_session *ses);
+/* In the request stage: a ROP of the proxy's own (decoded request v of
+ * rop_id, in call memory) goes upstream just before the client's request
+ * ROP `before`; its response is not passed to the client.  Buffer 0 of a
+ * one-buffer call only.  0 or -1. */
+int mp_ropstage_inject(struct mp_call *m, size_t before, uint8_t rop_id, void *v);
 #endif

@@ -48,6 +48,9 @@ struct mp_asm {
     struct name_map *names;
     size_t nnames;
     struct mp_fxctx *fx; /* FastTransfer contexts (fxasm.c) */
+    /* mp_asm_request: the request ROPs applied before relay (by index) */
+    bool *applied;
+    size_t napplied;
 };
 
 const char *mp_msg_dir_name(enum mp_msg_dir d)
@@ -119,6 +122,16 @@ static void learn_name(struct mp_asm *a, uint16_t id, const struct mp_rop_Proper
     a->nnames++;
 }
 
+int mp_asm_name_id(const struct mp_asm *a, const uint8_t guid[16], const char *name)
+{
+    for (size_t i = 0; i < a->nnames; i++) {
+        const struct mp_propname *pn = &a->names[i].name;
+        if (pn->is_name && pn->name && !memcmp(pn->guid, guid, 16) && !strcmp(pn->name, name))
+            return a->names[i].id;
+    }
+    return -1;
+}
+
 /* Names the named properties of m (and its parts) from the session's map. */
 static void name_props(const struct mp_asm *a, struct mp_props *p)
 {
@@ -147,10 +160,12 @@ static void name_message(const struct mp_asm *a, struct mp_message *m)
 
 /* ---- delivery ---- */
 static void deliver(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
-                    enum mp_msg_mode mode, const char *by, bool partial)
+                    enum mp_msg_mode mode, const char *by, bool partial, int rop_index,
+                    bool at_request)
 {
     name_message(a, m);
-    struct mp_msg_event ev = {dir, mode, m->folder_id, m->message_id, by, partial, m};
+    struct mp_msg_event ev = {dir,     mode, m->folder_id, m->message_id, by,
+                              partial, m,    rop_index,    at_request};
     if (a->ops.done)
         a->ops.done(a->ops.arg, &ev);
 }
@@ -262,13 +277,19 @@ static void stream_store(struct mp_asm *a, struct obj *o)
     mp_blob_move(&v->v, &copy);
 }
 
-static void complete(struct mp_asm *a, struct tmsg *t, const char *by)
+static void complete_at(struct mp_asm *a, struct tmsg *t, const char *by, int rop_index,
+                        bool at_request)
 {
     if (!alive(a, t))
         return;
-    deliver(a, t->m, t->dir, t->mode, by, false);
+    deliver(a, t->m, t->dir, t->mode, by, false, rop_index, at_request);
     t->delivered = true;
     t->dirty = false;
+}
+
+static void complete(struct mp_asm *a, struct tmsg *t, const char *by)
+{
+    complete_at(a, t, by, -1, false);
 }
 
 static void obj_release(struct mp_asm *a, struct obj *o, const char *why)
@@ -298,6 +319,7 @@ void mp_asm_free(struct mp_asm *a)
     for (size_t i = 0; i < a->nnames; i++)
         free(a->names[i].name.name);
     free(a->names);
+    free(a->applied);
     free(a);
 }
 
@@ -389,6 +411,27 @@ static void recipient(struct mp_asm *a, struct obj *o, uint32_t row_id, uint8_t 
     }
 }
 
+/* Upload content a request carries (both mp_asm_request and pair). */
+static void req_write(struct mp_asm *a, struct obj *o, const uint8_t *data, uint16_t n)
+{
+    o->t->dirty = true;
+    if (!mp_msg_count(o->m, n, &a->lim) && mp_blob_append(&o->data, data, n, &a->lim))
+        warn(a, "message content: cannot keep stream data");
+}
+
+static void req_modify_recipients(struct mp_asm *a, struct obj *o,
+                                  const struct mp_rop_req_ModifyRecipients *q)
+{
+    o->t->dirty = true;
+    for (size_t k = 0; q->RecipientRows && k < q->RowCount; k++) {
+        const struct mp_rop_ModifyRecipientRow *row = &q->RecipientRows[k];
+        if (!row->RecipientRow.RecipientRowSize)
+            mp_msg_remove_recipient(o->m, row->RowId);
+        else
+            recipient(a, o, row->RowId, row->RecipientType, &row->RecipientRow);
+    }
+}
+
 static void message_info(struct mp_asm *a, struct obj *o, const struct mp_rop_MessageInfo *mi)
 {
     for (size_t i = 0; mi->RecipientRows && i < mi->RowCount; i++)
@@ -458,10 +501,24 @@ static struct obj *new_message(struct callctx *c, enum mp_msg_dir dir, uint64_t 
     if (r->ReturnValue)                                                                            \
     return
 
+static bool applied(const struct mp_asm *a, size_t ri)
+{
+    return ri < a->napplied && a->applied[ri];
+}
+
 static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const void *rsp)
 {
     struct mp_asm *a = c->a;
     const struct mp_object *ob = mp_call_rop_object(c->call, true, i);
+    if (applied(a, ri)) { /* mp_asm_request did it; the save's response names the id */
+        const struct mp_rop_rsp_SaveChangesMessage *r = rsp;
+        struct obj *o =
+            input(c, ((const struct mp_rop_req_SaveChangesMessage *)req)->InputHandleIndex, ob);
+        if (mp_call_rop_id(c->call, true, i) == MP_ROP_SaveChangesMessage && !r->ReturnValue && o &&
+            o->kind == K_MSG && o->t->m)
+            o->m->message_id = r->MessageId;
+        return;
+    }
     switch (mp_call_rop_id(c->call, true, i)) {
     case MP_ROP_OpenMessage: {
         REQ(OpenMessage);
@@ -593,9 +650,7 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
         struct obj *o = input(c, q->InputHandleIndex, ob);
         if (!o || o->kind != K_STREAM || !alive(a, o->t) || !data)
             break;
-        o->t->dirty = true;
-        if (!mp_msg_count(o->m, n, &a->lim) && mp_blob_append(&o->data, data, n, &a->lim))
-            warn(a, "message content: cannot keep stream data");
+        req_write(a, o, data, n);
         break;
     }
     case MP_ROP_CommitStream: {
@@ -645,14 +700,7 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
         struct obj *o = input(c, q->InputHandleIndex, ob);
         if (!o || o->kind != K_MSG || !alive(a, o->t))
             break;
-        o->t->dirty = true;
-        for (size_t k = 0; q->RecipientRows && k < q->RowCount; k++) {
-            const struct mp_rop_ModifyRecipientRow *row = &q->RecipientRows[k];
-            if (!row->RecipientRow.RecipientRowSize)
-                mp_msg_remove_recipient(o->m, row->RowId);
-            else
-                recipient(a, o, row->RowId, row->RecipientType, &row->RecipientRow);
-        }
+        req_modify_recipients(a, o, q);
         break;
     }
     case MP_ROP_ReadRecipients: {
@@ -721,13 +769,6 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
     (void)ri;
 }
 
-void mp_asm_rops_request(struct mp_asm *a, struct mp_call *call)
-{
-    size_t n = mp_call_rop_count(call, false);
-    for (size_t ri = 0; ri < n; ri++)
-        mp_asm_fx_request(a, &a->fx, call, ri);
-}
-
 void mp_asm_rops(struct mp_asm *a, struct mp_call *call)
 {
     size_t nrq = mp_call_rop_count(call, false), nrs = mp_call_rop_count(call, true);
@@ -791,6 +832,86 @@ void mp_asm_rops(struct mp_asm *a, struct mp_call *call)
     }
     free(rsp_of);
     free(c);
+    a->napplied = 0;
+}
+
+void mp_asm_request(struct mp_asm *a, struct mp_call *call)
+{
+    a->napplied = 0;
+    size_t n = mp_call_rop_count(call, false);
+    if (!n)
+        return;
+    bool *ap = realloc(a->applied, n * sizeof(*ap));
+    if (!ap)
+        return;
+    a->applied = ap;
+    memset(ap, 0, n * sizeof(*ap));
+    a->napplied = n;
+    for (size_t i = 0; i < n; i++) {
+        mp_asm_fx_request(a, &a->fx, call, i); /* FastTransfer upload bytes */
+        const void *req = mp_call_rop(call, false, i);
+        const struct mp_object *ob = mp_call_rop_object(call, false, i);
+        /* objects of earlier calls only: one created in this buffer has
+         * no handle yet, and its ROPs are followed at the response */
+        struct obj *o = req && ob && ob->handle != 0xFFFFFFFF ? find(a, ob->handle) : NULL;
+        if (!o || o->t->dir != MP_MSG_UPLOAD || !alive(a, o->t))
+            continue;
+        switch (mp_call_rop_id(call, false, i)) {
+        case MP_ROP_SetProperties:
+        case MP_ROP_SetPropertiesNoReplicate: {
+            const struct mp_rop_req_SetProperties *q = req;
+            if (o->kind == K_STREAM)
+                continue;
+            o->t->dirty = true;
+            set_tpropvals(a, o, q->PropertyValues, q->PropertyValueCount);
+            break;
+        }
+        case MP_ROP_WriteStream:
+        case MP_ROP_WriteStreamExtended: {
+            const struct mp_rop_req_WriteStream *q = req;
+            const struct mp_rop_req_WriteStreamExtended *qx = req;
+            bool ws = mp_call_rop_id(call, false, i) == MP_ROP_WriteStream;
+            const uint8_t *data = ws ? q->Data : qx->Data;
+            uint16_t len = ws ? q->DataSize : qx->DataSize;
+            if (o->kind != K_STREAM || !data)
+                continue;
+            req_write(a, o, data, len);
+            break;
+        }
+        case MP_ROP_CommitStream:
+            if (o->kind != K_STREAM)
+                continue;
+            stream_store(a, o);
+            break;
+        case MP_ROP_ModifyRecipients: {
+            const struct mp_rop_req_ModifyRecipients *q = req;
+            if (o->kind != K_MSG)
+                continue;
+            req_modify_recipients(a, o, q);
+            break;
+        }
+        case MP_ROP_RemoveAllRecipients:
+            if (o->kind != K_MSG)
+                continue;
+            mp_msg_clear_recipients(o->m);
+            o->t->dirty = true;
+            break;
+        case MP_ROP_SaveChangesMessage:
+            if (o->kind != K_MSG || o->m->parent)
+                continue;
+            complete_at(a, o->t, "RopSaveChangesMessage", (int)i, true);
+            break;
+        case MP_ROP_SubmitMessage:
+            if (o->kind != K_MSG || o->m->parent)
+                continue;
+            if (o->t->dirty || !o->t->delivered)
+                complete_at(a, o->t, "RopSubmitMessage", (int)i, true);
+            break;
+        default:
+            continue;
+        }
+        a->applied[i] = true;
+    }
 }
 
 /* ---- FastTransfer entry points ---- */
@@ -815,6 +936,6 @@ void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enu
              (unsigned long long)m->folder_id, mp_msg_dir_name(dir),
              (unsigned long long)a->lim.max_message);
     else
-        deliver(a, m, dir, mode, completed_by, partial);
+        deliver(a, m, dir, mode, completed_by, partial, -1, false);
     mp_msg_free(m);
 }

@@ -41,7 +41,13 @@ struct mp_msg_event {
     uint64_t folder_id, message_id; /* 0 when unknown (an upload before its first save) */
     const char *completed_by;       /* "RopSaveChangesMessage", "RopRelease", ... */
     bool partial;                   /* messageChangePartial: a partial change only */
-    struct mp_message *msg;         /* valid during the callback */
+    struct mp_message *msg;         /* valid during the callback (mp_msg_hold to keep it) */
+    /* Online mode: the request ROP (index in the call) that completed the
+     * message, -1 when none (a release, the session's end, FastTransfer);
+     * at_request: it completed in mp_asm_request, before that ROP went
+     * upstream (an upload can still be stopped). */
+    int rop_index;
+    bool at_request;
 };
 
 struct mp_asm_ops {
@@ -58,10 +64,13 @@ struct mp_asm *mp_asm_new(const struct mp_content_limits *limits, const struct m
 void mp_asm_free(struct mp_asm *a);
 /* One EMSMDB call, in the rop_response hook. */
 void mp_asm_rops(struct mp_asm *a, struct mp_call *call);
-/* The same call in the rop_request hook, before it goes upstream: the
- * FastTransfer upload bytes (RopFastTransferDestinationPutBuffer), so that
- * an upload completes before the ROP that carries its last byte is relayed. */
-void mp_asm_rops_request(struct mp_asm *a, struct mp_call *call);
+/* The same call's request, before it goes upstream (rop_request): the
+ * upload content its ROPs carry for objects of earlier calls (properties,
+ * stream bytes, recipients) and the uploads it completes
+ * (RopSaveChangesMessage / RopSubmitMessage of a top message created in an
+ * earlier call), so that their events come before the completing ROP is
+ * relayed.  mp_asm_rops then skips what was applied here. */
+void mp_asm_request(struct mp_asm *a, struct mp_call *call);
 
 /* FastTransfer entry points (see above). */
 struct mp_message *mp_asm_begin(struct mp_asm *a);
@@ -79,7 +88,7 @@ void mp_asm_warn(struct mp_asm *a, const char *fmt, ...) __attribute__((format(p
  * RopFastTransferSourceCopyTo / CopyMessages / CopyFolder / CopyProperties,
  * RopFastTransferDestinationConfigure, RopSynchronizationOpenCollector) get
  * a decoder; RopFastTransferSourceGetBuffer responses (mp_asm_rops) and
- * RopFastTransferDestinationPutBuffer(Extended) requests (mp_asm_rops_request)
+ * RopFastTransferDestinationPutBuffer(Extended) requests (mp_asm_request)
  * are fed to it, in order; messages go out through mp_asm_begin / mp_asm_end. */
 struct mp_fxctx;
 struct mp_object;
@@ -100,5 +109,9 @@ int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *co
 /* The stream ended (TransferStatus Done, or the context's release). */
 int mp_fxasm_finish(struct mp_fxasm *f, const char *completed_by);
 void mp_fxasm_free(struct mp_fxasm *f); /* an unfinished message is dropped */
+
+/* The id the session's RopGetPropertyIdsFromNames / GetNamesFromPropertyIds
+ * gave the named property (guid, name), -1 when the session did not show it. */
+int mp_asm_name_id(const struct mp_asm *a, const uint8_t guid[16], const char *name);
 
 #endif

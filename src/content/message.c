@@ -33,7 +33,7 @@ void mp_blob_move(struct mp_blob *dst, struct mp_blob *src)
 
 /* A file nobody else can open: O_TMPFILE (never has a name), else mkstemp
  * and unlink at once; mode 0600 either way. */
-static int private_tmpfile(const char *dir)
+int mp_private_tmpfile(const char *dir)
 {
     if (!dir || !*dir)
         dir = getenv("TMPDIR");
@@ -81,7 +81,7 @@ int mp_blob_append(struct mp_blob *b, const void *p, size_t n, const struct mp_c
     if (!n)
         return 0;
     if (b->fd < 0 && l && l->spill_at && b->len + n > l->spill_at) {
-        int fd = private_tmpfile(l->tmpdir);
+        int fd = mp_private_tmpfile(l->tmpdir);
         if (fd < 0)
             return -1;
         if (b->mem.len && write_all(fd, b->mem.data, b->mem.len, 0)) {
@@ -307,10 +307,19 @@ struct mp_message *mp_msg_new(void)
     return calloc(1, sizeof(struct mp_message));
 }
 
+void mp_msg_hold(struct mp_message *m)
+{
+    m->holds++;
+}
+
 void mp_msg_free(struct mp_message *m)
 {
     if (!m)
         return;
+    if (m->holds) {
+        m->holds--;
+        return;
+    }
     mp_props_free(&m->props);
     for (size_t i = 0; i < m->nrcpt; i++)
         mp_props_free(&m->rcpt[i].props);

@@ -48,6 +48,10 @@ static inline int mp_blob_fd(const struct mp_blob *b)
     return b->fd;
 }
 
+/* A private temporary file in dir (NULL: $TMPDIR or /tmp): O_TMPFILE, or
+ * mkstemp + unlink; mode 0600.  Its descriptor, or -1 (errno set). */
+int mp_private_tmpfile(const char *dir);
+
 /* A named property's name (MS-OXCDATA 2.6.1). */
 struct mp_propname {
     uint8_t guid[16]; /* as on the wire (little-endian GUID) */
@@ -94,10 +98,14 @@ struct mp_message {
     struct mp_message *parent; /* embedded: the message holding it */
     uint64_t content_bytes;    /* this message and its embedded ones */
     bool over_limit;           /* passed max_message: content dropped */
+    unsigned holds;            /* mp_msg_hold: mp_msg_free calls to ignore */
 };
 
 struct mp_message *mp_msg_new(void);
 void mp_msg_free(struct mp_message *m);
+/* One more owner of a top message: the next mp_msg_free only drops the
+ * hold (the message event keeps a message the assembler is done with). */
+void mp_msg_hold(struct mp_message *m);
 /* The attachment numbered num (created when missing), NULL on no memory. */
 struct mp_attachment *mp_msg_attachment(struct mp_message *m, uint32_t num);
 /* The recipient with row_id (created when missing); NULL on no memory. */

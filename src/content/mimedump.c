@@ -11,7 +11,10 @@
  *                                   temporary file (default 1048576)
  *   NAME:max message size = BYTES   larger messages are not assembled, with
  *                                   a warning (default 67108864)
- *   NAME:tmpdir = PATH              where spilled values go (default $TMPDIR, /tmp) */
+ *   NAME:tmpdir = PATH              where spilled values go (default $TMPDIR, /tmp)
+ * The last three are read by the proxy's one assembler per session (the
+ * smallest of every message module's values; src/chain/msgevents.c); the
+ * module gets each message from its `message` hook. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -20,12 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "content/assemble.h"
+#include "content/message.h"
 #include "content/mime.h"
 #include "content/summary.h"
 #include "core/json.h"
 #include "mapiproxy/module.h"
-#include "mapiproxy/rops.h"
 
 struct md_conf {
     struct mp_module_ctx *mc;
@@ -34,13 +36,6 @@ struct md_conf {
     FILE *json; /* NULL: the log */
     struct mp_content_limits lim;
     unsigned long seq;
-};
-
-struct md_sess {
-    struct md_conf *c;
-    struct mp_asm *a;
-    uint32_t id;
-    char user[256];
 };
 
 static void md_free_conf(struct md_conf *c)
@@ -128,20 +123,15 @@ static void md_fini(struct mp_module_ctx *mc)
     md_free_conf(c);
 }
 
-static void md_log(void *arg, const char *msg)
-{
-    struct md_sess *s = arg;
-    mp_module_log(s->c->mc, MP_MLOG_WARN, "session %u: %s", (unsigned)s->id, msg);
-}
-
 /* The .eml of one message; its path in path (empty on failure). */
-static void md_write_eml(struct md_sess *s, const struct mp_msg_event *ev, char *path, size_t n)
+static void md_write_eml(struct md_conf *c, struct mp_message_event *ev, uint32_t sid, char *path,
+                         size_t n)
 {
-    struct md_conf *c = s->c;
-    snprintf(path, n, "%s/%lu-s%u-%s.eml", c->dir, ++c->seq, (unsigned)s->id,
-             mp_msg_dir_name(ev->dir));
+    snprintf(path, n, "%s/%lu-s%u-%s.eml", c->dir, ++c->seq, (unsigned)sid,
+             mp_message_dir_name(mp_message_event_dir(ev)));
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || mp_mime_write(ev->msg, fd, (size_t)c->lim.max_message)) {
+    const struct mp_message *m = mp_message_event_message(ev);
+    if (fd < 0 || mp_mime_write(m, fd, (size_t)c->lim.max_message)) {
         mp_module_log(c->mc, MP_MLOG_WARN, "mime-dump: cannot write %s: %s", path,
                       fd < 0 ? strerror(errno) : "MIME conversion failed");
         if (fd >= 0)
@@ -152,13 +142,18 @@ static void md_write_eml(struct md_sess *s, const struct mp_msg_event *ev, char 
         close(fd);
 }
 
-static void md_done(void *arg, const struct mp_msg_event *ev)
+static enum mp_status md_message(struct mp_module_ctx *mc, struct mp_message_event *ev)
 {
-    struct md_sess *s = arg;
-    struct md_conf *c = s->c;
+    struct md_conf *c = mp_module_private(mc);
+    if (!c)
+        return MP_CONTINUE;
+    struct mp_session *ss = mp_message_event_session(ev);
+    uint32_t sid = ss ? mp_session_id(ss) : 0;
+    const char *user = mp_message_event_user(ev);
+    const struct mp_message *m = mp_message_event_message(ev);
     char path[4200] = "";
     if (c->eml)
-        md_write_eml(s, ev, path, sizeof(path));
+        md_write_eml(c, ev, sid, path, sizeof(path));
     struct mp_buf b = {0};
     struct mp_json j;
     mp_json_init(&j, &b);
@@ -170,26 +165,26 @@ static void md_done(void *arg, const struct mp_msg_event *ev)
     mp_json_key(&j, "ts");
     mp_json_raw(&j, num);
     mp_json_key(&j, "user");
-    mp_json_str(&j, s->user);
+    mp_json_str(&j, user ? user : "");
     mp_json_key(&j, "session");
-    mp_json_u64(&j, s->id);
+    mp_json_u64(&j, sid);
     mp_json_key(&j, "direction");
-    mp_json_str(&j, mp_msg_dir_name(ev->dir));
+    mp_json_str(&j, mp_message_dir_name(mp_message_event_dir(ev)));
     mp_json_key(&j, "mode");
-    mp_json_str(&j, mp_msg_mode_name(ev->mode));
+    mp_json_str(&j, mp_message_mode_name(mp_message_event_mode(ev)));
     mp_json_key(&j, "completed_by");
-    mp_json_str(&j, ev->completed_by);
-    if (ev->partial) {
+    mp_json_str(&j, mp_message_event_completed_by(ev));
+    if (mp_message_event_partial(ev)) {
         mp_json_key(&j, "partial");
         mp_json_bool(&j, true);
     }
-    snprintf(num, sizeof(num), "0x%016llx", (unsigned long long)ev->folder_id);
+    snprintf(num, sizeof(num), "0x%016llx", (unsigned long long)mp_message_event_folder_id(ev));
     mp_json_key(&j, "folder");
     mp_json_str(&j, num);
-    snprintf(num, sizeof(num), "0x%016llx", (unsigned long long)ev->message_id);
+    snprintf(num, sizeof(num), "0x%016llx", (unsigned long long)mp_message_event_message_id(ev));
     mp_json_key(&j, "message_id");
     mp_json_str(&j, num);
-    if (mp_msg_summary(&j, ev->msg))
+    if (mp_msg_summary(&j, m))
         mp_module_log(c->mc, MP_MLOG_WARN, "%s: a value could not be read back",
                       mp_module_name(c->mc));
     if (c->eml) {
@@ -210,75 +205,7 @@ static void md_done(void *arg, const struct mp_msg_event *ev)
         mp_module_log(c->mc, MP_MLOG_INFO, "%s", (const char *)b.data);
     }
     mp_buf_free(&b);
-}
-
-static void md_sess_free(void *data)
-{
-    struct md_sess *s = data;
-    mp_asm_free(s->a); /* delivers downloads still open */
-    free(s);
-}
-
-/* The assembly runs once per call, when both the request's and the
- * response's ROPs are decoded (rop_response) -- except for a buffer of
- * RopRelease only: it gets no response ROPs, and the chain runs no
- * rop_response hook for it, so it runs at rop_request. */
-static bool releases_only(struct mp_call *call)
-{
-    size_t n = mp_call_rop_count(call, false);
-    for (size_t i = 0; i < n; i++)
-        if (mp_call_rop_id(call, false, i) != MP_ROP_Release)
-            return false;
-    return n > 0;
-}
-
-static struct md_sess *md_sess_of(struct mp_module_ctx *mc, struct mp_call *call)
-{
-    struct md_conf *c = mp_module_private(mc);
-    struct mp_session *ss = mp_call_session(call);
-    if (!c || !ss)
-        return NULL;
-    struct md_sess *s = mp_session_data(ss, mc);
-    if (!s) {
-        s = calloc(1, sizeof(*s));
-        if (!s)
-            return NULL;
-        s->c = c;
-        s->id = mp_session_id(ss);
-        struct mp_asm_ops ops = {md_done, md_log, s};
-        s->a = mp_asm_new(&c->lim, &ops);
-        if (!s->a || mp_session_set_data(ss, mc, s, md_sess_free)) {
-            mp_asm_free(s->a);
-            free(s);
-            return NULL;
-        }
-    }
-    const char *user = mp_call_user(call);
-    if (user && *user)
-        snprintf(s->user, sizeof(s->user), "%s", user);
-    return s;
-}
-
-static enum mp_status md_assemble(struct mp_module_ctx *mc, struct mp_call *call)
-{
-    struct md_sess *s = md_sess_of(mc, call);
-    if (s)
-        mp_asm_rops(s->a, call);
     return MP_CONTINUE;
-}
-
-/* FastTransfer upload bytes are assembled before they go upstream. */
-static enum mp_status md_rop_request(struct mp_module_ctx *mc, struct mp_call *call)
-{
-    struct md_sess *s = md_sess_of(mc, call);
-    if (s)
-        mp_asm_rops_request(s->a, call);
-    return releases_only(call) ? md_assemble(mc, call) : MP_CONTINUE;
-}
-
-static enum mp_status md_rop_response(struct mp_module_ctx *mc, struct mp_call *call)
-{
-    return md_assemble(mc, call);
 }
 
 const struct mp_module mp_builtin_mimedump = {
@@ -287,8 +214,7 @@ const struct mp_module mp_builtin_mimedump = {
     .description = "every message, each direction, as an .eml file and a JSON line",
     .init = md_dump_init,
     .fini = md_fini,
-    .rop_request = md_rop_request,
-    .rop_response = md_rop_response,
+    .message = md_message,
 };
 
 const struct mp_module mp_builtin_messagelog = {
@@ -297,6 +223,5 @@ const struct mp_module mp_builtin_messagelog = {
     .description = "one JSON line per message, each direction",
     .init = md_log_init,
     .fini = md_fini,
-    .rop_request = md_rop_request,
-    .rop_response = md_rop_response,
+    .message = md_message,
 };

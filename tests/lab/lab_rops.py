@@ -962,6 +962,22 @@ def rop_open_attachment(s, r, handles):
     return struct.pack('<BBL', 0x22, out_idx, ecSuccess)
 
 
+def rop_delete_attachment(s, r, handles):
+    """MS-OXCROPS 2.2.6.11: RopId, LogonId, InputHandleIndex, AttachmentID;
+    the response: RopId, InputHandleIndex, ReturnValue.  The attachment goes
+    from the open message (saved with it, MS-OXCMSG 3.2.5.4)."""
+    r.u8()
+    r.u8()
+    in_idx = r.u8()
+    num = r.u32()
+    o = s.obj(handles, in_idx, 'message')
+    if o is None:
+        return fail(0x24, in_idx, ecNullObject)
+    gone = o.msg.attachments.pop(num, None)
+    s.log('emsmdb:   RopDeleteAttachment %d -> %s' % (num, 'ok' if gone else 'not found'))
+    return struct.pack('<BBL', 0x24, in_idx, ecSuccess if gone else ecNotFound)
+
+
 def rop_save_changes_attachment(s, r, handles):
     r.u8()
     r.u8()
@@ -1110,6 +1126,7 @@ ROP_HANDLERS = {
     0x21: rop_get_attachment_table,
     0x22: rop_open_attachment,
     0x23: rop_create_attachment,
+    0x24: rop_delete_attachment,
     0x25: rop_save_changes_attachment,
     0x27: rop_get_receive_folder,
     0x2B: rop_open_stream,
