@@ -36,6 +36,7 @@ struct mp_message_event {
     uint64_t folder_id, message_id;
     char completed_by[48];
     bool partial, response_side, at_request, can_block, can_modify;
+    bool fx; /* out of a FastTransfer stream: rop_index carried its last byte */
     int rop_index;
     struct mp_message *msg; /* held (mp_msg_hold) */
     char user[256], peer[64], transport[32];
@@ -235,8 +236,10 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
     ev->at_request = e->at_request;
     ev->rop_index = e->rop_index;
     ev->can_block = e->at_request && e->rop_index >= 0;
-    ev->can_modify =
-        ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial && mp_msgev_edits_supported();
+    ev->fx = e->fx;
+    /* a FastTransfer upload's edits would have to rewrite the stream */
+    ev->can_modify = ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial && !e->fx &&
+                     mp_msgev_edits_supported();
     ev->mime_fd = -1;
     ev->msg = e->msg;
     mp_msg_hold(ev->msg);
@@ -467,8 +470,9 @@ static int decide(struct mp_call *call, bool response)
         if (ev->on_decided)
             ev->on_decided(ev, &ev->v, ev->on_decided_arg);
         log_verdict(ev);
-        if (ev->mode != MP_MESSAGE_ONLINE || ev->dir != MP_MESSAGE_UPLOAD || response ||
-            ev->rop_index < 0)
+        /* uploads completed before relay: online, ICS (ImportMessageChange +
+         * the save) and FastTransfer (the PutBuffer with the last byte) */
+        if (ev->dir != MP_MESSAGE_UPLOAD || response || ev->rop_index < 0)
             continue;
         if (ev->v.blocked) {
             if (mp_call_rop_answer(call, (size_t)ev->rop_index, EC_ACCESS_DENIED))
@@ -476,7 +480,7 @@ static int decide(struct mp_call *call, bool response)
                         ev->session ? (unsigned)mp_session_id(ev->session) : 0u, ev->completed_by);
             continue;
         }
-        if (mp_msgev_apply_edits(call, ev->rop_index, ev->msg, &ev->v))
+        if (!ev->fx && mp_msgev_apply_edits(call, ev->rop_index, ev->msg, &ev->v))
             rc = -1;
     }
     return rc;

@@ -159,15 +159,22 @@ static void name_message(const struct mp_asm *a, struct mp_message *m)
 }
 
 /* ---- delivery ---- */
+static void deliver_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
+                       enum mp_msg_mode mode, const char *by, bool partial, int rop_index,
+                       bool at_request, bool fx)
+{
+    name_message(a, m);
+    struct mp_msg_event ev = {dir,     mode, m->folder_id, m->message_id, by,
+                              partial, m,    rop_index,    at_request,    fx};
+    if (a->ops.done)
+        a->ops.done(a->ops.arg, &ev);
+}
+
 static void deliver(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
                     enum mp_msg_mode mode, const char *by, bool partial, int rop_index,
                     bool at_request)
 {
-    name_message(a, m);
-    struct mp_msg_event ev = {dir,     mode, m->folder_id, m->message_id, by,
-                              partial, m,    rop_index,    at_request};
-    if (a->ops.done)
-        a->ops.done(a->ops.arg, &ev);
+    deliver_fx(a, m, dir, mode, by, partial, rop_index, at_request, false);
 }
 
 static bool alive(struct mp_asm *a, struct tmsg *t)
@@ -929,6 +936,13 @@ bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n)
 void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enum mp_msg_mode mode,
                 const char *completed_by, bool partial)
 {
+    mp_asm_end_fx(a, m, dir, mode, completed_by, partial, -1, false);
+}
+
+void mp_asm_end_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
+                   enum mp_msg_mode mode, const char *completed_by, bool partial, int rop_index,
+                   bool at_request)
+{
     if (m->over_limit)
         warn(a,
              "message (folder 0x%016llx, %s) passes the maximum message size of %llu bytes: "
@@ -936,6 +950,6 @@ void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enu
              (unsigned long long)m->folder_id, mp_msg_dir_name(dir),
              (unsigned long long)a->lim.max_message);
     else
-        deliver(a, m, dir, mode, completed_by, partial, -1, false);
+        deliver_fx(a, m, dir, mode, completed_by, partial, rop_index, at_request, true);
     mp_msg_free(m);
 }

@@ -48,6 +48,10 @@ struct mp_msg_event {
      * upstream (an upload can still be stopped). */
     int rop_index;
     bool at_request;
+    /* FastTransfer (cached mode): the message came in a stream; rop_index is
+     * the GetBuffer / PutBuffer that carried its last byte, and an upload's
+     * block answers that PutBuffer (its edits cannot be ROPs). */
+    bool fx;
 };
 
 struct mp_asm_ops {
@@ -80,6 +84,11 @@ bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n);
 void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enum mp_msg_mode mode,
                 const char *completed_by, bool partial);
 const struct mp_content_limits *mp_asm_limits(const struct mp_asm *a);
+/* mp_asm_end for a message out of a FastTransfer stream: rop_index is the
+ * ROP whose bytes completed it, at_request as in struct mp_msg_event. */
+void mp_asm_end_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
+                   enum mp_msg_mode mode, const char *completed_by, bool partial, int rop_index,
+                   bool at_request);
 /* A warning through ops.log. */
 void mp_asm_warn(struct mp_asm *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

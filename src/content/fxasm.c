@@ -40,6 +40,8 @@ struct mp_fxasm {
     bool failed;
     struct mp_fx_parser *p;
     const char *by; /* completed_by of the buffer being fed */
+    int rop_index;  /* the ROP that carries it (-1: none) */
+    bool at_request;
     /* the message being assembled */
     struct mp_message *top;
     bool partial, by_marker; /* StartMessage .. EndMessage */
@@ -86,7 +88,7 @@ static void top_end(struct mp_fxasm *f)
     struct mp_message *m = f->top;
     f->top = NULL;
     f->nst = 0;
-    mp_asm_end(f->a, m, f->dir, f->mode, f->by, f->partial);
+    mp_asm_end_fx(f->a, m, f->dir, f->mode, f->by, f->partial, f->rop_index, f->at_request);
 }
 
 static void top_drop(struct mp_fxasm *f)
@@ -280,6 +282,7 @@ struct mp_fxasm *mp_fxasm_new(struct mp_asm *a, enum mp_msg_dir dir, enum mp_msg
     f->folder_id = folder_id;
     f->message_id = message_id;
     f->bare = bare;
+    f->rop_index = -1;
     mp_blob_init(&f->vb);
     f->p = mp_fx_parser_new(on_event, f);
     if (!f->p) {
@@ -355,6 +358,8 @@ static void ctx_close(struct mp_asm *a, struct mp_fxctx **pp, const char *by)
     (void)a;
     struct mp_fxctx *c = *pp;
     *pp = c->next;
+    c->f->rop_index = -1; /* not the PutBuffer's any more */
+    c->f->at_request = false;
     /* an upload's stream ends with its context; a download's must have said Done */
     if (c->upload && !c->f->failed)
         mp_fxasm_finish(c->f, by);
@@ -432,6 +437,8 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
         if (!pp || r->ReturnValue || r->HeaderOnly)
             break;
         struct mp_fxctx *c = *pp;
+        c->f->rop_index = mp_call_rop_request_index(call, i);
+        c->f->at_request = false;
         if (r->TransferBuffer && r->TransferBufferSize)
             mp_fxasm_feed(c->f, r->TransferBuffer, r->TransferBufferSize,
                           "RopFastTransferSourceGetBuffer");
@@ -459,6 +466,8 @@ void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
     struct mp_fxctx **pp = ctx_find(list, mp_call_rop_object(call, false, ri));
     if (!q || !pp || !q->TransferData || !q->TransferDataSize)
         return;
+    (*pp)->f->rop_index = (int)ri;
+    (*pp)->f->at_request = true;
     mp_fxasm_feed((*pp)->f, q->TransferData, q->TransferDataSize,
                   "RopFastTransferDestinationPutBuffer");
 }

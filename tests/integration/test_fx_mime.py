@@ -175,3 +175,88 @@ def test_cached_mode_mime(session, tmp_path):
     assert attachments(m)[0].get_payload(decode=True) == ATT_DATA[::-1]
     t.close()
     assert p.alive()
+
+
+EC_ACCESS_DENIED = 0x80070005
+
+
+@pytest.fixture(params=["rpc", "mapihttp"])
+def block_session(request, make_proxy, tmp_path):
+    """The proxy with tests/modules/mpm_msgtest.c blocking every message
+    whose subject contains "blocked" (and mime-dump after it)."""
+    out = tmp_path / "eml"
+    out.mkdir()
+    opts = {"dcerpc_mapiproxy:modules": "mpm_msgtest, mime-dump",
+            "mpm_msgtest:log": str(tmp_path / "events.log"), "mpm_msgtest:action": "block",
+            "mpm_msgtest:match": "blocked", "mime-dump:dir": str(out),
+            "mime-dump:tmpdir": str(tmp_path)}
+    if request.param == "rpc":
+        lab = Lab(tmp_path, env=LABENV)
+        try:
+            p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
+            yield p, RpcTransport(p.rpc_port), out
+        finally:
+            lab.stop()
+    else:
+        e = request.getfixturevalue("mh_env")
+        p = start_front(make_proxy, e, opts)
+        yield p, HttpTransport(p.base, e["ca"]), out
+
+
+def put_stream(c, fid, msg, chunk):
+    """IC.fx_upload by hand: every PutBuffer's ReturnValue."""
+    stream = IC.W.top_message(msg)
+    rb = EC.RopBuffer().open_folder(0, 1, fid)
+    IC.dest_configure(rb, 1, 2, 0x03)
+    assert all(x["ReturnValue"] == 0 for x in c.execute(rb))
+    rvs = []
+    for i in range(0, len(stream), chunk):
+        [r] = c.execute(IC.put_buffer(EC.RopBuffer(), 2, stream[i:i + chunk]))
+        rvs.append(r["ReturnValue"])
+        if r["ReturnValue"]:
+            break
+    c.execute(EC.RopBuffer().release(2).release(1))
+    return rvs
+
+
+def test_cached_mode_upload_block(block_session, tmp_path):
+    """ICS upload verdicts: a blocked FastTransfer upload's last PutBuffer
+    and a blocked ImportMessageChange's save are answered ecAccessDenied and
+    not relayed; the lab never stores either; an allowed one goes through."""
+    p, t, out = block_session
+    c = t.c
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    sent = logon["FolderIds"][6]
+    att = {"props": {LS.PidTagAttachMethod: 1, LS.PidTagAttachLongFilename: "x.bin",
+                     LS.PidTagAttachDataBinary: ATT_DATA}}
+    rvs = put_stream(c, sent, {"props": {SUBJECT: "fx blocked upload"}, "attachments": [att]},
+                     7000)
+    assert rvs[:-1] == [0] * (len(rvs) - 1) and rvs[-1] == EC_ACCESS_DENIED, rvs
+    assert len(rvs) == len(IC.W.top_message({"props": {SUBJECT: "fx blocked upload"},
+                                             "attachments": [att]})) // 7000 + 1
+    rvs = put_stream(c, sent, {"props": {SUBJECT: "fx allowed upload"}, "attachments": [att]},
+                     7000)
+    assert set(rvs) == {0}
+
+    header = {IC.W.PidTagSourceKey: bytes(22), IC.W.PidTagLastModificationTime: 0x01D9 << 48,
+              IC.W.PidTagChangeKey: bytes(16) + b"\0\0\0\0\0\x0a",
+              IC.W.PidTagPredecessorChangeList: b"\x16" + bytes(16) + b"\0\0\0\0\0\x0a"}
+    rb = EC.RopBuffer().open_folder(0, 1, sent)
+    IC.open_collector(rb, 1, 2)
+    IC.import_message_change(rb, 2, 3, header)
+    assert all(x.get("ReturnValue", 0) == 0 for x in c.execute(rb))
+    c.execute(EC.RopBuffer().set_properties(3, [(SUBJECT, "ics blocked upload")]))
+    [sv] = c.execute(EC.RopBuffer().save_changes_message(3, 3))
+    assert sv["ReturnValue"] == EC_ACCESS_DENIED
+    c.execute(EC.RopBuffer().release(3).release(2).release(1))
+
+    # what the lab stored: the allowed one only
+    got = IC.sync_folder(c, 0, sent, buffer_size=0x7F00)
+    subjects = sorted(m["props"].get(SUBJECT) for m in got["messages"])
+    assert subjects == ["fx allowed upload"]
+    ev = [x.split("\t") for x in (tmp_path / "events.log").read_text().splitlines()]
+    ups = [e[:3] for e in ev if e[0] == "upload"]
+    assert ups == [["upload", "ics-upload", "RopFastTransferDestinationPutBuffer"]] * 2 + \
+        [["upload", "ics-upload", "RopSaveChangesMessage"]], ev
+    t.close()
+    assert p.alive()
