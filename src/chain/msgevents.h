@@ -94,4 +94,11 @@ struct mp_message;
 int mp_msgev_apply_edits(struct mp_call *call, int rop_index, const struct mp_message *msg,
                          const struct mp_msgev_verdict *v);
 bool mp_msgev_edits_supported(void);
+
+/* msgfx.c: a blocked ICS download message, whole in the GetBuffer response
+ * of request ROP req_index (TransferBuffer bytes off .. off+len, its change
+ * header the first hdr_len), replaced there by a notice of the same
+ * length.  0 or -1 (not found, or the notice does not fit). */
+int mp_msgfx_block_download(struct mp_call *call, int req_index, uint32_t off, uint32_t len,
+                            uint32_t hdr_len, const char *reason);
 #endif

@@ -161,11 +161,25 @@ static void name_message(const struct mp_asm *a, struct mp_message *m)
 /* ---- delivery ---- */
 static void deliver_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
                        enum mp_msg_mode mode, const char *by, bool partial, int rop_index,
-                       bool at_request, bool fx)
+                       bool at_request, bool fx, const struct mp_fx_span *span)
 {
     name_message(a, m);
-    struct mp_msg_event ev = {dir,     mode, m->folder_id, m->message_id, by,
-                              partial, m,    rop_index,    at_request,    fx};
+    struct mp_msg_event ev = {.dir = dir,
+                              .mode = mode,
+                              .folder_id = m->folder_id,
+                              .message_id = m->message_id,
+                              .completed_by = by,
+                              .partial = partial,
+                              .msg = m,
+                              .rop_index = rop_index,
+                              .at_request = at_request,
+                              .fx = fx};
+    if (span) {
+        ev.fx_in_buffer = span->in_buffer;
+        ev.fx_off = span->off;
+        ev.fx_len = span->len;
+        ev.fx_hdr_len = span->hdr_len;
+    }
     if (a->ops.done)
         a->ops.done(a->ops.arg, &ev);
 }
@@ -174,7 +188,7 @@ static void deliver(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
                     enum mp_msg_mode mode, const char *by, bool partial, int rop_index,
                     bool at_request)
 {
-    deliver_fx(a, m, dir, mode, by, partial, rop_index, at_request, false);
+    deliver_fx(a, m, dir, mode, by, partial, rop_index, at_request, false, NULL);
 }
 
 static bool alive(struct mp_asm *a, struct tmsg *t)
@@ -936,12 +950,12 @@ bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n)
 void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enum mp_msg_mode mode,
                 const char *completed_by, bool partial)
 {
-    mp_asm_end_fx(a, m, dir, mode, completed_by, partial, -1, false);
+    mp_asm_end_fx(a, m, dir, mode, completed_by, partial, -1, false, NULL);
 }
 
 void mp_asm_end_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
                    enum mp_msg_mode mode, const char *completed_by, bool partial, int rop_index,
-                   bool at_request)
+                   bool at_request, const struct mp_fx_span *span)
 {
     if (m->over_limit)
         warn(a,
@@ -950,6 +964,6 @@ void mp_asm_end_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
              (unsigned long long)m->folder_id, mp_msg_dir_name(dir),
              (unsigned long long)a->lim.max_message);
     else
-        deliver_fx(a, m, dir, mode, completed_by, partial, rop_index, at_request, true);
+        deliver_fx(a, m, dir, mode, completed_by, partial, rop_index, at_request, true, span);
     mp_msg_free(m);
 }

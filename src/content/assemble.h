@@ -52,6 +52,11 @@ struct mp_msg_event {
      * the GetBuffer / PutBuffer that carried its last byte, and an upload's
      * block answers that PutBuffer (its edits cannot be ROPs). */
     bool fx;
+    /* fx downloads: the message's bytes lie whole in the buffer that
+     * completed it (that ROP's TransferBuffer, from fx_off on, fx_len
+     * bytes; its messageChangeHeader is the first fx_hdr_len of them). */
+    bool fx_in_buffer;
+    uint32_t fx_off, fx_len, fx_hdr_len;
 };
 
 struct mp_asm_ops {
@@ -86,9 +91,13 @@ void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enu
 const struct mp_content_limits *mp_asm_limits(const struct mp_asm *a);
 /* mp_asm_end for a message out of a FastTransfer stream: rop_index is the
  * ROP whose bytes completed it, at_request as in struct mp_msg_event. */
+struct mp_fx_span {
+    bool in_buffer;
+    uint32_t off, len, hdr_len;
+};
 void mp_asm_end_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
                    enum mp_msg_mode mode, const char *completed_by, bool partial, int rop_index,
-                   bool at_request);
+                   bool at_request, const struct mp_fx_span *span);
 /* A warning through ops.log. */
 void mp_asm_warn(struct mp_asm *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -42,6 +42,9 @@ struct mp_fxasm {
     const char *by; /* completed_by of the buffer being fed */
     int rop_index;  /* the ROP that carries it (-1: none) */
     bool at_request;
+    uint64_t buf_start, buf_len; /* the buffer being fed, in stream offsets */
+    uint64_t msg_start, hdr_end; /* the ICS change being built */
+    bool have_hdr;
     /* the message being assembled */
     struct mp_message *top;
     bool partial, by_marker; /* StartMessage .. EndMessage */
@@ -80,7 +83,8 @@ static void top_begin(struct mp_fxasm *f, bool partial, bool by_marker)
     f->st[0] = (struct frame){F_MSG, f->top, &f->top->props, NULL, NULL};
 }
 
-static void top_end(struct mp_fxasm *f)
+/* end: the stream offset where the message's bytes end (exclusive). */
+static void top_end_at(struct mp_fxasm *f, uint64_t end)
 {
     if (!f->top)
         return;
@@ -88,7 +92,21 @@ static void top_end(struct mp_fxasm *f)
     struct mp_message *m = f->top;
     f->top = NULL;
     f->nst = 0;
-    mp_asm_end_fx(f->a, m, f->dir, f->mode, f->by, f->partial, f->rop_index, f->at_request);
+    struct mp_fx_span sp = {0};
+    /* an ICS change whose bytes are all in this buffer can be replaced there */
+    if (!f->by_marker && !f->bare && f->have_hdr && f->msg_start >= f->buf_start &&
+        end <= f->buf_start + f->buf_len && end > f->hdr_end && f->hdr_end > f->msg_start) {
+        sp.in_buffer = true;
+        sp.off = (uint32_t)(f->msg_start - f->buf_start);
+        sp.len = (uint32_t)(end - f->msg_start);
+        sp.hdr_len = (uint32_t)(f->hdr_end - f->msg_start);
+    }
+    mp_asm_end_fx(f->a, m, f->dir, f->mode, f->by, f->partial, f->rop_index, f->at_request, &sp);
+}
+
+static void top_end(struct mp_fxasm *f)
+{
+    top_end_at(f, mp_fx_offset(f->p));
 }
 
 static void top_drop(struct mp_fxasm *f)
@@ -110,8 +128,16 @@ static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
     switch (ev->elem) {
     case MP_FX_E_CHANGE:
     case MP_FX_E_CHANGE_PARTIAL:
-        top_end(f); /* CHANGE_END came first; an unended one closes here */
+        top_end_at(f, ev->offset); /* CHANGE_END came first; an unended one closes here */
         top_begin(f, ev->elem == MP_FX_E_CHANGE_PARTIAL, false);
+        f->msg_start = ev->offset;
+        f->have_hdr = false;
+        return;
+    case MP_FX_E_CHANGE_BODY: /* IncrSyncMessage: the change header ended */
+        if (f->top && !f->have_hdr) {
+            f->hdr_end = ev->offset;
+            f->have_hdr = true;
+        }
         return;
     case MP_FX_E_MESSAGE:
         if (ev->begin && !f->top)
@@ -264,7 +290,7 @@ static int on_event(void *ud, const struct mp_fx_event *ev)
         break;
     case MP_FX_EV_CHANGE_END:
         if (!f->by_marker)
-            top_end(f);
+            top_end_at(f, ev->offset);
         break;
     }
     return 0;
@@ -304,6 +330,8 @@ int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *co
     if (f->failed)
         return -1;
     f->by = completed_by;
+    f->buf_start = mp_fx_offset(f->p);
+    f->buf_len = n;
     if (mp_fx_feed(f->p, p, n)) {
         fail(f);
         return -1;

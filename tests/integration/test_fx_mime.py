@@ -180,15 +180,14 @@ def test_cached_mode_mime(session, tmp_path):
 EC_ACCESS_DENIED = 0x80070005
 
 
-@pytest.fixture(params=["rpc", "mapihttp"])
-def block_session(request, make_proxy, tmp_path):
+def blocking(request, make_proxy, tmp_path, match):
     """The proxy with tests/modules/mpm_msgtest.c blocking every message
-    whose subject contains "blocked" (and mime-dump after it)."""
+    whose subject contains `match` (and mime-dump after it)."""
     out = tmp_path / "eml"
     out.mkdir()
     opts = {"dcerpc_mapiproxy:modules": "mpm_msgtest, mime-dump",
             "mpm_msgtest:log": str(tmp_path / "events.log"), "mpm_msgtest:action": "block",
-            "mpm_msgtest:match": "blocked", "mime-dump:dir": str(out),
+            "mpm_msgtest:match": match, "mime-dump:dir": str(out),
             "mime-dump:tmpdir": str(tmp_path)}
     if request.param == "rpc":
         lab = Lab(tmp_path, env=LABENV)
@@ -201,6 +200,55 @@ def block_session(request, make_proxy, tmp_path):
         e = request.getfixturevalue("mh_env")
         p = start_front(make_proxy, e, opts)
         yield p, HttpTransport(p.base, e["ca"]), out
+
+
+@pytest.fixture(params=["rpc", "mapihttp"])
+def block_session(request, make_proxy, tmp_path):
+    yield from blocking(request, make_proxy, tmp_path, "blocked")
+
+
+@pytest.fixture(params=["rpc", "mapihttp"])
+def block_download_session(request, make_proxy, tmp_path):
+    yield from blocking(request, make_proxy, tmp_path, "Quarterly")
+
+
+def test_cached_mode_download_block(block_download_session, tmp_path, monkeypatch):
+    """A blocked message inside an ICS download: replaced, in the GetBuffer
+    response that carries it, by a notice of the same length with the same
+    change header (PidTagMid, source and change keys); every other message
+    and every buffer size as the lab sent them."""
+    p, t, out = block_download_session
+    c = t.c
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    inbox = logon["FolderIds"][4]
+    cols = [PidTagMid, SUBJECT]
+    res = c.execute(EC.RopBuffer().open_folder(0, 1, inbox).get_contents_table(1, 2)
+                    .set_columns(2, cols).query_rows(2, 100, cols).release(2).release(1))
+    mids = {row[SUBJECT]: row[PidTagMid] for row in res[3]["Rows"]}
+    got = IC.sync_folder(c, 0, inbox, buffer_size=0x7F00)
+    assert all(len(x) <= 0x7F00 for x in got["chunks"][:-1])
+    by_mid = {m["header"][PidTagMid]: m for m in got["messages"]}
+    assert set(by_mid) == set(mids.values())        # every change, the same ids
+    notice = by_mid[mids["Quarterly report"]]
+    assert notice["props"][SUBJECT] == "[Blocked] mpm_msgtest blocked it"
+    assert "removed from this folder" in notice["props"][LS.PidTagBody]
+    assert notice["recipients"] == [] and notice["attachments"] == []
+    monkeypatch.setenv("LAB_BIG_ATTACHMENT_SIZE", str(SMALL))
+    src = {m["props"][SUBJECT]: m for m in LS.messages()}
+    for subject, mid in mids.items():
+        if subject != "Quarterly report":
+            assert by_mid[mid]["props"][SUBJECT] == subject
+            for a, b in zip(by_mid[mid]["attachments"], src.get(subject, {}).get("attachments", [])):
+                assert a["props"].get(LS.PidTagAttachDataBinary) == \
+                    b["props"].get(LS.PidTagAttachDataBinary)
+    # the state is the lab's: a second sync with it brings nothing
+    again = IC.sync_folder(c, 0, inbox, state=got["state"], buffer_size=0x7F00)
+    assert again["messages"] == []
+    ev = [x.split("\t") for x in (tmp_path / "events.log").read_text().splitlines()]
+    assert [e[:3] for e in ev if "Quarterly" in "\t".join(e)] == \
+        [["download", "ics-download", "RopFastTransferSourceGetBuffer"]]
+    t.close()
+    assert p.alive()
 
 
 def put_stream(c, fid, msg, chunk):
