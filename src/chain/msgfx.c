@@ -41,7 +41,7 @@ static void put_str(struct mp_fx_enc *e, uint32_t tag, const char *s)
 
 /* The notice's bytes after the change header, exactly n long; 0 or -1
  * (does not fit). */
-static int notice(struct mp_fx_enc *e, size_t n, const char *reason)
+int mp_msgfx_notice(struct mp_fx_enc *e, size_t n, const char *reason)
 {
     char subject[300], body[600];
     snprintf(subject, sizeof subject, "[Blocked] %s", reason);
@@ -90,7 +90,7 @@ int mp_msgfx_block_download(struct mp_call *call, int req_index, uint32_t off, u
             return -1;
         struct mp_fx_enc e;
         mp_fx_enc_init(&e);
-        int rc = notice(&e, len - hdr_len, reason);
+        int rc = mp_msgfx_notice(&e, len - hdr_len, reason);
         uint8_t *nb = rc ? NULL : mp_call_alloc(call, r->TransferBufferSize);
         if (nb) {
             memcpy(nb, r->TransferBuffer, r->TransferBufferSize);

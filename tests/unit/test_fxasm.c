@@ -5,7 +5,9 @@
  * recipients, attachments (bytes), embedded messages, named properties and
  * change-header ids; partial changes; malformed streams; the size limit and
  * spilling. */
+#include "chain/msgevents.h"
 #include "content/assemble.h"
+#include "fx/fxstream.h"
 #include "content/mime.h"
 #include "core/slurp.h"
 #include "testlib.h"
@@ -251,9 +253,68 @@ static void test_limits(void)
     free(b);
 }
 
+/* The download-block notice (src/chain/msgfx.c): exactly n bytes for every
+ * n from the smallest that fits up, decodable as IncrSyncMessage + props,
+ * and assembled as a message whose subject says it was blocked. */
+static int count_ev(void *ud, const struct mp_fx_event *ev)
+{
+    (*(int *)ud) += ev->kind == MP_FX_EV_PROP_END;
+    return 0;
+}
+
+static void test_notice(void)
+{
+    int fits = 0, bad = 0;
+    size_t smallest = 0;
+    for (size_t n = 0; n < 70000; n += n < 2000 ? 1 : 997) {
+        struct mp_fx_enc e;
+        mp_fx_enc_init(&e);
+        int rc = mp_msgfx_notice(&e, n, "a test reason");
+        if (!rc) {
+            fits++;
+            if (!smallest)
+                smallest = n;
+            int props = 0;
+            struct mp_fx_parser *p = mp_fx_parser_new(count_ev, &props);
+            if (e.len != n || mp_fx_feed(p, e.out, e.len) || mp_fx_finish(p) || props < 2)
+                bad++;
+            mp_fx_parser_free(p);
+        } else if (smallest) {
+            bad++; /* every n past the smallest must fit */
+        }
+        mp_fx_enc_free(&e);
+    }
+    CHECK(fits > 100);
+    CHECK(smallest > 0 && smallest < 64);
+    CHECK_EQ(bad, 0);
+    /* as a change: header + notice, assembled */
+    struct mp_fx_enc h, nt;
+    mp_fx_enc_init(&h);
+    mp_fx_enc_init(&nt);
+    mp_fx_enc_marker(&h, MP_FX_IncrSyncChg);
+    mp_fx_enc_fixed(&h, 0x674A0014, NULL, 0x77);
+    CHECK_EQ(mp_msgfx_notice(&nt, 500, "bad attachment"), 0);
+    struct got g;
+    memset(&g, 0, sizeof g);
+    struct mp_asm_ops ops = {on_done, on_log, &g};
+    struct mp_asm *a = mp_asm_new(&LIM, &ops);
+    struct mp_fxasm *f = mp_fxasm_new(a, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD, 1, 0, false);
+    CHECK_EQ(mp_fxasm_feed(f, h.out, h.len, "t"), 0);
+    CHECK_EQ(mp_fxasm_feed(f, nt.out, nt.len, "t"), 0);
+    CHECK_EQ(mp_fxasm_finish(f, "t"), 0);
+    CHECK_EQ(g.n, 1);
+    CHECK(!strcmp(g.subject[0], "[Blocked] bad attachment"));
+    CHECK_EQ(g.mid[0], 0x77);
+    mp_fxasm_free(f);
+    mp_asm_free(a);
+    mp_fx_enc_free(&h);
+    mp_fx_enc_free(&nt);
+}
+
 int main(void)
 {
     mp_mime_init();
+    test_notice();
     all_splits("message.fxs", false, ck_message);
     all_splits("content.fxs", true, ck_content);
     all_splits("ics.fxs", false, ck_ics);
