@@ -43,6 +43,15 @@ def mh_env(tmp_path_factory):
     yield from lab_env(tmp_path_factory, LABENV, "fxmime", ())
 
 
+@pytest.fixture(scope="module")
+def rpc_lab(tmp_path_factory):
+    """One RPC lab for the file (as the MAPI/HTTP one): the tests allow for
+    each other's uploads in Sent Items."""
+    lab = Lab(tmp_path_factory.mktemp("fxmime-rpc"), env=LABENV)
+    yield lab
+    lab.stop()
+
+
 @pytest.fixture(params=["rpc", "mapihttp"])
 def session(request, make_proxy, tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_BIG_ATTACHMENT_SIZE", str(SMALL))  # lab_store here, too
@@ -51,12 +60,9 @@ def session(request, make_proxy, tmp_path, monkeypatch):
     opts = {"dcerpc_mapiproxy:modules": "mime-dump", "mime-dump:dir": str(out),
             "mime-dump:spill size": "65536", "mime-dump:tmpdir": str(tmp_path)}
     if request.param == "rpc":
-        lab = Lab(tmp_path, env=LABENV)
-        try:
-            p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
-            yield p, RpcTransport(p.rpc_port), out
-        finally:
-            lab.stop()
+        lab = request.getfixturevalue("rpc_lab")
+        p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
+        yield p, RpcTransport(p.rpc_port), out
     else:
         e = request.getfixturevalue("mh_env")
         p = start_front(make_proxy, e, opts)
@@ -190,12 +196,9 @@ def blocking(request, make_proxy, tmp_path, match):
             "mpm_msgtest:match": match, "mime-dump:dir": str(out),
             "mime-dump:tmpdir": str(tmp_path)}
     if request.param == "rpc":
-        lab = Lab(tmp_path, env=LABENV)
-        try:
-            p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
-            yield p, RpcTransport(p.rpc_port), out
-        finally:
-            lab.stop()
+        lab = request.getfixturevalue("rpc_lab")
+        p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
+        yield p, RpcTransport(p.rpc_port), out
     else:
         e = request.getfixturevalue("mh_env")
         p = start_front(make_proxy, e, opts)
