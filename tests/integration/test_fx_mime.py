@@ -186,7 +186,7 @@ def test_cached_mode_mime(session, tmp_path):
 EC_ACCESS_DENIED = 0x80070005
 
 
-def blocking(request, make_proxy, tmp_path, match):
+def blocking(request, make_proxy, tmp_path, match, hold=None):
     """The proxy with tests/modules/mpm_msgtest.c blocking every message
     whose subject contains `match` (and mime-dump after it)."""
     out = tmp_path / "eml"
@@ -195,6 +195,8 @@ def blocking(request, make_proxy, tmp_path, match):
             "mpm_msgtest:log": str(tmp_path / "events.log"), "mpm_msgtest:action": "block",
             "mpm_msgtest:match": match, "mime-dump:dir": str(out),
             "mime-dump:tmpdir": str(tmp_path)}
+    if hold:
+        opts["mpm_msgtest:hold"] = hold  # the verdict comes PENDING, later
     if request.param == "rpc":
         lab = request.getfixturevalue("rpc_lab")
         p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
@@ -212,12 +214,13 @@ def block_session(request, make_proxy, tmp_path):
 
 @pytest.fixture(params=["rpc", "mapihttp"])
 def block_download_session(request, make_proxy, tmp_path):
-    yield from blocking(request, make_proxy, tmp_path, "Quarterly")
+    yield from blocking(request, make_proxy, tmp_path, "Quarterly", hold="300")
 
 
 def test_cached_mode_download_block(block_download_session, tmp_path, monkeypatch):
-    """A blocked message inside an ICS download: replaced, in the GetBuffer
-    response that carries it, by a notice of the same length with the same
+    """A blocked message inside an ICS download (the verdict given 300 ms
+    later, MP_PENDING: the GetBuffer response waits): replaced, in the
+    GetBuffer response that carries it, by a notice of the same length with the same
     change header (PidTagMid, source and change keys); every other message
     and every buffer size as the lab sent them."""
     p, t, out = block_download_session
