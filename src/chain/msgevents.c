@@ -27,7 +27,10 @@ struct mem {
 };
 
 struct mp_message_event {
-    struct msess *ms;
+    struct msess *ms; /* NULL once the session ended (pending at its end) */
+    struct mp_modules *mods;
+    struct mp_content_limits lim; /* the session's, tmpdir copied */
+    char tmpdir[512];
     struct mp_session *session; /* NULL once a session-end event outlived its session */
     struct mp_call *call;       /* NULL: not bound to a call (the session's end) */
     struct mp_message_event *next;
@@ -65,6 +68,12 @@ struct msess {
     char tmpdir[512];
     char user[256], peer[64], transport[32];
     struct mp_call *cur; /* the call feeding the assembler now */
+    /* online downloads a module blocked: later RopOpenMessage of them in
+     * this session are refused (folder id, message id) */
+    struct blk {
+        uint64_t fid, mid;
+    } * blocked;
+    size_t nblocked;
     bool cur_rsp;
     bool freeing;
 };
@@ -186,6 +195,7 @@ void mp_msgev_session_free(void *state)
     s->freeing = true;
     s->cur = NULL;
     mp_asm_free(s->a); /* downloads still open: "session end" events */
+    free(s->blocked);
     free(s);
 }
 
@@ -228,6 +238,10 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
         return;
     }
     ev->ms = s;
+    ev->mods = s->mods;
+    ev->lim = s->lim;
+    copy_str(ev->tmpdir, sizeof(ev->tmpdir), s->tmpdir);
+    ev->lim.tmpdir = ev->tmpdir[0] ? ev->tmpdir : NULL;
     ev->session = s->session;
     ev->dir = (enum mp_message_dir)e->dir;
     ev->mode = (enum mp_message_mode)e->mode;
@@ -237,7 +251,10 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
     ev->partial = e->partial;
     ev->at_request = e->at_request;
     ev->rop_index = e->rop_index;
-    ev->can_block = e->at_request && e->rop_index >= 0;
+    /* online downloads: the client has read it all; a block refuses later
+     * opens of it in the session (doc/internals/module-api.md) */
+    ev->can_block = (e->at_request && e->rop_index >= 0) ||
+                    (e->mode == MP_MSG_ONLINE && e->dir == MP_MSG_DOWNLOAD && e->message_id);
     ev->fx = e->fx;
     ev->fx_in_buffer = e->fx_in_buffer;
     ev->fx_off = e->fx_off;
@@ -283,6 +300,40 @@ static void note_call(struct msess *s, struct mp_call *call)
     copy_str(s->transport, sizeof(s->transport), mp_call_transport(call));
 }
 
+static bool is_blocked(const struct msess *s, uint64_t fid, uint64_t mid)
+{
+    for (size_t i = 0; i < s->nblocked; i++)
+        if (s->blocked[i].mid == mid && s->blocked[i].fid == fid)
+            return true;
+    return false;
+}
+
+static void remember_block(struct msess *s, uint64_t fid, uint64_t mid)
+{
+    if (is_blocked(s, fid, mid) || s->nblocked >= 4096)
+        return;
+    struct blk *n = realloc(s->blocked, (s->nblocked + 1) * sizeof(*n));
+    if (!n)
+        return;
+    s->blocked = n;
+    n[s->nblocked++] = (struct blk){fid, mid};
+}
+
+/* RopOpenMessage of a blocked download: answered ecAccessDenied here. */
+static void refuse_blocked(struct msess *s, struct mp_call *call)
+{
+    size_t n = s->nblocked ? mp_call_rop_count(call, false) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct mp_rop_req_OpenMessage *q = mp_call_rop(call, false, i);
+        if (q && mp_call_rop_id(call, false, i) == MP_ROP_OpenMessage &&
+            is_blocked(s, q->FolderId, q->MessageId) &&
+            !mp_call_rop_answer(call, i, EC_ACCESS_DENIED))
+            mp_info("session %u: RopOpenMessage of blocked message 0x%016llx refused",
+                    s->session ? (unsigned)mp_session_id(s->session) : 0u,
+                    (unsigned long long)q->MessageId);
+    }
+}
+
 static bool releases_only(struct mp_call *call)
 {
     size_t n = mp_call_rop_count(call, false);
@@ -301,6 +352,7 @@ void mp_msgev_request(struct mp_call *call)
     if (!s || !c)
         return;
     note_call(s, call);
+    refuse_blocked(s, call);
     s->cur = call;
     s->cur_rsp = false;
     /* a buffer of RopRelease only gets no response ROPs: follow it now */
@@ -384,15 +436,20 @@ static enum mp_status deliver_call(struct mp_module_ctx *mc, struct mp_call *cal
     return MP_CONTINUE;
 }
 
-static enum mp_status hook_common(struct mp_module_ctx *mc, struct mp_call *call, bool response)
+/* The module's own ROP hook of that side, when the call has ROPs there. */
+static enum mp_status rop_hook_of(struct mp_module_ctx *mc, struct mp_call *call, bool response)
 {
     mp_hook_fn h = response ? mc->m->rop_response : mc->m->rop_request;
-    if (h && mp_call_rop_count(call, response)) {
-        enum mp_status st = h(mc, call);
-        if (st != MP_CONTINUE)
-            return st; /* (a pending ROP hook: its message events are skipped) */
-    }
-    return mc->m->message ? deliver_call(mc, call, response) : MP_CONTINUE;
+    return h && mp_call_rop_count(call, response) ? h(mc, call) : MP_CONTINUE;
+}
+
+/* The side's message events first, then the ROP hook (after
+ * mp_message_resume when a message hook held the call). */
+static enum mp_status hook_common(struct mp_module_ctx *mc, struct mp_call *call, bool response)
+{
+    if (mc->m->message && deliver_call(mc, call, response) == MP_PENDING)
+        return MP_PENDING;
+    return rop_hook_of(mc, call, response);
 }
 
 static enum mp_status hook_request(struct mp_module_ctx *mc, struct mp_call *call)
@@ -426,7 +483,7 @@ size_t mp_msgev_count(struct mp_call *call, bool response)
  * other (a pending one continues at mp_message_resume). */
 static void deliver_unbound(struct mp_message_event *ev)
 {
-    struct mp_modules *ms = ev->ms->mods;
+    struct mp_modules *ms = ev->mods;
     bool up = ev->dir == MP_MESSAGE_UPLOAD;
     while (up ? ev->next_mod < (int)ms->n : ev->next_mod >= 0) {
         int i = ev->next_mod;
@@ -435,6 +492,7 @@ static void deliver_unbound(struct mp_message_event *ev)
             continue;
         if (run_hook(&ms->mods[i], ev) == MP_PENDING) {
             ev->session = NULL; /* it ends as this returns */
+            ev->ms = NULL;
             return;
         }
     }
@@ -452,9 +510,19 @@ void mp_message_resume(struct mp_message_event *ev)
     }
     struct mp_call *call = ev->call;
     struct mcall *c = call_state(call, false);
-    if (c && c->pending_mc && deliver_call(c->pending_mc, call, c->pending_rsp) == MP_PENDING)
-        return;
-    mp_call_resume(call, MP_CONTINUE);
+    enum mp_status st = MP_CONTINUE;
+    if (c && c->pending_mc) {
+        if (deliver_call(c->pending_mc, call, c->pending_rsp) == MP_PENDING)
+            return;
+        /* then the module's ROP hook, as hook_common would have; if that
+         * one holds the call, the module resumes it with mp_call_resume */
+        if (call->owner)
+            st = rop_hook_of(c->pending_mc, call, c->pending_rsp);
+        c->pending_mc = NULL;
+        if (st == MP_PENDING)
+            return;
+    }
+    mp_call_resume(call, st);
 }
 
 /* ---- applying the verdicts ---- */
@@ -480,6 +548,8 @@ static int decide(struct mp_call *call, bool response)
         if (ev->on_decided)
             ev->on_decided(ev, &ev->v, ev->on_decided_arg);
         log_verdict(ev);
+        if (ev->v.blocked && ev->mode == MP_MESSAGE_ONLINE && ev->dir == MP_MESSAGE_DOWNLOAD)
+            remember_block(ev->ms, ev->folder_id, ev->message_id);
         if (response && ev->fx && ev->dir == MP_MESSAGE_DOWNLOAD && ev->v.blocked) {
             if (mp_msgfx_block_download(call, ev->rop_index, ev->fx_off, ev->fx_len, ev->fx_hdr_len,
                                         ev->v.reason))
@@ -605,8 +675,8 @@ int mp_message_event_mime_fd(struct mp_message_event *ev, uint64_t *size)
             mp_mime_init(); /* once per process: GMime's global state */
             inited = true;
         }
-        int fd = mp_private_tmpfile(ev->ms->lim.tmpdir);
-        if (fd < 0 || mp_mime_write(ev->msg, fd, (size_t)ev->ms->lim.max_message)) {
+        int fd = mp_private_tmpfile(ev->lim.tmpdir);
+        if (fd < 0 || mp_mime_write(ev->msg, fd, (size_t)ev->lim.max_message)) {
             mp_warn("message event: MIME conversion failed (%s)",
                     fd < 0 ? strerror(errno) : "GMime");
             if (fd >= 0)
@@ -831,7 +901,7 @@ bool mp_message_can_modify(const struct mp_message_event *ev)
 int mp_message_replace_attachment(struct mp_message_event *ev, size_t i, const char *notice)
 {
     const struct mp_attachment *a = att_at(ev->msg, i);
-    if (!ev->can_modify || !a || notice) /* a notice in its place: not yet (report) */
+    if (!ev->can_modify || !a)
         return -1;
     for (size_t k = 0; k < ev->v.natts; k++)
         if (ev->v.atts[k].index == i)
@@ -876,7 +946,7 @@ static int add_set(struct mp_message_event *ev, uint16_t id, const uint8_t *guid
         return -1;
     ev->v.sets = n;
     if (guid) { /* Exchange's id for it in this session, as the session showed it */
-        int nid = mp_asm_name_id(ev->ms->a, guid, name);
+        int nid = ev->ms ? mp_asm_name_id(ev->ms->a, guid, name) : -1;
         if (nid < 0x8000)
             return -1;
         id = (uint16_t)nid;

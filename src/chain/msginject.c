@@ -3,7 +3,9 @@
  * RopSubmitMessage, on the same message handle (MS-OXCROPS 2.2.8.6
  * RopSetProperties: RopId 0x0A, LogonId, InputHandleIndex,
  * PropertyValueSize, PropertyValueCount, TaggedPropertyValues; 2.2.6.11
- * RopDeleteAttachment: RopId 0x24, LogonId, InputHandleIndex, AttachmentID).
+ * RopDeleteAttachment: RopId 0x24, LogonId, InputHandleIndex, AttachmentID;
+ * a notice attachment: 2.2.6.13 RopCreateAttachment, 2.2.6.15
+ * RopSaveChangesAttachment, 2.2.15.3 RopRelease).
  * Their responses are kept from the client (ropstage.c).
  * doc/internals/module-api.md, "Message events". */
 #include <stdlib.h>
@@ -56,6 +58,76 @@ static int handle_of(struct mp_call *call, int rop_index, uint8_t *logon, uint8_
     default:
         return -1;
     }
+}
+
+/* A text/plain attachment "<name>.txt" holding the notice, in place of
+ * the one deleted: RopCreateAttachment into a handle slot of the proxy's
+ * own, RopSetProperties, RopSaveChangesAttachment, RopRelease
+ * (MS-OXCROPS 2.2.6.13, 2.2.8.6, 2.2.6.15, 2.2.15.3). */
+static int notice_attachment(struct mp_call *call, struct mp_arena *a, int rop_index, uint8_t logon,
+                             uint8_t hidx, const struct mp_message *msg,
+                             const struct mp_msgev_att *at)
+{
+    int slot = mp_ropstage_new_handle(call);
+    if (slot < 0)
+        return -1;
+    uint8_t k = (uint8_t)slot;
+    size_t before = (size_t)rop_index;
+    struct mp_rop_req_CreateAttachment *ca = mp_arena_calloc(a, 1, sizeof(*ca));
+    struct mp_rop_req_SetProperties *sp = mp_arena_calloc(a, 1, sizeof(*sp));
+    struct mp_rop_req_SaveChangesAttachment *sa = mp_arena_calloc(a, 1, sizeof(*sa));
+    struct mp_rop_req_Release *rl = mp_arena_calloc(a, 1, sizeof(*rl));
+    struct mp_rop_tpropval *vals = mp_arena_calloc(a, 5, sizeof(*vals));
+    if (!ca || !sp || !sa || !rl || !vals)
+        return -1;
+    /* the old attachment's name */
+    struct mp_buf nb = {0};
+    const char *name = "attachment";
+    for (size_t i = 0; i < msg->natt; i++)
+        if (msg->att[i].num == at->num &&
+            (!mp_props_string(&msg->att[i].props, MP_TAG_ATTACH_LONG_FILENAME >> 16, &nb) ||
+             !mp_props_string(&msg->att[i].props, MP_TAG_ATTACH_FILENAME >> 16, &nb)))
+            name = (const char *)nb.data;
+    size_t ln = strlen(name);
+    char *fname = mp_arena_alloc(a, ln + 5);
+    if (fname) {
+        memcpy(fname, name, ln);
+        memcpy(fname + ln, ".txt", 5);
+    }
+    mp_buf_free(&nb);
+    if (!fname)
+        return -1;
+    vals[0].tag = MP_TAG_ATTACH_METHOD;
+    vals[0].v.type = MP_PT_LONG;
+    vals[0].v.u = MP_ATTACH_BY_VALUE;
+    vals[1].tag = MP_TAG_ATTACH_LONG_FILENAME;
+    vals[2].tag = MP_TAG_ATTACH_FILENAME;
+    vals[3].tag = MP_TAG_ATTACH_MIME_TAG;
+    if (unicode(a, fname, &vals[1].v) || unicode(a, fname, &vals[2].v) ||
+        unicode(a, "text/plain", &vals[3].v))
+        return -1;
+    vals[4].tag = MP_TAG_ATTACH_DATA;
+    vals[4].v.type = MP_PT_BINARY;
+    vals[4].v.p = (const uint8_t *)at->notice;
+    vals[4].v.n = (uint32_t)strlen(at->notice);
+    *ca = (struct mp_rop_req_CreateAttachment){MP_ROP_CreateAttachment, logon, hidx, k};
+    sp->RopId = MP_ROP_SetProperties;
+    sp->LogonId = logon;
+    sp->InputHandleIndex = k;
+    sp->PropertyValueCount = 5;
+    sp->PropertyValues = vals;
+    /* ResponseHandleIndex: the containing message, InputHandleIndex: the
+     * attachment (MS-OXCMSG 2.2.3.15); SaveFlags 0x02 KeepOpenReadWrite
+     * (2.2.3.3.1), released right after */
+    *sa = (struct mp_rop_req_SaveChangesAttachment){MP_ROP_SaveChangesAttachment, logon, hidx, k,
+                                                    0x02};
+    *rl = (struct mp_rop_req_Release){MP_ROP_Release, logon, k};
+    if (mp_ropstage_inject(call, before, MP_ROP_CreateAttachment, ca) ||
+        mp_ropstage_inject(call, before, MP_ROP_SetProperties, sp) ||
+        mp_ropstage_inject(call, before, MP_ROP_SaveChangesAttachment, sa) ||
+        mp_ropstage_inject(call, before, MP_ROP_Release, rl))
+        return -1;
+    return 0;
 }
 
 int mp_msgev_apply_edits(struct mp_call *call, int rop_index, const struct mp_message *msg,
@@ -120,6 +192,9 @@ int mp_msgev_apply_edits(struct mp_call *call, int rop_index, const struct mp_me
         da->InputHandleIndex = hidx;
         da->AttachmentID = v->atts[i].num;
         if (mp_ropstage_inject(call, (size_t)rop_index, MP_ROP_DeleteAttachment, da))
+            return -1;
+        if (v->atts[i].notice &&
+            notice_attachment(call, a, rop_index, logon, hidx, msg, &v->atts[i]))
             return -1;
     }
     return 0;

@@ -79,6 +79,7 @@ struct mp_ropcall {
         struct mp_rop r;
     } * inj;
     size_t ninj;
+    size_t extra_handles; /* handle table slots the injected ROPs use */
 };
 
 struct mp_ropsess {
@@ -213,6 +214,18 @@ static void call_free(struct mp_call *m, void *ctx)
 void **mp_ropstage_msgev_call(struct mp_call *m)
 {
     return RC(m) ? &RC(m)->msgev : NULL;
+}
+
+int mp_ropstage_new_handle(struct mp_call *m)
+{
+    struct mp_ropcall *rc = RC(m);
+    if (!rc || !rc->rq.ok || m->stage != MPC_STAGE_REQ || rc->rq.nbuf != 1)
+        return -1;
+    size_t k = rc->rq.bufs[0].nhandles + rc->extra_handles;
+    if (k > 254)
+        return -1;
+    rc->extra_handles++;
+    return (int)k;
 }
 
 int mp_ropstage_inject(struct mp_call *m, size_t before, uint8_t rop_id, void *v)
@@ -940,6 +953,17 @@ static int request_done(struct mp_call *m)
         rc->up.rops[rc->up.n++] = b0->rops[k];
     }
     rc->up_differs = excl || rc->ninj;
+    if (rc->extra_handles) { /* slots of the proxy's own at the table's end */
+        size_t nh = b0->nhandles + rc->extra_handles;
+        uint32_t *h = mp_arena_calloc(a, nh, sizeof(*h));
+        if (!h)
+            return -1;
+        memcpy(h, b0->handles, b0->nhandles * sizeof(*h));
+        for (size_t k = b0->nhandles; k < nh; k++)
+            h[k] = 0xFFFFFFFF;
+        rc->up.handles = h;
+        rc->up.nhandles = nh;
+    }
     if (rc->up.n == 0 && excl) {
         rc->all_local = true;
         mp_debug("call %s %s: every ROP answered by modules; nothing relayed", m->peer, m->op_name);
@@ -1035,6 +1059,8 @@ static int merge_answers(struct mp_call *m)
     nb->rops = rops;
     nb->n = n;
     nb->handles = handles;
+    if (rc->extra_handles && nb->nhandles > q->bufs[0].nhandles)
+        nb->nhandles = q->bufs[0].nhandles; /* the proxy's own slots stay its own */
     /* the items: buffer 0 replaced, the others as they are */
     size_t rest = s->n - un;
     struct item *it = mp_arena_calloc(a, n + rest + 1, sizeof(*it));

@@ -22,4 +22,8 @@ void **mp_ropstage_msgev_session(struct mp_session *ses);
  * ROP `before`; its response is not passed to the client.  Buffer 0 of a
  * one-buffer call only.  0 or -1. */
 int mp_ropstage_inject(struct mp_call *m, size_t before, uint8_t rop_id, void *v);
+/* A handle table slot of the proxy's own for the injected ROPs (added at
+ * the table's end going upstream, cut from the response): its index, or
+ * -1. */
+int mp_ropstage_new_handle(struct mp_call *m);
 #endif

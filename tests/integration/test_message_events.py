@@ -97,10 +97,15 @@ def test_events_and_accessors_no_verdict(make_proxy, dump_lab, tmp_path):
 
 
 def test_block_upload(make_proxy, dump_lab, tmp_path):
-    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="block", match="BLOCK")
+    """The hook holds each save (MP_PENDING, resumed 300 ms later by a
+    timer) and blocks the matching one then: ecAccessDenied, never stored."""
+    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="block", match="BLOCK",
+                       hold="300", **{"rop log": str(tmp_path / "rops.log")})
     dce, c, fids = connect(p.rpc_port)
+    t0 = time.monotonic()
     sv = save(c, fids[5], "please BLOCK me")
     assert sv["ReturnValue"] == EC_ACCESS_DENIED, sv
+    assert time.monotonic() - t0 >= 0.3
     ok = save(c, fids[5], "an ordinary message")
     assert ok["ReturnValue"] == 0
     have = folder_mids(c, fids[5])
@@ -111,19 +116,9 @@ def test_block_upload(make_proxy, dump_lab, tmp_path):
     assert [(e[6], e[11]) for e in ev] == [("please BLOCK me", "1"),
                                            ("an ordinary message", "0")], ev
     assert "blocked by mpm_msgtest: mpm_msgtest blocked it" in p.log()
-
-
-def test_block_upload_held_pending(make_proxy, dump_lab, tmp_path):
-    """The hook holds the save (MP_PENDING, resumed 300 ms later by a timer)
-    and blocks it then."""
-    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="block", hold="300")
-    dce, c, fids = connect(p.rpc_port)
-    t0 = time.monotonic()
-    sv = save(c, fids[5], "held and blocked")
-    assert sv["ReturnValue"] == EC_ACCESS_DENIED and time.monotonic() - t0 >= 0.3
-    assert "held and blocked" not in folder_mids(c, fids[5])
-    c.disconnect()
-    dce.disconnect()
+    # the module's own rop_request hook saw both held saves, after the hold
+    rops = (tmp_path / "rops.log").read_text().splitlines()
+    assert rops.count("RopSaveChangesMessage") == 2, rops
 
 
 def test_byte_identity_with_message_hook(make_proxy, dump_lab, tmp_path, wire_log):  # noqa: F811
@@ -140,8 +135,10 @@ def test_byte_identity_with_message_hook(make_proxy, dump_lab, tmp_path, wire_lo
 def test_modify_upload(make_proxy, dump_lab, tmp_path):
     """Prefix the subject, set PidTagBody, drop attachment 0: the lab stores
     the changed message (read back through the lab's ROPs); the client's
-    save succeeds and sees no answer of the proxy's own ROPs."""
-    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="prefix,set,drop")
+    save succeeds and sees no answer of the proxy's own ROPs.  A named
+    property the session never mapped (PS_INTERNET_HEADERS X-Msgtest) is
+    refused honestly (-1), the other verdicts still hold."""
+    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="prefix,set,drop,named")
     dce, c, fids = connect(p.rpc_port)
     mid = CC.upload(c, fids[5], small_upload("Modify me"), flags=FL)
     got = CC.download(c, fids[5], mid, flags=FL)
@@ -152,7 +149,7 @@ def test_modify_upload(make_proxy, dump_lab, tmp_path):
     names = [a["props"].get(LS.PidTagAttachLongFilename) for a in got["attachments"]]
     assert names == ["notes.txt"], names
     ev = events(tmp_path, 1)
-    assert ev[0][6] == "Modify me" and ev[0][10] == "1" and ev[0][12] == "0", ev
+    assert ev[0][6] == "Modify me" and ev[0][10] == "1" and ev[0][12] == "-1", ev
 
 
 def test_block_and_modify_mapihttp(make_proxy, env, tmp_path):
@@ -176,3 +173,44 @@ def test_block_and_modify_mapihttp(make_proxy, env, tmp_path):
     ev = events(tmp_path, 2)
     assert [(e[0], e[6], e[11]) for e in ev] == [("upload", "BLOCK over http", "1"),
                                                  ("upload", "fine over http", "0")], ev
+
+
+def test_replace_attachment_with_notice(make_proxy, dump_lab, tmp_path):
+    """Attachment 0 replaced by a text/plain notice "<name>.txt": the lab
+    stores the notice in its place, the other attachment untouched."""
+    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="replace")
+    dce, c, fids = connect(p.rpc_port)
+    up = small_upload("Replace me")
+    mid = CC.upload(c, fids[5], up, flags=FL)
+    got = CC.download(c, fids[5], mid, flags=FL)
+    c.disconnect()
+    dce.disconnect()
+    by_name = {a["props"].get(LS.PidTagAttachLongFilename): a["props"]
+               for a in got["attachments"]}
+    assert sorted(by_name) == ["notes.txt", "report.pdf.txt"], by_name
+    notice = by_name["report.pdf.txt"]
+    assert notice[LS.PidTagAttachDataBinary] == b"the attachment was removed by mpm_msgtest"
+    assert notice[LS.PidTagAttachMimeTag] == "text/plain"
+    assert by_name["notes.txt"][LS.PidTagAttachDataBinary] == \
+        up["attachments"][1]["props"][LS.PidTagAttachDataBinary]
+
+
+def test_blocked_download_refused_on_reopen(make_proxy, dump_lab, tmp_path):
+    """Online downloads complete only when the client has read everything,
+    too late to stop that read (doc/internals/module-api.md).  What a block
+    does: later opens of the message in the session get ecAccessDenied."""
+    p, out = msg_proxy(make_proxy, dump_lab, tmp_path, action="block", match="Quarterly")
+    dce, c, fids = connect(p.rpc_port)
+    mids = folder_mids(c, fids[4])
+    src = LS.messages()
+    first, other = (m["props"][LS.PidTagSubject] for m in src[:2:2] + src[2:3])
+    CC.download(c, fids[4], mids[first], flags=FL)          # read whole, then blocked
+    [om] = c.execute(EC.RopBuffer().open_message(0, 1, fids[4], mids[first]), FL)
+    assert om["ReturnValue"] == EC_ACCESS_DENIED, om
+    CC.download(c, fids[4], mids[other], flags=FL)          # others still open
+    c.disconnect()
+    dce.disconnect()
+    ev = events(tmp_path, 2)
+    assert [(e[0], e[6], e[11]) for e in ev] == [("download", first, "1"),
+                                                 ("download", other, "0")], ev
+    assert "RopOpenMessage of blocked message" in p.log()

@@ -9,7 +9,8 @@
  *   "replaced body") | named (PS_INTERNET_HEADERS "X-Msgtest": "yes") |
  *   drop (attachment 0) | replace (attachment 0 with a notice)
  * With mpm_msgtest:hold = MS the hook returns MP_PENDING and resumes MS
- * milliseconds later (the verdict is set at resume). */
+ * milliseconds later (the verdict is set at resume).  With mpm_msgtest:rop log
+ * = FILE its rop_request hook lists each call's request ROPs there. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,17 +18,15 @@
 #include "mapiproxy/module.h"
 
 struct conf {
-    FILE *log;
+    FILE *log, *roplog;
     const char *action, *match;
     long hold;
 };
 
 static const struct mp_module_option_spec opts[] = {
-    {"log", MP_OPT_STRING, 0, 0, NULL},
-    {"action", MP_OPT_STRING, 0, 0, NULL},
-    {"match", MP_OPT_STRING, 0, 0, NULL},
-    {"hold", MP_OPT_INT, 0, 60000, NULL},
-    {NULL, 0, 0, 0, NULL},
+    {"log", MP_OPT_STRING, 0, 0, NULL},     {"action", MP_OPT_STRING, 0, 0, NULL},
+    {"match", MP_OPT_STRING, 0, 0, NULL},   {"hold", MP_OPT_INT, 0, 60000, NULL},
+    {"rop log", MP_OPT_STRING, 0, 0, NULL}, {NULL, 0, 0, 0, NULL},
 };
 
 static int mt_init(struct mp_module_ctx *mc)
@@ -42,6 +41,9 @@ static int mt_init(struct mp_module_ctx *mc)
     }
     if (c->log)
         setvbuf(c->log, NULL, _IOLBF, 0);
+    const char *rl = mp_module_option(mc, "rop log");
+    if (rl && (c->roplog = fopen(rl, "a")))
+        setvbuf(c->roplog, NULL, _IOLBF, 0);
     c->action = mp_module_option(mc, "action");
     c->match = mp_module_option(mc, "match");
     c->hold = mp_module_option_int(mc, "hold", 0);
@@ -54,6 +56,8 @@ static void mt_fini(struct mp_module_ctx *mc)
     struct conf *c = mp_module_private(mc);
     if (c && c->log)
         fclose(c->log);
+    if (c && c->roplog)
+        fclose(c->roplog);
     free(c);
 }
 
@@ -161,6 +165,20 @@ static enum mp_status mt_message(struct mp_module_ctx *mc, struct mp_message_eve
     return MP_CONTINUE;
 }
 
+/* With mpm_msgtest:rop log: the request ROPs' names, one line per call
+ * (after this module's message events of the call: a held save is listed
+ * once the hold ends). */
+static enum mp_status mt_rop_request(struct mp_module_ctx *mc, struct mp_call *call)
+{
+    struct conf *c = mp_module_private(mc);
+    if (!c->roplog)
+        return MP_CONTINUE;
+    for (size_t i = 0; i < mp_call_rop_count(call, false); i++)
+        fprintf(c->roplog, "%s%s", i ? " " : "", mp_call_rop_name(call, false, i));
+    fputc('\n', c->roplog);
+    return MP_CONTINUE;
+}
+
 const struct mp_module mp_module_descriptor = {
     MP_MODULE_HEADER,
     .name = "mpm_msgtest",
@@ -169,4 +187,5 @@ const struct mp_module mp_module_descriptor = {
     .fini = mt_fini,
     .options = opts,
     .message = mt_message,
+    .rop_request = mt_rop_request,
 };
