@@ -179,9 +179,10 @@ BENCH_SRC   := src/dcerpc/pdu.c src/core/buf.c src/xca/lz77.c
 $(B)/bench/responder $(B)/bench/loadgen: $(B)/bench/%: bench/%.c bench/bench_common.h $(BENCH_SRC) src/dcerpc/pdu.h src/core/buf.h src/xca/lz77.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) -O2 -g $(INC) -Ibench $< $(BENCH_SRC) -o $@
-bench: $(B)/mapiproxy $(BENCH_TOOLS) $(B)/bench/https_peer $(B)/modules/mpm_roptest.so
+bench: $(B)/mapiproxy $(BENCH_TOOLS) $(B)/bench/https_peer $(B)/modules/mpm_roptest.so $(B)/bench/fxasm_bench
 	@MAKE="$(MAKE)" $(PY) bench/run.py
 	@$(PY) bench/https.py
+	@$(B)/bench/fxasm_bench
 # The HTTPS front's rows alone (bench/https.py, about 70 s): MAPI/HTTP
 # Execute through HAProxy (HTTP mode), nginx and the front, TLS on both legs.
 $(B)/bench/https_peer: bench/https_peer.c
@@ -193,6 +194,18 @@ bench-https: $(B)/mapiproxy $(B)/bench/https_peer
 # ncacn_http through HAProxy (HTTP mode) and mapiproxy (both upstreams).
 bench-rpch: $(B)/mapiproxy
 	@$(PY) bench/rpch.py
+# Messages assembled from FastTransfer streams and converted to MIME, per
+# second and MB/s, one core (bench/fxasm_bench.c; make bench prints it too).
+.PHONY: bench-content mem-fx
+$(B)/bench/fxasm_bench: bench/fxasm_bench.c $(B)/libmp.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O2 -g $(INC) $< $(B)/libmp.a $(LIBS) -o $@
+bench-content: $(B)/bench/fxasm_bench
+	@$(B)/bench/fxasm_bench
+# RSS of mapiproxy (-O2, mime-dump) while 50 sessions sync the lab's 10 MB
+# message at once (tests/soak/fx_mem.py, doc/internals/content.md).
+mem-fx: $(B)/mapiproxy
+	$(PY) tests/soak/fx_mem.py
 # --- end relay benchmark ---
 
 # --- codecs (src/codec, generated from idl/ by tools/gen_codec.py) --------

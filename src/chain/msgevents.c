@@ -39,6 +39,9 @@ struct mp_message_event {
     uint64_t folder_id, message_id;
     char completed_by[48];
     bool partial, response_side, at_request, can_block, can_modify;
+    bool fx;           /* out of a FastTransfer stream: rop_index carried its last byte */
+    bool fx_in_buffer; /* fx download: whole in that GetBuffer's TransferBuffer */
+    uint32_t fx_off, fx_len, fx_hdr_len;
     int rop_index;
     struct mp_message *msg; /* held (mp_msg_hold) */
     char user[256], peer[64], transport[32];
@@ -252,8 +255,18 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
      * opens of it in the session (doc/internals/module-api.md) */
     ev->can_block = (e->at_request && e->rop_index >= 0) ||
                     (e->mode == MP_MSG_ONLINE && e->dir == MP_MSG_DOWNLOAD && e->message_id);
-    ev->can_modify =
-        ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial && mp_msgev_edits_supported();
+    ev->fx = e->fx;
+    ev->fx_in_buffer = e->fx_in_buffer;
+    ev->fx_off = e->fx_off;
+    ev->fx_len = e->fx_len;
+    ev->fx_hdr_len = e->fx_hdr_len;
+    /* an ICS download change whole in the response that completed it can be
+     * replaced there (msgfx.c) */
+    if (e->fx && e->dir == MP_MSG_DOWNLOAD && e->fx_in_buffer && !e->partial && e->rop_index >= 0)
+        ev->can_block = true;
+    /* a FastTransfer upload's edits would have to rewrite the stream */
+    ev->can_modify = ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial && !e->fx &&
+                     mp_msgev_edits_supported();
     ev->mime_fd = -1;
     ev->msg = e->msg;
     mp_msg_hold(ev->msg);
@@ -537,8 +550,17 @@ static int decide(struct mp_call *call, bool response)
         log_verdict(ev);
         if (ev->v.blocked && ev->mode == MP_MESSAGE_ONLINE && ev->dir == MP_MESSAGE_DOWNLOAD)
             remember_block(ev->ms, ev->folder_id, ev->message_id);
-        if (ev->mode != MP_MESSAGE_ONLINE || ev->dir != MP_MESSAGE_UPLOAD || response ||
-            ev->rop_index < 0)
+        if (response && ev->fx && ev->dir == MP_MESSAGE_DOWNLOAD && ev->v.blocked) {
+            if (mp_msgfx_block_download(call, ev->rop_index, ev->fx_off, ev->fx_len, ev->fx_hdr_len,
+                                        ev->v.reason))
+                mp_warn("session %u: the blocked message could not be replaced in its "
+                        "FastTransfer stream; relayed unchanged",
+                        ev->session ? (unsigned)mp_session_id(ev->session) : 0u);
+            continue;
+        }
+        /* uploads completed before relay: online, ICS (ImportMessageChange +
+         * the save) and FastTransfer (the PutBuffer with the last byte) */
+        if (ev->dir != MP_MESSAGE_UPLOAD || response || ev->rop_index < 0)
             continue;
         if (ev->v.blocked) {
             if (mp_call_rop_answer(call, (size_t)ev->rop_index, EC_ACCESS_DENIED))
@@ -546,7 +568,7 @@ static int decide(struct mp_call *call, bool response)
                         ev->session ? (unsigned)mp_session_id(ev->session) : 0u, ev->completed_by);
             continue;
         }
-        if (mp_msgev_apply_edits(call, ev->rop_index, ev->msg, &ev->v))
+        if (!ev->fx && mp_msgev_apply_edits(call, ev->rop_index, ev->msg, &ev->v))
             rc = -1;
     }
     return rc;

@@ -94,4 +94,16 @@ struct mp_message;
 int mp_msgev_apply_edits(struct mp_call *call, int rop_index, const struct mp_message *msg,
                          const struct mp_msgev_verdict *v);
 bool mp_msgev_edits_supported(void);
+
+/* msgfx.c: a blocked ICS download message, whole in the GetBuffer response
+ * of request ROP req_index (TransferBuffer bytes off .. off+len, its change
+ * header the first hdr_len), replaced there by a notice of the same
+ * length.  0 or -1 (not found, or the notice does not fit). */
+int mp_msgfx_block_download(struct mp_call *call, int req_index, uint32_t off, uint32_t len,
+                            uint32_t hdr_len, const char *reason);
+/* The notice's bytes after the change header (IncrSyncMessage and a
+ * property list), exactly n long, into e (reset first); 0 or -1 when n is
+ * too small for even "[Blocked]" (about 40 bytes). */
+struct mp_fx_enc;
+int mp_msgfx_notice(struct mp_fx_enc *e, size_t n, const char *reason);
 #endif

@@ -15,9 +15,10 @@ struct tmsg {
     struct mp_message *m; /* NULL once dropped (over the size limit) */
     int refs;
     enum mp_msg_dir dir;
-    bool touched;   /* download: something was read */
-    bool dirty;     /* upload: changed since the last completion */
-    bool delivered; /* an event went out */
+    enum mp_msg_mode mode; /* online, or ICS upload (RopSynchronizationImportMessageChange) */
+    bool touched;          /* download: something was read */
+    bool dirty;            /* upload: changed since the last completion */
+    bool delivered;        /* an event went out */
     bool warned;
 };
 
@@ -46,6 +47,7 @@ struct mp_asm {
     size_t nobj, capobj;
     struct name_map *names;
     size_t nnames;
+    struct mp_fxctx *fx; /* FastTransfer contexts (fxasm.c) */
     /* mp_asm_request: the request ROPs applied before relay (by index) */
     bool *applied;
     size_t napplied;
@@ -62,8 +64,8 @@ const char *mp_msg_mode_name(enum mp_msg_mode m)
     return (unsigned)m < 4 ? n[m] : "?";
 }
 
-static void warn(struct mp_asm *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(struct mp_asm *a, const char *fmt, ...)
+#define warn mp_asm_warn
+void mp_asm_warn(struct mp_asm *a, const char *fmt, ...)
 {
     char line[256];
     va_list ap;
@@ -113,18 +115,9 @@ static void learn_name(struct mp_asm *a, uint16_t id, const struct mp_rop_Proper
     e->name.lid = pn->LID;
     if (pn->Kind == 1) {
         e->name.is_name = true;
-        size_t n = pn->Name ? pn->NameSize / 2 : 0;
-        e->name.name = malloc(n + 1);
+        e->name.name = mp_propname_ascii(pn->Name, pn->Name ? pn->NameSize : 0);
         if (!e->name.name)
             return;
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++) { /* ASCII view of the UTF-16 name */
-            uint16_t c = (uint16_t)(pn->Name[2 * i] | pn->Name[2 * i + 1] << 8);
-            if (!c)
-                break;
-            e->name.name[k++] = c < 0x80 ? (char)c : '?';
-        }
-        e->name.name[k] = 0;
     }
     a->nnames++;
 }
@@ -166,15 +159,36 @@ static void name_message(const struct mp_asm *a, struct mp_message *m)
 }
 
 /* ---- delivery ---- */
+static void deliver_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
+                       enum mp_msg_mode mode, const char *by, bool partial, int rop_index,
+                       bool at_request, bool fx, const struct mp_fx_span *span)
+{
+    name_message(a, m);
+    struct mp_msg_event ev = {.dir = dir,
+                              .mode = mode,
+                              .folder_id = m->folder_id,
+                              .message_id = m->message_id,
+                              .completed_by = by,
+                              .partial = partial,
+                              .msg = m,
+                              .rop_index = rop_index,
+                              .at_request = at_request,
+                              .fx = fx};
+    if (span) {
+        ev.fx_in_buffer = span->in_buffer;
+        ev.fx_off = span->off;
+        ev.fx_len = span->len;
+        ev.fx_hdr_len = span->hdr_len;
+    }
+    if (a->ops.done)
+        a->ops.done(a->ops.arg, &ev);
+}
+
 static void deliver(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
                     enum mp_msg_mode mode, const char *by, bool partial, int rop_index,
                     bool at_request)
 {
-    name_message(a, m);
-    struct mp_msg_event ev = {dir,     mode, m->folder_id, m->message_id, by,
-                              partial, m,    rop_index,    at_request};
-    if (a->ops.done)
-        a->ops.done(a->ops.arg, &ev);
+    deliver_fx(a, m, dir, mode, by, partial, rop_index, at_request, false, NULL);
 }
 
 static bool alive(struct mp_asm *a, struct tmsg *t)
@@ -289,7 +303,7 @@ static void complete_at(struct mp_asm *a, struct tmsg *t, const char *by, int ro
 {
     if (!alive(a, t))
         return;
-    deliver(a, t->m, t->dir, MP_MSG_ONLINE, by, false, rop_index, at_request);
+    deliver(a, t->m, t->dir, t->mode, by, false, rop_index, at_request);
     t->delivered = true;
     t->dirty = false;
 }
@@ -321,6 +335,7 @@ void mp_asm_free(struct mp_asm *a)
         for (size_t i = a->nobj; i-- > 0;)
             if ((a->objs[i]->kind == K_STREAM) == (pass == 0))
                 obj_release(a, a->objs[i], "session end");
+    mp_asm_fx_free(a, &a->fx);
     free(a->objs);
     for (size_t i = 0; i < a->nnames; i++)
         free(a->names[i].name.name);
@@ -532,6 +547,21 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
         struct obj *o = new_message(c, MP_MSG_DOWNLOAD, q->FolderId, q->MessageId);
         if (o)
             message_info(a, o, &r->Message);
+        created(c, q->OutputHandleIndex, o, (int)i);
+        break;
+    }
+    case MP_ROP_SynchronizationImportMessageChange: {
+        REQ(SynchronizationImportMessageChange);
+        RSP(SynchronizationImportMessageChange);
+        /* ICS upload: a message object that the online-mode ROPs fill and
+         * RopSaveChangesMessage stores; the request's values are the change
+         * header (source key, change key, ...) */
+        struct obj *o = new_message(c, MP_MSG_UPLOAD, ob ? ob->folder_id : 0, r->MessageId);
+        if (o) {
+            o->t->mode = MP_MSG_ICS_UPLOAD;
+            o->t->dirty = true;
+            set_tpropvals(a, o, q->PropertyValues, q->PropertyValueCount);
+        }
         created(c, q->OutputHandleIndex, o, (int)i);
         break;
     }
@@ -754,6 +784,7 @@ static void pair(struct callctx *c, size_t i, size_t ri, const void *req, const 
         break;
     }
     default:
+        mp_asm_fx_rop(a, &a->fx, c->call, i, req, rsp);
         break;
     }
     (void)ri;
@@ -786,6 +817,7 @@ void mp_asm_rops(struct mp_asm *a, struct mp_call *call)
             const struct mp_rop_req_Release *q = mp_call_rop(call, false, ri);
             if (!q)
                 continue;
+            mp_asm_fx_release(a, &a->fx, mp_call_rop_object(call, false, ri));
             struct obj *o = input(c, q->InputHandleIndex, mp_call_rop_object(call, false, ri));
             if (!o)
                 continue;
@@ -837,6 +869,7 @@ void mp_asm_request(struct mp_asm *a, struct mp_call *call)
     memset(ap, 0, n * sizeof(*ap));
     a->napplied = n;
     for (size_t i = 0; i < n; i++) {
+        mp_asm_fx_request(a, &a->fx, call, i); /* FastTransfer upload bytes */
         const void *req = mp_call_rop(call, false, i);
         const struct mp_object *ob = mp_call_rop_object(call, false, i);
         /* objects of earlier calls only: one created in this buffer has
@@ -917,6 +950,13 @@ bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n)
 void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enum mp_msg_mode mode,
                 const char *completed_by, bool partial)
 {
+    mp_asm_end_fx(a, m, dir, mode, completed_by, partial, -1, false, NULL);
+}
+
+void mp_asm_end_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
+                   enum mp_msg_mode mode, const char *completed_by, bool partial, int rop_index,
+                   bool at_request, const struct mp_fx_span *span)
+{
     if (m->over_limit)
         warn(a,
              "message (folder 0x%016llx, %s) passes the maximum message size of %llu bytes: "
@@ -924,6 +964,6 @@ void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enu
              (unsigned long long)m->folder_id, mp_msg_dir_name(dir),
              (unsigned long long)a->lim.max_message);
     else
-        deliver(a, m, dir, mode, completed_by, partial, -1, false);
+        deliver_fx(a, m, dir, mode, completed_by, partial, rop_index, at_request, true, span);
     mp_msg_free(m);
 }

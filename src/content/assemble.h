@@ -48,6 +48,15 @@ struct mp_msg_event {
      * upstream (an upload can still be stopped). */
     int rop_index;
     bool at_request;
+    /* FastTransfer (cached mode): the message came in a stream; rop_index is
+     * the GetBuffer / PutBuffer that carried its last byte, and an upload's
+     * block answers that PutBuffer (its edits cannot be ROPs). */
+    bool fx;
+    /* fx downloads: the message's bytes lie whole in the buffer that
+     * completed it (that ROP's TransferBuffer, from fx_off on, fx_len
+     * bytes; its messageChangeHeader is the first fx_hdr_len of them). */
+    bool fx_in_buffer;
+    uint32_t fx_off, fx_len, fx_hdr_len;
 };
 
 struct mp_asm_ops {
@@ -80,6 +89,45 @@ bool mp_asm_count(struct mp_asm *a, struct mp_message *m, uint64_t n);
 void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enum mp_msg_mode mode,
                 const char *completed_by, bool partial);
 const struct mp_content_limits *mp_asm_limits(const struct mp_asm *a);
+/* mp_asm_end for a message out of a FastTransfer stream: rop_index is the
+ * ROP whose bytes completed it, at_request as in struct mp_msg_event. */
+struct mp_fx_span {
+    bool in_buffer;
+    uint32_t off, len, hdr_len;
+};
+void mp_asm_end_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
+                   enum mp_msg_mode mode, const char *completed_by, bool partial, int rop_index,
+                   bool at_request, const struct mp_fx_span *span);
+/* A warning through ops.log. */
+void mp_asm_warn(struct mp_asm *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* FastTransfer contexts of a session (fxasm.c), driven by mp_asm_rops:
+ * the ROPs that create a FastTransfer context (RopSynchronizationConfigure,
+ * RopFastTransferSourceCopyTo / CopyMessages / CopyFolder / CopyProperties,
+ * RopFastTransferDestinationConfigure, RopSynchronizationOpenCollector) get
+ * a decoder; RopFastTransferSourceGetBuffer responses (mp_asm_rops) and
+ * RopFastTransferDestinationPutBuffer(Extended) requests (mp_asm_request)
+ * are fed to it, in order; messages go out through mp_asm_begin / mp_asm_end. */
+struct mp_fxctx;
+struct mp_object;
+void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t i,
+                   const void *req, const void *rsp);
+void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t ri);
+void mp_asm_fx_release(struct mp_asm *a, struct mp_fxctx **list, const struct mp_object *o);
+void mp_asm_fx_free(struct mp_asm *a, struct mp_fxctx **list);
+
+/* One FastTransfer stream into messages, usable alone (tests, bench):
+ * dir/mode/folder as the context says; bare: the whole stream is one
+ * messageContent (a CopyTo / CopyProperties of a message). */
+struct mp_fxasm;
+struct mp_fxasm *mp_fxasm_new(struct mp_asm *a, enum mp_msg_dir dir, enum mp_msg_mode mode,
+                              uint64_t folder_id, uint64_t message_id, bool bare);
+/* 0, or -1 once the stream is malformed (logged once; later feeds do nothing). */
+int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *completed_by);
+/* The stream ended (TransferStatus Done, or the context's release). */
+int mp_fxasm_finish(struct mp_fxasm *f, const char *completed_by);
+void mp_fxasm_free(struct mp_fxasm *f); /* an unfinished message is dropped */
+
 /* The id the session's RopGetPropertyIdsFromNames / GetNamesFromPropertyIds
  * gave the named property (guid, name), -1 when the session did not show it. */
 int mp_asm_name_id(const struct mp_asm *a, const uint8_t guid[16], const char *name);

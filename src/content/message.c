@@ -220,6 +220,22 @@ bool mp_props_u(const struct mp_props *p, uint32_t tag, uint64_t *u)
     return true;
 }
 
+char *mp_propname_ascii(const uint8_t *utf16, size_t n)
+{
+    char *s = malloc(n / 2 + 1);
+    if (!s)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; utf16 && i + 1 < n; i += 2) {
+        uint16_t c = (uint16_t)(utf16[i] | utf16[i + 1] << 8);
+        if (!c)
+            break;
+        s[k++] = c < 0x80 ? (char)c : '?';
+    }
+    s[k] = 0;
+    return s;
+}
+
 static int put_utf8(struct mp_buf *out, uint32_t c)
 {
     uint8_t s[4];

@@ -60,6 +60,10 @@ struct mp_propname {
     char *name; /* UTF-8, is_name only */
 };
 
+/* An ASCII view of a UTF-16LE property name (n bytes; stops at a 00 00;
+ * other than ASCII becomes '?'), malloc'ed; NULL on no memory. */
+char *mp_propname_ascii(const uint8_t *utf16, size_t n);
+
 struct mp_prop {
     uint32_t tag;             /* PropertyTag: id << 16 | type */
     uint64_t u;               /* fixed-size values: their little-endian bits */

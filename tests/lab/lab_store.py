@@ -15,6 +15,7 @@ randomness) so tests can compare what crossed the proxy byte for byte.
 
 import functools
 import hashlib
+import os
 import struct
 
 import rtfcp
@@ -75,6 +76,12 @@ def big_attachment(size=10 * 1024 * 1024):
         out += hashlib.sha256(b'mapiproxy-lab-%d' % i).digest()
         i += 1
     return bytes(out[:size])
+
+
+def big_size():
+    """The size of big.bin: 10 MB, or LAB_BIG_ATTACHMENT_SIZE bytes (tests that
+    do not need the 10 MB ask for less, to stay fast)."""
+    return int(os.environ.get('LAB_BIG_ATTACHMENT_SIZE', 10 * 1024 * 1024))
 
 
 def _recipient(kind, name, smtp):
@@ -158,7 +165,8 @@ def messages():
         'named': [{'guid': PS_PUBLIC_STRINGS, 'name': 'X-Lab-Meeting', 'type': PT_LONG,
                    'value': 42}],
         'recipients': [_recipient(MAPI_TO, 'Alice Lab', 'alice@lab.example')],
-        'attachments': [_by_value('big.bin', 'application/octet-stream', big_attachment()),
+        'attachments': [_by_value('big.bin', 'application/octet-stream',
+                                  big_attachment(big_size())),
                         {'props': {PidTagAttachMethod: ATTACH_BY_REFERENCE,
                                    PidTagAttachLongFilename: 'share.docx',
                                    PidTagAttachLongPathname: '\\\\files\\share\\share.docx'},

@@ -1,0 +1,501 @@
+/* Message assembly from FastTransfer streams (cached mode): the decoder of
+ * src/fx turns each context's buffers into events, and this file turns the
+ * events into messages of the model (doc/internals/content.md).
+ *
+ *   ICS download  IncrSyncChg / IncrSyncChgPartial: the change header's
+ *                 values (PidTagMid gives the message id), IncrSyncMessage,
+ *                 then messageContent; ends at MP_FX_EV_CHANGE_END;
+ *   copies and    StartMessage / StartFAIMsg .. EndMessage (messageList,
+ *   uploads       folderContent), or the whole stream when it is one
+ *                 messageContent (CopyTo / CopyProperties of a message):
+ *                 that ends with the stream (TransferStatus Done, or the
+ *                 context's release).
+ * Inside a message: StartRecip .. EndToRecip (a recipient), NewAttach ..
+ * EndAttach (an attachment), StartEmbed .. EndEmbed (its embedded message,
+ * to any depth).  Values stream into blobs (spilled past the spill size),
+ * counted against the maximum message size. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "content/assemble.h"
+#include "fx/fxstream.h"
+#include "mapiproxy/module.h"
+#include "mapiproxy/rops.h"
+
+enum fkind { F_MSG, F_RECIP, F_ATT, F_IGNORE };
+struct frame {
+    enum fkind kind;
+    struct mp_message *m;     /* F_MSG: the message; F_RECIP / F_ATT: its owner */
+    struct mp_props *props;   /* where values go (NULL: F_IGNORE) */
+    struct mp_recipient *r;   /* F_RECIP */
+    struct mp_attachment *at; /* F_ATT */
+};
+
+struct mp_fxasm {
+    struct mp_asm *a;
+    enum mp_msg_dir dir;
+    enum mp_msg_mode mode;
+    uint64_t folder_id, message_id;
+    bool bare;
+    bool failed;
+    struct mp_fx_parser *p;
+    const char *by; /* completed_by of the buffer being fed */
+    int rop_index;  /* the ROP that carries it (-1: none) */
+    bool at_request;
+    uint64_t buf_start, buf_len; /* the buffer being fed, in stream offsets */
+    uint64_t msg_start, hdr_end; /* the ICS change being built */
+    bool have_hdr;
+    /* the message being assembled */
+    struct mp_message *top;
+    bool partial, by_marker; /* StartMessage .. EndMessage */
+    struct frame st[MP_FX_MAX_DEPTH + 2];
+    int nst;
+    /* the value being assembled */
+    struct mp_props *vp;
+    uint32_t vtag;
+    bool vkeep, vfixed;
+    struct mp_propname *vname;
+    struct mp_blob vb;
+};
+
+static void value_reset(struct mp_fxasm *f)
+{
+    mp_blob_free(&f->vb);
+    mp_blob_init(&f->vb);
+    if (f->vname)
+        free(f->vname->name);
+    free(f->vname);
+    f->vname = NULL;
+    f->vkeep = false;
+    f->vp = NULL;
+}
+
+static void top_begin(struct mp_fxasm *f, bool partial, bool by_marker)
+{
+    f->top = mp_asm_begin(f->a);
+    if (!f->top)
+        return;
+    f->top->folder_id = f->folder_id;
+    f->top->message_id = f->bare ? f->message_id : 0;
+    f->partial = partial;
+    f->by_marker = by_marker;
+    f->nst = 1;
+    f->st[0] = (struct frame){F_MSG, f->top, &f->top->props, NULL, NULL};
+}
+
+/* end: the stream offset where the message's bytes end (exclusive). */
+static void top_end_at(struct mp_fxasm *f, uint64_t end)
+{
+    if (!f->top)
+        return;
+    value_reset(f);
+    struct mp_message *m = f->top;
+    f->top = NULL;
+    f->nst = 0;
+    struct mp_fx_span sp = {0};
+    /* an ICS change whose bytes are all in this buffer can be replaced there */
+    if (!f->by_marker && !f->bare && f->have_hdr && f->msg_start >= f->buf_start &&
+        end <= f->buf_start + f->buf_len && end > f->hdr_end && f->hdr_end > f->msg_start) {
+        sp.in_buffer = true;
+        sp.off = (uint32_t)(f->msg_start - f->buf_start);
+        sp.len = (uint32_t)(end - f->msg_start);
+        sp.hdr_len = (uint32_t)(f->hdr_end - f->msg_start);
+    }
+    mp_asm_end_fx(f->a, m, f->dir, f->mode, f->by, f->partial, f->rop_index, f->at_request, &sp);
+}
+
+static void top_end(struct mp_fxasm *f)
+{
+    top_end_at(f, mp_fx_offset(f->p));
+}
+
+static void top_drop(struct mp_fxasm *f)
+{
+    value_reset(f);
+    mp_msg_free(f->top);
+    f->top = NULL;
+    f->nst = 0;
+}
+
+static void push(struct mp_fxasm *f, struct frame fr)
+{
+    if (f->nst < (int)(sizeof(f->st) / sizeof(f->st[0])))
+        f->st[f->nst++] = fr;
+}
+
+static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
+{
+    switch (ev->elem) {
+    case MP_FX_E_CHANGE:
+    case MP_FX_E_CHANGE_PARTIAL:
+        top_end_at(f, ev->offset); /* CHANGE_END came first; an unended one closes here */
+        top_begin(f, ev->elem == MP_FX_E_CHANGE_PARTIAL, false);
+        f->msg_start = ev->offset;
+        f->have_hdr = false;
+        return;
+    case MP_FX_E_CHANGE_BODY: /* IncrSyncMessage: the change header ended */
+        if (f->top && !f->have_hdr) {
+            f->hdr_end = ev->offset;
+            f->have_hdr = true;
+        }
+        return;
+    case MP_FX_E_MESSAGE:
+        if (ev->begin && !f->top)
+            top_begin(f, false, true);
+        else if (ev->end && f->top && f->by_marker && f->nst == 1)
+            top_end(f);
+        return;
+    default:
+        break;
+    }
+    if (!f->top || f->nst == 0)
+        return;
+    struct frame *cur = &f->st[f->nst - 1];
+    if (ev->begin) {
+        struct frame fr = {F_IGNORE, cur->m, NULL, NULL, NULL};
+        if (ev->elem == MP_FX_E_RECIP && cur->kind == F_MSG) {
+            fr.r = mp_msg_recipient(cur->m, (uint32_t)cur->m->nrcpt);
+            if (fr.r) {
+                fr.kind = F_RECIP;
+                fr.props = &fr.r->props;
+            }
+        } else if (ev->elem == MP_FX_E_ATTACH && cur->kind == F_MSG) {
+            fr.at = mp_msg_attachment(cur->m, (uint32_t)cur->m->natt);
+            if (fr.at) {
+                fr.kind = F_ATT;
+                fr.props = &fr.at->props;
+            }
+        } else if (ev->elem == MP_FX_E_EMBED && cur->kind == F_ATT && !cur->at->embedded) {
+            struct mp_message *e = mp_msg_new();
+            if (e) {
+                e->parent = cur->m;
+                cur->at->embedded = e;
+                fr = (struct frame){F_MSG, e, &e->props, NULL, NULL};
+            }
+        }
+        if (ev->elem == MP_FX_E_RECIP || ev->elem == MP_FX_E_ATTACH || ev->elem == MP_FX_E_EMBED)
+            push(f, fr);
+    } else if (ev->end && f->nst > 1 &&
+               (ev->elem == MP_FX_E_RECIP || ev->elem == MP_FX_E_ATTACH ||
+                ev->elem == MP_FX_E_EMBED)) {
+        f->nst--;
+    }
+}
+
+/* Meta-properties (MS-OXCFXICS 2.2.4.1.5) are the stream's, not the message's. */
+static bool is_meta(uint32_t tag)
+{
+    switch (tag) {
+    case MP_FX_MetaTagDnPrefix:
+    case MP_FX_MetaTagEcWarning:
+    case MP_FX_MetaTagNewFXFolder:
+    case MP_FX_MetaTagFXDelProp:
+    case MP_FX_MetaTagIdsetGiven:
+    case MP_FX_MetaTagIdsetNoLongerInScope:
+    case MP_FX_MetaTagIdsetRead:
+    case MP_FX_MetaTagIdsetUnread:
+    case MP_FX_MetaTagIncrementalSyncMessagePartial:
+    case MP_FX_MetaTagIncrSyncGroupId:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void on_prop(struct mp_fxasm *f, const struct mp_fx_event *ev)
+{
+    value_reset(f);
+    if (!f->top || f->nst == 0 || f->top->over_limit || ev->mv || is_meta(ev->tag))
+        return;
+    struct frame *cur = &f->st[f->nst - 1];
+    uint16_t type = ev->type;
+    if (type == MP_PT_ERROR || type == MP_PT_OBJECT || !cur->props)
+        return;
+    uint32_t tag = ev->tag;
+    if (type & 0x8000) /* a code page string: kept as string8 */
+        tag = (tag & 0xFFFF0000) | MP_PT_STRING8;
+    int fixed = mp_fx_type_size(type);
+    f->vfixed = fixed > 0 && fixed <= 8;
+    f->vp = cur->props;
+    f->vtag = tag;
+    f->vkeep = true;
+    if (ev->named && ev->np) {
+        f->vname = calloc(1, sizeof(*f->vname));
+        if (f->vname) {
+            memcpy(f->vname->guid, ev->np->guid, 16);
+            f->vname->is_name = ev->np->kind == 1;
+            f->vname->lid = ev->np->lid;
+            if (f->vname->is_name)
+                f->vname->name = mp_propname_ascii(ev->np->name, ev->np->name_len);
+        }
+    }
+}
+
+static void on_value_end(struct mp_fxasm *f, const struct mp_fx_event *ev)
+{
+    if (!f->vkeep || !f->top || f->top->over_limit)
+        return;
+    struct mp_prop *v = mp_props_slot(f->vp, f->vtag);
+    if (!v) {
+        mp_asm_warn(f->a, "message content: cannot keep property 0x%08x", (unsigned)f->vtag);
+        return;
+    }
+    if (f->vfixed)
+        v->u = ev->u;
+    else
+        mp_blob_move(&v->v, &f->vb);
+    v->name = f->vname;
+    f->vname = NULL;
+    f->vkeep = false;
+    struct frame *cur = &f->st[f->nst - 1];
+    if (f->vfixed && cur->kind == F_RECIP && f->vtag == MP_TAG_RECIPIENT_TYPE)
+        cur->r->type = (uint8_t)ev->u;
+    if (f->vfixed && cur->m == f->top && f->vtag == 0x674A0014 /* PidTagMid */)
+        f->top->message_id = ev->u;
+}
+
+static int on_event(void *ud, const struct mp_fx_event *ev)
+{
+    struct mp_fxasm *f = ud;
+    if (f->bare && !f->top && ev->kind != MP_FX_EV_CHANGE_END)
+        top_begin(f, false, false);
+    switch (ev->kind) {
+    case MP_FX_EV_MARKER:
+        value_reset(f);
+        on_marker(f, ev);
+        break;
+    case MP_FX_EV_PROP:
+        on_prop(f, ev);
+        break;
+    case MP_FX_EV_VALUE:
+        break;
+    case MP_FX_EV_DATA:
+        if (!f->vkeep || f->vfixed || !f->top)
+            break;
+        if (!mp_asm_count(f->a, f->top, ev->n)) {
+            value_reset(f); /* over the limit: dropped at its end */
+            break;
+        }
+        if (mp_blob_append(&f->vb, ev->p, ev->n, mp_asm_limits(f->a))) {
+            mp_asm_warn(f->a, "message content: cannot keep property 0x%08x (%s)",
+                        (unsigned)f->vtag, "temporary file or memory");
+            value_reset(f);
+        }
+        break;
+    case MP_FX_EV_VALUE_END:
+        on_value_end(f, ev);
+        break;
+    case MP_FX_EV_PROP_END:
+        value_reset(f);
+        break;
+    case MP_FX_EV_CHANGE_END:
+        if (!f->by_marker)
+            top_end_at(f, ev->offset);
+        break;
+    }
+    return 0;
+}
+
+struct mp_fxasm *mp_fxasm_new(struct mp_asm *a, enum mp_msg_dir dir, enum mp_msg_mode mode,
+                              uint64_t folder_id, uint64_t message_id, bool bare)
+{
+    struct mp_fxasm *f = calloc(1, sizeof(*f));
+    if (!f)
+        return NULL;
+    f->a = a;
+    f->dir = dir;
+    f->mode = mode;
+    f->folder_id = folder_id;
+    f->message_id = message_id;
+    f->bare = bare;
+    f->rop_index = -1;
+    mp_blob_init(&f->vb);
+    f->p = mp_fx_parser_new(on_event, f);
+    if (!f->p) {
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static void fail(struct mp_fxasm *f)
+{
+    mp_asm_warn(f->a, "%s stream not assembled: %s", mp_msg_mode_name(f->mode), mp_fx_error(f->p));
+    f->failed = true;
+    top_drop(f);
+}
+
+int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *completed_by)
+{
+    if (f->failed)
+        return -1;
+    f->by = completed_by;
+    f->buf_start = mp_fx_offset(f->p);
+    f->buf_len = n;
+    if (mp_fx_feed(f->p, p, n)) {
+        fail(f);
+        return -1;
+    }
+    return 0;
+}
+
+int mp_fxasm_finish(struct mp_fxasm *f, const char *completed_by)
+{
+    if (f->failed)
+        return -1;
+    f->by = completed_by;
+    if (mp_fx_finish(f->p)) {
+        fail(f);
+        return -1;
+    }
+    if (f->top && (f->bare || !f->by_marker))
+        top_end(f);   /* a bare messageContent, or a change the stream ended */
+    f->failed = true; /* nothing more comes */
+    return 0;
+}
+
+void mp_fxasm_free(struct mp_fxasm *f)
+{
+    if (!f)
+        return;
+    top_drop(f);
+    mp_fx_parser_free(f->p);
+    free(f);
+}
+
+/* ---- the contexts of a session ---- */
+struct mp_fxctx {
+    struct mp_fxctx *next;
+    uint32_t context_id, handle;
+    bool upload;
+    struct mp_fxasm *f;
+};
+
+static struct mp_fxctx **ctx_find(struct mp_fxctx **list, const struct mp_object *o)
+{
+    if (!o || o->handle == 0xFFFFFFFF)
+        return NULL;
+    for (struct mp_fxctx **pp = list; *pp; pp = &(*pp)->next)
+        if ((*pp)->handle == o->handle && (*pp)->context_id == o->context_id)
+            return pp;
+    return NULL;
+}
+
+static void ctx_close(struct mp_asm *a, struct mp_fxctx **pp, const char *by)
+{
+    (void)a;
+    struct mp_fxctx *c = *pp;
+    *pp = c->next;
+    c->f->rop_index = -1; /* not the PutBuffer's any more */
+    c->f->at_request = false;
+    /* an upload's stream ends with its context; a download's must have said Done */
+    if (c->upload && !c->f->failed)
+        mp_fxasm_finish(c->f, by);
+    mp_fxasm_free(c->f);
+    free(c);
+}
+
+void mp_asm_fx_release(struct mp_asm *a, struct mp_fxctx **list, const struct mp_object *o)
+{
+    struct mp_fxctx **pp = ctx_find(list, o);
+    if (pp)
+        ctx_close(a, pp, "RopRelease");
+}
+
+void mp_asm_fx_free(struct mp_asm *a, struct mp_fxctx **list)
+{
+    while (*list)
+        ctx_close(a, list, "session end");
+}
+
+static void ctx_open(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t i,
+                     enum mp_msg_dir dir, enum mp_msg_mode mode)
+{
+    const struct mp_object *src = mp_call_rop_object(call, true, i);
+    const struct mp_object *no = mp_call_rop_new_object(call, i);
+    if (!no || no->handle == 0xFFFFFFFF)
+        return;
+    struct mp_fxctx **old = ctx_find(list, no);
+    if (old) /* the handle was reused without a release we saw */
+        ctx_close(a, old, "RopRelease");
+    bool bare = src && (src->type == MP_OBJ_MESSAGE || src->type == MP_OBJ_ATTACHMENT);
+    struct mp_fxctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->f = mp_fxasm_new(a, dir, mode, src ? src->folder_id : 0, src ? src->message_id : 0, bare);
+    if (!c->f) {
+        free(c);
+        return;
+    }
+    c->context_id = no->context_id;
+    c->handle = no->handle;
+    c->upload = dir == MP_MSG_UPLOAD;
+    c->next = *list;
+    *list = c;
+}
+
+enum { TRANSFER_DONE = 0x0003 }; /* MS-OXCROPS 2.2.12.5.2 TransferStatus Done */
+
+void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t i,
+                   const void *req, const void *rsp)
+{
+    /* every response starts RopId, handle index, ReturnValue */
+    uint32_t rv = ((const struct mp_rop_rsp_FastTransferDestinationConfigure *)rsp)->ReturnValue;
+    (void)req;
+    switch (mp_call_rop_id(call, true, i)) {
+    case MP_ROP_SynchronizationConfigure:
+        if (!rv)
+            ctx_open(a, list, call, i, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD);
+        break;
+    case MP_ROP_FastTransferSourceCopyTo:
+    case MP_ROP_FastTransferSourceCopyMessages:
+    case MP_ROP_FastTransferSourceCopyFolder:
+    case MP_ROP_FastTransferSourceCopyProperties:
+        if (!rv)
+            ctx_open(a, list, call, i, MP_MSG_DOWNLOAD, MP_MSG_FX_COPY);
+        break;
+    case MP_ROP_FastTransferDestinationConfigure:
+    case MP_ROP_SynchronizationOpenCollector:
+        if (!rv)
+            ctx_open(a, list, call, i, MP_MSG_UPLOAD, MP_MSG_ICS_UPLOAD);
+        break;
+    case MP_ROP_FastTransferSourceGetBuffer: {
+        const struct mp_rop_rsp_FastTransferSourceGetBuffer *r = rsp;
+        struct mp_fxctx **pp = ctx_find(list, mp_call_rop_object(call, true, i));
+        if (!pp || r->ReturnValue || r->HeaderOnly)
+            break;
+        struct mp_fxctx *c = *pp;
+        c->f->rop_index = mp_call_rop_request_index(call, i);
+        c->f->at_request = false;
+        if (r->TransferBuffer && r->TransferBufferSize)
+            mp_fxasm_feed(c->f, r->TransferBuffer, r->TransferBufferSize,
+                          "RopFastTransferSourceGetBuffer");
+        if (r->TransferStatus == TRANSFER_DONE && !c->f->failed)
+            mp_fxasm_finish(c->f, "RopFastTransferSourceGetBuffer");
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* Upload bytes are taken from the request, before it goes upstream (a
+ * PutBuffer the server then fails was still fed: the stream is broken then
+ * anyway).  A context configured in the same ROP buffer has no handle yet
+ * at this point and is not followed. */
+void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t ri)
+{
+    (void)a;
+    uint8_t id = mp_call_rop_id(call, false, ri);
+    if (id != MP_ROP_FastTransferDestinationPutBuffer &&
+        id != MP_ROP_FastTransferDestinationPutBufferExtended)
+        return;
+    const struct mp_rop_req_FastTransferDestinationPutBuffer *q = mp_call_rop(call, false, ri);
+    struct mp_fxctx **pp = ctx_find(list, mp_call_rop_object(call, false, ri));
+    if (!q || !pp || !q->TransferData || !q->TransferDataSize)
+        return;
+    (*pp)->f->rop_index = (int)ri;
+    (*pp)->f->at_request = true;
+    mp_fxasm_feed((*pp)->f, q->TransferData, q->TransferDataSize,
+                  "RopFastTransferDestinationPutBuffer");
+}
