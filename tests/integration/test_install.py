@@ -22,6 +22,10 @@ FILES = {
     "usr/bin/mapiproxy-decode": 0o755,
     "usr/lib/mapiproxy/modules/mpm_sample.so": 0o644,
     "usr/lib/mapiproxy/modules/audit.so": 0o644,
+    "usr/lib/mapiproxy/modules/av.so": 0o644,       # the security modules
+    "usr/lib/mapiproxy/modules/spam.so": 0o644,     # (doc/security-modules.md)
+    "usr/lib/mapiproxy/modules/phish.so": 0o644,
+    "usr/lib/mapiproxy/modules/extract.so": 0o644,
     "usr/include/mapiproxy/module.h": 0o644,
     "usr/include/mapiproxy/rops.h": 0o644,
     "usr/include/mapiproxy/calls.h": 0o644,        # the API stands alone: no
@@ -35,6 +39,8 @@ FILES = {
     "etc/mapiproxy/mapiproxy.conf.sample": 0o644,
     "usr/share/doc/mapiproxy/examples/mpm_sample.c": 0o644,
     "usr/share/doc/mapiproxy/configuration.md": 0o644,
+    "usr/share/doc/mapiproxy/security-modules.md": 0o644,
+    "usr/share/doc/mapiproxy/av.md": 0o644,
 }
 PAGES = ["man8/mapiproxy.8", "man5/mapiproxy.conf.5", "man1/mapiproxy-decode.1"]
 
