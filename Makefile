@@ -187,6 +187,11 @@ $(B)/bench/https_peer: bench/https_peer.c
 	$(CC) $(CSTD) $(WARN) -O2 -g $< -lssl -lcrypto -o $@
 bench-https: $(B)/mapiproxy $(B)/bench/https_peer
 	@$(PY) bench/https.py
+# make bench-av (bench/av.py, about a minute): online uploads through
+# mapiproxy with and without the av module (clamd), 1 and 16 sessions.
+.PHONY: bench-av
+bench-av: $(B)/mapiproxy $(B)/modules/av.so
+	@$(PY) bench/av.py
 # --- end relay benchmark ---
 
 # --- codecs (src/codec, generated from idl/ by tools/gen_codec.py) --------
