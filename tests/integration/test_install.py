@@ -78,6 +78,23 @@ def test_files_and_modes(dest):
     assert r.returncode == 0, r.stderr
 
 
+def test_security_modules_from_default_dir(dest, tmp_path):
+    """The installed daemon finds av, spam, phish and extract in its default
+    module dir and checks their options (--check loads them)."""
+    cfg = tmp_path / "sec.conf"
+    cfg.write_text("[global]\n    dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1\n"
+                   "    dcerpc_mapiproxy:modules = av, spam, phish, extract\n"
+                   "    av:clamd = unix:/nonexistent\n    spam:spamd = unix:/nonexistent\n"
+                   "    phish:protected = example.com\n    extract:lmtp = 127.0.0.1:1\n")
+    r = subprocess.run([dest + "/usr/sbin/mapiproxy", "--check", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "configuration OK" in r.stdout + r.stderr, r.stderr
+    cfg.write_text(cfg.read_text() + "    av:fail_uplaod = closed\n")
+    r = subprocess.run([dest + "/usr/sbin/mapiproxy", "--check", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and 'unknown option "av:fail_uplaod"' in r.stderr, r.stderr
+
+
 def conf(path, moddir, log, epm, rpc):
     with open(path, "w") as f:
         f.write("[global]\n"
