@@ -1,7 +1,7 @@
 """clamd killed while two sessions upload through the proxy with av
 (build/mapiproxy-asan, online mode over RPC, the lab as upstream): the
-configured fail policy (av:fail_upload = closed) holds for both sessions at
-once and neither hangs; when clamd is back the module scans again (a new
+configured fail policy (av:fail_upload = closed, av:fail_download = open)
+holds for both sessions at once and neither hangs; when clamd is back the module scans again (a new
 connection to the restarted clamd: EICAR blocked with its signature name,
 a clean message stored)."""
 import json
@@ -52,16 +52,23 @@ def test_clamd_killed_and_back(make_proxy, lab, tmp_path):
         vlog = str(tmp_path / "verdicts")
         p = make_proxy(upstream_epm_port=lab.epm_port, extra={
             "dcerpc_mapiproxy:modules": "av", "av:clamd": "unix:" + svc.path("clamd.sock"),
-            "av:fail_upload": "closed", "av:verdict_log": vlog})
+            "av:fail_upload": "closed", "av:fail_download": "open", "av:verdict_log": vlog})
         sessions = [connect(p.rpc_port) for _ in range(2)]
         out, _ = both(sessions, "before", b"clean bytes\r\n")
         assert all(isinstance(x, int) for x in out), out
+        mids = out
 
         svc.stop("clamd", signal.SIGKILL)
         out, secs = both(sessions, "while down", b"clean bytes\r\n")
         # fail closed: both refused with Outlook's error, at once
         assert all(isinstance(x, str) and "0x%08x" % EC_ACCESS_DENIED in x for x in out), out
         assert secs < 10, secs
+        # fail open for downloads: both sessions still read their message
+        t0 = time.time()
+        for (dce, c, fids), mid in zip(sessions, mids):
+            got = CC.download(c, fids[5], mid)
+            assert got["attachments"], got
+        assert time.time() - t0 < 10
 
         svc.start_clamd()
         wait_for(lambda: os.path.exists(svc.path("clamd.sock")), 60, "clamd again")
@@ -86,7 +93,8 @@ def test_clamd_killed_and_back(make_proxy, lab, tmp_path):
         assert not any(k.startswith(("while down", "eicar after")) for k in have), have
         v = verdicts(vlog, 8)
         down = [x for x in v if x["verdict"] not in ("clean", "infected")]
-        assert len(down) >= 2 and all(x["action"] == "block (fail closed)" for x in down), v
+        assert sorted(set((x["direction"], x["action"]) for x in down)) == [
+            ("download", "allow (fail open)"), ("upload", "block (fail closed)")], down
         infected = [x for x in v if x["verdict"] == "infected"]
         assert len(infected) == 2 and all("Test.EICAR.Made-In-Test" in x["name"]
                                           for x in infected), v
