@@ -206,6 +206,11 @@ bench-content: $(B)/bench/fxasm_bench
 # message at once (tests/soak/fx_mem.py, doc/internals/content.md).
 mem-fx: $(B)/mapiproxy
 	$(PY) tests/soak/fx_mem.py
+# make bench-av (bench/av.py, about a minute): online uploads through
+# mapiproxy with and without the av module (clamd), 1 and 16 sessions.
+.PHONY: bench-av
+bench-av: $(B)/mapiproxy $(B)/modules/av.so
+	@$(PY) bench/av.py
 # --- end relay benchmark ---
 
 # --- codecs (src/codec, generated from idl/ by tools/gen_codec.py) --------
@@ -254,7 +259,8 @@ LIBS += -lwbclient
 
 # --- install (doc/install.md) ----------------------------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc]
-# Binaries, the sample module, the public headers (include/mapiproxy: they
+# Binaries, the sample module, audit and the security modules (av, spam,
+# phish, extract), the public headers (include/mapiproxy: they
 # stand alone, so -I$(PREFIX)/include is enough), man pages, the systemd unit, logrotate, and
 # $(SYSCONFDIR)/mapiproxy/mapiproxy.conf.sample; an existing
 # mapiproxy.conf is never touched.  The installed daemon finds its modules
@@ -268,7 +274,8 @@ D          := $(DESTDIR)$(PREFIX)
 MODDIR     := $(D)/lib/mapiproxy/modules
 INC_DIR    := $(D)/include/mapiproxy
 MAN_PAGES  := doc/man/mapiproxy.8 doc/man/mapiproxy.conf.5 doc/man/mapiproxy-decode.1
-install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so $(B)/modules/audit.so
+install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so $(B)/modules/audit.so \
+  $(SEC_MODS:%=$(B)/modules/%.so)
 	$(INSTALL) -d $(D)/sbin $(D)/bin $(MODDIR) $(INC_DIR) $(D)/share/man/man1 \
 	  $(D)/share/man/man5 $(D)/share/man/man8 $(D)/share/doc/mapiproxy/examples \
 	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/logrotate.d $(DESTDIR)$(SYSCONFDIR)/mapiproxy
@@ -276,6 +283,7 @@ install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so $(B)/mo
 	$(INSTALL) -m 755 $(B)/mapiproxy-decode $(D)/bin/mapiproxy-decode
 	$(INSTALL) -m 644 $(B)/modules/mpm_sample.so $(MODDIR)/mpm_sample.so
 	$(INSTALL) -m 644 $(B)/modules/audit.so $(MODDIR)/audit.so
+	$(INSTALL) -m 644 $(SEC_MODS:%=$(B)/modules/%.so) $(MODDIR)/
 	$(INSTALL) -d $(INC_DIR)/calls
 	$(INSTALL) -m 644 $(wildcard include/mapiproxy/*.h) $(INC_DIR)/
 	$(INSTALL) -m 644 $(wildcard include/mapiproxy/calls/*.h) $(INC_DIR)/calls/
@@ -289,11 +297,13 @@ install: $(B)/mapiproxy $(B)/mapiproxy-decode $(B)/modules/mpm_sample.so $(B)/mo
 	$(INSTALL) -m 644 deploy/mapiproxy.conf.sample $(DESTDIR)$(SYSCONFDIR)/mapiproxy/mapiproxy.conf.sample
 	$(INSTALL) -m 644 modules/sample/mpm_sample.c $(D)/share/doc/mapiproxy/examples/
 	$(INSTALL) -m 644 README.md doc/configuration.md doc/operations.md doc/modules.md \
-	  doc/security.md doc/install.md doc/audit.md $(D)/share/doc/mapiproxy/
+	  doc/security.md doc/install.md doc/audit.md doc/security-modules.md \
+	  $(SEC_MODS:%=doc/%.md) $(D)/share/doc/mapiproxy/
 	@test -e $(DESTDIR)$(SYSCONFDIR)/mapiproxy/mapiproxy.conf || \
 	  echo "install: no $(SYSCONFDIR)/mapiproxy/mapiproxy.conf yet; start from mapiproxy.conf.sample there"
 uninstall:
 	rm -f $(D)/sbin/mapiproxy $(D)/bin/mapiproxy-decode $(MODDIR)/mpm_sample.so $(MODDIR)/audit.so \
+	  $(SEC_MODS:%=$(MODDIR)/%.so) \
 	  $(D)/share/man/man1/mapiproxy-decode.1 $(D)/share/man/man5/mapiproxy.conf.5 \
 	  $(D)/share/man/man8/mapiproxy.8 $(DESTDIR)$(UNITDIR)/mapiproxy.service \
 	  $(DESTDIR)$(SYSCONFDIR)/logrotate.d/mapiproxy \
@@ -321,10 +331,11 @@ $(addprefix $(B)/fuzz/,$(filter fuzz_svc_%,$(FUZZ))): tests/fuzz/svc_fuzz.h
 # Their own code sees the proxy only through -Iinclude; the service clients
 # (src/svc) and the RTF decompressor are compiled into each .so with hidden
 # visibility and without the proxy-loop adapter (-DMP_SVC_NO_LOOP), so they
-# never bind to the daemon's copies of the same functions.
+# never bind to the daemon's copies of the same functions.  CPPFLAGS, CFLAGS
+# and LDFLAGS reach them too (the package's hardening flags).
 SEC_LIB := $(wildcard src/svc/*.c) src/core/buf.c src/content/rtf.c
 SEC_OBJ := $(patsubst %.c,$(B)/secobj/%.o,$(SEC_LIB))
-SEC_CFLAGS := $(CSTD) $(WARN) $(DEP) -O2 -g -fPIC
+SEC_CFLAGS = $(CSTD) $(WARN) $(DEP) -O2 -g $(CPPFLAGS) $(CFLAGS) -fPIC
 $(B)/secobj/%.o: %.c $(B)/secobj/%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(SEC_CFLAGS) -fvisibility=hidden -DMP_SVC_NO_LOOP -Isrc -c $< -o $@
@@ -338,7 +349,7 @@ SEC_MOD_OBJ = $(patsubst %.c,$(B)/secobj/%.o,$(wildcard modules/$(1)/*.c) $(wild
 $(foreach m,$(SEC_MODS),$(eval $(B)/modules/$(m).so: $(call SEC_MOD_OBJ,$(m)) $(SEC_OBJ)))
 $(SEC_MODS:%=$(B)/modules/%.so):
 	@mkdir -p $(dir $@)
-	$(CC) -shared -fPIC $^ -ljson-c -lidn2 -o $@
+	$(CC) -shared -fPIC $(LDFLAGS) $^ -ljson-c -lidn2 -o $@
 # sec-host: a module host for the message hook without the proxy
 # (tests/integration/test_sec_modules.py drives the modules with it).
 $(B)/sec-host: tools/sec-host.c

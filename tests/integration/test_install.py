@@ -22,6 +22,10 @@ FILES = {
     "usr/bin/mapiproxy-decode": 0o755,
     "usr/lib/mapiproxy/modules/mpm_sample.so": 0o644,
     "usr/lib/mapiproxy/modules/audit.so": 0o644,
+    "usr/lib/mapiproxy/modules/av.so": 0o644,       # the security modules
+    "usr/lib/mapiproxy/modules/spam.so": 0o644,     # (doc/security-modules.md)
+    "usr/lib/mapiproxy/modules/phish.so": 0o644,
+    "usr/lib/mapiproxy/modules/extract.so": 0o644,
     "usr/include/mapiproxy/module.h": 0o644,
     "usr/include/mapiproxy/rops.h": 0o644,
     "usr/include/mapiproxy/calls.h": 0o644,        # the API stands alone: no
@@ -35,6 +39,8 @@ FILES = {
     "etc/mapiproxy/mapiproxy.conf.sample": 0o644,
     "usr/share/doc/mapiproxy/examples/mpm_sample.c": 0o644,
     "usr/share/doc/mapiproxy/configuration.md": 0o644,
+    "usr/share/doc/mapiproxy/security-modules.md": 0o644,
+    "usr/share/doc/mapiproxy/av.md": 0o644,
 }
 PAGES = ["man8/mapiproxy.8", "man5/mapiproxy.conf.5", "man1/mapiproxy-decode.1"]
 
@@ -70,6 +76,23 @@ def test_files_and_modes(dest):
                         dest + "/etc/mapiproxy/mapiproxy.conf.sample"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_security_modules_from_default_dir(dest, tmp_path):
+    """The installed daemon finds av, spam, phish and extract in its default
+    module dir and checks their options (--check loads them)."""
+    cfg = tmp_path / "sec.conf"
+    cfg.write_text("[global]\n    dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1\n"
+                   "    dcerpc_mapiproxy:modules = av, spam, phish, extract\n"
+                   "    av:clamd = unix:/nonexistent\n    spam:spamd = unix:/nonexistent\n"
+                   "    phish:protected = example.com\n    extract:lmtp = 127.0.0.1:1\n")
+    r = subprocess.run([dest + "/usr/sbin/mapiproxy", "--check", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "configuration OK" in r.stdout + r.stderr, r.stderr
+    cfg.write_text(cfg.read_text() + "    av:fail_uplaod = closed\n")
+    r = subprocess.run([dest + "/usr/sbin/mapiproxy", "--check", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and 'unknown option "av:fail_uplaod"' in r.stderr, r.stderr
 
 
 def conf(path, moddir, log, epm, rpc):
