@@ -32,17 +32,22 @@ _raise_nofile()
 
 
 _handed_out = set()
+# Under pytest-xdist each worker takes only its share of the ports (by
+# port // 2 modulo the worker count: bind(0) favours odd ports), so two
+# workers never hand out the same one between free_port() and the bind.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0) % _WORKERS
 
 
 def free_port(host="127.0.0.1"):
     """A port free a moment ago, never the same twice in one run (the kernel
     may hand a just-closed port out again, and a proxy's rpc and http ports
-    must differ)."""
-    for _ in range(100):
+    must differ), and in one worker's share of the ports."""
+    for _ in range(100 * _WORKERS):
         with socket.socket() as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
-        if port not in _handed_out:
+        if port not in _handed_out and (port // 2) % _WORKERS == _WORKER:
             _handed_out.add(port)
             return port
     raise RuntimeError("no fresh free port")
