@@ -146,7 +146,7 @@ test-steps:
 
 run: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/mapiproxy
-	@scripts/run-demo.sh
+	@$(PY) scripts/run-foreground.py scripts/run-demo.sh
 
 clean:
 	rm -rf $(B)
