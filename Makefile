@@ -96,9 +96,16 @@ unit: $(addprefix $(B)/unit/,$(UNIT))
 	@fail=0; for t in $(UNIT); do \
 	  echo "== $$t"; ( cd tests/unit && ../../$(B)/unit/$$t ) || fail=1; done; exit $$fail
 
-# Everything the integration tests start (tests/integration, tests/lab).
+# Everything the integration tests start (tests/integration, tests/lab), in
+# parallel: pytest-xdist, one test file per unit of work (tests/conftest.py,
+# doc/internals/testing.md).  make integration TEST_JOBS=0: one process.
+# One file by hand: $(PY) -m pytest -q tests/integration/test_X.py
+TEST_JOBS ?= $(shell echo $$(( 2 * $$(nproc 2>/dev/null || echo 2) )))
+PYTEST_ARGS = -q --timeout=600 --durations=40 $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadgroup)
 integration: $(B)/mapiproxy $(B)/mapiproxy-asan $(B)/mapiproxy-decode $(B)/ropdump $(B)/fxdump modules
-	$(PY) -m pytest -q --timeout=600 tests/lab tests/integration
+	@$(PY) -c 'import xdist' 2>/dev/null || { echo "integration: pytest-xdist is missing:" \
+	  "run scripts/install-deps.sh (python3-pytest-xdist), or make integration TEST_JOBS=0" >&2; exit 1; }
+	$(PY) -m pytest $(PYTEST_ARGS) tests/lab tests/integration
 
 # --- fuzzing: every tests/fuzz/fuzz_*.c is a libFuzzer target -------------
 FUZZ       := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -107,6 +114,7 @@ FOBJ       := $(patsubst %.c,$(B)/fuzz/obj/%.o,$(LIB_SRC))
 $(B)/fuzz/obj/%.o: %.c $(B)/fuzz/obj/%.d
 	@mkdir -p $(dir $@)
 	clang $(CSTD) $(WARN) $(DEP) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(INC) -c $< -o $@
+	@touch $@ # clang writes the .d after the .o: without this, every make rebuilt them all
 $(B)/libmp-fuzz.a: $(FOBJ)
 	@rm -f $@; ar rcs $@ $^
 $(B)/fuzz/%: tests/fuzz/%.c $(B)/libmp-fuzz.a
@@ -135,11 +143,15 @@ test: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) test-build
 	@$(MAKE) --no-print-directory test-steps
 test-build: $(TEST_BUILD)
-test-steps: check-format check-gen check-gen-rops unit fuzz-replay integration
+# The quick checks side by side (their output kept whole per check), then the
+# integration tests, which are parallel themselves.
+test-steps:
+	@$(MAKE) --no-print-directory -j$(JOBS) -O check-format check-gen check-gen-rops unit fuzz-replay
+	@$(MAKE) --no-print-directory integration
 
 run: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/mapiproxy
-	@scripts/run-demo.sh
+	@$(PY) scripts/run-foreground.py scripts/run-demo.sh
 
 clean:
 	rm -rf $(B)

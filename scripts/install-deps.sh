@@ -15,7 +15,7 @@ PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev v
       krb5-kdc-ldap slapd ldap-utils python3-gssapi
       libhttp-parser-dev libgmime-3.0-dev libsystemd-dev
       libwbclient-dev winbind samba-ad-dc samba-ad-provision python3-samba
-      python3-pytest-timeout python3-prometheus-client logrotate systemd man-db groff-base
+      python3-pytest-timeout python3-pytest-xdist python3-prometheus-client logrotate systemd man-db groff-base
       libjson-c-dev clamav-daemon clamdscan c-icap libc-icap-mod-virus-scan spamassassin spamc
       rspamd clamav-milter python3-aiosmtpd libidn2-dev)
 # --deb: what `make deb` needs instead (dpkg-buildpackage's debhelper and

@@ -8,14 +8,21 @@
 # proxy's endpoint mapper is on 135 as root; as a normal user, or when 135 is
 # taken, on 1135 (the first free of 1135..1139), with a note.  The RPC port is
 # 6100 (or the first free up to 6109).  The configuration used is written to
-# build/run.conf.
+# build/run.conf (RUN_DIR below).
 #
 # Every exit path stops what was started: Ctrl-C and SIGTERM exit 0 after
 # stopping the proxy, the lab and the log follower; a failed start exits 1 and
-# leaves nothing running.
+# leaves nothing running.  Under `make run`, scripts/run-foreground.py makes
+# this script's process group the terminal's foreground one, so Ctrl-C reaches
+# it and not make, and `make run` exits 0 too.
+#
+# For tests (tests/integration/test_run_demo.py): RUN_DIR (default build) holds
+# run.conf and the logs; RUN_EPM_PORTS, when set, lists the proxy's endpoint
+# mapper ports to try instead of 135 and 1135..1139.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p build
+RD=${RUN_DIR:-build}
+mkdir -p "$RD"
 
 LAB="" PX="" TAIL=""
 cleanup() {
@@ -40,21 +47,24 @@ first_free() { # first port of the arguments nothing listens on
 
 # --- the lab upstream -------------------------------------------------------
 LAB_EPM=$(first_free 1350 1351 1352 1353 1354) || LAB_EPM=0
-rm -f build/lab.out
+rm -f "$RD/lab.out"
 /usr/bin/python3 tests/lab/exchange_lab.py --host 127.0.0.1 --epm-port "$LAB_EPM" \
-    >build/lab.out 2>build/lab.log &
+    >"$RD/lab.out" 2>"$RD/lab.log" &
 LAB=$!
 for _ in $(seq 150); do
-    grep -q READY build/lab.out 2>/dev/null && break
+    grep -q READY "$RD/lab.out" 2>/dev/null && break
     kill -0 "$LAB" 2>/dev/null || break
     sleep 0.1
 done
-grep -q READY build/lab.out 2>/dev/null || fail "the lab did not start; see build/lab.log"
-LAB_EPM=$(sed -n 's/^READY epm=\([0-9]*\).*/\1/p' build/lab.out)
-echo "lab upstream:  $(cat build/lab.out)   (log: build/lab.log)"
+grep -q READY "$RD/lab.out" 2>/dev/null || fail "the lab did not start; see $RD/lab.log"
+LAB_EPM=$(sed -n 's/^READY epm=\([0-9]*\).*/\1/p' "$RD/lab.out")
+echo "lab upstream:  $(cat $RD/lab.out)   (log: $RD/lab.log)"
 
 # --- the proxy ----------------------------------------------------------------
-if [ "$(id -u)" -eq 0 ] && ! port_busy 135; then
+if [ -n "${RUN_EPM_PORTS:-}" ]; then
+    # shellcheck disable=SC2086
+    EPM=$(first_free $RUN_EPM_PORTS) || fail "ports $RUN_EPM_PORTS are all in use"
+elif [ "$(id -u)" -eq 0 ] && ! port_busy 135; then
     EPM=135
 else
     EPM=$(first_free 1135 1136 1137 1138 1139) || fail "ports 1135-1139 are all in use"
@@ -66,7 +76,7 @@ else
 fi
 RPC=$(first_free 6100 6101 6102 6103 6104 6105 6106 6107 6108 6109) ||
     fail "ports 6100-6109 are all in use"
-cat >build/run.conf <<EOF
+cat >"$RD/run.conf" <<EOF
 # Written by scripts/run-demo.sh (make run): the embedded defaults, with the
 # ports of this run.
 [global]
@@ -79,37 +89,37 @@ cat >build/run.conf <<EOF
     mapiproxy:upstream epmapper port = $LAB_EPM
     mapiproxy:log level = info
 EOF
-./build/mapiproxy -c build/run.conf >build/mapiproxy.log 2>&1 &
+./build/mapiproxy -c "$RD/run.conf" >"$RD/mapiproxy.log" 2>&1 &
 PX=$!
 for _ in $(seq 100); do
-    grep -q " ready: " build/mapiproxy.log 2>/dev/null && break
+    grep -q " ready: " "$RD/mapiproxy.log" 2>/dev/null && break
     kill -0 "$PX" 2>/dev/null || break
     sleep 0.1
 done
-grep -q " ready: " build/mapiproxy.log || {
-    cat build/mapiproxy.log >&2
-    fail "mapiproxy did not start (configuration: build/run.conf)"
+grep -q " ready: " "$RD/mapiproxy.log" || {
+    cat "$RD/mapiproxy.log" >&2
+    fail "mapiproxy did not start (configuration: $RD/run.conf)"
 }
-echo "mapiproxy:     $(grep " ready: " build/mapiproxy.log | sed 's/^.*info  //')"
+echo "mapiproxy:     $(grep " ready: " $RD/mapiproxy.log | sed 's/^.*info  //')"
 echo
 
 # --- the demo -----------------------------------------------------------------
 /usr/bin/python3 scripts/demo_client.py --host 127.0.0.1 --epm-port "$EPM" ||
-    fail "the demo client failed; see build/mapiproxy.log and build/lab.log"
+    fail "the demo client failed; see $RD/mapiproxy.log and $RD/lab.log"
 echo
 echo "Every call above went client -> mapiproxy -> lab. One log line per connection and call:"
-echo "  build/mapiproxy.log      (upstream's side: build/lab.log)"
+echo "  $RD/mapiproxy.log      (upstream's side: $RD/lab.log)"
 echo "Point any DCE/RPC client at ncacn_ip_tcp:127.0.0.1 (endpoint mapper port $EPM)."
 if ! [ -t 0 ] || ! [ -t 1 ]; then
     echo "No terminal: stopping the proxy and the lab."
     exit 0
 fi
 echo "Ctrl-C stops the proxy and the lab."
-tail -n +1 --pid="$PX" -f build/mapiproxy.log &
+tail -n +1 --pid="$PX" -f "$RD/mapiproxy.log" &
 TAIL=$!
 set +e
 wait "$PX"
 rc=$?
 set -e
 # Only reached when the proxy ended by itself (a signal to us runs the trap).
-fail "mapiproxy exited (status $rc); see build/mapiproxy.log"
+fail "mapiproxy exited (status $rc); see $RD/mapiproxy.log"

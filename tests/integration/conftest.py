@@ -1,6 +1,7 @@
 """Fixtures shared by the integration tests: free ports, the lab upstream,
 and mapiproxy itself (the ASan/UBSan build, checked for leaks on exit)."""
 import os
+import random
 import re
 import signal
 import socket
@@ -32,17 +33,48 @@ _raise_nofile()
 
 
 _handed_out = set()
+# Under pytest-xdist each worker takes only its share of the ports (port
+# modulo the worker count), so two workers never hand out the same one.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0) % _WORKERS
+
+
+def _below_ephemeral():
+    """Ports under the kernel's ephemeral range (ip_local_port_range), which
+    bind(0) and connect() never hand out: a port free_port() returned stays
+    free until the test binds it, whatever other processes (other workers'
+    labs, peers, clients) do meanwhile."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (20000, low) if low > 24000 else None
+
+
+_RANGE = _below_ephemeral()
+_rng = random.Random()
 
 
 def free_port(host="127.0.0.1"):
-    """A port free a moment ago, never the same twice in one run (the kernel
-    may hand a just-closed port out again, and a proxy's rpc and http ports
-    must differ)."""
-    for _ in range(100):
+    """A port free a moment ago, never the same twice in one run (a proxy's
+    rpc and http ports must differ), in this worker's share, and (where the
+    ephemeral range leaves room) one that no bind(0) or connect() can take
+    before the test binds it."""
+    for _ in range(200 * _WORKERS):
         with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
+            if _RANGE:
+                port = _rng.randrange(*_RANGE)
+                if port % _WORKERS != _WORKER or port in _handed_out:
+                    continue
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            else:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        if port not in _handed_out and port % _WORKERS == _WORKER:
             _handed_out.add(port)
             return port
     raise RuntimeError("no fresh free port")

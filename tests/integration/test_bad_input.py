@@ -156,17 +156,33 @@ def test_client_that_never_reads(make_proxy, lab):
     s = dce.get_rpc_transport().get_socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(1.0)
-    stop = time.time() + 30
-    sent = 0
+    # The proxy gives up on us once its queue to us is over max buffer and
+    # has not moved for 2 s; before that, its kernel send buffer (MBs on
+    # loopback) fills with the lab's answers, at the lab's pace: seconds,
+    # or tens of them on a loaded machine.  A send that waits 1 s shows the
+    # proxy stopped reading us, but may come sooner (the lab, not us, being
+    # slow) than the log line: sending goes on, never half a PDU, until the
+    # proxy closes us or logs that it gave up.
+    t0 = time.time()
+    stop = t0 + 90
+    sent, made, stalled, pending = 0, 0, False, b""
     while time.time() < stop:
+        if not pending:
+            pending = request_pdu(1000 + made, 3, cap.stub)
+            made += 1
         try:
-            s.sendall(request_pdu(1000 + sent, 3, cap.stub))
-            sent += 1
+            pending = pending[s.send(pending):]
+            sent += not pending
         except socket.timeout:
-            break  # the proxy stopped reading us: back-pressure works
+            stalled = True  # the proxy stopped reading us: back-pressure
+            if "client not reading" in proxy.log():
+                break
         except (BrokenPipeError, ConnectionResetError):
+            stalled = True  # it closed us
             break
-    assert time.time() < stop, "the proxy never stopped reading a client that does not read"
+    assert stalled and time.time() < stop, \
+        "the proxy never stopped reading a client that does not read"
+    print(f"{sent} requests sent in {time.time() - t0:.1f} s")
     b.check()
     rss = int(open(f"/proc/{proxy.proc.pid}/status").read().split("VmRSS:")[1].split()[0])
     wait_log(proxy, "client not reading", timeout=15)

@@ -97,8 +97,8 @@ def test_cached_mode_sync_through_proxy(session, fxdump, tmp_path):
     assert logon["ReturnValue"] == 0
     inbox, sent = logon["FolderIds"][4], logon["FolderIds"][6]
 
-    # the Inbox as the lab has it (with lab_store's content: a 10 MB
-    # attachment among others), in 0x7F00-byte buffers
+    # the Inbox as the lab has it (with lab_store's content: a 1 MB + 64 KB
+    # attachment among others, lab_store.big_size), in 0x7F00-byte buffers
     inb = IC.sync_folder(c, 0, inbox, buffer_size=0x7F00)
     assert inb["stream"] in lab_streams(t.dump)
     d = decode(fxdump, tmp_path, inb["chunks"])

@@ -23,6 +23,16 @@ from test_lab import ALICE, online_session
 from test_http_front_lab import lab_https_fixture, ntlm, start_front
 from test_rop_modules import dump_lab, lab_wire, wire_log  # noqa: F401 (fixtures)
 
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ten_mb():
+    """This file checks the 10 MB case: its labs and LS.messages() carry the
+    10 MB attachment (other tests' labs a smaller one, lab_store.big_size)."""
+    with LS.big_attachments():
+        yield
+
+
 # the lab's MAPI/HTTP server without PENDING delays (each Execute would wait)
 env = lab_https_fixture("mimedump")
 

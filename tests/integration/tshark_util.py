@@ -83,6 +83,11 @@ def tshark_available():
 
 
 # ---------------------------------------------------------------- capture ---
+#
+# Timeouts are upper bounds for a loaded machine (make test runs test files in
+# parallel on 2 cores): tshark and dumpcap take seconds of CPU to start, and a
+# tshark stopped by SIGKILL before dumpcap closes its file leaves a pcapng cut
+# short, which tshark -r then refuses.  A quiet machine never waits for them.
 
 class Capture:
     """Capture ``tcp port P`` for each of ``ports`` on ``iface`` into a file.
@@ -92,7 +97,7 @@ class Capture:
     """
 
     def __init__(self, ports, iface="lo", path=None, tmpdir=None,
-                 extra_filter=None, start_timeout=15.0):
+                 extra_filter=None, start_timeout=60.0):
         self.ports = sorted(set(int(p) for p in ports))
         if not self.ports:
             raise ValueError("no ports to capture")
@@ -187,7 +192,7 @@ class Capture:
             raise
         return self
 
-    def stop(self, flush=True, timeout=10.0):
+    def stop(self, flush=True, timeout=60.0):
         if self.proc is None:
             return
         try:
@@ -269,7 +274,7 @@ def _tshark_args(pcap, decode_as_ports=(), nt_password=None,
 
 
 def frames(pcap, decode_as_ports=(), nt_password=None, display_filter=None,
-           prefs=None, timeout=60):
+           prefs=None, timeout=300):
     """Full dissection as a list of ``_source.layers`` dicts (tshark -T json).
 
     Repeated fields are merged into lists (``--no-duplicate-keys``); a frame
@@ -289,7 +294,7 @@ def frames(pcap, decode_as_ports=(), nt_password=None, display_filter=None,
 
 
 def text(pcap, decode_as_ports=(), nt_password=None, display_filter=None,
-         verbose=False, prefs=None, timeout=60):
+         verbose=False, prefs=None, timeout=300):
     """tshark's human-readable output (one line per frame, or -V)."""
     cmd = _tshark_args(pcap, decode_as_ports, nt_password, display_filter,
                        prefs)

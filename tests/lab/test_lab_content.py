@@ -59,7 +59,7 @@ def test_download_and_upload(lab):
     for m in src:
         got = CC.download(c, fids[4], mids[m["props"][LS.PidTagSubject]], flags=FL)
         same_message(got, m)
-    # upload the three (the 10 MB one included) to Drafts-like Outbox, read back
+    # upload the three (the big one included: past 1 MB) to Drafts-like Outbox, read back
     for m in src:
         m['props'][LS.PidTagSubject] = 'Up: ' + m['props'][LS.PidTagSubject]
         CC.upload(c, fids[5], m, flags=FL)

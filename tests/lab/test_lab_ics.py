@@ -61,7 +61,8 @@ def sample_message(subject):
 
 def test_ics_sync_of_the_inbox(lab):
     """The whole Inbox (with lab_store's messages when the lab has them: a
-    10 MB attachment, HTML, RTF, an embedded message, named properties)."""
+    big attachment (10 MB where asked for, lab_store.big_size), HTML, RTF, an
+    embedded message, named properties)."""
     dce, c, fids = session(lab['emsmdb'])
     first = IC.sync_folder(c, 0, fids[4], buffer_size=0x7F00)
     subjects = [m['props'].get(PidTagSubject) for m in first['messages']]

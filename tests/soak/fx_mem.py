@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 import soak as S  # noqa: E402
 
 SESSIONS = int(os.environ.get("FX_MEM_SESSIONS", "50"))
+os.environ.setdefault("LAB_BIG_ATTACHMENT", "1")  # the 10 MB message (lab_store.big_size)
 LIMIT_MIB = int(os.environ.get("FX_MEM_LIMIT_MIB", "200"))
 BINARY = os.environ.get("MAPIPROXY", os.path.join(ROOT, "build", "mapiproxy"))
 PER_PROC = 10

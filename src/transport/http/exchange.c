@@ -672,6 +672,7 @@ bool mp_hx_parse_client(struct hconn *s)
             mp_hx_send_local(s, st, true);
             mp_hx_log_request(s);
             s->in_request = false;
+            s->linger = true; /* the client may still be sending what was refused */
             return true;
         }
         if (s->cp.upgrade) /* refused in on_req_headers; not reached */

@@ -269,13 +269,63 @@ bool mp_hf_upstream_clock(struct hconn *s)
            mp_hu_busy(s) || s->status;
 }
 
+/* Lingering close (RFC 9112 section 9.6).  Closing a socket with the
+ * client's bytes unread makes the kernel answer them with a reset, which
+ * can destroy our last answer (a 413 for a body over mapiproxy:http max
+ * body, a 400) before the client reads it; a client still writing that
+ * body gets a write error (EPIPE, an SSL EOF) instead of the answer.  So,
+ * after such an answer is out: TLS close_notify, our side shut for writing
+ * (the client reads the answer and EOF), and what the client still sends is
+ * read and dropped until it closes, for at most LINGER_MS and LINGER_MAX
+ * bytes.  Nothing else is held meanwhile (upstream, held bodies). */
+#define LINGER_MS 5000
+#define LINGER_MAX (16u << 20)
+
+static void linger_start(struct hconn *s)
+{
+    struct mp_http *h = s->h;
+    mp_mhb_end(s);
+    mp_conn_tls_end(&s->c.conn); /* close_notify, then plain reads */
+    if (shutdown(s->c.conn.io.fd, SHUT_WR) < 0) {
+        mp_hf_close(s, "done");
+        return;
+    }
+    s->linger_dl = mp_now_ms() + LINGER_MS;
+    mp_io_set(h->loop, &s->c.conn.io, MP_READ);
+    mp_timer_arm(h->loop, &s->timer, LINGER_MS);
+}
+
+static void linger_read(struct hconn *s)
+{
+    char buf[16384];
+    for (;;) {
+        ssize_t n = read(s->c.conn.io.fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) { /* the client closed too (or the connection broke) */
+            mp_hf_close(s, "done");
+            return;
+        }
+        s->linger_bytes += (uint64_t)n;
+        if (s->linger_bytes > LINGER_MAX) {
+            mp_hf_close(s, "still sending after its answer");
+            return;
+        }
+    }
+}
+
 static void settle(struct hconn *s)
 {
     struct mp_http *h = s->h;
-    if (s->dead)
+    if (s->dead || s->linger_dl)
         return;
     if (s->closing && !mp_buf_avail(&s->c.conn.out)) {
-        mp_hf_close(s, "done");
+        if (s->linger && s->c.conn.io.fd >= 0 && !s->c.eof)
+            linger_start(s);
+        else
+            mp_hf_close(s, "done");
         return;
     }
     uint64_t now = mp_now_ms(), dl = 0;
@@ -326,6 +376,11 @@ static void conn_cb(struct mp_conn *c, uint32_t ev)
     struct hconn *s = x->s;
     if (s->dead)
         return;
+    if (s->linger_dl) {
+        if (x->client)
+            linger_read(s);
+        return;
+    }
     if (c->connecting && (ev & (MP_WRITE | MP_ERRHUP)))
         upstream_connected(s, ev);
     if (s->dead)
@@ -367,6 +422,13 @@ static void timer_cb(struct mp_timer *t)
     uint64_t now = mp_now_ms();
     if (s->dead)
         return;
+    if (s->linger_dl) {
+        if (now >= s->linger_dl)
+            mp_hf_close(s, "done (the client did not close)");
+        else
+            mp_timer_arm(h->loop, &s->timer, s->linger_dl - now);
+        return;
+    }
     if (s->header_dl && now >= s->header_dl) {
         mp_info("http #%" PRIu64 " %s: request head not complete after %u s (mapiproxy:http "
                 "header timeout): closed",

@@ -143,6 +143,10 @@ struct hconn {
     uint64_t header_dl, idle_dl, upstream_dl;
     uint64_t body_t0, body_dl; /* the request body's: body_t0 + grace + bytes / BODY_MIN_RATE */
     struct hup ua;
+    /* a request refused before its end (400, 413, 431 ...): once the answer
+     * is out, the client's leftover bytes are read and dropped (front.c) */
+    bool linger;
+    uint64_t linger_dl, linger_bytes; /* while lingering: its deadline, bytes dropped */
 };
 
 /* front.c */
