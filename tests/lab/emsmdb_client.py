@@ -426,6 +426,11 @@ class RopBuffer(object):
         return self._add(struct.pack('<BBBBBL', 0x22, logon_id, in_idx, out_idx, flags,
                                      attach_id), self._hdr)
 
+    def delete_attachment(self, in_idx, attach_id, logon_id=0):
+        """RopDeleteAttachment (MS-OXCROPS, message ROPs): RopId, LogonId,
+        InputHandleIndex (the message), AttachmentID."""
+        return self._add(struct.pack('<BBBL', 0x24, logon_id, in_idx, attach_id), self._hdr)
+
     def save_changes_attachment(self, resp_idx, in_idx, flags=0x0A, logon_id=0):
         return self._add(struct.pack('<BBBBB', 0x25, logon_id, resp_idx, in_idx, flags),
                          self._hdr)

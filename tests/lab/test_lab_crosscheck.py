@@ -262,6 +262,8 @@ BUILT = [
      {'Name': 'RopCreateAttachment', 'InputHandleIndex': 2, 'OutputHandleIndex': 5}),
     (lambda b: b.open_attachment(2, 5, 7, flags=1),
      {'Name': 'RopOpenAttachment', 'OpenAttachmentFlags': 1, 'AttachmentID': 7}),
+    (lambda b: b.delete_attachment(2, 9),
+     {'Name': 'RopDeleteAttachment', 'InputHandleIndex': 2, 'AttachmentID': 9}),
     (lambda b: b.save_changes_attachment(2, 5, flags=0x0A),
      {'Name': 'RopSaveChangesAttachment', 'ResponseHandleIndex': 2, 'InputHandleIndex': 5,
       'SaveFlags': 0x0A}),
