@@ -65,6 +65,14 @@ void mp_mhb_cookie_issued(struct hconn *s)
     mp_mh_cookie_issued(&s->h->cookies, &s->resp, s->who);
 }
 
+/* The request no longer uses an older front's sessions. */
+static void mh_release_gen(struct hconn *s)
+{
+    if (s->mh.gh && s->mh.gh != s->h)
+        s->mh.gh->lent--;
+    s->mh.gh = NULL;
+}
+
 void mp_mhb_end(struct hconn *s)
 {
     s->h->held -= s->mh.held;
@@ -75,9 +83,7 @@ void mp_mhb_end(struct hconn *s)
     if (s->mh.mses)
         mp_session_unref(s->mh.mses);
     s->mh.mses = NULL;
-    if (s->mh.gh && s->mh.gh != s->h)
-        s->mh.gh->lent--;
-    s->mh.gh = NULL;
+    mh_release_gen(s);
     s->mh.mod = s->mh.mod_resp = s->mh.head = s->mh.url = false;
     mp_buf_free(&s->mh.mreq);
     mp_buf_free(&s->mh.mraw);
@@ -209,6 +215,7 @@ bool mp_mhb_wanted(struct hconn *s, const http_parser *p)
     /* A session keeps the generation it began in: after a reload, its
      * requests on the new front's connections use the old front's
      * sessions and modules (doc/internals/http.md). */
+    mh_release_gen(s);
     struct mp_http *h = mp_hf_session_front(s);
     int k = mp_mh_kind_lookup(s->xtype);
     if (k == MP_MH_GETMAILBOXURL || k == MP_MH_GETADDRESSBOOKURL) {
