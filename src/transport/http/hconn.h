@@ -78,9 +78,9 @@ struct mp_http {
      * newer front whose cookie names a session of an older generation goes
      * to that generation's sessions and modules (mp_hf_session_front). */
     struct mp_http *gen_next, **gen_prevp;
-    size_t lent; /* requests of newer fronts now using this front's sessions */
-    struct mp_hauth auth;         /* mapiproxy:http auth = terminate (hauth.c) */
-    uint64_t held;                /* body bytes held by the module path (http held body budget) */
+    size_t lent;          /* requests of newer fronts now using this front's sessions */
+    struct mp_hauth auth; /* mapiproxy:http auth = terminate (hauth.c) */
+    uint64_t held;        /* body bytes held by the module path (http held body budget) */
     /* what a leg reads lands here (no copy, no buffer of the leg's own)
      * unless a partial message is kept (mp_conn_read) */
     bool scratch_busy;

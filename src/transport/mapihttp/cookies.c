@@ -242,8 +242,7 @@ void mp_mh_cookies_share_owners(struct mp_mh_cookies *to, struct mp_mh_cookies *
     to->own->refs++;
 }
 
-void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *resp,
-                         const char *who)
+void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *resp, const char *who)
 {
     size_t n;
     const char *c = mp_mh_cookie_of(resp, true, &n);
@@ -267,8 +266,8 @@ void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *res
 
 /* May this session cookie be used by who?  Not when it belongs to another
  * identity, nor, with strict, when the proxy never saw it issued. */
-static bool cookie_ok(struct mp_mh_owners *k, const char *c, size_t n, const char *who,
-                      bool strict, char *owner, size_t on)
+static bool cookie_ok(struct mp_mh_owners *k, const char *c, size_t n, const char *who, bool strict,
+                      char *owner, size_t on)
 {
     struct mp_mh_cown *o = n < MP_MH_COOKIE_MAX ? cown_find(k, c, n) : NULL;
     if (!o) {

@@ -36,8 +36,8 @@ struct mp_mh_owners {
 struct mp_mh_cookies {
     struct mp_mh_sess *mh; /* module sessions by cookie */
     size_t n_mh;
-    uint64_t next_id;          /* ids of new module sessions */
-    struct mp_mh_owners *own;  /* made on the first cookie issued, or shared */
+    uint64_t next_id;         /* ids of new module sessions */
+    struct mp_mh_owners *own; /* made on the first cookie issued, or shared */
 };
 
 void mp_mh_cookies_free(struct mp_mh_cookies *k);
