@@ -63,6 +63,11 @@ int mp_mhb_cookie_check(struct hconn *s)
 void mp_mhb_cookie_issued(struct hconn *s)
 {
     mp_mh_cookie_issued(&s->h->cookies, &s->resp, s->who);
+    /* A Disconnect or Unbind relayed past the chain ends its session too
+     * (the chain's own end in mh_finish), whichever generation holds it. */
+    if (!(s->mh.mod && s->mh.mc) &&
+        (!strcasecmp(s->xtype, "Disconnect") || !strcasecmp(s->xtype, "Unbind")))
+        mp_mh_session_forget(&mp_hf_session_front(s)->cookies, &s->req);
 }
 
 /* The request no longer uses an older front's sessions. */

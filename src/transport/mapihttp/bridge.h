@@ -72,6 +72,7 @@ void mp_mhb_end(struct hconn *s);
 /* The identity check of the request's session cookies: 1 when the proxy
  * answers (X-ResponseCode 10), 0 to go on (the cookie may be dropped). */
 int mp_mhb_cookie_check(struct hconn *s);
-/* A 2xx answer on /mapi/: the cookie it sets belongs to the request's identity. */
+/* A 2xx answer on /mapi/: the cookie it sets belongs to the request's
+ * identity; a Disconnect or Unbind the chain did not take ends its session. */
 void mp_mhb_cookie_issued(struct hconn *s);
 #endif
