@@ -127,6 +127,8 @@ static int gen_build(struct wstate *w, struct gen *g)
     }
     if (g->http)
         mp_http_set_modules(g->http, mp_relay_modules(g->relay));
+    if (g->http && w->cur) /* who each MAPI/HTTP cookie was issued to outlives a reload */
+        mp_http_share_owners(g->http, w->cur->http);
     if (front && mp_rpch_http_setup(w->loop, &g->cfg, g->http, g->relay, &g->rpch)) {
         mp_http_free(g->http);
         mp_relay_free(g->relay);
@@ -198,14 +200,16 @@ static void exit_job(unsigned idx)
     struct wstate *w = &wst[idx];
     mp_timer_cancel(w->loop, &w->drain);
     abort_job(w);
+    /* newest first: a newer front's requests may use an older one's
+     * MAPI/HTTP sessions (they end as its connections close) */
+    if (w->cur)
+        gen_free(w->cur);
+    w->cur = NULL;
     while (w->draining) {
         struct gen *x = w->draining;
         w->draining = x->next;
         gen_free(x);
     }
-    if (w->cur)
-        gen_free(w->cur);
-    w->cur = NULL;
     mp_worker_set_data(NULL);
 }
 
@@ -272,7 +276,7 @@ static void drain_check(struct mp_timer *t)
     struct wstate *d = t->data;
     for (struct gen **pp = &d->draining; *pp;) {
         struct gen *g = *pp;
-        if (mp_relay_live(g->relay) || mp_http_live(g->http)) {
+        if (mp_relay_live(g->relay) || mp_http_live(g->http) || mp_http_sessions(g->http)) {
             pp = &g->next;
             continue;
         }
@@ -348,9 +352,10 @@ static void reload(struct daemon *d)
                                   o ? ", " : "", restart_only[i]);
     }
     mp_info("reload: %s applied as configuration %u for new sessions (%s%s); configuration %u "
-            "stops accepting, its %zu association(s) and %zu HTTP connection(s) go on",
+            "stops accepting, its %zu association(s), %zu HTTP connection(s) and %zu MAPI/HTTP "
+            "session(s) go on",
             name, g->no, n ? "changed: " : "no option changed", n ? changed : "", old->no,
-            mp_relay_live(old->relay), mp_http_live(old->http));
+            mp_relay_live(old->relay), mp_http_live(old->http), mp_http_sessions(old->http));
     if (restart[0])
         mp_warn("reload: %s: these changes need a restart and are not applied: %s", name, restart);
     mp_pcap_configure(&g->cfg); /* the packet export's choice, for new connections */

@@ -401,3 +401,29 @@ def test_dot_segments_never_carry_the_proxys_basic(make_proxy, env):
     r = post("/ecp/../mapi/%65msmdb/")  # the lab's own answer: PING without a session
     assert r.status == 200 and r.getheader("X-ResponseCode") is not None
     assert "Basic logon ok user=LAB\\Administrator" in lab_log(env)[len(before):]
+
+
+def test_session_cookies_bound_across_a_reload(make_proxy, env):
+    """Who each session cookie was issued to outlives a SIGHUP reload
+    (doc/operations.md): alice's session goes on through the new listeners'
+    connections, bob still cannot use her cookie."""
+    from test_ops import wait_for
+    p = start(make_proxy, env)
+    alice = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert alice.connect(ALICE)["ErrorCode"] == 0
+    alice.http.close()  # her next requests come on connections after the reload
+    with open(p.conf, "a") as f:
+        f.write("mapiproxy:http header timeout = 31\n")
+    p.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "applied as configuration 2" in p.log()), p.log()
+    [logon] = alice.execute(EC.RopBuffer().logon(0, ALICE))
+    assert logon["ReturnValue"] == 0
+    bob = MH.EmsmdbHttp(p.base, auth=ntlm("bob"), verify=env["ca"])
+    bob.http.cookies.update(alice.http.cookies)
+    assert bob.ping(check=False).code == 10
+    assert alice.disconnect()["ErrorCode"] == 0
+    alice.http.close()
+    assert wait_for(lambda: "reload: configuration 1 retired" in p.log()), p.log()[-3000:]
+    p.stop()
+    assert "MAPI/HTTP session cookie of LAB\\alice used by LAB\\bob: answered as unknown" \
+        in p.log()

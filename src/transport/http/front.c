@@ -45,6 +45,19 @@ void mp_hf_upstream_clock_start(struct hconn *s)
         s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
 }
 
+/* Worker 0's fronts, newest first (the front runs there only: workers.md). */
+static struct mp_http *fronts;
+
+struct mp_http *mp_hf_session_front(struct hconn *s)
+{
+    if (s->h->mods && mp_mh_has_session(&s->h->cookies, &s->req))
+        return s->h;
+    for (struct mp_http *f = fronts; f; f = f->gen_next)
+        if (f != s->h && f->mods && mp_mh_has_session(&f->cookies, &s->req))
+            return f;
+    return s->h;
+}
+
 void mp_hf_upstream_failed(struct hconn *s, int st, const char *why)
 {
     mp_mhb_end(s);
@@ -686,6 +699,10 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
     mp_info("http front ready: %zu listener(s), %s, upstream %s://%s, public name %s",
             cfg->n_http_listen, cfg->http_plain ? "plain HTTP" : "TLS",
             cfg->http_upstream.tls ? "https" : "http", h->up_hostport, h->names.pub_authority);
+    if ((h->gen_next = fronts))
+        fronts->gen_prevp = &h->gen_next;
+    h->gen_prevp = &fronts;
+    fronts = h;
     return h;
 }
 
@@ -709,6 +726,17 @@ size_t mp_http_live(const struct mp_http *h)
     return h ? h->n_conn : 0;
 }
 
+size_t mp_http_sessions(struct mp_http *h)
+{
+    return h ? mp_mh_sessions_sweep(&h->cookies) + h->lent : 0;
+}
+
+void mp_http_share_owners(struct mp_http *h, struct mp_http *prev)
+{
+    if (h && prev)
+        mp_mh_cookies_share_owners(&h->cookies, &prev->cookies);
+}
+
 void mp_http_free(struct mp_http *h)
 {
     if (!h)
@@ -716,6 +744,8 @@ void mp_http_free(struct mp_http *h)
     while (h->conns)
         mp_hf_close(h->conns, "shutdown");
     mp_mh_cookies_free(&h->cookies);
+    if (h->gen_prevp && (*h->gen_prevp = h->gen_next))
+        h->gen_next->gen_prevp = h->gen_prevp;
     mp_http_stop_listening(h);
     mp_tls_ctx_free(h->server_ctx);
     mp_tls_ctx_free(h->client_ctx);

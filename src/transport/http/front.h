@@ -31,4 +31,11 @@ void mp_http_free(struct mp_http *h);
 /* Reload: stop accepting (connections go on); how many connections are left. */
 void mp_http_stop_listening(struct mp_http *h);
 size_t mp_http_live(const struct mp_http *h);
+/* MAPI/HTTP module sessions still open on h (after dropping those idle for
+ * two hours), counting requests of newer fronts that use them now: an old
+ * generation stays until this and mp_http_live are 0. */
+size_t mp_http_sessions(struct mp_http *h);
+/* A reload: h (new) shares prev's table of who each session cookie was
+ * issued to. */
+void mp_http_share_owners(struct mp_http *h, struct mp_http *prev);
 #endif

@@ -74,8 +74,13 @@ struct mp_http {
     uint64_t next_id;
     struct mp_modules *mods;      /* the module chain (the relay's), or NULL */
     struct mp_mh_cookies cookies; /* MAPI/HTTP session cookies (transport/mapihttp) */
-    struct mp_hauth auth;         /* mapiproxy:http auth = terminate (hauth.c) */
-    uint64_t held;                /* body bytes held by the module path (http held body budget) */
+    /* Reload: every front of worker 0 (the newest first), so a request on a
+     * newer front whose cookie names a session of an older generation goes
+     * to that generation's sessions and modules (mp_hf_session_front). */
+    struct mp_http *gen_next, **gen_prevp;
+    size_t lent;          /* requests of newer fronts now using this front's sessions */
+    struct mp_hauth auth; /* mapiproxy:http auth = terminate (hauth.c) */
+    uint64_t held;        /* body bytes held by the module path (http held body budget) */
     /* what a leg reads lands here (no copy, no buffer of the leg's own)
      * unless a partial message is kept (mp_conn_read) */
     bool scratch_busy;
@@ -164,6 +169,10 @@ void mp_hf_hand_over(struct hconn *s);
 /* The upstream's answer is due in mapiproxy:http upstream timeout (when its
  * leg is up). */
 void mp_hf_upstream_clock_start(struct hconn *s);
+/* The front whose sessions and modules serve the request: the one holding
+ * the module session its cookie names (an older generation's after a
+ * reload), else s->h. */
+struct mp_http *mp_hf_session_front(struct hconn *s);
 bool mp_hf_upstream_clock(struct hconn *s);
 
 /* exchange.c */

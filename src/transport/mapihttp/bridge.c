@@ -63,6 +63,19 @@ int mp_mhb_cookie_check(struct hconn *s)
 void mp_mhb_cookie_issued(struct hconn *s)
 {
     mp_mh_cookie_issued(&s->h->cookies, &s->resp, s->who);
+    /* A Disconnect or Unbind relayed past the chain ends its session too
+     * (the chain's own end in mh_finish), whichever generation holds it. */
+    if (!(s->mh.mod && s->mh.mc) &&
+        (!strcasecmp(s->xtype, "Disconnect") || !strcasecmp(s->xtype, "Unbind")))
+        mp_mh_session_forget(&mp_hf_session_front(s)->cookies, &s->req);
+}
+
+/* The request no longer uses an older front's sessions. */
+static void mh_release_gen(struct hconn *s)
+{
+    if (s->mh.gh && s->mh.gh != s->h)
+        s->mh.gh->lent--;
+    s->mh.gh = NULL;
 }
 
 void mp_mhb_end(struct hconn *s)
@@ -75,10 +88,17 @@ void mp_mhb_end(struct hconn *s)
     if (s->mh.mses)
         mp_session_unref(s->mh.mses);
     s->mh.mses = NULL;
+    mh_release_gen(s);
     s->mh.mod = s->mh.mod_resp = s->mh.head = s->mh.url = false;
     mp_buf_free(&s->mh.mreq);
     mp_buf_free(&s->mh.mraw);
     mp_mh_stream_free(&s->mh.mst);
+}
+
+/* The front whose sessions and modules the request uses. */
+static struct mp_http *mh_gen(struct hconn *s)
+{
+    return s->mh.gh ? s->mh.gh : s->h;
 }
 
 /* Appends bytes of the response entity for the client (chunked). */
@@ -122,7 +142,7 @@ static void mh_finish(struct hconn *s, int status)
     s->status = status;
     s->upstream_dl = 0;
     if (!strcasecmp(s->xtype, "Disconnect") || !strcasecmp(s->xtype, "Unbind"))
-        mp_mh_session_forget(&s->h->cookies, &s->req);
+        mp_mh_session_forget(&mh_gen(s)->cookies, &s->req);
     mp_mhb_end(s);
     if (s->req_complete) {
         mp_hx_request_finished(s);
@@ -194,10 +214,14 @@ static const struct mp_mh_call_host mh_host = {mh_relay, mh_answer, mh_fail};
 /* Does the chain want this request (POST /mapi/..., a type with a twin)? */
 bool mp_mhb_wanted(struct hconn *s, const http_parser *p)
 {
-    struct mp_http *h = s->h;
     if (p->method != HTTP_POST || !s->xtype[0] ||
         (strncasecmp(s->path, "/mapi/emsmdb", 12) && strncasecmp(s->path, "/mapi/nspi", 10)))
         return false;
+    /* A session keeps the generation it began in: after a reload, its
+     * requests on the new front's connections use the old front's
+     * sessions and modules (doc/internals/http.md). */
+    mh_release_gen(s);
+    struct mp_http *h = mp_hf_session_front(s);
     int k = mp_mh_kind_lookup(s->xtype);
     if (k == MP_MH_GETMAILBOXURL || k == MP_MH_GETADDRESSBOOKURL) {
         s->mh.kind = k; /* their answers name the upstream: rewritten, no module */
@@ -213,6 +237,12 @@ bool mp_mhb_wanted(struct hconn *s, const http_parser *p)
         !(mp_modules_want(h->mods, ifc->uuid, (uint16_t)ki->twin_opnum) & ~(1u << MP_IDENT_BIT)))
         return false;
     s->mh.kind = k;
+    s->mh.gh = h;
+    if (h != s->h) {
+        h->lent++;
+        mp_info("http #%" PRIu64 " %s %s: session of an earlier configuration: its modules", s->id,
+                s->peer, s->xtype);
+    }
     return true;
 }
 
@@ -220,7 +250,8 @@ bool mp_mhb_wanted(struct hconn *s, const http_parser *p)
  * answered it), or -1: relay it as it is. */
 static int mh_start(struct hconn *s)
 {
-    s->mh.mses = mp_mh_session_for(&s->h->cookies, s->h->mods, &s->req);
+    struct mp_http *gh = mh_gen(s);
+    s->mh.mses = mp_mh_session_for(&gh->cookies, gh->mods, &s->req);
     size_t xal;
     const char *xa = mp_http_msg_get(&s->req, "x-clientapplication", &xal);
     if (s->mh.mses && xa) {
@@ -232,7 +263,7 @@ static int mh_start(struct hconn *s)
     struct mp_mh_call *mc = NULL;
     mp_mh_stream_init(&s->mh.mst);
     s->mh.proc = s->mh.pend = 0;
-    int r = mp_mh_call_start(s->h->mods, s->mh.mses, s->peer, s->h->auth.on ? s->ua.ha.user : NULL,
+    int r = mp_mh_call_start(gh->mods, s->mh.mses, s->peer, s->h->auth.on ? s->ua.ha.user : NULL,
                              (enum mp_mh_kind)s->mh.kind, mp_buf_head(&s->mh.mreq),
                              mp_buf_avail(&s->mh.mreq), &mh_host, s, &mc, &rc);
     if (r < 0) { /* malformed: the spec's error, nothing upstream */
@@ -258,7 +289,7 @@ int mp_mhb_resp_head(struct hconn *s, http_parser *p)
         s->mh.mc = NULL;
         return 0;
     }
-    mp_mh_session_register(&s->h->cookies, &s->resp, s->mh.mses);
+    mp_mh_session_register(&mh_gen(s)->cookies, &s->resp, s->mh.mses);
     size_t rl;
     const char *rc = mp_http_msg_get(&s->resp, "x-responsecode", &rl);
     s->mh.http_rc = rc && rl ? (uint32_t)strtoul(rc, NULL, 10) : 0;

@@ -27,6 +27,7 @@
 #include "transport/mapihttp/stream.h"
 
 struct hconn;
+struct mp_http;
 struct mp_mh_call;
 struct mp_session;
 
@@ -38,6 +39,8 @@ struct mp_mh_req {
     int kind;                /* enum mp_mh_kind */
     struct mp_mh_call *mc;   /* the chain's call, or NULL */
     struct mp_session *mses; /* the module session of this request */
+    struct mp_http *gh;      /* whose sessions and modules: the front of the generation
+                                the session began in (a reload), or NULL */
     struct mp_buf mreq;      /* the request body */
     size_t limit;            /* the most of it held for its request type */
     size_t held;             /* this connection's part of the front's held bytes */
@@ -69,6 +72,7 @@ void mp_mhb_end(struct hconn *s);
 /* The identity check of the request's session cookies: 1 when the proxy
  * answers (X-ResponseCode 10), 0 to go on (the cookie may be dropped). */
 int mp_mhb_cookie_check(struct hconn *s);
-/* A 2xx answer on /mapi/: the cookie it sets belongs to the request's identity. */
+/* A 2xx answer on /mapi/: the cookie it sets belongs to the request's
+ * identity; a Disconnect or Unbind the chain did not take ends its session. */
 void mp_mhb_cookie_issued(struct hconn *s);
 #endif

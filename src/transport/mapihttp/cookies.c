@@ -100,8 +100,7 @@ static void mh_drop(struct mp_mh_cookies *k, struct mp_mh_sess *m)
     k->n_mh--;
 }
 
-/* Sessions idle for long, and the oldest beyond the limit, go. */
-static void mh_expire(struct mp_mh_cookies *k)
+size_t mp_mh_sessions_sweep(struct mp_mh_cookies *k)
 {
     uint64_t now = mp_now_ms();
     for (struct mp_mh_sess *m = k->mh, *nx; m; m = nx) {
@@ -109,6 +108,20 @@ static void mh_expire(struct mp_mh_cookies *k)
         if (now - m->last_ms > MH_SESSION_IDLE_MS)
             mh_drop(k, m);
     }
+    return k->n_mh;
+}
+
+bool mp_mh_has_session(struct mp_mh_cookies *k, const struct mp_http_msg *req)
+{
+    size_t n;
+    const char *c = k->n_mh ? mp_mh_cookie_of(req, false, &n) : NULL;
+    return c && mh_find(k, c, n);
+}
+
+/* Sessions idle for long, and the oldest beyond the limit, go. */
+static void mh_expire(struct mp_mh_cookies *k)
+{
+    mp_mh_sessions_sweep(k);
     while (k->n_mh >= MAX_MH_SESSIONS) {
         struct mp_mh_sess *old = k->mh;
         for (struct mp_mh_sess *m = k->mh; m; m = m->next)
@@ -166,7 +179,7 @@ void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req
 
 /* ---- session cookies bound to identities (doc/security.md) ---- */
 
-static struct mp_mh_cown **cown_bucket(struct mp_mh_cookies *k, const char *c, size_t n)
+static struct mp_mh_cown **cown_bucket(struct mp_mh_owners *k, const char *c, size_t n)
 {
     uint32_t x = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < n; i++)
@@ -174,8 +187,10 @@ static struct mp_mh_cown **cown_bucket(struct mp_mh_cookies *k, const char *c, s
     return &k->cown[x % MP_MH_COWN_BUCKETS];
 }
 
-static struct mp_mh_cown *cown_find(struct mp_mh_cookies *k, const char *c, size_t n)
+static struct mp_mh_cown *cown_find(struct mp_mh_owners *k, const char *c, size_t n)
 {
+    if (!k)
+        return NULL;
     for (struct mp_mh_cown *o = *cown_bucket(k, c, n); o; o = o->next)
         if (strlen(o->cookie) == n && !memcmp(o->cookie, c, n))
             return o;
@@ -184,7 +199,7 @@ static struct mp_mh_cown *cown_find(struct mp_mh_cookies *k, const char *c, size
 
 /* Cookies unused for two hours go (at most once a minute); beyond
  * MAX_COWN, the least recently used. */
-static void cown_sweep(struct mp_mh_cookies *k)
+static void cown_sweep(struct mp_mh_owners *k)
 {
     uint64_t now = mp_now_ms();
     if (k->n_cown < MAX_COWN && now - k->cown_swept_ms < 60000)
@@ -212,11 +227,27 @@ static void cown_sweep(struct mp_mh_cookies *k)
     }
 }
 
-void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp, const char *who)
+static struct mp_mh_owners *owners(struct mp_mh_cookies *k)
+{
+    if (!k->own && (k->own = calloc(1, sizeof *k->own)))
+        k->own->refs = 1;
+    return k->own;
+}
+
+void mp_mh_cookies_share_owners(struct mp_mh_cookies *to, struct mp_mh_cookies *from)
+{
+    if (to->own || !owners(from))
+        return;
+    to->own = from->own;
+    to->own->refs++;
+}
+
+void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *resp, const char *who)
 {
     size_t n;
     const char *c = mp_mh_cookie_of(resp, true, &n);
-    if (!c || !who[0])
+    struct mp_mh_owners *k = c && who[0] ? owners(kk) : NULL;
+    if (!k)
         return;
     struct mp_mh_cown *o = cown_find(k, c, n);
     if (!o) {
@@ -235,8 +266,8 @@ void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp
 
 /* May this session cookie be used by who?  Not when it belongs to another
  * identity, nor, with strict, when the proxy never saw it issued. */
-static bool cookie_ok(struct mp_mh_cookies *k, const char *c, size_t n, const char *who,
-                      bool strict, char *owner, size_t on)
+static bool cookie_ok(struct mp_mh_owners *k, const char *c, size_t n, const char *who, bool strict,
+                      char *owner, size_t on)
 {
     struct mp_mh_cown *o = n < MP_MH_COOKIE_MAX ? cown_find(k, c, n) : NULL;
     if (!o) {
@@ -281,7 +312,7 @@ bool mp_mh_cookies_allowed(struct mp_mh_cookies *k, const struct mp_http_msg *m,
                     val++, len--;
                 while (len && val[len - 1] == ' ')
                     len--;
-                if (ours && len && !cookie_ok(k, val, len, who, strict, owner, on))
+                if (ours && len && !cookie_ok(k->own, val, len, who, strict, owner, on))
                     return false;
             }
             p = e;
@@ -294,10 +325,15 @@ void mp_mh_cookies_free(struct mp_mh_cookies *k)
 {
     while (k->mh)
         mh_drop(k, k->mh);
+    struct mp_mh_owners *w = k->own;
+    k->own = NULL;
+    if (!w || --w->refs)
+        return;
     for (size_t b = 0; b < MP_MH_COWN_BUCKETS; b++)
-        while (k->cown[b]) {
-            struct mp_mh_cown *o = k->cown[b];
-            k->cown[b] = o->next;
+        while (w->cown[b]) {
+            struct mp_mh_cown *o = w->cown[b];
+            w->cown[b] = o->next;
             free(o);
         }
+    free(w);
 }

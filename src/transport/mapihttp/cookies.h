@@ -23,16 +23,30 @@ struct mp_session;
 #define MP_MH_WHO_MAX 520    /* longest identity, NUL included */
 #define MP_MH_COWN_BUCKETS 1024u
 
-struct mp_mh_cookies {
-    struct mp_mh_sess *mh; /* module sessions by cookie */
-    size_t n_mh;
-    uint64_t next_id;                            /* ids of new module sessions */
-    struct mp_mh_cown *cown[MP_MH_COWN_BUCKETS]; /* cookies and who they belong to */
+/* Cookies and who they belong to: one table shared by the HTTPS fronts of
+ * every configuration generation (a reload does not forget who a cookie
+ * was issued to); the last front to go frees it. */
+struct mp_mh_owners {
+    unsigned refs;
+    struct mp_mh_cown *cown[MP_MH_COWN_BUCKETS];
     size_t n_cown;
     uint64_t cown_swept_ms;
 };
 
+struct mp_mh_cookies {
+    struct mp_mh_sess *mh; /* module sessions by cookie */
+    size_t n_mh;
+    uint64_t next_id;         /* ids of new module sessions */
+    struct mp_mh_owners *own; /* made on the first cookie issued, or shared */
+};
+
 void mp_mh_cookies_free(struct mp_mh_cookies *k);
+/* to (a new generation's, with no owners yet) shares from's owner table. */
+void mp_mh_cookies_share_owners(struct mp_mh_cookies *to, struct mp_mh_cookies *from);
+/* Is there a module session for the request's cookie? */
+bool mp_mh_has_session(struct mp_mh_cookies *k, const struct mp_http_msg *req);
+/* Drops the module sessions idle for two hours; how many are left. */
+size_t mp_mh_sessions_sweep(struct mp_mh_cookies *k);
 
 /* MapiContext (or sid) from the request's Cookie headers (response false)
  * or the response's Set-Cookie headers; NULL when there is none that fits. */
