@@ -631,10 +631,20 @@ void sec_job_finish(struct sec_job *j)
         enum sec_action a =
             j->force_action >= 0 ? (enum sec_action)j->force_action : sc->action[j->dir];
         bool can = mp_message_can_modify(ev);
+        enum sec_action want = a;
         if (a == SEC_ACT_REPLACE && (!can || j->r.bad_body || !j->r.bad_attachments))
             a = SEC_ACT_BLOCK;
         if ((a == SEC_ACT_TAG || a == SEC_ACT_DEFANG) && !can)
             a = SEC_ACT_LOG;
+        if (a != want && !can) {
+            /* a FastTransfer stream (cached mode), a download or a partial
+             * change: the notice (block) or the log line in place of the
+             * edit, said in the log (doc/security-modules.md) */
+            size_t dl = strlen(j->detail);
+            snprintf(j->detail + dl, sizeof j->detail - dl,
+                     ",\"configured\":\"%s\",\"fallback\":\"cannot modify\"",
+                     sec_action_name(want));
+        }
         taken = sec_action_name(a);
         switch (a) {
         case SEC_ACT_BLOCK:
