@@ -585,12 +585,14 @@ static const char *kind_word(const struct sec_result *r)
     return mp_svc_kind_name(r->kind);
 }
 
-static void block_with(struct sec_job *j, const char *what)
+/* 0, or -1 when the event cannot be blocked (a download already partly
+ * at the client: a message spread over several GetBuffers) */
+static int block_with(struct sec_job *j, const char *what)
 {
     char reason[300];
     snprintf(reason, sizeof reason, "%s: %s%s%s", j->sc->mod, what, j->r.name[0] ? " " : "",
              j->r.name);
-    mp_message_block(j->ev, reason);
+    return mp_message_block(j->ev, reason);
 }
 
 void sec_job_finish(struct sec_job *j)
@@ -624,8 +626,7 @@ void sec_job_finish(struct sec_job *j)
             char reason[200];
             snprintf(reason, sizeof reason, "%s: the scanner could not check this message",
                      sc->mod);
-            mp_message_block(ev, reason);
-            taken = "block (fail closed)";
+            taken = mp_message_block(ev, reason) ? "allow (cannot block)" : "block (fail closed)";
         }
     } else if (sec_result_bad(&j->r) && !mp_message_blocked(ev)) {
         enum sec_action a =
@@ -648,13 +649,15 @@ void sec_job_finish(struct sec_job *j)
         taken = sec_action_name(a);
         switch (a) {
         case SEC_ACT_BLOCK:
-            block_with(j, verdict);
+            if (block_with(j, verdict))
+                taken = "allow (cannot block)";
             break;
         case SEC_ACT_QUARANTINE:
             if (quarantine(j, vj))
                 mp_module_log(sc->mc, MP_MLOG_ERROR, "quarantine in %s failed: %s",
                               sc->quarantine_dir, strerror(errno));
-            block_with(j, "quarantined,");
+            if (block_with(j, "quarantined,"))
+                taken = "quarantine (cannot block)";
             break;
         case SEC_ACT_REPLACE:
         case SEC_ACT_TAG:
