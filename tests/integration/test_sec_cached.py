@@ -39,6 +39,7 @@ LABENV = {"LAB_BIG_ATTACHMENT_SIZE": str(SMALL)}
 SUBJECT, PidTagMid = 0x0037001F, 0x674A0014
 BUF = 0x7F00
 CHG = (IC.W.IncrSyncChg).to_bytes(4, "little")
+LASTMOD = (IC.W.PidTagLastModificationTime).to_bytes(4, "little")
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(b) is None for b in ("clamd", "spamd")), reason="clamd or spamd missing")
@@ -87,6 +88,9 @@ def start(request, make_proxy):
 
 
 def message(subject, body, data=None):
+    """A small message; its body long enough (~1.5 KB) for the notice's
+    subject and body to fit in its place."""
+    body += "\r\n" + "Regards,\r\nthe sender\r\n" * 60
     m = {"props": {SUBJECT: subject, LS.PidTagMessageClass: "IPM.Note", LS.PidTagBody: body}}
     if data is not None:
         m["attachments"] = [LS._by_value("file.bin", "application/octet-stream", data)]
@@ -142,22 +146,44 @@ def by_mid(sync):
     return {m["header"][PidTagMid]: m for m in sync["messages"]}
 
 
-def same_but(lab, got, mid):
-    """got's stream is lab's, byte for byte, but inside message mid (and
-    the buffers' sizes are the lab's); returns got's message mid."""
+def unstamped(stream):
+    """The stream with the values of PidTagLastModificationTime zeroed: the
+    lab gives the messages it was started with the time of each sync
+    (lab_ics.change_header), so two syncs differ there and only there."""
+    out = bytearray(stream)
+    i = out.find(LASTMOD)
+    while i >= 0:
+        out[i + 4:i + 12] = bytes(8)
+        i = out.find(LASTMOD, i + 12)
+    return bytes(out)
+
+
+def same_but(lab, got, prefix):
+    """got's stream is lab's, byte for byte, but inside the messages whose
+    subject starts with prefix (the earlier tests' of the file too: the lab
+    is shared), and the buffers' sizes are the lab's; returns got's
+    messages, by mid."""
     assert [len(c) for c in got["chunks"]] == [len(c) for c in lab["chunks"]]
-    a, b = lab["stream"], got["stream"]
+    a, b = unstamped(lab["stream"]), unstamped(got["stream"])
     assert len(a) == len(b)
-    # the message's bytes in the lab's stream: from its IncrSyncChg to the next
-    subj = by_mid(lab)[mid]["props"][SUBJECT].encode("utf-16-le")
-    at = a.find(subj)
-    start = a.rfind(CHG, 0, at)
-    end = a.find(CHG, at)
-    end = len(a) if end < 0 else end
-    assert 0 <= start < at
-    assert a[:start] == b[:start] and a[end:] == b[end:]
-    assert a[start:end] != b[start:end]
-    return by_mid(got)[mid]
+    # each such message's bytes in the lab's stream: from its IncrSyncChg
+    # to the next one
+    keep, pos = [], 0
+    bad = [m for m in lab["messages"] if m["props"].get(SUBJECT, "").startswith(prefix)]
+    assert bad
+    for m in bad:
+        at = a.find(m["props"][SUBJECT].encode("utf-16-le") + b"\0\0")
+        start = a.rfind(CHG, 0, at)
+        end = a.find(CHG, at)
+        end = len(a) if end < 0 else end
+        assert pos <= start < at
+        assert a[start:end] != b[start:end]
+        keep.append((pos, start))
+        pos = end
+    keep.append((pos, len(a)))
+    for x, y in keep:
+        assert a[x:y] == b[x:y]
+    return {m["header"][PidTagMid]: by_mid(got)[m["header"][PidTagMid]] for m in bad}
 
 
 def line_of(v, mid):
@@ -182,7 +208,7 @@ def test_av_eicar_sync(start, services, tmp_path, action):
     assert EICAR in lab["stream"]
     for got in (one, two):
         assert EICAR not in got["stream"]
-        n = same_but(lab, got, bad)
+        n = same_but(lab, got, "eicar ")[bad]
         assert n["props"][SUBJECT].startswith("[Blocked] av: ")
         assert "Test.EICAR.Made-In-Test" in n["props"][SUBJECT]
         assert "removed from this folder" in n["props"][LS.PidTagBody]
@@ -208,7 +234,8 @@ def test_av_eicar_sync(start, services, tmp_path, action):
             rec = json.loads((qdir / (q + ".json")).read_text())
             assert rec["id"] == q and rec["verdict"] == "infected"
             assert rec["message_id"] == "0x%016x" % bad
-        assert sorted(os.listdir(qdir)) == sorted(q + e for q in ids for e in (".eml", ".json"))
+        allq = [x["quarantine"] for x in verdicts(vlog, lambda x: "quarantine" in x, 2)]
+        assert sorted(os.listdir(qdir)) == sorted(q + e for q in allq for e in (".eml", ".json"))
 
 
 @pytest.mark.parametrize("action", ["tag", "block"])
@@ -217,7 +244,10 @@ def test_spam_gtube_sync(start, services, tmp_path, action):
     verdict is logged (action log, configured tag, fallback) and the client
     gets the lab's bytes; with action block, the notice."""
     opts = {"dcerpc_mapiproxy:modules": "spam", "spam:spamd": services["spamd"],
-            "spam:action_download": action}
+            "spam:action_download": action,
+            # the test's messages have no From, Date or Received: spamd gives
+            # them 5.2 (MISSING_* rules); GTUBE scores 1000
+            "spam:threshold": "20"}
     subj = "gtube %s %d" % (action, os.getpid())
     p, lab, [got], mids, vlog = synced(
         opts, start, tmp_path, [message(subj, "This is the GTUBE\r\n\r\n%s\r\n" % GTUBE)])
@@ -225,10 +255,10 @@ def test_spam_gtube_sync(start, services, tmp_path, action):
     [v] = verdicts(vlog, lambda x: x["message_id"] == "0x%016x" % mid, 1)
     assert v["verdict"] == "spam" and v["service"] == "spamd" and v["mode"] == "ics-download"
     if action == "tag":
-        assert got["stream"] == lab["stream"]
+        assert unstamped(got["stream"]) == unstamped(lab["stream"])
         assert (v["action"], v["configured"], v["fallback"]) == ("log", "tag", "cannot modify")
     else:
-        n = same_but(lab, got, mid)
+        n = same_but(lab, got, "gtube ")[mid]
         assert n["props"][SUBJECT].startswith("[Blocked] spam: ")
         assert v["action"] == "block" and "fallback" not in v
 
@@ -245,7 +275,7 @@ def test_phish_feed_sync(start, tmp_path):
         message("phish " + tag, "Log in at http://evil.example/login today\r\n"),
         message("docs " + tag, "Read https://docs.python.org/3/\r\n")])
     bad, clean = mids["phish " + tag], mids["docs " + tag]
-    n = same_but(lab, got, bad)
+    n = same_but(lab, got, "phish ")[bad]
     assert n["props"][SUBJECT].startswith("[Blocked] phish: ")
     assert by_mid(got)[clean] == by_mid(lab)[clean]
     [v] = verdicts(vlog, lambda x: x["message_id"] == "0x%016x" % bad, 1)
