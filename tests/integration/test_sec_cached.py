@@ -114,7 +114,7 @@ def verdicts(path, pred, n):
     return got
 
 
-def synced(opts, start, tmp_path, msgs, sessions=1):
+def synced(opts, start, tmp_path, msgs, sessions=1, buf=BUF):
     """Uploads msgs (through the proxy; the module only looks at downloads)
     to the Inbox, syncs the Inbox straight from the lab, then through the
     proxy `sessions` times (each its own session).  Returns (proxy, the
@@ -130,13 +130,13 @@ def synced(opts, start, tmp_path, msgs, sessions=1):
     t.close()
     d = direct()
     logon(d)
-    lab = IC.sync_folder(d.c, 0, inbox, buffer_size=BUF)
+    lab = IC.sync_folder(d.c, 0, inbox, buffer_size=buf)
     d.close()
     got = []
     for _ in range(sessions):
         t = via()
         logon(t)
-        got.append(IC.sync_folder(t.c, 0, inbox, buffer_size=BUF))
+        got.append(IC.sync_folder(t.c, 0, inbox, buffer_size=buf))
         t.close()
     assert p.alive()
     return p, lab, got, mids, vlog
@@ -236,6 +236,21 @@ def test_av_eicar_sync(start, services, tmp_path, action):
             assert rec["message_id"] == "0x%016x" % bad
         allq = [x["quarantine"] for x in verdicts(vlog, lambda x: "quarantine" in x, 2)]
         assert sorted(os.listdir(qdir)) == sorted(q + e for q in allq for e in (".eml", ".json"))
+
+
+def test_av_eicar_across_buffers(start, services, tmp_path):
+    """The limit: a message spread over several GetBuffers (500 bytes here)
+    has partly reached the client when it completes, so it cannot be
+    blocked: the client gets the lab's bytes and the log says so."""
+    opts = {"dcerpc_mapiproxy:modules": "av", "av:clamd": services["clamd"],
+            "av:action_download": "block"}
+    subj = "spread eicar %d" % os.getpid()
+    p, lab, [got], mids, vlog = synced(
+        opts, start, tmp_path, [message(subj, "see the attachment\r\n", EICAR)], buf=500)
+    assert unstamped(got["stream"]) == unstamped(lab["stream"])
+    assert [len(c) for c in got["chunks"]] == [len(c) for c in lab["chunks"]]
+    [v] = verdicts(vlog, lambda x: x["message_id"] == "0x%016x" % mids[subj], 1)
+    assert (v["verdict"], v["action"]) == ("infected", "allow (cannot block)")
 
 
 @pytest.mark.parametrize("action", ["tag", "block"])
