@@ -239,14 +239,14 @@ def test_av_eicar_sync(start, services, tmp_path, action):
 
 
 def test_av_eicar_across_buffers(start, services, tmp_path):
-    """The limit: a message spread over several GetBuffers (500 bytes here)
+    """The limit: a message spread over several GetBuffers (2000 bytes here)
     has partly reached the client when it completes, so it cannot be
     blocked: the client gets the lab's bytes and the log says so."""
     opts = {"dcerpc_mapiproxy:modules": "av", "av:clamd": services["clamd"],
             "av:action_download": "block"}
     subj = "spread eicar %d" % os.getpid()
     p, lab, [got], mids, vlog = synced(
-        opts, start, tmp_path, [message(subj, "see the attachment\r\n", EICAR)], buf=500)
+        opts, start, tmp_path, [message(subj, "see the attachment\r\n", EICAR)], buf=2000)
     assert unstamped(got["stream"]) == unstamped(lab["stream"])
     assert [len(c) for c in got["chunks"]] == [len(c) for c in lab["chunks"]]
     [v] = verdicts(vlog, lambda x: x["message_id"] == "0x%016x" % mids[subj], 1)
