@@ -585,12 +585,14 @@ static const char *kind_word(const struct sec_result *r)
     return mp_svc_kind_name(r->kind);
 }
 
-static void block_with(struct sec_job *j, const char *what)
+/* 0, or -1 when the event cannot be blocked (a download already partly
+ * at the client: a message spread over several GetBuffers) */
+static int block_with(struct sec_job *j, const char *what)
 {
     char reason[300];
     snprintf(reason, sizeof reason, "%s: %s%s%s", j->sc->mod, what, j->r.name[0] ? " " : "",
              j->r.name);
-    mp_message_block(j->ev, reason);
+    return mp_message_block(j->ev, reason);
 }
 
 void sec_job_finish(struct sec_job *j)
@@ -624,27 +626,38 @@ void sec_job_finish(struct sec_job *j)
             char reason[200];
             snprintf(reason, sizeof reason, "%s: the scanner could not check this message",
                      sc->mod);
-            mp_message_block(ev, reason);
-            taken = "block (fail closed)";
+            taken = mp_message_block(ev, reason) ? "allow (cannot block)" : "block (fail closed)";
         }
     } else if (sec_result_bad(&j->r) && !mp_message_blocked(ev)) {
         enum sec_action a =
             j->force_action >= 0 ? (enum sec_action)j->force_action : sc->action[j->dir];
         bool can = mp_message_can_modify(ev);
+        enum sec_action want = a;
         if (a == SEC_ACT_REPLACE && (!can || j->r.bad_body || !j->r.bad_attachments))
             a = SEC_ACT_BLOCK;
         if ((a == SEC_ACT_TAG || a == SEC_ACT_DEFANG) && !can)
             a = SEC_ACT_LOG;
+        if (a != want && !can) {
+            /* a FastTransfer stream (cached mode), a download or a partial
+             * change: the notice (block) or the log line in place of the
+             * edit, said in the log (doc/security-modules.md) */
+            size_t dl = strlen(j->detail);
+            snprintf(j->detail + dl, sizeof j->detail - dl,
+                     ",\"configured\":\"%s\",\"fallback\":\"cannot modify\"",
+                     sec_action_name(want));
+        }
         taken = sec_action_name(a);
         switch (a) {
         case SEC_ACT_BLOCK:
-            block_with(j, verdict);
+            if (block_with(j, verdict))
+                taken = "allow (cannot block)";
             break;
         case SEC_ACT_QUARANTINE:
             if (quarantine(j, vj))
                 mp_module_log(sc->mc, MP_MLOG_ERROR, "quarantine in %s failed: %s",
                               sc->quarantine_dir, strerror(errno));
-            block_with(j, "quarantined,");
+            if (block_with(j, "quarantined,"))
+                taken = "quarantine (cannot block)";
             break;
         case SEC_ACT_REPLACE:
         case SEC_ACT_TAG:
