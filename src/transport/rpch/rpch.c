@@ -19,10 +19,11 @@ struct vcent {
     struct mp_rpch *r;
     struct mp_rpch_vc vc;
     struct mp_rpch_chan *in, *out;
-    void *assoc;     /* the inner association (carrier.h), once open */
-    bool want;       /* the association takes input now */
-    bool blocked;    /* it offered PDUs the client's window could not take */
-    const char *err; /* why a carrier callback refused, for the close line */
+    struct mp_rpch_chan *in_next; /* the successor IN channel (IN_R1/A1) */
+    void *assoc;                  /* the inner association (carrier.h), once open */
+    bool want;                    /* the association takes input now */
+    bool blocked;                 /* it offered PDUs the client's window could not take */
+    const char *err;              /* why a carrier callback refused, for the close line */
     struct mp_timer pair, ping, feed;
     uint64_t last_out_ms;
     char cookie[40];
@@ -313,17 +314,21 @@ static void vc_end(struct vcent *v, const char *why)
         return;
     v->dying = true;
     mp_warn("rpch %s: virtual connection closed: %s", v->cookie, why);
-    struct mp_rpch_chan *in = v->in, *out = v->out;
+    struct mp_rpch_chan *in = v->in, *out = v->out, *next = v->in_next;
     if (in)
         in->v = NULL;
     if (out)
         out->v = NULL;
-    v->in = v->out = NULL;
+    if (next)
+        next->v = NULL;
+    v->in = v->out = v->in_next = NULL;
     vc_unlink(v, why);
     if (in)
         in->host->close(in->owner, why);
     if (out)
         out->host->close(out->owner, why);
+    if (next)
+        next->host->close(next->owner, why);
 }
 
 struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *peer_host,
@@ -350,10 +355,24 @@ static const char *OUT_HEAD = "HTTP/1.1 200 Success\r\nContent-Type: application
 static const char *chan_start(struct mp_rpch_chan *c)
 {
     struct mp_rts_cookie ck;
-    const char *err = mp_rpch_first_cookie(c->first, c->nfirst, c->out, &ck);
+    bool recycle;
+    const char *err = mp_rpch_first_cookie(c->first, c->nfirst, c->out, &ck, &recycle);
     if (err)
         return err;
     struct vcent *v = vc_find(c->r, &ck);
+    if (recycle) {
+        if (!v || !v->in || !v->out)
+            return "IN_R1/A1 for an unknown virtual connection";
+        if (v->in_next)
+            return "second successor IN channel for a virtual connection";
+        if ((err = mp_rpch_vc_in_r1_a1(&v->vc, c->first, c->nfirst, c->length)))
+            return err; /* this channel only: the virtual connection goes on */
+        c->v = v;
+        v->in_next = c;
+        mp_info("rpch %s: IN channel recycling: successor from %s:%u", v->cookie, c->host_addr,
+                c->port);
+        return flush(v); /* IN_R1/A4 on the OUT channel */
+    }
     if (v && (c->out ? v->out != NULL : v->in != NULL))
         return c->out ? "second OUT channel for a virtual connection"
                       : "second IN channel for a virtual connection";
@@ -400,8 +419,26 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
     if (c->out)
         return "data on the OUT channel after CONN/A1";
     struct vcent *v = c->v;
+    if (c == v->in_next)
+        return mp_rpch_vc_in_next_data(&v->vc, p, n);
     if ((err = mp_rpch_vc_in_data(&v->vc, p, n)))
         return err;
+    if (v->vc.in_switched) {
+        /* IN_R1/A5: the successor is the IN channel; the predecessor is
+         * detached and closed (the client closes it too) */
+        v->vc.in_switched = false;
+        struct mp_rpch_chan *old = v->in;
+        v->in = v->in_next;
+        v->in_next = NULL;
+        old->v = NULL;
+        mp_info("rpch %s: IN channel recycled (%u so far)", v->cookie, v->vc.in_recycles);
+        if ((err = flush(v)))
+            vc_end(v, err); /* old is detached: its close would not end v */
+        if (err || v->dying)
+            return err ? err : "the virtual connection is closed";
+        old->host->close(old->owner, "IN channel recycled");
+        return NULL; /* old is freed */
+    }
     return flush(v);
 }
 
@@ -415,6 +452,8 @@ void mp_rpch_chan_free(struct mp_rpch_chan *c)
             v->in = NULL;
         if (v->out == c)
             v->out = NULL;
+        if (v->in_next == c)
+            v->in_next = NULL;
         c->v = NULL;
         vc_end(v, c->out ? "the OUT channel closed" : "the IN channel closed");
     }
@@ -431,7 +470,9 @@ void mp_rpch_free(struct mp_rpch *r)
             v->in->v = NULL;
         if (v->out)
             v->out->v = NULL;
-        v->in = v->out = NULL;
+        if (v->in_next)
+            v->in_next->v = NULL;
+        v->in = v->out = v->in_next = NULL;
         vc_unlink(v, "shutdown");
     }
     free(r);

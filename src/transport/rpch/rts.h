@@ -151,6 +151,10 @@ void mp_rts_conn_a3(struct mp_rts_pdu *pdu, uint32_t conn_timeout);
 void mp_rts_conn_c2(struct mp_rts_pdu *pdu, uint32_t version, uint32_t recv_window,
                     uint32_t conn_timeout);
 void mp_rts_ping(struct mp_rts_pdu *pdu);
+/* IN_R1/A4 (2.2.4.13, the layout of IN_R1/A3): Destination FDClient,
+ * Version, the inbound proxy's ReceiveWindowSize and ConnectionTimeout. */
+void mp_rts_in_r1_a4(struct mp_rts_pdu *pdu, uint32_t version, uint32_t recv_window,
+                     uint32_t conn_timeout);
 void mp_rts_flow_ack(struct mp_rts_pdu *pdu, int with_destination, uint32_t destination,
                      uint32_t bytes_received, uint32_t available_window,
                      const struct mp_rts_cookie *channel);

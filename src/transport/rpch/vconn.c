@@ -24,6 +24,7 @@ void mp_rpch_vc_free(struct mp_rpch_vc *vc)
     mp_buf_free(&vc->out_q);
     mp_buf_free(&vc->held);
     mp_buf_free(&vc->up_q);
+    mp_buf_free(&vc->in_next_acc);
     vc->state = MP_RPCH_CLOSED;
 }
 
@@ -50,15 +51,20 @@ static const char *decode_as(const uint8_t *p, size_t n, enum mp_rts_kind want,
         return err;
     if (mp_rts_identify(pdu) != want)
         return want == MP_RTS_CONN_A1 ? "OUT channel did not start with CONN/A1"
-                                      : "IN channel did not start with CONN/B1";
+                                      : "IN channel did not start with CONN/B1 or IN_R1/A1";
     return NULL;
 }
 
 const char *mp_rpch_first_cookie(const uint8_t *p, size_t n, bool out_channel,
-                                 struct mp_rts_cookie *vc_cookie)
+                                 struct mp_rts_cookie *vc_cookie, bool *recycle)
 {
     struct mp_rts_pdu pdu;
+    *recycle = false;
     const char *err = decode_as(p, n, out_channel ? MP_RTS_CONN_A1 : MP_RTS_CONN_B1, &pdu);
+    if (err && !out_channel && !decode_as(p, n, MP_RTS_IN_R1_A1, &pdu)) {
+        err = NULL;
+        *recycle = true;
+    }
     if (!err)
         *vc_cookie = pdu.cmd[1].v.cookie;
     return err;
@@ -130,6 +136,70 @@ const char *mp_rpch_vc_conn_b1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
     return maybe_open(vc);
 }
 
+const char *mp_rpch_vc_in_r1_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n,
+                                uint64_t in_length)
+{
+    struct mp_rts_pdu pdu;
+    const char *err = decode_as(p, n, MP_RTS_IN_R1_A1, &pdu);
+    if (err)
+        return err;
+    if (vc->state != MP_RPCH_OPEN)
+        return "IN_R1/A1 before the virtual connection is open";
+    if (vc->in_recycling)
+        return "IN_R1/A1 while an IN channel is already being recycled";
+    if (memcmp(&vc->vc_cookie, &pdu.cmd[1].v.cookie, 16) != 0)
+        return "IN_R1/A1 for another virtual connection";
+    if (memcmp(&vc->in_cookie, &pdu.cmd[2].v.cookie, 16) != 0)
+        return "IN_R1/A1 names another predecessor IN channel";
+    if (!memcmp(&vc->in_cookie, &pdu.cmd[3].v.cookie, 16))
+        return "IN_R1/A1 successor cookie is the predecessor's";
+    if (in_length < n)
+        return "RPC_IN_DATA Content-Length shorter than IN_R1/A1";
+    vc->in_recycling = true;
+    vc->in_next_cookie = pdu.cmd[3].v.cookie;
+    vc->in_next_left = in_length - n;
+    uint32_t version = vc->version < pdu.cmd[0].v.u32 ? vc->version : pdu.cmd[0].v.u32;
+    struct mp_rts_pdu a4;
+    mp_rts_in_r1_a4(&a4, version, vc->lim.recv_window, vc->lim.conn_timeout);
+    return queue_rts(vc, &a4);
+}
+
+const char *mp_rpch_vc_in_next_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
+{
+    if (!vc->in_recycling)
+        return "successor IN channel data after the switch";
+    if (n > vc->in_next_left)
+        return "IN channel data beyond its Content-Length";
+    if (mp_buf_avail(&vc->in_next_acc) + n > vc->lim.max_pending)
+        return "successor IN channel sends too much before IN_R1/A5";
+    vc->in_next_left -= n;
+    if (mp_buf_append(&vc->in_next_acc, p, n))
+        return "out of memory";
+    return NULL;
+}
+
+/* IN_R1/A5 was the last PDU of the predecessor: the successor becomes the
+ * IN channel.  Its flow control starts at 0 bytes with a whole window
+ * (on top of what the association has not taken yet). */
+static const char *in_switch(struct mp_rpch_vc *vc)
+{
+    if (mp_buf_avail(&vc->in_acc))
+        return "data on the predecessor IN channel after IN_R1/A5";
+    mp_buf_free(&vc->in_acc);
+    vc->in_acc = vc->in_next_acc;
+    memset(&vc->in_next_acc, 0, sizeof(vc->in_next_acc));
+    vc->in_left = vc->in_next_left;
+    vc->in_next_left = 0;
+    vc->in_cookie = vc->in_next_cookie;
+    vc->in_base = vc->in_received;
+    if (vc->in_limit < vc->in_received + vc->lim.recv_window)
+        vc->in_limit = vc->in_received + vc->lim.recv_window;
+    vc->in_recycling = false;
+    vc->in_switched = true;
+    vc->in_recycles++;
+    return NULL;
+}
+
 int mp_rpch_next_pdu(const struct mp_buf *b, struct mp_pdu_hdr *h, const char **err)
 {
     if (mp_buf_avail(b) < MP_HDR_LEN)
@@ -198,9 +268,17 @@ static const char *in_rts(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
         vc->out_window = ack->v.ack.available_window;
         vc->acks_received++;
         return release_held(vc);
+    case MP_RTS_IN_R1_A5:
+        if (!vc->in_recycling)
+            return "IN_R1/A5 without a successor IN channel";
+        if (memcmp(&pdu.cmd[0].v.cookie, &vc->in_next_cookie, 16) != 0)
+            return "IN_R1/A5 names another successor IN channel";
+        vc->in_a5 = true;
+        return NULL;
     case MP_RTS_IN_R1_A1:
+        return "IN_R1/A1 on an open IN channel (recycling starts on a new RPC_IN_DATA)";
     case MP_RTS_OUT_R1_A3:
-        return "channel recycling on this virtual connection is not supported yet";
+        return "OUT channel recycling on this virtual connection is not supported yet";
     default:
         return "unexpected RTS PDU on the IN channel";
     }
@@ -223,6 +301,13 @@ const char *mp_rpch_vc_in_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
         if (h.ptype == MP_PT_RTS) {
             if ((err = in_rts(vc, q, h.frag_len)))
                 return err;
+            if (vc->in_a5) {
+                vc->in_a5 = false;
+                mp_buf_consume(&vc->in_acc, h.frag_len);
+                if ((err = in_switch(vc)))
+                    return err;
+                continue;
+            }
         } else {
             /* 3.2.1.1.4: RPC PDUs only count against the window */
             vc->in_received += h.frag_len;
@@ -245,10 +330,14 @@ const char *mp_rpch_vc_consumed(struct mp_rpch_vc *vc, size_t n)
     /* BytesReceived, and the room left: what the client may still send is
      * in_consumed + window (2.2.3.4) */
     struct mp_rts_pdu ack;
-    uint32_t avail = vc->lim.recv_window - (uint32_t)(vc->in_received - vc->in_consumed);
-    mp_rts_flow_ack(&ack, 0, 0, (uint32_t)vc->in_received, avail, &vc->in_cookie);
+    uint64_t unconsumed = vc->in_received - vc->in_consumed;
+    uint32_t avail =
+        unconsumed >= vc->lim.recv_window ? 0 : vc->lim.recv_window - (uint32_t)unconsumed;
+    /* BytesReceived counts the current IN channel only */
+    mp_rts_flow_ack(&ack, 0, 0, (uint32_t)(vc->in_received - vc->in_base), avail, &vc->in_cookie);
     vc->in_acked = vc->in_consumed;
-    vc->in_limit = vc->in_consumed + vc->lim.recv_window;
+    if (vc->in_limit < vc->in_consumed + vc->lim.recv_window) /* never lowered */
+        vc->in_limit = vc->in_consumed + vc->lim.recv_window;
     vc->acks_sent++;
     return queue_rts(vc, &ack);
 }

@@ -45,17 +45,28 @@ struct mp_rpch_vc {
     struct mp_buf out_q;  /* bytes to write on the OUT channel */
     struct mp_buf held;   /* server PDUs waiting for the client's window */
     struct mp_buf up_q;   /* inner PDUs for the association, whole PDUs */
+    /* IN channel recycling (3.2.3.5.x, IN_R1): the successor channel named
+     * by IN_R1/A1 waits, its bytes held in in_next_acc, until IN_R1/A5 on
+     * the predecessor; then it is the IN channel. */
+    bool in_recycling;
+    bool in_switched; /* set on the switch; the caller clears it */
+    bool in_a5;       /* IN_R1/A5 just decoded */
+    struct mp_rts_cookie in_next_cookie;
+    uint64_t in_next_left;     /* the successor's Content-Length not yet consumed */
+    struct mp_buf in_next_acc; /* the successor's bytes before the switch */
+    uint64_t in_base;          /* in_received when the current IN channel began */
+    unsigned in_recycles;
     unsigned pings, keepalives, acks_sent, acks_received;
 };
 
 void mp_rpch_vc_init(struct mp_rpch_vc *vc, const struct mp_rpch_limits *lim);
 void mp_rpch_vc_free(struct mp_rpch_vc *vc);
 
-/* The first PDU of a channel's body: CONN/A1 on RPC_OUT_DATA, CONN/B1 on
- * RPC_IN_DATA.  Reads the cookie without changing anything, for pairing
- * the two channels in a registry. */
+/* The first PDU of a channel's body: CONN/A1 on RPC_OUT_DATA, CONN/B1 or
+ * IN_R1/A1 (*recycle set) on RPC_IN_DATA.  Reads the cookie without
+ * changing anything, for pairing the two channels in a registry. */
 const char *mp_rpch_first_cookie(const uint8_t *p, size_t n, bool out_channel,
-                                 struct mp_rts_cookie *vc_cookie);
+                                 struct mp_rts_cookie *vc_cookie, bool *recycle);
 
 /* CONN/A1 arrived on the OUT channel: CONN/A3 is queued on out_q. */
 const char *mp_rpch_vc_conn_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
@@ -63,6 +74,14 @@ const char *mp_rpch_vc_conn_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
  * Content-Length). Once both are in, CONN/C2 is queued: state OPEN. */
 const char *mp_rpch_vc_conn_b1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n,
                                uint64_t in_length);
+/* IN_R1/A1 arrived on a new RPC_IN_DATA (body length in_length): it names
+ * this virtual connection and its IN channel as predecessor.  IN_R1/A4 is
+ * queued on out_q (we are the inbound proxy, the server and the outbound
+ * proxy at once). */
+const char *mp_rpch_vc_in_r1_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n,
+                                uint64_t in_length);
+/* Bytes of the successor IN channel's body before the switch: held. */
+const char *mp_rpch_vc_in_next_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
 /* More bytes of the IN channel's body (after CONN/B1).  RTS PDUs are
  * handled (FlowControlAck, Ping, Keep-Alive), RPC PDUs go to up_q under
  * our receive window (a client beyond it is refused). */
