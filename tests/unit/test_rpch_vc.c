@@ -163,7 +163,7 @@ static void test_bad_input(void)
 static void test_in_recycling(void)
 {
     open_vc();
-    uint8_t a1[128], a5[64], b[2048];
+    uint8_t a1[128], a5[64], b[4096];
     size_t n1 = t_unhex(IMPACKET_IN_R1_A1, a1, sizeof a1);
     size_t n5 = t_unhex(IMPACKET_IN_R1_A5, a5, sizeof a5);
     struct mp_rts_cookie c;
@@ -176,9 +176,9 @@ static void test_in_recycling(void)
     CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1 - 1, 4096) != NULL);
     CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, n1 - 1) != NULL);
     CHECK(!vc.in_recycling);
-    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, n1 + 3000) == NULL);
+    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, n1 + 6000) == NULL);
     CHECK(vc.in_recycling);
-    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, n1 + 3000) != NULL); /* a second one */
+    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, n1 + 6000) != NULL); /* a second one */
     struct mp_rts_pdu p;
     CHECK_EQ(mp_buf_avail(&vc.out_q), 52u);
     CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), 52, &p) == NULL);
@@ -191,7 +191,7 @@ static void test_in_recycling(void)
     CHECK(mp_rpch_vc_in_next_data(&vc, b, n) == NULL);
     CHECK_EQ(mp_buf_avail(&vc.up_q), 1000u);
     /* A5 naming another successor: refused */
-    uint8_t bad[64];
+    uint8_t bad[256];
     memcpy(bad, a5, n5);
     bad[39] ^= 1;
     /* A5 on the predecessor: the switch, the held request flows */
@@ -200,16 +200,16 @@ static void test_in_recycling(void)
     CHECK_EQ(vc.in_recycles, 1u);
     CHECK_EQ(mp_buf_avail(&vc.up_q), 1500u);
     CHECK(vc.in_cookie.b[0] == 0x30);
-    CHECK_EQ(vc.in_left, 3000u - 500u);
+    CHECK_EQ(vc.in_left, 6000u - 500u);
     /* the association takes it all: the ack names the successor, counts 500 */
     CHECK(mp_rpch_vc_consumed(&vc, 1500) == NULL);
     CHECK(mp_rpch_vc_consumed(&vc, 0) == NULL);
-    n = request(b, 2000, 3);
+    n = request(b, 2600, 3); /* 4100 taken in all: past half the window */
     CHECK(mp_rpch_vc_in_data(&vc, b, n) == NULL);
-    CHECK(mp_rpch_vc_consumed(&vc, 2000) == NULL);
+    CHECK(mp_rpch_vc_consumed(&vc, 2600) == NULL);
     CHECK_EQ(vc.acks_sent, 1u);
     CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), mp_buf_avail(&vc.out_q), &p) == NULL);
-    CHECK_EQ(p.cmd[0].v.ack.bytes_received, 2500u);
+    CHECK_EQ(p.cmd[0].v.ack.bytes_received, 3100u); /* 500 + 2600 on the successor */
     CHECK(p.cmd[0].v.ack.channel.b[0] == 0x30);
     /* data after the switch for the successor's handle: refused */
     CHECK(mp_rpch_vc_in_next_data(&vc, b, 10) != NULL);
