@@ -13,11 +13,12 @@ from impacket.http import AUTH_BASIC, AUTH_NTLM
 import pytest
 
 from conftest import ROOT
-from test_rpch import ALICE_PW, PRIVACY, env, reference, start  # noqa: F401 (fixtures)
+from test_rpch import ALICE_PW, PRIVACY, channel, env, reference, start  # noqa: F401
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 from rpch_recycle import in_r1_a1, in_r1_a5, parse_in_r1_a4, recycling_dce  # noqa: E402
 from test_lab_auth import nspi_answers, rfr_answers  # noqa: E402
+from test_lab_rpch import drain  # noqa: E402
 
 
 IN_LENGTH = 1024  # RPC_IN_DATA Content-Length: a few calls each
@@ -81,3 +82,27 @@ def test_in_channel_recycled_mid_session(make_proxy, env, reference, http_auth):
     assert log.count("IN channel recycled") >= nspi_recycles + rfr_recycles
     assert "not supported" not in log
     assert ALICE_PW not in log
+
+
+def test_bad_recycling_requests(make_proxy, env, reference):  # noqa: F811
+    """An IN_R1/A1 for an unknown virtual connection, or naming another
+    predecessor than the live IN channel, closes that request only: the
+    session it names goes on and still recycles."""
+    p = start(make_proxy, env)
+    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC, "alice", ALICE_PW,
+                         PRIVACY, in_length=IN_LENGTH)
+    assert nspi_answers(d) == reference[1]
+    vc = t._RPCProxyClient__virtualConnectionCookie
+    drain(channel(p.http_port, "RPC_IN_DATA", 4096, in_r1_a1(os.urandom(16), os.urandom(16),
+                                                             os.urandom(16))))
+    drain(channel(p.http_port, "RPC_IN_DATA", 4096, in_r1_a1(vc, os.urandom(16),
+                                                             os.urandom(16))))
+    before = t.in_recycles
+    for _ in range(3):
+        assert nspi_answers(d) == reference[1]
+    assert t.in_recycles > before
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    assert "IN_R1/A1 for an unknown virtual connection" in log
+    assert "IN_R1/A1 names another predecessor IN channel" in log
