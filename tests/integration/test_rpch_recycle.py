@@ -106,3 +106,26 @@ def test_bad_recycling_requests(make_proxy, env, reference):  # noqa: F811
     log = p.log()
     assert "IN_R1/A1 for an unknown virtual connection" in log
     assert "IN_R1/A1 names another predecessor IN channel" in log
+
+
+@pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
+def test_out_channel_recycled_mid_session(make_proxy, env, reference, http_auth):  # noqa: F811
+    """The proxy's OUT channel answer is 16 KiB long: before it runs out
+    the proxy asks for OUT recycling (OUT_R1/A2) and the client moves to a
+    new RPC_OUT_DATA, while its 1 KiB IN channel recycles too."""
+    p = start(make_proxy, env, **{"mapiproxy:rpc over http out channel length": "16K"})
+    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, http_auth, "alice", ALICE_PW,
+                         PRIVACY, in_length=IN_LENGTH)
+    try:
+        for _ in range(8):
+            assert nspi_answers(d) == reference[1]
+    except BaseException:
+        print(p.log()[-4000:])
+        raise
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    print("recycles: IN %d, OUT %d" % (t.in_recycles, t.out_recycles))
+    assert t.out_recycles >= 2 and t.in_recycles >= 3, (t.out_recycles, t.in_recycles)
+    assert all(a["timeout"] >= 120000 for a in t.a6)
+    assert log.count("OUT channel recycled") >= t.out_recycles

@@ -14,6 +14,8 @@ void mp_rpch_vc_init(struct mp_rpch_vc *vc, const struct mp_rpch_limits *lim)
     if (vc->lim.conn_timeout < MP_RTS_MIN_CONN_TIMEOUT ||
         vc->lim.conn_timeout > MP_RTS_MAX_CONN_TIMEOUT)
         vc->lim.conn_timeout = MP_RTS_MIN_CONN_TIMEOUT;
+    if (!vc->lim.out_length)
+        vc->lim.out_length = 1u << 30;
     vc->state = MP_RPCH_WAIT_CHANNELS;
     vc->in_limit = vc->lim.recv_window;
 }
@@ -34,6 +36,7 @@ static const char *queue_rts(struct mp_rpch_vc *vc, const struct mp_rts_pdu *pdu
     size_t n = mp_rts_encode(pdu, b, sizeof(b));
     if (!n || mp_buf_append(&vc->out_q, b, n))
         return "out of memory";
+    vc->out_chan_sent += n;
     return NULL;
 }
 
@@ -50,8 +53,9 @@ static const char *decode_as(const uint8_t *p, size_t n, enum mp_rts_kind want,
     if ((err = mp_rts_decode(p, n, pdu)))
         return err;
     if (mp_rts_identify(pdu) != want)
-        return want == MP_RTS_CONN_A1 ? "OUT channel did not start with CONN/A1"
-                                      : "IN channel did not start with CONN/B1 or IN_R1/A1";
+        return want == MP_RTS_CONN_A1 || want == MP_RTS_OUT_R1_A3
+                   ? "OUT channel did not start with CONN/A1 or OUT_R1/A3"
+                   : "IN channel did not start with CONN/B1 or IN_R1/A1";
     return NULL;
 }
 
@@ -61,7 +65,7 @@ const char *mp_rpch_first_cookie(const uint8_t *p, size_t n, bool out_channel,
     struct mp_rts_pdu pdu;
     *recycle = false;
     const char *err = decode_as(p, n, out_channel ? MP_RTS_CONN_A1 : MP_RTS_CONN_B1, &pdu);
-    if (err && !out_channel && !decode_as(p, n, MP_RTS_IN_R1_A1, &pdu)) {
+    if (err && !decode_as(p, n, out_channel ? MP_RTS_OUT_R1_A3 : MP_RTS_IN_R1_A1, &pdu)) {
         err = NULL;
         *recycle = true;
     }
@@ -226,11 +230,72 @@ const char *mp_rpch_release_held(struct mp_buf *held, struct mp_buf *dst, uint64
     return NULL;
 }
 
-/* Moves held server PDUs to out_q while the client's window has room. */
+/* Room kept in an OUT channel's Content-Length for RTS PDUs (A2, A6, A10,
+ * Pings, FlowControlAcks) once RPC PDUs stop. */
+#define OUT_RESERVE 1024u
+
+/* Moves held server PDUs to out_q while the client's window and the OUT
+ * channel's Content-Length have room; asks for recycling (OUT_R1/A2) when
+ * the channel's length would run out. */
 static const char *release_held(struct mp_rpch_vc *vc)
 {
-    return mp_rpch_release_held(&vc->held, &vc->out_q, &vc->out_sent,
-                                vc->out_acked + vc->out_window);
+    if (vc->out_recycling)
+        return NULL; /* plugged until the successor OUT channel */
+    uint64_t room = vc->lim.out_length - OUT_RESERVE;
+    room = vc->out_chan_sent < room ? room - vc->out_chan_sent : 0;
+    uint64_t limit = vc->out_acked + vc->out_window;
+    if (limit > vc->out_sent + room)
+        limit = vc->out_sent + room;
+    uint64_t before = vc->out_sent;
+    const char *err = mp_rpch_release_held(&vc->held, &vc->out_q, &vc->out_sent, limit);
+    vc->out_chan_sent += vc->out_sent - before;
+    if (err || mp_buf_avail(&vc->held) < MP_HDR_LEN)
+        return err;
+    size_t next = mp_get16(mp_buf_head(&vc->held) + 8);
+    if (next + OUT_RESERVE > vc->lim.out_length)
+        return "server PDU larger than the OUT channel's Content-Length";
+    if (vc->out_chan_sent + next + OUT_RESERVE <= vc->lim.out_length)
+        return NULL; /* the client's window, not the channel */
+    struct mp_rts_pdu a2;
+    mp_rts_out_r1_a2(&a2);
+    vc->out_recycling = true;
+    return queue_rts(vc, &a2);
+}
+
+const char *mp_rpch_vc_out_r1_a3(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
+{
+    struct mp_rts_pdu pdu;
+    const char *err = decode_as(p, n, MP_RTS_OUT_R1_A3, &pdu);
+    if (err)
+        return err;
+    if (vc->state != MP_RPCH_OPEN || !vc->out_recycling)
+        return "OUT_R1/A3 without OUT_R1/A2";
+    if (vc->out_have_a3)
+        return "second OUT_R1/A3 for the virtual connection";
+    if (memcmp(&vc->vc_cookie, &pdu.cmd[1].v.cookie, 16) != 0)
+        return "OUT_R1/A3 for another virtual connection";
+    if (memcmp(&vc->out_cookie, &pdu.cmd[2].v.cookie, 16) != 0)
+        return "OUT_R1/A3 names another predecessor OUT channel";
+    uint32_t window = pdu.cmd[4].v.u32;
+    if (window < MP_RTS_MIN_WINDOW || window > MP_RTS_MAX_WINDOW)
+        return "OUT_R1/A3 ReceiveWindowSize out of range";
+    vc->out_have_a3 = true;
+    vc->out_next_cookie = pdu.cmd[3].v.cookie;
+    vc->out_next_window = window;
+    uint32_t version = vc->version < pdu.cmd[0].v.u32 ? vc->version : pdu.cmd[0].v.u32;
+    struct mp_rts_pdu a6;
+    mp_rts_out_r1_a6(&a6, version, vc->lim.conn_timeout);
+    return queue_rts(vc, &a6);
+}
+
+const char *mp_rpch_vc_out_switch(struct mp_rpch_vc *vc)
+{
+    vc->out_cookie = vc->out_next_cookie;
+    vc->out_window = vc->out_next_window;
+    vc->out_sent = vc->out_acked = vc->out_chan_sent = 0;
+    vc->out_recycling = vc->out_have_a3 = vc->out_switch = false;
+    vc->out_recycles++;
+    return release_held(vc);
 }
 
 static const char *in_rts(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
@@ -275,10 +340,20 @@ static const char *in_rts(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
             return "IN_R1/A5 names another successor IN channel";
         vc->in_a5 = true;
         return NULL;
+    case MP_RTS_OUT_R1_A7:
+        if (!vc->out_have_a3)
+            return "OUT_R1/A7 without a successor OUT channel";
+        if (pdu.cmd[0].v.u32 != MP_RTS_FD_SERVER ||
+            memcmp(&pdu.cmd[1].v.cookie, &vc->out_next_cookie, 16) != 0)
+            return "OUT_R1/A7 names another successor OUT channel";
+        vc->out_switch = true;
+        struct mp_rts_pdu a10;
+        mp_rts_out_r1_a10(&a10);
+        return queue_rts(vc, &a10);
     case MP_RTS_IN_R1_A1:
         return "IN_R1/A1 on an open IN channel (recycling starts on a new RPC_IN_DATA)";
     case MP_RTS_OUT_R1_A3:
-        return "OUT channel recycling on this virtual connection is not supported yet";
+        return "OUT_R1/A3 on the IN channel";
     default:
         return "unexpected RTS PDU on the IN channel";
     }
@@ -301,6 +376,10 @@ const char *mp_rpch_vc_in_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
         if (h.ptype == MP_PT_RTS) {
             if ((err = in_rts(vc, q, h.frag_len)))
                 return err;
+            if (vc->out_switch) { /* the caller moves the OUT channel first */
+                mp_buf_consume(&vc->in_acc, h.frag_len);
+                return NULL;
+            }
             if (vc->in_a5) {
                 vc->in_a5 = false;
                 mp_buf_consume(&vc->in_acc, h.frag_len);

@@ -26,6 +26,7 @@ struct mp_rpch_limits {
     uint32_t recv_window;  /* ours, for the IN channel (CONN/C2) */
     uint32_t conn_timeout; /* ms, CONN/A3 and CONN/C2 */
     uint64_t max_pending;  /* bytes held for the client beyond its window */
+    uint64_t out_length;   /* the OUT channel answer's Content-Length (0: 1 GiB) */
 };
 
 struct mp_rpch_vc {
@@ -56,14 +57,25 @@ struct mp_rpch_vc {
     struct mp_buf in_next_acc; /* the successor's bytes before the switch */
     uint64_t in_base;          /* in_received when the current IN channel began */
     unsigned in_recycles;
+    /* OUT channel recycling (OUT_R1): out_chan_sent counts what the current
+     * OUT channel carried; before an RPC PDU would leave too little of its
+     * Content-Length, OUT_R1/A2 goes out and RPC PDUs wait (out_recycling)
+     * until OUT_R1/A7 on the IN channel: OUT_R1/A10 is the old channel's
+     * last PDU (out_switch: the caller writes out_q to the old channel,
+     * then calls mp_rpch_vc_out_switch). */
+    uint64_t out_chan_sent;
+    bool out_recycling, out_have_a3, out_switch;
+    struct mp_rts_cookie out_next_cookie;
+    uint32_t out_next_window;
+    unsigned out_recycles;
     unsigned pings, keepalives, acks_sent, acks_received;
 };
 
 void mp_rpch_vc_init(struct mp_rpch_vc *vc, const struct mp_rpch_limits *lim);
 void mp_rpch_vc_free(struct mp_rpch_vc *vc);
 
-/* The first PDU of a channel's body: CONN/A1 on RPC_OUT_DATA, CONN/B1 or
- * IN_R1/A1 (*recycle set) on RPC_IN_DATA.  Reads the cookie without
+/* The first PDU of a channel's body: CONN/A1 or OUT_R1/A3 (*recycle set)
+ * on RPC_OUT_DATA, CONN/B1 or IN_R1/A1 (*recycle set) on RPC_IN_DATA.  Reads the cookie without
  * changing anything, for pairing the two channels in a registry. */
 const char *mp_rpch_first_cookie(const uint8_t *p, size_t n, bool out_channel,
                                  struct mp_rts_cookie *vc_cookie, bool *recycle);
@@ -80,6 +92,12 @@ const char *mp_rpch_vc_conn_b1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
  * proxy at once). */
 const char *mp_rpch_vc_in_r1_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n,
                                 uint64_t in_length);
+/* OUT_R1/A3 arrived on a new RPC_OUT_DATA after our OUT_R1/A2: OUT_R1/A6
+ * is queued on out_q (for the predecessor OUT channel). */
+const char *mp_rpch_vc_out_r1_a3(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
+/* out_q went to the predecessor OUT channel (OUT_R1/A10 last): the
+ * successor is the OUT channel, with its own window; held PDUs move. */
+const char *mp_rpch_vc_out_switch(struct mp_rpch_vc *vc);
 /* Bytes of the successor IN channel's body before the switch: held. */
 const char *mp_rpch_vc_in_next_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
 /* More bytes of the IN channel's body (after CONN/B1).  RTS PDUs are
