@@ -16,7 +16,8 @@ from conftest import ROOT
 from test_rpch import ALICE_PW, PRIVACY, channel, env, reference, start  # noqa: F401
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
-from rpch_recycle import in_r1_a1, in_r1_a5, parse_in_r1_a4, recycling_dce  # noqa: E402
+from rpch_recycle import (ance, in_r1_a1, in_r1_a5, is_out_r1_a2, out_r1_a3,  # noqa: E402
+                          out_r1_a7, parse_in_r1_a4, parse_out_r1_a6, recycling_dce)
 from test_lab_auth import nspi_answers, rfr_answers  # noqa: E402
 from test_lab_rpch import drain  # noqa: E402
 
@@ -57,6 +58,18 @@ def test_pdus_match_impacket_structures():
     a4 = impacket_rts(rpch.RTS_FLAG_NONE, [d, v, w, t])
     assert parse_in_r1_a4(a4) == {"version": 1, "window": 0x10000, "timeout": 120000}
     assert parse_in_r1_a4(in_r1_a5(succ)) is None
+    # OUT_R1
+    assert out_r1_a3(vc, pred, succ, 0x10000) == impacket_rts(
+        rpch.RTS_FLAG_RECYCLE_CHANNEL,
+        [v, impacket_cookie(vc), impacket_cookie(pred), impacket_cookie(succ), w])
+    ds = rpch.Destination()
+    ds["Destination"] = rpch.FDServer
+    assert out_r1_a7(succ) == impacket_rts(rpch.RTS_FLAG_OUT_CHANNEL,
+                                           [ds, impacket_cookie(succ), v])
+    assert ance() == impacket_rts(rpch.RTS_FLAG_NONE, [rpch.ANCE()])
+    assert is_out_r1_a2(impacket_rts(rpch.RTS_FLAG_RECYCLE_CHANNEL, [d]))
+    assert parse_out_r1_a6(impacket_rts(rpch.RTS_FLAG_OUT_CHANNEL, [d, v, t])) == {
+        "version": 1, "timeout": 120000}
 
 
 @pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])

@@ -232,8 +232,78 @@ static void test_in_recycling(void)
     mp_rpch_vc_free(&vc);
 }
 
+/* OUT channel recycling (OUT_R1) with an 8 KiB OUT channel: A2 before a
+ * PDU would leave less than the reserve, PDUs held, A3 -> A6, A7 -> A10,
+ * then the switch releases them under the successor's window. */
+static void test_out_recycling(void)
+{
+    struct mp_rpch_limits lim = LIM;
+    lim.out_length = 8192;
+    uint8_t a1[128], b1[128], a3[128], a7[128], b[4096];
+    size_t na = t_unhex(IMPACKET_A1, a1, sizeof a1), nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
+    size_t n3 = t_unhex(IMPACKET_OUT_R1_A3, a3, sizeof a3);
+    size_t n7 = t_unhex(IMPACKET_OUT_R1_A7, a7, sizeof a7);
+    mp_rpch_vc_init(&vc, &lim);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb, 1u << 30) == NULL);
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+    CHECK_EQ(vc.out_chan_sent, 72u); /* CONN/A3 + CONN/C2 */
+    struct mp_rts_cookie c;
+    bool rec;
+    CHECK(mp_rpch_first_cookie(a3, n3, true, &c, &rec) == NULL && rec);
+    CHECK(mp_rpch_vc_out_r1_a3(&vc, a3, n3) != NULL); /* before A2 */
+    CHECK(mp_rpch_vc_in_data(&vc, a7, n7) != NULL);   /* A7 before A3 */
+    mp_rpch_vc_free(&vc);
+    mp_rpch_vc_init(&vc, &lim);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb, 1u << 30) == NULL);
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+    size_t n = request(b, 3000, 1);
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL);
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 6000u);
+    CHECK(!vc.out_recycling);
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL); /* 72 + 9000 + 1024 > 8192 */
+    CHECK(vc.out_recycling);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 6028u); /* + OUT_R1/A2 */
+    CHECK_EQ(mp_buf_avail(&vc.held), 3000u);
+    struct mp_rts_pdu p;
+    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q) + 6000, 28, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_OUT_R1_A1); /* A2's layout */
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL); /* still held */
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 0u);
+    CHECK(mp_rpch_vc_out_r1_a3(&vc, a3, n3) == NULL);
+    CHECK(mp_rpch_vc_out_r1_a3(&vc, a3, n3) != NULL); /* a second one */
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 44u);           /* OUT_R1/A6 */
+    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), 44, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_OUT_R1_A5);
+    mp_buf_consume(&vc.out_q, 44);
+    CHECK(mp_rpch_vc_in_data(&vc, a7, n7) == NULL);
+    CHECK(vc.out_switch);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 24u); /* OUT_R1/A10 */
+    mp_buf_consume(&vc.out_q, 24);
+    CHECK(mp_rpch_vc_out_switch(&vc) == NULL);
+    CHECK(!vc.out_switch && !vc.out_recycling);
+    CHECK(vc.out_cookie.b[0] == 0x40);
+    CHECK_EQ(vc.out_recycles, 1u);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 6000u); /* both held PDUs on the successor */
+    CHECK_EQ(vc.out_sent, 6000u);
+    CHECK_EQ(vc.out_chan_sent, 6000u);
+    mp_rpch_vc_free(&vc);
+    /* a PDU larger than the channel minus the reserve: refused */
+    lim.out_length = 4096;
+    mp_rpch_vc_init(&vc, &lim);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb, 1u << 30) == NULL);
+    n = request(b, 3500, 1);
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) != NULL);
+    mp_rpch_vc_free(&vc);
+}
+
 int main(void)
 {
+    test_out_recycling();
     test_in_recycling();
     test_establish_and_relay();
     test_out_window();

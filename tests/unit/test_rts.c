@@ -209,8 +209,37 @@ static void test_in_recycling_pdus(void)
     CHECK(mp_rts_decode(b, n, &p) != NULL || mp_rts_identify(&p) != MP_RTS_IN_R1_A1);
 }
 
+/* OUT channel recycling PDUs: our A2, A6, A10 builders give Impacket's
+ * bytes; the client's A3 and A7 decode and are named. */
+static void test_out_recycling_pdus(void)
+{
+    uint8_t b[256], out[128];
+    struct mp_rts_pdu p;
+    size_t n = t_unhex(IMPACKET_OUT_R1_A2, b, sizeof b);
+    mp_rts_out_r1_a2(&p);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A1);
+    n = t_unhex(IMPACKET_OUT_R1_A6, b, sizeof b);
+    mp_rts_out_r1_a6(&p, 1, 120000);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A5);
+    n = t_unhex(IMPACKET_OUT_R1_A10, b, sizeof b);
+    mp_rts_out_r1_a10(&p);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A9);
+    n = t_unhex(IMPACKET_OUT_R1_A3, b, sizeof b);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A3);
+    CHECK_EQ(p.cmd[4].v.u32, 65536u);
+    CHECK(roundtrip(b, n));
+    n = t_unhex(IMPACKET_OUT_R1_A7, b, sizeof b);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A7);
+    CHECK_EQ(p.cmd[0].v.u32, (uint32_t)MP_RTS_FD_SERVER);
+    CHECK(roundtrip(b, n));
+}
+
 int main(void)
 {
+    test_out_recycling_pdus();
     test_in_recycling_pdus();
     test_impacket_vectors();
     test_builders();
