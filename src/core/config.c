@@ -902,6 +902,8 @@ static const struct opt options[] = {
     {"mapiproxy:rpc over http connection timeout", K_UINT, F(rpch_conn_timeout_s), 120, 14400,
      "seconds"},
     {"mapiproxy:rpc over http pairing timeout", K_UINT, F(rpch_pair_timeout_s), 1, 3600, "seconds"},
+    {"mapiproxy:rpc over http out channel length", K_SIZE, F(rpch_out_length), 4u << 10, 1u << 30,
+     "bytes"},
     {"mapiproxy:rpc over http upstream", K_HTTP_URL, F(rpch_upstream), 0, 0, NULL},
     {"mapiproxy:rpc over http upstream server", K_STR, F(rpch_upstream_server), 0, 0, NULL},
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
@@ -1921,6 +1923,7 @@ static void set_defaults(struct mp_config *c)
     c->rpch_window = 64u << 10;
     c->rpch_conn_timeout_s = 120;
     c->rpch_pair_timeout_s = 30;
+    c->rpch_out_length = 1u << 30;
     snprintf(c->http_relay_paths, sizeof c->http_relay_paths, "%s", MP_HTTP_DEFAULT_RELAY_PATHS);
 }
 

@@ -183,6 +183,7 @@ struct mp_config {
     uint32_t rpch_window;         /* mapiproxy:rpc over http receive window (64 KiB) */
     uint32_t rpch_conn_timeout_s; /* mapiproxy:rpc over http connection timeout (120) */
     uint32_t rpch_pair_timeout_s; /* mapiproxy:rpc over http pairing timeout (30) */
+    uint32_t rpch_out_length;     /* mapiproxy:rpc over http out channel length (1 GiB) */
     /* mapiproxy:rpc over http upstream: the relay's upstream is the server's
      * /rpc/rpcproxy.dll instead of ncacn_ip_tcp (transport/rpch/upclient.h) */
     struct mp_http_url rpch_upstream;

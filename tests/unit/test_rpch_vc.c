@@ -1,6 +1,7 @@
 /* RPC over HTTP v2 virtual connection, proxy side (src/transport/rpch/vconn.c),
  * driven with the CONN/A1 and CONN/B1 bytes Impacket's rpch client sends
  * (cookies 00..0f virtual connection, 10..1f channel, 20..2f group). */
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -31,8 +32,9 @@ static void open_vc(void)
     size_t na = t_unhex(IMPACKET_A1, a1, sizeof a1), nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
     mp_rpch_vc_init(&vc, &LIM);
     struct mp_rts_cookie c;
-    CHECK(mp_rpch_first_cookie(a1, na, true, &c) == NULL && c.b[0] == 0 && c.b[15] == 15);
-    CHECK(mp_rpch_first_cookie(b1, nb, true, &c) != NULL); /* B1 is not an OUT start */
+    bool rec;
+    CHECK(mp_rpch_first_cookie(a1, na, true, &c, &rec) == NULL && c.b[0] == 0 && c.b[15] == 15);
+    CHECK(mp_rpch_first_cookie(b1, nb, true, &c, &rec) != NULL); /* B1 is not an OUT start */
     CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
     CHECK_EQ(mp_buf_avail(&vc.out_q), 28u); /* CONN/A3 */
     CHECK(vc.state == MP_RPCH_WAIT_CHANNELS);
@@ -155,8 +157,154 @@ static void test_bad_input(void)
     mp_rpch_vc_free(&vc);
 }
 
+/* IN channel recycling (IN_R1): the successor's IN_R1/A1 gets IN_R1/A4 on
+ * the OUT channel; its bytes wait until IN_R1/A5 on the predecessor; then
+ * they flow, acks name the successor and count its bytes from 0. */
+static void test_in_recycling(void)
+{
+    open_vc();
+    uint8_t a1[128], a5[64], b[4096];
+    size_t n1 = t_unhex(IMPACKET_IN_R1_A1, a1, sizeof a1);
+    size_t n5 = t_unhex(IMPACKET_IN_R1_A5, a5, sizeof a5);
+    struct mp_rts_cookie c;
+    bool rec;
+    CHECK(mp_rpch_first_cookie(a1, n1, false, &c, &rec) == NULL && rec && c.b[0] == 0);
+    CHECK(mp_rpch_first_cookie(a1, n1, true, &c, &rec) != NULL); /* not an OUT start */
+    size_t n = request(b, 1000, 1);
+    CHECK(mp_rpch_vc_in_data(&vc, b, n) == NULL); /* 1000 bytes on the predecessor */
+    /* cut short, or a Content-Length shorter than itself: refused */
+    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1 - 1, 4096) != NULL);
+    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, n1 - 1) != NULL);
+    CHECK(!vc.in_recycling);
+    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, n1 + 6000) == NULL);
+    CHECK(vc.in_recycling);
+    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, n1 + 6000) != NULL); /* a second one */
+    struct mp_rts_pdu p;
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 52u);
+    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), 52, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_IN_R1_A3); /* IN_R1/A4: A3's layout */
+    CHECK_EQ(p.cmd[0].v.u32, (uint32_t)MP_RTS_FD_CLIENT);
+    CHECK_EQ(p.cmd[2].v.u32, 0x2000u);
+    mp_buf_consume(&vc.out_q, 52);
+    /* successor bytes before A5: held */
+    n = request(b, 500, 2);
+    CHECK(mp_rpch_vc_in_next_data(&vc, b, n) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.up_q), 1000u);
+    /* A5 naming another successor: refused */
+    uint8_t bad[256];
+    memcpy(bad, a5, n5);
+    bad[39] ^= 1;
+    /* A5 on the predecessor: the switch, the held request flows */
+    CHECK(mp_rpch_vc_in_data(&vc, a5, n5) == NULL);
+    CHECK(vc.in_switched && !vc.in_recycling);
+    CHECK_EQ(vc.in_recycles, 1u);
+    CHECK_EQ(mp_buf_avail(&vc.up_q), 1500u);
+    CHECK(vc.in_cookie.b[0] == 0x30);
+    CHECK_EQ(vc.in_left, 6000u - 500u);
+    /* the association takes it all: the ack names the successor, counts 500 */
+    CHECK(mp_rpch_vc_consumed(&vc, 1500) == NULL);
+    CHECK(mp_rpch_vc_consumed(&vc, 0) == NULL);
+    n = request(b, 2600, 3); /* 4100 taken in all: past half the window */
+    CHECK(mp_rpch_vc_in_data(&vc, b, n) == NULL);
+    CHECK(mp_rpch_vc_consumed(&vc, 2600) == NULL);
+    CHECK_EQ(vc.acks_sent, 1u);
+    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), mp_buf_avail(&vc.out_q), &p) == NULL);
+    CHECK_EQ(p.cmd[0].v.ack.bytes_received, 3100u); /* 500 + 2600 on the successor */
+    CHECK(p.cmd[0].v.ack.channel.b[0] == 0x30);
+    /* data after the switch for the successor's handle: refused */
+    CHECK(mp_rpch_vc_in_next_data(&vc, b, 10) != NULL);
+    /* A5 with no recycling under way, and a wrong successor cookie */
+    CHECK(mp_rpch_vc_in_data(&vc, a5, n5) != NULL);
+    mp_rpch_vc_free(&vc);
+    open_vc();
+    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, 1u << 20) == NULL);
+    CHECK(mp_rpch_vc_in_data(&vc, bad, n5) != NULL);
+    mp_rpch_vc_free(&vc);
+    /* A1 naming another predecessor; A5 followed by more predecessor bytes */
+    open_vc();
+    memcpy(bad, a1, n1);
+    bad[48] ^= 1; /* the predecessor cookie */
+    CHECK(mp_rpch_vc_in_r1_a1(&vc, bad, n1, 1u << 20) != NULL);
+    CHECK(mp_rpch_vc_in_r1_a1(&vc, a1, n1, 1u << 20) == NULL);
+    memcpy(bad, a5, n5);
+    n = request(bad + n5, 100, 4);
+    CHECK(mp_rpch_vc_in_data(&vc, bad, n5 + n) != NULL);
+    mp_rpch_vc_free(&vc);
+}
+
+/* OUT channel recycling (OUT_R1) with an 8 KiB OUT channel: A2 before a
+ * PDU would leave less than the reserve, PDUs held, A3 -> A6, A7 -> A10,
+ * then the switch releases them under the successor's window. */
+static void test_out_recycling(void)
+{
+    struct mp_rpch_limits lim = LIM;
+    lim.out_length = 8192;
+    uint8_t a1[128], b1[128], a3[128], a7[128], b[4096];
+    size_t na = t_unhex(IMPACKET_A1, a1, sizeof a1), nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
+    size_t n3 = t_unhex(IMPACKET_OUT_R1_A3, a3, sizeof a3);
+    size_t n7 = t_unhex(IMPACKET_OUT_R1_A7, a7, sizeof a7);
+    mp_rpch_vc_init(&vc, &lim);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb, 1u << 30) == NULL);
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+    CHECK_EQ(vc.out_chan_sent, 72u); /* CONN/A3 + CONN/C2 */
+    struct mp_rts_cookie c;
+    bool rec;
+    CHECK(mp_rpch_first_cookie(a3, n3, true, &c, &rec) == NULL && rec);
+    CHECK(mp_rpch_vc_out_r1_a3(&vc, a3, n3) != NULL); /* before A2 */
+    CHECK(mp_rpch_vc_in_data(&vc, a7, n7) != NULL);   /* A7 before A3 */
+    mp_rpch_vc_free(&vc);
+    mp_rpch_vc_init(&vc, &lim);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb, 1u << 30) == NULL);
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+    size_t n = request(b, 3000, 1);
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL);
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 6000u);
+    CHECK(!vc.out_recycling);
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL); /* 72 + 9000 + 1024 > 8192 */
+    CHECK(vc.out_recycling);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 6028u); /* + OUT_R1/A2 */
+    CHECK_EQ(mp_buf_avail(&vc.held), 3000u);
+    struct mp_rts_pdu p;
+    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q) + 6000, 28, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_OUT_R1_A1); /* A2's layout */
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL); /* still held */
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 0u);
+    CHECK(mp_rpch_vc_out_r1_a3(&vc, a3, n3) == NULL);
+    CHECK(mp_rpch_vc_out_r1_a3(&vc, a3, n3) != NULL); /* a second one */
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 44u);           /* OUT_R1/A6 */
+    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), 44, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_OUT_R1_A5);
+    mp_buf_consume(&vc.out_q, 44);
+    CHECK(mp_rpch_vc_in_data(&vc, a7, n7) == NULL);
+    CHECK(vc.out_switch);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 24u); /* OUT_R1/A10 */
+    mp_buf_consume(&vc.out_q, 24);
+    CHECK(mp_rpch_vc_out_switch(&vc) == NULL);
+    CHECK(!vc.out_switch && !vc.out_recycling);
+    CHECK(vc.out_cookie.b[0] == 0x40);
+    CHECK_EQ(vc.out_recycles, 1u);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 6000u); /* both held PDUs on the successor */
+    CHECK_EQ(vc.out_sent, 6000u);
+    CHECK_EQ(vc.out_chan_sent, 6000u);
+    mp_rpch_vc_free(&vc);
+    /* a PDU larger than the channel minus the reserve: refused */
+    lim.out_length = 4096;
+    mp_rpch_vc_init(&vc, &lim);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb, 1u << 30) == NULL);
+    n = request(b, 3500, 1);
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) != NULL);
+    mp_rpch_vc_free(&vc);
+}
+
 int main(void)
 {
+    test_out_recycling();
+    test_in_recycling();
     test_establish_and_relay();
     test_out_window();
     test_bad_input();

@@ -176,8 +176,71 @@ static void test_malformed(void)
     CHECK_EQ(mp_rts_identify(&u), MP_RTS_UNKNOWN);
 }
 
+/* IN channel recycling PDUs: decoded, named, and our IN_R1/A4 builder gives
+ * the bytes Impacket's structures give. */
+static void test_in_recycling_pdus(void)
+{
+    uint8_t b[256], out[128];
+    struct mp_rts_pdu p;
+    size_t n = t_unhex(IMPACKET_IN_R1_A1, b, sizeof b);
+    CHECK_EQ(n, 88u);
+    CHECK(mp_rts_decode(b, n, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_IN_R1_A1);
+    CHECK(p.cmd[1].v.cookie.b[0] == 0 && p.cmd[2].v.cookie.b[0] == 16 &&
+          p.cmd[3].v.cookie.b[15] == 0x3f);
+    CHECK(roundtrip(b, n));
+    n = t_unhex(IMPACKET_IN_R1_A5, b, sizeof b);
+    CHECK_EQ(n, 40u);
+    CHECK(mp_rts_decode(b, n, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_IN_R1_A5);
+    CHECK(p.cmd[0].v.cookie.b[0] == 0x30);
+    CHECK(roundtrip(b, n));
+    n = t_unhex(IMPACKET_IN_R1_A4, b, sizeof b);
+    CHECK_EQ(n, 52u);
+    CHECK(mp_rts_decode(b, n, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_IN_R1_A3); /* A4 has A3's layout */
+    mp_rts_in_r1_a4(&p, 1, 0x2000, 120000);
+    CHECK_EQ(mp_rts_encode(&p, out, sizeof out), n);
+    CHECK(memcmp(out, b, n) == 0);
+    /* A1 cut short or with a command missing: refused or not A1 */
+    n = t_unhex(IMPACKET_IN_R1_A1, b, sizeof b);
+    CHECK(mp_rts_decode(b, n - 1, &p) != NULL);
+    b[18] = 3; /* NumberOfCommands 3: the last cookie is trailing bytes */
+    CHECK(mp_rts_decode(b, n, &p) != NULL || mp_rts_identify(&p) != MP_RTS_IN_R1_A1);
+}
+
+/* OUT channel recycling PDUs: our A2, A6, A10 builders give Impacket's
+ * bytes; the client's A3 and A7 decode and are named. */
+static void test_out_recycling_pdus(void)
+{
+    uint8_t b[256], out[128];
+    struct mp_rts_pdu p;
+    size_t n = t_unhex(IMPACKET_OUT_R1_A2, b, sizeof b);
+    mp_rts_out_r1_a2(&p);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A1);
+    n = t_unhex(IMPACKET_OUT_R1_A6, b, sizeof b);
+    mp_rts_out_r1_a6(&p, 1, 120000);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A5);
+    n = t_unhex(IMPACKET_OUT_R1_A10, b, sizeof b);
+    mp_rts_out_r1_a10(&p);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A9);
+    n = t_unhex(IMPACKET_OUT_R1_A3, b, sizeof b);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A3);
+    CHECK_EQ(p.cmd[4].v.u32, 65536u);
+    CHECK(roundtrip(b, n));
+    n = t_unhex(IMPACKET_OUT_R1_A7, b, sizeof b);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A7);
+    CHECK_EQ(p.cmd[0].v.u32, (uint32_t)MP_RTS_FD_SERVER);
+    CHECK(roundtrip(b, n));
+}
+
 int main(void)
 {
+    test_out_recycling_pdus();
+    test_in_recycling_pdus();
     test_impacket_vectors();
     test_builders();
     test_variable_commands();

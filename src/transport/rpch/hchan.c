@@ -213,7 +213,8 @@ int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct
     struct mp_rpch_opts opts = {.recv_window = cfg->rpch_window,
                                 .conn_timeout_ms = cfg->rpch_conn_timeout_s * 1000,
                                 .pair_timeout_ms = cfg->rpch_pair_timeout_s * 1000,
-                                .max_pending = cfg->max_buffer};
+                                .max_pending = cfg->max_buffer,
+                                .out_length = cfg->rpch_out_length};
     if (!(o->rpch = mp_rpch_new(loop, &opts, &mp_rpch_dce_sink, relay)) ||
         mp_http_add_handler(http, "/rpc/rpcproxy.dll", false, "RPC_IN_DATA RPC_OUT_DATA", take,
                             o)) {

@@ -19,10 +19,12 @@ struct vcent {
     struct mp_rpch *r;
     struct mp_rpch_vc vc;
     struct mp_rpch_chan *in, *out;
-    void *assoc;     /* the inner association (carrier.h), once open */
-    bool want;       /* the association takes input now */
-    bool blocked;    /* it offered PDUs the client's window could not take */
-    const char *err; /* why a carrier callback refused, for the close line */
+    struct mp_rpch_chan *in_next;  /* the successor IN channel (IN_R1/A1) */
+    struct mp_rpch_chan *out_next; /* the successor OUT channel (OUT_R1/A3) */
+    void *assoc;                   /* the inner association (carrier.h), once open */
+    bool want;                     /* the association takes input now */
+    bool blocked;                  /* it offered PDUs the client's window could not take */
+    const char *err;               /* why a carrier callback refused, for the close line */
     struct mp_timer pair, ping, feed;
     uint64_t last_out_ms;
     char cookie[40];
@@ -39,6 +41,7 @@ struct mp_rpch_chan {
     uint8_t first[FIRST_MAX];
     size_t nfirst;
     bool started;
+    bool successor; /* an OUT channel that began with OUT_R1/A3 */
     char host_addr[64];
     uint16_t port;
 };
@@ -259,7 +262,8 @@ static struct vcent *vc_new(struct mp_rpch *r, const struct mp_rts_cookie *c)
     v->r = r;
     struct mp_rpch_limits lim = {.recv_window = r->o.recv_window,
                                  .conn_timeout = r->o.conn_timeout_ms,
-                                 .max_pending = r->o.max_pending};
+                                 .max_pending = r->o.max_pending,
+                                 .out_length = r->o.out_length};
     mp_rpch_vc_init(&v->vc, &lim);
     v->vc.vc_cookie = *c;
     cookie_str(c, v->cookie, sizeof(v->cookie));
@@ -313,17 +317,15 @@ static void vc_end(struct vcent *v, const char *why)
         return;
     v->dying = true;
     mp_warn("rpch %s: virtual connection closed: %s", v->cookie, why);
-    struct mp_rpch_chan *in = v->in, *out = v->out;
-    if (in)
-        in->v = NULL;
-    if (out)
-        out->v = NULL;
-    v->in = v->out = NULL;
+    struct mp_rpch_chan *ch[4] = {v->in, v->out, v->in_next, v->out_next};
+    for (int i = 0; i < 4; i++)
+        if (ch[i])
+            ch[i]->v = NULL;
+    v->in = v->out = v->in_next = v->out_next = NULL;
     vc_unlink(v, why);
-    if (in)
-        in->host->close(in->owner, why);
-    if (out)
-        out->host->close(out->owner, why);
+    for (int i = 0; i < 4; i++)
+        if (ch[i])
+            ch[i]->host->close(ch[i]->owner, why);
 }
 
 struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *peer_host,
@@ -343,17 +345,55 @@ struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *p
     return c;
 }
 
-static const char *OUT_HEAD = "HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n"
-                              "Content-Length: 1073741824\r\n\r\n";
+/* The OUT channel's answer head: its Content-Length is the channel's
+ * lifetime (mapiproxy:rpc over http out channel length). */
+static void send_out_head(struct mp_rpch_chan *c)
+{
+    char head[128];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n"
+                     "Content-Length: %u\r\n\r\n",
+                     c->r->o.out_length ? c->r->o.out_length : 1u << 30);
+    c->host->send(c->owner, (const uint8_t *)head, (size_t)n);
+}
 
 /* The channel's first PDU is complete: pair it. */
 static const char *chan_start(struct mp_rpch_chan *c)
 {
     struct mp_rts_cookie ck;
-    const char *err = mp_rpch_first_cookie(c->first, c->nfirst, c->out, &ck);
+    bool recycle;
+    const char *err = mp_rpch_first_cookie(c->first, c->nfirst, c->out, &ck, &recycle);
     if (err)
         return err;
     struct vcent *v = vc_find(c->r, &ck);
+    if (recycle && c->out) {
+        if (!v || !v->in || !v->out)
+            return "OUT_R1/A3 for an unknown virtual connection";
+        if (v->out_next)
+            return "second successor OUT channel for a virtual connection";
+        if ((err = mp_rpch_vc_out_r1_a3(&v->vc, c->first, c->nfirst)))
+            return err; /* this channel only */
+        c->v = v;
+        c->successor = true;
+        v->out_next = c;
+        send_out_head(c);
+        mp_info("rpch %s: OUT channel recycling: successor from %s:%u", v->cookie, c->host_addr,
+                c->port);
+        return flush(v); /* OUT_R1/A6 on the predecessor */
+    }
+    if (recycle) {
+        if (!v || !v->in || !v->out)
+            return "IN_R1/A1 for an unknown virtual connection";
+        if (v->in_next)
+            return "second successor IN channel for a virtual connection";
+        if ((err = mp_rpch_vc_in_r1_a1(&v->vc, c->first, c->nfirst, c->length)))
+            return err; /* this channel only: the virtual connection goes on */
+        c->v = v;
+        v->in_next = c;
+        mp_info("rpch %s: IN channel recycling: successor from %s:%u", v->cookie, c->host_addr,
+                c->port);
+        return flush(v); /* IN_R1/A4 on the OUT channel */
+    }
     if (v && (c->out ? v->out != NULL : v->in != NULL))
         return c->out ? "second OUT channel for a virtual connection"
                       : "second IN channel for a virtual connection";
@@ -362,7 +402,7 @@ static const char *chan_start(struct mp_rpch_chan *c)
     c->v = v;
     if (c->out) {
         v->out = c;
-        c->host->send(c->owner, (const uint8_t *)OUT_HEAD, strlen(OUT_HEAD));
+        send_out_head(c);
         err = mp_rpch_vc_conn_a1(&v->vc, c->first, c->nfirst);
     } else {
         v->in = c;
@@ -397,11 +437,44 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
         return NULL;
     if (!c->v)
         return "the virtual connection is closed";
+    if (c->out && c->successor)
+        return NULL; /* OUT_R1/A11 (ANCE) after OUT_R1/A3: nothing to act on */
     if (c->out)
         return "data on the OUT channel after CONN/A1";
     struct vcent *v = c->v;
+    if (c == v->in_next)
+        return mp_rpch_vc_in_next_data(&v->vc, p, n);
     if ((err = mp_rpch_vc_in_data(&v->vc, p, n)))
         return err;
+    while (v->vc.out_switch && v->out_next) {
+        /* OUT_R1/A7: OUT_R1/A10 ends the predecessor OUT channel, the
+         * successor carries on; then the rest of the IN bytes */
+        send_out(v);
+        struct mp_rpch_chan *old = v->out;
+        v->out = v->out_next;
+        v->out_next = NULL;
+        old->v = NULL; /* detached, not closed: its session still writes
+                          OUT_R1/A10; the client closes it (MS-RPCH 3.2.2.5.x) */
+        if ((err = mp_rpch_vc_out_switch(&v->vc)) || (err = mp_rpch_vc_in_data(&v->vc, p, 0)))
+            return err; /* c is the IN channel: its close ends v */
+        mp_info("rpch %s: OUT channel recycled (%u so far)", v->cookie, v->vc.out_recycles);
+    }
+    if (v->vc.in_switched) {
+        /* IN_R1/A5: the successor is the IN channel; the predecessor is
+         * detached and closed (the client closes it too) */
+        v->vc.in_switched = false;
+        struct mp_rpch_chan *old = v->in;
+        v->in = v->in_next;
+        v->in_next = NULL;
+        old->v = NULL;
+        mp_info("rpch %s: IN channel recycled (%u so far)", v->cookie, v->vc.in_recycles);
+        if ((err = flush(v)))
+            vc_end(v, err); /* old is detached: its close would not end v */
+        if (err || v->dying)
+            return err ? err : "the virtual connection is closed";
+        old->host->close(old->owner, "IN channel recycled");
+        return NULL; /* old is freed */
+    }
     return flush(v);
 }
 
@@ -415,6 +488,10 @@ void mp_rpch_chan_free(struct mp_rpch_chan *c)
             v->in = NULL;
         if (v->out == c)
             v->out = NULL;
+        if (v->in_next == c)
+            v->in_next = NULL;
+        if (v->out_next == c)
+            v->out_next = NULL;
         c->v = NULL;
         vc_end(v, c->out ? "the OUT channel closed" : "the IN channel closed");
     }
@@ -431,7 +508,11 @@ void mp_rpch_free(struct mp_rpch *r)
             v->in->v = NULL;
         if (v->out)
             v->out->v = NULL;
-        v->in = v->out = NULL;
+        if (v->in_next)
+            v->in_next->v = NULL;
+        if (v->out_next)
+            v->out_next->v = NULL;
+        v->in = v->out = v->in_next = v->out_next = NULL;
         vc_unlink(v, "shutdown");
     }
     free(r);

@@ -21,6 +21,7 @@ struct mp_rpch_opts {
     uint32_t conn_timeout_ms; /* CONN/A3, CONN/C2; Ping on the OUT channel at half of it */
     uint32_t pair_timeout_ms; /* a channel waits this long for its partner */
     uint64_t max_pending;     /* bytes queued toward the association or the client */
+    uint32_t out_length;      /* the OUT channel answer's Content-Length; 0: 1 GiB */
 };
 
 struct mp_dce_carrier_ops;

@@ -362,6 +362,42 @@ void mp_rts_conn_c2(struct mp_rts_pdu *pdu, uint32_t version, uint32_t recv_wind
     set_u32(&pdu->cmd[2], MP_RTS_CONNECTION_TIMEOUT, conn_timeout);
 }
 
+void mp_rts_in_r1_a4(struct mp_rts_pdu *pdu, uint32_t version, uint32_t recv_window,
+                     uint32_t conn_timeout)
+{
+    memset(pdu, 0, sizeof(*pdu));
+    pdu->ncmds = 4;
+    set_u32(&pdu->cmd[0], MP_RTS_DESTINATION, MP_RTS_FD_CLIENT);
+    set_u32(&pdu->cmd[1], MP_RTS_VERSION, version);
+    set_u32(&pdu->cmd[2], MP_RTS_RECEIVE_WINDOW_SIZE, recv_window);
+    set_u32(&pdu->cmd[3], MP_RTS_CONNECTION_TIMEOUT, conn_timeout);
+}
+
+void mp_rts_out_r1_a2(struct mp_rts_pdu *pdu)
+{
+    memset(pdu, 0, sizeof(*pdu));
+    pdu->flags = MP_RTS_FLAG_RECYCLE_CHANNEL;
+    pdu->ncmds = 1;
+    set_u32(&pdu->cmd[0], MP_RTS_DESTINATION, MP_RTS_FD_CLIENT);
+}
+
+void mp_rts_out_r1_a6(struct mp_rts_pdu *pdu, uint32_t version, uint32_t conn_timeout)
+{
+    memset(pdu, 0, sizeof(*pdu));
+    pdu->flags = MP_RTS_FLAG_OUT_CHANNEL;
+    pdu->ncmds = 3;
+    set_u32(&pdu->cmd[0], MP_RTS_DESTINATION, MP_RTS_FD_CLIENT);
+    set_u32(&pdu->cmd[1], MP_RTS_VERSION, version);
+    set_u32(&pdu->cmd[2], MP_RTS_CONNECTION_TIMEOUT, conn_timeout);
+}
+
+void mp_rts_out_r1_a10(struct mp_rts_pdu *pdu)
+{
+    memset(pdu, 0, sizeof(*pdu));
+    pdu->ncmds = 1;
+    pdu->cmd[0].type = MP_RTS_ANCE;
+}
+
 void mp_rts_ping(struct mp_rts_pdu *pdu)
 {
     memset(pdu, 0, sizeof(*pdu));

@@ -151,6 +151,17 @@ void mp_rts_conn_a3(struct mp_rts_pdu *pdu, uint32_t conn_timeout);
 void mp_rts_conn_c2(struct mp_rts_pdu *pdu, uint32_t version, uint32_t recv_window,
                     uint32_t conn_timeout);
 void mp_rts_ping(struct mp_rts_pdu *pdu);
+/* OUT_R1/A2 (2.2.4.24): RECYCLE_CHANNEL, Destination FDClient. */
+void mp_rts_out_r1_a2(struct mp_rts_pdu *pdu);
+/* OUT_R1/A6 (2.2.4.28, the layout of OUT_R1/A5): OUT_CHANNEL, Destination
+ * FDClient, Version, ConnectionTimeout. */
+void mp_rts_out_r1_a6(struct mp_rts_pdu *pdu, uint32_t version, uint32_t conn_timeout);
+/* OUT_R1/A10 (2.2.4.32): ANCE. */
+void mp_rts_out_r1_a10(struct mp_rts_pdu *pdu);
+/* IN_R1/A4 (2.2.4.13, the layout of IN_R1/A3): Destination FDClient,
+ * Version, the inbound proxy's ReceiveWindowSize and ConnectionTimeout. */
+void mp_rts_in_r1_a4(struct mp_rts_pdu *pdu, uint32_t version, uint32_t recv_window,
+                     uint32_t conn_timeout);
 void mp_rts_flow_ack(struct mp_rts_pdu *pdu, int with_destination, uint32_t destination,
                      uint32_t bytes_received, uint32_t available_window,
                      const struct mp_rts_cookie *channel);

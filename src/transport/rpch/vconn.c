@@ -14,6 +14,8 @@ void mp_rpch_vc_init(struct mp_rpch_vc *vc, const struct mp_rpch_limits *lim)
     if (vc->lim.conn_timeout < MP_RTS_MIN_CONN_TIMEOUT ||
         vc->lim.conn_timeout > MP_RTS_MAX_CONN_TIMEOUT)
         vc->lim.conn_timeout = MP_RTS_MIN_CONN_TIMEOUT;
+    if (!vc->lim.out_length)
+        vc->lim.out_length = 1u << 30;
     vc->state = MP_RPCH_WAIT_CHANNELS;
     vc->in_limit = vc->lim.recv_window;
 }
@@ -24,6 +26,7 @@ void mp_rpch_vc_free(struct mp_rpch_vc *vc)
     mp_buf_free(&vc->out_q);
     mp_buf_free(&vc->held);
     mp_buf_free(&vc->up_q);
+    mp_buf_free(&vc->in_next_acc);
     vc->state = MP_RPCH_CLOSED;
 }
 
@@ -33,6 +36,7 @@ static const char *queue_rts(struct mp_rpch_vc *vc, const struct mp_rts_pdu *pdu
     size_t n = mp_rts_encode(pdu, b, sizeof(b));
     if (!n || mp_buf_append(&vc->out_q, b, n))
         return "out of memory";
+    vc->out_chan_sent += n;
     return NULL;
 }
 
@@ -49,16 +53,22 @@ static const char *decode_as(const uint8_t *p, size_t n, enum mp_rts_kind want,
     if ((err = mp_rts_decode(p, n, pdu)))
         return err;
     if (mp_rts_identify(pdu) != want)
-        return want == MP_RTS_CONN_A1 ? "OUT channel did not start with CONN/A1"
-                                      : "IN channel did not start with CONN/B1";
+        return want == MP_RTS_CONN_A1 || want == MP_RTS_OUT_R1_A3
+                   ? "OUT channel did not start with CONN/A1 or OUT_R1/A3"
+                   : "IN channel did not start with CONN/B1 or IN_R1/A1";
     return NULL;
 }
 
 const char *mp_rpch_first_cookie(const uint8_t *p, size_t n, bool out_channel,
-                                 struct mp_rts_cookie *vc_cookie)
+                                 struct mp_rts_cookie *vc_cookie, bool *recycle)
 {
     struct mp_rts_pdu pdu;
+    *recycle = false;
     const char *err = decode_as(p, n, out_channel ? MP_RTS_CONN_A1 : MP_RTS_CONN_B1, &pdu);
+    if (err && !decode_as(p, n, out_channel ? MP_RTS_OUT_R1_A3 : MP_RTS_IN_R1_A1, &pdu)) {
+        err = NULL;
+        *recycle = true;
+    }
     if (!err)
         *vc_cookie = pdu.cmd[1].v.cookie;
     return err;
@@ -130,6 +140,70 @@ const char *mp_rpch_vc_conn_b1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
     return maybe_open(vc);
 }
 
+const char *mp_rpch_vc_in_r1_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n,
+                                uint64_t in_length)
+{
+    struct mp_rts_pdu pdu;
+    const char *err = decode_as(p, n, MP_RTS_IN_R1_A1, &pdu);
+    if (err)
+        return err;
+    if (vc->state != MP_RPCH_OPEN)
+        return "IN_R1/A1 before the virtual connection is open";
+    if (vc->in_recycling)
+        return "IN_R1/A1 while an IN channel is already being recycled";
+    if (memcmp(&vc->vc_cookie, &pdu.cmd[1].v.cookie, 16) != 0)
+        return "IN_R1/A1 for another virtual connection";
+    if (memcmp(&vc->in_cookie, &pdu.cmd[2].v.cookie, 16) != 0)
+        return "IN_R1/A1 names another predecessor IN channel";
+    if (!memcmp(&vc->in_cookie, &pdu.cmd[3].v.cookie, 16))
+        return "IN_R1/A1 successor cookie is the predecessor's";
+    if (in_length < n)
+        return "RPC_IN_DATA Content-Length shorter than IN_R1/A1";
+    vc->in_recycling = true;
+    vc->in_next_cookie = pdu.cmd[3].v.cookie;
+    vc->in_next_left = in_length - n;
+    uint32_t version = vc->version < pdu.cmd[0].v.u32 ? vc->version : pdu.cmd[0].v.u32;
+    struct mp_rts_pdu a4;
+    mp_rts_in_r1_a4(&a4, version, vc->lim.recv_window, vc->lim.conn_timeout);
+    return queue_rts(vc, &a4);
+}
+
+const char *mp_rpch_vc_in_next_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
+{
+    if (!vc->in_recycling)
+        return "successor IN channel data after the switch";
+    if (n > vc->in_next_left)
+        return "IN channel data beyond its Content-Length";
+    if (mp_buf_avail(&vc->in_next_acc) + n > vc->lim.max_pending)
+        return "successor IN channel sends too much before IN_R1/A5";
+    vc->in_next_left -= n;
+    if (mp_buf_append(&vc->in_next_acc, p, n))
+        return "out of memory";
+    return NULL;
+}
+
+/* IN_R1/A5 was the last PDU of the predecessor: the successor becomes the
+ * IN channel.  Its flow control starts at 0 bytes with a whole window
+ * (on top of what the association has not taken yet). */
+static const char *in_switch(struct mp_rpch_vc *vc)
+{
+    if (mp_buf_avail(&vc->in_acc))
+        return "data on the predecessor IN channel after IN_R1/A5";
+    mp_buf_free(&vc->in_acc);
+    vc->in_acc = vc->in_next_acc;
+    memset(&vc->in_next_acc, 0, sizeof(vc->in_next_acc));
+    vc->in_left = vc->in_next_left;
+    vc->in_next_left = 0;
+    vc->in_cookie = vc->in_next_cookie;
+    vc->in_base = vc->in_received;
+    if (vc->in_limit < vc->in_received + vc->lim.recv_window)
+        vc->in_limit = vc->in_received + vc->lim.recv_window;
+    vc->in_recycling = false;
+    vc->in_switched = true;
+    vc->in_recycles++;
+    return NULL;
+}
+
 int mp_rpch_next_pdu(const struct mp_buf *b, struct mp_pdu_hdr *h, const char **err)
 {
     if (mp_buf_avail(b) < MP_HDR_LEN)
@@ -156,11 +230,72 @@ const char *mp_rpch_release_held(struct mp_buf *held, struct mp_buf *dst, uint64
     return NULL;
 }
 
-/* Moves held server PDUs to out_q while the client's window has room. */
+/* Room kept in an OUT channel's Content-Length for RTS PDUs (A2, A6, A10,
+ * Pings, FlowControlAcks) once RPC PDUs stop. */
+#define OUT_RESERVE 1024u
+
+/* Moves held server PDUs to out_q while the client's window and the OUT
+ * channel's Content-Length have room; asks for recycling (OUT_R1/A2) when
+ * the channel's length would run out. */
 static const char *release_held(struct mp_rpch_vc *vc)
 {
-    return mp_rpch_release_held(&vc->held, &vc->out_q, &vc->out_sent,
-                                vc->out_acked + vc->out_window);
+    if (vc->out_recycling)
+        return NULL; /* plugged until the successor OUT channel */
+    uint64_t room = vc->lim.out_length - OUT_RESERVE;
+    room = vc->out_chan_sent < room ? room - vc->out_chan_sent : 0;
+    uint64_t limit = vc->out_acked + vc->out_window;
+    if (limit > vc->out_sent + room)
+        limit = vc->out_sent + room;
+    uint64_t before = vc->out_sent;
+    const char *err = mp_rpch_release_held(&vc->held, &vc->out_q, &vc->out_sent, limit);
+    vc->out_chan_sent += vc->out_sent - before;
+    if (err || mp_buf_avail(&vc->held) < MP_HDR_LEN)
+        return err;
+    size_t next = mp_get16(mp_buf_head(&vc->held) + 8);
+    if (next + OUT_RESERVE > vc->lim.out_length)
+        return "server PDU larger than the OUT channel's Content-Length";
+    if (vc->out_chan_sent + next + OUT_RESERVE <= vc->lim.out_length)
+        return NULL; /* the client's window, not the channel */
+    struct mp_rts_pdu a2;
+    mp_rts_out_r1_a2(&a2);
+    vc->out_recycling = true;
+    return queue_rts(vc, &a2);
+}
+
+const char *mp_rpch_vc_out_r1_a3(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
+{
+    struct mp_rts_pdu pdu;
+    const char *err = decode_as(p, n, MP_RTS_OUT_R1_A3, &pdu);
+    if (err)
+        return err;
+    if (vc->state != MP_RPCH_OPEN || !vc->out_recycling)
+        return "OUT_R1/A3 without OUT_R1/A2";
+    if (vc->out_have_a3)
+        return "second OUT_R1/A3 for the virtual connection";
+    if (memcmp(&vc->vc_cookie, &pdu.cmd[1].v.cookie, 16) != 0)
+        return "OUT_R1/A3 for another virtual connection";
+    if (memcmp(&vc->out_cookie, &pdu.cmd[2].v.cookie, 16) != 0)
+        return "OUT_R1/A3 names another predecessor OUT channel";
+    uint32_t window = pdu.cmd[4].v.u32;
+    if (window < MP_RTS_MIN_WINDOW || window > MP_RTS_MAX_WINDOW)
+        return "OUT_R1/A3 ReceiveWindowSize out of range";
+    vc->out_have_a3 = true;
+    vc->out_next_cookie = pdu.cmd[3].v.cookie;
+    vc->out_next_window = window;
+    uint32_t version = vc->version < pdu.cmd[0].v.u32 ? vc->version : pdu.cmd[0].v.u32;
+    struct mp_rts_pdu a6;
+    mp_rts_out_r1_a6(&a6, version, vc->lim.conn_timeout);
+    return queue_rts(vc, &a6);
+}
+
+const char *mp_rpch_vc_out_switch(struct mp_rpch_vc *vc)
+{
+    vc->out_cookie = vc->out_next_cookie;
+    vc->out_window = vc->out_next_window;
+    vc->out_sent = vc->out_acked = vc->out_chan_sent = 0;
+    vc->out_recycling = vc->out_have_a3 = vc->out_switch = false;
+    vc->out_recycles++;
+    return release_held(vc);
 }
 
 static const char *in_rts(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
@@ -198,9 +333,27 @@ static const char *in_rts(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
         vc->out_window = ack->v.ack.available_window;
         vc->acks_received++;
         return release_held(vc);
+    case MP_RTS_IN_R1_A5:
+        if (!vc->in_recycling)
+            return "IN_R1/A5 without a successor IN channel";
+        if (memcmp(&pdu.cmd[0].v.cookie, &vc->in_next_cookie, 16) != 0)
+            return "IN_R1/A5 names another successor IN channel";
+        vc->in_a5 = true;
+        return NULL;
+    case MP_RTS_OUT_R1_A7:
+        if (!vc->out_have_a3)
+            return "OUT_R1/A7 without a successor OUT channel";
+        if (pdu.cmd[0].v.u32 != MP_RTS_FD_SERVER ||
+            memcmp(&pdu.cmd[1].v.cookie, &vc->out_next_cookie, 16) != 0)
+            return "OUT_R1/A7 names another successor OUT channel";
+        vc->out_switch = true;
+        struct mp_rts_pdu a10;
+        mp_rts_out_r1_a10(&a10);
+        return queue_rts(vc, &a10);
     case MP_RTS_IN_R1_A1:
+        return "IN_R1/A1 on an open IN channel (recycling starts on a new RPC_IN_DATA)";
     case MP_RTS_OUT_R1_A3:
-        return "channel recycling on this virtual connection is not supported yet";
+        return "OUT_R1/A3 on the IN channel";
     default:
         return "unexpected RTS PDU on the IN channel";
     }
@@ -223,6 +376,17 @@ const char *mp_rpch_vc_in_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
         if (h.ptype == MP_PT_RTS) {
             if ((err = in_rts(vc, q, h.frag_len)))
                 return err;
+            if (vc->out_switch) { /* the caller moves the OUT channel first */
+                mp_buf_consume(&vc->in_acc, h.frag_len);
+                return NULL;
+            }
+            if (vc->in_a5) {
+                vc->in_a5 = false;
+                mp_buf_consume(&vc->in_acc, h.frag_len);
+                if ((err = in_switch(vc)))
+                    return err;
+                continue;
+            }
         } else {
             /* 3.2.1.1.4: RPC PDUs only count against the window */
             vc->in_received += h.frag_len;
@@ -245,10 +409,14 @@ const char *mp_rpch_vc_consumed(struct mp_rpch_vc *vc, size_t n)
     /* BytesReceived, and the room left: what the client may still send is
      * in_consumed + window (2.2.3.4) */
     struct mp_rts_pdu ack;
-    uint32_t avail = vc->lim.recv_window - (uint32_t)(vc->in_received - vc->in_consumed);
-    mp_rts_flow_ack(&ack, 0, 0, (uint32_t)vc->in_received, avail, &vc->in_cookie);
+    uint64_t unconsumed = vc->in_received - vc->in_consumed;
+    uint32_t avail =
+        unconsumed >= vc->lim.recv_window ? 0 : vc->lim.recv_window - (uint32_t)unconsumed;
+    /* BytesReceived counts the current IN channel only */
+    mp_rts_flow_ack(&ack, 0, 0, (uint32_t)(vc->in_received - vc->in_base), avail, &vc->in_cookie);
     vc->in_acked = vc->in_consumed;
-    vc->in_limit = vc->in_consumed + vc->lim.recv_window;
+    if (vc->in_limit < vc->in_consumed + vc->lim.recv_window) /* never lowered */
+        vc->in_limit = vc->in_consumed + vc->lim.recv_window;
     vc->acks_sent++;
     return queue_rts(vc, &ack);
 }

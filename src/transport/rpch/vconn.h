@@ -26,6 +26,7 @@ struct mp_rpch_limits {
     uint32_t recv_window;  /* ours, for the IN channel (CONN/C2) */
     uint32_t conn_timeout; /* ms, CONN/A3 and CONN/C2 */
     uint64_t max_pending;  /* bytes held for the client beyond its window */
+    uint64_t out_length;   /* the OUT channel answer's Content-Length (0: 1 GiB) */
 };
 
 struct mp_rpch_vc {
@@ -45,17 +46,39 @@ struct mp_rpch_vc {
     struct mp_buf out_q;  /* bytes to write on the OUT channel */
     struct mp_buf held;   /* server PDUs waiting for the client's window */
     struct mp_buf up_q;   /* inner PDUs for the association, whole PDUs */
+    /* IN channel recycling (3.2.3.5.x, IN_R1): the successor channel named
+     * by IN_R1/A1 waits, its bytes held in in_next_acc, until IN_R1/A5 on
+     * the predecessor; then it is the IN channel. */
+    bool in_recycling;
+    bool in_switched; /* set on the switch; the caller clears it */
+    bool in_a5;       /* IN_R1/A5 just decoded */
+    struct mp_rts_cookie in_next_cookie;
+    uint64_t in_next_left;     /* the successor's Content-Length not yet consumed */
+    struct mp_buf in_next_acc; /* the successor's bytes before the switch */
+    uint64_t in_base;          /* in_received when the current IN channel began */
+    unsigned in_recycles;
+    /* OUT channel recycling (OUT_R1): out_chan_sent counts what the current
+     * OUT channel carried; before an RPC PDU would leave too little of its
+     * Content-Length, OUT_R1/A2 goes out and RPC PDUs wait (out_recycling)
+     * until OUT_R1/A7 on the IN channel: OUT_R1/A10 is the old channel's
+     * last PDU (out_switch: the caller writes out_q to the old channel,
+     * then calls mp_rpch_vc_out_switch). */
+    uint64_t out_chan_sent;
+    bool out_recycling, out_have_a3, out_switch;
+    struct mp_rts_cookie out_next_cookie;
+    uint32_t out_next_window;
+    unsigned out_recycles;
     unsigned pings, keepalives, acks_sent, acks_received;
 };
 
 void mp_rpch_vc_init(struct mp_rpch_vc *vc, const struct mp_rpch_limits *lim);
 void mp_rpch_vc_free(struct mp_rpch_vc *vc);
 
-/* The first PDU of a channel's body: CONN/A1 on RPC_OUT_DATA, CONN/B1 on
- * RPC_IN_DATA.  Reads the cookie without changing anything, for pairing
- * the two channels in a registry. */
+/* The first PDU of a channel's body: CONN/A1 or OUT_R1/A3 (*recycle set)
+ * on RPC_OUT_DATA, CONN/B1 or IN_R1/A1 (*recycle set) on RPC_IN_DATA.  Reads the cookie without
+ * changing anything, for pairing the two channels in a registry. */
 const char *mp_rpch_first_cookie(const uint8_t *p, size_t n, bool out_channel,
-                                 struct mp_rts_cookie *vc_cookie);
+                                 struct mp_rts_cookie *vc_cookie, bool *recycle);
 
 /* CONN/A1 arrived on the OUT channel: CONN/A3 is queued on out_q. */
 const char *mp_rpch_vc_conn_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
@@ -63,6 +86,20 @@ const char *mp_rpch_vc_conn_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
  * Content-Length). Once both are in, CONN/C2 is queued: state OPEN. */
 const char *mp_rpch_vc_conn_b1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n,
                                uint64_t in_length);
+/* IN_R1/A1 arrived on a new RPC_IN_DATA (body length in_length): it names
+ * this virtual connection and its IN channel as predecessor.  IN_R1/A4 is
+ * queued on out_q (we are the inbound proxy, the server and the outbound
+ * proxy at once). */
+const char *mp_rpch_vc_in_r1_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n,
+                                uint64_t in_length);
+/* OUT_R1/A3 arrived on a new RPC_OUT_DATA after our OUT_R1/A2: OUT_R1/A6
+ * is queued on out_q (for the predecessor OUT channel). */
+const char *mp_rpch_vc_out_r1_a3(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
+/* out_q went to the predecessor OUT channel (OUT_R1/A10 last): the
+ * successor is the OUT channel, with its own window; held PDUs move. */
+const char *mp_rpch_vc_out_switch(struct mp_rpch_vc *vc);
+/* Bytes of the successor IN channel's body before the switch: held. */
+const char *mp_rpch_vc_in_next_data(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
 /* More bytes of the IN channel's body (after CONN/B1).  RTS PDUs are
  * handled (FlowControlAck, Ping, Keep-Alive), RPC PDUs go to up_q under
  * our receive window (a client beyond it is refused). */

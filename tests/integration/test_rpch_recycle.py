@@ -1,0 +1,144 @@
+"""RPC over HTTP v2 IN channel recycling through the proxy (MS-RPCH IN_R1,
+src/transport/rpch/vconn.c): a client whose RPC_IN_DATA Content-Length is
+1 KiB must replace its IN channel several times in the middle of an NSPI and
+an RFR session; the sessions go on and get the answers a direct
+ncacn_ip_tcp client gets.  The client is Impacket's ncacn_http client with
+the recycling steps added from MS-RPCH (tests/lab/rpch_recycle.py); its
+RTS PDUs are checked here against Impacket's own RTS structures."""
+import os
+import sys
+
+from impacket.dcerpc.v5 import nspi, oxabref, rpch
+from impacket.http import AUTH_BASIC, AUTH_NTLM
+import pytest
+
+from conftest import ROOT
+from test_rpch import ALICE_PW, PRIVACY, channel, env, reference, start  # noqa: F401
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+from rpch_recycle import (ance, in_r1_a1, in_r1_a5, is_out_r1_a2, out_r1_a3,  # noqa: E402
+                          out_r1_a7, parse_in_r1_a4, parse_out_r1_a6, recycling_dce)
+from test_lab_auth import nspi_answers, rfr_answers  # noqa: E402
+from test_lab_rpch import drain  # noqa: E402
+
+
+IN_LENGTH = 1024  # RPC_IN_DATA Content-Length: a few calls each
+
+
+def impacket_rts(flags, cmds):
+    h = rpch.RTSHeader()
+    h["Flags"] = flags
+    h["NumberOfCommands"] = len(cmds)
+    h["pduData"] = b"".join(c.getData() for c in cmds)
+    h["frag_len"] = 20 + len(h["pduData"])
+    return h.getData()
+
+
+def impacket_cookie(b):
+    c = rpch.Cookie()
+    c["Cookie"] = rpch.RTSCookie()
+    c["Cookie"]["Cookie"] = b
+    return c
+
+
+def test_pdus_match_impacket_structures():
+    vc, pred, succ = bytes(range(16)), bytes(range(16, 32)), bytes(range(48, 64))
+    v = rpch.Version()
+    v["Version"] = 1
+    assert in_r1_a1(vc, pred, succ) == impacket_rts(
+        rpch.RTS_FLAG_RECYCLE_CHANNEL,
+        [v, impacket_cookie(vc), impacket_cookie(pred), impacket_cookie(succ)])
+    assert in_r1_a5(succ) == impacket_rts(rpch.RTS_FLAG_NONE, [impacket_cookie(succ)])
+    d = rpch.Destination()
+    d["Destination"] = rpch.FDClient
+    w = rpch.ReceiveWindowSize()
+    w["ReceiveWindowSize"] = 0x10000
+    t = rpch.ConnectionTimeout()
+    t["ConnectionTimeout"] = 120000
+    a4 = impacket_rts(rpch.RTS_FLAG_NONE, [d, v, w, t])
+    assert parse_in_r1_a4(a4) == {"version": 1, "window": 0x10000, "timeout": 120000}
+    assert parse_in_r1_a4(in_r1_a5(succ)) is None
+    # OUT_R1
+    assert out_r1_a3(vc, pred, succ, 0x10000) == impacket_rts(
+        rpch.RTS_FLAG_RECYCLE_CHANNEL,
+        [v, impacket_cookie(vc), impacket_cookie(pred), impacket_cookie(succ), w])
+    ds = rpch.Destination()
+    ds["Destination"] = rpch.FDServer
+    assert out_r1_a7(succ) == impacket_rts(rpch.RTS_FLAG_OUT_CHANNEL,
+                                           [ds, impacket_cookie(succ), v])
+    assert ance() == impacket_rts(rpch.RTS_FLAG_NONE, [rpch.ANCE()])
+    assert is_out_r1_a2(impacket_rts(rpch.RTS_FLAG_RECYCLE_CHANNEL, [d]))
+    assert parse_out_r1_a6(impacket_rts(rpch.RTS_FLAG_OUT_CHANNEL, [d, v, t])) == {
+        "version": 1, "timeout": 120000}
+
+
+@pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
+def test_in_channel_recycled_mid_session(make_proxy, env, reference, http_auth):  # noqa: F811
+    p = start(make_proxy, env)
+    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, http_auth, "alice", ALICE_PW,
+                         PRIVACY, in_length=IN_LENGTH)
+    for _ in range(6):
+        assert nspi_answers(d) == reference[1]
+    nspi_recycles = t.in_recycles
+    d.disconnect()
+    t, d = recycling_dce(p.url, 6002, oxabref.MSRPC_UUID_OXABREF, http_auth, "alice",
+                         ALICE_PW, PRIVACY, in_length=IN_LENGTH)
+    for _ in range(6):
+        assert rfr_answers(d) == reference[0]
+    rfr_recycles = t.in_recycles
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    print("IN recycles: nspi %d, rfr %d" % (nspi_recycles, rfr_recycles))
+    assert nspi_recycles >= 3 and rfr_recycles >= 2, (nspi_recycles, rfr_recycles)
+    assert all(a["timeout"] >= 120000 and a["window"] >= 0x2000 for a in t.a4)
+    assert log.count("IN channel recycled") >= nspi_recycles + rfr_recycles
+    assert "not supported" not in log
+    assert ALICE_PW not in log
+
+
+def test_bad_recycling_requests(make_proxy, env, reference):  # noqa: F811
+    """An IN_R1/A1 for an unknown virtual connection, or naming another
+    predecessor than the live IN channel, closes that request only: the
+    session it names goes on and still recycles."""
+    p = start(make_proxy, env)
+    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC, "alice", ALICE_PW,
+                         PRIVACY, in_length=IN_LENGTH)
+    assert nspi_answers(d) == reference[1]
+    vc = t._RPCProxyClient__virtualConnectionCookie
+    drain(channel(p.http_port, "RPC_IN_DATA", 4096, in_r1_a1(os.urandom(16), os.urandom(16),
+                                                             os.urandom(16))))
+    drain(channel(p.http_port, "RPC_IN_DATA", 4096, in_r1_a1(vc, os.urandom(16),
+                                                             os.urandom(16))))
+    before = t.in_recycles
+    for _ in range(3):
+        assert nspi_answers(d) == reference[1]
+    assert t.in_recycles > before
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    assert "IN_R1/A1 for an unknown virtual connection" in log
+    assert "IN_R1/A1 names another predecessor IN channel" in log
+
+
+@pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
+def test_out_channel_recycled_mid_session(make_proxy, env, reference, http_auth):  # noqa: F811
+    """The proxy's OUT channel answer is 16 KiB long: before it runs out
+    the proxy asks for OUT recycling (OUT_R1/A2) and the client moves to a
+    new RPC_OUT_DATA, while its 1 KiB IN channel recycles too."""
+    p = start(make_proxy, env, **{"mapiproxy:rpc over http out channel length": "16K"})
+    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, http_auth, "alice", ALICE_PW,
+                         PRIVACY, in_length=IN_LENGTH)
+    try:
+        for _ in range(8):
+            assert nspi_answers(d) == reference[1]
+    except BaseException:
+        print(p.log()[-4000:])
+        raise
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    print("recycles: IN %d, OUT %d" % (t.in_recycles, t.out_recycles))
+    assert t.out_recycles >= 2 and t.in_recycles >= 3, (t.out_recycles, t.in_recycles)
+    assert all(a["timeout"] >= 120000 for a in t.a6)
+    assert log.count("OUT channel recycled") >= t.out_recycles
