@@ -51,6 +51,9 @@ def alive(pid):
         return False
 
 
+STOP_S = 45
+
+
 @pytest.mark.skipif(not shutil.which("make"), reason="no make")
 def test_ctrl_c_stops_make_run_with_exit_0(tmp_path):
     env = dict(os.environ, RUN_DIR=str(tmp_path), RUN_EPM_PORTS=str(free_port()))
@@ -77,9 +80,13 @@ def test_ctrl_c_stops_make_run_with_exit_0(tmp_path):
                 os.write(fd, b"\x03")  # the terminal turns it into SIGINT
                 sent = time.time()
             assert time.time() - t0 < 240, "the demo never started:\n" + out.decode(errors="replace")
-            assert not sent or time.time() - sent < 15, "no exit 15 s after Ctrl-C"
+            # STOP_S: the bound is "it stops", not a speed; under make test's
+            # parallel workers on 2 cores one run took longer than 15 s
+            assert not sent or time.time() - sent < STOP_S, (
+                "no exit %d s after Ctrl-C; still running: %s\n%s" %
+                (STOP_S, [cmdline(p) for p in children_of(pid)], out.decode(errors="replace")[-3000:]))
     finally:
-        if sent is None or time.time() - sent >= 15:
+        if sent is None or time.time() - sent >= STOP_S:
             os.kill(pid, signal.SIGKILL)
     _, st = os.waitpid(pid, 0)
     os.close(fd)
