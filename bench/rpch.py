@@ -25,60 +25,21 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from benchlib import Procs, free_port  # noqa: E402
 B = os.path.join(ROOT, "build")
 PROXY = os.environ.get("MAPIPROXY", os.path.join(B, "mapiproxy"))
 SECS = float(os.environ.get("RPCH_SECS", "4"))
 PW = "Cl1ent-Alice"
-tmp = tempfile.mkdtemp(prefix="mp-bench-rpch-")
-procs = []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, p, name):
-    for _ in range(200):
-        if p.poll() is not None:
-            with open(os.path.join(tmp, name + ".log")) as f:
-                sys.exit(f"{name} exited:\n" + f.read()[-2000:])
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{name} does not listen on {port}")
-
-
-def start(name, argv, **kw):
-    log = open(os.path.join(tmp, name + ".log"), "w")
-    p = subprocess.Popen(argv, stdout=kw.pop("stdout", log), stderr=log,
-                         stdin=subprocess.DEVNULL, **kw)
-    procs.append(p)
-    return p
-
-
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+P = Procs("mp-bench-rpch-")  # what we start; configs and logs in P.tmpdir
+tmp = P.tmpdir
+start, stop, wait_port = P.start, P.stop, P.wait_port
 
 
 def cpu_ticks(pid):
@@ -249,6 +210,5 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in procs:
-            stop(p)
+        P.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -36,9 +36,10 @@ ALICE_PW = "Cl1ent-Alice"
 PROXY_USER, PROXY_PW = "Administrator", "Adm1n!Proxy"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("rpch"))
+def rpch_files(d):
+    """The certificates and secrets of an RPC-over-HTTP lab and proxy in d:
+    (lab cert, proxy cert, the lab's users file, the proxy's credentials file,
+    the proxy's upstream password file); the secret files mode 0600."""
     make_ca(d, "ca")
     lab_cert = make_cert(d, "ca", "lab", ["DNS:localhost", "DNS:exlab01.lab.example"])
     proxy_cert = make_cert(d, "ca", "proxy", ["DNS:mail.proxy.test", "IP:127.0.0.1"])
@@ -53,6 +54,13 @@ def env(tmp_path_factory):
     with open(pwfile, "w") as f:
         f.write(PROXY_PW + "\n")
     os.chmod(pwfile, 0o600)
+    return lab_cert, proxy_cert, users, creds, pwfile
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("rpch"))
+    lab_cert, proxy_cert, users, creds, pwfile = rpch_files(d)
     lab_log = os.path.join(d, "lab.log")
     logf = open(lab_log, "w")
     proc = subprocess.Popen(

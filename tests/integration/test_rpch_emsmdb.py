@@ -22,10 +22,8 @@ import pytest
 from impacket.dcerpc.v5 import nspi, rpcrt, transport
 from impacket.dcerpc.v5.rpcrt import DCERPCException
 from impacket.http import AUTH_BASIC, AUTH_NTLM
-from impacket.ntlm import compute_nthash
 
 from conftest import ROOT, free_port
-from http_peer import make_ca, make_cert
 
 LAB_DIR = os.path.join(ROOT, "tests", "lab")
 sys.path.insert(0, LAB_DIR)
@@ -35,28 +33,14 @@ from test_lab import ALICE, rop_session  # noqa: E402
 from test_lab_auth import nspi_answers  # noqa: E402
 from test_lab_rpch import rpch_dce  # noqa: E402
 from test_rop_modules import contents  # noqa: E402
+from test_rpch import ALICE_PW, PROXY_PW, PROXY_USER, rpch_files  # noqa: E402
 
-ALICE_PW = "Cl1ent-Alice"
-PROXY_USER, PROXY_PW = "Administrator", "Adm1n!Proxy"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("rpch-emsmdb"))
-    make_ca(d, "ca")
-    lab_cert = make_cert(d, "ca", "lab", ["DNS:localhost", "DNS:exlab01.lab.example"])
-    proxy_cert = make_cert(d, "ca", "proxy", ["DNS:mail.proxy.test", "IP:127.0.0.1"])
-    users = os.path.join(d, "lab-users")
-    with open(users, "w") as f:
-        f.write(f"{PROXY_USER}:LAB:{PROXY_PW}\nalice:LAB:{ALICE_PW}\n")
-    creds = os.path.join(d, "proxy-users")
-    with open(creds, "w") as f:
-        f.write(f"alice:LAB:{compute_nthash(ALICE_PW).hex()}\n")
-    os.chmod(creds, 0o600)
-    pwfile = os.path.join(d, "upstream-password")
-    with open(pwfile, "w") as f:
-        f.write(PROXY_PW + "\n")
-    os.chmod(pwfile, 0o600)
+    lab_cert, proxy_cert, users, creds, pwfile = rpch_files(d)
     wire = os.path.join(d, "wire.jsonl")
     logf = open(os.path.join(d, "lab.log"), "w")
     proc = subprocess.Popen(
