@@ -906,6 +906,8 @@ static const struct opt options[] = {
      "bytes"},
     {"mapiproxy:rpc over http upstream", K_HTTP_URL, F(rpch_upstream), 0, 0, NULL},
     {"mapiproxy:rpc over http upstream server", K_STR, F(rpch_upstream_server), 0, 0, NULL},
+    {"mapiproxy:rpc over http upstream in channel length", K_SIZE, F(rpch_up_in_length), 4u << 10,
+     1u << 30, "bytes"},
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
     {"mapiproxy:winbind socket dir", K_STR, F(winbind_socket_dir), 0, 0, NULL},
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
@@ -1924,6 +1926,7 @@ static void set_defaults(struct mp_config *c)
     c->rpch_conn_timeout_s = 120;
     c->rpch_pair_timeout_s = 30;
     c->rpch_out_length = 1u << 30;
+    c->rpch_up_in_length = 1u << 30;
     snprintf(c->http_relay_paths, sizeof c->http_relay_paths, "%s", MP_HTTP_DEFAULT_RELAY_PATHS);
 }
 

@@ -29,6 +29,7 @@ struct hchan {
     struct mp_rpch_chan *chan;
     uint64_t id, left;
     char peer[64], method[16];
+    const char *closing; /* close once out is written (why) */
     bool dead;
 };
 
@@ -65,7 +66,15 @@ static void h_close(void *owner, const char *why)
     hchan_close(owner, why);
 }
 
-static const struct mp_rpch_chan_host host = {h_send, h_close};
+static void h_close_flushed(void *owner, const char *why)
+{
+    struct hchan *c = owner;
+    c->closing = why;
+    if (!mp_buf_avail(&c->out))
+        hchan_close(c, why);
+}
+
+static const struct mp_rpch_chan_host host = {h_send, h_close, h_close_flushed};
 
 static void hchan_free(void *p)
 {
@@ -129,6 +138,10 @@ static void io_cb(struct mp_io *io, uint32_t ev)
         mp_buf_consume(&c->out, (size_t)w);
     }
     mp_buf_trim(&c->out);
+    if (c->closing && !mp_buf_avail(&c->out)) {
+        hchan_close(c, c->closing);
+        return;
+    }
     for (int i = 0; i < 16 && !c->dead; i++) {
         uint8_t buf[HCHAN_READ];
         ssize_t r = mp_tls_read(&c->tls, io->fd, buf, sizeof buf);

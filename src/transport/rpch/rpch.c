@@ -453,8 +453,9 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
         struct mp_rpch_chan *old = v->out;
         v->out = v->out_next;
         v->out_next = NULL;
-        old->v = NULL; /* detached, not closed: its session still writes
-                          OUT_R1/A10; the client closes it (MS-RPCH 3.2.2.5.x) */
+        old->v = NULL; /* detached: its session writes OUT_R1/A10, then closes it
+                          (the outbound proxy closes it after A10, MS-RPCH 3.2.4.5) */
+        old->host->close_flushed(old->owner, "OUT channel recycled");
         if ((err = mp_rpch_vc_out_switch(&v->vc)) || (err = mp_rpch_vc_in_data(&v->vc, p, 0)))
             return err; /* c is the IN channel: its close ends v */
         mp_info("rpch %s: OUT channel recycled (%u so far)", v->cookie, v->vc.out_recycles);

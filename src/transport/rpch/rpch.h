@@ -51,6 +51,9 @@ struct mp_rpch_chan_host {
     /* the virtual connection ended (why: for the log line); the session
      * closes its connection and calls mp_rpch_chan_free */
     void (*close)(void *owner, const char *why);
+    /* close once what was sent has been written (a predecessor OUT channel
+     * after OUT_R1/A10); the channel is detached already */
+    void (*close_flushed)(void *owner, const char *why);
 };
 
 /* A channel's request head was accepted (method RPC_OUT_DATA when out,
