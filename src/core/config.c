@@ -906,6 +906,7 @@ static const struct opt options[] = {
      "bytes"},
     {"mapiproxy:rpc over http upstream", K_HTTP_URL, F(rpch_upstream), 0, 0, NULL},
     {"mapiproxy:rpc over http upstream server", K_STR, F(rpch_upstream_server), 0, 0, NULL},
+    {"mapiproxy:rpc over http upstream auth", K_STR, F(rpch_upstream_auth), 0, 0, NULL},
     {"mapiproxy:rpc over http upstream in channel length", K_SIZE, F(rpch_up_in_length), 4u << 10,
      1u << 30, "bytes"},
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
@@ -1389,7 +1390,13 @@ static void check_http(struct pctx *p, const char *name)
 {
     struct mp_config *c = p->cfg;
     check_http_paths(p, name);
-    if (c->have_rpch_upstream && !c->rpch_upstream.tls && c->username[0])
+    if (c->rpch_upstream_auth[0] && strcasecmp(c->rpch_upstream_auth, "basic") &&
+        strcasecmp(c->rpch_upstream_auth, "ntlm"))
+        perr_opt(p, name, "mapiproxy:rpc over http upstream auth",
+                 "mapiproxy:rpc over http upstream auth = \"%s\": use basic or ntlm",
+                 c->rpch_upstream_auth);
+    if (c->have_rpch_upstream && !c->rpch_upstream.tls && c->username[0] &&
+        strcasecmp(c->rpch_upstream_auth, "ntlm"))
         pwarn_opt(p, name, "mapiproxy:rpc over http upstream",
                   "mapiproxy:rpc over http upstream is plain http://: the proxy's HTTP Basic "
                   "logon (dcerpc_mapiproxy:username and its password) goes in clear");

@@ -15,6 +15,7 @@ import re
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 
@@ -182,6 +183,23 @@ class BadUpstream(object):
                 pass
 
 
+def assert_client_closed(p):
+    """An ncacn_ip_tcp client of proxy p (the upstream choice serves every
+    client; Impacket's ncacn_http client keeps reading a closed channel): the
+    proxy terminates the logon and answers the bind, then opens the
+    upstream; that fails and the client's connection is closed."""
+    t = transport.DCERPCTransportFactory("ncacn_ip_tcp:127.0.0.1[%d]" % p.rpc_port)
+    t.set_credentials("alice", ALICE_PW, "LAB")
+    d = t.get_dce_rpc()
+    d.set_auth_level(rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
+    d.connect()
+    d.bind(nspi.MSRPC_UUID_NSPI)
+    sock = t.get_socket()
+    sock.settimeout(15)
+    assert sock.recv(1) == b""
+    d.disconnect()
+
+
 BAD = {
     # IN_R1/A4 when the proxy did not recycle its IN channel
     "in_r1_a4": (lab_rpch.rts_pdu(0, [(13, struct.pack("<L", 0)), (6, struct.pack("<L", 1)),
@@ -210,19 +228,7 @@ def test_bad_recycling_from_upstream(make_proxy, env, case):
     bad = BadUpstream(env["lab_cert"], pdu)
     try:
         p = start(make_proxy, env, **up_opts(bad.port))
-        # an ncacn_ip_tcp client (the upstream choice serves every client; Impacket's
-        # ncacn_http client keeps reading a closed channel): the proxy terminates the
-        # logon and answers the bind, then opens the upstream, which fails
-        t = transport.DCERPCTransportFactory("ncacn_ip_tcp:127.0.0.1[%d]" % p.rpc_port)
-        t.set_credentials("alice", ALICE_PW, "LAB")
-        d = t.get_dce_rpc()
-        d.set_auth_level(rpcrt.RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
-        d.connect()
-        d.bind(nspi.MSRPC_UUID_NSPI)
-        sock = t.get_socket()
-        sock.settimeout(15)
-        assert sock.recv(1) == b""
-        d.disconnect()
+        assert_client_closed(p)
         good = start(make_proxy, env, **up_opts(env["ports"]["rpch"]))
         d = rpch_dce(good.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
         assert nspi_answers(d)
@@ -235,3 +241,71 @@ def test_bad_recycling_from_upstream(make_proxy, env, case):
             assert why in log, log[-3000:]
     finally:
         bad.close()
+
+
+@pytest.mark.parametrize("password", ["good", "wrong"])
+def test_upstream_ntlm_logon(make_proxy, env, tmp_path, password):
+    """mapiproxy:rpc over http upstream auth = ntlm: every channel toward the
+    lab's RPC proxy, successors included, logs on with NTLM (a first leg with
+    Content-Length 0 and the NEGOTIATE, the request with the AUTHENTICATE
+    on the same connection); the lab's NTLM acceptor (tests/lab/labauth.py)
+    names the proxy's account.  A wrong password: the lab answers 401, the
+    virtual connection ends with that status line in the log."""
+    over = dict(up_opts(env["ports"]["rpch"]))
+    over["mapiproxy:rpc over http upstream auth"] = "ntlm"
+    if password == "wrong":
+        wrong = str(tmp_path / "wrong-password")
+        with open(wrong, "w") as f:
+            f.write("not-the-password\n")
+        os.chmod(wrong, 0o600)
+        over["mapiproxy:password file"] = wrong
+    with open(env["lab_log"]) as f:
+        lab_before = f.read()
+    p = start(make_proxy, env, **over)
+    if password == "wrong":
+        assert_client_closed(p)
+        p.stop()
+        log = p.log()
+        assert re.search(r"rpch upstream .*: virtual connection closed: (OUT|IN) channel: "
+                         r"RPC_(OUT|IN)_DATA answered \"HTTP/1.1 401", log), log[-3000:]
+        assert "not-the-password" not in log
+        return
+    d = tcp_dce(env["ports"]["nspi"], nspi.MSRPC_UUID_NSPI)
+    want = nspi_answers(d)
+    d.disconnect()
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    for _ in range(12):
+        assert nspi_answers(d) == want
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    with open(env["lab_log"]) as f:
+        lab = f.read()[len(lab_before):]
+    assert "HTTP NTLM" in log
+    ins = len(re.findall(r"rpch upstream .*: IN channel recycled", log))
+    outs = len(re.findall(r"rpch upstream .*: OUT channel recycled", log))
+    assert ins >= 2 and outs >= 2, (ins, outs)
+    # every channel (2 + one per recycle) logged on as the proxy's account with NTLM
+    nego = lab.count("NTLM NEGOTIATE -> CHALLENGE")
+    users = len(re.findall(r"rpch: (IN|OUT) channel \S+ user=(LAB\\)?Administrator", lab))
+    assert nego >= 2 + ins + outs and users >= 2 + ins + outs, (nego, users, ins, outs)
+    assert PROXY_PW not in log
+
+
+def test_upstream_options_checked(tmp_path):
+    """--check refuses an unknown upstream logon scheme and an IN channel
+    length below 4K, naming the option."""
+    from conftest import PROXY_BIN
+    base = ["[global]", "dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1",
+            "mapiproxy:rpc over http upstream = https://localhost"]
+    cases = {"auth": ("mapiproxy:rpc over http upstream auth = kerberos",
+                      "use basic or ntlm"),
+             "length": ("mapiproxy:rpc over http upstream in channel length = 1K",
+                        "mapiproxy:rpc over http upstream in channel length")}
+    for name, (line, want) in cases.items():
+        conf = tmp_path / f"{name}.conf"
+        conf.write_text("\n".join(base + [line]) + "\n")
+        r = subprocess.run([PROXY_BIN, "--check", "-c", str(conf)], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0, name
+        assert want in r.stdout + r.stderr, (name, r.stdout + r.stderr)

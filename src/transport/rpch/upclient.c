@@ -39,9 +39,11 @@ struct mp_rpch_up {
     const struct mp_config *cfg;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    SSL_CTX *tls_ctx; /* NULL for http:// */
-    char authz[1024]; /* "Authorization: Basic ...\r\n" or "" (never logged) */
-    char server[256]; /* the ?SERVER:port name */
+    SSL_CTX *tls_ctx;   /* NULL for http:// */
+    char authz[1024];   /* "Authorization: Basic ...\r\n" or "" (never logged) */
+    bool ntlm;          /* mapiproxy:rpc over http upstream auth = ntlm */
+    struct mp_hauth ha; /* for the NTLM initiator: cfg and up_password only */
+    char server[256];   /* the ?SERVER:port name */
     struct upvc *all;
 };
 
@@ -53,6 +55,13 @@ struct upchan {
     bool tls_on, connected, hs_done, head_done;
     struct mp_buf wq; /* to write on the channel */
     struct mp_buf rq; /* read, not parsed yet */
+    /* NTLM: the first leg (Content-Length 0, NEGOTIATE) goes from leg; the
+     * request's head (with the AUTHENTICATE) is put before wq once the
+     * upstream's 401 brings the CHALLENGE */
+    bool ntlm_wait;
+    uint64_t req_length;
+    struct mp_buf leg;
+    struct mp_hauth_up hu;
 };
 
 /* The channels of a virtual connection: in and out are the default ones;
@@ -115,7 +124,7 @@ static void ch_interest(struct upchan *c)
     if (!c || c->io.fd < 0)
         return;
     struct mp_loop *l = c->v->u->loop;
-    bool wr = mp_buf_avail(&c->wq) != 0;
+    bool wr = mp_buf_avail(c->ntlm_wait ? &c->leg : &c->wq) != 0;
     if (!c->connected)
         mp_io_set(l, &c->io, MP_WRITE);
     else if (c->tls_on)
@@ -157,22 +166,145 @@ static void set_cookie(struct mp_rts_cmd *c, uint32_t type, const struct mp_rts_
 }
 
 /* A channel request's head (RPC_OUT_DATA or RPC_IN_DATA with its
- * Content-Length) into c's write queue. */
-static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
+ * Content-Length and the Authorization line authz) appended to dst. */
+static const char *put_head(struct upvc *v, struct upchan *c, uint64_t length, const char *authz,
+                            struct mp_buf *dst)
 {
     struct mp_rpch_up *u = v->u;
-    char head[2048];
+    char head[4096];
     int n = snprintf(head, sizeof head,
                      "%s /rpc/rpcproxy.dll?%s:%u HTTP/1.1\r\nHost: %s\r\n"
                      "Accept: application/rpc\r\nUser-Agent: MSRPC\r\n"
                      "Cache-Control: no-cache\r\nPragma: no-cache\r\nConnection: Keep-Alive\r\n"
                      "Content-Length: %" PRIu64 "\r\n%s\r\n",
                      c->out ? "RPC_OUT_DATA" : "RPC_IN_DATA", u->server, v->port,
-                     u->cfg->rpch_upstream.host, length, u->authz);
+                     u->cfg->rpch_upstream.host, length, authz);
     const char *err = NULL;
-    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&c->wq, head, (size_t)n))
+    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(dst, head, (size_t)n))
         err = "out of memory";
     mp_ntlm_cleanse(head, sizeof head); /* it held the Authorization */
+    return err;
+}
+
+/* The channel's request head: at once (Basic or no logon), or with NTLM
+ * the first leg now and the head when the CHALLENGE comes (ntlm_answer). */
+static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
+{
+    struct mp_rpch_up *u = v->u;
+    if (!u->ntlm)
+        return put_head(v, c, length, u->authz, &c->wq);
+    struct mp_buf val = {0};
+    char line[2048];
+    const char *err = NULL;
+    if (mp_hauth_up_negotiate(&u->ha, &c->hu, &val) || val.len + 20 > sizeof line)
+        err = "the NTLM initiator failed";
+    else {
+        snprintf(line, sizeof line, "Authorization: %.*s\r\n", (int)val.len,
+                 (const char *)val.data);
+        err = put_head(v, c, 0, line, &c->leg);
+        c->req_length = length;
+        c->ntlm_wait = true;
+    }
+    mp_buf_free(&val);
+    return err;
+}
+
+/* Why a channel's request was answered: its status line. */
+static const char *answered(const struct upchan *c)
+{
+    static char why[128];
+    const char *h = (const char *)mp_buf_head(&c->rq);
+    size_t n = mp_buf_avail(&c->rq);
+    const char *eol = memchr(h, '\r', n);
+    size_t k = (size_t)((eol ? eol : h + n) - h);
+    snprintf(why, sizeof why, "%s answered \"%.*s\"", c->out ? "RPC_OUT_DATA" : "RPC_IN_DATA",
+             (int)(k > 80 ? 80 : k), h);
+    return why;
+}
+
+/* A header's value in a response head h[0..n) (the first one whose value
+ * starts with prefix, when given); NULL when none. */
+static const char *head_value(const char *h, size_t n, const char *name, const char *prefix,
+                              size_t *len)
+{
+    size_t nl = strlen(name);
+    for (const char *p = h; p < h + n;) {
+        const char *eol = memmem(p, (size_t)(h + n - p), "\r\n", 2);
+        if (!eol)
+            break;
+        if ((size_t)(eol - p) > nl && !strncasecmp(p, name, nl) && p[nl] == ':') {
+            const char *q = p + nl + 1;
+            while (q < eol && *q == ' ')
+                q++;
+            if (!prefix ||
+                ((size_t)(eol - q) >= strlen(prefix) && !strncasecmp(q, prefix, strlen(prefix)))) {
+                *len = (size_t)(eol - q);
+                return q;
+            }
+        }
+        p = eol + 2;
+    }
+    return NULL;
+}
+
+/* NTLM: the upstream's 401 to the first leg (head and body) brings the
+ * CHALLENGE; the request's head with the AUTHENTICATE goes before what
+ * waits in wq. */
+static const char *ntlm_answer(struct upchan *c, bool eof)
+{
+    const char *h = (const char *)mp_buf_head(&c->rq);
+    size_t n = mp_buf_avail(&c->rq);
+    const char *end = n ? memmem(h, n, "\r\n\r\n", 4) : NULL;
+    if (!end) {
+        if (n > UP_MAX_HEAD)
+            return "response head too long";
+        return eof ? "the upstream closed the channel during the NTLM logon" : NULL;
+    }
+    if (n < 12 || memcmp(h, "HTTP/1.", 7) || memcmp(h + 8, " 401", 4))
+        return answered(c);
+    size_t hl = (size_t)(end + 4 - h), cl = 0, vl = 0;
+    const char *v = head_value(h, hl, "Content-Length", NULL, &vl);
+    if (v) {
+        char num[24] = "";
+        memcpy(num, v, vl < sizeof num - 1 ? vl : sizeof num - 1);
+        cl = strtoul(num, NULL, 10);
+    }
+    if (cl > 65536)
+        return "401 body too long";
+    if (n < hl + cl)
+        return eof ? "the upstream closed the channel during the NTLM logon" : NULL;
+    const char *www = head_value(h, hl, "WWW-Authenticate", "NTLM ", &vl);
+    static char why[160];
+    struct mp_buf val = {0}, nw = {0};
+    char line[4096];
+    const char *err = NULL;
+    if (!www)
+        err = "the upstream's 401 has no NTLM challenge";
+    else if (mp_hauth_up_authenticate(&c->hu, www, vl, &val, why, sizeof why))
+        err = why;
+    else if (val.len + 20 > sizeof line)
+        err = "NTLM AUTHENTICATE too long";
+    else {
+        snprintf(line, sizeof line, "Authorization: %.*s\r\n", (int)val.len,
+                 (const char *)val.data);
+        err = put_head(c->v, c, c->req_length, line, &nw);
+        mp_ntlm_cleanse(line, sizeof line);
+        if (!err && mp_buf_append(&nw, mp_buf_head(&c->wq), mp_buf_avail(&c->wq)))
+            err = "out of memory";
+        if (!err) {
+            mp_buf_free(&c->wq);
+            c->wq = nw;
+            nw = (struct mp_buf){0};
+            c->ntlm_wait = false;
+            mp_buf_consume(&c->rq, hl + cl);
+            mp_buf_trim(&c->rq);
+        }
+    }
+    if (val.data)
+        mp_ntlm_cleanse(val.data, val.len);
+    mp_buf_free(&val);
+    mp_buf_free(&nw);
+    mp_hauth_up_free(&c->hu);
     return err;
 }
 
@@ -442,13 +574,8 @@ static const char *out_parse(struct upvc *v)
         const char *end = memmem(h, n, "\r\n\r\n", 4);
         if (!end)
             return n > UP_MAX_HEAD ? "RPC_OUT_DATA response head too long" : NULL;
-        if (n < 12 || memcmp(h, "HTTP/1.", 7) || memcmp(h + 8, " 200", 4)) {
-            static char why[128];
-            const char *eol = memchr(h, '\r', n);
-            snprintf(why, sizeof why, "RPC_OUT_DATA answered \"%.*s\"",
-                     (int)((eol ? eol : h + n) - h > 80 ? 80 : (eol ? eol : h + n) - h), h);
-            return why;
-        }
+        if (n < 12 || memcmp(h, "HTTP/1.", 7) || memcmp(h + 8, " 200", 4))
+            return answered(c);
         mp_buf_consume(&c->rq, (size_t)(end + 4 - h));
         c->head_done = true;
     }
@@ -512,15 +639,16 @@ static const char *chan_io(struct upchan *c, uint32_t ev, bool *eof)
             return NULL;
         c->hs_done = true;
     }
-    while (mp_buf_avail(&c->wq)) {
-        ssize_t w = ch_write(c, mp_buf_head(&c->wq), mp_buf_avail(&c->wq));
+    struct mp_buf *q = c->ntlm_wait ? &c->leg : &c->wq;
+    while (mp_buf_avail(q)) {
+        ssize_t w = ch_write(c, mp_buf_head(q), mp_buf_avail(q));
         if (w < 0)
             return "write failed";
         if (!w)
             break;
-        mp_buf_consume(&c->wq, (size_t)w);
+        mp_buf_consume(q, (size_t)w);
     }
-    mp_buf_trim(&c->wq);
+    mp_buf_trim(q);
     /* a successor OUT channel is read only up to a window before the switch */
     while (c != v->out_next || mp_buf_avail(&c->rq) <= UP_MAX_NEXT_RQ) {
         uint8_t buf[16384];
@@ -540,15 +668,8 @@ static const char *chan_io(struct upchan *c, uint32_t ev, bool *eof)
 /* An IN channel's answer: it comes only when the channel fails. */
 static const char *in_answer(struct upchan *c, bool eof)
 {
-    if (mp_buf_avail(&c->rq)) {
-        static char why[128];
-        const char *h = (const char *)mp_buf_head(&c->rq);
-        size_t n = mp_buf_avail(&c->rq);
-        const char *eol = memchr(h, '\r', n);
-        size_t k = (size_t)((eol ? eol : h + n) - h);
-        snprintf(why, sizeof why, "RPC_IN_DATA answered \"%.*s\"", (int)(k > 80 ? 80 : k), h);
-        return why;
-    }
+    if (mp_buf_avail(&c->rq))
+        return answered(c);
     return eof ? "the upstream closed the IN channel" : NULL;
 }
 
@@ -560,6 +681,11 @@ static const char *chan_step(struct upchan *c, uint32_t ev)
     const char *err = chan_io(c, ev, &eof);
     if (err)
         return err;
+    if (c->ntlm_wait) {
+        if ((err = ntlm_answer(c, eof)) || c->ntlm_wait)
+            return err;
+        return chan_io(c, MP_WRITE, &eof); /* the request goes now */
+    }
     if (c == v->out) {
         if ((err = out_parse(v)))
             return err;
@@ -683,16 +809,17 @@ static void vc_kick(struct upvc *v)
         struct upchan *c = cs[k];
         if (!c || c->io.fd < 0)
             continue;
+        struct mp_buf *q = c->ntlm_wait ? &c->leg : &c->wq;
         if (c->connected && (!c->tls_on || c->hs_done))
-            while (mp_buf_avail(&c->wq)) {
-                ssize_t w = ch_write(c, mp_buf_head(&c->wq), mp_buf_avail(&c->wq));
+            while (mp_buf_avail(q)) {
+                ssize_t w = ch_write(c, mp_buf_head(q), mp_buf_avail(q));
                 if (w < 0) {
                     err = c->out ? "OUT channel: write failed" : "IN channel: write failed";
                     break;
                 }
                 if (!w)
                     break;
-                mp_buf_consume(&c->wq, (size_t)w);
+                mp_buf_consume(q, (size_t)w);
             }
         if (c == v->in_old && !mp_buf_avail(&c->wq)) { /* IN_R1/A5 is out */
             v->in_old = NULL;
@@ -737,6 +864,8 @@ static void chan_release(void *p)
     struct upchan *c = p;
     mp_buf_free(&c->wq);
     mp_buf_free(&c->rq);
+    mp_buf_free(&c->leg);
+    mp_hauth_up_free(&c->hu);
     free(c);
 }
 
@@ -889,6 +1018,7 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
     }
     snprintf(u->server, sizeof u->server, "%s",
              cfg->rpch_upstream_server[0] ? cfg->rpch_upstream_server : cfg->binding.host);
+    u->ntlm = cfg->username[0] && !strcasecmp(cfg->rpch_upstream_auth, "ntlm");
     if (cfg->username[0]) {
         char pw[256] = "", why[256] = "";
         if (cfg->password_file[0]) {
@@ -910,6 +1040,12 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
             snprintf(u->authz, sizeof u->authz, "Authorization: Basic %.*s\r\n", (int)b.len,
                      (const char *)b.data);
         mp_ntlm_cleanse(plain, sizeof plain);
+        if (u->ntlm) { /* the NTLM initiator's password; no Basic header */
+            u->ha.cfg = cfg;
+            snprintf(u->ha.up_password, sizeof u->ha.up_password, "%s", pw);
+            mp_ntlm_cleanse(u->authz, sizeof u->authz);
+            u->authz[0] = 0;
+        }
         mp_ntlm_cleanse(pw, sizeof pw);
         if (b.data)
             mp_ntlm_cleanse(b.data, b.len);
@@ -917,7 +1053,10 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
     }
     mp_info("rpch upstream: RPC over HTTP to %s://%s:%u/rpc/rpcproxy.dll?%s:<port>%s",
             cfg->rpch_upstream.tls ? "https" : "http", cfg->rpch_upstream.host,
-            cfg->rpch_upstream.port, u->server, u->authz[0] ? ", HTTP Basic" : "");
+            cfg->rpch_upstream.port, u->server,
+            u->ntlm       ? ", HTTP NTLM"
+            : u->authz[0] ? ", HTTP Basic"
+                          : "");
     *failed = false;
     return u;
 }
@@ -930,5 +1069,6 @@ void mp_rpch_up_free(struct mp_rpch_up *u)
         vc_unlink(u->all);
     mp_tls_ctx_free(u->tls_ctx);
     mp_ntlm_cleanse(u->authz, sizeof u->authz);
+    mp_ntlm_cleanse(u->ha.up_password, sizeof u->ha.up_password);
     free(u);
 }
