@@ -1405,11 +1405,13 @@ static void check_http(struct pctx *p, const char *name)
                  "mapiproxy:rpc over http = yes needs the HTTPS front: set mapiproxy:http listen");
     if (!c->n_http_listen)
         return;
-    if (c->rpch && (!c->http_auth[0] || strcasecmp(c->http_auth, "terminate")))
+    if (c->rpch && (!c->http_auth[0] || strcasecmp(c->http_auth, "terminate")) &&
+        !c->have_rpch_upstream)
         perr_opt(p, name, "mapiproxy:rpc over http",
                  "mapiproxy:rpc over http = yes: the proxy checks the clients' HTTP logons "
                  "itself (its DCE/RPC upstream has no HTTP), so set mapiproxy:http auth = "
-                 "terminate");
+                 "terminate (or pass the logons through to an RPC over HTTP upstream: set "
+                 "mapiproxy:rpc over http upstream)");
     if (!c->have_http_upstream)
         perr_opt(p, name, "mapiproxy:http listen",
                  "mapiproxy:http listen is set but mapiproxy:http upstream is not; add "

@@ -24,7 +24,8 @@ from impacket.dcerpc.v5 import nspi, oxabref, rpch, rpcrt, transport
 from impacket.http import AUTH_BASIC, AUTH_NTLM
 
 from conftest import ROOT
-from test_rpch import ALICE_PW, PROXY_PW, rpch_dce, rpch_lab_env, start, tcp_dce
+from test_rpch import (ALICE_PW, PROXY_PW, reference, rpch_dce, rpch_lab_env,  # noqa: F401
+                       start)
 from test_rpch_recycle import impacket_rts
 
 LAB_DIR = os.path.join(ROOT, "tests", "lab")
@@ -86,13 +87,8 @@ def test_lab_pdus_match_impacket_structures():
 
 
 @pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
-def test_both_channels_recycled_toward_upstream(make_proxy, env, http_auth):
-    d = tcp_dce(env["ports"]["nspi"], nspi.MSRPC_UUID_NSPI)
-    want_n = nspi_answers(d)
-    d.disconnect()
-    d = tcp_dce(env["ports"]["rfr"], oxabref.MSRPC_UUID_OXABREF)
-    want_r = rfr_answers(d)
-    d.disconnect()
+def test_both_channels_recycled_toward_upstream(make_proxy, env, reference, http_auth):  # noqa: F811
+    want_r, want_n = reference
     with open(env["lab_log"]) as f:
         lab_before = f.read()
     p = start(make_proxy, env, **up_opts(env["ports"]["rpch"]))
@@ -244,7 +240,7 @@ def test_bad_recycling_from_upstream(make_proxy, env, case):
 
 
 @pytest.mark.parametrize("password", ["good", "wrong"])
-def test_upstream_ntlm_logon(make_proxy, env, tmp_path, password):
+def test_upstream_ntlm_logon(make_proxy, env, reference, tmp_path, password):  # noqa: F811
     """mapiproxy:rpc over http upstream auth = ntlm: every channel toward the
     lab's RPC proxy, successors included, logs on with NTLM (a first leg with
     Content-Length 0 and the NEGOTIATE, the request with the AUTHENTICATE
@@ -270,9 +266,7 @@ def test_upstream_ntlm_logon(make_proxy, env, tmp_path, password):
                          r"RPC_(OUT|IN)_DATA answered \"HTTP/1.1 401", log), log[-3000:]
         assert "not-the-password" not in log
         return
-    d = tcp_dce(env["ports"]["nspi"], nspi.MSRPC_UUID_NSPI)
-    want = nspi_answers(d)
-    d.disconnect()
+    want = reference[1]
     d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
     for _ in range(12):
         assert nspi_answers(d) == want

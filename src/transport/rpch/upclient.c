@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -62,6 +63,7 @@ struct upchan {
     uint64_t req_length;
     struct mp_buf leg;
     struct mp_hauth_up hu;
+    char *authz; /* pass-through: the client's Authorization line for this channel */
 };
 
 /* The channels of a virtual connection: in and out are the default ones;
@@ -86,6 +88,7 @@ struct upvc {
     uint64_t out_app, out_taken;         /* RPC bytes from the OUT channels, handed to the assoc. */
     uint64_t out_base, out_acked;        /* out_app at the last OUT switch; acked up to */
     unsigned in_recycles, out_recycles;
+    char *pass_basic; /* pass-through Basic: the client's line, for successor channels */
     struct mp_timer ping;
     uint64_t last_in_ms;
     uint32_t conn_timeout;
@@ -191,6 +194,8 @@ static const char *put_head(struct upvc *v, struct upchan *c, uint64_t length, c
 static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
 {
     struct mp_rpch_up *u = v->u;
+    if (c->authz || v->pass_basic) /* the client's logon (pass-through) */
+        return put_head(v, c, length, c->authz ? c->authz : v->pass_basic, &c->wq);
     if (!u->ntlm)
         return put_head(v, c, length, u->authz, &c->wq);
     struct mp_buf val = {0};
@@ -224,8 +229,8 @@ static const char *answered(const struct upchan *c)
 
 /* A header's value in a response head h[0..n) (the first one whose value
  * starts with prefix, when given); NULL when none. */
-static const char *head_value(const char *h, size_t n, const char *name, const char *prefix,
-                              size_t *len)
+const char *mp_rpch_head_value(const char *h, size_t n, const char *name, const char *prefix,
+                               size_t *len)
 {
     size_t nl = strlen(name);
     for (const char *p = h; p < h + n;) {
@@ -263,7 +268,7 @@ static const char *ntlm_answer(struct upchan *c, bool eof)
     if (n < 12 || memcmp(h, "HTTP/1.", 7) || memcmp(h + 8, " 401", 4))
         return answered(c);
     size_t hl = (size_t)(end + 4 - h), cl = 0, vl = 0;
-    const char *v = head_value(h, hl, "Content-Length", NULL, &vl);
+    const char *v = mp_rpch_head_value(h, hl, "Content-Length", NULL, &vl);
     if (v) {
         char num[24] = "";
         memcpy(num, v, vl < sizeof num - 1 ? vl : sizeof num - 1);
@@ -273,7 +278,7 @@ static const char *ntlm_answer(struct upchan *c, bool eof)
         return "401 body too long";
     if (n < hl + cl)
         return eof ? "the upstream closed the channel during the NTLM logon" : NULL;
-    const char *www = head_value(h, hl, "WWW-Authenticate", "NTLM ", &vl);
+    const char *www = mp_rpch_head_value(h, hl, "WWW-Authenticate", "NTLM ", &vl);
     static char why[160];
     struct mp_buf val = {0}, nw = {0};
     char line[4096];
@@ -866,6 +871,9 @@ static void chan_release(void *p)
     mp_buf_free(&c->rq);
     mp_buf_free(&c->leg);
     mp_hauth_up_free(&c->hu);
+    if (c->authz)
+        mp_ntlm_cleanse(c->authz, strlen(c->authz));
+    free(c->authz);
     free(c);
 }
 
@@ -906,6 +914,10 @@ static void vc_unlink(struct upvc *v)
     v->in = v->out = v->in_next = v->out_next = v->in_old = NULL;
     if (v->sp.fd >= 0)
         mp_io_close(u->loop, &v->sp);
+    if (v->pass_basic)
+        mp_ntlm_cleanse(v->pass_basic, strlen(v->pass_basic));
+    free(v->pass_basic);
+    v->pass_basic = NULL;
     mp_buf_free(&v->sp_wq);
     mp_buf_free(&v->sp_rq);
     mp_buf_free(&v->held);
@@ -937,17 +949,9 @@ static struct upchan *chan_open(struct upvc *v, bool out)
     c->tls_on = u->tls_ctx != NULL;
     c->io.cb = chan_cb;
     c->io.data = c;
-    struct sockaddr_storage ss = u->addr;
-    if (ss.ss_family == AF_INET)
-        ((struct sockaddr_in *)&ss)->sin_port = htons(u->cfg->rpch_upstream.port);
-    else
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(u->cfg->rpch_upstream.port);
-    c->io.fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->io.fd < 0 ||
-        (connect(c->io.fd, (struct sockaddr *)&ss, u->addr_len) < 0 && errno != EINPROGRESS)) {
+    c->io.fd = mp_tcp_connect_start(&u->addr, u->addr_len, u->cfg->rpch_upstream.port);
+    if (c->io.fd < 0) {
         c->tls_on = false;
-        if (c->io.fd >= 0)
-            close(c->io.fd);
         free(c);
         return NULL;
     }
@@ -955,7 +959,99 @@ static struct upchan *chan_open(struct upvc *v, bool out)
     return c;
 }
 
-int mp_rpch_up_open(struct mp_rpch_up *u, const char *peer, uint16_t port)
+/* ---- HTTP logon pass-through: pins (upclient.h) ---- */
+
+struct pinent {
+    struct pinent *next;
+    const void *key;
+    struct mp_rpch_pin *pin[2]; /* [0] IN, [1] OUT */
+};
+static _Thread_local struct pinent *pins;
+
+void mp_rpch_pin_free(struct mp_rpch_pin *pin)
+{
+    if (!pin)
+        return;
+    if (pin->tls_on)
+        mp_tls_free(&pin->tls, false);
+    if (pin->fd >= 0)
+        close(pin->fd);
+    mp_ntlm_cleanse(pin->authz, sizeof pin->authz);
+    free(pin);
+}
+
+static struct pinent *pin_take(const void *key)
+{
+    for (struct pinent **pp = &pins; key && *pp; pp = &(*pp)->next)
+        if ((*pp)->key == key) {
+            struct pinent *e = *pp;
+            *pp = e->next;
+            return e;
+        }
+    return NULL;
+}
+
+static void pinent_free(struct pinent *e)
+{
+    if (!e)
+        return;
+    mp_rpch_pin_free(e->pin[0]);
+    mp_rpch_pin_free(e->pin[1]);
+    free(e);
+}
+
+void mp_rpch_up_pin(const void *key, bool out, struct mp_rpch_pin *pin)
+{
+    struct pinent *e = pin_take(key);
+    if (!e && !(e = calloc(1, sizeof *e))) {
+        mp_rpch_pin_free(pin);
+        return;
+    }
+    e->key = key;
+    mp_rpch_pin_free(e->pin[out]);
+    e->pin[out] = pin;
+    e->next = pins;
+    pins = e;
+}
+
+void mp_rpch_up_unpin(const void *key)
+{
+    pinent_free(pin_take(key));
+}
+
+/* A channel on the connection the client's logon ran on, or a new one;
+ * its head carries the client's Authorization line.  The pin is used up. */
+static struct upchan *chan_pinned(struct upvc *v, bool out, struct mp_rpch_pin *pin)
+{
+    if (!pin)
+        return chan_open(v, out);
+    struct upchan *c = pin->fd >= 0 ? calloc(1, sizeof *c) : chan_open(v, out);
+    if (!c || !(c->authz = strdup(pin->authz))) {
+        if (c && pin->fd >= 0)
+            free(c);
+        else if (c)
+            chan_free(v->u->loop, c);
+        return NULL;
+    }
+    if (!strncasecmp(pin->authz, "Authorization: Basic ", 21) && !v->pass_basic)
+        v->pass_basic = strdup(pin->authz);
+    if (pin->fd >= 0) {
+        c->v = v;
+        c->out = out;
+        c->io.cb = chan_cb;
+        c->io.data = c;
+        c->io.fd = pin->fd;
+        c->tls = pin->tls;
+        c->tls_on = pin->tls_on;
+        c->connected = c->hs_done = true;
+        pin->fd = -1;
+        pin->tls_on = false;
+        ch_interest(c);
+    }
+    return c;
+}
+
+int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uint16_t port)
 {
     struct upvc *v = calloc(1, sizeof *v);
     int sv[2] = {-1, -1};
@@ -980,7 +1076,13 @@ int mp_rpch_up_open(struct mp_rpch_up *u, const char *peer, uint16_t port)
     v->sp.fd = sv[0];
     v->sp.cb = sp_cb;
     v->sp.data = v;
-    if (!(v->out = chan_open(v, true)) || !(v->in = chan_open(v, false)) || queue_heads(v))
+    struct pinent *pe = pin_take(key);
+    v->out = chan_pinned(v, true, pe ? pe->pin[1] : NULL);
+    v->in = v->out ? chan_pinned(v, false, pe ? pe->pin[0] : NULL) : NULL;
+    if (pe)
+        mp_debug("rpch upstream %s: the client's HTTP logon (pass-through)", peer);
+    pinent_free(pe);
+    if (!v->out || !v->in || queue_heads(v))
         goto fail;
     mp_io_set(u->loop, &v->sp, MP_READ);
     mp_debug("rpch upstream %s: connecting to %s:%u for ?%s:%u", peer, u->cfg->rpch_upstream.host,
@@ -994,6 +1096,23 @@ fail:
     return -1;
 }
 
+int mp_rpch_up_target(const struct mp_config *cfg, struct sockaddr_storage *addr, socklen_t *len,
+                      SSL_CTX **tls_ctx, char *server, size_t sl)
+{
+    char err[256];
+    *tls_ctx = NULL;
+    if (mp_conn_resolve(cfg->rpch_upstream.host, addr, len, err, sizeof err)) {
+        mp_error("mapiproxy:rpc over http upstream: %s: %s", cfg->rpch_upstream.host, err);
+        return -1;
+    }
+    if (cfg->rpch_upstream.tls &&
+        !(*tls_ctx = mp_tls_client_ctx(cfg->tls_verify, cfg->tls_ca_file)))
+        return -1;
+    snprintf(server, sl, "%s",
+             cfg->rpch_upstream_server[0] ? cfg->rpch_upstream_server : cfg->binding.host);
+    return 0;
+}
+
 struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *cfg, bool *failed)
 {
     *failed = false;
@@ -1005,19 +1124,10 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
         return NULL;
     u->loop = loop;
     u->cfg = cfg;
-    char err[256];
-    if (mp_conn_resolve(cfg->rpch_upstream.host, &u->addr, &u->addr_len, err, sizeof err)) {
-        mp_error("mapiproxy:rpc over http upstream: %s: %s", cfg->rpch_upstream.host, err);
+    if (mp_rpch_up_target(cfg, &u->addr, &u->addr_len, &u->tls_ctx, u->server, sizeof u->server)) {
         free(u);
         return NULL;
     }
-    if (cfg->rpch_upstream.tls &&
-        !(u->tls_ctx = mp_tls_client_ctx(cfg->tls_verify, cfg->tls_ca_file))) {
-        free(u);
-        return NULL;
-    }
-    snprintf(u->server, sizeof u->server, "%s",
-             cfg->rpch_upstream_server[0] ? cfg->rpch_upstream_server : cfg->binding.host);
     u->ntlm = cfg->username[0] && !strcasecmp(cfg->rpch_upstream_auth, "ntlm");
     if (cfg->username[0]) {
         char pw[256] = "", why[256] = "";
