@@ -9,6 +9,8 @@ not write); NSPI and RFR answers equal a direct ncacn_ip_tcp client's, and
 the lab names alice, not the proxy's account, on every channel."""
 import os
 import re
+import socket
+import ssl
 import sys
 
 import pytest
@@ -102,3 +104,74 @@ def test_wrong_password_refused_by_upstream(make_proxy, env):
     d.disconnect()
     p.stop()
     assert "wrong-password" not in p.log() and ALICE_PW not in p.log()
+
+
+def test_basic_passthrough_with_recycling(make_proxy, env, reference):  # noqa: F811
+    """HTTP Basic passed through, the proxy's IN channel toward the lab 4 KiB
+    long: its successor channels (IN_R1) carry the client's Basic header
+    again, and the lab names alice on them too."""
+    with open(env["lab_log"]) as f:
+        before = len(f.read())
+    over = pass_opts(env)
+    over["mapiproxy:rpc over http upstream in channel length"] = "4K"
+    p = start(make_proxy, env, **over)
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    for _ in range(8):
+        assert nspi_answers(d) == reference[1]
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    with open(env["lab_log"]) as f:
+        lab = f.read()[before:]
+    ins = len(re.findall(r"rpch upstream .*: IN channel recycled", log))
+    chans = re.findall(r"rpch: (IN|OUT) channel \S+ user=(\S+) length", lab)
+    assert ins >= 1 and len(chans) >= 2 + ins, (ins, chans)
+    assert all(u.lower().endswith("alice") for _, u in chans), chans
+
+
+def raw_channel(port):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+    return s
+
+
+def read_until_closed(s):
+    got = b""
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b:
+                return got
+            got += b
+    except (ssl.SSLError, OSError):
+        return got
+
+
+@pytest.mark.parametrize("bad", ["garbage", "chunked", "other-path"])
+def test_bad_logon_legs(make_proxy, env, reference, bad):  # noqa: F811
+    """After a first leg (no Authorization: the lab's 401 comes back), a
+    malformed next request, a chunked one, or one for another path closes
+    that client connection with a log line; the next client goes on."""
+    p = start(make_proxy, env, **pass_opts(env))
+    s = raw_channel(p.http_port)
+    s.sendall(b"RPC_IN_DATA /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Length: 0\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 401"), head[:60]
+    second = {"garbage": b"GARBAGE\r\n\r\n",
+              "chunked": b"RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n",
+              "other-path": b"RPC_IN_DATA /ews/exchange.asmx HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 0\r\n\r\n"}[bad]
+    s.sendall(second)
+    read_until_closed(s)
+    s.close()
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_NTLM)
+    assert nspi_answers(d) == reference[1]
+    d.disconnect()
+    p.stop()
+    assert "during the HTTP logon (pass-through)" in p.log(), p.log()[-2000:]

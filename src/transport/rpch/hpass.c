@@ -55,8 +55,7 @@ struct mp_rpch_pass *mp_rpch_pass_new(struct mp_loop *loop, const struct mp_conf
         return NULL;
     p->loop = loop;
     p->cfg = cfg;
-    if (mp_rpch_up_target(cfg, &p->addr, &p->addr_len, &p->tls_ctx, p->server,
-                          sizeof p->server)) {
+    if (mp_rpch_up_target(cfg, &p->addr, &p->addr_len, &p->tls_ctx, p->server, sizeof p->server)) {
         free(p);
         return NULL;
     }
@@ -213,8 +212,8 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
                      "%s /rpc/rpcproxy.dll%s%s%s%.*s HTTP/1.1\r\nHost: %s\r\n"
                      "Accept: application/rpc\r\nUser-Agent: MSRPC\r\nContent-Length: 0\r\n"
                      "Connection: Keep-Alive\r\n%s%.*s%s\r\n",
-                     method, pl < tl ? "?" : "", pl < tl ? l->p->server : "",
-                     port ? ":" : "", port ? (int)(target + tl - port) : 0, port ? port : "",
+                     method, pl < tl ? "?" : "", pl < tl ? l->p->server : "", port ? ":" : "",
+                     port ? (int)(target + tl - port) : 0, port ? port : "",
                      l->p->cfg->rpch_upstream.host, authz ? "Authorization: " : "",
                      authz ? (int)al : 0, authz ? authz : "", authz ? "\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&l->up_out, head, (size_t)n) ||
@@ -301,7 +300,8 @@ static bool up_answer(struct mp_rpch_leg *l, bool eof)
     size_t hl = (size_t)(end + 4 - h);
     uint64_t cl = 0;
     const char *v = mp_rpch_head_value(h, hl, "Content-Length", NULL, &vl);
-    if ((v && !hnum(v, vl, &cl)) || cl > LEG_MAX_BODY || mp_rpch_head_value(h, hl, "Transfer-Encoding", NULL, &vl)) {
+    if ((v && !hnum(v, vl, &cl)) || cl > LEG_MAX_BODY ||
+        mp_rpch_head_value(h, hl, "Transfer-Encoding", NULL, &vl)) {
         leg_fail(l, "the upstream's answer during the logon is not framed by a small "
                     "Content-Length");
         return false;
@@ -346,9 +346,9 @@ static void up_cb(struct mp_io *io, uint32_t ev)
             return;
         l->connected = true;
         const char *why = NULL;
-        if (l->tls_on && mp_tls_connect(&l->tls, l->p->tls_ctx, l->io.fd,
-                                        l->p->cfg->rpch_upstream.host, l->p->cfg->tls_verify,
-                                        &why) < 0) {
+        if (l->tls_on &&
+            mp_tls_connect(&l->tls, l->p->tls_ctx, l->io.fd, l->p->cfg->rpch_upstream.host,
+                           l->p->cfg->tls_verify, &why) < 0) {
             l->tls_on = false;
             leg_fail(l, why ? why : "TLS setup failed");
             return;
@@ -368,10 +368,10 @@ static void up_cb(struct mp_io *io, uint32_t ev)
         l->hs_done = true;
     }
     while (mp_buf_avail(&l->up_out)) {
-        ssize_t w = l->tls_on ? mp_tls_write(&l->tls, l->io.fd, mp_buf_head(&l->up_out),
-                                             mp_buf_avail(&l->up_out))
-                              : send(l->io.fd, mp_buf_head(&l->up_out),
-                                     mp_buf_avail(&l->up_out), MSG_NOSIGNAL);
+        ssize_t w =
+            l->tls_on
+                ? mp_tls_write(&l->tls, l->io.fd, mp_buf_head(&l->up_out), mp_buf_avail(&l->up_out))
+                : send(l->io.fd, mp_buf_head(&l->up_out), mp_buf_avail(&l->up_out), MSG_NOSIGNAL);
         if (w < 0 && !l->tls_on && (errno == EAGAIN || errno == EWOULDBLOCK))
             w = 0;
         if (w < 0) {
