@@ -906,6 +906,9 @@ static const struct opt options[] = {
      "bytes"},
     {"mapiproxy:rpc over http upstream", K_HTTP_URL, F(rpch_upstream), 0, 0, NULL},
     {"mapiproxy:rpc over http upstream server", K_STR, F(rpch_upstream_server), 0, 0, NULL},
+    {"mapiproxy:rpc over http upstream auth", K_STR, F(rpch_upstream_auth), 0, 0, NULL},
+    {"mapiproxy:rpc over http upstream in channel length", K_SIZE, F(rpch_up_in_length), 4u << 10,
+     1u << 30, "bytes"},
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
     {"mapiproxy:winbind socket dir", K_STR, F(winbind_socket_dir), 0, 0, NULL},
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
@@ -1387,7 +1390,13 @@ static void check_http(struct pctx *p, const char *name)
 {
     struct mp_config *c = p->cfg;
     check_http_paths(p, name);
-    if (c->have_rpch_upstream && !c->rpch_upstream.tls && c->username[0])
+    if (c->rpch_upstream_auth[0] && strcasecmp(c->rpch_upstream_auth, "basic") &&
+        strcasecmp(c->rpch_upstream_auth, "ntlm"))
+        perr_opt(p, name, "mapiproxy:rpc over http upstream auth",
+                 "mapiproxy:rpc over http upstream auth = \"%s\": use basic or ntlm",
+                 c->rpch_upstream_auth);
+    if (c->have_rpch_upstream && !c->rpch_upstream.tls && c->username[0] &&
+        strcasecmp(c->rpch_upstream_auth, "ntlm"))
         pwarn_opt(p, name, "mapiproxy:rpc over http upstream",
                   "mapiproxy:rpc over http upstream is plain http://: the proxy's HTTP Basic "
                   "logon (dcerpc_mapiproxy:username and its password) goes in clear");
@@ -1396,11 +1405,13 @@ static void check_http(struct pctx *p, const char *name)
                  "mapiproxy:rpc over http = yes needs the HTTPS front: set mapiproxy:http listen");
     if (!c->n_http_listen)
         return;
-    if (c->rpch && (!c->http_auth[0] || strcasecmp(c->http_auth, "terminate")))
+    if (c->rpch && (!c->http_auth[0] || strcasecmp(c->http_auth, "terminate")) &&
+        !c->have_rpch_upstream)
         perr_opt(p, name, "mapiproxy:rpc over http",
                  "mapiproxy:rpc over http = yes: the proxy checks the clients' HTTP logons "
                  "itself (its DCE/RPC upstream has no HTTP), so set mapiproxy:http auth = "
-                 "terminate");
+                 "terminate (or pass the logons through to an RPC over HTTP upstream: set "
+                 "mapiproxy:rpc over http upstream)");
     if (!c->have_http_upstream)
         perr_opt(p, name, "mapiproxy:http listen",
                  "mapiproxy:http listen is set but mapiproxy:http upstream is not; add "
@@ -1924,6 +1935,7 @@ static void set_defaults(struct mp_config *c)
     c->rpch_conn_timeout_s = 120;
     c->rpch_pair_timeout_s = 30;
     c->rpch_out_length = 1u << 30;
+    c->rpch_up_in_length = 1u << 30;
     snprintf(c->http_relay_paths, sizeof c->http_relay_paths, "%s", MP_HTTP_DEFAULT_RELAY_PATHS);
 }
 

@@ -189,6 +189,8 @@ struct mp_config {
     struct mp_http_url rpch_upstream;
     bool have_rpch_upstream;
     char rpch_upstream_server[256]; /* ... server: the ?SERVER:port name (the binding's host) */
+    uint32_t rpch_up_in_length;     /* ... upstream in channel length: RPC_IN_DATA's (1 GiB) */
+    char rpch_upstream_auth[16];    /* ... upstream auth: basic (default) | ntlm */
     /* NTLM users from a domain, groups (doc/configuration.md, doc/internals/auth.md) */
     char ntlm_backend[16];        /* mapiproxy:ntlm backend: file (default) | winbind */
     char winbind_socket_dir[256]; /* mapiproxy:winbind socket dir ("" = libwbclient's default) */

@@ -45,8 +45,7 @@ void mp_conn_attach(struct mp_conn *c, int fd)
     c->read_ms = c->write_ms = mp_now_ms();
 }
 
-int mp_conn_connect(struct mp_conn *c, const struct sockaddr_storage *addr, socklen_t len,
-                    uint16_t port)
+int mp_tcp_connect_start(const struct sockaddr_storage *addr, socklen_t len, uint16_t port)
 {
     struct sockaddr_storage ss = *addr;
     if (ss.ss_family == AF_INET)
@@ -63,6 +62,15 @@ int mp_conn_connect(struct mp_conn *c, const struct sockaddr_storage *addr, sock
         errno = e;
         return -1;
     }
+    return fd;
+}
+
+int mp_conn_connect(struct mp_conn *c, const struct sockaddr_storage *addr, socklen_t len,
+                    uint16_t port)
+{
+    int fd = mp_tcp_connect_start(addr, len, port);
+    if (fd < 0)
+        return -1;
     c->port = port;
     c->io.fd = fd;
     c->io.want = 0;

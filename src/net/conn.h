@@ -110,6 +110,9 @@ void mp_conn_attach(struct mp_conn *c, int fd);
 /* The connector: starts a non-blocking connect to addr with its port set to
  * port (TCP_NODELAY).  Returns 0 with c->connecting set (mp_conn_want()
  * then waits for writability), or -1 with errno set. */
+/* A non-blocking TCP connect to addr:port started (TCP_NODELAY): the fd,
+ * or -1 (errno). */
+int mp_tcp_connect_start(const struct sockaddr_storage *addr, socklen_t len, uint16_t port);
 int mp_conn_connect(struct mp_conn *c, const struct sockaddr_storage *addr, socklen_t len,
                     uint16_t port);
 

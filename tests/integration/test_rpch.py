@@ -57,9 +57,9 @@ def rpch_files(d):
     return lab_cert, proxy_cert, users, creds, pwfile
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("rpch"))
+def rpch_lab_env(d, *lab_args):
+    """Generator: the lab (RPC over HTTP on TLS, privacy required, lab_args
+    added) and rpch_files in d; yields the env dict, stops the lab after."""
     lab_cert, proxy_cert, users, creds, pwfile = rpch_files(d)
     lab_log = os.path.join(d, "lab.log")
     logf = open(lab_log, "w")
@@ -67,17 +67,22 @@ def env(tmp_path_factory):
         ["/usr/bin/python3", os.path.join(LAB_DIR, "exchange_lab.py"), "--host", "127.0.0.1",
          "--epm-port", str(free_port()), "--mapihttp-port", "0", "--rpch-port", "0",
          "--tls-cert", lab_cert[0], "--tls-key", lab_cert[1], "--users", users,
-         "--require-auth", "privacy"],
+         "--require-auth", "privacy", *lab_args],
         stdout=subprocess.PIPE, stderr=logf, text=True)
     line = proc.stdout.readline()
     assert line.startswith("READY "), line
     threading.Thread(target=proc.stdout.read, daemon=True).start()
     ports = dict((k, int(v)) for k, v in (kv.split("=") for kv in line.split()[1:]))
     yield {"ports": ports, "proxy_cert": proxy_cert, "ca": os.path.join(d, "ca.pem"),
-           "creds": creds, "pwfile": pwfile, "lab_log": lab_log}
+           "creds": creds, "pwfile": pwfile, "lab_log": lab_log, "lab_cert": lab_cert}
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
     logf.close()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    yield from rpch_lab_env(str(tmp_path_factory.mktemp("rpch")))
 
 
 def start(make_proxy, env, **over):

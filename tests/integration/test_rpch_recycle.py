@@ -141,4 +141,6 @@ def test_out_channel_recycled_mid_session(make_proxy, env, reference, http_auth)
     print("recycles: IN %d, OUT %d" % (t.in_recycles, t.out_recycles))
     assert t.out_recycles >= 2 and t.in_recycles >= 3, (t.out_recycles, t.in_recycles)
     assert all(a["timeout"] >= 120000 for a in t.a6)
+    # the proxy closes each predecessor OUT channel after its OUT_R1/A10
+    assert t.old_out_closed == [True] * t.out_recycles, t.old_out_closed
     assert log.count("OUT channel recycled") >= t.out_recycles

@@ -116,6 +116,9 @@ def main(argv=None):
                     help='also serve MAPI over HTTP + Autodiscover on port N (0: ephemeral)')
     ap.add_argument('--rpch-port', type=int, default=None, metavar='N',
                     help='also serve RPC over HTTP v2 (/rpc/rpcproxy.dll) on port N (0: ephemeral)')
+    ap.add_argument('--rpch-out-length', type=int, default=1 << 30, metavar='BYTES',
+                    help='Content-Length of the RPC_OUT_DATA answers: before it runs out the lab '
+                         'asks the client for a new OUT channel (OUT_R1/A2; default 1 GiB)')
     ap.add_argument('--tls-cert', metavar='FILE', help='PEM certificate: MAPI/HTTP over TLS')
     ap.add_argument('--tls-key', metavar='FILE', help='PEM private key for --tls-cert')
     ap.add_argument('--http-auth', default='ntlm,basic',
@@ -189,7 +192,8 @@ def main(argv=None):
         import lab_rpch
         try:
             rpch = lab_rpch.RpchServer(config, args.host, args.rpch_port, args.tls_cert,
-                                       args.tls_key, http_auth, auth.userdb)
+                                       args.tls_key, http_auth, auth.userdb,
+                                       out_length=args.rpch_out_length)
         except (OSError, ValueError) as e:
             ap.error('RPC over HTTP listener: %s' % e)
     epmap.register(lab_rfr_uuid(), '1.0', listeners['rfr'].port, 'MS Exchange Directory RFR Interface')

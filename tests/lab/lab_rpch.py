@@ -15,8 +15,21 @@ outbound proxy and the server role at once (MS-RPCH 3.2.3 to 3.2.5 merged):
   unacknowledged RPC bytes than the client's receive window (CONN/A1, then
   its FlowControlAckWithDestination PDUs); the IN channel acknowledges the
   client's bytes with FlowControlAck on the OUT channel every half window.
-- Ping and Keep-Alive PDUs on the IN channel are accepted; channel
-  recycling (IN_R1/OUT_R1) is answered by closing the virtual connection.
+- Ping and Keep-Alive PDUs on the IN channel are accepted.
+- Channel recycling, the server side (inbound, outbound proxy and server
+  merged):
+  IN_R1: a new RPC_IN_DATA starting with IN_R1/A1 (2.2.4.10) naming the
+  live IN channel gets IN_R1/A4 (2.2.4.13) on the OUT channel; its PDUs wait
+  until IN_R1/A5 (2.2.4.14) ends the predecessor, then it is the IN channel
+  (flow control counted from 0 under its cookie).
+  OUT_R1: the OUT answer's Content-Length is out_length; before an RPC PDU
+  would leave less than OUT_RESERVE of it, OUT_R1/A2 (2.2.4.24) goes out
+  and RPC PDUs wait; a new RPC_OUT_DATA with OUT_R1/A3 (2.2.4.25) gets
+  OUT_R1/A6 (2.2.4.28) on the predecessor; OUT_R1/A7 (2.2.4.29) on the IN
+  channel gets OUT_R1/A10 (2.2.4.32) on the predecessor, which is then
+  closed (3.2.4.5.x: the outbound proxy closes it after A10); the successor
+  gets its answer head, its OUT_R1/A11 (2.2.4.33) is read, and RPC PDUs go
+  on under the window of A3.
 
 HTTP authentication (Basic, NTLM on the connection) is lab_mapihttp's.
 Written from the specification; it shares no code with src/.
@@ -38,6 +51,10 @@ RECEIVE_WINDOW = 65536
 CONNECTION_TIMEOUT = 120000
 PAIR_WAIT = 10.0          # seconds a channel waits for its partner
 EXCHANGE_PORTS = {6001: 'emsmdb', 6002: 'rfr', 6004: 'nspi', 593: 'epm'}
+FLAG_OUT_CHANNEL = 0x10
+FD_CLIENT, FD_SERVER = 0, 2
+OUT_RESERVE = 512         # OUT channel bytes kept for RTS PDUs once OUT_R1/A2 is out
+RECYCLE_WAIT = 30.0
 
 
 class RtsError(Exception):
@@ -90,37 +107,71 @@ def u32(b):
 class VConn(object):
     """One virtual connection: its OUT channel writer, the backend socket."""
 
-    def __init__(self, cookie):
+    def __init__(self, cookie, out_length):
         self.cookie = cookie
         self.lock = threading.Condition()
         self.out_wfile = None
+        self.out_cookie = None
+        self.out_length = out_length       # the OUT answers' Content-Length
+        self.out_chan_sent = 0             # bytes written on the current OUT channel
         self.out_window = RECEIVE_WINDOW   # the client's (CONN/A1, then acks)
         self.out_sent = 0                  # RPC bytes sent on OUT
         self.out_acked = 0                 # BytesReceived of the last ack
+        self.out_state = None              # OUT_R1: None, 'a2' (A2 sent), 'a6' (A6 sent)
+        self.out_done = None               # set: the current OUT channel's thread ends
+        self.out_next = None               # (wfile, cookie, window, done, switched)
+        self.out_recycles = 0
         self.in_received = 0
         self.in_acked = 0
         self.in_cookie = None
+        self.in_next = None                # successor IN cookie while IN_R1 runs
+        self.in_switch = None              # set when IN_R1/A5 ended the predecessor
+        self.in_recycles = 0
         self.backend = None
         self.ready = threading.Event()     # the IN channel came and the backend is up
         self.closed = False
 
+    def _write(self, data):
+        """Under self.lock: bytes on the current OUT channel, within its length."""
+        if self.out_chan_sent + len(data) > self.out_length:
+            raise RtsError('OUT channel Content-Length used up')
+        self.out_chan_sent += len(data)
+        self.out_wfile.write(data)
+        self.out_wfile.flush()
+
     def send_out(self, data, rpc):
         with self.lock:
+            while rpc:
+                if self.closed:
+                    raise RtsError('closed')
+                if self.out_state is None and \
+                        self.out_chan_sent + len(data) + OUT_RESERVE > self.out_length:
+                    if len(data) + 2 * OUT_RESERVE > self.out_length:
+                        raise RtsError('a PDU of %d bytes does not fit an OUT channel' % len(data))
+                    self.out_state = 'a2'           # OUT_R1/A2: RECYCLE_CHANNEL, FDClient
+                    self._write(rts_pdu(FLAG_RECYCLE, [(13, struct.pack('<L', FD_CLIENT))]))
+                    log('rpch: %s: OUT_R1/A2 sent' % self.cookie.hex())
+                if self.out_state is None and \
+                        self.out_sent + len(data) - self.out_acked <= self.out_window:
+                    break
+                if not self.lock.wait(RECYCLE_WAIT):
+                    raise RtsError('client never acknowledged its window or never recycled')
             if rpc:
-                while not self.closed and \
-                        self.out_sent + len(data) - self.out_acked > self.out_window:
-                    if not self.lock.wait(30):
-                        raise RtsError('client never acknowledged its window')
                 self.out_sent += len(data)
             if self.closed:
                 raise RtsError('closed')
-            self.out_wfile.write(data)
-            self.out_wfile.flush()
+            self._write(data)
 
     def close(self):
         with self.lock:
             self.closed = True
             self.lock.notify_all()
+            if self.out_done is not None:
+                self.out_done.set()
+            if self.out_next is not None:
+                self.out_next[3].set()
+            if self.in_switch is not None:
+                self.in_switch.set()
         if self.backend is not None:
             try:
                 self.backend.shutdown(socket.SHUT_RDWR)
@@ -132,8 +183,9 @@ class RpchServer(object):
     """Attributes lab_mapihttp's handler reads: config, auth_modes, userdb, tls."""
 
     def __init__(self, config, host='127.0.0.1', port=0, tls_cert=None, tls_key=None,
-                 auth_modes=('ntlm', 'basic'), userdb=None):
+                 auth_modes=('ntlm', 'basic'), userdb=None, out_length=1 << 30):
         self.config = config
+        self.out_length = out_length
         self.auth_modes = tuple(m for m in auth_modes if m != 'none')
         self.userdb = userdb
         self.tls = None
@@ -241,23 +293,31 @@ class _RpchHandler(lab_mapihttp._Handler):
         with lab.lock:
             vc = lab.vconns.get(cookie)
             if vc is None and create:
-                vc = lab.vconns[cookie] = VConn(cookie)
+                vc = lab.vconns[cookie] = VConn(cookie, lab.out_length)
             return vc
+
+    def _out_head(self, vc):
+        return (b'HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n'
+                b'Content-Length: %d\r\n\r\n' % vc.out_length)
 
     def _out_channel(self, length):
         pdu = self._read_pdu(length)
         if pdu is None:
             raise RtsError('OUT channel closed before CONN/A1')
         flags, cmds = rts_parse(pdu)
-        if [t for t, _ in cmds] != [6, 3, 3, 0]:
+        types = [t for t, _ in cmds]
+        if flags == FLAG_RECYCLE and types == [6, 3, 3, 3, 0]:
+            return self._out_successor(cmds, length - len(pdu))
+        if types != [6, 3, 3, 0]:
             raise RtsError('OUT channel: expected CONN/A1, got flags %d commands %s'
-                           % (flags, [t for t, _ in cmds]))
+                           % (flags, types))
         cookie = cmds[1][1]
         vc = self._register(cookie, True)
         vc.out_window = u32(cmds[3][1])
+        vc.out_cookie = cmds[2][1]
         vc.out_wfile = self.wfile
-        self.wfile.write(b'HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n'
-                         b'Content-Length: 1073741824\r\n\r\n')
+        done = vc.out_done = threading.Event()
+        self.wfile.write(self._out_head(vc))
         vc.send_out(rts_pdu(FLAG_NONE, [(2, struct.pack('<L', CONNECTION_TIMEOUT))]), False)
         if not vc.ready.wait(PAIR_WAIT):
             vc.close()
@@ -268,11 +328,69 @@ class _RpchHandler(lab_mapihttp._Handler):
                                         (0, struct.pack('<L', RECEIVE_WINDOW)),
                                         (2, struct.pack('<L', CONNECTION_TIMEOUT))]), False)
         log('rpch: virtual connection %s established' % cookie.hex())
+        threading.Thread(target=self._pump_thread, args=(vc,), daemon=True).start()
+        done.wait()        # until the virtual connection ends or OUT_R1/A10 retires it
+
+    def _pump_thread(self, vc):
         try:
             self._pump(vc)
+        except (RtsError, OSError) as e:
+            log('rpch: %s: OUT channel error: %s' % (vc.cookie.hex(), e))
         finally:
             vc.close()
             self._forget(vc)
+
+    def _out_successor(self, cmds, left):
+        """OUT_R1/A3 on a new RPC_OUT_DATA: OUT_R1/A6 on the predecessor; the
+        switch comes with the client's OUT_R1/A7 on the IN channel."""
+        vc = self._register(cmds[1][1], False)
+        if vc is None:
+            raise RtsError('OUT_R1/A3 for an unknown virtual connection')
+        window = u32(cmds[4][1])
+        if not 0x2000 <= window <= 0x40000:
+            raise RtsError('OUT_R1/A3 ReceiveWindowSize %d out of range' % window)
+        done, switched = threading.Event(), threading.Event()
+        with vc.lock:
+            if vc.out_state != 'a2':
+                raise RtsError('OUT_R1/A3 without OUT_R1/A2')
+            if cmds[2][1] != vc.out_cookie:
+                raise RtsError('OUT_R1/A3 names another predecessor OUT channel')
+            vc.out_next = (self.wfile, cmds[3][1], window, done, switched)
+            vc.out_state = 'a6'
+            # OUT_R1/A6: OUT_CHANNEL; Destination FDClient, Version, ConnectionTimeout
+            vc._write(rts_pdu(FLAG_OUT_CHANNEL, [(13, struct.pack('<L', FD_CLIENT)),
+                                                 (6, struct.pack('<L', 1)),
+                                                 (2, struct.pack('<L', CONNECTION_TIMEOUT))]))
+        if not switched.wait(RECYCLE_WAIT) or vc.closed:
+            vc.close()
+            raise RtsError('%s: no OUT_R1/A7 for the successor OUT channel' % vc.cookie.hex())
+        a11 = self._read_pdu(left)
+        if a11 is None or rts_parse(a11) != (FLAG_NONE, [(10, b'')]):
+            vc.close()
+            raise RtsError('successor OUT channel: expected OUT_R1/A11')
+        done.wait()
+
+    def _out_a7(self, vc, cmds):
+        """OUT_R1/A7 (IN channel): OUT_R1/A10 ends the predecessor, the
+        successor is the OUT channel."""
+        with vc.lock:
+            if vc.out_state != 'a6' or u32(cmds[0][1]) != FD_SERVER:
+                raise RtsError('OUT_R1/A7 without OUT_R1/A3')
+            wfile, cookie, window, done, switched = vc.out_next
+            if cmds[1][1] != cookie:
+                raise RtsError('OUT_R1/A7 names another successor OUT channel')
+            vc._write(rts_pdu(FLAG_NONE, [(10, b'')]))     # OUT_R1/A10 (ANCE)
+            vc.out_done.set()                               # its thread closes it
+            vc.out_wfile, vc.out_cookie, vc.out_window, vc.out_done = wfile, cookie, window, done
+            vc.out_next = None
+            vc.out_chan_sent = vc.out_sent = vc.out_acked = 0
+            vc.out_state = None
+            vc.out_recycles += 1
+            wfile.write(self._out_head(vc))
+            wfile.flush()
+            switched.set()
+            vc.lock.notify_all()
+        log('rpch: %s: OUT channel recycled (%d so far)' % (vc.cookie.hex(), vc.out_recycles))
 
     def _forget(self, vc):
         lab = self.server.lab
@@ -307,9 +425,12 @@ class _RpchHandler(lab_mapihttp._Handler):
             raise RtsError('IN channel closed before CONN/B1')
         left = length - len(pdu)
         flags, cmds = rts_parse(pdu)
-        if [t for t, _ in cmds] != [6, 3, 3, 4, 5, 12]:
+        types = [t for t, _ in cmds]
+        if flags == FLAG_RECYCLE and types == [6, 3, 3, 3]:
+            return self._in_successor(cmds, left)
+        if types != [6, 3, 3, 4, 5, 12]:
             raise RtsError('IN channel: expected CONN/B1, got flags %d commands %s'
-                           % (flags, [t for t, _ in cmds]))
+                           % (flags, types))
         cookie = cmds[1][1]
         vc = None
         deadline = time.time() + PAIR_WAIT
@@ -323,6 +444,33 @@ class _RpchHandler(lab_mapihttp._Handler):
         vc.backend = socket.create_connection(('127.0.0.1', target), timeout=10)
         vc.backend.settimeout(None)
         vc.ready.set()
+        self._in_loop(vc, left)
+
+    def _in_successor(self, cmds, left):
+        """IN_R1/A1 on a new RPC_IN_DATA: IN_R1/A4 on the OUT channel, then
+        this channel waits for the predecessor's IN_R1/A5."""
+        vc = self._register(cmds[1][1], False)
+        if vc is None or not vc.ready.is_set():
+            raise RtsError('IN_R1/A1 for an unknown virtual connection')
+        with vc.lock:
+            if vc.in_next is not None:
+                raise RtsError('second IN_R1/A1')
+            if cmds[2][1] != vc.in_cookie:
+                raise RtsError('IN_R1/A1 names another predecessor IN channel')
+            vc.in_next = cmds[3][1]
+            vc.in_switch = switch = threading.Event()
+        # IN_R1/A4: Destination FDClient, Version, ReceiveWindowSize, ConnectionTimeout
+        vc.send_out(rts_pdu(FLAG_NONE, [(13, struct.pack('<L', FD_CLIENT)),
+                                        (6, struct.pack('<L', 1)),
+                                        (0, struct.pack('<L', RECEIVE_WINDOW)),
+                                        (2, struct.pack('<L', CONNECTION_TIMEOUT))]), False)
+        if not switch.wait(RECYCLE_WAIT) or vc.closed:
+            vc.close()
+            raise RtsError('%s: no IN_R1/A5 on the predecessor' % vc.cookie.hex())
+        self._in_loop(vc, left)
+
+    def _in_loop(self, vc, left):
+        handed_over = False
         try:
             while left > 0 and not vc.closed:
                 pdu = self._read_pdu(left)
@@ -330,7 +478,9 @@ class _RpchHandler(lab_mapihttp._Handler):
                     return
                 left -= len(pdu)
                 if pdu[2] == RTS_PTYPE:
-                    self._in_rts(vc, pdu)
+                    if self._in_rts(vc, pdu):
+                        handed_over = True
+                        return
                     continue
                 vc.backend.sendall(pdu)
                 vc.in_received += len(pdu)
@@ -342,20 +492,37 @@ class _RpchHandler(lab_mapihttp._Handler):
                     ack = struct.pack('<LL', vc.in_received, RECEIVE_WINDOW) + vc.in_cookie
                     vc.send_out(rts_pdu(FLAG_OTHER_CMD, [(1, ack)]), False)
         finally:
-            vc.close()
+            if not handed_over:
+                vc.close()
 
     def _in_rts(self, vc, pdu):
+        """True when the PDU ended this IN channel (IN_R1/A5)."""
         flags, cmds = rts_parse(pdu)
         types = [t for t, _ in cmds]
         if flags & FLAG_PING or types == [5]:
-            return                                 # Ping, Keep-Alive
+            return False                           # Ping, Keep-Alive
         if types == [13, 1]:                       # FlowControlAckWithDestination
             body = cmds[1][1]
             with vc.lock:
-                vc.out_acked = u32(body[0:4])
-                vc.out_window = u32(body[4:8])
-                vc.lock.notify_all()
-            return
+                if body[8:24] == vc.out_cookie:    # a late one for a predecessor: dropped
+                    vc.out_acked = u32(body[0:4])
+                    vc.out_window = u32(body[4:8])
+                    vc.lock.notify_all()
+            return False
+        if flags == FLAG_NONE and types == [3]:    # IN_R1/A5: the successor's cookie
+            with vc.lock:
+                if vc.in_next is None or cmds[0][1] != vc.in_next:
+                    raise RtsError('IN_R1/A5 without IN_R1/A1 or naming another channel')
+                vc.in_cookie, vc.in_next = cmds[0][1], None
+                vc.in_received = vc.in_acked = 0
+                vc.in_recycles += 1
+                vc.in_switch.set()
+            log('rpch: %s: IN channel recycled (%d so far)' % (vc.cookie.hex(), vc.in_recycles))
+            return True
+        if flags == FLAG_OUT_CHANNEL and types == [13, 3, 6]:    # OUT_R1/A7
+            self._out_a7(vc, cmds)
+            return False
         if flags & FLAG_RECYCLE:
-            raise RtsError('channel recycling is not supported by the lab')
+            raise RtsError('unexpected recycling PDU: flags %d commands %s' % (flags, types))
         log('rpch: IN channel: RTS flags %d commands %s ignored' % (flags, types))
+        return False

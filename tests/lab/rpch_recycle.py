@@ -137,6 +137,7 @@ class RecyclingHTTPTransport(transport.HTTPTransport):
         self.out_recycles = 0
         self.a4 = []
         self.a6 = []
+        self.old_out_closed = []
         self._recycling = False
 
     # name-mangled state of Impacket's RPCProxyClient
@@ -201,6 +202,18 @@ class RecyclingHTTPTransport(transport.HTTPTransport):
                 return got
             self.handle_out_of_sequence_rts(pdu)
 
+    @staticmethod
+    def _closed_after(sock, wait=5.0):
+        """True when the peer closes sock (with nothing more) within wait s."""
+        import ssl
+        sock.settimeout(wait)
+        try:
+            return sock.recv(1) == b""
+        except (ssl.SSLEOFError, ConnectionResetError):
+            return True
+        except OSError:  # timeout
+            return False
+
     def handle_out_of_sequence_rts(self, response_data):
         if is_out_r1_a2(response_data):
             self.recycle_out()
@@ -227,6 +240,9 @@ class RecyclingHTTPTransport(transport.HTTPTransport):
             self.recycle_in()
         self.send(a7)
         self._read_rts_until(lambda pdu: pdu == ance())
+        # the outbound proxy closes the predecessor after OUT_R1/A10 (MS-RPCH
+        # 3.2.4.5.x): what follows on it is the end of the connection
+        self.old_out_closed.append(self._closed_after(old.sock))
         chans["RPC_OUT_DATA"] = new
         old.close()
         head = b""

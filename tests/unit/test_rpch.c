@@ -30,7 +30,7 @@ static void h_close(void *owner, const char *why)
     s->closed++;
     snprintf(s->why, sizeof(s->why), "%s", why);
 }
-static const struct mp_rpch_chan_host host = {h_send, h_close};
+static const struct mp_rpch_chan_host host = {h_send, h_close, h_close};
 
 /* the stand-in association */
 static struct {

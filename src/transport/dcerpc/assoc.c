@@ -293,7 +293,7 @@ static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
         return mp_conn_connect(&c->n, &a->r->up_addr, a->r->up_addr_len, port);
     /* RPC over HTTP upstream: a virtual connection to ?SERVER:port, seen
      * here as a stream socket that is connected at once */
-    int fd = mp_rpch_up_open(a->r->rpch_up, a->peer, port);
+    int fd = mp_rpch_up_open(a->r->rpch_up, a->carrier_data, a->peer, port);
     if (fd < 0)
         return -1;
     mp_conn_attach(&c->n, fd);

@@ -16,7 +16,9 @@
 #include "net/tls.h"
 #include "transport/http/front.h"
 #include "transport/http/msg.h"
+#include "transport/rpch/hpass.h"
 #include "transport/rpch/rpch.h"
+#include "transport/rpch/upclient.h"
 
 #define HCHAN_READ 65536
 
@@ -29,7 +31,11 @@ struct hchan {
     struct mp_rpch_chan *chan;
     uint64_t id, left;
     char peer[64], method[16];
+    const char *closing; /* close once out is written (why) */
     bool dead;
+    struct mp_rpch_leg *leg; /* pass-through: the logon legs before the channel request */
+    char host_addr[64];
+    uint16_t port;
 };
 
 struct mp_rpch_http {
@@ -37,6 +43,7 @@ struct mp_rpch_http {
     struct mp_rpch *rpch;
     struct hchan *all;
     bool stopping;
+    struct mp_rpch_pass *pass; /* HTTP logons passed through to the RPC over HTTP upstream */
 };
 
 static void hchan_close(struct hchan *c, const char *why);
@@ -65,7 +72,15 @@ static void h_close(void *owner, const char *why)
     hchan_close(owner, why);
 }
 
-static const struct mp_rpch_chan_host host = {h_send, h_close};
+static void h_close_flushed(void *owner, const char *why)
+{
+    struct hchan *c = owner;
+    c->closing = why;
+    if (!mp_buf_avail(&c->out))
+        hchan_close(c, why);
+}
+
+static const struct mp_rpch_chan_host host = {h_send, h_close, h_close_flushed};
 
 static void hchan_free(void *p)
 {
@@ -83,6 +98,8 @@ static void hchan_close(struct hchan *c, const char *why)
             why);
     struct mp_rpch_chan *ch = c->chan;
     c->chan = NULL;
+    mp_rpch_leg_free(c->leg);
+    c->leg = NULL;
     mp_tls_free(&c->tls, false);
     mp_io_close(c->owner->loop, &c->io);
     mp_rpch_chan_free(ch); /* may close the other channel */
@@ -129,6 +146,10 @@ static void io_cb(struct mp_io *io, uint32_t ev)
         mp_buf_consume(&c->out, (size_t)w);
     }
     mp_buf_trim(&c->out);
+    if (c->closing && !mp_buf_avail(&c->out)) {
+        hchan_close(c, c->closing);
+        return;
+    }
     for (int i = 0; i < 16 && !c->dead; i++) {
         uint8_t buf[HCHAN_READ];
         ssize_t r = mp_tls_read(&c->tls, io->fd, buf, sizeof buf);
@@ -138,10 +159,46 @@ static void io_cb(struct mp_io *io, uint32_t ev)
         }
         if (!r)
             break;
-        hchan_input(c, buf, (size_t)r);
+        if (c->leg)
+            mp_rpch_leg_client_data(c->leg, buf, (size_t)r);
+        else
+            hchan_input(c, buf, (size_t)r);
     }
     hchan_interest(c);
 }
+
+static void l_fail(void *owner, const char *why)
+{
+    struct hchan *c = owner;
+    c->leg = NULL; /* hpass frees it */
+    mp_info("http #%" PRIu64 " %s: %s during the HTTP logon (pass-through)", c->id, c->peer, why);
+    hchan_close(c, why);
+}
+
+/* The channel request after the logon legs (pass-through). */
+static void l_channel(void *owner, bool out, uint64_t length, bool cont, struct mp_rpch_pin *pin,
+                      const uint8_t *rest, size_t rest_len)
+{
+    struct hchan *c = owner;
+    if (cont)
+        h_send(c, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
+    c->leg = NULL;
+    snprintf(c->method, sizeof c->method, "%s", out ? "RPC_OUT_DATA" : "RPC_IN_DATA");
+    c->left = length;
+    c->chan = mp_rpch_chan_new(c->owner->rpch, out, c->host_addr, c->port, length, &host, c);
+    if (!c->chan) {
+        mp_rpch_pin_free(pin);
+        hchan_close(c, "out of memory");
+        return;
+    }
+    mp_rpch_chan_pin(c->chan, pin);
+    mp_debug("http #%" PRIu64 " %s: %s channel of %" PRIu64 " bytes, logon passed through%s", c->id,
+             c->peer, c->method, length, pin->fd >= 0 ? " (pinned connection)" : "");
+    if (rest_len)
+        hchan_input(c, rest, rest_len);
+}
+
+static const struct mp_rpch_leg_host leg_host = {h_send, l_fail, l_channel};
 
 static int take(void *arg, struct mp_http_handover *ho)
 {
@@ -154,7 +211,7 @@ static int take(void *arg, struct mp_http_handover *ho)
         memcpy(num, v, cl);
     uint64_t len = strtoull(num, NULL, 10);
     struct hchan *c = calloc(1, sizeof *c);
-    if (!c || !len || mp_http_msg_get(ho->req, "transfer-encoding", &cl)) {
+    if (!c || (!len && !o->pass) || mp_http_msg_get(ho->req, "transfer-encoding", &cl)) {
         mp_info("http #%" PRIu64 " %s %s: %s: refused", ho->id, ho->peer, ho->method,
                 c ? "no Content-Length (or chunked)" : "out of memory");
         free(c);
@@ -175,21 +232,29 @@ static int take(void *arg, struct mp_http_handover *ho)
     c->left = len;
     snprintf(c->peer, sizeof c->peer, "%s", ho->peer);
     snprintf(c->method, sizeof c->method, "%s", ho->method);
-    char hostaddr[64];
-    snprintf(hostaddr, sizeof hostaddr, "%s", ho->peer);
-    char *colon = strrchr(hostaddr, ':');
-    unsigned port = 0;
+    snprintf(c->host_addr, sizeof c->host_addr, "%s", ho->peer);
+    char *colon = strrchr(c->host_addr, ':');
     if (colon) {
         *colon = 0;
-        port = (unsigned)strtoul(colon + 1, NULL, 10);
+        c->port = (uint16_t)strtoul(colon + 1, NULL, 10);
     }
-    c->chan = mp_rpch_chan_new(o->rpch, out, hostaddr, (uint16_t)port, len, &host, c);
+    const char *ex = mp_http_msg_get(ho->req, "expect", &cl);
+    bool cont = ex && cl == 12 && !strncasecmp(ex, "100-continue", 12);
+    if (o->pass) { /* the logon goes to the upstream (hpass.c) */
+        size_t al = 0;
+        const char *az = mp_http_msg_get(ho->req, "authorization", &al);
+        c->leg = mp_rpch_leg_start(o->pass, &leg_host, c, ho->method, mp_http_msg_url_ptr(ho->req),
+                                   ho->req->url_len, az, al, len, cont, ho->rest, ho->rest_len);
+        if (!c->dead)
+            io_cb(&c->io, 0);
+        return 0;
+    }
+    c->chan = mp_rpch_chan_new(o->rpch, out, c->host_addr, c->port, len, &host, c);
     if (!c->chan) {
         hchan_close(c, "out of memory");
         return 0;
     }
-    const char *ex = mp_http_msg_get(ho->req, "expect", &cl);
-    if (ex && cl == 12 && !strncasecmp(ex, "100-continue", 12))
+    if (cont)
         h_send(c, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
     mp_debug("http #%" PRIu64 " %s: %s channel of %" PRIu64 " bytes%s%s", c->id, c->peer, c->method,
              len, ho->user[0] ? ", user " : "", ho->user);
@@ -215,16 +280,19 @@ int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct
                                 .pair_timeout_ms = cfg->rpch_pair_timeout_s * 1000,
                                 .max_pending = cfg->max_buffer,
                                 .out_length = cfg->rpch_out_length};
-    if (!(o->rpch = mp_rpch_new(loop, &opts, &mp_rpch_dce_sink, relay)) ||
+    bool failed = false;
+    o->pass = mp_rpch_pass_new(loop, cfg, &failed);
+    if (failed || !(o->rpch = mp_rpch_new(loop, &opts, &mp_rpch_dce_sink, relay)) ||
         mp_http_add_handler(http, "/rpc/rpcproxy.dll", false, "RPC_IN_DATA RPC_OUT_DATA", take,
                             o)) {
         mp_error("http front: cannot set up RPC over HTTP");
         mp_rpch_free(o->rpch);
+        mp_rpch_pass_free(o->pass);
         free(o);
         return -1;
     }
-    mp_info("http front: RPC over HTTP on /rpc/rpcproxy.dll, receive window %u bytes",
-            cfg->rpch_window);
+    mp_info("http front: RPC over HTTP on /rpc/rpcproxy.dll, receive window %u bytes%s",
+            cfg->rpch_window, o->pass ? ", HTTP logons passed through to the upstream" : "");
     *out = o;
     return 0;
 }
@@ -237,5 +305,6 @@ void mp_rpch_http_free(struct mp_rpch_http *o)
     while (o->all)
         hchan_close(o->all, "shutdown");
     mp_rpch_free(o->rpch);
+    mp_rpch_pass_free(o->pass);
     free(o);
 }

@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "dcerpc/pdu.h"
 #include "transport/dcerpc/carrier.h"
+#include "transport/rpch/upclient.h"
 #include "transport/rpch/vconn.h"
 
 #define FIRST_MAX 128 /* CONN/A1 is 76 bytes, CONN/B1 104 */
@@ -44,6 +45,7 @@ struct mp_rpch_chan {
     bool successor; /* an OUT channel that began with OUT_R1/A3 */
     char host_addr[64];
     uint16_t port;
+    struct mp_rpch_pin *pin; /* pass-through: the client's logon toward the upstream */
 };
 
 struct mp_rpch {
@@ -237,6 +239,14 @@ static const char *vc_opened(struct vcent *v)
     char peer[96];
     snprintf(peer, sizeof(peer), "%s:%u (rpch)", v->in->host_addr, v->in->port);
     v->want = false; /* the association says when (want_input) */
+    /* pass-through: the channels' logons for the upstream client
+     * (upclient.c), found by this virtual connection as the carrier */
+    for (int k = 0; k < 2; k++) {
+        struct mp_rpch_chan *c = k ? v->out : v->in;
+        if (c->pin)
+            mp_rpch_up_pin(v, c->out, c->pin);
+        c->pin = NULL;
+    }
     v->assoc = v->r->sink->open(v->r->sink_data, &carrier_ops, v, peer, v->in->host_addr);
     if (!v->assoc)
         return "the relay refused the association";
@@ -290,6 +300,7 @@ static void vc_free(void *p)
 static void vc_unlink(struct vcent *v, const char *why)
 {
     struct mp_rpch *r = v->r;
+    mp_rpch_up_unpin(v);
     for (struct vcent **pp = &r->all; *pp; pp = &(*pp)->next)
         if (*pp == v) {
             *pp = v->next;
@@ -366,6 +377,10 @@ static const char *chan_start(struct mp_rpch_chan *c)
     if (err)
         return err;
     struct vcent *v = vc_find(c->r, &ck);
+    if (recycle) { /* the upstream virtual connection stays as it is */
+        mp_rpch_pin_free(c->pin);
+        c->pin = NULL;
+    }
     if (recycle && c->out) {
         if (!v || !v->in || !v->out)
             return "OUT_R1/A3 for an unknown virtual connection";
@@ -453,8 +468,9 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
         struct mp_rpch_chan *old = v->out;
         v->out = v->out_next;
         v->out_next = NULL;
-        old->v = NULL; /* detached, not closed: its session still writes
-                          OUT_R1/A10; the client closes it (MS-RPCH 3.2.2.5.x) */
+        old->v = NULL; /* detached: its session writes OUT_R1/A10, then closes it
+                          (the outbound proxy closes it after A10, MS-RPCH 3.2.4.5) */
+        old->host->close_flushed(old->owner, "OUT channel recycled");
         if ((err = mp_rpch_vc_out_switch(&v->vc)) || (err = mp_rpch_vc_in_data(&v->vc, p, 0)))
             return err; /* c is the IN channel: its close ends v */
         mp_info("rpch %s: OUT channel recycled (%u so far)", v->cookie, v->vc.out_recycles);
@@ -495,6 +511,7 @@ void mp_rpch_chan_free(struct mp_rpch_chan *c)
         c->v = NULL;
         vc_end(v, c->out ? "the OUT channel closed" : "the IN channel closed");
     }
+    mp_rpch_pin_free(c->pin);
     free(c);
 }
 
@@ -516,4 +533,10 @@ void mp_rpch_free(struct mp_rpch *r)
         vc_unlink(v, "shutdown");
     }
     free(r);
+}
+
+void mp_rpch_chan_pin(struct mp_rpch_chan *c, struct mp_rpch_pin *pin)
+{
+    mp_rpch_pin_free(c->pin);
+    c->pin = pin;
 }

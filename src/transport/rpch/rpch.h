@@ -51,6 +51,9 @@ struct mp_rpch_chan_host {
     /* the virtual connection ended (why: for the log line); the session
      * closes its connection and calls mp_rpch_chan_free */
     void (*close)(void *owner, const char *why);
+    /* close once what was sent has been written (a predecessor OUT channel
+     * after OUT_R1/A10); the channel is detached already */
+    void (*close_flushed)(void *owner, const char *why);
 };
 
 /* A channel's request head was accepted (method RPC_OUT_DATA when out,
@@ -61,6 +64,10 @@ struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *p
 /* Body bytes of the channel's request.  Returns NULL, or an error (logged
  * by the caller, who then closes). */
 const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n);
+struct mp_rpch_pin;
+/* Pass-through: the client's logon for this channel toward the RPC over
+ * HTTP upstream (taken over; upclient.h). */
+void mp_rpch_chan_pin(struct mp_rpch_chan *c, struct mp_rpch_pin *pin);
 /* The session is going away: closes the virtual connection's other
  * channel and its association. */
 void mp_rpch_chan_free(struct mp_rpch_chan *c);

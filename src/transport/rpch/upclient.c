@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -24,20 +25,26 @@
 #include "transport/rpch/rts.h"
 #include "transport/rpch/vconn.h"
 
-#define UP_WINDOW 65536u           /* our OUT channel receive window (CONN/A1) */
-#define UP_IN_LENGTH 0x40000000ull /* RPC_IN_DATA Content-Length: 1 GiB */
-#define UP_OUT_LENGTH 76u          /* RPC_OUT_DATA: CONN/A1 only */
-#define UP_LIFETIME 0x40000000u    /* CONN/B1 ChannelLifetime */
-#define UP_MAX_HEAD 8192           /* the OUT channel's response head */
+#define UP_WINDOW 65536u        /* our OUT channel receive window (CONN/A1, OUT_R1/A3) */
+#define UP_OUT_LENGTH 76u       /* RPC_OUT_DATA: CONN/A1 only */
+#define UP_LIFETIME 0x40000000u /* CONN/B1 ChannelLifetime */
+#define UP_MAX_HEAD 8192        /* the OUT channel's response head */
+#define UP_IN_RESERVE 1024u     /* IN bytes kept for RTS PDUs (IN_R1/A5, acks, Ping, OUT_R1/A7) */
+#define UP_A1_LEN 88u           /* IN_R1/A1: header, Version, three cookies */
+#define UP_OUT_NEXT_LENGTH 120u /* a successor RPC_OUT_DATA: OUT_R1/A3 (96) + OUT_R1/A11 (24) */
+/* a successor OUT channel is not read past this before the switch */
+#define UP_MAX_NEXT_RQ (UP_MAX_HEAD + UP_WINDOW + 4096)
 
 struct mp_rpch_up {
     struct mp_loop *loop;
     const struct mp_config *cfg;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    SSL_CTX *tls_ctx; /* NULL for http:// */
-    char authz[1024]; /* "Authorization: Basic ...\r\n" or "" (never logged) */
-    char server[256]; /* the ?SERVER:port name */
+    SSL_CTX *tls_ctx;   /* NULL for http:// */
+    char authz[1024];   /* "Authorization: Basic ...\r\n" or "" (never logged) */
+    bool ntlm;          /* mapiproxy:rpc over http upstream auth = ntlm */
+    struct mp_hauth ha; /* for the NTLM initiator: cfg and up_password only */
+    char server[256];   /* the ?SERVER:port name */
     struct upvc *all;
 };
 
@@ -49,20 +56,39 @@ struct upchan {
     bool tls_on, connected, hs_done, head_done;
     struct mp_buf wq; /* to write on the channel */
     struct mp_buf rq; /* read, not parsed yet */
+    /* NTLM: the first leg (Content-Length 0, NEGOTIATE) goes from leg; the
+     * request's head (with the AUTHENTICATE) is put before wq once the
+     * upstream's 401 brings the CHALLENGE */
+    bool ntlm_wait;
+    uint64_t req_length;
+    struct mp_buf leg;
+    struct mp_hauth_up hu;
+    char *authz; /* pass-through: the client's Authorization line for this channel */
 };
 
+/* The channels of a virtual connection: in and out are the default ones;
+ * in_next and out_next the successors while a channel is recycled
+ * (MS-RPCH 3.2.2: IN_R1 when our IN channel's Content-Length runs out,
+ * OUT_R1 when the server asks with OUT_R1/A2); in_old a predecessor IN
+ * channel still writing its IN_R1/A5. */
 struct upvc {
     struct upvc *next, *prev;
     struct mp_rpch_up *u;
     struct mp_io sp;     /* our end of the association's socketpair */
     struct mp_buf sp_wq; /* server PDUs for the association */
     struct mp_buf sp_rq; /* the association's bytes: partial PDU */
-    struct mp_buf held;  /* whole PDUs waiting for CONN/C2 or the server's window */
-    struct upchan in, out;
-    struct mp_rts_cookie vc, inc, outc, group;
-    bool open, dying;
-    uint64_t in_sent, in_limit, in_left; /* RPC bytes on IN, what the server allows */
-    uint64_t out_taken, out_acked;       /* RPC bytes handed to the association, acked */
+    struct mp_buf
+        held; /* whole PDUs waiting for CONN/C2, the server's window or a new IN channel */
+    struct upchan *in, *out, *in_next, *out_next, *in_old;
+    struct mp_rts_cookie vc, inc, outc, group, in_succ, out_succ, inc_prev;
+    bool open, dying, have_inc_prev;
+    int out_state; /* OUT_R1: 0 none, 1 A3 sent (wait A6), 2 A7 sent (wait A10) */
+    uint64_t in_sent, in_limit, in_left; /* RPC bytes on IN, what the server allows, length left */
+    uint64_t in_next_left;               /* the successor's Content-Length after IN_R1/A1 */
+    uint64_t out_app, out_taken;         /* RPC bytes from the OUT channels, handed to the assoc. */
+    uint64_t out_base, out_acked;        /* out_app at the last OUT switch; acked up to */
+    unsigned in_recycles, out_recycles;
+    char *pass_basic; /* pass-through Basic: the client's line, for successor channels */
     struct mp_timer ping;
     uint64_t last_in_ms;
     uint32_t conn_timeout;
@@ -72,6 +98,7 @@ struct upvc {
 
 static void vc_fail(struct upvc *v, const char *why);
 static void vc_kick(struct upvc *v);
+static void chan_cb(struct mp_io *io, uint32_t ev);
 
 /* ---- one channel's bytes ---- */
 
@@ -97,10 +124,10 @@ static ssize_t ch_write(struct upchan *c, const void *p, size_t n)
 
 static void ch_interest(struct upchan *c)
 {
-    if (c->io.fd < 0)
+    if (!c || c->io.fd < 0)
         return;
     struct mp_loop *l = c->v->u->loop;
-    bool wr = mp_buf_avail(&c->wq) != 0;
+    bool wr = mp_buf_avail(c->ntlm_wait ? &c->leg : &c->wq) != 0;
     if (!c->connected)
         mp_io_set(l, &c->io, MP_WRITE);
     else if (c->tls_on)
@@ -119,15 +146,14 @@ static const char *queue_rts(struct mp_buf *q, const struct mp_rts_pdu *pdu)
 }
 
 /* An RTS PDU on the IN channel: it takes its share of the request's
- * Content-Length like the RPC PDUs. */
+ * Content-Length like the RPC PDUs (UP_IN_RESERVE is kept for them). */
 static const char *queue_in_rts(struct upvc *v, const struct mp_rts_pdu *pdu)
 {
     size_t n = mp_rts_encoded_len(pdu);
     if (n > v->in_left)
-        return "the IN channel's Content-Length is used up (channel recycling is not "
-               "implemented on the upstream side)";
+        return "the IN channel's Content-Length is used up (no room left for RTS PDUs)";
     v->in_left -= n;
-    return queue_rts(&v->in.wq, pdu);
+    return queue_rts(&v->in->wq, pdu);
 }
 
 static void set_u32(struct mp_rts_cmd *c, uint32_t type, uint32_t v)
@@ -142,23 +168,161 @@ static void set_cookie(struct mp_rts_cmd *c, uint32_t type, const struct mp_rts_
     c->v.cookie = *k;
 }
 
+/* A channel request's head (RPC_OUT_DATA or RPC_IN_DATA with its
+ * Content-Length and the Authorization line authz) appended to dst. */
+static const char *put_head(struct upvc *v, struct upchan *c, uint64_t length, const char *authz,
+                            struct mp_buf *dst)
+{
+    struct mp_rpch_up *u = v->u;
+    char head[4096];
+    int n = snprintf(head, sizeof head,
+                     "%s /rpc/rpcproxy.dll?%s:%u HTTP/1.1\r\nHost: %s\r\n"
+                     "Accept: application/rpc\r\nUser-Agent: MSRPC\r\n"
+                     "Cache-Control: no-cache\r\nPragma: no-cache\r\nConnection: Keep-Alive\r\n"
+                     "Content-Length: %" PRIu64 "\r\n%s\r\n",
+                     c->out ? "RPC_OUT_DATA" : "RPC_IN_DATA", u->server, v->port,
+                     u->cfg->rpch_upstream.host, length, authz);
+    const char *err = NULL;
+    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(dst, head, (size_t)n))
+        err = "out of memory";
+    mp_ntlm_cleanse(head, sizeof head); /* it held the Authorization */
+    return err;
+}
+
+/* The channel's request head: at once (Basic or no logon), or with NTLM
+ * the first leg now and the head when the CHALLENGE comes (ntlm_answer). */
+static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
+{
+    struct mp_rpch_up *u = v->u;
+    if (c->authz || v->pass_basic) /* the client's logon (pass-through) */
+        return put_head(v, c, length, c->authz ? c->authz : v->pass_basic, &c->wq);
+    if (!u->ntlm)
+        return put_head(v, c, length, u->authz, &c->wq);
+    struct mp_buf val = {0};
+    char line[2048];
+    const char *err = NULL;
+    if (mp_hauth_up_negotiate(&u->ha, &c->hu, &val) || val.len + 20 > sizeof line)
+        err = "the NTLM initiator failed";
+    else {
+        snprintf(line, sizeof line, "Authorization: %.*s\r\n", (int)val.len,
+                 (const char *)val.data);
+        err = put_head(v, c, 0, line, &c->leg);
+        c->req_length = length;
+        c->ntlm_wait = true;
+    }
+    mp_buf_free(&val);
+    return err;
+}
+
+/* Why a channel's request was answered: its status line. */
+static const char *answered(const struct upchan *c)
+{
+    static char why[128];
+    const char *h = (const char *)mp_buf_head(&c->rq);
+    size_t n = mp_buf_avail(&c->rq);
+    const char *eol = memchr(h, '\r', n);
+    size_t k = (size_t)((eol ? eol : h + n) - h);
+    snprintf(why, sizeof why, "%s answered \"%.*s\"", c->out ? "RPC_OUT_DATA" : "RPC_IN_DATA",
+             (int)(k > 80 ? 80 : k), h);
+    return why;
+}
+
+/* A header's value in a response head h[0..n) (the first one whose value
+ * starts with prefix, when given); NULL when none. */
+const char *mp_rpch_head_value(const char *h, size_t n, const char *name, const char *prefix,
+                               size_t *len)
+{
+    size_t nl = strlen(name);
+    for (const char *p = h; p < h + n;) {
+        const char *eol = memmem(p, (size_t)(h + n - p), "\r\n", 2);
+        if (!eol)
+            break;
+        if ((size_t)(eol - p) > nl && !strncasecmp(p, name, nl) && p[nl] == ':') {
+            const char *q = p + nl + 1;
+            while (q < eol && *q == ' ')
+                q++;
+            if (!prefix ||
+                ((size_t)(eol - q) >= strlen(prefix) && !strncasecmp(q, prefix, strlen(prefix)))) {
+                *len = (size_t)(eol - q);
+                return q;
+            }
+        }
+        p = eol + 2;
+    }
+    return NULL;
+}
+
+/* NTLM: the upstream's 401 to the first leg (head and body) brings the
+ * CHALLENGE; the request's head with the AUTHENTICATE goes before what
+ * waits in wq. */
+static const char *ntlm_answer(struct upchan *c, bool eof)
+{
+    const char *h = (const char *)mp_buf_head(&c->rq);
+    size_t n = mp_buf_avail(&c->rq);
+    const char *end = n ? memmem(h, n, "\r\n\r\n", 4) : NULL;
+    if (!end) {
+        if (n > UP_MAX_HEAD)
+            return "response head too long";
+        return eof ? "the upstream closed the channel during the NTLM logon" : NULL;
+    }
+    if (n < 12 || memcmp(h, "HTTP/1.", 7) || memcmp(h + 8, " 401", 4))
+        return answered(c);
+    size_t hl = (size_t)(end + 4 - h), cl = 0, vl = 0;
+    const char *v = mp_rpch_head_value(h, hl, "Content-Length", NULL, &vl);
+    if (v) {
+        char num[24] = "";
+        memcpy(num, v, vl < sizeof num - 1 ? vl : sizeof num - 1);
+        cl = strtoul(num, NULL, 10);
+    }
+    if (cl > 65536)
+        return "401 body too long";
+    if (n < hl + cl)
+        return eof ? "the upstream closed the channel during the NTLM logon" : NULL;
+    const char *www = mp_rpch_head_value(h, hl, "WWW-Authenticate", "NTLM ", &vl);
+    static char why[160];
+    struct mp_buf val = {0}, nw = {0};
+    char line[4096];
+    const char *err = NULL;
+    if (!www)
+        err = "the upstream's 401 has no NTLM challenge";
+    else if (mp_hauth_up_authenticate(&c->hu, www, vl, &val, why, sizeof why))
+        err = why;
+    else if (val.len + 20 > sizeof line)
+        err = "NTLM AUTHENTICATE too long";
+    else {
+        snprintf(line, sizeof line, "Authorization: %.*s\r\n", (int)val.len,
+                 (const char *)val.data);
+        err = put_head(c->v, c, c->req_length, line, &nw);
+        mp_ntlm_cleanse(line, sizeof line);
+        if (!err && mp_buf_append(&nw, mp_buf_head(&c->wq), mp_buf_avail(&c->wq)))
+            err = "out of memory";
+        if (!err) {
+            mp_buf_free(&c->wq);
+            c->wq = nw;
+            nw = (struct mp_buf){0};
+            c->ntlm_wait = false;
+            mp_buf_consume(&c->rq, hl + cl);
+            mp_buf_trim(&c->rq);
+        }
+    }
+    if (val.data)
+        mp_ntlm_cleanse(val.data, val.len);
+    mp_buf_free(&val);
+    mp_buf_free(&nw);
+    mp_hauth_up_free(&c->hu);
+    return err;
+}
+
 /* The request heads with CONN/A1 (OUT) and CONN/B1 (IN), 2.2.4.2 / 2.2.4.5. */
 static const char *queue_heads(struct upvc *v)
 {
-    struct mp_rpch_up *u = v->u;
-    const char *fmt = "%s /rpc/rpcproxy.dll?%s:%u HTTP/1.1\r\nHost: %s\r\n"
-                      "Accept: application/rpc\r\nUser-Agent: MSRPC\r\n"
-                      "Cache-Control: no-cache\r\nPragma: no-cache\r\nConnection: Keep-Alive\r\n"
-                      "Content-Length: %" PRIu64 "\r\n%s\r\n";
-    char head[2048];
     for (int k = 0; k < 2; k++) {
         bool out = k == 0;
-        int n = snprintf(head, sizeof head, fmt, out ? "RPC_OUT_DATA" : "RPC_IN_DATA", u->server,
-                         v->port, u->cfg->rpch_upstream.host,
-                         out ? (uint64_t)UP_OUT_LENGTH : UP_IN_LENGTH, u->authz);
-        struct upchan *c = out ? &v->out : &v->in;
-        if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&c->wq, head, (size_t)n))
-            return "out of memory";
+        struct upchan *c = out ? v->out : v->in;
+        const char *err =
+            queue_head(v, c, out ? (uint64_t)UP_OUT_LENGTH : v->u->cfg->rpch_up_in_length);
+        if (err)
+            return err;
         struct mp_rts_pdu p;
         memset(&p, 0, sizeof p);
         set_u32(&p.cmd[0], MP_RTS_VERSION, 1);
@@ -174,33 +338,176 @@ static const char *queue_heads(struct upvc *v)
             set_u32(&p.cmd[4], MP_RTS_CLIENT_KEEPALIVE, MP_RTS_DEFAULT_KEEPALIVE);
             set_cookie(&p.cmd[5], MP_RTS_ASSOCIATION_GROUP_ID, &v->group);
         }
-        const char *err = queue_rts(&c->wq, &p);
-        if (err)
+        if ((err = queue_rts(&c->wq, &p)))
             return err;
         if (!out)
             v->in_left -= mp_rts_encoded_len(&p); /* CONN/B1 is the body's start */
     }
-    mp_ntlm_cleanse(head, sizeof head); /* it held the Authorization */
     return NULL;
 }
 
+static struct upchan *chan_open(struct upvc *v, bool out);
+static void chan_free(struct mp_loop *l, struct upchan *c);
+
+/* A successor channel (IN_R1 or OUT_R1): a new request of that length
+ * whose body starts with IN_R1/A1 or OUT_R1/A3 (RECYCLE_CHANNEL: Version,
+ * the virtual connection cookie, the predecessor's and a new successor
+ * cookie in *succ, for OUT our ReceiveWindowSize). */
+static const char *open_successor(struct upvc *v, bool out, uint64_t length,
+                                  const struct mp_rts_cookie *pred, struct mp_rts_cookie *succ,
+                                  struct upchan **slot, size_t *body_used)
+{
+    if (getrandom(succ, 16, 0) != 16)
+        return "no random bytes for a channel cookie";
+    struct upchan *c = chan_open(v, out);
+    if (!c)
+        return "cannot open a successor channel";
+    *slot = c;
+    struct mp_rts_pdu p;
+    memset(&p, 0, sizeof p);
+    p.flags = MP_RTS_FLAG_RECYCLE_CHANNEL;
+    p.ncmds = out ? 5 : 4;
+    set_u32(&p.cmd[0], MP_RTS_VERSION, 1);
+    set_cookie(&p.cmd[1], MP_RTS_COOKIE, &v->vc);
+    set_cookie(&p.cmd[2], MP_RTS_COOKIE, pred);
+    set_cookie(&p.cmd[3], MP_RTS_COOKIE, succ);
+    set_u32(&p.cmd[4], MP_RTS_RECEIVE_WINDOW_SIZE, UP_WINDOW);
+    const char *err = queue_head(v, c, length);
+    if (!err)
+        err = queue_rts(&c->wq, &p);
+    *body_used = mp_rts_encoded_len(&p);
+    return err;
+}
+
+/* IN_R1 (3.2.2.4.2 as the client): a successor RPC_IN_DATA whose body
+ * starts with IN_R1/A1; RPC PDUs wait until the server's IN_R1/A4. */
+static const char *in_recycle_start(struct upvc *v)
+{
+    uint64_t length = v->u->cfg->rpch_up_in_length;
+    size_t used = 0;
+    const char *err = open_successor(v, false, length, &v->inc, &v->in_succ, &v->in_next, &used);
+    v->in_next_left = length - used;
+    mp_debug("rpch upstream %s: IN channel recycling (IN_R1/A1 on a new RPC_IN_DATA)", v->peer);
+    return err;
+}
+
 /* Whole PDUs from held to the IN channel while the server's window and the
- * request's Content-Length allow. */
+ * request's Content-Length allow; a PDU the Content-Length cannot take
+ * starts IN channel recycling. */
 static const char *release_held(struct upvc *v)
 {
-    if (!v->open)
+    if (!v->open || v->in_next)
         return NULL;
-    uint64_t before = v->in_sent, end = v->in_sent + v->in_left;
-    const char *err = mp_rpch_release_held(&v->held, &v->in.wq, &v->in_sent,
+    uint64_t room = v->in_left > UP_IN_RESERVE ? v->in_left - UP_IN_RESERVE : 0;
+    uint64_t before = v->in_sent, end = v->in_sent + room;
+    const char *err = mp_rpch_release_held(&v->held, &v->in->wq, &v->in_sent,
                                            v->in_limit < end ? v->in_limit : end);
     v->in_left -= v->in_sent - before;
     if (v->in_sent != before)
         v->last_in_ms = mp_now_ms();
-    if (!err && mp_buf_avail(&v->held) >= MP_HDR_LEN &&
-        v->in_sent + mp_get16(mp_buf_head(&v->held) + 8) > end)
-        return "the IN channel's Content-Length is used up (channel recycling is not "
-               "implemented on the upstream side)";
+    if (!err && mp_buf_avail(&v->held) >= MP_HDR_LEN) {
+        uint64_t fl = mp_get16(mp_buf_head(&v->held) + 8);
+        if (v->in_sent + fl > end) {
+            if (fl + UP_A1_LEN + UP_IN_RESERVE > v->u->cfg->rpch_up_in_length)
+                return "a PDU larger than the IN channel's Content-Length (mapiproxy:rpc over "
+                       "http upstream in channel length)";
+            err = in_recycle_start(v);
+        }
+    }
     return err;
+}
+
+/* IN_R1/A4 (Destination FDClient, Version, ReceiveWindowSize,
+ * ConnectionTimeout): IN_R1/A5 on the predecessor, which is then closed
+ * once written; the successor is the IN channel. */
+static const char *in_r1_a4(struct upvc *v, const struct mp_rts_pdu *pdu)
+{
+    if (!v->in_next)
+        return "IN_R1/A4 without IN channel recycling";
+    if (pdu->cmd[0].v.u32 != MP_RTS_FD_CLIENT)
+        return "IN_R1/A4 for another destination";
+    uint32_t win = pdu->cmd[2].v.u32;
+    if (win < MP_RTS_MIN_WINDOW || win > MP_RTS_MAX_WINDOW)
+        return "IN_R1/A4 ReceiveWindowSize out of range";
+    struct mp_rts_pdu a5;
+    memset(&a5, 0, sizeof a5);
+    a5.ncmds = 1;
+    set_cookie(&a5.cmd[0], MP_RTS_COOKIE, &v->in_succ);
+    const char *err = queue_in_rts(v, &a5);
+    if (err)
+        return err;
+    if (v->in_old)
+        chan_free(v->u->loop, v->in_old);
+    v->in_old = v->in;
+    v->in = v->in_next;
+    v->in_next = NULL;
+    v->inc_prev = v->inc;
+    v->have_inc_prev = true;
+    v->inc = v->in_succ;
+    v->in_left = v->in_next_left;
+    v->in_sent = 0;
+    v->in_limit = win;
+    if (pdu->cmd[3].v.u32 >= MP_RTS_MIN_CONN_TIMEOUT)
+        v->conn_timeout = pdu->cmd[3].v.u32;
+    v->in_recycles++;
+    mp_info("rpch upstream %s: IN channel recycled (%u so far)", v->peer, v->in_recycles);
+    return release_held(v);
+}
+
+/* OUT_R1/A2 (RECYCLE_CHANNEL, Destination FDClient): a successor
+ * RPC_OUT_DATA with OUT_R1/A3 (3.2.2.5.x as the client). */
+static const char *out_r1_a2(struct upvc *v, const struct mp_rts_pdu *pdu)
+{
+    if (!v->open || v->out_state || v->out_next)
+        return "OUT_R1/A2 while the OUT channel is not open or already recycling";
+    if (pdu->cmd[0].v.u32 != MP_RTS_FD_CLIENT)
+        return "OUT_R1/A2 for another destination";
+    size_t used = 0;
+    const char *err =
+        open_successor(v, true, UP_OUT_NEXT_LENGTH, &v->outc, &v->out_succ, &v->out_next, &used);
+    v->out_state = 1;
+    mp_debug("rpch upstream %s: OUT channel recycling asked (OUT_R1/A2)", v->peer);
+    return err;
+}
+
+/* OUT_R1/A6 on the predecessor: OUT_R1/A7 on the IN channel. */
+static const char *out_r1_a6(struct upvc *v, const struct mp_rts_pdu *pdu)
+{
+    if (v->out_state != 1)
+        return "OUT_R1/A6 without OUT_R1/A3";
+    if (pdu->cmd[0].v.u32 != MP_RTS_FD_CLIENT)
+        return "OUT_R1/A6 for another destination";
+    struct mp_rts_pdu p;
+    memset(&p, 0, sizeof p);
+    p.flags = MP_RTS_FLAG_OUT_CHANNEL;
+    p.ncmds = 3;
+    set_u32(&p.cmd[0], MP_RTS_DESTINATION, MP_RTS_FD_SERVER);
+    set_cookie(&p.cmd[1], MP_RTS_COOKIE, &v->out_succ);
+    set_u32(&p.cmd[2], MP_RTS_VERSION, 1);
+    v->out_state = 2;
+    return queue_in_rts(v, &p);
+}
+
+/* OUT_R1/A10, the predecessor's last PDU: the successor is the OUT
+ * channel (its answer head and PDUs are parsed from now on), OUT_R1/A11
+ * on it, the predecessor closed; flow control counts from 0. */
+static void out_switch(struct upvc *v)
+{
+    struct upchan *old = v->out;
+    v->out = v->out_next;
+    v->out_next = NULL;
+    v->outc = v->out_succ;
+    v->out_state = 0;
+    v->out_base = v->out_acked = v->out_app;
+    struct mp_rts_pdu a11;
+    mp_rts_out_r1_a10(&a11); /* the same ANCE PDU */
+    const char *err = queue_rts(&v->out->wq, &a11);
+    chan_free(v->u->loop, old);
+    v->out_recycles++;
+    if (err)
+        vc_fail(v, err);
+    else
+        mp_info("rpch upstream %s: OUT channel recycled (%u so far)", v->peer, v->out_recycles);
 }
 
 static const char *out_rts(struct upvc *v, const uint8_t *p, size_t n)
@@ -229,6 +536,8 @@ static const char *out_rts(struct upvc *v, const uint8_t *p, size_t n)
     case MP_RTS_FLOW_CONTROL_ACK_DEST:
         if (!(ack = mp_rts_find(&pdu, MP_RTS_FLOW_CONTROL_ACK)))
             return "FlowControlAck without its command";
+        if (v->have_inc_prev && !memcmp(&ack->v.ack.channel, &v->inc_prev, 16))
+            return NULL; /* late, for the predecessor IN channel */
         if (memcmp(&ack->v.ack.channel, &v->inc, 16) != 0)
             return "FlowControlAck for another IN channel";
         if (ack->v.ack.bytes_received > (uint32_t)v->in_sent ||
@@ -239,9 +548,17 @@ static const char *out_rts(struct upvc *v, const uint8_t *p, size_t n)
         return release_held(v);
     case MP_RTS_PING:
         return NULL;
-    case MP_RTS_OUT_R1_A1:
-        return "the upstream recycles the OUT channel (OUT_R1/A2): not implemented on the "
-               "upstream side";
+    case MP_RTS_IN_R1_A3: /* IN_R1/A4: the same layout */
+        return in_r1_a4(v, &pdu);
+    case MP_RTS_OUT_R1_A1: /* OUT_R1/A2 */
+        return out_r1_a2(v, &pdu);
+    case MP_RTS_OUT_R1_A5: /* OUT_R1/A6 */
+        return out_r1_a6(v, &pdu);
+    case MP_RTS_OUT_R1_A9: /* OUT_R1/A10 (ANCE) */
+        if (v->out_state != 2)
+            return "OUT_R1/A10 without OUT_R1/A7";
+        out_switch(v);
+        return NULL;
     default:
         mp_debug("rpch upstream %s: RTS PDU %s ignored", v->peer,
                  mp_rts_kind_name(mp_rts_identify(&pdu)));
@@ -249,10 +566,11 @@ static const char *out_rts(struct upvc *v, const uint8_t *p, size_t n)
     }
 }
 
-/* The OUT channel's response head, then its PDUs. */
+/* The OUT channel's response head, then its PDUs (after an OUT switch the
+ * successor's, which may have waited). */
 static const char *out_parse(struct upvc *v)
 {
-    struct upchan *c = &v->out;
+    struct upchan *c = v->out;
     if (!c->head_done) {
         const char *h = (const char *)mp_buf_head(&c->rq);
         size_t n = mp_buf_avail(&c->rq);
@@ -261,13 +579,8 @@ static const char *out_parse(struct upvc *v)
         const char *end = memmem(h, n, "\r\n\r\n", 4);
         if (!end)
             return n > UP_MAX_HEAD ? "RPC_OUT_DATA response head too long" : NULL;
-        if (n < 12 || memcmp(h, "HTTP/1.", 7) || memcmp(h + 8, " 200", 4)) {
-            static char why[128];
-            const char *eol = memchr(h, '\r', n);
-            snprintf(why, sizeof why, "RPC_OUT_DATA answered \"%.*s\"",
-                     (int)((eol ? eol : h + n) - h > 80 ? 80 : (eol ? eol : h + n) - h), h);
-            return why;
-        }
+        if (n < 12 || memcmp(h, "HTTP/1.", 7) || memcmp(h + 8, " 200", 4))
+            return answered(c);
         mp_buf_consume(&c->rq, (size_t)(end + 4 - h));
         c->head_done = true;
     }
@@ -279,19 +592,27 @@ static const char *out_parse(struct upvc *v)
         if (h.ptype == MP_PT_RTS) {
             if ((err = out_rts(v, p, h.frag_len)))
                 return err;
-        } else {
-            if (!v->open)
-                return "RPC PDU on the OUT channel before CONN/C2";
-            if (mp_buf_append(&v->sp_wq, p, h.frag_len))
-                return "out of memory";
+            if (v->dying)
+                return NULL;
+            if (v->out != c) /* OUT_R1/A10: c is closed, the successor goes on */
+                return out_parse(v);
+            mp_buf_consume(&c->rq, h.frag_len);
+            continue;
         }
+        if (!v->open)
+            return "RPC PDU on the OUT channel before CONN/C2";
+        if (mp_buf_append(&v->sp_wq, p, h.frag_len))
+            return "out of memory";
+        v->out_app += h.frag_len;
         mp_buf_consume(&c->rq, h.frag_len);
     }
     mp_buf_trim(&c->rq);
     return more < 0 ? err : NULL;
 }
 
-static const char *chan_step(struct upchan *c, uint32_t ev)
+/* Connects, handshakes, writes and reads one channel; *eof when the
+ * upstream closed it. */
+static const char *chan_io(struct upchan *c, uint32_t ev, bool *eof)
 {
     struct upvc *v = c->v;
     if (!c->connected) {
@@ -323,54 +644,89 @@ static const char *chan_step(struct upchan *c, uint32_t ev)
             return NULL;
         c->hs_done = true;
     }
-    while (mp_buf_avail(&c->wq)) {
-        ssize_t w = ch_write(c, mp_buf_head(&c->wq), mp_buf_avail(&c->wq));
+    struct mp_buf *q = c->ntlm_wait ? &c->leg : &c->wq;
+    while (mp_buf_avail(q)) {
+        ssize_t w = ch_write(c, mp_buf_head(q), mp_buf_avail(q));
         if (w < 0)
             return "write failed";
         if (!w)
             break;
-        mp_buf_consume(&c->wq, (size_t)w);
+        mp_buf_consume(q, (size_t)w);
     }
-    mp_buf_trim(&c->wq);
-    for (;;) {
+    mp_buf_trim(q);
+    /* a successor OUT channel is read only up to a window before the switch */
+    while (c != v->out_next || mp_buf_avail(&c->rq) <= UP_MAX_NEXT_RQ) {
         uint8_t buf[16384];
         ssize_t r = ch_read(c, buf, sizeof buf);
-        if (r < 0 && (c->out ? c->head_done : !mp_buf_avail(&c->rq)))
-            return c->out ? "the upstream closed the OUT channel"
-                          : "the upstream closed the IN channel";
-        if (r < 0) { /* closed after an answer: say which */
-            const char *err = c->out ? out_parse(v) : NULL;
-            if (err || !c->out)
-                break;
-            return "the upstream closed the OUT channel";
+        if (r < 0) {
+            *eof = true;
+            break;
         }
         if (!r)
             break;
         if (mp_buf_append(&c->rq, buf, (size_t)r))
             return "out of memory";
     }
-    if (c->out)
-        return out_parse(v);
-    if (mp_buf_avail(&c->rq)) { /* an IN channel is answered only when it fails */
-        static char why[128];
-        const char *h = (const char *)mp_buf_head(&c->rq);
-        size_t n = mp_buf_avail(&c->rq);
-        const char *eol = memchr(h, '\r', n);
-        size_t k = (size_t)((eol ? eol : h + n) - h);
-        snprintf(why, sizeof why, "RPC_IN_DATA answered \"%.*s\"", (int)(k > 80 ? 80 : k), h);
-        return why;
-    }
     return NULL;
+}
+
+/* An IN channel's answer: it comes only when the channel fails. */
+static const char *in_answer(struct upchan *c, bool eof)
+{
+    if (mp_buf_avail(&c->rq))
+        return answered(c);
+    return eof ? "the upstream closed the IN channel" : NULL;
+}
+
+/* The channel's bytes by its role in the virtual connection. */
+static const char *chan_step(struct upchan *c, uint32_t ev)
+{
+    struct upvc *v = c->v;
+    bool eof = false;
+    const char *err = chan_io(c, ev, &eof);
+    if (err)
+        return err;
+    if (c->ntlm_wait) {
+        if ((err = ntlm_answer(c, eof)) || c->ntlm_wait)
+            return err;
+        return chan_io(c, MP_WRITE, &eof); /* the request goes now */
+    }
+    if (c == v->out) {
+        if ((err = out_parse(v)))
+            return err;
+        /* closed after an answer (parsed above) or midway; after OUT_R1/A10
+         * c is no longer the OUT channel and its close is no error */
+        return eof && c == v->out && !v->dying ? "the upstream closed the OUT channel" : NULL;
+    }
+    if (c == v->out_next) {
+        if (eof)
+            return "the upstream closed the successor OUT channel before the switch";
+        if (mp_buf_avail(&c->rq) > UP_MAX_NEXT_RQ)
+            return "the successor OUT channel sent more than a window before the switch";
+        return NULL;
+    }
+    if (c == v->in_old) { /* IN_R1/A5 written, or the upstream closed it: done */
+        if (eof || mp_buf_avail(&c->rq) || !mp_buf_avail(&c->wq)) {
+            v->in_old = NULL;
+            chan_free(v->u->loop, c);
+        }
+        return NULL;
+    }
+    return in_answer(c, eof);
 }
 
 static void chan_cb(struct mp_io *io, uint32_t ev)
 {
     struct upchan *c = io->data;
+    if (c->io.fd < 0) /* closed in this loop turn; freed after it */
+        return;
     struct upvc *v = c->v;
+    bool out = c->out, next = c == v->in_next || c == v->out_next;
     const char *err = chan_step(c, ev);
     if (err) {
         char why[256];
-        snprintf(why, sizeof why, "%s channel: %s", c->out ? "OUT" : "IN", err);
+        snprintf(why, sizeof why, "%s%s channel: %s", next ? "successor " : "", out ? "OUT" : "IN",
+                 err);
         vc_fail(v, why);
         return;
     }
@@ -418,10 +774,12 @@ static const char *sp_write(struct upvc *v)
         v->out_taken += (size_t)w;
     }
     mp_buf_trim(&v->sp_wq);
-    if (v->out_taken - v->out_acked >= UP_WINDOW / 2) {
+    /* the current OUT channel's bytes count from out_base (its switch) */
+    if (v->out_taken >= v->out_acked + UP_WINDOW / 2) {
         /* 2.2.4.52 FlowControlAckWithDestination toward the outbound proxy */
         struct mp_rts_pdu ack;
-        mp_rts_flow_ack(&ack, 1, MP_RTS_FD_OUT_PROXY, (uint32_t)v->out_taken, UP_WINDOW, &v->outc);
+        mp_rts_flow_ack(&ack, 1, MP_RTS_FD_OUT_PROXY, (uint32_t)(v->out_taken - v->out_base),
+                        UP_WINDOW, &v->outc);
         v->out_acked = v->out_taken;
         return queue_in_rts(v, &ack);
     }
@@ -431,6 +789,8 @@ static const char *sp_write(struct upvc *v)
 static void sp_cb(struct mp_io *io, uint32_t ev)
 {
     struct upvc *v = io->data;
+    if (v->dying)
+        return;
     const char *err = NULL;
     if (ev & (MP_READ | MP_ERRHUP))
         err = sp_read(v);
@@ -449,20 +809,28 @@ static void vc_kick(struct upvc *v)
     if (v->dying)
         return;
     const char *err = sp_write(v);
-    struct upchan *cs[2] = {&v->in, &v->out};
-    for (int k = 0; !err && k < 2; k++) {
+    struct upchan *cs[5] = {v->in, v->out, v->in_next, v->out_next, v->in_old};
+    for (int k = 0; !err && k < 5; k++) {
         struct upchan *c = cs[k];
+        if (!c || c->io.fd < 0)
+            continue;
+        struct mp_buf *q = c->ntlm_wait ? &c->leg : &c->wq;
         if (c->connected && (!c->tls_on || c->hs_done))
-            while (mp_buf_avail(&c->wq)) {
-                ssize_t w = ch_write(c, mp_buf_head(&c->wq), mp_buf_avail(&c->wq));
+            while (mp_buf_avail(q)) {
+                ssize_t w = ch_write(c, mp_buf_head(q), mp_buf_avail(q));
                 if (w < 0) {
                     err = c->out ? "OUT channel: write failed" : "IN channel: write failed";
                     break;
                 }
                 if (!w)
                     break;
-                mp_buf_consume(&c->wq, (size_t)w);
+                mp_buf_consume(q, (size_t)w);
             }
+        if (c == v->in_old && !mp_buf_avail(&c->wq)) { /* IN_R1/A5 is out */
+            v->in_old = NULL;
+            chan_free(v->u->loop, c);
+            continue;
+        }
         ch_interest(c);
     }
     if (err) {
@@ -496,15 +864,32 @@ static void ping_cb(struct mp_timer *t)
 
 /* ---- virtual connections ---- */
 
-static void chan_close(struct mp_loop *l, struct upchan *c)
+static void chan_release(void *p)
 {
+    struct upchan *c = p;
+    mp_buf_free(&c->wq);
+    mp_buf_free(&c->rq);
+    mp_buf_free(&c->leg);
+    mp_hauth_up_free(&c->hu);
+    if (c->authz)
+        mp_ntlm_cleanse(c->authz, strlen(c->authz));
+    free(c->authz);
+    free(c);
+}
+
+/* Closes a channel now; its memory goes after this loop turn (an event
+ * for it may still be in the turn's batch: chan_cb sees fd -1). */
+static void chan_free(struct mp_loop *l, struct upchan *c)
+{
+    if (!c)
+        return;
     if (c->tls_on)
         mp_tls_free(&c->tls, false);
     c->tls_on = false;
     if (c->io.fd >= 0)
         mp_io_close(l, &c->io);
-    mp_buf_free(&c->wq);
-    mp_buf_free(&c->rq);
+    if (mp_loop_defer(l, chan_release, c))
+        chan_release(c);
 }
 
 static void vc_free(void *p)
@@ -523,10 +908,16 @@ static void vc_unlink(struct upvc *v)
     if (v->next)
         v->next->prev = v->prev;
     mp_timer_cancel(u->loop, &v->ping);
-    chan_close(u->loop, &v->in);
-    chan_close(u->loop, &v->out);
+    struct upchan *cs[5] = {v->in, v->out, v->in_next, v->out_next, v->in_old};
+    for (int k = 0; k < 5; k++)
+        chan_free(u->loop, cs[k]);
+    v->in = v->out = v->in_next = v->out_next = v->in_old = NULL;
     if (v->sp.fd >= 0)
         mp_io_close(u->loop, &v->sp);
+    if (v->pass_basic)
+        mp_ntlm_cleanse(v->pass_basic, strlen(v->pass_basic));
+    free(v->pass_basic);
+    v->pass_basic = NULL;
     mp_buf_free(&v->sp_wq);
     mp_buf_free(&v->sp_rq);
     mp_buf_free(&v->held);
@@ -546,29 +937,121 @@ static void vc_fail(struct upvc *v, const char *why)
     vc_unlink(v);
 }
 
-static int chan_open(struct upvc *v, struct upchan *c, bool out)
+/* A new channel (TCP connect under way) to the upstream's RPC proxy. */
+static struct upchan *chan_open(struct upvc *v, bool out)
 {
     struct mp_rpch_up *u = v->u;
+    struct upchan *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
     c->v = v;
     c->out = out;
     c->tls_on = u->tls_ctx != NULL;
     c->io.cb = chan_cb;
     c->io.data = c;
-    struct sockaddr_storage ss = u->addr;
-    if (ss.ss_family == AF_INET)
-        ((struct sockaddr_in *)&ss)->sin_port = htons(u->cfg->rpch_upstream.port);
-    else
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(u->cfg->rpch_upstream.port);
-    c->io.fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->io.fd < 0)
-        return -1;
-    if (connect(c->io.fd, (struct sockaddr *)&ss, u->addr_len) < 0 && errno != EINPROGRESS)
-        return -1;
+    c->io.fd = mp_tcp_connect_start(&u->addr, u->addr_len, u->cfg->rpch_upstream.port);
+    if (c->io.fd < 0) {
+        c->tls_on = false;
+        free(c);
+        return NULL;
+    }
     ch_interest(c);
-    return 0;
+    return c;
 }
 
-int mp_rpch_up_open(struct mp_rpch_up *u, const char *peer, uint16_t port)
+/* ---- HTTP logon pass-through: pins (upclient.h) ---- */
+
+struct pinent {
+    struct pinent *next;
+    const void *key;
+    struct mp_rpch_pin *pin[2]; /* [0] IN, [1] OUT */
+};
+static _Thread_local struct pinent *pins;
+
+void mp_rpch_pin_free(struct mp_rpch_pin *pin)
+{
+    if (!pin)
+        return;
+    if (pin->tls_on)
+        mp_tls_free(&pin->tls, false);
+    if (pin->fd >= 0)
+        close(pin->fd);
+    mp_ntlm_cleanse(pin->authz, sizeof pin->authz);
+    free(pin);
+}
+
+static struct pinent *pin_take(const void *key)
+{
+    for (struct pinent **pp = &pins; key && *pp; pp = &(*pp)->next)
+        if ((*pp)->key == key) {
+            struct pinent *e = *pp;
+            *pp = e->next;
+            return e;
+        }
+    return NULL;
+}
+
+static void pinent_free(struct pinent *e)
+{
+    if (!e)
+        return;
+    mp_rpch_pin_free(e->pin[0]);
+    mp_rpch_pin_free(e->pin[1]);
+    free(e);
+}
+
+void mp_rpch_up_pin(const void *key, bool out, struct mp_rpch_pin *pin)
+{
+    struct pinent *e = pin_take(key);
+    if (!e && !(e = calloc(1, sizeof *e))) {
+        mp_rpch_pin_free(pin);
+        return;
+    }
+    e->key = key;
+    mp_rpch_pin_free(e->pin[out]);
+    e->pin[out] = pin;
+    e->next = pins;
+    pins = e;
+}
+
+void mp_rpch_up_unpin(const void *key)
+{
+    pinent_free(pin_take(key));
+}
+
+/* A channel on the connection the client's logon ran on, or a new one;
+ * its head carries the client's Authorization line.  The pin is used up. */
+static struct upchan *chan_pinned(struct upvc *v, bool out, struct mp_rpch_pin *pin)
+{
+    if (!pin)
+        return chan_open(v, out);
+    struct upchan *c = pin->fd >= 0 ? calloc(1, sizeof *c) : chan_open(v, out);
+    if (!c || !(c->authz = strdup(pin->authz))) {
+        if (c && pin->fd >= 0)
+            free(c);
+        else if (c)
+            chan_free(v->u->loop, c);
+        return NULL;
+    }
+    if (!strncasecmp(pin->authz, "Authorization: Basic ", 21) && !v->pass_basic)
+        v->pass_basic = strdup(pin->authz);
+    if (pin->fd >= 0) {
+        c->v = v;
+        c->out = out;
+        c->io.cb = chan_cb;
+        c->io.data = c;
+        c->io.fd = pin->fd;
+        c->tls = pin->tls;
+        c->tls_on = pin->tls_on;
+        c->connected = c->hs_done = true;
+        pin->fd = -1;
+        pin->tls_on = false;
+        ch_interest(c);
+    }
+    return c;
+}
+
+int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uint16_t port)
 {
     struct upvc *v = calloc(1, sizeof *v);
     int sv[2] = {-1, -1};
@@ -576,8 +1059,8 @@ int mp_rpch_up_open(struct mp_rpch_up *u, const char *peer, uint16_t port)
         return -1;
     v->u = u;
     v->port = port;
-    v->in.io.fd = v->out.io.fd = v->sp.fd = -1;
-    v->in_left = UP_IN_LENGTH;
+    v->sp.fd = -1;
+    v->in_left = u->cfg->rpch_up_in_length;
     v->last_in_ms = mp_now_ms();
     v->ping.cb = ping_cb;
     v->ping.data = v;
@@ -593,8 +1076,13 @@ int mp_rpch_up_open(struct mp_rpch_up *u, const char *peer, uint16_t port)
     v->sp.fd = sv[0];
     v->sp.cb = sp_cb;
     v->sp.data = v;
-    const char *err = queue_heads(v);
-    if (err || chan_open(v, &v->out, true) || chan_open(v, &v->in, false))
+    struct pinent *pe = pin_take(key);
+    v->out = chan_pinned(v, true, pe ? pe->pin[1] : NULL);
+    v->in = v->out ? chan_pinned(v, false, pe ? pe->pin[0] : NULL) : NULL;
+    if (pe)
+        mp_debug("rpch upstream %s: the client's HTTP logon (pass-through)", peer);
+    pinent_free(pe);
+    if (!v->out || !v->in || queue_heads(v))
         goto fail;
     mp_io_set(u->loop, &v->sp, MP_READ);
     mp_debug("rpch upstream %s: connecting to %s:%u for ?%s:%u", peer, u->cfg->rpch_upstream.host,
@@ -608,6 +1096,23 @@ fail:
     return -1;
 }
 
+int mp_rpch_up_target(const struct mp_config *cfg, struct sockaddr_storage *addr, socklen_t *len,
+                      SSL_CTX **tls_ctx, char *server, size_t sl)
+{
+    char err[256];
+    *tls_ctx = NULL;
+    if (mp_conn_resolve(cfg->rpch_upstream.host, addr, len, err, sizeof err)) {
+        mp_error("mapiproxy:rpc over http upstream: %s: %s", cfg->rpch_upstream.host, err);
+        return -1;
+    }
+    if (cfg->rpch_upstream.tls &&
+        !(*tls_ctx = mp_tls_client_ctx(cfg->tls_verify, cfg->tls_ca_file)))
+        return -1;
+    snprintf(server, sl, "%s",
+             cfg->rpch_upstream_server[0] ? cfg->rpch_upstream_server : cfg->binding.host);
+    return 0;
+}
+
 struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *cfg, bool *failed)
 {
     *failed = false;
@@ -619,19 +1124,11 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
         return NULL;
     u->loop = loop;
     u->cfg = cfg;
-    char err[256];
-    if (mp_conn_resolve(cfg->rpch_upstream.host, &u->addr, &u->addr_len, err, sizeof err)) {
-        mp_error("mapiproxy:rpc over http upstream: %s: %s", cfg->rpch_upstream.host, err);
+    if (mp_rpch_up_target(cfg, &u->addr, &u->addr_len, &u->tls_ctx, u->server, sizeof u->server)) {
         free(u);
         return NULL;
     }
-    if (cfg->rpch_upstream.tls &&
-        !(u->tls_ctx = mp_tls_client_ctx(cfg->tls_verify, cfg->tls_ca_file))) {
-        free(u);
-        return NULL;
-    }
-    snprintf(u->server, sizeof u->server, "%s",
-             cfg->rpch_upstream_server[0] ? cfg->rpch_upstream_server : cfg->binding.host);
+    u->ntlm = cfg->username[0] && !strcasecmp(cfg->rpch_upstream_auth, "ntlm");
     if (cfg->username[0]) {
         char pw[256] = "", why[256] = "";
         if (cfg->password_file[0]) {
@@ -653,6 +1150,12 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
             snprintf(u->authz, sizeof u->authz, "Authorization: Basic %.*s\r\n", (int)b.len,
                      (const char *)b.data);
         mp_ntlm_cleanse(plain, sizeof plain);
+        if (u->ntlm) { /* the NTLM initiator's password; no Basic header */
+            u->ha.cfg = cfg;
+            snprintf(u->ha.up_password, sizeof u->ha.up_password, "%s", pw);
+            mp_ntlm_cleanse(u->authz, sizeof u->authz);
+            u->authz[0] = 0;
+        }
         mp_ntlm_cleanse(pw, sizeof pw);
         if (b.data)
             mp_ntlm_cleanse(b.data, b.len);
@@ -660,7 +1163,10 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
     }
     mp_info("rpch upstream: RPC over HTTP to %s://%s:%u/rpc/rpcproxy.dll?%s:<port>%s",
             cfg->rpch_upstream.tls ? "https" : "http", cfg->rpch_upstream.host,
-            cfg->rpch_upstream.port, u->server, u->authz[0] ? ", HTTP Basic" : "");
+            cfg->rpch_upstream.port, u->server,
+            u->ntlm       ? ", HTTP NTLM"
+            : u->authz[0] ? ", HTTP Basic"
+                          : "");
     *failed = false;
     return u;
 }
@@ -673,5 +1179,6 @@ void mp_rpch_up_free(struct mp_rpch_up *u)
         vc_unlink(u->all);
     mp_tls_ctx_free(u->tls_ctx);
     mp_ntlm_cleanse(u->authz, sizeof u->authz);
+    mp_ntlm_cleanse(u->ha.up_password, sizeof u->ha.up_password);
     free(u);
 }

@@ -10,9 +10,11 @@
 #ifndef MP_TRANSPORT_RPCH_UPCLIENT_H
 #define MP_TRANSPORT_RPCH_UPCLIENT_H
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "core/config.h"
 #include "event/loop.h"
+#include "net/tls.h"
 
 struct mp_rpch_up;
 
@@ -22,6 +24,36 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
 /* Closes every virtual connection. */
 void mp_rpch_up_free(struct mp_rpch_up *u);
 /* A virtual connection to ?SERVER:port (peer names the association in log
- * lines): the caller's end of its socketpair (non-blocking), or -1. */
-int mp_rpch_up_open(struct mp_rpch_up *u, const char *peer, uint16_t port);
+ * lines): the caller's end of its socketpair (non-blocking), or -1.  key:
+ * the association's carrier (an RPC over HTTP client's virtual connection)
+ * or NULL; with pins for that key (HTTP logon pass-through) the channels
+ * use the client's logon. */
+int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uint16_t port);
+
+/* HTTP logon pass-through (mapiproxy:http auth = pass-through): a client
+ * channel's logon toward the upstream's RPC proxy.  fd >= 0: the upstream
+ * connection the client's NTLM handshake ran on (connected, TLS done when
+ * tls_on), to carry the channel; -1: a new connection.  authz: the client's
+ * "Authorization: ...\r\n" line of its channel request (NTLM AUTHENTICATE
+ * or Basic), or "". */
+struct mp_rpch_pin {
+    int fd;
+    struct mp_tls tls;
+    bool tls_on;
+    char authz[4096];
+};
+/* Keeps a pin for key's OUT or IN channel (taken over: fd, tls) until
+ * mp_rpch_up_open(key) uses it or mp_rpch_up_unpin(key) drops it. */
+void mp_rpch_up_pin(const void *key, bool out, struct mp_rpch_pin *pin);
+void mp_rpch_up_unpin(const void *key);
+/* The upstream's address, TLS client context (NULL for http://) and
+ * ?SERVER name from the options; 0, or -1 after a logged error. */
+int mp_rpch_up_target(const struct mp_config *cfg, struct sockaddr_storage *addr, socklen_t *len,
+                      SSL_CTX **tls_ctx, char *server, size_t sl);
+/* A header's value in an HTTP head h[0..n) (the first whose value starts
+ * with prefix, case-insensitive, when prefix is not NULL); NULL when none. */
+const char *mp_rpch_head_value(const char *h, size_t n, const char *name, const char *prefix,
+                               size_t *len);
+/* Frees one pin that was never handed to mp_rpch_up_pin. */
+void mp_rpch_pin_free(struct mp_rpch_pin *pin);
 #endif

@@ -1,0 +1,444 @@
+/* HTTP logon pass-through for RPC over HTTP toward an RPC over HTTP
+ * upstream: see hpass.h and doc/internals/rpch.md. */
+#include "transport/rpch/hpass.h"
+
+#include <errno.h>
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "auth/ntlm_crypto.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "net/conn.h"
+#include "net/tls.h"
+#include "transport/rpch/upclient.h"
+
+#define LEG_MAX_HEAD 16384 /* a client request head or an upstream answer head */
+#define LEG_MAX_BODY 65536 /* an upstream answer's body during the logon */
+
+struct mp_rpch_pass {
+    struct mp_loop *loop;
+    const struct mp_config *cfg;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    SSL_CTX *tls_ctx;
+    char server[256];
+};
+
+struct mp_rpch_leg {
+    struct mp_rpch_pass *p;
+    const struct mp_rpch_leg_host *h;
+    void *owner;
+    struct mp_io io; /* the pinned upstream connection, fd -1 before the first leg */
+    struct mp_tls tls;
+    bool tls_on, connected, hs_done, waiting, over;
+    struct mp_buf up_out, up_in, cin;
+};
+
+struct mp_rpch_pass *mp_rpch_pass_new(struct mp_loop *loop, const struct mp_config *cfg,
+                                      bool *failed)
+{
+    *failed = false;
+    if (!cfg->rpch || !cfg->have_rpch_upstream ||
+        (cfg->http_auth[0] && !strcasecmp(cfg->http_auth, "terminate")))
+        return NULL;
+    *failed = true;
+    struct mp_rpch_pass *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->loop = loop;
+    p->cfg = cfg;
+    if (mp_rpch_up_target(cfg, &p->addr, &p->addr_len, &p->tls_ctx, p->server, sizeof p->server)) {
+        free(p);
+        return NULL;
+    }
+    *failed = false;
+    return p;
+}
+
+void mp_rpch_pass_free(struct mp_rpch_pass *p)
+{
+    if (!p)
+        return;
+    mp_tls_ctx_free(p->tls_ctx);
+    free(p);
+}
+
+static void leg_release(void *arg)
+{
+    struct mp_rpch_leg *l = arg;
+    mp_buf_free(&l->up_out);
+    if (l->up_in.data)
+        mp_ntlm_cleanse(l->up_in.data, l->up_in.cap);
+    mp_buf_free(&l->up_in);
+    if (l->cin.data)
+        mp_ntlm_cleanse(l->cin.data, l->cin.cap);
+    mp_buf_free(&l->cin);
+    free(l);
+}
+
+static void up_close(struct mp_rpch_leg *l)
+{
+    if (l->tls_on)
+        mp_tls_free(&l->tls, false);
+    l->tls_on = l->connected = l->hs_done = false;
+    if (l->io.fd >= 0)
+        mp_io_close(l->p->loop, &l->io);
+}
+
+void mp_rpch_leg_free(struct mp_rpch_leg *l)
+{
+    if (!l)
+        return;
+    up_close(l);
+    l->over = true;
+    if (mp_loop_defer(l->p->loop, leg_release, l))
+        leg_release(l);
+}
+
+/* The legs end: fail() called, the leg freed. */
+static void leg_fail(struct mp_rpch_leg *l, const char *why)
+{
+    l->over = true;
+    l->h->fail(l->owner, why);
+    mp_rpch_leg_free(l);
+}
+
+static void up_interest(struct mp_rpch_leg *l)
+{
+    if (l->io.fd < 0)
+        return;
+    bool wr = mp_buf_avail(&l->up_out) != 0;
+    if (!l->connected)
+        mp_io_set(l->p->loop, &l->io, MP_WRITE);
+    else if (l->tls_on)
+        mp_io_set(l->p->loop, &l->io, mp_tls_events(&l->tls, true, wr));
+    else
+        mp_io_set(l->p->loop, &l->io, MP_READ | (wr ? MP_WRITE : 0));
+}
+
+static void up_cb(struct mp_io *io, uint32_t ev);
+
+static int up_open(struct mp_rpch_leg *l)
+{
+    struct mp_rpch_pass *p = l->p;
+    l->io.cb = up_cb;
+    l->io.data = l;
+    l->io.fd = mp_tcp_connect_start(&p->addr, p->addr_len, p->cfg->rpch_upstream.port);
+    if (l->io.fd < 0)
+        return -1;
+    l->tls_on = p->tls_ctx != NULL;
+    up_interest(l);
+    return 0;
+}
+
+static bool hnum(const char *v, size_t n, uint64_t *out)
+{
+    if (!v || !n || n > 19)
+        return false;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+        x = x * 10 + (uint64_t)(v[i] - '0');
+    }
+    *out = x;
+    return true;
+}
+
+static bool leg_next(struct mp_rpch_leg *l);
+
+/* One client request: a leg (no body) to the pinned upstream connection,
+ * or the channel request, which ends the legs.  false when they ended. */
+static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *target, size_t tl,
+                        const char *authz, size_t al, uint64_t length, bool cont,
+                        const uint8_t *rest, size_t rl)
+{
+    bool out = !strcmp(method, "RPC_OUT_DATA");
+    if (strcmp(method, "RPC_IN_DATA") && !out) {
+        leg_fail(l, "not an RPC over HTTP request");
+        return false;
+    }
+    size_t pl = 0;
+    while (pl < tl && target[pl] != '?')
+        pl++;
+    if (pl != 17 || strncasecmp(target, "/rpc/rpcproxy.dll", 17)) {
+        leg_fail(l, "a request for another path during the logon");
+        return false;
+    }
+    if (al > 3000) {
+        leg_fail(l, "Authorization header too long");
+        return false;
+    }
+    if (length) { /* the channel request: the legs are over */
+        struct mp_rpch_pin *pin = calloc(1, sizeof *pin);
+        if (!pin) {
+            leg_fail(l, "out of memory");
+            return false;
+        }
+        pin->fd = -1;
+        if (authz)
+            snprintf(pin->authz, sizeof pin->authz, "Authorization: %.*s\r\n", (int)al, authz);
+        if (l->io.fd >= 0 && l->connected && (!l->tls_on || l->hs_done) &&
+            !mp_buf_avail(&l->up_out) && !mp_buf_avail(&l->up_in)) {
+            mp_io_set(l->p->loop, &l->io, 0);
+            pin->fd = l->io.fd;
+            pin->tls = l->tls;
+            pin->tls_on = l->tls_on;
+            l->io.fd = -1;
+            l->tls_on = false;
+        }
+        l->over = true;
+        l->h->channel(l->owner, out, length, cont, pin, rest, rl);
+        mp_rpch_leg_free(l);
+        return false;
+    }
+    /* a leg: to the pinned connection, the target naming the upstream's server */
+    const char *port = NULL;
+    for (size_t i = tl; i > pl; i--)
+        if (target[i - 1] == ':') {
+            port = target + i;
+            break;
+        }
+    char head[4096];
+    int n = snprintf(head, sizeof head,
+                     "%s /rpc/rpcproxy.dll%s%s%s%.*s HTTP/1.1\r\nHost: %s\r\n"
+                     "Accept: application/rpc\r\nUser-Agent: MSRPC\r\nContent-Length: 0\r\n"
+                     "Connection: Keep-Alive\r\n%s%.*s%s\r\n",
+                     method, pl < tl ? "?" : "", pl < tl ? l->p->server : "", port ? ":" : "",
+                     port ? (int)(target + tl - port) : 0, port ? port : "",
+                     l->p->cfg->rpch_upstream.host, authz ? "Authorization: " : "",
+                     authz ? (int)al : 0, authz ? authz : "", authz ? "\r\n" : "");
+    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&l->up_out, head, (size_t)n) ||
+        mp_buf_append(&l->cin, rest, rl)) {
+        mp_ntlm_cleanse(head, sizeof head);
+        leg_fail(l, "out of memory");
+        return false;
+    }
+    mp_ntlm_cleanse(head, sizeof head);
+    l->waiting = true;
+    if (l->io.fd < 0 && up_open(l)) {
+        char why[128];
+        snprintf(why, sizeof why, "cannot connect to the upstream: %s", strerror(errno));
+        leg_fail(l, why);
+        return false;
+    }
+    up_interest(l);
+    return true;
+}
+
+/* The next client request from cin, when its head is complete. */
+static bool leg_next(struct mp_rpch_leg *l)
+{
+    if (l->waiting)
+        return true;
+    const char *h = (const char *)mp_buf_head(&l->cin);
+    size_t n = mp_buf_avail(&l->cin);
+    const char *end = n ? memmem(h, n, "\r\n\r\n", 4) : NULL;
+    if (!end) {
+        if (n > LEG_MAX_HEAD) {
+            leg_fail(l, "request head too long");
+            return false;
+        }
+        return true;
+    }
+    size_t hl = (size_t)(end + 4 - h), vl = 0;
+    const char *sp1 = memchr(h, ' ', hl);
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1)) : NULL;
+    char method[16];
+    uint64_t length = 0;
+    const char *cl = mp_rpch_head_value(h, hl, "Content-Length", NULL, &vl);
+    if (!sp1 || !sp2 || sp1 - h >= (long)sizeof method || (cl && !hnum(cl, vl, &length)) ||
+        mp_rpch_head_value(h, hl, "Transfer-Encoding", NULL, &vl)) {
+        leg_fail(l, "malformed request during the logon");
+        return false;
+    }
+    memcpy(method, h, (size_t)(sp1 - h));
+    method[sp1 - h] = 0;
+    size_t al = 0;
+    const char *authz = mp_rpch_head_value(h, hl, "Authorization", NULL, &al);
+    const char *ex = mp_rpch_head_value(h, hl, "Expect", NULL, &vl);
+    bool cont = ex && vl == 12 && !strncasecmp(ex, "100-continue", 12);
+    /* the head stays in cin while leg_request reads it; the rest follows */
+    struct mp_buf head = {0};
+    if (mp_buf_append(&head, h, n)) {
+        leg_fail(l, "out of memory");
+        return false;
+    }
+    mp_buf_consume(&l->cin, n);
+    mp_buf_trim(&l->cin);
+    const char *hh = (const char *)mp_buf_head(&head);
+    bool more = leg_request(l, method, hh + (sp1 + 1 - h), (size_t)(sp2 - sp1 - 1),
+                            authz ? hh + (authz - h) : NULL, al, length, cont,
+                            (const uint8_t *)hh + hl, n - hl);
+    mp_ntlm_cleanse(head.data, head.cap);
+    mp_buf_free(&head);
+    return more;
+}
+
+/* The upstream's answer to a leg, whole (head and body): to the client. */
+static bool up_answer(struct mp_rpch_leg *l, bool eof)
+{
+    const char *h = (const char *)mp_buf_head(&l->up_in);
+    size_t n = mp_buf_avail(&l->up_in), vl = 0;
+    const char *end = n ? memmem(h, n, "\r\n\r\n", 4) : NULL;
+    if (!end) {
+        if (n > LEG_MAX_HEAD || eof) {
+            leg_fail(l, eof ? "the upstream closed during the logon"
+                            : "the upstream's answer head is too long");
+            return false;
+        }
+        return true;
+    }
+    size_t hl = (size_t)(end + 4 - h);
+    uint64_t cl = 0;
+    const char *v = mp_rpch_head_value(h, hl, "Content-Length", NULL, &vl);
+    if ((v && !hnum(v, vl, &cl)) || cl > LEG_MAX_BODY ||
+        mp_rpch_head_value(h, hl, "Transfer-Encoding", NULL, &vl)) {
+        leg_fail(l, "the upstream's answer during the logon is not framed by a small "
+                    "Content-Length");
+        return false;
+    }
+    if (n < hl + cl) {
+        if (eof) {
+            leg_fail(l, "the upstream closed during the logon");
+            return false;
+        }
+        return true;
+    }
+    l->h->send(l->owner, (const uint8_t *)h, hl + cl);
+    mp_buf_consume(&l->up_in, hl + cl);
+    mp_buf_trim(&l->up_in);
+    l->waiting = false;
+    if (mp_buf_avail(&l->up_in)) {
+        leg_fail(l, "the upstream sent more than its answer");
+        return false;
+    }
+    if (eof) /* the upstream ended this connection: the next leg opens another */
+        up_close(l);
+    return leg_next(l);
+}
+
+static void up_cb(struct mp_io *io, uint32_t ev)
+{
+    struct mp_rpch_leg *l = io->data;
+    if (l->over || l->io.fd < 0)
+        return;
+    if (!l->connected) {
+        int e = 0;
+        socklen_t sl = sizeof e;
+        if (getsockopt(l->io.fd, SOL_SOCKET, SO_ERROR, &e, &sl) < 0)
+            e = errno;
+        if (e) {
+            char why[128];
+            snprintf(why, sizeof why, "cannot connect to the upstream: %s", strerror(e));
+            leg_fail(l, why);
+            return;
+        }
+        if (!(ev & MP_WRITE))
+            return;
+        l->connected = true;
+        const char *why = NULL;
+        if (l->tls_on &&
+            mp_tls_connect(&l->tls, l->p->tls_ctx, l->io.fd, l->p->cfg->rpch_upstream.host,
+                           l->p->cfg->tls_verify, &why) < 0) {
+            l->tls_on = false;
+            leg_fail(l, why ? why : "TLS setup failed");
+            return;
+        }
+    }
+    if (l->tls_on && !l->hs_done) {
+        char why[160];
+        int rc = mp_tls_handshake(&l->tls, why, sizeof why);
+        if (rc < 0) {
+            leg_fail(l, why);
+            return;
+        }
+        if (rc == 0) {
+            up_interest(l);
+            return;
+        }
+        l->hs_done = true;
+    }
+    while (mp_buf_avail(&l->up_out)) {
+        ssize_t w =
+            l->tls_on
+                ? mp_tls_write(&l->tls, l->io.fd, mp_buf_head(&l->up_out), mp_buf_avail(&l->up_out))
+                : send(l->io.fd, mp_buf_head(&l->up_out), mp_buf_avail(&l->up_out), MSG_NOSIGNAL);
+        if (w < 0 && !l->tls_on && (errno == EAGAIN || errno == EWOULDBLOCK))
+            w = 0;
+        if (w < 0) {
+            leg_fail(l, "write to the upstream failed");
+            return;
+        }
+        if (!w)
+            break;
+        mp_buf_consume(&l->up_out, (size_t)w);
+    }
+    bool eof = false;
+    for (;;) {
+        uint8_t buf[16384];
+        ssize_t r = l->tls_on ? mp_tls_read(&l->tls, l->io.fd, buf, sizeof buf)
+                              : recv(l->io.fd, buf, sizeof buf, 0);
+        if (r < 0 && !l->tls_on && (errno == EAGAIN || errno == EWOULDBLOCK))
+            r = 0;
+        else if (r == 0 && !l->tls_on)
+            r = -1;
+        if (r < 0) {
+            eof = true;
+            break;
+        }
+        if (!r)
+            break;
+        if (mp_buf_append(&l->up_in, buf, (size_t)r)) {
+            leg_fail(l, "out of memory");
+            return;
+        }
+    }
+    if (l->waiting) {
+        if (!up_answer(l, eof))
+            return;
+    } else if (mp_buf_avail(&l->up_in) || eof) { /* nothing asked: drop the connection */
+        mp_buf_consume(&l->up_in, mp_buf_avail(&l->up_in));
+        up_close(l);
+        return;
+    }
+    up_interest(l);
+}
+
+struct mp_rpch_leg *mp_rpch_leg_start(struct mp_rpch_pass *p, const struct mp_rpch_leg_host *h,
+                                      void *owner, const char *method, const char *target,
+                                      size_t target_len, const char *authz, size_t authz_len,
+                                      uint64_t length, bool cont, const uint8_t *rest,
+                                      size_t rest_len)
+{
+    struct mp_rpch_leg *l = calloc(1, sizeof *l);
+    if (!l) {
+        h->fail(owner, "out of memory");
+        return NULL;
+    }
+    l->p = p;
+    l->h = h;
+    l->owner = owner;
+    l->io.fd = -1;
+    return leg_request(l, method, target, target_len, authz, authz_len, length, cont, rest,
+                       rest_len)
+               ? l
+               : NULL;
+}
+
+bool mp_rpch_leg_client_data(struct mp_rpch_leg *l, const uint8_t *p, size_t n)
+{
+    if (mp_buf_append(&l->cin, p, n)) {
+        leg_fail(l, "out of memory");
+        return false;
+    }
+    return leg_next(l);
+}

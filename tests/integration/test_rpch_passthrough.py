@@ -1,0 +1,177 @@
+"""HTTP logon pass-through for RPC over HTTP toward an RPC over HTTP upstream
+(mapiproxy:http auth = pass-through, src/transport/rpch/hpass.c): the
+client's own HTTP Basic or NTLM logon reaches the lab's /rpc/rpcproxy.dll
+(tests/lab/lab_rpch.py, auth required, lab_mapihttp's NTLM acceptor), each
+client channel connection pinned to one upstream connection for NTLM's
+legs, which then carries the proxy's channel of the upstream virtual
+connection.  The client is Impacket's ncacn_http transport (code we did
+not write); NSPI and RFR answers equal a direct ncacn_ip_tcp client's, and
+the lab names alice, not the proxy's account, on every channel."""
+import os
+import re
+import socket
+import ssl
+import sys
+
+import pytest
+from impacket.dcerpc.v5 import nspi, oxabref
+from impacket.http import AUTH_BASIC, AUTH_NTLM
+
+from conftest import ROOT
+from test_rpch import (ALICE_PW, PRIVACY, PROXY_PW, reference, rpch_dce,  # noqa: F401
+                       rpch_lab_env, start)
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+from test_lab_auth import nspi_answers, rfr_answers  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    yield from rpch_lab_env(str(tmp_path_factory.mktemp("rpch-pass")))
+
+
+def pass_opts(env):
+    return {"mapiproxy:http auth": "pass-through",
+            "mapiproxy:rpc over http upstream": f"https://localhost:{env['ports']['rpch']}",
+            "mapiproxy:rpc over http upstream server": "EXLAB01"}
+
+
+@pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
+def test_client_logon_reaches_upstream(make_proxy, env, reference, http_auth):  # noqa: F811
+    want_r, want_n = reference
+    with open(env["lab_log"]) as f:
+        before = len(f.read())
+    p = start(make_proxy, env, **pass_opts(env))
+    try:
+        d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, http_auth)
+        for _ in range(3):
+            assert nspi_answers(d) == want_n
+        d.disconnect()
+        d = rpch_dce(p.url, 6002, oxabref.MSRPC_UUID_OXABREF, http_auth)
+        assert rfr_answers(d) == want_r
+        d.disconnect()
+    except BaseException:
+        print(p.log()[-4000:])
+        raise
+    p.stop()
+    log = p.log()
+    with open(env["lab_log"]) as f:
+        lab = f.read()[before:]
+    chans = re.findall(r"rpch: (IN|OUT) channel \S+ user=(\S+) length", lab)
+    print(chans)
+    # two virtual connections, each an IN and an OUT channel, all as alice
+    assert len(chans) >= 4 and all(u.lower().endswith("alice") for _, u in chans), chans
+    if http_auth == AUTH_NTLM:
+        assert lab.count("NTLM NEGOTIATE -> CHALLENGE") >= 4
+    assert ALICE_PW not in log and PROXY_PW not in log
+    assert "HTTP logons passed through to the upstream" in log
+
+
+def test_wrong_password_refused_by_upstream(make_proxy, env):
+    """A wrong NTLM password passes the legs (the proxy does not judge it);
+    the upstream refuses the AUTHENTICATE when the proxy's channel request
+    carries it, once the association connects upstream (after the client's
+    bind): the virtual connection ends with the lab's 401 in the log, and the
+    proxy goes on for the next client."""
+    import threading
+    import time
+    from impacket.dcerpc.v5 import transport
+    p = start(make_proxy, env, **pass_opts(env))
+    t = transport.DCERPCTransportFactory("ncacn_http:EXLAB01[6004]")
+    t.set_rpc_proxy_url(p.url)
+    t.set_credentials("alice", "wrong-password", "LAB")
+    t.set_auth_type(AUTH_NTLM)
+
+    def attempt():   # Impacket's client may keep reading a closed channel
+        try:
+            t.connect()
+            d = t.get_dce_rpc()
+            d.set_credentials("alice", ALICE_PW, "LAB")
+            d.set_auth_level(PRIVACY)
+            d.bind(nspi.MSRPC_UUID_NSPI)
+            nspi_answers(d)
+        except Exception:
+            pass
+    threading.Thread(target=attempt, daemon=True).start()
+    want = re.compile(r"rpch upstream .*: virtual connection closed: (OUT|IN) channel: "
+                      r"RPC_(OUT|IN)_DATA answered \"HTTP/1.1 401")
+    deadline = time.time() + 15
+    while time.time() < deadline and not want.search(p.log()):
+        time.sleep(0.2)
+    assert want.search(p.log()), p.log()[-3000:]
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_NTLM)
+    assert nspi_answers(d)
+    d.disconnect()
+    p.stop()
+    assert "wrong-password" not in p.log() and ALICE_PW not in p.log()
+
+
+def test_basic_passthrough_with_recycling(make_proxy, env, reference):  # noqa: F811
+    """HTTP Basic passed through, the proxy's IN channel toward the lab 4 KiB
+    long: its successor channels (IN_R1) carry the client's Basic header
+    again, and the lab names alice on them too."""
+    with open(env["lab_log"]) as f:
+        before = len(f.read())
+    over = pass_opts(env)
+    over["mapiproxy:rpc over http upstream in channel length"] = "4K"
+    p = start(make_proxy, env, **over)
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    for _ in range(8):
+        assert nspi_answers(d) == reference[1]
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    with open(env["lab_log"]) as f:
+        lab = f.read()[before:]
+    ins = len(re.findall(r"rpch upstream .*: IN channel recycled", log))
+    chans = re.findall(r"rpch: (IN|OUT) channel \S+ user=(\S+) length", lab)
+    assert ins >= 1 and len(chans) >= 2 + ins, (ins, chans)
+    assert all(u.lower().endswith("alice") for _, u in chans), chans
+
+
+def raw_channel(port):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+    return s
+
+
+def read_until_closed(s):
+    got = b""
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b:
+                return got
+            got += b
+    except (ssl.SSLError, OSError):
+        return got
+
+
+@pytest.mark.parametrize("bad", ["garbage", "chunked", "other-path"])
+def test_bad_logon_legs(make_proxy, env, reference, bad):  # noqa: F811
+    """After a first leg (no Authorization: the lab's 401 comes back), a
+    malformed next request, a chunked one, or one for another path closes
+    that client connection with a log line; the next client goes on."""
+    p = start(make_proxy, env, **pass_opts(env))
+    s = raw_channel(p.http_port)
+    s.sendall(b"RPC_IN_DATA /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Length: 0\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 401"), head[:60]
+    second = {"garbage": b"GARBAGE\r\n\r\n",
+              "chunked": b"RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n",
+              "other-path": b"RPC_IN_DATA /ews/exchange.asmx HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 0\r\n\r\n"}[bad]
+    s.sendall(second)
+    read_until_closed(s)
+    s.close()
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_NTLM)
+    assert nspi_answers(d) == reference[1]
+    d.disconnect()
+    p.stop()
+    assert "during the HTTP logon (pass-through)" in p.log(), p.log()[-2000:]
