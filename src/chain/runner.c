@@ -117,6 +117,33 @@ static void send_upstream(struct mp_call *m)
         m->host->done(m);
 }
 
+/* A side request (chain.h, side_cb): the request as the stage provider
+ * set it goes upstream; its response comes back to side_cb through
+ * mp_call_run_response, without a hook.  Not counted in m->relays (a
+ * module's MP_RELAY_AGAIN keeps its own limit). */
+static void side_send(struct mp_call *m)
+{
+    if (!m->host->decoded_form && reencode(m, true)) {
+        m->side_cb = NULL;
+        m->fault = MP_NCA_S_FAULT_NDR;
+        finish_fault(m, "a side request does not encode");
+        return;
+    }
+    m->side_sp = m->sp;
+    m->stage = MPC_UPSTREAM;
+    m->side_relays++;
+    mp_buf_free(&m->resp);
+    drop_decoded(m, false);
+    m->resp_modified = false;
+    for (int k = next_provider(m, 0); k >= 0; k = next_provider(m, k + 1))
+        m->mods->stages[k].p->reset_response(m);
+    if (m->owner)
+        m->host->relay(m);
+    m->running = false;
+    if (!m->owner)
+        m->host->done(m);
+}
+
 /* Runs hooks from (m->stage, m->idx) on.  `resumed` is the status of the
  * hook that was pending, or -1 when starting fresh. */
 static void run(struct mp_call *m, int resumed)
@@ -252,6 +279,10 @@ static void run(struct mp_call *m, int resumed)
             }
             m->stage = MPC_STAGE_RSP;
             SP(m)->response(m);
+            if (m->side_cb) {
+                side_send(m);
+                return;
+            }
             break;
         case MPC_STAGE_RSP:
             if (SP(m)->response_done(m)) {
@@ -264,10 +295,15 @@ static void run(struct mp_call *m, int resumed)
             }
             m->idx = m->stop_idx >= 0 ? m->stop_idx : (int)ms->n - 1;
             m->sp = next_provider(m, m->sp + 1);
-            if (m->sp < 0)
+            if (m->sp < 0) {
                 m->stage = MPC_PUSH;
-            else
+            } else {
                 SP(m)->response(m);
+                if (m->side_cb) {
+                    side_send(m);
+                    return;
+                }
+            }
             break;
         case MPC_PUSH:
             finish_answer(m);
@@ -290,6 +326,23 @@ void mp_call_run_request(struct mp_call *m)
 
 void mp_call_run_response(struct mp_call *m)
 {
+    if (m->side_cb) { /* the response to a side request: the provider's */
+        void (*cb)(struct mp_call *) = m->side_cb;
+        m->side_cb = NULL;
+        m->running = true;
+        m->sp = m->side_sp;
+        m->stage = MPC_STAGE_RSP;
+        m->idx = m->stop_idx >= 0 ? m->stop_idx : (int)m->mods->n - 1;
+        cb(m);
+        if (!m->side_cb) /* done: the client's response is back; the step again */
+            SP(m)->response(m);
+        if (m->side_cb) {
+            side_send(m);
+            return;
+        }
+        run(m, -1);
+        return;
+    }
     m->stage = MPC_NDR_PUSH;
     m->idx = (int)m->mods->n - 1;
     run(m, -1);

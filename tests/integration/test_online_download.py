@@ -1,0 +1,85 @@
+"""Online downloads read by the proxy before the client (issue 15, item 4's
+download verdicts; mapiproxy:online prefetch, doc/internals/module-api.md):
+when the client opens a message, the proxy holds the RopOpenMessage
+response, reads the message itself with side requests on the client's
+session, delivers the message event, and then answers the client's reads
+of that message handle from the verdict.
+
+The client is the lab's EMSMDB client (content_client.download: RopOpenMessage,
+RopGetPropertiesAll, streams, attachment table, RopOpenAttachment), over RPC
+and MAPI/HTTP (the HTTPS front before the lab's MAPI/HTTP server); the
+verdicts come from tests/modules/mpm_msgtest.c.  Checked against the lab's
+store read directly (untouched), not only against the proxy's log."""
+import content_client as CC
+import emsmdb_client as EC
+import lab_store as LS
+from test_lab import ALICE
+from test_rop_modules import dump_lab  # noqa: F401 (fixture)
+from test_mime_dump import connect, folder_mids
+from test_message_events import msg_proxy, events
+from test_http_front_lab import lab_https_fixture, ntlm, start_front
+
+env = lab_https_fixture("onlinedl")
+
+FL = 0x1  # EXT2_NO_COMPRESSION
+PidTagSubject, PidTagBody, PidTagHtml = 0x0037001F, 0x1000001F, 0x10130102
+PidTagRtfCompressed, PidTagHasAttachments = 0x10090102, 0x0E1B000B
+NOTICE_SUBJECT = "[Blocked] mpm_msgtest blocked it"
+QUARTERLY = "Quarterly report"
+
+
+def module_opts(tmp_path, **opts):
+    extra = {"dcerpc_mapiproxy:modules": "mpm_msgtest",
+             "mpm_msgtest:log": str(tmp_path / "events.log"),
+             "mapiproxy:online prefetch": "yes"}
+    extra.update({"mpm_msgtest:" + k: v for k, v in opts.items()})
+    return extra
+
+
+def prefetch_proxy(make_proxy, lab, tmp_path, **opts):
+    return make_proxy(upstream_epm_port=lab.epm_port, extra=module_opts(tmp_path, **opts))
+
+
+def src(subject):
+    return [m for m in LS.messages() if m["props"][LS.PidTagSubject] == subject][0]
+
+
+def direct(lab, subject):
+    """The lab's own copy, read without the proxy."""
+    dce, c, fids = connect(lab.ports["emsmdb"])
+    mids = folder_mids(c, fids[4])
+    got = CC.download(c, fids[4], mids[subject])
+    c.disconnect()
+    dce.disconnect()
+    return got
+
+
+def through(p, subject, times=1):
+    dce, c, fids = connect(p.rpc_port)
+    mids = folder_mids(c, fids[4])
+    got = [CC.download(c, fids[4], mids[subject], flags=FL) for _ in range(times)]
+    c.disconnect()
+    dce.disconnect()
+    return got
+
+
+def test_block_rpc(make_proxy, dump_lab, tmp_path):
+    p = prefetch_proxy(make_proxy, dump_lab, tmp_path, action="block", match="Quarterly")
+    [got] = through(p, QUARTERLY)
+    props = got["props"]
+    assert props[PidTagSubject] == NOTICE_SUBJECT, props.get(PidTagSubject)
+    assert "blocked by the mail proxy (mpm_msgtest)" in props[PidTagBody]
+    for tag in (PidTagHtml, PidTagRtfCompressed):
+        assert tag not in props
+    assert props.get(PidTagHasAttachments) in (None, False, 0)
+    assert got["attachments"] == [] and got["recipients"] == []
+    ev = events(tmp_path, 1)
+    assert [(e[0], e[1], e[2], e[6], e[10], e[11]) for e in ev] == [
+        ("download", "online", "RopOpenMessage", QUARTERLY, "1", "1")], ev
+    assert "online download message (folder" in p.log() and "blocked by mpm_msgtest" in p.log()
+    # the store is untouched: read directly, the original
+    d = direct(dump_lab, QUARTERLY)
+    s = src(QUARTERLY)
+    assert d["props"][PidTagSubject] == QUARTERLY
+    assert d["props"][PidTagBody] == s["props"][LS.PidTagBody]
+    assert len(d["attachments"]) == len(s["attachments"])
