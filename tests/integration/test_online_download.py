@@ -13,6 +13,7 @@ store read directly (untouched), not only against the proxy's log."""
 import content_client as CC
 import emsmdb_client as EC
 import lab_store as LS
+from conftest import Lab
 from test_lab import ALICE
 from test_rop_modules import dump_lab  # noqa: F401 (fixture)
 from test_mime_dump import connect, folder_mids
@@ -83,3 +84,43 @@ def test_block_rpc(make_proxy, dump_lab, tmp_path):
     assert d["props"][PidTagSubject] == QUARTERLY
     assert d["props"][PidTagBody] == s["props"][LS.PidTagBody]
     assert len(d["attachments"]) == len(s["attachments"])
+
+
+def test_modify_rpc_and_not_read_twice(make_proxy, tmp_path):
+    """Prefix the subject, set PidTagBody, drop attachment 0 (report.pdf):
+    the client reads the changed message; opened a second time in the
+    session (the same change key) it is not read again: one event."""
+    lab = Lab(tmp_path, env={"LAB_CHANGE_KEYS": "1"})
+    try:
+        p = prefetch_proxy(make_proxy, lab, tmp_path, action="prefix,set,drop", match="Quarterly")
+        first, second = through(p, QUARTERLY, times=2)
+        s = src(QUARTERLY)
+        for got in (first, second):
+            props = got["props"]
+            assert props[PidTagSubject] == "[TEST] " + QUARTERLY
+            assert props[PidTagBody] == "replaced body"
+            names = [a["props"].get(LS.PidTagAttachLongFilename) for a in got["attachments"]]
+            assert names == ["notes.txt"], names
+            assert len(got["recipients"]) == len(s["recipients"])
+        ev = events(tmp_path, 1)
+        assert [(e[2], e[6], e[10]) for e in ev] == [("RopOpenMessage", QUARTERLY, "1")], ev
+        assert "decided before (same change key)" in p.log()
+        d = direct(lab, QUARTERLY)
+        assert d["props"][PidTagSubject] == QUARTERLY
+        assert len(d["attachments"]) == 2
+    finally:
+        lab.stop()
+
+
+def test_replace_attachment_rpc(make_proxy, dump_lab, tmp_path):
+    """Attachment 0 replaced by a notice: listed, opened, read: the notice."""
+    p = prefetch_proxy(make_proxy, dump_lab, tmp_path, action="replace", match="Quarterly")
+    [got] = through(p, QUARTERLY)
+    by_name = {a["props"].get(LS.PidTagAttachLongFilename): a["props"] for a in got["attachments"]}
+    assert sorted(by_name) == ["notes.txt", "report.pdf.txt"], by_name
+    n = by_name["report.pdf.txt"]
+    assert n[LS.PidTagAttachDataBinary] == b"the attachment was removed by mpm_msgtest"
+    assert n[LS.PidTagAttachMimeTag] == "text/plain"
+    s = src(QUARTERLY)
+    assert by_name["notes.txt"][LS.PidTagAttachDataBinary] == \
+        s["attachments"][1]["props"][LS.PidTagAttachDataBinary]
