@@ -29,9 +29,9 @@
 #define EC_NOT_FOUND 0x8004010Fu
 #define EC_ACCESS_DENIED 0x80070005u
 #define EC_NOT_ENOUGH_MEMORY 0x8007000Eu
-#define MAX_OPEN 8       /* RopOpenMessage per client buffer read ahead */
-#define MAX_BIG 32       /* long values per object read as streams */
-#define MAX_ATTS 256     /* attachments of one message */
+#define MAX_OPEN 8        /* RopOpenMessage per client buffer read ahead */
+#define MAX_BIG 32        /* long values per object read as streams */
+#define MAX_ATTS 256      /* attachments of one message */
 #define READ_CHUNK 0x7FF0 /* RopReadStream ByteCount */
 #define READS_PER_ROUND 4
 #define MAX_TOBJ 1024 /* client objects answered from verdicts, per session */
@@ -120,7 +120,7 @@ struct pf {
     struct ocall *oc;
     struct ov *v; /* the verdict (a reference), when decided */
     bool decided;
-    int cached;   /* index in the session cache, -1 */
+    int cached; /* index in the session cache, -1 */
 };
 
 struct ocall {
@@ -136,8 +136,8 @@ struct ocall {
     bool cut;
     struct mp_rop_buf req; /* the side request in flight */
     uint32_t msg_h, att_h, str_h;
-    bool in_att;              /* the streams are an attachment's */
-    uint32_t big[MAX_BIG];    /* long values still to read (tags) */
+    bool in_att;           /* the streams are an attachment's */
+    uint32_t big[MAX_BIG]; /* long values still to read (tags) */
     size_t nbig;
     uint32_t str_size, str_got;
     bool str_open;
@@ -321,7 +321,8 @@ static int build_round(struct mp_call *m, struct ocall *c)
         }
         if (add_props_all(m, c, 1))
             return -1;
-        struct mp_rop_req_GetAttachmentTable *at = ADD(GetAttachmentTable, MP_ROP_GetAttachmentTable);
+        struct mp_rop_req_GetAttachmentTable *at =
+            ADD(GetAttachmentTable, MP_ROP_GetAttachmentTable);
         struct mp_rop_req_SetColumns *sc = ADD(SetColumns, MP_ROP_SetColumns);
         struct mp_rop_req_QueryRows *qr = ADD(QueryRows, MP_ROP_QueryRows);
         if (!at || !sc || !qr)
@@ -582,8 +583,7 @@ static int next_round(struct mp_call *m, struct ocall *c)
     }
     c->finished = true;
     if (mp_call_set_response_stub(m, c->saved, c->saved_len))
-        mp_warn("session %u: online prefetch: the client's response could not be restored",
-                sid(m));
+        mp_warn("session %u: online prefetch: the client's response could not be restored", sid(m));
     return 0;
 }
 
@@ -1113,8 +1113,8 @@ void mp_msgonline_request(struct mp_call *m)
         case MP_ROP_OpenAttachment: {
             const struct mp_rop_req_OpenAttachment *oa = q;
             bool dropped;
-            if (o->kind == T_MSG && (o->v->blocked ||
-                                     (!att_notice(o->v, oa->AttachmentID, &dropped) && dropped)))
+            if (o->kind == T_MSG &&
+                (o->v->blocked || (!att_notice(o->v, oa->AttachmentID, &dropped) && dropped)))
                 err = EC_NOT_FOUND;
             break;
         }
@@ -1137,8 +1137,8 @@ void mp_msgonline_request(struct mp_call *m)
             break;
         }
         if (err && !mp_call_rop_answer(m, i, err))
-            mp_debug("session %u: %s on a message shown from its verdict answered 0x%08x",
-                     sid(m), mp_call_rop_name(m, false, i), err);
+            mp_debug("session %u: %s on a message shown from its verdict answered 0x%08x", sid(m),
+                     mp_call_rop_name(m, false, i), err);
     }
 }
 

@@ -124,3 +124,28 @@ def test_replace_attachment_rpc(make_proxy, dump_lab, tmp_path):
     s = src(QUARTERLY)
     assert by_name["notes.txt"][LS.PidTagAttachDataBinary] == \
         s["attachments"][1]["props"][LS.PidTagAttachDataBinary]
+
+
+def test_block_and_modify_mapihttp(make_proxy, env, tmp_path):
+    """Over MAPI/HTTP (the HTTPS front before the lab's MAPI/HTTP server,
+    python3-requests with NTLM): the side requests ride the client's
+    session cookies; the blocked message reads as the notice, the other one
+    with the prefixed subject."""
+    import mapihttp_client as MH
+    opts = module_opts(tmp_path, action="prefix", match="", **{"block match": "Quarterly"})
+    p = start_front(make_proxy, env, opts)
+    c = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env["ca"])
+    assert c.connect(ALICE)["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    fids = logon["FolderIds"]
+    mids = folder_mids(c, fids[4])
+    blocked = CC.download(c, fids[4], mids[QUARTERLY])
+    other_subject = [s for s in mids if s != QUARTERLY][0]
+    other = CC.download(c, fids[4], mids[other_subject])
+    assert c.disconnect()["ErrorCode"] == 0
+    assert blocked["props"][PidTagSubject] == NOTICE_SUBJECT
+    assert blocked["attachments"] == [] and PidTagHtml not in blocked["props"]
+    assert other["props"][PidTagSubject] == "[TEST] " + other_subject
+    ev = events(tmp_path, 2)
+    assert [(e[2], e[6], e[11]) for e in ev] == [("RopOpenMessage", QUARTERLY, "1"),
+                                                 ("RopOpenMessage", other_subject, "0")], ev
