@@ -10,6 +10,12 @@ RopGetPropertiesAll, streams, attachment table, RopOpenAttachment), over RPC
 and MAPI/HTTP (the HTTPS front before the lab's MAPI/HTTP server); the
 verdicts come from tests/modules/mpm_msgtest.c.  Checked against the lab's
 store read directly (untouched), not only against the proxy's log."""
+import json
+import os
+import shutil
+
+import pytest
+
 import content_client as CC
 import emsmdb_client as EC
 import lab_store as LS
@@ -19,6 +25,7 @@ from test_rop_modules import dump_lab  # noqa: F401 (fixture)
 from test_mime_dump import connect, folder_mids
 from test_message_events import msg_proxy, events
 from test_http_front_lab import lab_https_fixture, ntlm, start_front
+from test_svc import EICAR, Lab as SvcLab
 
 env = lab_https_fixture("onlinedl")
 
@@ -149,3 +156,79 @@ def test_block_and_modify_mapihttp(make_proxy, env, tmp_path):
     ev = events(tmp_path, 2)
     assert [(e[2], e[6], e[11]) for e in ev] == [("RopOpenMessage", QUARTERLY, "1"),
                                                  ("RopOpenMessage", other_subject, "0")], ev
+
+
+@pytest.fixture(scope="module")
+def clamd(tmp_path_factory):
+    if shutil.which("clamd") is None:
+        pytest.skip("clamd missing")
+    d = str(tmp_path_factory.mktemp("onlinedl-svc"))
+    os.chmod(d, 0o755)
+    s = SvcLab(d)
+    try:
+        s.start_all(("clamd",))
+        yield "unix:" + s.path("clamd.sock")
+    finally:
+        for name in list(s.procs):
+            s.stop(name)
+
+
+def test_av_blocks_eicar_opened_online(make_proxy, tmp_path, clamd):
+    """The real service: av with clamd (an EICAR database made by the test
+    services) blocks an EICAR message when the client opens it online; the
+    client reads the notice, never the EICAR bytes; a clean message reads
+    as it is; the lab keeps both."""
+    lab = Lab(tmp_path)
+    try:
+        vlog = str(tmp_path / "verdicts")
+        p = make_proxy(upstream_epm_port=lab.epm_port, extra={
+            "dcerpc_mapiproxy:modules": "av", "av:clamd": clamd,
+            "av:action_download": "block", "av:directions": "download",
+            "av:verdict_log": vlog, "mapiproxy:online prefetch": "yes"})
+        dce, c, fids = connect(lab.ports["emsmdb"])    # straight to the lab
+        body = "see the attachment\r\n"
+        bad = CC.upload(c, fids[4], {"props": {PidTagSubject: "eicar online", PidTagBody: body},
+                                     "attachments": [LS._by_value("file.bin",
+                                                                  "application/octet-stream",
+                                                                  EICAR)]})
+        good = CC.upload(c, fids[4], {"props": {PidTagSubject: "clean online",
+                                                PidTagBody: "nothing here\r\n"}})
+        c.disconnect()
+        dce.disconnect()
+        dce, c, fids = connect(p.rpc_port)
+        got = CC.download(c, fids[4], bad, flags=FL)
+        clean = CC.download(c, fids[4], good, flags=FL)
+        c.disconnect()
+        dce.disconnect()
+        assert got["props"][PidTagSubject].startswith("[Blocked] ")
+        assert "Test.EICAR.Made-In-Test" in got["props"][PidTagSubject]
+        assert got["attachments"] == [] and EICAR not in repr(got).encode()
+        assert clean["props"][PidTagSubject] == "clean online"
+        v = [json.loads(x) for x in open(vlog)]
+        assert [(x["verdict"], x["mode"], x["direction"]) for x in v] == [
+            ("infected", "online", "download"), ("clean", "online", "download")], v
+        dce, c, fids = connect(lab.ports["emsmdb"])
+        d = CC.download(c, fids[4], bad)
+        c.disconnect()
+        dce.disconnect()
+        assert d["attachments"][0]["props"][LS.PidTagAttachDataBinary] == EICAR
+    finally:
+        lab.stop()
+
+
+def test_prefetch_size_limit(make_proxy, dump_lab, tmp_path):
+    """Past mapiproxy:online prefetch max size the proxy stops reading
+    (what it opened released), says so, and the client reads the message
+    unchecked; its event then comes at the client's release, as without
+    prefetch (and can no longer stop that read)."""
+    extra = module_opts(tmp_path, action="block", match="Quarterly")
+    extra["mapiproxy:online prefetch max size"] = "1K"
+    p = make_proxy(upstream_epm_port=dump_lab.epm_port, extra=extra)
+    [got] = through(p, QUARTERLY)
+    assert got["props"][PidTagSubject] == QUARTERLY
+    assert len(got["attachments"]) == 2
+    assert "stopped (past 1024 bytes, mapiproxy:online prefetch max size)" in p.log()
+    ev = events(tmp_path, 1)
+    assert [(e[2], e[6]) for e in ev] == [("RopRelease", QUARTERLY)], ev
+    # the proxy released its own message object (its slot 0; the client's is 1)
+    assert "RopRelease idx=0 (message)" in dump_lab.log()
