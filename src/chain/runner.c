@@ -96,15 +96,11 @@ static void finish_answer(struct mp_call *m)
 
 static void run(struct mp_call *m, int resumed);
 
-static void send_upstream(struct mp_call *m)
+/* The request (as it is now) to the upstream; the response comes back
+ * through mp_call_run_response. */
+static void go_upstream(struct mp_call *m)
 {
-    if (!m->host->decoded_form && reencode(m, true)) {
-        m->fault = MP_NCA_S_FAULT_NDR;
-        finish_fault(m, "a module's request does not encode");
-        return;
-    }
     m->stage = MPC_UPSTREAM;
-    m->relays++;
     mp_buf_free(&m->resp);
     drop_decoded(m, false);
     m->resp_modified = false;
@@ -115,6 +111,17 @@ static void send_upstream(struct mp_call *m)
     m->running = false;
     if (!m->owner) /* gone, possibly while relaying */
         m->host->done(m);
+}
+
+static void send_upstream(struct mp_call *m)
+{
+    if (!m->host->decoded_form && reencode(m, true)) {
+        m->fault = MP_NCA_S_FAULT_NDR;
+        finish_fault(m, "a module's request does not encode");
+        return;
+    }
+    m->relays++;
+    go_upstream(m);
 }
 
 /* A side request (chain.h, side_cb): the request as the stage provider
@@ -130,18 +137,8 @@ static void side_send(struct mp_call *m)
         return;
     }
     m->side_sp = m->sp;
-    m->stage = MPC_UPSTREAM;
     m->side_relays++;
-    mp_buf_free(&m->resp);
-    drop_decoded(m, false);
-    m->resp_modified = false;
-    for (int k = next_provider(m, 0); k >= 0; k = next_provider(m, k + 1))
-        m->mods->stages[k].p->reset_response(m);
-    if (m->owner)
-        m->host->relay(m);
-    m->running = false;
-    if (!m->owner)
-        m->host->done(m);
+    go_upstream(m);
 }
 
 /* Runs hooks from (m->stage, m->idx) on.  `resumed` is the status of the

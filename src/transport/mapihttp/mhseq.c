@@ -100,8 +100,8 @@ static int context_of(const struct mp_http_msg *req, char *out)
     return 0;
 }
 
-void mp_mh_seq_remember(struct mp_mh_seqmap **t, const struct mp_http_msg *req,
-                        const char *client, const char *up)
+void mp_mh_seq_remember(struct mp_mh_seqmap **t, const struct mp_http_msg *req, const char *client,
+                        const char *up)
 {
     char ctx[MP_MH_COOKIE_MAX];
     if (context_of(req, ctx) || strlen(client) >= MP_MH_SEQ_MAX || strlen(up) >= MP_MH_SEQ_MAX)
