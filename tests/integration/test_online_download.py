@@ -232,3 +232,30 @@ def test_prefetch_size_limit(make_proxy, dump_lab, tmp_path):
     assert [(e[2], e[6]) for e in ev] == [("RopRelease", QUARTERLY)], ev
     # the proxy released its own message object (its slot 0; the client's is 1)
     assert "RopRelease idx=0 (message)" in dump_lab.log()
+
+
+def test_block_rpc_sealed_upstream(make_proxy, tmp_path):
+    """The proxy terminates the client's NTLM logon (Impacket, privacy) and
+    seals its own upstream logon (the lab requires privacy): the side
+    requests go sealed on the proxy's association like the client's."""
+    from test_mailbox_auth import rpc_proxy, session, DN
+    from conftest import ntlm_lab
+    lab = ntlm_lab(tmp_path, "Administrator", "Adm1n-Proxy.9")
+    try:
+        p = rpc_proxy(make_proxy, lab, tmp_path,
+                      extra=module_opts(tmp_path, action="block", match="Quarterly"))
+        dce, c = session(p, "alice")
+        assert c.connect_ex(DN["alice"])["ErrorCode"] == 0
+        [logon] = c.execute(EC.RopBuffer().logon(0, DN["alice"]))
+        fids = logon["FolderIds"]
+        mids = folder_mids(c, fids[4])
+        got = CC.download(c, fids[4], mids[QUARTERLY], flags=FL)
+        c.disconnect()
+        dce.disconnect()
+        assert got["props"][PidTagSubject] == NOTICE_SUBJECT
+        assert got["attachments"] == []
+        ev = events(tmp_path, 1)
+        assert [(e[2], e[6], e[11]) for e in ev] == [("RopOpenMessage", QUARTERLY, "1")], ev
+        assert "RopRelease idx=0 (message)" in lab.log()
+    finally:
+        lab.stop()
