@@ -259,3 +259,34 @@ def test_block_rpc_sealed_upstream(make_proxy, tmp_path):
         assert "RopRelease idx=0 (message)" in lab.log()
     finally:
         lab.stop()
+
+
+def test_sealed_pass_through_is_said_once(make_proxy, tmp_path):
+    """Transparent mode, the client's own NTLM logon sealed end to end
+    (Impacket at privacy to the lab through the proxy): the proxy cannot
+    see the ROPs, so nothing is read ahead; it says so once, and the client
+    reads the lab's message."""
+    from rpcutil import dce_connect
+    from impacket.dcerpc.v5.rpcrt import RPC_C_AUTHN_LEVEL_PKT_PRIVACY
+    import emsmdb_ndr as N
+    from conftest import ntlm_lab
+    lab = ntlm_lab(tmp_path, "alice", "Alice-Pw.1")
+    try:
+        p = make_proxy(upstream_epm_port=lab.epm_port,
+                       extra=module_opts(tmp_path, action="block", match="Quarterly"))
+        for _ in range(2):
+            dce = dce_connect(p.host, p.rpc_port, N.MSRPC_UUID_EMSMDB, user="alice",
+                              password="Alice-Pw.1", domain="LAB",
+                              level=RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
+            c = EC.EmsmdbClient(dce)
+            assert c.connect_ex(ALICE)["ErrorCode"] == 0
+            [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+            fids = logon["FolderIds"]
+            got = CC.download(c, fids[4], folder_mids(c, fids[4])[QUARTERLY], flags=FL)
+            c.disconnect()
+            dce.disconnect()
+            assert got["props"][PidTagSubject] == QUARTERLY
+        assert p.log().count("online prefetch (and every message event) does not apply") == 1
+        assert "RopRelease idx=0" not in lab.log()
+    finally:
+        lab.stop()
