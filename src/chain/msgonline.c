@@ -113,7 +113,7 @@ struct osess {
 };
 
 /* ---- one message read ahead ---- */
-enum phase { P_CHECK, P_OPEN, P_STREAM, P_ATT, P_CLOSE, P_DONE };
+enum phase { P_CHECK, P_OPEN, P_STREAM, P_ATT, P_EMB, P_CLOSE, P_DONE };
 
 struct pf {
     struct mp_ropstage_open op;
@@ -144,7 +144,10 @@ struct ocall {
     uint32_t rel_str, rel_att; /* handles to release first in the next round (0: none) */
     size_t base;               /* the round's first ROP after those releases */
     uint32_t atts[MAX_ATTS];
+    uint8_t methods[MAX_ATTS]; /* PidTagAttachMethod (5: an embedded message) */
     size_t natts, next_att;
+    uint32_t emb_h, rel_emb; /* the embedded message of the attachment (slot 3) */
+    bool in_emb, emb_done;
     uint64_t bytes;
     uint32_t cols[2];
     uint8_t ck[64];
@@ -272,11 +275,12 @@ static bool string_id(uint16_t id)
 }
 
 /* Slots: 0 the message (the folder in the first round), 1 the message
- * opened / the attachment, 2 table or stream. */
+ * opened / the attachment, 2 table or stream, 3 an attachment's embedded
+ * message (one level: its own attachments are not read ahead). */
 static int build_round(struct mp_call *m, struct ocall *c)
 {
     struct pf *p = &c->q[c->cur];
-    if (sb_init(m, c, 3))
+    if (sb_init(m, c, 4))
         return -1;
     /* what the last round finished with: a stream read to its end (slot
      * 2), an attachment done with (slot 1) */
@@ -285,6 +289,12 @@ static int build_round(struct mp_call *m, struct ocall *c)
         if (add_release(m, c, 2))
             return -1;
         c->rel_str = 0;
+    }
+    if (c->rel_emb) {
+        c->req.handles[3] = c->rel_emb;
+        if (add_release(m, c, 3))
+            return -1;
+        c->rel_emb = 0;
     }
     if (c->rel_att) {
         c->req.handles[1] = c->rel_att;
@@ -343,13 +353,14 @@ static int build_round(struct mp_call *m, struct ocall *c)
     case P_STREAM: {
         c->req.handles[0] = c->msg_h;
         c->req.handles[1] = c->att_h;
+        c->req.handles[3] = c->emb_h;
         if (c->str_open)
             c->req.handles[2] = c->str_h;
         else {
             struct mp_rop_req_OpenStream *os = ADD(OpenStream, MP_ROP_OpenStream);
             if (!os)
                 return -1;
-            os->InputHandleIndex = c->in_att ? 1 : 0;
+            os->InputHandleIndex = c->in_emb ? 3 : c->in_att ? 1 : 0;
             os->OutputHandleIndex = 2;
             os->PropertyTag = c->big[c->nbig - 1];
             os->OpenModeFlags = 0;
@@ -372,6 +383,19 @@ static int build_round(struct mp_call *m, struct ocall *c)
         oa->OutputHandleIndex = 1;
         oa->AttachmentID = c->atts[c->next_att];
         return add_props_all(m, c, 1);
+    }
+    case P_EMB: {
+        c->req.handles[0] = c->msg_h;
+        c->req.handles[1] = c->att_h;
+        struct mp_rop_req_OpenEmbeddedMessage *oe =
+            ADD(OpenEmbeddedMessage, MP_ROP_OpenEmbeddedMessage);
+        if (!oe)
+            return -1;
+        oe->InputHandleIndex = 1;
+        oe->OutputHandleIndex = 3;
+        oe->CodePageId = 0x0FFF;
+        oe->OpenModeFlags = 0; /* read-only */
+        return add_props_all(m, c, 3);
     }
     case P_CLOSE:
         c->req.handles[0] = c->msg_h;
@@ -424,8 +448,19 @@ static void after_object(struct ocall *c)
         c->str_open = false;
         return;
     }
+    if (c->in_emb) { /* the embedded message done: released next round */
+        c->in_emb = false;
+        c->rel_emb = c->emb_h;
+        c->emb_h = 0;
+        c->emb_done = true;
+    } else if (c->in_att && !c->emb_done && c->next_att < c->natts &&
+               c->methods[c->next_att] == 5) {
+        c->ph = P_EMB;
+        return;
+    }
     if (c->in_att) { /* its release goes with the next round */
         c->in_att = false;
+        c->emb_done = false;
         c->rel_att = c->att_h;
         c->att_h = 0;
         c->next_att++;
@@ -480,8 +515,11 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
             const struct mp_rop_proprow *row = &qr->RowData[i];
             if (!row->vals || row->ncols < 1 || (row->flag == 1 && row->vals[0].flag))
                 continue;
-            if (c->natts < MAX_ATTS)
+            if (c->natts < MAX_ATTS) {
+                bool mv = row->ncols > 1 && !(row->flag == 1 && row->vals[1].flag);
+                c->methods[c->natts] = mv ? (uint8_t)row->vals[1].v.u : 0;
                 c->atts[c->natts++] = (uint32_t)row->vals[0].v.u;
+            }
         }
         after_object(c);
         return 0;
@@ -529,6 +567,19 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         after_object(c);
         return 0;
     }
+    case P_EMB: {
+        const struct mp_rop_rsp_OpenEmbeddedMessage *oe = rsp_for(r, 0, MP_ROP_OpenEmbeddedMessage);
+        const struct mp_rop_rsp_GetPropertiesAll *g = rsp_for(r, 1, MP_ROP_GetPropertiesAll);
+        if (!oe || oe->ReturnValue)
+            return -1;
+        c->emb_h = r->handles[3] ? r->handles[3] : 0xFFFFFFFEu;
+        c->in_emb = true;
+        if (!g || g->ReturnValue)
+            return -1;
+        note_big(c, g);
+        after_object(c);
+        return 0;
+    }
     case P_CLOSE:
         c->ph = P_DONE;
         return 0;
@@ -571,7 +622,8 @@ static int next_round(struct mp_call *m, struct ocall *c)
             c->in_att = false;
             c->nbig = 0;
             c->msg_h = c->att_h = c->str_h = c->rel_str = c->rel_att = 0;
-            c->str_open = false;
+            c->emb_h = c->rel_emb = 0;
+            c->str_open = c->in_emb = c->emb_done = false;
         }
     }
     /* done: the client's request and response as they were */
@@ -599,8 +651,11 @@ static void cut_short(struct mp_call *m, struct ocall *c, const char *why)
         c->rel_str = c->str_h;
     if (c->att_h)
         c->rel_att = c->att_h;
+    if (c->emb_h)
+        c->rel_emb = c->emb_h;
     c->str_open = false;
-    c->att_h = 0;
+    c->att_h = c->emb_h = 0;
+    c->in_emb = c->in_att = false;
     c->ph = c->msg_h ? P_CLOSE : P_DONE;
 }
 

@@ -22,7 +22,7 @@ import lab_store as LS
 from conftest import Lab
 from test_lab import ALICE
 from test_rop_modules import dump_lab  # noqa: F401 (fixture)
-from test_mime_dump import connect, folder_mids
+from test_mime_dump import connect, folder_mids, read_eml
 from test_message_events import msg_proxy, events
 from test_http_front_lab import lab_https_fixture, ntlm, start_front
 from test_svc import EICAR, Lab as SvcLab
@@ -290,3 +290,31 @@ def test_sealed_pass_through_is_said_once(make_proxy, tmp_path):
         assert "RopRelease idx=0" not in lab.log()
     finally:
         lab.stop()
+
+
+def test_embedded_message_read_ahead(make_proxy, dump_lab, tmp_path):
+    """A message with an embedded message (lab: "Fwd: Original question"):
+    the proxy's read includes the embedded message (RopOpenEmbeddedMessage,
+    its properties); mime-dump's .eml of the event, read with Python's
+    email package, has it as message/rfc822.  One event only: the client's
+    own read of it is none."""
+    out = tmp_path / "eml"
+    out.mkdir()
+    extra = module_opts(tmp_path, action="none")
+    extra["dcerpc_mapiproxy:modules"] = "mpm_msgtest, mime-dump"
+    extra.update({"mime-dump:dir": str(out), "mime-dump:tmpdir": str(tmp_path)})
+    p = make_proxy(upstream_epm_port=dump_lab.epm_port, extra=extra)
+    subject = "Fwd: Original question"
+    [got] = through(p, subject)
+    assert got["attachments"][0]["embedded"]["props"][PidTagSubject] == "Original question"
+    ev = events(tmp_path, 1)
+    assert [(e[2], e[6]) for e in ev] == [("RopOpenMessage", subject)], ev
+    emls = sorted(out.glob("*.eml"))
+    assert len(emls) == 1, emls
+    msg = read_eml(emls[0])
+    assert msg["Subject"] == subject
+    inner = [x for x in msg.walk() if x.get_content_type() == "message/rfc822"]
+    assert inner, [x.get_content_type() for x in msg.walk()]
+    emb = inner[0].get_content()
+    assert emb["Subject"] == "Original question"
+    assert "Is the lab open on Sunday?" in emb.get_body(("plain",)).get_content()
