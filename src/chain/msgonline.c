@@ -36,6 +36,7 @@
 #define READS_PER_ROUND 4
 #define MAX_TOBJ 1024 /* client objects answered from verdicts, per session */
 #define MAX_CACHE 1024
+#define NONE 0xFFFFFFFFu /* no handle */
 
 #define TAG_CHANGE_KEY 0x65E20102u
 #define TAG_ATTACH_NUMBER 0x0E210003u
@@ -141,7 +142,7 @@ struct ocall {
     size_t nbig;
     uint32_t str_size, str_got;
     bool str_open;
-    uint32_t rel_str, rel_att; /* handles to release first in the next round (0: none) */
+    uint32_t rel_str, rel_att; /* handles to release first in the next round (NONE: none) */
     size_t base;               /* the round's first ROP after those releases */
     uint32_t atts[MAX_ATTS];
     uint8_t methods[MAX_ATTS]; /* PidTagAttachMethod (5: an embedded message) */
@@ -284,23 +285,23 @@ static int build_round(struct mp_call *m, struct ocall *c)
         return -1;
     /* what the last round finished with: a stream read to its end (slot
      * 2), an attachment done with (slot 1) */
-    if (c->rel_str) {
+    if (c->rel_str != NONE) {
         c->req.handles[2] = c->rel_str;
         if (add_release(m, c, 2))
             return -1;
-        c->rel_str = 0;
+        c->rel_str = NONE;
     }
-    if (c->rel_emb) {
+    if (c->rel_emb != NONE) {
         c->req.handles[3] = c->rel_emb;
         if (add_release(m, c, 3))
             return -1;
-        c->rel_emb = 0;
+        c->rel_emb = NONE;
     }
-    if (c->rel_att) {
+    if (c->rel_att != NONE) {
         c->req.handles[1] = c->rel_att;
         if (add_release(m, c, 1))
             return -1;
-        c->rel_att = 0;
+        c->rel_att = NONE;
     }
     c->base = c->req.n;
     switch (c->ph) {
@@ -451,7 +452,7 @@ static void after_object(struct ocall *c)
     if (c->in_emb) { /* the embedded message done: released next round */
         c->in_emb = false;
         c->rel_emb = c->emb_h;
-        c->emb_h = 0;
+        c->emb_h = NONE;
         c->emb_done = true;
     } else if (c->in_att && !c->emb_done && c->next_att < c->natts &&
                c->methods[c->next_att] == 5) {
@@ -462,7 +463,7 @@ static void after_object(struct ocall *c)
         c->in_att = false;
         c->emb_done = false;
         c->rel_att = c->att_h;
-        c->att_h = 0;
+        c->att_h = NONE;
         c->next_att++;
     }
     c->ph = c->next_att < c->natts ? P_ATT : P_CLOSE;
@@ -502,9 +503,7 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         const struct mp_rop_rsp_OpenMessage *om = rsp_for(r, 0, MP_ROP_OpenMessage);
         if (!om || om->ReturnValue || r->nhandles < 3)
             return -1;
-        c->msg_h = r->handles[1];
-        if (!c->msg_h)
-            c->msg_h = 0xFFFFFFFEu; /* 0 means "none" here */
+        c->msg_h = r->handles[1]; /* NONE (0xFFFFFFFF) is no handle: MS-OXCROPS 1.3.1 */
         const struct mp_rop_rsp_GetPropertiesAll *g = rsp_for(r, 1, MP_ROP_GetPropertiesAll);
         if (!g || g->ReturnValue)
             return -1;
@@ -550,7 +549,7 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         }
         if (c->str_got >= c->str_size) {
             c->str_open = false;
-            c->rel_str = c->str_h ? c->str_h : 0xFFFFFFFEu;
+            c->rel_str = c->str_h;
             c->nbig--;
             after_object(c); /* the stream's release goes with the next round */
         }
@@ -572,7 +571,7 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         const struct mp_rop_rsp_GetPropertiesAll *g = rsp_for(r, 1, MP_ROP_GetPropertiesAll);
         if (!oe || oe->ReturnValue)
             return -1;
-        c->emb_h = r->handles[3] ? r->handles[3] : 0xFFFFFFFEu;
+        c->emb_h = r->handles[3];
         c->in_emb = true;
         if (!g || g->ReturnValue)
             return -1;
@@ -621,8 +620,8 @@ static int next_round(struct mp_call *m, struct ocall *c)
             c->cut = false;
             c->in_att = false;
             c->nbig = 0;
-            c->msg_h = c->att_h = c->str_h = c->rel_str = c->rel_att = 0;
-            c->emb_h = c->rel_emb = 0;
+            c->msg_h = c->att_h = c->str_h = c->rel_str = c->rel_att = NONE;
+            c->emb_h = c->rel_emb = NONE;
             c->str_open = c->in_emb = c->emb_done = false;
         }
     }
@@ -649,14 +648,14 @@ static void cut_short(struct mp_call *m, struct ocall *c, const char *why)
     c->cut = true;
     if (c->str_open)
         c->rel_str = c->str_h;
-    if (c->att_h)
+    if (c->att_h != NONE)
         c->rel_att = c->att_h;
-    if (c->emb_h)
+    if (c->emb_h != NONE)
         c->rel_emb = c->emb_h;
     c->str_open = false;
-    c->att_h = c->emb_h = 0;
+    c->att_h = c->emb_h = NONE;
     c->in_emb = c->in_att = false;
-    c->ph = c->msg_h ? P_CLOSE : P_DONE;
+    c->ph = c->msg_h != NONE ? P_CLOSE : P_DONE;
 }
 
 static void side_cb(struct mp_call *m)
@@ -751,6 +750,8 @@ int mp_msgonline_prefetch(struct mp_call *m)
     }
     c->nq = n;
     c->cur = 0;
+    c->msg_h = c->att_h = c->str_h = c->emb_h = NONE;
+    c->rel_str = c->rel_att = c->rel_emb = NONE;
     c->ph = c->q[0].cached >= 0 ? P_CHECK : P_OPEN;
     mp_debug("session %u: online prefetch of %zu message(s) before RopOpenMessage's response",
              sid(m), n);
