@@ -29,11 +29,13 @@
 #define EC_NOT_FOUND 0x8004010Fu
 #define EC_ACCESS_DENIED 0x80070005u
 #define EC_NOT_ENOUGH_MEMORY 0x8007000Eu
-#define MAX_OPEN 8        /* RopOpenMessage per client buffer read ahead */
-#define MAX_BIG 32        /* long values per object read as streams */
-#define MAX_ATTS 256      /* attachments of one message */
-#define READ_CHUNK 0x7FF0 /* RopReadStream ByteCount */
-#define READS_PER_ROUND 4
+#define MAX_OPEN 8   /* RopOpenMessage per client buffer read ahead */
+#define MAX_BIG 32   /* long values per object read as streams */
+#define MAX_ATTS 256 /* attachments of one message */
+/* RopReadStream ByteCount, one per round: the response must fit one
+ * RPC_HEADER_EXT payload (its Size and RopSize are 16 bits) */
+#define READ_CHUNK 0x7F00
+#define READS_PER_ROUND 1
 #define MAX_TOBJ 1024 /* client objects answered from verdicts, per session */
 #define MAX_CACHE 1024
 #define NONE 0xFFFFFFFFu /* no handle */

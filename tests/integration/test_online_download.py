@@ -318,3 +318,24 @@ def test_embedded_message_read_ahead(make_proxy, dump_lab, tmp_path):
     emb = inner[0].get_content()
     assert emb["Subject"] == "Original question"
     assert "Is the lab open on Sunday?" in emb.get_body(("plain",)).get_content()
+
+
+def test_long_values_read_as_streams(make_proxy, dump_lab, tmp_path):
+    """"Meeting minutes (RTF)": a compressed RTF body and a 1 MB attachment,
+    too long for RopGetPropertiesAll (the lab answers them ecNotEnoughMemory):
+    the proxy reads them with RopOpenStream + RopReadStream before the
+    client's RopOpenMessage response; the event has the attachment's full
+    size and the replace verdict gives the client the notice in its place."""
+    subject = "Meeting minutes (RTF)"
+    p = prefetch_proxy(make_proxy, dump_lab, tmp_path, action="replace", match="Meeting")
+    [got] = through(p, subject)
+    s = src(subject)
+    ev = events(tmp_path, 1)
+    assert [(e[2], e[6]) for e in ev] == [("RopOpenMessage", subject)], ev
+    big = len(s["attachments"][0]["props"][LS.PidTagAttachDataBinary])
+    assert ev[0][8].split(";")[0].startswith("big.bin/") and "/%d/" % big in ev[0][8], ev[0][8]
+    by_name = {a["props"].get(LS.PidTagAttachLongFilename): a["props"] for a in got["attachments"]}
+    assert by_name["big.bin.txt"][LS.PidTagAttachDataBinary] == \
+        b"the attachment was removed by mpm_msgtest"
+    assert got["props"][PidTagRtfCompressed] == s["props"][LS.PidTagRtfCompressed]
+    assert "RopReadStream" in dump_lab.log()
