@@ -74,6 +74,15 @@ def through(p, subject, times=1):
 def test_block_rpc(make_proxy, dump_lab, tmp_path):
     p = prefetch_proxy(make_proxy, dump_lab, tmp_path, action="block", match="Quarterly")
     [got] = through(p, QUARTERLY)
+    # the RopOpenMessage response itself: the notice's subject, no recipients
+    dce, c, fids = connect(p.rpc_port)
+    [om] = c.execute(EC.RopBuffer().open_message(0, 1, fids[4], folder_mids(c, fids[4])[QUARTERLY]),
+                     FL)
+    c.execute(EC.RopBuffer().release(1), FL)
+    c.disconnect()
+    dce.disconnect()
+    assert om["ReturnValue"] == 0 and om["NormalizedSubject"] == NOTICE_SUBJECT, om
+    assert om["SubjectPrefix"] == "" and om["RecipientRows"] == [], om
     props = got["props"]
     assert props[PidTagSubject] == NOTICE_SUBJECT, props.get(PidTagSubject)
     assert "blocked by the mail proxy (mpm_msgtest)" in props[PidTagBody]
@@ -81,9 +90,9 @@ def test_block_rpc(make_proxy, dump_lab, tmp_path):
         assert tag not in props
     assert props.get(PidTagHasAttachments) in (None, False, 0)
     assert got["attachments"] == [] and got["recipients"] == []
-    ev = events(tmp_path, 1)
+    ev = events(tmp_path, 2)   # one per session: the verdict cache is the session's
     assert [(e[0], e[1], e[2], e[6], e[10], e[11]) for e in ev] == [
-        ("download", "online", "RopOpenMessage", QUARTERLY, "1", "1")], ev
+        ("download", "online", "RopOpenMessage", QUARTERLY, "1", "1")] * 2, ev
     assert "online download message (folder" in p.log() and "blocked by mpm_msgtest" in p.log()
     # the store is untouched: read directly, the original
     d = direct(dump_lab, QUARTERLY)
