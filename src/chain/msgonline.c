@@ -1305,10 +1305,19 @@ void mp_msgonline_response_done(struct mp_call *m)
             break;
         case MP_ROP_OpenAttachment: {
             const struct mp_rop_req_OpenAttachment *oa = q;
+            struct mp_rop_rsp_OpenAttachment *ra = r;
             struct tobj *t;
-            bool dropped;
-            if (o->kind == T_MSG && no && att_notice(o->v, oa->AttachmentID, &dropped) &&
-                (t = tobj_add(s, no->context_id, no->handle, T_ATT, o->v)))
+            bool dropped = false;
+            const char *nt = o->kind == T_MSG ? att_notice(o->v, oa->AttachmentID, &dropped) : NULL;
+            if (o->kind == T_MSG && !ra->ReturnValue && (o->v->blocked || (!nt && dropped))) {
+                /* opened in the buffer that opened the message (the request
+                 * side could not know): refused here; the server's object
+                 * goes with the message's release */
+                ra->ReturnValue = EC_NOT_FOUND;
+                ch = true;
+                break;
+            }
+            if (nt && no && (t = tobj_add(s, no->context_id, no->handle, T_ATT, o->v)))
                 t->att_num = oa->AttachmentID;
             break;
         }
@@ -1317,6 +1326,11 @@ void mp_msgonline_response_done(struct mp_call *m)
             const struct mp_rop_req_OpenStream *oq = q;
             const char *text = stream_text(o, oq->PropertyTag);
             struct tobj *t;
+            if (!os->ReturnValue && !text && o->kind == T_MSG && o->v->blocked) {
+                os->ReturnValue = EC_NOT_FOUND; /* the same, for HTML / RTF */
+                ch = true;
+                break;
+            }
             if (!os->ReturnValue && no && text &&
                 (t = tobj_add(s, no->context_id, no->handle, T_STREAM, o->v))) {
                 if (set_stream(t, text, oq->PropertyTag)) {

@@ -33,6 +33,7 @@ FL = 0x1  # EXT2_NO_COMPRESSION
 PidTagSubject, PidTagBody, PidTagHtml = 0x0037001F, 0x1000001F, 0x10130102
 PidTagRtfCompressed, PidTagHasAttachments = 0x10090102, 0x0E1B000B
 NOTICE_SUBJECT = "[Blocked] mpm_msgtest blocked it"
+EC_NOT_FOUND = 0x8004010F
 QUARTERLY = "Quarterly report"
 
 
@@ -118,8 +119,20 @@ def test_modify_rpc_and_not_read_twice(make_proxy, tmp_path):
             names = [a["props"].get(LS.PidTagAttachLongFilename) for a in got["attachments"]]
             assert names == ["notes.txt"], names
             assert len(got["recipients"]) == len(s["recipients"])
-        ev = events(tmp_path, 1)
-        assert [(e[2], e[6], e[10]) for e in ev] == [("RopOpenMessage", QUARTERLY, "1")], ev
+        # opened in the same buffer as the message: the dropped attachment
+        # refused, the other one opens; then refused before it goes upstream
+        dce, c, fids = connect(p.rpc_port)
+        mid = folder_mids(c, fids[4])[QUARTERLY]
+        res = c.execute(EC.RopBuffer().open_message(0, 1, fids[4], mid)
+                        .open_attachment(1, 2, 0).open_attachment(1, 3, 1), FL)
+        again = c.execute(EC.RopBuffer().open_attachment(1, 2, 0), FL)
+        c.execute(EC.RopBuffer().release(3).release(1), FL)
+        c.disconnect()
+        dce.disconnect()
+        assert [x["ReturnValue"] for x in res] == [0, EC_NOT_FOUND, 0], res
+        assert [x["ReturnValue"] for x in again] == [EC_NOT_FOUND], again
+        ev = events(tmp_path, 2)   # one per session
+        assert [(e[2], e[6], e[10]) for e in ev] == [("RopOpenMessage", QUARTERLY, "1")] * 2, ev
         assert "decided before (same change key)" in p.log()
         d = direct(lab, QUARTERLY)
         assert d["props"][PidTagSubject] == QUARTERLY
