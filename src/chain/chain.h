@@ -99,6 +99,9 @@ struct mp_modules {
      * a call that cannot be handed to the chain is refused, never relayed
      * untouched. */
     bool fail_closed;
+    /* mapiproxy:online prefetch (msgonline.c) and its size limit */
+    bool online_prefetch;
+    uint64_t online_prefetch_max;
 };
 
 /* A session: a client's association group.  The relay keeps the group's
@@ -223,6 +226,13 @@ struct mp_call {
     void *stage_ctx[MP_MAX_STAGES]; /* per stage provider (e.g. the ROP stage's) */
     void *host_ctx;                 /* the transport's context (kept when owner goes NULL) */
     uint64_t t0;
+    /* A side request (the proxy's own ROPs on the client's session,
+     * mp_call_side_request): set by a stage provider's response step, the
+     * call's request goes upstream again and its response goes to side_cb,
+     * never to a hook or the client (runner.c). */
+    void (*side_cb)(struct mp_call *m);
+    int side_sp;
+    unsigned side_relays;
 };
 
 int mp_modules_load(struct mp_modules *ms, const struct mp_config *cfg, struct mp_loop *loop);

@@ -50,6 +50,7 @@ struct mp_message_event {
     int next_mod;                 /* unbound events: the next module to see it */
     bool pending;                 /* a hook returned MP_PENDING */
     bool decided;                 /* on_decided ran */
+    bool prefetched;              /* read by the proxy at RopOpenMessage (msgonline.c) */
     int mime_fd;                  /* -1 until built */
     uint64_t mime_size;
     bool mime_tried;
@@ -76,6 +77,12 @@ struct msess {
     size_t nblocked;
     bool cur_rsp;
     bool freeing;
+    /* msgonline.c: 1 while the proxy's own reads feed the assembler, 2 when
+     * such a read was cut short (its message is not delivered); the
+     * messages it read (the client's own read of them is no event) */
+    int prefetch;
+    struct blk *fetched;
+    size_t nfetched;
 };
 
 /* per call */
@@ -196,6 +203,7 @@ void mp_msgev_session_free(void *state)
     s->cur = NULL;
     mp_asm_free(s->a); /* downloads still open: "session end" events */
     free(s->blocked);
+    free(s->fetched);
     free(s);
 }
 
@@ -228,9 +236,13 @@ void mp_msgev_call_free(void *state)
 
 /* ---- events from the assembler ---- */
 
+static bool prefetch_skip(struct msess *s, const struct mp_msg_event *e);
+
 static void asm_done(void *arg, const struct mp_msg_event *e)
 {
     struct msess *s = arg;
+    if (prefetch_skip(s, e))
+        return;
     struct mp_message_event *ev = calloc(1, sizeof(*ev));
     if (!ev) {
         mp_warn("session %u: out of memory for a message event; message not delivered",
@@ -267,6 +279,11 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
     /* a FastTransfer upload's edits would have to rewrite the stream */
     ev->can_modify = ev->can_block && ev->dir == MP_MESSAGE_UPLOAD && !e->partial && !e->fx &&
                      mp_msgev_edits_supported();
+    if (s->prefetch == 1) { /* read before the client got RopOpenMessage's response */
+        ev->prefetched = true;
+        ev->can_block = ev->can_modify = true;
+        copy_str(ev->completed_by, sizeof(ev->completed_by), "RopOpenMessage");
+    }
     ev->mime_fd = -1;
     ev->msg = e->msg;
     mp_msg_hold(ev->msg);
@@ -548,7 +565,8 @@ static int decide(struct mp_call *call, bool response)
         if (ev->on_decided)
             ev->on_decided(ev, &ev->v, ev->on_decided_arg);
         log_verdict(ev);
-        if (ev->v.blocked && ev->mode == MP_MESSAGE_ONLINE && ev->dir == MP_MESSAGE_DOWNLOAD)
+        if (ev->v.blocked && ev->mode == MP_MESSAGE_ONLINE && ev->dir == MP_MESSAGE_DOWNLOAD &&
+            !ev->prefetched)
             remember_block(ev->ms, ev->folder_id, ev->message_id);
         if (response && ev->fx && ev->dir == MP_MESSAGE_DOWNLOAD && ev->v.blocked) {
             if (mp_msgfx_block_download(call, ev->rop_index, ev->fx_off, ev->fx_len, ev->fx_hdr_len,
@@ -976,6 +994,48 @@ int mp_message_set_named_string(struct mp_message_event *ev, const uint8_t guid[
     if (!guid || !name)
         return -1;
     return add_set(ev, 0, guid, name, utf8);
+}
+
+/* ---- for the online prefetch (msgonline.c) ---- */
+
+/* The proxy's own read of a message (a side request's ROPs, in the view
+ * mp_ropstage_side_view gives) into the session's assembler; cut: the
+ * read was cut short, its message is dropped. */
+void mp_msgev_prefetch_rops(struct mp_call *call, bool cut)
+{
+    if (!mp_msgev_wanted(call->mods))
+        return;
+    struct msess *s = session_state(call);
+    if (!s || !call_state(call, true))
+        return;
+    s->cur = call;
+    s->cur_rsp = true;
+    s->prefetch = cut ? 2 : 1;
+    mp_asm_rops(s->a, call);
+    s->prefetch = 0;
+    s->cur = NULL;
+}
+
+static bool prefetch_skip(struct msess *s, const struct mp_msg_event *e)
+{
+    if (e->mode != MP_MSG_ONLINE || e->dir != MP_MSG_DOWNLOAD || !e->message_id)
+        return false;
+    if (s->prefetch == 2)
+        return true;
+    bool seen = false;
+    for (size_t i = 0; i < s->nfetched && !seen; i++)
+        seen = s->fetched[i].fid == e->folder_id && s->fetched[i].mid == e->message_id;
+    if (s->prefetch == 1) {
+        if (!seen && s->nfetched < 4096) {
+            struct blk *n = realloc(s->fetched, (s->nfetched + 1) * sizeof(*n));
+            if (n) {
+                s->fetched = n;
+                n[s->nfetched++] = (struct blk){e->folder_id, e->message_id};
+            }
+        }
+        return false;
+    }
+    return seen; /* the client's own read of a message the proxy read */
 }
 
 /* ---- for the FastTransfer code ---- */

@@ -88,6 +88,14 @@ void mp_msgev_on_decided(struct mp_message_event *ev,
                                     void *arg),
                          void *arg);
 
+/* msgonline.c: the proxy's own read of a message (side requests, while
+ * mp_ropstage_side_view shows them as the call's ROPs) into the session's
+ * assembler.  The message it completes is an event of the call (online,
+ * download, completed by "RopOpenMessage", can block and modify; no
+ * refusal of later opens); the client's own read of it later is none.
+ * cut: the read stopped short (size limit, error): nothing delivered. */
+void mp_msgev_prefetch_rops(struct mp_call *call, bool cut);
+
 /* msginject.c: an online upload's modify verdicts as ROPs injected before
  * the completing ROP of the call's request; 0, or -1 (out of memory). */
 struct mp_message;

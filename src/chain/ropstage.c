@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "chain/msgevents.h"
+#include "chain/msgonline.h"
 #include "chain/services.h"
 #include "codec/codec.h"
 #include "codec/gen/emsmdb.h"
@@ -80,6 +81,7 @@ struct mp_ropcall {
     } * inj;
     size_t ninj;
     size_t extra_handles; /* handle table slots the injected ROPs use */
+    void *online;         /* online prefetch of the call (msgonline.c) */
 };
 
 struct mp_ropsess {
@@ -90,7 +92,8 @@ struct mp_ropsess {
     } v[MAX_CONTEXTS];
     size_t n;
     uint32_t last_id;
-    void *msgev; /* the session's message assembler (msgevents.c) */
+    void *msgev;  /* the session's message assembler (msgevents.c) */
+    void *online; /* online prefetch verdicts (msgonline.c) */
 };
 
 extern const struct mp_stage_provider mp_rop_stage;
@@ -125,6 +128,7 @@ static void ropsess_free(void *p)
     if (!s)
         return;
     mp_msgev_session_free(s->msgev);
+    mp_msgonline_session_free(s->online);
     for (size_t i = 0; i < s->n; i++)
         mp_objtab_unref(s->v[i].t);
     free(s);
@@ -206,6 +210,7 @@ static void call_free(struct mp_call *m, void *ctx)
         apply_releases(rc, rc->rq.n);
     mp_objtab_unref(rc->tab);
     mp_msgev_call_free(rc->msgev);
+    mp_msgonline_call_free(rc->online);
     side_free(&rc->rq);
     side_free(&rc->rs);
     free(rc);
@@ -656,6 +661,7 @@ static void request(struct mp_call *m)
     }
     request_objects(m);
     mp_msgev_request(m);
+    mp_msgonline_request(m);
 }
 
 /* Appends a ROP buffer: rops whose item is unchanged are written as their
@@ -1094,6 +1100,8 @@ static void response(struct mp_call *m)
         side_free(&rc->rs);
         return;
     }
+    if (mp_msgonline_prefetch(m)) /* side requests first (m->side_cb) */
+        return;
     if (rc->all_local) {
         for (size_t i = 0; i < rc->rs.n; i++) /* the request list itself was the context */
             rc->rs.it[i].changed = false;
@@ -1137,6 +1145,7 @@ static int response_done(struct mp_call *m)
         return 0;
     if (mp_msgev_response_done(m))
         return -1;
+    mp_msgonline_response_done(m);
     struct side *s = &rc->rs;
     bool any = s->rebuilt;
     for (size_t i = 0; i < s->n; i++)
@@ -1144,6 +1153,167 @@ static int response_done(struct mp_call *m)
     if (!any)
         return 0;
     return encode_side(m, true, s, NULL, NULL, 0);
+}
+
+/* ---- side requests (msgonline.c) ---- */
+
+void **mp_ropstage_online_call(struct mp_call *m)
+{
+    return RC(m) ? &RC(m)->online : NULL;
+}
+
+void **mp_ropstage_online_session(struct mp_session *ses)
+{
+    void **slot = ses ? mp_session_stage_slot(ses, &mp_rop_stage) : NULL;
+    if (!slot || (!*slot && !(*slot = calloc(1, sizeof(struct mp_ropsess)))))
+        return NULL;
+    return &((struct mp_ropsess *)*slot)->online;
+}
+
+size_t mp_ropstage_opened(struct mp_call *m, struct mp_ropstage_open *out, size_t max)
+{
+    struct mp_ropcall *rc = RC(m);
+    if (!rc || !rc->rs.ok || !rc->rs.nbuf || !rc->rs.buf_ok[0] || rc->all_local)
+        return 0;
+    const struct mp_rop_buf *b = &rc->rs.bufs[0];
+    size_t n = 0;
+    for (size_t k = 0; k < b->n && n < max; k++) {
+        const struct mp_rop *r = &b->rops[k];
+        if (r->rop_id != 0x03 || r->opaque || !r->v || mp_rop_return_value(r) || r->req_index < 0 ||
+            (size_t)r->req_index >= rc->up.n)
+            continue;
+        const struct mp_rop *q = &rc->up.rops[r->req_index];
+        if (q->rop_id != 0x03 || q->opaque || !q->v)
+            continue;
+        const struct mp_rop_req_OpenMessage *om = q->v;
+        if (om->InputHandleIndex >= rc->up.nhandles || om->OutputHandleIndex >= b->nhandles)
+            continue;
+        out[n] = (struct mp_ropstage_open){
+            .logon_id = om->LogonId,
+            .fid = om->FolderId,
+            .mid = om->MessageId,
+            .in_handle = rc->up.handles[om->InputHandleIndex],
+            .handle = b->handles[om->OutputHandleIndex],
+            .context_id = mp_objtab_context_id(rc->tab),
+        };
+        n++;
+    }
+    return n;
+}
+
+int mp_ropstage_side_request(struct mp_call *m, const struct mp_rop_buf *b,
+                             void (*cb)(struct mp_call *m))
+{
+    struct mp_ropcall *rc = RC(m);
+    struct emsmdb_EcDoRpcExt2_in *in = m->opnum == OP_RPCEXT2 ? mp_call_request(m) : NULL;
+    if (!rc || !in)
+        return -1;
+    struct mp_buf content = {0}, chain = {0};
+    int st = -1;
+    if (mp_rop_encode(&content, b))
+        goto out;
+    const uint8_t *seg = content.data;
+    size_t sl = content.len;
+    if (mp_rpcext_build_chain(&chain, &seg, &sl, 1, 0))
+        goto out;
+    uint8_t *copy = mp_arena_memdup(rc->a, chain.data, chain.len);
+    if (!copy)
+        goto out;
+    in->rgbIn = copy;
+    in->cbIn = (uint32_t)chain.len;
+    mp_call_request_changed(m);
+    m->side_cb = cb;
+    st = 0;
+out:
+    mp_buf_free(&content);
+    mp_buf_free(&chain);
+    return st;
+}
+
+int mp_ropstage_side_response(struct mp_call *m, const struct mp_rop_ctx *ctx,
+                              struct mp_rop_buf *out)
+{
+    struct mp_ropcall *rc = RC(m);
+    const struct emsmdb_EcDoRpcExt2_out *o = mp_call_response(m);
+    if (!rc || !o || !o->rgbOut || !o->pcbOut) {
+        mp_warn("call %s %s: the side request got no ROP response", m->peer, m->op_name);
+        return -1;
+    }
+    struct mp_rpcext x;
+    int st = mp_rpcext_parse(&x, o->rgbOut, o->pcbOut);
+    if (st) {
+        mp_warn("call %s %s: the side request's response chain does not decode (%s)", m->peer,
+                m->op_name, mp_rpcext_strerror(st));
+        return -1;
+    }
+    size_t n = 0;
+    const uint8_t *p = x.n ? mp_rpcext_content(&x, 0, &n) : NULL;
+    uint8_t *copy = p ? mp_arena_memdup(rc->a, p, n ? n : 1) : NULL;
+    mp_rpcext_free(&x);
+    if (!copy || mp_rop_decode(out, copy, n, true, ctx, rc->a) != MP_ROP_OK) {
+        mp_warn("call %s %s: the side request's ROP response does not decode (%s)", m->peer,
+                m->op_name, out->why ? out->why : "no memory");
+        return -1;
+    }
+    return 0;
+}
+
+void mp_ropstage_side_view(struct mp_call *m, const struct mp_rop_buf *req,
+                           const struct mp_rop_buf *rsp, void (*fn)(struct mp_call *m, void *arg),
+                           void *arg)
+{
+    struct mp_ropcall *rc = RC(m);
+    if (!rc)
+        return;
+    struct mp_arena *a = rc->a;
+    struct side q = {.ok = true, .nbuf = 1}, r = {.ok = true, .nbuf = 1};
+    q.it = mp_arena_calloc(a, req->n + 1, sizeof(*q.it));
+    r.it = mp_arena_calloc(a, rsp->n + 1, sizeof(*r.it));
+    if (!q.it || !r.it)
+        return;
+    const struct mp_object *slot[256] = {0};
+    for (size_t i = 0; i < req->n; i++) {
+        const struct mp_rop *x = &req->rops[i];
+        q.it[i].r = (struct mp_rop *)x;
+        q.it[i].req = -1;
+        if (x->opaque || !x->v)
+            continue;
+        const struct mp_object *in = NULL;
+        if (x->desc->in_hidx >= 0) {
+            uint8_t h = req_byte(x, x->desc->in_hidx);
+            in = slot[h];
+            if (!in)
+                in = slot[h] = unknown_object(a, h < req->nhandles ? req->handles[h] : MP_OBJ_NONE,
+                                              req_byte(x, 1));
+            q.it[i].obj = in;
+        }
+        int oh = mp_rop_out_slot(x);
+        if (oh >= 0)
+            slot[oh] = provisional(a, x, in);
+    }
+    q.n = req->n;
+    for (size_t k = 0; k < rsp->n; k++) {
+        struct mp_rop *x = &rsp->rops[k];
+        r.it[k].r = x;
+        r.it[k].req = x->req_index >= 0 && (size_t)x->req_index < req->n ? x->req_index : -1;
+        if (r.it[k].req < 0 || x->opaque || !x->v || mp_rop_return_value(x))
+            continue;
+        const struct mp_rop *rq = &req->rops[r.it[k].req];
+        int oh = mp_rop_out_slot(rq);
+        if (oh < 0 || (size_t)oh >= rsp->nhandles)
+            continue;
+        struct mp_object *o = provisional(a, rq, q.it[r.it[k].req].obj);
+        if (o)
+            o->handle = rsp->handles[oh];
+        r.it[k].newobj = o;
+    }
+    r.n = rsp->n;
+    struct side sq = rc->rq, sr = rc->rs;
+    rc->rq = q;
+    rc->rs = r;
+    fn(m, arg);
+    rc->rq = sq;
+    rc->rs = sr;
 }
 
 /* ---- the module API ---- */

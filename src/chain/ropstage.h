@@ -26,4 +26,35 @@ int mp_ropstage_inject(struct mp_call *m, size_t before, uint8_t rop_id, void *v
  * the table's end going upstream, cut from the response): its index, or
  * -1. */
 int mp_ropstage_new_handle(struct mp_call *m);
+
+/* ---- side requests (msgonline.c; doc/internals/module-api.md) ---- */
+struct mp_rop_buf;
+struct mp_rop_ctx;
+/* msgonline.c's slots: the call's and the session's state. */
+void **mp_ropstage_online_call(struct mp_call *m);
+void **mp_ropstage_online_session(struct mp_session *ses);
+/* In the response step, before anything else: the client's RopOpenMessage
+ * that the upstream answered with success in this response (payload 0). */
+struct mp_ropstage_open {
+    uint8_t logon_id;
+    uint64_t fid, mid;
+    uint32_t in_handle; /* the server handle it was opened from */
+    uint32_t handle;    /* the message's server handle */
+    uint32_t context_id;
+};
+size_t mp_ropstage_opened(struct mp_call *m, struct mp_ropstage_open *out, size_t max);
+/* The proxy's own ROP buffer b becomes the call's request (EcDoRpcExt2 /
+ * MAPI/HTTP Execute only), sent upstream after this response step; the
+ * response goes to cb (chain.h side_cb).  0, or -1 (EcDoRpc, no memory). */
+int mp_ropstage_side_request(struct mp_call *m, const struct mp_rop_buf *b,
+                             void (*cb)(struct mp_call *m));
+/* In cb: the response's payload 0, decoded with ctx (its requests: the
+ * side buffer).  0 or -1 (does not decode: logged). */
+int mp_ropstage_side_response(struct mp_call *m, const struct mp_rop_ctx *ctx,
+                              struct mp_rop_buf *out);
+/* fn(m, arg) while the call's ROPs (mp_call_rop*, for the assembler) are
+ * req and rsp (the proxy's side buffers) instead of the client's. */
+void mp_ropstage_side_view(struct mp_call *m, const struct mp_rop_buf *req,
+                           const struct mp_rop_buf *rsp, void (*fn)(struct mp_call *m, void *arg),
+                           void *arg);
 #endif

@@ -96,15 +96,11 @@ static void finish_answer(struct mp_call *m)
 
 static void run(struct mp_call *m, int resumed);
 
-static void send_upstream(struct mp_call *m)
+/* The request (as it is now) to the upstream; the response comes back
+ * through mp_call_run_response. */
+static void go_upstream(struct mp_call *m)
 {
-    if (!m->host->decoded_form && reencode(m, true)) {
-        m->fault = MP_NCA_S_FAULT_NDR;
-        finish_fault(m, "a module's request does not encode");
-        return;
-    }
     m->stage = MPC_UPSTREAM;
-    m->relays++;
     mp_buf_free(&m->resp);
     drop_decoded(m, false);
     m->resp_modified = false;
@@ -115,6 +111,34 @@ static void send_upstream(struct mp_call *m)
     m->running = false;
     if (!m->owner) /* gone, possibly while relaying */
         m->host->done(m);
+}
+
+static void send_upstream(struct mp_call *m)
+{
+    if (!m->host->decoded_form && reencode(m, true)) {
+        m->fault = MP_NCA_S_FAULT_NDR;
+        finish_fault(m, "a module's request does not encode");
+        return;
+    }
+    m->relays++;
+    go_upstream(m);
+}
+
+/* A side request (chain.h, side_cb): the request as the stage provider
+ * set it goes upstream; its response comes back to side_cb through
+ * mp_call_run_response, without a hook.  Not counted in m->relays (a
+ * module's MP_RELAY_AGAIN keeps its own limit). */
+static void side_send(struct mp_call *m)
+{
+    if (!m->host->decoded_form && reencode(m, true)) {
+        m->side_cb = NULL;
+        m->fault = MP_NCA_S_FAULT_NDR;
+        finish_fault(m, "a side request does not encode");
+        return;
+    }
+    m->side_sp = m->sp;
+    m->side_relays++;
+    go_upstream(m);
 }
 
 /* Runs hooks from (m->stage, m->idx) on.  `resumed` is the status of the
@@ -252,6 +276,10 @@ static void run(struct mp_call *m, int resumed)
             }
             m->stage = MPC_STAGE_RSP;
             SP(m)->response(m);
+            if (m->side_cb) {
+                side_send(m);
+                return;
+            }
             break;
         case MPC_STAGE_RSP:
             if (SP(m)->response_done(m)) {
@@ -264,10 +292,15 @@ static void run(struct mp_call *m, int resumed)
             }
             m->idx = m->stop_idx >= 0 ? m->stop_idx : (int)ms->n - 1;
             m->sp = next_provider(m, m->sp + 1);
-            if (m->sp < 0)
+            if (m->sp < 0) {
                 m->stage = MPC_PUSH;
-            else
+            } else {
                 SP(m)->response(m);
+                if (m->side_cb) {
+                    side_send(m);
+                    return;
+                }
+            }
             break;
         case MPC_PUSH:
             finish_answer(m);
@@ -290,6 +323,23 @@ void mp_call_run_request(struct mp_call *m)
 
 void mp_call_run_response(struct mp_call *m)
 {
+    if (m->side_cb) { /* the response to a side request: the provider's */
+        void (*cb)(struct mp_call *) = m->side_cb;
+        m->side_cb = NULL;
+        m->running = true;
+        m->sp = m->side_sp;
+        m->stage = MPC_STAGE_RSP;
+        m->idx = m->stop_idx >= 0 ? m->stop_idx : (int)m->mods->n - 1;
+        cb(m);
+        if (!m->side_cb) /* done: the client's response is back; the step again */
+            SP(m)->response(m);
+        if (m->side_cb) {
+            side_send(m);
+            return;
+        }
+        run(m, -1);
+        return;
+    }
     m->stage = MPC_NDR_PUSH;
     m->idx = (int)m->mods->n - 1;
     run(m, -1);

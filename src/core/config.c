@@ -913,6 +913,9 @@ static const struct opt options[] = {
     {"mapiproxy:winbind socket dir", K_STR, F(winbind_socket_dir), 0, 0, NULL},
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
     {"mapiproxy:mailbox authorization", K_BOOL, F(mailbox_auth), 0, 0, NULL},
+    {"mapiproxy:online prefetch", K_BOOL, F(online_prefetch), 0, 0, NULL},
+    {"mapiproxy:online prefetch max size", K_SIZE, F(online_prefetch_max), 1024, 1ull << 30,
+     "bytes"},
     {"mapiproxy:mailbox map", K_STR, F(mailbox_map), 0, 0, NULL},
     {"mapiproxy:mailbox directory", K_BOOL, F(mailbox_directory), 0, 0, NULL},
 };
@@ -1923,6 +1926,7 @@ static void set_defaults(struct mp_config *c)
     c->max_fragments = 4096;
     c->tls_verify = true;
     c->mailbox_auth = true;
+    c->online_prefetch_max = 16u << 20;
     c->mailbox_directory = true;
     c->http_header_timeout_s = 30;
     c->http_idle_timeout_s = 300;

@@ -177,6 +177,9 @@ def rop_get_properties_all(s, r, handles):
     if o is None:
         return R.fail(0x08, idx, R.ecNullObject)
     props = R.object_props(o)
+    if R.CHANGE_KEYS and isinstance(o, R.MessageObj):
+        props = dict(props)
+        props[R.PidTagChangeKey] = R.change_key_of(o.msg)
     # Values longer than the limit (8 KB when the client gives none) are
     # answered ecNotEnoughMemory: the client opens a stream for them.
     lim = limit or 0x2000

@@ -6,7 +6,9 @@ shape.  Property values use the MS-OXCDATA 2.11 encodings.
 """
 
 import datetime
+import hashlib
 import itertools
+import os
 import struct
 import threading
 import time
@@ -448,6 +450,21 @@ class StreamObj(object):
         self.dirty = False
 
 
+# LAB_CHANGE_KEYS=1: messages show PidTagChangeKey (MS-OXCFXICS 2.2.1.2.7: a
+# 16-byte GUID and a counter) in RopGetPropertiesSpecific / All, made from the
+# message id and its last modification time.  Off by default: other tests
+# compare whole property lists.
+PidTagChangeKey = 0x65E20102
+CHANGE_KEYS = os.environ.get('LAB_CHANGE_KEYS') == '1'
+CHANGE_KEY_GUID = bytes.fromhex('6c61622d6368616e67652d6b65792d31')
+
+
+def change_key_of(m):
+    t = m.props.get(PidTagLastModificationTime, 0)
+    h = hashlib.sha256(struct.pack('<Q', m.mid) + repr(t).encode()).digest()[:6]
+    return CHANGE_KEY_GUID + h
+
+
 def object_props(obj):
     """The property dictionary of the object a handle refers to."""
     if isinstance(obj, FolderObj):
@@ -522,6 +539,8 @@ class RopSession(object):
                 return self._entryid(mailbox, it.fid, None)
             return it.props.get(ctag)
         if isinstance(it, Message):
+            if tag == PidTagChangeKey and CHANGE_KEYS:
+                return change_key_of(it)
             if tag in (PidTagMid, PidTagInstID):
                 return it.mid
             if tag == PidTagInstanceNum:

@@ -8,11 +8,27 @@
 #include <string.h>
 #include <strings.h>
 
+#include "chain/msgevents.h"
 #include "core/log.h"
 #include "ops/metrics.h"
 
 _Thread_local struct mp_bind dce_scratch_bind;    /* one bind parsed at a time per worker */
 _Thread_local struct mp_bind_ack dce_scratch_ack; /* per worker */
+
+/* mapiproxy:online prefetch needs the ROPs: a pass-through association
+ * (the client's own logon, relayed as it is, possibly sealed) has none for
+ * the proxy.  Said once per relay. */
+static void note_no_prefetch(struct assoc *a)
+{
+    struct mp_relay *r = a->r;
+    if (r->prefetch_noted || !r->mods.online_prefetch || !mp_msgev_wanted(&r->mods))
+        return;
+    r->prefetch_noted = true;
+    mp_warn("conn %s: an authenticated pass-through association: the proxy cannot see its ROPs, "
+            "so mapiproxy:online prefetch (and every message event) does not apply to it "
+            "(logged once)",
+            a->peer);
+}
 
 static bool iface_allowed(const struct mp_relay *r, const struct mp_syntax *s)
 {
@@ -225,6 +241,7 @@ void dce_handle_bind(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hd
             return;
         }
         a->passthrough = true;
+        note_no_prefetch(a);
     }
     char ident[80];
     dce_addr_ident(a, ident, sizeof(ident));
@@ -289,8 +306,10 @@ void dce_handle_alter(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
     struct merge *m = dce_merge_new(a, MP_PT_ALTER, h->call_id, &fwd);
     if (!m)
         return;
-    if (h->auth_len && !a->csec)
+    if (h->auth_len && !a->csec) {
         a->passthrough = true;
+        note_no_prefetch(a);
+    }
     int n_fwd = dce_split_contexts(a, b, m, fwd);
     if (a->csec && a->state == A_OPEN) {
         /* terminated: the client is answered here; the upstream learns the

@@ -541,6 +541,15 @@ void dce_upstream_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_h
             if (dce_unprotect(a, a->usec, (uint8_t *)pdu, h, hl, &rstub, &rlen, false))
                 return;
         }
+        if (c->m && h->ptype == MP_PT_FAULT && c->m->side_cb) {
+            /* the proxy's own side request failed: its stage sees no
+             * response (and stops reading ahead); the client's call goes on */
+            mp_info("conn %s: upstream fault 0x%08x to the proxy's side request", a->peer,
+                    mp_get32(pdu + 24));
+            mp_buf_free(&c->m->resp);
+            mp_call_run_response(c->m);
+            return;
+        }
         if (c->m && h->ptype == MP_PT_RESPONSE) {
             struct mp_call *m = c->m;
             if (mp_buf_avail(&m->resp) + rlen > a->r->cfg->max_call_size) {

@@ -210,6 +210,7 @@ struct mp_relay {
     size_t n_cache;
     struct mp_session *groups[N_GROUP_BUCKETS];
     struct mp_modules mods;
+    bool prefetch_noted; /* online prefetch cannot see pass-through calls: said once */
     struct assoc *assocs;
     size_t n_assoc;
     uint8_t rbuf[READ_CHUNK]; /* reads land here; only partial PDUs are kept per conn */

@@ -15,6 +15,7 @@
 #include "transport/http/hconn.h"
 #include "transport/mapihttp/body.h"
 #include "transport/mapihttp/cookies.h"
+#include "transport/mapihttp/mhseq.h"
 #include "transport/mapihttp/mhcall.h"
 
 int mp_mhb_hold(struct hconn *s, size_t have, size_t n, size_t limit)
@@ -90,6 +91,8 @@ void mp_mhb_end(struct hconn *s)
     s->mh.mses = NULL;
     mh_release_gen(s);
     s->mh.mod = s->mh.mod_resp = s->mh.head = s->mh.url = false;
+    s->mh.relays = 0;
+    s->mh.client_seq[0] = 0;
     mp_buf_free(&s->mh.mreq);
     mp_buf_free(&s->mh.mraw);
     mp_mh_stream_free(&s->mh.mst);
@@ -156,6 +159,9 @@ static void mh_finish(struct hconn *s, int status)
 static void mh_answer(void *owner, const uint8_t *body, size_t len)
 {
     struct hconn *s = owner;
+    char seq[MP_MH_SEQ_MAX];
+    if (s->mh.relays > 1 && s->mh.client_seq[0] && !mp_mh_seq_get(&s->resp, true, seq, sizeof seq))
+        mp_mh_seq_remember(&mh_gen(s)->cookies.seq, &s->req, s->mh.client_seq, seq);
     if (!s->mh.head)
         mh_own_head(s, 0);
     struct mp_buf e = {0};
@@ -191,6 +197,11 @@ static void mh_fail(void *owner, uint32_t code)
 static void mh_relay(void *owner, const uint8_t *body, size_t len)
 {
     struct hconn *s = owner;
+    char seq[MP_MH_SEQ_MAX];
+    /* again for the same request (a side request): the sequence the
+     * upstream's last answer set */
+    if (s->mh.relays++ && !mp_mh_seq_get(&s->resp, true, seq, sizeof seq))
+        mp_mh_seq_set(&s->req, seq);
     struct mp_http_head_opts o = {
         .framing = MP_HTTP_LENGTH, .length = len, .host = s->h->up_hostport};
     if (mp_http_request_head(&s->req, s->method, &o, &s->u.conn.out) ||
@@ -222,6 +233,9 @@ bool mp_mhb_wanted(struct hconn *s, const http_parser *p)
      * sessions and modules (doc/internals/http.md). */
     mh_release_gen(s);
     struct mp_http *h = mp_hf_session_front(s);
+    if (mp_mh_seq_fix(&h->cookies.seq, &s->req))
+        mp_debug("http #%" PRIu64 " %s %s: MapiSequence after the proxy's side requests", s->id,
+                 s->peer, s->xtype);
     int k = mp_mh_kind_lookup(s->xtype);
     if (k == MP_MH_GETMAILBOXURL || k == MP_MH_GETADDRESSBOOKURL) {
         s->mh.kind = k; /* their answers name the upstream: rewritten, no module */
@@ -295,8 +309,12 @@ int mp_mhb_resp_head(struct hconn *s, http_parser *p)
     s->mh.http_rc = rc && rl ? (uint32_t)strtoul(rc, NULL, 10) : 0;
     struct mp_http_head_opts o = {
         .framing = MP_HTTP_CHUNKED, .close = !s->keepalive, .rewrite_location = &s->h->names};
-    if (!s->mh.head && mp_http_response_head(&s->resp, 200, &o, &s->c.conn.out))
-        return -1;
+    if (!s->mh.head) {
+        if (mp_mh_seq_get(&s->resp, true, s->mh.client_seq, sizeof s->mh.client_seq))
+            s->mh.client_seq[0] = 0;
+        if (mp_http_response_head(&s->resp, 200, &o, &s->c.conn.out))
+            return -1;
+    }
     s->mh.head = true;
     s->chunk_out = true;
     s->resp_started = true;

@@ -1,5 +1,6 @@
 /* MAPI/HTTP session cookies (cookies.h). */
 #include "transport/mapihttp/cookies.h"
+#include "transport/mapihttp/mhseq.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,6 +324,7 @@ bool mp_mh_cookies_allowed(struct mp_mh_cookies *k, const struct mp_http_msg *m,
 
 void mp_mh_cookies_free(struct mp_mh_cookies *k)
 {
+    mp_mh_seq_free(&k->seq);
     while (k->mh)
         mh_drop(k, k->mh);
     struct mp_mh_owners *w = k->own;

@@ -38,6 +38,7 @@ struct mp_mh_cookies {
     size_t n_mh;
     uint64_t next_id;         /* ids of new module sessions */
     struct mp_mh_owners *own; /* made on the first cookie issued, or shared */
+    struct mp_mh_seqmap *seq; /* MapiSequence after side requests (mhseq.h) */
 };
 
 void mp_mh_cookies_free(struct mp_mh_cookies *k);
