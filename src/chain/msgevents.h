@@ -106,4 +106,11 @@ int mp_msgfx_block_download(struct mp_call *call, int req_index, uint32_t off, u
  * too small for even "[Blocked]" (about 40 bytes). */
 struct mp_fx_enc;
 int mp_msgfx_notice(struct mp_fx_enc *e, size_t n, const char *reason);
+/* msgfx.c: a held FastTransfer download message (span->held) re-encoded
+ * in its context's queue with the verdict (block: a notice after its
+ * change header; prefix, sets, attachments).  0 (also: nothing to do) or
+ * -1 (the bytes are gone or do not decode: relayed unchanged). */
+struct mp_fx_span;
+int mp_msgfx_apply_held(struct mp_asm *a, const struct mp_fx_span *sp,
+                        const struct mp_msgev_verdict *v);
 #endif
