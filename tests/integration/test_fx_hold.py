@@ -131,10 +131,12 @@ def sync(t, bufsize=BUF):
     return got, inbox
 
 
-def target_mid(got):
-    """The PidTagMid of the TARGET change as the lab sent it."""
-    return next(m["header"][MID] for m in got["messages"]
-                if m["props"].get(SUBJECT, "").endswith(TARGET))
+def target_mid(c, inbox):
+    """The TARGET message's id, from the Inbox's contents table."""
+    cols = [MID, SUBJECT]
+    res = c.execute(EC.RopBuffer().open_folder(0, 1, inbox).get_contents_table(1, 2)
+                    .set_columns(2, cols).query_rows(2, 100, cols).release(2).release(1))
+    return next(r[MID] for r in res[3]["Rows"] if r[SUBJECT] == TARGET)
 
 
 @pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
@@ -246,10 +248,7 @@ def test_fx_copy(request, make_proxy, tmp_path, action):
     stream, in 4000-byte buffers): blocked and modified too."""
     p, t, dump = proxy(request, make_proxy, tmp_path, action, "rpc")
     got, inbox = sync(t, 0x7F00)
-    mid = target_mid(got) if action != "prefix,replace" else None
-    if mid is None:
-        mid = next(x["header"][MID] for x in got["messages"]
-                   if x["props"].get(SUBJECT, "").endswith(TARGET))
+    mid = target_mid(t.c, inbox)
     stream, chunks = IC.fx_download_message(t.c, 0, inbox, mid, buffer_size=BUF)
     assert all(len(x) <= BUF for x in chunks)
     [m] = W.messages_of(W.parse(stream))
