@@ -28,7 +28,7 @@ int mp_fxq_append(struct mp_fxq *q, const uint8_t *p, size_t n)
         q->b = b;
         q->cap = cap;
     }
-    if (n)
+    if (n && p)
         memcpy(q->b + q->len, p, n);
     q->len += n;
     return 0;
