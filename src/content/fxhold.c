@@ -74,7 +74,7 @@ const uint8_t *mp_fxq_region(const struct mp_fxq *q, uint64_t up_start, uint64_t
                              size_t *idx)
 {
     size_t s, e;
-    if (up_end < up_start || !index_of(q, up_start, &s) || !index_of(q, up_end, &e))
+    if (!q->b || up_end < up_start || !index_of(q, up_start, &s) || !index_of(q, up_end, &e))
         return NULL;
     *idx = s;
     return q->b + s;
@@ -91,8 +91,10 @@ int mp_fxq_replace(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const u
         return -1;
     if (n > old)
         q->len -= n - old;
-    memmove(q->b + s + n, q->b + s + old, tail);
-    memcpy(q->b + s, p, n);
+    if (tail)
+        memmove(q->b + s + n, q->b + s + old, tail);
+    if (n)
+        memcpy(q->b + s, p, n);
     q->len = s + n + tail;
     q->delta += (int64_t)n - (int64_t)old;
     return 0;
