@@ -970,6 +970,8 @@ static int add_set(struct mp_message_event *ev, uint16_t id, const uint8_t *guid
     ev->v.sets = n;
     if (guid) { /* Exchange's id for it in this session, as the session showed it */
         int nid = ev->ms ? mp_asm_name_id(ev->ms->a, guid, name) : -1;
+        if (nid < 0x8000 && ev->fx_span.held) /* a stream names it itself (msgfx.c) */
+            nid = mp_msgfx_free_named_id(ev->msg, ev->v.sets, ev->v.nsets);
         if (nid < 0x8000)
             return -1;
         id = (uint16_t)nid;

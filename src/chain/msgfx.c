@@ -21,6 +21,7 @@
 #include "auth/ntlm_crypto.h"
 #include "content/assemble.h"
 #include "content/fxhold.h"
+#include "content/message.h"
 #include "fx/fxstream.h"
 #include "mapiproxy/module.h"
 #include "mapiproxy/rops.h"
@@ -198,4 +199,19 @@ out:
     mp_fx_enc_free(&notice);
     mp_fx_enc_free(&out);
     return rc;
+}
+
+int mp_msgfx_free_named_id(const struct mp_message *msg, const struct mp_msgev_set *sets,
+                           size_t nsets)
+{
+    for (int id = 0xFFFE; id >= 0x8000; id--) {
+        bool used = false;
+        for (size_t i = 0; msg && i < msg->props.n && !used; i++)
+            used = (int)(msg->props.v[i].tag >> 16) == id;
+        for (size_t i = 0; i < nsets && !used; i++)
+            used = sets[i].id == id;
+        if (!used)
+            return id;
+    }
+    return -1;
 }
