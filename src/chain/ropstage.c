@@ -41,7 +41,7 @@ struct item {
     bool changed, dropped, local;
     uint32_t error;
     void *answer; /* local: the proxy's whole response (mp_ropstage_answer), else a failure */
-    int req; /* responses: index of the client's request item, or -1 */
+    int req;      /* responses: index of the client's request item, or -1 */
     /* requests: 1 + the index of the RopRelease of the same buffer that
      * releases the object this ROP creates; 0 when none */
     size_t released_by;

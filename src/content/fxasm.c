@@ -588,7 +588,7 @@ static void answer_from_queue(struct mp_fxctx *c, struct mp_call *call, size_t r
     c->local_call = NULL;
     size_t want = wanted(call, (int)ri, 0);
     size_t rel = mp_fxq_releasable(q);
-    if (!want || !(rel >= want || (q->up_done && q->len)))
+    if (!want || !(rel >= want || (q->up_done && mp_fxq_len(q))))
         return;
     const struct mp_rop_req_FastTransferSourceGetBuffer *rq = mp_call_rop(call, false, ri);
     struct mp_rop_rsp_FastTransferSourceGetBuffer *r = mp_call_alloc(call, sizeof(*r));

@@ -12,32 +12,19 @@
 
 void mp_fxq_free(struct mp_fxq *q)
 {
-    free(q->b);
+    mp_buf_free(&q->buf);
     memset(q, 0, sizeof *q);
 }
 
 int mp_fxq_append(struct mp_fxq *q, const uint8_t *p, size_t n)
 {
-    if (q->len + n > q->cap) {
-        size_t cap = q->cap ? q->cap : 4096;
-        while (cap < q->len + n)
-            cap *= 2;
-        uint8_t *b = realloc(q->b, cap);
-        if (!b)
-            return -1;
-        q->b = b;
-        q->cap = cap;
-    }
-    if (n && p)
-        memcpy(q->b + q->len, p, n);
-    q->len += n;
-    return 0;
+    return mp_buf_append(&q->buf, p, n);
 }
 
 static bool index_of(const struct mp_fxq *q, uint64_t up, size_t *idx)
 {
     int64_t pos = (int64_t)up + q->delta;
-    if (pos < (int64_t)q->consumed || (uint64_t)pos - q->consumed > q->len)
+    if (pos < (int64_t)q->consumed || (uint64_t)pos - q->consumed > mp_fxq_len(q))
         return false;
     *idx = (size_t)((uint64_t)pos - q->consumed);
     return true;
@@ -47,13 +34,13 @@ size_t mp_fxq_releasable(const struct mp_fxq *q)
 {
     size_t i;
     if (!q->open)
-        return q->len;
+        return mp_fxq_len(q);
     return index_of(q, q->open_up, &i) ? i : 0;
 }
 
 size_t mp_fxq_held(const struct mp_fxq *q)
 {
-    return q->len - mp_fxq_releasable(q);
+    return mp_fxq_len(q) - mp_fxq_releasable(q);
 }
 
 size_t mp_fxq_take(struct mp_fxq *q, size_t max, uint8_t *dst)
@@ -63,9 +50,8 @@ size_t mp_fxq_take(struct mp_fxq *q, size_t max, uint8_t *dst)
         k = max;
     if (!k)
         return 0;
-    memcpy(dst, q->b, k);
-    memmove(q->b, q->b + k, q->len - k);
-    q->len -= k;
+    memcpy(dst, mp_buf_head(&q->buf), k);
+    mp_buf_consume(&q->buf, k);
     q->consumed += k;
     return k;
 }
@@ -74,35 +60,33 @@ const uint8_t *mp_fxq_region(const struct mp_fxq *q, uint64_t up_start, uint64_t
                              size_t *idx)
 {
     size_t s, e;
-    if (!q->b || up_end < up_start || !index_of(q, up_start, &s) || !index_of(q, up_end, &e))
+    if (!q->buf.data || up_end < up_start || !index_of(q, up_start, &s) || !index_of(q, up_end, &e))
         return NULL;
     *idx = s;
-    return q->b + s;
+    return mp_buf_head(&q->buf) + s;
 }
 
-int mp_fxq_replace(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const uint8_t *p,
-                   size_t n)
+int mp_fxq_replace(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const uint8_t *p, size_t n)
 {
     size_t s;
     if (!mp_fxq_region(q, up_start, up_end, &s))
         return -1;
-    size_t old = (size_t)(up_end - up_start), tail = q->len - s - old;
-    if (n > old && mp_fxq_append(q, NULL, n - old))
+    size_t old = (size_t)(up_end - up_start), tail = mp_fxq_len(q) - s - old;
+    if (n > old && mp_buf_reserve(&q->buf, n - old)) /* may move the bytes */
         return -1;
-    if (n > old)
-        q->len -= n - old;
+    uint8_t *h = mp_buf_head(&q->buf);
     if (tail)
-        memmove(q->b + s + n, q->b + s + old, tail);
+        memmove(h + s + n, h + s + old, tail);
     if (n)
-        memcpy(q->b + s, p, n);
-    q->len = s + n + tail;
+        memcpy(h + s, p, n);
+    q->buf.len = q->buf.off + s + n + tail;
     q->delta += (int64_t)n - (int64_t)old;
     return 0;
 }
 
 uint16_t mp_fxq_status(const struct mp_fxq *q)
 {
-    return q->up_done && q->len == 0 ? 0x0003 : 0x0001;
+    return q->up_done && mp_fxq_len(q) == 0 ? 0x0003 : 0x0001;
 }
 
 /* ---- a message re-encoded with a verdict ---- */
@@ -121,10 +105,10 @@ enum {
 struct rw {
     const struct mp_fxrw *rw;
     struct mp_fx_enc *e;
-    bool body;      /* in the message's content (past its change header) */
-    bool skip_all;  /* blocked: the content is the notice */
-    int depth;      /* recipients, attachments, embedded messages open */
-    int skip;       /* 1: the current propValue is left out */
+    bool body;     /* in the message's content (past its change header) */
+    bool skip_all; /* blocked: the content is the notice */
+    int depth;     /* recipients, attachments, embedded messages open */
+    int skip;      /* 1: the current propValue is left out */
     bool cap_subject, have_subject, sets_done;
     uint32_t cap_tag;
     struct mp_buf cap;
@@ -133,31 +117,11 @@ struct rw {
     const struct mp_fxrw_att *ratt;
     uint32_t att_num;
     bool have_att_num;
-    uint32_t cur_tag; /* the attachment's own propValue being read */
+    uint32_t cur_tag;   /* the attachment's own propValue being read */
     struct mp_buf name; /* its PidTagAttachLongFilename (else PidTagAttachFilename) */
     bool name_long;
     int err;
 };
-
-static void enc_raw(struct mp_fx_enc *e, const uint8_t *p, size_t n)
-{
-    if (e->err || !n)
-        return;
-    if (e->len + n > e->cap) {
-        size_t cap = e->cap ? e->cap : 256;
-        while (cap < e->len + n)
-            cap *= 2;
-        uint8_t *b = realloc(e->out, cap);
-        if (!b) {
-            e->err = MP_FX_NOMEM;
-            return;
-        }
-        e->out = b;
-        e->cap = cap;
-    }
-    memcpy(e->out + e->len, p, n);
-    e->len += n;
-}
 
 static void put_utf16(struct mp_buf *b, const char *s)
 {
@@ -245,11 +209,11 @@ static void in_ratt(struct rw *w, const struct mp_fx_event *ev)
 {
     switch (ev->kind) {
     case MP_FX_EV_MARKER:
-        if (ev->begin && (ev->elem == MP_FX_E_RECIP || ev->elem == MP_FX_E_ATTACH ||
-                          ev->elem == MP_FX_E_EMBED))
+        if (ev->begin &&
+            (ev->elem == MP_FX_E_RECIP || ev->elem == MP_FX_E_ATTACH || ev->elem == MP_FX_E_EMBED))
             w->depth++;
-        if (ev->end && (ev->elem == MP_FX_E_RECIP || ev->elem == MP_FX_E_ATTACH ||
-                        ev->elem == MP_FX_E_EMBED))
+        if (ev->end &&
+            (ev->elem == MP_FX_E_RECIP || ev->elem == MP_FX_E_ATTACH || ev->elem == MP_FX_E_EMBED))
             w->depth--;
         if (w->depth == 0) { /* its EndAttach */
             if (w->ratt->notice) {
@@ -292,9 +256,9 @@ static bool child_elem(enum mp_fx_elem el)
 static void on_marker(struct rw *w, const struct mp_fx_event *ev)
 {
     const struct mp_fxrw *rw = w->rw;
-    bool starts = (rw->kind == MP_FXRW_CHANGE && !w->body && ev->elem == MP_FX_E_CHANGE_BODY) ||
-                  (rw->kind == MP_FXRW_MESSAGE && !w->body && ev->elem == MP_FX_E_MESSAGE &&
-                   ev->begin);
+    bool starts =
+        (rw->kind == MP_FXRW_CHANGE && !w->body && ev->elem == MP_FX_E_CHANGE_BODY) ||
+        (rw->kind == MP_FXRW_MESSAGE && !w->body && ev->elem == MP_FX_E_MESSAGE && ev->begin);
     if (w->skip_all) {
         if (rw->kind == MP_FXRW_MESSAGE && ev->elem == MP_FX_E_MESSAGE && ev->end && !w->depth)
             mp_fx_enc_marker(w->e, ev->tag);
@@ -306,7 +270,7 @@ static void on_marker(struct rw *w, const struct mp_fx_event *ev)
         w->body = true;
         mp_fx_enc_marker(w->e, ev->tag);
         if (rw->block) {
-            enc_raw(w->e, rw->block, rw->block_len); /* the notice's property list */
+            mp_fx_enc_raw(w->e, rw->block, rw->block_len); /* the notice's property list */
             w->skip_all = true;
         }
         return;
@@ -388,7 +352,7 @@ int mp_fxrw_message(const uint8_t *in, size_t n, const struct mp_fxrw *rw, struc
     mp_fx_enc_init(out);
     if (rw->kind == MP_FXRW_BARE && rw->block) {
         w.skip_all = true;
-        enc_raw(out, rw->block, rw->block_len);
+        mp_fx_enc_raw(out, rw->block, rw->block_len);
     }
     struct mp_fx_parser *p = mp_fx_parser_new(rw_cb, &w);
     int rc = -1;
@@ -401,9 +365,9 @@ int mp_fxrw_message(const uint8_t *in, size_t n, const struct mp_fxrw *rw, struc
     mp_buf_free(&w.cap);
     mp_buf_free(&w.name);
     /* IncrSyncProgressPerMsg in front: its message size follows the change */
-    if (!rc && n >= 12 && out->len >= 12 && !memcmp(in, out->out, 8) &&
-        in[0] == 0x0B && in[1] == 0x00 && in[2] == 0x75 && in[3] == 0x40 && in[4] == 0x03 &&
-        !in[5] && !in[6] && !in[7]) {
+    if (!rc && n >= 12 && out->len >= 12 && !memcmp(in, out->out, 8) && in[0] == 0x0B &&
+        in[1] == 0x00 && in[2] == 0x75 && in[3] == 0x40 && in[4] == 0x03 && !in[5] && !in[6] &&
+        !in[7]) {
         int64_t v = (int64_t)((uint32_t)in[8] | (uint32_t)in[9] << 8 | (uint32_t)in[10] << 16 |
                               (uint32_t)in[11] << 24);
         v += (int64_t)out->len - (int64_t)n;

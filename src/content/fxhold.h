@@ -19,11 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "fx/fxstream.h"
 
 struct mp_fxq {
-    uint8_t *b;
-    size_t len, cap;
+    struct mp_buf buf; /* the bytes (mp_fxq_len of them at mp_buf_head) */
     uint64_t consumed; /* bytes given to the client */
     int64_t delta;     /* client position - upstream offset, for bytes after every rewrite */
     bool open;         /* a message is being assembled: held from open_up on */
@@ -32,6 +32,10 @@ struct mp_fxq {
     uint16_t in_progress, total_steps; /* the upstream's last progress counts */
 };
 void mp_fxq_free(struct mp_fxq *q);
+static inline size_t mp_fxq_len(const struct mp_fxq *q)
+{
+    return mp_buf_avail(&q->buf);
+}
 int mp_fxq_append(struct mp_fxq *q, const uint8_t *p, size_t n);
 /* Bytes that can go to the client now (before the open message). */
 size_t mp_fxq_releasable(const struct mp_fxq *q);
@@ -52,14 +56,14 @@ uint16_t mp_fxq_status(const struct mp_fxq *q);
 
 enum mp_fxrw_kind { MP_FXRW_CHANGE, MP_FXRW_MESSAGE, MP_FXRW_BARE };
 struct mp_fxrw_set {
-    uint32_t tag;                /* id << 16 | PT_UNICODE */
+    uint32_t tag;                 /* id << 16 | PT_UNICODE */
     const struct mp_fx_named *np; /* named (id >= 0x8000): its name */
-    const uint8_t *v;            /* UTF-16LE with its terminator */
+    const uint8_t *v;             /* UTF-16LE with its terminator */
     uint32_t n;
 };
 struct mp_fxrw_att {
-    uint32_t num;          /* the top-level attachment's place (0 = first) */
-    const char *notice;    /* NULL: dropped; else a text/plain attachment with it */
+    uint32_t num;       /* the top-level attachment's place (0 = first) */
+    const char *notice; /* NULL: dropped; else a text/plain attachment with it */
 };
 struct mp_fxrw {
     enum mp_fxrw_kind kind;

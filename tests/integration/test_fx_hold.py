@@ -118,6 +118,23 @@ def changes(stream):
     return out, rest
 
 
+def compared(got, dump):
+    """The client's stream against the lab's last one: the same changes,
+    every change but TARGET's and every byte outside the changes the same,
+    TARGET's change header the same.  Returns (the client's changes, the
+    lab's, TARGET's PidTagMid, the lab's stream)."""
+    lab = lab_streams(dump)[-1]
+    mine, rest = changes(got["stream"])
+    theirs, lab_rest = changes(lab)
+    assert rest == lab_rest and set(mine) == set(theirs)
+    mid = next(m for m in theirs if TARGET.encode("utf-16le") in theirs[m][0])
+    for m in theirs:
+        if m != mid:
+            assert mine[m] == theirs[m]
+    assert mine[mid][1] == theirs[mid][1]  # the change header, byte for byte
+    return mine, theirs, mid, lab
+
+
 def sync(t, bufsize=BUF):
     c = t.c
     [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
@@ -143,16 +160,8 @@ def target_mid(c, inbox):
 def test_block_spanning(request, make_proxy, tmp_path, fxdump, transport):  # noqa: F811
     p, t, dump = proxy(request, make_proxy, tmp_path, "block", transport)
     got, _ = sync(t)
-    lab = lab_streams(dump)[-1]
+    mine, theirs, mid, lab = compared(got, dump)
     assert len(lab) > 20 * BUF
-    mine, rest = changes(got["stream"])
-    theirs, lab_rest = changes(lab)
-    assert rest == lab_rest and set(mine) == set(theirs)
-    mid = next(m for m in theirs if TARGET.encode("utf-16le") in theirs[m][0])
-    for m in theirs:
-        if m != mid:
-            assert mine[m] == theirs[m]
-    assert mine[mid][1] == theirs[mid][1]          # the change header, byte for byte
     assert len(mine[mid][0]) < len(theirs[mid][0]) // 10
     [notice] = [x for x in got["messages"] if x["header"][MID] == mid]
     assert notice["props"][SUBJECT] == "[Blocked] mpm_msgtest blocked it"
@@ -171,15 +180,7 @@ def test_block_spanning(request, make_proxy, tmp_path, fxdump, transport):  # no
 def test_modify_spanning(request, make_proxy, tmp_path, fxdump, transport):  # noqa: F811
     p, t, dump = proxy(request, make_proxy, tmp_path, "prefix,set,replace", transport)
     got, _ = sync(t)
-    lab = lab_streams(dump)[-1]
-    mine, rest = changes(got["stream"])
-    theirs, lab_rest = changes(lab)
-    assert rest == lab_rest and set(mine) == set(theirs)
-    mid = next(m for m in theirs if TARGET.encode("utf-16le") in theirs[m][0])
-    for m in theirs:
-        if m != mid:
-            assert mine[m] == theirs[m]
-    assert mine[mid][1] == theirs[mid][1]
+    mine, theirs, mid, lab = compared(got, dump)
     # IncrSyncProgressPerMsg's size follows the change's new length
     (old_size,) = struct.unpack_from("<I", theirs[mid][0], 8)
     (new_size,) = struct.unpack_from("<I", mine[mid][0], 8)
@@ -193,6 +194,27 @@ def test_modify_spanning(request, make_proxy, tmp_path, fxdump, transport):  # n
     assert len(m["attachments"]) == 2  # share.docx (by reference) kept
     d = decode(fxdump, tmp_path, got["chunks"])
     assert d["exact"] and "[TEST] " + TARGET in d["subjects"]
+    t.close()
+    assert p.alive()
+
+
+@pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
+def test_prefix_spanning(request, make_proxy, tmp_path, fxdump, transport):  # noqa: F811
+    """Only the subject prefixed: the whole message (300 KB) is held until
+    its last byte, then the client gets it in its 4000-byte buffers, most of
+    them answered by the proxy from what it holds (the upstream is not
+    asked for them); the attachment's bytes are the lab's."""
+    p, t, dump = proxy(request, make_proxy, tmp_path, "prefix", transport)
+    got, _ = sync(t)
+    mine, theirs, mid, lab = compared(got, dump)
+    assert len(mine[mid][0]) == len(theirs[mid][0]) + len("[TEST] ".encode("utf-16le"))
+    assert sum(1 for x in got["chunks"] if len(x) == BUF) >= SMALL // BUF
+    [m] = [x for x in got["messages"] if x["header"][MID] == mid]
+    assert m["props"][SUBJECT] == "[TEST] " + TARGET
+    [src] = [x for x in W.messages_of(W.parse(lab)) if x.get("header", {}).get(MID) == mid]
+    assert m["attachments"] == src["attachments"]
+    d = decode(fxdump, tmp_path, got["chunks"])
+    assert d["exact"] and d["bytes"] == len(got["stream"])
     t.close()
     assert p.alive()
 

@@ -24,8 +24,6 @@ import lab_store as LS  # noqa: E402
 import test_sec_cached as SC  # noqa: E402
 from test_sec_cached import (  # noqa: E402,F401
     EICAR, GTUBE, SUBJECT, by_mid, message, mh_env, rpc_lab, services, synced, verdicts)
-from test_http_front_lab import start_front  # noqa: E402
-from test_rop_lifetime import HttpTransport, RpcTransport  # noqa: E402
 
 pytestmark = SC.pytestmark
 PS_INTERNET_HEADERS = "00020386-0000-0000-c000-000000000046"
@@ -35,17 +33,7 @@ BUF = 0x7F00
 @pytest.fixture(params=["rpc", "mapihttp"])
 def start(request, make_proxy):
     """As test_sec_cached's, with the stream held (the default hold limit)."""
-    def go(opts):
-        if request.param == "rpc":
-            lab = request.getfixturevalue("rpc_lab")
-            p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
-            return p, lambda: RpcTransport(p.rpc_port), \
-                lambda: RpcTransport(lab.ports["emsmdb"])
-        e = request.getfixturevalue("mh_env")
-        p = start_front(make_proxy, e, opts)
-        return p, lambda: HttpTransport(p.base, e["ca"]), \
-            lambda: HttpTransport("https://localhost:%d" % e["mapihttp"], e["ca"])
-    return go
+    return SC.starter(request, make_proxy, {})
 
 
 LASTMOD = 0x30080040  # the lab stamps it with each sync's time (test_sec_cached.unstamped)

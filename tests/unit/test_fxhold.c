@@ -9,6 +9,7 @@
 #include "content/assemble.h"
 #include "content/fxhold.h"
 #include "core/slurp.h"
+#include "fx_samples.h"
 #include "testlib.h"
 
 #include <stdio.h>
@@ -74,15 +75,6 @@ static int assemble(const uint8_t *b, size_t n, bool bare, struct one *o)
     return rc;
 }
 
-static uint8_t *sample(const char *name, size_t *n)
-{
-    char path[256];
-    snprintf(path, sizeof path, "data/fx/%s", name);
-    uint8_t *b = mp_slurp(path, n);
-    CHECK(b != NULL);
-    return b;
-}
-
 static void test_queue(void)
 {
     struct mp_fxq q = {0};
@@ -106,11 +98,11 @@ static void test_queue(void)
     CHECK(mp_fxq_region(&q, 20, 60, &idx) == NULL); /* already given */
     CHECK_EQ(mp_fxq_replace(&q, 30, 60, (const uint8_t *)"abc", 3), 0);
     CHECK_EQ(q.delta, -27);
-    CHECK_EQ(q.len, 13);
+    CHECK_EQ(mp_fxq_len(&q), 13);
     /* the next message, upstream 62 .. 70, is at client position 35 */
     CHECK(mp_fxq_region(&q, 62, 70, &idx) != NULL && idx == 5);
     CHECK_EQ(mp_fxq_replace(&q, 62, 70, in, 50), 0); /* grows */
-    CHECK_EQ(q.len, 55);
+    CHECK_EQ(mp_fxq_len(&q), 55);
     CHECK_EQ(mp_fxq_status(&q), 1);
     CHECK_EQ(mp_fxq_take(&q, 10, out), 10);
     CHECK(!memcmp(out, "abc", 3) && out[3] == 60 && out[4] == 61 && out[5] == 0);
@@ -140,6 +132,16 @@ static void utf16(const char *s, uint8_t *b, uint32_t *n)
     *n = k;
 }
 
+/* A notice's property list: PidTagSubject only. */
+static void notice_of(struct mp_fx_enc *notice, const char *subject)
+{
+    uint8_t sv[64];
+    uint32_t sn;
+    mp_fx_enc_init(notice);
+    utf16(subject, sv, &sn);
+    mp_fx_enc_var(notice, 0x0037001F, NULL, sv, sn);
+}
+
 static void test_bare(void)
 {
     size_t n;
@@ -158,8 +160,8 @@ static void test_bare(void)
     struct mp_fxrw_set set = {0x1000001F, NULL, v, 0};
     utf16("new body", v, &set.n);
     struct mp_fxrw_att att = {0, "gone"};
-    struct mp_fxrw rw = {.kind = MP_FXRW_BARE, .prefix = "[P] ", .sets = &set, .nsets = 1,
-                         .atts = &att, .natts = 1};
+    struct mp_fxrw rw = {
+        .kind = MP_FXRW_BARE, .prefix = "[P] ", .sets = &set, .nsets = 1, .atts = &att, .natts = 1};
     CHECK_EQ(rewrite(b, n, &rw, &e), 0);
     CHECK_EQ(assemble(e.out, e.len, true, &o), 0);
     CHECK_EQ(o.n, 1);
@@ -181,11 +183,7 @@ static void test_bare(void)
     mp_fx_enc_free(&e);
     /* blocked: the notice's property list alone */
     struct mp_fx_enc notice;
-    mp_fx_enc_init(&notice);
-    uint8_t sv[64];
-    uint32_t sn;
-    utf16("[Blocked] x", sv, &sn);
-    mp_fx_enc_var(&notice, 0x0037001F, NULL, sv, sn);
+    notice_of(&notice, "[Blocked] x");
     struct mp_fxrw blk = {.kind = MP_FXRW_BARE, .block = notice.out, .block_len = notice.len};
     CHECK_EQ(rewrite(b, n, &blk, &e), 0);
     CHECK(e.len == notice.len && !memcmp(e.out, notice.out, e.len));
@@ -205,11 +203,7 @@ static void test_message_list(void)
         return;
     struct one o;
     struct mp_fx_enc e, notice;
-    mp_fx_enc_init(&notice);
-    uint8_t sv[64];
-    uint32_t sn;
-    utf16("[Blocked] y", sv, &sn);
-    mp_fx_enc_var(&notice, 0x0037001F, NULL, sv, sn);
+    notice_of(&notice, "[Blocked] y");
     struct mp_fxrw blk = {.kind = MP_FXRW_MESSAGE, .block = notice.out, .block_len = notice.len};
     CHECK_EQ(rewrite(b, n, &blk, &e), 0);
     CHECK_EQ(e.len, 4 + notice.len + 4); /* StartMessage, the notice, EndMessage */
