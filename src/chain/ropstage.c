@@ -1298,12 +1298,11 @@ int mp_call_rop_answer(struct mp_call *m, size_t i, uint32_t error)
     return 0;
 }
 
-int mp_ropstage_answer(struct mp_call *m, size_t i, void *rsp, size_t rsp_len)
+int mp_ropstage_answer(struct mp_call *m, size_t i, void *rsp)
 {
     struct item *it = api_item(m, false, i);
     if (!rsp || mp_call_rop_answer(m, i, 0x80004005))
         return -1;
-    (void)rsp_len;
     it->answer = rsp;
     it->error = 0;
     return 0;

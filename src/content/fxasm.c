@@ -602,7 +602,7 @@ static void answer_from_queue(struct mp_fxctx *c, struct mp_call *call, size_t r
     progress(q, r->TransferStatus, &r->InProgressCount, &r->TotalStepCount);
     r->TransferBufferSize = (uint16_t)k;
     r->TransferBuffer = b;
-    if (mp_ropstage_answer(call, ri, r, sizeof(*r)))
+    if (mp_ropstage_answer(call, ri, r))
         return; /* k bytes taken: not expected (one-buffer calls only) */
     c->local_call = call;
     c->local_idx = (int)ri;

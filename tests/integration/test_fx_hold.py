@@ -18,8 +18,12 @@ tests/modules/mpm_msgtest.c giving the verdict (over RPC and MAPI/HTTP):
     other changes are the lab's, and the progress size before the change
     follows its new length; the .eml that mime-dump writes from a second,
     unmodified proxy session is read by Python's email package as well;
+  - prefix only: the 300 KB message held whole, then given in the client's
+    buffers, mostly answered by the proxy from what it holds;
   - an FX copy (RopFastTransferSourceCopyTo of the message) blocked and
-    modified the same way."""
+    modified the same way;
+  - a message past mapiproxy:fx hold limit relayed unchanged, logged once;
+  - --check knows the option."""
 import email
 import email.policy
 import json
@@ -71,13 +75,13 @@ def rpc_lab(tmp_path_factory):
     lab.stop()
 
 
-def proxy(request, make_proxy, tmp_path, action, transport):
+def proxy(request, make_proxy, tmp_path, action, transport, extra=()):
     out = tmp_path / "eml"
     out.mkdir(exist_ok=True)
     opts = {"dcerpc_mapiproxy:modules": "mime-dump, mpm_msgtest",
             "mpm_msgtest:log": str(tmp_path / "events.log"), "mpm_msgtest:action": action,
             "mpm_msgtest:match": "Meeting", "mpm_msgtest:hold": "50",
-            "mime-dump:dir": str(out), "mime-dump:tmpdir": str(tmp_path)}
+            "mime-dump:dir": str(out), "mime-dump:tmpdir": str(tmp_path), **dict(extra)}
     if transport == "rpc":
         lab = request.getfixturevalue("rpc_lab")
         p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
@@ -172,8 +176,7 @@ def test_block_spanning(request, make_proxy, tmp_path, fxdump, transport):  # no
     assert "[Blocked] mpm_msgtest blocked it" in d["subjects"]
     t.close()
     assert p.alive()
-    log = p.log_text() if hasattr(p, "log_text") else ""
-    assert "allow (cannot block)" not in log
+    assert "blocked by mpm_msgtest" in p.log()
 
 
 @pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
@@ -217,6 +220,24 @@ def test_prefix_spanning(request, make_proxy, tmp_path, fxdump, transport):  # n
     assert d["exact"] and d["bytes"] == len(got["stream"])
     t.close()
     assert p.alive()
+
+
+def test_hold_limit(request, make_proxy, tmp_path):
+    """A message past mapiproxy:fx hold limit (64 KiB here; big.bin is 300
+    KB) is relayed as it comes, said once in the log, and cannot be
+    blocked: the client's stream is the lab's."""
+    p, t, dump = proxy(request, make_proxy, tmp_path, "block", "rpc",
+                       {"mapiproxy:fx hold limit": "64K"})
+    got, _ = sync(t)
+    lab = lab_streams(dump)[-1]
+    assert got["stream"] == lab
+    t.close()
+    log = p.log()
+    assert log.count("message held past mapiproxy:fx hold limit (65536 bytes): relayed as it "
+                     "comes, no verdict can change it") == 1
+    ev = [x.split("\t") for x in (tmp_path / "events.log").read_text().splitlines()]
+    # can_modify 0, not blocked, mp_message_block -1
+    assert [e[-3:] for e in ev if TARGET in e[6]] == [["0", "0", "-1"]]
 
 
 def eml_of(out, subject):
