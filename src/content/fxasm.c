@@ -178,6 +178,10 @@ static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
     case MP_FX_E_PROGRESS_MSG: /* its size goes with the change after it */
         f->ppm_valid = true;
         f->ppm_start = ev->offset;
+        if (f->q && !f->top) { /* held with it, even when a buffer ends before the change */
+            f->q->open = true;
+            f->q->open_up = ev->offset;
+        }
         return;
     case MP_FX_E_MESSAGE:
         f->ppm_valid = false;
@@ -187,6 +191,8 @@ static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
             top_end(f);
         return;
     default:
+        if (f->ppm_valid && f->q && !f->top)
+            f->q->open = false; /* no change after it */
         f->ppm_valid = false;
         break;
     }
