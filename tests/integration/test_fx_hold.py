@@ -161,9 +161,23 @@ def target_mid(c, inbox):
 
 
 @pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
-def test_block_spanning(request, make_proxy, tmp_path, fxdump, transport):  # noqa: F811
+def test_block_spanning(request, make_proxy, tmp_path, fxdump, transport,  # noqa: F811
+                        monkeypatch):
     p, t, dump = proxy(request, make_proxy, tmp_path, "block", transport)
+    seen, check = [], IC._check
+
+    def counts(results):  # each GetBuffer response's status and progress
+        seen.extend((d["TransferStatus"], d["InProgressCount"], d["TotalStepCount"])
+                    for d in results if d.get("rop") == 0x4E and "TransferStatus" in d)
+        return check(results)
+    monkeypatch.setattr(IC, "_check", counts)
     got, _ = sync(t)
+    # Partial until the client's last buffer, Done there with InProgressCount
+    # at TotalStepCount (the lab's, in its buffers), below it before
+    total = seen[0][2]
+    assert [x[0] for x in seen] == [1] * (len(seen) - 1) + [3]
+    assert all(x[2] == total for x in seen) and seen[-1][1] == total
+    assert all(x[1] < total for x in seen[:-1])
     mine, theirs, mid, lab = compared(got, dump)
     assert len(lab) > 20 * BUF
     assert len(mine[mid][0]) < len(theirs[mid][0]) // 10
