@@ -234,6 +234,8 @@ def test_prefix_spanning(request, make_proxy, tmp_path, fxdump, transport):  # n
     assert d["exact"] and d["bytes"] == len(got["stream"])
     t.close()
     assert p.alive()
+    # the GetBuffers the proxy answered itself (the ROP stage's debug line)
+    assert p.log().count("every ROP answered by modules; nothing relayed") >= SMALL // BUF - 5
 
 
 def test_hold_limit(request, make_proxy, tmp_path):
