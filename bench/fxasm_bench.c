@@ -134,7 +134,7 @@ static double clk(clockid_t id)
 static double run(const uint8_t *s, size_t n, bool mime, struct ctx *c, double *wall)
 {
     double w0 = clk(CLOCK_MONOTONIC);
-    struct mp_content_limits lim = {1 << 20, 64ull << 20, NULL};
+    struct mp_content_limits lim = {1 << 20, 64ull << 20, NULL, 0};
     c->mime = mime;
     c->msgs = 0;
     struct mp_asm_ops ops = {done, logline, c};

@@ -42,6 +42,7 @@ struct mp_message_event {
     bool fx;           /* out of a FastTransfer stream: rop_index carried its last byte */
     bool fx_in_buffer; /* fx download: whole in that GetBuffer's TransferBuffer */
     uint32_t fx_off, fx_len, fx_hdr_len;
+    struct mp_fx_span fx_span; /* held (msgfx.c, mp_msgfx_apply_held) */
     int rop_index;
     struct mp_message *msg; /* held (mp_msg_hold) */
     char user[256], peer[64], transport[32];
@@ -156,6 +157,14 @@ static void limits_from_modules(struct msess *s)
             tmp = mp_module_option(mc, "tmpdir");
     }
     copy_str(s->tmpdir, sizeof(s->tmpdir), tmp);
+    /* FastTransfer downloads are held for verdicts (msgfx.c) unless the
+     * only message hooks are the observers, which give none (their
+     * sessions stay byte for byte as the server sent them) */
+    for (unsigned i = 0; i < s->mods->n; i++)
+        if (has_hook(s->mods, i) && s->mods->mods[i].cfg &&
+            strcmp(s->mods->mods[i].name, "mime-dump") &&
+            strcmp(s->mods->mods[i].name, "message-log"))
+            s->lim.fx_hold = s->mods->mods[i].cfg->fx_hold_limit;
     s->lim.spill_at = (size_t)spill;
     s->lim.max_message = (uint64_t)max;
     s->lim.tmpdir = s->tmpdir[0] ? s->tmpdir : NULL;
@@ -284,6 +293,9 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
         ev->can_block = ev->can_modify = true;
         copy_str(ev->completed_by, sizeof(ev->completed_by), "RopOpenMessage");
     }
+    ev->fx_span = e->fx_span; /* a held download is re-encoded with its verdict */
+    if (e->fx && e->dir == MP_MSG_DOWNLOAD && e->fx_span.held && e->rop_index >= 0)
+        ev->can_block = ev->can_modify = true;
     ev->mime_fd = -1;
     ev->msg = e->msg;
     mp_msg_hold(ev->msg);
@@ -568,6 +580,13 @@ static int decide(struct mp_call *call, bool response)
         if (ev->v.blocked && ev->mode == MP_MESSAGE_ONLINE && ev->dir == MP_MESSAGE_DOWNLOAD &&
             !ev->prefetched)
             remember_block(ev->ms, ev->folder_id, ev->message_id);
+        if (response && ev->fx && ev->dir == MP_MESSAGE_DOWNLOAD && ev->fx_span.held) {
+            if (!ev->ms || mp_msgfx_apply_held(ev->ms->a, &ev->fx_span, &ev->v))
+                mp_warn("session %u: the verdict could not be applied in the FastTransfer "
+                        "stream; message relayed unchanged",
+                        ev->session ? (unsigned)mp_session_id(ev->session) : 0u);
+            continue;
+        }
         if (response && ev->fx && ev->dir == MP_MESSAGE_DOWNLOAD && ev->v.blocked) {
             if (mp_msgfx_block_download(call, ev->rop_index, ev->fx_off, ev->fx_len, ev->fx_hdr_len,
                                         ev->v.reason))
@@ -589,6 +608,10 @@ static int decide(struct mp_call *call, bool response)
         if (!ev->fx && mp_msgev_apply_edits(call, ev->rop_index, ev->msg, &ev->v))
             rc = -1;
     }
+    struct mp_session *ses = response ? mp_call_session(call) : NULL;
+    void **slot = ses ? mp_ropstage_msgev_session(ses) : NULL;
+    if (slot && *slot) /* held FastTransfer downloads: the client's buffers */
+        mp_asm_emit(((struct msess *)*slot)->a, call);
     return rc;
 }
 
@@ -965,6 +988,8 @@ static int add_set(struct mp_message_event *ev, uint16_t id, const uint8_t *guid
     ev->v.sets = n;
     if (guid) { /* Exchange's id for it in this session, as the session showed it */
         int nid = ev->ms ? mp_asm_name_id(ev->ms->a, guid, name) : -1;
+        if (nid < 0x8000 && ev->fx_span.held) /* a stream names it itself (msgfx.c) */
+            nid = mp_msgfx_free_named_id(ev->msg, ev->v.sets, ev->v.nsets);
         if (nid < 0x8000)
             return -1;
         id = (uint16_t)nid;

@@ -114,4 +114,16 @@ int mp_msgfx_block_download(struct mp_call *call, int req_index, uint32_t off, u
  * too small for even "[Blocked]" (about 40 bytes). */
 struct mp_fx_enc;
 int mp_msgfx_notice(struct mp_fx_enc *e, size_t n, const char *reason);
+/* msgfx.c: a held FastTransfer download message (span->held) re-encoded
+ * in its context's queue with the verdict (block: a notice after its
+ * change header; prefix, sets, attachments).  0 (also: nothing to do) or
+ * -1 (the bytes are gone or do not decode: relayed unchanged). */
+struct mp_fx_span;
+/* A named property id (0x8000 and up) that neither msg's properties nor
+ * the sets so far use: for names the session never mapped, set in a
+ * stream whose namedPropInfo names them; -1 if none. */
+int mp_msgfx_free_named_id(const struct mp_message *msg, const struct mp_msgev_set *sets,
+                           size_t nsets);
+int mp_msgfx_apply_held(struct mp_asm *a, const struct mp_fx_span *sp,
+                        const struct mp_msgev_verdict *v);
 #endif

@@ -1,5 +1,9 @@
 /* Verdicts inside FastTransfer streams (doc/internals/content.md, "Verdicts
- * in cached mode"): a blocked ICS download message is replaced, in the
+ * in cached mode").  Held streams (mapiproxy:fx hold limit, fxhold.h): a
+ * message's bytes wait in the context's queue until its verdict, then are
+ * re-encoded with it (mp_msgfx_apply_held) and the stream re-chunked to
+ * the client's buffers (mp_asm_emit).  Without holding: a blocked ICS
+ * download message is replaced, in the
  * RopFastTransferSourceGetBuffer response that carries it whole, by a
  * notice message of exactly the same length: the same messageChangeHeader
  * bytes (PidTagSourceKey, PidTagChangeKey, PidTagMid ... so the client's ICS
@@ -14,6 +18,10 @@
 #include <string.h>
 
 #include "chain/msgevents.h"
+#include "auth/ntlm_crypto.h"
+#include "content/assemble.h"
+#include "content/fxhold.h"
+#include "content/message.h"
 #include "fx/fxstream.h"
 #include "mapiproxy/module.h"
 #include "mapiproxy/rops.h"
@@ -39,9 +47,9 @@ static void put_str(struct mp_fx_enc *e, uint32_t tag, const char *s)
     mp_fx_enc_var(e, tag, NULL, b, (uint32_t)n);
 }
 
-/* The notice's bytes after the change header, exactly n long; 0 or -1
- * (does not fit). */
-int mp_msgfx_notice(struct mp_fx_enc *e, size_t n, const char *reason)
+/* The notice's property list (MessageClass, Subject, Body), shorter for a
+ * higher level (0-3). */
+static void notice_props(struct mp_fx_enc *e, const char *reason, int level)
 {
     char subject[300], body[600];
     snprintf(subject, sizeof subject, "[Blocked] %s", reason);
@@ -49,15 +57,22 @@ int mp_msgfx_notice(struct mp_fx_enc *e, size_t n, const char *reason)
              "A message was removed from this folder by the mail proxy: %s.\r\n"
              "Ask your administrator if you need it.\r\n",
              reason);
+    if (level < 3)
+        put_str(e, TAG_MESSAGE_CLASS, "IPM.Note");
+    put_str(e, TAG_SUBJECT, level < 2 ? subject : "[Blocked]");
+    if (level < 1)
+        put_str(e, TAG_BODY, body);
+}
+
+/* The notice's bytes after the change header, exactly n long; 0 or -1
+ * (does not fit). */
+int mp_msgfx_notice(struct mp_fx_enc *e, size_t n, const char *reason)
+{
     for (int level = 0; level < 4; level++) {
         mp_fx_enc_free(e);
         mp_fx_enc_init(e);
         mp_fx_enc_marker(e, MP_FX_IncrSyncMessage);
-        if (level < 3)
-            put_str(e, TAG_MESSAGE_CLASS, "IPM.Note");
-        put_str(e, TAG_SUBJECT, level < 2 ? subject : "[Blocked]");
-        if (level < 1)
-            put_str(e, TAG_BODY, body);
+        notice_props(e, reason, level);
         if (e->err || e->len + 8 > n)
             continue;
         /* PidTagHtml pads to the exact length (a binary takes any length;
@@ -100,6 +115,103 @@ int mp_msgfx_block_download(struct mp_call *call, int req_index, uint32_t off, u
         }
         mp_fx_enc_free(&e);
         return nb ? 0 : -1;
+    }
+    return -1;
+}
+
+static uint8_t *utf16z(const char *s, uint32_t *n)
+{
+    size_t cap = strlen(s) * 2 + 2, k = 0;
+    uint8_t *b = malloc(cap);
+    if (!b || mp_utf8_to_utf16le(s, b, cap, &k) || k + 2 > cap) {
+        free(b);
+        return NULL;
+    }
+    b[k] = b[k + 1] = 0;
+    *n = (uint32_t)k + 2;
+    return b;
+}
+
+int mp_msgfx_apply_held(struct mp_asm *a, const struct mp_fx_span *sp,
+                        const struct mp_msgev_verdict *v)
+{
+    if (!v->blocked && !v->prefix && !v->nsets && !v->natts)
+        return 0;
+    size_t n;
+    const uint8_t *in = mp_asm_held(a, sp, &n);
+    if (!in)
+        return -1;
+    struct mp_fx_enc notice, out;
+    mp_fx_enc_init(&notice);
+    mp_fx_enc_init(&out);
+    struct mp_fxrw rw = {.kind = (enum mp_fxrw_kind)sp->kind};
+    struct mp_fxrw_set *sets = calloc(v->nsets + 1, sizeof(*sets));
+    struct mp_fx_named *names = calloc(v->nsets + 1, sizeof(*names));
+    struct mp_fxrw_att *atts = calloc(v->natts + 1, sizeof(*atts));
+    int rc = -1;
+    if (!sets || !names || !atts)
+        goto out;
+    if (v->blocked) {
+        notice_props(&notice, v->reason, 0);
+        if (notice.err)
+            goto out;
+        rw.block = notice.out;
+        rw.block_len = notice.len;
+    } else {
+        rw.prefix = v->prefix;
+        for (size_t i = 0; i < v->nsets; i++) {
+            struct mp_fxrw_set *s = &sets[rw.nsets];
+            if (!v->sets[i].id)
+                continue; /* a named property the session never mapped */
+            s->tag = (uint32_t)v->sets[i].id << 16 | 0x001F;
+            s->v = utf16z(v->sets[i].value, &s->n);
+            if (!s->v)
+                goto out;
+            if (v->sets[i].named) {
+                struct mp_fx_named *np = &names[rw.nsets];
+                memcpy(np->guid, v->sets[i].guid, 16);
+                np->kind = 1;
+                uint32_t ln = 0;
+                np->name = utf16z(v->sets[i].name ? v->sets[i].name : "", &ln);
+                if (!np->name)
+                    goto out;
+                np->name_len = ln - 2;
+                s->np = np;
+            }
+            rw.nsets++;
+        }
+        rw.sets = sets;
+        for (size_t i = 0; i < v->natts; i++)
+            atts[i] = (struct mp_fxrw_att){v->atts[i].num, v->atts[i].notice};
+        rw.atts = atts;
+        rw.natts = v->natts;
+    }
+    if (!mp_fxrw_message(in, n, &rw, &out))
+        rc = mp_asm_replace(a, sp, out.out, out.len);
+out:
+    for (size_t i = 0; sets && names && i < v->nsets; i++) {
+        free((void *)sets[i].v);
+        free((void *)names[i].name);
+    }
+    free(sets);
+    free(names);
+    free(atts);
+    mp_fx_enc_free(&notice);
+    mp_fx_enc_free(&out);
+    return rc;
+}
+
+int mp_msgfx_free_named_id(const struct mp_message *msg, const struct mp_msgev_set *sets,
+                           size_t nsets)
+{
+    for (int id = 0xFFFE; id >= 0x8000; id--) {
+        bool used = false;
+        for (size_t i = 0; msg && i < msg->props.n && !used; i++)
+            used = (int)(msg->props.v[i].tag >> 16) == id;
+        for (size_t i = 0; i < nsets && !used; i++)
+            used = sets[i].id == id;
+        if (!used)
+            return id;
     }
     return -1;
 }

@@ -41,7 +41,8 @@ struct item {
     uint16_t buf;
     bool changed, dropped, local;
     uint32_t error;
-    int req; /* responses: index of the client's request item, or -1 */
+    void *answer; /* local: the proxy's whole response (mp_ropstage_answer), else a failure */
+    int req;      /* responses: index of the client's request item, or -1 */
     /* requests: 1 + the index of the RopRelease of the same buffer that
      * releases the object this ROP creates; 0 when none */
     size_t released_by;
@@ -680,12 +681,21 @@ static int encode_rops(struct mp_buf *out, const struct mp_rop_buf *b, struct mp
 }
 
 /* The proxy's failure response to request ROP r (no response: NULL). */
-static int synth_answer(struct mp_arena *a, const struct mp_rop *r, uint32_t error,
-                        struct mp_rop *out)
+static int synth_answer(struct mp_arena *a, const struct item *it, struct mp_rop *out)
 {
+    const struct mp_rop *r = it->r;
+    uint32_t error = it->error;
     const struct mp_rop_desc *d = r->desc;
     if (d->flags & MP_ROPD_NORESPONSE || !d->push_rsp)
         return 0;
+    if (it->answer) {
+        memset(out, 0, sizeof(*out));
+        out->rop_id = r->rop_id;
+        out->desc = d;
+        out->v = it->answer;
+        out->req_index = -1;
+        return 1;
+    }
     struct mp_rop_rsp_head *h =
         mp_arena_alloc(a, d->rsp_size > sizeof(*h) ? d->rsp_size : sizeof(*h));
     if (!h)
@@ -854,7 +864,7 @@ static int answer_all(struct mp_call *m)
         struct item *it = &rc->rq.it[i];
         if (!it->local)
             continue;
-        int st = synth_answer(a, it->r, it->error, &rb.rops[rb.n]);
+        int st = synth_answer(a, it, &rb.rops[rb.n]);
         if (st < 0)
             return -1;
         rb.n += (size_t)st;
@@ -1004,7 +1014,7 @@ static int merge_answers(struct mp_call *m)
         const struct item *ci = &q->it[next];                                                      \
         if (!ci->local)                                                                            \
             continue;                                                                              \
-        int st_ = synth_answer(a, ci->r, ci->error, &rops[n]);                                     \
+        int st_ = synth_answer(a, ci, &rops[n]);                                                   \
         if (st_ < 0)                                                                               \
             return -1;                                                                             \
         if (st_) {                                                                                 \
@@ -1454,6 +1464,17 @@ int mp_call_rop_answer(struct mp_call *m, size_t i, uint32_t error)
     it->local = true;
     it->dropped = false;
     it->error = error;
+    it->answer = NULL;
+    return 0;
+}
+
+int mp_ropstage_answer(struct mp_call *m, size_t i, void *rsp)
+{
+    struct item *it = api_item(m, false, i);
+    if (!rsp || mp_call_rop_answer(m, i, 0x80004005))
+        return -1;
+    it->answer = rsp;
+    it->error = 0;
     return 0;
 }
 

@@ -22,6 +22,11 @@ void **mp_ropstage_msgev_session(struct mp_session *ses);
  * ROP `before`; its response is not passed to the client.  Buffer 0 of a
  * one-buffer call only.  0 or -1. */
 int mp_ropstage_inject(struct mp_call *m, size_t before, uint8_t rop_id, void *v);
+/* Request ROP i is not sent upstream: the client gets rsp (a decoded
+ * response struct of the ROP's type, in call memory) as its answer.  As
+ * mp_call_rop_answer (single ROP buffer calls); 0 or -1.  Used for
+ * FastTransfer buffers the proxy already holds (content/fxasm.c). */
+int mp_ropstage_answer(struct mp_call *m, size_t i, void *rsp);
 /* A handle table slot of the proxy's own for the injected ROPs (added at
  * the table's end going upstream, cut from the response): its index, or
  * -1. */

@@ -179,6 +179,7 @@ static void deliver_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir d
         ev.fx_off = span->off;
         ev.fx_len = span->len;
         ev.fx_hdr_len = span->hdr_len;
+        ev.fx_span = *span;
     }
     if (a->ops.done)
         a->ops.done(a->ops.arg, &ev);
@@ -966,4 +967,19 @@ void mp_asm_end_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
     else
         deliver_fx(a, m, dir, mode, completed_by, partial, rop_index, at_request, true, span);
     mp_msg_free(m);
+}
+
+void mp_asm_emit(struct mp_asm *a, struct mp_call *call)
+{
+    mp_asm_fx_emit(a, &a->fx, call);
+}
+
+const uint8_t *mp_asm_held(struct mp_asm *a, const struct mp_fx_span *sp, size_t *len)
+{
+    return mp_asm_fx_held(&a->fx, sp, len);
+}
+
+int mp_asm_replace(struct mp_asm *a, const struct mp_fx_span *sp, const uint8_t *p, size_t n)
+{
+    return mp_asm_fx_replace(&a->fx, sp, p, n);
 }

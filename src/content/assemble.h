@@ -35,6 +35,19 @@ enum mp_msg_mode { MP_MSG_ONLINE, MP_MSG_ICS_DOWNLOAD, MP_MSG_ICS_UPLOAD, MP_MSG
 const char *mp_msg_dir_name(enum mp_msg_dir d);   /* "upload", "download" */
 const char *mp_msg_mode_name(enum mp_msg_mode m); /* "online", "ics-download", ... */
 
+/* Where an fx download message lies (mp_asm_end_fx). */
+struct mp_fx_span {
+    bool in_buffer;
+    uint32_t off, len, hdr_len;
+    /* held (fxhold.h): its bytes wait in the context's queue, upstream
+     * stream offsets up_start .. up_end (an IncrSyncProgressPerMsg just
+     * before a change included); kind: enum mp_fxrw_kind */
+    bool held;
+    uint8_t kind;
+    uint32_t context_id, handle;
+    uint64_t up_start, up_end;
+};
+
 struct mp_msg_event {
     enum mp_msg_dir dir;
     enum mp_msg_mode mode;
@@ -57,6 +70,7 @@ struct mp_msg_event {
      * bytes; its messageChangeHeader is the first fx_hdr_len of them). */
     bool fx_in_buffer;
     uint32_t fx_off, fx_len, fx_hdr_len;
+    struct mp_fx_span fx_span; /* the whole span (held messages) */
 };
 
 struct mp_asm_ops {
@@ -91,10 +105,6 @@ void mp_asm_end(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir, enu
 const struct mp_content_limits *mp_asm_limits(const struct mp_asm *a);
 /* mp_asm_end for a message out of a FastTransfer stream: rop_index is the
  * ROP whose bytes completed it, at_request as in struct mp_msg_event. */
-struct mp_fx_span {
-    bool in_buffer;
-    uint32_t off, len, hdr_len;
-};
 void mp_asm_end_fx(struct mp_asm *a, struct mp_message *m, enum mp_msg_dir dir,
                    enum mp_msg_mode mode, const char *completed_by, bool partial, int rop_index,
                    bool at_request, const struct mp_fx_span *span);
@@ -115,6 +125,17 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
 void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t ri);
 void mp_asm_fx_release(struct mp_asm *a, struct mp_fxctx **list, const struct mp_object *o);
 void mp_asm_fx_free(struct mp_asm *a, struct mp_fxctx **list);
+/* Held download contexts (limits.fx_hold; fxhold.h): after the call's
+ * verdicts, its GetBuffer responses get the released bytes in the
+ * client's buffer sizes (mp_asm_emit); a held message's bytes
+ * (mp_asm_held: NULL when gone) and their replacement. */
+void mp_asm_fx_emit(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call);
+const uint8_t *mp_asm_fx_held(struct mp_fxctx **list, const struct mp_fx_span *sp, size_t *len);
+int mp_asm_fx_replace(struct mp_fxctx **list, const struct mp_fx_span *sp, const uint8_t *p,
+                      size_t n);
+void mp_asm_emit(struct mp_asm *a, struct mp_call *call);
+const uint8_t *mp_asm_held(struct mp_asm *a, const struct mp_fx_span *sp, size_t *len);
+int mp_asm_replace(struct mp_asm *a, const struct mp_fx_span *sp, const uint8_t *p, size_t n);
 
 /* One FastTransfer stream into messages, usable alone (tests, bench):
  * dir/mode/folder as the context says; bare: the whole stream is one

@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/ropstage.h"
 #include "content/assemble.h"
+#include "content/fxhold.h"
 #include "fx/fxstream.h"
 #include "mapiproxy/module.h"
 #include "mapiproxy/rops.h"
@@ -45,6 +47,12 @@ struct mp_fxasm {
     uint64_t buf_start, buf_len; /* the buffer being fed, in stream offsets */
     uint64_t msg_start, hdr_end; /* the ICS change being built */
     bool have_hdr;
+    /* holding (fxhold.h): the context's queue, NULL when not held */
+    struct mp_fxq *q;
+    uint32_t context_id, handle;
+    uint64_t up_start;      /* the message's first byte (its IncrSyncProgressPerMsg) */
+    uint64_t ppm_start;     /* the last IncrSyncProgressPerMsg, when the atom before */
+    bool ppm_valid, unheld; /* unheld: past the hold limit, relayed as it came */
     /* the message being assembled */
     struct mp_message *top;
     bool partial, by_marker; /* StartMessage .. EndMessage */
@@ -70,17 +78,28 @@ static void value_reset(struct mp_fxasm *f)
     f->vp = NULL;
 }
 
-static void top_begin(struct mp_fxasm *f, bool partial, bool by_marker)
+static void top_begin_at(struct mp_fxasm *f, bool partial, bool by_marker, uint64_t start)
 {
     f->top = mp_asm_begin(f->a);
     if (!f->top)
         return;
+    f->up_start = start;
+    f->unheld = false;
+    if (f->q) {
+        f->q->open = true;
+        f->q->open_up = start;
+    }
     f->top->folder_id = f->folder_id;
     f->top->message_id = f->bare ? f->message_id : 0;
     f->partial = partial;
     f->by_marker = by_marker;
     f->nst = 1;
     f->st[0] = (struct frame){F_MSG, f->top, &f->top->props, NULL, NULL};
+}
+
+static void top_begin(struct mp_fxasm *f, bool partial, bool by_marker)
+{
+    top_begin_at(f, partial, by_marker, 0);
 }
 
 static void top_drop(struct mp_fxasm *f);
@@ -112,6 +131,19 @@ static void top_end_at(struct mp_fxasm *f, uint64_t end)
         sp.len = (uint32_t)(end - f->msg_start);
         sp.hdr_len = (uint32_t)(f->hdr_end - f->msg_start);
     }
+    if (f->q) {
+        f->q->open = false;
+        if (!f->unheld && !f->partial && (f->bare || f->by_marker || f->have_hdr)) {
+            sp.held = true;
+            sp.kind = (uint8_t)(f->bare        ? MP_FXRW_BARE
+                                : f->by_marker ? MP_FXRW_MESSAGE
+                                               : MP_FXRW_CHANGE);
+            sp.context_id = f->context_id;
+            sp.handle = f->handle;
+            sp.up_start = f->up_start;
+            sp.up_end = end;
+        }
+    }
     mp_asm_end_fx(f->a, m, f->dir, f->mode, f->by, f->partial, f->rop_index, f->at_request, &sp);
 }
 
@@ -122,6 +154,8 @@ static void top_end(struct mp_fxasm *f)
 
 static void top_drop(struct mp_fxasm *f)
 {
+    if (f->q)
+        f->q->open = false;
     value_reset(f);
     mp_msg_free(f->top);
     f->top = NULL;
@@ -140,7 +174,9 @@ static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
     case MP_FX_E_CHANGE:
     case MP_FX_E_CHANGE_PARTIAL:
         top_end_at(f, ev->offset); /* CHANGE_END came first; an unended one closes here */
-        top_begin(f, ev->elem == MP_FX_E_CHANGE_PARTIAL, false);
+        top_begin_at(f, ev->elem == MP_FX_E_CHANGE_PARTIAL, false,
+                     f->ppm_valid ? f->ppm_start : ev->offset);
+        f->ppm_valid = false;
         f->msg_start = ev->offset;
         f->have_hdr = false;
         return;
@@ -150,13 +186,25 @@ static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
             f->have_hdr = true;
         }
         return;
+    case MP_FX_E_PROGRESS_MSG: /* its size goes with the change after it */
+        f->ppm_valid = true;
+        f->ppm_start = ev->offset;
+        if (f->q && !f->top) { /* held with it, even when a buffer ends before the change */
+            f->q->open = true;
+            f->q->open_up = ev->offset;
+        }
+        return;
     case MP_FX_E_MESSAGE:
+        f->ppm_valid = false;
         if (ev->begin && !f->top)
-            top_begin(f, false, true);
+            top_begin_at(f, false, true, ev->offset);
         else if (ev->end && f->top && f->by_marker && f->nst == 1)
             top_end(f);
         return;
     default:
+        if (f->ppm_valid && f->q && !f->top)
+            f->q->open = false; /* no change after it */
+        f->ppm_valid = false;
         break;
     }
     if (!f->top || f->nst == 0)
@@ -380,6 +428,10 @@ struct mp_fxctx {
     uint32_t context_id, handle;
     bool upload;
     struct mp_fxasm *f;
+    struct mp_fxq q; /* downloads, when held (f->q points here) */
+    /* the GetBuffer the proxy answered from q itself: not fed again */
+    const struct mp_call *local_call;
+    int local_idx;
 };
 
 static struct mp_fxctx **ctx_find(struct mp_fxctx **list, const struct mp_object *o)
@@ -403,6 +455,7 @@ static void ctx_close(struct mp_asm *a, struct mp_fxctx **pp, const char *by)
     if (c->upload && !c->f->failed)
         mp_fxasm_finish(c->f, by);
     mp_fxasm_free(c->f);
+    mp_fxq_free(&c->q);
     free(c);
 }
 
@@ -441,6 +494,11 @@ static void ctx_open(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *c
     c->context_id = no->context_id;
     c->handle = no->handle;
     c->upload = dir == MP_MSG_UPLOAD;
+    if (!c->upload && mp_asm_limits(a)->fx_hold) {
+        c->f->q = &c->q;
+        c->f->context_id = c->context_id;
+        c->f->handle = c->handle;
+    }
     c->next = *list;
     *list = c;
 }
@@ -478,13 +536,34 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
         if (!pp || r->ReturnValue || r->HeaderOnly)
             break;
         struct mp_fxctx *c = *pp;
-        c->f->rop_index = mp_call_rop_request_index(call, i);
+        int ri = mp_call_rop_request_index(call, i);
+        if (c->local_call == call && c->local_idx == ri)
+            break; /* the proxy's own answer, out of the queue */
+        c->f->rop_index = ri;
         c->f->at_request = false;
+        struct mp_fxq *q = c->f->q;
+        if (q) {
+            if (mp_fxq_append(q, r->TransferBuffer, r->TransferBuffer ? r->TransferBufferSize : 0))
+                mp_asm_warn(a, "%s stream: out of memory holding a buffer",
+                            mp_msg_mode_name(c->f->mode));
+            q->in_progress = r->InProgressCount;
+            q->total_steps = r->TotalStepCount;
+            q->up_done |= r->TransferStatus == TRANSFER_DONE;
+        }
         if (r->TransferBuffer && r->TransferBufferSize)
             mp_fxasm_feed(c->f, r->TransferBuffer, r->TransferBufferSize,
                           "RopFastTransferSourceGetBuffer");
         if (r->TransferStatus == TRANSFER_DONE && !c->f->failed)
             mp_fxasm_finish(c->f, "RopFastTransferSourceGetBuffer");
+        size_t lim = mp_asm_limits(a)->fx_hold;
+        if (q && q->open && mp_fxq_held(q) > lim) {
+            mp_asm_warn(a,
+                        "%s message held past mapiproxy:fx hold limit (%zu bytes): relayed as "
+                        "it comes, no verdict can change it",
+                        mp_msg_mode_name(c->f->mode), lim);
+            q->open = false;
+            c->f->unheld = true;
+        }
         break;
     }
     default:
@@ -496,10 +575,68 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
  * PutBuffer the server then fails was still fed: the stream is broken then
  * anyway).  A context configured in the same ROP buffer has no handle yet
  * at this point and is not followed. */
+/* The client's BufferSize (MaximumBufferSize with the 0xBABE sentinel). */
+static size_t wanted(struct mp_call *call, int ri, size_t dflt)
+{
+    const struct mp_rop_req_FastTransferSourceGetBuffer *rq =
+        ri >= 0 ? mp_call_rop(call, false, (size_t)ri) : NULL;
+    if (!rq)
+        return dflt;
+    return rq->BufferSize == 0xBABE ? rq->MaximumBufferSize : rq->BufferSize;
+}
+
+/* The counts of the response the client gets now (MS-OXCFXICS
+ * 2.2.3.1.1.5.2): the upstream's last, with InProgressCount at
+ * TotalStepCount only when the client's stream is done. */
+static void progress(const struct mp_fxq *q, uint16_t status, uint16_t *done, uint16_t *total)
+{
+    *total = q->total_steps;
+    *done = q->in_progress;
+    if (status == TRANSFER_DONE)
+        *done = q->total_steps;
+    else if (*done >= q->total_steps)
+        *done = q->total_steps ? (uint16_t)(q->total_steps - 1) : 0;
+}
+
+/* A GetBuffer the held bytes can answer alone (the client's BufferSize of
+ * released bytes, or the rest once the upstream is done): answered by the
+ * proxy, not sent upstream. */
+static void answer_from_queue(struct mp_fxctx *c, struct mp_call *call, size_t ri)
+{
+    struct mp_fxq *q = c->f->q;
+    c->local_call = NULL;
+    size_t want = wanted(call, (int)ri, 0);
+    size_t rel = mp_fxq_releasable(q);
+    if (!want || !(rel >= want || (q->up_done && mp_fxq_len(q))))
+        return;
+    const struct mp_rop_req_FastTransferSourceGetBuffer *rq = mp_call_rop(call, false, ri);
+    struct mp_rop_rsp_FastTransferSourceGetBuffer *r = mp_call_alloc(call, sizeof(*r));
+    uint8_t *b = r ? mp_call_alloc(call, want) : NULL;
+    if (!b)
+        return;
+    size_t k = mp_fxq_take(q, want, b);
+    r->RopId = MP_ROP_FastTransferSourceGetBuffer;
+    r->InputHandleIndex = rq->InputHandleIndex;
+    r->TransferStatus = mp_fxq_status(q);
+    progress(q, r->TransferStatus, &r->InProgressCount, &r->TotalStepCount);
+    r->TransferBufferSize = (uint16_t)k;
+    r->TransferBuffer = b;
+    if (mp_ropstage_answer(call, ri, r))
+        return; /* k bytes taken: not expected (one-buffer calls only) */
+    c->local_call = call;
+    c->local_idx = (int)ri;
+}
+
 void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t ri)
 {
     (void)a;
     uint8_t id = mp_call_rop_id(call, false, ri);
+    if (id == MP_ROP_FastTransferSourceGetBuffer) {
+        struct mp_fxctx **gp = ctx_find(list, mp_call_rop_object(call, false, ri));
+        if (gp && (*gp)->f->q)
+            answer_from_queue(*gp, call, ri);
+        return;
+    }
     if (id != MP_ROP_FastTransferDestinationPutBuffer &&
         id != MP_ROP_FastTransferDestinationPutBufferExtended)
         return;
@@ -511,4 +648,66 @@ void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
     (*pp)->f->at_request = true;
     mp_fxasm_feed((*pp)->f, q->TransferData, q->TransferDataSize,
                   "RopFastTransferDestinationPutBuffer");
+}
+
+/* After the verdicts: each upstream GetBuffer response of the call that
+ * fed a held context gives the client the released bytes, up to its
+ * BufferSize; left as it is when that is what the upstream sent. */
+void mp_asm_fx_emit(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call)
+{
+    (void)a;
+    size_t nrs = mp_call_rop_count(call, true);
+    for (size_t j = 0; j < nrs; j++) {
+        if (mp_call_rop_id(call, true, j) != MP_ROP_FastTransferSourceGetBuffer)
+            continue;
+        struct mp_rop_rsp_FastTransferSourceGetBuffer *r = mp_call_rop(call, true, j);
+        struct mp_fxctx **pp = ctx_find(list, mp_call_rop_object(call, true, j));
+        if (!r || !pp || !(*pp)->f->q || r->ReturnValue || r->HeaderOnly)
+            continue;
+        struct mp_fxctx *c = *pp;
+        int ri = mp_call_rop_request_index(call, j);
+        if (c->local_call == call && c->local_idx == ri)
+            continue;
+        struct mp_fxq *q = c->f->q;
+        size_t want = wanted(call, ri, r->TransferBufferSize);
+        uint8_t *b = mp_call_alloc(call, want ? want : 1);
+        if (!b)
+            continue;
+        size_t k = mp_fxq_take(q, want, b);
+        uint16_t st = mp_fxq_status(q), done, total;
+        progress(q, st, &done, &total);
+        if (k == r->TransferBufferSize && st == r->TransferStatus && done == r->InProgressCount &&
+            (!k || !memcmp(b, r->TransferBuffer, k)))
+            continue; /* what the upstream sent */
+        r->TransferBuffer = b;
+        r->TransferBufferSize = (uint16_t)k;
+        r->TransferStatus = st;
+        r->InProgressCount = done;
+        r->TotalStepCount = total;
+        mp_call_rop_changed(call, true, j);
+    }
+}
+
+static struct mp_fxq *held_queue(struct mp_fxctx **list, const struct mp_fx_span *sp)
+{
+    for (struct mp_fxctx *c = *list; c; c = c->next)
+        if (c->handle == sp->handle && c->context_id == sp->context_id)
+            return c->f->q;
+    return NULL;
+}
+
+const uint8_t *mp_asm_fx_held(struct mp_fxctx **list, const struct mp_fx_span *sp, size_t *len)
+{
+    struct mp_fxq *q = sp->held ? held_queue(list, sp) : NULL;
+    size_t idx;
+    const uint8_t *p = q ? mp_fxq_region(q, sp->up_start, sp->up_end, &idx) : NULL;
+    *len = p ? (size_t)(sp->up_end - sp->up_start) : 0;
+    return p;
+}
+
+int mp_asm_fx_replace(struct mp_fxctx **list, const struct mp_fx_span *sp, const uint8_t *p,
+                      size_t n)
+{
+    struct mp_fxq *q = sp->held ? held_queue(list, sp) : NULL;
+    return q ? mp_fxq_replace(q, sp->up_start, sp->up_end, p, n) : -1;
 }

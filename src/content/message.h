@@ -24,6 +24,7 @@ struct mp_content_limits {
     size_t spill_at;      /* a value past this many bytes goes to a file (0: never) */
     uint64_t max_message; /* content bytes of one message, embedded ones included */
     const char *tmpdir;   /* where spilled values go (NULL: $TMPDIR or /tmp) */
+    size_t fx_hold;       /* FastTransfer downloads: bytes held per message (0: no holding) */
 };
 
 /* A byte string, in memory or spilled to an unlinked file. */

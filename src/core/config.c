@@ -887,6 +887,7 @@ static const struct opt options[] = {
     {"mapiproxy:http max header size", K_SIZE, F(http_max_header), 1024, 1u << 20, "bytes"},
     {"mapiproxy:http max body", K_SIZE, F(http_max_body), 4096, 1ull << 30, "bytes"},
     {"mapiproxy:http max rewrite body", K_SIZE, F(http_max_rewrite), 4096, 64u << 20, "bytes"},
+    {"mapiproxy:fx hold limit", K_SIZE, F(fx_hold_limit), 0, 1ull << 30, "bytes"},
     {"mapiproxy:http held body budget", K_SIZE, F(http_held_budget), 64u << 10, 1ull << 30,
      "bytes"},
     {"mapiproxy:http relay all paths", K_BOOL, F(http_relay_all), 0, 0, NULL},
@@ -1935,6 +1936,7 @@ static void set_defaults(struct mp_config *c)
     c->http_max_body = 64u << 20;
     c->http_max_rewrite = 1u << 20;
     c->http_held_budget = 32u << 20;
+    c->fx_hold_limit = 16u << 20;
     c->rpch_window = 64u << 10;
     c->rpch_conn_timeout_s = 120;
     c->rpch_pair_timeout_s = 30;

@@ -169,6 +169,7 @@ struct mp_config {
     uint32_t http_max_body;           /* mapiproxy:http max body (request, 64 MiB) */
     uint32_t http_max_rewrite;        /* mapiproxy:http max rewrite body (1 MiB) */
     uint32_t http_held_budget;        /* mapiproxy:http held body budget (32 MiB) */
+    uint32_t fx_hold_limit;           /* mapiproxy:fx hold limit (bytes, 16 MiB; 0 off) */
     bool http_relay_all;              /* mapiproxy:http relay all paths (no) */
     char http_relay_paths[512];       /* mapiproxy:http relay paths (MP_HTTP_DEFAULT_RELAY_PATHS) */
     char http_unrelayed_urls[16];     /* mapiproxy:http unrelayed urls: keep (default), drop */

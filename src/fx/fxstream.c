@@ -755,6 +755,12 @@ int mp_fx_enc_event(struct mp_fx_enc *e, const struct mp_fx_event *ev)
     return e->err;
 }
 
+int mp_fx_enc_raw(struct mp_fx_enc *e, const uint8_t *p, size_t n)
+{
+    put(e, p, n);
+    return e->err;
+}
+
 int mp_fx_enc_marker(struct mp_fx_enc *e, uint32_t tag)
 {
     put32(e, tag);

@@ -182,6 +182,8 @@ void mp_fx_enc_free(struct mp_fx_enc *e);
 int mp_fx_enc_event(struct mp_fx_enc *e, const struct mp_fx_event *ev);
 /* Building streams from scratch */
 int mp_fx_enc_marker(struct mp_fx_enc *e, uint32_t tag);
+/* Bytes already encoded (a property list made with another encoder). */
+int mp_fx_enc_raw(struct mp_fx_enc *e, const uint8_t *p, size_t n);
 int mp_fx_enc_fixed(struct mp_fx_enc *e, uint32_t tag, const struct mp_fx_named *np, uint64_t u);
 int mp_fx_enc_var(struct mp_fx_enc *e, uint32_t tag, const struct mp_fx_named *np, const uint8_t *v,
                   uint32_t n);

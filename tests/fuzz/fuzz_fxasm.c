@@ -34,7 +34,7 @@ static void logline(void *arg, const char *msg)
 static int run(const uint8_t *d, size_t n, size_t cut, bool bare, int *rc)
 {
     int delivered = 0;
-    struct mp_content_limits lim = {512, 1 << 16, NULL};
+    struct mp_content_limits lim = {512, 1 << 16, NULL, 0};
     struct mp_asm_ops ops = {done, logline, &delivered};
     struct mp_asm *a = mp_asm_new(&lim, &ops);
     struct mp_fxasm *f = mp_fxasm_new(a, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD, 1, 2, bare);

@@ -15,7 +15,9 @@ directly.  A second session's sync of the same message is answered from the
 verdict cache (one scan).  A message spread over several GetBuffers cannot
 be blocked (logged `allow (cannot block)`).  av block, spam tag and phish
 run over both transports; the other variants over RPC only (the file's
-time: past the transport the FastTransfer code is the same)."""
+time: past the transport the FastTransfer code is the same).  These are the
+verdicts on an unheld stream (`mapiproxy:fx hold limit = 0`); on a held one
+the edits and the block across buffers work: test_sec_cached_modify.py."""
 import json
 import os
 import shutil
@@ -73,11 +75,11 @@ def rpc_lab(tmp_path_factory):
     lab.stop()
 
 
-@pytest.fixture(params=["rpc", "mapihttp"])
-def start(request, make_proxy):
+def starter(request, make_proxy, extra):
     """start(opts) -> (proxy, a client session through it, one straight to
-    the lab)."""
+    the lab), the proxy with opts and extra."""
     def go(opts):
+        opts = dict(opts, **extra)
         if request.param == "rpc":
             lab = request.getfixturevalue("rpc_lab")
             p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
@@ -88,6 +90,14 @@ def start(request, make_proxy):
         return p, lambda: HttpTransport(p.base, e["ca"]), \
             lambda: HttpTransport("https://localhost:%d" % e["mapihttp"], e["ca"])
     return go
+
+
+@pytest.fixture(params=["rpc", "mapihttp"])
+def start(request, make_proxy):
+    # these are the unheld stream's verdicts (no re-chunking: a message
+    # either fits its GetBuffer or is relayed as it came); held streams,
+    # where the edits apply: test_sec_cached_modify.py
+    return starter(request, make_proxy, {"mapiproxy:fx hold limit": "0"})
 
 
 def message(subject, body, data=None):

@@ -260,6 +260,11 @@ def _fixed_size(t):
 
 def parse(data):
     """Atoms of a whole stream: ('marker', tag) or ('prop', tag, named, value)."""
+    return [a for _, _, a in parse_spans(data)]
+
+
+def parse_spans(data):
+    """parse() with where each atom lies: (start, end, atom)."""
     out, o, n = [], 0, len(data)
 
     def take(k):
@@ -288,9 +293,10 @@ def parse(data):
         return bool(v) if t == 0x000B else v
 
     while o < n:
+        start = o
         tag = struct.unpack('<I', take(4))[0]
         if tag in MARKERS:
-            out.append(('marker', tag))
+            out.append((start, o, ('marker', tag)))
             continue
         t = 0x0102 if tag == MetaTagIdsetGiven else tag & 0xFFFF
         named = None
@@ -314,7 +320,7 @@ def parse(data):
             v = [one(t & ~MV) for _ in range(cnt)]
         else:
             v = one(t)
-        out.append(('prop', tag, named, v))
+        out.append((start, o, ('prop', tag, named, v)))
     return out
 
 

@@ -10,6 +10,7 @@
 #include "fx/fxstream.h"
 #include "content/mime.h"
 #include "core/slurp.h"
+#include "fx_samples.h"
 #include "testlib.h"
 
 #include <stdio.h>
@@ -118,7 +119,7 @@ static void run(const uint8_t *b, size_t n, size_t step, size_t at, bool bare,
     mp_asm_free(a);
 }
 
-static const struct mp_content_limits LIM = {1 << 20, 1 << 24, NULL};
+static const struct mp_content_limits LIM = {1 << 20, 1 << 24, NULL, 0};
 
 static void check_message(const struct got *g, int i, const char *what)
 {
@@ -132,15 +133,6 @@ static void check_message(const struct got *g, int i, const char *what)
     CHECK_EQ(g->named_lid[i], 1);
     CHECK_EQ(g->named_name[i], 1);
     CHECK(g->mime_ok[i]);
-}
-
-static uint8_t *sample(const char *name, size_t *n)
-{
-    char path[256];
-    snprintf(path, sizeof path, "data/fx/%s", name);
-    uint8_t *b = mp_slurp(path, n);
-    CHECK(b != NULL);
-    return b;
 }
 
 /* Every split: whole, in two at each offset, byte by byte, 7 bytes. */
@@ -225,13 +217,13 @@ static void test_limits(void)
     struct got g;
     int rc;
     /* spilled: the attachment's 10240 bytes in a private file */
-    struct mp_content_limits spill = {1000, 1 << 24, NULL};
+    struct mp_content_limits spill = {1000, 1 << 24, NULL, 0};
     run(b, n, 333, 0, false, &spill, &g, &rc);
     CHECK_EQ(rc, 0);
     CHECK_EQ(g.n, 1);
     CHECK(g.att0_ok[0] && g.att0_spilled[0]);
     /* over the maximum: not delivered, one warning */
-    struct mp_content_limits small = {1 << 20, 5000, NULL};
+    struct mp_content_limits small = {1 << 20, 5000, NULL, 0};
     run(b, n, 333, 0, false, &small, &g, &rc);
     CHECK_EQ(rc, 0);
     CHECK_EQ(g.n, 0);

@@ -1,0 +1,275 @@
+/* Holding and re-chunking FastTransfer downloads (src/content/fxhold.c):
+ * the client-side queue (release up to the open message, take in the
+ * client's buffer sizes, a held message replaced by bytes of another
+ * length, upstream offsets mapped past earlier replacements, status) and
+ * the message rewriter (a verdict applied to a message of the samples in
+ * tests/unit/data/fx, written by the lab's Python writer): the result
+ * decoded again by the assembler (src/content/fxasm.c) and checked;
+ * nothing asked: the same bytes; malformed input refused. */
+#include "content/assemble.h"
+#include "content/fxhold.h"
+#include "core/slurp.h"
+#include "fx_samples.h"
+#include "testlib.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct mp_content_limits LIM = {1 << 20, 1 << 24, NULL, 0};
+
+struct one {
+    int n;
+    char subject[160], body[160], att0_name[64];
+    size_t natt;
+    uint8_t att0[64];
+    size_t att0_len;
+    bool att1_embedded;
+    uint64_t mid;
+};
+
+static void str_of(const struct mp_props *p, uint16_t id, char *out, size_t n)
+{
+    struct mp_buf b = {0};
+    out[0] = 0;
+    if (!mp_props_string(p, id, &b))
+        snprintf(out, n, "%s", (const char *)b.data);
+    mp_buf_free(&b);
+}
+
+static void on_done(void *arg, const struct mp_msg_event *ev)
+{
+    struct one *o = arg;
+    const struct mp_message *m = ev->msg;
+    o->n++;
+    str_of(&m->props, 0x0037, o->subject, sizeof o->subject);
+    str_of(&m->props, 0x1000, o->body, sizeof o->body);
+    o->natt = m->natt;
+    o->mid = ev->message_id;
+    o->att0_len = 0;
+    o->att0_name[0] = 0;
+    if (m->natt) {
+        const struct mp_prop *d = mp_props_find(&m->att[0].props, 0x37010102);
+        if (d && d->v.len <= sizeof o->att0)
+            o->att0_len = (size_t)mp_blob_read(&d->v, 0, o->att0, sizeof o->att0);
+        str_of(&m->att[0].props, 0x3707, o->att0_name, sizeof o->att0_name);
+    }
+    o->att1_embedded = m->natt > 1 && m->att[1].embedded;
+}
+
+static void on_log(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+static int assemble(const uint8_t *b, size_t n, bool bare, struct one *o)
+{
+    memset(o, 0, sizeof *o);
+    struct mp_asm_ops ops = {on_done, on_log, o};
+    struct mp_asm *a = mp_asm_new(&LIM, &ops);
+    struct mp_fxasm *f = mp_fxasm_new(a, MP_MSG_DOWNLOAD, MP_MSG_FX_COPY, 1, 2, bare);
+    int rc = mp_fxasm_feed(f, b, n, "t") | mp_fxasm_finish(f, "t");
+    mp_fxasm_free(f);
+    mp_asm_free(a);
+    return rc;
+}
+
+static void test_queue(void)
+{
+    struct mp_fxq q = {0};
+    uint8_t in[100], out[100];
+    for (int i = 0; i < 100; i++)
+        in[i] = (uint8_t)i;
+    CHECK_EQ(mp_fxq_append(&q, in, 40), 0);
+    q.open = true;
+    q.open_up = 30; /* a message starts at upstream offset 30: held from there */
+    CHECK_EQ(mp_fxq_releasable(&q), 30);
+    CHECK_EQ(mp_fxq_held(&q), 10);
+    CHECK_EQ(mp_fxq_take(&q, 25, out), 25); /* the client asked for 25 */
+    CHECK(!memcmp(out, in, 25));
+    CHECK_EQ(mp_fxq_take(&q, 25, out), 5);
+    CHECK_EQ(mp_fxq_take(&q, 25, out), 0); /* all else is held */
+    CHECK_EQ(mp_fxq_append(&q, in + 40, 30), 0);
+    /* the message ends at 60: replaced by 3 bytes (it shrinks by 27) */
+    q.open = false;
+    size_t idx;
+    CHECK(mp_fxq_region(&q, 30, 60, &idx) != NULL && idx == 0);
+    CHECK(mp_fxq_region(&q, 20, 60, &idx) == NULL); /* already given */
+    CHECK_EQ(mp_fxq_replace(&q, 30, 60, (const uint8_t *)"abc", 3), 0);
+    CHECK_EQ(q.delta, -27);
+    CHECK_EQ(mp_fxq_len(&q), 13);
+    /* the next message, upstream 62 .. 70, is at client position 35 */
+    CHECK(mp_fxq_region(&q, 62, 70, &idx) != NULL && idx == 5);
+    CHECK_EQ(mp_fxq_replace(&q, 62, 70, in, 50), 0); /* grows */
+    CHECK_EQ(mp_fxq_len(&q), 55);
+    CHECK_EQ(mp_fxq_status(&q), 1);
+    CHECK_EQ(mp_fxq_take(&q, 10, out), 10);
+    CHECK(!memcmp(out, "abc", 3) && out[3] == 60 && out[4] == 61 && out[5] == 0);
+    q.up_done = true;
+    CHECK_EQ(mp_fxq_take(&q, 100, out), 45);
+    CHECK(out[44] == 49);
+    CHECK_EQ(mp_fxq_status(&q), 3);
+    CHECK_EQ(q.consumed, 70 - 27 + 42);
+    mp_fxq_free(&q);
+}
+
+static int rewrite(const uint8_t *in, size_t n, const struct mp_fxrw *rw, struct mp_fx_enc *out)
+{
+    mp_fx_enc_init(out);
+    return mp_fxrw_message(in, n, rw, out);
+}
+
+static void utf16(const char *s, uint8_t *b, uint32_t *n)
+{
+    uint32_t k = 0;
+    for (; *s; s++) {
+        b[k++] = (uint8_t)*s;
+        b[k++] = 0;
+    }
+    b[k++] = 0;
+    b[k++] = 0;
+    *n = k;
+}
+
+/* A notice's property list: PidTagSubject only. */
+static void notice_of(struct mp_fx_enc *notice, const char *subject)
+{
+    uint8_t sv[64];
+    uint32_t sn;
+    mp_fx_enc_init(notice);
+    utf16(subject, sv, &sn);
+    mp_fx_enc_var(notice, 0x0037001F, NULL, sv, sn);
+}
+
+static void test_bare(void)
+{
+    size_t n;
+    uint8_t *b = sample("content.fxs", &n);
+    if (!b)
+        return;
+    struct one o;
+    struct mp_fx_enc e;
+    /* nothing asked: the same bytes */
+    struct mp_fxrw none = {.kind = MP_FXRW_BARE};
+    CHECK_EQ(rewrite(b, n, &none, &e), 0);
+    CHECK(e.len == n && !memcmp(e.out, b, n));
+    mp_fx_enc_free(&e);
+    /* prefix, PidTagBody set, attachment 0 replaced by a notice */
+    uint8_t v[64];
+    struct mp_fxrw_set set = {0x1000001F, NULL, v, 0};
+    utf16("new body", v, &set.n);
+    struct mp_fxrw_att att = {0, "gone"};
+    struct mp_fxrw rw = {
+        .kind = MP_FXRW_BARE, .prefix = "[P] ", .sets = &set, .nsets = 1, .atts = &att, .natts = 1};
+    CHECK_EQ(rewrite(b, n, &rw, &e), 0);
+    CHECK_EQ(assemble(e.out, e.len, true, &o), 0);
+    CHECK_EQ(o.n, 1);
+    CHECK(!strcmp(o.subject, "[P] Quarterly report \xc3\xa9\xe4\xb8\xad"));
+    CHECK(!strcmp(o.body, "new body"));
+    CHECK_EQ(o.natt, 2);
+    CHECK(o.att0_len == 4 && !memcmp(o.att0, "gone", 4));
+    CHECK(!strcmp(o.att0_name, "data.bin.txt"));
+    CHECK(o.att1_embedded);
+    CHECK(e.len < n); /* 10 KB attachment out */
+    mp_fx_enc_free(&e);
+    /* dropped */
+    att.notice = NULL;
+    struct mp_fxrw drop = {.kind = MP_FXRW_BARE, .atts = &att, .natts = 1};
+    CHECK_EQ(rewrite(b, n, &drop, &e), 0);
+    CHECK_EQ(assemble(e.out, e.len, true, &o), 0);
+    CHECK_EQ(o.natt, 1);
+    CHECK(o.att0_len == 0); /* the first left is the embedded message */
+    mp_fx_enc_free(&e);
+    /* blocked: the notice's property list alone */
+    struct mp_fx_enc notice;
+    notice_of(&notice, "[Blocked] x");
+    struct mp_fxrw blk = {.kind = MP_FXRW_BARE, .block = notice.out, .block_len = notice.len};
+    CHECK_EQ(rewrite(b, n, &blk, &e), 0);
+    CHECK(e.len == notice.len && !memcmp(e.out, notice.out, e.len));
+    mp_fx_enc_free(&e);
+    /* malformed: refused */
+    CHECK_EQ(rewrite(b, n - 3, &rw, &e), -1);
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&notice);
+    free(b);
+}
+
+static void test_message_list(void)
+{
+    size_t n;
+    uint8_t *b = sample("message.fxs", &n);
+    if (!b)
+        return;
+    struct one o;
+    struct mp_fx_enc e, notice;
+    notice_of(&notice, "[Blocked] y");
+    struct mp_fxrw blk = {.kind = MP_FXRW_MESSAGE, .block = notice.out, .block_len = notice.len};
+    CHECK_EQ(rewrite(b, n, &blk, &e), 0);
+    CHECK_EQ(e.len, 4 + notice.len + 4); /* StartMessage, the notice, EndMessage */
+    CHECK_EQ(assemble(e.out, e.len, false, &o), 0);
+    CHECK(o.n == 1 && !strcmp(o.subject, "[Blocked] y") && o.natt == 0);
+    mp_fx_enc_free(&e);
+    struct mp_fxrw pre = {.kind = MP_FXRW_MESSAGE, .prefix = "[Q] "};
+    CHECK_EQ(rewrite(b, n, &pre, &e), 0);
+    CHECK_EQ(assemble(e.out, e.len, false, &o), 0);
+    CHECK(o.n == 1 && !strncmp(o.subject, "[Q] Quarterly report", 20) && o.natt == 2);
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&notice);
+    free(b);
+}
+
+/* An ICS change with IncrSyncProgressPerMsg in front: the header bytes
+ * stay, the progress size follows the new length. */
+static void test_change(void)
+{
+    struct mp_fx_enc in, e;
+    mp_fx_enc_init(&in);
+    uint8_t sv[64], sk[22] = {1, 2, 3};
+    uint32_t sn;
+    mp_fx_enc_marker(&in, MP_FX_IncrSyncProgressPerMsg);
+    mp_fx_enc_fixed(&in, 0x00000003, NULL, 1000);
+    mp_fx_enc_fixed(&in, 0x0000000B, NULL, 0);
+    mp_fx_enc_marker(&in, MP_FX_IncrSyncChg);
+    mp_fx_enc_var(&in, 0x65E00102, NULL, sk, sizeof sk); /* PidTagSourceKey */
+    mp_fx_enc_fixed(&in, 0x674A0014, NULL, 0x1234);      /* PidTagMid */
+    size_t hdr_end = in.len;
+    mp_fx_enc_marker(&in, MP_FX_IncrSyncMessage);
+    utf16("hello", sv, &sn);
+    mp_fx_enc_var(&in, 0x0037001F, NULL, sv, sn);
+    mp_fx_enc_marker(&in, MP_FX_NewAttach);
+    mp_fx_enc_fixed(&in, 0x0E210003, NULL, 7);
+    mp_fx_enc_var(&in, 0x37010102, NULL, (const uint8_t *)"0123456789", 10);
+    mp_fx_enc_marker(&in, MP_FX_EndAttach);
+    CHECK(!in.err);
+    uint8_t v[64];
+    struct mp_fxrw_set set = {0x1000001F, NULL, v, 0};
+    utf16("b", v, &set.n);
+    struct mp_fxrw rw = {.kind = MP_FXRW_CHANGE, .prefix = "[S] ", .sets = &set, .nsets = 1};
+    CHECK_EQ(rewrite(in.out, in.len, &rw, &e), 0);
+    CHECK(e.len > in.len && !memcmp(e.out + 12, in.out + 12, hdr_end - 12));
+    uint32_t size = (uint32_t)e.out[8] | (uint32_t)e.out[9] << 8 | (uint32_t)e.out[10] << 16;
+    CHECK_EQ(size, 1000 + (e.len - in.len));
+    struct one o;
+    CHECK_EQ(assemble(e.out, e.len, false, &o), 0);
+    CHECK(o.n == 1 && !strcmp(o.subject, "[S] hello") && !strcmp(o.body, "b"));
+    CHECK(o.mid == 0x1234 && o.natt == 1 && o.att0_len == 10);
+    mp_fx_enc_free(&e);
+    /* the attachment replaced: its PidTagAttachNumber kept */
+    struct mp_fxrw_att att = {0, "x"};
+    struct mp_fxrw ra = {.kind = MP_FXRW_CHANGE, .atts = &att, .natts = 1};
+    CHECK_EQ(rewrite(in.out, in.len, &ra, &e), 0);
+    CHECK_EQ(assemble(e.out, e.len, false, &o), 0);
+    CHECK(o.natt == 1 && o.att0_len == 1 && !strcmp(o.att0_name, "attachment.txt"));
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&in);
+}
+
+int main(void)
+{
+    test_queue();
+    test_bare();
+    test_message_list();
+    test_change();
+    TEST_DONE();
+}
