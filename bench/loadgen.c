@@ -3,6 +3,12 @@
  *   build/bench/loadgen -p PORT [-h ADDR] [-c CLIENTS] [-w WARMUP_S] [-d DURATION_S]
  *                       [-P PID[,PID...]] [-s REQ_STUB_BYTES]
  *   build/bench/loadgen -p PORT [-h ADDR] -i SESSIONS [-c MAX_PENDING]
+ *   -u (throughput mode): each call uploads a message instead (make bench-av):
+ *      RopCreateMessage + RopSetProperties (class, subject, a ~600-character
+ *      body) + RopSaveChangesMessage + RopRelease in one EcDoRpcExt2,
+ *      uncompressed (bench_upload_rops); the subject and body carry a counter
+ *      that changes with every call, so no two messages are alike.  Needs
+ *      `responder -u` (or any server that answers those ROPs).
  *   -a (either mode): bind with an NTLMSSP-shaped auth verifier (type 10,
  *      level connect) and send an auth3 after the bind_ack, so a relay treats
  *      the association as authenticated (mapiproxy: byte-for-byte
@@ -65,7 +71,10 @@ static uint8_t bind_pdu[512];
 static size_t bind_len;
 static uint8_t auth3_pdu[512];
 static size_t auth3_len;
-static bool use_auth; /* -a: bind with an auth verifier, then auth3 */
+static bool use_auth;    /* -a: bind with an auth verifier, then auth3 */
+static bool upload;      /* -u: message uploads */
+static size_t dig_at[2]; /* -u: the counter's digits in req_pdu */
+static uint64_t n_sent;  /* -u: the counter */
 static uint8_t *req_pdu;
 static size_t req_len;
 static uint32_t *hist;
@@ -125,8 +134,18 @@ static void build_pdus(size_t req_stub)
      * LZ77-compressed RopWriteStream request. */
     if (req_stub < 256)
         req_stub = 256;
+    size_t dig[2] = {0, 0};
+    if (upload)
+        req_stub = 4096;
     uint8_t *s = calloc(1, req_stub + 8), *p = s;
-    size_t n_in = bench_rpc_ext(s + 28, req_stub - 48, false, 4242);
+    size_t n_in = 0;
+    if (upload) {
+        size_t r = bench_upload_rops(s + 36, req_stub - 96, 600, dig);
+        bench_put_header_ext(s + 28, BENCH_EXT_LAST, (uint16_t)r, (uint16_t)r);
+        n_in = r ? 8 + r : 0;
+    } else {
+        n_in = bench_rpc_ext(s + 28, req_stub - 48, false, 4242);
+    }
     if (!n_in) {
         fprintf(stderr, "loadgen: cannot build the rgbIn payload\n");
         exit(1);
@@ -145,6 +164,8 @@ static void build_pdus(size_t req_stub)
     mp_build_request(&b, MP_PFC_FIRST | MP_PFC_LAST, 0, 0, BENCH_OPNUM, NULL, s, req_stub,
                      (uint32_t)req_stub);
     req_len = mp_buf_avail(&b);
+    for (int i = 0; i < 2; i++) /* stub offset 36: pcxh, pulFlags, max_count, RPC_HEADER_EXT */
+        dig_at[i] = MP_REQ_HDR_LEN + 36 + dig[i];
     req_pdu = malloc(req_len);
     memcpy(req_pdu, mp_buf_head(&b), req_len);
     mp_buf_free(&b);
@@ -216,6 +237,12 @@ static int send_request(struct client *c)
     fresh_call = true;
     c->call_id++;
     mp_put32(req_pdu + 12, c->call_id);
+    if (upload) { /* a new message each call (a partial send's rest may carry the
+                     next one's digits: still a well-formed message) */
+        n_sent++;
+        bench_put_digits(req_pdu + dig_at[0], n_sent);
+        bench_put_digits(req_pdu + dig_at[1], n_sent);
+    }
     c->want_out = req_len;
     c->out_off = 0;
     c->st = C_CALLING;
@@ -434,10 +461,13 @@ int main(int argc, char **argv)
     double warm = 1, dur = 5;
     size_t req_stub = BENCH_REQ_STUB;
     int pids[8], n_pids = 0;
-    while ((opt = getopt(argc, argv, "ah:p:c:w:d:P:s:i:")) != -1) {
+    while ((opt = getopt(argc, argv, "auh:p:c:w:d:P:s:i:")) != -1) {
         switch (opt) {
         case 'a':
             use_auth = true;
+            break;
+        case 'u':
+            upload = true;
             break;
         case 'h':
             host = optarg;
