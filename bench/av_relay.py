@@ -14,8 +14,9 @@ attachment) in a closed loop; the subject and body carry a counter, so no
 two messages are alike (clamd caches clean results by content; uploads
 have no message id, so av's verdict cache never answers).  The two proxies
 take turns (ABAB... rounds) for each session count, against the same
-responder and clamd.  Prints calls/s, p50 / p99 latency and the relay's
-CPU per call side by side with the ratios, and checks av's verdict lines:
+responder and clamd.  Prints calls/s, p50 / p99 latency, the relay's and
+clamd's CPU per call and what other processes of the machine took (cores)
+side by side with the ratios, and checks av's verdict lines:
 one clamd scan per upload, every one clean and not cached.
 
 Knobs: BENCH_AV_SECS [8] measured seconds per cell, split over
@@ -61,17 +62,22 @@ def proxy_conf(up_port, port, options):
     return "[global]\n" + "".join("    %s = %s\n" % kv for kv in opts.items())
 
 
-def loadgen(port, n, pid, secs):
+def loadgen(port, n, pids, secs):
+    """pids: the relay's, clamd's, the responder's."""
     argv = [os.path.join(BUILD, "bench", "loadgen"), "-u", "-p", str(port), "-c", str(n),
-            "-w", str(WARMUP), "-d", str(secs), "-P", str(pid)]
+            "-w", str(WARMUP), "-d", str(secs), "-P", ",".join(str(p) for p in pids)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=WARMUP + secs + 60)
     line = next((x for x in r.stdout.splitlines() if x.startswith("result ")), None)
     if r.returncode != 0 or not line:
         raise RuntimeError("loadgen failed: " + r.stderr.strip())
     res = dict(kv.split("=", 1) for kv in line.split()[1:])
-    cpu = int(res["cpu_us"].split(":")[1])
+    cpu = [int(x.split(":")[1]) for x in res["cpu_us"].split(",")]
     return {"calls": int(res["calls"]), "secs": float(res["secs"]), "p50": int(res["p50_us"]),
-            "p99": int(res["p99_us"]), "errors": int(res["errors"]), "cpu": cpu}
+            "p99": int(res["p99_us"]), "errors": int(res["errors"]), "cpu": cpu[0],
+            "clamd": cpu[1],
+            # what other processes of the machine took in the window, core-us
+            "other": int(res["sys_busy_us"]) - sum(c for c in cpu if c > 0) -
+            int(res["self_cpu_us"])}
 
 
 def main():
@@ -114,7 +120,8 @@ def main():
             for r in range(ROUNDS):
                 for name, p, port in (proxies if r % 2 == 0 else proxies[::-1]):
                     log("bench-av: %s, %d session(s), round %d/%d ..." % (name, n, r + 1, ROUNDS))
-                    got[name].append(loadgen(port, n, p.pid, SECS / ROUNDS))
+                    got[name].append(loadgen(port, n, (p.pid, svc.procs["clamd"].pid,
+                                                       resp.pid), SECS / ROUNDS))
             rows.append((n, got))
         lines = [json.loads(x) for x in open(vlog)] if os.path.exists(vlog) else []
         sent_av = sum(c["calls"] for _, got in rows for c in got["with av (clamd)"])
@@ -125,8 +132,9 @@ def main():
               "and bench/responder -u; %.0f s per cell in %d alternating rounds; "
               "load average %.1f %.1f %.1f" % ((SECS, ROUNDS) + os.getloadavg()))
         print("| sessions | calls/s without | calls/s with av | ratio | p50 us without / with "
-              "| p99 us without / with | added p50 us | relay CPU us/call without / with |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| p99 us without / with | added p50 us | relay CPU us/call without / with "
+              "| clamd CPU us/call | other processes, cores, without / with |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         a, b = [name for name, _, _ in proxies]
         for n, got in rows:
             f = {}
@@ -137,11 +145,14 @@ def main():
                 f[name] = (calls / secs, sorted(c["p50"] for c in cs)[len(cs) // 2],
                            sorted(c["p99"] for c in cs)[len(cs) // 2],
                            sum(c["cpu"] for c in cs) / calls if calls else 0,
-                           sum(c["errors"] for c in cs))
+                           sum(c["errors"] for c in cs),
+                           sum(c["clamd"] for c in cs) / calls if calls else 0,
+                           max(0, sum(c["other"] for c in cs)) / 1e6 / secs)
             x, y = f[a], f[b]
-            print("| %d | %.0f | %.0f | x%.2f | %d / %d | %d / %d | %+d | %.0f / %.0f |"
+            print("| %d | %.0f | %.0f | x%.2f | %d / %d | %d / %d | %+d | %.0f / %.0f | %.0f "
+                  "| %.2f / %.2f |"
                   % (n, x[0], y[0], y[0] / x[0] if x[0] else 0, x[1], y[1], x[2], y[2],
-                     y[1] - x[1], x[3], y[3]))
+                     y[1] - x[1], x[3], y[3], y[5], x[6], y[6]))
             if x[4] or y[4]:
                 print("  errors: without %d, with av %d" % (x[4], y[4]))
         print("p50/p99: the median of the rounds' values; calls/s: all rounds' calls over "
