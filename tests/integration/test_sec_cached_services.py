@@ -28,12 +28,14 @@ def services(tmp_path_factory):
     os.chmod(d, 0o755)
     s = SvcLab(d)
     try:
-        s.start_all(("clamd", "icap", "milter", "rspamd"))
+        rspamd_up = s.start_later(("rspamd",))  # the rspamd cases run last
+        s.start_all(("clamd", "icap", "milter"))
         yield {"icap": "127.0.0.1:%d" % s.ports["icap"],
                "milter": "unix:" + s.path("milter.sock"),
                "rmilter": "127.0.0.1:%d" % s.ports["rmilter"],
-               "rspamd": "127.0.0.1:%d" % s.ports["rspamd"]}
+               "rspamd": "127.0.0.1:%d" % s.ports["rspamd"], "rspamd_up": rspamd_up}
     finally:
+        rspamd_up()
         for name in list(s.procs):
             s.stop(name)
 
@@ -52,13 +54,26 @@ CASES = {
 MORE = {"rspamd": {"spam:threshold": "12"}}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", ["icap", "clamav-milter"])
 def test_blocked_download_is_the_notice(start, services, tmp_path, case):
-    """EICAR (ICAP, clamav-milter) or GTUBE (rspamd's milter, rspamd) in a
-    synced message, the module's action_download block: the client gets
-    the notice in its place (subject "[Blocked] MODULE: ...", no
-    attachment, the lab's change header), the clean message next to it and
-    every other byte the lab's; one verdict line each."""
+    """EICAR (ICAP, clamav-milter) in a synced message, the module's
+    action_download block: the client gets the notice in its place
+    (subject "[Blocked] MODULE: ...", no attachment, the lab's change
+    header), the clean message next to it and every other byte the lab's;
+    one verdict line each."""
+    blocked(start, services, tmp_path, case)
+
+
+# after the others: rspamd starts slowly (services: start_later)
+@pytest.mark.parametrize("case", ["rspamd-milter", "rspamd"])
+def test_rspamd_blocked_download_is_the_notice(start, services, tmp_path, case):
+    """The same with GTUBE, rspamd's milter proxy (extract) and rspamd's
+    /checkv2 (spam)."""
+    services["rspamd_up"]()
+    blocked(start, services, tmp_path, case)
+
+
+def blocked(start, services, tmp_path, case):
     mod, svc, service, verdict, what, folder = CASES[case]
     opts = {"dcerpc_mapiproxy:modules": mod, "%s:action_download" % mod: "block"}
     opts.update({k: services[v] for k, v in svc.items()})
