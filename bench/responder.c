@@ -21,8 +21,8 @@
  *     token is checked (loadgen -a, to drive mapiproxy's pass-through path).
  * The request's stub content is ignored, except with -u (make bench-av): an
  * EcDoRpcExt2 request in one fragment whose rgbIn is uncompressed gets the
- * answers of its ROPs instead: RopCreateMessage (a new message handle, no
- * message id), RopSetProperties (no problems), RopSaveChangesMessage (a new
+ * answers of its ROPs instead: RopCreateMessage (the message handle
+ * BENCH_UPLOAD_HANDLE, no message id), RopSetProperties (no problems), RopSaveChangesMessage (a new
  * message id), RopRelease (none), every ReturnValue success, the request's
  * server object handle table with the new handles; an unknown ROP ends the
  * buffer with ecNotSupported.  Nothing is logged per call.
@@ -218,7 +218,6 @@ static void on_bind(struct rconn *c, const uint8_t *pdu, const struct mp_pdu_hdr
  * stub's length in ustub, or 0 when the request is not one to answer so. */
 static bool upload_mode;
 static uint8_t ustub[8192];
-static uint32_t next_handle = 0x10000;
 static uint64_t next_mid = 0x100000001ull;
 
 static size_t upload_answer(const uint8_t *pdu, const struct mp_pdu_hdr *h)
@@ -252,7 +251,7 @@ static size_t upload_answer(const uint8_t *pdu, const struct mp_pdu_hdr *h)
         if (id == BENCH_ROP_CREATE_MESSAGE && i + 15 <= rop_size) {
             uint8_t oi = r[i + 3];
             if (oi < nh)
-                handles[oi] = next_handle++;
+                handles[oi] = BENCH_UPLOAD_HANDLE; /* one message at a time per session */
             out[o++] = id, out[o++] = oi;
             mp_put32(out + o, 0), o += 4;
             out[o++] = 0; /* HasMessageId */
