@@ -34,6 +34,8 @@ B       := build
 OBJ     := $(patsubst %.c,$(B)/obj/%.o,$(LIB_SRC))
 AOBJ    := $(patsubst %.c,$(B)/asan/obj/%.o,$(LIB_SRC))
 
+
+.PHONY: asan-modules
 .PHONY: all test test-build test-steps unit integration run clean deps fuzz fuzz-replay bench bench-https bench-rpch format check-format soak modules
 SHELL := /bin/bash
 # The one default target: the daemon, its sanitizer twin, the decoder, and
@@ -45,7 +47,9 @@ $(B)/obj/%.o: %.c $(B)/obj/%.d
 	$(CC) $(CSTD) $(WARN) $(DEP) $(CPPFLAGS) $(CFLAGS) $(INC) -c $< -o $@
 $(B)/asan/obj/%.o: %.c $(B)/asan/obj/%.d
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) $(INC) -c $< -o $@
+	$(CC) $(CSTD) $(WARN) $(DEP) -O1 -g $(SAN) $(ASAN_DEFS) $(INC) -c $< -o $@
+# build/mapiproxy-asan loads build/asan/modules (the modules' sanitizer twins)
+$(B)/asan/obj/src/chain/loader.o: ASAN_DEFS := -DMP_BUILD_MODULE_SUBDIR='"asan/modules"'
 
 $(B)/libmp.a: $(OBJ)
 	@rm -f $@; ar rcs $@ $^
@@ -67,27 +71,47 @@ $(B)/unit/%: tests/unit/%.c $(B)/unit/%.d $(B)/libmp-asan.a
 # modules/NAME/*.c -> build/modules/mpm_NAME.so for every folder in
 # modules/ that is not a built-in; tests/modules/NAME.c -> NAME.so;
 # mpm_test_X.so are tests/modules/mpm_test.c under another name.
-MODFLAGS := $(CSTD) $(WARN) $(DEP) -O2 -g -fPIC -shared -Iinclude
+# MODOUT, MODSAN and SECOUT: the sanitizer twin of every module
+# (build/asan/modules, which build/mapiproxy-asan loads by default) is the
+# same rules run again by `asan-modules` below with these set.
+MODOUT ?= $(B)/modules
+SECOUT ?= $(B)/secobj
+MODOPT ?= -O2
+MODFLAGS = $(CSTD) $(WARN) $(DEP) $(MODOPT) -g $(MODSAN) -fPIC -shared -Iinclude
 EXT_MODS := $(filter-out $(BUILTIN_MODS) audit $(SEC_MODS) sec,$(notdir $(patsubst %/,%,$(wildcard modules/*/))))
 TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest mpm_fdwatch mpm_objdata mpm_msgtest
 .SECONDEXPANSION:
-$(B)/modules/mpm_%.so: $$(wildcard modules/$$*/*.c) $(B)/modules/mpm_%.d
+$(MODOUT)/mpm_%.so: $$(wildcard modules/$$*/*.c) $(MODOUT)/mpm_%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) $(CPPFLAGS) $(LDFLAGS) $(filter %.c,$^) -o $@
-$(B)/modules/mpm_test_badabi.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_badabi.d
+$(MODOUT)/mpm_test_badabi.so: tests/modules/mpm_test.c $(MODOUT)/mpm_test_badabi.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_badabi -DBAD_ABI $< -o $@
-$(B)/modules/mpm_roptest.so $(B)/modules/mpm_fdwatch.so $(B)/modules/mpm_objdata.so $(B)/modules/mpm_msgtest.so: $(B)/modules/%.so: tests/modules/%.c $(B)/modules/%.d
+$(MODOUT)/mpm_roptest.so $(MODOUT)/mpm_fdwatch.so $(MODOUT)/mpm_objdata.so $(MODOUT)/mpm_msgtest.so: $(MODOUT)/%.so: tests/modules/%.c $(MODOUT)/%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) $< -o $@
-$(B)/modules/mpm_test_%.so: tests/modules/mpm_test.c $(B)/modules/mpm_test_%.d
+$(MODOUT)/mpm_test_%.so: tests/modules/mpm_test.c $(MODOUT)/mpm_test_%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_$* $< -o $@
 # audit (doc/audit.md) keeps its own file name: configurations name it "audit"
-$(B)/modules/audit.so: modules/audit/audit.c $(B)/modules/audit.d
+$(MODOUT)/audit.so: modules/audit/audit.c $(MODOUT)/audit.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) $(CPPFLAGS) $(LDFLAGS) $< -o $@
-modules: $(B)/modules/audit.so $(SEC_MODS:%=$(B)/modules/%.so) $(patsubst %,$(B)/modules/mpm_%.so,$(EXT_MODS)) $(addprefix $(B)/modules/,$(addsuffix .so,$(TEST_MODS)))
+modules: asan-modules $(MODOUT)/audit.so $(SEC_MODS:%=$(MODOUT)/%.so) $(patsubst %,$(MODOUT)/mpm_%.so,$(EXT_MODS)) $(addprefix $(MODOUT)/,$(addsuffix .so,$(TEST_MODS)))
+
+# The same modules built with the daemon's sanitizers, for
+# build/mapiproxy-asan (the integration tests): a module's memory errors show
+# in its own code too.  MODSAN is empty in the plain build.
+ifeq ($(MODSAN),)
+asan-modules:
+	@$(MAKE) --no-print-directory MODOUT=$(B)/asan/modules SECOUT=$(B)/asan/secobj MODOPT=-O1 \
+	  MODSAN="$(SAN)" CFLAGS="-O1 -g" $(B)/asan/modules/.built
+else
+asan-modules:
+$(MODOUT)/.built: $(MODOUT)/audit.so $(SEC_MODS:%=$(MODOUT)/%.so) $(patsubst %,$(MODOUT)/mpm_%.so,$(EXT_MODS)) \
+  $(addprefix $(MODOUT)/,$(addsuffix .so,$(TEST_MODS)))
+	@touch $@
+endif
 
 deps:
 	@scripts/install-deps.sh
@@ -350,22 +374,22 @@ $(addprefix $(B)/fuzz/,$(filter fuzz_svc_%,$(FUZZ))): tests/fuzz/svc_fuzz.h
 # never bind to the daemon's copies of the same functions.  CPPFLAGS, CFLAGS
 # and LDFLAGS reach them too (the package's hardening flags).
 SEC_LIB := $(wildcard src/svc/*.c) src/core/buf.c src/content/rtf.c
-SEC_OBJ := $(patsubst %.c,$(B)/secobj/%.o,$(SEC_LIB))
-SEC_CFLAGS = $(CSTD) $(WARN) $(DEP) -O2 -g $(CPPFLAGS) $(CFLAGS) -fPIC
-$(B)/secobj/%.o: %.c $(B)/secobj/%.d
+SEC_OBJ := $(patsubst %.c,$(SECOUT)/%.o,$(SEC_LIB))
+SEC_CFLAGS = $(CSTD) $(WARN) $(DEP) -O2 -g $(CPPFLAGS) $(CFLAGS) $(MODSAN) -fPIC
+$(SECOUT)/%.o: %.c $(SECOUT)/%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(SEC_CFLAGS) -fvisibility=hidden -DMP_SVC_NO_LOOP -Isrc -c $< -o $@
-$(B)/secobj/modules/%.o: modules/%.c $(B)/secobj/modules/%.d
+$(SECOUT)/modules/%.o: modules/%.c $(SECOUT)/modules/%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(SEC_CFLAGS) -Iinclude -Isrc -Imodules/sec -c $< -o $@
-$(B)/secobj/modules/sec/%.o: modules/sec/%.c $(B)/secobj/modules/sec/%.d
+$(SECOUT)/modules/sec/%.o: modules/sec/%.c $(SECOUT)/modules/sec/%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(SEC_CFLAGS) -fvisibility=hidden -Iinclude -Isrc -Imodules/sec -c $< -o $@
-SEC_MOD_OBJ = $(patsubst %.c,$(B)/secobj/%.o,$(wildcard modules/$(1)/*.c) $(wildcard modules/sec/*.c))
-$(foreach m,$(SEC_MODS),$(eval $(B)/modules/$(m).so: $(call SEC_MOD_OBJ,$(m)) $(SEC_OBJ)))
-$(SEC_MODS:%=$(B)/modules/%.so):
+SEC_MOD_OBJ = $(patsubst %.c,$(SECOUT)/%.o,$(wildcard modules/$(1)/*.c) $(wildcard modules/sec/*.c))
+$(foreach m,$(SEC_MODS),$(eval $(MODOUT)/$(m).so: $(call SEC_MOD_OBJ,$(m)) $(SEC_OBJ)))
+$(SEC_MODS:%=$(MODOUT)/%.so):
 	@mkdir -p $(dir $@)
-	$(CC) -shared -fPIC $(LDFLAGS) $^ -ljson-c -lidn2 -o $@
+	$(CC) -shared -fPIC $(MODSAN) $(LDFLAGS) $(filter %.o,$^) -ljson-c -lidn2 -o $@
 # sec-host: a module host for the message hook without the proxy
 # (tests/integration/test_sec_modules.py drives the modules with it).
 $(B)/sec-host: tools/sec-host.c
@@ -381,7 +405,7 @@ $(B)/fuzz/fuzz_phish_url: LIBS += -lidn2
 # tree built before -MMD, or a new file) counts as changed and its target is
 # rebuilt once, writing it.
 DEPFILES := $(OBJ:.o=.d) $(AOBJ:.o=.d) $(FOBJ:.o=.d) $(UNIT:%=$(B)/unit/%.d) \
-            $(EXT_MODS:%=$(B)/modules/mpm_%.d) $(TEST_MODS:%=$(B)/modules/%.d) $(B)/modules/audit.d \
-            $(SEC_OBJ:.o=.d) $(patsubst %.c,$(B)/secobj/%.d,$(wildcard modules/sec/*.c $(SEC_MODS:%=modules/%/*.c)))
+            $(EXT_MODS:%=$(MODOUT)/mpm_%.d) $(TEST_MODS:%=$(MODOUT)/%.d) $(MODOUT)/audit.d \
+            $(SEC_OBJ:.o=.d) $(patsubst %.c,$(SECOUT)/%.d,$(wildcard modules/sec/*.c $(SEC_MODS:%=modules/%/*.c)))
 $(DEPFILES):
--include $(wildcard $(DEPFILES) $(B)/*.d $(B)/modules/*.d $(B)/fuzz/*.d)
+-include $(wildcard $(DEPFILES) $(B)/*.d $(MODOUT)/*.d $(B)/fuzz/*.d)

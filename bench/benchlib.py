@@ -1,4 +1,4 @@
-"""What the bench drivers share (bench/run.py, bench/https.py): ports, the
+"""What the bench drivers share (bench/run.py, bench/https.py, bench/rpch.py): ports, the
 processes they start (logs in one temporary directory) and their memory."""
 import os
 import socket
@@ -39,6 +39,31 @@ class Procs:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"{name} does not listen on port {port}")
+
+    def haproxy_https(self, up, cert_key):
+        """HAProxy in HTTP mode, one thread, TLS on both legs (the anchor the
+        HTTPS-front rows compare with): 127.0.0.1:port -> 127.0.0.1:up.
+        HAPROXY names the binary.  Returns (Popen, port)."""
+        port = free_port()
+        conf = os.path.join(self.tmpdir, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(f"""global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend fe
+    bind 127.0.0.1:{port} ssl crt {cert_key}
+    default_backend be
+backend be
+    server up 127.0.0.1:{up} ssl verify none
+""")
+        p = self.start("haproxy", [os.environ.get("HAPROXY", "haproxy"), "-db", "-f", conf])
+        self.wait_port(port, p, "haproxy")
+        return p, port
 
     def stop(self, p):
         """SIGTERM, then SIGKILL after 5 s; forgotten either way."""

@@ -78,26 +78,7 @@ def start_mapiproxy(up, cert, key, binary=PROXY, name="mapiproxy"):
 
 
 def start_haproxy(up, ck):
-    port = free_port()
-    conf = os.path.join(tmp, "haproxy.cfg")
-    with open(conf, "w") as f:
-        f.write(f"""global
-    nbthread 1
-    maxconn 4000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-frontend fe
-    bind 127.0.0.1:{port} ssl crt {ck}
-    default_backend be
-backend be
-    server up 127.0.0.1:{up} ssl verify none
-""")
-    p = start("haproxy", [os.environ.get("HAPROXY", "haproxy"), "-db", "-f", conf])
-    P.wait_port(port, p, "haproxy")
-    return p, port
+    return P.haproxy_https(up, ck)
 
 
 def start_nginx(up, cert, key):

@@ -15,12 +15,12 @@ tests/integration/test_run_demo.py checks the Ctrl-C case in make test.
     scripts/run-demo-check.py [REPO]      (REPO: default, this repository)
 Exit status 0 when both pass."""
 import os
-import pty
-import select
-import signal
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import demo_pty  # noqa: E402
 
 REPO = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                        os.path.join(os.path.dirname(__file__), ".."))
@@ -38,44 +38,20 @@ def leftovers():
 
 
 def one(how):
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(REPO)
-        os.execvp("make", ["make", "--no-print-directory", "run"])
-    out, sent, t0 = b"", None, time.time()
-    while True:
-        r, _, _ = select.select([fd], [], [], 0.5)
-        if r:
-            try:
-                d = os.read(fd, 65536)
-            except OSError:
-                d = b""
-            if not d:
-                break
-            out += d
-        if sent is None and b"Ctrl-C stops" in out:
-            time.sleep(1)
-            if how == "INT":
-                os.write(fd, b"\x03")          # the terminal turns it into SIGINT
-            else:
-                os.kill(pid, signal.SIGTERM)
-            sent = time.time()
-        if time.time() - t0 > 600 or (sent and time.time() - sent > 10):
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return False, "no exit within 10 s of the signal" if sent else "demo never started"
-    _, st = os.waitpid(pid, 0)
+    d = demo_pty.drive(REPO, how, stop_s=10)
+    if d.timeout:
+        return False, d.timeout
     time.sleep(0.5)
-    text = out.decode(errors="replace")
     left = leftovers()
-    ok = sent is not None and "Error" not in text and not left
+    st = d.status
+    ok = "Error" not in d.text and not left
     if how == "INT":
-        ok = ok and os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0
+        ok = ok and d.exit_code() == 0
     return ok, "make %s, %.1f s after the signal, left running: %s%s" % (
         "killed by signal %d" % os.WTERMSIG(st) if os.WIFSIGNALED(st)
         else "exit %d" % os.WEXITSTATUS(st),
-        time.time() - (sent or t0), left or "nothing",
-        "" if "Error" not in text else "; make printed an Error line")
+        d.stopped_after, left or "nothing",
+        "" if "Error" not in d.text else "; make printed an Error line")
 
 
 status = 0

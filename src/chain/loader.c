@@ -44,8 +44,15 @@ static const struct mp_module *find_builtin(const char *name)
 #define MP_MODULE_SUBDIR "../lib/mapiproxy/modules"
 #endif
 
-/* mapiproxy:module dir, else DIR-OF-EXECUTABLE/modules when that directory
- * exists (the build tree: build/modules), else
+/* The build tree's module dir beside the executable: build/modules for
+ * build/mapiproxy; the sanitizer build sets "asan/modules", so
+ * build/mapiproxy-asan loads modules built with the same sanitizers. */
+#ifndef MP_BUILD_MODULE_SUBDIR
+#define MP_BUILD_MODULE_SUBDIR "modules"
+#endif
+
+/* mapiproxy:module dir, else DIR-OF-EXECUTABLE/MP_BUILD_MODULE_SUBDIR when
+ * that directory exists (the build tree), else
  * DIR-OF-EXECUTABLE/MP_MODULE_SUBDIR (an installed daemon). */
 static void module_dir(const struct mp_config *cfg, char *out, size_t cap)
 {
@@ -63,7 +70,7 @@ static void module_dir(const struct mp_config *cfg, char *out, size_t cap)
     char *slash = strrchr(exe, '/');
     if (slash)
         *slash = 0;
-    int w = snprintf(out, cap, "%s/modules", exe);
+    int w = snprintf(out, cap, "%s/" MP_BUILD_MODULE_SUBDIR, exe);
     struct stat st;
     if (w > 0 && (size_t)w < cap && stat(out, &st) == 0 && S_ISDIR(st.st_mode))
         return;

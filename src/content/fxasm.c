@@ -83,11 +83,22 @@ static void top_begin(struct mp_fxasm *f, bool partial, bool by_marker)
     f->st[0] = (struct frame){F_MSG, f->top, &f->top->props, NULL, NULL};
 }
 
+static void top_drop(struct mp_fxasm *f);
+
 /* end: the stream offset where the message's bytes end (exclusive). */
 static void top_end_at(struct mp_fxasm *f, uint64_t end)
 {
     if (!f->top)
         return;
+    /* A messageChangeFull is IncrSyncChg, the change header, IncrSyncMessage,
+     * then the message.  An IncrSyncChg that ends without IncrSyncMessage is
+     * a folderChange (hierarchy synchronization, MS-OXCFXICS 2.2.4.3.5): its
+     * properties are a folder's, not a message (Exchange-made sample:
+     * tests/unit/data/fx/exchange-hierarchy.fxs). */
+    if (!f->by_marker && !f->bare && !f->partial && !f->have_hdr) {
+        top_drop(f);
+        return;
+    }
     value_reset(f);
     struct mp_message *m = f->top;
     f->top = NULL;
@@ -441,10 +452,12 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
 {
     /* every response starts RopId, handle index, ReturnValue */
     uint32_t rv = ((const struct mp_rop_rsp_FastTransferDestinationConfigure *)rsp)->ReturnValue;
-    (void)req;
     switch (mp_call_rop_id(call, true, i)) {
     case MP_ROP_SynchronizationConfigure:
-        if (!rv)
+        /* SynchronizationType 0x01 Contents; 0x02 Hierarchy carries folders
+         * only (MS-OXCFXICS 2.2.3.2.1.1.1) */
+        if (!rv && req &&
+            ((const struct mp_rop_req_SynchronizationConfigure *)req)->SynchronizationType == 0x01)
             ctx_open(a, list, call, i, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD);
         break;
     case MP_ROP_FastTransferSourceCopyTo:

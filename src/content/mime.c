@@ -287,13 +287,17 @@ static GMimeMessage *build(const struct mp_message *m, size_t max_rtf, int depth
 int mp_mime_write(const struct mp_message *m, int fd, size_t max_rtf)
 {
     GMimeMessage *msg = build(m, max_rtf, 0);
-    GMimeStream *out = g_mime_stream_fs_new(fd);
-    g_mime_stream_fs_set_owner(GMIME_STREAM_FS(out), FALSE);
-    /* GMimeStreamFs writes straight to fd (no buffer to flush); its flush
-     * is an fsync, which would stall the event loop for every message on
-     * a private temporary file (make bench-av: ~100 ms at 16 sessions) */
+    /* A pipe stream, not an fs one: GMime's fs stream flushes with fsync(),
+     * which made every .eml wait for the disk (bench-content: 160 typical
+     * messages/s wall-clock against 1,297 by CPU).  Durability is the
+     * caller's business; the buffer turns GMime's small writes into 4 KiB
+     * ones. */
+    GMimeStream *fd_stream = g_mime_stream_pipe_new(fd);
+    g_mime_stream_pipe_set_owner(GMIME_STREAM_PIPE(fd_stream), FALSE);
+    GMimeStream *out = g_mime_stream_buffer_new(fd_stream, GMIME_STREAM_BUFFER_BLOCK_WRITE);
+    g_object_unref(fd_stream);
     ssize_t n = g_mime_object_write_to_stream(GMIME_OBJECT(msg), NULL, out);
-    int rc = n < 0 ? -1 : 0;
+    int rc = n < 0 || g_mime_stream_flush(out) ? -1 : 0;
     g_object_unref(out);
     g_object_unref(msg);
     return rc;

@@ -1,5 +1,5 @@
 """Shared by the test_sec_*.py files: build/sec-host, which loads one
-security module (build/modules/av.so, spam.so, phish.so, extract.so) as the
+security module (build/asan/modules/av.so, spam.so, phish.so, extract.so) as the
 proxy does and gives it message events made from files, and a fixture
 factory that starts the real services a file needs once (test_svc.Lab).
 The proxy's own message events are tested in test_sec_proxy.py."""
@@ -18,7 +18,8 @@ from test_svc import EICAR, NEEDED, Lab, mail  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HOST = os.path.join(ROOT, "build", "sec-host")
-MODS = os.path.join(ROOT, "build", "modules")
+# sec-host is built with the sanitizers: it loads their twins (build/asan/modules)
+MODS = os.path.join(ROOT, "build", "asan", "modules")
 
 SKIP = pytest.mark.skipif(
     any(shutil.which(b) is None for b in NEEDED) or not os.path.exists(HOST)

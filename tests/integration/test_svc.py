@@ -400,7 +400,7 @@ def sec_host_or_skip():
     file's services instead of starting their own."""
     import sec_host
     if not os.path.exists(sec_host.HOST) or not os.path.exists(os.path.join(sec_host.MODS, "spam.so")):
-        pytest.skip("build/sec-host or build/modules/spam.so missing (make)")
+        pytest.skip("build/sec-host or build/asan/modules/spam.so missing (make)")
     return sec_host.SecHost
 
 

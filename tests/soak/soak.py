@@ -127,7 +127,6 @@ class Proxy:
                 # /dev/null: the formatting is what is exercised) and one
                 # that re-encodes every ROP from its fields both ways
                 "dcerpc_mapiproxy:modules = trace, mpm_roptest",
-                "mapiproxy:module dir = %s" % os.path.join(ROOT, "build", "modules"),
                 "trace:file = %s" % os.devnull,
                 "trace:interfaces = exchange_emsmdb",
                 "mpm_roptest:touch = yes",

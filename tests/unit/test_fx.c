@@ -1,6 +1,9 @@
 /* Unit tests for the FastTransfer stream codec (src/fx/fxstream.c).
  * Samples: tests/unit/data/fx (written by the lab's independent Python writer,
- * see make_samples.py there).  Every sample is decoded whole, at every split
+ * see make_samples.py there), and exchange-hierarchy.fxs: a hierarchy
+ * synchronization stream an Exchange server sent in June 2015, as printed in
+ * the header of OpenChange's script/fxdump.py together with OpenChange's own
+ * decoding of it (see exchange_hierarchy below).  Every sample is decoded whole, at every split
  * point in two pieces, byte by byte, and with coalescing, and re-encoded
  * byte for byte. */
 #include "core/slurp.h"
@@ -261,6 +264,97 @@ static void content_checks(void)
     CHECK(strcmp(mp_fx_marker_name(MP_FX_IncrSyncChg), "IncrSyncChg") == 0);
 }
 
+/* exchange-hierarchy.fxs: what OpenChange's fxparser printed for it (the
+ * comment in openchange script/fxdump.py): two IncrSyncChg folder changes,
+ * "Outbox" and "Sent" (source keys ending in GLOBCNT 0x3F6 and 0x3F7), then
+ * the state: MetaTagCnsetSeen (28 bytes) and MetaTagIdsetGiven with four
+ * GLOBCNT ranges, which OpenChange prints byte-reversed as
+ * [0xf50300000000:0xff0300000000] [0x010400000000:0x120400000000]
+ * [0x220400000000:0x930400000000] [0x020401000000:0x050401000000], that is
+ * 0x3F5-0x3FF, 0x401-0x412, 0x422-0x493 and 0x10402-0x10405. */
+struct exch {
+    int chg, state_begin, state_end, end;
+    char names[2][16];
+    int nnames;
+    uint8_t idset[128], cnset[64];
+    size_t idset_len, cnset_len;
+    uint16_t idset_type;
+};
+
+static int on_exch(void *ud, const struct mp_fx_event *ev)
+{
+    struct exch *x = ud;
+    if (ev->kind == MP_FX_EV_MARKER) {
+        x->chg += ev->tag == MP_FX_IncrSyncChg;
+        x->state_begin += ev->tag == 0x403A0003;
+        x->state_end += ev->tag == 0x403B0003;
+        x->end += ev->tag == MP_FX_IncrSyncEnd;
+    } else if (ev->kind == MP_FX_EV_PROP && ev->tag == MP_FX_MetaTagIdsetGiven) {
+        x->idset_type = ev->type;
+    } else if (ev->kind == MP_FX_EV_DATA && ev->tag == 0x3001001F && x->nnames < 2) {
+        /* PidTagDisplayName, UTF-16LE: keep the ASCII */
+        char *o = x->names[x->nnames];
+        size_t k = strlen(o);
+        for (size_t i = 0; i + 1 < ev->n && k + 1 < sizeof x->names[0]; i += 2)
+            if (ev->p[i])
+                o[k++] = (char)ev->p[i];
+        o[k] = 0;
+    } else if (ev->kind == MP_FX_EV_PROP_END && ev->tag == 0x3001001F) {
+        x->nnames++;
+    } else if (ev->kind == MP_FX_EV_DATA && ev->tag == MP_FX_MetaTagIdsetGiven &&
+               x->idset_len + ev->n <= sizeof x->idset) {
+        memcpy(x->idset + x->idset_len, ev->p, ev->n);
+        x->idset_len += ev->n;
+    } else if (ev->kind == MP_FX_EV_DATA && ev->tag == 0x67960102 &&
+               x->cnset_len + ev->n <= sizeof x->cnset) {
+        memcpy(x->cnset + x->cnset_len, ev->p, ev->n);
+        x->cnset_len += ev->n;
+    }
+    return 0;
+}
+
+static void exchange_hierarchy(void)
+{
+    /* every split, byte-exact re-encoding; the decoder reports the end of
+     * each IncrSyncChg (it cannot tell a folderChange from a message change:
+     * the assembler does, src/content/fxasm.c) */
+    sample("exchange-hierarchy.fxs", 1, 2);
+    size_t n;
+    uint8_t *b = mp_slurp("data/fx/exchange-hierarchy.fxs", &n);
+    CHECK(b != NULL && n == 0x269);
+    if (!b)
+        return;
+    struct exch x = {0};
+    struct mp_fx_parser *p = mp_fx_parser_new(on_exch, &x);
+    CHECK_EQ(mp_fx_feed(p, b, n), 0);
+    CHECK_EQ(mp_fx_finish(p), 0);
+    mp_fx_parser_free(p);
+    CHECK_EQ(x.chg, 2);
+    CHECK_EQ(x.state_begin, 1);
+    CHECK_EQ(x.state_end, 1);
+    CHECK_EQ(x.end, 1);
+    CHECK_EQ(x.nnames, 2);
+    CHECK(!strcmp(x.names[0], "Outbox") && !strcmp(x.names[1], "Sent"));
+    /* Exchange writes MetaTagIdsetGiven as 0x40170003 (PtypInteger32) with a
+     * length, as a binary (MS-OXCFXICS 2.2.1.1.1) */
+    CHECK_EQ(x.idset_len, 0x39u);
+    CHECK_EQ(x.cnset_len, 28u);
+    ranges_seen = 0;
+    CHECK_EQ(mp_fx_idset_decode(x.idset, x.idset_len, true, on_range, NULL), 0);
+    CHECK_EQ(ranges_seen, 4);
+    static const uint64_t lo[4] = {0x3F5, 0x401, 0x422, 0x10402};
+    static const uint64_t hi[4] = {0x3FF, 0x412, 0x493, 0x10405};
+    for (int i = 0; i < 4 && i < ranges_seen; i++)
+        CHECK(rlo[i] == lo[i] && rhi[i] == hi[i]);
+    /* the two folders' GLOBCNTs (their source keys' last 6 bytes) are given */
+    CHECK(rlo[0] <= 0x3F6 && 0x3F7 <= rhi[0]);
+    ranges_seen = 0;
+    CHECK_EQ(mp_fx_idset_decode(x.cnset, x.cnset_len, true, on_range, NULL), 0);
+    CHECK_EQ(ranges_seen, 1);
+    CHECK(rlo[0] == 0x24 && rhi[0] == 0x131);
+    free(b);
+}
+
 int main(void)
 {
     sample("message.fxs", 7,
@@ -274,5 +368,6 @@ int main(void)
     idsets();
     malformed();
     content_checks();
+    exchange_hierarchy();
     TEST_DONE();
 }

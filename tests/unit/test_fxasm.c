@@ -321,6 +321,8 @@ int main(void)
     all_splits("partial.fxs", false, ck_partial);
     all_splits("folder.fxs", false, ck_folder);
     all_splits("errinfo.fxs", false, ck_none);
+    /* Exchange-made hierarchy sync (test_fx.c): folder changes are no messages */
+    all_splits("exchange-hierarchy.fxs", false, ck_none);
     all_splits("types.fxs", false, ck_none); /* bare content, but not said so */
     test_limits();
     mp_mime_shutdown();
