@@ -168,4 +168,93 @@ static inline size_t bench_rpc_ext(uint8_t *out, size_t target, bool response, u
     free(z);
     return len;
 }
+/* ---- make bench-av: a message upload in two EcDoRpcExt2 calls, as
+ * Outlook makes it (the message created in one ROP buffer, saved in a
+ * later one, so the proxy's message event completes at the save's request
+ * and a module can still stop it) ----
+ * Part 0: RopCreateMessage (folder handle index 0 -> message at index 1),
+ * RopSetProperties (0x0A: PidTagMessageClass, PidTagSubject, PidTagBody as
+ * PtypString); handle table [folder, 0xFFFFFFFF].  Part 1:
+ * RopSaveChangesMessage (0x0C), RopRelease (0x01); handle table [folder,
+ * BENCH_UPLOAD_HANDLE], the handle `responder -u` gives every new message
+ * (one message at a time per session).  Part 0's subject and body carry
+ * BENCH_UPLOAD_DIGITS ASCII digits (UTF-16) at the offsets returned in
+ * dig[0], dig[1] (relative to p), which the load generator rewrites per
+ * message so that no two are alike (clamd caches clean results by
+ * content).  Returns the length, or 0 (cap). */
+#define BENCH_UPLOAD_DIGITS 8
+#define BENCH_UPLOAD_HANDLE 0x00010001u
+#define BENCH_ROP_CREATE_MESSAGE 0x06
+#define BENCH_ROP_SET_PROPERTIES 0x0A
+#define BENCH_ROP_SAVE_CHANGES_MESSAGE 0x0C
+#define BENCH_ROP_RELEASE 0x01
+
+static inline size_t bench_put_utf16(uint8_t *p, const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++, n += 2)
+        p[n] = (uint8_t)*s, p[n + 1] = 0;
+    p[n] = p[n + 1] = 0;
+    return n + 2;
+}
+
+static inline size_t bench_upload_rops(uint8_t *p, size_t cap, int part, size_t body_len,
+                                       size_t dig[2])
+{
+    if (cap < 2 * body_len + 400)
+        return 0;
+    size_t n = 2; /* RopSize, set at the end */
+    if (part == 0) {
+        p[n++] = BENCH_ROP_CREATE_MESSAGE;
+        p[n++] = 0;                      /* LogonId */
+        p[n++] = 0;                      /* InputHandleIndex: the folder */
+        p[n++] = 1;                      /* OutputHandleIndex */
+        mp_put16(p + n, 0x0FFF), n += 2; /* CodePageId */
+        mp_put32(p + n, 0x00000001), mp_put32(p + n + 4, 0x05010000), n += 8; /* FolderId */
+        p[n++] = 0;                                                           /* AssociatedFlag */
+        p[n++] = BENCH_ROP_SET_PROPERTIES;
+        p[n++] = 0; /* LogonId */
+        p[n++] = 1; /* InputHandleIndex */
+        size_t size_at = n;
+        n += 2;
+        mp_put16(p + n, 3), n += 2; /* PropertyValueCount */
+        mp_put32(p + n, 0x001A001F), n += 4;
+        n += bench_put_utf16(p + n, "IPM.Note");
+        mp_put32(p + n, 0x0037001F), n += 4;
+        dig[0] = n + 2 * 13;
+        n += bench_put_utf16(p + n, "bench upload 00000000");
+        mp_put32(p + n, 0x1000001F), n += 4;
+        dig[1] = n;
+        char *body = malloc(body_len + 1);
+        if (!body)
+            return 0;
+        bench_text((uint8_t *)body, body_len, 77);
+        memset(body, '0', BENCH_UPLOAD_DIGITS);
+        body[BENCH_UPLOAD_DIGITS] = ' ';
+        body[body_len] = 0;
+        n += bench_put_utf16(p + n, body);
+        free(body);
+        mp_put16(p + size_at, (uint16_t)(n - size_at - 2)); /* PropertyValueSize */
+    } else {
+        p[n++] = BENCH_ROP_SAVE_CHANGES_MESSAGE;
+        p[n++] = 0;    /* LogonId */
+        p[n++] = 1;    /* ResponseHandleIndex */
+        p[n++] = 1;    /* InputHandleIndex */
+        p[n++] = 0x02; /* SaveFlags: KeepOpenReadWrite */
+        p[n++] = BENCH_ROP_RELEASE;
+        p[n++] = 0; /* LogonId */
+        p[n++] = 1; /* InputHandleIndex */
+    }
+    mp_put16(p, (uint16_t)n);
+    mp_put32(p + n, 0x00000100), n += 4; /* the folder's server handle */
+    mp_put32(p + n, part == 0 ? 0xFFFFFFFFu : BENCH_UPLOAD_HANDLE), n += 4;
+    return n;
+}
+
+/* Writes v as BENCH_UPLOAD_DIGITS decimal digits in UTF-16 at p. */
+static inline void bench_put_digits(uint8_t *p, uint64_t v)
+{
+    for (int i = BENCH_UPLOAD_DIGITS - 1; i >= 0; i--, v /= 10)
+        p[2 * i] = (uint8_t)('0' + v % 10);
+}
 #endif

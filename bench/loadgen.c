@@ -3,6 +3,14 @@
  *   build/bench/loadgen -p PORT [-h ADDR] [-c CLIENTS] [-w WARMUP_S] [-d DURATION_S]
  *                       [-P PID[,PID...]] [-s REQ_STUB_BYTES]
  *   build/bench/loadgen -p PORT [-h ADDR] -i SESSIONS [-c MAX_PENDING]
+ *   -u (throughput mode): message uploads instead (make bench-av), each in
+ *      two EcDoRpcExt2 calls as Outlook makes them (bench_upload_rops,
+ *      uncompressed): RopCreateMessage + RopSetProperties (class, subject, a
+ *      ~600-character body), then RopSaveChangesMessage + RopRelease.  The
+ *      subject and body carry a counter that changes with every message, so
+ *      no two are alike.  One "call" in the result line is then one message:
+ *      its latency from the first request sent to the second response.
+ *      Needs `responder -u` (or any server that answers those ROPs).
  *   -a (either mode): bind with an NTLMSSP-shaped auth verifier (type 10,
  *      level connect) and send an auth3 after the bind_ack, so a relay treats
  *      the association as authenticated (mapiproxy: byte-for-byte
@@ -57,6 +65,8 @@ struct client {
     size_t out_off;
     uint8_t *in; /* read buffer */
     size_t in_len, in_cap;
+    const uint8_t *cur; /* the request being sent (its template) */
+    bool saving;        /* -u: the upload's second call is out */
 };
 
 static int epfd;
@@ -65,7 +75,12 @@ static uint8_t bind_pdu[512];
 static size_t bind_len;
 static uint8_t auth3_pdu[512];
 static size_t auth3_len;
-static bool use_auth; /* -a: bind with an auth verifier, then auth3 */
+static bool use_auth;     /* -a: bind with an auth verifier, then auth3 */
+static bool upload;       /* -u: message uploads */
+static size_t dig_at[2];  /* -u: the counter's digits in req_pdu */
+static uint8_t *save_pdu; /* -u: the second call (save, release) */
+static size_t save_len;
+static uint64_t n_sent; /* -u: the counter */
 static uint8_t *req_pdu;
 static size_t req_len;
 static uint32_t *hist;
@@ -80,6 +95,35 @@ static volatile sig_atomic_t got_signal;
 static void on_sig(int s)
 {
     got_signal = s;
+}
+
+/* -u: the EcDoRpcExt2 request of an upload's second call (its own
+ * template: the save and the release). */
+static void build_upload_save(void)
+{
+    uint8_t s[512], *p = s;
+    size_t dig[2];
+    memset(s, 0, sizeof s);
+    size_t r = bench_upload_rops(s + 36, 2000, 1, 0, dig); /* cap: enough (no body) */
+    bench_put_header_ext(s + 28, BENCH_EXT_LAST, (uint16_t)r, (uint16_t)r);
+    size_t n_in = 8 + r;
+    bench_fill(p + 4, 16, 7);
+    p += 20;
+    mp_put32(p, 0), p += 4;              /* pulFlags */
+    mp_put32(p, (uint32_t)n_in), p += 4; /* max_count; the bytes are in place */
+    p += (n_in + 3) & ~(size_t)3;
+    mp_put32(p, (uint32_t)n_in), p += 4; /* cbIn */
+    mp_put32(p, 0x8007), p += 4;         /* pcbOut */
+    mp_put32(p, 0), p += 4;              /* rgbAuxIn: max_count 0 */
+    mp_put32(p, 0), p += 4;              /* cbAuxIn */
+    mp_put32(p, 0x1008), p += 4;         /* pcbAuxOut */
+    struct mp_buf b = {0};
+    mp_build_request(&b, MP_PFC_FIRST | MP_PFC_LAST, 0, 0, BENCH_OPNUM, NULL, s, (size_t)(p - s),
+                     (uint32_t)(p - s));
+    save_len = mp_buf_avail(&b);
+    save_pdu = malloc(save_len);
+    memcpy(save_pdu, mp_buf_head(&b), save_len);
+    mp_buf_free(&b);
 }
 
 static void build_pdus(size_t req_stub)
@@ -125,8 +169,20 @@ static void build_pdus(size_t req_stub)
      * LZ77-compressed RopWriteStream request. */
     if (req_stub < 256)
         req_stub = 256;
+    size_t dig[2] = {0, 0};
+    if (upload) {
+        req_stub = 4096;
+        build_upload_save();
+    }
     uint8_t *s = calloc(1, req_stub + 8), *p = s;
-    size_t n_in = bench_rpc_ext(s + 28, req_stub - 48, false, 4242);
+    size_t n_in = 0;
+    if (upload) {
+        size_t r = bench_upload_rops(s + 36, req_stub - 96, 0, 600, dig);
+        bench_put_header_ext(s + 28, BENCH_EXT_LAST, (uint16_t)r, (uint16_t)r);
+        n_in = r ? 8 + r : 0;
+    } else {
+        n_in = bench_rpc_ext(s + 28, req_stub - 48, false, 4242);
+    }
     if (!n_in) {
         fprintf(stderr, "loadgen: cannot build the rgbIn payload\n");
         exit(1);
@@ -145,6 +201,8 @@ static void build_pdus(size_t req_stub)
     mp_build_request(&b, MP_PFC_FIRST | MP_PFC_LAST, 0, 0, BENCH_OPNUM, NULL, s, req_stub,
                      (uint32_t)req_stub);
     req_len = mp_buf_avail(&b);
+    for (int i = 0; i < 2; i++) /* stub offset 36: pcxh, pulFlags, max_count, RPC_HEADER_EXT */
+        dig_at[i] = MP_REQ_HDR_LEN + 36 + dig[i];
     req_pdu = malloc(req_len);
     memcpy(req_pdu, mp_buf_head(&b), req_len);
     mp_buf_free(&b);
@@ -215,12 +273,21 @@ static int send_request(struct client *c)
 {
     fresh_call = true;
     c->call_id++;
-    mp_put32(req_pdu + 12, c->call_id);
-    c->want_out = req_len;
+    uint8_t *pdu = c->saving ? save_pdu : req_pdu;
+    mp_put32(pdu + 12, c->call_id);
+    if (upload && !c->saving) { /* a new message (a partial send's rest may carry
+                                   the next one's digits: still well-formed) */
+        n_sent++;
+        bench_put_digits(req_pdu + dig_at[0], n_sent);
+        bench_put_digits(req_pdu + dig_at[1], n_sent);
+    }
+    c->want_out = c->saving ? save_len : req_len;
     c->out_off = 0;
     c->st = C_CALLING;
-    c->t0 = bench_now_us();
-    int rc = push(c, req_pdu);
+    if (!c->saving)
+        c->t0 = bench_now_us();
+    c->cur = pdu;
+    int rc = push(c, pdu);
     /* The template is shared: a partially sent request keeps its own copy
      * of the call id only in the kernel; later bytes are identical for every
      * client except the id, which sits in the first 16 bytes (always sent
@@ -282,7 +349,12 @@ static int on_input(struct client *c, bool idle_mode)
         if (h.ptype != MP_PT_RESPONSE)
             return -1;
         if (h.flags & MP_PFC_LAST) {
-            record(bench_now_us() - c->t0);
+            if (upload && !c->saving) { /* created: now the save */
+                c->saving = true;
+            } else {
+                record(bench_now_us() - c->t0);
+                c->saving = false;
+            }
             if (send_request(c) < 0)
                 return -1;
         }
@@ -318,7 +390,7 @@ static void on_event(struct client *c, uint32_t ev, bool idle_mode)
         return;
     }
     if (ev & EPOLLOUT) {
-        int rc = push(c, c->st == C_BINDING ? bind_pdu : req_pdu);
+        int rc = push(c, c->st == C_BINDING ? bind_pdu : c->cur ? c->cur : req_pdu);
         if (rc < 0) {
             fail(c);
             return;
@@ -434,10 +506,13 @@ int main(int argc, char **argv)
     double warm = 1, dur = 5;
     size_t req_stub = BENCH_REQ_STUB;
     int pids[8], n_pids = 0;
-    while ((opt = getopt(argc, argv, "ah:p:c:w:d:P:s:i:")) != -1) {
+    while ((opt = getopt(argc, argv, "auh:p:c:w:d:P:s:i:")) != -1) {
         switch (opt) {
         case 'a':
             use_auth = true;
+            break;
+        case 'u':
+            upload = true;
             break;
         case 'h':
             host = optarg;

@@ -1,6 +1,6 @@
 /* A fast DCE/RPC upstream for the relay benchmark (make bench).
  *
- *   build/bench/responder [-l ADDR] [-p PORT] [-s RESP_STUB_BYTES]
+ *   build/bench/responder [-u] [-l ADDR] [-p PORT] [-s RESP_STUB_BYTES]
  *
  * One thread, epoll, non-blocking sockets.  Speaks connection-oriented
  * DCE/RPC over TCP:
@@ -19,7 +19,13 @@
  *   - an authenticated bind (auth verifier present) gets an NTLMSSP-shaped
  *     CHALLENGE verifier in its bind_ack; auth3 is accepted silently; no
  *     token is checked (loadgen -a, to drive mapiproxy's pass-through path).
- * The request's stub content is ignored.  Nothing is logged per call.
+ * The request's stub content is ignored, except with -u (make bench-av): an
+ * EcDoRpcExt2 request in one fragment whose rgbIn is uncompressed gets the
+ * answers of its ROPs instead: RopCreateMessage (the message handle
+ * BENCH_UPLOAD_HANDLE, no message id), RopSetProperties (no problems), RopSaveChangesMessage (a new
+ * message id), RopRelease (none), every ReturnValue success, the request's
+ * server object handle table with the new handles; an unknown ROP ends the
+ * buffer with ecNotSupported.  Nothing is logged per call.
  *
  * Prints "listening PORT" on stdout once ready.  Raises the soft
  * RLIMIT_NOFILE to the hard limit (it holds one socket per relayed
@@ -208,6 +214,94 @@ static void on_bind(struct rconn *c, const uint8_t *pdu, const struct mp_pdu_hdr
                       MP_PFC_FIRST | MP_PFC_LAST, h->call_id, a, auth ? &out : NULL);
 }
 
+/* -u: the ROP answers of an upload (see the top).  Returns the response
+ * stub's length in ustub, or 0 when the request is not one to answer so. */
+static bool upload_mode;
+static uint8_t ustub[8192];
+static uint64_t next_mid = 0x100000001ull;
+
+static size_t upload_answer(const uint8_t *pdu, const struct mp_pdu_hdr *h)
+{
+    if ((h->flags & (MP_PFC_FIRST | MP_PFC_LAST)) != (MP_PFC_FIRST | MP_PFC_LAST) ||
+        (h->flags & MP_PFC_OBJECT_UUID) || mp_get16(pdu + 22) != BENCH_OPNUM)
+        return 0;
+    const uint8_t *stub = pdu + MP_REQ_HDR_LEN;
+    size_t sl = (size_t)h->frag_len - MP_REQ_HDR_LEN - (h->auth_len ? h->auth_len + 8u : 0);
+    if (sl < 36)
+        return 0;
+    size_t in_len = mp_get32(stub + 24);
+    const uint8_t *in = stub + 28;
+    if (in_len < 10 || in_len > sl - 28 || (mp_get16(in + 2) & 0x0003)) /* compressed, XOR */
+        return 0;
+    size_t rl = mp_get16(in + 4);
+    const uint8_t *r = in + 8;
+    if (rl + 8 > in_len || rl < 2)
+        return 0;
+    size_t rop_size = mp_get16(r);
+    if (rop_size < 2 || rop_size > rl || (rl - rop_size) % 4 || rl - rop_size > 256 * 4)
+        return 0;
+    uint32_t handles[256];
+    size_t nh = (rl - rop_size) / 4;
+    for (size_t i = 0; i < nh; i++)
+        handles[i] = mp_get32(r + rop_size + 4 * i);
+    uint8_t out[4096];
+    size_t o = 2, i = 2;
+    while (i < rop_size && o + 32 < sizeof out) {
+        uint8_t id = r[i];
+        if (id == BENCH_ROP_CREATE_MESSAGE && i + 15 <= rop_size) {
+            uint8_t oi = r[i + 3];
+            if (oi < nh)
+                handles[oi] = BENCH_UPLOAD_HANDLE; /* one message at a time per session */
+            out[o++] = id, out[o++] = oi;
+            mp_put32(out + o, 0), o += 4;
+            out[o++] = 0; /* HasMessageId */
+            i += 15;
+        } else if (id == BENCH_ROP_SET_PROPERTIES && i + 5 <= rop_size &&
+                   i + 5 + mp_get16(r + i + 3) <= rop_size) {
+            out[o++] = id, out[o++] = r[i + 2];
+            mp_put32(out + o, 0), o += 4;
+            mp_put16(out + o, 0), o += 2; /* PropertyProblemCount */
+            i += 5 + mp_get16(r + i + 3);
+        } else if (id == BENCH_ROP_SAVE_CHANGES_MESSAGE && i + 5 <= rop_size) {
+            out[o++] = id, out[o++] = r[i + 2];
+            mp_put32(out + o, 0), o += 4;
+            out[o++] = r[i + 3];
+            mp_put32(out + o, (uint32_t)next_mid),
+                mp_put32(out + o + 4, (uint32_t)(next_mid >> 32));
+            next_mid++, o += 8;
+            i += 5;
+        } else if (id == BENCH_ROP_RELEASE && i + 3 <= rop_size) {
+            i += 3;
+        } else {
+            out[o++] = id, out[o++] = i + 2 < rop_size ? r[i + 2] : 0;
+            mp_put32(out + o, 0x80040102), o += 4; /* ecNotSupported */
+            break;
+        }
+    }
+    mp_put16(out, (uint16_t)o);
+    for (size_t k = 0; k < nh && o + 4 <= sizeof out; k++)
+        mp_put32(out + o, handles[k]), o += 4;
+    /* EcDoRpcExt2 out, as build_resp_stub; rgbOut uncompressed (Last) */
+    uint8_t *p = ustub;
+    memcpy(p, stub, 20), p += 20; /* the request's context handle */
+    mp_put32(p, 0), p += 4;       /* pulFlags */
+    size_t n_out = 8 + o;
+    mp_put32(p, (uint32_t)n_out), p += 4; /* max_count, offset, actual_count */
+    mp_put32(p, 0), p += 4;
+    mp_put32(p, (uint32_t)n_out), p += 4;
+    bench_put_header_ext(p, BENCH_EXT_LAST, (uint16_t)o, (uint16_t)o);
+    memcpy(p + 8, out, o);
+    memset(p + n_out, 0, 3);
+    p += (n_out + 3) & ~(size_t)3;
+    mp_put32(p, (uint32_t)n_out), p += 4; /* pcbOut */
+    for (int k = 0; k < 3; k++)           /* rgbAuxOut: max, offset, actual */
+        mp_put32(p, 0), p += 4;
+    mp_put32(p, 0), p += 4; /* pcbAuxOut */
+    mp_put32(p, 1), p += 4; /* pulTransTime */
+    mp_put32(p, 0), p += 4; /* ecSuccess */
+    return (size_t)(p - ustub);
+}
+
 static void on_request(struct rconn *c, const uint8_t *pdu, const struct mp_pdu_hdr *h)
 {
     if (!(h->flags & MP_PFC_LAST))
@@ -215,10 +309,14 @@ static void on_request(struct rconn *c, const uint8_t *pdu, const struct mp_pdu_
     uint16_t ctx_id = mp_get16(pdu + 20);
     size_t chunk = ((size_t)(c->max_xmit ? c->max_xmit : 5840) - MP_RESP_HDR_LEN) & ~(size_t)7;
     size_t off = 0, len = resp_stub_len;
+    const uint8_t *resp = resp_stub;
+    size_t ul = upload_mode ? upload_answer(pdu, h) : 0;
+    if (ul)
+        resp = ustub, len = ul;
     do {
         size_t k = len - off > chunk ? chunk : len - off;
         uint8_t fl = (off == 0 ? MP_PFC_FIRST : 0) | (off + k == len ? MP_PFC_LAST : 0);
-        mp_build_response(&obuf, fl, h->call_id, ctx_id, resp_stub + off, k, (uint32_t)(len - off));
+        mp_build_response(&obuf, fl, h->call_id, ctx_id, resp + off, k, (uint32_t)(len - off));
         off += k;
     } while (off < len);
 }
@@ -302,8 +400,11 @@ int main(int argc, char **argv)
     const char *addr = "127.0.0.1";
     int port = 0, opt;
     size_t stub = BENCH_RESP_STUB;
-    while ((opt = getopt(argc, argv, "l:p:s:")) != -1) {
+    while ((opt = getopt(argc, argv, "ul:p:s:")) != -1) {
         switch (opt) {
+        case 'u':
+            upload_mode = true;
+            break;
         case 'l':
             addr = optarg;
             break;
@@ -314,7 +415,7 @@ int main(int argc, char **argv)
             stub = (size_t)atol(optarg);
             break;
         default:
-            fprintf(stderr, "usage: %s [-l ADDR] [-p PORT] [-s RESP_STUB_BYTES]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-u] [-l ADDR] [-p PORT] [-s RESP_STUB_BYTES]\n", argv[0]);
             return 2;
         }
     }

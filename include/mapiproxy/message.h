@@ -78,8 +78,12 @@ const char *mp_message_mode_name(
 enum mp_message_dir mp_message_event_dir(const struct mp_message_event *ev);
 enum mp_message_mode mp_message_event_mode(const struct mp_message_event *ev);
 struct mp_session *mp_message_event_session(struct mp_message_event *ev);
-/* As mp_call_user / mp_call_peer / mp_call_transport of the completing call. */
-const char *mp_message_event_user(const struct mp_message_event *ev); /* NULL when not known */
+/* As mp_call_peer / mp_call_transport of the completing call.  The user:
+ * mp_call_user's when the proxy authenticated the client; in transparent
+ * mode what the session saw instead: the identity its pass-through HTTP
+ * logon names (MAPI/HTTP: "DOMAIN\user"), else the user DN of its
+ * EcDoConnectEx / Connect.  NULL when none is known. */
+const char *mp_message_event_user(const struct mp_message_event *ev);
 const char *mp_message_event_peer(const struct mp_message_event *ev);
 const char *mp_message_event_transport(const struct mp_message_event *ev);
 /* Folder and message ids (MS-OXCDATA 2.2.1.2), 0 when unknown (an upload

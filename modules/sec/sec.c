@@ -551,9 +551,28 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* Once per message (id + change key): a cached verdict, or a scan of the
+ * same message that finished while this one ran (the cache has its entry
+ * by now), names the quarantine that exists. */
+static bool quarantined_before(struct sec_job *j)
+{
+    struct sec_result had;
+    size_t cklen = 0;
+    const uint8_t *ck = mp_message_event_change_key(j->ev, &cklen);
+    if (!j->r.quarantine_id[0] &&
+        cache_get(j->sc->cache, mp_message_event_message_id(j->ev), ck, cklen, &had))
+        memcpy(j->r.quarantine_id, had.quarantine_id, sizeof had.quarantine_id);
+    if (!j->r.quarantine_id[0])
+        return false;
+    memcpy(j->quarantine_id, j->r.quarantine_id, sizeof j->quarantine_id);
+    return true;
+}
+
 static int quarantine(struct sec_job *j, const char *verdict_json)
 {
     struct sec_ctx *sc = j->sc;
+    if (quarantined_before(j))
+        return 0;
     if (!j->mime && sec_job_load_mime(j) != 0)
         return -1;
     snprintf(j->quarantine_id, sizeof j->quarantine_id, "%s-%lld-%d-%lu", sc->mod,
@@ -577,6 +596,7 @@ static int quarantine(struct sec_job *j, const char *verdict_json)
                      j->quarantine_id, (long long)time(NULL), verdict_json, j->mime_len);
     int rc = write_all(fd, rec, n > 0 && (size_t)n < sizeof rec ? (size_t)n : strlen(rec));
     close(fd);
+    memcpy(j->r.quarantine_id, j->quarantine_id, sizeof j->quarantine_id); /* cached with it */
     return rc;
 }
 

@@ -51,6 +51,7 @@ struct sec_result {
     bool has_score;
     uint64_t bad_attachments; /* bit i: attachment i is the bad part (av) */
     bool bad_body;            /* the message itself (not only attachments) */
+    char quarantine_id[64];   /* the message's quarantine (once per id + change key) */
 };
 
 struct sec_ctx {

@@ -116,6 +116,12 @@ struct mp_session {
     /* the client's version and MAPI/HTTP X-ClientApplication (chain/ident.c) */
     char client_version[32];
     char client_app[128];
+    /* who the client says it is when the proxy does not authenticate it
+     * (chain/ident.c, mp_ident_user): the identity its pass-through HTTP
+     * logon names (NTLM AUTHENTICATE, Basic), and the user DN of its
+     * EcDoConnectEx / MAPI/HTTP Connect */
+    char seen_user[256];
+    char user_dn[256];
     void *owner;
     char ident[192]; /* relay: who created the group ("user:DOMAIN\\user" when the proxy
                         terminates authentication, else "addr:IP"); only they join it */

@@ -13,6 +13,7 @@
 
 #include "chain/chain.h"
 #include "chain/ropstage.h"
+#include "chain/services.h"
 #include "content/assemble.h"
 #include "content/message.h"
 #include "content/mime.h"
@@ -322,7 +323,7 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
 
 static void note_call(struct msess *s, struct mp_call *call)
 {
-    const char *u = mp_call_user(call);
+    const char *u = mp_ident_user(call); /* transparent mode: who the session saw */
     if (u && *u)
         copy_str(s->user, sizeof(s->user), u);
     copy_str(s->peer, sizeof(s->peer), mp_call_peer(call));

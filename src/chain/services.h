@@ -27,11 +27,18 @@ void mp_objevents_attach(struct mp_objtab *t, struct mp_session *s, uint32_t con
 /* Does a loaded module want object events (the proxy then tracks objects)? */
 bool mp_objevents_wanted(const struct mp_module *m);
 
-/* ident.c: a call's request is complete: note the client's version
- * (EcDoConnectEx) in its session. */
+/* ident.c: a call's request is complete: note the client's version and
+ * user DN (EcDoConnectEx) in its session. */
 void mp_ident_request(struct mp_call *m);
 /* MAPI/HTTP: the X-ClientApplication header of a request of session s. */
 void mp_ident_client_application(struct mp_session *s, const char *value);
+/* The identity a pass-through HTTP logon of session s names (the upstream
+ * verifies it): kept for mp_ident_user. */
+void mp_ident_seen_user(struct mp_session *s, const char *who);
+/* Who a call's client is, for logs and message events: the user the proxy
+ * authenticated, else the pass-through logon's identity, else the user DN
+ * its Connect named; NULL when none is known. */
+const char *mp_ident_user(const struct mp_call *m);
 /* EcDoConnectEx's rgwClientVersion as "major.minor.build.revision"
  * (MS-OXCRPC 3.1.4.1.3.1). */
 void mp_ident_format_version(const uint16_t w[3], char *out, size_t cap);

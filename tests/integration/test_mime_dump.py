@@ -233,9 +233,9 @@ def test_online_download_and_upload_mapihttp(make_proxy, env, tmp_path):
     downs = [x for x in got if x["direction"] == "download"]
     ups = [x for x in got if x["direction"] == "upload"]
     assert len(downs) == 3 and len(ups) == 1, got
-    # "user" is the user the proxy authenticated; this front relays NTLM to
-    # the lab without terminating it, so it is empty here
-    assert all("user" in x for x in got)
+    # "user": this front relays NTLM to the lab without terminating it, so
+    # the identity the client's NTLM AUTHENTICATE names (mp_ident_user)
+    assert all(x["user"] == "LAB\\alice" for x in got), got
     for line, m in zip(downs, src):
         check_line(line, m)
         check_eml(read_eml(line["eml"]), m)

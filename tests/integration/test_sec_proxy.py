@@ -127,6 +127,9 @@ def test_eicar_upload_blocked(make_proxy, dump_lab, services, tmp_path, module, 
     assert [(x["direction"], x["action"]) for x in v[:2]] == [
         ("upload", "block"), ("upload", "allow")], v
     assert v[0]["mode"] == "online" and v[0]["service"] == service
+    # transparent mode, unauthenticated binds: the user DN the client's
+    # EcDoConnectEx named
+    assert v[0]["user"] == v[1]["user"] == ALICE, v
     assert v[0]["verdict"] == ("reject" if service == "milter" else "infected")
     if module == "av":
         assert "Test.EICAR.Made-In-Test" in v[0]["name"]
@@ -195,6 +198,9 @@ def test_av_blocks_eicar_upload_mapihttp(make_proxy, env, services, tmp_path):
     v = verdicts(vlog, 2)
     assert [(x["verdict"], x["action"]) for x in v[:2]] == [("infected", "block"),
                                                            ("clean", "allow")], v
+    # HTTP logon passed through (the lab checks it): whom its NTLM
+    # AUTHENTICATE names
+    assert v[0]["user"] == v[1]["user"] == "LAB\\alice", v
 
 
 def test_av_replaces_infected_attachment_on_upload(make_proxy, dump_lab, services,  # noqa: F811

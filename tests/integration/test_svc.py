@@ -114,6 +114,27 @@ class Lab:
                     "StreamMaxLength 100K\n" % (sock, self.path("db"), self.path("clamd.log")))
         self.start("clamd", ["clamd", "-c", self.path("clamd.conf")])
 
+    def start_later(self, which):
+        """start_all(which) in a thread (rspamd takes ~20 s on a loaded
+        machine: the tests that do not need it run meanwhile); returns a
+        function that waits for it and raises what it raised."""
+        import threading
+        err = []
+
+        def run():
+            try:
+                self.start_all(which)
+            except Exception as e:  # noqa: BLE001 (re-raised by wait)
+                err.append(e)
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+
+        def wait():
+            t.join()
+            if err:
+                raise err[0]
+        return wait
+
     def start_all(self, which=("clamd", "spamd", "rspamd", "lmtp", "icap", "milter")):
         """Starts the services named in which (all by default; icap and
         milter need clamd) and waits until each answers."""

@@ -273,6 +273,8 @@ static int mh_start(struct hconn *s)
         snprintf(v, sizeof v, "%.*s", (int)(xal < sizeof v ? xal : sizeof v - 1), xa);
         mp_ident_client_application(s->mh.mses, v);
     }
+    if (!s->h->auth.on) /* pass-through: whom the HTTP logon names (mp_hu_identity) */
+        mp_ident_seen_user(s->mh.mses, s->who);
     uint32_t rc = 0;
     struct mp_mh_call *mc = NULL;
     mp_mh_stream_init(&s->mh.mst);
