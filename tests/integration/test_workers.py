@@ -164,6 +164,12 @@ def test_limits_count_for_the_process(lab, make_proxy):
         return closed_count(socks)
 
     socks = silent_connections(p, 5, ["127.0.0.20"])
+    # each worker has its own listening socket (SO_REUSEPORT) and accept
+    # queue: wait until the 5 are counted, or a worker may take one of
+    # `extra` before the other worker took the last of `socks`
+    end = time.monotonic() + 10
+    while time.monotonic() < end and p.log().count("conn open 127.0.0.20") < 5:
+        time.sleep(0.05)
     extra = silent_connections(p, 2, ["127.0.0.20"])
     assert closed_within(extra, 2) == 2 and closed_count(socks) == 0
     more = silent_connections(p, 3, ["127.0.0.21"])  # 5 + 3 = max connections

@@ -731,11 +731,9 @@ void dce_assoc_adopt_bytes(struct listener *l, int fd, const char *host, uint16_
 static bool hand_over(struct assoc *a, const uint8_t *p, const struct mp_pdu_hdr *h)
 {
     if (a->steered || a->carrier || a->local_epm || mp_workers_count() < 2 ||
-        h->frag_len < MP_HDR_LEN + 8)
+        h->frag_len < MP_BIND_ASSOC_GROUP_OFF + 4)
         return false;
-    uint32_t id = (p[4] & 0x10) ? mp_get32(p + 20)
-                                : (uint32_t)p[20] << 24 | (uint32_t)p[21] << 16 |
-                                      (uint32_t)p[22] << 8 | p[23];
+    uint32_t id = mp_bind_assoc_group(p);
     unsigned to = mp_worker_of_group(id);
     if (!id || to == mp_worker_self())
         return false;
