@@ -185,3 +185,44 @@ def test_limits_count_for_the_process(lab, make_proxy):
     log = p.log()
     assert "connections open from 127.0.0.20 (mapiproxy:max connections per address)" in log
     assert "8 connections open (mapiproxy:max connections)" in log
+
+
+def test_connections_spread_over_workers(lab, make_proxy):
+    """Each worker has a listening socket of its own (SO_REUSEPORT,
+    doc/internals/workers.md): 16 connections opened at once land on both
+    workers, not all on the one that woke first.  Counted from each
+    worker's epoll registrations (/proc/PID/fdinfo).  The kernel spreads by
+    a hash of the addresses and ports: all 16 on one worker has a chance of
+    2 in 65,536."""
+    import time
+    from test_rpc_security import silent_connections
+
+    p = make_proxy(upstream_epm_port=lab.epm_port, extra={"mapiproxy:workers": "2"})
+    pid = p.proc.pid
+
+    def per_epoll():
+        n = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[eventpoll]":
+                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                        n[fd] = f.read().count("tfd:")
+            except OSError:
+                pass
+        return n
+
+    before = per_epoll()
+    assert len(before) >= 2, before  # one epoll per worker (and maybe others)
+    socks = silent_connections(p, 16, ["127.0.0.30", "127.0.0.31"])
+    try:
+        end = time.monotonic() + 10
+        while True:  # until every worker has registered what it accepted
+            after = per_epoll()
+            grew = sorted(after.get(fd, 0) - before.get(fd, 0) for fd in before)
+            if sum(grew) >= 16 or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        assert sum(grew) >= 16 and grew[-2] > 0, (before, after)
+    finally:
+        for s in socks:
+            s.close()
