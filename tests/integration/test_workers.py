@@ -192,8 +192,9 @@ def test_connections_spread_over_workers(lab, make_proxy):
     doc/internals/workers.md): 16 connections opened at once land on both
     workers, not all on the one that woke first.  Counted from each
     worker's epoll registrations (/proc/PID/fdinfo).  The kernel spreads by
-    a hash of the addresses and ports: all 16 on one worker has a chance of
-    2 in 65,536."""
+    a hash of the addresses and ports (all 16 on one worker: a chance of 2
+    in 65,536); these connections never bind, so the least-busy hand-over
+    (made on the bind) does not move them."""
     import time
     from test_rpc_security import silent_connections
 
@@ -219,10 +220,35 @@ def test_connections_spread_over_workers(lab, make_proxy):
         while True:  # until every worker has registered what it accepted
             after = per_epoll()
             grew = sorted(after.get(fd, 0) - before.get(fd, 0) for fd in before)
-            if sum(grew) >= 16 or time.monotonic() > end:
+            # (a registration or two may be missing at any moment: a
+            # connection's interest is re-set as it goes)
+            if (sum(grew) >= 14 and grew[-2] > 0) or time.monotonic() > end:
                 break
             time.sleep(0.05)
-        assert sum(grew) >= 16 and grew[-2] > 0, (before, after)
+        assert sum(grew) >= 14 and grew[-2] > 0, (before, after)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_new_groups_go_to_the_least_busy_worker(lab, make_proxy):
+    """16 connections bound one after the other and kept open: a new
+    group's first connection is handed to the least busy worker when the
+    one that accepted it has 2 more (doc/internals/workers.md), so both
+    workers end with 7 to 9, whatever the kernel's hash did (alone, one
+    worker would get 5 or fewer about one time in five).  The worker of a
+    connection is its group id modulo 2 (the ids a worker gives out)."""
+    p = make_proxy(upstream_epm_port=lab.epm_port, extra={"mapiproxy:workers": "2"})
+    socks, per = [], [0, 0]
+    try:
+        for _ in range(16):
+            s = socket.create_connection((p.host, p.rpc_port), timeout=20)
+            socks.append(s)
+            s.sendall(bind_pdu([(NSPI, [NDR20])]))
+            ack = read_pdu(s)
+            assert ack and ack[0] == 12, ack
+            per[struct.unpack_from("<I", ack[3], 20)[0] % 2] += 1
+        assert min(per) >= 7, per
     finally:
         for s in socks:
             s.close()
