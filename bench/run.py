@@ -18,6 +18,8 @@ Environment knobs (defaults in brackets):
   BENCH_QUIET_BUDGET [60]  seconds, in all, to wait for other processes to go idle before cells
   MAPIPROXY [build/mapiproxy]  the binary to measure
   BENCH_KEEP  set: keep the temp dir (configs, logs) even after a good run
+  BENCH_ROWS  a regular expression: only the rows whose label it matches
+              (re.search; e.g. "HAProxy|re-encode"), for a quick subset
 
 Decoding rows: bench/decode.conf (decode+trace) and bench/reencode.conf
 (decode+re-encode: every ROP decoded, marked changed and re-encoded by the
@@ -58,6 +60,7 @@ RUN_LZ77 = os.environ.get("BENCH_LZ77", "1") != "0"
 # machine to be quiet: other processes below 0.15 cores over 0.5 s.
 quiet_budget = [float(os.environ.get("BENCH_QUIET_BUDGET", "60"))]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROWS = re.compile(os.environ.get("BENCH_ROWS", ""))
 
 P = Procs("mp-bench-")  # everything we started; configs and logs in P.tmpdir
 tmpdir = P.tmpdir
@@ -286,6 +289,9 @@ def main():
                 decode_rows.append((kind, w, label))
             except (ValueError, RuntimeError) as e:
                 missing.append((label, f"n/a ({os.path.basename(snippet)} rejected: {e})"))
+
+    targets = [t for t in targets if ROWS.search(t[0])]
+    decode_rows = [d for d in decode_rows if ROWS.search(d[2])]
 
     # Rounds: every cell is measured ROUNDS times for SECS/ROUNDS seconds,
     # the rows interleaved (direct, HAProxy, mapiproxy, direct, ...), so a

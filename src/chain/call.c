@@ -164,6 +164,35 @@ void mp_call_drop_decoded(struct mp_call *m, bool req)
     }
 }
 
+#ifdef MP_HAVE_CODEC
+/* The last call's arena, reset, for the thread's next call: a decoded call
+ * (decode+re-encode: chunks of 4 to 64 KiB) then costs no malloc and free
+ * of its chunks, and no heap consolidation on freeing the large one. */
+static _Thread_local struct mp_arena *spare_arena;
+
+static void arena_put(struct mp_arena *a)
+{
+    if (spare_arena) {
+        mp_arena_free(a);
+        free(a);
+        return;
+    }
+    mp_arena_reset(a);
+    spare_arena = a;
+}
+#endif
+
+void mp_call_cache_release(void)
+{
+#ifdef MP_HAVE_CODEC
+    if (spare_arena) {
+        mp_arena_free(spare_arena);
+        free(spare_arena);
+        spare_arena = NULL;
+    }
+#endif
+}
+
 void mp_call_free(struct mp_call *m)
 {
     if (!m)
@@ -176,10 +205,8 @@ void mp_call_free(struct mp_call *m)
     mp_buf_free(&m->req);
     mp_buf_free(&m->resp);
 #ifdef MP_HAVE_CODEC
-    if (m->arena) {
-        mp_arena_free(m->arena);
-        free(m->arena);
-    }
+    if (m->arena)
+        arena_put(m->arena);
 #endif
     if (m->session)
         mp_session_unref(m->session);
@@ -299,7 +326,10 @@ int mp_call_set_response_stub(struct mp_call *m, const uint8_t *stub, size_t len
 #ifdef MP_HAVE_CODEC
 struct mp_arena *mp_call_arena(struct mp_call *m)
 {
-    if (!m->arena) {
+    if (!m->arena && spare_arena) {
+        m->arena = spare_arena;
+        spare_arena = NULL;
+    } else if (!m->arena) {
         m->arena = malloc(sizeof(*m->arena));
         if (m->arena)
             mp_arena_init(m->arena);

@@ -269,6 +269,9 @@ static inline void *mp_call_ctx(const struct mp_call *m)
     return m->host_ctx;
 }
 void mp_call_free(struct mp_call *m);
+/* Frees what the calling thread keeps for its next call (a reset arena);
+ * a worker calls it last, on its thread, as it ends. */
+void mp_call_cache_release(void);
 /* The request is complete in m->req: run the request hooks, then relay,
  * answer or fault through the host. */
 void mp_call_run_request(struct mp_call *m);

@@ -719,6 +719,12 @@ static int store_rgb(struct mp_call *m, bool response, const uint8_t *const *seg
     struct mp_arena *a = mp_call_arena(m);
     struct mp_buf out = {0};
     if (m->opnum == OP_RPCEXT2) {
+        /* about the original's size: one allocation, not a doubling chain */
+        size_t hint = 0;
+        for (size_t i = 0; i < s->x.n; i++)
+            hint += 8 + s->x.p[i].size;
+        if (mp_buf_reserve(&out, hint + 64))
+            return -1;
         int st = mp_rpcext_reencode(&out, &s->x, seg, len, nseg);
         if (st) {
             mp_warn("call %s %s: the changed %s does not fit its RPC_HEADER_EXT chain (%s)",
@@ -831,6 +837,11 @@ static int encode_side(struct mp_call *m, bool response, struct side *s,
             nbf->rops = kept;
             b = nbf;
         }
+        size_t olen = s->flat_len; /* about the original's size: one allocation */
+        if (s->have_x)
+            mp_rpcext_content(&s->x, i, &olen);
+        if (mp_buf_reserve(&bufs[i], olen + 64))
+            goto out;
         if (encode_rops(&bufs[i], b, tmp, ch)) {
             mp_warn("call %s %s: a changed ROP buffer does not encode (RopSize over 65535?)",
                     m->peer, m->op_name);

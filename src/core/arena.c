@@ -19,7 +19,18 @@ void mp_arena_init(struct mp_arena *a)
     a->limit = 0;
 }
 
+/* n bytes, not zeroed (for copies) */
+static void *arena_take(struct mp_arena *a, size_t n);
+
 void *mp_arena_alloc(struct mp_arena *a, size_t n)
+{
+    void *p = arena_take(a, n);
+    if (p)
+        memset(p, 0, n ? (n + 15u) & ~(size_t)15u : 16u);
+    return p;
+}
+
+static void *arena_take(struct mp_arena *a, size_t n)
 {
     size_t limit = a->limit ? a->limit : MP_ARENA_DEFAULT_LIMIT;
     if (n > SIZE_MAX - 32)
@@ -43,7 +54,6 @@ void *mp_arena_alloc(struct mp_arena *a, size_t n)
     void *p = c->data + c->used;
     c->used += need;
     a->used += need;
-    memset(p, 0, need);
     return p;
 }
 
@@ -56,34 +66,40 @@ void *mp_arena_calloc(struct mp_arena *a, size_t n, size_t size)
 
 void *mp_arena_memdup(struct mp_arena *a, const void *p, size_t n)
 {
-    void *q = mp_arena_alloc(a, n);
-    if (q && n)
+    uint8_t *q = arena_take(a, n);
+    if (!q)
+        return NULL;
+    if (n)
         memcpy(q, p, n);
+    size_t pad = (n ? (n + 15u) & ~(size_t)15u : 16u) - n;
+    memset(q + n, 0, pad); /* as mp_arena_alloc leaves it */
     return q;
 }
 
 char *mp_arena_strdup(struct mp_arena *a, const char *s)
 {
-    size_t n = strlen(s);
-    char *q = mp_arena_alloc(a, n + 1);
-    if (q)
-        memcpy(q, s, n);
-    return q;
+    return mp_arena_memdup(a, s, strlen(s) + 1);
 }
 
 void mp_arena_reset(struct mp_arena *a)
 {
-    struct mp_arena_chunk *c = a->head;
-    if (!c)
-        return;
-    /* keep the oldest chunk */
-    while (c->next) {
+    /* keep the largest chunk (a call's arena grows by doubling: the
+     * newest), unless it is larger than MP_ARENA_KEEP_MAX */
+    struct mp_arena_chunk *keep = NULL;
+    for (struct mp_arena_chunk *c = a->head; c; c = c->next)
+        if (c->cap <= MP_ARENA_KEEP_MAX && (!keep || c->cap > keep->cap))
+            keep = c;
+    for (struct mp_arena_chunk *c = a->head; c;) {
         struct mp_arena_chunk *n = c->next;
-        free(c);
+        if (c != keep)
+            free(c);
         c = n;
     }
-    c->used = 0;
-    a->head = c;
+    if (keep) {
+        keep->used = 0;
+        keep->next = NULL;
+    }
+    a->head = keep;
     a->used = 0;
 }
 

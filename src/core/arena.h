@@ -22,7 +22,9 @@ void *mp_arena_alloc(struct mp_arena *a, size_t n);
 void *mp_arena_calloc(struct mp_arena *a, size_t n, size_t size);
 char *mp_arena_strdup(struct mp_arena *a, const char *s);
 void *mp_arena_memdup(struct mp_arena *a, const void *p, size_t n);
-/* Forgets every allocation; keeps the first chunk for reuse. */
+/* Forgets every allocation; keeps the largest chunk of at most
+ * MP_ARENA_KEEP_MAX bytes for reuse. */
+#define MP_ARENA_KEEP_MAX ((size_t)256 << 10)
 void mp_arena_reset(struct mp_arena *a);
 /* Releases everything; the arena may be init'ed again. */
 void mp_arena_free(struct mp_arena *a);

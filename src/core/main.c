@@ -11,6 +11,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "chain/chain.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/workers.h"
@@ -211,6 +212,7 @@ static void exit_job(unsigned idx)
         gen_free(x);
     }
     mp_worker_set_data(NULL);
+    mp_call_cache_release();
 }
 
 /* Worker 0 built g (checked configuration, no); the other workers build

@@ -105,7 +105,7 @@ int mp_bind_parse(const uint8_t *pdu, const struct mp_pdu_hdr *h, struct mp_bind
         return -1;
     b->max_xmit = mp_get16(pdu + o);
     b->max_recv = mp_get16(pdu + o + 2);
-    b->assoc_group = mp_get32(pdu + o + 4);
+    b->assoc_group = mp_bind_assoc_group(pdu);
     b->n_ctx = pdu[o + 8];
     o += 12;
     for (unsigned i = 0; i < b->n_ctx; i++) {

@@ -165,6 +165,15 @@ size_t mp_pdu_body_off(const struct mp_pdu_hdr *h);
 /* Parses the auth verifier of a whole PDU; 0 or -1. */
 int mp_pdu_auth(const uint8_t *pdu, const struct mp_pdu_hdr *h, struct mp_auth *a);
 
+/* A bind's or alter_context's assoc_group_id (after max_xmit, max_recv);
+ * the PDU has at least MP_BIND_ASSOC_GROUP_OFF + 4 bytes.  Little-endian
+ * only: mp_pdu_hdr_check refuses the other data representations. */
+#define MP_BIND_ASSOC_GROUP_OFF (MP_HDR_LEN + 4)
+static inline uint32_t mp_bind_assoc_group(const uint8_t *pdu)
+{
+    return mp_get32(pdu + MP_BIND_ASSOC_GROUP_OFF);
+}
+
 /* Parses a bind or alter_context PDU (whole fragment).  0 or -1. */
 int mp_bind_parse(const uint8_t *pdu, const struct mp_pdu_hdr *h, struct mp_bind *b);
 /* Parses a bind_ack or alter_context_resp.  0 or -1. */

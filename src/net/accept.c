@@ -15,11 +15,13 @@
 #include <stdbool.h>
 #include <string.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/workers.h"
 #include "ops/metrics.h"
 
 #define MAX_PAUSED 64
@@ -144,15 +146,18 @@ void mp_accept_ready(struct mp_loop *loop, struct mp_io *io, const char *what, m
 }
 
 /* The listening sockets the process holds across reloads (net/accept.h):
- * its own descriptor of each, keyed by the address and port asked for. */
-#define MAX_HELD (4 * 8 + 8)
-static struct held {
+ * its own descriptor of each, keyed by the address and port asked for and
+ * the worker that listens on it (with several workers, each has a socket of
+ * its own on the same port, SO_REUSEPORT: doc/internals/workers.md). */
+struct held {
     char host[64];
-    uint16_t port; /* as asked: 0 = the free port the kernel gave, kept */
+    uint16_t port;   /* as asked: 0 = the free port the kernel gave, kept */
+    unsigned worker; /* whose socket */
     int fd;
     bool used, created; /* by the configuration being built */
-} held[MAX_HELD];
-static size_t n_held;
+};
+static struct held *held;
+static size_t n_held, cap_held;
 static bool building; /* between mp_listen_begin and commit/abort */
 
 void mp_listen_begin(void)
@@ -172,6 +177,11 @@ static void held_drop(bool keep(const struct held *))
             close(held[i].fd);
     }
     n_held = o;
+    if (!n_held) {
+        free(held);
+        held = NULL;
+        cap_held = 0;
+    }
 }
 
 static bool was_used(const struct held *h)
@@ -204,30 +214,71 @@ void mp_listen_release(void)
     held_drop(none);
 }
 
-static int listen_new(const char *host, uint16_t port, int backlog, const char *option);
+static int listen_new(const char *host, uint16_t port, int backlog, const char *option,
+                      bool reuseport);
+
+static struct held *held_find(const char *host, uint16_t port, unsigned worker)
+{
+    for (size_t i = 0; i < n_held; i++)
+        if (held[i].port == port && held[i].worker == worker && !strcmp(held[i].host, host))
+            return &held[i];
+    return NULL;
+}
+
+static uint16_t bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl))
+        return 0;
+    return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                         : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
 
 int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *option)
 {
     if (!building) /* a listener outside a configuration (metrics, tests): not held */
-        return listen_new(host, port, backlog, option);
-    for (size_t i = 0; i < n_held; i++)
-        if (held[i].port == port && !strcmp(held[i].host, host)) {
-            int fd = fcntl(held[i].fd, F_DUPFD_CLOEXEC, 0);
-            if (fd < 0) {
-                mp_error("cannot take over the listener on %s port %u (%s): %s", host, port, option,
-                         strerror(errno));
-                return -1;
-            }
-            held[i].used = true;
-            return fd;
+        return listen_new(host, port, backlog, option, false);
+    unsigned w = mp_worker_self(), n = mp_workers_count();
+    struct held *h = held_find(host, port, w);
+    if (h) {
+        int fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            mp_error("cannot take over the listener on %s port %u (%s): %s", host, port, option,
+                     strerror(errno));
+            return -1;
         }
-    int fd = listen_new(host, port, backlog, option);
-    if (fd >= 0 && n_held < MAX_HELD && strlen(host) < sizeof held[0].host) {
-        struct held *h = &held[n_held];
+        h->used = true;
+        return fd;
+    }
+    /* a worker after the first joins the port worker 0 bound (its free
+     * port when 0 was asked) */
+    uint16_t at = port;
+    if (w > 0) {
+        struct held *h0 = held_find(host, port, 0);
+        if (h0 && !(at = bound_port(h0->fd))) {
+            mp_error("cannot listen on %s port %u (%s): %s", host, port, option, strerror(errno));
+            return -1;
+        }
+    }
+    if (n_held == cap_held) {
+        size_t cap = cap_held ? 2 * cap_held : 16;
+        struct held *nh = realloc(held, cap * sizeof *nh);
+        if (!nh) {
+            mp_error("cannot listen on %s port %u (%s): out of memory", host, port, option);
+            return -1;
+        }
+        held = nh;
+        cap_held = cap;
+    }
+    int fd = listen_new(host, at, backlog, option, n > 1);
+    if (fd >= 0 && strlen(host) < sizeof held[0].host) {
+        h = &held[n_held];
         h->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
         if (h->fd >= 0) {
             strcpy(h->host, host);
             h->port = port;
+            h->worker = w;
             h->used = h->created = true;
             n_held++;
         }
@@ -235,7 +286,8 @@ int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *opti
     return fd;
 }
 
-static int listen_new(const char *host, uint16_t port, int backlog, const char *option)
+static int listen_new(const char *host, uint16_t port, int backlog, const char *option,
+                      bool reuseport)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai;
@@ -251,6 +303,13 @@ static int listen_new(const char *host, uint16_t port, int backlog, const char *
     int one = 1;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd >= 0 && reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) {
+        mp_error("cannot listen on %s port %u (%s): SO_REUSEPORT: %s", host, port, option,
+                 strerror(errno));
+        close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
     if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
         mp_error("cannot listen on %s port %u (%s): %s; choose another address or port, or stop "
                  "what uses it",

@@ -56,7 +56,9 @@ int mp_rpcext_parse(struct mp_rpcext *x, const uint8_t *in, size_t len)
     struct mp_rcur c;
     mp_rcur_init(&c, in, len);
     size_t cap_p = 0, cap_d = 0;
-    uint8_t *scratch = NULL; /* un-XORed compressed payload */
+    /* un-XORed compressed payload: the thread's, not a malloc and free of
+     * 64 KiB per payload (a free that large consolidates the heap) */
+    static _Thread_local uint8_t scratch[0x10000];
     int st = MP_RPCEXT_ENOLAST;
     while (mp_rcur_left(&c) > 0) {
         size_t hoff = c.off;
@@ -112,13 +114,8 @@ int mp_rpcext_parse(struct mp_rpcext *x, const uint8_t *in, size_t len)
         if ((pl.flags & MP_RHE_XORMAGIC) && pl.size) {
             /* un-XOR into scratch (compressed) or straight into place */
             uint8_t *dst = (pl.flags & MP_RHE_COMPRESSED) ? NULL : x->data + x->len;
-            if (!dst) {
-                if (!scratch && !(scratch = malloc(0x10000))) {
-                    st = MP_RPCEXT_ENOMEM;
-                    break;
-                }
+            if (!dst)
                 dst = scratch;
-            }
             for (size_t i = 0; i < pl.size; i++)
                 dst[i] = pl.wire[i] ^ 0xA5;
             src = dst;
@@ -141,11 +138,9 @@ int mp_rpcext_parse(struct mp_rpcext *x, const uint8_t *in, size_t len)
         x->p[x->n++] = pl;
         if (pl.flags & MP_RHE_LAST) {
             x->consumed = c.off;
-            free(scratch);
             return MP_RPCEXT_OK;
         }
     }
-    free(scratch);
     mp_rpcext_free(x);
     return st;
 }

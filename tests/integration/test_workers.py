@@ -164,6 +164,12 @@ def test_limits_count_for_the_process(lab, make_proxy):
         return closed_count(socks)
 
     socks = silent_connections(p, 5, ["127.0.0.20"])
+    # each worker has its own listening socket (SO_REUSEPORT) and accept
+    # queue: wait until the 5 are counted, or a worker may take one of
+    # `extra` before the other worker took the last of `socks`
+    end = time.monotonic() + 10
+    while time.monotonic() < end and p.log().count("conn open 127.0.0.20") < 5:
+        time.sleep(0.05)
     extra = silent_connections(p, 2, ["127.0.0.20"])
     assert closed_within(extra, 2) == 2 and closed_count(socks) == 0
     more = silent_connections(p, 3, ["127.0.0.21"])  # 5 + 3 = max connections
@@ -179,3 +185,70 @@ def test_limits_count_for_the_process(lab, make_proxy):
     log = p.log()
     assert "connections open from 127.0.0.20 (mapiproxy:max connections per address)" in log
     assert "8 connections open (mapiproxy:max connections)" in log
+
+
+def test_connections_spread_over_workers(lab, make_proxy):
+    """Each worker has a listening socket of its own (SO_REUSEPORT,
+    doc/internals/workers.md): 16 connections opened at once land on both
+    workers, not all on the one that woke first.  Counted from each
+    worker's epoll registrations (/proc/PID/fdinfo).  The kernel spreads by
+    a hash of the addresses and ports (all 16 on one worker: a chance of 2
+    in 65,536); these connections never bind, so the least-busy hand-over
+    (made on the bind) does not move them."""
+    import time
+    from test_rpc_security import silent_connections
+
+    p = make_proxy(upstream_epm_port=lab.epm_port, extra={"mapiproxy:workers": "2"})
+    pid = p.proc.pid
+
+    def per_epoll():
+        n = {}
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[eventpoll]":
+                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                        n[fd] = f.read().count("tfd:")
+            except OSError:
+                pass
+        return n
+
+    before = per_epoll()
+    assert len(before) >= 2, before  # one epoll per worker (and maybe others)
+    socks = silent_connections(p, 16, ["127.0.0.30", "127.0.0.31"])
+    try:
+        end = time.monotonic() + 10
+        while True:  # until every worker has registered what it accepted
+            after = per_epoll()
+            grew = sorted(after.get(fd, 0) - before.get(fd, 0) for fd in before)
+            # (a registration or two may be missing at any moment: a
+            # connection's interest is re-set as it goes)
+            if (sum(grew) >= 14 and grew[-2] > 0) or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        assert sum(grew) >= 14 and grew[-2] > 0, (before, after)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_new_groups_go_to_the_least_busy_worker(lab, make_proxy):
+    """16 connections bound one after the other and kept open: a new
+    group's first connection is handed to the least busy worker when the
+    one that accepted it has 2 more (doc/internals/workers.md), so both
+    workers end with 7 to 9, whatever the kernel's hash did (alone, one
+    worker would get 5 or fewer about one time in five).  The worker of a
+    connection is its group id modulo 2 (the ids a worker gives out)."""
+    p = make_proxy(upstream_epm_port=lab.epm_port, extra={"mapiproxy:workers": "2"})
+    socks, per = [], [0, 0]
+    try:
+        for _ in range(16):
+            s = socket.create_connection((p.host, p.rpc_port), timeout=20)
+            socks.append(s)
+            s.sendall(bind_pdu([(NSPI, [NDR20])]))
+            ack = read_pdu(s)
+            assert ack and ack[0] == 12, ack
+            per[struct.unpack_from("<I", ack[3], 20)[0] % 2] += 1
+        assert min(per) >= 7, per
+    finally:
+        for s in socks:
+            s.close()

@@ -55,6 +55,21 @@ static void assoc_free(void *p)
 /* Associations open in the process, every worker and generation: what
  * mapiproxy:max connections limits (doc/internals/workers.md). */
 static size_t n_open_all;
+/* Direct client connections (not carriers, not the endpoint mapper's) open
+ * on each worker: a new association group's first connection goes to the
+ * least busy worker (hand_over). */
+static size_t n_open_w[MP_MAX_WORKERS];
+
+static bool counts_for_load(const struct assoc *a)
+{
+    return !a->carrier && !a->local_epm;
+}
+
+void dce_load_adjust(unsigned worker, int delta)
+{
+    if (worker < MP_MAX_WORKERS)
+        __atomic_add_fetch(&n_open_w[worker], (size_t)(ssize_t)delta, __ATOMIC_RELAXED);
+}
 
 void dce_assoc_close(struct assoc *a, const char *reason)
 {
@@ -94,6 +109,8 @@ void dce_assoc_close(struct assoc *a, const char *reason)
         a->next->prev = a->prev;
     r->n_assoc--;
     __atomic_sub_fetch(&n_open_all, 1, __ATOMIC_RELAXED);
+    if (a->load_w)
+        __atomic_sub_fetch(&n_open_w[a->load_w - 1], 1, __ATOMIC_RELAXED);
     mp_loop_defer(r->loop, assoc_free, a);
 }
 
@@ -681,6 +698,10 @@ static struct assoc *accept_fd(struct listener *l, int fd, const char *host, uin
         return NULL;
     }
     a->addr = ac;
+    if (counts_for_load(a)) {
+        a->load_w = mp_worker_self() + 1;
+        __atomic_add_fetch(&n_open_w[mp_worker_self()], 1, __ATOMIC_RELAXED);
+    }
     mp_conn_attach(&a->c.n, fd);
     a->cap = mp_pcap_start(host, port, "rpc"); /* decrypted export, doc/operations.md */
     struct sockaddr_storage me;
@@ -731,13 +752,23 @@ void dce_assoc_adopt_bytes(struct listener *l, int fd, const char *host, uint16_
 static bool hand_over(struct assoc *a, const uint8_t *p, const struct mp_pdu_hdr *h)
 {
     if (a->steered || a->carrier || a->local_epm || mp_workers_count() < 2 ||
-        h->frag_len < MP_HDR_LEN + 8)
+        h->frag_len < MP_BIND_ASSOC_GROUP_OFF + 4)
         return false;
-    uint32_t id = (p[4] & 0x10) ? mp_get32(p + 20)
-                                : (uint32_t)p[20] << 24 | (uint32_t)p[21] << 16 |
-                                      (uint32_t)p[22] << 8 | p[23];
-    unsigned to = mp_worker_of_group(id);
-    if (!id || to == mp_worker_self())
+    uint32_t id = mp_bind_assoc_group(p);
+    unsigned to = mp_worker_of_group(id), me = mp_worker_self();
+    bool spread = false;
+    if (!id) { /* a new group: to the least busy worker if this one has 2 more */
+        size_t mine = __atomic_load_n(&n_open_w[me], __ATOMIC_RELAXED), least = mine;
+        for (unsigned i = 0; i < mp_workers_count(); i++) {
+            size_t n = __atomic_load_n(&n_open_w[i], __ATOMIC_RELAXED);
+            if (n < least) {
+                least = n;
+                to = i;
+            }
+        }
+        spread = mine >= least + 2;
+    }
+    if ((!id && !spread) || to == me)
         return false;
     const char *colon = strrchr(a->peer, ':');
     char host[64];
@@ -753,10 +784,16 @@ static bool hand_over(struct assoc *a, const uint8_t *p, const struct mp_pdu_hdr
             close(fd);
         return false; /* served here: the group is not found, a new one is made */
     }
-    mp_debug("conn %s: bind names association group 0x%08x of worker %u; handed over", a->peer, id,
-             to);
+    if (spread)
+        mp_debug("conn %s: a new association group; handed to worker %u, less busy", a->peer, to);
+    else
+        mp_debug("conn %s: bind names association group 0x%08x of worker %u; handed over", a->peer,
+                 id, to);
+    /* counted on its new worker at once (dce_handover_post takes it back
+     * when the adoption ran): the next bind here sees it gone already */
+    dce_load_adjust(to, 1);
     /* closed (its address count released) before the owner counts it again */
-    dce_assoc_close(a, "handed to its group's worker");
+    dce_assoc_close(a, spread ? "handed to a less busy worker" : "handed to its group's worker");
     dce_handover_post(to, ho);
     return true;
 }

@@ -152,6 +152,11 @@ int dce_emit(struct conn *dst, struct mp_dce_sec *sec, bool req, uint8_t in_flag
     size_t vlen = prot ? mp_dce_sec_vlen(sec) : 0;
     size_t room = max_frag - hl - (prot ? MP_SEC_TRAILER_LEN + vlen + 15 : 0);
     size_t chunk = room & ~(size_t)15, off = 0;
+    /* room for every fragment at once: one allocation, not a doubling
+     * chain for a large stub */
+    size_t nfrag = len && chunk ? (len + chunk - 1) / chunk : 1;
+    if (mp_buf_reserve(&dst->n.out, len + nfrag * (hl + MP_SEC_TRAILER_LEN + vlen + 16)))
+        return -1;
     do {
         size_t k = len - off > chunk ? chunk : len - off;
         uint8_t fl = in_flags & ~(MP_PFC_FIRST | MP_PFC_LAST | MP_PFC_OBJECT_UUID);

@@ -150,7 +150,8 @@ struct assoc {
     struct conn c, u, res; /* client, upstream, upstream endpoint mapper */
     enum astate state;
     bool local_epm;
-    bool steered; /* handed over by another worker: never handed on */
+    bool steered;    /* handed over by another worker: never handed on */
+    unsigned load_w; /* 1 + the worker whose n_open_w counts it, or 0 */
     bool passthrough;
     bool dead;
     uint16_t c_xmit, c_recv; /* fragment limits on the client leg (we send / we accept) */
@@ -266,6 +267,9 @@ struct handover;
 struct handover *dce_handover_new(int fd, const char *host, uint16_t port, const void *bytes,
                                   size_t len);
 void dce_handover_post(unsigned to, struct handover *h);
+/* Direct client connections counted on a worker (assoc.c): a connection
+ * handed over counts on its new worker from the hand-over on. */
+void dce_load_adjust(unsigned worker, int delta);
 
 /* group.c */
 void dce_group_unref(struct mp_relay *r, struct mp_session *g);

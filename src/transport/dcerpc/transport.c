@@ -288,6 +288,7 @@ static void handover_job(void *arg)
 {
     struct handover *h = arg;
     struct mp_relay *r = mp_worker_data();
+    dce_load_adjust(mp_worker_self(), -1); /* counted ahead by hand_over */
     for (size_t i = 0; r && i < r->n_ls; i++)
         if (!r->ls[i].epm && r->ls[i].io.fd >= 0) {
             dce_assoc_adopt_bytes(&r->ls[i], h->fd, h->host, h->port, h->bytes, h->len);
@@ -316,6 +317,7 @@ struct handover *dce_handover_new(int fd, const char *host, uint16_t port, const
 void dce_handover_post(unsigned to, struct handover *h)
 {
     if (mp_worker_post(to, handover_job, h)) {
+        dce_load_adjust(to, -1);
         mp_warn("conn %s:%u closed: out of memory handing it to worker %u", h->host, h->port, to);
         close(h->fd);
         free(h);
