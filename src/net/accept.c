@@ -271,6 +271,17 @@ int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *opti
         held = nh;
         cap_held = cap;
     }
+    /* SO_REUSEPORT would let a second process of the same user share the
+     * port silently (a second mapiproxy started by mistake takes half the
+     * connections): the first socket of a port is tried without it first,
+     * so a port that anything listens on is refused as it is with one
+     * worker. */
+    if (n > 1 && w == 0 && at) {
+        int probe = listen_new(host, at, 1, option, false);
+        if (probe < 0)
+            return -1;
+        close(probe);
+    }
     int fd = listen_new(host, at, backlog, option, n > 1);
     if (fd >= 0 && strlen(host) < sizeof held[0].host) {
         h = &held[n_held];

@@ -252,3 +252,27 @@ def test_new_groups_go_to_the_least_busy_worker(lab, make_proxy):
     finally:
         for s in socks:
             s.close()
+
+
+def test_second_instance_on_the_same_port_is_refused(lab, make_proxy):
+    """With workers > 1 every worker's socket has SO_REUSEPORT, which would
+    let a second process of the same user share the port (and take part of
+    the connections) silently.  A second mapiproxy on the same ports must be
+    refused as it is with one worker: "Address already in use", exit not 0,
+    and the first one goes on serving."""
+    import time
+    a = make_proxy(upstream_epm_port=lab.epm_port, extra={"mapiproxy:workers": "2"})
+    b = make_proxy(upstream_epm_port=lab.epm_port, extra={"mapiproxy:workers": "2"},
+                   rpc_port=a.rpc_port, epm_port=a.epm_port)
+    try:
+        b.proc.wait(30)
+    except Exception:
+        pass
+    assert b.proc.returncode not in (None, 0), b.log()[-3000:]
+    assert "Address already in use" in b.log(), b.log()[-3000:]
+    b.killed = True  # ended by itself, checked above
+    out = [None]
+    client(a.host, a.rpc_port, out, 0)
+    assert isinstance(out[0], tuple) and out[0][1] == out[0][0] and out[0][2], out
+    time.sleep(0.1)
+    assert a.alive()
