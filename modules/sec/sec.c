@@ -579,8 +579,10 @@ static int quarantine(struct sec_job *j, const char *verdict_json)
              (long long)time(NULL), (int)getpid(), ++sc->seq);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s.eml", sc->quarantine_dir, j->quarantine_id);
+    /* synced before the verdict: for a blocked upload the quarantine holds
+     * the only copy (rare enough that the loop may wait for the disk) */
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || write_all(fd, j->mime, j->mime_len)) {
+    if (fd < 0 || write_all(fd, j->mime, j->mime_len) || fdatasync(fd)) {
         if (fd >= 0)
             close(fd);
         j->quarantine_id[0] = 0;
@@ -595,6 +597,8 @@ static int quarantine(struct sec_job *j, const char *verdict_json)
     int n = snprintf(rec, sizeof rec, "{\"id\":\"%s\",\"time\":%lld,%s,\"size\":%zu}\n",
                      j->quarantine_id, (long long)time(NULL), verdict_json, j->mime_len);
     int rc = write_all(fd, rec, n > 0 && (size_t)n < sizeof rec ? (size_t)n : strlen(rec));
+    if (!rc && fdatasync(fd))
+        rc = -1;
     close(fd);
     memcpy(j->r.quarantine_id, j->quarantine_id, sizeof j->quarantine_id); /* cached with it */
     return rc;
