@@ -1,6 +1,7 @@
 /* The module loader: the effective chain from the configuration, built-ins
  * and shared objects, their wants, and the module context API. */
 #include "chain/chain.h"
+#include "chain/msgevents.h"
 #include "chain/services.h"
 
 #include "auth/mailboxauth.h"
@@ -283,6 +284,10 @@ int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, str
         mp_info("module %s loaded (%s)%s", name, mc->dl ? "shared object" : "built-in",
                 mc->m->description ? "" : "");
     }
+    if (!ms->online_prefetch && mp_msgev_wanted(ms))
+        mp_info("message hook: online downloads reach the modules when the client releases the "
+                "message, after it has read it; set mapiproxy:online prefetch = yes to let them "
+                "block or change it first (doc/configuration.md)");
     /* the client's version for mp_call_client_version: EcDoConnectEx goes
      * through the chain (no module's hooks run) when a bit is free */
     if (ms->n && ms->n < MP_IDENT_BIT && add_want(ms, MP_IDENT_BIT, "exchange_emsmdb", 10))
