@@ -14,11 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth/ntlm_crypto.h"
 #include "chain/chain.h"
 #include "chain/msgevents.h"
 #include "chain/ropstage.h"
+#include "chain/services.h"
 #include "core/arena.h"
 #include "core/log.h"
 #include "mapiproxy/message.h"
@@ -130,6 +132,8 @@ struct ocall {
     struct pf q[MAX_OPEN];
     size_t nq, cur;
     bool started, finished;
+    const void *mods; /* the process cache's keys: the generation, the user */
+    char user[128];
     uint8_t *saved; /* the client's response stub */
     size_t saved_len;
     const uint8_t *orig_rgb;
@@ -758,6 +762,122 @@ static void side_cb(struct mp_call *m)
 
 /* ---- the start, in the response step ---- */
 
+static int find_cache(const struct osess *s, uint64_t fid, uint64_t mid);
+
+/* The session's entry for (fid, mid), made or replaced; -1 when full. */
+static int cache_put(struct osess *s, uint64_t fid, uint64_t mid, const uint8_t *ck, size_t ckl,
+                     struct ov *v)
+{
+    int i = find_cache(s, fid, mid);
+    if (i < 0) {
+        if (s->nc >= MAX_CACHE)
+            return -1;
+        struct cache *n = realloc(s->c, (s->nc + 1) * sizeof(*n));
+        if (!n)
+            return -1;
+        s->c = n;
+        i = (int)s->nc++;
+        memset(&s->c[i], 0, sizeof(s->c[i]));
+    }
+    ov_unref(s->c[i].v);
+    s->c[i].fid = fid;
+    s->c[i].mid = mid;
+    memcpy(s->c[i].ck, ck, ckl);
+    s->c[i].ckl = ckl;
+    s->c[i].v = v;
+    if (v)
+        v->refs++;
+    return i;
+}
+
+/* ---- decided messages shared by the sessions of a worker process ----
+ * (user, folder id, message id) -> change key + verdict, PCACHE entries in
+ * a ring (full: the oldest goes), PCACHE_TTL seconds; a session that has
+ * no entry of its own takes this one into its cache, and the change-key
+ * check (P_CHECK) decides as for its own.  Keyed by the user (a module's
+ * verdict may be the user's) and emptied when another modules generation
+ * (a reload) uses it. */
+#define PCACHE 1024
+#define PCACHE_TTL 600
+
+struct pentry {
+    char user[128];
+    uint64_t fid, mid;
+    uint8_t ck[64];
+    size_t ckl;
+    struct ov *v;
+    time_t at; /* 0: free */
+};
+static struct pentry *ptab;
+static size_t pnext;
+static const void *pmods;
+
+static time_t now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1; /* never 0 */
+}
+
+static void pentry_clear(struct pentry *e)
+{
+    ov_unref(e->v);
+    memset(e, 0, sizeof(*e));
+}
+
+static bool pcache_ready(const void *mods)
+{
+    if (!ptab && !(ptab = calloc(PCACHE, sizeof(*ptab))))
+        return false;
+    if (mods != pmods) {
+        for (size_t i = 0; i < PCACHE; i++)
+            pentry_clear(&ptab[i]);
+        pmods = mods;
+    }
+    return true;
+}
+
+static struct pentry *pcache_find(const char *user, const void *mods, uint64_t fid, uint64_t mid)
+{
+    if (!user || !*user || strlen(user) >= sizeof(ptab->user) || !pcache_ready(mods))
+        return NULL;
+    time_t now = now_s();
+    for (size_t i = 0; i < PCACHE; i++) {
+        struct pentry *e = &ptab[i];
+        if (!e->at || e->fid != fid || e->mid != mid || strcmp(e->user, user))
+            continue;
+        if (now - e->at > PCACHE_TTL) {
+            pentry_clear(e);
+            return NULL;
+        }
+        return e;
+    }
+    return NULL;
+}
+
+static void pcache_put(const char *user, const void *mods, uint64_t fid, uint64_t mid,
+                       const uint8_t *ck, size_t ckl, struct ov *v)
+{
+    if (ckl > sizeof(ptab->ck))
+        return;
+    struct pentry *e = pcache_find(user, mods, fid, mid);
+    if (!e) {
+        if (!user || !*user || strlen(user) >= sizeof(ptab->user) || !ptab)
+            return;
+        e = &ptab[pnext++ % PCACHE];
+    }
+    pentry_clear(e);
+    snprintf(e->user, sizeof(e->user), "%s", user);
+    e->fid = fid;
+    e->mid = mid;
+    memcpy(e->ck, ck, ckl);
+    e->ckl = ckl;
+    e->v = v;
+    if (v)
+        v->refs++;
+    e->at = now_s();
+}
+
 static int find_cache(const struct osess *s, uint64_t fid, uint64_t mid)
 {
     for (size_t i = 0; s && i < s->nc; i++)
@@ -803,10 +923,19 @@ int mp_msgonline_prefetch(struct mp_call *m)
     c->saved_len = len;
     c->orig_rgb = in->rgbIn;
     c->orig_cb = in->cbIn;
+    c->mods = m->mods;
+    const char *user = mp_ident_user(m);
+    snprintf(c->user, sizeof(c->user), "%s", user && strlen(user) < sizeof(c->user) ? user : "");
     for (size_t i = 0; i < n; i++) {
         c->q[i].op = op[i];
         c->q[i].oc = c;
         c->q[i].cached = find_cache(s, op[i].fid, op[i].mid);
+        struct pentry *e;
+        if (c->q[i].cached < 0 && s && (e = pcache_find(c->user, c->mods, op[i].fid, op[i].mid))) {
+            c->q[i].cached = cache_put(s, op[i].fid, op[i].mid, e->ck, e->ckl, e->v);
+            mp_debug("session %u: message 0x%016llx decided in another session of %s", sid(m),
+                     (unsigned long long)op[i].mid, e->user);
+        }
     }
     c->nq = n;
     c->cur = 0;
@@ -901,7 +1030,6 @@ static void on_decided(struct mp_message_event *ev, const struct mp_msgev_verdic
     p->v = v;
     /* remembered for the session: the same version is not read again */
     struct ocall *c = p->oc;
-    (void)c;
     size_t ckl = 0;
     const uint8_t *ck = mp_message_event_change_key(ev, &ckl);
     struct mp_session *ses = mp_message_event_session(ev);
@@ -913,25 +1041,9 @@ static void on_decided(struct mp_message_event *ev, const struct mp_msgev_verdic
     struct osess *s = *slot;
     if (!s || !ck || ckl > sizeof(s->c[0].ck))
         return;
-    int i = find_cache(s, p->op.fid, p->op.mid);
-    if (i < 0) {
-        if (s->nc >= MAX_CACHE)
-            return;
-        struct cache *n = realloc(s->c, (s->nc + 1) * sizeof(*n));
-        if (!n)
-            return;
-        s->c = n;
-        i = (int)s->nc++;
-        memset(&s->c[i], 0, sizeof(s->c[i]));
-    }
-    ov_unref(s->c[i].v);
-    s->c[i].fid = p->op.fid;
-    s->c[i].mid = p->op.mid;
-    memcpy(s->c[i].ck, ck, ckl);
-    s->c[i].ckl = ckl;
-    s->c[i].v = ov_effect(v) ? v : NULL;
-    if (s->c[i].v)
-        v->refs++;
+    struct ov *keep = ov_effect(v) ? v : NULL;
+    cache_put(s, p->op.fid, p->op.mid, ck, ckl, keep);
+    pcache_put(c->user, c->mods, p->op.fid, p->op.mid, ck, ckl, keep);
 }
 
 /* ---- values ---- */
