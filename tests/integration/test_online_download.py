@@ -401,17 +401,25 @@ def test_side_request_fault_rpc(make_proxy, tmp_path):
         lab.stop()
 
 
-@pytest.fixture
-def env_fail(tmp_path_factory):
+FAILS = {"code": ({"LAB_FAIL_EXECUTE": "22:1"}, "upstream X-ResponseCode 1 to"),
+         "http": ({"LAB_MH_HTTP_FAIL": "22:1"}, "upstream HTTP status 500 to")}
+
+
+@pytest.fixture(params=sorted(FAILS))
+def env_fail(request, tmp_path_factory):
     from test_http_front_lab import lab_env
-    yield from lab_env(tmp_path_factory, {"LAB_FAIL_EXECUTE": "22:1"}, "onlinefail", ())
+    environ, said = FAILS[request.param]
+    for e in lab_env(tmp_path_factory, environ, "onlinefail", ()):
+        e["said"] = said
+        yield e
 
 
 def test_side_request_failed_mapihttp(make_proxy, env_fail, tmp_path):
     """Over MAPI/HTTP the upstream answers the proxy's first RopOpenAttachment
-    with X-ResponseCode 1 (in the DONE trailer, MS-OXCMAPIHTTP 2.2.2.2.2):
-    the read stops as over DCE/RPC, the client's Execute gets its own
-    answer (its session and MapiSequence intact: it reads on)."""
+    with X-ResponseCode 1 (in the DONE trailer, MS-OXCMAPIHTTP 2.2.2.2.2),
+    or with HTTP 500 (LAB_MH_HTTP_FAIL): the read stops as over DCE/RPC,
+    the client's Execute gets its own answer (its session and MapiSequence
+    intact: it reads on)."""
     import mapihttp_client as MH
     p = start_front(make_proxy, env_fail,
                     module_opts(tmp_path, action="block", match="Quarterly"))
@@ -422,7 +430,7 @@ def test_side_request_failed_mapihttp(make_proxy, env_fail, tmp_path):
     got = CC.download(c, fids[4], folder_mids(c, fids[4])[QUARTERLY])
     assert c.disconnect()["ErrorCode"] == 0
     unchecked_read(p, got, tmp_path)
-    assert "upstream X-ResponseCode 1 to the proxy's side request" in p.log()
+    assert env_fail["said"] + " the proxy's side request" in p.log()
 
 
 def test_seek_notice_stream(make_proxy, dump_lab, tmp_path):
