@@ -132,7 +132,7 @@ struct ocall {
     struct pf q[MAX_OPEN];
     size_t nq, cur;
     bool started, finished;
-    const void *mods; /* the process cache's keys: the generation, the user */
+    const void *mods; /* the worker cache's keys: the generation, the user */
     char user[128];
     uint8_t *saved; /* the client's response stub */
     size_t saved_len;
@@ -790,7 +790,7 @@ static int cache_put(struct osess *s, uint64_t fid, uint64_t mid, const uint8_t 
     return i;
 }
 
-/* ---- decided messages shared by the sessions of a worker process ----
+/* ---- decided messages shared by the sessions of a worker ----
  * (user, folder id, message id) -> change key + verdict, PCACHE entries in
  * a ring (full: the oldest goes), PCACHE_TTL seconds; a session that has
  * no entry of its own takes this one into its cache, and the change-key
@@ -808,9 +808,9 @@ struct pentry {
     struct ov *v;
     time_t at; /* 0: free */
 };
-static struct pentry *ptab;
-static size_t pnext;
-static const void *pmods;
+static _Thread_local struct pentry *ptab; /* per worker thread: its sessions' */
+static _Thread_local size_t pnext;
+static _Thread_local const void *pmods;
 
 static time_t now_s(void)
 {
@@ -835,6 +835,15 @@ static bool pcache_ready(const void *mods)
         pmods = mods;
     }
     return true;
+}
+
+void mp_msgonline_worker_release(void)
+{
+    for (size_t i = 0; ptab && i < PCACHE; i++)
+        pentry_clear(&ptab[i]);
+    free(ptab);
+    ptab = NULL;
+    pmods = NULL;
 }
 
 static struct pentry *pcache_find(const char *user, const void *mods, uint64_t fid, uint64_t mid)
