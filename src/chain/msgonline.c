@@ -14,11 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth/ntlm_crypto.h"
 #include "chain/chain.h"
 #include "chain/msgevents.h"
 #include "chain/ropstage.h"
+#include "chain/services.h"
 #include "core/arena.h"
 #include "core/log.h"
 #include "mapiproxy/message.h"
@@ -116,7 +118,7 @@ struct osess {
 };
 
 /* ---- one message read ahead ---- */
-enum phase { P_CHECK, P_OPEN, P_STREAM, P_ATT, P_EMB, P_CLOSE, P_DONE };
+enum phase { P_CHECK, P_OPEN, P_STREAM, P_ATT, P_EMB, P_EATT, P_CLOSE, P_DONE };
 
 struct pf {
     struct mp_ropstage_open op;
@@ -130,6 +132,8 @@ struct ocall {
     struct pf q[MAX_OPEN];
     size_t nq, cur;
     bool started, finished;
+    const void *mods; /* the worker cache's keys: the generation, the user */
+    char user[128];
     uint8_t *saved; /* the client's response stub */
     size_t saved_len;
     const uint8_t *orig_rgb;
@@ -151,6 +155,11 @@ struct ocall {
     size_t natts, next_att;
     uint32_t emb_h, rel_emb; /* the embedded message of the attachment (slot 3) */
     bool in_emb, emb_done;
+    /* the embedded message's own attachments (slot 4); theirs are not opened */
+    uint32_t eatts[MAX_ATTS];
+    size_t neatts, next_eatt;
+    uint32_t eatt_h, rel_eatt;
+    bool in_eatt;
     uint64_t bytes;
     uint32_t cols[2];
     uint8_t ck[64];
@@ -266,6 +275,29 @@ static int add_props_all(struct mp_call *m, struct ocall *c, uint8_t slot)
     return 0;
 }
 
+/* The attachment table of the message in `slot` (through slot 2, released
+ * in the same round): PidTagAttachNumber and PidTagAttachMethod of every row. */
+static int add_att_table(struct mp_call *m, struct ocall *c, uint8_t slot)
+{
+    struct mp_rop_req_GetAttachmentTable *at = ADD(GetAttachmentTable, MP_ROP_GetAttachmentTable);
+    struct mp_rop_req_SetColumns *sc = ADD(SetColumns, MP_ROP_SetColumns);
+    struct mp_rop_req_QueryRows *qr = ADD(QueryRows, MP_ROP_QueryRows);
+    if (!at || !sc || !qr)
+        return -1;
+    at->InputHandleIndex = slot;
+    at->OutputHandleIndex = 2;
+    c->cols[0] = TAG_ATTACH_NUMBER;
+    c->cols[1] = TAG_ATTACH_METHOD;
+    sc->InputHandleIndex = 2;
+    sc->PropertyTagCount = 2;
+    sc->PropertyTags = c->cols;
+    qr->InputHandleIndex = 2;
+    qr->QueryRowsFlags = 0;
+    qr->ForwardRead = 1;
+    qr->RowCount = MAX_ATTS;
+    return add_release(m, c, 2);
+}
+
 /* Ids whose long values are strings (read as PT_UNICODE streams). */
 static bool string_id(uint16_t id)
 {
@@ -279,11 +311,12 @@ static bool string_id(uint16_t id)
 
 /* Slots: 0 the message (the folder in the first round), 1 the message
  * opened / the attachment, 2 table or stream, 3 an attachment's embedded
- * message (one level: its own attachments are not read ahead). */
+ * message, 4 an attachment of that embedded message (two levels: an
+ * embedded message inside it is not opened). */
 static int build_round(struct mp_call *m, struct ocall *c)
 {
     struct pf *p = &c->q[c->cur];
-    if (sb_init(m, c, 4))
+    if (sb_init(m, c, 5))
         return -1;
     /* what the last round finished with: a stream read to its end (slot
      * 2), an attachment done with (slot 1) */
@@ -292,6 +325,12 @@ static int build_round(struct mp_call *m, struct ocall *c)
         if (add_release(m, c, 2))
             return -1;
         c->rel_str = NONE;
+    }
+    if (c->rel_eatt != NONE) {
+        c->req.handles[4] = c->rel_eatt;
+        if (add_release(m, c, 4))
+            return -1;
+        c->rel_eatt = NONE;
     }
     if (c->rel_emb != NONE) {
         c->req.handles[3] = c->rel_emb;
@@ -332,38 +371,20 @@ static int build_round(struct mp_call *m, struct ocall *c)
             g->PropertyTags = tags;
             return add_release(m, c, 1);
         }
-        if (add_props_all(m, c, 1))
-            return -1;
-        struct mp_rop_req_GetAttachmentTable *at =
-            ADD(GetAttachmentTable, MP_ROP_GetAttachmentTable);
-        struct mp_rop_req_SetColumns *sc = ADD(SetColumns, MP_ROP_SetColumns);
-        struct mp_rop_req_QueryRows *qr = ADD(QueryRows, MP_ROP_QueryRows);
-        if (!at || !sc || !qr)
-            return -1;
-        at->InputHandleIndex = 1;
-        at->OutputHandleIndex = 2;
-        c->cols[0] = TAG_ATTACH_NUMBER;
-        c->cols[1] = TAG_ATTACH_METHOD;
-        sc->InputHandleIndex = 2;
-        sc->PropertyTagCount = 2;
-        sc->PropertyTags = c->cols;
-        qr->InputHandleIndex = 2;
-        qr->QueryRowsFlags = 0;
-        qr->ForwardRead = 1;
-        qr->RowCount = MAX_ATTS;
-        return add_release(m, c, 2);
+        return add_props_all(m, c, 1) || add_att_table(m, c, 1);
     }
     case P_STREAM: {
         c->req.handles[0] = c->msg_h;
         c->req.handles[1] = c->att_h;
         c->req.handles[3] = c->emb_h;
+        c->req.handles[4] = c->eatt_h;
         if (c->str_open)
             c->req.handles[2] = c->str_h;
         else {
             struct mp_rop_req_OpenStream *os = ADD(OpenStream, MP_ROP_OpenStream);
             if (!os)
                 return -1;
-            os->InputHandleIndex = c->in_emb ? 3 : c->in_att ? 1 : 0;
+            os->InputHandleIndex = c->in_eatt ? 4 : c->in_emb ? 3 : c->in_att ? 1 : 0;
             os->OutputHandleIndex = 2;
             os->PropertyTag = c->big[c->nbig - 1];
             os->OpenModeFlags = 0;
@@ -377,15 +398,21 @@ static int build_round(struct mp_call *m, struct ocall *c)
         }
         return 0;
     }
-    case P_ATT: {
+    case P_ATT:
+    case P_EATT: { /* of the message (0 -> 1), of its embedded message (3 -> 4) */
+        bool e = c->ph == P_EATT;
         c->req.handles[0] = c->msg_h;
+        if (e) { /* (else slots 1 and 3 may hold this round's releases) */
+            c->req.handles[1] = c->att_h;
+            c->req.handles[3] = c->emb_h;
+        }
         struct mp_rop_req_OpenAttachment *oa = ADD(OpenAttachment, MP_ROP_OpenAttachment);
         if (!oa)
             return -1;
-        oa->InputHandleIndex = 0;
-        oa->OutputHandleIndex = 1;
-        oa->AttachmentID = c->atts[c->next_att];
-        return add_props_all(m, c, 1);
+        oa->InputHandleIndex = e ? 3 : 0;
+        oa->OutputHandleIndex = e ? 4 : 1;
+        oa->AttachmentID = e ? c->eatts[c->next_eatt] : c->atts[c->next_att];
+        return add_props_all(m, c, e ? 4 : 1);
     }
     case P_EMB: {
         c->req.handles[0] = c->msg_h;
@@ -398,7 +425,7 @@ static int build_round(struct mp_call *m, struct ocall *c)
         oe->OutputHandleIndex = 3;
         oe->CodePageId = 0x0FFF;
         oe->OpenModeFlags = 0; /* read-only */
-        return add_props_all(m, c, 3);
+        return add_props_all(m, c, 3) || add_att_table(m, c, 3);
     }
     case P_CLOSE:
         c->req.handles[0] = c->msg_h;
@@ -451,6 +478,16 @@ static void after_object(struct ocall *c)
         c->str_open = false;
         return;
     }
+    if (c->in_eatt) { /* an attachment of the embedded message done */
+        c->in_eatt = false;
+        c->rel_eatt = c->eatt_h;
+        c->eatt_h = NONE;
+        c->next_eatt++;
+    }
+    if (c->in_emb && c->next_eatt < c->neatts) {
+        c->ph = P_EATT;
+        return;
+    }
     if (c->in_emb) { /* the embedded message done: released next round */
         c->in_emb = false;
         c->rel_emb = c->emb_h;
@@ -469,6 +506,27 @@ static void after_object(struct ocall *c)
         c->next_att++;
     }
     c->ph = c->next_att < c->natts ? P_ATT : P_CLOSE;
+}
+
+/* The attachment table's rows (add_att_table's QueryRows, the round's ROP
+ * 4): attachment numbers, and methods when asked; how many. */
+static size_t list_atts(struct ocall *c, const struct mp_rop_buf *r, uint32_t *nums,
+                        uint8_t *methods)
+{
+    size_t n = 0;
+    const struct mp_rop_rsp_QueryRows *qr = rsp_for(r, 4, MP_ROP_QueryRows);
+    for (size_t i = 0; qr && !qr->ReturnValue && qr->RowData && i < qr->RowCount; i++) {
+        const struct mp_rop_proprow *row = &qr->RowData[i];
+        if (!row->vals || row->ncols < 1 || (row->flag == 1 && row->vals[0].flag))
+            continue;
+        if (n < MAX_ATTS) {
+            bool mv = row->ncols > 1 && !(row->flag == 1 && row->vals[1].flag);
+            if (methods)
+                methods[n] = mv ? (uint8_t)row->vals[1].v.u : 0;
+            nums[n++] = (uint32_t)row->vals[0].v.u;
+        }
+    }
+    return n;
 }
 
 /* Reads one round's response into the state; -1 stops the read. */
@@ -510,18 +568,8 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         if (!g || g->ReturnValue)
             return -1;
         note_big(c, g);
-        c->natts = c->next_att = 0;
-        const struct mp_rop_rsp_QueryRows *qr = rsp_for(r, 4, MP_ROP_QueryRows);
-        for (size_t i = 0; qr && !qr->ReturnValue && qr->RowData && i < qr->RowCount; i++) {
-            const struct mp_rop_proprow *row = &qr->RowData[i];
-            if (!row->vals || row->ncols < 1 || (row->flag == 1 && row->vals[0].flag))
-                continue;
-            if (c->natts < MAX_ATTS) {
-                bool mv = row->ncols > 1 && !(row->flag == 1 && row->vals[1].flag);
-                c->methods[c->natts] = mv ? (uint8_t)row->vals[1].v.u : 0;
-                c->atts[c->natts++] = (uint32_t)row->vals[0].v.u;
-            }
-        }
+        c->next_att = 0;
+        c->natts = list_atts(c, r, c->atts, c->methods);
         after_object(c);
         return 0;
     }
@@ -557,13 +605,19 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         }
         return 0;
     }
-    case P_ATT: {
+    case P_ATT:
+    case P_EATT: { /* the message's attachment (slot 1), the embedded one's (4) */
         const struct mp_rop_rsp_OpenAttachment *oa = rsp_for(r, 0, MP_ROP_OpenAttachment);
         const struct mp_rop_rsp_GetPropertiesAll *g = rsp_for(r, 1, MP_ROP_GetPropertiesAll);
         if (!oa || oa->ReturnValue || !g || g->ReturnValue)
             return -1;
-        c->att_h = r->handles[1];
-        c->in_att = true;
+        if (c->ph == P_ATT) {
+            c->att_h = r->handles[1];
+            c->in_att = true;
+        } else {
+            c->eatt_h = r->handles[4];
+            c->in_eatt = true;
+        }
         note_big(c, g);
         after_object(c);
         return 0;
@@ -578,6 +632,8 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         if (!g || g->ReturnValue)
             return -1;
         note_big(c, g);
+        c->next_eatt = 0;
+        c->neatts = list_atts(c, r, c->eatts, NULL);
         after_object(c);
         return 0;
     }
@@ -623,8 +679,9 @@ static int next_round(struct mp_call *m, struct ocall *c)
             c->in_att = false;
             c->nbig = 0;
             c->msg_h = c->att_h = c->str_h = c->rel_str = c->rel_att = NONE;
-            c->emb_h = c->rel_emb = NONE;
-            c->str_open = c->in_emb = c->emb_done = false;
+            c->emb_h = c->rel_emb = c->eatt_h = c->rel_eatt = NONE;
+            c->str_open = c->in_emb = c->emb_done = c->in_eatt = false;
+            c->neatts = c->next_eatt = 0;
         }
     }
     /* done: the client's request and response as they were */
@@ -654,6 +711,11 @@ static void cut_short(struct mp_call *m, struct ocall *c, const char *why)
         c->rel_att = c->att_h;
     if (c->emb_h != NONE)
         c->rel_emb = c->emb_h;
+    if (c->eatt_h != NONE)
+        c->rel_eatt = c->eatt_h;
+    c->eatt_h = NONE;
+    c->in_eatt = false;
+    c->neatts = c->next_eatt = 0;
     c->str_open = false;
     c->att_h = c->emb_h = NONE;
     c->in_emb = c->in_att = false;
@@ -700,6 +762,131 @@ static void side_cb(struct mp_call *m)
 
 /* ---- the start, in the response step ---- */
 
+static int find_cache(const struct osess *s, uint64_t fid, uint64_t mid);
+
+/* The session's entry for (fid, mid), made or replaced; -1 when full. */
+static int cache_put(struct osess *s, uint64_t fid, uint64_t mid, const uint8_t *ck, size_t ckl,
+                     struct ov *v)
+{
+    int i = find_cache(s, fid, mid);
+    if (i < 0) {
+        if (s->nc >= MAX_CACHE)
+            return -1;
+        struct cache *n = realloc(s->c, (s->nc + 1) * sizeof(*n));
+        if (!n)
+            return -1;
+        s->c = n;
+        i = (int)s->nc++;
+        memset(&s->c[i], 0, sizeof(s->c[i]));
+    }
+    ov_unref(s->c[i].v);
+    s->c[i].fid = fid;
+    s->c[i].mid = mid;
+    memcpy(s->c[i].ck, ck, ckl);
+    s->c[i].ckl = ckl;
+    s->c[i].v = v;
+    if (v)
+        v->refs++;
+    return i;
+}
+
+/* ---- decided messages shared by the sessions of a worker ----
+ * (user, folder id, message id) -> change key + verdict, PCACHE entries in
+ * a ring (full: the oldest goes), PCACHE_TTL seconds; a session that has
+ * no entry of its own takes this one into its cache, and the change-key
+ * check (P_CHECK) decides as for its own.  Keyed by the user (a module's
+ * verdict may be the user's) and emptied when another modules generation
+ * (a reload) uses it. */
+#define PCACHE 1024
+#define PCACHE_TTL 600
+
+struct pentry {
+    char user[128];
+    uint64_t fid, mid;
+    uint8_t ck[64];
+    size_t ckl;
+    struct ov *v;
+    time_t at; /* 0: free */
+};
+static _Thread_local struct pentry *ptab; /* per worker thread: its sessions' */
+static _Thread_local size_t pnext;
+static _Thread_local const void *pmods;
+
+static time_t now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1; /* never 0 */
+}
+
+static void pentry_clear(struct pentry *e)
+{
+    ov_unref(e->v);
+    memset(e, 0, sizeof(*e));
+}
+
+static bool pcache_ready(const void *mods)
+{
+    if (!ptab && !(ptab = calloc(PCACHE, sizeof(*ptab))))
+        return false;
+    if (mods != pmods) {
+        for (size_t i = 0; i < PCACHE; i++)
+            pentry_clear(&ptab[i]);
+        pmods = mods;
+    }
+    return true;
+}
+
+void mp_msgonline_worker_release(void)
+{
+    for (size_t i = 0; ptab && i < PCACHE; i++)
+        pentry_clear(&ptab[i]);
+    free(ptab);
+    ptab = NULL;
+    pmods = NULL;
+}
+
+static struct pentry *pcache_find(const char *user, const void *mods, uint64_t fid, uint64_t mid)
+{
+    if (!user || !*user || strlen(user) >= sizeof(ptab->user) || !pcache_ready(mods))
+        return NULL;
+    time_t now = now_s();
+    for (size_t i = 0; i < PCACHE; i++) {
+        struct pentry *e = &ptab[i];
+        if (!e->at || e->fid != fid || e->mid != mid || strcmp(e->user, user))
+            continue;
+        if (now - e->at > PCACHE_TTL) {
+            pentry_clear(e);
+            return NULL;
+        }
+        return e;
+    }
+    return NULL;
+}
+
+static void pcache_put(const char *user, const void *mods, uint64_t fid, uint64_t mid,
+                       const uint8_t *ck, size_t ckl, struct ov *v)
+{
+    if (ckl > sizeof(ptab->ck))
+        return;
+    struct pentry *e = pcache_find(user, mods, fid, mid);
+    if (!e) {
+        if (!user || !*user || strlen(user) >= sizeof(ptab->user) || !ptab)
+            return;
+        e = &ptab[pnext++ % PCACHE];
+    }
+    pentry_clear(e);
+    snprintf(e->user, sizeof(e->user), "%s", user);
+    e->fid = fid;
+    e->mid = mid;
+    memcpy(e->ck, ck, ckl);
+    e->ckl = ckl;
+    e->v = v;
+    if (v)
+        v->refs++;
+    e->at = now_s();
+}
+
 static int find_cache(const struct osess *s, uint64_t fid, uint64_t mid)
 {
     for (size_t i = 0; s && i < s->nc; i++)
@@ -745,15 +932,24 @@ int mp_msgonline_prefetch(struct mp_call *m)
     c->saved_len = len;
     c->orig_rgb = in->rgbIn;
     c->orig_cb = in->cbIn;
+    c->mods = m->mods;
+    const char *user = mp_ident_user(m);
+    snprintf(c->user, sizeof(c->user), "%s", user && strlen(user) < sizeof(c->user) ? user : "");
     for (size_t i = 0; i < n; i++) {
         c->q[i].op = op[i];
         c->q[i].oc = c;
         c->q[i].cached = find_cache(s, op[i].fid, op[i].mid);
+        struct pentry *e;
+        if (c->q[i].cached < 0 && s && (e = pcache_find(c->user, c->mods, op[i].fid, op[i].mid))) {
+            c->q[i].cached = cache_put(s, op[i].fid, op[i].mid, e->ck, e->ckl, e->v);
+            mp_debug("session %u: message 0x%016llx decided in another session of %s", sid(m),
+                     (unsigned long long)op[i].mid, e->user);
+        }
     }
     c->nq = n;
     c->cur = 0;
     c->msg_h = c->att_h = c->str_h = c->emb_h = NONE;
-    c->rel_str = c->rel_att = c->rel_emb = NONE;
+    c->rel_str = c->rel_att = c->rel_emb = c->eatt_h = c->rel_eatt = NONE;
     c->ph = c->q[0].cached >= 0 ? P_CHECK : P_OPEN;
     mp_debug("session %u: online prefetch of %zu message(s) before RopOpenMessage's response",
              sid(m), n);
@@ -843,7 +1039,6 @@ static void on_decided(struct mp_message_event *ev, const struct mp_msgev_verdic
     p->v = v;
     /* remembered for the session: the same version is not read again */
     struct ocall *c = p->oc;
-    (void)c;
     size_t ckl = 0;
     const uint8_t *ck = mp_message_event_change_key(ev, &ckl);
     struct mp_session *ses = mp_message_event_session(ev);
@@ -855,25 +1050,9 @@ static void on_decided(struct mp_message_event *ev, const struct mp_msgev_verdic
     struct osess *s = *slot;
     if (!s || !ck || ckl > sizeof(s->c[0].ck))
         return;
-    int i = find_cache(s, p->op.fid, p->op.mid);
-    if (i < 0) {
-        if (s->nc >= MAX_CACHE)
-            return;
-        struct cache *n = realloc(s->c, (s->nc + 1) * sizeof(*n));
-        if (!n)
-            return;
-        s->c = n;
-        i = (int)s->nc++;
-        memset(&s->c[i], 0, sizeof(s->c[i]));
-    }
-    ov_unref(s->c[i].v);
-    s->c[i].fid = p->op.fid;
-    s->c[i].mid = p->op.mid;
-    memcpy(s->c[i].ck, ck, ckl);
-    s->c[i].ckl = ckl;
-    s->c[i].v = ov_effect(v) ? v : NULL;
-    if (s->c[i].v)
-        v->refs++;
+    struct ov *keep = ov_effect(v) ? v : NULL;
+    cache_put(s, p->op.fid, p->op.mid, ck, ckl, keep);
+    pcache_put(c->user, c->mods, p->op.fid, p->op.mid, ck, ckl, keep);
 }
 
 /* ---- values ---- */
@@ -1146,6 +1325,31 @@ static int set_stream(struct tobj *t, const char *text, uint32_t tag)
     return 0;
 }
 
+/* RopSeekStream on a notice stream (MS-OXCPRPT 3.2.5.18): the position is
+ * the proxy's, from the beginning, the current position or the notice's
+ * end; before the start or past 2^31 is StreamSeekError, an unknown origin
+ * StreamInvalidParam.  Past the end is allowed (the server would extend a
+ * writable stream; reads there answer no bytes). */
+static bool seek_stream(struct tobj *o, const void *q, void *r)
+{
+    const struct mp_rop_req_SeekStream *sq = q;
+    struct mp_rop_rsp_SeekStream *sr = r;
+    int64_t base = sq->Origin == 0 ? 0 : sq->Origin == 1 ? (int64_t)o->pos : (int64_t)o->len;
+    if (sq->Origin > 2) {
+        sr->ReturnValue = 0x80030057u;
+        return true;
+    }
+    if ((sq->Offset < 0 && base + sq->Offset < 0) ||
+        (sq->Offset > 0 && sq->Offset > ((int64_t)1 << 31) - base)) {
+        sr->ReturnValue = 0x80030019u;
+        return true;
+    }
+    o->pos = (size_t)(base + sq->Offset);
+    sr->ReturnValue = 0;
+    sr->NewPosition = o->pos;
+    return true;
+}
+
 /* ---- the client's requests ---- */
 
 void mp_msgonline_request(struct mp_call *m)
@@ -1348,15 +1552,18 @@ void mp_msgonline_response_done(struct mp_call *m)
             if (o->kind != T_STREAM)
                 break;
             size_t want = rq->ByteCount == 0xBABE ? rq->MaximumByteCount : rq->ByteCount;
-            size_t left = o->len - o->pos, k = want < left ? want : left;
+            size_t left = o->pos < o->len ? o->len - o->pos : 0, k = want < left ? want : left;
             rd->ReturnValue = 0;
             rd->HeaderOnly = 0;
-            rd->Data = o->data + o->pos;
+            rd->Data = o->data + (left ? o->pos : o->len);
             rd->DataSize = (uint16_t)(k > 0xFFFF ? 0xFFFF : k);
             o->pos += rd->DataSize;
             ch = true;
             break;
         }
+        case MP_ROP_SeekStream: /* the notice's position, whatever the server's */
+            ch = o->kind == T_STREAM && seek_stream(o, q, r);
+            break;
         case MP_ROP_QueryRows: {
             struct mp_rop_rsp_QueryRows *qr = r;
             if (o->kind != T_TABLE || qr->ReturnValue)

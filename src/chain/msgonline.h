@@ -25,4 +25,7 @@ void mp_msgonline_request(struct mp_call *m);
 void mp_msgonline_response_done(struct mp_call *m);
 void mp_msgonline_call_free(void *state);
 void mp_msgonline_session_free(void *state);
+/* The worker's cache of decided messages freed (at the worker's exit, on
+ * its thread). */
+void mp_msgonline_worker_release(void);
 #endif

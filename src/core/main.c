@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "chain/chain.h"
+#include "chain/msgonline.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/workers.h"
@@ -213,6 +214,7 @@ static void exit_job(unsigned idx)
     }
     mp_worker_set_data(NULL);
     mp_call_cache_release();
+    mp_msgonline_worker_release();
 }
 
 /* Worker 0 built g (checked configuration, no); the other workers build

@@ -91,7 +91,7 @@ def test_block_rpc(make_proxy, dump_lab, tmp_path):
         assert tag not in props
     assert props.get(PidTagHasAttachments) in (None, False, 0)
     assert got["attachments"] == [] and got["recipients"] == []
-    ev = events(tmp_path, 2)   # one per session: the verdict cache is the session's
+    ev = events(tmp_path, 2)   # one per session: no change key (lab), nothing cached
     assert [(e[0], e[1], e[2], e[6], e[10], e[11]) for e in ev] == [
         ("download", "online", "RopOpenMessage", QUARTERLY, "1", "1")] * 2, ev
     assert "online download message (folder" in p.log() and "blocked by mpm_msgtest" in p.log()
@@ -106,7 +106,8 @@ def test_block_rpc(make_proxy, dump_lab, tmp_path):
 def test_modify_rpc_and_not_read_twice(make_proxy, tmp_path):
     """Prefix the subject, set PidTagBody, drop attachment 0 (report.pdf):
     the client reads the changed message; opened a second time in the
-    session (the same change key) it is not read again: one event."""
+    session (the same change key) it is not read again: one event; nor in
+    the user's next session (the worker's cache of decided messages)."""
     lab = Lab(tmp_path, env={"LAB_CHANGE_KEYS": "1"})
     try:
         p = prefetch_proxy(make_proxy, lab, tmp_path, action="prefix,set,drop", match="Quarterly")
@@ -131,9 +132,12 @@ def test_modify_rpc_and_not_read_twice(make_proxy, tmp_path):
         dce.disconnect()
         assert [x["ReturnValue"] for x in res] == [0, EC_NOT_FOUND, 0], res
         assert [x["ReturnValue"] for x in again] == [EC_NOT_FOUND], again
-        ev = events(tmp_path, 2)   # one per session
-        assert [(e[2], e[6], e[10]) for e in ev] == [("RopOpenMessage", QUARTERLY, "1")] * 2, ev
+        # one event: the second session (the same user) takes the first
+        # one's verdict from the worker's cache, checked by its change key
+        ev = events(tmp_path, 1)
+        assert [(e[2], e[6], e[10]) for e in ev] == [("RopOpenMessage", QUARTERLY, "1")], ev
         assert "decided before (same change key)" in p.log()
+        assert "decided in another session of" in p.log()
         d = direct(lab, QUARTERLY)
         assert d["props"][PidTagSubject] == QUARTERLY
         assert len(d["attachments"]) == 2
@@ -340,6 +344,11 @@ def test_embedded_message_read_ahead(make_proxy, dump_lab, tmp_path):
     emb = inner[0].get_content()
     assert emb["Subject"] == "Original question"
     assert "Is the lab open on Sunday?" in emb.get_body(("plain",)).get_content()
+    # the embedded message's own attachment, read ahead too (slot 4): in the
+    # event, which came before the client read any of it
+    [csv] = [x for x in emb.iter_attachments()]
+    assert csv.get_filename() == "schedule.csv", csv.get_filename()
+    assert csv.get_content().replace("\r\n", "\n") == "day,open\nsun,no\n"
 
 
 def test_long_values_read_as_streams(make_proxy, dump_lab, tmp_path):
@@ -361,3 +370,96 @@ def test_long_values_read_as_streams(make_proxy, dump_lab, tmp_path):
         b"the attachment was removed by mpm_msgtest"
     assert got["props"][PidTagRtfCompressed] == s["props"][LS.PidTagRtfCompressed]
     assert "RopReadStream" in dump_lab.log()
+
+
+def unchecked_read(p, got, tmp_path):
+    """The read stopped: the client read the message as it is, its event
+    at its own release (as without prefetch)."""
+    s = src(QUARTERLY)
+    assert got["props"][PidTagSubject] == QUARTERLY
+    assert len(got["attachments"]) == len(s["attachments"]) == 2
+    assert "online prefetch of message" in p.log()
+    assert "stopped (a side request failed); the client reads it unchecked" in p.log()
+    ev = events(tmp_path, 1)
+    assert [(e[2], e[6]) for e in ev] == [("RopRelease", QUARTERLY)], ev
+
+
+def test_side_request_fault_rpc(make_proxy, tmp_path):
+    """The upstream answers one of the proxy's side requests (its first
+    RopOpenAttachment) with a fault PDU (lab LAB_FAIL_EXECUTE): the proxy
+    stops reading, releases its message object, and the client's call goes
+    on; the client's own RopOpenAttachment later succeeds."""
+    lab = Lab(tmp_path, env={"LAB_FAIL_EXECUTE": "22:1"})
+    try:
+        p = prefetch_proxy(make_proxy, lab, tmp_path, action="block", match="Quarterly")
+        [got] = through(p, QUARTERLY)
+        unchecked_read(p, got, tmp_path)
+        assert "upstream fault 0x000006f7 to the proxy's side request" in p.log()
+        assert "fails (LAB_FAIL_EXECUTE=22:1)" in lab.log()
+        assert "RopRelease idx=0 (message)" in lab.log()
+    finally:
+        lab.stop()
+
+
+FAILS = {"code": ({"LAB_FAIL_EXECUTE": "22:1"}, "upstream X-ResponseCode 1 to"),
+         "http": ({"LAB_MH_HTTP_FAIL": "22:1"}, "upstream HTTP status 500 to")}
+
+
+@pytest.fixture(params=sorted(FAILS))
+def env_fail(request, tmp_path_factory):
+    from test_http_front_lab import lab_env
+    environ, said = FAILS[request.param]
+    for e in lab_env(tmp_path_factory, environ, "onlinefail", ()):
+        e["said"] = said
+        yield e
+
+
+def test_side_request_failed_mapihttp(make_proxy, env_fail, tmp_path):
+    """Over MAPI/HTTP the upstream answers the proxy's first RopOpenAttachment
+    with X-ResponseCode 1 (in the DONE trailer, MS-OXCMAPIHTTP 2.2.2.2.2),
+    or with HTTP 500 (LAB_MH_HTTP_FAIL): the read stops as over DCE/RPC,
+    the client's Execute gets its own answer (its session and MapiSequence
+    intact: it reads on)."""
+    import mapihttp_client as MH
+    p = start_front(make_proxy, env_fail,
+                    module_opts(tmp_path, action="block", match="Quarterly"))
+    c = MH.EmsmdbHttp(p.base, auth=ntlm(), verify=env_fail["ca"])
+    assert c.connect(ALICE)["ErrorCode"] == 0
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    fids = logon["FolderIds"]
+    got = CC.download(c, fids[4], folder_mids(c, fids[4])[QUARTERLY])
+    assert c.disconnect()["ErrorCode"] == 0
+    unchecked_read(p, got, tmp_path)
+    assert env_fail["said"] + " the proxy's side request" in p.log()
+
+
+def test_seek_notice_stream(make_proxy, dump_lab, tmp_path):
+    """A blocked message's PidTagBody opened as a stream reads as the
+    notice; RopSeekStream (MS-OXCPRPT 3.2.5.18: from the beginning, the
+    current position, the end) moves the proxy's position in the notice,
+    NewPosition counted in the notice, and a read after it reads from
+    there; before the start is StreamSeekError."""
+    p = prefetch_proxy(make_proxy, dump_lab, tmp_path, action="block", match="Quarterly")
+    dce, c, fids = connect(p.rpc_port)
+    mid = folder_mids(c, fids[4])[QUARTERLY]
+    om, os_ = c.execute(EC.RopBuffer().open_message(0, 1, fids[4], mid)
+                        .open_stream(1, 2, PidTagBody), FL)
+    size = os_["StreamSize"]
+    [whole] = c.execute(EC.RopBuffer().read_stream(2, 0x1000), FL)
+    notice = whole["Data"]
+    assert len(notice) == size and "blocked by the mail proxy" in notice.decode("utf-16-le")
+    sk1, rd1 = c.execute(EC.RopBuffer().seek_stream(2, 0, 4).read_stream(2, 6), FL)
+    sk2, rd2 = c.execute(EC.RopBuffer().seek_stream(2, 1, -4).read_stream(2, 4), FL)
+    sk3, rd3 = c.execute(EC.RopBuffer().seek_stream(2, 2, -8).read_stream(2, 0x100), FL)
+    [bad] = c.execute(EC.RopBuffer().seek_stream(2, 1, -0x10000), FL)
+    [past] = c.execute(EC.RopBuffer().seek_stream(2, 2, 10), FL)
+    [rd4] = c.execute(EC.RopBuffer().read_stream(2, 0x100), FL)
+    c.execute(EC.RopBuffer().release(2).release(1), FL)
+    c.disconnect()
+    dce.disconnect()
+    assert (sk1["ReturnValue"], sk1["NewPosition"], rd1["Data"]) == (0, 4, notice[4:10])
+    assert (sk2["ReturnValue"], sk2["NewPosition"], rd2["Data"]) == (0, 6, notice[6:10])
+    assert (sk3["ReturnValue"], sk3["NewPosition"], rd3["Data"]) == (0, size - 8, notice[-8:])
+    assert bad["ReturnValue"] == 0x80030019, bad
+    assert (past["ReturnValue"], past["NewPosition"], rd4["Data"]) == (0, size + 10, b"")
+    assert "RopSeekStream" in dump_lab.log()   # it went upstream (the server's stream moves)

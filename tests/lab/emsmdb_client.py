@@ -454,6 +454,14 @@ class RopBuffer(object):
         return self._add(struct.pack('<BBBBLB', 0x2B, logon_id, in_idx, out_idx, tag, mode),
                          parse)
 
+    def seek_stream(self, in_idx, origin, offset, logon_id=0):
+        def parse(r):
+            d = self._hdr(r)
+            if d['ReturnValue'] == 0:
+                d['NewPosition'] = r.u64()
+            return d
+        return self._add(struct.pack('<BBBBq', 0x2E, logon_id, in_idx, origin, offset), parse)
+
     def read_stream(self, in_idx, count, logon_id=0):
         def parse(r):
             d = self._hdr(r)

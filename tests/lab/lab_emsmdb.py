@@ -103,6 +103,8 @@ class Emsmdb(object):
         self.dir = directory
         self.store = Store(config)
         self.icxr = itertools.count(1)
+        self.fail_lock = threading.Lock()
+        self.fail_seen = 0
 
     def interfaces(self):
         return [
@@ -269,12 +271,14 @@ class Emsmdb(object):
         log('emsmdb: %s flags=0x%x cbIn=%d ext flags=0x%x payload=%d bytes' % (
             what, flags_in, len(rgb_in), in_flags, sum(len(p) for _, p in payloads)))
         outs = []
+        seen = len(s.rops.seen_ids)
         for _, p in payloads:
             o = self._run_rops(s, p, max_out - 8 if len(payloads) == 1 else None)
             if o is None:
                 code = ecRpcFormat
                 break
             outs.append(o)
+        self._injected_failure(s.rops.seen_ids[seen:], what)
         if code == ecSuccess:
             compress = not flags_in & N.EXT2_NO_COMPRESSION
             xor = not flags_in & N.EXT2_NO_XOR_MAGIC
@@ -284,6 +288,25 @@ class Emsmdb(object):
                 code = ecBufferTooSmall
                 out_buf = b''
         return code, out_buf, int((time.time() - t0) * 1000)
+
+    def _injected_failure(self, rop_ids, what):
+        """LAB_FAIL_EXECUTE=ROPID:N (hex RopId, count from 1): the Nth call
+        whose ROP buffer held that RopId (counted over the lab's life) fails
+        after it ran: a fault PDU over DCE/RPC (RPC_X_BAD_STUB_DATA), and
+        over MAPI/HTTP X-ResponseCode 1 (the server failed the request)."""
+        knob = os.environ.get('LAB_FAIL_EXECUTE')
+        if not knob:
+            return
+        rop, nth = knob.split(':')
+        if int(rop, 16) not in rop_ids:
+            return
+        with self.fail_lock:
+            self.fail_seen += 1
+            hit = self.fail_seen == int(nth)
+        if hit:
+            log('emsmdb: %s with RopId 0x%02x fails (LAB_FAIL_EXECUTE=%s)' % (
+                what, int(rop, 16), knob))
+            raise RpcFault(0x000006F7)
 
     # -- opnum 11 --
     def op_rpc_ext2(self, call, stub):

@@ -96,6 +96,34 @@ class MhError(Exception):
         self.code = code
 
 
+class HttpFailure(Exception):
+    """A request answered with an HTTP error status (LAB_MH_HTTP_FAIL)."""
+
+
+HTTP_FAIL = {'lock': threading.Lock(), 'seen': 0}
+
+
+def http_failure(rop):
+    """LAB_MH_HTTP_FAIL=ROPID:N (hex RopId, N from 1): the Nth Execute whose
+    first ROP is that RopId is answered HTTP 500 before it runs."""
+    knob = os.environ.get('LAB_MH_HTTP_FAIL')
+    if not knob:
+        return
+    rid, nth = knob.split(':')
+    try:
+        payloads = lab_emsmdb.parse_ext_chain(rop)
+        first = payloads[0][1][2] if payloads and len(payloads[0][1]) > 2 else None
+    except Exception:
+        return
+    if first != int(rid, 16):
+        return
+    with HTTP_FAIL['lock']:
+        HTTP_FAIL['seen'] += 1
+        hit = HTTP_FAIL['seen'] == int(nth)
+    if hit:
+        raise HttpFailure('Execute with RopId 0x%02x (LAB_MH_HTTP_FAIL=%s)' % (int(rid, 16), knob))
+
+
 class MhSession(object):
     def __init__(self, kind, owner, context_id):
         self.kind = kind              # 'emsmdb' | 'nspi'
@@ -483,6 +511,9 @@ class _Handler(BaseHTTPRequestHandler):
             # parse before answering so that a bad body gets X-ResponseCode 12
             try:
                 work = handler(C.Reader(body), session, ident)
+            except HttpFailure as e:
+                log('mapihttp: %s -> HTTP 500' % e)
+                return self._send_simple(500, b'<html><body>500 lab failure</body></html>\r\n')
             except BodyError as e:
                 raise MhError(RC_INVALID_REQUEST_BODY, str(e))
             except (ValueError, TypeError, KeyError, IndexError, struct.error) as e:
@@ -625,6 +656,7 @@ class _Handler(BaseHTTPRequestHandler):
         max_out = r.u32()
         r.aux()
         r.end()
+        http_failure(rop)
         em = self.lab.emsmdb
 
         def work(target):

@@ -1067,6 +1067,27 @@ def rop_read_stream(s, r, handles):
     return struct.pack('<BBLH', 0x2C, in_idx, ecSuccess, len(chunk)) + chunk
 
 
+def rop_seek_stream(s, r, handles):
+    """MS-OXCPRPT 3.2.5.18: from the beginning (0), the current position (1)
+    or the end (2); before the start or past 2^31 StreamSeekError."""
+    r.u8()
+    r.u8()
+    in_idx = r.u8()
+    origin = r.u8()
+    offset = struct.unpack('<q', r.take(8))[0]
+    st = s.obj(handles, in_idx, 'stream')
+    if st is None:
+        return fail(0x2E, in_idx, ecNullObject)
+    if origin > 2:
+        return fail(0x2E, in_idx, 0x80030057)
+    new = (0, st.pos, len(st.data))[origin] + offset
+    if new < 0 or new > 1 << 31:
+        return fail(0x2E, in_idx, 0x80030019)
+    st.pos = new
+    s.log('emsmdb:   RopSeekStream origin=%d offset=%d -> %d' % (origin, offset, new))
+    return struct.pack('<BBLQ', 0x2E, in_idx, ecSuccess, new)
+
+
 def rop_write_stream(s, r, handles):
     r.u8()
     r.u8()
@@ -1151,6 +1172,7 @@ ROP_HANDLERS = {
     0x2B: rop_open_stream,
     0x2C: rop_read_stream,
     0x2D: rop_write_stream,
+    0x2E: rop_seek_stream,
     0x32: rop_submit_message,
     0x5D: rop_commit_stream,
     0xFE: rop_logon,

@@ -300,6 +300,18 @@ static int mh_start(struct hconn *s)
 /* Response head of a chain request: only a 200 is collected. */
 int mp_mhb_resp_head(struct hconn *s, http_parser *p)
 {
+    if (p->status_code != 200 && !s->head_req && mp_mh_call_side_pending(s->mh.mc)) {
+        /* the proxy's side request refused: its body is collected and
+         * dropped, the chain told at its end (mp_mhb_resp_done) */
+        s->mh.http_rc = p->status_code;
+        s->mh.side_http = true;
+        s->mh.mod_resp = true;
+        s->status = 200; /* the client's, whose head went out before */
+        if (!http_should_keep_alive(p) || !s->keepalive)
+            s->close_after = true;
+        return 1;
+    }
+    s->mh.side_http = false;
     if (p->status_code != 200 || s->head_req) {
         mp_mh_call_detach(s->mh.mc); /* the upstream refused: pass its answer on */
         s->mh.mc = NULL;
@@ -421,7 +433,14 @@ void mp_mhb_resp_done(struct hconn *s)
     s->upstream_dl = 0;
     /* the X-ResponseCode after DONE, else the head's (Exchange sends both) */
     uint32_t code = s->mh.mst.have_response_code ? s->mh.mst.response_code : s->mh.http_rc;
-    bool ok = s->mh.mst.state == MP_MHS_BODY && code == 0;
+    bool ok = s->mh.mst.state == MP_MHS_BODY && code == 0 && !s->mh.side_http;
+    if (!ok && !s->mh.url &&
+        mp_mh_call_side_failed(s->mh.mc,
+                               s->mh.side_http ? "HTTP status"
+                               : code          ? "X-ResponseCode"
+                                               : "incomplete answer, X-ResponseCode",
+                               code))
+        return; /* the chain goes on: another side request, or the client's answer */
     if (s->mh.url && ok) {
         mh_url_answer(s);
         return;

@@ -48,6 +48,7 @@ struct mp_mh_req {
     struct mp_buf mraw;      /* the response entity as received */
     unsigned proc, pend;     /* meta-tags passed on to the client */
     uint32_t http_rc;        /* X-ResponseCode of the head (gromox puts it only there) */
+    bool side_http;          /* a side request's answer is an HTTP error (http_rc) */
     unsigned relays;         /* upstream requests for it (side requests: mhseq.h) */
     char client_seq[128];    /* the MapiSequence the client's head set ("" none) */
 };

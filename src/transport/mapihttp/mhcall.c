@@ -184,6 +184,25 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
     return 0;
 }
 
+bool mp_mh_call_side_pending(const struct mp_mh_call *c)
+{
+    return c && c->m && c->m->side_cb;
+}
+
+bool mp_mh_call_side_failed(struct mp_mh_call *c, const char *why, uint32_t code)
+{
+    struct mp_call *m = c ? c->m : NULL;
+    if (!m || !m->side_cb)
+        return false;
+    mp_info("mapihttp %s from %s: upstream %s %u to the proxy's side request; the client's "
+            "call goes on",
+            mp_mh_kind_info(c->kind)->name, m->peer, why, code);
+    c->have_rsp = false;
+    mp_call_set_decoded(m, true, NULL); /* no response: the stage stops reading ahead */
+    mp_call_run_response(m);
+    return true;
+}
+
 void mp_mh_call_response(struct mp_mh_call *c, const uint8_t *body, size_t len)
 {
     struct mp_call *m = c->m;
@@ -191,6 +210,10 @@ void mp_mh_call_response(struct mp_mh_call *c, const uint8_t *body, size_t len)
         return;
     c->have_rsp = false;
     int d = mp_mh_decode(c->kind, true, body, len, &c->rsp, &c->arena);
+    if (d != MP_MH_OK && m->side_cb) {
+        mp_mh_call_side_failed(c, "response that does not decode, size", (uint32_t)len);
+        return;
+    }
     if (d != MP_MH_OK) {
         /* the upstream's answer goes to the client as it is, without the
          * response hooks */

@@ -25,6 +25,7 @@
  * GetAddressBookUrl) and bodies that do not decode are relayed raw. */
 #ifndef MP_MAPIHTTP_MHCALL_H
 #define MP_MAPIHTTP_MHCALL_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,12 @@ int mp_mh_call_start(struct mp_modules *ms, struct mp_session *s, const char *pe
                      uint32_t *rc);
 /* The upstream's response body (X-ResponseCode 0) for the last relay. */
 void mp_mh_call_response(struct mp_mh_call *c, const uint8_t *body, size_t len);
+/* A side request of the chain (chain.h side_cb) is upstream. */
+bool mp_mh_call_side_pending(const struct mp_mh_call *c);
+/* The upstream failed a side request (HTTP status, X-ResponseCode, a body
+ * that does not decode): logged, the chain's stage gets no response and
+ * goes on (stops reading ahead); false when no side request is pending. */
+bool mp_mh_call_side_failed(struct mp_mh_call *c, const char *why, uint32_t code);
 /* The upstream failed (connection lost, X-ResponseCode != 0 passed through
  * by the front itself): forget the call without any callback. */
 void mp_mh_call_detach(struct mp_mh_call *c);
