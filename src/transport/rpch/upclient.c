@@ -217,7 +217,7 @@ static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
 /* Why a channel's request was answered: its status line. */
 static const char *answered(const struct upchan *c)
 {
-    static char why[128];
+    static _Thread_local char why[128];
     const char *h = (const char *)mp_buf_head(&c->rq);
     size_t n = mp_buf_avail(&c->rq);
     const char *eol = memchr(h, '\r', n);
@@ -279,7 +279,7 @@ static const char *ntlm_answer(struct upchan *c, bool eof)
     if (n < hl + cl)
         return eof ? "the upstream closed the channel during the NTLM logon" : NULL;
     const char *www = mp_rpch_head_value(h, hl, "WWW-Authenticate", "NTLM ", &vl);
-    static char why[160];
+    static _Thread_local char why[160];
     struct mp_buf val = {0}, nw = {0};
     char line[4096];
     const char *err = NULL;
@@ -621,7 +621,7 @@ static const char *chan_io(struct upchan *c, uint32_t ev, bool *eof)
         if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0)
             e = errno;
         if (e) {
-            static char why[96];
+            static _Thread_local char why[96];
             snprintf(why, sizeof why, "connect failed: %s", strerror(e));
             return why;
         }
@@ -636,7 +636,7 @@ static const char *chan_io(struct upchan *c, uint32_t ev, bool *eof)
         }
     }
     if (c->tls_on && !c->hs_done) {
-        static char why[160];
+        static _Thread_local char why[160];
         int rc = mp_tls_handshake(&c->tls, why, sizeof why);
         if (rc < 0)
             return why;
