@@ -68,6 +68,7 @@ def test_prefetch_client_gone(make_proxy, tmp_path):
             p.stop()
             log = p.log()
             assert "online download message" in log
+            assert "in_flight=1 after=" in log and "reason=client closed" in log
     finally:
         lab.stop()
 
@@ -106,5 +107,6 @@ def test_fx_hold_client_gone(make_proxy, tmp_path):
         assert "[Blocked] mpm_msgtest blocked it" in subjects, subjects
         t.close()
         p.stop()
+        assert "in_flight=1 after=" in p.log() and "reason=client closed" in p.log()
     finally:
         lab.stop()
