@@ -15,12 +15,12 @@ import time
 
 import emsmdb_client as EC
 import ics_client as IC
-import emsmdb_ndr as N
 from conftest import Lab
 from test_lab import ALICE
 from test_mime_dump import connect, folder_mids
 from test_online_download import QUARTERLY, NOTICE_SUBJECT, through
 from test_rop_lifetime import RpcTransport
+from test_rop_modules import ext2_request
 
 FL = 0x1  # EXT2_NO_COMPRESSION
 
@@ -28,23 +28,11 @@ FL = 0x1  # EXT2_NO_COMPRESSION
 def send_and_close(dce, cxh, rops, handles, delay):
     """An EcDoRpcExt2 sent, its answer never read: the socket closes
     `delay` seconds later."""
-    req = N.EcDoRpcExt2()
-    req['pcxh'].set_raw(cxh)
+    req = ext2_request(cxh, EC.frame_ext(rops.build(handles)))
     req['pulFlags'] = FL
-    rgb = EC.frame_ext(rops.build(handles))
-    req['rgbIn'] = rgb
-    req['cbIn'] = len(rgb)
-    req['pcbOut'] = 0x40000
-    req['rgbAuxIn'] = b''
-    req['cbAuxIn'] = 0
-    req['pcbAuxOut'] = 0x1008
     dce.call(req.opnum, req)
     time.sleep(delay)
     dce.get_rpc_transport().disconnect()
-
-
-def gone_count(p):
-    return p.log().count("client closed") + p.log().count("connection closed")
 
 
 def test_prefetch_client_gone(make_proxy, tmp_path):

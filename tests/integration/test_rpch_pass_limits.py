@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT
 from test_rpch import rpch_lab_env, start
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
