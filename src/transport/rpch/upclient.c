@@ -604,6 +604,11 @@ static const char *out_parse(struct upvc *v)
         if (mp_buf_append(&v->sp_wq, p, h.frag_len))
             return "out of memory";
         v->out_app += h.frag_len;
+        /* the server may have at most our window unacknowledged (MS-RPCH
+         * 3.2.1.1.4): past twice that it ignores flow control, and sp_wq
+         * would grow with whatever it sends */
+        if (v->out_app - v->out_acked > 2 * (uint64_t)UP_WINDOW)
+            return "the upstream sent past the OUT channel's receive window";
         mp_buf_consume(&c->rq, h.frag_len);
     }
     mp_buf_trim(&c->rq);
