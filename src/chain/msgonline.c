@@ -529,6 +529,13 @@ static size_t list_atts(struct ocall *c, const struct mp_rop_buf *r, uint32_t *n
     return n;
 }
 
+/* Slot i of the response's handle table: its length is the upstream's
+ * (the bytes after the ROPs), not the slots the side request has. */
+static uint32_t rsp_handle(const struct mp_rop_buf *r, size_t i)
+{
+    return r->handles && i < r->nhandles ? r->handles[i] : NONE;
+}
+
 /* Reads one round's response into the state; -1 stops the read. */
 static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_buf *r)
 {
@@ -563,7 +570,7 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         const struct mp_rop_rsp_OpenMessage *om = rsp_for(r, 0, MP_ROP_OpenMessage);
         if (!om || om->ReturnValue || r->nhandles < 3)
             return -1;
-        c->msg_h = r->handles[1]; /* NONE (0xFFFFFFFF) is no handle: MS-OXCROPS 1.3.1 */
+        c->msg_h = rsp_handle(r, 1); /* NONE (0xFFFFFFFF) is no handle: MS-OXCROPS 1.3.1 */
         const struct mp_rop_rsp_GetPropertiesAll *g = rsp_for(r, 1, MP_ROP_GetPropertiesAll);
         if (!g || g->ReturnValue)
             return -1;
@@ -583,7 +590,7 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
                 return 0;
             }
             c->str_open = true;
-            c->str_h = r->handles[2];
+            c->str_h = rsp_handle(r, 2);
             c->str_size = os->StreamSize;
             c->str_got = 0;
             k = 1;
@@ -612,10 +619,10 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         if (!oa || oa->ReturnValue || !g || g->ReturnValue)
             return -1;
         if (c->ph == P_ATT) {
-            c->att_h = r->handles[1];
+            c->att_h = rsp_handle(r, 1);
             c->in_att = true;
         } else {
-            c->eatt_h = r->handles[4];
+            c->eatt_h = rsp_handle(r, 4);
             c->in_eatt = true;
         }
         note_big(c, g);
@@ -627,7 +634,7 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         const struct mp_rop_rsp_GetPropertiesAll *g = rsp_for(r, 1, MP_ROP_GetPropertiesAll);
         if (!oe || oe->ReturnValue)
             return -1;
-        c->emb_h = r->handles[3];
+        c->emb_h = rsp_handle(r, 3);
         c->in_emb = true;
         if (!g || g->ReturnValue)
             return -1;

@@ -12,6 +12,32 @@ struct mp_arena_chunk {
 
 #define CHUNK_MIN 4096u
 
+/* Under AddressSanitizer a chunk's bytes not handed out are poisoned: a
+ * read past an allocation into the chunk's free tail, or of an allocation
+ * of a call whose arena was reset (a reused chunk, mp_call_arena), is
+ * reported as it would be for freed memory. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MP_ARENA_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MP_ARENA_ASAN 1
+#endif
+#endif
+#ifdef MP_ARENA_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+static void chunk_free(struct mp_arena_chunk *c)
+{
+    UNPOISON(c->data, c->cap);
+    free(c);
+}
+
 void mp_arena_init(struct mp_arena *a)
 {
     a->head = NULL;
@@ -49,9 +75,11 @@ static void *arena_take(struct mp_arena *a, size_t n)
         nc->cap = cap;
         nc->used = 0;
         nc->next = c;
+        POISON(nc->data, cap);
         a->head = c = nc;
     }
     void *p = c->data + c->used;
+    UNPOISON(p, need);
     c->used += need;
     a->used += need;
     return p;
@@ -92,12 +120,13 @@ void mp_arena_reset(struct mp_arena *a)
     for (struct mp_arena_chunk *c = a->head; c;) {
         struct mp_arena_chunk *n = c->next;
         if (c != keep)
-            free(c);
+            chunk_free(c);
         c = n;
     }
     if (keep) {
         keep->used = 0;
         keep->next = NULL;
+        POISON(keep->data, keep->cap);
     }
     a->head = keep;
     a->used = 0;
@@ -108,7 +137,7 @@ void mp_arena_free(struct mp_arena *a)
     struct mp_arena_chunk *c = a->head;
     while (c) {
         struct mp_arena_chunk *n = c->next;
-        free(c);
+        chunk_free(c);
         c = n;
     }
     a->head = NULL;

@@ -34,6 +34,11 @@ struct worker {
 
 static struct worker ws[MP_MAX_WORKERS];
 static unsigned n_ws = 1;
+/* mp_workers_stop has begun: workers 1..n-1 end one after the other while
+ * the others still run, so nothing more is posted to them (a hand-over to
+ * a worker whose mailbox is gone would be lost: its socket leaked, its
+ * job never run).  Worker 0 drains its mailbox last and still takes posts. */
+static bool stopping;
 static _Thread_local unsigned self;
 
 unsigned mp_workers_count(void)
@@ -113,7 +118,7 @@ static void enqueue(struct worker *w, struct job *j)
 
 int mp_worker_post(unsigned i, void (*fn)(void *), void *arg)
 {
-    if (i >= n_ws)
+    if (i >= n_ws || (i && __atomic_load_n(&stopping, __ATOMIC_ACQUIRE)))
         return -1;
     struct job *j = calloc(1, sizeof *j);
     if (!j)
@@ -177,6 +182,7 @@ int mp_workers_start(unsigned n, struct mp_loop *loop0)
 {
     if (n < 1 || n > MP_MAX_WORKERS)
         n = 1;
+    __atomic_store_n(&stopping, false, __ATOMIC_RELEASE);
     ws[0] = (struct worker){.idx = 0, .loop = loop0};
     if (mailbox_open(&ws[0]))
         return -1;
@@ -204,6 +210,7 @@ int mp_workers_start(unsigned n, struct mp_loop *loop0)
 
 void mp_workers_stop(void (*on_exit)(unsigned worker))
 {
+    __atomic_store_n(&stopping, true, __ATOMIC_RELEASE);
     for (unsigned i = 1; i < n_ws; i++) {
         struct worker *w = &ws[i];
         if (w->started) {

@@ -29,8 +29,9 @@ void mp_workers_stop(void (*on_exit)(unsigned worker));
 
 struct mp_loop *mp_worker_loop(unsigned i);
 
-/* Runs fn(arg) on worker i's thread, later (0), or -1 (out of memory, or no
- * such worker): fn does not run and the caller keeps arg. */
+/* Runs fn(arg) on worker i's thread, later (0), or -1 (out of memory, no
+ * such worker, or worker i > 0 once mp_workers_stop began): fn does not
+ * run and the caller keeps arg. */
 int mp_worker_post(unsigned i, void (*fn)(void *), void *arg);
 /* Runs fn(arg) on worker i's thread and returns when it has run (at once
  * when i is the caller). */

@@ -19,6 +19,10 @@
 #include "core/json.h"
 #include "testlib.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 static uint8_t *slurp(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -692,6 +696,21 @@ static void test_arena_json(void)
     mp_arena_reset(&a);
     CHECK(a.used == 0 && mp_arena_alloc(&a, 150000) != NULL);
     mp_arena_free(&a);
+#if defined(__SANITIZE_ADDRESS__)
+    /* the kept chunk's bytes are poisoned once reset (a reused call arena,
+     * mp_call_arena): a pointer into the last call's data is reported by
+     * ASan, as it was when the chunk was freed; so is the free tail */
+    mp_arena_init(&a);
+    uint8_t *old = mp_arena_alloc(&a, 100);
+    CHECK(old && !__asan_address_is_poisoned(old + 99));
+    CHECK(__asan_address_is_poisoned(old + 112)); /* past the allocation: the tail */
+    mp_arena_reset(&a);
+    CHECK(__asan_address_is_poisoned(old));
+    uint8_t *again = mp_arena_memdup(&a, "abc", 3);
+    CHECK(again == old && !__asan_address_is_poisoned(again + 15));
+    CHECK(__asan_address_is_poisoned(again + 16));
+    mp_arena_free(&a);
+#endif
 
     struct mp_buf b = {0};
     struct mp_json j;

@@ -318,7 +318,8 @@ void dce_handover_post(unsigned to, struct handover *h)
 {
     if (mp_worker_post(to, handover_job, h)) {
         dce_load_adjust(to, -1);
-        mp_warn("conn %s:%u closed: out of memory handing it to worker %u", h->host, h->port, to);
+        mp_warn("conn %s:%u closed: cannot hand it to worker %u (stopping, or out of memory)",
+                h->host, h->port, to);
         close(h->fd);
         free(h);
     }

@@ -401,6 +401,8 @@ static void up_cb(struct mp_io *io, uint32_t ev)
             leg_fail(l, "out of memory");
             return;
         }
+        if (mp_buf_avail(&l->up_in) > LEG_MAX_HEAD + LEG_MAX_BODY)
+            break; /* more than an answer can be: up_answer refuses it */
     }
     if (l->waiting) {
         if (!up_answer(l, eof))
@@ -436,6 +438,14 @@ struct mp_rpch_leg *mp_rpch_leg_start(struct mp_rpch_pass *p, const struct mp_rp
 
 bool mp_rpch_leg_client_data(struct mp_rpch_leg *l, const uint8_t *p, size_t n)
 {
+    /* A leg has no body and the client waits for the upstream's 401 before
+     * its next request: while a leg is out, no more than one request head
+     * may wait here (else a client streaming bytes at a slow upstream would
+     * grow cin without end). */
+    if (l->waiting && mp_buf_avail(&l->cin) + n > LEG_MAX_HEAD) {
+        leg_fail(l, "the client sent more than a request head while the upstream answers a leg");
+        return false;
+    }
     if (mp_buf_append(&l->cin, p, n)) {
         leg_fail(l, "out of memory");
         return false;

@@ -217,7 +217,7 @@ static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
 /* Why a channel's request was answered: its status line. */
 static const char *answered(const struct upchan *c)
 {
-    static char why[128];
+    static _Thread_local char why[128];
     const char *h = (const char *)mp_buf_head(&c->rq);
     size_t n = mp_buf_avail(&c->rq);
     const char *eol = memchr(h, '\r', n);
@@ -279,7 +279,7 @@ static const char *ntlm_answer(struct upchan *c, bool eof)
     if (n < hl + cl)
         return eof ? "the upstream closed the channel during the NTLM logon" : NULL;
     const char *www = mp_rpch_head_value(h, hl, "WWW-Authenticate", "NTLM ", &vl);
-    static char why[160];
+    static _Thread_local char why[160];
     struct mp_buf val = {0}, nw = {0};
     char line[4096];
     const char *err = NULL;
@@ -604,6 +604,11 @@ static const char *out_parse(struct upvc *v)
         if (mp_buf_append(&v->sp_wq, p, h.frag_len))
             return "out of memory";
         v->out_app += h.frag_len;
+        /* the server may have at most our window unacknowledged (MS-RPCH
+         * 3.2.1.1.4): past twice that it ignores flow control, and sp_wq
+         * would grow with whatever it sends */
+        if (v->out_app - v->out_acked > 2 * (uint64_t)UP_WINDOW)
+            return "the upstream sent past the OUT channel's receive window";
         mp_buf_consume(&c->rq, h.frag_len);
     }
     mp_buf_trim(&c->rq);
@@ -621,7 +626,7 @@ static const char *chan_io(struct upchan *c, uint32_t ev, bool *eof)
         if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0)
             e = errno;
         if (e) {
-            static char why[96];
+            static _Thread_local char why[96];
             snprintf(why, sizeof why, "connect failed: %s", strerror(e));
             return why;
         }
@@ -636,7 +641,7 @@ static const char *chan_io(struct upchan *c, uint32_t ev, bool *eof)
         }
     }
     if (c->tls_on && !c->hs_done) {
-        static char why[160];
+        static _Thread_local char why[160];
         int rc = mp_tls_handshake(&c->tls, why, sizeof why);
         if (rc < 0)
             return why;
