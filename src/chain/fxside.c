@@ -15,11 +15,11 @@
 #include "rop/rop.h"
 
 enum {
-    MAX_ROUNDS = 256,           /* side GetBuffers per client call */
-    SIDE_BUFFER = 0x7F00,       /* BufferSize of a side GetBuffer (at least the client's) */
-    SIDE_RESERVE = 256,         /* pcbOut left for the RPC_HEADER_EXT and the ROP header */
-    STATUS_PARTIAL = 0x0001,    /* MS-OXCROPS 2.2.12.5.2 TransferStatus */
-    OP_EXT2 = 11,               /* EcDoRpcExt2 (and MAPI/HTTP Execute) */
+    MAX_ROUNDS = 256,        /* side GetBuffers per client call */
+    SIDE_BUFFER = 0x7F00,    /* BufferSize of a side GetBuffer (at least the client's) */
+    SIDE_RESERVE = 256,      /* pcbOut left for the RPC_HEADER_EXT and the ROP header */
+    STATUS_PARTIAL = 0x0001, /* MS-OXCROPS 2.2.12.5.2 TransferStatus */
+    OP_EXT2 = 11,            /* EcDoRpcExt2 (and MAPI/HTTP Execute) */
 };
 
 struct fxside {

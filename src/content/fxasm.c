@@ -641,6 +641,8 @@ void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
     uint8_t id = mp_call_rop_id(call, false, ri);
     if (id == MP_ROP_FastTransferSourceGetBuffer) {
         struct mp_fxctx **gp = ctx_find(list, mp_call_rop_object(call, false, ri));
+        if (gp)
+            (*gp)->fed_call = NULL; /* a mark of an earlier call that never came back */
         if (gp && (*gp)->f->q)
             answer_from_queue(*gp, call, ri);
         return;
