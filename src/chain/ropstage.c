@@ -1160,7 +1160,8 @@ static void response(struct mp_call *m)
     }
     apply_releases(rc, rc->rq.n);
     mp_msgev_response(m);
-    mp_fxside_start(m); /* a held GetBuffer: side GetBuffers (m->side_cb) */
+    if (!rc->all_local) /* a held GetBuffer: side GetBuffers (m->side_cb) */
+        mp_fxside_start(m);
 }
 
 static int response_done(struct mp_call *m)

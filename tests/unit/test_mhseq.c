@@ -17,8 +17,7 @@ static void head(struct mp_http_msg *m, const char *cookie)
     CHECK(!mp_http_msg_add(m, "Cookie", cookie));
 }
 
-static void seq_is(const char *cookie_in, struct mp_mh_seqmap **t, bool replaced,
-                   const char *want)
+static void seq_is(const char *cookie_in, struct mp_mh_seqmap **t, bool replaced, const char *want)
 {
     struct mp_http_msg m;
     char got[MP_MH_SEQ_MAX];
