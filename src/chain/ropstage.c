@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "chain/msgevents.h"
+#include "chain/fxside.h"
 #include "chain/msgonline.h"
 #include "chain/services.h"
 #include "codec/codec.h"
@@ -83,6 +84,7 @@ struct mp_ropcall {
     size_t ninj;
     size_t extra_handles; /* handle table slots the injected ROPs use */
     void *online;         /* online prefetch of the call (msgonline.c) */
+    void *fxside;         /* side GetBuffers of the call (fxside.c) */
 };
 
 struct mp_ropsess {
@@ -212,6 +214,7 @@ static void call_free(struct mp_call *m, void *ctx)
     mp_objtab_unref(rc->tab);
     mp_msgev_call_free(rc->msgev);
     mp_msgonline_call_free(rc->online);
+    mp_fxside_call_free(rc->fxside);
     side_free(&rc->rq);
     side_free(&rc->rs);
     free(rc);
@@ -1157,6 +1160,8 @@ static void response(struct mp_call *m)
     }
     apply_releases(rc, rc->rq.n);
     mp_msgev_response(m);
+    if (!rc->all_local) /* a held GetBuffer: side GetBuffers (m->side_cb) */
+        mp_fxside_start(m);
 }
 
 static int response_done(struct mp_call *m)
@@ -1181,6 +1186,11 @@ static int response_done(struct mp_call *m)
 void **mp_ropstage_online_call(struct mp_call *m)
 {
     return RC(m) ? &RC(m)->online : NULL;
+}
+
+void **mp_ropstage_fxside_call(struct mp_call *m)
+{
+    return RC(m) ? &RC(m)->fxside : NULL;
 }
 
 void **mp_ropstage_online_session(struct mp_session *ses)

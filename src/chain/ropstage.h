@@ -38,6 +38,8 @@ struct mp_rop_ctx;
 /* msgonline.c's slots: the call's and the session's state. */
 void **mp_ropstage_online_call(struct mp_call *m);
 void **mp_ropstage_online_session(struct mp_session *ses);
+/* fxside.c's slot: the call's side GetBuffers. */
+void **mp_ropstage_fxside_call(struct mp_call *m);
 /* In the response step, before anything else: the client's RopOpenMessage
  * that the upstream answered with success in this response (payload 0). */
 struct mp_ropstage_open {

@@ -974,6 +974,16 @@ void mp_asm_emit(struct mp_asm *a, struct mp_call *call)
     mp_asm_fx_emit(a, &a->fx, call);
 }
 
+int mp_asm_queue_state(struct mp_asm *a, const struct mp_object *o, struct mp_fx_qstate *st)
+{
+    return mp_asm_fx_queue_state(&a->fx, o, st);
+}
+
+void mp_asm_fed(struct mp_asm *a, const struct mp_object *o, const struct mp_call *call, int ri)
+{
+    mp_asm_fx_fed(&a->fx, o, call, ri);
+}
+
 const uint8_t *mp_asm_held(struct mp_asm *a, const struct mp_fx_span *sp, size_t *len)
 {
     return mp_asm_fx_held(&a->fx, sp, len);

@@ -134,6 +134,21 @@ const uint8_t *mp_asm_fx_held(struct mp_fxctx **list, const struct mp_fx_span *s
 int mp_asm_fx_replace(struct mp_fxctx **list, const struct mp_fx_span *sp, const uint8_t *p,
                       size_t n);
 void mp_asm_emit(struct mp_asm *a, struct mp_call *call);
+/* For the proxy's side GetBuffers (src/chain/fxside.c): the held queue of
+ * the download context of object o (-1: none, not held, or its stream
+ * failed), and marking the client's GetBuffer response (call, request
+ * index ri) as fed already, so that the response step that runs again
+ * after the side requests does not feed it twice. */
+struct mp_fx_qstate {
+    size_t releasable, len;
+    bool open, up_done;
+};
+int mp_asm_fx_queue_state(struct mp_fxctx **list, const struct mp_object *o,
+                          struct mp_fx_qstate *st);
+void mp_asm_fx_fed(struct mp_fxctx **list, const struct mp_object *o, const struct mp_call *call,
+                   int ri);
+int mp_asm_queue_state(struct mp_asm *a, const struct mp_object *o, struct mp_fx_qstate *st);
+void mp_asm_fed(struct mp_asm *a, const struct mp_object *o, const struct mp_call *call, int ri);
 const uint8_t *mp_asm_held(struct mp_asm *a, const struct mp_fx_span *sp, size_t *len);
 int mp_asm_replace(struct mp_asm *a, const struct mp_fx_span *sp, const uint8_t *p, size_t n);
 

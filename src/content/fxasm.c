@@ -432,6 +432,10 @@ struct mp_fxctx {
     /* the GetBuffer the proxy answered from q itself: not fed again */
     const struct mp_call *local_call;
     int local_idx;
+    /* the client's GetBuffer response already fed before the proxy's side
+     * GetBuffers (src/chain/fxside.c): not fed again */
+    const struct mp_call *fed_call;
+    int fed_idx;
 };
 
 static struct mp_fxctx **ctx_find(struct mp_fxctx **list, const struct mp_object *o)
@@ -539,6 +543,10 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
         int ri = mp_call_rop_request_index(call, i);
         if (c->local_call == call && c->local_idx == ri)
             break; /* the proxy's own answer, out of the queue */
+        if (c->fed_call == call && c->fed_idx == ri) {
+            c->fed_call = NULL; /* fed before the side GetBuffers */
+            break;
+        }
         c->f->rop_index = ri;
         c->f->at_request = false;
         struct mp_fxq *q = c->f->q;
@@ -633,6 +641,8 @@ void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
     uint8_t id = mp_call_rop_id(call, false, ri);
     if (id == MP_ROP_FastTransferSourceGetBuffer) {
         struct mp_fxctx **gp = ctx_find(list, mp_call_rop_object(call, false, ri));
+        if (gp)
+            (*gp)->fed_call = NULL; /* a mark of an earlier call that never came back */
         if (gp && (*gp)->f->q)
             answer_from_queue(*gp, call, ri);
         return;
@@ -685,6 +695,30 @@ void mp_asm_fx_emit(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *ca
         r->InProgressCount = done;
         r->TotalStepCount = total;
         mp_call_rop_changed(call, true, j);
+    }
+}
+
+int mp_asm_fx_queue_state(struct mp_fxctx **list, const struct mp_object *o,
+                          struct mp_fx_qstate *st)
+{
+    struct mp_fxctx **pp = ctx_find(list, o);
+    if (!pp || !(*pp)->f->q || (*pp)->f->failed)
+        return -1;
+    const struct mp_fxq *q = (*pp)->f->q;
+    *st = (struct mp_fx_qstate){.releasable = mp_fxq_releasable(q),
+                                .len = mp_fxq_len(q),
+                                .open = q->open,
+                                .up_done = q->up_done};
+    return 0;
+}
+
+void mp_asm_fx_fed(struct mp_fxctx **list, const struct mp_object *o, const struct mp_call *call,
+                   int ri)
+{
+    struct mp_fxctx **pp = ctx_find(list, o);
+    if (pp) {
+        (*pp)->fed_call = call;
+        (*pp)->fed_idx = ri;
     }
 }
 

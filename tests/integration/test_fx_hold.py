@@ -23,7 +23,14 @@ tests/modules/mpm_msgtest.c giving the verdict (over RPC and MAPI/HTTP):
   - an FX copy (RopFastTransferSourceCopyTo of the message) blocked and
     modified the same way;
   - a message past mapiproxy:fx hold limit relayed unchanged, logged once;
-  - --check knows the option."""
+  - --check knows the option;
+  - in every case no client GetBuffer response before the last is empty:
+    while a message is held the proxy asks the upstream for the next
+    buffers itself (side GetBuffers on the client's session), the client's
+    buffers are full but for the last;
+  - with mapiproxy:fx hold limit = 0 nothing is held and the client's
+    buffers are the lab's, byte for byte.
+"""
 import email
 import email.policy
 import json
@@ -145,10 +152,11 @@ def sync(t, bufsize=BUF):
     assert logon["ReturnValue"] == 0
     inbox = logon["FolderIds"][4]
     got = IC.sync_folder(c, 0, inbox, buffer_size=bufsize)
-    # within the client's BufferSize; empty (TransferStatus Partial) while
-    # the proxy holds a message and the upstream's buffer gave nothing
-    # that can go yet
+    # within the client's BufferSize, and never empty before the last:
+    # while a message is held the proxy fetches the next buffers itself
+    # (side GetBuffers) instead of answering an empty Partial
     assert all(len(x) <= bufsize for x in got["chunks"])
+    assert all(got["chunks"][:-1]), [i for i, x in enumerate(got["chunks"]) if not x]
     return got, inbox
 
 
@@ -190,7 +198,9 @@ def test_block_spanning(request, make_proxy, tmp_path, fxdump, transport,  # noq
     assert "[Blocked] mpm_msgtest blocked it" in d["subjects"]
     t.close()
     assert p.alive()
-    assert "blocked by mpm_msgtest" in p.log()
+    log = p.log()
+    assert "blocked by mpm_msgtest" in log
+    assert "side GetBuffer(s)" in log
 
 
 @pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
@@ -211,8 +221,11 @@ def test_modify_spanning(request, make_proxy, tmp_path, fxdump, transport):  # n
     assert len(m["attachments"]) == 2  # share.docx (by reference) kept
     d = decode(fxdump, tmp_path, got["chunks"])
     assert d["exact"] and "[TEST] " + TARGET in d["subjects"]
+    # full but for a few (a message decided with less than a buffer after it)
+    assert sum(1 for x in got["chunks"][:-1] if len(x) < BUF) <= 10
     t.close()
     assert p.alive()
+    assert "side GetBuffer(s)" in p.log()
 
 
 @pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
@@ -254,6 +267,19 @@ def test_hold_limit(request, make_proxy, tmp_path):
     ev = [x.split("\t") for x in (tmp_path / "events.log").read_text().splitlines()]
     # can_modify 0, not blocked, mp_message_block -1
     assert [e[-3:] for e in ev if TARGET in e[6]] == [["0", "0", "-1"]]
+
+
+def test_hold_limit_zero(request, make_proxy, tmp_path):
+    """mapiproxy:fx hold limit = 0: nothing held, no side GetBuffer; a
+    prefix (which needs a held message) cannot be applied and the client's
+    stream is the lab's, byte for byte."""
+    p, t, dump = proxy(request, make_proxy, tmp_path, "prefix", "rpc",
+                       {"mapiproxy:fx hold limit": "0"})
+    got, _ = sync(t)
+    assert got["stream"] == lab_streams(dump)[-1]
+    t.close()
+    assert p.alive()
+    assert "side GetBuffer" not in p.log()
 
 
 def eml_of(out, subject):

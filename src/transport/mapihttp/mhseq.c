@@ -134,9 +134,13 @@ bool mp_mh_seq_fix(struct mp_mh_seqmap **t, struct mp_http_msg *req)
         struct ent *e = &m->e[i];
         if (strcmp(e->ctx, ctx))
             continue;
-        bool hit = !strcmp(e->client, seq) && !mp_mh_seq_set(req, e->up);
-        *e = m->e[--m->n]; /* used, or stale */
-        return hit;
+        /* kept while the client sends that sequence: a request the proxy
+         * answers itself (a held FastTransfer buffer) gives the client no
+         * new one, so its next request carries the same again */
+        if (!strcmp(e->client, seq))
+            return !mp_mh_seq_set(req, e->up);
+        *e = m->e[--m->n]; /* stale: the client has a newer sequence */
+        return false;
     }
     return false;
 }

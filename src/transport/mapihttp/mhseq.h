@@ -22,11 +22,13 @@ int mp_mh_seq_get(const struct mp_http_msg *m, bool response, char *out, size_t 
  * 0 or -1. */
 int mp_mh_seq_set(struct mp_http_msg *req, const char *val);
 /* The client of session (its MapiContext in req) was given `client`, the
- * upstream expects `up`: remembered until used. */
+ * upstream expects `up`: remembered until the client sends another
+ * sequence (or a new pair replaces it). */
 void mp_mh_seq_remember(struct mp_mh_seqmap **t, const struct mp_http_msg *req, const char *client,
                         const char *up);
 /* A request carrying a sequence remembered for its session gets the
- * upstream's (the entry is used up).  true when it was replaced. */
+ * upstream's (the entry kept: a request the proxy answers itself sets no
+ * new cookie); another sequence drops the entry.  true when replaced. */
 bool mp_mh_seq_fix(struct mp_mh_seqmap **t, struct mp_http_msg *req);
 void mp_mh_seq_free(struct mp_mh_seqmap **t);
 #endif

@@ -1,0 +1,202 @@
+/* Side GetBuffers for held FastTransfer downloads (fxside.h). */
+#include "chain/fxside.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain/chain.h"
+#include "chain/msgevents.h"
+#include "chain/ropstage.h"
+#include "content/assemble.h"
+#include "core/arena.h"
+#include "core/log.h"
+#include "mapiproxy/module.h"
+#include "mapiproxy/rops.h"
+#include "rop/rop.h"
+
+enum {
+    MAX_ROUNDS = 256,        /* side GetBuffers per client call */
+    SIDE_BUFFER = 0x7F00,    /* BufferSize of a side GetBuffer (at least the client's) */
+    SIDE_RESERVE = 256,      /* pcbOut left for the RPC_HEADER_EXT and the ROP header */
+    STATUS_PARTIAL = 0x0001, /* MS-OXCROPS 2.2.12.5.2 TransferStatus */
+    OP_EXT2 = 11,            /* EcDoRpcExt2 (and MAPI/HTTP Execute) */
+};
+
+struct fxside {
+    bool started;
+    uint8_t *saved; /* the client's response stub */
+    size_t saved_len;
+    const uint8_t *orig_rgb;
+    uint32_t orig_cb;
+    struct mp_rop_buf req; /* the side GetBuffer */
+    struct mp_rop rop;
+    struct mp_rop_req_FastTransferSourceGetBuffer gb;
+    uint32_t handle;
+    size_t want; /* the client's BufferSize */
+    unsigned rounds;
+    uint64_t bytes;
+};
+
+void mp_fxside_call_free(void *state)
+{
+    struct fxside *s = state;
+    if (s)
+        free(s->saved);
+    free(s);
+}
+
+static unsigned sid(struct mp_call *m)
+{
+    struct mp_session *s = mp_call_session(m);
+    return s ? (unsigned)mp_session_id(s) : 0u;
+}
+
+/* Whether the client's GetBuffer (request item 0) should wait for more
+ * upstream bytes: its context's queue is held (a message open), has fewer
+ * than want bytes that can go, and the upstream is not done. */
+static bool wants_more(struct mp_call *m, size_t want)
+{
+    struct mp_asm *a = mp_msgev_asm(m, true);
+    struct mp_fx_qstate st;
+    int rc = a ? mp_asm_queue_state(a, mp_call_rop_object(m, false, 0), &st) : -1;
+    if (a)
+        mp_msgev_asm_end(m);
+    return !rc && st.open && !st.up_done && st.releasable < want;
+}
+
+static void side_cb(struct mp_call *m);
+
+static void feed(struct mp_call *m, void *arg)
+{
+    (void)arg;
+    mp_msgev_response(m);
+}
+
+/* The client's request and response back in place; its GetBuffer response
+ * was fed already (the response step runs again). */
+static void finish(struct mp_call *m, struct fxside *s)
+{
+    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
+    if (in) {
+        in->rgbIn = (uint8_t *)s->orig_rgb;
+        in->cbIn = s->orig_cb;
+        mp_call_request_changed(m);
+    }
+    struct mp_asm *a = mp_msgev_asm(m, true);
+    if (a) {
+        mp_asm_fed(a, mp_call_rop_object(m, false, 0), m, 0);
+        mp_msgev_asm_end(m);
+    }
+    if (mp_call_set_response_stub(m, s->saved, s->saved_len))
+        mp_warn("session %u: held FastTransfer download: the client's GetBuffer response could "
+                "not be restored",
+                sid(m));
+    mp_debug("session %u: held FastTransfer download: %u side GetBuffer(s), %llu bytes, for the "
+             "client's GetBuffer",
+             sid(m), s->rounds, (unsigned long long)s->bytes);
+}
+
+/* The next side GetBuffer, or the end. */
+static void next(struct mp_call *m, struct fxside *s)
+{
+    if (s->rounds < MAX_ROUNDS && wants_more(m, s->want) &&
+        !mp_ropstage_side_request(m, &s->req, side_cb))
+        return;
+    if (s->rounds >= MAX_ROUNDS)
+        mp_info("session %u: held FastTransfer download: %u side GetBuffers for one client "
+                "GetBuffer; answered with what can go",
+                sid(m), s->rounds);
+    finish(m, s);
+}
+
+static void side_cb(struct mp_call *m)
+{
+    void **slot = mp_ropstage_fxside_call(m);
+    struct fxside *s = slot ? *slot : NULL;
+    if (!s)
+        return;
+    s->rounds++;
+    struct mp_rop_buf r = {0};
+    struct mp_rop_ctx ctx = {.requests = &s->req};
+    if (mp_ropstage_side_response(m, &ctx, &r)) {
+        finish(m, s);
+        return;
+    }
+    const struct mp_rop_rsp_FastTransferSourceGetBuffer *g =
+        r.n == 1 && r.rops[0].rop_id == MP_ROP_FastTransferSourceGetBuffer && !r.rops[0].opaque
+            ? r.rops[0].v
+            : NULL;
+    if (!g || g->ReturnValue || g->HeaderOnly) {
+        mp_info("session %u: held FastTransfer download: the upstream refused a side GetBuffer "
+                "(0x%08x); the client asks again",
+                sid(m), g ? (unsigned)g->ReturnValue : 0xFFFFFFFFu);
+        finish(m, s);
+        return;
+    }
+    s->bytes += g->TransferBufferSize;
+    mp_ropstage_side_view(m, &s->req, &r, feed, NULL);
+    if (g->TransferStatus != STATUS_PARTIAL) { /* Done, or Error / NoRoom: the client's own call */
+        finish(m, s);
+        return;
+    }
+    next(m, s);
+}
+
+void mp_fxside_start(struct mp_call *m)
+{
+    void **slot = mp_ropstage_fxside_call(m);
+    if (!slot || (*slot && ((struct fxside *)*slot)->started) || m->opnum != OP_EXT2 ||
+        !mp_msgev_wanted(m->mods) || mp_call_rop_count(m, false) != 1 ||
+        mp_call_rop_count(m, true) != 1 ||
+        mp_call_rop_id(m, false, 0) != MP_ROP_FastTransferSourceGetBuffer ||
+        mp_call_rop_id(m, true, 0) != MP_ROP_FastTransferSourceGetBuffer ||
+        mp_call_rop_request_index(m, 0) != 0)
+        return;
+    const struct mp_rop_req_FastTransferSourceGetBuffer *q = mp_call_rop(m, false, 0);
+    const struct mp_rop_rsp_FastTransferSourceGetBuffer *r = mp_call_rop(m, true, 0);
+    const struct mp_object *o = mp_call_rop_object(m, false, 0);
+    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
+    if (!q || !r || !o || !in || r->ReturnValue || r->HeaderOnly ||
+        r->TransferStatus != STATUS_PARTIAL)
+        return;
+    size_t want = q->BufferSize == 0xBABE ? q->MaximumBufferSize : q->BufferSize;
+    if (!want || !wants_more(m, want))
+        return;
+    struct fxside *s = *slot ? *slot : (*slot = calloc(1, sizeof(struct fxside)));
+    if (!s)
+        return;
+    s->started = true;
+    size_t len = 0;
+    const uint8_t *stub = mp_call_response_stub(m, &len);
+    if (!stub || !len || !(s->saved = malloc(len))) {
+        mp_warn("session %u: held FastTransfer download: cannot hold the client's GetBuffer "
+                "response; answered with what can go",
+                sid(m));
+        return;
+    }
+    memcpy(s->saved, stub, len);
+    s->saved_len = len;
+    s->orig_rgb = in->rgbIn;
+    s->orig_cb = in->cbIn;
+    s->want = want;
+    /* the proxy's own GetBuffer on the same context handle (slot 0), as big
+     * as the client's response may be */
+    size_t size = in->pcbOut > SIDE_RESERVE ? in->pcbOut - SIDE_RESERVE : 0;
+    if (size > SIDE_BUFFER)
+        size = SIDE_BUFFER;
+    if (size < want)
+        size = want;
+    s->gb = (struct mp_rop_req_FastTransferSourceGetBuffer){
+        .RopId = MP_ROP_FastTransferSourceGetBuffer,
+        .LogonId = q->LogonId,
+        .InputHandleIndex = 0,
+        .BufferSize = (uint16_t)size,
+    };
+    s->handle = o->handle;
+    s->rop = (struct mp_rop){.rop_id = MP_ROP_FastTransferSourceGetBuffer,
+                             .desc = mp_rop_descs[MP_ROP_FastTransferSourceGetBuffer],
+                             .v = &s->gb,
+                             .req_index = -1};
+    s->req = (struct mp_rop_buf){.rops = &s->rop, .n = 1, .handles = &s->handle, .nhandles = 1};
+    next(m, s);
+}
