@@ -97,26 +97,37 @@ static void on_sig(int s)
     got_signal = s;
 }
 
-/* -u: the EcDoRpcExt2 request of an upload's second call (its own
- * template: the save and the release). */
-static void build_upload_save(void)
+/* The EcDoRpcExt2 request stub around an rgbIn of n_in bytes already at
+ * s + 28: the context handle, pulFlags, the conformant array's max_count,
+ * then cbIn, pcbOut (what Outlook offers), an empty rgbAuxIn and
+ * pcbAuxOut.  Returns the end of the stub. */
+static uint8_t *ext2_stub(uint8_t *s, size_t n_in)
 {
-    uint8_t s[512], *p = s;
-    size_t dig[2];
-    memset(s, 0, sizeof s);
-    size_t r = bench_upload_rops(s + 36, 2000, 1, 0, dig); /* cap: enough (no body) */
-    bench_put_header_ext(s + 28, BENCH_EXT_LAST, (uint16_t)r, (uint16_t)r);
-    size_t n_in = 8 + r;
+    uint8_t *p = s;
     bench_fill(p + 4, 16, 7);
     p += 20;
     mp_put32(p, 0), p += 4;              /* pulFlags */
     mp_put32(p, (uint32_t)n_in), p += 4; /* max_count; the bytes are in place */
     p += (n_in + 3) & ~(size_t)3;
     mp_put32(p, (uint32_t)n_in), p += 4; /* cbIn */
-    mp_put32(p, 0x8007), p += 4;         /* pcbOut */
+    mp_put32(p, 0x8007), p += 4;         /* pcbOut: what Outlook offers */
     mp_put32(p, 0), p += 4;              /* rgbAuxIn: max_count 0 */
     mp_put32(p, 0), p += 4;              /* cbAuxIn */
     mp_put32(p, 0x1008), p += 4;         /* pcbAuxOut */
+    return p;
+}
+
+/* -u: the EcDoRpcExt2 request of an upload's second call (its own
+ * template: the save and the release). */
+static void build_upload_save(void)
+{
+    uint8_t s[512], *p;
+    size_t dig[2];
+    memset(s, 0, sizeof s);
+    size_t r = bench_upload_rops(s + 36, 2000, 1, 0, dig); /* cap: enough (no body) */
+    bench_put_header_ext(s + 28, BENCH_EXT_LAST, (uint16_t)r, (uint16_t)r);
+    size_t n_in = 8 + r;
+    p = ext2_stub(s, n_in);
     struct mp_buf b = {0};
     mp_build_request(&b, MP_PFC_FIRST | MP_PFC_LAST, 0, 0, BENCH_OPNUM, NULL, s, (size_t)(p - s),
                      (uint32_t)(p - s));
@@ -174,7 +185,7 @@ static void build_pdus(size_t req_stub)
         req_stub = 4096;
         build_upload_save();
     }
-    uint8_t *s = calloc(1, req_stub + 8), *p = s;
+    uint8_t *s = calloc(1, req_stub + 8), *p;
     size_t n_in = 0;
     if (upload) {
         size_t r = bench_upload_rops(s + 36, req_stub - 96, 0, 600, dig);
@@ -187,16 +198,7 @@ static void build_pdus(size_t req_stub)
         fprintf(stderr, "loadgen: cannot build the rgbIn payload\n");
         exit(1);
     }
-    bench_fill(p + 4, 16, 7);
-    p += 20;
-    mp_put32(p, 0), p += 4;              /* pulFlags */
-    mp_put32(p, (uint32_t)n_in), p += 4; /* max_count; the bytes are in place */
-    p += (n_in + 3) & ~(size_t)3;
-    mp_put32(p, (uint32_t)n_in), p += 4; /* cbIn */
-    mp_put32(p, 0x8007), p += 4;         /* pcbOut: what Outlook offers */
-    mp_put32(p, 0), p += 4;              /* rgbAuxIn: max_count 0 */
-    mp_put32(p, 0), p += 4;              /* cbAuxIn */
-    mp_put32(p, 0x1008), p += 4;         /* pcbAuxOut */
+    p = ext2_stub(s, n_in);
     req_stub = (size_t)(p - s);
     mp_build_request(&b, MP_PFC_FIRST | MP_PFC_LAST, 0, 0, BENCH_OPNUM, NULL, s, req_stub,
                      (uint32_t)req_stub);
