@@ -274,6 +274,8 @@ BUILT = [
     (lambda b: b.read_stream(6, 100), {'Name': 'RopReadStream', 'ByteCount': 100}),
     (lambda b: b.read_stream(6, 0x12345),
      {'Name': 'RopReadStream', 'ByteCount': 0xBABE, 'MaximumByteCount': 0x12345}),
+    (lambda b: b.seek_stream(6, 1, -5),
+     {'Name': 'RopSeekStream', 'InputHandleIndex': 6, 'Origin': 1, 'Offset': -5}),
     (lambda b: b.write_stream(6, b'abc'),
      {'Name': 'RopWriteStream', 'DataSize': 3, 'Data': '616263'}),
     (lambda b: b.commit_stream(6), {'Name': 'RopCommitStream', 'InputHandleIndex': 6}),
