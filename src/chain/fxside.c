@@ -142,6 +142,22 @@ static void side_cb(struct mp_call *m)
     next(m, s);
 }
 
+size_t mp_fxside_room(struct mp_call *m)
+{
+    const struct emsmdb_EcDoRpcExt2_in *in = m && m->opnum == OP_EXT2 ? mp_call_request(m) : NULL;
+    return in && in->pcbOut > SIDE_RESERVE ? in->pcbOut - SIDE_RESERVE : 0;
+}
+
+size_t mp_fxside_want(struct mp_call *m, const struct mp_rop_req_FastTransferSourceGetBuffer *q)
+{
+    if (q->BufferSize != 0xBABE)
+        return q->BufferSize;
+    /* 0xBABE: the server picks the size, up to MaximumBufferSize and to what
+     * the client's response buffer holds (MS-OXCROPS 2.2.12.5.1) */
+    size_t room = mp_fxside_room(m);
+    return room && room < q->MaximumBufferSize ? room : q->MaximumBufferSize;
+}
+
 void mp_fxside_start(struct mp_call *m)
 {
     void **slot = mp_ropstage_fxside_call(m);
@@ -159,7 +175,7 @@ void mp_fxside_start(struct mp_call *m)
     if (!q || !r || !o || !in || r->ReturnValue || r->HeaderOnly ||
         r->TransferStatus != STATUS_PARTIAL)
         return;
-    size_t want = q->BufferSize == 0xBABE ? q->MaximumBufferSize : q->BufferSize;
+    size_t want = mp_fxside_want(m, q);
     if (!want || !wants_more(m, want))
         return;
     struct fxside *s = *slot ? *slot : (*slot = calloc(1, sizeof(struct fxside)));
@@ -181,7 +197,7 @@ void mp_fxside_start(struct mp_call *m)
     s->want = want;
     /* the proxy's own GetBuffer on the same context handle (slot 0), as big
      * as the client's response may be */
-    size_t size = in->pcbOut > SIDE_RESERVE ? in->pcbOut - SIDE_RESERVE : 0;
+    size_t size = mp_fxside_room(m);
     if (size > SIDE_BUFFER)
         size = SIDE_BUFFER;
     if (size < want)

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/fxside.h"
 #include "chain/ropstage.h"
 #include "content/assemble.h"
 #include "content/fxhold.h"
@@ -583,14 +584,14 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
  * PutBuffer the server then fails was still fed: the stream is broken then
  * anyway).  A context configured in the same ROP buffer has no handle yet
  * at this point and is not followed. */
-/* The client's BufferSize (MaximumBufferSize with the 0xBABE sentinel). */
+/* The client's BufferSize (with the 0xBABE sentinel: mp_fxside_want). */
 static size_t wanted(struct mp_call *call, int ri, size_t dflt)
 {
     const struct mp_rop_req_FastTransferSourceGetBuffer *rq =
         ri >= 0 ? mp_call_rop(call, false, (size_t)ri) : NULL;
     if (!rq)
         return dflt;
-    return rq->BufferSize == 0xBABE ? rq->MaximumBufferSize : rq->BufferSize;
+    return mp_fxside_want(call, rq);
 }
 
 /* The counts of the response the client gets now (MS-OXCFXICS

@@ -228,6 +228,20 @@ def test_modify_spanning(request, make_proxy, tmp_path, fxdump, transport):  # n
     assert "side GetBuffer(s)" in p.log()
 
 
+def test_babe_buffers_fit_the_clients_pcbout(request, make_proxy, tmp_path, fxdump):  # noqa: F811
+    """BufferSize 0xBABE lets the server pick the size, up to
+    MaximumBufferSize and to what the client's response buffer holds
+    (MS-OXCROPS 2.2.12.5.1): with pcbOut 16 KiB and MaximumBufferSize
+    0xFFF0 the proxy's re-chunked buffers must fit pcbOut too."""
+    p, t, dump = proxy(request, make_proxy, tmp_path, "block", "rpc")
+    t.c.max_out = 0x4000
+    got, _ = sync(t, bufsize=0xFFF0)
+    assert max(len(x) for x in got["chunks"]) <= 0x4000 - 256, [len(x) for x in got["chunks"]]
+    compared(got, dump)
+    t.close()
+    assert p.alive()
+
+
 @pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
 def test_prefix_spanning(request, make_proxy, tmp_path, fxdump, transport):  # noqa: F811
     """Only the subject prefixed: the whole message (300 KB) is held until

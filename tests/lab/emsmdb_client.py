@@ -539,7 +539,8 @@ class EmsmdbClient(object):
         buf = rops.build(self.handles)
         if self.use_ext2:
             resp, payloads = ec_do_rpc_ext2(self.dce, self.cxh, buf, flags=flags,
-                                            compress=self.compress, xor=self.xor)
+                                            compress=self.compress, xor=self.xor,
+                                            max_out=getattr(self, 'max_out', 0x40000))
             if resp['ErrorCode'] != 0:
                 raise RuntimeError('EcDoRpcExt2 failed: 0x%x' % resp['ErrorCode'])
             out = payloads[0][1]

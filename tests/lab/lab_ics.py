@@ -299,8 +299,11 @@ def rop_get_buffer(s, r, handles):
     r.u8()
     in_idx = r.u8()
     size = r.u16()
-    if size == 0xBABE:
+    if size == 0xBABE:  # the server picks, up to MaximumBufferSize and what fits
         size = r.u16()
+        room = getattr(s, 'room', None)
+        if room is not None:
+            size = max(0, min(size, room - 64))
     o = s.obj(handles, in_idx, 'fxdown')
     if o is None:
         return struct.pack('<BBLHHHBH', 0x4E, in_idx, R.ecNullObject, TS_ERROR, 0, 0, 0, 0)

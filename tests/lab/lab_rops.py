@@ -628,6 +628,8 @@ class RopSession(object):
         handles = list(struct.unpack('<%dL' % (len(hraw) // 4), hraw))
         r = Reader(rop_buffer, 2, rop_size)
         out = bytearray()
+        # what a ROP whose size the server picks (BufferSize 0xBABE) may fill
+        self.room = None if max_size is None else max_size - 2 - 4 * len(handles)
         with self.lock, self.store.lock:
             while r.off < r.end:
                 rop_id = r.data[r.off]
