@@ -200,6 +200,12 @@ def test_connections_spread_over_workers(lab, make_proxy):
 
     p = make_proxy(upstream_epm_port=lab.epm_port, extra={"mapiproxy:workers": "2"})
     pid = p.proc.pid
+    # the port accepts once worker 0 listens; worker 1's socket is there by
+    # the "ready" line (before it, every connection queues at worker 0)
+    end = time.monotonic() + 30
+    while " ready: " not in p.log() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert " ready: " in p.log(), p.log()[-3000:]
 
     def per_epoll():
         n = {}
