@@ -56,8 +56,35 @@ static void test_kept_while_repeated(void)
     mp_mh_seq_free(&t);
 }
 
+/* Exchange's cookies can be long (X-BackEndCookie alone passes 1 KiB): a
+ * 3 KB Cookie header still gets its MapiSequence replaced (a fixed 2 KiB
+ * buffer gave up, and the upstream then refused the stale sequence). */
+static void test_long_cookie_header(void)
+{
+    static char cookie[4096];
+    char big[3000];
+    memset(big, 'b', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    snprintf(cookie, sizeof cookie, "X-BackEndCookie=%s; MapiContext=ctx1; MapiSequence=C1", big);
+    struct mp_mh_seqmap *t = NULL;
+    struct mp_http_msg r;
+    head(&r, cookie);
+    mp_mh_seq_remember(&t, &r, "C1", "U9");
+    mp_http_msg_free(&r);
+    seq_is(cookie, &t, true, "U9");
+    struct mp_http_msg m;
+    head(&m, cookie);
+    CHECK(mp_mh_seq_fix(&t, &m));
+    size_t l;
+    const char *c = mp_http_msg_get(&m, "cookie", &l);
+    CHECK(c && memmem(c, l, big, sizeof big - 1)); /* the long cookie kept whole */
+    mp_http_msg_free(&m);
+    mp_mh_seq_free(&t);
+}
+
 int main(void)
 {
     test_kept_while_repeated();
+    test_long_cookie_header();
     TEST_DONE();
 }

@@ -59,10 +59,17 @@ int mp_mh_seq_get(const struct mp_http_msg *m, bool response, char *out, size_t 
 
 int mp_mh_seq_set(struct mp_http_msg *req, const char *val)
 {
-    char buf[2048];
-    size_t n = 0, len;
+    /* as long as the client's cookies need (Exchange's X-BackEndCookie
+     * alone can pass 1 KiB): their bytes, a "; " each, the new value */
+    size_t cap = strlen(val) + 32, n = 0, len;
     const char *v;
+    for (size_t k = 0; (v = mp_http_msg_get_nth(req, "cookie", k, &len)); k++)
+        cap += len + 2 * (len / 2 + 1);
+    char *buf = malloc(cap);
+    if (!buf)
+        return -1;
     bool done = false;
+    int rc = -1;
     for (size_t k = 0; (v = mp_http_msg_get_nth(req, "cookie", k, &len)); k++) {
         size_t i = 0;
         while (i < len) {
@@ -74,19 +81,22 @@ int mp_mh_seq_set(struct mp_http_msg *req, const char *val)
             if (i == start)
                 continue;
             bool seq = i - start > 13 && !strncmp(v + start, "MapiSequence=", 13);
-            int w = seq ? snprintf(buf + n, sizeof buf - n, "%sMapiSequence=%s", n ? "; " : "", val)
-                        : snprintf(buf + n, sizeof buf - n, "%s%.*s", n ? "; " : "",
-                                   (int)(i - start), v + start);
-            if (w < 0 || (size_t)w >= sizeof buf - n)
-                return -1;
+            int w = seq ? snprintf(buf + n, cap - n, "%sMapiSequence=%s", n ? "; " : "", val)
+                        : snprintf(buf + n, cap - n, "%s%.*s", n ? "; " : "", (int)(i - start),
+                                   v + start);
+            if (w < 0 || (size_t)w >= cap - n)
+                goto out;
             n += (size_t)w;
             done |= seq;
         }
     }
-    if (!done)
-        return -1;
-    mp_http_msg_del(req, "cookie");
-    return mp_http_msg_add(req, "Cookie", buf);
+    if (done) {
+        mp_http_msg_del(req, "cookie");
+        rc = mp_http_msg_add(req, "Cookie", buf);
+    }
+out:
+    free(buf);
+    return rc;
 }
 
 static int context_of(const struct mp_http_msg *req, char *out)
