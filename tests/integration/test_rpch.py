@@ -104,7 +104,8 @@ def start(make_proxy, env, **over):
         "mapiproxy:rpc over http pairing timeout": "2",
         "netbios name": "MAPIPROXY",
     }
-    extra.update(over)
+    extra.update(over)  # an option given as None is left out (its default)
+    extra = {k: v for k, v in extra.items() if v is not None}
     p = make_proxy(upstream_epm_port=env["ports"]["epm"], wait_ports=(port,), extra=extra)
     p.url = f"https://127.0.0.1:{port}/rpc/rpcproxy.dll"
     p.http_port = port

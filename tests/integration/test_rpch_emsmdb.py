@@ -33,7 +33,8 @@ from test_lab import ALICE, rop_session  # noqa: E402
 from test_lab_auth import nspi_answers  # noqa: E402
 from test_lab_rpch import rpch_dce  # noqa: E402
 from test_rop_modules import contents  # noqa: E402
-from test_rpch import ALICE_PW, PROXY_PW, PROXY_USER, rpch_files  # noqa: E402
+import test_rpch  # noqa: E402
+from test_rpch import ALICE_PW, PROXY_PW, rpch_files  # noqa: E402
 
 
 
@@ -62,30 +63,14 @@ def env(tmp_path_factory):
 
 
 def start(make_proxy, env, **over):
-    port = free_port()
-    extra = {
-        "mapiproxy:http listen": f"127.0.0.1:{port}",
-        "mapiproxy:tls certificate": env["proxy_cert"][0],
-        "mapiproxy:tls key": env["proxy_cert"][1],
-        "mapiproxy:tls verify": "no",
-        "mapiproxy:http upstream": f"https://localhost:{env['ports']['mapihttp']}",
-        "mapiproxy:http auth": "terminate",
-        "mapiproxy:http basic": "yes",
-        "mapiproxy:credentials file": env["creds"],
-        "dcerpc_mapiproxy:username": PROXY_USER,
-        "dcerpc_mapiproxy:domain": "LAB",
-        "mapiproxy:password file": env["pwfile"],
-        "mapiproxy:upstream auth level": "privacy",
-        "mapiproxy:rpc over http": "yes",
+    """test_rpch's proxy (TLS front, HTTP auth terminated, RPC/HTTP on),
+    with the ROP-swapping module and the default pairing timeout."""
+    return test_rpch.start(make_proxy, env, **{
+        "mapiproxy:rpc over http pairing timeout": None,
         "dcerpc_mapiproxy:modules": "mpm_roptest",
         "mpm_roptest:swap": "yes",
         "mpm_roptest:log": os.path.join(env["dir"], "roptest.log"),
-        "netbios name": "MAPIPROXY",
-    }
-    extra.update(over)
-    p = make_proxy(upstream_epm_port=env["ports"]["epm"], wait_ports=(port,), extra=extra)
-    p.url = f"https://127.0.0.1:{port}/rpc/rpcproxy.dll"
-    return p
+        **over})
 
 
 def lab_wire(env):
