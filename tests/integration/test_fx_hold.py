@@ -49,8 +49,8 @@ import ics_client as IC  # noqa: E402
 import lab_fxwriter as W  # noqa: E402
 from conftest import Lab  # noqa: E402
 from test_lab import ALICE  # noqa: E402
-from test_http_front_lab import lab_env, start_front  # noqa: E402
-from test_rop_lifetime import RpcTransport, HttpTransport  # noqa: E402
+from test_http_front_lab import lab_env  # noqa: E402
+from test_rop_lifetime import RpcTransport, proxy_before  # noqa: E402
 from test_fx_sync import decode, fxdump, lab_streams  # noqa: E402,F401
 
 SMALL = 300 * 1024
@@ -89,13 +89,8 @@ def proxy(request, make_proxy, tmp_path, action, transport, extra=()):
             "mpm_msgtest:log": str(tmp_path / "events.log"), "mpm_msgtest:action": action,
             "mpm_msgtest:match": "Meeting", "mpm_msgtest:hold": "50",
             "mime-dump:dir": str(out), "mime-dump:tmpdir": str(tmp_path), **dict(extra)}
-    if transport == "rpc":
-        lab = request.getfixturevalue("rpc_lab")
-        p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
-        return p, RpcTransport(p.rpc_port), lab.dump
-    e = request.getfixturevalue("mh_env")
-    p = start_front(make_proxy, e, opts)
-    return p, HttpTransport(p.base, e["ca"]), e["dump"]
+    p, t, lab = proxy_before(request, make_proxy, transport, opts, "rpc_lab", "mh_env")
+    return p, t, lab.dump if transport == "rpc" else lab["dump"]
 
 
 def changes(stream):

@@ -28,9 +28,9 @@ import ics_client as IC  # noqa: E402
 import lab_store as LS  # noqa: E402
 from conftest import Lab  # noqa: E402
 from test_lab import ALICE  # noqa: E402
-from test_http_front_lab import lab_env, start_front  # noqa: E402
+from test_http_front_lab import lab_env  # noqa: E402
 from test_mime_dump import addrs, check_eml, check_line, parts, read_eml  # noqa: E402
-from test_rop_lifetime import RpcTransport, HttpTransport  # noqa: E402
+from test_rop_lifetime import proxy_before  # noqa: E402
 
 SMALL = 300 * 1024
 LABENV = {"LAB_BIG_ATTACHMENT_SIZE": str(SMALL)}
@@ -59,14 +59,8 @@ def session(request, make_proxy, tmp_path, monkeypatch):
     out.mkdir()
     opts = {"dcerpc_mapiproxy:modules": "mime-dump", "mime-dump:dir": str(out),
             "mime-dump:spill size": "65536", "mime-dump:tmpdir": str(tmp_path)}
-    if request.param == "rpc":
-        lab = request.getfixturevalue("rpc_lab")
-        p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
-        yield p, RpcTransport(p.rpc_port), out
-    else:
-        e = request.getfixturevalue("mh_env")
-        p = start_front(make_proxy, e, opts)
-        yield p, HttpTransport(p.base, e["ca"]), out
+    p, t, _ = proxy_before(request, make_proxy, request.param, opts, "rpc_lab", "mh_env")
+    yield p, t, out
 
 
 def wait_lines(out, pred, n, timeout=20):
@@ -197,14 +191,8 @@ def blocking(request, make_proxy, tmp_path, match, hold=None):
             "mime-dump:tmpdir": str(tmp_path)}
     if hold:
         opts["mpm_msgtest:hold"] = hold  # the verdict comes PENDING, later
-    if request.param == "rpc":
-        lab = request.getfixturevalue("rpc_lab")
-        p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
-        yield p, RpcTransport(p.rpc_port), out
-    else:
-        e = request.getfixturevalue("mh_env")
-        p = start_front(make_proxy, e, opts)
-        yield p, HttpTransport(p.base, e["ca"]), out
+    p, t, _ = proxy_before(request, make_proxy, request.param, opts, "rpc_lab", "mh_env")
+    yield p, t, out
 
 
 @pytest.fixture(params=["rpc", "mapihttp"])

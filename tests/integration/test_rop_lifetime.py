@@ -120,20 +120,26 @@ class HttpTransport:
         self.c.http.close()
 
 
+def proxy_before(request, make_proxy, kind, opts, rpc_lab="lab", mh_env="env"):
+    """mapiproxy with opts before the RPC lab (kind "rpc", the fixture named
+    rpc_lab) or the MAPI/HTTP lab's front (the fixture named mh_env), and a
+    logged-on client session through it: (proxy, transport, lab or env)."""
+    if kind == "rpc":
+        lab = request.getfixturevalue(rpc_lab)
+        p = make_proxy(upstream_epm_port=lab.epm_port, extra=opts)
+        return p, RpcTransport(p.rpc_port), lab
+    e = request.getfixturevalue(mh_env)
+    p = start_front(make_proxy, e, opts)
+    return p, HttpTransport(p.base, e["ca"]), e
+
+
 @pytest.fixture(params=["rpc", "mapihttp"])
 def session_factory(request, make_proxy, tmp_path):
     """f(module set) -> (proxy, transport): a proxy with those modules and a
     connected, logged-on EMSMDB session through it."""
     def make(mods, **more):
         extra = dict(MODULES[mods](tmp_path), **more)
-        if request.param == "rpc":
-            lab = request.getfixturevalue("lab")
-            p = make_proxy(upstream_epm_port=lab.epm_port, extra=extra)
-            t = RpcTransport(p.rpc_port)
-        else:
-            e = request.getfixturevalue("env")
-            p = start_front(make_proxy, e, extra)
-            t = HttpTransport(p.base, e["ca"])
+        p, t, _ = proxy_before(request, make_proxy, request.param, extra)
         [logon] = t.execute(EC.RopBuffer().logon(0, ALICE))
         assert logon["ReturnValue"] == 0
         t.fids = logon["FolderIds"]
