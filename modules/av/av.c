@@ -199,10 +199,8 @@ static void av_fini(struct mp_module_ctx *mc)
     struct av *av = mp_module_private(mc);
     if (!av)
         return;
-    if (av->clamd)
-        mp_svc_free(av->clamd);
-    if (av->icap)
-        mp_svc_free(av->icap);
+    mp_svc_free(av->clamd);
+    mp_svc_free(av->icap);
     sec_fini(&av->sc);
     free(av->icap_host);
     free(av->icap_service);

@@ -334,12 +334,9 @@ static void extract_fini(struct mp_module_ctx *mc)
     struct extract *xt = mp_module_private(mc);
     if (!xt)
         return;
-    if (xt->lmtp)
-        mp_svc_free(xt->lmtp);
-    if (xt->milter)
-        mp_svc_free(xt->milter);
-    if (xt->sock)
-        mp_svc_free(xt->sock);
+    mp_svc_free(xt->lmtp);
+    mp_svc_free(xt->milter);
+    mp_svc_free(xt->sock);
     sec_fini(&xt->sc);
     for (size_t i = 0; i < xt->nrcpt; i++)
         free(xt->rcpt[i]);

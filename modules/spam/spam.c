@@ -181,10 +181,8 @@ static void spam_fini(struct mp_module_ctx *mc)
     struct spam *sp = mp_module_private(mc);
     if (!sp)
         return;
-    if (sp->spamd)
-        mp_svc_free(sp->spamd);
-    if (sp->rspamd)
-        mp_svc_free(sp->rspamd);
+    mp_svc_free(sp->spamd);
+    mp_svc_free(sp->rspamd);
     sec_fini(&sp->sc);
     free(sp->spamd_user);
     free(sp->rspamd_host);

@@ -51,5 +51,5 @@ struct mp_svc_stats {
 };
 void mp_svc_stats(const struct mp_svc *s, struct mp_svc_stats *st);
 /* Ends every conversation (done() with UNAVAILABLE) and frees. */
-void mp_svc_free(struct mp_svc *s);
+void mp_svc_free(struct mp_svc *s); /* NULL: nothing */
 #endif
