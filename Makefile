@@ -79,7 +79,8 @@ SECOUT ?= $(B)/secobj
 MODOPT ?= -O2
 MODFLAGS = $(CSTD) $(WARN) $(DEP) $(MODOPT) -g $(MODSAN) -fPIC -shared -Iinclude
 EXT_MODS := $(filter-out $(BUILTIN_MODS) audit $(SEC_MODS) sec,$(notdir $(patsubst %/,%,$(wildcard modules/*/))))
-TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest mpm_fdwatch mpm_objdata mpm_msgtest
+TEST_MODS := mpm_test_a mpm_test_b mpm_test_c mpm_test_badabi mpm_roptest mpm_fdwatch mpm_objdata mpm_msgtest \
+  mpm_msgobs mpm_msgabi4
 .SECONDEXPANSION:
 $(MODOUT)/mpm_%.so: $$(wildcard modules/$$*/*.c) $(MODOUT)/mpm_%.d
 	@mkdir -p $(dir $@)
@@ -87,6 +88,12 @@ $(MODOUT)/mpm_%.so: $$(wildcard modules/$$*/*.c) $(MODOUT)/mpm_%.d
 $(MODOUT)/mpm_test_badabi.so: tests/modules/mpm_test.c $(MODOUT)/mpm_test_badabi.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -DMODNAME=mpm_test_badabi -DBAD_ABI $< -o $@
+$(MODOUT)/mpm_msgobs.so: tests/modules/mpm_msgtest.c $(MODOUT)/mpm_msgobs.d
+	@mkdir -p $(dir $@)
+	$(CC) $(MODFLAGS) -DOBSERVES_ONLY $< -o $@
+$(MODOUT)/mpm_msgabi4.so: tests/modules/mpm_msgtest.c $(MODOUT)/mpm_msgabi4.d
+	@mkdir -p $(dir $@)
+	$(CC) $(MODFLAGS) -DABI4 $< -o $@
 $(MODOUT)/mpm_roptest.so $(MODOUT)/mpm_fdwatch.so $(MODOUT)/mpm_objdata.so $(MODOUT)/mpm_msgtest.so: $(MODOUT)/%.so: tests/modules/%.c $(MODOUT)/%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) $< -o $@

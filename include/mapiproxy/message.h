@@ -15,6 +15,10 @@
  *   download (server -> client): when its last byte came from the upstream,
  *            before the client gets the response that carries it.
  *
+ * A module whose hook never gives a verdict (it logs, archives, counts)
+ * sets MP_MODULE_OBSERVES_ONLY in the descriptor's flags (module.h, ABI 5):
+ * with only such modules loaded nothing is held for verdicts.
+ *
  * Modules with the hook run in list order for uploads (1..n) and in
  * reverse for downloads (n..1), as the call hooks do.  Each sees the
  * verdicts of the modules before it (mp_message_blocked).

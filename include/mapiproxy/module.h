@@ -26,7 +26,10 @@
  * incompatibly, and whenever the generated call or ROP structures change
  * (a digest of them, from calls.h and rops.h, is folded into it); the
  * loader refuses a module built against another version, or whose
- * descriptor is smaller than the one it knows.
+ * descriptor is smaller than the one it knows.  One exception: a module
+ * built for ABI 4 with the same call and ROP structures loads into ABI 5
+ * (ABI 5 only appended `flags` to the descriptor; such a module gets
+ * flags 0, i.e. it may give verdicts).
  *
  * The API stands alone: this header, calls.h (calls/NAME.h, ndr_types.h),
  * rops.h (ropvals.h) are everything a module sees; build with
@@ -50,7 +53,7 @@ extern "C" {
 
 /* The hand-written part of the ABI (this header); the low 24 bits are the
  * digest of the generated structures. */
-#define MP_MODULE_ABI_BASE 4u
+#define MP_MODULE_ABI_BASE 5u
 #define MP_MODULE_ABI_VERSION                                                                      \
     ((MP_MODULE_ABI_BASE << 24) | ((MP_CALLS_DIGEST ^ MP_ROPS_DIGEST) & 0xffffffu))
 
@@ -149,7 +152,19 @@ struct mp_module {
      * MP_CONTINUE, or MP_PENDING and mp_message_resume() later.  A module
      * with this hook makes the proxy assemble every message. */
     enum mp_status (*message)(struct mp_module_ctx *mc, struct mp_message_event *ev);
+
+    /* ABI 5.  MP_MODULE_* flags below (0: none). */
+    uint32_t flags;
 };
+
+/* The module's message hook only observes: it never gives a verdict (no
+ * mp_message_block, _prefix_subject, _set_*, _replace_attachment).  When
+ * every loaded module with a message hook says so, the proxy holds nothing
+ * for verdicts: FastTransfer downloads are relayed as they come (no
+ * mapiproxy:fx hold), and mapiproxy:online prefetch does not read messages
+ * ahead.  A verdict such a module gives anyway is ignored (the verdict
+ * function returns -1) and logged once.  mime-dump and message-log set it. */
+#define MP_MODULE_OBSERVES_ONLY 0x1u
 
 #define MP_MODULE_HEADER MP_MODULE_ABI_VERSION, (uint32_t)sizeof(struct mp_module)
 

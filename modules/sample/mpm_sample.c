@@ -98,4 +98,8 @@ const struct mp_module mp_module_descriptor = {
     .ndr_pull = sample_ndr_pull,
     .ndr_push = sample_ndr_push,
     .unbind = sample_unbind,
+    /* ABI 5: it only watches.  Matters to modules with a message hook
+     * (the proxy holds nothing for verdicts when every such module says
+     * so); harmless here, and the right habit for an observer. */
+    .flags = MP_MODULE_OBSERVES_ONLY,
 };

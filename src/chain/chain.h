@@ -26,6 +26,8 @@ struct mp_module_ctx {
     struct mp_loop *loop;
     bool initialized;
     struct mp_modules *owner;
+    struct mp_module compat; /* m points here for a module built for ABI 4 */
+    bool verdict_warned;     /* an observe-only module gave a verdict: logged once */
 };
 
 /* A stage provider: a part of the core that decodes more of some calls and
@@ -232,6 +234,7 @@ struct mp_call {
     void *stage_ctx[MP_MAX_STAGES]; /* per stage provider (e.g. the ROP stage's) */
     void *host_ctx;                 /* the transport's context (kept when owner goes NULL) */
     uint64_t t0;
+    uint64_t serial; /* mp_call_serial */
     /* A side request (the proxy's own ROPs on the client's session,
      * mp_call_side_request): set by a stage provider's response step, the
      * call's request goes upstream again and its response goes to side_cb,
@@ -249,9 +252,14 @@ int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, str
 /* Finds module `name` as mp_modules_load does: a built-in, or
  * MODULE-DIR/NAME.so opened and checked (descriptor, ABI version, size, name).
  * Returns its descriptor (*dl: the dlopen handle of a shared object, else
- * NULL; the caller dlcloses it), or NULL with why ("module NAME: ...; fix"). */
+ * NULL; the caller dlcloses it), or NULL with why ("module NAME: ...; fix").
+ * A module built for ABI 4 (same structures) is accepted as a copy in
+ * *compat (flags 0), which must live as long as the module is used. */
+/* A number no other call of the process had (from 1): for marks that must
+ * name one call, where its address could be reused by a later one. */
+uint64_t mp_call_serial(const struct mp_call *m);
 const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *name, void **dl,
-                                       char *why, size_t wl);
+                                       struct mp_module *compat, char *why, size_t wl);
 void mp_modules_unload(struct mp_modules *ms);
 /* Which modules want (uuid, opnum); 0 = none (fast path). */
 uint32_t mp_modules_want(const struct mp_modules *ms, const uint8_t uuid[16], uint16_t opnum);

@@ -7,6 +7,7 @@
 #include "auth/mailboxauth.h"
 
 #include <dlfcn.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,8 +144,24 @@ static bool listed(const struct mp_config *cfg, const char *name)
     return false;
 }
 
+/* A descriptor built for ABI 4 with this build's call and ROP structures:
+ * the ABI 5 layout without the trailing `flags` (doc/internals/module-api.md,
+ * "ABI").  Copied into *compat with flags 0 (it may give verdicts). */
+static const struct mp_module *abi4_compat(const struct mp_module *m, struct mp_module *compat)
+{
+    const uint32_t v4 = (4u << 24) | (MP_MODULE_ABI_VERSION & 0xffffffu);
+    const size_t size4 = offsetof(struct mp_module, flags);
+    if (!compat || m->abi_version != v4 || m->size != size4)
+        return NULL;
+    memset(compat, 0, sizeof(*compat));
+    memcpy(compat, m, size4);
+    compat->abi_version = MP_MODULE_ABI_VERSION;
+    compat->size = (uint32_t)sizeof(*compat);
+    return compat;
+}
+
 const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *name, void **dl,
-                                       char *why, size_t wl)
+                                       struct mp_module *compat, char *why, size_t wl)
 {
     *dl = NULL;
     const struct mp_module *m = find_builtin(name);
@@ -173,6 +190,13 @@ const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *
             return NULL;
         }
         *dl = h;
+    }
+    const struct mp_module *old = abi4_compat(m, compat);
+    if (old) {
+        m = old;
+        mp_info("module %s was built for module ABI 4; loaded as one that may give verdicts "
+                "(rebuild it against this include/mapiproxy to set descriptor flags)",
+                name);
     }
     if (m->abi_version != MP_MODULE_ABI_VERSION)
         snprintf(why, wl,
@@ -264,7 +288,7 @@ int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, str
             if (!strcmp(extra[k]->name, name))
                 mc->m = extra[k];
         if (!mc->m)
-            mc->m = mp_module_open(cfg, name, &mc->dl, why, sizeof why);
+            mc->m = mp_module_open(cfg, name, &mc->dl, &mc->compat, why, sizeof why);
         if (!mc->m) {
             mp_error("%s", why);
             goto fail;
@@ -284,7 +308,7 @@ int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, str
         mp_info("module %s loaded (%s)%s", name, mc->dl ? "shared object" : "built-in",
                 mc->m->description ? "" : "");
     }
-    if (!ms->online_prefetch && mp_msgev_wanted(ms))
+    if (!ms->online_prefetch && mp_msgev_verdicts_wanted(ms))
         mp_info("message hook: online downloads reach the modules when the client releases the "
                 "message, after it has read it; set mapiproxy:online prefetch = yes to let them "
                 "block or change it first (doc/configuration.md)");

@@ -110,6 +110,20 @@ bool mp_msgev_wanted(const struct mp_modules *ms)
     return false;
 }
 
+/* A message hook that may give verdicts (not MP_MODULE_OBSERVES_ONLY). */
+static bool gives_verdicts(const struct mp_modules *ms, unsigned i)
+{
+    return has_hook(ms, i) && !(ms->mods[i].m->flags & MP_MODULE_OBSERVES_ONLY);
+}
+
+bool mp_msgev_verdicts_wanted(const struct mp_modules *ms)
+{
+    for (unsigned i = 0; ms && i < ms->n; i++)
+        if (gives_verdicts(ms, i))
+            return true;
+    return false;
+}
+
 static void copy_str(char *dst, size_t n, const char *s)
 {
     snprintf(dst, n, "%s", s ? s : "");
@@ -159,12 +173,11 @@ static void limits_from_modules(struct msess *s)
     }
     copy_str(s->tmpdir, sizeof(s->tmpdir), tmp);
     /* FastTransfer downloads are held for verdicts (msgfx.c) unless the
-     * only message hooks are the observers, which give none (their
-     * sessions stay byte for byte as the server sent them) */
+     * only message hooks are observers (MP_MODULE_OBSERVES_ONLY: mime-dump,
+     * message-log), which give none: their sessions stay byte for byte as
+     * the server sent them */
     for (unsigned i = 0; i < s->mods->n; i++)
-        if (has_hook(s->mods, i) && s->mods->mods[i].cfg &&
-            strcmp(s->mods->mods[i].name, "mime-dump") &&
-            strcmp(s->mods->mods[i].name, "message-log"))
+        if (gives_verdicts(s->mods, i) && s->mods->mods[i].cfg)
             s->lim.fx_hold = s->mods->mods[i].cfg->fx_hold_limit;
     s->lim.spill_at = (size_t)spill;
     s->lim.max_message = (uint64_t)max;
@@ -915,9 +928,26 @@ const struct mp_message *mp_message_attachment_embedded(const struct mp_message 
 
 /* ---- verdicts ---- */
 
+/* A module that said MP_MODULE_OBSERVES_ONLY gives a verdict anyway: the
+ * proxy may not have held the message for it, so it is ignored (the
+ * verdict function returns -1), said once per module. */
+static bool observer_verdict(struct mp_message_event *ev)
+{
+    struct mp_module_ctx *mc = ev->cur_mc;
+    if (!mc || !mc->m || !(mc->m->flags & MP_MODULE_OBSERVES_ONLY))
+        return false;
+    if (!mc->verdict_warned) {
+        mc->verdict_warned = true;
+        mp_warn("module %s: gave a message verdict but its descriptor says "
+                "MP_MODULE_OBSERVES_ONLY; ignored (this and any later one)",
+                mc->name);
+    }
+    return true;
+}
+
 int mp_message_block(struct mp_message_event *ev, const char *reason)
 {
-    if (!ev->can_block)
+    if (observer_verdict(ev) || !ev->can_block)
         return -1;
     if (!ev->v.blocked) {
         ev->v.blocked = true;
@@ -943,7 +973,7 @@ bool mp_message_can_modify(const struct mp_message_event *ev)
 int mp_message_replace_attachment(struct mp_message_event *ev, size_t i, const char *notice)
 {
     const struct mp_attachment *a = att_at(ev->msg, i);
-    if (!ev->can_modify || !a)
+    if (observer_verdict(ev) || !ev->can_modify || !a)
         return -1;
     for (size_t k = 0; k < ev->v.natts; k++)
         if (ev->v.atts[k].index == i)
@@ -961,7 +991,7 @@ int mp_message_replace_attachment(struct mp_message_event *ev, size_t i, const c
 
 int mp_message_prefix_subject(struct mp_message_event *ev, const char *prefix)
 {
-    if (!ev->can_modify || !prefix)
+    if (observer_verdict(ev) || !ev->can_modify || !prefix)
         return -1;
     size_t old = ev->v.prefix ? strlen(ev->v.prefix) : 0, n = strlen(prefix);
     char *p = malloc(old + n + 1);
@@ -981,7 +1011,7 @@ int mp_message_prefix_subject(struct mp_message_event *ev, const char *prefix)
 static int add_set(struct mp_message_event *ev, uint16_t id, const uint8_t *guid, const char *name,
                    const char *utf8)
 {
-    if (!ev->can_modify || !utf8 || (!guid && (id == 0 || id >= 0x8000)))
+    if (observer_verdict(ev) || !ev->can_modify || !utf8 || (!guid && (id == 0 || id >= 0x8000)))
         return -1;
     struct mp_msgev_set *n = realloc(ev->v.sets, (ev->v.nsets + 1) * sizeof(*n));
     if (!n)

@@ -25,6 +25,9 @@ struct mp_session;
 
 /* Does any loaded module have the message hook? */
 bool mp_msgev_wanted(const struct mp_modules *ms);
+/* Some module with the hook may give verdicts (not MP_MODULE_OBSERVES_ONLY):
+ * only then is anything held for them (fx hold, online prefetch). */
+bool mp_msgev_verdicts_wanted(const struct mp_modules *ms);
 /* The ROP stage's hook for module mod (rop_request / rop_response, with
  * the message events of that side for modules with the message hook);
  * NULL when it has neither. */

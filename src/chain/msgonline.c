@@ -904,7 +904,7 @@ static int find_cache(const struct osess *s, uint64_t fid, uint64_t mid)
 
 int mp_msgonline_prefetch(struct mp_call *m)
 {
-    if (!m->mods->online_prefetch || !mp_msgev_wanted(m->mods))
+    if (!m->mods->online_prefetch || !mp_msgev_verdicts_wanted(m->mods))
         return 0;
     struct ocall *c = ocall_of(m, false);
     if (c && c->started)

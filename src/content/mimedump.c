@@ -215,6 +215,7 @@ const struct mp_module mp_builtin_mimedump = {
     .init = md_dump_init,
     .fini = md_fini,
     .message = md_message,
+    .flags = MP_MODULE_OBSERVES_ONLY, /* gives no verdicts: nothing is held for it */
 };
 
 const struct mp_module mp_builtin_messagelog = {
@@ -224,4 +225,5 @@ const struct mp_module mp_builtin_messagelog = {
     .init = md_log_init,
     .fini = md_fini,
     .message = md_message,
+    .flags = MP_MODULE_OBSERVES_ONLY, /* gives no verdicts: nothing is held for it */
 };

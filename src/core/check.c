@@ -84,7 +84,9 @@ static void check_modules(struct chk *c)
     char why[4400];
     for (size_t i = 0; i < cfg->n_modules; i++) {
         void *dl = NULL;
-        const struct mp_module *m = mp_module_open(cfg, cfg->modules[i], &dl, why, sizeof why);
+        struct mp_module compat;
+        const struct mp_module *m =
+            mp_module_open(cfg, cfg->modules[i], &dl, &compat, why, sizeof why);
         if (!m)
             cerr(c, "dcerpc_mapiproxy:modules", "%s", why);
         else

@@ -12,6 +12,7 @@
  * (besides the actions).  With mpm_msgtest:hold = MS the hook returns MP_PENDING and resumes MS
  * milliseconds later (the verdict is set at resume).  With mpm_msgtest:rop log
  * = FILE its rop_request hook lists each call's request ROPs there. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,13 +189,32 @@ static enum mp_status mt_rop_request(struct mp_module_ctx *mc, struct mp_call *c
     return MP_CONTINUE;
 }
 
+/* Built three ways (Makefile): mpm_msgtest; mpm_msgobs (-DOBSERVES_ONLY:
+ * the same hook under MP_MODULE_OBSERVES_ONLY, so its verdicts are
+ * ignored and nothing is held for it); mpm_msgabi4 (-DABI4: a descriptor
+ * as a module built for ABI 4 has it, without `flags`). */
+#if defined(OBSERVES_ONLY)
+#define MT_NAME "mpm_msgobs"
+#elif defined(ABI4)
+#define MT_NAME "mpm_msgabi4"
+#else
+#define MT_NAME "mpm_msgtest"
+#endif
 const struct mp_module mp_module_descriptor = {
+#ifdef ABI4
+    (4u << 24) | (MP_MODULE_ABI_VERSION & 0xffffffu),
+    (uint32_t)offsetof(struct mp_module, flags),
+#else
     MP_MODULE_HEADER,
-    .name = "mpm_msgtest",
+#endif
+    .name = MT_NAME,
     .description = "test: message events and verdicts",
     .init = mt_init,
     .fini = mt_fini,
     .options = opts,
     .message = mt_message,
     .rop_request = mt_rop_request,
+#ifdef OBSERVES_ONLY
+    .flags = MP_MODULE_OBSERVES_ONLY,
+#endif
 };
