@@ -3,6 +3,7 @@
  * doc/internals/architecture.md ("Call and chain"). */
 #include "chain/chain.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,13 @@ static uint32_t call_stages(const struct mp_modules *ms, uint32_t mask, const ui
     return on;
 }
 
+static _Atomic uint64_t call_serial; /* every worker's calls: mp_call_serial */
+
+uint64_t mp_call_serial(const struct mp_call *m)
+{
+    return m->serial;
+}
+
 struct mp_call *mp_call_new(struct mp_modules *ms, uint32_t mask, const struct mp_call_origin *o)
 {
     size_t extra = o->ctx_size ? (o->ctx_size + 15) & ~(size_t)15 : 0;
@@ -114,6 +122,7 @@ struct mp_call *mp_call_new(struct mp_modules *ms, uint32_t mask, const struct m
     m->stop_idx = -1;
     m->fault = MP_RPC_S_CALL_FAILED;
     m->t0 = mp_now_us();
+    m->serial = atomic_fetch_add_explicit(&call_serial, 1, memory_order_relaxed) + 1;
     memcpy(m->iface_uuid, o->iface_uuid, 16);
     snprintf(m->iface, sizeof(m->iface), "%s", o->iface ? o->iface : "");
     m->opnum = o->opnum;

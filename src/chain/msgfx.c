@@ -204,14 +204,20 @@ out:
 int mp_msgfx_free_named_id(const struct mp_message *msg, const struct mp_msgev_set *sets,
                            size_t nsets)
 {
-    for (int id = 0xFFFE; id >= 0x8000; id--) {
-        bool used = false;
-        for (size_t i = 0; msg && i < msg->props.n && !used; i++)
-            used = (int)(msg->props.v[i].tag >> 16) == id;
-        for (size_t i = 0; i < nsets && !used; i++)
-            used = sets[i].id == id;
-        if (!used)
-            return id;
+    /* one pass over the properties and the sets into a bitmap of the ids
+     * 0x8000-0xFFFF, then the highest free one below 0xFFFF */
+    uint64_t used[0x8000 / 64] = {0};
+    for (size_t i = 0; msg && i < msg->props.n; i++) {
+        uint32_t id = msg->props.v[i].tag >> 16;
+        if (id >= 0x8000)
+            used[(id - 0x8000) / 64] |= 1ull << (id % 64);
     }
+    for (size_t i = 0; i < nsets; i++)
+        if (sets[i].id >= 0x8000)
+            used[(sets[i].id - 0x8000u) / 64] |= 1ull << (sets[i].id % 64);
+    used[0x7FFF / 64] |= 1ull << 63; /* 0xFFFF is not an id */
+    for (int w = 0x8000 / 64 - 1; w >= 0; w--)
+        if (~used[w])
+            return 0x8000 + w * 64 + (63 - __builtin_clzll(~used[w]));
     return -1;
 }

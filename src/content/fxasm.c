@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain/chain.h"
 #include "chain/fxside.h"
 #include "chain/ropstage.h"
 #include "content/assemble.h"
@@ -431,11 +432,11 @@ struct mp_fxctx {
     struct mp_fxasm *f;
     struct mp_fxq q; /* downloads, when held (f->q points here) */
     /* the GetBuffer the proxy answered from q itself: not fed again */
-    const struct mp_call *local_call;
+    uint64_t local_call; /* mp_call_serial (not the address: reused), 0 none */
     int local_idx;
     /* the client's GetBuffer response already fed before the proxy's side
      * GetBuffers (src/chain/fxside.c): not fed again */
-    const struct mp_call *fed_call;
+    uint64_t fed_call; /* mp_call_serial, 0 none */
     int fed_idx;
 };
 
@@ -542,10 +543,10 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
             break;
         struct mp_fxctx *c = *pp;
         int ri = mp_call_rop_request_index(call, i);
-        if (c->local_call == call && c->local_idx == ri)
+        if (c->local_call == mp_call_serial(call) && c->local_idx == ri)
             break; /* the proxy's own answer, out of the queue */
-        if (c->fed_call == call && c->fed_idx == ri) {
-            c->fed_call = NULL; /* fed before the side GetBuffers */
+        if (c->fed_call == mp_call_serial(call) && c->fed_idx == ri) {
+            c->fed_call = 0; /* fed before the side GetBuffers */
             break;
         }
         c->f->rop_index = ri;
@@ -613,7 +614,7 @@ static void progress(const struct mp_fxq *q, uint16_t status, uint16_t *done, ui
 static void answer_from_queue(struct mp_fxctx *c, struct mp_call *call, size_t ri)
 {
     struct mp_fxq *q = c->f->q;
-    c->local_call = NULL;
+    c->local_call = 0;
     size_t want = wanted(call, (int)ri, 0);
     size_t rel = mp_fxq_releasable(q);
     if (!want || !(rel >= want || (q->up_done && mp_fxq_len(q))))
@@ -632,7 +633,7 @@ static void answer_from_queue(struct mp_fxctx *c, struct mp_call *call, size_t r
     r->TransferBuffer = b;
     if (mp_ropstage_answer(call, ri, r))
         return; /* k bytes taken: not expected (one-buffer calls only) */
-    c->local_call = call;
+    c->local_call = mp_call_serial(call);
     c->local_idx = (int)ri;
 }
 
@@ -643,7 +644,7 @@ void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
     if (id == MP_ROP_FastTransferSourceGetBuffer) {
         struct mp_fxctx **gp = ctx_find(list, mp_call_rop_object(call, false, ri));
         if (gp)
-            (*gp)->fed_call = NULL; /* a mark of an earlier call that never came back */
+            (*gp)->fed_call = 0; /* a mark of an earlier call that never came back */
         if (gp && (*gp)->f->q)
             answer_from_queue(*gp, call, ri);
         return;
@@ -677,7 +678,7 @@ void mp_asm_fx_emit(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *ca
             continue;
         struct mp_fxctx *c = *pp;
         int ri = mp_call_rop_request_index(call, j);
-        if (c->local_call == call && c->local_idx == ri)
+        if (c->local_call == mp_call_serial(call) && c->local_idx == ri)
             continue;
         struct mp_fxq *q = c->f->q;
         size_t want = wanted(call, ri, r->TransferBufferSize);
@@ -718,7 +719,7 @@ void mp_asm_fx_fed(struct mp_fxctx **list, const struct mp_object *o, const stru
 {
     struct mp_fxctx **pp = ctx_find(list, o);
     if (pp) {
-        (*pp)->fed_call = call;
+        (*pp)->fed_call = mp_call_serial(call);
         (*pp)->fed_idx = ri;
     }
 }

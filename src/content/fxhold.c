@@ -373,6 +373,8 @@ int mp_fxrw_message(const uint8_t *in, size_t n, const struct mp_fxrw *rw, struc
         v += (int64_t)out->len - (int64_t)n;
         if (v < 0)
             v = 0;
+        if (v > (int64_t)UINT32_MAX) /* a 32-bit size: clamped, never wrapped */
+            v = (int64_t)UINT32_MAX;
         for (int i = 0; i < 4; i++)
             out->out[8 + i] = (uint8_t)((uint64_t)v >> (8 * i));
     }

@@ -6,7 +6,9 @@
  * tests/unit/data/fx, written by the lab's Python writer): the result
  * decoded again by the assembler (src/content/fxasm.c) and checked;
  * nothing asked: the same bytes; malformed input refused. */
+#include "chain/msgevents.h"
 #include "content/assemble.h"
+#include "content/message.h"
 #include "content/fxhold.h"
 #include "core/slurp.h"
 #include "fx_samples.h"
@@ -265,8 +267,58 @@ static void test_change(void)
     mp_fx_enc_free(&in);
 }
 
+/* The rewritten IncrSyncProgressPerMsg size is a 32-bit value: a change
+ * that grows past 4 GiB - 1 is clamped there, never wrapped to a small
+ * number. */
+static void test_progress_clamp(void)
+{
+    struct mp_fx_enc in, e;
+    mp_fx_enc_init(&in);
+    uint8_t sv[64], sk[22] = {1};
+    uint32_t sn;
+    mp_fx_enc_marker(&in, MP_FX_IncrSyncProgressPerMsg);
+    mp_fx_enc_fixed(&in, 0x00000003, NULL, 0xFFFFFFF8u);
+    mp_fx_enc_fixed(&in, 0x0000000B, NULL, 0);
+    mp_fx_enc_marker(&in, MP_FX_IncrSyncChg);
+    mp_fx_enc_var(&in, 0x65E00102, NULL, sk, sizeof sk);
+    mp_fx_enc_fixed(&in, 0x674A0014, NULL, 0x99);
+    mp_fx_enc_marker(&in, MP_FX_IncrSyncMessage);
+    utf16("hello", sv, &sn);
+    mp_fx_enc_var(&in, 0x0037001F, NULL, sv, sn);
+    CHECK(!in.err);
+    struct mp_fxrw rw = {.kind = MP_FXRW_CHANGE, .prefix = "[a long prefix] "};
+    CHECK_EQ(rewrite(in.out, in.len, &rw, &e), 0);
+    CHECK(e.len > in.len + 8);
+    uint32_t size = (uint32_t)e.out[8] | (uint32_t)e.out[9] << 8 | (uint32_t)e.out[10] << 16 |
+                    (uint32_t)e.out[11] << 24;
+    CHECK_EQ(size, 0xFFFFFFFFu);
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&in);
+}
+
+/* The id a stream's own named property gets: the highest of 0x8000-0xFFFE
+ * neither the message nor an earlier set uses. */
+static void test_free_named_id(void)
+{
+    struct mp_message *m = mp_msg_new();
+    CHECK(m != NULL);
+    CHECK_EQ(mp_msgfx_free_named_id(m, NULL, 0), 0xFFFE);
+    CHECK_EQ(mp_msgfx_free_named_id(NULL, NULL, 0), 0xFFFE);
+    for (uint32_t id = 0x8000; id <= 0xFFFE; id++)
+        if (id != 0x8123 && id != 0x8040)
+            CHECK(!mp_props_set_u(&m->props, id << 16 | 0x0003, 1));
+    struct mp_msgev_set set = {.id = 0x8123};
+    CHECK_EQ(mp_msgfx_free_named_id(m, &set, 1), 0x8040);
+    CHECK_EQ(mp_msgfx_free_named_id(m, NULL, 0), 0x8123);
+    CHECK(!mp_props_set_u(&m->props, 0x8040u << 16 | 0x0003, 1));
+    CHECK_EQ(mp_msgfx_free_named_id(m, &set, 1), -1);
+    mp_msg_free(m);
+}
+
 int main(void)
 {
+    test_progress_clamp();
+    test_free_named_id();
     test_queue();
     test_bare();
     test_message_list();
