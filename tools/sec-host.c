@@ -426,6 +426,12 @@ int mp_message_set_string(struct mp_message_event *ev, uint16_t id, const char *
     json_add(ev, ",\"prop_%04x\":\"%s\"", id, e);
     return 0;
 }
+int mp_message_set_binary(struct mp_message_event *ev, uint16_t id, const void *data, size_t n)
+{
+    (void)data;
+    json_add(ev, ",\"binary_%04x\":%zu", id, n);
+    return 0;
+}
 int mp_message_set_named_string(struct mp_message_event *ev, const uint8_t guid[16],
                                 const char *name, const char *utf8)
 {

@@ -176,6 +176,13 @@ int mp_message_prefix_subject(struct mp_message_event *ev, const char *prefix);
 int mp_message_set_string(struct mp_message_event *ev, uint16_t id, const char *utf8);
 int mp_message_set_named_string(struct mp_message_event *ev, const uint8_t guid[16],
                                 const char *name, const char *utf8);
+/* ABI 5: sets a tagged PT_BINARY property (id 0x0001-0x7FFF) to
+ * data[0..n), e.g. PidTagRtfCompressed (0x1009) with a body rewritten in
+ * the uncompressed form of MS-OXRTFCP.  Uploads (online) and cached-mode
+ * downloads; -1 for online downloads read ahead (mapiproxy:online
+ * prefetch), whose property and stream reads are rewritten as strings
+ * only, and as for the other verdicts. */
+int mp_message_set_binary(struct mp_message_event *ev, uint16_t id, const void *data, size_t n);
 /* PS_INTERNET_HEADERS {00020386-0000-0000-C000-000000000046}, wire order. */
 #define MP_PS_INTERNET_HEADERS                                                                     \
     {                                                                                              \

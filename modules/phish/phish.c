@@ -94,8 +94,38 @@ static bool ends_with(const char *s, const char *suf)
     return a >= b && !strcasecmp(s + a - b, suf);
 }
 
-/* Defangs the plain and HTML bodies (the scan is cheap: done again here,
- * so a verdict needs no saved state). */
+/* The RTF body (PidTagRtfCompressed): decompressed, its links defanged
+ * where they stand in the RTF text (HYPERLINK field instructions, the
+ * \\htmltag groups of HTML encapsulated with \\fromhtml, the text shown),
+ * and written back in the uncompressed form of MS-OXRTFCP (COMPTYPE MELA,
+ * which every reader must accept).  "[" and "]" need no escaping in RTF. */
+static void defang_rtf(struct mp_module_ctx *mc, struct mp_message_event *ev,
+                       const struct mp_message *m, struct scan *s)
+{
+    size_t n = 0;
+    uint8_t *rtfc = (uint8_t *)prop_text(m, PR_RTF, &n);
+    if (!rtfc)
+        return;
+    struct mp_buf raw = {0}, st = {0};
+    if (mp_rtf_decompress(rtfc, n, &raw, MAX_TEXT) == MP_RTF_OK) {
+        const char *t = (const char *)raw.data + raw.off;
+        size_t tl = raw.len - raw.off, dl = 0;
+        scan_text(s, t, tl, PHISH_RTF);
+        char *d = s->nspans ? phish_defang(t, tl, s->spans, s->nspans, &dl) : NULL;
+        if (d && !mp_rtf_store((const uint8_t *)d, dl, &st) &&
+            mp_message_set_binary(ev, PR_RTF >> 16, st.data + st.off, st.len - st.off))
+            mp_module_log(mc, MP_MLOG_WARN,
+                          "cannot write the defanged RTF body back (this kind of event keeps "
+                          "its RTF: doc/phish.md)");
+        free(d);
+    }
+    mp_buf_free(&raw);
+    mp_buf_free(&st);
+    free(rtfc);
+}
+
+/* Defangs the plain, HTML and RTF bodies (the scan is cheap: done again
+ * here, so a verdict needs no saved state). */
 static void phish_apply(struct sec_job *j, enum sec_action a)
 {
     struct phish *ph = j->priv;
@@ -136,6 +166,7 @@ static void phish_apply(struct sec_job *j, enum sec_action a)
         free(d);
         free(html);
     }
+    defang_rtf(j->sc->mc, ev, m, &s);
 }
 
 static void refresh(struct phish *ph)

@@ -1044,6 +1044,24 @@ int mp_message_set_string(struct mp_message_event *ev, uint16_t id, const char *
     return add_set(ev, id, NULL, NULL, utf8);
 }
 
+int mp_message_set_binary(struct mp_message_event *ev, uint16_t id, const void *data, size_t n)
+{
+    if (observer_verdict(ev) || !ev->can_modify || ev->prefetched || id == 0 || id >= 0x8000 ||
+        (!data && n))
+        return -1;
+    struct mp_msgev_set *sets = realloc(ev->v.sets, (ev->v.nsets + 1) * sizeof(*sets));
+    if (!sets)
+        return -1;
+    ev->v.sets = sets;
+    struct mp_msgev_set s = {.id = id, .binary = true, .len = n, .value = malloc(n ? n : 1)};
+    if (!s.value)
+        return -1;
+    if (n)
+        memcpy(s.value, data, n);
+    sets[ev->v.nsets++] = s;
+    return 0;
+}
+
 int mp_message_set_named_string(struct mp_message_event *ev, const uint8_t guid[16],
                                 const char *name, const char *utf8)
 {

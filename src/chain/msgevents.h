@@ -61,7 +61,9 @@ struct mp_msgev_set {
     bool named;       /* (guid, name) */
     uint8_t guid[16]; /* wire order */
     char *name;       /* UTF-8 */
-    char *value;      /* UTF-8 */
+    char *value;      /* UTF-8; binary: len bytes */
+    bool binary;      /* PT_BINARY (mp_message_set_binary), tagged only */
+    size_t len;
 };
 struct mp_msgev_verdict {
     bool blocked;

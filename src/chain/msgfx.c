@@ -162,7 +162,20 @@ int mp_msgfx_apply_held(struct mp_asm *a, const struct mp_fx_span *sp,
         for (size_t i = 0; i < v->nsets; i++) {
             struct mp_fxrw_set *s = &sets[rw.nsets];
             if (!v->sets[i].id)
-                continue; /* a named property the session never mapped */
+                continue;            /* a named property the session never mapped */
+            if (v->sets[i].binary) { /* mp_message_set_binary: the bytes */
+                uint8_t *b = malloc(v->sets[i].len ? v->sets[i].len : 1);
+                if (!b || v->sets[i].len > UINT32_MAX) {
+                    free(b);
+                    goto out;
+                }
+                memcpy(b, v->sets[i].value, v->sets[i].len);
+                s->tag = (uint32_t)v->sets[i].id << 16 | 0x0102;
+                s->v = b;
+                s->n = (uint32_t)v->sets[i].len;
+                rw.nsets++;
+                continue;
+            }
             s->tag = (uint32_t)v->sets[i].id << 16 | 0x001F;
             s->v = utf16z(v->sets[i].value, &s->n);
             if (!s->v)

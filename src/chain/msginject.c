@@ -165,7 +165,15 @@ int mp_msgev_apply_edits(struct mp_call *call, int rop_index, const struct mp_me
     for (size_t i = 0; i < v->nsets; i++) {
         uint16_t id = v->sets[i].id;
         if (!id)
-            continue; /* a named property whose id the session never showed */
+            continue;            /* a named property whose id the session never showed */
+        if (v->sets[i].binary) { /* mp_message_set_binary: the bytes as they are */
+            vals[n].tag = (uint32_t)id << 16 | 0x0102;
+            vals[n].v = (struct mp_rop_pval){.type = 0x0102,
+                                             .p = (const uint8_t *)v->sets[i].value,
+                                             .n = (uint32_t)v->sets[i].len};
+            n++;
+            continue;
+        }
         vals[n].tag = (uint32_t)id << 16 | MP_PT_UNICODE;
         if (unicode(a, v->sets[i].value, &vals[n].v))
             return -1;

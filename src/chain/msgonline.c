@@ -1035,7 +1035,8 @@ static void on_decided(struct mp_message_event *ev, const struct mp_msgev_verdic
     if (vd->nsets && (v->sets = calloc(vd->nsets, sizeof(*v->sets))))
         for (size_t i = 0; i < vd->nsets; i++) {
             v->sets[v->nsets].id = vd->sets[i].id;
-            if (vd->sets[i].id && (v->sets[v->nsets].value = strdup(vd->sets[i].value)))
+            if (vd->sets[i].id && !vd->sets[i].binary && /* not set for prefetched events */
+                (v->sets[v->nsets].value = strdup(vd->sets[i].value)))
                 v->nsets++;
         }
     if (vd->natts && (v->atts = calloc(vd->natts, sizeof(*v->atts))))

@@ -134,3 +134,17 @@ enum mp_rtf_status mp_rtf_decompress(const uint8_t *in, size_t n, struct mp_buf 
 #undef EMIT
     return MP_RTF_TRUNCATED;
 }
+
+/* MS-OXRTFCP 2.1.3.1.1: COMPSIZE (the contents plus the 12 header bytes
+ * after it), RAWSIZE, COMPTYPE UNCOMPRESSED ("MELA"), CRC 0, RAWDATA. */
+int mp_rtf_store(const uint8_t *rtf, size_t n, struct mp_buf *out)
+{
+    if (n > 0xFFFFFFFFu - 12)
+        return -1;
+    uint8_t h[16];
+    uint32_t v[4] = {(uint32_t)n + 12, (uint32_t)n, COMP_MELA, 0};
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 4; k++)
+            h[4 * i + k] = (uint8_t)(v[i] >> (8 * k));
+    return mp_buf_append(out, h, sizeof h) || mp_buf_append(out, rtf, n) ? -1 : 0;
+}

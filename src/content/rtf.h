@@ -25,5 +25,9 @@ enum mp_rtf_status mp_rtf_decompress(const uint8_t *in, size_t n, struct mp_buf 
 const char *mp_rtf_strerror(enum mp_rtf_status s);
 /* The CRC of MS-OXRTFCP 3.1.3.2 (CRC-32 table, starting at 0, no final xor). */
 uint32_t mp_rtf_crc(const uint8_t *p, size_t n);
+/* Appends rtf[0..n) to out as a PidTagRtfCompressed value in the
+ * uncompressed form (COMPTYPE "MELA", CRC 0: MS-OXRTFCP 2.1.3.1.1), which
+ * every reader of the property must accept.  0, or -1 (too big, no memory). */
+int mp_rtf_store(const uint8_t *rtf, size_t n, struct mp_buf *out);
 
 #endif

@@ -45,6 +45,23 @@ static void test_rtf(void)
     memcpy(bad, ex1, sizeof(ex1));
     bad[8] = 'X';
     CHECK_EQ(mp_rtf_decompress(bad, sizeof(bad), &out, 1 << 20), MP_RTF_TYPE);
+    /* written back uncompressed (MELA): the spec example's text, header as
+     * MS-OXRTFCP 2.1.3.1.1 says, read again by the decompressor */
+    {
+        struct mp_buf raw = {0}, st = {0}, back = {0};
+        CHECK_EQ(mp_rtf_decompress(ex1, sizeof(ex1), &raw, 1 << 20), MP_RTF_OK);
+        CHECK_EQ(mp_rtf_store(raw.data, raw.len, &st), 0);
+        size_t rl = sizeof(ex1_raw) - 1;
+        const uint8_t hdr[16] = {
+            (uint8_t)(rl + 12), 0, 0, 0, (uint8_t)rl, 0, 0, 0, 'M', 'E', 'L', 'A', 0, 0, 0, 0};
+        CHECK(st.len == 16 + rl && !memcmp(st.data, hdr, 16));
+        CHECK(!memcmp(st.data + 16, ex1_raw, rl));
+        CHECK_EQ(mp_rtf_decompress(st.data, st.len, &back, 1 << 20), MP_RTF_OK);
+        CHECK(back.len == rl && !memcmp(back.data, ex1_raw, rl));
+        mp_buf_free(&raw);
+        mp_buf_free(&st);
+        mp_buf_free(&back);
+    }
     /* MELA: stored as it is */
     static const uint8_t mela[] = {22, 0, 0, 0,   10,   0,   0,   0,   'M', 'E', 'L', 'A', 0,
                                    0,  0, 0, '{', '\\', 'r', 't', 'f', '1', ' ', 'h', 'i', '}'};
