@@ -65,6 +65,11 @@ void *mp_module_private(const struct mp_module_ctx *mc)
 {
     return mc->priv;
 }
+int mp_module_map_name(struct mp_module_ctx *mc, const uint8_t guid[16], const char *name)
+{
+    (void)mc, (void)guid, (void)name;
+    return 0; /* no sessions here: nothing to map */
+}
 void mp_module_set_private(struct mp_module_ctx *mc, void *priv)
 {
     mc->priv = priv;

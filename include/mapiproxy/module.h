@@ -173,6 +173,13 @@ struct mp_module {
  * for modules whose interest comes from their options.  0 or -1. */
 int mp_module_want(struct mp_module_ctx *mc, const char *iface, uint32_t opnum);
 const char *mp_module_name(const struct mp_module_ctx *mc);
+/* From init (ABI 5): a named property (guid, name; kind MNID_STRING) the
+ * module may set with mp_message_set_named_string.  The proxy maps it in
+ * every session itself (a RopGetPropertyIdsFromNames of its own, with the
+ * create flag, after the client's private-mailbox RopLogon), so the set
+ * finds the session's id even when the client never mapped the name.  At
+ * most 32 names for all modules, each under 64 bytes.  0 or -1. */
+int mp_module_map_name(struct mp_module_ctx *mc, const uint8_t guid[16], const char *name);
 /* "NAME:key" from the configuration, NULL when absent. */
 const char *mp_module_option(const struct mp_module_ctx *mc, const char *key);
 bool mp_module_option_bool(const struct mp_module_ctx *mc, const char *key, bool dflt);

@@ -269,6 +269,8 @@ static int phish_init(struct mp_module_ctx *mc)
     if (sec_init(&ph->sc, mc, "both", SEC_ACT_DEFANG, SEC_ACT_DEFANG))
         return -1;
     sec_cache_disable(&ph->sc); /* feeds change: the verdict of a message does too */
+    static const char *const hdrs[] = {"X-Phish", NULL};
+    sec_map_header_names(&ph->sc, hdrs);
     char *paths[MAX_FEEDS];
     size_t np = split(mp_module_option(mc, "feeds"), paths, MAX_FEEDS);
     for (size_t i = 0; i < np; i++)

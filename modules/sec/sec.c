@@ -363,6 +363,19 @@ void sec_fini(struct sec_ctx *sc)
     free(sc->tag_prefix);
 }
 
+void sec_map_header_names(struct sec_ctx *sc, const char *const *names)
+{
+    static const uint8_t ps[16] = MP_PS_INTERNET_HEADERS;
+    for (int d = 0; d < 2; d++)
+        if (sc->dir_on[d] && sc->action[d] == SEC_ACT_TAG) {
+            for (size_t i = 0; names[i]; i++)
+                if (mp_module_map_name(sc->mc, ps, names[i]))
+                    mp_module_log(sc->mc, MP_MLOG_WARN,
+                                  "cannot have %s mapped by the proxy (too many names)", names[i]);
+            return;
+        }
+}
+
 void sec_cache_disable(struct sec_ctx *sc)
 {
     cache_free(sc->cache);

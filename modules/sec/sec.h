@@ -76,6 +76,10 @@ struct sec_ctx {
 int sec_init(struct sec_ctx *sc, struct mp_module_ctx *mc, const char *dflt_dirs,
              enum sec_action dflt_up, enum sec_action dflt_down);
 void sec_fini(struct sec_ctx *sc);
+/* With `tag` in a direction: the proxy maps these PS_INTERNET_HEADERS
+ * names in every session (mp_module_map_name), so the X- headers of a tag
+ * are set even when the client never mapped them.  NULL-terminated. */
+void sec_map_header_names(struct sec_ctx *sc, const char *const *names);
 /* No verdict cache (modules whose verdict depends on files that change). */
 void sec_cache_disable(struct sec_ctx *sc);
 /* A service client of this module on the proxy's loop. */

@@ -149,6 +149,8 @@ static int spam_init(struct mp_module_ctx *mc)
     mp_module_set_private(mc, sp);
     if (sec_init(&sp->sc, mc, "download", SEC_ACT_TAG, SEC_ACT_TAG))
         return -1;
+    static const char *const hdrs[] = {"X-Spam-Flag", "X-Spam-Status", "X-Spam-Score", NULL};
+    sec_map_header_names(&sp->sc, hdrs);
     const char *spamd = mp_module_option(mc, "spamd");
     const char *rspamd = mp_module_option(mc, "rspamd");
     if (!spamd && !rspamd) {

@@ -104,6 +104,13 @@ struct mp_modules {
     /* mapiproxy:online prefetch (msgonline.c) and its size limit */
     bool online_prefetch;
     uint64_t online_prefetch_max;
+    /* named properties the modules set, mapped by the proxy in each
+     * session (mp_module_map_name; msgnames.c) */
+    struct mp_named_want {
+        uint8_t guid[16];
+        char name[64];
+    } names[32];
+    unsigned n_names;
 };
 
 /* A session: a client's association group.  The relay keeps the group's

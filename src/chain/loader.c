@@ -136,6 +136,22 @@ int mp_module_want(struct mp_module_ctx *mc, const char *iface, uint32_t opnum)
     return add_want(mc->owner, mc->index, iface, opnum);
 }
 
+int mp_module_map_name(struct mp_module_ctx *mc, const uint8_t guid[16], const char *name)
+{
+    struct mp_modules *ms = mc ? mc->owner : NULL;
+    if (!ms || !guid || !name || !*name || strlen(name) >= sizeof(ms->names[0].name))
+        return -1;
+    for (unsigned i = 0; i < ms->n_names; i++)
+        if (!memcmp(ms->names[i].guid, guid, 16) && !strcmp(ms->names[i].name, name))
+            return 0;
+    if (ms->n_names >= sizeof(ms->names) / sizeof(ms->names[0]))
+        return -1;
+    memcpy(ms->names[ms->n_names].guid, guid, 16);
+    snprintf(ms->names[ms->n_names].name, sizeof(ms->names[0].name), "%s", name);
+    ms->n_names++;
+    return 0;
+}
+
 static bool listed(const struct mp_config *cfg, const char *name)
 {
     for (size_t i = 0; i < cfg->n_modules; i++)

@@ -1070,6 +1070,12 @@ int mp_message_set_named_string(struct mp_message_event *ev, const uint8_t guid[
     return add_set(ev, 0, guid, name, utf8);
 }
 
+int mp_msgev_name_id(struct mp_call *call, const uint8_t guid[16], const char *name)
+{
+    struct msess *s = mp_msgev_wanted(call->mods) ? session_state(call) : NULL;
+    return s ? mp_asm_name_id(s->a, guid, name) : -1;
+}
+
 /* ---- for the online prefetch (msgonline.c) ---- */
 
 /* The proxy's own read of a message (a side request's ROPs, in the view

@@ -28,6 +28,9 @@ bool mp_msgev_wanted(const struct mp_modules *ms);
 /* Some module with the hook may give verdicts (not MP_MODULE_OBSERVES_ONLY):
  * only then is anything held for them (fx hold, online prefetch). */
 bool mp_msgev_verdicts_wanted(const struct mp_modules *ms);
+/* The id the session's assembler knows for the named property (guid,
+ * name), -1 if none (msgnames.c). */
+int mp_msgev_name_id(struct mp_call *call, const uint8_t guid[16], const char *name);
 /* The ROP stage's hook for module mod (rop_request / rop_response, with
  * the message events of that side for modules with the message hook);
  * NULL when it has neither. */

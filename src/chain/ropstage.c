@@ -16,6 +16,7 @@
 
 #include "chain/msgevents.h"
 #include "chain/fxside.h"
+#include "chain/msgnames.h"
 #include "chain/msgonline.h"
 #include "chain/services.h"
 #include "codec/codec.h"
@@ -85,6 +86,7 @@ struct mp_ropcall {
     size_t extra_handles; /* handle table slots the injected ROPs use */
     void *online;         /* online prefetch of the call (msgonline.c) */
     void *fxside;         /* side GetBuffers of the call (fxside.c) */
+    void *names;          /* the proxy's named-property mapping (msgnames.c) */
 };
 
 struct mp_ropsess {
@@ -215,6 +217,7 @@ static void call_free(struct mp_call *m, void *ctx)
     mp_msgev_call_free(rc->msgev);
     mp_msgonline_call_free(rc->online);
     mp_fxside_call_free(rc->fxside);
+    mp_msgnames_call_free(rc->names);
     side_free(&rc->rq);
     side_free(&rc->rs);
     free(rc);
@@ -1124,7 +1127,7 @@ static void response(struct mp_call *m)
         side_free(&rc->rs);
         return;
     }
-    if (mp_msgonline_prefetch(m)) /* side requests first (m->side_cb) */
+    if (mp_msgnames_map(m) || mp_msgonline_prefetch(m)) /* side requests first (m->side_cb) */
         return;
     if (rc->all_local) {
         for (size_t i = 0; i < rc->rs.n; i++) /* the request list itself was the context */
@@ -1193,6 +1196,11 @@ void **mp_ropstage_fxside_call(struct mp_call *m)
     return RC(m) ? &RC(m)->fxside : NULL;
 }
 
+void **mp_ropstage_names_call(struct mp_call *m)
+{
+    return RC(m) ? &RC(m)->names : NULL;
+}
+
 void **mp_ropstage_online_session(struct mp_session *ses)
 {
     void **slot = ses ? mp_session_stage_slot(ses, &mp_rop_stage) : NULL;
@@ -1230,6 +1238,15 @@ size_t mp_ropstage_opened(struct mp_call *m, struct mp_ropstage_open *out, size_
         n++;
     }
     return n;
+}
+
+uint32_t mp_ropstage_rsp_handle(struct mp_call *m, uint8_t idx)
+{
+    struct mp_ropcall *rc = RC(m);
+    if (!rc || !rc->rs.ok || !rc->rs.nbuf || !rc->rs.buf_ok[0] || rc->all_local ||
+        idx >= rc->rs.bufs[0].nhandles)
+        return 0xFFFFFFFFu;
+    return rc->rs.bufs[0].handles[idx];
 }
 
 int mp_ropstage_side_request(struct mp_call *m, const struct mp_rop_buf *b,

@@ -40,6 +40,8 @@ void **mp_ropstage_online_call(struct mp_call *m);
 void **mp_ropstage_online_session(struct mp_session *ses);
 /* fxside.c's slot: the call's side GetBuffers. */
 void **mp_ropstage_fxside_call(struct mp_call *m);
+/* msgnames.c's slot: the proxy's RopGetPropertyIdsFromNames of the call. */
+void **mp_ropstage_names_call(struct mp_call *m);
 /* In the response step, before anything else: the client's RopOpenMessage
  * that the upstream answered with success in this response (payload 0). */
 struct mp_ropstage_open {
@@ -50,6 +52,9 @@ struct mp_ropstage_open {
     uint32_t context_id;
 };
 size_t mp_ropstage_opened(struct mp_call *m, struct mp_ropstage_open *out, size_t max);
+/* In the response step: the server handle in slot idx of the response's
+ * handle table (payload 0), 0xFFFFFFFF if none (msgnames.c). */
+uint32_t mp_ropstage_rsp_handle(struct mp_call *m, uint8_t idx);
 /* The proxy's own ROP buffer b becomes the call's request (EcDoRpcExt2 /
  * MAPI/HTTP Execute only), sent upstream after this response step; the
  * response goes to cb (chain.h side_cb).  0, or -1 (EcDoRpc, no memory). */
