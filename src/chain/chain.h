@@ -104,6 +104,7 @@ struct mp_modules {
     /* mapiproxy:online prefetch (msgonline.c) and its size limit */
     bool online_prefetch;
     uint64_t online_prefetch_max;
+    unsigned online_prefetch_depth; /* embedded messages read ahead, levels (1-8) */
     /* named properties the modules set, mapped by the proxy in each
      * session (mp_module_map_name; msgnames.c) */
     struct mp_named_want {

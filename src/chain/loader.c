@@ -259,6 +259,7 @@ int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, str
     ms->loop = loop;
     ms->online_prefetch = cfg->online_prefetch;
     ms->online_prefetch_max = cfg->online_prefetch_max;
+    ms->online_prefetch_depth = cfg->online_prefetch_depth;
     for (size_t k = 0; mp_builtin_stages[k] && k < MP_MAX_STAGES; k++) {
         struct mp_stage_use *u = &ms->stages[ms->n_stages];
         struct mp_iface_spec spec;

@@ -34,6 +34,8 @@
 #define MAX_OPEN 8   /* RopOpenMessage per client buffer read ahead */
 #define MAX_BIG 32   /* long values per object read as streams */
 #define MAX_ATTS 256 /* attachments of one message */
+#define MAX_DEPTH 8  /* embedded levels read ahead at most (mapiproxy:online prefetch depth) */
+#define NSLOTS (2 * MAX_DEPTH + 3)
 /* RopReadStream ByteCount, one per round: the response must fit one
  * RPC_HEADER_EXT payload (its Size and RopSize are 16 bits) */
 #define READ_CHUNK 0x7F00
@@ -118,7 +120,7 @@ struct osess {
 };
 
 /* ---- one message read ahead ---- */
-enum phase { P_CHECK, P_OPEN, P_STREAM, P_ATT, P_EMB, P_EATT, P_CLOSE, P_DONE };
+enum phase { P_CHECK, P_OPEN, P_STREAM, P_ATT, P_EMB, P_CLOSE, P_DONE };
 
 struct pf {
     struct mp_ropstage_open op;
@@ -142,24 +144,25 @@ struct ocall {
     enum phase ph;
     bool cut;
     struct mp_rop_buf req; /* the side request in flight */
-    uint32_t msg_h, att_h, str_h;
-    bool in_att;           /* the streams are an attachment's */
+    uint32_t msg_h, str_h;
     uint32_t big[MAX_BIG]; /* long values still to read (tags) */
     size_t nbig;
     uint32_t str_size, str_got;
     bool str_open;
-    uint32_t rel_str, rel_att; /* handles to release first in the next round (NONE: none) */
-    size_t base;               /* the round's first ROP after those releases */
-    uint32_t atts[MAX_ATTS];
-    uint8_t methods[MAX_ATTS]; /* PidTagAttachMethod (5: an embedded message) */
-    size_t natts, next_att;
-    uint32_t emb_h, rel_emb; /* the embedded message of the attachment (slot 3) */
-    bool in_emb, emb_done;
-    /* the embedded message's own attachments (slot 4); theirs are not opened */
-    uint32_t eatts[MAX_ATTS];
-    size_t neatts, next_eatt;
-    uint32_t eatt_h, rel_eatt;
-    bool in_eatt;
+    uint32_t rel[NSLOTS]; /* handles to release first in the next round, by slot (NONE) */
+    size_t base;          /* the round's first ROP after those releases */
+    /* Level 0 is the message (slot 0, its attachment slot 1); level k > 0
+     * the embedded message of level k-1's attachment (slot 2k+1, its
+     * attachment 2k+2); slot 2 is the stream.  depth: the level read now. */
+    struct lvl {
+        uint32_t msg_h; /* level 0: msg_h above */
+        uint32_t atts[MAX_ATTS];
+        uint8_t methods[MAX_ATTS]; /* PidTagAttachMethod (5: an embedded message) */
+        size_t natts, next_att;
+        uint32_t att_h; /* the attachment being read */
+        bool in_att, emb_done;
+    } lv[MAX_DEPTH + 1];
+    unsigned depth, maxd; /* maxd: mapiproxy:online prefetch depth */
     uint64_t bytes;
     uint32_t cols[2];
     uint8_t ck[64];
@@ -309,40 +312,58 @@ static bool string_id(uint16_t id)
     return false;
 }
 
+/* The slots of level k's message and of its attachment. */
+static uint8_t msg_slot(unsigned k)
+{
+    return k ? (uint8_t)(2 * k + 1) : 0;
+}
+
+static uint8_t att_slot(unsigned k)
+{
+    return k ? (uint8_t)(2 * k + 2) : 1;
+}
+
+/* mapiproxy:online prefetch depth: embedded levels opened (1-8). */
+static unsigned max_depth(const struct mp_call *m)
+{
+    unsigned d = m->mods->online_prefetch_depth;
+    return d == 0 ? 4 : d > MAX_DEPTH ? MAX_DEPTH : d;
+}
+
+/* Every level's handles NONE, nothing to release, at the message. */
+static void levels_reset(struct ocall *c)
+{
+    for (unsigned k = 0; k <= MAX_DEPTH; k++) {
+        c->lv[k].msg_h = c->lv[k].att_h = NONE;
+        c->lv[k].natts = c->lv[k].next_att = 0;
+        c->lv[k].in_att = c->lv[k].emb_done = false;
+    }
+    for (size_t i = 0; i < NSLOTS; i++)
+        c->rel[i] = NONE;
+    c->depth = 0;
+}
+
 /* Slots: 0 the message (the folder in the first round), 1 the message
- * opened / the attachment, 2 table or stream, 3 an attachment's embedded
- * message, 4 an attachment of that embedded message (two levels: an
- * embedded message inside it is not opened). */
+ * opened / its attachment, 2 table or stream, then per embedded level k
+ * its message (2k+1) and attachment (2k+2), up to mapiproxy:online
+ * prefetch depth levels (an embedded message deeper is not opened). */
 static int build_round(struct mp_call *m, struct ocall *c)
 {
     struct pf *p = &c->q[c->cur];
-    if (sb_init(m, c, 5))
+    if (sb_init(m, c, NSLOTS))
         return -1;
     /* what the last round finished with: a stream read to its end (slot
-     * 2), an attachment done with (slot 1) */
-    if (c->rel_str != NONE) {
-        c->req.handles[2] = c->rel_str;
-        if (add_release(m, c, 2))
+     * 2) first, then the objects done with, the deepest first */
+    for (size_t k = 0; k < NSLOTS; k++) {
+        size_t s = k == 0 ? 2 : NSLOTS - k; /* 2, then NSLOTS-1 .. 1 */
+        if (s == 2 && k)
+            continue;
+        if (c->rel[s] == NONE)
+            continue;
+        c->req.handles[s] = c->rel[s];
+        if (add_release(m, c, (uint8_t)s))
             return -1;
-        c->rel_str = NONE;
-    }
-    if (c->rel_eatt != NONE) {
-        c->req.handles[4] = c->rel_eatt;
-        if (add_release(m, c, 4))
-            return -1;
-        c->rel_eatt = NONE;
-    }
-    if (c->rel_emb != NONE) {
-        c->req.handles[3] = c->rel_emb;
-        if (add_release(m, c, 3))
-            return -1;
-        c->rel_emb = NONE;
-    }
-    if (c->rel_att != NONE) {
-        c->req.handles[1] = c->rel_att;
-        if (add_release(m, c, 1))
-            return -1;
-        c->rel_att = NONE;
+        c->rel[s] = NONE;
     }
     c->base = c->req.n;
     switch (c->ph) {
@@ -374,17 +395,21 @@ static int build_round(struct mp_call *m, struct ocall *c)
         return add_props_all(m, c, 1) || add_att_table(m, c, 1);
     }
     case P_STREAM: {
+        const struct lvl *L = &c->lv[c->depth];
         c->req.handles[0] = c->msg_h;
-        c->req.handles[1] = c->att_h;
-        c->req.handles[3] = c->emb_h;
-        c->req.handles[4] = c->eatt_h;
+        for (unsigned k = 0; k <= c->depth; k++) {
+            if (k)
+                c->req.handles[msg_slot(k)] = c->lv[k].msg_h;
+            if (c->lv[k].in_att)
+                c->req.handles[att_slot(k)] = c->lv[k].att_h;
+        }
         if (c->str_open)
             c->req.handles[2] = c->str_h;
         else {
             struct mp_rop_req_OpenStream *os = ADD(OpenStream, MP_ROP_OpenStream);
             if (!os)
                 return -1;
-            os->InputHandleIndex = c->in_eatt ? 4 : c->in_emb ? 3 : c->in_att ? 1 : 0;
+            os->InputHandleIndex = L->in_att ? att_slot(c->depth) : msg_slot(c->depth);
             os->OutputHandleIndex = 2;
             os->PropertyTag = c->big[c->nbig - 1];
             os->OpenModeFlags = 0;
@@ -398,34 +423,40 @@ static int build_round(struct mp_call *m, struct ocall *c)
         }
         return 0;
     }
-    case P_ATT:
-    case P_EATT: { /* of the message (0 -> 1), of its embedded message (3 -> 4) */
-        bool e = c->ph == P_EATT;
+    case P_ATT: { /* of the message of level d (slot 2d+1 -> 2d+2; level 0: 0 -> 1) */
+        unsigned d = c->depth;
         c->req.handles[0] = c->msg_h;
-        if (e) { /* (else slots 1 and 3 may hold this round's releases) */
-            c->req.handles[1] = c->att_h;
-            c->req.handles[3] = c->emb_h;
+        /* the open levels above (the slots of this round's releases are
+         * not open ones: they were released just before) */
+        for (unsigned k = 1; k <= d; k++) {
+            c->req.handles[msg_slot(k)] = c->lv[k].msg_h;
+            c->req.handles[att_slot(k - 1)] = c->lv[k - 1].att_h;
         }
         struct mp_rop_req_OpenAttachment *oa = ADD(OpenAttachment, MP_ROP_OpenAttachment);
         if (!oa)
             return -1;
-        oa->InputHandleIndex = e ? 3 : 0;
-        oa->OutputHandleIndex = e ? 4 : 1;
-        oa->AttachmentID = e ? c->eatts[c->next_eatt] : c->atts[c->next_att];
-        return add_props_all(m, c, e ? 4 : 1);
+        oa->InputHandleIndex = msg_slot(d);
+        oa->OutputHandleIndex = att_slot(d);
+        oa->AttachmentID = c->lv[d].atts[c->lv[d].next_att];
+        return add_props_all(m, c, att_slot(d));
     }
-    case P_EMB: {
+    case P_EMB: { /* level d's attachment's embedded message: level d+1 */
+        unsigned d = c->depth;
         c->req.handles[0] = c->msg_h;
-        c->req.handles[1] = c->att_h;
+        for (unsigned k = 0; k <= d; k++) {
+            if (k)
+                c->req.handles[msg_slot(k)] = c->lv[k].msg_h;
+            c->req.handles[att_slot(k)] = c->lv[k].att_h;
+        }
         struct mp_rop_req_OpenEmbeddedMessage *oe =
             ADD(OpenEmbeddedMessage, MP_ROP_OpenEmbeddedMessage);
         if (!oe)
             return -1;
-        oe->InputHandleIndex = 1;
-        oe->OutputHandleIndex = 3;
+        oe->InputHandleIndex = att_slot(d);
+        oe->OutputHandleIndex = msg_slot(d + 1);
         oe->CodePageId = 0x0FFF;
         oe->OpenModeFlags = 0; /* read-only */
-        return add_props_all(m, c, 3) || add_att_table(m, c, 3);
+        return add_props_all(m, c, msg_slot(d + 1)) || add_att_table(m, c, msg_slot(d + 1));
     }
     case P_CLOSE:
         c->req.handles[0] = c->msg_h;
@@ -470,7 +501,9 @@ static void note_big(struct ocall *c, const struct mp_rop_rsp_GetPropertiesAll *
     }
 }
 
-/* The next step after an object's properties and long values. */
+/* The next step after an object's properties and long values: its
+ * attachment's embedded message (up to maxd levels), the next attachment,
+ * back up a level, or the end. */
 static void after_object(struct ocall *c)
 {
     if (c->nbig) {
@@ -478,34 +511,35 @@ static void after_object(struct ocall *c)
         c->str_open = false;
         return;
     }
-    if (c->in_eatt) { /* an attachment of the embedded message done */
-        c->in_eatt = false;
-        c->rel_eatt = c->eatt_h;
-        c->eatt_h = NONE;
-        c->next_eatt++;
+    for (;;) {
+        struct lvl *L = &c->lv[c->depth];
+        if (L->in_att) {
+            if (!L->emb_done && c->depth < c->maxd && L->methods[L->next_att] == 5) {
+                c->ph = P_EMB;
+                return;
+            }
+            L->in_att = false; /* its release goes with the next round */
+            L->emb_done = false;
+            c->rel[att_slot(c->depth)] = L->att_h;
+            L->att_h = NONE;
+            L->next_att++;
+        }
+        if (L->next_att < L->natts) {
+            c->ph = P_ATT;
+            return;
+        }
+        if (!c->depth) {
+            c->ph = P_CLOSE;
+            return;
+        }
+        /* an embedded message done: released next round, back to the
+         * attachment it came from */
+        c->rel[msg_slot(c->depth)] = L->msg_h;
+        L->msg_h = NONE;
+        L->natts = L->next_att = 0;
+        c->depth--;
+        c->lv[c->depth].emb_done = true;
     }
-    if (c->in_emb && c->next_eatt < c->neatts) {
-        c->ph = P_EATT;
-        return;
-    }
-    if (c->in_emb) { /* the embedded message done: released next round */
-        c->in_emb = false;
-        c->rel_emb = c->emb_h;
-        c->emb_h = NONE;
-        c->emb_done = true;
-    } else if (c->in_att && !c->emb_done && c->next_att < c->natts &&
-               c->methods[c->next_att] == 5) {
-        c->ph = P_EMB;
-        return;
-    }
-    if (c->in_att) { /* its release goes with the next round */
-        c->in_att = false;
-        c->emb_done = false;
-        c->rel_att = c->att_h;
-        c->att_h = NONE;
-        c->next_att++;
-    }
-    c->ph = c->next_att < c->natts ? P_ATT : P_CLOSE;
 }
 
 /* The attachment table's rows (add_att_table's QueryRows, the round's ROP
@@ -575,8 +609,8 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         if (!g || g->ReturnValue)
             return -1;
         note_big(c, g);
-        c->next_att = 0;
-        c->natts = list_atts(c, r, c->atts, c->methods);
+        c->lv[0].next_att = 0;
+        c->lv[0].natts = list_atts(c, r, c->lv[0].atts, c->lv[0].methods);
         after_object(c);
         return 0;
     }
@@ -606,41 +640,36 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
         }
         if (c->str_got >= c->str_size) {
             c->str_open = false;
-            c->rel_str = c->str_h;
+            c->rel[2] = c->str_h;
             c->nbig--;
             after_object(c); /* the stream's release goes with the next round */
         }
         return 0;
     }
-    case P_ATT:
-    case P_EATT: { /* the message's attachment (slot 1), the embedded one's (4) */
+    case P_ATT: { /* an attachment of level depth's message */
         const struct mp_rop_rsp_OpenAttachment *oa = rsp_for(r, 0, MP_ROP_OpenAttachment);
         const struct mp_rop_rsp_GetPropertiesAll *g = rsp_for(r, 1, MP_ROP_GetPropertiesAll);
         if (!oa || oa->ReturnValue || !g || g->ReturnValue)
             return -1;
-        if (c->ph == P_ATT) {
-            c->att_h = rsp_handle(r, 1);
-            c->in_att = true;
-        } else {
-            c->eatt_h = rsp_handle(r, 4);
-            c->in_eatt = true;
-        }
+        struct lvl *L = &c->lv[c->depth];
+        L->att_h = rsp_handle(r, att_slot(c->depth));
+        L->in_att = true;
         note_big(c, g);
         after_object(c);
         return 0;
     }
-    case P_EMB: {
+    case P_EMB: { /* its embedded message: the next level */
         const struct mp_rop_rsp_OpenEmbeddedMessage *oe = rsp_for(r, 0, MP_ROP_OpenEmbeddedMessage);
         const struct mp_rop_rsp_GetPropertiesAll *g = rsp_for(r, 1, MP_ROP_GetPropertiesAll);
         if (!oe || oe->ReturnValue)
             return -1;
-        c->emb_h = rsp_handle(r, 3);
-        c->in_emb = true;
+        struct lvl *N = &c->lv[++c->depth];
+        N->msg_h = rsp_handle(r, msg_slot(c->depth));
         if (!g || g->ReturnValue)
             return -1;
         note_big(c, g);
-        c->next_eatt = 0;
-        c->neatts = list_atts(c, r, c->eatts, NULL);
+        N->next_att = 0;
+        N->natts = list_atts(c, r, N->atts, N->methods);
         after_object(c);
         return 0;
     }
@@ -683,12 +712,10 @@ static int next_round(struct mp_call *m, struct ocall *c)
             c->ph = c->q[c->cur].cached >= 0 ? P_CHECK : P_OPEN;
             c->bytes = 0;
             c->cut = false;
-            c->in_att = false;
             c->nbig = 0;
-            c->msg_h = c->att_h = c->str_h = c->rel_str = c->rel_att = NONE;
-            c->emb_h = c->rel_emb = c->eatt_h = c->rel_eatt = NONE;
-            c->str_open = c->in_emb = c->emb_done = c->in_eatt = false;
-            c->neatts = c->next_eatt = 0;
+            c->msg_h = c->str_h = NONE;
+            levels_reset(c);
+            c->str_open = false;
         }
     }
     /* done: the client's request and response as they were */
@@ -713,19 +740,19 @@ static void cut_short(struct mp_call *m, struct ocall *c, const char *why)
             sid(m), (unsigned long long)c->q[c->cur].op.mid, why);
     c->cut = true;
     if (c->str_open)
-        c->rel_str = c->str_h;
-    if (c->att_h != NONE)
-        c->rel_att = c->att_h;
-    if (c->emb_h != NONE)
-        c->rel_emb = c->emb_h;
-    if (c->eatt_h != NONE)
-        c->rel_eatt = c->eatt_h;
-    c->eatt_h = NONE;
-    c->in_eatt = false;
-    c->neatts = c->next_eatt = 0;
+        c->rel[2] = c->str_h;
+    for (unsigned k = 0; k <= c->depth; k++) { /* every level open: released */
+        struct lvl *L = &c->lv[k];
+        if (L->att_h != NONE)
+            c->rel[att_slot(k)] = L->att_h;
+        if (k && L->msg_h != NONE)
+            c->rel[msg_slot(k)] = L->msg_h;
+        L->att_h = L->msg_h = NONE;
+        L->in_att = L->emb_done = false;
+        L->natts = L->next_att = 0;
+    }
+    c->depth = 0;
     c->str_open = false;
-    c->att_h = c->emb_h = NONE;
-    c->in_emb = c->in_att = false;
     c->ph = c->msg_h != NONE ? P_CLOSE : P_DONE;
 }
 
@@ -955,8 +982,9 @@ int mp_msgonline_prefetch(struct mp_call *m)
     }
     c->nq = n;
     c->cur = 0;
-    c->msg_h = c->att_h = c->str_h = c->emb_h = NONE;
-    c->rel_str = c->rel_att = c->rel_emb = c->eatt_h = c->rel_eatt = NONE;
+    c->msg_h = c->str_h = NONE;
+    levels_reset(c);
+    c->maxd = max_depth(m);
     c->ph = c->q[0].cached >= 0 ? P_CHECK : P_OPEN;
     mp_debug("session %u: online prefetch of %zu message(s) before RopOpenMessage's response",
              sid(m), n);

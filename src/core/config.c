@@ -915,6 +915,7 @@ static const struct opt options[] = {
     {"mapiproxy:groups file", K_STR, F(groups_file), 0, 0, NULL},
     {"mapiproxy:mailbox authorization", K_BOOL, F(mailbox_auth), 0, 0, NULL},
     {"mapiproxy:online prefetch", K_BOOL, F(online_prefetch), 0, 0, NULL},
+    {"mapiproxy:online prefetch depth", K_UINT, F(online_prefetch_depth), 1, 8, "levels"},
     {"mapiproxy:online prefetch max size", K_SIZE, F(online_prefetch_max), 1024, 1ull << 30,
      "bytes"},
     {"mapiproxy:mailbox map", K_STR, F(mailbox_map), 0, 0, NULL},
@@ -1928,6 +1929,7 @@ static void set_defaults(struct mp_config *c)
     c->tls_verify = true;
     c->mailbox_auth = true;
     c->online_prefetch_max = 16u << 20;
+    c->online_prefetch_depth = 4;
     c->mailbox_directory = true;
     c->http_header_timeout_s = 30;
     c->http_idle_timeout_s = 300;

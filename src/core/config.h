@@ -199,10 +199,11 @@ struct mp_config {
     /* mailbox authorization under specified credentials (doc/security.md) */
     bool mailbox_auth; /* mapiproxy:mailbox authorization (yes) */
     /* online downloads read by the proxy at RopOpenMessage (msgonline.c) */
-    bool online_prefetch;         /* mapiproxy:online prefetch (no) */
-    uint32_t online_prefetch_max; /* mapiproxy:online prefetch max size (16 MiB) */
-    bool mailbox_directory;       /* mapiproxy:mailbox directory (yes): DNs by NSPI lookup */
-    char mailbox_map[512];        /* mapiproxy:mailbox map: "user: DN", "delegate user: mailbox" */
+    bool online_prefetch;           /* mapiproxy:online prefetch (no) */
+    uint32_t online_prefetch_max;   /* mapiproxy:online prefetch max size (16 MiB) */
+    uint32_t online_prefetch_depth; /* mapiproxy:online prefetch depth (4) */
+    bool mailbox_directory;         /* mapiproxy:mailbox directory (yes): DNs by NSPI lookup */
+    char mailbox_map[512]; /* mapiproxy:mailbox map: "user: DN", "delegate user: mailbox" */
     /* Non-fatal remarks (ignored OpenChange-only options...), same format as
      * errors; freed by mp_config_free (and by a failed load). */
     struct mp_diag warnings;
