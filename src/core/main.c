@@ -111,12 +111,12 @@ static void gen_free(struct gen *g)
 
 /* Binds g's listeners (taking over the sockets of the running configuration
  * that the new one names too: net/accept.h) and loads its modules, on the
- * calling worker's loop.  The HTTPS front (MAPI/HTTP, RPC over HTTP) runs on
- * worker 0 only (doc/internals/workers.md).  0, or -1 with everything it
- * made undone. */
+ * calling worker's loop.  Every worker runs an HTTPS front; RPC over HTTP
+ * is served on worker 0, the others' fronts hand it there
+ * (doc/internals/workers.md).  0, or -1 with everything it made undone. */
 static int gen_build(struct wstate *w, struct gen *g)
 {
-    bool front = w->idx == 0;
+    bool front = true;
     g->relay = mp_relay_new(w->loop, &g->cfg);
     if (g->relay && front && g->cfg.n_http_listen)
         g->http = mp_http_new(w->loop, &g->cfg);

@@ -13,6 +13,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/workers.h"
 #include "net/tls.h"
 #include "transport/http/front.h"
 #include "transport/http/msg.h"
@@ -271,6 +272,9 @@ int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct
     *out = NULL;
     if (!cfg->rpch || !http)
         return 0;
+    if (mp_worker_self()) /* served on worker 0: this front hands it there (hmove.h) */
+        return mp_http_add_handler(http, "/rpc/rpcproxy.dll", false, "RPC_IN_DATA RPC_OUT_DATA",
+                                   NULL, NULL);
     struct mp_rpch_http *o = calloc(1, sizeof *o);
     if (!o)
         return -1;
