@@ -1,0 +1,130 @@
+"""The HTTPS front with mapiproxy:workers = 2 (doc/internals/workers.md, "The
+HTTPS front on every worker"): each worker accepts on a socket of its own;
+every request of one MAPI/HTTP session is served by the worker holding the
+session (its module state), whichever worker accepted its TCP connection;
+RPC over HTTP is handed to worker 0, so both channels of a virtual
+connection meet there.
+
+The clients are code we did not write at one end: python3-requests (with
+requests_ntlm) under the lab's MAPI/HTTP client, Impacket's ncacn_http
+transport for RPC over HTTP; the answers through the proxy are compared with
+what a direct client gets."""
+import os
+import re
+import sys
+import threading
+
+import pytest
+from impacket.dcerpc.v5 import nspi, oxabref
+from impacket.http import AUTH_BASIC
+from requests.auth import HTTPBasicAuth
+
+from conftest import ROOT
+from test_http_front_lab import PASSWORDS, env, ntlm, start_front  # noqa: F401 (fixture)
+import test_rpch as R
+from test_lab_auth import nspi_answers, rfr_answers
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+import mapihttp_client as MH  # noqa: E402
+
+N_SESSIONS = 32
+CALLS = 4  # Bind, 2 x GetSpecialTable, Unbind
+
+
+def module_counts(log):
+    counts = {}
+    for m in re.finditer(r"module mpm_test_a: session=(\d+) calls=(\d+)", log):
+        counts.setdefault(int(m.group(1)), []).append(int(m.group(2)))
+    return counts
+
+
+def nspi_session(base, ca, out, i):
+    """One NSPI session, every request on a new TCP connection (Connection:
+    close), so its requests land on both workers."""
+    try:
+        ab = MH.NspiHttp(base, auth=HTTPBasicAuth("LAB\\bob", PASSWORDS["bob"]), verify=ca)
+        ab.http.headers["Connection"] = "close"
+        ab.bind()
+        t1 = ab.get_special_table(flags=0x4)
+        t2 = ab.get_special_table(flags=0x4)
+        ab.unbind()
+        same = t1["ErrorCode"] == 0 and t1["Rows"] and t1["Rows"] == t2["Rows"]
+        out[i] = (same, ab)
+    except Exception as e:  # reported by the test
+        out[i] = e
+
+
+def test_mapihttp_sessions_stay_on_their_worker(make_proxy, env):  # noqa: F811
+    p = start_front(make_proxy, env, {"mapiproxy:workers": "2",
+                                      "dcerpc_mapiproxy:modules": "mpm_test_a"})
+    out = [None] * N_SESSIONS
+    ts = [threading.Thread(target=nspi_session, args=(p.base, env["ca"], out, i))
+          for i in range(N_SESSIONS)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    errors = [o for o in out if not isinstance(o, tuple)]
+    assert not errors, errors[:3]
+    assert all(same for same, _ in out)
+    # keep-alive: an NTLM session on one connection (a 401 handshake bound to
+    # that connection) goes on wherever its first request lands
+    ems = MH.NspiHttp(p.base, auth=ntlm(), verify=env["ca"])
+    ems.bind()
+    for _ in range(3):
+        ems.get_special_table(flags=0x4)
+    ems.unbind()
+    p.stop()
+    log = p.log()
+    assert "Sanitizer" not in log
+    # both workers accepted front connections
+    opened = re.findall(r"http #\d+ open \S+ \(TLS\) on worker (\d)", log)
+    assert set(opened) == {"0", "1"}, opened[:5]
+    # requests that reached the worker without the session were moved there
+    moved = len(re.findall(r"its MAPI/HTTP session's worker: handed to worker \d", log))
+    adopted = len(re.findall(r"adopted from worker \d", log))
+    print(f"{len(opened)} connections, {moved} moved")
+    assert moved > 0 and adopted == moved, (moved, adopted)
+    # the module's state of each session went on across its connections: one
+    # module session per client session, its calls counted 1..4 in order
+    counts = module_counts(log)
+    full = sorted((v for v in counts.values() if len(v) > 1), key=len)
+    assert full == [list(range(1, CALLS + 1))] * N_SESSIONS + [[1, 2, 3, 4, 5]], counts
+    # the NTLM handshake's requests (401, no cookie yet): sessions of one call
+    assert all(v == [1] for v in counts.values() if len(v) == 1), counts
+    assert "not adopted" not in log and "cannot hand it" not in log
+
+
+@pytest.fixture(scope="module")
+def rpch_env(tmp_path_factory):
+    yield from R.rpch_lab_env(str(tmp_path_factory.mktemp("rpch")))
+
+
+def test_rpch_with_two_workers(make_proxy, rpch_env):
+    """Impacket's ncacn_http client: its IN and OUT channels are two HTTP
+    connections; whichever worker accepts them, they meet on worker 0."""
+    d = R.tcp_dce(rpch_env["ports"]["rfr"], oxabref.MSRPC_UUID_OXABREF)
+    ref_rfr = rfr_answers(d)
+    d.disconnect()
+    d = R.tcp_dce(rpch_env["ports"]["nspi"], nspi.MSRPC_UUID_NSPI)
+    ref_nspi = nspi_answers(d)
+    d.disconnect()
+    p = R.start(make_proxy, rpch_env, **{"mapiproxy:workers": "2"})
+    for _ in range(4):
+        d = R.rpch_dce(p.url, 6002, oxabref.MSRPC_UUID_OXABREF, AUTH_BASIC)
+        assert rfr_answers(d) == ref_rfr
+        d.disconnect()
+        d = R.rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+        assert nspi_answers(d) == ref_nspi
+        d.disconnect()
+    p.stop()
+    log = p.log()
+    assert "Sanitizer" not in log
+    opened = re.findall(r"http #\d+ open \S+ \(TLS\) on worker (\d)", log)
+    moved = len(re.findall(r"RPC over HTTP: handed to worker 0", log))
+    print(f"{len(opened)} channels, {moved} moved to worker 0")
+    assert len(opened) >= 16
+    # every channel worker 1 accepted went to worker 0 (the one connection
+    # more that may be there is the harness's port probe, closed before TLS)
+    assert opened.count("1") - 1 <= moved <= opened.count("1") and moved > 0, (moved, opened)
+    assert log.count("virtual connection open") >= 8
