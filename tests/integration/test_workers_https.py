@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import threading
+import time
 
 import pytest
 from impacket.dcerpc.v5 import nspi, oxabref
@@ -20,7 +21,7 @@ from impacket.http import AUTH_BASIC
 from requests.auth import HTTPBasicAuth
 
 from conftest import ROOT
-from test_http_front_lab import PASSWORDS, env, ntlm, start_front  # noqa: F401 (fixture)
+from test_http_front_lab import ALICE, PASSWORDS, env, ntlm, start_front  # noqa: F401 (fixture)
 import test_rpch as R
 from test_lab_auth import nspi_answers, rfr_answers
 
@@ -93,6 +94,56 @@ def test_mapihttp_sessions_stay_on_their_worker(make_proxy, env):  # noqa: F811
     # the NTLM handshake's requests (401, no cookie yet): sessions of one call
     assert all(v == [1] for v in counts.values() if len(v) == 1), counts
     assert "not adopted" not in log and "cannot hand it" not in log
+
+
+def test_parked_waits_and_stop_with_two_workers(make_proxy, env):  # noqa: F811
+    """NotificationWait requests parked on both workers (each moved to its
+    session's worker when it came on the other), new connections being
+    moved while SIGTERM arrives: the proxy ends cleanly (exit 0, nothing
+    leaked: the fixture's ASan/LSan check), every client gets its answer
+    or a closed connection, none hangs."""
+    p = start_front(make_proxy, env, {"mapiproxy:workers": "2",
+                                      "dcerpc_mapiproxy:modules": "mpm_test_a"})
+    basic = HTTPBasicAuth("LAB\\alice", PASSWORDS["alice"])
+    sessions = []
+    for _ in range(6):
+        ems = MH.EmsmdbHttp(p.base, auth=basic, verify=env["ca"], timeout=20)
+        ems.http.headers["Connection"] = "close"
+        assert ems.connect(ALICE)["ErrorCode"] == 0
+        sessions.append(ems)
+    ended = []
+
+    def park(ems):
+        try:
+            ems.notification_wait()
+            ended.append("answered")
+        except Exception:
+            ended.append("closed")
+
+    parked = [threading.Thread(target=park, args=(e,)) for e in sessions]
+    for t in parked:
+        t.start()
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            try:
+                nspi_session(p.base, env["ca"], [None], 0)
+            except Exception:
+                pass
+
+    churners = [threading.Thread(target=churn) for _ in range(4)]
+    for t in churners:
+        t.start()
+    time.sleep(1.5)
+    log = p.log()
+    assert len(re.findall(r"adopted from worker \d", log)) > 0, log[-3000:]
+    p.stop()  # asserts exit 0 and no sanitizer report
+    stop.set()
+    for t in parked + churners:
+        t.join(30)
+        assert not t.is_alive()
+    assert len(ended) == len(sessions), ended
 
 
 @pytest.fixture(scope="module")
