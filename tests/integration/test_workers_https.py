@@ -179,3 +179,27 @@ def test_rpch_with_two_workers(make_proxy, rpch_env):
     # more that may be there is the harness's port probe, closed before TLS)
     assert opened.count("1") - 1 <= moved <= opened.count("1") and moved > 0, (moved, opened)
     assert log.count("virtual connection open") >= 8
+
+
+def test_second_instance_on_the_https_port_is_refused(make_proxy, env):  # noqa: F811
+    """Every worker's front socket has SO_REUSEPORT; a second mapiproxy on
+    the same mapiproxy:http listen port must still be refused ("Address
+    already in use": worker 0 probes a new port without SO_REUSEPORT first),
+    and the first goes on serving."""
+    a = start_front(make_proxy, env, {"mapiproxy:workers": "2"})
+    with open(a.conf) as f:
+        opts = dict(line.split(" = ", 1) for line in f.read().splitlines()
+                    if line.startswith(("mapiproxy:http", "mapiproxy:tls")))
+    opts["mapiproxy:workers"] = "2"
+    try:
+        b = make_proxy(upstream_epm_port=1, extra=opts)
+    except RuntimeError as e:  # it may end before its RPC ports are seen
+        assert "Address already in use" in str(e), str(e)[-3000:]
+    else:
+        b.proc.wait(30)
+        assert b.proc.returncode not in (None, 0), b.log()[-3000:]
+        assert "Address already in use" in b.log(), b.log()[-3000:]
+        b.killed = True  # ended by itself, checked above
+    ab = MH.NspiHttp(a.base, auth=HTTPBasicAuth("LAB\\bob", PASSWORDS["bob"]), verify=env["ca"])
+    assert ab.bind()["ErrorCode"] == 0
+    a.stop()
