@@ -2,151 +2,30 @@
 #include "transport/http/hmove.h"
 
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
+#include "core/affinity.h"
 #include "core/log.h"
 #include "core/workers.h"
 #include "transport/http/hconn.h"
 #include "transport/mapihttp/cookies.h"
 
-/* ------------------------------------------------------------------ */
-/* which worker holds a MAPI/HTTP session                              */
-
-#define SESS_BUCKETS 1024u
-#define SESS_MAX 65536u
-#define SESS_IDLE_MS (2u * 3600u * 1000u) /* as the module sessions (cookies.c) */
-
-struct sess {
-    struct sess *next;
-    char cookie[MP_MH_COOKIE_MAX];
-    unsigned worker;
-    uint64_t last_ms;
-};
-
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static struct sess *tab[SESS_BUCKETS];
-static size_t n_sess;
-static uint64_t swept_ms;
-static unsigned n_fronts;
-
-static struct sess **bucket(const char *c, size_t n)
-{
-    uint32_t x = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        x = (x ^ (uint8_t)c[i]) * 16777619u;
-    return &tab[x % SESS_BUCKETS];
-}
-
-/* Under mu: the entry's link, or the end of its bucket's list. */
-static struct sess **find(const char *c, size_t n)
-{
-    struct sess **pp = bucket(c, n);
-    while (*pp && (strlen((*pp)->cookie) != n || memcmp((*pp)->cookie, c, n)))
-        pp = &(*pp)->next;
-    return pp;
-}
-
-/* Under mu: entries idle for two hours go (at most once a minute); beyond
- * SESS_MAX, the least recently used. */
-static void sweep(uint64_t now)
-{
-    if (n_sess < SESS_MAX && now - swept_ms < 60000)
-        return;
-    swept_ms = now;
-    struct sess **oldest = NULL;
-    for (size_t b = 0; b < SESS_BUCKETS; b++)
-        for (struct sess **pp = &tab[b]; *pp;) {
-            struct sess *e = *pp;
-            if (now - e->last_ms > SESS_IDLE_MS) {
-                *pp = e->next;
-                free(e);
-                n_sess--;
-                continue;
-            }
-            if (!oldest || e->last_ms < (*oldest)->last_ms)
-                oldest = pp;
-            pp = &e->next;
-        }
-    if (n_sess >= SESS_MAX && oldest) {
-        struct sess *e = *oldest;
-        *oldest = e->next;
-        free(e);
-        n_sess--;
-    }
-}
-
-/* The worker holding the session, or -1. */
-static int owner_of(const char *c, size_t n)
-{
-    int w = -1;
-    pthread_mutex_lock(&mu);
-    struct sess *e = *find(c, n);
-    if (e) {
-        e->last_ms = mp_now_ms();
-        w = (int)e->worker;
-    }
-    pthread_mutex_unlock(&mu);
-    return w;
-}
-
-static void set_owner(const char *c, size_t n, unsigned worker)
-{
-    uint64_t now = mp_now_ms();
-    pthread_mutex_lock(&mu);
-    struct sess **pp = find(c, n);
-    if (!*pp) {
-        sweep(now);
-        pp = find(c, n); /* the sweep may have changed the list */
-        if ((*pp = calloc(1, sizeof **pp))) {
-            memcpy((*pp)->cookie, c, n);
-            n_sess++;
-        }
-    }
-    if (*pp) {
-        (*pp)->worker = worker;
-        (*pp)->last_ms = now;
-    }
-    pthread_mutex_unlock(&mu);
-}
-
-static void forget(const char *c, size_t n)
-{
-    pthread_mutex_lock(&mu);
-    struct sess **pp = find(c, n);
-    struct sess *e = *pp;
-    if (e) {
-        *pp = e->next;
-        free(e);
-        n_sess--;
-    }
-    pthread_mutex_unlock(&mu);
-}
+/* which worker holds a MAPI/HTTP session: its cookie -> the worker; idle
+ * entries go after two hours, as the module sessions (cookies.c) */
+static struct mp_aff sessions = MP_AFF_INIT(2u * 3600u * 1000u);
 
 void mp_hm_front_added(void)
 {
-    pthread_mutex_lock(&mu);
-    n_fronts++;
-    pthread_mutex_unlock(&mu);
+    mp_aff_use(&sessions, 1);
 }
 
 void mp_hm_front_gone(void)
 {
-    pthread_mutex_lock(&mu);
-    if (n_fronts && !--n_fronts) {
-        for (size_t b = 0; b < SESS_BUCKETS; b++)
-            while (tab[b]) {
-                struct sess *e = tab[b];
-                tab[b] = e->next;
-                free(e);
-            }
-        n_sess = 0;
-    }
-    pthread_mutex_unlock(&mu);
+    mp_aff_use(&sessions, -1);
 }
 
 void mp_hm_response(struct hconn *s)
@@ -156,10 +35,10 @@ void mp_hm_response(struct hconn *s)
     size_t n;
     const char *c = mp_mh_cookie_of(&s->resp, true, &n);
     if (c)
-        set_owner(c, n, mp_worker_self());
+        mp_aff_set(&sessions, c, n, mp_worker_self(), true);
     if (!strcasecmp(s->xtype, "Disconnect") || !strcasecmp(s->xtype, "Unbind"))
         if ((c = mp_mh_cookie_of(&s->req, false, &n)))
-            forget(c, n);
+            mp_aff_forget(&sessions, c, n, mp_worker_self());
 }
 
 unsigned mp_hm_target(struct hconn *s)
@@ -176,7 +55,7 @@ unsigned mp_hm_target(struct hconn *s)
         return 0;
     size_t len;
     const char *c = mp_mh_cookie_of(&s->req, false, &len);
-    int w = c ? owner_of(c, len) : -1;
+    int w = c ? mp_aff_get(&sessions, c, len) : -1;
     if (w < 0 || (unsigned)w == me || (unsigned)w >= n)
         return 0;
     return (unsigned)w + 1;

@@ -301,6 +301,8 @@ static void vc_unlink(struct vcent *v, const char *why)
 {
     struct mp_rpch *r = v->r;
     mp_rpch_up_unpin(v);
+    if (r->o.vc_gone)
+        r->o.vc_gone(v->vc.vc_cookie.b);
     for (struct vcent **pp = &r->all; *pp; pp = &(*pp)->next)
         if (*pp == v) {
             *pp = v->next;

@@ -22,6 +22,8 @@ struct mp_rpch_opts {
     uint32_t pair_timeout_ms; /* a channel waits this long for its partner */
     uint64_t max_pending;     /* bytes queued toward the association or the client */
     uint32_t out_length;      /* the OUT channel answer's Content-Length; 0: 1 GiB */
+    /* a virtual connection ended (its cookie: 16 bytes), or NULL */
+    void (*vc_gone)(const void *cookie);
 };
 
 struct mp_dce_carrier_ops;
