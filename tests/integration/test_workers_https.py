@@ -152,18 +152,25 @@ def rpch_env(tmp_path_factory):
     yield from R.rpch_lab_env(str(tmp_path_factory.mktemp("rpch")))
 
 
-def test_rpch_with_two_workers(make_proxy, rpch_env):
-    """Impacket's ncacn_http client: the IN and OUT channels of a virtual
-    connection are two HTTP connections, each accepted by either worker;
-    the second to arrive is handed to the worker of the first (its first
-    RTS PDU names the virtual connection), and the answers equal a direct
-    client's."""
+@pytest.fixture(scope="module")
+def rpch_ref(rpch_env):
+    """RFR's and NSPI's answers to a direct ncacn_ip_tcp client."""
     d = R.tcp_dce(rpch_env["ports"]["rfr"], oxabref.MSRPC_UUID_OXABREF)
     ref_rfr = rfr_answers(d)
     d.disconnect()
     d = R.tcp_dce(rpch_env["ports"]["nspi"], nspi.MSRPC_UUID_NSPI)
     ref_nspi = nspi_answers(d)
     d.disconnect()
+    return ref_rfr, ref_nspi
+
+
+def test_rpch_with_two_workers(make_proxy, rpch_env, rpch_ref):
+    """Impacket's ncacn_http client: the IN and OUT channels of a virtual
+    connection are two HTTP connections, each accepted by either worker;
+    the second to arrive is handed to the worker of the first (its first
+    RTS PDU names the virtual connection), and the answers equal a direct
+    client's."""
+    ref_rfr, ref_nspi = rpch_ref
     p = R.start(make_proxy, rpch_env, **{"mapiproxy:workers": "2"})
     n = 8
     for _ in range(n):
@@ -187,13 +194,11 @@ def test_rpch_with_two_workers(make_proxy, rpch_env):
     assert "not adopted" not in log and "cannot hand it" not in log
 
 
-def test_rpch_passthrough_with_two_workers(make_proxy, rpch_env):
+def test_rpch_passthrough_with_two_workers(make_proxy, rpch_env, rpch_ref):
     """With logons passed through (upstream connections pinned on worker 0),
     RPC over HTTP is served by worker 0: worker 1 hands it each request it
     reads, at the request boundary."""
-    d = R.tcp_dce(rpch_env["ports"]["nspi"], nspi.MSRPC_UUID_NSPI)
-    ref_nspi = nspi_answers(d)
-    d.disconnect()
+    ref_nspi = rpch_ref[1]
     p = R.start(make_proxy, rpch_env, **pass_opts(rpch_env), **{"mapiproxy:workers": "2"})
     for _ in range(4):
         d = R.rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
