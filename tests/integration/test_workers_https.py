@@ -172,7 +172,7 @@ def test_rpch_with_two_workers(make_proxy, rpch_env, rpch_ref):
     client's."""
     ref_rfr, ref_nspi = rpch_ref
     p = R.start(make_proxy, rpch_env, **{"mapiproxy:workers": "2"})
-    n = 8
+    n = 6
     for _ in range(n):
         d = R.rpch_dce(p.url, 6002, oxabref.MSRPC_UUID_OXABREF, AUTH_BASIC)
         assert rfr_answers(d) == ref_rfr
@@ -188,7 +188,7 @@ def test_rpch_with_two_workers(make_proxy, rpch_env, rpch_ref):
     print(f"{len(opened)} channels ({opened.count('1')} on worker 1), {len(moved)} moved")
     assert "1" in opened and "0" in opened
     # a channel pair split by the kernel's hash met on one worker (all 2n
-    # pairs on one worker each: a chance of 2**-16)
+    # pairs on one worker each: a chance of 2**-12)
     assert moved and len(adopted) == len(moved), (moved, adopted)
     assert log.count("virtual connection open") >= 2 * n
     assert "not adopted" not in log and "cannot hand it" not in log
@@ -212,25 +212,80 @@ def test_rpch_passthrough_with_two_workers(make_proxy, rpch_env, rpch_ref):
     assert moved > 0 and len(re.findall(r"adopted from worker 1", log)) == moved
 
 
+def test_rpch_bad_input_with_two_workers(make_proxy, rpch_env, rpch_ref):
+    """Channels that break the rules on either worker, while the worker of
+    their virtual connection is being chosen: a first PDU whose length is
+    out of range, a body that ends before its first PDU, a broken RTS PDU,
+    a CONN/B1 naming a cookie no OUT channel has, a first PDU sent a byte at
+    a time, an IN channel carrying a bind and more than the window after its
+    CONN/B1 (moved with all those bytes when the OUT channel is on the
+    other worker).  Each ends with a log line; the next client goes on; the
+    proxy ends cleanly (ASan/LSan)."""
+    import os
+    import struct
+    import time
+    from impacket.dcerpc.v5 import rpch
+    from rpcutil import NDR20, NSPI, bind_pdu, request_pdu
+    p = R.start(make_proxy, rpch_env, **{"mapiproxy:workers": "2",
+                                         "mapiproxy:rpc over http receive window": "8K"})
+    port = p.http_port
+    bad_len = bytearray(rpch.hCONN_A1(os.urandom(16), os.urandom(16), 65536))
+    bad_len[8:10] = struct.pack("<H", 500)
+    R.drain(R.channel(port, "RPC_OUT_DATA", 76, bytes(bad_len)))
+    # all of its body, shorter than a PDU head: decided on what there is
+    R.channel(port, "RPC_OUT_DATA", 8, b"\x05\x00\x14\x03\x10\x00\x00\x00").close()
+    a1 = bytearray(rpch.hCONN_A1(os.urandom(16), os.urandom(16), 65536))
+    a1[20:24] = struct.pack("<L", 99)
+    R.drain(R.channel(port, "RPC_OUT_DATA", 76, bytes(a1)))
+    lone = R.channel(port, "RPC_IN_DATA", 1 << 30,  # drained last: its pairing timeout
+                     rpch.hCONN_B1(os.urandom(16), os.urandom(16), os.urandom(16)))
+    slow = R.channel(port, "RPC_OUT_DATA", 76)
+    for b in rpch.hCONN_A1(os.urandom(16), os.urandom(16), 65536):
+        slow.sendall(bytes([b]))
+        time.sleep(0.002)
+    bind = bind_pdu([(NSPI, [NDR20])])
+    reqs = b"".join(request_pdu(2 + k, 1, b"\0" * 4000) for k in range(20))
+    for _ in range(4):
+        vc, oc, ic = os.urandom(16), os.urandom(16), os.urandom(16)
+        o = R.channel(port, "RPC_OUT_DATA", 76, rpch.hCONN_A1(vc, oc, 65536))
+        time.sleep(0.05)  # the OUT channel claims the virtual connection first
+        i = R.channel(port, "RPC_IN_DATA", 1 << 30, rpch.hCONN_B1(vc, ic, os.urandom(16))
+                      + bind + reqs)
+        R.drain(i)
+        R.drain(o)
+    R.drain(slow)
+    R.drain(lone)
+    d = R.rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    assert nspi_answers(d) == rpch_ref[1]
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    assert "first RTS PDU of the channel too long or too short" in log
+    assert "unknown RTS command" in log
+    assert "no OUT channel within 2000 ms" in log
+    assert log.count("overran the IN channel's receive window") >= 4
+    print(len(re.findall(r"its virtual connection is on worker \d: handed over", log)),
+          "channels moved")
+
+
 def test_second_instance_on_the_https_port_is_refused(make_proxy, env):  # noqa: F811
     """Every worker's front socket has SO_REUSEPORT; a second mapiproxy on
     the same mapiproxy:http listen port must still be refused ("Address
     already in use": worker 0 probes a new port without SO_REUSEPORT first),
     and the first goes on serving."""
+    import subprocess
+    from conftest import PROXY_BIN, free_port
     a = start_front(make_proxy, env, {"mapiproxy:workers": "2"})
     with open(a.conf) as f:
-        opts = dict(line.split(" = ", 1) for line in f.read().splitlines()
-                    if line.startswith(("mapiproxy:http", "mapiproxy:tls")))
-    opts["mapiproxy:workers"] = "2"
-    try:
-        b = make_proxy(upstream_epm_port=1, extra=opts)
-    except RuntimeError as e:  # it may end before its RPC ports are seen
-        assert "Address already in use" in str(e), str(e)[-3000:]
-    else:
-        b.proc.wait(30)
-        assert b.proc.returncode not in (None, 0), b.log()[-3000:]
-        assert "Address already in use" in b.log(), b.log()[-3000:]
-        b.killed = True  # ended by itself, checked above
+        conf = f.read()
+    conf = conf.replace(f"rpc port = {a.rpc_port}", f"rpc port = {free_port()}")
+    conf = conf.replace(f"epmapper port = {a.epm_port}", f"epmapper port = {free_port()}")
+    second = a.conf + ".second"
+    with open(second, "w") as f:
+        f.write(conf)
+    b = subprocess.run([PROXY_BIN, "-c", second], capture_output=True, text=True, timeout=30)
+    assert b.returncode != 0, b.stdout[-3000:] + b.stderr[-3000:]
+    assert "(mapiproxy:http listen): Address already in use" in b.stdout + b.stderr
     ab = MH.NspiHttp(a.base, auth=HTTPBasicAuth("LAB\\bob", PASSWORDS["bob"]), verify=env["ca"])
     assert ab.bind()["ErrorCode"] == 0
     a.stop()
