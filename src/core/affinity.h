@@ -24,7 +24,10 @@ struct mp_aff {
     uint64_t swept_ms;
     unsigned users; /* mp_aff_use: the table is emptied when the last one goes */
 };
-#define MP_AFF_INIT(idle) {.mu = PTHREAD_MUTEX_INITIALIZER, .idle_ms = (idle)}
+#define MP_AFF_INIT(idle)                                                                          \
+    {                                                                                              \
+        .mu = PTHREAD_MUTEX_INITIALIZER, .idle_ms = (idle)                                         \
+    }
 
 /* The worker the key names, or -1. */
 int mp_aff_get(struct mp_aff *t, const void *key, size_t n);
