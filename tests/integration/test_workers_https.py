@@ -148,6 +148,54 @@ def test_parked_waits_and_stop_with_two_workers(make_proxy, env):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
+def term_env(tmp_path_factory):
+    """test_http_auth_terminate.py's lab and files: the proxy ends logons."""
+    import test_http_auth_terminate as T
+    yield from T.env.__pytest_wrapped__.obj(tmp_path_factory)
+
+
+def test_terminated_logons_with_two_workers(make_proxy, term_env):
+    """mapiproxy:http auth = terminate: a request moves before its logon,
+    so the worker holding the session checks it (Basic on each request,
+    NTLM on the connection).  16 Basic sessions on new connections per
+    request, and an NTLM session on one kept-alive connection."""
+    import test_http_auth_terminate as T
+    p = T.start(make_proxy, term_env, **{"mapiproxy:workers": "2", "mapiproxy:http basic": "yes"})
+    out = [None] * 16
+
+    def session(i):
+        try:
+            ab = MH.NspiHttp(p.base, auth=HTTPBasicAuth("LAB\\bob", T.CLIENTS["bob"]),
+                             verify=term_env["ca"])
+            ab.http.headers["Connection"] = "close"
+            ab.bind()
+            ab.get_special_table(flags=0x4)
+            ab.unbind()
+            out[i] = True
+        except Exception as e:  # reported below
+            out[i] = e
+
+    ts = [threading.Thread(target=session, args=(i,)) for i in range(len(out))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert all(o is True for o in out), [o for o in out if o is not True][:3]
+    ems = MH.EmsmdbHttp(p.base, auth=T.ntlm(), verify=term_env["ca"])
+    assert ems.connect(ALICE)["ErrorCode"] == 0
+    for _ in range(3):
+        assert ems.ping().code == 0
+    assert ems.disconnect()["ErrorCode"] == 0
+    p.stop()
+    log = p.log()
+    moved = len(re.findall(r"its MAPI/HTTP session's worker: handed to worker \d", log))
+    print(f"{moved} requests moved")
+    assert moved > 0 and len(re.findall(r"adopted from worker \d", log)) == moved
+    assert "logon refused" not in log
+    T.assert_no_secrets(log)
+
+
+@pytest.fixture(scope="module")
 def rpch_env(tmp_path_factory):
     yield from R.rpch_lab_env(str(tmp_path_factory.mktemp("rpch")))
 
