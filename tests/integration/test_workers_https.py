@@ -136,7 +136,7 @@ def test_parked_waits_and_stop_with_two_workers(make_proxy, env):  # noqa: F811
     churners = [threading.Thread(target=churn) for _ in range(4)]
     for t in churners:
         t.start()
-    time.sleep(1.5)
+    time.sleep(1.0)
     log = p.log()
     assert len(re.findall(r"adopted from worker \d", log)) > 0, log[-3000:]
     p.stop()  # asserts exit 0 and no sanitizer report
@@ -157,11 +157,11 @@ def term_env(tmp_path_factory):
 def test_terminated_logons_with_two_workers(make_proxy, term_env):
     """mapiproxy:http auth = terminate: a request moves before its logon,
     so the worker holding the session checks it (Basic on each request,
-    NTLM on the connection).  16 Basic sessions on new connections per
+    NTLM on the connection).  10 Basic sessions on new connections per
     request, and an NTLM session on one kept-alive connection."""
     import test_http_auth_terminate as T
     p = T.start(make_proxy, term_env, **{"mapiproxy:workers": "2", "mapiproxy:http basic": "yes"})
-    out = [None] * 16
+    out = [None] * 10
 
     def session(i):
         try:
