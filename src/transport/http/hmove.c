@@ -49,7 +49,7 @@ unsigned mp_hm_target(struct hconn *s)
     const struct mp_http_route *r = s->route;
     if (n < 2 || adopted || !r)
         return 0;
-    if (r->kind == MP_HTTP_ROUTE_HANDLER && !r->take) /* RPC over HTTP: on worker 0 */
+    if (r->kind == MP_HTTP_ROUTE_HANDLER && !r->take) /* served on worker 0 (hchan.c) */
         return me ? 1 : 0;
     if (r->kind != MP_HTTP_ROUTE_RELAY || strncasecmp(s->path, "/mapi/", 6))
         return 0;

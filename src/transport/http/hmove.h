@@ -8,8 +8,10 @@
  *   - it carries a MAPI/HTTP session cookie (MapiContext, gromox's sid) that
  *     the table names another worker for: that worker holds the session's
  *     module state and its cookie owners;
- *   - it is RPC over HTTP on a worker other than 0: RPC over HTTP runs on
- *     worker 0 (both channels of a virtual connection must meet there).
+ *   - it is RPC over HTTP with logons passed through to an RPC over HTTP
+ *     upstream, on a worker other than 0: that runs on worker 0 only (with
+ *     terminated logons every worker serves RPC over HTTP, and a channel
+ *     goes to its virtual connection's worker later, in rpch/hchan.c).
  * Then the connection (descriptor, TLS state, the client's logon of the
  * connection, the request head rebuilt as bytes, what was read after it,
  * what was still queued for the client) goes to that worker's mailbox
