@@ -242,6 +242,29 @@ def test_rpch_with_two_workers(make_proxy, rpch_env, rpch_ref):
     assert "not adopted" not in log and "cannot hand it" not in log
 
 
+def test_rpch_across_a_reload_with_two_workers(make_proxy, rpch_env, rpch_ref):
+    """SIGHUP with a virtual connection open: it goes on in the generation
+    it began in, a new one uses the new generation, each worker retires the
+    old one when its channels are gone."""
+    import signal
+    from test_ops import wait_for
+    p = R.start(make_proxy, rpch_env, **{"mapiproxy:workers": "2"})
+    d = R.rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    assert nspi_answers(d) == rpch_ref[1]
+    p.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "applied as configuration 2" in p.log()), p.log()[-3000:]
+    assert nspi_answers(d) == rpch_ref[1]
+    for _ in range(2):
+        d2 = R.rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+        assert nspi_answers(d2) == rpch_ref[1]
+        d2.disconnect()
+    d.disconnect()
+    assert wait_for(lambda: "reload: configuration 1 retired" in p.log()
+                    and "reload: worker 1: configuration 1 retired" in p.log(),
+                    timeout=10), p.log()[-3000:]
+    p.stop()
+
+
 def test_rpch_passthrough_with_two_workers(make_proxy, rpch_env, rpch_ref):
     """With logons passed through (upstream connections pinned on worker 0),
     RPC over HTTP is served by worker 0: worker 1 hands it each request it
