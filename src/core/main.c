@@ -279,7 +279,8 @@ static void drain_check(struct mp_timer *t)
     struct wstate *d = t->data;
     for (struct gen **pp = &d->draining; *pp;) {
         struct gen *g = *pp;
-        if (mp_relay_live(g->relay) || mp_http_live(g->http) || mp_http_sessions(g->http)) {
+        if (mp_relay_live(g->relay) || mp_http_live(g->http) || mp_http_sessions(g->http) ||
+            mp_rpch_http_live(g->rpch)) {
             pp = &g->next;
             continue;
         }

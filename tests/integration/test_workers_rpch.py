@@ -159,3 +159,23 @@ def test_rpch_bad_input_with_two_workers(make_proxy, rpch_env, rpch_ref):
     assert log.count("overran the IN channel's receive window") >= 4
     print(len(re.findall(r"its virtual connection is on worker \d: handed over", log)),
           "channels moved")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_rpch_pair_across_a_reload(make_proxy, rpch_env, workers):
+    """An OUT channel read before a SIGHUP, its IN channel after: the IN
+    channel joins the virtual connection in the generation that has it (on
+    the worker that has it), not the newest."""
+    p = R.start(make_proxy, rpch_env, **{"mapiproxy:workers": workers})
+    vc, oc, ic = os.urandom(16), os.urandom(16), os.urandom(16)
+    o = R.channel(p.http_port, "RPC_OUT_DATA", 76, rpch.hCONN_A1(vc, oc, 65536))
+    assert wait_for(lambda: "OUT channel from" in p.log(), timeout=5), p.log()[-3000:]
+    p.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "applied as configuration 2" in p.log()), p.log()[-3000:]
+    i = R.channel(p.http_port, "RPC_IN_DATA", 1 << 30, rpch.hCONN_B1(vc, ic, os.urandom(16)))
+    assert wait_for(lambda: "virtual connection open" in p.log(), timeout=5), p.log()[-3000:]
+    i.close()
+    o.close()
+    p.stop()
+    log = p.log()
+    assert "no IN channel within" not in log and "no OUT channel within" not in log

@@ -288,8 +288,37 @@ struct hmove {
     uint64_t id, length;
     char peer[64], method[16];
     unsigned from;
+    uint8_t cookie[16];     /* its virtual connection's */
     struct mp_buf pre, out; /* the body's first bytes; bytes queued for the client */
 };
+
+/* The instance of this worker that has the virtual connection of cookie
+ * (an older generation's after a reload), else dflt. */
+static struct mp_rpch_http *holder(struct mp_rpch_http *dflt, const uint8_t *cookie)
+{
+    for (struct mp_rpch_http *o = gens; o; o = o->gen_next)
+        if (!o->pass && mp_rpch_has_vc(o->rpch, cookie))
+            return o;
+    return dflt;
+}
+
+/* c moves to another instance of its worker (same loop). */
+static void relink(struct hchan *c, struct mp_rpch_http *o)
+{
+    struct mp_rpch_http *from = c->owner;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        from->all = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->owner = o;
+    c->prev = NULL;
+    c->next = o->all;
+    if (o->all)
+        o->all->prev = c;
+    o->all = c;
+}
 
 static void hmove_free(struct hmove *m)
 {
@@ -305,7 +334,7 @@ static void hmove_free(struct hmove *m)
 static void adopt_job(void *arg)
 {
     struct hmove *m = arg;
-    struct mp_rpch_http *o = gens;
+    struct mp_rpch_http *o = holder(gens, m->cookie);
     struct hchan *c =
         o && !o->pass ? hchan_new(o, m->fd, &m->tls, m->id, m->peer, m->method, m->length) : NULL;
     if (!c) {
@@ -329,7 +358,7 @@ static void adopt_job(void *arg)
 
 /* The channel goes to worker w: descriptor, TLS state, the bytes read and
  * those queued (nothing of it reached a virtual connection here). */
-static void hchan_move(struct hchan *c, unsigned w)
+static void hchan_move(struct hchan *c, unsigned w, const uint8_t *cookie)
 {
     struct hmove *m = calloc(1, sizeof *m);
     if (!m || mp_buf_append(&m->pre, mp_buf_head(&c->pre), mp_buf_avail(&c->pre)) ||
@@ -344,6 +373,7 @@ static void hchan_move(struct hchan *c, unsigned w)
     m->id = c->id;
     m->length = c->length;
     m->from = mp_worker_self();
+    memcpy(m->cookie, cookie, sizeof m->cookie);
     snprintf(m->peer, sizeof m->peer, "%s", c->peer);
     snprintf(m->method, sizeof m->method, "%s", c->method);
     m->tls = c->tls;
@@ -380,11 +410,16 @@ static void pre_input(struct hchan *c, const uint8_t *p, size_t n)
     bool recycle;
     unsigned me = mp_worker_self(), w = me;
     if (have >= want &&
-        !mp_rpch_first_cookie(b, want, !strcmp(c->method, "RPC_OUT_DATA"), &ck, &recycle))
-        w = mp_aff_set(&vcs, ck.b, sizeof ck.b, me, false);
-    if (w != me) {
-        hchan_move(c, w);
-        return;
+        !mp_rpch_first_cookie(b, want, !strcmp(c->method, "RPC_OUT_DATA"), &ck, &recycle)) {
+        if (mp_workers_count() > 1)
+            w = mp_aff_set(&vcs, ck.b, sizeof ck.b, me, false);
+        if (w != me) {
+            hchan_move(c, w, ck.b);
+            return;
+        }
+        struct mp_rpch_http *o = holder(c->owner, ck.b);
+        if (o != c->owner) /* its virtual connection began before a reload */
+            relink(c, o);
     }
     struct mp_buf pre = c->pre;
     c->pre = (struct mp_buf){0};
@@ -426,13 +461,10 @@ static int take(void *arg, struct mp_http_handover *ho)
         h_send(c, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
     mp_debug("http #%" PRIu64 " %s: %s channel of %" PRIu64 " bytes%s%s", c->id, c->peer, c->method,
              len, ho->user[0] ? ", user " : "", ho->user);
-    if (mp_workers_count() > 1) { /* its worker is chosen by its first RTS PDU */
-        c->deciding = true;
-        if (ho->rest_len)
-            pre_input(c, ho->rest, ho->rest_len);
-    } else if (chan_begin(c, ho->rest, ho->rest_len)) {
-        return 0;
-    }
+    /* its worker, and its generation there, are chosen by its first RTS PDU */
+    c->deciding = true;
+    if (ho->rest_len)
+        pre_input(c, ho->rest, ho->rest_len);
     if (!c->dead && c->io.fd >= 0)
         io_cb(&c->io, 0); /* TLS may hold decrypted bytes already */
     return 0;
@@ -484,6 +516,14 @@ int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct
     mp_aff_use(&vcs, 1);
     *out = o;
     return 0;
+}
+
+size_t mp_rpch_http_live(const struct mp_rpch_http *o)
+{
+    size_t n = 0;
+    for (const struct hchan *c = o ? o->all : NULL; c; c = c->next)
+        n++;
+    return n;
 }
 
 void mp_rpch_http_free(struct mp_rpch_http *o)

@@ -44,6 +44,8 @@ struct mp_rpch *mp_rpch_new(struct mp_loop *loop, const struct mp_rpch_opts *o,
                             const struct mp_rpch_sink *sink, void *sink_data);
 void mp_rpch_free(struct mp_rpch *r);
 size_t mp_rpch_count(const struct mp_rpch *r); /* virtual connections */
+/* Is the virtual connection of this cookie (16 bytes) one of r's? */
+bool mp_rpch_has_vc(struct mp_rpch *r, const void *cookie);
 
 /* What a channel needs from the HTTP session that carries it. */
 struct mp_rpch_chan_host {
