@@ -73,6 +73,27 @@ static void vc_gone(const void *cookie)
 
 static void hchan_close(struct hchan *c, const char *why);
 
+/* c onto o's list of channels, and off its owner's. */
+static void list_in(struct hchan *c, struct mp_rpch_http *o)
+{
+    c->owner = o;
+    c->prev = NULL;
+    c->next = o->all;
+    if (o->all)
+        o->all->prev = c;
+    o->all = c;
+}
+
+static void list_out(struct hchan *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->owner->all = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
 static void hchan_interest(struct hchan *c)
 {
     if (c->dead)
@@ -130,12 +151,7 @@ static void hchan_close(struct hchan *c, const char *why)
     mp_io_close(c->owner->loop, &c->io);
     mp_rpch_chan_free(ch); /* may close the other channel */
     struct mp_rpch_http *o = c->owner;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        o->all = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_out(c);
     if (o->stopping || mp_loop_defer(o->loop, hchan_free, c))
         hchan_free(c);
 }
@@ -241,11 +257,7 @@ static struct hchan *hchan_new(struct mp_rpch_http *o, int fd, struct mp_tls *tl
         close(fd);
         return NULL;
     }
-    c->owner = o;
-    c->next = o->all;
-    if (o->all)
-        o->all->prev = c;
-    o->all = c;
+    list_in(c, o);
     c->tls = *tls;
     memset(tls, 0, sizeof *tls);
     c->io.fd = fd;
@@ -305,19 +317,8 @@ static struct mp_rpch_http *holder(struct mp_rpch_http *dflt, const uint8_t *coo
 /* c moves to another instance of its worker (same loop). */
 static void relink(struct hchan *c, struct mp_rpch_http *o)
 {
-    struct mp_rpch_http *from = c->owner;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        from->all = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->owner = o;
-    c->prev = NULL;
-    c->next = o->all;
-    if (o->all)
-        o->all->prev = c;
-    o->all = c;
+    list_out(c);
+    list_in(c, o);
 }
 
 static void hmove_free(struct hmove *m)
