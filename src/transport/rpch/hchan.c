@@ -40,8 +40,8 @@ struct hchan {
     struct mp_rpch_leg *leg; /* pass-through: the logon legs before the channel request */
     char host_addr[64];
     uint16_t port;
-    /* with several workers: the body's first bytes, held until its first
-     * RTS PDU names the virtual connection (and so the worker) */
+    /* the body's first bytes, held until its first RTS PDU names the
+     * virtual connection (and so its worker and generation: pre_input) */
     bool deciding;
     uint64_t length; /* the request's Content-Length */
     struct mp_buf pre;
@@ -57,7 +57,8 @@ struct mp_rpch_http {
 };
 
 /* This worker's RPC over HTTP instances (one per configuration generation),
- * newest first: a channel moved here goes to the newest. */
+ * newest first: a channel goes to the one that has its virtual connection,
+ * else the newest (moved here) or its front's (read here). */
 static _Thread_local struct mp_rpch_http *gens;
 
 /* Which worker serves each virtual connection (its cookie), for every
