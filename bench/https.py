@@ -13,8 +13,9 @@ Environment: HTTPS_SECS [4] seconds per row, HTTPS_PARK [400] parked
 requests, HAPROXY [haproxy], NGINX [nginx] (a relay whose binary is missing
 is skipped), MAPIPROXY [build/mapiproxy], HTTPS_RELAYS (e.g. "mapiproxy":
 only those rows), HTTPS_BASELINE [none]: another mapiproxy build measured in
-the same run, as "baseline" (before/after).  About 70 s in all with the
-defaults."""
+the same run, as "baseline" (before/after), HTTPS_WORKERS [1]: mapiproxy's
+mapiproxy:workers (the anchors run one worker each).  About 70 s in all
+with the defaults."""
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ PEER = os.path.join(B, "bench", "https_peer")
 PROXY = os.environ.get("MAPIPROXY", os.path.join(B, "mapiproxy"))
 SECS = int(os.environ.get("HTTPS_SECS", "4"))
 PARK = int(os.environ.get("HTTPS_PARK", "400"))
+WORKERS = int(os.environ.get("HTTPS_WORKERS", "1"))
 BASELINE = os.environ.get("HTTPS_BASELINE", "")
 REQ, RESP = 2048, 8192
 P = Procs("mp-bench-https-")  # what we start; configs and logs in P.tmpdir
@@ -64,6 +66,7 @@ def start_mapiproxy(up, cert, key, binary=PROXY, name="mapiproxy"):
     mapiproxy:rpc port = {free_port()}
     mapiproxy:epmapper port = 0
     mapiproxy:log level = 0
+    mapiproxy:workers = {WORKERS}
     mapiproxy:max connections = 4000
     mapiproxy:max connections per address = 0
     mapiproxy:http listen = 127.0.0.1:{port}

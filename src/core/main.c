@@ -111,16 +111,15 @@ static void gen_free(struct gen *g)
 
 /* Binds g's listeners (taking over the sockets of the running configuration
  * that the new one names too: net/accept.h) and loads its modules, on the
- * calling worker's loop.  The HTTPS front (MAPI/HTTP, RPC over HTTP) runs on
- * worker 0 only (doc/internals/workers.md).  0, or -1 with everything it
- * made undone. */
+ * calling worker's loop.  Every worker runs an HTTPS front and RPC over
+ * HTTP (doc/internals/workers.md).  0, or -1 with everything it made
+ * undone. */
 static int gen_build(struct wstate *w, struct gen *g)
 {
-    bool front = w->idx == 0;
     g->relay = mp_relay_new(w->loop, &g->cfg);
-    if (g->relay && front && g->cfg.n_http_listen)
+    if (g->relay && g->cfg.n_http_listen)
         g->http = mp_http_new(w->loop, &g->cfg);
-    if (!g->relay || (front && g->cfg.n_http_listen && !g->http)) {
+    if (!g->relay || (g->cfg.n_http_listen && !g->http)) {
         mp_http_free(g->http);
         mp_relay_free(g->relay);
         g->http = NULL;
@@ -131,7 +130,7 @@ static int gen_build(struct wstate *w, struct gen *g)
         mp_http_set_modules(g->http, mp_relay_modules(g->relay));
     if (g->http && w->cur) /* who each MAPI/HTTP cookie was issued to outlives a reload */
         mp_http_share_owners(g->http, w->cur->http);
-    if (front && mp_rpch_http_setup(w->loop, &g->cfg, g->http, g->relay, &g->rpch)) {
+    if (mp_rpch_http_setup(w->loop, &g->cfg, g->http, g->relay, &g->rpch)) {
         mp_http_free(g->http);
         mp_relay_free(g->relay);
         g->http = NULL;
@@ -280,7 +279,8 @@ static void drain_check(struct mp_timer *t)
     struct wstate *d = t->data;
     for (struct gen **pp = &d->draining; *pp;) {
         struct gen *g = *pp;
-        if (mp_relay_live(g->relay) || mp_http_live(g->http) || mp_http_sessions(g->http)) {
+        if (mp_relay_live(g->relay) || mp_http_live(g->http) || mp_http_sessions(g->http) ||
+            mp_rpch_http_live(g->rpch)) {
             pp = &g->next;
             continue;
         }

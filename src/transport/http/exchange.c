@@ -13,6 +13,7 @@
 #include "rewrite/rewrite.h"
 #include "ops/metrics.h"
 #include "transport/http/hconn.h"
+#include "transport/http/hmove.h"
 #include "transport/http/path.h"
 #include "transport/mapihttp/body.h"
 
@@ -254,6 +255,10 @@ static int on_req_headers(http_parser *p)
         s->local_status = 404;
         return 0;
     }
+    if ((s->move_to = mp_hm_target(s))) { /* moved once the parser stops (hmove.h) */
+        http_parser_pause(p, 1);
+        return 0;
+    }
     if (h->auth.on && mp_hu_request(s))
         return 0;
     if (handler) { /* handed over once the parser stops (mp_hx_parse_client) */
@@ -471,8 +476,10 @@ static int on_resp_headers(http_parser *p)
         return mp_http_response_head(&s->resp, st, &o, &s->c.conn.out) ? -1 : 0;
     }
     s->interim = false;
-    if (st >= 200 && st < 300 && !strncasecmp(s->path, "/mapi/", 6))
+    if (st >= 200 && st < 300 && !strncasecmp(s->path, "/mapi/", 6)) {
         mp_mhb_cookie_issued(s);
+        mp_hm_response(s);
+    }
     if (s->mh.mod && (s->mh.mc || s->mh.url)) {
         int r = mp_mhb_resp_head(s, p);
         if (r)
@@ -653,6 +660,10 @@ bool mp_hx_parse_client(struct hconn *s)
             moved = true;
         mp_buf_consume(&x->conn.in, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&s->cp);
+        if (e == HPE_PAUSED && s->move_to) {
+            mp_hm_move(s);
+            return true;
+        }
         if (e == HPE_PAUSED && s->handover) {
             mp_hf_hand_over(s);
             return true;

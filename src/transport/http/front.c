@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,11 +26,13 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/workers.h"
 #include "net/accept.h"
 #include "net/tls.h"
 #include "ops/metrics.h"
 #include "ops/pcapng.h"
 #include "transport/http/hconn.h"
+#include "transport/http/hmove.h"
 
 static void conn_cb(struct mp_conn *c, uint32_t ev);
 
@@ -45,8 +48,13 @@ void mp_hf_upstream_clock_start(struct hconn *s)
         s->upstream_dl = mp_now_ms() + (uint64_t)s->h->cfg->http_upstream_timeout_s * 1000;
 }
 
-/* Worker 0's fronts, newest first (the front runs there only: workers.md). */
-static struct mp_http *fronts;
+/* This worker's fronts, newest first (every worker runs one: workers.md). */
+static _Thread_local struct mp_http *fronts;
+
+struct mp_http *mp_hf_newest(void)
+{
+    return fronts;
+}
 
 struct mp_http *mp_hf_session_front(struct hconn *s)
 {
@@ -535,20 +543,18 @@ static void tap(void *arg, const struct mp_conn *c, bool in, const void *p, size
     mp_pcap_tap(x->s->cap, c->io.fd, x->client, in, p, n);
 }
 
-static void accept_one(void *data, int fd, const char *host, uint16_t port)
+/* A client connection on h: accepted (tls NULL: the TLS handshake starts
+ * here), or moved from another worker with its TLS state (hmove.c).  NULL
+ * when memory runs out (fd closed, tls freed). */
+static struct hconn *conn_new(struct mp_http *h, int fd, struct mp_tls *tls, const char *host,
+                              uint16_t port)
 {
-    struct listener *l = data;
-    struct mp_http *h = l->h;
-    if (h->n_conn >= h->cfg->max_connections) {
-        mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host, port,
-                h->n_conn);
-        close(fd);
-        return;
-    }
     struct hconn *s = calloc(1, sizeof *s);
     if (!s) {
+        if (tls)
+            mp_tls_free(tls, false);
         close(fd);
-        return;
+        return NULL;
     }
     s->c.s = s->u.s = s;
     s->c.client = true;
@@ -556,10 +562,12 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
     mp_conn_init(&s->u.conn, h->loop, conn_cb, &s->u);
     s->c.conn.hup_unwatched = s->u.conn.hup_unwatched = true;
     mp_conn_attach(&s->c.conn, fd);
-    if (h->server_ctx && mp_conn_tls_accept(&s->c.conn, h->server_ctx)) {
+    if (tls) {
+        mp_conn_use_tls(&s->c.conn, tls);
+    } else if (h->server_ctx && mp_conn_tls_accept(&s->c.conn, h->server_ctx)) {
         mp_conn_close(&s->c.conn);
         free(s);
-        return;
+        return NULL;
     }
     s->h = h;
     s->id = ++h->next_id;
@@ -586,7 +594,32 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
     h->conns = s;
     h->n_conn++;
     mp_metrics_open("http", 1);
-    mp_info("http #%" PRIu64 " open %s%s", s->id, s->peer, s->c.conn.tls.ssl ? " (TLS)" : "");
+    return s;
+}
+
+struct hconn *mp_hf_adopt(struct mp_http *h, int fd, struct mp_tls *tls, const char *host,
+                          uint16_t port)
+{
+    return conn_new(h, fd, tls, host, port);
+}
+
+static void accept_one(void *data, int fd, const char *host, uint16_t port)
+{
+    struct listener *l = data;
+    struct mp_http *h = l->h;
+    if (h->n_conn >= h->cfg->max_connections) {
+        mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host, port,
+                h->n_conn);
+        close(fd);
+        return;
+    }
+    struct hconn *s = conn_new(h, fd, NULL, host, port);
+    if (!s)
+        return;
+    char wk[24] = "";
+    if (mp_workers_count() > 1)
+        snprintf(wk, sizeof wk, " on worker %u", mp_worker_self());
+    mp_info("http #%" PRIu64 " open %s%s%s", s->id, s->peer, s->c.conn.tls.ssl ? " (TLS)" : "", wk);
     mp_hf_pump(s);
 }
 
@@ -657,11 +690,8 @@ static int resolve_upstream(struct mp_http *h)
 
 struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
 {
-    static bool settings_done;
-    if (!settings_done) {
-        mp_hx_init();
-        settings_done = true;
-    }
+    static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+    pthread_once(&settings_once, mp_hx_init);
     struct mp_http *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
@@ -703,6 +733,7 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
         fronts->gen_prevp = &h->gen_next;
     h->gen_prevp = &fronts;
     fronts = h;
+    mp_hm_front_added();
     return h;
 }
 
@@ -752,6 +783,8 @@ void mp_http_free(struct mp_http *h)
     mp_http_routes_free(&h->routes);
     mp_http_names_free(&h->names);
     mp_hauth_free(&h->auth);
+    if (h->gen_prevp)
+        mp_hm_front_gone();
     free(h);
 }
 
@@ -766,6 +799,11 @@ void mp_hf_hand_over(struct hconn *s)
     struct mp_http *h = s->h;
     const struct mp_http_route *r = s->route;
     struct mp_buf *in = &s->c.conn.in;
+    if (!r->take) { /* another worker's route (hmove.c): not reached */
+        s->in_request = false;
+        mp_hf_close(s, "no handler on this worker");
+        return;
+    }
     /* paused in on_headers_complete, http-parser stops before the head's
      * last LF */
     if (mp_buf_avail(in) && mp_buf_head(in)[0] == '\n')

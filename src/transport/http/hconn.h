@@ -74,7 +74,7 @@ struct mp_http {
     uint64_t next_id;
     struct mp_modules *mods;      /* the module chain (the relay's), or NULL */
     struct mp_mh_cookies cookies; /* MAPI/HTTP session cookies (transport/mapihttp) */
-    /* Reload: every front of worker 0 (the newest first), so a request on a
+    /* Reload: every front of this worker (the newest first), so a request on a
      * newer front whose cookie names a session of an older generation goes
      * to that generation's sessions and modules (mp_hf_session_front). */
     struct mp_http *gen_next, **gen_prevp;
@@ -128,6 +128,8 @@ struct hconn {
     bool req_complete; /* its body is all read */
     bool forwarded;    /* its head went upstream */
     bool handover;     /* its route's handler takes the connection */
+    unsigned move_to;  /* 1 + the worker the connection moves to (hmove.h), or 0 */
+    bool adopted;      /* moved here for its current request (hmove.h) */
     int ext_method;    /* 1 + index in routes.ext: the method as sent; 0 none */
     int local_status;  /* answered by the proxy (body discarded), or 0 */
     uint32_t local_rc; /* with local_status 200: the X-ResponseCode of the proxy's answer */
@@ -174,6 +176,12 @@ void mp_hf_upstream_clock_start(struct hconn *s);
  * reload), else s->h. */
 struct mp_http *mp_hf_session_front(struct hconn *s);
 bool mp_hf_upstream_clock(struct hconn *s);
+/* This worker's newest front (NULL: none), and a connection moved to it
+ * from another worker (hmove.c): NULL when memory runs out (fd closed, tls
+ * freed). */
+struct mp_http *mp_hf_newest(void);
+struct hconn *mp_hf_adopt(struct mp_http *h, int fd, struct mp_tls *tls, const char *host,
+                          uint16_t port);
 
 /* exchange.c */
 void mp_hx_init(void);

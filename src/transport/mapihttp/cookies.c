@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/workers.h"
 #include "event/loop.h"
 #include "chain/chain.h"
 #include "transport/http/msg.h"
@@ -144,8 +145,11 @@ struct mp_session *mp_mh_session_for(struct mp_mh_cookies *k, struct mp_modules 
         return m->ses;
     }
     struct mp_session *ses = mp_session_new(mods);
-    if (ses) /* 0x40000000 and up: apart from the RPC transport's association ids */
-        ses->id = (uint32_t)(0x40000000u | (++k->next_id & 0x3fffffffu));
+    /* 0x40000000 and up: apart from the RPC transport's association ids;
+     * each worker its own (below 0x40000000: the worker modulo their count) */
+    unsigned nw = mp_workers_count();
+    if (ses)
+        ses->id = (uint32_t)(0x40000000u | ((++k->next_id * nw + mp_worker_self()) & 0x3fffffffu));
     return ses;
 }
 

@@ -11,13 +11,17 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "core/affinity.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/workers.h"
+#include "dcerpc/pdu.h"
 #include "net/tls.h"
 #include "transport/http/front.h"
 #include "transport/http/msg.h"
 #include "transport/rpch/hpass.h"
 #include "transport/rpch/rpch.h"
+#include "transport/rpch/vconn.h"
 #include "transport/rpch/upclient.h"
 
 #define HCHAN_READ 65536
@@ -36,6 +40,11 @@ struct hchan {
     struct mp_rpch_leg *leg; /* pass-through: the logon legs before the channel request */
     char host_addr[64];
     uint16_t port;
+    /* the body's first bytes, held until its first RTS PDU names the
+     * virtual connection (and so its worker and generation: pre_input) */
+    bool deciding;
+    uint64_t length; /* the request's Content-Length */
+    struct mp_buf pre;
 };
 
 struct mp_rpch_http {
@@ -44,9 +53,47 @@ struct mp_rpch_http {
     struct hchan *all;
     bool stopping;
     struct mp_rpch_pass *pass; /* HTTP logons passed through to the RPC over HTTP upstream */
+    struct mp_rpch_http *gen_next, **gen_prevp; /* this worker's, newest first */
 };
 
+/* This worker's RPC over HTTP instances (one per configuration generation),
+ * newest first: a channel goes to the one that has its virtual connection,
+ * else the newest (moved here) or its front's (read here). */
+static _Thread_local struct mp_rpch_http *gens;
+
+/* Which worker serves each virtual connection (its cookie), for every
+ * worker: an entry goes when its virtual connection ends (vc_gone), or
+ * unused for a day (a channel refused before its virtual connection was
+ * made). */
+static struct mp_aff vcs = MP_AFF_INIT(24u * 3600u * 1000u);
+
+static void vc_gone(const void *cookie)
+{
+    mp_aff_forget(&vcs, cookie, 16, mp_worker_self());
+}
+
 static void hchan_close(struct hchan *c, const char *why);
+
+/* c onto o's list of channels, and off its owner's. */
+static void list_in(struct hchan *c, struct mp_rpch_http *o)
+{
+    c->owner = o;
+    c->prev = NULL;
+    c->next = o->all;
+    if (o->all)
+        o->all->prev = c;
+    o->all = c;
+}
+
+static void list_out(struct hchan *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->owner->all = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
 
 static void hchan_interest(struct hchan *c)
 {
@@ -86,6 +133,7 @@ static void hchan_free(void *p)
 {
     struct hchan *c = p;
     mp_buf_free(&c->out);
+    mp_buf_free(&c->pre);
     free(c);
 }
 
@@ -104,12 +152,7 @@ static void hchan_close(struct hchan *c, const char *why)
     mp_io_close(c->owner->loop, &c->io);
     mp_rpch_chan_free(ch); /* may close the other channel */
     struct mp_rpch_http *o = c->owner;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        o->all = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_out(c);
     if (o->stopping || mp_loop_defer(o->loop, hchan_free, c))
         hchan_free(c);
 }
@@ -131,6 +174,8 @@ static void hchan_input(struct hchan *c, const uint8_t *p, size_t n)
     if (!c->left && !strcmp(c->method, "RPC_IN_DATA"))
         hchan_close(c, "RPC_IN_DATA Content-Length used up");
 }
+
+static void pre_input(struct hchan *c, const uint8_t *p, size_t n);
 
 static void io_cb(struct mp_io *io, uint32_t ev)
 {
@@ -161,6 +206,8 @@ static void io_cb(struct mp_io *io, uint32_t ev)
             break;
         if (c->leg)
             mp_rpch_leg_client_data(c->leg, buf, (size_t)r);
+        else if (c->deciding)
+            pre_input(c, buf, (size_t)r);
         else
             hchan_input(c, buf, (size_t)r);
     }
@@ -200,44 +247,207 @@ static void l_channel(void *owner, bool out, uint64_t length, bool cont, struct 
 
 static const struct mp_rpch_leg_host leg_host = {h_send, l_fail, l_channel};
 
+/* A channel on o: its connection (fd, tls moved in), the request's
+ * numbers.  Listed on o; NULL when memory runs out (fd closed, tls freed). */
+static struct hchan *hchan_new(struct mp_rpch_http *o, int fd, struct mp_tls *tls, uint64_t id,
+                               const char *peer, const char *method, uint64_t len)
+{
+    struct hchan *c = calloc(1, sizeof *c);
+    if (!c) {
+        mp_tls_free(tls, false);
+        close(fd);
+        return NULL;
+    }
+    list_in(c, o);
+    c->tls = *tls;
+    memset(tls, 0, sizeof *tls);
+    c->io.fd = fd;
+    c->io.cb = io_cb;
+    c->io.data = c;
+    c->id = id;
+    c->left = c->length = len;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    snprintf(c->method, sizeof c->method, "%s", method);
+    snprintf(c->host_addr, sizeof c->host_addr, "%s", peer);
+    char *colon = strrchr(c->host_addr, ':');
+    if (colon) {
+        *colon = 0;
+        c->port = (uint16_t)strtoul(colon + 1, NULL, 10);
+    }
+    return c;
+}
+
+/* The channel of a terminated logon starts: bytes (the body's first) go to
+ * it.  0, or -1 when it was closed. */
+static int chan_begin(struct hchan *c, const uint8_t *p, size_t n)
+{
+    c->deciding = false;
+    c->chan = mp_rpch_chan_new(c->owner->rpch, !strcmp(c->method, "RPC_OUT_DATA"), c->host_addr,
+                               c->port, c->length, &host, c);
+    if (!c->chan) {
+        hchan_close(c, "out of memory");
+        return -1;
+    }
+    if (n)
+        hchan_input(c, p, n);
+    return c->dead ? -1 : 0;
+}
+
+/* ---- several workers: a channel goes to its virtual connection's ---- */
+
+struct hmove {
+    int fd;
+    struct mp_tls tls;
+    uint64_t id, length;
+    char peer[64], method[16];
+    unsigned from;
+    uint8_t cookie[16];     /* its virtual connection's */
+    struct mp_buf pre, out; /* the body's first bytes; bytes queued for the client */
+};
+
+/* The instance of this worker that has the virtual connection of cookie
+ * (an older generation's after a reload), else dflt. */
+static struct mp_rpch_http *holder(struct mp_rpch_http *dflt, const uint8_t *cookie)
+{
+    for (struct mp_rpch_http *o = gens; o; o = o->gen_next)
+        if (!o->pass && mp_rpch_has_vc(o->rpch, cookie))
+            return o;
+    return dflt;
+}
+
+/* c moves to another instance of its worker (same loop). */
+static void relink(struct hchan *c, struct mp_rpch_http *o)
+{
+    list_out(c);
+    list_in(c, o);
+}
+
+static void hmove_free(struct hmove *m)
+{
+    if (m->fd >= 0) {
+        mp_tls_free(&m->tls, false);
+        close(m->fd);
+    }
+    mp_buf_free(&m->pre);
+    mp_buf_free(&m->out);
+    free(m);
+}
+
+static void adopt_job(void *arg)
+{
+    struct hmove *m = arg;
+    struct mp_rpch_http *o = holder(gens, m->cookie);
+    struct hchan *c =
+        o && !o->pass ? hchan_new(o, m->fd, &m->tls, m->id, m->peer, m->method, m->length) : NULL;
+    if (!c) {
+        mp_warn("http #%" PRIu64 " %s %s (worker %u): not adopted by worker %u: closed", m->id,
+                m->peer, m->method, m->from, mp_worker_self());
+        hmove_free(m);
+        return;
+    }
+    m->fd = -1;
+    mp_info("http #%" PRIu64 " %s %s: channel adopted from worker %u", c->id, c->peer, c->method,
+            m->from);
+    if (mp_buf_append(&c->out, mp_buf_head(&m->out), mp_buf_avail(&m->out))) {
+        hmove_free(m);
+        hchan_close(c, "out of memory");
+        return;
+    }
+    if (!chan_begin(c, mp_buf_head(&m->pre), mp_buf_avail(&m->pre)))
+        io_cb(&c->io, 0); /* TLS may hold decrypted bytes already */
+    hmove_free(m);
+}
+
+/* The channel goes to worker w: descriptor, TLS state, the bytes read and
+ * those queued (nothing of it reached a virtual connection here). */
+static void hchan_move(struct hchan *c, unsigned w, const uint8_t *cookie)
+{
+    struct hmove *m = calloc(1, sizeof *m);
+    if (!m || mp_buf_append(&m->pre, mp_buf_head(&c->pre), mp_buf_avail(&c->pre)) ||
+        mp_buf_append(&m->out, mp_buf_head(&c->out), mp_buf_avail(&c->out))) {
+        if (m) {
+            m->fd = -1;
+            hmove_free(m);
+        }
+        hchan_close(c, "out of memory");
+        return;
+    }
+    m->id = c->id;
+    m->length = c->length;
+    m->from = mp_worker_self();
+    memcpy(m->cookie, cookie, sizeof m->cookie);
+    snprintf(m->peer, sizeof m->peer, "%s", c->peer);
+    snprintf(m->method, sizeof m->method, "%s", c->method);
+    m->tls = c->tls;
+    memset(&c->tls, 0, sizeof c->tls);
+    mp_io_set(c->owner->loop, &c->io, 0);
+    m->fd = c->io.fd;
+    c->io.fd = -1;
+    mp_info("http #%" PRIu64 " %s %s: its virtual connection is on worker %u: handed over", c->id,
+            c->peer, c->method, w);
+    hchan_close(c, "handed to its virtual connection's worker");
+    if (mp_worker_post(w, adopt_job, m)) {
+        mp_warn("http #%" PRIu64 " %s: cannot hand it to worker %u (stopping?): closed", m->id,
+                m->peer, w);
+        hmove_free(m);
+    }
+}
+
+/* Body bytes while the worker is not chosen yet: once the first RTS PDU is
+ * complete, its virtual connection cookie names the worker (the first
+ * channel to claim it makes it this one).  A PDU that does not parse is
+ * left to rpch.c, here, to refuse. */
+static void pre_input(struct hchan *c, const uint8_t *p, size_t n)
+{
+    if (mp_buf_append(&c->pre, p, n)) {
+        hchan_close(c, "out of memory");
+        return;
+    }
+    const uint8_t *b = mp_buf_head(&c->pre);
+    size_t have = mp_buf_avail(&c->pre);
+    size_t want = have >= 10 ? mp_get16(b + 8) : 10;
+    if (have < want && want >= 10 && want <= 128 && have < c->length)
+        return; /* more of it is to come */
+    struct mp_rts_cookie ck;
+    bool recycle;
+    unsigned me = mp_worker_self(), w = me;
+    if (have >= want &&
+        !mp_rpch_first_cookie(b, want, !strcmp(c->method, "RPC_OUT_DATA"), &ck, &recycle)) {
+        if (mp_workers_count() > 1)
+            w = mp_aff_set(&vcs, ck.b, sizeof ck.b, me, false);
+        if (w != me) {
+            hchan_move(c, w, ck.b);
+            return;
+        }
+        struct mp_rpch_http *o = holder(c->owner, ck.b);
+        if (o != c->owner) /* its virtual connection began before a reload */
+            relink(c, o);
+    }
+    struct mp_buf pre = c->pre;
+    c->pre = (struct mp_buf){0};
+    chan_begin(c, mp_buf_head(&pre), mp_buf_avail(&pre));
+    mp_buf_free(&pre);
+}
+
 static int take(void *arg, struct mp_http_handover *ho)
 {
     struct mp_rpch_http *o = arg;
-    bool out = !strcmp(ho->method, "RPC_OUT_DATA");
     size_t cl = 0;
     const char *v = mp_http_msg_get(ho->req, "content-length", &cl);
     char num[24] = "";
     if (v && cl < sizeof num)
         memcpy(num, v, cl);
     uint64_t len = strtoull(num, NULL, 10);
-    struct hchan *c = calloc(1, sizeof *c);
-    if (!c || (!len && !o->pass) || mp_http_msg_get(ho->req, "transfer-encoding", &cl)) {
-        mp_info("http #%" PRIu64 " %s %s: %s: refused", ho->id, ho->peer, ho->method,
-                c ? "no Content-Length (or chunked)" : "out of memory");
-        free(c);
+    if ((!len && !o->pass) || mp_http_msg_get(ho->req, "transfer-encoding", &cl)) {
+        mp_info("http #%" PRIu64 " %s %s: no Content-Length (or chunked): refused", ho->id,
+                ho->peer, ho->method);
         mp_tls_free(&ho->tls, false);
         close(ho->fd);
         return -1;
     }
-    c->owner = o;
-    c->next = o->all;
-    if (o->all)
-        o->all->prev = c;
-    o->all = c;
-    c->tls = ho->tls;
-    c->io.fd = ho->fd;
-    c->io.cb = io_cb;
-    c->io.data = c;
-    c->id = ho->id;
-    c->left = len;
-    snprintf(c->peer, sizeof c->peer, "%s", ho->peer);
-    snprintf(c->method, sizeof c->method, "%s", ho->method);
-    snprintf(c->host_addr, sizeof c->host_addr, "%s", ho->peer);
-    char *colon = strrchr(c->host_addr, ':');
-    if (colon) {
-        *colon = 0;
-        c->port = (uint16_t)strtoul(colon + 1, NULL, 10);
-    }
+    struct hchan *c = hchan_new(o, ho->fd, &ho->tls, ho->id, ho->peer, ho->method, len);
+    if (!c)
+        return 0;
     const char *ex = mp_http_msg_get(ho->req, "expect", &cl);
     bool cont = ex && cl == 12 && !strncasecmp(ex, "100-continue", 12);
     if (o->pass) { /* the logon goes to the upstream (hpass.c) */
@@ -249,18 +459,15 @@ static int take(void *arg, struct mp_http_handover *ho)
             io_cb(&c->io, 0);
         return 0;
     }
-    c->chan = mp_rpch_chan_new(o->rpch, out, c->host_addr, c->port, len, &host, c);
-    if (!c->chan) {
-        hchan_close(c, "out of memory");
-        return 0;
-    }
     if (cont)
         h_send(c, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
     mp_debug("http #%" PRIu64 " %s: %s channel of %" PRIu64 " bytes%s%s", c->id, c->peer, c->method,
              len, ho->user[0] ? ", user " : "", ho->user);
+    /* its worker, and its generation there, are chosen by its first RTS PDU */
+    c->deciding = true;
     if (ho->rest_len)
-        hchan_input(c, ho->rest, ho->rest_len);
-    if (!c->dead)
+        pre_input(c, ho->rest, ho->rest_len);
+    if (!c->dead && c->io.fd >= 0)
         io_cb(&c->io, 0); /* TLS may hold decrypted bytes already */
     return 0;
 }
@@ -279,9 +486,19 @@ int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct
                                 .conn_timeout_ms = cfg->rpch_conn_timeout_s * 1000,
                                 .pair_timeout_ms = cfg->rpch_pair_timeout_s * 1000,
                                 .max_pending = cfg->max_buffer,
-                                .out_length = cfg->rpch_out_length};
+                                .out_length = cfg->rpch_out_length,
+                                .vc_gone = vc_gone};
     bool failed = false;
     o->pass = mp_rpch_pass_new(loop, cfg, &failed);
+    if (!failed && o->pass && mp_worker_self()) {
+        /* logons passed through pin upstream connections per worker: RPC
+         * over HTTP then runs on worker 0 only, this front hands it there
+         * (transport/http/hmove.h) */
+        mp_rpch_pass_free(o->pass);
+        free(o);
+        return mp_http_add_handler(http, "/rpc/rpcproxy.dll", false, "RPC_IN_DATA RPC_OUT_DATA",
+                                   NULL, NULL);
+    }
     if (failed || !(o->rpch = mp_rpch_new(loop, &opts, &mp_rpch_dce_sink, relay)) ||
         mp_http_add_handler(http, "/rpc/rpcproxy.dll", false, "RPC_IN_DATA RPC_OUT_DATA", take,
                             o)) {
@@ -291,10 +508,24 @@ int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct
         free(o);
         return -1;
     }
-    mp_info("http front: RPC over HTTP on /rpc/rpcproxy.dll, receive window %u bytes%s",
-            cfg->rpch_window, o->pass ? ", HTTP logons passed through to the upstream" : "");
+    if (!mp_worker_self())
+        mp_info("http front: RPC over HTTP on /rpc/rpcproxy.dll, receive window %u bytes%s",
+                cfg->rpch_window, o->pass ? ", HTTP logons passed through to the upstream" : "");
+    if ((o->gen_next = gens))
+        gens->gen_prevp = &o->gen_next;
+    o->gen_prevp = &gens;
+    gens = o;
+    mp_aff_use(&vcs, 1);
     *out = o;
     return 0;
+}
+
+size_t mp_rpch_http_live(const struct mp_rpch_http *o)
+{
+    size_t n = 0;
+    for (const struct hchan *c = o ? o->all : NULL; c; c = c->next)
+        n++;
+    return n;
 }
 
 void mp_rpch_http_free(struct mp_rpch_http *o)
@@ -306,5 +537,8 @@ void mp_rpch_http_free(struct mp_rpch_http *o)
         hchan_close(o->all, "shutdown");
     mp_rpch_free(o->rpch);
     mp_rpch_pass_free(o->pass);
+    if ((*o->gen_prevp = o->gen_next))
+        o->gen_next->gen_prevp = o->gen_prevp;
+    mp_aff_use(&vcs, -1);
     free(o);
 }

@@ -264,6 +264,13 @@ static struct vcent *vc_find(struct mp_rpch *r, const struct mp_rts_cookie *c)
     return NULL;
 }
 
+bool mp_rpch_has_vc(struct mp_rpch *r, const void *cookie)
+{
+    struct mp_rts_cookie c;
+    memcpy(c.b, cookie, sizeof c.b);
+    return vc_find(r, &c) != NULL;
+}
+
 static struct vcent *vc_new(struct mp_rpch *r, const struct mp_rts_cookie *c)
 {
     struct vcent *v = calloc(1, sizeof(*v));
@@ -301,6 +308,8 @@ static void vc_unlink(struct vcent *v, const char *why)
 {
     struct mp_rpch *r = v->r;
     mp_rpch_up_unpin(v);
+    if (r->o.vc_gone)
+        r->o.vc_gone(v->vc.vc_cookie.b);
     for (struct vcent **pp = &r->all; *pp; pp = &(*pp)->next)
         if (*pp == v) {
             *pp = v->next;

@@ -22,6 +22,8 @@ struct mp_rpch_opts {
     uint32_t pair_timeout_ms; /* a channel waits this long for its partner */
     uint64_t max_pending;     /* bytes queued toward the association or the client */
     uint32_t out_length;      /* the OUT channel answer's Content-Length; 0: 1 GiB */
+    /* a virtual connection ended (its cookie: 16 bytes), or NULL */
+    void (*vc_gone)(const void *cookie);
 };
 
 struct mp_dce_carrier_ops;
@@ -42,6 +44,8 @@ struct mp_rpch *mp_rpch_new(struct mp_loop *loop, const struct mp_rpch_opts *o,
                             const struct mp_rpch_sink *sink, void *sink_data);
 void mp_rpch_free(struct mp_rpch *r);
 size_t mp_rpch_count(const struct mp_rpch *r); /* virtual connections */
+/* Is the virtual connection of this cookie (16 bytes) one of r's? */
+bool mp_rpch_has_vc(struct mp_rpch *r, const void *cookie);
 
 /* What a channel needs from the HTTP session that carries it. */
 struct mp_rpch_chan_host {

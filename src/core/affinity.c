@@ -1,0 +1,121 @@
+/* Affinity tables (affinity.h). */
+#include "core/affinity.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "event/loop.h"
+
+struct mp_aff_ent {
+    struct mp_aff_ent *next;
+    unsigned worker;
+    size_t len;
+    uint64_t last_ms;
+    uint8_t key[MP_AFF_KEY_MAX];
+};
+
+static struct mp_aff_ent **find(struct mp_aff *t, const void *key, size_t n)
+{
+    uint32_t x = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ ((const uint8_t *)key)[i]) * 16777619u;
+    struct mp_aff_ent **pp = &t->b[x % MP_AFF_BUCKETS];
+    while (*pp && ((*pp)->len != n || memcmp((*pp)->key, key, n)))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void drop(struct mp_aff *t, struct mp_aff_ent **pp)
+{
+    struct mp_aff_ent *e = *pp;
+    *pp = e->next;
+    free(e);
+    t->n--;
+}
+
+/* Under mu. */
+static void sweep(struct mp_aff *t, uint64_t now)
+{
+    if (t->n < MP_AFF_MAX && now - t->swept_ms < 60000)
+        return;
+    t->swept_ms = now;
+    struct mp_aff_ent **oldest = NULL;
+    for (size_t b = 0; b < MP_AFF_BUCKETS; b++)
+        for (struct mp_aff_ent **pp = &t->b[b]; *pp;) {
+            if (now - (*pp)->last_ms > t->idle_ms) {
+                drop(t, pp);
+                continue;
+            }
+            if (!oldest || (*pp)->last_ms < (*oldest)->last_ms)
+                oldest = pp;
+            pp = &(*pp)->next;
+        }
+    if (t->n >= MP_AFF_MAX && oldest)
+        drop(t, oldest);
+}
+
+int mp_aff_get(struct mp_aff *t, const void *key, size_t n)
+{
+    int w = -1;
+    if (n > MP_AFF_KEY_MAX)
+        return -1;
+    pthread_mutex_lock(&t->mu);
+    struct mp_aff_ent *e = *find(t, key, n);
+    if (e) {
+        e->last_ms = mp_now_ms();
+        w = (int)e->worker;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return w;
+}
+
+unsigned mp_aff_set(struct mp_aff *t, const void *key, size_t n, unsigned w, bool overwrite)
+{
+    if (n > MP_AFF_KEY_MAX)
+        return w;
+    uint64_t now = mp_now_ms();
+    pthread_mutex_lock(&t->mu);
+    struct mp_aff_ent **pp = find(t, key, n);
+    if (!*pp) {
+        sweep(t, now);
+        pp = find(t, key, n); /* the sweep may have changed the list */
+        if ((*pp = calloc(1, sizeof **pp))) {
+            memcpy((*pp)->key, key, n);
+            (*pp)->len = n;
+            (*pp)->worker = w;
+            t->n++;
+        }
+    }
+    if (*pp) {
+        if (overwrite)
+            (*pp)->worker = w;
+        (*pp)->last_ms = now;
+        w = (*pp)->worker;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return w;
+}
+
+void mp_aff_forget(struct mp_aff *t, const void *key, size_t n, unsigned w)
+{
+    if (n > MP_AFF_KEY_MAX)
+        return;
+    pthread_mutex_lock(&t->mu);
+    struct mp_aff_ent **pp = find(t, key, n);
+    if (*pp && (*pp)->worker == w)
+        drop(t, pp);
+    pthread_mutex_unlock(&t->mu);
+}
+
+void mp_aff_use(struct mp_aff *t, int delta)
+{
+    pthread_mutex_lock(&t->mu);
+    if (delta > 0) {
+        t->users++;
+    } else if (t->users && !--t->users) {
+        for (size_t b = 0; b < MP_AFF_BUCKETS; b++)
+            while (t->b[b])
+                drop(t, &t->b[b]);
+    }
+    pthread_mutex_unlock(&t->mu);
+}

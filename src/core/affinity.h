@@ -1,0 +1,42 @@
+/* Affinity tables: which worker serves what a key names (a MAPI/HTTP
+ * session cookie, an RPC over HTTP virtual connection cookie), shared by
+ * every worker under one mutex per table (doc/internals/workers.md).
+ * Entries unused for idle_ms go (swept at most once a minute); beyond
+ * MP_AFF_MAX, the least recently used. */
+#ifndef MP_CORE_AFFINITY_H
+#define MP_CORE_AFFINITY_H
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MP_AFF_KEY_MAX 128 /* longest key, in bytes */
+#define MP_AFF_BUCKETS 1024u
+#define MP_AFF_MAX 65536u
+
+struct mp_aff_ent;
+
+struct mp_aff {
+    pthread_mutex_t mu;
+    uint64_t idle_ms;
+    struct mp_aff_ent *b[MP_AFF_BUCKETS];
+    size_t n;
+    uint64_t swept_ms;
+    unsigned users; /* mp_aff_use: the table is emptied when the last one goes */
+};
+#define MP_AFF_INIT(idle)                                                                          \
+    {                                                                                              \
+        .mu = PTHREAD_MUTEX_INITIALIZER, .idle_ms = (idle)                                         \
+    }
+
+/* The worker the key names, or -1. */
+int mp_aff_get(struct mp_aff *t, const void *key, size_t n);
+/* The key is served by worker w from now on (overwrite), or by w unless
+ * another worker has it already (!overwrite).  Returns the worker that
+ * serves it (w when memory runs out). */
+unsigned mp_aff_set(struct mp_aff *t, const void *key, size_t n, unsigned w, bool overwrite);
+/* The key is forgotten (only while worker w serves it). */
+void mp_aff_forget(struct mp_aff *t, const void *key, size_t n, unsigned w);
+/* One user more (delta 1) or less (-1); the last one's going empties it. */
+void mp_aff_use(struct mp_aff *t, int delta);
+#endif
