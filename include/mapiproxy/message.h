@@ -1,4 +1,5 @@
-/* mapiproxy message API (ABI 4): whole messages for content modules.
+/* mapiproxy message API (ABI 4; additions of ABI 5 marked so): whole
+ * messages for content modules.
  *
  * Included by module.h; a module that wants whole messages sets the
  * descriptor's `message` hook.  The proxy then rebuilds every message that
@@ -178,10 +179,11 @@ int mp_message_set_named_string(struct mp_message_event *ev, const uint8_t guid[
                                 const char *name, const char *utf8);
 /* ABI 5: sets a tagged PT_BINARY property (id 0x0001-0x7FFF) to
  * data[0..n), e.g. PidTagRtfCompressed (0x1009) with a body rewritten in
- * the uncompressed form of MS-OXRTFCP.  Uploads (online) and cached-mode
- * downloads; -1 for online downloads read ahead (mapiproxy:online
- * prefetch), whose property and stream reads are rewritten as strings
- * only, and as for the other verdicts. */
+ * the uncompressed form of MS-OXRTFCP.  Uploads (online), cached-mode
+ * downloads and online downloads read ahead (mapiproxy:online prefetch:
+ * the client's property lists carry the bytes up to 4 KB, longer ones are
+ * answered ecNotEnoughMemory and its streams carry them); -1 as for the
+ * other verdicts. */
 int mp_message_set_binary(struct mp_message_event *ev, uint16_t id, const void *data, size_t n);
 /* PS_INTERNET_HEADERS {00020386-0000-0000-C000-000000000046}, wire order. */
 #define MP_PS_INTERNET_HEADERS                                                                     \

@@ -1046,8 +1046,7 @@ int mp_message_set_string(struct mp_message_event *ev, uint16_t id, const char *
 
 int mp_message_set_binary(struct mp_message_event *ev, uint16_t id, const void *data, size_t n)
 {
-    if (observer_verdict(ev) || !ev->can_modify || ev->prefetched || id == 0 || id >= 0x8000 ||
-        (!data && n))
+    if (observer_verdict(ev) || !ev->can_modify || id == 0 || id >= 0x8000 || (!data && n))
         return -1;
     struct mp_msgev_set *sets = realloc(ev->v.sets, (ev->v.nsets + 1) * sizeof(*sets));
     if (!sets)

@@ -42,6 +42,11 @@
 #define READS_PER_ROUND 1
 #define MAX_TOBJ 1024 /* client objects answered from verdicts, per session */
 #define MAX_CACHE 1024
+/* A binary value set by a verdict goes in a property list up to this size
+ * (or the request's PropertySizeLimit); longer, the client is answered
+ * ecNotEnoughMemory and reads it as a stream (MS-OXCPRPT 3.2.5.2), so the
+ * changed response still fits the client's buffer */
+#define MAX_INLINE_BIN 0x1000
 #define NONE 0xFFFFFFFFu /* no handle */
 
 #define TAG_CHANGE_KEY 0x65E20102u
@@ -63,7 +68,9 @@ struct ov {
     char *prefix;
     struct {
         uint16_t id;
+        bool binary; /* mp_message_set_binary: len bytes */
         char *value;
+        size_t len;
     } * sets;
     size_t nsets;
     struct {
@@ -1062,10 +1069,15 @@ static void on_decided(struct mp_message_event *ev, const struct mp_msgev_verdic
     v->prefix = dup_or_null(vd->prefix);
     if (vd->nsets && (v->sets = calloc(vd->nsets, sizeof(*v->sets))))
         for (size_t i = 0; i < vd->nsets; i++) {
-            v->sets[v->nsets].id = vd->sets[i].id;
-            if (vd->sets[i].id && !vd->sets[i].binary && /* not set for prefetched events */
-                (v->sets[v->nsets].value = strdup(vd->sets[i].value)))
-                v->nsets++;
+            const struct mp_msgev_set *vs = &vd->sets[i];
+            size_t len = vs->binary ? vs->len : strlen(vs->value);
+            v->sets[v->nsets].id = vs->id;
+            v->sets[v->nsets].binary = vs->binary;
+            v->sets[v->nsets].len = len;
+            if (vs->id && (v->sets[v->nsets].value = malloc(len + 1))) {
+                memcpy(v->sets[v->nsets].value, vs->value, len);
+                v->sets[v->nsets++].value[len] = 0;
+            }
         }
     if (vd->natts && (v->atts = calloc(vd->natts, sizeof(*v->atts))))
         for (size_t i = 0; i < vd->natts; i++) {
@@ -1165,10 +1177,29 @@ static const char *att_notice(const struct ov *v, uint32_t num, bool *dropped)
     return NULL;
 }
 
+/* A binary value a verdict set, for a property list whose values may be
+ * lim bytes long: the bytes, or ecNotEnoughMemory (the client then reads
+ * the stream, answered from the verdict too).  1 changed, 0 keep (the
+ * server's answer was that error already). */
+static int bin_value(const char *value, size_t len, uint32_t lim, bool present,
+                     const struct mp_rop_pval *in, struct mp_rop_pval *out)
+{
+    if (len > lim) {
+        if (!present && in->u == EC_NOT_ENOUGH_MEMORY)
+            return 0;
+        *out = (struct mp_rop_pval){.type = PT_ERR, .u = EC_NOT_ENOUGH_MEMORY};
+        return 1;
+    }
+    *out = (struct mp_rop_pval){.type = PT_BIN, .p = (const uint8_t *)value, .n = (uint32_t)len};
+    return 1;
+}
+
 /* Decides one value of an object shown from the verdict: 0 keep, 1
- * changed (in *out), -1 left out (not found). */
+ * changed (in *out), -1 left out (not found).  lim: how long a binary
+ * value the list may carry. */
 static int one_value(struct mp_arena *a, const struct tobj *o, uint32_t tag, uint16_t t,
-                     const struct mp_rop_pval *in, bool present, struct mp_rop_pval *out)
+                     const struct mp_rop_pval *in, bool present, uint32_t lim,
+                     struct mp_rop_pval *out)
 {
     const struct ov *v = o->v;
     uint16_t id = (uint16_t)(tag >> 16);
@@ -1192,7 +1223,9 @@ static int one_value(struct mp_arena *a, const struct tobj *o, uint32_t tag, uin
     }
     if (o->kind == T_MSG) {
         for (size_t i = 0; i < v->nsets; i++)
-            if (v->sets[i].id == id)
+            if (v->sets[i].id == id && v->sets[i].binary)
+                return bin_value(v->sets[i].value, v->sets[i].len, lim, present, in, out);
+            else if (v->sets[i].id == id)
                 return put_str(a, v->sets[i].value, st, out) ? 0 : 1;
         if (id == 0x0037 && v->prefix && present && is_str(t)) {
             const char *old = get_str(a, in);
@@ -1239,8 +1272,14 @@ static int one_value(struct mp_arena *a, const struct tobj *o, uint32_t tag, uin
     return 0;
 }
 
+static uint32_t inline_lim(uint16_t size_limit)
+{
+    return size_limit && size_limit < MAX_INLINE_BIN ? size_limit : MAX_INLINE_BIN;
+}
+
 /* RopGetPropertiesAll on a message or attachment shown from the verdict. */
-static bool rw_all(struct mp_arena *a, const struct tobj *o, struct mp_rop_rsp_GetPropertiesAll *g)
+static bool rw_all(struct mp_arena *a, const struct tobj *o, struct mp_rop_rsp_GetPropertiesAll *g,
+                   uint32_t lim)
 {
     size_t n = g->PropertyValueCount;
     struct mp_rop_tpropval *nv = mp_arena_calloc(a, n + 4, sizeof(*nv));
@@ -1253,7 +1292,7 @@ static bool rw_all(struct mp_arena *a, const struct tobj *o, struct mp_rop_rsp_G
         uint16_t t = tv.tag & 0xFFFF, id = (uint16_t)(tv.tag >> 16);
         bool present = t != PT_ERR;
         struct mp_rop_pval out = {0};
-        int d = one_value(a, o, tv.tag, t, &tv.v, present, &out);
+        int d = one_value(a, o, tv.tag, t, &tv.v, present, lim, &out);
         if (d < 0)
             continue;
         if (d > 0) {
@@ -1267,20 +1306,24 @@ static bool rw_all(struct mp_arena *a, const struct tobj *o, struct mp_rop_rsp_G
     }
     struct mp_rop_pval out = {0}, none = {0};
     if (o->kind == T_MSG && o->v->blocked) {
-        if (!have_subj && one_value(a, o, 0x0037001F, PT_UNI, &none, false, &out) > 0)
+        if (!have_subj && one_value(a, o, 0x0037001F, PT_UNI, &none, false, lim, &out) > 0)
             nv[k++] = (struct mp_rop_tpropval){0x0037u << 16 | out.type, out};
-        if (!have_body && one_value(a, o, 0x1000001F, PT_UNI, &none, false, &out) > 0)
+        if (!have_body && one_value(a, o, 0x1000001F, PT_UNI, &none, false, lim, &out) > 0)
             nv[k++] = (struct mp_rop_tpropval){0x1000u << 16 | out.type, out};
     }
     for (size_t i = 0; o->kind == T_MSG && !o->v->blocked && i < o->v->nsets; i++) {
         bool have = false;
         for (size_t j = 0; j < k; j++)
             have |= (nv[j].tag >> 16) == o->v->sets[i].id;
-        if (!have && !put_str(a, o->v->sets[i].value, PT_UNI, &out))
-            nv[k++] = (struct mp_rop_tpropval){(uint32_t)o->v->sets[i].id << 16 | PT_UNI, out};
+        if (have)
+            continue;
+        if (o->v->sets[i].binary
+                ? bin_value(o->v->sets[i].value, o->v->sets[i].len, lim, true, &none, &out) > 0
+                : !put_str(a, o->v->sets[i].value, PT_UNI, &out))
+            nv[k++] = (struct mp_rop_tpropval){(uint32_t)o->v->sets[i].id << 16 | out.type, out};
     }
     if (o->kind == T_ATT && !have_data &&
-        one_value(a, o, 0x37010102, PT_BIN, &none, false, &out) > 0)
+        one_value(a, o, 0x37010102, PT_BIN, &none, false, lim, &out) > 0)
         nv[k++] = (struct mp_rop_tpropval){0x37010102u, out};
     g->PropertyValues = nv;
     g->PropertyValueCount = (uint16_t)k;
@@ -1288,7 +1331,8 @@ static bool rw_all(struct mp_arena *a, const struct tobj *o, struct mp_rop_rsp_G
 }
 
 /* RopGetPropertiesSpecific: the row of the requested columns. */
-static bool rw_row(struct mp_arena *a, const struct tobj *o, struct mp_rop_proprow *row)
+static bool rw_row(struct mp_arena *a, const struct tobj *o, struct mp_rop_proprow *row,
+                   uint32_t lim)
 {
     if (!row->vals)
         return false;
@@ -1299,7 +1343,7 @@ static bool rw_row(struct mp_arena *a, const struct tobj *o, struct mp_rop_propr
         uint16_t t = ct == PT_UNSPEC ? rv->wire_type : ct;
         bool present = !(row->flag == 1 && rv->flag);
         struct mp_rop_pval out = {0};
-        int d = one_value(a, o, row->cols[i], t, &rv->v, present, &out);
+        int d = one_value(a, o, row->cols[i], t, &rv->v, present, lim, &out);
         if (d == 0)
             continue;
         if (d > 0 && (ct == PT_UNSPEC || out.type == ct)) {
@@ -1307,22 +1351,23 @@ static bool rw_row(struct mp_arena *a, const struct tobj *o, struct mp_rop_propr
             rv->flag = 0;
             if (ct == PT_UNSPEC)
                 rv->wire_type = out.type;
-        } else { /* left out, or a type the column cannot carry */
+        } else { /* left out, too long, or a type the column cannot carry */
             if (row->flag != 1) {
                 row->flag = 1;
                 for (size_t j = 0; j < row->ncols; j++)
                     row->vals[j].flag = 0;
             }
             rv->flag = 0x0A;
-            rv->v = (struct mp_rop_pval){.type = t, .u = EC_NOT_FOUND};
+            rv->v = (struct mp_rop_pval){.type = t,
+                                         .u = d > 0 && out.type == PT_ERR ? out.u : EC_NOT_FOUND};
         }
         changed = true;
     }
     return changed;
 }
 
-/* The notice a stream opened on an object shown from the verdict reads,
- * NULL when the property is the upstream's. */
+/* The notice or string a stream opened on an object shown from the
+ * verdict reads, NULL when the property is the upstream's. */
 static const char *stream_text(const struct tobj *o, uint32_t tag)
 {
     uint16_t id = (uint16_t)(tag >> 16);
@@ -1342,10 +1387,30 @@ static const char *stream_text(const struct tobj *o, uint32_t tag)
     return NULL;
 }
 
-static int set_stream(struct tobj *t, const char *text, uint32_t tag)
+/* What a stream opened on an object shown from the verdict reads (a
+ * notice, a value set), NULL when the property is the upstream's.  *bin:
+ * bytes as they are (*len of them), else UTF-8 text. */
+static const char *stream_value(const struct tobj *o, uint32_t tag, size_t *len, bool *bin)
 {
-    size_t l = strlen(text);
-    if ((tag & 0xFFFF) == PT_UNI) {
+    uint16_t id = (uint16_t)(tag >> 16);
+    const struct ov *v = o->v;
+    *bin = false;
+    if (o->kind == T_MSG) {
+        for (size_t i = 0; !v->blocked && i < v->nsets; i++)
+            if (v->sets[i].id == id) {
+                *bin = v->sets[i].binary;
+                *len = v->sets[i].len;
+                return v->sets[i].value;
+            }
+    }
+    const char *text = stream_text(o, tag);
+    *len = text ? strlen(text) : 0;
+    return text;
+}
+
+static int set_stream(struct tobj *t, const char *text, size_t l, bool bin, uint32_t tag)
+{
+    if (!bin && (tag & 0xFFFF) == PT_UNI) {
         size_t cap = l * 2 + 2, n = 0;
         t->data = malloc(cap);
         if (!t->data || mp_utf8_to_utf16le(text, t->data, cap, &n))
@@ -1531,12 +1596,18 @@ void mp_msgonline_response_done(struct mp_call *m)
         bool ch = false;
         switch (mp_call_rop_id(m, true, i)) {
         case MP_ROP_GetPropertiesAll:
-            ch = (o->kind == T_MSG || o->kind == T_ATT) && rw_all(a, o, r);
+            ch = (o->kind == T_MSG || o->kind == T_ATT) &&
+                 rw_all(a, o, r,
+                        inline_lim(
+                            ((const struct mp_rop_req_GetPropertiesAll *)q)->PropertySizeLimit));
             break;
         case MP_ROP_GetPropertiesSpecific: {
             struct mp_rop_rsp_GetPropertiesSpecific *g = r;
             ch = !g->ReturnValue && (o->kind == T_MSG || o->kind == T_ATT) &&
-                 rw_row(a, o, &g->RowData);
+                 rw_row(
+                     a, o, &g->RowData,
+                     inline_lim(
+                         ((const struct mp_rop_req_GetPropertiesSpecific *)q)->PropertySizeLimit));
             break;
         }
         case MP_ROP_GetAttachmentTable:
@@ -1564,7 +1635,9 @@ void mp_msgonline_response_done(struct mp_call *m)
         case MP_ROP_OpenStream: {
             struct mp_rop_rsp_OpenStream *os = r;
             const struct mp_rop_req_OpenStream *oq = q;
-            const char *text = stream_text(o, oq->PropertyTag);
+            size_t tl = 0;
+            bool bin = false;
+            const char *text = stream_value(o, oq->PropertyTag, &tl, &bin);
             struct tobj *t;
             if (!os->ReturnValue && !text && o->kind == T_MSG && o->v->blocked) {
                 os->ReturnValue = EC_NOT_FOUND; /* the same, for HTML / RTF */
@@ -1573,7 +1646,7 @@ void mp_msgonline_response_done(struct mp_call *m)
             }
             if (!os->ReturnValue && no && text &&
                 (t = tobj_add(s, no->context_id, no->handle, T_STREAM, o->v))) {
-                if (set_stream(t, text, oq->PropertyTag)) {
+                if (set_stream(t, text, tl, bin, oq->PropertyTag)) {
                     tobj_del(s, t);
                     break;
                 }
@@ -1600,6 +1673,14 @@ void mp_msgonline_response_done(struct mp_call *m)
         case MP_ROP_SeekStream: /* the notice's position, whatever the server's */
             ch = o->kind == T_STREAM && seek_stream(o, q, r);
             break;
+        case MP_ROP_GetStreamSize: {
+            struct mp_rop_rsp_GetStreamSize *gs = r;
+            if (o->kind != T_STREAM || gs->ReturnValue)
+                break;
+            gs->StreamSize = (uint32_t)o->len;
+            ch = true;
+            break;
+        }
         case MP_ROP_QueryRows: {
             struct mp_rop_rsp_QueryRows *qr = r;
             if (o->kind != T_TABLE || qr->ReturnValue)
