@@ -50,6 +50,10 @@ void mp_hf_upstream_clock_start(struct hconn *s)
 
 /* This worker's fronts, newest first (every worker runs one: workers.md). */
 static _Thread_local struct mp_http *fronts;
+/* Front connections open in the process, every worker and generation: what
+ * mapiproxy:max connections limits for the HTTPS front (accepted here, or
+ * adopted from another worker: doc/internals/workers.md). */
+static size_t n_http_all;
 
 struct mp_http *mp_hf_newest(void)
 {
@@ -531,6 +535,7 @@ void mp_hf_close(struct hconn *s, const char *why)
     if (s->next)
         s->next->prev = s->prev;
     h->n_conn--;
+    __atomic_sub_fetch(&n_http_all, 1, __ATOMIC_RELAXED);
     mp_metrics_open("http", -1);
     if (mp_loop_defer(h->loop, conn_free, s))
         conn_free(s); /* nothing else of this batch can point to it then */
@@ -593,8 +598,15 @@ static struct hconn *conn_new(struct mp_http *h, int fd, struct mp_tls *tls, con
         h->conns->prev = s;
     h->conns = s;
     h->n_conn++;
+    __atomic_add_fetch(&n_http_all, 1, __ATOMIC_RELAXED);
     mp_metrics_open("http", 1);
     return s;
+}
+
+size_t mp_hf_full(const struct mp_http *h)
+{
+    size_t open = __atomic_load_n(&n_http_all, __ATOMIC_RELAXED);
+    return open >= h->cfg->max_connections ? open : 0;
 }
 
 struct hconn *mp_hf_adopt(struct mp_http *h, int fd, struct mp_tls *tls, const char *host,
@@ -607,9 +619,10 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
 {
     struct listener *l = data;
     struct mp_http *h = l->h;
-    if (h->n_conn >= h->cfg->max_connections) {
-        mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections)", host, port,
-                h->n_conn);
+    size_t open = mp_hf_full(h);
+    if (open) {
+        mp_warn("http %s:%u refused: %zu connections open (mapiproxy:max connections) on worker %u",
+                host, port, open, mp_worker_self());
         close(fd);
         return;
     }

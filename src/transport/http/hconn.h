@@ -180,6 +180,9 @@ bool mp_hf_upstream_clock(struct hconn *s);
  * from another worker (hmove.c): NULL when memory runs out (fd closed, tls
  * freed). */
 struct mp_http *mp_hf_newest(void);
+/* The process's front connections when they are at mapiproxy:max
+ * connections (h's configuration), else 0. */
+size_t mp_hf_full(const struct mp_http *h);
 struct hconn *mp_hf_adopt(struct mp_http *h, int fd, struct mp_tls *tls, const char *host,
                           uint16_t port);
 

@@ -119,6 +119,14 @@ static void adopt_job(void *arg)
         *colon = 0;
         port = (uint16_t)strtoul(colon + 1, NULL, 10);
     }
+    size_t open = h ? mp_hf_full(h) : 0;
+    if (open) { /* counted again here: the giving worker let it go first */
+        mp_warn("http %s (#%" PRIu64 " of worker %u): refused by worker %u: %zu connections open "
+                "(mapiproxy:max connections)",
+                m->peer, m->from_id, m->from_worker, mp_worker_self(), open);
+        move_free(m);
+        return;
+    }
     struct hconn *s = h ? mp_hf_adopt(h, m->fd, &m->tls, host, port) : NULL;
     if (!s) {
         mp_warn("http %s (#%" PRIu64 " of worker %u): not adopted by worker %u (%s): closed",
