@@ -1,6 +1,7 @@
 /* Affinity tables (affinity.h). */
 #include "core/affinity.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@ struct mp_aff_ent {
     unsigned worker;
     size_t len;
     uint64_t last_ms;
+    char *str; /* mp_aff_set_str */
     uint8_t key[MP_AFF_KEY_MAX];
 };
 
@@ -29,6 +31,7 @@ static void drop(struct mp_aff *t, struct mp_aff_ent **pp)
 {
     struct mp_aff_ent *e = *pp;
     *pp = e->next;
+    free(e->str);
     free(e);
     t->n--;
 }
@@ -69,12 +72,11 @@ int mp_aff_get(struct mp_aff *t, const void *key, size_t n)
     return w;
 }
 
-unsigned mp_aff_set(struct mp_aff *t, const void *key, size_t n, unsigned w, bool overwrite)
+/* Under mu: the key's entry, made (worker w) when it is not there; NULL
+ * when memory runs out.  Its use time is now. */
+static struct mp_aff_ent *take(struct mp_aff *t, const void *key, size_t n, unsigned w)
 {
-    if (n > MP_AFF_KEY_MAX)
-        return w;
     uint64_t now = mp_now_ms();
-    pthread_mutex_lock(&t->mu);
     struct mp_aff_ent **pp = find(t, key, n);
     if (!*pp) {
         sweep(t, now);
@@ -86,14 +88,57 @@ unsigned mp_aff_set(struct mp_aff *t, const void *key, size_t n, unsigned w, boo
             t->n++;
         }
     }
-    if (*pp) {
-        if (overwrite)
-            (*pp)->worker = w;
+    if (*pp)
         (*pp)->last_ms = now;
-        w = (*pp)->worker;
+    return *pp;
+}
+
+unsigned mp_aff_set(struct mp_aff *t, const void *key, size_t n, unsigned w, bool overwrite)
+{
+    if (n > MP_AFF_KEY_MAX)
+        return w;
+    pthread_mutex_lock(&t->mu);
+    struct mp_aff_ent *e = take(t, key, n, w);
+    if (e) {
+        if (overwrite)
+            e->worker = w;
+        w = e->worker;
     }
     pthread_mutex_unlock(&t->mu);
     return w;
+}
+
+int mp_aff_set_str(struct mp_aff *t, const void *key, size_t n, const char *s)
+{
+    char *copy = n <= MP_AFF_KEY_MAX ? strdup(s) : NULL;
+    if (!copy)
+        return -1;
+    pthread_mutex_lock(&t->mu);
+    struct mp_aff_ent *e = take(t, key, n, 0);
+    if (e) {
+        free(e->str);
+        e->str = copy;
+        copy = NULL;
+    }
+    pthread_mutex_unlock(&t->mu);
+    free(copy);
+    return e ? 0 : -1;
+}
+
+bool mp_aff_get_str(struct mp_aff *t, const void *key, size_t n, char *out, size_t on)
+{
+    bool found = false;
+    if (n > MP_AFF_KEY_MAX || !on)
+        return false;
+    pthread_mutex_lock(&t->mu);
+    struct mp_aff_ent *e = *find(t, key, n);
+    if (e && e->str) {
+        e->last_ms = mp_now_ms();
+        snprintf(out, on, "%s", e->str);
+        found = true;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return found;
 }
 
 void mp_aff_forget(struct mp_aff *t, const void *key, size_t n, unsigned w)

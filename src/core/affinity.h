@@ -1,6 +1,8 @@
 /* Affinity tables: which worker serves what a key names (a MAPI/HTTP
  * session cookie, an RPC over HTTP virtual connection cookie), shared by
- * every worker under one mutex per table (doc/internals/workers.md).
+ * every worker under one mutex per table (doc/internals/workers.md); or a
+ * string kept with a key (who a MAPI/HTTP session cookie was issued to,
+ * transport/mapihttp/cookies.c).
  * Entries unused for idle_ms go (swept at most once a minute); beyond
  * MP_AFF_MAX, the least recently used. */
 #ifndef MP_CORE_AFFINITY_H
@@ -37,6 +39,12 @@ int mp_aff_get(struct mp_aff *t, const void *key, size_t n);
 unsigned mp_aff_set(struct mp_aff *t, const void *key, size_t n, unsigned w, bool overwrite);
 /* The key is forgotten (only while worker w serves it). */
 void mp_aff_forget(struct mp_aff *t, const void *key, size_t n, unsigned w);
+/* The key's string is s (a copy; the entry made if new).  0, or -1 (key
+ * too long, out of memory). */
+int mp_aff_set_str(struct mp_aff *t, const void *key, size_t n, const char *s);
+/* The key's string into out (on bytes with the NUL, cut to fit): true, or
+ * false when the key has none. */
+bool mp_aff_get_str(struct mp_aff *t, const void *key, size_t n, char *out, size_t on);
 /* One user more (delta 1) or less (-1); the last one's going empties it. */
 void mp_aff_use(struct mp_aff *t, int delta);
 #endif

@@ -1,6 +1,6 @@
 /* Affinity tables (core/affinity.h): which worker a key names, the first
- * claim winning, forgetting only the owner's, bounds, emptied by its last
- * user. */
+ * claim winning, forgetting only the owner's, bounds, strings kept with
+ * keys, emptied by its last user. */
 #include "core/affinity.h"
 
 #include <pthread.h>
@@ -55,6 +55,19 @@ int main(void)
     CHECK_EQ(mp_aff_get(&t, big, MP_AFF_KEY_MAX), -1);
     CHECK_EQ(mp_aff_set(&t, big, MP_AFF_KEY_MAX, 5, false), 5u);
     CHECK_EQ(mp_aff_get(&t, big, MP_AFF_KEY_MAX), 5);
+    /* strings kept with keys (who a cookie was issued to): set, replaced,
+     * cut to the caller's buffer; a key without one has none */
+    char who[8];
+    CHECK(!mp_aff_get_str(&t, "ck", 2, who, sizeof who));
+    CHECK_EQ(mp_aff_set_str(&t, "ck", 2, "LAB\\alice"), 0);
+    CHECK(mp_aff_get_str(&t, "ck", 2, who, sizeof who));
+    CHECK(!strcmp(who, "LAB\\ali"));
+    CHECK_EQ(mp_aff_set_str(&t, "ck", 2, "bob"), 0);
+    CHECK(mp_aff_get_str(&t, "ck", 2, who, sizeof who) && !strcmp(who, "bob"));
+    CHECK(!mp_aff_get_str(&t, bin, sizeof bin, who, sizeof who));
+    CHECK_EQ(mp_aff_set_str(&t, big, sizeof big, "x"), -1);
+    mp_aff_forget(&t, "ck", 2, 0);
+    CHECK(!mp_aff_get_str(&t, "ck", 2, who, sizeof who));
     /* two threads claiming the same keys agree */
     pthread_t th[2];
     for (size_t i = 0; i < 2; i++)

@@ -14,7 +14,6 @@
 
 #define MAX_MH_SESSIONS 4096u
 #define MH_SESSION_IDLE_MS (2u * 3600u * 1000u)
-#define MAX_COWN 65536u
 
 /* A MAPI/HTTP session for the module chain: the upstream's cookie names
  * it, whatever client connection a request comes on. */
@@ -22,15 +21,6 @@ struct mp_mh_sess {
     struct mp_mh_sess *next;
     char cookie[MP_MH_COOKIE_MAX];
     struct mp_session *ses;
-    uint64_t last_ms;
-};
-
-/* A session cookie the upstream set, and the identity of the request it
- * answered. */
-struct mp_mh_cown {
-    struct mp_mh_cown *next;
-    char cookie[MP_MH_COOKIE_MAX];
-    char who[MP_MH_WHO_MAX];
     uint64_t last_ms;
 };
 
@@ -184,58 +174,14 @@ void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req
 
 /* ---- session cookies bound to identities (doc/security.md) ---- */
 
-static struct mp_mh_cown **cown_bucket(struct mp_mh_owners *k, const char *c, size_t n)
-{
-    uint32_t x = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        x = (x ^ (uint8_t)c[i]) * 16777619u;
-    return &k->cown[x % MP_MH_COWN_BUCKETS];
-}
-
-static struct mp_mh_cown *cown_find(struct mp_mh_owners *k, const char *c, size_t n)
-{
-    if (!k)
-        return NULL;
-    for (struct mp_mh_cown *o = *cown_bucket(k, c, n); o; o = o->next)
-        if (strlen(o->cookie) == n && !memcmp(o->cookie, c, n))
-            return o;
-    return NULL;
-}
-
-/* Cookies unused for two hours go (at most once a minute); beyond
- * MAX_COWN, the least recently used. */
-static void cown_sweep(struct mp_mh_owners *k)
-{
-    uint64_t now = mp_now_ms();
-    if (k->n_cown < MAX_COWN && now - k->cown_swept_ms < 60000)
-        return;
-    k->cown_swept_ms = now;
-    struct mp_mh_cown **oldest = NULL;
-    for (size_t b = 0; b < MP_MH_COWN_BUCKETS; b++)
-        for (struct mp_mh_cown **pp = &k->cown[b]; *pp;) {
-            struct mp_mh_cown *o = *pp;
-            if (now - o->last_ms > MH_SESSION_IDLE_MS) {
-                *pp = o->next;
-                free(o);
-                k->n_cown--;
-                continue;
-            }
-            if (!oldest || o->last_ms < (*oldest)->last_ms)
-                oldest = pp;
-            pp = &o->next;
-        }
-    if (k->n_cown >= MAX_COWN && oldest) {
-        struct mp_mh_cown *o = *oldest;
-        *oldest = o->next;
-        free(o);
-        k->n_cown--;
-    }
-}
-
+/* Cookies unused for two hours go; beyond MP_AFF_MAX (65,536), the least
+ * recently used (core/affinity.c keeps them). */
 static struct mp_mh_owners *owners(struct mp_mh_cookies *k)
 {
-    if (!k->own && (k->own = calloc(1, sizeof *k->own)))
-        k->own->refs = 1;
+    if (!k->own && (k->own = malloc(sizeof *k->own))) {
+        *k->own = (struct mp_mh_owners){.refs = 1, .t = MP_AFF_INIT(MH_SESSION_IDLE_MS)};
+        mp_aff_use(&k->own->t, 1);
+    }
     return k->own;
 }
 
@@ -252,21 +198,8 @@ void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *res
     size_t n;
     const char *c = mp_mh_cookie_of(resp, true, &n);
     struct mp_mh_owners *k = c && who[0] ? owners(kk) : NULL;
-    if (!k)
-        return;
-    struct mp_mh_cown *o = cown_find(k, c, n);
-    if (!o) {
-        cown_sweep(k);
-        if (!(o = calloc(1, sizeof *o)))
-            return;
-        memcpy(o->cookie, c, n);
-        struct mp_mh_cown **b = cown_bucket(k, c, n);
-        o->next = *b;
-        *b = o;
-        k->n_cown++;
-    }
-    snprintf(o->who, sizeof o->who, "%s", who);
-    o->last_ms = mp_now_ms();
+    if (k)
+        mp_aff_set_str(&k->t, c, n, who);
 }
 
 /* May this session cookie be used by who?  Not when it belongs to another
@@ -274,16 +207,14 @@ void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *res
 static bool cookie_ok(struct mp_mh_owners *k, const char *c, size_t n, const char *who, bool strict,
                       char *owner, size_t on)
 {
-    struct mp_mh_cown *o = n < MP_MH_COOKIE_MAX ? cown_find(k, c, n) : NULL;
-    if (!o) {
+    char o[MP_MH_WHO_MAX];
+    if (!k || n >= MP_MH_COOKIE_MAX || !mp_aff_get_str(&k->t, c, n, o, sizeof o)) {
         owner[0] = 0;
         return !strict;
     }
-    if (!strcasecmp(o->who, who)) {
-        o->last_ms = mp_now_ms();
+    if (!strcasecmp(o, who))
         return true;
-    }
-    snprintf(owner, on, "%s", o->who);
+    snprintf(owner, on, "%s", o);
     return false;
 }
 
@@ -335,11 +266,7 @@ void mp_mh_cookies_free(struct mp_mh_cookies *k)
     k->own = NULL;
     if (!w || --w->refs)
         return;
-    for (size_t b = 0; b < MP_MH_COWN_BUCKETS; b++)
-        while (w->cown[b]) {
-            struct mp_mh_cown *o = w->cown[b];
-            w->cown[b] = o->next;
-            free(o);
-        }
+    mp_aff_use(&w->t, -1); /* emptied */
+    pthread_mutex_destroy(&w->t.mu);
     free(w);
 }

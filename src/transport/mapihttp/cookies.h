@@ -15,22 +15,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/affinity.h"
+
 struct mp_http_msg;
 struct mp_modules;
 struct mp_session;
 
 #define MP_MH_COOKIE_MAX 128 /* longest cookie value kept, NUL included */
 #define MP_MH_WHO_MAX 520    /* longest identity, NUL included */
-#define MP_MH_COWN_BUCKETS 1024u
 
-/* Cookies and who they belong to: one table shared by the HTTPS fronts of
- * every configuration generation (a reload does not forget who a cookie
- * was issued to); the last front to go frees it. */
+/* Cookies and who they belong to (an affinity table's strings,
+ * core/affinity.h): one table shared by the HTTPS fronts of every
+ * configuration generation (a reload does not forget who a cookie was
+ * issued to); the last front to go frees it. */
 struct mp_mh_owners {
     unsigned refs;
-    struct mp_mh_cown *cown[MP_MH_COWN_BUCKETS];
-    size_t n_cown;
-    uint64_t cown_swept_ms;
+    struct mp_aff t;
 };
 
 struct mp_mh_cookies {
