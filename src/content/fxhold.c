@@ -2,6 +2,7 @@
  * re-encoded with a verdict (fxhold.h; doc/internals/content.md). */
 #include "content/fxhold.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,7 +101,23 @@ enum {
     TAG_ATTACH_MIME_TAG = 0x370E001F,
     TAG_ATTACH_DATA = 0x37010102,
     TAG_PROGRESS_SIZE = 0x00000003,
+    TAG_MESSAGE_SIZE = 0x0E080003, /* PidTagMessageSize, PtypInteger32 */
 };
+
+/* A little-endian PtypInteger32 size at p changed by delta, clamped to
+ * 0 .. INT32_MAX (a size past what 32 bits say is not wrapped). */
+static void resize32(uint8_t *p, int64_t delta)
+{
+    int64_t v = (int64_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                          (uint32_t)p[3] << 24);
+    v += delta;
+    if (v < 0)
+        v = 0;
+    if (v > INT32_MAX)
+        v = INT32_MAX;
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)((uint64_t)v >> (8 * i));
+}
 
 struct rw {
     const struct mp_fxrw *rw;
@@ -120,6 +137,7 @@ struct rw {
     uint32_t cur_tag;   /* the attachment's own propValue being read */
     struct mp_buf name; /* its PidTagAttachLongFilename (else PidTagAttachFilename) */
     bool name_long;
+    size_t msize_at; /* the change header's PidTagMessageSize value, in out (0: none) */
     int err;
 };
 
@@ -332,8 +350,14 @@ static int rw_cb(void *ud, const struct mp_fx_event *ev)
             }
         }
     }
-    if (!w->skip)
-        return mp_fx_enc_event(w->e, ev);
+    if (!w->skip) {
+        int rc = mp_fx_enc_event(w->e, ev);
+        /* the change header's message size follows the change */
+        if (!rc && ev->kind == MP_FX_EV_PROP && !w->body && w->rw->kind == MP_FXRW_CHANGE &&
+            ev->tag == TAG_MESSAGE_SIZE && !w->msize_at)
+            w->msize_at = w->e->len;
+        return rc;
+    }
     if (ev->kind == MP_FX_EV_DATA && w->cap_subject && mp_buf_append(&w->cap, ev->p, ev->n))
         return -1;
     if (ev->kind == MP_FX_EV_PROP_END) {
@@ -364,17 +388,14 @@ int mp_fxrw_message(const uint8_t *in, size_t n, const struct mp_fxrw *rw, struc
     mp_fx_parser_free(p);
     mp_buf_free(&w.cap);
     mp_buf_free(&w.name);
-    /* IncrSyncProgressPerMsg in front: its message size follows the change */
+    /* IncrSyncProgressPerMsg in front and the header's PidTagMessageSize:
+     * the message size follows the change */
+    int64_t delta = (int64_t)out->len - (int64_t)n;
     if (!rc && n >= 12 && out->len >= 12 && !memcmp(in, out->out, 8) && in[0] == 0x0B &&
         in[1] == 0x00 && in[2] == 0x75 && in[3] == 0x40 && in[4] == 0x03 && !in[5] && !in[6] &&
-        !in[7]) {
-        int64_t v = (int64_t)((uint32_t)in[8] | (uint32_t)in[9] << 8 | (uint32_t)in[10] << 16 |
-                              (uint32_t)in[11] << 24);
-        v += (int64_t)out->len - (int64_t)n;
-        if (v < 0)
-            v = 0;
-        for (int i = 0; i < 4; i++)
-            out->out[8 + i] = (uint8_t)((uint64_t)v >> (8 * i));
-    }
+        !in[7])
+        resize32(out->out + 8, delta);
+    if (!rc && w.msize_at && w.msize_at + 4 <= out->len)
+        resize32(out->out + w.msize_at, delta);
     return rc;
 }

@@ -137,6 +137,25 @@ class FxUpload(object):
         self.mailbox, self.target, self.op = mailbox, target, op
         self.data = bytearray()
         self.stored = 0
+        self.sizes = []                 # each PutBuffer's TransferDataSize
+        with _dump_lock:
+            self.seq = next(_up_seq)
+
+
+_up_seq = itertools.count(1)
+
+
+def dump_upload(o):
+    """With LAB_FX_UPLOAD_DUMP=DIR in the environment, the stream an upload
+    context received so far is DIR/up-NNNN.fxs and its PutBuffer sizes
+    DIR/up-NNNN.sizes (one a line): tests read what the lab got."""
+    d = os.environ.get('LAB_FX_UPLOAD_DUMP')
+    if d:
+        base = os.path.join(d, 'up-%04d' % o.seq)
+        with open(base + '.fxs', 'wb') as f:
+            f.write(bytes(o.data))
+        with open(base + '.sizes', 'w') as f:
+            f.write(''.join('%d\n' % n for n in o.sizes))
 
 
 def cn_of(store, m):
@@ -437,6 +456,8 @@ def rop_put_buffer(s, r, handles):
     if o is None:
         return struct.pack('<BBLHHHBH', 0x54, in_idx, R.ecNullObject, TS_ERROR, 0, 0, 0, 0)
     o.data += data
+    o.sizes.append(len(data))
+    dump_upload(o)
     _apply_upload(s, o)
     return struct.pack('<BBLHHHBH', 0x54, in_idx, ecSuccess, TS_PARTIAL, 0, 0, 0, len(data))
 

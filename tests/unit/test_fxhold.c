@@ -265,11 +265,74 @@ static void test_change(void)
     mp_fx_enc_free(&in);
 }
 
+/* The change header's PidTagMessageSize and the progress size follow the
+ * change's new length; a size that would pass INT32_MAX (or go below 0) is
+ * clamped, not wrapped. */
+static void change_with_size(struct mp_fx_enc *in, uint32_t ppm, uint32_t msize)
+{
+    uint8_t sk[22] = {9};
+    mp_fx_enc_init(in);
+    mp_fx_enc_marker(in, MP_FX_IncrSyncProgressPerMsg);
+    mp_fx_enc_fixed(in, 0x00000003, NULL, ppm);
+    mp_fx_enc_fixed(in, 0x0000000B, NULL, 0);
+    mp_fx_enc_marker(in, MP_FX_IncrSyncChg);
+    mp_fx_enc_var(in, 0x65E00102, NULL, sk, sizeof sk);
+    mp_fx_enc_fixed(in, 0x0E080003, NULL, msize); /* PidTagMessageSize */
+    mp_fx_enc_fixed(in, 0x674A0014, NULL, 0x99);
+    mp_fx_enc_marker(in, MP_FX_IncrSyncMessage);
+    mp_fx_enc_var(in, 0x1000001F, NULL, (const uint8_t *)"a\0b\0\0\0", 6);
+}
+
+static uint32_t u32_at(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void test_change_sizes(void)
+{
+    struct mp_fx_enc in, e;
+    change_with_size(&in, 5000, 4000);
+    CHECK(!in.err);
+    /* PidTagMessageSize's value: the progress (marker, two values: 18
+     * bytes), IncrSyncChg, PidTagSourceKey (4 + 4 + 22), its tag */
+    size_t at = 18 + 4 + 4 + 4 + 22 + 4;
+    CHECK_EQ(u32_at(in.out + at), 4000);
+    struct mp_fxrw rw = {.kind = MP_FXRW_CHANGE, .prefix = "[LONGER PREFIX] "};
+    CHECK_EQ(rewrite(in.out, in.len, &rw, &e), 0);
+    int64_t d = (int64_t)e.len - (int64_t)in.len;
+    CHECK(d > 0);
+    CHECK_EQ(u32_at(e.out + 8), (uint32_t)(5000 + d));
+    CHECK_EQ(u32_at(e.out + at), (uint32_t)(4000 + d));
+    mp_fx_enc_free(&e);
+    /* a block shortens nothing here (the notice is longer than the body),
+     * so near INT32_MAX both clamp */
+    mp_fx_enc_free(&in);
+    change_with_size(&in, 0x7FFFFFF0, 0x7FFFFFFF);
+    CHECK_EQ(rewrite(in.out, in.len, &rw, &e), 0);
+    CHECK_EQ(u32_at(e.out + 8), 0x7FFFFFFFu);
+    CHECK_EQ(u32_at(e.out + at), 0x7FFFFFFFu);
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&in);
+    /* a body set shorter than before below a size of 1: 0, not wrapped */
+    change_with_size(&in, 1, 1);
+    uint8_t v[8];
+    struct mp_fxrw_set set = {0x1000001F, NULL, v, 0};
+    utf16("", v, &set.n);
+    struct mp_fxrw rs = {.kind = MP_FXRW_CHANGE, .sets = &set, .nsets = 1};
+    CHECK_EQ(rewrite(in.out, in.len, &rs, &e), 0);
+    CHECK(e.len < in.len);
+    CHECK_EQ(u32_at(e.out + 8), 0u);
+    CHECK_EQ(u32_at(e.out + at), 0u);
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&in);
+}
+
 int main(void)
 {
     test_queue();
     test_bare();
     test_message_list();
     test_change();
+    test_change_sizes();
     TEST_DONE();
 }
