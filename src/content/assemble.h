@@ -188,6 +188,11 @@ int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *co
 /* The stream ended (TransferStatus Done, or the context's release). */
 int mp_fxasm_finish(struct mp_fxasm *f, const char *completed_by);
 void mp_fxasm_free(struct mp_fxasm *f); /* an unfinished message is dropped */
+/* Holding for a stream used alone (tests, fuzzing; the session's contexts
+ * set their own): each message from its first byte waits in q, events carry
+ * held spans (context_id, handle as given). */
+struct mp_fxq;
+void mp_fxasm_hold(struct mp_fxasm *f, struct mp_fxq *q, uint32_t context_id, uint32_t handle);
 
 /* The id the session's RopGetPropertyIdsFromNames / GetNamesFromPropertyIds
  * gave the named property (guid, name), -1 when the session did not show it. */

@@ -409,7 +409,9 @@ int mp_fxasm_finish(struct mp_fxasm *f, const char *completed_by)
         return -1;
     }
     if (f->top && (f->bare || !f->by_marker))
-        top_end(f);   /* a bare messageContent, or a change the stream ended */
+        top_end(f); /* a bare messageContent, or a change the stream ended */
+    if (f->q)       /* a trailing IncrSyncProgressPerMsg with no change after it */
+        f->q->open = false;
     f->failed = true; /* nothing more comes */
     return 0;
 }
@@ -421,6 +423,13 @@ void mp_fxasm_free(struct mp_fxasm *f)
     top_drop(f);
     mp_fx_parser_free(f->p);
     free(f);
+}
+
+void mp_fxasm_hold(struct mp_fxasm *f, struct mp_fxq *q, uint32_t context_id, uint32_t handle)
+{
+    f->q = q;
+    f->context_id = context_id;
+    f->handle = handle;
 }
 
 /* ---- the contexts of a session ---- */
