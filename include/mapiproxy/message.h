@@ -40,8 +40,8 @@
  *            gets it.
  * mp_message_can_modify says whether this event can still be changed (a
  * download whose first bytes already reached the client can only be
- * blocked or allowed; a messageChangePartial only allowed; a FastTransfer
- * upload can be changed while the proxy holds it: mapiproxy:fx hold
+ * blocked or allowed; a FastTransfer message, a messageChangePartial
+ * included, can be changed while the proxy holds it: mapiproxy:fx hold
  * limit).
  *
  * Messages arrive complete but may be large: string and binary values can

@@ -54,6 +54,7 @@ struct mp_fxasm {
     uint64_t up_start;      /* the message's first byte (its IncrSyncProgressPerMsg) */
     uint64_t ppm_start;     /* the last IncrSyncProgressPerMsg, when the atom before */
     bool ppm_valid, unheld; /* unheld: past the hold limit, relayed as it came */
+    bool tag_held;          /* the queue holds a tag split by a buffer's end */
     /* the message being assembled */
     struct mp_message *top;
     bool partial, by_marker; /* StartMessage .. EndMessage */
@@ -134,9 +135,10 @@ static void top_end_at(struct mp_fxasm *f, uint64_t end)
     }
     if (f->q) {
         f->q->open = false;
-        if (!f->unheld && !f->partial && (f->bare || f->by_marker || f->have_hdr)) {
+        if (!f->unheld && (f->partial || f->bare || f->by_marker || f->have_hdr)) {
             sp.held = true;
-            sp.kind = (uint8_t)(f->bare        ? MP_FXRW_BARE
+            sp.kind = (uint8_t)(f->partial     ? MP_FXRW_PARTIAL
+                                : f->bare      ? MP_FXRW_BARE
                                 : f->by_marker ? MP_FXRW_MESSAGE
                                                : MP_FXRW_CHANGE);
             sp.context_id = f->context_id;
@@ -385,6 +387,29 @@ static void fail(struct mp_fxasm *f)
     top_drop(f);
 }
 
+/* A buffer that ends inside a tag: the tag may be a message's first
+ * marker (StartMessage, IncrSyncChg, IncrSyncProgressPerMsg ...), so its
+ * bytes are held until it is complete, or a held message's first bytes
+ * would already be gone. */
+static void hold_tag(struct mp_fxasm *f)
+{
+    if (!f->q || f->failed)
+        return;
+    if (f->top || f->ppm_valid) {
+        f->tag_held = false;
+        return;
+    }
+    size_t k = mp_fx_partial_tag(f->p);
+    if (k) {
+        f->q->open = true;
+        f->q->open_up = mp_fx_offset(f->p) - k;
+        f->tag_held = true;
+    } else if (f->tag_held) {
+        f->q->open = false;
+        f->tag_held = false;
+    }
+}
+
 int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *completed_by)
 {
     if (f->failed)
@@ -396,6 +421,7 @@ int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *co
         fail(f);
         return -1;
     }
+    hold_tag(f);
     return 0;
 }
 

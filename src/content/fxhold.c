@@ -137,7 +137,8 @@ struct rw {
     uint32_t cur_tag;   /* the attachment's own propValue being read */
     struct mp_buf name; /* its PidTagAttachLongFilename (else PidTagAttachFilename) */
     bool name_long;
-    size_t msize_at; /* the change header's PidTagMessageSize value, in out (0: none) */
+    size_t msize_at;  /* the change header's PidTagMessageSize value, in out (0: none) */
+    uint32_t cur_set; /* a partial change: the property a set replaces */
     int err;
 };
 
@@ -164,6 +165,8 @@ static void flush_sets(struct rw *w)
     if (w->sets_done)
         return;
     w->sets_done = true;
+    if (w->rw->kind == MP_FXRW_PARTIAL)
+        return; /* a partial change's groups get nothing added */
     if (w->rw->prefix && !w->have_subject)
         enc_str(w->e, (uint32_t)TAG_SUBJECT_ID << 16 | 0x001F, w->rw->prefix);
     for (size_t i = 0; i < w->rw->nsets; i++) {
@@ -178,6 +181,18 @@ static bool set_id(const struct rw *w, uint32_t tag)
         if (w->rw->sets[i].tag >> 16 == tag >> 16)
             return true;
     return false;
+}
+
+/* A partial change: the set value of tag's id where the old one was. */
+static void set_in_place(struct rw *w, uint32_t tag)
+{
+    for (size_t i = 0; i < w->rw->nsets; i++) {
+        const struct mp_fxrw_set *s = &w->rw->sets[i];
+        if (s->tag >> 16 == tag >> 16) {
+            mp_fx_enc_var(w->e, s->tag, s->np, s->v, s->n);
+            return;
+        }
+    }
 }
 
 static void subject_out(struct rw *w)
@@ -274,6 +289,11 @@ static bool child_elem(enum mp_fx_elem el)
 static void on_marker(struct rw *w, const struct mp_fx_event *ev)
 {
     const struct mp_fxrw *rw = w->rw;
+    if (rw->kind == MP_FXRW_PARTIAL && ev->elem == MP_FX_E_CHANGE_PARTIAL && !w->body) {
+        /* blocked: a full change in its place */
+        mp_fx_enc_marker(w->e, rw->block ? (uint32_t)MP_FX_IncrSyncChg : ev->tag);
+        return;
+    }
     bool starts =
         (rw->kind == MP_FXRW_CHANGE && !w->body && ev->elem == MP_FX_E_CHANGE_BODY) ||
         (rw->kind == MP_FXRW_MESSAGE && !w->body && ev->elem == MP_FX_E_MESSAGE && ev->begin);
@@ -318,11 +338,37 @@ static void on_marker(struct rw *w, const struct mp_fx_event *ev)
     mp_fx_enc_event(w->e, ev);
 }
 
+/* A partial change's header ends at its first property group
+ * (MetaTagIncrementalSyncMessagePartial), MetaTagFXDelProp, its children or
+ * its end: there a blocked one gets IncrSyncMessage and the notice. */
+static void partial_body(struct rw *w)
+{
+    w->body = true;
+    if (w->rw->block) {
+        mp_fx_enc_marker(w->e, MP_FX_IncrSyncMessage);
+        mp_fx_enc_raw(w->e, w->rw->block, w->rw->block_len);
+        w->skip_all = true;
+    }
+}
+
+static bool partial_header_ends(const struct rw *w, const struct mp_fx_event *ev)
+{
+    if (w->rw->kind != MP_FXRW_PARTIAL || w->body || w->depth)
+        return false;
+    if (ev->kind == MP_FX_EV_PROP)
+        return ev->tag == MP_FX_MetaTagIncrementalSyncMessagePartial ||
+               ev->tag == MP_FX_MetaTagFXDelProp;
+    return ev->kind == MP_FX_EV_MARKER && ev->begin &&
+           (ev->elem == MP_FX_E_RECIP || ev->elem == MP_FX_E_ATTACH);
+}
+
 static int rw_cb(void *ud, const struct mp_fx_event *ev)
 {
     struct rw *w = ud;
     if (ev->kind == MP_FX_EV_CHANGE_END)
         return 0;
+    if (partial_header_ends(w, ev))
+        partial_body(w);
     if (w->ratt) {
         in_ratt(w, ev);
         return w->e->err;
@@ -347,13 +393,15 @@ static int rw_cb(void *ud, const struct mp_fx_event *ev)
                 w->cap.len = 0;
             } else if (set_id(w, ev->tag) && (ev->tag >> 16) != 0) {
                 w->skip = 1;
+                w->cur_set = ev->tag;
             }
         }
     }
     if (!w->skip) {
         int rc = mp_fx_enc_event(w->e, ev);
         /* the change header's message size follows the change */
-        if (!rc && ev->kind == MP_FX_EV_PROP && !w->body && w->rw->kind == MP_FXRW_CHANGE &&
+        if (!rc && ev->kind == MP_FX_EV_PROP && !w->body &&
+            (w->rw->kind == MP_FXRW_CHANGE || w->rw->kind == MP_FXRW_PARTIAL) &&
             ev->tag == TAG_MESSAGE_SIZE && !w->msize_at)
             w->msize_at = w->e->len;
         return rc;
@@ -363,6 +411,8 @@ static int rw_cb(void *ud, const struct mp_fx_event *ev)
     if (ev->kind == MP_FX_EV_PROP_END) {
         if (w->cap_subject)
             subject_out(w);
+        else if (w->rw->kind == MP_FXRW_PARTIAL)
+            set_in_place(w, w->cur_set);
         w->skip = 0;
         w->cap_subject = false;
     }
@@ -380,7 +430,10 @@ int mp_fxrw_message(const uint8_t *in, size_t n, const struct mp_fxrw *rw, struc
     }
     struct mp_fx_parser *p = mp_fx_parser_new(rw_cb, &w);
     int rc = -1;
-    if (p && !mp_fx_feed(p, in, n) && !mp_fx_finish(p) && !w.ratt && w.body) {
+    bool ok = p && !mp_fx_feed(p, in, n) && !mp_fx_finish(p) && !w.ratt;
+    if (ok && rw->kind == MP_FXRW_PARTIAL && !w.body)
+        partial_body(&w); /* a header alone */
+    if (ok && w.body) {
         if (!w.skip_all && rw->kind != MP_FXRW_MESSAGE)
             flush_sets(&w); /* a change or content without children */
         rc = out->err ? -1 : 0;

@@ -59,8 +59,8 @@ static void apply(struct mp_fxq *q, const struct mp_fx_span *sp, unsigned verdic
         return;
     }
     struct mp_fxrw_att att = {0, "replaced"};
-    struct mp_fxrw rw = {.kind = (enum mp_fxrw_kind)sp->kind, .prefix = "[P] ", .atts = &att,
-                         .natts = 1};
+    struct mp_fxrw rw = {
+        .kind = (enum mp_fxrw_kind)sp->kind, .prefix = "[P] ", .atts = &att, .natts = 1};
     struct mp_fx_enc e;
     mp_fx_enc_init(&e);
     if (!mp_fxrw_message(in, n, &rw, &e)) {

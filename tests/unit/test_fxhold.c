@@ -327,6 +327,155 @@ static void test_change_sizes(void)
     mp_fx_enc_free(&in);
 }
 
+/* A messageChangePartial held in a download queue (fxasm with
+ * mp_fxasm_hold): its span starts at IncrSyncChgPartial; blocked, it
+ * becomes a messageChangeFull with the notice (same PidTagMid, no longer
+ * partial, groupInfo and the state around it as they were); modified, its
+ * subject (in a changed group) is prefixed in place, nothing is added and it
+ * stays partial. */
+struct spans {
+    struct mp_fx_span sp[4];
+    int n, partial;
+    char subject[160];
+    uint64_t mid;
+};
+
+static void span_done(void *arg, const struct mp_msg_event *ev)
+{
+    struct spans *s = arg;
+    if (ev->fx_span.held && s->n < 4)
+        s->sp[s->n++] = ev->fx_span;
+    s->partial += ev->partial;
+    str_of(&ev->msg->props, 0x0037, s->subject, sizeof s->subject);
+    s->mid = ev->message_id;
+}
+
+/* The stream through a held download context, with rw applied to its one
+ * held message; the bytes the client would get in *out. */
+static int held_partial(const uint8_t *b, size_t n, const struct mp_fxrw *rw, struct mp_buf *out)
+{
+    struct spans s = {0};
+    struct mp_asm_ops ops = {span_done, on_log, &s};
+    struct mp_asm *a = mp_asm_new(&LIM, &ops);
+    struct mp_fxasm *f = mp_fxasm_new(a, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD, 1, 0, false);
+    struct mp_fxq q = {0};
+    mp_fxasm_hold(f, &q, 1, 2);
+    int rc = -1;
+    if (mp_fxq_append(&q, b, n) || mp_fxasm_feed(f, b, n, "t") || mp_fxasm_finish(f, "t") ||
+        s.n != 1 || s.sp[0].kind != MP_FXRW_PARTIAL)
+        goto out;
+    size_t idx;
+    const uint8_t *in = mp_fxq_region(&q, s.sp[0].up_start, s.sp[0].up_end, &idx);
+    CHECK(in && !memcmp(in, "\x03\x00\x7d\x40", 4)); /* IncrSyncChgPartial */
+    struct mp_fx_enc e;
+    mp_fx_enc_init(&e);
+    if (in && !mp_fxrw_message(in, (size_t)(s.sp[0].up_end - s.sp[0].up_start), rw, &e) &&
+        !mp_fxq_replace(&q, s.sp[0].up_start, s.sp[0].up_end, e.out, e.len)) {
+        size_t k = mp_fxq_len(&q);
+        uint8_t *t = malloc(k);
+        if (t && mp_fxq_take(&q, k, t) == k && !mp_buf_append(out, t, k))
+            rc = 0;
+        free(t);
+    }
+    mp_fx_enc_free(&e);
+out:
+    mp_fxq_free(&q);
+    mp_fxasm_free(f);
+    mp_asm_free(a);
+    return rc;
+}
+
+static void test_partial(void)
+{
+    size_t n;
+    uint8_t *b = sample("partial.fxs", &n);
+    if (!b)
+        return;
+    static const uint8_t notice[] = {0x1F, 0x00, 0x37, 0x00, 12,  0, 0, 0, '[', 0,
+                                     'B',  0,    ']',  0,    'x', 0, 0, 0, 0,   0};
+    struct mp_fxrw blk = {.kind = MP_FXRW_PARTIAL, .block = notice, .block_len = sizeof notice};
+    struct mp_buf out = {0};
+    CHECK_EQ(held_partial(b, n, &blk, &out), 0);
+    /* read again: a full change now, the same message id */
+    struct spans s = {0};
+    struct mp_asm_ops ops = {span_done, on_log, &s};
+    struct mp_asm *a = mp_asm_new(&LIM, &ops);
+    struct mp_fxasm *f = mp_fxasm_new(a, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD, 1, 0, false);
+    CHECK_EQ(mp_fxasm_feed(f, out.data, out.len, "t") | mp_fxasm_finish(f, "t"), 0);
+    CHECK_EQ(s.partial, 0);
+    CHECK(!strcmp(s.subject, "[B]x"));
+    CHECK_EQ(s.mid, 0x0001000000000003ull);
+    /* the groupInfo and group id in front, the state after: the sample's */
+    CHECK(out.len > 40 && !memcmp(out.data, b, 40));
+    CHECK(!memcmp(out.data + out.len - 8, b + n - 8, 8));
+    mp_fxasm_free(f);
+    mp_asm_free(a);
+    out.len = 0;
+    /* prefix + a set of a property the change does not carry: only the
+     * subject changes, in place; still partial */
+    uint8_t v[16];
+    struct mp_fxrw_set set = {0x1000001F, NULL, v, 0};
+    utf16("b", v, &set.n);
+    struct mp_fxrw mod = {.kind = MP_FXRW_PARTIAL, .prefix = "[P] ", .sets = &set, .nsets = 1};
+    CHECK_EQ(held_partial(b, n, &mod, &out), 0);
+    CHECK_EQ(out.len, n + 8); /* "[P] " in UTF-16 */
+    memset(&s, 0, sizeof s);
+    a = mp_asm_new(&LIM, &ops);
+    f = mp_fxasm_new(a, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD, 1, 0, false);
+    CHECK_EQ(mp_fxasm_feed(f, out.data, out.len, "t") | mp_fxasm_finish(f, "t"), 0);
+    CHECK_EQ(s.partial, 1);
+    CHECK(!strcmp(s.subject, "[P] changed subject"));
+    mp_fxasm_free(f);
+    mp_asm_free(a);
+    mp_buf_free(&out);
+    free(b);
+}
+
+/* Buffers that end inside a tag (every split of folder.fxs in 5-byte
+ * pieces, the released bytes taken after each as the relay does): each
+ * held message is in the queue whole when it completes, its StartMessage
+ * included (the tag's first bytes were held too). */
+static void test_split_tags(void)
+{
+    size_t n;
+    uint8_t *b = sample("folder.fxs", &n);
+    if (!b)
+        return;
+    for (size_t piece = 1; piece <= 7; piece++) {
+        struct spans s = {0};
+        struct mp_asm_ops ops = {span_done, on_log, &s};
+        struct mp_asm *a = mp_asm_new(&LIM, &ops);
+        struct mp_fxasm *f = mp_fxasm_new(a, MP_MSG_UPLOAD, MP_MSG_ICS_UPLOAD, 1, 0, false);
+        struct mp_fxq q = {0};
+        mp_fxasm_hold(f, &q, 1, 2);
+        uint8_t *t = malloc(n);
+        size_t got = 0, found = 0;
+        for (size_t off = 0; t && off < n; off += piece) {
+            size_t k = n - off < piece ? n - off : piece;
+            CHECK_EQ(mp_fxq_append(&q, b + off, k), 0);
+            s.n = 0;
+            CHECK_EQ(mp_fxasm_feed(f, b + off, k, "t"), 0);
+            for (int i = 0; i < s.n; i++) {
+                size_t idx;
+                const uint8_t *r = mp_fxq_region(&q, s.sp[i].up_start, s.sp[i].up_end, &idx);
+                found += r != NULL; /* its first marker in the queue too */
+                if (r)              /* StartMessage or StartFAIMsg */
+                    CHECK(!memcmp(r, "\x03\x00\x0c\x40", 4) || !memcmp(r, "\x03\x00\x10\x40", 4));
+            }
+            got += mp_fxq_take(&q, mp_fxq_releasable(&q), t + got);
+        }
+        CHECK_EQ(mp_fxasm_finish(f, "t"), 0);
+        got += t ? mp_fxq_take(&q, mp_fxq_releasable(&q), t + got) : 0;
+        CHECK(got == n && t && !memcmp(t, b, n));
+        CHECK_EQ(found, 2u); /* the normal message and the FAI one */
+        free(t);
+        mp_fxq_free(&q);
+        mp_fxasm_free(f);
+        mp_asm_free(a);
+    }
+    free(b);
+}
+
 int main(void)
 {
     test_queue();
@@ -334,5 +483,7 @@ int main(void)
     test_message_list();
     test_change();
     test_change_sizes();
+    test_partial();
+    test_split_tags();
     TEST_DONE();
 }
