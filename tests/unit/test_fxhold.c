@@ -350,38 +350,66 @@ static void span_done(void *arg, const struct mp_msg_event *ev)
     s->mid = ev->message_id;
 }
 
+/* An assembler with a hold queue, as a session's context runs them. */
+struct held {
+    struct spans s;
+    struct mp_asm_ops ops;
+    struct mp_asm *a;
+    struct mp_fxasm *f;
+    struct mp_fxq q;
+};
+
+static void held_init(struct held *h, enum mp_msg_dir dir, enum mp_msg_mode mode)
+{
+    memset(h, 0, sizeof *h);
+    h->ops = (struct mp_asm_ops){span_done, on_log, &h->s};
+    h->a = mp_asm_new(&LIM, &h->ops);
+    h->f = mp_fxasm_new(h->a, dir, mode, 1, 0, false);
+    mp_fxasm_hold(h->f, &h->q, 1, 2);
+}
+
+static void held_free(struct held *h)
+{
+    mp_fxq_free(&h->q);
+    mp_fxasm_free(h->f);
+    mp_asm_free(h->a);
+}
+
+/* The stream's messages read again (h->s). */
+static int reread(struct held *h, const uint8_t *b, size_t n)
+{
+    held_init(h, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD);
+    return mp_fxasm_feed(h->f, b, n, "t") | mp_fxasm_finish(h->f, "t");
+}
+
 /* The stream through a held download context, with rw applied to its one
  * held message; the bytes the client would get in *out. */
 static int held_partial(const uint8_t *b, size_t n, const struct mp_fxrw *rw, struct mp_buf *out)
 {
-    struct spans s = {0};
-    struct mp_asm_ops ops = {span_done, on_log, &s};
-    struct mp_asm *a = mp_asm_new(&LIM, &ops);
-    struct mp_fxasm *f = mp_fxasm_new(a, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD, 1, 0, false);
-    struct mp_fxq q = {0};
-    mp_fxasm_hold(f, &q, 1, 2);
+    struct held h;
+    held_init(&h, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD);
+    struct spans *s = &h.s;
+    struct mp_fxq *q = &h.q;
     int rc = -1;
-    if (mp_fxq_append(&q, b, n) || mp_fxasm_feed(f, b, n, "t") || mp_fxasm_finish(f, "t") ||
-        s.n != 1 || s.sp[0].kind != MP_FXRW_PARTIAL)
+    if (mp_fxq_append(q, b, n) || mp_fxasm_feed(h.f, b, n, "t") || mp_fxasm_finish(h.f, "t") ||
+        s->n != 1 || s->sp[0].kind != MP_FXRW_PARTIAL)
         goto out;
     size_t idx;
-    const uint8_t *in = mp_fxq_region(&q, s.sp[0].up_start, s.sp[0].up_end, &idx);
+    const uint8_t *in = mp_fxq_region(q, s->sp[0].up_start, s->sp[0].up_end, &idx);
     CHECK(in && !memcmp(in, "\x03\x00\x7d\x40", 4)); /* IncrSyncChgPartial */
     struct mp_fx_enc e;
     mp_fx_enc_init(&e);
-    if (in && !mp_fxrw_message(in, (size_t)(s.sp[0].up_end - s.sp[0].up_start), rw, &e) &&
-        !mp_fxq_replace(&q, s.sp[0].up_start, s.sp[0].up_end, e.out, e.len)) {
-        size_t k = mp_fxq_len(&q);
+    if (in && !mp_fxrw_message(in, (size_t)(s->sp[0].up_end - s->sp[0].up_start), rw, &e) &&
+        !mp_fxq_replace(q, s->sp[0].up_start, s->sp[0].up_end, e.out, e.len)) {
+        size_t k = mp_fxq_len(q);
         uint8_t *t = malloc(k);
-        if (t && mp_fxq_take(&q, k, t) == k && !mp_buf_append(out, t, k))
+        if (t && mp_fxq_take(q, k, t) == k && !mp_buf_append(out, t, k))
             rc = 0;
         free(t);
     }
     mp_fx_enc_free(&e);
 out:
-    mp_fxq_free(&q);
-    mp_fxasm_free(f);
-    mp_asm_free(a);
+    held_free(&h);
     return rc;
 }
 
@@ -397,19 +425,15 @@ static void test_partial(void)
     struct mp_buf out = {0};
     CHECK_EQ(held_partial(b, n, &blk, &out), 0);
     /* read again: a full change now, the same message id */
-    struct spans s = {0};
-    struct mp_asm_ops ops = {span_done, on_log, &s};
-    struct mp_asm *a = mp_asm_new(&LIM, &ops);
-    struct mp_fxasm *f = mp_fxasm_new(a, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD, 1, 0, false);
-    CHECK_EQ(mp_fxasm_feed(f, out.data, out.len, "t") | mp_fxasm_finish(f, "t"), 0);
-    CHECK_EQ(s.partial, 0);
-    CHECK(!strcmp(s.subject, "[B]x"));
-    CHECK_EQ(s.mid, 0x0001000000000003ull);
+    struct held h;
+    CHECK_EQ(reread(&h, out.data, out.len), 0);
+    CHECK_EQ(h.s.partial, 0);
+    CHECK(!strcmp(h.s.subject, "[B]x"));
+    CHECK_EQ(h.s.mid, 0x0001000000000003ull);
+    held_free(&h);
     /* the groupInfo and group id in front, the state after: the sample's */
     CHECK(out.len > 40 && !memcmp(out.data, b, 40));
     CHECK(!memcmp(out.data + out.len - 8, b + n - 8, 8));
-    mp_fxasm_free(f);
-    mp_asm_free(a);
     out.len = 0;
     /* prefix + a set of a property the change does not carry: only the
      * subject changes, in place; still partial */
@@ -419,14 +443,10 @@ static void test_partial(void)
     struct mp_fxrw mod = {.kind = MP_FXRW_PARTIAL, .prefix = "[P] ", .sets = &set, .nsets = 1};
     CHECK_EQ(held_partial(b, n, &mod, &out), 0);
     CHECK_EQ(out.len, n + 8); /* "[P] " in UTF-16 */
-    memset(&s, 0, sizeof s);
-    a = mp_asm_new(&LIM, &ops);
-    f = mp_fxasm_new(a, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD, 1, 0, false);
-    CHECK_EQ(mp_fxasm_feed(f, out.data, out.len, "t") | mp_fxasm_finish(f, "t"), 0);
-    CHECK_EQ(s.partial, 1);
-    CHECK(!strcmp(s.subject, "[P] changed subject"));
-    mp_fxasm_free(f);
-    mp_asm_free(a);
+    CHECK_EQ(reread(&h, out.data, out.len), 0);
+    CHECK_EQ(h.s.partial, 1);
+    CHECK(!strcmp(h.s.subject, "[P] changed subject"));
+    held_free(&h);
     mp_buf_free(&out);
     free(b);
 }
@@ -442,36 +462,32 @@ static void test_split_tags(void)
     if (!b)
         return;
     for (size_t piece = 1; piece <= 7; piece++) {
-        struct spans s = {0};
-        struct mp_asm_ops ops = {span_done, on_log, &s};
-        struct mp_asm *a = mp_asm_new(&LIM, &ops);
-        struct mp_fxasm *f = mp_fxasm_new(a, MP_MSG_UPLOAD, MP_MSG_ICS_UPLOAD, 1, 0, false);
-        struct mp_fxq q = {0};
-        mp_fxasm_hold(f, &q, 1, 2);
+        struct held h;
+        held_init(&h, MP_MSG_UPLOAD, MP_MSG_ICS_UPLOAD);
+        struct spans *s = &h.s;
+        struct mp_fxq *q = &h.q;
         uint8_t *t = malloc(n);
         size_t got = 0, found = 0;
         for (size_t off = 0; t && off < n; off += piece) {
             size_t k = n - off < piece ? n - off : piece;
-            CHECK_EQ(mp_fxq_append(&q, b + off, k), 0);
-            s.n = 0;
-            CHECK_EQ(mp_fxasm_feed(f, b + off, k, "t"), 0);
-            for (int i = 0; i < s.n; i++) {
+            CHECK_EQ(mp_fxq_append(q, b + off, k), 0);
+            s->n = 0;
+            CHECK_EQ(mp_fxasm_feed(h.f, b + off, k, "t"), 0);
+            for (int i = 0; i < s->n; i++) {
                 size_t idx;
-                const uint8_t *r = mp_fxq_region(&q, s.sp[i].up_start, s.sp[i].up_end, &idx);
+                const uint8_t *r = mp_fxq_region(q, s->sp[i].up_start, s->sp[i].up_end, &idx);
                 found += r != NULL; /* its first marker in the queue too */
                 if (r)              /* StartMessage or StartFAIMsg */
                     CHECK(!memcmp(r, "\x03\x00\x0c\x40", 4) || !memcmp(r, "\x03\x00\x10\x40", 4));
             }
-            got += mp_fxq_take(&q, mp_fxq_releasable(&q), t + got);
+            got += mp_fxq_take(q, mp_fxq_releasable(q), t + got);
         }
-        CHECK_EQ(mp_fxasm_finish(f, "t"), 0);
-        got += t ? mp_fxq_take(&q, mp_fxq_releasable(&q), t + got) : 0;
+        CHECK_EQ(mp_fxasm_finish(h.f, "t"), 0);
+        got += t ? mp_fxq_take(q, mp_fxq_releasable(q), t + got) : 0;
         CHECK(got == n && t && !memcmp(t, b, n));
         CHECK_EQ(found, 2u); /* the normal message and the FAI one */
         free(t);
-        mp_fxq_free(&q);
-        mp_fxasm_free(f);
-        mp_asm_free(a);
+        held_free(&h);
     }
     free(b);
 }
