@@ -18,7 +18,11 @@ tests/modules/mpm_msgtest.c gives the verdicts, over RPC and MAPI/HTTP:
     message byte for byte; no PutBuffer the lab got passes 0x7000 bytes;
   - block: the PutBuffer with the message's last byte answered
     ecAccessDenied (0x80070005), the others success, and the lab never got
-    a byte of the blocked message.
+    a byte of the blocked message;
+  - the server refuses one of the proxy's side PutBuffers (LAB_FX_PUT_FAIL):
+    the client's PutBuffer gets the server's error (ReturnValue,
+    TransferStatus Error, BufferUsedSize 0), and the lab never got the
+    message's end.
 """
 import os
 import sys
@@ -42,12 +46,14 @@ NOTICE = "the attachment was removed by mpm_msgtest"
 EC_ACCESS_DENIED = 0x80070005
 BIG = bytes(range(251)) * 400 + b"end"  # ~100 KB: held across 15 PutBuffers
 SMALL = b"second attachment, kept as it was\r\n" * 20
+# the lab refuses a PutBuffer that takes an upload with this text past 60000 bytes
+LABENV = {"LAB_FX_PUT_FAIL": "upstream fails me,60000"}
 
 
 @pytest.fixture(scope="module")
 def mh_env(tmp_path_factory):
     d = tmp_path_factory.mktemp("fxup-mh-dump")
-    for e in lab_env(tmp_path_factory, {"LAB_FX_UPLOAD_DUMP": str(d)}, "fxupmh", ()):
+    for e in lab_env(tmp_path_factory, dict(LABENV, LAB_FX_UPLOAD_DUMP=str(d)), "fxupmh", ()):
         e["dump"] = d
         yield e
 
@@ -55,7 +61,7 @@ def mh_env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def rpc_lab(tmp_path_factory):
     d = tmp_path_factory.mktemp("fxup-rpc-dump")
-    lab = Lab(tmp_path_factory.mktemp("fxup-rpc"), env={"LAB_FX_UPLOAD_DUMP": str(d)})
+    lab = Lab(tmp_path_factory.mktemp("fxup-rpc"), env=dict(LABENV, LAB_FX_UPLOAD_DUMP=str(d)))
     lab.dump = d
     yield lab
     lab.stop()
@@ -192,3 +198,22 @@ def test_upload_prefix_big(request, make_proxy, tmp_path, transport):
     [att] = a["attachments"]
     assert att["props"][LS.PidTagAttachDataBinary] == BIG
     assert len(got) == len(stream) + len("[TEST] ".encode("utf-16le"))
+
+
+@pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
+def test_upload_upstream_failure(request, make_proxy, tmp_path, transport):
+    p, t, dump = session(request, make_proxy, tmp_path, transport, "prefix", "upstream fails me")
+    sent = t.c.execute(EC.RopBuffer().logon(0, ALICE))[0]["FolderIds"][6]
+    tag = "upstream fails me %s" % transport
+    stream = W.top_message(message(tag, [("big.bin", BIG)]))
+    rs = put_stream(t, sent, stream, 7000)
+    assert len(rs) == (len(stream) + 6999) // 7000
+    assert all(r["ReturnValue"] == 0 for r in rs[:-1])
+    last = rs[-1]
+    assert (last["ReturnValue"], last["TransferStatus"], last["BufferUsedSize"]) == \
+        (0x80040102, 0x0000, 0), last  # ecNotSupported, Error: the lab's own answer
+    t.close()
+    assert p.alive()
+    [(got, sizes)] = received(dump, tag.encode("utf-16le"))
+    assert sizes == [0x7000, 0x7000]  # the client's PutBuffer and one side PutBuffer
+    assert W.EndMessage.to_bytes(4, "little") not in got[-8:]

@@ -455,11 +455,25 @@ def rop_put_buffer(s, r, handles):
     o = s.obj(handles, in_idx, 'fxup')
     if o is None:
         return struct.pack('<BBLHHHBH', 0x54, in_idx, R.ecNullObject, TS_ERROR, 0, 0, 0, 0)
+    if _put_fails(o, data):
+        s.log('emsmdb:   RopFastTransferDestinationPutBuffer refused (LAB_FX_PUT_FAIL)')
+        return struct.pack('<BBLHHHBH', 0x54, in_idx, R.ecNotSupported, TS_ERROR, 0, 0, 0, 0)
     o.data += data
     o.sizes.append(len(data))
     dump_upload(o)
     _apply_upload(s, o)
     return struct.pack('<BBLHHHBH', 0x54, in_idx, ecSuccess, TS_PARTIAL, 0, 0, 0, len(data))
+
+
+def _put_fails(o, data):
+    """LAB_FX_PUT_FAIL=TEXT,N: a PutBuffer that would take an upload whose
+    stream carries TEXT (UTF-16LE) past N bytes is refused (tests of how a
+    server's failure reaches the client)."""
+    spec = os.environ.get('LAB_FX_PUT_FAIL')
+    if not spec:
+        return False
+    text, n = spec.rsplit(',', 1)
+    return text.encode('utf-16le') in bytes(o.data) + data and len(o.data) + len(data) > int(n)
 
 
 def _apply_upload(s, o):
