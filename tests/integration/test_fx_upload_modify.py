@@ -22,7 +22,12 @@ tests/modules/mpm_msgtest.c gives the verdicts, over RPC and MAPI/HTTP:
   - the server refuses one of the proxy's side PutBuffers (LAB_FX_PUT_FAIL):
     the client's PutBuffer gets the server's error (ReturnValue,
     TransferStatus Error, BufferUsedSize 0), and the lab never got the
-    message's end.
+    message's end;
+  - an ICS upload by RopSynchronizationImportMessageChange and the online
+    ROPs (properties, a recipient, two attachments, RopSaveChangesMessage)
+    prefixed with its first attachment replaced: read back straight from
+    the lab (a session of the test's own, not through the proxy) by an ICS
+    sync that the lab's reader parses.
 """
 import os
 import sys
@@ -32,6 +37,7 @@ import pytest
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 
+import content_client as CC  # noqa: E402
 import emsmdb_client as EC  # noqa: E402
 import ics_client as IC  # noqa: E402
 import lab_fxwriter as W  # noqa: E402
@@ -39,7 +45,7 @@ import lab_store as LS  # noqa: E402
 from conftest import Lab  # noqa: E402
 from test_lab import ALICE  # noqa: E402
 from test_http_front_lab import lab_env  # noqa: E402
-from test_rop_lifetime import proxy_before  # noqa: E402
+from test_rop_lifetime import HttpTransport, RpcTransport, proxy_before  # noqa: E402
 
 SUBJECT, BODY = 0x0037001F, 0x1000001F
 NOTICE = "the attachment was removed by mpm_msgtest"
@@ -217,3 +223,54 @@ def test_upload_upstream_failure(request, make_proxy, tmp_path, transport):
     [(got, sizes)] = received(dump, tag.encode("utf-16le"))
     assert sizes == [0x7000, 0x7000]  # the client's PutBuffer and one side PutBuffer
     assert W.EndMessage.to_bytes(4, "little") not in got[-8:]
+
+
+def direct(transport, lab):
+    """A session straight to the lab, not through the proxy."""
+    if transport == "rpc":
+        return RpcTransport(lab.ports["emsmdb"])
+    return HttpTransport("https://localhost:%d" % lab["mapihttp"], lab["ca"])
+
+
+@pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
+def test_ics_upload_modified(request, make_proxy, tmp_path, transport):
+    opts = {"dcerpc_mapiproxy:modules": "mpm_msgtest",
+            "mpm_msgtest:log": str(tmp_path / "events.log"),
+            "mpm_msgtest:action": "prefix,replace", "mpm_msgtest:match": "ics modify me"}
+    p, t, lab = proxy_before(request, make_proxy, transport, opts, "rpc_lab", "mh_env")
+    c = t.c
+    [logon] = c.execute(EC.RopBuffer().logon(0, ALICE))
+    sent = logon["FolderIds"][6]
+    tag = "ics modify me %s" % transport
+    header = {W.PidTagSourceKey: bytes(21) + bytes([len(transport)]),
+              W.PidTagLastModificationTime: 0x01D9 << 48,
+              W.PidTagChangeKey: bytes(16) + b"\0\0\0\0\0\x31",
+              W.PidTagPredecessorChangeList: b"\x16" + bytes(16) + b"\0\0\0\0\0\x31"}
+    rb = EC.RopBuffer().open_folder(0, 1, sent)
+    IC.open_collector(rb, 1, 2)
+    IC.import_message_change(rb, 2, 3, header)
+    assert all(x.get("ReturnValue", 0) == 0 for x in c.execute(rb))
+    slots = CC._Slots()
+    slots.free = [x for x in slots.free if x > 3]
+    CC._fill(c, 3, message(tag, [("big.bin", BIG), ("small.txt", SMALL)]), slots, 0)
+    [sv] = c.execute(EC.RopBuffer().save_changes_message(3, 3))
+    assert sv["ReturnValue"] == 0
+    c.execute(EC.RopBuffer().release(3).release(2).release(1))
+    t.close()
+    assert p.alive()
+    ev = [x.split("\t") for x in (tmp_path / "events.log").read_text().splitlines()]
+    assert [e[:3] for e in ev if e[0] == "upload"] == \
+        [["upload", "ics-upload", "RopSaveChangesMessage"]], ev
+
+    d = direct(transport, lab)
+    [lg] = d.execute(EC.RopBuffer().logon(0, ALICE))
+    got = IC.sync_folder(d.c, 0, lg["FolderIds"][6], buffer_size=0x7F00)
+    d.close()
+    [m] = [x for x in got["messages"] if x["props"].get(SUBJECT) == "[TEST] " + tag]
+    assert m["props"][BODY] == "original body\r\n"
+    names = {a["props"][LS.PidTagAttachLongFilename]: a["props"] for a in m["attachments"]}
+    assert set(names) == {"big.bin.txt", "small.txt"}, names
+    assert names["big.bin.txt"][LS.PidTagAttachMimeTag] == "text/plain"
+    assert names["big.bin.txt"][LS.PidTagAttachDataBinary] == NOTICE.encode()
+    assert names["small.txt"][LS.PidTagAttachDataBinary] == SMALL
+    assert not any(x["props"].get(SUBJECT) == tag for x in got["messages"])
