@@ -101,22 +101,25 @@ enum {
     TAG_ATTACH_MIME_TAG = 0x370E001F,
     TAG_ATTACH_DATA = 0x37010102,
     TAG_PROGRESS_SIZE = 0x00000003,
-    TAG_MESSAGE_SIZE = 0x0E080003, /* PidTagMessageSize, PtypInteger32 */
+    TAG_MESSAGE_SIZE = 0x0E080003,     /* PidTagMessageSize, PtypInteger32 unsigned */
+    TAG_MESSAGE_SIZE_EXT = 0x0E080014, /* PidTagMessageSizeExtended, PtypInteger64 */
 };
 
-/* A little-endian PtypInteger32 size at p changed by delta, clamped to
- * 0 .. INT32_MAX (a size past what 32 bits say is not wrapped). */
-static void resize32(uint8_t *p, int64_t delta)
+/* A little-endian size of w bytes (4: unsigned 32-bit, MS-OXCMSG
+ * 2.2.1.7; 8: 64-bit) at p changed by delta, clamped to 0 .. the largest
+ * value it holds (a size past what 32 bits say is not wrapped). */
+static void resize(uint8_t *p, int w, int64_t delta)
 {
-    int64_t v = (int64_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                          (uint32_t)p[3] << 24);
-    v += delta;
-    if (v < 0)
-        v = 0;
-    if (v > INT32_MAX)
-        v = INT32_MAX;
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)((uint64_t)v >> (8 * i));
+    uint64_t v = 0;
+    for (int i = 0; i < w; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    uint64_t max = w == 4 ? UINT32_MAX : INT64_MAX;
+    if (delta < 0)
+        v = v < (uint64_t)-delta ? 0 : v - (uint64_t)-delta;
+    else
+        v = v > max - (uint64_t)delta ? max : v + (uint64_t)delta;
+    for (int i = 0; i < w; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 struct rw {
@@ -138,6 +141,7 @@ struct rw {
     struct mp_buf name; /* its PidTagAttachLongFilename (else PidTagAttachFilename) */
     bool name_long;
     size_t msize_at;  /* the change header's PidTagMessageSize value, in out (0: none) */
+    int msize_w;      /* its width: 4 or 8 */
     uint32_t cur_set; /* a partial change: the property a set replaces */
     int err;
 };
@@ -402,8 +406,10 @@ static int rw_cb(void *ud, const struct mp_fx_event *ev)
         /* the change header's message size follows the change */
         if (!rc && ev->kind == MP_FX_EV_PROP && !w->body &&
             (w->rw->kind == MP_FXRW_CHANGE || w->rw->kind == MP_FXRW_PARTIAL) &&
-            ev->tag == TAG_MESSAGE_SIZE && !w->msize_at)
+            (ev->tag == TAG_MESSAGE_SIZE || ev->tag == TAG_MESSAGE_SIZE_EXT) && !w->msize_at) {
             w->msize_at = w->e->len;
+            w->msize_w = ev->tag == TAG_MESSAGE_SIZE ? 4 : 8;
+        }
         return rc;
     }
     if (ev->kind == MP_FX_EV_DATA && w->cap_subject && mp_buf_append(&w->cap, ev->p, ev->n))
@@ -447,8 +453,8 @@ int mp_fxrw_message(const uint8_t *in, size_t n, const struct mp_fxrw *rw, struc
     if (!rc && n >= 12 && out->len >= 12 && !memcmp(in, out->out, 8) && in[0] == 0x0B &&
         in[1] == 0x00 && in[2] == 0x75 && in[3] == 0x40 && in[4] == 0x03 && !in[5] && !in[6] &&
         !in[7])
-        resize32(out->out + 8, delta);
-    if (!rc && w.msize_at && w.msize_at + 4 <= out->len)
-        resize32(out->out + w.msize_at, delta);
+        resize(out->out + 8, 4, delta);
+    if (!rc && w.msize_at && w.msize_at + (size_t)w.msize_w <= out->len)
+        resize(out->out + w.msize_at, w.msize_w, delta);
     return rc;
 }

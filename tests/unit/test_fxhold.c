@@ -265,10 +265,17 @@ static void test_change(void)
     mp_fx_enc_free(&in);
 }
 
-/* The change header's PidTagMessageSize and the progress size follow the
- * change's new length; a size that would pass INT32_MAX (or go below 0) is
- * clamped, not wrapped. */
-static void change_with_size(struct mp_fx_enc *in, uint32_t ppm, uint32_t msize)
+/* The change header's PidTagMessageSize (or PidTagMessageSizeExtended) and
+ * the progress size follow the change's new length; a size that would pass
+ * UINT32_MAX (or go below 0) is clamped, not wrapped. */
+static void change_sized(struct mp_fx_enc *in, uint32_t ppm, uint32_t size_tag, uint64_t msize);
+
+static void change_with_size(struct mp_fx_enc *in, uint32_t ppm, uint64_t msize)
+{
+    change_sized(in, ppm, 0x0E080003, msize);
+}
+
+static void change_sized(struct mp_fx_enc *in, uint32_t ppm, uint32_t size_tag, uint64_t msize)
 {
     uint8_t sk[22] = {9};
     mp_fx_enc_init(in);
@@ -277,7 +284,7 @@ static void change_with_size(struct mp_fx_enc *in, uint32_t ppm, uint32_t msize)
     mp_fx_enc_fixed(in, 0x0000000B, NULL, 0);
     mp_fx_enc_marker(in, MP_FX_IncrSyncChg);
     mp_fx_enc_var(in, 0x65E00102, NULL, sk, sizeof sk);
-    mp_fx_enc_fixed(in, 0x0E080003, NULL, msize); /* PidTagMessageSize */
+    mp_fx_enc_fixed(in, size_tag, NULL, msize); /* PidTagMessageSize(Extended) */
     mp_fx_enc_fixed(in, 0x674A0014, NULL, 0x99);
     mp_fx_enc_marker(in, MP_FX_IncrSyncMessage);
     mp_fx_enc_var(in, 0x1000001F, NULL, (const uint8_t *)"a\0b\0\0\0", 6);
@@ -304,13 +311,13 @@ static void test_change_sizes(void)
     CHECK_EQ(u32_at(e.out + 8), (uint32_t)(5000 + d));
     CHECK_EQ(u32_at(e.out + at), (uint32_t)(4000 + d));
     mp_fx_enc_free(&e);
-    /* a block shortens nothing here (the notice is longer than the body),
-     * so near INT32_MAX both clamp */
+    /* near the largest unsigned 32-bit value (MS-OXCMSG 2.2.1.7: PtypInteger32,
+     * unsigned) both clamp */
     mp_fx_enc_free(&in);
-    change_with_size(&in, 0x7FFFFFF0, 0x7FFFFFFF);
+    change_with_size(&in, 0xFFFFFFF0u, 0xFFFFFFFFu);
     CHECK_EQ(rewrite(in.out, in.len, &rw, &e), 0);
-    CHECK_EQ(u32_at(e.out + 8), 0x7FFFFFFFu);
-    CHECK_EQ(u32_at(e.out + at), 0x7FFFFFFFu);
+    CHECK_EQ(u32_at(e.out + 8), 0xFFFFFFFFu);
+    CHECK_EQ(u32_at(e.out + at), 0xFFFFFFFFu);
     mp_fx_enc_free(&e);
     mp_fx_enc_free(&in);
     /* a body set shorter than before below a size of 1: 0, not wrapped */
@@ -323,6 +330,14 @@ static void test_change_sizes(void)
     CHECK(e.len < in.len);
     CHECK_EQ(u32_at(e.out + 8), 0u);
     CHECK_EQ(u32_at(e.out + at), 0u);
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&in);
+    /* PidTagMessageSizeExtended: 64 bits, past 32 */
+    change_sized(&in, 5000, 0x0E080014, 0xFFFFFFF0ull);
+    CHECK_EQ(rewrite(in.out, in.len, &rw, &e), 0);
+    d = (int64_t)e.len - (int64_t)in.len;
+    uint64_t v64 = (uint64_t)u32_at(e.out + at) | (uint64_t)u32_at(e.out + at + 4) << 32;
+    CHECK_EQ(v64, 0xFFFFFFF0ull + (uint64_t)d);
     mp_fx_enc_free(&e);
     mp_fx_enc_free(&in);
 }
