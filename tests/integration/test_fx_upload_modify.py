@@ -23,6 +23,10 @@ tests/modules/mpm_msgtest.c gives the verdicts, over RPC and MAPI/HTTP:
     the client's PutBuffer gets the server's error (ReturnValue,
     TransferStatus Error, BufferUsedSize 0), and the lab never got the
     message's end;
+  - past mapiproxy:fx hold limit (30000 here) the message goes upstream
+    as it comes: unchanged (the module's event says it cannot modify), all
+    PutBuffers the client's own sizes, a warning logged; a block still
+    answers the last PutBuffer ecAccessDenied;
   - an ICS upload by RopSynchronizationImportMessageChange and the online
     ROPs (properties, a recipient, two attachments, RopSaveChangesMessage)
     prefixed with its first attachment replaced: read back straight from
@@ -73,10 +77,10 @@ def rpc_lab(tmp_path_factory):
     lab.stop()
 
 
-def session(request, make_proxy, tmp_path, transport, action, match):
+def session(request, make_proxy, tmp_path, transport, action, match, extra=()):
     opts = {"dcerpc_mapiproxy:modules": "mpm_msgtest",
             "mpm_msgtest:log": str(tmp_path / "events.log"), "mpm_msgtest:action": action,
-            "mpm_msgtest:match": match, "mpm_msgtest:hold": "30"}
+            "mpm_msgtest:match": match, "mpm_msgtest:hold": "30", **dict(extra)}
     p, t, lab = proxy_before(request, make_proxy, transport, opts, "rpc_lab", "mh_env")
     [logon] = t.execute(EC.RopBuffer().logon(0, ALICE))
     assert logon["ReturnValue"] == 0
@@ -274,3 +278,27 @@ def test_ics_upload_modified(request, make_proxy, tmp_path, transport):
     assert names["big.bin.txt"][LS.PidTagAttachDataBinary] == NOTICE.encode()
     assert names["small.txt"][LS.PidTagAttachDataBinary] == SMALL
     assert not any(x["props"].get(SUBJECT) == tag for x in got["messages"])
+
+
+@pytest.mark.parametrize("action", ["prefix", "block"])
+def test_upload_past_hold_limit(request, make_proxy, tmp_path, action):
+    p, t, dump = session(request, make_proxy, tmp_path, "rpc", action, "too big",
+                         {"mapiproxy:fx hold limit": "30000"})
+    sent = t.c.execute(EC.RopBuffer().logon(0, ALICE))[0]["FolderIds"][6]
+    tag = "too big %s" % action
+    stream = W.top_message(message(tag, [("big.bin", BIG)]))
+    rs = put_stream(t, sent, stream, 7000)
+    t.close()
+    assert p.alive()
+    assert len(rs) == (len(stream) + 6999) // 7000
+    [(got, sizes)] = received(dump, tag.encode("utf-16le"))
+    ev = [x.split("\t") for x in (tmp_path / "events.log").read_text().splitlines()]
+    [e] = [x for x in ev if x[0] == "upload"]
+    assert e[-3] == "0"  # can_modify: no
+    assert "held past mapiproxy:fx hold limit" in p.log()
+    if action == "prefix":
+        assert all(r["ReturnValue"] == 0 and r["BufferUsedSize"] == r["sent"] for r in rs)
+        assert got == stream and max(sizes) <= 0x7000  # unchanged
+    else:
+        assert [r["ReturnValue"] for r in rs] == [0] * (len(rs) - 1) + [EC_ACCESS_DENIED]
+        assert len(got) < len(stream) and stream.startswith(got)  # no end: nothing stored
