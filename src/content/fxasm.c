@@ -732,7 +732,9 @@ void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
     struct mp_fxctx *c = *pp;
     c->f->rop_index = (int)ri;
     c->f->at_request = true;
-    if (c->f->q && !c->f->failed && mp_fxq_append(c->f->q, q->TransferData, q->TransferDataSize)) {
+    /* appended even when the stream failed to decode: nothing is held then,
+     * the bytes go on in order */
+    if (c->f->q && mp_fxq_append(c->f->q, q->TransferData, q->TransferDataSize)) {
         mp_asm_warn(a, "%s stream: out of memory holding a buffer; not held from here on",
                     mp_msg_mode_name(c->f->mode));
         up_unhold(c);
@@ -901,9 +903,18 @@ void mp_asm_fx_up_emit(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
         struct mp_fxq *q = c->f->q;
         size_t rel = mp_fxq_releasable(q);
         if (!rel) {
-            if (up_answer(c, call, ri, rq))
-                mp_asm_warn(a, "%s stream: cannot answer a held PutBuffer", "ics-upload");
-            continue;
+            if (!up_answer(c, call, ri, rq))
+                continue;
+            /* not answerable here (a call of several ROP buffers): the held
+             * message goes on as it comes, no verdict can change it */
+            mp_asm_warn(a,
+                        "%s stream: cannot answer a held PutBuffer; the message is relayed as "
+                        "it comes",
+                        "ics-upload");
+            q->open = false;
+            c->f->unheld = true;
+            if (!(rel = mp_fxq_releasable(q)))
+                continue;
         }
         size_t chunk = rq->TransferDataSize > UP_CHUNK ? rq->TransferDataSize : UP_CHUNK;
         size_t want = rel < chunk ? rel : chunk;

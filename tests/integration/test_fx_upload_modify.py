@@ -302,3 +302,23 @@ def test_upload_past_hold_limit(request, make_proxy, tmp_path, action):
     else:
         assert [r["ReturnValue"] for r in rs] == [0] * (len(rs) - 1) + [EC_ACCESS_DENIED]
         assert len(got) < len(stream) and stream.startswith(got)  # no end: nothing stored
+
+
+def test_upload_malformed_passes(request, make_proxy, tmp_path):
+    """A stream the proxy cannot decode (a message, then an unknown property
+    type) is not held from there on: the upstream gets every byte, in order,
+    and judges it; one warning."""
+    p, t, dump = session(request, make_proxy, tmp_path, "rpc", "prefix", "malformed")
+    sent = t.c.execute(EC.RopBuffer().logon(0, ALICE))[0]["FolderIds"][6]
+    good = W.top_message(message("malformed first", [("big.bin", BIG[:20000])]))
+    bad = W.StartMessage.to_bytes(4, "little") + b"\x37\x00\x99\x99" + bytes(range(256)) * 40
+    rs = put_stream(t, sent, good + bad, 7000)
+    t.close()
+    assert p.alive()
+    assert all(r["ReturnValue"] == 0 and r["BufferUsedSize"] == r["sent"] for r in rs)
+    [(got, sizes)] = received(dump, "malformed first".encode("utf-16le"))
+    plus = len("[TEST] ".encode("utf-16le"))  # the first message was complete: prefixed
+    assert got.endswith(bad) and len(got) == len(good) + plus + len(bad)
+    assert W.messages_of(W.parse(got[:-len(bad)]))[0]["props"][SUBJECT] == \
+        "[TEST] malformed first"
+    assert "ics-upload stream not assembled" in p.log()
