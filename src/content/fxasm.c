@@ -190,6 +190,10 @@ static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
         }
         return;
     case MP_FX_E_PROGRESS_MSG: /* its size goes with the change after it */
+        if (f->top) {          /* inside a message: not a change's (a malformed stream) */
+            f->ppm_valid = false;
+            return;
+        }
         f->ppm_valid = true;
         f->ppm_start = ev->offset;
         if (f->q && !f->top) { /* held with it, even when a buffer ends before the change */

@@ -110,10 +110,12 @@ enum {
  * value it holds (a size past what 32 bits say is not wrapped). */
 static void resize(uint8_t *p, int w, int64_t delta)
 {
+    if (!delta)
+        return; /* the same length: the server's bytes */
     uint64_t v = 0;
     for (int i = 0; i < w; i++)
         v |= (uint64_t)p[i] << (8 * i);
-    uint64_t max = w == 4 ? UINT32_MAX : INT64_MAX;
+    uint64_t max = w == 4 ? UINT32_MAX : UINT64_MAX;
     if (delta < 0)
         v = v < (uint64_t)-delta ? 0 : v - (uint64_t)-delta;
     else
