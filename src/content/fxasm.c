@@ -731,6 +731,8 @@ void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
         return;
     const struct mp_rop_req_FastTransferDestinationPutBuffer *q = mp_call_rop(call, false, ri);
     struct mp_fxctx **pp = ctx_find(list, mp_call_rop_object(call, false, ri));
+    if (pp) /* marks of an earlier call (its memory may be this call's now) */
+        (*pp)->local_call = (*pp)->answered_call = (*pp)->pend_call = NULL;
     if (!q || !pp || !q->TransferData || !q->TransferDataSize)
         return;
     struct mp_fxctx *c = *pp;
