@@ -715,6 +715,34 @@ static void up_unhold(struct mp_fxctx *c)
     c->f->q = NULL;
 }
 
+/* RopFastTransferDestinationPutBufferExtended is relayed as it comes (its
+ * response counts differ; the proxy answers and sends PutBuffer only):
+ * its context is held no more.  Bytes still held (a client that switched
+ * in mid-stream) go in front of its data when they fit. */
+static void up_extended(struct mp_asm *a, struct mp_fxctx *c, struct mp_call *call, size_t ri)
+{
+    struct mp_rop_req_FastTransferDestinationPutBufferExtended *rq = mp_call_rop(call, false, ri);
+    size_t qn = mp_fxq_len(&c->q);
+    c->q.open = false; /* all of it goes */
+    if (qn && rq && qn + rq->TransferDataSize <= 0xFFFF) {
+        uint8_t *b = mp_call_alloc(call, qn + rq->TransferDataSize);
+        if (b) {
+            mp_fxq_take(&c->q, qn, b); /* nothing held: all of it releasable */
+            memcpy(b + qn, rq->TransferData, rq->TransferDataSize);
+            rq->TransferData = b;
+            rq->TransferDataSize = (uint16_t)(qn + rq->TransferDataSize);
+            mp_call_rop_changed(call, false, ri);
+            qn = 0;
+        }
+    }
+    if (qn)
+        mp_asm_warn(
+            a, "%s stream: %zu held bytes dropped (RopFastTransferDestinationPutBufferExtended)",
+            mp_msg_mode_name(c->f->mode), qn);
+    c->f->unheld = true; /* the message being assembled goes as it comes */
+    up_unhold(c);
+}
+
 void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t ri)
 {
     uint8_t id = mp_call_rop_id(call, false, ri);
@@ -738,15 +766,18 @@ void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
     struct mp_fxctx *c = *pp;
     c->f->rop_index = (int)ri;
     c->f->at_request = true;
+    const uint8_t *data = q->TransferData; /* the client's (up_extended may change q's) */
+    size_t size = q->TransferDataSize;
+    if (c->f->q && id == MP_ROP_FastTransferDestinationPutBufferExtended)
+        up_extended(a, c, call, ri);
     /* appended even when the stream failed to decode: nothing is held then,
      * the bytes go on in order */
-    if (c->f->q && mp_fxq_append(c->f->q, q->TransferData, q->TransferDataSize)) {
+    if (c->f->q && mp_fxq_append(c->f->q, data, size)) {
         mp_asm_warn(a, "%s stream: out of memory holding a buffer; not held from here on",
                     mp_msg_mode_name(c->f->mode));
         up_unhold(c);
     }
-    mp_fxasm_feed(c->f, q->TransferData, q->TransferDataSize,
-                  "RopFastTransferDestinationPutBuffer");
+    mp_fxasm_feed(c->f, data, size, "RopFastTransferDestinationPutBuffer");
     hold_limit(a, c);
 }
 

@@ -27,6 +27,8 @@ tests/modules/mpm_msgtest.c gives the verdicts, over RPC and MAPI/HTTP:
     as it comes: unchanged (the module's event says it cannot modify), all
     PutBuffers the client's own sizes, a warning logged; a block still
     answers the last PutBuffer ecAccessDenied;
+  - RopFastTransferDestinationPutBufferExtended is relayed as it comes (not
+    held, so a prefix is not applied), byte for byte, a block still works;
   - an ICS upload by RopSynchronizationImportMessageChange and the online
     ROPs (properties, a recipient, two attachments, RopSaveChangesMessage)
     prefixed with its first attachment replaced: read back straight from
@@ -87,7 +89,7 @@ def session(request, make_proxy, tmp_path, transport, action, match, extra=()):
     return p, t, lab.dump if transport == "rpc" else lab["dump"]
 
 
-def put_stream(t, fid, stream, chunk):
+def put_stream(t, fid, stream, chunk, put=IC.put_buffer):
     """RopFastTransferDestinationConfigure (CopyMessages) and the stream in
     PutBuffers of chunk bytes: every PutBuffer's response (up to the first
     failure)."""
@@ -96,7 +98,7 @@ def put_stream(t, fid, stream, chunk):
     assert all(x["ReturnValue"] == 0 for x in t.execute(rb))
     out = []
     for i in range(0, len(stream), chunk):
-        [r] = t.execute(IC.put_buffer(EC.RopBuffer(), 2, stream[i:i + chunk]))
+        [r] = t.execute(put(EC.RopBuffer(), 2, stream[i:i + chunk]))
         r["sent"] = len(stream[i:i + chunk])
         out.append(r)
         if r["ReturnValue"]:
@@ -322,3 +324,21 @@ def test_upload_malformed_passes(request, make_proxy, tmp_path):
     assert W.messages_of(W.parse(got[:-len(bad)]))[0]["props"][SUBJECT] == \
         "[TEST] malformed first"
     assert "ics-upload stream not assembled" in p.log()
+
+
+@pytest.mark.parametrize("action", ["prefix", "block"])
+def test_upload_put_buffer_extended(request, make_proxy, tmp_path, action):
+    p, t, dump = session(request, make_proxy, tmp_path, "mapihttp", action, "extended")
+    sent = t.c.execute(EC.RopBuffer().logon(0, ALICE))[0]["FolderIds"][6]
+    tag = "extended %s" % action
+    stream = W.top_message(message(tag, [("big.bin", BIG[:30000])]))
+    rs = put_stream(t, sent, stream, 7000, IC.put_buffer_ext)
+    t.close()
+    assert p.alive()
+    [(got, sizes)] = received(dump, tag.encode("utf-16le"))
+    if action == "prefix":
+        assert all(r["ReturnValue"] == 0 and r["BufferUsedSize"] == r["sent"] for r in rs)
+        assert got == stream and set(sizes[:-1]) == {7000}  # the client's, as it sent them
+    else:
+        assert [r["ReturnValue"] for r in rs] == [0] * (len(rs) - 1) + [EC_ACCESS_DENIED]
+        assert stream.startswith(got) and len(got) < len(stream)

@@ -465,6 +465,24 @@ def rop_put_buffer(s, r, handles):
     return struct.pack('<BBLHHHBH', 0x54, in_idx, ecSuccess, TS_PARTIAL, 0, 0, 0, len(data))
 
 
+def rop_put_buffer_ext(s, r, handles):
+    """RopFastTransferDestinationPutBufferExtended (MS-OXCROPS 2.2.12.3):
+    the request as PutBuffer's; the response's counts are 32-bit."""
+    r.u8()
+    r.u8()
+    in_idx = r.u8()
+    data = r.take(r.u16())
+    o = s.obj(handles, in_idx, 'fxup')
+    if o is None or _put_fails(o, data):
+        return struct.pack('<BBLHLLBH', 0x9D, in_idx, R.ecNullObject if o is None
+                           else R.ecNotSupported, TS_ERROR, 0, 0, 0, 0)
+    o.data += data
+    o.sizes.append(len(data))
+    dump_upload(o)
+    _apply_upload(s, o)
+    return struct.pack('<BBLHLLBH', 0x9D, in_idx, ecSuccess, TS_PARTIAL, 0, 0, 0, len(data))
+
+
 def _put_fails(o, data):
     """LAB_FX_PUT_FAIL=TEXT,N: a PutBuffer that would take an upload whose
     stream carries TEXT (UTF-16LE) past N bytes is refused (tests of how a
@@ -510,6 +528,7 @@ R.ROP_HANDLERS.update({
     0x4E: rop_get_buffer,
     0x53: rop_dest_configure,
     0x54: rop_put_buffer,
+    0x9D: rop_put_buffer_ext,
     0x70: rop_sync_configure,
     0x72: rop_import_message_change,
     0x75: rop_upload_state_begin,
