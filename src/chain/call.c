@@ -165,30 +165,35 @@ void mp_call_drop_decoded(struct mp_call *m, bool req)
 }
 
 #ifdef MP_HAVE_CODEC
-/* The last call's arena, reset, for the thread's next call: a decoded call
- * (decode+re-encode: chunks of 4 to 64 KiB) then costs no malloc and free
- * of its chunks, and no heap consolidation on freeing the large one. */
-static _Thread_local struct mp_arena *spare_arena;
+/* The last calls' arenas, reset, for the thread's next calls: a decoded
+ * call (decode+re-encode: chunks of 4 to 64 KiB) then costs no malloc and
+ * free of its chunks, and no heap consolidation on freeing the large one.
+ * Several: with many calls in flight on a worker (each holds its arena
+ * while the upstream answers), the calls ending in one turn of the loop
+ * leave theirs for the calls starting in the next. */
+#define SPARE_ARENAS 16
+static _Thread_local struct mp_arena *spare_arena[SPARE_ARENAS];
+static _Thread_local unsigned n_spare;
 
 static void arena_put(struct mp_arena *a)
 {
-    if (spare_arena) {
+    if (n_spare == SPARE_ARENAS) {
         mp_arena_free(a);
         free(a);
         return;
     }
     mp_arena_reset(a);
-    spare_arena = a;
+    spare_arena[n_spare++] = a;
 }
 #endif
 
 void mp_call_cache_release(void)
 {
 #ifdef MP_HAVE_CODEC
-    if (spare_arena) {
-        mp_arena_free(spare_arena);
-        free(spare_arena);
-        spare_arena = NULL;
+    while (n_spare) {
+        struct mp_arena *a = spare_arena[--n_spare];
+        mp_arena_free(a);
+        free(a);
     }
 #endif
 }
@@ -326,9 +331,8 @@ int mp_call_set_response_stub(struct mp_call *m, const uint8_t *stub, size_t len
 #ifdef MP_HAVE_CODEC
 struct mp_arena *mp_call_arena(struct mp_call *m)
 {
-    if (!m->arena && spare_arena) {
-        m->arena = spare_arena;
-        spare_arena = NULL;
+    if (!m->arena && n_spare) {
+        m->arena = spare_arena[--n_spare];
     } else if (!m->arena) {
         m->arena = malloc(sizeof(*m->arena));
         if (m->arena)

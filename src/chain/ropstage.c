@@ -788,8 +788,19 @@ static int store_rgb(struct mp_call *m, bool response, const uint8_t *const *seg
     return 0;
 }
 
+/* Whether the call's rgb is exactly what side s decoded (no bytes after the
+ * RPC_HEADER_EXT chain's Last payload), so that contents equal to the
+ * decoded ones mean the original rgb. */
+static bool side_whole(struct mp_call *m, bool response, const struct side *s)
+{
+    size_t len;
+    if (!call_rgb(m, response, &len))
+        return false;
+    return !s->have_x || s->x.consumed == len;
+}
+
 /* Encodes every buffer of side s (buffer 0 replaced by b0 if not NULL) and
- * stores the result in the call. */
+ * stores the result in the call, unless it comes out as the original. */
 static int encode_side(struct mp_call *m, bool response, struct side *s,
                        const struct mp_rop_buf *b0, const bool *b0_changed, uint32_t reserve)
 {
@@ -797,11 +808,15 @@ static int encode_side(struct mp_call *m, bool response, struct side *s,
     size_t nseg = s->nbuf;
     const uint8_t **seg = mp_arena_calloc(a, nseg, sizeof(*seg));
     size_t *len = mp_arena_calloc(a, nseg, sizeof(*len));
-    struct mp_buf *bufs = calloc(nseg, sizeof(*bufs));
+    struct mp_buf *bufs = mp_arena_calloc(a, nseg, sizeof(*bufs));
     int rc = -1;
     if (!seg || !len || !bufs)
         goto out;
     size_t it = 0;
+    /* every buffer re-encodes to its original bytes (a module marked ROPs
+     * changed but left their fields as they were): the call keeps its
+     * original rgb, and nothing is re-compressed or re-encoded as NDR */
+    bool same = reserve == 0 && side_whole(m, response, s);
     for (size_t i = 0; i < nseg; i++) {
         const struct mp_rop_buf *b = i == 0 && b0 ? b0 : &s->bufs[i];
         size_t nb = s->bufs[i].n;
@@ -853,12 +868,16 @@ static int encode_side(struct mp_call *m, bool response, struct side *s,
         seg[i] = bufs[i].data;
         len[i] = bufs[i].len;
         it += nb;
+        if (same) {
+            size_t ol = s->flat_len;
+            const uint8_t *o = s->have_x ? mp_rpcext_content(&s->x, i, &ol) : s->flat;
+            same = ol == len[i] && !memcmp(o, seg[i], ol);
+        }
     }
-    rc = store_rgb(m, response, seg, len, nseg, s, reserve);
+    rc = same ? 0 : store_rgb(m, response, seg, len, nseg, s, reserve);
 out:
     for (size_t i = 0; bufs && i < nseg; i++)
         mp_buf_free(&bufs[i]);
-    free(bufs);
     return rc;
 }
 

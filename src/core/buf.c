@@ -1,7 +1,99 @@
 #include "core/buf.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The thread's cache of buffer memory (mp_buf_cache_enable): a decoded
+ * call's buffers (reassembled stubs, decompressed payloads, re-encoded ROP
+ * buffers, the connections' output) come and go several times per call;
+ * taking them from here costs no malloc and no free, and no consolidation
+ * of the heap when a large one is freed.  Blocks of 1 to 128 KiB, at most
+ * CACHE_SLOTS of them and CACHE_BYTES (2 MiB) in all per thread.  Under
+ * AddressSanitizer a cached block is poisoned, as a freed one would be. */
+#define CACHE_SLOTS 64
+#define CACHE_MIN ((size_t)1024)
+#define CACHE_MAX ((size_t)128 << 10)
+#define CACHE_BYTES ((size_t)2 << 20)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MP_BUF_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MP_BUF_ASAN 1
+#endif
+#endif
+#ifdef MP_BUF_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+static _Thread_local struct blk {
+    void *p;
+    size_t cap;
+} cache[CACHE_SLOTS];
+static _Thread_local unsigned n_cache;
+static _Thread_local size_t cache_bytes;
+static _Thread_local bool cache_on;
+
+void mp_buf_cache_enable(void)
+{
+    cache_on = true;
+}
+
+void mp_buf_cache_release(void)
+{
+    for (unsigned i = 0; i < n_cache; i++) {
+        UNPOISON(cache[i].p, cache[i].cap);
+        free(cache[i].p);
+    }
+    n_cache = 0;
+    cache_bytes = 0;
+    cache_on = false;
+}
+
+void *mp_buf_take(size_t need, size_t *cap)
+{
+    size_t c = CACHE_MIN;
+    while (c < need)
+        c *= 2;
+    int best = -1; /* the smallest cached block that fits, up to 4 times the need */
+    for (unsigned i = 0; i < n_cache; i++)
+        if (cache[i].cap >= need && cache[i].cap <= 4 * c &&
+            (best < 0 || cache[i].cap < cache[best].cap))
+            best = (int)i;
+    if (best >= 0) {
+        void *p = cache[best].p;
+        *cap = cache[best].cap;
+        cache_bytes -= *cap;
+        cache[best] = cache[--n_cache];
+        UNPOISON(p, *cap);
+        return p;
+    }
+    void *p = malloc(c);
+    if (p)
+        *cap = c;
+    return p;
+}
+
+void mp_buf_give(void *p, size_t cap)
+{
+    if (!p)
+        return;
+    if (!cache_on || cap < CACHE_MIN || cap > CACHE_MAX || n_cache == CACHE_SLOTS ||
+        cache_bytes + cap > CACHE_BYTES) {
+        free(p);
+        return;
+    }
+    POISON(p, cap);
+    cache[n_cache].p = p;
+    cache[n_cache++].cap = cap;
+    cache_bytes += cap;
+}
 
 int mp_buf_reserve(struct mp_buf *b, size_t extra)
 {
@@ -19,6 +111,18 @@ int mp_buf_reserve(struct mp_buf *b, size_t extra)
     size_t need = b->len + extra, cap = b->cap ? b->cap : 1024;
     while (cap < need)
         cap *= 2;
+    if (!b->data || (cache_on && cap <= CACHE_MAX)) {
+        size_t got;
+        uint8_t *p = mp_buf_take(cap, &got);
+        if (!p)
+            return -1;
+        if (b->len)
+            memcpy(p, b->data, b->len);
+        mp_buf_give(b->data, b->cap);
+        b->data = p;
+        b->cap = got;
+        return 0;
+    }
     uint8_t *p = realloc(b->data, cap);
     if (!p)
         return -1;
@@ -47,7 +151,7 @@ void mp_buf_consume(struct mp_buf *b, size_t n)
 
 void mp_buf_free(struct mp_buf *b)
 {
-    free(b->data);
+    mp_buf_give(b->data, b->cap);
     b->data = NULL;
     b->off = b->len = b->cap = 0;
 }
