@@ -217,7 +217,6 @@ static void call_free(struct mp_call *m, void *ctx)
     mp_fxside_call_free(rc->fxside);
     side_free(&rc->rq);
     side_free(&rc->rs);
-    free(rc);
 }
 
 void **mp_ropstage_msgev_call(struct mp_call *m)
@@ -650,7 +649,9 @@ static void request(struct mp_call *m)
     if (!carries_rops(m))
         return;
     void **slot = mp_call_stage_slot(m, &mp_rop_stage);
-    if (!slot || (!*slot && !(*slot = calloc(1, sizeof(struct mp_ropcall)))))
+    struct mp_arena *ca = mp_call_arena(m);
+    /* call memory: gone with the call's arena, after call_free */
+    if (!slot || !ca || (!*slot && !(*slot = mp_arena_calloc(ca, 1, sizeof(struct mp_ropcall)))))
         return;
     struct mp_ropcall *rc = *slot;
     side_free(&rc->rq);
@@ -669,9 +670,10 @@ static void request(struct mp_call *m)
 }
 
 /* Appends a ROP buffer: rops whose item is unchanged are written as their
- * original bytes. */
+ * original bytes.  With ref: appends nothing, and returns 1 when the buffer
+ * would come out as ref[0..ref_len), else 0. */
 static int encode_rops(struct mp_buf *out, const struct mp_rop_buf *b, struct mp_rop *tmp,
-                       const bool *changed)
+                       const bool *changed, const uint8_t *ref, size_t ref_len)
 {
     struct mp_rop_buf e = *b;
     for (size_t i = 0; i < b->n; i++) {
@@ -680,6 +682,8 @@ static int encode_rops(struct mp_buf *out, const struct mp_rop_buf *b, struct mp
             tmp[i].v = NULL;
     }
     e.rops = tmp;
+    if (ref)
+        return mp_rop_encodes_as(&e, ref, ref_len);
     return mp_rop_encode(out, &e);
 }
 
@@ -856,11 +860,17 @@ static int encode_side(struct mp_call *m, bool response, struct side *s,
             b = nbf;
         }
         size_t olen = s->flat_len; /* about the original's size: one allocation */
-        if (s->have_x)
-            mp_rpcext_content(&s->x, i, &olen);
+        const uint8_t *orig = s->have_x ? mp_rpcext_content(&s->x, i, &olen) : s->flat;
+        if (same && encode_rops(NULL, b, tmp, ch, orig, olen)) {
+            seg[i] = orig; /* the same bytes, found without making a copy */
+            len[i] = olen;
+            it += nb;
+            continue;
+        }
+        same = false;
         if (mp_buf_reserve(&bufs[i], olen + 64))
             goto out;
-        if (encode_rops(&bufs[i], b, tmp, ch)) {
+        if (encode_rops(&bufs[i], b, tmp, ch, NULL, 0)) {
             mp_warn("call %s %s: a changed ROP buffer does not encode (RopSize over 65535?)",
                     m->peer, m->op_name);
             goto out;
@@ -868,11 +878,6 @@ static int encode_side(struct mp_call *m, bool response, struct side *s,
         seg[i] = bufs[i].data;
         len[i] = bufs[i].len;
         it += nb;
-        if (same) {
-            size_t ol = s->flat_len;
-            const uint8_t *o = s->have_x ? mp_rpcext_content(&s->x, i, &ol) : s->flat;
-            same = ol == len[i] && !memcmp(o, seg[i], ol);
-        }
     }
     rc = same ? 0 : store_rgb(m, response, seg, len, nseg, s, reserve);
 out:

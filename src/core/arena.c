@@ -132,6 +132,14 @@ void mp_arena_reset(struct mp_arena *a)
     a->used = 0;
 }
 
+size_t mp_arena_held(const struct mp_arena *a)
+{
+    size_t n = 0;
+    for (const struct mp_arena_chunk *c = a->head; c; c = c->next)
+        n += c->cap;
+    return n;
+}
+
 void mp_arena_free(struct mp_arena *a)
 {
     struct mp_arena_chunk *c = a->head;

@@ -8,13 +8,17 @@
  * call's buffers (reassembled stubs, decompressed payloads, re-encoded ROP
  * buffers, the connections' output) come and go several times per call;
  * taking them from here costs no malloc and no free, and no consolidation
- * of the heap when a large one is freed.  Blocks of 1 to 128 KiB, at most
- * CACHE_SLOTS of them and CACHE_BYTES (2 MiB) in all per thread.  Under
- * AddressSanitizer a cached block is poisoned, as a freed one would be. */
-#define CACHE_SLOTS 64
+ * of the heap when a large one is freed.  Blocks of 1 to 128 KiB in eight
+ * power-of-two classes, a stack of at most CLASS_SLOTS per class and
+ * CACHE_BYTES (16 MiB) in all per thread: enough for the calls ending in
+ * one turn of a worker's loop with 256 clients to leave theirs for the
+ * calls starting in the next.  Under AddressSanitizer a cached block is
+ * poisoned, as a freed one would be. */
+#define N_CLASS 8 /* 1 KiB << k */
+#define CLASS_SLOTS 512
 #define CACHE_MIN ((size_t)1024)
-#define CACHE_MAX ((size_t)128 << 10)
-#define CACHE_BYTES ((size_t)2 << 20)
+#define CACHE_MAX (CACHE_MIN << (N_CLASS - 1))
+#define CACHE_BYTES ((size_t)16 << 20)
 
 #if defined(__SANITIZE_ADDRESS__)
 #define MP_BUF_ASAN 1
@@ -32,11 +36,9 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-static _Thread_local struct blk {
-    void *p;
-    size_t cap;
-} cache[CACHE_SLOTS];
-static _Thread_local unsigned n_cache;
+/* class k holds blocks of at least CACHE_MIN << k bytes */
+static _Thread_local void *cache[N_CLASS][CLASS_SLOTS];
+static _Thread_local unsigned n_cache[N_CLASS];
 static _Thread_local size_t cache_bytes;
 static _Thread_local bool cache_on;
 
@@ -47,11 +49,13 @@ void mp_buf_cache_enable(void)
 
 void mp_buf_cache_release(void)
 {
-    for (unsigned i = 0; i < n_cache; i++) {
-        UNPOISON(cache[i].p, cache[i].cap);
-        free(cache[i].p);
+    for (unsigned k = 0; k < N_CLASS; k++) {
+        while (n_cache[k]) {
+            void *p = cache[k][--n_cache[k]];
+            UNPOISON(p, CACHE_MIN << k);
+            free(p);
+        }
     }
-    n_cache = 0;
     cache_bytes = 0;
     cache_on = false;
 }
@@ -59,18 +63,18 @@ void mp_buf_cache_release(void)
 void *mp_buf_take(size_t need, size_t *cap)
 {
     size_t c = CACHE_MIN;
-    while (c < need)
+    unsigned k = 0;
+    while (c < need) {
         c *= 2;
-    int best = -1; /* the smallest cached block that fits, up to 4 times the need */
-    for (unsigned i = 0; i < n_cache; i++)
-        if (cache[i].cap >= need && cache[i].cap <= 4 * c &&
-            (best < 0 || cache[i].cap < cache[best].cap))
-            best = (int)i;
-    if (best >= 0) {
-        void *p = cache[best].p;
-        *cap = cache[best].cap;
+        k++;
+    }
+    /* the class of need, or one or two above (at most 4 times the need) */
+    for (unsigned j = k; j < N_CLASS && j <= k + 2; j++) {
+        if (!n_cache[j])
+            continue;
+        void *p = cache[j][--n_cache[j]];
+        *cap = CACHE_MIN << j;
         cache_bytes -= *cap;
-        cache[best] = cache[--n_cache];
         UNPOISON(p, *cap);
         return p;
     }
@@ -84,15 +88,18 @@ void mp_buf_give(void *p, size_t cap)
 {
     if (!p)
         return;
-    if (!cache_on || cap < CACHE_MIN || cap > CACHE_MAX || n_cache == CACHE_SLOTS ||
-        cache_bytes + cap > CACHE_BYTES) {
+    unsigned k = 0;
+    while (k + 1 < N_CLASS && (CACHE_MIN << (k + 1)) <= cap)
+        k++;
+    size_t c = CACHE_MIN << k; /* the class's size: cap or less */
+    if (!cache_on || cap < CACHE_MIN || cap >= 2 * CACHE_MAX || n_cache[k] == CLASS_SLOTS ||
+        cache_bytes + c > CACHE_BYTES) {
         free(p);
         return;
     }
-    POISON(p, cap);
-    cache[n_cache].p = p;
-    cache[n_cache++].cap = cap;
-    cache_bytes += cap;
+    POISON(p, c);
+    cache[k][n_cache[k]++] = p;
+    cache_bytes += c;
 }
 
 int mp_buf_reserve(struct mp_buf *b, size_t extra)
