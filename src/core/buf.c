@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/poison.h"
+
 /* The thread's cache of buffer memory (mp_buf_cache_enable): a decoded
  * call's buffers (reassembled stubs, decompressed payloads, re-encoded ROP
  * buffers, the connections' output) come and go several times per call;
@@ -19,22 +21,6 @@
 #define CACHE_MIN ((size_t)1024)
 #define CACHE_MAX (CACHE_MIN << (N_CLASS - 1))
 #define CACHE_BYTES ((size_t)16 << 20)
-
-#if defined(__SANITIZE_ADDRESS__)
-#define MP_BUF_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MP_BUF_ASAN 1
-#endif
-#endif
-#ifdef MP_BUF_ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 /* class k holds blocks of at least CACHE_MIN << k bytes */
 static _Thread_local void *cache[N_CLASS][CLASS_SLOTS];
