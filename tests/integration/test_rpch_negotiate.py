@@ -1,0 +1,169 @@
+"""Negotiate (Kerberos, RFC 4559) on RPC over HTTP: a private MIT KDC
+(krb5_env.py), the lab's /rpc/rpcproxy.dll accepting Negotiate with MIT's
+acceptor through python3-gssapi (tests/lab/lab_mapihttp.py), and a client
+that is Impacket's ncacn_http transport whose HTTP Authorization header is
+a SPNEGO token built by MIT's initiator through python3-gssapi from alice's
+kinit'd credentials cache (Impacket's HTTP layer knows Basic and NTLM only,
+so its header function is replaced for the Negotiate case).  None of that is
+our code; the proxy sits in between:
+
+- pass-through (mapiproxy:http auth = pass-through): alice's Kerberos logon
+  reaches the lab on the IN and the OUT channel (the lab names alice's
+  principal on both), NSPI and RFR answers equal a direct client's;
+- termination: the proxy accepts alice's ticket with its own keytab and
+  logs on to the lab with its own Kerberos identity (mapiproxy:rpc over
+  http upstream auth = negotiate): the lab names the proxy's principal;
+- a ticket the upstream cannot decrypt gets the upstream's 401."""
+import base64
+import os
+import re
+import subprocess
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from impacket.dcerpc.v5 import nspi, oxabref
+from impacket.http import AUTH_NEGOTIATE, HTTPClientSecurityProvider
+
+import krb5_env
+from krb5_env import Krb5Env, PROXY_SPN
+from test_rpch import (ALICE_PW, PROXY_PW, reference, rpch_lab_env, start,  # noqa: F401
+                       tcp_dce)
+from test_rpch_passthrough import nspi_answers, rfr_answers
+from test_lab_rpch import rpch_dce as lab_rpch_dce
+
+_why = None
+if not krb5_env.available():
+    _why = "MIT Kerberos not installed (scripts/install-deps.sh)"
+else:
+    try:
+        import gssapi  # noqa: F401
+    except ImportError:
+        _why = "python3-gssapi not installed (scripts/install-deps.sh)"
+pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+
+FRONT_SPN = "HTTP/127.0.0.1"      # what a client asks for, given https://127.0.0.1:PORT
+LAB_SPN = "HTTP/localhost"        # the proxy's upstream URL is https://localhost:PORT
+
+
+def merge_keytabs(krb, out, *ins):
+    cmds = "".join(f"rkt {k}\n" for k in ins) + f"wkt {out}\nq\n"
+    subprocess.run(["ktutil"], input=cmds, text=True, check=True, capture_output=True,
+                   env=krb.env())
+    os.chmod(out, 0o600)
+    return out
+
+
+@pytest.fixture(scope="module")
+def krb(tmp_path_factory):
+    d = tmp_path_factory.mktemp("realm")
+    with Krb5Env(d) as k:
+        http_kt = str(d / "http.keytab")
+        for spn in (FRONT_SPN, LAB_SPN):
+            k.kadmin(f"addprinc -randkey {spn}")
+        k.kadmin(f"ktadd -k {http_kt} {FRONT_SPN} {LAB_SPN}")
+        k.http_keytab = http_kt
+        k.kinit("alice")
+        k.apply()
+        try:
+            yield k
+        finally:
+            k.restore()
+
+
+@pytest.fixture(scope="module")
+def env(krb, tmp_path_factory):
+    d = tmp_path_factory.mktemp("rpch-neg")
+    lab_kt = merge_keytabs(krb, str(d / "lab.keytab"), krb.keytab("upstream"), krb.http_keytab)
+    yield from rpch_lab_env(str(d), "--keytab", lab_kt, "--http-auth", "ntlm,basic,negotiate")
+
+
+@pytest.fixture
+def negotiate_client(monkeypatch):
+    """Impacket's HTTP security provider with a Negotiate case: a SPNEGO token
+    from MIT's initiator (python3-gssapi, alice's ccache) for HTTP@<host of
+    the RPC proxy URL>, a fresh context per channel; the tokens are kept."""
+    import gssapi
+    orig = HTTPClientSecurityProvider.get_auth_headers
+    sent = []
+
+    def get_auth_headers(self, http_obj, method, path, headers):
+        if self.get_auth_type() != AUTH_NEGOTIATE:
+            return orig(self, http_obj, method, path, headers)
+        host = urlsplit(self._rpcProxyUrl.geturl()).hostname
+        ctx = gssapi.SecurityContext(name=gssapi.Name(f"HTTP@{host}",
+                                                      gssapi.NameType.hostbased_service),
+                                     mech=gssapi.Mechanism.from_sasl_name("SPNEGO"),
+                                     usage="initiate")
+        tok = ctx.step()
+        sent.append(tok)
+        return {"Authorization": "Negotiate " + base64.b64encode(tok).decode()}, None
+
+    monkeypatch.setattr(HTTPClientSecurityProvider, "get_auth_headers", get_auth_headers)
+    return sent
+
+
+def neg_dce(url, port, iface):
+    return lab_rpch_dce(url, port, iface, AUTH_NEGOTIATE, "alice", ALICE_PW)
+
+
+def lab_since(env, before):
+    with open(env["lab_log"]) as f:
+        return f.read()[before:]
+
+
+def lab_mark(env):
+    with open(env["lab_log"]) as f:
+        return len(f.read())
+
+
+def channels(lab):
+    return re.findall(r"rpch: (IN|OUT) channel \S+ user=(\S+) length", lab)
+
+
+def test_lab_accepts_negotiate_directly(env, negotiate_client, reference):  # noqa: F811
+    """The lab's acceptor with MIT's initiator, no proxy: the reference for
+    what follows."""
+    before = lab_mark(env)
+    d = neg_dce(f"https://localhost:{env['ports']['rpch']}/rpc/rpcproxy.dll", 6004,
+                nspi.MSRPC_UUID_NSPI)
+    assert nspi_answers(d) == reference[1]
+    d.disconnect()
+    lab = lab_since(env, before)
+    assert channels(lab) and all(u == "alice@LAB.EXAMPLE" for _, u in channels(lab)), lab
+    assert len(negotiate_client) == 2
+
+
+def pass_opts(env):
+    return {"mapiproxy:http auth": "pass-through",
+            "mapiproxy:rpc over http upstream": f"https://localhost:{env['ports']['rpch']}",
+            "mapiproxy:rpc over http upstream server": "EXLAB01"}
+
+
+def test_kerberos_logon_passes_through(make_proxy, env, negotiate_client, reference):  # noqa: F811
+    before = lab_mark(env)
+    p = start(make_proxy, env, **pass_opts(env))
+    try:
+        d = neg_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI)
+        for _ in range(3):
+            assert nspi_answers(d) == reference[1]
+        d.disconnect()
+        d = neg_dce(p.url, 6002, oxabref.MSRPC_UUID_OXABREF)
+        assert rfr_answers(d) == reference[0]
+        d.disconnect()
+    except BaseException:
+        print(p.log()[-4000:])
+        raise
+    p.stop()
+    log = p.log()
+    lab = lab_since(env, before)
+    chans = channels(lab)
+    print(chans)
+    # two virtual connections, each an IN and an OUT channel, all alice's ticket
+    assert sorted(c for c, _ in chans) == ["IN", "IN", "OUT", "OUT"], chans
+    assert all(u == "alice@LAB.EXAMPLE" for _, u in chans), chans
+    assert lab.count("Negotiate (Kerberos) logon ok user=alice@LAB.EXAMPLE") == 4
+    assert len(negotiate_client) == 4
+    for tok in negotiate_client:   # no token, not even a prefix of one, in the log
+        assert base64.b64encode(tok).decode()[:24] not in log
+    assert ALICE_PW not in log and PROXY_PW not in log
