@@ -167,3 +167,108 @@ def test_kerberos_logon_passes_through(make_proxy, env, negotiate_client, refere
     for tok in negotiate_client:   # no token, not even a prefix of one, in the log
         assert base64.b64encode(tok).decode()[:24] not in log
     assert ALICE_PW not in log and PROXY_PW not in log
+
+
+def front_keytab(krb, tmp_path):
+    """The proxy's keytab: its own principal and the front's HTTP one."""
+    return merge_keytabs(krb, str(tmp_path / "proxy.keytab"), krb.keytab("proxy"),
+                         krb.http_keytab)
+
+
+def neg_up_opts(krb, env):
+    """The proxy logs on to the lab's RPC proxy with its own Kerberos identity."""
+    return {"mapiproxy:rpc over http upstream": f"https://localhost:{env['ports']['rpch']}",
+            "mapiproxy:rpc over http upstream server": "EXLAB01",
+            "mapiproxy:rpc over http upstream auth": "negotiate",
+            "mapiproxy:upstream keytab": krb.keytab("proxy"),
+            "mapiproxy:upstream principal": PROXY_SPN}
+
+
+def test_proxy_terminates_negotiate_and_logs_on_as_itself(make_proxy, env, krb, tmp_path,
+                                                          negotiate_client, reference):  # noqa: F811
+    """alice's ticket for HTTP/127.0.0.1 is checked by the proxy (its keytab,
+    mapiproxy:http negotiate); the proxy's channels toward the lab carry its
+    own ticket for HTTP/localhost: the lab names the proxy's principal on
+    them, never alice.  The RPC-level logon is the proxy's as before."""
+    before = lab_mark(env)
+    over = neg_up_opts(krb, env)
+    over.update({"mapiproxy:http negotiate": "yes",
+                 "mapiproxy:keytab": front_keytab(krb, tmp_path)})
+    p = start(make_proxy, env, **over)
+    try:
+        d = neg_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI)
+        for _ in range(3):
+            assert nspi_answers(d) == reference[1]
+        d.disconnect()
+        d = neg_dce(p.url, 6002, oxabref.MSRPC_UUID_OXABREF)
+        assert rfr_answers(d) == reference[0]
+        d.disconnect()
+    except BaseException:
+        print(p.log()[-4000:])
+        raise
+    p.stop()
+    log = p.log()
+    lab = lab_since(env, before)
+    chans = channels(lab)
+    print(chans)
+    proxy_princ = f"{PROXY_SPN}@LAB.EXAMPLE"
+    assert sorted(c for c, _ in chans) == ["IN", "IN", "OUT", "OUT"], chans
+    assert all(u == proxy_princ for _, u in chans), chans
+    assert "alice" not in " ".join(u for _, u in chans)
+    assert re.search(r"logged on .*alice@LAB\.EXAMPLE .*Negotiate", log), log[-3000:]
+    assert "HTTP Negotiate (Kerberos)" in log
+    for tok in negotiate_client:
+        assert base64.b64encode(tok).decode()[:24] not in log
+    assert ALICE_PW not in log and PROXY_PW not in log
+
+
+def test_front_refuses_a_ticket_it_cannot_read(make_proxy, env, krb, tmp_path):
+    """A ticket for another service (HTTP/localhost, whose key the proxy's
+    keytab lacks) gets 401 with WWW-Authenticate: Negotiate, seen by curl
+    (--negotiate, alice's ccache), and a log line; no secret in the log."""
+    kt = merge_keytabs(krb, str(tmp_path / "proxy-only.keytab"), krb.keytab("proxy"))
+    over = neg_up_opts(krb, env)
+    over.update({"mapiproxy:http negotiate": "yes", "mapiproxy:keytab": kt})
+    p = start(make_proxy, env, **over)
+    r = subprocess.run(["curl", "-sk", "--negotiate", "-u", ":", "-o", "/dev/null", "-D", "-",
+                        "-X", "RPC_IN_DATA", "-H", "Content-Length: 0",
+                        p.url + "?EXLAB01:6004"],
+                       capture_output=True, text=True, timeout=30, env=krb.env())
+    p.stop()
+    print(r.stdout, r.stderr)
+    assert r.stdout.startswith("HTTP/1.1 401"), r.stdout
+    assert re.search(r"(?im)^WWW-Authenticate: Negotiate\s*$", r.stdout), r.stdout
+    log = p.log()
+    assert re.search(r"Negotiate logon refused", log), log[-3000:]
+
+
+def test_upstream_refuses_the_proxys_ticket(make_proxy, env, krb, tmp_path, reference):  # noqa: F811
+    """The proxy's ticket names a service the lab has no key for
+    (rpc over http upstream spn = host/mapiproxy...): the lab's 401 ends that
+    virtual connection with the status line in the log; the next proxy with
+    the right target goes on (client: Basic to the proxy)."""
+    from impacket.http import AUTH_BASIC
+    from test_rpch import rpch_dce
+    over = neg_up_opts(krb, env)
+    over["mapiproxy:rpc over http upstream spn"] = PROXY_SPN
+    p = start(make_proxy, env, **over)
+    import threading
+
+    def attempt():
+        try:
+            d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+            nspi_answers(d)
+        except Exception:
+            pass
+    threading.Thread(target=attempt, daemon=True).start()
+    want = re.compile(r"rpch upstream .*: virtual connection closed: .*answered \"HTTP/1.1 401")
+    deadline = time.time() + 15
+    while time.time() < deadline and not want.search(p.log()):
+        time.sleep(0.2)
+    p.stop()
+    assert want.search(p.log()), p.log()[-3000:]
+    p = start(make_proxy, env, **neg_up_opts(krb, env))
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    assert nspi_answers(d) == reference[1]
+    d.disconnect()
+    p.stop()

@@ -1,6 +1,7 @@
 /* Authentication termination on the HTTPS front (doc/internals/http.md,
  * "Authentication termination"). */
 #include "transport/http/hauth.h"
+#include "transport/http/hneg.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -120,10 +121,18 @@ int mp_hauth_init(struct mp_hauth *a, const struct mp_config *cfg)
     for (char *q = a->realm; *q; q++)
         if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
             *q = '_'; /* it goes inside a quoted string */
-    mp_info("http front: authentication terminated: clients log on to the proxy (NTLM%s, %zu "
+    if (cfg->http_negotiate) {
+        char err[MP_GSS_ERRLEN];
+        a->krb = mp_gss_cred_acceptor(cfg->keytab, NULL, err, sizeof err);
+        if (!a->krb) {
+            mp_error("mapiproxy:http negotiate: mapiproxy:keytab: %s", err);
+            return -1;
+        }
+    }
+    mp_info("http front: authentication terminated: clients log on to the proxy (NTLM%s%s, %zu "
             "account(s)), the proxy to the upstream as %s%s%s (%s)",
-            cfg->http_basic ? ", Basic" : "", a->creds.n, cfg->domain, cfg->domain[0] ? "\\" : "",
-            cfg->username, a->up_basic ? "Basic" : "NTLM");
+            cfg->http_basic ? ", Basic" : "", a->krb ? ", Negotiate (Kerberos)" : "", a->creds.n,
+            cfg->domain, cfg->domain[0] ? "\\" : "", cfg->username, a->up_basic ? "Basic" : "NTLM");
     return 0;
 }
 
@@ -131,6 +140,8 @@ void mp_hauth_free(struct mp_hauth *a)
 {
     mp_credstore_free(&a->creds);
     mp_groups_free(&a->groups);
+    mp_gss_cred_free(a->krb);
+    a->krb = NULL;
     mp_ntlm_cleanse(a->up_password, sizeof a->up_password);
 }
 
@@ -170,7 +181,9 @@ static bool allowed(const struct mp_hauth *a, const char *user, const char *doma
 
 static int offer(const struct mp_hauth *a, struct mp_buf *hdrs, const char *ntlm_tok)
 {
-    static const char ntlm[] = "WWW-Authenticate: NTLM";
+    static const char ntlm[] = "WWW-Authenticate: NTLM", neg[] = "WWW-Authenticate: Negotiate\r\n";
+    if (!ntlm_tok && a->krb && mp_buf_append(hdrs, neg, sizeof neg - 1))
+        return -1;
     if (mp_buf_append(hdrs, ntlm, sizeof ntlm - 1))
         return -1;
     if (ntlm_tok &&
@@ -252,7 +265,7 @@ static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, c
     if (type == MP_NTLMSSP_NEGOTIATE_MSG) {
         if (c->acc_on)
             mp_ntlm_acceptor_free(&c->acc);
-        c->authed = false; /* a new handshake replaces the connection's logon */
+        c->authed = c->krb = false; /* a new handshake replaces the connection's logon */
         c->user[0] = 0;
         mp_ntlm_acceptor_init(&c->acc, &a->acc_cfg);
         c->acc_on = true;
@@ -316,6 +329,38 @@ static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, c
     return MP_HAUTH_PASS;
 }
 
+/* Negotiate with Kerberos (RFC 4559): one leg, the ticket checked with the
+ * proxy's keytab; the connection is authenticated as the client's
+ * principal.  An NTLM token inside Negotiate goes to the NTLM handshake. */
+static enum mp_hauth_verdict negotiate(struct mp_hauth *a, struct mp_hauth_conn *c,
+                                       const char *authz, size_t len, struct mp_buf *hdrs,
+                                       char *why, size_t wl)
+{
+    char err[MP_GSS_ERRLEN + 64], user[sizeof c->user];
+    struct mp_buf reply = {0};
+    c->authed = c->krb = false;
+    c->user[0] = 0;
+    int rc = mp_hneg_accept(a->krb, authz, len, user, sizeof user, &reply, err, sizeof err);
+    mp_buf_free(&reply); /* the mutual token is not sent (see http.md) */
+    if (rc) {
+        char w[MP_GSS_ERRLEN + 100];
+        snprintf(w, sizeof w, "Negotiate logon refused: %s", err);
+        return deny(a, hdrs, why, wl, w);
+    }
+    snprintf(c->user, sizeof c->user, "%s", user);
+    /* allowed users: the whole principal, or the bare name within our realm */
+    char *at = strrchr(user, '@');
+    bool ok = allowed(a, user, "");
+    if (!ok && at && a->cfg->realm[0] && !strcasecmp(at + 1, a->cfg->realm)) {
+        *at = 0;
+        ok = allowed(a, user, "");
+    }
+    if (!ok)
+        return deny(a, hdrs, why, wl, "not in mapiproxy:allowed users");
+    c->authed = c->krb = true;
+    return MP_HAUTH_PASS;
+}
+
 enum mp_hauth_verdict mp_hauth_client(struct mp_hauth *a, struct mp_hauth_conn *c,
                                       const char *authz, size_t len, struct mp_buf *hdrs, char *why,
                                       size_t wl)
@@ -333,10 +378,17 @@ enum mp_hauth_verdict mp_hauth_client(struct mp_hauth *a, struct mp_hauth_conn *
     bool is_ntlm = authz && sl == 4 && !strncasecmp(authz, "NTLM", 4) && vl;
     if (is_ntlm) /* a handshake step (a NEGOTIATE restarts the connection's logon) */
         return ntlm(a, c, v, vl, hdrs, why, wl);
+    if (authz && sl == 9 && !strncasecmp(authz, "Negotiate", 9) && vl && a->krb) {
+        uint8_t head[12];
+        long k = mp_b64_decode(v, vl < 12 ? vl - vl % 4 : 12, head, sizeof head);
+        if (k >= 8 && !memcmp(head, "NTLMSSP", 8)) /* NTLM under Negotiate */
+            return ntlm(a, c, v, vl, hdrs, why, wl);
+        return negotiate(a, c, authz, len, hdrs, why, wl);
+    }
     if (c->authed && !(authz && sl == 5 && !strncasecmp(authz, "Basic", 5)))
         return MP_HAUTH_PASS; /* the connection is authenticated (NTLM) */
     if (authz && sl == 5 && !strncasecmp(authz, "Basic", 5) && a->cfg->http_basic) {
-        c->authed = false;
+        c->authed = c->krb = false;
         return basic(a, c, v, vl, hdrs, why, wl);
     }
     if (offer(a, hdrs, NULL))
@@ -420,7 +472,7 @@ void mp_hauth_conn_free(struct mp_hauth_conn *c)
 {
     if (c->acc_on)
         mp_ntlm_acceptor_free(&c->acc);
-    c->acc_on = c->authed = false;
+    c->acc_on = c->authed = c->krb = false;
 }
 
 /* ------------------------------------------------------------------ */

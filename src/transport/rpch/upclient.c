@@ -22,6 +22,7 @@
 #include "net/conn.h"
 #include "net/tls.h"
 #include "transport/http/hauth.h"
+#include "transport/http/hneg.h"
 #include "transport/rpch/rts.h"
 #include "transport/rpch/vconn.h"
 
@@ -40,11 +41,13 @@ struct mp_rpch_up {
     const struct mp_config *cfg;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    SSL_CTX *tls_ctx;   /* NULL for http:// */
-    char authz[1024];   /* "Authorization: Basic ...\r\n" or "" (never logged) */
-    bool ntlm;          /* mapiproxy:rpc over http upstream auth = ntlm */
-    struct mp_hauth ha; /* for the NTLM initiator: cfg and up_password only */
-    char server[256];   /* the ?SERVER:port name */
+    SSL_CTX *tls_ctx;        /* NULL for http:// */
+    char authz[1024];        /* "Authorization: Basic ...\r\n" or "" (never logged) */
+    bool ntlm;               /* mapiproxy:rpc over http upstream auth = ntlm */
+    struct mp_hauth ha;      /* for the NTLM initiator: cfg and up_password only */
+    struct mp_gss_cred *krb; /* upstream auth = negotiate: the proxy's Kerberos identity */
+    char spn[300];           /* ... and the target (rpc over http upstream spn) */
+    char server[256];        /* the ?SERVER:port name */
     struct upvc *all;
 };
 
@@ -174,7 +177,7 @@ static const char *put_head(struct upvc *v, struct upchan *c, uint64_t length, c
                             struct mp_buf *dst)
 {
     struct mp_rpch_up *u = v->u;
-    char head[4096];
+    char head[20480];
     int n = snprintf(head, sizeof head,
                      "%s /rpc/rpcproxy.dll?%s:%u HTTP/1.1\r\nHost: %s\r\n"
                      "Accept: application/rpc\r\nUser-Agent: MSRPC\r\n"
@@ -196,6 +199,17 @@ static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
     struct mp_rpch_up *u = v->u;
     if (c->authz || v->pass_basic) /* the client's logon (pass-through) */
         return put_head(v, c, length, c->authz ? c->authz : v->pass_basic, &c->wq);
+    if (u->krb) { /* Negotiate: one leg, the token with the channel's own head */
+        static _Thread_local char why[400];
+        char neg[16384];
+        const char *err = NULL;
+        if (mp_hneg_authz(u->krb, u->spn, neg, sizeof neg, why, sizeof why))
+            err = why;
+        else
+            err = put_head(v, c, length, neg, &c->wq);
+        mp_ntlm_cleanse(neg, sizeof neg);
+        return err;
+    }
     if (!u->ntlm)
         return put_head(v, c, length, u->authz, &c->wq);
     struct mp_buf val = {0};
@@ -1118,6 +1132,42 @@ int mp_rpch_up_target(const struct mp_config *cfg, struct sockaddr_storage *addr
     return 0;
 }
 
+/* upstream auth = negotiate: the proxy's Kerberos identity, as for the
+ * DCE/RPC upstream (mapiproxy:upstream ccache, keytab, principal; tickets
+ * from a keytab kept in a MEMORY: cache of its own) and the target, with a
+ * first service ticket fetched now so that channels do not wait for the
+ * KDC (a later renewal does, on the loop). */
+static int up_krb(struct mp_rpch_up *u)
+{
+    const struct mp_config *cfg = u->cfg;
+    char err[MP_GSS_ERRLEN] = "", cc[600];
+    const char *ccache = cfg->upstream_ccache[0] ? cfg->upstream_ccache : NULL;
+    if (!ccache && cfg->upstream_keytab[0]) {
+        snprintf(cc, sizeof cc, "MEMORY:mapiproxy-rpch-up-%p", (void *)u);
+        ccache = cc;
+    }
+    u->krb = mp_gss_cred_initiator(ccache, cfg->upstream_keytab[0] ? cfg->upstream_keytab : NULL,
+                                   cfg->upstream_principal[0] ? cfg->upstream_principal : NULL, err,
+                                   sizeof err);
+    if (!u->krb) {
+        mp_error("mapiproxy:rpc over http upstream auth = negotiate: the proxy's Kerberos "
+                 "identity (mapiproxy:upstream keytab/ccache/principal): %s",
+                 err);
+        return -1;
+    }
+    if (cfg->rpch_upstream_spn[0])
+        snprintf(u->spn, sizeof u->spn, "%s", cfg->rpch_upstream_spn);
+    else
+        snprintf(u->spn, sizeof u->spn, "HTTP@%s", cfg->rpch_upstream.host);
+    char line[16384];
+    if (mp_hneg_authz(u->krb, u->spn, line, sizeof line, err, sizeof err))
+        mp_warn("rpch upstream: no Kerberos service ticket for %s yet (%s); each channel will "
+                "try again",
+                u->spn, err);
+    mp_ntlm_cleanse(line, sizeof line);
+    return 0;
+}
+
 struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *cfg, bool *failed)
 {
     *failed = false;
@@ -1134,7 +1184,13 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
         return NULL;
     }
     u->ntlm = cfg->username[0] && !strcasecmp(cfg->rpch_upstream_auth, "ntlm");
-    if (cfg->username[0]) {
+    if (!strcasecmp(cfg->rpch_upstream_auth, "negotiate")) {
+        if (up_krb(u)) {
+            mp_tls_ctx_free(u->tls_ctx);
+            free(u);
+            return NULL;
+        }
+    } else if (cfg->username[0]) {
         char pw[256] = "", why[256] = "";
         if (cfg->password_file[0]) {
             if (mp_read_secret_file(cfg->password_file, pw, sizeof pw, why, sizeof why)) {
@@ -1169,7 +1225,8 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
     mp_info("rpch upstream: RPC over HTTP to %s://%s:%u/rpc/rpcproxy.dll?%s:<port>%s",
             cfg->rpch_upstream.tls ? "https" : "http", cfg->rpch_upstream.host,
             cfg->rpch_upstream.port, u->server,
-            u->ntlm       ? ", HTTP NTLM"
+            u->krb        ? ", HTTP Negotiate (Kerberos)"
+            : u->ntlm     ? ", HTTP NTLM"
             : u->authz[0] ? ", HTTP Basic"
                           : "");
     *failed = false;
@@ -1183,6 +1240,7 @@ void mp_rpch_up_free(struct mp_rpch_up *u)
     while (u->all)
         vc_unlink(u->all);
     mp_tls_ctx_free(u->tls_ctx);
+    mp_gss_cred_free(u->krb);
     mp_ntlm_cleanse(u->authz, sizeof u->authz);
     mp_ntlm_cleanse(u->ha.up_password, sizeof u->ha.up_password);
     free(u);
