@@ -85,13 +85,16 @@ def negotiate_client(monkeypatch):
     the RPC proxy URL>, a fresh context per channel; the tokens are kept."""
     import gssapi
     orig = HTTPClientSecurityProvider.get_auth_headers
-    sent = []
+
+    class Sent(list):
+        target = None    # a service name instead of HTTP@<host>
+    sent = Sent()
 
     def get_auth_headers(self, http_obj, method, path, headers):
         if self.get_auth_type() != AUTH_NEGOTIATE:
             return orig(self, http_obj, method, path, headers)
         host = urlsplit(self._rpcProxyUrl.geturl()).hostname
-        ctx = gssapi.SecurityContext(name=gssapi.Name(f"HTTP@{host}",
+        ctx = gssapi.SecurityContext(name=gssapi.Name(sent.target or f"HTTP@{host}",
                                                       gssapi.NameType.hostbased_service),
                                      mech=gssapi.Mechanism.from_sasl_name("SPNEGO"),
                                      usage="initiate")
@@ -167,6 +170,24 @@ def test_kerberos_logon_passes_through(make_proxy, env, negotiate_client, refere
     for tok in negotiate_client:   # no token, not even a prefix of one, in the log
         assert base64.b64encode(tok).decode()[:24] not in log
     assert ALICE_PW not in log and PROXY_PW not in log
+
+
+def test_wrong_ticket_passes_through_to_the_upstreams_401(make_proxy, env, negotiate_client):
+    """A ticket the lab cannot decrypt (for host@mapiproxy.lab.example, not in
+    the lab's keytab) in pass-through: the channel request goes to the lab
+    at once (Expect: 100-continue) and its 401 is the client's answer."""
+    from impacket.dcerpc.v5.rpch import RPCProxyClientException
+    negotiate_client.target = "host@mapiproxy.lab.example"
+    before = lab_mark(env)
+    p = start(make_proxy, env, **pass_opts(env))
+    with pytest.raises(RPCProxyClientException) as ei:
+        neg_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI)
+    p.stop()
+    print(ei.value)
+    assert "401" in str(ei.value)
+    assert re.search(r'the upstream answered the channel request "HTTP/1.[01] 401', p.log())
+    assert "Negotiate refused" in lab_since(env, before)
+    assert "virtual connection open" not in p.log()
 
 
 def front_keytab(krb, tmp_path):

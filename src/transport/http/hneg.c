@@ -16,8 +16,8 @@
 int mp_hneg_authz(struct mp_gss_cred *cred, const char *spn, char *line, size_t len, char *err,
                   size_t errlen)
 {
-    struct mp_gss_ctx *c = mp_gss_initiator_new(cred, spn, MP_AUTHN_GSS_NEGOTIATE,
-                                                MP_GSS_F_NO_DCE_STYLE, err, errlen);
+    struct mp_gss_ctx *c =
+        mp_gss_initiator_new(cred, spn, MP_AUTHN_GSS_NEGOTIATE, MP_GSS_F_NO_DCE_STYLE, err, errlen);
     if (!c)
         return -1;
     struct mp_buf tok = {0}, b64 = {0};
@@ -85,10 +85,9 @@ int mp_hneg_accept(struct mp_gss_cred *acc, const char *val, size_t n, char *use
         snprintf(err, errlen, "malformed Negotiate token");
     else if (tl >= 8 && !memcmp(tok, "NTLMSSP", 8))
         snprintf(err, errlen, "ntlm");
-    else if (!(c = mp_gss_acceptor_new(acc,
-                                       is_spnego(tok, (size_t)tl) ? MP_AUTHN_GSS_NEGOTIATE
-                                                                  : MP_AUTHN_GSS_KERBEROS,
-                                       MP_GSS_F_NO_DCE_STYLE, err, errlen)))
+    else if (!(c = mp_gss_acceptor_new(
+                   acc, is_spnego(tok, (size_t)tl) ? MP_AUTHN_GSS_NEGOTIATE : MP_AUTHN_GSS_KERBEROS,
+                   MP_GSS_F_NO_DCE_STYLE, err, errlen)))
         ;
     else if (mp_gss_step(c, tok, (size_t)tl, &out) != MP_GSS_DONE)
         snprintf(err, errlen, "%s", mp_gss_error(c)[0] ? mp_gss_error(c) : "more than one leg");

@@ -159,6 +159,8 @@ static void io_cb(struct mp_io *io, uint32_t ev)
         }
         if (!r)
             break;
+        if (c->closing && !c->chan && !c->leg)
+            continue; /* refused during the logon: the answer is going out, the rest is dropped */
         if (c->leg)
             mp_rpch_leg_client_data(c->leg, buf, (size_t)r);
         else
@@ -172,7 +174,7 @@ static void l_fail(void *owner, const char *why)
     struct hchan *c = owner;
     c->leg = NULL; /* hpass frees it */
     mp_info("http #%" PRIu64 " %s: %s during the HTTP logon (pass-through)", c->id, c->peer, why);
-    hchan_close(c, why);
+    h_close_flushed(c, why); /* an upstream's answer relayed just before goes out first */
 }
 
 /* The channel request after the logon legs (pass-through). */

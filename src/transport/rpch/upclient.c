@@ -66,7 +66,8 @@ struct upchan {
     uint64_t req_length;
     struct mp_buf leg;
     struct mp_hauth_up hu;
-    char *authz; /* pass-through: the client's Authorization line for this channel */
+    char *authz;    /* pass-through: the client's Authorization line for this channel */
+    bool head_sent; /* pass-through: hpass.c sent the head (the logon was checked) */
 };
 
 /* The channels of a virtual connection: in and out are the default ones;
@@ -328,13 +329,17 @@ static const char *ntlm_answer(struct upchan *c, bool eof)
 }
 
 /* The request heads with CONN/A1 (OUT) and CONN/B1 (IN), 2.2.4.2 / 2.2.4.5. */
+uint64_t mp_rpch_up_length(const struct mp_config *cfg, bool out)
+{
+    return out ? (uint64_t)UP_OUT_LENGTH : cfg->rpch_up_in_length;
+}
+
 static const char *queue_heads(struct upvc *v)
 {
     for (int k = 0; k < 2; k++) {
         bool out = k == 0;
         struct upchan *c = out ? v->out : v->in;
-        const char *err =
-            queue_head(v, c, out ? (uint64_t)UP_OUT_LENGTH : v->u->cfg->rpch_up_in_length);
+        const char *err = c->head_sent ? NULL : queue_head(v, c, mp_rpch_up_length(v->u->cfg, out));
         if (err)
             return err;
         struct mp_rts_pdu p;
@@ -1055,6 +1060,7 @@ static struct upchan *chan_pinned(struct upvc *v, bool out, struct mp_rpch_pin *
     if (!strncasecmp(pin->authz, "Authorization: Basic ", 21) && !v->pass_basic)
         v->pass_basic = strdup(pin->authz);
     if (pin->fd >= 0) {
+        c->head_sent = pin->head_sent;
         c->v = v;
         c->out = out;
         c->io.cb = chan_cb;
