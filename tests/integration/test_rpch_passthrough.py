@@ -164,3 +164,56 @@ def test_bad_logon_legs(make_proxy, env, reference, bad):  # noqa: F811
     d.disconnect()
     p.stop()
     assert "during the HTTP logon (pass-through)" in p.log(), p.log()[-2000:]
+
+
+def test_ntlm_passthrough_never_recycles_as_the_proxy(make_proxy, env):
+    """NTLM passed through, the proxy's IN channel toward the lab 4 KiB long
+    and the proxy's own account configured (dcerpc_mapiproxy:username, which
+    `rpc over http upstream auth` would use): when the proxy's upstream IN
+    channel runs out it does not log on as itself; the virtual connection
+    ends with its reason, and the lab never saw the proxy's account on a
+    channel."""
+    before = lab_mark(env)
+    over = pass_opts(env)
+    over["mapiproxy:rpc over http upstream in channel length"] = "4K"
+    over["mapiproxy:rpc over http upstream auth"] = "ntlm"
+    p = start(make_proxy, env, **over)
+    from impacket.dcerpc.v5 import transport
+    t = transport.DCERPCTransportFactory("ncacn_http:EXLAB01[6004]")
+    t.set_rpc_proxy_url(p.url)
+    t.set_credentials("alice", ALICE_PW, "LAB")
+    t.set_auth_type(AUTH_NTLM)
+    t.set_connect_timeout(10)  # also the read timeout: the end is an error, not a hang
+    d = t.get_dce_rpc()
+    d.set_credentials("alice", ALICE_PW, "LAB")
+    d.set_auth_level(PRIVACY)
+    d.connect()
+    d.bind(nspi.MSRPC_UUID_NSPI)
+    import threading
+
+    def rounds():
+        try:
+            for _ in range(12):
+                nspi_answers(d)
+        except Exception as e:
+            print("client:", e)
+    th = threading.Thread(target=rounds, daemon=True)
+    th.start()
+    import time
+    deadline = time.time() + 15  # Impacket's client may keep reading its closed OUT channel
+    while time.time() < deadline and "virtual connection closed: the association" not in p.log():
+        time.sleep(0.2)
+    p.stop()
+    log = p.log()
+    print(log[-2500:])
+    assert "cannot be recycled without the client's logon" in log, log[-3000:]
+    with open(env["lab_log"]) as f:
+        lab = f.read()[before:]
+    chans = re.findall(r"rpch: (IN|OUT) channel \S+ user=(\S+) length", lab)
+    assert chans and all(u.lower().endswith("alice") for _, u in chans), chans
+    assert not re.search(r"rpch: .*user=\S*Administrator", lab)
+
+
+def lab_mark(env):
+    with open(env["lab_log"]) as f:
+        return len(f.read())

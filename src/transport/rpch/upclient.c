@@ -93,6 +93,7 @@ struct upvc {
     uint64_t out_base, out_acked;        /* out_app at the last OUT switch; acked up to */
     unsigned in_recycles, out_recycles;
     char *pass_basic; /* pass-through Basic: the client's line, for successor channels */
+    bool pass;        /* the client's own HTTP logon (pass-through pins) */
     struct mp_timer ping;
     uint64_t last_in_ms;
     uint32_t conn_timeout;
@@ -378,6 +379,10 @@ static const char *open_successor(struct upvc *v, bool out, uint64_t length,
 {
     if (getrandom(succ, 16, 0) != 16)
         return "no random bytes for a channel cookie";
+    if (v->pass && !v->pass_basic) /* never the proxy's own account in pass-through */
+        return "pass-through: the upstream channel cannot be recycled without the client's "
+               "logon (NTLM and Negotiate authenticate one connection, the client's; raise "
+               "mapiproxy:rpc over http upstream in channel length)";
     struct upchan *c = chan_open(v, out);
     if (!c)
         return "cannot open a successor channel";
@@ -1104,6 +1109,7 @@ int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uin
     struct pinent *pe = pin_take(key);
     v->out = chan_pinned(v, true, pe ? pe->pin[1] : NULL);
     v->in = v->out ? chan_pinned(v, false, pe ? pe->pin[0] : NULL) : NULL;
+    v->pass = pe != NULL;
     if (pe)
         mp_debug("rpch upstream %s: the client's HTTP logon (pass-through)", peer);
     pinent_free(pe);
