@@ -1405,7 +1405,8 @@ static void check_http(struct pctx *p, const char *name)
     if (c->rpch_upstream_auth[0] && strcasecmp(c->rpch_upstream_auth, "basic") &&
         strcasecmp(c->rpch_upstream_auth, "ntlm") && !up_neg)
         perr_opt(p, name, "mapiproxy:rpc over http upstream auth",
-                 "mapiproxy:rpc over http upstream auth = \"%s\": use basic, ntlm or negotiate",
+                 "mapiproxy:rpc over http upstream auth = \"%s\": use basic or ntlm, or "
+                 "negotiate (Kerberos)",
                  c->rpch_upstream_auth);
     if (up_neg && !c->upstream_keytab[0] && !c->upstream_ccache[0])
         perr_opt(p, name, "mapiproxy:rpc over http upstream auth",

@@ -293,3 +293,32 @@ def test_upstream_refuses_the_proxys_ticket(make_proxy, env, krb, tmp_path, refe
     assert nspi_answers(d) == reference[1]
     d.disconnect()
     p.stop()
+
+
+def test_negotiate_options_checked(tmp_path):
+    """--check: upstream auth = negotiate without the proxy's Kerberos
+    identity, and http negotiate without a keytab or without termination,
+    are refused naming the option; with them, --check passes."""
+    from conftest import PROXY_BIN
+    kt = tmp_path / "k.keytab"
+    kt.write_bytes(b"\x05\x02")   # a keytab file's header: --check reads the path only
+    base = ["[global]", "dcerpc_mapiproxy:binding = ncacn_ip_tcp:127.0.0.1",
+            "mapiproxy:rpc over http upstream = https://localhost"]
+    cases = {
+        "up": (["mapiproxy:rpc over http upstream auth = negotiate"],
+               "mapiproxy:upstream keytab"),
+        "front": (["mapiproxy:http negotiate = yes"], "mapiproxy:http negotiate"),
+        "ok": (["mapiproxy:rpc over http upstream auth = negotiate",
+                f"mapiproxy:upstream keytab = {kt}",
+                f"mapiproxy:upstream principal = {PROXY_SPN}"], None),
+    }
+    for name, (lines, want) in cases.items():
+        conf = tmp_path / f"{name}.conf"
+        conf.write_text("\n".join(base + lines) + "\n")
+        r = subprocess.run([PROXY_BIN, "--check", "-c", str(conf)], capture_output=True,
+                           text=True, timeout=30)
+        out = r.stdout + r.stderr
+        if want is None:
+            assert r.returncode == 0, (name, out)
+        else:
+            assert r.returncode != 0 and want in out, (name, out)
