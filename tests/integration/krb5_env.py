@@ -84,6 +84,17 @@ def available(backend="db2"):
         return False
 
 
+def gss_missing():
+    """Why tests of MIT Kerberos through python3-gssapi cannot run, or None."""
+    if not available():
+        return "MIT Kerberos not installed (scripts/install-deps.sh)"
+    try:
+        import gssapi.raw  # noqa: F401
+    except ImportError:
+        return "python3-gssapi not installed (scripts/install-deps.sh)"
+    return None
+
+
 def _free_port():
     """A port free on 127.0.0.1 for both TCP and UDP."""
     for _ in range(50):
