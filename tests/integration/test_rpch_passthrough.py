@@ -217,3 +217,51 @@ def test_ntlm_passthrough_never_recycles_as_the_proxy(make_proxy, env):
 def lab_mark(env):
     with open(env["lab_log"]) as f:
         return len(f.read())
+
+
+def test_upstream_that_never_answers_the_channel_logon(make_proxy, env):
+    """An upstream that takes the channel request's head (Expect:
+    100-continue) and never answers: after mapiproxy:http upstream timeout
+    the client's connection closes with a log line, nothing waits forever;
+    the upstream got the head with Expect and the client's Basic line."""
+    import base64
+    import threading
+    import time
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    got = []
+
+    def silent():
+        c, _ = srv.accept()
+        c.settimeout(10)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                b = c.recv(4096)
+                if not b:
+                    break
+                data += b
+            got.append(data)
+            time.sleep(5)
+        finally:
+            c.close()
+    threading.Thread(target=silent, daemon=True).start()
+    over = pass_opts(env)
+    over["mapiproxy:rpc over http upstream"] = f"http://127.0.0.1:{srv.getsockname()[1]}"
+    over["mapiproxy:http upstream timeout"] = "1"
+    p = start(make_proxy, env, **over)
+    s = raw_channel(p.http_port)
+    cred = base64.b64encode(b"LAB\\alice:" + ALICE_PW.encode())
+    t0 = time.time()
+    s.sendall(b"RPC_IN_DATA /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: x\r\n"
+              b"Authorization: Basic " + cred + b"\r\nContent-Length: 1073741824\r\n\r\n")
+    read_until_closed(s)
+    took = time.time() - t0
+    s.close()
+    p.stop()
+    srv.close()
+    assert took < 5, took
+    assert got and b"Expect: 100-continue" in got[0] and cred in got[0], got
+    assert "the upstream did not answer within 1 s" in p.log(), p.log()[-2000:]
+    assert ALICE_PW not in p.log() and cred.decode() not in p.log()

@@ -45,6 +45,7 @@ struct mp_rpch_leg {
     struct mp_rpch_pin *chk;
     bool chk_out, chk_cont;
     uint64_t chk_length;
+    struct mp_timer tmo; /* the upstream's answer to a leg: mapiproxy:http upstream timeout */
 };
 
 struct mp_rpch_pass *mp_rpch_pass_new(struct mp_loop *loop, const struct mp_config *cfg,
@@ -103,6 +104,7 @@ void mp_rpch_leg_free(struct mp_rpch_leg *l)
 {
     if (!l)
         return;
+    mp_timer_cancel(l->p->loop, &l->tmo);
     up_close(l);
     l->over = true;
     if (mp_loop_defer(l->p->loop, leg_release, l))
@@ -256,6 +258,7 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
     }
     mp_ntlm_cleanse(head, sizeof head);
     l->waiting = true;
+    mp_timer_arm(l->p->loop, &l->tmo, (uint64_t)l->p->cfg->http_upstream_timeout_s * 1000);
     if (l->io.fd < 0 && up_open(l)) {
         char why[128];
         snprintf(why, sizeof why, "cannot connect to the upstream: %s", strerror(errno));
@@ -332,6 +335,7 @@ static bool up_answer(struct mp_rpch_leg *l, bool eof)
     size_t hl = (size_t)(end + 4 - h);
     if (l->chk && hl >= 12 && !memcmp(h, "HTTP/1.", 7) && !memcmp(h + 8, " 100", 4)) {
         /* the upstream took the channel request's logon */
+        mp_timer_cancel(l->p->loop, &l->tmo);
         mp_buf_consume(&l->up_in, hl);
         mp_buf_trim(&l->up_in);
         l->waiting = false;
@@ -366,6 +370,7 @@ static bool up_answer(struct mp_rpch_leg *l, bool eof)
         }
         return true;
     }
+    mp_timer_cancel(l->p->loop, &l->tmo);
     l->h->send(l->owner, (const uint8_t *)h, hl + cl);
     if (l->chk) { /* the channel request refused: the client has the upstream's answer */
         char why[120];
@@ -476,6 +481,18 @@ static void up_cb(struct mp_io *io, uint32_t ev)
     up_interest(l);
 }
 
+static void tmo_cb(struct mp_timer *t)
+{
+    struct mp_rpch_leg *l = t->data;
+    if (l->over)
+        return;
+    char why[120];
+    snprintf(why, sizeof why,
+             "the upstream did not answer within %u s (mapiproxy:http upstream timeout)",
+             l->p->cfg->http_upstream_timeout_s);
+    leg_fail(l, why);
+}
+
 struct mp_rpch_leg *mp_rpch_leg_start(struct mp_rpch_pass *p, const struct mp_rpch_leg_host *h,
                                       void *owner, const char *method, const char *target,
                                       size_t target_len, const char *authz, size_t authz_len,
@@ -491,6 +508,8 @@ struct mp_rpch_leg *mp_rpch_leg_start(struct mp_rpch_pass *p, const struct mp_rp
     l->h = h;
     l->owner = owner;
     l->io.fd = -1;
+    l->tmo.cb = tmo_cb;
+    l->tmo.data = l;
     return leg_request(l, method, target, target_len, authz, authz_len, length, cont, rest,
                        rest_len)
                ? l
