@@ -305,3 +305,46 @@ def test_negotiate_options_checked(tmp_path):
             assert r.returncode == 0, (name, out)
         else:
             assert r.returncode != 0 and want in out, (name, out)
+
+
+def test_out_channel_answer_carries_the_mutual_token(make_proxy, env, krb, tmp_path):
+    """Terminated Negotiate: the proxy's own 200 to RPC_OUT_DATA carries
+    `WWW-Authenticate: Negotiate <token>` (RFC 4559 5); MIT's initiator
+    (python3-gssapi) takes it and its context completes: mutual
+    authentication of the proxy to the client."""
+    import socket
+    import ssl
+    import gssapi
+    from impacket.dcerpc.v5.rpch import hCONN_A1
+    over = neg_up_opts(krb, env)
+    over.update({"mapiproxy:http negotiate": "yes",
+                 "mapiproxy:keytab": front_keytab(krb, tmp_path)})
+    p = start(make_proxy, env, **over)
+    ctx = gssapi.SecurityContext(name=gssapi.Name("HTTP@127.0.0.1",
+                                                  gssapi.NameType.hostbased_service),
+                                 mech=gssapi.Mechanism.from_sasl_name("SPNEGO"),
+                                 flags=gssapi.RequirementFlag.mutual_authentication,
+                                 usage="initiate")
+    tok = base64.b64encode(ctx.step()).decode()
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    s = tls.wrap_socket(socket.create_connection(("127.0.0.1", p.http_port), timeout=10))
+    a1 = hCONN_A1(receiveWindowSize=65536)
+    s.sendall(b"RPC_OUT_DATA /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Authorization: Negotiate " + tok.encode() +
+              b"\r\nContent-Length: 76\r\n\r\n" + a1)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    s.close()
+    p.stop()
+    head = head.split(b"\r\n\r\n")[0].decode()
+    print(head)
+    assert head.startswith("HTTP/1.1 200")
+    m = re.search(r"(?im)^WWW-Authenticate: Negotiate (\S+)\r?$", head)
+    assert m, head
+    assert not ctx.complete
+    ctx.step(base64.b64decode(m.group(1)))
+    assert ctx.complete
+    assert m.group(1)[:20] not in p.log() and tok[:20] not in p.log()

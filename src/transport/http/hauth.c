@@ -341,7 +341,11 @@ static enum mp_hauth_verdict negotiate(struct mp_hauth *a, struct mp_hauth_conn 
     c->authed = c->krb = false;
     c->user[0] = 0;
     int rc = mp_hneg_accept(a->krb, authz, len, user, sizeof user, &reply, err, sizeof err);
-    mp_buf_free(&reply); /* the mutual token is not sent (see http.md) */
+    c->mutual[0] = 0; /* the acceptor's token, for an answer of the proxy's own (RPC over HTTP) */
+    if (!rc && reply.len && reply.len + 11 < sizeof c->mutual)
+        snprintf(c->mutual, sizeof c->mutual, "Negotiate %.*s", (int)reply.len,
+                 (const char *)reply.data);
+    mp_buf_free(&reply);
     if (rc) {
         char w[MP_GSS_ERRLEN + 100];
         snprintf(w, sizeof w, "Negotiate logon refused: %s", err);
@@ -473,6 +477,7 @@ void mp_hauth_conn_free(struct mp_hauth_conn *c)
     if (c->acc_on)
         mp_ntlm_acceptor_free(&c->acc);
     c->acc_on = c->authed = c->krb = false;
+    c->mutual[0] = 0;
 }
 
 /* ------------------------------------------------------------------ */

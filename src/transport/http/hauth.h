@@ -44,10 +44,11 @@ void mp_hauth_free(struct mp_hauth *a);
 /* One client connection's logon. */
 struct mp_hauth_conn {
     struct mp_ntlm_acceptor acc;
-    bool acc_on;    /* a NEGOTIATE was answered; AUTHENTICATE awaited */
-    bool authed;    /* NTLM or Negotiate finished: the connection is authenticated */
-    bool krb;       /* ... by Negotiate (Kerberos): user is the client's principal */
-    char user[520]; /* DOMAIN\user of the connection (NTLM) or request (Basic) */
+    bool acc_on;       /* a NEGOTIATE was answered; AUTHENTICATE awaited */
+    bool authed;       /* NTLM or Negotiate finished: the connection is authenticated */
+    bool krb;          /* ... by Negotiate (Kerberos): user is the client's principal */
+    char mutual[1024]; /* Negotiate: "Negotiate <base64 of the acceptor's token>", or "" */
+    char user[520];    /* DOMAIN\user of the connection (NTLM) or request (Basic) */
 };
 
 enum mp_hauth_verdict {

@@ -252,7 +252,7 @@ static int take(void *arg, struct mp_http_handover *ho)
         return 0;
     }
     c->chan = mp_rpch_chan_new(o->rpch, out, c->host_addr, c->port, len, &host, c);
-    if (!c->chan) {
+    if (!c->chan || (out && mp_rpch_chan_www(c->chan, ho->www))) {
         hchan_close(c, "out of memory");
         return 0;
     }
