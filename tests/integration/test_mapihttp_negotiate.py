@@ -83,3 +83,83 @@ def test_ticket_the_keytab_cannot_read(make_proxy, env, krb, tmp_path):  # noqa:
     assert "Negotiate" in r.headers.get("WWW-Authenticate", "")
     assert "Negotiate logon refused" in p.log()
     assert "/mapi/nspi" not in lab_log(env)[before:]
+
+
+def _der(tag, body):
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    ln = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(ln)]) + ln + body
+
+
+@pytest.mark.parametrize("with_mic", [False, True], ids=["no-mic", "mechListMIC"])
+def test_ntlm_inside_negotiate(make_proxy, env, krb, with_mic):  # noqa: F811
+    """A client without a ticket sends NTLM inside SPNEGO under Negotiate
+    (what Windows' Negotiate package does outside the domain): Impacket's
+    SPNEGO NegTokenInit with its NTLM NEGOTIATE gets a 401 whose
+    `WWW-Authenticate: Negotiate` NegTokenResp carries the CHALLENGE; the
+    NegTokenResp with the AUTHENTICATE (and, in the second case, a
+    mechListMIC made with Impacket's NTLM SIGN over the MechTypeList) logs
+    the connection on; a wrong mechListMIC is refused."""
+    import base64
+    import http.client
+    import ssl
+    from impacket import ntlm
+    from impacket.spnego import SPNEGO_NegTokenInit, SPNEGO_NegTokenResp, TypesMech
+    from Cryptodome.Cipher import ARC4
+    from test_http_auth_terminate import CLIENTS
+    p = start(make_proxy, env, **neg_opts(krb.front_keytab))
+    ctx = ssl.create_default_context(cafile=env["ca"])
+    ctx.check_hostname = False
+
+    def logon(mic_ok):
+        c = http.client.HTTPSConnection("127.0.0.1", int(p.base.rsplit(":", 1)[1]), context=ctx,
+                                        timeout=10)
+        t1 = ntlm.getNTLMSSPType1("", "LAB", signingRequired=True)
+        ini = SPNEGO_NegTokenInit()
+        ini["MechTypes"] = [TypesMech["NTLMSSP - Microsoft NTLM Security Support Provider"]]
+        ini["MechToken"] = t1.getData()
+        c.request("POST", "/mapi/nspi/", body=b"",
+                  headers={"Authorization": "Negotiate " + base64.b64encode(ini.getData()).decode()})
+        r = c.getresponse()
+        r.read()
+        assert r.status == 401
+        www = [v for k, v in r.getheaders() if k.lower() == "www-authenticate"]
+        tok = [w.split(" ", 1)[1] for w in www if w.startswith("Negotiate ")]
+        assert tok, www
+        resp = SPNEGO_NegTokenResp(base64.b64decode(tok[0]))
+        assert resp["SupportedMech"] == TypesMech[
+            "NTLMSSP - Microsoft NTLM Security Support Provider"]
+        t3, key = ntlm.getNTLMSSPType3(t1, resp["ResponseToken"], "alice", CLIENTS["alice"], "LAB")
+        if with_mic:
+            flags = t3["flags"]
+            mech_list = _der(0x30, _der(0x06, TypesMech[
+                "NTLMSSP - Microsoft NTLM Security Support Provider"]))
+            rc4 = ARC4.new(ntlm.SEALKEY(flags, key))
+            mic = ntlm.SIGN(flags, ntlm.SIGNKEY(flags, key), mech_list, 0, rc4.encrypt).getData()
+            if not mic_ok:
+                mic = bytes([mic[0] ^ 1]) + mic[1:]
+            body = _der(0x30, _der(0xa2, _der(0x04, t3.getData())) + _der(0xa3, _der(0x04, mic)))
+            final = _der(0xa1, body)
+        else:
+            r2 = SPNEGO_NegTokenResp()
+            r2["ResponseToken"] = t3.getData()
+            final = r2.getData()
+        c.request("POST", "/mapi/nspi/", body=b"",
+                  headers={"Authorization": "Negotiate " + base64.b64encode(final).decode()})
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status
+
+    assert logon(True) != 401
+    if with_mic:
+        assert logon(False) == 401
+    p.stop()
+    log = p.log()
+    print(log[-2500:])
+    assert "logged on as LAB\\alice (NTLM, this connection)" in log
+    if with_mic:
+        assert "bad SPNEGO mechListMIC" in log
+    assert_no_secrets(log)

@@ -44,11 +44,14 @@ void mp_hauth_free(struct mp_hauth *a);
 /* One client connection's logon. */
 struct mp_hauth_conn {
     struct mp_ntlm_acceptor acc;
-    bool acc_on;       /* a NEGOTIATE was answered; AUTHENTICATE awaited */
-    bool authed;       /* NTLM or Negotiate finished: the connection is authenticated */
-    bool krb;          /* ... by Negotiate (Kerberos): user is the client's principal */
-    char mutual[1024]; /* Negotiate: "Negotiate <base64 of the acceptor's token>", or "" */
-    char user[520];    /* DOMAIN\user of the connection (NTLM) or request (Basic) */
+    bool acc_on;        /* a NEGOTIATE was answered; AUTHENTICATE awaited */
+    bool authed;        /* NTLM or Negotiate finished: the connection is authenticated */
+    bool krb;           /* ... by Negotiate (Kerberos): user is the client's principal */
+    char mutual[1024];  /* Negotiate: "Negotiate <base64 of the acceptor's token>", or "" */
+    bool spnego;        /* the NTLM handshake runs inside SPNEGO (scheme Negotiate) */
+    uint8_t *mech_list; /* ... the client's MechTypeList, for the mechListMIC */
+    size_t mech_list_len;
+    char user[520]; /* DOMAIN\user of the connection (NTLM) or request (Basic) */
 };
 
 enum mp_hauth_verdict {
