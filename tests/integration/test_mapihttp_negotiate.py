@@ -4,7 +4,8 @@ client is requests-kerberos (Debian's python3-requests-kerberos over
 pykerberos and MIT's GSSAPI, alice's kinit'd cache), which answers the
 proxy's `WWW-Authenticate: Negotiate` with a SPNEGO token; the KDC is MIT's
 (krb5_env.py).  The proxy checks the ticket with its keytab and logs on to
-the lab with its own NTLM account, as for NTLM and Basic clients."""
+the lab with its own NTLM account, as for NTLM and Basic clients.  NTLM
+inside Negotiate (SPNEGO), built with Impacket, logs on too."""
 import subprocess
 
 import pytest
