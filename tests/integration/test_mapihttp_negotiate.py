@@ -11,7 +11,6 @@ import subprocess
 import pytest
 
 import krb5_env
-from krb5_env import Krb5Env
 from test_http_auth_terminate import (ALICE, MH, assert_no_secrets, env, lab_log,  # noqa: F401
                                       start)
 
@@ -28,17 +27,7 @@ FRONT_SPN = "HTTP/127.0.0.1"
 
 @pytest.fixture(scope="module")
 def krb(tmp_path_factory):
-    d = tmp_path_factory.mktemp("realm")
-    with Krb5Env(d) as k:
-        k.kadmin(f"addprinc -randkey {FRONT_SPN}")
-        k.front_keytab = str(d / "front.keytab")
-        k.kadmin(f"ktadd -k {k.front_keytab} {FRONT_SPN}")
-        k.kinit("alice")
-        k.apply()
-        try:
-            yield k
-        finally:
-            k.restore()
+    yield from krb5_env.http_realm(tmp_path_factory.mktemp("realm"), [FRONT_SPN])
 
 
 def kerberos():
@@ -52,7 +41,7 @@ def neg_opts(keytab):
 
 
 def test_kerberos_client_proxy_logs_on_upstream(make_proxy, env, krb):  # noqa: F811
-    p = start(make_proxy, env, **neg_opts(krb.front_keytab))
+    p = start(make_proxy, env, **neg_opts(krb.http_keytab))
     before = len(lab_log(env))
     ab = MH.NspiHttp(p.base, auth=kerberos(), verify=env["ca"])
     assert ab.bind()["ErrorCode"] == 0
@@ -110,7 +99,7 @@ def test_ntlm_inside_negotiate(make_proxy, env, krb, with_mic):  # noqa: F811
     from impacket.spnego import SPNEGO_NegTokenInit, SPNEGO_NegTokenResp, TypesMech
     from Cryptodome.Cipher import ARC4
     from test_http_auth_terminate import CLIENTS
-    p = start(make_proxy, env, **neg_opts(krb.front_keytab))
+    p = start(make_proxy, env, **neg_opts(krb.http_keytab))
     ctx = ssl.create_default_context(cafile=env["ca"])
     ctx.check_hostname = False
 

@@ -26,7 +26,7 @@ from impacket.dcerpc.v5 import nspi, oxabref
 from impacket.http import AUTH_NEGOTIATE, HTTPClientSecurityProvider
 
 import krb5_env
-from krb5_env import Krb5Env, PROXY_SPN
+from krb5_env import PROXY_SPN
 from test_rpch import ALICE_PW, PROXY_PW, reference, rpch_lab_env, start  # noqa: F401
 from test_rpch_passthrough import nspi_answers, rfr_answers
 from test_lab_rpch import rpch_dce as lab_rpch_dce
@@ -48,19 +48,7 @@ def merge_keytabs(krb, out, *ins):
 
 @pytest.fixture(scope="module")
 def krb(tmp_path_factory):
-    d = tmp_path_factory.mktemp("realm")
-    with Krb5Env(d) as k:
-        http_kt = str(d / "http.keytab")
-        for spn in (FRONT_SPN, LAB_SPN):
-            k.kadmin(f"addprinc -randkey {spn}")
-        k.kadmin(f"ktadd -k {http_kt} {FRONT_SPN} {LAB_SPN}")
-        k.http_keytab = http_kt
-        k.kinit("alice")
-        k.apply()
-        try:
-            yield k
-        finally:
-            k.restore()
+    yield from krb5_env.http_realm(tmp_path_factory.mktemp("realm"), [FRONT_SPN, LAB_SPN])
 
 
 @pytest.fixture(scope="module")
