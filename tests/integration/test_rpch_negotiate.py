@@ -336,3 +336,26 @@ def test_out_channel_answer_carries_the_mutual_token(make_proxy, env, krb, tmp_p
     ctx.step(base64.b64decode(m.group(1)))
     assert ctx.complete
     assert m.group(1)[:20] not in p.log() and tok[:20] not in p.log()
+
+
+def test_upstream_negotiate_with_recycling(make_proxy, env, krb, reference):  # noqa: F811
+    """upstream auth = negotiate with a 4 KiB upstream IN channel: every
+    successor channel (IN_R1) gets a fresh ticket authenticator, made on
+    the KDC worker; the lab names the proxy's principal on each."""
+    from impacket.http import AUTH_BASIC
+    from test_rpch import rpch_dce
+    before = lab_mark(env)
+    over = neg_up_opts(krb, env)
+    over["mapiproxy:rpc over http upstream in channel length"] = "4K"
+    p = start(make_proxy, env, **over)
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    for _ in range(14):
+        assert nspi_answers(d) == reference[1]
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    chans = channels(lab_since(env, before))
+    ins = len(re.findall(r"IN channel recycled", log))
+    print(ins, chans)
+    assert ins >= 2
+    assert len(chans) >= 2 + ins and all(u == f"{PROXY_SPN}@LAB.EXAMPLE" for _, u in chans)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "auth/credstore.h"
+#include "auth/kdc_worker.h"
 #include "auth/ntlm_crypto.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -41,13 +42,14 @@ struct mp_rpch_up {
     const struct mp_config *cfg;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    SSL_CTX *tls_ctx;        /* NULL for http:// */
-    char authz[1024];        /* "Authorization: Basic ...\r\n" or "" (never logged) */
-    bool ntlm;               /* mapiproxy:rpc over http upstream auth = ntlm */
-    struct mp_hauth ha;      /* for the NTLM initiator: cfg and up_password only */
-    struct mp_gss_cred *krb; /* upstream auth = negotiate: the proxy's Kerberos identity */
-    char spn[300];           /* ... and the target (rpc over http upstream spn) */
-    char server[256];        /* the ?SERVER:port name */
+    SSL_CTX *tls_ctx;         /* NULL for http:// */
+    char authz[1024];         /* "Authorization: Basic ...\r\n" or "" (never logged) */
+    bool ntlm;                /* mapiproxy:rpc over http upstream auth = ntlm */
+    struct mp_hauth ha;       /* for the NTLM initiator: cfg and up_password only */
+    struct mp_gss_cred *krb;  /* upstream auth = negotiate: the proxy's Kerberos identity */
+    struct mp_kdc_worker kdc; /* ... whose tokens are made here (the KDC may be slow) */
+    char spn[300];            /* ... and the target (rpc over http upstream spn) */
+    char server[256];         /* the ?SERVER:port name */
     struct upvc *all;
 };
 
@@ -63,6 +65,8 @@ struct upchan {
      * request's head (with the AUTHENTICATE) is put before wq once the
      * upstream's 401 brings the CHALLENGE */
     bool ntlm_wait;
+    bool krb_wait;              /* Negotiate: the token is being made (krb_job) */
+    struct mp_kdc_job *krb_job; /* ... on the KDC worker; its owner is this channel */
     uint64_t req_length;
     struct mp_buf leg;
     struct mp_hauth_up hu;
@@ -132,7 +136,7 @@ static void ch_interest(struct upchan *c)
     if (!c || c->io.fd < 0)
         return;
     struct mp_loop *l = c->v->u->loop;
-    bool wr = mp_buf_avail(c->ntlm_wait ? &c->leg : &c->wq) != 0;
+    bool wr = mp_buf_avail(c->ntlm_wait || c->krb_wait ? &c->leg : &c->wq) != 0;
     if (!c->connected)
         mp_io_set(l, &c->io, MP_WRITE);
     else if (c->tls_on)
@@ -194,6 +198,58 @@ static const char *put_head(struct upvc *v, struct upchan *c, uint64_t length, c
     return err;
 }
 
+/* KDC worker thread: the channel's "Authorization: Negotiate ..." line
+ * (NUL-terminated) into j->tok, or j->rc -1 and j->why.  u's credential and
+ * target are not changed while the worker runs. */
+static void krb_run(struct mp_kdc_job *j)
+{
+    struct mp_rpch_up *u = j->arg;
+    char line[16384], err[MP_GSS_ERRLEN + 64];
+    j->rc = -1;
+    if (mp_hneg_authz(u->krb, u->spn, line, sizeof line, err, sizeof err))
+        snprintf(j->why, sizeof j->why, "%s", err);
+    else if (mp_buf_append(&j->tok, line, strlen(line) + 1))
+        snprintf(j->why, sizeof j->why, "out of memory");
+    else
+        j->rc = 0;
+    mp_ntlm_cleanse(line, sizeof line);
+}
+
+/* Loop thread: the token came; the head goes before what waits in wq. */
+static void krb_done(void *arg, struct mp_kdc_job *j)
+{
+    struct upchan *c = j->owner;
+    if (c) {
+        static _Thread_local char why[sizeof j->why];
+        struct mp_buf nw = {0};
+        const char *err = NULL;
+        c->krb_job = NULL;
+        c->krb_wait = false;
+        if (j->rc)
+            err = strcpy(why, j->why);
+        else if (!(err = put_head(c->v, c, c->req_length, (const char *)j->tok.data, &nw)) &&
+                 mp_buf_append(&nw, mp_buf_head(&c->wq), mp_buf_avail(&c->wq)))
+            err = "out of memory";
+        if (!err) {
+            mp_buf_free(&c->wq);
+            c->wq = nw;
+            nw = (struct mp_buf){0};
+        }
+        mp_buf_free(&nw);
+        if (j->tok.data)
+            mp_ntlm_cleanse(j->tok.data, j->tok.cap);
+        mp_kdc_job_free(j);
+        if (err)
+            vc_fail(c->v, err);
+        else
+            ch_interest(c);
+        return;
+    }
+    if (j->tok.data)
+        mp_ntlm_cleanse(j->tok.data, j->tok.cap);
+    mp_kdc_job_free(j);
+}
+
 /* The channel's request head: at once (Basic or no logon), or with NTLM
  * the first leg now and the head when the CHALLENGE comes (ntlm_answer). */
 static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
@@ -201,16 +257,18 @@ static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
     struct mp_rpch_up *u = v->u;
     if (c->authz || v->pass_basic) /* the client's logon (pass-through) */
         return put_head(v, c, length, c->authz ? c->authz : v->pass_basic, &c->wq);
-    if (u->krb) { /* Negotiate: one leg, the token with the channel's own head */
-        static _Thread_local char why[400];
-        char neg[16384];
-        const char *err = NULL;
-        if (mp_hneg_authz(u->krb, u->spn, neg, sizeof neg, why, sizeof why))
-            err = why;
-        else
-            err = put_head(v, c, length, neg, &c->wq);
-        mp_ntlm_cleanse(neg, sizeof neg);
-        return err;
+    if (u->krb) { /* Negotiate: one leg; the token is made on the KDC worker (krb_done) */
+        struct mp_kdc_job *j = calloc(1, sizeof *j);
+        if (!j)
+            return "out of memory";
+        j->run = krb_run;
+        j->arg = u;
+        j->owner = c;
+        c->krb_job = j;
+        c->krb_wait = true;
+        c->req_length = length;
+        mp_kdc_enqueue(&u->kdc, j);
+        return NULL;
     }
     if (!u->ntlm)
         return put_head(v, c, length, u->authz, &c->wq);
@@ -673,7 +731,7 @@ static const char *chan_io(struct upchan *c, uint32_t ev, bool *eof)
             return NULL;
         c->hs_done = true;
     }
-    struct mp_buf *q = c->ntlm_wait ? &c->leg : &c->wq;
+    struct mp_buf *q = c->ntlm_wait || c->krb_wait ? &c->leg : &c->wq;
     while (mp_buf_avail(q)) {
         ssize_t w = ch_write(c, mp_buf_head(q), mp_buf_avail(q));
         if (w < 0)
@@ -843,7 +901,7 @@ static void vc_kick(struct upvc *v)
         struct upchan *c = cs[k];
         if (!c || c->io.fd < 0)
             continue;
-        struct mp_buf *q = c->ntlm_wait ? &c->leg : &c->wq;
+        struct mp_buf *q = c->ntlm_wait || c->krb_wait ? &c->leg : &c->wq;
         if (c->connected && (!c->tls_on || c->hs_done))
             while (mp_buf_avail(q)) {
                 ssize_t w = ch_write(c, mp_buf_head(q), mp_buf_avail(q));
@@ -910,6 +968,8 @@ static void chan_release(void *p)
  * for it may still be in the turn's batch: chan_cb sees fd -1). */
 static void chan_free(struct mp_loop *l, struct upchan *c)
 {
+    if (c && c->krb_job) /* the token comes for nobody */
+        c->krb_job->owner = NULL;
     if (!c)
         return;
     if (c->tls_on)
@@ -1177,6 +1237,11 @@ static int up_krb(struct mp_rpch_up *u)
                 "try again",
                 u->spn, err);
     mp_ntlm_cleanse(line, sizeof line);
+    if (mp_kdc_start(&u->kdc, u->loop, NULL, krb_done, u)) {
+        mp_gss_cred_free(u->krb);
+        u->krb = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -1251,6 +1316,7 @@ void mp_rpch_up_free(struct mp_rpch_up *u)
         return;
     while (u->all)
         vc_unlink(u->all);
+    mp_kdc_stop(&u->kdc); /* after the channels (their jobs lose their owner), before the cred */
     mp_tls_ctx_free(u->tls_ctx);
     mp_gss_cred_free(u->krb);
     mp_ntlm_cleanse(u->authz, sizeof u->authz);
