@@ -359,3 +359,26 @@ def test_upstream_negotiate_with_recycling(make_proxy, env, krb, reference):  # 
     print(ins, chans)
     assert ins >= 2
     assert len(chans) >= 2 + ins and all(u == f"{PROXY_SPN}@LAB.EXAMPLE" for _, u in chans)
+
+
+def test_mapihttp_negotiate_passes_through(make_proxy, env, krb):
+    """MAPI/HTTP with http auth = pass-through: requests-kerberos's Kerberos
+    logon (Debian's python3-requests-kerberos) reaches the lab's MAPI/HTTP
+    acceptor over the client's pinned upstream connection; the lab logs
+    alice's principal, the proxy's account is not used."""
+    import sys
+    requests_kerberos = pytest.importorskip("requests_kerberos")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lab"))
+    import mapihttp_client as MH
+    before = lab_mark(env)
+    p = start(make_proxy, env, **{"mapiproxy:http auth": "pass-through",
+                                  "mapiproxy:rpc over http": None})
+    auth = requests_kerberos.HTTPKerberosAuth(
+        mutual_authentication=requests_kerberos.OPTIONAL)
+    ab = MH.NspiHttp(f"https://127.0.0.1:{p.http_port}", auth=auth, verify=env["ca"])
+    assert ab.bind()["ErrorCode"] == 0
+    p.stop()
+    lab = lab_since(env, before)
+    assert "Negotiate (Kerberos) logon ok user=alice@LAB.EXAMPLE" in lab, lab[-2000:]
+    assert "logon ok user=LAB\\Administrator" not in lab
+    assert PROXY_PW not in p.log()
