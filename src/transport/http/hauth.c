@@ -125,6 +125,7 @@ int mp_hauth_init(struct mp_hauth *a, const struct mp_config *cfg)
             *q = '_'; /* it goes inside a quoted string */
     if (cfg->http_negotiate) {
         char err[MP_GSS_ERRLEN];
+        a->neg = true;
         a->krb = mp_gss_cred_acceptor(cfg->keytab, NULL, err, sizeof err);
         if (!a->krb) {
             mp_error("mapiproxy:http negotiate: mapiproxy:keytab: %s", err);
@@ -184,7 +185,7 @@ static bool allowed(const struct mp_hauth *a, const char *user, const char *doma
 static int offer(const struct mp_hauth *a, struct mp_buf *hdrs, const char *ntlm_tok)
 {
     static const char ntlm[] = "WWW-Authenticate: NTLM", neg[] = "WWW-Authenticate: Negotiate\r\n";
-    if (!ntlm_tok && a->krb && mp_buf_append(hdrs, neg, sizeof neg - 1))
+    if (!ntlm_tok && a->neg && mp_buf_append(hdrs, neg, sizeof neg - 1))
         return -1;
     if (mp_buf_append(hdrs, ntlm, sizeof ntlm - 1))
         return -1;
@@ -438,7 +439,8 @@ static enum mp_hauth_verdict negotiate(struct mp_hauth *a, struct mp_hauth_conn 
     struct mp_buf reply = {0};
     c->authed = c->krb = false;
     c->user[0] = 0;
-    int rc = mp_hneg_accept(a->krb, authz, len, user, sizeof user, &reply, err, sizeof err);
+    int rc = a->krb ? mp_hneg_accept(a->krb, authz, len, user, sizeof user, &reply, err, sizeof err)
+                    : (snprintf(err, sizeof err, "no Kerberos keytab"), -1);
     c->mutual[0] = 0; /* the acceptor's token, for an answer of the proxy's own (RPC over HTTP) */
     if (!rc && reply.len && reply.len + 11 < sizeof c->mutual)
         snprintf(c->mutual, sizeof c->mutual, "Negotiate %.*s", (int)reply.len,
@@ -480,7 +482,7 @@ enum mp_hauth_verdict mp_hauth_client(struct mp_hauth *a, struct mp_hauth_conn *
     bool is_ntlm = authz && sl == 4 && !strncasecmp(authz, "NTLM", 4) && vl;
     if (is_ntlm) /* a handshake step (a NEGOTIATE restarts the connection's logon) */
         return ntlm(a, c, v, vl, hdrs, why, wl);
-    if (authz && sl == 9 && !strncasecmp(authz, "Negotiate", 9) && vl && a->krb) {
+    if (authz && sl == 9 && !strncasecmp(authz, "Negotiate", 9) && vl && a->neg) {
         uint8_t tok[4096]; /* NTLM under Negotiate, raw or in SPNEGO; else Kerberos */
         long k = vl <= 5460 ? mp_b64_decode(v, vl, tok, sizeof tok) : -1;
         enum mp_hauth_verdict nv;

@@ -30,7 +30,8 @@ struct mp_hauth {
     struct mp_credstore creds;
     struct mp_groups groups; /* mapiproxy:groups file, for "@group" in allowed users */
     struct mp_ntlm_acceptor_cfg acc_cfg;
-    struct mp_gss_cred *krb; /* mapiproxy:http negotiate: the acceptor's keytab */
+    bool neg;                /* mapiproxy:http negotiate: Negotiate offered and taken */
+    struct mp_gss_cred *krb; /* ... the Kerberos acceptor's keytab (NULL: NTLM inside only) */
     char fqdn[320];
     char realm[128];
     char up_password[256];

@@ -30,7 +30,7 @@ int mp_hu_request(struct hconn *s)
         mp_info("http #%" PRIu64 " %s: logon refused: user=%s: %s", s->id, s->peer, user, why);
     if (v == MP_HAUTH_DENY)
         mp_metrics_auth(az && al > 5 && !strncasecmp(az, "Basic", 5) ? "Basic"
-                        : az && al > 9 && !strncasecmp(az, "Negotiate", 9) && h->auth.krb
+                        : az && al > 9 && !strncasecmp(az, "Negotiate", 9) && h->auth.neg
                             ? "SPNEGO/Kerberos"
                             : "NTLM",
                         false);
