@@ -12,7 +12,7 @@ PKGS=(gcc make pkg-config git libssl-dev clang clang-format libclang-rt-14-dev v
       python3 openssl iproute2
       python3-impacket python3-pytest python3-requests python3-requests-ntlm tshark samba haproxy nginx-light
       krb5-kdc krb5-admin-server krb5-user libkrb5-dev libgssapi-krb5-2
-      krb5-kdc-ldap slapd ldap-utils python3-gssapi
+      krb5-kdc-ldap slapd ldap-utils python3-gssapi python3-requests-kerberos
       libhttp-parser-dev libgmime-3.0-dev libsystemd-dev
       libwbclient-dev winbind samba-ad-dc samba-ad-provision python3-samba
       python3-pytest-timeout python3-pytest-xdist python3-prometheus-client logrotate systemd man-db groff-base

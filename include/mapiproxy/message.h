@@ -44,8 +44,10 @@
  *            the server stores the changed message, for downloads the client
  *            gets it.
  * mp_message_can_modify says whether this event can still be changed (a
- * messageChangePartial, or a download whose first bytes already reached the
- * client, can only be blocked or allowed).
+ * download whose first bytes already reached the client can only be
+ * blocked or allowed; a FastTransfer message, a messageChangePartial
+ * included, can be changed while the proxy holds it: mapiproxy:fx hold
+ * limit).
  *
  * Messages arrive complete but may be large: string and binary values can
  * live in private temporary files; read them with the *_read functions.

@@ -45,6 +45,10 @@ static void svc_refresh(struct mp_dce_auth *au, struct mp_kdc_job *j)
  * are the calls that can wait for the KDC. */
 static void kdc_run(struct mp_dce_auth *au, struct mp_kdc_job *j)
 {
+    if (j->run) {
+        j->run(j);
+        return;
+    }
     if (j->wb) {
         mp_winbind_authenticate(j->wb);
         return;

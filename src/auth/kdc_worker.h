@@ -34,6 +34,10 @@ struct mp_kdc_job {
     char why[600];
     char note[400]; /* for the log, written by the loop thread */
     int rc;
+    /* a job of the queuer's own: run(j) on the worker thread instead of the
+     * Kerberos/winbind step (then the worker's au may be NULL) */
+    void (*run)(struct mp_kdc_job *j);
+    void *arg;
 };
 
 typedef void (*mp_kdc_done_fn)(void *arg, struct mp_kdc_job *j);

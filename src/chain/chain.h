@@ -193,6 +193,7 @@ struct mp_call_origin {
 };
 
 struct mp_call {
+    size_t alloc_cap; /* the block's size (mp_buf_take) */
     struct mp_modules *mods;
     const struct mp_call_host *host;
     /* the transport's connection; the transport sets it to NULL when the

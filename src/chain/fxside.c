@@ -20,6 +20,7 @@ enum {
     SIDE_RESERVE = 256,      /* pcbOut left for the RPC_HEADER_EXT and the ROP header */
     STATUS_PARTIAL = 0x0001, /* MS-OXCROPS 2.2.12.5.2 TransferStatus */
     OP_EXT2 = 11,            /* EcDoRpcExt2 (and MAPI/HTTP Execute) */
+    UP_SIDE = 0x7000,        /* TransferDataSize of a side PutBuffer */
 };
 
 struct fxside {
@@ -35,13 +36,19 @@ struct fxside {
     size_t want; /* the client's BufferSize */
     unsigned rounds;
     uint64_t bytes;
+    /* side PutBuffers (held uploads) */
+    bool up;
+    struct mp_rop_req_FastTransferDestinationPutBuffer pb;
+    uint8_t *data;
 };
 
 void mp_fxside_call_free(void *state)
 {
     struct fxside *s = state;
-    if (s)
+    if (s) {
         free(s->saved);
+        free(s->data);
+    }
     free(s);
 }
 
@@ -158,9 +165,136 @@ size_t mp_fxside_want(struct mp_call *m, const struct mp_rop_req_FastTransferSou
     return room && room < q->MaximumBufferSize ? room : q->MaximumBufferSize;
 }
 
+/* ---- side PutBuffers: a held upload's released bytes ---- */
+
+static void up_side_cb(struct mp_call *m);
+
+static size_t up_pending(struct mp_call *m)
+{
+    struct mp_asm *a = mp_msgev_asm(m, false);
+    size_t n = a ? mp_asm_up_pending(a, mp_call_rop_object(m, false, 0)) : 0;
+    if (a)
+        mp_msgev_asm_end(m);
+    return n;
+}
+
+static void up_finish(struct mp_call *m, struct fxside *s, uint32_t rv, uint16_t status,
+                      uint16_t total)
+{
+    struct mp_asm *a = mp_msgev_asm(m, false);
+    if (a) {
+        mp_asm_up_result(a, mp_call_rop_object(m, false, 0), rv, status, total);
+        mp_msgev_asm_end(m);
+    }
+    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
+    if (in) {
+        in->rgbIn = (uint8_t *)s->orig_rgb;
+        in->cbIn = s->orig_cb;
+        mp_call_request_changed(m);
+    }
+    if (mp_call_set_response_stub(m, s->saved, s->saved_len))
+        mp_warn("session %u: held FastTransfer upload: the client's PutBuffer response could "
+                "not be restored",
+                sid(m));
+    if (rv)
+        mp_info("session %u: held FastTransfer upload: the upstream refused side PutBuffer %u "
+                "(0x%08x); the client's PutBuffer gets that",
+                sid(m), s->rounds, (unsigned)rv);
+    mp_debug("session %u: held FastTransfer upload: %u side PutBuffer(s), %llu bytes, after the "
+             "client's PutBuffer",
+             sid(m), s->rounds, (unsigned long long)s->bytes);
+}
+
+/* The next side PutBuffer, or the end. */
+static void up_next(struct mp_call *m, struct fxside *s, uint16_t status, uint16_t total)
+{
+    struct mp_asm *a = mp_msgev_asm(m, false);
+    size_t k = a ? mp_asm_up_take(a, mp_call_rop_object(m, false, 0), s->data, UP_SIDE) : 0;
+    if (a)
+        mp_msgev_asm_end(m);
+    if (!k) {
+        up_finish(m, s, 0, status, total);
+        return;
+    }
+    s->pb.TransferDataSize = (uint16_t)k;
+    s->pb.TransferData = s->data;
+    s->bytes += k;
+    if (mp_ropstage_side_request(m, &s->req, up_side_cb)) {
+        up_finish(m, s, 0x8007000E, 0, 0); /* ecOutOfMemory: those bytes are lost */
+        return;
+    }
+}
+
+static void up_side_cb(struct mp_call *m)
+{
+    void **slot = mp_ropstage_fxside_call(m);
+    struct fxside *s = slot ? *slot : NULL;
+    if (!s)
+        return;
+    s->rounds++;
+    struct mp_rop_buf r = {0};
+    struct mp_rop_ctx ctx = {.requests = &s->req};
+    const struct mp_rop_rsp_FastTransferDestinationPutBuffer *g = NULL;
+    if (!mp_ropstage_side_response(m, &ctx, &r) && r.n == 1 &&
+        r.rops[0].rop_id == MP_ROP_FastTransferDestinationPutBuffer && !r.rops[0].opaque)
+        g = r.rops[0].v;
+    if (!g || g->ReturnValue) {
+        up_finish(m, s, g ? g->ReturnValue : 0x80004005, 0, 0);
+        return;
+    }
+    up_next(m, s, g->TransferStatus, g->TotalStepCount);
+}
+
+static void up_start(struct mp_call *m, void **slot)
+{
+    const struct mp_rop_req_FastTransferDestinationPutBuffer *q = mp_call_rop(m, false, 0);
+    const struct mp_rop_rsp_FastTransferDestinationPutBuffer *r = mp_call_rop(m, true, 0);
+    const struct mp_object *o = mp_call_rop_object(m, false, 0);
+    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
+    if (!q || !r || !o || !in || r->ReturnValue || !up_pending(m))
+        return;
+    struct fxside *s = *slot ? *slot : (*slot = calloc(1, sizeof(struct fxside)));
+    if (!s)
+        return;
+    s->started = s->up = true;
+    size_t len = 0;
+    const uint8_t *stub = mp_call_response_stub(m, &len);
+    if (!stub || !len || !(s->saved = malloc(len)) || !(s->data = malloc(UP_SIDE))) {
+        mp_warn("session %u: held FastTransfer upload: cannot hold the client's PutBuffer "
+                "response; the rest goes with its next PutBuffer",
+                sid(m));
+        return;
+    }
+    memcpy(s->saved, stub, len);
+    s->saved_len = len;
+    s->orig_rgb = in->rgbIn;
+    s->orig_cb = in->cbIn;
+    s->pb = (struct mp_rop_req_FastTransferDestinationPutBuffer){
+        .RopId = MP_ROP_FastTransferDestinationPutBuffer,
+        .LogonId = q->LogonId,
+        .InputHandleIndex = 0,
+    };
+    s->handle = o->handle;
+    s->rop = (struct mp_rop){.rop_id = MP_ROP_FastTransferDestinationPutBuffer,
+                             .desc = mp_rop_descs[MP_ROP_FastTransferDestinationPutBuffer],
+                             .v = &s->pb,
+                             .req_index = -1};
+    s->req = (struct mp_rop_buf){.rops = &s->rop, .n = 1, .handles = &s->handle, .nhandles = 1};
+    up_next(m, s, r->TransferStatus, r->TotalStepCount);
+}
+
 void mp_fxside_start(struct mp_call *m)
 {
     void **slot = mp_ropstage_fxside_call(m);
+    if (slot && !(*slot && ((struct fxside *)*slot)->started) && m->opnum == OP_EXT2 &&
+        mp_msgev_wanted(m->mods) && mp_call_rop_count(m, false) == 1 &&
+        mp_call_rop_count(m, true) == 1 &&
+        mp_call_rop_id(m, false, 0) == MP_ROP_FastTransferDestinationPutBuffer &&
+        mp_call_rop_id(m, true, 0) == MP_ROP_FastTransferDestinationPutBuffer &&
+        mp_call_rop_request_index(m, 0) == 0) {
+        up_start(m, slot);
+        return;
+    }
     if (!slot || (*slot && ((struct fxside *)*slot)->started) || m->opnum != OP_EXT2 ||
         !mp_msgev_wanted(m->mods) || mp_call_rop_count(m, false) != 1 ||
         mp_call_rop_count(m, true) != 1 ||

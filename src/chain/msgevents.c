@@ -310,6 +310,9 @@ static void asm_done(void *arg, const struct mp_msg_event *e)
     ev->fx_span = e->fx_span; /* a held download is re-encoded with its verdict */
     if (e->fx && e->dir == MP_MSG_DOWNLOAD && e->fx_span.held && e->rop_index >= 0)
         ev->can_block = ev->can_modify = true;
+    /* a held FastTransfer upload is rewritten before it goes upstream */
+    if (e->fx && e->dir == MP_MSG_UPLOAD && e->fx_span.held && e->at_request && e->rop_index >= 0)
+        ev->can_block = ev->can_modify = true;
     ev->mime_fd = -1;
     ev->msg = e->msg;
     mp_msg_hold(ev->msg);
@@ -613,6 +616,13 @@ static int decide(struct mp_call *call, bool response)
          * the save) and FastTransfer (the PutBuffer with the last byte) */
         if (ev->dir != MP_MESSAGE_UPLOAD || response || ev->rop_index < 0)
             continue;
+        bool held_up = ev->fx && ev->fx_span.held && ev->ms;
+        if (held_up && ev->v.blocked) /* never sent upstream: cut from the held stream */
+            mp_asm_up_block(ev->ms->a, &ev->fx_span, call, ev->rop_index);
+        else if (held_up && mp_msgfx_apply_held(ev->ms->a, &ev->fx_span, &ev->v))
+            mp_warn("session %u: the verdict could not be applied in the FastTransfer upload "
+                    "stream; message relayed unchanged",
+                    ev->session ? (unsigned)mp_session_id(ev->session) : 0u);
         if (ev->v.blocked) {
             if (mp_call_rop_answer(call, (size_t)ev->rop_index, EC_ACCESS_DENIED))
                 mp_warn("session %u: cannot answer the blocked message's %s",
@@ -622,10 +632,12 @@ static int decide(struct mp_call *call, bool response)
         if (!ev->fx && mp_msgev_apply_edits(call, ev->rop_index, ev->msg, &ev->v))
             rc = -1;
     }
-    struct mp_session *ses = response ? mp_call_session(call) : NULL;
+    struct mp_session *ses = mp_call_session(call);
     void **slot = ses ? mp_ropstage_msgev_session(ses) : NULL;
-    if (slot && *slot) /* held FastTransfer downloads: the client's buffers */
+    if (slot && *slot && response) /* held FastTransfer downloads: the client's buffers */
         mp_asm_emit(((struct msess *)*slot)->a, call);
+    else if (slot && *slot) /* held FastTransfer uploads: what goes upstream */
+        mp_asm_up_emit(((struct msess *)*slot)->a, call);
     return rc;
 }
 

@@ -220,7 +220,6 @@ static void call_free(struct mp_call *m, void *ctx)
     mp_msgnames_call_free(rc->names);
     side_free(&rc->rq);
     side_free(&rc->rs);
-    free(rc);
 }
 
 void **mp_ropstage_msgev_call(struct mp_call *m)
@@ -653,7 +652,9 @@ static void request(struct mp_call *m)
     if (!carries_rops(m))
         return;
     void **slot = mp_call_stage_slot(m, &mp_rop_stage);
-    if (!slot || (!*slot && !(*slot = calloc(1, sizeof(struct mp_ropcall)))))
+    struct mp_arena *ca = mp_call_arena(m);
+    /* call memory: gone with the call's arena, after call_free */
+    if (!slot || !ca || (!*slot && !(*slot = mp_arena_calloc(ca, 1, sizeof(struct mp_ropcall)))))
         return;
     struct mp_ropcall *rc = *slot;
     side_free(&rc->rq);
@@ -672,9 +673,10 @@ static void request(struct mp_call *m)
 }
 
 /* Appends a ROP buffer: rops whose item is unchanged are written as their
- * original bytes. */
+ * original bytes.  With ref: appends nothing, and returns 1 when the buffer
+ * would come out as ref[0..ref_len), else 0. */
 static int encode_rops(struct mp_buf *out, const struct mp_rop_buf *b, struct mp_rop *tmp,
-                       const bool *changed)
+                       const bool *changed, const uint8_t *ref, size_t ref_len)
 {
     struct mp_rop_buf e = *b;
     for (size_t i = 0; i < b->n; i++) {
@@ -683,6 +685,8 @@ static int encode_rops(struct mp_buf *out, const struct mp_rop_buf *b, struct mp
             tmp[i].v = NULL;
     }
     e.rops = tmp;
+    if (ref)
+        return mp_rop_encodes_as(&e, ref, ref_len);
     return mp_rop_encode(out, &e);
 }
 
@@ -791,8 +795,19 @@ static int store_rgb(struct mp_call *m, bool response, const uint8_t *const *seg
     return 0;
 }
 
+/* Whether the call's rgb is exactly what side s decoded (no bytes after the
+ * RPC_HEADER_EXT chain's Last payload), so that contents equal to the
+ * decoded ones mean the original rgb. */
+static bool side_whole(struct mp_call *m, bool response, const struct side *s)
+{
+    size_t len;
+    if (!call_rgb(m, response, &len))
+        return false;
+    return !s->have_x || s->x.consumed == len;
+}
+
 /* Encodes every buffer of side s (buffer 0 replaced by b0 if not NULL) and
- * stores the result in the call. */
+ * stores the result in the call, unless it comes out as the original. */
 static int encode_side(struct mp_call *m, bool response, struct side *s,
                        const struct mp_rop_buf *b0, const bool *b0_changed, uint32_t reserve)
 {
@@ -800,11 +815,15 @@ static int encode_side(struct mp_call *m, bool response, struct side *s,
     size_t nseg = s->nbuf;
     const uint8_t **seg = mp_arena_calloc(a, nseg, sizeof(*seg));
     size_t *len = mp_arena_calloc(a, nseg, sizeof(*len));
-    struct mp_buf *bufs = calloc(nseg, sizeof(*bufs));
+    struct mp_buf *bufs = mp_arena_calloc(a, nseg, sizeof(*bufs));
     int rc = -1;
     if (!seg || !len || !bufs)
         goto out;
     size_t it = 0;
+    /* every buffer re-encodes to its original bytes (a module marked ROPs
+     * changed but left their fields as they were): the call keeps its
+     * original rgb, and nothing is re-compressed or re-encoded as NDR */
+    bool same = reserve == 0 && side_whole(m, response, s);
     for (size_t i = 0; i < nseg; i++) {
         const struct mp_rop_buf *b = i == 0 && b0 ? b0 : &s->bufs[i];
         size_t nb = s->bufs[i].n;
@@ -844,11 +863,17 @@ static int encode_side(struct mp_call *m, bool response, struct side *s,
             b = nbf;
         }
         size_t olen = s->flat_len; /* about the original's size: one allocation */
-        if (s->have_x)
-            mp_rpcext_content(&s->x, i, &olen);
+        const uint8_t *orig = s->have_x ? mp_rpcext_content(&s->x, i, &olen) : s->flat;
+        if (same && encode_rops(NULL, b, tmp, ch, orig, olen)) {
+            seg[i] = orig; /* the same bytes, found without making a copy */
+            len[i] = olen;
+            it += nb;
+            continue;
+        }
+        same = false;
         if (mp_buf_reserve(&bufs[i], olen + 64))
             goto out;
-        if (encode_rops(&bufs[i], b, tmp, ch)) {
+        if (encode_rops(&bufs[i], b, tmp, ch, NULL, 0)) {
             mp_warn("call %s %s: a changed ROP buffer does not encode (RopSize over 65535?)",
                     m->peer, m->op_name);
             goto out;
@@ -857,11 +882,10 @@ static int encode_side(struct mp_call *m, bool response, struct side *s,
         len[i] = bufs[i].len;
         it += nb;
     }
-    rc = store_rgb(m, response, seg, len, nseg, s, reserve);
+    rc = same ? 0 : store_rgb(m, response, seg, len, nseg, s, reserve);
 out:
     for (size_t i = 0; bufs && i < nseg; i++)
         mp_buf_free(&bufs[i]);
-    free(bufs);
     return rc;
 }
 

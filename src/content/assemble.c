@@ -993,3 +993,29 @@ int mp_asm_replace(struct mp_asm *a, const struct mp_fx_span *sp, const uint8_t 
 {
     return mp_asm_fx_replace(&a->fx, sp, p, n);
 }
+
+void mp_asm_up_emit(struct mp_asm *a, struct mp_call *call)
+{
+    mp_asm_fx_up_emit(a, &a->fx, call);
+}
+
+void mp_asm_up_block(struct mp_asm *a, const struct mp_fx_span *sp, struct mp_call *call, int ri)
+{
+    mp_asm_fx_up_block(&a->fx, sp, call, ri);
+}
+
+size_t mp_asm_up_pending(struct mp_asm *a, const struct mp_object *o)
+{
+    return mp_asm_fx_up_pending(&a->fx, o);
+}
+
+size_t mp_asm_up_take(struct mp_asm *a, const struct mp_object *o, uint8_t *dst, size_t max)
+{
+    return mp_asm_fx_up_take(&a->fx, o, dst, max);
+}
+
+void mp_asm_up_result(struct mp_asm *a, const struct mp_object *o, uint32_t rv, uint16_t status,
+                      uint16_t total)
+{
+    mp_asm_fx_up_result(&a->fx, o, rv, status, total);
+}

@@ -151,6 +151,31 @@ int mp_asm_queue_state(struct mp_asm *a, const struct mp_object *o, struct mp_fx
 void mp_asm_fed(struct mp_asm *a, const struct mp_object *o, const struct mp_call *call, int ri);
 const uint8_t *mp_asm_held(struct mp_asm *a, const struct mp_fx_span *sp, size_t *len);
 int mp_asm_replace(struct mp_asm *a, const struct mp_fx_span *sp, const uint8_t *p, size_t n);
+/* Held uploads (FastTransferDestinationConfigure contexts; "Holding
+ * uploads" in doc/internals/content.md): the client's PutBuffer bytes wait
+ * in the context's queue while a message is open; after the request's
+ * verdicts each PutBuffer carries the released bytes upstream (at most
+ * 0x7000 or the client's size), or is answered by the proxy when none are
+ * released (mp_asm_up_emit).  A blocked held message is cut from the queue
+ * (mp_asm_up_block; its PutBuffer is answered with the error).  The rest of
+ * the released bytes go in side PutBuffers (src/chain/fxside.c:
+ * mp_asm_up_pending, mp_asm_up_take, mp_asm_up_result); the client's
+ * PutBuffer response gets its own BufferUsedSize and the first failure
+ * (mp_asm_emit). */
+void mp_asm_fx_up_emit(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call);
+void mp_asm_fx_up_block(struct mp_fxctx **list, const struct mp_fx_span *sp, struct mp_call *call,
+                        int ri);
+size_t mp_asm_fx_up_pending(struct mp_fxctx **list, const struct mp_object *o);
+size_t mp_asm_fx_up_take(struct mp_fxctx **list, const struct mp_object *o, uint8_t *dst,
+                         size_t max);
+void mp_asm_fx_up_result(struct mp_fxctx **list, const struct mp_object *o, uint32_t rv,
+                         uint16_t status, uint16_t total);
+void mp_asm_up_emit(struct mp_asm *a, struct mp_call *call);
+void mp_asm_up_block(struct mp_asm *a, const struct mp_fx_span *sp, struct mp_call *call, int ri);
+size_t mp_asm_up_pending(struct mp_asm *a, const struct mp_object *o);
+size_t mp_asm_up_take(struct mp_asm *a, const struct mp_object *o, uint8_t *dst, size_t max);
+void mp_asm_up_result(struct mp_asm *a, const struct mp_object *o, uint32_t rv, uint16_t status,
+                      uint16_t total);
 
 /* One FastTransfer stream into messages, usable alone (tests, bench):
  * dir/mode/folder as the context says; bare: the whole stream is one
@@ -163,6 +188,11 @@ int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *co
 /* The stream ended (TransferStatus Done, or the context's release). */
 int mp_fxasm_finish(struct mp_fxasm *f, const char *completed_by);
 void mp_fxasm_free(struct mp_fxasm *f); /* an unfinished message is dropped */
+/* Holding for a stream used alone (tests, fuzzing; the session's contexts
+ * set their own): each message from its first byte waits in q, events carry
+ * held spans (context_id, handle as given). */
+struct mp_fxq;
+void mp_fxasm_hold(struct mp_fxasm *f, struct mp_fxq *q, uint32_t context_id, uint32_t handle);
 
 /* The id the session's RopGetPropertyIdsFromNames / GetNamesFromPropertyIds
  * gave the named property (guid, name), -1 when the session did not show it. */

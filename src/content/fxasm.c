@@ -55,6 +55,7 @@ struct mp_fxasm {
     uint64_t up_start;      /* the message's first byte (its IncrSyncProgressPerMsg) */
     uint64_t ppm_start;     /* the last IncrSyncProgressPerMsg, when the atom before */
     bool ppm_valid, unheld; /* unheld: past the hold limit, relayed as it came */
+    bool tag_held;          /* the queue holds a tag split by a buffer's end */
     /* the message being assembled */
     struct mp_message *top;
     bool partial, by_marker; /* StartMessage .. EndMessage */
@@ -135,9 +136,10 @@ static void top_end_at(struct mp_fxasm *f, uint64_t end)
     }
     if (f->q) {
         f->q->open = false;
-        if (!f->unheld && !f->partial && (f->bare || f->by_marker || f->have_hdr)) {
+        if (!f->unheld && (f->partial || f->bare || f->by_marker || f->have_hdr)) {
             sp.held = true;
-            sp.kind = (uint8_t)(f->bare        ? MP_FXRW_BARE
+            sp.kind = (uint8_t)(f->partial     ? MP_FXRW_PARTIAL
+                                : f->bare      ? MP_FXRW_BARE
                                 : f->by_marker ? MP_FXRW_MESSAGE
                                                : MP_FXRW_CHANGE);
             sp.context_id = f->context_id;
@@ -189,6 +191,10 @@ static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
         }
         return;
     case MP_FX_E_PROGRESS_MSG: /* its size goes with the change after it */
+        if (f->top) {          /* inside a message: not a change's (a malformed stream) */
+            f->ppm_valid = false;
+            return;
+        }
         f->ppm_valid = true;
         f->ppm_start = ev->offset;
         if (f->q && !f->top) { /* held with it, even when a buffer ends before the change */
@@ -386,6 +392,29 @@ static void fail(struct mp_fxasm *f)
     top_drop(f);
 }
 
+/* A buffer that ends inside a tag: the tag may be a message's first
+ * marker (StartMessage, IncrSyncChg, IncrSyncProgressPerMsg ...), so its
+ * bytes are held until it is complete, or a held message's first bytes
+ * would already be gone. */
+static void hold_tag(struct mp_fxasm *f)
+{
+    if (!f->q || f->failed)
+        return;
+    if (f->top || f->ppm_valid) {
+        f->tag_held = false;
+        return;
+    }
+    size_t k = mp_fx_partial_tag(f->p);
+    if (k) {
+        f->q->open = true;
+        f->q->open_up = mp_fx_offset(f->p) - k;
+        f->tag_held = true;
+    } else if (f->tag_held) {
+        f->q->open = false;
+        f->tag_held = false;
+    }
+}
+
 int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *completed_by)
 {
     if (f->failed)
@@ -397,6 +426,7 @@ int mp_fxasm_feed(struct mp_fxasm *f, const uint8_t *p, size_t n, const char *co
         fail(f);
         return -1;
     }
+    hold_tag(f);
     return 0;
 }
 
@@ -410,7 +440,9 @@ int mp_fxasm_finish(struct mp_fxasm *f, const char *completed_by)
         return -1;
     }
     if (f->top && (f->bare || !f->by_marker))
-        top_end(f);   /* a bare messageContent, or a change the stream ended */
+        top_end(f); /* a bare messageContent, or a change the stream ended */
+    if (f->q)       /* a trailing IncrSyncProgressPerMsg with no change after it */
+        f->q->open = false;
     f->failed = true; /* nothing more comes */
     return 0;
 }
@@ -422,6 +454,13 @@ void mp_fxasm_free(struct mp_fxasm *f)
     top_drop(f);
     mp_fx_parser_free(f->p);
     free(f);
+}
+
+void mp_fxasm_hold(struct mp_fxasm *f, struct mp_fxq *q, uint32_t context_id, uint32_t handle)
+{
+    f->q = q;
+    f->context_id = context_id;
+    f->handle = handle;
 }
 
 /* ---- the contexts of a session ---- */
@@ -438,6 +477,15 @@ struct mp_fxctx {
      * GetBuffers (src/chain/fxside.c): not fed again */
     uint64_t fed_call; /* mp_call_serial, 0 none */
     int fed_idx;
+    /* held uploads (fxup below): the PutBuffer sent upstream with other
+     * bytes than the client's (its TransferDataSize is client_size), the
+     * one a block answered, and the upstream's last counts */
+    uint64_t pend_call, answered_call; /* mp_call_serial, 0 none */
+    int pend_idx, answered_idx;
+    uint16_t client_size;
+    bool side_done;
+    uint32_t side_rv;
+    uint16_t up_status, up_total;
 };
 
 static struct mp_fxctx **ctx_find(struct mp_fxctx **list, const struct mp_object *o)
@@ -452,7 +500,6 @@ static struct mp_fxctx **ctx_find(struct mp_fxctx **list, const struct mp_object
 
 static void ctx_close(struct mp_asm *a, struct mp_fxctx **pp, const char *by)
 {
-    (void)a;
     struct mp_fxctx *c = *pp;
     *pp = c->next;
     c->f->rop_index = -1; /* not the PutBuffer's any more */
@@ -460,6 +507,9 @@ static void ctx_close(struct mp_asm *a, struct mp_fxctx **pp, const char *by)
     /* an upload's stream ends with its context; a download's must have said Done */
     if (c->upload && !c->f->failed)
         mp_fxasm_finish(c->f, by);
+    if (c->upload && c->f->q && mp_fxq_len(&c->q))
+        mp_asm_warn(a, "%s stream: %zu held upload bytes dropped at %s (the stream did not end)",
+                    mp_msg_mode_name(c->f->mode), mp_fxq_len(&c->q), by);
     mp_fxasm_free(c->f);
     mp_fxq_free(&c->q);
     free(c);
@@ -500,7 +550,14 @@ static void ctx_open(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *c
     c->context_id = no->context_id;
     c->handle = no->handle;
     c->upload = dir == MP_MSG_UPLOAD;
-    if (!c->upload && mp_asm_limits(a)->fx_hold) {
+    /* uploads are held only for messages of their own (StartMessage ..
+     * EndMessage, a CopyMessages / CopyFolder destination): a bare
+     * messageContent (CopyTo into a message) ends at the context's
+     * release, when no PutBuffer is left to carry it */
+    bool hold = !c->upload ||
+                (!bare && mp_call_rop_id(call, true, i) == MP_ROP_FastTransferDestinationConfigure);
+    c->up_status = 0x0001; /* Partial until the upstream says otherwise */
+    if (hold && mp_asm_limits(a)->fx_hold) {
         c->f->q = &c->q;
         c->f->context_id = c->context_id;
         c->f->handle = c->handle;
@@ -510,6 +567,27 @@ static void ctx_open(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *c
 }
 
 enum { TRANSFER_DONE = 0x0003 }; /* MS-OXCROPS 2.2.12.5.2 TransferStatus Done */
+
+static bool is_put(uint8_t id)
+{
+    return id == MP_ROP_FastTransferDestinationPutBuffer;
+}
+
+/* A message whose held bytes passed mapiproxy:fx hold limit goes on as it
+ * comes: no verdict can change it. */
+static void hold_limit(struct mp_asm *a, struct mp_fxctx *c)
+{
+    struct mp_fxq *q = c->f->q;
+    size_t lim = mp_asm_limits(a)->fx_hold;
+    if (q && q->open && mp_fxq_held(q) > lim) {
+        mp_asm_warn(a,
+                    "%s message held past mapiproxy:fx hold limit (%zu bytes): relayed as "
+                    "it comes, no verdict can change it",
+                    mp_msg_mode_name(c->f->mode), lim);
+        q->open = false;
+        c->f->unheld = true;
+    }
+}
 
 void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t i,
                    const void *req, const void *rsp)
@@ -565,15 +643,7 @@ void mp_asm_fx_rop(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *cal
                           "RopFastTransferSourceGetBuffer");
         if (r->TransferStatus == TRANSFER_DONE && !c->f->failed)
             mp_fxasm_finish(c->f, "RopFastTransferSourceGetBuffer");
-        size_t lim = mp_asm_limits(a)->fx_hold;
-        if (q && q->open && mp_fxq_held(q) > lim) {
-            mp_asm_warn(a,
-                        "%s message held past mapiproxy:fx hold limit (%zu bytes): relayed as "
-                        "it comes, no verdict can change it",
-                        mp_msg_mode_name(c->f->mode), lim);
-            q->open = false;
-            c->f->unheld = true;
-        }
+        hold_limit(a, c);
         break;
     }
     default:
@@ -637,9 +707,45 @@ static void answer_from_queue(struct mp_fxctx *c, struct mp_call *call, size_t r
     c->local_idx = (int)ri;
 }
 
+/* A held upload stops being held: what the queue has is lost (the
+ * upstream refused the stream, or memory ran out; the client has been or
+ * is told the upload failed). */
+static void up_unhold(struct mp_fxctx *c)
+{
+    mp_fxq_free(&c->q);
+    c->f->q = NULL;
+}
+
+/* RopFastTransferDestinationPutBufferExtended is relayed as it comes (its
+ * response counts differ; the proxy answers and sends PutBuffer only):
+ * its context is held no more.  Bytes still held (a client that switched
+ * in mid-stream) go in front of its data when they fit. */
+static void up_extended(struct mp_asm *a, struct mp_fxctx *c, struct mp_call *call, size_t ri)
+{
+    struct mp_rop_req_FastTransferDestinationPutBufferExtended *rq = mp_call_rop(call, false, ri);
+    size_t qn = mp_fxq_len(&c->q);
+    c->q.open = false; /* all of it goes */
+    if (qn && rq && qn + rq->TransferDataSize <= 0xFFFF) {
+        uint8_t *b = mp_call_alloc(call, qn + rq->TransferDataSize);
+        if (b) {
+            mp_fxq_take(&c->q, qn, b); /* nothing held: all of it releasable */
+            memcpy(b + qn, rq->TransferData, rq->TransferDataSize);
+            rq->TransferData = b;
+            rq->TransferDataSize = (uint16_t)(qn + rq->TransferDataSize);
+            mp_call_rop_changed(call, false, ri);
+            qn = 0;
+        }
+    }
+    if (qn)
+        mp_asm_warn(
+            a, "%s stream: %zu held bytes dropped (RopFastTransferDestinationPutBufferExtended)",
+            mp_msg_mode_name(c->f->mode), qn);
+    c->f->unheld = true; /* the message being assembled goes as it comes */
+    up_unhold(c);
+}
+
 void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call, size_t ri)
 {
-    (void)a;
     uint8_t id = mp_call_rop_id(call, false, ri);
     if (id == MP_ROP_FastTransferSourceGetBuffer) {
         struct mp_fxctx **gp = ctx_find(list, mp_call_rop_object(call, false, ri));
@@ -654,22 +760,40 @@ void mp_asm_fx_request(struct mp_asm *a, struct mp_fxctx **list, struct mp_call 
         return;
     const struct mp_rop_req_FastTransferDestinationPutBuffer *q = mp_call_rop(call, false, ri);
     struct mp_fxctx **pp = ctx_find(list, mp_call_rop_object(call, false, ri));
+    if (pp) /* marks of an earlier call (its memory may be this call's now) */
+        (*pp)->local_call = (*pp)->answered_call = (*pp)->pend_call = 0;
     if (!q || !pp || !q->TransferData || !q->TransferDataSize)
         return;
-    (*pp)->f->rop_index = (int)ri;
-    (*pp)->f->at_request = true;
-    mp_fxasm_feed((*pp)->f, q->TransferData, q->TransferDataSize,
-                  "RopFastTransferDestinationPutBuffer");
+    struct mp_fxctx *c = *pp;
+    c->f->rop_index = (int)ri;
+    c->f->at_request = true;
+    const uint8_t *data = q->TransferData; /* the client's (up_extended may change q's) */
+    size_t size = q->TransferDataSize;
+    if (c->f->q && id == MP_ROP_FastTransferDestinationPutBufferExtended)
+        up_extended(a, c, call, ri);
+    /* appended even when the stream failed to decode: nothing is held then,
+     * the bytes go on in order */
+    if (c->f->q && mp_fxq_append(c->f->q, data, size)) {
+        mp_asm_warn(a, "%s stream: out of memory holding a buffer; not held from here on",
+                    mp_msg_mode_name(c->f->mode));
+        up_unhold(c);
+    }
+    mp_fxasm_feed(c->f, data, size, "RopFastTransferDestinationPutBuffer");
+    hold_limit(a, c);
 }
 
 /* After the verdicts: each upstream GetBuffer response of the call that
  * fed a held context gives the client the released bytes, up to its
  * BufferSize; left as it is when that is what the upstream sent. */
+static void up_response(struct mp_fxctx **list, struct mp_call *call, size_t j);
+
 void mp_asm_fx_emit(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call)
 {
     (void)a;
     size_t nrs = mp_call_rop_count(call, true);
     for (size_t j = 0; j < nrs; j++) {
+        if (is_put(mp_call_rop_id(call, true, j)))
+            up_response(list, call, j);
         if (mp_call_rop_id(call, true, j) != MP_ROP_FastTransferSourceGetBuffer)
             continue;
         struct mp_rop_rsp_FastTransferSourceGetBuffer *r = mp_call_rop(call, true, j);
@@ -746,4 +870,170 @@ int mp_asm_fx_replace(struct mp_fxctx **list, const struct mp_fx_span *sp, const
 {
     struct mp_fxq *q = sp->held ? held_queue(list, sp) : NULL;
     return q ? mp_fxq_replace(q, sp->up_start, sp->up_end, p, n) : -1;
+}
+
+/* ---- held uploads (doc/internals/content.md, "Holding uploads") ---- */
+
+enum {
+    UP_CHUNK = 0x7000, /* bytes of a PutBuffer the proxy fills (at least the client's) */
+    OP_RPCEXT2 = 11,
+};
+
+static struct mp_fxctx *up_ctx(struct mp_fxctx **list, const struct mp_object *o)
+{
+    struct mp_fxctx **pp = ctx_find(list, o);
+    return pp && (*pp)->upload && (*pp)->f->q ? *pp : NULL;
+}
+
+void mp_asm_fx_up_block(struct mp_fxctx **list, const struct mp_fx_span *sp, struct mp_call *call,
+                        int ri)
+{
+    for (struct mp_fxctx *c = *list; c; c = c->next) {
+        if (!c->upload || !c->f->q || c->handle != sp->handle || c->context_id != sp->context_id)
+            continue;
+        /* the upstream never sees the message; what came before and after
+         * it goes with the next PutBuffer */
+        if (mp_fxq_replace(c->f->q, sp->up_start, sp->up_end, NULL, 0))
+            up_unhold(c);
+        c->answered_call = mp_call_serial(call);
+        c->answered_idx = ri;
+        return;
+    }
+}
+
+/* The client's PutBuffer answered by the proxy (its bytes are held):
+ * success, BufferUsedSize its TransferDataSize (MS-OXCFXICS 2.2.3.1.2.2.2;
+ * InProgressCount 0, TransferStatus and TotalStepCount the upstream's
+ * last). */
+static int up_answer(struct mp_fxctx *c, struct mp_call *call, size_t ri,
+                     const struct mp_rop_req_FastTransferDestinationPutBuffer *rq)
+{
+    struct mp_rop_rsp_FastTransferDestinationPutBuffer *r = mp_call_alloc(call, sizeof(*r));
+    if (!r)
+        return -1;
+    *r = (struct mp_rop_rsp_FastTransferDestinationPutBuffer){
+        .RopId = MP_ROP_FastTransferDestinationPutBuffer,
+        .InputHandleIndex = rq->InputHandleIndex,
+        .TransferStatus = c->up_status,
+        .TotalStepCount = c->up_total,
+        .BufferUsedSize = rq->TransferDataSize,
+    };
+    if (mp_ropstage_answer(call, ri, r))
+        return -1;
+    c->local_call = mp_call_serial(call);
+    c->local_idx = (int)ri;
+    return 0;
+}
+
+void mp_asm_fx_up_emit(struct mp_asm *a, struct mp_fxctx **list, struct mp_call *call)
+{
+    size_t n = mp_call_rop_count(call, false);
+    for (size_t ri = 0; ri < n; ri++) {
+        if (!is_put(mp_call_rop_id(call, false, ri)))
+            continue;
+        struct mp_fxctx *c = up_ctx(list, mp_call_rop_object(call, false, ri));
+        struct mp_rop_req_FastTransferDestinationPutBuffer *rq = mp_call_rop(call, false, ri);
+        if (!c || !rq || (c->answered_call == mp_call_serial(call) && c->answered_idx == (int)ri))
+            continue;
+        c->pend_call = 0;
+        c->side_done = false;
+        c->side_rv = 0;
+        struct mp_fxq *q = c->f->q;
+        size_t rel = mp_fxq_releasable(q);
+        if (!rel) {
+            if (!up_answer(c, call, ri, rq))
+                continue;
+            /* not answerable here (a call of several ROP buffers): the held
+             * message goes on as it comes, no verdict can change it */
+            mp_asm_warn(a,
+                        "%s stream: cannot answer a held PutBuffer; the message is relayed as "
+                        "it comes",
+                        "ics-upload");
+            q->open = false;
+            c->f->unheld = true;
+            if (!(rel = mp_fxq_releasable(q)))
+                continue;
+        }
+        size_t chunk = rq->TransferDataSize > UP_CHUNK ? rq->TransferDataSize : UP_CHUNK;
+        size_t want = rel < chunk ? rel : chunk;
+        uint8_t *b = mp_call_alloc(call, want);
+        if (!b)
+            continue;
+        size_t k = mp_fxq_take(q, want, b);
+        c->client_size = rq->TransferDataSize;
+        if (k == rq->TransferDataSize && !memcmp(b, rq->TransferData, k) && !mp_fxq_releasable(q))
+            continue; /* the client's bytes, as it sent them */
+        rq->TransferData = b;
+        rq->TransferDataSize = (uint16_t)k;
+        mp_call_rop_changed(call, false, ri);
+        c->pend_call = mp_call_serial(call);
+        c->pend_idx = (int)ri;
+        if (mp_fxq_releasable(q) && (call->opnum != OP_RPCEXT2 || n != 1))
+            mp_asm_warn(a,
+                        "%s stream: %zu held bytes wait for the next PutBuffer (no side request "
+                        "in this call)",
+                        "ics-upload", mp_fxq_releasable(q));
+    }
+}
+
+size_t mp_asm_fx_up_pending(struct mp_fxctx **list, const struct mp_object *o)
+{
+    struct mp_fxctx *c = up_ctx(list, o);
+    return c ? mp_fxq_releasable(c->f->q) : 0;
+}
+
+size_t mp_asm_fx_up_take(struct mp_fxctx **list, const struct mp_object *o, uint8_t *dst,
+                         size_t max)
+{
+    struct mp_fxctx *c = up_ctx(list, o);
+    return c ? mp_fxq_take(c->f->q, max, dst) : 0;
+}
+
+void mp_asm_fx_up_result(struct mp_fxctx **list, const struct mp_object *o, uint32_t rv,
+                         uint16_t status, uint16_t total)
+{
+    struct mp_fxctx *c = up_ctx(list, o);
+    if (!c)
+        return;
+    c->side_done = true;
+    c->side_rv = rv;
+    if (!rv) {
+        c->up_status = status;
+        c->up_total = total;
+    }
+}
+
+/* The client's PutBuffer responses: BufferUsedSize is the client's
+ * TransferDataSize when the upstream took the bytes sent in its place (and
+ * every side PutBuffer's); the first failure is the client's. */
+static void up_response(struct mp_fxctx **list, struct mp_call *call, size_t j)
+{
+    struct mp_rop_rsp_FastTransferDestinationPutBuffer *r = mp_call_rop(call, true, j);
+    struct mp_fxctx *c = up_ctx(list, mp_call_rop_object(call, true, j));
+    int ri = mp_call_rop_request_index(call, j);
+    if (!r || !c || (c->local_call == mp_call_serial(call) && c->local_idx == ri) ||
+        (c->answered_call == mp_call_serial(call) && c->answered_idx == ri))
+        return;
+    bool mine = c->pend_call == mp_call_serial(call) && c->pend_idx == ri;
+    c->pend_call = 0;
+    if (!r->ReturnValue && mine && c->side_done && c->side_rv) {
+        r->ReturnValue = c->side_rv;
+        r->TransferStatus = 0x0000; /* Error */
+        r->BufferUsedSize = 0;
+        mp_call_rop_changed(call, true, j);
+    } else if (!r->ReturnValue && mine) {
+        r->BufferUsedSize = c->client_size;
+        if (c->side_done) {
+            r->TransferStatus = c->up_status;
+            r->TotalStepCount = c->up_total;
+        }
+        mp_call_rop_changed(call, true, j);
+    }
+    c->side_done = false;
+    if (r->ReturnValue) { /* the stream is broken upstream: nothing more is held */
+        up_unhold(c);
+        return;
+    }
+    c->up_status = r->TransferStatus;
+    c->up_total = r->TotalStepCount;
 }

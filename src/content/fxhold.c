@@ -2,6 +2,7 @@
  * re-encoded with a verdict (fxhold.h; doc/internals/content.md). */
 #include "content/fxhold.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,7 +101,28 @@ enum {
     TAG_ATTACH_MIME_TAG = 0x370E001F,
     TAG_ATTACH_DATA = 0x37010102,
     TAG_PROGRESS_SIZE = 0x00000003,
+    TAG_MESSAGE_SIZE = 0x0E080003,     /* PidTagMessageSize, PtypInteger32 unsigned */
+    TAG_MESSAGE_SIZE_EXT = 0x0E080014, /* PidTagMessageSizeExtended, PtypInteger64 */
 };
+
+/* A little-endian size of w bytes (4: unsigned 32-bit, MS-OXCMSG
+ * 2.2.1.7; 8: 64-bit) at p changed by delta, clamped to 0 .. the largest
+ * value it holds (a size past what 32 bits say is not wrapped). */
+static void resize(uint8_t *p, int w, int64_t delta)
+{
+    if (!delta)
+        return; /* the same length: the server's bytes */
+    uint64_t v = 0;
+    for (int i = 0; i < w; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    uint64_t max = w == 4 ? UINT32_MAX : UINT64_MAX;
+    if (delta < 0)
+        v = v < (uint64_t)-delta ? 0 : v - (uint64_t)-delta;
+    else
+        v = v > max - (uint64_t)delta ? max : v + (uint64_t)delta;
+    for (int i = 0; i < w; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
 
 struct rw {
     const struct mp_fxrw *rw;
@@ -120,6 +142,9 @@ struct rw {
     uint32_t cur_tag;   /* the attachment's own propValue being read */
     struct mp_buf name; /* its PidTagAttachLongFilename (else PidTagAttachFilename) */
     bool name_long;
+    size_t msize_at;  /* the change header's PidTagMessageSize value, in out (0: none) */
+    int msize_w;      /* its width: 4 or 8 */
+    uint32_t cur_set; /* a partial change: the property a set replaces */
     int err;
 };
 
@@ -146,6 +171,8 @@ static void flush_sets(struct rw *w)
     if (w->sets_done)
         return;
     w->sets_done = true;
+    if (w->rw->kind == MP_FXRW_PARTIAL)
+        return; /* a partial change's groups get nothing added */
     if (w->rw->prefix && !w->have_subject)
         enc_str(w->e, (uint32_t)TAG_SUBJECT_ID << 16 | 0x001F, w->rw->prefix);
     for (size_t i = 0; i < w->rw->nsets; i++) {
@@ -160,6 +187,18 @@ static bool set_id(const struct rw *w, uint32_t tag)
         if (w->rw->sets[i].tag >> 16 == tag >> 16)
             return true;
     return false;
+}
+
+/* A partial change: the set value of tag's id where the old one was. */
+static void set_in_place(struct rw *w, uint32_t tag)
+{
+    for (size_t i = 0; i < w->rw->nsets; i++) {
+        const struct mp_fxrw_set *s = &w->rw->sets[i];
+        if (s->tag >> 16 == tag >> 16) {
+            mp_fx_enc_var(w->e, s->tag, s->np, s->v, s->n);
+            return;
+        }
+    }
 }
 
 static void subject_out(struct rw *w)
@@ -256,6 +295,11 @@ static bool child_elem(enum mp_fx_elem el)
 static void on_marker(struct rw *w, const struct mp_fx_event *ev)
 {
     const struct mp_fxrw *rw = w->rw;
+    if (rw->kind == MP_FXRW_PARTIAL && ev->elem == MP_FX_E_CHANGE_PARTIAL && !w->body) {
+        /* blocked: a full change in its place */
+        mp_fx_enc_marker(w->e, rw->block ? (uint32_t)MP_FX_IncrSyncChg : ev->tag);
+        return;
+    }
     bool starts =
         (rw->kind == MP_FXRW_CHANGE && !w->body && ev->elem == MP_FX_E_CHANGE_BODY) ||
         (rw->kind == MP_FXRW_MESSAGE && !w->body && ev->elem == MP_FX_E_MESSAGE && ev->begin);
@@ -300,11 +344,37 @@ static void on_marker(struct rw *w, const struct mp_fx_event *ev)
     mp_fx_enc_event(w->e, ev);
 }
 
+/* A partial change's header ends at its first property group
+ * (MetaTagIncrementalSyncMessagePartial), MetaTagFXDelProp, its children or
+ * its end: there a blocked one gets IncrSyncMessage and the notice. */
+static void partial_body(struct rw *w)
+{
+    w->body = true;
+    if (w->rw->block) {
+        mp_fx_enc_marker(w->e, MP_FX_IncrSyncMessage);
+        mp_fx_enc_raw(w->e, w->rw->block, w->rw->block_len);
+        w->skip_all = true;
+    }
+}
+
+static bool partial_header_ends(const struct rw *w, const struct mp_fx_event *ev)
+{
+    if (w->rw->kind != MP_FXRW_PARTIAL || w->body || w->depth)
+        return false;
+    if (ev->kind == MP_FX_EV_PROP)
+        return ev->tag == MP_FX_MetaTagIncrementalSyncMessagePartial ||
+               ev->tag == MP_FX_MetaTagFXDelProp;
+    return ev->kind == MP_FX_EV_MARKER && ev->begin &&
+           (ev->elem == MP_FX_E_RECIP || ev->elem == MP_FX_E_ATTACH);
+}
+
 static int rw_cb(void *ud, const struct mp_fx_event *ev)
 {
     struct rw *w = ud;
     if (ev->kind == MP_FX_EV_CHANGE_END)
         return 0;
+    if (partial_header_ends(w, ev))
+        partial_body(w);
     if (w->ratt) {
         in_ratt(w, ev);
         return w->e->err;
@@ -329,16 +399,28 @@ static int rw_cb(void *ud, const struct mp_fx_event *ev)
                 w->cap.len = 0;
             } else if (set_id(w, ev->tag) && (ev->tag >> 16) != 0) {
                 w->skip = 1;
+                w->cur_set = ev->tag;
             }
         }
     }
-    if (!w->skip)
-        return mp_fx_enc_event(w->e, ev);
+    if (!w->skip) {
+        int rc = mp_fx_enc_event(w->e, ev);
+        /* the change header's message size follows the change */
+        if (!rc && ev->kind == MP_FX_EV_PROP && !w->body &&
+            (w->rw->kind == MP_FXRW_CHANGE || w->rw->kind == MP_FXRW_PARTIAL) &&
+            (ev->tag == TAG_MESSAGE_SIZE || ev->tag == TAG_MESSAGE_SIZE_EXT) && !w->msize_at) {
+            w->msize_at = w->e->len;
+            w->msize_w = ev->tag == TAG_MESSAGE_SIZE ? 4 : 8;
+        }
+        return rc;
+    }
     if (ev->kind == MP_FX_EV_DATA && w->cap_subject && mp_buf_append(&w->cap, ev->p, ev->n))
         return -1;
     if (ev->kind == MP_FX_EV_PROP_END) {
         if (w->cap_subject)
             subject_out(w);
+        else if (w->rw->kind == MP_FXRW_PARTIAL)
+            set_in_place(w, w->cur_set);
         w->skip = 0;
         w->cap_subject = false;
     }
@@ -356,7 +438,10 @@ int mp_fxrw_message(const uint8_t *in, size_t n, const struct mp_fxrw *rw, struc
     }
     struct mp_fx_parser *p = mp_fx_parser_new(rw_cb, &w);
     int rc = -1;
-    if (p && !mp_fx_feed(p, in, n) && !mp_fx_finish(p) && !w.ratt && w.body) {
+    bool ok = p && !mp_fx_feed(p, in, n) && !mp_fx_finish(p) && !w.ratt;
+    if (ok && rw->kind == MP_FXRW_PARTIAL && !w.body)
+        partial_body(&w); /* a header alone */
+    if (ok && w.body) {
         if (!w.skip_all && rw->kind != MP_FXRW_MESSAGE)
             flush_sets(&w); /* a change or content without children */
         rc = out->err ? -1 : 0;
@@ -364,19 +449,14 @@ int mp_fxrw_message(const uint8_t *in, size_t n, const struct mp_fxrw *rw, struc
     mp_fx_parser_free(p);
     mp_buf_free(&w.cap);
     mp_buf_free(&w.name);
-    /* IncrSyncProgressPerMsg in front: its message size follows the change */
+    /* IncrSyncProgressPerMsg in front and the header's PidTagMessageSize:
+     * the message size follows the change */
+    int64_t delta = (int64_t)out->len - (int64_t)n;
     if (!rc && n >= 12 && out->len >= 12 && !memcmp(in, out->out, 8) && in[0] == 0x0B &&
         in[1] == 0x00 && in[2] == 0x75 && in[3] == 0x40 && in[4] == 0x03 && !in[5] && !in[6] &&
-        !in[7]) {
-        int64_t v = (int64_t)((uint32_t)in[8] | (uint32_t)in[9] << 8 | (uint32_t)in[10] << 16 |
-                              (uint32_t)in[11] << 24);
-        v += (int64_t)out->len - (int64_t)n;
-        if (v < 0)
-            v = 0;
-        if (v > (int64_t)UINT32_MAX) /* a 32-bit size: clamped, never wrapped */
-            v = (int64_t)UINT32_MAX;
-        for (int i = 0; i < 4; i++)
-            out->out[8 + i] = (uint8_t)((uint64_t)v >> (8 * i));
-    }
+        !in[7])
+        resize(out->out + 8, 4, delta);
+    if (!rc && w.msize_at && w.msize_at + (size_t)w.msize_w <= out->len)
+        resize(out->out + w.msize_at, w.msize_w, delta);
     return rc;
 }

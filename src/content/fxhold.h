@@ -54,7 +54,15 @@ int mp_fxq_replace(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const u
  * Done (3) when the upstream is done and nothing is left, else Partial (1). */
 uint16_t mp_fxq_status(const struct mp_fxq *q);
 
-enum mp_fxrw_kind { MP_FXRW_CHANGE, MP_FXRW_MESSAGE, MP_FXRW_BARE };
+/* PARTIAL: a messageChangePartial from its IncrSyncChgPartial on (the
+ * groupInfo and MetaTagIncrSyncGroupId before it stay in the stream).  A
+ * block writes a messageChangeFull in its place (IncrSyncChg, the same
+ * header, IncrSyncMessage, the notice: MS-OXCFXICS 2.2.4.3.11 lets a server
+ * send a full change for any change); a modify changes only what it
+ * carries (a subject prefix when PidTagSubject is in a changed group,
+ * string sets replace a property of the same id in place, attachments of
+ * its messageChildren), adding nothing to its property groups. */
+enum mp_fxrw_kind { MP_FXRW_CHANGE, MP_FXRW_MESSAGE, MP_FXRW_BARE, MP_FXRW_PARTIAL };
 struct mp_fxrw_set {
     uint32_t tag;                 /* id << 16 | PT_UNICODE */
     const struct mp_fx_named *np; /* named (id >= 0x8000): its name */

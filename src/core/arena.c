@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/poison.h"
+
 struct mp_arena_chunk {
     struct mp_arena_chunk *next;
     size_t cap, used;
@@ -15,22 +17,7 @@ struct mp_arena_chunk {
 /* Under AddressSanitizer a chunk's bytes not handed out are poisoned: a
  * read past an allocation into the chunk's free tail, or of an allocation
  * of a call whose arena was reset (a reused chunk, mp_call_arena), is
- * reported as it would be for freed memory. */
-#if defined(__SANITIZE_ADDRESS__)
-#define MP_ARENA_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MP_ARENA_ASAN 1
-#endif
-#endif
-#ifdef MP_ARENA_ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
+ * reported as it would be for freed memory (core/poison.h). */
 
 static void chunk_free(struct mp_arena_chunk *c)
 {
@@ -130,6 +117,14 @@ void mp_arena_reset(struct mp_arena *a)
     }
     a->head = keep;
     a->used = 0;
+}
+
+size_t mp_arena_held(const struct mp_arena *a)
+{
+    size_t n = 0;
+    for (const struct mp_arena_chunk *c = a->head; c; c = c->next)
+        n += c->cap;
+    return n;
 }
 
 void mp_arena_free(struct mp_arena *a)

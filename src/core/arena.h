@@ -28,4 +28,6 @@ void *mp_arena_memdup(struct mp_arena *a, const void *p, size_t n);
 void mp_arena_reset(struct mp_arena *a);
 /* Releases everything; the arena may be init'ed again. */
 void mp_arena_free(struct mp_arena *a);
+/* Bytes of chunk memory the arena holds (after a reset: the kept chunk). */
+size_t mp_arena_held(const struct mp_arena *a);
 #endif

@@ -23,4 +23,14 @@ void mp_buf_consume(struct mp_buf *b, size_t n);
 void mp_buf_free(struct mp_buf *b);
 /* Releases the memory of an empty buffer (idle sessions keep none). */
 void mp_buf_trim(struct mp_buf *b);
+/* A per-thread cache of buffer memory, for event-loop threads: enabled on
+ * the thread by mp_buf_cache_enable, emptied (and disabled) by
+ * mp_buf_cache_release before the thread ends.  mp_buf_take returns a
+ * block of at least need bytes (its size in *cap: a power of two, at least
+ * 1 KiB), mp_buf_give takes one back (p from malloc or mp_buf_take, cap its
+ * size or less; freed when the cache is off or full). */
+void mp_buf_cache_enable(void);
+void mp_buf_cache_release(void);
+void *mp_buf_take(size_t need, size_t *cap);
+void mp_buf_give(void *p, size_t cap);
 #endif

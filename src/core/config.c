@@ -895,6 +895,7 @@ static const struct opt options[] = {
     {"mapiproxy:http unrelayed urls", K_STR, F(http_unrelayed_urls), 0, 0, NULL},
     {"mapiproxy:http auth", K_STR, F(http_auth), 0, 0, NULL},
     {"mapiproxy:http basic", K_BOOL, F(http_basic), 0, 0, NULL},
+    {"mapiproxy:http negotiate", K_BOOL, F(http_negotiate), 0, 0, NULL},
     {"mapiproxy:http realm", K_STR, F(http_realm), 0, 0, NULL},
     {"mapiproxy:http upstream auth", K_STR, F(http_upstream_auth), 0, 0, NULL},
     {"mapiproxy:rpc over http", K_BOOL, F(rpch), 0, 0, NULL},
@@ -908,6 +909,7 @@ static const struct opt options[] = {
     {"mapiproxy:rpc over http upstream", K_HTTP_URL, F(rpch_upstream), 0, 0, NULL},
     {"mapiproxy:rpc over http upstream server", K_STR, F(rpch_upstream_server), 0, 0, NULL},
     {"mapiproxy:rpc over http upstream auth", K_STR, F(rpch_upstream_auth), 0, 0, NULL},
+    {"mapiproxy:rpc over http upstream spn", K_STR, F(rpch_upstream_spn), 0, 0, NULL},
     {"mapiproxy:rpc over http upstream in channel length", K_SIZE, F(rpch_up_in_length), 4u << 10,
      1u << 30, "bytes"},
     {"mapiproxy:ntlm backend", K_STR, F(ntlm_backend), 0, 0, NULL},
@@ -1395,12 +1397,28 @@ static void check_http(struct pctx *p, const char *name)
 {
     struct mp_config *c = p->cfg;
     check_http_paths(p, name);
+    bool up_neg = !strcasecmp(c->rpch_upstream_auth, "negotiate");
+    if (c->http_negotiate && (!c->keytab[0] || strcasecmp(c->http_auth, "terminate")))
+        perr_opt(p, name, "mapiproxy:http negotiate",
+                 "mapiproxy:http negotiate = yes: the proxy checks Kerberos tickets itself, so "
+                 "set mapiproxy:http auth = terminate and mapiproxy:keytab (with the key of "
+                 "HTTP/<the name clients use>)");
     if (c->rpch_upstream_auth[0] && strcasecmp(c->rpch_upstream_auth, "basic") &&
-        strcasecmp(c->rpch_upstream_auth, "ntlm"))
+        strcasecmp(c->rpch_upstream_auth, "ntlm") && !up_neg)
         perr_opt(p, name, "mapiproxy:rpc over http upstream auth",
-                 "mapiproxy:rpc over http upstream auth = \"%s\": use basic or ntlm",
+                 "mapiproxy:rpc over http upstream auth = \"%s\": use basic or ntlm, or "
+                 "negotiate (Kerberos)",
                  c->rpch_upstream_auth);
-    if (c->have_rpch_upstream && !c->rpch_upstream.tls && c->username[0] &&
+    if (up_neg && !c->upstream_keytab[0] && !c->upstream_ccache[0])
+        perr_opt(p, name, "mapiproxy:rpc over http upstream auth",
+                 "mapiproxy:rpc over http upstream auth = negotiate: give the proxy's Kerberos "
+                 "identity with mapiproxy:upstream keytab (and mapiproxy:upstream principal) "
+                 "and/or mapiproxy:upstream ccache");
+    if (c->rpch_upstream_spn[0] && !up_neg)
+        pwarn_opt(p, name, "mapiproxy:rpc over http upstream spn",
+                  "mapiproxy:rpc over http upstream spn is used with mapiproxy:rpc over http "
+                  "upstream auth = negotiate only");
+    if (c->have_rpch_upstream && !c->rpch_upstream.tls && c->username[0] && !up_neg &&
         strcasecmp(c->rpch_upstream_auth, "ntlm"))
         pwarn_opt(p, name, "mapiproxy:rpc over http upstream",
                   "mapiproxy:rpc over http upstream is plain http://: the proxy's HTTP Basic "

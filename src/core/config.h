@@ -177,6 +177,7 @@ struct mp_config {
     /* authentication termination on the HTTPS front (src/transport/http/hauth.c) */
     char http_auth[32];          /* mapiproxy:http auth: pass-through (default) | terminate */
     bool http_basic;             /* mapiproxy:http basic: clients may use Basic (no) */
+    bool http_negotiate;         /* mapiproxy:http negotiate: clients may use Kerberos (no) */
     char http_realm[128];        /* mapiproxy:http realm: Basic realm (the public name) */
     char http_upstream_auth[32]; /* mapiproxy:http upstream auth: ntlm (default) | basic */
     /* RPC over HTTP v2 on the HTTPS front (src/transport/rpch/, doc/internals/rpch.md) */
@@ -191,7 +192,8 @@ struct mp_config {
     bool have_rpch_upstream;
     char rpch_upstream_server[256]; /* ... server: the ?SERVER:port name (the binding's host) */
     uint32_t rpch_up_in_length;     /* ... upstream in channel length: RPC_IN_DATA's (1 GiB) */
-    char rpch_upstream_auth[16];    /* ... upstream auth: basic (default) | ntlm */
+    char rpch_upstream_auth[16];    /* ... upstream auth: basic (default) | ntlm | negotiate */
+    char rpch_upstream_spn[256];    /* ... upstream spn: Negotiate's target (HTTP@<host>) */
     /* NTLM users from a domain, groups (doc/configuration.md, doc/internals/auth.md) */
     char ntlm_backend[16];        /* mapiproxy:ntlm backend: file (default) | winbind */
     char winbind_socket_dir[256]; /* mapiproxy:winbind socket dir ("" = libwbclient's default) */

@@ -13,6 +13,7 @@
 
 #include "chain/chain.h"
 #include "chain/msgonline.h"
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/workers.h"
@@ -214,6 +215,7 @@ static void exit_job(unsigned idx)
     mp_worker_set_data(NULL);
     mp_call_cache_release();
     mp_msgonline_worker_release();
+    mp_buf_cache_release();
 }
 
 /* Worker 0 built g (checked configuration, no); the other workers build
@@ -610,6 +612,7 @@ int main(int argc, char **argv)
         mp_info("%u workers (mapiproxy:workers)", mp_workers_count());
     /* systemd Type=notify: the listeners are bound and root is gone. */
     sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%lu", sw.status, (unsigned long)getpid());
+    mp_buf_cache_enable(); /* worker 0's; emptied by exit_job(0) */
     rc = mp_loop_run(loop) ? 1 : 0;
 out:
     if (workers) {

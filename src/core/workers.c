@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
 
@@ -148,6 +149,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     self = w->idx;
+    mp_buf_cache_enable(); /* emptied by on_exit (main.c: exit_job) */
     mp_loop_run(w->loop);
     mailbox_cb(&w->io, 0); /* handovers that came after the stop */
     if (w->on_exit)

@@ -283,6 +283,11 @@ uint64_t mp_fx_offset(const struct mp_fx_parser *p)
     return p->off;
 }
 
+size_t mp_fx_partial_tag(const struct mp_fx_parser *p)
+{
+    return p->st == ST_TAG ? p->have : 0;
+}
+
 static int fail(struct mp_fx_parser *p, const char *why)
 {
     if (!p->err[0])

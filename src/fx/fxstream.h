@@ -151,6 +151,9 @@ int mp_fx_feed(struct mp_fx_parser *p, const uint8_t *buf, size_t n);
 int mp_fx_finish(struct mp_fx_parser *p);
 const char *mp_fx_error(const struct mp_fx_parser *p);
 uint64_t mp_fx_offset(const struct mp_fx_parser *p);
+/* Bytes of an atom's tag read but not complete yet (0-3): the atom that
+ * begins mp_fx_offset() - that many bytes in may be a marker. */
+size_t mp_fx_partial_tag(const struct mp_fx_parser *p);
 
 /* Helpers */
 bool mp_fx_is_marker(uint32_t tag);

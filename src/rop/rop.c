@@ -132,32 +132,45 @@ int mp_rop_decode(struct mp_rop_buf *b, const uint8_t *p, size_t len, bool respo
     return MP_ROP_OK;
 }
 
+/* RopSize, the ROPs, the handle table (w in either mode: wire.h). */
+static bool push_buf(struct mp_wcur *w, const struct mp_rop_buf *b)
+{
+    size_t start = mp_wcur_pos(w);
+    mp_wcur_hole(w, 2);
+    for (size_t i = 0; i < b->n; i++) {
+        const struct mp_rop *r = &b->rops[i];
+        if (r->opaque || !r->v)
+            mp_wcur_bytes(w, r->raw, r->len);
+        else if (b->response)
+            r->desc->push_rsp(w, r->v);
+        else
+            r->desc->push_req(w, r->v);
+    }
+    size_t rs = mp_wcur_pos(w) - start;
+    if (rs > 0xFFFF)
+        w->err = true;
+    mp_wcur_patch_u16(w, start, (uint16_t)rs);
+    for (size_t i = 0; i < b->nhandles; i++)
+        mp_wcur_u32(w, b->handles[i]);
+    return !w->err;
+}
+
 int mp_rop_encode(struct mp_buf *out, const struct mp_rop_buf *b)
 {
     struct mp_wcur w = {.b = out};
     size_t start = out->len;
-    mp_wcur_u16(&w, 0);
-    for (size_t i = 0; i < b->n; i++) {
-        const struct mp_rop *r = &b->rops[i];
-        if (r->opaque || !r->v)
-            mp_wcur_bytes(&w, r->raw, r->len);
-        else if (b->response)
-            r->desc->push_rsp(&w, r->v);
-        else
-            r->desc->push_req(&w, r->v);
-    }
-    size_t rs = out->len - start;
-    if (!w.err && rs > 0xFFFF)
-        w.err = true;
-    mp_wcur_patch_u16(&w, start, (uint16_t)rs);
-    for (size_t i = 0; i < b->nhandles; i++)
-        mp_wcur_u32(&w, b->handles[i]);
-    if (w.err) {
+    if (!push_buf(&w, b)) {
         if (out->len > start)
             out->len = start;
         return -1;
     }
     return 0;
+}
+
+bool mp_rop_encodes_as(const struct mp_rop_buf *b, const uint8_t *ref, size_t ref_len)
+{
+    struct mp_wcur w = {.ref = ref, .ref_len = ref_len};
+    return push_buf(&w, b) && w.pos == ref_len;
 }
 
 void mp_rop_print_one(struct mp_json *j, const struct mp_rop *r, bool response,

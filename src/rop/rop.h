@@ -81,6 +81,10 @@ int mp_rop_decode(struct mp_rop_buf *b, const uint8_t *p, size_t len, bool respo
 /* Appends the buffer: RopSize recomputed from the ROPs, then the handle
  * table.  0, or -1 (allocation failure, RopSize over 65535). */
 int mp_rop_encode(struct mp_buf *out, const struct mp_rop_buf *b);
+/* Whether mp_rop_encode would append exactly ref[0..ref_len), found
+ * without writing anything (bytes the ROPs take from ref at their own
+ * offset are not even compared). */
+bool mp_rop_encodes_as(const struct mp_rop_buf *b, const uint8_t *ref, size_t ref_len);
 
 /* {"RopSize":N,"Rops":[{"RopId":"0x02","Name":"RopOpenFolder",...}],
  *  "ServerObjectHandleTable":["0x00000101",...]} */

@@ -34,8 +34,8 @@ const char *mp_rpcext_strerror(int st)
 
 void mp_rpcext_free(struct mp_rpcext *x)
 {
-    free(x->p);
-    free(x->data);
+    mp_buf_give(x->p, x->cap_p);
+    mp_buf_give(x->data, x->cap_data);
     memset(x, 0, sizeof(*x));
 }
 
@@ -50,12 +50,26 @@ const uint8_t *mp_rpcext_content(const struct mp_rpcext *x, size_t i, size_t *le
     return x->data + x->p[i].off;
 }
 
+/* *p (of *cap bytes, used of them kept) made at least need bytes. */
+static int grow(void **p, size_t *cap, size_t used, size_t need)
+{
+    size_t got;
+    void *n = mp_buf_take(need, &got);
+    if (!n)
+        return -1;
+    if (used)
+        memcpy(n, *p, used);
+    mp_buf_give(*p, *cap);
+    *p = n;
+    *cap = got;
+    return 0;
+}
+
 int mp_rpcext_parse(struct mp_rpcext *x, const uint8_t *in, size_t len)
 {
     memset(x, 0, sizeof(*x));
     struct mp_rcur c;
     mp_rcur_init(&c, in, len);
-    size_t cap_p = 0, cap_d = 0;
     /* un-XORed compressed payload: the thread's, not a malloc and free of
      * 64 KiB per payload (a free that large consolidates the heap) */
     static _Thread_local uint8_t scratch[0x10000];
@@ -89,26 +103,17 @@ int mp_rpcext_parse(struct mp_rpcext *x, const uint8_t *in, size_t len)
             st = MP_RPCEXT_ESIZE;
             break;
         }
-        if (x->n == cap_p) {
-            cap_p = cap_p ? cap_p * 2 : 4;
-            void *np = realloc(x->p, cap_p * sizeof(*x->p));
-            if (!np) {
-                st = MP_RPCEXT_ENOMEM;
-                break;
-            }
-            x->p = np;
+        /* the thread's cached buffer memory (core/buf.h): a decoded call
+         * costs no malloc and free of these */
+        if ((x->n + 1) * sizeof(*x->p) > x->cap_p &&
+            grow((void **)&x->p, &x->cap_p, x->n * sizeof(*x->p), (x->n + 1) * sizeof(*x->p))) {
+            st = MP_RPCEXT_ENOMEM;
+            break;
         }
-        if (x->len + pl.size_actual > cap_d || !x->data) {
-            size_t nc = cap_d ? cap_d : 4096;
-            while (nc < x->len + pl.size_actual + 1)
-                nc *= 2;
-            void *nd = realloc(x->data, nc);
-            if (!nd) {
-                st = MP_RPCEXT_ENOMEM;
-                break;
-            }
-            x->data = nd;
-            cap_d = nc;
+        if ((x->len + pl.size_actual + 1 > x->cap_data || !x->data) &&
+            grow((void **)&x->data, &x->cap_data, x->len, x->len + pl.size_actual + 1)) {
+            st = MP_RPCEXT_ENOMEM;
+            break;
         }
         const uint8_t *src = pl.wire;
         if ((pl.flags & MP_RHE_XORMAGIC) && pl.size) {

@@ -52,9 +52,10 @@ struct mp_rpcext_payload {
 struct mp_rpcext {
     struct mp_rpcext_payload *p;
     size_t n;
-    uint8_t *data; /* decoded contents, concatenated (malloc'd) */
+    uint8_t *data; /* decoded contents, concatenated (mp_buf_take) */
     size_t len;
-    size_t consumed; /* input bytes up to the end of the Last payload */
+    size_t consumed;        /* input bytes up to the end of the Last payload */
+    size_t cap_p, cap_data; /* the sizes of p and data, in bytes */
 };
 
 /* Parses a chain from in[0..len).  Stops after the payload with Last

@@ -101,13 +101,31 @@ static inline const uint8_t *mp_rcur_utf16z(struct mp_rcur *c, size_t *n)
 }
 
 /* ---- push ---- */
+/* Writes to b; or, with b NULL (verify mode, mp_rop_encodes_as), compares
+ * what would be written with ref[0..ref_len) from pos on and sets err at
+ * the first difference: nothing is copied, and bytes that come from ref
+ * itself at their own offset (an unchanged ROP's raw bytes, a stream's
+ * data inside the decoded buffer) are not even compared. */
 struct mp_wcur {
     struct mp_buf *b;
     bool err;
+    const uint8_t *ref;
+    size_t ref_len, pos;
 };
+static inline void mp_wcur_verify(struct mp_wcur *w, const void *p, size_t n)
+{
+    if (n > w->ref_len - w->pos || (p != w->ref + w->pos && memcmp(p, w->ref + w->pos, n)))
+        w->err = true;
+    else
+        w->pos += n;
+}
 static inline void mp_wcur_bytes(struct mp_wcur *w, const void *p, size_t n)
 {
-    if (!w->err && n && mp_buf_append(w->b, p, n))
+    if (w->err || !n)
+        return;
+    if (!w->b)
+        mp_wcur_verify(w, p, n);
+    else if (mp_buf_append(w->b, p, n))
         w->err = true;
 }
 static inline void mp_wcur_u8(struct mp_wcur *w, uint8_t v)
@@ -132,19 +150,45 @@ static inline void mp_wcur_u64(struct mp_wcur *w, uint64_t v)
 /* Current write position (relative to the buffer's data start). */
 static inline size_t mp_wcur_pos(const struct mp_wcur *w)
 {
-    return w->b->len;
+    return w->b ? w->b->len : w->pos;
+}
+/* n bytes that a patch fills in later (zeros; verify mode: skipped, the
+ * patch compares). */
+static inline void mp_wcur_hole(struct mp_wcur *w, size_t n)
+{
+    static const uint8_t zero[8];
+    if (w->err)
+        return;
+    if (w->b) {
+        mp_wcur_bytes(w, zero, n);
+    } else if (n > w->ref_len - w->pos) {
+        w->err = true;
+    } else {
+        w->pos += n;
+    }
 }
 static inline void mp_wcur_patch_u16(struct mp_wcur *w, size_t at, uint16_t v)
 {
-    if (!w->err) {
-        w->b->data[at] = (uint8_t)v;
-        w->b->data[at + 1] = (uint8_t)(v >> 8);
+    if (w->err)
+        return;
+    uint8_t *d = w->b ? w->b->data + at : NULL;
+    if (d) {
+        d[0] = (uint8_t)v;
+        d[1] = (uint8_t)(v >> 8);
+    } else if (at + 2 > w->pos || w->ref[at] != (uint8_t)v || w->ref[at + 1] != (uint8_t)(v >> 8)) {
+        w->err = true;
     }
 }
 static inline void mp_wcur_patch_u32(struct mp_wcur *w, size_t at, uint32_t v)
 {
-    if (!w->err)
-        for (int i = 0; i < 4; i++)
-            w->b->data[at + i] = (uint8_t)(v >> (8 * i));
+    if (w->err)
+        return;
+    for (int i = 0; i < 4; i++) {
+        uint8_t c = (uint8_t)(v >> (8 * i));
+        if (w->b)
+            w->b->data[at + i] = c;
+        else if (at + 4 > w->pos || w->ref[at + i] != c)
+            w->err = true;
+    }
 }
 #endif

@@ -2,7 +2,7 @@
  * (src/content/fxhold.c, mp_fxrw_message) and the hold queue.
  *   make fuzz SECONDS=N   (corpus: tests/fuzz/corpus/fxhold, the samples of
  *                          tests/unit/data/fx)
- * The input is taken as one message of each kind (a change, a
+ * The input is taken as one message of each kind (a change, a partial change, a
  * StartMessage .. EndMessage, a bare messageContent) with a verdict the
  * first byte picks (nothing, block, prefix + set + attachment replaced,
  * attachment dropped); whatever the rewriter writes must decode again as a
@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct mp_fxrw_set sets[2] = {{0x1000001F, NULL, body, 4}, {0x8001001F, &np, body, 4}};
     struct mp_fxrw_att atts[2] = {{0, "gone"}, {1, NULL}};
     unsigned pick = size ? data[0] % 4 : 0;
-    for (int kind = MP_FXRW_CHANGE; kind <= MP_FXRW_BARE; kind++) {
+    for (int kind = MP_FXRW_CHANGE; kind <= MP_FXRW_PARTIAL; kind++) {
         struct mp_fxrw rw = {.kind = (enum mp_fxrw_kind)kind};
         if (pick == 1) {
             rw.block = notice;

@@ -5,10 +5,11 @@
  *
  * The input is split at newlines into Authorization header values handed to
  * mp_hauth_client() one after the other on one connection (so NEGOTIATE
- * then AUTHENTICATE sequences are reached), with NTLM and Basic on and one
- * account.  Each line also goes through mp_b64_decode(); what decodes must
- * encode back to the same text.  Checks: no crash, no leak, the verdicts
- * are the three known ones, a PASS names a user. */
+ * then AUTHENTICATE sequences are reached), with NTLM, Basic and Negotiate
+ * on (NTLM raw or inside SPNEGO under Negotiate; no keytab, so Kerberos
+ * tokens are refused after parsing) and one account.  Each line also goes through mp_b64_decode();
+ * what decodes must encode back to the same text.  Checks: no crash, no leak, the verdicts are the
+ * three known ones, a PASS names a user. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ static void setup(void)
     cfg.http_basic = true;
     ha.cfg = &cfg;
     ha.on = true;
+    ha.neg = true;
     ha.creds.c = &cred;
     ha.creds.n = 1;
     ha.acc_cfg.nb_computer = "PROXY";

@@ -3,7 +3,8 @@
  * - mode bit 0 set: u16 length L, L bytes of request buffer (the context),
  *   then a ROP response buffer.
  * Must never crash; whatever decodes must re-encode, and the re-encoding
- * must decode again to the same bytes (stable).  The decoded buffers are
+ * must decode again to the same bytes (stable); mp_rop_encodes_as must
+ * say so, and must see one changed byte.  The decoded buffers are
  * printed as JSON to exercise the printers. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,6 +28,22 @@ static void check_stable(const uint8_t *p, size_t n, bool response, const struct
         abort();
     if (mp_rop_encode(&o2, &b2) != 0 || o2.len != o.len || memcmp(o2.data, o.data, o.len) != 0)
         abort();
+    /* the verify mode agrees: the same bytes (b's fields point into p, b2's
+     * into a copy), and neither one byte changed nor one missing */
+    if (!mp_rop_encodes_as(b, p, n) || !mp_rop_encodes_as(&b2, p, n))
+        abort();
+    if (n && mp_rop_encodes_as(b, p, n - 1))
+        abort();
+    if (n) {
+        uint8_t *f = malloc(n);
+        if (!f)
+            abort();
+        memcpy(f, p, n);
+        f[(n * 7) / 13] ^= 0x5A;
+        if (mp_rop_encodes_as(b, f, n) || mp_rop_encodes_as(&b2, f, n))
+            abort();
+        free(f);
+    }
     struct mp_json j;
     mp_rj_init(&j, &js);
     mp_rop_print(&j, b);

@@ -84,6 +84,34 @@ def available(backend="db2"):
         return False
 
 
+def gss_missing():
+    """Why tests of MIT Kerberos through python3-gssapi cannot run, or None."""
+    if not available():
+        return "MIT Kerberos not installed (scripts/install-deps.sh)"
+    try:
+        import gssapi.raw  # noqa: F401
+    except ImportError:
+        return "python3-gssapi not installed (scripts/install-deps.sh)"
+    return None
+
+
+def http_realm(tmpdir, spns):
+    """Generator for a module fixture: a realm with the service principals
+    spns ("HTTP/127.0.0.1", ...) whose keys are in one keytab (the env's
+    http_keytab), alice kinit'd, this process pointed at the realm."""
+    with Krb5Env(tmpdir) as k:
+        k.http_keytab = os.path.join(str(tmpdir), "http.keytab")
+        for spn in spns:
+            k.kadmin(f"addprinc -randkey {spn}")
+        k.kadmin(f"ktadd -k {k.http_keytab} {' '.join(spns)}")
+        k.kinit("alice")
+        k.apply()
+        try:
+            yield k
+        finally:
+            k.restore()
+
+
 def _free_port():
     """A port free on 127.0.0.1 for both TCP and UDP."""
     for _ in range(50):

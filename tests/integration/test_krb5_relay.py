@@ -25,14 +25,7 @@ from conftest import Lab
 INTEG, PRIV = 5, 6
 ALICE_NTLM_PW = "Alice-Ntlm-1"
 
-_why = None
-if not krb5_env.available():
-    _why = "MIT Kerberos not installed (scripts/install-deps.sh)"
-else:
-    try:
-        import gssapi.raw  # noqa: F401
-    except ImportError:
-        _why = "python3-gssapi not installed (scripts/install-deps.sh)"
+_why = krb5_env.gss_missing()
 pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
 
 

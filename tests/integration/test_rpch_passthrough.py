@@ -69,36 +69,25 @@ def test_client_logon_reaches_upstream(make_proxy, env, reference, http_auth):  
 
 def test_wrong_password_refused_by_upstream(make_proxy, env):
     """A wrong NTLM password passes the legs (the proxy does not judge it);
-    the upstream refuses the AUTHENTICATE when the proxy's channel request
-    carries it, once the association connects upstream (after the client's
-    bind): the virtual connection ends with the lab's 401 in the log, and the
-    proxy goes on for the next client."""
-    import threading
-    import time
+    the channel request with the AUTHENTICATE goes to the upstream at once
+    on the pinned connection (Expect: 100-continue), and the upstream's 401
+    reaches the client as the answer to its channel request: Impacket's
+    client raises with the lab's status line.  (Before, the proxy accepted
+    the channel and the client only saw its virtual connection close once
+    the association connected upstream.)  The next client goes on."""
     from impacket.dcerpc.v5 import transport
+    from impacket.dcerpc.v5.rpch import RPCProxyClientException
     p = start(make_proxy, env, **pass_opts(env))
     t = transport.DCERPCTransportFactory("ncacn_http:EXLAB01[6004]")
     t.set_rpc_proxy_url(p.url)
     t.set_credentials("alice", "wrong-password", "LAB")
     t.set_auth_type(AUTH_NTLM)
-
-    def attempt():   # Impacket's client may keep reading a closed channel
-        try:
-            t.connect()
-            d = t.get_dce_rpc()
-            d.set_credentials("alice", ALICE_PW, "LAB")
-            d.set_auth_level(PRIVACY)
-            d.bind(nspi.MSRPC_UUID_NSPI)
-            nspi_answers(d)
-        except Exception:
-            pass
-    threading.Thread(target=attempt, daemon=True).start()
-    want = re.compile(r"rpch upstream .*: virtual connection closed: (OUT|IN) channel: "
-                      r"RPC_(OUT|IN)_DATA answered \"HTTP/1.1 401")
-    deadline = time.time() + 15
-    while time.time() < deadline and not want.search(p.log()):
-        time.sleep(0.2)
-    assert want.search(p.log()), p.log()[-3000:]
+    with pytest.raises(RPCProxyClientException) as ei:
+        t.connect()
+    print(ei.value)
+    assert "401" in str(ei.value)
+    assert re.search(r'the upstream answered the channel request "HTTP/1.[01] 401', p.log())
+    assert "virtual connection open" not in p.log()  # none toward the lab was opened
     d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_NTLM)
     assert nspi_answers(d)
     d.disconnect()
@@ -175,3 +164,104 @@ def test_bad_logon_legs(make_proxy, env, reference, bad):  # noqa: F811
     d.disconnect()
     p.stop()
     assert "during the HTTP logon (pass-through)" in p.log(), p.log()[-2000:]
+
+
+def test_ntlm_passthrough_never_recycles_as_the_proxy(make_proxy, env):
+    """NTLM passed through, the proxy's IN channel toward the lab 4 KiB long
+    and the proxy's own account configured (dcerpc_mapiproxy:username, which
+    `rpc over http upstream auth` would use): when the proxy's upstream IN
+    channel runs out it does not log on as itself; the virtual connection
+    ends with its reason, and the lab never saw the proxy's account on a
+    channel."""
+    before = lab_mark(env)
+    over = pass_opts(env)
+    over["mapiproxy:rpc over http upstream in channel length"] = "4K"
+    over["mapiproxy:rpc over http upstream auth"] = "ntlm"
+    p = start(make_proxy, env, **over)
+    from impacket.dcerpc.v5 import transport
+    t = transport.DCERPCTransportFactory("ncacn_http:EXLAB01[6004]")
+    t.set_rpc_proxy_url(p.url)
+    t.set_credentials("alice", ALICE_PW, "LAB")
+    t.set_auth_type(AUTH_NTLM)
+    t.set_connect_timeout(10)  # also the read timeout: the end is an error, not a hang
+    d = t.get_dce_rpc()
+    d.set_credentials("alice", ALICE_PW, "LAB")
+    d.set_auth_level(PRIVACY)
+    d.connect()
+    d.bind(nspi.MSRPC_UUID_NSPI)
+    import threading
+
+    def rounds():
+        try:
+            for _ in range(12):
+                nspi_answers(d)
+        except Exception as e:
+            print("client:", e)
+    th = threading.Thread(target=rounds, daemon=True)
+    th.start()
+    import time
+    deadline = time.time() + 15  # Impacket's client may keep reading its closed OUT channel
+    while time.time() < deadline and "virtual connection closed: the association" not in p.log():
+        time.sleep(0.2)
+    p.stop()
+    log = p.log()
+    print(log[-2500:])
+    assert "cannot be recycled without the client's logon" in log, log[-3000:]
+    with open(env["lab_log"]) as f:
+        lab = f.read()[before:]
+    chans = re.findall(r"rpch: (IN|OUT) channel \S+ user=(\S+) length", lab)
+    assert chans and all(u.lower().endswith("alice") for _, u in chans), chans
+    assert not re.search(r"rpch: .*user=\S*Administrator", lab)
+
+
+def lab_mark(env):
+    with open(env["lab_log"]) as f:
+        return len(f.read())
+
+
+def test_upstream_that_never_answers_the_channel_logon(make_proxy, env):
+    """An upstream that takes the channel request's head (Expect:
+    100-continue) and never answers: after mapiproxy:http upstream timeout
+    the client's connection closes with a log line, nothing waits forever;
+    the upstream got the head with Expect and the client's Basic line."""
+    import base64
+    import threading
+    import time
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    got = []
+
+    def silent():
+        c, _ = srv.accept()
+        c.settimeout(10)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                b = c.recv(4096)
+                if not b:
+                    break
+                data += b
+            got.append(data)
+            time.sleep(5)
+        finally:
+            c.close()
+    threading.Thread(target=silent, daemon=True).start()
+    over = pass_opts(env)
+    over["mapiproxy:rpc over http upstream"] = f"http://127.0.0.1:{srv.getsockname()[1]}"
+    over["mapiproxy:http upstream timeout"] = "1"
+    p = start(make_proxy, env, **over)
+    s = raw_channel(p.http_port)
+    cred = base64.b64encode(b"LAB\\alice:" + ALICE_PW.encode())
+    t0 = time.time()
+    s.sendall(b"RPC_IN_DATA /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: x\r\n"
+              b"Authorization: Basic " + cred + b"\r\nContent-Length: 1073741824\r\n\r\n")
+    read_until_closed(s)
+    took = time.time() - t0
+    s.close()
+    p.stop()
+    srv.close()
+    assert took < 5, took
+    assert got and b"Expect: 100-continue" in got[0] and cred in got[0], got
+    assert "the upstream did not answer within 1 s" in p.log(), p.log()[-2000:]
+    assert ALICE_PW not in p.log() and cred.decode() not in p.log()

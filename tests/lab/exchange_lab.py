@@ -122,8 +122,8 @@ def main(argv=None):
     ap.add_argument('--tls-cert', metavar='FILE', help='PEM certificate: MAPI/HTTP over TLS')
     ap.add_argument('--tls-key', metavar='FILE', help='PEM private key for --tls-cert')
     ap.add_argument('--http-auth', default='ntlm,basic',
-                    help='MAPI/HTTP authentication: comma list of ntlm, basic, or none '
-                         '(default ntlm,basic)')
+                    help='MAPI/HTTP and RPC over HTTP authentication: comma list of ntlm, '
+                         'basic, negotiate (Kerberos with --keytab), or none (default ntlm,basic)')
     ap.add_argument('--pending-period', type=float, default=15.0, metavar='SECONDS',
                     help='MAPI/HTTP X-PendingPeriod: PENDING keep-alive interval (default 15)')
     ap.add_argument('--pending-delay', type=float, default=0.0, metavar='SECONDS',
@@ -136,9 +136,11 @@ def main(argv=None):
                          'FILE (python3-gssapi; KRB5_CONFIG from the environment)')
     args = ap.parse_args(argv)
     http_auth = [m.strip().lower() for m in args.http_auth.split(',') if m.strip()]
-    if not http_auth or any(m not in ('ntlm', 'basic', 'none') for m in http_auth) or \
+    if not http_auth or any(m not in ('ntlm', 'basic', 'negotiate', 'none') for m in http_auth) or \
             ('none' in http_auth and len(http_auth) > 1):
-        ap.error('--http-auth: ntlm, basic, ntlm,basic or none')
+        ap.error('--http-auth: a list of ntlm, basic, negotiate, or none')
+    if 'negotiate' in http_auth and not args.keytab:
+        ap.error('--http-auth negotiate needs --keytab')
     if bool(args.tls_cert) != bool(args.tls_key):
         ap.error('--tls-cert and --tls-key go together')
 
@@ -187,6 +189,7 @@ def main(argv=None):
         except (OSError, ValueError) as e:
             ap.error('MAPI/HTTP listener: %s' % e)
         config.ports['mapihttp'] = mapihttp.port
+        mapihttp.keytab = args.keytab
     rpch = None
     if args.rpch_port is not None:
         import lab_rpch
@@ -194,6 +197,7 @@ def main(argv=None):
             rpch = lab_rpch.RpchServer(config, args.host, args.rpch_port, args.tls_cert,
                                        args.tls_key, http_auth, auth.userdb,
                                        out_length=args.rpch_out_length)
+            rpch.keytab = args.keytab
         except (OSError, ValueError) as e:
             ap.error('RPC over HTTP listener: %s' % e)
     epmap.register(lab_rfr_uuid(), '1.0', listeners['rfr'].port, 'MS Exchange Directory RFR Interface')

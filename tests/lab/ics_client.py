@@ -112,14 +112,23 @@ def dest_configure(rb, in_idx, out_idx, source_op, flags=0, logon_id=0):
     return rb.raw(struct.pack('<BBBBBB', 0x53, logon_id, in_idx, out_idx, source_op, flags), _hdr)
 
 
-def put_buffer(rb, in_idx, data, logon_id=0):
+def put_buffer(rb, in_idx, data, logon_id=0, rop_id=0x54):
+    """RopFastTransferDestinationPutBuffer (0x54), or with rop_id 0x9D
+    RopFastTransferDestinationPutBufferExtended: the same request, the
+    response's counts 32-bit."""
+    count = (lambda r: r.u32()) if rop_id == 0x9D else (lambda r: r.u16())
+
     def parse(r):
         d = _hdr(r)
-        d['TransferStatus'], d['InProgressCount'], d['TotalStepCount'] = r.u16(), r.u16(), r.u16()
+        d['TransferStatus'], d['InProgressCount'], d['TotalStepCount'] = r.u16(), count(r), count(r)
         r.u8()
         d['BufferUsedSize'] = r.u16()
         return d
-    return rb.raw(struct.pack('<BBBH', 0x54, logon_id, in_idx, len(data)) + data, parse)
+    return rb.raw(struct.pack('<BBBH', rop_id, logon_id, in_idx, len(data)) + data, parse)
+
+
+def put_buffer_ext(rb, in_idx, data, logon_id=0):
+    return put_buffer(rb, in_idx, data, logon_id, 0x9D)
 
 
 def release(rb, idx, logon_id=0):

@@ -137,6 +137,25 @@ class FxUpload(object):
         self.mailbox, self.target, self.op = mailbox, target, op
         self.data = bytearray()
         self.stored = 0
+        self.sizes = []                 # each PutBuffer's TransferDataSize
+        with _dump_lock:
+            self.seq = next(_up_seq)
+
+
+_up_seq = itertools.count(1)
+
+
+def dump_upload(o):
+    """With LAB_FX_UPLOAD_DUMP=DIR in the environment, the stream an upload
+    context received so far is DIR/up-NNNN.fxs and its PutBuffer sizes
+    DIR/up-NNNN.sizes (one a line): tests read what the lab got."""
+    d = os.environ.get('LAB_FX_UPLOAD_DUMP')
+    if d:
+        base = os.path.join(d, 'up-%04d' % o.seq)
+        with open(base + '.fxs', 'wb') as f:
+            f.write(bytes(o.data))
+        with open(base + '.sizes', 'w') as f:
+            f.write(''.join('%d\n' % n for n in o.sizes))
 
 
 def cn_of(store, m):
@@ -436,9 +455,43 @@ def rop_put_buffer(s, r, handles):
     o = s.obj(handles, in_idx, 'fxup')
     if o is None:
         return struct.pack('<BBLHHHBH', 0x54, in_idx, R.ecNullObject, TS_ERROR, 0, 0, 0, 0)
+    if _put_fails(o, data):
+        s.log('emsmdb:   RopFastTransferDestinationPutBuffer refused (LAB_FX_PUT_FAIL)')
+        return struct.pack('<BBLHHHBH', 0x54, in_idx, R.ecNotSupported, TS_ERROR, 0, 0, 0, 0)
     o.data += data
+    o.sizes.append(len(data))
+    dump_upload(o)
     _apply_upload(s, o)
     return struct.pack('<BBLHHHBH', 0x54, in_idx, ecSuccess, TS_PARTIAL, 0, 0, 0, len(data))
+
+
+def rop_put_buffer_ext(s, r, handles):
+    """RopFastTransferDestinationPutBufferExtended (MS-OXCROPS 2.2.12.3):
+    the request as PutBuffer's; the response's counts are 32-bit."""
+    r.u8()
+    r.u8()
+    in_idx = r.u8()
+    data = r.take(r.u16())
+    o = s.obj(handles, in_idx, 'fxup')
+    if o is None or _put_fails(o, data):
+        return struct.pack('<BBLHLLBH', 0x9D, in_idx, R.ecNullObject if o is None
+                           else R.ecNotSupported, TS_ERROR, 0, 0, 0, 0)
+    o.data += data
+    o.sizes.append(len(data))
+    dump_upload(o)
+    _apply_upload(s, o)
+    return struct.pack('<BBLHLLBH', 0x9D, in_idx, ecSuccess, TS_PARTIAL, 0, 0, 0, len(data))
+
+
+def _put_fails(o, data):
+    """LAB_FX_PUT_FAIL=TEXT,N: a PutBuffer that would take an upload whose
+    stream carries TEXT (UTF-16LE) past N bytes is refused (tests of how a
+    server's failure reaches the client)."""
+    spec = os.environ.get('LAB_FX_PUT_FAIL')
+    if not spec:
+        return False
+    text, n = spec.rsplit(',', 1)
+    return text.encode('utf-16le') in bytes(o.data) + data and len(o.data) + len(data) > int(n)
 
 
 def _apply_upload(s, o):
@@ -475,6 +528,7 @@ R.ROP_HANDLERS.update({
     0x4E: rop_get_buffer,
     0x53: rop_dest_configure,
     0x54: rop_put_buffer,
+    0x9D: rop_put_buffer_ext,
     0x70: rop_sync_configure,
     0x72: rop_import_message_change,
     0x75: rop_upload_state_begin,

@@ -14,8 +14,11 @@ It serves the same in-process mailbox store (lab_emsmdb.Emsmdb / lab_rops) and
 directory (lab_nspi.Directory / Nspi helpers) as the RPC listeners.
 
 Authentication (--http-auth): NTLM (connection-based: the connection that
-finished the handshake is authenticated, no other), Basic (every request), or
-none.  Accounts come from the lab's users file (labauth.UserDb).
+finished the handshake is authenticated, no other), Basic (every request),
+Negotiate with Kerberos (RFC 4559: MIT's acceptor through python3-gssapi with
+the lab's --keytab; SPNEGO or a bare krb5 token; the connection is
+authenticated, the 200 carries the acceptor's mutual token), or none.
+Accounts come from the lab's users file (labauth.UserDb).
 """
 
 import base64
@@ -149,6 +152,7 @@ def http_date(t=None):
 # the server
 # ---------------------------------------------------------------------------
 class MapiHttpServer(object):
+    keytab = None      # --keytab: the Negotiate (Kerberos) acceptor's keys
     def __init__(self, config, directory, nspi, emsmdb, host='127.0.0.1', port=0,
                  tls_cert=None, tls_key=None, auth_modes=('ntlm', 'basic'), userdb=None,
                  pending_period=15.0, pending_delay=0.0, wait_timeout=30.0):
@@ -289,6 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.lab = self.server.lab
         self.ntlm = None            # NtlmServerContext of this connection
         self.conn_identity = None   # set once NTLM completed on this connection
+        self.neg_token = None       # the Kerberos acceptor's mutual token, for the 200
 
     def log_message(self, fmt, *args):
         pass
@@ -348,6 +353,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             if 'ntlm' in self.lab.auth_modes:
                 hdrs.append(('WWW-Authenticate', 'NTLM'))
+            if 'negotiate' in self.lab.auth_modes:
+                hdrs.append(('WWW-Authenticate', 'Negotiate'))
             if 'basic' in self.lab.auth_modes:
                 hdrs.append(('WWW-Authenticate', 'Basic realm="%s"' % self.lab.config.fqdn))
         if close:
@@ -388,6 +395,9 @@ class _Handler(BaseHTTPRequestHandler):
             ident = '%s\\%s' % (entry[1], entry[0])
             log('mapihttp: auth: Basic logon ok user=%s' % ident)
             return True, ident
+        if scheme == 'negotiate' and 'negotiate' in modes and \
+                not base64.b64decode(cred + '===')[:8].startswith(b'NTLMSSP'):
+            return self._negotiate(cred)
         if scheme in ('ntlm', 'negotiate') and 'ntlm' in modes:
             try:
                 token = base64.b64decode(cred, validate=True)
@@ -431,6 +441,29 @@ class _Handler(BaseHTTPRequestHandler):
         log('mapihttp: auth: %s %s -> 401' % (self.command, self.path))
         self._challenge()
         return False, None
+
+    def _negotiate(self, cred):
+        """Negotiate (RFC 4559) with Kerberos: one leg, MIT's acceptor with the
+        lab's keytab (no acceptor name: any key in it)."""
+        import gssapi.raw as graw
+        try:
+            token = base64.b64decode(cred, validate=True)
+            creds = graw.acquire_cred_from({b'keytab': (self.lab.keytab or '').encode()},
+                                           usage='accept').creds
+            res = graw.accept_sec_context(token, acceptor_creds=creds)
+        except Exception as e:
+            log('mapihttp: auth: Negotiate refused: %s' % str(e).splitlines()[0][:200])
+            self._challenge(close=True)
+            return False, None
+        if res.more_steps:
+            log('mapihttp: auth: Negotiate wants another leg (not Kerberos)')
+            self._challenge(close=True)
+            return False, None
+        ident = graw.display_name(res.initiator_name).name.decode()
+        self.neg_token = res.token
+        self.conn_identity = ident
+        log('mapihttp: auth: Negotiate (Kerberos) logon ok user=%s (this connection)' % ident)
+        return True, ident
 
     # -- verbs -------------------------------------------------------------------
     def do_GET(self):

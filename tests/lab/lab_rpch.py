@@ -31,10 +31,12 @@ outbound proxy and the server role at once (MS-RPCH 3.2.3 to 3.2.5 merged):
   gets its answer head, its OUT_R1/A11 (2.2.4.33) is read, and RPC PDUs go
   on under the window of A3.
 
-HTTP authentication (Basic, NTLM on the connection) is lab_mapihttp's.
+HTTP authentication (Basic, NTLM on the connection, Negotiate with Kerberos)
+is lab_mapihttp's.
 Written from the specification; it shares no code with src/.
 """
 
+import base64
 import socket
 import struct
 import threading
@@ -180,6 +182,7 @@ class VConn(object):
 
 
 class RpchServer(object):
+    keytab = None      # --keytab: the Negotiate (Kerberos) acceptor's keys
     """Attributes lab_mapihttp's handler reads: config, auth_modes, userdb, tls."""
 
     def __init__(self, config, host='127.0.0.1', port=0, tls_cert=None, tls_key=None,
@@ -297,7 +300,10 @@ class _RpchHandler(lab_mapihttp._Handler):
             return vc
 
     def _out_head(self, vc):
-        return (b'HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n'
+        mutual = b''
+        if self.neg_token:      # RFC 4559 5: the acceptor's token with the answer
+            mutual = b'WWW-Authenticate: Negotiate %s\r\n' % base64.b64encode(self.neg_token)
+        return (b'HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n' + mutual +
                 b'Content-Length: %d\r\n\r\n' % vc.out_length)
 
     def _out_channel(self, length):

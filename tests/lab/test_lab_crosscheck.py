@@ -321,6 +321,9 @@ BUILT = [
     (lambda b: IC.put_buffer(b, 6, b'\x03\x00\x0c\x40'),
      {'Name': 'RopFastTransferDestinationPutBuffer', 'InputHandleIndex': 6,
       'TransferDataSize': 4, 'TransferData': '03000c40'}),
+    (lambda b: IC.put_buffer_ext(b, 6, b'\x03\x00\x0d\x40'),
+     {'Name': 'RopFastTransferDestinationPutBufferExtended', 'InputHandleIndex': 6,
+      'TransferDataSize': 4, 'TransferData': '03000d40'}),
 ]
 
 

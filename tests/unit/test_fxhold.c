@@ -7,8 +7,8 @@
  * decoded again by the assembler (src/content/fxasm.c) and checked;
  * nothing asked: the same bytes; malformed input refused. */
 #include "chain/msgevents.h"
-#include "content/assemble.h"
 #include "content/message.h"
+#include "content/assemble.h"
 #include "content/fxhold.h"
 #include "core/slurp.h"
 #include "fx_samples.h"
@@ -267,6 +267,248 @@ static void test_change(void)
     mp_fx_enc_free(&in);
 }
 
+/* The change header's PidTagMessageSize (or PidTagMessageSizeExtended) and
+ * the progress size follow the change's new length; a size that would pass
+ * UINT32_MAX (or go below 0) is clamped, not wrapped. */
+static void change_sized(struct mp_fx_enc *in, uint32_t ppm, uint32_t size_tag, uint64_t msize);
+
+static void change_with_size(struct mp_fx_enc *in, uint32_t ppm, uint64_t msize)
+{
+    change_sized(in, ppm, 0x0E080003, msize);
+}
+
+static void change_sized(struct mp_fx_enc *in, uint32_t ppm, uint32_t size_tag, uint64_t msize)
+{
+    uint8_t sk[22] = {9};
+    mp_fx_enc_init(in);
+    mp_fx_enc_marker(in, MP_FX_IncrSyncProgressPerMsg);
+    mp_fx_enc_fixed(in, 0x00000003, NULL, ppm);
+    mp_fx_enc_fixed(in, 0x0000000B, NULL, 0);
+    mp_fx_enc_marker(in, MP_FX_IncrSyncChg);
+    mp_fx_enc_var(in, 0x65E00102, NULL, sk, sizeof sk);
+    mp_fx_enc_fixed(in, size_tag, NULL, msize); /* PidTagMessageSize(Extended) */
+    mp_fx_enc_fixed(in, 0x674A0014, NULL, 0x99);
+    mp_fx_enc_marker(in, MP_FX_IncrSyncMessage);
+    mp_fx_enc_var(in, 0x1000001F, NULL, (const uint8_t *)"a\0b\0\0\0", 6);
+}
+
+static uint32_t u32_at(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void test_change_sizes(void)
+{
+    struct mp_fx_enc in, e;
+    change_with_size(&in, 5000, 4000);
+    CHECK(!in.err);
+    /* PidTagMessageSize's value: the progress (marker, two values: 18
+     * bytes), IncrSyncChg, PidTagSourceKey (4 + 4 + 22), its tag */
+    size_t at = 18 + 4 + 4 + 4 + 22 + 4;
+    CHECK_EQ(u32_at(in.out + at), 4000);
+    struct mp_fxrw rw = {.kind = MP_FXRW_CHANGE, .prefix = "[LONGER PREFIX] "};
+    CHECK_EQ(rewrite(in.out, in.len, &rw, &e), 0);
+    int64_t d = (int64_t)e.len - (int64_t)in.len;
+    CHECK(d > 0);
+    CHECK_EQ(u32_at(e.out + 8), (uint32_t)(5000 + d));
+    CHECK_EQ(u32_at(e.out + at), (uint32_t)(4000 + d));
+    mp_fx_enc_free(&e);
+    /* near the largest unsigned 32-bit value (MS-OXCMSG 2.2.1.7: PtypInteger32,
+     * unsigned) both clamp */
+    mp_fx_enc_free(&in);
+    change_with_size(&in, 0xFFFFFFF0u, 0xFFFFFFFFu);
+    CHECK_EQ(rewrite(in.out, in.len, &rw, &e), 0);
+    CHECK_EQ(u32_at(e.out + 8), 0xFFFFFFFFu);
+    CHECK_EQ(u32_at(e.out + at), 0xFFFFFFFFu);
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&in);
+    /* a body set shorter than before below a size of 1: 0, not wrapped */
+    change_with_size(&in, 1, 1);
+    uint8_t v[8];
+    struct mp_fxrw_set set = {0x1000001F, NULL, v, 0};
+    utf16("", v, &set.n);
+    struct mp_fxrw rs = {.kind = MP_FXRW_CHANGE, .sets = &set, .nsets = 1};
+    CHECK_EQ(rewrite(in.out, in.len, &rs, &e), 0);
+    CHECK(e.len < in.len);
+    CHECK_EQ(u32_at(e.out + 8), 0u);
+    CHECK_EQ(u32_at(e.out + at), 0u);
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&in);
+    /* PidTagMessageSizeExtended: 64 bits, past 32 */
+    change_sized(&in, 5000, 0x0E080014, 0xFFFFFFF0ull);
+    CHECK_EQ(rewrite(in.out, in.len, &rw, &e), 0);
+    d = (int64_t)e.len - (int64_t)in.len;
+    uint64_t v64 = (uint64_t)u32_at(e.out + at) | (uint64_t)u32_at(e.out + at + 4) << 32;
+    CHECK_EQ(v64, 0xFFFFFFF0ull + (uint64_t)d);
+    mp_fx_enc_free(&e);
+    mp_fx_enc_free(&in);
+}
+
+/* A messageChangePartial held in a download queue (fxasm with
+ * mp_fxasm_hold): its span starts at IncrSyncChgPartial; blocked, it
+ * becomes a messageChangeFull with the notice (same PidTagMid, no longer
+ * partial, groupInfo and the state around it as they were); modified, its
+ * subject (in a changed group) is prefixed in place, nothing is added and it
+ * stays partial. */
+struct spans {
+    struct mp_fx_span sp[4];
+    int n, partial;
+    char subject[160];
+    uint64_t mid;
+};
+
+static void span_done(void *arg, const struct mp_msg_event *ev)
+{
+    struct spans *s = arg;
+    if (ev->fx_span.held && s->n < 4)
+        s->sp[s->n++] = ev->fx_span;
+    s->partial += ev->partial;
+    str_of(&ev->msg->props, 0x0037, s->subject, sizeof s->subject);
+    s->mid = ev->message_id;
+}
+
+/* An assembler with a hold queue, as a session's context runs them. */
+struct held {
+    struct spans s;
+    struct mp_asm_ops ops;
+    struct mp_asm *a;
+    struct mp_fxasm *f;
+    struct mp_fxq q;
+};
+
+static void held_init(struct held *h, enum mp_msg_dir dir, enum mp_msg_mode mode)
+{
+    memset(h, 0, sizeof *h);
+    h->ops = (struct mp_asm_ops){span_done, on_log, &h->s};
+    h->a = mp_asm_new(&LIM, &h->ops);
+    h->f = mp_fxasm_new(h->a, dir, mode, 1, 0, false);
+    mp_fxasm_hold(h->f, &h->q, 1, 2);
+}
+
+static void held_free(struct held *h)
+{
+    mp_fxq_free(&h->q);
+    mp_fxasm_free(h->f);
+    mp_asm_free(h->a);
+}
+
+/* The stream's messages read again (h->s). */
+static int reread(struct held *h, const uint8_t *b, size_t n)
+{
+    held_init(h, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD);
+    return mp_fxasm_feed(h->f, b, n, "t") | mp_fxasm_finish(h->f, "t");
+}
+
+/* The stream through a held download context, with rw applied to its one
+ * held message; the bytes the client would get in *out. */
+static int held_partial(const uint8_t *b, size_t n, const struct mp_fxrw *rw, struct mp_buf *out)
+{
+    struct held h;
+    held_init(&h, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD);
+    struct spans *s = &h.s;
+    struct mp_fxq *q = &h.q;
+    int rc = -1;
+    if (mp_fxq_append(q, b, n) || mp_fxasm_feed(h.f, b, n, "t") || mp_fxasm_finish(h.f, "t") ||
+        s->n != 1 || s->sp[0].kind != MP_FXRW_PARTIAL)
+        goto out;
+    size_t idx;
+    const uint8_t *in = mp_fxq_region(q, s->sp[0].up_start, s->sp[0].up_end, &idx);
+    CHECK(in && !memcmp(in, "\x03\x00\x7d\x40", 4)); /* IncrSyncChgPartial */
+    struct mp_fx_enc e;
+    mp_fx_enc_init(&e);
+    if (in && !mp_fxrw_message(in, (size_t)(s->sp[0].up_end - s->sp[0].up_start), rw, &e) &&
+        !mp_fxq_replace(q, s->sp[0].up_start, s->sp[0].up_end, e.out, e.len)) {
+        size_t k = mp_fxq_len(q);
+        uint8_t *t = malloc(k);
+        if (t && mp_fxq_take(q, k, t) == k && !mp_buf_append(out, t, k))
+            rc = 0;
+        free(t);
+    }
+    mp_fx_enc_free(&e);
+out:
+    held_free(&h);
+    return rc;
+}
+
+static void test_partial(void)
+{
+    size_t n;
+    uint8_t *b = sample("partial.fxs", &n);
+    if (!b)
+        return;
+    static const uint8_t notice[] = {0x1F, 0x00, 0x37, 0x00, 12,  0, 0, 0, '[', 0,
+                                     'B',  0,    ']',  0,    'x', 0, 0, 0, 0,   0};
+    struct mp_fxrw blk = {.kind = MP_FXRW_PARTIAL, .block = notice, .block_len = sizeof notice};
+    struct mp_buf out = {0};
+    CHECK_EQ(held_partial(b, n, &blk, &out), 0);
+    /* read again: a full change now, the same message id */
+    struct held h;
+    CHECK_EQ(reread(&h, out.data, out.len), 0);
+    CHECK_EQ(h.s.partial, 0);
+    CHECK(!strcmp(h.s.subject, "[B]x"));
+    CHECK_EQ(h.s.mid, 0x0001000000000003ull);
+    held_free(&h);
+    /* the groupInfo and group id in front, the state after: the sample's */
+    CHECK(out.len > 40 && !memcmp(out.data, b, 40));
+    CHECK(!memcmp(out.data + out.len - 8, b + n - 8, 8));
+    out.len = 0;
+    /* prefix + a set of a property the change does not carry: only the
+     * subject changes, in place; still partial */
+    uint8_t v[16];
+    struct mp_fxrw_set set = {0x1000001F, NULL, v, 0};
+    utf16("b", v, &set.n);
+    struct mp_fxrw mod = {.kind = MP_FXRW_PARTIAL, .prefix = "[P] ", .sets = &set, .nsets = 1};
+    CHECK_EQ(held_partial(b, n, &mod, &out), 0);
+    CHECK_EQ(out.len, n + 8); /* "[P] " in UTF-16 */
+    CHECK_EQ(reread(&h, out.data, out.len), 0);
+    CHECK_EQ(h.s.partial, 1);
+    CHECK(!strcmp(h.s.subject, "[P] changed subject"));
+    held_free(&h);
+    mp_buf_free(&out);
+    free(b);
+}
+
+/* Buffers that end inside a tag (every split of folder.fxs in 5-byte
+ * pieces, the released bytes taken after each as the relay does): each
+ * held message is in the queue whole when it completes, its StartMessage
+ * included (the tag's first bytes were held too). */
+static void test_split_tags(void)
+{
+    size_t n;
+    uint8_t *b = sample("folder.fxs", &n);
+    if (!b)
+        return;
+    for (size_t piece = 1; piece <= 7; piece++) {
+        struct held h;
+        held_init(&h, MP_MSG_UPLOAD, MP_MSG_ICS_UPLOAD);
+        struct spans *s = &h.s;
+        struct mp_fxq *q = &h.q;
+        uint8_t *t = malloc(n);
+        size_t got = 0, found = 0;
+        for (size_t off = 0; t && off < n; off += piece) {
+            size_t k = n - off < piece ? n - off : piece;
+            CHECK_EQ(mp_fxq_append(q, b + off, k), 0);
+            s->n = 0;
+            CHECK_EQ(mp_fxasm_feed(h.f, b + off, k, "t"), 0);
+            for (int i = 0; i < s->n; i++) {
+                size_t idx;
+                const uint8_t *r = mp_fxq_region(q, s->sp[i].up_start, s->sp[i].up_end, &idx);
+                found += r != NULL; /* its first marker in the queue too */
+                if (r)              /* StartMessage or StartFAIMsg */
+                    CHECK(!memcmp(r, "\x03\x00\x0c\x40", 4) || !memcmp(r, "\x03\x00\x10\x40", 4));
+            }
+            got += mp_fxq_take(q, mp_fxq_releasable(q), t + got);
+        }
+        CHECK_EQ(mp_fxasm_finish(h.f, "t"), 0);
+        got += t ? mp_fxq_take(q, mp_fxq_releasable(q), t + got) : 0;
+        CHECK(got == n && t && !memcmp(t, b, n));
+        CHECK_EQ(found, 2u); /* the normal message and the FAI one */
+        free(t);
+        held_free(&h);
+    }
+    free(b);
+}
+
 /* The rewritten IncrSyncProgressPerMsg size is a 32-bit value: a change
  * that grows past 4 GiB - 1 is clamped there, never wrapped to a small
  * number. */
@@ -323,5 +565,8 @@ int main(void)
     test_bare();
     test_message_list();
     test_change();
+    test_change_sizes();
+    test_partial();
+    test_split_tags();
     TEST_DONE();
 }

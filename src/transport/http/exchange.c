@@ -259,8 +259,17 @@ static int on_req_headers(http_parser *p)
         http_parser_pause(p, 1);
         return 0;
     }
-    if (h->auth.on && mp_hu_request(s))
+    if (h->auth.on && mp_hu_request(s)) {
+        if (handler && (p->flags & F_CONTENTLENGTH) && p->content_length > 0) {
+            /* a refused channel request (RPC over HTTP): its body, up to
+             * 1 GiB, is not waited for; the answer goes now, then close */
+            mp_hx_send_local(s, s->local_status, true);
+            mp_hx_log_request(s);
+            s->linger = true;
+            http_parser_pause(p, 1);
+        }
         return 0;
+    }
     if (handler) { /* handed over once the parser stops (mp_hx_parse_client) */
         s->handover = true;
         http_parser_pause(p, 1);

@@ -826,6 +826,7 @@ void mp_hf_hand_over(struct hconn *s)
         .id = s->id,
         .method = s->method,
         .user = h->auth.on ? s->ua.ha.user : "",
+        .www = h->auth.on ? s->ua.ha.mutual : "",
         .req = &s->req,
         .rest = mp_buf_head(in),
         .rest_len = mp_buf_avail(in),

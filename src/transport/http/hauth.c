@@ -2,6 +2,9 @@
  * "Authentication termination"). */
 #include "transport/http/hauth.h"
 
+#include "auth/spnego.h"
+#include "transport/http/hneg.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -120,10 +123,19 @@ int mp_hauth_init(struct mp_hauth *a, const struct mp_config *cfg)
     for (char *q = a->realm; *q; q++)
         if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
             *q = '_'; /* it goes inside a quoted string */
-    mp_info("http front: authentication terminated: clients log on to the proxy (NTLM%s, %zu "
+    if (cfg->http_negotiate) {
+        char err[MP_GSS_ERRLEN];
+        a->neg = true;
+        a->krb = mp_gss_cred_acceptor(cfg->keytab, NULL, err, sizeof err);
+        if (!a->krb) {
+            mp_error("mapiproxy:http negotiate: mapiproxy:keytab: %s", err);
+            return -1;
+        }
+    }
+    mp_info("http front: authentication terminated: clients log on to the proxy (NTLM%s%s, %zu "
             "account(s)), the proxy to the upstream as %s%s%s (%s)",
-            cfg->http_basic ? ", Basic" : "", a->creds.n, cfg->domain, cfg->domain[0] ? "\\" : "",
-            cfg->username, a->up_basic ? "Basic" : "NTLM");
+            cfg->http_basic ? ", Basic" : "", a->krb ? ", Negotiate (Kerberos)" : "", a->creds.n,
+            cfg->domain, cfg->domain[0] ? "\\" : "", cfg->username, a->up_basic ? "Basic" : "NTLM");
     return 0;
 }
 
@@ -131,6 +143,8 @@ void mp_hauth_free(struct mp_hauth *a)
 {
     mp_credstore_free(&a->creds);
     mp_groups_free(&a->groups);
+    mp_gss_cred_free(a->krb);
+    a->krb = NULL;
     mp_ntlm_cleanse(a->up_password, sizeof a->up_password);
 }
 
@@ -170,7 +184,9 @@ static bool allowed(const struct mp_hauth *a, const char *user, const char *doma
 
 static int offer(const struct mp_hauth *a, struct mp_buf *hdrs, const char *ntlm_tok)
 {
-    static const char ntlm[] = "WWW-Authenticate: NTLM";
+    static const char ntlm[] = "WWW-Authenticate: NTLM", neg[] = "WWW-Authenticate: Negotiate\r\n";
+    if (!ntlm_tok && a->neg && mp_buf_append(hdrs, neg, sizeof neg - 1))
+        return -1;
     if (mp_buf_append(hdrs, ntlm, sizeof ntlm - 1))
         return -1;
     if (ntlm_tok &&
@@ -243,25 +259,52 @@ static enum mp_hauth_verdict basic(struct mp_hauth *a, struct mp_hauth_conn *c, 
     return MP_HAUTH_PASS;
 }
 
-static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, const char *v,
-                                  size_t n, struct mp_buf *hdrs, char *why, size_t wl)
+/* The NTLM reply token (CHALLENGE, or under SPNEGO the final NegTokenResp)
+ * as a WWW-Authenticate line: "NTLM <b64>" or "Negotiate <b64>". */
+static int ntlm_reply(const struct mp_hauth *a, struct mp_hauth_conn *c, struct mp_buf *hdrs,
+                      const uint8_t *tok, size_t n)
 {
-    uint8_t tok[4096];
-    long k = mp_b64_decode(v, n, tok, sizeof tok);
+    struct mp_buf b64 = {0}, w = {0};
+    int rc = -1;
+    if (c->spnego) {
+        if (!mp_spnego_build_resp(&w, MP_SPNEGO_ACCEPT_INCOMPLETE, mp_oid_ntlm, sizeof mp_oid_ntlm,
+                                  tok, n, NULL, 0) &&
+            !mp_b64_encode(w.data, w.len, &b64) && !mp_buf_append(&b64, "", 1)) {
+            static const char neg[] = "WWW-Authenticate: Negotiate ";
+            rc = mp_buf_append(hdrs, neg, sizeof neg - 1) ||
+                 mp_buf_append(hdrs, b64.data, b64.len - 1) || mp_buf_append(hdrs, "\r\n", 2);
+        }
+    } else if (!mp_b64_encode(tok, n, &b64) && !mp_buf_append(&b64, "", 1)) {
+        rc = offer(a, hdrs, (const char *)mp_buf_head(&b64));
+    }
+    mp_buf_free(&w);
+    mp_buf_free(&b64);
+    return rc;
+}
+
+/* NTLM on the connection, raw (scheme NTLM) or inside SPNEGO (scheme
+ * Negotiate, c->spnego: the CHALLENGE goes back in a NegTokenResp, the
+ * client's mechListMIC over its MechTypeList, when sent, is checked with the
+ * new session's keys and answered in the accept-completed token, kept in
+ * c->mutual).  mic: the client's mechListMIC with the AUTHENTICATE. */
+static enum mp_hauth_verdict ntlm_tok(struct mp_hauth *a, struct mp_hauth_conn *c,
+                                      const uint8_t *tok, long k, const uint8_t *mic,
+                                      size_t mic_len, struct mp_buf *hdrs, char *why, size_t wl)
+{
     int type = k < 0 ? -1 : mp_ntlmssp_msg_type(tok, (size_t)k);
     if (type == MP_NTLMSSP_NEGOTIATE_MSG) {
         if (c->acc_on)
             mp_ntlm_acceptor_free(&c->acc);
-        c->authed = false; /* a new handshake replaces the connection's logon */
+        c->authed = c->krb = false; /* a new handshake replaces the connection's logon */
         c->user[0] = 0;
         mp_ntlm_acceptor_init(&c->acc, &a->acc_cfg);
         c->acc_on = true;
-        struct mp_buf chal = {0}, b64 = {0};
+        struct mp_buf chal = {0};
         /* HTTP clients built on python's ntlm-auth announce neither Unicode
          * nor NTLM in their NEGOTIATE (they use both); the acceptor, which
          * insists on them, gets a copy with the two flags set, and keeps the
          * original bytes for the MIC */
-        uint8_t fixed[sizeof tok];
+        uint8_t fixed[4096];
         memcpy(fixed, tok, (size_t)k);
         if (k >= 16) {
             uint32_t f = (uint32_t)fixed[12] | (uint32_t)fixed[13] << 8 |
@@ -273,10 +316,8 @@ static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, c
         int rc = mp_ntlm_acceptor_negotiate(&c->acc, fixed, (size_t)k, &chal);
         if (!rc && mp_buf_avail(&c->acc.neg) == (size_t)k)
             memcpy(mp_buf_head(&c->acc.neg), tok, (size_t)k);
-        if (rc || mp_b64_encode(mp_buf_head(&chal), mp_buf_avail(&chal), &b64) ||
-            mp_buf_append(&b64, "", 1) || offer(a, hdrs, (const char *)mp_buf_head(&b64))) {
+        if (rc || ntlm_reply(a, c, hdrs, mp_buf_head(&chal), mp_buf_avail(&chal))) {
             mp_buf_free(&chal);
-            mp_buf_free(&b64);
             mp_ntlm_acceptor_free(&c->acc);
             c->acc_on = false;
             char w[120];
@@ -284,7 +325,6 @@ static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, c
             return deny(a, hdrs, why, wl, w);
         }
         mp_buf_free(&chal);
-        mp_buf_free(&b64);
         return MP_HAUTH_CHALLENGE;
     }
     if (type != MP_NTLMSSP_AUTHENTICATE_MSG || !c->acc_on) {
@@ -301,6 +341,17 @@ static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, c
     int rc = mp_ntlm_acceptor_authenticate(&c->acc, tok, (size_t)k, &res);
     mp_ntlm_acceptor_free(&c->acc);
     c->acc_on = false;
+    const char *bad = NULL;
+    uint8_t ours[16];
+    if (!rc && c->spnego && mic) { /* RFC 4178 mechListMIC, MS-SPNG 3.3.5.1 */
+        struct mp_ntlm_session ss;
+        memset(&ss, 0, sizeof ss);
+        if (mic_len != 16 || mp_ntlm_session_init(&ss, res.flags, res.exported_key, false) ||
+            mp_ntlm_verify(&ss.recv, c->mech_list, c->mech_list_len, mic) ||
+            mp_ntlm_sign(&ss.send, c->mech_list, c->mech_list_len, ours))
+            bad = "bad SPNEGO mechListMIC";
+        mp_ntlm_session_free(&ss);
+    }
     mp_ntlm_cleanse(res.exported_key, sizeof res.exported_key);
     if (res.user[0] || res.domain[0])
         snprintf(c->user, sizeof c->user, "%.250s%s%.250s", res.domain, res.domain[0] ? "\\" : "",
@@ -310,9 +361,107 @@ static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, c
         snprintf(w, sizeof w, "NTLM logon failed: %s", mp_ntlm_strerror(rc));
         return deny(a, hdrs, why, wl, w);
     }
+    if (bad)
+        return deny(a, hdrs, why, wl, bad);
     if (!allowed(a, res.user, res.domain))
         return deny(a, hdrs, why, wl, "not in mapiproxy:allowed users");
+    c->mutual[0] = 0;
+    if (c->spnego) { /* accept-completed, with our MIC when the client sent one */
+        struct mp_buf w = {0}, b64 = {0};
+        if (!mp_spnego_build_resp(&w, MP_SPNEGO_ACCEPT_COMPLETED, NULL, 0, NULL, 0,
+                                  mic ? ours : NULL, mic ? 16 : 0) &&
+            !mp_b64_encode(w.data, w.len, &b64) && b64.len + 11 < sizeof c->mutual)
+            snprintf(c->mutual, sizeof c->mutual, "Negotiate %.*s", (int)b64.len,
+                     (const char *)b64.data);
+        mp_buf_free(&w);
+        mp_buf_free(&b64);
+    }
     c->authed = true;
+    return MP_HAUTH_PASS;
+}
+
+static enum mp_hauth_verdict ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, const char *v,
+                                  size_t n, struct mp_buf *hdrs, char *why, size_t wl)
+{
+    uint8_t tok[4096];
+    long k = mp_b64_decode(v, n, tok, sizeof tok);
+    c->spnego = false;
+    return ntlm_tok(a, c, tok, k, NULL, 0, hdrs, why, wl);
+}
+
+/* Negotiate carrying NTLM (RFC 4559 with SPNEGO, MS-SPNG): a NegTokenInit
+ * whose first mechanism is NTLM with the NEGOTIATE, or a NegTokenResp with
+ * the AUTHENTICATE on the connection that got the CHALLENGE; a raw NTLM
+ * token under Negotiate is taken as such.  1: not NTLM (Kerberos). */
+static int spnego_ntlm(struct mp_hauth *a, struct mp_hauth_conn *c, const uint8_t *tok, long k,
+                       struct mp_buf *hdrs, char *why, size_t wl, enum mp_hauth_verdict *v)
+{
+    if (k >= 8 && !memcmp(tok, "NTLMSSP", 8)) {
+        c->spnego = false;
+        *v = ntlm_tok(a, c, tok, k, NULL, 0, hdrs, why, wl);
+        return 0;
+    }
+    struct mp_spnego_init ini;
+    struct mp_spnego_resp r;
+    if (k > 0 && !mp_spnego_parse_init(tok, (size_t)k, &ini)) {
+        if (mp_spnego_mech_kind(ini.mechs[0].p, ini.mechs[0].len) != MP_MECH_NTLM)
+            return 1;
+        free(c->mech_list);
+        c->mech_list = malloc(ini.mech_list_len);
+        if (!c->mech_list) {
+            *v = deny(a, hdrs, why, wl, "out of memory");
+            return 0;
+        }
+        memcpy(c->mech_list, ini.mech_list, ini.mech_list_len);
+        c->mech_list_len = ini.mech_list_len;
+        c->spnego = true;
+        *v = ini.mech_token
+                 ? ntlm_tok(a, c, ini.mech_token, (long)ini.mech_token_len, NULL, 0, hdrs, why, wl)
+                 : deny(a, hdrs, why, wl, "SPNEGO NTLM without a NEGOTIATE");
+        return 0;
+    }
+    if (k > 0 && c->spnego && c->acc_on && !mp_spnego_parse_resp(tok, (size_t)k, &r)) {
+        *v = r.token ? ntlm_tok(a, c, r.token, (long)r.token_len, r.mic, r.mic_len, hdrs, why, wl)
+                     : deny(a, hdrs, why, wl, "SPNEGO NegTokenResp without an NTLM AUTHENTICATE");
+        return 0;
+    }
+    return 1;
+}
+
+/* Negotiate with Kerberos (RFC 4559): one leg, the ticket checked with the
+ * proxy's keytab; the connection is authenticated as the client's
+ * principal.  An NTLM token inside Negotiate goes to the NTLM handshake. */
+static enum mp_hauth_verdict negotiate(struct mp_hauth *a, struct mp_hauth_conn *c,
+                                       const char *authz, size_t len, struct mp_buf *hdrs,
+                                       char *why, size_t wl)
+{
+    char err[MP_GSS_ERRLEN + 64], user[sizeof c->user];
+    struct mp_buf reply = {0};
+    c->authed = c->krb = false;
+    c->user[0] = 0;
+    int rc = a->krb ? mp_hneg_accept(a->krb, authz, len, user, sizeof user, &reply, err, sizeof err)
+                    : (snprintf(err, sizeof err, "no Kerberos keytab"), -1);
+    c->mutual[0] = 0; /* the acceptor's token, for an answer of the proxy's own (RPC over HTTP) */
+    if (!rc && reply.len && reply.len + 11 < sizeof c->mutual)
+        snprintf(c->mutual, sizeof c->mutual, "Negotiate %.*s", (int)reply.len,
+                 (const char *)reply.data);
+    mp_buf_free(&reply);
+    if (rc) {
+        char w[MP_GSS_ERRLEN + 100];
+        snprintf(w, sizeof w, "Negotiate logon refused: %s", err);
+        return deny(a, hdrs, why, wl, w);
+    }
+    snprintf(c->user, sizeof c->user, "%s", user);
+    /* allowed users: the whole principal, or the bare name within our realm */
+    char *at = strrchr(user, '@');
+    bool ok = allowed(a, user, "");
+    if (!ok && at && a->cfg->realm[0] && !strcasecmp(at + 1, a->cfg->realm)) {
+        *at = 0;
+        ok = allowed(a, user, "");
+    }
+    if (!ok)
+        return deny(a, hdrs, why, wl, "not in mapiproxy:allowed users");
+    c->authed = c->krb = true;
     return MP_HAUTH_PASS;
 }
 
@@ -333,10 +482,18 @@ enum mp_hauth_verdict mp_hauth_client(struct mp_hauth *a, struct mp_hauth_conn *
     bool is_ntlm = authz && sl == 4 && !strncasecmp(authz, "NTLM", 4) && vl;
     if (is_ntlm) /* a handshake step (a NEGOTIATE restarts the connection's logon) */
         return ntlm(a, c, v, vl, hdrs, why, wl);
+    if (authz && sl == 9 && !strncasecmp(authz, "Negotiate", 9) && vl && a->neg) {
+        uint8_t tok[4096]; /* NTLM under Negotiate, raw or in SPNEGO; else Kerberos */
+        long k = vl <= 5460 ? mp_b64_decode(v, vl, tok, sizeof tok) : -1;
+        enum mp_hauth_verdict nv;
+        if (k > 0 && !spnego_ntlm(a, c, tok, k, hdrs, why, wl, &nv))
+            return nv;
+        return negotiate(a, c, authz, len, hdrs, why, wl);
+    }
     if (c->authed && !(authz && sl == 5 && !strncasecmp(authz, "Basic", 5)))
         return MP_HAUTH_PASS; /* the connection is authenticated (NTLM) */
     if (authz && sl == 5 && !strncasecmp(authz, "Basic", 5) && a->cfg->http_basic) {
-        c->authed = false;
+        c->authed = c->krb = false;
         return basic(a, c, v, vl, hdrs, why, wl);
     }
     if (offer(a, hdrs, NULL))
@@ -420,7 +577,10 @@ void mp_hauth_conn_free(struct mp_hauth_conn *c)
 {
     if (c->acc_on)
         mp_ntlm_acceptor_free(&c->acc);
-    c->acc_on = c->authed = false;
+    c->acc_on = c->authed = c->krb = c->spnego = false;
+    c->mutual[0] = 0;
+    free(c->mech_list);
+    c->mech_list = NULL;
 }
 
 /* ------------------------------------------------------------------ */

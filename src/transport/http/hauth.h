@@ -4,7 +4,9 @@
  * Client side: the proxy answers 401 itself, runs the NTLM acceptor of
  * src/auth/ntlmssp.c over HTTP's connection-bound handshake (NEGOTIATE ->
  * 401 CHALLENGE -> AUTHENTICATE) against mapiproxy:credentials file, and
- * checks Basic passwords against the same NT hashes.  Upstream side: the
+ * checks Basic passwords against the same NT hashes, and with
+ * mapiproxy:http negotiate Kerberos tickets (Negotiate, one leg) against
+ * mapiproxy:keytab (hneg.c).  Upstream side: the
  * proxy's own logon (dcerpc_mapiproxy:username/domain and password), NTLM
  * on its pinned connection or Basic on every request.  Nothing here logs a
  * secret; passwords and keys are wiped after use. */
@@ -14,6 +16,7 @@
 #include <stddef.h>
 
 #include "auth/credstore.h"
+#include "auth/gss.h"
 #include "auth/groups.h"
 #include "auth/ntlmssp.h"
 #include "core/buf.h"
@@ -27,6 +30,8 @@ struct mp_hauth {
     struct mp_credstore creds;
     struct mp_groups groups; /* mapiproxy:groups file, for "@group" in allowed users */
     struct mp_ntlm_acceptor_cfg acc_cfg;
+    bool neg;                /* mapiproxy:http negotiate: Negotiate offered and taken */
+    struct mp_gss_cred *krb; /* ... the Kerberos acceptor's keytab (NULL: NTLM inside only) */
     char fqdn[320];
     char realm[128];
     char up_password[256];
@@ -40,8 +45,13 @@ void mp_hauth_free(struct mp_hauth *a);
 /* One client connection's logon. */
 struct mp_hauth_conn {
     struct mp_ntlm_acceptor acc;
-    bool acc_on;    /* a NEGOTIATE was answered; AUTHENTICATE awaited */
-    bool authed;    /* NTLM finished: the connection is authenticated */
+    bool acc_on;        /* a NEGOTIATE was answered; AUTHENTICATE awaited */
+    bool authed;        /* NTLM or Negotiate finished: the connection is authenticated */
+    bool krb;           /* ... by Negotiate (Kerberos): user is the client's principal */
+    char mutual[1024];  /* Negotiate: "Negotiate <base64 of the acceptor's token>", or "" */
+    bool spnego;        /* the NTLM handshake runs inside SPNEGO (scheme Negotiate) */
+    uint8_t *mech_list; /* ... the client's MechTypeList, for the mechListMIC */
+    size_t mech_list_len;
     char user[520]; /* DOMAIN\user of the connection (NTLM) or request (Basic) */
 };
 

@@ -38,6 +38,8 @@ struct mp_http_handover {
     uint64_t id;        /* the front's connection number, for log lines */
     const char *method; /* as the client sent it ("RPC_IN_DATA") */
     const char *user;   /* who logged on to the proxy (auth = terminate), else "" */
+    const char *www;    /* a WWW-Authenticate value for the handler's answer (the Negotiate
+                           acceptor's mutual token), else "" */
     const struct mp_http_msg *req;
     const uint8_t *rest;
     size_t rest_len;

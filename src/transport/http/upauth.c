@@ -29,18 +29,26 @@ int mp_hu_request(struct hconn *s)
     if (v == MP_HAUTH_DENY)
         mp_info("http #%" PRIu64 " %s: logon refused: user=%s: %s", s->id, s->peer, user, why);
     if (v == MP_HAUTH_DENY)
-        mp_metrics_auth(az && al > 5 && !strncasecmp(az, "Basic", 5) ? "Basic" : "NTLM", false);
+        mp_metrics_auth(az && al > 5 && !strncasecmp(az, "Basic", 5) ? "Basic"
+                        : az && al > 9 && !strncasecmp(az, "Negotiate", 9) && h->auth.neg
+                            ? "SPNEGO/Kerberos"
+                            : "NTLM",
+                        false);
     if (v != MP_HAUTH_PASS) {
         s->local_status = 401;
         return 1;
     }
+    const char *scheme = s->ua.ha.krb ? "Negotiate" : "NTLM";
     if (s->ua.ha.authed && !was)
-        mp_info("http #%" PRIu64 " %s: logged on as %s (NTLM, this connection)", s->id, s->peer,
-                user);
+        mp_info("http #%" PRIu64 " %s: logged on as %s (%s, this connection)", s->id, s->peer, user,
+                scheme);
     else if (!s->ua.ha.authed)
         mp_debug("http #%" PRIu64 " %s: Basic logon of %s", s->id, s->peer, user);
     if (!(s->ua.ha.authed && was))
-        mp_metrics_auth(s->ua.ha.authed ? "NTLM" : "Basic", true);
+        mp_metrics_auth(!s->ua.ha.authed ? "Basic"
+                        : s->ua.ha.krb   ? "SPNEGO/Kerberos"
+                                         : "NTLM",
+                        true);
     mp_http_msg_del(&s->req, "authorization");
     if (h->auth.up_basic) {
         char val[1200];

@@ -45,6 +45,8 @@ struct hchan {
     bool deciding;
     uint64_t length; /* the request's Content-Length */
     struct mp_buf pre;
+    char
+        *www; /* a Negotiate acceptor's mutual token for the OUT channel's 200 (until chan_begin) */
 };
 
 struct mp_rpch_http {
@@ -134,6 +136,7 @@ static void hchan_free(void *p)
     struct hchan *c = p;
     mp_buf_free(&c->out);
     mp_buf_free(&c->pre);
+    free(c->www);
     free(c);
 }
 
@@ -204,6 +207,8 @@ static void io_cb(struct mp_io *io, uint32_t ev)
         }
         if (!r)
             break;
+        if (c->closing && !c->chan && !c->leg)
+            continue; /* refused during the logon: the answer is going out, the rest is dropped */
         if (c->leg)
             mp_rpch_leg_client_data(c->leg, buf, (size_t)r);
         else if (c->deciding)
@@ -219,7 +224,7 @@ static void l_fail(void *owner, const char *why)
     struct hchan *c = owner;
     c->leg = NULL; /* hpass frees it */
     mp_info("http #%" PRIu64 " %s: %s during the HTTP logon (pass-through)", c->id, c->peer, why);
-    hchan_close(c, why);
+    h_close_flushed(c, why); /* an upstream's answer relayed just before goes out first */
 }
 
 /* The channel request after the logon legs (pass-through). */
@@ -284,7 +289,7 @@ static int chan_begin(struct hchan *c, const uint8_t *p, size_t n)
     c->deciding = false;
     c->chan = mp_rpch_chan_new(c->owner->rpch, !strcmp(c->method, "RPC_OUT_DATA"), c->host_addr,
                                c->port, c->length, &host, c);
-    if (!c->chan) {
+    if (!c->chan || (c->www && mp_rpch_chan_www(c->chan, c->www))) {
         hchan_close(c, "out of memory");
         return -1;
     }
@@ -303,6 +308,7 @@ struct hmove {
     unsigned from;
     uint8_t cookie[16];     /* its virtual connection's */
     struct mp_buf pre, out; /* the body's first bytes; bytes queued for the client */
+    char *www;              /* hchan's www */
 };
 
 /* The instance of this worker that has the virtual connection of cookie
@@ -330,6 +336,7 @@ static void hmove_free(struct hmove *m)
     }
     mp_buf_free(&m->pre);
     mp_buf_free(&m->out);
+    free(m->www);
     free(m);
 }
 
@@ -346,6 +353,8 @@ static void adopt_job(void *arg)
         return;
     }
     m->fd = -1;
+    c->www = m->www;
+    m->www = NULL;
     mp_info("http #%" PRIu64 " %s %s: channel adopted from worker %u", c->id, c->peer, c->method,
             m->from);
     if (mp_buf_append(&c->out, mp_buf_head(&m->out), mp_buf_avail(&m->out))) {
@@ -380,6 +389,8 @@ static void hchan_move(struct hchan *c, unsigned w, const uint8_t *cookie)
     snprintf(m->method, sizeof m->method, "%s", c->method);
     m->tls = c->tls;
     memset(&c->tls, 0, sizeof c->tls);
+    m->www = c->www;
+    c->www = NULL;
     mp_io_set(c->owner->loop, &c->io, 0);
     m->fd = c->io.fd;
     c->io.fd = -1;
@@ -457,6 +468,11 @@ static int take(void *arg, struct mp_http_handover *ho)
                                    ho->req->url_len, az, al, len, cont, ho->rest, ho->rest_len);
         if (!c->dead)
             io_cb(&c->io, 0);
+        return 0;
+    }
+    if (!strcmp(ho->method, "RPC_OUT_DATA") && ho->www && ho->www[0] &&
+        !(c->www = strdup(ho->www))) { /* the acceptor's mutual token, for the OUT channel's 200 */
+        hchan_close(c, "out of memory");
         return 0;
     }
     if (cont)

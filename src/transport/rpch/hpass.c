@@ -40,6 +40,12 @@ struct mp_rpch_leg {
     struct mp_tls tls;
     bool tls_on, connected, hs_done, waiting, over;
     struct mp_buf up_out, up_in, cin;
+    /* the channel request whose logon the upstream is checking (Expect:
+     * 100-continue); its body waits in cin */
+    struct mp_rpch_pin *chk;
+    bool chk_out, chk_cont;
+    uint64_t chk_length;
+    struct mp_timer tmo; /* the upstream's answer to a leg: mapiproxy:http upstream timeout */
 };
 
 struct mp_rpch_pass *mp_rpch_pass_new(struct mp_loop *loop, const struct mp_config *cfg,
@@ -74,6 +80,7 @@ void mp_rpch_pass_free(struct mp_rpch_pass *p)
 static void leg_release(void *arg)
 {
     struct mp_rpch_leg *l = arg;
+    mp_rpch_pin_free(l->chk);
     mp_buf_free(&l->up_out);
     if (l->up_in.data)
         mp_ntlm_cleanse(l->up_in.data, l->up_in.cap);
@@ -97,6 +104,7 @@ void mp_rpch_leg_free(struct mp_rpch_leg *l)
 {
     if (!l)
         return;
+    mp_timer_cancel(l->p->loop, &l->tmo);
     up_close(l);
     l->over = true;
     if (mp_loop_defer(l->p->loop, leg_release, l))
@@ -155,6 +163,28 @@ static bool hnum(const char *v, size_t n, uint64_t *out)
 
 static bool leg_next(struct mp_rpch_leg *l);
 
+/* The channel request goes on as the proxy's channel: the pinned upstream
+ * connection (if any, and idle) goes with the pin.  The legs are over. */
+static bool chan_go(struct mp_rpch_leg *l, bool out, uint64_t length, bool cont,
+                    struct mp_rpch_pin *pin, const uint8_t *rest, size_t rl)
+{
+    if (l->io.fd >= 0 && l->connected && (!l->tls_on || l->hs_done) && !mp_buf_avail(&l->up_out) &&
+        !mp_buf_avail(&l->up_in)) {
+        mp_io_set(l->p->loop, &l->io, 0);
+        pin->fd = l->io.fd;
+        pin->tls = l->tls;
+        pin->tls_on = l->tls_on;
+        l->io.fd = -1;
+        l->tls_on = false;
+    } else {
+        pin->head_sent = false;
+    }
+    l->over = true;
+    l->h->channel(l->owner, out, length, cont, pin, rest, rl);
+    mp_rpch_leg_free(l);
+    return false;
+}
+
 /* One client request: a leg (no body) to the pinned upstream connection,
  * or the channel request, which ends the legs.  false when they ended. */
 static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *target, size_t tl,
@@ -173,32 +203,32 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
         leg_fail(l, "a request for another path during the logon");
         return false;
     }
-    if (al > 3000) {
+    if (al > 12000) { /* a Kerberos ticket with a large PAC fits */
         leg_fail(l, "Authorization header too long");
         return false;
     }
-    if (length) { /* the channel request: the legs are over */
+    if (length && !authz) { /* a channel request without a logon: the upstream decides later */
         struct mp_rpch_pin *pin = calloc(1, sizeof *pin);
         if (!pin) {
             leg_fail(l, "out of memory");
             return false;
         }
         pin->fd = -1;
-        if (authz)
-            snprintf(pin->authz, sizeof pin->authz, "Authorization: %.*s\r\n", (int)al, authz);
-        if (l->io.fd >= 0 && l->connected && (!l->tls_on || l->hs_done) &&
-            !mp_buf_avail(&l->up_out) && !mp_buf_avail(&l->up_in)) {
-            mp_io_set(l->p->loop, &l->io, 0);
-            pin->fd = l->io.fd;
-            pin->tls = l->tls;
-            pin->tls_on = l->tls_on;
-            l->io.fd = -1;
-            l->tls_on = false;
+        return chan_go(l, out, length, cont, pin, rest, rl);
+    }
+    /* A leg, or the channel request with its logon (then the head the
+     * upstream client will use, with Expect: 100-continue: the upstream
+     * checks the logon now and a refusal reaches this client as it is). */
+    if (length) {
+        if (!(l->chk = calloc(1, sizeof *l->chk))) {
+            leg_fail(l, "out of memory");
+            return false;
         }
-        l->over = true;
-        l->h->channel(l->owner, out, length, cont, pin, rest, rl);
-        mp_rpch_leg_free(l);
-        return false;
+        l->chk->fd = -1;
+        snprintf(l->chk->authz, sizeof l->chk->authz, "Authorization: %.*s\r\n", (int)al, authz);
+        l->chk_out = out;
+        l->chk_cont = cont;
+        l->chk_length = length;
     }
     /* a leg: to the pinned connection, the target naming the upstream's server */
     const char *port = NULL;
@@ -207,15 +237,19 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
             port = target + i;
             break;
         }
-    char head[4096];
+    char head[16384];
     int n = snprintf(head, sizeof head,
                      "%s /rpc/rpcproxy.dll%s%s%s%.*s HTTP/1.1\r\nHost: %s\r\n"
-                     "Accept: application/rpc\r\nUser-Agent: MSRPC\r\nContent-Length: 0\r\n"
-                     "Connection: Keep-Alive\r\n%s%.*s%s\r\n",
+                     "Accept: application/rpc\r\nUser-Agent: MSRPC\r\nContent-Length: %" PRIu64
+                     "\r\n%sConnection: Keep-Alive\r\n%s%.*s%s\r\n",
                      method, pl < tl ? "?" : "", pl < tl ? l->p->server : "", port ? ":" : "",
                      port ? (int)(target + tl - port) : 0, port ? port : "",
-                     l->p->cfg->rpch_upstream.host, authz ? "Authorization: " : "",
-                     authz ? (int)al : 0, authz ? authz : "", authz ? "\r\n" : "");
+                     l->p->cfg->rpch_upstream.host, length ? mp_rpch_up_length(l->p->cfg, out) : 0,
+                     length ? "Cache-Control: no-cache\r\nPragma: no-cache\r\n"
+                              "Expect: 100-continue\r\n"
+                            : "",
+                     authz ? "Authorization: " : "", authz ? (int)al : 0, authz ? authz : "",
+                     authz ? "\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&l->up_out, head, (size_t)n) ||
         mp_buf_append(&l->cin, rest, rl)) {
         mp_ntlm_cleanse(head, sizeof head);
@@ -224,6 +258,7 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
     }
     mp_ntlm_cleanse(head, sizeof head);
     l->waiting = true;
+    mp_timer_arm(l->p->loop, &l->tmo, (uint64_t)l->p->cfg->http_upstream_timeout_s * 1000);
     if (l->io.fd < 0 && up_open(l)) {
         char why[128];
         snprintf(why, sizeof why, "cannot connect to the upstream: %s", strerror(errno));
@@ -298,6 +333,28 @@ static bool up_answer(struct mp_rpch_leg *l, bool eof)
         return true;
     }
     size_t hl = (size_t)(end + 4 - h);
+    if (l->chk && hl >= 12 && !memcmp(h, "HTTP/1.", 7) && !memcmp(h + 8, " 100", 4)) {
+        /* the upstream took the channel request's logon */
+        mp_timer_cancel(l->p->loop, &l->tmo);
+        mp_buf_consume(&l->up_in, hl);
+        mp_buf_trim(&l->up_in);
+        l->waiting = false;
+        struct mp_rpch_pin *pin = l->chk;
+        l->chk = NULL;
+        pin->head_sent = true;
+        size_t rn = mp_buf_avail(&l->cin);
+        uint8_t *rest = rn ? malloc(rn) : NULL;
+        if (rn && !rest) {
+            mp_rpch_pin_free(pin);
+            leg_fail(l, "out of memory");
+            return false;
+        }
+        if (rn)
+            memcpy(rest, mp_buf_head(&l->cin), rn);
+        chan_go(l, l->chk_out, l->chk_length, l->chk_cont, pin, rest, rn);
+        free(rest);
+        return false;
+    }
     uint64_t cl = 0;
     const char *v = mp_rpch_head_value(h, hl, "Content-Length", NULL, &vl);
     if ((v && !hnum(v, vl, &cl)) || cl > LEG_MAX_BODY ||
@@ -313,7 +370,16 @@ static bool up_answer(struct mp_rpch_leg *l, bool eof)
         }
         return true;
     }
+    mp_timer_cancel(l->p->loop, &l->tmo);
     l->h->send(l->owner, (const uint8_t *)h, hl + cl);
+    if (l->chk) { /* the channel request refused: the client has the upstream's answer */
+        char why[120];
+        const char *eol = memchr(h, '\r', hl);
+        snprintf(why, sizeof why, "the upstream answered the channel request \"%.*s\"",
+                 (int)((eol ? eol : h) - h > 60 ? 60 : (eol ? eol : h) - h), h);
+        leg_fail(l, why);
+        return false;
+    }
     mp_buf_consume(&l->up_in, hl + cl);
     mp_buf_trim(&l->up_in);
     l->waiting = false;
@@ -415,6 +481,18 @@ static void up_cb(struct mp_io *io, uint32_t ev)
     up_interest(l);
 }
 
+static void tmo_cb(struct mp_timer *t)
+{
+    struct mp_rpch_leg *l = t->data;
+    if (l->over)
+        return;
+    char why[120];
+    snprintf(why, sizeof why,
+             "the upstream did not answer within %u s (mapiproxy:http upstream timeout)",
+             l->p->cfg->http_upstream_timeout_s);
+    leg_fail(l, why);
+}
+
 struct mp_rpch_leg *mp_rpch_leg_start(struct mp_rpch_pass *p, const struct mp_rpch_leg_host *h,
                                       void *owner, const char *method, const char *target,
                                       size_t target_len, const char *authz, size_t authz_len,
@@ -430,6 +508,8 @@ struct mp_rpch_leg *mp_rpch_leg_start(struct mp_rpch_pass *p, const struct mp_rp
     l->h = h;
     l->owner = owner;
     l->io.fd = -1;
+    l->tmo.cb = tmo_cb;
+    l->tmo.data = l;
     return leg_request(l, method, target, target_len, authz, authz_len, length, cont, rest,
                        rest_len)
                ? l

@@ -33,6 +33,7 @@ struct vcent {
 };
 
 struct mp_rpch_chan {
+    char *www; /* WWW-Authenticate value for the OUT channel's 200, or NULL */
     struct mp_rpch *r;
     struct vcent *v;
     bool out;
@@ -369,12 +370,23 @@ struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *p
  * lifetime (mapiproxy:rpc over http out channel length). */
 static void send_out_head(struct mp_rpch_chan *c)
 {
-    char head[128];
+    char head[1400];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\n"
+                     "%s%.1100s%s"
                      "Content-Length: %u\r\n\r\n",
+                     c->www ? "WWW-Authenticate: " : "", c->www ? c->www : "", c->www ? "\r\n" : "",
                      c->r->o.out_length ? c->r->o.out_length : 1u << 30);
     c->host->send(c->owner, (const uint8_t *)head, (size_t)n);
+}
+
+int mp_rpch_chan_www(struct mp_rpch_chan *c, const char *value)
+{
+    free(c->www);
+    c->www = NULL;
+    if (!value || !value[0])
+        return 0;
+    return strlen(value) <= 1100 && (c->www = strdup(value)) ? 0 : -1;
 }
 
 /* The channel's first PDU is complete: pair it. */
@@ -521,6 +533,7 @@ void mp_rpch_chan_free(struct mp_rpch_chan *c)
         vc_end(v, c->out ? "the OUT channel closed" : "the IN channel closed");
     }
     mp_rpch_pin_free(c->pin);
+    free(c->www);
     free(c);
 }
 

@@ -65,6 +65,9 @@ struct mp_rpch_chan_host {
 struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *peer_host,
                                       uint16_t peer_port, uint64_t content_length,
                                       const struct mp_rpch_chan_host *host, void *owner);
+/* A WWW-Authenticate value for the OUT channel's 200 (the front's Negotiate
+ * acceptor token, RFC 4559 5); copied.  0 or -1. */
+int mp_rpch_chan_www(struct mp_rpch_chan *c, const char *value);
 /* Body bytes of the channel's request.  Returns NULL, or an error (logged
  * by the caller, who then closes). */
 const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "auth/credstore.h"
+#include "auth/kdc_worker.h"
 #include "auth/ntlm_crypto.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -22,6 +23,7 @@
 #include "net/conn.h"
 #include "net/tls.h"
 #include "transport/http/hauth.h"
+#include "transport/http/hneg.h"
 #include "transport/rpch/rts.h"
 #include "transport/rpch/vconn.h"
 
@@ -40,11 +42,14 @@ struct mp_rpch_up {
     const struct mp_config *cfg;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    SSL_CTX *tls_ctx;   /* NULL for http:// */
-    char authz[1024];   /* "Authorization: Basic ...\r\n" or "" (never logged) */
-    bool ntlm;          /* mapiproxy:rpc over http upstream auth = ntlm */
-    struct mp_hauth ha; /* for the NTLM initiator: cfg and up_password only */
-    char server[256];   /* the ?SERVER:port name */
+    SSL_CTX *tls_ctx;         /* NULL for http:// */
+    char authz[1024];         /* "Authorization: Basic ...\r\n" or "" (never logged) */
+    bool ntlm;                /* mapiproxy:rpc over http upstream auth = ntlm */
+    struct mp_hauth ha;       /* for the NTLM initiator: cfg and up_password only */
+    struct mp_gss_cred *krb;  /* upstream auth = negotiate: the proxy's Kerberos identity */
+    struct mp_kdc_worker kdc; /* ... whose tokens are made here (the KDC may be slow) */
+    char spn[300];            /* ... and the target (rpc over http upstream spn) */
+    char server[256];         /* the ?SERVER:port name */
     struct upvc *all;
 };
 
@@ -60,10 +65,13 @@ struct upchan {
      * request's head (with the AUTHENTICATE) is put before wq once the
      * upstream's 401 brings the CHALLENGE */
     bool ntlm_wait;
+    bool krb_wait;              /* Negotiate: the token is being made (krb_job) */
+    struct mp_kdc_job *krb_job; /* ... on the KDC worker; its owner is this channel */
     uint64_t req_length;
     struct mp_buf leg;
     struct mp_hauth_up hu;
-    char *authz; /* pass-through: the client's Authorization line for this channel */
+    char *authz;    /* pass-through: the client's Authorization line for this channel */
+    bool head_sent; /* pass-through: hpass.c sent the head (the logon was checked) */
 };
 
 /* The channels of a virtual connection: in and out are the default ones;
@@ -89,6 +97,7 @@ struct upvc {
     uint64_t out_base, out_acked;        /* out_app at the last OUT switch; acked up to */
     unsigned in_recycles, out_recycles;
     char *pass_basic; /* pass-through Basic: the client's line, for successor channels */
+    bool pass;        /* the client's own HTTP logon (pass-through pins) */
     struct mp_timer ping;
     uint64_t last_in_ms;
     uint32_t conn_timeout;
@@ -127,7 +136,7 @@ static void ch_interest(struct upchan *c)
     if (!c || c->io.fd < 0)
         return;
     struct mp_loop *l = c->v->u->loop;
-    bool wr = mp_buf_avail(c->ntlm_wait ? &c->leg : &c->wq) != 0;
+    bool wr = mp_buf_avail(c->ntlm_wait || c->krb_wait ? &c->leg : &c->wq) != 0;
     if (!c->connected)
         mp_io_set(l, &c->io, MP_WRITE);
     else if (c->tls_on)
@@ -174,7 +183,7 @@ static const char *put_head(struct upvc *v, struct upchan *c, uint64_t length, c
                             struct mp_buf *dst)
 {
     struct mp_rpch_up *u = v->u;
-    char head[4096];
+    char head[20480];
     int n = snprintf(head, sizeof head,
                      "%s /rpc/rpcproxy.dll?%s:%u HTTP/1.1\r\nHost: %s\r\n"
                      "Accept: application/rpc\r\nUser-Agent: MSRPC\r\n"
@@ -189,6 +198,58 @@ static const char *put_head(struct upvc *v, struct upchan *c, uint64_t length, c
     return err;
 }
 
+/* KDC worker thread: the channel's "Authorization: Negotiate ..." line
+ * (NUL-terminated) into j->tok, or j->rc -1 and j->why.  u's credential and
+ * target are not changed while the worker runs. */
+static void krb_run(struct mp_kdc_job *j)
+{
+    struct mp_rpch_up *u = j->arg;
+    char line[16384], err[MP_GSS_ERRLEN + 64];
+    j->rc = -1;
+    if (mp_hneg_authz(u->krb, u->spn, line, sizeof line, err, sizeof err))
+        snprintf(j->why, sizeof j->why, "%s", err);
+    else if (mp_buf_append(&j->tok, line, strlen(line) + 1))
+        snprintf(j->why, sizeof j->why, "out of memory");
+    else
+        j->rc = 0;
+    mp_ntlm_cleanse(line, sizeof line);
+}
+
+/* Loop thread: the token came; the head goes before what waits in wq. */
+static void krb_done(void *arg, struct mp_kdc_job *j)
+{
+    struct upchan *c = j->owner;
+    if (c) {
+        static _Thread_local char why[sizeof j->why];
+        struct mp_buf nw = {0};
+        const char *err = NULL;
+        c->krb_job = NULL;
+        c->krb_wait = false;
+        if (j->rc)
+            err = strcpy(why, j->why);
+        else if (!(err = put_head(c->v, c, c->req_length, (const char *)j->tok.data, &nw)) &&
+                 mp_buf_append(&nw, mp_buf_head(&c->wq), mp_buf_avail(&c->wq)))
+            err = "out of memory";
+        if (!err) {
+            mp_buf_free(&c->wq);
+            c->wq = nw;
+            nw = (struct mp_buf){0};
+        }
+        mp_buf_free(&nw);
+        if (j->tok.data)
+            mp_ntlm_cleanse(j->tok.data, j->tok.cap);
+        mp_kdc_job_free(j);
+        if (err)
+            vc_fail(c->v, err);
+        else
+            ch_interest(c);
+        return;
+    }
+    if (j->tok.data)
+        mp_ntlm_cleanse(j->tok.data, j->tok.cap);
+    mp_kdc_job_free(j);
+}
+
 /* The channel's request head: at once (Basic or no logon), or with NTLM
  * the first leg now and the head when the CHALLENGE comes (ntlm_answer). */
 static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
@@ -196,6 +257,19 @@ static const char *queue_head(struct upvc *v, struct upchan *c, uint64_t length)
     struct mp_rpch_up *u = v->u;
     if (c->authz || v->pass_basic) /* the client's logon (pass-through) */
         return put_head(v, c, length, c->authz ? c->authz : v->pass_basic, &c->wq);
+    if (u->krb) { /* Negotiate: one leg; the token is made on the KDC worker (krb_done) */
+        struct mp_kdc_job *j = calloc(1, sizeof *j);
+        if (!j)
+            return "out of memory";
+        j->run = krb_run;
+        j->arg = u;
+        j->owner = c;
+        c->krb_job = j;
+        c->krb_wait = true;
+        c->req_length = length;
+        mp_kdc_enqueue(&u->kdc, j);
+        return NULL;
+    }
     if (!u->ntlm)
         return put_head(v, c, length, u->authz, &c->wq);
     struct mp_buf val = {0};
@@ -314,13 +388,17 @@ static const char *ntlm_answer(struct upchan *c, bool eof)
 }
 
 /* The request heads with CONN/A1 (OUT) and CONN/B1 (IN), 2.2.4.2 / 2.2.4.5. */
+uint64_t mp_rpch_up_length(const struct mp_config *cfg, bool out)
+{
+    return out ? (uint64_t)UP_OUT_LENGTH : cfg->rpch_up_in_length;
+}
+
 static const char *queue_heads(struct upvc *v)
 {
     for (int k = 0; k < 2; k++) {
         bool out = k == 0;
         struct upchan *c = out ? v->out : v->in;
-        const char *err =
-            queue_head(v, c, out ? (uint64_t)UP_OUT_LENGTH : v->u->cfg->rpch_up_in_length);
+        const char *err = c->head_sent ? NULL : queue_head(v, c, mp_rpch_up_length(v->u->cfg, out));
         if (err)
             return err;
         struct mp_rts_pdu p;
@@ -359,6 +437,10 @@ static const char *open_successor(struct upvc *v, bool out, uint64_t length,
 {
     if (getrandom(succ, 16, 0) != 16)
         return "no random bytes for a channel cookie";
+    if (v->pass && !v->pass_basic) /* never the proxy's own account in pass-through */
+        return "pass-through: the upstream channel cannot be recycled without the client's "
+               "logon (NTLM and Negotiate authenticate one connection, the client's; raise "
+               "mapiproxy:rpc over http upstream in channel length)";
     struct upchan *c = chan_open(v, out);
     if (!c)
         return "cannot open a successor channel";
@@ -649,7 +731,7 @@ static const char *chan_io(struct upchan *c, uint32_t ev, bool *eof)
             return NULL;
         c->hs_done = true;
     }
-    struct mp_buf *q = c->ntlm_wait ? &c->leg : &c->wq;
+    struct mp_buf *q = c->ntlm_wait || c->krb_wait ? &c->leg : &c->wq;
     while (mp_buf_avail(q)) {
         ssize_t w = ch_write(c, mp_buf_head(q), mp_buf_avail(q));
         if (w < 0)
@@ -819,7 +901,7 @@ static void vc_kick(struct upvc *v)
         struct upchan *c = cs[k];
         if (!c || c->io.fd < 0)
             continue;
-        struct mp_buf *q = c->ntlm_wait ? &c->leg : &c->wq;
+        struct mp_buf *q = c->ntlm_wait || c->krb_wait ? &c->leg : &c->wq;
         if (c->connected && (!c->tls_on || c->hs_done))
             while (mp_buf_avail(q)) {
                 ssize_t w = ch_write(c, mp_buf_head(q), mp_buf_avail(q));
@@ -886,6 +968,8 @@ static void chan_release(void *p)
  * for it may still be in the turn's batch: chan_cb sees fd -1). */
 static void chan_free(struct mp_loop *l, struct upchan *c)
 {
+    if (c && c->krb_job) /* the token comes for nobody */
+        c->krb_job->owner = NULL;
     if (!c)
         return;
     if (c->tls_on)
@@ -1041,6 +1125,7 @@ static struct upchan *chan_pinned(struct upvc *v, bool out, struct mp_rpch_pin *
     if (!strncasecmp(pin->authz, "Authorization: Basic ", 21) && !v->pass_basic)
         v->pass_basic = strdup(pin->authz);
     if (pin->fd >= 0) {
+        c->head_sent = pin->head_sent;
         c->v = v;
         c->out = out;
         c->io.cb = chan_cb;
@@ -1084,6 +1169,7 @@ int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uin
     struct pinent *pe = pin_take(key);
     v->out = chan_pinned(v, true, pe ? pe->pin[1] : NULL);
     v->in = v->out ? chan_pinned(v, false, pe ? pe->pin[0] : NULL) : NULL;
+    v->pass = pe != NULL;
     if (pe)
         mp_debug("rpch upstream %s: the client's HTTP logon (pass-through)", peer);
     pinent_free(pe);
@@ -1118,6 +1204,47 @@ int mp_rpch_up_target(const struct mp_config *cfg, struct sockaddr_storage *addr
     return 0;
 }
 
+/* upstream auth = negotiate: the proxy's Kerberos identity, as for the
+ * DCE/RPC upstream (mapiproxy:upstream ccache, keytab, principal; tickets
+ * from a keytab kept in a MEMORY: cache of its own) and the target, with a
+ * first service ticket fetched now so that channels do not wait for the
+ * KDC (a later renewal does, on the loop). */
+static int up_krb(struct mp_rpch_up *u)
+{
+    const struct mp_config *cfg = u->cfg;
+    char err[MP_GSS_ERRLEN] = "", cc[600];
+    const char *ccache = cfg->upstream_ccache[0] ? cfg->upstream_ccache : NULL;
+    if (!ccache && cfg->upstream_keytab[0]) {
+        snprintf(cc, sizeof cc, "MEMORY:mapiproxy-rpch-up-%p", (void *)u);
+        ccache = cc;
+    }
+    u->krb = mp_gss_cred_initiator(ccache, cfg->upstream_keytab[0] ? cfg->upstream_keytab : NULL,
+                                   cfg->upstream_principal[0] ? cfg->upstream_principal : NULL, err,
+                                   sizeof err);
+    if (!u->krb) {
+        mp_error("mapiproxy:rpc over http upstream auth = negotiate: the proxy's Kerberos "
+                 "identity (mapiproxy:upstream keytab/ccache/principal): %s",
+                 err);
+        return -1;
+    }
+    if (cfg->rpch_upstream_spn[0])
+        snprintf(u->spn, sizeof u->spn, "%s", cfg->rpch_upstream_spn);
+    else
+        snprintf(u->spn, sizeof u->spn, "HTTP@%s", cfg->rpch_upstream.host);
+    char line[16384];
+    if (mp_hneg_authz(u->krb, u->spn, line, sizeof line, err, sizeof err))
+        mp_warn("rpch upstream: no Kerberos service ticket for %s yet (%s); each channel will "
+                "try again",
+                u->spn, err);
+    mp_ntlm_cleanse(line, sizeof line);
+    if (mp_kdc_start(&u->kdc, u->loop, NULL, krb_done, u)) {
+        mp_gss_cred_free(u->krb);
+        u->krb = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *cfg, bool *failed)
 {
     *failed = false;
@@ -1134,7 +1261,13 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
         return NULL;
     }
     u->ntlm = cfg->username[0] && !strcasecmp(cfg->rpch_upstream_auth, "ntlm");
-    if (cfg->username[0]) {
+    if (!strcasecmp(cfg->rpch_upstream_auth, "negotiate")) {
+        if (up_krb(u)) {
+            mp_tls_ctx_free(u->tls_ctx);
+            free(u);
+            return NULL;
+        }
+    } else if (cfg->username[0]) {
         char pw[256] = "", why[256] = "";
         if (cfg->password_file[0]) {
             if (mp_read_secret_file(cfg->password_file, pw, sizeof pw, why, sizeof why)) {
@@ -1169,7 +1302,8 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
     mp_info("rpch upstream: RPC over HTTP to %s://%s:%u/rpc/rpcproxy.dll?%s:<port>%s",
             cfg->rpch_upstream.tls ? "https" : "http", cfg->rpch_upstream.host,
             cfg->rpch_upstream.port, u->server,
-            u->ntlm       ? ", HTTP NTLM"
+            u->krb        ? ", HTTP Negotiate (Kerberos)"
+            : u->ntlm     ? ", HTTP NTLM"
             : u->authz[0] ? ", HTTP Basic"
                           : "");
     *failed = false;
@@ -1182,7 +1316,9 @@ void mp_rpch_up_free(struct mp_rpch_up *u)
         return;
     while (u->all)
         vc_unlink(u->all);
+    mp_kdc_stop(&u->kdc); /* after the channels (their jobs lose their owner), before the cred */
     mp_tls_ctx_free(u->tls_ctx);
+    mp_gss_cred_free(u->krb);
     mp_ntlm_cleanse(u->authz, sizeof u->authz);
     mp_ntlm_cleanse(u->ha.up_password, sizeof u->ha.up_password);
     free(u);

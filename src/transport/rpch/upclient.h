@@ -40,8 +40,12 @@ struct mp_rpch_pin {
     int fd;
     struct mp_tls tls;
     bool tls_on;
-    char authz[4096];
+    char authz[12288];
+    bool head_sent; /* the channel's request head went already (hpass.c checked the logon) */
 };
+/* The Content-Length of the upstream client's channel requests: the OUT
+ * channel's fixed one, or mapiproxy:rpc over http upstream in channel length. */
+uint64_t mp_rpch_up_length(const struct mp_config *cfg, bool out);
 /* Keeps a pin for key's OUT or IN channel (taken over: fd, tls) until
  * mp_rpch_up_open(key) uses it or mp_rpch_up_unpin(key) drops it. */
 void mp_rpch_up_pin(const void *key, bool out, struct mp_rpch_pin *pin);
