@@ -45,12 +45,15 @@ struct hchan {
     bool deciding;
     uint64_t length; /* the request's Content-Length */
     struct mp_buf pre;
-    char
-        *www; /* a Negotiate acceptor's mutual token for the OUT channel's 200 (until chan_begin) */
+    /* a Negotiate acceptor's mutual token for the OUT channel's 200 (until chan_begin) */
+    char *www;
+    struct mp_timer first_t; /* while deciding: its first RTS PDU must come within first_ms */
 };
 
 struct mp_rpch_http {
     struct mp_loop *loop;
+    /* a channel's first RTS PDU within it (mapiproxy:rpc over http pairing timeout) */
+    uint64_t first_ms;
     struct mp_rpch *rpch;
     struct hchan *all;
     bool stopping;
@@ -145,6 +148,7 @@ static void hchan_close(struct hchan *c, const char *why)
     if (c->dead)
         return;
     c->dead = true;
+    mp_timer_cancel(c->owner->loop, &c->first_t);
     mp_info("http #%" PRIu64 " %s %s /rpc/rpcproxy.dll: closed (%s)", c->id, c->peer, c->method,
             why);
     struct mp_rpch_chan *ch = c->chan;
@@ -287,6 +291,7 @@ static struct hchan *hchan_new(struct mp_rpch_http *o, int fd, struct mp_tls *tl
 static int chan_begin(struct hchan *c, const uint8_t *p, size_t n)
 {
     c->deciding = false;
+    mp_timer_cancel(c->owner->loop, &c->first_t);
     c->chan = mp_rpch_chan_new(c->owner->rpch, !strcmp(c->method, "RPC_OUT_DATA"), c->host_addr,
                                c->port, c->length, &host, c);
     if (!c->chan || (c->www && mp_rpch_chan_www(c->chan, c->www))) {
@@ -440,6 +445,16 @@ static void pre_input(struct hchan *c, const uint8_t *p, size_t n)
     mp_buf_free(&pre);
 }
 
+static void first_late(struct mp_timer *t)
+{
+    struct hchan *c = t->data;
+    char why[80];
+    snprintf(why, sizeof why,
+             "no first RTS PDU within %" PRIu64 " ms (mapiproxy:rpc over http pairing timeout)",
+             c->owner->first_ms);
+    hchan_close(c, why);
+}
+
 static int take(void *arg, struct mp_http_handover *ho)
 {
     struct mp_rpch_http *o = arg;
@@ -479,8 +494,13 @@ static int take(void *arg, struct mp_http_handover *ho)
         h_send(c, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
     mp_debug("http #%" PRIu64 " %s: %s channel of %" PRIu64 " bytes%s%s", c->id, c->peer, c->method,
              len, ho->user[0] ? ", user " : "", ho->user);
-    /* its worker, and its generation there, are chosen by its first RTS PDU */
+    /* its worker, and its generation there, are chosen by its first RTS PDU,
+     * which must come in time: until then the channel is neither an HTTP
+     * connection nor a virtual connection's, so nothing else would end it */
     c->deciding = true;
+    c->first_t.cb = first_late;
+    c->first_t.data = c;
+    mp_timer_arm(o->loop, &c->first_t, o->first_ms);
     if (ho->rest_len)
         pre_input(c, ho->rest, ho->rest_len);
     if (!c->dead && c->io.fd >= 0)
@@ -498,6 +518,7 @@ int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct
     if (!o)
         return -1;
     o->loop = loop;
+    o->first_ms = (uint64_t)cfg->rpch_pair_timeout_s * 1000;
     struct mp_rpch_opts opts = {.recv_window = cfg->rpch_window,
                                 .conn_timeout_ms = cfg->rpch_conn_timeout_s * 1000,
                                 .pair_timeout_ms = cfg->rpch_pair_timeout_s * 1000,

@@ -3,6 +3,7 @@
  * doc/internals/rpch.md. */
 #include "transport/rpch/rpch.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@ struct mp_rpch_chan {
     char host_addr[64];
     uint16_t port;
     struct mp_rpch_pin *pin; /* pass-through: the client's logon toward the upstream */
+    struct mp_timer first_t; /* until its first RTS PDU is complete (the pairing timeout) */
 };
 
 struct mp_rpch {
@@ -349,6 +351,18 @@ static void vc_end(struct vcent *v, const char *why)
             ch[i]->host->close(ch[i]->owner, why);
 }
 
+/* A channel whose first RTS PDU did not come in time (it belongs to no
+ * virtual connection yet, so no other timer would end it). */
+static void first_late(struct mp_timer *t)
+{
+    struct mp_rpch_chan *c = t->data;
+    char why[96];
+    snprintf(why, sizeof why,
+             "no first RTS PDU within %" PRIu64 " ms (mapiproxy:rpc over http pairing timeout)",
+             (uint64_t)c->r->o.pair_timeout_ms);
+    c->host->close(c->owner, why);
+}
+
 struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *peer_host,
                                       uint16_t peer_port, uint64_t content_length,
                                       const struct mp_rpch_chan_host *host, void *owner)
@@ -363,6 +377,9 @@ struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *p
     c->length = content_length;
     snprintf(c->host_addr, sizeof(c->host_addr), "%s", peer_host);
     c->port = peer_port;
+    c->first_t.cb = first_late;
+    c->first_t.data = c;
+    mp_timer_arm(r->loop, &c->first_t, r->o.pair_timeout_ms);
     return c;
 }
 
@@ -465,6 +482,7 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
         c->nfirst += k, p += k, n -= k;
         if (c->nfirst >= 10 && c->nfirst == mp_get16(c->first + 8)) {
             c->started = true;
+            mp_timer_cancel(c->r->loop, &c->first_t);
             if ((err = chan_start(c)))
                 return err;
         }
@@ -532,6 +550,7 @@ void mp_rpch_chan_free(struct mp_rpch_chan *c)
         c->v = NULL;
         vc_end(v, c->out ? "the OUT channel closed" : "the IN channel closed");
     }
+    mp_timer_cancel(c->r->loop, &c->first_t);
     mp_rpch_pin_free(c->pin);
     free(c->www);
     free(c);
