@@ -660,7 +660,7 @@ class _Handler(BaseHTTPRequestHandler):
         user = em._user(user_dn)
         if user is not None and ident is not None:
             me = self.lab.user_for_identity(ident)
-            if me is not user and not ident.lower().endswith('\\administrator'):
+            if me is not user and not lab_emsmdb.full_access(ident):
                 log('mapihttp: Connect as %s for %r refused' % (ident, user_dn))
                 user = 'denied'
 
