@@ -126,3 +126,41 @@ def check_conf(tmp_path, lines):
     r = subprocess.run([PROXY_BIN, "--check", "-c", str(conf)], capture_output=True, text=True,
                        timeout=30)
     return r.stdout + r.stderr, r.returncode
+
+
+def test_passthrough_relays_the_upstreams_mutual_token(make_proxy, env, krb):  # noqa: F811
+    """http auth = pass-through: alice's Kerberos logon (requests-kerberos,
+    mutual authentication REQUIRED, so it checks the AP-REP itself) goes to
+    the lab; the lab's 200 carries `WWW-Authenticate: Negotiate <AP-REP>`
+    and the proxy relays it unchanged (requests-kerberos raises otherwise)."""
+    requests_kerberos = pytest.importorskip("requests_kerberos")
+    before = lab_mark(env)
+    p = start(make_proxy, env, **{"mapiproxy:http auth": "pass-through",
+                                  "mapiproxy:rpc over http": None})
+    auth = requests_kerberos.HTTPKerberosAuth(
+        mutual_authentication=requests_kerberos.REQUIRED)
+    ab = MH.NspiHttp(f"https://127.0.0.1:{p.http_port}", auth=auth, verify=env["ca"])
+    b = ab.bind()
+    assert b["ErrorCode"] == 0
+    assert b["response"].http.headers.get("WWW-Authenticate", "").startswith("Negotiate ")
+    p.stop()
+    assert "Negotiate (Kerberos) logon ok user=alice@LAB.EXAMPLE" in lab_since(env, before)
+
+
+def test_terminated_kerberos_client_gets_the_proxys_mutual_token(make_proxy, env, krb,
+                                                                tmp_path):  # noqa: F811
+    """Termination with a Kerberos client (requests-kerberos, mutual
+    authentication REQUIRED: it checks the AP-REP against its own context)
+    and the proxy's Kerberos logon upstream: the client's first answer
+    carries the proxy's acceptor token, never the lab's (which is about the
+    proxy's logon and would not verify)."""
+    requests_kerberos = pytest.importorskip("requests_kerberos")
+    p = start(make_proxy, env, **up_neg(krb, tmp_path, **{
+        "mapiproxy:http negotiate": "yes", "mapiproxy:keytab": krb.http_keytab,
+        "realm": "lab.example"}))
+    auth = requests_kerberos.HTTPKerberosAuth(
+        mutual_authentication=requests_kerberos.REQUIRED)
+    ab = MH.NspiHttp(f"https://127.0.0.1:{p.http_port}", auth=auth, verify=env["ca"])
+    assert ab.bind()["ErrorCode"] == 0
+    p.stop()
+    assert "logged on as alice@LAB.EXAMPLE (Negotiate, this connection)" in p.log()

@@ -205,6 +205,7 @@ void mp_hu_identity(struct hconn *s);
 int mp_hu_begin(struct hconn *s, const char *url, size_t ul);
 int mp_hu_step(struct hconn *s, http_parser *p);
 bool mp_hu_busy(const struct hconn *s);
+int mp_hu_answer_auth(struct hconn *s, int st);
 /* What is written to a leg: the upstream's held requests wait while the
  * proxy's handshake runs. */
 struct mp_buf *mp_hu_wbuf(struct hconn *s, struct leg *x);

@@ -173,6 +173,20 @@ int mp_hu_step(struct hconn *s, http_parser *p)
     return 0;
 }
 
+/* Termination: an upstream's WWW-Authenticate (its mutual token) is about
+ * the proxy's logon, never relayed; the first success after a client's
+ * Negotiate logon carries the proxy's acceptor token instead (RFC 4559 5).
+ * 0, or -1 when the head cannot take it. */
+int mp_hu_answer_auth(struct hconn *s, int st)
+{
+    mp_http_msg_del(&s->resp, "www-authenticate");
+    if (!s->ua.ha.mutual[0] || st < 200 || st >= 300)
+        return 0;
+    int rc = mp_http_msg_add(&s->resp, "WWW-Authenticate", s->ua.ha.mutual);
+    s->ua.ha.mutual[0] = 0;
+    return rc;
+}
+
 bool mp_hu_busy(const struct hconn *s)
 {
     return s->ua.step == 1 || s->ua.step == 2;
