@@ -898,6 +898,7 @@ static const struct opt options[] = {
     {"mapiproxy:http negotiate", K_BOOL, F(http_negotiate), 0, 0, NULL},
     {"mapiproxy:http realm", K_STR, F(http_realm), 0, 0, NULL},
     {"mapiproxy:http upstream auth", K_STR, F(http_upstream_auth), 0, 0, NULL},
+    {"mapiproxy:http upstream spn", K_STR, F(http_upstream_spn), 0, 0, NULL},
     {"mapiproxy:rpc over http", K_BOOL, F(rpch), 0, 0, NULL},
     {"mapiproxy:rpc over http receive window", K_SIZE, F(rpch_window), 8u << 10, 256u << 10,
      "bytes"},
@@ -1334,22 +1335,33 @@ static void check_http_auth(struct pctx *p, const char *name)
                  "mapiproxy:http auth = \"%s\": use pass-through or terminate", a);
         return;
     }
-    if (strcasecmp(u, "ntlm") && strcasecmp(u, "basic"))
+    bool neg = !strcasecmp(u, "negotiate");
+    if (strcasecmp(u, "ntlm") && strcasecmp(u, "basic") && !neg)
         perr_opt(p, name, "mapiproxy:http upstream auth",
-                 "mapiproxy:http upstream auth = \"%s\": use ntlm or basic", u);
+                 "mapiproxy:http upstream auth = \"%s\": use ntlm, basic or negotiate (Kerberos)",
+                 u);
+    if (c->http_upstream_spn[0] && !(neg && !strcasecmp(a, "terminate")))
+        pwarn_opt(p, name, "mapiproxy:http upstream spn",
+                  "mapiproxy:http upstream spn is used with mapiproxy:http auth = terminate and "
+                  "mapiproxy:http upstream auth = negotiate only");
     if (strcasecmp(a, "terminate"))
         return;
+    if (neg && !c->upstream_keytab[0] && !c->upstream_ccache[0])
+        perr_opt(p, name, "mapiproxy:http upstream auth",
+                 "mapiproxy:http upstream auth = negotiate: give the proxy's Kerberos identity "
+                 "with mapiproxy:upstream keytab (and mapiproxy:upstream principal) and/or "
+                 "mapiproxy:upstream ccache");
     if (!c->credentials_file[0])
         perr_opt(p, name, "mapiproxy:http auth",
                  "mapiproxy:http auth = terminate: clients log on to the proxy, so set "
                  "mapiproxy:credentials file (user:domain:NTHASH lines; the HTTPS front does not "
                  "use mapiproxy:ntlm backend = winbind yet)");
-    if (!c->username[0])
+    if (!c->username[0] && !neg)
         perr_opt(p, name, "mapiproxy:http auth",
                  "mapiproxy:http auth = terminate: the proxy logs on to the upstream with "
                  "dcerpc_mapiproxy:username (and domain, and mapiproxy:password file or "
                  "dcerpc_mapiproxy:password); set them");
-    else if (!c->password[0] && !c->password_file[0])
+    else if (!c->password[0] && !c->password_file[0] && !neg)
         perr_opt(p, name, "dcerpc_mapiproxy:username",
                  "mapiproxy:http auth = terminate: dcerpc_mapiproxy:username is set without a "
                  "password: set mapiproxy:password file (or dcerpc_mapiproxy:password)");

@@ -179,7 +179,9 @@ struct mp_config {
     bool http_basic;             /* mapiproxy:http basic: clients may use Basic (no) */
     bool http_negotiate;         /* mapiproxy:http negotiate: clients may use Kerberos (no) */
     char http_realm[128];        /* mapiproxy:http realm: Basic realm (the public name) */
-    char http_upstream_auth[32]; /* mapiproxy:http upstream auth: ntlm (default) | basic */
+    char http_upstream_auth[32]; /* mapiproxy:http upstream auth: ntlm (default) | basic |
+                                    negotiate */
+    char http_upstream_spn[256]; /* mapiproxy:http upstream spn: Negotiate's target (HTTP@<host>) */
     /* RPC over HTTP v2 on the HTTPS front (src/transport/rpch/, doc/internals/rpch.md) */
     bool rpch;                    /* mapiproxy:rpc over http: terminate /rpc/rpcproxy.dll (no) */
     uint32_t rpch_window;         /* mapiproxy:rpc over http receive window (64 KiB) */

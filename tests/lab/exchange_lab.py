@@ -134,7 +134,11 @@ def main(argv=None):
     ap.add_argument('--keytab', metavar='FILE',
                     help='accept Kerberos (DCE/RPC auth type 16, DCE style) with the keys in '
                          'FILE (python3-gssapi; KRB5_CONFIG from the environment)')
+    ap.add_argument('--full-access', action='append', default=[], metavar='IDENTITY',
+                    help='give IDENTITY (DOMAIN\\user or a Kerberos principal) full access to '
+                         'every mailbox, as LAB\\Administrator has (repeatable)')
     args = ap.parse_args(argv)
+    lab_emsmdb.FULL_ACCESS.update(x.lower() for x in args.full_access)
     http_auth = [m.strip().lower() for m in args.http_auth.split(',') if m.strip()]
     if not http_auth or any(m not in ('ntlm', 'basic', 'negotiate', 'none') for m in http_auth) or \
             ('none' in http_auth and len(http_auth) > 1):

@@ -28,6 +28,16 @@ SERVER_VERSION = (0x0E03, 0x8000 | 123, 4)
 MAX_PAYLOAD = 0x8000
 
 
+# --full-access: identities with Administrator's FullAccess (as an Exchange
+# service account), e.g. a proxy's Kerberos principal; lower case
+FULL_ACCESS = set()
+
+
+def full_access(identity):
+    return bool(identity) and (identity.lower().endswith('\\administrator') or
+                               identity.lower() in FULL_ACCESS)
+
+
 class EmsmdbSession(object):
     def __init__(self, user, rops, icxr):
         self.user = user
@@ -248,7 +258,7 @@ class Emsmdb(object):
         Administrator has full access to every mailbox (RopLogon to another
         user's mailbox), as an Exchange service account with FullAccess."""
         rops = RopSession(self.store, user.dn, user.display_name(), log)
-        if identity and identity.lower().endswith('\\administrator'):
+        if full_access(identity):
             rops.other_mailbox = self._other_mailbox
         return EmsmdbSession(user, rops, next(self.icxr) & 0xFFFF)
 

@@ -326,8 +326,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise MhError(RC_TOO_LARGE, '%d bytes' % n)
         return self.rfile.read(n) if n else b''
 
+    def _send_mutual(self):
+        """RFC 4559 5: the Kerberos acceptor's token goes with the first
+        answer after the logon (once per connection)."""
+        if self.neg_token:
+            self.send_header('WWW-Authenticate',
+                             'Negotiate ' + base64.b64encode(self.neg_token).decode())
+            self.neg_token = None
+
     def _send_simple(self, status, body=b'', ctype='text/html', headers=()):
         self.send_response(status)
+        if status < 300:
+            self._send_mutual()
         self.send_header('Content-Type', ctype)
         self.send_header('Content-Length', str(len(body)))
         for k, v in headers:
@@ -600,6 +610,7 @@ class _Handler(BaseHTTPRequestHandler):
         t = threading.Thread(target=run, daemon=True)
         t.start()
         self.send_response(200)
+        self._send_mutual()
         for k, v in (('Content-Type', 'application/mapi-http'), ('Cache-Control', 'private'),
                      ('X-RequestType', rtype), ('X-RequestId', self.headers.get('X-RequestId')),
                      ('X-ClientInfo', self.headers.get('X-ClientInfo')),
@@ -660,7 +671,7 @@ class _Handler(BaseHTTPRequestHandler):
         user = em._user(user_dn)
         if user is not None and ident is not None:
             me = self.lab.user_for_identity(ident)
-            if me is not user and not ident.lower().endswith('\\administrator'):
+            if me is not user and not lab_emsmdb.full_access(ident):
                 log('mapihttp: Connect as %s for %r refused' % (ident, user_dn))
                 user = 'denied'
 

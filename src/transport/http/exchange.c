@@ -485,6 +485,8 @@ static int on_resp_headers(http_parser *p)
         return mp_http_response_head(&s->resp, st, &o, &s->c.conn.out) ? -1 : 0;
     }
     s->interim = false;
+    if (h->auth.on && mp_hu_answer_auth(s, st))
+        return -1;
     if (st >= 200 && st < 300 && !strncasecmp(s->path, "/mapi/", 6)) {
         mp_mhb_cookie_issued(s);
         mp_hm_response(s);

@@ -729,8 +729,8 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
     h->names.relayed = mp_hx_url_path_relayed;
     h->names.relayed_arg = &h->routes;
     h->names.drop_unrelayed = cfg->http_drop_unrelayed;
-    if (mp_http_routes_init(&h->routes, cfg) || mp_hauth_init(&h->auth, cfg) || setup_tls(h) ||
-        resolve_upstream(h)) {
+    if (mp_http_routes_init(&h->routes, cfg) || mp_hauth_init(&h->auth, cfg) || mp_hun_init(h) ||
+        setup_tls(h) || resolve_upstream(h)) {
         mp_http_free(h);
         return NULL;
     }
@@ -795,6 +795,7 @@ void mp_http_free(struct mp_http *h)
     mp_tls_ctx_free(h->client_ctx);
     mp_http_routes_free(&h->routes);
     mp_http_names_free(&h->names);
+    mp_hun_free(h);
     mp_hauth_free(&h->auth);
     if (h->gen_prevp)
         mp_hm_front_gone();

@@ -132,10 +132,17 @@ int mp_hauth_init(struct mp_hauth *a, const struct mp_config *cfg)
             return -1;
         }
     }
+    bool up_neg = !strcasecmp(cfg->http_upstream_auth, "negotiate");
     mp_info("http front: authentication terminated: clients log on to the proxy (NTLM%s%s, %zu "
             "account(s)), the proxy to the upstream as %s%s%s (%s)",
             cfg->http_basic ? ", Basic" : "", a->krb ? ", Negotiate (Kerberos)" : "", a->creds.n,
-            cfg->domain, cfg->domain[0] ? "\\" : "", cfg->username, a->up_basic ? "Basic" : "NTLM");
+            up_neg ? "" : cfg->domain, !up_neg && cfg->domain[0] ? "\\" : "",
+            up_neg
+                ? (cfg->upstream_principal[0] ? cfg->upstream_principal : "its Kerberos identity")
+                : cfg->username,
+            up_neg        ? "Negotiate (Kerberos)"
+            : a->up_basic ? "Basic"
+                          : "NTLM");
     return 0;
 }
 

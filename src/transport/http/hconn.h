@@ -80,6 +80,7 @@ struct mp_http {
     struct mp_http *gen_next, **gen_prevp;
     size_t lent;          /* requests of newer fronts now using this front's sessions */
     struct mp_hauth auth; /* mapiproxy:http auth = terminate (hauth.c) */
+    struct mp_hun *hun;   /* ... with http upstream auth = negotiate (upneg.c), or NULL */
     uint64_t held;        /* body bytes held by the module path (http held body budget) */
     /* what a leg reads lands here (no copy, no buffer of the leg's own)
      * unless a partial message is kept (mp_conn_read) */
@@ -98,8 +99,9 @@ struct hup {
     char why[200];     /* why the handshake failed, for the upstream parser */
     struct mp_hauth_up up;
     struct mp_buf out;
-    char *url;          /* the URL of the handshake's GETs (heap: only while it runs) */
-    char conn_who[520]; /* pass-through: the NTLM identity of the connection */
+    char *url;                  /* the URL of the handshake's GETs (heap: only while it runs) */
+    char conn_who[520];         /* pass-through: the NTLM identity of the connection */
+    struct mp_kdc_job *krb_job; /* upstream auth = negotiate: the token being made (upneg.c) */
 };
 
 /* An Autodiscover answer collected to rewrite the names in it. */
@@ -206,8 +208,16 @@ void mp_hu_identity(struct hconn *s);
 int mp_hu_begin(struct hconn *s, const char *url, size_t ul);
 int mp_hu_step(struct hconn *s, http_parser *p);
 bool mp_hu_busy(const struct hconn *s);
+int mp_hu_answer_auth(struct hconn *s, int st);
 /* What is written to a leg: the upstream's held requests wait while the
  * proxy's handshake runs. */
 struct mp_buf *mp_hu_wbuf(struct hconn *s, struct leg *x);
 void mp_hu_free(struct hup *u);
+/* One handshake GET of the client's first URL with "Authorization: <authval>". */
+int mp_hu_send(struct hconn *s, const struct mp_buf *authval);
+
+/* upneg.c: http upstream auth = negotiate */
+int mp_hun_init(struct mp_http *h);
+void mp_hun_free(struct mp_http *h);
+int mp_hun_begin(struct hconn *s);
 #endif

@@ -8,7 +8,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth/kdc_worker.h"
 #include "auth/ntlm_crypto.h"
+#include "core/config.h"
+#include "core/log.h"
 #include "transport/http/hauth.h"
 
 #define HNEG_MAX_TOKEN 12288 /* a ticket with a large PAC fits */
@@ -40,6 +43,44 @@ int mp_hneg_authz(struct mp_gss_cred *cred, const char *spn, char *line, size_t 
     mp_buf_free(&tok);
     mp_gss_ctx_free(c); /* the upstream's mutual token is not checked (TLS names it) */
     return rc;
+}
+
+struct mp_gss_cred *mp_hneg_up_cred(const struct mp_config *cfg, const void *tag,
+                                    const char *option, const char *spn)
+{
+    char err[MP_GSS_ERRLEN] = "", cc[600];
+    const char *ccache = cfg->upstream_ccache[0] ? cfg->upstream_ccache : NULL;
+    if (!ccache && cfg->upstream_keytab[0]) {
+        snprintf(cc, sizeof cc, "MEMORY:mapiproxy-http-up-%p", tag);
+        ccache = cc;
+    }
+    struct mp_gss_cred *c = mp_gss_cred_initiator(
+        ccache, cfg->upstream_keytab[0] ? cfg->upstream_keytab : NULL,
+        cfg->upstream_principal[0] ? cfg->upstream_principal : NULL, err, sizeof err);
+    if (!c)
+        mp_error("%s = negotiate: the proxy's Kerberos identity (mapiproxy:upstream "
+                 "keytab/ccache/principal): %s",
+                 option, err);
+    char line[16384];
+    if (c && mp_hneg_authz(c, spn, line, sizeof line, err, sizeof err))
+        mp_warn("%s = negotiate: no Kerberos service ticket for %s yet (%s); each upstream "
+                "connection will try again",
+                option, spn, err);
+    mp_ntlm_cleanse(line, sizeof line);
+    return c;
+}
+
+void mp_hneg_job(struct mp_kdc_job *j, struct mp_gss_cred *cred, const char *spn)
+{
+    char line[16384], err[MP_GSS_ERRLEN + 64];
+    j->rc = -1;
+    if (mp_hneg_authz(cred, spn, line, sizeof line, err, sizeof err))
+        snprintf(j->why, sizeof j->why, "%s", err);
+    else if (mp_buf_append(&j->tok, line, strlen(line) + 1))
+        snprintf(j->why, sizeof j->why, "out of memory");
+    else
+        j->rc = 0;
+    mp_ntlm_cleanse(line, sizeof line);
 }
 
 /* RFC 2743 3.1 framing with SPNEGO's OID (60 len 06 06 2b0601050502 ...)

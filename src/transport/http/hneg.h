@@ -16,6 +16,22 @@
 int mp_hneg_authz(struct mp_gss_cred *cred, const char *spn, char *line, size_t len, char *err,
                   size_t errlen);
 
+struct mp_kdc_job;
+struct mp_config;
+
+/* The proxy's own Kerberos identity for an upstream Negotiate logon
+ * (mapiproxy:upstream ccache, keytab, principal; tickets from a keytab go
+ * to a MEMORY: cache named after tag), with a first service ticket for spn
+ * fetched now (a warning when the KDC has none yet) so that connections do
+ * not wait for the KDC.  NULL after an error log line naming option (the
+ * option that asked for it). */
+struct mp_gss_cred *mp_hneg_up_cred(const struct mp_config *cfg, const void *tag,
+                                    const char *option, const char *spn);
+
+/* On the KDC worker thread: mp_hneg_authz(cred, spn) into j->tok (the
+ * NUL-terminated line) with j->rc 0, or j->rc -1 and j->why. */
+void mp_hneg_job(struct mp_kdc_job *j, struct mp_gss_cred *cred, const char *spn);
+
 /* A client's "Negotiate <base64>" value (val, n bytes, scheme included):
  * one leg with a fresh acceptor over acc (the proxy's keytab).  0: logged
  * on as user (its principal), reply holds the base64 of the mutual token

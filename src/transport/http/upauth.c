@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth/kdc_worker.h"
 #include "core/log.h"
 #include "ops/metrics.h"
 #include "transport/http/hconn.h"
@@ -65,7 +66,7 @@ int mp_hu_request(struct hconn *s)
 
 /* One leg of the proxy's NTLM handshake on the upstream connection: a GET
  * of the client's first URL without a body, held requests wait in u.out. */
-static int ua_send(struct hconn *s, const struct mp_buf *authval)
+int mp_hu_send(struct hconn *s, const struct mp_buf *authval)
 {
     char head[400];
     int n = snprintf(head, sizeof head, " HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\n",
@@ -108,8 +109,14 @@ int mp_hu_begin(struct hconn *s, const char *url, size_t ul)
     for (char *q = s->ua.url; *q; q++)
         if ((unsigned char)*q <= ' ' || *q == 0x7f)
             *q = '_';
+    if (s->h->hun) { /* Kerberos: the GET goes when the token comes (upneg.c) */
+        if (mp_hun_begin(s))
+            return -1;
+        s->ua.step = 1;
+        return 0;
+    }
     struct mp_buf v = {0};
-    int rc = mp_hauth_up_negotiate(&s->h->auth, &s->ua.up, &v) || ua_send(s, &v);
+    int rc = mp_hauth_up_negotiate(&s->h->auth, &s->ua.up, &v) || mp_hu_send(s, &v);
     mp_buf_free(&v);
     if (rc)
         return -1;
@@ -123,6 +130,10 @@ int mp_hu_step(struct hconn *s, http_parser *p)
     const struct mp_config *cfg = s->h->cfg;
     if (s->ua.status < 200)
         return 0; /* interim */
+    if (s->h->hun && s->ua.status == 401) {
+        snprintf(s->ua.why, sizeof s->ua.why, "refused the proxy's Kerberos logon");
+        return -1;
+    }
     if (s->ua.step == 2 && s->ua.status == 401) {
         snprintf(s->ua.why, sizeof s->ua.why, "refused the proxy's logon as %.60s%s%.60s",
                  cfg->domain, cfg->domain[0] ? "\\" : "", cfg->username);
@@ -153,13 +164,27 @@ int mp_hu_step(struct hconn *s, http_parser *p)
     int rc = mp_hauth_up_authenticate(&s->ua.up, w, w ? l : 0, &v, why, sizeof why);
     if (rc)
         snprintf(s->ua.why, sizeof s->ua.why, "%s", why);
-    else if (ua_send(s, &v))
+    else if (mp_hu_send(s, &v))
         snprintf(s->ua.why, sizeof s->ua.why, "out of memory"), rc = -1;
     mp_buf_free(&v);
     if (rc)
         return -1;
     s->ua.step = 2;
     return 0;
+}
+
+/* Termination: an upstream's WWW-Authenticate (its mutual token) is about
+ * the proxy's logon, never relayed; the first success after a client's
+ * Negotiate logon carries the proxy's acceptor token instead (RFC 4559 5).
+ * 0, or -1 when the head cannot take it. */
+int mp_hu_answer_auth(struct hconn *s, int st)
+{
+    mp_http_msg_del(&s->resp, "www-authenticate");
+    if (!s->ua.ha.mutual[0] || st < 200 || st >= 300)
+        return 0;
+    int rc = mp_http_msg_add(&s->resp, "WWW-Authenticate", s->ua.ha.mutual);
+    s->ua.ha.mutual[0] = 0;
+    return rc;
 }
 
 bool mp_hu_busy(const struct hconn *s)
@@ -179,6 +204,9 @@ struct mp_buf *mp_hu_wbuf(struct hconn *s, struct leg *x)
 
 void mp_hu_free(struct hup *u)
 {
+    if (u->krb_job) /* the token comes for nobody */
+        u->krb_job->owner = NULL;
+    u->krb_job = NULL;
     mp_hauth_conn_free(&u->ha);
     mp_hauth_up_free(&u->up);
     mp_buf_free(&u->www);

@@ -204,15 +204,7 @@ static const char *put_head(struct upvc *v, struct upchan *c, uint64_t length, c
 static void krb_run(struct mp_kdc_job *j)
 {
     struct mp_rpch_up *u = j->arg;
-    char line[16384], err[MP_GSS_ERRLEN + 64];
-    j->rc = -1;
-    if (mp_hneg_authz(u->krb, u->spn, line, sizeof line, err, sizeof err))
-        snprintf(j->why, sizeof j->why, "%s", err);
-    else if (mp_buf_append(&j->tok, line, strlen(line) + 1))
-        snprintf(j->why, sizeof j->why, "out of memory");
-    else
-        j->rc = 0;
-    mp_ntlm_cleanse(line, sizeof line);
+    mp_hneg_job(j, u->krb, u->spn);
 }
 
 /* Loop thread: the token came; the head goes before what waits in wq. */
@@ -1212,31 +1204,13 @@ int mp_rpch_up_target(const struct mp_config *cfg, struct sockaddr_storage *addr
 static int up_krb(struct mp_rpch_up *u)
 {
     const struct mp_config *cfg = u->cfg;
-    char err[MP_GSS_ERRLEN] = "", cc[600];
-    const char *ccache = cfg->upstream_ccache[0] ? cfg->upstream_ccache : NULL;
-    if (!ccache && cfg->upstream_keytab[0]) {
-        snprintf(cc, sizeof cc, "MEMORY:mapiproxy-rpch-up-%p", (void *)u);
-        ccache = cc;
-    }
-    u->krb = mp_gss_cred_initiator(ccache, cfg->upstream_keytab[0] ? cfg->upstream_keytab : NULL,
-                                   cfg->upstream_principal[0] ? cfg->upstream_principal : NULL, err,
-                                   sizeof err);
-    if (!u->krb) {
-        mp_error("mapiproxy:rpc over http upstream auth = negotiate: the proxy's Kerberos "
-                 "identity (mapiproxy:upstream keytab/ccache/principal): %s",
-                 err);
-        return -1;
-    }
     if (cfg->rpch_upstream_spn[0])
         snprintf(u->spn, sizeof u->spn, "%s", cfg->rpch_upstream_spn);
     else
         snprintf(u->spn, sizeof u->spn, "HTTP@%s", cfg->rpch_upstream.host);
-    char line[16384];
-    if (mp_hneg_authz(u->krb, u->spn, line, sizeof line, err, sizeof err))
-        mp_warn("rpch upstream: no Kerberos service ticket for %s yet (%s); each channel will "
-                "try again",
-                u->spn, err);
-    mp_ntlm_cleanse(line, sizeof line);
+    u->krb = mp_hneg_up_cred(cfg, u, "mapiproxy:rpc over http upstream auth", u->spn);
+    if (!u->krb)
+        return -1;
     if (mp_kdc_start(&u->kdc, u->loop, NULL, krb_done, u)) {
         mp_gss_cred_free(u->krb);
         u->krb = NULL;
