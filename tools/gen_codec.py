@@ -696,13 +696,11 @@ class Emitter(Gen):
 
     def pull_elems(self, arr, lv, n, sc, o, post, buffers=True):
         e = arr.elem
+        if isinstance(e, Prim) and e.p == 'u8':  # copied from the stub, not zeroed first
+            o.append('if (!(%s = mp_cdc_bytes(c, %s))) %s' % (lv, n, FAIL))
+            return
         o.append('if (!(%s = mp_cdc_array(c, %s, sizeof *%s, %d))) %s'
                  % (lv, n, lv, max(1, self.min_wire(e)), FAIL))
-        if isinstance(e, Prim) and e.p == 'u8':
-            q = self.var('q')
-            o.append('{ const uint8_t *%s = mp_ndr_bytes(&c->n, %s); if (!%s) %s if (%s) memcpy(%s, %s, %s); }'
-                     % (q, n, q, FAIL, n, lv, q, n))
-            return
         i = self.var('i')
         o.append('for (uint32_t %s = 0; %s < %s; %s++) {' % (i, i, n, i))
         self.pull_S(e, '%s[%s]' % (lv, i), sc, o, post)

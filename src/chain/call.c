@@ -108,6 +108,15 @@ uint64_t mp_call_serial(const struct mp_call *m)
     return m->serial;
 }
 
+/* s (NULL: "") into out[cap], cut to fit and NUL-terminated, as
+ * snprintf("%s") would, without its formatting machinery (per call) */
+static void copy_cut(char *out, size_t cap, const char *s)
+{
+    size_t n = s ? strnlen(s, cap - 1) : 0;
+    memcpy(out, s ? s : "", n);
+    out[n] = 0;
+}
+
 struct mp_call *mp_call_new(struct mp_modules *ms, uint32_t mask, const struct mp_call_origin *o)
 {
     size_t extra = o->ctx_size ? (o->ctx_size + 15) & ~(size_t)15 : 0;
@@ -127,14 +136,14 @@ struct mp_call *mp_call_new(struct mp_modules *ms, uint32_t mask, const struct m
     m->t0 = mp_now_us();
     m->serial = atomic_fetch_add_explicit(&call_serial, 1, memory_order_relaxed) + 1;
     memcpy(m->iface_uuid, o->iface_uuid, 16);
-    snprintf(m->iface, sizeof(m->iface), "%s", o->iface ? o->iface : "");
+    copy_cut(m->iface, sizeof(m->iface), o->iface);
     m->opnum = o->opnum;
     m->op_name = o->op_name;
-    snprintf(m->peer, sizeof(m->peer), "%s", o->peer ? o->peer : "");
+    copy_cut(m->peer, sizeof(m->peer), o->peer);
     m->transport = o->transport;
     m->auth = o->auth;
     if (o->user && *o->user) {
-        snprintf(m->user, sizeof(m->user), "%s", o->user);
+        copy_cut(m->user, sizeof(m->user), o->user);
         m->proxy_identity = o->proxy_identity;
     }
     if (o->session) {

@@ -120,6 +120,17 @@ void *mp_cdc_array(struct mp_cdc *c, uint32_t n, size_t elem, size_t min_wire)
     return p;
 }
 
+uint8_t *mp_cdc_bytes(struct mp_cdc *c, uint32_t n)
+{
+    if (c->n.err)
+        return NULL;
+    const uint8_t *q = mp_ndr_bytes(&c->n, n);
+    uint8_t *p = q ? mp_arena_memdup(c->a, q, n) : NULL;
+    if (!p)
+        c->n.err = true;
+    return p;
+}
+
 bool mp_cdc_enter(struct mp_cdc *c)
 {
     if (c->depth >= MP_CODEC_MAX_DEPTH) {

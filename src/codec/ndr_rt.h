@@ -92,6 +92,9 @@ uint32_t mp_cdc_varmax(struct mp_cdc *c);
 /* Arena memory for n elements; fails when n is over the limits or could
  * not fit in what is left of the stub (min_wire bytes each). */
 void *mp_cdc_array(struct mp_cdc *c, uint32_t n, size_t elem, size_t min_wire);
+/* A byte array of n elements: the next n bytes of the stub copied into
+ * arena memory (not zeroed first); NULL and c->n.err when short. */
+uint8_t *mp_cdc_bytes(struct mp_cdc *c, uint32_t n);
 bool mp_cdc_enter(struct mp_cdc *c); /* depth++, false when too deep */
 static inline void mp_cdc_leave(struct mp_cdc *c)
 {

@@ -232,11 +232,17 @@ ssize_t mp_lz77_decompress(const uint8_t *in, size_t in_len, uint8_t *out, size_
         size_t room = (size_t)(oend - op);
         if (UNLIKELY(len > room))
             return -1;
-        if (LIKELY(off >= 16 && len <= 16 && room >= 16)) {
-            memcpy(op, op - off, 16);
-            op += len;
-        } else if (LIKELY(room - len >= 16)) {
-            copy_match_wild(op, off, (size_t)len);
+        if (LIKELY(room - len >= 16)) {
+            /* one test for the common case (a match of up to 16 bytes from
+             * 16 or more back): 6 % faster than testing off, len and room
+             * together (lz77.md) */
+            if (LIKELY(off >= 16)) {
+                memcpy(op, op - off, 16);
+                if (UNLIKELY(len > 16))
+                    copy_match_wild(op + 16, off, (size_t)len - 16);
+            } else {
+                copy_match_wild(op, off, (size_t)len);
+            }
             op += len;
         } else {
             const uint8_t *src = op - off;

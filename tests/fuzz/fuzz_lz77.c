@@ -29,7 +29,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t *exact = malloc((size_t)r + 1);
         if (mp_lz77_decompress(data, size, exact, (size_t)r) != r || memcmp(exact, dbuf, (size_t)r))
             abort();
-        if (r > 0 && mp_lz77_decompress(data, size, exact, (size_t)r - 1) != -1)
+        /* one byte less room fails, unless that byte was a zero literal
+         * the decoder may take for an old encoder's zero padding (lz77.c,
+         * zero_padding): then the rest comes out the same */
+        ssize_t s = r > 0 ? mp_lz77_decompress(data, size, exact, (size_t)r - 1) : -1;
+        if (s != -1 && !(s == r - 1 && dbuf[r - 1] == 0 && !memcmp(exact, dbuf, (size_t)s)))
             abort();
         free(exact);
     }

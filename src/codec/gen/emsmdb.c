@@ -409,15 +409,8 @@ static int pull_in_w_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct mp
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->rgb = mp_cdc_array(c, n13, sizeof *r->rgb, 1)))
+        if (!(r->rgb = mp_cdc_bytes(c, n13)))
             return -1;
-        {
-            const uint8_t *q14 = mp_ndr_bytes(&c->n, n13);
-            if (!q14)
-                return -1;
-            if (n13)
-                memcpy(r->rgb, q14, n13);
-        }
     }
     if (c->n.err)
         return -1;
@@ -498,7 +491,7 @@ static int pull_out_w_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct m
     memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
-    uint32_t n16 = 0;
+    uint32_t n15 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -506,25 +499,18 @@ static int pull_out_w_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct m
     r->rgb = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        uint32_t mx15 = mp_cdc_varmax(c);
+        uint32_t mx14 = mp_cdc_varmax(c);
         if (mp_cdc_u32(c) != 0) {
             mp_cdc_fail(c);
             return -1;
         }
-        n16 = mp_cdc_u32(c);
-        if (c->n.err || n16 > mx15) {
+        n15 = mp_cdc_u32(c);
+        if (c->n.err || n15 > mx14) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->rgb = mp_cdc_array(c, n16, sizeof *r->rgb, 1)))
+        if (!(r->rgb = mp_cdc_bytes(c, n15)))
             return -1;
-        {
-            const uint8_t *q17 = mp_ndr_bytes(&c->n, n16);
-            if (!q17)
-                return -1;
-            if (n16)
-                memcpy(r->rgb, q17, n16);
-        }
     }
     if (c->n.err)
         return -1;
@@ -532,7 +518,7 @@ static int pull_out_w_EcDoRpc(const uint8_t *stub, size_t len, void *v, struct m
     if (c->n.err)
         return -1;
     r->result = (int32_t)mp_cdc_u32(c);
-    if (n16 != (uint32_t)(r->pcb)) {
+    if (n15 != (uint32_t)(r->pcb)) {
         mp_cdc_fail(c);
         return -1;
     }
@@ -603,8 +589,8 @@ static int pull_in_w_EcRRegisterPushNotification(const uint8_t *stub, size_t len
     memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
+    uint32_t n17 = 0;
     uint32_t n19 = 0;
-    uint32_t n22 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -615,17 +601,10 @@ static int pull_in_w_EcRRegisterPushNotification(const uint8_t *stub, size_t len
     r->rgbContext = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        n19 = mp_cdc_u32(c);
+        n17 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbContext = mp_cdc_array(c, n19, sizeof *r->rgbContext, 1)))
+        if (!(r->rgbContext = mp_cdc_bytes(c, n17)))
             return -1;
-        {
-            const uint8_t *q20 = mp_ndr_bytes(&c->n, n19);
-            if (!q20)
-                return -1;
-            if (n19)
-                memcpy(r->rgbContext, q20, n19);
-        }
     }
     if (c->n.err)
         return -1;
@@ -638,28 +617,21 @@ static int pull_in_w_EcRRegisterPushNotification(const uint8_t *stub, size_t len
     r->rgbCallbackAddress = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        n22 = mp_cdc_u32(c);
+        n19 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbCallbackAddress = mp_cdc_array(c, n22, sizeof *r->rgbCallbackAddress, 1)))
+        if (!(r->rgbCallbackAddress = mp_cdc_bytes(c, n19)))
             return -1;
-        {
-            const uint8_t *q23 = mp_ndr_bytes(&c->n, n22);
-            if (!q23)
-                return -1;
-            if (n22)
-                memcpy(r->rgbCallbackAddress, q23, n22);
-        }
     }
     if (c->n.err)
         return -1;
     r->cbCallbackAddress = (uint16_t)mp_cdc_u16(c);
     if (c->n.err)
         return -1;
-    if (n19 != (uint32_t)(r->cbContext)) {
+    if (n17 != (uint32_t)(r->cbContext)) {
         mp_cdc_fail(c);
         return -1;
     }
-    if (n22 != (uint32_t)(r->cbCallbackAddress)) {
+    if (n19 != (uint32_t)(r->cbCallbackAddress)) {
         mp_cdc_fail(c);
         return -1;
     }
@@ -1179,8 +1151,8 @@ static int pull_in_w_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct
     memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
-    uint32_t n25 = 0;
-    uint32_t n28 = 0;
+    uint32_t n21 = 0;
+    uint32_t n23 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -1191,17 +1163,10 @@ static int pull_in_w_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct
     r->rgbIn = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        n25 = mp_cdc_u32(c);
+        n21 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbIn = mp_cdc_array(c, n25, sizeof *r->rgbIn, 1)))
+        if (!(r->rgbIn = mp_cdc_bytes(c, n21)))
             return -1;
-        {
-            const uint8_t *q26 = mp_ndr_bytes(&c->n, n25);
-            if (!q26)
-                return -1;
-            if (n25)
-                memcpy(r->rgbIn, q26, n25);
-        }
     }
     if (c->n.err)
         return -1;
@@ -1218,36 +1183,29 @@ static int pull_in_w_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struct
     r->Reserved0 = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        uint32_t mx27 = mp_cdc_varmax(c);
+        uint32_t mx22 = mp_cdc_varmax(c);
         if (mp_cdc_u32(c) != 0) {
             mp_cdc_fail(c);
             return -1;
         }
-        n28 = mp_cdc_u32(c);
-        if (c->n.err || n28 > mx27) {
+        n23 = mp_cdc_u32(c);
+        if (c->n.err || n23 > mx22) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->Reserved0 = mp_cdc_array(c, n28, sizeof *r->Reserved0, 1)))
+        if (!(r->Reserved0 = mp_cdc_bytes(c, n23)))
             return -1;
-        {
-            const uint8_t *q29 = mp_ndr_bytes(&c->n, n28);
-            if (!q29)
-                return -1;
-            if (n28)
-                memcpy(r->Reserved0, q29, n28);
-        }
     }
     if (c->n.err)
         return -1;
     r->Reserved1 = (uint32_t)mp_cdc_u32(c);
     if (c->n.err)
         return -1;
-    if (n25 != (uint32_t)(r->cbIn)) {
+    if (n21 != (uint32_t)(r->cbIn)) {
         mp_cdc_fail(c);
         return -1;
     }
-    if (n28 != (uint32_t)(r->Reserved1)) {
+    if (n23 != (uint32_t)(r->Reserved1)) {
         mp_cdc_fail(c);
         return -1;
     }
@@ -1338,8 +1296,8 @@ static int pull_out_w_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struc
     memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
-    uint32_t n31 = 0;
-    uint32_t n34 = 0;
+    uint32_t n25 = 0;
+    uint32_t n27 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -1350,25 +1308,18 @@ static int pull_out_w_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struc
     r->rgbOut = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        uint32_t mx30 = mp_cdc_varmax(c);
+        uint32_t mx24 = mp_cdc_varmax(c);
         if (mp_cdc_u32(c) != 0) {
             mp_cdc_fail(c);
             return -1;
         }
-        n31 = mp_cdc_u32(c);
-        if (c->n.err || n31 > mx30) {
+        n25 = mp_cdc_u32(c);
+        if (c->n.err || n25 > mx24) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->rgbOut = mp_cdc_array(c, n31, sizeof *r->rgbOut, 1)))
+        if (!(r->rgbOut = mp_cdc_bytes(c, n25)))
             return -1;
-        {
-            const uint8_t *q32 = mp_ndr_bytes(&c->n, n31);
-            if (!q32)
-                return -1;
-            if (n31)
-                memcpy(r->rgbOut, q32, n31);
-        }
     }
     if (c->n.err)
         return -1;
@@ -1382,25 +1333,18 @@ static int pull_out_w_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struc
     r->Reserved0 = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        uint32_t mx33 = mp_cdc_varmax(c);
+        uint32_t mx26 = mp_cdc_varmax(c);
         if (mp_cdc_u32(c) != 0) {
             mp_cdc_fail(c);
             return -1;
         }
-        n34 = mp_cdc_u32(c);
-        if (c->n.err || n34 > mx33) {
+        n27 = mp_cdc_u32(c);
+        if (c->n.err || n27 > mx26) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->Reserved0 = mp_cdc_array(c, n34, sizeof *r->Reserved0, 1)))
+        if (!(r->Reserved0 = mp_cdc_bytes(c, n27)))
             return -1;
-        {
-            const uint8_t *q35 = mp_ndr_bytes(&c->n, n34);
-            if (!q35)
-                return -1;
-            if (n34)
-                memcpy(r->Reserved0, q35, n34);
-        }
     }
     if (c->n.err)
         return -1;
@@ -1411,11 +1355,11 @@ static int pull_out_w_EcDoRpcExt(const uint8_t *stub, size_t len, void *v, struc
     if (c->n.err)
         return -1;
     r->result = (int32_t)mp_cdc_u32(c);
-    if (n31 != (uint32_t)(r->pcbOut)) {
+    if (n25 != (uint32_t)(r->pcbOut)) {
         mp_cdc_fail(c);
         return -1;
     }
-    if (n34 != (uint32_t)(r->Reserved1)) {
+    if (n27 != (uint32_t)(r->Reserved1)) {
         mp_cdc_fail(c);
         return -1;
     }
@@ -1511,7 +1455,7 @@ static int pull_in_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, str
     memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
-    uint32_t n38 = 0;
+    uint32_t n30 = 0;
     r->szUserDN = MP_NONNULL;
     if (r->szUserDN && !(r->szUserDN = mp_cdc_string(c)))
         return -1;
@@ -1541,8 +1485,8 @@ static int pull_in_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, str
     r->usFCanConvertCodePages = (uint16_t)mp_cdc_u16(c);
     if (c->n.err)
         return -1;
-    for (uint32_t i36 = 0; i36 < 3; i36++) {
-        r->rgwClientVersion[i36] = (uint16_t)mp_cdc_u16(c);
+    for (uint32_t i28 = 0; i28 < 3; i28++) {
+        r->rgwClientVersion[i28] = (uint16_t)mp_cdc_u16(c);
     }
     if (c->n.err)
         return -1;
@@ -1552,17 +1496,10 @@ static int pull_in_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, str
     r->rgbAuxIn = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        n38 = mp_cdc_u32(c);
+        n30 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbAuxIn = mp_cdc_array(c, n38, sizeof *r->rgbAuxIn, 1)))
+        if (!(r->rgbAuxIn = mp_cdc_bytes(c, n30)))
             return -1;
-        {
-            const uint8_t *q39 = mp_ndr_bytes(&c->n, n38);
-            if (!q39)
-                return -1;
-            if (n38)
-                memcpy(r->rgbAuxIn, q39, n38);
-        }
     }
     if (c->n.err)
         return -1;
@@ -1576,7 +1513,7 @@ static int pull_in_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, str
     }
     if (c->n.err)
         return -1;
-    if (n38 != (uint32_t)(r->cbAuxIn)) {
+    if (n30 != (uint32_t)(r->cbAuxIn)) {
         mp_cdc_fail(c);
         return -1;
     }
@@ -1613,8 +1550,8 @@ static int push_in_w_EcDoConnectEx(struct mp_buf *b, const void *v, const struct
     mp_cdp_u32(p, (uint32_t)r->ulLcidSort);
     mp_cdp_u32(p, (uint32_t)r->ulIcxrLink);
     mp_cdp_u16(p, (uint16_t)r->usFCanConvertCodePages);
-    for (uint32_t i40 = 0; i40 < 3; i40++) {
-        mp_cdp_u16(p, (uint16_t)r->rgwClientVersion[i40]);
+    for (uint32_t i31 = 0; i31 < 3; i31++) {
+        mp_cdp_u16(p, (uint16_t)r->rgwClientVersion[i31]);
     }
     mp_cdp_u32(p, (uint32_t)r->pulTimeStamp);
     {
@@ -1663,8 +1600,8 @@ static void print_in_EcDoConnectEx(struct mp_json *j, const void *v)
     mp_json_u64(j, r->usFCanConvertCodePages);
     mp_json_key(j, "rgwClientVersion");
     mp_json_arr_begin(j);
-    for (uint32_t i41 = 0; i41 < 3; i41++) {
-        mp_json_u64(j, r->rgwClientVersion[i41]);
+    for (uint32_t i32 = 0; i32 < 3; i32++) {
+        mp_json_u64(j, r->rgwClientVersion[i32]);
     }
     mp_json_arr_end(j);
     mp_json_key(j, "pulTimeStamp");
@@ -1690,7 +1627,7 @@ static int pull_out_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, st
     memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
-    uint32_t n47 = 0;
+    uint32_t n38 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -1708,28 +1645,28 @@ static int pull_out_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, st
     if (c->n.err)
         return -1;
     {
-        uint32_t id42 = mp_cdc_ref(c);
-        r->szDNPrefix = id42 ? MP_NONNULL : NULL;
+        uint32_t id33 = mp_cdc_ref(c);
+        r->szDNPrefix = id33 ? MP_NONNULL : NULL;
     }
     if (r->szDNPrefix && !(r->szDNPrefix = mp_cdc_string(c)))
         return -1;
     if (c->n.err)
         return -1;
     {
-        uint32_t id43 = mp_cdc_ref(c);
-        r->szDisplayName = id43 ? MP_NONNULL : NULL;
+        uint32_t id34 = mp_cdc_ref(c);
+        r->szDisplayName = id34 ? MP_NONNULL : NULL;
     }
     if (r->szDisplayName && !(r->szDisplayName = mp_cdc_string(c)))
         return -1;
     if (c->n.err)
         return -1;
-    for (uint32_t i44 = 0; i44 < 3; i44++) {
-        r->rgwServerVersion[i44] = (uint16_t)mp_cdc_u16(c);
+    for (uint32_t i35 = 0; i35 < 3; i35++) {
+        r->rgwServerVersion[i35] = (uint16_t)mp_cdc_u16(c);
     }
     if (c->n.err)
         return -1;
-    for (uint32_t i45 = 0; i45 < 3; i45++) {
-        r->rgwBestVersion[i45] = (uint16_t)mp_cdc_u16(c);
+    for (uint32_t i36 = 0; i36 < 3; i36++) {
+        r->rgwBestVersion[i36] = (uint16_t)mp_cdc_u16(c);
     }
     if (c->n.err)
         return -1;
@@ -1739,25 +1676,18 @@ static int pull_out_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, st
     r->rgbAuxOut = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        uint32_t mx46 = mp_cdc_varmax(c);
+        uint32_t mx37 = mp_cdc_varmax(c);
         if (mp_cdc_u32(c) != 0) {
             mp_cdc_fail(c);
             return -1;
         }
-        n47 = mp_cdc_u32(c);
-        if (c->n.err || n47 > mx46) {
+        n38 = mp_cdc_u32(c);
+        if (c->n.err || n38 > mx37) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->rgbAuxOut = mp_cdc_array(c, n47, sizeof *r->rgbAuxOut, 1)))
+        if (!(r->rgbAuxOut = mp_cdc_bytes(c, n38)))
             return -1;
-        {
-            const uint8_t *q48 = mp_ndr_bytes(&c->n, n47);
-            if (!q48)
-                return -1;
-            if (n47)
-                memcpy(r->rgbAuxOut, q48, n47);
-        }
     }
     if (c->n.err)
         return -1;
@@ -1769,7 +1699,7 @@ static int pull_out_w_EcDoConnectEx(const uint8_t *stub, size_t len, void *v, st
     if (c->n.err)
         return -1;
     r->result = (int32_t)mp_cdc_u32(c);
-    if (n47 != (uint32_t)(r->pcbAuxOut)) {
+    if (n38 != (uint32_t)(r->pcbAuxOut)) {
         mp_cdc_fail(c);
         return -1;
     }
@@ -1803,11 +1733,11 @@ static int push_out_w_EcDoConnectEx(struct mp_buf *b, const void *v, const struc
         mp_cdp_align(p, 4);
         mp_cdp_string(p, r->szDisplayName, 0);
     }
-    for (uint32_t i49 = 0; i49 < 3; i49++) {
-        mp_cdp_u16(p, (uint16_t)r->rgwServerVersion[i49]);
+    for (uint32_t i39 = 0; i39 < 3; i39++) {
+        mp_cdp_u16(p, (uint16_t)r->rgwServerVersion[i39]);
     }
-    for (uint32_t i50 = 0; i50 < 3; i50++) {
-        mp_cdp_u16(p, (uint16_t)r->rgwBestVersion[i50]);
+    for (uint32_t i40 = 0; i40 < 3; i40++) {
+        mp_cdp_u16(p, (uint16_t)r->rgwBestVersion[i40]);
     }
     mp_cdp_u32(p, (uint32_t)r->pulTimeStamp);
     {
@@ -1854,14 +1784,14 @@ static void print_out_EcDoConnectEx(struct mp_json *j, const void *v)
     mp_json_str(j, r->szDisplayName);
     mp_json_key(j, "rgwServerVersion");
     mp_json_arr_begin(j);
-    for (uint32_t i51 = 0; i51 < 3; i51++) {
-        mp_json_u64(j, r->rgwServerVersion[i51]);
+    for (uint32_t i41 = 0; i41 < 3; i41++) {
+        mp_json_u64(j, r->rgwServerVersion[i41]);
     }
     mp_json_arr_end(j);
     mp_json_key(j, "rgwBestVersion");
     mp_json_arr_begin(j);
-    for (uint32_t i52 = 0; i52 < 3; i52++) {
-        mp_json_u64(j, r->rgwBestVersion[i52]);
+    for (uint32_t i42 = 0; i42 < 3; i42++) {
+        mp_json_u64(j, r->rgwBestVersion[i42]);
     }
     mp_json_arr_end(j);
     mp_json_key(j, "pulTimeStamp");
@@ -1887,8 +1817,8 @@ static int pull_in_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struc
     memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
-    uint32_t n54 = 0;
-    uint32_t n57 = 0;
+    uint32_t n44 = 0;
+    uint32_t n46 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -1899,17 +1829,10 @@ static int pull_in_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struc
     r->rgbIn = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        n54 = mp_cdc_u32(c);
+        n44 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbIn = mp_cdc_array(c, n54, sizeof *r->rgbIn, 1)))
+        if (!(r->rgbIn = mp_cdc_bytes(c, n44)))
             return -1;
-        {
-            const uint8_t *q55 = mp_ndr_bytes(&c->n, n54);
-            if (!q55)
-                return -1;
-            if (n54)
-                memcpy(r->rgbIn, q55, n54);
-        }
     }
     if (c->n.err)
         return -1;
@@ -1926,17 +1849,10 @@ static int pull_in_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struc
     r->rgbAuxIn = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        n57 = mp_cdc_u32(c);
+        n46 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->rgbAuxIn = mp_cdc_array(c, n57, sizeof *r->rgbAuxIn, 1)))
+        if (!(r->rgbAuxIn = mp_cdc_bytes(c, n46)))
             return -1;
-        {
-            const uint8_t *q58 = mp_ndr_bytes(&c->n, n57);
-            if (!q58)
-                return -1;
-            if (n57)
-                memcpy(r->rgbAuxIn, q58, n57);
-        }
     }
     if (c->n.err)
         return -1;
@@ -1950,11 +1866,11 @@ static int pull_in_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, struc
     }
     if (c->n.err)
         return -1;
-    if (n54 != (uint32_t)(r->cbIn)) {
+    if (n44 != (uint32_t)(r->cbIn)) {
         mp_cdc_fail(c);
         return -1;
     }
-    if (n57 != (uint32_t)(r->cbAuxIn)) {
+    if (n46 != (uint32_t)(r->cbAuxIn)) {
         mp_cdc_fail(c);
         return -1;
     }
@@ -2046,8 +1962,8 @@ static int pull_out_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, stru
     memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
-    uint32_t n60 = 0;
-    uint32_t n63 = 0;
+    uint32_t n48 = 0;
+    uint32_t n50 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->pcxh);
     if (c->n.err)
@@ -2058,25 +1974,18 @@ static int pull_out_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, stru
     r->rgbOut = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        uint32_t mx59 = mp_cdc_varmax(c);
+        uint32_t mx47 = mp_cdc_varmax(c);
         if (mp_cdc_u32(c) != 0) {
             mp_cdc_fail(c);
             return -1;
         }
-        n60 = mp_cdc_u32(c);
-        if (c->n.err || n60 > mx59) {
+        n48 = mp_cdc_u32(c);
+        if (c->n.err || n48 > mx47) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->rgbOut = mp_cdc_array(c, n60, sizeof *r->rgbOut, 1)))
+        if (!(r->rgbOut = mp_cdc_bytes(c, n48)))
             return -1;
-        {
-            const uint8_t *q61 = mp_ndr_bytes(&c->n, n60);
-            if (!q61)
-                return -1;
-            if (n60)
-                memcpy(r->rgbOut, q61, n60);
-        }
     }
     if (c->n.err)
         return -1;
@@ -2090,25 +1999,18 @@ static int pull_out_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, stru
     r->rgbAuxOut = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        uint32_t mx62 = mp_cdc_varmax(c);
+        uint32_t mx49 = mp_cdc_varmax(c);
         if (mp_cdc_u32(c) != 0) {
             mp_cdc_fail(c);
             return -1;
         }
-        n63 = mp_cdc_u32(c);
-        if (c->n.err || n63 > mx62) {
+        n50 = mp_cdc_u32(c);
+        if (c->n.err || n50 > mx49) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->rgbAuxOut = mp_cdc_array(c, n63, sizeof *r->rgbAuxOut, 1)))
+        if (!(r->rgbAuxOut = mp_cdc_bytes(c, n50)))
             return -1;
-        {
-            const uint8_t *q64 = mp_ndr_bytes(&c->n, n63);
-            if (!q64)
-                return -1;
-            if (n63)
-                memcpy(r->rgbAuxOut, q64, n63);
-        }
     }
     if (c->n.err)
         return -1;
@@ -2123,11 +2025,11 @@ static int pull_out_w_EcDoRpcExt2(const uint8_t *stub, size_t len, void *v, stru
     if (c->n.err)
         return -1;
     r->result = (int32_t)mp_cdc_u32(c);
-    if (n60 != (uint32_t)(r->pcbOut)) {
+    if (n48 != (uint32_t)(r->pcbOut)) {
         mp_cdc_fail(c);
         return -1;
     }
-    if (n63 != (uint32_t)(r->pcbAuxOut)) {
+    if (n50 != (uint32_t)(r->pcbAuxOut)) {
         mp_cdc_fail(c);
         return -1;
     }

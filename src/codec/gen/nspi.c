@@ -324,15 +324,8 @@ static int pull_B_Binary_r(struct mp_cdc *c, struct nspi_Binary_r *r)
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpb = mp_cdc_array(c, n8, sizeof *r->lpb, 1)))
+        if (!(r->lpb = mp_cdc_bytes(c, n8)))
             return -1;
-        {
-            const uint8_t *q9 = mp_ndr_bytes(&c->n, n8);
-            if (!q9)
-                return -1;
-            if (n8)
-                memcpy(r->lpb, q9, n8);
-        }
         mp_cdc_leave(c);
     }
     (void)r;
@@ -388,8 +381,8 @@ static int pull_S_ShortArray_r(struct mp_cdc *c, struct nspi_ShortArray_r *r)
         return -1;
     }
     {
-        uint32_t id10 = mp_cdc_ref(c);
-        r->lpi = id10 ? MP_NONNULL : NULL;
+        uint32_t id9 = mp_cdc_ref(c);
+        r->lpi = id9 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -400,16 +393,16 @@ static int pull_B_ShortArray_r(struct mp_cdc *c, struct nspi_ShortArray_r *r)
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n12 = mp_cdc_u32(c);
+        uint32_t n11 = mp_cdc_u32(c);
         (void)0;
-        if (n12 != (uint32_t)(r->cValues)) {
+        if (n11 != (uint32_t)(r->cValues)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpi = mp_cdc_array(c, n12, sizeof *r->lpi, 2)))
+        if (!(r->lpi = mp_cdc_array(c, n11, sizeof *r->lpi, 2)))
             return -1;
-        for (uint32_t i13 = 0; i13 < n12; i13++) {
-            r->lpi[i13] = (int16_t)mp_cdc_u16(c);
+        for (uint32_t i12 = 0; i12 < n11; i12++) {
+            r->lpi[i12] = (int16_t)mp_cdc_u16(c);
         }
         if (c->n.err)
             return -1;
@@ -438,8 +431,8 @@ static int push_B_ShortArray_r(struct mp_cdp *p, const struct nspi_ShortArray_r 
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i14 = 0; i14 < (uint32_t)(r->cValues); i14++) {
-            mp_cdp_u16(p, (uint16_t)r->lpi[i14]);
+        for (uint32_t i13 = 0; i13 < (uint32_t)(r->cValues); i13++) {
+            mp_cdp_u16(p, (uint16_t)r->lpi[i13]);
         }
         mp_cdp_leave(p);
     }
@@ -458,8 +451,8 @@ static void print_ShortArray_r(struct mp_json *j, const struct nspi_ShortArray_r
     else {
         mp_json_arr_begin(j);
         if (r->lpi)
-            for (uint32_t i15 = 0; i15 < (uint32_t)(r->cValues); i15++) {
-                mp_json_i64(j, r->lpi[i15]);
+            for (uint32_t i14 = 0; i14 < (uint32_t)(r->cValues); i14++) {
+                mp_json_i64(j, r->lpi[i14]);
             }
         mp_json_arr_end(j);
     }
@@ -475,8 +468,8 @@ static int pull_S_LongArray_r(struct mp_cdc *c, struct nspi_LongArray_r *r)
         return -1;
     }
     {
-        uint32_t id16 = mp_cdc_ref(c);
-        r->lpl = id16 ? MP_NONNULL : NULL;
+        uint32_t id15 = mp_cdc_ref(c);
+        r->lpl = id15 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -487,16 +480,16 @@ static int pull_B_LongArray_r(struct mp_cdc *c, struct nspi_LongArray_r *r)
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n18 = mp_cdc_u32(c);
+        uint32_t n17 = mp_cdc_u32(c);
         (void)0;
-        if (n18 != (uint32_t)(r->cValues)) {
+        if (n17 != (uint32_t)(r->cValues)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpl = mp_cdc_array(c, n18, sizeof *r->lpl, 4)))
+        if (!(r->lpl = mp_cdc_array(c, n17, sizeof *r->lpl, 4)))
             return -1;
-        for (uint32_t i19 = 0; i19 < n18; i19++) {
-            r->lpl[i19] = (int32_t)mp_cdc_u32(c);
+        for (uint32_t i18 = 0; i18 < n17; i18++) {
+            r->lpl[i18] = (int32_t)mp_cdc_u32(c);
         }
         if (c->n.err)
             return -1;
@@ -525,8 +518,8 @@ static int push_B_LongArray_r(struct mp_cdp *p, const struct nspi_LongArray_r *r
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i20 = 0; i20 < (uint32_t)(r->cValues); i20++) {
-            mp_cdp_u32(p, (uint32_t)r->lpl[i20]);
+        for (uint32_t i19 = 0; i19 < (uint32_t)(r->cValues); i19++) {
+            mp_cdp_u32(p, (uint32_t)r->lpl[i19]);
         }
         mp_cdp_leave(p);
     }
@@ -545,8 +538,8 @@ static void print_LongArray_r(struct mp_json *j, const struct nspi_LongArray_r *
     else {
         mp_json_arr_begin(j);
         if (r->lpl)
-            for (uint32_t i21 = 0; i21 < (uint32_t)(r->cValues); i21++) {
-                mp_json_i64(j, r->lpl[i21]);
+            for (uint32_t i20 = 0; i20 < (uint32_t)(r->cValues); i20++) {
+                mp_json_i64(j, r->lpl[i20]);
             }
         mp_json_arr_end(j);
     }
@@ -562,8 +555,8 @@ static int pull_S_StringArray_r(struct mp_cdc *c, struct nspi_StringArray_r *r)
         return -1;
     }
     {
-        uint32_t id22 = mp_cdc_ref(c);
-        r->lppszA = id22 ? MP_NONNULL : NULL;
+        uint32_t id21 = mp_cdc_ref(c);
+        r->lppszA = id21 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -574,24 +567,24 @@ static int pull_B_StringArray_r(struct mp_cdc *c, struct nspi_StringArray_r *r)
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n24 = mp_cdc_u32(c);
+        uint32_t n23 = mp_cdc_u32(c);
         (void)0;
-        if (n24 != (uint32_t)(r->cValues)) {
+        if (n23 != (uint32_t)(r->cValues)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lppszA = mp_cdc_array(c, n24, sizeof *r->lppszA, 4)))
+        if (!(r->lppszA = mp_cdc_array(c, n23, sizeof *r->lppszA, 4)))
             return -1;
-        for (uint32_t i25 = 0; i25 < n24; i25++) {
+        for (uint32_t i24 = 0; i24 < n23; i24++) {
             {
-                uint32_t id26 = mp_cdc_ref(c);
-                r->lppszA[i25] = id26 ? MP_NONNULL : NULL;
+                uint32_t id25 = mp_cdc_ref(c);
+                r->lppszA[i24] = id25 ? MP_NONNULL : NULL;
             }
         }
         if (c->n.err)
             return -1;
-        for (uint32_t i25 = 0; i25 < n24; i25++) {
-            if (r->lppszA[i25] && !(r->lppszA[i25] = mp_cdc_string(c)))
+        for (uint32_t i24 = 0; i24 < n23; i24++) {
+            if (r->lppszA[i24] && !(r->lppszA[i24] = mp_cdc_string(c)))
                 return -1;
         }
         mp_cdc_leave(c);
@@ -619,13 +612,13 @@ static int push_B_StringArray_r(struct mp_cdp *p, const struct nspi_StringArray_
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i27 = 0; i27 < (uint32_t)(r->cValues); i27++) {
-            mp_cdp_ref(p, r->lppszA[i27]);
+        for (uint32_t i26 = 0; i26 < (uint32_t)(r->cValues); i26++) {
+            mp_cdp_ref(p, r->lppszA[i26]);
         }
-        for (uint32_t i27 = 0; i27 < (uint32_t)(r->cValues); i27++) {
-            if (r->lppszA[i27]) {
+        for (uint32_t i26 = 0; i26 < (uint32_t)(r->cValues); i26++) {
+            if (r->lppszA[i26]) {
                 mp_cdp_align(p, 4);
-                mp_cdp_string(p, r->lppszA[i27], 0);
+                mp_cdp_string(p, r->lppszA[i26], 0);
             }
         }
         mp_cdp_leave(p);
@@ -645,8 +638,8 @@ static void print_StringArray_r(struct mp_json *j, const struct nspi_StringArray
     else {
         mp_json_arr_begin(j);
         if (r->lppszA)
-            for (uint32_t i28 = 0; i28 < (uint32_t)(r->cValues); i28++) {
-                mp_json_str(j, r->lppszA[i28]);
+            for (uint32_t i27 = 0; i27 < (uint32_t)(r->cValues); i27++) {
+                mp_json_str(j, r->lppszA[i27]);
             }
         mp_json_arr_end(j);
     }
@@ -662,8 +655,8 @@ static int pull_S_BinaryArray_r(struct mp_cdc *c, struct nspi_BinaryArray_r *r)
         return -1;
     }
     {
-        uint32_t id29 = mp_cdc_ref(c);
-        r->lpbin = id29 ? MP_NONNULL : NULL;
+        uint32_t id28 = mp_cdc_ref(c);
+        r->lpbin = id28 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -674,22 +667,22 @@ static int pull_B_BinaryArray_r(struct mp_cdc *c, struct nspi_BinaryArray_r *r)
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n31 = mp_cdc_u32(c);
+        uint32_t n30 = mp_cdc_u32(c);
         (void)0;
-        if (n31 != (uint32_t)(r->cValues)) {
+        if (n30 != (uint32_t)(r->cValues)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpbin = mp_cdc_array(c, n31, sizeof *r->lpbin, 8)))
+        if (!(r->lpbin = mp_cdc_array(c, n30, sizeof *r->lpbin, 8)))
             return -1;
-        for (uint32_t i32 = 0; i32 < n31; i32++) {
-            if (pull_S_Binary_r(c, &r->lpbin[i32]))
+        for (uint32_t i31 = 0; i31 < n30; i31++) {
+            if (pull_S_Binary_r(c, &r->lpbin[i31]))
                 return -1;
         }
         if (c->n.err)
             return -1;
-        for (uint32_t i32 = 0; i32 < n31; i32++) {
-            if (pull_B_Binary_r(c, &r->lpbin[i32]))
+        for (uint32_t i31 = 0; i31 < n30; i31++) {
+            if (pull_B_Binary_r(c, &r->lpbin[i31]))
                 return -1;
         }
         mp_cdc_leave(c);
@@ -717,12 +710,12 @@ static int push_B_BinaryArray_r(struct mp_cdp *p, const struct nspi_BinaryArray_
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i33 = 0; i33 < (uint32_t)(r->cValues); i33++) {
-            if (push_S_Binary_r(p, &r->lpbin[i33]))
+        for (uint32_t i32 = 0; i32 < (uint32_t)(r->cValues); i32++) {
+            if (push_S_Binary_r(p, &r->lpbin[i32]))
                 return -1;
         }
-        for (uint32_t i33 = 0; i33 < (uint32_t)(r->cValues); i33++) {
-            if (push_B_Binary_r(p, &r->lpbin[i33]))
+        for (uint32_t i32 = 0; i32 < (uint32_t)(r->cValues); i32++) {
+            if (push_B_Binary_r(p, &r->lpbin[i32]))
                 return -1;
         }
         mp_cdp_leave(p);
@@ -742,8 +735,8 @@ static void print_BinaryArray_r(struct mp_json *j, const struct nspi_BinaryArray
     else {
         mp_json_arr_begin(j);
         if (r->lpbin)
-            for (uint32_t i34 = 0; i34 < (uint32_t)(r->cValues); i34++) {
-                print_Binary_r(j, &r->lpbin[i34]);
+            for (uint32_t i33 = 0; i33 < (uint32_t)(r->cValues); i33++) {
+                print_Binary_r(j, &r->lpbin[i33]);
             }
         mp_json_arr_end(j);
     }
@@ -759,8 +752,8 @@ static int pull_S_FlatUIDArray_r(struct mp_cdc *c, struct nspi_FlatUIDArray_r *r
         return -1;
     }
     {
-        uint32_t id35 = mp_cdc_ref(c);
-        r->lpguid = id35 ? MP_NONNULL : NULL;
+        uint32_t id34 = mp_cdc_ref(c);
+        r->lpguid = id34 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -771,19 +764,19 @@ static int pull_B_FlatUIDArray_r(struct mp_cdc *c, struct nspi_FlatUIDArray_r *r
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n37 = mp_cdc_u32(c);
+        uint32_t n36 = mp_cdc_u32(c);
         (void)0;
-        if (n37 != (uint32_t)(r->cValues)) {
+        if (n36 != (uint32_t)(r->cValues)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpguid = mp_cdc_array(c, n37, sizeof *r->lpguid, 4)))
+        if (!(r->lpguid = mp_cdc_array(c, n36, sizeof *r->lpguid, 4)))
             return -1;
-        for (uint32_t i38 = 0; i38 < n37; i38++) {
+        for (uint32_t i37 = 0; i37 < n36; i37++) {
             {
-                uint32_t id39 = mp_cdc_ref(c);
-                r->lpguid[i38] = NULL;
-                if (id39 && !(r->lpguid[i38] = mp_arena_alloc(c->a, sizeof *r->lpguid[i38]))) {
+                uint32_t id38 = mp_cdc_ref(c);
+                r->lpguid[i37] = NULL;
+                if (id38 && !(r->lpguid[i37] = mp_arena_alloc(c->a, sizeof *r->lpguid[i37]))) {
                     mp_cdc_fail(c);
                     return -1;
                 }
@@ -791,11 +784,11 @@ static int pull_B_FlatUIDArray_r(struct mp_cdc *c, struct nspi_FlatUIDArray_r *r
         }
         if (c->n.err)
             return -1;
-        for (uint32_t i38 = 0; i38 < n37; i38++) {
-            if (r->lpguid[i38]) {
+        for (uint32_t i37 = 0; i37 < n36; i37++) {
+            if (r->lpguid[i37]) {
                 if (!mp_cdc_enter(c))
                     return -1;
-                if (pull_S_FlatUID_r(c, &(*r->lpguid[i38])))
+                if (pull_S_FlatUID_r(c, &(*r->lpguid[i37])))
                     return -1;
                 mp_cdc_leave(c);
             }
@@ -825,14 +818,14 @@ static int push_B_FlatUIDArray_r(struct mp_cdp *p, const struct nspi_FlatUIDArra
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i40 = 0; i40 < (uint32_t)(r->cValues); i40++) {
-            mp_cdp_ref(p, r->lpguid[i40]);
+        for (uint32_t i39 = 0; i39 < (uint32_t)(r->cValues); i39++) {
+            mp_cdp_ref(p, r->lpguid[i39]);
         }
-        for (uint32_t i40 = 0; i40 < (uint32_t)(r->cValues); i40++) {
-            if (r->lpguid[i40]) {
+        for (uint32_t i39 = 0; i39 < (uint32_t)(r->cValues); i39++) {
+            if (r->lpguid[i39]) {
                 if (!mp_cdp_enter(p))
                     return -1;
-                if (push_S_FlatUID_r(p, &(*r->lpguid[i40])))
+                if (push_S_FlatUID_r(p, &(*r->lpguid[i39])))
                     return -1;
                 mp_cdp_leave(p);
             }
@@ -854,11 +847,11 @@ static void print_FlatUIDArray_r(struct mp_json *j, const struct nspi_FlatUIDArr
     else {
         mp_json_arr_begin(j);
         if (r->lpguid)
-            for (uint32_t i41 = 0; i41 < (uint32_t)(r->cValues); i41++) {
-                if (!r->lpguid[i41])
+            for (uint32_t i40 = 0; i40 < (uint32_t)(r->cValues); i40++) {
+                if (!r->lpguid[i40])
                     mp_json_null(j);
                 else {
-                    print_FlatUID_r(j, &(*r->lpguid[i41]));
+                    print_FlatUID_r(j, &(*r->lpguid[i40]));
                 }
             }
         mp_json_arr_end(j);
@@ -875,8 +868,8 @@ static int pull_S_WStringArray_r(struct mp_cdc *c, struct nspi_WStringArray_r *r
         return -1;
     }
     {
-        uint32_t id42 = mp_cdc_ref(c);
-        r->lppszW = id42 ? MP_NONNULL : NULL;
+        uint32_t id41 = mp_cdc_ref(c);
+        r->lppszW = id41 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -887,24 +880,24 @@ static int pull_B_WStringArray_r(struct mp_cdc *c, struct nspi_WStringArray_r *r
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n44 = mp_cdc_u32(c);
+        uint32_t n43 = mp_cdc_u32(c);
         (void)0;
-        if (n44 != (uint32_t)(r->cValues)) {
+        if (n43 != (uint32_t)(r->cValues)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lppszW = mp_cdc_array(c, n44, sizeof *r->lppszW, 4)))
+        if (!(r->lppszW = mp_cdc_array(c, n43, sizeof *r->lppszW, 4)))
             return -1;
-        for (uint32_t i45 = 0; i45 < n44; i45++) {
+        for (uint32_t i44 = 0; i44 < n43; i44++) {
             {
-                uint32_t id46 = mp_cdc_ref(c);
-                r->lppszW[i45] = id46 ? MP_NONNULL : NULL;
+                uint32_t id45 = mp_cdc_ref(c);
+                r->lppszW[i44] = id45 ? MP_NONNULL : NULL;
             }
         }
         if (c->n.err)
             return -1;
-        for (uint32_t i45 = 0; i45 < n44; i45++) {
-            if (r->lppszW[i45] && !(r->lppszW[i45] = mp_cdc_wstring(c)))
+        for (uint32_t i44 = 0; i44 < n43; i44++) {
+            if (r->lppszW[i44] && !(r->lppszW[i44] = mp_cdc_wstring(c)))
                 return -1;
         }
         mp_cdc_leave(c);
@@ -932,13 +925,13 @@ static int push_B_WStringArray_r(struct mp_cdp *p, const struct nspi_WStringArra
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i47 = 0; i47 < (uint32_t)(r->cValues); i47++) {
-            mp_cdp_ref(p, r->lppszW[i47]);
+        for (uint32_t i46 = 0; i46 < (uint32_t)(r->cValues); i46++) {
+            mp_cdp_ref(p, r->lppszW[i46]);
         }
-        for (uint32_t i47 = 0; i47 < (uint32_t)(r->cValues); i47++) {
-            if (r->lppszW[i47]) {
+        for (uint32_t i46 = 0; i46 < (uint32_t)(r->cValues); i46++) {
+            if (r->lppszW[i46]) {
                 mp_cdp_align(p, 4);
-                mp_cdp_wstring(p, r->lppszW[i47], 0);
+                mp_cdp_wstring(p, r->lppszW[i46], 0);
             }
         }
         mp_cdp_leave(p);
@@ -958,8 +951,8 @@ static void print_WStringArray_r(struct mp_json *j, const struct nspi_WStringArr
     else {
         mp_json_arr_begin(j);
         if (r->lppszW)
-            for (uint32_t i48 = 0; i48 < (uint32_t)(r->cValues); i48++) {
-                mp_json_wstr(j, r->lppszW[i48]);
+            for (uint32_t i47 = 0; i47 < (uint32_t)(r->cValues); i47++) {
+                mp_json_wstr(j, r->lppszW[i47]);
             }
         mp_json_arr_end(j);
     }
@@ -1013,8 +1006,8 @@ static int pull_S_DateTimeArray_r(struct mp_cdc *c, struct nspi_DateTimeArray_r 
         return -1;
     }
     {
-        uint32_t id49 = mp_cdc_ref(c);
-        r->lpft = id49 ? MP_NONNULL : NULL;
+        uint32_t id48 = mp_cdc_ref(c);
+        r->lpft = id48 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -1025,16 +1018,16 @@ static int pull_B_DateTimeArray_r(struct mp_cdc *c, struct nspi_DateTimeArray_r 
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n51 = mp_cdc_u32(c);
+        uint32_t n50 = mp_cdc_u32(c);
         (void)0;
-        if (n51 != (uint32_t)(r->cValues)) {
+        if (n50 != (uint32_t)(r->cValues)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpft = mp_cdc_array(c, n51, sizeof *r->lpft, 8)))
+        if (!(r->lpft = mp_cdc_array(c, n50, sizeof *r->lpft, 8)))
             return -1;
-        for (uint32_t i52 = 0; i52 < n51; i52++) {
-            if (pull_S_FILETIME(c, &r->lpft[i52]))
+        for (uint32_t i51 = 0; i51 < n50; i51++) {
+            if (pull_S_FILETIME(c, &r->lpft[i51]))
                 return -1;
         }
         if (c->n.err)
@@ -1064,8 +1057,8 @@ static int push_B_DateTimeArray_r(struct mp_cdp *p, const struct nspi_DateTimeAr
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i53 = 0; i53 < (uint32_t)(r->cValues); i53++) {
-            if (push_S_FILETIME(p, &r->lpft[i53]))
+        for (uint32_t i52 = 0; i52 < (uint32_t)(r->cValues); i52++) {
+            if (push_S_FILETIME(p, &r->lpft[i52]))
                 return -1;
         }
         mp_cdp_leave(p);
@@ -1085,8 +1078,8 @@ static void print_DateTimeArray_r(struct mp_json *j, const struct nspi_DateTimeA
     else {
         mp_json_arr_begin(j);
         if (r->lpft)
-            for (uint32_t i54 = 0; i54 < (uint32_t)(r->cValues); i54++) {
-                print_FILETIME(j, &r->lpft[i54]);
+            for (uint32_t i53 = 0; i53 < (uint32_t)(r->cValues); i53++) {
+                print_FILETIME(j, &r->lpft[i53]);
             }
         mp_json_arr_end(j);
     }
@@ -1111,21 +1104,21 @@ static int pull_S_PROP_VAL_UNION(struct mp_cdc *c, union nspi_PROP_VAL_UNION *r,
         r->b = (uint16_t)mp_cdc_u16(c);
         break;
     case 0x1e: {
-        uint32_t id55 = mp_cdc_ref(c);
-        r->lpszA = id55 ? MP_NONNULL : NULL;
+        uint32_t id54 = mp_cdc_ref(c);
+        r->lpszA = id54 ? MP_NONNULL : NULL;
     } break;
     case 0x102:
         if (pull_S_Binary_r(c, &r->bin))
             return -1;
         break;
     case 0x1f: {
-        uint32_t id56 = mp_cdc_ref(c);
-        r->lpszW = id56 ? MP_NONNULL : NULL;
+        uint32_t id55 = mp_cdc_ref(c);
+        r->lpszW = id55 ? MP_NONNULL : NULL;
     } break;
     case 0x48: {
-        uint32_t id57 = mp_cdc_ref(c);
+        uint32_t id56 = mp_cdc_ref(c);
         r->lpguid = NULL;
-        if (id57 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) {
+        if (id56 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -1512,8 +1505,8 @@ static int pull_S_PropertyRow_r(struct mp_cdc *c, struct nspi_PropertyRow_r *r)
         return -1;
     }
     {
-        uint32_t id58 = mp_cdc_ref(c);
-        r->lpProps = id58 ? MP_NONNULL : NULL;
+        uint32_t id57 = mp_cdc_ref(c);
+        r->lpProps = id57 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -1524,22 +1517,22 @@ static int pull_B_PropertyRow_r(struct mp_cdc *c, struct nspi_PropertyRow_r *r)
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n60 = mp_cdc_u32(c);
+        uint32_t n59 = mp_cdc_u32(c);
         (void)0;
-        if (n60 != (uint32_t)(r->cValues)) {
+        if (n59 != (uint32_t)(r->cValues)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpProps = mp_cdc_array(c, n60, sizeof *r->lpProps, 12)))
+        if (!(r->lpProps = mp_cdc_array(c, n59, sizeof *r->lpProps, 12)))
             return -1;
-        for (uint32_t i61 = 0; i61 < n60; i61++) {
-            if (pull_S_PropertyValue_r(c, &r->lpProps[i61]))
+        for (uint32_t i60 = 0; i60 < n59; i60++) {
+            if (pull_S_PropertyValue_r(c, &r->lpProps[i60]))
                 return -1;
         }
         if (c->n.err)
             return -1;
-        for (uint32_t i61 = 0; i61 < n60; i61++) {
-            if (pull_B_PropertyValue_r(c, &r->lpProps[i61]))
+        for (uint32_t i60 = 0; i60 < n59; i60++) {
+            if (pull_B_PropertyValue_r(c, &r->lpProps[i60]))
                 return -1;
         }
         mp_cdc_leave(c);
@@ -1568,12 +1561,12 @@ static int push_B_PropertyRow_r(struct mp_cdp *p, const struct nspi_PropertyRow_
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i62 = 0; i62 < (uint32_t)(r->cValues); i62++) {
-            if (push_S_PropertyValue_r(p, &r->lpProps[i62]))
+        for (uint32_t i61 = 0; i61 < (uint32_t)(r->cValues); i61++) {
+            if (push_S_PropertyValue_r(p, &r->lpProps[i61]))
                 return -1;
         }
-        for (uint32_t i62 = 0; i62 < (uint32_t)(r->cValues); i62++) {
-            if (push_B_PropertyValue_r(p, &r->lpProps[i62]))
+        for (uint32_t i61 = 0; i61 < (uint32_t)(r->cValues); i61++) {
+            if (push_B_PropertyValue_r(p, &r->lpProps[i61]))
                 return -1;
         }
         mp_cdp_leave(p);
@@ -1595,8 +1588,8 @@ static void print_PropertyRow_r(struct mp_json *j, const struct nspi_PropertyRow
     else {
         mp_json_arr_begin(j);
         if (r->lpProps)
-            for (uint32_t i63 = 0; i63 < (uint32_t)(r->cValues); i63++) {
-                print_PropertyValue_r(j, &r->lpProps[i63]);
+            for (uint32_t i62 = 0; i62 < (uint32_t)(r->cValues); i62++) {
+                print_PropertyValue_r(j, &r->lpProps[i62]);
             }
         mp_json_arr_end(j);
     }
@@ -1613,15 +1606,15 @@ static int pull_S_PropertyRowSet_r(struct mp_cdc *c, struct nspi_PropertyRowSet_
         mp_cdc_fail(c);
         return -1;
     }
-    uint32_t n64 = cmax;
-    if (n64 != (uint32_t)(r->cRows)) {
+    uint32_t n63 = cmax;
+    if (n63 != (uint32_t)(r->cRows)) {
         mp_cdc_fail(c);
         return -1;
     }
-    if (!(r->aRow = mp_cdc_array(c, n64, sizeof *r->aRow, 12)))
+    if (!(r->aRow = mp_cdc_array(c, n63, sizeof *r->aRow, 12)))
         return -1;
-    for (uint32_t i65 = 0; i65 < n64; i65++) {
-        if (pull_S_PropertyRow_r(c, &r->aRow[i65]))
+    for (uint32_t i64 = 0; i64 < n63; i64++) {
+        if (pull_S_PropertyRow_r(c, &r->aRow[i64]))
             return -1;
     }
     if (c->n.err)
@@ -1631,8 +1624,8 @@ static int pull_S_PropertyRowSet_r(struct mp_cdc *c, struct nspi_PropertyRowSet_
 
 static int pull_B_PropertyRowSet_r(struct mp_cdc *c, struct nspi_PropertyRowSet_r *r)
 {
-    for (uint32_t i66 = 0; i66 < (uint32_t)(r->cRows); i66++) {
-        if (pull_B_PropertyRow_r(c, &r->aRow[i66]))
+    for (uint32_t i65 = 0; i65 < (uint32_t)(r->cRows); i65++) {
+        if (pull_B_PropertyRow_r(c, &r->aRow[i65]))
             return -1;
     }
     (void)r;
@@ -1649,8 +1642,8 @@ static int push_S_PropertyRowSet_r(struct mp_cdp *p, const struct nspi_PropertyR
         mp_cdp_fail(p);
         return -1;
     }
-    for (uint32_t i67 = 0; i67 < (uint32_t)(r->cRows); i67++) {
-        if (push_S_PropertyRow_r(p, &r->aRow[i67]))
+    for (uint32_t i66 = 0; i66 < (uint32_t)(r->cRows); i66++) {
+        if (push_S_PropertyRow_r(p, &r->aRow[i66]))
             return -1;
     }
     return p->err ? -1 : 0;
@@ -1658,8 +1651,8 @@ static int push_S_PropertyRowSet_r(struct mp_cdp *p, const struct nspi_PropertyR
 
 static int push_B_PropertyRowSet_r(struct mp_cdp *p, const struct nspi_PropertyRowSet_r *r)
 {
-    for (uint32_t i68 = 0; i68 < (uint32_t)(r->cRows); i68++) {
-        if (push_B_PropertyRow_r(p, &r->aRow[i68]))
+    for (uint32_t i67 = 0; i67 < (uint32_t)(r->cRows); i67++) {
+        if (push_B_PropertyRow_r(p, &r->aRow[i67]))
             return -1;
     }
     (void)r;
@@ -1674,8 +1667,8 @@ static void print_PropertyRowSet_r(struct mp_json *j, const struct nspi_Property
     mp_json_key(j, "aRow");
     mp_json_arr_begin(j);
     if (r->aRow)
-        for (uint32_t i69 = 0; i69 < (uint32_t)(r->cRows); i69++) {
-            print_PropertyRow_r(j, &r->aRow[i69]);
+        for (uint32_t i68 = 0; i68 < (uint32_t)(r->cRows); i68++) {
+            print_PropertyRow_r(j, &r->aRow[i68]);
         }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
@@ -1690,8 +1683,8 @@ static int pull_S_AndRestriction_r(struct mp_cdc *c, struct nspi_AndRestriction_
         return -1;
     }
     {
-        uint32_t id70 = mp_cdc_ref(c);
-        r->lpRes = id70 ? MP_NONNULL : NULL;
+        uint32_t id69 = mp_cdc_ref(c);
+        r->lpRes = id69 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -1702,22 +1695,22 @@ static int pull_B_AndRestriction_r(struct mp_cdc *c, struct nspi_AndRestriction_
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n72 = mp_cdc_u32(c);
+        uint32_t n71 = mp_cdc_u32(c);
         (void)0;
-        if (n72 != (uint32_t)(r->cRes)) {
+        if (n71 != (uint32_t)(r->cRes)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpRes = mp_cdc_array(c, n72, sizeof *r->lpRes, 8)))
+        if (!(r->lpRes = mp_cdc_array(c, n71, sizeof *r->lpRes, 8)))
             return -1;
-        for (uint32_t i73 = 0; i73 < n72; i73++) {
-            if (pull_S_Restriction_r(c, &r->lpRes[i73]))
+        for (uint32_t i72 = 0; i72 < n71; i72++) {
+            if (pull_S_Restriction_r(c, &r->lpRes[i72]))
                 return -1;
         }
         if (c->n.err)
             return -1;
-        for (uint32_t i73 = 0; i73 < n72; i73++) {
-            if (pull_B_Restriction_r(c, &r->lpRes[i73]))
+        for (uint32_t i72 = 0; i72 < n71; i72++) {
+            if (pull_B_Restriction_r(c, &r->lpRes[i72]))
                 return -1;
         }
         mp_cdc_leave(c);
@@ -1745,12 +1738,12 @@ static int push_B_AndRestriction_r(struct mp_cdp *p, const struct nspi_AndRestri
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i74 = 0; i74 < (uint32_t)(r->cRes); i74++) {
-            if (push_S_Restriction_r(p, &r->lpRes[i74]))
+        for (uint32_t i73 = 0; i73 < (uint32_t)(r->cRes); i73++) {
+            if (push_S_Restriction_r(p, &r->lpRes[i73]))
                 return -1;
         }
-        for (uint32_t i74 = 0; i74 < (uint32_t)(r->cRes); i74++) {
-            if (push_B_Restriction_r(p, &r->lpRes[i74]))
+        for (uint32_t i73 = 0; i73 < (uint32_t)(r->cRes); i73++) {
+            if (push_B_Restriction_r(p, &r->lpRes[i73]))
                 return -1;
         }
         mp_cdp_leave(p);
@@ -1770,8 +1763,8 @@ static void print_AndRestriction_r(struct mp_json *j, const struct nspi_AndRestr
     else {
         mp_json_arr_begin(j);
         if (r->lpRes)
-            for (uint32_t i75 = 0; i75 < (uint32_t)(r->cRes); i75++) {
-                print_Restriction_r(j, &r->lpRes[i75]);
+            for (uint32_t i74 = 0; i74 < (uint32_t)(r->cRes); i74++) {
+                print_Restriction_r(j, &r->lpRes[i74]);
             }
         mp_json_arr_end(j);
     }
@@ -1787,8 +1780,8 @@ static int pull_S_OrRestriction_r(struct mp_cdc *c, struct nspi_OrRestriction_r 
         return -1;
     }
     {
-        uint32_t id76 = mp_cdc_ref(c);
-        r->lpRes = id76 ? MP_NONNULL : NULL;
+        uint32_t id75 = mp_cdc_ref(c);
+        r->lpRes = id75 ? MP_NONNULL : NULL;
     }
     return c->n.err ? -1 : 0;
 }
@@ -1799,22 +1792,22 @@ static int pull_B_OrRestriction_r(struct mp_cdc *c, struct nspi_OrRestriction_r 
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n78 = mp_cdc_u32(c);
+        uint32_t n77 = mp_cdc_u32(c);
         (void)0;
-        if (n78 != (uint32_t)(r->cRes)) {
+        if (n77 != (uint32_t)(r->cRes)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpRes = mp_cdc_array(c, n78, sizeof *r->lpRes, 8)))
+        if (!(r->lpRes = mp_cdc_array(c, n77, sizeof *r->lpRes, 8)))
             return -1;
-        for (uint32_t i79 = 0; i79 < n78; i79++) {
-            if (pull_S_Restriction_r(c, &r->lpRes[i79]))
+        for (uint32_t i78 = 0; i78 < n77; i78++) {
+            if (pull_S_Restriction_r(c, &r->lpRes[i78]))
                 return -1;
         }
         if (c->n.err)
             return -1;
-        for (uint32_t i79 = 0; i79 < n78; i79++) {
-            if (pull_B_Restriction_r(c, &r->lpRes[i79]))
+        for (uint32_t i78 = 0; i78 < n77; i78++) {
+            if (pull_B_Restriction_r(c, &r->lpRes[i78]))
                 return -1;
         }
         mp_cdc_leave(c);
@@ -1842,12 +1835,12 @@ static int push_B_OrRestriction_r(struct mp_cdp *p, const struct nspi_OrRestrict
             mp_cdp_fail(p);
             return -1;
         }
-        for (uint32_t i80 = 0; i80 < (uint32_t)(r->cRes); i80++) {
-            if (push_S_Restriction_r(p, &r->lpRes[i80]))
+        for (uint32_t i79 = 0; i79 < (uint32_t)(r->cRes); i79++) {
+            if (push_S_Restriction_r(p, &r->lpRes[i79]))
                 return -1;
         }
-        for (uint32_t i80 = 0; i80 < (uint32_t)(r->cRes); i80++) {
-            if (push_B_Restriction_r(p, &r->lpRes[i80]))
+        for (uint32_t i79 = 0; i79 < (uint32_t)(r->cRes); i79++) {
+            if (push_B_Restriction_r(p, &r->lpRes[i79]))
                 return -1;
         }
         mp_cdp_leave(p);
@@ -1867,8 +1860,8 @@ static void print_OrRestriction_r(struct mp_json *j, const struct nspi_OrRestric
     else {
         mp_json_arr_begin(j);
         if (r->lpRes)
-            for (uint32_t i81 = 0; i81 < (uint32_t)(r->cRes); i81++) {
-                print_Restriction_r(j, &r->lpRes[i81]);
+            for (uint32_t i80 = 0; i80 < (uint32_t)(r->cRes); i80++) {
+                print_Restriction_r(j, &r->lpRes[i80]);
             }
         mp_json_arr_end(j);
     }
@@ -1879,9 +1872,9 @@ static int pull_S_NotRestriction_r(struct mp_cdc *c, struct nspi_NotRestriction_
 {
     mp_cdc_align(c, 4);
     {
-        uint32_t id82 = mp_cdc_ref(c);
+        uint32_t id81 = mp_cdc_ref(c);
         r->lpRes = NULL;
-        if (id82 && !(r->lpRes = mp_arena_alloc(c->a, sizeof *r->lpRes))) {
+        if (id81 && !(r->lpRes = mp_arena_alloc(c->a, sizeof *r->lpRes))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -1944,9 +1937,9 @@ static int pull_S_ContentRestriction_r(struct mp_cdc *c, struct nspi_ContentRest
     r->ulFuzzyLevel = (uint32_t)mp_cdc_u32(c);
     r->ulPropTag = (uint32_t)mp_cdc_u32(c);
     {
-        uint32_t id83 = mp_cdc_ref(c);
+        uint32_t id82 = mp_cdc_ref(c);
         r->lpProp = NULL;
-        if (id83 && !(r->lpProp = mp_arena_alloc(c->a, sizeof *r->lpProp))) {
+        if (id82 && !(r->lpProp = mp_arena_alloc(c->a, sizeof *r->lpProp))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -2057,9 +2050,9 @@ static int pull_S_PropertyRestriction_r(struct mp_cdc *c, struct nspi_PropertyRe
     r->relop = (uint32_t)mp_cdc_u32(c);
     r->ulPropTag = (uint32_t)mp_cdc_u32(c);
     {
-        uint32_t id84 = mp_cdc_ref(c);
+        uint32_t id83 = mp_cdc_ref(c);
         r->lpProp = NULL;
-        if (id84 && !(r->lpProp = mp_arena_alloc(c->a, sizeof *r->lpProp))) {
+        if (id83 && !(r->lpProp = mp_arena_alloc(c->a, sizeof *r->lpProp))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -2177,9 +2170,9 @@ static int pull_S_SubRestriction_r(struct mp_cdc *c, struct nspi_SubRestriction_
     mp_cdc_align(c, 4);
     r->ulSubObject = (uint32_t)mp_cdc_u32(c);
     {
-        uint32_t id85 = mp_cdc_ref(c);
+        uint32_t id84 = mp_cdc_ref(c);
         r->lpRes = NULL;
-        if (id85 && !(r->lpRes = mp_arena_alloc(c->a, sizeof *r->lpRes))) {
+        if (id84 && !(r->lpRes = mp_arena_alloc(c->a, sizeof *r->lpRes))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -2601,9 +2594,9 @@ static int pull_S_PropertyName_r(struct mp_cdc *c, struct nspi_PropertyName_r *r
 {
     mp_cdc_align(c, 4);
     {
-        uint32_t id86 = mp_cdc_ref(c);
+        uint32_t id85 = mp_cdc_ref(c);
         r->lpguid = NULL;
-        if (id86 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) {
+        if (id85 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -2674,15 +2667,15 @@ static int pull_S_PropertyNameSet_r(struct mp_cdc *c, struct nspi_PropertyNameSe
         mp_cdc_fail(c);
         return -1;
     }
-    uint32_t n87 = cmax;
-    if (n87 != (uint32_t)(r->cNames)) {
+    uint32_t n86 = cmax;
+    if (n86 != (uint32_t)(r->cNames)) {
         mp_cdc_fail(c);
         return -1;
     }
-    if (!(r->aNames = mp_cdc_array(c, n87, sizeof *r->aNames, 12)))
+    if (!(r->aNames = mp_cdc_array(c, n86, sizeof *r->aNames, 12)))
         return -1;
-    for (uint32_t i88 = 0; i88 < n87; i88++) {
-        if (pull_S_PropertyName_r(c, &r->aNames[i88]))
+    for (uint32_t i87 = 0; i87 < n86; i87++) {
+        if (pull_S_PropertyName_r(c, &r->aNames[i87]))
             return -1;
     }
     if (c->n.err)
@@ -2692,8 +2685,8 @@ static int pull_S_PropertyNameSet_r(struct mp_cdc *c, struct nspi_PropertyNameSe
 
 static int pull_B_PropertyNameSet_r(struct mp_cdc *c, struct nspi_PropertyNameSet_r *r)
 {
-    for (uint32_t i89 = 0; i89 < (uint32_t)(r->cNames); i89++) {
-        if (pull_B_PropertyName_r(c, &r->aNames[i89]))
+    for (uint32_t i88 = 0; i88 < (uint32_t)(r->cNames); i88++) {
+        if (pull_B_PropertyName_r(c, &r->aNames[i88]))
             return -1;
     }
     (void)r;
@@ -2710,8 +2703,8 @@ static int push_S_PropertyNameSet_r(struct mp_cdp *p, const struct nspi_Property
         mp_cdp_fail(p);
         return -1;
     }
-    for (uint32_t i90 = 0; i90 < (uint32_t)(r->cNames); i90++) {
-        if (push_S_PropertyName_r(p, &r->aNames[i90]))
+    for (uint32_t i89 = 0; i89 < (uint32_t)(r->cNames); i89++) {
+        if (push_S_PropertyName_r(p, &r->aNames[i89]))
             return -1;
     }
     return p->err ? -1 : 0;
@@ -2719,8 +2712,8 @@ static int push_S_PropertyNameSet_r(struct mp_cdp *p, const struct nspi_Property
 
 static int push_B_PropertyNameSet_r(struct mp_cdp *p, const struct nspi_PropertyNameSet_r *r)
 {
-    for (uint32_t i91 = 0; i91 < (uint32_t)(r->cNames); i91++) {
-        if (push_B_PropertyName_r(p, &r->aNames[i91]))
+    for (uint32_t i90 = 0; i90 < (uint32_t)(r->cNames); i90++) {
+        if (push_B_PropertyName_r(p, &r->aNames[i90]))
             return -1;
     }
     (void)r;
@@ -2735,8 +2728,8 @@ static void print_PropertyNameSet_r(struct mp_json *j, const struct nspi_Propert
     mp_json_key(j, "aNames");
     mp_json_arr_begin(j);
     if (r->aNames)
-        for (uint32_t i92 = 0; i92 < (uint32_t)(r->cNames); i92++) {
-            print_PropertyName_r(j, &r->aNames[i92]);
+        for (uint32_t i91 = 0; i91 < (uint32_t)(r->cNames); i91++) {
+            print_PropertyName_r(j, &r->aNames[i91]);
         }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
@@ -2752,17 +2745,17 @@ static int pull_S_StringsArray_r(struct mp_cdc *c, struct nspi_StringsArray_r *r
         mp_cdc_fail(c);
         return -1;
     }
-    uint32_t n93 = cmax;
-    if (n93 != (uint32_t)(r->Count)) {
+    uint32_t n92 = cmax;
+    if (n92 != (uint32_t)(r->Count)) {
         mp_cdc_fail(c);
         return -1;
     }
-    if (!(r->Strings = mp_cdc_array(c, n93, sizeof *r->Strings, 4)))
+    if (!(r->Strings = mp_cdc_array(c, n92, sizeof *r->Strings, 4)))
         return -1;
-    for (uint32_t i94 = 0; i94 < n93; i94++) {
+    for (uint32_t i93 = 0; i93 < n92; i93++) {
         {
-            uint32_t id95 = mp_cdc_ref(c);
-            r->Strings[i94] = id95 ? MP_NONNULL : NULL;
+            uint32_t id94 = mp_cdc_ref(c);
+            r->Strings[i93] = id94 ? MP_NONNULL : NULL;
         }
     }
     if (c->n.err)
@@ -2772,8 +2765,8 @@ static int pull_S_StringsArray_r(struct mp_cdc *c, struct nspi_StringsArray_r *r
 
 static int pull_B_StringsArray_r(struct mp_cdc *c, struct nspi_StringsArray_r *r)
 {
-    for (uint32_t i96 = 0; i96 < (uint32_t)(r->Count); i96++) {
-        if (r->Strings[i96] && !(r->Strings[i96] = mp_cdc_string(c)))
+    for (uint32_t i95 = 0; i95 < (uint32_t)(r->Count); i95++) {
+        if (r->Strings[i95] && !(r->Strings[i95] = mp_cdc_string(c)))
             return -1;
     }
     (void)r;
@@ -2790,18 +2783,18 @@ static int push_S_StringsArray_r(struct mp_cdp *p, const struct nspi_StringsArra
         mp_cdp_fail(p);
         return -1;
     }
-    for (uint32_t i97 = 0; i97 < (uint32_t)(r->Count); i97++) {
-        mp_cdp_ref(p, r->Strings[i97]);
+    for (uint32_t i96 = 0; i96 < (uint32_t)(r->Count); i96++) {
+        mp_cdp_ref(p, r->Strings[i96]);
     }
     return p->err ? -1 : 0;
 }
 
 static int push_B_StringsArray_r(struct mp_cdp *p, const struct nspi_StringsArray_r *r)
 {
-    for (uint32_t i98 = 0; i98 < (uint32_t)(r->Count); i98++) {
-        if (r->Strings[i98]) {
+    for (uint32_t i97 = 0; i97 < (uint32_t)(r->Count); i97++) {
+        if (r->Strings[i97]) {
             mp_cdp_align(p, 4);
-            mp_cdp_string(p, r->Strings[i98], 0);
+            mp_cdp_string(p, r->Strings[i97], 0);
         }
     }
     (void)r;
@@ -2816,8 +2809,8 @@ static void print_StringsArray_r(struct mp_json *j, const struct nspi_StringsArr
     mp_json_key(j, "Strings");
     mp_json_arr_begin(j);
     if (r->Strings)
-        for (uint32_t i99 = 0; i99 < (uint32_t)(r->Count); i99++) {
-            mp_json_str(j, r->Strings[i99]);
+        for (uint32_t i98 = 0; i98 < (uint32_t)(r->Count); i98++) {
+            mp_json_str(j, r->Strings[i98]);
         }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
@@ -2833,17 +2826,17 @@ static int pull_S_WStringsArray_r(struct mp_cdc *c, struct nspi_WStringsArray_r 
         mp_cdc_fail(c);
         return -1;
     }
-    uint32_t n100 = cmax;
-    if (n100 != (uint32_t)(r->Count)) {
+    uint32_t n99 = cmax;
+    if (n99 != (uint32_t)(r->Count)) {
         mp_cdc_fail(c);
         return -1;
     }
-    if (!(r->Strings = mp_cdc_array(c, n100, sizeof *r->Strings, 4)))
+    if (!(r->Strings = mp_cdc_array(c, n99, sizeof *r->Strings, 4)))
         return -1;
-    for (uint32_t i101 = 0; i101 < n100; i101++) {
+    for (uint32_t i100 = 0; i100 < n99; i100++) {
         {
-            uint32_t id102 = mp_cdc_ref(c);
-            r->Strings[i101] = id102 ? MP_NONNULL : NULL;
+            uint32_t id101 = mp_cdc_ref(c);
+            r->Strings[i100] = id101 ? MP_NONNULL : NULL;
         }
     }
     if (c->n.err)
@@ -2853,8 +2846,8 @@ static int pull_S_WStringsArray_r(struct mp_cdc *c, struct nspi_WStringsArray_r 
 
 static int pull_B_WStringsArray_r(struct mp_cdc *c, struct nspi_WStringsArray_r *r)
 {
-    for (uint32_t i103 = 0; i103 < (uint32_t)(r->Count); i103++) {
-        if (r->Strings[i103] && !(r->Strings[i103] = mp_cdc_wstring(c)))
+    for (uint32_t i102 = 0; i102 < (uint32_t)(r->Count); i102++) {
+        if (r->Strings[i102] && !(r->Strings[i102] = mp_cdc_wstring(c)))
             return -1;
     }
     (void)r;
@@ -2871,18 +2864,18 @@ static int push_S_WStringsArray_r(struct mp_cdp *p, const struct nspi_WStringsAr
         mp_cdp_fail(p);
         return -1;
     }
-    for (uint32_t i104 = 0; i104 < (uint32_t)(r->Count); i104++) {
-        mp_cdp_ref(p, r->Strings[i104]);
+    for (uint32_t i103 = 0; i103 < (uint32_t)(r->Count); i103++) {
+        mp_cdp_ref(p, r->Strings[i103]);
     }
     return p->err ? -1 : 0;
 }
 
 static int push_B_WStringsArray_r(struct mp_cdp *p, const struct nspi_WStringsArray_r *r)
 {
-    for (uint32_t i105 = 0; i105 < (uint32_t)(r->Count); i105++) {
-        if (r->Strings[i105]) {
+    for (uint32_t i104 = 0; i104 < (uint32_t)(r->Count); i104++) {
+        if (r->Strings[i104]) {
             mp_cdp_align(p, 4);
-            mp_cdp_wstring(p, r->Strings[i105], 0);
+            mp_cdp_wstring(p, r->Strings[i104], 0);
         }
     }
     (void)r;
@@ -2897,8 +2890,8 @@ static void print_WStringsArray_r(struct mp_json *j, const struct nspi_WStringsA
     mp_json_key(j, "Strings");
     mp_json_arr_begin(j);
     if (r->Strings)
-        for (uint32_t i106 = 0; i106 < (uint32_t)(r->Count); i106++) {
-            mp_json_wstr(j, r->Strings[i106]);
+        for (uint32_t i105 = 0; i105 < (uint32_t)(r->Count); i105++) {
+            mp_json_wstr(j, r->Strings[i105]);
         }
     mp_json_arr_end(j);
     mp_json_obj_end(j);
@@ -2989,9 +2982,9 @@ static int pull_in_w_NspiBind(const uint8_t *stub, size_t len, void *v, struct m
     if (c->n.err)
         return -1;
     {
-        uint32_t id107 = mp_cdc_ref(c);
+        uint32_t id106 = mp_cdc_ref(c);
         r->pServerGuid = NULL;
-        if (id107 && !(r->pServerGuid = mp_arena_alloc(c->a, sizeof *r->pServerGuid))) {
+        if (id106 && !(r->pServerGuid = mp_arena_alloc(c->a, sizeof *r->pServerGuid))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3074,9 +3067,9 @@ static int pull_out_w_NspiBind(const uint8_t *stub, size_t len, void *v, struct 
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id108 = mp_cdc_ref(c);
+        uint32_t id107 = mp_cdc_ref(c);
         r->pServerGuid = NULL;
-        if (id108 && !(r->pServerGuid = mp_arena_alloc(c->a, sizeof *r->pServerGuid))) {
+        if (id107 && !(r->pServerGuid = mp_arena_alloc(c->a, sizeof *r->pServerGuid))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3281,9 +3274,9 @@ static int pull_in_w_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, st
     if (c->n.err)
         return -1;
     {
-        uint32_t id109 = mp_cdc_ref(c);
+        uint32_t id108 = mp_cdc_ref(c);
         r->plDelta = NULL;
-        if (id109 && !(r->plDelta = mp_arena_alloc(c->a, sizeof *r->plDelta))) {
+        if (id108 && !(r->plDelta = mp_arena_alloc(c->a, sizeof *r->plDelta))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3370,9 +3363,9 @@ static int pull_out_w_NspiUpdateStat(const uint8_t *stub, size_t len, void *v, s
     if (c->n.err)
         return -1;
     {
-        uint32_t id110 = mp_cdc_ref(c);
+        uint32_t id109 = mp_cdc_ref(c);
         r->plDelta = NULL;
-        if (id110 && !(r->plDelta = mp_arena_alloc(c->a, sizeof *r->plDelta))) {
+        if (id109 && !(r->plDelta = mp_arena_alloc(c->a, sizeof *r->plDelta))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3470,23 +3463,23 @@ static int pull_in_w_NspiQueryRows(const uint8_t *stub, size_t len, void *v, str
     if (c->n.err)
         return -1;
     {
-        uint32_t id111 = mp_cdc_ref(c);
-        r->lpETable = id111 ? MP_NONNULL : NULL;
+        uint32_t id110 = mp_cdc_ref(c);
+        r->lpETable = id110 ? MP_NONNULL : NULL;
     }
     if (r->lpETable) {
         if (!mp_cdc_enter(c))
             return -1;
         mp_cdc_align(c, 4);
-        uint32_t n113 = mp_cdc_u32(c);
+        uint32_t n112 = mp_cdc_u32(c);
         (void)0;
-        if (n113 != (uint32_t)(r->dwETableCount)) {
+        if (n112 != (uint32_t)(r->dwETableCount)) {
             mp_cdc_fail(c);
             return -1;
         }
-        if (!(r->lpETable = mp_cdc_array(c, n113, sizeof *r->lpETable, 4)))
+        if (!(r->lpETable = mp_cdc_array(c, n112, sizeof *r->lpETable, 4)))
             return -1;
-        for (uint32_t i114 = 0; i114 < n113; i114++) {
-            r->lpETable[i114] = (uint32_t)mp_cdc_u32(c);
+        for (uint32_t i113 = 0; i113 < n112; i113++) {
+            r->lpETable[i113] = (uint32_t)mp_cdc_u32(c);
         }
         if (c->n.err)
             return -1;
@@ -3498,9 +3491,9 @@ static int pull_in_w_NspiQueryRows(const uint8_t *stub, size_t len, void *v, str
     if (c->n.err)
         return -1;
     {
-        uint32_t id115 = mp_cdc_ref(c);
+        uint32_t id114 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id115 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+        if (id114 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3551,8 +3544,8 @@ static int push_in_w_NspiQueryRows(struct mp_buf *b, const void *v, const struct
                 return mp_cdp_finish(p);
             }
         }
-        for (uint32_t i116 = 0; i116 < (uint32_t)(r->dwETableCount); i116++) {
-            mp_cdp_u32(p, (uint32_t)r->lpETable[i116]);
+        for (uint32_t i115 = 0; i115 < (uint32_t)(r->dwETableCount); i115++) {
+            mp_cdp_u32(p, (uint32_t)r->lpETable[i115]);
         }
         mp_cdp_leave(p);
     }
@@ -3595,8 +3588,8 @@ static void print_in_NspiQueryRows(struct mp_json *j, const void *v)
     else {
         mp_json_arr_begin(j);
         if (r->lpETable)
-            for (uint32_t i117 = 0; i117 < (uint32_t)(r->dwETableCount); i117++) {
-                mp_json_u64(j, r->lpETable[i117]);
+            for (uint32_t i116 = 0; i116 < (uint32_t)(r->dwETableCount); i116++) {
+                mp_json_u64(j, r->lpETable[i116]);
             }
         mp_json_arr_end(j);
     }
@@ -3628,9 +3621,9 @@ static int pull_out_w_NspiQueryRows(const uint8_t *stub, size_t len, void *v, st
     if (c->n.err)
         return -1;
     {
-        uint32_t id118 = mp_cdc_ref(c);
+        uint32_t id117 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id118 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+        if (id117 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3737,9 +3730,9 @@ static int pull_in_w_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, s
     if (c->n.err)
         return -1;
     {
-        uint32_t id119 = mp_cdc_ref(c);
+        uint32_t id118 = mp_cdc_ref(c);
         r->lpETable = NULL;
-        if (id119 && !(r->lpETable = mp_arena_alloc(c->a, sizeof *r->lpETable))) {
+        if (id118 && !(r->lpETable = mp_arena_alloc(c->a, sizeof *r->lpETable))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3754,9 +3747,9 @@ static int pull_in_w_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, s
     if (c->n.err)
         return -1;
     {
-        uint32_t id120 = mp_cdc_ref(c);
+        uint32_t id119 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id120 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+        if (id119 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3875,9 +3868,9 @@ static int pull_out_w_NspiSeekEntries(const uint8_t *stub, size_t len, void *v, 
     if (c->n.err)
         return -1;
     {
-        uint32_t id121 = mp_cdc_ref(c);
+        uint32_t id120 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id121 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+        if (id120 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3978,9 +3971,9 @@ static int pull_in_w_NspiGetMatches(const uint8_t *stub, size_t len, void *v, st
     if (c->n.err)
         return -1;
     {
-        uint32_t id122 = mp_cdc_ref(c);
+        uint32_t id121 = mp_cdc_ref(c);
         r->pReserved = NULL;
-        if (id122 && !(r->pReserved = mp_arena_alloc(c->a, sizeof *r->pReserved))) {
+        if (id121 && !(r->pReserved = mp_arena_alloc(c->a, sizeof *r->pReserved))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -3998,9 +3991,9 @@ static int pull_in_w_NspiGetMatches(const uint8_t *stub, size_t len, void *v, st
     if (c->n.err)
         return -1;
     {
-        uint32_t id123 = mp_cdc_ref(c);
+        uint32_t id122 = mp_cdc_ref(c);
         r->Filter = NULL;
-        if (id123 && !(r->Filter = mp_arena_alloc(c->a, sizeof *r->Filter))) {
+        if (id122 && !(r->Filter = mp_arena_alloc(c->a, sizeof *r->Filter))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4017,9 +4010,9 @@ static int pull_in_w_NspiGetMatches(const uint8_t *stub, size_t len, void *v, st
     if (c->n.err)
         return -1;
     {
-        uint32_t id124 = mp_cdc_ref(c);
+        uint32_t id123 = mp_cdc_ref(c);
         r->lpPropName = NULL;
-        if (id124 && !(r->lpPropName = mp_arena_alloc(c->a, sizeof *r->lpPropName))) {
+        if (id123 && !(r->lpPropName = mp_arena_alloc(c->a, sizeof *r->lpPropName))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4039,9 +4032,9 @@ static int pull_in_w_NspiGetMatches(const uint8_t *stub, size_t len, void *v, st
     if (c->n.err)
         return -1;
     {
-        uint32_t id125 = mp_cdc_ref(c);
+        uint32_t id124 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id125 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+        if (id124 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4200,9 +4193,9 @@ static int pull_out_w_NspiGetMatches(const uint8_t *stub, size_t len, void *v, s
     if (c->n.err)
         return -1;
     {
-        uint32_t id126 = mp_cdc_ref(c);
+        uint32_t id125 = mp_cdc_ref(c);
         r->ppOutMIds = NULL;
-        if (id126 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
+        if (id125 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4217,9 +4210,9 @@ static int pull_out_w_NspiGetMatches(const uint8_t *stub, size_t len, void *v, s
     if (c->n.err)
         return -1;
     {
-        uint32_t id127 = mp_cdc_ref(c);
+        uint32_t id126 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id127 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+        if (id126 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4342,9 +4335,9 @@ static int pull_in_w_NspiResortRestriction(const uint8_t *stub, size_t len, void
     if (c->n.err)
         return -1;
     {
-        uint32_t id128 = mp_cdc_ref(c);
+        uint32_t id127 = mp_cdc_ref(c);
         r->ppOutMIds = NULL;
-        if (id128 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
+        if (id127 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4443,9 +4436,9 @@ static int pull_out_w_NspiResortRestriction(const uint8_t *stub, size_t len, voi
     if (c->n.err)
         return -1;
     {
-        uint32_t id129 = mp_cdc_ref(c);
+        uint32_t id128 = mp_cdc_ref(c);
         r->ppOutMIds = NULL;
-        if (id129 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
+        if (id128 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4602,9 +4595,9 @@ static int pull_out_w_NspiDNToMId(const uint8_t *stub, size_t len, void *v, stru
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id130 = mp_cdc_ref(c);
+        uint32_t id129 = mp_cdc_ref(c);
         r->ppOutMIds = NULL;
-        if (id130 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
+        if (id129 && !(r->ppOutMIds = mp_arena_alloc(c->a, sizeof *r->ppOutMIds))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4749,9 +4742,9 @@ static int pull_out_w_NspiGetPropList(const uint8_t *stub, size_t len, void *v, 
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id131 = mp_cdc_ref(c);
+        uint32_t id130 = mp_cdc_ref(c);
         r->ppPropTags = NULL;
-        if (id131 && !(r->ppPropTags = mp_arena_alloc(c->a, sizeof *r->ppPropTags))) {
+        if (id130 && !(r->ppPropTags = mp_arena_alloc(c->a, sizeof *r->ppPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4840,9 +4833,9 @@ static int pull_in_w_NspiGetProps(const uint8_t *stub, size_t len, void *v, stru
     if (c->n.err)
         return -1;
     {
-        uint32_t id132 = mp_cdc_ref(c);
+        uint32_t id131 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id132 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+        if (id131 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -4929,9 +4922,9 @@ static int pull_out_w_NspiGetProps(const uint8_t *stub, size_t len, void *v, str
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id133 = mp_cdc_ref(c);
+        uint32_t id132 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id133 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+        if (id132 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -5154,9 +5147,9 @@ static int pull_in_w_NspiModProps(const uint8_t *stub, size_t len, void *v, stru
     if (c->n.err)
         return -1;
     {
-        uint32_t id134 = mp_cdc_ref(c);
+        uint32_t id133 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id134 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+        if (id133 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -5379,9 +5372,9 @@ static int pull_out_w_NspiGetSpecialTable(const uint8_t *stub, size_t len, void 
     if (c->n.err)
         return -1;
     {
-        uint32_t id135 = mp_cdc_ref(c);
+        uint32_t id134 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id135 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+        if (id134 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -5480,8 +5473,8 @@ static int pull_in_w_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void *
     if (c->n.err)
         return -1;
     {
-        uint32_t id136 = mp_cdc_ref(c);
-        r->pDN = id136 ? MP_NONNULL : NULL;
+        uint32_t id135 = mp_cdc_ref(c);
+        r->pDN = id135 ? MP_NONNULL : NULL;
     }
     if (r->pDN && !(r->pDN = mp_cdc_string(c)))
         return -1;
@@ -5559,9 +5552,9 @@ static int pull_out_w_NspiGetTemplateInfo(const uint8_t *stub, size_t len, void 
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id137 = mp_cdc_ref(c);
+        uint32_t id136 = mp_cdc_ref(c);
         r->ppData = NULL;
-        if (id137 && !(r->ppData = mp_arena_alloc(c->a, sizeof *r->ppData))) {
+        if (id136 && !(r->ppData = mp_arena_alloc(c->a, sizeof *r->ppData))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -5836,9 +5829,9 @@ static int pull_out_w_NspiQueryColumns(const uint8_t *stub, size_t len, void *v,
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id138 = mp_cdc_ref(c);
+        uint32_t id137 = mp_cdc_ref(c);
         r->ppColumns = NULL;
-        if (id138 && !(r->ppColumns = mp_arena_alloc(c->a, sizeof *r->ppColumns))) {
+        if (id137 && !(r->ppColumns = mp_arena_alloc(c->a, sizeof *r->ppColumns))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -5923,9 +5916,9 @@ static int pull_in_w_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *
     if (c->n.err)
         return -1;
     {
-        uint32_t id139 = mp_cdc_ref(c);
+        uint32_t id138 = mp_cdc_ref(c);
         r->lpguid = NULL;
-        if (id139 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) {
+        if (id138 && !(r->lpguid = mp_arena_alloc(c->a, sizeof *r->lpguid))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -5940,9 +5933,9 @@ static int pull_in_w_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void *
     if (c->n.err)
         return -1;
     {
-        uint32_t id140 = mp_cdc_ref(c);
+        uint32_t id139 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id140 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+        if (id139 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -6042,9 +6035,9 @@ static int pull_out_w_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void 
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id141 = mp_cdc_ref(c);
+        uint32_t id140 = mp_cdc_ref(c);
         r->ppReturnedPropTags = NULL;
-        if (id141 &&
+        if (id140 &&
             !(r->ppReturnedPropTags = mp_arena_alloc(c->a, sizeof *r->ppReturnedPropTags))) {
             mp_cdc_fail(c);
             return -1;
@@ -6060,9 +6053,9 @@ static int pull_out_w_NspiGetNamesFromIDs(const uint8_t *stub, size_t len, void 
     if (c->n.err)
         return -1;
     {
-        uint32_t id142 = mp_cdc_ref(c);
+        uint32_t id141 = mp_cdc_ref(c);
         r->ppNames = NULL;
-        if (id142 && !(r->ppNames = mp_arena_alloc(c->a, sizeof *r->ppNames))) {
+        if (id141 && !(r->ppNames = mp_arena_alloc(c->a, sizeof *r->ppNames))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -6165,7 +6158,7 @@ static int pull_in_w_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *
     memset(w, 0, sizeof *w);
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
-    uint32_t n144 = 0;
+    uint32_t n143 = 0;
     mp_cdc_align(c, 4);
     mp_cdc_ctxh(c, &r->hRpc);
     if (c->n.err)
@@ -6186,15 +6179,15 @@ static int pull_in_w_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *
     r->pNames = MP_NONNULL;
     {
         mp_cdc_align(c, 4);
-        n144 = mp_cdc_u32(c);
+        n143 = mp_cdc_u32(c);
         (void)0;
-        if (!(r->pNames = mp_cdc_array(c, n144, sizeof *r->pNames, 4)))
+        if (!(r->pNames = mp_cdc_array(c, n143, sizeof *r->pNames, 4)))
             return -1;
-        for (uint32_t i145 = 0; i145 < n144; i145++) {
+        for (uint32_t i144 = 0; i144 < n143; i144++) {
             {
-                uint32_t id146 = mp_cdc_ref(c);
-                r->pNames[i145] = NULL;
-                if (id146 && !(r->pNames[i145] = mp_arena_alloc(c->a, sizeof *r->pNames[i145]))) {
+                uint32_t id145 = mp_cdc_ref(c);
+                r->pNames[i144] = NULL;
+                if (id145 && !(r->pNames[i144] = mp_arena_alloc(c->a, sizeof *r->pNames[i144]))) {
                     mp_cdc_fail(c);
                     return -1;
                 }
@@ -6202,13 +6195,13 @@ static int pull_in_w_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *
         }
         if (c->n.err)
             return -1;
-        for (uint32_t i145 = 0; i145 < n144; i145++) {
-            if (r->pNames[i145]) {
+        for (uint32_t i144 = 0; i144 < n143; i144++) {
+            if (r->pNames[i144]) {
                 if (!mp_cdc_enter(c))
                     return -1;
-                if (pull_S_PropertyName_r(c, &(*r->pNames[i145])))
+                if (pull_S_PropertyName_r(c, &(*r->pNames[i144])))
                     return -1;
-                if (pull_B_PropertyName_r(c, &(*r->pNames[i145])))
+                if (pull_B_PropertyName_r(c, &(*r->pNames[i144])))
                     return -1;
                 mp_cdc_leave(c);
             }
@@ -6216,7 +6209,7 @@ static int pull_in_w_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void *
     }
     if (c->n.err)
         return -1;
-    if (n144 != (uint32_t)(r->cPropNames)) {
+    if (n143 != (uint32_t)(r->cPropNames)) {
         mp_cdc_fail(c);
         return -1;
     }
@@ -6250,20 +6243,20 @@ static int push_in_w_NspiGetIDsFromNames(struct mp_buf *b, const void *v,
                 return mp_cdp_finish(p);
             }
         }
-        for (uint32_t i147 = 0; i147 < (uint32_t)(r->cPropNames); i147++) {
-            mp_cdp_ref(p, r->pNames[i147]);
+        for (uint32_t i146 = 0; i146 < (uint32_t)(r->cPropNames); i146++) {
+            mp_cdp_ref(p, r->pNames[i146]);
         }
-        for (uint32_t i147 = 0; i147 < (uint32_t)(r->cPropNames); i147++) {
-            if (r->pNames[i147]) {
+        for (uint32_t i146 = 0; i146 < (uint32_t)(r->cPropNames); i146++) {
+            if (r->pNames[i146]) {
                 if (!mp_cdp_enter(p)) {
                     mp_cdp_fail(p);
                     return mp_cdp_finish(p);
                 }
-                if (push_S_PropertyName_r(p, &(*r->pNames[i147]))) {
+                if (push_S_PropertyName_r(p, &(*r->pNames[i146]))) {
                     mp_cdp_fail(p);
                     return mp_cdp_finish(p);
                 }
-                if (push_B_PropertyName_r(p, &(*r->pNames[i147]))) {
+                if (push_B_PropertyName_r(p, &(*r->pNames[i146]))) {
                     mp_cdp_fail(p);
                     return mp_cdp_finish(p);
                 }
@@ -6294,11 +6287,11 @@ static void print_in_NspiGetIDsFromNames(struct mp_json *j, const void *v)
     mp_json_key(j, "pNames");
     mp_json_arr_begin(j);
     if (r->pNames)
-        for (uint32_t i148 = 0; i148 < (uint32_t)(r->cPropNames); i148++) {
-            if (!r->pNames[i148])
+        for (uint32_t i147 = 0; i147 < (uint32_t)(r->cPropNames); i147++) {
+            if (!r->pNames[i147])
                 mp_json_null(j);
             else {
-                print_PropertyName_r(j, &(*r->pNames[i148]));
+                print_PropertyName_r(j, &(*r->pNames[i147]));
             }
         }
     mp_json_arr_end(j);
@@ -6318,9 +6311,9 @@ static int pull_out_w_NspiGetIDsFromNames(const uint8_t *stub, size_t len, void 
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id149 = mp_cdc_ref(c);
+        uint32_t id148 = mp_cdc_ref(c);
         r->ppPropTags = NULL;
-        if (id149 && !(r->ppPropTags = mp_arena_alloc(c->a, sizeof *r->ppPropTags))) {
+        if (id148 && !(r->ppPropTags = mp_arena_alloc(c->a, sizeof *r->ppPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -6411,9 +6404,9 @@ static int pull_in_w_NspiResolveNames(const uint8_t *stub, size_t len, void *v, 
     if (c->n.err)
         return -1;
     {
-        uint32_t id150 = mp_cdc_ref(c);
+        uint32_t id149 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id150 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+        if (id149 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -6516,9 +6509,9 @@ static int pull_out_w_NspiResolveNames(const uint8_t *stub, size_t len, void *v,
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id151 = mp_cdc_ref(c);
+        uint32_t id150 = mp_cdc_ref(c);
         r->ppMIds = NULL;
-        if (id151 && !(r->ppMIds = mp_arena_alloc(c->a, sizeof *r->ppMIds))) {
+        if (id150 && !(r->ppMIds = mp_arena_alloc(c->a, sizeof *r->ppMIds))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -6533,9 +6526,9 @@ static int pull_out_w_NspiResolveNames(const uint8_t *stub, size_t len, void *v,
     if (c->n.err)
         return -1;
     {
-        uint32_t id152 = mp_cdc_ref(c);
+        uint32_t id151 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id152 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+        if (id151 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -6648,9 +6641,9 @@ static int pull_in_w_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v,
     if (c->n.err)
         return -1;
     {
-        uint32_t id153 = mp_cdc_ref(c);
+        uint32_t id152 = mp_cdc_ref(c);
         r->pPropTags = NULL;
-        if (id153 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
+        if (id152 && !(r->pPropTags = mp_arena_alloc(c->a, sizeof *r->pPropTags))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -6753,9 +6746,9 @@ static int pull_out_w_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v
     struct mp_cdc cc, *c = &cc;
     mp_cdc_init(c, stub, len, a, w);
     {
-        uint32_t id154 = mp_cdc_ref(c);
+        uint32_t id153 = mp_cdc_ref(c);
         r->ppMIds = NULL;
-        if (id154 && !(r->ppMIds = mp_arena_alloc(c->a, sizeof *r->ppMIds))) {
+        if (id153 && !(r->ppMIds = mp_arena_alloc(c->a, sizeof *r->ppMIds))) {
             mp_cdc_fail(c);
             return -1;
         }
@@ -6770,9 +6763,9 @@ static int pull_out_w_NspiResolveNamesW(const uint8_t *stub, size_t len, void *v
     if (c->n.err)
         return -1;
     {
-        uint32_t id155 = mp_cdc_ref(c);
+        uint32_t id154 = mp_cdc_ref(c);
         r->ppRows = NULL;
-        if (id155 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
+        if (id154 && !(r->ppRows = mp_arena_alloc(c->a, sizeof *r->ppRows))) {
             mp_cdc_fail(c);
             return -1;
         }
