@@ -64,9 +64,11 @@ struct mp_rpch_http {
 static _Thread_local struct mp_rpch_http *gens;
 
 /* Which worker serves each virtual connection (its cookie), for every
- * worker: an entry goes when its virtual connection ends (vc_gone), or
- * unused for a day (a channel refused before its virtual connection was
- * made). */
+ * worker: an entry goes when its virtual connection ends (vc_gone); one
+ * whose virtual connection was never made (a channel refused first, a
+ * cookie a client invented) when unused for a day or pushed out by newer
+ * ones.  A made virtual connection's is pinned (vc_pin): neither its age
+ * nor a client filling the table with invented cookies takes it. */
 static struct mp_aff vcs = MP_AFF_INIT(24u * 3600u * 1000u);
 
 static void vc_gone(const void *cookie)
@@ -75,6 +77,14 @@ static void vc_gone(const void *cookie)
 }
 
 static void hchan_close(struct hchan *c, const char *why);
+
+/* c, started on this worker, made or joined the virtual connection of
+ * cookie: its entry stays until vc_gone. */
+static void vc_pin(struct hchan *c, const uint8_t *cookie)
+{
+    if (mp_workers_count() > 1 && mp_rpch_has_vc(c->owner->rpch, cookie))
+        mp_aff_pin(&vcs, cookie, 16, mp_worker_self());
+}
 
 /* c onto o's list of channels, and off its owner's. */
 static void list_in(struct hchan *c, struct mp_rpch_http *o)
@@ -362,8 +372,10 @@ static void adopt_job(void *arg)
         hchan_close(c, "out of memory");
         return;
     }
-    if (!chan_begin(c, mp_buf_head(&m->pre), mp_buf_avail(&m->pre)))
+    if (!chan_begin(c, mp_buf_head(&m->pre), mp_buf_avail(&m->pre))) {
+        vc_pin(c, m->cookie);
         io_cb(&c->io, 0); /* TLS may hold decrypted bytes already */
+    }
     hmove_free(m);
 }
 
@@ -420,10 +432,11 @@ static void pre_input(struct hchan *c, const uint8_t *p, size_t n)
     if (have < want && want >= 10 && want <= 128 && have < c->length)
         return; /* more of it is to come */
     struct mp_rts_cookie ck;
-    bool recycle;
+    bool recycle, named = false;
     unsigned me = mp_worker_self(), w = me;
     if (have >= want &&
         !mp_rpch_first_cookie(b, want, !strcmp(c->method, "RPC_OUT_DATA"), &ck, &recycle)) {
+        named = true;
         if (mp_workers_count() > 1)
             w = mp_aff_set(&vcs, ck.b, sizeof ck.b, me, false);
         if (w != me) {
@@ -436,7 +449,8 @@ static void pre_input(struct hchan *c, const uint8_t *p, size_t n)
     }
     struct mp_buf pre = c->pre;
     c->pre = (struct mp_buf){0};
-    chan_begin(c, mp_buf_head(&pre), mp_buf_avail(&pre));
+    if (!chan_begin(c, mp_buf_head(&pre), mp_buf_avail(&pre)) && named)
+        vc_pin(c, ck.b);
     mp_buf_free(&pre);
 }
 
