@@ -47,6 +47,7 @@ struct hchan {
     struct mp_buf pre;
     char
         *www; /* a Negotiate acceptor's mutual token for the OUT channel's 200 (until chan_begin) */
+    char user[520]; /* who logged on to the proxy (terminated), else "" */
 };
 
 struct mp_rpch_http {
@@ -303,6 +304,7 @@ static int chan_begin(struct hchan *c, const uint8_t *p, size_t n)
         hchan_close(c, "out of memory");
         return -1;
     }
+    mp_rpch_chan_user(c->chan, c->user);
     if (n)
         hchan_input(c, p, n);
     return c->dead ? -1 : 0;
@@ -319,6 +321,7 @@ struct hmove {
     uint8_t cookie[16];     /* its virtual connection's */
     struct mp_buf pre, out; /* the body's first bytes; bytes queued for the client */
     char *www;              /* hchan's www */
+    char user[520];         /* hchan's user */
 };
 
 /* The instance of this worker that has the virtual connection of cookie
@@ -365,6 +368,7 @@ static void adopt_job(void *arg)
     m->fd = -1;
     c->www = m->www;
     m->www = NULL;
+    snprintf(c->user, sizeof c->user, "%s", m->user);
     mp_info("http #%" PRIu64 " %s %s: channel adopted from worker %u", c->id, c->peer, c->method,
             m->from);
     if (mp_buf_append(&c->out, mp_buf_head(&m->out), mp_buf_avail(&m->out))) {
@@ -403,6 +407,7 @@ static void hchan_move(struct hchan *c, unsigned w, const uint8_t *cookie)
     memset(&c->tls, 0, sizeof c->tls);
     m->www = c->www;
     c->www = NULL;
+    snprintf(m->user, sizeof m->user, "%s", c->user);
     mp_io_set(c->owner->loop, &c->io, 0);
     m->fd = c->io.fd;
     c->io.fd = -1;
@@ -489,6 +494,7 @@ static int take(void *arg, struct mp_http_handover *ho)
         hchan_close(c, "out of memory");
         return 0;
     }
+    snprintf(c->user, sizeof c->user, "%s", ho->user);
     if (cont)
         h_send(c, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
     mp_debug("http #%" PRIu64 " %s: %s channel of %" PRIu64 " bytes%s%s", c->id, c->peer, c->method,
