@@ -19,6 +19,7 @@ from impacket.dcerpc.v5.rpch import hCONN_A1, hCONN_B1
 from impacket.ntlm import compute_nthash
 
 from test_rpch import ALICE_PW, rpch_lab_env, start
+from test_rpch_passthrough import pass_opts, raw_channel, read_head, read_until_closed
 
 BOB_PW = "B0b-Other!"
 
@@ -29,10 +30,7 @@ def env(tmp_path_factory):
 
 
 def channel(p, method, user, pw, body, length):
-    tls = ssl.create_default_context()
-    tls.check_hostname = False
-    tls.verify_mode = ssl.CERT_NONE
-    s = tls.wrap_socket(socket.create_connection(("127.0.0.1", p.http_port), timeout=10))
+    s = raw_channel(p.http_port)
     basic = base64.b64encode(f"LAB\\{user}:{pw}".encode()).decode()
     s.sendall(method + b" /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
               b"Authorization: Basic " + basic.encode() +
@@ -41,15 +39,10 @@ def channel(p, method, user, pw, body, length):
 
 
 def head_of(s):
-    head = b""
     try:
-        while b"\r\n\r\n" not in head:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            head += chunk
+        head = read_head(s)
     except (ConnectionError, ssl.SSLError, socket.timeout):
-        pass
+        head = b""
     return head.split(b"\r\n\r\n")[0].decode(errors="replace")
 
 
@@ -92,3 +85,40 @@ def test_channel_of_another_identity_refused(make_proxy, env, tmp_path, workers)
     assert "virtual connection open" in log, log[-3000:]
     assert ALICE_PW not in log and BOB_PW not in log
     print(re.findall(r".*(?:handed over|adopted|another identity).*", log))
+
+
+def test_upstream_status_line_is_not_raw_in_the_log(make_proxy, env):
+    """Pass-through: an upstream refusing the channel request's logon with a
+    status line that carries a bare LF (and a forged log line after it) is
+    logged with the control bytes replaced: one log line, nothing forged."""
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def refuse():
+        c, _ = srv.accept()
+        c.settimeout(10)
+        try:
+            read_head(c)
+            c.sendall(b"HTTP/1.1 401 No\n2099-01-01T00:00:00Z info  forged\r\n"
+                      b"Content-Length: 0\r\n\r\n")
+            time.sleep(2)
+        finally:
+            c.close()
+    threading.Thread(target=refuse, daemon=True).start()
+    over = pass_opts(env)
+    over["mapiproxy:rpc over http upstream"] = f"http://127.0.0.1:{srv.getsockname()[1]}"
+    p = start(make_proxy, env, **over)
+    s = raw_channel(p.http_port)
+    cred = base64.b64encode(b"LAB\\alice:" + ALICE_PW.encode())
+    s.sendall(b"RPC_IN_DATA /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: x\r\n"
+              b"Authorization: Basic " + cred + b"\r\nContent-Length: 1073741824\r\n\r\n")
+    read_until_closed(s)
+    s.close()
+    p.stop()
+    srv.close()
+    log = p.log()
+    assert "the upstream answered the channel request" in log, log[-2000:]
+    assert not re.search(r"(?m)^2099-01-01T00:00:00Z info  forged", log), log[-2000:]
+    assert "HTTP/1.1 401 No?2099" in log, log[-2000:]
