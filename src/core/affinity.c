@@ -4,12 +4,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "event/loop.h"
 
 struct mp_aff_ent {
     struct mp_aff_ent *next;
     unsigned worker;
+    bool pinned;
     size_t len;
     uint64_t last_ms;
     char *str; /* mp_aff_set_str */
@@ -18,9 +21,21 @@ struct mp_aff_ent {
 
 static struct mp_aff_ent **find(struct mp_aff *t, const void *key, size_t n)
 {
-    uint32_t x = 2166136261u; /* FNV-1a */
+    if (!t->seed) { /* under mu */
+        if (getrandom(&t->seed, sizeof t->seed, GRND_NONBLOCK) != (ssize_t)sizeof t->seed)
+            t->seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)t;
+        t->seed |= 1;
+    }
+    /* FNV-1a from a secret basis, then a 64-bit finalizer (splitmix64's):
+     * the bucket depends on every bit of the state */
+    uint64_t x = 14695981039346656037u ^ t->seed;
     for (size_t i = 0; i < n; i++)
-        x = (x ^ ((const uint8_t *)key)[i]) * 16777619u;
+        x = (x ^ ((const uint8_t *)key)[i]) * 1099511628211u;
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9u;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebu;
+    x ^= x >> 31;
     struct mp_aff_ent **pp = &t->b[x % MP_AFF_BUCKETS];
     while (*pp && ((*pp)->len != n || memcmp((*pp)->key, key, n)))
         pp = &(*pp)->next;
@@ -45,6 +60,10 @@ static void sweep(struct mp_aff *t, uint64_t now)
     struct mp_aff_ent **oldest = NULL;
     for (size_t b = 0; b < MP_AFF_BUCKETS; b++)
         for (struct mp_aff_ent **pp = &t->b[b]; *pp;) {
+            if ((*pp)->pinned) {
+                pp = &(*pp)->next;
+                continue;
+            }
             if (now - (*pp)->last_ms > t->idle_ms) {
                 drop(t, pp);
                 continue;
@@ -139,6 +158,19 @@ bool mp_aff_get_str(struct mp_aff *t, const void *key, size_t n, char *out, size
     }
     pthread_mutex_unlock(&t->mu);
     return found;
+}
+
+bool mp_aff_pin(struct mp_aff *t, const void *key, size_t n, unsigned w)
+{
+    if (n > MP_AFF_KEY_MAX)
+        return false;
+    pthread_mutex_lock(&t->mu);
+    struct mp_aff_ent *e = *find(t, key, n);
+    bool ok = e && e->worker == w;
+    if (ok)
+        e->pinned = true;
+    pthread_mutex_unlock(&t->mu);
+    return ok;
 }
 
 void mp_aff_forget(struct mp_aff *t, const void *key, size_t n, unsigned w)

@@ -28,6 +28,7 @@ struct worker {
     struct mp_io io; /* the mailbox's eventfd */
     pthread_mutex_t mu;
     pthread_cond_t cv; /* a sync job is done */
+    bool closed;       /* its mailbox was drained for the last time (under mu) */
     struct job *head, *tail;
     void *data;
     void (*on_exit)(unsigned);
@@ -103,18 +104,26 @@ static void mailbox_cb(struct mp_io *io, uint32_t ev)
     }
 }
 
-static void enqueue(struct worker *w, struct job *j)
+/* -1 when w's mailbox is closed: its last drain is over (a job queued then
+ * would never run).  The eventfd is written under mu: it is open while
+ * the mailbox is. */
+static int enqueue(struct worker *w, struct job *j)
 {
     pthread_mutex_lock(&w->mu);
+    if (w->closed) {
+        pthread_mutex_unlock(&w->mu);
+        return -1;
+    }
     if (w->tail)
         w->tail->next = j;
     else
         w->head = j;
     w->tail = j;
-    pthread_mutex_unlock(&w->mu);
     uint64_t one = 1;
     while (write(w->io.fd, &one, sizeof one) < 0 && errno == EINTR)
         ;
+    pthread_mutex_unlock(&w->mu);
+    return 0;
 }
 
 int mp_worker_post(unsigned i, void (*fn)(void *), void *arg)
@@ -126,7 +135,11 @@ int mp_worker_post(unsigned i, void (*fn)(void *), void *arg)
         return -1;
     j->fn = fn;
     j->arg = arg;
-    enqueue(&ws[i], j);
+    if (enqueue(&ws[i], j)) { /* stopping checked above, but a post from a
+                               * third worker may race the stop */
+        free(j);
+        return -1;
+    }
     return 0;
 }
 
@@ -138,7 +151,8 @@ void mp_worker_call(unsigned i, void (*fn)(void *), void *arg)
     }
     struct worker *w = &ws[i];
     struct job j = {.fn = fn, .arg = arg, .sync = true};
-    enqueue(w, &j);
+    if (enqueue(w, &j))
+        return; /* ended: nothing runs there any more */
     pthread_mutex_lock(&w->mu);
     while (!j.done)
         pthread_cond_wait(&w->cv, &w->mu);
@@ -151,6 +165,9 @@ static void *worker_main(void *arg)
     self = w->idx;
     mp_buf_cache_enable(); /* emptied by on_exit (main.c: exit_job) */
     mp_loop_run(w->loop);
+    pthread_mutex_lock(&w->mu);
+    w->closed = true; /* posts fail from now on */
+    pthread_mutex_unlock(&w->mu);
     mailbox_cb(&w->io, 0); /* handovers that came after the stop */
     if (w->on_exit)
         w->on_exit(w->idx);
@@ -227,7 +244,9 @@ void mp_workers_stop(void (*on_exit)(unsigned worker))
         }
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
-        *w = (struct worker){0};
+        /* closed: a post that passed the stopping check before it was set
+         * fails (the zeroed mutex is PTHREAD_MUTEX_INITIALIZER's state) */
+        *w = (struct worker){.closed = true};
     }
     /* what the others handed worker 0 last runs now, before its
      * generations (and what was handed over) are freed */

@@ -295,28 +295,39 @@ def test_negotiate_options_checked(tmp_path):
             assert r.returncode != 0 and want in out, (name, out)
 
 
+def mutual_ctx():
+    """MIT's SPNEGO initiator for HTTP@127.0.0.1 asking for mutual
+    authentication, and its first token (base64)."""
+    import gssapi
+    ctx = gssapi.SecurityContext(name=gssapi.Name("HTTP@127.0.0.1",
+                                                  gssapi.NameType.hostbased_service),
+                                 mech=gssapi.Mechanism.from_sasl_name("SPNEGO"),
+                                 flags=gssapi.RequirementFlag.mutual_authentication,
+                                 usage="initiate")
+    return ctx, base64.b64encode(ctx.step()).decode()
+
+
+def client_tls():
+    import ssl
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    return tls
+
+
 def test_out_channel_answer_carries_the_mutual_token(make_proxy, env, krb, tmp_path):
     """Terminated Negotiate: the proxy's own 200 to RPC_OUT_DATA carries
     `WWW-Authenticate: Negotiate <token>` (RFC 4559 5); MIT's initiator
     (python3-gssapi) takes it and its context completes: mutual
     authentication of the proxy to the client."""
     import socket
-    import ssl
-    import gssapi
     from impacket.dcerpc.v5.rpch import hCONN_A1
     over = neg_up_opts(krb, env)
     over.update({"mapiproxy:http negotiate": "yes",
                  "mapiproxy:keytab": front_keytab(krb, tmp_path)})
     p = start(make_proxy, env, **over)
-    ctx = gssapi.SecurityContext(name=gssapi.Name("HTTP@127.0.0.1",
-                                                  gssapi.NameType.hostbased_service),
-                                 mech=gssapi.Mechanism.from_sasl_name("SPNEGO"),
-                                 flags=gssapi.RequirementFlag.mutual_authentication,
-                                 usage="initiate")
-    tok = base64.b64encode(ctx.step()).decode()
-    tls = ssl.create_default_context()
-    tls.check_hostname = False
-    tls.verify_mode = ssl.CERT_NONE
+    ctx, tok = mutual_ctx()
+    tls = client_tls()
     s = tls.wrap_socket(socket.create_connection(("127.0.0.1", p.http_port), timeout=10))
     a1 = hCONN_A1(receiveWindowSize=65536)
     s.sendall(b"RPC_OUT_DATA /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -382,3 +393,66 @@ def test_mapihttp_negotiate_passes_through(make_proxy, env, krb):
     assert "Negotiate (Kerberos) logon ok user=alice@LAB.EXAMPLE" in lab, lab[-2000:]
     assert "logon ok user=LAB\\Administrator" not in lab
     assert PROXY_PW not in p.log()
+
+
+def test_moved_out_channel_still_carries_the_mutual_token(make_proxy, env, krb, tmp_path):
+    """mapiproxy:workers = 2, Negotiate terminated on the front: an IN
+    channel (CONN/B1) names a virtual connection on the worker that accepted
+    it; the OUT channel of that virtual connection (CONN/A1, a new TLS
+    connection with its own ticket) accepted by the other worker is handed
+    over with the acceptor's mutual token, and its 200 from the new worker
+    still carries `WWW-Authenticate: Negotiate <token>` that MIT's initiator
+    (python3-gssapi) completes with.  The kernel picks the accepting worker:
+    virtual connections are tried until one OUT channel was moved."""
+    import socket
+    from impacket.dcerpc.v5.rpch import hCONN_A1, hCONN_B1
+    over = neg_up_opts(krb, env)
+    over.update({"mapiproxy:http negotiate": "yes", "mapiproxy:workers": "2",
+                 "mapiproxy:keytab": front_keytab(krb, tmp_path)})
+    p = start(make_proxy, env, **over)
+    tls = client_tls()
+    moved_re = re.compile(r"RPC_OUT_DATA: its virtual connection is on worker \d: handed over")
+
+    def channel(method, body, length):
+        ctx, tok = mutual_ctx()
+        s = tls.wrap_socket(socket.create_connection(("127.0.0.1", p.http_port), timeout=10))
+        s.sendall(method + b" /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Authorization: Negotiate " + tok.encode() +
+                  b"\r\nContent-Length: " + str(length).encode() + b"\r\n\r\n" + body)
+        return s, ctx, tok
+
+    socks, found = [], None
+    try:
+        for _ in range(16):
+            vc = os.urandom(16)
+            s_in, _ctx, _t = channel(b"RPC_IN_DATA", hCONN_B1(vc, os.urandom(16), os.urandom(16)),
+                                     1073741824)
+            socks.append(s_in)
+            time.sleep(0.4)  # its first RTS PDU has named the virtual connection's worker
+            before = len(moved_re.findall(p.log()))
+            s_out, ctx, tok = channel(b"RPC_OUT_DATA", hCONN_A1(vc, os.urandom(16), 65536), 76)
+            socks.append(s_out)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s_out.recv(4096)
+                assert chunk, head
+                head += chunk
+            if len(moved_re.findall(p.log())) > before:
+                found = (head.split(b"\r\n\r\n")[0].decode(), ctx, tok)
+                break
+    finally:
+        for s in socks:
+            s.close()
+    p.stop()
+    log = p.log()
+    assert found, log[-3000:]
+    head, ctx, tok = found
+    print(head)
+    assert "channel adopted from worker" in log
+    assert head.startswith("HTTP/1.1 200"), head
+    m = re.search(r"(?im)^WWW-Authenticate: Negotiate (\S+)\r?$", head)
+    assert m, head
+    assert not ctx.complete
+    ctx.step(base64.b64decode(m.group(1)))
+    assert ctx.complete
+    assert m.group(1)[:20] not in log and tok[:20] not in log

@@ -126,6 +126,17 @@ def raw_channel(port):
     return s
 
 
+def read_head(s):
+    """What s sends up to its head's empty line (or its close)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = s.recv(4096)
+        if not b:
+            break
+        data += b
+    return data
+
+
 def read_until_closed(s):
     got = b""
     try:
@@ -235,14 +246,8 @@ def test_upstream_that_never_answers_the_channel_logon(make_proxy, env):
     def silent():
         c, _ = srv.accept()
         c.settimeout(10)
-        data = b""
         try:
-            while b"\r\n\r\n" not in data:
-                b = c.recv(4096)
-                if not b:
-                    break
-                data += b
-            got.append(data)
+            got.append(read_head(c))
             time.sleep(5)
         finally:
             c.close()

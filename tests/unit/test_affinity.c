@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "testlib.h"
 
@@ -24,6 +25,44 @@ static void *racer(void *arg)
         won[w][k] = mp_aff_set(&t, key, (size_t)n, w, false);
     }
     return NULL;
+}
+
+/* Pinned keys: neither a flood of new keys nor idle sweeps take them. */
+static void pinned(void)
+{
+    static struct mp_aff flood = MP_AFF_INIT(3600u * 1000u);
+    mp_aff_use(&flood, 1);
+    /* a pinned key (a live virtual connection) outlives a client filling
+     * the table with keys of its own invention, and idle sweeps */
+    CHECK_EQ(mp_aff_set(&flood, "live", 4, 1, false), 1u);
+    CHECK(!mp_aff_pin(&flood, "live", 4, 0)); /* not worker 0's */
+    CHECK(mp_aff_pin(&flood, "live", 4, 1));
+    CHECK(!mp_aff_pin(&flood, "absent", 6, 1));
+    for (unsigned i = 0; i < MP_AFF_MAX + 4; i++) {
+        char key[24];
+        int n = snprintf(key, sizeof key, "flood-%u", i);
+        mp_aff_set(&flood, key, (size_t)n, 0, false);
+    }
+    CHECK(flood.n <= MP_AFF_MAX + 1);
+    CHECK_EQ(mp_aff_get(&flood, "live", 4), 1);
+    mp_aff_forget(&flood, "live", 4, 1); /* its end takes it */
+    CHECK_EQ(mp_aff_get(&flood, "live", 4), -1);
+    mp_aff_use(&flood, -1);
+    static struct mp_aff quick = MP_AFF_INIT(1);
+    mp_aff_use(&quick, 1);
+    mp_aff_set(&quick, "live", 4, 1, false);
+    CHECK(mp_aff_pin(&quick, "live", 4, 1));
+    mp_aff_set(&quick, "idle", 4, 1, false);
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    quick.swept_ms = 0;                     /* a sweep is due */
+    mp_aff_set(&quick, "new", 3, 1, false); /* sweeps */
+    CHECK_EQ(mp_aff_get(&quick, "idle", 4), -1);
+    CHECK_EQ(mp_aff_get(&quick, "live", 4), 1);
+    mp_aff_use(&quick, -1);
+    CHECK_EQ(quick.n, 0u);
+    /* each table's hash has its own random seed */
+    CHECK(quick.seed != 0 && flood.seed != 0 && quick.seed != flood.seed);
 }
 
 int main(void)
@@ -76,6 +115,7 @@ int main(void)
         pthread_join(th[i], NULL);
     for (unsigned k = 0; k < RACE_KEYS; k++)
         CHECK_EQ(won[0][k], won[1][k]);
+    pinned();
     /* a second user keeps it; the last one's going empties it (LSan) */
     mp_aff_use(&t, 1);
     mp_aff_use(&t, -1);

@@ -48,6 +48,7 @@ struct hchan {
     /* a Negotiate acceptor's mutual token for the OUT channel's 200 (until chan_begin) */
     char *www;
     struct mp_timer first_t; /* while deciding: its first RTS PDU must come within first_ms */
+    char user[520];          /* who logged on to the proxy (terminated), else "" */
 };
 
 struct mp_rpch_http {
@@ -67,9 +68,11 @@ struct mp_rpch_http {
 static _Thread_local struct mp_rpch_http *gens;
 
 /* Which worker serves each virtual connection (its cookie), for every
- * worker: an entry goes when its virtual connection ends (vc_gone), or
- * unused for a day (a channel refused before its virtual connection was
- * made). */
+ * worker: an entry goes when its virtual connection ends (vc_gone); one
+ * whose virtual connection was never made (a channel refused first, a
+ * cookie a client invented) when unused for a day or pushed out by newer
+ * ones.  A made virtual connection's is pinned (vc_pin): neither its age
+ * nor a client filling the table with invented cookies takes it. */
 static struct mp_aff vcs = MP_AFF_INIT(24u * 3600u * 1000u);
 
 static void vc_gone(const void *cookie)
@@ -78,6 +81,14 @@ static void vc_gone(const void *cookie)
 }
 
 static void hchan_close(struct hchan *c, const char *why);
+
+/* c, started on this worker, made or joined the virtual connection of
+ * cookie: its entry stays until vc_gone. */
+static void vc_pin(struct hchan *c, const uint8_t *cookie)
+{
+    if (mp_workers_count() > 1 && mp_rpch_has_vc(c->owner->rpch, cookie))
+        mp_aff_pin(&vcs, cookie, 16, mp_worker_self());
+}
 
 /* c onto o's list of channels, and off its owner's. */
 static void list_in(struct hchan *c, struct mp_rpch_http *o)
@@ -298,6 +309,7 @@ static int chan_begin(struct hchan *c, const uint8_t *p, size_t n)
         hchan_close(c, "out of memory");
         return -1;
     }
+    mp_rpch_chan_user(c->chan, c->user);
     if (n)
         hchan_input(c, p, n);
     return c->dead ? -1 : 0;
@@ -314,6 +326,7 @@ struct hmove {
     uint8_t cookie[16];     /* its virtual connection's */
     struct mp_buf pre, out; /* the body's first bytes; bytes queued for the client */
     char *www;              /* hchan's www */
+    char user[520];         /* hchan's user */
 };
 
 /* The instance of this worker that has the virtual connection of cookie
@@ -360,6 +373,7 @@ static void adopt_job(void *arg)
     m->fd = -1;
     c->www = m->www;
     m->www = NULL;
+    snprintf(c->user, sizeof c->user, "%s", m->user);
     mp_info("http #%" PRIu64 " %s %s: channel adopted from worker %u", c->id, c->peer, c->method,
             m->from);
     if (mp_buf_append(&c->out, mp_buf_head(&m->out), mp_buf_avail(&m->out))) {
@@ -367,8 +381,10 @@ static void adopt_job(void *arg)
         hchan_close(c, "out of memory");
         return;
     }
-    if (!chan_begin(c, mp_buf_head(&m->pre), mp_buf_avail(&m->pre)))
+    if (!chan_begin(c, mp_buf_head(&m->pre), mp_buf_avail(&m->pre))) {
+        vc_pin(c, m->cookie);
         io_cb(&c->io, 0); /* TLS may hold decrypted bytes already */
+    }
     hmove_free(m);
 }
 
@@ -396,6 +412,7 @@ static void hchan_move(struct hchan *c, unsigned w, const uint8_t *cookie)
     memset(&c->tls, 0, sizeof c->tls);
     m->www = c->www;
     c->www = NULL;
+    snprintf(m->user, sizeof m->user, "%s", c->user);
     mp_io_set(c->owner->loop, &c->io, 0);
     m->fd = c->io.fd;
     c->io.fd = -1;
@@ -425,10 +442,11 @@ static void pre_input(struct hchan *c, const uint8_t *p, size_t n)
     if (have < want && want >= 10 && want <= 128 && have < c->length)
         return; /* more of it is to come */
     struct mp_rts_cookie ck;
-    bool recycle;
+    bool recycle, named = false;
     unsigned me = mp_worker_self(), w = me;
     if (have >= want &&
         !mp_rpch_first_cookie(b, want, !strcmp(c->method, "RPC_OUT_DATA"), &ck, &recycle)) {
+        named = true;
         if (mp_workers_count() > 1)
             w = mp_aff_set(&vcs, ck.b, sizeof ck.b, me, false);
         if (w != me) {
@@ -441,7 +459,8 @@ static void pre_input(struct hchan *c, const uint8_t *p, size_t n)
     }
     struct mp_buf pre = c->pre;
     c->pre = (struct mp_buf){0};
-    chan_begin(c, mp_buf_head(&pre), mp_buf_avail(&pre));
+    if (!chan_begin(c, mp_buf_head(&pre), mp_buf_avail(&pre)) && named)
+        vc_pin(c, ck.b);
     mp_buf_free(&pre);
 }
 
@@ -490,6 +509,7 @@ static int take(void *arg, struct mp_http_handover *ho)
         hchan_close(c, "out of memory");
         return 0;
     }
+    snprintf(c->user, sizeof c->user, "%s", ho->user);
     if (cont)
         h_send(c, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
     mp_debug("http #%" PRIu64 " %s: %s channel of %" PRIu64 " bytes%s%s", c->id, c->peer, c->method,

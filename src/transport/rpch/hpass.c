@@ -373,10 +373,14 @@ static bool up_answer(struct mp_rpch_leg *l, bool eof)
     mp_timer_cancel(l->p->loop, &l->tmo);
     l->h->send(l->owner, (const uint8_t *)h, hl + cl);
     if (l->chk) { /* the channel request refused: the client has the upstream's answer */
-        char why[120];
+        char why[160], line[64];
         const char *eol = memchr(h, '\r', hl);
-        snprintf(why, sizeof why, "the upstream answered the channel request \"%.*s\"",
+        snprintf(line, sizeof line, "%.*s",
                  (int)((eol ? eol : h) - h > 60 ? 60 : (eol ? eol : h) - h), h);
+        for (char *q = line; *q; q++) /* the upstream's text: no control byte in a log line */
+            if ((unsigned char)*q < 0x20 || *q == 0x7f)
+                *q = '?';
+        snprintf(why, sizeof why, "the upstream answered the channel request \"%s\"", line);
         leg_fail(l, why);
         return false;
     }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/log.h"
 #include "dcerpc/pdu.h"
@@ -18,6 +19,7 @@
 
 struct vcent {
     struct vcent *next;
+    char user[520]; /* its first channel's identity: every other channel's must be it */
     struct mp_rpch *r;
     struct mp_rpch_vc vc;
     struct mp_rpch_chan *in, *out;
@@ -49,6 +51,7 @@ struct mp_rpch_chan {
     uint16_t port;
     struct mp_rpch_pin *pin; /* pass-through: the client's logon toward the upstream */
     struct mp_timer first_t; /* until its first RTS PDU is complete (the pairing timeout) */
+    char user[520];          /* who logged on to the proxy for it (terminated), else "" */
 };
 
 struct mp_rpch {
@@ -397,6 +400,11 @@ static void send_out_head(struct mp_rpch_chan *c)
     c->host->send(c->owner, (const uint8_t *)head, (size_t)n);
 }
 
+void mp_rpch_chan_user(struct mp_rpch_chan *c, const char *user)
+{
+    snprintf(c->user, sizeof c->user, "%s", user ? user : "");
+}
+
 int mp_rpch_chan_www(struct mp_rpch_chan *c, const char *value)
 {
     free(c->www);
@@ -404,6 +412,23 @@ int mp_rpch_chan_www(struct mp_rpch_chan *c, const char *value)
     if (!value || !value[0])
         return 0;
     return strlen(value) <= 1100 && (c->www = strdup(value)) ? 0 : -1;
+}
+
+/* DOMAIN\user (NTLM, Basic) and user@REALM (Kerberos) name one account by
+ * its user part: a client whose Negotiate falls back to NTLM on one channel
+ * is still itself. */
+static bool same_account(const char *a, const char *b)
+{
+    const char *x[2] = {a, b};
+    size_t n[2];
+    for (int i = 0; i < 2; i++) {
+        const char *bs = strrchr(x[i], '\\');
+        if (bs)
+            x[i] = bs + 1;
+        const char *at = strchr(x[i], '@');
+        n[i] = at ? (size_t)(at - x[i]) : strlen(x[i]);
+    }
+    return n[0] == n[1] && !strncasecmp(x[0], x[1], n[0]);
 }
 
 /* The channel's first PDU is complete: pair it. */
@@ -415,6 +440,11 @@ static const char *chan_start(struct mp_rpch_chan *c)
     if (err)
         return err;
     struct vcent *v = vc_find(c->r, &ck);
+    /* a channel logged on as another identity never joins a virtual
+     * connection (its cookie is the client's secret, but a leaked one must
+     * not let another account read or write the session) */
+    if (v && !same_account(v->user, c->user))
+        return "a channel logged on as another identity for the virtual connection";
     if (recycle) { /* the upstream virtual connection stays as it is */
         mp_rpch_pin_free(c->pin);
         c->pin = NULL;
@@ -452,6 +482,8 @@ static const char *chan_start(struct mp_rpch_chan *c)
                       : "second IN channel for a virtual connection";
     if (!v && !(v = vc_new(c->r, &ck)))
         return "out of memory";
+    if (!v->in && !v->out)
+        snprintf(v->user, sizeof v->user, "%s", c->user);
     c->v = v;
     if (c->out) {
         v->out = c;

@@ -65,6 +65,10 @@ struct mp_rpch_chan_host {
 struct mp_rpch_chan *mp_rpch_chan_new(struct mp_rpch *r, bool out, const char *peer_host,
                                       uint16_t peer_port, uint64_t content_length,
                                       const struct mp_rpch_chan_host *host, void *owner);
+/* Who logged on to the proxy for this channel (terminated logons; "" when
+ * the proxy knows nobody): a virtual connection takes channels of its first
+ * channel's identity only.  Before its first bytes. */
+void mp_rpch_chan_user(struct mp_rpch_chan *c, const char *user);
 /* A WWW-Authenticate value for the OUT channel's 200 (the front's Negotiate
  * acceptor token, RFC 4559 5); copied.  0 or -1. */
 int mp_rpch_chan_www(struct mp_rpch_chan *c, const char *value);
