@@ -116,23 +116,33 @@ static void next(struct mp_call *m, struct fxside *s)
     finish(m, s);
 }
 
-static void side_cb(struct mp_call *m)
+/* A side response has come back on m: its fxside (*sp; NULL when the call
+ * has none any more, then nothing is to be done) with one more round, and
+ * the response's only ROP when it is a decoded rop_id (into *r), else NULL
+ * (not decodable, another ROP, more ROPs: logged by the side response). */
+static const void *side_answer(struct mp_call *m, struct fxside **sp, uint8_t rop_id,
+                               struct mp_rop_buf *r)
 {
     void **slot = mp_ropstage_fxside_call(m);
-    struct fxside *s = slot ? *slot : NULL;
+    struct fxside *s = *sp = slot ? *slot : NULL;
+    if (!s)
+        return NULL;
+    s->rounds++;
+    struct mp_rop_ctx ctx = {.requests = &s->req};
+    return !mp_ropstage_side_response(m, &ctx, r) && r->n == 1 && r->rops[0].rop_id == rop_id &&
+                   !r->rops[0].opaque
+               ? r->rops[0].v
+               : NULL;
+}
+
+static void side_cb(struct mp_call *m)
+{
+    struct fxside *s;
+    struct mp_rop_buf r = {0};
+    const struct mp_rop_rsp_FastTransferSourceGetBuffer *g =
+        side_answer(m, &s, MP_ROP_FastTransferSourceGetBuffer, &r);
     if (!s)
         return;
-    s->rounds++;
-    struct mp_rop_buf r = {0};
-    struct mp_rop_ctx ctx = {.requests = &s->req};
-    if (mp_ropstage_side_response(m, &ctx, &r)) {
-        finish(m, s);
-        return;
-    }
-    const struct mp_rop_rsp_FastTransferSourceGetBuffer *g =
-        r.n == 1 && r.rops[0].rop_id == MP_ROP_FastTransferSourceGetBuffer && !r.rops[0].opaque
-            ? r.rops[0].v
-            : NULL;
     if (!g || g->ReturnValue || g->HeaderOnly) {
         mp_info("session %u: held FastTransfer download: the upstream refused a side GetBuffer "
                 "(0x%08x); the client asks again",
@@ -227,17 +237,12 @@ static void up_next(struct mp_call *m, struct fxside *s, uint16_t status, uint16
 
 static void up_side_cb(struct mp_call *m)
 {
-    void **slot = mp_ropstage_fxside_call(m);
-    struct fxside *s = slot ? *slot : NULL;
+    struct fxside *s;
+    struct mp_rop_buf r = {0};
+    const struct mp_rop_rsp_FastTransferDestinationPutBuffer *g =
+        side_answer(m, &s, MP_ROP_FastTransferDestinationPutBuffer, &r);
     if (!s)
         return;
-    s->rounds++;
-    struct mp_rop_buf r = {0};
-    struct mp_rop_ctx ctx = {.requests = &s->req};
-    const struct mp_rop_rsp_FastTransferDestinationPutBuffer *g = NULL;
-    if (!mp_ropstage_side_response(m, &ctx, &r) && r.n == 1 &&
-        r.rops[0].rop_id == MP_ROP_FastTransferDestinationPutBuffer && !r.rops[0].opaque)
-        g = r.rops[0].v;
     if (!g || g->ReturnValue) {
         up_finish(m, s, g ? g->ReturnValue : 0x80004005, 0, 0);
         return;
