@@ -81,6 +81,12 @@ uint32_t mp_session_id(const struct mp_session *s)
     return s->id;
 }
 
+unsigned mp_call_sid(struct mp_call *m)
+{
+    struct mp_session *s = mp_call_session(m);
+    return s ? (unsigned)s->id : 0u;
+}
+
 /* ------------------------------------------------------------------ */
 /* calls                                                               */
 

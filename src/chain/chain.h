@@ -267,6 +267,8 @@ int mp_modules_load_with(struct mp_modules *ms, const struct mp_config *cfg, str
 /* A number no other call of the process had (from 1): for marks that must
  * name one call, where its address could be reused by a later one. */
 uint64_t mp_call_serial(const struct mp_call *m);
+/* The id of the call's session for log lines, 0 without one. */
+unsigned mp_call_sid(struct mp_call *m);
 const struct mp_module *mp_module_open(const struct mp_config *cfg, const char *name, void **dl,
                                        struct mp_module *compat, char *why, size_t wl);
 void mp_modules_unload(struct mp_modules *ms);

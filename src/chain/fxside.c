@@ -52,10 +52,29 @@ void mp_fxside_call_free(void *state)
     free(s);
 }
 
-static unsigned sid(struct mp_call *m)
+/* The client's response (its stub and its request's ROP buffer) kept
+ * while the proxy's side requests use the call; 0, or -1 without memory. */
+static int hold_response(struct mp_call *m, struct fxside *s,
+                         const struct emsmdb_EcDoRpcExt2_in *in)
 {
-    struct mp_session *s = mp_call_session(m);
-    return s ? (unsigned)mp_session_id(s) : 0u;
+    size_t len = 0;
+    const uint8_t *stub = mp_call_response_stub(m, &len);
+    if (!stub || !len || !(s->saved = malloc(len)))
+        return -1;
+    memcpy(s->saved, stub, len);
+    s->saved_len = len;
+    s->orig_rgb = in->rgbIn;
+    s->orig_cb = in->cbIn;
+    return 0;
+}
+
+/* The side request: one ROP (v) on the FastTransfer context's handle. */
+static void one_rop(struct fxside *s, uint8_t rop_id, void *v, uint32_t handle)
+{
+    s->handle = handle;
+    s->rop =
+        (struct mp_rop){.rop_id = rop_id, .desc = mp_rop_descs[rop_id], .v = v, .req_index = -1};
+    s->req = (struct mp_rop_buf){.rops = &s->rop, .n = 1, .handles = &s->handle, .nhandles = 1};
 }
 
 /* Whether the client's GetBuffer (request item 0) should wait for more
@@ -97,10 +116,10 @@ static void finish(struct mp_call *m, struct fxside *s)
     if (mp_call_set_response_stub(m, s->saved, s->saved_len))
         mp_warn("session %u: held FastTransfer download: the client's GetBuffer response could "
                 "not be restored",
-                sid(m));
+                mp_call_sid(m));
     mp_debug("session %u: held FastTransfer download: %u side GetBuffer(s), %llu bytes, for the "
              "client's GetBuffer",
-             sid(m), s->rounds, (unsigned long long)s->bytes);
+             mp_call_sid(m), s->rounds, (unsigned long long)s->bytes);
 }
 
 /* The next side GetBuffer, or the end. */
@@ -112,7 +131,7 @@ static void next(struct mp_call *m, struct fxside *s)
     if (s->rounds >= MAX_ROUNDS)
         mp_info("session %u: held FastTransfer download: %u side GetBuffers for one client "
                 "GetBuffer; answered with what can go",
-                sid(m), s->rounds);
+                mp_call_sid(m), s->rounds);
     finish(m, s);
 }
 
@@ -146,7 +165,7 @@ static void side_cb(struct mp_call *m)
     if (!g || g->ReturnValue || g->HeaderOnly) {
         mp_info("session %u: held FastTransfer download: the upstream refused a side GetBuffer "
                 "(0x%08x); the client asks again",
-                sid(m), g ? (unsigned)g->ReturnValue : 0xFFFFFFFFu);
+                mp_call_sid(m), g ? (unsigned)g->ReturnValue : 0xFFFFFFFFu);
         finish(m, s);
         return;
     }
@@ -205,14 +224,14 @@ static void up_finish(struct mp_call *m, struct fxside *s, uint32_t rv, uint16_t
     if (mp_call_set_response_stub(m, s->saved, s->saved_len))
         mp_warn("session %u: held FastTransfer upload: the client's PutBuffer response could "
                 "not be restored",
-                sid(m));
+                mp_call_sid(m));
     if (rv)
         mp_info("session %u: held FastTransfer upload: the upstream refused side PutBuffer %u "
                 "(0x%08x); the client's PutBuffer gets that",
-                sid(m), s->rounds, (unsigned)rv);
+                mp_call_sid(m), s->rounds, (unsigned)rv);
     mp_debug("session %u: held FastTransfer upload: %u side PutBuffer(s), %llu bytes, after the "
              "client's PutBuffer",
-             sid(m), s->rounds, (unsigned long long)s->bytes);
+             mp_call_sid(m), s->rounds, (unsigned long long)s->bytes);
 }
 
 /* The next side PutBuffer, or the end. */
@@ -262,29 +281,18 @@ static void up_start(struct mp_call *m, void **slot)
     if (!s)
         return;
     s->started = s->up = true;
-    size_t len = 0;
-    const uint8_t *stub = mp_call_response_stub(m, &len);
-    if (!stub || !len || !(s->saved = malloc(len)) || !(s->data = malloc(UP_SIDE))) {
+    if (hold_response(m, s, in) || !(s->data = malloc(UP_SIDE))) {
         mp_warn("session %u: held FastTransfer upload: cannot hold the client's PutBuffer "
                 "response; the rest goes with its next PutBuffer",
-                sid(m));
+                mp_call_sid(m));
         return;
     }
-    memcpy(s->saved, stub, len);
-    s->saved_len = len;
-    s->orig_rgb = in->rgbIn;
-    s->orig_cb = in->cbIn;
     s->pb = (struct mp_rop_req_FastTransferDestinationPutBuffer){
         .RopId = MP_ROP_FastTransferDestinationPutBuffer,
         .LogonId = q->LogonId,
         .InputHandleIndex = 0,
     };
-    s->handle = o->handle;
-    s->rop = (struct mp_rop){.rop_id = MP_ROP_FastTransferDestinationPutBuffer,
-                             .desc = mp_rop_descs[MP_ROP_FastTransferDestinationPutBuffer],
-                             .v = &s->pb,
-                             .req_index = -1};
-    s->req = (struct mp_rop_buf){.rops = &s->rop, .n = 1, .handles = &s->handle, .nhandles = 1};
+    one_rop(s, MP_ROP_FastTransferDestinationPutBuffer, &s->pb, o->handle);
     up_next(m, s, r->TransferStatus, r->TotalStepCount);
 }
 
@@ -321,18 +329,12 @@ void mp_fxside_start(struct mp_call *m)
     if (!s)
         return;
     s->started = true;
-    size_t len = 0;
-    const uint8_t *stub = mp_call_response_stub(m, &len);
-    if (!stub || !len || !(s->saved = malloc(len))) {
+    if (hold_response(m, s, in)) {
         mp_warn("session %u: held FastTransfer download: cannot hold the client's GetBuffer "
                 "response; answered with what can go",
-                sid(m));
+                mp_call_sid(m));
         return;
     }
-    memcpy(s->saved, stub, len);
-    s->saved_len = len;
-    s->orig_rgb = in->rgbIn;
-    s->orig_cb = in->cbIn;
     s->want = want;
     /* the proxy's own GetBuffer on the same context handle (slot 0), as big
      * as the client's response may be */
@@ -347,11 +349,6 @@ void mp_fxside_start(struct mp_call *m)
         .InputHandleIndex = 0,
         .BufferSize = (uint16_t)size,
     };
-    s->handle = o->handle;
-    s->rop = (struct mp_rop){.rop_id = MP_ROP_FastTransferSourceGetBuffer,
-                             .desc = mp_rop_descs[MP_ROP_FastTransferSourceGetBuffer],
-                             .v = &s->gb,
-                             .req_index = -1};
-    s->req = (struct mp_rop_buf){.rops = &s->rop, .n = 1, .handles = &s->handle, .nhandles = 1};
+    one_rop(s, MP_ROP_FastTransferSourceGetBuffer, &s->gb, o->handle);
     next(m, s);
 }

@@ -43,12 +43,6 @@ void mp_msgnames_call_free(void *state)
     free(c);
 }
 
-static unsigned sid(struct mp_call *m)
-{
-    struct mp_session *s = mp_call_session(m);
-    return s ? (unsigned)mp_session_id(s) : 0u;
-}
-
 /* The client's RopLogon of a private mailbox that succeeded in this
  * response: its logon id and server handle.  -1 if none. */
 static int private_logon(struct mp_call *m, uint8_t *logon_id, uint32_t *handle)
@@ -127,7 +121,7 @@ static void restore(struct mp_call *m, struct ncall *c)
     if (mp_call_set_response_stub(m, c->saved, c->saved_len))
         mp_warn("session %u: mapping named properties: the client's response could not be "
                 "restored",
-                sid(m));
+                mp_call_sid(m));
 }
 
 static void feed(struct mp_call *m, void *arg)
@@ -147,10 +141,10 @@ static void side_cb(struct mp_call *m)
     if (mp_ropstage_side_response(m, &ctx, &r))
         mp_warn("session %u: the upstream refused the proxy's RopGetPropertyIdsFromNames; "
                 "named properties the client did not map are not set",
-                sid(m));
+                mp_call_sid(m));
     else {
         mp_ropstage_side_view(m, &c->req, &r, feed, NULL);
-        mp_debug("session %u: %zu named propert%s of the modules mapped", sid(m), c->n,
+        mp_debug("session %u: %zu named propert%s of the modules mapped", mp_call_sid(m), c->n,
                  c->n == 1 ? "y" : "ies");
     }
     restore(m, c); /* no side_cb set: the client's response step runs again */
@@ -185,7 +179,7 @@ int mp_msgnames_map(struct mp_call *m)
     if (mp_ropstage_side_request(m, &c->req, side_cb)) {
         mp_warn("session %u: cannot send the proxy's RopGetPropertyIdsFromNames; named "
                 "properties the client did not map are not set",
-                sid(m));
+                mp_call_sid(m));
         return 0;
     }
     return 1;

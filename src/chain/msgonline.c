@@ -223,12 +223,6 @@ void mp_msgonline_session_free(void *state)
     free(s);
 }
 
-static unsigned sid(struct mp_call *m)
-{
-    struct mp_session *s = mp_call_session(m);
-    return s ? (unsigned)mp_session_id(s) : 0u;
-}
-
 /* ---- the side buffers ---- */
 
 static struct mp_arena *arena(struct mp_call *m)
@@ -600,7 +594,7 @@ static int take_round(struct mp_call *m, struct ocall *c, const struct mp_rop_bu
                 p->v->refs++;
             mp_debug("session %u: message 0x%016llx decided before (same change key); not read "
                      "again",
-                     sid(m), (unsigned long long)p->op.mid);
+                     mp_call_sid(m), (unsigned long long)p->op.mid);
             c->ph = P_DONE;
             return 0;
         }
@@ -708,7 +702,7 @@ static int next_round(struct mp_call *m, struct ocall *c)
             if (build_round(m, c) || mp_ropstage_side_request(m, &c->req, side_cb)) {
                 mp_warn("session %u: online prefetch: cannot build a side request; message "
                         "0x%016llx not read ahead",
-                        sid(m), (unsigned long long)c->q[c->cur].op.mid);
+                        mp_call_sid(m), (unsigned long long)c->q[c->cur].op.mid);
                 c->ph = P_DONE;
                 continue;
             }
@@ -734,7 +728,8 @@ static int next_round(struct mp_call *m, struct ocall *c)
     }
     c->finished = true;
     if (mp_call_set_response_stub(m, c->saved, c->saved_len))
-        mp_warn("session %u: online prefetch: the client's response could not be restored", sid(m));
+        mp_warn("session %u: online prefetch: the client's response could not be restored",
+                mp_call_sid(m));
     return 0;
 }
 
@@ -744,7 +739,7 @@ static void cut_short(struct mp_call *m, struct ocall *c, const char *why)
 {
     mp_info("session %u: online prefetch of message 0x%016llx stopped (%s); the client reads it "
             "unchecked",
-            sid(m), (unsigned long long)c->q[c->cur].op.mid, why);
+            mp_call_sid(m), (unsigned long long)c->q[c->cur].op.mid, why);
     c->cut = true;
     if (c->str_open)
         c->rel[2] = c->str_h;
@@ -953,7 +948,7 @@ int mp_msgonline_prefetch(struct mp_call *m)
             s->warned_rpc = true;
             mp_warn("session %u: online prefetch needs EcDoRpcExt2 (or MAPI/HTTP); this "
                     "client's EcDoRpc opens are not read ahead",
-                    sid(m));
+                    mp_call_sid(m));
         }
         return 0;
     }
@@ -966,7 +961,7 @@ int mp_msgonline_prefetch(struct mp_call *m)
     struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
     if (!stub || !len || !in || !(c->saved = malloc(len))) {
         mp_warn("session %u: online prefetch: cannot hold the client's response; not read ahead",
-                sid(m));
+                mp_call_sid(m));
         return 0;
     }
     memcpy(c->saved, stub, len);
@@ -983,8 +978,8 @@ int mp_msgonline_prefetch(struct mp_call *m)
         struct pentry *e;
         if (c->q[i].cached < 0 && s && (e = pcache_find(c->user, c->mods, op[i].fid, op[i].mid))) {
             c->q[i].cached = cache_put(s, op[i].fid, op[i].mid, e->ck, e->ckl, e->v);
-            mp_debug("session %u: message 0x%016llx decided in another session of %s", sid(m),
-                     (unsigned long long)op[i].mid, e->user);
+            mp_debug("session %u: message 0x%016llx decided in another session of %s",
+                     mp_call_sid(m), (unsigned long long)op[i].mid, e->user);
         }
     }
     c->nq = n;
@@ -994,7 +989,7 @@ int mp_msgonline_prefetch(struct mp_call *m)
     c->maxd = max_depth(m);
     c->ph = c->q[0].cached >= 0 ? P_CHECK : P_OPEN;
     mp_debug("session %u: online prefetch of %zu message(s) before RopOpenMessage's response",
-             sid(m), n);
+             mp_call_sid(m), n);
     if (!next_round(m, c))
         return 0;
     return 1;
@@ -1500,8 +1495,8 @@ void mp_msgonline_request(struct mp_call *m)
             break;
         }
         if (err && !mp_call_rop_answer(m, i, err))
-            mp_debug("session %u: %s on a message shown from its verdict answered 0x%08x", sid(m),
-                     mp_call_rop_name(m, false, i), err);
+            mp_debug("session %u: %s on a message shown from its verdict answered 0x%08x",
+                     mp_call_sid(m), mp_call_rop_name(m, false, i), err);
     }
 }
 
