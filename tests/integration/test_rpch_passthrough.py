@@ -177,13 +177,51 @@ def test_bad_logon_legs(make_proxy, env, reference, bad):  # noqa: F811
     assert "during the HTTP logon (pass-through)" in p.log(), p.log()[-2000:]
 
 
-def test_ntlm_passthrough_never_recycles_as_the_proxy(make_proxy, env):
+def test_ntlm_passthrough_never_recycles_as_the_proxy(make_proxy, env, reference):  # noqa: F811
     """NTLM passed through, the proxy's IN channel toward the lab 4 KiB long
     and the proxy's own account configured (dcerpc_mapiproxy:username, which
-    `rpc over http upstream auth` would use): when the proxy's upstream IN
-    channel runs out it does not log on as itself; the virtual connection
-    ends with its reason, and the lab never saw the proxy's account on a
-    channel."""
+    `rpc over http upstream auth` would use), the client one that recycles
+    its 1 KiB IN channel (tests/lab/rpch_recycle.py): each client successor
+    channel's fresh NTLM logon carries the proxy's successor IN channel
+    toward the lab, the session goes on with a direct client's answers, and
+    the lab never saw the proxy's account on a channel.  (Before, the
+    virtual connection ended when the proxy's upstream IN channel ran out.)"""
+    from rpch_recycle import recycling_dce
+    before = lab_mark(env)
+    over = pass_opts(env)
+    over["mapiproxy:rpc over http upstream in channel length"] = "4K"
+    over["mapiproxy:rpc over http upstream auth"] = "ntlm"
+    p = start(make_proxy, env, **over)
+    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_NTLM, "alice", ALICE_PW,
+                         PRIVACY, in_length=1024)
+    try:
+        for _ in range(12):
+            assert nspi_answers(d) == reference[1]
+    except BaseException:
+        print(p.log()[-4000:])
+        raise
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    ups = len(re.findall(r"rpch upstream .*: IN channel recycled", log))
+    print("client IN recycles %d, toward the lab %d" % (t.in_recycles, ups))
+    assert t.in_recycles >= 4 and ups == t.in_recycles, (t.in_recycles, ups)
+    assert "cannot be recycled without the client's logon" not in log
+    with open(env["lab_log"]) as f:
+        lab = f.read()[before:]
+    chans = re.findall(r"rpch: (IN|OUT) channel \S+ user=(\S+) length", lab)
+    assert len(chans) == 2 + t.in_recycles, chans
+    assert chans and all(u.lower().endswith("alice") for _, u in chans), chans
+    assert not re.search(r"rpch: .*user=\S*Administrator", lab)
+
+
+def test_ntlm_passthrough_upstream_in_runs_out_first(make_proxy, env):
+    """NTLM passed through, the proxy's IN channel toward the lab 4 KiB long,
+    the client Impacket's own (a 1 GiB IN channel: it never recycles): the
+    proxy's upstream IN channel runs out first.  No client can be asked to
+    recycle its IN channel and the proxy does not log on as itself: the
+    virtual connection ends with a line naming the option to raise, and the
+    lab never saw the proxy's account on a channel."""
     before = lab_mark(env)
     over = pass_opts(env)
     over["mapiproxy:rpc over http upstream in channel length"] = "4K"
@@ -218,6 +256,7 @@ def test_ntlm_passthrough_never_recycles_as_the_proxy(make_proxy, env):
     log = p.log()
     print(log[-2500:])
     assert "cannot be recycled without the client's logon" in log, log[-3000:]
+    assert "raise mapiproxy:rpc over http upstream in channel length" in log
     with open(env["lab_log"]) as f:
         lab = f.read()[before:]
     chans = re.findall(r"rpch: (IN|OUT) channel \S+ user=(\S+) length", lab)

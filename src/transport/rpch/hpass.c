@@ -225,6 +225,7 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
             return false;
         }
         l->chk->fd = -1;
+        l->chk->length = mp_rpch_up_chan_length(l->p->cfg, out, length);
         snprintf(l->chk->authz, sizeof l->chk->authz, "Authorization: %.*s\r\n", (int)al, authz);
         l->chk_out = out;
         l->chk_cont = cont;
@@ -244,7 +245,7 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
                      "\r\n%sConnection: Keep-Alive\r\n%s%.*s%s\r\n",
                      method, pl < tl ? "?" : "", pl < tl ? l->p->server : "", port ? ":" : "",
                      port ? (int)(target + tl - port) : 0, port ? port : "",
-                     l->p->cfg->rpch_upstream.host, length ? mp_rpch_up_length(l->p->cfg, out) : 0,
+                     l->p->cfg->rpch_upstream.host, l->chk ? l->chk->length : 0,
                      length ? "Cache-Control: no-cache\r\nPragma: no-cache\r\n"
                               "Expect: 100-continue\r\n"
                             : "",

@@ -33,6 +33,7 @@ struct vcent {
     uint64_t last_out_ms;
     char cookie[40];
     bool dying;
+    bool up_out_wanted; /* the upstream waits for the client's OUT recycling (pass-through) */
 };
 
 struct mp_rpch_chan {
@@ -61,7 +62,11 @@ struct mp_rpch {
     void *sink_data;
     struct vcent *all;
     size_t n;
+    struct mp_rpch *next_r; /* this thread's others (rall) */
 };
+
+/* This thread's instances: where mp_rpch_up_wants_out_recycling looks. */
+static _Thread_local struct mp_rpch *rall;
 
 static void vc_end(struct vcent *v, const char *why);
 
@@ -94,6 +99,8 @@ struct mp_rpch *mp_rpch_new(struct mp_loop *loop, const struct mp_rpch_opts *o,
     r->o = *o;
     r->sink = sink;
     r->sink_data = sink_data;
+    r->next_r = rall;
+    rall = r;
     return r;
 }
 
@@ -431,6 +438,48 @@ static bool same_account(const char *a, const char *b)
     return n[0] == n[1] && !strncasecmp(x[0], x[1], n[0]);
 }
 
+/* A successor channel of the client's own recycling was accepted: with a
+ * connection-based logon passed through, its pinned upstream connection
+ * carries the upstream client's recycling of the same channel
+ * (mp_rpch_up_successor); otherwise (Basic, which the upstream client
+ * repeats by itself, or an OUT channel the upstream did not ask to
+ * recycle) the pin is dropped and the upstream virtual connection stays as
+ * it is. */
+static void hand_pin(struct vcent *v, struct mp_rpch_chan *c)
+{
+    struct mp_rpch_pin *pin = c->pin;
+    c->pin = NULL;
+    if (!pin)
+        return;
+    if (!mp_rpch_up_successor(v, c->out, pin)) {
+        mp_rpch_pin_free(pin);
+        return;
+    }
+    if (c->out)
+        v->up_out_wanted = false;
+    mp_info("rpch %s: %s channel successor's logon handed to the upstream client (pass-through)",
+            v->cookie, c->out ? "OUT" : "IN");
+}
+
+const char *mp_rpch_up_wants_out_recycling(const void *key)
+{
+    struct vcent *v = NULL;
+    for (struct mp_rpch *r = rall; r && !v; r = r->next_r)
+        for (struct vcent *w = r->all; w && !v; w = w->next)
+            if (w == key && !w->dying)
+                v = w;
+    if (!v || !v->out)
+        return "no such virtual connection";
+    v->up_out_wanted = true;
+    const char *err = mp_rpch_vc_out_recycle(&v->vc);
+    if (err)
+        return err;
+    mp_info("rpch %s: OUT channel recycling asked of the client (the upstream recycles its own)",
+            v->cookie);
+    send_out(v);
+    return NULL;
+}
+
 /* The channel's first PDU is complete: pair it. */
 static const char *chan_start(struct mp_rpch_chan *c)
 {
@@ -445,10 +494,6 @@ static const char *chan_start(struct mp_rpch_chan *c)
      * not let another account read or write the session) */
     if (v && !same_account(v->user, c->user))
         return "a channel logged on as another identity for the virtual connection";
-    if (recycle) { /* the upstream virtual connection stays as it is */
-        mp_rpch_pin_free(c->pin);
-        c->pin = NULL;
-    }
     if (recycle && c->out) {
         if (!v || !v->in || !v->out)
             return "OUT_R1/A3 for an unknown virtual connection";
@@ -459,6 +504,7 @@ static const char *chan_start(struct mp_rpch_chan *c)
         c->v = v;
         c->successor = true;
         v->out_next = c;
+        hand_pin(v, c);
         send_out_head(c);
         mp_info("rpch %s: OUT channel recycling: successor from %s:%u", v->cookie, c->host_addr,
                 c->port);
@@ -473,6 +519,7 @@ static const char *chan_start(struct mp_rpch_chan *c)
             return err; /* this channel only: the virtual connection goes on */
         c->v = v;
         v->in_next = c;
+        hand_pin(v, c);
         mp_info("rpch %s: IN channel recycling: successor from %s:%u", v->cookie, c->host_addr,
                 c->port);
         return flush(v); /* IN_R1/A4 on the OUT channel */
@@ -545,6 +592,9 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
         if ((err = mp_rpch_vc_out_switch(&v->vc)) || (err = mp_rpch_vc_in_data(&v->vc, p, 0)))
             return err; /* c is the IN channel: its close ends v */
         mp_info("rpch %s: OUT channel recycled (%u so far)", v->cookie, v->vc.out_recycles);
+        /* the upstream still waits for a successor logon: ask again */
+        if (v->up_out_wanted && !v->vc.out_recycling && (err = mp_rpch_vc_out_recycle(&v->vc)))
+            return err;
     }
     if (v->vc.in_switched) {
         /* IN_R1/A5: the successor is the IN channel; the predecessor is
@@ -605,6 +655,11 @@ void mp_rpch_free(struct mp_rpch *r)
         v->in = v->out = v->in_next = v->out_next = NULL;
         vc_unlink(v, "shutdown");
     }
+    for (struct mp_rpch **pp = &rall; *pp; pp = &(*pp)->next_r)
+        if (*pp == r) {
+            *pp = r->next_r;
+            break;
+        }
     free(r);
 }
 

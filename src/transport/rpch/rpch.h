@@ -79,6 +79,13 @@ struct mp_rpch_pin;
 /* Pass-through: the client's logon for this channel toward the RPC over
  * HTTP upstream (taken over; upclient.h). */
 void mp_rpch_chan_pin(struct mp_rpch_chan *c, struct mp_rpch_pin *pin);
+/* The upstream of the virtual connection whose association's carrier is
+ * key asked to recycle its OUT channel, which only the client's own logon
+ * can do (pass-through NTLM or Negotiate): the client is asked to recycle
+ * its OUT channel now (OUT_R1/A2), again after each OUT switch until a
+ * successor's logon was taken (mp_rpch_up_successor).  NULL, or why not
+ * (no such virtual connection on this thread, an error). */
+const char *mp_rpch_up_wants_out_recycling(const void *key);
 /* The session is going away: closes the virtual connection's other
  * channel and its association. */
 void mp_rpch_chan_free(struct mp_rpch_chan *c);

@@ -24,6 +24,7 @@
 #include "net/tls.h"
 #include "transport/http/hauth.h"
 #include "transport/http/hneg.h"
+#include "transport/rpch/rpch.h"
 #include "transport/rpch/rts.h"
 #include "transport/rpch/vconn.h"
 
@@ -51,7 +52,12 @@ struct mp_rpch_up {
     char spn[300];            /* ... and the target (rpc over http upstream spn) */
     char server[256];         /* the ?SERVER:port name */
     struct upvc *all;
+    struct mp_rpch_up *next_up; /* this thread's other upstream clients (ups) */
 };
+
+/* This thread's upstream clients (a reload may keep two): where
+ * mp_rpch_up_successor looks for a virtual connection by its key. */
+static _Thread_local struct mp_rpch_up *ups;
 
 struct upchan {
     struct upvc *v;
@@ -98,6 +104,16 @@ struct upvc {
     unsigned in_recycles, out_recycles;
     char *pass_basic; /* pass-through Basic: the client's line, for successor channels */
     bool pass;        /* the client's own HTTP logon (pass-through pins) */
+    /* pass-through NTLM or Negotiate: the client's own recycling carries
+     * ours.  key: the client's virtual connection (the association's
+     * carrier; NULL once it is gone); pend_in: a client's successor IN
+     * logon waiting for the recycling under way (or CONN/C2); out_asked:
+     * the upstream's OUT_R1/A2 came, the client was asked to recycle its
+     * OUT channel and out_wait bounds the wait. */
+    const void *key;
+    struct mp_rpch_pin *pend_in;
+    bool out_asked;
+    struct mp_timer out_wait;
     struct mp_timer ping;
     uint64_t last_in_ms;
     uint32_t conn_timeout;
@@ -423,19 +439,25 @@ static void chan_free(struct mp_loop *l, struct upchan *c);
  * whose body starts with IN_R1/A1 or OUT_R1/A3 (RECYCLE_CHANNEL: Version,
  * the virtual connection cookie, the predecessor's and a new successor
  * cookie in *succ, for OUT our ReceiveWindowSize). */
+static struct upchan *chan_pinned(struct upvc *v, bool out, struct mp_rpch_pin *pin);
 static const char *open_successor(struct upvc *v, bool out, uint64_t length,
                                   const struct mp_rts_cookie *pred, struct mp_rts_cookie *succ,
-                                  struct upchan **slot, size_t *body_used)
+                                  struct upchan **slot, size_t *body_used,
+                                  struct mp_rpch_pin *pin)
 {
     if (getrandom(succ, 16, 0) != 16)
         return "no random bytes for a channel cookie";
-    if (v->pass && !v->pass_basic) /* never the proxy's own account in pass-through */
-        return "pass-through: the upstream channel cannot be recycled without the client's "
-               "logon (NTLM and Negotiate authenticate one connection, the client's; raise "
-               "mapiproxy:rpc over http upstream in channel length)";
-    struct upchan *c = chan_open(v, out);
+    if (v->pass && !v->pass_basic && !pin) /* never the proxy's own account in pass-through */
+        return "pass-through: the upstream IN channel cannot be recycled without the client's "
+               "logon (NTLM and Negotiate authenticate one connection, the client's), and its "
+               "Content-Length ran out before the client recycled its own IN channel: raise "
+               "mapiproxy:rpc over http upstream in channel length";
+    /* pin: the client's successor connection, its head sent (hpass.c) */
+    struct upchan *c = pin ? chan_pinned(v, out, pin) : chan_open(v, out);
     if (!c)
         return "cannot open a successor channel";
+    if (c->head_sent)
+        length = pin->length;
     *slot = c;
     struct mp_rts_pdu p;
     memset(&p, 0, sizeof p);
@@ -446,22 +468,38 @@ static const char *open_successor(struct upvc *v, bool out, uint64_t length,
     set_cookie(&p.cmd[2], MP_RTS_COOKIE, pred);
     set_cookie(&p.cmd[3], MP_RTS_COOKIE, succ);
     set_u32(&p.cmd[4], MP_RTS_RECEIVE_WINDOW_SIZE, UP_WINDOW);
-    const char *err = queue_head(v, c, length);
+    const char *err = c->head_sent ? NULL : queue_head(v, c, length);
     if (!err)
         err = queue_rts(&c->wq, &p);
     *body_used = mp_rts_encoded_len(&p);
+    if (!err && *body_used > length)
+        err = "the successor channel's Content-Length cannot hold its first RTS PDU";
     return err;
 }
 
 /* IN_R1 (3.2.2.4.2 as the client): a successor RPC_IN_DATA whose body
  * starts with IN_R1/A1; RPC PDUs wait until the server's IN_R1/A4. */
-static const char *in_recycle_start(struct upvc *v)
+static const char *in_recycle_start(struct upvc *v, struct mp_rpch_pin *pin)
 {
-    uint64_t length = v->u->cfg->rpch_up_in_length;
+    uint64_t length = pin && pin->head_sent ? pin->length : v->u->cfg->rpch_up_in_length;
     size_t used = 0;
-    const char *err = open_successor(v, false, length, &v->inc, &v->in_succ, &v->in_next, &used);
-    v->in_next_left = length - used;
-    mp_debug("rpch upstream %s: IN channel recycling (IN_R1/A1 on a new RPC_IN_DATA)", v->peer);
+    const char *err =
+        open_successor(v, false, length, &v->inc, &v->in_succ, &v->in_next, &used, pin);
+    v->in_next_left = used < length ? length - used : 0;
+    mp_debug("rpch upstream %s: IN channel recycling (IN_R1/A1 on a new RPC_IN_DATA%s)", v->peer,
+             pin ? ", the client's successor logon" : "");
+    return err;
+}
+
+/* A client's successor IN logon that waited (pend_in): used now. */
+static const char *in_pending(struct upvc *v)
+{
+    struct mp_rpch_pin *pin = v->pend_in;
+    if (!pin || !v->open || v->in_next)
+        return NULL;
+    v->pend_in = NULL;
+    const char *err = in_recycle_start(v, pin);
+    mp_rpch_pin_free(pin);
     return err;
 }
 
@@ -485,7 +523,7 @@ static const char *release_held(struct upvc *v)
             if (fl + UP_A1_LEN + UP_IN_RESERVE > v->u->cfg->rpch_up_in_length)
                 return "a PDU larger than the IN channel's Content-Length (mapiproxy:rpc over "
                        "http upstream in channel length)";
-            err = in_recycle_start(v);
+            err = in_recycle_start(v, NULL);
         }
     }
     return err;
@@ -525,6 +563,8 @@ static const char *in_r1_a4(struct upvc *v, const struct mp_rts_pdu *pdu)
         v->conn_timeout = pdu->cmd[3].v.u32;
     v->in_recycles++;
     mp_info("rpch upstream %s: IN channel recycled (%u so far)", v->peer, v->in_recycles);
+    if ((err = in_pending(v)))
+        return err;
     return release_held(v);
 }
 
@@ -536,12 +576,47 @@ static const char *out_r1_a2(struct upvc *v, const struct mp_rts_pdu *pdu)
         return "OUT_R1/A2 while the OUT channel is not open or already recycling";
     if (pdu->cmd[0].v.u32 != MP_RTS_FD_CLIENT)
         return "OUT_R1/A2 for another destination";
+    if (v->pass && !v->pass_basic) {
+        /* only the client's own logon may open our successor: the client
+         * is asked to recycle its OUT channel, its successor's logon
+         * becomes ours (mp_rpch_up_successor) */
+        if (v->out_asked)
+            return "second OUT_R1/A2 before the client recycled its OUT channel";
+        const char *why = v->key ? mp_rpch_up_wants_out_recycling(v->key)
+                                 : "the client's virtual connection is gone";
+        if (why) {
+            static _Thread_local char msg[200];
+            snprintf(msg, sizeof msg, "pass-through: the upstream asked to recycle its OUT "
+                     "channel and the client cannot be asked: %s", why);
+            return msg;
+        }
+        v->out_asked = true;
+        uint64_t wait = v->conn_timeout >= MP_RTS_MIN_CONN_TIMEOUT ? v->conn_timeout : 120000;
+        mp_timer_arm(v->u->loop, &v->out_wait, wait);
+        mp_info("rpch upstream %s: the upstream asks to recycle its OUT channel: the client is "
+                "asked to recycle its own (pass-through logon; at most %" PRIu64 " ms)",
+                v->peer, wait);
+        return NULL;
+    }
     size_t used = 0;
-    const char *err =
-        open_successor(v, true, UP_OUT_NEXT_LENGTH, &v->outc, &v->out_succ, &v->out_next, &used);
+    const char *err = open_successor(v, true, UP_OUT_NEXT_LENGTH, &v->outc, &v->out_succ,
+                                     &v->out_next, &used, NULL);
     v->out_state = 1;
     mp_debug("rpch upstream %s: OUT channel recycling asked (OUT_R1/A2)", v->peer);
     return err;
+}
+
+static void out_wait_cb(struct mp_timer *t)
+{
+    struct upvc *v = t->data;
+    if (v->dying || !v->out_asked)
+        return;
+    char why[200];
+    snprintf(why, sizeof why,
+             "pass-through: the client did not recycle its OUT channel within %" PRIu64
+             " ms of the upstream's OUT_R1/A2 (the upstream's connection timeout)",
+             v->conn_timeout >= MP_RTS_MIN_CONN_TIMEOUT ? (uint64_t)v->conn_timeout : 120000u);
+    vc_fail(v, why);
 }
 
 /* OUT_R1/A6 on the predecessor: OUT_R1/A7 on the IN channel. */
@@ -605,6 +680,8 @@ static const char *out_rts(struct upvc *v, const uint8_t *p, size_t n)
         mp_info("rpch upstream %s: virtual connection open (?%s:%u, window %u)", v->peer,
                 v->u->server, v->port, pdu.cmd[1].v.u32);
         mp_timer_arm(v->u->loop, &v->ping, 10000);
+        if ((err = in_pending(v)))
+            return err;
         return release_held(v);
     case MP_RTS_FLOW_CONTROL_ACK_PDU:
     case MP_RTS_FLOW_CONTROL_ACK_DEST:
@@ -989,6 +1066,9 @@ static void vc_unlink(struct upvc *v)
     if (v->next)
         v->next->prev = v->prev;
     mp_timer_cancel(u->loop, &v->ping);
+    mp_timer_cancel(u->loop, &v->out_wait);
+    mp_rpch_pin_free(v->pend_in);
+    v->pend_in = NULL;
     struct upchan *cs[5] = {v->in, v->out, v->in_next, v->out_next, v->in_old};
     for (int k = 0; k < 5; k++)
         chan_free(u->loop, cs[k]);
@@ -1098,6 +1178,69 @@ void mp_rpch_up_pin(const void *key, bool out, struct mp_rpch_pin *pin)
 void mp_rpch_up_unpin(const void *key)
 {
     pinent_free(pin_take(key));
+    /* the client's virtual connection is gone: its key names nothing */
+    for (struct mp_rpch_up *u = ups; key && u; u = u->next_up)
+        for (struct upvc *v = u->all; v; v = v->next)
+            if (v->key == key)
+                v->key = NULL;
+}
+
+uint64_t mp_rpch_up_chan_length(const struct mp_config *cfg, bool out, uint64_t client_length)
+{
+    if (out && client_length == UP_OUT_NEXT_LENGTH)
+        return UP_OUT_NEXT_LENGTH;
+    return mp_rpch_up_length(cfg, out);
+}
+
+bool mp_rpch_up_successor(const void *key, bool out, struct mp_rpch_pin *pin)
+{
+    struct upvc *v = NULL;
+    for (struct mp_rpch_up *u = ups; key && u && !v; u = u->next_up)
+        for (struct upvc *w = u->all; w && !v; w = w->next)
+            if (w->key == key && !w->dying)
+                v = w;
+    if (!v || !v->pass || v->pass_basic)
+        return false; /* Basic: the upstream client repeats it by itself */
+    if (!pin->head_sent || pin->fd < 0) {
+        mp_debug("rpch upstream %s: the client's successor %s channel has no checked logon on an "
+                 "idle upstream connection: not used",
+                 v->peer, out ? "OUT" : "IN");
+        return false;
+    }
+    const char *err = NULL;
+    if (!out) {
+        if (!v->open || v->in_next) { /* after the recycling under way (in_pending) */
+            mp_rpch_pin_free(v->pend_in);
+            v->pend_in = pin;
+            return true;
+        }
+        err = in_recycle_start(v, pin);
+    } else {
+        if (!v->out_asked || v->out_state || v->out_next)
+            return false; /* the upstream did not ask: its OUT channel stays */
+        if (pin->length < UP_OUT_NEXT_LENGTH) {
+            mp_warn("rpch upstream %s: the client's successor OUT channel request is %" PRIu64
+                    " bytes long, OUT_R1/A3 and A11 take %u: not used",
+                    v->peer, pin->length, UP_OUT_NEXT_LENGTH);
+            return false;
+        }
+        size_t used = 0;
+        v->out_asked = false;
+        mp_timer_cancel(v->u->loop, &v->out_wait);
+        err = open_successor(v, true, UP_OUT_NEXT_LENGTH, &v->outc, &v->out_succ, &v->out_next,
+                             &used, pin);
+        v->out_state = 1;
+    }
+    mp_rpch_pin_free(pin);
+    if (err) {
+        vc_fail(v, err);
+        return true;
+    }
+    mp_info("rpch upstream %s: %s channel recycling on the client's successor logon "
+            "(pass-through)",
+            v->peer, out ? "OUT" : "IN");
+    vc_kick(v);
+    return true;
 }
 
 /* A channel on the connection the client's logon ran on, or a new one;
@@ -1146,6 +1289,9 @@ int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uin
     v->last_in_ms = mp_now_ms();
     v->ping.cb = ping_cb;
     v->ping.data = v;
+    v->out_wait.cb = out_wait_cb;
+    v->out_wait.data = v;
+    v->key = key;
     snprintf(v->peer, sizeof v->peer, "%s", peer);
     v->next = u->all;
     if (u->all)
@@ -1273,6 +1419,8 @@ struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *
             mp_ntlm_cleanse(b.data, b.len);
         mp_buf_free(&b);
     }
+    u->next_up = ups;
+    ups = u;
     mp_info("rpch upstream: RPC over HTTP to %s://%s:%u/rpc/rpcproxy.dll?%s:<port>%s",
             cfg->rpch_upstream.tls ? "https" : "http", cfg->rpch_upstream.host,
             cfg->rpch_upstream.port, u->server,
@@ -1290,6 +1438,11 @@ void mp_rpch_up_free(struct mp_rpch_up *u)
         return;
     while (u->all)
         vc_unlink(u->all);
+    for (struct mp_rpch_up **pp = &ups; *pp; pp = &(*pp)->next_up)
+        if (*pp == u) {
+            *pp = u->next_up;
+            break;
+        }
     mp_kdc_stop(&u->kdc); /* after the channels (their jobs lose their owner), before the cred */
     mp_tls_ctx_free(u->tls_ctx);
     mp_gss_cred_free(u->krb);

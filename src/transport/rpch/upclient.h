@@ -42,10 +42,23 @@ struct mp_rpch_pin {
     bool tls_on;
     char authz[12288];
     bool head_sent; /* the channel's request head went already (hpass.c checked the logon) */
+    uint64_t length; /* ... with this Content-Length */
 };
 /* The Content-Length of the upstream client's channel requests: the OUT
  * channel's fixed one, or mapiproxy:rpc over http upstream in channel length. */
 uint64_t mp_rpch_up_length(const struct mp_config *cfg, bool out);
+/* The same for a client's channel request whose head goes upstream as the
+ * client's (hpass.c): an RPC_OUT_DATA of the successor's length (OUT_R1/A3
+ * and A11, 120 bytes) is a successor and keeps it. */
+uint64_t mp_rpch_up_chan_length(const struct mp_config *cfg, bool out, uint64_t client_length);
+/* Pass-through with a connection-based logon (NTLM, Negotiate): the client
+ * recycled a channel of key's virtual connection on a new connection it
+ * logged on freshly (pin, head_sent: the upstream took the logon).  IN:
+ * the upstream IN channel is recycled on it (IN_R1/A1 now, or once a
+ * recycling under way ended); OUT: when the upstream asked (OUT_R1/A2),
+ * the upstream's successor OUT channel is it.  true: taken over; false:
+ * not wanted, the caller frees it. */
+bool mp_rpch_up_successor(const void *key, bool out, struct mp_rpch_pin *pin);
 /* Keeps a pin for key's OUT or IN channel (taken over: fd, tls) until
  * mp_rpch_up_open(key) uses it or mp_rpch_up_unpin(key) drops it. */
 void mp_rpch_up_pin(const void *key, bool out, struct mp_rpch_pin *pin);

@@ -262,6 +262,18 @@ static const char *release_held(struct mp_rpch_vc *vc)
     return queue_rts(vc, &a2);
 }
 
+const char *mp_rpch_vc_out_recycle(struct mp_rpch_vc *vc)
+{
+    if (vc->state != MP_RPCH_OPEN)
+        return "OUT channel recycling asked before the virtual connection is open";
+    if (vc->out_recycling)
+        return NULL;
+    struct mp_rts_pdu a2;
+    mp_rts_out_r1_a2(&a2);
+    vc->out_recycling = true;
+    return queue_rts(vc, &a2);
+}
+
 const char *mp_rpch_vc_out_r1_a3(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
 {
     struct mp_rts_pdu pdu;

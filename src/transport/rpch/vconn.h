@@ -92,6 +92,9 @@ const char *mp_rpch_vc_conn_b1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n
  * proxy at once). */
 const char *mp_rpch_vc_in_r1_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t n,
                                 uint64_t in_length);
+/* OUT_R1/A2 now (the upstream asked for recycling), unless OUT channel
+ * recycling is under way already; RPC PDUs wait for the successor. */
+const char *mp_rpch_vc_out_recycle(struct mp_rpch_vc *vc);
 /* OUT_R1/A3 arrived on a new RPC_OUT_DATA after our OUT_R1/A2: OUT_R1/A6
  * is queued on out_q (for the predecessor OUT channel). */
 const char *mp_rpch_vc_out_r1_a3(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
