@@ -32,6 +32,7 @@ from test_lab_auth import nspi_answers, rfr_answers  # noqa: E402
 
 import krb5_env  # noqa: E402
 from test_rpch_negotiate import krb, merge_keytabs, negotiate_client  # noqa: F401,E402
+from test_rpch_passthrough import impacket_ntlm_nspi, recycling_nspi  # noqa: E402
 
 OUT_LENGTH = 16384  # the lab's OUT channel answers: it asks for OUT_R1 every few calls
 IN_LENGTH = 1024    # the client's RPC_IN_DATA: a few calls each
@@ -73,13 +74,9 @@ def recycling_session(p, env, reference, http_auth, user_ok):
     log, lab channel lines)."""
     before = lab_mark(env)
     counts = []
+    t = recycling_nspi(p, reference[1], http_auth, 8, IN_LENGTH)
+    counts.append((t.in_recycles, t.out_recycles))
     try:
-        t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, http_auth, "alice", ALICE_PW,
-                             PRIVACY, in_length=IN_LENGTH)
-        for _ in range(8):
-            assert nspi_answers(d) == reference[1]
-        counts.append((t.in_recycles, t.out_recycles))
-        d.disconnect()
         t, d = recycling_dce(p.url, 6002, oxabref.MSRPC_UUID_OXABREF, http_auth, "alice",
                              ALICE_PW, PRIVACY, in_length=IN_LENGTH)
         for _ in range(4):
@@ -184,19 +181,9 @@ def test_non_recycling_client_asked_to_recycle(make_proxy, env):
     """The lab asks for OUT recycling; Impacket's own client (which does not
     recycle: it raises on OUT_R1/A2) is asked in turn; the session ends with
     a log line, never with a channel logged on as the proxy."""
-    from impacket.dcerpc.v5 import transport
     before = lab_mark(env)
     p = start(make_proxy, env, **pass_opts(env))
-    t = transport.DCERPCTransportFactory("ncacn_http:EXLAB01[6004]")
-    t.set_rpc_proxy_url(p.url)
-    t.set_credentials("alice", ALICE_PW, "LAB")
-    t.set_auth_type(AUTH_NTLM)
-    t.set_connect_timeout(10)
-    d = t.get_dce_rpc()
-    d.set_credentials("alice", ALICE_PW, "LAB")
-    d.set_auth_level(PRIVACY)
-    d.connect()
-    d.bind(nspi.MSRPC_UUID_NSPI)
+    d = impacket_ntlm_nspi(p.url)
     with pytest.raises(Exception) as ei:
         for _ in range(20):
             nspi_answers(d)

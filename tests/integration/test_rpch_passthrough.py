@@ -177,6 +177,41 @@ def test_bad_logon_legs(make_proxy, env, reference, bad):  # noqa: F811
     assert "during the HTTP logon (pass-through)" in p.log(), p.log()[-2000:]
 
 
+def impacket_ntlm_nspi(url):
+    """Impacket's own ncacn_http client (its IN channel is 1 GiB: it never
+    recycles, and raises on OUT_R1/A2) with HTTP NTLM, bound to NSPI at
+    privacy; the 10 s read timeout makes an end an error, not a hang."""
+    from impacket.dcerpc.v5 import transport
+    t = transport.DCERPCTransportFactory("ncacn_http:EXLAB01[6004]")
+    t.set_rpc_proxy_url(url)
+    t.set_credentials("alice", ALICE_PW, "LAB")
+    t.set_auth_type(AUTH_NTLM)
+    t.set_connect_timeout(10)
+    d = t.get_dce_rpc()
+    d.set_credentials("alice", ALICE_PW, "LAB")
+    d.set_auth_level(PRIVACY)
+    d.connect()
+    d.bind(nspi.MSRPC_UUID_NSPI)
+    return d
+
+
+def recycling_nspi(p, want, http_auth, rounds, in_length=1024):
+    """The recycling client (tests/lab/rpch_recycle.py) through proxy p:
+    rounds NSPI rounds equal to want (the proxy's log printed if not);
+    returns its transport, disconnected."""
+    from rpch_recycle import recycling_dce
+    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, http_auth, "alice", ALICE_PW,
+                         PRIVACY, in_length=in_length)
+    try:
+        for _ in range(rounds):
+            assert nspi_answers(d) == want
+    except BaseException:
+        print(p.log()[-5000:])
+        raise
+    d.disconnect()
+    return t
+
+
 def test_ntlm_passthrough_never_recycles_as_the_proxy(make_proxy, env, reference):  # noqa: F811
     """NTLM passed through, the proxy's IN channel toward the lab 4 KiB long
     and the proxy's own account configured (dcerpc_mapiproxy:username, which
@@ -186,21 +221,12 @@ def test_ntlm_passthrough_never_recycles_as_the_proxy(make_proxy, env, reference
     toward the lab, the session goes on with a direct client's answers, and
     the lab never saw the proxy's account on a channel.  (Before, the
     virtual connection ended when the proxy's upstream IN channel ran out.)"""
-    from rpch_recycle import recycling_dce
     before = lab_mark(env)
     over = pass_opts(env)
     over["mapiproxy:rpc over http upstream in channel length"] = "4K"
     over["mapiproxy:rpc over http upstream auth"] = "ntlm"
     p = start(make_proxy, env, **over)
-    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_NTLM, "alice", ALICE_PW,
-                         PRIVACY, in_length=1024)
-    try:
-        for _ in range(12):
-            assert nspi_answers(d) == reference[1]
-    except BaseException:
-        print(p.log()[-4000:])
-        raise
-    d.disconnect()
+    t = recycling_nspi(p, reference[1], AUTH_NTLM, 12)
     p.stop()
     log = p.log()
     ups = len(re.findall(r"rpch upstream .*: IN channel recycled", log))
@@ -227,17 +253,7 @@ def test_ntlm_passthrough_upstream_in_runs_out_first(make_proxy, env):
     over["mapiproxy:rpc over http upstream in channel length"] = "4K"
     over["mapiproxy:rpc over http upstream auth"] = "ntlm"
     p = start(make_proxy, env, **over)
-    from impacket.dcerpc.v5 import transport
-    t = transport.DCERPCTransportFactory("ncacn_http:EXLAB01[6004]")
-    t.set_rpc_proxy_url(p.url)
-    t.set_credentials("alice", ALICE_PW, "LAB")
-    t.set_auth_type(AUTH_NTLM)
-    t.set_connect_timeout(10)  # also the read timeout: the end is an error, not a hang
-    d = t.get_dce_rpc()
-    d.set_credentials("alice", ALICE_PW, "LAB")
-    d.set_auth_level(PRIVACY)
-    d.connect()
-    d.bind(nspi.MSRPC_UUID_NSPI)
+    d = impacket_ntlm_nspi(p.url)
     import threading
 
     def rounds():

@@ -301,9 +301,47 @@ static void test_out_recycling(void)
     mp_rpch_vc_free(&vc);
 }
 
+/* The upstream asked for OUT recycling (pass-through, mp_rpch_vc_out_recycle):
+ * OUT_R1/A2 at once, long before the channel's length, then the usual
+ * A3/A6, A7/A10; the server's PDUs wait meanwhile. */
+static void test_out_recycling_asked(void)
+{
+    uint8_t a1[128], b1[128], a3[128], a7[128], b[512];
+    size_t na = t_unhex(IMPACKET_A1, a1, sizeof a1), nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
+    size_t n3 = t_unhex(IMPACKET_OUT_R1_A3, a3, sizeof a3);
+    size_t n7 = t_unhex(IMPACKET_OUT_R1_A7, a7, sizeof a7);
+    mp_rpch_vc_init(&vc, &LIM);                 /* out_length 0: 1 GiB */
+    CHECK(mp_rpch_vc_out_recycle(&vc) != NULL); /* not open yet */
+    CHECK(!vc.out_recycling && mp_buf_avail(&vc.out_q) == 0);
+    CHECK(mp_rpch_vc_conn_a1(&vc, a1, na) == NULL);
+    CHECK(mp_rpch_vc_conn_b1(&vc, b1, nb, 1u << 30) == NULL);
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+    CHECK(mp_rpch_vc_out_recycle(&vc) == NULL);
+    CHECK(vc.out_recycling);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 28u);
+    struct mp_rts_pdu p;
+    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), 28, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_OUT_R1_A1); /* A2's layout */
+    CHECK(mp_rpch_vc_out_recycle(&vc) == NULL);      /* under way: nothing more */
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 28u);
+    mp_buf_consume(&vc.out_q, 28);
+    size_t n = request(b, 300, 1);
+    CHECK(mp_rpch_vc_from_server(&vc, b, n) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 0u); /* held for the successor */
+    CHECK(mp_rpch_vc_out_r1_a3(&vc, a3, n3) == NULL);
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+    CHECK(mp_rpch_vc_in_data(&vc, a7, n7) == NULL && vc.out_switch);
+    mp_buf_consume(&vc.out_q, mp_buf_avail(&vc.out_q));
+    CHECK(mp_rpch_vc_out_switch(&vc) == NULL);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), 300u);
+    CHECK_EQ(vc.out_recycles, 1u);
+    mp_rpch_vc_free(&vc);
+}
+
 int main(void)
 {
     test_out_recycling();
+    test_out_recycling_asked();
     test_in_recycling();
     test_establish_and_relay();
     test_out_window();

@@ -442,8 +442,7 @@ static void chan_free(struct mp_loop *l, struct upchan *c);
 static struct upchan *chan_pinned(struct upvc *v, bool out, struct mp_rpch_pin *pin);
 static const char *open_successor(struct upvc *v, bool out, uint64_t length,
                                   const struct mp_rts_cookie *pred, struct mp_rts_cookie *succ,
-                                  struct upchan **slot, size_t *body_used,
-                                  struct mp_rpch_pin *pin)
+                                  struct upchan **slot, size_t *body_used, struct mp_rpch_pin *pin)
 {
     if (getrandom(succ, 16, 0) != 16)
         return "no random bytes for a channel cookie";
@@ -586,8 +585,10 @@ static const char *out_r1_a2(struct upvc *v, const struct mp_rts_pdu *pdu)
                                  : "the client's virtual connection is gone";
         if (why) {
             static _Thread_local char msg[200];
-            snprintf(msg, sizeof msg, "pass-through: the upstream asked to recycle its OUT "
-                     "channel and the client cannot be asked: %s", why);
+            snprintf(msg, sizeof msg,
+                     "pass-through: the upstream asked to recycle its OUT "
+                     "channel and the client cannot be asked: %s",
+                     why);
             return msg;
         }
         v->out_asked = true;

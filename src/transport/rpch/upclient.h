@@ -41,7 +41,7 @@ struct mp_rpch_pin {
     struct mp_tls tls;
     bool tls_on;
     char authz[12288];
-    bool head_sent; /* the channel's request head went already (hpass.c checked the logon) */
+    bool head_sent;  /* the channel's request head went already (hpass.c checked the logon) */
     uint64_t length; /* ... with this Content-Length */
 };
 /* The Content-Length of the upstream client's channel requests: the OUT
