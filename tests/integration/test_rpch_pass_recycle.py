@@ -143,38 +143,42 @@ def test_kerberos_client_recycling_carries_the_upstreams(make_proxy, neg_env, ne
     assert len(negotiate_client) == len(chans)
 
 
-def test_successor_logon_refused_by_upstream(make_proxy, env, reference):  # noqa: F811
-    """Bad input: the client's successor IN channel logs on with a wrong
-    password.  The lab's 401 is the client's answer to that channel request
-    (Impacket raises), the upstream virtual connection is not touched by
-    it, and the proxy goes on: the client's old channel still works, it
-    closes with a log line, and the next client goes on (the ASan build
-    checks for leaks at exit)."""
+@pytest.mark.parametrize("which", ["IN", "OUT"])
+def test_successor_logon_refused_by_upstream(make_proxy, env, reference, which):  # noqa: F811
+    """Bad input: the client's successor IN or OUT channel logs on with a
+    wrong password.  The lab's 401 is the client's answer to that channel
+    request (Impacket raises), which never becomes a channel: nothing is
+    handed to the upstream client.  The virtual connection goes on on its
+    old channels (the client puts them back and logs on right next time:
+    more rounds as direct, with recycling toward the lab again), then ends
+    with its log line (the ASan build checks for leaks at exit)."""
     from impacket.dcerpc.v5.rpch import RPCProxyClientException
+    before = lab_mark(env)
     p = start(make_proxy, env, **pass_opts(env))
     t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_NTLM, "alice", ALICE_PW,
                          PRIVACY, in_length=IN_LENGTH)
     assert nspi_answers(d) == reference[1]
+    slot = "RPC_IN_DATA" if which == "IN" else "RPC_OUT_DATA"
+    old = t._channels()[slot]
     t.set_credentials("alice", "wrong-password", "LAB")
     with pytest.raises(RPCProxyClientException) as ei:
-        for _ in range(6):
-            nspi_answers(d)
+        t.recycle_in() if which == "IN" else t.recycle_out()
     print(ei.value)
-    assert "401" in str(ei.value)
-    try:
-        d.disconnect()
-    except Exception:
-        pass
-    t2, d2 = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_NTLM, "alice", ALICE_PW,
-                           PRIVACY, in_length=IN_LENGTH)
-    for _ in range(3):
-        assert nspi_answers(d2) == reference[1]
-    assert t2.in_recycles >= 1
-    d2.disconnect()
+    assert "401" in str(ei.value) and slot in str(ei.value)
+    t._channels()[slot] = old
+    t.set_credentials("alice", ALICE_PW, "LAB")
+    recycled = len(re.findall(r"rpch upstream .*: (?:IN|OUT) channel recycled", p.log()))
+    for _ in range(4):
+        assert nspi_answers(d) == reference[1]
+    d.disconnect()
     p.stop()
     log = p.log()
     assert re.search(r'the upstream answered the channel request "HTTP/1.[01] 401', log), log[-3000:]
+    assert len(re.findall(r"rpch upstream .*: (?:IN|OUT) channel recycled", log)) > recycled
+    assert re.search(r"rpch \S+: virtual connection closed: ", log)
     assert "wrong-password" not in log and ALICE_PW not in log
+    chans = channels(lab_since(env, before))
+    assert chans and all(u.lower().endswith("alice") for _, u in chans), chans
 
 
 def test_non_recycling_client_asked_to_recycle(make_proxy, env):
