@@ -1200,6 +1200,15 @@ bool mp_rpch_up_successor(const void *key, bool out, struct mp_rpch_pin *pin)
         for (struct upvc *w = u->all; w && !v; w = w->next)
             if (w->key == key && !w->dying)
                 v = w;
+    if (!v && !out && pin->head_sent && pin->fd >= 0) {
+        /* not opened upstream yet: the successor replaces the first IN
+         * channel's pin, which mp_rpch_up_open would have used */
+        for (struct pinent *e = pins; key && e; e = e->next)
+            if (e->key == key && e->pin[0]) {
+                mp_rpch_up_pin(key, false, pin);
+                return true;
+            }
+    }
     if (!v || !v->pass || v->pass_basic)
         return false; /* Basic: the upstream client repeats it by itself */
     if (!pin->head_sent || pin->fd < 0) {
