@@ -122,6 +122,31 @@ def test_ntlm_client_recycling_carries_the_upstreams(make_proxy, env, reference)
     assert lab.count("NTLM NEGOTIATE -> CHALLENGE") >= len(chans)
 
 
+def test_ntlm_proxy_and_upstream_both_ask_for_out_recycling(make_proxy, env,
+                                                            reference):  # noqa: F811
+    """The proxy's own OUT channel toward the client is 16 KiB too: the
+    client recycles its OUT channel for the proxy's length as well as for
+    the lab's.  A successor made for the proxy's length while the lab had
+    not asked is not handed upstream (the lab's OUT_R1/A3 must follow its
+    A2); when the lab asks during a client OUT switch the client is asked
+    again after it.  The session goes on as direct, every lab channel is
+    alice's."""
+    p = start(make_proxy, env, **pass_opts(
+        env, **{"mapiproxy:rpc over http out channel length": "16K"}))
+    counts, log, lab, chans = recycling_session(p, env, reference, AUTH_NTLM,
+                                                lambda u: u.lower().endswith("alice"))
+    ins = sum(c[0] for c in counts)
+    outs = sum(c[1] for c in counts)
+    up_in = len(re.findall(r"rpch upstream .*: IN channel recycled", log))
+    up_out = len(re.findall(r"rpch upstream .*: OUT channel recycled", log))
+    asked = log.count("the upstream asks to recycle its OUT channel")
+    print("client IN %d OUT %d; toward the lab IN %d OUT %d (asked %d)"
+          % (ins, outs, up_in, up_out, asked))
+    assert up_in == ins and up_out == asked and outs >= up_out >= 1, (ins, outs, up_out, asked)
+    assert log.count("successor's logon handed to the upstream client") == ins + up_out
+    assert len(chans) == 4 + ins + outs, (len(chans), ins, outs)
+
+
 @pytest.fixture(scope="module")
 def neg_env(krb, tmp_path_factory):  # noqa: F811
     d = tmp_path_factory.mktemp("rpch-pass-recycle-neg")
