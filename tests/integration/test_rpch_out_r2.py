@@ -17,26 +17,25 @@ mixing OUT_R1 and OUT_R2, ends that virtual connection with its reason in
 the log; the next session goes on."""
 import os
 import re
-import socket
-import ssl
 import struct
 import sys
 import threading
 import time
 
 import pytest
-from impacket.dcerpc.v5 import nspi, oxabref, rpch
+from impacket.dcerpc.v5 import nspi, rpch
 from impacket.http import AUTH_BASIC, AUTH_NTLM
 
 from conftest import ROOT
 from test_rpch import (ALICE_PW, PROXY_PW, reference, rpch_dce, rpch_lab_env,  # noqa: F401
                        start)
 from test_rpch_recycle import impacket_cookie, impacket_rts
-from test_rpch_up_recycle import IN_LENGTH, OUT_LENGTH, assert_client_closed, u32cmd, up_opts
+from test_rpch_up_recycle import (OUT_LENGTH, BadUpstream, assert_client_closed,
+                                  sessions_to_lab, u32cmd, up_opts)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 import lab_rpch  # noqa: E402
-from test_lab_auth import nspi_answers, rfr_answers  # noqa: E402
+from test_lab_auth import nspi_answers  # noqa: E402
 
 p32 = lambda v: struct.pack("<L", v)  # noqa: E731
 # what an RPC proxy sends the client (2.2.4.24, 2.2.4.39, 2.2.4.44, 2.2.4.28, 2.2.4.32)
@@ -75,26 +74,7 @@ def test_out_r2_toward_upstream(make_proxy, env, reference, http_auth):  # noqa:
     channels): the answers equal a direct client's, the upstream OUT channel
     is recycled with OUT_R2 at least 3 times, the lab's count agrees, and no
     upstream virtual connection ends before its association."""
-    want_r, want_n = reference
-    with open(env["lab_log"]) as f:
-        lab_before = f.read()
-    p = start(make_proxy, env, **up_opts(env["ports"]["rpch"]))
-    try:
-        d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, http_auth)
-        for _ in range(16):
-            assert nspi_answers(d) == want_n
-        d.disconnect()
-        d = rpch_dce(p.url, 6002, oxabref.MSRPC_UUID_OXABREF, http_auth)
-        for _ in range(6):
-            assert rfr_answers(d) == want_r
-        d.disconnect()
-    except BaseException:
-        print(p.log()[-4000:])
-        raise
-    p.stop()
-    log = p.log()
-    with open(env["lab_log"]) as f:
-        lab = f.read()[len(lab_before):]
+    p, log, lab = sessions_to_lab(make_proxy, env, reference, http_auth)
     r2 = len(re.findall(r"rpch upstream .*: OUT channel recycled \(OUT_R2, ", log))
     r1 = len(re.findall(r"rpch upstream .*: OUT channel recycled \(OUT_R1, ", log))
     ins = len(re.findall(r"rpch upstream .*: IN channel recycled", log))
@@ -109,7 +89,7 @@ def test_out_r2_toward_upstream(make_proxy, env, reference, http_auth):  # noqa:
     assert ALICE_PW not in log and PROXY_PW not in log
 
 
-class ScriptedUpstream(object):
+class ScriptedUpstream(BadUpstream):
     """An RPC proxy (TLS) that opens the virtual connection (CONN/A3,
     CONN/C2), sends `first` on the OUT channel, and once the proxy's
     successor RPC_OUT_DATA (OUT_R2/A3) has come, `after_a3` on the
@@ -119,24 +99,10 @@ class ScriptedUpstream(object):
 
     def __init__(self, cert, first, after_a3=()):
         self.first, self.after_a3 = first, list(after_a3)
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(*cert)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.conns, self.pred = [], None
+        self.pred = None
         self.bodies = {"in": b"", "succ": b""}
         self.lock = threading.Lock()
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.channel, args=(c,), daemon=True).start()
+        super().__init__(cert, b"".join(first))
 
     def _read_head(self, c):
         head = b""
@@ -182,7 +148,7 @@ class ScriptedUpstream(object):
                       b"Content-Length: 1073741824\r\n\r\n"
                       + lab_rpch.rts_pdu(0, [(2, p32(120000))])
                       + lab_rpch.rts_pdu(0, [(6, p32(1)), (0, p32(65536)), (2, p32(120000))])
-                      + b"".join(self.first))
+                      + self.pdu)
             while c.recv(4096):
                 pass
         except OSError:
@@ -201,14 +167,6 @@ class ScriptedUpstream(object):
                 self.pred.sendall(item)
         except OSError:
             pass
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
 
 
 C1_BYTES = impacket_rts(rpch.RTS_FLAG_PING, [rpch.Empty()])

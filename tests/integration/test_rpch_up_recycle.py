@@ -86,8 +86,11 @@ def test_lab_pdus_match_impacket_structures():
     assert [t for t, _ in lab_rpch.rts_parse(a7)[1]] == [13, 3, 6]
 
 
-@pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
-def test_both_channels_recycled_toward_upstream(make_proxy, env, reference, http_auth):  # noqa: F811
+def sessions_to_lab(make_proxy, env, reference, http_auth):  # noqa: F811
+    """16 NSPI and 6 RFR rounds of Impacket's ncacn_http client through a
+    proxy whose upstream is the lab's RPC proxy, each answer equal to a
+    direct client's; -> (the stopped proxy, its log, the lab's log lines
+    written meanwhile)."""
     want_r, want_n = reference
     with open(env["lab_log"]) as f:
         lab_before = f.read()
@@ -105,11 +108,15 @@ def test_both_channels_recycled_toward_upstream(make_proxy, env, reference, http
         print(p.log()[-4000:])
         raise
     p.stop()
-    log = p.log()
+    with open(env["lab_log"]) as f:
+        return p, p.log(), f.read()[len(lab_before):]
+
+
+@pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
+def test_both_channels_recycled_toward_upstream(make_proxy, env, reference, http_auth):  # noqa: F811
+    p, log, lab = sessions_to_lab(make_proxy, env, reference, http_auth)
     ins = len(re.findall(r"rpch upstream .*: IN channel recycled", log))
     outs = len(re.findall(r"rpch upstream .*: OUT channel recycled", log))
-    with open(env["lab_log"]) as f:
-        lab = f.read()[len(lab_before):]
     print("proxy: IN %d, OUT %d recycles; lab: IN %d, OUT %d" % (
         ins, outs, lab.count("IN channel recycled"), lab.count("OUT channel recycled")))
     assert ins >= 3 and outs >= 3, (ins, outs)

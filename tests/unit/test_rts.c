@@ -237,8 +237,8 @@ static void test_out_recycling_pdus(void)
     CHECK(roundtrip(b, n));
 }
 
-/* OUT_R2 as the client sees it: A6 and B3 decode and are named (A6 has
- * A5's layout), our C1 builder gives Impacket's bytes, the size of
+/* OUT_R2: A6 and B3 decode and are named (A6 has A5's layout), our A6, B3
+ * and C1 builders give Impacket's bytes, C1 the size of
  * OUT_R1/A11; a B3 without its EOF flag is an ANCE (OUT_R1/A10), not B3. */
 static void test_out_r2_pdus(void)
 {
@@ -249,9 +249,13 @@ static void test_out_r2_pdus(void)
     CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R2_A5);
     CHECK_EQ(p.cmd[0].v.u32, (uint32_t)MP_RTS_FD_CLIENT);
     CHECK(roundtrip(b, n));
+    mp_rts_out_r2_a6(&p);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
     n = t_unhex(IMPACKET_OUT_R2_B3, b, sizeof b);
     CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R2_B3);
     CHECK(roundtrip(b, n));
+    mp_rts_out_r2_b3(&p);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
     b[16] = 0; /* Flags: EOF cleared */
     CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A9);
     n = t_unhex(IMPACKET_OUT_R2_C1, b, sizeof b);
