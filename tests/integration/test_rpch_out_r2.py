@@ -23,19 +23,17 @@ import threading
 import time
 
 import pytest
-from impacket.dcerpc.v5 import nspi, rpch
+from impacket.dcerpc.v5 import rpch
 from impacket.http import AUTH_BASIC, AUTH_NTLM
 
 from conftest import ROOT
-from test_rpch import (ALICE_PW, PROXY_PW, reference, rpch_dce, rpch_lab_env,  # noqa: F401
-                       start)
+from test_rpch import ALICE_PW, PROXY_PW, reference, rpch_lab_env  # noqa: F401
 from test_rpch_recycle import impacket_cookie, impacket_rts
-from test_rpch_up_recycle import (OUT_LENGTH, BadUpstream, assert_client_closed,
-                                  sessions_to_lab, u32cmd, up_opts)
+from test_rpch_up_recycle import (OUT_LENGTH, BadUpstream, bad_then_good, sessions_to_lab,
+                                  u32cmd)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 import lab_rpch  # noqa: E402
-from test_lab_auth import nspi_answers  # noqa: E402
 
 p32 = lambda v: struct.pack("<L", v)  # noqa: E731
 # what an RPC proxy sends the client (2.2.4.24, 2.2.4.39, 2.2.4.44, 2.2.4.28, 2.2.4.32)
@@ -193,14 +191,7 @@ def test_bad_out_r2_from_upstream(make_proxy, env, case):
     first, after_a3, why = BAD[case]
     bad = ScriptedUpstream(env["lab_cert"], first, after_a3)
     try:
-        p = start(make_proxy, env, **up_opts(bad.port))
-        assert_client_closed(p)
-        good = start(make_proxy, env, **up_opts(env["ports"]["rpch"]))
-        d = rpch_dce(good.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
-        assert nspi_answers(d)
-        d.disconnect()
-        p.stop()
-        log = p.log()
+        log = bad_then_good(make_proxy, env, bad)
         assert re.search(r"rpch upstream .*: virtual connection closed: OUT channel: " +
                          re.escape(why), log), log[-3000:]
         if "wait" in after_a3:

@@ -223,6 +223,19 @@ BAD = {
 }
 
 
+def bad_then_good(make_proxy, env, bad):
+    """A proxy whose upstream is bad: its client is closed; then a proxy to
+    the lab serves an NSPI session.  -> the first proxy's log."""
+    p = start(make_proxy, env, **up_opts(bad.port))
+    assert_client_closed(p)
+    good = start(make_proxy, env, **up_opts(env["ports"]["rpch"]))
+    d = rpch_dce(good.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    assert nspi_answers(d)
+    d.disconnect()
+    p.stop()
+    return p.log()
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_recycling_from_upstream(make_proxy, env, case):
     pdu, why = BAD[case]
@@ -230,14 +243,7 @@ def test_bad_recycling_from_upstream(make_proxy, env, case):
         pdu = pdu[:8] + struct.pack("<H", len(pdu)) + pdu[10:]
     bad = BadUpstream(env["lab_cert"], pdu)
     try:
-        p = start(make_proxy, env, **up_opts(bad.port))
-        assert_client_closed(p)
-        good = start(make_proxy, env, **up_opts(env["ports"]["rpch"]))
-        d = rpch_dce(good.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
-        assert nspi_answers(d)
-        d.disconnect()
-        p.stop()
-        log = p.log()
+        log = bad_then_good(make_proxy, env, bad)
         assert re.search(r"rpch upstream .*: virtual connection closed: OUT channel: ", log), \
             log[-3000:]
         if why:
