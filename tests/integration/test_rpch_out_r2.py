@@ -23,17 +23,19 @@ import threading
 import time
 
 import pytest
-from impacket.dcerpc.v5 import rpch
+from impacket.dcerpc.v5 import nspi, rpch
 from impacket.http import AUTH_BASIC, AUTH_NTLM
 
 from conftest import ROOT
-from test_rpch import ALICE_PW, PROXY_PW, reference, rpch_lab_env  # noqa: F401
+from test_rpch import (ALICE_PW, PROXY_PW, reference, rpch_dce, rpch_lab_env,  # noqa: F401
+                       start)
 from test_rpch_recycle import impacket_cookie, impacket_rts
 from test_rpch_up_recycle import (OUT_LENGTH, BadUpstream, bad_then_good, sessions_to_lab,
-                                  u32cmd)
+                                  u32cmd, up_opts)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 import lab_rpch  # noqa: E402
+from test_lab_auth import nspi_answers  # noqa: E402
 
 p32 = lambda v: struct.pack("<L", v)  # noqa: E731
 # what an RPC proxy sends the client (2.2.4.24, 2.2.4.39, 2.2.4.44, 2.2.4.28, 2.2.4.32)
@@ -85,6 +87,26 @@ def test_out_r2_toward_upstream(make_proxy, env, reference, http_auth):  # noqa:
     assert not re.search(r"rpch upstream .*: virtual connection closed: (?!the association closed)",
                          log), log[-3000:]
     assert ALICE_PW not in log and PROXY_PW not in log
+
+
+def test_out_r2_with_upstream_ntlm(make_proxy, env, reference):  # noqa: F811
+    """upstream auth = ntlm: each successor OUT channel logs on first (its
+    request waits for the NTLM challenge), so the OUT_R2/C1 queued on
+    OUT_R2/A6 goes after its head; 12 NSPI rounds with OUT_R2 recycles."""
+    over = dict(up_opts(env["ports"]["rpch"]))
+    over["mapiproxy:rpc over http upstream auth"] = "ntlm"
+    p = start(make_proxy, env, **over)
+    d = rpch_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    for _ in range(12):
+        assert nspi_answers(d) == reference[1]
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    assert "HTTP NTLM" in log
+    r2 = len(re.findall(r"rpch upstream .*: OUT channel recycled \(OUT_R2, ", log))
+    assert r2 >= 2, r2
+    assert not re.search(r"rpch upstream .*: virtual connection closed: (?!the association closed)",
+                         log), log[-3000:]
 
 
 class ScriptedUpstream(BadUpstream):
