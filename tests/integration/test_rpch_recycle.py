@@ -16,8 +16,9 @@ from conftest import ROOT
 from test_rpch import ALICE_PW, PRIVACY, channel, env, reference, start  # noqa: F401
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
-from rpch_recycle import (ance, in_r1_a1, in_r1_a5, is_out_r1_a2, out_r1_a3,  # noqa: E402
-                          out_r1_a7, parse_in_r1_a4, parse_out_r1_a6, recycling_dce)
+from rpch_recycle import (ance, in_r1_a1, in_r1_a5, is_out_r1_a2, is_out_r2_a6,  # noqa: E402
+                          is_out_r2_b3, out_r1_a3, out_r1_a7, out_r2_c1, parse_in_r1_a4,
+                          parse_out_r1_a6, recycling_dce)
 from test_lab_auth import nspi_answers, rfr_answers  # noqa: E402
 from test_lab_rpch import drain  # noqa: E402
 
@@ -70,6 +71,13 @@ def test_pdus_match_impacket_structures():
     assert is_out_r1_a2(impacket_rts(rpch.RTS_FLAG_RECYCLE_CHANNEL, [d]))
     assert parse_out_r1_a6(impacket_rts(rpch.RTS_FLAG_OUT_CHANNEL, [d, v, t])) == {
         "version": 1, "timeout": 120000}
+    # OUT_R2 (the proxy's choice, MS-RPCH 3.2.4.5.6.1): A6, B3 and the client's C1
+    assert is_out_r2_a6(impacket_rts(rpch.RTS_FLAG_NONE, [d, rpch.ANCE()]))
+    assert not is_out_r2_a6(impacket_rts(rpch.RTS_FLAG_OUT_CHANNEL, [d, v, t]))
+    assert is_out_r2_b3(impacket_rts(rpch.RTS_FLAG_EOF, [rpch.ANCE()]))
+    assert not is_out_r2_b3(ance())
+    assert out_r2_c1() == impacket_rts(rpch.RTS_FLAG_PING, [rpch.Empty()])
+    assert len(out_r2_c1()) == len(ance())  # OUT_R1/A11's size (2.2.4.45)
 
 
 @pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
@@ -124,8 +132,11 @@ def test_bad_recycling_requests(make_proxy, env, reference):  # noqa: F811
 @pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
 def test_out_channel_recycled_mid_session(make_proxy, env, reference, http_auth):  # noqa: F811
     """The proxy's OUT channel answer is 16 KiB long: before it runs out
-    the proxy asks for OUT recycling (OUT_R1/A2) and the client moves to a
-    new RPC_OUT_DATA, while its 1 KiB IN channel recycles too."""
+    the proxy asks for OUT recycling (OUT_R2/A2) and the client moves to a
+    new RPC_OUT_DATA, while its 1 KiB IN channel recycles too.  The proxy
+    finds the virtual connection of the client's A3, so it runs OUT_R2
+    (MS-RPCH 3.2.4.5.6.1): OUT_R2/A6, the client's OUT_R2/A7 and C1,
+    OUT_R2/B3."""
     p = start(make_proxy, env, **{"mapiproxy:rpc over http out channel length": "16K"})
     t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, http_auth, "alice", ALICE_PW,
                          PRIVACY, in_length=IN_LENGTH)
@@ -140,7 +151,10 @@ def test_out_channel_recycled_mid_session(make_proxy, env, reference, http_auth)
     log = p.log()
     print("recycles: IN %d, OUT %d" % (t.in_recycles, t.out_recycles))
     assert t.out_recycles >= 2 and t.in_recycles >= 3, (t.out_recycles, t.in_recycles)
-    assert all(a["timeout"] >= 120000 for a in t.a6)
-    # the proxy closes each predecessor OUT channel after its OUT_R1/A10
+    # OUT_R2 every time (this asked OUT_R1/A6's ConnectionTimeout before the
+    # proxy followed 3.2.4.5.6: an outbound proxy that finds the virtual
+    # connection cookie MUST run OUT_R2, whose A6 carries none)
+    assert [a["seq"] for a in t.a6] == ["OUT_R2"] * t.out_recycles, t.a6
+    # the proxy closes each predecessor OUT channel after its OUT_R2/B3
     assert t.old_out_closed == [True] * t.out_recycles, t.old_out_closed
     assert log.count("OUT channel recycled") >= t.out_recycles

@@ -86,8 +86,11 @@ def test_lab_pdus_match_impacket_structures():
     assert [t for t, _ in lab_rpch.rts_parse(a7)[1]] == [13, 3, 6]
 
 
-@pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
-def test_both_channels_recycled_toward_upstream(make_proxy, env, reference, http_auth):  # noqa: F811
+def sessions_to_lab(make_proxy, env, reference, http_auth):  # noqa: F811
+    """16 NSPI and 6 RFR rounds of Impacket's ncacn_http client through a
+    proxy whose upstream is the lab's RPC proxy, each answer equal to a
+    direct client's; -> (the stopped proxy, its log, the lab's log lines
+    written meanwhile)."""
     want_r, want_n = reference
     with open(env["lab_log"]) as f:
         lab_before = f.read()
@@ -105,11 +108,15 @@ def test_both_channels_recycled_toward_upstream(make_proxy, env, reference, http
         print(p.log()[-4000:])
         raise
     p.stop()
-    log = p.log()
+    with open(env["lab_log"]) as f:
+        return p, p.log(), f.read()[len(lab_before):]
+
+
+@pytest.mark.parametrize("http_auth", [AUTH_BASIC, AUTH_NTLM], ids=["basic", "ntlm"])
+def test_both_channels_recycled_toward_upstream(make_proxy, env, reference, http_auth):  # noqa: F811
+    p, log, lab = sessions_to_lab(make_proxy, env, reference, http_auth)
     ins = len(re.findall(r"rpch upstream .*: IN channel recycled", log))
     outs = len(re.findall(r"rpch upstream .*: OUT channel recycled", log))
-    with open(env["lab_log"]) as f:
-        lab = f.read()[len(lab_before):]
     print("proxy: IN %d, OUT %d recycles; lab: IN %d, OUT %d" % (
         ins, outs, lab.count("IN channel recycled"), lab.count("OUT channel recycled")))
     assert ins >= 3 and outs >= 3, (ins, outs)
@@ -216,6 +223,19 @@ BAD = {
 }
 
 
+def bad_then_good(make_proxy, env, bad):
+    """A proxy whose upstream is bad: its client is closed; then a proxy to
+    the lab serves an NSPI session.  -> the first proxy's log."""
+    p = start(make_proxy, env, **up_opts(bad.port))
+    assert_client_closed(p)
+    good = start(make_proxy, env, **up_opts(env["ports"]["rpch"]))
+    d = rpch_dce(good.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
+    assert nspi_answers(d)
+    d.disconnect()
+    p.stop()
+    return p.log()
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_recycling_from_upstream(make_proxy, env, case):
     pdu, why = BAD[case]
@@ -223,14 +243,7 @@ def test_bad_recycling_from_upstream(make_proxy, env, case):
         pdu = pdu[:8] + struct.pack("<H", len(pdu)) + pdu[10:]
     bad = BadUpstream(env["lab_cert"], pdu)
     try:
-        p = start(make_proxy, env, **up_opts(bad.port))
-        assert_client_closed(p)
-        good = start(make_proxy, env, **up_opts(env["ports"]["rpch"]))
-        d = rpch_dce(good.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC)
-        assert nspi_answers(d)
-        d.disconnect()
-        p.stop()
-        log = p.log()
+        log = bad_then_good(make_proxy, env, bad)
         assert re.search(r"rpch upstream .*: virtual connection closed: OUT channel: ", log), \
             log[-3000:]
         if why:

@@ -119,6 +119,10 @@ def main(argv=None):
     ap.add_argument('--rpch-out-length', type=int, default=1 << 30, metavar='BYTES',
                     help='Content-Length of the RPC_OUT_DATA answers: before it runs out the lab '
                          'asks the client for a new OUT channel (OUT_R1/A2; default 1 GiB)')
+    ap.add_argument('--rpch-out-recycling', choices=['r1', 'r2'], default='r1',
+                    help='the OUT channel recycling sequence the lab runs: r1 (OUT_R1, as a '
+                         'successor outbound proxy that does not know the virtual connection) or '
+                         'r2 (OUT_R2, as a single RPC proxy that does; MS-RPCH 3.2.4.5.6)')
     ap.add_argument('--tls-cert', metavar='FILE', help='PEM certificate: MAPI/HTTP over TLS')
     ap.add_argument('--tls-key', metavar='FILE', help='PEM private key for --tls-cert')
     ap.add_argument('--http-auth', default='ntlm,basic',
@@ -200,7 +204,8 @@ def main(argv=None):
         try:
             rpch = lab_rpch.RpchServer(config, args.host, args.rpch_port, args.tls_cert,
                                        args.tls_key, http_auth, auth.userdb,
-                                       out_length=args.rpch_out_length)
+                                       out_length=args.rpch_out_length,
+                                       out_recycling=args.rpch_out_recycling)
             rpch.keytab = args.keytab
         except (OSError, ValueError) as e:
             ap.error('RPC over HTTP listener: %s' % e)

@@ -30,6 +30,15 @@ outbound proxy and the server role at once (MS-RPCH 3.2.3 to 3.2.5 merged):
   closed (3.2.4.5.x: the outbound proxy closes it after A10); the successor
   gets its answer head, its OUT_R1/A11 (2.2.4.33) is read, and RPC PDUs go
   on under the window of A3.
+  OUT_R2 (out_recycling='r2', --rpch-out-recycling r2): what a single RPC
+  proxy that finds the virtual connection cookie of OUT_R2/A3 runs
+  (3.2.4.5.6.1): the same A2 and A3, then OUT_R2/A6 (2.2.4.39: Destination
+  FDClient, ANCE) on the predecessor; the client's OUT_R2/A7 (2.2.4.40) on
+  the IN channel gets OUT_R2/B3 (2.2.4.44: EOF flag, ANCE) as the
+  predecessor's last PDU (3.2.4.5.10, the server's B1 being internal here),
+  then the successor's answer head; the successor carries OUT_R2/C1
+  (2.2.4.45: PING flag, Empty or Padding, the size of OUT_R1/A11), before
+  or after the switch (B1OrC1W / R2C1W).
 
 HTTP authentication (Basic, NTLM on the connection, Negotiate with Kerberos)
 is lab_mapihttp's.
@@ -54,6 +63,7 @@ CONNECTION_TIMEOUT = 120000
 PAIR_WAIT = 10.0          # seconds a channel waits for its partner
 EXCHANGE_PORTS = {6001: 'emsmdb', 6002: 'rfr', 6004: 'nspi', 593: 'epm'}
 FLAG_OUT_CHANNEL = 0x10
+FLAG_EOF = 0x20
 FD_CLIENT, FD_SERVER = 0, 2
 OUT_RESERVE = 512         # OUT channel bytes kept for RTS PDUs once OUT_R1/A2 is out
 RECYCLE_WAIT = 30.0
@@ -119,7 +129,7 @@ class VConn(object):
         self.out_window = RECEIVE_WINDOW   # the client's (CONN/A1, then acks)
         self.out_sent = 0                  # RPC bytes sent on OUT
         self.out_acked = 0                 # BytesReceived of the last ack
-        self.out_state = None              # OUT_R1: None, 'a2' (A2 sent), 'a6' (A6 sent)
+        self.out_state = None              # None, 'a2' (A2 sent), 'a6' (OUT_R1/A6 or OUT_R2/A6 sent)
         self.out_done = None               # set: the current OUT channel's thread ends
         self.out_next = None               # (wfile, cookie, window, done, switched)
         self.out_recycles = 0
@@ -186,9 +196,13 @@ class RpchServer(object):
     """Attributes lab_mapihttp's handler reads: config, auth_modes, userdb, tls."""
 
     def __init__(self, config, host='127.0.0.1', port=0, tls_cert=None, tls_key=None,
-                 auth_modes=('ntlm', 'basic'), userdb=None, out_length=1 << 30):
+                 auth_modes=('ntlm', 'basic'), userdb=None, out_length=1 << 30,
+                 out_recycling='r1'):
         self.config = config
         self.out_length = out_length
+        if out_recycling not in ('r1', 'r2'):
+            raise ValueError('out_recycling: r1 or r2')
+        self.out_r2 = out_recycling == 'r2'     # OUT_R2 instead of OUT_R1
         self.auth_modes = tuple(m for m in auth_modes if m != 'none')
         self.userdb = userdb
         self.tls = None
@@ -347,8 +361,10 @@ class _RpchHandler(lab_mapihttp._Handler):
             self._forget(vc)
 
     def _out_successor(self, cmds, left):
-        """OUT_R1/A3 on a new RPC_OUT_DATA: OUT_R1/A6 on the predecessor; the
-        switch comes with the client's OUT_R1/A7 on the IN channel."""
+        """OUT_R1/A3 on a new RPC_OUT_DATA: OUT_R1/A6 (OUT_R2: OUT_R2/A6) on the
+        predecessor; the switch comes with the client's OUT_R1/A7 (OUT_R2/A7)
+        on the IN channel."""
+        r2 = self.server.lab.out_r2
         vc = self._register(cmds[1][1], False)
         if vc is None:
             raise RtsError('OUT_R1/A3 for an unknown virtual connection')
@@ -363,13 +379,25 @@ class _RpchHandler(lab_mapihttp._Handler):
                 raise RtsError('OUT_R1/A3 names another predecessor OUT channel')
             vc.out_next = (self.wfile, cmds[3][1], window, done, switched)
             vc.out_state = 'a6'
-            # OUT_R1/A6: OUT_CHANNEL; Destination FDClient, Version, ConnectionTimeout
-            vc._write(rts_pdu(FLAG_OUT_CHANNEL, [(13, struct.pack('<L', FD_CLIENT)),
-                                                 (6, struct.pack('<L', 1)),
-                                                 (2, struct.pack('<L', CONNECTION_TIMEOUT))]))
+            if r2:     # OUT_R2/A6: Destination FDClient, ANCE
+                vc._write(rts_pdu(FLAG_NONE, [(13, struct.pack('<L', FD_CLIENT)), (10, b'')]))
+            else:      # OUT_R1/A6: OUT_CHANNEL; Destination FDClient, Version, ConnectionTimeout
+                vc._write(rts_pdu(FLAG_OUT_CHANNEL, [(13, struct.pack('<L', FD_CLIENT)),
+                                                     (6, struct.pack('<L', 1)),
+                                                     (2, struct.pack('<L', CONNECTION_TIMEOUT))]))
+        if r2:
+            # OUT_R2/C1, the successor's last PDU: before or after the switch
+            c1 = self._read_pdu(left)
+            if c1 is None or len(c1) != 24 or rts_parse(c1)[0] != FLAG_PING or \
+                    [t for t, _ in rts_parse(c1)[1]] not in ([7], [8]):
+                vc.close()
+                raise RtsError('successor OUT channel: expected OUT_R2/C1')
         if not switched.wait(RECYCLE_WAIT) or vc.closed:
             vc.close()
             raise RtsError('%s: no OUT_R1/A7 for the successor OUT channel' % vc.cookie.hex())
+        if r2:
+            done.wait()
+            return
         a11 = self._read_pdu(left)
         if a11 is None or rts_parse(a11) != (FLAG_NONE, [(10, b'')]):
             vc.close()
@@ -378,14 +406,16 @@ class _RpchHandler(lab_mapihttp._Handler):
 
     def _out_a7(self, vc, cmds):
         """OUT_R1/A7 (IN channel): OUT_R1/A10 ends the predecessor, the
-        successor is the OUT channel."""
+        successor is the OUT channel.  OUT_R2/A7 (the same layout): OUT_R2/B3
+        ends it instead."""
         with vc.lock:
             if vc.out_state != 'a6' or u32(cmds[0][1]) != FD_SERVER:
                 raise RtsError('OUT_R1/A7 without OUT_R1/A3')
             wfile, cookie, window, done, switched = vc.out_next
             if cmds[1][1] != cookie:
                 raise RtsError('OUT_R1/A7 names another successor OUT channel')
-            vc._write(rts_pdu(FLAG_NONE, [(10, b'')]))     # OUT_R1/A10 (ANCE)
+            # OUT_R1/A10 (ANCE), or OUT_R2/B3 (EOF, ANCE)
+            vc._write(rts_pdu(FLAG_EOF if self.server.lab.out_r2 else FLAG_NONE, [(10, b'')]))
             vc.out_done.set()                               # its thread closes it
             vc.out_wfile, vc.out_cookie, vc.out_window, vc.out_done = wfile, cookie, window, done
             vc.out_next = None
@@ -396,7 +426,8 @@ class _RpchHandler(lab_mapihttp._Handler):
             wfile.flush()
             switched.set()
             vc.lock.notify_all()
-        log('rpch: %s: OUT channel recycled (%d so far)' % (vc.cookie.hex(), vc.out_recycles))
+        log('rpch: %s: OUT channel recycled (%s, %d so far)' % (
+            vc.cookie.hex(), 'OUT_R2' if self.server.lab.out_r2 else 'OUT_R1', vc.out_recycles))
 
     def _forget(self, vc):
         lab = self.server.lab

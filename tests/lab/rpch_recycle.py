@@ -31,13 +31,27 @@ channel brings OUT_R1/A2 (2.2.4.24: RECYCLE_CHANNEL, Destination):
      on the IN channel;
   4. OUT_R1/A10 (2.2.4.32: ANCE) ends the predecessor; the successor's
      answer head, OUT_R1/A11 (2.2.4.33: ANCE) on it, and its flow control
-     counts from 0."""
+     counts from 0.
+
+The outbound proxy picks the sequence when the A3 reaches it (3.2.4.5.6: one
+that finds the virtual connection runs OUT_R2, 3.2.1.5.3.5), so in step 2
+the predecessor may bring OUT_R2/A6 instead (2.2.4.39: Destination
+FDClient, ANCE); then, as the client of 3.2.2.5.9 and 3.2.2.5.10:
+
+  3'. OUT_R2/A7 (2.2.4.40, OUT_R1/A7's layout) on the IN channel and
+      OUT_R2/C1 (2.2.4.45: PING flag, Empty, the size of OUT_R1/A11) on the
+      successor;
+  4'. OUT_R2/B3 (2.2.4.44: EOF flag, ANCE) ends the predecessor; the
+      successor's answer head; its flow control counts from 0."""
 import os
 import struct
 
 from impacket.dcerpc.v5 import transport
 
 RTS_FLAG_NONE = 0x0000
+RTS_FLAG_PING = 0x0001
+RTS_FLAG_EOF = 0x0020
+CMD_EMPTY = 7
 RTS_FLAG_RECYCLE_CHANNEL = 0x0004
 CMD_RECEIVE_WINDOW_SIZE = 0
 CMD_CONNECTION_TIMEOUT = 2
@@ -91,6 +105,19 @@ def out_r1_a7(successor, version=1):
 
 def ance():  # OUT_R1/A10, OUT_R1/A11
     return rts(RTS_FLAG_NONE, [struct.pack("<L", CMD_ANCE)])
+
+
+def out_r2_c1():
+    return rts(RTS_FLAG_PING, [struct.pack("<L", CMD_EMPTY)])
+
+
+def is_out_r2_a6(pdu):
+    return pdu == rts(RTS_FLAG_NONE, [u32_cmd(CMD_DESTINATION, FD_CLIENT),
+                                      struct.pack("<L", CMD_ANCE)])
+
+
+def is_out_r2_b3(pdu):
+    return pdu == rts(RTS_FLAG_EOF, [struct.pack("<L", CMD_ANCE)])
 
 
 def is_out_r1_a2(pdu):
@@ -229,19 +256,30 @@ class RecyclingHTTPTransport(transport.HTTPTransport):
         succ = os.urandom(16)
         a3, a11 = out_r1_a3(vc, pred, succ, window), ance()
         headers = self.default_headers.copy()
-        headers["Content-Length"] = str(len(a3) + len(a11))
+        headers["Content-Length"] = str(len(a3) + len(a11))  # OUT_R2/C1: A11's size
         self.create_channel("RPC_OUT_DATA", headers)
         new = chans["RPC_OUT_DATA"]
         chans["RPC_OUT_DATA"] = old  # read the predecessor until OUT_R1/A10
         new.sock.sendall(a3)
-        self.a6.append(self._read_rts_until(parse_out_r1_a6))
-        a7 = out_r1_a7(succ)
+        # OUT_R1/A6 or OUT_R2/A6: the outbound proxy's choice
+        a6 = self._read_rts_until(
+            lambda pdu: ({"seq": "OUT_R2"} if is_out_r2_a6(pdu) else
+                         dict(parse_out_r1_a6(pdu), seq="OUT_R1") if parse_out_r1_a6(pdu)
+                         else None))
+        self.a6.append(a6)
+        r2 = a6["seq"] == "OUT_R2"
+        a7 = out_r1_a7(succ)  # OUT_R2/A7: the same layout
         if self.in_sent + len(a7) + A5_LEN > self.in_length:
             self.recycle_in()
         self.send(a7)
-        self._read_rts_until(lambda pdu: pdu == ance())
+        if r2:
+            new.sock.sendall(out_r2_c1())
+            self._read_rts_until(is_out_r2_b3)
+        else:
+            self._read_rts_until(lambda pdu: pdu == ance())
         # the outbound proxy closes the predecessor after OUT_R1/A10 (MS-RPCH
-        # 3.2.4.5.x): what follows on it is the end of the connection
+        # 3.2.4.5.x) or OUT_R2/B3 (3.2.4.5.10): what follows on it is the end
+        # of the connection
         self.old_out_closed.append(self._closed_after(old.sock))
         chans["RPC_OUT_DATA"] = new
         old.close()
@@ -254,7 +292,8 @@ class RecyclingHTTPTransport(transport.HTTPTransport):
         if head[9:12] != b"200":
             raise RuntimeError("successor OUT channel answered %r" % head[:40])
         self._RPCProxyClient__readBuffer = head[head.find(b"\r\n\r\n") + 4:]
-        new.sock.sendall(a11)
+        if not r2:
+            new.sock.sendall(a11)
         self._RPCProxyClient__outChannelCookie = succ
         self._RPCProxyClient__bytesReceived = 0
         self._RPCProxyClient__receiverAvailableWindow = window

@@ -232,9 +232,11 @@ static void test_in_recycling(void)
     mp_rpch_vc_free(&vc);
 }
 
-/* OUT channel recycling (OUT_R1) with an 8 KiB OUT channel: A2 before a
- * PDU would leave less than the reserve, PDUs held, A3 -> A6, A7 -> A10,
- * then the switch releases them under the successor's window. */
+/* OUT channel recycling (OUT_R2: we are the outbound proxy that finds the
+ * virtual connection, MS-RPCH 3.2.4.5.6.1) with an 8 KiB OUT channel: A2
+ * before a PDU would leave less than the reserve, PDUs held, A3 -> A6
+ * (Impacket's OUT_R2/A6 bytes), A7 -> B3 (Impacket's), then the switch
+ * releases them under the successor's window. */
 static void test_out_recycling(void)
 {
     struct mp_rpch_limits lim = LIM;
@@ -275,14 +277,17 @@ static void test_out_recycling(void)
     CHECK_EQ(mp_buf_avail(&vc.out_q), 0u);
     CHECK(mp_rpch_vc_out_r1_a3(&vc, a3, n3) == NULL);
     CHECK(mp_rpch_vc_out_r1_a3(&vc, a3, n3) != NULL); /* a second one */
-    CHECK_EQ(mp_buf_avail(&vc.out_q), 44u);           /* OUT_R1/A6 */
-    CHECK(mp_rts_decode(mp_buf_head(&vc.out_q), 44, &p) == NULL);
-    CHECK_EQ(mp_rts_identify(&p), MP_RTS_OUT_R1_A5);
-    mp_buf_consume(&vc.out_q, 44);
-    CHECK(mp_rpch_vc_in_data(&vc, a7, n7) == NULL);
+    uint8_t want[64];
+    size_t nw = t_unhex(IMPACKET_OUT_R2_A6, want, sizeof want);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), nw); /* OUT_R2/A6 */
+    CHECK(memcmp(mp_buf_head(&vc.out_q), want, nw) == 0);
+    mp_buf_consume(&vc.out_q, nw);
+    CHECK(mp_rpch_vc_in_data(&vc, a7, n7) == NULL); /* OUT_R2/A7: OUT_R1/A7's layout */
     CHECK(vc.out_switch);
-    CHECK_EQ(mp_buf_avail(&vc.out_q), 24u); /* OUT_R1/A10 */
-    mp_buf_consume(&vc.out_q, 24);
+    nw = t_unhex(IMPACKET_OUT_R2_B3, want, sizeof want);
+    CHECK_EQ(mp_buf_avail(&vc.out_q), nw); /* OUT_R2/B3 */
+    CHECK(memcmp(mp_buf_head(&vc.out_q), want, nw) == 0);
+    mp_buf_consume(&vc.out_q, nw);
     CHECK(mp_rpch_vc_out_switch(&vc) == NULL);
     CHECK(!vc.out_switch && !vc.out_recycling);
     CHECK(vc.out_cookie.b[0] == 0x40);

@@ -237,8 +237,41 @@ static void test_out_recycling_pdus(void)
     CHECK(roundtrip(b, n));
 }
 
+/* OUT_R2: A6 and B3 decode and are named (A6 has A5's layout), our A6, B3
+ * and C1 builders give Impacket's bytes, C1 the size of
+ * OUT_R1/A11; a B3 without its EOF flag is an ANCE (OUT_R1/A10), not B3. */
+static void test_out_r2_pdus(void)
+{
+    uint8_t b[256], out[128];
+    struct mp_rts_pdu p;
+    size_t n = t_unhex(IMPACKET_OUT_R2_A6, b, sizeof b);
+    CHECK_EQ(n, 32u);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R2_A5);
+    CHECK_EQ(p.cmd[0].v.u32, (uint32_t)MP_RTS_FD_CLIENT);
+    CHECK(roundtrip(b, n));
+    mp_rts_out_r2_a6(&p);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
+    n = t_unhex(IMPACKET_OUT_R2_B3, b, sizeof b);
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R2_B3);
+    CHECK(roundtrip(b, n));
+    mp_rts_out_r2_b3(&p);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
+    b[16] = 0; /* Flags: EOF cleared */
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R1_A9);
+    n = t_unhex(IMPACKET_OUT_R2_C1, b, sizeof b);
+    mp_rts_out_r2_c1(&p);
+    CHECK(mp_rts_encode(&p, out, sizeof out) == n && memcmp(out, b, n) == 0);
+    mp_rts_out_r1_a10(&p);
+    CHECK_EQ(mp_rts_encoded_len(&p), n); /* C1 is exactly OUT_R1/A11's size */
+    CHECK(mp_rts_decode(b, n, &p) == NULL && mp_rts_identify(&p) == MP_RTS_OUT_R2_C1);
+    /* A6 cut before its ANCE: refused or not A6 */
+    n = t_unhex(IMPACKET_OUT_R2_A6, b, sizeof b);
+    CHECK(mp_rts_decode(b, n - 4, &p) != NULL);
+}
+
 int main(void)
 {
+    test_out_r2_pdus();
     test_out_recycling_pdus();
     test_in_recycling_pdus();
     test_impacket_vectors();

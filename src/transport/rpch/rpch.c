@@ -571,7 +571,7 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
     if (!c->v)
         return "the virtual connection is closed";
     if (c->out && c->successor)
-        return NULL; /* OUT_R1/A11 (ANCE) after OUT_R1/A3: nothing to act on */
+        return NULL; /* OUT_R2/C1 after the A3: nothing to act on */
     if (c->out)
         return "data on the OUT channel after CONN/A1";
     struct vcent *v = c->v;
@@ -580,14 +580,14 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
     if ((err = mp_rpch_vc_in_data(&v->vc, p, n)))
         return err;
     while (v->vc.out_switch && v->out_next) {
-        /* OUT_R1/A7: OUT_R1/A10 ends the predecessor OUT channel, the
+        /* OUT_R2/A7: OUT_R2/B3 ends the predecessor OUT channel, the
          * successor carries on; then the rest of the IN bytes */
         send_out(v);
         struct mp_rpch_chan *old = v->out;
         v->out = v->out_next;
         v->out_next = NULL;
-        old->v = NULL; /* detached: its session writes OUT_R1/A10, then closes it
-                          (the outbound proxy closes it after A10, MS-RPCH 3.2.4.5) */
+        old->v = NULL; /* detached: its session writes OUT_R2/B3, then closes it
+                          (the outbound proxy closes it after B3, MS-RPCH 3.2.4.5.10) */
         old->host->close_flushed(old->owner, "OUT channel recycled");
         if ((err = mp_rpch_vc_out_switch(&v->vc)) || (err = mp_rpch_vc_in_data(&v->vc, p, 0)))
             return err; /* c is the IN channel: its close ends v */

@@ -398,6 +398,31 @@ void mp_rts_out_r1_a10(struct mp_rts_pdu *pdu)
     pdu->cmd[0].type = MP_RTS_ANCE;
 }
 
+void mp_rts_out_r2_a6(struct mp_rts_pdu *pdu)
+{
+    memset(pdu, 0, sizeof(*pdu));
+    pdu->ncmds = 2;
+    pdu->cmd[0].type = MP_RTS_DESTINATION;
+    pdu->cmd[0].v.u32 = MP_RTS_FD_CLIENT;
+    pdu->cmd[1].type = MP_RTS_ANCE;
+}
+
+void mp_rts_out_r2_b3(struct mp_rts_pdu *pdu)
+{
+    memset(pdu, 0, sizeof(*pdu));
+    pdu->flags = MP_RTS_FLAG_EOF;
+    pdu->ncmds = 1;
+    pdu->cmd[0].type = MP_RTS_ANCE;
+}
+
+void mp_rts_out_r2_c1(struct mp_rts_pdu *pdu)
+{
+    memset(pdu, 0, sizeof(*pdu));
+    pdu->flags = MP_RTS_FLAG_PING;
+    pdu->ncmds = 1;
+    pdu->cmd[0].type = MP_RTS_EMPTY;
+}
+
 void mp_rts_ping(struct mp_rts_pdu *pdu)
 {
     memset(pdu, 0, sizeof(*pdu));

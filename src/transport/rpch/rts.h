@@ -158,6 +158,13 @@ void mp_rts_out_r1_a2(struct mp_rts_pdu *pdu);
 void mp_rts_out_r1_a6(struct mp_rts_pdu *pdu, uint32_t version, uint32_t conn_timeout);
 /* OUT_R1/A10 (2.2.4.32): ANCE. */
 void mp_rts_out_r1_a10(struct mp_rts_pdu *pdu);
+/* OUT_R2/A6 (2.2.4.39): Destination FDClient, ANCE. */
+void mp_rts_out_r2_a6(struct mp_rts_pdu *pdu);
+/* OUT_R2/B3 (2.2.4.44): EOF, ANCE: the predecessor OUT channel's last PDU. */
+void mp_rts_out_r2_b3(struct mp_rts_pdu *pdu);
+/* OUT_R2/C1 (2.2.4.45): PING, Empty: the client's last PDU on the
+ * successor OUT channel in OUT_R2, the size of OUT_R1/A11 (24 bytes). */
+void mp_rts_out_r2_c1(struct mp_rts_pdu *pdu);
 /* IN_R1/A4 (2.2.4.13, the layout of IN_R1/A3): Destination FDClient,
  * Version, the inbound proxy's ReceiveWindowSize and ConnectionTimeout. */
 void mp_rts_in_r1_a4(struct mp_rts_pdu *pdu, uint32_t version, uint32_t recv_window,

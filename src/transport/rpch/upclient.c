@@ -96,7 +96,8 @@ struct upvc {
     struct upchan *in, *out, *in_next, *out_next, *in_old;
     struct mp_rts_cookie vc, inc, outc, group, in_succ, out_succ, inc_prev;
     bool open, dying, have_inc_prev;
-    int out_state; /* OUT_R1: 0 none, 1 A3 sent (wait A6), 2 A7 sent (wait A10) */
+    int out_state; /* 0 none, 1 A3 sent (wait OUT_R1/A6 or OUT_R2/A6), 2 OUT_R1/A7 sent
+                    * (wait A10), 3 OUT_R2/A7 and C1 sent (wait B3) */
     uint64_t in_sent, in_limit, in_left; /* RPC bytes on IN, what the server allows, length left */
     uint64_t in_next_left;               /* the successor's Content-Length after IN_R1/A1 */
     uint64_t out_app, out_taken;         /* RPC bytes from the OUT channels, handed to the assoc. */
@@ -620,13 +621,19 @@ static void out_wait_cb(struct mp_timer *t)
     vc_fail(v, why);
 }
 
-/* OUT_R1/A6 on the predecessor: OUT_R1/A7 on the IN channel. */
-static const char *out_r1_a6(struct upvc *v, const struct mp_rts_pdu *pdu)
+/* OUT_R1/A6 or OUT_R2/A6 on the predecessor (3.2.2.5.7, 3.2.2.5.9): the
+ * outbound proxy chose the sequence when our A3 reached it (3.2.4.5.6: a
+ * proxy that knows the virtual connection runs OUT_R2).  Either way
+ * OUT_R1/A7 or OUT_R2/A7 (the same layout: Destination FDServer, the
+ * successor cookie, Version) goes on the IN channel; in OUT_R2 the
+ * successor's last PDU, OUT_R2/C1 (the size of OUT_R1/A11), goes too, and
+ * the switch comes with OUT_R2/B3 instead of OUT_R1/A10. */
+static const char *out_a6(struct upvc *v, const struct mp_rts_pdu *pdu, bool r2)
 {
-    if (v->out_state != 1)
-        return "OUT_R1/A6 without OUT_R1/A3";
+    if (v->out_state != 1 || !v->out_next)
+        return r2 ? "OUT_R2/A6 without OUT_R2/A3" : "OUT_R1/A6 without OUT_R1/A3";
     if (pdu->cmd[0].v.u32 != MP_RTS_FD_CLIENT)
-        return "OUT_R1/A6 for another destination";
+        return r2 ? "OUT_R2/A6 for another destination" : "OUT_R1/A6 for another destination";
     struct mp_rts_pdu p;
     memset(&p, 0, sizeof p);
     p.flags = MP_RTS_FLAG_OUT_CHANNEL;
@@ -634,30 +641,41 @@ static const char *out_r1_a6(struct upvc *v, const struct mp_rts_pdu *pdu)
     set_u32(&p.cmd[0], MP_RTS_DESTINATION, MP_RTS_FD_SERVER);
     set_cookie(&p.cmd[1], MP_RTS_COOKIE, &v->out_succ);
     set_u32(&p.cmd[2], MP_RTS_VERSION, 1);
-    v->out_state = 2;
-    return queue_in_rts(v, &p);
+    v->out_state = r2 ? 3 : 2;
+    const char *err = queue_in_rts(v, &p);
+    if (err || !r2)
+        return err;
+    mp_rts_out_r2_c1(&p);
+    return queue_rts(&v->out_next->wq, &p);
 }
 
-/* OUT_R1/A10, the predecessor's last PDU: the successor is the OUT
- * channel (its answer head and PDUs are parsed from now on), OUT_R1/A11
- * on it, the predecessor closed; flow control counts from 0. */
+/* OUT_R1/A10 or OUT_R2/B3, the predecessor's last PDU: the successor is
+ * the OUT channel (its answer head and PDUs are parsed from now on; bytes
+ * after A10/B3 on the predecessor are dropped with it), OUT_R1/A11 on it
+ * (OUT_R2/C1 went with OUT_R2/A7), the predecessor closed; flow control
+ * counts from 0. */
 static void out_switch(struct upvc *v)
 {
     struct upchan *old = v->out;
+    bool r2 = v->out_state == 3;
     v->out = v->out_next;
     v->out_next = NULL;
     v->outc = v->out_succ;
     v->out_state = 0;
     v->out_base = v->out_acked = v->out_app;
-    struct mp_rts_pdu a11;
-    mp_rts_out_r1_a10(&a11); /* the same ANCE PDU */
-    const char *err = queue_rts(&v->out->wq, &a11);
+    const char *err = NULL;
+    if (!r2) {
+        struct mp_rts_pdu a11;
+        mp_rts_out_r1_a10(&a11); /* the same ANCE PDU */
+        err = queue_rts(&v->out->wq, &a11);
+    }
     chan_free(v->u->loop, old);
     v->out_recycles++;
     if (err)
         vc_fail(v, err);
     else
-        mp_info("rpch upstream %s: OUT channel recycled (%u so far)", v->peer, v->out_recycles);
+        mp_info("rpch upstream %s: OUT channel recycled (%s, %u so far)", v->peer,
+                r2 ? "OUT_R2" : "OUT_R1", v->out_recycles);
 }
 
 static const char *out_rts(struct upvc *v, const uint8_t *p, size_t n)
@@ -705,10 +723,19 @@ static const char *out_rts(struct upvc *v, const uint8_t *p, size_t n)
     case MP_RTS_OUT_R1_A1: /* OUT_R1/A2 */
         return out_r1_a2(v, &pdu);
     case MP_RTS_OUT_R1_A5: /* OUT_R1/A6 */
-        return out_r1_a6(v, &pdu);
+        return out_a6(v, &pdu, false);
+    case MP_RTS_OUT_R2_A5: /* OUT_R2/A6: Destination, ANCE */
+        return out_a6(v, &pdu, true);
     case MP_RTS_OUT_R1_A9: /* OUT_R1/A10 (ANCE) */
         if (v->out_state != 2)
-            return "OUT_R1/A10 without OUT_R1/A7";
+            return v->out_state == 3 ? "OUT_R1/A10 in OUT_R2 (OUT_R2/A6 came, not OUT_R1/A6)"
+                                     : "OUT_R1/A10 without OUT_R1/A7";
+        out_switch(v);
+        return NULL;
+    case MP_RTS_OUT_R2_B3: /* EOF, ANCE */
+        if (v->out_state != 3)
+            return v->out_state == 2 ? "OUT_R2/B3 in OUT_R1 (OUT_R1/A6 came, not OUT_R2/A6)"
+                                     : "OUT_R2/B3 without OUT_R2/A7";
         out_switch(v);
         return NULL;
     default:

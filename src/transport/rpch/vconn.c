@@ -294,9 +294,11 @@ const char *mp_rpch_vc_out_r1_a3(struct mp_rpch_vc *vc, const uint8_t *p, size_t
     vc->out_have_a3 = true;
     vc->out_next_cookie = pdu.cmd[3].v.cookie;
     vc->out_next_window = window;
-    uint32_t version = vc->version < pdu.cmd[0].v.u32 ? vc->version : pdu.cmd[0].v.u32;
+    /* The outbound proxy finds the virtual connection (we are it, and the
+     * server): OUT_R2 (MS-RPCH 3.2.4.5.6.1).  The server's OUT_R2/A5 and
+     * the proxy's OUT_R2/A4 are internal; the client gets OUT_R2/A6. */
     struct mp_rts_pdu a6;
-    mp_rts_out_r1_a6(&a6, version, vc->lim.conn_timeout);
+    mp_rts_out_r2_a6(&a6);
     return queue_rts(vc, &a6);
 }
 
@@ -352,16 +354,18 @@ static const char *in_rts(struct mp_rpch_vc *vc, const uint8_t *p, size_t n)
             return "IN_R1/A5 names another successor IN channel";
         vc->in_a5 = true;
         return NULL;
-    case MP_RTS_OUT_R1_A7:
+    case MP_RTS_OUT_R1_A7: /* OUT_R2/A7: the same layout */
         if (!vc->out_have_a3)
-            return "OUT_R1/A7 without a successor OUT channel";
+            return "OUT_R2/A7 without a successor OUT channel";
         if (pdu.cmd[0].v.u32 != MP_RTS_FD_SERVER ||
             memcmp(&pdu.cmd[1].v.cookie, &vc->out_next_cookie, 16) != 0)
-            return "OUT_R1/A7 names another successor OUT channel";
+            return "OUT_R2/A7 names another successor OUT channel";
+        /* OUT_R2/A8 and the server's OUT_R2/B1 are internal: OUT_R2/B3 is
+         * the predecessor's last PDU (3.2.4.5.10) */
         vc->out_switch = true;
-        struct mp_rts_pdu a10;
-        mp_rts_out_r1_a10(&a10);
-        return queue_rts(vc, &a10);
+        struct mp_rts_pdu b3;
+        mp_rts_out_r2_b3(&b3);
+        return queue_rts(vc, &b3);
     case MP_RTS_IN_R1_A1:
         return "IN_R1/A1 on an open IN channel (recycling starts on a new RPC_IN_DATA)";
     case MP_RTS_OUT_R1_A3:

@@ -57,12 +57,13 @@ struct mp_rpch_vc {
     struct mp_buf in_next_acc; /* the successor's bytes before the switch */
     uint64_t in_base;          /* in_received when the current IN channel began */
     unsigned in_recycles;
-    /* OUT channel recycling (OUT_R1): out_chan_sent counts what the current
-     * OUT channel carried; before an RPC PDU would leave too little of its
-     * Content-Length, OUT_R1/A2 goes out and RPC PDUs wait (out_recycling)
-     * until OUT_R1/A7 on the IN channel: OUT_R1/A10 is the old channel's
-     * last PDU (out_switch: the caller writes out_q to the old channel,
-     * then calls mp_rpch_vc_out_switch). */
+    /* OUT channel recycling (OUT_R2, as the outbound proxy that finds the
+     * virtual connection, MS-RPCH 3.2.4.5.6.1): out_chan_sent counts what the
+     * current OUT channel carried; before an RPC PDU would leave too little
+     * of its Content-Length, OUT_R2/A2 goes out and RPC PDUs wait
+     * (out_recycling) until OUT_R2/A7 on the IN channel: OUT_R2/B3 is the
+     * old channel's last PDU (out_switch: the caller writes out_q to the old
+     * channel, then calls mp_rpch_vc_out_switch). */
     uint64_t out_chan_sent;
     bool out_recycling, out_have_a3, out_switch;
     struct mp_rts_cookie out_next_cookie;
@@ -95,10 +96,11 @@ const char *mp_rpch_vc_in_r1_a1(struct mp_rpch_vc *vc, const uint8_t *p, size_t 
 /* OUT_R1/A2 now (the upstream asked for recycling), unless OUT channel
  * recycling is under way already; RPC PDUs wait for the successor. */
 const char *mp_rpch_vc_out_recycle(struct mp_rpch_vc *vc);
-/* OUT_R1/A3 arrived on a new RPC_OUT_DATA after our OUT_R1/A2: OUT_R1/A6
- * is queued on out_q (for the predecessor OUT channel). */
+/* OUT_R2/A3 (OUT_R1/A3's layout) arrived on a new RPC_OUT_DATA after our
+ * OUT_R2/A2: OUT_R2/A6 is queued on out_q (for the predecessor OUT
+ * channel). */
 const char *mp_rpch_vc_out_r1_a3(struct mp_rpch_vc *vc, const uint8_t *p, size_t n);
-/* out_q went to the predecessor OUT channel (OUT_R1/A10 last): the
+/* out_q went to the predecessor OUT channel (OUT_R2/B3 last): the
  * successor is the OUT channel, with its own window; held PDUs move. */
 const char *mp_rpch_vc_out_switch(struct mp_rpch_vc *vc);
 /* Bytes of the successor IN channel's body before the switch: held. */
