@@ -908,13 +908,7 @@ int mp_asm_fx_replace(struct mp_fxctx **list, const struct mp_fx_span *sp, const
                       size_t n)
 {
     struct mp_fxq *q = sp->held ? held_queue(list, sp) : NULL;
-    if (!q || mp_fxq_replace(q, sp->up_start, sp->up_end, p, n))
-        return -1;
-    /* the progressTotal (before every message: not moved) follows, when
-     * the client has not been given it yet; p starts with the message's
-     * IncrSyncProgressPerMsg, FAI flag and all, when it had one */
-    mp_fxq_progress_resize(q, p, n, (int64_t)n - (int64_t)(sp->up_end - sp->up_start));
-    return 0;
+    return q ? mp_fxq_replace_message(q, sp->up_start, sp->up_end, p, n) : -1;
 }
 
 /* ---- held uploads (doc/internals/content.md, "Holding uploads") ---- */

@@ -121,6 +121,17 @@ bool mp_fxq_progress_resize(struct mp_fxq *q, const uint8_t *msg, size_t n, int6
     return true;
 }
 
+int mp_fxq_replace_message(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const uint8_t *p,
+                           size_t n)
+{
+    if (up_end < up_start || mp_fxq_replace(q, up_start, up_end, p, n))
+        return -1;
+    /* the progressTotal lies before every message: not moved; p starts with
+     * the message's IncrSyncProgressPerMsg (FAI flag and all) when it had one */
+    mp_fxq_progress_resize(q, p, n, (int64_t)n - (int64_t)(up_end - up_start));
+    return 0;
+}
+
 enum {
     TAG_SUBJECT_ID = 0x0037,
     TAG_ATTACH_NUMBER = 0x0E210003,

@@ -61,6 +61,11 @@ int mp_fxq_replace(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const u
  * says so) changes by as much, clamped, when the progressTotal is still in
  * the queue (not given to the client yet).  true when it changed. */
 bool mp_fxq_progress_resize(struct mp_fxq *q, const uint8_t *msg, size_t n, int64_t delta);
+/* A held download message [up_start, up_end) replaced by its rewrite p, n
+ * (mp_fxq_replace), then the progressTotal follows (mp_fxq_progress_resize).
+ * 0 or -1 (nothing changed). */
+int mp_fxq_replace_message(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const uint8_t *p,
+                           size_t n);
 /* TransferStatus for a response that leaves the queue as it is now:
  * Done (3) when the upstream is done and nothing is left, else Partial (1). */
 uint16_t mp_fxq_status(const struct mp_fxq *q);
