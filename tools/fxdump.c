@@ -13,6 +13,7 @@
  * (len summed over the values; "count" for multi-valued, "named" for named
  * properties).  Exit status 0 when the stream decoded and re-encoded byte
  * for byte, 1 when it did not decode, 2 on a mismatch or bad input. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,18 +107,35 @@ int main(int argc, char **argv)
     uint8_t *all = NULL;
     size_t total = 0;
     int r = 0;
+    bool unreadable = false;
     for (int i = 1; i < argc && !r; i++) {
         size_t n;
         uint8_t *b = mp_slurp(argv[i], &n);
         if (!b) {
             fprintf(stderr, "fxdump: cannot read %s\n", argv[i]);
-            return 2;
+            unreadable = true;
+            break;
         }
-        all = realloc(all, total + n + 1);
+        uint8_t *grown = realloc(all, total + n + 1);
+        if (!grown) {
+            fprintf(stderr, "fxdump: out of memory\n");
+            free(b);
+            unreadable = true;
+            break;
+        }
+        all = grown;
         memcpy(all + total, b, n);
         total += n;
         r = mp_fx_feed(p, b, n);
         free(b);
+    }
+    if (unreadable) {
+        mp_fx_parser_free(p);
+        mp_fx_enc_free(&s.enc);
+        mp_buf_free(&ab);
+        mp_buf_free(&sb);
+        free(all);
+        return 2;
     }
     if (!r)
         r = mp_fx_finish(p);

@@ -7,6 +7,7 @@
 #include "chain/chain.h"
 #include "chain/msgevents.h"
 #include "chain/ropstage.h"
+#include "chain/sidereq.h"
 #include "content/assemble.h"
 #include "core/arena.h"
 #include "core/log.h"
@@ -25,14 +26,8 @@ enum {
 
 struct fxside {
     bool started;
-    uint8_t *saved; /* the client's response stub */
-    size_t saved_len;
-    const uint8_t *orig_rgb;
-    uint32_t orig_cb;
-    struct mp_rop_buf req; /* the side GetBuffer */
-    struct mp_rop rop;
+    struct mp_sidereq h; /* the client's response, the side GetBuffer / PutBuffer */
     struct mp_rop_req_FastTransferSourceGetBuffer gb;
-    uint32_t handle;
     size_t want; /* the client's BufferSize */
     unsigned rounds;
     uint64_t bytes;
@@ -46,35 +41,10 @@ void mp_fxside_call_free(void *state)
 {
     struct fxside *s = state;
     if (s) {
-        free(s->saved);
+        mp_sidereq_free(&s->h);
         free(s->data);
     }
     free(s);
-}
-
-/* The client's response (its stub and its request's ROP buffer) kept
- * while the proxy's side requests use the call; 0, or -1 without memory. */
-static int hold_response(struct mp_call *m, struct fxside *s,
-                         const struct emsmdb_EcDoRpcExt2_in *in)
-{
-    size_t len = 0;
-    const uint8_t *stub = mp_call_response_stub(m, &len);
-    if (!stub || !len || !(s->saved = malloc(len)))
-        return -1;
-    memcpy(s->saved, stub, len);
-    s->saved_len = len;
-    s->orig_rgb = in->rgbIn;
-    s->orig_cb = in->cbIn;
-    return 0;
-}
-
-/* The side request: one ROP (v) on the FastTransfer context's handle. */
-static void one_rop(struct fxside *s, uint8_t rop_id, void *v, uint32_t handle)
-{
-    s->handle = handle;
-    s->rop =
-        (struct mp_rop){.rop_id = rop_id, .desc = mp_rop_descs[rop_id], .v = v, .req_index = -1};
-    s->req = (struct mp_rop_buf){.rops = &s->rop, .n = 1, .handles = &s->handle, .nhandles = 1};
 }
 
 /* Whether the client's GetBuffer (request item 0) should wait for more
@@ -102,21 +72,12 @@ static void feed(struct mp_call *m, void *arg)
  * was fed already (the response step runs again). */
 static void finish(struct mp_call *m, struct fxside *s)
 {
-    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
-    if (in) {
-        in->rgbIn = (uint8_t *)s->orig_rgb;
-        in->cbIn = s->orig_cb;
-        mp_call_request_changed(m);
-    }
+    mp_sidereq_restore(m, &s->h, "held FastTransfer download: the client's GetBuffer response");
     struct mp_asm *a = mp_msgev_asm(m, true);
     if (a) {
         mp_asm_fed(a, mp_call_rop_object(m, false, 0), m, 0);
         mp_msgev_asm_end(m);
     }
-    if (mp_call_set_response_stub(m, s->saved, s->saved_len))
-        mp_warn("session %u: held FastTransfer download: the client's GetBuffer response could "
-                "not be restored",
-                mp_call_sid(m));
     mp_debug("session %u: held FastTransfer download: %u side GetBuffer(s), %llu bytes, for the "
              "client's GetBuffer",
              mp_call_sid(m), s->rounds, (unsigned long long)s->bytes);
@@ -125,8 +86,7 @@ static void finish(struct mp_call *m, struct fxside *s)
 /* The next side GetBuffer, or the end. */
 static void next(struct mp_call *m, struct fxside *s)
 {
-    if (s->rounds < MAX_ROUNDS && wants_more(m, s->want) &&
-        !mp_ropstage_side_request(m, &s->req, side_cb))
+    if (s->rounds < MAX_ROUNDS && wants_more(m, s->want) && !mp_sidereq_send(m, &s->h, side_cb))
         return;
     if (s->rounds >= MAX_ROUNDS)
         mp_info("session %u: held FastTransfer download: %u side GetBuffers for one client "
@@ -147,8 +107,7 @@ static const void *side_answer(struct mp_call *m, struct fxside **sp, uint8_t ro
     if (!s)
         return NULL;
     s->rounds++;
-    struct mp_rop_ctx ctx = {.requests = &s->req};
-    return !mp_ropstage_side_response(m, &ctx, r) && r->n == 1 && r->rops[0].rop_id == rop_id &&
+    return !mp_sidereq_answer(m, &s->h, r) && r->n == 1 && r->rops[0].rop_id == rop_id &&
                    !r->rops[0].opaque
                ? r->rops[0].v
                : NULL;
@@ -170,7 +129,7 @@ static void side_cb(struct mp_call *m)
         return;
     }
     s->bytes += g->TransferBufferSize;
-    mp_ropstage_side_view(m, &s->req, &r, feed, NULL);
+    mp_ropstage_side_view(m, &s->h.req, &r, feed, NULL);
     if (g->TransferStatus != STATUS_PARTIAL) { /* Done, or Error / NoRoom: the client's own call */
         finish(m, s);
         return;
@@ -215,16 +174,7 @@ static void up_finish(struct mp_call *m, struct fxside *s, uint32_t rv, uint16_t
         mp_asm_up_result(a, mp_call_rop_object(m, false, 0), rv, status, total);
         mp_msgev_asm_end(m);
     }
-    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
-    if (in) {
-        in->rgbIn = (uint8_t *)s->orig_rgb;
-        in->cbIn = s->orig_cb;
-        mp_call_request_changed(m);
-    }
-    if (mp_call_set_response_stub(m, s->saved, s->saved_len))
-        mp_warn("session %u: held FastTransfer upload: the client's PutBuffer response could "
-                "not be restored",
-                mp_call_sid(m));
+    mp_sidereq_restore(m, &s->h, "held FastTransfer upload: the client's PutBuffer response");
     if (rv)
         mp_info("session %u: held FastTransfer upload: the upstream refused side PutBuffer %u "
                 "(0x%08x); the client's PutBuffer gets that",
@@ -248,7 +198,7 @@ static void up_next(struct mp_call *m, struct fxside *s, uint16_t status, uint16
     s->pb.TransferDataSize = (uint16_t)k;
     s->pb.TransferData = s->data;
     s->bytes += k;
-    if (mp_ropstage_side_request(m, &s->req, up_side_cb)) {
+    if (mp_sidereq_send(m, &s->h, up_side_cb)) {
         up_finish(m, s, 0x8007000E, 0, 0); /* ecOutOfMemory: those bytes are lost */
         return;
     }
@@ -274,14 +224,13 @@ static void up_start(struct mp_call *m, void **slot)
     const struct mp_rop_req_FastTransferDestinationPutBuffer *q = mp_call_rop(m, false, 0);
     const struct mp_rop_rsp_FastTransferDestinationPutBuffer *r = mp_call_rop(m, true, 0);
     const struct mp_object *o = mp_call_rop_object(m, false, 0);
-    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
-    if (!q || !r || !o || !in || r->ReturnValue || !up_pending(m))
+    if (!q || !r || !o || !mp_call_request(m) || r->ReturnValue || !up_pending(m))
         return;
     struct fxside *s = *slot ? *slot : (*slot = calloc(1, sizeof(struct fxside)));
     if (!s)
         return;
     s->started = s->up = true;
-    if (hold_response(m, s, in) || !(s->data = malloc(UP_SIDE))) {
+    if (mp_sidereq_hold(m, &s->h) || !(s->data = malloc(UP_SIDE))) {
         mp_warn("session %u: held FastTransfer upload: cannot hold the client's PutBuffer "
                 "response; the rest goes with its next PutBuffer",
                 mp_call_sid(m));
@@ -292,7 +241,7 @@ static void up_start(struct mp_call *m, void **slot)
         .LogonId = q->LogonId,
         .InputHandleIndex = 0,
     };
-    one_rop(s, MP_ROP_FastTransferDestinationPutBuffer, &s->pb, o->handle);
+    mp_sidereq_one_rop(&s->h, MP_ROP_FastTransferDestinationPutBuffer, &s->pb, o->handle);
     up_next(m, s, r->TransferStatus, r->TotalStepCount);
 }
 
@@ -318,8 +267,7 @@ void mp_fxside_start(struct mp_call *m)
     const struct mp_rop_req_FastTransferSourceGetBuffer *q = mp_call_rop(m, false, 0);
     const struct mp_rop_rsp_FastTransferSourceGetBuffer *r = mp_call_rop(m, true, 0);
     const struct mp_object *o = mp_call_rop_object(m, false, 0);
-    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
-    if (!q || !r || !o || !in || r->ReturnValue || r->HeaderOnly ||
+    if (!q || !r || !o || !mp_call_request(m) || r->ReturnValue || r->HeaderOnly ||
         r->TransferStatus != STATUS_PARTIAL)
         return;
     size_t want = mp_fxside_want(m, q);
@@ -329,7 +277,7 @@ void mp_fxside_start(struct mp_call *m)
     if (!s)
         return;
     s->started = true;
-    if (hold_response(m, s, in)) {
+    if (mp_sidereq_hold(m, &s->h)) {
         mp_warn("session %u: held FastTransfer download: cannot hold the client's GetBuffer "
                 "response; answered with what can go",
                 mp_call_sid(m));
@@ -349,6 +297,6 @@ void mp_fxside_start(struct mp_call *m)
         .InputHandleIndex = 0,
         .BufferSize = (uint16_t)size,
     };
-    one_rop(s, MP_ROP_FastTransferSourceGetBuffer, &s->gb, o->handle);
+    mp_sidereq_one_rop(&s->h, MP_ROP_FastTransferSourceGetBuffer, &s->gb, o->handle);
     next(m, s);
 }

@@ -17,6 +17,7 @@
 #include "chain/chain.h"
 #include "chain/msgevents.h"
 #include "chain/ropstage.h"
+#include "chain/sidereq.h"
 #include "core/arena.h"
 #include "core/log.h"
 #include "mapiproxy/rops.h"
@@ -27,19 +28,15 @@
 
 struct ncall {
     bool started;
-    size_t n; /* names asked */
-    struct mp_rop_buf req;
-    uint8_t *saved; /* the client's response stub */
-    size_t saved_len;
-    const uint8_t *orig_rgb;
-    uint32_t orig_cb;
+    size_t n;            /* names asked */
+    struct mp_sidereq h; /* the client's response; the side request */
 };
 
 void mp_msgnames_call_free(void *state)
 {
     struct ncall *c = state;
     if (c)
-        free(c->saved);
+        mp_sidereq_free(&c->h);
     free(c);
 }
 
@@ -73,10 +70,7 @@ static size_t build(struct mp_call *m, struct ncall *c, uint8_t logon_id, uint32
     struct mp_arena *a = mp_call_arena(m);
     struct mp_rop_PropertyName *pn = a ? mp_arena_calloc(a, ms->n_names, sizeof(*pn)) : NULL;
     struct mp_rop_req_GetPropertyIdsFromNames *q = a ? mp_arena_calloc(a, 1, sizeof(*q)) : NULL;
-    c->req = (struct mp_rop_buf){0};
-    c->req.rops = a ? mp_arena_calloc(a, 1, sizeof(struct mp_rop)) : NULL;
-    c->req.handles = a ? mp_arena_calloc(a, 1, sizeof(uint32_t)) : NULL;
-    if (!pn || !q || !c->req.rops || !c->req.handles)
+    if (!pn || !q)
         return 0;
     size_t k = 0;
     for (unsigned i = 0; i < ms->n_names; i++) {
@@ -100,28 +94,8 @@ static size_t build(struct mp_call *m, struct ncall *c, uint8_t logon_id, uint32
     q->Flags = NAMED_CREATE;
     q->PropertyNameCount = (uint16_t)k;
     q->PropertyNames = pn;
-    c->req.rops[0] = (struct mp_rop){.rop_id = MP_ROP_GetPropertyIdsFromNames,
-                                     .desc = mp_rop_descs[MP_ROP_GetPropertyIdsFromNames],
-                                     .v = q,
-                                     .req_index = -1};
-    c->req.n = 1;
-    c->req.handles[0] = handle;
-    c->req.nhandles = 1;
+    mp_sidereq_one_rop(&c->h, MP_ROP_GetPropertyIdsFromNames, q, handle);
     return k;
-}
-
-static void restore(struct mp_call *m, struct ncall *c)
-{
-    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
-    if (in) {
-        in->rgbIn = (uint8_t *)c->orig_rgb;
-        in->cbIn = c->orig_cb;
-        mp_call_request_changed(m);
-    }
-    if (mp_call_set_response_stub(m, c->saved, c->saved_len))
-        mp_warn("session %u: mapping named properties: the client's response could not be "
-                "restored",
-                mp_call_sid(m));
 }
 
 static void feed(struct mp_call *m, void *arg)
@@ -137,17 +111,17 @@ static void side_cb(struct mp_call *m)
     if (!c)
         return;
     struct mp_rop_buf r = {0};
-    struct mp_rop_ctx ctx = {.requests = &c->req};
-    if (mp_ropstage_side_response(m, &ctx, &r))
+    if (mp_sidereq_answer(m, &c->h, &r))
         mp_warn("session %u: the upstream refused the proxy's RopGetPropertyIdsFromNames; "
                 "named properties the client did not map are not set",
                 mp_call_sid(m));
     else {
-        mp_ropstage_side_view(m, &c->req, &r, feed, NULL);
+        mp_ropstage_side_view(m, &c->h.req, &r, feed, NULL);
         mp_debug("session %u: %zu named propert%s of the modules mapped", mp_call_sid(m), c->n,
                  c->n == 1 ? "y" : "ies");
     }
-    restore(m, c); /* no side_cb set: the client's response step runs again */
+    /* no side_cb set: the client's response step runs again */
+    mp_sidereq_restore(m, &c->h, "mapping named properties: the client's response");
 }
 
 int mp_msgnames_map(struct mp_call *m)
@@ -166,17 +140,9 @@ int mp_msgnames_map(struct mp_call *m)
         return 0;
     *slot = c;
     c->started = true;
-    size_t len = 0;
-    const uint8_t *stub = mp_call_response_stub(m, &len);
-    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
-    if (!(c->n = build(m, c, logon_id, handle)) || !stub || !len || !in ||
-        !(c->saved = malloc(len)))
+    if (!(c->n = build(m, c, logon_id, handle)) || mp_sidereq_hold(m, &c->h))
         return 0;
-    memcpy(c->saved, stub, len);
-    c->saved_len = len;
-    c->orig_rgb = in->rgbIn;
-    c->orig_cb = in->cbIn;
-    if (mp_ropstage_side_request(m, &c->req, side_cb)) {
+    if (mp_sidereq_send(m, &c->h, side_cb)) {
         mp_warn("session %u: cannot send the proxy's RopGetPropertyIdsFromNames; named "
                 "properties the client did not map are not set",
                 mp_call_sid(m));

@@ -21,6 +21,7 @@
 #include "chain/msgevents.h"
 #include "chain/ropstage.h"
 #include "chain/services.h"
+#include "chain/sidereq.h"
 #include "core/arena.h"
 #include "core/log.h"
 #include "mapiproxy/message.h"
@@ -143,10 +144,7 @@ struct ocall {
     bool started, finished;
     const void *mods; /* the worker cache's keys: the generation, the user */
     char user[128];
-    uint8_t *saved; /* the client's response stub */
-    size_t saved_len;
-    const uint8_t *orig_rgb;
-    uint32_t orig_cb;
+    struct mp_sidereq h; /* the client's response, held */
     /* the read of q[cur] */
     enum phase ph;
     bool cut;
@@ -203,7 +201,7 @@ void mp_msgonline_call_free(void *state)
         return;
     for (size_t i = 0; i < c->nq; i++)
         ov_unref(c->q[i].v);
-    free(c->saved);
+    mp_sidereq_free(&c->h);
     free(c);
 }
 
@@ -720,16 +718,8 @@ static int next_round(struct mp_call *m, struct ocall *c)
         }
     }
     /* done: the client's request and response as they were */
-    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
-    if (in) {
-        in->rgbIn = (uint8_t *)c->orig_rgb;
-        in->cbIn = c->orig_cb;
-        mp_call_request_changed(m);
-    }
     c->finished = true;
-    if (mp_call_set_response_stub(m, c->saved, c->saved_len))
-        mp_warn("session %u: online prefetch: the client's response could not be restored",
-                mp_call_sid(m));
+    mp_sidereq_restore(m, &c->h, "online prefetch: the client's response");
     return 0;
 }
 
@@ -956,18 +946,11 @@ int mp_msgonline_prefetch(struct mp_call *m)
         return 0;
     c->started = true;
     struct osess *s = sess(m, true);
-    size_t len = 0;
-    const uint8_t *stub = mp_call_response_stub(m, &len);
-    struct emsmdb_EcDoRpcExt2_in *in = mp_call_request(m);
-    if (!stub || !len || !in || !(c->saved = malloc(len))) {
+    if (mp_sidereq_hold(m, &c->h)) {
         mp_warn("session %u: online prefetch: cannot hold the client's response; not read ahead",
                 mp_call_sid(m));
         return 0;
     }
-    memcpy(c->saved, stub, len);
-    c->saved_len = len;
-    c->orig_rgb = in->rgbIn;
-    c->orig_cb = in->cbIn;
     c->mods = m->mods;
     const char *user = mp_ident_user(m);
     snprintf(c->user, sizeof(c->user), "%s", user && strlen(user) < sizeof(c->user) ? user : "");

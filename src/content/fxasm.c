@@ -56,6 +56,10 @@ struct mp_fxasm {
     uint64_t ppm_start;     /* the last IncrSyncProgressPerMsg, when the atom before */
     bool ppm_valid, unheld; /* unheld: past the hold limit, relayed as it came */
     bool tag_held;          /* the queue holds a tag split by a buffer's end */
+    /* the progressTotal (IncrSyncProgressMode, then its ProgressInformation
+     * binary): recorded in q when it comes before every message */
+    bool seen_msg, prog_next;
+    uint64_t prog_cand; /* the ProgressInformation's first byte, when its length is 32 */
     /* the message being assembled */
     struct mp_message *top;
     bool partial, by_marker; /* StartMessage .. EndMessage */
@@ -83,6 +87,7 @@ static void value_reset(struct mp_fxasm *f)
 
 static void top_begin_at(struct mp_fxasm *f, bool partial, bool by_marker, uint64_t start)
 {
+    f->seen_msg = true;
     f->top = mp_asm_begin(f->a);
     if (!f->top)
         return;
@@ -191,7 +196,8 @@ static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
         }
         return;
     case MP_FX_E_PROGRESS_MSG: /* its size goes with the change after it */
-        if (f->top) {          /* inside a message: not a change's (a malformed stream) */
+        f->seen_msg = true;
+        if (f->top) { /* inside a message: not a change's (a malformed stream) */
             f->ppm_valid = false;
             return;
         }
@@ -209,6 +215,14 @@ static void on_marker(struct mp_fxasm *f, const struct mp_fx_event *ev)
         else if (ev->end && f->top && f->by_marker && f->nst == 1)
             top_end(f);
         return;
+    case MP_FX_E_GROUP_INFO:
+        /* a messageChangePartial's groupInfo (then MetaTagIncrSyncGroupId,
+         * IncrSyncChgPartial: MS-OXCFXICS 2.2.4.3.15) lies between the
+         * IncrSyncProgressPerMsg and the change: held with them, so the
+         * progress size can follow the change's verdict */
+        if (f->ppm_valid && !f->top)
+            return;
+        /* fall through */
     default:
         if (f->ppm_valid && f->q && !f->top)
             f->q->open = false; /* no change after it */
@@ -321,9 +335,34 @@ static void on_value_end(struct mp_fxasm *f, const struct mp_fx_event *ev)
         f->top->message_id = ev->u;
 }
 
+/* The progressTotal (MS-OXCFXICS 2.2.4.3.19: IncrSyncProgressMode, then
+ * the ProgressInformation as a PtypBinary with property id 0) of a held
+ * download, before any message: where its 32 bytes are, for the verdicts
+ * that change a message's length (mp_fxq_progress_resize). */
+static void note_progress(struct mp_fxasm *f, const struct mp_fx_event *ev)
+{
+    bool next = false;
+    if (ev->kind == MP_FX_EV_MARKER)
+        next = ev->elem == MP_FX_E_PROGRESS && f->q && f->dir == MP_MSG_DOWNLOAD && !f->seen_msg;
+    else if (ev->kind == MP_FX_EV_PROP && f->prog_next && ev->tag == 0x00000102 && !ev->mv) {
+        f->prog_cand = ev->offset + 8; /* the tag, the length, then the bytes */
+        next = true;
+    } else if (ev->kind == MP_FX_EV_VALUE && f->prog_next && f->prog_cand) {
+        if (ev->len == 32 && f->q) {
+            f->q->prog_seen = true;
+            f->q->prog_at = f->prog_cand;
+        }
+    }
+    f->prog_next = next;
+    if (!next)
+        f->prog_cand = 0;
+}
+
 static int on_event(void *ud, const struct mp_fx_event *ev)
 {
     struct mp_fxasm *f = ud;
+    if (f->prog_next || ev->kind == MP_FX_EV_MARKER)
+        note_progress(f, ev);
     if (f->bare && !f->top && ev->kind != MP_FX_EV_CHANGE_END)
         top_begin(f, false, false);
     switch (ev->kind) {
@@ -869,7 +908,7 @@ int mp_asm_fx_replace(struct mp_fxctx **list, const struct mp_fx_span *sp, const
                       size_t n)
 {
     struct mp_fxq *q = sp->held ? held_queue(list, sp) : NULL;
-    return q ? mp_fxq_replace(q, sp->up_start, sp->up_end, p, n) : -1;
+    return q ? mp_fxq_replace_message(q, sp->up_start, sp->up_end, p, n) : -1;
 }
 
 /* ---- held uploads (doc/internals/content.md, "Holding uploads") ---- */

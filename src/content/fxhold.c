@@ -92,6 +92,46 @@ uint16_t mp_fxq_status(const struct mp_fxq *q)
 
 /* ---- a message re-encoded with a verdict ---- */
 
+static void resize(uint8_t *p, int w, int64_t delta);
+
+enum {
+    PROG_INFO_LEN = 32,    /* ProgressInformation version 0 (MS-OXCFXICS 2.2.2.7) */
+    PROG_FAI_SIZE = 8,     /* FAIMessageTotalSize, 64 bits */
+    PROG_NORMAL_SIZE = 24, /* NormalMessageTotalSize, 64 bits */
+};
+
+/* IncrSyncProgressPerMsg (marker 0x4075000B), its size (0x00000003) and
+ * its FAI flag (0x0000000B, a 2-byte PtypBoolean): MS-OXCFXICS 2.2.4.3.18. */
+static bool per_msg_fai(const uint8_t *in, size_t n)
+{
+    static const uint8_t head[] = {0x0B, 0x00, 0x75, 0x40, 0x03, 0x00, 0x00, 0x00};
+    static const uint8_t flag[] = {0x0B, 0x00, 0x00, 0x00};
+    return n >= 18 && !memcmp(in, head, 8) && !memcmp(in + 12, flag, 4) && (in[16] || in[17]);
+}
+
+bool mp_fxq_progress_resize(struct mp_fxq *q, const uint8_t *msg, size_t n, int64_t delta)
+{
+    if (!q->prog_seen || !delta || q->prog_at < q->consumed ||
+        q->prog_at - q->consumed + PROG_INFO_LEN > mp_fxq_len(q))
+        return false; /* none, the same length, or already given to the client */
+    uint8_t *info = mp_buf_head(&q->buf) + (size_t)(q->prog_at - q->consumed);
+    if (info[0] || info[1])
+        return false; /* a version other than 0: not ours to read */
+    resize(info + (per_msg_fai(msg, n) ? PROG_FAI_SIZE : PROG_NORMAL_SIZE), 8, delta);
+    return true;
+}
+
+int mp_fxq_replace_message(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const uint8_t *p,
+                           size_t n)
+{
+    if (up_end < up_start || mp_fxq_replace(q, up_start, up_end, p, n))
+        return -1;
+    /* the progressTotal lies before every message: not moved; p starts with
+     * the message's IncrSyncProgressPerMsg (FAI flag and all) when it had one */
+    mp_fxq_progress_resize(q, p, n, (int64_t)n - (int64_t)(up_end - up_start));
+    return 0;
+}
+
 enum {
     TAG_SUBJECT_ID = 0x0037,
     TAG_ATTACH_NUMBER = 0x0E210003,

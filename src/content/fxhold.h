@@ -30,6 +30,11 @@ struct mp_fxq {
     uint64_t open_up;  /* its upstream offset */
     bool up_done;      /* the upstream said Done */
     uint16_t in_progress, total_steps; /* the upstream's last progress counts */
+    /* the stream's progressTotal (IncrSyncProgressMode): where its
+     * ProgressInformation (MS-OXCFXICS 2.2.2.7, 32 bytes) starts; it comes
+     * before every message, so its client position is its upstream offset */
+    bool prog_seen;
+    uint64_t prog_at;
 };
 void mp_fxq_free(struct mp_fxq *q);
 static inline size_t mp_fxq_len(const struct mp_fxq *q)
@@ -50,6 +55,17 @@ const uint8_t *mp_fxq_region(const struct mp_fxq *q, uint64_t up_start, uint64_t
 /* Replaces them with n bytes; 0 or -1. */
 int mp_fxq_replace(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const uint8_t *p,
                    size_t n);
+/* A held message's length changed by delta (a verdict; msg, n: its bytes,
+ * either version): the progressTotal's FAIMessageTotalSize or
+ * NormalMessageTotalSize (FAI when the message's IncrSyncProgressPerMsg
+ * says so) changes by as much, clamped, when the progressTotal is still in
+ * the queue (not given to the client yet).  true when it changed. */
+bool mp_fxq_progress_resize(struct mp_fxq *q, const uint8_t *msg, size_t n, int64_t delta);
+/* A held download message [up_start, up_end) replaced by its rewrite p, n
+ * (mp_fxq_replace), then the progressTotal follows (mp_fxq_progress_resize).
+ * 0 or -1 (nothing changed). */
+int mp_fxq_replace_message(struct mp_fxq *q, uint64_t up_start, uint64_t up_end, const uint8_t *p,
+                           size_t n);
 /* TransferStatus for a response that leaves the queue as it is now:
  * Done (3) when the upstream is done and nothing is left, else Partial (1). */
 uint16_t mp_fxq_status(const struct mp_fxq *q);

@@ -1,6 +1,7 @@
 #include "core/buf.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,9 +102,11 @@ int mp_buf_reserve(struct mp_buf *b, size_t extra)
         if (b->cap - b->len >= extra)
             return 0;
     }
+    if (extra > SIZE_MAX - b->len)
+        return -1; /* len + extra would wrap */
     size_t need = b->len + extra, cap = b->cap ? b->cap : 1024;
     while (cap < need)
-        cap *= 2;
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2; /* doubling would wrap: just enough */
     if (!b->data || (cache_on && cap <= CACHE_MAX)) {
         size_t got;
         uint8_t *p = mp_buf_take(cap, &got);

@@ -17,7 +17,9 @@ static inline uint8_t *mp_buf_head(const struct mp_buf *b)
 {
     return b->data + b->off;
 }
-int mp_buf_reserve(struct mp_buf *b, size_t extra); /* room for extra bytes at the end */
+/* Room for extra bytes at the end: 0, or -1 without memory or when len + extra
+ * would pass SIZE_MAX (the buffer then as it was). */
+int mp_buf_reserve(struct mp_buf *b, size_t extra);
 int mp_buf_append(struct mp_buf *b, const void *p, size_t n);
 void mp_buf_consume(struct mp_buf *b, size_t n);
 void mp_buf_free(struct mp_buf *b);

@@ -7,8 +7,11 @@
  * first byte picks (nothing, block, prefix + set + attachment replaced,
  * attachment dropped); whatever the rewriter writes must decode again as a
  * FastTransfer stream, and with no verdict it must be the input itself.
- * Then the input goes through a queue: appended in two pieces, the
- * rewritten bytes in place of it, taken in 1000-byte buffers. */
+ * Then the input goes through a queue behind a progressTotal (NormalMessage
+ * and FAIMessageTotalSize 1000): appended in two pieces, the rewritten
+ * bytes in place of it (mp_fxq_replace_message), taken in 1000-byte
+ * buffers; one of the totals must have changed by the rewrite's delta
+ * (clamped at 0), the rest of the progressTotal not at all. */
 #include "content/fxhold.h"
 
 #include <stdlib.h>
@@ -55,16 +58,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (!p || mp_fx_feed(p, e.out, e.len))
                 abort();
             mp_fx_parser_free(p);
-            struct mp_fxq q = {0};
+            /* IncrSyncProgressMode, PtypBinary 0x00000102 of 32 bytes:
+             * Version 0, FAIMessageTotalSize and NormalMessageTotalSize 1000 */
+            uint8_t pt[44] = {0x0B, 0x00, 0x74, 0x40, 0x02, 0x01, 0x00, 0x00, 32};
+            pt[12 + 8] = pt[12 + 24] = 0xE8;
+            pt[12 + 9] = pt[12 + 25] = 0x03;
+            struct mp_fxq q = {.prog_seen = true, .prog_at = 12};
             size_t cut = size / 2;
-            uint8_t out[1000];
-            if (!mp_fxq_append(&q, data, cut) && !mp_fxq_append(&q, data + cut, size - cut) &&
-                !mp_fxq_replace(&q, 0, size, e.out, e.len)) {
+            uint8_t out[1000], first[44];
+            if (!mp_fxq_append(&q, pt, sizeof pt) && !mp_fxq_append(&q, data, cut) &&
+                !mp_fxq_append(&q, data + cut, size - cut) &&
+                !mp_fxq_replace_message(&q, sizeof pt, sizeof pt + size, e.out, e.len)) {
                 q.up_done = true;
                 size_t total = 0, k;
-                while ((k = mp_fxq_take(&q, sizeof out, out)) > 0)
+                while ((k = mp_fxq_take(&q, total ? sizeof out : sizeof first,
+                                        total ? out : first)) > 0)
                     total += k;
-                if (total != e.len || mp_fxq_status(&q) != 3)
+                if (total != sizeof pt + e.len || mp_fxq_status(&q) != 3)
+                    abort();
+                int64_t d = (int64_t)e.len - (int64_t)size, want = 1000 + d < 0 ? 0 : 1000 + d;
+                uint64_t fai = 0, normal = 0;
+                for (int i = 7; i >= 0; i--) {
+                    fai = fai << 8 | first[12 + 8 + i];
+                    normal = normal << 8 | first[12 + 24 + i];
+                }
+                if (!((fai == (uint64_t)want && normal == 1000) ||
+                      (normal == (uint64_t)want && fai == 1000)) ||
+                    memcmp(first, pt, 12 + 8) || memcmp(first + 28, pt + 28, 8))
                     abort();
             }
             mp_fxq_free(&q);

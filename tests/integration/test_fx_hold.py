@@ -18,6 +18,12 @@ tests/modules/mpm_msgtest.c giving the verdict (over RPC and MAPI/HTTP):
     other changes are the lab's, and the progress size before the change
     follows its new length; the .eml that mime-dump writes from a second,
     unmodified proxy session is read by Python's email package as well;
+  - the stream's progressTotal (IncrSyncProgressMode: ProgressInformation,
+    read with the layout of MS-OXCFXICS 2.2.2.7) is the lab's but for its
+    NormalMessageTotalSize, which follows a verdict that changed a
+    message's length when the client had not been given the progressTotal
+    yet (then the IncrSyncProgressPerMsg sizes add up to it, as in the
+    lab's stream), and is the lab's otherwise;
   - prefix only: the 300 KB message held whole, then given in the client's
     buffers, mostly answered by the proxy from what it holds;
   - an FX copy (RopFastTransferSourceCopyTo of the message) blocked and
@@ -124,15 +130,54 @@ def changes(stream):
     return out, rest
 
 
-def compared(got, dump):
+# progressTotal: IncrSyncProgressMode, then PtypBinary 0x00000102 of
+# ProgressInformation (MS-OXCFXICS 2.2.4.3.19, 2.2.2.7): Version u16,
+# padding u16, FAIMessageCount u32, FAIMessageTotalSize u64,
+# NormalMessageCount u32, padding u32, NormalMessageTotalSize u64
+PROGRESS_TOTAL = struct.pack("<II", W.IncrSyncProgressMode, 0x00000102)
+PROGRESS_INFO = "<HHIQIIQ"
+
+
+def progress_info(rest):
+    """The ProgressInformation at the start of a stream's bytes outside the
+    changes: (Version, FAIMessageCount, FAIMessageTotalSize,
+    NormalMessageCount, NormalMessageTotalSize), and the bytes after it."""
+    assert rest[:8] == PROGRESS_TOTAL and struct.unpack_from("<I", rest, 8)[0] == 32
+    v, _, fai_n, fai_size, n, _, size = struct.unpack_from(PROGRESS_INFO, rest, 12)
+    return (v, fai_n, fai_size, n, size), rest[:36] + rest[44:]
+
+
+def per_msg_sizes(chg):
+    """The IncrSyncProgressPerMsg size in front of each change."""
+    return [struct.unpack_from("<I", c[0], 8)[0] for c in chg.values()
+            if c[0][:4] == struct.pack("<I", W.IncrSyncProgressPerMsg)]
+
+
+def compared(got, dump, progress=None):
     """The client's stream against the lab's last one: the same changes,
-    every change but TARGET's and every byte outside the changes the same,
-    TARGET's change header the same.  Returns (the client's changes, the
-    lab's, TARGET's PidTagMid, the lab's stream)."""
+    every change but TARGET's and every byte outside the changes the same
+    (the progressTotal's NormalMessageTotalSize: the lab's, or the lab's
+    changed by as much as the changes' lengths changed; progress True or
+    False: that one), TARGET's change header the same.  Returns (the
+    client's changes, the lab's, TARGET's PidTagMid, the lab's stream)."""
     lab = lab_streams(dump)[-1]
     mine, rest = changes(got["stream"])
     theirs, lab_rest = changes(lab)
+    info, rest = progress_info(rest)
+    lab_info, lab_rest = progress_info(lab_rest)
     assert rest == lab_rest and set(mine) == set(theirs)
+    # counts exact (a block replaces a message), the FAI total the lab's
+    assert info[:3] == lab_info[:3] and info[3] == lab_info[3] == len(theirs)
+    delta = sum(len(mine[m][0]) - len(theirs[m][0]) for m in theirs)
+    assert info[4] in (lab_info[4], lab_info[4] + delta)
+    followed = info[4] == lab_info[4] + delta
+    if progress is not None:
+        assert followed == progress and (delta != 0 or not progress)
+    # the lab's totals are the sum of its per-message sizes; the client's
+    # still are when the total followed (the per-message sizes always do)
+    assert sum(per_msg_sizes(theirs)) == lab_info[4]
+    if followed:
+        assert sum(per_msg_sizes(mine)) == info[4]
     mid = next(m for m in theirs if TARGET.encode("utf-16le") in theirs[m][0])
     for m in theirs:
         if m != mid:
@@ -233,6 +278,29 @@ def test_babe_buffers_fit_the_clients_pcbout(request, make_proxy, tmp_path, fxdu
     got, _ = sync(t, bufsize=0xFFF0)
     assert max(len(x) for x in got["chunks"]) <= 0x4000 - 256, [len(x) for x in got["chunks"]]
     compared(got, dump)
+    t.close()
+    assert p.alive()
+
+
+@pytest.mark.parametrize("transport", ["rpc", "mapihttp"])
+@pytest.mark.parametrize("action", ["block", "prefix,set,replace"])
+def test_progress_total_follows(request, make_proxy, tmp_path, fxdump, transport,  # noqa: F811
+                                action):
+    """The client asks for 0x7FF0-byte buffers (the lab client's default):
+    its first GetBuffer waits while the proxy reads ahead past TARGET (side
+    GetBuffers: fewer than 0x7FF0 bytes of other changes come before it),
+    so TARGET is
+    decided while the progressTotal, the stream's first element, is still
+    the proxy's.  Its NormalMessageTotalSize then changes by as much as
+    TARGET's change did, and the IncrSyncProgressPerMsg sizes of the
+    client's stream add up to it again (MS-OXCFXICS 2.2.4.3.19: servers can
+    use the sum of the message sizes).  The C decoder reads the stream."""
+    p, t, dump = proxy(request, make_proxy, tmp_path, action, transport)
+    got, _ = sync(t, bufsize=0x7FF0)
+    mine, theirs, mid, lab = compared(got, dump, progress=True)
+    assert len(mine[mid][0]) < len(theirs[mid][0])
+    d = decode(fxdump, tmp_path, got["chunks"])
+    assert d["exact"] and d["bytes"] == len(got["stream"])
     t.close()
     assert p.alive()
 

@@ -1,6 +1,9 @@
 /* Byte queues and the PDU builders on a partly sent queue: an append that
  * compacts the buffer must not misplace the PDU being built (found by the
  * soak test: a stalled client's queue, then a split response). */
+#include <stdint.h>
+#include <string.h>
+
 #include "core/buf.h"
 #include "dcerpc/pdu.h"
 #include "testlib.h"
@@ -67,8 +70,25 @@ static void cache_test(void)
     mp_buf_give(p, cap);
 }
 
+/* len + extra past SIZE_MAX: refused, the buffer as it was (no wrap to a
+ * small allocation that the caller would then write past). */
+static void reserve_overflow_test(void)
+{
+    struct mp_buf b = {0};
+    CHECK_EQ(mp_buf_append(&b, "abcdef", 6), 0);
+    size_t cap = b.cap;
+    CHECK_EQ(mp_buf_reserve(&b, SIZE_MAX), -1);
+    CHECK_EQ(mp_buf_reserve(&b, SIZE_MAX - 5), -1);
+    CHECK_EQ(b.len, 6);
+    CHECK_EQ(b.cap, cap);
+    CHECK(!memcmp(b.data, "abcdef", 6));
+    CHECK_EQ(mp_buf_reserve(&b, 100), 0);
+    mp_buf_free(&b);
+}
+
 int main(void)
 {
+    reserve_overflow_test();
     cache_test();
     static uint8_t stub[3000];
     for (size_t i = 0; i < sizeof(stub); i++)

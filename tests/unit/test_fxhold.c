@@ -399,34 +399,48 @@ static int reread(struct held *h, const uint8_t *b, size_t n)
     return mp_fxasm_feed(h->f, b, n, "t") | mp_fxasm_finish(h->f, "t");
 }
 
-/* The stream through a held download context, with rw applied to its one
- * held message; the bytes the client would get in *out. */
-static int held_partial(const uint8_t *b, size_t n, const struct mp_fxrw *rw, struct mp_buf *out)
+/* The stream through a held download context (nspans held messages),
+ * then rw applied to the first with mp_fxq_replace_message, as
+ * mp_asm_replace does; given: bytes handed to the client before the
+ * verdict.  The bytes the client would get in *out, the span in *first. */
+static int held_apply(const uint8_t *b, size_t n, int nspans, const struct mp_fxrw *rw,
+                      size_t given, struct mp_buf *out, struct mp_fx_span *first)
 {
     struct held h;
     held_init(&h, MP_MSG_DOWNLOAD, MP_MSG_ICS_DOWNLOAD);
-    struct spans *s = &h.s;
     struct mp_fxq *q = &h.q;
     int rc = -1;
-    if (mp_fxq_append(q, b, n) || mp_fxasm_feed(h.f, b, n, "t") || mp_fxasm_finish(h.f, "t") ||
-        s->n != 1 || s->sp[0].kind != MP_FXRW_PARTIAL)
+    uint8_t *t = malloc(n * 2 + 64);
+    if (!t || mp_fxq_append(q, b, n) || mp_fxasm_feed(h.f, b, n, "t") ||
+        mp_fxasm_finish(h.f, "t") || h.s.n != nspans)
         goto out;
+    *first = h.s.sp[0];
+    size_t k = given ? mp_fxq_take(q, given, t) : 0;
     size_t idx;
-    const uint8_t *in = mp_fxq_region(q, s->sp[0].up_start, s->sp[0].up_end, &idx);
-    CHECK(in && !memcmp(in, "\x03\x00\x7d\x40", 4)); /* IncrSyncChgPartial */
+    const uint8_t *in = mp_fxq_region(q, first->up_start, first->up_end, &idx);
     struct mp_fx_enc e;
     mp_fx_enc_init(&e);
-    if (in && !mp_fxrw_message(in, (size_t)(s->sp[0].up_end - s->sp[0].up_start), rw, &e) &&
-        !mp_fxq_replace(q, s->sp[0].up_start, s->sp[0].up_end, e.out, e.len)) {
-        size_t k = mp_fxq_len(q);
-        uint8_t *t = malloc(k);
-        if (t && mp_fxq_take(q, k, t) == k && !mp_buf_append(out, t, k))
+    if (in && !mp_fxrw_message(in, (size_t)(first->up_end - first->up_start), rw, &e) &&
+        !mp_fxq_replace_message(q, first->up_start, first->up_end, e.out, e.len)) {
+        size_t rest = mp_fxq_len(q);
+        if (mp_fxq_take(q, rest, t + k) == rest && !mp_buf_append(out, t, k + rest))
             rc = 0;
-        free(t);
     }
     mp_fx_enc_free(&e);
 out:
+    free(t);
     held_free(&h);
+    return rc;
+}
+
+/* A messageChangePartial held in a download queue: its span starts at
+ * IncrSyncChgPartial (no IncrSyncProgressPerMsg before its groupInfo). */
+static int held_partial(const uint8_t *b, size_t n, const struct mp_fxrw *rw, struct mp_buf *out)
+{
+    struct mp_fx_span sp;
+    int rc = held_apply(b, n, 1, rw, 0, out, &sp);
+    CHECK(rc || (sp.kind == MP_FXRW_PARTIAL && sp.up_start + 4 <= n &&
+                 !memcmp(b + sp.up_start, "\x03\x00\x7d\x40", 4))); /* IncrSyncChgPartial */
     return rc;
 }
 
@@ -557,6 +571,88 @@ static void test_free_named_id(void)
     mp_msg_free(m);
 }
 
+/* progress_partial.fxs: the progressTotal (NormalMessageCount 2,
+ * NormalMessageTotalSize 1300), IncrSyncProgressPerMsg 1000 + groupInfo +
+ * MetaTagIncrSyncGroupId + a messageChangePartial, IncrSyncProgressPerMsg
+ * 300 + a messageChangeFull, the state.  Offsets of the ProgressInformation
+ * (MS-OXCFXICS 2.2.2.7) after the marker, tag and length: 12. */
+enum { PI = 12, PI_FAI_SIZE = PI + 8, PI_NORMAL_SIZE = PI + 24 };
+
+static uint64_t u64_at(const uint8_t *p)
+{
+    return (uint64_t)u32_at(p) | (uint64_t)u32_at(p + 4) << 32;
+}
+
+/* The per-message progress size of a messageChangePartial follows its
+ * verdict (its IncrSyncProgressPerMsg comes before the groupInfo: held with
+ * the change), and so does the progressTotal while the client has not been
+ * given it; FAI changes go to FAIMessageTotalSize. */
+static void test_progress_total(void)
+{
+    size_t n;
+    uint8_t *b = sample("progress_partial.fxs", &n);
+    if (!b)
+        return;
+    CHECK_EQ(u64_at(b + PI_NORMAL_SIZE), 1300);
+    static const uint8_t notice[] = {0x1F, 0x00, 0x37, 0x00, 12,  0, 0, 0, '[', 0,
+                                     'B',  0,    ']',  0,    'x', 0, 0, 0, 0,   0};
+    struct mp_fxrw blk = {.kind = MP_FXRW_PARTIAL, .block = notice, .block_len = sizeof notice};
+    struct mp_buf out = {0};
+    struct mp_fx_span sp;
+    CHECK_EQ(held_apply(b, n, 2, &blk, 0, &out, &sp), 0);
+    /* the span starts at the IncrSyncProgressPerMsg, 44 bytes in */
+    CHECK_EQ(sp.kind, MP_FXRW_PARTIAL);
+    CHECK_EQ(sp.up_start, 44);
+    CHECK(!memcmp(b + 44, "\x0b\x00\x75\x40\x03\x00\x00\x00", 8));
+    int64_t d = (int64_t)out.len - (int64_t)n;
+    CHECK(d < 0);
+    CHECK_EQ(u32_at(out.data + 44 + 8), (uint32_t)(1000 + d)); /* per-message size */
+    CHECK_EQ(u64_at(out.data + PI_NORMAL_SIZE), (uint64_t)(1300 + d));
+    CHECK_EQ(u64_at(out.data + PI_FAI_SIZE), 0);
+    CHECK(!memcmp(out.data, b, PI_NORMAL_SIZE)); /* the rest of it the server's */
+    /* the groupInfo and group id after the IncrSyncProgressPerMsg, the full
+     * change and the state after it: the server's */
+    CHECK(!memcmp(out.data + 44, b + 44, 8) && !memcmp(out.data + 56, b + 56, 6 + 4 + 4 + 20));
+    CHECK(!memcmp(out.data + out.len - 300, b + n - 300, 300));
+    struct held h;
+    CHECK_EQ(reread(&h, out.data, out.len), 0); /* a full change now */
+    CHECK_EQ(h.s.partial, 0);
+    CHECK(!strcmp(h.s.subject, "Forwarded inside"));
+    held_free(&h);
+    /* the progressTotal given to the client before the verdict: as it was;
+     * the per-message size still follows */
+    out.len = 0;
+    CHECK_EQ(held_apply(b, n, 2, &blk, 44, &out, &sp), 0);
+    CHECK_EQ(u64_at(out.data + PI_NORMAL_SIZE), 1300);
+    CHECK_EQ(u32_at(out.data + 44 + 8), (uint32_t)(1000 + ((int64_t)out.len - (int64_t)n)));
+    /* the bytes before the ProgressInformation given: it still follows;
+     * its first byte given too: not any more */
+    out.len = 0;
+    CHECK_EQ(held_apply(b, n, 2, &blk, PI, &out, &sp), 0);
+    CHECK_EQ(u64_at(out.data + PI_NORMAL_SIZE), (uint64_t)(1300 + d));
+    out.len = 0;
+    CHECK_EQ(held_apply(b, n, 2, &blk, PI + 1, &out, &sp), 0);
+    CHECK_EQ(u64_at(out.data + PI_NORMAL_SIZE), 1300);
+    /* an FAI message (its IncrSyncProgressPerMsg says so), prefixed: its
+     * growth goes to FAIMessageTotalSize */
+    uint8_t *f = malloc(n);
+    if (f) {
+        memcpy(f, b, n);
+        CHECK_EQ(u32_at(f + 56), 0x0000000Bu); /* the FAI flag's tag */
+        f[60] = 1;
+        struct mp_fxrw pre = {.kind = MP_FXRW_PARTIAL, .prefix = "[P] "};
+        out.len = 0;
+        CHECK_EQ(held_apply(f, n, 2, &pre, 0, &out, &sp), 0);
+        CHECK_EQ(out.len, n + 8);
+        CHECK_EQ(u64_at(out.data + PI_FAI_SIZE), 8);
+        CHECK_EQ(u64_at(out.data + PI_NORMAL_SIZE), 1300);
+        CHECK_EQ(u32_at(out.data + 44 + 8), 1008);
+        free(f);
+    }
+    mp_buf_free(&out);
+    free(b);
+}
+
 int main(void)
 {
     test_progress_clamp();
@@ -567,6 +663,7 @@ int main(void)
     test_change();
     test_change_sizes();
     test_partial();
+    test_progress_total();
     test_split_tags();
     TEST_DONE();
 }

@@ -91,12 +91,29 @@ folder = (u32(w.StartTopFld) + w.prop_list({0x3001001F: 'Inbox', 0x36010003: 1})
           u32(w.StartSubFld) + w.prop_list({0x3001001F: 'Sub'}) + u32(w.EndFolder) +
           u32(w.EndFolder))
 
+# progressTotal, then a messageChangePartial with its
+# IncrSyncProgressPerMsg in front (before its groupInfo) and a full change
+# with one: contentsSync = [progressTotal] *([progressPerMessage]
+# messageChange) ... (MS-OXCFXICS 2.2.4.3.2, 2.2.4.3.15, 2.2.4.3.19)
+progress_partial = (w.progress_total(2, 1300) + u32(w.IncrSyncProgressPerMsg) +
+                    w.prop(0x00000003, 1000) + w.prop(0x0000000B, False) +
+                    u32(w.IncrSyncGroupInfo) + w.prop(0x00000102, groupinfo) +
+                    w.prop(0x407C0003, 1) + u32(w.IncrSyncChgPartial) +
+                    w.prop_list(header(0x0001000000000003, 0x22)) +
+                    w.prop(0x407A0003, 0) + w.prop(0x0037001F, 'changed subject') +
+                    w.message_children({'recipients': [{'props': {0x3001001F: 'Dan'}}]}) +
+                    w.message_change(inner, header(0x0001000000000004, 0x23), 300) +
+                    u32(w.IncrSyncStateBegin) +
+                    w.prop(w.MetaTagCnsetSeen, w.idset([(1, 0x23)], guid=REPLGUID)) +
+                    u32(w.IncrSyncStateEnd) + u32(w.IncrSyncEnd))
+
 errinfo = (w.prop(0x400F0003, 0x80040102) + u32(w.FXErrorInfo) +
            w.prop(0x00000003, 0x8004010F))
 
 samples = {'message.fxs': w.top_message(message), 'content.fxs': w.message_content(message),
            'types.fxs': w.message_content(types), 'ics.fxs': ics, 'partial.fxs': partial,
-           'folder.fxs': folder, 'errinfo.fxs': errinfo}
+           'folder.fxs': folder, 'errinfo.fxs': errinfo,
+           'progress_partial.fxs': progress_partial}
 for name, data in samples.items():
     with open(os.path.join(HERE, name), 'wb') as f:
         f.write(data)
