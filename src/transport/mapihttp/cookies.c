@@ -170,17 +170,27 @@ void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req
     struct mp_mh_sess *m = c ? mh_find(k, c, n) : NULL;
     if (m)
         mh_drop(k, m);
+    if (c && k->own)
+        mp_aff_unpin(&k->own->t, c, n);
 }
 
 /* ---- session cookies bound to identities (doc/security.md) ---- */
 
-/* Cookies unused for two hours go; beyond MP_AFF_MAX (65,536), the least
- * recently used (core/affinity.c keeps them). */
+/* Cookies unused for two hours go; a live session's (issued, not yet
+ * Disconnect or Unbind) is pinned: beyond mapiproxy:affinity table size
+ * only ended sessions' go, the least recently used first, and when every
+ * entry is a live session's a new cookie is not remembered (strict: its
+ * requests are answered as unknown) with a warning (core/affinity.c). */
 static struct mp_mh_owners *owners(struct mp_mh_cookies *k)
 {
-    if (!k->own && (k->own = malloc(sizeof *k->own))) {
-        *k->own = (struct mp_mh_owners){.refs = 1, .t = MP_AFF_INIT(MH_SESSION_IDLE_MS)};
+    if (!k->own && (k->own = calloc(1, sizeof *k->own))) { /* no temporary: the buckets are big */
+        k->own->refs = 1;
+        pthread_mutex_init(&k->own->t.mu, NULL);
+        k->own->t.name = "mapihttp-owners";
+        k->own->t.idle_ms = k->own->t.pin_idle_ms = MH_SESSION_IDLE_MS;
         mp_aff_use(&k->own->t, 1);
+        if (k->aff_max)
+            mp_aff_set_max(&k->own->t, k->aff_max);
     }
     return k->own;
 }
@@ -198,8 +208,8 @@ void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *res
     size_t n;
     const char *c = mp_mh_cookie_of(resp, true, &n);
     struct mp_mh_owners *k = c && who[0] ? owners(kk) : NULL;
-    if (k)
-        mp_aff_set_str(&k->t, c, n, who);
+    if (k && !mp_aff_set_str(&k->t, c, n, who))
+        mp_aff_pin(&k->t, c, n, 0);
 }
 
 /* May this session cookie be used by who?  Not when it belongs to another

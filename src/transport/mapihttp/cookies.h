@@ -39,6 +39,7 @@ struct mp_mh_cookies {
     uint64_t next_id;         /* ids of new module sessions */
     struct mp_mh_owners *own; /* made on the first cookie issued, or shared */
     struct mp_mh_seqmap *seq; /* MapiSequence after side requests (mhseq.h) */
+    size_t aff_max;           /* mapiproxy:affinity table size, for own */
 };
 
 void mp_mh_cookies_free(struct mp_mh_cookies *k);
@@ -60,11 +61,13 @@ struct mp_session *mp_mh_session_for(struct mp_mh_cookies *k, struct mp_modules 
 /* The upstream named the session ses in resp (Set-Cookie): remember it. */
 void mp_mh_session_register(struct mp_mh_cookies *k, const struct mp_http_msg *resp,
                             struct mp_session *ses);
-/* Disconnect / Unbind: the session the request's cookie names ends. */
+/* Disconnect / Unbind: the session the request's cookie names ends (its
+ * owner entry is no longer pinned). */
 void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req);
 
 /* The upstream set a session cookie in resp: it belongs to who ("" : to
- * nobody the proxy can name, not remembered). */
+ * nobody the proxy can name, not remembered), pinned until the session
+ * ends (mp_mh_session_forget) or is unused for two hours. */
 void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp, const char *who);
 /* May the request of who use every MapiContext and sid cookie it carries?
  * A cookie of another identity is refused; with strict (the proxy
