@@ -515,5 +515,6 @@ def test_channel_request_after_another_logon_on_one_connection(make_proxy, env, 
     ctx2.step(t2)
     assert ctx2.complete
     log = p.log()
-    assert len(re.findall(r"http #\d+ open", log)) == 1, log[-3000:]
+    conns = re.findall(r"http #(\d+) \S+ (?:POST /mapi/emsmdb/ type=Execute|RPC_OUT_DATA \S+: handed)", log)
+    assert len(conns) == 2 and len(set(conns)) == 1, log[-3000:]  # both on one connection
     assert tok1[:20] not in log and tok2[:20] not in log

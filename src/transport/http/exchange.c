@@ -69,8 +69,8 @@ void mp_hx_send_local(struct hconn *s, int st, bool close)
     if (mp_buf_append(&s->c.conn.out, head, (size_t)hl) ||
         (st == 401 && mp_buf_avail(&s->ua.www) &&
          mp_buf_append(&s->c.conn.out, mp_buf_head(&s->ua.www), mp_buf_avail(&s->ua.www))) ||
-        mp_hu_mutual_line(s, st, &s->c.conn.out) ||
-        mp_buf_append(&s->c.conn.out, "\r\n", 2) || mp_buf_append(&s->c.conn.out, body, (size_t)bl))
+        mp_hu_mutual_line(s, st, &s->c.conn.out) || mp_buf_append(&s->c.conn.out, "\r\n", 2) ||
+        mp_buf_append(&s->c.conn.out, body, (size_t)bl))
         s->closing = true;
     mp_buf_free(&s->ua.www);
     s->status = st;
