@@ -167,8 +167,7 @@ static void report(struct mp_aff *t, const struct report *r)
     if (r->log_count)
         mp_warn("affinity %s: full (%zu entries, %zu of them pinned: live sessions or virtual "
                 "connections; at most %zu, mapiproxy:affinity table size): %llu new key%s not "
-                "kept since the last warning; what they name is served by whichever worker "
-                "reads it",
+                "kept since the last warning (none of the live ones is pushed out)",
                 t->name ? t->name : "-", r->n, r->pinned, r->max, (unsigned long long)r->log_count,
                 r->log_count == 1 ? "" : "s");
 }

@@ -3,7 +3,9 @@
  *
  *  - the module session each cookie names (a MAPI/HTTP session may move
  *    from one client connection to another; its module state follows the
- *    cookie), at most MAX_MH_SESSIONS, idle ones dropped after two hours;
+ *    cookie), at most 4,096 per worker (a new one is not kept while that
+ *    many are live, with a warning), idle ones dropped after two hours,
+ *    Disconnect/Unbind ending one;
  *  - the identity each cookie was issued to (doc/security.md): only that
  *    identity may present it, at most 65,536 remembered.
  *
@@ -23,6 +25,7 @@ struct mp_session;
 
 #define MP_MH_COOKIE_MAX 128 /* longest cookie value kept, NUL included */
 #define MP_MH_WHO_MAX 520    /* longest identity, NUL included */
+#define MP_MH_BUCKETS 1024u
 
 /* Cookies and who they belong to (an affinity table's strings,
  * core/affinity.h): one table shared by the HTTPS fronts of every
@@ -34,12 +37,14 @@ struct mp_mh_owners {
 };
 
 struct mp_mh_cookies {
-    struct mp_mh_sess *mh; /* module sessions by cookie */
+    struct mp_mh_sess **mh; /* module sessions by cookie: MP_MH_BUCKETS, made on the first */
+    struct mp_mh_sess *oldest, *newest; /* the same by last use */
     size_t n_mh;
-    uint64_t next_id;         /* ids of new module sessions */
-    struct mp_mh_owners *own; /* made on the first cookie issued, or shared */
-    struct mp_mh_seqmap *seq; /* MapiSequence after side requests (mhseq.h) */
-    size_t aff_max;           /* mapiproxy:affinity table size, for own */
+    uint64_t full_logged_ms, full_unlogged; /* new sessions not kept (MAX_MH_SESSIONS live) */
+    uint64_t next_id;                       /* ids of new module sessions */
+    struct mp_mh_owners *own;               /* made on the first cookie issued, or shared */
+    struct mp_mh_seqmap *seq;               /* MapiSequence after side requests (mhseq.h) */
+    size_t aff_max;                         /* mapiproxy:affinity table size, for own */
 };
 
 void mp_mh_cookies_free(struct mp_mh_cookies *k);
