@@ -7,6 +7,7 @@
  * The password value is never copied into any message.
  */
 #include "core/config.h"
+#include "core/affinity.h"
 #include "ops/syslog.h"
 
 #include <arpa/inet.h>
@@ -850,6 +851,7 @@ static const struct opt options[] = {
     {"mapiproxy:idle timeout", K_UINT, F(idle_timeout_s), 0, 604800, "seconds"},
     {"mapiproxy:bind timeout", K_UINT, F(bind_timeout_s), 0, 3600, "seconds"},
     {"mapiproxy:workers", K_UINT, F(workers), 1, MP_MAX_WORKERS, "workers"},
+    {"mapiproxy:affinity table size", K_UINT, F(affinity_max), 16, 1u << 20, "entries"},
     {"mapiproxy:max connections per address", K_UINT, F(max_conn_per_addr), 0, 1000000,
      "connections"},
     {"mapiproxy:module dir", K_STR, F(module_dir), 0, 0, NULL},
@@ -1972,6 +1974,7 @@ static void set_defaults(struct mp_config *c)
     c->rpch_window = 64u << 10;
     c->rpch_conn_timeout_s = 120;
     c->rpch_pair_timeout_s = 30;
+    c->affinity_max = MP_AFF_MAX;
     c->rpch_out_length = 1u << 30;
     c->rpch_up_in_length = 1u << 30;
     snprintf(c->http_relay_paths, sizeof c->http_relay_paths, "%s", MP_HTTP_DEFAULT_RELAY_PATHS);

@@ -127,7 +127,8 @@ struct mp_config {
     uint32_t connect_timeout_ms;      /* mapiproxy:connect timeout (10000) */
     uint32_t idle_timeout_s;          /* mapiproxy:idle timeout (900; 0 = none) */
     uint32_t bind_timeout_s;          /* mapiproxy:bind timeout (30): bind (and log on) within */
-    uint32_t workers; /* mapiproxy:workers (the number of cores, at most MP_MAX_WORKERS) */
+    uint32_t workers;      /* mapiproxy:workers (the number of cores, at most MP_MAX_WORKERS) */
+    uint32_t affinity_max; /* mapiproxy:affinity table size (65,536 entries; core/affinity.h) */
     uint32_t max_conn_per_addr; /* mapiproxy:max connections per address (512; 0 = none) */
     uint32_t send_timeout_s;    /* mapiproxy:send timeout (60): a peer not reading is closed */
     uint32_t max_fragments;     /* mapiproxy:max fragments (4096) per call */

@@ -48,6 +48,10 @@ static const char *const hcodes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
 
 enum { UP_CONNECT, UP_TIMEOUT, UP_OTHER, N_UP };
 static const char *const up_names[N_UP] = {"connect", "timeout", "other"};
+/* affinity tables (core/affinity.h), by name */
+static const char *const aff_names[] = {"mapihttp-sessions", "mapihttp-owners", "rpch-vcs",
+                                        "other"};
+#define N_AFF (sizeof aff_names / sizeof aff_names[0])
 
 struct iface_m {
     const struct mp_iface_info *info; /* NULL: not yet used, or "other" (last slot) */
@@ -67,6 +71,7 @@ static struct {
     struct hist http_lat;
     uint64_t auth[N_M][2]; /* [..][0] refused, [1] ok */
     uint64_t up[N_UP];
+    uint64_t aff_full[N_AFF], aff_evicted[N_AFF];
     uint64_t last_ok_ms, last_err_ms;
 } M;
 
@@ -188,6 +193,13 @@ void mp_metrics_upstream_error(const char *why)
                                                                         : UP_OTHER;
     ADD(M.up[k], 1);
     __atomic_store_n(&M.last_err_ms, mp_now_ms(), __ATOMIC_RELAXED);
+}
+
+void mp_metrics_affinity(const char *table, bool full)
+{
+    int k = table ? idx_of(aff_names, N_AFF - 1, table) : -1;
+    size_t i = k < 0 ? N_AFF - 1 : (size_t)k;
+    ADD(*(full ? &M.aff_full[i] : &M.aff_evicted[i]), 1);
 }
 
 bool mp_metrics_healthy(void)
@@ -346,6 +358,14 @@ int mp_metrics_render(struct mp_buf *b)
     series(&o, "mapiproxy_upstream_errors_total", "counter",
            "Upstream failures, by kind (connect, timeout, other).", "kind", up_names, N_UP,
            (const int64_t *)M.up);
+    series(&o, "mapiproxy_affinity_full_total", "counter",
+           "New keys an affinity table (MAPI/HTTP session -> worker, MAPI/HTTP cookie -> "
+           "owner, RPC over HTTP virtual connection -> worker) did not keep because every "
+           "entry was pinned by a live session (mapiproxy:affinity table size).",
+           "table", aff_names, N_AFF, (const int64_t *)M.aff_full);
+    series(&o, "mapiproxy_affinity_evicted_total", "counter",
+           "Entries of no live session pushed out of a full affinity table by new keys.", "table",
+           aff_names, N_AFF, (const int64_t *)M.aff_evicted);
     head(&o, "mapiproxy_up", "gauge", "1 while the upstream answers (what /health reports).");
     put(&o, "mapiproxy_up %d\n", mp_metrics_healthy() ? 1 : 0);
     return o.rc;

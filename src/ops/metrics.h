@@ -32,6 +32,10 @@ void mp_metrics_auth(const char *mech, bool ok);
 /* The upstream failed; why is the log text ("... connect failed ...", "... did not answer ..."). */
 void mp_metrics_upstream_error(const char *why);
 
+/* An affinity table (core/affinity.h) named table kept no new key because
+ * every entry was pinned (full), or pushed out a free entry (!full). */
+void mp_metrics_affinity(const char *table, bool full);
+
 /* The Prometheus text exposition (format 0.0.4) of every counter. */
 int mp_metrics_render(struct mp_buf *out);
 /* false when the last upstream event, within the last 60 s, was a failure. */

@@ -6,6 +6,7 @@ proxy's `WWW-Authenticate: Negotiate` with a SPNEGO token; the KDC is MIT's
 (krb5_env.py).  The proxy checks the ticket with its keytab and logs on to
 the lab with its own NTLM account, as for NTLM and Basic clients.  NTLM
 inside Negotiate (SPNEGO), built with Impacket, logs on too."""
+import re
 import subprocess
 
 import pytest
@@ -152,4 +153,42 @@ def test_ntlm_inside_negotiate(make_proxy, env, krb, with_mic):  # noqa: F811
     assert "logged on as LAB\\alice (NTLM, this connection)" in log
     if with_mic:
         assert "bad SPNEGO mechListMIC" in log
+    assert_no_secrets(log)
+
+
+def test_every_logon_on_one_connection_gets_its_own_mutual_token(make_proxy, env, krb):  # noqa: F811
+    """RFC 4559 5: the 2xx that ends a Negotiate exchange carries the
+    server's final token.  requests-kerberos with mutual authentication
+    REQUIRED (it raises MutualAuthenticationError on a 2xx without a token
+    it can take) logs on preemptively with a new context for each request,
+    all on one kept-alive connection: Connect, two PINGs, and an Execute
+    with a session cookie the proxy never saw issued, which the proxy
+    answers itself (200, X-ResponseCode 10).  Each success carries the
+    token of its own exchange; a request without a Negotiate token gets
+    none (none left over from the one before)."""
+    from requests_kerberos import REQUIRED, HTTPKerberosAuth
+    p = start(make_proxy, env, **neg_opts(krb.http_keytab))
+
+    def auth():
+        return HTTPKerberosAuth(mutual_authentication=REQUIRED, force_preemptive=True)
+
+    ems = MH.EmsmdbHttp(p.base, auth=auth(), verify=env["ca"])
+    assert ems.connect(ALICE)["ErrorCode"] == 0
+    for _ in range(2):
+        ems.http.auth = auth()  # a new exchange on the same connection
+        r = ems.ping()
+        assert r.code == 0 and r.http.headers.get("WWW-Authenticate", "").startswith("Negotiate ")
+    ems.http.auth = auth()
+    r = ems.post("Execute", b"", check=False, headers={"Cookie": "MapiContext=never-issued"})
+    assert r.http.status_code == 200 and r.code == 10  # Context Not Found, from the proxy
+    assert r.http.headers.get("WWW-Authenticate", "").startswith("Negotiate ")
+    ems.http.auth = None  # the connection stays logged on: no token sent, none expected
+    r = ems.ping()
+    assert r.code == 0 and "WWW-Authenticate" not in r.http.headers
+    p.stop()
+    log = p.log()
+    conns = set(re.findall(r"http #(\d+) \S+ POST /mapi/emsmdb/ type=", log))
+    assert len(conns) == 1, log[-3000:]  # every request above on one connection
+    assert log.count("logged on as alice@LAB.EXAMPLE (Negotiate, this connection)") == 1
+    assert "YII" not in log and "oYG" not in log  # no GSS token in the log
     assert_no_secrets(log)

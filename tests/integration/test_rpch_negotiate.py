@@ -456,3 +456,65 @@ def test_moved_out_channel_still_carries_the_mutual_token(make_proxy, env, krb, 
     ctx.step(base64.b64decode(m.group(1)))
     assert ctx.complete
     assert m.group(1)[:20] not in log and tok[:20] not in log
+
+
+def test_channel_request_after_another_logon_on_one_connection(make_proxy, env, krb, tmp_path):
+    """One kept-alive connection, two Negotiate exchanges of MIT's
+    initiator (python3-gssapi), each asking for mutual authentication: a
+    MAPI/HTTP request the proxy answers itself (an Execute with a session
+    cookie it never saw issued: 200, X-ResponseCode 10), then an
+    RPC_OUT_DATA channel request.  Each 200 carries the token of its own
+    exchange and each context completes with it (RFC 4559 5): the first
+    success does not use up the connection's mutual authentication."""
+    import socket
+    from impacket.dcerpc.v5.rpch import hCONN_A1
+    over = neg_up_opts(krb, env)
+    over.update({"mapiproxy:http negotiate": "yes",
+                 "mapiproxy:keytab": front_keytab(krb, tmp_path)})
+    p = start(make_proxy, env, **over)
+    s = client_tls().wrap_socket(socket.create_connection(("127.0.0.1", p.http_port), timeout=10))
+
+    def head_of(buf):
+        while b"\r\n\r\n" not in buf:
+            more = s.recv(4096)
+            assert more, buf
+            buf += more
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        return head.decode(), rest
+
+    def token(head):
+        m = re.search(r"(?im)^WWW-Authenticate: Negotiate (\S+)\r?$", head)
+        assert m, head
+        return base64.b64decode(m.group(1))
+
+    ctx1, tok1 = mutual_ctx()
+    s.sendall(b"POST /mapi/emsmdb/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-RequestType: Execute\r\n"
+              b"X-RequestId: {1}:1\r\nCookie: MapiContext=never-issued\r\n"
+              b"Content-Type: application/mapi-http\r\nAuthorization: Negotiate " +
+              tok1.encode() + b"\r\nContent-Length: 0\r\n\r\n")
+    head1, rest = head_of(b"")
+    length = int(re.search(r"(?im)^Content-Length: (\d+)", head1).group(1))
+    while len(rest) < length:
+        rest += s.recv(4096)
+    assert head1.startswith("HTTP/1.1 200") and "X-ResponseCode: 10" in head1, head1
+    ctx1.step(token(head1))
+    assert ctx1.complete
+    ctx2, tok2 = mutual_ctx()
+    a1 = hCONN_A1(receiveWindowSize=65536)
+    s.sendall(b"RPC_OUT_DATA /rpc/rpcproxy.dll?EXLAB01:6004 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Authorization: Negotiate " + tok2.encode() +
+              b"\r\nContent-Length: 76\r\n\r\n" + a1)
+    head2, _ = head_of(rest[length:])
+    s.close()
+    p.stop()
+    print(head1, "\n", head2)
+    assert head2.startswith("HTTP/1.1 200"), head2
+    t2 = token(head2)
+    assert t2 != token(head1)
+    assert not ctx2.complete
+    ctx2.step(t2)
+    assert ctx2.complete
+    log = p.log()
+    conns = re.findall(r"http #(\d+) \S+ (?:POST /mapi/emsmdb/ type=Execute|RPC_OUT_DATA \S+: handed)", log)
+    assert len(conns) == 2 and len(set(conns)) == 1, log[-3000:]  # both on one connection
+    assert tok1[:20] not in log and tok2[:20] not in log

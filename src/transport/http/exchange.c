@@ -69,7 +69,8 @@ void mp_hx_send_local(struct hconn *s, int st, bool close)
     if (mp_buf_append(&s->c.conn.out, head, (size_t)hl) ||
         (st == 401 && mp_buf_avail(&s->ua.www) &&
          mp_buf_append(&s->c.conn.out, mp_buf_head(&s->ua.www), mp_buf_avail(&s->ua.www))) ||
-        mp_buf_append(&s->c.conn.out, "\r\n", 2) || mp_buf_append(&s->c.conn.out, body, (size_t)bl))
+        mp_hu_mutual_line(s, st, &s->c.conn.out) || mp_buf_append(&s->c.conn.out, "\r\n", 2) ||
+        mp_buf_append(&s->c.conn.out, body, (size_t)bl))
         s->closing = true;
     mp_buf_free(&s->ua.www);
     s->status = st;
@@ -89,9 +90,10 @@ void mp_hx_send_mh_error(struct hconn *s, uint32_t code)
     int hl = snprintf(head, sizeof head,
                       "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-ResponseCode: %u\r\n"
                       "X-RequestType: %s\r\nX-RequestId: %s\r\nCache-Control: private\r\n"
-                      "Content-Length: %d\r\n%s\r\n",
+                      "Content-Length: %d\r\n%s",
                       code, s->xtype, s->xid, bl, s->keepalive ? "" : "Connection: close\r\n");
     if (hl < 0 || (size_t)hl >= sizeof head || mp_buf_append(&s->c.conn.out, head, (size_t)hl) ||
+        mp_hu_mutual_line(s, 200, &s->c.conn.out) || mp_buf_append(&s->c.conn.out, "\r\n", 2) ||
         mp_buf_append(&s->c.conn.out, body, (size_t)bl))
         s->closing = true;
     s->status = 200;
@@ -366,6 +368,7 @@ static int on_req_body(http_parser *p, const char *at, size_t len)
 void mp_hx_request_finished(struct hconn *s)
 {
     s->in_request = false;
+    s->ua.ha.mutual[0] = 0; /* the acceptor's token answers its own request only */
     mp_hx_log_request(s);
     /* the response head's memory goes back: a connection waiting for its
      * next request (or parked on it) keeps none */

@@ -710,6 +710,7 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
         return NULL;
     h->loop = loop;
     h->cfg = cfg;
+    h->cookies.aff_max = cfg->affinity_max;
     for (size_t i = 0; i < MP_MAX_LISTEN; i++)
         h->ls[i].io.fd = -1;
     char pub[320];
@@ -746,7 +747,7 @@ struct mp_http *mp_http_new(struct mp_loop *loop, const struct mp_config *cfg)
         fronts->gen_prevp = &h->gen_next;
     h->gen_prevp = &fronts;
     fronts = h;
-    mp_hm_front_added();
+    mp_hm_front_added(cfg);
     return h;
 }
 

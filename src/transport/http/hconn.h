@@ -209,6 +209,10 @@ int mp_hu_begin(struct hconn *s, const char *url, size_t ul);
 int mp_hu_step(struct hconn *s, http_parser *p);
 bool mp_hu_busy(const struct hconn *s);
 int mp_hu_answer_auth(struct hconn *s, int st);
+/* The same for a head the proxy writes itself (its own MAPI/HTTP answers):
+ * "WWW-Authenticate: <token>" and CRLF onto out when st is a success and
+ * the request completed a Negotiate exchange.  0, or -1 (memory). */
+int mp_hu_mutual_line(struct hconn *s, int st, struct mp_buf *out);
 /* What is written to a leg: the upstream's held requests wait while the
  * proxy's handshake runs. */
 struct mp_buf *mp_hu_wbuf(struct hconn *s, struct leg *x);

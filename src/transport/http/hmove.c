@@ -14,13 +14,17 @@
 #include "transport/http/hconn.h"
 #include "transport/mapihttp/cookies.h"
 
-/* which worker holds a MAPI/HTTP session: its cookie -> the worker; idle
- * entries go after two hours, as the module sessions (cookies.c) */
-static struct mp_aff sessions = MP_AFF_INIT(2u * 3600u * 1000u);
+/* which worker holds a MAPI/HTTP session: its cookie -> the worker.  An
+ * entry is pinned from the response that sets the cookie until Disconnect
+ * or Unbind, or until unused for two hours, as the module sessions
+ * (cookies.c): new sessions, however many, never push out a live one's. */
+static struct mp_aff sessions =
+    MP_AFF_INIT("mapihttp-sessions", 2u * 3600u * 1000u, 2u * 3600u * 1000u);
 
-void mp_hm_front_added(void)
+void mp_hm_front_added(const struct mp_config *cfg)
 {
     mp_aff_use(&sessions, 1);
+    mp_aff_set_max(&sessions, cfg->affinity_max);
 }
 
 void mp_hm_front_gone(void)
@@ -34,8 +38,10 @@ void mp_hm_response(struct hconn *s)
         return;
     size_t n;
     const char *c = mp_mh_cookie_of(&s->resp, true, &n);
-    if (c)
-        mp_aff_set(&sessions, c, n, mp_worker_self(), true);
+    if (c && mp_aff_set_pinned(&sessions, c, n, mp_worker_self()))
+        mp_debug("http #%" PRIu64 " %s: %s: MAPI/HTTP session not kept in the worker table (full "
+                 "or out of memory): its next requests are served where they are read",
+                 s->id, s->peer, s->xtype[0] ? s->xtype : "-");
     if (!strcasecmp(s->xtype, "Disconnect") || !strcasecmp(s->xtype, "Unbind"))
         if ((c = mp_mh_cookie_of(&s->req, false, &n)))
             mp_aff_forget(&sessions, c, n, mp_worker_self());

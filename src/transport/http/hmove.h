@@ -22,6 +22,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct mp_config;
+
 struct hconn;
 
 /* On a complete request head (route found, before the logon): 0 to serve it
@@ -31,9 +33,11 @@ unsigned mp_hm_target(struct hconn *s);
  * on the head); s is closed either way. */
 void mp_hm_move(struct hconn *s);
 /* A successful /mapi/ response: a session cookie it sets is held by this
- * worker from now on; a Disconnect or Unbind forgets the request's. */
+ * worker from now on, pinned in the table while the session lives; a
+ * Disconnect or Unbind forgets the request's. */
 void mp_hm_response(struct hconn *s);
-/* The fronts in the process: the table goes with the last one. */
-void mp_hm_front_added(void);
+/* The fronts in the process: the table goes with the last one; its size
+ * is the newest front's mapiproxy:affinity table size. */
+void mp_hm_front_added(const struct mp_config *cfg);
 void mp_hm_front_gone(void);
 #endif

@@ -174,8 +174,10 @@ int mp_hu_step(struct hconn *s, http_parser *p)
 }
 
 /* Termination: an upstream's WWW-Authenticate (its mutual token) is about
- * the proxy's logon, never relayed; the first success after a client's
- * Negotiate logon carries the proxy's acceptor token instead (RFC 4559 5).
+ * the proxy's logon, never relayed; a success answering a request whose
+ * Negotiate token completed an exchange carries the proxy's acceptor token
+ * for it instead (RFC 4559 5; every such request its own, also on a
+ * kept-alive connection; mp_hx_request_finished drops one not sent).
  * 0, or -1 when the head cannot take it. */
 int mp_hu_answer_auth(struct hconn *s, int st)
 {
@@ -185,6 +187,17 @@ int mp_hu_answer_auth(struct hconn *s, int st)
     int rc = mp_http_msg_add(&s->resp, "WWW-Authenticate", s->ua.ha.mutual);
     s->ua.ha.mutual[0] = 0;
     return rc;
+}
+
+int mp_hu_mutual_line(struct hconn *s, int st, struct mp_buf *out)
+{
+    if (!s->h->auth.on || !s->ua.ha.mutual[0] || st < 200 || st >= 300)
+        return 0;
+    size_t n = strlen(s->ua.ha.mutual);
+    int rc = mp_buf_append(out, "WWW-Authenticate: ", 18) ||
+             mp_buf_append(out, s->ua.ha.mutual, n) || mp_buf_append(out, "\r\n", 2);
+    s->ua.ha.mutual[0] = 0;
+    return rc ? -1 : 0;
 }
 
 bool mp_hu_busy(const struct hconn *s)

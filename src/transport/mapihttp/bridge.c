@@ -126,9 +126,10 @@ static void mh_own_head(struct hconn *s, uint32_t code)
                      "HTTP/1.1 200 OK\r\nContent-Type: application/mapi-http\r\n"
                      "X-RequestType: %s\r\nX-RequestId: %s\r\nX-ResponseCode: %u\r\n"
                      "X-ServerApplication: mapiproxy\r\nCache-Control: private\r\n"
-                     "Transfer-Encoding: chunked\r\n%s\r\n",
+                     "Transfer-Encoding: chunked\r\n%s",
                      s->xtype, s->xid, code, s->keepalive ? "" : "Connection: close\r\n");
-    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&s->c.conn.out, head, (size_t)n))
+    if (n < 0 || (size_t)n >= sizeof head || mp_buf_append(&s->c.conn.out, head, (size_t)n) ||
+        mp_hu_mutual_line(s, 200, &s->c.conn.out) || mp_buf_append(&s->c.conn.out, "\r\n", 2))
         s->closing = true;
     s->mh.head = true;
     s->chunk_out = true;

@@ -7,22 +7,37 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/log.h"
 #include "core/workers.h"
 #include "event/loop.h"
 #include "chain/chain.h"
+#include "ops/metrics.h"
 #include "transport/http/msg.h"
 
 #define MAX_MH_SESSIONS 4096u
 #define MH_SESSION_IDLE_MS (2u * 3600u * 1000u)
 
 /* A MAPI/HTTP session for the module chain: the upstream's cookie names
- * it, whatever client connection a request comes on. */
+ * it, whatever client connection a request comes on.  In a hash by cookie
+ * and on a list by last use (oldest first): idle ones go from the list's
+ * head, a few at a time, and nothing walks every session. */
 struct mp_mh_sess {
-    struct mp_mh_sess *next;
+    struct mp_mh_sess *next;          /* in its bucket */
+    struct mp_mh_sess *older, *newer; /* by last use */
+    uint32_t hash;
     char cookie[MP_MH_COOKIE_MAX];
+    size_t len;
     struct mp_session *ses;
     uint64_t last_ms;
 };
+
+static uint32_t mh_hash(const char *c, size_t n)
+{
+    uint32_t x = 2166136261u; /* FNV-1a: the upstream chooses the cookies */
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ (uint8_t)c[i]) * 16777619u;
+    return x;
+}
 
 /* The value of cookie `name` in a Cookie header ("a=b; MapiContext=v"). */
 static const char *cookie_in(const char *v, size_t vl, const char *name, size_t *len)
@@ -73,33 +88,63 @@ const char *mp_mh_cookie_of(const struct mp_http_msg *m, bool response, size_t *
 
 static struct mp_mh_sess *mh_find(struct mp_mh_cookies *k, const char *c, size_t n)
 {
-    for (struct mp_mh_sess *m = k->mh; m; m = m->next)
-        if (strlen(m->cookie) == n && !memcmp(m->cookie, c, n))
+    if (!k->mh)
+        return NULL;
+    uint32_t h = mh_hash(c, n);
+    for (struct mp_mh_sess *m = k->mh[h % MP_MH_BUCKETS]; m; m = m->next)
+        if (m->hash == h && m->len == n && !memcmp(m->cookie, c, n))
             return m;
     return NULL;
 }
 
+static void mh_unlink(struct mp_mh_cookies *k, struct mp_mh_sess *m)
+{
+    if (m->older)
+        m->older->newer = m->newer;
+    else
+        k->oldest = m->newer;
+    if (m->newer)
+        m->newer->older = m->older;
+    else
+        k->newest = m->older;
+    m->older = m->newer = NULL;
+}
+
+static void mh_link(struct mp_mh_cookies *k, struct mp_mh_sess *m)
+{
+    m->older = k->newest;
+    m->newer = NULL;
+    if (k->newest)
+        k->newest->newer = m;
+    else
+        k->oldest = m;
+    k->newest = m;
+}
+
 static void mh_drop(struct mp_mh_cookies *k, struct mp_mh_sess *m)
 {
-    for (struct mp_mh_sess **pp = &k->mh; *pp; pp = &(*pp)->next) {
-        if (*pp == m) {
-            *pp = m->next;
-            break;
-        }
-    }
+    struct mp_mh_sess **pp = &k->mh[m->hash % MP_MH_BUCKETS];
+    while (*pp != m)
+        pp = &(*pp)->next;
+    *pp = m->next;
+    mh_unlink(k, m);
     mp_session_unref(m->ses);
     free(m);
     k->n_mh--;
 }
 
-size_t mp_mh_sessions_sweep(struct mp_mh_cookies *k)
+/* Sessions idle for two hours go, from the oldest; at most max of them
+ * (SIZE_MAX: all there are). */
+static void mh_expire(struct mp_mh_cookies *k, size_t max)
 {
     uint64_t now = mp_now_ms();
-    for (struct mp_mh_sess *m = k->mh, *nx; m; m = nx) {
-        nx = m->next;
-        if (now - m->last_ms > MH_SESSION_IDLE_MS)
-            mh_drop(k, m);
-    }
+    for (size_t i = 0; i < max && k->oldest && now - k->oldest->last_ms > MH_SESSION_IDLE_MS; i++)
+        mh_drop(k, k->oldest);
+}
+
+size_t mp_mh_sessions_sweep(struct mp_mh_cookies *k)
+{
+    mh_expire(k, SIZE_MAX); /* only the idle ones are visited */
     return k->n_mh;
 }
 
@@ -110,19 +155,6 @@ bool mp_mh_has_session(struct mp_mh_cookies *k, const struct mp_http_msg *req)
     return c && mh_find(k, c, n);
 }
 
-/* Sessions idle for long, and the oldest beyond the limit, go. */
-static void mh_expire(struct mp_mh_cookies *k)
-{
-    mp_mh_sessions_sweep(k);
-    while (k->n_mh >= MAX_MH_SESSIONS) {
-        struct mp_mh_sess *old = k->mh;
-        for (struct mp_mh_sess *m = k->mh; m; m = m->next)
-            if (m->last_ms < old->last_ms)
-                old = m;
-        mh_drop(k, old);
-    }
-}
-
 struct mp_session *mp_mh_session_for(struct mp_mh_cookies *k, struct mp_modules *mods,
                                      const struct mp_http_msg *req)
 {
@@ -131,6 +163,8 @@ struct mp_session *mp_mh_session_for(struct mp_mh_cookies *k, struct mp_modules 
     struct mp_mh_sess *m = c ? mh_find(k, c, n) : NULL;
     if (m) {
         m->last_ms = mp_now_ms();
+        mh_unlink(k, m);
+        mh_link(k, m);
         mp_session_ref(m->ses);
         return m->ses;
     }
@@ -150,16 +184,38 @@ void mp_mh_session_register(struct mp_mh_cookies *k, const struct mp_http_msg *r
     const char *c = mp_mh_cookie_of(resp, true, &n);
     if (!c || !ses || mh_find(k, c, n))
         return;
-    mh_expire(k);
+    mh_expire(k, 8);
+    if (k->n_mh >= MAX_MH_SESSIONS) {
+        /* every one is a live session's: the new one is not kept (its
+         * requests get a module session each), no live one is dropped */
+        uint64_t now = mp_now_ms();
+        k->full_unlogged++;
+        mp_metrics_affinity("mapihttp-modules", true);
+        if (!k->full_logged_ms || now - k->full_logged_ms >= 10000) {
+            mp_warn("MAPI/HTTP module sessions: %zu live on this worker (at most %u): %llu new "
+                    "session%s not kept since the last warning (each of its requests gets a new "
+                    "module session)",
+                    k->n_mh, MAX_MH_SESSIONS, (unsigned long long)k->full_unlogged,
+                    k->full_unlogged == 1 ? "" : "s");
+            k->full_logged_ms = now;
+            k->full_unlogged = 0;
+        }
+        return;
+    }
+    if (!k->mh && !(k->mh = calloc(MP_MH_BUCKETS, sizeof *k->mh)))
+        return;
     struct mp_mh_sess *m = calloc(1, sizeof(*m));
     if (!m)
         return;
     memcpy(m->cookie, c, n);
+    m->len = n;
+    m->hash = mh_hash(c, n);
     m->ses = ses;
     mp_session_ref(m->ses);
     m->last_ms = mp_now_ms();
-    m->next = k->mh;
-    k->mh = m;
+    m->next = k->mh[m->hash % MP_MH_BUCKETS];
+    k->mh[m->hash % MP_MH_BUCKETS] = m;
+    mh_link(k, m);
     k->n_mh++;
 }
 
@@ -170,17 +226,27 @@ void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req
     struct mp_mh_sess *m = c ? mh_find(k, c, n) : NULL;
     if (m)
         mh_drop(k, m);
+    if (c && k->own)
+        mp_aff_unpin(&k->own->t, c, n);
 }
 
 /* ---- session cookies bound to identities (doc/security.md) ---- */
 
-/* Cookies unused for two hours go; beyond MP_AFF_MAX (65,536), the least
- * recently used (core/affinity.c keeps them). */
+/* Cookies unused for two hours go; a live session's (issued, not yet
+ * Disconnect or Unbind) is pinned: beyond mapiproxy:affinity table size
+ * only ended sessions' go, the least recently used first, and when every
+ * entry is a live session's a new cookie is not remembered (strict: its
+ * requests are answered as unknown) with a warning (core/affinity.c). */
 static struct mp_mh_owners *owners(struct mp_mh_cookies *k)
 {
-    if (!k->own && (k->own = malloc(sizeof *k->own))) {
-        *k->own = (struct mp_mh_owners){.refs = 1, .t = MP_AFF_INIT(MH_SESSION_IDLE_MS)};
+    if (!k->own && (k->own = calloc(1, sizeof *k->own))) { /* no temporary: the buckets are big */
+        k->own->refs = 1;
+        pthread_mutex_init(&k->own->t.mu, NULL);
+        k->own->t.name = "mapihttp-owners";
+        k->own->t.idle_ms = k->own->t.pin_idle_ms = MH_SESSION_IDLE_MS;
         mp_aff_use(&k->own->t, 1);
+        if (k->aff_max)
+            mp_aff_set_max(&k->own->t, k->aff_max);
     }
     return k->own;
 }
@@ -198,8 +264,8 @@ void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *res
     size_t n;
     const char *c = mp_mh_cookie_of(resp, true, &n);
     struct mp_mh_owners *k = c && who[0] ? owners(kk) : NULL;
-    if (k)
-        mp_aff_set_str(&k->t, c, n, who);
+    if (k && !mp_aff_set_str(&k->t, c, n, who))
+        mp_aff_pin(&k->t, c, n, 0);
 }
 
 /* May this session cookie be used by who?  Not when it belongs to another
@@ -260,8 +326,10 @@ bool mp_mh_cookies_allowed(struct mp_mh_cookies *k, const struct mp_http_msg *m,
 void mp_mh_cookies_free(struct mp_mh_cookies *k)
 {
     mp_mh_seq_free(&k->seq);
-    while (k->mh)
-        mh_drop(k, k->mh);
+    while (k->oldest)
+        mh_drop(k, k->oldest);
+    free(k->mh);
+    k->mh = NULL;
     struct mp_mh_owners *w = k->own;
     k->own = NULL;
     if (!w || --w->refs)

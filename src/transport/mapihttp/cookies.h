@@ -3,7 +3,9 @@
  *
  *  - the module session each cookie names (a MAPI/HTTP session may move
  *    from one client connection to another; its module state follows the
- *    cookie), at most MAX_MH_SESSIONS, idle ones dropped after two hours;
+ *    cookie), at most 4,096 per worker (a new one is not kept while that
+ *    many are live, with a warning), idle ones dropped after two hours,
+ *    Disconnect/Unbind ending one;
  *  - the identity each cookie was issued to (doc/security.md): only that
  *    identity may present it, at most 65,536 remembered.
  *
@@ -23,6 +25,7 @@ struct mp_session;
 
 #define MP_MH_COOKIE_MAX 128 /* longest cookie value kept, NUL included */
 #define MP_MH_WHO_MAX 520    /* longest identity, NUL included */
+#define MP_MH_BUCKETS 1024u
 
 /* Cookies and who they belong to (an affinity table's strings,
  * core/affinity.h): one table shared by the HTTPS fronts of every
@@ -34,11 +37,14 @@ struct mp_mh_owners {
 };
 
 struct mp_mh_cookies {
-    struct mp_mh_sess *mh; /* module sessions by cookie */
+    struct mp_mh_sess **mh; /* module sessions by cookie: MP_MH_BUCKETS, made on the first */
+    struct mp_mh_sess *oldest, *newest; /* the same by last use */
     size_t n_mh;
-    uint64_t next_id;         /* ids of new module sessions */
-    struct mp_mh_owners *own; /* made on the first cookie issued, or shared */
-    struct mp_mh_seqmap *seq; /* MapiSequence after side requests (mhseq.h) */
+    uint64_t full_logged_ms, full_unlogged; /* new sessions not kept (MAX_MH_SESSIONS live) */
+    uint64_t next_id;                       /* ids of new module sessions */
+    struct mp_mh_owners *own;               /* made on the first cookie issued, or shared */
+    struct mp_mh_seqmap *seq;               /* MapiSequence after side requests (mhseq.h) */
+    size_t aff_max;                         /* mapiproxy:affinity table size, for own */
 };
 
 void mp_mh_cookies_free(struct mp_mh_cookies *k);
@@ -60,11 +66,13 @@ struct mp_session *mp_mh_session_for(struct mp_mh_cookies *k, struct mp_modules 
 /* The upstream named the session ses in resp (Set-Cookie): remember it. */
 void mp_mh_session_register(struct mp_mh_cookies *k, const struct mp_http_msg *resp,
                             struct mp_session *ses);
-/* Disconnect / Unbind: the session the request's cookie names ends. */
+/* Disconnect / Unbind: the session the request's cookie names ends (its
+ * owner entry is no longer pinned). */
 void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req);
 
 /* The upstream set a session cookie in resp: it belongs to who ("" : to
- * nobody the proxy can name, not remembered). */
+ * nobody the proxy can name, not remembered), pinned until the session
+ * ends (mp_mh_session_forget) or is unused for two hours. */
 void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp, const char *who);
 /* May the request of who use every MapiContext and sid cookie it carries?
  * A cookie of another identity is refused; with strict (the proxy

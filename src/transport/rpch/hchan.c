@@ -73,7 +73,7 @@ static _Thread_local struct mp_rpch_http *gens;
  * cookie a client invented) when unused for a day or pushed out by newer
  * ones.  A made virtual connection's is pinned (vc_pin): neither its age
  * nor a client filling the table with invented cookies takes it. */
-static struct mp_aff vcs = MP_AFF_INIT(24u * 3600u * 1000u);
+static struct mp_aff vcs = MP_AFF_INIT("rpch-vcs", 24u * 3600u * 1000u, 0);
 
 static void vc_gone(const void *cookie)
 {
@@ -573,6 +573,7 @@ int mp_rpch_http_setup(struct mp_loop *loop, const struct mp_config *cfg, struct
     o->gen_prevp = &gens;
     gens = o;
     mp_aff_use(&vcs, 1);
+    mp_aff_set_max(&vcs, cfg->affinity_max);
     *out = o;
     return 0;
 }
