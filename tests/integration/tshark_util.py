@@ -434,14 +434,31 @@ def dissect(pcap, decode_as_ports=(), nt_password=None, display_filter=None,
         iface_names = [k for k in layers if k not in _LOWER_LAYERS]
         iface_name = iface_names[0] if iface_names else None
         ifaces = _as_list(layers.get(iface_name)) if iface_name else []
-        for i, rpc in enumerate(rpcs):
+        # the interface layers belong to the PDUs with a stub (requests and
+        # responses), in order: a segment may hold an AUTH3 (or a bind)
+        # before the request (the proxy writes its AUTH3 and the client's
+        # request together when that was already there), and pairing by
+        # position gave the request's layer to the AUTH3
+        j = 0
+        for rpc in rpcs:
             if not isinstance(rpc, dict):
                 continue
-            iface = ifaces[i] if i < len(ifaces) else None
+            iface = None
+            if _first_int(rpc, "dcerpc.pkt_type") in (0, 2):
+                iface = ifaces[j] if j < len(ifaces) else None
+                j += 1
             result.append(DcerpcPdu(frame, layers, rpc,
                                     iface_name if iface is not None else None,
                                     iface))
     return result
+
+
+def _first_int(rpc, key):
+    vals = _flatten(rpc, {}).get(key)
+    try:
+        return int(vals[0], 0)
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def calls(pdus, interface=None, opnum=None, ptype=0):
