@@ -89,14 +89,20 @@ def test_moved_connection_keeps_its_one_file(make_proxy, env, tmp_path):
     opened = re.findall(r"http #\d+ open \S+ \(TLS\) on worker \d", log)
     moved = re.findall(r"its MAPI/HTTP session's worker: handed to worker \d", log)
     assert moved and len(re.findall(r"adopted from worker \d", log)) == len(moved), log[-3000:]
-    files = glob.glob(str(out / "*.pcapng"))
+    # (the "rpc" files: the test's probes of the DCE/RPC ports)
+    files = glob.glob(str(out / "*-http-*.pcapng"))
     assert len(files) == len(opened) == log.count("packet export: http connection from"), \
         (len(files), len(opened), len(moved))
+    requests = 0
     for f in files:
         streams = tshark(f, "-Y", "http.request", "-T", "fields", "-e", "tcp.stream").split()
+        if not streams:
+            continue  # the probe of the HTTPS port (make_proxy's wait_ports)
+        requests += 1
         client = streams.count("0")  # the client's leg starts first
-        assert client and len(streams) == 2 * client, (f, streams)
+        assert client == 1 and len(streams) == 2, (f, streams)
         assert tshark(f, "-Y", "tcp.analysis.flags && !tcp.analysis.window_update") == ""
+    assert requests == 4 * len(results), requests  # Bind, 2 GetSpecialTable, Unbind each
 
 
 def test_export_needs_clients(tmp_path):
