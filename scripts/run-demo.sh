@@ -34,12 +34,12 @@ mkdir -p "$RD"
 LAB="" PX="" TAIL=""
 cleanup() {
     trap - EXIT INT TERM
-    local p left
+    local p left end=$((SECONDS + 10))
     for p in $TAIL $PX $LAB; do kill "$p" 2>/dev/null || true; done
-    for _ in $(seq 100); do
+    while :; do
         left=""
         for p in $TAIL $PX $LAB; do alive "$p" && left="$left $p"; done
-        [ -z "$left" ] && break
+        [ -z "$left" ] || [ "$SECONDS" -ge "$end" ] && break
         sleep 0.1
     done
     if [ -n "$left" ]; then
