@@ -16,8 +16,9 @@
 
 /* which worker holds a MAPI/HTTP session: its cookie -> the worker.  An
  * entry is pinned from the response that sets the cookie until Disconnect
- * or Unbind, or until unused for two hours, as the module sessions
- * (cookies.c): new sessions, however many, never push out a live one's. */
+ * or Unbind, or until unused for the server's X-ExpirationInfo and a
+ * minute (two hours without it), as the module sessions (cookies.c): new
+ * sessions, however many, never push out a live one's. */
 static struct mp_aff sessions =
     MP_AFF_INIT("mapihttp-sessions", 2u * 3600u * 1000u, 2u * 3600u * 1000u);
 
@@ -38,7 +39,8 @@ void mp_hm_response(struct hconn *s)
         return;
     size_t n;
     const char *c = mp_mh_cookie_of(&s->resp, true, &n);
-    if (c && mp_aff_set_pinned(&sessions, c, n, mp_worker_self()))
+    if (c &&
+        mp_aff_set_pinned_for(&sessions, c, n, mp_worker_self(), mp_mh_session_life_ms(&s->resp)))
         mp_debug("http #%" PRIu64 " %s: %s: MAPI/HTTP session not kept in the worker table (full "
                  "or out of memory): its next requests are served where they are read",
                  s->id, s->peer, s->xtype[0] ? s->xtype : "-");
