@@ -39,8 +39,13 @@ void mp_hm_response(struct hconn *s)
         return;
     size_t n;
     const char *c = mp_mh_cookie_of(&s->resp, true, &n);
-    if (c &&
-        mp_aff_set_pinned_for(&sessions, c, n, mp_worker_self(), mp_mh_session_life_ms(&s->resp)))
+    uint64_t life = c ? mp_mh_session_life_ms(&s->resp) : 0;
+    if (c && !mp_aff_set_pinned_for(&sessions, c, n, mp_worker_self(), life))
+        mp_debug("http #%" PRIu64 " %s: %s: MAPI/HTTP session kept on worker %u while used at "
+                 "least every %" PRIu64 " s (the server's X-ExpirationInfo and a minute, or two "
+                 "hours)",
+                 s->id, s->peer, s->xtype[0] ? s->xtype : "-", mp_worker_self(), life / 1000);
+    else if (c)
         mp_debug("http #%" PRIu64 " %s: %s: MAPI/HTTP session not kept in the worker table (full "
                  "or out of memory): its next requests are served where they are read",
                  s->id, s->peer, s->xtype[0] ? s->xtype : "-");
