@@ -17,7 +17,8 @@
 
 enum {
     MAX_ROUNDS = 256,        /* side GetBuffers per client call */
-    SIDE_BUFFER = 0x7F00,    /* BufferSize of a side GetBuffer (at least the client's) */
+    SIDE_BUFFER = 0x7F00,    /* BufferSize of a side GetBuffer (at least the client's), and
+                                the most a 0xBABE GetBuffer is given: 32 KB less SIDE_RESERVE */
     SIDE_RESERVE = 256,      /* pcbOut left for the RPC_HEADER_EXT and the ROP header */
     STATUS_PARTIAL = 0x0001, /* MS-OXCROPS 2.2.12.5.2 TransferStatus */
     OP_EXT2 = 11,            /* EcDoRpcExt2 (and MAPI/HTTP Execute) */
@@ -148,9 +149,14 @@ size_t mp_fxside_want(struct mp_call *m, const struct mp_rop_req_FastTransferSou
     if (q->BufferSize != 0xBABE)
         return q->BufferSize;
     /* 0xBABE: the server picks the size, up to MaximumBufferSize and to what
-     * the client's response buffer holds (MS-OXCROPS 2.2.12.5.1) */
+     * the client's response buffer holds (MS-OXCROPS 2.2.12.5.1), which is
+     * at most one extended buffer's payload, 32 KB (MS-OXCRPC 3.1.4.2.1; a
+     * ROP buffer's RopSize is 16 bits): a MaximumBufferSize of 0xFFF0 with a
+     * pcbOut of 256 KB is not a 64 KB TransferBuffer */
     size_t room = mp_fxside_room(m);
-    return room && room < q->MaximumBufferSize ? room : q->MaximumBufferSize;
+    if (!room || room > SIDE_BUFFER)
+        room = SIDE_BUFFER;
+    return room < q->MaximumBufferSize ? room : q->MaximumBufferSize;
 }
 
 /* ---- side PutBuffers: a held upload's released bytes ---- */

@@ -101,12 +101,61 @@ enum {
 };
 
 /* IncrSyncProgressPerMsg (marker 0x4075000B), its size (0x00000003) and
- * its FAI flag (0x0000000B, a 2-byte PtypBoolean): MS-OXCFXICS 2.2.4.3.18. */
-static bool per_msg_fai(const uint8_t *in, size_t n)
+ * its FAI flag (0x0000000B, a 2-byte PtypBoolean): MS-OXCFXICS 2.2.4.3.18.
+ * 1: FAI, 0: normal, -1: the bytes do not start with one. */
+static int per_msg_fai(const uint8_t *in, size_t n)
 {
     static const uint8_t head[] = {0x0B, 0x00, 0x75, 0x40, 0x03, 0x00, 0x00, 0x00};
     static const uint8_t flag[] = {0x0B, 0x00, 0x00, 0x00};
-    return n >= 18 && !memcmp(in, head, 8) && !memcmp(in + 12, flag, 4) && (in[16] || in[17]);
+    if (n < 18 || memcmp(in, head, 8) || memcmp(in + 12, flag, 4))
+        return -1;
+    return in[16] || in[17];
+}
+
+enum { TAG_ASSOCIATED = 0x67AA000B }; /* PidTagAssociated, PtypBoolean */
+
+/* A change's messageChangeHeader (MS-OXCFXICS 2.2.4.3.x: the properties
+ * after IncrSyncChg or IncrSyncChgPartial, up to IncrSyncMessage or the
+ * first MetaTagIncrementalSyncMessagePartial) read for PidTagAssociated. */
+struct assoc {
+    bool header, fai;
+};
+
+static int assoc_cb(void *ud, const struct mp_fx_event *ev)
+{
+    struct assoc *a = ud;
+    if (ev->kind == MP_FX_EV_MARKER) {
+        if (ev->elem == MP_FX_E_CHANGE || ev->elem == MP_FX_E_CHANGE_PARTIAL) {
+            a->header = true;
+            return 0;
+        }
+        return a->header; /* the header ended: no PidTagAssociated in it */
+    }
+    if (!a->header)
+        return 0; /* IncrSyncProgressPerMsg's, groupInfo ... */
+    if (ev->kind == MP_FX_EV_PROP && ev->tag == MP_FX_MetaTagIncrementalSyncMessagePartial)
+        return 1;
+    if (ev->kind == MP_FX_EV_VALUE_END && ev->tag == TAG_ASSOCIATED) {
+        a->fai = ev->u != 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* Is the message (a change, as re-encoded) FAI?  Its IncrSyncProgressPerMsg
+ * says when it has one; otherwise its header's PidTagAssociated (none, or
+ * bytes that do not parse: normal). */
+static bool message_fai(const uint8_t *in, size_t n)
+{
+    int f = per_msg_fai(in, n);
+    if (f >= 0)
+        return f;
+    struct assoc a = {0};
+    struct mp_fx_parser *p = mp_fx_parser_new(assoc_cb, &a);
+    if (p)
+        mp_fx_feed(p, in, n); /* stops at the header's end */
+    mp_fx_parser_free(p);
+    return a.fai;
 }
 
 bool mp_fxq_progress_resize(struct mp_fxq *q, const uint8_t *msg, size_t n, int64_t delta)
@@ -117,7 +166,7 @@ bool mp_fxq_progress_resize(struct mp_fxq *q, const uint8_t *msg, size_t n, int6
     uint8_t *info = mp_buf_head(&q->buf) + (size_t)(q->prog_at - q->consumed);
     if (info[0] || info[1])
         return false; /* a version other than 0: not ours to read */
-    resize(info + (per_msg_fai(msg, n) ? PROG_FAI_SIZE : PROG_NORMAL_SIZE), 8, delta);
+    resize(info + (message_fai(msg, n) ? PROG_FAI_SIZE : PROG_NORMAL_SIZE), 8, delta);
     return true;
 }
 
@@ -127,7 +176,8 @@ int mp_fxq_replace_message(struct mp_fxq *q, uint64_t up_start, uint64_t up_end,
     if (up_end < up_start || mp_fxq_replace(q, up_start, up_end, p, n))
         return -1;
     /* the progressTotal lies before every message: not moved; p starts with
-     * the message's IncrSyncProgressPerMsg (FAI flag and all) when it had one */
+     * the message's IncrSyncProgressPerMsg (FAI flag and all) when it had
+     * one, else its header's PidTagAssociated says FAI or not */
     mp_fxq_progress_resize(q, p, n, (int64_t)n - (int64_t)(up_end - up_start));
     return 0;
 }

@@ -12,6 +12,7 @@
 #include "ops/metrics.h"
 
 #define EXPIRE_STEP 8 /* idle entries dropped from a list's head per new key, at most */
+#define PLACE_STEP 8  /* later entries a pinned one is placed before, at most (link_use) */
 #define FULL_LOG_MS 10000
 
 struct mp_aff_ent {
@@ -19,6 +20,7 @@ struct mp_aff_ent {
     struct mp_aff_ent *older, *newer; /* in t->free_l or t->pin_l */
     uint64_t hash;
     uint64_t last_ms;
+    uint64_t life_ms; /* pinned: unused this long it goes (0: the table's pin_idle_ms) */
     unsigned worker;
     bool pinned;
     size_t len;
@@ -73,16 +75,45 @@ static void unlink_use(struct mp_aff *t, struct mp_aff_ent *e)
     e->older = e->newer = NULL;
 }
 
+/* How long e may stay unused (0: for ever). */
+static uint64_t idle_of(const struct mp_aff *t, const struct mp_aff_ent *e)
+{
+    if (!e->pinned)
+        return t->idle_ms;
+    return e->life_ms ? e->life_ms : t->pin_idle_ms;
+}
+
+/* When e goes if unused until then. */
+static uint64_t deadline(const struct mp_aff *t, const struct mp_aff_ent *e)
+{
+    uint64_t idle = idle_of(t, e);
+    return idle ? e->last_ms + idle : UINT64_MAX;
+}
+
+/* e at its list's tail; a pinned one before the last few entries whose
+ * deadline is later (pinned entries may each have their own lifetime, and
+ * expiry reads the list's head): the pinned list is by deadline, soonest
+ * first.  At most PLACE_STEP entries are passed, so an entry may sit behind
+ * a later one and go late, never early. */
 static void link_use(struct mp_aff *t, struct mp_aff_ent *e)
 {
     struct mp_aff_list *l = list_of(t, e);
-    e->newer = NULL;
-    e->older = l->tail;
-    if (l->tail)
-        l->tail->newer = e;
+    struct mp_aff_ent *after = l->tail;
+    if (e->pinned) {
+        uint64_t d = deadline(t, e);
+        for (int k = 0; k < PLACE_STEP && after && deadline(t, after) > d; k++)
+            after = after->older;
+    }
+    e->older = after;
+    e->newer = after ? after->newer : l->head;
+    if (e->newer)
+        e->newer->older = e;
+    else
+        l->tail = e;
+    if (after)
+        after->newer = e;
     else
         l->head = e;
-    l->tail = e;
 }
 
 /* e was used now: the newest of its list. */
@@ -95,16 +126,22 @@ static void touch(struct mp_aff *t, struct mp_aff_ent *e, uint64_t now)
     }
 }
 
-static void set_pinned(struct mp_aff *t, struct mp_aff_ent *e, bool pin)
+/* e pinned (for life_ms; 0: the table's pin_idle_ms) or free. */
+static void set_pinned(struct mp_aff *t, struct mp_aff_ent *e, bool pin, uint64_t life_ms)
 {
-    if (e->pinned == pin)
+    if (!pin)
+        life_ms = 0;
+    if (e->pinned == pin && e->life_ms == life_ms)
         return;
     unlink_use(t, e);
+    if (e->pinned != pin) {
+        if (pin)
+            t->n_pinned++;
+        else
+            t->n_pinned--;
+    }
     e->pinned = pin;
-    if (pin)
-        t->n_pinned++;
-    else
-        t->n_pinned--;
+    e->life_ms = life_ms;
     link_use(t, e);
 }
 
@@ -124,7 +161,7 @@ static void drop(struct mp_aff *t, struct mp_aff_ent *e)
 
 static bool expired(const struct mp_aff *t, const struct mp_aff_ent *e, uint64_t now)
 {
-    uint64_t idle = e->pinned ? t->pin_idle_ms : t->idle_ms;
+    uint64_t idle = idle_of(t, e);
     return idle && now - e->last_ms > idle;
 }
 
@@ -255,6 +292,11 @@ unsigned mp_aff_set(struct mp_aff *t, const void *key, size_t n, unsigned w, boo
 
 int mp_aff_set_pinned(struct mp_aff *t, const void *key, size_t n, unsigned w)
 {
+    return mp_aff_set_pinned_for(t, key, n, w, 0);
+}
+
+int mp_aff_set_pinned_for(struct mp_aff *t, const void *key, size_t n, unsigned w, uint64_t life_ms)
+{
     if (n > MP_AFF_KEY_MAX)
         return -1;
     struct report r = {0};
@@ -262,7 +304,7 @@ int mp_aff_set_pinned(struct mp_aff *t, const void *key, size_t n, unsigned w)
     struct mp_aff_ent *e = take(t, key, n, w, &r);
     if (e) {
         e->worker = w;
-        set_pinned(t, e, true);
+        set_pinned(t, e, true, life_ms);
     }
     pthread_mutex_unlock(&t->mu);
     report(t, &r);
@@ -307,13 +349,18 @@ bool mp_aff_get_str(struct mp_aff *t, const void *key, size_t n, char *out, size
 
 bool mp_aff_pin(struct mp_aff *t, const void *key, size_t n, unsigned w)
 {
+    return mp_aff_pin_for(t, key, n, w, 0);
+}
+
+bool mp_aff_pin_for(struct mp_aff *t, const void *key, size_t n, unsigned w, uint64_t life_ms)
+{
     if (n > MP_AFF_KEY_MAX)
         return false;
     pthread_mutex_lock(&t->mu);
     struct mp_aff_ent *e = lookup(t, key, n, mp_now_ms());
     bool ok = e && e->worker == w;
     if (ok)
-        set_pinned(t, e, true);
+        set_pinned(t, e, true, life_ms);
     pthread_mutex_unlock(&t->mu);
     return ok;
 }
@@ -325,7 +372,7 @@ void mp_aff_unpin(struct mp_aff *t, const void *key, size_t n)
     pthread_mutex_lock(&t->mu);
     struct mp_aff_ent *e = lookup(t, key, n, mp_now_ms());
     if (e)
-        set_pinned(t, e, false);
+        set_pinned(t, e, false, 0);
     pthread_mutex_unlock(&t->mu);
 }
 

@@ -9,14 +9,17 @@
  * least recently used free entry first.  A pinned one (mp_aff_pin,
  * mp_aff_set_pinned: what it names is alive, e.g. a virtual connection or
  * a MAPI/HTTP session) goes only when forgotten, unpinned, or unused for
- * pin_idle_ms (0: never): neither a flood of new keys nor free entries'
- * idle time takes it.  When every entry is pinned a new key is not kept:
+ * pin_idle_ms (0: never), or its own lifetime (mp_aff_set_pinned_for,
+ * mp_aff_pin_for: a MAPI/HTTP session's, from the server's
+ * X-ExpirationInfo): neither a flood of new keys nor free entries' idle
+ * time takes it.  When every entry is pinned a new key is not kept:
  * the table counts it, a warning says so (at most every 10 s) and the
  * metric mapiproxy_affinity_full_total{table=name} goes up.
  *
  * Every operation is O(1) under the mutex apart from walking one bucket:
- * free and pinned entries sit on two lists by last use (oldest first), so
- * the oldest free entry is the first one, and expiry looks at no more than
+ * free entries sit on a list by last use (oldest first) and pinned ones on
+ * another by deadline (last use plus lifetime, soonest first), so the
+ * oldest free entry is the first one, and expiry looks at no more than
  * a few entries at the lists' heads on each new key (there is no periodic
  * scan of the whole table).  Keys are hashed with a per-table random seed
  * (keys a client chooses cannot be made to share one bucket). */
@@ -44,7 +47,7 @@ struct mp_aff {
     uint64_t pin_idle_ms; /* pinned entries (0: only forgetting or unpinning takes them) */
     size_t max;           /* 0: MP_AFF_MAX */
     struct mp_aff_ent *b[MP_AFF_BUCKETS];
-    struct mp_aff_list free_l, pin_l;
+    struct mp_aff_list free_l, pin_l; /* by last use; by deadline */
     size_t n, n_pinned;
     uint64_t seed;    /* the hash's, drawn at the first use */
     unsigned users;   /* mp_aff_use: the table is emptied when the last one goes */
@@ -69,9 +72,14 @@ unsigned mp_aff_set(struct mp_aff *t, const void *key, size_t n, unsigned w, boo
 /* The key is served by worker w from now on, pinned.  0, or -1 when it is
  * not kept (key too long, table full of pinned entries, out of memory). */
 int mp_aff_set_pinned(struct mp_aff *t, const void *key, size_t n, unsigned w);
+/* The same, unused for life_ms it goes (0: the table's pin_idle_ms). */
+int mp_aff_set_pinned_for(struct mp_aff *t, const void *key, size_t n, unsigned w,
+                          uint64_t life_ms);
 /* The key, served by worker w, is pinned (see above); false when the
  * table does not give it to w. */
 bool mp_aff_pin(struct mp_aff *t, const void *key, size_t n, unsigned w);
+/* The same, unused for life_ms it goes (0: the table's pin_idle_ms). */
+bool mp_aff_pin_for(struct mp_aff *t, const void *key, size_t n, unsigned w, uint64_t life_ms);
 /* The key is free again (what it named has ended; it may still be asked
  * for a while). */
 void mp_aff_unpin(struct mp_aff *t, const void *key, size_t n);

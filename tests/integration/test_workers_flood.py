@@ -2,7 +2,8 @@
 move a live session off its worker (doc/internals/workers.md, "The tables
 and a flood"): the session cookie -> worker table pins a live session's
 entry from the response that sets its cookie until Disconnect/Unbind (or
-two hours unused), so however many new sessions come, only entries of no
+unused for the server's X-ExpirationInfo and a minute: the lab says
+900000 ms), so however many new sessions come, only entries of no
 live session are pushed out; when every entry is a live session's, a new
 one is not kept, with a warning and mapiproxy_affinity_full_total.
 
@@ -57,6 +58,9 @@ def test_live_session_keeps_its_worker_through_a_flood(make_proxy, env):  # noqa
     live.bind()
     first = live.get_special_table(flags=0x4)
     assert first["ErrorCode"] == 0 and first["Rows"]
+    # its pin lasts as long as the server keeps the session unused (the
+    # lab's X-ExpirationInfo, 900000 ms, and a minute), not a fixed 2 hours
+    assert "MAPI/HTTP session kept on worker" in p.log() and "every 960 s" in p.log()
     stop = threading.Event()
     made, errors = [], []
     lock = threading.Lock()

@@ -37,6 +37,7 @@ PT_STRING8, PT_UNICODE, PT_SYSTIME, PT_CLSID = 0x1E, 0x1F, 0x40, 0x48
 PT_SVREID, PT_SRESTRICT, PT_ACTIONS, PT_BINARY = 0xFB, 0xFD, 0xFE, 0x102
 PT_UNSPECIFIED, PT_NULL = 0x0, 0x1
 MV = 0x1000
+PAYLOAD_MAX = 0x8000  # one extended buffer's payload (MS-OXCRPC 3.1.4.2.1)
 
 # Property tags used by the store
 PidTagFolderId = 0x67480014
@@ -628,8 +629,13 @@ class RopSession(object):
         handles = list(struct.unpack('<%dL' % (len(hraw) // 4), hraw))
         r = Reader(rop_buffer, 2, rop_size)
         out = bytearray()
-        # what a ROP whose size the server picks (BufferSize 0xBABE) may fill
-        self.room = None if max_size is None else max_size - 2 - 4 * len(handles)
+        # what a ROP whose size the server picks (BufferSize 0xBABE) may fill:
+        # the response buffer (pcbOut / MaxRopOut), and at most one extended
+        # buffer's payload, 32 KB (MS-OXCRPC 3.1.4.2.1: a single payload MUST
+        # NOT exceed 32 KB; RopSize is 16 bits): a MaxRopOut of 0x40000 and a
+        # MaximumBufferSize of 0xFFF0 do not make a 64 KB ROP buffer
+        self.room = None if max_size is None else \
+            min(max_size, PAYLOAD_MAX) - 2 - 4 * len(handles)
         with self.lock, self.store.lock:
             while r.off < r.end:
                 rop_id = r.data[r.off]
@@ -646,11 +652,14 @@ class RopSession(object):
                     resp = fn(self, r, handles)
                 except RopParseError:
                     raise
-                if resp is not None and max_size is not None and \
-                        2 + len(out) + len(resp) + 4 * len(handles) > max_size:
+                # RopSize (16 bits) covers itself and the responses: more
+                # does not make a ROP buffer, whatever pcbOut says
+                if resp is not None and (2 + len(out) + len(resp) > 0xFFFF or (
+                        max_size is not None and
+                        2 + len(out) + len(resp) + 4 * len(handles) > max_size)):
                     rest = rop_buffer[start:rop_size]
-                    out += struct.pack('<BH', 0xFF, 2 + len(out) + len(resp) +
-                                       4 * len(handles)) + rest
+                    out += struct.pack('<BH', 0xFF, min(0xFFFF, 2 + len(out) + len(resp) +
+                                                        4 * len(handles))) + rest
                     break
                 if resp is not None:
                     out += resp

@@ -189,7 +189,9 @@ class EmsmdbHttp(Endpoint):
 
     def execute(self, rops, flags=0):
         buf = rops.build(self.handles)
-        d, payloads = self.execute_raw(buf, flags)
+        # MaxRopOut: the client's response room (MS-OXCMAPIHTTP 2.2.4.2.1,
+        # EcDoRpcExt2's pcbOut), max_out as the DCE/RPC client's
+        d, payloads = self.execute_raw(buf, flags, max_out=getattr(self, 'max_out', 0x40000))
         if d['ErrorCode'] != 0:
             raise RuntimeError('Execute failed: 0x%x' % d['ErrorCode'])
         results, handles = rops.parse(payloads[0][1])

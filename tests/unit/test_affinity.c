@@ -144,6 +144,41 @@ static void sessions(void)
     CHECK_EQ(mp_aff_get(&q, "a", 1), -1);
     CHECK_EQ(q.n, 0u);
     mp_aff_use(&q, -1);
+
+    /* a pin's own lifetime (a MAPI/HTTP session's, from the server's
+     * X-ExpirationInfo) instead of the table's: the pinned list is kept by
+     * deadline, so a short-lived entry pinned after a long-lived one is at
+     * the head and idle expiry takes it without a lookup; the long-lived
+     * one and the table's default stay */
+    static struct mp_aff life = MP_AFF_INIT("mapihttp-sessions", 3600u * 1000u, 3600u * 1000u);
+    mp_aff_use(&life, 1);
+    CHECK_EQ(mp_aff_set_pinned(&life, "default", 7, 1), 0);
+    CHECK_EQ(mp_aff_set_pinned_for(&life, "long", 4, 1, 3600u * 1000u), 0);
+    CHECK_EQ(mp_aff_set_pinned_for(&life, "short", 5, 1, 5), 0);
+    CHECK_EQ(mp_aff_set(&life, "other", 5, 0, false), 0u);
+    CHECK(mp_aff_pin_for(&life, "other", 5, 0, 5));
+    CHECK_EQ(mp_aff_count(&life, &pinned), 4u);
+    CHECK_EQ(pinned, 4u);
+    nanosleep(&ts, NULL);
+    mp_aff_set(&life, "new", 3, 0, false);      /* expires what is idle at the heads */
+    CHECK_EQ(mp_aff_count(&life, &pinned), 3u); /* "short" and "other" gone, "new" */
+    CHECK_EQ(pinned, 2u);
+    CHECK_EQ(mp_aff_get(&life, "short", 5), -1);
+    CHECK_EQ(mp_aff_get(&life, "other", 5), -1);
+    CHECK_EQ(mp_aff_get(&life, "long", 4), 1);
+    CHECK_EQ(mp_aff_get(&life, "default", 7), 1);
+    /* pinned again with the table's lifetime: used now, not taken */
+    CHECK_EQ(mp_aff_set_pinned_for(&life, "again", 5, 1, 5), 0);
+    CHECK_EQ(mp_aff_set_pinned(&life, "again", 5, 1), 0);
+    nanosleep(&ts, NULL);
+    CHECK_EQ(mp_aff_get(&life, "again", 5), 1);
+    /* unpinned: free, the table's idle time (an hour) */
+    CHECK_EQ(mp_aff_set_pinned_for(&life, "ended", 5, 1, 5), 0);
+    mp_aff_unpin(&life, "ended", 5);
+    nanosleep(&ts, NULL);
+    CHECK_EQ(mp_aff_get(&life, "ended", 5), 1);
+    mp_aff_use(&life, -1);
+    CHECK_EQ(life.n, 0u);
 }
 
 /* ---- lookup latency while another thread floods a full table ---- */

@@ -653,6 +653,51 @@ static void test_progress_total(void)
     free(b);
 }
 
+/* progress_fai.fxs: the progressTotal (1 FAI message of 400 bytes, 1
+ * normal of 300), an FAI messageChangeFull and a normal one, neither with an
+ * IncrSyncProgressPerMsg: the header's PidTagAssociated (0x67AA000B) says
+ * which total a verdict's change of length goes to. */
+static void test_progress_associated(void)
+{
+    size_t n;
+    uint8_t *b = sample("progress_fai.fxs", &n);
+    if (!b)
+        return;
+    CHECK_EQ(u64_at(b + PI_FAI_SIZE), 400);
+    CHECK_EQ(u64_at(b + PI_NORMAL_SIZE), 300);
+    CHECK(!memcmp(b + 44, "\x03\x00\x12\x40", 4)); /* IncrSyncChg, no per-message entry */
+    struct mp_fxrw pre = {.kind = MP_FXRW_CHANGE, .prefix = "[P] "};
+    struct mp_buf out = {0};
+    struct mp_fx_span sp;
+    /* the FAI change (PidTagAssociated true): FAIMessageTotalSize */
+    CHECK_EQ(held_apply(b, n, 2, &pre, 0, &out, &sp), 0);
+    CHECK_EQ(sp.up_start, 44);
+    CHECK_EQ(out.len, n + 8);
+    CHECK_EQ(u64_at(out.data + PI_FAI_SIZE), 408);
+    CHECK_EQ(u64_at(out.data + PI_NORMAL_SIZE), 300);
+    /* the normal change alone after the progressTotal (PidTagAssociated
+     * false): NormalMessageTotalSize */
+    size_t second = 0;
+    for (size_t i = 48; i + 4 <= n && !second; i++)
+        if (!memcmp(b + i, "\x03\x00\x12\x40", 4))
+            second = i;
+    CHECK(second > 44);
+    uint8_t *m = malloc(n);
+    if (m && second) {
+        memcpy(m, b, 44);
+        memcpy(m + 44, b + second, n - second);
+        size_t mn = 44 + n - second;
+        out.len = 0;
+        CHECK_EQ(held_apply(m, mn, 1, &pre, 0, &out, &sp), 0);
+        CHECK_EQ(out.len, mn + 8);
+        CHECK_EQ(u64_at(out.data + PI_FAI_SIZE), 400);
+        CHECK_EQ(u64_at(out.data + PI_NORMAL_SIZE), 308);
+    }
+    free(m);
+    mp_buf_free(&out);
+    free(b);
+}
+
 int main(void)
 {
     test_progress_clamp();
@@ -664,6 +709,7 @@ int main(void)
     test_change_sizes();
     test_partial();
     test_progress_total();
+    test_progress_associated();
     test_split_tags();
     TEST_DONE();
 }

@@ -2,7 +2,9 @@
  * per session cookie, found again by the request's Cookie, ended by
  * Disconnect/Unbind; a flood of new sessions beyond the limit (4,096 per
  * worker) keeps every live one and is not kept itself; the owner table
- * pins a live session's cookie against a flood of new ones. */
+ * pins a live session's cookie against a flood of new ones; a session's
+ * lifetime from the server's X-ExpirationInfo (bounded, two hours
+ * without); a reload's table size reaches the shared owner table. */
 #include "transport/mapihttp/cookies.h"
 
 #include <stdio.h>
@@ -76,6 +78,50 @@ int main(void)
     mp_session_unref(s);
     head(&req, "Cookie", "MapiContext=new-%u", 1);
     CHECK(mp_mh_has_session(&k, &req));
+    /* lifetime: X-ExpirationInfo (ms) and a minute; two hours when absent,
+     * not a number, or absurd (below a second, above a day) */
+    CHECK_EQ(mp_mh_session_life_ms(&resp), 2u * 3600u * 1000u);
+    static const struct {
+        const char *v;
+        uint64_t ms;
+    } life[] = {
+        {"900000", 960000},
+        {" 900000 ", 960000},
+        {"1000", 61000},
+        {"86400000", 86460000},
+        {"86400001", 7200000},
+        {"999", 7200000},
+        {"0", 7200000},
+        {"", 7200000},
+        {"-5", 7200000},
+        {"9000x", 7200000},
+        {"99999999999999999999999999", 7200000},
+    };
+    for (size_t i = 0; i < sizeof life / sizeof life[0]; i++) {
+        head(&resp, "Set-Cookie", "MapiContext=life-%u", (unsigned)i);
+        CHECK_EQ(mp_http_msg_add(&resp, "X-ExpirationInfo", life[i].v), 0);
+        CHECK_EQ(mp_mh_session_life_ms(&resp), life[i].ms);
+    }
+    /* a session registered with its lifetime is found (within it) */
+    head(&req, "Cookie", "Other=%u", 9);
+    s = mp_mh_session_for(&k, NULL, &req);
+    head(&resp, "Set-Cookie", "MapiContext=timed-%u; path=/mapi/emsmdb", 1);
+    CHECK_EQ(mp_http_msg_add(&resp, "X-ExpirationInfo", "900000"), 0);
+    head(&req, "Cookie", "MapiContext=new-%u", 1); /* room: new-1 ends */
+    mp_mh_session_forget(&k, &req);
+    mp_mh_session_register(&k, &resp, s);
+    mp_session_unref(s);
+    head(&req, "Cookie", "MapiContext=timed-%u", 1);
+    CHECK(mp_mh_has_session(&k, &req));
+    /* a reload (a new generation sharing the owner table) with another
+     * mapiproxy:affinity table size: the shared table takes it */
+    struct mp_mh_cookies k2;
+    memset(&k2, 0, sizeof k2);
+    k2.aff_max = 32;
+    mp_mh_cookies_share_owners(&k2, &k);
+    CHECK(k2.own == k.own);
+    CHECK_EQ(k.own->t.max, 32u);
+    mp_mh_cookies_free(&k2);
     mp_session_unref(live);
     mp_http_msg_free(&req);
     mp_http_msg_free(&resp);

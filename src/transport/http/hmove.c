@@ -17,8 +17,9 @@
 
 /* which worker holds a MAPI/HTTP session: its cookie -> the worker.  An
  * entry is pinned from the response that sets the cookie until Disconnect
- * or Unbind, or until unused for two hours, as the module sessions
- * (cookies.c): new sessions, however many, never push out a live one's. */
+ * or Unbind, or until unused for the server's X-ExpirationInfo and a
+ * minute (two hours without it), as the module sessions (cookies.c): new
+ * sessions, however many, never push out a live one's. */
 static struct mp_aff sessions =
     MP_AFF_INIT("mapihttp-sessions", 2u * 3600u * 1000u, 2u * 3600u * 1000u);
 
@@ -39,7 +40,13 @@ void mp_hm_response(struct hconn *s)
         return;
     size_t n;
     const char *c = mp_mh_cookie_of(&s->resp, true, &n);
-    if (c && mp_aff_set_pinned(&sessions, c, n, mp_worker_self()))
+    uint64_t life = c ? mp_mh_session_life_ms(&s->resp) : 0;
+    if (c && !mp_aff_set_pinned_for(&sessions, c, n, mp_worker_self(), life))
+        mp_debug("http #%" PRIu64 " %s: %s: MAPI/HTTP session kept on worker %u while used at "
+                 "least every %" PRIu64 " s (the server's X-ExpirationInfo and a minute, or two "
+                 "hours)",
+                 s->id, s->peer, s->xtype[0] ? s->xtype : "-", mp_worker_self(), life / 1000);
+    else if (c)
         mp_debug("http #%" PRIu64 " %s: %s: MAPI/HTTP session not kept in the worker table (full "
                  "or out of memory): its next requests are served where they are read",
                  s->id, s->peer, s->xtype[0] ? s->xtype : "-");

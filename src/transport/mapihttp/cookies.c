@@ -15,12 +15,17 @@
 #include "transport/http/msg.h"
 
 #define MAX_MH_SESSIONS 4096u
-#define MH_SESSION_IDLE_MS (2u * 3600u * 1000u)
+#define MH_SESSION_IDLE_MS (2u * 3600u * 1000u) /* without the server's X-ExpirationInfo */
+#define MH_EXPIRY_MIN_MS 1000u                  /* X-ExpirationInfo below or above: ignored */
+#define MH_EXPIRY_MAX_MS (24u * 3600u * 1000u)
+#define MH_EXPIRY_MARGIN_MS 60000u /* beyond the server's: clocks, a request in flight */
+#define MH_PLACE_STEP 8            /* sessions one is moved past to keep the list by deadline */
 
 /* A MAPI/HTTP session for the module chain: the upstream's cookie names
  * it, whatever client connection a request comes on.  In a hash by cookie
- * and on a list by last use (oldest first): idle ones go from the list's
- * head, a few at a time, and nothing walks every session. */
+ * and on a list by deadline (last use plus its lifetime, soonest first):
+ * idle ones go from the list's head, a few at a time, and nothing walks
+ * every session. */
 struct mp_mh_sess {
     struct mp_mh_sess *next;          /* in its bucket */
     struct mp_mh_sess *older, *newer; /* by last use */
@@ -29,6 +34,7 @@ struct mp_mh_sess {
     size_t len;
     struct mp_session *ses;
     uint64_t last_ms;
+    uint64_t life_ms; /* unused this long it goes (mp_mh_session_life_ms) */
 };
 
 static uint32_t mh_hash(const char *c, size_t n)
@@ -86,14 +92,27 @@ const char *mp_mh_cookie_of(const struct mp_http_msg *m, bool response, size_t *
 
 /* ---- module sessions by cookie ---- */
 
+static void mh_drop(struct mp_mh_cookies *k, struct mp_mh_sess *m);
+
+static bool mh_expired(const struct mp_mh_sess *m, uint64_t now)
+{
+    return now - m->last_ms > m->life_ms;
+}
+
+/* The cookie's session; NULL when absent (an idle one found is dropped:
+ * the server forgot it, whether or not mh_expire reached it yet). */
 static struct mp_mh_sess *mh_find(struct mp_mh_cookies *k, const char *c, size_t n)
 {
     if (!k->mh)
         return NULL;
     uint32_t h = mh_hash(c, n);
     for (struct mp_mh_sess *m = k->mh[h % MP_MH_BUCKETS]; m; m = m->next)
-        if (m->hash == h && m->len == n && !memcmp(m->cookie, c, n))
-            return m;
+        if (m->hash == h && m->len == n && !memcmp(m->cookie, c, n)) {
+            if (!mh_expired(m, mp_now_ms()))
+                return m;
+            mh_drop(k, m);
+            return NULL;
+        }
     return NULL;
 }
 
@@ -110,15 +129,26 @@ static void mh_unlink(struct mp_mh_cookies *k, struct mp_mh_sess *m)
     m->older = m->newer = NULL;
 }
 
+/* m at the list's tail, or before the last few sessions whose deadline
+ * is later (each has its own lifetime): by deadline, soonest first.  At
+ * most MH_PLACE_STEP are passed: a session may go late, never early. */
 static void mh_link(struct mp_mh_cookies *k, struct mp_mh_sess *m)
 {
-    m->older = k->newest;
-    m->newer = NULL;
-    if (k->newest)
-        k->newest->newer = m;
+    struct mp_mh_sess *after = k->newest;
+    for (int i = 0;
+         i < MH_PLACE_STEP && after && after->last_ms + after->life_ms > m->last_ms + m->life_ms;
+         i++)
+        after = after->older;
+    m->older = after;
+    m->newer = after ? after->newer : k->oldest;
+    if (m->newer)
+        m->newer->older = m;
+    else
+        k->newest = m;
+    if (after)
+        after->newer = m;
     else
         k->oldest = m;
-    k->newest = m;
 }
 
 static void mh_drop(struct mp_mh_cookies *k, struct mp_mh_sess *m)
@@ -133,13 +163,31 @@ static void mh_drop(struct mp_mh_cookies *k, struct mp_mh_sess *m)
     k->n_mh--;
 }
 
-/* Sessions idle for two hours go, from the oldest; at most max of them
- * (SIZE_MAX: all there are). */
+/* Sessions idle for their lifetime go, the soonest first; at most max of
+ * them (SIZE_MAX: all there are). */
 static void mh_expire(struct mp_mh_cookies *k, size_t max)
 {
     uint64_t now = mp_now_ms();
-    for (size_t i = 0; i < max && k->oldest && now - k->oldest->last_ms > MH_SESSION_IDLE_MS; i++)
+    for (size_t i = 0; i < max && k->oldest && mh_expired(k->oldest, now); i++)
         mh_drop(k, k->oldest);
+}
+
+uint64_t mp_mh_session_life_ms(const struct mp_http_msg *resp)
+{
+    size_t n;
+    const char *v = resp ? mp_http_msg_get(resp, "X-ExpirationInfo", &n) : NULL;
+    uint64_t ms = 0;
+    size_t i = 0;
+    while (v && i < n && v[i] == ' ')
+        i++;
+    size_t d = i;
+    for (; v && i < n && v[i] >= '0' && v[i] <= '9' && ms <= MH_EXPIRY_MAX_MS; i++)
+        ms = ms * 10 + (uint64_t)(v[i] - '0');
+    while (v && i < n && v[i] == ' ')
+        i++;
+    if (!v || i == d || i != n || ms < MH_EXPIRY_MIN_MS || ms > MH_EXPIRY_MAX_MS)
+        return MH_SESSION_IDLE_MS; /* none, not a number, or absurd */
+    return ms + MH_EXPIRY_MARGIN_MS;
 }
 
 size_t mp_mh_sessions_sweep(struct mp_mh_cookies *k)
@@ -213,6 +261,7 @@ void mp_mh_session_register(struct mp_mh_cookies *k, const struct mp_http_msg *r
     m->ses = ses;
     mp_session_ref(m->ses);
     m->last_ms = mp_now_ms();
+    m->life_ms = mp_mh_session_life_ms(resp);
     m->next = k->mh[m->hash % MP_MH_BUCKETS];
     k->mh[m->hash % MP_MH_BUCKETS] = m;
     mh_link(k, m);
@@ -233,7 +282,8 @@ void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req
 /* ---- session cookies bound to identities (doc/security.md) ---- */
 
 /* Cookies unused for two hours go; a live session's (issued, not yet
- * Disconnect or Unbind) is pinned: beyond mapiproxy:affinity table size
+ * Disconnect or Unbind) is pinned (for the server's X-ExpirationInfo and a
+ * margin, or two hours: mp_mh_session_life_ms): beyond mapiproxy:affinity table size
  * only ended sessions' go, the least recently used first, and when every
  * entry is a live session's a new cookie is not remembered (strict: its
  * requests are answered as unknown) with a warning (core/affinity.c). */
@@ -257,6 +307,8 @@ void mp_mh_cookies_share_owners(struct mp_mh_cookies *to, struct mp_mh_cookies *
         return;
     to->own = from->own;
     to->own->refs++;
+    if (to->aff_max) /* a reload's mapiproxy:affinity table size */
+        mp_aff_set_max(&to->own->t, to->aff_max);
 }
 
 void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *resp, const char *who)
@@ -265,7 +317,7 @@ void mp_mh_cookie_issued(struct mp_mh_cookies *kk, const struct mp_http_msg *res
     const char *c = mp_mh_cookie_of(resp, true, &n);
     struct mp_mh_owners *k = c && who[0] ? owners(kk) : NULL;
     if (k && !mp_aff_set_str(&k->t, c, n, who))
-        mp_aff_pin(&k->t, c, n, 0);
+        mp_aff_pin_for(&k->t, c, n, 0, mp_mh_session_life_ms(resp));
 }
 
 /* May this session cookie be used by who?  Not when it belongs to another

@@ -4,7 +4,8 @@
  *  - the module session each cookie names (a MAPI/HTTP session may move
  *    from one client connection to another; its module state follows the
  *    cookie), at most 4,096 per worker (a new one is not kept while that
- *    many are live, with a warning), idle ones dropped after two hours,
+ *    many are live, with a warning), idle ones dropped when the server's
+ *    X-ExpirationInfo (and a minute) has passed, or two hours without it,
  *    Disconnect/Unbind ending one;
  *  - the identity each cookie was issued to (doc/security.md): only that
  *    identity may present it, at most 65,536 remembered.
@@ -48,16 +49,21 @@ struct mp_mh_cookies {
 };
 
 void mp_mh_cookies_free(struct mp_mh_cookies *k);
-/* to (a new generation's, with no owners yet) shares from's owner table. */
+/* to (a new generation's, with no owners yet) shares from's owner table,
+ * at most to->aff_max entries from now on (a reload's table size). */
 void mp_mh_cookies_share_owners(struct mp_mh_cookies *to, struct mp_mh_cookies *from);
 /* Is there a module session for the request's cookie? */
 bool mp_mh_has_session(struct mp_mh_cookies *k, const struct mp_http_msg *req);
-/* Drops the module sessions idle for two hours; how many are left. */
+/* Drops the module sessions idle for their lifetime; how many are left. */
 size_t mp_mh_sessions_sweep(struct mp_mh_cookies *k);
 
 /* MapiContext (or sid) from the request's Cookie headers (response false)
  * or the response's Set-Cookie headers; NULL when there is none that fits. */
 const char *mp_mh_cookie_of(const struct mp_http_msg *m, bool response, size_t *len);
+/* How long the session of resp lives unused: the server's X-ExpirationInfo
+ * (milliseconds, MS-OXCMAPIHTTP) and a minute, or two hours when it has
+ * none or one below a second or above a day. */
+uint64_t mp_mh_session_life_ms(const struct mp_http_msg *resp);
 
 /* The module session of a request: the one its cookie names (a new
  * reference), or a new session.  NULL when memory runs out. */
@@ -72,7 +78,8 @@ void mp_mh_session_forget(struct mp_mh_cookies *k, const struct mp_http_msg *req
 
 /* The upstream set a session cookie in resp: it belongs to who ("" : to
  * nobody the proxy can name, not remembered), pinned until the session
- * ends (mp_mh_session_forget) or is unused for two hours. */
+ * ends (mp_mh_session_forget) or is unused for its lifetime
+ * (mp_mh_session_life_ms). */
 void mp_mh_cookie_issued(struct mp_mh_cookies *k, const struct mp_http_msg *resp, const char *who);
 /* May the request of who use every MapiContext and sid cookie it carries?
  * A cookie of another identity is refused; with strict (the proxy

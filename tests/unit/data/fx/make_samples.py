@@ -107,13 +107,26 @@ progress_partial = (w.progress_total(2, 1300) + u32(w.IncrSyncProgressPerMsg) +
                     w.prop(w.MetaTagCnsetSeen, w.idset([(1, 0x23)], guid=REPLGUID)) +
                     u32(w.IncrSyncStateEnd) + u32(w.IncrSyncEnd))
 
+# progressTotal (1 normal message of 300 bytes, 1 FAI of 400), then an FAI
+# messageChangeFull and a normal one, neither with an IncrSyncProgressPerMsg
+# (optional: contentsSync's [progressPerMessage], MS-OXCFXICS 2.2.4.3.2):
+# only the header's PidTagAssociated says which is FAI
+fai_header = {**header(0x0001000000000005, 0x24), w.PidTagAssociated: True}
+progress_fai = (w.progress_total(1, 300, fai_count=1, fai_size=400) +
+                w.message_change({'props': {0x001A001F: 'IPM.Rule', 0x0037001F: 'rule'}},
+                                 fai_header) +
+                w.message_change(inner, header(0x0001000000000006, 0x25)) +
+                u32(w.IncrSyncStateBegin) +
+                w.prop(w.MetaTagCnsetSeen, w.idset([(1, 0x25)], guid=REPLGUID)) +
+                u32(w.IncrSyncStateEnd) + u32(w.IncrSyncEnd))
+
 errinfo = (w.prop(0x400F0003, 0x80040102) + u32(w.FXErrorInfo) +
            w.prop(0x00000003, 0x8004010F))
 
 samples = {'message.fxs': w.top_message(message), 'content.fxs': w.message_content(message),
            'types.fxs': w.message_content(types), 'ics.fxs': ics, 'partial.fxs': partial,
            'folder.fxs': folder, 'errinfo.fxs': errinfo,
-           'progress_partial.fxs': progress_partial}
+           'progress_partial.fxs': progress_partial, 'progress_fai.fxs': progress_fai}
 for name, data in samples.items():
     with open(os.path.join(HERE, name), 'wb') as f:
         f.write(data)
