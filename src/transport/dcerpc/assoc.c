@@ -177,6 +177,13 @@ void dce_conn_flush(struct assoc *a, struct conn *c)
         a->up_blocked = rc == 0 && mp_buf_avail(&c->n.out);
         if (rc < 0) /* the carrier failed and logged why: not told again */
             a->up_ops = NULL;
+    } else if (c == &a->u && a->up_why[0]) { /* the carrier failed in this batch */
+        mp_timer_cancel(a->r->loop, &a->upkick);
+        char why[sizeof a->up_why];
+        snprintf(why, sizeof why, "%s", a->up_why);
+        a->up_why[0] = 0;
+        dce_upstream_failed(a, why);
+        return;
     } else {
         rc = mp_conn_flush(&c->n);
     }
@@ -184,6 +191,8 @@ void dce_conn_flush(struct assoc *a, struct conn *c)
     if (rc < 0) {
         if (c->role == ROLE_CLIENT)
             dce_assoc_close(a, "client write failed");
+        else if (c->role == ROLE_UPSTREAM && a->up_why[0])
+            dce_conn_flush(a, c); /* the carrier's reason */
         else if (c->role == ROLE_UPSTREAM)
             dce_upstream_failed(a, "write to upstream failed");
         else
@@ -250,6 +259,8 @@ void dce_upstream_failed(struct assoc *a, const char *why)
 {
     if (a->dead)
         return;
+    a->up_why[0] = 0; /* a carrier's failure pending, if any, is this one's now */
+    mp_timer_cancel(a->r->loop, &a->upkick);
     mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why, a->n_calls);
     mp_metrics_upstream_error(why);
     if (a->state != A_OPEN && !a->csec) {
@@ -349,7 +360,10 @@ static void idle_cb(struct mp_timer *t)
 
 static void upkick_cb(struct mp_timer *t)
 {
-    carrier_after(t->data);
+    struct assoc *a = t->data;
+    if (a->up_why[0]) /* mp_dce_up_failed */
+        dce_conn_flush(a, &a->u);
+    carrier_after(a);
 }
 
 static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
@@ -962,6 +976,10 @@ void mp_dce_up_failed(struct assoc *a, const char *why)
         return;
     a->up_ops = NULL; /* the carrier is gone: not told */
     a->up_data = NULL;
-    dce_upstream_failed(a, why);
-    carrier_after(a);
+    /* on the next loop turn (or at the flush that asked the carrier):
+     * whoever called the carrier may be inside the association's client
+     * carrier, which the failure may close */
+    snprintf(a->up_why, sizeof a->up_why, "%s", why && why[0] ? why : "carrier failed");
+    if (!a->upkick.heap_idx)
+        mp_timer_arm(a->r->loop, &a->upkick, 0);
 }

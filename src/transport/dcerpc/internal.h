@@ -200,6 +200,7 @@ struct assoc {
     bool up_want;           /* what up_ops->want_input() said last */
     bool up_blocked;        /* its flush took less than offered: wait for mp_dce_up_writable */
     struct mp_timer upkick; /* hands u's output to the carrier on the next loop turn */
+    char up_why[300];       /* the carrier failed (mp_dce_up_failed): why, until handled */
     struct mp_pcap *cap; /* decrypted packet export (pcap.c), or NULL */
     bool cap_warned;
     struct assoc *next, *prev;

@@ -95,7 +95,6 @@ struct upvc {
     struct mp_buf to_a; /* server PDUs for the association */
     bool a_want;        /* the association takes them now (want_input) */
     bool a_blocked;     /* its flush was refused for want of room: writable() owed */
-    bool in_flush;      /* inside its flush: a failure is returned, not told */
     struct mp_timer feed; /* to_a handed over on the next loop turn (after want_input) */
     struct mp_buf
         held; /* whole PDUs waiting for CONN/C2, the server's window or a new IN channel */
@@ -937,7 +936,6 @@ static int up_flush(void *up, struct mp_buf *out)
     if (v->dying)
         return -1;
     const char *err = NULL;
-    v->in_flush = true;
     while (mp_buf_avail(out) >= MP_HDR_LEN && mp_buf_avail(&v->held) < UP_WINDOW) {
         size_t fl = mp_get16(mp_buf_head(out) + 8);
         if (fl < MP_HDR_LEN) {
@@ -952,7 +950,7 @@ static int up_flush(void *up, struct mp_buf *out)
         }
         mp_buf_consume(out, fl);
     }
-    if (mp_buf_avail(out) && mp_buf_avail(&v->held) >= UP_WINDOW)
+    if (mp_buf_avail(out))
         v->a_blocked = true;
     if (!err)
         err = release_held(v);
@@ -960,7 +958,6 @@ static int up_flush(void *up, struct mp_buf *out)
         vc_fail(v, err);
     else
         vc_kick(v);
-    v->in_flush = false;
     return v->dying ? -1 : 0;
 }
 
@@ -1156,8 +1153,8 @@ static void vc_unlink(struct upvc *v)
 }
 
 /* Ends the virtual connection; the association is told (its upstream
- * failed with why), unless it let go already or this is its own flush
- * (which returns the failure instead). */
+ * failed with why; it acts on it at its own flush or on the next loop
+ * turn, so this may run anywhere), unless it let go already. */
 static void vc_fail(struct upvc *v, const char *why)
 {
     if (v->dying)
@@ -1166,7 +1163,7 @@ static void vc_fail(struct upvc *v, const char *why)
         mp_debug("rpch upstream %s: virtual connection closed: %s", v->peer, why);
     else
         mp_warn("rpch upstream %s: virtual connection closed: %s", v->peer, why);
-    struct assoc *a = v->in_flush ? NULL : v->a;
+    struct assoc *a = v->a;
     char msg[300];
     snprintf(msg, sizeof msg, "RPC over HTTP virtual connection closed: %s", why);
     v->a = NULL;
