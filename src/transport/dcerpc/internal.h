@@ -191,7 +191,7 @@ struct assoc {
      * socket; c.n keeps its buffers and times only */
     const struct mp_dce_carrier_ops *carrier;
     void *carrier_data;
-    bool carrier_want;   /* what want_input() said last */
+    bool carrier_want; /* what want_input() said last */
     /* the upstream leg through a carrier (carrier.h, struct mp_dce_up_ops:
      * the RPC over HTTP upstream): u has no socket, u.n keeps its buffers,
      * port and times only; NULL once let go of */
@@ -201,7 +201,7 @@ struct assoc {
     bool up_blocked;        /* its flush took less than offered: wait for mp_dce_up_writable */
     struct mp_timer upkick; /* hands u's output to the carrier on the next loop turn */
     char up_why[300];       /* the carrier failed (mp_dce_up_failed): why, until handled */
-    struct mp_pcap *cap; /* decrypted packet export (pcap.c), or NULL */
+    struct mp_pcap *cap;    /* decrypted packet export (pcap.c), or NULL */
     bool cap_warned;
     struct assoc *next, *prev;
 };

@@ -92,9 +92,9 @@ struct upvc {
     /* the association whose upstream carrier this is (transport/dcerpc/
      * carrier.h); NULL once it let go (closed()) or was told of a failure */
     struct assoc *a;
-    struct mp_buf to_a; /* server PDUs for the association */
-    bool a_want;        /* the association takes them now (want_input) */
-    bool a_blocked;     /* its flush was refused for want of room: writable() owed */
+    struct mp_buf to_a;   /* server PDUs for the association */
+    bool a_want;          /* the association takes them now (want_input) */
+    bool a_blocked;       /* its flush was refused for want of room: writable() owed */
     struct mp_timer feed; /* to_a handed over on the next loop turn (after want_input) */
     struct mp_buf
         held; /* whole PDUs waiting for CONN/C2, the server's window or a new IN channel */
