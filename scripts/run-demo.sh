@@ -17,8 +17,15 @@
 # it and not make, and `make run` exits 0 too.
 #
 # For tests (tests/integration/test_run_demo.py): RUN_DIR (default build) holds
-# run.conf and the logs; RUN_EPM_PORTS, when set, lists the proxy's endpoint
-# mapper ports to try instead of 135 and 1135..1139.
+# run.conf and the logs; RUN_EPM_PORTS, RUN_RPC_PORTS and RUN_LAB_EPM_PORTS,
+# when set, list the ports to try instead of 135 and 1135..1139 (the proxy's
+# endpoint mapper), 6100..6109 (its RPC port) and 1350..1354 (the lab's
+# endpoint mapper).  0 in a list: any free port, taken by the bind itself
+# (not for RUN_EPM_PORTS: the client must know that port), so two runs at once
+# cannot both pick the same fixed port between the check and the bind.
+#
+# Stopping is bounded: what has not exited 10 s after SIGTERM is killed, and
+# the script says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RD=${RUN_DIR:-build}
@@ -27,10 +34,23 @@ mkdir -p "$RD"
 LAB="" PX="" TAIL=""
 cleanup() {
     trap - EXIT INT TERM
-    local p
+    local p left end=$((SECONDS + 10))
     for p in $TAIL $PX $LAB; do kill "$p" 2>/dev/null || true; done
+    while :; do
+        left=""
+        for p in $TAIL $PX $LAB; do alive "$p" && left="$left $p"; done
+        [ -z "$left" ] || [ "$SECONDS" -ge "$end" ] && break
+        sleep 0.1
+    done
+    if [ -n "$left" ]; then
+        echo "run: did not stop within 10 s of SIGTERM, killed:$left" >&2
+        # shellcheck disable=SC2086
+        kill -KILL $left 2>/dev/null || true
+    fi
     wait 2>/dev/null || true
 }
+# alive PID: running (a zombie, dead but not yet reaped, is not)
+alive() { [ -r "/proc/$1/stat" ] && ! sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | grep -q '^Z'; }
 trap cleanup EXIT
 trap 'echo; echo "run: stopping the proxy and the lab"; exit 0' INT TERM
 fail() {
@@ -39,14 +59,18 @@ fail() {
 }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-first_free() { # first port of the arguments nothing listens on
+first_free() { # first port of the arguments nothing listens on (0: any, at bind time)
     local p
-    for p in "$@"; do port_busy "$p" || { echo "$p"; return 0; }; done
+    for p in "$@"; do
+        [ "$p" = 0 ] && { echo 0; return 0; }
+        port_busy "$p" || { echo "$p"; return 0; }
+    done
     return 1
 }
 
 # --- the lab upstream -------------------------------------------------------
-LAB_EPM=$(first_free 1350 1351 1352 1353 1354) || LAB_EPM=0
+# shellcheck disable=SC2086
+LAB_EPM=$(first_free ${RUN_LAB_EPM_PORTS:-1350 1351 1352 1353 1354}) || LAB_EPM=0
 rm -f "$RD/lab.out"
 /usr/bin/python3 tests/lab/exchange_lab.py --host 127.0.0.1 --epm-port "$LAB_EPM" \
     >"$RD/lab.out" 2>"$RD/lab.log" &
@@ -58,7 +82,7 @@ for _ in $(seq 150); do
 done
 grep -q READY "$RD/lab.out" 2>/dev/null || fail "the lab did not start; see $RD/lab.log"
 LAB_EPM=$(sed -n 's/^READY epm=\([0-9]*\).*/\1/p' "$RD/lab.out")
-echo "lab upstream:  $(cat $RD/lab.out)   (log: $RD/lab.log)"
+echo "lab upstream:  $(cat "$RD/lab.out")   (log: $RD/lab.log)"
 
 # --- the proxy ----------------------------------------------------------------
 if [ -n "${RUN_EPM_PORTS:-}" ]; then
@@ -74,8 +98,9 @@ else
         echo "note: port 135 is in use here (often by Samba), so the proxy's endpoint mapper listens on $EPM"
     fi
 fi
-RPC=$(first_free 6100 6101 6102 6103 6104 6105 6106 6107 6108 6109) ||
-    fail "ports 6100-6109 are all in use"
+# shellcheck disable=SC2086
+RPC=$(first_free ${RUN_RPC_PORTS:-6100 6101 6102 6103 6104 6105 6106 6107 6108 6109}) ||
+    fail "ports ${RUN_RPC_PORTS:-6100-6109} are all in use"
 cat >"$RD/run.conf" <<EOF
 # Written by scripts/run-demo.sh (make run): the embedded defaults, with the
 # ports of this run.
@@ -100,7 +125,7 @@ grep -q " ready: " "$RD/mapiproxy.log" || {
     cat "$RD/mapiproxy.log" >&2
     fail "mapiproxy did not start (configuration: $RD/run.conf)"
 }
-echo "mapiproxy:     $(grep " ready: " $RD/mapiproxy.log | sed 's/^.*info  //')"
+echo "mapiproxy:     $(grep " ready: " "$RD/mapiproxy.log" | sed 's/^.*info  //')"
 echo
 
 # --- the demo -----------------------------------------------------------------

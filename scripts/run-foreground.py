@@ -37,7 +37,14 @@ def main(argv):
     if pid == 0:
         os.setpgid(0, 0)
         os.tcsetpgrp(tty, os.getpid())
-        signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+        # as a job-control shell starts its foreground job: the terminal's
+        # signals at their defaults.  Started with SIGINT ignored (from a
+        # script's `make run &`, nohup ...), CMD inherited the SIG_IGN, and a
+        # shell cannot trap a signal ignored at its start: Ctrl-C then
+        # stopped the proxy (which sets its own handlers) but not the demo,
+        # which exited 1 ("mapiproxy exited") and left the lab running.
+        for sig in (signal.SIGTTOU, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
         os.execvp(argv[0], argv)
     for call in (lambda: os.setpgid(pid, pid), lambda: os.tcsetpgrp(tty, pid)):
         try:  # either side may come first; the child may be gone already

@@ -152,6 +152,13 @@ void mp_buf_free(struct mp_buf *b)
     b->off = b->len = b->cap = 0;
 }
 
+void mp_buf_free_wiped(struct mp_buf *b)
+{
+    if (b->data)
+        explicit_bzero(b->data, b->cap);
+    mp_buf_free(b);
+}
+
 void mp_buf_trim(struct mp_buf *b)
 {
     if (b->off == b->len)

@@ -23,6 +23,10 @@ int mp_buf_reserve(struct mp_buf *b, size_t extra);
 int mp_buf_append(struct mp_buf *b, const void *p, size_t n);
 void mp_buf_consume(struct mp_buf *b, size_t n);
 void mp_buf_free(struct mp_buf *b);
+/* mp_buf_free for a buffer that held a secret (an Authorization header, a
+ * token): its whole capacity is zeroed first (explicit_bzero: not optimised
+ * away), so the memory goes back to the cache or malloc clean. */
+void mp_buf_free_wiped(struct mp_buf *b);
 /* Releases the memory of an empty buffer (idle sessions keep none). */
 void mp_buf_trim(struct mp_buf *b);
 /* A per-thread cache of buffer memory, for event-loop threads: enabled on

@@ -225,14 +225,17 @@ static struct held *held_find(const char *host, uint16_t port, unsigned worker)
     return NULL;
 }
 
-static uint16_t bound_port(int fd)
+uint16_t mp_sock_local_port(int fd)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl))
         return 0;
-    return ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                         : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
 }
 
 int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *option)
@@ -256,7 +259,7 @@ int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *opti
     uint16_t at = port;
     if (w > 0) {
         struct held *h0 = held_find(host, port, 0);
-        if (h0 && !(at = bound_port(h0->fd))) {
+        if (h0 && !(at = mp_sock_local_port(h0->fd))) {
             mp_error("cannot listen on %s port %u (%s): %s", host, port, option, strerror(errno));
             return -1;
         }

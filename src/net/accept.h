@@ -33,6 +33,10 @@ void mp_accept_forget(struct mp_io *io);
  * configuration option that gave the address). */
 int mp_listen_tcp(const char *host, uint16_t port, int backlog, const char *option);
 
+/* The local port of a TCP socket (a listener's, or a connection's own end),
+ * 0 when fd is not an IPv4/IPv6 socket. */
+uint16_t mp_sock_local_port(int fd);
+
 /* Listeners across a reload (doc/operations.md): the process keeps a
  * descriptor of every listening socket mp_listen_tcp made while a
  * configuration was built (begin ... commit), by the address

@@ -372,6 +372,17 @@ struct mp_pcap *mp_pcap_user(struct mp_pcap *c, const char *user)
     return NULL;
 }
 
+void mp_pcap_leg_end(struct mp_pcap *c, bool client)
+{
+    struct leg *l = c ? &c->legs[client ? 0 : 1] : NULL;
+    if (!l || !l->started)
+        return;
+    segment(c, l, true, TCP_FIN | TCP_ACK, NULL, 0);
+    segment(c, l, false, TCP_FIN | TCP_ACK, NULL, 0);
+    segment(c, l, true, TCP_ACK, NULL, 0);
+    memset(l, 0, sizeof *l);
+}
+
 void mp_pcap_end(struct mp_pcap *c)
 {
     if (!c)
@@ -381,12 +392,8 @@ void mp_pcap_end(struct mp_pcap *c)
         free(c);
         return;
     }
-    for (int i = 0; i < 2; i++)
-        if (c->legs[i].started) {
-            segment(c, &c->legs[i], true, TCP_FIN | TCP_ACK, NULL, 0);
-            segment(c, &c->legs[i], false, TCP_FIN | TCP_ACK, NULL, 0);
-            segment(c, &c->legs[i], true, TCP_ACK, NULL, 0);
-        }
+    mp_pcap_leg_end(c, true);
+    mp_pcap_leg_end(c, false);
     close(c->fd);
     free(c);
 }

@@ -30,6 +30,10 @@ void mp_pcap_tap(struct mp_pcap *cap, int fd, bool client, bool in, const void *
  * (or cap was not pending); else frees cap and returns NULL. */
 struct mp_pcap *mp_pcap_user(struct mp_pcap *cap, const char *user);
 bool mp_pcap_users_chosen(void);
+/* FINs on one leg (client: the client's, else the upstream's) if it had
+ * started; the next tap on it starts it again, from that socket's
+ * addresses: a new TCP stream in the file.  NULL: no-op. */
+void mp_pcap_leg_end(struct mp_pcap *cap, bool client);
 /* FINs on both legs, the file closed; NULL: no-op. */
 void mp_pcap_end(struct mp_pcap *cap);
 #endif

@@ -31,6 +31,33 @@ def dce_connect(host, port, iface, user=None, password="", domain="", level=None
     return dce
 
 
+def _recv_or_eof(self, forceRecv=0, count=0):
+    """TCPTransport.recv that raises at end of stream.  Impacket's own
+    (impacket/dcerpc/v5/transport.py, TCPTransport.recv) loops on
+    `buffer += sock.recv(count - len(buffer))` until it has count bytes, and
+    at EOF recv returns b'' at once, every time: a peer that closes the
+    connection instead of answering made it spin forever, where the socket's
+    timeout (set_connect_timeout) never fires.  Same reads otherwise."""
+    sock = self.get_socket()
+    want = count or 8192
+    buf = b""
+    while True:
+        chunk = sock.recv(want - len(buf))
+        if not chunk:
+            raise ConnectionResetError("the peer closed the connection (%d of %s bytes read)"
+                                       % (len(buf), count or "some"))
+        buf += chunk
+        if not count or len(buf) >= count:
+            return buf
+
+
+def eof_raises(monkeypatch):
+    """For the rest of the test, Impacket's ncacn_ip_tcp transport raises
+    ConnectionResetError at EOF instead of spinning (_recv_or_eof).  With its
+    socket timeout, every read then ends: an answer, a timeout, or this."""
+    monkeypatch.setattr(transport.TCPTransport, "recv", _recv_or_eof)
+
+
 def raw_call(dce, req):
     """Sends an Impacket NDRCALL and returns the response stub bytes."""
     dce.call(req.opnum, req)

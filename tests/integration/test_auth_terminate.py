@@ -119,9 +119,14 @@ def test_tshark_decrypts_each_leg_with_its_own_password(samba, proxy, tmp_path):
         pytest.skip(tshark_util.tshark_available())
     with tshark_util.Capture([proxy.rpc_port, samba.epm_port], tmpdir=tmp_path) as cap:
         ept_map(ViaProxy(proxy), RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
+    # port 135 is Samba's whoever talks to it: only this test's connections
+    # (the client's to the proxy, the proxy's to Samba) are judged
+    ups = tshark_util.proxy_upstream_pairs(proxy.log())
+    assert [u for u in ups if u[1] == samba.epm_port], proxy.log()
+    own = tshark_util.only_conversations(cap.path, ports=[proxy.rpc_port], pairs=ups)
     legs = {}
     for pw, port in ((ALICE_PW, proxy.rpc_port), (samba.password, samba.epm_port)):
-        pdus = tshark_util.dissect(cap.path, decode_as_ports=[proxy.rpc_port], nt_password=pw)
+        pdus = tshark_util.dissect(own, decode_as_ports=[proxy.rpc_port], nt_password=pw)
         leg = [p for p in pdus if port in (p.src_port, p.dst_port)]
         maps = [p for p in tshark_util.calls(leg, interface="epm", opnum=3)
                 if p.auth_level_name == "privacy"]

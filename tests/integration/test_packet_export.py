@@ -4,6 +4,7 @@ as pcapng with TLS removed, both legs, and tshark (Wireshark's dissectors)
 reads it as plain HTTP with the MAPI/HTTP calls named."""
 import glob
 import os
+import re
 import shutil
 import subprocess
 
@@ -63,6 +64,45 @@ def test_mapihttp_export_dissected_by_tshark(make_proxy, env, tmp_path):
     codes = [c for f in files for c in tshark(f, "-Y", "http.response", "-T", "fields", "-e",
                                               "http.response.code").split()]
     assert codes.count("200") >= 6 and "401" in codes, codes
+
+
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark is not installed")
+def test_moved_connection_keeps_its_one_file(make_proxy, env, tmp_path):
+    """mapiproxy:workers = 2: a front connection that reaches the worker
+    without its MAPI/HTTP session moves to the other (hmove.c) and takes its
+    capture along: one file per client connection, its request head on the
+    client leg and the request once more on the upstream leg, in the same
+    file (before: a second file from the move on, its client leg without the
+    head, and the first file with the head alone)."""
+    from test_workers_https import nspi_session
+    out = tmp_path / "export"
+    out.mkdir()
+    p = start_front(make_proxy, env, {"mapiproxy:workers": "2",
+                                      "mapiproxy:packet export dir": str(out),
+                                      "mapiproxy:packet export clients": "127.0.0.1"})
+    results = [None] * 6
+    for i in range(len(results)):  # each request on a connection of its own
+        nspi_session(p.base, env["ca"], results, i)
+    p.stop()
+    assert all(isinstance(r, tuple) and r[0] for r in results), results
+    log = p.log()
+    opened = re.findall(r"http #\d+ open \S+ \(TLS\) on worker \d", log)
+    moved = re.findall(r"its MAPI/HTTP session's worker: handed to worker \d", log)
+    assert moved and len(re.findall(r"adopted from worker \d", log)) == len(moved), log[-3000:]
+    # (the "rpc" files: the test's probes of the DCE/RPC ports)
+    files = glob.glob(str(out / "*-http-*.pcapng"))
+    assert len(files) == len(opened) == log.count("packet export: http connection from"), \
+        (len(files), len(opened), len(moved))
+    requests = 0
+    for f in files:
+        streams = tshark(f, "-Y", "http.request", "-T", "fields", "-e", "tcp.stream").split()
+        if not streams:
+            continue  # the probe of the HTTPS port (make_proxy's wait_ports)
+        requests += 1
+        client = streams.count("0")  # the client's leg starts first
+        assert client == 1 and len(streams) == 2, (f, streams)
+        assert tshark(f, "-Y", "tcp.analysis.flags && !tcp.analysis.window_update") == ""
+    assert requests == 4 * len(results), requests  # Bind, 2 GetSpecialTable, Unbind each
 
 
 def test_export_needs_clients(tmp_path):

@@ -3,7 +3,14 @@ terminal turns the typed ^C into SIGINT for its foreground process group.
 make must exit 0 and print no "Error" line (issue 13: every Ctrl-C ended in
 `make: *** ... Error 1` or an interrupted make), and nothing it started (the
 lab, the proxy, the log follower) may be left running.  SIGTERM to make is
-in scripts/run-demo-check.py, which runs both by hand."""
+in scripts/run-demo-check.py, which runs both by hand.
+
+Ports: `make run` takes fixed ones when free (6100.., 1350.., 1135..), checked
+then bound, so two runs at once (another clone's make test, someone's make
+run) could both pick one and the second fail to start.  The test gives the
+proxy's endpoint mapper a free_port() (this worker's share, below the
+ephemeral range) and lets the proxy's RPC port and the lab's endpoint mapper
+be chosen by the bind (RUN_RPC_PORTS=0, RUN_LAB_EPM_PORTS=0): no fixed port."""
 import os
 import shutil
 import sys
@@ -57,7 +64,8 @@ STOP_S = 45
 
 @pytest.mark.skipif(not shutil.which("make"), reason="no make")
 def test_ctrl_c_stops_make_run_with_exit_0(tmp_path):
-    env = dict(os.environ, RUN_DIR=str(tmp_path), RUN_EPM_PORTS=str(free_port()))
+    env = dict(os.environ, RUN_DIR=str(tmp_path), RUN_EPM_PORTS=str(free_port()),
+               RUN_RPC_PORTS="0", RUN_LAB_EPM_PORTS="0")
     started, cmds, still = [], [], []
 
     def ready(pid):
@@ -76,6 +84,9 @@ def test_ctrl_c_stops_make_run_with_exit_0(tmp_path):
     assert d.exit_code() == 0, (d.status, text[-3000:])
     assert "Error" not in text and "Interrupt" not in text, text[-3000:]
     assert "stopping the proxy and the lab" in text, text[-3000:]
+    # everything stopped on its own SIGTERM: the cleanup's SIGKILL fallback
+    # (scripts/run-demo.sh) was not needed
+    assert "did not stop" not in text, text[-3000:]
     # the lab, the proxy and the log follower were running, and are gone
     assert [c for c in cmds if "exchange_lab.py" in c] and [c for c in cmds if "run.conf" in c] \
         and [c for c in cmds if c.startswith("tail ")], cmds

@@ -72,7 +72,12 @@ def test_tshark_decrypts_both_legs(samba, relay, tmp_path):
         doms = samr_domains(via, relay.rpc_port)
         ept_map_lsarpc(via, RPC_C_AUTHN_LEVEL_PKT_INTEGRITY)
     assert name and doms
-    pdus = tshark_util.dissect(cap.path, decode_as_ports=[relay.rpc_port, samba.lsarpc_port],
+    # port 135 is Samba's whoever talks to it: only this test's connections
+    # (the client's to the proxy, the proxy's to Samba) are judged
+    ups = tshark_util.proxy_upstream_pairs(relay.log())
+    assert {samba.epm_port, samba.lsarpc_port} <= {u[1] for u in ups}, relay.log()
+    own = tshark_util.only_conversations(cap.path, ports=[relay.rpc_port], pairs=ups)
+    pdus = tshark_util.dissect(own, decode_as_ports=[relay.rpc_port, samba.lsarpc_port],
                                nt_password=samba.password)
     client_leg = [p for p in pdus if relay.rpc_port in (p.src_port, p.dst_port)]
     server_leg = [p for p in pdus if relay.rpc_port not in (p.src_port, p.dst_port)]
@@ -84,7 +89,7 @@ def test_tshark_decrypts_both_legs(samba, relay, tmp_path):
         for opnum in (57, 6, 5, 1):
             c = tshark_util.calls(leg, interface="samr", opnum=opnum, ptype=2)
             assert c and all(p.decrypted for p in c), (name_, opnum)
-    bad = tshark_util.malformed_or_unknown(cap.path,
+    bad = tshark_util.malformed_or_unknown(own,
                                            decode_as_ports=[relay.rpc_port, samba.lsarpc_port],
                                            nt_password=samba.password)
     # tshark 4.0 flags sealed stubs under 16 bytes (the dssetup request) as

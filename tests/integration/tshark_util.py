@@ -10,6 +10,11 @@ so everything sent inside the ``with`` block is in the file.
 ``DcerpcPdu`` per DCE/RPC PDU (ptype, call id, opnum, auth level, interface
 layer, whether the sealed stub was decrypted and dissected, all fields).
 
+``only_conversations(pcap, ports, pairs)`` keeps the test's own connections
+(its ports, and the proxy's upstream connections by both ends, from
+``proxy_upstream_pairs(proxy.log())``): a fixed port such as Samba's 135 may
+carry other programs' connections at the same time.
+
 ``malformed_or_unknown(...)`` lists frames that tshark calls malformed, that
 carry expert infos of error severity, that hold an unknown DCE/RPC PDU type,
 or whose TCP payload on a DCE/RPC port is not dissected as DCE/RPC.
@@ -27,6 +32,7 @@ Without the password the interface layer only has its ``*.opnum`` and
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -227,6 +233,46 @@ class Capture:
         return "".join(self._stderr)
 
 
+# ------------------------------------------------ the test's own traffic ---
+#
+# The capture sees the whole loopback interface.  A port of the test's own
+# (a free_port() listener) names its connections, but a fixed one such as
+# Samba's endpoint mapper on 135 is anyone's: another test run, or a client
+# started by hand, may talk to it while the test captures, and its
+# connections (other users, other keys: not decrypted with the test's
+# password) are not the test's to judge.  The proxy logs both ends of each
+# upstream connection it makes (log level debug); only_conversations keeps
+# those and the connections to the test's own ports.
+
+_UPSTREAM_RE = re.compile(r"connected upstream port (\d+)(?: \(endpoint mapper\))? "
+                          r"from local port (\d+)")
+
+
+def proxy_upstream_pairs(log):
+    """(local port, server port) of every upstream connection a proxy's log
+    names (assoc.c on_connected, at log level debug)."""
+    return sorted({(int(m.group(2)), int(m.group(1))) for m in _UPSTREAM_RE.finditer(log)})
+
+
+def only_conversations(pcap, ports=(), pairs=(), path=None, timeout=300):
+    """A copy of pcap (path, default beside it) with only the TCP frames of
+    the test's own connections: those with one of ``ports`` at either end,
+    and for each (a, b) of ``pairs`` those between ports a and b."""
+    terms = ["tcp.port == %d" % int(p) for p in ports]
+    terms += ["(tcp.port == %d && tcp.port == %d)" % (int(a), int(b)) for a, b in pairs]
+    if not terms:
+        raise ValueError("no connection to keep")
+    if path is None:
+        root, ext = os.path.splitext(str(pcap))
+        path = root + "-own" + (ext or ".pcapng")
+    cmd = [TSHARK, "-n", "-r", str(pcap), "-Y", " || ".join(terms), "-w", str(path)]
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode,
+                                                    r.stderr.decode()))
+    return str(path)
+
+
 # --------------------------------------------------------------- dissect ---
 
 def _flatten(node, out):
@@ -388,14 +434,31 @@ def dissect(pcap, decode_as_ports=(), nt_password=None, display_filter=None,
         iface_names = [k for k in layers if k not in _LOWER_LAYERS]
         iface_name = iface_names[0] if iface_names else None
         ifaces = _as_list(layers.get(iface_name)) if iface_name else []
-        for i, rpc in enumerate(rpcs):
+        # the interface layers belong to the PDUs with a stub (requests and
+        # responses), in order: a segment may hold an AUTH3 (or a bind)
+        # before the request (the proxy writes its AUTH3 and the client's
+        # request together when that was already there), and pairing by
+        # position gave the request's layer to the AUTH3
+        j = 0
+        for rpc in rpcs:
             if not isinstance(rpc, dict):
                 continue
-            iface = ifaces[i] if i < len(ifaces) else None
+            iface = None
+            if _first_int(rpc, "dcerpc.pkt_type") in (0, 2):
+                iface = ifaces[j] if j < len(ifaces) else None
+                j += 1
             result.append(DcerpcPdu(frame, layers, rpc,
                                     iface_name if iface is not None else None,
                                     iface))
     return result
+
+
+def _first_int(rpc, key):
+    vals = _flatten(rpc, {}).get(key)
+    try:
+        return int(vals[0], 0)
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def calls(pdus, interface=None, opnum=None, ptype=0):

@@ -19,7 +19,7 @@ import uuid as uuidlib
 import os
 import signal
 import sys
-import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -217,11 +217,18 @@ def main(argv=None):
     epmap.register(lab_emsmdb.ASYNC_EMSMDB_UUID, '0.1', listeners['emsmdb'].port,
                    'Exchange Server STORE ASYNCEMSMDB Interface')
 
-    stop = threading.Event()
+    # The handler only records the signal (list.append takes no lock).
+    # Python runs a handler in the main thread between two bytecodes, so one
+    # that takes a lock the main thread may hold deadlocks: threading.Event.set
+    # did, when the signal came while the main thread was inside Event.wait
+    # (which holds the Event's lock around its checks) or inside a first
+    # handler's set() when a second signal came (`make run`'s Ctrl-C: SIGINT
+    # from the terminal, SIGTERM from scripts/run-demo.sh's cleanup right after),
+    # and the lab never exited.
+    stop = []
 
     def on_signal(signum, frame):
-        log('signal %d: shutting down' % signum)
-        stop.set()
+        stop.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -238,8 +245,9 @@ def main(argv=None):
         listeners['emsmdb'].port, '' if mapihttp is None else ' mapihttp=%d' % mapihttp.port,
         '' if rpch is None else ' rpch=%d' % rpch.port))
     sys.stdout.flush()
-    while not stop.is_set():
-        stop.wait(0.5)
+    while not stop:
+        time.sleep(0.1)
+    log('signal %d: shutting down' % stop[0])
     for l in listeners.values():
         l.stop()
     if mapihttp is not None:

@@ -605,6 +605,14 @@ static void upstream_input(struct assoc *a)
 
 static void on_connected(struct assoc *a, struct conn *c)
 {
+    /* Both ends of the upstream connection, so that a capture's connection
+     * can be told from others to the same server (tests/integration:
+     * tshark_util.only_conversations).  An RPC/HTTP upstream's virtual
+     * connection is a socketpair: no port. */
+    uint16_t me = mp_log_threshold >= MP_LOG_DEBUG ? mp_sock_local_port(c->n.io.fd) : 0;
+    if (me)
+        mp_debug("conn %s: connected upstream port %u%s from local port %u", a->peer, c->n.port,
+                 c->role == ROLE_RESOLVER ? " (endpoint mapper)" : "", me);
     if (c->role == ROLE_RESOLVER) {
         dce_resolver_start(a);
     } else {
@@ -737,7 +745,10 @@ static struct addr_count *addr_take_logged(struct mp_relay *r, const uint8_t ip[
     return ac;
 }
 
-static struct assoc *accept_fd(struct listener *l, int fd, const char *host, uint16_t port)
+/* cap: the packet export of a connection handed over by another worker
+ * (taken, whatever happens), NULL: a new one if this client is chosen. */
+static struct assoc *accept_fd(struct listener *l, int fd, const char *host, uint16_t port,
+                               struct mp_pcap *cap)
 {
     struct mp_relay *r = l->r;
     char peer[64];
@@ -747,6 +758,7 @@ static struct assoc *accept_fd(struct listener *l, int fd, const char *host, uin
         mp_warn("conn %s refused: %zu connections open (mapiproxy:max connections)", peer,
                 open_all);
         close(fd);
+        mp_pcap_end(cap);
         return NULL;
     }
     uint8_t ip[16] = {0};
@@ -761,12 +773,14 @@ static struct assoc *accept_fd(struct listener *l, int fd, const char *host, uin
     struct addr_count *ac = addr_take_logged(r, ip, peer, host);
     if (!ac) {
         close(fd);
+        mp_pcap_end(cap);
         return NULL;
     }
     struct assoc *a = assoc_new(r, peer, l->epm);
     if (!a) {
         dce_addr_release(r, ac);
         close(fd);
+        mp_pcap_end(cap);
         return NULL;
     }
     a->addr = ac;
@@ -775,7 +789,9 @@ static struct assoc *accept_fd(struct listener *l, int fd, const char *host, uin
         __atomic_add_fetch(&n_open_w[mp_worker_self()], 1, __ATOMIC_RELAXED);
     }
     mp_conn_attach(&a->c.n, fd);
-    a->cap = mp_pcap_start(host, port, "rpc"); /* decrypted export, doc/operations.md */
+    /* decrypted export, doc/operations.md: one file per client connection,
+     * so one handed over keeps its own */
+    a->cap = cap ? cap : mp_pcap_start(host, port, "rpc");
     struct sockaddr_storage me;
     socklen_t ml = sizeof(me);
     if (getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.ss_family == AF_INET)
@@ -785,7 +801,7 @@ static struct assoc *accept_fd(struct listener *l, int fd, const char *host, uin
 
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
 {
-    struct assoc *a = accept_fd(data, fd, host, port);
+    struct assoc *a = accept_fd(data, fd, host, port, NULL);
     if (a)
         dce_update_interest(a);
 }
@@ -794,9 +810,9 @@ void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port)
  * names an association group of this worker (doc/internals/workers.md):
  * bytes are what that worker had read. */
 void dce_assoc_adopt_bytes(struct listener *l, int fd, const char *host, uint16_t port,
-                           const void *bytes, size_t len)
+                           const void *bytes, size_t len, struct mp_pcap *cap)
 {
-    struct assoc *a = accept_fd(l, fd, host, port);
+    struct assoc *a = accept_fd(l, fd, host, port, cap);
     if (!a)
         return;
     a->steered = true;
@@ -850,12 +866,13 @@ static bool hand_over(struct assoc *a, const uint8_t *p, const struct mp_pdu_hdr
     int fd = fcntl(a->c.n.io.fd, F_DUPFD_CLOEXEC, 0);
     struct handover *ho = fd < 0 ? NULL
                                  : dce_handover_new(fd, host, port, mp_buf_head(&a->c.n.in),
-                                                    mp_buf_avail(&a->c.n.in));
+                                                    mp_buf_avail(&a->c.n.in), a->cap);
     if (!ho) {
         if (fd >= 0)
             close(fd);
         return false; /* served here: the group is not found, a new one is made */
     }
+    a->cap = NULL; /* its packet export goes along (nothing was tapped yet: the bind is next) */
     if (spread)
         mp_debug("conn %s: a new association group; handed to worker %u, less busy", a->peer, to);
     else

@@ -273,13 +273,14 @@ void dce_client_input(struct assoc *a);
 int dce_pdu_head(struct conn *c, const uint8_t **pp, struct mp_pdu_hdr *h, const char **bad);
 void dce_assoc_accept(void *data, int fd, const char *host, uint16_t port);
 void dce_assoc_adopt_bytes(struct listener *l, int fd, const char *host, uint16_t port,
-                           const void *bytes, size_t len);
+                           const void *bytes, size_t len, struct mp_pcap *cap);
 /* A connection for another worker (transport.c): new copies the bytes read
- * (NULL: out of memory, fd kept); post queues it for worker `to`, which
- * owns fd from then on (closed if it cannot be queued). */
+ * (NULL: out of memory, fd and cap kept); post queues it for worker `to`,
+ * which owns fd and cap (the packet export, or NULL) from then on (closed
+ * if it cannot be queued). */
 struct handover;
 struct handover *dce_handover_new(int fd, const char *host, uint16_t port, const void *bytes,
-                                  size_t len);
+                                  size_t len, struct mp_pcap *cap);
 void dce_handover_post(unsigned to, struct handover *h);
 /* Direct client connections counted on a worker (assoc.c): a connection
  * handed over counts on its new worker from the hand-over on. */

@@ -2,7 +2,6 @@
  * pass-through interfaces, the public face (transport/dcerpc/dcerpc.h). */
 #include "transport/dcerpc/internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -18,6 +17,7 @@
 #include "net/accept.h"
 #include "net/conn.h"
 #include "ops/metrics.h"
+#include "ops/pcapng.h"
 #include "transport/rpch/upclient.h"
 
 /* Connections per client address are counted for the process, across
@@ -84,11 +84,7 @@ static int listen_on(struct mp_relay *r, const char *host, uint16_t port, bool e
         mp_listen_tcp(host, port, 1024, epm ? "mapiproxy:epmapper port" : "mapiproxy:rpc port");
     if (fd < 0)
         return -1;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    *bound = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                           : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    *bound = mp_sock_local_port(fd);
     struct listener *l = &r->ls[r->n_ls++];
     l->r = r;
     l->epm = epm;
@@ -277,6 +273,7 @@ struct mp_modules *mp_relay_modules(struct mp_relay *r)
 
 struct handover {
     int fd;
+    struct mp_pcap *cap;
     char host[64];
     uint16_t port;
     size_t len;
@@ -291,22 +288,24 @@ static void handover_job(void *arg)
     dce_load_adjust(mp_worker_self(), -1); /* counted ahead by hand_over */
     for (size_t i = 0; r && i < r->n_ls; i++)
         if (!r->ls[i].epm && r->ls[i].io.fd >= 0) {
-            dce_assoc_adopt_bytes(&r->ls[i], h->fd, h->host, h->port, h->bytes, h->len);
+            dce_assoc_adopt_bytes(&r->ls[i], h->fd, h->host, h->port, h->bytes, h->len, h->cap);
             free(h);
             return;
         }
     mp_warn("conn %s:%u refused: worker %u is shutting down", h->host, h->port, mp_worker_self());
     close(h->fd);
+    mp_pcap_end(h->cap);
     free(h);
 }
 
 struct handover *dce_handover_new(int fd, const char *host, uint16_t port, const void *bytes,
-                                  size_t len)
+                                  size_t len, struct mp_pcap *cap)
 {
     struct handover *h = malloc(sizeof *h + len);
     if (!h)
         return NULL;
     h->fd = fd;
+    h->cap = cap;
     snprintf(h->host, sizeof h->host, "%s", host);
     h->port = port;
     h->len = len;
@@ -321,6 +320,7 @@ void dce_handover_post(unsigned to, struct handover *h)
         mp_warn("conn %s:%u closed: cannot hand it to worker %u (stopping, or out of memory)",
                 h->host, h->port, to);
         close(h->fd);
+        mp_pcap_end(h->cap);
         free(h);
     }
 }

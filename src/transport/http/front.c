@@ -549,16 +549,18 @@ static void tap(void *arg, const struct mp_conn *c, bool in, const void *p, size
 }
 
 /* A client connection on h: accepted (tls NULL: the TLS handshake starts
- * here), or moved from another worker with its TLS state (hmove.c).  NULL
- * when memory runs out (fd closed, tls freed). */
+ * here), or moved from another worker with its TLS state and its packet
+ * export (cap; hmove.c).  NULL when memory runs out (fd closed, tls and cap
+ * freed). */
 static struct hconn *conn_new(struct mp_http *h, int fd, struct mp_tls *tls, const char *host,
-                              uint16_t port)
+                              uint16_t port, struct mp_pcap *cap)
 {
     struct hconn *s = calloc(1, sizeof *s);
     if (!s) {
         if (tls)
             mp_tls_free(tls, false);
         close(fd);
+        mp_pcap_end(cap);
         return NULL;
     }
     s->c.s = s->u.s = s;
@@ -572,12 +574,15 @@ static struct hconn *conn_new(struct mp_http *h, int fd, struct mp_tls *tls, con
     } else if (h->server_ctx && mp_conn_tls_accept(&s->c.conn, h->server_ctx)) {
         mp_conn_close(&s->c.conn);
         free(s);
+        mp_pcap_end(cap);
         return NULL;
     }
     s->h = h;
     s->id = ++h->next_id;
     snprintf(s->peer, sizeof s->peer, "%s:%u", host, port);
-    s->cap = mp_pcap_start(host, port, "http"); /* decrypted export, doc/operations.md */
+    /* decrypted export, doc/operations.md: one file per client connection,
+     * so a moved one keeps its own */
+    s->cap = cap ? cap : mp_pcap_start(host, port, "http");
     if (s->cap) {
         s->c.conn.tap = s->u.conn.tap = tap;
         s->c.conn.tap_arg = &s->c;
@@ -610,9 +615,9 @@ size_t mp_hf_full(const struct mp_http *h)
 }
 
 struct hconn *mp_hf_adopt(struct mp_http *h, int fd, struct mp_tls *tls, const char *host,
-                          uint16_t port)
+                          uint16_t port, struct mp_pcap *cap)
 {
-    return conn_new(h, fd, tls, host, port);
+    return conn_new(h, fd, tls, host, port, cap);
 }
 
 static void accept_one(void *data, int fd, const char *host, uint16_t port)
@@ -626,7 +631,7 @@ static void accept_one(void *data, int fd, const char *host, uint16_t port)
         close(fd);
         return;
     }
-    struct hconn *s = conn_new(h, fd, NULL, host, port);
+    struct hconn *s = conn_new(h, fd, NULL, host, port, NULL);
     if (!s)
         return;
     char wk[24] = "";

@@ -604,9 +604,7 @@ int mp_hauth_up_basic(const struct mp_hauth *a, char *out, size_t cap)
     if (!rc)
         snprintf(out, cap, "Basic %.*s", (int)b.len, (const char *)b.data);
     mp_ntlm_cleanse(plain, sizeof plain);
-    if (b.data)
-        mp_ntlm_cleanse(b.data, b.cap);
-    mp_buf_free(&b);
+    mp_buf_free_wiped(&b);
     return rc ? -1 : 0;
 }
 

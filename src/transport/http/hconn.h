@@ -179,14 +179,15 @@ void mp_hf_upstream_clock_start(struct hconn *s);
 struct mp_http *mp_hf_session_front(struct hconn *s);
 bool mp_hf_upstream_clock(struct hconn *s);
 /* This worker's newest front (NULL: none), and a connection moved to it
- * from another worker (hmove.c): NULL when memory runs out (fd closed, tls
- * freed). */
+ * from another worker (hmove.c) with its packet export (cap, NULL: none;
+ * taken, whatever happens): NULL when memory runs out (fd closed, tls and
+ * cap freed). */
 struct mp_http *mp_hf_newest(void);
 /* The process's front connections when they are at mapiproxy:max
  * connections (h's configuration), else 0. */
 size_t mp_hf_full(const struct mp_http *h);
 struct hconn *mp_hf_adopt(struct mp_http *h, int fd, struct mp_tls *tls, const char *host,
-                          uint16_t port);
+                          uint16_t port, struct mp_pcap *cap);
 
 /* exchange.c */
 void mp_hx_init(void);

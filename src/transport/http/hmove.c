@@ -11,6 +11,7 @@
 #include "core/affinity.h"
 #include "core/log.h"
 #include "core/workers.h"
+#include "ops/pcapng.h"
 #include "transport/http/hconn.h"
 #include "transport/mapihttp/cookies.h"
 
@@ -76,20 +77,24 @@ struct hmove {
     char peer[64];
     uint64_t from_id;
     unsigned from_worker;
-    struct mp_buf in;  /* the request head rebuilt, then what was read after it */
-    struct mp_buf out; /* bytes still queued for the client */
+    struct mp_buf in;    /* the request head rebuilt, then what was read after it */
+    struct mp_buf out;   /* bytes still queued for the client */
+    struct mp_pcap *cap; /* the connection's packet export, which goes with it */
     struct mp_hauth_conn ha;
 };
 
+/* The head may hold an Authorization (Basic: a password): its copies are
+ * wiped, here and in the connection that let it go (mp_hm_move). */
 static void move_free(struct hmove *m)
 {
     if (m->fd >= 0) {
         mp_tls_free(&m->tls, false);
         close(m->fd);
     }
+    mp_pcap_end(m->cap);
     mp_hauth_conn_free(&m->ha);
-    mp_buf_free(&m->in);
-    mp_buf_free(&m->out);
+    mp_buf_free_wiped(&m->in);
+    mp_buf_free_wiped(&m->out);
     free(m);
 }
 
@@ -133,7 +138,14 @@ static void adopt_job(void *arg)
         move_free(m);
         return;
     }
-    struct hconn *s = h ? mp_hf_adopt(h, m->fd, &m->tls, host, port) : NULL;
+    struct hconn *s = NULL;
+    if (h) { /* it takes the socket, the TLS state and the capture, whatever happens */
+        int fd = m->fd;
+        struct mp_pcap *cap = m->cap;
+        m->fd = -1;
+        m->cap = NULL;
+        s = mp_hf_adopt(h, fd, &m->tls, host, port, cap);
+    }
     if (!s) {
         mp_warn("http %s (#%" PRIu64 " of worker %u): not adopted by worker %u (%s): closed",
                 m->peer, m->from_id, m->from_worker, mp_worker_self(),
@@ -141,7 +153,6 @@ static void adopt_job(void *arg)
         move_free(m);
         return;
     }
-    m->fd = -1; /* the connection's now */
     if (mp_buf_append(&s->c.conn.in, mp_buf_head(&m->in), mp_buf_avail(&m->in)) ||
         mp_buf_append(&s->c.conn.out, mp_buf_head(&m->out), mp_buf_avail(&m->out))) {
         move_free(m);
@@ -184,9 +195,21 @@ void mp_hm_move(struct hconn *s)
     m->from_worker = mp_worker_self();
     m->ha = s->ua.ha;
     memset(&s->ua.ha, 0, sizeof s->ua.ha);
+    /* One export file per client connection: it goes along, its client leg
+     * goes on in it; the upstream leg of this worker ends (the adopting
+     * worker's upstream connection starts a new one in the same file). */
+    m->cap = s->cap;
+    s->cap = NULL;
+    mp_pcap_leg_end(m->cap, false);
     mp_conn_tls_release(&s->c.conn, &m->tls);
     m->fd = mp_conn_release(&s->c.conn);
     s->in_request = false;
+    /* the head is in m now: this worker's copies are wiped (a borrowed
+     * input buffer is the loop's read scratch, overwritten by its next read) */
+    mp_buf_free_wiped(&s->req.raw);
+    mp_http_msg_reset(&s->req);
+    if (!s->c.conn.in_borrowed)
+        mp_buf_free_wiped(&s->c.conn.in);
     bool rpch = s->route && s->route->kind == MP_HTTP_ROUTE_HANDLER;
     mp_info("http #%" PRIu64 " %s %s %s: %s: handed to worker %u", s->id, s->peer, s->method,
             s->path, rpch ? "RPC over HTTP" : "its MAPI/HTTP session's worker", to);
