@@ -608,8 +608,9 @@ static void on_connected(struct assoc *a, struct conn *c)
     /* Both ends of the upstream connection, so that a capture's connection
      * can be told from others to the same server (tests/integration:
      * tshark_util.only_conversations).  An RPC/HTTP upstream's virtual
-     * connection is a socketpair: no port. */
-    uint16_t me = mp_log_threshold >= MP_LOG_DEBUG ? mp_sock_local_port(c->n.io.fd) : 0;
+     * connection is a carrier (carrier.h): no descriptor, no port. */
+    uint16_t me =
+        mp_log_threshold >= MP_LOG_DEBUG && c->n.io.fd >= 0 ? mp_sock_local_port(c->n.io.fd) : 0;
     if (me)
         mp_debug("conn %s: connected upstream port %u%s from local port %u", a->peer, c->n.port,
                  c->role == ROLE_RESOLVER ? " (endpoint mapper)" : "", me);
