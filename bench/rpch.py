@@ -20,7 +20,9 @@ and binds are outside the timed run).  The lab is Python and so are the
 clients: calls/s is bounded by them; the CPU per call is the relay's own.
 
 Environment: RPCH_SECS [4] seconds per row, HAPROXY [haproxy], MAPIPROXY
-[build/mapiproxy], RPCH_RELAYS (e.g. "mapiproxy": only those rows)."""
+[build/mapiproxy], RPCH_RELAYS (e.g. "mapiproxy": only those rows),
+MAPIPROXY_BEFORE (another build, e.g. of the previous commit: its rows
+"before" and "before+" run in the same run, for a before/after figure)."""
 import multiprocessing
 import os
 import shutil
@@ -64,7 +66,7 @@ def start_haproxy(up, ck):
     return P.haproxy_https(up, ck)
 
 
-def start_mapiproxy(name, ports, cert, key, creds, rpch_up):
+def start_mapiproxy(name, ports, cert, key, creds, rpch_up, binary=PROXY):
     port = free_port()
     conf = os.path.join(tmp, name + ".conf")
     with open(conf, "w") as f:
@@ -93,7 +95,7 @@ mapiproxy:upstream auth level = privacy
         if rpch_up:
             f.write(f"mapiproxy:rpc over http upstream = https://localhost:{ports['rpch']}\n"
                     "mapiproxy:rpc over http upstream server = EXLAB01\n")
-    p = start(name, [PROXY, "-c", conf])
+    p = start(name, [binary, "-c", conf])
     wait_port(port, p, name)
     return p, port
 
@@ -157,6 +159,13 @@ def main():
                lambda: start_mapiproxy("mapiproxy", ports, cert, key, creds, False)),
               ("mapiproxy+", PROXY,
                lambda: start_mapiproxy("mapiproxy-up", ports, cert, key, creds, True))]
+    before = os.environ.get("MAPIPROXY_BEFORE")
+    if before:
+        # each right after its counterpart, so that the machine's load drifts less between them
+        relays.insert(2, ("before", before,
+                          lambda: start_mapiproxy("before", ports, cert, key, creds, False, before)))
+        relays.append(("before+", before,
+                       lambda: start_mapiproxy("before-up", ports, cert, key, creds, True, before)))
     print(f"RPC over HTTP: RfrGetNewDSA, Impacket ncacn_http, HTTP Basic, TLS, NTLM privacy, "
           f"{SECS:g} s a "
           f"row; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -183,6 +192,11 @@ def main():
             if h and r:
                 print(f"{m} at {c} clients: x{r[0] / h[0]:.2f} calls/s, x{r[1] / h[1]:.2f} CPU "
                       "per call vs HAProxy")
+        for m, b in (("mapiproxy", "before"), ("mapiproxy+", "before+")):
+            r, o = rows.get((m, c)), rows.get((b, c))
+            if r and o:
+                print(f"{m} at {c} clients: x{r[0] / o[0]:.2f} calls/s, x{r[1] / o[1]:.2f} CPU "
+                      f"per call vs {b}")
     stop(lab)
 
 

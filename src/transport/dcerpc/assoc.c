@@ -24,10 +24,29 @@
 
 static void conn_cb(struct mp_conn *n, uint32_t ev);
 static void upstream_input(struct assoc *a);
+static void on_connected(struct assoc *a, struct conn *c);
+static void carrier_after(struct assoc *a);
 
 void dce_conn_release(struct mp_relay *r, struct conn *c)
 {
+    struct assoc *a = c->a;
+    if (c == &a->u && a->up_ops) { /* the upstream carrier is told once, then forgotten */
+        const struct mp_dce_up_ops *ops = a->up_ops;
+        a->up_ops = NULL;
+        ops->closed(a->up_data);
+        a->up_data = NULL;
+    }
     mp_conn_close(&c->n);
+}
+
+bool dce_leg_carried(const struct assoc *a, const struct conn *c)
+{
+    return (c == &a->c && a->carrier) || (c == &a->u && a->up_ops);
+}
+
+bool dce_leg_open(const struct assoc *a, const struct conn *c)
+{
+    return c->n.io.fd >= 0 || dce_leg_carried(a, c);
 }
 
 static void assoc_free(void *p)
@@ -94,6 +113,7 @@ void dce_assoc_close(struct assoc *a, const char *reason)
     mp_timer_cancel(r->loop, &a->idle);
     mp_timer_cancel(r->loop, &a->bindt);
     mp_timer_cancel(r->loop, &a->stall);
+    mp_timer_cancel(r->loop, &a->upkick);
     dce_addr_release(r, a->addr);
     a->addr = NULL;
     dce_conn_release(r, &a->c);
@@ -132,6 +152,18 @@ void dce_assoc_finish(struct assoc *a, const char *reason)
     dce_update_interest(a);
 }
 
+/* A carrier (carrier.h) takes what it can of c's output through flush. */
+static int carrier_flush(struct conn *c, int (*flush)(void *, struct mp_buf *), void *data)
+{
+    size_t before = mp_buf_avail(&c->n.out);
+    int rc = before ? flush(data, &c->n.out) : 0;
+    if (mp_buf_avail(&c->n.out) < before)
+        c->n.write_ms = mp_now_ms();
+    if (!mp_buf_avail(&c->n.out))
+        mp_buf_trim(&c->n.out);
+    return rc;
+}
+
 void dce_conn_flush(struct assoc *a, struct conn *c)
 {
     if (a->dead)
@@ -139,12 +171,19 @@ void dce_conn_flush(struct assoc *a, struct conn *c)
     int rc;
     dce_tap_out(a, c);
     if (c == &a->c && a->carrier) {
-        size_t before = mp_buf_avail(&c->n.out);
-        rc = before ? a->carrier->flush(a->carrier_data, &c->n.out) : 0;
-        if (mp_buf_avail(&c->n.out) < before)
-            c->n.write_ms = mp_now_ms();
-        if (!mp_buf_avail(&c->n.out))
-            mp_buf_trim(&c->n.out);
+        rc = carrier_flush(c, a->carrier->flush, a->carrier_data);
+    } else if (c == &a->u && a->up_ops) {
+        rc = carrier_flush(c, a->up_ops->flush, a->up_data);
+        a->up_blocked = rc == 0 && mp_buf_avail(&c->n.out);
+        if (rc < 0) /* the carrier failed and logged why: not told again */
+            a->up_ops = NULL;
+    } else if (c == &a->u && a->up_why[0]) { /* the carrier failed in this batch */
+        mp_timer_cancel(a->r->loop, &a->upkick);
+        char why[sizeof a->up_why];
+        snprintf(why, sizeof why, "%s", a->up_why);
+        a->up_why[0] = 0;
+        dce_upstream_failed(a, why);
+        return;
     } else {
         rc = mp_conn_flush(&c->n);
     }
@@ -152,6 +191,8 @@ void dce_conn_flush(struct assoc *a, struct conn *c)
     if (rc < 0) {
         if (c->role == ROLE_CLIENT)
             dce_assoc_close(a, "client write failed");
+        else if (c->role == ROLE_UPSTREAM && a->up_why[0])
+            dce_conn_flush(a, c); /* the carrier's reason */
         else if (c->role == ROLE_UPSTREAM)
             dce_upstream_failed(a, "write to upstream failed");
         else
@@ -181,7 +222,18 @@ void dce_update_interest(struct assoc *a)
         a->carrier_want = rd;
         a->carrier->want_input(a->carrier_data, rd);
     }
-    mp_conn_want(&a->u.n, c_room);
+    if (!a->up_ops) {
+        mp_conn_want(&a->u.n, c_room);
+    } else {
+        if (c_room != a->up_want) {
+            a->up_want = c_room;
+            a->up_ops->want_input(a->up_data, c_room);
+        }
+        /* output queued where no flush followed (what MP_WRITE does for a
+         * socket): handed over on the next loop turn */
+        if (mp_buf_avail(&a->u.n.out) && !a->up_blocked && !a->upkick.heap_idx)
+            mp_timer_arm(r->loop, &a->upkick, 0);
+    }
     mp_conn_want(&a->res.n, c_room);
 }
 
@@ -207,6 +259,8 @@ void dce_upstream_failed(struct assoc *a, const char *why)
 {
     if (a->dead)
         return;
+    a->up_why[0] = 0; /* a carrier's failure pending, if any, is this one's now */
+    mp_timer_cancel(a->r->loop, &a->upkick);
     mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why, a->n_calls);
     mp_metrics_upstream_error(why);
     if (a->state != A_OPEN && !a->csec) {
@@ -304,18 +358,32 @@ static void idle_cb(struct mp_timer *t)
     mp_timer_arm(a->r->loop, t, limit - (now - last < limit ? now - last : 0));
 }
 
+static void upkick_cb(struct mp_timer *t)
+{
+    struct assoc *a = t->data;
+    if (a->up_why[0]) /* mp_dce_up_failed */
+        dce_conn_flush(a, &a->u);
+    carrier_after(a);
+}
+
 static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
 {
     if (c->role != ROLE_UPSTREAM || !a->r->rpch_up)
         return mp_conn_connect(&c->n, &a->r->up_addr, a->r->up_addr_len, port);
-    /* RPC over HTTP upstream: a virtual connection to ?SERVER:port, seen
-     * here as a stream socket that is connected at once */
-    int fd = mp_rpch_up_open(a->r->rpch_up, a->carrier_data, a->peer, port);
-    if (fd < 0)
+    /* RPC over HTTP upstream: a virtual connection to ?SERVER:port, the
+     * upstream carrier (carrier.h), which takes PDUs at once (it holds
+     * them until the virtual connection is open) */
+    const struct mp_dce_up_ops *ops = NULL;
+    void *up = mp_rpch_up_open(a->r->rpch_up, a, a->carrier_data, a->peer, port, &ops);
+    if (!up)
         return -1;
-    mp_conn_attach(&c->n, fd);
+    a->up_ops = ops;
+    a->up_data = up;
+    a->up_want = true;
+    a->up_blocked = false;
+    a->upkick.cb = upkick_cb;
+    a->upkick.data = a;
     c->n.port = port;
-    c->n.connecting = true; /* on_connected() at its first writability */
     c->n.read_ms = c->n.write_ms = mp_now_ms();
     return 0;
 }
@@ -360,6 +428,10 @@ void dce_upstream_connect(struct assoc *a, uint16_t port)
         return;
     }
     mp_debug("conn %s: connecting upstream port %u", a->peer, port);
+    if (a->up_ops) { /* a carrier is connected at once: the bind goes now */
+        on_connected(a, &a->u);
+        dce_conn_flush(a, &a->u);
+    }
 }
 
 void dce_client_pdu(struct assoc *a, const uint8_t *pdu, const struct mp_pdu_hdr *h)
@@ -460,7 +532,7 @@ static bool pdu_run(struct assoc *a, struct conn *c, const uint8_t *p, const str
     dce_tap_in(a, c, p, h);
     fn(a, p, h);
     a->r->more_input = false;
-    if (a->dead || (need_fd && c->n.io.fd < 0))
+    if (a->dead || (need_fd && !dce_leg_open(a, c)))
         return false;
     mp_buf_consume(&c->n.in, h->frag_len);
     return true;
@@ -510,7 +582,7 @@ void dce_client_input(struct assoc *a)
 static void upstream_input(struct assoc *a)
 {
     struct conn *c = &a->u;
-    while (!a->dead && c->n.io.fd >= 0) {
+    while (!a->dead && dce_leg_open(a, c)) {
         const uint8_t *p;
         struct mp_pdu_hdr h;
         const char *bad;
@@ -536,8 +608,9 @@ static void on_connected(struct assoc *a, struct conn *c)
     /* Both ends of the upstream connection, so that a capture's connection
      * can be told from others to the same server (tests/integration:
      * tshark_util.only_conversations).  An RPC/HTTP upstream's virtual
-     * connection is a socketpair: no port. */
-    uint16_t me = mp_log_threshold >= MP_LOG_DEBUG ? mp_sock_local_port(c->n.io.fd) : 0;
+     * connection is a carrier (carrier.h): no descriptor, no port. */
+    uint16_t me =
+        mp_log_threshold >= MP_LOG_DEBUG && c->n.io.fd >= 0 ? mp_sock_local_port(c->n.io.fd) : 0;
     if (me)
         mp_debug("conn %s: connected upstream port %u%s from local port %u", a->peer, c->n.port,
                  c->role == ROLE_RESOLVER ? " (endpoint mapper)" : "", me);
@@ -887,4 +960,44 @@ void mp_dce_assoc_close(struct assoc *a, const char *reason)
 {
     a->carrier = NULL; /* the carrier is gone: not told */
     dce_assoc_close(a, reason);
+}
+
+/* ---- the upstream leg through a carrier (carrier.h, struct mp_dce_up_ops) ---- */
+
+int mp_dce_up_input(struct assoc *a, const void *p, size_t len)
+{
+    if (a->dead || !a->up_ops)
+        return -1;
+    struct conn *c = &a->u;
+    if (mp_buf_append(&c->n.in, p, len)) {
+        dce_assoc_close(a, "out of memory");
+        return -1;
+    }
+    c->n.read_ms = mp_now_ms();
+    upstream_input(a);
+    carrier_after(a);
+    if (a->dead || !a->up_ops)
+        return -1;
+    mp_buf_trim(&c->n.in);
+    return 0;
+}
+
+void mp_dce_up_writable(struct assoc *a)
+{
+    a->up_blocked = false;
+    carrier_after(a);
+}
+
+void mp_dce_up_failed(struct assoc *a, const char *why)
+{
+    if (a->dead || !a->up_ops)
+        return;
+    a->up_ops = NULL; /* the carrier is gone: not told */
+    a->up_data = NULL;
+    /* on the next loop turn (or at the flush that asked the carrier):
+     * whoever called the carrier may be inside the association's client
+     * carrier, which the failure may close */
+    snprintf(a->up_why, sizeof a->up_why, "%s", why && why[0] ? why : "carrier failed");
+    if (!a->upkick.heap_idx)
+        mp_timer_arm(a->r->loop, &a->upkick, 0);
 }

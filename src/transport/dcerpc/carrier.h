@@ -22,7 +22,32 @@
  *
  * Only the loop thread calls in.  The association's memory stays valid until
  * the current batch of loop events is over (mp_loop_defer), so a carrier may
- * still look at its own pointer after a call that closed it. */
+ * still look at its own pointer after a call that closed it.
+ *
+ * The server leg has the same seam (struct mp_dce_up_ops, below): an
+ * association's upstream connection is either its TCP connection or a
+ * carrier (the RPC over HTTP upstream client, transport/rpch/upclient.c),
+ * which the association opens where it would connect (assoc.c
+ * start_connect: mp_rpch_up_open returns the carrier and its ops) and which
+ *   - is handed the PDUs for the server through ops->flush() (it takes
+ *     whole or partial PDUs and consumes what it took; what it leaves stays
+ *     queued in the association, under mapiproxy:max buffer and the send
+ *     timeout as for a TCP upstream that does not read),
+ *   - calls mp_dce_up_writable() when it can take more after having taken
+ *     less than offered,
+ *   - feeds the server's bytes with mp_dce_up_input() while
+ *     ops->want_input() last said true (false while the client leg is
+ *     behind); input fed while false is kept, not lost,
+ *   - ends the leg with mp_dce_up_failed(why) (the association's usual
+ *     "upstream <why>": faults for the calls in flight, then close), or is
+ *     told by ops->closed() that the association let go of the leg.
+ * Re-entrancy: the association calls the carrier's ops from inside its own
+ * processing, so an op never calls back into the association (no
+ * mp_dce_up_input, _writable, _failed from inside flush, want_input or
+ * closed): what it would hand over waits for its next event (a channel's
+ * I/O, a zero timer).  The carrier calls in only from its own loop events;
+ * after mp_dce_up_failed, or once closed() ran, it never calls in again
+ * with that association. */
 #ifndef MP_TRANSPORT_DCERPC_CARRIER_H
 #define MP_TRANSPORT_DCERPC_CARRIER_H
 #include <stdbool.h>
@@ -58,4 +83,26 @@ int mp_dce_assoc_input(struct assoc *a, const void *p, size_t len);
 void mp_dce_assoc_writable(struct assoc *a);
 /* The carrier is gone: closes the association (ops->closed is not called). */
 void mp_dce_assoc_close(struct assoc *a, const char *reason);
+
+/* ---- the server leg ---- */
+
+struct mp_dce_up_ops {
+    /* Takes bytes for the server from out (mp_buf_consume what it took).
+     * 0, or -1 when the carrier failed (it logged why; the association then
+     * fails its upstream leg without calling closed()). */
+    int (*flush)(void *up, struct mp_buf *out);
+    /* Whether the association takes the server's bytes now. */
+    void (*want_input)(void *up, bool want);
+    /* The association let go of its upstream leg (closed, or failed it). */
+    void (*closed)(void *up);
+};
+
+/* Server bytes in (whole or partial PDUs, in order).  0, or -1 when the
+ * association let go of the leg (ops->closed ran) or closed. */
+int mp_dce_up_input(struct assoc *a, const void *p, size_t len);
+/* The carrier can take output again. */
+void mp_dce_up_writable(struct assoc *a);
+/* The carrier failed (why: for the association's log line and metrics,
+ * e.g. "OUT channel: connect failed: ..."): ops->closed is not called. */
+void mp_dce_up_failed(struct assoc *a, const char *why);
 #endif

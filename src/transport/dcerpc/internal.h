@@ -19,7 +19,8 @@
  * Each client connection is an association (struct assoc) that owns up to
  * three connections: the client's, the upstream's, and, while the upstream
  * port is being looked up, one to the upstream's endpoint mapper (another
- * carrier, carrier.h, replaces the client's).  All I/O is non-blocking on one
+ * carrier, carrier.h, replaces the client's; an upstream carrier, the RPC
+ * over HTTP upstream client, replaces the upstream's).  All I/O is non-blocking on one
  * epoll loop.  Request and response fragments are streamed: a fragment is
  * forwarded as soon as it is complete, split when it exceeds what the other
  * leg negotiated, so no call is ever buffered whole.  Reading from a leg
@@ -190,8 +191,17 @@ struct assoc {
      * socket; c.n keeps its buffers and times only */
     const struct mp_dce_carrier_ops *carrier;
     void *carrier_data;
-    bool carrier_want;   /* what want_input() said last */
-    struct mp_pcap *cap; /* decrypted packet export (pcap.c), or NULL */
+    bool carrier_want; /* what want_input() said last */
+    /* the upstream leg through a carrier (carrier.h, struct mp_dce_up_ops:
+     * the RPC over HTTP upstream): u has no socket, u.n keeps its buffers,
+     * port and times only; NULL once let go of */
+    const struct mp_dce_up_ops *up_ops;
+    void *up_data;
+    bool up_want;           /* what up_ops->want_input() said last */
+    bool up_blocked;        /* its flush took less than offered: wait for mp_dce_up_writable */
+    struct mp_timer upkick; /* hands u's output to the carrier on the next loop turn */
+    char up_why[300];       /* the carrier failed (mp_dce_up_failed): why, until handled */
+    struct mp_pcap *cap;    /* decrypted packet export (pcap.c), or NULL */
     bool cap_warned;
     struct assoc *next, *prev;
 };
@@ -242,6 +252,10 @@ void dce_kdc_done(void *arg, struct mp_kdc_job *j);
 
 /* assoc.c */
 void dce_conn_release(struct mp_relay *r, struct conn *c);
+/* Whether leg c can carry bytes: its socket, or (upstream) its carrier. */
+bool dce_leg_open(const struct assoc *a, const struct conn *c);
+/* Leg c is a carrier's (carrier.h: the client's or the upstream's), not a socket. */
+bool dce_leg_carried(const struct assoc *a, const struct conn *c);
 void dce_assoc_close(struct assoc *a, const char *reason);
 void dce_assoc_finish(struct assoc *a, const char *reason);
 void dce_conn_flush(struct assoc *a, struct conn *c);

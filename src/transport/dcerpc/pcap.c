@@ -44,7 +44,7 @@ static void warn_sealed(struct assoc *a)
 static void tap_pdu(struct assoc *a, struct conn *c, bool in, const uint8_t *p, size_t len)
 {
     bool client = c == &a->c;
-    int fd = client && a->carrier ? -1 : c->n.io.fd;
+    int fd = dce_leg_carried(a, c) ? -1 : c->n.io.fd;
     uint16_t auth_len = len >= MP_HDR_LEN ? mp_get16(p + 10) : 0;
     if (!auth_len || len < (size_t)MP_HDR_LEN + MP_SEC_TRAILER_LEN + auth_len) {
         mp_pcap_tap(a->cap, fd, client, in, p, len);
@@ -94,18 +94,19 @@ void dce_tap_clear(struct assoc *a, struct conn *c, bool in, const uint8_t *pdu,
     memcpy(q + hl, stub, len);
     mp_put16(q + 8, (uint16_t)(hl + len));
     mp_put16(q + 10, 0);
-    mp_pcap_tap(a->cap, c == &a->c && a->carrier ? -1 : c->n.io.fd, c == &a->c, in, q, hl + len);
+    mp_pcap_tap(a->cap, dce_leg_carried(a, c) ? -1 : c->n.io.fd, c == &a->c, in, q, hl + len);
     free(q);
 }
 
 /* Whether c's output is tapped now: a leg of a captured association whose
  * socket is connected (bytes queued while connecting are tapped at the
- * flush after it, when the leg's addresses are known). */
+ * flush after it, when the leg's addresses are known), or a carrier's leg
+ * (no socket: the capture names no addresses for it). */
 static bool tapping(struct assoc *a, struct conn *c)
 {
     if (!a->cap || (c != &a->c && c != &a->u))
         return false;
-    return (c == &a->c && a->carrier) || (c->n.io.fd >= 0 && !c->n.connecting);
+    return dce_leg_carried(a, c) || (c->n.io.fd >= 0 && !c->n.connecting);
 }
 
 void dce_tap_out(struct assoc *a, struct conn *c)

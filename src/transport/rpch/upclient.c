@@ -24,6 +24,7 @@
 #include "net/tls.h"
 #include "transport/http/hauth.h"
 #include "transport/http/hneg.h"
+#include "transport/dcerpc/carrier.h"
 #include "transport/rpch/rpch.h"
 #include "transport/rpch/rts.h"
 #include "transport/rpch/vconn.h"
@@ -88,9 +89,13 @@ struct upchan {
 struct upvc {
     struct upvc *next, *prev;
     struct mp_rpch_up *u;
-    struct mp_io sp;     /* our end of the association's socketpair */
-    struct mp_buf sp_wq; /* server PDUs for the association */
-    struct mp_buf sp_rq; /* the association's bytes: partial PDU */
+    /* the association whose upstream carrier this is (transport/dcerpc/
+     * carrier.h); NULL once it let go (closed()) or was told of a failure */
+    struct assoc *a;
+    struct mp_buf to_a;   /* server PDUs for the association */
+    bool a_want;          /* the association takes them now (want_input) */
+    bool a_blocked;       /* its flush was refused for want of room: writable() owed */
+    struct mp_timer feed; /* to_a handed over on the next loop turn (after want_input) */
     struct mp_buf
         held; /* whole PDUs waiting for CONN/C2, the server's window or a new IN channel */
     struct upchan *in, *out, *in_next, *out_next, *in_old;
@@ -124,6 +129,7 @@ struct upvc {
 
 static void vc_fail(struct upvc *v, const char *why);
 static void vc_kick(struct upvc *v);
+static void vc_run(struct upvc *v);
 static void chan_cb(struct mp_io *io, uint32_t ev);
 
 /* ---- one channel's bytes ---- */
@@ -780,11 +786,11 @@ static const char *out_parse(struct upvc *v)
         }
         if (!v->open)
             return "RPC PDU on the OUT channel before CONN/C2";
-        if (mp_buf_append(&v->sp_wq, p, h.frag_len))
+        if (mp_buf_append(&v->to_a, p, h.frag_len))
             return "out of memory";
         v->out_app += h.frag_len;
         /* the server may have at most our window unacknowledged (MS-RPCH
-         * 3.2.1.1.4): past twice that it ignores flow control, and sp_wq
+         * 3.2.1.1.4): past twice that it ignores flow control, and to_a
          * would grow with whatever it sends */
         if (v->out_app - v->out_acked > 2 * (uint64_t)UP_WINDOW)
             return "the upstream sent past the OUT channel's receive window";
@@ -914,50 +920,89 @@ static void chan_cb(struct mp_io *io, uint32_t ev)
         vc_fail(v, why);
         return;
     }
-    vc_kick(v);
+    vc_run(v);
 }
 
-/* ---- the association's side: the socketpair ---- */
+/* ---- the association's side: the upstream carrier (transport/dcerpc/carrier.h) ---- */
 
-static const char *sp_read(struct upvc *v)
+/* The association's PDUs for the server: whole ones into held while less
+ * than a window's worth waits there (back-pressure: the rest stays with the
+ * association, which is told writable() once held drained), then on to the
+ * IN channel as far as the server's window allows.  Never calls back into
+ * the association: a failure is logged (vc_fail) and returned. */
+static int up_flush(void *up, struct mp_buf *out)
 {
-    /* back-pressure: no more while a window's worth waits */
-    while (mp_buf_avail(&v->held) < UP_WINDOW) {
-        uint8_t buf[65536];
-        ssize_t n = recv(v->sp.fd, buf, sizeof buf, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    struct upvc *v = up;
+    if (v->dying)
+        return -1;
+    const char *err = NULL;
+    while (mp_buf_avail(out) >= MP_HDR_LEN && mp_buf_avail(&v->held) < UP_WINDOW) {
+        size_t fl = mp_get16(mp_buf_head(out) + 8);
+        if (fl < MP_HDR_LEN) {
+            err = "the association sent a PDU shorter than its header";
             break;
-        if (n <= 0)
-            return "";
-        if (mp_buf_append(&v->sp_rq, buf, (size_t)n))
-            return "out of memory";
-        while (mp_buf_avail(&v->sp_rq) >= MP_HDR_LEN) {
-            size_t fl = mp_get16(mp_buf_head(&v->sp_rq) + 8);
-            if (fl < MP_HDR_LEN)
-                return "the association sent a PDU shorter than its header";
-            if (mp_buf_avail(&v->sp_rq) < fl)
-                break;
-            if (mp_buf_append(&v->held, mp_buf_head(&v->sp_rq), fl))
-                return "out of memory";
-            mp_buf_consume(&v->sp_rq, fl);
         }
-        mp_buf_trim(&v->sp_rq);
+        if (mp_buf_avail(out) < fl)
+            break;
+        if (mp_buf_append(&v->held, mp_buf_head(out), fl)) {
+            err = "out of memory";
+            break;
+        }
+        mp_buf_consume(out, fl);
     }
-    return release_held(v);
+    if (mp_buf_avail(out))
+        v->a_blocked = true;
+    if (!err)
+        err = release_held(v);
+    if (err)
+        vc_fail(v, err);
+    else
+        vc_kick(v);
+    return v->dying ? -1 : 0;
 }
 
-static const char *sp_write(struct upvc *v)
+static void up_want(void *up, bool want)
 {
-    while (mp_buf_avail(&v->sp_wq)) {
-        ssize_t w = send(v->sp.fd, mp_buf_head(&v->sp_wq), mp_buf_avail(&v->sp_wq), MSG_NOSIGNAL);
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (w <= 0)
-            return "";
-        mp_buf_consume(&v->sp_wq, (size_t)w);
-        v->out_taken += (size_t)w;
+    struct upvc *v = up;
+    v->a_want = want;
+    /* not from inside the association: on the next loop turn */
+    if (want && mp_buf_avail(&v->to_a) && !v->dying && !v->feed.heap_idx)
+        mp_timer_arm(v->u->loop, &v->feed, 0);
+}
+
+static void up_closed(void *up)
+{
+    struct upvc *v = up;
+    v->a = NULL;
+    vc_fail(v, "the association closed");
+}
+
+static const struct mp_dce_up_ops up_ops = {up_flush, up_want, up_closed};
+
+/* From the upclient's own events only (a channel's I/O, a timer): the
+ * server's PDUs to the association while it takes them, a FlowControlAck
+ * after every half window it took, writable() once held has room again. */
+static const char *deliver(struct upvc *v)
+{
+    while (v->a && v->a_want && mp_buf_avail(&v->to_a)) {
+        size_t n = mp_buf_avail(&v->to_a);
+        int rc = mp_dce_up_input(v->a, mp_buf_head(&v->to_a), n);
+        if (v->dying) /* the association let go (closed()) or its flush failed */
+            return NULL;
+        if (rc < 0) {
+            v->a = NULL;
+            return "the association closed";
+        }
+        mp_buf_consume(&v->to_a, n);
+        v->out_taken += n;
     }
-    mp_buf_trim(&v->sp_wq);
+    mp_buf_trim(&v->to_a);
+    if (v->a && v->a_blocked && mp_buf_avail(&v->held) < UP_WINDOW) {
+        v->a_blocked = false;
+        mp_dce_up_writable(v->a);
+        if (v->dying)
+            return NULL;
+    }
     /* the current OUT channel's bytes count from out_base (its switch) */
     if (v->out_taken >= v->out_acked + UP_WINDOW / 2) {
         /* 2.2.4.52 FlowControlAckWithDestination toward the outbound proxy */
@@ -970,29 +1015,29 @@ static const char *sp_write(struct upvc *v)
     return NULL;
 }
 
-static void sp_cb(struct mp_io *io, uint32_t ev)
+/* deliver(), then the channels' writes (an event's last step). */
+static void vc_run(struct upvc *v)
 {
-    struct upvc *v = io->data;
     if (v->dying)
         return;
-    const char *err = NULL;
-    if (ev & (MP_READ | MP_ERRHUP))
-        err = sp_read(v);
-    if (!err)
-        err = sp_write(v);
-    if (err) {
-        vc_fail(v, err[0] ? err : "the association closed");
-        return;
-    }
-    vc_kick(v);
+    const char *err = deliver(v);
+    if (err)
+        vc_fail(v, err);
+    else
+        vc_kick(v);
 }
 
-/* Writes what can go now and sets every descriptor's interest. */
+static void feed_cb(struct mp_timer *t)
+{
+    vc_run(t->data);
+}
+
+/* Writes what can go now on the channels and sets their interest. */
 static void vc_kick(struct upvc *v)
 {
     if (v->dying)
         return;
-    const char *err = sp_write(v);
+    const char *err = NULL;
     struct upchan *cs[5] = {v->in, v->out, v->in_next, v->out_next, v->in_old};
     for (int k = 0; !err && k < 5; k++) {
         struct upchan *c = cs[k];
@@ -1017,13 +1062,8 @@ static void vc_kick(struct upvc *v)
         }
         ch_interest(c);
     }
-    if (err) {
-        vc_fail(v, err[0] ? err : "the association closed");
-        return;
-    }
-    mp_io_set(v->u->loop, &v->sp,
-              (mp_buf_avail(&v->held) < UP_WINDOW ? MP_READ : 0) |
-                  (mp_buf_avail(&v->sp_wq) ? MP_WRITE : 0));
+    if (err)
+        vc_fail(v, err);
 }
 
 static void ping_cb(struct mp_timer *t)
@@ -1095,26 +1135,26 @@ static void vc_unlink(struct upvc *v)
         v->next->prev = v->prev;
     mp_timer_cancel(u->loop, &v->ping);
     mp_timer_cancel(u->loop, &v->out_wait);
+    mp_timer_cancel(u->loop, &v->feed);
     mp_rpch_pin_free(v->pend_in);
     v->pend_in = NULL;
     struct upchan *cs[5] = {v->in, v->out, v->in_next, v->out_next, v->in_old};
     for (int k = 0; k < 5; k++)
         chan_free(u->loop, cs[k]);
     v->in = v->out = v->in_next = v->out_next = v->in_old = NULL;
-    if (v->sp.fd >= 0)
-        mp_io_close(u->loop, &v->sp);
     if (v->pass_basic)
         mp_ntlm_cleanse(v->pass_basic, strlen(v->pass_basic));
     free(v->pass_basic);
     v->pass_basic = NULL;
-    mp_buf_free(&v->sp_wq);
-    mp_buf_free(&v->sp_rq);
+    mp_buf_free(&v->to_a);
     mp_buf_free(&v->held);
     if (mp_loop_defer(u->loop, vc_free, v))
         free(v);
 }
 
-/* Ends the virtual connection: the association sees its upstream close. */
+/* Ends the virtual connection; the association is told (its upstream
+ * failed with why; it acts on it at its own flush or on the next loop
+ * turn, so this may run anywhere), unless it let go already. */
 static void vc_fail(struct upvc *v, const char *why)
 {
     if (v->dying)
@@ -1123,7 +1163,13 @@ static void vc_fail(struct upvc *v, const char *why)
         mp_debug("rpch upstream %s: virtual connection closed: %s", v->peer, why);
     else
         mp_warn("rpch upstream %s: virtual connection closed: %s", v->peer, why);
+    struct assoc *a = v->a;
+    char msg[300];
+    snprintf(msg, sizeof msg, "RPC over HTTP virtual connection closed: %s", why);
+    v->a = NULL;
     vc_unlink(v);
+    if (a)
+        mp_dce_up_failed(a, msg);
 }
 
 /* A new channel (TCP connect under way) to the upstream's RPC proxy. */
@@ -1313,21 +1359,22 @@ static struct upchan *chan_pinned(struct upvc *v, bool out, struct mp_rpch_pin *
     return c;
 }
 
-int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uint16_t port)
+void *mp_rpch_up_open(struct mp_rpch_up *u, struct assoc *a, const void *key, const char *peer,
+                      uint16_t port, const struct mp_dce_up_ops **ops)
 {
     struct upvc *v = calloc(1, sizeof *v);
-    int sv[2] = {-1, -1};
     if (!v)
-        return -1;
+        return NULL;
     v->u = u;
     v->port = port;
-    v->sp.fd = -1;
     v->in_left = u->cfg->rpch_up_in_length;
     v->last_in_ms = mp_now_ms();
     v->ping.cb = ping_cb;
     v->ping.data = v;
     v->out_wait.cb = out_wait_cb;
     v->out_wait.data = v;
+    v->feed.cb = feed_cb;
+    v->feed.data = v;
     v->key = key;
     snprintf(v->peer, sizeof v->peer, "%s", peer);
     v->next = u->all;
@@ -1335,12 +1382,8 @@ int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uin
         u->all->prev = v;
     u->all = v;
     if (getrandom(&v->vc, 16, 0) != 16 || getrandom(&v->inc, 16, 0) != 16 ||
-        getrandom(&v->outc, 16, 0) != 16 || getrandom(&v->group, 16, 0) != 16 ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        getrandom(&v->outc, 16, 0) != 16 || getrandom(&v->group, 16, 0) != 16)
         goto fail;
-    v->sp.fd = sv[0];
-    v->sp.cb = sp_cb;
-    v->sp.data = v;
     struct pinent *pe = pin_take(key);
     v->out = chan_pinned(v, true, pe ? pe->pin[1] : NULL);
     v->in = v->out ? chan_pinned(v, false, pe ? pe->pin[0] : NULL) : NULL;
@@ -1350,16 +1393,16 @@ int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uin
     pinent_free(pe);
     if (!v->out || !v->in || queue_heads(v))
         goto fail;
-    mp_io_set(u->loop, &v->sp, MP_READ);
     mp_debug("rpch upstream %s: connecting to %s:%u for ?%s:%u", peer, u->cfg->rpch_upstream.host,
              u->cfg->rpch_upstream.port, u->server, port);
-    return sv[1];
+    v->a = a;
+    v->a_want = true;
+    *ops = &up_ops;
+    return v;
 fail:
     mp_warn("rpch upstream %s: cannot open a virtual connection: %s", peer, strerror(errno));
-    if (sv[1] >= 0)
-        close(sv[1]);
     vc_unlink(v);
-    return -1;
+    return NULL;
 }
 
 int mp_rpch_up_target(const struct mp_config *cfg, struct sockaddr_storage *addr, socklen_t *len,

@@ -3,10 +3,10 @@
  * (MS-RPCH 3.2.2: CONN/A1 on RPC_OUT_DATA, CONN/B1 on RPC_IN_DATA, CONN/A3
  * and CONN/C2 awaited, flow control both ways, Ping on an idle IN channel).
  *
- * Each association's upstream connection is one virtual connection.  The
- * association sees a connected stream socket (one end of a socketpair)
- * carrying the inner DCE/RPC PDUs; the other end is read and written here.
- * doc/internals/rpch.md. */
+ * Each association's upstream connection is one virtual connection, the
+ * association's upstream carrier (transport/dcerpc/carrier.h): the inner
+ * DCE/RPC PDUs are handed over in-process both ways, with no socket in
+ * between.  doc/internals/rpch.md. */
 #ifndef MP_TRANSPORT_RPCH_UPCLIENT_H
 #define MP_TRANSPORT_RPCH_UPCLIENT_H
 #include <stdint.h>
@@ -23,12 +23,16 @@ struct mp_rpch_up;
 struct mp_rpch_up *mp_rpch_up_new(struct mp_loop *loop, const struct mp_config *cfg, bool *failed);
 /* Closes every virtual connection. */
 void mp_rpch_up_free(struct mp_rpch_up *u);
-/* A virtual connection to ?SERVER:port (peer names the association in log
- * lines): the caller's end of its socketpair (non-blocking), or -1.  key:
- * the association's carrier (an RPC over HTTP client's virtual connection)
- * or NULL; with pins for that key (HTTP logon pass-through) the channels
- * use the client's logon. */
-int mp_rpch_up_open(struct mp_rpch_up *u, const void *key, const char *peer, uint16_t port);
+/* A virtual connection to ?SERVER:port as association a's upstream carrier
+ * (transport/dcerpc/carrier.h: *ops set; peer names the association in
+ * log lines): the carrier, or NULL after a logged error.  key: the
+ * association's client carrier (an RPC over HTTP client's virtual
+ * connection) or NULL; with pins for that key (HTTP logon pass-through) the
+ * channels use the client's logon. */
+struct assoc;
+struct mp_dce_up_ops;
+void *mp_rpch_up_open(struct mp_rpch_up *u, struct assoc *a, const void *key, const char *peer,
+                      uint16_t port, const struct mp_dce_up_ops **ops);
 
 /* HTTP logon pass-through (mapiproxy:http auth = pass-through): a client
  * channel's logon toward the upstream's RPC proxy.  fd >= 0: the upstream
