@@ -9,8 +9,8 @@
  * on (NTLM raw or inside SPNEGO under Negotiate; no keytab, so Kerberos
  * tokens are refused after parsing) and one account.  Each line also goes through mp_b64_decode();
  * what decodes must encode back to the same text, and through
- * mp_hauth_peek_identity() (pass-through's account of a channel).  Checks: no crash, no leak, the verdicts are the
- * three known ones, a PASS names a user. */
+ * mp_hauth_peek_identity() (pass-through's account of a channel).  Checks: no crash, no leak, the
+ * verdicts are the three known ones, a PASS names a user. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

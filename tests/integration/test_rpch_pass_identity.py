@@ -64,7 +64,7 @@ def test_other_account_with_leaked_cookie_refused(make_proxy, env, reference,  #
     p = start(make_proxy, env, **pass_opts(env))
     try:
         t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, http_auth, "alice", ALICE_PW,
-                             PRIVACY, in_length=4096)
+                             PRIVACY, in_length=1024)
         assert nspi_answers(d) == want_n
         vc = t._RPCProxyClient__virtualConnectionCookie
         pred = t._RPCProxyClient__inChannelCookie

@@ -81,8 +81,8 @@ static void test_peek_identity(void)
     uint8_t nt[48] = {1}, lm[24] = {0};
     struct mp_buf am = {0}, sp = {0}, b64 = {0};
     CHECK(mp_ntlmssp_build_authenticate(&am, MP_NTLMSSP_NEGOTIATE_UNICODE, lm, sizeof lm, nt,
-                                        sizeof nt, dom, sizeof dom, usr, sizeof usr, NULL, 0,
-                                        NULL, 0, NULL, false) == 0);
+                                        sizeof nt, dom, sizeof dom, usr, sizeof usr, NULL, 0, NULL,
+                                        0, NULL, false) == 0);
     char line[4096], who[520];
     CHECK(mp_b64_encode(am.data, am.len, &b64) == 0);
     int n = snprintf(line, sizeof line, "NTLM %.*s", (int)b64.len, (const char *)b64.data);

@@ -229,6 +229,8 @@ static void test_out_r2_successor(int bad)
                              .out_length = 8192};
     struct mp_rpch *r = mp_rpch_new(loop, &o, &sink, NULL);
     static struct sess s_next;
+    mp_buf_free(&s_in.got);
+    mp_buf_free(&s_out.got);
     memset(&s_in, 0, sizeof s_in);
     memset(&s_out, 0, sizeof s_out);
     memset(&s_next, 0, sizeof s_next);

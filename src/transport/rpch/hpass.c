@@ -240,8 +240,7 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
         l->chk_out = out;
         l->chk_cont = cont;
         l->chk_length = length;
-    }
-    else if (mp_hauth_peek_identity(authz, al, l->leg_user, sizeof l->leg_user) != 1)
+    } else if (mp_hauth_peek_identity(authz, al, l->leg_user, sizeof l->leg_user) != 1)
         l->leg_user[0] = 0;
     /* a leg: to the pinned connection, the target naming the upstream's server */
     const char *port = NULL;

@@ -48,16 +48,16 @@ struct mp_rpch_chan {
     uint8_t first[FIRST_MAX];
     size_t nfirst;
     bool started;
-    bool successor; /* an OUT channel that began with OUT_R1/A3 */
-    bool c1;        /* ... whose OUT_R2/C1 came */
+    bool successor;   /* an OUT channel that began with OUT_R1/A3 */
+    bool c1;          /* ... whose OUT_R2/C1 came */
     uint8_t tail[32]; /* ... the PDU after its A3 so far (OUT_R2/C1 is 24 bytes) */
     size_t ntail;
     char host_addr[64];
     uint16_t port;
     struct mp_rpch_pin *pin; /* pass-through: the client's logon toward the upstream */
     struct mp_timer first_t; /* until its first RTS PDU is complete (the pairing timeout) */
-    char user[520];          /* who logged on for it (terminated, or the upstream took it), else "" */
-    bool krb;                /* pass-through: a Kerberos ticket, whose name the proxy cannot read */
+    char user[520]; /* who logged on for it (terminated, or the upstream took it), else "" */
+    bool krb;       /* pass-through: a Kerberos ticket, whose name the proxy cannot read */
 };
 
 struct mp_rpch {
@@ -507,7 +507,7 @@ static const char *successor_body(struct mp_rpch_chan *c, const uint8_t *p, size
         size_t k = want - c->ntail < n ? want - c->ntail : n;
         memcpy(c->tail + c->ntail, p, k);
         c->ntail += k, p += k, n -= k;
-        if (c->ntail < 10 || c->ntail < want)
+        if (c->ntail < want || want == 10) /* the header's first 10 bytes name the length */
             continue;
         struct mp_rts_pdu pdu;
         if ((err = mp_rts_decode(c->tail, c->ntail, &pdu)))
@@ -541,8 +541,12 @@ static const char *chan_start(struct mp_rpch_chan *c)
         mp_warn("rpch %s: channel from %s:%u logged on as %s, the virtual connection is %s's: "
                 "refused",
                 v->cookie, c->host_addr, c->port,
-                c->krb ? "a Kerberos principal" : c->user[0] ? c->user : "nobody",
-                v->krb ? "a Kerberos principal" : v->user[0] ? v->user : "nobody");
+                c->krb       ? "a Kerberos principal"
+                : c->user[0] ? c->user
+                             : "nobody",
+                v->krb       ? "a Kerberos principal"
+                : v->user[0] ? v->user
+                             : "nobody");
         return "a channel logged on as another identity for the virtual connection";
     }
     if (recycle && c->out) {
