@@ -8,8 +8,9 @@
  * then AUTHENTICATE sequences are reached), with NTLM, Basic and Negotiate
  * on (NTLM raw or inside SPNEGO under Negotiate; no keytab, so Kerberos
  * tokens are refused after parsing) and one account.  Each line also goes through mp_b64_decode();
- * what decodes must encode back to the same text.  Checks: no crash, no leak, the verdicts are the
- * three known ones, a PASS names a user. */
+ * what decodes must encode back to the same text, and through
+ * mp_hauth_peek_identity() (pass-through's account of a channel).  Checks: no crash, no leak, the
+ * verdicts are the three known ones, a PASS names a user. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
         check_b64(p, n);
+        /* pass-through's reading of the same header (NTLM raw or in SPNEGO,
+         * Basic, Kerberos recognised without a name) */
+        char who[520];
+        int k = mp_hauth_peek_identity(n ? p : NULL, n, who, sizeof who);
+        if (k < 0 || k > 3 || ((k == 1 || k == 2) && !who[0]) || (k != 1 && k != 2 && who[0]))
+            abort();
         struct mp_buf hdrs = {0};
         char why[200];
         enum mp_hauth_verdict v = mp_hauth_client(&ha, &c, n ? p : NULL, n, &hdrs, why, sizeof why);

@@ -36,16 +36,17 @@ ALICE_PW = "Cl1ent-Alice"
 PROXY_USER, PROXY_PW = "Administrator", "Adm1n!Proxy"
 
 
-def rpch_files(d):
+def rpch_files(d, lab_users=""):
     """The certificates and secrets of an RPC-over-HTTP lab and proxy in d:
-    (lab cert, proxy cert, the lab's users file, the proxy's credentials file,
-    the proxy's upstream password file); the secret files mode 0600."""
+    (lab cert, proxy cert, the lab's users file (lab_users: more lines for
+    it), the proxy's credentials file, the proxy's upstream password file);
+    the secret files mode 0600."""
     make_ca(d, "ca")
     lab_cert = make_cert(d, "ca", "lab", ["DNS:localhost", "DNS:exlab01.lab.example"])
     proxy_cert = make_cert(d, "ca", "proxy", ["DNS:mail.proxy.test", "IP:127.0.0.1"])
     users = os.path.join(d, "lab-users")
     with open(users, "w") as f:
-        f.write(f"{PROXY_USER}:LAB:{PROXY_PW}\nalice:LAB:{ALICE_PW}\n")
+        f.write(f"{PROXY_USER}:LAB:{PROXY_PW}\nalice:LAB:{ALICE_PW}\n{lab_users}")
     creds = os.path.join(d, "proxy-users")
     with open(creds, "w") as f:
         f.write(f"alice:LAB:{compute_nthash(ALICE_PW).hex()}\n")
@@ -57,10 +58,10 @@ def rpch_files(d):
     return lab_cert, proxy_cert, users, creds, pwfile
 
 
-def rpch_lab_env(d, *lab_args):
+def rpch_lab_env(d, *lab_args, lab_users=""):
     """Generator: the lab (RPC over HTTP on TLS, privacy required, lab_args
     added) and rpch_files in d; yields the env dict, stops the lab after."""
-    lab_cert, proxy_cert, users, creds, pwfile = rpch_files(d)
+    lab_cert, proxy_cert, users, creds, pwfile = rpch_files(d, lab_users)
     lab_log = os.path.join(d, "lab.log")
     logf = open(lab_log, "w")
     proc = subprocess.Popen(

@@ -158,3 +158,53 @@ def test_out_channel_recycled_mid_session(make_proxy, env, reference, http_auth)
     # the proxy closes each predecessor OUT channel after its OUT_R2/B3
     assert t.old_out_closed == [True] * t.out_recycles, t.old_out_closed
     assert log.count("OUT channel recycled") >= t.out_recycles
+
+
+def test_out_successor_body_other_than_c1(make_proxy, env, reference, monkeypatch):  # noqa: F811
+    """After OUT_R2/A3 the client may send only OUT_R2/C1 on the successor
+    OUT channel (MS-RPCH 3.2.2.5.9; the outbound proxy's B1OrC1W and R2C1W
+    states).  A client that sends OUT_R1/A11 there (the last step of the
+    other sequence, which the proxy never runs toward the client) commits a
+    protocol error: the proxy decodes the successor's body and ends the
+    virtual connection (3.2.4.5.14) with the reason in its log; the next
+    client goes on."""
+    import rpch_recycle
+    p = start(make_proxy, env, **{"mapiproxy:rpc over http out channel length": "16K"})
+    monkeypatch.setattr(rpch_recycle, "out_r2_c1", ance)  # OUT_R1/A11 in C1's place
+    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC, "alice", ALICE_PW,
+                         PRIVACY, in_length=IN_LENGTH)
+
+    def session():
+        try:
+            for _ in range(8):
+                nspi_answers(d)
+        except Exception:
+            pass
+    # Impacket's client does not notice its OUT channel closing while it
+    # waits for IN_R1/A4: the session runs aside and its sockets are closed
+    # once the proxy's line is there
+    import threading
+    import time
+    th = threading.Thread(target=session, daemon=True)
+    th.start()
+    deadline = time.time() + 30
+    while time.time() < deadline and "a PDU other than OUT_R2/C1" not in p.log():
+        time.sleep(0.2)
+    for ch in list(t._channels().values()):
+        try:
+            ch.sock.close()
+        except Exception:
+            pass
+    th.join(10)
+    monkeypatch.undo()
+    t, d = recycling_dce(p.url, 6004, nspi.MSRPC_UUID_NSPI, AUTH_BASIC, "alice", ALICE_PW,
+                         PRIVACY, in_length=IN_LENGTH)
+    for _ in range(3):
+        assert nspi_answers(d) == reference[1]
+    assert t.out_recycles >= 1
+    d.disconnect()
+    p.stop()
+    log = p.log()
+    assert ("virtual connection closed: a PDU other than OUT_R2/C1 on the successor OUT "
+            "channel") in log, log[-3000:]
+    assert log.count("virtual connection closed: a PDU other than OUT_R2/C1") == 1

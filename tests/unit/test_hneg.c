@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/ntlmssp.h"
+#include "auth/spnego.h"
+#include "core/buf.h"
 #include "testlib.h"
 #include "transport/http/hauth.h"
 #include "transport/http/hneg.h"
@@ -67,8 +70,47 @@ static void test_refusals(void)
     CHECK(err[0] != 0);
 }
 
+/* Pass-through's reading of a client's Authorization (mp_hauth_peek_identity,
+ * rpch.c's account per virtual connection): an NTLM AUTHENTICATE raw and
+ * inside SPNEGO (a NegTokenResp's responseToken, as after NTLM legs under
+ * Negotiate) names DOMAIN\user; a Kerberos AP-REQ under Negotiate (here its
+ * framing only) is 3 with no name; Basic names its user. */
+static void test_peek_identity(void)
+{
+    static const uint8_t dom[] = {'L', 0, 'A', 0, 'B', 0}, usr[] = {'b', 0, 'o', 0, 'b', 0};
+    uint8_t nt[48] = {1}, lm[24] = {0};
+    struct mp_buf am = {0}, sp = {0}, b64 = {0};
+    CHECK(mp_ntlmssp_build_authenticate(&am, MP_NTLMSSP_NEGOTIATE_UNICODE, lm, sizeof lm, nt,
+                                        sizeof nt, dom, sizeof dom, usr, sizeof usr, NULL, 0, NULL,
+                                        0, NULL, false) == 0);
+    char line[4096], who[520];
+    CHECK(mp_b64_encode(am.data, am.len, &b64) == 0);
+    int n = snprintf(line, sizeof line, "NTLM %.*s", (int)b64.len, (const char *)b64.data);
+    CHECK_EQ(mp_hauth_peek_identity(line, (size_t)n, who, sizeof who), 1);
+    CHECK(strcmp(who, "LAB\\bob") == 0);
+    CHECK(mp_spnego_build_resp(&sp, MP_SPNEGO_ACCEPT_INCOMPLETE, NULL, 0, am.data, am.len, NULL,
+                               0) == 0);
+    b64.len = b64.off = 0;
+    CHECK(mp_b64_encode(sp.data, sp.len, &b64) == 0);
+    n = snprintf(line, sizeof line, "Negotiate %.*s", (int)b64.len, (const char *)b64.data);
+    CHECK_EQ(mp_hauth_peek_identity(line, (size_t)n, who, sizeof who), 1);
+    CHECK(strcmp(who, "LAB\\bob") == 0);
+    /* GSS framing of a krb5 AP-REQ (RFC 4121 4.1): 60 len 06 09 <krb5 OID> 01 00 ... */
+    n = snprintf(line, sizeof line, "Negotiate YIIBAAYJKoZIhvcSAQICAQBuggEAMIH8oAMCAQU=");
+    CHECK_EQ(mp_hauth_peek_identity(line, (size_t)n, who, sizeof who), 3);
+    CHECK(who[0] == 0);
+    n = snprintf(line, sizeof line, "Basic TEFCXGJvYjpCMGItT3RoZXIh"); /* LAB\bob:B0b-Other! */
+    CHECK_EQ(mp_hauth_peek_identity(line, (size_t)n, who, sizeof who), 2);
+    CHECK(strcmp(who, "LAB\\bob") == 0);
+    CHECK_EQ(mp_hauth_peek_identity("Bearer abc", 10, who, sizeof who), 0);
+    mp_buf_free(&am);
+    mp_buf_free(&sp);
+    mp_buf_free(&b64);
+}
+
 int main(void)
 {
     test_refusals();
+    test_peek_identity();
     TEST_DONE();
 }

@@ -213,11 +213,112 @@ static void test_partner_never_comes(void)
     mp_rpch_free(r);
 }
 
+/* OUT_R2 toward the client (8 KiB OUT channel): the successor's answer head
+ * goes only at the switch, after OUT_R2/B3 on the predecessor (MS-RPCH
+ * 3.2.4.5.10 steps 2 to 5), followed by the held PDUs; its body after
+ * OUT_R2/A3 is decoded: one OUT_R2/C1 (before or after the switch) is
+ * taken, anything else (bad: 1 a Ping, 2 OUT_R1/A11, 3 a second C1 after
+ * the switch, 4 a truncated PDU then junk) is a protocol error that ends
+ * the virtual connection (3.2.4.5.14), with its reason. */
+static void test_out_r2_successor(int bad)
+{
+    struct mp_rpch_opts o = {.recv_window = 65536,
+                             .conn_timeout_ms = 120000,
+                             .pair_timeout_ms = 1000,
+                             .max_pending = 1 << 20,
+                             .out_length = 8192};
+    struct mp_rpch *r = mp_rpch_new(loop, &o, &sink, NULL);
+    static struct sess s_next;
+    mp_buf_free(&s_in.got);
+    mp_buf_free(&s_out.got);
+    memset(&s_in, 0, sizeof s_in);
+    memset(&s_out, 0, sizeof s_out);
+    memset(&s_next, 0, sizeof s_next);
+    memset(&as, 0, sizeof as);
+    uint8_t a1[128], b1[128], a3[128], a7[128], c1[32];
+    size_t na = t_unhex(IMPACKET_A1, a1, sizeof a1), nb = t_unhex(IMPACKET_B1, b1, sizeof b1);
+    size_t n3 = t_unhex(IMPACKET_OUT_R1_A3, a3, sizeof a3);
+    size_t n7 = t_unhex(IMPACKET_OUT_R1_A7, a7, sizeof a7);
+    size_t nc = t_unhex(IMPACKET_OUT_R2_C1, c1, sizeof c1);
+    struct mp_rpch_chan *in = mp_rpch_chan_new(r, false, "192.0.2.7", 5555, 1u << 30, &host, &s_in);
+    struct mp_rpch_chan *out = mp_rpch_chan_new(r, true, "192.0.2.7", 5556, 76, &host, &s_out);
+    CHECK(mp_rpch_chan_data(out, a1, na) == NULL);
+    CHECK(mp_rpch_chan_data(in, b1, nb) == NULL);
+    CHECK_EQ(as.opened, 1);
+    static uint8_t resp[3000];
+    resp[0] = 5, resp[2] = MP_PT_RESPONSE, resp[3] = 3, resp[4] = 0x10;
+    mp_put16(resp + 8, sizeof resp);
+    for (int k = 0; k < 3; k++) /* the third would leave less than the reserve */
+        mp_buf_append(&as.out, resp, sizeof resp);
+    CHECK(as.ops->flush(as.carrier, &as.out) == 0);
+    size_t before = s_out.got.len;
+    struct mp_rpch_chan *next = mp_rpch_chan_new(r, true, "192.0.2.7", 5557, 120, &host, &s_next);
+    CHECK(mp_rpch_chan_data(next, a3, n3) == NULL);
+    CHECK_EQ(s_next.got.len, 0u); /* no head at OUT_R2/A3 */
+    struct mp_rts_pdu p;
+    CHECK(mp_rts_decode(s_out.got.data + before, s_out.got.len - before, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_OUT_R2_A5); /* OUT_R2/A6 on the predecessor */
+    uint8_t x[64];
+    size_t nx = 0;
+    if (bad == 1) {
+        mp_rts_ping(&p);
+        nx = mp_rts_encode(&p, x, sizeof x);
+    } else if (bad == 2) {
+        mp_rts_out_r1_a10(&p); /* OUT_R1/A11: the same layout */
+        nx = mp_rts_encode(&p, x, sizeof x);
+    } else if (bad == 4) {
+        memcpy(x, c1, nc);
+        mp_put16(x + 8, 200); /* longer than any PDU allowed here */
+        nx = nc;
+    }
+    if (nx) {
+        CHECK(mp_rpch_chan_data(next, x, nx) != NULL);
+        CHECK(s_in.closed == 1 && s_out.closed == 1 && s_next.closed == 1);
+        CHECK(strstr(s_in.why, "successor OUT channel") != NULL);
+        CHECK_EQ(as.closed, 1);
+        CHECK_EQ(mp_rpch_count(r), 0u);
+        goto done;
+    }
+    CHECK(mp_rpch_chan_data(next, c1, 7) == NULL); /* C1 before the switch, in pieces */
+    CHECK(mp_rpch_chan_data(next, c1 + 7, nc - 7) == NULL);
+    before = s_out.got.len;
+    CHECK(mp_rpch_chan_data(in, a7, n7) == NULL); /* OUT_R2/A7 */
+    CHECK(mp_rts_decode(s_out.got.data + before, s_out.got.len - before, &p) == NULL);
+    CHECK_EQ(mp_rts_identify(&p), MP_RTS_OUT_R2_B3);
+    CHECK_EQ(s_out.closed, 1); /* closed once B3 is written */
+    const char *head = (const char *)s_next.got.data;
+    CHECK(s_next.got.len > 22 && memcmp(head, "HTTP/1.1 200 Success\r\n", 22) == 0);
+    const uint8_t *body = (const uint8_t *)strstr(head, "\r\n\r\n") + 4;
+    CHECK_EQ(s_next.got.len - (size_t)(body - s_next.got.data), sizeof resp); /* the held PDU */
+    if (bad == 3) {
+        CHECK(mp_rpch_chan_data(next, c1, nc) != NULL); /* a second C1 */
+        CHECK(s_in.closed == 1 && s_next.closed == 1);
+        CHECK(strstr(s_in.why, "after OUT_R2/C1") != NULL);
+        CHECK_EQ(mp_rpch_count(r), 0u);
+    } else {
+        CHECK(s_in.closed == 0 && s_next.closed == 0);
+        CHECK_EQ(mp_rpch_count(r), 1u);
+    }
+done:
+    mp_rpch_chan_free(in);
+    mp_rpch_chan_free(out);
+    mp_rpch_chan_free(next);
+    mp_rpch_free(r);
+    run_for(10);
+    mp_buf_free(&s_in.got);
+    mp_buf_free(&s_out.got);
+    mp_buf_free(&s_next.got);
+    mp_buf_free(&as.in);
+    mp_buf_free(&as.out);
+}
+
 int main(void)
 {
     loop = mp_loop_new();
     test_pair_and_relay();
     test_partner_never_comes();
+    for (int bad = 0; bad <= 4; bad++)
+        test_out_r2_successor(bad);
     mp_buf_free(&s_in.got);
     mp_buf_free(&s_out.got);
     mp_loop_free(loop);

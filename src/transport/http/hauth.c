@@ -553,14 +553,30 @@ int mp_hauth_peek_identity(const char *authz, size_t len, char *who, size_t n)
         v++, vl--;
     while (vl && v[vl - 1] == ' ')
         vl--;
+    bool nego = sl == 9 && !strncasecmp(authz, "Negotiate", 9);
     uint8_t tok[4096];
     long k = mp_b64_decode(v, vl, tok, sizeof tok - 1);
     if (k <= 0)
-        return 0;
+        return nego && vl ? 3 : 0; /* a Kerberos ticket with a large PAC is longer */
     int r = 0;
-    if ((sl == 4 && !strncasecmp(authz, "NTLM", 4)) ||
-        (sl == 9 && !strncasecmp(authz, "Negotiate", 9))) {
+    if ((sl == 4 && !strncasecmp(authz, "NTLM", 4)) || nego) {
         r = ntlm_who(tok, (size_t)k, who, n);
+        struct mp_spnego_init ini;
+        struct mp_spnego_resp rs;
+        /* SPNEGO around NTLM: the AUTHENTICATE is a NegTokenResp's
+         * responseToken (or, from a client that skips the negotiation, a
+         * NegTokenInit's mechToken) */
+        if (!r && nego && mp_spnego_token_kind(tok, (size_t)k) == 1 &&
+            !mp_spnego_parse_resp(tok, (size_t)k, &rs) && rs.token)
+            r = ntlm_who(rs.token, rs.token_len, who, n);
+        else if (!r && nego && mp_spnego_token_kind(tok, (size_t)k) == 0 &&
+                 !mp_spnego_parse_init(tok, (size_t)k, &ini) && ini.mech_token)
+            r = ntlm_who(ini.mech_token, ini.mech_token_len, who, n);
+        /* anything else under Negotiate on a request the server takes is a
+         * Kerberos AP-REQ (raw or in SPNEGO): the client's name is inside
+         * the ticket, encrypted for the server */
+        if (!r && nego && mp_ntlmssp_msg_type(tok, (size_t)k) < 0)
+            r = 3;
     } else if (sl == 5 && !strncasecmp(authz, "Basic", 5)) {
         tok[k] = 0;
         char *colon = memchr(tok, ':', (size_t)k);

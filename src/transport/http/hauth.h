@@ -73,8 +73,11 @@ void mp_hauth_conn_free(struct mp_hauth_conn *c);
  * "DOMAIN\user" (or "user"), into who.  Not verified here: the upstream
  * verifies it.  Returns 1 for an NTLM AUTHENTICATE (raw, under "NTLM" or
  * "Negotiate": the connection's identity from now on), 2 for Basic (this
- * request's), 0 when the header names nobody the proxy can read (Kerberos,
- * SPNEGO, Bearer, a handshake's first leg, none). */
+ * request's), 3 for a Negotiate token that is not NTLM (a Kerberos AP-REQ,
+ * raw or in SPNEGO: the client's name is encrypted for the server; who is
+ * ""), 0 when the header names nobody (Bearer, an NTLM handshake's first
+ * leg, none).  NTLM inside SPNEGO (NegTokenResp or NegTokenInit) is read
+ * as NTLM. */
 int mp_hauth_peek_identity(const char *authz, size_t len, char *who, size_t n);
 
 /* The proxy's logon on one upstream connection. */

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "net/conn.h"
 #include "net/tls.h"
+#include "transport/http/hauth.h"
 #include "transport/rpch/upclient.h"
 
 #define LEG_MAX_HEAD 16384 /* a client request head or an upstream answer head */
@@ -45,6 +46,11 @@ struct mp_rpch_leg {
     struct mp_rpch_pin *chk;
     bool chk_out, chk_cont;
     uint64_t chk_length;
+    /* NTLM on a leg (an AUTHENTICATE on a request without a body): its
+     * user, and once the upstream answered that leg with a 2xx the
+     * connection's, which a later channel request without Authorization
+     * carries */
+    char leg_user[520], conn_user[520];
     struct mp_timer tmo; /* the upstream's answer to a leg: mapiproxy:http upstream timeout */
 };
 
@@ -214,6 +220,7 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
             return false;
         }
         pin->fd = -1;
+        snprintf(pin->user, sizeof pin->user, "%s", l->conn_user);
         return chan_go(l, out, length, cont, pin, rest, rl);
     }
     /* A leg, or the channel request with its logon (then the head the
@@ -226,11 +233,15 @@ static bool leg_request(struct mp_rpch_leg *l, const char *method, const char *t
         }
         l->chk->fd = -1;
         l->chk->length = mp_rpch_up_chan_length(l->p->cfg, out, length);
+        /* the account the channel is for, if the upstream takes it (read
+         * here, kept only then: up_answer's 100 Continue) */
+        l->chk->krb = mp_hauth_peek_identity(authz, al, l->chk->user, sizeof l->chk->user) == 3;
         snprintf(l->chk->authz, sizeof l->chk->authz, "Authorization: %.*s\r\n", (int)al, authz);
         l->chk_out = out;
         l->chk_cont = cont;
         l->chk_length = length;
-    }
+    } else if (mp_hauth_peek_identity(authz, al, l->leg_user, sizeof l->leg_user) != 1)
+        l->leg_user[0] = 0;
     /* a leg: to the pinned connection, the target naming the upstream's server */
     const char *port = NULL;
     for (size_t i = tl; i > pl; i--)
@@ -385,6 +396,9 @@ static bool up_answer(struct mp_rpch_leg *l, bool eof)
         leg_fail(l, why);
         return false;
     }
+    if (hl >= 12 && !memcmp(h, "HTTP/1.", 7) && h[9] == '2' && l->leg_user[0])
+        /* the leg's NTLM logon taken: the connection's account */
+        snprintf(l->conn_user, sizeof l->conn_user, "%s", l->leg_user);
     mp_buf_consume(&l->up_in, hl + cl);
     mp_buf_trim(&l->up_in);
     l->waiting = false;

@@ -20,6 +20,7 @@
 struct vcent {
     struct vcent *next;
     char user[520]; /* its first channel's identity: every other channel's must be it */
+    bool krb;       /* ... a Kerberos logon passed through (no name the proxy can read) */
     struct mp_rpch *r;
     struct mp_rpch_vc vc;
     struct mp_rpch_chan *in, *out;
@@ -47,12 +48,16 @@ struct mp_rpch_chan {
     uint8_t first[FIRST_MAX];
     size_t nfirst;
     bool started;
-    bool successor; /* an OUT channel that began with OUT_R1/A3 */
+    bool successor;   /* an OUT channel that began with OUT_R1/A3 */
+    bool c1;          /* ... whose OUT_R2/C1 came */
+    uint8_t tail[32]; /* ... the PDU after its A3 so far (OUT_R2/C1 is 24 bytes) */
+    size_t ntail;
     char host_addr[64];
     uint16_t port;
     struct mp_rpch_pin *pin; /* pass-through: the client's logon toward the upstream */
     struct mp_timer first_t; /* until its first RTS PDU is complete (the pairing timeout) */
-    char user[520];          /* who logged on to the proxy for it (terminated), else "" */
+    char user[520]; /* who logged on for it (terminated, or the upstream took it), else "" */
+    bool krb;       /* pass-through: a Kerberos ticket, whose name the proxy cannot read */
 };
 
 struct mp_rpch {
@@ -480,6 +485,46 @@ const char *mp_rpch_up_wants_out_recycling(const void *key)
     return NULL;
 }
 
+/* A successor OUT channel's body after its OUT_R2/A3: the client's
+ * OUT_R2/C1 (3.2.2.5.9), before or after the switch (the outbound proxy's
+ * B1OrC1W and R2C1W states), and nothing else: any other PDU, a second
+ * C1 or bytes after it are a protocol error, which ends the virtual
+ * connection (3.2.4.5.14: all its OUT channels close). */
+static const char *successor_body(struct mp_rpch_chan *c, const uint8_t *p, size_t n)
+{
+    struct vcent *v = c->v;
+    const char *err = NULL;
+    while (n && !err) {
+        if (c->c1) {
+            err = "bytes after OUT_R2/C1 on the successor OUT channel";
+            break;
+        }
+        size_t want = c->ntail < 10 ? 10 : mp_get16(c->tail + 8);
+        if (c->ntail >= 10 && (want < MP_RTS_HDR_LEN || want > sizeof c->tail)) {
+            err = "a PDU other than OUT_R2/C1 on the successor OUT channel";
+            break;
+        }
+        size_t k = want - c->ntail < n ? want - c->ntail : n;
+        memcpy(c->tail + c->ntail, p, k);
+        c->ntail += k, p += k, n -= k;
+        if (c->ntail < want || want == 10) /* the header's first 10 bytes name the length */
+            continue;
+        struct mp_rts_pdu pdu;
+        if ((err = mp_rts_decode(c->tail, c->ntail, &pdu)))
+            break;
+        if (mp_rts_identify(&pdu) != MP_RTS_OUT_R2_C1) {
+            err = "a PDU other than OUT_R2/C1 on the successor OUT channel";
+            break;
+        }
+        c->c1 = true;
+        c->ntail = 0;
+    }
+    if (!err)
+        return NULL;
+    vc_end(v, err); /* its line names the PDU; c is closed with the others */
+    return "protocol error on the successor OUT channel";
+}
+
 /* The channel's first PDU is complete: pair it. */
 static const char *chan_start(struct mp_rpch_chan *c)
 {
@@ -492,8 +537,18 @@ static const char *chan_start(struct mp_rpch_chan *c)
     /* a channel logged on as another identity never joins a virtual
      * connection (its cookie is the client's secret, but a leaked one must
      * not let another account read or write the session) */
-    if (v && !same_account(v->user, c->user))
+    if (v && (v->krb != c->krb || !same_account(v->user, c->user))) {
+        mp_warn("rpch %s: channel from %s:%u logged on as %s, the virtual connection is %s's: "
+                "refused",
+                v->cookie, c->host_addr, c->port,
+                c->krb       ? "a Kerberos principal"
+                : c->user[0] ? c->user
+                             : "nobody",
+                v->krb       ? "a Kerberos principal"
+                : v->user[0] ? v->user
+                             : "nobody");
         return "a channel logged on as another identity for the virtual connection";
+    }
     if (recycle && c->out) {
         if (!v || !v->in || !v->out)
             return "OUT_R1/A3 for an unknown virtual connection";
@@ -504,8 +559,8 @@ static const char *chan_start(struct mp_rpch_chan *c)
         c->v = v;
         c->successor = true;
         v->out_next = c;
-        hand_pin(v, c);
-        send_out_head(c);
+        hand_pin(v, c); /* the upstream's own recycling goes on meanwhile */
+        /* its answer head goes at the switch, after OUT_R2/B3 (3.2.4.5.10) */
         mp_info("rpch %s: OUT channel recycling: successor from %s:%u", v->cookie, c->host_addr,
                 c->port);
         return flush(v); /* OUT_R1/A6 on the predecessor */
@@ -529,8 +584,10 @@ static const char *chan_start(struct mp_rpch_chan *c)
                       : "second IN channel for a virtual connection";
     if (!v && !(v = vc_new(c->r, &ck)))
         return "out of memory";
-    if (!v->in && !v->out)
+    if (!v->in && !v->out) {
         snprintf(v->user, sizeof v->user, "%s", c->user);
+        v->krb = c->krb;
+    }
     c->v = v;
     if (c->out) {
         v->out = c;
@@ -571,7 +628,7 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
     if (!c->v)
         return "the virtual connection is closed";
     if (c->out && c->successor)
-        return NULL; /* OUT_R2/C1 after the A3: nothing to act on */
+        return successor_body(c, p, n);
     if (c->out)
         return "data on the OUT channel after CONN/A1";
     struct vcent *v = c->v;
@@ -586,6 +643,9 @@ const char *mp_rpch_chan_data(struct mp_rpch_chan *c, const uint8_t *p, size_t n
         struct mp_rpch_chan *old = v->out;
         v->out = v->out_next;
         v->out_next = NULL;
+        /* 3.2.4.5.10 in that order: B3 on the predecessor (above), the
+         * switch, the successor's response head, then its PDUs */
+        send_out_head(v->out);
         old->v = NULL; /* detached: its session writes OUT_R2/B3, then closes it
                           (the outbound proxy closes it after B3, MS-RPCH 3.2.4.5.10) */
         old->host->close_flushed(old->owner, "OUT channel recycled");
@@ -667,4 +727,8 @@ void mp_rpch_chan_pin(struct mp_rpch_chan *c, struct mp_rpch_pin *pin)
 {
     mp_rpch_pin_free(c->pin);
     c->pin = pin;
+    /* the account the upstream took the logon of (hpass.c): every channel
+     * of a virtual connection must be its first channel's */
+    snprintf(c->user, sizeof c->user, "%s", pin ? pin->user : "");
+    c->krb = pin && pin->krb;
 }

@@ -47,6 +47,11 @@ struct mp_rpch_pin {
     char authz[12288];
     bool head_sent;  /* the channel's request head went already (hpass.c checked the logon) */
     uint64_t length; /* ... with this Content-Length */
+    /* whom the upstream took the logon of (hpass.c, from the client's
+     * Authorization: DOMAIN\user of NTLM or Basic), "" when the proxy cannot
+     * read it; krb: a Kerberos ticket (the name is encrypted for the server) */
+    char user[520];
+    bool krb;
 };
 /* The Content-Length of the upstream client's channel requests: the OUT
  * channel's fixed one, or mapiproxy:rpc over http upstream in channel length. */
