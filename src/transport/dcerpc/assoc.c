@@ -113,7 +113,7 @@ void dce_assoc_close(struct assoc *a, const char *reason)
     mp_timer_cancel(r->loop, &a->idle);
     mp_timer_cancel(r->loop, &a->bindt);
     mp_timer_cancel(r->loop, &a->stall);
-    mp_timer_cancel(r->loop, &a->upkick);
+    mp_timer_cancel(r->loop, &a->kick);
     dce_addr_release(r, a->addr);
     a->addr = NULL;
     dce_conn_release(r, &a->c);
@@ -172,13 +172,13 @@ void dce_conn_flush(struct assoc *a, struct conn *c)
     dce_tap_out(a, c);
     if (c == &a->c && a->carrier) {
         rc = carrier_flush(c, a->carrier->flush, a->carrier_data);
+        a->c_blocked = rc == 0 && mp_buf_avail(&c->n.out);
     } else if (c == &a->u && a->up_ops) {
         rc = carrier_flush(c, a->up_ops->flush, a->up_data);
         a->up_blocked = rc == 0 && mp_buf_avail(&c->n.out);
         if (rc < 0) /* the carrier failed and logged why: not told again */
             a->up_ops = NULL;
     } else if (c == &a->u && a->up_why[0]) { /* the carrier failed in this batch */
-        mp_timer_cancel(a->r->loop, &a->upkick);
         char why[sizeof a->up_why];
         snprintf(why, sizeof why, "%s", a->up_why);
         a->up_why[0] = 0;
@@ -224,16 +224,17 @@ void dce_update_interest(struct assoc *a)
     }
     if (!a->up_ops) {
         mp_conn_want(&a->u.n, c_room);
-    } else {
-        if (c_room != a->up_want) {
-            a->up_want = c_room;
-            a->up_ops->want_input(a->up_data, c_room);
-        }
-        /* output queued where no flush followed (what MP_WRITE does for a
-         * socket): handed over on the next loop turn */
-        if (mp_buf_avail(&a->u.n.out) && !a->up_blocked && !a->upkick.heap_idx)
-            mp_timer_arm(r->loop, &a->upkick, 0);
+    } else if (c_room != a->up_want) {
+        a->up_want = c_room;
+        a->up_ops->want_input(a->up_data, c_room);
     }
+    /* output queued where no flush followed (a winbind or KDC answer, a
+     * timer): what MP_WRITE does for a socket, a carrier's leg gets on the
+     * next loop turn, unless the carrier said it takes no more for now */
+    bool c_wait = a->carrier && mp_buf_avail(&a->c.n.out) && !a->c_blocked;
+    bool u_wait = a->up_ops && mp_buf_avail(&a->u.n.out) && !a->up_blocked;
+    if ((c_wait || u_wait) && !a->kick.heap_idx)
+        mp_timer_arm(r->loop, &a->kick, 0);
     mp_conn_want(&a->res.n, c_room);
 }
 
@@ -260,7 +261,6 @@ void dce_upstream_failed(struct assoc *a, const char *why)
     if (a->dead)
         return;
     a->up_why[0] = 0; /* a carrier's failure pending, if any, is this one's now */
-    mp_timer_cancel(a->r->loop, &a->upkick);
     mp_warn("conn %s: upstream %s; %zu call(s) in flight get a fault", a->peer, why, a->n_calls);
     mp_metrics_upstream_error(why);
     if (a->state != A_OPEN && !a->csec) {
@@ -358,7 +358,7 @@ static void idle_cb(struct mp_timer *t)
     mp_timer_arm(a->r->loop, t, limit - (now - last < limit ? now - last : 0));
 }
 
-static void upkick_cb(struct mp_timer *t)
+static void kick_cb(struct mp_timer *t)
 {
     struct assoc *a = t->data;
     if (a->up_why[0]) /* mp_dce_up_failed */
@@ -381,8 +381,6 @@ static int start_connect(struct assoc *a, struct conn *c, uint16_t port)
     a->up_data = up;
     a->up_want = true;
     a->up_blocked = false;
-    a->upkick.cb = upkick_cb;
-    a->upkick.data = a;
     c->n.port = port;
     c->n.read_ms = c->n.write_ms = mp_now_ms();
     return 0;
@@ -713,6 +711,8 @@ static struct assoc *assoc_new(struct mp_relay *r, const char *peer, bool epm)
         mp_timer_arm(r->loop, &a->idle, (uint64_t)r->cfg->idle_timeout_s * 1000);
     a->bindt.cb = bind_timeout_cb;
     a->bindt.data = a;
+    a->kick.cb = kick_cb;
+    a->kick.data = a;
     if (r->cfg->bind_timeout_s)
         mp_timer_arm(r->loop, &a->bindt, (uint64_t)r->cfg->bind_timeout_s * 1000);
     snprintf(a->peer, sizeof(a->peer), "%s", peer);
@@ -953,6 +953,7 @@ int mp_dce_assoc_input(struct assoc *a, const void *p, size_t len)
 
 void mp_dce_assoc_writable(struct assoc *a)
 {
+    a->c_blocked = false;
     carrier_after(a);
 }
 
@@ -998,6 +999,6 @@ void mp_dce_up_failed(struct assoc *a, const char *why)
      * whoever called the carrier may be inside the association's client
      * carrier, which the failure may close */
     snprintf(a->up_why, sizeof a->up_why, "%s", why && why[0] ? why : "carrier failed");
-    if (!a->upkick.heap_idx)
-        mp_timer_arm(a->r->loop, &a->upkick, 0);
+    if (!a->kick.heap_idx)
+        mp_timer_arm(a->r->loop, &a->kick, 0);
 }

@@ -8,7 +8,10 @@
  *   - feeds it the client's bytes with mp_dce_assoc_input() (whole or
  *     partial PDUs, in order; the association reassembles them),
  *   - is handed what goes to the client through ops->flush() (it takes what
- *     it can from the buffer and consumes it; the rest stays queued),
+ *     it can from the buffer and consumes it; the rest stays queued): after
+ *     the carrier's own calls in, after an answer, or, for output queued
+ *     from elsewhere (a winbind answer), on the next loop turn (a zero
+ *     timer, as for the server leg),
  *   - calls mp_dce_assoc_writable() when it can take more after having
  *     taken less than offered,
  *   - is told by ops->want_input() whether the association reads more now

@@ -192,6 +192,7 @@ struct assoc {
     const struct mp_dce_carrier_ops *carrier;
     void *carrier_data;
     bool carrier_want; /* what want_input() said last */
+    bool c_blocked;    /* its flush took less than offered: wait for mp_dce_assoc_writable */
     /* the upstream leg through a carrier (carrier.h, struct mp_dce_up_ops:
      * the RPC over HTTP upstream): u has no socket, u.n keeps its buffers,
      * port and times only; NULL once let go of */
@@ -199,7 +200,10 @@ struct assoc {
     void *up_data;
     bool up_want;           /* what up_ops->want_input() said last */
     bool up_blocked;        /* its flush took less than offered: wait for mp_dce_up_writable */
-    struct mp_timer upkick; /* hands u's output to the carrier on the next loop turn */
+    /* hands output queued where no flush followed to either leg's carrier
+     * on the next loop turn (dce_update_interest: what MP_WRITE does for a
+     * socket), and acts on up_why */
+    struct mp_timer kick;
     char up_why[300];       /* the carrier failed (mp_dce_up_failed): why, until handled */
     struct mp_pcap *cap;    /* decrypted packet export (pcap.c), or NULL */
     bool cap_warned;
