@@ -198,14 +198,14 @@ struct assoc {
      * port and times only; NULL once let go of */
     const struct mp_dce_up_ops *up_ops;
     void *up_data;
-    bool up_want;           /* what up_ops->want_input() said last */
-    bool up_blocked;        /* its flush took less than offered: wait for mp_dce_up_writable */
+    bool up_want;    /* what up_ops->want_input() said last */
+    bool up_blocked; /* its flush took less than offered: wait for mp_dce_up_writable */
     /* hands output queued where no flush followed to either leg's carrier
      * on the next loop turn (dce_update_interest: what MP_WRITE does for a
      * socket), and acts on up_why */
     struct mp_timer kick;
-    char up_why[300];       /* the carrier failed (mp_dce_up_failed): why, until handled */
-    struct mp_pcap *cap;    /* decrypted packet export (pcap.c), or NULL */
+    char up_why[300];    /* the carrier failed (mp_dce_up_failed): why, until handled */
+    struct mp_pcap *cap; /* decrypted packet export (pcap.c), or NULL */
     bool cap_warned;
     struct assoc *next, *prev;
 };
