@@ -56,6 +56,11 @@ def need_tshark():
         pytest.skip(reason)
 
 
+# (client port, server port) of every connection connect() opened: a
+# capture of Samba's 135 keeps only these (others may talk to 135 meanwhile)
+OPENED = []
+
+
 def connect(samba, port, level, password=None, user=None):
     trans = transport.DCERPCTransportFactory(samba.binding(port))
     trans.set_connect_timeout(5)
@@ -65,6 +70,7 @@ def connect(samba, port, level, password=None, user=None):
                         samba.domain)
     dce.set_auth_level(level)
     dce.connect()
+    OPENED.append((trans.get_socket().getsockname()[1], port))
     return dce
 
 
@@ -250,6 +256,7 @@ def test_wrong_password_refused(samba):
 def test_tshark_decrypts_sealed_calls(samba, tmp_path):
     need_tshark()
     lsa_port = samba.lsarpc_port
+    first = len(OPENED)
     with tshark_util.Capture([samba.epm_port, lsa_port],
                              tmpdir=tmp_path) as cap:
         binding = ept_map_lsarpc(samba, RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
@@ -258,11 +265,21 @@ def test_tshark_decrypts_sealed_calls(samba, tmp_path):
         dssetup_primary_domain(samba, lsa_port)
         samr_domains(samba, lsa_port)
         ept_map_lsarpc(samba, RPC_C_AUTHN_LEVEL_PKT_INTEGRITY)
-    pcap = cap.path
-    assert os.path.getsize(pcap) > 0
+    assert os.path.getsize(cap.path) > 0
+    # 135 is Samba's whoever talks to it (another test run, a client by
+    # hand, with other accounts): only this test's connections are judged
+    mine = OPENED[first:]
+    epm = samba.epm_port
+    assert [p for _, p in mine] == [epm] + [lsa_port] * 3 + [epm], mine
+    pcap = tshark_util.only_conversations(cap.path, pairs=mine)
 
     pdus = tshark_util.dissect(pcap, decode_as_ports=[lsa_port],
                                nt_password=samba.password)
+    # every one of them is in the capture: bind, bind_ack and a request
+    for cport, sport in mine:
+        conn = {p.ptype_name for p in pdus
+                if {p.src_port, p.dst_port} == {cport, sport}}
+        assert {"bind", "bind_ack", "request"} <= conn, (cport, sport, pdus)
     ptypes = {p.ptype_name for p in pdus}
     assert {"bind", "bind_ack", "auth3", "request", "response"} <= ptypes
 
