@@ -1249,14 +1249,24 @@ void mp_rpch_up_pin(const void *key, bool out, struct mp_rpch_pin *pin)
     pins = e;
 }
 
+/* The upstream virtual connection of a client's virtual connection (its
+ * key; one association, so one upstream virtual connection, each). */
+static struct upvc *vc_by_key(const void *key)
+{
+    for (struct mp_rpch_up *u = ups; key && u; u = u->next_up)
+        for (struct upvc *v = u->all; v; v = v->next)
+            if (v->key == key)
+                return v;
+    return NULL;
+}
+
 void mp_rpch_up_unpin(const void *key)
 {
     pinent_free(pin_take(key));
     /* the client's virtual connection is gone: its key names nothing */
-    for (struct mp_rpch_up *u = ups; key && u; u = u->next_up)
-        for (struct upvc *v = u->all; v; v = v->next)
-            if (v->key == key)
-                v->key = NULL;
+    struct upvc *v = vc_by_key(key);
+    if (v)
+        v->key = NULL;
 }
 
 uint64_t mp_rpch_up_chan_length(const struct mp_config *cfg, bool out, uint64_t client_length)
@@ -1268,11 +1278,9 @@ uint64_t mp_rpch_up_chan_length(const struct mp_config *cfg, bool out, uint64_t 
 
 bool mp_rpch_up_successor(const void *key, bool out, struct mp_rpch_pin *pin)
 {
-    struct upvc *v = NULL;
-    for (struct mp_rpch_up *u = ups; key && u && !v; u = u->next_up)
-        for (struct upvc *w = u->all; w && !v; w = w->next)
-            if (w->key == key && !w->dying)
-                v = w;
+    struct upvc *v = vc_by_key(key);
+    if (v && v->dying)
+        v = NULL;
     if (!v && !out && pin->head_sent && pin->fd >= 0) {
         /* not opened upstream yet: the successor replaces the first IN
          * channel's pin, which mp_rpch_up_open would have used */
